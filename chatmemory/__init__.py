@@ -1,0 +1,90 @@
+"""chatmemory: the persisted record of AI conversations for Python agents.
+
+A conversation groups histories (one per agent run, with the model that drove it), and
+each history holds its ordered messages. Every operation runs as a ``Principal``.
+"""
+
+from __future__ import annotations
+
+from chatmemory.content import (
+    AudioPart,
+    ContentPart,
+    FilePart,
+    ImagePart,
+    ReasoningPart,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+    flatten_content,
+)
+from chatmemory.errors import (
+    ChatMemoryError,
+    ConflictError,
+    ConversationNotFound,
+    HistoryNotFound,
+    InvalidInputError,
+    MessageNotFound,
+    NoPrincipalError,
+    NotFoundError,
+    SchemaOutOfDateError,
+    StorageError,
+)
+from chatmemory.limits import Limits
+from chatmemory.memory import ChatMemory
+from chatmemory.models import (
+    Conversation,
+    ConversationDetail,
+    ConversationSummary,
+    History,
+    HistoryDetail,
+    HistoryStatus,
+    Message,
+    MessageStatus,
+    Native,
+    NewMessage,
+    Page,
+    Role,
+)
+from chatmemory.principal import Principal, use_principal
+from chatmemory.scope import Scope
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AudioPart",
+    "ChatMemory",
+    "ChatMemoryError",
+    "ConflictError",
+    "ContentPart",
+    "Conversation",
+    "ConversationDetail",
+    "ConversationNotFound",
+    "ConversationSummary",
+    "FilePart",
+    "History",
+    "HistoryDetail",
+    "HistoryNotFound",
+    "HistoryStatus",
+    "ImagePart",
+    "InvalidInputError",
+    "Limits",
+    "Message",
+    "MessageNotFound",
+    "MessageStatus",
+    "Native",
+    "NewMessage",
+    "NoPrincipalError",
+    "NotFoundError",
+    "Page",
+    "Principal",
+    "ReasoningPart",
+    "Role",
+    "SchemaOutOfDateError",
+    "Scope",
+    "StorageError",
+    "TextPart",
+    "ToolCallPart",
+    "ToolResultPart",
+    "flatten_content",
+    "use_principal",
+]

@@ -1,0 +1,32 @@
+"""Opaque keyset cursors. They carry a position only: every page is still filtered by principal."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from chatmemory.errors import InvalidInputError
+
+
+def encode(kind: str, *position: Any) -> str:
+    raw = json.dumps([kind, *position], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode(kind: str, cursor: str, size: int) -> list[Any]:
+    """The position stored by ``encode(kind, ...)`` with ``size`` values.
+
+    Raises:
+        InvalidInputError: the cursor is malformed or belongs to another kind of listing.
+    """
+    try:
+        if not isinstance(cursor, str) or len(cursor) > 1000:
+            raise ValueError
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(data, list) or data[0] != kind or len(data) != size + 1:
+            raise ValueError
+    except (ValueError, binascii.Error, IndexError, TypeError):
+        raise InvalidInputError("cursor", "is not a cursor from this listing") from None
+    return data[1:]

@@ -1,0 +1,97 @@
+"""Running the shipped Alembic migrations from code."""
+
+from __future__ import annotations
+
+import functools
+import io
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import URL, text
+from sqlalchemy.engine import Connection
+
+from chatmemory._db import Database, resolve_url
+from chatmemory.errors import SchemaOutOfDateError
+
+VERSION_TABLE = "chatmemory_alembic_version"
+# Any constant works; it only has to be the same in every process migrating this database.
+_PG_LOCK_KEY = 0x63686174
+
+
+def script_location() -> Path:
+    """The migrations: inside the installed package, or the repository's ``migrations/``."""
+    packaged = Path(__file__).parent / "_migrations"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "migrations"
+
+
+def alembic_config(url: URL | None = None) -> Config:
+    config = Config(stdout=io.StringIO())
+    config.set_main_option("script_location", str(script_location()))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.render_as_string(hide_password=False).replace("%", "%%"))
+    return config
+
+
+@functools.cache
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def _current(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+
+async def current_revision(db: Database) -> str | None:
+    async with db.transaction() as conn:
+        return await conn.run_sync(_current)
+
+
+async def upgrade(db: Database, revision: str = "head") -> None:
+    """Upgrade to ``revision``; safe when several processes do it at once.
+
+    The whole upgrade runs in one transaction holding the database's write lock (SQLite)
+    or an advisory lock (PostgreSQL), so a second process waits and then finds it done.
+    """
+    if revision == "head" and await current_revision(db) == head_revision():
+        return
+    async with db.transaction(write=True) as conn:
+        if not db.is_sqlite:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        await conn.run_sync(_run_command, "upgrade", revision)
+
+
+async def downgrade(db: Database, revision: str) -> None:
+    """Downgrade to ``revision`` (``"base"`` drops every chatmemory table)."""
+    async with db.transaction(write=True) as conn:
+        if not db.is_sqlite:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        await conn.run_sync(_run_command, "downgrade", revision)
+
+
+def _run_command(conn: Connection, name: str, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = conn
+    getattr(command, name)(config, revision)
+
+
+async def verify(db: Database, command_hint: str) -> None:
+    """Raises SchemaOutOfDateError unless the schema is at head."""
+    current = await current_revision(db)
+    if current != head_revision():
+        raise SchemaOutOfDateError(current, head_revision(), command_hint)
+
+
+def offline_sql(url: str | URL | None, revision: str = "head") -> str:
+    """The SQL that upgrading an empty database to ``revision`` would run, without connecting."""
+    resolved = resolve_url(url)
+    plain = resolved.set(drivername=resolved.get_backend_name())
+    config = alembic_config(plain)
+    out = io.StringIO()
+    config.output_buffer = out
+    command.upgrade(config, revision, sql=True)
+    return out.getvalue()

@@ -1,0 +1,136 @@
+"""Row access. Every lookup that starts from an id the caller gave goes through a principal filter here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import ColumnElement, Select, and_, func, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from chatmemory._schema import conversations, histories, messages
+from chatmemory.errors import ConversationNotFound, HistoryNotFound, MessageNotFound
+from chatmemory.models import Conversation, ConversationSummary, History, Message
+from chatmemory.principal import Principal
+
+PREVIEW_CHARS = 200
+
+C, H, M = conversations.c, histories.c, messages.c
+
+CONVERSATION_COLUMNS = (
+    C.id, C.owner_id, C.tenant_id, C.title, C["metadata"], C.pinned_at, C.archived_at,
+    C.created_at, C.updated_at,
+)
+SUMMARY_COLUMNS = (*CONVERSATION_COLUMNS, C.message_count, C.last_message_preview)
+HISTORY_COLUMNS = (
+    H.id, H.chat_conversation_id.label("conversation_id"), H.model, H.system_prompts, H["metadata"],
+    H.status, H.usage, H.error, H.finished_at, H.created_at, H.updated_at,
+)
+MESSAGE_COLUMNS = (
+    M.id, M.chat_conversation_id.label("conversation_id"), M.chat_history_id.label("history_id"), M.seq,
+    M.role, M.content, M.parts, M.model, M.status, M.error, M.usage, M["metadata"], M.native, M.key,
+    M.created_at, M.updated_at,
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def visible(principal: Principal) -> ColumnElement[bool]:
+    """Live conversations the principal may see: its own in its tenant, or any in its tenant if admin."""
+    tenant = C.tenant_id.is_(None) if principal.tenant is None else C.tenant_id == principal.tenant
+    clause = and_(tenant, C.deleted_at.is_(None))
+    return clause if principal.admin else and_(clause, C.owner_id == principal.id)
+
+
+def visible_histories(principal: Principal) -> Select[Any]:
+    return (
+        select(*HISTORY_COLUMNS)
+        .join(conversations, C.id == H.chat_conversation_id)
+        .where(visible(principal), H.deleted_at.is_(None))
+    )
+
+
+def visible_messages(principal: Principal) -> Select[Any]:
+    return (
+        select(*MESSAGE_COLUMNS)
+        .join(conversations, C.id == M.chat_conversation_id)
+        .where(visible(principal), M.deleted_at.is_(None))
+    )
+
+
+async def get_conversation(
+    conn: AsyncConnection, principal: Principal, conversation_id: UUID, *, lock: bool = False
+) -> ConversationSummary:
+    """Raises ConversationNotFound unless visible. ``lock`` holds the row until commit (PostgreSQL)."""
+    query = select(*SUMMARY_COLUMNS).where(C.id == conversation_id, visible(principal))
+    row = (await conn.execute(query.with_for_update() if lock else query)).first()
+    if row is None:
+        raise ConversationNotFound(conversation_id)
+    return ConversationSummary.model_validate(row._mapping)
+
+
+async def get_history(
+    conn: AsyncConnection, principal: Principal, history_id: UUID, *, lock: bool = False
+) -> History:
+    """Raises HistoryNotFound unless visible. ``lock`` also locks its conversation's row (PostgreSQL)."""
+    query = visible_histories(principal).where(H.id == history_id)
+    if lock:
+        query = query.with_for_update(of=conversations)
+    row = (await conn.execute(query)).first()
+    if row is None:
+        raise HistoryNotFound(history_id)
+    return History.model_validate(row._mapping)
+
+
+async def get_message(
+    conn: AsyncConnection, principal: Principal, message_id: UUID, *, lock: bool = False
+) -> Message:
+    """Raises MessageNotFound unless visible. ``lock`` also locks its conversation's row (PostgreSQL)."""
+    query = visible_messages(principal).where(M.id == message_id)
+    if lock:
+        query = query.with_for_update(of=conversations)
+    row = (await conn.execute(query)).first()
+    if row is None:
+        raise MessageNotFound(message_id)
+    return message_from_row(row)
+
+
+def message_from_row(row: Row[Any]) -> Message:
+    return Message.model_validate(row._mapping)
+
+
+async def history_messages(conn: AsyncConnection, history_ids: Sequence[UUID]) -> dict[UUID, list[Message]]:
+    """Live messages of already-authorized histories, in ``seq`` order, by history."""
+    result: dict[UUID, list[Message]] = {hid: [] for hid in history_ids}
+    if history_ids:
+        query = (
+            select(*MESSAGE_COLUMNS)
+            .where(M.chat_history_id.in_(history_ids), M.deleted_at.is_(None))
+            .order_by(M.chat_conversation_id, M.seq)
+        )
+        for row in await conn.execute(query):
+            result[row.history_id].append(message_from_row(row))
+    return result
+
+
+async def refresh_summary(conn: AsyncConnection, conversation_id: UUID, when: datetime) -> None:
+    """Recompute a conversation's live message count and preview after messages disappear or change."""
+    live = and_(M.chat_conversation_id == conversation_id, M.deleted_at.is_(None))
+    count = select(func.count()).where(live).scalar_subquery()
+    preview = (
+        select(func.substr(M.content, 1, PREVIEW_CHARS)).where(live).order_by(M.seq.desc()).limit(1)
+    ).scalar_subquery()
+    await conn.execute(
+        update(conversations)
+        .where(C.id == conversation_id)
+        .values(message_count=count, last_message_preview=preview, updated_at=when)
+    )
+
+
+def conversation_of(summary: ConversationSummary) -> Conversation:
+    return Conversation.model_validate(summary.model_dump(exclude={"message_count", "last_message_preview"}))

@@ -1,0 +1,146 @@
+"""The tables. Migrations in ``migrations/`` create exactly this; a test checks they agree."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out, on every backend (SQLite stores naive UTC text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _json() -> Any:
+    return JSON().with_variant(JSONB(), "postgresql")
+
+
+def _timestamps() -> list[Column[Any]]:
+    return [
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("updated_at", UTCDateTime(), nullable=False),
+        Column("deleted_at", UTCDateTime(), nullable=True),
+    ]
+
+
+conversations = Table(
+    "chat_conversations",
+    metadata,
+    Column("id", Uuid(), primary_key=True),
+    Column("owner_id", String(255), nullable=False),
+    Column("tenant_id", String(255), nullable=True),
+    Column("title", Text(), nullable=True),
+    Column("metadata", _json(), nullable=False),
+    Column("pinned_at", UTCDateTime(), nullable=True),
+    Column("archived_at", UTCDateTime(), nullable=True),
+    # Denormalized so listing needs no query per conversation; kept in step by every write.
+    Column("last_seq", BigInteger(), nullable=False),
+    Column("message_count", Integer(), nullable=False),
+    Column("last_message_preview", Text(), nullable=True),
+    *_timestamps(),
+    Index(None, "owner_id", "tenant_id", "updated_at"),
+    Index(None, "tenant_id", "updated_at"),
+)
+
+histories = Table(
+    "chat_histories",
+    metadata,
+    Column("id", Uuid(), primary_key=True),
+    Column(
+        "chat_conversation_id",
+        Uuid(),
+        ForeignKey("chat_conversations.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("model", String(200), nullable=False),
+    Column("system_prompts", _json(), nullable=True),
+    Column("metadata", _json(), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("usage", _json(), nullable=True),
+    Column("error", Text(), nullable=True),
+    Column("finished_at", UTCDateTime(), nullable=True),
+    *_timestamps(),
+    CheckConstraint("status IN ('running', 'completed', 'failed', 'cancelled')", name="status"),
+)
+
+messages = Table(
+    "chat_messages",
+    metadata,
+    Column("id", Uuid(), primary_key=True),
+    Column(
+        "chat_conversation_id",
+        Uuid(),
+        ForeignKey("chat_conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column(
+        "chat_history_id",
+        Uuid(),
+        ForeignKey("chat_histories.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("seq", BigInteger(), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("content", Text(), nullable=False),
+    Column("parts", _json(), nullable=True),
+    Column("model", String(200), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("error", Text(), nullable=True),
+    Column("usage", _json(), nullable=True),
+    Column("metadata", _json(), nullable=True),
+    Column("native", _json(), nullable=True),
+    Column("key", String(255), nullable=True),
+    *_timestamps(),
+    UniqueConstraint("chat_conversation_id", "seq"),
+    UniqueConstraint("chat_history_id", "key"),
+    Index(None, "chat_history_id", "created_at"),
+    Index(None, "chat_history_id", "seq"),
+    CheckConstraint("role IN ('system', 'user', 'assistant', 'tool')", name="role"),
+    CheckConstraint("status IN ('complete', 'pending', 'error')", name="status"),
+)

@@ -1,0 +1,88 @@
+"""Turning bad input into ``InvalidInputError`` before anything touches the database."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from chatmemory.errors import InvalidInputError
+
+MAX_JSON_DEPTH = 32
+
+
+def invalid_input(exc: ValidationError, prefix: str | None = None) -> InvalidInputError:
+    """The first problem pydantic found, as an ``InvalidInputError`` naming its field."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    loc = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part))
+    field = ".".join(p for p in (prefix, loc) if p) or None
+    reason = first["msg"].removeprefix("Value error, ")
+    return InvalidInputError(field, reason)
+
+
+def _is_union_tag(part: object) -> bool:
+    # pydantic puts the discriminator value in the location path; it names no field.
+    return isinstance(part, str) and part in _PART_TYPES
+
+
+_PART_TYPES = frozenset({"text", "image", "audio", "file", "tool_call", "tool_result", "reasoning"})
+
+
+def check_text(field: str, value: str) -> str:
+    """Reject what neither backend can store faithfully: NUL characters and lone surrogates."""
+    if "\x00" in value:
+        raise InvalidInputError(field, "must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(field, "must be valid unicode (no lone surrogates)") from None
+    return value
+
+
+def check_json(field: str, value: Any, depth: int = 0) -> None:
+    """Require a JSON value (objects with string keys, arrays, strings, finite numbers, bools, null)."""
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidInputError(field, f"is nested deeper than {MAX_JSON_DEPTH} levels")
+    if value is None or isinstance(value, bool | int):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidInputError(field, "must be JSON (no NaN or infinity)")
+    elif isinstance(value, str):
+        check_text(field, value)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            check_json(field, item, depth + 1)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidInputError(field, "must be JSON (object keys must be strings)")
+            check_text(field, key)
+            check_json(field, item, depth + 1)
+    else:
+        raise InvalidInputError(field, f"must be JSON, got {type(value).__name__}")
+
+
+def check_object(field: str, value: Any) -> dict[str, Any] | None:
+    """A JSON object (or ``None``)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(field, "must be a JSON object")
+    check_json(field, value)
+    return dict(value)
+
+
+def parse_id(field: str, value: object) -> UUID:
+    """A UUID from a ``UUID`` or its string form."""
+    if isinstance(value, UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return UUID(value)
+        except ValueError:
+            pass
+    raise InvalidInputError(field, "must be a UUID")

@@ -1,0 +1,121 @@
+"""The exceptions chatmemory raises.
+
+```
+ChatMemoryError
+├── NotFoundError (LookupError)
+│   ├── ConversationNotFound
+│   ├── HistoryNotFound
+│   └── MessageNotFound
+├── InvalidInputError (ValueError)
+├── ConflictError
+├── NoPrincipalError
+├── SchemaOutOfDateError
+└── StorageError
+```
+
+An object that exists but belongs to someone else raises exactly the same error, with the
+same message, as one that does not exist.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+__all__ = [
+    "ChatMemoryError",
+    "ConflictError",
+    "ConversationNotFound",
+    "HistoryNotFound",
+    "InvalidInputError",
+    "MessageNotFound",
+    "NoPrincipalError",
+    "NotFoundError",
+    "SchemaOutOfDateError",
+    "StorageError",
+]
+
+
+class ChatMemoryError(Exception):
+    """Base class of every error chatmemory raises."""
+
+
+class NotFoundError(ChatMemoryError, LookupError):
+    """The object does not exist, was deleted, or is not visible to the principal."""
+
+    kind = "object"
+
+    def __init__(self, object_id: UUID | str) -> None:
+        self.object_id = object_id
+        super().__init__(f"{self.kind} {object_id} not found")
+
+
+class ConversationNotFound(NotFoundError):
+    """No visible conversation has this id."""
+
+    kind = "conversation"
+
+    @property
+    def conversation_id(self) -> UUID | str:
+        return self.object_id
+
+
+class HistoryNotFound(NotFoundError):
+    """No visible history has this id."""
+
+    kind = "history"
+
+    @property
+    def history_id(self) -> UUID | str:
+        return self.object_id
+
+
+class MessageNotFound(NotFoundError):
+    """No visible message has this id."""
+
+    kind = "message"
+
+    @property
+    def message_id(self) -> UUID | str:
+        return self.object_id
+
+
+class InvalidInputError(ChatMemoryError, ValueError):
+    """An argument was rejected; nothing was written.
+
+    Attributes:
+        field: dotted path of the offending argument (``"messages.0.role"``), if known.
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, field: str | None, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"invalid {field}: {reason}" if field else f"invalid input: {reason}")
+
+
+class ConflictError(ChatMemoryError):
+    """The operation does not fit the object's current state (e.g. appending to a finished history)."""
+
+
+class NoPrincipalError(ChatMemoryError):
+    """An operation needed a principal and none was given or set with ``use_principal``."""
+
+    def __init__(self) -> None:
+        super().__init__("no principal: pass one to memory.scoped(...) or set it with use_principal(...)")
+
+
+class SchemaOutOfDateError(ChatMemoryError):
+    """The database schema is not at the version this chatmemory needs."""
+
+    def __init__(self, current: str | None, head: str, command: str) -> None:
+        self.current = current
+        self.head = head
+        self.command = command
+        super().__init__(
+            f"database schema is at revision {current or '<none>'}, chatmemory needs {head}; "
+            f"run `{command}` (or open with migrate=True)"
+        )
+
+
+class StorageError(ChatMemoryError):
+    """The database failed (connection lost, disk full, lock timeout, ...). The call changed nothing."""
