@@ -1,0 +1,3 @@
+from chatmemory.cli import main
+
+raise SystemExit(main())
