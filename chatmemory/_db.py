@@ -48,7 +48,13 @@ def resolve_url(url: str | URL | None) -> URL:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         return parsed
-    if driver in {"postgres", "postgresql", "postgresql+asyncpg", "postgresql+psycopg", "postgresql+psycopg2"}:
+    if driver in {
+        "postgres",
+        "postgresql",
+        "postgresql+asyncpg",
+        "postgresql+psycopg",
+        "postgresql+psycopg2",
+    }:
         return parsed.set(drivername="postgresql+asyncpg")
     raise InvalidInputError("url", f"unsupported database {driver!r}; use sqlite:/// or postgresql://")
 
@@ -75,7 +81,7 @@ def prepare_engine(engine: AsyncEngine) -> None:
 
 def _on_sqlite_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     # Let SQLAlchemy's begin event, not the driver, decide when and how a transaction starts.
-    dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     for pragma in (
         f"busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Unpack
 from uuid import UUID
 
 from sqlalchemy import ColumnElement, Select, and_, func, select, update
@@ -21,18 +21,47 @@ PREVIEW_CHARS = 200
 C, H, M = conversations.c, histories.c, messages.c
 
 CONVERSATION_COLUMNS = (
-    C.id, C.owner_id, C.tenant_id, C.title, C["metadata"], C.pinned_at, C.archived_at,
-    C.created_at, C.updated_at,
+    C.id,
+    C.owner_id,
+    C.tenant_id,
+    C.title,
+    C["metadata"],
+    C.pinned_at,
+    C.archived_at,
+    C.created_at,
+    C.updated_at,
 )
 SUMMARY_COLUMNS = (*CONVERSATION_COLUMNS, C.message_count, C.last_message_preview)
 HISTORY_COLUMNS = (
-    H.id, H.chat_conversation_id.label("conversation_id"), H.model, H.system_prompts, H["metadata"],
-    H.status, H.usage, H.error, H.finished_at, H.created_at, H.updated_at,
+    H.id,
+    H.chat_conversation_id.label("conversation_id"),
+    H.model,
+    H.system_prompts,
+    H["metadata"],
+    H.status,
+    H.usage,
+    H.error,
+    H.finished_at,
+    H.created_at,
+    H.updated_at,
 )
 MESSAGE_COLUMNS = (
-    M.id, M.chat_conversation_id.label("conversation_id"), M.chat_history_id.label("history_id"), M.seq,
-    M.role, M.content, M.parts, M.model, M.status, M.error, M.usage, M["metadata"], M.native, M.key,
-    M.created_at, M.updated_at,
+    M.id,
+    M.chat_conversation_id.label("conversation_id"),
+    M.chat_history_id.label("history_id"),
+    M.seq,
+    M.role,
+    M.content,
+    M.parts,
+    M.model,
+    M.status,
+    M.error,
+    M.usage,
+    M["metadata"],
+    M.native,
+    M.key,
+    M.created_at,
+    M.updated_at,
 )
 
 
@@ -100,7 +129,7 @@ async def get_message(
     return message_from_row(row)
 
 
-def message_from_row(row: Row[Any]) -> Message:
+def message_from_row(row: Row[Unpack[tuple[Any, ...]]]) -> Message:
     return Message.model_validate(row._mapping)
 
 

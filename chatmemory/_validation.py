@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from pydantic import ValidationError
 
 from chatmemory.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from chatmemory.content import ContentPart
 
 MAX_JSON_DEPTH = 32
 
@@ -86,3 +89,25 @@ def parse_id(field: str, value: object) -> UUID:
         except ValueError:
             pass
     raise InvalidInputError(field, "must be a UUID")
+
+
+def model_name(field: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise InvalidInputError(field, "must be a non-empty model name of at most 200 characters")
+    return check_text(field, value)
+
+
+def prompts(value: Sequence[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise InvalidInputError("system_prompts", "must be a list of strings")
+    for i, prompt in enumerate(value):
+        if not isinstance(prompt, str):
+            raise InvalidInputError(f"system_prompts.{i}", "must be a string")
+        check_text(f"system_prompts.{i}", prompt)
+    return list(value)
+
+
+def dump_parts(parts: Sequence[ContentPart]) -> list[dict[str, Any]]:
+    return [part.model_dump(mode="json", exclude_none=True) for part in parts]

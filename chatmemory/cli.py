@@ -17,7 +17,9 @@ def _url_option(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chatmemory", description="The persisted record of AI conversations.")
+    parser = argparse.ArgumentParser(
+        prog="chatmemory", description="The persisted record of AI conversations."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     migrate = commands.add_parser("migrate", help="upgrade the database schema to the current version")
@@ -43,7 +45,11 @@ async def _migrate_command(args: argparse.Namespace) -> int:
         await db.engine.dispose()
     head = _migrate.head_revision()
     where = resolve_url(args.url).render_as_string(hide_password=True)
-    print(f"{where}: already at {head}" if before == head else f"{where}: upgraded {before or 'empty'} -> {head}")
+    print(
+        f"{where}: already at {head}"
+        if before == head
+        else f"{where}: upgraded {before or 'empty'} -> {head}"
+    )
     return 0
 
 

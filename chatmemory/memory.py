@@ -36,7 +36,12 @@ class ChatMemory:
 
     @classmethod
     def open(
-        cls, url: str | URL | None = None, *, migrate: bool = True, limits: Limits | None = None, **options: Any
+        cls,
+        url: str | URL | None = None,
+        *,
+        migrate: bool = True,
+        limits: Limits | None = None,
+        **options: Any,
     ) -> _Opening:
         """Open the store at ``url`` (default ``$CHATMEMORY_URL``, else a SQLite file in the
         user data directory). Use as ``async with ChatMemory.open(...) as memory`` or

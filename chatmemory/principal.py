@@ -30,7 +30,7 @@ class Principal:
     tenant: str | None = None
     admin: bool = False
 
-    def __init__(self, id: str, *, tenant: str | None = None, admin: bool = False) -> None:  # noqa: A002
+    def __init__(self, id: str, *, tenant: str | None = None, admin: bool = False) -> None:
         _check_name("principal.id", id)
         if tenant is not None:
             _check_name("principal.tenant", tenant)

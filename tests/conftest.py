@@ -27,8 +27,11 @@ async def _create_database(server_url: str) -> str:
     url = make_url(server_url)
     name = f"cm_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(
-        user=url.username, password=url.password or None, host=url.query.get("host") or url.host,
-        port=url.port, database=url.database,
+        user=url.username,
+        password=url.password or None,
+        host=url.query.get("host") or url.host,
+        port=url.port,
+        database=url.database,
     )
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')

@@ -103,7 +103,9 @@ def upgrade() -> None:
         sa.CheckConstraint(
             "role IN ('system', 'user', 'assistant', 'tool')", name=op.f("ck_chat_messages_role")
         ),
-        sa.CheckConstraint("status IN ('complete', 'pending', 'error')", name=op.f("ck_chat_messages_status")),
+        sa.CheckConstraint(
+            "status IN ('complete', 'pending', 'error')", name=op.f("ck_chat_messages_status")
+        ),
         sa.ForeignKeyConstraint(
             ["chat_conversation_id"],
             ["chat_conversations.id"],
@@ -117,11 +119,15 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_chat_messages")),
-        sa.UniqueConstraint("chat_conversation_id", "seq", name=op.f("uq_chat_messages_chat_conversation_id_seq")),
+        sa.UniqueConstraint(
+            "chat_conversation_id", "seq", name=op.f("uq_chat_messages_chat_conversation_id_seq")
+        ),
         sa.UniqueConstraint("chat_history_id", "key", name=op.f("uq_chat_messages_chat_history_id_key")),
     )
     op.create_index(
-        op.f("ix_chat_messages_chat_history_id_created_at"), "chat_messages", ["chat_history_id", "created_at"]
+        op.f("ix_chat_messages_chat_history_id_created_at"),
+        "chat_messages",
+        ["chat_history_id", "created_at"],
     )
     op.create_index(op.f("ix_chat_messages_chat_history_id_seq"), "chat_messages", ["chat_history_id", "seq"])
 
