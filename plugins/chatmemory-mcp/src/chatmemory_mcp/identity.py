@@ -1,0 +1,111 @@
+"""Who a request runs as: a bearer token's principal (HTTP) or the one fixed at start (stdio).
+
+Identity never comes from tool arguments, URLs or headers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import AccessToken
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+
+from chatmemory import ChatMemory, InvalidInputError, Principal
+from chatmemory.scope import Scope
+
+__all__ = [
+    "ADMIN_SCOPE",
+    "PRINCIPAL_CLAIM",
+    "AuthKind",
+    "ServerState",
+    "principal_from_env",
+    "principal_of",
+    "scope_for",
+    "token_principal",
+]
+
+ADMIN_SCOPE = "chatmemory:admin"
+PRINCIPAL_CLAIM = "chatmemory_principal"
+"""Claim our token verifiers add to an ``AccessToken``: ``{"id", "tenant", "admin", "method"}``."""
+
+AuthKind = Literal["stdio", "token", "jwt", "insecure"]
+ServerContext = Context[Any, Any]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerState:
+    """What the lifespan holds: the store, and the fixed principal when there is one.
+
+    An HTTP server with token authentication never has a fixed principal, so a request
+    without a verified token can never fall through to a default user.
+    """
+
+    memory: ChatMemory
+    principal: Principal | None
+    auth: AuthKind
+
+
+def token_principal(
+    subject: str, *, tenant: str | None, admin: bool, method: Literal["token", "jwt"]
+) -> dict[str, Any]:
+    """The ``PRINCIPAL_CLAIM`` value a token verifier attaches to the tokens it accepts."""
+    return {"id": subject, "tenant": tenant, "admin": admin, "method": method}
+
+
+def principal_of(state: ServerState) -> tuple[Principal, AuthKind]:
+    """The principal of the current request, and how it was established.
+
+    Raises:
+        ToolError: no principal (fail closed).
+    """
+    token = get_access_token()
+    if token is not None:
+        return _from_token(token)
+    if state.principal is not None:
+        return state.principal, state.auth
+    raise ToolError("not authenticated: this server needs a bearer token")
+
+
+def scope_for(ctx: ServerContext) -> Scope:
+    """The store as seen by the current request's principal.
+
+    Raises:
+        ToolError: no principal.
+    """
+    state: ServerState = ctx.request_context.lifespan_context
+    principal, _ = principal_of(state)
+    return state.memory.scoped(principal)
+
+
+def _from_token(token: AccessToken) -> tuple[Principal, AuthKind]:
+    claim = (token.claims or {}).get(PRINCIPAL_CLAIM)
+    if not isinstance(claim, Mapping):
+        raise ToolError("not authenticated: the token does not name a principal")
+    method: AuthKind = "jwt" if claim.get("method") == "jwt" else "token"
+    return Principal(str(claim["id"]), tenant=claim.get("tenant"), admin=bool(claim.get("admin"))), method
+
+
+def principal_from_env(environ: Mapping[str, str] | None = None) -> Principal | None:
+    """The principal named by ``CHATMEMORY_PRINCIPAL`` (with ``CHATMEMORY_TENANT`` and
+    ``CHATMEMORY_ADMIN``), or ``None`` when it is unset.
+
+    Raises:
+        InvalidInputError: a variable holds a malformed value.
+    """
+    env = os.environ if environ is None else environ
+    principal_id = env.get("CHATMEMORY_PRINCIPAL", "").strip()
+    if not principal_id:
+        return None
+    flag = env.get("CHATMEMORY_ADMIN", "").strip().lower()
+    if flag not in _TRUE | _FALSE:
+        raise InvalidInputError("CHATMEMORY_ADMIN", "must be true or false")
+    tenant = env.get("CHATMEMORY_TENANT", "").strip() or None
+    return Principal(principal_id, tenant=tenant, admin=flag in _TRUE)
