@@ -1,0 +1,198 @@
+"""The ``chatmemory-mcp`` command: ``stdio``, ``http`` and ``token create|revoke|list``.
+
+Nothing is written to stdout before the stdio server starts: it is the protocol stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from chatmemory import ChatMemoryError, Principal
+from chatmemory_mcp.auth import JWTSettings
+from chatmemory_mcp.http_app import ConfigError, HttpSettings
+from chatmemory_mcp.identity import principal_from_env
+from chatmemory_mcp.tokens import TOKEN_FILE_ENV, TokenFile, default_token_file
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``chatmemory-mcp``."""
+    parser = argparse.ArgumentParser(prog="chatmemory-mcp", description="The chatmemory MCP server.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    stdio = commands.add_parser(
+        "stdio",
+        help="serve one client over stdin/stdout as $CHATMEMORY_PRINCIPAL (database: $CHATMEMORY_URL)",
+    )
+    stdio.add_argument("--url", help="database URL (default: $CHATMEMORY_URL, else the user data directory)")
+    stdio.set_defaults(run=_stdio)
+
+    http = commands.add_parser("http", help="serve streamable HTTP with bearer-token authentication")
+    http.add_argument("--host", default="127.0.0.1")
+    http.add_argument("--port", type=int, default=8000)
+    http.add_argument("--path", default="/mcp", help="the MCP endpoint path (default /mcp)")
+    http.add_argument("--url", help="database URL (default: $CHATMEMORY_URL, else the user data directory)")
+    http.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        help="a Host header to accept (repeatable), e.g. mem.example.com",
+    )
+    http.add_argument(
+        "--allowed-origin", action="append", default=[], help="an Origin to accept (repeatable)"
+    )
+    http.add_argument("--public-url", help="the server's external base URL, e.g. https://mem.example.com")
+    _token_file_option(http)
+    http.add_argument("--jwt-issuer", help="accept JWTs from this issuer (`iss`)")
+    http.add_argument("--jwt-audience", help="the audience (`aud`) JWTs must name")
+    http.add_argument("--jwt-public-key", type=Path, help="PEM file with the issuer's public key")
+    http.add_argument("--jwt-jwks-url", help="the issuer's JWKS URL (instead of --jwt-public-key)")
+    http.add_argument(
+        "--jwt-admin-scope", default="chatmemory:admin", help="the scope that makes a principal admin"
+    )
+    http.add_argument("--jwt-tenant-claim", help="the claim holding the principal's tenant")
+    http.add_argument(
+        "--max-body-bytes", type=int, default=4 * 1024 * 1024, help="largest request body accepted"
+    )
+    http.add_argument("--stateless", action="store_true", help="no Mcp-Session-Id for handshake-era clients")
+    http.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="no authentication: every request acts as $CHATMEMORY_PRINCIPAL; loopback hosts only",
+    )
+    http.set_defaults(run=_http)
+
+    token = commands.add_parser("token", help="manage the bearer tokens of the token file")
+    actions = token.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="create a token and print it (once)")
+    create.add_argument("--principal", required=True)
+    create.add_argument("--tenant")
+    create.add_argument("--admin", action="store_true")
+    create.add_argument("--label", help="a note to recognise the token by")
+    create.add_argument("--expires-in-days", type=float, help="make the token expire")
+    _token_file_option(create)
+    create.set_defaults(run=_token_create)
+    revoke = actions.add_parser("revoke", help="revoke a token by its id (tok_...)")
+    revoke.add_argument("token_id")
+    _token_file_option(revoke)
+    revoke.set_defaults(run=_token_revoke)
+    listing = actions.add_parser("list", help="list token ids and their principals")
+    _token_file_option(listing)
+    listing.set_defaults(run=_token_list)
+    return parser
+
+
+def _token_file_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help=f"the token file (default: ${TOKEN_FILE_ENV}, else user config)",
+    )
+
+
+def _stdio(args: argparse.Namespace) -> int:
+    principal = principal_from_env()
+    if principal is None:
+        print(
+            "chatmemory-mcp: set CHATMEMORY_PRINCIPAL to the principal this server acts as", file=sys.stderr
+        )
+        return 2
+    from chatmemory_mcp.server import build_server
+
+    build_server(principal=principal, auth="stdio", url=args.url).run("stdio")
+    return 0
+
+
+def _http(args: argparse.Namespace) -> int:
+    from chatmemory_mcp.http_app import build_http_app
+
+    jwt = None
+    if args.jwt_issuer or args.jwt_audience or args.jwt_public_key or args.jwt_jwks_url:
+        if not (args.jwt_issuer and args.jwt_audience):
+            raise ConfigError("JWT needs both --jwt-issuer and --jwt-audience")
+        try:
+            jwt = JWTSettings(
+                issuer=args.jwt_issuer,
+                audience=args.jwt_audience,
+                public_key=args.jwt_public_key.read_text() if args.jwt_public_key else None,
+                jwks_url=args.jwt_jwks_url,
+                admin_scope=args.jwt_admin_scope,
+                tenant_claim=args.jwt_tenant_claim,
+            )
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"JWT settings: {exc}") from None
+    insecure = None
+    if args.insecure_no_auth:
+        insecure = principal_from_env()
+        if insecure is None:
+            raise ConfigError("--insecure-no-auth needs CHATMEMORY_PRINCIPAL (the one principal it serves)")
+    settings = HttpSettings(
+        host=args.host,
+        port=args.port,
+        path=args.path,
+        allowed_hosts=args.allowed_host,
+        allowed_origins=args.allowed_origin,
+        token_file=args.token_file or default_token_file(),
+        jwt=jwt,
+        insecure_principal=insecure,
+        public_url=args.public_url,
+        max_body_bytes=args.max_body_bytes,
+        stateless=args.stateless,
+        database_url=args.url,
+    )
+    app = build_http_app(settings)
+    import uvicorn
+
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    principal = Principal(args.principal, tenant=args.tenant, admin=args.admin)
+    expires = None if args.expires_in_days is None else int(args.expires_in_days * 86_400)
+    path = args.token_file or default_token_file()
+    token, entry = TokenFile(path).create(principal, label=args.label, expires_in=expires)
+    print(
+        f"created {entry.id} for {entry.principal}{' (admin)' if entry.admin else ''} in {path}",
+        file=sys.stderr,
+    )
+    print("the token is shown only now; store it securely:", file=sys.stderr)
+    print(token)
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    path = args.token_file or default_token_file()
+    entry = TokenFile(path).revoke(args.token_id)
+    if entry is None:
+        print(f"chatmemory-mcp: no token {args.token_id} in {path}", file=sys.stderr)
+        return 1
+    print(f"revoked {entry.id} ({entry.principal})", file=sys.stderr)
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    entries = TokenFile(args.token_file or default_token_file()).load()
+    for entry in sorted(entries.values(), key=lambda e: e.created_at):
+        flags = " admin" if entry.admin else ""
+        tenant = f" tenant={entry.tenant}" if entry.tenant else ""
+        label = f" ({entry.label})" if entry.label else ""
+        print(f"{entry.id}\t{entry.principal}{tenant}{flags}{label}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (ConfigError, ChatMemoryError) as exc:
+        print(f"chatmemory-mcp: {exc}", file=sys.stderr)
+        return 2
