@@ -1,0 +1,211 @@
+"""Translation between LangChain messages and chatmemory messages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from pydantic import ValidationError
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    ChatMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+    message_to_dict,
+    messages_from_dict,
+)
+
+from chatmemory import (
+    AudioPart,
+    ContentPart,
+    FilePart,
+    ImagePart,
+    Message,
+    NewMessage,
+    ReasoningPart,
+    Role,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+)
+
+NATIVE_FORMAT = "langchain"
+"""The ``native.format`` of messages this package stores (``data`` is ``message_to_dict``)."""
+
+_ROLES: dict[str, Role] = {"human": "user", "ai": "assistant", "tool": "tool", "system": "system"}
+_CHAT_ROLES: dict[str, Role] = {"user": "user", "assistant": "assistant", "tool": "tool", "system": "system"}
+_DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)$", re.DOTALL)
+_MEDIA: dict[str, type[ImagePart | AudioPart | FilePart]] = {
+    "image": ImagePart,
+    "audio": AudioPart,
+    "file": FilePart,
+}
+
+
+def model_name_of(model: object) -> str:
+    """The name a chat model is known by: its ``model_name``/``model``/``model_id``/``deployment_name``
+    attribute, else the name LangChain reports for tracing, else its class name."""
+    for attr in ("model_name", "model", "model_id", "deployment_name"):
+        value = getattr(model, attr, None)
+        if isinstance(value, str) and value.strip():
+            return value
+    bound = getattr(model, "bound", None)
+    if bound is not None and bound is not model:
+        return model_name_of(bound)
+    if isinstance(model, BaseChatModel):
+        name = model._get_ls_params().get("ls_model_name")
+        if isinstance(name, str) and name.strip():
+            return name
+    return type(model).__name__
+
+
+def produced_by(message: AIMessage) -> str | None:
+    """The model a provider reports in ``response_metadata["model_name"]``, if any."""
+    name = message.response_metadata.get("model_name")
+    return name if isinstance(name, str) and name.strip() else None
+
+
+def role_of(message: BaseMessage) -> Role:
+    """The chatmemory role of a LangChain message (unknown chat roles count as ``user``)."""
+    if isinstance(message, ChatMessage):
+        return _CHAT_ROLES.get(message.role, "user")
+    return _ROLES.get(message.type, "user")
+
+
+def to_new_message(message: BaseMessage) -> NewMessage:
+    """A chatmemory ``NewMessage`` for a LangChain message, with its native form.
+
+    Raises:
+        InvalidInputError: the message cannot be stored (too long, non-JSON fields, ...).
+    """
+    role = role_of(message)
+    model = usage = None
+    if isinstance(message, AIMessage):
+        model = produced_by(message)
+        usage = dict(message.usage_metadata) if message.usage_metadata else None
+    return NewMessage(
+        role,
+        _content_of(message),
+        model=model if role == "assistant" else None,
+        usage=usage,
+        native={"format": NATIVE_FORMAT, "data": message_to_dict(message)},
+        key=message.id,
+    )
+
+
+def _content_of(message: BaseMessage) -> str | list[ContentPart]:
+    if isinstance(message, ToolMessage):
+        return [
+            ToolResultPart(
+                call_id=message.tool_call_id, content=message.text, is_error=message.status == "error"
+            )
+        ]
+    calls: list[ContentPart] = []
+    if isinstance(message, AIMessage):
+        calls = [
+            ToolCallPart(id=c.get("id") or "", name=c["name"], arguments=c["args"])
+            for c in message.tool_calls
+        ]
+        calls += [
+            ToolCallPart(id=c.get("id") or "", name=c.get("name") or "", arguments=c.get("args") or "")
+            for c in message.invalid_tool_calls
+        ]
+    if isinstance(message.content, str) and not calls:
+        return message.content
+    parts = _parts_of(message.content)
+    return [*parts, *calls]
+
+
+def _parts_of(content: str | Sequence[str | Mapping[str, Any]]) -> list[ContentPart]:
+    if isinstance(content, str):
+        return [TextPart(text=content)] if content else []
+    parts: list[ContentPart] = []
+    for block in content:
+        part = TextPart(text=block) if isinstance(block, str) else _part_of(block)
+        if part is not None:
+            parts.append(part)
+    return parts
+
+
+def _part_of(block: Mapping[str, Any]) -> ContentPart | None:
+    kind = block.get("type")
+    if kind == "text":
+        return TextPart(text=str(block.get("text", "")))
+    if kind in ("reasoning", "thinking"):
+        return ReasoningPart(text=str(block.get(kind) or ""))
+    if kind == "image_url":
+        url = block.get("image_url")
+        url = url.get("url") if isinstance(url, Mapping) else url
+        return _media("image", url=url) if isinstance(url, str) else None
+    if kind in _MEDIA:
+        filename = block.get("filename") or (block.get("extras") or {}).get("filename")
+        return _media(
+            kind,
+            url=block.get("url"),
+            data=block.get("base64") or block.get("data"),
+            media_type=block.get("mime_type"),
+            filename=filename,
+        )
+    return None
+
+
+def _media(
+    kind: str, *, url: Any = None, data: Any = None, media_type: Any = None, filename: Any = None
+) -> ContentPart | None:
+    if isinstance(url, str) and (inline := _DATA_URL.match(url)):
+        url, data, media_type = None, inline["data"], inline["type"]
+    if not isinstance(url, str) and not isinstance(data, str):
+        return None  # e.g. a provider file id: kept in the native form only
+    fields: dict[str, Any] = (
+        {"url": url} if isinstance(url, str) else {"data": data, "media_type": media_type}
+    )
+    if kind == "file" and isinstance(filename, str):
+        fields["filename"] = filename
+    try:
+        part: ContentPart = _MEDIA[kind].model_validate(fields)
+    except ValidationError:
+        return None  # e.g. base64 without its media type: kept in the native form only
+    return part
+
+
+def from_stored(message: Message) -> BaseMessage:
+    """The LangChain message for a stored one: its native form when LangChain stored it,
+    else one rebuilt from the neutral parts (id = the chatmemory message id)."""
+    if message.native is not None and message.native.format == NATIVE_FORMAT:
+        return messages_from_dict([message.native.data])[0]  # type: ignore[list-item]
+    mid = str(message.id)
+    parts = message.parts or []
+    blocks: list[str | dict[str, Any]] = [b for p in parts if (b := _block_of(p)) is not None]
+    content: str | list[str | dict[str, Any]] = blocks if blocks else message.content
+    if message.role == "assistant":
+        calls = [
+            {"id": p.id, "name": p.name, "args": p.arguments if isinstance(p.arguments, dict) else {}}
+            for p in parts
+            if isinstance(p, ToolCallPart)
+        ]
+        meta = {"model_name": message.model} if message.model else {}
+        return AIMessage(content=content, tool_calls=calls, response_metadata=meta, id=mid)
+    if message.role == "tool":
+        result = next((p for p in parts if isinstance(p, ToolResultPart)), None)
+        call_id = result.call_id if result else ""
+        status = "error" if result and result.is_error else "success"
+        return ToolMessage(content=message.content, tool_call_id=call_id, status=status, id=mid)
+    if message.role == "system":
+        return SystemMessage(content=content, id=mid)
+    return HumanMessage(content=content, id=mid)
+
+
+def _block_of(part: ContentPart) -> dict[str, Any] | None:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    if isinstance(part, ReasoningPart):
+        return {"type": "reasoning", "reasoning": part.text}
+    if isinstance(part, ImagePart | AudioPart | FilePart):
+        if part.url is not None:
+            return {"type": part.type, "url": part.url}
+        return {"type": part.type, "base64": part.data, "mime_type": part.media_type}
+    return None

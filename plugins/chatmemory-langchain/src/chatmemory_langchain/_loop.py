@@ -1,0 +1,128 @@
+"""Running the async store from LangChain's synchronous entry points.
+
+A SQLAlchemy async engine belongs to the event loop its connections were made on (asyncpg
+connections cannot be used from another loop, and chatmemory's SQLite write queue is an
+``asyncio.Lock``). So every store call of one middleware or history object runs on one
+*home loop*: the one given, else the loop running when the object was created, else a
+``BackgroundLoop`` the object starts and owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from types import TracebackType
+from typing import Any, TypeVar
+
+__all__ = ["BackgroundLoop"]
+
+T = TypeVar("T")
+
+
+class BackgroundLoop:
+    """An event loop running in a daemon thread, for synchronous programs.
+
+    Open the store on it, then hand it to ``ChatMemoryMiddleware(..., loop=...)`` so every
+    store call runs on the loop that owns the engine::
+
+        with BackgroundLoop() as background:
+            memory = background.run(ChatMemory.open(url))
+            ...
+            background.run(memory.close())
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, name="chatmemory-loop", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on this loop and wait for its result (from any other thread).
+
+        Raises:
+            RuntimeError: called from this loop's own thread, which would wait forever.
+        """
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("BackgroundLoop.run() called from its own thread")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def close(self) -> None:
+        """Stop the loop and its thread (idempotent)."""
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+    def __enter__(self) -> BackgroundLoop:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class HomeLoop:
+    """Sends every coroutine to one event loop, from async and sync callers alike."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | BackgroundLoop | None) -> None:
+        self._owned: BackgroundLoop | None = None
+        if isinstance(loop, BackgroundLoop):
+            loop = loop.loop
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+        self._loop = loop
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The home loop, started in a background thread on first need."""
+        if self._loop is None:
+            self._owned = BackgroundLoop()
+            self._loop = self._owned.loop
+        return self._loop
+
+    async def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on the home loop (directly when already on it)."""
+        home = self.loop
+        if home is asyncio.get_running_loop():
+            return await coro
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, home)
+        return await asyncio.wrap_future(future)
+
+    def call_sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the home loop and block until it is done.
+
+        Raises:
+            RuntimeError: called on the home loop itself (a synchronous call there would
+                block the loop it waits for; use the async API from async code).
+        """
+        home = self.loop
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is home:
+            coro.close()
+            raise RuntimeError(
+                "a synchronous LangChain call (invoke/stream) ran on the event loop that owns the "
+                "chatmemory store; use ainvoke/astream there, or call invoke from another thread"
+            )
+        return asyncio.run_coroutine_threadsafe(coro, home).result()
+
+    def close(self) -> None:
+        """Stop the background loop if this object started one."""
+        if self._owned is not None:
+            self._owned.close()
+            self._owned = None
+            self._loop = None

@@ -1,0 +1,108 @@
+"""Recording one agent run as one chatmemory history (async; the middleware only routes calls here)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from uuid import UUID
+
+from langchain_core.messages import AIMessage, BaseMessage
+
+from chatmemory.scope import Scope
+from chatmemory_langchain._convert import from_stored, model_name_of, produced_by, to_new_message
+
+# Well under chatmemory's default per-call limit, so a long first recording still fits.
+_BATCH = 200
+_USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
+
+
+@dataclass
+class Run:
+    """What one agent invocation has recorded so far."""
+
+    known: set[str]
+    """LangChain ids of the messages already stored in the conversation."""
+    history_id: UUID | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+class Recorder:
+    """Turns the moments of an agent run into chatmemory calls on one conversation."""
+
+    def __init__(
+        self, chat: Scope, conversation_id: UUID | str, *, metadata: Mapping[str, Any] | None, autoload: bool
+    ) -> None:
+        self.chat = chat
+        self.conversation_id = conversation_id
+        self.metadata = dict(metadata or {})
+        self.autoload = autoload
+
+    async def begin(self, messages: Sequence[BaseMessage]) -> tuple[Run, list[BaseMessage] | None]:
+        """Start a run. Returns it, and the stored conversation to put before ``messages``
+        when the graph state does not hold it already (``None`` when nothing is to load).
+
+        Raises:
+            ConversationNotFound: the conversation is not visible to the scope's principal.
+        """
+        stored = [from_stored(m) for m in await self.chat.transcript(self.conversation_id)]
+        run = Run(known={m.id for m in stored if m.id})
+        # With a checkpointer the state already holds what was stored: never load it twice.
+        holds_history = any(m.id in run.known for m in messages)
+        if not self.autoload or not stored or holds_history:
+            return run, None
+        return run, stored
+
+    async def open(self, run: Run, model: object, system_prompt: str | None, thread_id: str | None) -> None:
+        """Start the run's history at its first model call, when the driving model is known."""
+        if run.history_id is not None:
+            return
+        metadata: dict[str, Any] = {"framework": "langchain"}
+        if thread_id is not None:
+            metadata["thread_id"] = thread_id
+        history = await self.chat.start_history(
+            self.conversation_id,
+            model=model_name_of(model),
+            system_prompts=[system_prompt] if system_prompt else None,
+            metadata={**metadata, **self.metadata},
+        )
+        run.history_id = history.id
+
+    async def record(self, run: Run, messages: Sequence[BaseMessage]) -> None:
+        """Append the messages not stored yet, in their order."""
+        new = [m for m in messages if m.id not in run.known]
+        if run.history_id is None or not new:
+            return
+        for start in range(0, len(new), _BATCH):
+            chunk = new[start : start + _BATCH]
+            await self.chat.append_messages(run.history_id, [to_new_message(m) for m in chunk])
+            run.known.update(m.id for m in chunk if m.id)
+        for message in new:
+            if isinstance(message, AIMessage) and message.usage_metadata:
+                counts: Mapping[str, Any] = message.usage_metadata
+                for key in _USAGE_KEYS:
+                    run.usage[key] = run.usage.get(key, 0) + int(counts.get(key) or 0)
+
+    async def finish(
+        self,
+        run: Run,
+        status: Literal["completed", "failed", "cancelled"],
+        error: BaseException | None = None,
+    ) -> None:
+        """Close the run's history (nothing to do when no model was ever called)."""
+        if run.history_id is None:
+            return
+        history_id, run.history_id = run.history_id, None
+        text = f"{type(error).__name__}: {error}"[:2000] if error is not None else None
+        await self.chat.finish_history(history_id, status=status, usage=run.usage or None, error=text)
+
+
+def stamp(messages: Sequence[BaseMessage], model: object) -> None:
+    """Give each model output an id and the name of the model that produced it, unless the
+    provider already reported one (a provider's ``model_name`` is the served version)."""
+    for message in messages:
+        if message.id is None:
+            message.id = str(uuid.uuid4())
+        if isinstance(message, AIMessage) and produced_by(message) is None:
+            message.response_metadata["model_name"] = model_name_of(model)

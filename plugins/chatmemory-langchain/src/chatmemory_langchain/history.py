@@ -1,0 +1,134 @@
+"""``ChatMemoryHistory``: a chatmemory conversation as a legacy LangChain chat message history."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
+from uuid import UUID
+
+from langchain_core.chat_history import BaseChatMessageHistory
+from langchain_core.messages import BaseMessage
+
+from chatmemory.scope import Scope
+from chatmemory_langchain._convert import from_stored, to_new_message
+from chatmemory_langchain._loop import BackgroundLoop, HomeLoop
+
+__all__ = ["ChatMemoryHistory"]
+
+T = TypeVar("T")
+
+
+class ChatMemoryHistory(BaseChatMessageHistory):
+    """A conversation as a ``BaseChatMessageHistory``, for ``RunnableWithMessageHistory`` and
+    other legacy chains (LangChain itself deprecates this interface; new code should use
+    ``ChatMemoryMiddleware`` with ``create_agent``).
+
+    Each ``add_messages`` call (one chain invocation: the input and the reply) is recorded
+    as one history driven by ``model``; reading returns the whole conversation in order.
+    Event loops work as for ``ChatMemoryMiddleware``: all store calls run on ``loop``, else
+    the loop running at creation, else a background loop this object starts.
+
+    Args:
+        chat: the principal's scope.
+        conversation_id: the conversation to read and extend.
+        model: the model the chain runs, recorded on each history.
+        metadata: merged into each history's metadata.
+        loop: the event loop (or ``BackgroundLoop``) that owns the store's engine.
+    """
+
+    def __init__(
+        self,
+        chat: Scope,
+        conversation_id: UUID | str,
+        *,
+        model: str,
+        metadata: Mapping[str, Any] | None = None,
+        loop: asyncio.AbstractEventLoop | BackgroundLoop | None = None,
+    ) -> None:
+        super().__init__()
+        self.chat = chat
+        self.conversation_id = conversation_id
+        self.model = model
+        self.metadata = {"framework": "langchain", **(metadata or {})}
+        self._home = HomeLoop(loop)
+
+    def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._home.call_sync(coro)
+
+    async def _read(self) -> list[BaseMessage]:
+        return [from_stored(m) for m in await self.chat.transcript(self.conversation_id)]
+
+    async def _add(self, messages: Sequence[BaseMessage]) -> None:
+        if not messages:
+            return
+        batch = [to_new_message(m) for m in messages]
+        history = await self.chat.start_history(
+            self.conversation_id, model=self.model, metadata=self.metadata
+        )
+        try:
+            await self.chat.append_messages(history.id, batch)
+        except BaseException as exc:
+            await self.chat.finish_history(history.id, status="failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        await self.chat.finish_history(history.id, status="completed")
+
+    async def _clear(self) -> None:
+        conversation = await self.chat.get_conversation(self.conversation_id)
+        for history in conversation.histories:
+            await self.chat.delete_history(history.id)
+
+    @property
+    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+        """Every message of the conversation, in order.
+
+        Raises:
+            ConversationNotFound: the conversation is not visible to the principal.
+        """
+        return self._sync(self._read())
+
+    async def aget_messages(self) -> list[BaseMessage]:
+        """Every message of the conversation, in order.
+
+        Raises:
+            ConversationNotFound: the conversation is not visible to the principal.
+        """
+        return await self._home.call(self._read())
+
+    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Record ``messages`` as one history.
+
+        Raises:
+            ConversationNotFound: the conversation is not visible to the principal.
+            InvalidInputError: a message cannot be stored.
+        """
+        self._sync(self._add(messages))
+
+    async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Record ``messages`` as one history.
+
+        Raises:
+            ConversationNotFound: the conversation is not visible to the principal.
+            InvalidInputError: a message cannot be stored.
+        """
+        await self._home.call(self._add(messages))
+
+    def clear(self) -> None:
+        """Delete every history of the conversation (the conversation itself stays).
+
+        Raises:
+            ConversationNotFound: the conversation is not visible to the principal.
+        """
+        self._sync(self._clear())
+
+    async def aclear(self) -> None:
+        """Delete every history of the conversation (the conversation itself stays).
+
+        Raises:
+            ConversationNotFound: the conversation is not visible to the principal.
+        """
+        await self._home.call(self._clear())
+
+    def close(self) -> None:
+        """Stop the background loop this object started, if any."""
+        self._home.close()

@@ -1,0 +1,167 @@
+"""ChatMemoryMiddleware on create_agent: one history per run, provenance, parts and native form."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from langchain.agents.middleware.types import AgentMiddleware, ModelCallResult, ModelRequest, ModelResponse
+from langchain_core.messages import AIMessage, HumanMessage
+
+from chatmemory import ConversationNotFound, ImagePart, TextPart, ToolCallPart, ToolResultPart
+from chatmemory.scope import Scope
+from chatmemory_langchain import NATIVE_FORMAT, from_stored
+from tests.plugins.langchain_adapter._fakes import FakeChat, call, fake
+from tests.plugins.langchain_adapter._helpers import SYSTEM, agent, histories, rows, user
+
+
+async def test_two_runs_with_different_models_record_two_histories(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    await agent(alice, conv.id, fake("Hello!", name="fake-a")).ainvoke(user("Hi"))
+    second = fake("Again!", name="fake-b")
+    await agent(alice, conv.id, second).ainvoke(user("Once more"))
+
+    first_run, second_run = await histories(alice, conv.id)
+    assert (first_run.model, first_run.system_prompts, first_run.status) == ("fake-a", [SYSTEM], "completed")
+    assert (second_run.model, second_run.status) == ("fake-b", "completed")
+    assert rows(first_run.messages) == [("user", None, "Hi"), ("assistant", "fake-a", "Hello!")]
+    assert rows(second_run.messages) == [("user", None, "Once more"), ("assistant", "fake-b", "Again!")]
+    assert second_run.metadata == {"framework": "langchain"}
+    # The second agent had no memory of its own: the stored conversation was loaded.
+    assert [m.text for m in second.seen[0]] == [SYSTEM, "Hi", "Hello!", "Once more"]
+
+
+async def test_tool_call_and_result_are_paired_parts_with_the_native_message(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    out = await agent(alice, conv.id, fake(call("add", "call-1", a=2, b=3), "5")).ainvoke(user("2+3?"))
+
+    (run,) = await histories(alice, conv.id)
+    stored = run.messages or []
+    assert [m.role for m in stored] == ["user", "assistant", "tool", "assistant"]
+    assert stored[1].parts == [ToolCallPart(id="call-1", name="add", arguments={"a": 2, "b": 3})]
+    assert stored[2].parts == [ToolResultPart(call_id="call-1", content="5")]
+    assert all(m.native is not None and m.native.format == NATIVE_FORMAT for m in stored)
+    assert [from_stored(m) for m in stored] == out["messages"]
+
+
+async def test_multimodal_input_is_stored_as_parts(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    content: list[str | dict[str, Any]] = [
+        {"type": "text", "text": "What is in these?"},
+        {"type": "image", "url": "https://example.com/cat.png"},
+        {"type": "image", "base64": "iVBORw0KGgo=", "mime_type": "image/png"},
+        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQ"}},
+    ]
+    model = fake("Cats.")
+    await agent(alice, conv.id, model).ainvoke({"messages": [HumanMessage(content=content, id="in-1")]})
+
+    (run,) = await histories(alice, conv.id)
+    question = (run.messages or [])[0]
+    assert question.content == "What is in these?"
+    assert question.parts == [
+        TextPart(text="What is in these?"),
+        ImagePart(url="https://example.com/cat.png"),
+        ImagePart(data="iVBORw0KGgo=", media_type="image/png"),
+        ImagePart(data="/9j/4AAQ", media_type="image/jpeg"),
+    ]
+    assert from_stored(question) == model.seen[0][1] == HumanMessage(content=content, id="in-1")
+
+
+class SwitchModel(AgentMiddleware[Any, Any, Any]):
+    """Sends every model call after the first to another model."""
+
+    def __init__(self, other: FakeChat) -> None:
+        super().__init__()
+        self.other = other
+        self.calls = 0
+
+    async def awrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
+    ) -> ModelCallResult[Any]:
+        self.calls += 1
+        return await handler(request if self.calls == 1 else request.override(model=self.other))
+
+
+async def test_a_model_change_inside_a_run_is_recorded_per_message(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    primary = fake(call("add", "c1", a=1, b=1), name="fake-a")
+    reported = AIMessage(content="2", response_metadata={"model_name": "fake-b-2025-01"})
+    switch = SwitchModel(fake(call("add", "c2", a=2, b=0), reported, name="fake-b"))
+    await agent(alice, conv.id, primary, before=[switch]).ainvoke(user("1+1?"))
+
+    (run,) = await histories(alice, conv.id)
+    assert run.model == "fake-a"
+    assistants = [m.model for m in run.messages or [] if m.role == "assistant"]
+    # Stamped from the request when the model reports nothing; the provider's name wins otherwise.
+    assert assistants == ["fake-a", "fake-b", "fake-b-2025-01"]
+    assert [m.model for m in run.messages or [] if m.role != "assistant"] == [None, None, None]
+
+
+async def test_a_failing_model_leaves_a_failed_history_with_everything_before_it(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    model = fake(call("add", "c1", a=2, b=2), RuntimeError("model is down"))
+    with pytest.raises(RuntimeError, match="model is down"):
+        await agent(alice, conv.id, model).ainvoke(user("2+2?"))
+
+    (run,) = await histories(alice, conv.id)
+    assert run.status == "failed"
+    assert run.error is not None and "model is down" in run.error
+    assert rows(run.messages) == [("user", None, "2+2?"), ("assistant", "fake-a", ""), ("tool", None, "4")]
+
+
+async def test_a_failing_tool_leaves_a_failed_history(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    model = fake(call("explode", "c1", reason="no fuel"), "unreachable")
+    with pytest.raises(RuntimeError, match="no fuel"):
+        await agent(alice, conv.id, model).ainvoke(user("Go"))
+
+    (run,) = await histories(alice, conv.id)
+    assert (run.status, [m.role for m in run.messages or []]) == ("failed", ["user", "assistant"])
+    assert run.error is not None and "no fuel" in run.error
+
+
+@pytest.mark.parametrize("mode", ["messages", "updates", "values"])
+async def test_a_streamed_run_is_recorded_like_a_plain_one(alice: Scope, mode: str) -> None:
+    plain, streamed = await alice.start_conversation(), await alice.start_conversation()
+    replies = (call("add", "c1", a=20, b=22), "It is 42.")
+    await agent(alice, plain.id, fake(*replies)).ainvoke(user("20+22?"))
+    chunks = [c async for c in agent(alice, streamed.id, fake(*replies)).astream(user("20+22?"), stream_mode=mode)]
+    assert chunks
+
+    (want,), (got,) = await histories(alice, plain.id), await histories(alice, streamed.id)
+    assert (got.model, got.status) == (want.model, want.status) == ("fake-a", "completed")
+    assert [(m.role, m.model, m.content, m.parts) for m in got.messages or []] == [
+        (m.role, m.model, m.content, m.parts) for m in want.messages or []
+    ]
+
+
+async def test_resuming_shows_the_model_what_the_full_conversation_would(alice: Scope) -> None:
+    conv, scratch = await alice.start_conversation(), await alice.start_conversation()
+    first = await agent(alice, conv.id, fake(call("add", "c1", a=1, b=2), "3")).ainvoke(user("1+2?"))
+
+    resumed = fake("6")
+    await agent(alice, conv.id, resumed).ainvoke(user("And 3+3?", "u-2"))
+    in_memory = fake("6")
+    full = [*first["messages"], HumanMessage("And 3+3?", id="u-2")]
+    await agent(alice, scratch.id, in_memory).ainvoke({"messages": full})
+
+    assert resumed.seen == in_memory.seen
+    assert [m.type for m in resumed.seen[0]] == ["system", "human", "ai", "tool", "ai", "human"]
+    # Loaded messages are not recorded again: the second history holds only the new ones.
+    assert [rows(h.messages) for h in await histories(alice, conv.id)][1] == [
+        ("user", None, "And 3+3?"),
+        ("assistant", "fake-a", "6"),
+    ]
+
+
+async def test_another_principal_cannot_record_into_or_load_a_conversation(alice: Scope, bob: Scope) -> None:
+    conv = await alice.start_conversation()
+    await agent(alice, conv.id, fake("Secret")).ainvoke(user("Tell me"))
+    snooper = fake("?")
+    with pytest.raises(ConversationNotFound):
+        await agent(bob, conv.id, snooper).ainvoke(user("What did alice say?"))
+    assert snooper.seen == []
+    assert len(await histories(alice, conv.id)) == 1
