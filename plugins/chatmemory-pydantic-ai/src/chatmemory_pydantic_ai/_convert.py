@@ -1,0 +1,154 @@
+"""pydantic-ai messages to chatmemory messages.
+
+One chatmemory message per ``ModelMessage``: a ``ModelResponse`` becomes an ``assistant``
+message, a ``ModelRequest`` becomes a ``tool`` message when it answers tool calls and a
+``user`` message otherwise. The whole ``ModelMessage`` is kept in ``native``, so reading it
+back gives the same list; ``parts`` is the neutral form every other reader uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from pydantic_ai import messages as pai
+
+from chatmemory import (
+    AudioPart,
+    ContentPart,
+    FilePart,
+    ImagePart,
+    NewMessage,
+    ReasoningPart,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+)
+
+__all__ = ["NATIVE_FORMAT", "system_prompts", "to_new_messages", "usage_dict"]
+
+NATIVE_FORMAT = "pydantic-ai"
+"""The ``native.format`` of messages this package stores."""
+
+
+def to_new_messages(messages: Sequence[pai.ModelMessage]) -> list[NewMessage]:
+    """The chatmemory form of ``messages``, one ``NewMessage`` each, in order."""
+    dumped = pai.ModelMessagesTypeAdapter.dump_python(list(messages), mode="json")
+    return [_to_new_message(m, data) for m, data in zip(messages, dumped, strict=True)]
+
+
+def system_prompts(seen: Iterable[pai.ModelMessage], new: Iterable[pai.ModelMessage]) -> list[str]:
+    """The system prompts of a run: those in the history it saw, then its requests' instructions.
+
+    pydantic-ai adds its ``SystemPromptPart`` only to the first request of a conversation, so a
+    resumed run finds it in the reloaded history; ``instructions`` are re-sent on every request.
+    """
+    found: list[str] = []
+    for message in seen:
+        if isinstance(message, pai.ModelRequest):
+            found += [p.content for p in message.parts if isinstance(p, pai.SystemPromptPart)]
+    for message in new:
+        if isinstance(message, pai.ModelRequest) and message.instructions:
+            found.append(message.instructions)
+    return list(dict.fromkeys(found))
+
+
+def usage_dict(usage: object) -> dict[str, Any]:
+    """A ``RunUsage`` or ``RequestUsage`` as a JSON object, without its zero counters."""
+    return {k: v for k, v in asdict(usage).items() if v} if usage is not None else {}  # type: ignore[call-overload]
+
+
+def _to_new_message(message: pai.ModelMessage, data: Any) -> NewMessage:
+    native = {"format": NATIVE_FORMAT, "data": data}
+    if isinstance(message, pai.ModelResponse):
+        meta = {
+            "model_id": message.model_id,
+            "provider_name": message.provider_name,
+            "finish_reason": message.finish_reason,
+        }
+        return NewMessage(
+            role="assistant",
+            content=_content(_response_parts(message.parts)),
+            model=message.model_name or None,
+            usage=usage_dict(message.usage) or None,
+            metadata={k: v for k, v in meta.items() if v is not None} or None,
+            native=native,
+        )
+    parts, answers_tools = _request_parts(message.parts)
+    return NewMessage(role="tool" if answers_tools else "user", content=_content(parts), native=native)
+
+
+def _content(parts: list[ContentPart]) -> str | list[ContentPart]:
+    if not parts:
+        return ""
+    if len(parts) == 1 and isinstance(parts[0], TextPart):
+        return parts[0].text
+    return parts
+
+
+def _request_parts(parts: Sequence[pai.ModelRequestPart]) -> tuple[list[ContentPart], bool]:
+    """Neutral parts of a request. System prompts go to the history; bookkeeping parts stay native."""
+    out: list[ContentPart] = []
+    answers_tools = False
+    for part in parts:
+        if isinstance(part, pai.UserPromptPart):
+            content = [part.content] if isinstance(part.content, str) else part.content
+            out += [p for item in content if (p := _user_content(item)) is not None]
+        elif isinstance(part, pai.ToolReturnPart):
+            answers_tools = True
+            error = part.outcome != "success"
+            out.append(
+                ToolResultPart(call_id=part.tool_call_id, content=part.model_response_str(), is_error=error)
+            )
+        elif isinstance(part, pai.RetryPromptPart) and part.tool_name:
+            answers_tools = True
+            out.append(
+                ToolResultPart(call_id=part.tool_call_id, content=part.model_response(), is_error=True)
+            )
+        elif isinstance(part, pai.RetryPromptPart | pai.RetryFeedbackPart):
+            out.append(TextPart(text=part.model_response()))
+    return out, answers_tools
+
+
+def _response_parts(parts: Sequence[pai.ModelResponsePart]) -> list[ContentPart]:
+    out: list[ContentPart] = []
+    for part in parts:
+        if isinstance(part, pai.TextPart):
+            out.append(TextPart(text=part.content))
+        elif isinstance(part, pai.ThinkingPart):
+            out.append(ReasoningPart(text=part.content))
+        elif isinstance(part, pai.ToolCallPart | pai.NativeToolCallPart):
+            args = part.args if isinstance(part.args, str | dict) else {}
+            out.append(ToolCallPart(id=part.tool_call_id, name=part.tool_name, arguments=args))
+        elif isinstance(part, pai.NativeToolReturnPart):
+            out.append(ToolResultPart(call_id=part.tool_call_id, content=part.model_response_str()))
+        elif isinstance(part, pai.FilePart):
+            out.append(_binary(part.content))
+    return out
+
+
+def _user_content(item: pai.UserContent) -> ContentPart | None:
+    """One piece of user input as a part; ``None`` for what has no neutral form (cache points,
+    provider file ids), which ``native`` still keeps."""
+    if isinstance(item, str):
+        return TextPart(text=item)
+    if isinstance(item, pai.TextContent):
+        return TextPart(text=item.content)
+    if isinstance(item, pai.ImageUrl):
+        return ImagePart(url=item.url)
+    if isinstance(item, pai.AudioUrl):
+        return AudioPart(url=item.url)
+    if isinstance(item, pai.DocumentUrl | pai.VideoUrl):
+        return FilePart(url=item.url)
+    if isinstance(item, pai.BinaryContent):
+        return _binary(item)
+    return None
+
+
+def _binary(item: pai.BinaryContent) -> ContentPart:
+    if item.is_image:
+        return ImagePart(data=item.base64, media_type=item.media_type)
+    if item.is_audio:
+        return AudioPart(data=item.base64, media_type=item.media_type)
+    return FilePart(data=item.base64, media_type=item.media_type)

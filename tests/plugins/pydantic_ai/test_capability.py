@@ -1,0 +1,257 @@
+"""ChatMemoryCapability records pydantic-ai runs and resumes conversations, on both backends."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import pytest
+from chatmemory_pydantic_ai import NATIVE_FORMAT, ChatMemoryCapability, load_messages
+from pydantic_ai import BinaryContent, ImageUrl, models
+from pydantic_ai.exceptions import ModelAPIError
+from pydantic_ai.messages import ModelResponse, ToolReturnPart
+from pydantic_ai.models.fallback import FallbackModel
+
+from chatmemory import ConversationNotFound, HistoryDetail, ImagePart, TextPart, ToolCallPart, ToolResultPart
+from chatmemory.scope import Scope
+from tests.plugins.pydantic_ai._models import Script, adder, as_json
+
+models.ALLOW_MODEL_REQUESTS = False
+
+PNG = b"\x89PNG\r\n\x1a\n fake image bytes"
+
+
+async def _histories(chat: Scope, conversation_id: UUID) -> list[HistoryDetail]:
+    return (await chat.get_conversation(str(conversation_id), messages=True)).histories
+
+
+async def test_two_runs_with_different_models_are_two_histories(alice: Scope) -> None:
+    conv = await alice.start_conversation("sums")
+    first, second = Script("fn-A"), Script("fn-B", tool=False)
+    agent = adder(first.model, capabilities=[ChatMemoryCapability(alice, conv.id)])
+
+    one = await agent.run("what is 2+3?")
+    two = await agent.run("and again?", model=second.model)
+
+    h1, h2 = await _histories(alice, conv.id)
+    assert (h1.model, h2.model) == ("fn-A", "fn-B")
+    assert (h1.status, h2.status) == ("completed", "completed")
+    assert h1.system_prompts == ["You add.", "Be terse."]
+    assert h2.system_prompts == ["You add.", "Be terse."]  # from the reloaded first request
+    assert (h1.metadata or {})["run_id"] == one.run_id
+    assert (h1.metadata or {})["model_id"] == "function:fn-A"
+    assert (h2.metadata or {})["run_id"] == two.run_id
+    assert (h1.usage or {})["requests"] == 2
+    assert [(m.role, m.model) for m in h1.messages] == [
+        ("user", None),
+        ("assistant", "fn-A"),
+        ("tool", None),
+        ("assistant", "fn-A"),
+    ]
+    assert [(m.role, m.model, m.content) for m in h2.messages] == [
+        ("user", None, "and again?"),
+        ("assistant", "fn-B", "answer 5"),
+    ]
+    assert all(m.native is not None and m.native.format == NATIVE_FORMAT for m in h1.messages + h2.messages)
+    assert second.received[0][:4] == one.all_messages()
+
+
+async def test_tool_call_and_result_are_paired_parts(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    await adder(Script("fn-A").model, capabilities=[ChatMemoryCapability(alice, conv.id)]).run("2+3?")
+
+    (history,) = await _histories(alice, conv.id)
+    user, call, result, answer = history.messages
+    assert (user.content, user.parts) == ("2+3?", None)
+    (call_part,) = call.parts or []
+    assert isinstance(call_part, ToolCallPart)
+    assert (call_part.name, call_part.arguments) == ("add", {"a": 2, "b": 3})
+    (result_part,) = result.parts or []
+    assert isinstance(result_part, ToolResultPart)
+    assert (result_part.call_id, result_part.content, result_part.is_error) == (call_part.id, "5", False)
+    assert result.content == "5"
+    assert answer.content == "answer 3"
+    assert (answer.usage or {})["output_tokens"] > 0
+
+
+async def test_multimodal_input_is_stored_as_parts_and_reloads_exactly(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    agent = adder(Script("fn-A", tool=False).model, capabilities=[ChatMemoryCapability(alice, conv.id)])
+    prompt = [
+        "what is in these?",
+        ImageUrl("https://example.com/cat.png"),
+        BinaryContent(PNG, media_type="image/png"),
+    ]
+
+    result = await agent.run(prompt)
+
+    (history,) = await _histories(alice, conv.id)
+    user = history.messages[0]
+    assert user.content == "what is in these?"
+    text, by_url, inline = user.parts or []
+    assert text == TextPart(text="what is in these?")
+    assert by_url == ImagePart(url="https://example.com/cat.png")
+    assert isinstance(inline, ImagePart)
+    assert (inline.media_type, inline.data_size) == ("image/png", len(PNG))
+    reloaded = await load_messages(alice, conv.id)
+    assert as_json(reloaded) == as_json(result.all_messages())
+    assert reloaded[0].parts[1].content[2].data == PNG  # type: ignore[union-attr,index]
+
+
+async def test_fallback_inside_a_run_records_each_responding_model(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    primary = Script("fn-primary", fail_after_tool=ModelAPIError("fn-primary", "overloaded"))
+    backup = Script("fn-backup")
+    agent = adder(
+        FallbackModel(primary.model, backup.model), capabilities=[ChatMemoryCapability(alice, conv.id)]
+    )
+
+    await agent.run("2+3?")
+
+    (history,) = await _histories(alice, conv.id)
+    assert history.model == "fallback:fn-primary,fn-backup"
+    assert (history.metadata or {})["model_id"] == "fallback:function:fn-primary,function:fn-backup"
+    assert [(m.role, m.model) for m in history.messages] == [
+        ("user", None),
+        ("assistant", "fn-primary"),
+        ("tool", None),
+        ("assistant", "fn-backup"),
+    ]
+
+
+async def test_a_failing_run_is_recorded_as_failed_with_its_messages(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    cap = ChatMemoryCapability(alice, conv.id)
+    await adder(Script("fn-A", tool=False).model, capabilities=[cap]).run("hello")
+    broken = Script("fn-broken", fail_after_tool=RuntimeError("disk on fire"))
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        await adder(broken.model, capabilities=[cap]).run("2+3?")
+
+    ok, failed = await _histories(alice, conv.id)
+    assert ok.status == "completed"
+    assert (failed.status, failed.model) == ("failed", "fn-broken")
+    assert failed.error == "RuntimeError: disk on fire"
+    assert failed.finished_at is not None
+    assert [(m.role, m.model) for m in failed.messages] == [
+        ("user", None),
+        ("assistant", "fn-broken"),
+        ("tool", None),
+    ]
+    assert failed.messages[0].content == "2+3?"
+
+    # The next run resumes from the completed runs only, as pydantic-ai itself would.
+    after = Script("fn-C", tool=False)
+    await adder(after.model, capabilities=[cap]).run("try again")
+    assert [m.run_id for m in after.received[0][:2]] == [ok.metadata["run_id"]] * 2  # type: ignore[index]
+    assert len(after.received[0]) == 3
+
+
+async def test_streamed_runs_are_recorded_like_others(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    script = Script("fn-stream", tool=False)
+    agent = adder(script.model, capabilities=[ChatMemoryCapability(alice, conv.id)])
+
+    async with agent.run_stream("tell me") as stream:
+        text = await stream.get_output()
+    async with agent.iter("and more") as run:
+        async for _node in run:
+            pass
+    assert run.result is not None
+
+    first, second = await _histories(alice, conv.id)
+    assert text == "streamed answer"
+    assert [(m.role, m.model, m.content) for m in first.messages] == [
+        ("user", None, "tell me"),
+        ("assistant", "fn-stream", "streamed answer"),
+    ]
+    assert (first.status, second.status) == ("completed", "completed")
+    assert [m.content for m in second.messages] == ["and more", "answer 3"]
+    assert script.received[-1][:2] == stream.all_messages()
+
+
+async def test_resume_sends_the_model_what_an_in_memory_history_would(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    cap = ChatMemoryCapability(alice, conv.id)
+    first = await adder(Script("fn-A").model, capabilities=[cap]).run("2+3?")
+
+    resumed, baseline = Script("fn-B"), Script("fn-B")
+    ours = await adder(resumed.model, capabilities=[cap]).run("now 3+4?")
+    theirs = await adder(baseline.model).run("now 3+4?", message_history=first.all_messages())
+
+    assert len(resumed.received) == len(baseline.received) == 2
+    for got, want in zip(resumed.received, baseline.received, strict=True):
+        assert as_json(got, fresh_run=ours.run_id) == as_json(want, fresh_run=theirs.run_id)
+    assert resumed.received[0][:4] == first.all_messages()  # tool-call pair intact, lossless
+    assert ours.conversation_id == first.conversation_id == str(conv.id)
+    assert len(ours.new_messages()) == 4
+
+
+async def test_passing_message_history_loads_and_records_nothing_twice(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    cap = ChatMemoryCapability(alice, conv.id)
+    first = await adder(Script("fn-A").model, capabilities=[cap]).run("2+3?")
+
+    script = Script("fn-B", tool=False)
+    await adder(script.model, capabilities=[cap]).run("and?", message_history=first.all_messages())
+
+    assert len(script.received[0]) == 5  # 4 given + the new request, nothing loaded on top
+    _, h2 = await _histories(alice, conv.id)
+    assert [m.role for m in h2.messages] == ["user", "assistant"]
+    assert len(await alice.transcript(conv.id)) == 6
+
+
+async def test_an_agent_level_capability_is_replaced_by_a_run_level_one(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    other = await alice.start_conversation()
+    agent = adder(Script("fn-A", tool=False).model, capabilities=[ChatMemoryCapability(alice, conv.id)])
+
+    await agent.run("hi", capabilities=[ChatMemoryCapability(alice, other.id)])
+
+    assert await _histories(alice, conv.id) == []
+    assert len(await _histories(alice, other.id)) == 1
+
+
+async def test_another_principal_cannot_record_into_or_load_a_conversation(alice: Scope, bob: Scope) -> None:
+    conv = await alice.start_conversation()
+    first = await adder(Script("fn-A").model, capabilities=[ChatMemoryCapability(alice, conv.id)]).run("2+3?")
+    script = Script("fn-bob", tool=False)
+    agent = adder(script.model, capabilities=[ChatMemoryCapability(bob, conv.id)])
+
+    with pytest.raises(ConversationNotFound):
+        await agent.run("show me alice's chat")
+    with pytest.raises(ConversationNotFound):
+        await agent.run("and now?", message_history=first.all_messages())
+
+    assert script.received == []
+    assert len(await _histories(alice, conv.id)) == 1
+
+
+async def test_messages_from_another_writer_reload_from_their_parts(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="other-model")
+    await alice.append_messages(
+        run.id,
+        [
+            {"role": "user", "content": "weather?"},
+            {
+                "role": "assistant",
+                "content": [ToolCallPart(id="c1", name="weather", arguments={"city": "Oslo"})],
+            },
+            {"role": "tool", "content": [ToolResultPart(call_id="c1", content="rainy")]},
+            {"role": "assistant", "content": "It is rainy."},
+        ],
+    )
+    await alice.finish_history(run.id)
+
+    loaded = await load_messages(alice, conv.id)
+
+    assert [m.kind for m in loaded] == ["request", "response", "request", "response"]
+    assert isinstance(loaded[3], ModelResponse)
+    assert loaded[3].model_name == "other-model"
+    tool_return = loaded[2].parts[0]
+    assert isinstance(tool_return, ToolReturnPart)
+    assert (tool_return.tool_name, tool_return.tool_call_id) == ("weather", "c1")
+    assert tool_return.content == "rainy"
+    script = Script("fn-A", tool=False)
+    await adder(script.model, capabilities=[ChatMemoryCapability(alice, conv.id)]).run("thanks")
+    assert len(script.received[0]) == 5
