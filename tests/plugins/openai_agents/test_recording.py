@@ -1,0 +1,213 @@
+"""Each agent run is recorded as one history with per-message models, parts and native items."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from agents.testing import ModelStep, assistant_message, function_call
+
+from chatmemory import (
+    Conversation,
+    FilePart,
+    ImagePart,
+    Message,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+)
+from chatmemory.scope import Scope
+from chatmemory_openai_agents import NATIVE_FORMAT, ChatMemorySession
+from tests.plugins.openai_agents._support import NamedModel, add, make_agent
+
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n fake image bytes").decode()
+
+
+def shape(messages: list[Message]) -> list[tuple[str, str | None, str]]:
+    return [(m.role, m.model, m.content) for m in messages]
+
+
+async def test_two_runs_with_different_models(alice: Scope, conversation: Conversation) -> None:
+    session = ChatMemorySession(alice, conversation.id, metadata={"app": "demo"})
+    first = make_agent("helper", NamedModel("model-a", [[assistant_message("Hello!")]]), "Say hello.")
+    second = make_agent("helper", NamedModel("model-b", [[assistant_message("Bye!")]]), "Say bye.")
+
+    assert (await session.run(first, "Hi")).final_output == "Hello!"
+    assert (await session.run(second, "Later")).final_output == "Bye!"
+
+    detail = await alice.get_conversation(conversation.id, messages=True)
+    assert [h.model for h in detail.histories] == ["model-a", "model-b"]
+    assert [h.system_prompts for h in detail.histories] == [["Say hello."], ["Say bye."]]
+    assert [h.status for h in detail.histories] == ["completed", "completed"]
+    run1, run2 = detail.histories
+    assert run1.metadata is not None
+    assert run1.metadata["app"] == "demo"
+    assert run1.metadata["agent"] == "helper"
+    assert run1.metadata["framework"] == "openai-agents"
+    assert run1.usage == {"requests": 1, "input_tokens": 10, "output_tokens": 4, "total_tokens": 14}
+    assert shape(run1.messages or []) == [("user", None, "Hi"), ("assistant", "model-a", "Hello!")]
+    assert shape(run2.messages or []) == [("user", None, "Later"), ("assistant", "model-b", "Bye!")]
+    assert all(m.native is not None and m.native.format == NATIVE_FORMAT for m in run1.messages or [])
+    assert [m.seq for m in await alice.transcript(conversation.id)] == [1, 2, 3, 4]
+
+
+async def test_tool_call_and_result_are_paired_parts(alice: Scope, conversation: Conversation) -> None:
+    model = NamedModel(
+        "model-a",
+        [[function_call("add", {"a": 2, "b": 3}, call_id="call-1")], [assistant_message("2+3=5")]],
+    )
+    session = ChatMemorySession(alice, conversation.id)
+    await session.run(make_agent("calc", model, tools=[add]), "What is 2+3?")
+
+    messages = await alice.transcript(conversation.id)
+    assert shape(messages) == [
+        ("user", None, "What is 2+3?"),
+        ("assistant", "model-a", ""),
+        ("tool", None, "5"),
+        ("assistant", "model-a", "2+3=5"),
+    ]
+    assert messages[1].parts == [ToolCallPart(id="call-1", name="add", arguments='{"a":2,"b":3}')]
+    assert messages[2].parts == [ToolResultPart(call_id="call-1", content="5")]
+    assert messages[1].native is not None
+    assert messages[1].native.data == {
+        "type": "function_call",
+        "call_id": "call-1",
+        "id": "call-1",
+        "name": "add",
+        "arguments": '{"a":2,"b":3}',
+    }
+
+
+async def test_multimodal_input_is_stored_as_parts(alice: Scope, conversation: Conversation) -> None:
+    user_item = {
+        "role": "user",
+        "content": [
+            {"type": "input_text", "text": "What is in these?"},
+            {"type": "input_image", "image_url": f"data:image/png;base64,{PNG}", "detail": "auto"},
+            {"type": "input_file", "file_url": "https://example.com/report.pdf", "filename": "report.pdf"},
+        ],
+    }
+    session = ChatMemorySession(alice, conversation.id)
+    agent = make_agent("vision", NamedModel("model-v", [[assistant_message("A cat and a report.")]]))
+    await session.run(agent, [user_item])  # type: ignore[list-item]
+
+    user = (await alice.transcript(conversation.id))[0]
+    assert user.role == "user"
+    assert user.content == "What is in these?"
+    assert user.parts == [
+        TextPart(text="What is in these?"),
+        ImagePart(data=PNG, media_type="image/png"),
+        FilePart(url="https://example.com/report.pdf", filename="report.pdf"),
+    ]
+    assert user.native is not None
+    assert user.native.data == user_item
+    assert (await session.get_items())[0] == user_item
+
+
+async def test_handoff_records_the_model_of_each_message(alice: Scope, conversation: Conversation) -> None:
+    calc = make_agent(
+        "calc",
+        NamedModel(
+            "model-calc",
+            [[function_call("add", {"a": 2, "b": 3}, call_id="c2")], [assistant_message("5", item_id="m2")]],
+        ),
+        "You add.",
+        tools=[add],
+    )
+    triage = make_agent(
+        "triage",
+        NamedModel("model-triage", [[function_call("transfer_to_calc", {}, call_id="c1")]]),
+        "Route to calc.",
+        handoffs=[calc],
+    )
+    session = ChatMemorySession(alice, conversation.id)
+    assert (await session.run(triage, "2+3?")).final_output == "5"
+
+    detail = await alice.get_conversation(conversation.id, messages=True)
+    (run,) = detail.histories
+    assert run.model == "model-triage"
+    assert run.system_prompts == ["Route to calc."]
+    messages = run.messages or []
+    assert [(m.role, m.model) for m in messages] == [
+        ("user", None),
+        ("assistant", "model-triage"),
+        ("tool", None),
+        ("assistant", "model-calc"),
+        ("tool", None),
+        ("assistant", "model-calc"),
+    ]
+    assert [m.metadata for m in messages if m.role == "assistant"] == [
+        {"agent": "triage"},
+        {"agent": "calc"},
+        {"agent": "calc"},
+    ]
+
+
+async def test_a_failing_run_leaves_a_failed_history(alice: Scope, conversation: Conversation) -> None:
+    model = NamedModel(
+        "model-a",
+        [[function_call("add", {"a": 1, "b": 1}, call_id="c1")], ModelStep.raise_error(RuntimeError("boom"))],
+    )
+    session = ChatMemorySession(alice, conversation.id)
+    with pytest.raises(RuntimeError, match="boom"):
+        await session.run(make_agent("calc", model, tools=[add]), "1+1?")
+
+    (run,) = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert run.status == "failed"
+    assert run.error is not None
+    assert "boom" in run.error
+    assert run.finished_at is not None
+    assert shape(run.messages or []) == [("user", None, "1+1?"), ("assistant", "model-a", ""), ("tool", None, "2")]
+
+
+async def test_a_run_failing_before_its_first_model_call_keeps_its_input(
+    alice: Scope, conversation: Conversation
+) -> None:
+    session = ChatMemorySession(alice, conversation.id)
+    agent = make_agent("helper", NamedModel("model-a", []))
+    with pytest.raises(Exception, match="max_turns|Max turns"):
+        await session.run(agent, "Hi", max_turns=0)
+
+    (run,) = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert run.status == "failed"
+    assert run.model == "model-a"
+    assert shape(run.messages or []) == [("user", None, "Hi")]
+
+
+async def test_streamed_run_is_recorded_like_a_plain_run(alice: Scope, conversation: Conversation) -> None:
+    def script(name: str) -> NamedModel:
+        return NamedModel(
+            name, [[function_call("add", {"a": 2, "b": 3}, call_id="c1")], [assistant_message("2+3=5")]]
+        )
+
+    plain_conversation = await alice.start_conversation()
+    await ChatMemorySession(alice, plain_conversation.id).run(make_agent("calc", script("m"), tools=[add]), "2+3?")
+
+    session = ChatMemorySession(alice, conversation.id)
+    result = session.run_streamed(make_agent("calc", script("m"), tools=[add]), "2+3?")
+    events = [event.type async for event in result.stream_events()]
+    assert "raw_response_event" in events
+    assert result.final_output == "2+3=5"
+
+    (streamed,) = (await alice.get_conversation(conversation.id, messages=True)).histories
+    (plain,) = (await alice.get_conversation(plain_conversation.id, messages=True)).histories
+    assert streamed.status == plain.status == "completed"
+    assert (streamed.model, streamed.system_prompts) == (plain.model, plain.system_prompts)
+    assert shape(streamed.messages or []) == shape(plain.messages or [])
+    assert [m.parts for m in streamed.messages or []] == [m.parts for m in plain.messages or []]
+    assert [m.native for m in streamed.messages or []] == [m.native for m in plain.messages or []]
+
+
+async def test_a_failing_streamed_run_leaves_a_failed_history(alice: Scope, conversation: Conversation) -> None:
+    model = NamedModel("model-a", [ModelStep.raise_error(RuntimeError("stream broke"))])
+    session = ChatMemorySession(alice, conversation.id)
+    result = session.run_streamed(make_agent("helper", model), "Hi")
+    with pytest.raises(RuntimeError, match="stream broke"):
+        async for _ in result.stream_events():
+            pass
+
+    (run,) = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert run.status == "failed"
+    assert run.error is not None
+    assert "stream broke" in run.error
+    assert shape(run.messages or []) == [("user", None, "Hi")]
