@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatmemory import _cursor
 from chatmemory import _queries as q
@@ -45,12 +46,12 @@ class MessageOps(ScopeBase):
         batch = self._batch(messages)
         keys = [m.key for m in batch if m.key is not None]
         async with self._db.transaction(write=True) as conn:
-            history = await q.get_history(conn, self.principal, hid, lock=True)
+            history, last_seq = await q.lock_history_for_append(conn, self.principal, hid)
             if history.status != "running":
                 raise ConflictError(f"history {hid} is {history.status}; start a new history to add messages")
             stored = await self._stored_keys(conn, hid, keys)
             fresh = [m for m in batch if m.key not in stored]
-            result = await self._insert(conn, history, fresh) if fresh else []
+            result = await self._insert(conn, history, last_seq, fresh) if fresh else []
         added = iter(result)
         return [stored[m.key] if m.key in stored else next(added) for m in batch]
 
@@ -184,7 +185,9 @@ class MessageOps(ScopeBase):
             await q.refresh_summary(conn, message.conversation_id, values["updated_at"])
         return Message.model_validate({**message.model_dump(), **values})
 
-    async def _stored_keys(self, conn: Any, history_id: UUID, keys: list[str]) -> dict[str | None, Message]:
+    async def _stored_keys(
+        self, conn: AsyncConnection, history_id: UUID, keys: list[str]
+    ) -> dict[str | None, Message]:
         if not keys:
             return {}
         rows = await conn.execute(
@@ -192,11 +195,12 @@ class MessageOps(ScopeBase):
         )
         return {row.key: q.message_from_row(row) for row in rows}
 
-    async def _insert(self, conn: Any, history: History, batch: list[NewMessage]) -> list[Message]:
+    async def _insert(
+        self, conn: AsyncConnection, history: History, last_seq: int, batch: list[NewMessage]
+    ) -> list[Message]:
         cid = history.conversation_id
-        last_seq = (await conn.execute(select(C.last_seq).where(C.id == cid))).scalar_one()
         when = q.now()
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "id": new_id(),
                 "chat_conversation_id": cid,

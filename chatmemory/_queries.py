@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Unpack
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import ColumnElement, Select, and_, func, select, update
@@ -116,6 +116,26 @@ async def get_history(
     return History.model_validate(row._mapping)
 
 
+async def lock_history_for_append(
+    conn: AsyncConnection, principal: Principal, history_id: UUID
+) -> tuple[History, int]:
+    """A visible history and its conversation's last ``seq``, the conversation row locked until commit.
+
+    Raises:
+        HistoryNotFound: no visible history has this id.
+    """
+    query = (
+        visible_histories(principal)
+        .add_columns(C.last_seq)
+        .where(H.id == history_id)
+        .with_for_update(of=conversations)
+    )
+    row = (await conn.execute(query)).first()
+    if row is None:
+        raise HistoryNotFound(history_id)
+    return History.model_validate(row._mapping), row.last_seq
+
+
 async def get_message(
     conn: AsyncConnection, principal: Principal, message_id: UUID, *, lock: bool = False
 ) -> Message:
@@ -129,7 +149,7 @@ async def get_message(
     return message_from_row(row)
 
 
-def message_from_row(row: Row[Unpack[tuple[Any, ...]]]) -> Message:
+def message_from_row(row: Row[*tuple[Any, ...]]) -> Message:
     return Message.model_validate(row._mapping)
 
 

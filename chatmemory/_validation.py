@@ -18,20 +18,23 @@ MAX_JSON_DEPTH = 32
 
 
 def invalid_input(exc: ValidationError, prefix: str | None = None) -> InvalidInputError:
-    """The first problem pydantic found, as an ``InvalidInputError`` naming its field."""
-    first = exc.errors(include_url=False, include_input=False)[0]
-    loc = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part))
-    field = ".".join(p for p in (prefix, loc) if p) or None
-    reason = first["msg"].removeprefix("Value error, ")
-    return InvalidInputError(field, reason)
+    """The most specific problem pydantic found, as an ``InvalidInputError`` naming its field."""
+    errors = exc.errors(include_url=False, include_input=False)
+    # A union reports one error per branch; the deepest location is the one the caller meant.
+    paths = [[str(p) for p in error["loc"] if not _is_branch(p)] for error in errors]
+    best = max(range(len(errors)), key=lambda i: len(paths[i]))
+    field = ".".join([prefix, *paths[best]] if prefix else paths[best]) or None
+    return InvalidInputError(field, errors[best]["msg"].removeprefix("Value error, "))
 
 
-def _is_union_tag(part: object) -> bool:
-    # pydantic puts the discriminator value in the location path; it names no field.
-    return isinstance(part, str) and part in _PART_TYPES
+def _is_branch(part: object) -> bool:
+    # pydantic puts union branch names and discriminator values in the location path.
+    return isinstance(part, str) and (part in _BRANCHES or "[" in part)
 
 
-_PART_TYPES = frozenset({"text", "image", "audio", "file", "tool_call", "tool_result", "reasoning"})
+_BRANCHES = frozenset(
+    {"text", "image", "audio", "file", "tool_call", "tool_result", "reasoning", "str", "int", "float", "bool"}
+)
 
 
 def check_text(field: str, value: str) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Generic, Literal, Self, TypeAlias, TypeVar
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from chatmemory._validation import check_json, check_text, invalid_input
 from chatmemory.content import ContentPart, flatten_content, parse_parts
@@ -79,11 +79,12 @@ class NewMessage(_Input):
             super().__init__(**data)
         except ValidationError as exc:
             raise invalid_input(exc) from None
+        self._check()
 
-    @model_validator(mode="after")
-    def _check(self) -> Self:
+    def _check(self) -> None:
+        # Runs after pydantic, so these errors name their field directly.
         if self.model is not None and self.role != "assistant":
-            raise ValueError(f"a {self.role} message has no model; only assistant messages do")
+            raise InvalidInputError("model", f"a {self.role} message has no model; only assistant messages do")
         if isinstance(self.content, str):
             check_text("content", self.content)
         else:
@@ -92,7 +93,6 @@ class NewMessage(_Input):
             check_json(name, getattr(self, name))
         if self.native is not None:
             check_json("native.data", self.native.data)
-        return self
 
     @property
     def text(self) -> str:
@@ -115,10 +115,10 @@ class NewMessage(_Input):
             return value
         if not isinstance(value, Mapping):
             raise InvalidInputError(field, "must be a NewMessage or a mapping")
+        if not all(isinstance(k, str) for k in value):
+            raise InvalidInputError(field, "keys must be strings")
         try:
-            return cls.model_validate(dict(value))
-        except ValidationError as exc:
-            raise invalid_input(exc, field) from None
+            return cls(**value)
         except InvalidInputError as exc:
             raise InvalidInputError(f"{field}.{exc.field}" if exc.field else field, exc.reason) from None
 

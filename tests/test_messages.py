@@ -1,0 +1,193 @@
+"""Messages: order, atomic batches, idempotent keys, provenance, parts, status, listing."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatmemory import (
+    ConflictError,
+    HistoryNotFound,
+    ImagePart,
+    InvalidInputError,
+    MessageNotFound,
+    NewMessage,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+)
+from chatmemory.scope import Scope
+
+
+async def _run(chat: Scope, model: str = "gpt-4.1") -> tuple[object, object]:
+    conv = await chat.start_conversation("t")
+    return conv.id, (await chat.start_history(conv.id, model=model)).id
+
+
+async def test_seq_is_consecutive_per_conversation_across_histories(alice: Scope) -> None:
+    cid, first = await _run(alice)
+    a = await alice.append_messages(first, [NewMessage("user", str(i)) for i in range(3)])
+    await alice.finish_history(first)
+    second = (await alice.start_history(cid, model="other")).id
+    b = await alice.append_messages(second, [NewMessage("user", "3"), NewMessage("assistant", "4")])
+    assert [m.seq for m in a + b] == [1, 2, 3, 4, 5]
+    assert [m.content for m in await alice.transcript(cid)] == ["0", "1", "2", "3", "4"]
+    assert {m.conversation_id for m in a + b} == {cid}
+
+
+async def test_provenance(alice: Scope) -> None:
+    cid, hid = await _run(alice, model="gpt-4.1")
+    stored = await alice.append_messages(
+        hid,
+        [
+            NewMessage("system", "rules"),
+            NewMessage("user", "hi"),
+            NewMessage("assistant", "default model"),
+            NewMessage("assistant", "fallback", model="claude-x"),
+            {"role": "tool", "content": [{"type": "tool_result", "call_id": "c", "content": "ok"}]},
+        ],
+    )
+    assert [m.model for m in stored] == [None, None, "gpt-4.1", "claude-x", None]
+    reread = await alice.transcript(cid)
+    assert [m.model for m in reread] == [m.model for m in stored]
+    for role in ("user", "system", "tool"):
+        with pytest.raises(InvalidInputError) as err:
+            await alice.append_messages(hid, [{"role": role, "content": "x", "model": "gpt"}])
+        assert err.value.field == "messages.0.model"
+    with pytest.raises(InvalidInputError) as err:
+        await alice.start_history(cid, model="  ")
+    assert err.value.field == "model"
+
+
+async def test_parts_are_kept_and_content_flattened(alice: Scope) -> None:
+    cid, hid = await _run(alice)
+    parts = [
+        TextPart(text="look at this"),
+        ImagePart(url="https://example.com/cat.png"),
+        ImagePart(data="aGVsbG8=", media_type="image/png"),
+    ]
+    call = [TextPart(text="checking"), ToolCallPart(id="call_1", name="weather", arguments={"city": "Oslo"})]
+    result = [ToolResultPart(call_id="call_1", content="-3C")]
+    native = {"format": "test", "data": {"raw": [1, {"a": None}]}}
+    stored = await alice.append_messages(
+        hid,
+        [
+            NewMessage("user", parts),
+            NewMessage("assistant", call, usage={"output_tokens": 5}, metadata={"k": "v"}, native=native),
+            NewMessage("tool", result),
+            NewMessage("assistant", "plain"),
+        ],
+    )
+    assert [m.content for m in stored] == ["look at this", "checking", "-3C", "plain"]
+    reread = await alice.transcript(cid)
+    assert reread == stored
+    assert reread[0].parts == parts and reread[3].parts is None
+    assert reread[1].native is not None and reread[1].native.data == {"raw": [1, {"a": None}]}
+    assert reread[1].usage == {"output_tokens": 5} and reread[1].metadata == {"k": "v"}
+
+
+async def test_idempotent_keys(alice: Scope) -> None:
+    cid, hid = await _run(alice)
+    first = await alice.append_messages(hid, [{"role": "user", "content": "a", "key": "k1"}])
+    again = await alice.append_messages(
+        hid, [{"role": "user", "content": "a", "key": "k1"}, {"role": "assistant", "content": "b", "key": "k2"}]
+    )
+    assert again[0] == first[0]
+    assert again[1].seq == 2
+    assert [m.content for m in await alice.transcript(cid)] == ["a", "b"]
+    assert (await alice.get_conversation(cid)).message_count == 2
+    with pytest.raises(InvalidInputError):
+        await alice.append_messages(hid, [{"role": "user", "content": "x", "key": "d"}] * 2)
+
+
+async def test_batch_is_all_or_nothing(alice: Scope) -> None:
+    cid, hid = await _run(alice)
+    good = {"role": "user", "content": "fine"}
+    for bad in ({"role": "robot", "content": "x"}, {"role": "user", "content": [{"type": "video"}]}):
+        with pytest.raises(InvalidInputError) as err:
+            await alice.append_messages(hid, [good, good, bad])
+        assert err.value.field is not None and err.value.field.startswith("messages.2")
+    assert await alice.transcript(cid) == []
+
+
+async def test_finished_history_is_closed(alice: Scope) -> None:
+    _, hid = await _run(alice)
+    done = await alice.finish_history(hid, status="failed", usage={"input_tokens": 3}, error="boom")
+    assert done.status == "failed" and done.error == "boom" and done.finished_at is not None
+    assert (await alice.get_history(hid)).usage == {"input_tokens": 3}
+    with pytest.raises(ConflictError):
+        await alice.append_messages(hid, [NewMessage("user", "late")])
+    with pytest.raises(ConflictError):
+        await alice.finish_history(hid)
+    _, other = await _run(alice)
+    with pytest.raises(InvalidInputError):
+        await alice.finish_history(other, status="running")  # type: ignore[arg-type]
+
+
+async def test_pending_messages(alice: Scope) -> None:
+    cid, hid = await _run(alice, model="gpt-a")
+    (placeholder, later) = await alice.append_messages(
+        hid, [NewMessage("assistant", "", status="pending"), NewMessage("assistant", "", status="pending")]
+    )
+    done = await alice.complete_message(placeholder.id, content="the answer", model="gpt-b")
+    assert (done.status, done.content, done.model) == ("complete", "the answer", "gpt-b")
+    assert await alice.get_message(placeholder.id) == done
+    failed = await alice.fail_message(later.id, error="timeout")
+    assert (failed.status, failed.error) == ("error", "timeout")
+    assert await alice.get_message(later.id) == failed
+    with pytest.raises(ConflictError):
+        await alice.complete_message(placeholder.id, content="again")
+    with pytest.raises(ConflictError):
+        await alice.fail_message(later.id, error="again")
+    (user,) = await alice.append_messages(hid, [NewMessage("user", "", status="pending")])
+    with pytest.raises(InvalidInputError):
+        await alice.complete_message(user.id, content="x", model="gpt")
+    assert (await alice.get_message(user.id)).status == "pending"
+    assert (await alice.get_conversation(cid)).last_message_preview == ""
+
+
+async def test_list_messages_cursors_both_ways(alice: Scope) -> None:
+    cid, hid = await _run(alice)
+    await alice.append_messages(hid, [NewMessage("user", str(i)) for i in range(10)])
+    await alice.finish_history(hid)
+    other = (await alice.start_history(cid, model="m")).id
+    await alice.append_messages(other, [NewMessage("user", str(i)) for i in range(10, 13)])
+
+    async def walk(**kw: object) -> list[str]:
+        out, cursor = [], None
+        while True:
+            page = await alice.list_messages(limit=4, cursor=cursor, **kw)  # type: ignore[arg-type]
+            out += [m.content for m in page.items]
+            if not page.has_more:
+                return out
+            cursor = page.next_cursor
+
+    assert await walk(conversation_id=cid) == [str(i) for i in range(13)]
+    assert await walk(conversation_id=cid, newest_first=True) == [str(i) for i in reversed(range(13))]
+    assert await walk(history_id=hid) == [str(i) for i in range(10)]
+    assert await walk(history_id=other, newest_first=True) == ["12", "11", "10"]
+    forward = (await alice.list_messages(conversation_id=cid, limit=2)).next_cursor
+    with pytest.raises(InvalidInputError):
+        await alice.list_messages(conversation_id=cid, cursor=forward, newest_first=True)
+    with pytest.raises(InvalidInputError):
+        await alice.list_messages()
+    other_conv, _ = await _run(alice)
+    with pytest.raises(InvalidInputError):
+        await alice.list_messages(conversation_id=other_conv, history_id=hid)
+
+
+async def test_delete_message_and_history_update_summary(alice: Scope) -> None:
+    cid, hid = await _run(alice)
+    msgs = await alice.append_messages(hid, [NewMessage("user", "a"), NewMessage("assistant", "b")])
+    await alice.delete_message(msgs[1].id)
+    summary = (await alice.list_conversations()).items[0]
+    assert (summary.message_count, summary.last_message_preview) == (1, "a")
+    with pytest.raises(MessageNotFound):
+        await alice.get_message(msgs[1].id)
+    assert [m.id for m in await alice.transcript(cid)] == [msgs[0].id]
+    await alice.delete_history(hid)
+    with pytest.raises(HistoryNotFound):
+        await alice.get_history(hid)
+    summary = (await alice.list_conversations()).items[0]
+    assert (summary.message_count, summary.last_message_preview) == (0, None)
+    assert (await alice.get_conversation(cid)).histories == []
+    assert (await alice.list_messages(conversation_id=cid)).items == []

@@ -1,0 +1,136 @@
+"""Migrations: no drift from the models, reversible, own version table, safe to run at once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
+
+from chatmemory import ChatMemory, Principal, SchemaOutOfDateError
+from chatmemory._db import Database, create_engine
+from chatmemory._migrate import VERSION_TABLE, downgrade, head_revision, upgrade
+from chatmemory._schema import metadata
+
+ROOT = Path(__file__).parent.parent
+
+
+def _diff(conn: Connection) -> list[Any]:
+    context = MigrationContext.configure(
+        conn, opts={"version_table": VERSION_TABLE, "compare_type": True, "include_object": _ours}
+    )
+    return list(compare_metadata(context, metadata))
+
+
+def _ours(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    if type_ == "table":
+        return name in metadata.tables
+    return True
+
+
+def _tables(conn: Connection) -> set[str]:
+    return set(inspect(conn).get_table_names())
+
+
+async def test_models_match_migrations(memory: ChatMemory) -> None:
+    async with memory.engine.connect() as conn:
+        assert await conn.run_sync(_diff) == []
+        tables = await conn.run_sync(_tables)
+    assert {"chat_conversations", "chat_histories", "chat_messages", VERSION_TABLE} <= tables
+    assert "alembic_version" not in tables
+
+
+async def test_required_index_exists(memory: ChatMemory) -> None:
+    def indexes(conn: Connection) -> list[list[str | None]]:
+        return [ix["column_names"] for ix in inspect(conn).get_indexes("chat_messages")]
+
+    async with memory.engine.connect() as conn:
+        assert ["chat_history_id", "created_at"] in await conn.run_sync(indexes)
+
+
+async def test_downgrade_to_base_and_up_again(db_url: str) -> None:
+    engine = create_engine(db_url)
+    db = Database(engine)
+    try:
+        async with engine.begin() as conn:  # a host application's own alembic table
+            await conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+            await conn.execute(text("INSERT INTO alembic_version VALUES ('hostapp1')"))
+        await upgrade(db)
+        await downgrade(db, "base")
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_tables) == {"alembic_version", VERSION_TABLE}
+        await upgrade(db)
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_diff) == []
+            host = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
+        assert host == "hostapp1"
+    finally:
+        await engine.dispose()
+
+
+async def test_open_without_migrate_only_checks(db_url: str) -> None:
+    with pytest.raises(SchemaOutOfDateError) as err:
+        async with ChatMemory.open(db_url, migrate=False):
+            pass
+    assert "chatmemory migrate" in str(err.value) and err.value.head == head_revision()
+    async with ChatMemory.open(db_url) as memory:
+        await memory.scoped(Principal("a")).start_conversation()
+    async with ChatMemory.open(db_url, migrate=False) as memory:
+        assert len((await memory.scoped(Principal("a")).list_conversations()).items) == 1
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "chatmemory", *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+
+
+def test_cli_migrate_and_check(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new' / 'chat.db'}"
+    before = _cli("check", "--url", url)
+    assert before.returncode == 1 and "chatmemory migrate" in before.stderr
+    first = _cli("migrate", "--url", url)
+    assert first.returncode == 0 and f"-> {head_revision()}" in first.stdout
+    assert "already at" in _cli("migrate", "--url", url).stdout
+    after = _cli("check", "--url", url)
+    assert after.returncode == 0 and "current" in after.stdout
+
+
+def test_cli_offline_sql() -> None:
+    for url, marker in (("sqlite:///x.db", "CREATE TABLE chat_messages"), ("postgresql://u@h/db", "JSONB")):
+        out = _cli("migrate", "--sql", "--url", url)
+        assert out.returncode == 0, out.stderr
+        assert marker in out.stdout and VERSION_TABLE in out.stdout
+
+
+def test_cli_reports_bad_url() -> None:
+    out = _cli("check", "--url", "mysql://x/y")
+    assert out.returncode == 2 and "unsupported database" in out.stderr
+
+
+_CONCURRENT_OPEN = """
+import asyncio, sys
+from chatmemory import ChatMemory, Principal
+async def main():
+    async with ChatMemory.open(sys.argv[1]) as memory:
+        await memory.scoped(Principal("p" + sys.argv[2])).start_conversation("x")
+asyncio.run(main())
+"""
+
+
+def test_many_processes_migrate_a_new_database_at_once(db_url: str) -> None:
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _CONCURRENT_OPEN, db_url, str(i)], cwd=ROOT, stderr=subprocess.PIPE)
+        for i in range(4)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    out = _cli("check", "--url", db_url)
+    assert out.returncode == 0, out.stderr

@@ -1,0 +1,110 @@
+"""Bad input: a typed InvalidInputError naming the field, and nothing written."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+
+from chatmemory import ChatMemory, InvalidInputError, Limits, NewMessage, Principal
+from chatmemory.scope import Scope
+
+BAD_MESSAGES: list[tuple[dict[str, Any], str]] = [
+    ({"role": "robot", "content": "x"}, "messages.0.role"),
+    ({"role": "user"}, "messages.0.content"),
+    ({"role": "user", "content": 5}, "messages.0.content"),
+    ({"role": "assistant", "content": "x", "model": ""}, "messages.0.model"),
+    ({"role": "user", "content": "x", "model": "gpt"}, "messages.0.model"),
+    ({"role": "user", "content": "x" * 100_001}, "messages.0.content"),
+    ({"role": "user", "content": [{"type": "hologram"}]}, "messages.0.content.0"),
+    ({"role": "user", "content": [{"type": "image"}]}, "messages.0.content.0"),
+    ({"role": "user", "content": [{"type": "image", "data": "!!notbase64", "media_type": "image/png"}]},
+     "messages.0.content.0"),
+    ({"role": "user", "content": [{"type": "image", "data": "aGk=", "media_type": "image/png",
+                                   "url": "https://x"}]}, "messages.0.content.0"),
+    ({"role": "user", "content": [{"type": "file", "data": base64.b64encode(b"x" * (1 << 20 | 1)).decode(),
+                                   "media_type": "application/pdf"}]}, "messages.0.content.0.data"),
+    ({"role": "user", "content": "x", "metadata": {"a": object()}}, "messages.0.metadata"),
+    ({"role": "user", "content": "x", "metadata": "not an object"}, "messages.0.metadata"),
+    ({"role": "user", "content": "x", "metadata": {"nan": float("nan")}}, "messages.0.metadata"),
+    ({"role": "user", "content": "nul \x00 byte"}, "messages.0.content"),
+    ({"role": "user", "content": "lone \ud800 surrogate"}, "messages.0.content"),
+    ({"role": "user", "content": "x", "status": "weird"}, "messages.0.status"),
+    ({"role": "user", "content": "x", "unknown_field": 1}, "messages.0.unknown_field"),
+    ({"role": "user", "content": "x", "key": ""}, "messages.0.key"),
+    ({"role": "user", "content": "x", "native": {"format": "f"}}, "messages.0.native.data"),
+]
+
+
+@pytest.mark.parametrize(("message", "field"), BAD_MESSAGES, ids=[f for _, f in BAD_MESSAGES])
+async def test_bad_message_names_field_and_writes_nothing(alice: Scope, message: dict[str, Any], field: str) -> None:
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    with pytest.raises(InvalidInputError) as err:
+        await alice.append_messages(run.id, [{"role": "user", "content": "ok"}, message])
+    assert isinstance(err.value, ValueError)
+    assert err.value.field is not None and (err.value.field + ".").startswith(field.replace("0", "1", 1) + ".")
+    assert field.replace("0", "1", 1) in str(err.value)
+    assert await alice.transcript(conv.id) == []
+
+
+def _deep(n: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(n):
+        value = {"x": value}
+    return value
+
+
+async def test_other_bad_arguments(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    cases = [
+        (lambda: alice.start_conversation("t" * 201), "title"),
+        (lambda: alice.start_conversation(metadata=[1]), "metadata"),  # type: ignore[arg-type]
+        (lambda: alice.start_conversation(metadata=_deep(100)), "metadata"),
+        (lambda: alice.get_conversation("not-a-uuid"), "conversation_id"),
+        (lambda: alice.get_history(123), "history_id"),  # type: ignore[arg-type]
+        (lambda: alice.get_message(""), "message_id"),
+        (lambda: alice.start_history(conv.id, model=""), "model"),
+        (lambda: alice.start_history(conv.id, model="m", system_prompts="one"), "system_prompts"),
+        (lambda: alice.start_history(conv.id, model="m", system_prompts=[1]), "system_prompts.0"),  # type: ignore[list-item]
+        (lambda: alice.append_messages(run.id, "hello"), "messages"),  # type: ignore[arg-type]
+        (lambda: alice.append_messages(run.id, [{"role": "user", "content": "x"}] * 1001), "messages"),
+        (lambda: alice.append_messages(run.id, [42]), "messages.0"),  # type: ignore[list-item]
+        (lambda: alice.update_conversation(conv.id, pinned="yes"), "pinned"),  # type: ignore[arg-type]
+        (lambda: alice.finish_history(run.id, usage={"t": {1, 2}}), "usage"),  # type: ignore[dict-item]
+    ]
+    for call, field in cases:
+        with pytest.raises(InvalidInputError) as err:
+            await call()
+        assert err.value.field == field, (field, err.value)
+    assert (await alice.get_history(run.id)).status == "running"
+    assert (await alice.list_conversations()).items[0].title is None
+
+
+def test_new_message_constructor_raises_invalid_input() -> None:
+    with pytest.raises(InvalidInputError) as err:
+        NewMessage("robot", "x")  # type: ignore[arg-type]
+    assert err.value.field == "role"
+    with pytest.raises(InvalidInputError):
+        NewMessage("user", "x", model="gpt")
+    assert NewMessage("user", "x").text == "x"
+
+
+async def test_limits_are_configurable(db_url: str) -> None:
+    limits = Limits(title=5, content=10, messages_per_call=2, inline_bytes=3)
+    async with ChatMemory.open(db_url, limits=limits) as memory:
+        chat = memory.scoped(Principal("alice"))
+        with pytest.raises(InvalidInputError):
+            await chat.start_conversation("123456")
+        conv = await chat.start_conversation("12345")
+        run = await chat.start_history(conv.id, model="m")
+        for batch in (
+            [{"role": "user", "content": "x" * 11}],
+            [{"role": "user", "content": "x"}] * 3,
+            [{"role": "user", "content": [{"type": "audio", "data": "aGVsbG8=", "media_type": "audio/wav"}]}],
+        ):
+            with pytest.raises(InvalidInputError):
+                await chat.append_messages(run.id, batch)
+        assert len(await chat.append_messages(run.id, [{"role": "user", "content": "x" * 10}] * 2)) == 2
