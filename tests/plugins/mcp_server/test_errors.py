@@ -77,6 +77,15 @@ BAD: dict[str, list[tuple[dict[str, Any], str]]] = {
         ({"conversation_id": "{cid}", "max_chars": 10}, "max_chars"),
         ({"history_id": UNKNOWN}, "not found"),
     ],
+    "search_messages": [
+        ({}, "query"),
+        ({"query": ""}, "query"),
+        ({"query": "x" * 1_001}, "query"),
+        ({"query": "x", "role": "robot"}, "role"),
+        ({"query": "x", "limit": 51}, "limit"),
+        ({"query": "x", "cursor": "garbage"}, "invalid cursor"),
+        ({"query": "x", "conversation_id": UNKNOWN}, "not found"),
+    ],
 }
 
 

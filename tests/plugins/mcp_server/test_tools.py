@@ -18,8 +18,9 @@ TOOLS = {
     "finish_history",
     "append_messages",
     "list_messages",
+    "search_messages",
 }
-READ_ONLY = {"whoami", "list_conversations", "get_conversation", "list_messages"}
+READ_ONLY = {"whoami", "list_conversations", "get_conversation", "list_messages", "search_messages"}
 
 
 async def test_every_tool_has_an_output_schema_and_annotations(connect: Connect) -> None:

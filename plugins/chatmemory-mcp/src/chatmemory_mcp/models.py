@@ -22,6 +22,8 @@ __all__ = [
     "MessageIn",
     "MessageOut",
     "MessagePage",
+    "SearchHit",
+    "SearchPage",
     "StoredMessage",
     "WhoAmI",
     "clip",
@@ -281,3 +283,25 @@ class Deleted(_Out):
 
     id: str
     deleted: bool = True
+
+
+class SearchHit(_Out):
+    """One search result: the message (content clipped), where it is, and an excerpt with «matches»."""
+
+    message: MessageOut
+    conversation_id: str
+    conversation_title: str | None = None
+    snippet: str
+    rank: float = Field(description="Relevance, higher is better; compares hits of one search only.")
+    truncated: bool = False
+
+
+class SearchPage(_Out):
+    """One page of search results, most relevant first."""
+
+    items: list[SearchHit]
+    next_cursor: str | None = Field(
+        None, description="Pass back as `cursor` for the next page; null at the end."
+    )
+    has_more: bool = False
+    truncated: bool = False

@@ -15,6 +15,7 @@ from chatmemory_mcp.conversation_tools import register_conversation_tools
 from chatmemory_mcp.history_tools import register_history_tools
 from chatmemory_mcp.identity import AuthKind, ServerState
 from chatmemory_mcp.resources import register_prompts, register_resources
+from chatmemory_mcp.search_tools import register_search_tools
 
 __all__ = ["INSTRUCTIONS", "build_server"]
 
@@ -69,6 +70,7 @@ def build_server(
     )
     register_conversation_tools(server)
     register_history_tools(server)
+    register_search_tools(server)
     register_resources(server)
     register_prompts(server)
     return server
