@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from agents import set_tracing_disabled
 
@@ -12,10 +10,9 @@ from chatmemory.scope import Scope
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-used")
     set_tracing_disabled(True)
-    yield
 
 
 @pytest.fixture
