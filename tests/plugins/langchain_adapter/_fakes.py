@@ -23,7 +23,7 @@ class FakeChat(GenericFakeChatModel):
     model_name: str = "fake-a"
     seen: list[list[BaseMessage]] = Field(default_factory=list)
 
-    def bind_tools(self, tools: Any, *, tool_choice: Any = None, **kwargs: Any) -> FakeChat:  # type: ignore[override]
+    def bind_tools(self, tools: Any, *, tool_choice: Any = None, **kwargs: Any) -> FakeChat:
         return self
 
     def _generate(

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
+from chatmemory_langchain import BackgroundLoop, ChatMemoryMiddleware
 from langchain.agents import create_agent
 from langchain.agents.middleware.types import AgentMiddleware
 from langchain_core.language_models import BaseChatModel
@@ -15,7 +16,6 @@ from langgraph.graph.state import CompiledStateGraph
 
 from chatmemory import HistoryDetail, Message
 from chatmemory.scope import Scope
-from chatmemory_langchain import ChatMemoryMiddleware
 from tests.plugins.langchain_adapter._fakes import add, explode
 
 SYSTEM = "You add numbers."
@@ -29,13 +29,14 @@ def agent(
     before: Sequence[AgentMiddleware[Any, Any, Any]] = (),
     tools: Sequence[BaseTool] = (add, explode),
     checkpointer: BaseCheckpointSaver[Any] | None = None,
+    loop: BackgroundLoop | None = None,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """An agent recording into the conversation, after the ``before`` middleware."""
     return create_agent(
         model,
         list(tools),
         system_prompt=SYSTEM,
-        middleware=[*before, ChatMemoryMiddleware(chat, conversation_id)],
+        middleware=[*before, ChatMemoryMiddleware(chat, conversation_id, loop=loop)],
         checkpointer=checkpointer,
     )
 

@@ -6,12 +6,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from chatmemory_langchain import NATIVE_FORMAT, from_stored
 from langchain.agents.middleware.types import AgentMiddleware, ModelCallResult, ModelRequest, ModelResponse
 from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.types import StreamMode
 
 from chatmemory import ConversationNotFound, ImagePart, TextPart, ToolCallPart, ToolResultPart
 from chatmemory.scope import Scope
-from chatmemory_langchain import NATIVE_FORMAT, from_stored
 from tests.plugins.langchain_adapter._fakes import FakeChat, call, fake
 from tests.plugins.langchain_adapter._helpers import SYSTEM, agent, histories, rows, user
 
@@ -108,7 +109,8 @@ async def test_a_failing_model_leaves_a_failed_history_with_everything_before_it
 
     (run,) = await histories(alice, conv.id)
     assert run.status == "failed"
-    assert run.error is not None and "model is down" in run.error
+    assert run.error is not None
+    assert "model is down" in run.error
     assert rows(run.messages) == [("user", None, "2+2?"), ("assistant", "fake-a", ""), ("tool", None, "4")]
 
 
@@ -120,15 +122,18 @@ async def test_a_failing_tool_leaves_a_failed_history(alice: Scope) -> None:
 
     (run,) = await histories(alice, conv.id)
     assert (run.status, [m.role for m in run.messages or []]) == ("failed", ["user", "assistant"])
-    assert run.error is not None and "no fuel" in run.error
+    assert run.error is not None
+    assert "no fuel" in run.error
 
 
 @pytest.mark.parametrize("mode", ["messages", "updates", "values"])
-async def test_a_streamed_run_is_recorded_like_a_plain_one(alice: Scope, mode: str) -> None:
+async def test_a_streamed_run_is_recorded_like_a_plain_one(alice: Scope, mode: StreamMode) -> None:
     plain, streamed = await alice.start_conversation(), await alice.start_conversation()
     replies = (call("add", "c1", a=20, b=22), "It is 42.")
     await agent(alice, plain.id, fake(*replies)).ainvoke(user("20+22?"))
-    chunks = [c async for c in agent(alice, streamed.id, fake(*replies)).astream(user("20+22?"), stream_mode=mode)]
+    chunks = [
+        c async for c in agent(alice, streamed.id, fake(*replies)).astream(user("20+22?"), stream_mode=mode)
+    ]
     assert chunks
 
     (want,), (got,) = await histories(alice, plain.id), await histories(alice, streamed.id)

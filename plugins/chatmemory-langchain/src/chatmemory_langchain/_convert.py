@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from pydantic import ValidationError
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -18,6 +17,7 @@ from langchain_core.messages import (
     message_to_dict,
     messages_from_dict,
 )
+from pydantic import ValidationError
 
 from chatmemory import (
     AudioPart,

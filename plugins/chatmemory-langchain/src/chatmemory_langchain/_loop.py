@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
@@ -42,16 +42,15 @@ class BackgroundLoop:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on this loop and wait for its result (from any other thread).
+    def run(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` on this loop and wait for its result (from any other thread).
 
         Raises:
             RuntimeError: called from this loop's own thread, which would wait forever.
         """
         if threading.current_thread() is self._thread:
-            coro.close()
             raise RuntimeError("BackgroundLoop.run() called from its own thread")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        return asyncio.run_coroutine_threadsafe(_wait(awaitable), self.loop).result()
 
     def close(self) -> None:
         """Stop the loop and its thread (idempotent)."""
@@ -68,6 +67,10 @@ class BackgroundLoop:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+async def _wait(awaitable: Awaitable[T]) -> T:
+    return await awaitable
 
 
 class HomeLoop:

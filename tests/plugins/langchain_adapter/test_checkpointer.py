@@ -1,0 +1,53 @@
+"""ChatMemoryMiddleware next to a LangGraph checkpointer: nothing loaded or recorded twice."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.memory import InMemorySaver
+
+from chatmemory.scope import Scope
+from tests.plugins.langchain_adapter._fakes import call, fake
+from tests.plugins.langchain_adapter._helpers import agent, histories, rows, user
+
+
+def without_ids(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    return [m.model_copy(update={"id": None}) for m in messages]
+
+
+async def test_a_checkpointer_thread_is_neither_loaded_nor_recorded_twice(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    model = fake(call("add", "c1", a=1, b=2), "3", "6")
+    graph = agent(alice, conv.id, model, checkpointer=InMemorySaver())
+    thread: RunnableConfig = {"configurable": {"thread_id": "t-1"}}
+    await graph.ainvoke(user("1+2?"), thread)
+    await graph.ainvoke(user("And 3+3?"), thread)
+
+    assert [m.type for m in model.seen[2]] == ["system", "human", "ai", "tool", "ai", "human"]
+    first_run, second_run = await histories(alice, conv.id)
+    assert [m.role for m in first_run.messages or []] == ["user", "assistant", "tool", "assistant"]
+    assert rows(second_run.messages) == [("user", None, "And 3+3?"), ("assistant", "fake-a", "6")]
+    assert second_run.metadata == {"framework": "langchain", "thread_id": "t-1"}
+    transcript = await alice.transcript(conv.id)
+    assert len({m.key for m in transcript}) == len(transcript) == 6
+
+
+async def test_a_new_thread_resumes_the_conversation_like_the_checkpointer_would(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    kept = fake(call("add", "c1", a=1, b=2), "3", "6")
+    graph = agent(alice, conv.id, kept, checkpointer=InMemorySaver())
+    thread: RunnableConfig = {"configurable": {"thread_id": "t-1"}}
+    await graph.ainvoke(user("1+2?"), thread)
+    await graph.ainvoke(user("And 3+3?"), thread)
+
+    elsewhere = await alice.start_conversation()
+    await agent(alice, elsewhere.id, fake(call("add", "c1", a=1, b=2), "3")).ainvoke(user("1+2?"))
+    resumed = fake("6")
+    fresh_thread: RunnableConfig = {"configurable": {"thread_id": "t-2"}}
+    await agent(alice, elsewhere.id, resumed, checkpointer=InMemorySaver()).ainvoke(
+        user("And 3+3?"), fresh_thread
+    )
+
+    assert without_ids(resumed.seen[0]) == without_ids(kept.seen[2])

@@ -1,0 +1,71 @@
+"""ChatMemoryHistory: a conversation as a legacy BaseChatMessageHistory."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from chatmemory_langchain import ChatMemoryHistory
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.history import RunnableWithMessageHistory
+
+from chatmemory import ConversationNotFound
+from chatmemory.scope import Scope
+from tests.plugins.langchain_adapter._fakes import fake
+from tests.plugins.langchain_adapter._helpers import histories, rows
+
+# LangChain deprecates the legacy chat history interface and RunnableWithMessageHistory
+# (LangChainDeprecationWarning); this module tests exactly that path.
+pytestmark = pytest.mark.filterwarnings("ignore::langchain_core._api.deprecation.LangChainDeprecationWarning")
+
+PROMPT = ChatPromptTemplate.from_messages(
+    [("system", "Be brief."), MessagesPlaceholder("history"), ("human", "{question}")]
+)
+
+
+async def test_a_legacy_chain_records_each_invocation_as_a_history(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    history = ChatMemoryHistory(alice, conv.id, model="fake-a")
+    model = fake("Hello!", "Still here.")
+    chain = RunnableWithMessageHistory(
+        PROMPT | model,
+        lambda session_id: history,
+        input_messages_key="question",
+        history_messages_key="history",
+    )
+    session: RunnableConfig = {"configurable": {"session_id": str(conv.id)}}
+    await chain.ainvoke({"question": "Hi"}, session)
+    await chain.ainvoke({"question": "Still there?"}, session)
+
+    assert [m.text for m in model.seen[1]] == ["Be brief.", "Hi", "Hello!", "Still there?"]
+    first, second = await histories(alice, conv.id)
+    assert (first.model, first.status, second.status) == ("fake-a", "completed", "completed")
+    assert rows(first.messages) == [("user", None, "Hi"), ("assistant", "fake-a", "Hello!")]
+    assert [m.text for m in await history.aget_messages()] == ["Hi", "Hello!", "Still there?", "Still here."]
+
+    await history.aclear()
+    assert await history.aget_messages() == []
+    assert await histories(alice, conv.id) == []
+
+
+async def test_the_sync_methods_work_from_another_thread(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    history = ChatMemoryHistory(alice, conv.id, model="fake-a")
+    said = [HumanMessage("Hi", id="h-1"), AIMessage("Hello!", id="a-1")]
+    await asyncio.to_thread(history.add_messages, said)
+    assert await asyncio.to_thread(lambda: history.messages) == said
+    await asyncio.to_thread(history.clear)
+    assert await history.aget_messages() == []
+
+
+async def test_another_principal_cannot_read_or_write_the_history(alice: Scope, bob: Scope) -> None:
+    conv = await alice.start_conversation()
+    await ChatMemoryHistory(alice, conv.id, model="fake-a").aadd_messages([HumanMessage("mine")])
+    snooping = ChatMemoryHistory(bob, conv.id, model="fake-a")
+    with pytest.raises(ConversationNotFound):
+        await snooping.aget_messages()
+    with pytest.raises(ConversationNotFound):
+        await snooping.aadd_messages([HumanMessage("yours now")])
+    assert [m.content for m in await alice.transcript(conv.id)] == ["mine"]
