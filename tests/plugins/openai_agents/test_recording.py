@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from typing import Any
 
 import pytest
 from agents import MaxTurnsExceeded
-from agents.testing import ModelStep, assistant_message, function_call
+from agents.testing import ModelCall, ModelStep, assistant_message, function_call
 from chatmemory_openai_agents import NATIVE_FORMAT, ChatMemorySession
 
 from chatmemory import (
@@ -220,3 +222,41 @@ async def test_a_failing_streamed_run_leaves_a_failed_history(
     assert run.error is not None
     assert "stream broke" in run.error
     assert shape(run.messages or []) == [("user", None, "Hi")]
+
+
+async def test_a_cancelled_run_leaves_a_cancelled_history(alice: Scope, conversation: Conversation) -> None:
+    started = asyncio.Event()
+
+    async def never_answers(call: ModelCall) -> list[Any]:
+        started.set()
+        await asyncio.Event().wait()
+        return []
+
+    session = ChatMemorySession(alice, conversation.id)
+    agent = make_agent("helper", NamedModel("model-a", [ModelStep.respond(never_answers)]))
+    task = asyncio.create_task(session.run(agent, "Hi"))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    (run,) = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert run.status == "cancelled"
+    assert shape(run.messages or []) == [("user", None, "Hi")]
+
+
+async def test_concurrent_runs_on_one_session_get_their_own_histories(
+    alice: Scope, conversation: Conversation
+) -> None:
+    session = ChatMemorySession(alice, conversation.id)
+    agents = [
+        make_agent(f"a{i}", NamedModel(f"model-{i}", [[assistant_message(f"answer {i}")]])) for i in range(3)
+    ]
+    await asyncio.gather(*(session.run(a, f"question {i}") for i, a in enumerate(agents)))
+
+    histories = (await alice.get_conversation(conversation.id, messages=True)).histories
+    by_model = {h.model: shape(h.messages or []) for h in histories}
+    assert by_model == {
+        f"model-{i}": [("user", None, f"question {i}"), ("assistant", f"model-{i}", f"answer {i}")]
+        for i in range(3)
+    }
