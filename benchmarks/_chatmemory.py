@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from chatmemory import ChatMemory, NewMessage, Principal
-from chatmemory.scope import Scope
-
 from benchmarks._data import MODEL, Msg
 from benchmarks._system import EVERYTHING, Family, SchemaConversation
 from benchmarks._targets import Store
+from chatmemory import ChatMemory, NewMessage, Principal
+from chatmemory.scope import Scope
 
 
 class ChatMemorySystem:

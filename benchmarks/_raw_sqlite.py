@@ -7,12 +7,11 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from chatmemory import ChatMemory
-
 from benchmarks import _raw_sql as sql
 from benchmarks._data import Msg
 from benchmarks._system import EVERYTHING, Family, SchemaConversation
 from benchmarks._targets import SQLITE_PRAGMAS, Store
+from chatmemory import ChatMemory
 
 T = TypeVar("T")
 

@@ -45,15 +45,21 @@ def _aiosqlite() -> System:
 
 
 def _asyncpg() -> System:
-    from benchmarks._raw_async import AsyncpgSystem
+    from benchmarks._raw_asyncpg import AsyncpgSystem
 
     return AsyncpgSystem()
 
 
 def _core() -> System:
-    from benchmarks._raw_async import CoreSystem
+    from benchmarks._raw_core import CoreSystem
 
     return CoreSystem()
+
+
+def _core_thread() -> System:
+    from benchmarks._raw_core_thread import CoreThreadSystem
+
+    return CoreThreadSystem()
 
 
 def _agents_sqlite() -> System:
@@ -93,7 +99,8 @@ def entries() -> list[Entry]:
         _entry("raw sqlite3+to_thread", "raw", "sqlite", _sqlite_thread),
         _entry("raw aiosqlite", "raw", "sqlite", _aiosqlite, "aiosqlite"),
         _entry("raw asyncpg", "raw", "postgres", _asyncpg, "asyncpg"),
-        _entry("raw SQLAlchemy Core", "raw", "sqlite postgres", _core),
+        _entry("raw SQLAlchemy Core async", "raw", "sqlite postgres", _core),
+        _entry("raw SQLAlchemy Core sync+to_thread", "raw", "sqlite", _core_thread),
         _entry("openai-agents SQLiteSession", "peer", "sqlite", _agents_sqlite, "agents"),
         _entry(
             "openai-agents AsyncSQLiteSession",
@@ -102,7 +109,7 @@ def entries() -> list[Entry]:
             _agents_async_sqlite,
             "agents",
             "agents.extensions.memory.async_sqlite_session",
-        ),  # fmt: skip
+        ),
         _entry(
             "openai-agents SQLAlchemySession",
             "peer",
@@ -110,7 +117,7 @@ def entries() -> list[Entry]:
             _agents_sqlalchemy,
             "agents",
             "agents.extensions.memory.sqlalchemy_session",
-        ),  # fmt: skip
+        ),
         _entry(
             "langchain SQLChatMessageHistory",
             "peer",
@@ -118,6 +125,6 @@ def entries() -> list[Entry]:
             _langchain,
             "langchain_community",
             "langchain_core",
-        ),  # fmt: skip
+        ),
         _entry("google-adk DatabaseSessionService", "peer", "sqlite postgres", _adk, "google.adk"),
     ]

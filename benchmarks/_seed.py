@@ -17,7 +17,7 @@ from benchmarks import _raw_sql as sql
 from benchmarks._data import MODEL, message, uuid7
 from benchmarks._raw_sqlite import migrate
 from benchmarks._system import SchemaConversation
-from benchmarks._targets import Store
+from benchmarks._targets import Store, asyncpg
 
 CHUNK = 20_000
 READER = "reader"
@@ -137,7 +137,8 @@ def _load_sqlite(store: Store, convs: list[_Conv]) -> None:
             [_conversation_row(k, c, sql.SQLITE) for k, c in enumerate(convs)],
         )
         conn.executemany(
-            f"INSERT INTO chat_histories ({', '.join(_HISTORY_COLUMNS)}) VALUES ({_placeholders(_HISTORY_COLUMNS)})",
+            f"INSERT INTO chat_histories ({', '.join(_HISTORY_COLUMNS)})"
+            f" VALUES ({_placeholders(_HISTORY_COLUMNS)})",
             [_history_row(c, sql.SQLITE) for c in convs],
         )
         for chunk in _rows(convs, sql.SQLITE):
@@ -150,9 +151,7 @@ def _load_sqlite(store: Store, convs: list[_Conv]) -> None:
 
 
 async def _load_postgres(store: Store, convs: list[_Conv]) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(**store.asyncpg_args())
+    conn = await asyncpg().connect(**store.asyncpg_args())
     try:
         async with conn.transaction():
             await conn.copy_records_to_table(

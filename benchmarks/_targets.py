@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import tempfile
 import uuid
@@ -76,10 +77,8 @@ class PostgresTarget:
 
     async def fresh(self, name: str) -> Store:
         """A new, empty database (CREATE DATABASE)."""
-        import asyncpg
-
         database = f"bench_{name.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
-        conn = await asyncpg.connect(**self._server.asyncpg_args())
+        conn = await asyncpg().connect(**self._server.asyncpg_args())
         try:
             await conn.execute(f'CREATE DATABASE "{database}"')
             if not self._settings:
@@ -101,6 +100,11 @@ class PostgresTarget:
 Target = SqliteTarget | PostgresTarget
 
 
+def asyncpg() -> Any:
+    """The asyncpg module (imported on first use; it has no type information)."""
+    return importlib.import_module("asyncpg")
+
+
 @contextlib.contextmanager
 def postgres_server() -> Iterator[str | None]:
     """A ``postgresql://`` URL: ``$CHATMEMORY_BENCH_POSTGRES_URL``, else a throwaway ``pgserver``.
@@ -115,7 +119,7 @@ def postgres_server() -> Iterator[str | None]:
         # pgserver warns about its environment (no XDG_RUNTIME_DIR, deprecated APIs); none matters here.
         warnings.simplefilter("ignore")
         try:
-            import pgserver
+            pgserver = importlib.import_module("pgserver")
         except ImportError:
             yield None
             return

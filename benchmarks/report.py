@@ -129,7 +129,8 @@ def markdown(rec: Recorder) -> str:
         )
         out += [
             "",
-            "chatmemory against the fastest of each family (× = chatmemory's speed ÷ theirs; ≥ 1.00 means as fast or faster):",
+            "chatmemory against the fastest of each family"
+            " (x = chatmemory's speed / theirs; 1.00 or more means as fast or faster):",
             "",
         ]
         lines = []
@@ -141,12 +142,12 @@ def markdown(rec: Recorder) -> str:
             for family in ("peer", "raw"):
                 best = _fastest(rec, backend, family, metric)
                 line += (
-                    [f"{_fmt(best[1])} ({best[0]})", f"{speed_ratio(metric, ours, best[1]):.2f}×"]
+                    [f"{_fmt(best[1])} ({best[0]})", f"{speed_ratio(metric, ours, best[1]):.2f}x"]
                     if best
                     else ["n/a", ""]
                 )
             lines.append(line)
-        out += _table(["measure", "chatmemory", "fastest peer", "× peer", "fastest raw", "× raw"], lines)
+        out += _table(["measure", "chatmemory", "fastest peer", "x peer", "fastest raw", "x raw"], lines)
         out += ["", *scale_table(rec, backend), ""]
     return "\n".join(out)
 

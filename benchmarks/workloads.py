@@ -1,14 +1,15 @@
-"""The workloads W1–W5 and the scale runs, measured on one system at a time."""
+"""The workloads W1-W5 and the scale runs, measured on one system at a time."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from benchmarks._data import Sizes, message, median, percentile, turn
+from benchmarks._data import Sizes, median, message, percentile, turn
 from benchmarks._seed import Layout, Seeded
 from benchmarks._system import APPEND, CONCURRENT, READ_ALL, READ_LAST, RECENT, System
 from benchmarks.report import Recorder
@@ -137,7 +138,7 @@ def audit(texts: list[str], writers: int, per_writer: int) -> tuple[int, int]:
     for k in range(writers):
         got = seen.get(f"w5-{k}", [])
         anomalies += len(set(range(per_writer)) - set(got)) + len(got) - len(set(got))
-        anomalies += sum(1 for a, b in zip(got, got[1:], strict=False) if b <= a)
+        anomalies += sum(1 for a, b in itertools.pairwise(got) if b <= a)
     return anomalies, torn
 
 

@@ -1,0 +1,56 @@
+"""``python -m benchmarks --quick`` runs end to end and reports every workload (no timing thresholds)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKLOADS = ["W1", "W1.p50", "W1.p99", "W2", "W3.last", "W3.all", "W4", "W5", "W5.anomalies", "W5.torn"]
+
+
+def _run(tmp_path: Path, backend: str, env: dict[str, str]) -> tuple[str, list[dict[str, Any]]]:
+    out = tmp_path / f"{backend}.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--backend", backend, "--json", str(out)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout, json.loads(out.read_text())
+
+
+def _check(markdown: str, rows: list[dict[str, Any]], backend: str, raw: str) -> None:
+    assert {tuple(sorted(row)) for row in rows} == {("backend", "system", "unit", "value", "workload")}
+    assert f"### {backend}" in markdown
+    assert "| chatmemory |" in markdown
+    assert f"({raw})" in markdown  # a raw limit appears in the comparison table
+    ours = {r["workload"]: r for r in rows if r["system"] == "chatmemory" and r["backend"] == backend}
+    for workload in WORKLOADS:
+        assert isinstance(ours[workload]["value"], int | float), ours.get(workload)
+    assert ours["W5.anomalies"]["value"] == 0
+    assert ours["W5.torn"]["value"] == 0
+    systems = {r["system"] for r in rows}
+    assert raw in systems
+    assert "openai-agents SQLAlchemySession" in systems  # a peer: measured, or reported as not installed
+
+
+def test_quick_run_on_sqlite(tmp_path: Path) -> None:
+    markdown, rows = _run(tmp_path, "sqlite", {})
+    _check(markdown, rows, "sqlite", "raw sqlite3+to_thread")
+    assert "W1 turns/s" in markdown
+
+
+@pytest.mark.usefixtures("postgres_url")
+def test_quick_run_on_postgres(tmp_path: Path, postgres_url: str) -> None:
+    markdown, rows = _run(tmp_path, "postgres", {"CHATMEMORY_BENCH_POSTGRES_URL": postgres_url})
+    _check(markdown, rows, "postgres", "raw asyncpg")
