@@ -72,3 +72,13 @@ def bob(memory: ChatMemory) -> Scope:
 @pytest.fixture
 def admin(memory: ChatMemory) -> Scope:
     return memory.scoped(Principal("root", admin=True))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No test may be skipped: a skipped PostgreSQL leg is a failure, not a pass."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter is not None else 0
+    if skipped and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if reporter is not None:
+            reporter.write_line(f"{skipped} test(s) skipped: every test must run", red=True)

@@ -1,0 +1,83 @@
+"""Concurrent appends from many tasks and many processes: nothing lost, duplicated or interleaved."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from chatmemory import ChatMemory, Message, Principal
+from chatmemory.scope import Scope
+
+ROOT = Path(__file__).parent.parent
+BATCH = 5
+
+
+def _check(messages: list[Message], writers: int, batches: int) -> None:
+    assert [m.seq for m in messages] == list(range(1, writers * batches * BATCH + 1))
+    contents = [m.content for m in messages]
+    assert len(set(contents)) == len(contents)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for m in messages:
+        writer, batch, i = m.content.split(":")
+        groups[f"{writer}:{batch}"].append(m.seq)
+        assert int(i) == len(groups[f"{writer}:{batch}"]) - 1
+    assert len(groups) == writers * batches
+    for seqs in groups.values():
+        assert seqs == list(range(seqs[0], seqs[0] + BATCH)), "a batch was interleaved"
+
+
+async def _writer(chat: Scope, history_id: object, writer: int, batches: int) -> None:
+    for b in range(batches):
+        batch = [{"role": "user", "content": f"w{writer}:{b}:{i}"} for i in range(BATCH)]
+        await chat.append_messages(history_id, batch)  # type: ignore[arg-type]
+
+
+async def test_sixteen_tasks_append_to_one_conversation(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    await asyncio.gather(*(_writer(alice, run.id, w, 10) for w in range(16)))
+    _check(await alice.transcript(conv.id), 16, 10)
+    assert (await alice.get_conversation(conv.id)).message_count == 16 * 10 * BATCH
+
+
+# Each process signals it is ready, then waits for the others, so the appends really overlap.
+_PROCESS_WRITER = """
+import asyncio, pathlib, sys
+from chatmemory import ChatMemory, Principal
+async def main(url, history_id, writer, batches, gate):
+    async with ChatMemory.open(url, migrate=False) as memory:
+        chat = memory.scoped(Principal("alice"))
+        await chat.get_history(history_id)
+        (pathlib.Path(gate) / f"ready-{writer}").touch()
+        while not (pathlib.Path(gate) / "go").exists():
+            await asyncio.sleep(0.01)
+        for b in range(batches):
+            batch = [{"role": "user", "content": f"p{writer}:{b}:{i}"} for i in range(%d)]
+            await chat.append_messages(history_id, batch)
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]))
+""" % BATCH
+
+
+async def test_four_processes_append_to_one_conversation(db_url: str, tmp_path: Path) -> None:
+    async with ChatMemory.open(db_url) as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        run = await alice.start_history(conv.id, model="m")
+        procs = [
+            await asyncio.create_subprocess_exec(
+                sys.executable, "-c", _PROCESS_WRITER, db_url, str(run.id), str(w), "25", str(tmp_path),
+                cwd=ROOT, stderr=subprocess.PIPE,
+            )
+            for w in range(4)
+        ]
+        async with asyncio.timeout(300):
+            while len(list(tmp_path.glob("ready-*"))) < 4 and all(p.returncode is None for p in procs):
+                await asyncio.sleep(0.05)
+        (tmp_path / "go").touch()
+        for proc in procs:
+            _, err = await asyncio.wait_for(proc.communicate(), 300)
+            assert proc.returncode == 0, err.decode()
+        _check(await alice.transcript(conv.id), 4, 25)

@@ -1,0 +1,92 @@
+"""URLs, engines, SQLite settings, foreign keys, and storage errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete, func, select, text
+
+from chatmemory import ChatMemory, InvalidInputError, Principal, StorageError
+from chatmemory._db import create_engine, resolve_url
+from chatmemory._schema import conversations, histories, messages
+
+
+def test_plain_urls_map_to_async_drivers(tmp_path: Path) -> None:
+    assert resolve_url(f"sqlite:///{tmp_path}/a/b.db").drivername == "sqlite+aiosqlite"
+    assert (tmp_path / "a").is_dir()
+    for url in ("postgresql://u:p@h/db", "postgres://u@h/db", "postgresql+psycopg://u@h/db"):
+        assert resolve_url(url).drivername == "postgresql+asyncpg"
+    with pytest.raises(InvalidInputError):
+        resolve_url("mysql://u@h/db")
+    with pytest.raises(InvalidInputError):
+        resolve_url("not a url")
+
+
+def test_default_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CHATMEMORY_URL", "postgresql://u@h/db")
+    assert resolve_url(None).drivername == "postgresql+asyncpg"
+    monkeypatch.delenv("CHATMEMORY_URL")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    url = resolve_url(None)
+    assert url.database == str(tmp_path / "data" / "chatmemory" / "chatmemory.db")
+    assert (tmp_path / "data" / "chatmemory").is_dir()
+
+
+async def test_open_default_creates_the_database(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("CHATMEMORY_URL", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    async with ChatMemory.open() as memory:
+        await memory.scoped(Principal("a")).start_conversation()
+    assert (tmp_path / "chatmemory" / "chatmemory.db").stat().st_size > 0
+
+
+async def test_sqlite_settings(tmp_path: Path) -> None:
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/c.db") as memory, memory.engine.connect() as conn:
+        pragmas = {
+            name: (await conn.execute(text(f"PRAGMA {name}"))).scalar_one()
+            for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+        }
+    assert pragmas == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 30000, "synchronous": 1}
+
+
+async def test_foreign_keys_cascade_on_hard_delete(memory: ChatMemory) -> None:
+    chat = memory.scoped(Principal("alice"))
+    conv = await chat.start_conversation()
+    run = await chat.start_history(conv.id, model="m")
+    await chat.append_messages(run.id, [{"role": "user", "content": "x"}] * 3)
+    async with memory.engine.begin() as conn:
+        await conn.execute(delete(conversations).where(conversations.c.id == conv.id))
+        for table in (histories, messages):
+            assert (await conn.execute(select(func.count()).select_from(table))).scalar_one() == 0
+
+
+async def test_wrapped_engine_is_not_disposed(db_url: str) -> None:
+    async with ChatMemory.open(db_url):
+        pass  # migrate
+    engine = create_engine(db_url)
+    try:
+        async with ChatMemory(engine) as memory:
+            await memory.check_schema()
+            await memory.scoped(Principal("a")).start_conversation()
+        # Still usable: the pool was not disposed, so its connection is still checked in.
+        assert engine.pool.checkedin() >= 1
+        async with engine.connect() as conn:
+            count = (await conn.execute(select(func.count()).select_from(conversations))).scalar_one()
+        assert count == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_unreachable_database_is_a_storage_error(tmp_path: Path) -> None:
+    (tmp_path / "dir.db").mkdir()
+    with pytest.raises(StorageError):
+        await ChatMemory.open(f"sqlite:///{tmp_path}/dir.db")
+    with pytest.raises(StorageError):
+        await ChatMemory.open("postgresql://nobody@127.0.0.1:1/none")
+
+
+async def test_await_open_and_close(tmp_path: Path) -> None:
+    memory = await ChatMemory.open(f"sqlite:///{tmp_path}/c.db")
+    await memory.scoped(Principal("a")).start_conversation()
+    await memory.close()
