@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +10,6 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
-    Computed,
     DateTime,
     Dialect,
     ForeignKey,
@@ -25,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
 )
-from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
+from sqlalchemy.dialects.postgresql import JSONB
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -146,27 +144,3 @@ messages = Table(
     CheckConstraint("role IN ('system', 'user', 'assistant', 'tool')", name="role"),
     CheckConstraint("status IN ('complete', 'pending', 'error')", name="status"),
 )
-
-
-# Full-text search (migration 0002). PostgreSQL keeps a generated tsvector with a GIN index;
-# SQLite keeps an FTS5 table maintained by triggers instead, which metadata cannot describe.
-SEARCH_VECTOR = "to_tsvector('simple'::regconfig, content)"
-SQLITE_FTS_TABLE = "chat_messages_fts"
-POSTGRESQL_ONLY = frozenset({"search_vector", "ix_chat_messages_search_vector"})
-
-messages.append_column(Column("search_vector", TSVECTOR(), Computed(SEARCH_VECTOR, persisted=True)))
-Index("ix_chat_messages_search_vector", messages.c.search_vector, postgresql_using="gin")
-
-
-def include_object(dialect_name: str) -> Callable[[Any, str | None, str, bool, Any], bool]:
-    """An Alembic ``include_object`` hook that leaves out each backend's own search objects."""
-
-    def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-        if dialect_name == "sqlite":
-            table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
-            if table is not None and table.startswith(SQLITE_FTS_TABLE):
-                return False
-            return name not in POSTGRESQL_ONLY
-        return True
-
-    return include

@@ -5,11 +5,12 @@ from __future__ import annotations
 from chatmemory._conversations import ConversationOps
 from chatmemory._histories import HistoryOps
 from chatmemory._messages import MessageOps
+from chatmemory._search import SearchOps
 
 __all__ = ["Scope"]
 
 
-class Scope(ConversationOps, HistoryOps, MessageOps):
+class Scope(ConversationOps, HistoryOps, MessageOps, SearchOps):
     """One principal's view of the store, from ``memory.scoped(principal)``.
 
     Every call is one transaction. Anything the principal may not see raises the same

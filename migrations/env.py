@@ -10,30 +10,32 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
-from sqlalchemy import make_url
 from sqlalchemy.engine import Connection
 
 from chatmemory._db import create_engine
 from chatmemory._migrate import VERSION_TABLE
-from chatmemory._schema import include_object, metadata
+from chatmemory._schema import metadata
 
 config = context.config
 
 
-def _configure(dialect_name: str, **kwargs: object) -> None:
+def _include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    # Search indexes live in backend-specific tables (migration 0002) the models do not describe.
+    return type_ != "table" or name in metadata.tables
+
+
+def _configure(**kwargs: object) -> None:
     context.configure(
         target_metadata=metadata,
         version_table=VERSION_TABLE,
         compare_type=True,
-        # Search lives in backend-specific objects (FTS5 tables on SQLite); compare only the rest.
-        include_object=include_object(dialect_name),
+        include_object=_include_object,
         **kwargs,  # type: ignore[arg-type]
     )
 
 
 def _run(connection: Connection) -> None:
-    name = connection.dialect.name
-    _configure(name, connection=connection, render_as_batch=name == "sqlite")
+    _configure(connection=connection, render_as_batch=connection.dialect.name == "sqlite")
     with context.begin_transaction():
         context.run_migrations()
 
@@ -48,8 +50,7 @@ async def _run_standalone() -> None:
 
 
 if context.is_offline_mode():
-    url = config.get_main_option("sqlalchemy.url")
-    _configure(make_url(url).get_backend_name() if url else "", url=url, literal_binds=True)
+    _configure(url=config.get_main_option("sqlalchemy.url"), literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
 elif (connection := config.attributes.get("connection")) is not None:

@@ -1,0 +1,284 @@
+"""Full-text search over the principal's live messages.
+
+Whatever the user types is only ever text: it is cut into words here, and each word is
+quoted into the backend's query syntax (an FTS5 MATCH string or a ``tsquery``) and sent as a
+bound parameter, so quotes, operators (``OR``, ``NEAR``, ``-``), SQL and unicode can neither
+fail nor change the query. Query syntax:
+
+- words must all occur (any order, any case): ``rome hotel``;
+- ``"..."`` is a phrase, its words adjacent and in order: ``"hotel in rome"``;
+- a word ending in ``*`` is a prefix: ``hot*`` finds "hotel" and "hotter".
+
+A word is a run of letters and digits; everything else separates words. The backends
+tokenize stored text almost alike; PostgreSQL keeps some compound tokens whole (URLs,
+e-mail addresses, decimal numbers, file paths), so a part of one matches only on SQLite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Select,
+    String,
+    and_,
+    bindparam,
+    cast,
+    column,
+    func,
+    literal_column,
+    or_,
+    table,
+)
+from sqlalchemy import select as sql_select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.expression import ColumnClause, FromClause
+
+from chatmemory import _cursor
+from chatmemory import _queries as q
+from chatmemory._schema import conversations, histories, messages
+from chatmemory._scope_base import Id, ScopeBase
+from chatmemory._validation import parse_id
+from chatmemory.errors import InvalidInputError
+from chatmemory.models import Message, Page
+
+__all__ = ["HIGHLIGHT_END", "HIGHLIGHT_START", "MessageHit", "SearchOps"]
+
+C, H, M = q.C, q.H, q.M
+
+HIGHLIGHT_START = "\u00ab"
+"""Opens a match in ``MessageHit.snippet`` (``«``)."""
+HIGHLIGHT_END = "\u00bb"
+"""Closes a match in ``MessageHit.snippet`` (``»``)."""
+
+MAX_TERMS = 32
+MAX_WORD = 255
+SNIPPET_WORDS = 24
+_ROLES = ("system", "user", "assistant", "tool")
+_WORD = re.compile(r"([^\W_]+)(\*)?")
+# Maintained by triggers; see migration 0002.
+SQLITE_FTS_TABLE = "chat_messages_fts"
+_FTS: ColumnClause[Any] = literal_column(SQLITE_FTS_TABLE)
+_FTS_TABLE = table(SQLITE_FTS_TABLE, column("rowid"))
+_SEARCH = table("chat_messages_search", column("message_id"), column("search_vector"))
+_ROWID: ColumnClause[Any] = literal_column("chat_messages.rowid")
+_REGCONFIG: ColumnClause[Any] = literal_column("'simple'::regconfig")
+_HEADLINE = (
+    f"StartSel={HIGHLIGHT_START}, StopSel={HIGHLIGHT_END}, MaxWords={SNIPPET_WORDS}, "
+    'MinWords=8, MaxFragments=2, FragmentDelimiter=" … "'
+)
+
+
+class MessageHit(BaseModel):
+    """One search result.
+
+    ``snippet`` is an excerpt of the message with each match between ``«`` and ``»``
+    (``HIGHLIGHT_START``/``HIGHLIGHT_END``). ``rank`` is the relevance, higher is better;
+    it only compares hits of the same search.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    message: Message
+    conversation_id: UUID
+    conversation_title: str | None = None
+    snippet: str
+    rank: float
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """A word (``prefix`` when it ended in ``*``) or a phrase of several words."""
+
+    words: tuple[str, ...]
+    prefix: bool = False
+
+
+def parse_query(query: str) -> list[Term]:
+    """The terms of a search query; never fails, and may be empty (nothing to look for)."""
+    terms: list[Term] = []
+    segments = query.split('"')
+    # With an odd number of quotes the last one is unmatched: what follows it is plain words.
+    closed = len(segments) if len(segments) % 2 else len(segments) - 1
+    for i, segment in enumerate(segments):
+        found = [(m[1], bool(m[2])) for m in _WORD.finditer(segment) if len(m[1]) <= MAX_WORD]
+        if i % 2 and i < closed:
+            if found:
+                terms.append(Term(tuple(word for word, _ in found)[:MAX_TERMS]))
+        else:
+            terms.extend(Term((word,), prefix) for word, prefix in found)
+    return terms[:MAX_TERMS]
+
+
+def fts5_query(terms: list[Term]) -> str:
+    """An FTS5 MATCH string: every term a quoted string, so nothing in it is an operator."""
+    quoted = ('"' + " ".join(t.words).replace('"', '""') + '"' + ("*" if t.prefix else "") for t in terms)
+    return " ".join(quoted)
+
+
+def tsquery(terms: list[Term]) -> str:
+    """A ``to_tsquery`` string: quoted lexemes joined by ``&``, phrases by ``<->``."""
+
+    def lexeme(word: str, prefix: bool) -> str:
+        return "'" + word.replace("\\", "\\\\").replace("'", "''") + "'" + (":*" if prefix else "")
+
+    parts = [
+        "(" + " <-> ".join(lexeme(w, False) for w in t.words) + ")"
+        if len(t.words) > 1
+        else lexeme(t.words[0], t.prefix)
+        for t in terms
+    ]
+    return " & ".join(parts)
+
+
+class SearchOps(ScopeBase):
+    async def search_messages(
+        self,
+        query: str,
+        *,
+        conversation_id: Id | None = None,
+        history_id: Id | None = None,
+        role: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> Page[MessageHit]:
+        """Live messages of visible conversations matching ``query``, most relevant first.
+
+        Ties in relevance go to the most recent message. See the module documentation for
+        the query syntax; any text is a valid query, and one without words finds nothing.
+
+        Raises:
+            ConversationNotFound, HistoryNotFound: the given one is not visible.
+            InvalidInputError: ``query`` is not a string, or a bad role, limit or cursor.
+        """
+        if not isinstance(query, str):
+            raise InvalidInputError("query", "must be a string")
+        if role is not None and role not in _ROLES:
+            raise InvalidInputError("role", f"must be one of {', '.join(_ROLES)}")
+        limit = self._page_size(limit)
+        cid = None if conversation_id is None else parse_id("conversation_id", conversation_id)
+        hid = None if history_id is None else parse_id("history_id", history_id)
+        terms = parse_query(query)
+        sqlite = self._db.is_sqlite
+        text = fts5_query(terms) if sqlite else tsquery(terms)
+        digest = hashlib.sha256(repr((text, cid, hid, role)).encode()).hexdigest()[:16]
+        after = _position(digest, cursor) if cursor is not None else None
+        async with self._db.transaction() as conn:
+            if cid is not None:
+                await q.get_conversation(conn, self.principal, cid)
+            if hid is not None:
+                history = await q.get_history(conn, self.principal, hid)
+                if cid is not None and history.conversation_id != cid:
+                    raise InvalidInputError("history_id", "is not in that conversation")
+            if not terms:
+                return Page(items=[])
+            ranked = _ranked(sqlite, text).where(q.visible(self.principal), H.deleted_at.is_(None))
+            ranked = ranked.where(M.deleted_at.is_(None))
+            if cid is not None:
+                ranked = ranked.where(M.chat_conversation_id == cid)
+            if hid is not None:
+                ranked = ranked.where(M.chat_history_id == hid)
+            if role is not None:
+                ranked = ranked.where(M.role == role)
+            rows = (await conn.execute(_page(ranked, after, limit))).all()[: limit + 1]
+            snippets = await _snippets(conn, sqlite, text, [row.id for row in rows[:limit]])
+        hits = [
+            MessageHit(
+                message=q.message_from_row(row),
+                conversation_id=row.conversation_id,
+                conversation_title=row.conversation_title,
+                snippet=snippets.get(row.id, ""),
+                rank=row.rank,
+            )
+            for row in rows[:limit]
+        ]
+        more = len(rows) > limit
+        last = hits[-1] if more else None
+        next_cursor = (
+            _cursor.encode(
+                "s",
+                digest,
+                last.rank,
+                last.message.created_at.isoformat(),
+                last.message.seq,
+                str(last.message.id),
+            )
+            if last
+            else None
+        )
+        return Page(items=hits, next_cursor=next_cursor, has_more=more)
+
+
+def _ranked(sqlite: bool, text: str) -> Select[Any]:
+    """Matching messages with their conversation's title and a relevance (higher is better)."""
+    columns = (*q.MESSAGE_COLUMNS, C.title.label("conversation_title"))
+    if sqlite:
+        # bm25() is lower for better matches.
+        rank = cast(-func.bm25(_FTS), Float).label("rank")
+        joined: FromClause = _FTS_TABLE.join(messages, _FTS_TABLE.c.rowid == _ROWID)
+        where = _FTS.match(bindparam("fts_query", text, type_=String))
+    else:
+        tsq = func.to_tsquery(_REGCONFIG, bindparam("tsquery", text, type_=String))
+        rank = cast(func.ts_rank(_SEARCH.c.search_vector, tsq), Float).label("rank")
+        joined = _SEARCH.join(messages, _SEARCH.c.message_id == M.id)
+        where = _SEARCH.c.search_vector.op("@@")(tsq)
+    joined = joined.join(conversations, C.id == M.chat_conversation_id).join(
+        histories, H.id == M.chat_history_id
+    )
+    return sql_select(*columns, rank).select_from(joined).where(where)
+
+
+def _page(ranked: Select[Any], after: list[Any] | None, limit: int) -> Select[Any]:
+    """Most relevant first; ties go to the most recent (``seq`` orders one append's messages)."""
+    sub = ranked.subquery()
+    keys = (sub.c.rank, sub.c.created_at, sub.c.seq, sub.c.id)
+    query = sql_select(sub)
+    if after is not None:
+        query = query.where(_before(keys, after))
+    return query.order_by(*(key.desc() for key in keys)).limit(limit + 1)
+
+
+def _before(keys: tuple[Any, ...], values: list[Any]) -> ColumnElement[bool]:
+    """Strictly after ``values`` in descending order of ``keys``."""
+    key, value = keys[0], values[0]
+    if len(keys) == 1:
+        return key < value  # type: ignore[no-any-return]
+    return or_(key < value, and_(key == value, _before(keys[1:], values[1:])))
+
+
+def _position(digest: str, cursor: str) -> list[Any]:
+    stored, rank, created_at, seq, last_id = _cursor.decode("s", cursor, 5)
+    try:
+        if stored != digest or not isinstance(rank, int | float) or not isinstance(created_at, str):
+            raise ValueError
+        if isinstance(seq, bool) or not isinstance(seq, int):
+            raise ValueError
+        return [float(rank), datetime.fromisoformat(created_at), seq, parse_id("cursor", last_id)]
+    except (ValueError, InvalidInputError):
+        raise InvalidInputError("cursor", "is not a cursor from this search") from None
+
+
+async def _snippets(conn: AsyncConnection, sqlite: bool, text: str, ids: list[UUID]) -> dict[UUID, str]:
+    """Highlighted excerpts, computed for the page's messages only."""
+    if not ids:
+        return {}
+    if sqlite:
+        fts = _FTS_TABLE
+        snippet = func.snippet(_FTS, 0, HIGHLIGHT_START, HIGHLIGHT_END, "…", SNIPPET_WORDS)
+        query = (
+            sql_select(M.id, snippet)
+            .select_from(fts.join(messages, fts.c.rowid == _ROWID))
+            .where(_FTS.match(bindparam("fts_query", text, type_=String)), M.id.in_(ids))
+        )
+    else:
+        tsq = func.to_tsquery(_REGCONFIG, bindparam("tsquery", text, type_=String))
+        query = sql_select(M.id, func.ts_headline(_REGCONFIG, M.content, tsq, _HEADLINE)).where(M.id.in_(ids))
+    return {row[0]: row[1] for row in await conn.execute(query)}

@@ -1,0 +1,302 @@
+"""Full-text search: matching, ranking, paging, isolation and hostile input, on both backends."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from chatmemory import (
+    ChatMemory,
+    ConversationNotFound,
+    HistoryNotFound,
+    InvalidInputError,
+    NewMessage,
+    Principal,
+    ToolResultPart,
+    _migrate,
+)
+from chatmemory._db import Database
+from chatmemory._migrate import VERSION_TABLE
+from chatmemory._schema import metadata
+from chatmemory._search import parse_query
+from chatmemory.scope import Scope
+
+
+async def _conversation(scope: Scope, *texts: str, title: str = "Trip") -> list[str]:
+    conv = await scope.start_conversation(title)
+    run = await scope.start_history(conv.id, model="m1")
+    roles = ["user", "assistant"]
+    stored = await scope.append_messages(
+        run.id,
+        [NewMessage(roles[i % 2], t) for i, t in enumerate(texts)],  # type: ignore[arg-type]
+    )
+    return [str(m.id) for m in stored]
+
+
+async def _contents(scope: Scope, query: str, **kwargs: object) -> list[str]:
+    page = await scope.search_messages(query, **kwargs)  # type: ignore[arg-type]
+    return [hit.message.content for hit in page.items]
+
+
+async def test_words_phrases_and_prefixes(alice: Scope) -> None:
+    await _conversation(
+        alice,
+        "The hotel in Rome was lovely",
+        "Rome has a lovely hotel",
+        "Hotter than expected in Lisbon",
+    )
+    assert sorted(await _contents(alice, "rome hotel")) == [
+        "Rome has a lovely hotel",
+        "The hotel in Rome was lovely",
+    ]
+    assert await _contents(alice, '"hotel in rome"') == ["The hotel in Rome was lovely"]
+    assert await _contents(alice, '"lovely hotel"') == ["Rome has a lovely hotel"]
+    assert len(await _contents(alice, "hot*")) == 3
+    assert await _contents(alice, "hot") == []
+    assert await _contents(alice, "LISBON") == ["Hotter than expected in Lisbon"]
+
+
+async def test_hit_carries_conversation_snippet_and_rank(alice: Scope) -> None:
+    conv = await alice.start_conversation("Holiday plans")
+    run = await alice.start_history(conv.id, model="m1")
+    filler = " ".join(["words"] * 60)
+    (msg,) = await alice.append_messages(
+        run.id, [NewMessage("user", f"{filler} find the needle here {filler}")]
+    )
+    (hit,) = (await alice.search_messages("needle")).items
+    assert hit.message == msg
+    assert hit.conversation_id == conv.id
+    assert hit.conversation_title == "Holiday plans"
+    assert "«needle»" in hit.snippet
+    assert len(hit.snippet) < len(msg.content)
+    assert hit.rank > 0
+
+
+async def test_ranking_by_relevance_then_recency(alice: Scope) -> None:
+    await _conversation(
+        alice, "pasta", "pasta pasta pasta recipe", "a long text that mentions pasta once among many"
+    )
+    older, newer = await _conversation(alice, "same words here", "same words here")
+    contents = await _contents(alice, "pasta")
+    assert contents[0] == "pasta pasta pasta recipe"
+    ids = [str(hit.message.id) for hit in (await alice.search_messages("same words")).items]
+    assert ids == [newer, older]
+
+
+async def test_keyset_pages_cover_every_hit_once(alice: Scope) -> None:
+    texts = [f"match {'extra ' * (i % 4)}number {i}" for i in range(23)]
+    await _conversation(alice, *texts)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await alice.search_messages("match", limit=5, cursor=cursor)
+        seen += [hit.message.content for hit in page.items]
+        if not page.has_more:
+            break
+        cursor = page.next_cursor
+    assert sorted(seen) == sorted(texts)
+    assert page.next_cursor is None
+    with pytest.raises(InvalidInputError):
+        await alice.search_messages(
+            "other", cursor=(await alice.search_messages("match", limit=1)).next_cursor
+        )
+    with pytest.raises(InvalidInputError):
+        await alice.search_messages("match", cursor="garbage")
+
+
+async def test_filters(alice: Scope) -> None:
+    conv = await alice.start_conversation("A")
+    run1 = await alice.start_history(conv.id, model="m1")
+    await alice.append_messages(
+        run1.id, [NewMessage("user", "apple one"), NewMessage("assistant", "apple two")]
+    )
+    run2 = await alice.start_history(conv.id, model="m2")
+    await alice.append_messages(
+        run2.id,
+        [NewMessage("tool", [ToolResultPart(call_id="c1", content="apple three")])],
+    )
+    await _conversation(alice, "apple elsewhere")
+    assert len(await _contents(alice, "apple")) == 4
+    assert len(await _contents(alice, "apple", conversation_id=conv.id)) == 3
+    assert await _contents(alice, "apple", history_id=run2.id) == ["apple three"]
+    assert await _contents(alice, "apple", role="assistant") == ["apple two"]
+    assert await _contents(alice, "apple", conversation_id=conv.id, role="user") == ["apple one"]
+    with pytest.raises(InvalidInputError):
+        await alice.search_messages("apple", role="robot")
+
+
+async def test_only_own_live_messages(memory: ChatMemory, alice: Scope, bob: Scope, admin: Scope) -> None:
+    await _conversation(alice, "secret alpha")
+    bob_conv = await bob.start_conversation("Bob")
+    bob_run = await bob.start_history(bob_conv.id, model="m")
+    await bob.append_messages(bob_run.id, [NewMessage("user", "secret bravo")])
+    other_tenant = memory.scoped(Principal("alice", tenant="acme"))
+    await _conversation(other_tenant, "secret charlie")
+    assert await _contents(alice, "secret") == ["secret alpha"]
+    assert await _contents(bob, "secret") == ["secret bravo"]
+    assert await _contents(other_tenant, "secret") == ["secret charlie"]
+    assert sorted(await _contents(admin, "secret")) == ["secret alpha", "secret bravo"]
+    with pytest.raises(ConversationNotFound):
+        await alice.search_messages("secret", conversation_id=bob_conv.id)
+    with pytest.raises(HistoryNotFound):
+        await alice.search_messages("secret", history_id=bob_run.id)
+
+
+async def test_soft_deleted_never_found(alice: Scope) -> None:
+    gone_msg, kept = await _conversation(alice, "zebra message", "zebra kept")
+    await alice.delete_message(gone_msg)
+    conv = await alice.start_conversation("B")
+    run = await alice.start_history(conv.id, model="m")
+    await alice.append_messages(run.id, [NewMessage("user", "zebra in deleted history")])
+    await alice.delete_history(run.id)
+    other = await alice.start_conversation("C")
+    run = await alice.start_history(other.id, model="m")
+    await alice.append_messages(run.id, [NewMessage("user", "zebra in deleted conversation")])
+    await alice.delete_conversation(other.id)
+    hits = (await alice.search_messages("zebra")).items
+    assert [str(h.message.id) for h in hits] == [kept]
+
+
+async def test_index_follows_completed_messages(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    (pending,) = await alice.append_messages(run.id, [NewMessage("assistant", "", status="pending")])
+    await alice.complete_message(pending.id, content="generated later: walrus")
+    assert await _contents(alice, "walrus") == ["generated later: walrus"]
+
+
+ODD_QUERIES = [
+    "",
+    "   ",
+    '"',
+    '""',
+    '"unterminated phrase',
+    "*",
+    "**",
+    "a*b*",
+    "NEAR",
+    "NEAR(a b)",
+    "a OR b",
+    "AND",
+    "NOT",
+    "-",
+    "-apple",
+    "apple -",
+    "'; DROP TABLE chat_messages; --",
+    "') OR 1=1 --",
+    "\\",
+    "a:b",
+    "col:apple",
+    "^apple",
+    "apple & banana | !cherry",
+    "apple <-> banana",
+    "(((",
+    "\x00",
+    "\ud800",
+    "\U0001d518\U0001d52b\U0001d526 \u2603 \U0001f389",
+    "x" * 5000,
+    " ".join(["w"] * 500),
+]
+
+
+async def test_any_text_is_a_safe_query(alice: Scope) -> None:
+    stored = ["apple banana cherry", "'; DROP TABLE chat_messages; -- said the user"]
+    await _conversation(alice, *stored)
+    for query in ODD_QUERIES:
+        page = await alice.search_messages(query)
+        assert {hit.message.content for hit in page.items} <= set(stored), query
+    assert await _contents(alice, "") == []
+    assert await _contents(alice, '"') == []
+    assert await _contents(alice, "a*b*") == ["apple banana cherry"]
+    assert len(await _contents(alice, "apple")) == 1
+    assert len(await _contents(alice, "'; DROP TABLE chat_messages; --")) == 1
+
+
+async def test_operators_are_plain_words(alice: Scope) -> None:
+    await _conversation(alice, "cats OR dogs", "cats and dogs", "NEAR the station", "drop table now")
+    assert await _contents(alice, "cats OR dogs") == ["cats OR dogs"]
+    assert await _contents(alice, "NEAR") == ["NEAR the station"]
+    assert await _contents(alice, "'; DROP TABLE") == ["drop table now"]
+    assert sorted(await _contents(alice, "-dogs")) == ["cats OR dogs", "cats and dogs"]
+
+
+async def test_unicode(alice: Scope) -> None:
+    await _conversation(alice, "un café à Paris", "東京 タワー", "Ελληνικά κείμενα", "naïve résumé")
+    assert await _contents(alice, "café") == ["un café à Paris"]
+    assert await _contents(alice, "東京") == ["東京 タワー"]
+    assert await _contents(alice, "ελληνικά") == ["Ελληνικά κείμενα"]
+    assert await _contents(alice, '"naïve résumé"') == ["naïve résumé"]
+    assert await _contents(alice, "rés*") == ["naïve résumé"]
+
+
+def test_parse_query() -> None:
+    assert [(t.words, t.prefix) for t in parse_query('a "b c" d* "e')] == [
+        (("a",), False),
+        (("b", "c"), False),
+        (("d",), True),
+        (("e",), False),
+    ]
+    assert parse_query('\'; -- * " "') == []
+
+
+async def test_search_schema_matches_and_downgrades(memory: ChatMemory, backend: str) -> None:
+    def diff(conn: Connection) -> list[object]:
+        context = MigrationContext.configure(
+            conn,
+            opts={
+                "version_table": VERSION_TABLE,
+                "compare_type": True,
+                "include_object": lambda _o, name, type_, *_: type_ != "table" or name in metadata.tables,
+            },
+        )
+        return list(compare_metadata(context, metadata))
+
+    async with memory.engine.connect() as conn:
+        assert await conn.run_sync(diff) == []
+    db = Database(memory.engine)
+    await _migrate.downgrade(db, "0001")
+    async with memory.engine.connect() as conn:
+        if backend == "sqlite":
+            names = (await conn.execute(text("SELECT name FROM sqlite_master"))).scalars().all()
+            assert not [n for n in names if "fts" in n]
+        else:
+            names = (await conn.execute(text("SELECT tablename FROM pg_tables"))).scalars().all()
+            assert "chat_messages_search" not in names
+            functions = await conn.execute(text("SELECT proname FROM pg_proc WHERE proname LIKE 'chat%'"))
+            assert functions.scalars().all() == []
+    await _migrate.upgrade(db)
+    scope = memory.scoped(Principal("carol"))
+    await _conversation(scope, "after the round trip")
+    assert await _contents(scope, "round trip") == ["after the round trip"]
+
+
+async def test_existing_messages_are_indexed_by_the_migration(memory: ChatMemory) -> None:
+    scope = memory.scoped(Principal("dave"))
+    await _conversation(scope, "written before search existed")
+    db = Database(memory.engine)
+    await _migrate.downgrade(db, "0001")
+    await _migrate.upgrade(db)
+    assert await _contents(scope, "existed") == ["written before search existed"]
+
+
+async def test_sqlite_index_survives_hard_deletes_and_vacuum(tmp_path: Path) -> None:
+    async with ChatMemory.open(f"sqlite:///{tmp_path / 'v.db'}") as memory:
+        alice = memory.scoped(Principal("alice"))
+        ids = await _conversation(alice, *[f"vacuum test {i}" for i in range(50)])
+        for mid in ids[::3]:
+            await alice.delete_message(mid)
+        with sqlite3.connect(tmp_path / "v.db", isolation_level=None) as raw:
+            raw.execute("DELETE FROM chat_messages WHERE deleted_at IS NOT NULL")
+            raw.execute("VACUUM")
+            raw.execute(
+                "INSERT INTO chat_messages_fts(chat_messages_fts, rank) VALUES ('integrity-check', 1)"
+            )
+        raw.close()
+        found = await _contents(alice, "vacuum", limit=100)
+    assert sorted(found) == sorted(f"vacuum test {i}" for i in range(50) if i % 3)
