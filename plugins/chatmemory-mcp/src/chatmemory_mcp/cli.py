@@ -189,7 +189,11 @@ def _token_list(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    # stdout is the protocol stream in stdio mode: every log line goes to stderr.
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("chatmemory_mcp").setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))
