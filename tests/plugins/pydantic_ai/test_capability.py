@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from uuid import UUID
 
+import anyio
 import pytest
 from chatmemory_pydantic_ai import NATIVE_FORMAT, ChatMemoryCapability, load_messages
 from pydantic_ai import BinaryContent, ImageUrl, models
 from pydantic_ai.exceptions import ModelAPIError
-from pydantic_ai.messages import ModelResponse, ToolReturnPart
+from pydantic_ai.messages import ModelMessage, ModelResponse, ToolReturnPart
 from pydantic_ai.models.fallback import FallbackModel
+from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from chatmemory import ConversationNotFound, HistoryDetail, ImagePart, TextPart, ToolCallPart, ToolResultPart
 from chatmemory.scope import Scope
@@ -157,8 +160,11 @@ async def test_streamed_runs_are_recorded_like_others(alice: Scope) -> None:
         async for _node in run:
             pass
     assert run.result is not None
+    async with agent.run_stream_events("events too") as events:
+        async for _event in events:
+            pass
 
-    first, second = await _histories(alice, conv.id)
+    first, second, third = await _histories(alice, conv.id)
     assert text == "streamed answer"
     assert [(m.role, m.model, m.content) for m in first.messages] == [
         ("user", None, "tell me"),
@@ -166,7 +172,9 @@ async def test_streamed_runs_are_recorded_like_others(alice: Scope) -> None:
     ]
     assert (first.status, second.status) == ("completed", "completed")
     assert [m.content for m in second.messages] == ["and more", "answer 3"]
-    assert script.received[-1][:2] == stream.all_messages()
+    assert [m.content for m in third.messages] == ["events too", "streamed answer"]
+    assert third.status == "completed"
+    assert script.received[1][:2] == stream.all_messages()
 
 
 async def test_resume_sends_the_model_what_an_in_memory_history_would(alice: Scope) -> None:
@@ -255,3 +263,36 @@ async def test_messages_from_another_writer_reload_from_their_parts(alice: Scope
     script = Script("fn-A", tool=False)
     await adder(script.model, capabilities=[ChatMemoryCapability(alice, conv.id)]).run("thanks")
     assert len(script.received[0]) == 5
+
+
+async def test_a_cancelled_run_is_recorded_as_cancelled(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    started = asyncio.Event()
+
+    async def hang(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    cap = ChatMemoryCapability(alice, conv.id)
+    agent = adder(FunctionModel(hang, model_name="fn-slow"), capabilities=[cap])
+    task = asyncio.create_task(agent.run("take your time"))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # A cancelled anyio scope cancels every await inside it, the recording's too unless shielded.
+    started.clear()
+    async with anyio.create_task_group() as group:
+
+        async def cancel_once_started() -> None:
+            await started.wait()
+            group.cancel_scope.cancel()
+
+        group.start_soon(cancel_once_started)
+        await agent.run("still there?")
+
+    first, second = await _histories(alice, conv.id)
+    assert (first.status, second.status) == ("cancelled", "cancelled")
+    assert [(m.role, m.content) for m in first.messages] == [("user", "take your time")]
+    assert [(m.role, m.content) for m in second.messages] == [("user", "still there?")]

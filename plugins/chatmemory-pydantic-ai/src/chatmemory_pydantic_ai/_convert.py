@@ -13,6 +13,7 @@ from dataclasses import asdict
 from typing import Any
 
 from pydantic_ai import messages as pai
+from pydantic_ai.usage import RequestUsage, RunUsage
 
 from chatmemory import (
     AudioPart,
@@ -54,9 +55,9 @@ def system_prompts(seen: Iterable[pai.ModelMessage], new: Iterable[pai.ModelMess
     return list(dict.fromkeys(found))
 
 
-def usage_dict(usage: object) -> dict[str, Any]:
+def usage_dict(usage: RunUsage | RequestUsage) -> dict[str, Any]:
     """A ``RunUsage`` or ``RequestUsage`` as a JSON object, without its zero counters."""
-    return {k: v for k, v in asdict(usage).items() if v} if usage is not None else {}  # type: ignore[call-overload]
+    return {k: v for k, v in asdict(usage).items() if v}
 
 
 def _to_new_message(message: pai.ModelMessage, data: Any) -> NewMessage:

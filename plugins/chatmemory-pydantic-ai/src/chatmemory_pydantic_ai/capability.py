@@ -9,6 +9,7 @@ from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
+import anyio
 import pydantic_ai
 from pydantic import JsonValue
 from pydantic_ai import RunContext
@@ -118,7 +119,9 @@ class ChatMemoryCapability(AbstractCapability[Any]):
         )
         error = f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS]
         try:
-            await self._record(ctx, seen, new, status, error=error)
+            # Shielded: under a cancelled anyio scope every await would be cancelled again.
+            with anyio.CancelScope(shield=True):
+                await self._record(ctx, seen, new, status, error=error)
         except ChatMemoryError:
             # The run's own error is what the caller must see; the store's goes to the log.
             _log.exception(
