@@ -16,8 +16,8 @@ from chatmemory.scope import Scope
 from tests.plugins.langchain_adapter._fakes import fake
 from tests.plugins.langchain_adapter._helpers import histories, rows
 
-# LangChain deprecates the legacy chat history interface and RunnableWithMessageHistory
-# (LangChainDeprecationWarning); this module tests exactly that path.
+# LangChain deprecates RunnableWithMessageHistory (a LangChainDeprecationWarning when it is
+# created); this module tests exactly that legacy path.
 pytestmark = pytest.mark.filterwarnings("ignore::langchain_core._api.deprecation.LangChainDeprecationWarning")
 
 PROMPT = ChatPromptTemplate.from_messages(

@@ -116,10 +116,11 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
         return update
 
     async def _run_of(self, state: Mapping[str, Any]) -> Run:
-        run = self._runs.get(state.get("chatmemory_run") or "")
-        if run is None:  # e.g. resumed after an interrupt by another process
+        key = state.get("chatmemory_run") or uuid.uuid4().hex
+        run = self._runs.get(key)
+        if run is None:  # e.g. resumed from a checkpoint after an interrupt, in another process
             run, _ = await self._recorder.begin(state.get("messages", []))
-            self._runs[uuid.uuid4().hex] = run
+            self._runs[key] = run
         return run
 
     async def _before_model(self, request: ModelRequest[Any]) -> Run:
