@@ -7,7 +7,7 @@ import base64
 from typing import Any
 
 import pytest
-from agents import MaxTurnsExceeded
+from agents import MaxTurnsExceeded, function_tool
 from agents.testing import ModelCall, ModelStep, assistant_message, function_call
 from chatmemory_openai_agents import NATIVE_FORMAT, ChatMemorySession
 
@@ -15,6 +15,7 @@ from chatmemory import (
     Conversation,
     FilePart,
     ImagePart,
+    InvalidInputError,
     Message,
     TextPart,
     ToolCallPart,
@@ -260,3 +261,19 @@ async def test_concurrent_runs_on_one_session_get_their_own_histories(
         f"model-{i}": [("user", None, f"question {i}"), ("assistant", f"model-{i}", f"answer {i}")]
         for i in range(3)
     }
+
+
+async def test_an_item_over_the_store_limits_fails_the_run(alice: Scope, conversation: Conversation) -> None:
+    @function_tool
+    def fetch() -> str:
+        """Return a huge page."""
+        return "x" * 100_001
+
+    model = NamedModel("model-a", [[function_call("fetch", {}, call_id="c1")], [assistant_message("Done.")]])
+    session = ChatMemorySession(alice, conversation.id)
+    with pytest.raises(InvalidInputError):
+        await session.run(make_agent("reader", model, tools=[fetch]), "Read it.")
+
+    (run,) = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert run.status == "failed"
+    assert [m.role for m in run.messages or []] == ["user"]
