@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from chatmemory._context import ContextOps
 from chatmemory._conversations import ConversationOps
 from chatmemory._histories import HistoryOps
 from chatmemory._messages import MessageOps
@@ -10,7 +11,7 @@ from chatmemory._search import SearchOps
 __all__ = ["Scope"]
 
 
-class Scope(ConversationOps, HistoryOps, MessageOps, SearchOps):
+class Scope(ConversationOps, HistoryOps, MessageOps, SearchOps, ContextOps):
     """One principal's view of the store, from ``memory.scoped(principal)``.
 
     Every call is one transaction. Anything the principal may not see raises the same
