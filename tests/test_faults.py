@@ -1,0 +1,147 @@
+"""Faults: killed processes, errors inside a transaction, connections dropped by the server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy import make_url, text, update
+
+from chatmemory import ChatMemory, NewMessage, Principal, StorageError
+from chatmemory._schema import conversations
+from chatmemory.scope import Scope
+
+ROOT = Path(__file__).parent.parent
+BATCH = 7
+
+_APPENDER = (
+    """
+import asyncio, sys
+from chatmemory import ChatMemory, Principal
+async def main(url, history_id):
+    async with ChatMemory.open(url, migrate=False) as memory:
+        chat = memory.scoped(Principal("alice"))
+        b = 0
+        while True:
+            await chat.append_messages(history_id, [{"role": "user", "content": f"{b}:{i}"} for i in range(%d)])
+            b += 1
+            if b == 5:
+                print("writing", flush=True)
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+    % BATCH
+)
+
+
+async def test_sigkill_mid_appends_leaves_whole_batches(db_url: str, backend: str) -> None:
+    async with ChatMemory.open(db_url) as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        run = await alice.start_history(conv.id, model="m")
+    with subprocess.Popen(
+        [sys.executable, "-c", _APPENDER, db_url, str(run.id)], cwd=ROOT, stdout=subprocess.PIPE
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"writing"
+        await asyncio.sleep(0.3)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+
+    async with ChatMemory.open(db_url) as memory:
+        if backend == "sqlite":
+            async with memory.engine.connect() as conn:
+                assert (await conn.execute(text("PRAGMA integrity_check"))).scalar_one() == "ok"
+                assert (await conn.execute(text("PRAGMA foreign_key_check"))).all() == []
+        alice = memory.scoped(Principal("alice"))
+        messages = await alice.transcript(conv.id)
+        batches: dict[str, list[int]] = defaultdict(list)
+        for m in messages:
+            batches[m.content.split(":")[0]].append(m.seq)
+        assert len(batches) >= 5
+        assert all(len(seqs) == BATCH for seqs in batches.values())
+        assert [m.seq for m in messages] == list(range(1, len(messages) + 1))
+        assert (await alice.get_conversation(conv.id)).message_count == len(messages)
+        # The database still takes writes.
+        await alice.append_messages(run.id, [NewMessage("user", "after")])
+
+
+async def test_error_inside_the_transaction_leaves_nothing(alice: Scope, memory: ChatMemory) -> None:
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    await alice.append_messages(run.id, [NewMessage("user", "before")])
+    # Rewind the counter so the batch's first row collides with seq 1: the insert fails midway.
+    async with memory.engine.begin() as conn:
+        await conn.execute(update(conversations).where(conversations.c.id == conv.id).values(last_seq=0))
+    with pytest.raises(StorageError):
+        await alice.append_messages(run.id, [NewMessage("user", "a"), NewMessage("user", "b")])
+    assert [m.content for m in await alice.transcript(conv.id)] == ["before"]
+    summary = (await alice.list_conversations()).items[0]
+    assert (summary.message_count, summary.last_message_preview) == (1, "before")
+
+
+async def test_connection_terminated_by_postgres(postgres_url: str) -> None:
+    from tests.conftest import _create_database
+
+    url = await _create_database(postgres_url)
+    async with ChatMemory.open(url, pool_size=1, max_overflow=0) as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        parsed = make_url(url)
+        admin = await asyncpg.connect(
+            user=parsed.username,
+            host=parsed.query.get("host") or parsed.host,
+            port=parsed.port,
+            database=parsed.database,
+        )
+        try:
+            killed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                parsed.database,
+            )
+        finally:
+            await admin.close()
+        assert killed == 1
+        with pytest.raises(StorageError):
+            await alice.get_conversation(conv.id)
+        assert (await alice.get_conversation(conv.id)).id == conv.id
+
+
+_WRITE_AND_EXIT = """
+import asyncio, sys
+from chatmemory import ChatMemory, Principal
+async def main(url):
+    async with ChatMemory.open(url) as memory:
+        chat = memory.scoped(Principal("alice", tenant="t"))
+        conv = await chat.start_conversation("durable", metadata={"k": [1, "ü"]})
+        run = await chat.start_history(conv.id, model="m", system_prompts=["s"])
+        await chat.append_messages(run.id, [
+            {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image", "url": "https://x/y.png"}]},
+            {"role": "assistant", "content": "yo", "usage": {"t": 1}, "native": {"format": "f", "data": [1]}},
+        ])
+        await chat.finish_history(run.id, usage={"total": 3})
+        print((await chat.get_conversation(conv.id, messages=True)).model_dump_json())
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def test_data_survives_process_exit(db_url: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _WRITE_AND_EXIT, db_url], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    from chatmemory import ConversationDetail
+
+    written = ConversationDetail.model_validate_json(out.stdout)
+    async with ChatMemory.open(db_url, migrate=False) as memory:
+        reread = await memory.scoped(Principal("alice", tenant="t")).get_conversation(
+            written.id, messages=True
+        )
+    assert reread == written
