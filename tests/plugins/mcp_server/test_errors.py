@@ -86,6 +86,13 @@ BAD: dict[str, list[tuple[dict[str, Any], str]]] = {
         ({"query": "x", "cursor": "garbage"}, "invalid cursor"),
         ({"query": "x", "conversation_id": UNKNOWN}, "not found"),
     ],
+    "get_context": [
+        ({}, "conversation_id"),
+        ({"conversation_id": UNKNOWN}, "list_conversations"),
+        ({"conversation_id": "{cid}", "max_tokens": 10}, "max_tokens"),
+        ({"conversation_id": "{cid}", "max_tokens": 1_000_000}, "max_tokens"),
+        ({"conversation_id": "{cid}", "max_messages": 0}, "max_messages"),
+    ],
 }
 
 

@@ -1,4 +1,4 @@
-"""search_messages through the in-memory client."""
+"""search_messages and get_context through the in-memory client."""
 
 from __future__ import annotations
 
@@ -68,3 +68,28 @@ async def test_search_never_returns_other_principals_messages(connect: Connect) 
         )
     async with connect(Principal("root", admin=True)) as root:
         assert len((await call(root, "search_messages", {"query": "password"}))["items"]) == 1
+
+
+async def test_get_context_returns_the_tail_that_fits(connect: Connect) -> None:
+    async with connect() as client:
+        conv = await call(client, "start_conversation", {})
+        run = await call(client, "start_history", {"conversation_id": conv["id"], "model": "m"})
+        messages = [{"role": ("user", "assistant")[i % 2], "content": f"{i} " + "w" * 396} for i in range(30)]
+        await call(client, "append_messages", {"history_id": run["id"], "messages": messages})
+
+        context = await call(client, "get_context", {"conversation_id": conv["id"], "max_tokens": 1_000})
+        seqs = [m["seq"] for m in context["messages"]]
+        assert seqs == list(range(31 - len(seqs), 31))  # an unbroken tail, oldest first
+        assert 0 < len(seqs) < 30
+        assert context["omitted"] == 30 - len(seqs)
+        assert context["estimated_tokens"] <= 1_000
+        assert not any(m["truncated"] for m in context["messages"])
+
+        few = await call(
+            client, "get_context", {"conversation": conv["id"], "token_budget": 32_000, "last_n": 3}
+        )
+        assert [m["seq"] for m in few["messages"]] == [28, 29, 30]
+        assert few["omitted"] == 27
+        empty = await call(client, "start_conversation", {})
+        nothing = await call(client, "get_context", {"conversation_id": empty["id"]})
+        assert (nothing["messages"], nothing["omitted"]) == ([], 0)

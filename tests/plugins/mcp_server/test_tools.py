@@ -19,14 +19,22 @@ TOOLS = {
     "append_messages",
     "list_messages",
     "search_messages",
+    "get_context",
 }
-READ_ONLY = {"whoami", "list_conversations", "get_conversation", "list_messages", "search_messages"}
+READ_ONLY = {
+    "whoami",
+    "list_conversations",
+    "get_conversation",
+    "list_messages",
+    "search_messages",
+    "get_context",
+}
 
 
 async def test_every_tool_has_an_output_schema_and_annotations(connect: Connect) -> None:
     async with connect() as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
-    assert set(tools) >= TOOLS
+    assert set(tools) == TOOLS
     for name, tool in tools.items():
         assert tool.output_schema is not None, name
         assert tool.annotations is not None, name

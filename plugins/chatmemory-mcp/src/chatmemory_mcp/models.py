@@ -14,6 +14,7 @@ from chatmemory.content import ContentPart
 __all__ = [
     "AppendResult",
     "ClientInfo",
+    "ContextOut",
     "ConversationDetailOut",
     "ConversationOut",
     "ConversationPage",
@@ -305,3 +306,14 @@ class SearchPage(_Out):
     )
     has_more: bool = False
     truncated: bool = False
+
+
+class ContextOut(_Out):
+    """The latest complete messages of a conversation that fit a token budget, oldest first."""
+
+    conversation_id: str
+    messages: list[MessageOut]
+    omitted: int = Field(description="Older messages left out; read them with list_messages if needed.")
+    estimated_tokens: int = Field(
+        description="Estimated tokens of `messages` (about 4 characters per token)."
+    )

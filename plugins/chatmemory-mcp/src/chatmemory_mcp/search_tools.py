@@ -10,11 +10,19 @@ from pydantic import AliasChoices, Field
 from chatmemory import Role
 from chatmemory_mcp.errors import tool_errors
 from chatmemory_mcp.identity import ServerContext, ServerState, scope_for
-from chatmemory_mcp.models import MessageOut, SearchHit, SearchPage, clip
-from chatmemory_mcp.params import READ, Cursor, OptionalConversationId, OptionalHistoryId, SearchLimit
+from chatmemory_mcp.models import ContextOut, MessageOut, SearchHit, SearchPage, clip
+from chatmemory_mcp.params import (
+    READ,
+    ConversationId,
+    Cursor,
+    OptionalConversationId,
+    OptionalHistoryId,
+    SearchLimit,
+)
 
 __all__ = ["HIT_CHARS", "register_search_tools"]
 
+CHARS_PER_TOKEN = 4
 HIT_CHARS = 1_000
 """Characters of message content, and of the snippet, each search hit carries."""
 
@@ -68,4 +76,40 @@ def register_search_tools(server: MCPServer[ServerState]) -> None:
             next_cursor=page.next_cursor,
             has_more=page.has_more,
             truncated=any(h.truncated or h.message.truncated for h in items),
+        )
+
+    @server.tool(annotations=READ)
+    async def get_context(
+        ctx: ServerContext,
+        conversation_id: ConversationId,
+        max_tokens: Annotated[
+            int,
+            Field(
+                ge=100,
+                le=32_000,
+                validation_alias=AliasChoices("max_tokens", "token_budget", "budget", "tokens"),
+                description="Token budget for the messages (estimated, 100-32000).",
+            ),
+        ] = 4_000,
+        max_messages: Annotated[
+            int | None,
+            Field(ge=1, le=500, validation_alias=AliasChoices("max_messages", "limit", "last_n")),
+        ] = None,
+    ) -> ContextOut:
+        """The latest messages of a conversation that fit a token budget, oldest first: use it to resume.
+
+        Tool calls and their results are kept or left out together. `omitted` counts the older
+        messages left out.
+        """
+        with tool_errors():
+            context = await scope_for(ctx).get_context(
+                conversation_id, max_tokens=max_tokens, max_messages=max_messages
+            )
+        # The budget bounds the size already; the clip only guards against estimate drift.
+        cap = max_tokens * CHARS_PER_TOKEN
+        return ContextOut(
+            conversation_id=conversation_id,
+            messages=[MessageOut.of(m, cap) for m in context.messages],
+            omitted=context.omitted,
+            estimated_tokens=context.estimated_tokens,
         )
