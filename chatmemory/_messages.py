@@ -191,7 +191,9 @@ class MessageOps(ScopeBase):
         if not keys:
             return {}
         rows = await conn.execute(
-            select(*q.MESSAGE_COLUMNS).where(M.chat_history_id == history_id, M.key.in_(keys))
+            select(*q.MESSAGE_COLUMNS).where(
+                M.chat_history_id == history_id, M.key.in_(keys), M.deleted_at.is_(None)
+            )
         )
         return {row.key: q.message_from_row(row) for row in rows}
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -138,9 +139,17 @@ messages = Table(
     Column("key", String(255), nullable=True),
     *_timestamps(),
     UniqueConstraint("chat_conversation_id", "seq"),
-    UniqueConstraint("chat_history_id", "key"),
     Index(None, "chat_history_id", "created_at"),
     Index(None, "chat_history_id", "seq"),
+    # A key is unique among a history's live messages; once deleted, it may be sent again.
+    Index(
+        None,
+        "chat_history_id",
+        "key",
+        unique=True,
+        sqlite_where=text("deleted_at IS NULL"),
+        postgresql_where=text("deleted_at IS NULL"),
+    ),
     CheckConstraint("role IN ('system', 'user', 'assistant', 'tool')", name="role"),
     CheckConstraint("status IN ('complete', 'pending', 'error')", name="status"),
 )

@@ -84,7 +84,9 @@ class NewMessage(_Input):
     def _check(self) -> None:
         # Runs after pydantic, so these errors name their field directly.
         if self.model is not None and self.role != "assistant":
-            raise InvalidInputError("model", f"a {self.role} message has no model; only assistant messages do")
+            raise InvalidInputError(
+                "model", f"a {self.role} message has no model; only assistant messages do"
+            )
         if isinstance(self.content, str):
             check_text("content", self.content)
         else:

@@ -11,17 +11,23 @@ async def main() -> None:
         conv = await chat.start_conversation(title="Trip to Oslo", metadata={"app": "quickstart"})
 
         run = await chat.start_history(conv.id, model="gpt-4.1", system_prompts=["Be brief."])
-        await chat.append_messages(run.id, [
-            NewMessage("user", "What should I pack for Oslo in March?"),
-            NewMessage("assistant", "Warm layers, waterproof boots and a hat."),  # model = gpt-4.1
-        ])
+        await chat.append_messages(
+            run.id,
+            [
+                NewMessage("user", "What should I pack for Oslo in March?"),
+                NewMessage("assistant", "Warm layers, waterproof boots and a hat."),  # model = gpt-4.1
+            ],
+        )
         await chat.finish_history(run.id, usage={"input_tokens": 18, "output_tokens": 11})
 
         run = await chat.start_history(conv.id, model="claude-sonnet-4")  # a second run, another model
-        await chat.append_messages(run.id, [
-            NewMessage("user", "And for the fjord cruise?"),
-            NewMessage("assistant", "A windproof jacket and sunglasses."),
-        ])
+        await chat.append_messages(
+            run.id,
+            [
+                NewMessage("user", "And for the fjord cruise?"),
+                NewMessage("assistant", "A windproof jacket and sunglasses."),
+            ],
+        )
         await chat.finish_history(run.id)
 
         for message in await chat.transcript(conv.id):

@@ -44,7 +44,8 @@ async def test_sixteen_tasks_append_to_one_conversation(alice: Scope) -> None:
 
 
 # Each process signals it is ready, then waits for the others, so the appends really overlap.
-_PROCESS_WRITER = """
+_PROCESS_WRITER = (
+    """
 import asyncio, pathlib, sys
 from chatmemory import ChatMemory, Principal
 async def main(url, history_id, writer, batches, gate):
@@ -58,7 +59,9 @@ async def main(url, history_id, writer, batches, gate):
             batch = [{"role": "user", "content": f"p{writer}:{b}:{i}"} for i in range(%d)]
             await chat.append_messages(history_id, batch)
 asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]))
-""" % BATCH
+"""
+    % BATCH
+)
 
 
 async def test_four_processes_append_to_one_conversation(db_url: str, tmp_path: Path) -> None:
@@ -68,8 +71,16 @@ async def test_four_processes_append_to_one_conversation(db_url: str, tmp_path: 
         run = await alice.start_history(conv.id, model="m")
         procs = [
             await asyncio.create_subprocess_exec(
-                sys.executable, "-c", _PROCESS_WRITER, db_url, str(run.id), str(w), "25", str(tmp_path),
-                cwd=ROOT, stderr=subprocess.PIPE,
+                sys.executable,
+                "-c",
+                _PROCESS_WRITER,
+                db_url,
+                str(run.id),
+                str(w),
+                "25",
+                str(tmp_path),
+                cwd=ROOT,
+                stderr=subprocess.PIPE,
             )
             for w in range(4)
         ]

@@ -22,7 +22,9 @@ async def test_start_and_get(alice: Scope) -> None:
 async def test_get_with_histories_and_messages(alice: Scope) -> None:
     conv = await alice.start_conversation()
     first = await alice.start_history(conv.id, model="gpt-a", system_prompts=["Be brief."], metadata={"k": 1})
-    await alice.append_messages(first.id, [{"role": "user", "content": "1"}, {"role": "assistant", "content": "2"}])
+    await alice.append_messages(
+        first.id, [{"role": "user", "content": "1"}, {"role": "assistant", "content": "2"}]
+    )
     await alice.finish_history(first.id)
     second = await alice.start_history(conv.id, model="gpt-b")
     await alice.append_messages(second.id, [{"role": "user", "content": "3"}])
@@ -94,8 +96,9 @@ async def test_update_changes_only_what_is_given(alice: Scope) -> None:
     assert again.pinned_at == pinned.pinned_at
     cleared = await alice.update_conversation(conv.id, title=None, metadata={}, pinned=False)
     assert cleared.title is None and cleared.metadata == {} and not cleared.pinned
-    assert (await alice.get_conversation(conv.id)).model_dump(exclude={"histories", "message_count",
-        "last_message_preview"}) == cleared.model_dump()
+    assert (await alice.get_conversation(conv.id)).model_dump(
+        exclude={"histories", "message_count", "last_message_preview"}
+    ) == cleared.model_dump()
 
 
 async def test_bad_cursor_and_limit(alice: Scope) -> None:

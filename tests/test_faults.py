@@ -30,7 +30,8 @@ async def main(url, history_id):
         chat = memory.scoped(Principal("alice"))
         b = 0
         while True:
-            await chat.append_messages(history_id, [{"role": "user", "content": f"{b}:{i}"} for i in range(%d)])
+            batch = [{"role": "user", "content": f"{b}:{i}"} for i in range(%d)]
+            await chat.append_messages(history_id, batch)
             b += 1
             if b == 5:
                 print("writing", flush=True)
@@ -76,7 +77,7 @@ async def test_error_inside_the_transaction_leaves_nothing(alice: Scope, memory:
     conv = await alice.start_conversation()
     run = await alice.start_history(conv.id, model="m")
     await alice.append_messages(run.id, [NewMessage("user", "before")])
-    # Rewind the counter so the batch's first row collides with seq 1: the insert fails midway.
+    # Rewind the counter so the batch collides with the stored seq 1: the insert fails inside the transaction.
     async with memory.engine.begin() as conn:
         await conn.execute(update(conversations).where(conversations.c.id == conv.id).values(last_seq=0))
     with pytest.raises(StorageError):

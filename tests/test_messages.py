@@ -89,7 +89,8 @@ async def test_idempotent_keys(alice: Scope) -> None:
     cid, hid = await _run(alice)
     first = await alice.append_messages(hid, [{"role": "user", "content": "a", "key": "k1"}])
     again = await alice.append_messages(
-        hid, [{"role": "user", "content": "a", "key": "k1"}, {"role": "assistant", "content": "b", "key": "k2"}]
+        hid,
+        [{"role": "user", "content": "a", "key": "k1"}, {"role": "assistant", "content": "b", "key": "k2"}],
     )
     assert again[0] == first[0]
     assert again[1].seq == 2
@@ -191,3 +192,14 @@ async def test_delete_message_and_history_update_summary(alice: Scope) -> None:
     assert (summary.message_count, summary.last_message_preview) == (0, None)
     assert (await alice.get_conversation(cid)).histories == []
     assert (await alice.list_messages(conversation_id=cid)).items == []
+
+
+async def test_deleted_keyed_message_is_never_returned(alice: Scope) -> None:
+    cid, hid = await _run(alice)
+    (first,) = await alice.append_messages(hid, [{"role": "user", "content": "a", "key": "k"}])
+    await alice.delete_message(first.id)
+    (again,) = await alice.append_messages(hid, [{"role": "user", "content": "a again", "key": "k"}])
+    assert again.id != first.id and again.content == "a again"
+    assert [m.content for m in await alice.transcript(cid)] == ["a again"]
+    (same,) = await alice.append_messages(hid, [{"role": "user", "content": "ignored", "key": "k"}])
+    assert same == again

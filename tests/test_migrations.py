@@ -126,7 +126,9 @@ asyncio.run(main())
 
 def test_many_processes_migrate_a_new_database_at_once(db_url: str) -> None:
     procs = [
-        subprocess.Popen([sys.executable, "-c", _CONCURRENT_OPEN, db_url, str(i)], cwd=ROOT, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", _CONCURRENT_OPEN, db_url, str(i)], cwd=ROOT, stderr=subprocess.PIPE
+        )
         for i in range(4)
     ]
     for proc in procs:

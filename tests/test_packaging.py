@@ -23,7 +23,11 @@ def test_wheel_installs_and_migrates(tmp_path: Path) -> None:
     _run(uv, "build", "--wheel", "--package", "chatmemory", "--out-dir", tmp_path / "dist")
     (wheel,) = (tmp_path / "dist").glob("chatmemory-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"chatmemory/py.typed", "chatmemory/_migrations/env.py", "chatmemory/_migrations/script.py.mako"} <= names
+    assert {
+        "chatmemory/py.typed",
+        "chatmemory/_migrations/env.py",
+        "chatmemory/_migrations/script.py.mako",
+    } <= names
     assert any(n.startswith("chatmemory/_migrations/versions/0001") for n in names)
     assert not any(n.startswith(("tests/", "migrations/", "plugins/")) for n in names)
 
@@ -35,4 +39,6 @@ def test_wheel_installs_and_migrates(tmp_path: Path) -> None:
     # Run from a directory without the source tree, so only the installed wheel is importable.
     out = _run(venv / "bin" / "chatmemory", "migrate", "--url", f"sqlite:///{db}", cwd=tmp_path)
     assert "upgraded empty ->" in out
-    assert "schema is current" in _run(python, "-m", "chatmemory", "check", "--url", f"sqlite:///{db}", cwd=tmp_path)
+    assert "schema is current" in _run(
+        python, "-m", "chatmemory", "check", "--url", f"sqlite:///{db}", cwd=tmp_path
+    )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+from pydantic import ValidationError
+
 import chatmemory
 from chatmemory import errors
 
@@ -57,7 +60,12 @@ def test_error_tree() -> None:
     for cls in (errors.ConversationNotFound, errors.HistoryNotFound, errors.MessageNotFound):
         assert issubclass(cls, errors.NotFoundError)
     assert issubclass(errors.InvalidInputError, ValueError)
-    for cls in (errors.ConflictError, errors.NoPrincipalError, errors.SchemaOutOfDateError, errors.StorageError):
+    for cls in (
+        errors.ConflictError,
+        errors.NoPrincipalError,
+        errors.SchemaOutOfDateError,
+        errors.StorageError,
+    ):
         assert issubclass(cls, errors.ChatMemoryError)
     assert set(errors.__all__) <= set(chatmemory.__all__)
 
@@ -72,12 +80,8 @@ def test_not_found_errors_carry_the_id() -> None:
 
 def test_models_are_frozen() -> None:
     msg = chatmemory.NewMessage("user", "hi")
-    try:
+    with pytest.raises(ValidationError, match="frozen"):
         msg.content = "changed"  # type: ignore[misc]
-    except Exception as exc:  # noqa: BLE001 - pydantic raises its own frozen error
-        assert "frozen" in str(exc)
-    else:
-        raise AssertionError("NewMessage is mutable")
 
 
 def test_flatten_content() -> None:

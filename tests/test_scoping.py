@@ -24,7 +24,9 @@ from chatmemory.scope import Scope
 async def _alice_data(alice: Scope) -> tuple[Any, Any, Any]:
     conv = await alice.start_conversation("secret plans")
     run = await alice.start_history(conv.id, model="m1")
-    (msg,) = await alice.append_messages(run.id, [{"role": "user", "content": "the secret", "status": "pending"}])
+    (msg,) = await alice.append_messages(
+        run.id, [{"role": "user", "content": "the secret", "status": "pending"}]
+    )
     return conv, run, msg
 
 

@@ -19,12 +19,30 @@ BAD_MESSAGES: list[tuple[dict[str, Any], str]] = [
     ({"role": "user", "content": "x" * 100_001}, "messages.0.content"),
     ({"role": "user", "content": [{"type": "hologram"}]}, "messages.0.content.0"),
     ({"role": "user", "content": [{"type": "image"}]}, "messages.0.content.0"),
-    ({"role": "user", "content": [{"type": "image", "data": "!!notbase64", "media_type": "image/png"}]},
-     "messages.0.content.0"),
-    ({"role": "user", "content": [{"type": "image", "data": "aGk=", "media_type": "image/png",
-                                   "url": "https://x"}]}, "messages.0.content.0"),
-    ({"role": "user", "content": [{"type": "file", "data": base64.b64encode(b"x" * (1 << 20 | 1)).decode(),
-                                   "media_type": "application/pdf"}]}, "messages.0.content.0.data"),
+    (
+        {"role": "user", "content": [{"type": "image", "data": "!!notbase64", "media_type": "image/png"}]},
+        "messages.0.content.0",
+    ),
+    (
+        {
+            "role": "user",
+            "content": [{"type": "image", "data": "aGk=", "media_type": "image/png", "url": "https://x"}],
+        },
+        "messages.0.content.0",
+    ),
+    (
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "file",
+                    "data": base64.b64encode(b"x" * (1 << 20 | 1)).decode(),
+                    "media_type": "application/pdf",
+                }
+            ],
+        },
+        "messages.0.content.0.data",
+    ),
     ({"role": "user", "content": "x", "metadata": {"a": object()}}, "messages.0.metadata"),
     ({"role": "user", "content": "x", "metadata": "not an object"}, "messages.0.metadata"),
     ({"role": "user", "content": "x", "metadata": {"nan": float("nan")}}, "messages.0.metadata"),
@@ -38,13 +56,17 @@ BAD_MESSAGES: list[tuple[dict[str, Any], str]] = [
 
 
 @pytest.mark.parametrize(("message", "field"), BAD_MESSAGES, ids=[f for _, f in BAD_MESSAGES])
-async def test_bad_message_names_field_and_writes_nothing(alice: Scope, message: dict[str, Any], field: str) -> None:
+async def test_bad_message_names_field_and_writes_nothing(
+    alice: Scope, message: dict[str, Any], field: str
+) -> None:
     conv = await alice.start_conversation()
     run = await alice.start_history(conv.id, model="m")
     with pytest.raises(InvalidInputError) as err:
         await alice.append_messages(run.id, [{"role": "user", "content": "ok"}, message])
     assert isinstance(err.value, ValueError)
-    assert err.value.field is not None and (err.value.field + ".").startswith(field.replace("0", "1", 1) + ".")
+    assert err.value.field is not None and (err.value.field + ".").startswith(
+        field.replace("0", "1", 1) + "."
+    )
     assert field.replace("0", "1", 1) in str(err.value)
     assert await alice.transcript(conv.id) == []
 

@@ -122,7 +122,6 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "chat_conversation_id", "seq", name=op.f("uq_chat_messages_chat_conversation_id_seq")
         ),
-        sa.UniqueConstraint("chat_history_id", "key", name=op.f("uq_chat_messages_chat_history_id_key")),
     )
     op.create_index(
         op.f("ix_chat_messages_chat_history_id_created_at"),
@@ -130,6 +129,14 @@ def upgrade() -> None:
         ["chat_history_id", "created_at"],
     )
     op.create_index(op.f("ix_chat_messages_chat_history_id_seq"), "chat_messages", ["chat_history_id", "seq"])
+    op.create_index(
+        op.f("ix_chat_messages_chat_history_id_key"),
+        "chat_messages",
+        ["chat_history_id", "key"],
+        unique=True,
+        sqlite_where=sa.text("deleted_at IS NULL"),
+        postgresql_where=sa.text("deleted_at IS NULL"),
+    )
 
 
 def downgrade() -> None:
