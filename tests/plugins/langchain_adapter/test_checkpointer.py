@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command, interrupt
 
 from chatmemory.scope import Scope
 from tests.plugins.langchain_adapter._fakes import call, fake
@@ -51,3 +53,31 @@ async def test_a_new_thread_resumes_the_conversation_like_the_checkpointer_would
     )
 
     assert without_ids(resumed.seen[0]) == without_ids(kept.seen[2])
+
+
+@tool
+def confirm(action: str) -> str:
+    """Asks a human before acting."""
+    answer = interrupt(f"Allow {action}?")
+    return f"{action}: {answer}"
+
+
+async def test_an_interrupt_is_not_a_failure_and_the_resumed_run_completes_its_history(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    graph = agent(
+        alice,
+        conv.id,
+        fake(call("confirm", "c1", action="deploy"), "Deployed."),
+        tools=[confirm],
+        checkpointer=InMemorySaver(),
+    )
+    thread: RunnableConfig = {"configurable": {"thread_id": "t-1"}}
+    paused = await graph.ainvoke(user("Deploy it"), thread)
+    assert "__interrupt__" in paused
+    (run,) = await histories(alice, conv.id)
+    assert (run.status, [m.role for m in run.messages or []]) == ("running", ["user", "assistant"])
+
+    await graph.ainvoke(Command(resume="yes"), thread)
+    (run,) = await histories(alice, conv.id)
+    assert run.status == "completed"
+    assert rows(run.messages)[2:] == [("tool", None, "deploy: yes"), ("assistant", "fake-a", "Deployed.")]
