@@ -32,7 +32,7 @@ async def serving(app: Any, sock: socket.socket) -> AsyncIterator[str]:
     async with anyio.create_task_group() as group:
         group.start_soon(server.serve, [sock])
         with anyio.fail_after(30):
-            while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+            while not server.started:
                 await anyio.sleep(0.02)
         try:
             yield f"http://127.0.0.1:{sock.getsockname()[1]}"

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from chatmemory_mcp import ConfigError, HttpSettings, TokenFile, build_http_app
+from chatmemory_mcp import ConfigError, HttpSettings, TokenFile, build_http_app, hash_token
 
 from chatmemory import ChatMemory, Principal
 from tests.plugins.mcp_server._serving import http_client, loopback_socket, post_raw, serving
@@ -117,6 +117,18 @@ async def test_a_revoked_token_is_refused(memory: ChatMemory, tmp_path: Path, to
         assert (await post_raw(url, CALL_START, tokens["bob"])).status_code == 401
         async with http_client(url, tokens["alice"]) as alice:  # the others still work
             assert (await call(alice, "whoami"))["principal_id"] == "alice"
+
+
+async def test_an_expired_token_is_refused(
+    memory: ChatMemory, tmp_path: Path, tokens: dict[str, str]
+) -> None:
+    path = tmp_path / "tokens.json"
+    expiring, entry = TokenFile(path).create(Principal("carol"), expires_in=3_600)
+    data = json.loads(path.read_text())
+    data["tokens"][hash_token(expiring)]["expires_at"] = entry.created_at - 1
+    path.write_text(json.dumps(data))
+    async with served(memory, tmp_path) as url:
+        assert (await post_raw(url, CALL_START, expiring)).status_code == 401
 
 
 async def test_an_oversized_body_is_refused_cleanly(
