@@ -14,7 +14,15 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, ToolReturnPart
 from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from chatmemory import ConversationNotFound, HistoryDetail, ImagePart, TextPart, ToolCallPart, ToolResultPart
+from chatmemory import (
+    ConversationNotFound,
+    HistoryDetail,
+    ImagePart,
+    InvalidInputError,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+)
 from chatmemory.scope import Scope
 from tests.plugins.pydantic_ai._models import Script, adder, as_json
 
@@ -296,3 +304,17 @@ async def test_a_cancelled_run_is_recorded_as_cancelled(alice: Scope) -> None:
     assert (first.status, second.status) == ("cancelled", "cancelled")
     assert [(m.role, m.content) for m in first.messages] == [("user", "take your time")]
     assert [(m.role, m.content) for m in second.messages] == [("user", "still there?")]
+
+
+async def test_a_run_the_store_rejects_raises_and_leaves_no_running_history(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    agent = adder(Script("fn-A", tool=False).model, capabilities=[ChatMemoryCapability(alice, conv.id)])
+    too_big = BinaryContent(b"\0" * (1024 * 1024 + 1), media_type="image/png")
+
+    with pytest.raises(InvalidInputError, match="larger than"):
+        await agent.run(["look", too_big])
+
+    (history,) = await _histories(alice, conv.id)
+    assert history.status == "failed"
+    assert (history.error or "").startswith("messages not recorded: ")
+    assert history.messages == []

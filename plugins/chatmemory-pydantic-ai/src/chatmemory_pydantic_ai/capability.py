@@ -144,15 +144,20 @@ class ChatMemoryCapability(AbstractCapability[Any]):
             "run_id": ctx.run_id,
             "model_id": ctx.model.model_id,
         }
+        batch = to_new_messages(new)  # malformed content fails here, before anything is written
         history = await self.chat.start_history(
             self.conversation_id,
             model=ctx.model.model_name,
             system_prompts=system_prompts(seen, new),
             metadata=metadata,
         )
-        batch = to_new_messages(new)
-        for start in range(0, len(batch), _BATCH):
-            await self.chat.append_messages(history.id, batch[start : start + _BATCH])
-        await self.chat.finish_history(
-            history.id, status=status, usage=usage_dict(ctx.usage) or None, error=error
-        )
+        try:
+            for start in range(0, len(batch), _BATCH):
+                await self.chat.append_messages(history.id, batch[start : start + _BATCH])
+        except ChatMemoryError as exc:
+            # Never leave a history running that no one will finish.
+            note = f"messages not recorded: {exc}"[:_ERROR_CHARS]
+            await self.chat.finish_history(history.id, status="failed", error=note)
+            raise
+        usage = usage_dict(ctx.usage) or None
+        await self.chat.finish_history(history.id, status=status, usage=usage, error=error)
