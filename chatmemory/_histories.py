@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from types import EllipsisType
 from typing import Any, Literal
+from uuid import UUID
 
 from sqlalchemy import and_, insert, update
 
@@ -81,6 +83,37 @@ class HistoryOps(ScopeBase):
             "finished_at": when,
             "updated_at": when,
         }
+        return await self._change_running(hid, values)
+
+    async def update_history(
+        self,
+        id: Id,
+        *,
+        model: str | EllipsisType = ...,
+        system_prompts: Sequence[str] | EllipsisType | None = ...,
+        metadata: Mapping[str, Any] | EllipsisType | None = ...,
+    ) -> History:
+        """Change a running history's model, system prompts or metadata (``...`` leaves one as is).
+
+        Adapters use this when a run's driver is only known after it starts. Messages already
+        stored keep the model they were stored with.
+
+        Raises:
+            HistoryNotFound: no visible history has this id.
+            ConflictError: the history is finished.
+            InvalidInputError: empty model, or malformed prompts or metadata.
+        """
+        hid = parse_id("history_id", id)
+        values: dict[str, Any] = {"updated_at": q.now()}
+        if model is not ...:
+            values["model"] = model_name("model", model)
+        if system_prompts is not ...:
+            values["system_prompts"] = prompts(system_prompts)
+        if metadata is not ...:
+            values["metadata"] = check_object("metadata", metadata)
+        return await self._change_running(hid, values)
+
+    async def _change_running(self, hid: UUID, values: dict[str, Any]) -> History:
         async with self._db.transaction(write=True) as conn:
             history = await q.get_history(conn, self.principal, hid, lock=True)
             if history.status != "running":

@@ -203,3 +203,22 @@ async def test_deleted_keyed_message_is_never_returned(alice: Scope) -> None:
     assert [m.content for m in await alice.transcript(cid)] == ["a again"]
     (same,) = await alice.append_messages(hid, [{"role": "user", "content": "ignored", "key": "k"}])
     assert same == again
+
+
+async def test_update_running_history(alice: Scope) -> None:
+    _, hid = await _run(alice, model="first")
+    (before,) = await alice.append_messages(hid, [NewMessage("assistant", "a")])
+    updated = await alice.update_history(hid, model="second", system_prompts=["new"], metadata={"agent": "b"})
+    assert (updated.model, updated.system_prompts, updated.metadata) == ("second", ["new"], {"agent": "b"})
+    (after,) = await alice.append_messages(hid, [NewMessage("assistant", "b")])
+    assert (before.model, after.model) == ("first", "second")
+    assert (await alice.get_history(hid, messages=False)).model_dump(
+        exclude={"messages"}
+    ) == updated.model_dump()
+    kept = await alice.update_history(hid, metadata=None)
+    assert (kept.model, kept.metadata) == ("second", None)
+    with pytest.raises(InvalidInputError):
+        await alice.update_history(hid, model="")
+    await alice.finish_history(hid)
+    with pytest.raises(ConflictError):
+        await alice.update_history(hid, model="third")
