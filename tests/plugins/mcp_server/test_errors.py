@@ -128,11 +128,15 @@ async def test_whoami_ignores_arguments(connect: Connect) -> None:
     assert (me["principal_id"], me["admin"]) == ("alice", False)
 
 
-async def test_a_database_failure_is_a_generic_message(memory: ChatMemory, connect: Connect) -> None:
+async def test_a_database_failure_is_a_generic_message(
+    memory: ChatMemory, backend: str, connect: Connect
+) -> None:
     async with connect() as client:
         conv = await call(client, "start_conversation", {})
         async with memory.engine.begin() as conn:
-            await conn.execute(text("DROP TABLE chat_messages"))
+            await conn.execute(
+                text("DROP TABLE chat_messages" + (" CASCADE" if backend == "postgres" else ""))
+            )
         message = await fail(client, "list_messages", {"conversation_id": conv["id"]})
     assert STORAGE_UNAVAILABLE in message
     for leak in ("chat_messages", "SELECT", "sqlite", "postgres", "Error:", "relation"):

@@ -108,7 +108,8 @@ def _verifier(settings: HttpSettings) -> TokenVerifier | None:
 
 
 def _auth_settings(settings: HttpSettings) -> AuthSettings:
-    local = f"http://{settings.host}:{settings.port}"
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    local = f"http://{host}:{settings.port}"
     issuer = settings.jwt.issuer if settings.jwt is not None else None
     if issuer is None or not issuer.startswith(("http://", "https://")):
         issuer = settings.public_url or local

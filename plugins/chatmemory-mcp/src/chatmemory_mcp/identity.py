@@ -22,6 +22,7 @@ __all__ = [
     "ADMIN_SCOPE",
     "PRINCIPAL_CLAIM",
     "AuthKind",
+    "ServerContext",
     "ServerState",
     "principal_from_env",
     "principal_of",
