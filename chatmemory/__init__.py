@@ -6,6 +6,9 @@ each history holds its ordered messages. Every operation runs as a ``Principal``
 
 from __future__ import annotations
 
+from chatmemory._context import Context
+from chatmemory._purge import PurgeCounts
+from chatmemory._search import MessageHit
 from chatmemory.content import (
     AudioPart,
     ContentPart,
@@ -56,6 +59,7 @@ __all__ = [
     "ChatMemoryError",
     "ConflictError",
     "ContentPart",
+    "Context",
     "Conversation",
     "ConversationDetail",
     "ConversationNotFound",
@@ -69,6 +73,7 @@ __all__ = [
     "InvalidInputError",
     "Limits",
     "Message",
+    "MessageHit",
     "MessageNotFound",
     "MessageStatus",
     "Native",
@@ -77,6 +82,7 @@ __all__ = [
     "NotFoundError",
     "Page",
     "Principal",
+    "PurgeCounts",
     "ReasoningPart",
     "Role",
     "SchemaOutOfDateError",

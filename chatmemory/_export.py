@@ -1,0 +1,310 @@
+"""Conversations as self-contained JSON documents, and back.
+
+A document holds one conversation with everything in it: its histories (model, prompts,
+status, usage, timestamps) and their messages (seq, parts, native, usage, status, key,
+timestamps), all with their ids. Soft-deleted data is not exported. Many documents make
+a JSON Lines file, one document per line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from sqlalchemy import and_, insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from chatmemory import _queries as q
+from chatmemory._ids import new_id
+from chatmemory._schema import conversations, histories, messages
+from chatmemory._scope_base import Id, ScopeBase
+from chatmemory._validation import check_json, check_text, dump_parts, invalid_input, parse_id
+from chatmemory.content import ContentPart, flatten_content
+from chatmemory.errors import ConflictError, ConversationNotFound, InvalidInputError
+from chatmemory.models import Conversation, History, HistoryStatus, MessageStatus, Native, Role
+from chatmemory.principal import Principal
+
+__all__ = ["FORMAT_VERSION", "ConversationExport", "ExportOps", "dump_line", "read_lines"]
+
+FORMAT_VERSION = 1
+"""The ``format_version`` of documents this version writes and reads."""
+
+C, H, M = q.C, q.H, q.M
+_EXPORT_BATCH = 100
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ExportedMessage(_Doc):
+    """A message in an export document."""
+
+    id: UUID
+    seq: int = Field(ge=1)
+    role: Role
+    content: str
+    parts: list[ContentPart] | None = None
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    status: MessageStatus
+    error: str | None = None
+    usage: dict[str, JsonValue] | None = None
+    metadata: dict[str, JsonValue] | None = None
+    native: Native | None = None
+    key: str | None = Field(default=None, min_length=1, max_length=255)
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class ExportedHistory(_Doc):
+    """A history and its messages in an export document."""
+
+    id: UUID
+    model: str = Field(min_length=1, max_length=200)
+    system_prompts: list[str] | None = None
+    metadata: dict[str, JsonValue] | None = None
+    status: HistoryStatus
+    usage: dict[str, JsonValue] | None = None
+    error: str | None = None
+    finished_at: AwareDatetime | None = None
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    messages: list[ExportedMessage]
+
+
+class ExportedConversation(_Doc):
+    """The conversation itself in an export document."""
+
+    id: UUID
+    owner_id: str
+    tenant_id: str | None = None
+    title: str | None = None
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    pinned_at: AwareDatetime | None = None
+    archived_at: AwareDatetime | None = None
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class ConversationExport(_Doc):
+    """A whole conversation: the document ``export_conversation`` writes (as a dict)."""
+
+    format_version: Literal[1]
+    conversation: ExportedConversation
+    histories: list[ExportedHistory]
+
+
+def dump_line(document: Mapping[str, Any]) -> str:
+    """One JSON Lines line (with its newline) for a document."""
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def read_lines(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """``(line_number, document, None)`` per JSON Lines line, or ``(line_number, None, error)``.
+
+    Blank lines are skipped; a line that is not a JSON object yields its error.
+    """
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            document = json.loads(line)
+        except ValueError as exc:
+            yield number, None, f"not JSON: {exc}"
+            continue
+        if isinstance(document, dict):
+            yield number, document, None
+        else:
+            yield number, None, "not a JSON object"
+
+
+class ExportOps(ScopeBase):
+    async def export_conversation(self, id: Id) -> dict[str, Any]:
+        """The conversation as a JSON-ready document with a ``format_version``.
+
+        Raises:
+            ConversationNotFound: no visible conversation has this id.
+        """
+        cid = parse_id("conversation_id", id)
+        async with self._db.transaction() as conn:
+            return await _export(conn, self.principal, cid)
+
+    async def export_conversations(self) -> AsyncIterator[dict[str, Any]]:
+        """Every visible conversation (archived ones too) as documents, oldest first."""
+        after: tuple[datetime, UUID] | None = None
+        while True:
+            query = select(C.id, C.created_at).where(q.visible(self.principal))
+            if after is not None:
+                query = query.where(
+                    or_(C.created_at > after[0], and_(C.created_at == after[0], C.id > after[1]))
+                )
+            query = query.order_by(C.created_at, C.id).limit(_EXPORT_BATCH)
+            async with self._db.transaction() as conn:
+                batch = (await conn.execute(query)).all()
+            for row in batch:
+                try:
+                    async with self._db.transaction() as conn:
+                        document = await _export(conn, self.principal, row.id)
+                except ConversationNotFound:
+                    continue  # deleted since it was listed
+                yield document
+            if len(batch) < _EXPORT_BATCH:
+                return
+            after = (batch[-1].created_at, batch[-1].id)
+
+    async def import_conversation(
+        self, document: Mapping[str, Any], *, owner: str | None = None, new_ids: bool = False
+    ) -> Conversation:
+        """Restore an exported conversation, all or nothing, in this principal's tenant.
+
+        Everything is kept as exported (seq, statuses, finished histories, pending and
+        failed messages, timestamps); ``new_ids=True`` gives the conversation, its
+        histories and its messages fresh ids. ``owner`` (default: this principal) may
+        name someone else only for an admin.
+
+        Raises:
+            InvalidInputError: the document is malformed, of another format version, over a
+                limit, or ``owner`` names someone else and this principal is not an admin.
+            ConflictError: an id in the document is already stored (import with ``new_ids``).
+        """
+        doc = self._parse_document(document)
+        owner_id = self.principal.id if owner is None else owner
+        if owner_id != self.principal.id and not self.principal.admin:
+            raise InvalidInputError("owner", "only an admin may import conversations for someone else")
+        if not isinstance(owner_id, str) or not owner_id or len(owner_id) > 255:
+            raise InvalidInputError("owner", "must be a non-empty string of at most 255 characters")
+        conv_row, history_rows, message_rows = _rows(doc, owner_id, self.principal.tenant, new_ids)
+        async with self._db.transaction(write=True) as conn:
+            if not new_ids:
+                await _check_free(
+                    conn, conv_row["id"], [h["id"] for h in history_rows], [m["id"] for m in message_rows]
+                )
+            await conn.execute(insert(conversations).values(conv_row))
+            if history_rows:
+                await conn.execute(insert(histories), history_rows)
+            for start in range(0, len(message_rows), 1000):
+                await conn.execute(insert(messages), message_rows[start : start + 1000])
+        return Conversation.model_validate(conv_row)
+
+    def _parse_document(self, document: Mapping[str, Any]) -> ConversationExport:
+        if not isinstance(document, Mapping):
+            raise InvalidInputError("document", "must be a JSON object")
+        version = document.get("format_version")
+        if version != FORMAT_VERSION:
+            raise InvalidInputError(
+                "format_version", f"is {version!r}; this chatmemory reads {FORMAT_VERSION}"
+            )
+        try:
+            doc = ConversationExport.model_validate(dict(document))
+        except ValidationError as exc:
+            raise invalid_input(exc, "document") from None
+        self._title(doc.conversation.title)
+        check_json("document", document)
+        seqs: set[int] = set()
+        for i, history in enumerate(doc.histories):
+            keys: set[str] = set()
+            for j, m in enumerate(history.messages):
+                field = f"document.histories.{i}.messages.{j}"
+                if m.seq in seqs:
+                    raise InvalidInputError(f"{field}.seq", f"{m.seq} appears twice")
+                seqs.add(m.seq)
+                if m.key is not None:
+                    if m.key in keys:
+                        raise InvalidInputError(f"{field}.key", "appears twice in one history")
+                    keys.add(m.key)
+                if m.model is not None and m.role != "assistant":
+                    raise InvalidInputError(f"{field}.model", f"a {m.role} message has no model")
+                if m.parts is not None and flatten_content(m.parts) != m.content:
+                    raise InvalidInputError(f"{field}.content", "does not match its parts")
+                self._check_content(m.parts if m.parts is not None else m.content, f"{field}.content")
+                check_text(f"{field}.content", m.content)
+        ids = [h.id for h in doc.histories] + [m.id for h in doc.histories for m in h.messages]
+        if len(set(ids)) != len(ids) or doc.conversation.id in ids:
+            raise InvalidInputError("document", "an id appears twice")
+        return doc
+
+
+async def _export(conn: AsyncConnection, principal: Principal, cid: UUID) -> dict[str, Any]:
+    summary = await q.get_conversation(conn, principal, cid)
+    rows = await conn.execute(
+        select(*q.HISTORY_COLUMNS)
+        .where(H.chat_conversation_id == cid, H.deleted_at.is_(None))
+        .order_by(H.created_at, H.id)
+    )
+    runs = [History.model_validate(row._mapping) for row in rows]
+    loaded = await q.history_messages(conn, [h.id for h in runs])
+    conversation = q.conversation_of(summary).model_dump(mode="json")
+    return {
+        "format_version": FORMAT_VERSION,
+        "conversation": conversation,
+        "histories": [
+            {
+                **h.model_dump(mode="json", exclude={"conversation_id"}),
+                "messages": [
+                    {
+                        **m.model_dump(mode="json", exclude={"conversation_id", "history_id", "parts"}),
+                        "parts": None if m.parts is None else dump_parts(m.parts),
+                    }
+                    for m in loaded[h.id]
+                ],
+            }
+            for h in runs
+        ],
+    }
+
+
+def _rows(
+    doc: ConversationExport, owner_id: str, tenant: str | None, new_ids: bool
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    def ident(old: UUID) -> UUID:
+        return new_id() if new_ids else old
+
+    c = doc.conversation
+    cid = ident(c.id)
+    all_messages = sorted((m for h in doc.histories for m in h.messages), key=lambda m: m.seq)
+    conv_row = {
+        **c.model_dump(exclude={"id", "owner_id", "tenant_id"}),
+        "id": cid,
+        "owner_id": owner_id,
+        "tenant_id": tenant,
+        "last_seq": all_messages[-1].seq if all_messages else 0,
+        "message_count": len(all_messages),
+        "last_message_preview": all_messages[-1].content[: q.PREVIEW_CHARS] if all_messages else None,
+    }
+    history_rows: list[dict[str, Any]] = []
+    message_rows: list[dict[str, Any]] = []
+    for h in sorted(doc.histories, key=lambda h: (h.created_at, h.id)):
+        hid = ident(h.id)
+        history_rows.append(
+            {**h.model_dump(exclude={"id", "messages"}), "id": hid, "chat_conversation_id": cid}
+        )
+        for m in sorted(h.messages, key=lambda m: m.seq):
+            row = m.model_dump(exclude={"id", "parts", "native"})
+            row.update(
+                id=ident(m.id),
+                chat_conversation_id=cid,
+                chat_history_id=hid,
+                parts=None if m.parts is None else dump_parts(m.parts),
+                native=None if m.native is None else m.native.model_dump(mode="json"),
+            )
+            message_rows.append(row)
+    return conv_row, history_rows, message_rows
+
+
+async def _check_free(
+    conn: AsyncConnection, cid: UUID, history_ids: list[UUID], message_ids: list[UUID]
+) -> None:
+    taken = (await conn.execute(select(C.id).where(C.id == cid))).first()
+    if taken is None and history_ids:
+        taken = (await conn.execute(select(H.id).where(H.id.in_(history_ids)).limit(1))).first()
+    for start in range(0, len(message_ids), 1000):
+        if taken is not None:
+            break
+        chunk = message_ids[start : start + 1000]
+        taken = (await conn.execute(select(M.id).where(M.id.in_(chunk)).limit(1))).first()
+    if taken is not None:
+        raise ConflictError(f"{taken[0]} is already stored; import with new_ids=True to make a copy")

@@ -1,0 +1,269 @@
+"""Export and import of whole conversations, JSON Lines, and purging soft-deleted data."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from chatmemory import (
+    ChatMemory,
+    ConflictError,
+    ConversationNotFound,
+    ImagePart,
+    InvalidInputError,
+    NewMessage,
+    Principal,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+)
+from chatmemory._export import FORMAT_VERSION, dump_line, read_lines
+from chatmemory.scope import Scope
+
+
+async def _rich_conversation(scope: Scope) -> str:
+    conv = await scope.start_conversation("Export me", metadata={"app": "demo", "n": [1, 2.5, None]})
+    first = await scope.start_history(
+        conv.id, model="gpt-4.1", system_prompts=["Be brief."], metadata={"run": 1}
+    )
+    await scope.append_messages(
+        first.id,
+        [
+            NewMessage("system", "You are helpful."),
+            NewMessage(
+                "user",
+                [TextPart(text="Look"), ImagePart(data="iVBORw0KGgo=", media_type="image/png")],
+                metadata={"client": "web"},
+                key="u1",
+            ),
+            NewMessage(
+                "assistant",
+                [TextPart(text="Calling"), ToolCallPart(id="c1", name="f", arguments={"x": 1})],
+                usage={"output_tokens": 7},
+                native={
+                    "format": "openai.chat_completions",
+                    "data": {"role": "assistant", "content": "Calling"},
+                },
+            ),
+            NewMessage("tool", [ToolResultPart(call_id="c1", content="done", is_error=True)]),
+        ],
+    )
+    await scope.finish_history(first.id, status="failed", usage={"input_tokens": 12}, error="tool failed")
+    second = await scope.start_history(conv.id, model="claude-sonnet")
+    _, failed, _ = await scope.append_messages(
+        second.id,
+        [
+            NewMessage("assistant", "", status="pending"),
+            NewMessage("assistant", "", status="pending", model="other-model"),
+            NewMessage("user", "still here"),
+        ],
+    )
+    await scope.fail_message(failed.id, error="timeout")
+    await scope.update_conversation(conv.id, pinned=True, archived=True)
+    return str(conv.id)
+
+
+def _without_ids(doc: dict[str, Any]) -> dict[str, Any]:
+    doc = copy.deepcopy(doc)
+    del doc["conversation"]["id"]
+    for history in doc["histories"]:
+        del history["id"]
+        for message in history["messages"]:
+            del message["id"]
+    return doc
+
+
+async def test_export_holds_everything(alice: Scope) -> None:
+    cid = await _rich_conversation(alice)
+    doc = await alice.export_conversation(cid)
+    assert doc["format_version"] == FORMAT_VERSION
+    assert json.loads(json.dumps(doc)) == doc
+    assert doc["conversation"]["id"] == cid
+    assert doc["conversation"]["title"] == "Export me"
+    assert doc["conversation"]["pinned_at"] is not None
+    first, second = doc["histories"]
+    assert (first["status"], first["error"], first["usage"]) == (
+        "failed",
+        "tool failed",
+        {"input_tokens": 12},
+    )
+    assert first["system_prompts"] == ["Be brief."]
+    assert first["finished_at"] is not None
+    assert [m["seq"] for m in first["messages"] + second["messages"]] == [1, 2, 3, 4, 5, 6, 7]
+    user = first["messages"][1]
+    assert user["parts"] == [
+        {"type": "text", "text": "Look"},
+        {"type": "image", "data": "iVBORw0KGgo=", "media_type": "image/png"},
+    ]
+    assert (user["key"], user["metadata"]) == ("u1", {"client": "web"})
+    assert first["messages"][2]["native"]["format"] == "openai.chat_completions"
+    assert first["messages"][2]["usage"] == {"output_tokens": 7}
+    assert [m["status"] for m in second["messages"]] == ["pending", "error", "complete"]
+    assert second["messages"][1]["error"] == "timeout"
+
+
+async def test_round_trip_with_new_ids_is_identical(alice: Scope) -> None:
+    cid = await _rich_conversation(alice)
+    doc = await alice.export_conversation(cid)
+    with pytest.raises(ConflictError):
+        await alice.import_conversation(doc)
+    copy_ = await alice.import_conversation(doc, new_ids=True)
+    assert str(copy_.id) != cid
+    again = await alice.export_conversation(copy_.id)
+    assert _without_ids(again) == _without_ids(doc)
+    detail = await alice.get_conversation(copy_.id, messages=True)
+    assert detail.message_count == 7
+    assert detail.histories[0].status == "failed"
+    with pytest.raises(ConflictError):
+        await alice.append_messages(detail.histories[0].id, [NewMessage("user", "closed")])
+    run = detail.histories[1]
+    assert run.messages is not None
+    await alice.complete_message(run.messages[0].id, content="finished after import")
+    assert (await alice.search_messages("finished import")).items[0].conversation_id == copy_.id
+    stored = await alice.append_messages(run.id, [NewMessage("user", "next")])
+    assert stored[0].seq == 8
+
+
+async def test_import_keeps_ids_into_another_store(memory: ChatMemory, alice: Scope, tmp_path: Any) -> None:
+    cid = await _rich_conversation(alice)
+    doc = await alice.export_conversation(cid)
+    async with ChatMemory.open(f"sqlite:///{tmp_path / 'other.db'}") as other:
+        bob = other.scoped(Principal("bob", tenant="t2"))
+        imported = await bob.import_conversation(doc)
+        assert str(imported.id) == cid
+        assert (imported.owner_id, imported.tenant_id) == ("bob", "t2")
+        again = await bob.export_conversation(cid)
+    assert again["histories"] == doc["histories"]
+    assert {**again["conversation"], "owner_id": "alice", "tenant_id": None} == doc["conversation"]
+
+
+async def test_owner_needs_admin(memory: ChatMemory, alice: Scope, admin: Scope, bob: Scope) -> None:
+    cid = await _rich_conversation(alice)
+    doc = await alice.export_conversation(cid)
+    with pytest.raises(InvalidInputError):
+        await alice.import_conversation(doc, owner="bob", new_ids=True)
+    copied = await admin.import_conversation(doc, owner="bob", new_ids=True)
+    assert copied.owner_id == "bob"
+    assert [c.id for c in (await bob.list_conversations(archived=None)).items] == [copied.id]
+
+
+async def test_export_is_scoped(alice: Scope, bob: Scope) -> None:
+    cid = await _rich_conversation(alice)
+    with pytest.raises(ConversationNotFound):
+        await bob.export_conversation(cid)
+    assert [doc async for doc in bob.export_conversations()] == []
+    await alice.start_conversation("second")
+    gone = await alice.start_conversation("deleted")
+    await alice.delete_conversation(gone.id)
+    titles = [doc["conversation"]["title"] async for doc in alice.export_conversations()]
+    assert titles == ["Export me", "second"]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: d.update(format_version=2),
+        lambda d: d.pop("format_version"),
+        lambda d: d.update(extra=1),
+        lambda d: d["histories"][0]["messages"][0].update(seq=2),
+        lambda d: d["histories"][0]["messages"][0].update(role="robot"),
+        lambda d: d["histories"][0]["messages"][1].update(content="not the parts"),
+        lambda d: d["histories"][0]["messages"][0].update(model="m"),
+        lambda d: d["histories"][0]["messages"][0].update(created_at="2024-01-01T00:00:00"),
+        lambda d: d["histories"][0].update(status="weird"),
+        lambda d: d["histories"][1]["messages"][0].update(id=d["histories"][0]["messages"][0]["id"]),
+        lambda d: d["histories"][0]["messages"][0].update(content="nul\x00"),
+        lambda d: d["conversation"].update(title="x" * 500),
+        lambda d: d["histories"][0]["messages"][0].update(metadata={"x": float("nan")}),
+    ],
+)
+async def test_malformed_documents_import_nothing(alice: Scope, damage: Any) -> None:
+    cid = await _rich_conversation(alice)
+    doc = await alice.export_conversation(cid)
+    await alice.delete_conversation(cid)
+    damage(doc)
+    with pytest.raises(InvalidInputError):
+        await alice.import_conversation(doc, new_ids=True)
+    assert (await alice.list_conversations(archived=None)).items == []
+
+
+async def test_import_is_one_transaction(alice: Scope, admin: Scope) -> None:
+    cid = await _rich_conversation(alice)
+    doc = await alice.export_conversation(cid)
+    await alice.delete_conversation(cid)
+    await admin.purge_deleted(deleted_before=datetime.now(UTC) + timedelta(seconds=1))
+    # Only the last message's id is taken (by another conversation's message): nothing is written.
+    other = await alice.start_conversation()
+    run = await alice.start_history(other.id, model="m")
+    (taken,) = await alice.append_messages(run.id, [NewMessage("user", "x")])
+    doc["histories"][1]["messages"][-1]["id"] = str(taken.id)
+    with pytest.raises(ConflictError):
+        await alice.import_conversation(doc)
+    assert [c.id for c in (await alice.list_conversations(archived=None)).items] == [other.id]
+    doc["histories"][1]["messages"][-1]["id"] = "01a20afb-8ff7-7c39-bfb5-81f6c14093a5"
+    assert str((await alice.import_conversation(doc)).id) == cid
+
+
+def test_json_lines_helpers() -> None:
+    docs = [{"a": "line\nbreak ☃"}, {"b": [1, 2]}]
+    lines = [dump_line(d) for d in docs]
+    assert all(line.count("\n") == 1 and line.endswith("\n") for line in lines)
+    text_lines = [lines[0], "\n", "{broken\n", "[1, 2]\n", lines[1]]
+    assert list(read_lines(text_lines)) == [
+        (1, docs[0], None),
+        (3, None, _error(text_lines[2])),
+        (4, None, "not a JSON object"),
+        (5, docs[1], None),
+    ]
+
+
+def _error(line: str) -> str:
+    try:
+        json.loads(line)
+    except ValueError as exc:
+        return f"not JSON: {exc}"
+    raise AssertionError
+
+
+async def test_purge_removes_only_old_soft_deleted_data_in_the_tenant(
+    memory: ChatMemory, alice: Scope, bob: Scope, admin: Scope
+) -> None:
+    gone = await _rich_conversation(alice)
+    kept = await alice.start_conversation("kept")
+    run = await alice.start_history(kept.id, model="m")
+    old_run = await alice.start_history(kept.id, model="m")
+    msgs = await alice.append_messages(run.id, [NewMessage("user", f"purge word {i}") for i in range(3)])
+    await alice.append_messages(old_run.id, [NewMessage("user", "purge word in old run")])
+    await alice.delete_message(msgs[0].id)
+    await alice.delete_history(old_run.id)
+    await alice.delete_conversation(gone)
+    bob_conv = await bob.start_conversation()
+    await bob.delete_conversation(bob_conv.id)
+    acme = memory.scoped(Principal("carol", tenant="acme"))
+    acme_conv = await acme.start_conversation()
+    await acme.delete_conversation(acme_conv.id)
+
+    with pytest.raises(InvalidInputError):
+        await alice.purge_deleted(deleted_before=datetime.now(UTC))
+    with pytest.raises(InvalidInputError):
+        await admin.purge_deleted(deleted_before=datetime(2030, 1, 1))
+    nothing = await admin.purge_deleted(deleted_before=datetime.now(UTC) - timedelta(days=1))
+    assert (nothing.conversations, nothing.histories, nothing.messages) == (0, 0, 0)
+
+    counts = await admin.purge_deleted(deleted_before=datetime.now(UTC) + timedelta(seconds=1))
+    assert (counts.conversations, counts.histories, counts.messages) == (2, 3, 9)
+    async with memory.engine.connect() as conn:
+        left = (await conn.execute(text("SELECT count(*) FROM chat_messages"))).scalar_one()
+        tenants = (await conn.execute(text("SELECT tenant_id FROM chat_conversations"))).scalars().all()
+    assert left == 2
+    assert sorted(map(str, tenants)) == ["None", "acme"]
+    assert sorted(h.message.content for h in (await alice.search_messages("purge word")).items) == [
+        "purge word 1",
+        "purge word 2",
+    ]
+    assert (await alice.get_conversation(kept.id)).message_count == 2
