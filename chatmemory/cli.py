@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Literal, TextIO
 
-from chatmemory import _migrate
+from chatmemory import _cli_render as render
+from chatmemory import _export, _migrate
 from chatmemory._db import Database, create_engine, resolve_url
-from chatmemory.errors import ChatMemoryError
+from chatmemory.errors import ChatMemoryError, InvalidInputError
+from chatmemory.memory import ChatMemory
+from chatmemory.models import ConversationSummary
+from chatmemory.principal import Principal
+from chatmemory.scope import Scope
+
+ENV_PRINCIPAL = "CHATMEMORY_PRINCIPAL"
 
 
 def _url_option(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +41,68 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="exit 1 unless the database schema is current")
     _url_option(check)
     check.set_defaults(run=_check_command)
+    _data_commands(commands)
     return parser
+
+
+def _as_options(parser: argparse.ArgumentParser) -> None:
+    _url_option(parser)
+    parser.add_argument(
+        "--as",
+        dest="principal",
+        metavar="PRINCIPAL",
+        default=os.environ.get(ENV_PRINCIPAL),
+        help=f"act as this principal (default: ${ENV_PRINCIPAL})",
+    )
+    parser.add_argument("--tenant", help="the principal's tenant")
+    parser.add_argument("--admin", action="store_true", help="act as an admin of the tenant")
+
+
+def _data_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ls = commands.add_parser("ls", help="list conversations")
+    _as_options(ls)
+    ls.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    which = ls.add_mutually_exclusive_group()
+    which.add_argument("--archived", action="store_true", help="only archived conversations")
+    which.add_argument("--all", action="store_true", help="archived ones too")
+    ls.set_defaults(run=_ls_command)
+
+    show = commands.add_parser("show", help="print a conversation's transcript, history by history")
+    _as_options(show)
+    show.add_argument("id", help="conversation id")
+    show.set_defaults(run=_show_command)
+
+    search = commands.add_parser("search", help="full-text search over messages")
+    _as_options(search)
+    search.add_argument("query", help='words, "a phrase", or a prefix*')
+    search.add_argument("--conversation", help="only in this conversation")
+    search.add_argument("--role", choices=["system", "user", "assistant", "tool"])
+    search.add_argument("--limit", type=int, default=20, help="at most this many hits (default 20)")
+    search.set_defaults(run=_search_command)
+
+    export = commands.add_parser("export", help="write conversations as JSON Lines")
+    _as_options(export)
+    export.add_argument("ids", nargs="*", metavar="ID", help="conversation ids")
+    export.add_argument("--all", action="store_true", help="every conversation the principal sees")
+    export.add_argument("-o", "--output", help="file to write (default: standard output)")
+    export.set_defaults(run=_export_command)
+
+    load = commands.add_parser("import", help="read conversations from a JSON Lines file")
+    _as_options(load)
+    load.add_argument("file", help="a file written by `chatmemory export` (- for standard input)")
+    load.add_argument("--owner", help="import for this owner (admin only; default: the principal)")
+    load.add_argument("--new-ids", action="store_true", help="give everything fresh ids (import a copy)")
+    load.set_defaults(run=_import_command)
+
+    purge = commands.add_parser("purge", help="hard-delete soft-deleted data (admin)")
+    _as_options(purge)
+    purge.add_argument(
+        "--deleted-before",
+        required=True,
+        metavar="DATE",
+        help="ISO date or time (UTC unless it has an offset)",
+    )
+    purge.set_defaults(run=_purge_command)
 
 
 async def _migrate_command(args: argparse.Namespace) -> int:
@@ -65,6 +137,135 @@ async def _check_command(args: argparse.Namespace) -> int:
         return 0
     print(f"schema is at {current or 'empty'}, needs {head}: run `chatmemory migrate`", file=sys.stderr)
     return 1
+
+
+@asynccontextmanager
+async def _scope(args: argparse.Namespace, *, migrate: bool = False) -> AsyncIterator[Scope]:
+    if not args.principal:
+        raise InvalidInputError("--as", f"give the principal with --as or ${ENV_PRINCIPAL}")
+    principal = Principal(args.principal, tenant=args.tenant, admin=args.admin)
+    async with ChatMemory.open(args.url, migrate=migrate) as memory:
+        yield memory.scoped(principal)
+
+
+async def _ls_command(args: argparse.Namespace) -> int:
+    archived = None if args.all else bool(args.archived)
+    async with _scope(args) as scope:
+        items: list[ConversationSummary] = []
+        cursor = None
+        while len(items) < args.limit:
+            page = await scope.list_conversations(
+                limit=min(args.limit - len(items), 100), cursor=cursor, archived=archived
+            )
+            items += page.items
+            if not page.has_more:
+                break
+            cursor = page.next_cursor
+    render.conversations(items)
+    return 0
+
+
+async def _show_command(args: argparse.Namespace) -> int:
+    async with _scope(args) as scope:
+        detail = await scope.get_conversation(args.id, messages=True)
+    render.transcript(detail)
+    return 0
+
+
+async def _search_command(args: argparse.Namespace) -> int:
+    async with _scope(args) as scope:
+        page = await scope.search_messages(
+            args.query, conversation_id=args.conversation, role=args.role, limit=args.limit
+        )
+    render.hits(page.items)
+    return 0
+
+
+async def _export_command(args: argparse.Namespace) -> int:
+    if bool(args.ids) == bool(args.all):
+        raise InvalidInputError("ids", "give conversation ids or --all")
+    out = _open(args.output, "w") if args.output else sys.stdout
+    count = 0
+    try:
+        async with _scope(args) as scope:
+            documents = scope.export_conversations() if args.all else _each(scope, args.ids)
+            async for document in documents:
+                out.write(_export.dump_line(document))
+                count += 1
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    print(f"exported {count} conversation{'s' if count != 1 else ''}", file=sys.stderr)
+    return 0
+
+
+async def _each(scope: Scope, ids: list[str]) -> AsyncIterator[dict[str, object]]:
+    for cid in ids:
+        yield await scope.export_conversation(cid)
+
+
+async def _import_command(args: argparse.Namespace) -> int:
+    stream = sys.stdin if args.file == "-" else _open(args.file, "r")
+    size = None if args.file == "-" else os.fstat(stream.fileno()).st_size
+    imported = messages = 0
+    failed: list[tuple[int, str]] = []
+    try:
+        async with _scope(args, migrate=True) as scope:
+            with render.progress(size) as advance:
+                for number, document, error in _export.read_lines(_counted(stream, advance)):
+                    if document is not None:
+                        try:
+                            await scope.import_conversation(document, owner=args.owner, new_ids=args.new_ids)
+                        except ChatMemoryError as exc:
+                            error = str(exc)
+                        else:
+                            imported += 1
+                            messages += sum(len(h.get("messages", [])) for h in document["histories"])
+                    if error is not None:
+                        failed.append((number, error))
+                        render.problem(f"line {number}: {error}")
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+    print(
+        f"imported {imported} conversation{'s' if imported != 1 else ''} ({messages} messages); "
+        f"{len(failed)} failed",
+        file=sys.stderr,
+    )
+    return 1 if failed else 0
+
+
+def _open(path: str, mode: Literal["r", "w"]) -> TextIO:
+    # Commands run as the only task of their event loop, so plain blocking file access is fine.
+    try:
+        return open(path, mode, encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInputError("file", f"{path}: {exc.strerror}") from None
+
+
+def _counted(lines: Iterable[str], advance: Callable[[int], None]) -> Iterator[str]:
+    for line in lines:
+        advance(len(line.encode("utf-8")))
+        yield line
+
+
+async def _purge_command(args: argparse.Namespace) -> int:
+    before = _when(args.deleted_before)
+    async with _scope(args) as scope:
+        counts = await scope.purge_deleted(deleted_before=before)
+    print(
+        f"purged {counts.conversations} conversations, {counts.histories} histories and "
+        f"{counts.messages} messages deleted before {before.isoformat()}"
+    )
+    return 0
+
+
+def _when(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInputError("--deleted-before", "must be an ISO date or time, e.g. 2026-01-31") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
