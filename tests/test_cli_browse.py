@@ -1,0 +1,147 @@
+"""The browsing and data commands, each run as ``python -m chatmemory`` in a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from chatmemory import ChatMemory, NewMessage, Principal, ToolCallPart, ToolResultPart
+
+ROOT = Path(__file__).parent.parent
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k not in ("CHATMEMORY_PRINCIPAL", "CHATMEMORY_URL")}
+    return subprocess.run(
+        [sys.executable, "-m", "chatmemory", *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=ROOT,
+        env={**environment, **(env or {})},
+        timeout=120,
+        check=False,
+    )
+
+
+async def _seed(url: str) -> tuple[str, str]:
+    async with ChatMemory.open(url) as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation("Trip to Rome")
+        run = await alice.start_history(conv.id, model="gpt-4.1", system_prompts=["Be brief."])
+        await alice.append_messages(
+            run.id,
+            [
+                NewMessage("user", "Find a hotel in Rome"),
+                NewMessage("assistant", [ToolCallPart(id="c1", name="lookup", arguments={"q": "hotel"})]),
+                NewMessage("tool", [ToolResultPart(call_id="c1", content="Hotel Roma")]),
+                NewMessage("assistant", "Hotel Roma it is.", model="gpt-4.1-mini"),
+            ],
+        )
+        await alice.finish_history(run.id)
+        gone = await alice.start_conversation("Old chat")
+        await alice.delete_conversation(gone.id)
+        return str(conv.id), str(run.id)
+
+
+def test_ls_show_and_search(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    cid, hid = asyncio.run(_seed(url))
+    who = ["--url", url, "--as", "alice"]
+
+    listed = _run("ls", *who)
+    assert listed.returncode == 0, listed.stderr
+    (line,) = listed.stdout.splitlines()
+    assert line.split("\t")[:3] == [cid, "Trip to Rome", "4"]
+    assert _run("ls", "--url", url, env={"CHATMEMORY_PRINCIPAL": "bob"}).stdout == ""
+
+    shown = _run("show", cid, *who)
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    assert f"== history {hid} · model gpt-4.1 · completed" in out
+    assert "system prompt: Be brief." in out
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+    assert re.search(rf"^\[1\] {stamp} user: Find a hotel in Rome$", out, re.MULTILINE)
+    assert re.search(rf"^\[4\] {stamp} assistant \(gpt-4.1-mini\): Hotel Roma it is.$", out, re.MULTILINE)
+    assert '-> lookup({"q": "hotel"}) [c1]' in out
+    assert "\x1b[" not in out  # plain when piped
+    hidden = _run("show", cid, "--url", url, "--as", "bob")
+    assert hidden.returncode == 2
+    assert f"conversation {cid} not found" in hidden.stderr
+
+    found = _run("search", "hotel rome", *who)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.splitlines() == [
+        found.stdout.splitlines()[0],
+        "    Find a «hotel» in «Rome»",
+    ]
+    assert found.stdout.startswith(f"Trip to Rome {cid} [1] user ")
+    assert _run("search", "'; DROP TABLE chat_messages; --", *who).returncode == 0
+    assert _run("search", "hotel", "--url", url, "--as", "bob").stdout == ""
+
+
+def test_export_import_round_trip_with_bad_lines(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    cid, _ = asyncio.run(_seed(url))
+    dump = tmp_path / "dump.jsonl"
+    exported = _run("export", "--all", "-o", str(dump), "--url", url, "--as", "alice")
+    assert exported.returncode == 0, exported.stderr
+    assert "exported 1 conversation" in exported.stderr
+    (doc,) = [json.loads(line) for line in dump.read_text(encoding="utf-8").splitlines()]
+    assert doc["conversation"]["id"] == cid
+    assert _run("export", "--url", url, "--as", "alice").returncode == 2
+
+    broken = dict(doc, histories=[{**doc["histories"][0], "status": "sideways"}])
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(
+        "{not json\n" + json.dumps(broken) + "\n\n" + dump.read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    imported = _run("import", str(mixed), "--url", other, "--as", "bob")
+    assert imported.returncode == 1
+    assert "line 1: not JSON" in imported.stderr
+    assert "line 2: invalid document.histories.0.status" in imported.stderr
+    assert "imported 1 conversation (4 messages); 2 failed" in imported.stderr
+
+    listed = _run("ls", "--url", other, "--as", "bob").stdout.splitlines()
+    assert [row.split("\t")[0] for row in listed] == [cid]
+    again = _run("export", cid, "--url", other, "--as", "bob")
+    assert json.loads(again.stdout)["histories"] == doc["histories"]
+
+    copied = _run("import", str(dump), "--new-ids", "--url", other, "--as", "bob")
+    assert copied.returncode == 0, copied.stderr
+    assert len(_run("ls", "--url", other, "--as", "bob").stdout.splitlines()) == 2
+    missing = _run("import", str(tmp_path / "nope.jsonl"), "--url", other, "--as", "bob")
+    assert missing.returncode == 2
+
+
+def test_purge_needs_admin_and_reports_counts(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    asyncio.run(_seed(url))
+    refused = _run("purge", "--deleted-before", "2999-01-01", "--url", url, "--as", "alice")
+    assert refused.returncode == 2
+    assert "admin" in refused.stderr
+    assert (
+        _run("purge", "--deleted-before", "yesterday", "--url", url, "--as", "root", "--admin").returncode
+        == 2
+    )
+    early = _run("purge", "--deleted-before", "2000-01-01", "--url", url, "--as", "root", "--admin")
+    assert early.stdout.startswith("purged 0 conversations, 0 histories and 0 messages")
+    purged = _run(
+        "purge", "--deleted-before", "2999-01-01T00:00:00+02:00", "--url", url, "--as", "root", "--admin"
+    )
+    assert purged.returncode == 0, purged.stderr
+    assert purged.stdout.startswith("purged 1 conversations, 0 histories and 0 messages")
+    assert _run("ls", "--url", url, "--as", "alice").stdout.count("\n") == 1
+
+
+def test_principal_is_required(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    result = _run("ls", "--url", url)
+    assert result.returncode == 2
+    assert "--as" in result.stderr
