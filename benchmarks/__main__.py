@@ -8,6 +8,7 @@ import contextlib
 import importlib.metadata
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -36,6 +37,11 @@ def machine() -> str:
             versions.append(f"{package} {importlib.metadata.version(package)}")
         except importlib.metadata.PackageNotFoundError:
             versions.append(f"{package} not installed")
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        versions.append(f"at commit {commit}")
     return (
         f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, {platform.system()} "
         f"{platform.release()}; {', '.join(versions)}"

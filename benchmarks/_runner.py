@@ -14,7 +14,7 @@ from benchmarks import workloads as w
 from benchmarks._data import Sizes
 from benchmarks._seed import Layout, seed
 from benchmarks._system import RECENT, Entry, System
-from benchmarks._targets import Target
+from benchmarks._targets import Target, analyze
 from benchmarks.report import Recorder
 
 ALL_WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
@@ -60,7 +60,8 @@ async def _guarded(
 
 async def _writes(system: System, target: Target, plan: Plan, rec: Recorder) -> None:
     sizes, name = plan.sizes, system.name
-    await system.start(await target.fresh(_slug(name)))
+    store = await target.fresh(_slug(name))
+    await system.start(store)
     try:
         await w.warm_up(system, sizes)
         if "W1" in plan.workloads:
@@ -73,6 +74,7 @@ async def _writes(system: System, target: Target, plan: Plan, rec: Recorder) -> 
             conv = await _guarded(rec, name, ["W2"], lambda: w.w2_append_batches(system, sizes, rec))
             if "W3" in plan.workloads and conv is not None:
                 _log(f"{name}: W3")
+                await analyze(store)
                 await _guarded(
                     rec, name, ["W3.last", "W3.all"],
                     lambda: w.w3_read(system, conv, sizes, rec, stored=sizes.w2_messages),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import sqlite3
 import tempfile
 import uuid
 import warnings
@@ -98,6 +99,22 @@ class PostgresTarget:
 
 
 Target = SqliteTarget | PostgresTarget
+
+
+async def analyze(store: Store) -> None:
+    """Refresh planner statistics, as autovacuum would before long (done the same for every system)."""
+    if store.path is not None:
+        conn = sqlite3.connect(store.path)
+        try:
+            conn.execute("ANALYZE")
+        finally:
+            conn.close()
+        return
+    conn = await asyncpg().connect(**store.asyncpg_args())
+    try:
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
 
 
 def asyncpg() -> Any:
