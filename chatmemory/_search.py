@@ -188,7 +188,7 @@ class SearchOps(ScopeBase):
                 ranked = ranked.where(M.chat_history_id == hid)
             if role is not None:
                 ranked = ranked.where(M.role == role)
-            rows = (await conn.execute(_page(ranked, after, limit))).all()[: limit + 1]
+            rows = (await conn.execute(_page(ranked, after, limit))).all()
             snippets = await _snippets(conn, sqlite, text, [row.id for row in rows[:limit]])
         hits = [
             MessageHit(

@@ -53,7 +53,9 @@ def _native(message: Message, fmt: str, use_native: bool) -> Any:
 
 
 def _data_url(part: ImagePart | AudioPart | FilePart) -> str:
-    return part.url if part.data is None else f"data:{part.media_type};base64,{part.data}"  # type: ignore[return-value]
+    if part.data is None:
+        return part.url or ""
+    return f"data:{part.media_type};base64,{part.data}"
 
 
 def _arguments_text(part: ToolCallPart) -> str:
