@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from chatmemory.content import ContentPart
 
 MAX_JSON_DEPTH = 32
+# Python refuses to print integers beyond a few thousand digits (sys.int_info), so a larger
+# one could be stored but never read back; far below that, any integer round-trips exactly.
+MAX_JSON_INT = 10**500
 
 
 def invalid_input(exc: ValidationError, prefix: str | None = None) -> InvalidInputError:
@@ -52,17 +55,20 @@ def check_json(field: str, value: Any, depth: int = 0) -> None:
     """Require a JSON value (objects with string keys, arrays, strings, finite numbers, bools, null)."""
     if depth > MAX_JSON_DEPTH:
         raise InvalidInputError(field, f"is nested deeper than {MAX_JSON_DEPTH} levels")
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, bool):
         return
-    if isinstance(value, float):
+    if isinstance(value, int):
+        if abs(value) >= MAX_JSON_INT:
+            raise InvalidInputError(field, "must be JSON (integers of at most 500 digits)")
+    elif isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidInputError(field, "must be JSON (no NaN or infinity)")
     elif isinstance(value, str):
         check_text(field, value)
-    elif isinstance(value, list | tuple):
+    elif isinstance(value, list):
         for item in value:
             check_json(field, item, depth + 1)
-    elif isinstance(value, Mapping):
+    elif isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidInputError(field, "must be JSON (object keys must be strings)")
@@ -78,8 +84,9 @@ def check_object(field: str, value: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(value, Mapping):
         raise InvalidInputError(field, "must be a JSON object")
-    check_json(field, value)
-    return dict(value)
+    copied = dict(value)
+    check_json(field, copied)
+    return copied
 
 
 def parse_id(field: str, value: object) -> UUID:

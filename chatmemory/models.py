@@ -94,6 +94,7 @@ class NewMessage(_Input):
         for name in ("usage", "metadata", "key", "model"):
             check_json(name, getattr(self, name))
         if self.native is not None:
+            check_text("native.format", self.native.format)
             check_json("native.data", self.native.data)
 
     @property
