@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from types import EllipsisType
 from typing import Any
 from uuid import UUID
@@ -90,6 +90,8 @@ class ConversationOps(ScopeBase):
             query = query.where(C.archived_at.is_not(None) if archived else C.archived_at.is_(None))
         if cursor is not None:
             was_pinned, updated_at, last_id = _cursor.decode("c", cursor, 3)
+            if not isinstance(was_pinned, bool):
+                raise InvalidInputError("cursor", "is not a cursor from this listing")
             after = _after(C.updated_at, C.id, _timestamp(updated_at), parse_id("cursor", last_id))
             query = query.where(or_(and_(pinned, after), ~pinned) if was_pinned else and_(~pinned, after))
         query = query.order_by(pinned.desc(), C.updated_at.desc(), C.id.desc()).limit(limit + 1)
@@ -168,7 +170,9 @@ def _after(column: Any, id_column: Any, value: datetime, last_id: UUID) -> Any:
 def _timestamp(value: object) -> datetime:
     try:
         if isinstance(value, str):
-            return datetime.fromisoformat(value)
-    except ValueError:
+            parsed = datetime.fromisoformat(value)
+            if parsed.tzinfo is not None:
+                return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         pass
     raise InvalidInputError("cursor", "is not a cursor from this listing")

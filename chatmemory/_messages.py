@@ -75,7 +75,7 @@ class MessageOps(ScopeBase):
         query = select(*q.MESSAGE_COLUMNS).where(M.deleted_at.is_(None))
         if cursor is not None:
             (after,) = _cursor.decode(kind, cursor, 1)
-            if not isinstance(after, int):
+            if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after < 2**63:
                 raise InvalidInputError("cursor", "is not a cursor from this listing")
             query = query.where(M.seq < after if newest_first else M.seq > after)
         query = query.order_by(M.seq.desc() if newest_first else M.seq).limit(limit + 1)
