@@ -50,8 +50,9 @@ def history_header(number: int, history: HistoryDetail) -> str:
     line = f"run {number}  model={history.model}  {history.status}"
     if history.system_prompts:
         line += f"  system={textwrap.shorten(' | '.join(history.system_prompts), 60)!r}"
-    if history.usage:
-        line += "  usage=" + ",".join(f"{k}:{v}" for k, v in history.usage.items())
+    counts = {k: v for k, v in (history.usage or {}).items() if v}  # offline fakes count no tokens
+    if counts:
+        line += "  usage=" + ",".join(f"{k}:{v}" for k, v in counts.items())
     if history.error:
         line += f"  error={history.error!r}"
     return line
