@@ -168,13 +168,15 @@ async def _load_postgres(store: Store, convs: list[_Conv]) -> None:
                 await conn.copy_records_to_table(
                     "chat_messages", records=chunk, columns=sql.MESSAGE_COLUMNS.split(", ")
                 )
-        await conn.execute("ANALYZE")
+        # Settled as a long-running database would be: hint bits and visibility map set, stats fresh.
+        await conn.execute("VACUUM ANALYZE")
+        await conn.execute("CHECKPOINT")
     finally:
         await conn.close()
 
 
 async def seed(store: Store, layout: Layout, page: int) -> Seeded:
-    """Create chatmemory's schema in ``store`` and load ``layout`` into it (then ANALYZE)."""
+    """Create chatmemory's schema in ``store`` and load ``layout`` into it, then settle it (ANALYZE)."""
     await migrate(store)
     convs = _conversations(layout)
     if store.backend == "sqlite":
