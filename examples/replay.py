@@ -64,7 +64,7 @@ async def ask_pydantic_ai(model: str | None, system: list[str], inputs: list[Mes
 
     history = to_model_messages(inputs)  # exactly as pydantic-ai recorded them, else rebuilt from parts
     has_system = any(isinstance(p, pai.SystemPromptPart) for m in history for p in m.parts)
-    if system and not has_system and isinstance(history[0], pai.ModelRequest):
+    if system and not has_system and history and isinstance(history[0], pai.ModelRequest):
         # Where pydantic-ai itself keeps system prompts: at the start of the first request.
         history[0].parts = [*(pai.SystemPromptPart(s) for s in system), *history[0].parts]
     response = await model_request(model or FunctionModel(fake, model_name=FAKE), history)
@@ -186,12 +186,13 @@ def pick(histories: Sequence[HistoryDetail], number: int | None) -> tuple[int, H
             raise SystemExit(f"--history must be between 1 and {len(histories)}")
         return number, histories[number - 1]
     for index in range(len(histories), 0, -1):
-        if any(answers(histories[index - 1])):
+        if answers(histories[index - 1]):
             return index, histories[index - 1]
     raise SystemExit("no run in this conversation has an assistant answer to replay")
 
 
 def answers(history: HistoryDetail) -> list[Message]:
+    """The run's complete assistant messages: the turns to replay."""
     return [m for m in history.messages or () if m.role == "assistant" and m.status == "complete"]
 
 

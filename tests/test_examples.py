@@ -184,15 +184,15 @@ def test_replay_of_a_run_without_answers(seeded: tuple[str, str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("script", "models"),
+    ("script", "framework", "models"),
     [
-        ("record_openai_agents", ("scripted-mini", "scripted-large")),
-        ("record_pydantic_ai", ("function-weather", "test-packing")),
-        ("record_langchain", ("fake-chat-mini", "fake-chat-large")),
+        ("record_openai_agents", "openai-agents", ("scripted-mini", "scripted-large")),
+        ("record_pydantic_ai", "pydantic-ai", ("function-weather", "test-packing")),
+        ("record_langchain", "langchain", ("fake-chat-mini", "fake-chat-large")),
     ],
 )
 async def test_record_two_runs_with_model_provenance(
-    tmp_path: Path, script: str, models: tuple[str, str]
+    tmp_path: Path, script: str, framework: str, models: tuple[str, str]
 ) -> None:
     url = sqlite_url(tmp_path / "record.db")
     out = run_example(script, "--url", url)
@@ -212,6 +212,18 @@ async def test_record_two_runs_with_model_provenance(
         assert [h.model for h in detail.histories] == list(models)
         assert all(h.metadata and h.metadata["example"] == script for h in detail.histories)
         assert [m.seq for m in await chat.transcript(summary.id)] == [1, 2, 3, 4, 5, 6]
+
+    # Replayed through the same framework, the messages go back in its own recorded form.
+    out = run_example("replay", str(summary.id), "--url", url, "--with", framework, "--history", "1")
+    replayed = out[out.index("\nReplaying") :].strip().splitlines()
+    assert replayed[0] == f"Replaying run 1 (model={first}) with {framework}, model=echo"
+    assert replayed[3].endswith(
+        "echo: 1 messages in, the last user message was 'What is the weather in Oslo today?'"
+    )
+    assert replayed[4] == "turn 2  (3 messages in, after #3 tool)"
+    assert replayed[6].endswith(
+        "echo: 3 messages in, the last user message was 'What is the weather in Oslo today?'"
+    )
 
 
 async def test_mcp_agent_records_through_the_stdio_server(tmp_path: Path) -> None:
