@@ -50,10 +50,9 @@ def pick_models() -> tuple[BaseChatModel, BaseChatModel]:
         return init_chat_model("anthropic:claude-haiku-4-5"), init_chat_model("anthropic:claude-sonnet-4-5")
     call = {"name": "get_weather", "args": {"city": "Oslo"}, "id": "call_1", "type": "tool_call"}
     weather = iter([AIMessage("", tool_calls=[call]), "It is -2 °C with light snow in Oslo."])
-    packing = iter(["Pack boots, gloves and a wool hat."])
-    return FakeChat(model_name="fake-chat-mini", messages=weather), FakeChat(
-        model_name="fake-chat-large", messages=packing
-    )
+    first = FakeChat(model_name="fake-chat-mini", messages=weather)
+    second = FakeChat(model_name="fake-chat-large", messages=iter(["Pack boots, gloves and a wool hat."]))
+    return first, second
 
 
 async def main(url: str | None) -> None:
