@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from types import EllipsisType
 from typing import Any
 from uuid import UUID
@@ -92,7 +92,7 @@ class ConversationOps(ScopeBase):
             was_pinned, updated_at, last_id = _cursor.decode("c", cursor, 3)
             if not isinstance(was_pinned, bool):
                 raise InvalidInputError("cursor", "is not a cursor from this listing")
-            after = _after(C.updated_at, C.id, _timestamp(updated_at), parse_id("cursor", last_id))
+            after = _after(C.updated_at, C.id, _cursor.timestamp(updated_at), parse_id("cursor", last_id))
             query = query.where(or_(and_(pinned, after), ~pinned) if was_pinned else and_(~pinned, after))
         query = query.order_by(pinned.desc(), C.updated_at.desc(), C.id.desc()).limit(limit + 1)
         async with self._db.transaction() as conn:
@@ -165,14 +165,3 @@ class ConversationOps(ScopeBase):
 
 def _after(column: Any, id_column: Any, value: datetime, last_id: UUID) -> Any:
     return or_(column < value, and_(column == value, id_column < last_id))
-
-
-def _timestamp(value: object) -> datetime:
-    try:
-        if isinstance(value, str):
-            parsed = datetime.fromisoformat(value)
-            if parsed.tzinfo is not None:
-                return parsed.astimezone(UTC)
-    except (ValueError, OverflowError):
-        pass
-    raise InvalidInputError("cursor", "is not a cursor from this listing")

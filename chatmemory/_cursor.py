@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from chatmemory.errors import InvalidInputError
@@ -30,3 +31,30 @@ def decode(kind: str, cursor: str, size: int) -> list[Any]:
     except (ValueError, binascii.Error, IndexError, TypeError):
         raise InvalidInputError("cursor", "is not a cursor from this listing") from None
     return data[1:]
+
+
+def timestamp(value: object) -> datetime:
+    """A timezone-aware timestamp stored in a cursor, in UTC.
+
+    Raises:
+        InvalidInputError: it is not one.
+    """
+    try:
+        if isinstance(value, str):
+            parsed = datetime.fromisoformat(value)
+            if parsed.tzinfo is not None:
+                return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        pass
+    raise InvalidInputError("cursor", "is not a cursor from this listing")
+
+
+def sequence(value: object) -> int:
+    """A ``seq`` stored in a cursor (a non-negative 64-bit integer).
+
+    Raises:
+        InvalidInputError: it is not one.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise InvalidInputError("cursor", "is not a cursor from this listing")
+    return value

@@ -74,9 +74,7 @@ class MessageOps(ScopeBase):
         kind = "m-" if newest_first else "m+"
         query = select(*q.MESSAGE_COLUMNS).where(M.deleted_at.is_(None))
         if cursor is not None:
-            (after,) = _cursor.decode(kind, cursor, 1)
-            if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after < 2**63:
-                raise InvalidInputError("cursor", "is not a cursor from this listing")
+            after = _cursor.sequence(*_cursor.decode(kind, cursor, 1))
             query = query.where(M.seq < after if newest_first else M.seq > after)
         query = query.order_by(M.seq.desc() if newest_first else M.seq).limit(limit + 1)
         if conversation_id is None and history_id is None:
@@ -151,7 +149,10 @@ class MessageOps(ScopeBase):
         Raises:
             MessageNotFound: no visible message has this id.
             ConflictError: the message is not pending.
+            InvalidInputError: ``error`` is not a string.
         """
+        if not isinstance(error, str):
+            raise InvalidInputError("error", "must be a string")
         return await self._settle(id, {"status": "error", "error": self._text("error", error)})
 
     async def transcript(self, conversation_id: Id) -> list[Message]:

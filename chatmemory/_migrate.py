@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import functools
 import io
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import URL, text
+from sqlalchemy import URL, inspect, text
 from sqlalchemy.engine import Connection
 
 from chatmemory._db import Database, resolve_url
 from chatmemory.errors import SchemaOutOfDateError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic is imported only to change the schema: opening an up-to-date database reads the
+# version table with plain SQL, which keeps start-up fast.
 
 VERSION_TABLE = "chatmemory_alembic_version"
 # Any constant works; it only has to be the same in every process migrating this database.
@@ -28,6 +32,8 @@ def script_location() -> Path:
 
 
 def alembic_config(url: URL | None = None) -> Config:
+    from alembic.config import Config
+
     config = Config(stdout=io.StringIO())
     config.set_main_option("script_location", str(script_location()))
     if url is not None:
@@ -35,15 +41,25 @@ def alembic_config(url: URL | None = None) -> Config:
     return config
 
 
+_REVISION = re.compile(r"^(down_revision|revision)\b[^=]*=\s*['\"]([^'\"]+)['\"]", re.MULTILINE)
+
+
 @functools.cache
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None
+    """The newest revision: the one no other migration revises (read from the scripts' text)."""
+    revisions: set[str] = set()
+    revised: set[str] = set()
+    for script in (script_location() / "versions").glob("*.py"):
+        for name, value in _REVISION.findall(script.read_text(encoding="utf-8")):
+            (revisions if name == "revision" else revised).add(value)
+    (head,) = revisions - revised
     return head
 
 
 def _current(conn: Connection) -> str | None:
-    return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+    if not inspect(conn).has_table(VERSION_TABLE):
+        return None
+    return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
 
 
 async def current_revision(db: Database) -> str | None:
@@ -74,6 +90,8 @@ async def downgrade(db: Database, revision: str) -> None:
 
 
 def _run_command(conn: Connection, name: str, revision: str) -> None:
+    from alembic import command
+
     config = alembic_config()
     config.attributes["connection"] = conn
     getattr(command, name)(config, revision)
@@ -88,6 +106,8 @@ async def verify(db: Database, command_hint: str) -> None:
 
 def offline_sql(url: str | URL | None, revision: str = "head") -> str:
     """The SQL that upgrading an empty database to ``revision`` would run, without connecting."""
+    from alembic import command
+
     resolved = resolve_url(url)
     plain = resolved.set(drivername=resolved.get_backend_name())
     config = alembic_config(plain)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -259,9 +258,12 @@ def _position(digest: str, cursor: str) -> list[Any]:
     try:
         if stored != digest or not isinstance(rank, int | float) or not isinstance(created_at, str):
             raise ValueError
-        if isinstance(seq, bool) or not isinstance(seq, int):
-            raise ValueError
-        return [float(rank), datetime.fromisoformat(created_at), seq, parse_id("cursor", last_id)]
+        return [
+            float(rank),
+            _cursor.timestamp(created_at),
+            _cursor.sequence(seq),
+            parse_id("cursor", last_id),
+        ]
     except (ValueError, InvalidInputError):
         raise InvalidInputError("cursor", "is not a cursor from this search") from None
 

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from chatmemory._validation import check_text
 from chatmemory.errors import InvalidInputError, NoPrincipalError
 
 __all__ = ["Principal", "current_principal", "use_principal"]
@@ -44,8 +45,7 @@ class Principal:
 def _check_name(field: str, value: object) -> None:
     if not isinstance(value, str) or not value or len(value) > _MAX_ID:
         raise InvalidInputError(field, f"must be a non-empty string of at most {_MAX_ID} characters")
-    if "\x00" in value:
-        raise InvalidInputError(field, "must not contain NUL characters")
+    check_text(field, value)
 
 
 @contextmanager

@@ -136,3 +136,27 @@ def test_many_processes_migrate_a_new_database_at_once(db_url: str) -> None:
         assert proc.returncode == 0, err.decode()
     out = _cli("check", "--url", db_url)
     assert out.returncode == 0, out.stderr
+
+
+def test_head_revision_agrees_with_alembic() -> None:
+    from alembic.script import ScriptDirectory
+
+    from chatmemory._migrate import alembic_config
+
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def test_opening_a_current_database_does_not_import_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    assert _cli("migrate", "--url", url).returncode == 0
+    code = (
+        "import asyncio, sys\n"
+        "from chatmemory import ChatMemory\n"
+        "async def main():\n"
+        f"    async with ChatMemory.open({url!r}):\n"
+        "        pass\n"
+        "asyncio.run(main())\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr

@@ -130,3 +130,27 @@ async def test_limits_are_configurable(db_url: str) -> None:
             with pytest.raises(InvalidInputError):
                 await chat.append_messages(run.id, batch)
         assert len(await chat.append_messages(run.id, [{"role": "user", "content": "x" * 10}] * 2)) == 2
+
+
+async def test_forged_cursors_and_odd_arguments(alice: Scope) -> None:
+    from chatmemory import _cursor
+
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    (pending,) = await alice.append_messages(
+        run.id, [{"role": "assistant", "content": "", "status": "pending"}]
+    )
+    for cursor in (
+        _cursor.encode("c", True, "2026-01-01T00:00:00", str(conv.id)),  # naive time
+        _cursor.encode("c", True, "9999-99-99", str(conv.id)),
+    ):
+        with pytest.raises(InvalidInputError):
+            await alice.list_conversations(cursor=cursor)
+    for cursor in (_cursor.encode("m+", 2**70), _cursor.encode("m+", True)):
+        with pytest.raises(InvalidInputError):
+            await alice.list_messages(conversation_id=conv.id, cursor=cursor)
+    with pytest.raises(InvalidInputError):
+        await alice.fail_message(pending.id, error=None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):
+        Principal("\ud800")
+    assert (await alice.get_message(pending.id)).status == "pending"
