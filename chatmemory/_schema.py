@@ -24,7 +24,6 @@ from sqlalchemy import (
     Uuid,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -58,7 +57,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def _json() -> Any:
-    return JSON().with_variant(JSONB(), "postgresql")
+    # Plain JSON (text) rather than JSONB on PostgreSQL: nothing queries inside these
+    # documents, and text gives back exactly what was stored (JSONB turns 1e23 into an int).
+    return JSON()
 
 
 def _timestamps() -> list[Column[Any]]:

@@ -222,3 +222,12 @@ async def test_update_running_history(alice: Scope) -> None:
     await alice.finish_history(hid)
     with pytest.raises(ConflictError):
         await alice.update_history(hid, model="third")
+
+
+async def test_json_numbers_round_trip_exactly(alice: Scope) -> None:
+    cid, hid = await _run(alice)
+    numbers = {"big": 1e23, "tiny": 1e-20, "neg_zero": -0.0, "int": 10**20, "pi": 3.141592653589793}
+    await alice.append_messages(hid, [{"role": "user", "content": "n", "metadata": numbers}])
+    (stored,) = await alice.transcript(cid)
+    assert stored.metadata == numbers
+    assert [type(v) for v in (stored.metadata or {}).values()] == [type(v) for v in numbers.values()]

@@ -82,7 +82,7 @@ async def _insert(conn: AsyncConnection, sqlite: bool, table: str, row: dict[str
         elif name in JSON_COLUMNS and value is not None:
             value = json.dumps(value)
         values[name] = value
-    marks = [f":{n}" if sqlite or n not in JSON_COLUMNS else f"CAST(:{n} AS JSONB)" for n in values]
+    marks = [f":{n}" if sqlite or n not in JSON_COLUMNS else f"CAST(:{n} AS JSON)" for n in values]
     sql = f"INSERT INTO {table} ({', '.join(values)}) VALUES ({', '.join(marks)})"
     await conn.execute(text(sql), values)
 
