@@ -21,7 +21,6 @@ from chatmemory.models import (
     Conversation,
     ConversationDetail,
     ConversationSummary,
-    History,
     HistoryDetail,
     Page,
 )
@@ -66,7 +65,7 @@ class ConversationOps(ScopeBase):
                 .where(H.chat_conversation_id == cid, H.deleted_at.is_(None))
                 .order_by(H.created_at, H.id)
             )
-            runs = [History.model_validate(row._mapping) for row in rows]
+            runs = [q.history_from_row(row) for row in rows]
             loaded = await q.history_messages(conn, [h.id for h in runs]) if messages else {}
         return ConversationDetail(
             **summary.model_dump(),
@@ -97,7 +96,7 @@ class ConversationOps(ScopeBase):
         query = query.order_by(pinned.desc(), C.updated_at.desc(), C.id.desc()).limit(limit + 1)
         async with self._db.transaction() as conn:
             rows = (await conn.execute(query)).all()
-        items = [ConversationSummary.model_validate(row._mapping) for row in rows[:limit]]
+        items = [q.summary_from_row(row) for row in rows[:limit]]
         last = items[-1] if len(rows) > limit else None
         next_cursor = (
             _cursor.encode("c", last.pinned, last.updated_at.isoformat(), str(last.id)) if last else None

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 from sqlalchemy import URL, event, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util.concurrency import await_
 
 from chatmemory.errors import ChatMemoryError, InvalidInputError, StorageError
 
@@ -66,6 +69,8 @@ def sync_url(url: URL) -> URL:
 
 def create_engine(url: str | URL | None = None, **options: Any) -> AsyncEngine:
     """An async engine for ``url``, configured for chatmemory (SQLite: WAL, foreign keys, busy timeout)."""
+    # Every transaction ends in an explicit commit or rollback, so the pool need not reset.
+    options.setdefault("pool_reset_on_return", None)
     engine = create_async_engine(resolve_url(url), **options)
     prepare_engine(engine)
     return engine
@@ -97,7 +102,13 @@ def _on_sqlite_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoo
 def _on_sqlite_begin(connection: Any) -> None:
     # IMMEDIATE takes the write lock up front, so two writers never deadlock on an upgrade.
     write = connection.get_execution_options().get(_WRITE, False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+    statement = "BEGIN IMMEDIATE" if write else "BEGIN"
+    driver = connection.connection.driver_connection
+    if isinstance(driver, aiosqlite.Connection):
+        # One trip to aiosqlite's thread, where a cursor would take three.
+        await_(driver.execute(statement))
+    else:
+        connection.exec_driver_sql(statement)
 
 
 class Database:
@@ -127,7 +138,7 @@ class Database:
                     yield conn
         except ChatMemoryError:
             raise
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
             raise StorageError(f"database error: {type(exc).__name__}: {_first_line(exc)}") from exc
 
 

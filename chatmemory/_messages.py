@@ -72,27 +72,23 @@ class MessageOps(ScopeBase):
         """
         limit = self._page_size(limit)
         kind = "m-" if newest_first else "m+"
-        query = select(*q.MESSAGE_COLUMNS).where(M.deleted_at.is_(None))
+        if conversation_id is None and history_id is None:
+            raise InvalidInputError("conversation_id", "give conversation_id or history_id")
+        cid = None if conversation_id is None else parse_id("conversation_id", conversation_id)
+        hid = None if history_id is None else parse_id("history_id", history_id)
+        query = q.visible_messages(self.principal)
+        if cid is not None:
+            query = query.where(M.chat_conversation_id == cid)
+        if hid is not None:
+            query = query.where(M.chat_history_id == hid)
         if cursor is not None:
             after = _cursor.sequence(*_cursor.decode(kind, cursor, 1))
             query = query.where(M.seq < after if newest_first else M.seq > after)
         query = query.order_by(M.seq.desc() if newest_first else M.seq).limit(limit + 1)
-        if conversation_id is None and history_id is None:
-            raise InvalidInputError("conversation_id", "give conversation_id or history_id")
         async with self._db.transaction() as conn:
-            if history_id is not None:
-                hid = parse_id("history_id", history_id)
-                history = await q.get_history(conn, self.principal, hid)
-                query = query.where(M.chat_history_id == hid)
-                if conversation_id is not None and parse_id("conversation_id", conversation_id) != (
-                    history.conversation_id
-                ):
-                    raise InvalidInputError("history_id", "is not in that conversation")
-            else:
-                cid = parse_id("conversation_id", conversation_id)
-                await q.get_conversation(conn, self.principal, cid)
-                query = query.where(M.chat_conversation_id == cid)
             rows = (await conn.execute(query)).all()
+            if not rows:  # Nothing visible: tell a missing or foreign id from an empty page.
+                await self._check_source(conn, cid, hid)
         items = [q.message_from_row(row) for row in rows[:limit]]
         more = len(rows) > limit
         return Page(
@@ -162,16 +158,24 @@ class MessageOps(ScopeBase):
             ConversationNotFound: no visible conversation has this id.
         """
         cid = parse_id("conversation_id", conversation_id)
+        query = q.visible_messages(self.principal).where(M.chat_conversation_id == cid).order_by(M.seq)
         async with self._db.transaction() as conn:
-            await q.get_conversation(conn, self.principal, cid)
-            rows = await conn.execute(
-                select(*q.MESSAGE_COLUMNS)
-                .where(M.chat_conversation_id == cid, M.deleted_at.is_(None))
-                .order_by(M.seq)
-            )
-            return [q.message_from_row(row) for row in rows]
+            rows = (await conn.execute(query)).all()
+            if not rows:
+                await q.get_conversation(conn, self.principal, cid)
+        return [q.message_from_row(row) for row in rows]
 
     # -- internals -----------------------------------------------------------------------------
+
+    async def _check_source(self, conn: AsyncConnection, cid: UUID | None, hid: UUID | None) -> None:
+        """Raise the not-found error for whichever of the two is not visible, or if they don't match."""
+        if hid is None:
+            assert cid is not None
+            await q.get_conversation(conn, self.principal, cid)
+            return
+        history = await q.get_history(conn, self.principal, hid)
+        if cid is not None and cid != history.conversation_id:
+            raise InvalidInputError("history_id", "is not in that conversation")
 
     async def _settle(self, id: Id, values: dict[str, Any], *, allow_model: bool = False) -> Message:
         mid = parse_id("message_id", id)

@@ -12,8 +12,9 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatmemory._schema import conversations, histories, messages
+from chatmemory.content import PARTS
 from chatmemory.errors import ConversationNotFound, HistoryNotFound, MessageNotFound
-from chatmemory.models import Conversation, ConversationSummary, History, Message
+from chatmemory.models import Conversation, ConversationSummary, History, Message, Native
 from chatmemory.principal import Principal
 
 PREVIEW_CHARS = 200
@@ -100,7 +101,7 @@ async def get_conversation(
     row = (await conn.execute(query.with_for_update() if lock else query)).first()
     if row is None:
         raise ConversationNotFound(conversation_id)
-    return ConversationSummary.model_validate(row._mapping)
+    return summary_from_row(row)
 
 
 async def get_history(
@@ -113,7 +114,7 @@ async def get_history(
     row = (await conn.execute(query)).first()
     if row is None:
         raise HistoryNotFound(history_id)
-    return History.model_validate(row._mapping)
+    return history_from_row(row)
 
 
 async def lock_history_for_append(
@@ -133,7 +134,7 @@ async def lock_history_for_append(
     row = (await conn.execute(query)).first()
     if row is None:
         raise HistoryNotFound(history_id)
-    return History.model_validate(row._mapping), row.last_seq
+    return history_from_row(row), row.last_seq
 
 
 async def get_message(
@@ -150,7 +151,21 @@ async def get_message(
 
 
 def message_from_row(row: Row[*tuple[Any, ...]]) -> Message:
-    return Message.model_validate(row._mapping)
+    """A ``Message`` from a row this package wrote: only the JSON parts need parsing."""
+    data = dict(row._mapping)
+    if data["parts"] is not None:
+        data["parts"] = PARTS.validate_python(data["parts"])
+    if data["native"] is not None:
+        data["native"] = Native.model_construct(**data["native"])
+    return Message.model_construct(**data)
+
+
+def summary_from_row(row: Row[*tuple[Any, ...]]) -> ConversationSummary:
+    return ConversationSummary.model_construct(**row._mapping)
+
+
+def history_from_row(row: Row[*tuple[Any, ...]]) -> History:
+    return History.model_construct(**row._mapping)
 
 
 async def history_messages(conn: AsyncConnection, history_ids: Sequence[UUID]) -> dict[UUID, list[Message]]:

@@ -59,7 +59,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 def _json() -> Any:
     # Plain JSON (text) rather than JSONB on PostgreSQL: nothing queries inside these
     # documents, and text gives back exactly what was stored (JSONB turns 1e23 into an int).
-    return JSON()
+    # SQL NULL for None, so reading an absent value parses nothing.
+    return JSON(none_as_null=True)
 
 
 def _timestamps() -> list[Column[Any]]:

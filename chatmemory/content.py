@@ -114,7 +114,7 @@ ContentPart: TypeAlias = Annotated[
 ]
 """Any content part, discriminated by its ``type``."""
 
-_PARTS: TypeAdapter[list[ContentPart]] = TypeAdapter(list[ContentPart])
+PARTS: TypeAdapter[list[ContentPart]] = TypeAdapter(list[ContentPart])
 
 
 def parse_parts(parts: object, field: str = "content") -> list[ContentPart]:
@@ -126,7 +126,7 @@ def parse_parts(parts: object, field: str = "content") -> list[ContentPart]:
     if isinstance(parts, str | bytes) or not isinstance(parts, Sequence):
         raise InvalidInputError(field, "must be a string or a list of content parts")
     try:
-        return _PARTS.validate_python(list(parts))
+        return PARTS.validate_python(list(parts))
     except ValidationError as exc:
         raise invalid_input(exc, field) from None
 
