@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
+from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Select, and_, func, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -18,6 +19,8 @@ from chatmemory.models import Conversation, ConversationSummary, History, Messag
 from chatmemory.principal import Principal
 
 PREVIEW_CHARS = 200
+
+_M = TypeVar("_M", bound=BaseModel)
 
 C, H, M = conversations.c, histories.c, messages.c
 
@@ -134,7 +137,9 @@ async def lock_history_for_append(
     row = (await conn.execute(query)).first()
     if row is None:
         raise HistoryNotFound(history_id)
-    return history_from_row(row), row.last_seq
+    data = dict(row._mapping)
+    last_seq = data.pop("last_seq")
+    return _build(History, data), last_seq
 
 
 async def get_message(
@@ -150,6 +155,17 @@ async def get_message(
     return message_from_row(row)
 
 
+def _build(model: type[_M], data: dict[str, Any]) -> _M:
+    """A model from a complete, already-valid field dict: ``model_construct`` without its
+    per-field default handling, which dominates reading long transcripts."""
+    obj = model.__new__(model)
+    object.__setattr__(obj, "__dict__", data)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(data))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
+
+
 def message_from_row(row: Row[*tuple[Any, ...]]) -> Message:
     """A ``Message`` from a row this package wrote: only the JSON parts need parsing."""
     data = dict(row._mapping)
@@ -157,15 +173,15 @@ def message_from_row(row: Row[*tuple[Any, ...]]) -> Message:
         data["parts"] = PARTS.validate_python(data["parts"])
     if data["native"] is not None:
         data["native"] = Native.model_construct(**data["native"])
-    return Message.model_construct(**data)
+    return _build(Message, data)
 
 
 def summary_from_row(row: Row[*tuple[Any, ...]]) -> ConversationSummary:
-    return ConversationSummary.model_construct(**row._mapping)
+    return _build(ConversationSummary, dict(row._mapping))
 
 
 def history_from_row(row: Row[*tuple[Any, ...]]) -> History:
-    return History.model_construct(**row._mapping)
+    return _build(History, dict(row._mapping))
 
 
 async def history_messages(conn: AsyncConnection, history_ids: Sequence[UUID]) -> dict[UUID, list[Message]]:

@@ -231,3 +231,26 @@ async def test_json_numbers_round_trip_exactly(alice: Scope) -> None:
     (stored,) = await alice.transcript(cid)
     assert stored.metadata == numbers
     assert [type(v) for v in (stored.metadata or {}).values()] == [type(v) for v in numbers.values()]
+
+
+async def test_read_models_equal_validated_ones(alice: Scope) -> None:
+    from chatmemory import ConversationSummary, History, Message
+
+    cid, hid = await _run(alice)
+    await alice.append_messages(
+        hid,
+        [
+            NewMessage("user", [TextPart(text="a"), ImagePart(url="https://x/y.png")]),
+            NewMessage("assistant", "b", native={"format": "f", "data": {"k": [1]}}, usage={"t": 1}),
+        ],
+    )
+    for message in await alice.transcript(cid):
+        assert Message.model_validate(message.model_dump()) == message
+        assert Message.model_validate_json(message.model_dump_json()) == message
+    history = await alice.get_history(hid, messages=False)
+    assert set(history.model_dump()) == {*History.model_fields, "messages"}
+    summary = (await alice.list_conversations()).items[0]
+    assert ConversationSummary.model_validate(summary.model_dump()) == summary
+    assert set(summary.model_dump()) == set(ConversationSummary.model_fields)
+    run = await alice.finish_history(hid)
+    assert set(run.model_dump()) == set(History.model_fields)
