@@ -103,7 +103,10 @@ def test_cli_migrate_and_check(tmp_path: Path) -> None:
 
 
 def test_cli_offline_sql() -> None:
-    for url, marker in (("sqlite:///x.db", "CREATE TABLE chat_messages"), ("postgresql://u@h/db", "TIMESTAMP WITH TIME ZONE")):
+    for url, marker in (
+        ("sqlite:///x.db", "CREATE TABLE chat_messages"),
+        ("postgresql://u@h/db", "TIMESTAMP WITH TIME ZONE"),
+    ):
         out = _cli("migrate", "--sql", "--url", url)
         assert out.returncode == 0, out.stderr
         assert marker in out.stdout and VERSION_TABLE in out.stdout
