@@ -12,16 +12,20 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
 
 from chatmemory import _queries as q
+from chatmemory import _rows
+from chatmemory import _sql as sql
+from chatmemory._plan import Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase
 from chatmemory._validation import parse_id
 from chatmemory.content import AudioPart, FilePart, ImagePart, ReasoningPart, ToolCallPart, ToolResultPart
 from chatmemory.errors import InvalidInputError
 from chatmemory.models import Message
+from chatmemory.principal import Principal
 
 __all__ = [
     "CHARS_PER_TOKEN",
@@ -35,8 +39,6 @@ __all__ = [
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD_TOKENS = 4
 MEDIA_TOKENS = 256
-
-M = q.M
 
 
 class Context(BaseModel):
@@ -133,14 +135,7 @@ class ContextOps(ScopeBase):
         _positive("max_tokens", max_tokens)
         if max_messages is not None:
             _positive("max_messages", max_messages)
-        async with self._db.transaction() as conn:
-            await q.get_conversation(conn, self.principal, cid)
-            rows = await conn.execute(
-                select(*q.MESSAGE_COLUMNS)
-                .where(M.chat_conversation_id == cid, M.deleted_at.is_(None), M.status == "complete")
-                .order_by(M.seq)
-            )
-            history = [q.message_from_row(row) for row in rows]
+        history = _rows.messages(await self._db.run(_complete(self.principal, cid)), self._db.is_sqlite)
         kept: list[list[Message]] = []
         tokens = count = 0
         for unit in reversed(tool_exchanges(history)):
@@ -152,6 +147,12 @@ class ContextOps(ScopeBase):
             count += len(unit)
         selected = [m for unit in reversed(kept) for m in unit]
         return Context(messages=selected, omitted=len(history) - len(selected), estimated_tokens=tokens)
+
+
+def _complete(principal: Principal, cid: UUID) -> Plan[list[Row]]:
+    yield from q.find_conversation(principal, cid)
+    rows: list[Row] = yield Stmt(sql.COMPLETE_MESSAGES, {"cid": cid})
+    return rows
 
 
 def _positive(field: str, value: object) -> None:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from types import EllipsisType
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import and_, insert, or_, select, update
-
-from chatmemory import _cursor
+from chatmemory import _cursor, _rows
 from chatmemory import _queries as q
+from chatmemory import _sql as sql
 from chatmemory._ids import new_id
-from chatmemory._schema import conversations, histories, messages
+from chatmemory._plan import Json, Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase
 from chatmemory._validation import check_object, parse_id
 from chatmemory.errors import InvalidInputError
@@ -24,8 +22,7 @@ from chatmemory.models import (
     HistoryDetail,
     Page,
 )
-
-C, H, M = q.C, q.H, q.M
+from chatmemory.principal import Principal
 
 
 class ConversationOps(ScopeBase):
@@ -43,12 +40,9 @@ class ConversationOps(ScopeBase):
             "tenant_id": self.principal.tenant,
             "title": self._title(title),
             "metadata": check_object("metadata", metadata) or {},
-            "last_seq": 0,
-            "message_count": 0,
         }
         values["created_at"] = values["updated_at"] = q.now()
-        async with self._db.transaction(write=True) as conn:
-            await conn.execute(insert(conversations).values(values))
+        await self._db.run(_insert(values), write=True)
         return Conversation.model_validate(values)
 
     async def get_conversation(self, id: Id, *, messages: bool = False) -> ConversationDetail:
@@ -58,18 +52,18 @@ class ConversationOps(ScopeBase):
             ConversationNotFound: no visible conversation has this id.
         """
         cid = parse_id("conversation_id", id)
-        async with self._db.transaction() as conn:
-            summary = await q.get_conversation(conn, self.principal, cid)
-            rows = await conn.execute(
-                select(*q.HISTORY_COLUMNS)
-                .where(H.chat_conversation_id == cid, H.deleted_at.is_(None))
-                .order_by(H.created_at, H.id)
-            )
-            runs = [q.history_from_row(row) for row in rows]
-            loaded = await q.history_messages(conn, [h.id for h in runs]) if messages else {}
+        summary_row, history_rows, message_rows = await self._db.run(_detail(self.principal, cid, messages))
+        sqlite = self._db.is_sqlite
+        summary = _rows.one(_rows.summaries, summary_row, sqlite)
+        loaded: dict[UUID, list[Any]] = {}
+        for message in _rows.messages(message_rows, sqlite):
+            loaded.setdefault(message.history_id, []).append(message)
         return ConversationDetail(
             **summary.model_dump(),
-            histories=[HistoryDetail(**h.model_dump(), messages=loaded.get(h.id)) for h in runs],
+            histories=[
+                HistoryDetail(**h.model_dump(), messages=loaded.get(h.id, []) if messages else None)
+                for h in _rows.histories(history_rows, sqlite)
+            ],
         )
 
     async def list_conversations(
@@ -83,20 +77,15 @@ class ConversationOps(ScopeBase):
             InvalidInputError: bad limit or cursor.
         """
         limit = self._page_size(limit)
-        pinned = C.pinned_at.is_not(None)
-        query = select(*q.SUMMARY_COLUMNS).where(q.visible(self.principal))
-        if archived is not None:
-            query = query.where(C.archived_at.is_not(None) if archived else C.archived_at.is_(None))
+        after: tuple[bool, Any, UUID] | None = None
         if cursor is not None:
             was_pinned, updated_at, last_id = _cursor.decode("c", cursor, 3)
             if not isinstance(was_pinned, bool):
                 raise InvalidInputError("cursor", "is not a cursor from this listing")
-            after = _after(C.updated_at, C.id, _cursor.timestamp(updated_at), parse_id("cursor", last_id))
-            query = query.where(or_(and_(pinned, after), ~pinned) if was_pinned else and_(~pinned, after))
-        query = query.order_by(pinned.desc(), C.updated_at.desc(), C.id.desc()).limit(limit + 1)
-        async with self._db.transaction() as conn:
-            rows = (await conn.execute(query)).all()
-        items = [q.summary_from_row(row) for row in rows[:limit]]
+            after = (was_pinned, _cursor.timestamp(updated_at), parse_id("cursor", last_id))
+        archived = None if archived is None else bool(archived)
+        rows = await self._db.run(_listing(self.principal, limit, after, archived))
+        items = _rows.summaries(rows[:limit], self._db.is_sqlite)
         last = items[-1] if len(rows) > limit else None
         next_cursor = (
             _cursor.encode("c", last.pinned, last.updated_at.isoformat(), str(last.id)) if last else None
@@ -132,15 +121,9 @@ class ConversationOps(ScopeBase):
                 if not isinstance(flag, bool):
                     raise InvalidInputError(name.removesuffix("_at"), "must be a bool")
                 values[name] = when if flag else None
-        async with self._db.transaction(write=True) as conn:
-            current = await q.get_conversation(conn, self.principal, cid, lock=True)
-            for name in ("pinned_at", "archived_at"):
-                # Re-pinning keeps the original pin time.
-                if values.get(name) is not None and getattr(current, name) is not None:
-                    values[name] = getattr(current, name)
-            if values:
-                await conn.execute(update(conversations).where(C.id == cid).values(values))
-        return q.conversation_of(current.model_copy(update=values))
+        row = await self._db.run(_update(self.principal, cid, values), write=True)
+        current = _rows.one(_rows.summaries, row, self._db.is_sqlite)
+        return q.conversation_of(current.model_copy(update=_kept_times(current, values)))
 
     async def delete_conversation(self, id: Id) -> None:
         """Soft-delete a conversation and everything in it, in one transaction.
@@ -149,18 +132,79 @@ class ConversationOps(ScopeBase):
             ConversationNotFound: no visible conversation has this id.
         """
         cid = parse_id("conversation_id", id)
-        when = q.now()
-        async with self._db.transaction(write=True) as conn:
-            await q.get_conversation(conn, self.principal, cid, lock=True)
-            for table, column in (
-                (messages, M.chat_conversation_id),
-                (histories, H.chat_conversation_id),
-                (conversations, C.id),
-            ):
-                await conn.execute(
-                    update(table).where(column == cid, table.c.deleted_at.is_(None)).values(deleted_at=when)
-                )
+        await self._db.run(_delete(self.principal, cid, q.now()), write=True)
 
 
-def _after(column: Any, id_column: Any, value: datetime, last_id: UUID) -> Any:
-    return or_(column < value, and_(column == value, id_column < last_id))
+def _kept_times(current: ConversationSummary, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with re-pinning (or re-archiving) keeping the original time."""
+    values = dict(values)
+    for name in ("pinned_at", "archived_at"):
+        if values.get(name) is not None and getattr(current, name) is not None:
+            values[name] = getattr(current, name)
+    return values
+
+
+def _insert(values: dict[str, Any]) -> Plan[None]:
+    yield Stmt(sql.INSERT_CONVERSATION, {**values, "metadata": Json(values["metadata"])})
+
+
+def _detail(principal: Principal, cid: UUID, messages: bool) -> Plan[tuple[Row, list[Row], list[Row]]]:
+    summary = yield from q.find_conversation(principal, cid)
+    histories = yield Stmt(sql.CONVERSATION_HISTORIES, {"cid": cid})
+    loaded = (yield Stmt(sql.CONVERSATION_MESSAGES, {"cid": cid})) if messages and histories else []
+    return summary, histories, loaded
+
+
+def _listing(
+    principal: Principal, limit: int, after: tuple[bool, Any, UUID] | None, archived: bool | None
+) -> Plan[list[Row]]:
+    """Pinned ones, then the rest, each read in index order: a page costs what it holds."""
+    scope, params = q.principal_params(principal)
+    rows: list[Row] = []
+    for pinned in (True, False):
+        if after is not None and after[0] and not pinned:
+            position: tuple[Any, UUID] | None = None  # the pinned part ended on the last page
+        elif after is not None and after[0] == pinned:
+            position = (after[1], after[2])
+        elif after is not None and not after[0] and pinned:
+            continue  # past every pinned one already
+        else:
+            position = None
+        statement = sql.list_conversations(scope, pinned, archived, position is not None)
+        bound = {**params, "limit": limit + 1 - len(rows)}
+        if position is not None:
+            bound.update(after_at=position[0], after_id=position[1])
+        rows.extend((yield Stmt(statement, bound)))
+        if len(rows) > limit:
+            break
+    return rows
+
+
+def _update(principal: Principal, cid: UUID, values: dict[str, Any]) -> Plan[Row]:
+    current = yield from q.find_conversation(principal, cid, lock=True)
+    if values:
+        # Columns as the row holds them, overlaid with what changes (pin times kept when re-pinned).
+        merged = {
+            "cid": cid,
+            "title": current[3],
+            "metadata": current[4],
+            "pinned_at": current[5],
+            "archived_at": current[6],
+            "updated_at": current[8],
+        }
+        for name in ("title", "updated_at"):
+            if name in values:
+                merged[name] = values[name]
+        if "metadata" in values:
+            merged["metadata"] = Json(values["metadata"])
+        for name in ("pinned_at", "archived_at"):
+            if name in values and (values[name] is None or merged[name] is None):
+                merged[name] = values[name]
+        yield Stmt(sql.UPDATE_CONVERSATION, merged)
+    return current
+
+
+def _delete(principal: Principal, cid: UUID, when: Any) -> Plan[None]:
+    yield from q.find_conversation(principal, cid, lock=True)
+    for statement in sql.DELETE_CONVERSATION:
+        yield Stmt(statement, {"cid": cid, "when": when})

@@ -3,26 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import URL, event, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from sqlalchemy.util.concurrency import await_
 
+from chatmemory._engine_driver import EngineDriver
+from chatmemory._plan import Plan, Stmt
+from chatmemory._postgres_driver import PostgresDriver
+from chatmemory._sqlite_driver import BUSY_TIMEOUT_MS as SQLITE_BUSY_TIMEOUT_MS
+from chatmemory._sqlite_driver import SQLiteDriver, configure
 from chatmemory.errors import ChatMemoryError, InvalidInputError, StorageError
 
+__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "Database", "create_engine", "default_url", "resolve_url", "sync_url"]
+
 ENV_URL = "CHATMEMORY_URL"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 _WRITE = "chatmemory_write"
+_POOL_OPTIONS = ("pool_size", "max_overflow", "pool_timeout", "pool_recycle", "pool_pre_ping", "poolclass")
+T = TypeVar("T")
+_DRIVER_ERRORS = (sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError, OSError, SQLAlchemyError)
 
 
 def default_url() -> str:
@@ -86,17 +97,7 @@ def prepare_engine(engine: AsyncEngine) -> None:
 
 def _on_sqlite_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     # Let SQLAlchemy's begin event, not the driver, decide when and how a transaction starts.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    for pragma in (
-        f"busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}",
-        "journal_mode = WAL",
-        # NORMAL in WAL mode never loses a committed transaction when a process crashes.
-        "synchronous = NORMAL",
-        "foreign_keys = ON",
-    ):
-        cursor.execute(f"PRAGMA {pragma}")
-    cursor.close()
+    configure(dbapi_connection)
 
 
 def _on_sqlite_begin(connection: Any) -> None:
@@ -112,34 +113,149 @@ def _on_sqlite_begin(connection: Any) -> None:
 
 
 class Database:
-    """An engine plus the one place where transactions start and errors are translated."""
+    """Where every call's transaction runs, and where database errors are translated.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    A store opened from a URL (``owned``) runs plans on its own drivers: SQLite on threads
+    it owns, PostgreSQL on asyncpg pools (one per event loop), so it serves any thread and
+    any event loop. Its SQLAlchemy engine (no pool) only migrates and checks the schema. A
+    caller's engine runs plans on connections borrowed from its pool.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, owned: bool = False, pool_size: int = 10) -> None:
         prepare_engine(engine)
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
-        # SQLite has one writer at a time; queueing in-process writers here is far cheaper
-        # than letting them spin on the file lock. Other processes still wait on the lock.
-        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self.trace: Callable[[Stmt], None] | None = None
+        self._closed = False
+        self._sqlite: SQLiteDriver | None = None
+        self._postgres: PostgresDriver | None = None
+        self._engine_driver: EngineDriver | None = None
+        if owned and self.is_sqlite:
+            self._sqlite = SQLiteDriver(engine.url.database or ":memory:")
+        elif owned:
+            self._postgres = PostgresDriver(engine.url, max_size=pool_size)
+        else:
+            self._engine_driver = EngineDriver(engine)
+        # Plans still running after their caller was cancelled; close() waits for them.
+        self._background: set[asyncio.Future[Any]] = set()
+
+    def set_trace(self, trace: Callable[[Stmt], None] | None) -> None:
+        """Call ``trace`` with every statement sent to the database (for structural tests)."""
+        self.trace = trace
+        for driver in (self._sqlite, self._postgres, self._engine_driver):
+            if driver is not None:
+                driver.trace = trace
+
+    async def run(self, plan: Plan[T], *, write: bool = False) -> T:
+        """Run ``plan`` as one transaction; commits when it returns, rolls back when it raises.
+
+        A cancelled caller never leaves a transaction half done: a plan that has started runs
+        to its commit or rollback, and a write is awaited to that outcome before the
+        cancellation goes on.
+
+        Raises:
+            StorageError: the database failed, or the store is closed; nothing was committed.
+        """
+        if self._closed:
+            plan.close()
+            raise StorageError("the store is closed")
+        try:
+            if self._sqlite is not None:
+                try:
+                    submitted = self._sqlite.submit(plan, write=write)
+                except RuntimeError:
+                    raise StorageError("the store is closed") from None
+                return await _outcome(submitted, write)
+            if self._postgres is not None:
+                task = asyncio.ensure_future(self._postgres.run(plan))
+            else:
+                assert self._engine_driver is not None
+                task = asyncio.ensure_future(self._engine_driver.run(plan, write=write))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return await _finish(task, write)
+        except ChatMemoryError:
+            raise
+        except _DRIVER_ERRORS as exc:
+            raise StorageError(f"database error: {type(exc).__name__}: {_first_line(exc)}") from exc
 
     @contextlib.asynccontextmanager
     async def transaction(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
-        """One transaction; commits on success, rolls back on any error.
+        """A SQLAlchemy transaction on the engine (schema work and bulk import/export paths).
 
         Raises:
             StorageError: the database failed; nothing was committed.
         """
-        lock = self._write_lock if write else None
+        if self._closed:
+            raise StorageError("the store is closed")
         try:
-            async with lock or contextlib.nullcontext(), self.engine.connect() as conn:
+            async with self.engine.connect() as conn:
                 if write and self.is_sqlite:
                     await conn.execution_options(**{_WRITE: True})
                 async with conn.begin():
                     yield conn
         except ChatMemoryError:
             raise
-        except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
+        except _DRIVER_ERRORS as exc:
             raise StorageError(f"database error: {type(exc).__name__}: {_first_line(exc)}") from exc
+
+    async def close(self) -> None:
+        """Wait for running plans, then close the connections this store opened (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        pending = [t for t in self._background if t.get_loop() is asyncio.get_running_loop()]
+        if pending:
+            await asyncio.wait(pending, timeout=60)
+        if self._sqlite is not None:
+            await asyncio.to_thread(self._sqlite.close)
+        if self._postgres is not None:
+            await self._postgres.close()
+
+
+def owned_engine(url: str | URL | None, options: dict[str, Any]) -> tuple[AsyncEngine, int]:
+    """The engine of a store opened from a URL, and the size of its asyncpg pools.
+
+    The engine keeps no pool: it only migrates, and a pooled async connection would tie the
+    store to the event loop that opened it. Pool options size the store's own pools instead.
+    """
+    options = dict(options)
+    size = int(options.pop("pool_size", 10) or 10) + int(options.pop("max_overflow", 0) or 0)
+    for name in _POOL_OPTIONS:
+        options.pop(name, None)
+    return create_engine(url, poolclass=NullPool, **options), size
+
+
+async def _outcome(submitted: concurrent.futures.Future[T], write: bool) -> T:
+    """Await a plan queued on a thread; if the caller is cancelled, a started write is awaited to its end."""
+    waiting = asyncio.wrap_future(submitted)
+    try:
+        return await asyncio.shield(waiting)
+    except asyncio.CancelledError:
+        if submitted.cancel() or not write:
+            raise
+        await _settle(waiting)
+        raise
+
+
+async def _finish(task: asyncio.Future[T], write: bool) -> T:
+    """Await a plan's task. It is never cancelled itself, so its connection always goes back to
+    the pool with the transaction ended; a cancelled caller of a write waits for that end."""
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if write:
+            await _settle(task)
+        raise
+
+
+async def _settle(future: asyncio.Future[Any]) -> None:
+    """Wait until ``future`` is done, whatever cancellations arrive meanwhile."""
+    while not future.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(future)
+    if not future.cancelled():
+        future.exception()  # retrieved; the caller's cancellation is what propagates
 
 
 def _first_line(exc: BaseException) -> str:

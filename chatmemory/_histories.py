@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from types import EllipsisType
 from typing import Any, Literal
 from uuid import UUID
 
-from sqlalchemy import and_, insert, update
-
 from chatmemory import _queries as q
+from chatmemory import _rows
+from chatmemory import _sql as sql
 from chatmemory._ids import new_id
-from chatmemory._schema import conversations, histories, messages
+from chatmemory._plan import Json, Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase
 from chatmemory._validation import check_object, model_name, parse_id, prompts
 from chatmemory.errors import ConflictError, InvalidInputError
-from chatmemory.models import (
-    History,
-    HistoryDetail,
-)
+from chatmemory.models import History, HistoryDetail
+from chatmemory.principal import Principal
 
-C, H, M = q.C, q.H, q.M
 _FINISHED = ("completed", "failed", "cancelled")
+_JSON_FIELDS = ("system_prompts", "metadata", "usage")
 
 
 class HistoryOps(ScopeBase):
@@ -43,7 +42,7 @@ class HistoryOps(ScopeBase):
         when = q.now()
         values = {
             "id": new_id(),
-            "chat_conversation_id": cid,
+            "conversation_id": cid,
             "model": model_name("model", model),
             "system_prompts": prompts(system_prompts),
             "metadata": check_object("metadata", metadata),
@@ -51,11 +50,8 @@ class HistoryOps(ScopeBase):
             "created_at": when,
             "updated_at": when,
         }
-        async with self._db.transaction(write=True) as conn:
-            await q.get_conversation(conn, self.principal, cid, lock=True)
-            await conn.execute(insert(histories).values(values))
-            await conn.execute(update(conversations).where(C.id == cid).values(updated_at=when))
-        return History.model_validate({**values, "conversation_id": cid})
+        await self._db.run(_start(self.principal, values), write=True)
+        return History.model_validate(values)
 
     async def finish_history(
         self,
@@ -114,12 +110,8 @@ class HistoryOps(ScopeBase):
         return await self._change_running(hid, values)
 
     async def _change_running(self, hid: UUID, values: dict[str, Any]) -> History:
-        async with self._db.transaction(write=True) as conn:
-            history = await q.get_history(conn, self.principal, hid, lock=True)
-            if history.status != "running":
-                raise ConflictError(f"history {hid} is already {history.status}")
-            await conn.execute(update(histories).where(H.id == hid).values(values))
-        return history.model_copy(update=values)
+        row = await self._db.run(_change_running(self.principal, hid, values), write=True)
+        return _rows.one(_rows.histories, row, self._db.is_sqlite).model_copy(update=values)
 
     async def get_history(self, id: Id, *, messages: bool = True) -> HistoryDetail:
         """A history, with its messages in order unless ``messages=False``.
@@ -128,9 +120,9 @@ class HistoryOps(ScopeBase):
             HistoryNotFound: no visible history has this id.
         """
         hid = parse_id("history_id", id)
-        async with self._db.transaction() as conn:
-            history = await q.get_history(conn, self.principal, hid)
-            loaded = (await q.history_messages(conn, [hid]))[hid] if messages else None
+        row, message_rows = await self._db.run(_detail(self.principal, hid, messages))
+        history = _rows.one(_rows.histories, row, self._db.is_sqlite)
+        loaded = _rows.messages(message_rows, self._db.is_sqlite) if messages else None
         return HistoryDetail(**history.model_dump(), messages=loaded)
 
     async def delete_history(self, id: Id) -> None:
@@ -140,10 +132,48 @@ class HistoryOps(ScopeBase):
             HistoryNotFound: no visible history has this id.
         """
         hid = parse_id("history_id", id)
-        when = q.now()
-        async with self._db.transaction(write=True) as conn:
-            history = await q.get_history(conn, self.principal, hid, lock=True)
-            live = and_(M.chat_history_id == hid, M.deleted_at.is_(None))
-            await conn.execute(update(messages).where(live).values(deleted_at=when))
-            await conn.execute(update(histories).where(H.id == hid).values(deleted_at=when))
-            await q.refresh_summary(conn, history.conversation_id, when)
+        await self._db.run(_delete(self.principal, hid, q.now()), write=True)
+
+
+def _start(principal: Principal, values: dict[str, Any]) -> Plan[None]:
+    cid = values["conversation_id"]
+    yield from q.find_conversation(principal, cid, lock=True)
+    yield Stmt(
+        sql.INSERT_HISTORY,
+        {
+            "id": values["id"],
+            "cid": cid,
+            "model": values["model"],
+            "system_prompts": Json(values["system_prompts"]),
+            "metadata": Json(values["metadata"]),
+            "when": values["created_at"],
+        },
+    )
+    yield Stmt(sql.TOUCH_CONVERSATION, {"cid": cid, "when": values["created_at"]})
+
+
+def _change_running(principal: Principal, hid: UUID, values: dict[str, Any]) -> Plan[Row]:
+    row = yield from q.find_history(principal, hid, lock=True)
+    status = row[5]
+    if status != "running":
+        raise ConflictError(f"history {hid} is already {status}")
+    # The row's own values (JSON still as text), overlaid with what changes.
+    params: dict[str, Any] = dict(zip(_rows.HISTORY_FIELDS, row, strict=True))
+    for name, value in values.items():
+        params[name] = Json(value) if name in _JSON_FIELDS else value
+    params["hid"] = hid
+    yield Stmt(sql.UPDATE_HISTORY, params)
+    return row
+
+
+def _detail(principal: Principal, hid: UUID, messages: bool) -> Plan[tuple[Row, list[Row]]]:
+    row = yield from q.find_history(principal, hid)
+    loaded = (yield Stmt(sql.HISTORY_MESSAGES, {"hid": hid})) if messages else []
+    return row, loaded
+
+
+def _delete(principal: Principal, hid: UUID, when: datetime) -> Plan[None]:
+    row = yield from q.find_history(principal, hid, lock=True)
+    for statement in sql.DELETE_HISTORY:
+        yield Stmt(statement, {"hid": hid, "when": when})
+    yield from q.refresh_summary(row[1], when)

@@ -3,29 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from chatmemory import _cursor
+from chatmemory import _cursor, _rows
 from chatmemory import _queries as q
+from chatmemory import _sql as sql
 from chatmemory._ids import new_id
-from chatmemory._schema import conversations, messages
+from chatmemory._plan import Json, Many, Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase
 from chatmemory._validation import dump_parts, model_name, parse_id
 from chatmemory.content import ContentPart, flatten_content
-from chatmemory.errors import ConflictError, InvalidInputError
+from chatmemory.errors import ConflictError, HistoryNotFound, InvalidInputError
 from chatmemory.models import (
-    History,
     Message,
     NewMessage,
     Page,
     parse_content,
 )
-
-C, H, M = q.C, q.H, q.M
+from chatmemory.principal import Principal
 
 
 class MessageOps(ScopeBase):
@@ -44,16 +41,10 @@ class MessageOps(ScopeBase):
         """
         hid = parse_id("history_id", history_id)
         batch = self._batch(messages)
-        keys = [m.key for m in batch if m.key is not None]
-        async with self._db.transaction(write=True) as conn:
-            history, last_seq = await q.lock_history_for_append(conn, self.principal, hid)
-            if history.status != "running":
-                raise ConflictError(f"history {hid} is {history.status}; start a new history to add messages")
-            stored = await self._stored_keys(conn, hid, keys)
-            fresh = [m for m in batch if m.key not in stored]
-            result = await self._insert(conn, history, last_seq, fresh) if fresh else []
-        added = iter(result)
-        return [stored[m.key] if m.key in stored else next(added) for m in batch]
+        stored, added = await self._db.run(_append(self.principal, hid, batch, q.now()), write=True)
+        by_key = {m.key: m for m in _rows.messages(stored, self._db.is_sqlite)}
+        fresh = iter(added)
+        return [by_key[m.key] if m.key in by_key else next(fresh) for m in batch]
 
     async def list_messages(
         self,
@@ -76,20 +67,9 @@ class MessageOps(ScopeBase):
             raise InvalidInputError("conversation_id", "give conversation_id or history_id")
         cid = None if conversation_id is None else parse_id("conversation_id", conversation_id)
         hid = None if history_id is None else parse_id("history_id", history_id)
-        query = q.visible_messages(self.principal)
-        if cid is not None:
-            query = query.where(M.chat_conversation_id == cid)
-        if hid is not None:
-            query = query.where(M.chat_history_id == hid)
-        if cursor is not None:
-            after = _cursor.sequence(*_cursor.decode(kind, cursor, 1))
-            query = query.where(M.seq < after if newest_first else M.seq > after)
-        query = query.order_by(M.seq.desc() if newest_first else M.seq).limit(limit + 1)
-        async with self._db.transaction() as conn:
-            rows = (await conn.execute(query)).all()
-            if not rows:  # Nothing visible: tell a missing or foreign id from an empty page.
-                await self._check_source(conn, cid, hid)
-        items = [q.message_from_row(row) for row in rows[:limit]]
+        after = None if cursor is None else _cursor.sequence(*_cursor.decode(kind, cursor, 1))
+        rows = await self._db.run(_page(self.principal, cid, hid, limit, after, newest_first))
+        items = _rows.messages(rows[:limit], self._db.is_sqlite)
         more = len(rows) > limit
         return Page(
             items=items, next_cursor=_cursor.encode(kind, items[-1].seq) if more else None, has_more=more
@@ -102,8 +82,8 @@ class MessageOps(ScopeBase):
             MessageNotFound: no visible message has this id.
         """
         mid = parse_id("message_id", id)
-        async with self._db.transaction() as conn:
-            return await q.get_message(conn, self.principal, mid)
+        row = await self._db.run(q.find_message(self.principal, mid))
+        return _rows.one(_rows.messages, row, self._db.is_sqlite)
 
     async def delete_message(self, id: Id) -> None:
         """Soft-delete one message.
@@ -112,11 +92,7 @@ class MessageOps(ScopeBase):
             MessageNotFound: no visible message has this id.
         """
         mid = parse_id("message_id", id)
-        when = q.now()
-        async with self._db.transaction(write=True) as conn:
-            message = await q.get_message(conn, self.principal, mid, lock=True)
-            await conn.execute(update(messages).where(M.id == mid).values(deleted_at=when))
-            await q.refresh_summary(conn, message.conversation_id, when)
+        await self._db.run(_delete(self.principal, mid, q.now()), write=True)
 
     async def complete_message(
         self, id: Id, *, content: str | Sequence[ContentPart | Mapping[str, Any]], model: str | None = None
@@ -158,99 +134,17 @@ class MessageOps(ScopeBase):
             ConversationNotFound: no visible conversation has this id.
         """
         cid = parse_id("conversation_id", conversation_id)
-        query = q.visible_messages(self.principal).where(M.chat_conversation_id == cid).order_by(M.seq)
-        async with self._db.transaction() as conn:
-            rows = (await conn.execute(query)).all()
-            if not rows:
-                await q.get_conversation(conn, self.principal, cid)
-        return [q.message_from_row(row) for row in rows]
+        rows = await self._db.run(_transcript(self.principal, cid))
+        return _rows.messages(rows, self._db.is_sqlite)
 
     # -- internals -----------------------------------------------------------------------------
-
-    async def _check_source(self, conn: AsyncConnection, cid: UUID | None, hid: UUID | None) -> None:
-        """Raise the not-found error for whichever of the two is not visible, or if they don't match."""
-        if hid is None:
-            assert cid is not None
-            await q.get_conversation(conn, self.principal, cid)
-            return
-        history = await q.get_history(conn, self.principal, hid)
-        if cid is not None and cid != history.conversation_id:
-            raise InvalidInputError("history_id", "is not in that conversation")
 
     async def _settle(self, id: Id, values: dict[str, Any], *, allow_model: bool = False) -> Message:
         mid = parse_id("message_id", id)
         values["updated_at"] = q.now()
-        async with self._db.transaction(write=True) as conn:
-            message = await q.get_message(conn, self.principal, mid, lock=True)
-            if message.status != "pending":
-                raise ConflictError(f"message {mid} is {message.status}, not pending")
-            if allow_model and message.role != "assistant":
-                raise InvalidInputError("model", f"a {message.role} message has no model")
-            await conn.execute(update(messages).where(M.id == mid).values(values))
-            await q.refresh_summary(conn, message.conversation_id, values["updated_at"])
+        row = await self._db.run(_settle(self.principal, mid, values, allow_model), write=True)
+        message = _rows.one(_rows.messages, row, self._db.is_sqlite)
         return Message.model_validate({**message.model_dump(), **values})
-
-    async def _stored_keys(
-        self, conn: AsyncConnection, history_id: UUID, keys: list[str]
-    ) -> dict[str | None, Message]:
-        if not keys:
-            return {}
-        rows = await conn.execute(
-            select(*q.MESSAGE_COLUMNS).where(
-                M.chat_history_id == history_id, M.key.in_(keys), M.deleted_at.is_(None)
-            )
-        )
-        return {row.key: q.message_from_row(row) for row in rows}
-
-    async def _insert(
-        self, conn: AsyncConnection, history: History, last_seq: int, batch: list[NewMessage]
-    ) -> list[Message]:
-        cid = history.conversation_id
-        when = q.now()
-        rows: list[dict[str, Any]] = [
-            {
-                "id": new_id(),
-                "chat_conversation_id": cid,
-                "chat_history_id": history.id,
-                "seq": last_seq + i,
-                "role": m.role,
-                "content": m.text,
-                "parts": None if m.parts is None else dump_parts(m.parts),
-                "model": (m.model or history.model) if m.role == "assistant" else None,
-                "status": m.status,
-                "error": None,
-                "usage": m.usage,
-                "metadata": m.metadata,
-                "native": None if m.native is None else m.native.model_dump(mode="json"),
-                "key": m.key,
-                "created_at": when,
-                "updated_at": when,
-            }
-            for i, m in enumerate(batch, start=1)
-        ]
-        await conn.execute(insert(messages), rows)
-        await conn.execute(
-            update(conversations)
-            .where(C.id == cid)
-            .values(
-                last_seq=last_seq + len(rows),
-                message_count=C.message_count + len(rows),
-                last_message_preview=rows[-1]["content"][: q.PREVIEW_CHARS],
-                updated_at=when,
-            )
-        )
-        return [
-            Message.model_construct(
-                **{
-                    **row,
-                    "conversation_id": cid,
-                    "history_id": history.id,
-                    "parts": m.parts,
-                    "native": m.native,
-                }
-            )
-            for row, m in zip(rows, batch, strict=True)
-        ]
 
     def _batch(self, messages: Sequence[NewMessage | Mapping[str, Any]]) -> list[NewMessage]:
         if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Sequence):
@@ -264,3 +158,129 @@ class MessageOps(ScopeBase):
         for i, m in enumerate(batch):
             self._check_content(m.content, f"messages.{i}.content")
         return batch
+
+
+def _append(
+    principal: Principal, hid: UUID, batch: list[NewMessage], when: datetime
+) -> Plan[tuple[list[Row], list[Message]]]:
+    """Stored rows for keys already there, and the new messages, ``seq`` taken under the conversation lock."""
+    scope, params = q.principal_params(principal)
+    found = yield Stmt(sql.lock_for_append(scope), {**params, "hid": hid})
+    if not found:
+        raise HistoryNotFound(hid)
+    status, cid, history_model, last_seq = found[0]
+    if status != "running":
+        raise ConflictError(f"history {hid} is {status}; start a new history to add messages")
+    keys = [m.key for m in batch if m.key is not None]
+    stored: list[Row] = (yield Stmt(sql.MESSAGES_BY_KEY, {"hid": hid, "keys": Many(keys)})) if keys else []
+    taken = {row[13] for row in stored}
+    fresh = [m for m in batch if m.key not in taken]
+    if not fresh:
+        return stored, []
+    cid = UUID(str(cid)) if not isinstance(cid, UUID) else cid
+    rows = [_new_row(m, cid, hid, last_seq + i, history_model, when) for i, m in enumerate(fresh, start=1)]
+    yield Stmt(sql.INSERT_MESSAGE, rows, many=True)
+    yield Stmt(
+        sql.BUMP_CONVERSATION,
+        {
+            "cid": cid,
+            "last_seq": last_seq + len(rows),
+            "added": len(rows),
+            "preview": rows[-1]["content"][: q.PREVIEW_CHARS],
+            "when": when,
+        },
+    )
+    return stored, [_added(row, m) for row, m in zip(rows, fresh, strict=True)]
+
+
+def _new_row(
+    m: NewMessage, cid: UUID, hid: UUID, seq: int, history_model: str, when: datetime
+) -> dict[str, Any]:
+    return {
+        "id": new_id(),
+        "conversation_id": cid,
+        "history_id": hid,
+        "seq": seq,
+        "role": m.role,
+        "content": m.text,
+        "parts": Json(None if m.parts is None else dump_parts(m.parts)),
+        "model": (m.model or history_model) if m.role == "assistant" else None,
+        "status": m.status,
+        "usage": Json(m.usage),
+        "metadata": Json(m.metadata),
+        "native": Json(None if m.native is None else m.native.model_dump(mode="json")),
+        "key": m.key,
+        "created_at": when,
+    }
+
+
+def _added(row: dict[str, Any], m: NewMessage) -> Message:
+    """The stored message, from values this call just validated and wrote."""
+    data = {name: row.get(name) for name in _rows.MESSAGE_FIELDS}
+    data.update(
+        parts=m.parts,
+        usage=m.usage,
+        metadata=m.metadata,
+        native=m.native,
+        error=None,
+        updated_at=row["created_at"],
+    )
+    return q._build(Message, data)
+
+
+def _page(
+    principal: Principal,
+    cid: UUID | None,
+    hid: UUID | None,
+    limit: int,
+    after: int | None,
+    newest_first: bool,
+) -> Plan[list[Row]]:
+    scope, params = q.principal_params(principal)
+    statement = sql.list_messages(scope, cid is not None, hid is not None, newest_first, after is not None)
+    rows: list[Row] = yield Stmt(
+        statement, {**params, "cid": cid, "hid": hid, "after": after, "limit": limit + 1}
+    )
+    if not rows:  # Nothing visible: tell a missing or foreign id from an empty page.
+        if hid is None:
+            assert cid is not None
+            yield from q.find_conversation(principal, cid)
+        else:
+            history = yield from q.find_history(principal, hid)
+            if cid is not None and str(cid.hex) != _hex(history[1]):
+                raise InvalidInputError("history_id", "is not in that conversation")
+    return rows
+
+
+def _hex(value: Any) -> str:
+    return value.hex if isinstance(value, UUID) else str(value)
+
+
+def _transcript(principal: Principal, cid: UUID) -> Plan[list[Row]]:
+    scope, params = q.principal_params(principal)
+    rows: list[Row] = yield Stmt(sql.transcript(scope), {**params, "cid": cid})
+    if not rows:
+        yield from q.find_conversation(principal, cid)
+    return rows
+
+
+def _delete(principal: Principal, mid: UUID, when: datetime) -> Plan[None]:
+    row = yield from q.find_message(principal, mid, lock=True)
+    yield Stmt(sql.DELETE_MESSAGE, {"mid": mid, "when": when})
+    yield from q.refresh_summary(row[1], when)
+
+
+def _settle(principal: Principal, mid: UUID, values: dict[str, Any], allow_model: bool) -> Plan[Row]:
+    row = yield from q.find_message(principal, mid, lock=True)
+    role, status = row[4], row[8]
+    if status != "pending":
+        raise ConflictError(f"message {mid} is {status}, not pending")
+    if allow_model and role != "assistant":
+        raise InvalidInputError("model", f"a {role} message has no model")
+    params: dict[str, Any] = dict(zip(_rows.MESSAGE_FIELDS, row, strict=True))
+    for name, value in values.items():
+        params[name] = Json(value) if name == "parts" else value
+    params["mid"] = mid
+    yield Stmt(sql.SETTLE_MESSAGE, params)
+    yield from q.refresh_summary(row[1], values["updated_at"])
+    return row

@@ -8,17 +8,19 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Select, and_, func, select, update
-from sqlalchemy.engine import Row
+from sqlalchemy import ColumnElement, Select, and_, select
+from sqlalchemy.engine import Row as SARow
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from chatmemory import _sql as sql
+from chatmemory._plan import Plan, Row, Stmt
 from chatmemory._schema import conversations, histories, messages
 from chatmemory.content import PARTS
 from chatmemory.errors import ConversationNotFound, HistoryNotFound, MessageNotFound
 from chatmemory.models import Conversation, ConversationSummary, History, Message, Native
 from chatmemory.principal import Principal
 
-PREVIEW_CHARS = 200
+PREVIEW_CHARS = sql.PREVIEW_CHARS
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -120,41 +122,6 @@ async def get_history(
     return history_from_row(row)
 
 
-async def lock_history_for_append(
-    conn: AsyncConnection, principal: Principal, history_id: UUID
-) -> tuple[History, int]:
-    """A visible history and its conversation's last ``seq``, the conversation row locked until commit.
-
-    Raises:
-        HistoryNotFound: no visible history has this id.
-    """
-    query = (
-        visible_histories(principal)
-        .add_columns(C.last_seq)
-        .where(H.id == history_id)
-        .with_for_update(of=conversations)
-    )
-    row = (await conn.execute(query)).first()
-    if row is None:
-        raise HistoryNotFound(history_id)
-    data = dict(row._mapping)
-    last_seq = data.pop("last_seq")
-    return _build(History, data), last_seq
-
-
-async def get_message(
-    conn: AsyncConnection, principal: Principal, message_id: UUID, *, lock: bool = False
-) -> Message:
-    """Raises MessageNotFound unless visible. ``lock`` also locks its conversation's row (PostgreSQL)."""
-    query = visible_messages(principal).where(M.id == message_id)
-    if lock:
-        query = query.with_for_update(of=conversations)
-    row = (await conn.execute(query)).first()
-    if row is None:
-        raise MessageNotFound(message_id)
-    return message_from_row(row)
-
-
 def _build(model: type[_M], data: dict[str, Any]) -> _M:
     """A model from a complete, already-valid field dict: ``model_construct`` without its
     per-field default handling, which dominates reading long transcripts."""
@@ -166,7 +133,7 @@ def _build(model: type[_M], data: dict[str, Any]) -> _M:
     return obj
 
 
-def message_from_row(row: Row[*tuple[Any, ...]]) -> Message:
+def message_from_row(row: SARow[*tuple[Any, ...]]) -> Message:
     """A ``Message`` from a row this package wrote: only the JSON parts need parsing."""
     data = dict(row._mapping)
     if data["parts"] is not None:
@@ -176,11 +143,11 @@ def message_from_row(row: Row[*tuple[Any, ...]]) -> Message:
     return _build(Message, data)
 
 
-def summary_from_row(row: Row[*tuple[Any, ...]]) -> ConversationSummary:
+def summary_from_row(row: SARow[*tuple[Any, ...]]) -> ConversationSummary:
     return _build(ConversationSummary, dict(row._mapping))
 
 
-def history_from_row(row: Row[*tuple[Any, ...]]) -> History:
+def history_from_row(row: SARow[*tuple[Any, ...]]) -> History:
     return _build(History, dict(row._mapping))
 
 
@@ -198,19 +165,58 @@ async def history_messages(conn: AsyncConnection, history_ids: Sequence[UUID]) -
     return result
 
 
-async def refresh_summary(conn: AsyncConnection, conversation_id: UUID, when: datetime) -> None:
-    """Recompute a conversation's live message count and preview after messages disappear or change."""
-    live = and_(M.chat_conversation_id == conversation_id, M.deleted_at.is_(None))
-    count = select(func.count()).where(live).scalar_subquery()
-    preview = (
-        select(func.substr(M.content, 1, PREVIEW_CHARS)).where(live).order_by(M.seq.desc()).limit(1)
-    ).scalar_subquery()
-    await conn.execute(
-        update(conversations)
-        .where(C.id == conversation_id)
-        .values(message_count=count, last_message_preview=preview, updated_at=when)
-    )
-
-
 def conversation_of(summary: ConversationSummary) -> Conversation:
     return Conversation.model_validate(summary.model_dump(exclude={"message_count", "last_message_preview"}))
+
+
+# -- plan steps: what several operations start with -----------------------------------------
+
+
+def principal_params(principal: Principal) -> tuple[sql.Scope, dict[str, Any]]:
+    """The visibility variant a principal needs and the parameters it binds."""
+    scope = (principal.tenant is None, principal.admin)
+    return scope, {"p_owner": principal.id, "p_tenant": principal.tenant}
+
+
+def find_conversation(principal: Principal, cid: UUID, *, lock: bool = False) -> Plan[Row]:
+    """The visible conversation's summary row (locked until commit on PostgreSQL when ``lock``).
+
+    Raises:
+        ConversationNotFound: no visible conversation has this id.
+    """
+    scope, params = principal_params(principal)
+    rows = yield Stmt(sql.get_conversation(scope, lock), {**params, "cid": cid})
+    if not rows:
+        raise ConversationNotFound(cid)
+    return rows[0]  # type: ignore[no-any-return]
+
+
+def find_history(principal: Principal, hid: UUID, *, lock: bool = False) -> Plan[Row]:
+    """The visible history's row (its conversation locked on PostgreSQL when ``lock``).
+
+    Raises:
+        HistoryNotFound: no visible history has this id.
+    """
+    scope, params = principal_params(principal)
+    rows = yield Stmt(sql.get_history(scope, lock), {**params, "hid": hid})
+    if not rows:
+        raise HistoryNotFound(hid)
+    return rows[0]  # type: ignore[no-any-return]
+
+
+def find_message(principal: Principal, mid: UUID, *, lock: bool = False) -> Plan[Row]:
+    """The visible message's row (its conversation locked on PostgreSQL when ``lock``).
+
+    Raises:
+        MessageNotFound: no visible message has this id.
+    """
+    scope, params = principal_params(principal)
+    rows = yield Stmt(sql.get_message(scope, lock), {**params, "mid": mid})
+    if not rows:
+        raise MessageNotFound(mid)
+    return rows[0]  # type: ignore[no-any-return]
+
+
+def refresh_summary(cid: Any, when: datetime) -> Plan[None]:
+    """Recompute a conversation's live message count and preview after messages disappear or change."""
+    yield Stmt(sql.REFRESH_SUMMARY, {"cid": cid, "when": when})

@@ -10,7 +10,7 @@ from sqlalchemy import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatmemory import _migrate
-from chatmemory._db import Database, create_engine
+from chatmemory._db import Database, owned_engine
 from chatmemory.limits import Limits
 from chatmemory.principal import Principal, current_principal
 from chatmemory.scope import Scope
@@ -29,6 +29,15 @@ class ChatMemory:
         self._db = Database(engine)
         self._owns_engine = False
         self.limits = limits or Limits()
+
+    @classmethod
+    def _from_url(cls, url: str | URL | None, limits: Limits | None, options: dict[str, Any]) -> ChatMemory:
+        engine, pool_size = owned_engine(url, options)
+        memory = cls.__new__(cls)
+        memory._db = Database(engine, owned=True, pool_size=pool_size)
+        memory._owns_engine = True
+        memory.limits = limits or Limits()
+        return memory
 
     @property
     def engine(self) -> AsyncEngine:
@@ -49,7 +58,8 @@ class ChatMemory:
 
         ``migrate=True`` upgrades the schema to the current version (safe when several
         processes start at once); ``migrate=False`` only checks it. ``options`` go to
-        SQLAlchemy's ``create_async_engine``.
+        SQLAlchemy's ``create_async_engine`` (used for migrations), except ``pool_size`` and
+        ``max_overflow``, which size the store's own PostgreSQL pools.
 
         Raises:
             SchemaOutOfDateError: ``migrate=False`` and the schema is not current.
@@ -76,7 +86,9 @@ class ChatMemory:
         await _migrate.verify(self._db, f"chatmemory migrate --url '{url}'")
 
     async def close(self) -> None:
-        """Dispose the engine if this store created it."""
+        """Wait for calls still running, then close the connections this store opened and dispose
+        the engine if it created it. Idempotent; from any thread or event loop."""
+        await self._db.close()
         if self._owns_engine:
             await self._db.engine.dispose()
 
@@ -100,8 +112,7 @@ class _Opening:
 
     async def _open(self) -> ChatMemory:
         cls, url, migrate, limits, options = self._args
-        memory = cls(create_engine(url, **options), limits=limits)
-        memory._owns_engine = True
+        memory = cls._from_url(url, limits, options)
         try:
             await (memory.migrate() if migrate else memory.check_schema())
         except BaseException:

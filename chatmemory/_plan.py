@@ -1,0 +1,82 @@
+"""Operations as plans: generators that yield statements and receive their rows (no I/O of their own).
+
+Every scope operation is written once as a plan. A driver runs the whole plan inside one
+transaction: synchronously on a SQLite thread, or with awaits on an asyncpg connection. The
+SQL a plan names lives in ``_sql``; the values it sends are plain Python (``UUID``,
+``datetime``, ``Json``, lists as ``Many``), turned into each driver's types by ``encode``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeAlias, TypeVar
+from uuid import UUID
+
+from chatmemory._sql import SQL
+
+T = TypeVar("T")
+
+Row: TypeAlias = Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Json:
+    """A value stored in a JSON column (``None`` is SQL NULL)."""
+
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Many:
+    """A list bound as one parameter (a JSON array on SQLite, an array on PostgreSQL)."""
+
+    values: Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Stmt:
+    """One statement of a plan. ``many`` runs it once per parameter set; ``count`` answers the
+    number of rows changed instead of rows."""
+
+    sql: SQL
+    params: dict[str, Any] | list[dict[str, Any]]
+    many: bool = False
+    count: bool = False
+
+
+Plan: TypeAlias = Generator[Stmt, Any, T]
+
+
+def drive(plan: Plan[T], execute: Callable[[Stmt], Any]) -> T:
+    """Run ``plan`` to its end, answering each statement with ``execute(statement)``."""
+    try:
+        stmt = next(plan)
+        while True:
+            stmt = plan.send(execute(stmt))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+def sqlite_value(value: Any) -> Any:
+    """A plan's value as the SQLite schema stores it (the layout SQLAlchemy's types use)."""
+    if isinstance(value, UUID):
+        return value.hex
+    if isinstance(value, datetime):
+        return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}"
+    if isinstance(value, Json):
+        return None if value.value is None else json.dumps(value.value)
+    if isinstance(value, Many):
+        return json.dumps([sqlite_value(v) for v in value.values])
+    return value
+
+
+def postgres_value(value: Any) -> Any:
+    """A plan's value as asyncpg sends it."""
+    if isinstance(value, Json):
+        return None if value.value is None else json.dumps(value.value)
+    if isinstance(value, Many):
+        return [postgres_value(v) for v in value.values]
+    return value

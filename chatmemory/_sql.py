@@ -1,0 +1,235 @@
+"""Every statement the scope operations run, per backend, in one place.
+
+Statements are written with ``:name`` parameters; SQLite takes them as they are, and each is
+rewritten once to asyncpg's ``$n`` form. Variants (the principal's kind of scope, a row lock,
+an optional filter) are built on first use and cached, so no SQL is composed per call.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+PREVIEW_CHARS = 200
+
+
+class SQL:
+    """One statement: its SQLite text, its PostgreSQL text and the order of its parameters there."""
+
+    __slots__ = ("names", "postgres", "sqlite")
+
+    def __init__(self, sqlite: str, postgres: str | None = None) -> None:
+        self.sqlite = sqlite
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            if match[1] not in names:
+                names.append(match[1])
+            return f"${names.index(match[1]) + 1}"
+
+        self.postgres = _PARAM.sub(number, sqlite if postgres is None else postgres)
+        self.names = tuple(names)
+
+    def __repr__(self) -> str:
+        return f"SQL({self.sqlite!r})"
+
+
+def _both(text: str, *, lock: str = "") -> SQL:
+    """The same statement on both backends; ``lock`` is a row lock clause only PostgreSQL has."""
+    return SQL(text.replace("{lock}", ""), text.replace("{lock}", lock))
+
+
+def _in(column: str, name: str) -> tuple[str, str]:
+    return f"{column} IN (SELECT value FROM json_each(:{name}))", f"{column} = ANY(:{name})"
+
+
+CONVERSATION = (
+    "c.id, c.owner_id, c.tenant_id, c.title, c.metadata, c.pinned_at, c.archived_at, "
+    "c.created_at, c.updated_at"
+)
+SUMMARY = CONVERSATION + ", c.message_count, c.last_message_preview"
+HISTORY = (
+    "h.id, h.chat_conversation_id, h.model, h.system_prompts, h.metadata, h.status, h.usage, h.error, "
+    "h.finished_at, h.created_at, h.updated_at"
+)
+MESSAGE = (
+    "m.id, m.chat_conversation_id, m.chat_history_id, m.seq, m.role, m.content, m.parts, m.model, m.status, "
+    "m.error, m.usage, m.metadata, m.native, m.key, m.created_at, m.updated_at"
+)
+
+Scope = tuple[bool, bool]
+"""Which visibility clause a principal needs: (has no tenant, is admin)."""
+
+
+def visible(scope: Scope) -> str:
+    """Live conversations ``c`` the principal (``:p_owner``, ``:p_tenant``) may see."""
+    no_tenant, admin = scope
+    clause = "c.deleted_at IS NULL AND " + ("c.tenant_id IS NULL" if no_tenant else "c.tenant_id = :p_tenant")
+    return clause if admin else clause + " AND c.owner_id = :p_owner"
+
+
+# -- conversations ----------------------------------------------------------------------------
+
+INSERT_CONVERSATION = _both(
+    "INSERT INTO chat_conversations (id, owner_id, tenant_id, title, metadata, pinned_at, archived_at, "
+    "last_seq, message_count, last_message_preview, created_at, updated_at) VALUES (:id, :owner_id, "
+    ":tenant_id, :title, :metadata, NULL, NULL, 0, 0, NULL, :created_at, :created_at)"
+)
+UPDATE_CONVERSATION = _both(
+    "UPDATE chat_conversations SET title = :title, metadata = :metadata, pinned_at = :pinned_at, "
+    "archived_at = :archived_at, updated_at = :updated_at WHERE id = :cid"
+)
+TOUCH_CONVERSATION = _both("UPDATE chat_conversations SET updated_at = :when WHERE id = :cid")
+DELETE_CONVERSATION = tuple(
+    _both(f"UPDATE {table} SET deleted_at = :when WHERE {column} = :cid AND deleted_at IS NULL")
+    for table, column in (
+        ("chat_messages", "chat_conversation_id"),
+        ("chat_histories", "chat_conversation_id"),
+        ("chat_conversations", "id"),
+    )
+)
+CONVERSATION_HISTORIES = _both(
+    f"SELECT {HISTORY} FROM chat_histories h WHERE h.chat_conversation_id = :cid AND h.deleted_at IS NULL "
+    "ORDER BY h.created_at, h.id"
+)
+REFRESH_SUMMARY = _both(
+    "UPDATE chat_conversations SET message_count = (SELECT count(*) FROM chat_messages "
+    "WHERE chat_conversation_id = :cid AND deleted_at IS NULL), last_message_preview = ("
+    f"SELECT substr(content, 1, {PREVIEW_CHARS}) FROM chat_messages "
+    "WHERE chat_conversation_id = :cid AND deleted_at IS NULL ORDER BY seq DESC LIMIT 1), "
+    "updated_at = :when WHERE id = :cid"
+)
+
+
+@functools.cache
+def get_conversation(scope: Scope, lock: bool = False) -> SQL:
+    return _both(
+        f"SELECT {SUMMARY} FROM chat_conversations c WHERE c.id = :cid AND {visible(scope)}{{lock}}",
+        lock=" FOR UPDATE" if lock else "",
+    )
+
+
+@functools.cache
+def list_conversations(scope: Scope, pinned: bool, archived: bool | None, after: bool) -> SQL:
+    """One part of the listing (pinned or not), read from the owner's ``updated_at`` index."""
+    where = [visible(scope), "c.pinned_at IS NOT NULL" if pinned else "c.pinned_at IS NULL"]
+    if archived is not None:
+        where.append("c.archived_at IS NOT NULL" if archived else "c.archived_at IS NULL")
+    if after:
+        where.append("(c.updated_at < :after_at OR (c.updated_at = :after_at AND c.id < :after_id))")
+    return _both(
+        f"SELECT {SUMMARY} FROM chat_conversations c WHERE {' AND '.join(where)} "
+        "ORDER BY c.updated_at DESC, c.id DESC LIMIT :limit"
+    )
+
+
+# -- histories --------------------------------------------------------------------------------
+
+INSERT_HISTORY = _both(
+    "INSERT INTO chat_histories (id, chat_conversation_id, model, system_prompts, metadata, status, usage, "
+    "error, finished_at, created_at, updated_at) VALUES (:id, :cid, :model, :system_prompts, :metadata, "
+    "'running', NULL, NULL, NULL, :when, :when)"
+)
+UPDATE_HISTORY = _both(
+    "UPDATE chat_histories SET model = :model, system_prompts = :system_prompts, metadata = :metadata, "
+    "status = :status, usage = :usage, error = :error, finished_at = :finished_at, updated_at = :updated_at "
+    "WHERE id = :hid"
+)
+DELETE_HISTORY = (
+    _both("UPDATE chat_messages SET deleted_at = :when WHERE chat_history_id = :hid AND deleted_at IS NULL"),
+    _both("UPDATE chat_histories SET deleted_at = :when WHERE id = :hid"),
+)
+
+
+@functools.cache
+def get_history(scope: Scope, lock: bool = False) -> SQL:
+    return _both(
+        f"SELECT {HISTORY} FROM chat_histories h JOIN chat_conversations c ON c.id = h.chat_conversation_id "
+        f"WHERE h.id = :hid AND h.deleted_at IS NULL AND {visible(scope)}{{lock}}",
+        lock=" FOR UPDATE OF c" if lock else "",
+    )
+
+
+# -- messages ---------------------------------------------------------------------------------
+
+INSERT_MESSAGE = _both(
+    "INSERT INTO chat_messages (id, chat_conversation_id, chat_history_id, seq, role, content, parts, model, "
+    "status, error, usage, metadata, native, key, created_at, updated_at) VALUES (:id, :conversation_id, "
+    ":history_id, :seq, :role, :content, :parts, :model, :status, NULL, :usage, :metadata, :native, :key, "
+    ":created_at, :created_at)"
+)
+BUMP_CONVERSATION = _both(
+    "UPDATE chat_conversations SET last_seq = :last_seq, message_count = message_count + :added, "
+    "last_message_preview = :preview, updated_at = :when WHERE id = :cid"
+)
+DELETE_MESSAGE = _both("UPDATE chat_messages SET deleted_at = :when WHERE id = :mid")
+SETTLE_MESSAGE = _both(
+    "UPDATE chat_messages SET status = :status, content = :content, parts = :parts, model = :model, "
+    "error = :error, updated_at = :updated_at WHERE id = :mid"
+)
+HISTORY_MESSAGES = _both(
+    f"SELECT {MESSAGE} FROM chat_messages m WHERE m.chat_history_id = :hid AND m.deleted_at IS NULL "
+    "ORDER BY m.seq"
+)
+CONVERSATION_MESSAGES = _both(
+    f"SELECT {MESSAGE} FROM chat_messages m WHERE m.chat_conversation_id = :cid AND m.deleted_at IS NULL "
+    "ORDER BY m.seq"
+)
+COMPLETE_MESSAGES = _both(
+    f"SELECT {MESSAGE} FROM chat_messages m WHERE m.chat_conversation_id = :cid AND m.deleted_at IS NULL "
+    "AND m.status = 'complete' ORDER BY m.seq"
+)
+_KEYS = _in("m.key", "keys")
+MESSAGES_BY_KEY = SQL(
+    f"SELECT {MESSAGE} FROM chat_messages m WHERE m.chat_history_id = :hid AND m.deleted_at IS NULL AND "
+    + _KEYS[0],
+    f"SELECT {MESSAGE} FROM chat_messages m WHERE m.chat_history_id = :hid AND m.deleted_at IS NULL AND "
+    + _KEYS[1],
+)
+
+
+@functools.cache
+def lock_for_append(scope: Scope) -> SQL:
+    """The history's status, conversation and model, and the conversation's ``last_seq``, locked."""
+    return _both(
+        "SELECT h.status, h.chat_conversation_id, h.model, c.last_seq FROM chat_histories h "
+        "JOIN chat_conversations c ON c.id = h.chat_conversation_id "
+        f"WHERE h.id = :hid AND h.deleted_at IS NULL AND {visible(scope)}{{lock}}",
+        lock=" FOR UPDATE OF c",
+    )
+
+
+@functools.cache
+def get_message(scope: Scope, lock: bool = False) -> SQL:
+    return _both(
+        f"SELECT {MESSAGE} FROM chat_messages m JOIN chat_conversations c ON c.id = m.chat_conversation_id "
+        f"WHERE m.id = :mid AND m.deleted_at IS NULL AND {visible(scope)}{{lock}}",
+        lock=" FOR UPDATE OF c" if lock else "",
+    )
+
+
+@functools.cache
+def list_messages(
+    scope: Scope, by_conversation: bool, by_history: bool, newest_first: bool, after: bool
+) -> SQL:
+    where = [visible(scope), "m.deleted_at IS NULL"]
+    if by_conversation:
+        where.append("m.chat_conversation_id = :cid")
+    if by_history:
+        where.append("m.chat_history_id = :hid")
+    if after:
+        where.append("m.seq < :after" if newest_first else "m.seq > :after")
+    return _both(
+        f"SELECT {MESSAGE} FROM chat_messages m JOIN chat_conversations c ON c.id = m.chat_conversation_id "
+        f"WHERE {' AND '.join(where)} ORDER BY m.seq{' DESC' if newest_first else ''} LIMIT :limit"
+    )
+
+
+@functools.cache
+def transcript(scope: Scope) -> SQL:
+    return _both(
+        f"SELECT {MESSAGE} FROM chat_messages m JOIN chat_conversations c ON c.id = m.chat_conversation_id "
+        f"WHERE m.chat_conversation_id = :cid AND m.deleted_at IS NULL AND {visible(scope)} ORDER BY m.seq"
+    )

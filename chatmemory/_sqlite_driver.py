@@ -1,0 +1,125 @@
+"""Plans on SQLite: stdlib ``sqlite3`` on threads this store owns, one hop per call.
+
+One writer connection on one thread: writers queue in front of it (SQLite has one writer at
+a time; other processes wait on the file lock). Reader connections on a small pool of threads
+run beside it, which WAL allows. Each call runs its whole transaction in one trip to a thread,
+however many statements its plan has, and the caller awaits it through a
+``concurrent.futures`` future, so any thread and any event loop may call.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from chatmemory._plan import Plan, Stmt, drive, sqlite_value
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 30_000
+PRAGMAS = (
+    f"busy_timeout = {BUSY_TIMEOUT_MS}",
+    "journal_mode = WAL",
+    # NORMAL in WAL mode never loses a committed transaction when a process crashes.
+    "synchronous = NORMAL",
+    "foreign_keys = ON",
+)
+
+
+def configure(connection: Any) -> None:
+    """chatmemory's settings on a new DBAPI connection (autocommit: transactions begin explicitly)."""
+    connection.isolation_level = None
+    cursor = connection.cursor()
+    for pragma in PRAGMAS:
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _params(params: dict[str, Any]) -> dict[str, Any]:
+    return {name: sqlite_value(value) for name, value in params.items()}
+
+
+def execute(connection: sqlite3.Connection, stmt: Stmt) -> Any:
+    """One statement of a plan on ``connection``: its rows, or the number of rows it changed."""
+    if stmt.many:
+        assert isinstance(stmt.params, list)
+        connection.executemany(stmt.sql.sqlite, [_params(p) for p in stmt.params])
+        return []
+    assert isinstance(stmt.params, dict)
+    cursor = connection.execute(stmt.sql.sqlite, _params(stmt.params))
+    if stmt.count:
+        return cursor.rowcount
+    return cursor.fetchall()
+
+
+class SQLiteDriver:
+    """Runs plans on a SQLite file from its own threads."""
+
+    def __init__(self, path: str, *, readers: int = 2, trace: Callable[[Stmt], None] | None = None) -> None:
+        self._path = path
+        self.trace = trace
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chatmemory-sqlite-writer")
+        # An in-memory database exists once per connection: everything goes through the writer.
+        memory = path in ("", ":memory:") or "mode=memory" in path
+        self._readers = (
+            self._writer
+            if memory
+            else concurrent.futures.ThreadPoolExecutor(readers, thread_name_prefix="chatmemory-sqlite-reader")
+        )
+
+    def submit(self, plan: Plan[T], *, write: bool) -> concurrent.futures.Future[T]:
+        """Queue the plan on the writer (``write``) or a reader thread.
+
+        Raises:
+            RuntimeError: the driver is closed.
+        """
+        return (self._writer if write else self._readers).submit(self._run, plan, write)
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(
+                self._path, check_same_thread=False, uri=self._path.startswith("file:")
+            )
+            configure(connection)
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        return connection
+
+    def _run(self, plan: Plan[T], write: bool) -> T:
+        connection = self._connection()
+        trace = self.trace
+
+        def step(stmt: Stmt) -> Any:
+            if trace is not None:
+                trace(stmt)
+            return execute(connection, stmt)
+
+        # IMMEDIATE takes the write lock up front, so two writers never deadlock on an upgrade.
+        connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            result = drive(plan, step)
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        finally:
+            plan.close()
+        return result
+
+    def close(self) -> None:
+        """Finish queued work, then close every connection (blocking: run it on a thread)."""
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.close()
