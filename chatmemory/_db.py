@@ -160,17 +160,19 @@ class Database:
             plan.close()
             raise StorageError("the store is closed")
         try:
-            if self._sqlite is not None:
+            if self._sqlite is not None or self._postgres is not None:
                 try:
-                    submitted = self._sqlite.submit(plan, write=write)
+                    if self._sqlite is not None:
+                        submitted = self._sqlite.submit(plan, write=write)
+                    else:
+                        assert self._postgres is not None
+                        submitted = self._postgres.submit(plan)
                 except RuntimeError:
+                    plan.close()
                     raise StorageError("the store is closed") from None
-                return await _outcome(submitted, write)
-            if self._postgres is not None:
-                task = asyncio.ensure_future(self._postgres.run(plan))
-            else:
-                assert self._engine_driver is not None
-                task = asyncio.ensure_future(self._engine_driver.run(plan, write=write))
+                return await _outcome(submitted, write, unstarted=self._sqlite is not None)
+            assert self._engine_driver is not None
+            task = asyncio.ensure_future(self._engine_driver.run(plan, write=write))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             return await _finish(task, write)
@@ -207,10 +209,9 @@ class Database:
         pending = [t for t in self._background if t.get_loop() is asyncio.get_running_loop()]
         if pending:
             await asyncio.wait(pending, timeout=60)
-        if self._sqlite is not None:
-            await asyncio.to_thread(self._sqlite.close)
-        if self._postgres is not None:
-            await self._postgres.close()
+        for driver in (self._sqlite, self._postgres):
+            if driver is not None:
+                await asyncio.to_thread(driver.close)
 
 
 def owned_engine(url: str | URL | None, options: dict[str, Any]) -> tuple[AsyncEngine, int]:
@@ -226,13 +227,20 @@ def owned_engine(url: str | URL | None, options: dict[str, Any]) -> tuple[AsyncE
     return create_engine(url, poolclass=NullPool, **options), size
 
 
-async def _outcome(submitted: concurrent.futures.Future[T], write: bool) -> T:
-    """Await a plan queued on a thread; if the caller is cancelled, a started write is awaited to its end."""
+async def _outcome(submitted: concurrent.futures.Future[T], write: bool, *, unstarted: bool) -> T:
+    """Await a plan running on the store's own thread.
+
+    A cancelled caller withdraws the plan only if it has not started (``unstarted``: the
+    future is still queued); a started plan always runs to its commit or rollback, and a
+    cancelled writer waits for that before its cancellation goes on.
+    """
     waiting = asyncio.wrap_future(submitted)
+    # A caller that stopped waiting has its error, if any, dropped here rather than logged.
+    waiting.add_done_callback(lambda done: done.cancelled() or done.exception())
     try:
         return await asyncio.shield(waiting)
     except asyncio.CancelledError:
-        if submitted.cancel() or not write:
+        if (unstarted and submitted.cancel()) or not write:
             raise
         await _settle(waiting)
         raise

@@ -1,15 +1,15 @@
-"""Plans on PostgreSQL: asyncpg directly, a pool per event loop, prepared statements.
+"""Plans on PostgreSQL: asyncpg directly, one pool, prepared statements.
 
-asyncpg connections belong to the event loop that opened them, so each loop that calls
-gets its own pool (created on first use, closed by ``close``). asyncpg prepares and caches
-every statement per connection, so a plan's statements are parsed once per connection.
+asyncpg prepares and caches every statement per connection, so a plan's statements are
+parsed once per connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
-import weakref
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -65,57 +65,52 @@ async def execute(connection: asyncpg.Connection, stmt: Stmt) -> Any:
 
 
 class PostgresDriver:
-    """Runs plans on asyncpg pools, one per event loop."""
+    """Runs plans on an asyncpg pool that lives on an event loop of its own, in a thread it owns.
+
+    asyncpg connections belong to the loop that opened them; keeping them on the store's own
+    loop lets any thread and any event loop call (even one made by ``asyncio.run`` for a single
+    call), and no caller's loop can block the pool.
+    """
 
     def __init__(self, url: URL, *, max_size: int = 10, trace: Callable[[Stmt], None] | None = None) -> None:
         self._options = connect_options(url)
         self._max_size = max_size
         self.trace = trace
-        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[asyncpg.Pool]] = (
-            weakref.WeakKeyDictionary()
+        self._pool: asyncpg.Pool | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="chatmemory-postgres", daemon=True
         )
+        self._thread.start()
 
-    async def _pool(self) -> asyncpg.Pool:
-        loop = asyncio.get_running_loop()
-        future = self._pools.get(loop)
-        if future is None:
-            future = loop.create_future()
-            self._pools[loop] = future
-            try:
-                pool = await asyncpg.create_pool(
-                    min_size=0, max_size=self._max_size, statement_cache_size=256, **self._options
-                )
-            except Exception as exc:
-                del self._pools[loop]
-                future.set_exception(exc)
-                future.exception()  # retrieved: the next caller tries again
-                raise
-            except BaseException:
-                del self._pools[loop]
-                future.cancel()
-                raise
-            future.set_result(pool)
-        return await asyncio.shield(future)
+    def submit(self, plan: Plan[T]) -> concurrent.futures.Future[T]:
+        """Start the plan on the store's loop.
 
-    async def run(self, plan: Plan[T]) -> T:
-        pool = await self._pool()
-        async with pool.acquire() as connection:
+        Raises:
+            RuntimeError: the driver is closed.
+        """
+        return asyncio.run_coroutine_threadsafe(self._run(plan), self._loop)
+
+    async def _run(self, plan: Plan[T]) -> T:
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(
+                min_size=0, max_size=self._max_size, statement_cache_size=256, **self._options
+            )
+        async with self._pool.acquire() as connection:
             return await run_on(connection, plan, self.trace)
 
-    async def close(self) -> None:
-        """Close this loop's pool; terminate pools of other loops (they cannot be awaited here)."""
-        loop = asyncio.get_running_loop()
-        pools = list(self._pools.items())
-        self._pools.clear()
-        for owner, future in pools:
-            if not future.done() or future.exception() is not None:
-                continue
-            pool = future.result()
-            if owner is loop:
-                try:
-                    await asyncio.wait_for(pool.close(), timeout=10)
-                except TimeoutError:
-                    pool.terminate()
-            else:
-                with contextlib.suppress(RuntimeError):
-                    pool.terminate()
+    async def _close_pool(self) -> None:
+        if self._pool is not None:
+            try:
+                await asyncio.wait_for(self._pool.close(), timeout=10)
+            except TimeoutError:
+                self._pool.terminate()
+
+    def close(self) -> None:
+        """Close the pool and stop the loop (blocking: run it on a thread)."""
+        with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+            asyncio.run_coroutine_threadsafe(self._close_pool(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        if not self._thread.is_alive():
+            self._loop.close()

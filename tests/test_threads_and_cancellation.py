@@ -1,0 +1,142 @@
+"""One store used from many threads and event loops, closed from any of them, and callers
+cancelled at random points: the store never hangs and is never left half-written."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import make_url
+
+from chatmemory import ChatMemory, Message, Principal, StorageError
+from chatmemory._plan import Stmt
+
+BATCH = 4
+
+
+def _batch(tag: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": f"{tag}:{i}", "key": f"{tag}:{i}"} for i in range(BATCH)]
+
+
+def _batches(messages: list[Message]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for m in messages:
+        groups[m.content.rsplit(":", 1)[0]].append(m.seq)
+    return groups
+
+
+async def _check_whole(memory: ChatMemory, conversation_id: Any) -> list[Message]:
+    """Consecutive seq, every batch whole and unbroken, the summary in step with the messages."""
+    chat = memory.scoped(Principal("alice"))
+    messages = await chat.transcript(conversation_id)
+    assert [m.seq for m in messages] == list(range(1, len(messages) + 1))
+    for seqs in _batches(messages).values():
+        assert seqs == list(range(seqs[0], seqs[0] + BATCH))
+    summary = (await chat.list_conversations()).items[0]
+    assert summary.message_count == len(messages)
+    assert summary.last_message_preview == (messages[-1].content if messages else None)
+    return messages
+
+
+async def test_threads_each_with_their_own_event_loop(db_url: str) -> None:
+    async with ChatMemory.open(db_url) as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+
+        async def work(thread: int) -> int:
+            for b in range(3):
+                await chat.append_messages(run.id, _batch(f"t{thread}b{b}"))
+            return len(await chat.transcript(conv.id))
+
+        with ThreadPoolExecutor(4) as pool:
+            # A new loop per call, as frameworks' synchronous wrappers do.
+            futures = [pool.submit(asyncio.run, work(t)) for t in range(4)]
+            seen = await asyncio.to_thread(lambda: [f.result(timeout=120) for f in futures])
+        assert all(n >= 3 * BATCH for n in seen)
+        messages = await _check_whole(memory, conv.id)
+        assert len(messages) == 4 * 3 * BATCH
+
+
+async def test_close_from_another_event_loop_then_calls_refuse(db_url: str) -> None:
+    memory = await ChatMemory.open(db_url)
+    chat = memory.scoped(Principal("alice"))
+    conv = await chat.start_conversation()
+    await asyncio.wait_for(asyncio.to_thread(asyncio.run, memory.close()), timeout=60)
+    with pytest.raises(StorageError, match="closed"):
+        await chat.get_conversation(conv.id)
+    await memory.close()  # idempotent
+
+
+async def test_cancelled_appends_commit_whole_or_not_at_all(db_url: str, backend: str) -> None:
+    rng = random.Random(1234)
+    async with ChatMemory.open(db_url) as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        settled: dict[str, bool] = {}
+        for attempt in range(40):
+            tag = f"a{attempt}"
+            task = asyncio.create_task(chat.append_messages(run.id, _batch(tag)))
+            delay = rng.choice([None, 0, 0, 0.0005, 0.001, 0.002, 0.004])
+            if delay is not None:  # None: cancelled before it ever ran
+                await asyncio.sleep(delay)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            # Once the cancelled caller is back, the outcome is final: whole or absent, for good.
+            present = tag in _batches(await chat.transcript(conv.id))
+            settled[tag] = present
+        assert set(settled.values()) == {True, False}, "cancellations hit both before and after the commit"
+        messages = await _check_whole(memory, conv.id)
+        assert {tag: tag in _batches(messages) for tag in settled} == settled
+        # Nothing is left holding a transaction or a lock: another writer gets in at once.
+        await chat.append_messages(run.id, _batch("after"))
+        await _assert_no_open_transaction(db_url, backend)
+
+
+async def _assert_no_open_transaction(db_url: str, backend: str) -> None:
+    url = make_url(db_url)
+    if backend == "sqlite":
+        other = sqlite3.connect(url.database or "", timeout=0.5, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        return
+    conn = await asyncpg.connect(
+        user=url.username, host=url.query.get("host") or url.host, port=url.port, database=url.database
+    )
+    try:
+        stuck = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state LIKE 'idle in transaction%'",
+            url.database,
+        )
+    finally:
+        await conn.close()
+    assert stuck == 0
+
+
+async def test_an_append_is_three_statements_in_one_transaction(memory: ChatMemory) -> None:
+    chat = memory.scoped(Principal("alice"))
+    conv = await chat.start_conversation()
+    run = await chat.start_history(conv.id, model="m")
+    sent: list[Stmt] = []
+    memory._db.set_trace(sent.append)
+    try:
+        await chat.append_messages(
+            run.id, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+        )
+    finally:
+        memory._db.set_trace(None)
+    assert len(sent) == 3
+    assert sent[1].many and len(sent[1].params) == 2
