@@ -4,6 +4,7 @@ cancelled at random points: the store never hangs and is never left half-written
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sqlite3
 from collections import defaultdict
@@ -88,10 +89,8 @@ async def test_cancelled_appends_commit_whole_or_not_at_all(db_url: str, backend
             if delay is not None:  # None: cancelled before it ever ran
                 await asyncio.sleep(delay)
             task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
             # Once the cancelled caller is back, the outcome is final: whole or absent, for good.
             present = tag in _batches(await chat.transcript(conv.id))
             settled[tag] = present
