@@ -41,7 +41,8 @@ class MessageOps(ScopeBase):
         """
         hid = parse_id("history_id", history_id)
         batch = self._batch(messages)
-        stored, added = await self._db.run(_append(self.principal, hid, batch, q.now()), write=True)
+        plan = _append(self.principal, hid, batch, q.now(), one_statement=not self._db.is_sqlite)
+        stored, added = await self._db.run(plan, write=True)
         by_key = {m.key: m for m in _rows.messages(stored, self._db.is_sqlite)}
         fresh = iter(added)
         return [by_key[m.key] if m.key in by_key else next(fresh) for m in batch]
@@ -161,22 +162,31 @@ class MessageOps(ScopeBase):
 
 
 def _append(
-    principal: Principal, hid: UUID, batch: list[NewMessage], when: datetime
+    principal: Principal, hid: UUID, batch: list[NewMessage], when: datetime, *, one_statement: bool
 ) -> Plan[tuple[list[Row], list[Message]]]:
-    """Stored rows for keys already there, and the new messages, ``seq`` taken under the conversation lock."""
+    """Stored rows for keys already there, and the new messages, ``seq`` taken under the conversation lock.
+
+    With ``one_statement`` (PostgreSQL) a batch without keys is one statement: the lock, the
+    checks, the insert and the counters together. Keys are looked up after the lock is held,
+    so a concurrent append of the same key is seen; the insert then follows as one statement.
+    """
     scope, params = q.principal_params(principal)
+    keys = [m.key for m in batch if m.key is not None]
+    if one_statement and not keys:
+        return [], (yield from _append_at_once(scope, params, hid, batch, when))
     found = yield Stmt(sql.lock_for_append(scope), {**params, "hid": hid})
     if not found:
         raise HistoryNotFound(hid)
     status, cid, history_model, last_seq = found[0]
     if status != "running":
         raise ConflictError(f"history {hid} is {status}; start a new history to add messages")
-    keys = [m.key for m in batch if m.key is not None]
     stored: list[Row] = (yield Stmt(sql.MESSAGES_BY_KEY, {"hid": hid, "keys": Many(keys)})) if keys else []
     taken = {row[13] for row in stored}
     fresh = [m for m in batch if m.key not in taken]
     if not fresh:
         return stored, []
+    if one_statement:
+        return stored, (yield from _append_at_once(scope, params, hid, fresh, when))
     cid = UUID(str(cid)) if not isinstance(cid, UUID) else cid
     rows = [_new_row(m, cid, hid, last_seq + i, history_model, when) for i, m in enumerate(fresh, start=1)]
     yield Stmt(sql.INSERT_MESSAGE, rows, many=True)
@@ -191,6 +201,45 @@ def _append(
         },
     )
     return stored, [_added(row, m) for row, m in zip(rows, fresh, strict=True)]
+
+
+def _append_at_once(
+    scope: sql.Scope, params: dict[str, Any], hid: UUID, batch: list[NewMessage], when: datetime
+) -> Plan[list[Message]]:
+    ids = [new_id() for _ in batch]
+    values: dict[str, list[Any]] = {
+        "id": ids,
+        "role": [m.role for m in batch],
+        "content": [m.text for m in batch],
+        "parts": [Json(None if m.parts is None else dump_parts(m.parts)) for m in batch],
+        "model": [m.model for m in batch],
+        "status": [m.status for m in batch],
+        "usage": [Json(m.usage) for m in batch],
+        "metadata": [Json(m.metadata) for m in batch],
+        "native": [Json(None if m.native is None else m.native.model_dump(mode="json")) for m in batch],
+        "key": [m.key for m in batch],
+    }
+    columns = {f"{name}_values": Many(column) for name, column in values.items()}
+    found = yield Stmt(
+        sql.append_postgres(scope),
+        {
+            **params,
+            **columns,
+            "hid": hid,
+            "when": when,
+            "added": len(batch),
+            "preview": batch[-1].text[: q.PREVIEW_CHARS],
+        },
+    )
+    if not found:
+        raise HistoryNotFound(hid)
+    status, cid, history_model, last_seq = found[0]
+    if status != "running":
+        raise ConflictError(f"history {hid} is {status}; start a new history to add messages")
+    rows = [_new_row(m, cid, hid, last_seq + i, history_model, when) for i, m in enumerate(batch, start=1)]
+    for row, message_id in zip(rows, ids, strict=True):
+        row["id"] = message_id
+    return [_added(row, m) for row, m in zip(rows, batch, strict=True)]
 
 
 def _new_row(

@@ -233,3 +233,36 @@ def transcript(scope: Scope) -> SQL:
         f"SELECT {MESSAGE} FROM chat_messages m JOIN chat_conversations c ON c.id = m.chat_conversation_id "
         f"WHERE m.chat_conversation_id = :cid AND m.deleted_at IS NULL AND {visible(scope)} ORDER BY m.seq"
     )
+
+
+_APPEND_COLUMNS = ("id", "role", "content", "parts", "model", "status", "usage", "metadata", "native", "key")
+_APPEND_TYPES = ("uuid", "text", "text", "json", "text", "text", "json", "json", "json", "text")
+
+
+@functools.cache
+def append_postgres(scope: Scope) -> SQL:
+    """A whole append in one PostgreSQL statement.
+
+    Locks the conversation row while checking the history is visible, allocates ``seq`` after
+    the locked ``last_seq``, inserts the batch (given as one array per column) and bumps the
+    conversation's counters, only if the history is running. Answers the history's status,
+    conversation, model and ``last_seq`` before the append; no row means not visible.
+    """
+    arrays = ", ".join(f":{c}_values::{t}[]" for c, t in zip(_APPEND_COLUMNS, _APPEND_TYPES, strict=True))
+    text = (
+        "WITH h AS (SELECT h.status, h.chat_conversation_id AS cid, h.model, c.last_seq "
+        "FROM chat_histories h JOIN chat_conversations c ON c.id = h.chat_conversation_id "
+        f"WHERE h.id = :hid AND h.deleted_at IS NULL AND {visible(scope)} FOR UPDATE OF c), "
+        f"i AS (SELECT * FROM unnest({arrays}) WITH ORDINALITY "
+        f"AS t({', '.join(_APPEND_COLUMNS)}, n)), "
+        "ins AS (INSERT INTO chat_messages (id, chat_conversation_id, chat_history_id, seq, role, content, "
+        "parts, model, status, error, usage, metadata, native, key, created_at, updated_at) "
+        "SELECT i.id, h.cid, :hid, h.last_seq + i.n, i.role, i.content, i.parts, "
+        "CASE WHEN i.role = 'assistant' THEN coalesce(i.model, h.model) END, i.status, NULL, i.usage, "
+        "i.metadata, i.native, i.key, :when, :when FROM i, h WHERE h.status = 'running' RETURNING 1), "
+        "bump AS (UPDATE chat_conversations c SET last_seq = h.last_seq + :added, "
+        "message_count = c.message_count + :added, last_message_preview = :preview, updated_at = :when "
+        "FROM h WHERE c.id = h.cid AND h.status = 'running' RETURNING 1) "
+        "SELECT h.status, h.cid, h.model, h.last_seq FROM h"
+    )
+    return SQL("-- PostgreSQL only", text)

@@ -125,7 +125,9 @@ async def _assert_no_open_transaction(db_url: str, backend: str) -> None:
     assert stuck == 0
 
 
-async def test_an_append_is_three_statements_in_one_transaction(memory: ChatMemory) -> None:
+async def test_statements_per_append(memory: ChatMemory, backend: str) -> None:
+    """PostgreSQL: one statement (lock, checks, insert and counters together); SQLite: three on one
+    thread hop (lock, insert, counters). A key lookup adds what it must on both."""
     chat = memory.scoped(Principal("alice"))
     conv = await chat.start_conversation()
     run = await chat.start_history(conv.id, model="m")
@@ -135,7 +137,11 @@ async def test_an_append_is_three_statements_in_one_transaction(memory: ChatMemo
         await chat.append_messages(
             run.id, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
         )
+        await chat.append_messages(run.id, [{"role": "user", "content": "c", "key": "k"}])
     finally:
         memory._db.set_trace(None)
-    assert len(sent) == 3
-    assert sent[1].many and len(sent[1].params) == 2
+    if backend == "postgres":
+        assert len(sent) == 1 + 3
+    else:
+        assert len(sent) == 3 + 4
+        assert sent[1].many and len(sent[1].params) == 2
