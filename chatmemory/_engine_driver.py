@@ -59,6 +59,8 @@ async def _execute(connection: aiosqlite.Connection, stmt: Stmt) -> Any:
     def params(values: dict[str, Any]) -> dict[str, Any]:
         return {name: sqlite_value(value) for name, value in values.items()}
 
+    if not stmt.sql.sqlite:
+        return 0 if stmt.count else []  # nothing to do on this backend
     if stmt.many:
         assert isinstance(stmt.params, list)
         await connection.executemany(stmt.sql.sqlite, [params(p) for p in stmt.params])

@@ -331,5 +331,8 @@ def _settle(principal: Principal, mid: UUID, values: dict[str, Any], allow_model
         params[name] = Json(value) if name == "parts" else value
     params["mid"] = mid
     yield Stmt(sql.SETTLE_MESSAGE, params)
+    if "content" in values:
+        for statement in sql.REINDEX_MESSAGE:
+            yield Stmt(statement, {"mid": mid})
     yield from q.refresh_summary(row[1], values["updated_at"])
     return row

@@ -39,7 +39,8 @@ class Many:
 @dataclass(frozen=True, slots=True)
 class Stmt:
     """One statement of a plan. ``many`` runs it once per parameter set; ``count`` answers the
-    number of rows changed instead of rows."""
+    number of rows changed instead of rows. A statement with no text for a backend (work that
+    backend does elsewhere, e.g. in a trigger) answers no rows there without a round trip."""
 
     sql: SQL
     params: dict[str, Any] | list[dict[str, Any]]

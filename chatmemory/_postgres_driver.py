@@ -50,6 +50,8 @@ async def run_on(connection: asyncpg.Connection, plan: Plan[T], trace: Callable[
 
 async def execute(connection: asyncpg.Connection, stmt: Stmt) -> Any:
     sql = stmt.sql
+    if not sql.postgres:
+        return 0 if stmt.count else []  # nothing to do on this backend
     if stmt.many:
         assert isinstance(stmt.params, list)
         await connection.executemany(

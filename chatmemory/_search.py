@@ -9,7 +9,8 @@ fail nor change the query. Query syntax:
 - ``"..."`` is a phrase, its words adjacent and in order: ``"hotel in rome"``;
 - a word ending in ``*`` is a prefix: ``hot*`` finds "hotel" and "hotter".
 
-A word is a run of letters and digits; everything else separates words. The backends
+What is searched is a message's content followed by the name and arguments of each of its
+tool calls. A word is a run of letters and digits; everything else separates words. The backends
 tokenize stored text almost alike; PostgreSQL keeps some compound tokens whole (URLs,
 e-mail addresses, decimal numbers, file paths), so a part of one matches only on SQLite.
 """
@@ -43,6 +44,8 @@ from sqlalchemy.sql.expression import ColumnClause, FromClause
 
 from chatmemory import _cursor
 from chatmemory import _queries as q
+from chatmemory import _sql as sql
+from chatmemory._plan import Plan, Stmt
 from chatmemory._schema import conversations, histories, messages
 from chatmemory._scope_base import Id, ScopeBase
 from chatmemory._validation import parse_id
@@ -63,7 +66,7 @@ MAX_WORD = 255
 SNIPPET_WORDS = 24
 _ROLES = ("system", "user", "assistant", "tool")
 _WORD = re.compile(r"([^\W_]+)(\*)?")
-# Maintained by triggers; see migration 0002.
+# Filled at search time on SQLite; see migrations 0002 and 0003.
 SQLITE_FTS_TABLE = "chat_messages_fts"
 _FTS: ColumnClause[Any] = literal_column(SQLITE_FTS_TABLE)
 _FTS_TABLE = table(SQLITE_FTS_TABLE, column("rowid"))
@@ -170,6 +173,8 @@ class SearchOps(ScopeBase):
         text = fts5_query(terms) if sqlite else tsquery(terms)
         digest = hashlib.sha256(repr((text, cid, hid, role)).encode()).hexdigest()[:16]
         after = _position(digest, cursor) if cursor is not None else None
+        if sqlite and await self._db.run(_unindexed()):
+            await self._db.run(_index_tail(), write=True)
         async with self._db.transaction() as conn:
             if cid is not None:
                 await q.get_conversation(conn, self.principal, cid)
@@ -214,6 +219,17 @@ class SearchOps(ScopeBase):
             else None
         )
         return Page(items=hits, next_cursor=next_cursor, has_more=more)
+
+
+def _unindexed() -> Plan[bool]:
+    rows = yield Stmt(sql.UNINDEXED_TAIL, {})
+    return bool(rows and rows[0][0])
+
+
+def _index_tail() -> Plan[None]:
+    """Index every message written since the last search, in one batch (SQLite)."""
+    for statement in sql.INDEX_TAIL:
+        yield Stmt(statement, {})
 
 
 def _ranked(sqlite: bool, text: str) -> Select[Any]:

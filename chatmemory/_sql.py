@@ -266,3 +266,43 @@ def append_postgres(scope: Scope) -> SQL:
         "SELECT h.status, h.cid, h.model, h.last_seq FROM h"
     )
     return SQL("-- PostgreSQL only", text)
+
+
+# -- search index (SQLite: filled at search time; PostgreSQL: a trigger, so nothing to run) ----
+
+SEARCH_TEXT_SQLITE = (
+    "m.content || coalesce((SELECT ' ' || group_concat(json_extract(p.value, '$.name') || ' ' || "
+    "coalesce(json_extract(p.value, '$.arguments'), ''), ' ') FROM json_each(m.parts) p "
+    "WHERE json_extract(p.value, '$.type') = 'tool_call'), '')"
+)
+"""A message's search text: its content, then each tool call's name and arguments (migration 0003)."""
+
+UNINDEXED_TAIL = SQL(
+    "SELECT (SELECT indexed_rowid FROM chat_search_state) < "
+    "(SELECT coalesce(max(rowid), 0) FROM chat_messages)",
+    "",
+)
+INDEX_TAIL = (
+    SQL(
+        f"INSERT INTO chat_messages_fts (rowid, body) SELECT m.rowid, {SEARCH_TEXT_SQLITE} "
+        "FROM chat_messages m "
+        "WHERE m.rowid > (SELECT indexed_rowid FROM chat_search_state)",
+        "",
+    ),
+    SQL(
+        "UPDATE chat_search_state SET indexed_rowid = (SELECT coalesce(max(rowid), 0) FROM chat_messages)", ""
+    ),
+)
+REINDEX_MESSAGE = (
+    SQL(
+        "DELETE FROM chat_messages_fts WHERE rowid = (SELECT rowid FROM chat_messages WHERE id = :mid "
+        "AND rowid <= (SELECT indexed_rowid FROM chat_search_state))",
+        "",
+    ),
+    SQL(
+        f"INSERT INTO chat_messages_fts (rowid, body) SELECT m.rowid, {SEARCH_TEXT_SQLITE} "
+        "FROM chat_messages m "
+        "WHERE m.id = :mid AND m.rowid <= (SELECT indexed_rowid FROM chat_search_state)",
+        "",
+    ),
+)

@@ -44,6 +44,8 @@ def _params(params: dict[str, Any]) -> dict[str, Any]:
 
 def execute(connection: sqlite3.Connection, stmt: Stmt) -> Any:
     """One statement of a plan on ``connection``: its rows, or the number of rows it changed."""
+    if not stmt.sql.sqlite:
+        return 0 if stmt.count else []  # nothing to do on this backend
     if stmt.many:
         assert isinstance(stmt.params, list)
         connection.executemany(stmt.sql.sqlite, [_params(p) for p in stmt.params])

@@ -1,0 +1,73 @@
+"""What the search index holds and when: tool calls are searchable, every committed live message
+is found at once (SQLite indexes at search time), changed content is re-indexed, and a hard
+delete of the newest message does not hide the next one."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from chatmemory import ChatMemory, NewMessage, Principal, ToolCallPart, ToolResultPart
+from chatmemory.scope import Scope
+
+
+async def _texts(scope: Scope, query: str) -> list[str]:
+    return [hit.message.content for hit in (await scope.search_messages(query, limit=100)).items]
+
+
+async def test_tool_call_names_and_arguments_are_searchable(alice: Scope, bob: Scope) -> None:
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    call = ToolCallPart(id="c1", name="lookup_weather", arguments={"city": "Trondheim", "unit": "celsius"})
+    raw = ToolCallPart(id="c2", name="run_sql", arguments='{"query": "select kittens"}')
+    await alice.append_messages(
+        run.id,
+        [
+            NewMessage("user", "what is it like up north"),
+            NewMessage("assistant", [call]),
+            NewMessage("tool", [ToolResultPart(call_id="c1", content="cold")]),
+            NewMessage("assistant", [raw]),
+        ],
+    )
+    for query in ("lookup_weather", "trondheim", "celsius", "kittens", "run_sql"):
+        hits = (await alice.search_messages(query)).items
+        assert len(hits) == 1, query
+        assert hits[0].message.parts is not None and hits[0].message.role == "assistant"
+    assert await _texts(bob, "trondheim") == []
+
+
+async def test_every_append_is_found_by_the_next_search(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    for i in range(5):
+        await alice.append_messages(run.id, [NewMessage("user", f"needle number{i}")])
+        assert len(await _texts(alice, "needle")) == i + 1
+        assert await _texts(alice, f"number{i}") == [f"needle number{i}"]
+    deleted = (await alice.transcript(conv.id))[0]
+    await alice.delete_message(deleted.id)
+    assert "needle number0" not in await _texts(alice, "needle")
+
+
+async def test_completed_content_is_searchable(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    (pending,) = await alice.append_messages(run.id, [NewMessage("assistant", "", status="pending")])
+    assert await _texts(alice, "placeholder") == []  # indexes the pending message, empty
+    await alice.complete_message(pending.id, content="the placeholder is filled")
+    assert await _texts(alice, "placeholder") == ["the placeholder is filled"]
+
+
+async def test_a_reused_rowid_after_deleting_the_newest_is_indexed(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    async with ChatMemory.open(f"sqlite:///{path}") as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        run = await alice.start_history(conv.id, model="m")
+        await alice.append_messages(run.id, [NewMessage("user", "first"), NewMessage("user", "second")])
+        assert await _texts(alice, "second") == ["second"]
+        with sqlite3.connect(path, isolation_level=None) as raw:
+            raw.execute("DELETE FROM chat_messages WHERE content = 'second'")
+        raw.close()
+        await alice.append_messages(run.id, [NewMessage("user", "third")])
+        assert await _texts(alice, "third") == ["third"]
+        assert await _texts(alice, "second") == []
