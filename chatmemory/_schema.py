@@ -88,6 +88,22 @@ conversations = Table(
     *_timestamps(),
     Index(None, "owner_id", "tenant_id", "updated_at"),
     Index(None, "tenant_id", "updated_at"),
+    # Pinned conversations listed first, each part of a listing read in index order.
+    Index(
+        "ix_chat_conversations_pinned_owner",
+        "owner_id",
+        "tenant_id",
+        "updated_at",
+        sqlite_where=text("pinned_at IS NOT NULL"),
+        postgresql_where=text("pinned_at IS NOT NULL"),
+    ),
+    Index(
+        "ix_chat_conversations_pinned_tenant",
+        "tenant_id",
+        "updated_at",
+        sqlite_where=text("pinned_at IS NOT NULL"),
+        postgresql_where=text("pinned_at IS NOT NULL"),
+    ),
 )
 
 histories = Table(
