@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from benchmarks._data import MODEL, Msg
-from benchmarks._system import EVERYTHING, Family, SchemaConversation
+from benchmarks._system import EVERYTHING, SEARCH, Family, SchemaConversation
 from benchmarks._targets import Store
 from chatmemory import ChatMemory, NewMessage, Principal
 from chatmemory.scope import Scope
@@ -16,7 +16,7 @@ class ChatMemorySystem:
 
     name = "chatmemory"
     family: Family = "chatmemory"
-    abilities = EVERYTHING
+    abilities = EVERYTHING | {SEARCH}
     shares_schema = True
 
     def __init__(self) -> None:
@@ -57,6 +57,10 @@ class ChatMemorySystem:
     async def recent(self, owner: str, n: int) -> list[str | None]:
         page = await self._scope(owner).list_conversations(limit=n)
         return [c.last_message_preview for c in page.items]
+
+    async def search(self, owner: str, query: str) -> list[str]:
+        page = await self._scope(owner).search_messages(query, limit=20)
+        return [hit.message.content for hit in page.items]
 
     async def stop(self) -> None:
         if self._memory is not None:

@@ -39,6 +39,7 @@ class Sizes:
     w4_reads: int = 200
     w5_writers: int = 8
     w5_turns: int = 250
+    w7_searches: int = 200
     warmup_turns: int = 20
     scale: tuple[int, ...] = field(default=())
     scale_conversation: int = 500
@@ -61,6 +62,7 @@ QUICK = Sizes(
     w4_reads=5,
     w5_writers=3,
     w5_turns=5,
+    w7_searches=5,
     warmup_turns=2,
     scale_conversation=50,
     scale_user_conversations=20,

@@ -17,7 +17,7 @@ from benchmarks._system import RECENT, Entry, System
 from benchmarks._targets import Target, analyze
 from benchmarks.report import Recorder
 
-ALL_WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
+ALL_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W7")
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ async def _writes(system: System, target: Target, plan: Plan, rec: Recorder) -> 
             await _guarded(
                 rec, name, ["W1", "W1.p50", "W1.p99"], lambda: w.w1_append_turns(system, sizes, rec)
             )
-        if "W2" in plan.workloads or "W3" in plan.workloads:
+        if {"W2", "W3", "W7"} & set(plan.workloads):
             _log(f"{name}: W2")
             conv = await _guarded(rec, name, ["W2"], lambda: w.w2_append_batches(system, sizes, rec))
             if "W3" in plan.workloads and conv is not None:
@@ -79,6 +79,9 @@ async def _writes(system: System, target: Target, plan: Plan, rec: Recorder) -> 
                     rec, name, ["W3.last", "W3.all"],
                     lambda: w.w3_read(system, conv, sizes, rec, stored=sizes.w2_messages),
                 )  # fmt: skip
+            if "W7" in plan.workloads and conv is not None:
+                _log(f"{name}: W7")
+                await _guarded(rec, name, ["W7.bulk", "W7"], lambda: w.w7_search(system, conv, sizes, rec))
         if "W5" in plan.workloads:
             _log(f"{name}: W5")
             await _guarded(

@@ -13,6 +13,7 @@ from benchmarks._targets import Store
 Family = Literal["chatmemory", "raw", "peer"]
 # What a system can be asked to do; a system without one is "n/a" on that measure.
 APPEND, READ_LAST, READ_ALL, RECENT, CONCURRENT = "append", "read_last", "read_all", "recent", "concurrent"
+SEARCH = "search"
 EVERYTHING = frozenset({APPEND, READ_LAST, READ_ALL, RECENT, CONCURRENT})
 
 

@@ -30,6 +30,8 @@ METRICS = [
     Metric("W5", "W5 turns/s", True),
     Metric("W5.anomalies", "W5 lost/dup/reordered", None),
     Metric("W5.torn", "W5 split turns", None),
+    Metric("W7.bulk", "W7 first search after bulk ms", False),
+    Metric("W7", "W7 search after append p50 ms", False),
 ]
 SCALE_METRICS = [m for m in METRICS if m.key in {"W3.last", "W3.all", "W4"}]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from benchmarks._data import Sizes, median, message, percentile, turn
 from benchmarks._seed import Layout, Seeded
-from benchmarks._system import APPEND, CONCURRENT, READ_ALL, READ_LAST, RECENT, System
+from benchmarks._system import APPEND, CONCURRENT, READ_ALL, READ_LAST, RECENT, SEARCH, System
 from benchmarks.report import Recorder
 
 _TAG = re.compile(r"^\[(?P<tag>[^:\]]+):(?P<index>\d+)\]")
@@ -118,6 +118,27 @@ async def w5_concurrent(system: System, sizes: Sizes, rec: Recorder) -> None:
     anomalies, torn = audit(await system.read_all(conv), sizes.w5_writers, 2 * sizes.w5_turns)
     rec.add(system.name, "W5.anomalies", anomalies, "messages")
     rec.add(system.name, "W5.torn", torn, "turns")
+
+
+async def w7_search(system: System, bulk: Any, sizes: Sizes, rec: Recorder) -> None:
+    """W7: the first search after W2's bulk load (it sees all of it), then one search after each
+    appended turn, each required to find the turn just written."""
+    if SEARCH not in system.abilities:
+        raise NotImplementedError
+    search = system.search  # type: ignore[attr-defined]
+    start = time.perf_counter()
+    found = await search(bulk.owner, f'"w2 {sizes.w2_messages - 1}"')
+    rec.add(system.name, "W7.bulk", (time.perf_counter() - start) * 1000, "ms")
+    _check(any(t.startswith(f"[w2:{sizes.w2_messages - 1}]") for t in found), f"{system.name}: search missed")
+    conv = await system.conversation(bulk.owner)
+    samples = []
+    for i in range(sizes.w7_searches):
+        await system.append(conv, turn("w7", i))
+        t = time.perf_counter()
+        found = await search(bulk.owner, f'"w7 {2 * i + 1}"')
+        samples.append((time.perf_counter() - t) * 1000)
+        _check(any(x.startswith(f"[w7:{2 * i + 1}]") for x in found), f"{system.name}: search missed")
+    rec.add(system.name, "W7", median(samples), "ms")
 
 
 def audit(texts: list[str], writers: int, per_writer: int) -> tuple[int, int]:

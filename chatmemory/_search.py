@@ -24,37 +24,19 @@ from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import (
-    ColumnElement,
-    Float,
-    Select,
-    String,
-    and_,
-    bindparam,
-    cast,
-    column,
-    func,
-    literal_column,
-    or_,
-    table,
-)
-from sqlalchemy import select as sql_select
-from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.expression import ColumnClause, FromClause
 
-from chatmemory import _cursor
+from chatmemory import _cursor, _rows
 from chatmemory import _queries as q
 from chatmemory import _sql as sql
-from chatmemory._plan import Plan, Stmt
-from chatmemory._schema import conversations, histories, messages
+from chatmemory._plan import Many, Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase
 from chatmemory._validation import parse_id
 from chatmemory.errors import InvalidInputError
 from chatmemory.models import Message, Page
+from chatmemory.principal import Principal
 
 __all__ = ["HIGHLIGHT_END", "HIGHLIGHT_START", "MessageHit", "SearchOps"]
 
-C, H, M = q.C, q.H, q.M
 
 HIGHLIGHT_START = "\u00ab"
 """Opens a match in ``MessageHit.snippet`` (``«``)."""
@@ -66,17 +48,8 @@ MAX_WORD = 255
 SNIPPET_WORDS = 24
 _ROLES = ("system", "user", "assistant", "tool")
 _WORD = re.compile(r"([^\W_]+)(\*)?")
-# Filled at search time on SQLite; see migrations 0002 and 0003.
 SQLITE_FTS_TABLE = "chat_messages_fts"
-_FTS: ColumnClause[Any] = literal_column(SQLITE_FTS_TABLE)
-_FTS_TABLE = table(SQLITE_FTS_TABLE, column("rowid"))
-_SEARCH = table("chat_messages_search", column("message_id"), column("search_vector"))
-_ROWID: ColumnClause[Any] = literal_column("chat_messages.rowid")
-_REGCONFIG: ColumnClause[Any] = literal_column("'simple'::regconfig")
-_HEADLINE = (
-    f"StartSel={HIGHLIGHT_START}, StopSel={HIGHLIGHT_END}, MaxWords={SNIPPET_WORDS}, "
-    'MinWords=8, MaxFragments=2, FragmentDelimiter=" … "'
-)
+"""Filled at search time on SQLite; see migrations 0002 and 0003."""
 
 
 class MessageHit(BaseModel):
@@ -175,34 +148,19 @@ class SearchOps(ScopeBase):
         after = _position(digest, cursor) if cursor is not None else None
         if sqlite and await self._db.run(_unindexed()):
             await self._db.run(_index_tail(), write=True)
-        async with self._db.transaction() as conn:
-            if cid is not None:
-                await q.get_conversation(conn, self.principal, cid)
-            if hid is not None:
-                history = await q.get_history(conn, self.principal, hid)
-                if cid is not None and history.conversation_id != cid:
-                    raise InvalidInputError("history_id", "is not in that conversation")
-            if not terms:
-                return Page(items=[])
-            ranked = _ranked(sqlite, text).where(q.visible(self.principal), H.deleted_at.is_(None))
-            ranked = ranked.where(M.deleted_at.is_(None))
-            if cid is not None:
-                ranked = ranked.where(M.chat_conversation_id == cid)
-            if hid is not None:
-                ranked = ranked.where(M.chat_history_id == hid)
-            if role is not None:
-                ranked = ranked.where(M.role == role)
-            rows = (await conn.execute(_page(ranked, after, limit))).all()
-            snippets = await _snippets(conn, sqlite, text, [row.id for row in rows[:limit]])
+        rows, snippets = await self._db.run(
+            _search(self.principal, text if terms else None, cid, hid, role, after, limit)
+        )
+        found = _rows.messages([row[:16] for row in rows[:limit]], sqlite)
         hits = [
             MessageHit(
-                message=q.message_from_row(row),
-                conversation_id=row.conversation_id,
-                conversation_title=row.conversation_title,
-                snippet=snippets.get(row.id, ""),
-                rank=row.rank,
+                message=message,
+                conversation_id=message.conversation_id,
+                conversation_title=row[16],
+                snippet=snippets.get(_key(row[0]), ""),
+                rank=row[17],
             )
-            for row in rows[:limit]
+            for message, row in zip(found, rows, strict=False)
         ]
         more = len(rows) > limit
         last = hits[-1] if more else None
@@ -232,43 +190,6 @@ def _index_tail() -> Plan[None]:
         yield Stmt(statement, {})
 
 
-def _ranked(sqlite: bool, text: str) -> Select[Any]:
-    """Matching messages with their conversation's title and a relevance (higher is better)."""
-    columns = (*q.MESSAGE_COLUMNS, C.title.label("conversation_title"))
-    if sqlite:
-        # bm25() is lower for better matches.
-        rank = cast(-func.bm25(_FTS), Float).label("rank")
-        joined: FromClause = _FTS_TABLE.join(messages, _FTS_TABLE.c.rowid == _ROWID)
-        where = _FTS.match(bindparam("fts_query", text, type_=String))
-    else:
-        tsq = func.to_tsquery(_REGCONFIG, bindparam("tsquery", text, type_=String))
-        rank = cast(func.ts_rank(_SEARCH.c.search_vector, tsq), Float).label("rank")
-        joined = _SEARCH.join(messages, _SEARCH.c.message_id == M.id)
-        where = _SEARCH.c.search_vector.op("@@")(tsq)
-    joined = joined.join(conversations, C.id == M.chat_conversation_id).join(
-        histories, H.id == M.chat_history_id
-    )
-    return sql_select(*columns, rank).select_from(joined).where(where)
-
-
-def _page(ranked: Select[Any], after: list[Any] | None, limit: int) -> Select[Any]:
-    """Most relevant first; ties go to the most recent (``seq`` orders one append's messages)."""
-    sub = ranked.subquery()
-    keys = (sub.c.rank, sub.c.created_at, sub.c.seq, sub.c.id)
-    query = sql_select(sub)
-    if after is not None:
-        query = query.where(_before(keys, after))
-    return query.order_by(*(key.desc() for key in keys)).limit(limit + 1)
-
-
-def _before(keys: tuple[Any, ...], values: list[Any]) -> ColumnElement[bool]:
-    """Strictly after ``values`` in descending order of ``keys``."""
-    key, value = keys[0], values[0]
-    if len(keys) == 1:
-        return key < value  # type: ignore[no-any-return]
-    return or_(key < value, and_(key == value, _before(keys[1:], values[1:])))
-
-
 def _position(digest: str, cursor: str) -> list[Any]:
     stored, rank, created_at, seq, last_id = _cursor.decode("s", cursor, 5)
     try:
@@ -284,19 +205,35 @@ def _position(digest: str, cursor: str) -> list[Any]:
         raise InvalidInputError("cursor", "is not a cursor from this search") from None
 
 
-async def _snippets(conn: AsyncConnection, sqlite: bool, text: str, ids: list[UUID]) -> dict[UUID, str]:
-    """Highlighted excerpts, computed for the page's messages only."""
-    if not ids:
-        return {}
-    if sqlite:
-        fts = _FTS_TABLE
-        snippet = func.snippet(_FTS, 0, HIGHLIGHT_START, HIGHLIGHT_END, "…", SNIPPET_WORDS)
-        query = (
-            sql_select(M.id, snippet)
-            .select_from(fts.join(messages, fts.c.rowid == _ROWID))
-            .where(_FTS.match(bindparam("fts_query", text, type_=String)), M.id.in_(ids))
-        )
-    else:
-        tsq = func.to_tsquery(_REGCONFIG, bindparam("tsquery", text, type_=String))
-        query = sql_select(M.id, func.ts_headline(_REGCONFIG, M.content, tsq, _HEADLINE)).where(M.id.in_(ids))
-    return {row[0]: row[1] for row in await conn.execute(query)}
+def _key(value: Any) -> str:
+    return value.hex if isinstance(value, UUID) else str(value)
+
+
+def _search(
+    principal: Principal,
+    text: str | None,
+    cid: UUID | None,
+    hid: UUID | None,
+    role: str | None,
+    after: list[Any] | None,
+    limit: int,
+) -> Plan[tuple[list[Row], dict[str, str]]]:
+    """The page of hits and their snippets (computed for the page only), after checking the filters."""
+    if cid is not None:
+        yield from q.find_conversation(principal, cid)
+    if hid is not None:
+        history = yield from q.find_history(principal, hid)
+        if cid is not None and _key(history[1]) != cid.hex:
+            raise InvalidInputError("history_id", "is not in that conversation")
+    if text is None:
+        return [], {}
+    scope, params = q.principal_params(principal)
+    statement = sql.search_page(scope, cid is not None, hid is not None, role is not None, after is not None)
+    params.update(q=text, cid=cid, hid=hid, role=role, limit=limit + 1)
+    if after is not None:
+        params.update(a_rank=after[0], a_created=after[1], a_seq=after[2], a_id=after[3])
+    rows: list[Row] = yield Stmt(statement, params)
+    if not rows:
+        return rows, {}
+    found = yield Stmt(sql.SNIPPETS, {"q": text, "ids": Many([row[0] for row in rows[:limit]])})
+    return rows, {_key(row[0]): row[1] for row in found}

@@ -306,3 +306,56 @@ REINDEX_MESSAGE = (
         "",
     ),
 )
+
+
+# -- search -----------------------------------------------------------------------------------
+
+_HEADLINE = (
+    'StartSel=\u00ab, StopSel=\u00bb, MaxWords=24, MinWords=8, MaxFragments=2, FragmentDelimiter=" \u2026 "'
+)
+_TSQUERY = "to_tsquery('simple'::regconfig, :q)"
+
+
+@functools.cache
+def search_page(scope: Scope, by_conversation: bool, by_history: bool, by_role: bool, after: bool) -> SQL:
+    """Matching live messages with their conversation's title and relevance (higher is better),
+    most relevant first, ties to the most recent; ``:limit`` rows after the cursor position."""
+    where = [visible(scope), "h.deleted_at IS NULL", "m.deleted_at IS NULL"]
+    if by_conversation:
+        where.append("m.chat_conversation_id = :cid")
+    if by_history:
+        where.append("m.chat_history_id = :hid")
+    if by_role:
+        where.append("m.role = :role")
+    joins = (
+        "JOIN chat_conversations c ON c.id = m.chat_conversation_id "
+        "JOIN chat_histories h ON h.id = m.chat_history_id"
+    )
+    sqlite = (
+        f"SELECT {MESSAGE}, c.title AS title, -bm25(chat_messages_fts) AS rank FROM chat_messages_fts "
+        f"JOIN chat_messages m ON m.rowid = chat_messages_fts.rowid {joins} "
+        f"WHERE chat_messages_fts MATCH :q AND {' AND '.join(where)}"
+    )
+    postgres = (
+        f"SELECT {MESSAGE}, c.title AS title, ts_rank(s.search_vector, {_TSQUERY})::float8 AS rank "
+        f"FROM chat_messages_search s JOIN chat_messages m ON m.id = s.message_id {joins} "
+        f"WHERE s.search_vector @@ {_TSQUERY} AND {' AND '.join(where)}"
+    )
+    position = (
+        " WHERE (r.rank < :a_rank OR (r.rank = :a_rank AND (r.created_at < :a_created OR "
+        "(r.created_at = :a_created AND (r.seq < :a_seq OR (r.seq = :a_seq AND r.id < :a_id))))))"
+        if after
+        else ""
+    )
+    page = f"{position} ORDER BY r.rank DESC, r.created_at DESC, r.seq DESC, r.id DESC LIMIT :limit"
+    return SQL(f"SELECT * FROM ({sqlite}) r{page}", f"SELECT * FROM ({postgres}) r{page}")
+
+
+_SNIPPET_IDS = _in("m.id", "ids")
+SNIPPETS = SQL(
+    "SELECT m.id, snippet(chat_messages_fts, 0, '\u00ab', '\u00bb', '\u2026', 24) FROM chat_messages_fts "
+    "JOIN chat_messages m ON m.rowid = chat_messages_fts.rowid "
+    f"WHERE chat_messages_fts MATCH :q AND {_SNIPPET_IDS[0]}",
+    f"SELECT m.id, ts_headline('simple'::regconfig, m.content, {_TSQUERY}, '{_HEADLINE}') "
+    f"FROM chat_messages m WHERE {_SNIPPET_IDS[1]}",
+)
