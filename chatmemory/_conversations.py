@@ -85,7 +85,7 @@ class ConversationOps(ScopeBase):
             after = (was_pinned, _cursor.timestamp(updated_at), parse_id("cursor", last_id))
         archived = None if archived is None else bool(archived)
         rows = await self._db.run(_listing(self.principal, limit, after, archived))
-        items = _rows.summaries(rows[:limit], self._db.is_sqlite)
+        items = _rows.summaries([row[:-1] for row in rows[:limit]], self._db.is_sqlite)
         last = items[-1] if len(rows) > limit else None
         next_cursor = (
             _cursor.encode("c", last.pinned, last.updated_at.isoformat(), str(last.id)) if last else None
@@ -158,25 +158,12 @@ def _detail(principal: Principal, cid: UUID, messages: bool) -> Plan[tuple[Row, 
 def _listing(
     principal: Principal, limit: int, after: tuple[bool, Any, UUID] | None, archived: bool | None
 ) -> Plan[list[Row]]:
-    """Pinned ones, then the rest, each read in index order: a page costs what it holds."""
     scope, params = q.principal_params(principal)
-    rows: list[Row] = []
-    for pinned in (True, False):
-        if after is not None and after[0] and not pinned:
-            position: tuple[Any, UUID] | None = None  # the pinned part ended on the last page
-        elif after is not None and after[0] == pinned:
-            position = (after[1], after[2])
-        elif after is not None and not after[0] and pinned:
-            continue  # past every pinned one already
-        else:
-            position = None
-        statement = sql.list_conversations(scope, pinned, archived, position is not None)
-        bound = {**params, "limit": limit + 1 - len(rows)}
-        if position is not None:
-            bound.update(after_at=position[0], after_id=position[1])
-        rows.extend((yield Stmt(statement, bound)))
-        if len(rows) > limit:
-            break
+    statement = sql.listing(scope, archived, None if after is None else after[0])
+    params["limit"] = limit + 1
+    if after is not None:
+        params.update(after_at=after[1], after_id=after[2])
+    rows: list[Row] = yield Stmt(statement, params)
     return rows
 
 

@@ -113,16 +113,34 @@ def get_conversation(scope: Scope, lock: bool = False) -> SQL:
 
 @functools.cache
 def list_conversations(scope: Scope, pinned: bool, archived: bool | None, after: bool) -> SQL:
-    """One part of the listing (pinned or not), read from the owner's ``updated_at`` index."""
+    """One part of the listing (pinned or not), read from an ``updated_at`` index."""
     where = [visible(scope), "c.pinned_at IS NOT NULL" if pinned else "c.pinned_at IS NULL"]
     if archived is not None:
         where.append("c.archived_at IS NOT NULL" if archived else "c.archived_at IS NULL")
     if after:
         where.append("(c.updated_at < :after_at OR (c.updated_at = :after_at AND c.id < :after_id))")
     return _both(
-        f"SELECT {SUMMARY} FROM chat_conversations c WHERE {' AND '.join(where)} "
-        "ORDER BY c.updated_at DESC, c.id DESC LIMIT :limit"
+        f"SELECT {SUMMARY}, {0 if pinned else 1} AS part FROM chat_conversations c "
+        f"WHERE {' AND '.join(where)} ORDER BY c.updated_at DESC, c.id DESC LIMIT :limit"
     )
+
+
+@functools.cache
+def listing(scope: Scope, archived: bool | None, cursor: bool | None) -> SQL:
+    """A page of the listing in one statement: pinned ones first, then the rest.
+
+    Each part is read from its own index and limited to the page, so the page costs what it
+    holds. ``cursor`` is where the last page ended: ``None`` at the start, ``True`` inside the
+    pinned part, ``False`` inside the rest.
+    """
+    parts = []
+    if cursor is not False:
+        parts.append(list_conversations(scope, True, archived, cursor is True))
+    parts.append(list_conversations(scope, False, archived, cursor is False))
+    sqlite = " UNION ALL ".join(f"SELECT * FROM ({p.sqlite})" for p in parts)
+    postgres = " UNION ALL ".join(f"({p.sqlite})" for p in parts)
+    order = " ORDER BY part, updated_at DESC, id DESC LIMIT :limit"
+    return SQL(f"SELECT * FROM ({sqlite}){order}", f"SELECT * FROM ({postgres}) u{order}")
 
 
 # -- histories --------------------------------------------------------------------------------

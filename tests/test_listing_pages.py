@@ -37,6 +37,7 @@ async def test_sqlite_listing_and_message_pages_need_no_sort(tmp_path: Path) -> 
     path = tmp_path / "plan.db"
     async with ChatMemory.open(f"sqlite:///{path}") as memory:
         await memory.scoped(Principal("alice")).start_conversation()
+    # A listing page is these parts, each limited to the page, merged (see sql.listing).
     statements = [
         sql.list_conversations(scope, pinned, archived, after)
         for scope in ((True, False), (False, False), (True, True), (False, True))
@@ -58,7 +59,7 @@ async def test_sqlite_listing_and_message_pages_need_no_sort(tmp_path: Path) -> 
             # Ties in updated_at may be ordered by id as they come ("RIGHT PART"); never a full sort.
             assert "TEMP B-TREE FOR ORDER BY" not in plan, (statement.sqlite, plan)
             assert "SCAN" not in plan, (statement.sqlite, plan)
-            if "c.pinned_at IS NOT NULL" in statement.sqlite:  # only the pinned rows are visited
+            if "c.pinned_at IS NOT NULL" in statement.sqlite:  # pinned rows come from their own index
                 assert "_pinned_" in plan, (statement.sqlite, plan)
     finally:
         raw.close()
