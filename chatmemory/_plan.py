@@ -63,6 +63,9 @@ def drive(plan: Plan[T], execute: Callable[[Stmt], Any]) -> T:
 
 def sqlite_value(value: Any) -> Any:
     """A plan's value as the SQLite schema stores it (the layout SQLAlchemy's types use)."""
+    kind = type(value)
+    if kind is str or kind is int or value is None:
+        return value
     if isinstance(value, UUID):
         return value.hex
     if isinstance(value, datetime):
@@ -76,6 +79,9 @@ def sqlite_value(value: Any) -> Any:
 
 def postgres_value(value: Any) -> Any:
     """A plan's value as asyncpg sends it."""
+    kind = type(value)
+    if kind is str or kind is int or value is None:
+        return value
     if isinstance(value, Json):
         return None if value.value is None else json.dumps(value.value)
     if isinstance(value, Many):
