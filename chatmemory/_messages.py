@@ -172,7 +172,7 @@ def _append(
     """
     scope, params = q.principal_params(principal)
     keys = [m.key for m in batch if m.key is not None]
-    if one_statement and not keys:
+    if one_statement and batch and not keys:
         return [], (yield from _append_at_once(scope, params, hid, batch, when))
     found = yield Stmt(sql.lock_for_append(scope), {**params, "hid": hid})
     if not found:
