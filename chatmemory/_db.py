@@ -33,7 +33,14 @@ ENV_URL = "CHATMEMORY_URL"
 _WRITE = "chatmemory_write"
 _POOL_OPTIONS = ("pool_size", "max_overflow", "pool_timeout", "pool_recycle", "pool_pre_ping", "poolclass")
 T = TypeVar("T")
-_DRIVER_ERRORS = (sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError, OSError, SQLAlchemyError)
+_DRIVER_ERRORS = (
+    sqlite3.Error,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    SQLAlchemyError,
+)
 
 
 def default_url() -> str:
