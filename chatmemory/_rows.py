@@ -2,15 +2,18 @@
 
 Rows arrive as the driver gives them: on SQLite, UUIDs as hex text and timestamps as naive
 UTC text; on PostgreSQL, ``UUID`` and aware ``datetime`` objects; JSON columns as text on
-both. A row becomes a dict (JSON parsed only when not NULL, SQLite timestamps marked UTC)
-and a whole list is validated by one ``TypeAdapter``, which parses the rest in pydantic-core.
+both. A row becomes a dict (JSON parsed only when not NULL; on SQLite, timestamps and the
+ids rows share parsed once per distinct value) and a whole list is validated by one
+``TypeAdapter``, which parses the rest in pydantic-core.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
+from uuid import UUID
 
 from pydantic import TypeAdapter
 
@@ -64,6 +67,8 @@ SUMMARY_FIELDS = (
 )
 _JSON = frozenset({"parts", "usage", "metadata", "native", "system_prompts"})
 _TIMESTAMPS = frozenset({"created_at", "updated_at", "pinned_at", "archived_at", "finished_at"})
+# Ids that repeat from row to row (every message of a transcript shares its conversation).
+_SHARED_IDS = frozenset({"conversation_id", "history_id"})
 
 
 class _Reader:
@@ -73,11 +78,15 @@ class _Reader:
         self.fields = fields
         self.json = [i for i, f in enumerate(fields) if f in _JSON]
         self.timestamps = [i for i, f in enumerate(fields) if f in _TIMESTAMPS]
+        self.shared_ids = [i for i, f in enumerate(fields) if f in _SHARED_IDS]
         self.adapter: TypeAdapter[list[Any]] = TypeAdapter(list[model])  # type: ignore[valid-type]
 
     def dicts(self, rows: Sequence[Sequence[Any]], sqlite: bool) -> list[dict[str, Any]]:
-        fields, json_at, ts_at = self.fields, self.json, self.timestamps if sqlite else ()
+        fields, json_at = self.fields, self.json
+        ts_at, ids_at = (self.timestamps, self.shared_ids) if sqlite else ((), ())
         loads = json.loads
+        # SQLite text parsed once per distinct value: one append's messages share a timestamp.
+        seen: dict[str, Any] = {}
         out = []
         for row in rows:
             values = list(row)
@@ -85,8 +94,18 @@ class _Reader:
                 if values[i] is not None:
                     values[i] = loads(values[i])
             for i in ts_at:
-                if values[i] is not None:
-                    values[i] += "Z"
+                text = values[i]
+                if text is not None:
+                    parsed = seen.get(text)
+                    if parsed is None:
+                        parsed = seen[text] = datetime.fromisoformat(text).replace(tzinfo=UTC)
+                    values[i] = parsed
+            for i in ids_at:
+                text = values[i]
+                parsed = seen.get(text)
+                if parsed is None:
+                    parsed = seen[text] = UUID(text)
+                values[i] = parsed
             out.append(dict(zip(fields, values, strict=True)))
         return out
 
