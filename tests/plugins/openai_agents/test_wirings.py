@@ -214,7 +214,7 @@ async def test_repeating_history_in_the_callback_does_not_grow_the_session(
     session = ChatMemorySession(alice, conversation.id)
 
     def repeat_first(history: list[Any], new_input: list[Any]) -> list[Any]:
-        return history + [history[0]] + new_input if history else new_input
+        return [*history, history[0], *new_input] if history else new_input
 
     model = NamedModel("m", [[assistant_message(f"assistant {turn}")] for turn in range(3)])
     for turn in range(3):

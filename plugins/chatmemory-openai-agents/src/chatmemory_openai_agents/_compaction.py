@@ -86,7 +86,12 @@ async def replace_tail(
     )
     messages = [recorder.message_of(item) for item in output]
     try:
-        await chat.replace_messages(history.id, messages, replacing=[m.id for m in replaced])
+        await chat.replace_messages(
+            recorder.conversation_id,
+            replacing=[m.id for m in replaced],
+            history_id=history.id,
+            messages=messages,
+        )
     except ConflictError:
         await chat.delete_history(history.id)
         return False

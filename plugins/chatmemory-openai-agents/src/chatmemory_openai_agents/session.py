@@ -14,7 +14,7 @@ from agents.items import TResponseInputItem
 from agents.memory.session import _CompactionSnapshot
 from agents.memory.session_settings import coerce_session_settings, resolve_session_limit
 
-from chatmemory import ConflictError, MessageNotFound
+from chatmemory import ConflictError
 from chatmemory.scope import Scope
 from chatmemory_openai_agents._compaction import read_tail, replace_tail, snapshot
 from chatmemory_openai_agents._hooks import ChatMemoryHooks
@@ -194,11 +194,14 @@ class ChatMemorySession:
             tail = await read_tail(self.chat, self.conversation_id, 1)
             if not tail.items:
                 return None
-            newest = next(m for m, n in zip(tail.messages[::-1], tail.counts[::-1], strict=True) if n)
+            # The newest message holding an item, and any item-less ones after it.
+            first = max(i for i, count in enumerate(tail.counts) if count)
             try:
-                await self.chat.delete_message(newest.id)
-            except MessageNotFound:
-                continue  # another session popped it first: look again
+                await self.chat.replace_messages(
+                    self.conversation_id, replacing=[m.id for m in tail.messages[first:]]
+                )
+            except ConflictError:
+                continue  # another writer changed the newest messages first: look again
             return tail.items[-1]
         raise ConflictError(f"conversation {self.conversation_id}: could not pop an item; retry")
 
