@@ -78,7 +78,7 @@ class ChatMemory:
     async def close(self) -> None:
         """Dispose the engine if this store created it."""
         if self._owns_engine:
-            await self._db.engine.dispose()
+            await self._db.dispose()
 
     async def __aenter__(self) -> ChatMemory:
         return self
