@@ -8,7 +8,7 @@ from uuid import UUID
 import anyio
 import pytest
 from chatmemory_pydantic_ai import NATIVE_FORMAT, ChatMemoryCapability, load_messages
-from pydantic_ai import BinaryContent, ImageUrl, models
+from pydantic_ai import BinaryContent, ImageUrl, capture_run_messages, models
 from pydantic_ai.exceptions import ModelAPIError
 from pydantic_ai.messages import ModelMessage, ModelResponse, ToolReturnPart
 from pydantic_ai.models.fallback import FallbackModel
@@ -132,10 +132,10 @@ async def test_fallback_inside_a_run_records_each_responding_model(alice: Scope)
 async def test_a_failing_run_is_recorded_as_failed_with_its_messages(alice: Scope) -> None:
     conv = await alice.start_conversation()
     cap = ChatMemoryCapability(alice, conv.id)
-    await adder(Script("fn-A", tool=False).model, capabilities=[cap]).run("hello")
+    hello = await adder(Script("fn-A", tool=False).model, capabilities=[cap]).run("hello")
     broken = Script("fn-broken", fail_after_tool=RuntimeError("disk on fire"))
 
-    with pytest.raises(RuntimeError, match="disk on fire"):
+    with capture_run_messages() as produced, pytest.raises(RuntimeError, match="disk on fire"):
         await adder(broken.model, capabilities=[cap]).run("2+3?")
 
     ok, failed = await _histories(alice, conv.id)
@@ -150,11 +150,16 @@ async def test_a_failing_run_is_recorded_as_failed_with_its_messages(alice: Scop
     ]
     assert failed.messages[0].content == "2+3?"
 
-    # The next run resumes from the completed runs only, as pydantic-ai itself would.
-    after = Script("fn-C", tool=False)
-    await adder(after.model, capabilities=[cap]).run("try again")
-    assert [m.run_id for m in after.received[0][:2]] == [ok.metadata["run_id"]] * 2  # type: ignore[index]
-    assert len(after.received[0]) == 3
+    # The next run resumes from everything the failed run produced, as pydantic-ai would from
+    # the messages it captured.
+    after, baseline = Script("fn-C", tool=False), Script("fn-C", tool=False)
+    ours = await adder(after.model, capabilities=[cap]).run("try again")
+    theirs = await adder(baseline.model).run("try again", message_history=produced)
+    assert produced[:2] == hello.all_messages()
+    assert as_json(after.received[0], fresh_run=ours.run_id) == as_json(
+        baseline.received[0], fresh_run=theirs.run_id
+    )
+    assert len(after.received[0]) == 5
 
 
 async def test_streamed_runs_are_recorded_like_others(alice: Scope) -> None:
