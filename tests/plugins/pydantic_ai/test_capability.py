@@ -307,6 +307,7 @@ async def test_a_cancelled_run_is_recorded_as_cancelled(alice: Scope) -> None:
 
     first, second = await _histories(alice, conv.id)
     assert (first.status, second.status) == ("cancelled", "cancelled")
+    assert first.error == "CancelledError: the task running the agent was cancelled"
     assert [(m.role, m.content) for m in first.messages] == [("user", "take your time")]
     assert [(m.role, m.content) for m in second.messages] == [("user", "still there?")]
 
