@@ -76,8 +76,9 @@ def role_of(message: BaseMessage) -> Role:
     return _ROLES.get(message.type, "user")
 
 
-def to_new_message(message: BaseMessage) -> NewMessage:
-    """A chatmemory ``NewMessage`` for a LangChain message, with its native form.
+def to_new_message(message: BaseMessage, *, keyed: bool = True) -> NewMessage:
+    """A chatmemory ``NewMessage`` for a LangChain message, with its native form; its
+    LangChain ``id`` becomes the idempotency ``key`` unless ``keyed`` is false.
 
     Raises:
         InvalidInputError: the message cannot be stored (too long, non-JSON fields, ...).
@@ -93,7 +94,7 @@ def to_new_message(message: BaseMessage) -> NewMessage:
         model=model if role == "assistant" else None,
         usage=usage,
         native={"format": NATIVE_FORMAT, "data": message_to_dict(message)},
-        key=message.id,
+        key=message.id if keyed else None,
     )
 
 

@@ -62,7 +62,9 @@ class ChatMemoryHistory(BaseChatMessageHistory):
     async def _add(self, messages: Sequence[BaseMessage]) -> None:
         if not messages:
             return
-        batch = [to_new_message(m) for m in messages]
+        # Like InMemoryChatMessageHistory, every message given is added, even one whose id is
+        # already stored or repeated in the same call: ids do not make these adds idempotent.
+        batch = [to_new_message(m, keyed=False) for m in messages]
         history = await self.chat.start_history(
             self.conversation_id, model=self.model, metadata=self.metadata
         )
