@@ -104,5 +104,5 @@ def stamp(messages: Sequence[BaseMessage], model: object) -> None:
     for message in messages:
         if message.id is None:
             message.id = str(uuid.uuid4())
-        if isinstance(message, AIMessage) and produced_by(message) is None:
+        if isinstance(message, AIMessage) and model is not None and produced_by(message) is None:
             message.response_metadata["model_name"] = model_name_of(model)
