@@ -1,0 +1,76 @@
+"""An agent-level ChatMemoryCapability reads the whole conversation once, then only what was
+stored since, and still sees every change made by other writers at the newest end."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from chatmemory_pydantic_ai import ChatMemoryCapability
+from pydantic_ai import models
+
+from chatmemory import Page
+from chatmemory.scope import Scope
+from tests.plugins.pydantic_ai._models import Script, adder
+
+models.ALLOW_MODEL_REQUESTS = False
+
+
+def count_reads(chat: Scope, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Counts, on the real scope, the full reads and the messages paged in from the newest end."""
+    reads: Counter[str] = Counter()
+    get_conversation, list_messages = chat.get_conversation, chat.list_messages
+
+    async def counting_get_conversation(*args: Any, **kwargs: Any) -> Any:
+        reads["full"] += bool(kwargs.get("messages"))
+        return await get_conversation(*args, **kwargs)
+
+    async def counting_list_messages(*args: Any, **kwargs: Any) -> Page[Any]:
+        page = await list_messages(*args, **kwargs)
+        reads["paged"] += len(page.items)
+        return page
+
+    monkeypatch.setattr(chat, "get_conversation", counting_get_conversation)
+    monkeypatch.setattr(chat, "list_messages", counting_list_messages)
+    return reads
+
+
+async def test_later_runs_read_only_the_newest_end(alice: Scope, monkeypatch: pytest.MonkeyPatch) -> None:
+    conv = await alice.start_conversation()
+    seed = await alice.start_history(conv.id, model="seed")
+    await alice.append_messages(
+        seed.id, [{"role": "user" if i % 2 == 0 else "assistant", "content": f"m{i}"} for i in range(200)]
+    )
+    await alice.finish_history(seed.id)
+    script = Script("fn-A", tool=False)
+    agent = adder(script.model, capabilities=[ChatMemoryCapability(alice, conv.id)])
+    reads = count_reads(alice, monkeypatch)
+
+    await agent.run("first")
+    assert reads["full"] == 1
+    reads.clear()
+    for turn in range(3):
+        await agent.run(f"turn {turn}")
+    assert reads["full"] == 0
+    assert reads["paged"] <= 3 * 60  # one newest-first page per run, however long the conversation
+    assert len(script.received[-1]) == 200 + 4 * 2 - 1
+
+
+async def test_other_writers_changes_at_the_newest_end_are_seen(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    script = Script("fn-A", tool=False)
+    agent = adder(script.model, capabilities=[ChatMemoryCapability(alice, conv.id)])
+    await agent.run("one")
+    other = await alice.start_history(conv.id, model="elsewhere")
+    await alice.append_messages(other.id, [{"role": "user", "content": "written elsewhere"}])
+    await alice.finish_history(other.id)
+
+    await agent.run("two")
+    assert "written elsewhere" in str(script.received[-1])
+
+    newest = (await alice.list_messages(conversation_id=conv.id, newest_first=True, limit=1)).items[0]
+    await alice.delete_message(newest.id)
+    await agent.run("three")
+    assert newest.content not in str(script.received[-1])
+    assert "written elsewhere" in str(script.received[-1])
