@@ -3,37 +3,15 @@ stored since, and still sees every change made by other writers at the newest en
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Any
-
 import pytest
 from chatmemory_pydantic_ai import ChatMemoryCapability
 from pydantic_ai import models
 
-from chatmemory import Page
 from chatmemory.scope import Scope
+from tests.plugins._reads import count_reads
 from tests.plugins.pydantic_ai._models import Script, adder
 
 models.ALLOW_MODEL_REQUESTS = False
-
-
-def count_reads(chat: Scope, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Counts, on the real scope, the full reads and the messages paged in from the newest end."""
-    reads: Counter[str] = Counter()
-    get_conversation, list_messages = chat.get_conversation, chat.list_messages
-
-    async def counting_get_conversation(*args: Any, **kwargs: Any) -> Any:
-        reads["full"] += bool(kwargs.get("messages"))
-        return await get_conversation(*args, **kwargs)
-
-    async def counting_list_messages(*args: Any, **kwargs: Any) -> Page[Any]:
-        page = await list_messages(*args, **kwargs)
-        reads["paged"] += len(page.items)
-        return page
-
-    monkeypatch.setattr(chat, "get_conversation", counting_get_conversation)
-    monkeypatch.setattr(chat, "list_messages", counting_list_messages)
-    return reads
 
 
 async def test_later_runs_read_only_the_newest_end(alice: Scope, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -173,6 +173,17 @@ def _media(
     return part
 
 
+def from_stored_many(stored: Sequence[Message]) -> list[BaseMessage]:
+    """``from_stored`` for each message, the native ones converted in one pass."""
+    native = messages_from_dict([m.native.data for m in stored if _is_native(m)])  # type: ignore[union-attr,misc]
+    converted = iter(native)
+    return [next(converted) if _is_native(m) else from_stored(m) for m in stored]
+
+
+def _is_native(message: Message) -> bool:
+    return message.native is not None and message.native.format == NATIVE_FORMAT
+
+
 def from_stored(message: Message) -> BaseMessage:
     """The LangChain message for a stored one: its native form when LangChain stored it,
     else one rebuilt from the neutral parts (id = the chatmemory message id)."""
