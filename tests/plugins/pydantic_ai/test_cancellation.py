@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from chatmemory_pydantic_ai import ChatMemoryCapability, load_messages
-from pydantic_ai import Agent, RunCancelled, RunContext, models
+from pydantic_ai import Agent, RunCancelled, RunContext, capture_run_messages, models
 from pydantic_ai.messages import (
     ModelMessage,
     ModelMessagesTypeAdapter,
@@ -124,3 +124,34 @@ async def test_the_next_run_resumes_a_cancelled_one_as_pydantic_ai_does(alice: S
     assert _shape(ours_seen[-1]) == _shape(theirs_seen[-1])
     first, second, third = (await alice.get_conversation(conv.id, messages=True)).histories
     assert (first.status, second.status, third.status) == ("cancelled", "completed", "completed")
+
+
+async def test_a_tool_failing_the_run_keeps_what_pydantic_ai_captured(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+
+    def model_func(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(
+            parts=[
+                ToolCallPart(tool_name="fast_tool", args={}, tool_call_id="call_fast"),
+                ToolCallPart(tool_name="failing_tool", args={}, tool_call_id="call_bad"),
+            ]
+        )
+
+    agent = Agent(FunctionModel(model_func, model_name="fn-fail"))
+
+    @agent.tool_plain
+    async def fast_tool() -> str:
+        return "fast result"
+
+    @agent.tool_plain
+    async def failing_tool() -> str:
+        await asyncio.sleep(0.05)
+        raise RuntimeError("tool broke")
+
+    with capture_run_messages() as captured, pytest.raises(RuntimeError, match="tool broke"):
+        await agent.run("go", capabilities=[ChatMemoryCapability(alice, conv.id)])
+
+    (history,) = (await alice.get_conversation(conv.id, messages=True)).histories
+    assert (history.status, history.error) == ("failed", "RuntimeError: tool broke")
+    assert _shape(await load_messages(alice, conv.id)) == _shape(captured)
+    assert [m.role for m in history.messages or []] == ["user", "assistant", "tool"]
