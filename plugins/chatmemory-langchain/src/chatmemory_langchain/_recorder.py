@@ -13,6 +13,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from chatmemory import Message
 from chatmemory.scope import Scope
 from chatmemory_langchain._convert import from_stored_many, model_name_of, produced_by, to_new_message
+from chatmemory_langchain._liveness import ABANDONED, LIVE_HISTORIES, abandoned, recorder_metadata
 
 # Well under chatmemory's default per-call limit, so a long first recording still fits.
 _BATCH = 200
@@ -61,7 +62,7 @@ class Recorder:
         """Start the run's history at its first model call, when the driving model is known."""
         if run.history_id is not None:
             return
-        metadata: dict[str, Any] = {"framework": "langchain"}
+        metadata: dict[str, Any] = {"framework": "langchain", **recorder_metadata()}
         if thread_id is not None:
             metadata["thread_id"] = thread_id
         history = await self.chat.start_history(
@@ -71,6 +72,7 @@ class Recorder:
             metadata={**metadata, **self.metadata},
         )
         run.history_id = history.id
+        LIVE_HISTORIES.add(history.id)
 
     async def record(self, run: Run, messages: Sequence[BaseMessage]) -> None:
         """Append the messages not stored yet, in their order."""
@@ -98,7 +100,11 @@ class Recorder:
             return
         history_id, run.history_id = run.history_id, None
         text = f"{type(error).__name__}: {error}"[:2000] if error is not None else None
-        await self.chat.finish_history(history_id, status=status, usage=run.usage or None, error=text)
+        try:
+            await self.chat.finish_history(history_id, status=status, usage=run.usage or None, error=text)
+        finally:
+            LIVE_HISTORIES.discard(history_id)
+        self._seen.status[history_id] = status
 
     async def _conversation(self) -> tuple[list[BaseMessage], set[str]]:
         """The stored conversation and its LangChain ids: read whole once, then only the
@@ -110,11 +116,30 @@ class Recorder:
             base, known = [], set()
         else:
             rows, base, known = newer, seen.messages, seen.known
+        status = dict(seen.status) if newer is not None else {}
+        await self._close_abandoned(rows, status, whole=newer is None)
         added = from_stored_many(rows)
         known.update(m.id for m in added if m.id)
         last = (rows[-1].seq, rows[-1].id) if rows else seen.last if newer is not None else None
-        self._seen = _Seen(messages=base + added, known=known, last=last, loaded=True)
+        self._seen = _Seen(messages=base + added, known=known, last=last, status=status, loaded=True)
         return self._seen.messages, known
+
+    async def _close_abandoned(
+        self, rows: Sequence[Message], status: dict[UUID, str], *, whole: bool
+    ) -> None:
+        """Fail the running histories among ``rows``' whose recording process is gone."""
+        unknown = {m.history_id for m in rows} - {h for h, s in status.items() if s != "running"}
+        if not unknown:
+            return
+        if whole:
+            histories = list((await self.chat.get_conversation(self.conversation_id)).histories)
+        else:
+            histories = [await self.chat.get_history(h, messages=False) for h in sorted(unknown)]
+        for history in histories:
+            status[history.id] = history.status
+            if abandoned(history):
+                await self.chat.finish_history(history.id, status="failed", error=ABANDONED)
+                status[history.id] = "failed"
 
 
 @dataclass
@@ -122,6 +147,7 @@ class _Seen:
     messages: list[BaseMessage] = field(default_factory=list)
     known: set[str] = field(default_factory=set)
     last: tuple[int, UUID] | None = None
+    status: dict[UUID, str] = field(default_factory=dict)
     loaded: bool = False
 
 
