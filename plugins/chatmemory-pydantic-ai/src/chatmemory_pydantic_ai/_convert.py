@@ -43,16 +43,19 @@ def to_new_messages(
     return [_to_new_message(m, data, key) for m, data, key in zip(messages, dumped, keyed, strict=True)]
 
 
-def system_prompts(seen: Iterable[pai.ModelMessage], new: Iterable[pai.ModelMessage]) -> list[str]:
-    """The system prompts of a run: those in the history it saw, then its requests' instructions.
+def system_prompts(
+    seen: Sequence[pai.ModelMessage], new: Iterable[pai.ModelMessage], *, given: Sequence[str] = ()
+) -> list[str]:
+    """The system prompts of a run: ``given`` ones, those of the first request in ``seen``, then
+    the instructions of the requests in ``new``.
 
     pydantic-ai adds its ``SystemPromptPart`` only to the first request of a conversation, so a
-    resumed run finds it in the reloaded history; ``instructions`` are re-sent on every request.
+    resumed run finds it there in the reloaded history; ``instructions`` are re-sent on every request.
     """
-    found: list[str] = []
-    for message in seen:
-        if isinstance(message, pai.ModelRequest):
-            found += [p.content for p in message.parts if isinstance(p, pai.SystemPromptPart)]
+    found = list(given)
+    first = seen[0] if seen else None
+    if isinstance(first, pai.ModelRequest):
+        found += [p.content for p in first.parts if isinstance(p, pai.SystemPromptPart)]
     for message in new:
         if isinstance(message, pai.ModelRequest) and message.instructions:
             found.append(message.instructions)

@@ -83,7 +83,8 @@ class RunRecord:
     run_id: str
     model: str
     metadata: dict[str, JsonValue]
-    seen: list[pai.ModelMessage]
+    given: list[str]
+    """The system prompts of the history the run was given."""
     history_id: UUID | None = None
     stored: int = 0
     prompts: list[str] = field(default_factory=list)
@@ -92,8 +93,12 @@ class RunRecord:
     failure: ChatMemoryError | None = None
 
     def own(self, live: Sequence[pai.ModelMessage]) -> list[pai.ModelMessage]:
-        """The run's own messages in ``live``, in order."""
-        return [m for m in live if m.run_id == self.run_id]
+        """The run's own messages in ``live``, in order: the run appends them after the
+        history it was given, so only the end of a long conversation is looked at."""
+        start = len(live)
+        while start > 0 and live[start - 1].run_id == self.run_id:
+            start -= 1
+        return list(live[start:])
 
     async def commit(self, live: Sequence[pai.ModelMessage]) -> None:
         """Store the run's messages in ``live`` not stored yet, starting the history first if needed.
@@ -103,7 +108,7 @@ class RunRecord:
         """
         own = self.own(live)
         batch = own[self.stored :]
-        prompts = system_prompts([*self.seen, *own], own)
+        prompts = system_prompts(own, own, given=self.given)
         try:
             await settled(self._write(batch, prompts))
         except ChatMemoryError as exc:
@@ -153,7 +158,7 @@ class RunRecord:
     ) -> None:
         """Close the history (starting it first when the run stopped before any message)."""
         if self.history_id is None:
-            await settled(self._write([], system_prompts(self.seen, [])))
+            await settled(self._write([], self.given))
         assert self.history_id is not None
         if self.failure is not None:
             status, error = "failed", f"messages not recorded: {self.failure}"[:ERROR_CHARS]

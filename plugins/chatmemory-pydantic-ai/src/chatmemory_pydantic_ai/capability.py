@@ -22,7 +22,7 @@ from pydantic_ai.tools import ToolDefinition
 
 from chatmemory import ChatMemoryError
 from chatmemory.scope import Scope
-from chatmemory_pydantic_ai._convert import NATIVE_FORMAT, usage_dict
+from chatmemory_pydantic_ai._convert import NATIVE_FORMAT, system_prompts, usage_dict
 from chatmemory_pydantic_ai._recorder import ERROR_CHARS, RunRecord, recorder_metadata
 from chatmemory_pydantic_ai._reload import ConversationCache
 
@@ -115,7 +115,7 @@ class ChatMemoryCapability(AbstractCapability[Any]):
             str(ctx.run_id),
             ctx.model.model_name,
             metadata,
-            list(ctx.messages),
+            given=system_prompts(ctx.messages[:1], ()),
         )
         self._record = record
         try:
