@@ -127,10 +127,11 @@ class ChatMemoryCapability(AbstractCapability[Any]):
         await self._finish(record, "completed", usage=usage_dict(ctx.usage) or None)
         return result
 
-    async def before_model_request(
+    async def prepare_model_request(
         self, ctx: RunContext[Any], request_context: ModelRequestContext
     ) -> ModelRequestContext:
-        """Store the request (and anything before it) before the model sees it."""
+        """Store the request (and anything before it) before the model sees it: by now pydantic-ai
+        has finished the request it keeps in its history."""
         await self._commit(ctx)
         return request_context
 
