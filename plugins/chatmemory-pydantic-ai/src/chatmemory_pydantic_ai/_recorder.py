@@ -13,6 +13,9 @@ from uuid import UUID
 import anyio
 from pydantic import JsonValue
 from pydantic_ai import messages as pai
+
+# pydantic-ai's own builder of a tool's return part (the version is pinned): the interrupted
+# request rebuilt here must hold exactly what pydantic-ai's own would.
 from pydantic_ai._tool_execution import build_tool_return_part
 from pydantic_ai.exceptions import UserError
 

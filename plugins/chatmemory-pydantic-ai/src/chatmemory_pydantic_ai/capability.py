@@ -12,8 +12,7 @@ from uuid import UUID
 
 import pydantic_ai
 from pydantic import JsonValue
-from pydantic_ai import RunContext
-from pydantic_ai._agent_graph import CallToolsNode
+from pydantic_ai import CallToolsNode, RunContext
 from pydantic_ai.capabilities import AbstractCapability, WrapNodeRunHandler, WrapRunHandler
 from pydantic_ai.exceptions import RunCancelled
 from pydantic_ai.messages import ModelMessage, ToolCallPart
