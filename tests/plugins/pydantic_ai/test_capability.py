@@ -10,9 +10,12 @@ import pytest
 from chatmemory_pydantic_ai import NATIVE_FORMAT, ChatMemoryCapability, load_messages
 from pydantic_ai import BinaryContent, ImageUrl, capture_run_messages, models
 from pydantic_ai.exceptions import ModelAPIError
-from pydantic_ai.messages import ModelMessage, ModelResponse, ToolReturnPart
+from pydantic_ai.messages import ModelMessage, ModelResponse, ThinkingPart, ToolReturnPart
+from pydantic_ai.messages import TextPart as AiTextPart
+from pydantic_ai.messages import ToolCallPart as AiToolCallPart
 from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.usage import RequestUsage
 
 from chatmemory import (
     ConversationNotFound,
@@ -324,3 +327,30 @@ async def test_a_run_the_store_rejects_raises_and_leaves_no_running_history(alic
     assert history.status == "failed"
     assert (history.error or "").startswith("messages not recorded: ")
     assert history.messages == []
+
+
+async def test_every_part_kind_committed_mid_run_reloads_exactly(alice: Scope) -> None:
+    """What is committed while the run goes equals what pydantic-ai keeps when it ends (as in
+    pydantic/pydantic-ai ``tests/test_messages.py``: the TypeAdapter round trip of a history)."""
+    conv = await alice.start_conversation()
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if len(messages) == 1:
+            return ModelResponse(
+                parts=[
+                    ThinkingPart("adding", signature="sig-1"),
+                    AiToolCallPart("add", {"a": 2, "b": 3}, tool_call_id="c-1"),
+                ],
+                usage=RequestUsage(input_tokens=7, output_tokens=3, details={"reasoning_tokens": 2}),
+                provider_name="fake-provider",
+                provider_details={"region": "eu"},
+                finish_reason="tool_call",
+            )
+        return ModelResponse(parts=[AiTextPart("5")], usage=RequestUsage(input_tokens=9, output_tokens=1))
+
+    agent = adder(
+        FunctionModel(respond, model_name="fn-parts"), capabilities=[ChatMemoryCapability(alice, conv.id)]
+    )
+    result = await agent.run(["sum", BinaryContent(PNG, media_type="image/png")])
+
+    assert as_json(await load_messages(alice, conv.id)) == as_json(result.all_messages())
