@@ -52,3 +52,21 @@ async def test_other_writers_changes_at_the_newest_end_are_seen(alice: Scope) ->
     await agent.run("three")
     assert newest.content not in str(script.received[-1])
     assert "written elsewhere" in str(script.received[-1])
+
+
+async def test_histories_recorded_side_by_side_are_read_once(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    earlier = await alice.start_history(conv.id, model="one")
+    later = await alice.start_history(conv.id, model="two")
+    await alice.append_messages(later.id, [{"role": "user", "content": "later asks"}])
+    await alice.append_messages(earlier.id, [{"role": "user", "content": "earlier asks"}])
+    for history in (earlier, later):
+        await alice.finish_history(history.id)
+    script = Script("fn-A", tool=False)
+    agent = adder(script.model, capabilities=[ChatMemoryCapability(alice, conv.id)])
+
+    await agent.run("first")
+    await agent.run("second")
+
+    sent = str(script.received[-1])
+    assert (sent.count("earlier asks"), sent.count("later asks")) == (1, 1)

@@ -102,7 +102,9 @@ class ConversationCache:
         for history in histories:
             status[history.id] = await self._close_if_abandoned(chat, history)
         if stored:
-            last, tail = (stored[-1].seq, stored[-1].id), stored[-1].history_id
+            # Histories come in the order they started, so the newest message is not always last.
+            newest = max(stored, key=lambda m: m.seq)
+            last, tail = (newest.seq, newest.id), stored[-1].history_id
         self.messages, self.status, self.last, self.tail_history = (
             base + to_model_messages(stored),
             status,
