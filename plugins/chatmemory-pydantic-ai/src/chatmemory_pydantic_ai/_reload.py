@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -50,9 +50,10 @@ async def load_messages(chat: Scope, conversation_id: UUID | str) -> list[pai.Mo
     return await ConversationCache().load(chat, conversation_id)
 
 
-def to_model_messages(stored: Sequence[Message]) -> list[pai.ModelMessage]:
+def to_model_messages(stored: Iterable[Message]) -> list[pai.ModelMessage]:
     """pydantic-ai messages from stored ones: exactly as recorded when ``native`` is pydantic-ai's
     (converted in one pass), rebuilt from the neutral ``parts`` when another writer stored them."""
+    stored = list(stored)
     native = [m.native.data for m in stored if _is_native(m)]  # type: ignore[union-attr]
     converted = iter(pai.ModelMessagesTypeAdapter.validate_python(native) if native else ())
     out: list[pai.ModelMessage] = []
