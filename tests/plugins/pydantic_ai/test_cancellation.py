@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from chatmemory_pydantic_ai import ChatMemoryCapability, load_messages
-from pydantic_ai import Agent, RunCancelled, RunContext, capture_run_messages, models
+from pydantic_ai import Agent, RunCancelled, RunContext, RunTimedOut, capture_run_messages, models
 from pydantic_ai.messages import (
     ModelMessage,
     ModelMessagesTypeAdapter,
@@ -155,3 +155,28 @@ async def test_a_tool_failing_the_run_keeps_what_pydantic_ai_captured(alice: Sco
     assert (history.status, history.error) == ("failed", "RuntimeError: tool broke")
     assert _shape(await load_messages(alice, conv.id)) == _shape(captured)
     assert [m.role for m in history.messages or []] == ["user", "assistant", "tool"]
+
+
+async def test_a_run_timing_out_is_cancelled_with_what_it_produced(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    agent, _ = _parallel_tools_agent()
+
+    @agent.tool_plain
+    async def hang() -> str:
+        await asyncio.sleep(5)
+        raise AssertionError("unreachable")
+
+    def call_hang(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[ToolCallPart(tool_name="hang", args={}, tool_call_id="call_hang")])
+
+    with pytest.raises(RunTimedOut) as raised:
+        await agent.run(
+            "wait",
+            model=FunctionModel(call_hang, model_name="fn-hang"),
+            timeout=0.2,
+            capabilities=[ChatMemoryCapability(alice, conv.id)],
+        )
+
+    (history,) = (await alice.get_conversation(conv.id, messages=True)).histories
+    assert (history.status, history.error) == ("cancelled", "RunTimedOut: The agent run timed out.")
+    assert _shape(await load_messages(alice, conv.id)) == _shape(raised.value.all_messages())
