@@ -89,7 +89,10 @@ class TokenEntry:
             if value is not _MISSING and (type(value) not in accepted):
                 raise InvalidInputError("token_file", f"an entry's {name!r} has the wrong type")
         entry = cls(**raw)
-        principal = entry.principal_of()
+        try:
+            principal = entry.principal_of()
+        except InvalidInputError as exc:
+            raise InvalidInputError("token_file", f"an entry names an invalid principal ({exc})") from None
         if principal.tenant is not None and "://" in principal.tenant:
             raise InvalidInputError("token_file", "a tenant may not contain '://' (reserved for JWT issuers)")
         return entry
