@@ -27,7 +27,8 @@ print(json.dumps({"status": status, "modules": sorted(sys.modules)}), file=sys.s
 
 
 def test_a_stdio_server_runs_without_the_http_and_jwt_code(tmp_path: Path) -> None:
-    env = os.environ | {"CHATMEMORY_PRINCIPAL": "alice", "CHATMEMORY_URL": f"sqlite:///{tmp_path / 'chat.db'}"}
+    database = f"sqlite:///{tmp_path / 'chat.db'}"
+    env = os.environ | {"CHATMEMORY_PRINCIPAL": "alice", "CHATMEMORY_URL": database}
     done = subprocess.run(
         [sys.executable, "-c", RUN_STDIO],
         stdin=subprocess.DEVNULL,  # end of input: the server stops at once
