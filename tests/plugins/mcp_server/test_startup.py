@@ -47,3 +47,12 @@ def test_the_package_names_load_on_first_use() -> None:
     assert set(chatmemory_mcp.__all__) <= set(dir(chatmemory_mcp))
     for name in chatmemory_mcp.__all__:
         assert getattr(chatmemory_mcp, name).__name__ == name
+
+
+def test_the_bearer_identity_needs_no_mcp_or_web_framework() -> None:
+    code = (
+        "import sys; import chatmemory_mcp.bearer, chatmemory_mcp.tokens, chatmemory_mcp.jwts; "
+        "print(sorted(m for m in ('mcp', 'starlette', 'uvicorn') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, check=True)
+    assert done.stdout.decode().strip() == "[]"
