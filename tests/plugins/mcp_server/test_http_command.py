@@ -41,6 +41,7 @@ async def test_the_command_serves_a_protected_resource_with_deadlines(tmp_path: 
         command = [
             sys.executable, "-m", "chatmemory_mcp", "http", "--port", str(port),
             "--public-url", base, "--jwt-issuer", issuer.url, "--jwt-jwks-url", f"{issuer.url}/jwks",
+            "--oauth-scope", "chatmemory", "--oauth-scope", "offline_access",
             "--header-timeout", "0.5", "--body-timeout", "5", "--max-connections", "20",
         ]  # fmt: skip
         async with await anyio.open_process(command, env=env) as process:
@@ -50,6 +51,7 @@ async def test_the_command_serves_a_protected_resource_with_deadlines(tmp_path: 
                     document = (await http.get(f"{base}/.well-known/oauth-protected-resource/mcp")).json()
                 assert document["resource"] == f"{base}/mcp"  # and the audience tokens must name
                 assert document["authorization_servers"] == [issuer.url]
+                assert document["scopes_supported"] == ["chatmemory", "offline_access"]
                 async with http_client(base, issuer.mint("alice", aud=f"{base}/mcp")) as alice:
                     assert (await call(alice, "whoami"))["principal_id"] == "alice"
 

@@ -38,6 +38,7 @@ async def protected(
             port=port_of(sock),
             resource_url=resource,
             token_file=token_file,
+            oauth_scopes=["chatmemory"],
             jwt=JWTSettings(issuer=issuer.url, audience=resource, jwks_url=f"{issuer.url}/jwks"),
         )
         async with hosting(settings, memory, sock) as url:
@@ -52,11 +53,13 @@ async def test_a_client_discovers_the_issuer_and_gets_in(memory: ChatMemory) -> 
         found = re.search(r'resource_metadata="([^"]+)"', challenge)
         assert found is not None
         assert found.group(1) == f"{url}/.well-known/oauth-protected-resource/mcp"
+        assert 'scope="chatmemory"' in challenge
 
         document = (await http.get(found.group(1))).json()
         assert document["resource"] == resource
         assert document["authorization_servers"] == [issuer.url]
         assert document["bearer_methods_supported"] == ["header"]
+        assert document["scopes_supported"] == ["chatmemory"]
         bare = await http.get(f"{url}/.well-known/oauth-protected-resource")
         assert bare.json() == document
         assert bare.headers["access-control-allow-origin"] == "*"

@@ -10,6 +10,7 @@ so that hosted clients discover the authorization server on their own.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -71,9 +72,10 @@ class RequireBearer:
     rather than to add one.
     """
 
-    def __init__(self, app: ASGIApp, *, resource_metadata: str | None) -> None:
+    def __init__(self, app: ASGIApp, *, resource_metadata: str | None, scopes: Sequence[str] = ()) -> None:
         self.app = app
         self.resource_metadata = resource_metadata
+        self.scopes = list(scopes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Forward or refuse one request."""
@@ -91,6 +93,8 @@ class RequireBearer:
             params += ['error="invalid_token"', f'error_description="{error}"']
         if self.resource_metadata is not None:
             params.append(f'resource_metadata="{self.resource_metadata}"')
+        if self.scopes:
+            params.append(f'scope="{" ".join(self.scopes)}"')
         challenge = "Bearer " + ", ".join(params) if params else 'Bearer realm="chatmemory"'
         body = json.dumps({"error": code, "error_description": str(error)})
         response = Response(

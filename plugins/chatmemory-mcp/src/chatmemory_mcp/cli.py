@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--authorization-server",
         help="the OAuth authorization server (issuer URL) clients get tokens from (default: --jwt-issuer)",
     )
+    http.add_argument(
+        "--oauth-scope",
+        action="append",
+        default=[],
+        help="a scope clients should request from the authorization server (repeatable)",
+    )
     http.add_argument("--jwt-issuer", help="accept JWTs from this issuer (`iss`)")
     http.add_argument(
         "--jwt-audience", help="the audience (`aud`) JWTs must name (default: the resource URL)"
@@ -152,6 +158,7 @@ def _http(args: argparse.Namespace) -> int:
         database_url=args.url,
         resource_url=args.resource_url,
         authorization_server=args.authorization_server,
+        oauth_scopes=args.oauth_scope,
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
         max_connections=args.max_connections,

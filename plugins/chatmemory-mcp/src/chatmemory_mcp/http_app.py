@@ -123,10 +123,12 @@ def _guard_endpoint(app: Starlette, settings: HttpSettings, *, authenticated: bo
         resource_metadata = None
         if issuer is not None:
             resource = settings.resource or settings.local_url + settings.path
-            routes = metadata_routes(resource_url=resource, authorization_servers=[issuer])
+            routes = metadata_routes(
+                resource_url=resource, authorization_servers=[issuer], scopes=settings.oauth_scopes
+            )
             app.router.routes.extend(routes)
             resource_metadata = metadata_url(resource)
-        guarded = RequireBearer(guarded, resource_metadata=resource_metadata)
+        guarded = RequireBearer(guarded, resource_metadata=resource_metadata, scopes=settings.oauth_scopes)
     app.router.routes[index] = Route(settings.path, endpoint=guarded)
 
 

@@ -47,6 +47,8 @@ class HttpSettings:
     database_url: str | None = None
     resource_url: str | None = None
     authorization_server: str | None = None
+    oauth_scopes: list[str] = field(default_factory=list)
+    """Scopes clients should ask the authorization server for, advertised in the metadata."""
     header_timeout: float = 10.0
     """Seconds a connection has to send a request's headers."""
     body_timeout: float = 30.0
