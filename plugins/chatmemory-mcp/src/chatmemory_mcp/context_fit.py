@@ -59,7 +59,10 @@ def fit_context(conversation_id: str, tail: Sequence[Message], max_tokens: int, 
         estimated_tokens=0,
         truncated=any(m.truncated for m in kept),
     )
-    tokens = math.ceil(wire_size(result) / CHARS_PER_TOKEN)
+    # The estimate is part of what it estimates: its own digits replace the placeholder 0.
+    size = wire_size(result) - 1
+    tokens = math.ceil(size / CHARS_PER_TOKEN)
+    tokens = math.ceil((size + len(str(tokens))) / CHARS_PER_TOKEN)
     return result.model_copy(update={"estimated_tokens": tokens})
 
 

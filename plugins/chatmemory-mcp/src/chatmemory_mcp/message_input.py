@@ -37,8 +37,9 @@ class MessageIn(BaseModel):
         None,
         validation_alias=AliasChoices("content", "text"),
         description=(
-            "Text, or parts: {type:text,text}, {type:image|audio|file,url|data+media_type}, "
-            "{type:tool_call,id,name,arguments}, {type:tool_result,call_id,content}, {type:reasoning,text}."
+            f"Text (max {CONTENT_CHARS} chars), or parts: {{type:text,text}}, "
+            "{type:image|audio|file,url|data+media_type}, {type:tool_call,id,name,arguments}, "
+            "{type:tool_result,call_id,content}, {type:reasoning,text}."
         ),
     )
     tool_calls: list[dict[str, JsonValue]] | None = Field(
@@ -79,7 +80,7 @@ Messages = Annotated[
     Field(
         min_length=1,
         max_length=MESSAGES_PER_CALL,
-        description="In order.",
+        description=f"1-{MESSAGES_PER_CALL}, in order.",
     ),
 ]
 
