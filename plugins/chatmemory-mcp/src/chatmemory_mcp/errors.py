@@ -117,12 +117,21 @@ class ArgumentError(ToolError):
 
 def argument_text(field: str, reason: str, schema: dict[str, Any] | None) -> str:
     """One rejected argument in the words every input error uses: which, what was wrong, what to send."""
-    if field.rsplit(".", 1)[-1].endswith("id"):
+    if field in _WANTED:
+        wanted = _WANTED[field]
+    elif "." not in field and field.endswith("_id"):
         wanted = "an id exactly as a tool returned it"
     else:
         wanted = expectation(_schema_at(schema, field)) if schema else ""
     send = f"Send {wanted}." if wanted else "Fix it and call the tool again."
-    return f"invalid argument `{field}`: {reason.rstrip('.')}. {send}"
+    reason = _REWORDED.get(reason, reason).rstrip(".")
+    return f"invalid argument `{field}`: {reason[:1].lower()}{reason[1:]}. {send}"
+
+
+_WANTED = {"cursor": "the previous page's `next_cursor` unchanged, or none to start over"}
+
+# pydantic's wording, as the store passes it on, in the words the other errors use.
+_REWORDED = {"Field required": "is required", "Extra inputs are not permitted": "is not an accepted field"}
 
 
 def validation_text(exc: ValidationError, schema: dict[str, Any] | None) -> str:
@@ -134,7 +143,14 @@ def validation_text(exc: ValidationError, schema: dict[str, Any] | None) -> str:
         # A union reports one error per branch: keep the deepest, which names what the caller meant.
         if top not in best or len(path) > len(best[top][0]):
             best[top] = (path, error)
-    texts = [argument_text(path or "input", _problem(error), schema) for path, error in best.values()]
+    texts = []
+    for path, error in best.values():
+        problem = _problem(error)
+        if error["type"] == "extra_forbidden":
+            parent = _schema_at(schema, path.rpartition(".")[0]) if "." in path else schema
+            names = sorted((parent or {}).get("properties", {}))
+            problem += f" (accepted: {', '.join(names)})" if names else ""
+        texts.append(argument_text(path or "input", problem, schema))
     return " ".join(texts[:5])
 
 
@@ -178,8 +194,8 @@ def _problem(error: ErrorDetails) -> str:
         "too_short": f"needs at least {ctx.get('min_length')} item(s)",
         "less_than_equal": f"must be at most {ctx.get('le')}",
         "greater_than_equal": f"must be at least {ctx.get('ge')}",
-        "literal_error": f"must be one of {ctx.get('expected')}",
-        "enum": f"must be one of {ctx.get('expected')}",
+        "literal_error": "is not one of the accepted values",
+        "enum": "is not one of the accepted values",
         "union_tag_invalid": f"has an unknown type {ctx.get('tag')!r}; use one of {ctx.get('expected_tags')}",
         "union_tag_not_found": f"needs a `{ctx.get('discriminator', 'type')}` field".replace("'", ""),
     }
