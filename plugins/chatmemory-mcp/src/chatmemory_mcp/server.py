@@ -169,7 +169,8 @@ def _check_names(tool: str, spec: ToolSpec, arguments: dict[str, Any]) -> None:
     for key in unknown:
         close = difflib.get_close_matches(key, list(spec.names), n=1)
         hint = f" (did you mean `{spec.names[close[0]]}`?)" if close else ""
-        texts.append(f"unknown argument `{key}`{hint}")
+        shown = key if len(key) <= 40 else key[:40] + "…"
+        texts.append(f"unknown argument `{shown}`{hint}")
     raise ToolError(f"{tool}: {'; '.join(texts)}. Accepted arguments: {', '.join(accepted) or 'none'}.")
 
 
