@@ -13,6 +13,13 @@ from chatmemory import ChatMemory, Principal
 from chatmemory.formats import to_openai
 from tests.plugins.mcp_server.conftest import Connect, call, fail
 
+
+@pytest.fixture
+def mode() -> str:
+    """One protocol mode: what is tested here does not depend on it (test_reading covers both)."""
+    return "auto"
+
+
 ERROR = re.compile(
     r"^\w+: invalid argument `[\w.]+`: [^\n]+\. (Send [^\n]+|Fix it and call the tool again)\.$"
 )

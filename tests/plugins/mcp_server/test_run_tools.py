@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 from chatmemory_mcp.run_tools import EXPORT_BYTES
 
 from chatmemory import ChatMemory, Principal
 from tests.plugins.mcp_server.conftest import Connect, call, fail
+
+
+@pytest.fixture
+def mode() -> str:
+    """One protocol mode: what is tested here does not depend on it (test_reading covers both)."""
+    return "auto"
+
 
 RUN = [
     {"role": "user", "content": "Note: buy milk", "key": "u1"},
