@@ -104,7 +104,8 @@ def register_prompts(server: MCPServer[ServerState]) -> None:
             "assistant and tool messages in order, in batches of up to 100. Give every message a `key` "
             "unique in the run (e.g. 'turn-3-assistant'), so a retried call never stores it twice.\n"
             "3. At the end call finish_history(history_id=..., status='completed' or 'failed', usage=...). "
-            "A finished history is closed; start a new one for the next run."
+            "A finished history is closed; start a new one for the next run.\n"
+            "Once a run is over, record_run(model=..., messages=[...], status=...) records it in one call."
         )
 
     @server.prompt()
