@@ -9,12 +9,15 @@ from chatmemory._histories import HistoryOps
 from chatmemory._messages import MessageOps
 from chatmemory._purge import PurgeOps
 from chatmemory._replace import ReplaceOps
+from chatmemory._runs import RunOps
 from chatmemory._search import SearchOps
 
 __all__ = ["Scope"]
 
 
-class Scope(ConversationOps, HistoryOps, ReplaceOps, MessageOps, SearchOps, ContextOps, ExportOps, PurgeOps):
+class Scope(
+    ConversationOps, HistoryOps, ReplaceOps, RunOps, MessageOps, SearchOps, ContextOps, ExportOps, PurgeOps
+):
     """One principal's view of the store, from ``memory.scoped(principal)``.
 
     Every call is one transaction. Anything the principal may not see raises the same

@@ -33,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve one client over stdin/stdout as $CHATMEMORY_PRINCIPAL (database: $CHATMEMORY_URL)",
     )
     stdio.add_argument("--url", help="database URL (default: $CHATMEMORY_URL, else the user data directory)")
+    stdio.add_argument(
+        "--tools",
+        choices=["core", "all"],
+        default="all",
+        help="core: only record_run and the reading tools, for clients short of context (default all)",
+    )
     stdio.set_defaults(run=_stdio)
 
     http = commands.add_parser("http", help="serve streamable HTTP with bearer-token authentication")
@@ -140,7 +146,7 @@ def _stdio(args: argparse.Namespace) -> int:
         return 2
     from chatmemory_mcp.server import build_server
 
-    build_server(principal=principal, auth="stdio", url=args.url).run("stdio")
+    build_server(principal=principal, auth="stdio", url=args.url, tools=args.tools).run("stdio")
     return 0
 
 
