@@ -1,0 +1,3 @@
+"""chatmemory for Google ADK."""
+
+from __future__ import annotations
