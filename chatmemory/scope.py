@@ -6,6 +6,7 @@ from chatmemory._context import ContextOps
 from chatmemory._conversations import ConversationOps
 from chatmemory._export import ExportOps
 from chatmemory._histories import HistoryOps
+from chatmemory._merge import MergeOps
 from chatmemory._messages import MessageOps
 from chatmemory._purge import PurgeOps
 from chatmemory._search import SearchOps
@@ -13,7 +14,7 @@ from chatmemory._search import SearchOps
 __all__ = ["Scope"]
 
 
-class Scope(ConversationOps, HistoryOps, MessageOps, SearchOps, ContextOps, ExportOps, PurgeOps):
+class Scope(ConversationOps, HistoryOps, MergeOps, MessageOps, SearchOps, ContextOps, ExportOps, PurgeOps):
     """One principal's view of the store, from ``memory.scoped(principal)``.
 
     Every call is one transaction. Anything the principal may not see raises the same

@@ -1,0 +1,104 @@
+"""Where ADK sessions and state live in chatmemory: principals, conversation ids, metadata.
+
+An ADK app is a tenant and an ADK user a principal in it. A session is a conversation of
+that user whose id is derived from ``(app, user, session id)``, so it is found in one
+lookup. State lives in conversation metadata, one top-level key per state key: session
+state in the session's conversation, ``user:`` state in one archived conversation per
+user, ``app:`` state in one archived conversation of the app owned by ``APP_OWNER``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic_core import to_jsonable_python
+
+from chatmemory import Principal
+
+FRAMEWORK = "google-adk"
+APP_OWNER = "google-adk:app"
+"""The principal id owning each app's shared state (in the app's tenant)."""
+STATE = "state:"
+"""Prefix of the metadata keys holding state."""
+APP_PREFIX, USER_PREFIX, TEMP_PREFIX = "app:", "user:", "temp:"
+
+_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/chatmemory/chatmemory-adk")
+
+
+def user(app_name: str, user_id: str, *, admin: bool = False) -> Principal:
+    """The principal of ``user_id`` in app ``app_name`` (an admin one writes shared app state)."""
+    return Principal(user_id, tenant=app_name, admin=admin)
+
+
+def app_owner(app_name: str) -> Principal:
+    return Principal(APP_OWNER, tenant=app_name)
+
+
+def _id(*parts: str) -> uuid.UUID:
+    return uuid.uuid5(_NAMESPACE, json.dumps(parts))
+
+
+def session_id_of(app_name: str, user_id: str, session_id: str) -> uuid.UUID:
+    return _id("session", app_name, user_id, session_id)
+
+
+def user_doc_id(app_name: str, user_id: str) -> uuid.UUID:
+    return _id("user", app_name, user_id)
+
+
+def app_doc_id(app_name: str) -> uuid.UUID:
+    return _id("app", app_name)
+
+
+def split_delta(delta: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``(app, user, session)`` parts of a state delta as metadata keys; ``temp:`` keys dropped.
+
+    Values are turned into JSON the way ADK's own database service does.
+    """
+    app: dict[str, Any] = {}
+    usr: dict[str, Any] = {}
+    session: dict[str, Any] = {}
+    for key, value in to_jsonable_python(dict(delta or {}), fallback=str).items():
+        if key.startswith(APP_PREFIX):
+            app[STATE + key.removeprefix(APP_PREFIX)] = value
+        elif key.startswith(USER_PREFIX):
+            usr[STATE + key.removeprefix(USER_PREFIX)] = value
+        elif not key.startswith(TEMP_PREFIX):
+            session[STATE + key] = value
+    return app, usr, session
+
+
+def state_of(metadata: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The state kept in ``metadata``, each key given ``prefix``."""
+    return {prefix + k.removeprefix(STATE): v for k, v in metadata.items() if k.startswith(STATE)}
+
+
+def document(
+    cid: uuid.UUID,
+    owner: Principal,
+    metadata: Mapping[str, Any],
+    when: datetime,
+    *,
+    title: str | None = None,
+    archived: bool = False,
+) -> dict[str, Any]:
+    """An import document creating an empty conversation with exactly this id."""
+    stamp = when.isoformat()
+    return {
+        "format_version": 1,
+        "conversation": {
+            "id": str(cid),
+            "owner_id": owner.id,
+            "tenant_id": owner.tenant,
+            "title": title,
+            "metadata": {"framework": FRAMEWORK, **metadata},
+            "archived_at": stamp if archived else None,
+            "created_at": stamp,
+            "updated_at": stamp,
+        },
+        "histories": [],
+    }
