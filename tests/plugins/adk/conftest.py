@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from chatmemory_adk import ChatMemorySessionService
 
 from chatmemory import ChatMemory
-from chatmemory_adk import ChatMemorySessionService
 
 
 @pytest.fixture

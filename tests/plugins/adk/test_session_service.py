@@ -14,13 +14,12 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
+from chatmemory_adk import ChatMemorySessionService
 from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
 from google.adk.sessions.base_session_service import GetSessionConfig
 from google.genai import types
-
-from chatmemory_adk import ChatMemorySessionService
 
 APP = "my_app"
 
@@ -53,7 +52,9 @@ async def test_create_get_session(service: ChatMemorySessionService) -> None:
 async def test_create_and_list_sessions(service: ChatMemorySessionService) -> None:
     ids = [f"session{i}" for i in range(5)]
     for sid in ids:
-        await service.create_session(app_name=APP, user_id="test_user", session_id=sid, state={"key": "value" + sid})
+        await service.create_session(
+            app_name=APP, user_id="test_user", session_id=sid, state={"key": "value" + sid}
+        )
     sessions = (await service.list_sessions(app_name=APP, user_id="test_user")).sessions
     assert len(sessions) == len(ids)
     assert {s.id for s in sessions} == set(ids)
@@ -63,9 +64,15 @@ async def test_create_and_list_sessions(service: ChatMemorySessionService) -> No
 
 
 async def test_list_sessions_all_users(service: ChatMemorySessionService) -> None:
-    await service.create_session(app_name=APP, user_id="user1", session_id="session1a", state={"key": "value1a"})
-    await service.create_session(app_name=APP, user_id="user1", session_id="session1b", state={"key": "value1b"})
-    await service.create_session(app_name=APP, user_id="user2", session_id="session2a", state={"key": "value2a"})
+    await service.create_session(
+        app_name=APP, user_id="user1", session_id="session1a", state={"key": "value1a"}
+    )
+    await service.create_session(
+        app_name=APP, user_id="user1", session_id="session1b", state={"key": "value1b"}
+    )
+    await service.create_session(
+        app_name=APP, user_id="user2", session_id="session2a", state={"key": "value2a"}
+    )
 
     sessions_1 = {s.id: s for s in (await service.list_sessions(app_name=APP, user_id="user1")).sessions}
     assert set(sessions_1) == {"session1a", "session1b"}
@@ -86,7 +93,9 @@ async def test_list_sessions_all_users(service: ChatMemorySessionService) -> Non
 
 
 async def test_list_sessions_oldest_update_first_with_shared_state(service: ChatMemorySessionService) -> None:
-    first = await service.create_session(app_name=APP, user_id="u1", session_id="a", state={"user:name": "Ann"})
+    first = await service.create_session(
+        app_name=APP, user_id="u1", session_id="a", state={"user:name": "Ann"}
+    )
     await service.create_session(app_name=APP, user_id="u2", session_id="b", state={"app:mode": "x"})
     await service.append_event(first, Event(invocation_id="i", author="user", timestamp=now() + 100))
     listed = (await service.list_sessions(app_name=APP)).sessions
@@ -96,7 +105,9 @@ async def test_list_sessions_oldest_update_first_with_shared_state(service: Chat
 
 
 async def test_app_state_is_shared_by_all_users_of_app(service: ChatMemorySessionService) -> None:
-    session1 = await service.create_session(app_name=APP, user_id="u1", session_id="s1", state={"app:k1": "v1"})
+    session1 = await service.create_session(
+        app_name=APP, user_id="u1", session_id="s1", state={"app:k1": "v1"}
+    )
     event = Event(invocation_id="inv1", author="user", actions=EventActions(state_delta={"app:k2": "v2"}))
     await service.append_event(session=session1, event=event)
 
@@ -109,7 +120,9 @@ async def test_app_state_is_shared_by_all_users_of_app(service: ChatMemorySessio
 
 
 async def test_user_state_is_shared_only_by_user_sessions(service: ChatMemorySessionService) -> None:
-    session1 = await service.create_session(app_name=APP, user_id="u1", session_id="s1", state={"user:k1": "v1"})
+    session1 = await service.create_session(
+        app_name=APP, user_id="u1", session_id="s1", state={"user:k1": "v1"}
+    )
     event = Event(invocation_id="inv1", author="user", actions=EventActions(state_delta={"user:k2": "v2"}))
     await service.append_event(session=session1, event=event)
 
@@ -135,7 +148,9 @@ async def test_session_state_is_not_shared(service: ChatMemorySessionService) ->
 
 async def test_temp_state_is_not_persisted_in_state_or_events(service: ChatMemorySessionService) -> None:
     session = await service.create_session(app_name=APP, user_id="u1", session_id="s1")
-    event = Event(invocation_id="inv1", author="user", actions=EventActions(state_delta={"temp:k1": "v1", "sk": "v2"}))
+    event = Event(
+        invocation_id="inv1", author="user", actions=EventActions(state_delta={"temp:k1": "v1", "sk": "v2"})
+    )
     await service.append_event(session=session, event=event)
 
     assert session.state.get("temp:k1") == "v1"
@@ -151,7 +166,9 @@ async def test_temp_state_is_not_persisted_in_state_or_events(service: ChatMemor
 async def test_temp_state_visible_across_sequential_events(service: ChatMemorySessionService) -> None:
     session = await service.create_session(app_name=APP, user_id="u1", session_id="s_seq")
     event1 = Event(
-        invocation_id="inv1", author="agent1", actions=EventActions(state_delta={"temp:output": "result_from_a1"})
+        invocation_id="inv1",
+        author="agent1",
+        actions=EventActions(state_delta={"temp:output": "result_from_a1"}),
     )
     await service.append_event(session=session, event=event1)
     assert session.state.get("temp:output") == "result_from_a1"
@@ -178,7 +195,9 @@ async def test_create_session_with_existing_id_raises_error(service: ChatMemoryS
 
 async def test_append_event_bytes(service: ChatMemorySessionService) -> None:
     session = await service.create_session(app_name=APP, user_id="user")
-    content = types.Content(role="user", parts=[types.Part.from_bytes(data=b"test_image_data", mime_type="image/png")])
+    content = types.Content(
+        role="user", parts=[types.Part.from_bytes(data=b"test_image_data", mime_type="image/png")]
+    )
     grounding = types.GroundingMetadata(search_entry_point=types.SearchEntryPoint(sdk_blob=b"test_sdk_blob"))
     event = Event(invocation_id="invocation", author="user", content=content, grounding_metadata=grounding)
     await service.append_event(session=session, event=event)
@@ -221,7 +240,9 @@ async def test_session_last_update_time_updates_on_event(service: ChatMemorySess
     session = await service.create_session(app_name=APP, user_id="user")
     original = session.last_update_time
     event_timestamp = original + 10
-    await service.append_event(session=session, event=Event(invocation_id="i", author="user", timestamp=event_timestamp))
+    await service.append_event(
+        session=session, event=Event(invocation_id="i", author="user", timestamp=event_timestamp)
+    )
     assert session.last_update_time == pytest.approx(event_timestamp, abs=1e-6)
 
     refreshed = await service.get_session(app_name=APP, user_id="user", session_id=session.id)
@@ -233,13 +254,19 @@ async def test_append_event_to_stale_session(service: ChatMemorySessionService) 
     current = now()
     original = await service.create_session(app_name=APP, user_id="user")
     event1 = Event(
-        invocation_id="inv1", author="user", timestamp=current + 1, actions=EventActions(state_delta={"sk1": "v1"})
+        invocation_id="inv1",
+        author="user",
+        timestamp=current + 1,
+        actions=EventActions(state_delta={"sk1": "v1"}),
     )
     await service.append_event(original, event1)
 
     updated = await service.get_session(app_name=APP, user_id="user", session_id=original.id)
     event2 = Event(
-        invocation_id="inv2", author="user", timestamp=current + 2, actions=EventActions(state_delta={"sk2": "v2"})
+        invocation_id="inv2",
+        author="user",
+        timestamp=current + 2,
+        actions=EventActions(state_delta={"sk2": "v2"}),
     )
     await service.append_event(updated, event2)
 
@@ -248,7 +275,10 @@ async def test_append_event_to_stale_session(service: ChatMemorySessionService) 
     assert "sk2" not in original.state
 
     event3 = Event(
-        invocation_id="inv3", author="user", timestamp=current + 3, actions=EventActions(state_delta={"sk3": "v3"})
+        invocation_id="inv3",
+        author="user",
+        timestamp=current + 3,
+        actions=EventActions(state_delta={"sk3": "v3"}),
     )
     with pytest.raises(ValueError, match="modified in storage"):
         await service.append_event(original, event3)
@@ -284,7 +314,9 @@ async def test_append_event_concurrent_stale_sessions_reject_stale_writer(
             actions=EventActions(state_delta={f"sk{i}-2": f"v{i}-2"}),
         )
         results = await asyncio.gather(
-            service.append_event(stale_1, event_1), service.append_event(stale_2, event_2), return_exceptions=True
+            service.append_event(stale_1, event_1),
+            service.append_event(stale_2, event_2),
+            return_exceptions=True,
         )
         errors = [r for r in results if isinstance(r, BaseException)]
         assert len(errors) == 1
@@ -299,12 +331,16 @@ async def test_append_event_concurrent_stale_sessions_reject_stale_writer(
     assert len(final.events) == rounds
 
 
-async def test_append_event_allows_timestamp_drift_for_current_session(service: ChatMemorySessionService) -> None:
+async def test_append_event_allows_timestamp_drift_for_current_session(
+    service: ChatMemorySessionService,
+) -> None:
     session = await service.create_session(app_name=APP, user_id="user", session_id="s1")
     event1 = Event(invocation_id="inv1", author="user", timestamp=session.last_update_time + 10)
     await service.append_event(session, event1)
     session.last_update_time -= 0.0001
-    await service.append_event(session, Event(invocation_id="inv2", author="user", timestamp=event1.timestamp + 10))
+    await service.append_event(
+        session, Event(invocation_id="inv2", author="user", timestamp=event1.timestamp + 10)
+    )
     refreshed = await service.get_session(app_name=APP, user_id="user", session_id="s1")
     assert [e.invocation_id for e in refreshed.events] == ["inv1", "inv2"]
 
@@ -315,7 +351,9 @@ async def test_append_event_allows_markerless_current_session(service: ChatMemor
     await service.append_event(session, event1)
     session._storage_update_marker = None
     session.last_update_time -= 0.0001
-    await service.append_event(session, Event(invocation_id="inv2", author="user", timestamp=event1.timestamp + 10))
+    await service.append_event(
+        session, Event(invocation_id="inv2", author="user", timestamp=event1.timestamp + 10)
+    )
     refreshed = await service.get_session(app_name=APP, user_id="user", session_id="s1")
     assert [e.invocation_id for e in refreshed.events] == ["inv1", "inv2"]
 
@@ -324,7 +362,9 @@ async def test_append_event_refuses_markerless_stale_session(service: ChatMemory
     session = await service.create_session(app_name=APP, user_id="user", session_id="s1")
     copy = session.model_copy(deep=True)
     copy._storage_update_marker = None
-    await service.append_event(session, Event(invocation_id="inv1", author="user", timestamp=session.last_update_time + 10))
+    await service.append_event(
+        session, Event(invocation_id="inv1", author="user", timestamp=session.last_update_time + 10)
+    )
     with pytest.raises(ValueError, match="modified in storage"):
         await service.append_event(copy, Event(invocation_id="inv2", author="user"))
     refreshed = await service.get_session(app_name=APP, user_id="user", session_id="s1")
@@ -339,7 +379,10 @@ async def test_get_session_with_config(service: ChatMemorySessionService) -> Non
 
     async def events(**config: float) -> list[Event]:
         got = await service.get_session(
-            app_name=APP, user_id="user", session_id=session.id, config=GetSessionConfig(**config) if config else None
+            app_name=APP,
+            user_id="user",
+            session_id=session.id,
+            config=GetSessionConfig(**config) if config else None,
         )
         return got.events
 
@@ -371,11 +414,15 @@ async def test_create_session_sequential_same_app_name(service: ChatMemorySessio
     assert await service.get_session(app_name="shared", user_id="u2", session_id="s2") is not None
 
 
-async def test_get_user_state_returns_empty_dict_when_no_state_exists(service: ChatMemorySessionService) -> None:
+async def test_get_user_state_returns_empty_dict_when_no_state_exists(
+    service: ChatMemorySessionService,
+) -> None:
     assert await service.get_user_state(app_name=APP, user_id="u1") == {}
 
 
-async def test_get_user_state_returns_state_written_via_append_event(service: ChatMemorySessionService) -> None:
+async def test_get_user_state_returns_state_written_via_append_event(
+    service: ChatMemorySessionService,
+) -> None:
     session = await service.create_session(app_name=APP, user_id="u1")
     delta = {"user:profile": {"name": "Alice"}, "session_key": 1}
     await service.append_event(session, Event(author="system", actions=EventActions(state_delta=delta)))
