@@ -2,8 +2,9 @@
 
 An ADK app is a tenant and an ADK user a principal in it. A session is a conversation of
 that user whose id is derived from ``(app, user, session id)``, so it is found in one
-lookup. State lives in conversation metadata, one top-level key per state key: session
-state in the session's conversation, ``user:`` state in one archived conversation per
+lookup (a deleted session's id, created again, gets the next generation's id). State
+lives in conversation metadata, one top-level key per state key: session state in the
+session's conversation, ``user:`` state in one archived conversation per
 user, ``app:`` state in one archived conversation of the app owned by ``APP_OWNER``.
 """
 
@@ -24,6 +25,8 @@ APP_OWNER = "google-adk:app"
 """The principal id owning each app's shared state (in the app's tenant)."""
 STATE = "state:"
 """Prefix of the metadata keys holding state."""
+GENERATION = "generation:"
+"""Prefix of the user-document keys counting how often a session id was created again after a delete."""
 APP_PREFIX, USER_PREFIX, TEMP_PREFIX = "app:", "user:", "temp:"
 
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/chatmemory/chatmemory-adk")
@@ -42,8 +45,16 @@ def _id(*parts: str) -> uuid.UUID:
     return uuid.uuid5(_NAMESPACE, json.dumps(parts))
 
 
-def session_id_of(app_name: str, user_id: str, session_id: str) -> uuid.UUID:
-    return _id("session", app_name, user_id, session_id)
+def session_id_of(app_name: str, user_id: str, session_id: str, generation: int = 0) -> uuid.UUID:
+    """The conversation of a session; a session created again after a delete is a new generation."""
+    if generation == 0:
+        return _id("session", app_name, user_id, session_id)
+    return _id("session", app_name, user_id, session_id, str(generation))
+
+
+def generation(user_metadata: Mapping[str, Any], session_id: str) -> int:
+    value = user_metadata.get(GENERATION + session_id, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def user_doc_id(app_name: str, user_id: str) -> uuid.UUID:

@@ -37,7 +37,8 @@ _STALE = (
     "The session has been modified in storage since it was loaded. "
     "Please reload the session before appending more events."
 )
-_CACHED_HISTORIES = 1024
+_CACHED = 1024
+_GENERATION_TRIES = 5
 _PAGE = 1000
 
 
@@ -61,6 +62,7 @@ class ChatMemorySessionService(BaseSessionService):
         self._open_lock = asyncio.Lock()
         self.default_model = default_model
         self._histories: OrderedDict[tuple[UUID, str], tuple[UUID, str]] = OrderedDict()
+        self._calls: OrderedDict[tuple[str, str], tuple[str, str | None]] = OrderedDict()
 
     @classmethod
     def from_url(
@@ -116,22 +118,35 @@ class ChatMemorySessionService(BaseSessionService):
         sid = session_id if session_id is not None else platform_uuid.new_uuid()
         app, usr, own = layout.split_delta(state)
         now = datetime.now(UTC)
-        cid = layout.session_id_of(app_name, user_id, sid)
         chat = memory.scoped(layout.user(app_name, user_id))
         await self._ensure_state_docs(memory, app_name, user_id, now)
+        generation = layout.generation(await self._user_metadata(memory, app_name, user_id), sid)
         info = {"kind": "session", "app_name": app_name, "user_id": user_id, "session_id": sid}
         metadata = {**info, "last_update_time": now.timestamp(), **own}
-        try:
-            await chat.import_conversation(
-                layout.document(cid, chat.principal, metadata, now, title=sid[:200])
-            )
-        except ConflictError:
-            raise AlreadyExistsError(f"Session with id {sid} already exists.") from None
+        for _ in range(_GENERATION_TRIES):
+            cid = layout.session_id_of(app_name, user_id, sid, generation)
+            try:
+                await chat.import_conversation(
+                    layout.document(cid, chat.principal, metadata, now, title=sid[:200])
+                )
+                break
+            except ConflictError:
+                if await _visible(chat, cid):
+                    raise AlreadyExistsError(f"Session with id {sid} already exists.") from None
+            # The id belonged to a deleted session: this one is its next generation.
+            generation += 1
+            bump = {layout.GENERATION + sid: generation}
+            await chat.merge_and_append({layout.user_doc_id(app_name, user_id): bump})
+        else:
+            raise AlreadyExistsError(f"Session with id {sid} is being created concurrently.")
         if app or usr:
             writer = memory.scoped(layout.user(app_name, user_id, admin=True))
             targets = {layout.app_doc_id(app_name): app, layout.user_doc_id(app_name, user_id): usr}
             await writer.merge_and_append({k: v for k, v in targets.items() if v})
-        return await self._require(app_name, user_id, sid)
+        session = await self.get_session(app_name=app_name, user_id=user_id, session_id=sid)
+        if session is None:
+            raise SessionNotFoundError(f"Session {sid} was deleted while it was created.")
+        return session
 
     @override
     async def get_session(
@@ -148,23 +163,28 @@ class ChatMemorySessionService(BaseSessionService):
         chat = memory.scoped(layout.user(app_name, user_id))
         limit = config.num_recent_events if config else None
         since = event_time(config.after_timestamp) if config and config.after_timestamp else None
+        user_metadata = await self._user_metadata(memory, app_name, user_id)
+        generation = layout.generation(user_metadata, session_id)
+        cid = layout.session_id_of(app_name, user_id, session_id, generation)
         try:
-            tail = await chat.get_tail(
-                layout.session_id_of(app_name, user_id, session_id), limit=limit, since=since
-            )
+            tail = await chat.get_tail(cid, limit=limit, since=since)
         except ConversationNotFound:
             return None
-        app_state, user_state = await self._shared_state(memory, app_name, user_id)
         metadata = tail.conversation.metadata
+        state = {
+            **layout.state_of(metadata),
+            **await self._app_state(memory, app_name),
+            **layout.state_of(user_metadata, layout.USER_PREFIX),
+        }
         session = Session(
             id=session_id,
             app_name=app_name,
             user_id=user_id,
-            state={**layout.state_of(metadata), **app_state, **user_state},
+            state=state,
             events=[e for e in map(to_event, tail.messages) if e is not None],
             last_update_time=_float(metadata.get("last_update_time"), tail.conversation.created_at),
         )
-        session._storage_update_marker = str(tail.last_seq)
+        session._storage_update_marker = f"{generation}:{tail.last_seq}"
         return session
 
     @override
@@ -189,7 +209,7 @@ class ChatMemorySessionService(BaseSessionService):
             if not page.has_more:
                 break
             cursor = page.next_cursor
-        app_state, _ = await self._shared_state(memory, app_name, None)
+        app_state = await self._app_state(memory, app_name)
         sessions = [
             Session(
                 id=str(m["session_id"]),
@@ -207,25 +227,17 @@ class ChatMemorySessionService(BaseSessionService):
     async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
         """Delete the session and its events; a missing session is no error."""
         memory = await self._store()
-        cid = layout.session_id_of(app_name, user_id, session_id)
-        try:
+        generation = layout.generation(await self._user_metadata(memory, app_name, user_id), session_id)
+        cid = layout.session_id_of(app_name, user_id, session_id, generation)
+        with contextlib.suppress(ConversationNotFound):
             await memory.scoped(layout.user(app_name, user_id)).delete_conversation(cid)
-        except ConversationNotFound:
-            return
         for key in [k for k in self._histories if k[0] == cid]:
             del self._histories[key]
 
     @override
     async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
         """The user's ``user:`` state, keys without the prefix."""
-        memory = await self._store()
-        try:
-            tail = await memory.scoped(layout.user(app_name, user_id)).get_tail(
-                layout.user_doc_id(app_name, user_id), limit=0
-            )
-        except ConversationNotFound:
-            return {}
-        return layout.state_of(tail.conversation.metadata)
+        return layout.state_of(await self._user_metadata(await self._store(), app_name, user_id))
 
     # -- events ----------------------------------------------------------------------------
 
@@ -236,6 +248,7 @@ class ChatMemorySessionService(BaseSessionService):
         Raises:
             StaleSessionError: the session changed in storage since ``session`` was read.
             SessionNotFoundError: the session does not exist (or was deleted).
+            ValueError: the app's or the user's state document is missing.
         """
         if event.partial:
             return event
@@ -243,53 +256,81 @@ class ChatMemorySessionService(BaseSessionService):
         event = self._trim_temp_delta_state(event)
         memory = await self._store()
         app_name, user_id = session.app_name, session.user_id
-        cid = layout.session_id_of(app_name, user_id, session.id)
         chat = memory.scoped(layout.user(app_name, user_id))
-        expected = await self._expected_seq(chat, cid, session)
-        model = event.model_version if event.author != "user" else None
+        generation, expected = await self._revision(memory, session)
+        cid = layout.session_id_of(app_name, user_id, session.id, generation)
+        model = None if event.author == "user" else event.model_version or self._noted_model(event)
         history_id = await self._history(chat, cid, event.invocation_id, model)
         app, usr, own = layout.split_delta(event.actions.state_delta if event.actions else None)
-        targets = {
-            cid: {"last_update_time": event.timestamp, **own},
-            layout.user_doc_id(app_name, user_id): usr,
-            layout.app_doc_id(app_name): app,
-        }
+        user_doc, app_doc = layout.user_doc_id(app_name, user_id), layout.app_doc_id(app_name)
+        targets = {cid: {"last_update_time": event.timestamp, **own}, user_doc: usr, app_doc: app}
         writer = memory.scoped(layout.user(app_name, user_id, admin=True))
-        message = to_message(event, model=model)
         try:
             stored = await writer.merge_and_append(
                 {k: v for k, v in targets.items() if v},
                 history_id=history_id,
-                messages=[message],
+                messages=[to_message(event, model=model)],
                 created_at=event_time(event.timestamp),
                 if_last_seq=expected,
             )
         except ConflictError:
             raise StaleSessionError(_STALE) from None
+        except ConversationNotFound as exc:
+            if exc.conversation_id in (user_doc, app_doc):
+                scope = "User" if exc.conversation_id == user_doc else "App"
+                raise ValueError(
+                    f"{scope} state missing for app_name={app_name!r}, user_id={user_id!r}."
+                ) from None
+            raise SessionNotFoundError(f"Session {session.id} not found.") from None
         except NotFoundError:
             raise SessionNotFoundError(f"Session {session.id} not found.") from None
         if stored[0].seq <= expected:
             return event  # the same event delivered again: stored once, applied once
-        session._storage_update_marker = str(stored[0].seq)
+        session._storage_update_marker = f"{generation}:{stored[0].seq}"
         session.last_update_time = event.timestamp
         return self._commit_event_to_session(session, event)
 
+    # -- provenance --------------------------------------------------------------------------
+
+    def note_model_call(
+        self, invocation_id: str, agent_name: str, model: str, system_prompt: str | None
+    ) -> None:
+        """Remember which model an agent calls in an invocation, and with which system prompt.
+
+        ``ProvenancePlugin`` calls this before each model call. The agent's events then name
+        this model where the model itself reports none, and the invocation's history records
+        the model and the system prompt.
+        """
+        self._calls[(invocation_id, agent_name)] = (model, system_prompt)
+        self._calls.move_to_end((invocation_id, agent_name))
+        while len(self._calls) > _CACHED:
+            self._calls.popitem(last=False)
+
+    def _noted_model(self, event: Event) -> str | None:
+        noted = self._calls.get((event.invocation_id, event.author))
+        return noted[0] if noted and noted[0] else None
+
+    def _noted_prompts(self, invocation_id: str, model: str | None) -> list[str] | None:
+        for (invocation, _), (called, prompt) in self._calls.items():
+            if invocation == invocation_id and called == model and prompt:
+                return [prompt]
+        return None
+
     # -- internals -------------------------------------------------------------------------
 
-    async def _require(self, app_name: str, user_id: str, session_id: str) -> Session:
-        session = await self.get_session(app_name=app_name, user_id=user_id, session_id=session_id)
-        if session is None:
-            raise SessionNotFoundError(f"Session {session_id} not found.")
-        return session
-
-    async def _expected_seq(self, chat: Any, cid: UUID, session: Session) -> int:
-        """The revision ``session`` was read at; stale copies without one are refused here."""
+    async def _revision(self, memory: ChatMemory, session: Session) -> tuple[int, int]:
+        """The generation and last ``seq`` ``session`` was read at; stale copies without them
+        are refused here."""
         marker = session._storage_update_marker
-        if marker is not None:
-            return int(marker)
+        if marker is not None and marker.count(":") == 1:
+            read_generation, read_seq = marker.split(":")
+            return int(read_generation), int(read_seq)
         # A session object this service did not hand out: current if it ends where storage does.
+        app_name, user_id = session.app_name, session.user_id
+        generation = layout.generation(await self._user_metadata(memory, app_name, user_id), session.id)
+        cid = layout.session_id_of(app_name, user_id, session.id, generation)
         try:
-            tail = await chat.get_tail(cid, limit=1)
+            tail = await memory.scoped(layout.user(app_name, user_id)).get_tail(cid, limit=1)
         except ConversationNotFound:
             raise SessionNotFoundError(f"Session {session.id} not found.") from None
         stored_update = _float(
@@ -299,7 +340,7 @@ class ChatMemorySessionService(BaseSessionService):
         mine = [session.events[-1].id] if session.events else []
         if stored_update > session.last_update_time and last != mine:
             raise StaleSessionError(_STALE)
-        return int(tail.last_seq)
+        return generation, tail.last_seq
 
     async def _history(self, chat: Any, cid: UUID, invocation_id: str, model: str | None) -> UUID:
         """The history recording ``invocation_id`` in the session, started on its first event."""
@@ -317,6 +358,7 @@ class ChatMemorySessionService(BaseSessionService):
                 started = await chat.start_history(
                     cid,
                     model=model or self.default_model,
+                    system_prompts=self._noted_prompts(invocation_id, model),
                     metadata={
                         "invocation_id": invocation_id,
                         "framework": layout.FRAMEWORK,
@@ -325,11 +367,14 @@ class ChatMemorySessionService(BaseSessionService):
                 )
                 cached = (started.id, started.model)
         if model and cached[1] == self.default_model:
-            await chat.update_history(cached[0], model=model)
+            prompts = [
+                p for (inv, _), (m, p) in self._calls.items() if inv == invocation_id and m == model and p
+            ]
+            await chat.update_history(cached[0], model=model, system_prompts=prompts[:1] or None)
             cached = (cached[0], model)
         self._histories[key] = cached
         self._histories.move_to_end(key)
-        while len(self._histories) > _CACHED_HISTORIES:
+        while len(self._histories) > _CACHED:
             self._histories.popitem(last=False)
         return cached[0]
 
@@ -345,26 +390,30 @@ class ChatMemorySessionService(BaseSessionService):
             with contextlib.suppress(ConflictError):  # created before
                 await memory.scoped(owner).import_conversation(document)
 
-    async def _shared_state(
-        self, memory: ChatMemory, app_name: str, user_id: str | None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The ``app:`` state, and the ``user:`` state of ``user_id``, keys prefixed."""
-        reads: list[tuple[Principal, UUID, str]] = [
-            (layout.app_owner(app_name), layout.app_doc_id(app_name), layout.APP_PREFIX)
-        ]
-        if user_id is not None:
-            reads.append(
-                (layout.user(app_name, user_id), layout.user_doc_id(app_name, user_id), layout.USER_PREFIX)
-            )
-        states: list[dict[str, Any]] = []
-        for owner, cid, prefix in reads:
-            try:
-                tail = await memory.scoped(owner).get_tail(cid, limit=0)
-            except ConversationNotFound:
-                states.append({})
-                continue
-            states.append(layout.state_of(tail.conversation.metadata, prefix))
-        return states[0], states[1] if len(states) > 1 else {}
+    async def _user_metadata(self, memory: ChatMemory, app_name: str, user_id: str) -> dict[str, Any]:
+        """The metadata of the user's state document (empty if there is none yet)."""
+        return await _metadata(memory, layout.user(app_name, user_id), layout.user_doc_id(app_name, user_id))
+
+    async def _app_state(self, memory: ChatMemory, app_name: str) -> dict[str, Any]:
+        """The ``app:`` state, keys prefixed."""
+        metadata = await _metadata(memory, layout.app_owner(app_name), layout.app_doc_id(app_name))
+        return layout.state_of(metadata, layout.APP_PREFIX)
+
+
+async def _metadata(memory: ChatMemory, owner: Principal, cid: UUID) -> dict[str, Any]:
+    try:
+        tail = await memory.scoped(owner).get_tail(cid, limit=0)
+    except ConversationNotFound:
+        return {}
+    return dict(tail.conversation.metadata)
+
+
+async def _visible(chat: Any, cid: UUID) -> bool:
+    try:
+        await chat.get_tail(cid, limit=0)
+    except ConversationNotFound:
+        return False
+    return True
 
 
 def _app_admin(app_name: str) -> Principal:
