@@ -14,9 +14,11 @@ from typing import Any
 
 from chatmemory_adk import ChatMemorySessionService
 from google.adk.agents import LlmAgent
+from google.adk.apps import App
 from google.adk.models.base_llm import BaseLlm
 from google.adk.models.llm_request import LlmRequest
 from google.adk.models.llm_response import LlmResponse
+from google.adk.plugins.base_plugin import BasePlugin
 from google.adk.runners import Runner
 from google.adk.sessions.base_session_service import BaseSessionService
 from google.genai import types
@@ -60,12 +62,18 @@ class FakeLlm(BaseLlm):
 
 
 async def run_turn(
-    service: BaseSessionService, model: str, session_id: str, text: str, *, stamp: bool = True
+    service: BaseSessionService,
+    model: str,
+    session_id: str,
+    text: str,
+    *,
+    stamp: bool = True,
+    plugins: list[BasePlugin] | None = None,
 ) -> FakeLlm:
     """One invocation of the ``calc`` agent on ``model``; returns the model with what it saw."""
     llm = FakeLlm(model=model, stamp=stamp)
     agent = LlmAgent(name="calc", model=llm, instruction="You add.", tools=[add])
-    runner = Runner(app_name=APP, agent=agent, session_service=service)
+    runner = Runner(app=App(name=APP, root_agent=agent, plugins=plugins or []), session_service=service)
     message = types.Content(role="user", parts=[types.Part(text=text)])
     async for _ in runner.run_async(user_id=USER, session_id=session_id, new_message=message):
         pass

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from chatmemory_adk import DEFAULT_MODEL, NATIVE_FORMAT, ChatMemorySessionService
+from chatmemory_adk import DEFAULT_MODEL, NATIVE_FORMAT, ChatMemorySessionService, ProvenancePlugin
 from google.adk.sessions.in_memory_session_service import InMemorySessionService
 
 from chatmemory import ChatMemory, Principal, ToolCallPart, ToolResultPart
@@ -88,3 +88,26 @@ async def test_a_model_that_names_no_version_leaves_the_default(memory: ChatMemo
     (summary,) = (await chat.list_conversations()).items
     (history,) = (await chat.get_conversation(summary.id)).histories
     assert history.model == DEFAULT_MODEL
+
+
+async def test_provenance_plugin_names_the_agents_model_and_system_prompt(memory: ChatMemory) -> None:
+    service = ChatMemorySessionService(memory)
+    await service.create_session(app_name=APP, user_id=USER, session_id="s")
+    await run_turn(
+        service, "quiet-model", "s", "please add 2 and 3", stamp=False, plugins=[ProvenancePlugin(service)]
+    )
+    chat = memory.scoped(Principal(USER, tenant=APP))
+    (summary,) = (await chat.list_conversations()).items
+    (history,) = (await chat.get_conversation(summary.id, messages=True)).histories
+    assert history.model == "quiet-model"
+    assert history.system_prompts is not None
+    assert history.system_prompts[0].startswith("You add.")
+    assert [(m.role, m.model) for m in history.messages or []] == [
+        ("user", None),
+        ("assistant", "quiet-model"),
+        ("tool", None),
+        ("assistant", "quiet-model"),
+    ]
+    stored = await service.get_session(app_name=APP, user_id=USER, session_id="s")
+    assert stored is not None
+    assert all(e.model_version is None for e in stored.events)  # events stay as ADK made them

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -46,14 +47,17 @@ def to_message(event: Event, *, model: str | None) -> NewMessage:
         role = "user"
     else:
         role = "assistant"
+    data = event.model_dump(mode="json", exclude_none=True)
+    # Equal events delivered again are stored once; distinct events sharing an id are not.
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
     return NewMessage(
         role=role,
         content=parts or "",
         model=model if role == "assistant" else None,
         metadata={"author": event.author, "invocation_id": event.invocation_id},
         # ADK's own database service stores events in exactly this form.
-        native={"format": NATIVE_FORMAT, "data": event.model_dump(mode="json", exclude_none=True)},
-        key=event.id,
+        native={"format": NATIVE_FORMAT, "data": data},
+        key=f"{event.id[:200]}#{digest}",
     )
 
 
