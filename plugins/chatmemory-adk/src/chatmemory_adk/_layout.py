@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic_core import to_jsonable_python
 
-from chatmemory import Principal
+from chatmemory import ChatMemory, ConversationNotFound, Principal, Scope
 
 FRAMEWORK = "google-adk"
 APP_OWNER = "google-adk:app"
@@ -37,8 +37,9 @@ def user(app_name: str, user_id: str, *, admin: bool = False) -> Principal:
     return Principal(user_id, tenant=app_name, admin=admin)
 
 
-def app_owner(app_name: str) -> Principal:
-    return Principal(APP_OWNER, tenant=app_name)
+def app_owner(app_name: str, *, admin: bool = False) -> Principal:
+    """The owner of the app's shared state (an admin one lists every user's sessions)."""
+    return Principal(APP_OWNER, tenant=app_name, admin=admin)
 
 
 def _id(*parts: str) -> uuid.UUID:
@@ -113,3 +114,29 @@ def document(
         },
         "histories": [],
     }
+
+
+async def read_metadata(memory: ChatMemory, owner: Principal, cid: uuid.UUID) -> dict[str, Any]:
+    """A conversation's metadata as ``owner`` sees it; empty if it does not exist."""
+    try:
+        tail = await memory.scoped(owner).get_tail(cid, limit=0)
+    except ConversationNotFound:
+        return {}
+    return dict(tail.conversation.metadata)
+
+
+async def exists(chat: Scope, cid: uuid.UUID) -> bool:
+    try:
+        await chat.get_tail(cid, limit=0)
+    except ConversationNotFound:
+        return False
+    return True
+
+
+def last_update_time(value: Any, created_at: datetime) -> float:
+    """A session's ``last_update_time`` from its metadata, else the time it was created."""
+    return (
+        float(value)
+        if isinstance(value, int | float) and not isinstance(value, bool)
+        else created_at.timestamp()
+    )

@@ -24,7 +24,7 @@ from google.adk.sessions.base_session_service import (
 from google.adk.sessions.session import Session
 from typing_extensions import override
 
-from chatmemory import ChatMemory, ConflictError, ConversationNotFound, NotFoundError, Principal
+from chatmemory import ChatMemory, ConflictError, ConversationNotFound, NotFoundError, Scope
 from chatmemory_adk import _layout as layout
 from chatmemory_adk._events import event_time, to_event, to_message
 
@@ -63,6 +63,7 @@ class ChatMemorySessionService(BaseSessionService):
         self.default_model = default_model
         self._histories: OrderedDict[tuple[UUID, str], tuple[UUID, str]] = OrderedDict()
         self._calls: OrderedDict[tuple[str, str], tuple[str, str | None]] = OrderedDict()
+        self._ensured: set[tuple[str, str]] = set()
 
     @classmethod
     def from_url(
@@ -131,7 +132,7 @@ class ChatMemorySessionService(BaseSessionService):
                 )
                 break
             except ConflictError:
-                if await _visible(chat, cid):
+                if await layout.exists(chat, cid):
                     raise AlreadyExistsError(f"Session with id {sid} already exists.") from None
             # The id belonged to a deleted session: this one is its next generation.
             generation += 1
@@ -163,7 +164,9 @@ class ChatMemorySessionService(BaseSessionService):
         chat = memory.scoped(layout.user(app_name, user_id))
         limit = config.num_recent_events if config else None
         since = event_time(config.after_timestamp) if config and config.after_timestamp else None
-        user_metadata = await self._user_metadata(memory, app_name, user_id)
+        user_metadata, app_state = await asyncio.gather(
+            self._user_metadata(memory, app_name, user_id), self._app_state(memory, app_name)
+        )
         generation = layout.generation(user_metadata, session_id)
         cid = layout.session_id_of(app_name, user_id, session_id, generation)
         try:
@@ -173,7 +176,7 @@ class ChatMemorySessionService(BaseSessionService):
         metadata = tail.conversation.metadata
         state = {
             **layout.state_of(metadata),
-            **await self._app_state(memory, app_name),
+            **app_state,
             **layout.state_of(user_metadata, layout.USER_PREFIX),
         }
         session = Session(
@@ -182,7 +185,9 @@ class ChatMemorySessionService(BaseSessionService):
             user_id=user_id,
             state=state,
             events=[e for e in map(to_event, tail.messages) if e is not None],
-            last_update_time=_float(metadata.get("last_update_time"), tail.conversation.created_at),
+            last_update_time=layout.last_update_time(
+                metadata.get("last_update_time"), tail.conversation.created_at
+            ),
         )
         session._storage_update_marker = f"{generation}:{tail.last_seq}"
         return session
@@ -191,7 +196,9 @@ class ChatMemorySessionService(BaseSessionService):
     async def list_sessions(self, *, app_name: str, user_id: str | None = None) -> ListSessionsResponse:
         """The app's sessions (of one user, or of every user), oldest update first, without events."""
         memory = await self._store()
-        reader = layout.user(app_name, user_id) if user_id is not None else _app_admin(app_name)
+        reader = (
+            layout.user(app_name, user_id) if user_id is not None else layout.app_owner(app_name, admin=True)
+        )
         chat = memory.scoped(reader)
         found: list[dict[str, Any]] = []
         users: dict[str, dict[str, Any]] = {}
@@ -216,7 +223,7 @@ class ChatMemorySessionService(BaseSessionService):
                 app_name=app_name,
                 user_id=str(m["user_id"]),
                 state={**layout.state_of(m), **app_state, **users.get(str(m["user_id"]), {})},
-                last_update_time=_float(m.get("last_update_time"), m["created"]),
+                last_update_time=layout.last_update_time(m.get("last_update_time"), m["created"]),
             )
             for m in found
         ]
@@ -333,7 +340,7 @@ class ChatMemorySessionService(BaseSessionService):
             tail = await memory.scoped(layout.user(app_name, user_id)).get_tail(cid, limit=1)
         except ConversationNotFound:
             raise SessionNotFoundError(f"Session {session.id} not found.") from None
-        stored_update = _float(
+        stored_update = layout.last_update_time(
             tail.conversation.metadata.get("last_update_time"), tail.conversation.created_at
         )
         last = [e.id for e in map(to_event, tail.messages) if e is not None]
@@ -342,7 +349,7 @@ class ChatMemorySessionService(BaseSessionService):
             raise StaleSessionError(_STALE)
         return generation, tail.last_seq
 
-    async def _history(self, chat: Any, cid: UUID, invocation_id: str, model: str | None) -> UUID:
+    async def _history(self, chat: Scope, cid: UUID, invocation_id: str, model: str | None) -> UUID:
         """The history recording ``invocation_id`` in the session, started on its first event."""
         key = (cid, invocation_id)
         cached = self._histories.get(key)
@@ -367,10 +374,9 @@ class ChatMemorySessionService(BaseSessionService):
                 )
                 cached = (started.id, started.model)
         if model and cached[1] == self.default_model:
-            prompts = [
-                p for (inv, _), (m, p) in self._calls.items() if inv == invocation_id and m == model and p
-            ]
-            await chat.update_history(cached[0], model=model, system_prompts=prompts[:1] or None)
+            await chat.update_history(
+                cached[0], model=model, system_prompts=self._noted_prompts(invocation_id, model)
+            )
             cached = (cached[0], model)
         self._histories[key] = cached
         self._histories.move_to_end(key)
@@ -381,6 +387,8 @@ class ChatMemorySessionService(BaseSessionService):
     async def _ensure_state_docs(
         self, memory: ChatMemory, app_name: str, user_id: str, now: datetime
     ) -> None:
+        if (app_name, user_id) in self._ensured:
+            return
         for owner, cid, meta in (
             (layout.app_owner(app_name), layout.app_doc_id(app_name), {"kind": "app-state"}),
             (layout.user(app_name, user_id), layout.user_doc_id(app_name, user_id), {"kind": "user-state"}),
@@ -389,40 +397,17 @@ class ChatMemorySessionService(BaseSessionService):
             document = layout.document(cid, owner, meta, now, archived=True)
             with contextlib.suppress(ConflictError):  # created before
                 await memory.scoped(owner).import_conversation(document)
+        if len(self._ensured) >= _CACHED:
+            self._ensured.clear()
+        self._ensured.add((app_name, user_id))
 
     async def _user_metadata(self, memory: ChatMemory, app_name: str, user_id: str) -> dict[str, Any]:
         """The metadata of the user's state document (empty if there is none yet)."""
-        return await _metadata(memory, layout.user(app_name, user_id), layout.user_doc_id(app_name, user_id))
+        return await layout.read_metadata(
+            memory, layout.user(app_name, user_id), layout.user_doc_id(app_name, user_id)
+        )
 
     async def _app_state(self, memory: ChatMemory, app_name: str) -> dict[str, Any]:
         """The ``app:`` state, keys prefixed."""
-        metadata = await _metadata(memory, layout.app_owner(app_name), layout.app_doc_id(app_name))
+        metadata = await layout.read_metadata(memory, layout.app_owner(app_name), layout.app_doc_id(app_name))
         return layout.state_of(metadata, layout.APP_PREFIX)
-
-
-async def _metadata(memory: ChatMemory, owner: Principal, cid: UUID) -> dict[str, Any]:
-    try:
-        tail = await memory.scoped(owner).get_tail(cid, limit=0)
-    except ConversationNotFound:
-        return {}
-    return dict(tail.conversation.metadata)
-
-
-async def _visible(chat: Any, cid: UUID) -> bool:
-    try:
-        await chat.get_tail(cid, limit=0)
-    except ConversationNotFound:
-        return False
-    return True
-
-
-def _app_admin(app_name: str) -> Principal:
-    return Principal(layout.APP_OWNER, tenant=app_name, admin=True)
-
-
-def _float(value: Any, fallback: datetime) -> float:
-    return (
-        float(value)
-        if isinstance(value, int | float) and not isinstance(value, bool)
-        else fallback.timestamp()
-    )
