@@ -33,10 +33,16 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
+def explode() -> int:
+    """Fail."""
+    raise RuntimeError("boom")
+
+
 class FakeLlm(BaseLlm):
-    """Offline model: asked to add, it calls ``add``; given the result, it states it; else it
-    says how many contents it saw. It reports its own name as the model version, as
-    provider models do. Every request's contents are kept in ``seen``."""
+    """Offline model: asked to add, it calls ``add`` (asked to explode, ``explode``); given the
+    result, it states it; else it says how many contents it saw. Unless ``stamp`` is off it
+    reports its own name as the model version, as provider models do. Every request's
+    contents are kept in ``seen``."""
 
     stamp: bool = True
     seen: list[list[dict[str, Any]]] = Field(default_factory=list)
@@ -53,11 +59,18 @@ class FakeLlm(BaseLlm):
             part = types.Part(
                 function_call=types.FunctionCall(id="call-1", name="add", args={"a": 2, "b": 3})
             )
+        elif any(p.text and "explode" in p.text for p in last):
+            part = types.Part(function_call=types.FunctionCall(id="call-2", name="explode", args={}))
         else:
             part = types.Part(text=f"saw {len(contents)} contents")
         yield LlmResponse(
             content=types.Content(role="model", parts=[part]),
             model_version=self.model if self.stamp else None,
+            usage_metadata=types.GenerateContentResponseUsageMetadata(
+                prompt_token_count=len(contents),
+                candidates_token_count=1,
+                total_token_count=len(contents) + 1,
+            ),
         )
 
 
@@ -72,7 +85,7 @@ async def run_turn(
 ) -> FakeLlm:
     """One invocation of the ``calc`` agent on ``model``; returns the model with what it saw."""
     llm = FakeLlm(model=model, stamp=stamp)
-    agent = LlmAgent(name="calc", model=llm, instruction="You add.", tools=[add])
+    agent = LlmAgent(name="calc", model=llm, instruction="You add.", tools=[add, explode])
     runner = Runner(app=App(name=APP, root_agent=agent, plugins=plugins or []), session_service=service)
     message = types.Content(role="user", parts=[types.Part(text=text)])
     async for _ in runner.run_async(user_id=USER, session_id=session_id, new_message=message):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from chatmemory_adk import DEFAULT_MODEL, NATIVE_FORMAT, ChatMemorySessionService, ProvenancePlugin
 from google.adk.sessions.in_memory_session_service import InMemorySessionService
 
@@ -100,6 +101,8 @@ async def test_provenance_plugin_names_the_agents_model_and_system_prompt(memory
     (summary,) = (await chat.list_conversations()).items
     (history,) = (await chat.get_conversation(summary.id, messages=True)).histories
     assert history.model == "quiet-model"
+    assert history.status == "completed"
+    assert history.usage == {"input_tokens": 1 + 3, "output_tokens": 2, "total_tokens": 2 + 4}
     assert history.system_prompts is not None
     assert history.system_prompts[0].startswith("You add.")
     assert [(m.role, m.model) for m in history.messages or []] == [
@@ -111,3 +114,19 @@ async def test_provenance_plugin_names_the_agents_model_and_system_prompt(memory
     stored = await service.get_session(app_name=APP, user_id=USER, session_id="s")
     assert stored is not None
     assert all(e.model_version is None for e in stored.events)  # events stay as ADK made them
+
+
+async def test_a_run_that_fails_leaves_a_failed_history(memory: ChatMemory) -> None:
+    service = ChatMemorySessionService(memory)
+    await service.create_session(app_name=APP, user_id=USER, session_id="s")
+    with pytest.raises(RuntimeError, match="boom"):
+        await run_turn(service, "m", "s", "explode", plugins=[ProvenancePlugin(service)])
+    await run_turn(service, "m", "s", "hello again", plugins=[ProvenancePlugin(service)])
+    chat = memory.scoped(Principal(USER, tenant=APP))
+    (summary,) = (await chat.list_conversations()).items
+    failed, completed = (await chat.get_conversation(summary.id, messages=True)).histories
+    assert (failed.status, failed.error) == ("failed", "RuntimeError: boom")
+    roles = [m.role for m in failed.messages or []]
+    assert roles[:2] == ["user", "assistant"]  # the prompt and the call; ADK then records the failure
+    assert "tool" not in roles
+    assert completed.status == "completed"

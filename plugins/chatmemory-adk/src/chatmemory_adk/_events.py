@@ -54,6 +54,7 @@ def to_message(event: Event, *, model: str | None) -> NewMessage:
         role=role,
         content=parts or "",
         model=model if role == "assistant" else None,
+        usage=_usage(event.usage_metadata) if role == "assistant" else None,
         metadata={"author": event.author, "invocation_id": event.invocation_id},
         # ADK's own database service stores events in exactly this form.
         native={"format": NATIVE_FORMAT, "data": data},
@@ -66,6 +67,18 @@ def to_event(message: Message) -> Event | None:
     if message.native is None or message.native.format != NATIVE_FORMAT:
         return None
     return Event.model_validate(message.native.data)
+
+
+def _usage(usage: types.GenerateContentResponseUsageMetadata | None) -> dict[str, int] | None:
+    if usage is None:
+        return None
+    counts = {
+        "input_tokens": usage.prompt_token_count,
+        "output_tokens": usage.candidates_token_count,
+        "total_tokens": usage.total_token_count,
+    }
+    found = {name: count for name, count in counts.items() if count is not None}
+    return found or None
 
 
 def _parts(part: types.Part) -> list[ContentPart]:

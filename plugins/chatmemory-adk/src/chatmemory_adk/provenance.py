@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from google.adk.agents.callback_context import CallbackContext
+from google.adk.agents.invocation_context import InvocationContext
 from google.adk.models.llm_request import LlmRequest
 from google.adk.models.llm_response import LlmResponse
 from google.adk.plugins.base_plugin import BasePlugin
@@ -41,6 +42,14 @@ class ProvenancePlugin(BasePlugin):
                 _text(llm_request.config.system_instruction if llm_request.config else None),
             )
         return None
+
+    async def after_run_callback(self, *, invocation_context: InvocationContext) -> None:
+        await self._service.finish_invocation(invocation_context.invocation_id)
+
+    async def on_run_error_callback(self, *, invocation_context: InvocationContext, error: Exception) -> None:
+        await self._service.finish_invocation(
+            invocation_context.invocation_id, status="failed", error=f"{type(error).__name__}: {error}"
+        )
 
 
 def _text(instruction: object) -> str | None:

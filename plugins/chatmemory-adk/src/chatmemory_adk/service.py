@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from google.adk import version as adk_version
@@ -24,7 +25,7 @@ from google.adk.sessions.base_session_service import (
 from google.adk.sessions.session import Session
 from typing_extensions import override
 
-from chatmemory import ChatMemory, ConflictError, ConversationNotFound, NotFoundError, Scope
+from chatmemory import ChatMemory, ConflictError, ConversationNotFound, NotFoundError, Principal, Scope
 from chatmemory_adk import _layout as layout
 from chatmemory_adk._events import event_time, to_event, to_message
 
@@ -40,6 +41,16 @@ _STALE = (
 _CACHED = 1024
 _GENERATION_TRIES = 5
 _PAGE = 1000
+
+
+@dataclass
+class _Run:
+    """An invocation's history, as this process records it."""
+
+    history_id: UUID
+    model: str
+    principal: Principal
+    usage: dict[str, int] = field(default_factory=dict)
 
 
 class ChatMemorySessionService(BaseSessionService):
@@ -61,7 +72,7 @@ class ChatMemorySessionService(BaseSessionService):
         self._owned = False
         self._open_lock = asyncio.Lock()
         self.default_model = default_model
-        self._histories: OrderedDict[tuple[UUID, str], tuple[UUID, str]] = OrderedDict()
+        self._runs: OrderedDict[tuple[UUID, str], _Run] = OrderedDict()
         self._calls: OrderedDict[tuple[str, str], tuple[str, str | None]] = OrderedDict()
         self._ensured: set[tuple[str, str]] = set()
 
@@ -238,8 +249,8 @@ class ChatMemorySessionService(BaseSessionService):
         cid = layout.session_id_of(app_name, user_id, session_id, generation)
         with contextlib.suppress(ConversationNotFound):
             await memory.scoped(layout.user(app_name, user_id)).delete_conversation(cid)
-        for key in [k for k in self._histories if k[0] == cid]:
-            del self._histories[key]
+        for key in [k for k in self._runs if k[0] == cid]:
+            del self._runs[key]
 
     @override
     async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
@@ -267,7 +278,7 @@ class ChatMemorySessionService(BaseSessionService):
         generation, expected = await self._revision(memory, session)
         cid = layout.session_id_of(app_name, user_id, session.id, generation)
         model = None if event.author == "user" else event.model_version or self._noted_model(event)
-        history_id = await self._history(chat, cid, event.invocation_id, model)
+        run = await self._history(chat, cid, event.invocation_id, model)
         app, usr, own = layout.split_delta(event.actions.state_delta if event.actions else None)
         user_doc, app_doc = layout.user_doc_id(app_name, user_id), layout.app_doc_id(app_name)
         targets = {cid: {"last_update_time": event.timestamp, **own}, user_doc: usr, app_doc: app}
@@ -275,7 +286,7 @@ class ChatMemorySessionService(BaseSessionService):
         try:
             stored = await writer.merge_and_append(
                 {k: v for k, v in targets.items() if v},
-                history_id=history_id,
+                history_id=run.history_id,
                 messages=[to_message(event, model=model)],
                 created_at=event_time(event.timestamp),
                 if_last_seq=expected,
@@ -294,6 +305,9 @@ class ChatMemorySessionService(BaseSessionService):
         if stored[0].seq <= expected:
             return event  # the same event delivered again: stored once, applied once
         session._storage_update_marker = f"{generation}:{stored[0].seq}"
+        for name, count in (stored[0].usage or {}).items():
+            if isinstance(count, int):
+                run.usage[name] = run.usage.get(name, 0) + count
         session.last_update_time = event.timestamp
         return self._commit_event_to_session(session, event)
 
@@ -312,6 +326,26 @@ class ChatMemorySessionService(BaseSessionService):
         self._calls.move_to_end((invocation_id, agent_name))
         while len(self._calls) > _CACHED:
             self._calls.popitem(last=False)
+
+    async def finish_invocation(
+        self,
+        invocation_id: str,
+        *,
+        status: Literal["completed", "failed"] = "completed",
+        error: str | None = None,
+    ) -> None:
+        """Close the history recording ``invocation_id``, with the tokens its model events used.
+
+        ``ProvenancePlugin`` calls this when a run ends. Events of the same invocation appended
+        later (a resumed invocation) start a new history.
+        """
+        memory = await self._store()
+        for key in [k for k in self._runs if k[1] == invocation_id]:
+            run = self._runs.pop(key)
+            with contextlib.suppress(ConflictError, NotFoundError):  # already closed, or deleted
+                await memory.scoped(run.principal).finish_history(
+                    run.history_id, status=status, usage=run.usage or None, error=error
+                )
 
     def _noted_model(self, event: Event) -> str | None:
         noted = self._calls.get((event.invocation_id, event.author))
@@ -349,19 +383,19 @@ class ChatMemorySessionService(BaseSessionService):
             raise StaleSessionError(_STALE)
         return generation, tail.last_seq
 
-    async def _history(self, chat: Scope, cid: UUID, invocation_id: str, model: str | None) -> UUID:
+    async def _history(self, chat: Scope, cid: UUID, invocation_id: str, model: str | None) -> _Run:
         """The history recording ``invocation_id`` in the session, started on its first event."""
         key = (cid, invocation_id)
-        cached = self._histories.get(key)
-        if cached is None:
+        run = self._runs.get(key)
+        if run is None:
             try:
                 detail = await chat.get_conversation(cid)
             except ConversationNotFound:
                 raise SessionNotFoundError("Session not found.") from None
             for h in detail.histories:
                 if (h.metadata or {}).get("invocation_id") == invocation_id and h.status == "running":
-                    cached = (h.id, h.model)
-            if cached is None:
+                    run = _Run(h.id, h.model, chat.principal)
+            if run is None:
                 started = await chat.start_history(
                     cid,
                     model=model or self.default_model,
@@ -372,17 +406,16 @@ class ChatMemorySessionService(BaseSessionService):
                         "framework_version": adk_version.__version__,
                     },
                 )
-                cached = (started.id, started.model)
-        if model and cached[1] == self.default_model:
-            await chat.update_history(
-                cached[0], model=model, system_prompts=self._noted_prompts(invocation_id, model)
-            )
-            cached = (cached[0], model)
-        self._histories[key] = cached
-        self._histories.move_to_end(key)
-        while len(self._histories) > _CACHED:
-            self._histories.popitem(last=False)
-        return cached[0]
+                run = _Run(started.id, started.model, chat.principal)
+        if model and run.model == self.default_model:
+            prompts = self._noted_prompts(invocation_id, model)
+            await chat.update_history(run.history_id, model=model, system_prompts=prompts)
+            run.model = model
+        self._runs[key] = run
+        self._runs.move_to_end(key)
+        while len(self._runs) > _CACHED:
+            self._runs.popitem(last=False)
+        return run
 
     async def _ensure_state_docs(
         self, memory: ChatMemory, app_name: str, user_id: str, now: datetime
