@@ -3,10 +3,12 @@ re-created session ids and re-delivered events."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import pytest
 from chatmemory_adk import NATIVE_FORMAT, ChatMemorySessionService
+from google.adk.errors import StaleSessionError
 from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
@@ -206,3 +208,25 @@ async def test_from_url_opens_and_closes_its_own_store(db_url: str) -> None:
     assert stored is not None
     assert stored.state == {"k": 1}
     assert len(stored.events) == 1
+
+
+async def test_two_stores_on_one_database_let_exactly_one_stale_writer_win(
+    db_url: str, service: ChatMemorySessionService
+) -> None:
+    session = await service.create_session(app_name=APP, user_id="u1", session_id="s")
+    async with ChatMemorySessionService.from_url(db_url) as elsewhere:
+        theirs = await elsewhere.get_session(app_name=APP, user_id="u1", session_id="s")
+        assert theirs is not None
+        results = await asyncio.gather(
+            service.append_event(session, user_event("mine", who="me")),
+            elsewhere.append_event(theirs, user_event("theirs", who="them")),
+            return_exceptions=True,
+        )
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert len(errors) == 1
+    assert isinstance(errors[0], StaleSessionError)
+    stored = await service.get_session(app_name=APP, user_id="u1", session_id="s")
+    assert stored is not None
+    assert len(stored.events) == 1
+    winner = "me" if stored.events[0].content.parts[0].text == "mine" else "them"  # type: ignore[union-attr,index]
+    assert stored.state == {"who": winner}

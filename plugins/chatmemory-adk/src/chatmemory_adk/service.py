@@ -12,7 +12,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 from google.adk import version as adk_version
-from google.adk.errors._stale_session_error import StaleSessionError
+from google.adk.errors import StaleSessionError
 from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events.event import Event
