@@ -211,7 +211,8 @@ class ChatMemorySessionService(BaseSessionService):
             layout.user(app_name, user_id) if user_id is not None else layout.app_owner(app_name, admin=True)
         )
         chat = memory.scoped(reader)
-        found: list[dict[str, Any]] = []
+        # Keyed, so a session whose update moves it across pages mid-listing appears once.
+        found: dict[tuple[str, str], dict[str, Any]] = {}
         users: dict[str, dict[str, Any]] = {}
         cursor = None
         while True:
@@ -221,7 +222,10 @@ class ChatMemorySessionService(BaseSessionService):
                 if meta.get("framework") != layout.FRAMEWORK or meta.get("app_name") != app_name:
                     continue
                 if meta.get("kind") == "session":
-                    found.append({**meta, "created": conv.created_at})
+                    found[(str(meta.get("user_id")), str(meta.get("session_id")))] = {
+                        **meta,
+                        "created": conv.created_at,
+                    }
                 elif meta.get("kind") == "user-state":
                     users[str(meta.get("user_id"))] = layout.state_of(meta, layout.USER_PREFIX)
             if not page.has_more:
@@ -236,7 +240,7 @@ class ChatMemorySessionService(BaseSessionService):
                 state={**layout.state_of(m), **app_state, **users.get(str(m["user_id"]), {})},
                 last_update_time=layout.last_update_time(m.get("last_update_time"), m["created"]),
             )
-            for m in found
+            for m in found.values()
         ]
         sessions.sort(key=lambda s: (s.last_update_time, s.user_id, s.id))
         return ListSessionsResponse(sessions=sessions)
