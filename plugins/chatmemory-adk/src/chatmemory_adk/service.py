@@ -388,18 +388,15 @@ class ChatMemorySessionService(BaseSessionService):
         return generation, tail.last_seq
 
     async def _history(self, chat: Scope, cid: UUID, invocation_id: str, model: str | None) -> _Run:
-        """The history recording ``invocation_id`` in the session, started on its first event."""
+        """The history recording ``invocation_id`` in this process, started on its first event.
+
+        A run continued by another process (or after a restart) is recorded as a history of
+        its own, so finding the history never scans the session's earlier ones.
+        """
         key = (cid, invocation_id)
         run = self._runs.get(key)
         if run is None:
             try:
-                detail = await chat.get_conversation(cid)
-            except ConversationNotFound:
-                raise SessionNotFoundError("Session not found.") from None
-            for h in detail.histories:
-                if (h.metadata or {}).get("invocation_id") == invocation_id and h.status == "running":
-                    run = _Run(h.id, h.model, chat.principal)
-            if run is None:
                 started = await chat.start_history(
                     cid,
                     model=model or self.default_model,
@@ -410,7 +407,9 @@ class ChatMemorySessionService(BaseSessionService):
                         "framework_version": adk_version.__version__,
                     },
                 )
-                run = _Run(started.id, started.model, chat.principal)
+            except ConversationNotFound:
+                raise SessionNotFoundError("Session not found.") from None
+            run = _Run(started.id, started.model, chat.principal)
         if model and run.model == self.default_model:
             prompts = self._noted_prompts(invocation_id, model)
             await chat.update_history(run.history_id, model=model, system_prompts=prompts)
