@@ -211,7 +211,7 @@ async def test_from_url_opens_and_closes_its_own_store(db_url: str) -> None:
 
 
 async def test_two_stores_on_one_database_let_exactly_one_stale_writer_win(
-    db_url: str, service: ChatMemorySessionService
+    db_url: str, service: ChatMemorySessionService, memory: ChatMemory
 ) -> None:
     session = await service.create_session(app_name=APP, user_id="u1", session_id="s")
     async with ChatMemorySessionService.from_url(db_url) as elsewhere:
@@ -230,3 +230,7 @@ async def test_two_stores_on_one_database_let_exactly_one_stale_writer_win(
     assert len(stored.events) == 1
     winner = "me" if stored.events[0].content.parts[0].text == "mine" else "them"  # type: ignore[union-attr,index]
     assert stored.state == {"who": winner}
+    # The refused writer's run left no empty history behind.
+    chat = memory.scoped(Principal("u1", tenant=APP))
+    (summary,) = (await chat.list_conversations()).items
+    assert len((await chat.get_conversation(summary.id)).histories) == 1

@@ -10,6 +10,7 @@ user, ``app:`` state in one archived conversation of the app owned by ``APP_OWNE
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Mapping
@@ -18,7 +19,7 @@ from typing import Any
 
 from pydantic_core import to_jsonable_python
 
-from chatmemory import ChatMemory, ConversationNotFound, Principal, Scope
+from chatmemory import ChatMemory, ConflictError, ConversationNotFound, Principal, Scope
 
 FRAMEWORK = "google-adk"
 APP_OWNER = "google-adk:app"
@@ -140,3 +141,24 @@ def last_update_time(value: Any, created_at: datetime) -> float:
         if isinstance(value, int | float) and not isinstance(value, bool)
         else created_at.timestamp()
     )
+
+
+async def create_state_documents(memory: ChatMemory, app_name: str, user_id: str, now: datetime) -> None:
+    """Create the app's and the user's state documents unless they exist."""
+    for owner, cid, kind in (
+        (app_owner(app_name), app_doc_id(app_name), "app-state"),
+        (user(app_name, user_id), user_doc_id(app_name, user_id), "user-state"),
+    ):
+        meta = {"kind": kind, "app_name": app_name, "user_id": owner.id}
+        with contextlib.suppress(ConflictError):  # created before
+            await memory.scoped(owner).import_conversation(document(cid, owner, meta, now, archived=True))
+
+
+async def user_metadata(memory: ChatMemory, app_name: str, user_id: str) -> dict[str, Any]:
+    """The metadata of the user's state document (empty if there is none yet)."""
+    return await read_metadata(memory, user(app_name, user_id), user_doc_id(app_name, user_id))
+
+
+async def app_state(memory: ChatMemory, app_name: str) -> dict[str, Any]:
+    """The ``app:`` state, keys prefixed."""
+    return state_of(await read_metadata(memory, app_owner(app_name), app_doc_id(app_name)), APP_PREFIX)

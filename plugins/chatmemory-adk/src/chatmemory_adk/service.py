@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal
@@ -25,9 +23,10 @@ from google.adk.sessions.base_session_service import (
 from google.adk.sessions.session import Session
 from typing_extensions import override
 
-from chatmemory import ChatMemory, ConflictError, ConversationNotFound, NotFoundError, Principal, Scope
+from chatmemory import ChatMemory, ConflictError, ConversationNotFound, NotFoundError, Scope
 from chatmemory_adk import _layout as layout
 from chatmemory_adk._events import event_time, to_event, to_message
+from chatmemory_adk._runs import ModelCalls, Recent, Run
 
 __all__ = ["DEFAULT_MODEL", "ChatMemorySessionService"]
 
@@ -41,16 +40,6 @@ _STALE = (
 _CACHED = 1024
 _GENERATION_TRIES = 5
 _PAGE = 1000
-
-
-@dataclass
-class _Run:
-    """An invocation's history, as this process records it."""
-
-    history_id: UUID
-    model: str
-    principal: Principal
-    usage: dict[str, int] = field(default_factory=dict)
 
 
 class ChatMemorySessionService(BaseSessionService):
@@ -72,9 +61,9 @@ class ChatMemorySessionService(BaseSessionService):
         self._owned = False
         self._open_lock = asyncio.Lock()
         self.default_model = default_model
-        self._runs: OrderedDict[tuple[UUID, str], _Run] = OrderedDict()
-        self._calls: OrderedDict[tuple[str, str], tuple[str, str | None]] = OrderedDict()
-        self._ensured: set[tuple[str, str]] = set()
+        self._runs: Recent[tuple[UUID, str], Run] = Recent(_CACHED)
+        self._calls = ModelCalls()
+        self._ensured: Recent[tuple[str, str], bool] = Recent(_CACHED)
 
     @classmethod
     def from_url(
@@ -132,7 +121,7 @@ class ChatMemorySessionService(BaseSessionService):
         now = datetime.now(UTC)
         chat = memory.scoped(layout.user(app_name, user_id))
         await self._ensure_state_docs(memory, app_name, user_id, now)
-        generation = layout.generation(await self._user_metadata(memory, app_name, user_id), sid)
+        generation = layout.generation(await layout.user_metadata(memory, app_name, user_id), sid)
         info = {"kind": "session", "app_name": app_name, "user_id": user_id, "session_id": sid}
         metadata = {**info, "last_update_time": now.timestamp(), **own}
         for _ in range(_GENERATION_TRIES):
@@ -176,7 +165,7 @@ class ChatMemorySessionService(BaseSessionService):
         limit = config.num_recent_events if config else None
         since = event_time(config.after_timestamp) if config and config.after_timestamp else None
         user_metadata, app_state = await asyncio.gather(
-            self._user_metadata(memory, app_name, user_id), self._app_state(memory, app_name)
+            layout.user_metadata(memory, app_name, user_id), layout.app_state(memory, app_name)
         )
         generation = layout.generation(user_metadata, session_id)
         cid = layout.session_id_of(app_name, user_id, session_id, generation)
@@ -231,7 +220,7 @@ class ChatMemorySessionService(BaseSessionService):
             if not page.has_more:
                 break
             cursor = page.next_cursor
-        app_state = await self._app_state(memory, app_name)
+        app_state = await layout.app_state(memory, app_name)
         sessions = [
             Session(
                 id=str(m["session_id"]),
@@ -249,17 +238,16 @@ class ChatMemorySessionService(BaseSessionService):
     async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
         """Delete the session and its events; a missing session is no error."""
         memory = await self._store()
-        generation = layout.generation(await self._user_metadata(memory, app_name, user_id), session_id)
+        generation = layout.generation(await layout.user_metadata(memory, app_name, user_id), session_id)
         cid = layout.session_id_of(app_name, user_id, session_id, generation)
         with contextlib.suppress(ConversationNotFound):
             await memory.scoped(layout.user(app_name, user_id)).delete_conversation(cid)
-        for key in [k for k in self._runs if k[0] == cid]:
-            del self._runs[key]
+        self._runs.pop_where(lambda key: key[0] == cid)
 
     @override
     async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
         """The user's ``user:`` state, keys without the prefix."""
-        return layout.state_of(await self._user_metadata(await self._store(), app_name, user_id))
+        return layout.state_of(await layout.user_metadata(await self._store(), app_name, user_id))
 
     # -- events ----------------------------------------------------------------------------
 
@@ -281,8 +269,12 @@ class ChatMemorySessionService(BaseSessionService):
         chat = memory.scoped(layout.user(app_name, user_id))
         generation, expected = await self._revision(memory, session)
         cid = layout.session_id_of(app_name, user_id, session.id, generation)
-        model = None if event.author == "user" else event.model_version or self._noted_model(event)
-        run = await self._history(chat, cid, event.invocation_id, model)
+        model = (
+            None
+            if event.author == "user"
+            else event.model_version or self._calls.model(event.invocation_id, event.author)
+        )
+        run, started = await self._history(chat, cid, event.invocation_id, model)
         app, usr, own = layout.split_delta(event.actions.state_delta if event.actions else None)
         user_doc, app_doc = layout.user_doc_id(app_name, user_id), layout.app_doc_id(app_name)
         targets = {cid: {"last_update_time": event.timestamp, **own}, user_doc: usr, app_doc: app}
@@ -295,23 +287,19 @@ class ChatMemorySessionService(BaseSessionService):
                 created_at=event_time(event.timestamp),
                 if_last_seq=expected,
             )
-        except ConflictError:
-            raise StaleSessionError(_STALE) from None
-        except ConversationNotFound as exc:
-            if exc.conversation_id in (user_doc, app_doc):
-                scope = "User" if exc.conversation_id == user_doc else "App"
-                raise ValueError(
-                    f"{scope} state missing for app_name={app_name!r}, user_id={user_id!r}."
-                ) from None
-            raise SessionNotFoundError(f"Session {session.id} not found.") from None
-        except NotFoundError:
-            raise SessionNotFoundError(f"Session {session.id} not found.") from None
+        except Exception as exc:
+            if started:  # the history this refused event opened records nothing: drop it
+                self._runs.pop_where(lambda key: key == (cid, event.invocation_id))
+                with contextlib.suppress(NotFoundError):
+                    await chat.delete_history(run.history_id)
+            mapped = _adk_error(exc, session.id, user_doc, app_doc)
+            if mapped is exc:
+                raise
+            raise mapped from None
         if stored[0].seq <= expected:
             return event  # the same event delivered again: stored once, applied once
         session._storage_update_marker = f"{generation}:{stored[0].seq}"
-        for name, count in (stored[0].usage or {}).items():
-            if isinstance(count, int):
-                run.usage[name] = run.usage.get(name, 0) + count
+        run.add_usage(stored[0].usage)
         session.last_update_time = event.timestamp
         return self._commit_event_to_session(session, event)
 
@@ -326,10 +314,7 @@ class ChatMemorySessionService(BaseSessionService):
         this model where the model itself reports none, and the invocation's history records
         the model and the system prompt.
         """
-        self._calls[(invocation_id, agent_name)] = (model, system_prompt)
-        self._calls.move_to_end((invocation_id, agent_name))
-        while len(self._calls) > _CACHED:
-            self._calls.popitem(last=False)
+        self._calls.note(invocation_id, agent_name, model, system_prompt)
 
     async def finish_invocation(
         self,
@@ -344,22 +329,11 @@ class ChatMemorySessionService(BaseSessionService):
         later (a resumed invocation) start a new history.
         """
         memory = await self._store()
-        for key in [k for k in self._runs if k[1] == invocation_id]:
-            run = self._runs.pop(key)
+        for run in self._runs.pop_where(lambda key: key[1] == invocation_id):
             with contextlib.suppress(ConflictError, NotFoundError):  # already closed, or deleted
                 await memory.scoped(run.principal).finish_history(
                     run.history_id, status=status, usage=run.usage or None, error=error
                 )
-
-    def _noted_model(self, event: Event) -> str | None:
-        noted = self._calls.get((event.invocation_id, event.author))
-        return noted[0] if noted and noted[0] else None
-
-    def _noted_prompts(self, invocation_id: str, model: str | None) -> list[str] | None:
-        for (invocation, _), (called, prompt) in self._calls.items():
-            if invocation == invocation_id and called == model and prompt:
-                return [prompt]
-        return None
 
     # -- internals -------------------------------------------------------------------------
 
@@ -372,7 +346,7 @@ class ChatMemorySessionService(BaseSessionService):
             return int(read_generation), int(read_seq)
         # A session object this service did not hand out: current if it ends where storage does.
         app_name, user_id = session.app_name, session.user_id
-        generation = layout.generation(await self._user_metadata(memory, app_name, user_id), session.id)
+        generation = layout.generation(await layout.user_metadata(memory, app_name, user_id), session.id)
         cid = layout.session_id_of(app_name, user_id, session.id, generation)
         try:
             tail = await memory.scoped(layout.user(app_name, user_id)).get_tail(cid, limit=1)
@@ -387,20 +361,24 @@ class ChatMemorySessionService(BaseSessionService):
             raise StaleSessionError(_STALE)
         return generation, tail.last_seq
 
-    async def _history(self, chat: Scope, cid: UUID, invocation_id: str, model: str | None) -> _Run:
-        """The history recording ``invocation_id`` in this process, started on its first event.
+    async def _history(
+        self, chat: Scope, cid: UUID, invocation_id: str, model: str | None
+    ) -> tuple[Run, bool]:
+        """The history recording ``invocation_id`` in this process, started on its first event
+        (then ``True`` comes with it).
 
         A run continued by another process (or after a restart) is recorded as a history of
         its own, so finding the history never scans the session's earlier ones.
         """
         key = (cid, invocation_id)
         run = self._runs.get(key)
+        started = run is None
         if run is None:
             try:
-                started = await chat.start_history(
+                history = await chat.start_history(
                     cid,
                     model=model or self.default_model,
-                    system_prompts=self._noted_prompts(invocation_id, model),
+                    system_prompts=self._calls.prompts(invocation_id, model),
                     metadata={
                         "invocation_id": invocation_id,
                         "framework": layout.FRAMEWORK,
@@ -409,41 +387,29 @@ class ChatMemorySessionService(BaseSessionService):
                 )
             except ConversationNotFound:
                 raise SessionNotFoundError("Session not found.") from None
-            run = _Run(started.id, started.model, chat.principal)
+            run = Run(history.id, history.model, chat.principal)
         if model and run.model == self.default_model:
-            prompts = self._noted_prompts(invocation_id, model)
+            prompts = self._calls.prompts(invocation_id, model)
             await chat.update_history(run.history_id, model=model, system_prompts=prompts)
             run.model = model
-        self._runs[key] = run
-        self._runs.move_to_end(key)
-        while len(self._runs) > _CACHED:
-            self._runs.popitem(last=False)
-        return run
+        self._runs.set(key, run)
+        return run, started
 
     async def _ensure_state_docs(
         self, memory: ChatMemory, app_name: str, user_id: str, now: datetime
     ) -> None:
-        if (app_name, user_id) in self._ensured:
-            return
-        for owner, cid, meta in (
-            (layout.app_owner(app_name), layout.app_doc_id(app_name), {"kind": "app-state"}),
-            (layout.user(app_name, user_id), layout.user_doc_id(app_name, user_id), {"kind": "user-state"}),
-        ):
-            meta = {**meta, "app_name": app_name, "user_id": owner.id}
-            document = layout.document(cid, owner, meta, now, archived=True)
-            with contextlib.suppress(ConflictError):  # created before
-                await memory.scoped(owner).import_conversation(document)
-        if len(self._ensured) >= _CACHED:
-            self._ensured.clear()
-        self._ensured.add((app_name, user_id))
+        if self._ensured.get((app_name, user_id)) is None:
+            await layout.create_state_documents(memory, app_name, user_id, now)
+            self._ensured.set((app_name, user_id), True)
 
-    async def _user_metadata(self, memory: ChatMemory, app_name: str, user_id: str) -> dict[str, Any]:
-        """The metadata of the user's state document (empty if there is none yet)."""
-        return await layout.read_metadata(
-            memory, layout.user(app_name, user_id), layout.user_doc_id(app_name, user_id)
-        )
 
-    async def _app_state(self, memory: ChatMemory, app_name: str) -> dict[str, Any]:
-        """The ``app:`` state, keys prefixed."""
-        metadata = await layout.read_metadata(memory, layout.app_owner(app_name), layout.app_doc_id(app_name))
-        return layout.state_of(metadata, layout.APP_PREFIX)
+def _adk_error(exc: Exception, session_id: str, user_doc: UUID, app_doc: UUID) -> Exception:
+    """The error ADK's own services raise where chatmemory raised ``exc``."""
+    if isinstance(exc, ConflictError):
+        return StaleSessionError(_STALE)
+    if isinstance(exc, ConversationNotFound) and exc.conversation_id in (user_doc, app_doc):
+        scope = "User" if exc.conversation_id == user_doc else "App"
+        return ValueError(f"{scope} state missing; session state documents are created by create_session.")
+    if isinstance(exc, NotFoundError):
+        return SessionNotFoundError(f"Session {session_id} not found.")
+    return exc
