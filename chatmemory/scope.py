@@ -6,6 +6,7 @@ from chatmemory._context import ContextOps
 from chatmemory._conversations import ConversationOps
 from chatmemory._export import ExportOps
 from chatmemory._histories import HistoryOps
+from chatmemory._merge import MergeOps
 from chatmemory._messages import MessageOps
 from chatmemory._purge import PurgeOps
 from chatmemory._replace import ReplaceOps
@@ -16,7 +17,16 @@ __all__ = ["Scope"]
 
 
 class Scope(
-    ConversationOps, HistoryOps, ReplaceOps, RunOps, MessageOps, SearchOps, ContextOps, ExportOps, PurgeOps
+    ConversationOps,
+    HistoryOps,
+    MergeOps,
+    ReplaceOps,
+    RunOps,
+    MessageOps,
+    SearchOps,
+    ContextOps,
+    ExportOps,
+    PurgeOps,
 ):
     """One principal's view of the store, from ``memory.scoped(principal)``.
 
