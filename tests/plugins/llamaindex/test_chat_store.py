@@ -7,10 +7,15 @@ run-llama/llama_index, llama-index-core/tests/storage/chat_store/test_simple_cha
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
+import pytest
 from chatmemory_llamaindex import ChatMemoryChatStore
 from llama_index.core.llms import ChatMessage
+from llama_index.core.memory import ChatMemoryBuffer
 
-from chatmemory import ImagePart, NewMessage, TextPart, ToolCallPart, ToolResultPart
+from chatmemory import ChatMemory, ImagePart, NewMessage, Principal, TextPart, ToolCallPart, ToolResultPart
 from chatmemory.scope import Scope
 from tests.plugins.llamaindex.conftest import StoreCalls
 
@@ -191,3 +196,33 @@ async def test_messages_of_other_frameworks_are_read_from_their_parts(
     assert got[1].blocks[0].tool_kwargs == {"q": 1}  # type: ignore[union-attr]
     assert got[2].additional_kwargs == {"tool_call_id": "c1"} and got[2].content == "seen"
     assert got[3].content == "done"
+
+
+async def test_a_synchronous_call_on_the_owning_loop_is_refused(store: ChatMemoryChatStore) -> None:
+    with pytest.raises(RuntimeError, match="blocked"):
+        store.add_message("k", user("from the loop itself"))
+    assert await store.aget_keys() == []
+
+
+def test_a_synchronous_program_hands_its_loop_to_the_store(db_url: str) -> None:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        memory = asyncio.run_coroutine_threadsafe(_open(db_url), loop).result(timeout=60)
+        store = ChatMemoryChatStore(memory.scoped(Principal("alice")), loop=loop)
+        buffer = ChatMemoryBuffer.from_defaults(chat_store=store, chat_store_key="k")
+        buffer.put(user("sync hello"))
+        assert buffer.get_all() == [user("sync hello")]
+        assert store.get_keys() == ["k"]
+        store.close()  # the loop is the program's: it keeps running
+        assert loop.is_running()
+        asyncio.run_coroutine_threadsafe(memory.close(), loop).result(timeout=60)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+async def _open(url: str) -> ChatMemory:
+    return await ChatMemory.open(url)
