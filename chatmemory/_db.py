@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import sqlite3
 import threading
@@ -72,10 +73,17 @@ def sync_url(url: URL) -> URL:
 
 
 def create_engine(url: str | URL | None = None, **options: Any) -> AsyncEngine:
-    """An async engine for ``url``, configured for chatmemory (SQLite: WAL, foreign keys, busy timeout)."""
+    """An async engine for ``url``, configured for chatmemory (SQLite: WAL, foreign keys, busy timeout).
+
+    Raises:
+        InvalidInputError: the URL is malformed or names a database this installation cannot reach.
+    """
     # Every transaction ends in an explicit commit or rollback, so the pool need not reset.
     options.setdefault("pool_reset_on_return", None)
-    engine = create_async_engine(resolve_url(url), **options)
+    resolved = resolve_url(url)
+    if resolved.get_backend_name() == "postgresql" and importlib.util.find_spec("asyncpg") is None:
+        raise InvalidInputError("url", "PostgreSQL needs asyncpg: pip install 'chatmemory-core[postgres]'")
+    engine = create_async_engine(resolved, **options)
     prepare_engine(engine)
     return engine
 
