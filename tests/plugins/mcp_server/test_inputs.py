@@ -225,14 +225,12 @@ async def test_schemas_show_limits_and_describe_every_free_form_argument(connect
         assert "JsonValue" not in str(tool.input_schema) or tool.input_schema["$defs"]["JsonValue"] != {}
 
 
-@pytest.mark.parametrize(
-    "uri", ["chatmemory://conversations/{id}", "chatmemory://conversations/{id}/transcript"]
-)
-async def test_a_missing_resource_answers_resource_not_found(connect: Connect, uri: str) -> None:
+async def test_a_missing_resource_answers_resource_not_found(connect: Connect) -> None:
     async with connect(Principal("bob")) as bob, connect() as alice:
         conv = await call(alice, "start_conversation", {})
-        for target in (uri.format(id=conv["id"]), uri.format(id="01a20ae9-0000-7000-8000-000000000000")):
-            with pytest.raises(MCPError) as raised:
-                await bob.read_resource(target)
-            assert raised.value.error.code == -32002
-            assert "not found" in raised.value.error.message
+        for uri in ("chatmemory://conversations/{id}", "chatmemory://conversations/{id}/transcript"):
+            for target in (uri.format(id=conv["id"]), uri.format(id="01a20ae9-0000-7000-8000-000000000000")):
+                with pytest.raises(MCPError) as raised:
+                    await bob.read_resource(target)
+                assert raised.value.error.code == -32002
+                assert "not found" in raised.value.error.message
