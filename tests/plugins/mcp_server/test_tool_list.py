@@ -6,11 +6,15 @@ import json
 from pathlib import Path
 
 from chatmemory_mcp import build_server
+from chatmemory_mcp.cli import build_parser
+from chatmemory_mcp.http_app import build_http_app
 from chatmemory_mcp.server import CORE_TOOLS
+from chatmemory_mcp.settings import HttpSettings
 from mcp import Client
 from mcp.types import Tool
 
 from chatmemory import Principal
+from tests.plugins.mcp_server._serving import http_client, loopback_socket, serving
 from tests.plugins.mcp_server.conftest import fail
 
 BEFORE = 33_288
@@ -63,3 +67,20 @@ async def test_the_core_set_is_small_and_nothing_else_is_callable(tmp_path: Path
         text = await fail(client, "start_history", {"conversation_id": "x", "model": "m"})
     assert "Unknown tool: start_history" in text
     assert "record_run" in text
+
+
+async def test_http_serves_the_core_set_when_asked(tmp_path: Path) -> None:
+    settings = HttpSettings(
+        insecure_principal=Principal("alice"), database_url=f"sqlite:///{tmp_path / 'x.db'}", tools="core"
+    )
+    with loopback_socket() as sock:
+        async with serving(build_http_app(settings), sock) as url, http_client(url, None) as client:
+            listed = (await client.list_tools()).tools
+    assert {t.name for t in listed} == CORE_TOOLS
+
+
+def test_the_command_line_takes_the_tool_set_for_both_transports() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["stdio", "--tools", "core"]).tools == "core"
+    assert parser.parse_args(["http", "--tools", "core"]).tools == "core"
+    assert parser.parse_args(["http"]).tools == "all"

@@ -23,6 +23,15 @@ if TYPE_CHECKING:
 __all__ = ["build_parser", "main"]
 
 
+def _tools_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tools",
+        choices=["core", "all"],
+        default="all",
+        help="core: only record_run and the reading tools, for clients short of context (default all)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``chatmemory-mcp``."""
     parser = argparse.ArgumentParser(prog="chatmemory-mcp", description="The chatmemory MCP server.")
@@ -33,12 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve one client over stdin/stdout as $CHATMEMORY_PRINCIPAL (database: $CHATMEMORY_URL)",
     )
     stdio.add_argument("--url", help="database URL (default: $CHATMEMORY_URL, else the user data directory)")
-    stdio.add_argument(
-        "--tools",
-        choices=["core", "all"],
-        default="all",
-        help="core: only record_run and the reading tools, for clients short of context (default all)",
-    )
+    _tools_option(stdio)
     stdio.set_defaults(run=_stdio)
 
     http = commands.add_parser("http", help="serve streamable HTTP with bearer-token authentication")
@@ -55,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     http.add_argument(
         "--allowed-origin", action="append", default=[], help="an Origin to accept (repeatable)"
     )
+    _tools_option(http)
     http.add_argument("--public-url", help="the server's external base URL, e.g. https://mem.example.com")
     _token_file_option(http)
     http.add_argument(
@@ -161,6 +166,7 @@ def _http(args: argparse.Namespace) -> int:
         public_url=args.public_url,
         max_body_bytes=args.max_body_bytes,
         stateless=args.stateless,
+        tools=args.tools,
         database_url=args.url,
         resource_url=args.resource_url,
         authorization_server=args.authorization_server,

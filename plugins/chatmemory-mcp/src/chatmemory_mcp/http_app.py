@@ -49,7 +49,11 @@ def build_http_app(settings: HttpSettings, *, memory: ChatMemory | None = None) 
         if not is_loopback(settings.host):
             raise ConfigError("--insecure-no-auth only binds to a loopback host (127.0.0.1, ::1, localhost)")
         server = build_server(
-            principal=settings.insecure_principal, auth="insecure", memory=memory, url=settings.database_url
+            principal=settings.insecure_principal,
+            auth="insecure",
+            memory=memory,
+            url=settings.database_url,
+            tools=settings.tools,
         )
     elif verifier is None:
         raise ConfigError(
@@ -69,6 +73,7 @@ def build_http_app(settings: HttpSettings, *, memory: ChatMemory | None = None) 
             auth="token",
             memory=memory,
             url=settings.database_url,
+            tools=settings.tools,
         )
     app = server.streamable_http_app(
         streamable_http_path=settings.path,

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from chatmemory import InvalidInputError, Principal
 
@@ -44,6 +44,8 @@ class HttpSettings:
     public_url: str | None = None
     max_body_bytes: int = 4 * 1024 * 1024
     stateless: bool = False
+    tools: Literal["core", "all"] = "all"
+    """``core`` exposes only record_run and the reading tools."""
     database_url: str | None = None
     resource_url: str | None = None
     authorization_server: str | None = None
