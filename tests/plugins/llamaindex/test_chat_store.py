@@ -226,3 +226,14 @@ def test_a_synchronous_program_hands_its_loop_to_the_store(db_url: str) -> None:
 
 async def _open(url: str) -> ChatMemory:
     return await ChatMemory.open(url)
+
+
+async def test_concurrent_writes_to_a_new_key_share_one_conversation_and_run(
+    alice: Scope, store: ChatMemoryChatStore
+) -> None:
+    await asyncio.gather(*(store.async_add_message("k", user(f"q{i}")) for i in range(4)))
+
+    (conversation,) = (await alice.list_conversations()).items
+    detail = await alice.get_conversation(conversation.id, messages=True)
+    assert len(detail.histories) == 1
+    assert sorted(m.content for m in detail.histories[0].messages or []) == ["q0", "q1", "q2", "q3"]

@@ -12,6 +12,7 @@ store's default; the history takes the first observed model and system prompts.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ KEY_FIELD = "llamaindex_key"
 
 T = TypeVar("T")
 
+_PAGE = 100  # conversations per listing call
+
 
 @dataclass
 class _Run:
@@ -56,13 +59,17 @@ class KeyedConversations:
         self._ids: dict[str, UUID] = {}
         self._runs: dict[UUID, _Run] = {}
         self._provenance = observe()
+        # Every call runs on the home loop, so asyncio locks suffice: one keeps two writers
+        # from starting two conversations for one new key, the other from splitting a run.
+        self._resolving = asyncio.Lock()
+        self._writing = asyncio.Lock()
 
     # -- keys ------------------------------------------------------------------------------
 
     async def _lookup(self, key: str) -> UUID | None:
         cursor: str | None = None
         while True:
-            page = await self.chat.list_conversations(limit=1000, cursor=cursor, archived=None)
+            page = await self.chat.list_conversations(limit=_PAGE, cursor=cursor, archived=None)
             for conversation in page.items:
                 if conversation.metadata.get(KEY_FIELD) == key:
                     return conversation.id
@@ -78,14 +85,15 @@ class KeyedConversations:
         """The conversation ``key`` names; a new one when it names none and ``create``."""
         if not isinstance(key, str) or not key:
             raise TypeError("a chat store key must be a non-empty string")
-        if key not in self._ids:
-            found = await self._lookup(key)
-            if found is None:
-                if not create:
-                    return None
-                found = (await self.chat.start_conversation(metadata={KEY_FIELD: key})).id
-            self._ids[key] = found
-        return self._ids[key]
+        async with self._resolving:
+            if key not in self._ids:
+                found = await self._lookup(key)
+                if found is None:
+                    if not create:
+                        return None
+                    found = (await self.chat.start_conversation(metadata={KEY_FIELD: key})).id
+                self._ids[key] = found
+            return self._ids[key]
 
     async def on_key(
         self, key: str, action: Callable[[UUID], Awaitable[T]], *, create: bool, missing: T
@@ -114,7 +122,7 @@ class KeyedConversations:
         found = []
         cursor: str | None = None
         while True:
-            page = await self.chat.list_conversations(limit=1000, cursor=cursor, archived=None)
+            page = await self.chat.list_conversations(limit=_PAGE, cursor=cursor, archived=None)
             found += page.items
             if page.next_cursor is None:
                 break
@@ -144,6 +152,10 @@ class KeyedConversations:
             await self.on_key(key, lambda cid: self._append(cid, messages), create=True, missing=None)
 
     async def _append(self, cid: UUID, messages: Sequence[ChatMessage]) -> None:
+        async with self._writing:
+            await self._append_runs(cid, messages)
+
+    async def _append_runs(self, cid: UUID, messages: Sequence[ChatMessage]) -> None:
         run = self._runs.get(cid) or await self._open_run(cid)
         last_role = run.last_role if run is not None else None
         # Split into runs: a user message after a non-user one opens the next run.
