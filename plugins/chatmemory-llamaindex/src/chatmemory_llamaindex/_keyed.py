@@ -22,9 +22,11 @@ from uuid import UUID
 from llama_index.core.llms import ChatMessage
 
 from chatmemory import (
+    ChatMemoryError,
     ConflictError,
     ConversationNotFound,
     HistoryNotFound,
+    InvalidInputError,
     Message,
     NewMessage,
     Scope,
@@ -84,7 +86,7 @@ class KeyedConversations:
     async def conversation_id(self, key: str, *, create: bool) -> UUID | None:
         """The conversation ``key`` names; a new one when it names none and ``create``."""
         if not isinstance(key, str) or not key:
-            raise TypeError("a chat store key must be a non-empty string")
+            raise InvalidInputError("key", "must be a non-empty string")
         async with self._resolving:
             if key not in self._ids:
                 found = await self._lookup(key)
@@ -174,8 +176,18 @@ class KeyedConversations:
             last_role = new.role
         for opens, batch, seen in segments:
             if opens or run is None:
-                run = await self._start_run(cid, run)
-            run = await self._write(cid, run, batch)
+                fresh = await self._record_run(cid, batch)
+                if run is not None:
+                    # Closed or deleted elsewhere already: nothing left to close.
+                    with contextlib.suppress(ConflictError, HistoryNotFound):
+                        await self.chat.finish_history(run.history_id)
+                run = fresh
+            else:
+                try:
+                    await self.chat.append_messages(run.history_id, batch)
+                except (ConflictError, HistoryNotFound):
+                    # Closed or deleted by another writer: the batch starts a run of its own.
+                    run = await self._record_run(cid, batch)
             run.last_role = batch[-1].role
             if seen is not None and not run.observed:
                 await self.chat.update_history(
@@ -189,32 +201,24 @@ class KeyedConversations:
         return to_new_message(message, model=produced.model if produced is not None else None)
 
     async def _open_run(self, cid: UUID) -> _Run | None:
-        """The conversation's last history, when it is still running (a run of this store
-        started in an earlier process)."""
+        """The conversation's last history, when it is a run this adapter left running (in
+        an earlier process); another framework's run in progress is never joined."""
         detail = await self.chat.get_conversation(cid)
         last = detail.histories[-1] if detail.histories else None
-        if last is None or last.status != "running":
+        if last is None or last.status != "running" or (last.metadata or {}).get("framework") != "llamaindex":
             return None
         return _Run(last.id, None, last.model != self.model)
 
-    async def _start_run(self, cid: UUID, previous: _Run | None) -> _Run:
-        if previous is not None:
-            # Closed or deleted elsewhere already: nothing left to close.
-            with contextlib.suppress(ConflictError, HistoryNotFound):
-                await self.chat.finish_history(previous.history_id)
-        history = await self.chat.start_history(cid, model=self.model, metadata=self.metadata)
-        run = self._runs[cid] = _Run(history.id, None, False)
-        return run
-
-    async def _write(self, cid: UUID, run: _Run, batch: list[NewMessage]) -> _Run:
+    async def _record_run(self, cid: UUID, batch: list[NewMessage], **metadata: Any) -> _Run:
+        """A new history holding ``batch``; when the batch is refused, no history is left."""
+        history = await self.chat.start_history(cid, model=self.model, metadata={**self.metadata, **metadata})
         try:
-            await self.chat.append_messages(run.history_id, batch)
-            return run
-        except (ConflictError, HistoryNotFound):
-            # The run was closed or deleted by another writer: record the batch as a new run.
-            fresh = await self._start_run(cid, None)
-            await self.chat.append_messages(fresh.history_id, batch)
-            return fresh
+            await self.chat.append_messages(history.id, batch)
+        except BaseException:
+            with contextlib.suppress(ChatMemoryError):
+                await self.chat.delete_history(history.id)
+            raise
+        return _Run(history.id, None, False)
 
     async def replace(self, key: str, messages: Sequence[ChatMessage | Message]) -> None:
         """Make ``messages`` the whole content of ``key``, recorded as one finished history
@@ -222,16 +226,15 @@ class KeyedConversations:
         batch = [restored(m) if isinstance(m, Message) else self._new_message(m) for m in messages]
 
         async def act(cid: UUID) -> None:
-            detail = await self.chat.get_conversation(cid)
-            for old in detail.histories:
-                await self.chat.delete_history(old.id)
-            self._runs.pop(cid, None)
+            # The new content is stored before the old is deleted, so a refused batch
+            # changes nothing.
+            old = (await self.chat.get_conversation(cid)).histories
             if batch:
-                history = await self.chat.start_history(
-                    cid, model=self.model, metadata={**self.metadata, "replaced": True}
-                )
-                await self.chat.append_messages(history.id, batch)
-                await self.chat.finish_history(history.id)
+                run = await self._record_run(cid, batch, replaced=True)
+                await self.chat.finish_history(run.history_id)
+            for history in old:
+                await self.chat.delete_history(history.id)
+            self._runs.pop(cid, None)
 
         await self.on_key(key, act, create=True, missing=None)
 
