@@ -15,7 +15,16 @@ from chatmemory_llamaindex import ChatMemoryChatStore
 from llama_index.core.llms import ChatMessage
 from llama_index.core.memory import ChatMemoryBuffer
 
-from chatmemory import ChatMemory, ImagePart, NewMessage, Principal, TextPart, ToolCallPart, ToolResultPart
+from chatmemory import (
+    ChatMemory,
+    ImagePart,
+    InvalidInputError,
+    NewMessage,
+    Principal,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+)
 from chatmemory.scope import Scope
 from tests.plugins.llamaindex.conftest import StoreCalls
 
@@ -226,3 +235,52 @@ def test_a_synchronous_program_hands_its_loop_to_the_store(db_url: str) -> None:
 
 async def _open(url: str) -> ChatMemory:
     return await ChatMemory.open(url)
+
+
+async def test_concurrent_writes_to_a_new_key_share_one_conversation_and_run(
+    alice: Scope, store: ChatMemoryChatStore
+) -> None:
+    await asyncio.gather(*(store.async_add_message("k", user(f"q{i}")) for i in range(4)))
+
+    (conversation,) = (await alice.list_conversations()).items
+    detail = await alice.get_conversation(conversation.id, messages=True)
+    assert len(detail.histories) == 1
+    assert sorted(m.content for m in detail.histories[0].messages or []) == ["q0", "q1", "q2", "q3"]
+
+
+async def test_a_refused_message_changes_nothing(alice: Scope, store: ChatMemoryChatStore) -> None:
+    await store.async_add_message("k", user("q1"))
+    await store.async_add_message("k", ChatMessage(role="assistant", content="a1"))
+    (conversation,) = (await alice.list_conversations()).items
+    before = await alice.get_conversation(conversation.id, messages=True)
+    too_long = "x" * 100_001
+
+    with pytest.raises(InvalidInputError):
+        await store.async_add_message("k", user(too_long))  # would open a new run
+    with pytest.raises(InvalidInputError):
+        await store.async_add_message("k", ChatMessage(role="assistant", content=too_long))
+    with pytest.raises(InvalidInputError):
+        await store.aset_messages("k", [user("fine"), user(too_long)])
+    with pytest.raises(InvalidInputError):
+        await store.async_add_message("", user("no key"))
+
+    after = await alice.get_conversation(conversation.id, messages=True)
+    assert after.histories == before.histories
+    assert [m.content for m in await store.aget_messages("k")] == ["q1", "a1"]
+    assert await store.aget_keys() == ["k"]
+
+
+async def test_another_frameworks_run_in_progress_is_left_alone(
+    alice: Scope, store: ChatMemoryChatStore
+) -> None:
+    conversation = await alice.start_conversation()
+    theirs = await alice.start_history(conversation.id, model="gpt-x", metadata={"framework": "other"})
+    await alice.append_messages(theirs.id, [NewMessage(role="user", content="theirs")])
+
+    await store.async_add_message(str(conversation.id), ChatMessage(role="assistant", content="ours"))
+
+    detail = await alice.get_conversation(conversation.id, messages=True)
+    assert [(h.status, [m.content for m in h.messages or []]) for h in detail.histories] == [
+        ("running", ["theirs"]),
+        ("running", ["ours"]),
+    ]

@@ -12,6 +12,7 @@ store's default; the history takes the first observed model and system prompts.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,9 +22,11 @@ from uuid import UUID
 from llama_index.core.llms import ChatMessage
 
 from chatmemory import (
+    ChatMemoryError,
     ConflictError,
     ConversationNotFound,
     HistoryNotFound,
+    InvalidInputError,
     Message,
     NewMessage,
     Scope,
@@ -37,6 +40,8 @@ KEY_FIELD = "llamaindex_key"
 """The conversation metadata field holding the chat-store key it was started for."""
 
 T = TypeVar("T")
+
+_PAGE = 100  # conversations per listing call
 
 
 @dataclass
@@ -56,13 +61,17 @@ class KeyedConversations:
         self._ids: dict[str, UUID] = {}
         self._runs: dict[UUID, _Run] = {}
         self._provenance = observe()
+        # Every call runs on the home loop, so asyncio locks suffice: one keeps two writers
+        # from starting two conversations for one new key, the other from splitting a run.
+        self._resolving = asyncio.Lock()
+        self._writing = asyncio.Lock()
 
     # -- keys ------------------------------------------------------------------------------
 
     async def _lookup(self, key: str) -> UUID | None:
         cursor: str | None = None
         while True:
-            page = await self.chat.list_conversations(limit=1000, cursor=cursor, archived=None)
+            page = await self.chat.list_conversations(limit=_PAGE, cursor=cursor, archived=None)
             for conversation in page.items:
                 if conversation.metadata.get(KEY_FIELD) == key:
                     return conversation.id
@@ -77,15 +86,16 @@ class KeyedConversations:
     async def conversation_id(self, key: str, *, create: bool) -> UUID | None:
         """The conversation ``key`` names; a new one when it names none and ``create``."""
         if not isinstance(key, str) or not key:
-            raise TypeError("a chat store key must be a non-empty string")
-        if key not in self._ids:
-            found = await self._lookup(key)
-            if found is None:
-                if not create:
-                    return None
-                found = (await self.chat.start_conversation(metadata={KEY_FIELD: key})).id
-            self._ids[key] = found
-        return self._ids[key]
+            raise InvalidInputError("key", "must be a non-empty string")
+        async with self._resolving:
+            if key not in self._ids:
+                found = await self._lookup(key)
+                if found is None:
+                    if not create:
+                        return None
+                    found = (await self.chat.start_conversation(metadata={KEY_FIELD: key})).id
+                self._ids[key] = found
+            return self._ids[key]
 
     async def on_key(
         self, key: str, action: Callable[[UUID], Awaitable[T]], *, create: bool, missing: T
@@ -114,7 +124,7 @@ class KeyedConversations:
         found = []
         cursor: str | None = None
         while True:
-            page = await self.chat.list_conversations(limit=1000, cursor=cursor, archived=None)
+            page = await self.chat.list_conversations(limit=_PAGE, cursor=cursor, archived=None)
             found += page.items
             if page.next_cursor is None:
                 break
@@ -144,6 +154,10 @@ class KeyedConversations:
             await self.on_key(key, lambda cid: self._append(cid, messages), create=True, missing=None)
 
     async def _append(self, cid: UUID, messages: Sequence[ChatMessage]) -> None:
+        async with self._writing:
+            await self._append_runs(cid, messages)
+
+    async def _append_runs(self, cid: UUID, messages: Sequence[ChatMessage]) -> None:
         run = self._runs.get(cid) or await self._open_run(cid)
         last_role = run.last_role if run is not None else None
         # Split into runs: a user message after a non-user one opens the next run.
@@ -162,8 +176,18 @@ class KeyedConversations:
             last_role = new.role
         for opens, batch, seen in segments:
             if opens or run is None:
-                run = await self._start_run(cid, run)
-            run = await self._write(cid, run, batch)
+                fresh = await self._record_run(cid, batch)
+                if run is not None:
+                    # Closed or deleted elsewhere already: nothing left to close.
+                    with contextlib.suppress(ConflictError, HistoryNotFound):
+                        await self.chat.finish_history(run.history_id)
+                run = fresh
+            else:
+                try:
+                    await self.chat.append_messages(run.history_id, batch)
+                except (ConflictError, HistoryNotFound):
+                    # Closed or deleted by another writer: the batch starts a run of its own.
+                    run = await self._record_run(cid, batch)
             run.last_role = batch[-1].role
             if seen is not None and not run.observed:
                 await self.chat.update_history(
@@ -177,32 +201,24 @@ class KeyedConversations:
         return to_new_message(message, model=produced.model if produced is not None else None)
 
     async def _open_run(self, cid: UUID) -> _Run | None:
-        """The conversation's last history, when it is still running (a run of this store
-        started in an earlier process)."""
+        """The conversation's last history, when it is a run this adapter left running (in
+        an earlier process); another framework's run in progress is never joined."""
         detail = await self.chat.get_conversation(cid)
         last = detail.histories[-1] if detail.histories else None
-        if last is None or last.status != "running":
+        if last is None or last.status != "running" or (last.metadata or {}).get("framework") != "llamaindex":
             return None
         return _Run(last.id, None, last.model != self.model)
 
-    async def _start_run(self, cid: UUID, previous: _Run | None) -> _Run:
-        if previous is not None:
-            # Closed or deleted elsewhere already: nothing left to close.
-            with contextlib.suppress(ConflictError, HistoryNotFound):
-                await self.chat.finish_history(previous.history_id)
-        history = await self.chat.start_history(cid, model=self.model, metadata=self.metadata)
-        run = self._runs[cid] = _Run(history.id, None, False)
-        return run
-
-    async def _write(self, cid: UUID, run: _Run, batch: list[NewMessage]) -> _Run:
+    async def _record_run(self, cid: UUID, batch: list[NewMessage], **metadata: Any) -> _Run:
+        """A new history holding ``batch``; when the batch is refused, no history is left."""
+        history = await self.chat.start_history(cid, model=self.model, metadata={**self.metadata, **metadata})
         try:
-            await self.chat.append_messages(run.history_id, batch)
-            return run
-        except (ConflictError, HistoryNotFound):
-            # The run was closed or deleted by another writer: record the batch as a new run.
-            fresh = await self._start_run(cid, None)
-            await self.chat.append_messages(fresh.history_id, batch)
-            return fresh
+            await self.chat.append_messages(history.id, batch)
+        except BaseException:
+            with contextlib.suppress(ChatMemoryError):
+                await self.chat.delete_history(history.id)
+            raise
+        return _Run(history.id, None, False)
 
     async def replace(self, key: str, messages: Sequence[ChatMessage | Message]) -> None:
         """Make ``messages`` the whole content of ``key``, recorded as one finished history
@@ -210,16 +226,15 @@ class KeyedConversations:
         batch = [restored(m) if isinstance(m, Message) else self._new_message(m) for m in messages]
 
         async def act(cid: UUID) -> None:
-            detail = await self.chat.get_conversation(cid)
-            for old in detail.histories:
-                await self.chat.delete_history(old.id)
-            self._runs.pop(cid, None)
+            # The new content is stored before the old is deleted, so a refused batch
+            # changes nothing.
+            old = (await self.chat.get_conversation(cid)).histories
             if batch:
-                history = await self.chat.start_history(
-                    cid, model=self.model, metadata={**self.metadata, "replaced": True}
-                )
-                await self.chat.append_messages(history.id, batch)
-                await self.chat.finish_history(history.id)
+                run = await self._record_run(cid, batch, replaced=True)
+                await self.chat.finish_history(run.history_id)
+            for history in old:
+                await self.chat.delete_history(history.id)
+            self._runs.pop(cid, None)
 
         await self.on_key(key, act, create=True, missing=None)
 

@@ -31,11 +31,12 @@ class ChatMemoryChatStore(BaseChatStore):
         await agent.run("Hi", memory=buffer)
 
     Each key is one conversation of the principal: the one started for that key, or the
-    one whose id the key is. Every agent run (a user message and the replies after it) is
-    recorded as one history, with the model LlamaIndex instrumentation saw answer, else
-    ``model``. Synchronous methods may be called from any thread but not on the event loop
-    that owns the store; all calls run on that loop (``loop``, else the loop running at
-    creation, else a background loop this object starts).
+    one whose id the key is (an empty key is an ``InvalidInputError``). Every agent run (a
+    user message and the replies after it) is recorded as one history, with the model
+    LlamaIndex instrumentation saw answer, else ``model``. Synchronous methods may be
+    called from any thread but not on the event loop that owns the store; all calls run on
+    that loop (``loop``, else the loop running at creation, else a background loop this
+    object starts).
 
     Args:
         chat: the principal's scope.
