@@ -147,6 +147,7 @@ class Recorder:
         """The histories of ``runs`` were deleted: their next items start new ones."""
         for run in runs:
             self._release(run)
+            run.previous = None
 
     # -- internals -------------------------------------------------------------------------------
 
