@@ -216,6 +216,7 @@ class Recorder:
         with contextlib.suppress(ConflictError, HistoryNotFound):  # closed or deleted elsewhere
             await self.chat.finish_history(history.id, status=status, usage=_usage(run), error=error)
         self._release(run)
+        run.final = False
         self._remember(history.id)
 
     def _release(self, run: RunRecord) -> None:
@@ -223,7 +224,7 @@ class Recorder:
             return
         with _OPEN_GUARD:
             _OPEN.pop(run.history.id, None)
-        run.previous, run.history, run.final = run.history.id, None, False
+        run.previous, run.history = run.history.id, None
 
     def _remember(self, history_id: UUID) -> None:
         with _OPEN_GUARD:
