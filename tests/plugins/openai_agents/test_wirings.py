@@ -15,12 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from agents import Agent, RunConfig, Runner, SQLiteSession
+from agents import Agent, RunConfig, Runner, SQLiteSession, function_tool
 from agents.testing import ModelStep, assistant_message, function_call
 from chatmemory_openai_agents import ChatMemorySession
 from chatmemory_openai_agents._record import UNCLOSED
 
-from chatmemory import Conversation
+from chatmemory import Conversation, InvalidInputError
 from chatmemory.scope import Scope
 from tests.plugins.openai_agents._support import NamedModel, add, make_agent
 
@@ -280,3 +280,21 @@ async def test_concurrent_runs_on_two_session_objects_leave_each_other_open(
         ("model-a", "completed", 2),
         ("model-b", "completed", 2),
     ]
+
+
+@pytest.mark.parametrize("wiring", ["run", "run_streamed", "run_streamed+hooks"])
+async def test_a_write_the_store_refuses_fails_the_run_and_never_hangs(
+    wiring: str, alice: Scope, conversation: Conversation
+) -> None:
+    """After ``test_session_add_items_exception_propagates_in_streamed`` in the SDK's suite."""
+
+    @function_tool
+    def fetch() -> str:
+        """Return a page over the store's content limit."""
+        return "x" * 100_001
+
+    model = NamedModel("m", [[function_call("fetch", {}, call_id="c1")], [assistant_message("Done.")]])
+    session = ChatMemorySession(alice, conversation.id)
+    with pytest.raises(InvalidInputError):
+        await asyncio.wait_for(drive(wiring, session, make_agent("reader", model, tools=[fetch]), "Read"), 30)
+    assert [item.get("role") for item in await session.get_items()] == ["user"]
