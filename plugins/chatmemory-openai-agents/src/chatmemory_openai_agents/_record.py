@@ -66,13 +66,13 @@ class RunRecord:
     managed: bool = False
     wrapper: weakref.ref[RunContextWrapper[Any]] | None = None
     history: History | None = None
-    previous: UUID | None = None
-    model: str | None = None
+    previous: UUID | None = None  # the run's earlier history, closed under it
+    model: str | None = None  # the first model called: the run's driver
     system_prompt: str | None = None
-    current: tuple[str, str] | None = None
-    hooked: bool = False
-    final: bool = False
-    answered: bool = False
+    current: tuple[str, str] | None = None  # (model, agent) of the latest model call
+    hooked: bool = False  # the hooks report on this run
+    final: bool = False  # the hooks saw the final output
+    answered: bool = False  # the last item recorded is an assistant answer
     produced: dict[str, tuple[str, str]] = field(default_factory=dict)
     lock: AnyLoopLock = field(default_factory=AnyLoopLock)
 
@@ -202,7 +202,10 @@ class Recorder:
         hid = newest.history_id
         if hid in self._closed or _is_open_here(hid):
             return
-        history = await self.chat.get_history(hid, messages=False)
+        try:
+            history = await self.chat.get_history(hid, messages=False)
+        except HistoryNotFound:
+            return  # deleted since the read
         if history.status == "running" and (history.metadata or {}).get("framework") == FRAMEWORK:
             status, error = _inferred(message_is_answer(newest))
             with contextlib.suppress(ConflictError):  # another run closed it first
