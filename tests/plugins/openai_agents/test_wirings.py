@@ -15,12 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from agents import Agent, RunConfig, Runner, SQLiteSession
+from agents import Agent, RunConfig, Runner, SQLiteSession, function_tool
 from agents.testing import ModelStep, assistant_message, function_call
 from chatmemory_openai_agents import ChatMemorySession
 from chatmemory_openai_agents._record import UNCLOSED
 
-from chatmemory import Conversation
+from chatmemory import Conversation, InvalidInputError
 from chatmemory.scope import Scope
 from tests.plugins.openai_agents._support import NamedModel, add, make_agent
 
@@ -228,3 +228,73 @@ async def test_repeating_history_in_the_callback_does_not_grow_the_session(
         "user 2",
     ]
     assert len(stored) == 6
+
+
+@pytest.mark.parametrize("wiring", ["run", "run+hooks", "session.run"])
+async def test_a_run_whose_history_is_closed_under_it_carries_on_in_a_new_one(
+    wiring: str, alice: Scope, conversation: Conversation
+) -> None:
+    async def close_it_elsewhere(call: Any) -> list[Any]:
+        # Another process's clean-up closes the run's history between two model calls.
+        (history,) = (await alice.get_conversation(conversation.id)).histories
+        await alice.finish_history(history.id, status="failed", error="closed elsewhere")
+        return [assistant_message("2")]
+
+    model = NamedModel(
+        "m", [[function_call("add", {"a": 1, "b": 1}, call_id="c1")], ModelStep.respond(close_it_elsewhere)]
+    )
+    session = ChatMemorySession(alice, conversation.id)
+    result = await drive(wiring, session, make_agent("calc", model, tools=[add]), "1+1?")
+    assert result.final_output == "2"
+
+    first, rest = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert [m.role for m in first.messages or []] == ["user", "assistant", "tool"]
+    assert rest.metadata is not None
+    assert rest.metadata["continues"] == str(first.id)
+    assert (rest.status, [m.role for m in rest.messages or []]) == ("completed", ["assistant"])
+    assert len(await session.get_items()) == 4
+
+
+async def test_concurrent_runs_on_two_session_objects_leave_each_other_open(
+    alice: Scope, conversation: Conversation
+) -> None:
+    both_started = asyncio.Barrier(2)
+
+    def waits_for_the_other(text: str) -> NamedModel:
+        async def respond(call: Any) -> list[Any]:
+            await asyncio.wait_for(both_started.wait(), timeout=30)
+            return [assistant_message(text)]
+
+        return NamedModel(f"model-{text}", [ModelStep.respond(respond)])
+
+    runs = [
+        ChatMemorySession(alice, conversation.id).run(
+            make_agent(name, waits_for_the_other(name)), f"to {name}"
+        )
+        for name in ("a", "b")
+    ]
+    await asyncio.gather(*runs)
+
+    histories = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert sorted((h.model, h.status, len(h.messages or [])) for h in histories) == [
+        ("model-a", "completed", 2),
+        ("model-b", "completed", 2),
+    ]
+
+
+@pytest.mark.parametrize("wiring", ["run", "run_streamed", "run_streamed+hooks"])
+async def test_a_write_the_store_refuses_fails_the_run_and_never_hangs(
+    wiring: str, alice: Scope, conversation: Conversation
+) -> None:
+    """After ``test_session_add_items_exception_propagates_in_streamed`` in the SDK's suite."""
+
+    @function_tool
+    def fetch() -> str:
+        """Return a page over the store's content limit."""
+        return "x" * 100_001
+
+    model = NamedModel("m", [[function_call("fetch", {}, call_id="c1")], [assistant_message("Done.")]])
+    session = ChatMemorySession(alice, conversation.id)
+    with pytest.raises(InvalidInputError):
+        await asyncio.wait_for(drive(wiring, session, make_agent("reader", model, tools=[fetch]), "Read"), 30)
+    assert [item.get("role") for item in await session.get_items()] == ["user"]

@@ -66,13 +66,13 @@ class RunRecord:
     managed: bool = False
     wrapper: weakref.ref[RunContextWrapper[Any]] | None = None
     history: History | None = None
-    previous: UUID | None = None
-    model: str | None = None
+    previous: UUID | None = None  # the run's earlier history, closed under it
+    model: str | None = None  # the first model called: the run's driver
     system_prompt: str | None = None
-    current: tuple[str, str] | None = None
-    hooked: bool = False
-    final: bool = False
-    answered: bool = False
+    current: tuple[str, str] | None = None  # (model, agent) of the latest model call
+    hooked: bool = False  # the hooks report on this run
+    final: bool = False  # the hooks saw the final output
+    answered: bool = False  # the last item recorded is an assistant answer
     produced: dict[str, tuple[str, str]] = field(default_factory=dict)
     lock: AnyLoopLock = field(default_factory=AnyLoopLock)
 
@@ -147,6 +147,7 @@ class Recorder:
         """The histories of ``runs`` were deleted: their next items start new ones."""
         for run in runs:
             self._release(run)
+            run.previous = None
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -201,7 +202,10 @@ class Recorder:
         hid = newest.history_id
         if hid in self._closed or _is_open_here(hid):
             return
-        history = await self.chat.get_history(hid, messages=False)
+        try:
+            history = await self.chat.get_history(hid, messages=False)
+        except HistoryNotFound:
+            return  # deleted since the read
         if history.status == "running" and (history.metadata or {}).get("framework") == FRAMEWORK:
             status, error = _inferred(message_is_answer(newest))
             with contextlib.suppress(ConflictError):  # another run closed it first
@@ -215,6 +219,7 @@ class Recorder:
         with contextlib.suppress(ConflictError, HistoryNotFound):  # closed or deleted elsewhere
             await self.chat.finish_history(history.id, status=status, usage=_usage(run), error=error)
         self._release(run)
+        run.final = False
         self._remember(history.id)
 
     def _release(self, run: RunRecord) -> None:
@@ -222,7 +227,7 @@ class Recorder:
             return
         with _OPEN_GUARD:
             _OPEN.pop(run.history.id, None)
-        run.previous, run.history, run.final = run.history.id, None, False
+        run.previous, run.history = run.history.id, None
 
     def _remember(self, history_id: UUID) -> None:
         with _OPEN_GUARD:
