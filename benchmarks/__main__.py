@@ -20,7 +20,7 @@ from benchmarks.adapters import w6_tables
 from benchmarks.report import Recorder, markdown
 
 PACKAGES = (
-    "chatmemory", "sqlalchemy", "aiosqlite", "asyncpg", "openai-agents", "langchain-community", "google-adk",
+    "chatmemory-core", "sqlalchemy", "aiosqlite", "asyncpg", "openai-agents", "langchain-community", "google-adk",
     "pydantic-ai-slim", "langchain", "langchain-core", "langgraph", "langchain-postgres", "psycopg",
 )  # fmt: skip
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -19,15 +20,18 @@ W6_MEASURED = {
     "pydantic-ai message_history in a JSON file",
     "langchain create_agent + ChatMemoryMiddleware",
     "langchain create_agent + InMemoryChatMessageHistory",
-    "langchain create_agent + SQLChatMessageHistory",
     "langchain RunnableWithMessageHistory + ChatMemoryHistory",
     "langchain RunnableWithMessageHistory + InMemoryChatMessageHistory",
-    "langchain RunnableWithMessageHistory + SQLChatMessageHistory",
     "openai-agents SQLAlchemySession",
 }
-W6_BACKEND = {
-    "sqlite": {"openai-agents SQLiteSession"},
-    "postgres": {
+W6_BACKEND = {"sqlite": {"openai-agents SQLiteSession"}, "postgres": set()}
+# Peers from the optional `bench` group: measured when installed, else reported as not installed.
+W6_OPTIONAL = {
+    "langchain_community": {
+        "langchain create_agent + SQLChatMessageHistory",
+        "langchain RunnableWithMessageHistory + SQLChatMessageHistory",
+    },
+    "langchain_postgres": {
         "langchain create_agent + PostgresChatMessageHistory",
         "langchain RunnableWithMessageHistory + PostgresChatMessageHistory",
     },
@@ -67,7 +71,16 @@ def _check(markdown: str, rows: list[dict[str, Any]], backend: str, raw: str) ->
 def _check_w6(markdown: str, rows: list[dict[str, Any]], backend: str) -> None:
     assert "W6: one agent turn" in markdown
     w6 = {(r["system"], r["workload"]): r for r in rows if r["workload"].startswith("W6.")}
-    for system in W6_MEASURED | W6_BACKEND[backend]:
+    measured = W6_MEASURED | W6_BACKEND[backend]
+    for module, systems in W6_OPTIONAL.items():
+        if module == "langchain_postgres" and backend == "sqlite":
+            continue
+        if importlib.util.find_spec(module) is not None:
+            measured |= systems
+        else:
+            for system in systems:
+                assert w6[system, W6[0]]["unit"].startswith("not installed"), w6[system, W6[0]]
+    for system in measured:
         for workload in W6:
             assert isinstance(w6[system, workload]["value"], int | float), w6.get((system, workload))
         assert f"| {system.split(' ', 1)[1]} |" in markdown
