@@ -16,10 +16,12 @@ from benchmarks._data import FULL, QUICK, QUICK_SCALE_STORED, SCALE_STORED
 from benchmarks._registry import entries
 from benchmarks._runner import ALL_WORKLOADS, Plan, run_backend
 from benchmarks._targets import PostgresTarget, SqliteTarget, postgres_server, sqlite_directory
+from benchmarks.adapters import w6_tables
 from benchmarks.report import Recorder, markdown
 
 PACKAGES = (
-    "chatmemory", "sqlalchemy", "aiosqlite", "asyncpg", "openai-agents", "langchain-community", "google-adk",
+    "chatmemory-core", "sqlalchemy", "aiosqlite", "asyncpg", "openai-agents", "langchain-community", "google-adk",
+    "pydantic-ai-slim", "langchain", "langchain-core", "langgraph", "langchain-postgres", "psycopg",
 )  # fmt: skip
 
 
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     rec = asyncio.run(run(args))
     print(f"Machine: {machine()}\n")
-    print(markdown(rec))
+    print(markdown(rec, w6_tables))
     if args.json:
         args.json.write_text("")
         rec.write_json(args.json)

@@ -45,6 +45,9 @@ class Sizes:
     scale_conversation: int = 500
     scale_user_conversations: int = 100
     scale_user_messages_each: int = 4
+    w6_lengths: tuple[int, ...] = (10, 1_000, 10_000)
+    w6_turns: int = 50
+    w6_warmup_turns: int = 3
 
 
 FULL = Sizes()
@@ -67,6 +70,9 @@ QUICK = Sizes(
     scale_conversation=50,
     scale_user_conversations=20,
     scale_user_messages_each=2,
+    w6_lengths=(10, 100),
+    w6_turns=3,
+    w6_warmup_turns=1,
 )
 SCALE_STORED = (1_000, 100_000, 1_000_000)
 QUICK_SCALE_STORED = (300, 3_000)

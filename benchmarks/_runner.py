@@ -15,9 +15,11 @@ from benchmarks._data import Sizes
 from benchmarks._seed import Layout, seed
 from benchmarks._system import RECENT, Entry, System
 from benchmarks._targets import Target, analyze
+from benchmarks.adapters import run_w6
 from benchmarks.report import Recorder
 
-ALL_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W7")
+ALL_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
+_WRITES = frozenset({"W1", "W2", "W3", "W5", "W7"})
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ async def run_backend(target: Target, entries: list[Entry], plan: Plan, rec: Rec
                 rec.note(entry.name, workload, entry.missing)
             continue
         system = entry.build()
-        if plan.workloads != ("W4",):
+        if _WRITES & set(plan.workloads):
             _log(f"{entry.name} on {target.backend}")
             await _guarded(rec, entry.name, ["setup"], lambda s=system: _writes(s, target, plan, rec))  # type: ignore[misc]
     readers = [e.build() for e in chosen if not e.missing]
@@ -139,3 +141,5 @@ async def run_backend(target: Target, entries: list[Entry], plan: Plan, rec: Rec
         await _reads(schema_readers, target, plan, rec, layout, "", long=False)
     for label, layout in w.scale_layouts(plan.scale, plan.sizes):
         await _reads(schema_readers, target, plan, rec, layout, f"@{label}", long=True)
+    if "W6" in plan.workloads:
+        await run_w6(target, plan.sizes, plan.only, rec)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -118,13 +118,17 @@ def _table(header: list[str], lines: Iterable[list[str]]) -> list[str]:
     return out
 
 
-def markdown(rec: Recorder) -> str:
-    """Per backend: every system's medians, then chatmemory against the fastest peer and raw limit."""
+def markdown(rec: Recorder, extra: Callable[[Recorder, str], list[str]] | None = None) -> str:
+    """Per backend: every system's medians, then chatmemory against the fastest peer and raw limit,
+    then what ``extra`` gives for the backend (W6's tables)."""
     out: list[str] = []
     for backend in rec.backends():
-        systems = rec.systems(backend)
+        systems = [s for s in rec.systems(backend) if not _only_w6(rec, backend, s)]
         out += [f"### {backend}", "", rec.settings.get(backend, ""), ""]
         keys = [m for m in METRICS if any(rec.cell(backend, s, m.key) for s in systems)]
+        if not keys:  # W6 alone
+            out += [*(extra(rec, backend) if extra else []), ""]
+            continue
         out += _table(
             ["system", *(m.label for m in keys)],
             ([s, *(rec.cell(backend, s, m.key) for m in keys)] for s in systems),
@@ -151,7 +155,14 @@ def markdown(rec: Recorder) -> str:
             lines.append(line)
         out += _table(["measure", "chatmemory", "fastest peer", "x peer", "fastest raw", "x raw"], lines)
         out += ["", *scale_table(rec, backend), ""]
+        out += [*(extra(rec, backend) if extra else []), ""]
     return "\n".join(out)
+
+
+def _only_w6(rec: Recorder, backend: str, system: str) -> bool:
+    return all(
+        r["workload"].startswith("W6") for r in rec.rows if (r["backend"], r["system"]) == (backend, system)
+    )
 
 
 def scale_table(rec: Recorder, backend: str) -> list[str]:

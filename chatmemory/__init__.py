@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from chatmemory._context import Context
 from chatmemory._purge import PurgeCounts
+from chatmemory._runs import RecordedRun
 from chatmemory._search import MessageHit
 from chatmemory.content import (
     AudioPart,
@@ -83,6 +84,7 @@ __all__ = [
     "Page",
     "Principal",
     "PurgeCounts",
+    "RecordedRun",
     "ReasoningPart",
     "Role",
     "SchemaOutOfDateError",

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import importlib.util
 import os
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiosqlite
-import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import URL, event, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -22,10 +23,12 @@ from sqlalchemy.util.concurrency import await_
 
 from chatmemory._engine_driver import EngineDriver
 from chatmemory._plan import Plan, Stmt
-from chatmemory._postgres_driver import PostgresDriver
 from chatmemory._sqlite_driver import BUSY_TIMEOUT_MS as SQLITE_BUSY_TIMEOUT_MS
 from chatmemory._sqlite_driver import SQLiteDriver, configure
 from chatmemory.errors import ChatMemoryError, InvalidInputError, StorageError
+
+if TYPE_CHECKING:
+    from chatmemory._postgres_driver import PostgresDriver
 
 __all__ = ["SQLITE_BUSY_TIMEOUT_MS", "Database", "create_engine", "default_url", "resolve_url", "sync_url"]
 
@@ -33,14 +36,16 @@ ENV_URL = "CHATMEMORY_URL"
 _WRITE = "chatmemory_write"
 _POOL_OPTIONS = ("pool_size", "max_overflow", "pool_timeout", "pool_recycle", "pool_pre_ping", "poolclass")
 T = TypeVar("T")
-_DRIVER_ERRORS = (
-    sqlite3.Error,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    OSError,
-    SQLAlchemyError,
-)
+_BASE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, OSError, SQLAlchemyError)
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    """The errors a driver raises. asyncpg is optional and imported only for PostgreSQL; until
+    it is, none of its errors can occur."""
+    asyncpg = sys.modules.get("asyncpg")
+    if asyncpg is None:
+        return _BASE_ERRORS
+    return (*_BASE_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 def default_url() -> str:
@@ -86,10 +91,17 @@ def sync_url(url: URL) -> URL:
 
 
 def create_engine(url: str | URL | None = None, **options: Any) -> AsyncEngine:
-    """An async engine for ``url``, configured for chatmemory (SQLite: WAL, foreign keys, busy timeout)."""
+    """An async engine for ``url``, configured for chatmemory (SQLite: WAL, foreign keys, busy timeout).
+
+    Raises:
+        InvalidInputError: the URL is malformed or names a database this installation cannot reach.
+    """
     # Every transaction ends in an explicit commit or rollback, so the pool need not reset.
     options.setdefault("pool_reset_on_return", None)
-    engine = create_async_engine(resolve_url(url), **options)
+    resolved = resolve_url(url)
+    if resolved.get_backend_name() == "postgresql" and importlib.util.find_spec("asyncpg") is None:
+        raise InvalidInputError("url", "PostgreSQL needs asyncpg: pip install 'chatmemory-core[postgres]'")
+    engine = create_async_engine(resolved, **options)
     prepare_engine(engine)
     return engine
 
@@ -140,7 +152,10 @@ class Database:
         if owned and self.is_sqlite:
             self._sqlite = SQLiteDriver(engine.url.database or ":memory:")
         elif owned:
-            self._postgres = PostgresDriver(engine.url, max_size=pool_size)
+            # Imported here: asyncpg is only installed with the ``postgres`` extra.
+            from chatmemory import _postgres_driver
+
+            self._postgres = _postgres_driver.PostgresDriver(engine.url, max_size=pool_size)
         else:
             self._engine_driver = EngineDriver(engine)
         # Plans still running after their caller was cancelled; close() waits for them.
@@ -185,7 +200,7 @@ class Database:
             return await _finish(task, write)
         except ChatMemoryError:
             raise
-        except _DRIVER_ERRORS as exc:
+        except _driver_errors() as exc:
             raise StorageError(f"database error: {type(exc).__name__}: {_first_line(exc)}") from exc
 
     @contextlib.asynccontextmanager
@@ -205,7 +220,7 @@ class Database:
                     yield conn
         except ChatMemoryError:
             raise
-        except _DRIVER_ERRORS as exc:
+        except _driver_errors() as exc:
             raise StorageError(f"database error: {type(exc).__name__}: {_first_line(exc)}") from exc
 
     async def close(self) -> None:

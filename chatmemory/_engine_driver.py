@@ -15,7 +15,6 @@ import aiosqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatmemory._plan import Plan, Stmt, sqlite_value
-from chatmemory._postgres_driver import run_on
 
 T = TypeVar("T")
 
@@ -32,6 +31,9 @@ class EngineDriver:
             driver = (await conn.get_raw_connection()).driver_connection
             if isinstance(driver, aiosqlite.Connection):
                 return await self._run_aiosqlite(driver, plan, write)
+            # Any other engine is PostgreSQL on asyncpg, the optional driver imported on use.
+            from chatmemory._postgres_driver import run_on
+
             return await run_on(driver, plan, self.trace)
 
     async def _run_aiosqlite(self, connection: aiosqlite.Connection, plan: Plan[T], write: bool) -> T:

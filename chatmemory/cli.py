@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Literal, TextIO
 
-from chatmemory import _cli_render as render
 from chatmemory import _export, _migrate
 from chatmemory._db import Database, create_engine, resolve_url
 from chatmemory.errors import ChatMemoryError, InvalidInputError
@@ -19,6 +18,13 @@ from chatmemory.memory import ChatMemory
 from chatmemory.models import ConversationSummary
 from chatmemory.principal import Principal
 from chatmemory.scope import Scope
+
+try:
+    from chatmemory import _cli_render as render
+except ModuleNotFoundError as missing:  # rich is the optional ``cli`` extra: plain lines without it
+    if missing.name != "rich":
+        raise
+    from chatmemory import _cli_plain as render  # type: ignore[no-redef]
 
 ENV_PRINCIPAL = "CHATMEMORY_PRINCIPAL"
 

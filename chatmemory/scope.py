@@ -6,14 +6,28 @@ from chatmemory._context import ContextOps
 from chatmemory._conversations import ConversationOps
 from chatmemory._export import ExportOps
 from chatmemory._histories import HistoryOps
+from chatmemory._merge import MergeOps
 from chatmemory._messages import MessageOps
 from chatmemory._purge import PurgeOps
+from chatmemory._replace import ReplaceOps
+from chatmemory._runs import RunOps
 from chatmemory._search import SearchOps
 
 __all__ = ["Scope"]
 
 
-class Scope(ConversationOps, HistoryOps, MessageOps, SearchOps, ContextOps, ExportOps, PurgeOps):
+class Scope(
+    ConversationOps,
+    HistoryOps,
+    MergeOps,
+    ReplaceOps,
+    RunOps,
+    MessageOps,
+    SearchOps,
+    ContextOps,
+    ExportOps,
+    PurgeOps,
+):
     """One principal's view of the store, from ``memory.scoped(principal)``.
 
     Every call is one transaction. Anything the principal may not see raises the same

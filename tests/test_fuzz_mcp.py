@@ -35,6 +35,10 @@ TOOLS = {
     "list_messages": ["conversation_id", "history_id", "limit", "cursor", "newest_first", "max_chars"],
     "search_messages": ["query", "conversation_id", "history_id", "role", "limit", "cursor"],
     "get_context": ["conversation_id", "max_tokens", "max_messages"],
+    "record_run": ["model", "messages", "conversation_id", "title", "status", "usage", "agent", "metadata"],
+    "delete_message": ["message_id"],
+    "delete_history": ["history_id"],
+    "export_conversation": ["conversation_id"],
 }
 FORBIDDEN = ["Traceback", 'File "', "sqlalchemy", "asyncpg", "sqlite3", "SELECT ", "INSERT ", "psycopg"]
 SECRET = "zanzibar"

@@ -38,6 +38,7 @@ PUBLIC = [
     "Page",
     "Principal",
     "PurgeCounts",
+    "RecordedRun",
     "ReasoningPart",
     "Role",
     "SchemaOutOfDateError",

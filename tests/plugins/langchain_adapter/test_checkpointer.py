@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Sequence
 
 from langchain_core.messages import BaseMessage
@@ -31,7 +33,12 @@ async def test_a_checkpointer_thread_is_neither_loaded_nor_recorded_twice(alice:
     first_run, second_run = await histories(alice, conv.id)
     assert [m.role for m in first_run.messages or []] == ["user", "assistant", "tool", "assistant"]
     assert rows(second_run.messages) == [("user", None, "And 3+3?"), ("assistant", "fake-a", "6")]
-    assert second_run.metadata == {"framework": "langchain", "thread_id": "t-1"}
+    assert second_run.metadata == {
+        "framework": "langchain",
+        "thread_id": "t-1",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
     transcript = await alice.transcript(conv.id)
     assert len({m.key for m in transcript}) == len(transcript) == 6
 

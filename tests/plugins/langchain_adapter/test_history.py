@@ -1,4 +1,10 @@
-"""ChatMemoryHistory: a conversation as a legacy BaseChatMessageHistory."""
+"""ChatMemoryHistory: a conversation as a legacy BaseChatMessageHistory.
+
+The add and read behaviour is checked against langchain-core's own
+``InMemoryChatMessageHistory``, as langchain-ai/langchain
+``libs/core/tests/unit_tests/chat_history/test_chat_history.py`` drives a history
+(``add_message``, ``add_messages``, ``aadd_messages``, ``aget_messages``, ``aclear``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,8 @@ import asyncio
 
 import pytest
 from chatmemory_langchain import ChatMemoryHistory
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.chat_history import InMemoryChatMessageHistory
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.history import RunnableWithMessageHistory
@@ -69,3 +76,21 @@ async def test_another_principal_cannot_read_or_write_the_history(alice: Scope, 
     with pytest.raises(ConversationNotFound):
         await snooping.aadd_messages([HumanMessage("yours now")])
     assert [m.content for m in await alice.transcript(conv.id)] == ["mine"]
+
+
+async def test_messages_sharing_an_id_are_all_added_like_the_in_memory_history(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    ours = ChatMemoryHistory(alice, conv.id, model="fake-a")
+    theirs = InMemoryChatMessageHistory()
+    batches: list[list[BaseMessage]] = [
+        [HumanMessage("Hello", id="same"), HumanMessage("World", id="same")],
+        [HumanMessage("Hello", id="same")],
+    ]
+    for batch in batches:
+        await ours.aadd_messages(batch)
+        await theirs.aadd_messages(batch)
+    await asyncio.to_thread(ours.add_message, AIMessage("!", id="same"))
+    theirs.add_message(AIMessage("!", id="same"))
+
+    assert await ours.aget_messages() == await theirs.aget_messages()
+    assert [m.text for m in await ours.aget_messages()] == ["Hello", "World", "Hello", "!"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,7 +30,7 @@ async def test_two_runs_with_different_models_record_two_histories(alice: Scope)
     assert (second_run.model, second_run.status) == ("fake-b", "completed")
     assert rows(first_run.messages) == [("user", None, "Hi"), ("assistant", "fake-a", "Hello!")]
     assert rows(second_run.messages) == [("user", None, "Once more"), ("assistant", "fake-b", "Again!")]
-    assert second_run.metadata == {"framework": "langchain"}
+    assert second_run.metadata == {"framework": "langchain", "host": socket.gethostname(), "pid": os.getpid()}
     # The second agent had no memory of its own: the stored conversation was loaded.
     assert [m.text for m in second.seen[0]] == [SYSTEM, "Hi", "Hello!", "Once more"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,13 @@ Connect = Callable[..., AbstractAsyncContextManager[Client]]
 def mode(request: pytest.FixtureRequest) -> str:
     """Both protocol modes the SDK speaks: 2026-07-28 (sessionless) and the initialize handshake."""
     return str(request.param)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[ChatMemory]:
+    """A store on a SQLite file, for server tests that are about HTTP and not about storage."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path / 'server.db'}", migrate=True) as opened:
+        yield opened
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from chatmemory_mcp import TokenFileVerifier, hash_token, principal_from_env
 from chatmemory_mcp.cli import main
-from chatmemory_mcp.identity import PRINCIPAL_CLAIM
 
 from chatmemory import Principal
 
@@ -43,19 +42,12 @@ async def test_token_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFi
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
     verifier = TokenFileVerifier(path)
-    accepted = await verifier.verify_token(token)
+    accepted = await verifier.identify(token)
     assert accepted is not None
-    assert accepted.claims is not None
-    assert accepted.claims[PRINCIPAL_CLAIM] == {
-        "id": "alice",
-        "tenant": None,
-        "admin": False,
-        "method": "token",
-    }
-    root = await verifier.verify_token(admin_token)
+    assert (accepted.principal, accepted.method) == (Principal("alice"), "token")
+    root = await verifier.identify(admin_token)
     assert root is not None
-    assert root.claims is not None
-    assert root.claims[PRINCIPAL_CLAIM]["admin"] is True
+    assert root.principal == Principal("root", tenant="acme", admin=True)
 
     assert main(["token", "list", "--token-file", str(path)]) == 0
     listing = capsys.readouterr().out
@@ -64,8 +56,8 @@ async def test_token_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFi
     alice_id = next(line.split("\t")[0] for line in listing.splitlines() if "\talice" in line)
 
     assert main(["token", "revoke", alice_id, "--token-file", str(path)]) == 0
-    assert await verifier.verify_token(token) is None
-    assert await verifier.verify_token(admin_token) is not None
+    assert await verifier.identify(token) is None
+    assert await verifier.identify(admin_token) is not None
     assert main(["token", "revoke", alice_id, "--token-file", str(path)]) == 1
 
 

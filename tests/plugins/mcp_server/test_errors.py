@@ -23,14 +23,14 @@ BAD: dict[str, list[tuple[dict[str, Any], str]]] = {
     "list_conversations": [
         ({"limit": 0}, "limit"),
         ({"limit": 101}, "limit"),
-        ({"cursor": "garbage"}, "invalid cursor"),
+        ({"cursor": "garbage"}, "`cursor`"),
         ({"archived": "maybe"}, "archived"),
     ],
     "get_conversation": [
         ({}, "conversation_id"),
-        ({"conversation_id": "not-a-uuid"}, "invalid conversation_id"),
+        ({"conversation_id": "not-a-uuid"}, "`conversation_id`"),
         ({"conversation_id": UNKNOWN}, "start_conversation"),
-        ({"conversation_id": "{cid}", "cursor": "garbage"}, "invalid cursor"),
+        ({"conversation_id": "{cid}", "cursor": "garbage"}, "`cursor`"),
         ({"conversation_id": "{cid}", "limit": 500}, "limit"),
     ],
     "update_conversation": [
@@ -46,7 +46,7 @@ BAD: dict[str, list[tuple[dict[str, Any], str]]] = {
     "start_history": [
         ({"conversation_id": "{cid}"}, "model"),
         ({"conversation_id": "{cid}", "model": ""}, "model"),
-        ({"conversation_id": "{cid}", "model": "   "}, "invalid model"),
+        ({"conversation_id": "{cid}", "model": "   "}, "`model`"),
         ({"conversation_id": UNKNOWN, "model": "m"}, "not found"),
         ({"conversation_id": "{cid}", "model": "m", "system_prompts": "one string"}, "system_prompts"),
     ],
@@ -73,7 +73,7 @@ BAD: dict[str, list[tuple[dict[str, Any], str]]] = {
     "list_messages": [
         ({}, "give conversation_id or history_id"),
         ({"conversation_id": "{cid}", "limit": 0}, "limit"),
-        ({"conversation_id": "{cid}", "cursor": "garbage"}, "invalid cursor"),
+        ({"conversation_id": "{cid}", "cursor": "garbage"}, "`cursor`"),
         ({"conversation_id": "{cid}", "max_chars": 10}, "max_chars"),
         ({"history_id": UNKNOWN}, "not found"),
     ],
@@ -83,7 +83,7 @@ BAD: dict[str, list[tuple[dict[str, Any], str]]] = {
         ({"query": "x" * 1_001}, "query"),
         ({"query": "x", "role": "robot"}, "role"),
         ({"query": "x", "limit": 51}, "limit"),
-        ({"query": "x", "cursor": "garbage"}, "invalid cursor"),
+        ({"query": "x", "cursor": "garbage"}, "`cursor`"),
         ({"query": "x", "conversation_id": UNKNOWN}, "not found"),
     ],
     "get_context": [
@@ -121,11 +121,14 @@ async def test_bad_arguments_are_tool_errors_naming_the_argument(connect: Connec
         assert len((await call(client, "list_conversations"))["items"]) == 1
 
 
-async def test_whoami_ignores_arguments(connect: Connect) -> None:
+async def test_whoami_refuses_arguments(connect: Connect) -> None:
     # whoami has no parameters: identity never comes from arguments.
     async with connect() as client:
-        me = await call(client, "whoami", {"principal": "root", "admin": True})
-    assert (me["principal_id"], me["admin"]) == ("alice", False)
+        refused = await fail(client, "whoami", {"principal": "root", "admin": True})
+        me = await call(client, "whoami")
+    assert "unknown argument `principal`" in refused
+    assert me["principal_id"] == "alice"
+    assert "admin" not in me  # false, the default, is left out
 
 
 async def test_a_database_failure_is_a_generic_message(

@@ -72,8 +72,6 @@ async def test_each_token_reaches_only_its_principals_data(
         me = await call(alice, "whoami")
         assert me == {
             "principal_id": "alice",
-            "tenant": None,
-            "admin": False,
             "auth": "token",
             "client": {"name": "http-test", "version": "2.0"},
         }

@@ -12,7 +12,6 @@ from typing import Any
 import jwt
 import pytest
 from chatmemory_mcp import HttpSettings, JWTSettings, JWTVerifier, build_http_app
-from chatmemory_mcp.identity import PRINCIPAL_CLAIM
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
@@ -40,6 +39,7 @@ def token(sub: str | None = "alice", *, key: Any = KEY, algorithm: str = "RS256"
         "aud": AUDIENCE,
         "exp": int(time.time()) + 600,
         "scope": "chatmemory",
+        "org": "acme",
     }
     if sub is not None:
         claims["sub"] = sub
@@ -65,24 +65,16 @@ def _b64(raw: bytes) -> bytes:
 
 async def test_a_valid_token_names_its_principal() -> None:
     verifier = JWTVerifier(SETTINGS)
-    accepted = await verifier.verify_token(token("alice", org="acme"))
+    accepted = await verifier.identify(token("alice", org="acme"))
     assert accepted is not None
     assert accepted.subject == "alice"
-    assert accepted.claims is not None
-    assert accepted.claims[PRINCIPAL_CLAIM] == {
-        "id": "alice",
-        "tenant": "acme",
-        "admin": False,
-        "method": "jwt",
-    }
-    admin = await verifier.verify_token(token("root", scope="chatmemory chatmemory:admin"))
+    assert (accepted.principal, accepted.method) == (Principal("alice", tenant=f"{ISSUER}#acme"), "jwt")
+    admin = await verifier.identify(token("root", org="acme", scope="chatmemory chatmemory:admin"))
     assert admin is not None
-    assert admin.claims is not None
-    assert admin.claims[PRINCIPAL_CLAIM]["admin"] is True
-    listed = await verifier.verify_token(token("root", scope=None, scp=["chatmemory:admin"]))
+    assert admin.principal.admin is True
+    listed = await verifier.identify(token("root", org="acme", scope=None, scp=["chatmemory:admin"]))
     assert listed is not None
-    assert listed.claims is not None
-    assert listed.claims[PRINCIPAL_CLAIM]["admin"] is True
+    assert listed.principal.admin is True
 
 
 @pytest.mark.parametrize(
@@ -106,7 +98,7 @@ async def test_a_valid_token_names_its_principal() -> None:
     ],
 )
 async def test_bad_tokens_are_refused(bad: str) -> None:
-    assert await JWTVerifier(SETTINGS).verify_token(bad) is None
+    assert await JWTVerifier(SETTINGS).identify(bad) is None
 
 
 async def test_jwts_over_http(memory: ChatMemory) -> None:
@@ -129,7 +121,8 @@ async def test_jwts_over_http(memory: ChatMemory) -> None:
         async with http_client(url, token("root", scope="chatmemory:admin")) as root:
             listed = await call(root, "list_conversations")
             assert [c["owner_id"] for c in listed["items"]] == ["alice"]
-    assert (await memory.scoped(Principal("alice")).get_conversation(conv["id"])).title == "mine"
+    alice = Principal("alice", tenant=f"{ISSUER}#acme")
+    assert (await memory.scoped(alice).get_conversation(conv["id"])).title == "mine"
 
 
 async def test_keys_from_a_jwks_url() -> None:
@@ -141,10 +134,10 @@ async def test_keys_from_a_jwks_url() -> None:
     sock = loopback_socket()
     async with serving(Starlette(routes=[Route("/jwks", jwks)]), sock) as url:
         verifier = JWTVerifier(JWTSettings(issuer=ISSUER, audience=AUDIENCE, jwks_url=f"{url}/jwks"))
-        accepted = await verifier.verify_token(token("alice"))
+        accepted = await verifier.identify(token("alice"))
         assert accepted is not None
         assert accepted.subject == "alice"
-        assert await verifier.verify_token(token("alice", key=OTHER_KEY)) is None
+        assert await verifier.identify(token("alice", key=OTHER_KEY)) is None
 
 
 def test_settings_need_exactly_one_key_source() -> None:

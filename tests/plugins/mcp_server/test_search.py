@@ -44,7 +44,7 @@ async def test_search_finds_marks_pages_and_filters(connect: Connect) -> None:
         )
         ids = [h["message"]["id"] for h in first["items"] + rest["items"]]
         assert sorted(ids) == sorted(h["message"]["id"] for h in found["items"])
-        assert rest["next_cursor"] is None
+        assert "next_cursor" not in rest
 
         only_trip = await call(client, "search_messages", {"query": "hotel", "conversation": trip["id"]})
         assert {h["conversation_id"] for h in only_trip["items"]} == {trip["id"]}
@@ -83,7 +83,8 @@ async def test_get_context_returns_the_tail_that_fits(connect: Connect) -> None:
         assert 0 < len(seqs) < 30
         assert context["omitted"] == 30 - len(seqs)
         assert context["estimated_tokens"] <= 1_000
-        assert not any(m["truncated"] for m in context["messages"])
+        # Only the oldest message shown may be clipped to fill what is left of the budget.
+        assert not any(m.get("truncated") for m in context["messages"][1:])
 
         few = await call(
             client, "get_context", {"conversation": conv["id"], "token_budget": 32_000, "last_n": 3}

@@ -102,9 +102,11 @@ async def test_session_protocol(alice: Scope, conversation: Conversation) -> Non
         {"role": "assistant", "content": "two"},
         {"role": "user", "content": "three"},
     ]
-    await session.add_items(items)
+    await session.add_items(items[:2])
     (imported,) = (await alice.get_conversation(conversation.id)).histories
+    # An answer ends the batch: the history is closed at once.
     assert (imported.model, imported.status) == ("imported-model", "completed")
+    await session.add_items(items[2:])
     assert await session.get_items() == items
     assert await session.get_items(limit=2) == items[1:]
 
@@ -153,7 +155,8 @@ async def test_runner_with_session_and_hooks_records_messages(
     await Runner.run(agent, "Hi", session=session, hooks=session.hooks)
 
     (run,) = (await alice.get_conversation(conversation.id, messages=True)).histories
-    assert (run.model, run.status) == ("model-a", "running")
+    assert (run.model, run.status) == ("model-a", "completed")
+    assert run.usage == {"requests": 1, "input_tokens": 10, "output_tokens": 4, "total_tokens": 14}
     assert [(m.role, m.model, m.content) for m in run.messages or []] == [
         ("user", None, "Hi"),
         ("assistant", "model-a", "Hello!"),

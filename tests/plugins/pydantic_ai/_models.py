@@ -50,10 +50,11 @@ def adder(model: Any, **kwargs: Any) -> Agent[None, str]:
 
 
 def as_json(messages: Sequence[ModelMessage], *, fresh_run: str | None = None) -> list[Any]:
-    """JSON of ``messages``; for the run ``fresh_run``, without its run id and timestamps."""
+    """JSON of ``messages``; for the run ``fresh_run`` (and requests pydantic-ai merges just
+    before sending, which belong to no run), without run id and timestamps."""
     out = ModelMessagesTypeAdapter.dump_python(list(messages), mode="json")
     for message in out:
-        if fresh_run is not None and message["run_id"] == fresh_run:
+        if fresh_run is not None and message["run_id"] in (fresh_run, None):
             message["run_id"] = message["timestamp"] = None
             for part in message["parts"]:
                 part.pop("timestamp", None)

@@ -8,11 +8,14 @@ from uuid import UUID
 import anyio
 import pytest
 from chatmemory_pydantic_ai import NATIVE_FORMAT, ChatMemoryCapability, load_messages
-from pydantic_ai import BinaryContent, ImageUrl, models
+from pydantic_ai import BinaryContent, ImageUrl, capture_run_messages, models
 from pydantic_ai.exceptions import ModelAPIError
-from pydantic_ai.messages import ModelMessage, ModelResponse, ToolReturnPart
+from pydantic_ai.messages import ModelMessage, ModelResponse, ThinkingPart, ToolReturnPart
+from pydantic_ai.messages import TextPart as AiTextPart
+from pydantic_ai.messages import ToolCallPart as AiToolCallPart
 from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.usage import RequestUsage
 
 from chatmemory import (
     ConversationNotFound,
@@ -132,10 +135,10 @@ async def test_fallback_inside_a_run_records_each_responding_model(alice: Scope)
 async def test_a_failing_run_is_recorded_as_failed_with_its_messages(alice: Scope) -> None:
     conv = await alice.start_conversation()
     cap = ChatMemoryCapability(alice, conv.id)
-    await adder(Script("fn-A", tool=False).model, capabilities=[cap]).run("hello")
+    hello = await adder(Script("fn-A", tool=False).model, capabilities=[cap]).run("hello")
     broken = Script("fn-broken", fail_after_tool=RuntimeError("disk on fire"))
 
-    with pytest.raises(RuntimeError, match="disk on fire"):
+    with capture_run_messages() as produced, pytest.raises(RuntimeError, match="disk on fire"):
         await adder(broken.model, capabilities=[cap]).run("2+3?")
 
     ok, failed = await _histories(alice, conv.id)
@@ -150,11 +153,16 @@ async def test_a_failing_run_is_recorded_as_failed_with_its_messages(alice: Scop
     ]
     assert failed.messages[0].content == "2+3?"
 
-    # The next run resumes from the completed runs only, as pydantic-ai itself would.
-    after = Script("fn-C", tool=False)
-    await adder(after.model, capabilities=[cap]).run("try again")
-    assert [m.run_id for m in after.received[0][:2]] == [ok.metadata["run_id"]] * 2  # type: ignore[index]
-    assert len(after.received[0]) == 3
+    # The next run resumes from everything the failed run produced, as pydantic-ai would from
+    # the messages it captured.
+    after, baseline = Script("fn-C", tool=False), Script("fn-C", tool=False)
+    ours = await adder(after.model, capabilities=[cap]).run("try again")
+    theirs = await adder(baseline.model).run("try again", message_history=produced)
+    assert produced[:2] == hello.all_messages()
+    assert as_json(after.received[0], fresh_run=ours.run_id) == as_json(
+        baseline.received[0], fresh_run=theirs.run_id
+    )
+    assert len(after.received[0]) == 5
 
 
 async def test_streamed_runs_are_recorded_like_others(alice: Scope) -> None:
@@ -302,6 +310,7 @@ async def test_a_cancelled_run_is_recorded_as_cancelled(alice: Scope) -> None:
 
     first, second = await _histories(alice, conv.id)
     assert (first.status, second.status) == ("cancelled", "cancelled")
+    assert first.error == "CancelledError: the task running the agent was cancelled"
     assert [(m.role, m.content) for m in first.messages] == [("user", "take your time")]
     assert [(m.role, m.content) for m in second.messages] == [("user", "still there?")]
 
@@ -318,3 +327,30 @@ async def test_a_run_the_store_rejects_raises_and_leaves_no_running_history(alic
     assert history.status == "failed"
     assert (history.error or "").startswith("messages not recorded: ")
     assert history.messages == []
+
+
+async def test_every_part_kind_committed_mid_run_reloads_exactly(alice: Scope) -> None:
+    """What is committed while the run goes equals what pydantic-ai keeps when it ends (as in
+    pydantic/pydantic-ai ``tests/test_messages.py``: the TypeAdapter round trip of a history)."""
+    conv = await alice.start_conversation()
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if len(messages) == 1:
+            return ModelResponse(
+                parts=[
+                    ThinkingPart("adding", signature="sig-1"),
+                    AiToolCallPart("add", {"a": 2, "b": 3}, tool_call_id="c-1"),
+                ],
+                usage=RequestUsage(input_tokens=7, output_tokens=3, details={"reasoning_tokens": 2}),
+                provider_name="fake-provider",
+                provider_details={"region": "eu"},
+                finish_reason="tool_call",
+            )
+        return ModelResponse(parts=[AiTextPart("5")], usage=RequestUsage(input_tokens=9, output_tokens=1))
+
+    agent = adder(
+        FunctionModel(respond, model_name="fn-parts"), capabilities=[ChatMemoryCapability(alice, conv.id)]
+    )
+    result = await agent.run(["sum", BinaryContent(PNG, media_type="image/png")])
+
+    assert as_json(await load_messages(alice, conv.id)) == as_json(result.all_messages())

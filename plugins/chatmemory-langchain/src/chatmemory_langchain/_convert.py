@@ -76,8 +76,9 @@ def role_of(message: BaseMessage) -> Role:
     return _ROLES.get(message.type, "user")
 
 
-def to_new_message(message: BaseMessage) -> NewMessage:
-    """A chatmemory ``NewMessage`` for a LangChain message, with its native form.
+def to_new_message(message: BaseMessage, *, keyed: bool = True) -> NewMessage:
+    """A chatmemory ``NewMessage`` for a LangChain message, with its native form; its
+    LangChain ``id`` becomes the idempotency ``key`` unless ``keyed`` is false.
 
     Raises:
         InvalidInputError: the message cannot be stored (too long, non-JSON fields, ...).
@@ -93,7 +94,7 @@ def to_new_message(message: BaseMessage) -> NewMessage:
         model=model if role == "assistant" else None,
         usage=usage,
         native={"format": NATIVE_FORMAT, "data": message_to_dict(message)},
-        key=message.id,
+        key=message.id if keyed else None,
     )
 
 
@@ -170,6 +171,17 @@ def _media(
     except ValidationError:
         return None  # e.g. base64 without its media type: kept in the native form only
     return part
+
+
+def from_stored_many(stored: Sequence[Message]) -> list[BaseMessage]:
+    """``from_stored`` for each message, the native ones converted in one pass."""
+    native = messages_from_dict([m.native.data for m in stored if _is_native(m)])  # type: ignore[union-attr,misc]
+    converted = iter(native)
+    return [next(converted) if _is_native(m) else from_stored(m) for m in stored]
+
+
+def _is_native(message: Message) -> bool:
+    return message.native is not None and message.native.format == NATIVE_FORMAT
 
 
 def from_stored(message: Message) -> BaseMessage:

@@ -10,11 +10,14 @@ from uuid import UUID
 
 from langchain_core.messages import AIMessage, BaseMessage
 
+from chatmemory import Message
 from chatmemory.scope import Scope
-from chatmemory_langchain._convert import from_stored, model_name_of, produced_by, to_new_message
+from chatmemory_langchain._convert import from_stored_many, model_name_of, produced_by, to_new_message
+from chatmemory_langchain._liveness import ABANDONED, LIVE_HISTORIES, abandoned, recorder_metadata
 
 # Well under chatmemory's default per-call limit, so a long first recording still fits.
 _BATCH = 200
+_PAGE = 50
 _USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
 
 
@@ -38,6 +41,7 @@ class Recorder:
         self.conversation_id = conversation_id
         self.metadata = dict(metadata or {})
         self.autoload = autoload
+        self._seen = _Seen()
 
     async def begin(self, messages: Sequence[BaseMessage]) -> tuple[Run, list[BaseMessage] | None]:
         """Start a run. Returns it, and the stored conversation to put before ``messages``
@@ -46,8 +50,8 @@ class Recorder:
         Raises:
             ConversationNotFound: the conversation is not visible to the scope's principal.
         """
-        stored = [from_stored(m) for m in await self.chat.transcript(self.conversation_id)]
-        run = Run(known={m.id for m in stored if m.id})
+        stored, known = await self._conversation()
+        run = Run(known=known)
         # With a checkpointer the state already holds what was stored: never load it twice.
         holds_history = any(m.id in run.known for m in messages)
         if not self.autoload or not stored or holds_history:
@@ -58,7 +62,7 @@ class Recorder:
         """Start the run's history at its first model call, when the driving model is known."""
         if run.history_id is not None:
             return
-        metadata: dict[str, Any] = {"framework": "langchain"}
+        metadata: dict[str, Any] = {"framework": "langchain", **recorder_metadata()}
         if thread_id is not None:
             metadata["thread_id"] = thread_id
         history = await self.chat.start_history(
@@ -68,6 +72,7 @@ class Recorder:
             metadata={**metadata, **self.metadata},
         )
         run.history_id = history.id
+        LIVE_HISTORIES.add(history.id)
 
     async def record(self, run: Run, messages: Sequence[BaseMessage]) -> None:
         """Append the messages not stored yet, in their order."""
@@ -95,7 +100,74 @@ class Recorder:
             return
         history_id, run.history_id = run.history_id, None
         text = f"{type(error).__name__}: {error}"[:2000] if error is not None else None
-        await self.chat.finish_history(history_id, status=status, usage=run.usage or None, error=text)
+        try:
+            await self.chat.finish_history(history_id, status=status, usage=run.usage or None, error=text)
+        finally:
+            LIVE_HISTORIES.discard(history_id)
+        self._seen.status[history_id] = status
+
+    async def _conversation(self) -> tuple[list[BaseMessage], set[str]]:
+        """The stored conversation and its LangChain ids: read whole once, then only the
+        messages stored since the newest one read (whole again when that one is gone)."""
+        seen = self._seen  # concurrent runs share it: build the next one, then swap it in
+        newer = await _newer(self.chat, self.conversation_id, seen.last) if seen.loaded else None
+        if newer is None:
+            rows = await self.chat.transcript(self.conversation_id)
+            base, known = [], set()
+        else:
+            rows, base, known = newer, seen.messages, seen.known
+        status = dict(seen.status) if newer is not None else {}
+        await self._close_abandoned(rows, status, whole=newer is None)
+        added = from_stored_many(rows)
+        known.update(m.id for m in added if m.id)
+        last = (rows[-1].seq, rows[-1].id) if rows else seen.last if newer is not None else None
+        self._seen = _Seen(messages=base + added, known=known, last=last, status=status, loaded=True)
+        return self._seen.messages, known
+
+    async def _close_abandoned(
+        self, rows: Sequence[Message], status: dict[UUID, str], *, whole: bool
+    ) -> None:
+        """Fail the running histories among ``rows``' whose recording process is gone."""
+        unknown = {m.history_id for m in rows} - {h for h, s in status.items() if s != "running"}
+        if not unknown:
+            return
+        if whole:
+            histories = list((await self.chat.get_conversation(self.conversation_id)).histories)
+        else:
+            histories = [await self.chat.get_history(h, messages=False) for h in sorted(unknown)]
+        for history in histories:
+            status[history.id] = history.status
+            if abandoned(history):
+                await self.chat.finish_history(history.id, status="failed", error=ABANDONED)
+                status[history.id] = "failed"
+
+
+@dataclass
+class _Seen:
+    messages: list[BaseMessage] = field(default_factory=list)
+    known: set[str] = field(default_factory=set)
+    last: tuple[int, UUID] | None = None
+    status: dict[UUID, str] = field(default_factory=dict)
+    loaded: bool = False
+
+
+async def _newer(
+    chat: Scope, conversation_id: UUID | str, last: tuple[int, UUID] | None
+) -> list[Message] | None:
+    """The messages stored after ``last``, oldest first; ``None`` when ``last`` is gone."""
+    newer: list[Message] = []
+    cursor: str | None = None
+    while True:
+        page = await chat.list_messages(
+            conversation_id=conversation_id, newest_first=True, limit=_PAGE, cursor=cursor
+        )
+        for message in page.items:
+            if last is not None and message.seq <= last[0]:
+                return newer[::-1] if (message.seq, message.id) == last else None
+            newer.append(message)
+        if not page.has_more:
+            return newer[::-1] if last is None else None
+        cursor = page.next_cursor
 
 
 def stamp(messages: Sequence[BaseMessage], model: object) -> None:
@@ -104,5 +176,5 @@ def stamp(messages: Sequence[BaseMessage], model: object) -> None:
     for message in messages:
         if message.id is None:
             message.id = str(uuid.uuid4())
-        if isinstance(message, AIMessage) and produced_by(message) is None:
+        if isinstance(message, AIMessage) and model is not None and produced_by(message) is None:
             message.response_metadata["model_name"] = model_name_of(model)

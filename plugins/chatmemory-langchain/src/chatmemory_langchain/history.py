@@ -11,7 +11,7 @@ from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
 from chatmemory.scope import Scope
-from chatmemory_langchain._convert import from_stored, to_new_message
+from chatmemory_langchain._convert import from_stored_many, to_new_message
 from chatmemory_langchain._loop import BackgroundLoop, HomeLoop
 
 __all__ = ["ChatMemoryHistory"]
@@ -57,12 +57,14 @@ class ChatMemoryHistory(BaseChatMessageHistory):
         return self._home.call_sync(coro)
 
     async def _read(self) -> list[BaseMessage]:
-        return [from_stored(m) for m in await self.chat.transcript(self.conversation_id)]
+        return from_stored_many(await self.chat.transcript(self.conversation_id))
 
     async def _add(self, messages: Sequence[BaseMessage]) -> None:
         if not messages:
             return
-        batch = [to_new_message(m) for m in messages]
+        # Like InMemoryChatMessageHistory, every message given is added, even one whose id is
+        # already stored or repeated in the same call: ids do not make these adds idempotent.
+        batch = [to_new_message(m, keyed=False) for m in messages]
         history = await self.chat.start_history(
             self.conversation_id, model=self.model, metadata=self.metadata
         )

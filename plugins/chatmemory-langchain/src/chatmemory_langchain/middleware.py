@@ -33,6 +33,10 @@ __all__ = ["ChatMemoryMiddleware", "ChatMemoryState"]
 
 T = TypeVar("T")
 _KEEP_RUNS = 256
+UNFINISHED = (
+    "the run stopped before finishing: an error outside model and tool calls, "
+    "or an interrupt that was not resumed"
+)
 
 
 class ChatMemoryState(AgentState[Any]):
@@ -105,6 +109,11 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
 
     async def _begin(self, state: ChatMemoryState) -> dict[str, Any]:
         messages = state["messages"]
+        previous = self._runs.pop(state.get("chatmemory_run") or "", None)
+        if previous is not None:
+            # A new input on a thread whose last run never reached after_agent: that run ended
+            # on an error no hook of this middleware saw, or on an interrupt left unanswered.
+            await self._recorder.finish(previous, "failed", RuntimeError(UNFINISHED))
         run, loaded = await self._recorder.begin(messages)
         key = uuid.uuid4().hex
         self._runs[key] = run
@@ -145,6 +154,11 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
     async def _tool_failed(self, state: Mapping[str, Any], error: BaseException) -> None:
         await self._fail(await self._run_of(state), error)
 
+    async def _tool_returned(self, state: Mapping[str, Any], result: ToolMessage | Command[Any]) -> None:
+        outputs = [result] if isinstance(result, ToolMessage) else _command_messages(result)
+        stamp(outputs, None)
+        await self._recorder.record(await self._run_of(state), outputs)
+
     async def _end(self, state: ChatMemoryState) -> None:
         run = await self._run_of(state)
         await self._recorder.record(run, state["messages"])
@@ -181,12 +195,15 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
         request: ToolCallRequest,
         handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]],
     ) -> ToolMessage | Command[Any]:
-        """Fail the history when a tool error ends the run."""
+        """Record the tool's result as soon as it returns; fail the history when a tool error
+        ends the run."""
         try:
-            return await handler(request)
+            result = await handler(request)
         except BaseException as exc:
             await self._home.call(self._tool_failed(request.state, exc))
             raise
+        await self._home.call(self._tool_returned(request.state, result))
+        return result
 
     async def aafter_agent(self, state: ChatMemoryState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         """Record what is left and complete the history."""
@@ -224,15 +241,23 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
     ) -> ToolMessage | Command[Any]:
         """Sync form of ``awrap_tool_call``."""
         try:
-            return handler(request)
+            result = handler(request)
         except BaseException as exc:
             self._sync(self._tool_failed(request.state, exc))
             raise
+        self._sync(self._tool_returned(request.state, result))
+        return result
 
     def after_agent(self, state: ChatMemoryState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         """Sync form of ``aafter_agent``."""
         self._sync(self._end(state))
         return None
+
+
+def _command_messages(command: Command[Any]) -> list[BaseMessage]:
+    update = command.update
+    found = update.get("messages") if isinstance(update, Mapping) else None
+    return [m for m in found if isinstance(m, BaseMessage)] if isinstance(found, list) else []
 
 
 def _messages_of(result: ModelCallResult[Any]) -> list[BaseMessage]:

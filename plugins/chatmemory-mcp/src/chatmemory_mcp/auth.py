@@ -1,170 +1,138 @@
-"""Bearer-token verifiers for the HTTP server: the token file, and JWTs from an identity provider.
+"""Bearer authentication for the MCP HTTP app, and its OAuth 2.1 protected-resource face.
 
-A verifier returns an ``AccessToken`` carrying the principal in ``PRINCIPAL_CLAIM``, or
-``None``; the SDK answers ``None`` with a 401 before any tool runs.
+``MCPTokenVerifier`` adapts a ``chatmemory_mcp.bearer`` verifier to the MCP SDK: the
+verified principal travels in the ``AccessToken`` under ``PRINCIPAL_CLAIM``.
+``RequireBearer`` answers unauthenticated requests with ``401`` and a ``WWW-Authenticate``
+header naming the protected-resource metadata (RFC 9728), which ``metadata_routes`` serves,
+so that hosted clients discover the authorization server on their own.
 """
 
 from __future__ import annotations
 
-import logging
-import os
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from urllib.parse import urlsplit
 
-import anyio.to_thread
-import jwt
-from mcp.server.auth.provider import AccessToken, TokenVerifier
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from chatmemory import ChatMemoryError, Principal
-from chatmemory_mcp.identity import ADMIN_SCOPE, PRINCIPAL_CLAIM, token_principal
-from chatmemory_mcp.tokens import TokenEntry, TokenFile, hash_token
+from chatmemory_mcp.bearer import (
+    MAX_TOKEN_LENGTH,
+    AuthenticationError,
+    BearerVerifier,
+    CredentialsRefused,
+    MissingCredentials,
+    bearer_token,
+)
+from chatmemory_mcp.identity import PRINCIPAL_CLAIM, token_principal
 
-__all__ = ["AnyOfVerifier", "JWTSettings", "JWTVerifier", "TokenFileVerifier"]
+__all__ = ["MCPTokenVerifier", "RequireBearer", "metadata_routes", "metadata_url"]
 
-logger = logging.getLogger("chatmemory_mcp")
-
-_MAX_TOKEN = 8_192
+_WELL_KNOWN = "/.well-known/oauth-protected-resource"
 
 
-class TokenFileVerifier:
-    """Accepts the tokens whose SHA-256 is in the token file.
+class MCPTokenVerifier:
+    """The MCP SDK's ``TokenVerifier`` over a bearer verifier."""
 
-    The file is re-read when it changes, so ``chatmemory-mcp token revoke`` takes effect on
-    the next request without a restart.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._file = TokenFile(path)
-        self._seen: tuple[int, int, int] | None = None
-        self._entries: dict[str, TokenEntry] = {}
+    def __init__(self, verifier: BearerVerifier) -> None:
+        self.verifier = verifier
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        """The principal of ``token``, or ``None`` when it is unknown, revoked or expired."""
-        if len(token) > _MAX_TOKEN:
+        """The ``AccessToken`` of an accepted token, carrying its principal; ``None`` when refused."""
+        if len(token) > MAX_TOKEN_LENGTH:
             return None
-        entry = self._current().get(hash_token(token))
-        if entry is None:
+        identity = await self.verifier.identify(token)
+        if identity is None or identity.expired:
             return None
-        claim = token_principal(entry.principal, tenant=entry.tenant, admin=entry.admin, method="token")
+        p = identity.principal
+        named = token_principal(p.id, tenant=p.tenant, admin=p.admin, method=identity.method)
+        claims: dict[str, object] = {PRINCIPAL_CLAIM: named}
+        if identity.issuer is not None:
+            claims["iss"] = identity.issuer
         return AccessToken(
             token=token,
-            client_id=entry.id,
-            subject=entry.principal,
-            scopes=["chatmemory", *([ADMIN_SCOPE] if entry.admin else [])],
-            expires_at=entry.expires_at,
-            claims={PRINCIPAL_CLAIM: claim},
+            client_id=identity.client_id,
+            subject=identity.subject,
+            scopes=list(identity.scopes),
+            expires_at=identity.expires_at,
+            claims=claims,
         )
 
-    def _current(self) -> dict[str, TokenEntry]:
-        try:
-            stat = os.stat(self._file.path)
-        except FileNotFoundError:
-            self._seen, self._entries = None, {}
-            return self._entries
-        seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        if seen != self._seen:
-            try:
-                self._entries = self._file.load()
-            except ChatMemoryError:
-                logger.error("token file %s is unreadable; refusing every token", self._file.path)
-                self._entries = {}
-            self._seen = seen
-        return self._entries
 
+class RequireBearer:
+    """Lets authenticated requests through to ``app``; answers the others with ``401``.
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JWTSettings:
-    """How to check JWTs: their issuer and audience, and the key (PEM) or a JWKS URL to fetch keys."""
-
-    issuer: str
-    audience: str
-    public_key: str | None = None
-    jwks_url: str | None = None
-    algorithms: Sequence[str] = ("RS256", "ES256", "EdDSA")
-    admin_scope: str = ADMIN_SCOPE
-    tenant_claim: str | None = None
-
-    def __post_init__(self) -> None:
-        if (self.public_key is None) == (self.jwks_url is None):
-            raise ValueError("give exactly one of public_key or jwks_url")
-
-
-class JWTVerifier:
-    """Accepts signed JWTs from one issuer for one audience; the principal is ``sub``.
-
-    ``exp``, ``iss``, ``aud`` and ``sub`` are required. The admin flag comes from a scope
-    (``scope`` or ``scp``), the tenant from an optional claim.
+    A request without a bearer token is told authentication is required; one whose token was
+    refused is told so (``error="invalid_token"``), so a client knows to get a new token
+    rather than to add one.
     """
 
-    def __init__(self, settings: JWTSettings) -> None:
-        self.settings = settings
-        self._jwks = jwt.PyJWKClient(settings.jwks_url, cache_keys=True) if settings.jwks_url else None
+    def __init__(self, app: ASGIApp, *, resource_metadata: str | None, scopes: Sequence[str] = ()) -> None:
+        self.app = app
+        self.resource_metadata = resource_metadata
+        self.scopes = list(scopes)
 
-    async def verify_token(self, token: str) -> AccessToken | None:
-        """The principal of a valid JWT, or ``None``."""
-        s = self.settings
-        if len(token) > _MAX_TOKEN:
-            return None
-        try:
-            key = await self._key(token)
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key,
-                algorithms=list(s.algorithms),
-                audience=s.audience,
-                issuer=s.issuer,
-                options={"require": ["exp", "iss", "aud", "sub"]},
-            )
-            scopes = _scopes(claims)
-            tenant = claims.get(s.tenant_claim) if s.tenant_claim else None
-            principal = Principal(
-                str(claims["sub"]),
-                tenant=None if tenant is None else str(tenant),
-                admin=s.admin_scope in scopes,
-            )
-        except (jwt.PyJWTError, ChatMemoryError) as exc:
-            logger.info("JWT refused: %s", type(exc).__name__)
-            return None
-        claim = token_principal(principal.id, tenant=principal.tenant, admin=principal.admin, method="jwt")
-        return AccessToken(
-            token=token,
-            client_id=str(claims.get("client_id") or claims.get("azp") or "jwt"),
-            subject=principal.id,
-            scopes=scopes,
-            expires_at=int(claims["exp"]),
-            claims={"iss": s.issuer, PRINCIPAL_CLAIM: claim},
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Forward or refuse one request."""
+        if isinstance(scope.get("user"), AuthenticatedUser):
+            await self.app(scope, receive, send)
+            return
+        presented = bearer_token(Headers(scope=scope).get("authorization")) is not None
+        await self._refuse(CredentialsRefused() if presented else MissingCredentials(), scope, receive, send)
+
+    async def _refuse(self, error: AuthenticationError, scope: Scope, receive: Receive, send: Send) -> None:
+        # RFC 6750 §3.1: no error code when the request carried no credentials at all.
+        params = []
+        code = "invalid_token" if isinstance(error, CredentialsRefused) else "unauthorized"
+        if isinstance(error, CredentialsRefused):
+            params += ['error="invalid_token"', f'error_description="{error}"']
+        if self.resource_metadata is not None:
+            params.append(f'resource_metadata="{self.resource_metadata}"')
+        if self.scopes:
+            params.append(f'scope="{" ".join(self.scopes)}"')
+        challenge = "Bearer " + ", ".join(params) if params else 'Bearer realm="chatmemory"'
+        body = json.dumps({"error": code, "error_description": str(error)})
+        response = Response(
+            body, status_code=401, media_type="application/json", headers={"WWW-Authenticate": challenge}
         )
-
-    async def _key(self, token: str) -> Any:
-        if self._jwks is None:
-            return self.settings.public_key
-        jwks = self._jwks
-        # PyJWKClient fetches over blocking HTTP (then caches): keep it off the event loop.
-        signing_key = await anyio.to_thread.run_sync(jwks.get_signing_key_from_jwt, token)
-        return signing_key.key
+        await response(scope, receive, send)
 
 
-class AnyOfVerifier:
-    """Accepts a token that any of its verifiers accepts, asking them in order."""
-
-    def __init__(self, verifiers: Sequence[TokenVerifier]) -> None:
-        self.verifiers = list(verifiers)
-
-    async def verify_token(self, token: str) -> AccessToken | None:
-        """The first verifier's answer that is not ``None``."""
-        for verifier in self.verifiers:
-            accepted = await verifier.verify_token(token)
-            if accepted is not None:
-                return accepted
-        return None
+def metadata_url(resource_url: str) -> str:
+    """Where RFC 9728 puts the metadata of ``resource_url``: the well-known path before the resource path."""
+    parts = urlsplit(resource_url)
+    path = parts.path.rstrip("/")
+    return f"{parts.scheme}://{parts.netloc}{_WELL_KNOWN}{path}"
 
 
-def _scopes(claims: dict[str, Any]) -> list[str]:
-    raw = claims.get("scope", claims.get("scp", ""))
-    if isinstance(raw, str):
-        return raw.split()
-    if isinstance(raw, list):
-        return [str(s) for s in raw]
-    return []
+def metadata_routes(
+    *, resource_url: str, authorization_servers: list[str], scopes: list[str] | None = None
+) -> list[Route]:
+    """The protected-resource metadata, at the RFC 9728 path for ``resource_url`` and at the bare path.
+
+    Hosted clients probe the path variant first (``/.well-known/oauth-protected-resource/mcp``)
+    and fall back to the bare one; both answer the same document. It is public, so any origin
+    may read it.
+    """
+    document: dict[str, object] = {
+        "resource": resource_url,
+        "authorization_servers": authorization_servers,
+        "bearer_methods_supported": ["header"],
+        "resource_name": "chatmemory",
+    }
+    if scopes:
+        document["scopes_supported"] = scopes
+    cors = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, OPTIONS"}
+
+    async def metadata(request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers=cors | {"Access-Control-Allow-Headers": "*"})
+        return JSONResponse(document, headers=cors | {"Cache-Control": "public, max-age=3600"})
+
+    paths = dict.fromkeys([urlsplit(metadata_url(resource_url)).path, _WELL_KNOWN])
+    return [Route(path, metadata, methods=["GET", "OPTIONS"]) for path in paths]

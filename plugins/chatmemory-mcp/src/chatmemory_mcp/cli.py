@@ -1,6 +1,7 @@
 """The ``chatmemory-mcp`` command: ``stdio``, ``http`` and ``token create|revoke|list``.
 
 Nothing is written to stdout before the stdio server starts: it is the protocol stream.
+Each command imports only what it runs: stdio never loads the HTTP, JWT or OAuth code.
 """
 
 from __future__ import annotations
@@ -10,14 +11,25 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chatmemory import ChatMemoryError, Principal
-from chatmemory_mcp.auth import JWTSettings
-from chatmemory_mcp.http_app import ConfigError, HttpSettings
-from chatmemory_mcp.identity import principal_from_env
+from chatmemory_mcp.settings import ConfigError, HttpSettings, principal_from_env
 from chatmemory_mcp.tokens import TOKEN_FILE_ENV, TokenFile, default_token_file
 
+if TYPE_CHECKING:
+    from chatmemory_mcp.jwts import JWTSettings
+
 __all__ = ["build_parser", "main"]
+
+
+def _tools_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tools",
+        choices=["core", "all"],
+        default="all",
+        help="core: only record_run and the reading tools, for clients short of context (default all)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve one client over stdin/stdout as $CHATMEMORY_PRINCIPAL (database: $CHATMEMORY_URL)",
     )
     stdio.add_argument("--url", help="database URL (default: $CHATMEMORY_URL, else the user data directory)")
+    _tools_option(stdio)
     stdio.set_defaults(run=_stdio)
 
     http = commands.add_parser("http", help="serve streamable HTTP with bearer-token authentication")
@@ -46,10 +59,27 @@ def build_parser() -> argparse.ArgumentParser:
     http.add_argument(
         "--allowed-origin", action="append", default=[], help="an Origin to accept (repeatable)"
     )
+    _tools_option(http)
     http.add_argument("--public-url", help="the server's external base URL, e.g. https://mem.example.com")
     _token_file_option(http)
+    http.add_argument(
+        "--resource-url",
+        help="this MCP endpoint's public URL, the OAuth resource (default: --public-url + --path)",
+    )
+    http.add_argument(
+        "--authorization-server",
+        help="the OAuth authorization server (issuer URL) clients get tokens from (default: --jwt-issuer)",
+    )
+    http.add_argument(
+        "--oauth-scope",
+        action="append",
+        default=[],
+        help="a scope clients should request from the authorization server (repeatable)",
+    )
     http.add_argument("--jwt-issuer", help="accept JWTs from this issuer (`iss`)")
-    http.add_argument("--jwt-audience", help="the audience (`aud`) JWTs must name")
+    http.add_argument(
+        "--jwt-audience", help="the audience (`aud`) JWTs must name (default: the resource URL)"
+    )
     http.add_argument("--jwt-public-key", type=Path, help="PEM file with the issuer's public key")
     http.add_argument("--jwt-jwks-url", help="the issuer's JWKS URL (instead of --jwt-public-key)")
     http.add_argument(
@@ -58,6 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
     http.add_argument("--jwt-tenant-claim", help="the claim holding the principal's tenant")
     http.add_argument(
         "--max-body-bytes", type=int, default=4 * 1024 * 1024, help="largest request body accepted"
+    )
+    limits = http.add_argument_group("limits on slow and idle connections")
+    limits.add_argument(
+        "--header-timeout", type=float, default=10.0, help="seconds to send a request's headers (default 10)"
+    )
+    limits.add_argument(
+        "--body-timeout", type=float, default=30.0, help="seconds to send a request's body (default 30)"
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=int,
+        default=100,
+        help="open connections beyond which requests get 503 (default 100)",
+    )
+    limits.add_argument(
+        "--keep-alive-timeout", type=int, default=5, help="seconds an idle connection stays open (default 5)"
     )
     http.add_argument("--stateless", action="store_true", help="no Mcp-Session-Id for handshake-era clients")
     http.add_argument(
@@ -105,33 +151,11 @@ def _stdio(args: argparse.Namespace) -> int:
         return 2
     from chatmemory_mcp.server import build_server
 
-    build_server(principal=principal, auth="stdio", url=args.url).run("stdio")
+    build_server(principal=principal, auth="stdio", url=args.url, tools=args.tools).run("stdio")
     return 0
 
 
 def _http(args: argparse.Namespace) -> int:
-    from chatmemory_mcp.http_app import build_http_app
-
-    jwt = None
-    if args.jwt_issuer or args.jwt_audience or args.jwt_public_key or args.jwt_jwks_url:
-        if not (args.jwt_issuer and args.jwt_audience):
-            raise ConfigError("JWT needs both --jwt-issuer and --jwt-audience")
-        try:
-            jwt = JWTSettings(
-                issuer=args.jwt_issuer,
-                audience=args.jwt_audience,
-                public_key=args.jwt_public_key.read_text() if args.jwt_public_key else None,
-                jwks_url=args.jwt_jwks_url,
-                admin_scope=args.jwt_admin_scope,
-                tenant_claim=args.jwt_tenant_claim,
-            )
-        except (ValueError, OSError) as exc:
-            raise ConfigError(f"JWT settings: {exc}") from None
-    insecure = None
-    if args.insecure_no_auth:
-        insecure = principal_from_env()
-        if insecure is None:
-            raise ConfigError("--insecure-no-auth needs CHATMEMORY_PRINCIPAL (the one principal it serves)")
     settings = HttpSettings(
         host=args.host,
         port=args.port,
@@ -139,18 +163,53 @@ def _http(args: argparse.Namespace) -> int:
         allowed_hosts=args.allowed_host,
         allowed_origins=args.allowed_origin,
         token_file=args.token_file or default_token_file(),
-        jwt=jwt,
-        insecure_principal=insecure,
         public_url=args.public_url,
         max_body_bytes=args.max_body_bytes,
         stateless=args.stateless,
+        tools=args.tools,
         database_url=args.url,
+        resource_url=args.resource_url,
+        authorization_server=args.authorization_server,
+        oauth_scopes=args.oauth_scope,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        max_connections=args.max_connections,
+        keep_alive_timeout=args.keep_alive_timeout,
     )
+    settings.jwt = _jwt_settings(args, audience=settings.resource)
+    if args.insecure_no_auth:
+        settings.insecure_principal = principal_from_env()
+        if settings.insecure_principal is None:
+            raise ConfigError("--insecure-no-auth needs CHATMEMORY_PRINCIPAL (the one principal it serves)")
+    from chatmemory_mcp.http_app import build_http_app
+    from chatmemory_mcp.limits import uvicorn_config
+
     app = build_http_app(settings)
     import uvicorn
 
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    uvicorn.Server(uvicorn_config(app, settings)).run()
     return 0
+
+
+def _jwt_settings(args: argparse.Namespace, *, audience: str | None) -> JWTSettings | None:
+    if not (args.jwt_issuer or args.jwt_audience or args.jwt_public_key or args.jwt_jwks_url):
+        return None
+    audience = args.jwt_audience or audience
+    if not (args.jwt_issuer and audience):
+        raise ConfigError("JWT needs --jwt-issuer, and --jwt-audience or --resource-url/--public-url")
+    from chatmemory_mcp.jwts import JWTSettings
+
+    try:
+        return JWTSettings(
+            issuer=args.jwt_issuer,
+            audience=audience,
+            public_key=args.jwt_public_key.read_text() if args.jwt_public_key else None,
+            jwks_url=args.jwt_jwks_url,
+            admin_scope=args.jwt_admin_scope,
+            tenant_claim=args.jwt_tenant_claim,
+        )
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"JWT settings: {exc}") from None
 
 
 def _token_create(args: argparse.Namespace) -> int:

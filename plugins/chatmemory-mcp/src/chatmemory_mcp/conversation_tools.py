@@ -31,12 +31,11 @@ from chatmemory_mcp.params import (
     ConversationId,
     Cursor,
     ListLimit,
+    Metadata,
+    Title,
 )
 
 __all__ = ["client_info", "register_conversation_tools"]
-
-Title = Annotated[str | None, Field(max_length=200, description="A short title.")]
-Metadata = Annotated[dict[str, JsonValue] | None, Field(description="A JSON object of your own fields.")]
 
 
 def client_info(ctx: ServerContext) -> ClientInfo | None:
@@ -53,7 +52,7 @@ def register_conversation_tools(server: MCPServer[ServerState]) -> None:
 
     @server.tool(annotations=READ)
     async def whoami(ctx: ServerContext) -> WhoAmI:
-        """Who this connection acts as. Every other tool sees only this principal's conversations."""
+        """The principal this connection acts as; tools see only its conversations."""
         principal, auth = principal_of(ctx.request_context.lifespan_context)
         return WhoAmI(
             principal_id=principal.id,
@@ -67,10 +66,10 @@ def register_conversation_tools(server: MCPServer[ServerState]) -> None:
     async def start_conversation(
         ctx: ServerContext, title: Title = None, metadata: Metadata = None
     ) -> ConversationOut:
-        """Start a new conversation owned by you. Then call start_history to record a run in it."""
+        """Start a conversation owned by you."""
         with tool_errors():
             conversation = await scope_for(ctx).start_conversation(title, metadata=metadata)
-        return ConversationOut.of(conversation)
+        return ConversationOut.of(conversation).model_copy(update={"message_count": 0})
 
     @server.tool(annotations=READ)
     async def list_conversations(
@@ -79,10 +78,10 @@ def register_conversation_tools(server: MCPServer[ServerState]) -> None:
         cursor: Cursor = None,
         archived: Annotated[
             bool | None,
-            Field(description="false (default): leave archived ones out; true: only archived; null: both."),
+            Field(description="false: not archived; true: only archived; null: both."),
         ] = False,
     ) -> ConversationPage:
-        """Your conversations, pinned first, then most recently updated, one page at a time."""
+        """Your conversations, pinned first, then most recently updated."""
         with tool_errors():
             page = await scope_for(ctx).list_conversations(limit=limit, cursor=cursor, archived=archived)
         return ConversationPage(
@@ -95,7 +94,7 @@ def register_conversation_tools(server: MCPServer[ServerState]) -> None:
     async def get_conversation(
         ctx: ServerContext, conversation_id: ConversationId, limit: ListLimit = 20, cursor: Cursor = None
     ) -> ConversationDetailOut:
-        """A conversation and a page of its histories (runs), oldest first; list_messages reads messages."""
+        """A conversation and a page of its histories (runs), oldest first."""
         with tool_errors():
             after = _decode_history_cursor(cursor, conversation_id)
             detail = await scope_for(ctx).get_conversation(conversation_id)
@@ -123,23 +122,26 @@ def register_conversation_tools(server: MCPServer[ServerState]) -> None:
         pinned: Annotated[bool | None, Field(description="Pin or unpin; omit to keep.")] = None,
         archived: Annotated[bool | None, Field(description="Archive or unarchive; omit to keep.")] = None,
     ) -> ConversationOut:
-        """Change a conversation's title, metadata, pinned or archived state; omitted fields stay."""
+        """Change a conversation; omitted fields stay as they are."""
         changes: dict[str, Any] = {}
         if title is not None:
             changes["title"] = title or None
         for name, value in (("metadata", metadata), ("pinned", pinned), ("archived", archived)):
             if value is not None:
                 changes[name] = value
+        scope = scope_for(ctx)
         with tool_errors():
-            conversation = await scope_for(ctx).update_conversation(conversation_id, **changes)
+            await scope.update_conversation(conversation_id, **changes)
+            # Read back: the update's own result has no message count or preview.
+            conversation = await scope.get_conversation(conversation_id)
         return ConversationOut.of(conversation)
 
     @server.tool(annotations=DESTROY)
     async def delete_conversation(ctx: ServerContext, conversation_id: ConversationId) -> Deleted:
-        """Delete a conversation with all its histories and messages. Reads will no longer return it."""
+        """Soft-delete a conversation with its runs and messages; the operator purges it later."""
         with tool_errors():
             await scope_for(ctx).delete_conversation(conversation_id)
-        return Deleted(id=conversation_id)
+        return Deleted(id=conversation_id, deleted=True)
 
 
 def _encode_history_cursor(conversation_id: str, last: HistoryDetail) -> str:

@@ -2,33 +2,71 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 
 from mcp.server.mcpserver import MCPServer
-from pydantic import AliasChoices, Field, JsonValue
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import JsonValue
 
+from chatmemory import ConflictError, Message
 from chatmemory_mcp.conversation_tools import client_info
 from chatmemory_mcp.errors import tool_errors
 from chatmemory_mcp.identity import ServerContext, ServerState, scope_for
-from chatmemory_mcp.models import AppendResult, HistoryOut, MessageIn, MessageOut, MessagePage, StoredMessage
+from chatmemory_mcp.message_input import Messages, to_core
+from chatmemory_mcp.models import AppendResult, HistoryOut, MessageOut, MessagePage, StoredMessage
 from chatmemory_mcp.params import (
     CREATE,
     READ,
+    Agent,
     ContentChars,
     ConversationId,
     Cursor,
+    Error,
+    FinishStatus,
     HistoryId,
     MessageLimit,
+    Metadata,
+    ModelName,
+    NewestFirst,
     OptionalConversationId,
     OptionalHistoryId,
+    SystemPrompts,
+    Usage,
 )
 
-__all__ = ["RESPONSE_CHARS", "register_history_tools"]
+__all__ = ["RESPONSE_CHARS", "register_history_tools", "stamp", "stored"]
 
 RESPONSE_CHARS = 60_000
 """Message content characters one response carries at most; per-message clipping shrinks to fit."""
 MIN_CHARS = 200
 """Per-message content never clipped below this, whatever the page size."""
+
+
+def stamp(
+    ctx: ServerContext, metadata: Mapping[str, JsonValue] | None, agent: str | None
+) -> dict[str, JsonValue]:
+    """A run's metadata with the MCP client (as it introduced itself) and the agent name added."""
+    stamped: dict[str, JsonValue] = dict(metadata or {})
+    info = client_info(ctx)
+    stamped["mcp_client"] = None if info is None else info.model_dump()
+    if agent is not None:
+        stamped["agent"] = agent
+    return stamped
+
+
+def stored(messages: Sequence[Message], since: datetime | None = None) -> list[StoredMessage]:
+    """Where messages landed; one created before ``since`` was already stored under its key."""
+    return [
+        StoredMessage(
+            id=str(m.id),
+            seq=m.seq,
+            role=m.role,
+            key=m.key,
+            deduplicated=since is not None and m.key is not None and m.created_at < since,
+        )
+        for m in messages
+    ]
 
 
 def register_history_tools(server: MCPServer[ServerState]) -> None:
@@ -38,34 +76,18 @@ def register_history_tools(server: MCPServer[ServerState]) -> None:
     async def start_history(
         ctx: ServerContext,
         conversation_id: ConversationId,
-        model: Annotated[
-            str,
-            Field(
-                min_length=1,
-                max_length=200,
-                validation_alias=AliasChoices("model", "model_name", "llm"),
-                description="The model driving this run, e.g. 'claude-sonnet-4-5' or 'gpt-4.1'.",
-            ),
-        ],
-        agent: Annotated[
-            str | None, Field(max_length=200, validation_alias=AliasChoices("agent", "agent_name"))
-        ] = None,
-        system_prompts: Annotated[list[str] | None, Field(max_length=20)] = None,
-        metadata: dict[str, JsonValue] | None = None,
+        model: ModelName,
+        agent: Agent = None,
+        system_prompts: SystemPrompts = None,
+        metadata: Metadata = None,
     ) -> HistoryOut:
-        """Begin recording one run (one agent turn or task) in a conversation.
-
-        Then call append_messages with the run's messages, and finish_history at the end.
-        The MCP client's name and version are recorded with the run.
-        """
-        stamped = dict(metadata or {})
-        info = client_info(ctx)
-        stamped["mcp_client"] = None if info is None else info.model_dump()
-        if agent is not None:
-            stamped["agent"] = agent
+        """Begin a run in a conversation; then append_messages, then finish_history (or: record_run)."""
         with tool_errors():
             history = await scope_for(ctx).start_history(
-                conversation_id, model=model, system_prompts=system_prompts, metadata=stamped
+                conversation_id,
+                model=model,
+                system_prompts=system_prompts,
+                metadata=stamp(ctx, metadata, agent),
             )
         return HistoryOut.of(history)
 
@@ -73,37 +95,39 @@ def register_history_tools(server: MCPServer[ServerState]) -> None:
     async def finish_history(
         ctx: ServerContext,
         history_id: HistoryId,
-        status: Literal["completed", "failed", "cancelled"] = "completed",
-        usage: Annotated[
-            dict[str, JsonValue] | None,
-            Field(description="Token counts and cost, e.g. {'input_tokens': 812}."),
-        ] = None,
-        error: Annotated[
-            str | None, Field(max_length=10_000, description="What went wrong, for failed runs.")
-        ] = None,
+        status: FinishStatus = "completed",
+        usage: Usage = None,
+        error: Error = None,
     ) -> HistoryOut:
-        """Close a run. Nothing more can be appended to it afterwards."""
+        """Close a run. Repeated with the same status, returns the run unchanged."""
+        scope = scope_for(ctx)
         with tool_errors():
-            history = await scope_for(ctx).finish_history(history_id, status=status, usage=usage, error=error)
+            try:
+                history = await scope.finish_history(history_id, status=status, usage=usage, error=error)
+            except ConflictError:
+                # A retry after a lost response: the run is already what the caller asked for.
+                current = await scope.get_history(history_id, messages=False)
+                if current.status != status:
+                    raise ToolError(
+                        f"history {history_id} is already {current.status}; it cannot become {status}. "
+                        "Call start_history to record a new run."
+                    ) from None
+                history = current
         return HistoryOut.of(history)
 
     @server.tool(annotations=CREATE)
-    async def append_messages(
-        ctx: ServerContext,
-        history_id: HistoryId,
-        messages: Annotated[list[MessageIn], Field(min_length=1, max_length=100)],
-    ) -> AppendResult:
-        """Append 1-100 messages to a running history, all or none, in order.
+    async def append_messages(ctx: ServerContext, history_id: HistoryId, messages: Messages) -> AppendResult:
+        """Append messages to a running history, all or none. OpenAI chat messages work as they are.
 
-        Give each message a `key` (unique in the history): re-sending a key after a timeout
-        returns the stored message instead of adding a duplicate.
+        A re-sent `key` returns the stored message with `deduplicated: true`.
         """
+        since = datetime.now(UTC)
         with tool_errors():
-            stored = await scope_for(ctx).append_messages(history_id, [m.as_core() for m in messages])
+            appended = await scope_for(ctx).append_messages(history_id, to_core(messages))
         return AppendResult(
-            history_id=str(stored[0].history_id),
-            conversation_id=str(stored[0].conversation_id),
-            messages=[StoredMessage(id=str(m.id), seq=m.seq, role=m.role, key=m.key) for m in stored],
+            history_id=str(appended[0].history_id),
+            conversation_id=str(appended[0].conversation_id),
+            messages=stored(appended, since),
         )
 
     @server.tool(annotations=READ)
@@ -113,13 +137,10 @@ def register_history_tools(server: MCPServer[ServerState]) -> None:
         history_id: OptionalHistoryId = None,
         limit: MessageLimit = 50,
         cursor: Cursor = None,
-        newest_first: bool = False,
+        newest_first: NewestFirst = False,
         max_chars: ContentChars = 2_000,
     ) -> MessagePage:
-        """A page of a conversation's (or one history's) messages in order; give one of the two ids.
-
-        Use newest_first=true to read the tail. For a token-budgeted view, use get_context.
-        """
+        """A page of a conversation's or a history's messages, with tool calls; get_context fits a budget."""
         with tool_errors():
             page = await scope_for(ctx).list_messages(
                 conversation_id=conversation_id,

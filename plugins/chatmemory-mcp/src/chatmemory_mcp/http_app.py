@@ -3,49 +3,29 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
-from pathlib import Path
 
-from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.middleware.bearer_auth import RequireAuthMiddleware
 from mcp.server.auth.settings import AuthSettings
-from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE, TransportSecuritySettings
+from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.routing import Route
+from starlette.types import ASGIApp
 
-from chatmemory import ChatMemory, Principal
-from chatmemory_mcp.auth import AnyOfVerifier, JWTSettings, JWTVerifier, TokenFileVerifier
+from chatmemory import ChatMemory
+from chatmemory_mcp.auth import MCPTokenVerifier, RequireBearer, metadata_routes, metadata_url
+from chatmemory_mcp.bearer import AnyOfVerifier, BearerVerifier
+from chatmemory_mcp.limits import BodyDeadline
 from chatmemory_mcp.server import build_server
+from chatmemory_mcp.settings import ConfigError, HttpSettings
+from chatmemory_mcp.tokens import TokenFileVerifier
 
 __all__ = ["ConfigError", "HttpSettings", "build_http_app", "is_loopback"]
 
-_LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
-_LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
-
-
-class ConfigError(Exception):
-    """The HTTP server is configured in a way it refuses to run with."""
-
-
-@dataclass(kw_only=True)
-class HttpSettings:
-    """Everything ``chatmemory-mcp http`` is configured with."""
-
-    host: str = "127.0.0.1"
-    port: int = 8000
-    path: str = "/mcp"
-    allowed_hosts: list[str] = field(default_factory=list)
-    allowed_origins: list[str] = field(default_factory=list)
-    token_file: Path | None = None
-    jwt: JWTSettings | None = None
-    insecure_principal: Principal | None = None
-    """Set only with the explicit insecure flag: every request acts as this principal."""
-    public_url: str | None = None
-    max_body_bytes: int = DEFAULT_MAX_REQUEST_BODY_SIZE
-    stateless: bool = False
-    database_url: str | None = None
+_LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` only listens on this machine."""
+    """Whether ``host`` only listens on this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
     if host == "localhost":
         return True
     try:
@@ -59,10 +39,9 @@ def build_http_app(settings: HttpSettings, *, memory: ChatMemory | None = None) 
 
     Raises:
         ConfigError: no authentication method and no explicit insecure principal, or an
-            insecure principal on a non-loopback host, or both at once.
+            insecure principal on a non-loopback host, or both at once, or a bad limit.
     """
-    if settings.max_body_bytes < 1024:
-        raise ConfigError("--max-body-bytes must be at least 1024")
+    _check_limits(settings)
     verifier = _verifier(settings)
     if settings.insecure_principal is not None:
         if verifier is not None:
@@ -70,7 +49,11 @@ def build_http_app(settings: HttpSettings, *, memory: ChatMemory | None = None) 
         if not is_loopback(settings.host):
             raise ConfigError("--insecure-no-auth only binds to a loopback host (127.0.0.1, ::1, localhost)")
         server = build_server(
-            principal=settings.insecure_principal, auth="insecure", memory=memory, url=settings.database_url
+            principal=settings.insecure_principal,
+            auth="insecure",
+            memory=memory,
+            url=settings.database_url,
+            tools=settings.tools,
         )
     elif verifier is None:
         raise ConfigError(
@@ -81,54 +64,97 @@ def build_http_app(settings: HttpSettings, *, memory: ChatMemory | None = None) 
         )
     else:
         server = build_server(
-            token_verifier=verifier,
-            auth_settings=_auth_settings(settings),
+            token_verifier=MCPTokenVerifier(verifier),
+            auth_settings=AuthSettings(
+                issuer_url=settings.oauth_issuer or settings.public_url or settings.local_url,
+                resource_server_url=None,  # the metadata routes below are ours
+                validate_token_resource=False,  # the JWT verifier checks the audience itself
+            ),
             auth="token",
             memory=memory,
             url=settings.database_url,
+            tools=settings.tools,
         )
-    return server.streamable_http_app(
+    app = server.streamable_http_app(
         streamable_http_path=settings.path,
         stateless_http=settings.stateless,
         max_request_body_size=settings.max_body_bytes,
         transport_security=_transport_security(settings),
         host=settings.host,
     )
+    _guard_endpoint(app, settings, authenticated=verifier is not None)
+    return app
 
 
-def _verifier(settings: HttpSettings) -> TokenVerifier | None:
-    verifiers: list[TokenVerifier] = []
+def _check_limits(settings: HttpSettings) -> None:
+    if settings.max_body_bytes < 1024:
+        raise ConfigError("--max-body-bytes must be at least 1024")
+    for name, value in [
+        ("--header-timeout", settings.header_timeout),
+        ("--body-timeout", settings.body_timeout),
+        ("--max-connections", settings.max_connections),
+        ("--keep-alive-timeout", settings.keep_alive_timeout),
+    ]:
+        if value <= 0:
+            raise ConfigError(f"{name} must be positive")
+
+
+def _verifier(settings: HttpSettings) -> BearerVerifier | None:
+    verifiers: list[BearerVerifier] = []
     if settings.token_file is not None and settings.token_file.exists():
         verifiers.append(TokenFileVerifier(settings.token_file))
     if settings.jwt is not None:
+        from chatmemory_mcp.jwts import JWTVerifier
+
         verifiers.append(JWTVerifier(settings.jwt))
     if not verifiers:
         return None
     return verifiers[0] if len(verifiers) == 1 else AnyOfVerifier(verifiers)
 
 
-def _auth_settings(settings: HttpSettings) -> AuthSettings:
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    local = f"http://{host}:{settings.port}"
-    issuer = settings.jwt.issuer if settings.jwt is not None else None
-    if issuer is None or not issuer.startswith(("http://", "https://")):
-        issuer = settings.public_url or local
-    resource = None
-    if settings.public_url is not None:
-        resource = settings.public_url.rstrip("/") + settings.path
-    # The verifiers check the audience themselves; resource indicators are not required.
-    return AuthSettings(
-        issuer_url=issuer,
-        resource_server_url=resource,
-        validate_token_resource=False,
+def _guard_endpoint(app: Starlette, settings: HttpSettings, *, authenticated: bool) -> None:
+    """Put the body deadline and our 401 answers around the SDK's MCP endpoint; add the metadata routes."""
+    index, route = next(
+        (i, r) for i, r in enumerate(app.router.routes) if isinstance(r, Route) and r.path == settings.path
     )
+    endpoint: ASGIApp = route.endpoint
+    if isinstance(endpoint, RequireAuthMiddleware):
+        endpoint = endpoint.app
+    guarded: ASGIApp = BodyDeadline(
+        endpoint, seconds=settings.body_timeout, max_bytes=settings.max_body_bytes
+    )
+    issuer = settings.oauth_issuer
+    if authenticated:
+        resource_metadata = None
+        if issuer is not None:
+            resource = settings.resource or settings.local_url + settings.path
+            routes = metadata_routes(
+                resource_url=resource, authorization_servers=[issuer], scopes=settings.oauth_scopes
+            )
+            app.router.routes.extend(routes)
+            resource_metadata = metadata_url(resource)
+        guarded = RequireBearer(guarded, resource_metadata=resource_metadata, scopes=settings.oauth_scopes)
+    app.router.routes[index] = Route(settings.path, endpoint=guarded)
 
 
 def _transport_security(settings: HttpSettings) -> TransportSecuritySettings | None:
-    if not settings.allowed_hosts:
-        return None  # the SDK default: loopback Host headers only when bound to loopback
-    hosts = [*settings.allowed_hosts, *_LOOPBACK_HOSTS]
-    origins = [*settings.allowed_origins, *_LOOPBACK_ORIGINS]
+    """Host and Origin checks against DNS rebinding.
+
+    With ``--allowed-host``, only those hosts (and loopback names) are served. Without it, a
+    server bound to any loopback address (all of 127.0.0.0/8 and ``::1``) serves loopback
+    names only, whatever the SDK's own default covers.
+    """
+    if settings.allowed_hosts:
+        names = [*settings.allowed_hosts, *_LOOPBACK_HOSTS]
+    elif is_loopback(settings.host):
+        bound = f"[{settings.host.strip('[]')}]" if ":" in settings.host else settings.host
+        names = list(dict.fromkeys([*_LOOPBACK_HOSTS, bound]))
+    else:
+        return None  # a non-loopback bind without allowed hosts: bearer tokens are the protection
+    hosts = [pattern for name in names for pattern in (name, f"{name}:*")]
+    origins = [*settings.allowed_origins]
+    for name in names:
+        origins += [f"{scheme}://{name}{port}" for scheme in ("http", "https") for port in ("", ":*")]
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
     )

@@ -5,7 +5,6 @@ Identity never comes from tool arguments, URLs or headers.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -15,8 +14,10 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
-from chatmemory import ChatMemory, InvalidInputError, Principal
+from chatmemory import ChatMemory, Principal
 from chatmemory.scope import Scope
+from chatmemory_mcp.bearer import ADMIN_SCOPE
+from chatmemory_mcp.settings import principal_from_env
 
 __all__ = [
     "ADMIN_SCOPE",
@@ -30,15 +31,11 @@ __all__ = [
     "token_principal",
 ]
 
-ADMIN_SCOPE = "chatmemory:admin"
 PRINCIPAL_CLAIM = "chatmemory_principal"
 """Claim our token verifiers add to an ``AccessToken``: ``{"id", "tenant", "admin", "method"}``."""
 
 AuthKind = Literal["stdio", "token", "jwt", "insecure"]
 ServerContext = Context[Any, Any]
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"", "0", "false", "no", "off"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,21 +89,3 @@ def _from_token(token: AccessToken) -> tuple[Principal, AuthKind]:
         raise ToolError("not authenticated: the token does not name a principal")
     method: AuthKind = "jwt" if claim.get("method") == "jwt" else "token"
     return Principal(str(claim["id"]), tenant=claim.get("tenant"), admin=bool(claim.get("admin"))), method
-
-
-def principal_from_env(environ: Mapping[str, str] | None = None) -> Principal | None:
-    """The principal named by ``CHATMEMORY_PRINCIPAL`` (with ``CHATMEMORY_TENANT`` and
-    ``CHATMEMORY_ADMIN``), or ``None`` when it is unset.
-
-    Raises:
-        InvalidInputError: a variable holds a malformed value.
-    """
-    env = os.environ if environ is None else environ
-    principal_id = env.get("CHATMEMORY_PRINCIPAL", "").strip()
-    if not principal_id:
-        return None
-    flag = env.get("CHATMEMORY_ADMIN", "").strip().lower()
-    if flag not in _TRUE | _FALSE:
-        raise InvalidInputError("CHATMEMORY_ADMIN", "must be true or false")
-    tenant = env.get("CHATMEMORY_TENANT", "").strip() or None
-    return Principal(principal_id, tenant=tenant, admin=flag in _TRUE)

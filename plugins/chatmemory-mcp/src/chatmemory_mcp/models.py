@@ -6,29 +6,35 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic_core import to_json
 
 from chatmemory import Conversation, ConversationSummary, History, Message, Role
-from chatmemory.content import ContentPart
+from chatmemory.content import TextPart, ToolCallPart, ToolResultPart
 
 __all__ = [
     "AppendResult",
     "ClientInfo",
+    "ContextMessage",
     "ContextOut",
     "ConversationDetailOut",
     "ConversationOut",
     "ConversationPage",
     "Deleted",
+    "ExportOut",
     "HistoryOut",
-    "MessageIn",
     "MessageOut",
     "MessagePage",
+    "RunOut",
     "SearchHit",
     "SearchPage",
     "StoredMessage",
+    "ToolCallOut",
     "WhoAmI",
     "clip",
     "clip_json",
+    "wire",
+    "wire_size",
 ]
 
 METADATA_CHARS = 2_000
@@ -178,48 +184,109 @@ class ConversationDetailOut(_Out):
     has_more: bool = False
 
 
-class MessageOut(_Out):
-    """A stored message. ``content`` is its plain text, clipped when ``truncated`` is true."""
+class ToolCallOut(_Out):
+    """A tool call: the call id, the tool's name and its arguments as JSON text."""
 
     id: str
-    conversation_id: str
-    history_id: str
+    name: str
+    arguments: str
+
+
+class _MessageView(_Out):
+    id: str
     seq: int
     role: Role
     content: str
-    content_length: int = Field(description="Characters in the full content.")
-    part_types: list[str] | None = Field(None, description="Types of the content parts, when not plain text.")
     model: str | None = None
+    tool_calls: list[ToolCallOut] | None = None
+    tool_call_id: str | None = None
+    is_error: bool = False
+    part_types: list[str] | None = None
+    truncated: bool = False
+
+    @classmethod
+    def _fields_of(cls, message: Message, max_chars: int) -> dict[str, Any]:
+        content, cut = clip(message.content, max_chars)
+        calls: list[ToolCallOut] = []
+        results: list[ToolResultPart] = []
+        others: list[str] = []
+        for part in message.parts or ():
+            if isinstance(part, ToolCallPart):
+                arguments, cut_args = clip(_arguments_text(part.arguments), max_chars)
+                calls.append(ToolCallOut(id=part.id, name=part.name, arguments=arguments or ""))
+                cut = cut or cut_args
+            elif isinstance(part, ToolResultPart):
+                results.append(part)
+            elif not isinstance(part, TextPart):
+                others.append(part.type)
+        return {
+            "id": str(message.id),
+            "seq": message.seq,
+            "role": message.role,
+            "content": content or "",
+            "model": message.model,
+            "tool_calls": calls or None,
+            "tool_call_id": ",".join(r.call_id for r in results) or None,
+            "is_error": any(r.is_error for r in results),
+            "part_types": others or None,
+            "truncated": cut,
+        }
+
+
+class MessageOut(_MessageView):
+    """A stored message. ``content`` is its plain text, clipped when ``truncated`` is true.
+
+    An assistant's tool calls are in ``tool_calls``; a tool message names the call it answers
+    in ``tool_call_id`` (comma-separated when it answers several).
+    """
+
+    conversation_id: str
+    history_id: str
+    content_length: int
     status: Literal["complete", "pending", "error"] = "complete"
     error: str | None = None
     key: str | None = None
     metadata: dict[str, JsonValue] | None = None
     created_at: datetime
-    truncated: bool = False
 
     @classmethod
     def of(cls, message: Message, max_chars: int) -> MessageOut:
-        """The view of a core message with content clipped to ``max_chars``."""
-        content, cut = clip(message.content, max_chars)
+        """The view of a core message with content and tool arguments clipped to ``max_chars``."""
+        fields = cls._fields_of(message, max_chars)
         metadata, cut_meta = clip_json(message.metadata)
         error, cut_error = clip(message.error, PROMPT_CHARS)
-        return cls(
-            id=str(message.id),
-            conversation_id=str(message.conversation_id),
-            history_id=str(message.history_id),
-            seq=message.seq,
-            role=message.role,
-            content=content or "",
-            content_length=len(message.content),
-            part_types=None if message.parts is None else [p.type for p in message.parts],
-            model=message.model,
-            status=message.status,
-            error=error,
-            key=message.key,
-            metadata=metadata,
-            created_at=message.created_at,
-            truncated=cut or cut_meta or cut_error,
-        )
+        fields |= {
+            "conversation_id": str(message.conversation_id),
+            "history_id": str(message.history_id),
+            "content_length": len(message.content),
+            "status": message.status,
+            "error": error,
+            "key": message.key,
+            "metadata": metadata,
+            "created_at": message.created_at,
+            "truncated": fields["truncated"] or cut_meta or cut_error,
+        }
+        return cls(**fields)
+
+
+class ContextMessage(_MessageView):
+    """A message as ``get_context`` hands it to a model: what was said, by whom, with which tools.
+
+    ``content_length`` is the full length, given only when ``truncated`` is true.
+    """
+
+    content_length: int | None = None
+
+    @classmethod
+    def of(cls, message: Message, max_chars: int) -> ContextMessage:
+        """The lean view of a core message with content and tool arguments clipped to ``max_chars``."""
+        fields = cls._fields_of(message, max_chars)
+        length = len(message.content) if fields["truncated"] else None
+        return cls(**fields, content_length=length)
+
+
+def _arguments_text(arguments: str | dict[str, JsonValue]) -> str:
+    return arguments if isinstance(arguments, str) else to_json(arguments).decode()
 
 
 class MessagePage(_Out):
@@ -233,42 +300,14 @@ class MessagePage(_Out):
     truncated: bool = Field(False, description="True when some message content was clipped.")
 
 
-class MessageIn(BaseModel):
-    """A message to append. ``key`` makes a retry safe: a key already stored is not added twice."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    role: Role
-    content: str | list[ContentPart] = Field(
-        validation_alias=AliasChoices("content", "text"),
-        description="Plain text, or a list of content parts (text, image, audio, file, tool_call, ...).",
-    )
-    model: str | None = Field(
-        None,
-        description="Assistant messages only: the model that produced it (default: the history's model).",
-    )
-    usage: dict[str, JsonValue] | None = None
-    metadata: dict[str, JsonValue] | None = None
-    key: str | None = Field(
-        None,
-        min_length=1,
-        max_length=255,
-        validation_alias=AliasChoices("key", "idempotency_key", "client_message_id", "message_key"),
-        description="Your id for this message, unique in the history; re-sending it never duplicates.",
-    )
-
-    def as_core(self) -> dict[str, Any]:
-        """The mapping ``Scope.append_messages`` takes."""
-        return self.model_dump(exclude_none=True, by_alias=False) | {"content": self.content}
-
-
 class StoredMessage(_Out):
-    """Where an appended message landed."""
+    """Where an appended message landed; ``deduplicated`` when its key was already stored."""
 
     id: str
     seq: int
     role: Role
     key: str | None = None
+    deduplicated: bool = False
 
 
 class AppendResult(_Out):
@@ -283,7 +322,25 @@ class Deleted(_Out):
     """Confirmation of a soft delete."""
 
     id: str
-    deleted: bool = True
+    deleted: bool
+
+
+class RunOut(_Out):
+    """A recorded run: its conversation (``new_conversation`` when the call started it), the
+    finished history and where each message landed."""
+
+    conversation_id: str
+    new_conversation: bool = False
+    history: HistoryOut
+    messages: list[StoredMessage]
+
+
+class ExportOut(_Out):
+    """A conversation's full export document (histories and messages), as ``chatmemory export`` writes it."""
+
+    conversation_id: str
+    bytes: int
+    document: dict[str, JsonValue]
 
 
 class SearchHit(_Out):
@@ -312,8 +369,17 @@ class ContextOut(_Out):
     """The latest complete messages of a conversation that fit a token budget, oldest first."""
 
     conversation_id: str
-    messages: list[MessageOut]
+    messages: list[ContextMessage]
     omitted: int = Field(description="Older messages left out; read them with list_messages if needed.")
-    estimated_tokens: int = Field(
-        description="Estimated tokens of `messages` (about 4 characters per token)."
-    )
+    estimated_tokens: int = Field(description="Estimated tokens of this whole response (bytes / 4).")
+    truncated: bool = Field(False, description="True when some message was clipped to fit.")
+
+
+def wire(model: BaseModel) -> dict[str, Any]:
+    """What a tool sends for ``model``: JSON data without null or default-valued fields."""
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
+
+
+def wire_size(model: BaseModel) -> int:
+    """Bytes of ``model`` as a tool sends it (compact UTF-8 JSON of ``wire``)."""
+    return len(to_json(wire(model)))

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from chatmemory import Message
 from chatmemory_mcp.errors import resource_errors
 from chatmemory_mcp.identity import ServerContext, ServerState, scope_for
-from chatmemory_mcp.models import ConversationOut, HistoryOut, clip
+from chatmemory_mcp.models import ContextMessage, ConversationOut, HistoryOut
 
 __all__ = ["TRANSCRIPT_CHARS", "TRANSCRIPT_MESSAGES", "register_prompts", "register_resources"]
 
@@ -45,7 +45,7 @@ def register_resources(server: MCPServer[ServerState]) -> None:
             histories=[HistoryOut.of(h) for h in detail.histories[:RESOURCE_HISTORIES]],
             histories_omitted=max(0, len(detail.histories) - RESOURCE_HISTORIES),
         )
-        return body.model_dump_json(indent=2)
+        return body.model_dump_json(exclude_none=True, exclude_defaults=True)
 
     @server.resource(
         "chatmemory://conversations/{conversation_id}/transcript",
@@ -70,9 +70,17 @@ def render_transcript(title: str | None, messages: list[Message], total: int) ->
     if omitted:
         lines += [f"_{omitted} older messages not shown; read them with list_messages._", ""]
     for message in messages:
-        text, cut = clip(message.content, TRANSCRIPT_CHARS)
+        view = ContextMessage.of(message, TRANSCRIPT_CHARS)
         who = f"{message.role} ({message.model})" if message.model else message.role
-        lines += [f"**{who}** · #{message.seq}", "", text or "", *(["", "_[clipped]_"] if cut else []), ""]
+        if view.tool_call_id:
+            who += f" → `{view.tool_call_id}`" + (" (error)" if view.is_error else "")
+        lines += [f"**{who}** · #{message.seq}", ""]
+        if view.content:
+            lines += [view.content, ""]
+        for call in view.tool_calls or ():
+            lines += [f"_calls_ `{call.name}({call.arguments})` · `{call.id}`", ""]
+        if view.truncated:
+            lines += ["_[clipped]_", ""]
     return "\n".join(lines)
 
 
@@ -96,7 +104,8 @@ def register_prompts(server: MCPServer[ServerState]) -> None:
             "assistant and tool messages in order, in batches of up to 100. Give every message a `key` "
             "unique in the run (e.g. 'turn-3-assistant'), so a retried call never stores it twice.\n"
             "3. At the end call finish_history(history_id=..., status='completed' or 'failed', usage=...). "
-            "A finished history is closed; start a new one for the next run."
+            "A finished history is closed; start a new one for the next run.\n"
+            "Once a run is over, record_run(model=..., messages=[...], status=...) records it in one call."
         )
 
     @server.prompt()

@@ -7,7 +7,7 @@ from typing import Annotated
 from mcp.server.mcpserver import MCPServer
 from pydantic import AliasChoices, Field
 
-from chatmemory import Role
+from chatmemory_mcp.context_fit import fit_context
 from chatmemory_mcp.errors import tool_errors
 from chatmemory_mcp.identity import ServerContext, ServerState, scope_for
 from chatmemory_mcp.models import ContextOut, MessageOut, SearchHit, SearchPage, clip
@@ -17,12 +17,16 @@ from chatmemory_mcp.params import (
     Cursor,
     OptionalConversationId,
     OptionalHistoryId,
+    RoleFilter,
     SearchLimit,
 )
 
-__all__ = ["HIT_CHARS", "register_search_tools"]
+__all__ = ["CONTEXT_MESSAGES", "HIT_CHARS", "register_search_tools"]
 
-CHARS_PER_TOKEN = 4
+CONTEXT_MESSAGES = 500
+"""The most messages get_context considers."""
+UNBOUNDED = 10**9
+"""Token budget handed to the store: the response budget is applied to what is sent instead."""
 HIT_CHARS = 1_000
 """Characters of message content, and of the snippet, each search hit carries."""
 
@@ -44,11 +48,11 @@ def register_search_tools(server: MCPServer[ServerState]) -> None:
         ],
         conversation_id: OptionalConversationId = None,
         history_id: OptionalHistoryId = None,
-        role: Role | None = None,
+        role: RoleFilter = None,
         limit: SearchLimit = 20,
         cursor: Cursor = None,
     ) -> SearchPage:
-        """Full-text search over your messages, most relevant first; matches in the snippet are «marked»."""
+        """Full-text search over your messages, best first; matches in `snippet` are «marked»."""
         with tool_errors():
             page = await scope_for(ctx).search_messages(
                 query,
@@ -88,28 +92,25 @@ def register_search_tools(server: MCPServer[ServerState]) -> None:
                 ge=100,
                 le=32_000,
                 validation_alias=AliasChoices("max_tokens", "token_budget", "budget", "tokens"),
-                description="Token budget for the messages (estimated, 100-32000).",
+                description="Budget for this whole response, in tokens of ~4 bytes of JSON (100-32000).",
             ),
         ] = 4_000,
         max_messages: Annotated[
             int | None,
-            Field(ge=1, le=500, validation_alias=AliasChoices("max_messages", "limit", "last_n")),
+            Field(
+                ge=1,
+                le=CONTEXT_MESSAGES,
+                validation_alias=AliasChoices("max_messages", "limit", "last_n"),
+                description=f"At most this many of the latest messages (1-{CONTEXT_MESSAGES}).",
+            ),
         ] = None,
     ) -> ContextOut:
-        """The latest messages of a conversation that fit a token budget, oldest first: use it to resume.
+        """The latest messages of a conversation within a token budget, oldest first: use it to resume.
 
-        Tool calls and their results are kept or left out together. `omitted` counts the older
-        messages left out.
+        An oversized message is clipped (`truncated`); `omitted` counts older ones left out.
         """
         with tool_errors():
-            context = await scope_for(ctx).get_context(
-                conversation_id, max_tokens=max_tokens, max_messages=max_messages
+            tail = await scope_for(ctx).get_context(
+                conversation_id, max_tokens=UNBOUNDED, max_messages=max_messages or CONTEXT_MESSAGES
             )
-        # The budget bounds the size already; the clip only guards against estimate drift.
-        cap = max_tokens * CHARS_PER_TOKEN
-        return ContextOut(
-            conversation_id=conversation_id,
-            messages=[MessageOut.of(m, cap) for m in context.messages],
-            omitted=context.omitted,
-            estimated_tokens=context.estimated_tokens,
-        )
+        return fit_context(conversation_id, tail.messages, max_tokens, tail.omitted)

@@ -11,17 +11,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import secrets
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from chatmemory import InvalidInputError, Principal
+from chatmemory import ChatMemoryError, InvalidInputError, Principal
+from chatmemory_mcp.bearer import ADMIN_SCOPE, Identity
 
-__all__ = ["TOKEN_FILE_ENV", "TOKEN_PREFIX", "TokenEntry", "TokenFile", "default_token_file", "hash_token"]
+__all__ = [
+    "TOKEN_FILE_ENV",
+    "TOKEN_PREFIX",
+    "TokenEntry",
+    "TokenFile",
+    "TokenFileVerifier",
+    "default_token_file",
+    "hash_token",
+]
+
+logger = logging.getLogger("chatmemory_mcp")
 
 TOKEN_FILE_ENV = "CHATMEMORY_MCP_TOKEN_FILE"
 TOKEN_PREFIX = "cmt_"
@@ -54,6 +66,59 @@ class TokenEntry:
     created_at: int = 0
     expires_at: int | None = None
 
+    @classmethod
+    def from_json(cls, raw: object) -> TokenEntry:
+        """An entry read from the file, every field of exactly its type.
+
+        A string ``"false"`` is not a bool and a float is not a timestamp: anything but the
+        exact JSON type is refused, so a hand-edited file cannot grant more than it says.
+
+        Raises:
+            InvalidInputError: a field is missing, unknown or of the wrong type.
+        """
+        if not isinstance(raw, dict):
+            raise InvalidInputError("token_file", "an entry is not an object")
+        unknown = set(raw) - _ENTRY_FIELDS
+        if unknown:
+            raise InvalidInputError("token_file", f"unknown entry field {sorted(unknown)[0]!r}")
+        for name, accepted in _ENTRY_TYPES.items():
+            value = raw.get(name, _MISSING)
+            if value is _MISSING and name in _REQUIRED:
+                raise InvalidInputError("token_file", f"an entry has no {name!r}")
+            # bool is an int in Python; JSON true must never stand for a timestamp, nor 1 for true.
+            if value is not _MISSING and (type(value) not in accepted):
+                raise InvalidInputError("token_file", f"an entry's {name!r} has the wrong type")
+        entry = cls(**raw)
+        try:
+            principal = entry.principal_of()
+        except InvalidInputError as exc:
+            raise InvalidInputError("token_file", f"an entry names an invalid principal ({exc})") from None
+        if principal.tenant is not None and "://" in principal.tenant:
+            raise InvalidInputError("token_file", "a tenant may not contain '://' (reserved for JWT issuers)")
+        return entry
+
+    def principal_of(self) -> Principal:
+        """The principal this token stands for.
+
+        Raises:
+            InvalidInputError: the principal or tenant is not a valid name.
+        """
+        return Principal(self.principal, tenant=self.tenant, admin=self.admin)
+
+
+_MISSING = object()
+_REQUIRED = {"id", "principal"}
+_ENTRY_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (str,),
+    "principal": (str,),
+    "tenant": (str, type(None)),
+    "admin": (bool,),
+    "label": (str, type(None)),
+    "created_at": (int,),
+    "expires_at": (int, type(None)),
+}
+_ENTRY_FIELDS = {f.name for f in fields(TokenEntry)}
+
 
 class TokenFile:
     """Reads and atomically rewrites one token file."""
@@ -73,10 +138,10 @@ class TokenFile:
             return {}
         except (OSError, ValueError) as exc:
             raise InvalidInputError("token_file", f"cannot be read: {type(exc).__name__}") from None
-        try:
-            return {str(digest): TokenEntry(**entry) for digest, entry in data["tokens"].items()}
-        except (KeyError, TypeError, AttributeError):
-            raise InvalidInputError("token_file", "is not a chatmemory-mcp token file") from None
+        tokens = data.get("tokens") if isinstance(data, dict) else None
+        if not isinstance(tokens, dict):
+            raise InvalidInputError("token_file", "is not a chatmemory-mcp token file")
+        return {str(digest): TokenEntry.from_json(entry) for digest, entry in tokens.items()}
 
     def create(
         self,
@@ -92,6 +157,8 @@ class TokenFile:
         """
         if expires_in is not None and expires_in <= 0:
             raise InvalidInputError("expires_in", "must be a positive number of seconds")
+        if principal.tenant is not None and "://" in principal.tenant:
+            raise InvalidInputError("tenant", "may not contain '://' (reserved for JWT issuers)")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = int(time.time())
         entry = TokenEntry(
@@ -135,3 +202,48 @@ class TokenFile:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+class TokenFileVerifier:
+    """Accepts the tokens whose SHA-256 is in the token file.
+
+    The file is re-read when it changes, so ``chatmemory-mcp token revoke`` takes effect on
+    the next request without a restart. A file that cannot be read, or that holds one
+    malformed entry, refuses every token until it is fixed.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._file = TokenFile(path)
+        self._seen: tuple[int, int, int] | None = None
+        self._entries: dict[str, TokenEntry] = {}
+
+    async def identify(self, token: str) -> Identity | None:
+        """The principal of ``token``, or ``None`` when it is unknown, revoked or expired."""
+        entry = self._current().get(hash_token(token))
+        if entry is None:
+            return None
+        identity = Identity(
+            principal=entry.principal_of(),
+            method="token",
+            subject=entry.principal,
+            client_id=entry.id,
+            scopes=("chatmemory", *((ADMIN_SCOPE,) if entry.admin else ())),
+            expires_at=entry.expires_at,
+        )
+        return None if identity.expired else identity
+
+    def _current(self) -> dict[str, TokenEntry]:
+        try:
+            stat = os.stat(self._file.path)
+        except FileNotFoundError:
+            self._seen, self._entries = None, {}
+            return self._entries
+        seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if seen != self._seen:
+            try:
+                self._entries = self._file.load()
+            except ChatMemoryError as exc:
+                logger.error("token file %s refused (%s); refusing every token", self._file.path, exc)
+                self._entries = {}
+            self._seen = seen
+        return self._entries

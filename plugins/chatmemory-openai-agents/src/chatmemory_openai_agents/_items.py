@@ -28,7 +28,16 @@ from chatmemory import (
     ToolResultPart,
 )
 
-__all__ = ["NATIVE_FORMAT", "content_of", "item_identity", "items_of", "role_of"]
+__all__ = [
+    "NATIVE_FORMAT",
+    "content_of",
+    "is_answer",
+    "item_identity",
+    "items_of",
+    "items_of_messages",
+    "message_is_answer",
+    "role_of",
+]
 
 NATIVE_FORMAT = "openai-agents"
 """The ``native.format`` of messages holding an Agents SDK input item."""
@@ -86,18 +95,57 @@ def item_identity(item: Mapping[str, Any] | object) -> str | None:
     return f"{get('type') or 'message'}:{ref}" if isinstance(ref, str) and ref else None
 
 
+def is_answer(item: Mapping[str, Any]) -> bool:
+    """Whether an item is an assistant message: the answer that ends a run when nothing follows."""
+    return item.get("type") in (None, "message") and item.get("role") == "assistant"
+
+
+def message_is_answer(message: Message) -> bool:
+    """Whether a stored message is an assistant answer (not a tool call or reasoning)."""
+    native = _native_item(message)
+    if native is not None:
+        return is_answer(native)
+    return message.role == "assistant" and not any(
+        isinstance(part, ToolCallPart | ReasoningPart) for part in message.parts or ()
+    )
+
+
 def items_of(message: Message) -> list[TResponseInputItem]:
-    """The input items a stored message stands for.
+    """The input items a stored message stands for, in a copy the caller may change.
 
     A message recorded from the Agents SDK gives back exactly the item it stored. Any other
     message is rebuilt from its role and parts; parts the SDK cannot take as input
     (reasoning without its provider id, tool results without a call) are left out.
     """
+    native = _native_item(message)
+    if native is not None:
+        return [cast(TResponseInputItem, copy.deepcopy(native))]
+    return [cast(TResponseInputItem, item) for item in _rebuild(message)]
+
+
+def items_of_messages(messages: Sequence[Message]) -> list[TResponseInputItem]:
+    """The items of freshly read messages, in order; pending and failed messages are left out.
+
+    The messages come straight from a read, so their native items are handed over without a
+    copy: nothing else holds them.
+    """
+    items: list[TResponseInputItem] = []
+    for message in messages:
+        if message.status != "complete":
+            continue
+        native = _native_item(message)
+        if native is not None:
+            items.append(cast(TResponseInputItem, native))
+        else:
+            items.extend(cast(TResponseInputItem, item) for item in _rebuild(message))
+    return items
+
+
+def _native_item(message: Message) -> dict[str, Any] | None:
     native = message.native
     if native is not None and native.format == NATIVE_FORMAT and isinstance(native.data, dict):
-        return [cast(TResponseInputItem, copy.deepcopy(native.data))]
-    items = _rebuild(message)
-    return [cast(TResponseInputItem, item) for item in items]
+        return native.data
+    return None
 
 
 def _rebuild(message: Message) -> list[dict[str, Any]]:

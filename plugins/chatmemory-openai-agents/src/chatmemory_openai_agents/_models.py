@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents import Agent, RunConfig
+from agents import Agent, Model, RunConfig
 from agents.models import get_default_model
 
-__all__ = ["resolve_model_name"]
+__all__ = ["configured_model_name", "resolve_model_name"]
 
 
 def resolve_model_name(agent: Agent[Any], run_config: RunConfig | None = None) -> str:
@@ -17,10 +17,16 @@ def resolve_model_name(agent: Agent[Any], run_config: RunConfig | None = None) -
     (``OPENAI_DEFAULT_MODEL``) serves. A ``Model`` object is named by its ``model``
     attribute, which the SDK's own models carry, else by its class name.
     """
-    chosen = run_config.model if run_config is not None and run_config.model is not None else agent.model
-    if chosen is None:
-        return get_default_model()
-    if isinstance(chosen, str):
-        return chosen or get_default_model()
+    return configured_model_name(run_config) or _name_of(agent.model) or get_default_model()
+
+
+def configured_model_name(run_config: RunConfig | None) -> str | None:
+    """The name of the model a run config imposes on every agent, if it names one."""
+    return _name_of(run_config.model) if run_config is not None else None
+
+
+def _name_of(chosen: str | Model | None) -> str | None:
+    if chosen is None or isinstance(chosen, str):
+        return chosen or None
     name = getattr(chosen, "model", None)
     return name if isinstance(name, str) and name else type(chosen).__name__

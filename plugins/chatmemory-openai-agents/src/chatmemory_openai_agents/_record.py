@@ -1,9 +1,10 @@
-"""One Agents SDK run recorded as one chatmemory history."""
+"""Agents SDK runs recorded as chatmemory histories, item by item as the SDK saves them."""
 
 from __future__ import annotations
 
 import asyncio
-import copy
+import contextlib
+import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,147 +16,249 @@ from agents.items import TResponseInputItem
 from agents.models import get_default_model
 from agents.version import __version__ as agents_version
 
-from chatmemory import History, NewMessage
+from chatmemory import ConflictError, History, HistoryNotFound, Message, NewMessage
 from chatmemory.scope import Scope
-from chatmemory_openai_agents._items import NATIVE_FORMAT, content_of, item_identity, role_of
-from chatmemory_openai_agents._models import resolve_model_name
+from chatmemory_openai_agents._items import (
+    NATIVE_FORMAT,
+    content_of,
+    is_answer,
+    item_identity,
+    message_is_answer,
+    role_of,
+)
+from chatmemory_openai_agents._lock import AnyLoopLock
+from chatmemory_openai_agents._models import configured_model_name, resolve_model_name
 
-__all__ = ["FRAMEWORK", "Recorder", "RunRecord"]
+__all__ = ["FRAMEWORK", "UNCLOSED", "Recorder", "RunRecord"]
 
 FRAMEWORK = "openai-agents"
+UNCLOSED = "the run ended without being closed: it raised, was interrupted, or its process stopped"
+"""The error of a history closed by a later run because nothing closed it."""
+
 _BATCH = 1000  # the store's default cap on messages per append call
 _ERROR_CHARS = 10_000
+_REMEMBERED = 256  # closed history ids a recorder remembers, to skip re-checking them
+
+Status = Literal["completed", "failed", "cancelled"]
+
+# Histories held open by runs of this process, whichever session or thread records them; a
+# later run never closes one of these as abandoned.
+_OPEN: weakref.WeakValueDictionary[UUID, RunRecord] = weakref.WeakValueDictionary()
+_OPEN_GUARD = threading.Lock()
+
+
+def _is_open_here(history_id: UUID) -> bool:
+    with _OPEN_GUARD:
+        return _OPEN.get(history_id) is not None
 
 
 @dataclass(eq=False)
 class RunRecord:
     """What is known about one run while it is recorded.
 
-    The history opens at the first model call, when the model and the instructions are
-    known; items the SDK saves before that (the run's input) wait in ``pending``.
+    ``managed`` runs are started by ``ChatMemorySession.run``/``run_streamed``, which close
+    them. Other runs are closed by the hooks' ``on_agent_end`` when the hooks are wired, by
+    an assistant answer ending a batch when they are not, or by the session's next run.
     """
 
     run_config: RunConfig | None = None
     agent: Agent[Any] | None = None
+    managed: bool = False
     wrapper: weakref.ref[RunContextWrapper[Any]] | None = None
     history: History | None = None
-    model: str | None = None
-    agent_name: str | None = None
-    pending: list[TResponseInputItem] = field(default_factory=list)
+    previous: UUID | None = None  # the run's earlier history, closed under it
+    model: str | None = None  # the first model called: the run's driver
+    system_prompt: str | None = None
+    current: tuple[str, str] | None = None  # (model, agent) of the latest model call
+    hooked: bool = False  # the hooks report on this run
+    final: bool = False  # the hooks saw the final output
+    answered: bool = False  # the last item recorded is an assistant answer
     produced: dict[str, tuple[str, str]] = field(default_factory=dict)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    lock: AnyLoopLock = field(default_factory=AnyLoopLock)
 
 
 class Recorder:
-    """Writes runs of one conversation through a principal's scope."""
+    """Writes the runs of one conversation through a principal's scope."""
 
-    def __init__(self, chat: Scope, conversation_id: UUID | str, metadata: Mapping[str, Any]) -> None:
+    def __init__(
+        self, chat: Scope, conversation_id: UUID | str, metadata: Mapping[str, Any], model: str | None
+    ) -> None:
         self.chat = chat
         self.conversation_id = conversation_id
         self.metadata = dict(metadata)
+        self.model = model
+        self._closed: dict[UUID, None] = {}
+
+    # -- what the session and the hooks report ---------------------------------------------------
+
+    async def add(self, run: RunRecord, items: Sequence[TResponseInputItem]) -> None:
+        """Record items now, in the run's history (opened on the first items)."""
+        async with run.lock:
+            batch = [self.message_of(item, run) for item in items]
+            await self._append(run, batch)
+            run.answered = is_answer(items[-1])
+            if not run.managed and (run.final or (not run.hooked and run.answered)):
+                await self._finish(run, "completed", None)
 
     async def model_called(self, run: RunRecord, agent: Agent[Any], system_prompt: str | None) -> None:
-        """A model call starts: open the history on the first one and write what waited."""
-        run.model = resolve_model_name(agent, run.run_config)
-        run.agent_name = agent.name
+        """A model call starts: the first one names the run's driver model and instructions."""
+        model = resolve_model_name(agent, run.run_config)
+        run.hooked = True
+        run.current = (model, agent.name)
+        if run.model is not None:
+            return
+        run.model, run.system_prompt = model, system_prompt
         async with run.lock:
-            if run.history is None:
-                await self._open(run, run.model, agent.name, system_prompt)
-            await self._flush(run)
+            history = run.history
+            if history is None or (history.model, history.system_prompts) == (model, _prompts(system_prompt)):
+                return
+            metadata = {**(history.metadata or {}), "agent": agent.name}
+            # Closed or deleted meanwhile: the run's next write starts a new history.
+            with contextlib.suppress(ConflictError, HistoryNotFound):
+                run.history = await self.chat.update_history(
+                    history.id, model=model, system_prompts=_prompts(system_prompt), metadata=metadata
+                )
 
     def model_answered(self, run: RunRecord, agent: Agent[Any], response: ModelResponse) -> None:
         """Remember which model and agent produced each output item of ``response``."""
+        run.hooked = True
         producer = (resolve_model_name(agent, run.run_config), agent.name)
         for output in response.output:
             key = item_identity(output)
             if key is not None:
                 run.produced[key] = producer
 
-    async def add(self, run: RunRecord, items: Sequence[TResponseInputItem]) -> None:
-        """Record items of a run, or keep them until its history opens."""
-        async with run.lock:
-            run.pending.extend(copy.deepcopy(list(items)))
-            if run.history is not None:
-                await self._flush(run)
+    def agent_ended(self, run: RunRecord) -> None:
+        """The run has its final output: close it once the items that follow are written."""
+        run.hooked = True
+        run.final = True
 
     async def finish(self, run: RunRecord, error: BaseException | None) -> None:
-        """Close the run's history: completed, or failed/cancelled with ``error``.
-
-        A run that failed before its first model call still gets a history for its input.
-        """
+        """Close the run's history: completed, or failed/cancelled with ``error``."""
         async with run.lock:
-            if run.history is None and run.pending and run.agent is not None:
-                instructions = run.agent.instructions
-                run.model = resolve_model_name(run.agent, run.run_config)
-                run.agent_name = run.agent.name
-                prompt = instructions if isinstance(instructions, str) else None
-                await self._open(run, run.model, run.agent_name, prompt)
-            await self._flush(run)
-            if run.history is None:
-                return
-            status, message = _outcome(error)
-            await self.chat.finish_history(run.history.id, status=status, usage=_usage(run), error=message)
+            await self._finish(run, *_outcome(error))
 
-    async def add_outside_run(self, items: Sequence[TResponseInputItem], model: str | None) -> None:
-        """Record items that belong to no run as a history of their own."""
-        run = RunRecord(model=model or get_default_model(), pending=copy.deepcopy(list(items)))
-        try:
-            await self._flush(run)
-        except BaseException as error:
-            if run.history is not None:
-                await self.finish(run, error)
-            raise
-        await self.finish(run, None)
+    async def settle(self, run: RunRecord) -> None:
+        """Close a run nothing closed: completed if it ended on an answer, else failed."""
+        async with run.lock:
+            await self._finish(run, *_inferred(run.answered))
 
-    def forget_histories(self, history_ids: set[UUID], runs: Sequence[RunRecord]) -> None:
-        """Runs whose history was deleted open a new one at their next write."""
+    def forget(self, runs: Sequence[RunRecord]) -> None:
+        """The histories of ``runs`` were deleted: their next items start new ones."""
         for run in runs:
-            if run.history is not None and run.history.id in history_ids:
-                run.history = None
+            self._release(run)
+            run.previous = None
 
-    async def _open(
-        self, run: RunRecord, model: str, agent_name: str | None, system_prompt: str | None
-    ) -> None:
+    # -- internals -------------------------------------------------------------------------------
+
+    async def _append(self, run: RunRecord, batch: list[NewMessage]) -> None:
+        done = 0
+        retried = False
+        while done < len(batch):
+            if run.history is None:
+                await self._open(run)
+            assert run.history is not None
+            try:
+                await self.chat.append_messages(run.history.id, batch[done : done + _BATCH])
+            except (ConflictError, HistoryNotFound):
+                # Closed by another run's clean-up, or deleted: carry on in a new history.
+                if retried:
+                    raise
+                retried = True
+                self._release(run)
+                continue
+            done += _BATCH
+
+    async def _open(self, run: RunRecord) -> None:
+        await self._close_abandoned()
+        agent = run.agent
+        model = run.model or (resolve_model_name(agent, run.run_config) if agent is not None else None)
+        model = model or configured_model_name(run.run_config) or self.model or get_default_model()
+        prompt = run.system_prompt
+        if prompt is None and agent is not None and isinstance(agent.instructions, str):
+            prompt = agent.instructions
         metadata: dict[str, Any] = {
             **self.metadata,
             "framework": FRAMEWORK,
             "framework_version": agents_version,
         }
-        if agent_name:
-            metadata["agent"] = agent_name
+        name = run.current[1] if run.current is not None else agent.name if agent is not None else None
+        if name:
+            metadata["agent"] = name
+        if run.previous is not None:
+            metadata["continues"] = str(run.previous)
         run.history = await self.chat.start_history(
-            self.conversation_id,
-            model=model,
-            system_prompts=[system_prompt] if system_prompt else None,
-            metadata=metadata,
+            self.conversation_id, model=model, system_prompts=_prompts(prompt), metadata=metadata
         )
+        with _OPEN_GUARD:
+            _OPEN[run.history.id] = run
 
-    async def _flush(self, run: RunRecord) -> None:
-        if run.history is None and run.model is not None:
-            await self._open(run, run.model, run.agent_name, None)
-        if run.history is None or not run.pending:
+    async def _close_abandoned(self) -> None:
+        """Close the conversation's newest history if a run left it open and no run here holds it."""
+        page = await self.chat.list_messages(conversation_id=self.conversation_id, newest_first=True, limit=1)
+        if not page.items:
             return
-        batch, run.pending = run.pending, []
-        messages = [self._message(run, item) for item in batch]
-        for start in range(0, len(messages), _BATCH):
-            await self.chat.append_messages(run.history.id, messages[start : start + _BATCH])
+        newest: Message = page.items[0]
+        hid = newest.history_id
+        if hid in self._closed or _is_open_here(hid):
+            return
+        try:
+            history = await self.chat.get_history(hid, messages=False)
+        except HistoryNotFound:
+            return  # deleted since the read
+        if history.status == "running" and (history.metadata or {}).get("framework") == FRAMEWORK:
+            status, error = _inferred(message_is_answer(newest))
+            with contextlib.suppress(ConflictError):  # another run closed it first
+                await self.chat.finish_history(hid, status=status, error=error)
+        self._remember(hid)
 
-    def _message(self, run: RunRecord, item: TResponseInputItem) -> NewMessage:
+    async def _finish(self, run: RunRecord, status: Status, error: str | None) -> None:
+        history = run.history
+        if history is None:
+            return
+        with contextlib.suppress(ConflictError, HistoryNotFound):  # closed or deleted elsewhere
+            await self.chat.finish_history(history.id, status=status, usage=_usage(run), error=error)
+        self._release(run)
+        run.final = False
+        self._remember(history.id)
+
+    def _release(self, run: RunRecord) -> None:
+        if run.history is None:
+            return
+        with _OPEN_GUARD:
+            _OPEN.pop(run.history.id, None)
+        run.previous, run.history = run.history.id, None
+
+    def _remember(self, history_id: UUID) -> None:
+        with _OPEN_GUARD:
+            self._closed[history_id] = None
+            if len(self._closed) > _REMEMBERED:
+                del self._closed[next(iter(self._closed))]
+
+    def message_of(self, item: TResponseInputItem, run: RunRecord | None = None) -> NewMessage:
+        """The message that stores ``item``; an assistant item names its producer when known."""
         raw: Mapping[str, Any] = item
         role = role_of(raw)
         content = content_of(raw) or ""
         native = {"format": NATIVE_FORMAT, "data": dict(raw)}
         if role != "assistant":
             return NewMessage(role, content, native=native)
-        key = item_identity(raw)
-        model, agent_name = run.produced.get(key or "", (run.model, run.agent_name))
-        metadata = {"agent": agent_name} if agent_name else None
-        return NewMessage(role, content, model=model, metadata=metadata, native=native)
+        producer = run.produced.get(item_identity(raw) or "", run.current) if run is not None else None
+        if producer is None:
+            return NewMessage(role, content, native=native)
+        model, agent_name = producer
+        return NewMessage(role, content, model=model, metadata={"agent": agent_name}, native=native)
 
 
-def _outcome(
-    error: BaseException | None,
-) -> tuple[Literal["completed", "failed", "cancelled"], str | None]:
+def _prompts(system_prompt: str | None) -> list[str] | None:
+    return [system_prompt] if system_prompt else None
+
+
+def _inferred(answered: bool) -> tuple[Status, str | None]:
+    return ("completed", None) if answered else ("failed", UNCLOSED)
+
+
+def _outcome(error: BaseException | None) -> tuple[Status, str | None]:
     if error is None:
         return "completed", None
     text = f"{type(error).__name__}: {error}"[:_ERROR_CHARS]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import weakref
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -12,14 +11,20 @@ from uuid import UUID
 
 from agents import Agent, RunConfig, RunContextWrapper, Runner, RunResult, RunResultStreaming, SessionSettings
 from agents.items import TResponseInputItem
-from agents.memory.session_settings import resolve_session_limit
+from agents.memory.session import _CompactionSnapshot
+from agents.memory.session_settings import coerce_session_settings, resolve_session_limit
 
+from chatmemory import ConflictError
 from chatmemory.scope import Scope
+from chatmemory_openai_agents._compaction import read_tail, replace_tail, snapshot
 from chatmemory_openai_agents._hooks import ChatMemoryHooks
-from chatmemory_openai_agents._items import items_of
+from chatmemory_openai_agents._items import items_of_messages
 from chatmemory_openai_agents._record import Recorder, RunRecord
 
 __all__ = ["ChatMemorySession"]
+
+_POP_ATTEMPTS = 32
+_EVERYTHING = 2**62
 
 # The run that ChatMemorySession.run/run_streamed is starting, claimed by the first session
 # call that carries the new run's context wrapper.
@@ -31,32 +36,34 @@ _STARTING: ContextVar[tuple[ChatMemorySession, RunRecord] | None] = ContextVar(
 class ChatMemorySession:
     """An Agents SDK ``Session`` that keeps its items in one chatmemory conversation.
 
-    Each agent run becomes one history of the conversation, started with the model that
-    drove the run, the agent's instructions and ``{"agent", "framework", ...}`` metadata.
-    Every item the SDK saves becomes one message: its neutral parts for any reader, and
-    the item itself in ``native`` so that ``get_items`` returns exactly what was saved.
-    Assistant messages carry the model that produced them, which changes on a handoff to
-    an agent with another model.
+    Every ``add_items`` call is written at once, in one transaction, so an item the SDK
+    saved survives a crash. Each agent run becomes one history of the conversation, with
+    the model that drove it, the agent's instructions and ``{"agent", "framework", ...}``
+    metadata; every item becomes one message: its neutral parts for any reader, and the item
+    itself in ``native`` so that ``get_items`` returns exactly what was saved.
 
-    The session needs its ``hooks`` on the same run to know the agent and model, so run
-    agents with ``await session.run(agent, input)`` or ``session.run_streamed(...)``.
-    These also close the run's history: ``completed``, or ``failed`` with the error when
-    the run raises, keeping every message recorded up to then. Passing ``session=session,
-    hooks=session.hooks`` to ``Runner`` yourself records the messages the same way but
-    leaves the history ``running``.
+    Any wiring records the run: ``Runner.run(agent, input, session=session)`` (and
+    ``run_sync``, ``run_streamed``), with or without ``hooks=session.hooks``, or
+    ``session.run(...)`` / ``session.run_streamed(...)``. How much is known about the run
+    depends on the wiring (see the package README): the hooks report the model of each
+    message and the run's end; ``session.run`` also records how the run ended.
 
-    All reads and writes go through ``chat``, so they are the principal's: a conversation
-    the principal may not see raises ``ConversationNotFound`` at the first call.
+    The session holds no event-loop-bound state: it may be used from several threads, each
+    with its own event loop, at once.
 
     Args:
         chat: the principal's scope, from ``memory.scoped(principal)``.
         conversation_id: the conversation that holds the session's items.
-        run_config: the ``RunConfig`` used by ``run``/``run_streamed`` unless given there,
-            and to resolve the model of runs started elsewhere.
+        run_config: the ``RunConfig`` used by ``run``/``run_streamed`` unless given there;
+            its model names the model of runs whose agent the session cannot see.
         metadata: added to the metadata of every history this session starts.
-        session_settings: the SDK's session settings (``limit`` of items read).
-        model: the model recorded for items added with ``add_items`` outside any run;
-            by default the SDK's default model.
+        session_settings: the SDK's ``SessionSettings`` or a dict of them (``limit``: how
+            many of the newest items ``get_items`` returns by default).
+        model: the model recorded for runs whose model the session cannot see (no hooks,
+            no run config model); by default the SDK's default model.
+
+    Raises:
+        TypeError: ``session_settings`` has unknown keys or is of another type.
     """
 
     session_settings: SessionSettings | None
@@ -68,18 +75,20 @@ class ChatMemorySession:
         *,
         run_config: RunConfig | None = None,
         metadata: Mapping[str, Any] | None = None,
-        session_settings: SessionSettings | None = None,
+        session_settings: SessionSettings | Mapping[str, Any] | None = None,
         model: str | None = None,
     ) -> None:
         self.chat = chat
         self.conversation_id = conversation_id
         self.session_id = str(conversation_id)
-        self.session_settings = session_settings
+        self.session_settings = _settings(session_settings)
         self.run_config = run_config
         self.model = model
-        self._recorder = Recorder(chat, conversation_id, metadata or {})
+        self._recorder = Recorder(chat, conversation_id, metadata or {}, model)
         self._runs: dict[int, RunRecord] = {}
-        self.hooks = ChatMemoryHooks(self._recorder, self._run_for)
+        self._ended: list[RunRecord] = []
+        self._loose: RunRecord | None = None
+        self.hooks = ChatMemoryHooks(self._recorder, self._run_for, self._run_ending)
 
     # -- running agents --------------------------------------------------------------------------
 
@@ -93,7 +102,7 @@ class ChatMemorySession:
             Exception: whatever the run raised, after its history was marked ``failed``.
         """
         config = kwargs.pop("run_config", None) or self.run_config
-        record = RunRecord(run_config=config, agent=agent)
+        record = RunRecord(run_config=config, agent=agent, managed=True)
         token = _STARTING.set((self, record))
         try:
             result = await Runner.run(
@@ -116,7 +125,7 @@ class ChatMemorySession:
         is closed too.
         """
         config = kwargs.pop("run_config", None) or self.run_config
-        record = RunRecord(run_config=config, agent=agent)
+        record = RunRecord(run_config=config, agent=agent, managed=True)
         token = _STARTING.set((self, record))
         try:
             result = Runner.run_streamed(
@@ -135,57 +144,66 @@ class ChatMemorySession:
     async def get_items(
         self, limit: int | None = None, *, wrapper: RunContextWrapper[Any] | None = None
     ) -> list[TResponseInputItem]:
-        """The conversation's items in order; the latest ``limit`` ones when given.
+        """The conversation's items in order; the newest ``limit`` ones when given.
+
+        Only the newest messages are read when a limit applies (the argument, else
+        ``session_settings.limit``).
 
         Raises:
             ConversationNotFound: the principal cannot see the conversation.
         """
-        messages = await self.chat.transcript(self.conversation_id)
-        items = [item for m in messages if m.status == "complete" for item in items_of(m)]
-        if wrapper is not None:
-            items.extend(copy.deepcopy(self._run_for(wrapper).pending))
         count = resolve_session_limit(limit, self.session_settings)
         if count is None or count < 0:
-            return items
-        return items[-count:] if count else []
+            return items_of_messages(await self.chat.transcript(self.conversation_id))
+        tail = await read_tail(self.chat, self.conversation_id, max(count, 1))
+        return tail.items[-count:] if count else []
 
     async def add_items(
         self, items: list[TResponseInputItem], *, wrapper: RunContextWrapper[Any] | None = None
     ) -> None:
-        """Record items: within a run, in that run's history; else in a history of their own.
+        """Record items now, in the history of the run they belong to.
+
+        A run's first items open its history; before that, the session closes its earlier
+        runs that nothing closed, and the conversation's newest history if a run of another
+        process left it open. Items saved without the SDK's run context (by hand, or through
+        a session that wraps this one) go into one history until an assistant answer ends
+        a batch.
 
         Raises:
             ConversationNotFound: the principal cannot see the conversation.
-            InvalidInputError: an item is over one of the store's limits.
+            InvalidInputError: an item is over one of the store's limits; nothing is written.
         """
         if not items:
             return
-        if wrapper is not None:
-            await self._recorder.add(self._run_for(wrapper), items)
-        else:
-            await self._recorder.add_outside_run(items, self.model)
+        run = self._run_for(wrapper) if wrapper is not None else self._loose_run()
+        if run.history is None:
+            await self._settle_others(run)
+        await self._recorder.add(run, items)
 
     async def pop_item(self, *, wrapper: RunContextWrapper[Any] | None = None) -> TResponseInputItem | None:
         """Remove the most recent item and return it, or ``None`` when there is none.
 
+        When several sessions pop the same conversation at once, each item is returned by
+        exactly one of them.
+
         Raises:
             ConversationNotFound: the principal cannot see the conversation.
+            ConflictError: other writers kept removing the newest item first, many times over.
         """
-        if wrapper is not None and (pending := self._run_for(wrapper).pending):
-            return pending.pop()
-        cursor: str | None = None
-        while True:
-            page = await self.chat.list_messages(
-                conversation_id=self.conversation_id, newest_first=True, cursor=cursor
-            )
-            for message in page.items:
-                items = items_of(message) if message.status == "complete" else []
-                if items:
-                    await self.chat.delete_message(message.id)
-                    return items[-1]
-            if not page.has_more:
+        for _ in range(_POP_ATTEMPTS):
+            tail = await read_tail(self.chat, self.conversation_id, 1)
+            if not tail.items:
                 return None
-            cursor = page.next_cursor
+            # The newest message holding an item, and any item-less ones after it.
+            first = max(i for i, count in enumerate(tail.counts) if count)
+            try:
+                await self.chat.replace_messages(
+                    self.conversation_id, replacing=[m.id for m in tail.messages[first:]]
+                )
+            except ConflictError:
+                continue  # another writer changed the newest messages first: look again
+            return tail.items[-1]
+        raise ConflictError(f"conversation {self.conversation_id}: could not pop an item; retry")
 
     async def clear_session(self, *, wrapper: RunContextWrapper[Any] | None = None) -> None:
         """Delete every history of the conversation, and so every item; the conversation stays.
@@ -196,9 +214,16 @@ class ChatMemorySession:
         detail = await self.chat.get_conversation(self.conversation_id)
         for history in detail.histories:
             await self.chat.delete_history(history.id)
-        self._recorder.forget_histories({h.id for h in detail.histories}, list(self._runs.values()))
-        if wrapper is not None:
-            self._run_for(wrapper).pending.clear()
+        self._recorder.forget([*self._runs.values(), *self._ended, *filter(None, [self._loose])])
+
+    # -- compaction (OpenAIResponsesCompactionSession) -------------------------------------------
+
+    async def _get_compaction_snapshot(self, limit: int) -> _CompactionSnapshot | None:
+        return snapshot(self._recorder, await read_tail(self.chat, self.conversation_id, limit))
+
+    async def _atomic_replace_items(self, items: list[TResponseInputItem]) -> bool:
+        tail = await read_tail(self.chat, self.conversation_id, _EVERYTHING)
+        return await replace_tail(self._recorder, tail, 0, items)
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -215,8 +240,35 @@ class ChatMemorySession:
         record.wrapper = weakref.ref(wrapper)
         self._runs[key] = record
         # Drop the record with its run, so a later object reusing the id starts afresh.
-        weakref.finalize(wrapper, self._runs.pop, key, None)
+        weakref.finalize(wrapper, self._drop, key)
         return record
+
+    def _run_ending(self, context: RunContextWrapper[Any]) -> RunRecord | None:
+        # Agent hooks get their own context object, sharing the run's usage object.
+        for record in list(self._runs.values()):
+            wrapper = record.wrapper() if record.wrapper is not None else None
+            if wrapper is not None and wrapper.usage is context.usage:
+                return record
+        return None
+
+    def _loose_run(self) -> RunRecord:
+        loose = self._loose
+        if loose is None or (loose.previous is not None and loose.history is None):
+            loose = self._loose = RunRecord(run_config=self.run_config)
+        return loose
+
+    def _drop(self, key: int) -> None:
+        record = self._runs.pop(key, None)
+        if record is not None and record.history is not None and not record.managed:
+            self._ended.append(record)
+
+    async def _settle_others(self, run: RunRecord) -> None:
+        """Close this session's earlier runs that nothing closed: a new run starts."""
+        ended, self._ended = self._ended, []
+        others = [*ended, *self._runs.values(), *filter(None, [self._loose])]
+        for other in others:
+            if other is not run and not other.managed and other.history is not None:
+                await self._recorder.settle(other)
 
     async def _close(self, record: RunRecord, error: BaseException | None) -> None:
         wrapper = record.wrapper() if record.wrapper is not None else None
@@ -234,3 +286,11 @@ class ChatMemorySession:
             raise
         await self._close(record, None)
         return outcome
+
+
+def _settings(value: SessionSettings | Mapping[str, Any] | None) -> SessionSettings:
+    if value is None:
+        return SessionSettings()
+    if isinstance(value, Mapping):
+        value = dict(value)
+    return coerce_session_settings(value)

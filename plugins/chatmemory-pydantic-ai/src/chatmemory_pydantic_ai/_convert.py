@@ -33,22 +33,29 @@ NATIVE_FORMAT = "pydantic-ai"
 """The ``native.format`` of messages this package stores."""
 
 
-def to_new_messages(messages: Sequence[pai.ModelMessage]) -> list[NewMessage]:
-    """The chatmemory form of ``messages``, one ``NewMessage`` each, in order."""
+def to_new_messages(
+    messages: Sequence[pai.ModelMessage], *, keys: Sequence[str | None] | None = None
+) -> list[NewMessage]:
+    """The chatmemory form of ``messages``, one ``NewMessage`` each, in order (with ``keys``
+    as their idempotency keys when given)."""
     dumped = pai.ModelMessagesTypeAdapter.dump_python(list(messages), mode="json")
-    return [_to_new_message(m, data) for m, data in zip(messages, dumped, strict=True)]
+    keyed = keys if keys is not None else [None] * len(messages)
+    return [_to_new_message(m, data, key) for m, data, key in zip(messages, dumped, keyed, strict=True)]
 
 
-def system_prompts(seen: Iterable[pai.ModelMessage], new: Iterable[pai.ModelMessage]) -> list[str]:
-    """The system prompts of a run: those in the history it saw, then its requests' instructions.
+def system_prompts(
+    seen: Sequence[pai.ModelMessage], new: Iterable[pai.ModelMessage], *, given: Sequence[str] = ()
+) -> list[str]:
+    """The system prompts of a run: ``given`` ones, those of the first request in ``seen``, then
+    the instructions of the requests in ``new``.
 
     pydantic-ai adds its ``SystemPromptPart`` only to the first request of a conversation, so a
-    resumed run finds it in the reloaded history; ``instructions`` are re-sent on every request.
+    resumed run finds it there in the reloaded history; ``instructions`` are re-sent on every request.
     """
-    found: list[str] = []
-    for message in seen:
-        if isinstance(message, pai.ModelRequest):
-            found += [p.content for p in message.parts if isinstance(p, pai.SystemPromptPart)]
+    found = list(given)
+    first = seen[0] if seen else None
+    if isinstance(first, pai.ModelRequest):
+        found += [p.content for p in first.parts if isinstance(p, pai.SystemPromptPart)]
     for message in new:
         if isinstance(message, pai.ModelRequest) and message.instructions:
             found.append(message.instructions)
@@ -60,7 +67,7 @@ def usage_dict(usage: RunUsage | RequestUsage) -> dict[str, Any]:
     return {k: v for k, v in asdict(usage).items() if v}
 
 
-def _to_new_message(message: pai.ModelMessage, data: Any) -> NewMessage:
+def _to_new_message(message: pai.ModelMessage, data: Any, key: str | None) -> NewMessage:
     native = {"format": NATIVE_FORMAT, "data": data}
     if isinstance(message, pai.ModelResponse):
         meta = {
@@ -75,9 +82,12 @@ def _to_new_message(message: pai.ModelMessage, data: Any) -> NewMessage:
             usage=usage_dict(message.usage) or None,
             metadata={k: v for k, v in meta.items() if v is not None} or None,
             native=native,
+            key=key,
         )
     parts, answers_tools = _request_parts(message.parts)
-    return NewMessage(role="tool" if answers_tools else "user", content=_content(parts), native=native)
+    return NewMessage(
+        role="tool" if answers_tools else "user", content=_content(parts), native=native, key=key
+    )
 
 
 def _content(parts: list[ContentPart]) -> str | list[ContentPart]:

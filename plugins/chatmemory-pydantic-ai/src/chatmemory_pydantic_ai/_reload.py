@@ -1,16 +1,20 @@
-"""chatmemory messages back to pydantic-ai messages."""
+"""chatmemory messages back to pydantic-ai messages, and what a run resumes from."""
 
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from uuid import UUID
 
 from pydantic_ai import messages as pai
 
 from chatmemory import (
     AudioPart,
+    ChatMemoryError,
     FilePart,
+    History,
     ImagePart,
     Message,
     ReasoningPart,
@@ -20,46 +24,140 @@ from chatmemory import (
 )
 from chatmemory.scope import Scope
 from chatmemory_pydantic_ai._convert import NATIVE_FORMAT
+from chatmemory_pydantic_ai._recorder import abandoned, settled
 
-__all__ = ["load_messages", "to_model_messages"]
+__all__ = ["ConversationCache", "load_messages", "to_model_messages"]
+
+_log = logging.getLogger(__name__)
+_PAGE = 50
+ABANDONED = "the process recording this run stopped before the run ended"
 
 
 async def load_messages(chat: Scope, conversation_id: UUID | str) -> list[pai.ModelMessage]:
-    """A conversation as the ``message_history`` pydantic-ai would have kept in memory.
+    """A conversation as the ``message_history`` to resume it from, as pydantic-ai keeps it.
 
-    Only completed histories count: a failed or cancelled run leaves no result in pydantic-ai
-    either, and its last response may hold tool calls that were never answered. Histories
-    follow each other in the order they started; messages keep their order within each.
+    Every history counts, whatever its status: a failed or cancelled run keeps what it
+    produced, as ``RunCancelled.all_messages()`` does (an interrupted request with the finished
+    tools' results; pydantic-ai synthesises returns for the calls that never finished). When
+    the conversation ends on tool calls a failed, cancelled or abandoned run never answered,
+    they are closed out with ``repair_messages``, as pydantic-ai asks before a new prompt.
+    Histories follow each other in the order they started. A history left ``running`` by a
+    process on this host that is gone is marked ``failed`` first.
 
     Raises:
         ConversationNotFound: the principal of ``chat`` sees no conversation with this id.
     """
-    detail = await chat.get_conversation(conversation_id, messages=True)
-    stored = [
-        message
-        for history in detail.histories
-        if history.status == "completed"
-        for message in history.messages or ()
-        if message.status == "complete"
-    ]
-    return to_model_messages(stored)
+    return await ConversationCache().load(chat, conversation_id)
 
 
 def to_model_messages(stored: Iterable[Message]) -> list[pai.ModelMessage]:
-    """pydantic-ai messages from stored ones: exactly as recorded when ``native`` is pydantic-ai's,
-    rebuilt from the neutral ``parts`` when another writer stored them."""
+    """pydantic-ai messages from stored ones: exactly as recorded when ``native`` is pydantic-ai's
+    (converted in one pass), rebuilt from the neutral ``parts`` when another writer stored them."""
+    stored = list(stored)
+    native = [m.native.data for m in stored if _is_native(m)]  # type: ignore[union-attr]
+    converted = iter(pai.ModelMessagesTypeAdapter.validate_python(native) if native else ())
     out: list[pai.ModelMessage] = []
     tool_names: dict[str, str] = {}
     for message in stored:
-        if message.native is not None and message.native.format == NATIVE_FORMAT:
-            out += pai.ModelMessagesTypeAdapter.validate_python([message.native.data])
-        else:
-            out.append(_from_parts(message, tool_names))
+        out.append(next(converted) if _is_native(message) else _from_parts(message, tool_names))
         if isinstance(out[-1], pai.ModelResponse):
-            tool_names.update(
-                (p.tool_call_id, p.tool_name) for p in out[-1].parts if isinstance(p, pai.ToolCallPart)
-            )
+            tool_names.update((c.tool_call_id, c.tool_name) for c in out[-1].tool_calls)
     return out
+
+
+def _is_native(message: Message) -> bool:
+    return message.native is not None and message.native.format == NATIVE_FORMAT
+
+
+@dataclass
+class ConversationCache:
+    """What one capability has read of its conversation, so each later run reads only the
+    messages stored since, from the newest end. It falls back to a full read when the newest
+    message it knows is gone or was never read."""
+
+    messages: list[pai.ModelMessage] = field(default_factory=list)
+    last: tuple[int, UUID] | None = None
+    tail_history: UUID | None = None
+    status: dict[UUID, str] = field(default_factory=dict)
+    loaded: bool = False
+
+    async def load(self, chat: Scope, conversation_id: UUID | str) -> list[pai.ModelMessage]:
+        """The conversation to resume from (see ``load_messages``).
+
+        Raises:
+            ConversationNotFound: the conversation is not visible to ``chat``.
+        """
+        # Concurrent runs share this cache: work on a snapshot, then swap it in at once.
+        last, base, status = self.last, list(self.messages), dict(self.status)
+        newer = await self._newer(chat, conversation_id, last) if self.loaded else None
+        if newer is None:
+            detail = await chat.get_conversation(conversation_id, messages=True)
+            histories: list[History] = list(detail.histories)
+            stored = [m for h in detail.histories for m in h.messages or () if m.status == "complete"]
+            base, status, tail = [], {}, None
+        else:
+            ids = {m.history_id for m in newer} - {h for h, s in status.items() if s != "running"}
+            histories = [await chat.get_history(h, messages=False) for h in sorted(ids)]
+            stored = [m for m in newer if m.status == "complete"]
+            tail = self.tail_history
+        for history in histories:
+            status[history.id] = await self._close_if_abandoned(chat, history)
+        if stored:
+            # Histories come in the order they started, so the newest message is not always last.
+            newest = max(stored, key=lambda m: m.seq)
+            last, tail = (newest.seq, newest.id), stored[-1].history_id
+        self.messages, self.status, self.last, self.tail_history = (
+            base + to_model_messages(stored),
+            status,
+            last,
+            tail,
+        )
+        self.loaded = True
+        return self._resumable()
+
+    def finished(self, history_id: UUID, status: str) -> None:
+        """Note how a history this process recorded ended."""
+        self.status[history_id] = status
+
+    async def _newer(
+        self, chat: Scope, conversation_id: UUID | str, last: tuple[int, UUID] | None
+    ) -> list[Message] | None:
+        """The messages stored since the newest one read, oldest first; ``None`` when that one
+        is gone (a full read is then needed)."""
+        newer: list[Message] = []
+        cursor: str | None = None
+        while True:
+            page = await chat.list_messages(
+                conversation_id=conversation_id, newest_first=True, limit=_PAGE, cursor=cursor
+            )
+            for message in page.items:
+                if last is not None and message.seq <= last[0]:
+                    found = (message.seq, message.id) == last
+                    return newer[::-1] if found else None
+                newer.append(message)
+            if not page.has_more:
+                return newer[::-1] if last is None else None
+            cursor = page.next_cursor
+
+    async def _close_if_abandoned(self, chat: Scope, history: History) -> str:
+        if not abandoned(history):
+            return history.status
+        try:
+            await settled(chat.finish_history(history.id, status="failed", error=ABANDONED))
+        except ChatMemoryError:
+            _log.exception("could not close the abandoned history %s", history.id)
+            return history.status
+        return "failed"
+
+    def _resumable(self) -> list[pai.ModelMessage]:
+        out = list(self.messages)
+        last = out[-1] if out else None
+        dangling = isinstance(last, pai.ModelResponse) and bool(last.tool_calls)
+        if dangling and self.status.get(self.tail_history or UUID(int=0)) != "completed":
+            # A completed run ending on tool calls waits for deferred results; any other run's
+            # calls will never be answered, and pydantic-ai refuses a new prompt after them.
+            out[-1:] = pai.repair_messages(out[-1:])
+        return out
 
 
 def _from_parts(message: Message, tool_names: dict[str, str]) -> pai.ModelMessage:

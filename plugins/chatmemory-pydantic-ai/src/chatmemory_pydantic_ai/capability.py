@@ -3,34 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
-import anyio
 import pydantic_ai
 from pydantic import JsonValue
-from pydantic_ai import RunContext
-from pydantic_ai.capabilities import AbstractCapability, WrapRunHandler
-from pydantic_ai.messages import ModelMessage
+from pydantic_ai import CallToolsNode, RunContext
+from pydantic_ai.capabilities import AbstractCapability, WrapNodeRunHandler, WrapRunHandler
+from pydantic_ai.exceptions import RunCancelled
+from pydantic_ai.messages import ModelMessage, ToolCallPart
 from pydantic_ai.run import AgentRunResult
+from pydantic_ai.tools import ToolDefinition
 
 from chatmemory import ChatMemoryError
 from chatmemory.scope import Scope
-from chatmemory_pydantic_ai._convert import NATIVE_FORMAT, system_prompts, to_new_messages, usage_dict
-from chatmemory_pydantic_ai._reload import load_messages
+from chatmemory_pydantic_ai._convert import NATIVE_FORMAT, system_prompts, usage_dict
+from chatmemory_pydantic_ai._recorder import ERROR_CHARS, RunRecord, recorder_metadata
+from chatmemory_pydantic_ai._reload import ConversationCache
 
 if TYPE_CHECKING:
-    from pydantic_ai.capabilities.abstract import AgentNode, NodeResult
+    from pydantic_ai.capabilities.abstract import AgentNode, NodeResult, ValidatedToolArgs
     from pydantic_ai.models import ModelRequestContext
 
 __all__ = ["ChatMemoryCapability"]
 
 _log = logging.getLogger(__name__)
-_BATCH = 100
-_ERROR_CHARS = 10_000
+Status = Literal["completed", "failed", "cancelled"]
 
 
 @dataclass
@@ -41,13 +43,17 @@ class ChatMemoryCapability(AbstractCapability[Any]):
     (``agent.run(prompt, capabilities=[...])``). A run-level one replaces an agent-level one,
     so a run is never recorded twice.
 
-    - When the run gets no ``message_history``, the conversation's completed histories are
-      loaded first, so the model sees what it would have seen had the whole conversation been
-      kept in memory. When the caller passes ``message_history``, nothing is loaded.
-    - When the run ends, its new messages are stored as one history: ``model`` is the run's
-      model, ``system_prompts`` its system prompts and instructions, and each assistant
-      message carries the model that produced it. A run that raises is stored as ``failed``
-      (``cancelled`` when cancelled) with every message it had produced.
+    - When the run gets no ``message_history``, the conversation is loaded first (every
+      history, cancelled and failed ones included), so the model sees what it would have seen
+      had the whole conversation been kept in memory, or resumed from ``RunCancelled``. When
+      the caller passes ``message_history``, nothing is loaded. An agent-level capability
+      remembers what it read and later reads only what was stored since.
+    - Each run is one history (``model`` is the run's model, ``system_prompts`` its system
+      prompts and instructions), recorded as it goes: each request is stored before it is sent
+      to the model and each response as soon as pydantic-ai records it, so a process killed
+      mid-run loses nothing already produced and leaves the history ``running`` (a later load
+      on this host marks it ``failed``). The history ends ``completed``, ``failed`` with the
+      error, or ``cancelled`` (with the interrupted request holding the finished tools' results).
     - pydantic-ai's ``conversation_id`` of the run defaults to the chatmemory conversation id.
 
     Args:
@@ -66,6 +72,10 @@ class ChatMemoryCapability(AbstractCapability[Any]):
     metadata: Mapping[str, JsonValue] | None = None
     autoload: bool = True
     id: str | None = "chatmemory"
+    _cache: ConversationCache = field(
+        default_factory=ConversationCache, init=False, repr=False, compare=False
+    )
+    _record: RunRecord | None = field(default=None, init=False, repr=False, compare=False)
     _live: list[ModelMessage] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -74,90 +84,135 @@ class ChatMemoryCapability(AbstractCapability[Any]):
         return None
 
     async def for_run(self, ctx: RunContext[Any]) -> ChatMemoryCapability:
-        """A fresh copy per run, so concurrent runs of one agent keep their own state."""
-        return replace(self)
+        """A fresh copy per run, so concurrent runs of one agent keep their own state; they share
+        what has been read of the conversation."""
+        copy = replace(self)
+        copy._cache = self._cache
+        return copy
 
     def get_default_conversation_id(self, run_id: str) -> str | None:
         """The chatmemory conversation id, for runs without one of their own."""
         return str(self.conversation_id)
 
     async def wrap_run(self, ctx: RunContext[Any], *, handler: WrapRunHandler) -> AgentRunResult[Any]:
-        """Load the conversation before the run and record the run after it, however it ends."""
+        """Load the conversation before the run, record the run as it goes, close it however it ends."""
         if self.autoload and not ctx.messages:
-            ctx.messages[:0] = await load_messages(self.chat, self.conversation_id)
-        else:
-            await self.chat.get_conversation(self.conversation_id)  # fail before any model call
-        try:
-            result = await handler()
-        except BaseException as exc:
-            await self._record_failure(ctx, exc)
-            raise
-        await self._record(ctx, result.all_messages(), result.new_messages(), "completed")
-        return result
-
-    async def before_model_request(
-        self, ctx: RunContext[Any], request_context: ModelRequestContext
-    ) -> ModelRequestContext:
-        """Remember the run's live message list, which a failure leaves behind."""
-        self._live = ctx.messages
-        return request_context
-
-    async def after_node_run(
-        self, ctx: RunContext[Any], *, node: AgentNode[Any], result: NodeResult[Any]
-    ) -> NodeResult[Any]:
-        """Remember the run's live message list, which a failure leaves behind."""
-        self._live = ctx.messages
-        return result
-
-    async def _record_failure(self, ctx: RunContext[Any], exc: BaseException) -> None:
-        # The context handed to wrap_run keeps the list the run started with; the run replaces it
-        # with its own once it starts, and that one is only seen from the later hooks.
-        seen = self._live if self._live is not None else []
-        new = [m for m in seen if m.run_id == ctx.run_id]
-        status: Literal["failed", "cancelled"] = (
-            "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
-        )
-        error = f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS]
-        try:
-            # Shielded: under a cancelled anyio scope every await would be cancelled again.
-            with anyio.CancelScope(shield=True):
-                await self._record(ctx, seen, new, status, error=error)
-        except ChatMemoryError:
-            # The run's own error is what the caller must see; the store's goes to the log.
-            _log.exception(
-                "could not record the failed run %s in conversation %s", ctx.run_id, self.conversation_id
-            )
-
-    async def _record(
-        self,
-        ctx: RunContext[Any],
-        seen: Sequence[ModelMessage],
-        new: Sequence[ModelMessage],
-        status: Literal["completed", "failed", "cancelled"],
-        *,
-        error: str | None = None,
-    ) -> None:
+            ctx.messages[:0] = await self._cache.load(self.chat, self.conversation_id)
+        else:  # fail before any model call
+            await self.chat.list_messages(conversation_id=self.conversation_id, limit=1)
         metadata: dict[str, JsonValue] = {
             **(self.metadata or {}),
             "framework": NATIVE_FORMAT,
             "framework_version": pydantic_ai.__version__,
             "run_id": ctx.run_id,
             "model_id": ctx.model.model_id,
+            **recorder_metadata(),
         }
-        batch = to_new_messages(new)  # malformed content fails here, before anything is written
-        history = await self.chat.start_history(
+        record = RunRecord(
+            self.chat,
             self.conversation_id,
-            model=ctx.model.model_name,
-            system_prompts=system_prompts(seen, new),
-            metadata=metadata,
+            str(ctx.run_id),
+            ctx.model.model_name,
+            metadata,
+            given=system_prompts(ctx.messages[:1], ()),
         )
+        self._record = record
         try:
-            for start in range(0, len(batch), _BATCH):
-                await self.chat.append_messages(history.id, batch[start : start + _BATCH])
-        except ChatMemoryError as exc:
-            # Never leave a history running that no one will finish.
-            note = f"messages not recorded: {exc}"[:_ERROR_CHARS]
-            await self.chat.finish_history(history.id, status="failed", error=note)
+            result = await handler()
+            await record.commit(result.all_messages())
+        except BaseException as exc:
+            await self._stopped(ctx, record, exc)
             raise
-        usage = usage_dict(ctx.usage) or None
-        await self.chat.finish_history(history.id, status=status, usage=usage, error=error)
+        await self._finish(record, "completed", usage=usage_dict(ctx.usage) or None)
+        return result
+
+    async def prepare_model_request(
+        self, ctx: RunContext[Any], request_context: ModelRequestContext
+    ) -> ModelRequestContext:
+        """Store the request (and anything before it) before the model sees it: by now pydantic-ai
+        has finished the request it keeps in its history."""
+        await self._commit(ctx)
+        return request_context
+
+    async def after_node_run(
+        self, ctx: RunContext[Any], *, node: AgentNode[Any], result: NodeResult[Any]
+    ) -> NodeResult[Any]:
+        """Store the response a model request node has just added."""
+        await self._commit(ctx)
+        return result
+
+    async def wrap_node_run(
+        self, ctx: RunContext[Any], *, node: AgentNode[Any], handler: WrapNodeRunHandler[Any]
+    ) -> NodeResult[Any]:
+        """Note a run stopped while running its tools: pydantic-ai then records an interrupted
+        request only after every hook has run."""
+        try:
+            return await handler(node)
+        except BaseException:
+            if isinstance(node, CallToolsNode) and self._record is not None:
+                self._record.stopped_in = node.model_response
+            raise
+
+    async def after_tool_execute(
+        self,
+        ctx: RunContext[Any],
+        *,
+        call: ToolCallPart,
+        tool_def: ToolDefinition,
+        args: ValidatedToolArgs,
+        result: Any,
+    ) -> Any:
+        """Keep the tool's result for the interrupted request of a run that stops before the
+        step's other tools return."""
+        if self._record is not None:
+            self._record.tool_returned(call, result)
+        return result
+
+    async def _commit(self, ctx: RunContext[Any]) -> None:
+        # The context given to wrap_run keeps the list the run started from; the run works on its
+        # own, seen only from the later hooks.
+        self._live = ctx.messages
+        if self._record is not None:
+            await self._record.commit(ctx.messages)
+
+    async def _stopped(self, ctx: RunContext[Any], record: RunRecord, exc: BaseException) -> None:
+        live = self._live if self._live is not None else list(ctx.messages)
+        request = record.interrupted_request(live)
+        status, error = _outcome(ctx, exc)
+        # A refused write is noted on the record; finishing then says why messages are missing.
+        with contextlib.suppress(ChatMemoryError):
+            await record.commit([*live, request] if request is not None else live)
+        try:
+            await self._finish(record, status, usage=usage_dict(ctx.usage) or None, error=error)
+        except ChatMemoryError:
+            # The run's own error is what the caller must see; the store's goes to the log.
+            _log.exception(
+                "could not record the end of run %s in conversation %s", ctx.run_id, self.conversation_id
+            )
+
+    async def _finish(
+        self, record: RunRecord, status: Status, *, usage: Mapping[str, Any] | None, error: str | None = None
+    ) -> None:
+        await record.finish(status, usage=usage, error=error)
+        if record.history_id is not None:
+            self._cache.finished(record.history_id, "failed" if record.failure else status)
+
+
+def _outcome(ctx: RunContext[Any], exc: BaseException) -> tuple[Status, str]:
+    """How a run that raised ``exc`` ended, and the error to record.
+
+    pydantic-ai turns its own cancellation (``RunContext.cancel()``, ``AgentRun.cancel()``, a
+    run's ``timeout``) into ``RunCancelled`` only after the run's hooks are done, so here it is
+    still the ``CancelledError`` that stopped the run; the run's cancellation controller tells
+    the two apart.
+    """
+    if isinstance(exc, RunCancelled):
+        return "cancelled", f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
+    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | GeneratorExit):
+        controller = getattr(ctx, "_cancellation", None)
+        if controller is not None and controller.cancel_requested:
+            if controller.timed_out:
+                return "cancelled", "RunTimedOut: The agent run timed out."
+            return "cancelled", "RunCancelled: The agent run was cancelled."
+        return "cancelled", f"{type(exc).__name__}: the task running the agent was cancelled"
+    return "failed", f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]

@@ -1,0 +1,73 @@
+"""What one process knows of the invocations it records: their histories and model calls."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from uuid import UUID
+
+from chatmemory import Principal
+
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+class Recent(Generic[_K, _V]):
+    """A mapping that keeps only the ``size`` most recently set keys."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._items: OrderedDict[_K, _V] = OrderedDict()
+        self._size = size
+
+    def get(self, key: _K) -> _V | None:
+        return self._items.get(key)
+
+    def set(self, key: _K, value: _V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def items(self) -> list[tuple[_K, _V]]:
+        return list(self._items.items())
+
+    def pop_where(self, matches: Callable[[_K], bool]) -> list[_V]:
+        """Remove the entries whose key ``matches``; their values."""
+        return [self._items.pop(key) for key in list(self._items) if matches(key)]
+
+
+@dataclass
+class Run:
+    """An invocation's history, as this process records it."""
+
+    history_id: UUID
+    model: str
+    principal: Principal
+    usage: dict[str, int] = field(default_factory=dict)
+
+    def add_usage(self, usage: Mapping[str, Any] | None) -> None:
+        for name, count in (usage or {}).items():
+            if isinstance(count, int) and not isinstance(count, bool):
+                self.usage[name] = self.usage.get(name, 0) + count
+
+
+class ModelCalls:
+    """The model (and system prompt) each agent of each invocation was last seen calling."""
+
+    def __init__(self) -> None:
+        self._calls: Recent[tuple[str, str], tuple[str, str | None]] = Recent()
+
+    def note(self, invocation_id: str, agent_name: str, model: str, system_prompt: str | None) -> None:
+        self._calls.set((invocation_id, agent_name), (model, system_prompt))
+
+    def model(self, invocation_id: str, agent_name: str) -> str | None:
+        noted = self._calls.get((invocation_id, agent_name))
+        return noted[0] if noted and noted[0] else None
+
+    def prompts(self, invocation_id: str, model: str | None) -> list[str] | None:
+        for (invocation, _), (called, prompt) in self._calls.items():
+            if invocation == invocation_id and called == model and prompt:
+                return [prompt]
+        return None

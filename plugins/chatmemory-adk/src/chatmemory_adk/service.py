@@ -1,0 +1,415 @@
+"""A Google ADK session service storing sessions as chatmemory conversations."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Literal
+from uuid import UUID
+
+from google.adk import version as adk_version
+from google.adk.errors import StaleSessionError
+from google.adk.errors.already_exists_error import AlreadyExistsError
+from google.adk.errors.session_not_found_error import SessionNotFoundError
+from google.adk.events.event import Event
+from google.adk.platform import uuid as platform_uuid
+from google.adk.sessions.base_session_service import (
+    BaseSessionService,
+    GetSessionConfig,
+    ListSessionsResponse,
+)
+from google.adk.sessions.session import Session
+from typing_extensions import override
+
+from chatmemory import ChatMemory, ConflictError, ConversationNotFound, NotFoundError, Scope
+from chatmemory_adk import _layout as layout
+from chatmemory_adk._events import event_time, to_event, to_message
+from chatmemory_adk._runs import ModelCalls, Recent, Run
+
+__all__ = ["DEFAULT_MODEL", "ChatMemorySessionService"]
+
+DEFAULT_MODEL = "unknown"
+"""The model of an invocation's history until one of its events names the model that produced it."""
+
+_STALE = (
+    "The session has been modified in storage since it was loaded. "
+    "Please reload the session before appending more events."
+)
+_CACHED = 1024
+_GENERATION_TRIES = 5
+_PAGE = 1000
+
+
+class ChatMemorySessionService(BaseSessionService):
+    """ADK sessions in a chatmemory store: a drop-in for ``DatabaseSessionService``.
+
+    Each call's ``(app_name, user_id)`` is the principal ``user_id`` in tenant ``app_name``;
+    a session is a conversation of that principal, each invocation a history (with the
+    model that drove it) and each event a message, the event itself kept in ``native``.
+    App, user and session state are applied in the same transaction as their event.
+
+    Args:
+        memory: the store; the service never closes a store it was given.
+        default_model: the history model of an invocation until an event names its model.
+    """
+
+    def __init__(self, memory: ChatMemory, *, default_model: str = DEFAULT_MODEL) -> None:
+        self._memory: ChatMemory | None = memory
+        self._opening: Any = None
+        self._owned = False
+        self._open_lock = asyncio.Lock()
+        self.default_model = default_model
+        self._runs: Recent[tuple[UUID, str], Run] = Recent(_CACHED)
+        self._calls = ModelCalls()
+        self._ensured: Recent[tuple[str, str], bool] = Recent(_CACHED)
+
+    @classmethod
+    def from_url(
+        cls, url: str | None = None, *, default_model: str = DEFAULT_MODEL, **options: Any
+    ) -> ChatMemorySessionService:
+        """A service over its own store at ``url`` (as ``ChatMemory.open``), opened on first use
+        and closed by ``close()``."""
+        service = cls.__new__(cls)
+        cls.__init__(service, None, default_model=default_model)  # type: ignore[arg-type]
+        service._opening = ChatMemory.open(url, **options)
+        service._owned = True
+        return service
+
+    async def _store(self) -> ChatMemory:
+        if self._memory is None:
+            async with self._open_lock:
+                if self._memory is None:
+                    self._memory = await self._opening
+        assert self._memory is not None
+        return self._memory
+
+    async def close(self) -> None:
+        """Close the store if this service opened it (``from_url``)."""
+        if self._owned and self._memory is not None:
+            await self._memory.close()
+            self._memory = None
+
+    async def __aenter__(self) -> ChatMemorySessionService:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- sessions --------------------------------------------------------------------------
+
+    @override
+    async def create_session(
+        self,
+        *,
+        app_name: str,
+        user_id: str,
+        state: dict[str, Any] | None = None,
+        session_id: str | None = None,
+    ) -> Session:
+        """Create a session; ``app:`` and ``user:`` keys of ``state`` go to the shared state.
+
+        Raises:
+            AlreadyExistsError: the user already has a session with this id.
+        """
+        memory = await self._store()
+        sid = session_id if session_id is not None else platform_uuid.new_uuid()
+        app, usr, own = layout.split_delta(state)
+        now = datetime.now(UTC)
+        chat = memory.scoped(layout.user(app_name, user_id))
+        await self._ensure_state_docs(memory, app_name, user_id, now)
+        generation = layout.generation(await layout.user_metadata(memory, app_name, user_id), sid)
+        info = {"kind": "session", "app_name": app_name, "user_id": user_id, "session_id": sid}
+        metadata = {**info, "last_update_time": now.timestamp(), **own}
+        for _ in range(_GENERATION_TRIES):
+            cid = layout.session_id_of(app_name, user_id, sid, generation)
+            try:
+                await chat.import_conversation(
+                    layout.document(cid, chat.principal, metadata, now, title=sid[:200])
+                )
+                break
+            except ConflictError:
+                if await layout.exists(chat, cid):
+                    raise AlreadyExistsError(f"Session with id {sid} already exists.") from None
+            # The id belonged to a deleted session: this one is its next generation.
+            generation += 1
+            bump = {layout.GENERATION + sid: generation}
+            await chat.merge_and_append({layout.user_doc_id(app_name, user_id): bump})
+        else:
+            raise AlreadyExistsError(f"Session with id {sid} is being created concurrently.")
+        if app or usr:
+            writer = memory.scoped(layout.user(app_name, user_id, admin=True))
+            targets = {layout.app_doc_id(app_name): app, layout.user_doc_id(app_name, user_id): usr}
+            await writer.merge_and_append({k: v for k, v in targets.items() if v})
+        session = await self.get_session(app_name=app_name, user_id=user_id, session_id=sid)
+        if session is None:
+            raise SessionNotFoundError(f"Session {sid} was deleted while it was created.")
+        return session
+
+    @override
+    async def get_session(
+        self,
+        *,
+        app_name: str,
+        user_id: str,
+        session_id: str,
+        config: GetSessionConfig | None = None,
+    ) -> Session | None:
+        """The session with its merged state and its events (filtered in the database by
+        ``config``), or ``None`` if this user has no such session."""
+        memory = await self._store()
+        chat = memory.scoped(layout.user(app_name, user_id))
+        limit = config.num_recent_events if config else None
+        since = event_time(config.after_timestamp) if config and config.after_timestamp else None
+        user_metadata, app_state = await asyncio.gather(
+            layout.user_metadata(memory, app_name, user_id), layout.app_state(memory, app_name)
+        )
+        generation = layout.generation(user_metadata, session_id)
+        cid = layout.session_id_of(app_name, user_id, session_id, generation)
+        try:
+            tail = await chat.get_tail(cid, limit=limit, since=since)
+        except ConversationNotFound:
+            return None
+        metadata = tail.conversation.metadata
+        state = {
+            **layout.state_of(metadata),
+            **app_state,
+            **layout.state_of(user_metadata, layout.USER_PREFIX),
+        }
+        session = Session(
+            id=session_id,
+            app_name=app_name,
+            user_id=user_id,
+            state=state,
+            events=[e for e in map(to_event, tail.messages) if e is not None],
+            last_update_time=layout.last_update_time(
+                metadata.get("last_update_time"), tail.conversation.created_at
+            ),
+        )
+        session._storage_update_marker = f"{generation}:{tail.last_seq}"
+        return session
+
+    @override
+    async def list_sessions(self, *, app_name: str, user_id: str | None = None) -> ListSessionsResponse:
+        """The app's sessions (of one user, or of every user), oldest update first, without events."""
+        memory = await self._store()
+        reader = (
+            layout.user(app_name, user_id) if user_id is not None else layout.app_owner(app_name, admin=True)
+        )
+        chat = memory.scoped(reader)
+        # Keyed, so a session whose update moves it across pages mid-listing appears once.
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        users: dict[str, dict[str, Any]] = {}
+        cursor = None
+        while True:
+            page = await chat.list_conversations(limit=_PAGE, cursor=cursor, archived=None)
+            for conv in page.items:
+                meta = conv.metadata
+                if meta.get("framework") != layout.FRAMEWORK or meta.get("app_name") != app_name:
+                    continue
+                if meta.get("kind") == "session":
+                    found[(str(meta.get("user_id")), str(meta.get("session_id")))] = {
+                        **meta,
+                        "created": conv.created_at,
+                    }
+                elif meta.get("kind") == "user-state":
+                    users[str(meta.get("user_id"))] = layout.state_of(meta, layout.USER_PREFIX)
+            if not page.has_more:
+                break
+            cursor = page.next_cursor
+        app_state = await layout.app_state(memory, app_name)
+        sessions = [
+            Session(
+                id=str(m["session_id"]),
+                app_name=app_name,
+                user_id=str(m["user_id"]),
+                state={**layout.state_of(m), **app_state, **users.get(str(m["user_id"]), {})},
+                last_update_time=layout.last_update_time(m.get("last_update_time"), m["created"]),
+            )
+            for m in found.values()
+        ]
+        sessions.sort(key=lambda s: (s.last_update_time, s.user_id, s.id))
+        return ListSessionsResponse(sessions=sessions)
+
+    @override
+    async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
+        """Delete the session and its events; a missing session is no error."""
+        memory = await self._store()
+        generation = layout.generation(await layout.user_metadata(memory, app_name, user_id), session_id)
+        cid = layout.session_id_of(app_name, user_id, session_id, generation)
+        with contextlib.suppress(ConversationNotFound):
+            await memory.scoped(layout.user(app_name, user_id)).delete_conversation(cid)
+        self._runs.pop_where(lambda key: key[0] == cid)
+
+    @override
+    async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
+        """The user's ``user:`` state, keys without the prefix."""
+        return layout.state_of(await layout.user_metadata(await self._store(), app_name, user_id))
+
+    # -- events ----------------------------------------------------------------------------
+
+    @override
+    async def append_event(self, session: Session, event: Event) -> Event:
+        """Store ``event`` and its state delta in one transaction, then apply both to ``session``.
+
+        Raises:
+            StaleSessionError: the session changed in storage since ``session`` was read.
+            SessionNotFoundError: the session does not exist (or was deleted).
+            ValueError: the app's or the user's state document is missing.
+        """
+        if event.partial:
+            return event
+        self._apply_temp_state(session, event)
+        event = self._trim_temp_delta_state(event)
+        memory = await self._store()
+        app_name, user_id = session.app_name, session.user_id
+        chat = memory.scoped(layout.user(app_name, user_id))
+        generation, expected = await self._revision(memory, session)
+        cid = layout.session_id_of(app_name, user_id, session.id, generation)
+        model = (
+            None
+            if event.author == "user"
+            else event.model_version or self._calls.model(event.invocation_id, event.author)
+        )
+        run, started = await self._history(chat, cid, event.invocation_id, model)
+        app, usr, own = layout.split_delta(event.actions.state_delta if event.actions else None)
+        user_doc, app_doc = layout.user_doc_id(app_name, user_id), layout.app_doc_id(app_name)
+        targets = {cid: {"last_update_time": event.timestamp, **own}, user_doc: usr, app_doc: app}
+        writer = memory.scoped(layout.user(app_name, user_id, admin=True))
+        try:
+            stored = await writer.merge_and_append(
+                {k: v for k, v in targets.items() if v},
+                history_id=run.history_id,
+                messages=[to_message(event, model=model)],
+                created_at=event_time(event.timestamp),
+                if_last_seq=expected,
+            )
+        except Exception as exc:
+            if started:  # the history this refused event opened records nothing: drop it
+                self._runs.pop_where(lambda key: key == (cid, event.invocation_id))
+                with contextlib.suppress(NotFoundError):
+                    await chat.delete_history(run.history_id)
+            mapped = _adk_error(exc, session.id, user_doc, app_doc)
+            if mapped is exc:
+                raise
+            raise mapped from None
+        if stored[0].seq <= expected:
+            return event  # the same event delivered again: stored once, applied once
+        session._storage_update_marker = f"{generation}:{stored[0].seq}"
+        run.add_usage(stored[0].usage)
+        session.last_update_time = event.timestamp
+        return self._commit_event_to_session(session, event)
+
+    # -- provenance --------------------------------------------------------------------------
+
+    def note_model_call(
+        self, invocation_id: str, agent_name: str, model: str, system_prompt: str | None
+    ) -> None:
+        """Remember which model an agent calls in an invocation, and with which system prompt.
+
+        ``ProvenancePlugin`` calls this before each model call. The agent's events then name
+        this model where the model itself reports none, and the invocation's history records
+        the model and the system prompt.
+        """
+        self._calls.note(invocation_id, agent_name, model, system_prompt)
+
+    async def finish_invocation(
+        self,
+        invocation_id: str,
+        *,
+        status: Literal["completed", "failed"] = "completed",
+        error: str | None = None,
+    ) -> None:
+        """Close the history recording ``invocation_id``, with the tokens its model events used.
+
+        ``ProvenancePlugin`` calls this when a run ends. Events of the same invocation appended
+        later (a resumed invocation) start a new history.
+        """
+        memory = await self._store()
+        for run in self._runs.pop_where(lambda key: key[1] == invocation_id):
+            with contextlib.suppress(ConflictError, NotFoundError):  # already closed, or deleted
+                await memory.scoped(run.principal).finish_history(
+                    run.history_id, status=status, usage=run.usage or None, error=error
+                )
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _revision(self, memory: ChatMemory, session: Session) -> tuple[int, int]:
+        """The generation and last ``seq`` ``session`` was read at; stale copies without them
+        are refused here."""
+        marker = session._storage_update_marker
+        if marker is not None and marker.count(":") == 1:
+            read_generation, read_seq = marker.split(":")
+            return int(read_generation), int(read_seq)
+        # A session object this service did not hand out: current if it ends where storage does.
+        app_name, user_id = session.app_name, session.user_id
+        generation = layout.generation(await layout.user_metadata(memory, app_name, user_id), session.id)
+        cid = layout.session_id_of(app_name, user_id, session.id, generation)
+        try:
+            tail = await memory.scoped(layout.user(app_name, user_id)).get_tail(cid, limit=1)
+        except ConversationNotFound:
+            raise SessionNotFoundError(f"Session {session.id} not found.") from None
+        stored_update = layout.last_update_time(
+            tail.conversation.metadata.get("last_update_time"), tail.conversation.created_at
+        )
+        last = [e.id for e in map(to_event, tail.messages) if e is not None]
+        mine = [session.events[-1].id] if session.events else []
+        if stored_update > session.last_update_time and last != mine:
+            raise StaleSessionError(_STALE)
+        return generation, tail.last_seq
+
+    async def _history(
+        self, chat: Scope, cid: UUID, invocation_id: str, model: str | None
+    ) -> tuple[Run, bool]:
+        """The history recording ``invocation_id`` in this process, started on its first event
+        (then ``True`` comes with it).
+
+        A run continued by another process (or after a restart) is recorded as a history of
+        its own, so finding the history never scans the session's earlier ones.
+        """
+        key = (cid, invocation_id)
+        run = self._runs.get(key)
+        started = run is None
+        if run is None:
+            try:
+                history = await chat.start_history(
+                    cid,
+                    model=model or self.default_model,
+                    system_prompts=self._calls.prompts(invocation_id, model),
+                    metadata={
+                        "invocation_id": invocation_id,
+                        "framework": layout.FRAMEWORK,
+                        "framework_version": adk_version.__version__,
+                    },
+                )
+            except ConversationNotFound:
+                raise SessionNotFoundError("Session not found.") from None
+            run = Run(history.id, history.model, chat.principal)
+        if model and run.model == self.default_model:
+            prompts = self._calls.prompts(invocation_id, model)
+            await chat.update_history(run.history_id, model=model, system_prompts=prompts)
+            run.model = model
+        self._runs.set(key, run)
+        return run, started
+
+    async def _ensure_state_docs(
+        self, memory: ChatMemory, app_name: str, user_id: str, now: datetime
+    ) -> None:
+        if self._ensured.get((app_name, user_id)) is None:
+            await layout.create_state_documents(memory, app_name, user_id, now)
+            self._ensured.set((app_name, user_id), True)
+
+
+def _adk_error(exc: Exception, session_id: str, user_doc: UUID, app_doc: UUID) -> Exception:
+    """The error ADK's own services raise where chatmemory raised ``exc``."""
+    if isinstance(exc, ConflictError):
+        return StaleSessionError(_STALE)
+    if isinstance(exc, ConversationNotFound) and exc.conversation_id in (user_doc, app_doc):
+        scope = "User" if exc.conversation_id == user_doc else "App"
+        return ValueError(f"{scope} state missing; session state documents are created by create_session.")
+    if isinstance(exc, NotFoundError):
+        return SessionNotFoundError(f"Session {session_id} not found.")
+    return exc

@@ -1,0 +1,188 @@
+"""Translation between LlamaIndex ``ChatMessage`` objects and chatmemory messages.
+
+A message is stored with its LlamaIndex JSON in ``native`` (so it comes back exactly as it
+was put), its text in ``content`` and its blocks as neutral content parts (so other
+readers see images, tool calls and tool results). Messages another framework stored are
+read back from their parts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from llama_index.core.base.llms.types import (
+    AudioBlock,
+    ChatMessage,
+    DocumentBlock,
+    ImageBlock,
+    TextBlock,
+    ThinkingBlock,
+    ToolCallBlock,
+)
+
+from chatmemory import (
+    AudioPart,
+    ContentPart,
+    FilePart,
+    ImagePart,
+    Message,
+    NewMessage,
+    ReasoningPart,
+    Role,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+)
+
+__all__ = ["NATIVE_FORMAT", "from_stored", "restored", "to_new_message"]
+
+NATIVE_FORMAT = "llamaindex"
+"""The ``native.format`` of messages this package stores (``data`` is the message's JSON)."""
+
+_ROLES: dict[str, Role] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "chatbot": "assistant",
+    "model": "assistant",
+    "tool": "tool",
+    "function": "tool",
+}
+
+ContentBlock = TextBlock | ImageBlock | AudioBlock | DocumentBlock | ToolCallBlock | ThinkingBlock
+
+
+def to_new_message(message: ChatMessage, *, model: str | None = None) -> NewMessage:
+    """The chatmemory message for ``message``; ``model`` is kept only on assistant messages."""
+    role = _ROLES[message.role.value]
+    data = message.model_dump(mode="json")
+    parts = [part for block in data["blocks"] for part in _block_parts(block)]
+    parts += _legacy_tool_calls(message.additional_kwargs)
+    call_id = message.additional_kwargs.get("tool_call_id")
+    if role == "tool" and isinstance(call_id, str):
+        text = "\n".join(p.text for p in parts if isinstance(p, TextPart))
+        parts = [ToolResultPart(call_id=call_id, content=text)]
+    content: str | list[ContentPart]
+    if all(isinstance(p, TextPart) for p in parts) and len(parts) <= 1:
+        content = parts[0].text if parts else ""  # type: ignore[union-attr]
+    else:
+        content = parts
+    return NewMessage(
+        role=role,
+        content=content,
+        model=model if role == "assistant" else None,
+        native={"format": NATIVE_FORMAT, "data": data},
+    )
+
+
+def restored(message: Message) -> NewMessage:
+    """``message`` as it can be stored again, unchanged, in another history."""
+    return NewMessage(
+        role=message.role,
+        content=message.parts if message.parts is not None else message.content,
+        model=message.model,
+        usage=message.usage,
+        metadata=message.metadata,
+        native=message.native,
+    )
+
+
+def from_stored(message: Message) -> ChatMessage:
+    """The LlamaIndex message for a stored one: its native form when LlamaIndex stored it,
+    else one built from its role and content parts."""
+    if message.native is not None and message.native.format == NATIVE_FORMAT:
+        return ChatMessage.model_validate(message.native.data)
+    if message.parts is None:
+        return ChatMessage(role=message.role, content=message.content)
+    kwargs: dict[str, Any] = {}
+    blocks: list[ContentBlock] = []
+    for part in message.parts:
+        if isinstance(part, ToolResultPart):
+            kwargs["tool_call_id"] = part.call_id
+            blocks.append(TextBlock(text=part.content))
+        else:
+            block = _part_block(part)
+            if block is not None:
+                blocks.append(block)
+    return ChatMessage(role=message.role, blocks=blocks, additional_kwargs=kwargs)
+
+
+def _block_parts(block: Mapping[str, Any]) -> list[ContentPart]:
+    kind = block["block_type"]
+    if kind == "text":
+        return [TextPart(text=block["text"])]
+    if kind == "thinking":
+        return [ReasoningPart(text=block["content"])] if block.get("content") else []
+    if kind == "tool_call":
+        name = block["tool_name"]
+        return [ToolCallPart(id=block.get("tool_call_id") or name, name=name, arguments=block["tool_kwargs"])]
+    if kind == "image":
+        return _media(ImagePart, block.get("url"), block.get("image"), block.get("image_mimetype"))
+    if kind == "audio":
+        media_type = f"audio/{block['format']}" if block.get("format") else None
+        return _media(AudioPart, block.get("url"), block.get("audio"), media_type)
+    if kind == "document":
+        title = block.get("title")
+        return _media(FilePart, block.get("url"), block.get("data"), block.get("document_mimetype"), title)
+    return []  # video, citations, cache points: kept in the native form only
+
+
+def _media(
+    kind: type[ImagePart | AudioPart | FilePart],
+    url: Any,
+    data: Any,
+    media_type: str | None,
+    filename: str | None = None,
+) -> list[ContentPart]:
+    extra = {"filename": filename} if kind is FilePart else {}
+    if isinstance(url, str) and url:
+        return [kind(url=url, **extra)]
+    if isinstance(data, str) and data and media_type:
+        return [kind(data=data, media_type=media_type, **extra)]
+    return []  # a local path, or bytes of unknown type: kept in the native form only
+
+
+def _legacy_tool_calls(kwargs: Mapping[str, Any]) -> list[ContentPart]:
+    """Tool calls that provider integrations put in ``additional_kwargs["tool_calls"]``
+    (dicts or the provider's objects)."""
+    calls = kwargs.get("tool_calls")
+    parts: list[ContentPart] = []
+    for call in calls if isinstance(calls, list) else []:
+        function = _field(call, "function")
+        name, call_id, arguments = _field(function, "name"), _field(call, "id"), _field(function, "arguments")
+        if isinstance(name, str):
+            parts.append(
+                ToolCallPart(
+                    id=call_id if isinstance(call_id, str) else name,
+                    name=name,
+                    arguments=arguments if isinstance(arguments, str | dict) else json.dumps(arguments),
+                )
+            )
+    return parts
+
+
+def _field(value: Any, name: str) -> Any:
+    return value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
+
+
+def _part_block(part: ContentPart) -> ContentBlock | None:
+    if isinstance(part, TextPart):
+        return TextBlock(text=part.text)
+    if isinstance(part, ReasoningPart):
+        return ThinkingBlock(content=part.text)
+    if isinstance(part, ToolCallPart):
+        return ToolCallBlock(tool_call_id=part.id, tool_name=part.name, tool_kwargs=part.arguments)
+    if isinstance(part, ImagePart):
+        image = {"url": part.url, "image": part.data, "image_mimetype": part.media_type}
+        return ImageBlock.model_validate(image)
+    if isinstance(part, AudioPart):
+        fmt = part.media_type.split("/")[-1] if part.media_type else None
+        return AudioBlock.model_validate({"url": part.url, "audio": part.data, "format": fmt})
+    if isinstance(part, FilePart):
+        return DocumentBlock.model_validate(
+            {"url": part.url, "data": part.data, "document_mimetype": part.media_type, "title": part.filename}
+        )
+    return None

@@ -1,0 +1,273 @@
+"""Chat-store keys as conversations of one principal, and how messages become histories.
+
+A key names one conversation of the scope's principal: the conversation whose metadata
+holds that key, else the conversation whose id the key is (so an existing conversation can
+be opened by id); writing to a key that names neither starts a conversation for it.
+
+Recording: a user message that follows a non-user message starts a new history (one
+agent run), closing the run before it; the messages after it join that history. An
+assistant message's model is the one LlamaIndex instrumentation saw produce it, else the
+store's default; the history takes the first observed model and system prompts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from uuid import UUID
+
+from llama_index.core.llms import ChatMessage
+
+from chatmemory import (
+    ChatMemoryError,
+    ConflictError,
+    ConversationNotFound,
+    HistoryNotFound,
+    InvalidInputError,
+    Message,
+    NewMessage,
+    Scope,
+)
+from chatmemory_llamaindex._convert import from_stored, restored, to_new_message
+from chatmemory_llamaindex._provenance import Produced, observe
+
+__all__ = ["KEY_FIELD", "KeyedConversations"]
+
+KEY_FIELD = "llamaindex_key"
+"""The conversation metadata field holding the chat-store key it was started for."""
+
+T = TypeVar("T")
+
+_PAGE = 100  # conversations per listing call
+
+
+@dataclass
+class _Run:
+    history_id: UUID
+    last_role: str | None
+    observed: bool  # the history's model came from an observed LLM call
+
+
+class KeyedConversations:
+    """The operations both chat stores share, all async, on the home loop's engine."""
+
+    def __init__(self, chat: Scope, *, model: str, metadata: Mapping[str, Any] | None) -> None:
+        self.chat = chat
+        self.model = model
+        self.metadata = {"framework": "llamaindex", **(metadata or {})}
+        self._ids: dict[str, UUID] = {}
+        self._runs: dict[UUID, _Run] = {}
+        self._provenance = observe()
+        # Every call runs on the home loop, so asyncio locks suffice: one keeps two writers
+        # from starting two conversations for one new key, the other from splitting a run.
+        self._resolving = asyncio.Lock()
+        self._writing = asyncio.Lock()
+
+    # -- keys ------------------------------------------------------------------------------
+
+    async def _lookup(self, key: str) -> UUID | None:
+        cursor: str | None = None
+        while True:
+            page = await self.chat.list_conversations(limit=_PAGE, cursor=cursor, archived=None)
+            for conversation in page.items:
+                if conversation.metadata.get(KEY_FIELD) == key:
+                    return conversation.id
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        try:
+            return (await self.chat.get_conversation(UUID(key))).id
+        except (ValueError, ConversationNotFound):
+            return None
+
+    async def conversation_id(self, key: str, *, create: bool) -> UUID | None:
+        """The conversation ``key`` names; a new one when it names none and ``create``."""
+        if not isinstance(key, str) or not key:
+            raise InvalidInputError("key", "must be a non-empty string")
+        async with self._resolving:
+            if key not in self._ids:
+                found = await self._lookup(key)
+                if found is None:
+                    if not create:
+                        return None
+                    found = (await self.chat.start_conversation(metadata={KEY_FIELD: key})).id
+                self._ids[key] = found
+            return self._ids[key]
+
+    async def on_key(
+        self, key: str, action: Callable[[UUID], Awaitable[T]], *, create: bool, missing: T
+    ) -> T:
+        """``action`` on the conversation of ``key`` (``missing`` when it has none), resolving
+        the key again once if its conversation was deleted meanwhile."""
+        for attempt in (1, 2):
+            cid = await self.conversation_id(key, create=create)
+            if cid is None:
+                return missing
+            try:
+                return await action(cid)
+            except ConversationNotFound:
+                self._forget(key)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _forget(self, key: str) -> None:
+        cid = self._ids.pop(key, None)
+        if cid is not None:
+            self._runs.pop(cid, None)
+
+    async def keys(self) -> list[str]:
+        """Every conversation of the principal as a key, oldest first."""
+        found = []
+        cursor: str | None = None
+        while True:
+            page = await self.chat.list_conversations(limit=_PAGE, cursor=cursor, archived=None)
+            found += page.items
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        found.sort(key=lambda c: (c.created_at, c.id))
+        keys = []
+        for conversation in found:
+            key = conversation.metadata.get(KEY_FIELD)
+            keys.append(key if isinstance(key, str) else str(conversation.id))
+        return keys
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def stored(self, key: str) -> list[Message]:
+        """The stored messages of ``key`` in order (none for an unknown key)."""
+        return await self.on_key(key, self.chat.transcript, create=False, missing=[])
+
+    async def messages(self, key: str) -> list[ChatMessage]:
+        """The messages of ``key`` as LlamaIndex messages, in order."""
+        return [from_stored(m) for m in await self.stored(key)]
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def append(self, key: str, messages: Sequence[ChatMessage]) -> None:
+        """Record ``messages`` after the last message of ``key``."""
+        if messages:
+            await self.on_key(key, lambda cid: self._append(cid, messages), create=True, missing=None)
+
+    async def _append(self, cid: UUID, messages: Sequence[ChatMessage]) -> None:
+        async with self._writing:
+            await self._append_runs(cid, messages)
+
+    async def _append_runs(self, cid: UUID, messages: Sequence[ChatMessage]) -> None:
+        run = self._runs.get(cid) or await self._open_run(cid)
+        last_role = run.last_role if run is not None else None
+        # Split into runs: a user message after a non-user one opens the next run.
+        segments: list[tuple[bool, list[NewMessage], Produced | None]] = []
+        for message in messages:
+            produced = self._provenance.produced(message)
+            new = to_new_message(message, model=produced.model if produced is not None else None)
+            if not segments:
+                segments.append((run is None or (new.role == "user" and last_role != "user"), [], None))
+            elif new.role == "user" and last_role != "user":
+                segments.append((True, [], None))
+            opens, batch, seen = segments[-1]
+            batch.append(new)
+            if seen is None and produced is not None and new.role == "assistant":
+                segments[-1] = (opens, batch, produced)
+            last_role = new.role
+        for opens, batch, seen in segments:
+            if opens or run is None:
+                fresh = await self._record_run(cid, batch)
+                if run is not None:
+                    # Closed or deleted elsewhere already: nothing left to close.
+                    with contextlib.suppress(ConflictError, HistoryNotFound):
+                        await self.chat.finish_history(run.history_id)
+                run = fresh
+            else:
+                try:
+                    await self.chat.append_messages(run.history_id, batch)
+                except (ConflictError, HistoryNotFound):
+                    # Closed or deleted by another writer: the batch starts a run of its own.
+                    run = await self._record_run(cid, batch)
+            run.last_role = batch[-1].role
+            if seen is not None and not run.observed:
+                await self.chat.update_history(
+                    run.history_id, model=seen.model, system_prompts=seen.system_prompts or None
+                )
+                run.observed = True
+            self._runs[cid] = run
+
+    def _new_message(self, message: ChatMessage) -> NewMessage:
+        produced = self._provenance.produced(message)
+        return to_new_message(message, model=produced.model if produced is not None else None)
+
+    async def _open_run(self, cid: UUID) -> _Run | None:
+        """The conversation's last history, when it is a run this adapter left running (in
+        an earlier process); another framework's run in progress is never joined."""
+        detail = await self.chat.get_conversation(cid)
+        last = detail.histories[-1] if detail.histories else None
+        if last is None or last.status != "running" or (last.metadata or {}).get("framework") != "llamaindex":
+            return None
+        return _Run(last.id, None, last.model != self.model)
+
+    async def _record_run(self, cid: UUID, batch: list[NewMessage], **metadata: Any) -> _Run:
+        """A new history holding ``batch``; when the batch is refused, no history is left."""
+        history = await self.chat.start_history(cid, model=self.model, metadata={**self.metadata, **metadata})
+        try:
+            await self.chat.append_messages(history.id, batch)
+        except BaseException:
+            with contextlib.suppress(ChatMemoryError):
+                await self.chat.delete_history(history.id)
+            raise
+        return _Run(history.id, None, False)
+
+    async def replace(self, key: str, messages: Sequence[ChatMessage | Message]) -> None:
+        """Make ``messages`` the whole content of ``key``, recorded as one finished history
+        (stored messages keep their model and native form)."""
+        batch = [restored(m) if isinstance(m, Message) else self._new_message(m) for m in messages]
+
+        async def act(cid: UUID) -> None:
+            # The new content is stored before the old is deleted, so a refused batch
+            # changes nothing.
+            old = (await self.chat.get_conversation(cid)).histories
+            if batch:
+                run = await self._record_run(cid, batch, replaced=True)
+                await self.chat.finish_history(run.history_id)
+            for history in old:
+                await self.chat.delete_history(history.id)
+            self._runs.pop(cid, None)
+
+        await self.on_key(key, act, create=True, missing=None)
+
+    async def insert(self, key: str, index: int, messages: Sequence[ChatMessage]) -> None:
+        """Put ``messages`` before position ``index`` of ``key`` (at the end when ``index`` is
+        past it); an insertion before the end rewrites the key as one history."""
+        stored = await self.stored(key)
+        if index >= len(stored):
+            await self.append(key, messages)
+            return
+        at = max(0, index + len(stored) if index < 0 else index)
+        await self.replace(key, [*stored[:at], *messages, *stored[at:]])
+
+    async def delete_at(
+        self, key: str, index: int, *, stored: list[Message] | None = None
+    ) -> ChatMessage | None:
+        """Delete the message at ``index`` (negative counts from the end) and return it;
+        ``None`` when there is no such message."""
+        stored = await self.stored(key) if stored is None else stored
+        if not -len(stored) <= index < len(stored):
+            return None
+        victim = stored[index]
+        await self.chat.delete_message(victim.id)
+        return from_stored(victim)
+
+    async def drop(self, key: str) -> list[ChatMessage] | None:
+        """Delete the conversation of ``key`` and return its messages (``None`` if it has none)."""
+
+        async def act(cid: UUID) -> list[ChatMessage]:
+            stored = await self.chat.transcript(cid)
+            await self.chat.delete_conversation(cid)
+            return [from_stored(m) for m in stored]
+
+        dropped = await self.on_key(key, act, create=False, missing=None)
+        self._forget(key)
+        return dropped

@@ -1,0 +1,156 @@
+"""``ChatMemoryChatStore``: chatmemory as a LlamaIndex ``BaseChatStore``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Mapping
+from typing import Any, TypeVar
+
+from llama_index.core.llms import ChatMessage
+from llama_index.core.storage.chat_store import BaseChatStore
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from chatmemory import Scope
+from chatmemory_llamaindex._keyed import KeyedConversations
+from chatmemory_llamaindex._loop import HomeLoop
+
+__all__ = ["ChatMemoryChatStore"]
+
+T = TypeVar("T")
+
+DEFAULT_MODEL = "unknown"
+"""Recorded as a run's model until instrumentation sees the LLM that drives it."""
+
+
+class ChatMemoryChatStore(BaseChatStore):
+    """A principal's conversations as a LlamaIndex ``BaseChatStore``, e.g. the ``chat_store=``
+    of ``ChatMemoryBuffer``::
+
+        store = ChatMemoryChatStore(memory.scoped(Principal("alice")))
+        buffer = ChatMemoryBuffer.from_defaults(chat_store=store, chat_store_key="trip")
+        await agent.run("Hi", memory=buffer)
+
+    Each key is one conversation of the principal: the one started for that key, or the
+    one whose id the key is (an empty key is an ``InvalidInputError``). Every agent run (a
+    user message and the replies after it) is recorded as one history, with the model
+    LlamaIndex instrumentation saw answer, else ``model``. Synchronous methods may be
+    called from any thread but not on the event loop that owns the store; all calls run on
+    that loop (``loop``, else the loop running at creation, else a background loop this
+    object starts).
+
+    Args:
+        chat: the principal's scope.
+        model: the model recorded for runs whose LLM is not observed.
+        metadata: merged into each history's metadata.
+        loop: the event loop that owns the store's engine.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    chat: Scope = Field(exclude=True)
+    model: str = DEFAULT_MODEL
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    _keyed: KeyedConversations = PrivateAttr()
+    _home: HomeLoop = PrivateAttr()
+
+    def __init__(
+        self,
+        chat: Scope,
+        *,
+        model: str = DEFAULT_MODEL,
+        metadata: Mapping[str, Any] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(chat=chat, model=model, metadata=dict(metadata or {}))
+        self._keyed = KeyedConversations(chat, model=model, metadata=metadata)
+        self._home = HomeLoop(loop)
+
+    @classmethod
+    def class_name(cls) -> str:
+        """The store's name in LlamaIndex serialisations."""
+        return "ChatMemoryChatStore"
+
+    def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._home.call_sync(coro)
+
+    def set_messages(self, key: str, messages: list[ChatMessage]) -> None:
+        """Replace every message of ``key`` with ``messages`` (recorded as one history).
+
+        Raises:
+            InvalidInputError: a message cannot be stored.
+        """
+        self._sync(self._keyed.replace(key, messages))
+
+    async def aset_messages(self, key: str, messages: list[ChatMessage]) -> None:
+        """Replace every message of ``key`` with ``messages`` (recorded as one history).
+
+        Raises:
+            InvalidInputError: a message cannot be stored.
+        """
+        await self._home.call(self._keyed.replace(key, messages))
+
+    def get_messages(self, key: str) -> list[ChatMessage]:
+        """The messages of ``key`` in order (none for an unknown key)."""
+        return self._sync(self._keyed.messages(key))
+
+    async def aget_messages(self, key: str) -> list[ChatMessage]:
+        """The messages of ``key`` in order (none for an unknown key)."""
+        return await self._home.call(self._keyed.messages(key))
+
+    def add_message(self, key: str, message: ChatMessage, idx: int | None = None) -> None:
+        """Add ``message`` at the end of ``key``, or before position ``idx``.
+
+        Raises:
+            InvalidInputError: the message cannot be stored.
+        """
+        self._sync(self._add(key, message, idx))
+
+    async def async_add_message(self, key: str, message: ChatMessage, idx: int | None = None) -> None:
+        """Add ``message`` at the end of ``key``, or before position ``idx``.
+
+        Raises:
+            InvalidInputError: the message cannot be stored.
+        """
+        await self._home.call(self._add(key, message, idx))
+
+    async def _add(self, key: str, message: ChatMessage, idx: int | None) -> None:
+        if idx is None:
+            await self._keyed.append(key, [message])
+        else:
+            await self._keyed.insert(key, idx, [message])
+
+    def delete_messages(self, key: str) -> list[ChatMessage] | None:
+        """Delete the conversation of ``key``; its messages, or ``None`` for an unknown key."""
+        return self._sync(self._keyed.drop(key))
+
+    async def adelete_messages(self, key: str) -> list[ChatMessage] | None:
+        """Delete the conversation of ``key``; its messages, or ``None`` for an unknown key."""
+        return await self._home.call(self._keyed.drop(key))
+
+    def delete_message(self, key: str, idx: int) -> ChatMessage | None:
+        """Delete the message at position ``idx`` of ``key``; ``None`` when there is none."""
+        return self._sync(self._keyed.delete_at(key, idx))
+
+    async def adelete_message(self, key: str, idx: int) -> ChatMessage | None:
+        """Delete the message at position ``idx`` of ``key``; ``None`` when there is none."""
+        return await self._home.call(self._keyed.delete_at(key, idx))
+
+    def delete_last_message(self, key: str) -> ChatMessage | None:
+        """Delete the last message of ``key``; ``None`` when it has none."""
+        return self._sync(self._keyed.delete_at(key, -1))
+
+    async def adelete_last_message(self, key: str) -> ChatMessage | None:
+        """Delete the last message of ``key``; ``None`` when it has none."""
+        return await self._home.call(self._keyed.delete_at(key, -1))
+
+    def get_keys(self) -> list[str]:
+        """Every conversation of the principal as a key, oldest first."""
+        return self._sync(self._keyed.keys())
+
+    async def aget_keys(self) -> list[str]:
+        """Every conversation of the principal as a key, oldest first."""
+        return await self._home.call(self._keyed.keys())
+
+    def close(self) -> None:
+        """Stop the background loop this object started, if any."""
+        self._home.close()

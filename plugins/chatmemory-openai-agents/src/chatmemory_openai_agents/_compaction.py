@@ -1,0 +1,120 @@
+"""Compaction support: a bounded snapshot of the newest items and an atomic replacement of its end."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agents.items import TResponseInputItem
+from agents.memory.session import _CompactionSnapshot
+from agents.models import get_default_model
+from agents.version import __version__ as agents_version
+
+from chatmemory import ConflictError, Message
+from chatmemory.scope import Scope
+from chatmemory_openai_agents._items import items_of_messages
+from chatmemory_openai_agents._record import FRAMEWORK, Recorder
+
+__all__ = ["Tail", "read_tail", "replace_tail"]
+
+_PAGE = 1000  # the store's default cap on one page of a listing
+
+
+@dataclass(frozen=True)
+class Tail:
+    """The newest messages of a conversation (oldest first) and the items they stand for."""
+
+    messages: list[Message]
+    counts: list[int]
+    items: list[TResponseInputItem]
+    complete: bool
+
+
+async def read_tail(chat: Scope, conversation_id: Any, count: int) -> Tail:
+    """The newest live messages that hold at least ``count`` items (fewer when there are not)."""
+    newest: list[Message] = []
+    found = 0
+    cursor: str | None = None
+    more = True
+    while more and found < count:
+        size = min(_PAGE, count - found)
+        page = await chat.list_messages(
+            conversation_id=conversation_id, newest_first=True, limit=size, cursor=cursor
+        )
+        for index, message in enumerate(page.items):
+            newest.append(message)
+            found += len(_items(message))
+            if found >= count:
+                more = index + 1 < len(page.items) or page.has_more
+                break
+        else:
+            more, cursor = page.has_more, page.next_cursor
+    messages = newest[::-1]
+    per_message = [_items(m) for m in messages]
+    items = [item for group in per_message for item in group]
+    return Tail(messages, [len(group) for group in per_message], items, complete=not more)
+
+
+def _items(message: Message) -> list[TResponseInputItem]:
+    return items_of_messages([message])
+
+
+async def replace_tail(
+    recorder: Recorder, tail: Tail, start: int, output: Sequence[TResponseInputItem]
+) -> bool:
+    """Replace the tail's items from ``start`` on with ``output``, atomically; ``False`` if it changed.
+
+    The replaced messages are soft-deleted; their histories keep their model, usage and
+    metadata. The output goes into a history of its own, marked as a compaction.
+    """
+    first = _message_index(tail.counts, start)
+    if first is None or first == len(tail.messages):
+        return False
+    replaced = tail.messages[first:]
+    chat = recorder.chat
+    models = [m.model for m in replaced if m.model]
+    history = await chat.start_history(
+        recorder.conversation_id,
+        model=recorder.model or (models[-1] if models else get_default_model()),
+        metadata={
+            **recorder.metadata,
+            "framework": FRAMEWORK,
+            "framework_version": agents_version,
+            "compaction": {"replaced": len(replaced)},
+        },
+    )
+    messages = [recorder.message_of(item) for item in output]
+    try:
+        await chat.replace_messages(
+            recorder.conversation_id,
+            replacing=[m.id for m in replaced],
+            history_id=history.id,
+            messages=messages,
+        )
+    except ConflictError:
+        await chat.delete_history(history.id)
+        return False
+    await chat.finish_history(history.id)
+    return True
+
+
+def _message_index(counts: list[int], start: int) -> int | None:
+    """The index of the message whose first item is item ``start``, or ``None`` mid-message."""
+    seen = 0
+    for index, count in enumerate(counts):
+        if seen == start:
+            return index
+        seen += count
+        if seen > start:
+            return None
+    return len(counts) if seen == start else None
+
+
+def snapshot(recorder: Recorder, tail: Tail) -> _CompactionSnapshot:
+    """The SDK's compaction snapshot of ``tail``."""
+
+    async def replace_suffix(start: int, output: list[TResponseInputItem]) -> bool:
+        return await replace_tail(recorder, tail, start, output)
+
+    return _CompactionSnapshot(list(tail.items), tail.complete, replace_suffix)

@@ -1,0 +1,171 @@
+"""Recording one pydantic-ai run into one chatmemory history, message by message, as it goes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+from uuid import UUID
+
+import anyio
+from pydantic import JsonValue
+from pydantic_ai import messages as pai
+
+# pydantic-ai's own builder of a tool's return part (the version is pinned): the interrupted
+# request rebuilt here must hold exactly what pydantic-ai's own would.
+from pydantic_ai._tool_execution import build_tool_return_part
+from pydantic_ai.exceptions import UserError
+
+from chatmemory import ChatMemoryError, History
+from chatmemory.scope import Scope
+from chatmemory_pydantic_ai._convert import NATIVE_FORMAT, system_prompts, to_new_messages
+
+__all__ = ["LIVE_HISTORIES", "RunRecord", "abandoned", "settled"]
+
+T = TypeVar("T")
+_BATCH = 100
+ERROR_CHARS = 10_000
+
+LIVE_HISTORIES: set[UUID] = set()
+"""Histories this process is recording right now; a running history not here nor in a live
+process on this host was left behind by a process that stopped mid-run."""
+
+_HOST = socket.gethostname()
+
+
+async def settled(write: Coroutine[Any, Any, T]) -> T:
+    """Await a store write to its end even when the caller is cancelled meanwhile, so a
+    cancelled run never leaves a write half-known; the cancellation then goes on."""
+    task = asyncio.ensure_future(write)
+    # Shielded: under a cancelled anyio scope every await would be cancelled again.
+    with anyio.CancelScope(shield=True):
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait({task})
+            raise
+    return task.result()
+
+
+def recorder_metadata() -> dict[str, JsonValue]:
+    """Where the recording process runs, so a later run can tell it stopped mid-run."""
+    return {"host": _HOST, "pid": os.getpid()}
+
+
+def abandoned(history: History) -> bool:
+    """Whether a running history was left behind by a process on this host that is gone (or by
+    this process, outside any run it is recording)."""
+    meta = history.metadata or {}
+    if history.status != "running" or meta.get("framework") != NATIVE_FORMAT or meta.get("host") != _HOST:
+        return False
+    pid = meta.get("pid")
+    if not isinstance(pid, int):
+        return False
+    if pid == os.getpid():
+        return history.id not in LIVE_HISTORIES
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@dataclass
+class RunRecord:
+    """What one run has recorded: its history, how many of its messages are stored, and the
+    tool results of the step in progress (pydantic-ai only puts them in its history once the
+    step's tools have all returned, or when the run stops)."""
+
+    chat: Scope
+    conversation_id: UUID | str
+    run_id: str
+    model: str
+    metadata: dict[str, JsonValue]
+    given: list[str]
+    """The system prompts of the history the run was given."""
+    history_id: UUID | None = None
+    stored: int = 0
+    prompts: list[str] = field(default_factory=list)
+    returns: dict[str, pai.ToolReturnPart] = field(default_factory=dict)
+    stopped_in: pai.ModelResponse | None = None
+    failure: ChatMemoryError | None = None
+
+    def own(self, live: Sequence[pai.ModelMessage]) -> list[pai.ModelMessage]:
+        """The run's own messages in ``live``, in order: the run appends them after the
+        history it was given, so only the end of a long conversation is looked at."""
+        start = len(live)
+        while start > 0 and live[start - 1].run_id == self.run_id:
+            start -= 1
+        return list(live[start:])
+
+    async def commit(self, live: Sequence[pai.ModelMessage]) -> None:
+        """Store the run's messages in ``live`` not stored yet, starting the history first if needed.
+
+        Raises:
+            ChatMemoryError: the store refused them; the run then fails with this error.
+        """
+        own = self.own(live)
+        batch = own[self.stored :]
+        prompts = system_prompts(own, own, given=self.given)
+        try:
+            await settled(self._write(batch, prompts))
+        except ChatMemoryError as exc:
+            self.failure = exc
+            raise
+
+    async def _write(self, batch: list[pai.ModelMessage], prompts: list[str]) -> None:
+        new = to_new_messages(batch, keys=[f"{self.run_id}:{self.stored + i}" for i in range(len(batch))])
+        if self.history_id is None:
+            history = await self.chat.start_history(
+                self.conversation_id, model=self.model, system_prompts=prompts, metadata=self.metadata
+            )
+            self.history_id = history.id
+            LIVE_HISTORIES.add(history.id)
+        elif prompts != self.prompts:
+            await self.chat.update_history(self.history_id, system_prompts=prompts)
+        self.prompts = prompts
+        for start in range(0, len(new), _BATCH):
+            await self.chat.append_messages(self.history_id, new[start : start + _BATCH])
+            self.stored += len(new[start : start + _BATCH])
+
+    def tool_returned(self, call: pai.ToolCallPart, result: Any) -> None:
+        """Remember a finished tool's result, as pydantic-ai will put it in its history."""
+        try:
+            part, _, _ = build_tool_return_part(result, call=call, tool_kind=call.tool_kind)
+        except UserError:
+            return  # a malformed result: pydantic-ai reports it itself
+        self.returns[call.tool_call_id] = part
+
+    def interrupted_request(self, live: Sequence[pai.ModelMessage]) -> pai.ModelRequest | None:
+        """The request pydantic-ai adds to a run stopped while its tools ran: the results of the
+        tools that finished, marked ``interrupted`` (its resume synthesises the others)."""
+        response = self.stopped_in
+        if response is None or not live or live[-1] is not response:
+            return None
+        parts = [self.returns[c.tool_call_id] for c in response.tool_calls if c.tool_call_id in self.returns]
+        return pai.ModelRequest(
+            parts=parts, run_id=self.run_id, conversation_id=response.conversation_id, state="interrupted"
+        )
+
+    async def finish(
+        self,
+        status: Literal["completed", "failed", "cancelled"],
+        *,
+        usage: Mapping[str, Any] | None,
+        error: str | None = None,
+    ) -> None:
+        """Close the history (starting it first when the run stopped before any message)."""
+        if self.history_id is None:
+            await settled(self._write([], self.given))
+        assert self.history_id is not None
+        if self.failure is not None:
+            status, error = "failed", f"messages not recorded: {self.failure}"[:ERROR_CHARS]
+        try:
+            await settled(self.chat.finish_history(self.history_id, status=status, usage=usage, error=error))
+        finally:
+            LIVE_HISTORIES.discard(self.history_id)

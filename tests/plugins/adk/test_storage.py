@@ -1,0 +1,236 @@
+"""How ADK sessions are kept in chatmemory: isolation, events as messages, atomic state,
+re-created session ids and re-delivered events."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import pytest
+from chatmemory_adk import NATIVE_FORMAT, ChatMemorySessionService
+from google.adk.errors import StaleSessionError
+from google.adk.errors.session_not_found_error import SessionNotFoundError
+from google.adk.events.event import Event
+from google.adk.events.event_actions import EventActions
+from google.adk.sessions.session import Session
+from google.genai import types
+
+from chatmemory import (
+    ChatMemory,
+    FilePart,
+    ImagePart,
+    Principal,
+    ReasoningPart,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+)
+
+APP = "app"
+
+
+def user_event(text: str, **delta: object) -> Event:
+    return Event(
+        invocation_id="inv",
+        author="user",
+        content=types.Content(role="user", parts=[types.Part(text=text)]),
+        actions=EventActions(state_delta=dict(delta)),
+    )
+
+
+async def test_other_users_and_apps_see_nothing(service: ChatMemorySessionService) -> None:
+    mine = await service.create_session(app_name=APP, user_id="u1", session_id="s", state={"secret": 1})
+    await service.append_event(mine, user_event("private"))
+
+    assert await service.get_session(app_name=APP, user_id="u2", session_id="s") is None
+    assert await service.get_session(app_name="other", user_id="u1", session_id="s") is None
+    assert (await service.list_sessions(app_name=APP, user_id="u2")).sessions == []
+    await service.delete_session(app_name=APP, user_id="u2", session_id="s")  # someone else's: no effect
+
+    forged = Session(id="s", app_name=APP, user_id="u2")
+    with pytest.raises(SessionNotFoundError):
+        await service.append_event(forged, user_event("intrusion"))
+    kept = await service.get_session(app_name=APP, user_id="u1", session_id="s")
+    assert kept is not None
+    assert [e.content.parts[0].text for e in kept.events if e.content and e.content.parts] == ["private"]
+    assert kept.state == {"secret": 1}
+
+
+async def test_each_event_is_a_message_with_neutral_parts(
+    service: ChatMemorySessionService, memory: ChatMemory
+) -> None:
+    session = await service.create_session(app_name=APP, user_id="u1", session_id="s")
+    png = b"\x89PNG tiny"
+    events = [
+        Event(
+            invocation_id="inv",
+            author="user",
+            content=types.Content(
+                role="user",
+                parts=[
+                    types.Part(text="what is in here?"),
+                    types.Part.from_bytes(data=png, mime_type="image/png"),
+                    types.Part(
+                        file_data=types.FileData(file_uri="gs://b/doc.pdf", mime_type="application/pdf")
+                    ),
+                ],
+            ),
+        ),
+        Event(
+            invocation_id="inv",
+            author="agent",
+            model_version="gemini-x",
+            content=types.Content(
+                role="model",
+                parts=[
+                    types.Part(text="thinking", thought=True),
+                    types.Part(function_call=types.FunctionCall(id="c1", name="look", args={"q": "x"})),
+                ],
+            ),
+        ),
+        Event(
+            invocation_id="inv",
+            author="agent",
+            content=types.Content(
+                role="user",
+                parts=[
+                    types.Part(
+                        function_response=types.FunctionResponse(id="c1", name="look", response={"r": 1})
+                    )
+                ],
+            ),
+        ),
+    ]
+    for event in events:
+        await service.append_event(session, event)
+
+    chat = memory.scoped(Principal("u1", tenant=APP))
+    (summary,) = (await chat.list_conversations()).items
+    messages = await chat.transcript(summary.id)
+    assert [(m.role, m.model) for m in messages] == [
+        ("user", None),
+        ("assistant", "gemini-x"),
+        ("tool", None),
+    ]
+    assert messages[0].parts == [
+        TextPart(text="what is in here?"),
+        ImagePart(data=base64.b64encode(png).decode(), media_type="image/png"),
+        FilePart(url="gs://b/doc.pdf", media_type="application/pdf"),
+    ]
+    assert messages[1].parts == [
+        ReasoningPart(text="thinking"),
+        ToolCallPart(id="c1", name="look", arguments={"q": "x"}),
+    ]
+    assert messages[2].parts == [ToolResultPart(call_id="c1", content='{"r": 1}')]
+    assert all(m.native is not None and m.native.format == NATIVE_FORMAT for m in messages)
+    (history,) = (await chat.get_conversation(summary.id)).histories
+    assert history.model == "gemini-x"
+    assert history.metadata is not None
+    assert history.metadata["invocation_id"] == "inv"
+
+    stored = await service.get_session(app_name=APP, user_id="u1", session_id="s")
+    assert stored is not None
+    assert stored.events == session.events
+
+
+async def test_a_failed_append_writes_neither_event_nor_state(
+    service: ChatMemorySessionService, memory: ChatMemory
+) -> None:
+    session = await service.create_session(app_name=APP, user_id="u1", session_id="s", state={"k": "before"})
+    chat = memory.scoped(Principal("u1", tenant=APP))
+    (user_doc,) = (await chat.list_conversations(archived=True)).items
+    (conversation,) = (await chat.list_conversations()).items
+    (app_doc,) = (
+        await memory.scoped(Principal("google-adk:app", tenant=APP)).list_conversations(archived=True)
+    ).items
+    # State is written in id order, so the session's and the app's are written before the
+    # missing user document is found: the transaction must undo them.
+    assert conversation.id < user_doc.id
+    assert app_doc.id < user_doc.id
+    await chat.delete_conversation(user_doc.id)
+
+    with pytest.raises(ValueError, match="User state missing"):
+        await service.append_event(session, user_event("lost", k="after", **{"user:u": 1, "app:a": 2}))
+
+    stored = await service.get_session(app_name=APP, user_id="u1", session_id="s")
+    assert stored is not None
+    assert stored.events == []
+    assert stored.state == {"k": "before"}
+    assert stored.last_update_time == session.last_update_time
+
+
+async def test_a_deleted_session_id_can_be_created_again(service: ChatMemorySessionService) -> None:
+    for round_ in range(3):
+        session = await service.create_session(
+            app_name=APP, user_id="u1", session_id="s", state={"round": round_}
+        )
+        assert session.events == []
+        assert session.state == {"round": round_}
+        await service.append_event(session, user_event(f"round {round_}"))
+        got = await service.get_session(app_name=APP, user_id="u1", session_id="s")
+        assert got is not None
+        assert len(got.events) == 1
+        assert [s.state for s in (await service.list_sessions(app_name=APP, user_id="u1")).sessions] == [
+            {"round": round_}
+        ]
+        await service.delete_session(app_name=APP, user_id="u1", session_id="s")
+        assert await service.get_session(app_name=APP, user_id="u1", session_id="s") is None
+
+
+async def test_an_event_delivered_twice_is_stored_once(service: ChatMemorySessionService) -> None:
+    session = await service.create_session(app_name=APP, user_id="u1", session_id="s")
+    event = user_event("once", n=1)
+    await service.append_event(session, event)
+    await service.append_event(session, event)
+    assert len(session.events) == 1
+    stored = await service.get_session(app_name=APP, user_id="u1", session_id="s")
+    assert stored is not None
+    assert len(stored.events) == 1
+
+
+async def test_distinct_events_sharing_an_id_are_both_kept(service: ChatMemorySessionService) -> None:
+    session = await service.create_session(app_name=APP, user_id="u1", session_id="s")
+    first, second = user_event("one"), user_event("two")
+    second.id = first.id
+    await service.append_event(session, first)
+    await service.append_event(session, second)
+    stored = await service.get_session(app_name=APP, user_id="u1", session_id="s")
+    assert stored is not None
+    assert len(stored.events) == 2
+
+
+async def test_from_url_opens_and_closes_its_own_store(db_url: str) -> None:
+    async with ChatMemorySessionService.from_url(db_url) as service:
+        session = await service.create_session(app_name=APP, user_id="u1", session_id="s")
+        await service.append_event(session, user_event("hello", k=1))
+    async with ChatMemorySessionService.from_url(db_url) as service:
+        stored = await service.get_session(app_name=APP, user_id="u1", session_id="s")
+    assert stored is not None
+    assert stored.state == {"k": 1}
+    assert len(stored.events) == 1
+
+
+async def test_two_stores_on_one_database_let_exactly_one_stale_writer_win(
+    db_url: str, service: ChatMemorySessionService, memory: ChatMemory
+) -> None:
+    session = await service.create_session(app_name=APP, user_id="u1", session_id="s")
+    async with ChatMemorySessionService.from_url(db_url) as elsewhere:
+        theirs = await elsewhere.get_session(app_name=APP, user_id="u1", session_id="s")
+        assert theirs is not None
+        results = await asyncio.gather(
+            service.append_event(session, user_event("mine", who="me")),
+            elsewhere.append_event(theirs, user_event("theirs", who="them")),
+            return_exceptions=True,
+        )
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert len(errors) == 1
+    assert isinstance(errors[0], StaleSessionError)
+    stored = await service.get_session(app_name=APP, user_id="u1", session_id="s")
+    assert stored is not None
+    assert len(stored.events) == 1
+    winner = "me" if stored.events[0].content.parts[0].text == "mine" else "them"  # type: ignore[union-attr,index]
+    assert stored.state == {"who": winner}
+    # The refused writer's run left no empty history behind.
+    chat = memory.scoped(Principal("u1", tenant=APP))
+    (summary,) = (await chat.list_conversations()).items
+    assert len((await chat.get_conversation(summary.id)).histories) == 1

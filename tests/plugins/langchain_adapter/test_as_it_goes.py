@@ -1,0 +1,83 @@
+"""ChatMemoryMiddleware records as the run goes, and closes runs that ended where it cannot see."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from langchain.agents.middleware.types import AgentMiddleware, AgentState
+from langchain_core.messages import AIMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.runtime import Runtime
+
+from chatmemory.scope import Scope
+from tests.plugins.langchain_adapter._fakes import add, fake
+from tests.plugins.langchain_adapter._helpers import agent, histories, rows, user
+
+
+async def test_a_tool_result_is_stored_as_soon_as_the_tool_returns(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    stored_while_running: list[list[str]] = []
+
+    @tool
+    async def peek() -> str:
+        """Looks at the store while the sibling call has already returned."""
+        await asyncio.sleep(0.05)
+        stored_while_running.append([m.content for m in await alice.transcript(conv.id)])
+        return "peeked"
+
+    both = AIMessage(
+        content="",
+        tool_calls=[
+            {"name": "add", "args": {"a": 2, "b": 3}, "id": "c-add", "type": "tool_call"},
+            {"name": "peek", "args": {}, "id": "c-peek", "type": "tool_call"},
+        ],
+    )
+    await agent(alice, conv.id, fake(both, "done"), tools=[add, peek]).ainvoke(user("2+3 and look"))
+
+    assert stored_while_running == [["2+3 and look", "", "5"]]
+    (run,) = await histories(alice, conv.id)
+    assert [m.role for m in run.messages or []] == ["user", "assistant", "tool", "tool", "assistant"]
+
+
+class BrokenAfterModel(AgentMiddleware[AgentState[Any], Any, Any]):
+    """Fails in its own after_model node, outside every model and tool call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail = True
+
+    async def aafter_model(self, state: AgentState[Any], runtime: Runtime[Any]) -> dict[str, Any] | None:
+        if self.fail:
+            self.fail = False
+            raise RuntimeError("after_model broke")
+        return None
+
+
+async def test_a_run_ended_by_an_unseen_error_is_failed_by_the_threads_next_run(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    graph = agent(
+        alice,
+        conv.id,
+        fake("first answer", "second answer"),
+        before=[BrokenAfterModel()],
+        checkpointer=InMemorySaver(),
+    )
+    thread: RunnableConfig = {"configurable": {"thread_id": "t-1"}}
+    with pytest.raises(RuntimeError, match="after_model broke"):
+        await graph.ainvoke(user("Hi"), thread)
+    (run,) = await histories(alice, conv.id)
+    assert run.status == "running"  # the error never reached a hook of the middleware
+    assert rows(run.messages) == [("user", None, "Hi"), ("assistant", "fake-a", "first answer")]
+
+    await graph.ainvoke(user("Again"), thread)
+
+    first, second = await histories(alice, conv.id)
+    assert first.status == "failed"
+    assert first.error is not None
+    assert "stopped before finishing" in first.error
+    assert second.status == "completed"
+    assert rows(second.messages)[-1] == ("assistant", "fake-a", "second answer")

@@ -1,0 +1,286 @@
+"""``ChatMemoryChatStore`` as a LlamaIndex ``BaseChatStore``, every method sync and async.
+
+The first tests are llama-index-core's own chat-store tests, rewritten against this store:
+run-llama/llama_index, llama-index-core/tests/storage/chat_store/test_simple_chat_store.py
+(including the newer out-of-range and empty-key cases, which return ``None``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from chatmemory_llamaindex import ChatMemoryChatStore
+from llama_index.core.llms import ChatMessage
+from llama_index.core.memory import ChatMemoryBuffer
+
+from chatmemory import (
+    ChatMemory,
+    ImagePart,
+    InvalidInputError,
+    NewMessage,
+    Principal,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+)
+from chatmemory.scope import Scope
+from tests.plugins.llamaindex.conftest import StoreCalls
+
+
+def user(text: str) -> ChatMessage:
+    return ChatMessage(role="user", content=text)
+
+
+async def test_add_messages(calls: StoreCalls) -> None:
+    for key in ("user1", "user2"):
+        await calls("add_message", key, user("hello"))
+        await calls("add_message", key, user("world"))
+
+    assert await calls("get_messages", "user1") == [user("hello"), user("world")]
+    assert await calls("get_messages", "user2") == [user("hello"), user("world")]
+    assert await calls("get_keys") == ["user1", "user2"]
+
+    await calls("add_message", "user1", user("hello"), idx=0)
+    assert await calls("get_messages", "user1") == [user("hello"), user("hello"), user("world")]
+    await calls("add_message", "user1", user("middle"), idx=2)
+    assert [m.content for m in await calls("get_messages", "user1")] == ["hello", "hello", "middle", "world"]
+
+
+async def test_delete_chat_messages(calls: StoreCalls) -> None:
+    for key in ("user1", "user2"):
+        await calls("add_message", key, user("hello"))
+        await calls("add_message", key, user("world"))
+
+    assert await calls("delete_messages", "user1") == [user("hello"), user("world")]
+
+    assert await calls("get_messages", "user1") == []
+    assert await calls("get_messages", "user2") == [user("hello"), user("world")]
+    assert await calls("get_keys") == ["user2"]
+    assert await calls("delete_messages", "user1") is None
+
+
+async def test_delete_chat_message(calls: StoreCalls) -> None:
+    await calls("add_message", "user1", user("hello"))
+    await calls("add_message", "user1", user("world"))
+
+    assert await calls("delete_last_message", "user1") == user("world")
+
+    assert await calls("get_messages", "user1") == [user("hello")]
+
+
+async def test_delete_chat_message_idx(calls: StoreCalls) -> None:
+    await calls("add_message", "user1", user("hello"))
+    await calls("add_message", "user1", user("world"))
+
+    assert await calls("delete_message", "user1", 0) == user("hello")
+
+    assert await calls("get_messages", "user1") == [user("world")]
+
+
+async def test_delete_chat_message_out_of_bounds(calls: StoreCalls) -> None:
+    await calls("add_message", "user1", user("hello"))
+
+    assert await calls("delete_message", "user1", -2) is None
+    assert await calls("delete_message", "user1", 1) is None
+    assert await calls("delete_message", "nobody", 0) is None
+    assert await calls("get_messages", "user1") == [user("hello")]
+
+
+async def test_delete_last_chat_message_from_empty_history(calls: StoreCalls) -> None:
+    message = user("hello")
+    await calls("add_message", "user1", message)
+
+    assert await calls("delete_last_message", "user1") == message
+    assert await calls("delete_last_message", "user1") is None
+    assert await calls("delete_last_message", "nobody") is None
+
+
+async def test_set_messages_replaces_and_non_ascii_survives(calls: StoreCalls) -> None:
+    await calls("add_message", "user1", user("old"))
+    await calls("set_messages", "user1", [user("ハロー héllo"), ChatMessage(role="assistant", content="ok")])
+
+    assert [m.content for m in await calls("get_messages", "user1")] == ["ハロー héllo", "ok"]
+    await calls("set_messages", "user1", [])
+    assert await calls("get_messages", "user1") == []
+
+
+# -- what a chatmemory-backed store adds --------------------------------------------------------
+
+
+async def test_keys_are_the_principals_conversations(
+    alice: Scope, bob: Scope, store: ChatMemoryChatStore
+) -> None:
+    await store.async_add_message("trip", user("hi"))
+    bobs = ChatMemoryChatStore(bob)
+    assert await bobs.aget_keys() == []
+    assert await bobs.aget_messages("trip") == []
+    await bobs.async_add_message("trip", user("bob's own"))
+    assert [m.content for m in await store.aget_messages("trip")] == ["hi"]
+
+    # A conversation started elsewhere is reachable by its id, and listed by it.
+    conversation = await alice.start_conversation(title="from the SDK")
+    run = await alice.start_history(conversation.id, model="gpt-x")
+    await alice.append_messages(run.id, [NewMessage(role="user", content="sdk")])
+    assert await store.aget_keys() == ["trip", str(conversation.id)]
+    assert [m.content for m in await store.aget_messages(str(conversation.id))] == ["sdk"]
+    # Bob cannot reach it by id.
+    assert await bobs.aget_messages(str(conversation.id)) == []
+
+
+async def test_each_user_message_after_a_reply_opens_a_history(
+    alice: Scope, store: ChatMemoryChatStore
+) -> None:
+    for message in (user("q1"), user("q1 again"), ChatMessage(role="assistant", content="a1"), user("q2")):
+        await store.async_add_message("k", message)
+
+    (conversation,) = (await alice.list_conversations()).items
+    detail = await alice.get_conversation(conversation.id, messages=True)
+    runs = [[m.content for m in h.messages or []] for h in detail.histories]
+    assert runs == [["q1", "q1 again", "a1"], ["q2"]]
+    assert [h.status for h in detail.histories] == ["completed", "running"]
+    assert {h.model for h in detail.histories} == {"unknown"}
+    assert conversation.metadata == {"llamaindex_key": "k"}
+
+
+async def test_a_deleted_conversation_is_started_again(alice: Scope, store: ChatMemoryChatStore) -> None:
+    await store.async_add_message("k", user("first"))
+    (conversation,) = (await alice.list_conversations()).items
+    await alice.delete_conversation(conversation.id)  # behind the store's back
+
+    assert await store.aget_messages("k") == []
+    await store.async_add_message("k", user("second"))
+    assert [m.content for m in await store.aget_messages("k")] == ["second"]
+
+
+async def test_blocks_round_trip_and_are_stored_as_parts(alice: Scope, store: ChatMemoryChatStore) -> None:
+    from llama_index.core.base.llms.types import ImageBlock, TextBlock, ToolCallBlock
+
+    sent = [
+        ChatMessage(
+            role="user",
+            blocks=[
+                TextBlock(text="what is this?"),
+                ImageBlock(url="https://example.com/cat.png"),
+                ImageBlock(image=b"\x89PNG-bytes", image_mimetype="image/png"),
+            ],
+        ),
+        ChatMessage(
+            role="assistant", blocks=[ToolCallBlock(tool_call_id="c1", tool_name="look", tool_kwargs={})]
+        ),
+        ChatMessage(role="tool", content="a cat", additional_kwargs={"tool_call_id": "c1"}),
+    ]
+    await store.aset_messages("k", sent)
+
+    assert await store.aget_messages("k") == sent
+    stored = await alice.transcript((await alice.list_conversations()).items[0].id)
+    assert [type(p) for p in stored[0].parts or []] == [TextPart, ImagePart, ImagePart]
+    assert stored[0].content == "what is this?"
+    assert stored[1].parts == [ToolCallPart(id="c1", name="look", arguments={})]
+    assert stored[2].parts == [ToolResultPart(call_id="c1", content="a cat")]
+    assert all(m.native is not None and m.native.format == "llamaindex" for m in stored)
+
+
+async def test_messages_of_other_frameworks_are_read_from_their_parts(
+    alice: Scope, store: ChatMemoryChatStore
+) -> None:
+    conversation = await alice.start_conversation()
+    run = await alice.start_history(conversation.id, model="gpt-x")
+    await alice.append_messages(
+        run.id,
+        [
+            NewMessage(
+                role="user", content=[TextPart(text="look"), ImagePart(url="https://example.com/a.png")]
+            ),
+            NewMessage(role="assistant", content=[ToolCallPart(id="c1", name="look", arguments={"q": 1})]),
+            NewMessage(role="tool", content=[ToolResultPart(call_id="c1", content="seen")]),
+            NewMessage(role="assistant", content="done"),
+        ],
+    )
+
+    got = await store.aget_messages(str(conversation.id))
+    assert [m.role.value for m in got] == ["user", "assistant", "tool", "assistant"]
+    assert got[0].blocks[1].url is not None and str(got[0].blocks[1].url) == "https://example.com/a.png"  # type: ignore[union-attr]
+    assert got[1].blocks[0].tool_kwargs == {"q": 1}  # type: ignore[union-attr]
+    assert got[2].additional_kwargs == {"tool_call_id": "c1"} and got[2].content == "seen"
+    assert got[3].content == "done"
+
+
+async def test_a_synchronous_call_on_the_owning_loop_is_refused(store: ChatMemoryChatStore) -> None:
+    with pytest.raises(RuntimeError, match="blocked"):
+        store.add_message("k", user("from the loop itself"))
+    assert await store.aget_keys() == []
+
+
+def test_a_synchronous_program_hands_its_loop_to_the_store(db_url: str) -> None:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        memory = asyncio.run_coroutine_threadsafe(_open(db_url), loop).result(timeout=60)
+        store = ChatMemoryChatStore(memory.scoped(Principal("alice")), loop=loop)
+        buffer = ChatMemoryBuffer.from_defaults(chat_store=store, chat_store_key="k")
+        buffer.put(user("sync hello"))
+        assert buffer.get_all() == [user("sync hello")]
+        assert store.get_keys() == ["k"]
+        store.close()  # the loop is the program's: it keeps running
+        assert loop.is_running()
+        asyncio.run_coroutine_threadsafe(memory.close(), loop).result(timeout=60)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+async def _open(url: str) -> ChatMemory:
+    return await ChatMemory.open(url)
+
+
+async def test_concurrent_writes_to_a_new_key_share_one_conversation_and_run(
+    alice: Scope, store: ChatMemoryChatStore
+) -> None:
+    await asyncio.gather(*(store.async_add_message("k", user(f"q{i}")) for i in range(4)))
+
+    (conversation,) = (await alice.list_conversations()).items
+    detail = await alice.get_conversation(conversation.id, messages=True)
+    assert len(detail.histories) == 1
+    assert sorted(m.content for m in detail.histories[0].messages or []) == ["q0", "q1", "q2", "q3"]
+
+
+async def test_a_refused_message_changes_nothing(alice: Scope, store: ChatMemoryChatStore) -> None:
+    await store.async_add_message("k", user("q1"))
+    await store.async_add_message("k", ChatMessage(role="assistant", content="a1"))
+    (conversation,) = (await alice.list_conversations()).items
+    before = await alice.get_conversation(conversation.id, messages=True)
+    too_long = "x" * 100_001
+
+    with pytest.raises(InvalidInputError):
+        await store.async_add_message("k", user(too_long))  # would open a new run
+    with pytest.raises(InvalidInputError):
+        await store.async_add_message("k", ChatMessage(role="assistant", content=too_long))
+    with pytest.raises(InvalidInputError):
+        await store.aset_messages("k", [user("fine"), user(too_long)])
+    with pytest.raises(InvalidInputError):
+        await store.async_add_message("", user("no key"))
+
+    after = await alice.get_conversation(conversation.id, messages=True)
+    assert after.histories == before.histories
+    assert [m.content for m in await store.aget_messages("k")] == ["q1", "a1"]
+    assert await store.aget_keys() == ["k"]
+
+
+async def test_another_frameworks_run_in_progress_is_left_alone(
+    alice: Scope, store: ChatMemoryChatStore
+) -> None:
+    conversation = await alice.start_conversation()
+    theirs = await alice.start_history(conversation.id, model="gpt-x", metadata={"framework": "other"})
+    await alice.append_messages(theirs.id, [NewMessage(role="user", content="theirs")])
+
+    await store.async_add_message(str(conversation.id), ChatMessage(role="assistant", content="ours"))
+
+    detail = await alice.get_conversation(conversation.id, messages=True)
+    assert [(h.status, [m.content for m in h.messages or []]) for h in detail.histories] == [
+        ("running", ["theirs"]),
+        ("running", ["ours"]),
+    ]

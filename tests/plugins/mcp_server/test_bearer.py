@@ -1,0 +1,39 @@
+"""``principal_from_authorization``: one request's Authorization header to a principal, no web framework."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from chatmemory_mcp import AnyOfVerifier, JWTSettings, JWTVerifier, TokenFile, TokenFileVerifier
+from chatmemory_mcp.bearer import CredentialsRefused, MissingCredentials, principal_from_authorization
+
+from chatmemory import Principal
+from tests.plugins.mcp_server._issuer import issuing
+
+
+async def test_a_header_becomes_a_principal_or_a_typed_refusal(tmp_path: Path) -> None:
+    token, _ = TokenFile(tmp_path / "tokens.json").create(Principal("alice", tenant="acme"))
+    verifier = TokenFileVerifier(tmp_path / "tokens.json")
+    for header in (f"Bearer {token}", f"bearer  {token} ", f"BEARER {token}"):
+        assert await principal_from_authorization(header, verifier) == Principal("alice", tenant="acme")
+    for missing in (None, "", "Bearer", "Bearer   ", f"Basic {token}", token):
+        with pytest.raises(MissingCredentials, match="authentication required"):
+            await principal_from_authorization(missing, verifier)
+    for refused in ("Bearer cmt_unknown", f"Bearer {token}x", "Bearer " + "a" * 9_000):
+        with pytest.raises(CredentialsRefused, match="refused"):
+            await principal_from_authorization(refused, verifier)
+
+
+async def test_token_file_and_jwt_verifiers_combine(tmp_path: Path) -> None:
+    token, _ = TokenFile(tmp_path / "tokens.json").create(Principal("ops", admin=True))
+    async with issuing() as issuer:
+        jwt = JWTVerifier(JWTSettings(issuer=issuer.url, audience="api", jwks_url=f"{issuer.url}/jwks"))
+        verifier = AnyOfVerifier([TokenFileVerifier(tmp_path / "tokens.json"), jwt])
+        assert await principal_from_authorization(f"Bearer {token}", verifier) == Principal("ops", admin=True)
+        minted = issuer.mint("alice", aud="api")
+        assert await principal_from_authorization(f"Bearer {minted}", verifier) == Principal(
+            "alice", tenant=issuer.url
+        )
+        with pytest.raises(CredentialsRefused):
+            await principal_from_authorization(f"Bearer {issuer.mint('alice', aud='web')}", verifier)

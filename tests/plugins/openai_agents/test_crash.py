@@ -1,0 +1,102 @@
+"""A process killed mid-run loses nothing it had recorded; a later run closes the history it left open."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import textwrap
+
+import pytest
+from agents.models import get_default_model
+from agents.testing import assistant_message
+from chatmemory_openai_agents import ChatMemorySession
+from chatmemory_openai_agents._record import UNCLOSED
+
+from chatmemory import Conversation
+from chatmemory.scope import Scope
+from tests.plugins.openai_agents._support import NamedModel, make_agent
+
+# Runs one agent turn that calls a tool, then hangs in its second model call until killed.
+RUN_UNTIL_KILLED = textwrap.dedent(
+    """
+    import asyncio, sys
+    from agents import Agent, Runner, function_tool, set_tracing_disabled
+    from agents.testing import ModelStep, ScriptedModel, function_call
+    from chatmemory import ChatMemory, Principal
+    from chatmemory_openai_agents import ChatMemorySession
+
+    url, conversation_id, wiring = sys.argv[1:4]
+
+    @function_tool
+    def add(a: int, b: int) -> int:
+        "Add two integers."
+        return a + b
+
+    async def hang(call):
+        print("in second model call", flush=True)
+        await asyncio.Event().wait()
+
+    class Named(ScriptedModel):
+        model = "doomed-model"
+
+    async def main():
+        set_tracing_disabled(True)
+        model = Named([[function_call("add", {"a": 2, "b": 3}, call_id="c1")], ModelStep.respond(hang)])
+        agent = Agent(name="calc", instructions="You add.", model=model, tools=[add])
+        async with ChatMemory.open(url) as memory:
+            session = ChatMemorySession(memory.scoped(Principal("alice")), conversation_id)
+            if wiring == "session.run":
+                await session.run(agent, "2+3?")
+            else:
+                await Runner.run(agent, "2+3?", session=session)
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.parametrize("wiring", ["run", "session.run"])
+async def test_a_killed_run_keeps_its_items_and_is_closed_later(
+    wiring: str, db_url: str, alice: Scope, conversation: Conversation
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        RUN_UNTIL_KILLED,
+        db_url,
+        str(conversation.id),
+        wiring,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "OPENAI_API_KEY": "sk-test-not-used"},
+    )
+    assert process.stdout is not None
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), timeout=120)
+        assert line == b"in second model call\n"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+
+    (left,) = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert left.status == "running"
+    assert [m.role for m in left.messages or []] == ["user", "assistant", "tool"]
+    # Without hooks the session cannot see the agent: it records its default model.
+    assert left.model == ("doomed-model" if wiring == "session.run" else get_default_model())
+
+    session = ChatMemorySession(alice, conversation.id)
+    model = NamedModel("next-model", [[assistant_message("5")]])
+    await session.run(make_agent("calc", model), "Still there?")
+
+    killed, later = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert (killed.status, killed.error) == ("failed", UNCLOSED)
+    assert [m.role for m in killed.messages or []] == ["user", "assistant", "tool"]
+    assert later.status == "completed"
+    assert model.last_call is not None
+    assert [item.get("type", "message") for item in model.last_call.input] == [
+        "message",
+        "function_call",
+        "function_call_output",
+        "message",
+    ]

@@ -1,0 +1,300 @@
+"""Every way the SDK can be wired to a session records every item, at once, as a history.
+
+The runner-method parametrisation and the two-turn scenarios are rewritten from the SDK's own
+session tests (openai/openai-agents-python, ``tests/memory/test_session.py``:
+``test_session_memory_basic_functionality_parametrized``,
+``test_session_memory_appends_list_input_by_default``, ``test_session_callback_prepared_input``,
+``test_session_callback_repeating_history_does_not_grow_session``), run against
+``ChatMemorySession`` on both backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from agents import Agent, RunConfig, Runner, SQLiteSession, function_tool
+from agents.testing import ModelStep, assistant_message, function_call
+from chatmemory_openai_agents import ChatMemorySession
+from chatmemory_openai_agents._record import UNCLOSED
+
+from chatmemory import Conversation, InvalidInputError
+from chatmemory.scope import Scope
+from tests.plugins.openai_agents._support import NamedModel, add, make_agent
+
+WIRINGS = [
+    "run",
+    "run_sync",
+    "run_streamed",
+    "run+hooks",
+    "run_sync+hooks",
+    "run_streamed+hooks",
+    "session.run",
+]
+
+
+def _run_sync(agent: Agent[Any], input: Any, **kwargs: Any) -> Any:
+    # The SDK's tests give run_sync a thread with an event loop of its own.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return Runner.run_sync(agent, input, **kwargs)
+    finally:
+        loop.close()
+
+
+async def drive(wiring: str, session: ChatMemorySession, agent: Agent[Any], input: Any, **kwargs: Any) -> Any:
+    """Run ``agent`` the way ``wiring`` names, as a user of the SDK would."""
+    method, _, extra = wiring.partition("+")
+    if extra == "hooks":
+        kwargs["hooks"] = session.hooks
+    if method == "session.run":
+        return await session.run(agent, input, **kwargs)
+    if method == "run":
+        return await Runner.run(agent, input, session=session, **kwargs)
+    if method == "run_sync":
+        return await asyncio.to_thread(_run_sync, agent, input, session=session, **kwargs)
+    result = Runner.run_streamed(agent, input, session=session, **kwargs)
+    async for _ in result.stream_events():
+        pass
+    return result
+
+
+def two_turns(name: str) -> NamedModel:
+    return NamedModel(
+        name,
+        [
+            [function_call("add", {"a": 2, "b": 3}, call_id="c1")],
+            [assistant_message("San Francisco", item_id="m1")],
+            [assistant_message("California", item_id="m2")],
+        ],
+    )
+
+
+@pytest.mark.parametrize("wiring", WIRINGS)
+async def test_every_wiring_stores_and_reloads_every_item(
+    wiring: str, alice: Scope, conversation: Conversation
+) -> None:
+    baseline = SQLiteSession("baseline")
+    await Runner.run(
+        make_agent("guide", two_turns("agent-model"), tools=[add]), "Bridge city?", session=baseline
+    )
+
+    model = two_turns("agent-model")
+    agent = make_agent("guide", model, tools=[add])
+    session = ChatMemorySession(alice, conversation.id, model="session-default")
+    first = await drive(wiring, session, agent, "Bridge city?")
+    assert first.final_output == "San Francisco"
+    assert await session.get_items() == await baseline.get_items()
+
+    # A fresh object, as after a restart: the next turn's model sees the whole first turn.
+    resumed = ChatMemorySession(alice, conversation.id, model="session-default")
+    second = await drive(wiring, resumed, agent, "What state?")
+    assert second.final_output == "California"
+    assert model.last_call is not None
+    assert model.last_call.input[:-1] == await baseline.get_items()
+    assert len(await resumed.get_items()) == 6
+
+    histories = (await alice.get_conversation(conversation.id, messages=True)).histories
+    hooked = "hooks" in wiring or wiring == "session.run"
+    expected_model = "agent-model" if hooked else "session-default"
+    assert [(h.model, h.status) for h in histories] == [(expected_model, "completed")] * 2
+    assert [len(h.messages or []) for h in histories] == [4, 2]
+    if hooked:
+        assert [h.system_prompts for h in histories] == [["Be brief."]] * 2
+        assert histories[0].usage is not None
+        assert histories[0].usage["requests"] == 2
+        assert [m.model for m in histories[0].messages or []] == [None, "agent-model", None, "agent-model"]
+
+
+async def test_without_hooks_the_run_config_model_names_the_run(
+    alice: Scope, conversation: Conversation
+) -> None:
+    session = ChatMemorySession(alice, conversation.id, run_config=RunConfig(model="configured-model"))
+    agent = make_agent("helper", NamedModel("agent-model", [[assistant_message("Hi!")]]))
+    await Runner.run(agent, "Hello", session=session)
+
+    (run,) = (await alice.get_conversation(conversation.id)).histories
+    assert (run.model, run.status) == ("configured-model", "completed")
+
+
+@pytest.mark.parametrize("wiring", ["run", "run_streamed", "run+hooks", "session.run"])
+async def test_each_item_is_written_before_the_next_model_call(
+    wiring: str, alice: Scope, conversation: Conversation
+) -> None:
+    seen: list[list[str]] = []
+
+    def stored_then_answer(text: str) -> Callable[[Any], Any]:
+        async def respond(call: Any) -> list[Any]:
+            messages = await alice.transcript(conversation.id)
+            seen.append([m.role for m in messages])
+            return (
+                [assistant_message(text)] if text else [function_call("add", {"a": 1, "b": 1}, call_id="c1")]
+            )
+
+        return respond
+
+    model = NamedModel(
+        "m", [ModelStep.respond(stored_then_answer("")), ModelStep.respond(stored_then_answer("2"))]
+    )
+    session = ChatMemorySession(alice, conversation.id)
+    await drive(wiring, session, make_agent("calc", model, tools=[add]), "1+1?")
+
+    assert seen == [["user"], ["user", "assistant", "tool"]]
+
+
+@pytest.mark.parametrize("wiring", ["run", "run_streamed", "run+hooks"])
+async def test_a_run_nothing_closed_is_closed_by_the_next_run(
+    wiring: str, alice: Scope, conversation: Conversation
+) -> None:
+    failing = NamedModel(
+        "m",
+        [[function_call("add", {"a": 1, "b": 1}, call_id="c1")], ModelStep.raise_error(RuntimeError("down"))],
+    )
+    session = ChatMemorySession(alice, conversation.id)
+    with pytest.raises(RuntimeError, match="down"):
+        await drive(wiring, session, make_agent("calc", failing, tools=[add]), "1+1?")
+    (run,) = (await alice.get_conversation(conversation.id)).histories
+    assert run.status == "running"  # nothing told the session the run ended
+
+    await drive(wiring, session, make_agent("calc", NamedModel("m", [[assistant_message("2")]])), "Again?")
+    first, second = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert (first.status, first.error) == ("failed", UNCLOSED)
+    assert [m.role for m in first.messages or []] == ["user", "assistant", "tool"]
+    assert second.status == "completed"
+
+
+@pytest.mark.parametrize("wiring", ["run", "run_sync", "run_streamed"])
+async def test_list_input_is_appended_to_stored_history(
+    wiring: str, alice: Scope, conversation: Conversation
+) -> None:
+    session = ChatMemorySession(alice, conversation.id)
+    initial: list[Any] = [
+        {"role": "user", "content": "Earlier message"},
+        {"role": "assistant", "content": "Saved reply"},
+    ]
+    await session.add_items(initial)
+    model = NamedModel("m", [[assistant_message("This should run")]])
+    list_input: list[Any] = [{"role": "user", "content": "Test message"}]
+    await drive(wiring, session, make_agent("t", model), list_input)
+
+    assert model.last_call is not None
+    assert model.last_call.input == initial + list_input
+
+
+@pytest.mark.parametrize("wiring", ["run", "run_sync", "run_streamed"])
+async def test_session_input_callback_shapes_the_model_input(
+    wiring: str, alice: Scope, conversation: Conversation
+) -> None:
+    session = ChatMemorySession(alice, conversation.id)
+    initial: list[Any] = [
+        {"role": "user", "content": "Hello there."},
+        {"role": "assistant", "content": "Hi, I'm here to assist you."},
+    ]
+    await session.add_items(initial)
+
+    def only_user_messages(history: list[Any], new_input: list[Any]) -> list[Any]:
+        return [item for item in history if item["role"] == "user"] + new_input
+
+    model = NamedModel("m", [[assistant_message("I'm a model")]])
+    new_input: list[Any] = [{"role": "user", "content": "What your name?"}]
+    config = RunConfig(session_input_callback=only_user_messages)
+    await drive(wiring, session, make_agent("t", model), new_input, run_config=config)
+
+    assert model.last_call is not None
+    assert model.last_call.input == [initial[0], new_input[0]]
+
+
+@pytest.mark.parametrize("wiring", ["run", "run_sync", "run_streamed"])
+async def test_repeating_history_in_the_callback_does_not_grow_the_session(
+    wiring: str, alice: Scope, conversation: Conversation
+) -> None:
+    session = ChatMemorySession(alice, conversation.id)
+
+    def repeat_first(history: list[Any], new_input: list[Any]) -> list[Any]:
+        return [*history, history[0], *new_input] if history else new_input
+
+    model = NamedModel("m", [[assistant_message(f"assistant {turn}")] for turn in range(3)])
+    for turn in range(3):
+        config = RunConfig(session_input_callback=repeat_first)
+        await drive(wiring, session, make_agent("t", model), f"user {turn}", run_config=config)
+
+    stored = await session.get_items()
+    assert [item.get("content") for item in stored if item.get("role") == "user"] == [
+        "user 0",
+        "user 1",
+        "user 2",
+    ]
+    assert len(stored) == 6
+
+
+@pytest.mark.parametrize("wiring", ["run", "run+hooks", "session.run"])
+async def test_a_run_whose_history_is_closed_under_it_carries_on_in_a_new_one(
+    wiring: str, alice: Scope, conversation: Conversation
+) -> None:
+    async def close_it_elsewhere(call: Any) -> list[Any]:
+        # Another process's clean-up closes the run's history between two model calls.
+        (history,) = (await alice.get_conversation(conversation.id)).histories
+        await alice.finish_history(history.id, status="failed", error="closed elsewhere")
+        return [assistant_message("2")]
+
+    model = NamedModel(
+        "m", [[function_call("add", {"a": 1, "b": 1}, call_id="c1")], ModelStep.respond(close_it_elsewhere)]
+    )
+    session = ChatMemorySession(alice, conversation.id)
+    result = await drive(wiring, session, make_agent("calc", model, tools=[add]), "1+1?")
+    assert result.final_output == "2"
+
+    first, rest = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert [m.role for m in first.messages or []] == ["user", "assistant", "tool"]
+    assert rest.metadata is not None
+    assert rest.metadata["continues"] == str(first.id)
+    assert (rest.status, [m.role for m in rest.messages or []]) == ("completed", ["assistant"])
+    assert len(await session.get_items()) == 4
+
+
+async def test_concurrent_runs_on_two_session_objects_leave_each_other_open(
+    alice: Scope, conversation: Conversation
+) -> None:
+    both_started = asyncio.Barrier(2)
+
+    def waits_for_the_other(text: str) -> NamedModel:
+        async def respond(call: Any) -> list[Any]:
+            await asyncio.wait_for(both_started.wait(), timeout=30)
+            return [assistant_message(text)]
+
+        return NamedModel(f"model-{text}", [ModelStep.respond(respond)])
+
+    runs = [
+        ChatMemorySession(alice, conversation.id).run(
+            make_agent(name, waits_for_the_other(name)), f"to {name}"
+        )
+        for name in ("a", "b")
+    ]
+    await asyncio.gather(*runs)
+
+    histories = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert sorted((h.model, h.status, len(h.messages or [])) for h in histories) == [
+        ("model-a", "completed", 2),
+        ("model-b", "completed", 2),
+    ]
+
+
+@pytest.mark.parametrize("wiring", ["run", "run_streamed", "run_streamed+hooks"])
+async def test_a_write_the_store_refuses_fails_the_run_and_never_hangs(
+    wiring: str, alice: Scope, conversation: Conversation
+) -> None:
+    """After ``test_session_add_items_exception_propagates_in_streamed`` in the SDK's suite."""
+
+    @function_tool
+    def fetch() -> str:
+        """Return a page over the store's content limit."""
+        return "x" * 100_001
+
+    model = NamedModel("m", [[function_call("fetch", {}, call_id="c1")], [assistant_message("Done.")]])
+    session = ChatMemorySession(alice, conversation.id)
+    with pytest.raises(InvalidInputError):
+        await asyncio.wait_for(drive(wiring, session, make_agent("reader", model, tools=[fetch]), "Read"), 30)
+    assert [item.get("role") for item in await session.get_items()] == ["user"]

@@ -1,0 +1,182 @@
+"""A tool that cancels its run: what is stored, and how the next run resumes.
+
+Ported from pydantic/pydantic-ai ``tests/test_run_cancellation.py``
+(``test_tool_cancels_run_and_history_is_resumable``), rewritten so the history goes through
+chatmemory: the stored run must hold what ``RunCancelled.all_messages()`` holds, and a run
+resumed from the store must send the model what pydantic-ai's own resume sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from chatmemory_pydantic_ai import ChatMemoryCapability, load_messages
+from pydantic_ai import Agent, RunCancelled, RunContext, RunTimedOut, capture_run_messages, models
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelMessagesTypeAdapter,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+)
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+from chatmemory import ToolCallPart as StoredCall
+from chatmemory import ToolResultPart
+from chatmemory.scope import Scope
+
+models.ALLOW_MODEL_REQUESTS = False
+
+
+def _parallel_tools_agent(**kwargs: Any) -> tuple[Agent[None, str], list[list[ModelMessage]]]:
+    """An agent whose first response calls a fast tool and a slow self-cancelling tool."""
+    seen_by_model: list[list[ModelMessage]] = []
+
+    def model_func(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        seen_by_model.append(list(messages))
+        if len(messages) == 1:
+            return ModelResponse(
+                parts=[
+                    ToolCallPart(tool_name="fast_tool", args={}, tool_call_id="call_fast"),
+                    ToolCallPart(tool_name="cancelling_tool", args={}, tool_call_id="call_slow"),
+                ]
+            )
+        return ModelResponse(parts=[TextPart(f"done after {len(messages)}")])
+
+    agent = Agent(FunctionModel(model_func, model_name="fn-cancel"), **kwargs)
+
+    @agent.tool_plain
+    async def fast_tool() -> str:
+        return "fast result"
+
+    @agent.tool
+    async def cancelling_tool(ctx: RunContext[None]) -> str:
+        await asyncio.sleep(0.05)  # let the sibling finish first
+        ctx.cancel()
+        await asyncio.sleep(5)
+        raise AssertionError("unreachable")
+
+    return agent, seen_by_model
+
+
+def _shape(messages: Sequence[ModelMessage]) -> Any:
+    """Messages as JSON without what differs between two equivalent runs (times, run ids)."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            skip = ("timestamp", "run_id", "conversation_id")
+            return {k: strip(v) for k, v in value.items() if k not in skip}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip(ModelMessagesTypeAdapter.dump_python(list(messages), mode="json"))
+
+
+async def test_a_tool_cancelling_the_run_keeps_the_finished_tools_result(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    agent, _ = _parallel_tools_agent(capabilities=[ChatMemoryCapability(alice, conv.id)])
+
+    with pytest.raises(RunCancelled) as raised:
+        await agent.run("go")
+
+    (history,) = (await alice.get_conversation(conv.id, messages=True)).histories
+    assert (history.status, history.error) == ("cancelled", "RunCancelled: The agent run was cancelled.")
+    user, call, result = history.messages or []
+    assert (user.role, user.content) == ("user", "go")
+    assert call.parts == [
+        StoredCall(id="call_fast", name="fast_tool", arguments={}),
+        StoredCall(id="call_slow", name="cancelling_tool", arguments={}),
+    ]
+    assert (result.role, result.parts) == (
+        "tool",
+        [ToolResultPart(call_id="call_fast", content="fast result")],
+    )
+    assert _shape(await load_messages(alice, conv.id)) == _shape(raised.value.all_messages())
+    assert (await load_messages(alice, conv.id))[-1].state == "interrupted"  # type: ignore[union-attr]
+
+
+async def test_the_next_run_resumes_a_cancelled_one_as_pydantic_ai_does(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    ours, ours_seen = _parallel_tools_agent(capabilities=[ChatMemoryCapability(alice, conv.id)])
+    theirs, theirs_seen = _parallel_tools_agent()
+    with pytest.raises(RunCancelled):
+        await ours.run("go")
+    with pytest.raises(RunCancelled) as raised:
+        await theirs.run("go")
+
+    await ours.run("never mind, wrap up")
+    kept = await theirs.run("never mind, wrap up", message_history=raised.value.all_messages())
+
+    assert _shape(ours_seen[-1]) == _shape(theirs_seen[-1])
+    resumed = ours_seen[-1][-1]
+    assert [(p.part_kind, getattr(p, "outcome", None)) for p in resumed.parts] == [
+        ("tool-return", "success"),
+        ("tool-return", "interrupted"),  # synthesised by pydantic-ai for the cancelled call
+        ("user-prompt", None),
+    ]
+    # A third turn, where the interrupted request is no longer the last one, still matches.
+    await ours.run("and now?")
+    await theirs.run("and now?", message_history=kept.all_messages())
+    assert _shape(ours_seen[-1]) == _shape(theirs_seen[-1])
+    first, second, third = (await alice.get_conversation(conv.id, messages=True)).histories
+    assert (first.status, second.status, third.status) == ("cancelled", "completed", "completed")
+
+
+async def test_a_tool_failing_the_run_keeps_what_pydantic_ai_captured(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+
+    def model_func(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(
+            parts=[
+                ToolCallPart(tool_name="fast_tool", args={}, tool_call_id="call_fast"),
+                ToolCallPart(tool_name="failing_tool", args={}, tool_call_id="call_bad"),
+            ]
+        )
+
+    agent = Agent(FunctionModel(model_func, model_name="fn-fail"))
+
+    @agent.tool_plain
+    async def fast_tool() -> str:
+        return "fast result"
+
+    @agent.tool_plain
+    async def failing_tool() -> str:
+        await asyncio.sleep(0.05)
+        raise RuntimeError("tool broke")
+
+    with capture_run_messages() as captured, pytest.raises(RuntimeError, match="tool broke"):
+        await agent.run("go", capabilities=[ChatMemoryCapability(alice, conv.id)])
+
+    (history,) = (await alice.get_conversation(conv.id, messages=True)).histories
+    assert (history.status, history.error) == ("failed", "RuntimeError: tool broke")
+    assert _shape(await load_messages(alice, conv.id)) == _shape(captured)
+    assert [m.role for m in history.messages or []] == ["user", "assistant", "tool"]
+
+
+async def test_a_run_timing_out_is_cancelled_with_what_it_produced(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    agent, _ = _parallel_tools_agent()
+
+    @agent.tool_plain
+    async def hang() -> str:
+        await asyncio.sleep(5)
+        raise AssertionError("unreachable")
+
+    def call_hang(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[ToolCallPart(tool_name="hang", args={}, tool_call_id="call_hang")])
+
+    with pytest.raises(RunTimedOut) as raised:
+        await agent.run(
+            "wait",
+            model=FunctionModel(call_hang, model_name="fn-hang"),
+            timeout=0.2,
+            capabilities=[ChatMemoryCapability(alice, conv.id)],
+        )
+
+    (history,) = (await alice.get_conversation(conv.id, messages=True)).histories
+    assert (history.status, history.error) == ("cancelled", "RunTimedOut: The agent run timed out.")
+    assert _shape(await load_messages(alice, conv.id)) == _shape(raised.value.all_messages())

@@ -1,0 +1,137 @@
+"""``merge_and_append`` (metadata set in the same transaction as an append, with an optimistic
+check) and ``get_tail`` (a conversation's newest messages, by count and by time)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from chatmemory import ConflictError, ConversationNotFound, HistoryNotFound, InvalidInputError
+from chatmemory.scope import Scope
+
+
+async def test_metadata_and_messages_are_written_together(alice: Scope) -> None:
+    conv = await alice.start_conversation(metadata={"keep": 1, "change": 1})
+    other = await alice.start_conversation(metadata={"x": 0})
+    run = await alice.start_history(conv.id, model="m")
+    when = datetime(2001, 2, 3, 4, 5, 6, 789, tzinfo=UTC)
+
+    (message,) = await alice.merge_and_append(
+        {conv.id: {"change": 2, "new": [1]}, other.id: {"x": 1}},
+        history_id=run.id,
+        messages=[{"role": "user", "content": "hi"}],
+        created_at=when,
+        if_last_seq=0,
+    )
+
+    assert message.seq == 1
+    assert message.created_at == when
+    assert (await alice.get_message(message.id)).created_at == when
+    assert (await alice.get_conversation(conv.id)).metadata == {"keep": 1, "change": 2, "new": [1]}
+    assert (await alice.get_conversation(other.id)).metadata == {"x": 1}
+
+
+async def test_metadata_alone(alice: Scope) -> None:
+    conv = await alice.start_conversation(metadata={"a": 1})
+    assert await alice.merge_and_append({conv.id: {"b": 2}}) == []
+    assert (await alice.get_conversation(conv.id)).metadata == {"a": 1, "b": 2}
+
+
+async def test_an_outdated_writer_writes_nothing(alice: Scope) -> None:
+    conv = await alice.start_conversation(metadata={"v": 0})
+    run = await alice.start_history(conv.id, model="m")
+    await alice.merge_and_append(
+        {conv.id: {"v": 1}}, history_id=run.id, messages=[{"role": "user", "content": "a"}]
+    )
+
+    with pytest.raises(ConflictError):
+        await alice.merge_and_append(
+            {conv.id: {"v": 2}}, history_id=run.id, messages=[{"role": "user", "content": "b"}], if_last_seq=0
+        )
+
+    assert (await alice.get_conversation(conv.id)).metadata == {"v": 1}
+    assert [m.content for m in await alice.transcript(conv.id)] == ["a"]
+
+
+async def test_a_target_not_visible_undoes_everything(alice: Scope, bob: Scope) -> None:
+    conv = await alice.start_conversation(metadata={"v": 0})
+    run = await alice.start_history(conv.id, model="m")
+    bobs = await bob.start_conversation(metadata={"b": 0})
+
+    with pytest.raises(ConversationNotFound):
+        await alice.merge_and_append(
+            {conv.id: {"v": 1}, bobs.id: {"b": 1}},
+            history_id=run.id,
+            messages=[{"role": "user", "content": "x"}],
+        )
+
+    assert (await alice.get_conversation(conv.id)).metadata == {"v": 0}
+    assert await alice.transcript(conv.id) == []
+    assert (await bob.get_conversation(bobs.id)).metadata == {"b": 0}
+
+
+async def test_someone_elses_history_is_not_found(alice: Scope, bob: Scope) -> None:
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    with pytest.raises(HistoryNotFound):
+        await bob.merge_and_append({}, history_id=run.id, messages=[{"role": "user", "content": "x"}])
+    assert await alice.transcript(conv.id) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"messages": [{"role": "user", "content": "x"}]}, "history_id"),
+        ({"created_at": datetime(2020, 1, 1)}, "created_at"),
+        ({"if_last_seq": "3"}, "if_last_seq"),
+    ],
+)
+async def test_bad_input_is_refused(alice: Scope, kwargs: dict[str, object], field: str) -> None:
+    conv = await alice.start_conversation(metadata={"v": 0})
+    with pytest.raises(InvalidInputError) as caught:
+        await alice.merge_and_append({conv.id: {"v": 1}}, **kwargs)  # type: ignore[arg-type]
+    assert caught.value.field == field
+    assert (await alice.get_conversation(conv.id)).metadata == {"v": 0}
+
+
+async def test_metadata_must_map_ids_to_objects(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    with pytest.raises(InvalidInputError):
+        await alice.merge_and_append({conv.id: "not an object"})  # type: ignore[dict-item]
+    with pytest.raises(InvalidInputError):
+        await alice.merge_and_append({"not-an-id": {}})
+
+
+async def test_tail_by_count_and_time(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    start = datetime(2020, 1, 1, tzinfo=UTC)
+    for i in range(5):
+        await alice.merge_and_append(
+            {},
+            history_id=run.id,
+            messages=[{"role": "user", "content": str(i)}],
+            created_at=start + timedelta(seconds=i),
+        )
+
+    def texts(tail: object) -> list[str]:
+        return [m.content for m in tail.messages]  # type: ignore[attr-defined]
+
+    full = await alice.get_tail(conv.id)
+    assert texts(full) == ["0", "1", "2", "3", "4"]
+    assert full.last_seq == 5
+    assert full.conversation.id == conv.id
+    assert texts(await alice.get_tail(conv.id, limit=2)) == ["3", "4"]
+    assert texts(await alice.get_tail(conv.id, limit=0)) == []
+    assert texts(await alice.get_tail(conv.id, since=start + timedelta(seconds=3))) == ["3", "4"]
+    assert texts(await alice.get_tail(conv.id, since=start + timedelta(seconds=2), limit=1)) == ["4"]
+    assert texts(await alice.get_tail(conv.id, since=start + timedelta(days=1))) == []
+
+
+async def test_tail_of_someone_elses_conversation_is_not_found(alice: Scope, bob: Scope) -> None:
+    conv = await alice.start_conversation()
+    with pytest.raises(ConversationNotFound):
+        await bob.get_tail(conv.id)
+    with pytest.raises(InvalidInputError):
+        await alice.get_tail(conv.id, limit=-1)
