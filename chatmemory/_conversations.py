@@ -42,7 +42,7 @@ class ConversationOps(ScopeBase):
             "metadata": check_object("metadata", metadata) or {},
         }
         values["created_at"] = values["updated_at"] = q.now()
-        await self._db.run(_insert(values), write=True)
+        await self._db.run(insert(values), write=True)
         return Conversation.model_validate(values)
 
     async def get_conversation(self, id: Id, *, messages: bool = False) -> ConversationDetail:
@@ -144,7 +144,7 @@ def _kept_times(current: ConversationSummary, values: dict[str, Any]) -> dict[st
     return values
 
 
-def _insert(values: dict[str, Any]) -> Plan[None]:
+def insert(values: dict[str, Any]) -> Plan[None]:
     yield Stmt(sql.INSERT_CONVERSATION, {**values, "metadata": Json(values["metadata"])})
 
 

@@ -50,7 +50,7 @@ class HistoryOps(ScopeBase):
             "created_at": when,
             "updated_at": when,
         }
-        await self._db.run(_start(self.principal, values), write=True)
+        await self._db.run(start(self.principal, values), write=True)
         return History.model_validate(values)
 
     async def finish_history(
@@ -110,7 +110,7 @@ class HistoryOps(ScopeBase):
         return await self._change_running(hid, values)
 
     async def _change_running(self, hid: UUID, values: dict[str, Any]) -> History:
-        row = await self._db.run(_change_running(self.principal, hid, values), write=True)
+        row = await self._db.run(change_running(self.principal, hid, values), write=True)
         return _rows.one(_rows.histories, row, self._db.is_sqlite).model_copy(update=values)
 
     async def get_history(self, id: Id, *, messages: bool = True) -> HistoryDetail:
@@ -135,7 +135,7 @@ class HistoryOps(ScopeBase):
         await self._db.run(_delete(self.principal, hid, q.now()), write=True)
 
 
-def _start(principal: Principal, values: dict[str, Any]) -> Plan[None]:
+def start(principal: Principal, values: dict[str, Any]) -> Plan[None]:
     cid = values["conversation_id"]
     yield from q.find_conversation(principal, cid, lock=True)
     yield Stmt(
@@ -152,7 +152,7 @@ def _start(principal: Principal, values: dict[str, Any]) -> Plan[None]:
     yield Stmt(sql.TOUCH_CONVERSATION, {"cid": cid, "when": values["created_at"]})
 
 
-def _change_running(principal: Principal, hid: UUID, values: dict[str, Any]) -> Plan[Row]:
+def change_running(principal: Principal, hid: UUID, values: dict[str, Any]) -> Plan[Row]:
     row = yield from q.find_history(principal, hid, lock=True)
     status = row[5]
     if status != "running":

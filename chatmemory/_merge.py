@@ -7,27 +7,26 @@ an out-of-date copy.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatmemory import _queries as q
-from chatmemory._messages import MessageOps
-from chatmemory._schema import conversations
-from chatmemory._schema import messages as message_table
+from chatmemory import _rows
+from chatmemory import _sql as sql
+from chatmemory._messages import MessageOps, append, in_batch_order
+from chatmemory._plan import Json, Plan, Row, Stmt
 from chatmemory._scope_base import Id
 from chatmemory._validation import check_object, parse_id
-from chatmemory.errors import ConflictError, ConversationNotFound, InvalidInputError
+from chatmemory.errors import ConflictError, ConversationNotFound, HistoryNotFound, InvalidInputError
 from chatmemory.models import ConversationSummary, Message, NewMessage
+from chatmemory.principal import Principal
 
 __all__ = ["MergeOps", "Tail"]
-
-C, M = q.C, q.M
 
 
 class Tail(BaseModel):
@@ -77,35 +76,11 @@ class MergeOps(MessageOps):
             raise InvalidInputError("created_at", "must be a timezone-aware datetime")
         if if_last_seq is not None and (isinstance(if_last_seq, bool) or not isinstance(if_last_seq, int)):
             raise InvalidInputError("if_last_seq", "must be an integer")
-        async with self._db.transaction(write=True) as conn:
-            locked: UUID | None = None
-            if hid is not None:
-                history, last_seq = await q.lock_history_for_append(conn, self.principal, hid)
-                locked = history.conversation_id
-                if history.status != "running":
-                    raise ConflictError(f"history {hid} is {history.status}")
-                if if_last_seq is not None and last_seq != if_last_seq:
-                    raise ConflictError(f"conversation {locked} changed since seq {if_last_seq}")
-            # One lock order for every writer (its own conversation first, then by id), so
-            # writers sharing metadata conversations never deadlock.
-            for cid in sorted(targets):
-                await self._merge(conn, cid, targets[cid], lock=cid != locked)
-            if hid is None or not batch:
-                return []
-            stored = await self._stored_keys(conn, hid, [m.key for m in batch if m.key is not None])
-            fresh = [m for m in batch if m.key not in stored]
-            added = await self._insert(conn, history, last_seq, fresh) if fresh else []
-            if created_at is not None and added:
-                await conn.execute(
-                    update(message_table)
-                    .where(M.id.in_([m.id for m in added]))
-                    .values(created_at=created_at, updated_at=created_at)
-                )
-                added = [
-                    m.model_copy(update={"created_at": created_at, "updated_at": created_at}) for m in added
-                ]
-        new = iter(added)
-        return [stored[m.key] if m.key in stored else next(new) for m in batch]
+        plan = _merge_and_append(
+            self.principal, targets, hid, batch, created_at, if_last_seq, one_statement=not self._db.is_sqlite
+        )
+        stored, added = await self._db.run(plan, write=True)
+        return in_batch_order(batch, stored, added, self._db.is_sqlite)
 
     async def get_tail(
         self, conversation_id: Id, *, limit: int | None = None, since: datetime | None = None
@@ -124,37 +99,62 @@ class MergeOps(MessageOps):
             raise InvalidInputError("limit", "must be a non-negative integer")
         if since is not None and (not isinstance(since, datetime) or since.tzinfo is None):
             raise InvalidInputError("since", "must be a timezone-aware datetime")
-        async with self._db.transaction() as conn:
-            row = (
-                await conn.execute(
-                    select(*q.SUMMARY_COLUMNS, C.last_seq).where(C.id == cid, q.visible(self.principal))
-                )
-            ).first()
-            if row is None:
-                raise ConversationNotFound(cid)
-            data = dict(row._mapping)
-            last_seq = data.pop("last_seq")
-            found: list[Message] = []
-            if limit != 0:
-                query = select(*q.MESSAGE_COLUMNS).where(
-                    M.chat_conversation_id == cid, M.deleted_at.is_(None)
-                )
-                if since is not None:
-                    query = query.where(M.created_at >= since)
-                query = query.order_by(M.seq.desc())
-                if limit is not None:
-                    query = query.limit(limit)
-                found = [q.message_from_row(r) for r in await conn.execute(query)]
-        found.reverse()
-        return Tail(conversation=ConversationSummary.model_validate(data), last_seq=last_seq, messages=found)
+        row, rows = await self._db.run(_tail(self.principal, cid, limit, since))
+        summary = _rows.one(_rows.summaries, row[:-1], self._db.is_sqlite)
+        found = _rows.messages(rows[::-1], self._db.is_sqlite)
+        return Tail(conversation=summary, last_seq=row[-1], messages=found)
 
-    async def _merge(self, conn: AsyncConnection, cid: UUID, patch: dict[str, Any], *, lock: bool) -> None:
-        current = await q.get_conversation(conn, self.principal, cid, lock=lock)
-        await conn.execute(
-            update(conversations)
-            .where(C.id == cid)
-            .values(metadata={**current.metadata, **patch}, updated_at=q.now())
-        )
+
+def _merge_and_append(
+    principal: Principal,
+    targets: dict[UUID, dict[str, Any]],
+    hid: UUID | None,
+    batch: list[NewMessage],
+    created_at: datetime | None,
+    if_last_seq: int | None,
+    *,
+    one_statement: bool,
+) -> Plan[tuple[list[Row], list[Message]]]:
+    scope, params = q.principal_params(principal)
+    when = q.now()
+    locked: Any = None
+    if hid is not None:
+        found = yield Stmt(sql.lock_for_append(scope), {**params, "hid": hid})
+        if not found:
+            raise HistoryNotFound(hid)
+        status, locked, _model, last_seq = found[0]
+        if status != "running":
+            raise ConflictError(f"history {hid} is {status}")
+        if if_last_seq is not None and last_seq != if_last_seq:
+            raise ConflictError(f"conversation {locked} changed since seq {if_last_seq}")
+    # One lock order for every writer (its own conversation first, then by id), so writers
+    # sharing metadata conversations never deadlock.
+    for cid in sorted(targets):
+        current = yield from q.find_conversation(principal, cid, lock=True)
+        merged = {**(json.loads(current[4]) if current[4] else {}), **targets[cid]}
+        yield Stmt(sql.SET_CONVERSATION_METADATA, {"cid": cid, "metadata": Json(merged), "when": when})
+    if hid is None or not batch:
+        return [], []
+    # Messages carry the time asked for; the conversation, the time of the change.
+    stamped = when if created_at is None else created_at
+    stored, added = yield from append(principal, hid, batch, stamped, one_statement=one_statement)
+    if stamped is not when and added:
+        yield Stmt(sql.TOUCH_CONVERSATION, {"cid": locked, "when": when})
+    return stored, added
+
+
+def _tail(
+    principal: Principal, cid: UUID, limit: int | None, since: datetime | None
+) -> Plan[tuple[Row, list[Row]]]:
+    scope, params = q.principal_params(principal)
+    found = yield Stmt(sql.tail_conversation(scope), {**params, "cid": cid})
+    if not found:
+        raise ConversationNotFound(cid)
+    rows: list[Row] = []
+    if limit != 0:
+        statement = sql.tail_messages(since is not None, limit is not None)
+        rows = yield Stmt(statement, {"cid": cid, "since": since, "limit": limit})
+    return found[0], rows
 
 
 def _mapping(value: object) -> Mapping[Any, Mapping[str, Any]]:

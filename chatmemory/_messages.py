@@ -15,7 +15,7 @@ from chatmemory._plan import Json, Many, Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase
 from chatmemory._validation import dump_parts, model_name, parse_id
 from chatmemory.content import ContentPart, flatten_content
-from chatmemory.errors import ConflictError, HistoryNotFound, InvalidInputError
+from chatmemory.errors import ConflictError, HistoryNotFound, InvalidInputError, MessageNotFound
 from chatmemory.models import (
     Message,
     NewMessage,
@@ -41,11 +41,9 @@ class MessageOps(ScopeBase):
         """
         hid = parse_id("history_id", history_id)
         batch = self._batch(messages)
-        plan = _append(self.principal, hid, batch, q.now(), one_statement=not self._db.is_sqlite)
+        plan = append(self.principal, hid, batch, q.now(), one_statement=not self._db.is_sqlite)
         stored, added = await self._db.run(plan, write=True)
-        by_key = {m.key: m for m in _rows.messages(stored, self._db.is_sqlite)}
-        fresh = iter(added)
-        return [by_key[m.key] if m.key in by_key else next(fresh) for m in batch]
+        return in_batch_order(batch, stored, added, self._db.is_sqlite)
 
     async def list_messages(
         self,
@@ -161,7 +159,16 @@ class MessageOps(ScopeBase):
         return batch
 
 
-def _append(
+def in_batch_order(
+    batch: list[NewMessage], stored: list[Row], added: list[Message], sqlite: bool
+) -> list[Message]:
+    """An append's answer: for each message of ``batch``, the stored one with its key, else the new one."""
+    by_key = {m.key: m for m in _rows.messages(stored, sqlite)}
+    fresh = iter(added)
+    return [by_key[m.key] if m.key in by_key else next(fresh) for m in batch]
+
+
+def append(
     principal: Principal, hid: UUID, batch: list[NewMessage], when: datetime, *, one_statement: bool
 ) -> Plan[tuple[list[Row], list[Message]]]:
     """Stored rows for keys already there, and the new messages, ``seq`` taken under the conversation lock.
@@ -315,7 +322,10 @@ def _transcript(principal: Principal, cid: UUID) -> Plan[list[Row]]:
 
 def _delete(principal: Principal, mid: UUID, when: datetime) -> Plan[None]:
     row = yield from q.find_message(principal, mid, lock=True)
-    yield Stmt(sql.DELETE_MESSAGE, {"mid": mid, "when": when})
+    # On PostgreSQL a concurrent delete may have committed while this one waited for the lock,
+    # unseen by the read above; the update sees it, and only one of the two deletes succeeds.
+    if not (yield Stmt(sql.DELETE_MESSAGE, {"mid": mid, "when": when}, count=True)):
+        raise MessageNotFound(mid)
     yield from q.refresh_summary(row[1], when)
 
 

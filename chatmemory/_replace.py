@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from chatmemory import _queries as q
-from chatmemory._messages import MessageOps
-from chatmemory._schema import messages as messages_table
+from chatmemory import _sql as sql
+from chatmemory._messages import MessageOps, append, in_batch_order
+from chatmemory._plan import Plan, Row, Stmt
 from chatmemory._scope_base import Id
 from chatmemory._validation import parse_id
 from chatmemory.errors import ConflictError, InvalidInputError
 from chatmemory.models import Message, NewMessage
-
-M = q.M
+from chatmemory.principal import Principal
 
 
 class ReplaceOps(MessageOps):
@@ -53,33 +51,44 @@ class ReplaceOps(MessageOps):
         if batch and history_id is None:
             raise InvalidInputError("history_id", "is required to append messages")
         hid = None if history_id is None else parse_id("history_id", history_id)
-        when = q.now()
-        async with self._db.transaction(write=True) as conn:
-            # Lock the conversation first: the reads below then see every committed change.
-            await q.get_conversation(conn, self.principal, cid, lock=True)
-            if expected:
-                live = (M.chat_conversation_id == cid) & M.deleted_at.is_(None)
-                newest = select(M.id, M.seq).where(live).order_by(M.seq.desc()).limit(len(expected))
-                rows = (await conn.execute(newest)).all()[::-1]
-                if [row.id for row in rows] != expected:
-                    raise ConflictError(f"the newest messages of conversation {cid} have changed")
-                tail = live & (M.seq >= rows[0].seq)
-                await conn.execute(update(messages_table).where(tail).values(deleted_at=when))
-            added: list[Message] = []
-            if hid is not None:
-                added = await self._append_locked(conn, cid, hid, batch)
-            await q.refresh_summary(conn, cid, when)
-        return added
+        plan = _replace(
+            self.principal, cid, expected, hid, batch, q.now(), one_statement=not self._db.is_sqlite
+        )
+        stored, added = await self._db.run(plan, write=True)
+        return in_batch_order(batch, stored, added, self._db.is_sqlite)
 
-    async def _append_locked(
-        self, conn: AsyncConnection, cid: UUID, hid: UUID, batch: list[NewMessage]
-    ) -> list[Message]:
-        history, last_seq = await q.lock_history_for_append(conn, self.principal, hid)
-        if history.conversation_id != cid:
+
+def _replace(
+    principal: Principal,
+    cid: UUID,
+    expected: list[UUID],
+    hid: UUID | None,
+    batch: list[NewMessage],
+    when: datetime,
+    *,
+    one_statement: bool,
+) -> Plan[tuple[list[Row], list[Message]]]:
+    # Lock the conversation first: every statement after it sees every committed change.
+    yield from q.find_conversation(principal, cid, lock=True)
+    if expected:
+        newest: list[Row] = yield Stmt(sql.NEWEST_MESSAGES, {"cid": cid, "limit": len(expected)})
+        newest = newest[::-1]
+        if [_uuid(row[0]) for row in newest] != expected:
+            raise ConflictError(f"the newest messages of conversation {cid} have changed")
+        deleted = yield Stmt(sql.DELETE_TAIL, {"cid": cid, "seq": newest[0][1], "when": when}, count=True)
+        if deleted != len(expected):
+            raise ConflictError(f"the newest messages of conversation {cid} have changed")
+    stored: list[Row] = []
+    added: list[Message] = []
+    if hid is not None:
+        history = yield from q.find_history(principal, hid)
+        if _uuid(history[1]) != cid:
             raise InvalidInputError("history_id", "is not in that conversation")
-        if history.status != "running":
-            raise ConflictError(f"history {hid} is {history.status}; start a new history to add messages")
-        stored = await self._stored_keys(conn, hid, [m.key for m in batch if m.key is not None])
-        fresh = [m for m in batch if m.key not in stored]
-        added = iter(await self._insert(conn, history, last_seq, fresh) if fresh else [])
-        return [stored[m.key] if m.key in stored else next(added) for m in batch]
+        stored, added = yield from append(principal, hid, batch, when, one_statement=one_statement)
+    yield from q.refresh_summary(cid, when)
+    return stored, added
+
+
+def _uuid(value: Any) -> UUID:
+    """An id as a driver returns it (hex text on SQLite)."""
+    return value if isinstance(value, UUID) else UUID(value)

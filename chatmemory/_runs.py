@@ -7,16 +7,18 @@ from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import insert, update
 
 from chatmemory import _queries as q
+from chatmemory._conversations import insert
+from chatmemory._histories import change_running, start
 from chatmemory._ids import new_id
-from chatmemory._messages import MessageOps
-from chatmemory._schema import conversations, histories
+from chatmemory._messages import MessageOps, append, in_batch_order
+from chatmemory._plan import Plan, Row
 from chatmemory._scope_base import Id
 from chatmemory._validation import check_object, model_name, parse_id, prompts
 from chatmemory.errors import InvalidInputError
 from chatmemory.models import History, Message, NewMessage
+from chatmemory.principal import Principal
 
 __all__ = ["RecordedRun", "RunOps"]
 
@@ -69,7 +71,7 @@ class RunOps(MessageOps):
         cid = None if conversation_id is None else parse_id("conversation_id", conversation_id)
         when = q.now()
         history_id = new_id()
-        start = {
+        started = {
             "id": history_id,
             "model": model_name("model", model),
             "system_prompts": prompts(system_prompts),
@@ -85,32 +87,43 @@ class RunOps(MessageOps):
             "finished_at": when,
         }
         new_title = self._title(title)
-        async with self._db.transaction(write=True) as conn:
-            if cid is None:
-                cid = new_id()
-                await conn.execute(
-                    insert(conversations).values(
-                        id=cid,
-                        owner_id=self.principal.id,
-                        tenant_id=self.principal.tenant,
-                        title=new_title,
-                        metadata={},
-                        last_seq=0,
-                        message_count=0,
-                        created_at=when,
-                        updated_at=when,
-                    )
-                )
-            else:
-                await q.get_conversation(conn, self.principal, cid, lock=True)
-            await conn.execute(insert(histories).values({**start, "chat_conversation_id": cid}))
-            history, last_seq = await q.lock_history_for_append(conn, self.principal, history_id)
-            stored = await self._insert(conn, history, last_seq, batch) if batch else []
-            await conn.execute(update(histories).where(q.H.id == history.id).values(finish))
-            await conn.execute(update(conversations).where(q.C.id == cid).values(updated_at=when))
+        if cid is None:
+            cid = new_id()
+            conversation: dict[str, Any] | None = {
+                "id": cid,
+                "owner_id": self.principal.id,
+                "tenant_id": self.principal.tenant,
+                "title": new_title,
+                "metadata": {},
+                "created_at": when,
+            }
+        else:
+            conversation = None
+        history_values = {**started, "conversation_id": cid}
+        plan = _record(self.principal, conversation, history_values, batch, finish, not self._db.is_sqlite)
+        stored, added = await self._db.run(plan, write=True)
+        history = History.model_validate({**history_values, **finish})
         return RecordedRun(
             conversation_id=cid,
             created=conversation_id is None,
-            history=history.model_copy(update=finish),
-            messages=stored,
+            history=history,
+            messages=in_batch_order(batch, stored, added, self._db.is_sqlite),
         )
+
+
+def _record(
+    principal: Principal,
+    conversation: dict[str, Any] | None,
+    history: dict[str, Any],
+    batch: list[NewMessage],
+    finish: dict[str, Any],
+    one_statement: bool,
+) -> Plan[tuple[list[Row], list[Message]]]:
+    """A new conversation (when given), a history started, appended to and finished."""
+    if conversation is not None:
+        yield from insert(conversation)
+    yield from start(principal, history)
+    when = history["created_at"]
+    stored, added = yield from append(principal, history["id"], batch, when, one_statement=one_statement)
+    yield from change_running(principal, history["id"], {**finish, "updated_at": when})
+    return stored, added

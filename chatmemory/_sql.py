@@ -182,7 +182,7 @@ BUMP_CONVERSATION = _both(
     "UPDATE chat_conversations SET last_seq = :last_seq, message_count = message_count + :added, "
     "last_message_preview = :preview, updated_at = :when WHERE id = :cid"
 )
-DELETE_MESSAGE = _both("UPDATE chat_messages SET deleted_at = :when WHERE id = :mid")
+DELETE_MESSAGE = _both("UPDATE chat_messages SET deleted_at = :when WHERE id = :mid AND deleted_at IS NULL")
 SETTLE_MESSAGE = _both(
     "UPDATE chat_messages SET status = :status, content = :content, parts = :parts, model = :model, "
     "error = :error, updated_at = :updated_at WHERE id = :mid"
@@ -206,6 +206,37 @@ MESSAGES_BY_KEY = SQL(
     f"SELECT {MESSAGE} FROM chat_messages m WHERE m.chat_history_id = :hid AND m.deleted_at IS NULL AND "
     + _KEYS[1],
 )
+
+
+NEWEST_MESSAGES = _both(
+    "SELECT m.id, m.seq FROM chat_messages m WHERE m.chat_conversation_id = :cid AND m.deleted_at IS NULL "
+    "ORDER BY m.seq DESC LIMIT :limit"
+)
+DELETE_TAIL = _both(
+    "UPDATE chat_messages SET deleted_at = :when WHERE chat_conversation_id = :cid AND deleted_at IS NULL "
+    "AND seq >= :seq"
+)
+SET_CONVERSATION_METADATA = _both(
+    "UPDATE chat_conversations SET metadata = :metadata, updated_at = :when WHERE id = :cid"
+)
+
+
+@functools.cache
+def tail_conversation(scope: Scope) -> SQL:
+    """The visible conversation's summary and its ``last_seq``."""
+    return _both(
+        f"SELECT {SUMMARY}, c.last_seq FROM chat_conversations c WHERE c.id = :cid AND {visible(scope)}"
+    )
+
+
+@functools.cache
+def tail_messages(since: bool, limit: bool) -> SQL:
+    """A conversation's newest live messages, newest first (of an already visible conversation)."""
+    after = " AND m.created_at >= :since" if since else ""
+    return _both(
+        f"SELECT {MESSAGE} FROM chat_messages m WHERE m.chat_conversation_id = :cid AND m.deleted_at IS NULL"
+        f"{after} ORDER BY m.seq DESC{' LIMIT :limit' if limit else ''}"
+    )
 
 
 @functools.cache
