@@ -8,7 +8,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from chatmemory import ChatMemory, Message, Principal
+from chatmemory import ChatMemory, Message, MessageNotFound, Principal
 from chatmemory.scope import Scope
 
 ROOT = Path(__file__).parent.parent
@@ -92,3 +92,19 @@ async def test_four_processes_append_to_one_conversation(db_url: str, tmp_path: 
             _, err = await asyncio.wait_for(proc.communicate(), 300)
             assert proc.returncode == 0, err.decode()
         _check(await alice.transcript(conv.id), 4, 25)
+
+
+async def test_concurrent_deletes_of_one_message_succeed_once(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    first, last = await alice.append_messages(run.id, [{"role": "user", "content": c} for c in ("a", "b")])
+    # Connections opened first, so the deletes overlap rather than queue behind connecting.
+    await asyncio.gather(*(alice.get_message(last.id) for _ in range(8)))
+    outcomes = await asyncio.gather(
+        *(alice.delete_message(last.id) for _ in range(8)), return_exceptions=True
+    )
+    assert outcomes.count(None) == 1
+    assert all(isinstance(o, MessageNotFound) for o in outcomes if o is not None)
+    summary = await alice.get_conversation(conv.id)
+    assert summary.message_count == 1
+    assert [m.id for m in await alice.transcript(conv.id)] == [first.id]
