@@ -15,7 +15,7 @@ from chatmemory._ids import new_id
 from chatmemory._plan import Json, Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase
 from chatmemory._validation import check_object, model_name, parse_id, prompts
-from chatmemory.errors import ConflictError, InvalidInputError
+from chatmemory.errors import ConflictError, HistoryNotFound, InvalidInputError
 from chatmemory.models import History, HistoryDetail
 from chatmemory.principal import Principal
 
@@ -162,7 +162,9 @@ def change_running(principal: Principal, hid: UUID, values: dict[str, Any]) -> P
     for name, value in values.items():
         params[name] = Json(value) if name in _JSON_FIELDS else value
     params["hid"] = hid
-    yield Stmt(sql.UPDATE_HISTORY, params)
+    # A concurrent change may have finished it while this one waited for the lock (PostgreSQL).
+    if not (yield Stmt(sql.UPDATE_HISTORY, params, count=True)):
+        raise ConflictError(f"history {hid} is already finished")
     return row
 
 
@@ -174,6 +176,8 @@ def _detail(principal: Principal, hid: UUID, messages: bool) -> Plan[tuple[Row, 
 
 def _delete(principal: Principal, hid: UUID, when: datetime) -> Plan[None]:
     row = yield from q.find_history(principal, hid, lock=True)
-    for statement in sql.DELETE_HISTORY:
-        yield Stmt(statement, {"hid": hid, "when": when})
+    # A concurrent delete may have committed while this one waited for the lock (PostgreSQL).
+    if not (yield Stmt(sql.DELETE_HISTORY, {"hid": hid, "when": when}, count=True)):
+        raise HistoryNotFound(hid)
+    yield Stmt(sql.DELETE_HISTORY_MESSAGES, {"hid": hid, "when": when})
     yield from q.refresh_summary(row[1], when)

@@ -340,7 +340,9 @@ def _settle(principal: Principal, mid: UUID, values: dict[str, Any], allow_model
     for name, value in values.items():
         params[name] = Json(value) if name == "parts" else value
     params["mid"] = mid
-    yield Stmt(sql.SETTLE_MESSAGE, params)
+    # A concurrent call may have settled it while this one waited for the lock (PostgreSQL).
+    if not (yield Stmt(sql.SETTLE_MESSAGE, params, count=True)):
+        raise ConflictError(f"message {mid} is no longer pending")
     if "content" in values:
         for statement in sql.REINDEX_MESSAGE:
             yield Stmt(statement, {"mid": mid})

@@ -153,11 +153,11 @@ INSERT_HISTORY = _both(
 UPDATE_HISTORY = _both(
     "UPDATE chat_histories SET model = :model, system_prompts = :system_prompts, metadata = :metadata, "
     "status = :status, usage = :usage, error = :error, finished_at = :finished_at, updated_at = :updated_at "
-    "WHERE id = :hid"
+    "WHERE id = :hid AND status = 'running'"
 )
-DELETE_HISTORY = (
-    _both("UPDATE chat_messages SET deleted_at = :when WHERE chat_history_id = :hid AND deleted_at IS NULL"),
-    _both("UPDATE chat_histories SET deleted_at = :when WHERE id = :hid"),
+DELETE_HISTORY = _both("UPDATE chat_histories SET deleted_at = :when WHERE id = :hid AND deleted_at IS NULL")
+DELETE_HISTORY_MESSAGES = _both(
+    "UPDATE chat_messages SET deleted_at = :when WHERE chat_history_id = :hid AND deleted_at IS NULL"
 )
 
 
@@ -185,7 +185,7 @@ BUMP_CONVERSATION = _both(
 DELETE_MESSAGE = _both("UPDATE chat_messages SET deleted_at = :when WHERE id = :mid AND deleted_at IS NULL")
 SETTLE_MESSAGE = _both(
     "UPDATE chat_messages SET status = :status, content = :content, parts = :parts, model = :model, "
-    "error = :error, updated_at = :updated_at WHERE id = :mid"
+    "error = :error, updated_at = :updated_at WHERE id = :mid AND status = 'pending'"
 )
 HISTORY_MESSAGES = _both(
     f"SELECT {MESSAGE} FROM chat_messages m WHERE m.chat_history_id = :hid AND m.deleted_at IS NULL "

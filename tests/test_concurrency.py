@@ -6,9 +6,10 @@ import asyncio
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from chatmemory import ChatMemory, Message, MessageNotFound, Principal
+from chatmemory import ChatMemory, ConflictError, HistoryNotFound, Message, MessageNotFound, Principal
 from chatmemory.scope import Scope
 
 ROOT = Path(__file__).parent.parent
@@ -94,17 +95,53 @@ async def test_four_processes_append_to_one_conversation(db_url: str, tmp_path: 
         _check(await alice.transcript(conv.id), 4, 25)
 
 
+async def _eight_at_once(chat: Scope, warm_id: object, call: Callable[[], Awaitable[object]]) -> list[object]:
+    # Connections opened first, so the calls overlap rather than queue behind connecting.
+    await asyncio.gather(*(chat.get_message(warm_id) for _ in range(8)))  # type: ignore[arg-type]
+    return await asyncio.gather(*(call() for _ in range(8)), return_exceptions=True)
+
+
+def _once(outcomes: list[object], refused: type[Exception]) -> None:
+    assert sum(not isinstance(o, BaseException) for o in outcomes) == 1, outcomes
+    assert all(isinstance(o, refused) for o in outcomes if isinstance(o, BaseException)), outcomes
+
+
 async def test_concurrent_deletes_of_one_message_succeed_once(alice: Scope) -> None:
     conv = await alice.start_conversation()
     run = await alice.start_history(conv.id, model="m")
     first, last = await alice.append_messages(run.id, [{"role": "user", "content": c} for c in ("a", "b")])
-    # Connections opened first, so the deletes overlap rather than queue behind connecting.
-    await asyncio.gather(*(alice.get_message(last.id) for _ in range(8)))
-    outcomes = await asyncio.gather(
-        *(alice.delete_message(last.id) for _ in range(8)), return_exceptions=True
-    )
-    assert outcomes.count(None) == 1
-    assert all(isinstance(o, MessageNotFound) for o in outcomes if o is not None)
-    summary = await alice.get_conversation(conv.id)
-    assert summary.message_count == 1
+    _once(await _eight_at_once(alice, last.id, lambda: alice.delete_message(last.id)), MessageNotFound)
+    assert (await alice.get_conversation(conv.id)).message_count == 1
     assert [m.id for m in await alice.transcript(conv.id)] == [first.id]
+
+
+async def test_concurrent_deletes_of_one_history_succeed_once(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    kept = await alice.start_history(conv.id, model="m")
+    run = await alice.start_history(conv.id, model="m")
+    (message,) = await alice.append_messages(run.id, [{"role": "user", "content": "a"}])
+    _once(await _eight_at_once(alice, message.id, lambda: alice.delete_history(run.id)), HistoryNotFound)
+    assert [h.id for h in (await alice.get_conversation(conv.id)).histories] == [kept.id]
+
+
+async def test_concurrent_finishes_of_one_history_succeed_once(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    (message,) = await alice.append_messages(run.id, [{"role": "user", "content": "a"}])
+    outcomes = await _eight_at_once(alice, message.id, lambda: alice.finish_history(run.id, status="failed"))
+    _once(outcomes, ConflictError)
+    assert (await alice.get_history(run.id)).status == "failed"
+
+
+async def test_concurrent_completions_of_one_message_succeed_once(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    (pending,) = await alice.append_messages(
+        run.id, [{"role": "assistant", "content": "", "status": "pending"}]
+    )
+    outcomes = await _eight_at_once(
+        alice, pending.id, lambda: alice.complete_message(pending.id, content="x")
+    )
+    _once(outcomes, ConflictError)
+    stored = await alice.get_message(pending.id)
+    assert (stored.status, stored.content) == ("complete", "x")
