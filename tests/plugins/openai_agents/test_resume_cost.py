@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from agents import Runner
 from agents.testing import assistant_message
 from chatmemory_openai_agents import ChatMemorySession
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from chatmemory import ChatMemory, NewMessage, Principal
+from chatmemory._plan import Stmt
 from chatmemory.scope import Scope
 from tests.plugins.openai_agents._support import NamedModel, make_agent
 
@@ -20,22 +18,19 @@ LENGTH = 1_500
 
 
 @pytest.fixture
-async def watched(db_url: str, memory: ChatMemory) -> AsyncIterator[tuple[Scope, list[str]]]:
-    """alice's scope over an engine that logs each statement it runs (the schema is already migrated)."""
-    url = db_url.replace("sqlite:///", "sqlite+aiosqlite:///").replace(
-        "postgresql://", "postgresql+asyncpg://"
-    )
-    engine = create_async_engine(url)
+def watched(memory: ChatMemory) -> Iterator[tuple[Scope, list[str]]]:
+    """alice's scope, with a log of each statement the store sends to the database."""
     statements: list[str] = []
+    db = memory._db
 
-    def log(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(" ".join(statement.split()))
+    def log(stmt: Stmt) -> None:
+        statements.append(" ".join((stmt.sql.sqlite if db.is_sqlite else stmt.sql.postgres).split()))
 
-    event.listen(engine.sync_engine, "before_cursor_execute", log)
+    db.set_trace(log)
     try:
-        yield ChatMemory(engine).scoped(Principal("alice")), statements
+        yield memory.scoped(Principal("alice")), statements
     finally:
-        await engine.dispose()
+        db.set_trace(None)
 
 
 async def test_a_limited_resume_never_reads_the_whole_conversation(watched: tuple[Scope, list[str]]) -> None:
