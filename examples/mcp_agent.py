@@ -89,8 +89,10 @@ async def main(url: str | None, principal: str) -> None:
         context = await call(client, "get_context", conversation_id=conversation["id"], max_tokens=2000)
         print(f"context: {len(context['messages'])} messages, ~{context['estimated_tokens']} tokens")
         for m in context["messages"]:
-            text = m["content"].replace("\n", " ") or f"[{', '.join(m['part_types'] or [])}]"
-            print(f"  {m['seq']:>3} {m['role']:<9} {m['model'] or '':<20} {text}")
+            # Results leave out fields that are null or at their default; tool calls come apart.
+            kinds = ["tool_call"] * len(m.get("tool_calls", [])) + m.get("part_types", [])
+            text = m["content"].replace("\n", " ") or f"[{', '.join(kinds)}]"
+            print(f"  {m['seq']:>3} {m['role']:<9} {m.get('model', ''):<20} {text}")
 
 
 if __name__ == "__main__":
