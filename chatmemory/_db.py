@@ -205,7 +205,7 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def transaction(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
-        """A SQLAlchemy transaction on the engine (schema work and bulk import/export paths).
+        """A SQLAlchemy transaction on the engine (schema changes, import and purge).
 
         Raises:
             StorageError: the database failed; nothing was committed.

@@ -10,22 +10,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, ValidationError
-from sqlalchemy import and_, insert, or_, select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatmemory import _queries as q
+from chatmemory import _rows
+from chatmemory import _sql as sql
+from chatmemory._conversations import _detail
 from chatmemory._ids import new_id
+from chatmemory._plan import Plan, Row, Stmt
 from chatmemory._schema import conversations, histories, messages
 from chatmemory._scope_base import Id, ScopeBase
 from chatmemory._validation import check_json, check_text, dump_parts, invalid_input, parse_id
 from chatmemory.content import ContentPart, flatten_content
 from chatmemory.errors import ConflictError, ConversationNotFound, InvalidInputError
-from chatmemory.models import Conversation, History, HistoryStatus, MessageStatus, Native, Role
+from chatmemory.models import Conversation, HistoryStatus, Message, MessageStatus, Native, Role
 from chatmemory.principal import Principal
 
 __all__ = ["FORMAT_VERSION", "ConversationExport", "ExportOps", "dump_line", "read_lines"]
@@ -129,32 +132,47 @@ class ExportOps(ScopeBase):
         Raises:
             ConversationNotFound: no visible conversation has this id.
         """
-        cid = parse_id("conversation_id", id)
-        async with self._db.transaction() as conn:
-            return await _export(conn, self.principal, cid)
+        return await self._export(parse_id("conversation_id", id))
 
     async def export_conversations(self) -> AsyncIterator[dict[str, Any]]:
         """Every visible conversation (archived ones too) as documents, oldest first."""
-        after: tuple[datetime, UUID] | None = None
+        after: tuple[Any, Any] | None = None
         while True:
-            query = select(C.id, C.created_at).where(q.visible(self.principal))
-            if after is not None:
-                query = query.where(
-                    or_(C.created_at > after[0], and_(C.created_at == after[0], C.id > after[1]))
-                )
-            query = query.order_by(C.created_at, C.id).limit(_EXPORT_BATCH)
-            async with self._db.transaction() as conn:
-                batch = (await conn.execute(query)).all()
+            batch = await self._db.run(_batch(self.principal, after))
             for row in batch:
                 try:
-                    async with self._db.transaction() as conn:
-                        document = await _export(conn, self.principal, row.id)
+                    document = await self._export(row[0] if isinstance(row[0], UUID) else UUID(row[0]))
                 except ConversationNotFound:
                     continue  # deleted since it was listed
                 yield document
             if len(batch) < _EXPORT_BATCH:
                 return
-            after = (batch[-1].created_at, batch[-1].id)
+            after = (batch[-1][1], batch[-1][0])
+
+    async def _export(self, cid: UUID) -> dict[str, Any]:
+        summary_row, history_rows, message_rows = await self._db.run(_detail(self.principal, cid, True))
+        sqlite = self._db.is_sqlite
+        conversation = q.conversation_of(_rows.one(_rows.summaries, summary_row, sqlite))
+        loaded: dict[UUID, list[Message]] = {}
+        for message in _rows.messages(message_rows, sqlite):
+            loaded.setdefault(message.history_id, []).append(message)
+        return {
+            "format_version": FORMAT_VERSION,
+            "conversation": conversation.model_dump(mode="json"),
+            "histories": [
+                {
+                    **h.model_dump(mode="json", exclude={"conversation_id"}),
+                    "messages": [
+                        {
+                            **m.model_dump(mode="json", exclude={"conversation_id", "history_id", "parts"}),
+                            "parts": None if m.parts is None else dump_parts(m.parts),
+                        }
+                        for m in loaded.get(h.id, [])
+                    ],
+                }
+                for h in _rows.histories(history_rows, sqlite)
+            ],
+        }
 
     async def import_conversation(
         self, document: Mapping[str, Any], *, owner: str | None = None, new_ids: bool = False
@@ -177,7 +195,7 @@ class ExportOps(ScopeBase):
             raise InvalidInputError("owner", "only an admin may import conversations for someone else")
         if not isinstance(owner_id, str) or not owner_id or len(owner_id) > 255:
             raise InvalidInputError("owner", "must be a non-empty string of at most 255 characters")
-        conv_row, history_rows, message_rows = _rows(doc, owner_id, self.principal.tenant, new_ids)
+        conv_row, history_rows, message_rows = _import_rows(doc, owner_id, self.principal.tenant, new_ids)
         async with self._db.transaction(write=True) as conn:
             if not new_ids:
                 await _check_free(
@@ -228,36 +246,16 @@ class ExportOps(ScopeBase):
         return doc
 
 
-async def _export(conn: AsyncConnection, principal: Principal, cid: UUID) -> dict[str, Any]:
-    summary = await q.get_conversation(conn, principal, cid)
-    rows = await conn.execute(
-        select(*q.HISTORY_COLUMNS)
-        .where(H.chat_conversation_id == cid, H.deleted_at.is_(None))
-        .order_by(H.created_at, H.id)
-    )
-    runs = [History.model_validate(row._mapping) for row in rows]
-    loaded = await q.history_messages(conn, [h.id for h in runs])
-    conversation = q.conversation_of(summary).model_dump(mode="json")
-    return {
-        "format_version": FORMAT_VERSION,
-        "conversation": conversation,
-        "histories": [
-            {
-                **h.model_dump(mode="json", exclude={"conversation_id"}),
-                "messages": [
-                    {
-                        **m.model_dump(mode="json", exclude={"conversation_id", "history_id", "parts"}),
-                        "parts": None if m.parts is None else dump_parts(m.parts),
-                    }
-                    for m in loaded[h.id]
-                ],
-            }
-            for h in runs
-        ],
-    }
+def _batch(principal: Principal, after: tuple[Any, Any] | None) -> Plan[list[Row]]:
+    scope, params = q.principal_params(principal)
+    params["limit"] = _EXPORT_BATCH
+    if after is not None:
+        params.update(a_at=after[0], a_id=after[1])
+    rows: list[Row] = yield Stmt(sql.export_batch(scope, after is not None), params)
+    return rows
 
 
-def _rows(
+def _import_rows(
     doc: ConversationExport, owner_id: str, tenant: str | None, new_ids: bool
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     def ident(old: UUID) -> UUID:

@@ -1,23 +1,21 @@
-"""Row access. Every lookup that starts from an id the caller gave goes through a principal filter here."""
+"""Shared plan steps and row helpers.
+
+Every lookup that starts from an id the caller gave is filtered by the principal here.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Select, and_, select
-from sqlalchemy.engine import Row as SARow
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatmemory import _sql as sql
 from chatmemory._plan import Plan, Row, Stmt
 from chatmemory._schema import conversations, histories, messages
-from chatmemory.content import PARTS
 from chatmemory.errors import ConversationNotFound, HistoryNotFound, MessageNotFound
-from chatmemory.models import Conversation, ConversationSummary, History, Message, Native
+from chatmemory.models import Conversation, ConversationSummary
 from chatmemory.principal import Principal
 
 PREVIEW_CHARS = sql.PREVIEW_CHARS
@@ -26,100 +24,9 @@ _M = TypeVar("_M", bound=BaseModel)
 
 C, H, M = conversations.c, histories.c, messages.c
 
-CONVERSATION_COLUMNS = (
-    C.id,
-    C.owner_id,
-    C.tenant_id,
-    C.title,
-    C["metadata"],
-    C.pinned_at,
-    C.archived_at,
-    C.created_at,
-    C.updated_at,
-)
-SUMMARY_COLUMNS = (*CONVERSATION_COLUMNS, C.message_count, C.last_message_preview)
-HISTORY_COLUMNS = (
-    H.id,
-    H.chat_conversation_id.label("conversation_id"),
-    H.model,
-    H.system_prompts,
-    H["metadata"],
-    H.status,
-    H.usage,
-    H.error,
-    H.finished_at,
-    H.created_at,
-    H.updated_at,
-)
-MESSAGE_COLUMNS = (
-    M.id,
-    M.chat_conversation_id.label("conversation_id"),
-    M.chat_history_id.label("history_id"),
-    M.seq,
-    M.role,
-    M.content,
-    M.parts,
-    M.model,
-    M.status,
-    M.error,
-    M.usage,
-    M["metadata"],
-    M.native,
-    M.key,
-    M.created_at,
-    M.updated_at,
-)
-
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def visible(principal: Principal) -> ColumnElement[bool]:
-    """Live conversations the principal may see: its own in its tenant, or any in its tenant if admin."""
-    tenant = C.tenant_id.is_(None) if principal.tenant is None else C.tenant_id == principal.tenant
-    clause = and_(tenant, C.deleted_at.is_(None))
-    return clause if principal.admin else and_(clause, C.owner_id == principal.id)
-
-
-def visible_histories(principal: Principal) -> Select[Any]:
-    return (
-        select(*HISTORY_COLUMNS)
-        .join(conversations, C.id == H.chat_conversation_id)
-        .where(visible(principal), H.deleted_at.is_(None))
-    )
-
-
-def visible_messages(principal: Principal) -> Select[Any]:
-    return (
-        select(*MESSAGE_COLUMNS)
-        .join(conversations, C.id == M.chat_conversation_id)
-        .where(visible(principal), M.deleted_at.is_(None))
-    )
-
-
-async def get_conversation(
-    conn: AsyncConnection, principal: Principal, conversation_id: UUID, *, lock: bool = False
-) -> ConversationSummary:
-    """Raises ConversationNotFound unless visible. ``lock`` holds the row until commit (PostgreSQL)."""
-    query = select(*SUMMARY_COLUMNS).where(C.id == conversation_id, visible(principal))
-    row = (await conn.execute(query.with_for_update() if lock else query)).first()
-    if row is None:
-        raise ConversationNotFound(conversation_id)
-    return summary_from_row(row)
-
-
-async def get_history(
-    conn: AsyncConnection, principal: Principal, history_id: UUID, *, lock: bool = False
-) -> History:
-    """Raises HistoryNotFound unless visible. ``lock`` also locks its conversation's row (PostgreSQL)."""
-    query = visible_histories(principal).where(H.id == history_id)
-    if lock:
-        query = query.with_for_update(of=conversations)
-    row = (await conn.execute(query)).first()
-    if row is None:
-        raise HistoryNotFound(history_id)
-    return history_from_row(row)
 
 
 def _build(model: type[_M], data: dict[str, Any]) -> _M:
@@ -131,38 +38,6 @@ def _build(model: type[_M], data: dict[str, Any]) -> _M:
     object.__setattr__(obj, "__pydantic_extra__", None)
     object.__setattr__(obj, "__pydantic_private__", None)
     return obj
-
-
-def message_from_row(row: SARow[*tuple[Any, ...]]) -> Message:
-    """A ``Message`` from a row this package wrote: only the JSON parts need parsing."""
-    data = dict(row._mapping)
-    if data["parts"] is not None:
-        data["parts"] = PARTS.validate_python(data["parts"])
-    if data["native"] is not None:
-        data["native"] = Native.model_construct(**data["native"])
-    return _build(Message, data)
-
-
-def summary_from_row(row: SARow[*tuple[Any, ...]]) -> ConversationSummary:
-    return _build(ConversationSummary, dict(row._mapping))
-
-
-def history_from_row(row: SARow[*tuple[Any, ...]]) -> History:
-    return _build(History, dict(row._mapping))
-
-
-async def history_messages(conn: AsyncConnection, history_ids: Sequence[UUID]) -> dict[UUID, list[Message]]:
-    """Live messages of already-authorized histories, in ``seq`` order, by history."""
-    result: dict[UUID, list[Message]] = {hid: [] for hid in history_ids}
-    if history_ids:
-        query = (
-            select(*MESSAGE_COLUMNS)
-            .where(M.chat_history_id.in_(history_ids), M.deleted_at.is_(None))
-            .order_by(M.chat_conversation_id, M.seq)
-        )
-        for row in await conn.execute(query):
-            result[row.history_id].append(message_from_row(row))
-    return result
 
 
 def conversation_of(summary: ConversationSummary) -> Conversation:

@@ -408,3 +408,13 @@ SNIPPETS = SQL(
     f"SELECT m.id, ts_headline('simple'::regconfig, m.content, {_TSQUERY}, '{_HEADLINE}') "
     f"FROM chat_messages m WHERE {_SNIPPET_IDS[1]}",
 )
+
+
+@functools.cache
+def export_batch(scope: Scope, after: bool) -> SQL:
+    """The next visible conversations to export, oldest first."""
+    position = " AND (c.created_at > :a_at OR (c.created_at = :a_at AND c.id > :a_id))" if after else ""
+    return _both(
+        f"SELECT c.id, c.created_at FROM chat_conversations c WHERE {visible(scope)}{position} "
+        "ORDER BY c.created_at, c.id LIMIT :limit"
+    )
