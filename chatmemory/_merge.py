@@ -85,7 +85,7 @@ class MergeOps(MessageOps):
     async def get_tail(
         self, conversation_id: Id, *, limit: int | None = None, since: datetime | None = None
     ) -> Tail:
-        """A conversation's newest live messages, in ``seq`` order, read in one query.
+        """A conversation's newest live messages, in ``seq`` order, read in one transaction.
 
         ``limit`` keeps at most that many (0 reads none); ``since`` keeps those created at
         or after that time.
