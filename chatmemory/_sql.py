@@ -241,12 +241,17 @@ def tail_messages(since: bool, limit: bool) -> SQL:
 
 @functools.cache
 def lock_for_append(scope: Scope) -> SQL:
-    """The history's status, conversation and model, and the conversation's ``last_seq``, locked."""
+    """The history's status, conversation and model, and the conversation's ``last_seq``, locked.
+
+    The history row is locked too (after its conversation, the order every writer takes):
+    a row only joined would be read as it was before a wait for the lock, so an append
+    queued behind ``finish_history`` would still see the history running.
+    """
     return _both(
-        "SELECT h.status, h.chat_conversation_id, h.model, c.last_seq FROM chat_histories h "
-        "JOIN chat_conversations c ON c.id = h.chat_conversation_id "
+        "SELECT h.status, h.chat_conversation_id, h.model, c.last_seq FROM chat_conversations c "
+        "JOIN chat_histories h ON h.chat_conversation_id = c.id "
         f"WHERE h.id = :hid AND h.deleted_at IS NULL AND {visible(scope)}{{lock}}",
-        lock=" FOR UPDATE OF c",
+        lock=" FOR UPDATE OF c, h",
     )
 
 
@@ -292,16 +297,17 @@ _APPEND_TYPES = ("uuid", "text", "text", "json", "text", "text", "json", "json",
 def append_postgres(scope: Scope) -> SQL:
     """A whole append in one PostgreSQL statement.
 
-    Locks the conversation row while checking the history is visible, allocates ``seq`` after
-    the locked ``last_seq``, inserts the batch (given as one array per column) and bumps the
-    conversation's counters, only if the history is running. Answers the history's status,
+    Locks the conversation and history rows (as ``lock_for_append``) while checking the
+    history is visible, allocates ``seq`` after the locked ``last_seq``, inserts the batch
+    (given as one array per column) and bumps the conversation's counters, only if the
+    history is running. Answers the history's status,
     conversation, model and ``last_seq`` before the append; no row means not visible.
     """
     arrays = ", ".join(f":{c}_values::{t}[]" for c, t in zip(_APPEND_COLUMNS, _APPEND_TYPES, strict=True))
     text = (
         "WITH h AS (SELECT h.status, h.chat_conversation_id AS cid, h.model, c.last_seq "
-        "FROM chat_histories h JOIN chat_conversations c ON c.id = h.chat_conversation_id "
-        f"WHERE h.id = :hid AND h.deleted_at IS NULL AND {visible(scope)} FOR UPDATE OF c), "
+        "FROM chat_conversations c JOIN chat_histories h ON h.chat_conversation_id = c.id "
+        f"WHERE h.id = :hid AND h.deleted_at IS NULL AND {visible(scope)} FOR UPDATE OF c, h), "
         f"i AS (SELECT * FROM unnest({arrays}) WITH ORDINALITY "
         f"AS t({', '.join(_APPEND_COLUMNS)}, n)), "
         "ins AS (INSERT INTO chat_messages (id, chat_conversation_id, chat_history_id, seq, role, content, "

@@ -1,13 +1,18 @@
-"""Concurrent appends from many tasks and many processes: nothing lost, duplicated or interleaved."""
+"""Concurrent writers, tasks and processes: appends neither lost, duplicated nor interleaved, and of two
+changes racing for one row, exactly one succeeds."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy import make_url
 
 from chatmemory import ChatMemory, ConflictError, HistoryNotFound, Message, MessageNotFound, Principal
 from chatmemory.scope import Scope
@@ -48,6 +53,9 @@ async def test_sixteen_tasks_append_to_one_conversation(alice: Scope) -> None:
 _PROCESS_WRITER = (
     """
 import asyncio, pathlib, sys
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy import make_url
+
 from chatmemory import ChatMemory, Principal
 async def main(url, history_id, writer, batches, gate):
     async with ChatMemory.open(url, migrate=False) as memory:
@@ -145,3 +153,40 @@ async def test_concurrent_completions_of_one_message_succeed_once(alice: Scope) 
     _once(outcomes, ConflictError)
     stored = await alice.get_message(pending.id)
     assert (stored.status, stored.content) == ("complete", "x")
+
+
+async def test_an_append_queued_behind_finish_history_is_refused(memory: ChatMemory, db_url: str) -> None:
+    """Another session holds the write lock while a finish, then an append, queue for it: once
+    the finish is through, the append must see the history finished and add nothing."""
+    alice = memory.scoped(Principal("alice"))
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite":
+        holder = sqlite3.connect(url.database or "", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+
+        async def release() -> None:
+            holder.execute("ROLLBACK")
+            holder.close()
+
+    else:
+        conn = await asyncpg.connect(user=url.username, host=url.query.get("host") or url.host, port=url.port,
+                                     database=url.database)  # fmt: skip
+        transaction = conn.transaction()
+        await transaction.start()
+        await conn.execute("SELECT 1 FROM chat_conversations WHERE id = $1 FOR UPDATE", conv.id)
+
+        async def release() -> None:
+            await transaction.rollback()
+            await conn.close()
+
+    finish = asyncio.ensure_future(alice.finish_history(run.id))
+    await asyncio.sleep(0.3)
+    append = asyncio.ensure_future(alice.append_messages(run.id, [{"role": "user", "content": "late"}]))
+    await asyncio.sleep(0.3)
+    await release()
+    finished, appended = await asyncio.gather(finish, append, return_exceptions=True)
+    assert not isinstance(finished, BaseException), finished
+    assert isinstance(appended, ConflictError), appended
+    assert (await alice.get_history(run.id)).messages == []
