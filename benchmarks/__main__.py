@@ -20,8 +20,9 @@ from benchmarks.adapters import w6_tables
 from benchmarks.report import Recorder, markdown
 
 PACKAGES = (
-    "chatmemory-core", "sqlalchemy", "aiosqlite", "asyncpg", "openai-agents", "langchain-community", "google-adk",
-    "pydantic-ai-slim", "langchain", "langchain-core", "langgraph", "langchain-postgres", "psycopg",
+    "chatmemory-core", "sqlalchemy", "aiosqlite", "asyncpg", "openai-agents", "langchain-community",
+    "google-adk", "pydantic-ai-slim", "langchain", "langchain-core", "langgraph", "langchain-postgres",
+    "psycopg",
 )  # fmt: skip
 
 
