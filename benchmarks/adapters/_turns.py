@@ -32,10 +32,6 @@ WORKLOAD = "W6"
 class TurnSystem(Protocol):
     """One way of running a turn of an agent with a stored conversation."""
 
-    name: str
-    framework: str
-    family: str
-
     async def start(self, store: Store) -> None:
         """Connect to ``store`` (a fresh database)."""
 
