@@ -78,7 +78,9 @@ async def main(url: str | None, principal: str) -> None:
 
         # A retry after a timeout re-sends the same key: the stored message comes back, no duplicate.
         again = await call(client, "append_messages", history_id=run["id"], messages=[messages[-1]])
-        print(f"re-sent key a2: seq {again['messages'][0]['seq']} again, nothing added")
+        resent = again["messages"][0]
+        added = "nothing added" if resent.get("deduplicated") else "ADDED AGAIN"
+        print(f"re-sent key a2: seq {resent['seq']} again, {added}")
 
         done = await call(
             client, "finish_history", history_id=run["id"], usage={"input_tokens": 930, "output_tokens": 41}
@@ -89,9 +91,8 @@ async def main(url: str | None, principal: str) -> None:
         context = await call(client, "get_context", conversation_id=conversation["id"], max_tokens=2000)
         print(f"context: {len(context['messages'])} messages, ~{context['estimated_tokens']} tokens")
         for m in context["messages"]:
-            # Results leave out fields that are null or at their default; tool calls come apart.
-            kinds = ["tool_call"] * len(m.get("tool_calls", [])) + m.get("part_types", [])
-            text = m["content"].replace("\n", " ") or f"[{', '.join(kinds)}]"
+            calls = [f"{c['name']}({c['arguments']})" for c in m.get("tool_calls", [])]
+            text = m.get("content", "").replace("\n", " ") or f"[{', '.join(calls)}]"
             print(f"  {m['seq']:>3} {m['role']:<9} {m.get('model', ''):<20} {text}")
 
 

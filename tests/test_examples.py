@@ -239,7 +239,9 @@ async def test_mcp_agent_records_through_the_stdio_server(tmp_path: Path) -> Non
         "history completed, model=claude-sonnet-4-5, client={'name': 'release-writer-app'"
     )
     assert re.fullmatch(r"context: 4 messages, ~\d+ tokens", lines[4])
-    assert re.fullmatch(r"\s+2 assistant claude-sonnet-4-5\s+\[tool_call\]", lines[6])
+    assert re.fullmatch(
+        r'\s+2 assistant claude-sonnet-4-5\s+\[read_changelog\(\{"since":"v1\.2"\}\)\]', lines[6]
+    )
     assert re.fullmatch(r"\s+4 assistant claude-sonnet-4-5\s+v1\.3 adds resumable uploads.*", lines[8])
 
     async with ChatMemory.open(url) as memory:

@@ -54,8 +54,6 @@ def _fake_model() -> Any:
 class _AgentTurns:
     """One agent on the counting model; tracing off so nothing leaves the machine."""
 
-    framework = FRAMEWORK
-
     def __init__(self) -> None:
         from agents import Agent, set_tracing_disabled
 
@@ -71,8 +69,6 @@ class _AgentTurns:
 
 
 class _ChatMemoryAgents(_AgentTurns):
-    family = "chatmemory"
-
     async def start(self, store: Store) -> None:
         self._memory = await ChatMemory.open(store.url)
         self._chat: Scope = self._memory.scoped(Principal("w6"))
@@ -102,8 +98,6 @@ class _ChatMemoryAgents(_AgentTurns):
 class SessionRunTurns(_ChatMemoryAgents):
     """``ChatMemorySession`` driven by its own ``session.run`` (which passes its hooks)."""
 
-    name = "ChatMemorySession, session.run"
-
     async def turn(self, session: Any, text: str) -> int:
         await session.run(self._agent, text)
         return int(self._model.seen)
@@ -112,17 +106,12 @@ class SessionRunTurns(_ChatMemoryAgents):
 class RunnerRunTurns(_ChatMemoryAgents):
     """``ChatMemorySession`` passed as ``Runner.run(..., session=...)``, the SDK's standard wiring."""
 
-    name = "ChatMemorySession, Runner.run(session=)"
-
     async def turn(self, session: Any, text: str) -> int:
         return await self._run(session, text)
 
 
 class SQLiteSessionTurns(_AgentTurns):
     """The SDK's ``SQLiteSession`` on a file (WAL, synchronous=NORMAL like every system)."""
-
-    name = "SQLiteSession"
-    family = "peer"
 
     async def start(self, store: Store) -> None:
         from agents import SQLiteSession
@@ -154,9 +143,6 @@ class SQLiteSessionTurns(_AgentTurns):
 
 class SQLAlchemySessionTurns(_AgentTurns):
     """The SDK's ``SQLAlchemySession`` on one async engine (aiosqlite or asyncpg)."""
-
-    name = "SQLAlchemySession"
-    family = "peer"
 
     async def start(self, store: Store) -> None:
         from sqlalchemy.ext.asyncio import create_async_engine

@@ -67,9 +67,6 @@ def _fake_model() -> Any:
 class Histories(Protocol):
     """Where a wiring keeps its conversations: one chat message history each."""
 
-    label: str
-    family: str
-
     async def start(self, store: Store) -> None:
         """Connect to ``store``."""
 
@@ -82,9 +79,6 @@ class Histories(Protocol):
 
 class InMemoryHistories:
     """``InMemoryChatMessageHistory``."""
-
-    label = "InMemoryChatMessageHistory"
-    family = "peer"
 
     async def start(self, store: Store) -> None:
         pass
@@ -102,9 +96,6 @@ class InMemoryHistories:
 
 class SQLHistories:
     """langchain-community's ``SQLChatMessageHistory`` on one async engine."""
-
-    label = "SQLChatMessageHistory"
-    family = "peer"
 
     async def start(self, store: Store) -> None:
         from sqlalchemy.ext.asyncio import create_async_engine
@@ -127,9 +118,6 @@ class SQLHistories:
 class PostgresHistories:
     """langchain-postgres' ``PostgresChatMessageHistory`` on one psycopg async connection."""
 
-    label = "PostgresChatMessageHistory"
-    family = "peer"
-
     async def start(self, store: Store) -> None:
         import psycopg
         from langchain_postgres import PostgresChatMessageHistory
@@ -150,9 +138,6 @@ class PostgresHistories:
 
 class ChatMemoryHistories:
     """chatmemory's ``ChatMemoryHistory`` over a conversation stored as its adapter stores it."""
-
-    label = "ChatMemoryHistory"
-    family = "chatmemory"
 
     async def start(self, store: Store) -> None:
         self._memory = await ChatMemory.open(store.url)
@@ -183,14 +168,10 @@ class ChatMemoryHistories:
 class AgentTurns:
     """``create_agent`` with a chat message history read before and extended after each run."""
 
-    framework = FRAMEWORK
-
     def __init__(self, histories: Histories) -> None:
         from langchain.agents import create_agent
 
         self._histories = histories
-        self.name = f"create_agent + {histories.label}"
-        self.family = histories.family
         self._model = _fake_model()
         self._agent: Any = create_agent(self._model, [], system_prompt=SYSTEM)
 
@@ -215,10 +196,6 @@ class AgentTurns:
 class MiddlewareTurns:
     """``create_agent(..., middleware=[ChatMemoryMiddleware(chat, conversation_id)])``, one agent
     per conversation."""
-
-    framework = FRAMEWORK
-    name = "create_agent + ChatMemoryMiddleware"
-    family = "chatmemory"
 
     def __init__(self) -> None:
         self._store = ChatMemoryHistories()
@@ -246,15 +223,11 @@ class MiddlewareTurns:
 class ChainTurns:
     """``RunnableWithMessageHistory`` around ``prompt | model``, with the store as its session history."""
 
-    framework = FRAMEWORK
-
     def __init__(self, histories: Histories) -> None:
         from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
         from langchain_core.runnables.history import RunnableWithMessageHistory
 
         self._histories = histories
-        self.name = f"RunnableWithMessageHistory + {histories.label}"
-        self.family = histories.family
         self._model = _fake_model()
         self._sessions: dict[str, Any] = {}
         prompt = ChatPromptTemplate.from_messages(

@@ -39,8 +39,6 @@ class _PydanticTurns:
     """An agent on pydantic-ai's ``FunctionModel`` that answers every request alike and counts
     the messages it was sent."""
 
-    framework = FRAMEWORK
-
     def __init__(self) -> None:
         self.seen = 0
 
@@ -60,9 +58,6 @@ class _PydanticTurns:
 
 class CapabilityTurns(_PydanticTurns):
     """``Agent(..., capabilities=[ChatMemoryCapability(chat, conversation_id)])``, one per conversation."""
-
-    name = "ChatMemoryCapability"
-    family = "chatmemory"
 
     async def start(self, store: Store) -> None:
         self._memory = await ChatMemory.open(store.url)
@@ -96,9 +91,6 @@ class CapabilityTurns(_PydanticTurns):
 
 class JsonFileTurns(_PydanticTurns):
     """``message_history`` read from and written back to a JSON file each turn."""
-
-    name = "message_history in a JSON file"
-    family = "peer"
 
     async def start(self, store: Store) -> None:
         from pydantic_ai import Agent

@@ -12,6 +12,7 @@ less (did not reload, or did not persist the previous turn) is reported as faile
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import re
 import sys
@@ -30,10 +31,6 @@ WORKLOAD = "W6"
 
 class TurnSystem(Protocol):
     """One way of running a turn of an agent with a stored conversation."""
-
-    name: str
-    framework: str
-    family: str
 
     async def start(self, store: Store) -> None:
         """Connect to ``store`` (a fresh database)."""
@@ -178,6 +175,7 @@ class Mismatch(AssertionError):
 async def measure(system: TurnSystem, length: int, sizes: Sizes) -> tuple[float, float]:
     """p50 and p99 of ``sizes.w6_turns`` timed turns on a conversation of ``length`` messages."""
     conversation = await system.conversation(stored(length))
+    gc.collect()  # cyclic garbage left by loading (or by the rows before) is not this turn's cost
     samples: list[float] = []
     for number in range(sizes.w6_warmup_turns + sizes.w6_turns):
         expected = length + 2 * number + 1

@@ -11,9 +11,9 @@ from uuid import UUID
 from langchain_core.messages import AIMessage, BaseMessage
 
 from chatmemory import Message
+from chatmemory.recording import ABANDONED, LIVE_HISTORIES, abandoned, recorder_metadata
 from chatmemory.scope import Scope
 from chatmemory_langchain._convert import from_stored_many, model_name_of, produced_by, to_new_message
-from chatmemory_langchain._liveness import ABANDONED, LIVE_HISTORIES, abandoned, recorder_metadata
 
 # Well under chatmemory's default per-call limit, so a long first recording still fits.
 _BATCH = 200
@@ -137,7 +137,7 @@ class Recorder:
             histories = [await self.chat.get_history(h, messages=False) for h in sorted(unknown)]
         for history in histories:
             status[history.id] = history.status
-            if abandoned(history):
+            if abandoned(history, framework="langchain"):
                 await self.chat.finish_history(history.id, status="failed", error=ABANDONED)
                 status[history.id] = "failed"
 

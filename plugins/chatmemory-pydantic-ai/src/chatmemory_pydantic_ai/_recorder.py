@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -19,21 +17,16 @@ from pydantic_ai import messages as pai
 from pydantic_ai._tool_execution import build_tool_return_part
 from pydantic_ai.exceptions import UserError
 
-from chatmemory import ChatMemoryError, History
+from chatmemory import ChatMemoryError
+from chatmemory.recording import LIVE_HISTORIES
 from chatmemory.scope import Scope
-from chatmemory_pydantic_ai._convert import NATIVE_FORMAT, system_prompts, to_new_messages
+from chatmemory_pydantic_ai._convert import system_prompts, to_new_messages
 
-__all__ = ["LIVE_HISTORIES", "RunRecord", "abandoned", "settled"]
+__all__ = ["RunRecord", "settled"]
 
 T = TypeVar("T")
 _BATCH = 100
 ERROR_CHARS = 10_000
-
-LIVE_HISTORIES: set[UUID] = set()
-"""Histories this process is recording right now; a running history not here nor in a live
-process on this host was left behind by a process that stopped mid-run."""
-
-_HOST = socket.gethostname()
 
 
 async def settled(write: Coroutine[Any, Any, T]) -> T:
@@ -48,31 +41,6 @@ async def settled(write: Coroutine[Any, Any, T]) -> T:
             await asyncio.wait({task})
             raise
     return task.result()
-
-
-def recorder_metadata() -> dict[str, JsonValue]:
-    """Where the recording process runs, so a later run can tell it stopped mid-run."""
-    return {"host": _HOST, "pid": os.getpid()}
-
-
-def abandoned(history: History) -> bool:
-    """Whether a running history was left behind by a process on this host that is gone (or by
-    this process, outside any run it is recording)."""
-    meta = history.metadata or {}
-    if history.status != "running" or meta.get("framework") != NATIVE_FORMAT or meta.get("host") != _HOST:
-        return False
-    pid = meta.get("pid")
-    if not isinstance(pid, int):
-        return False
-    if pid == os.getpid():
-        return history.id not in LIVE_HISTORIES
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 @dataclass

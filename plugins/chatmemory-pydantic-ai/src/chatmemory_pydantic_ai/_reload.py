@@ -22,15 +22,15 @@ from chatmemory import (
     ToolCallPart,
     ToolResultPart,
 )
+from chatmemory.recording import ABANDONED, abandoned
 from chatmemory.scope import Scope
 from chatmemory_pydantic_ai._convert import NATIVE_FORMAT
-from chatmemory_pydantic_ai._recorder import abandoned, settled
+from chatmemory_pydantic_ai._recorder import settled
 
 __all__ = ["ConversationCache", "load_messages", "to_model_messages"]
 
 _log = logging.getLogger(__name__)
 _PAGE = 50
-ABANDONED = "the process recording this run stopped before the run ended"
 
 
 async def load_messages(chat: Scope, conversation_id: UUID | str) -> list[pai.ModelMessage]:
@@ -140,7 +140,7 @@ class ConversationCache:
             cursor = page.next_cursor
 
     async def _close_if_abandoned(self, chat: Scope, history: History) -> str:
-        if not abandoned(history):
+        if not abandoned(history, framework=NATIVE_FORMAT):
             return history.status
         try:
             await settled(chat.finish_history(history.id, status="failed", error=ABANDONED))

@@ -20,9 +20,10 @@ from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import ToolDefinition
 
 from chatmemory import ChatMemoryError
+from chatmemory.recording import recorder_metadata
 from chatmemory.scope import Scope
 from chatmemory_pydantic_ai._convert import NATIVE_FORMAT, system_prompts, usage_dict
-from chatmemory_pydantic_ai._recorder import ERROR_CHARS, RunRecord, recorder_metadata
+from chatmemory_pydantic_ai._recorder import ERROR_CHARS, RunRecord
 from chatmemory_pydantic_ai._reload import ConversationCache
 
 if TYPE_CHECKING:
