@@ -16,9 +16,9 @@ from agents.memory.session_settings import coerce_session_settings, resolve_sess
 
 from chatmemory import ConflictError
 from chatmemory.scope import Scope
+from chatmemory_openai_agents._cache import ItemCache
 from chatmemory_openai_agents._compaction import read_tail, replace_tail, snapshot
 from chatmemory_openai_agents._hooks import ChatMemoryHooks
-from chatmemory_openai_agents._items import items_of_messages
 from chatmemory_openai_agents._record import Recorder, RunRecord
 
 __all__ = ["ChatMemorySession"]
@@ -88,6 +88,7 @@ class ChatMemorySession:
         self._runs: dict[int, RunRecord] = {}
         self._ended: list[RunRecord] = []
         self._loose: RunRecord | None = None
+        self._cache = ItemCache()
         self.hooks = ChatMemoryHooks(self._recorder, self._run_for, self._run_ending)
 
     # -- running agents --------------------------------------------------------------------------
@@ -147,14 +148,15 @@ class ChatMemorySession:
         """The conversation's items in order; the newest ``limit`` ones when given.
 
         Only the newest messages are read when a limit applies (the argument, else
-        ``session_settings.limit``).
+        ``session_settings.limit``). Without one, the items this session read before are
+        reused once a small read proves them current (see the package README).
 
         Raises:
             ConversationNotFound: the principal cannot see the conversation.
         """
         count = resolve_session_limit(limit, self.session_settings)
         if count is None or count < 0:
-            return items_of_messages(await self.chat.transcript(self.conversation_id))
+            return await self._cache.items(self.chat, self.conversation_id)
         tail = await read_tail(self.chat, self.conversation_id, max(count, 1))
         return tail.items[-count:] if count else []
 
@@ -179,6 +181,7 @@ class ChatMemorySession:
         if run.history is None:
             await self._settle_others(run)
         await self._recorder.add(run, items)
+        self._cache.wrote(len(items))
 
     async def pop_item(self, *, wrapper: RunContextWrapper[Any] | None = None) -> TResponseInputItem | None:
         """Remove the most recent item and return it, or ``None`` when there is none.
