@@ -13,7 +13,7 @@ import pytest
 from chatmemory_langchain import ChatMemoryHistory
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-from chatmemory import ChatMemory, NewMessage, Principal
+from chatmemory import ChatMemory, InvalidInputError, NewMessage, Principal
 from chatmemory.scope import Scope
 
 
@@ -132,3 +132,11 @@ async def test_a_read_after_an_add_reads_only_the_newest_messages(
     assert len(await history.aget_messages()) == 8
     reads = [" ".join(s.split()) for s in statements if "FROM chat_messages" in s and "SELECT" in s]
     assert reads and all("LIMIT" in s for s in reads), reads
+
+
+async def test_an_add_the_store_refuses_writes_nothing(alice: Scope) -> None:
+    history = await _warm(alice)
+    with pytest.raises(InvalidInputError):
+        await history.aadd_messages([HumanMessage("fine"), AIMessage("x" * 100_001)])
+    assert _texts(await history.aget_messages()) == ["u0", "a0", "u1", "a1", "u2", "a2"]
+    assert len((await alice.get_conversation(history.conversation_id)).histories) == 3
