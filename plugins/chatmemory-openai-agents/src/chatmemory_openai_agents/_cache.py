@@ -12,7 +12,8 @@ from agents.items import TResponseInputItem
 
 from chatmemory import ConversationSummary, Message
 from chatmemory.scope import Scope
-from chatmemory_openai_agents._items import items_of_messages
+from chatmemory_openai_agents._items import items_of_messages, message_is_answer
+from chatmemory_openai_agents._record import Newest
 
 __all__ = ["ItemCache"]
 
@@ -24,6 +25,7 @@ class _Entry:
     id: UUID
     seq: int
     pending: bool
+    newest: Newest  # what this message tells when it is the newest
     text: str  # the message's items as JSON, without the enclosing brackets ("" for none)
 
 
@@ -63,8 +65,8 @@ class ItemCache:
         with self._guard:
             self._state = None
 
-    async def items(self, chat: Scope, conversation_id: Any) -> list[TResponseInputItem]:
-        """Every item of the conversation, in order, as new objects.
+    async def items(self, chat: Scope, conversation_id: Any) -> tuple[list[TResponseInputItem], Newest]:
+        """Every item of the conversation, in order, as new objects, and its newest message.
 
         Raises:
             ConversationNotFound: the principal cannot see the conversation.
@@ -78,7 +80,8 @@ class ItemCache:
         with self._guard:
             self._state = fresh
         body = ",".join(entry.text for entry in fresh.entries if entry.text)
-        return cast(list[TResponseInputItem], json.loads(f"[{body}]"))
+        newest = fresh.entries[-1].newest if fresh.entries else Newest(None)
+        return cast(list[TResponseInputItem], json.loads(f"[{body}]")), newest
 
 
 async def _refresh(chat: Scope, conversation_id: Any, state: _State, written: int) -> _State | None:
@@ -118,7 +121,8 @@ def _checked(
 def _entry(message: Message) -> _Entry:
     items = items_of_messages([message])
     text = json.dumps(items, separators=(",", ":"))[1:-1]
-    return _Entry(message.id, message.seq, message.status == "pending", text)
+    newest = Newest(message.history_id, message_is_answer(message))
+    return _Entry(message.id, message.seq, message.status == "pending", newest, text)
 
 
 def _extend(state: _State, messages: list[Message], last_seq: int, summary: ConversationSummary) -> _State:

@@ -19,7 +19,8 @@ from chatmemory.scope import Scope
 from chatmemory_openai_agents._cache import ItemCache
 from chatmemory_openai_agents._compaction import read_tail, replace_tail, snapshot
 from chatmemory_openai_agents._hooks import ChatMemoryHooks
-from chatmemory_openai_agents._record import Recorder, RunRecord
+from chatmemory_openai_agents._items import message_is_answer
+from chatmemory_openai_agents._record import Newest, Recorder, RunRecord
 
 __all__ = ["ChatMemorySession"]
 
@@ -89,6 +90,9 @@ class ChatMemorySession:
         self._ended: list[RunRecord] = []
         self._loose: RunRecord | None = None
         self._cache = ItemCache()
+        # The newest message the latest read saw, and the run that read it: its first write
+        # needs to know it and need not read it again.
+        self._newest_read: tuple[weakref.ref[RunContextWrapper[Any]], Newest] | None = None
         self.hooks = ChatMemoryHooks(self._recorder, self._run_for, self._run_ending)
 
     # -- running agents --------------------------------------------------------------------------
@@ -156,9 +160,15 @@ class ChatMemorySession:
         """
         count = resolve_session_limit(limit, self.session_settings)
         if count is None or count < 0:
-            return await self._cache.items(self.chat, self.conversation_id)
-        tail = await read_tail(self.chat, self.conversation_id, max(count, 1))
-        return tail.items[-count:] if count else []
+            items, newest = await self._cache.items(self.chat, self.conversation_id)
+        else:
+            tail = await read_tail(self.chat, self.conversation_id, max(count, 1))
+            items = tail.items[-count:] if count else []
+            last = tail.messages[-1] if tail.messages else None
+            newest = Newest(last.history_id, message_is_answer(last)) if last else Newest(None)
+        if wrapper is not None:
+            self._newest_read = (weakref.ref(wrapper), newest)
+        return items
 
     async def add_items(
         self, items: list[TResponseInputItem], *, wrapper: RunContextWrapper[Any] | None = None
@@ -180,6 +190,9 @@ class ChatMemorySession:
         run = self._run_for(wrapper) if wrapper is not None else self._loose_run()
         if run.history is None:
             await self._settle_others(run)
+            read, self._newest_read = self._newest_read, None
+            if read is not None and wrapper is not None and read[0]() is wrapper:
+                run.newest = read[1]
         await self._recorder.add(run, items)
         self._cache.wrote(len(items))
 
