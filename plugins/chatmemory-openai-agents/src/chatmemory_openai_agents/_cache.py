@@ -32,6 +32,7 @@ class _Entry:
 @dataclass(frozen=True)
 class _State:
     entries: tuple[_Entry, ...]
+    pending: bool  # an entry is pending: completing it changes no count
     last_seq: int  # the conversation's last seq when read
     count: int  # its live message count then
     updated_at: object  # its updated_at then
@@ -60,11 +61,6 @@ class ItemCache:
         with self._guard:
             self._written += count
 
-    def forget(self) -> None:
-        """Drop the cache: the next read reloads the conversation whole."""
-        with self._guard:
-            self._state = None
-
     async def items(self, chat: Scope, conversation_id: Any) -> tuple[list[TResponseInputItem], Newest]:
         """Every item of the conversation, in order, as new objects, and its newest message.
 
@@ -76,7 +72,7 @@ class ItemCache:
         fresh = await _refresh(chat, conversation_id, state, written) if state is not None else None
         if fresh is None:
             tail = await chat.get_tail(conversation_id)
-            fresh = _extend(_State((), 0, 0, None), tail.messages, tail.last_seq, tail.conversation)
+            fresh = _extend(_State((), False, 0, 0, None), tail.messages, tail.last_seq, tail.conversation)
         with self._guard:
             self._state = fresh
         body = ",".join(entry.text for entry in fresh.entries if entry.text)
@@ -108,7 +104,7 @@ async def _refresh(chat: Scope, conversation_id: Any, state: _State, written: in
 def _checked(
     state: _State, newer: list[Message], overlap: list[Message], last_seq: int, summary: ConversationSummary
 ) -> _State | None:
-    if any(entry.pending for entry in state.entries):
+    if state.pending:
         return None  # a pending message may have been completed or failed since
     if state.count + len(newer) != summary.message_count:
         return None  # a cached message was deleted
@@ -127,5 +123,6 @@ def _entry(message: Message) -> _Entry:
 
 def _extend(state: _State, messages: list[Message], last_seq: int, summary: ConversationSummary) -> _State:
     """``state`` with ``messages`` appended, as of the conversation read with them."""
-    entries = state.entries + tuple(_entry(m) for m in messages)
-    return _State(entries, last_seq, summary.message_count, summary.updated_at)
+    added = tuple(_entry(m) for m in messages)
+    pending = state.pending or any(entry.pending for entry in added)
+    return _State(state.entries + added, pending, last_seq, summary.message_count, summary.updated_at)
