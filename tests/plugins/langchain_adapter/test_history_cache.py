@@ -1,12 +1,16 @@
 """ChatMemoryHistory reuses the messages it read only while they are current: any other writer's change shows.
 
-The other writer is a second ``ChatMemory`` on the same database (its own connections, as
-another process has), changing the conversation between two reads of a history object that
+The other writer is another process, or a second ``ChatMemory`` on the same database (its
+own connections, as another process has), changing the conversation between two reads of a history object that
 has already read it. The truth is what a new history object, which has read nothing, returns.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+import textwrap
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -22,6 +26,27 @@ async def elsewhere(db_url: str) -> AsyncIterator[Scope]:
     """alice's scope through a second store on the same database: another writer."""
     async with ChatMemory.open(db_url) as other:
         yield other.scoped(Principal("alice"))
+
+
+# Deletes the newest message, then adds two through a history object of its own, in another process.
+DELETE_AND_ADD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from langchain_core.messages import AIMessage, HumanMessage
+    from chatmemory import ChatMemory, Principal
+    from chatmemory_langchain import ChatMemoryHistory
+
+    async def main(url, conversation_id):
+        async with ChatMemory.open(url) as memory:
+            chat = memory.scoped(Principal("alice"))
+            newest = (await chat.transcript(conversation_id))[-1]
+            await chat.delete_message(newest.id)
+            history = ChatMemoryHistory(chat, conversation_id, model="fake-c")
+            await history.aadd_messages([HumanMessage("elsewhere"), AIMessage("indeed")])
+
+    asyncio.run(main(*sys.argv[1:3]))
+    """
+)
 
 
 async def _warm(alice: Scope, turns: int = 3) -> ChatMemoryHistory:
@@ -48,6 +73,19 @@ async def test_messages_another_writer_adds_are_read(alice: Scope, elsewhere: Sc
     await _other(elsewhere, history).aadd_messages([HumanMessage("from elsewhere")])
     read = await history.aget_messages()
     assert _texts(read)[-1] == "from elsewhere"
+    assert read == await _other(elsewhere, history).aget_messages()
+
+
+async def test_a_deletion_and_an_add_by_another_process_are_read(
+    db_url: str, alice: Scope, elsewhere: Scope
+) -> None:
+    history = await _warm(alice)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", DELETE_AND_ADD, db_url, str(history.conversation_id), env=dict(os.environ)
+    )
+    assert await asyncio.wait_for(process.wait(), timeout=120) == 0
+    read = await history.aget_messages()
+    assert _texts(read) == ["u0", "a0", "u1", "a1", "u2", "elsewhere", "indeed"]
     assert read == await _other(elsewhere, history).aget_messages()
 
 

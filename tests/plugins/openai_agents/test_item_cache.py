@@ -1,12 +1,17 @@
 """A session reuses the items it read only while they are current: any other writer's change shows.
 
-The other writer is a second ``ChatMemory`` on the same database (its own connections, as
-another process has), changing the conversation between two reads of a session that has
-already read it. The truth is what a new session, which has read nothing, returns.
+The other writer is another process, or a second ``ChatMemory`` on the same database (its
+own connections, as another process has), changing the conversation between two reads of a
+session that has already read it. The truth is what a new session, which has read nothing,
+returns.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+import textwrap
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -24,6 +29,24 @@ async def elsewhere(db_url: str) -> AsyncIterator[Scope]:
     """alice's scope through a second store on the same database: another writer."""
     async with ChatMemory.open(db_url) as other:
         yield other.scoped(Principal("alice"))
+
+
+# Pops the newest item, then adds one, through a session of its own, in another process.
+POP_AND_ADD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from chatmemory import ChatMemory, Principal
+    from chatmemory_openai_agents import ChatMemorySession
+
+    async def main(url, conversation_id):
+        async with ChatMemory.open(url) as memory:
+            session = ChatMemorySession(memory.scoped(Principal("alice")), conversation_id)
+            await session.pop_item()
+            await session.add_items([{"role": "user", "content": "from another process"}])
+
+    asyncio.run(main(*sys.argv[1:3]))
+    """
+)
 
 
 async def _warm(alice: Scope, turns: int = 3) -> ChatMemorySession:
@@ -56,6 +79,19 @@ async def test_items_another_writer_adds_are_read(alice: Scope, elsewhere: Scope
     await other.add_items([{"role": "user", "content": "from elsewhere"}])
     items = await session.get_items()
     assert _texts(items)[-1] == "from elsewhere"
+    assert items == await _truth(elsewhere, session)
+
+
+async def test_a_pop_and_an_add_by_another_process_are_read(
+    db_url: str, alice: Scope, elsewhere: Scope
+) -> None:
+    session = await _warm(alice)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", POP_AND_ADD, db_url, str(session.conversation_id), env=dict(os.environ)
+    )
+    assert await asyncio.wait_for(process.wait(), timeout=120) == 0
+    items = await session.get_items()
+    assert _texts(items) == ["u0", "a0", "u1", "a1", "u2", "from another process"]
     assert items == await _truth(elsewhere, session)
 
 
