@@ -15,7 +15,7 @@ from chatmemory_langchain._convert import from_stored_many
 
 __all__ = ["Mirror"]
 
-_OVERLAP = 4  # newest messages read beyond those expected, to see where the mirrored ones end
+_OVERLAP = 1  # newest messages read beyond those expected: the newest mirrored one, if still there
 
 
 @dataclass(frozen=True)

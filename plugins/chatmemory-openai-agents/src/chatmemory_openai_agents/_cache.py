@@ -17,7 +17,7 @@ from chatmemory_openai_agents._record import Newest
 
 __all__ = ["ItemCache"]
 
-_OVERLAP = 4  # newest messages read beyond those expected, to see where the cached ones end
+_OVERLAP = 1  # newest messages read beyond those expected: the newest cached one, if still there
 
 
 @dataclass(frozen=True)
