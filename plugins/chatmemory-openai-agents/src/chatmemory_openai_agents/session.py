@@ -206,6 +206,7 @@ class ChatMemorySession:
             ConversationNotFound: the principal cannot see the conversation.
             ConflictError: other writers kept removing the newest item first, many times over.
         """
+        self._newest_read = None  # what it saw is about to change
         for _ in range(_POP_ATTEMPTS):
             tail = await read_tail(self.chat, self.conversation_id, 1)
             if not tail.items:
@@ -227,6 +228,7 @@ class ChatMemorySession:
         Raises:
             ConversationNotFound: the principal cannot see the conversation.
         """
+        self._newest_read = None
         detail = await self.chat.get_conversation(self.conversation_id)
         for history in detail.histories:
             await self.chat.delete_history(history.id)
@@ -235,9 +237,11 @@ class ChatMemorySession:
     # -- compaction (OpenAIResponsesCompactionSession) -------------------------------------------
 
     async def _get_compaction_snapshot(self, limit: int) -> _CompactionSnapshot | None:
+        self._newest_read = None  # compaction may replace the newest messages
         return snapshot(self._recorder, await read_tail(self.chat, self.conversation_id, limit))
 
     async def _atomic_replace_items(self, items: list[TResponseInputItem]) -> bool:
+        self._newest_read = None
         tail = await read_tail(self.chat, self.conversation_id, _EVERYTHING)
         return await replace_tail(self._recorder, tail, 0, items)
 
