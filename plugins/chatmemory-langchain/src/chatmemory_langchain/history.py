@@ -11,8 +11,9 @@ from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
 from chatmemory.scope import Scope
-from chatmemory_langchain._convert import from_stored_many, to_new_message
+from chatmemory_langchain._convert import to_new_message
 from chatmemory_langchain._loop import BackgroundLoop, HomeLoop
+from chatmemory_langchain._mirror import Mirror
 
 __all__ = ["ChatMemoryHistory"]
 
@@ -25,7 +26,10 @@ class ChatMemoryHistory(BaseChatMessageHistory):
     ``ChatMemoryMiddleware`` with ``create_agent``).
 
     Each ``add_messages`` call (one chain invocation: the input and the reply) is recorded
-    as one history driven by ``model``; reading returns the whole conversation in order.
+    as one completed history driven by ``model``, in one transaction: all of it or nothing.
+    Reading returns the whole conversation in order; the messages read before are reused
+    once one small read proves them current, so a long conversation is not converted anew
+    on every turn (see the package README).
     Event loops work as for ``ChatMemoryMiddleware``: all store calls run on ``loop``, else
     the loop running at creation, else a background loop this object starts.
 
@@ -52,12 +56,13 @@ class ChatMemoryHistory(BaseChatMessageHistory):
         self.model = model
         self.metadata = {"framework": "langchain", **(metadata or {})}
         self._home = HomeLoop(loop)
+        self._mirror = Mirror()
 
     def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._home.call_sync(coro)
 
     async def _read(self) -> list[BaseMessage]:
-        return from_stored_many(await self.chat.transcript(self.conversation_id))
+        return await self._mirror.messages(self.chat, self.conversation_id)
 
     async def _add(self, messages: Sequence[BaseMessage]) -> None:
         if not messages:
@@ -65,15 +70,10 @@ class ChatMemoryHistory(BaseChatMessageHistory):
         # Like InMemoryChatMessageHistory, every message given is added, even one whose id is
         # already stored or repeated in the same call: ids do not make these adds idempotent.
         batch = [to_new_message(m, keyed=False) for m in messages]
-        history = await self.chat.start_history(
-            self.conversation_id, model=self.model, metadata=self.metadata
+        await self.chat.record_run(
+            self.conversation_id, model=self.model, messages=batch, metadata=self.metadata
         )
-        try:
-            await self.chat.append_messages(history.id, batch)
-        except BaseException as exc:
-            await self.chat.finish_history(history.id, status="failed", error=f"{type(exc).__name__}: {exc}")
-            raise
-        await self.chat.finish_history(history.id, status="completed")
+        self._mirror.wrote(len(batch))
 
     async def _clear(self) -> None:
         conversation = await self.chat.get_conversation(self.conversation_id)

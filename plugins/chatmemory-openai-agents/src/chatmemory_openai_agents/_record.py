@@ -29,7 +29,7 @@ from chatmemory_openai_agents._items import (
 from chatmemory_openai_agents._lock import AnyLoopLock
 from chatmemory_openai_agents._models import configured_model_name, resolve_model_name
 
-__all__ = ["FRAMEWORK", "UNCLOSED", "Recorder", "RunRecord"]
+__all__ = ["FRAMEWORK", "UNCLOSED", "Newest", "Recorder", "RunRecord"]
 
 FRAMEWORK = "openai-agents"
 UNCLOSED = "the run ended without being closed: it raised, was interrupted, or its process stopped"
@@ -50,6 +50,14 @@ _OPEN_GUARD = threading.Lock()
 def _is_open_here(history_id: UUID) -> bool:
     with _OPEN_GUARD:
         return _OPEN.get(history_id) is not None
+
+
+@dataclass(frozen=True)
+class Newest:
+    """The conversation's newest message as the run's own read saw it, just before its first write."""
+
+    history_id: UUID | None  # None: the conversation had no message
+    answered: bool = False  # that message is an assistant answer
 
 
 @dataclass(eq=False)
@@ -74,6 +82,7 @@ class RunRecord:
     final: bool = False  # the hooks saw the final output
     answered: bool = False  # the last item recorded is an assistant answer
     produced: dict[str, tuple[str, str]] = field(default_factory=dict)
+    newest: Newest | None = None  # when known, spares opening the history a read
     lock: AnyLoopLock = field(default_factory=AnyLoopLock)
 
 
@@ -170,7 +179,8 @@ class Recorder:
             done += _BATCH
 
     async def _open(self, run: RunRecord) -> None:
-        await self._close_abandoned()
+        newest, run.newest = run.newest, None
+        await self._close_abandoned(newest)
         agent = run.agent
         model = run.model or (resolve_model_name(agent, run.run_config) if agent is not None else None)
         model = model or configured_model_name(run.run_config) or self.model or get_default_model()
@@ -193,21 +203,26 @@ class Recorder:
         with _OPEN_GUARD:
             _OPEN[run.history.id] = run
 
-    async def _close_abandoned(self) -> None:
-        """Close the conversation's newest history if a run left it open and no run here holds it."""
-        page = await self.chat.list_messages(conversation_id=self.conversation_id, newest_first=True, limit=1)
-        if not page.items:
-            return
-        newest: Message = page.items[0]
-        hid = newest.history_id
-        if hid in self._closed or _is_open_here(hid):
+    async def _close_abandoned(self, known: Newest | None) -> None:
+        """Close the conversation's newest history if a run left it open and no run here holds it.
+
+        ``known`` is the newest message as the run read it moments before, when it did.
+        """
+        if known is None:
+            page = await self.chat.list_messages(
+                conversation_id=self.conversation_id, newest_first=True, limit=1
+            )
+            message: Message | None = page.items[0] if page.items else None
+            known = Newest(message.history_id, message_is_answer(message)) if message else Newest(None)
+        hid = known.history_id
+        if hid is None or hid in self._closed or _is_open_here(hid):
             return
         try:
             history = await self.chat.get_history(hid, messages=False)
         except HistoryNotFound:
             return  # deleted since the read
         if history.status == "running" and (history.metadata or {}).get("framework") == FRAMEWORK:
-            status, error = _inferred(message_is_answer(newest))
+            status, error = _inferred(known.answered)
             with contextlib.suppress(ConflictError):  # another run closed it first
                 await self.chat.finish_history(hid, status=status, error=error)
         self._remember(hid)

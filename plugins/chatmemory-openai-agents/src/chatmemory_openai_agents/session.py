@@ -16,10 +16,11 @@ from agents.memory.session_settings import coerce_session_settings, resolve_sess
 
 from chatmemory import ConflictError
 from chatmemory.scope import Scope
+from chatmemory_openai_agents._cache import ItemCache
 from chatmemory_openai_agents._compaction import read_tail, replace_tail, snapshot
 from chatmemory_openai_agents._hooks import ChatMemoryHooks
-from chatmemory_openai_agents._items import items_of_messages
-from chatmemory_openai_agents._record import Recorder, RunRecord
+from chatmemory_openai_agents._items import message_is_answer
+from chatmemory_openai_agents._record import Newest, Recorder, RunRecord
 
 __all__ = ["ChatMemorySession"]
 
@@ -88,6 +89,10 @@ class ChatMemorySession:
         self._runs: dict[int, RunRecord] = {}
         self._ended: list[RunRecord] = []
         self._loose: RunRecord | None = None
+        self._cache = ItemCache()
+        # The newest message the latest read saw, and the run that read it: its first write
+        # needs to know it and need not read it again.
+        self._newest_read: tuple[weakref.ref[RunContextWrapper[Any]], Newest] | None = None
         self.hooks = ChatMemoryHooks(self._recorder, self._run_for, self._run_ending)
 
     # -- running agents --------------------------------------------------------------------------
@@ -147,16 +152,23 @@ class ChatMemorySession:
         """The conversation's items in order; the newest ``limit`` ones when given.
 
         Only the newest messages are read when a limit applies (the argument, else
-        ``session_settings.limit``).
+        ``session_settings.limit``). Without one, the items this session read before are
+        reused once a small read proves them current (see the package README).
 
         Raises:
             ConversationNotFound: the principal cannot see the conversation.
         """
         count = resolve_session_limit(limit, self.session_settings)
         if count is None or count < 0:
-            return items_of_messages(await self.chat.transcript(self.conversation_id))
-        tail = await read_tail(self.chat, self.conversation_id, max(count, 1))
-        return tail.items[-count:] if count else []
+            items, newest = await self._cache.items(self.chat, self.conversation_id)
+        else:
+            tail = await read_tail(self.chat, self.conversation_id, max(count, 1))
+            items = tail.items[-count:] if count else []
+            last = tail.messages[-1] if tail.messages else None
+            newest = Newest(last.history_id, message_is_answer(last)) if last else Newest(None)
+        if wrapper is not None:
+            self._newest_read = (weakref.ref(wrapper), newest)
+        return items
 
     async def add_items(
         self, items: list[TResponseInputItem], *, wrapper: RunContextWrapper[Any] | None = None
@@ -178,7 +190,11 @@ class ChatMemorySession:
         run = self._run_for(wrapper) if wrapper is not None else self._loose_run()
         if run.history is None:
             await self._settle_others(run)
+            read, self._newest_read = self._newest_read, None
+            if read is not None and wrapper is not None and read[0]() is wrapper:
+                run.newest = read[1]
         await self._recorder.add(run, items)
+        self._cache.wrote(len(items))
 
     async def pop_item(self, *, wrapper: RunContextWrapper[Any] | None = None) -> TResponseInputItem | None:
         """Remove the most recent item and return it, or ``None`` when there is none.
@@ -190,6 +206,7 @@ class ChatMemorySession:
             ConversationNotFound: the principal cannot see the conversation.
             ConflictError: other writers kept removing the newest item first, many times over.
         """
+        self._newest_read = None  # what it saw is about to change
         for _ in range(_POP_ATTEMPTS):
             tail = await read_tail(self.chat, self.conversation_id, 1)
             if not tail.items:
@@ -211,6 +228,7 @@ class ChatMemorySession:
         Raises:
             ConversationNotFound: the principal cannot see the conversation.
         """
+        self._newest_read = None
         detail = await self.chat.get_conversation(self.conversation_id)
         for history in detail.histories:
             await self.chat.delete_history(history.id)
@@ -219,9 +237,11 @@ class ChatMemorySession:
     # -- compaction (OpenAIResponsesCompactionSession) -------------------------------------------
 
     async def _get_compaction_snapshot(self, limit: int) -> _CompactionSnapshot | None:
+        self._newest_read = None  # compaction may replace the newest messages
         return snapshot(self._recorder, await read_tail(self.chat, self.conversation_id, limit))
 
     async def _atomic_replace_items(self, items: list[TResponseInputItem]) -> bool:
+        self._newest_read = None
         tail = await read_tail(self.chat, self.conversation_id, _EVERYTHING)
         return await replace_tail(self._recorder, tail, 0, items)
 

@@ -1,0 +1,180 @@
+"""ChatMemoryHistory reuses the messages it read only while they are current: any other writer's change shows.
+
+The other writer is another process, or a second ``ChatMemory`` on the same database (its
+own connections, as another process has), changing the conversation between two reads of a history object that
+has already read it. The truth is what a new history object, which has read nothing, returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from chatmemory_langchain import ChatMemoryHistory
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+
+from chatmemory import ChatMemory, InvalidInputError, NewMessage, Principal
+from chatmemory.scope import Scope
+
+
+@pytest.fixture
+async def elsewhere(db_url: str) -> AsyncIterator[Scope]:
+    """alice's scope through a second store on the same database: another writer."""
+    async with ChatMemory.open(db_url) as other:
+        yield other.scoped(Principal("alice"))
+
+
+# Deletes the newest message, then adds two through a history object of its own, in another process.
+DELETE_AND_ADD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from langchain_core.messages import AIMessage, HumanMessage
+    from chatmemory import ChatMemory, Principal
+    from chatmemory_langchain import ChatMemoryHistory
+
+    async def main(url, conversation_id):
+        async with ChatMemory.open(url) as memory:
+            chat = memory.scoped(Principal("alice"))
+            newest = (await chat.transcript(conversation_id))[-1]
+            await chat.delete_message(newest.id)
+            history = ChatMemoryHistory(chat, conversation_id, model="fake-c")
+            await history.aadd_messages([HumanMessage("elsewhere"), AIMessage("indeed")])
+
+    asyncio.run(main(*sys.argv[1:3]))
+    """
+)
+
+
+async def _warm(alice: Scope, turns: int = 3) -> ChatMemoryHistory:
+    """A history object that has recorded and read ``turns`` turns."""
+    conversation = await alice.start_conversation()
+    history = ChatMemoryHistory(alice, conversation.id, model="fake-a")
+    for i in range(turns):
+        await history.aget_messages()
+        await history.aadd_messages([HumanMessage(f"u{i}"), AIMessage(f"a{i}")])
+    assert len(await history.aget_messages()) == 2 * turns
+    return history
+
+
+def _other(elsewhere: Scope, history: ChatMemoryHistory) -> ChatMemoryHistory:
+    return ChatMemoryHistory(elsewhere, history.conversation_id, model="fake-b")
+
+
+def _texts(messages: list[BaseMessage]) -> list[str]:
+    return [m.text for m in messages]
+
+
+async def test_messages_another_writer_adds_are_read(alice: Scope, elsewhere: Scope) -> None:
+    history = await _warm(alice)
+    await _other(elsewhere, history).aadd_messages([HumanMessage("from elsewhere")])
+    read = await history.aget_messages()
+    assert _texts(read)[-1] == "from elsewhere"
+    assert read == await _other(elsewhere, history).aget_messages()
+
+
+async def test_a_deletion_and_an_add_by_another_process_are_read(
+    db_url: str, alice: Scope, elsewhere: Scope
+) -> None:
+    history = await _warm(alice)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", DELETE_AND_ADD, db_url, str(history.conversation_id), env=dict(os.environ)
+    )
+    assert await asyncio.wait_for(process.wait(), timeout=120) == 0
+    read = await history.aget_messages()
+    assert _texts(read) == ["u0", "a0", "u1", "a1", "u2", "elsewhere", "indeed"]
+    assert read == await _other(elsewhere, history).aget_messages()
+
+
+async def test_many_messages_another_writer_adds_are_all_read(alice: Scope, elsewhere: Scope) -> None:
+    history = await _warm(alice)
+    await _other(elsewhere, history).aadd_messages([HumanMessage(f"x{i}") for i in range(40)])
+    read = await history.aget_messages()
+    assert _texts(read)[-40:] == [f"x{i}" for i in range(40)]
+    assert read == await _other(elsewhere, history).aget_messages()
+
+
+async def test_an_older_message_deleted_while_another_is_added_is_gone(
+    alice: Scope, elsewhere: Scope
+) -> None:
+    # One deleted, one added: the newest messages and the last seq alone would not show it.
+    history = await _warm(alice)
+    second = (await elsewhere.transcript(history.conversation_id))[1]
+    await elsewhere.delete_message(second.id)
+    await _other(elsewhere, history).aadd_messages([HumanMessage("new")])
+    read = await history.aget_messages()
+    assert _texts(read) == ["u0", "u1", "a1", "u2", "a2", "new"]
+    assert read == await _other(elsewhere, history).aget_messages()
+
+
+async def test_the_newest_message_deleted_elsewhere_is_gone(alice: Scope, elsewhere: Scope) -> None:
+    history = await _warm(alice)
+    newest = (await elsewhere.transcript(history.conversation_id))[-1]
+    await elsewhere.delete_message(newest.id)
+    assert _texts(await history.aget_messages()) == ["u0", "a0", "u1", "a1", "u2"]
+
+
+async def test_a_conversation_cleared_and_refilled_elsewhere_is_read_anew(
+    alice: Scope, elsewhere: Scope
+) -> None:
+    history = await _warm(alice)
+    other = _other(elsewhere, history)
+    await other.aclear()
+    await other.aadd_messages([HumanMessage(f"n{i}") for i in range(6)])
+    assert _texts(await history.aget_messages()) == [f"n{i}" for i in range(6)]
+
+
+async def test_a_pending_message_completed_elsewhere_is_read(alice: Scope, elsewhere: Scope) -> None:
+    history = await _warm(alice)
+    run = await alice.start_history(history.conversation_id, model="m")
+    [pending] = await alice.append_messages(run.id, [NewMessage("assistant", "", status="pending")])
+    assert _texts(await history.aget_messages())[-1] == ""
+    await elsewhere.complete_message(pending.id, content="done")
+    read = await history.aget_messages()
+    assert _texts(read)[-1] == "done"
+    assert read == await _other(elsewhere, history).aget_messages()
+
+
+async def test_changing_the_messages_read_changes_nothing_stored_or_cached(alice: Scope) -> None:
+    history = await _warm(alice)
+    first = await history.aget_messages()
+    first[0].content = "changed"
+    first[1].response_metadata["model_name"] = "changed"
+    first.clear()
+    again = await history.aget_messages()
+    assert _texts(again)[:2] == ["u0", "a0"]
+    assert again[1].response_metadata.get("model_name") != "changed"
+
+
+@pytest.fixture
+def statements(memory: ChatMemory) -> Iterator[list[str]]:
+    """Each statement the store sends to the database from now on."""
+    log: list[str] = []
+    db = memory._db
+    db.set_trace(lambda stmt: log.append(stmt.sql.sqlite if db.is_sqlite else stmt.sql.postgres))
+    try:
+        yield log
+    finally:
+        db.set_trace(None)
+
+
+async def test_a_read_after_an_add_reads_only_the_newest_messages(
+    alice: Scope, statements: list[str]
+) -> None:
+    history = await _warm(alice)
+    await history.aadd_messages([HumanMessage("more"), AIMessage("still")])
+    statements.clear()
+    assert len(await history.aget_messages()) == 8
+    reads = [" ".join(s.split()) for s in statements if "FROM chat_messages" in s and "SELECT" in s]
+    assert reads and all("LIMIT" in s for s in reads), reads
+
+
+async def test_an_add_the_store_refuses_writes_nothing(alice: Scope) -> None:
+    history = await _warm(alice)
+    with pytest.raises(InvalidInputError):
+        await history.aadd_messages([HumanMessage("fine"), AIMessage("x" * 100_001)])
+    assert _texts(await history.aget_messages()) == ["u0", "a0", "u1", "a1", "u2", "a2"]
+    assert len((await alice.get_conversation(history.conversation_id)).histories) == 3
