@@ -10,10 +10,10 @@ from uuid import UUID
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
+from chatmemory.mirror import ConversationMirror
 from chatmemory.scope import Scope
-from chatmemory_langchain._convert import to_new_message
+from chatmemory_langchain._convert import from_stored_many, to_new_message
 from chatmemory_langchain._loop import BackgroundLoop, HomeLoop
-from chatmemory_langchain._mirror import Mirror
 
 __all__ = ["ChatMemoryHistory"]
 
@@ -56,13 +56,14 @@ class ChatMemoryHistory(BaseChatMessageHistory):
         self.model = model
         self.metadata = {"framework": "langchain", **(metadata or {})}
         self._home = HomeLoop(loop)
-        self._mirror = Mirror()
+        self._mirror = ConversationMirror(from_stored_many)
 
     def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._home.call_sync(coro)
 
     async def _read(self) -> list[BaseMessage]:
-        return await self._mirror.messages(self.chat, self.conversation_id)
+        messages, _ = await self._mirror.read(self.chat, self.conversation_id)
+        return [message.model_copy(deep=True) for message in messages]
 
     async def _add(self, messages: Sequence[BaseMessage]) -> None:
         if not messages:

@@ -1,0 +1,134 @@
+"""A conversation's messages as last read, kept up to date by one small read each time.
+
+Adapters that hand a framework the whole conversation on every turn keep a
+:class:`ConversationMirror` per session, so a turn reads only what changed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from uuid import UUID
+
+from chatmemory.models import ConversationSummary, Message
+
+if TYPE_CHECKING:
+    from chatmemory.scope import Scope
+
+__all__ = ["ConversationMirror"]
+
+T = TypeVar("T")
+
+_OVERLAP = 1  # newest messages read beyond those expected: the newest mirrored one, if still there
+
+
+@dataclass(frozen=True)
+class _State(Generic[T]):
+    ids: tuple[tuple[UUID, int], ...]  # (id, seq) of each live message
+    values: tuple[T, ...]  # what each message was converted to
+    newest: Message | None
+    pending: bool  # a mirrored message is pending: completing it changes no count
+    last_seq: int  # the conversation's last seq when read
+    count: int  # its live message count then
+    updated_at: object  # its updated_at then
+
+
+class ConversationMirror(Generic[T]):
+    """Every live message of one conversation, converted once, checked against the store on each read.
+
+    Each read asks the store, in one transaction (``get_tail``), for the conversation's last
+    ``seq``, its live message count and its newest few messages. The mirrored messages are
+    reused only when they provably still hold: every message appended since is among those
+    read, the newest mirrored ones are still there, and the count shows none was deleted. A
+    pending message in the mirror (its completion changes no count) makes any change reload
+    the conversation whole, as does anything the check cannot prove. So changes made by any
+    other writer, in any process, are always seen; only new messages are converted.
+
+    ``convert`` turns stored messages into the framework's values, one per message, in order.
+    The values are shared between reads: return copies if callers may change them.
+    """
+
+    def __init__(self, convert: Callable[[Sequence[Message]], Sequence[T]]) -> None:
+        self._convert = convert
+        self._state: _State[T] | None = None
+        self._guard = threading.Lock()
+        self._written = 0  # messages appended through this mirror's owner since the last read
+
+    def wrote(self, count: int) -> None:
+        """``count`` messages were appended by the owner: the next read asks for that many more."""
+        with self._guard:
+            self._written += count
+
+    def forget(self) -> None:
+        """Drop what is mirrored: the next read reads the conversation whole."""
+        with self._guard:
+            self._state, self._written = None, 0
+
+    async def read(self, chat: Scope, conversation_id: UUID | str) -> tuple[tuple[T, ...], Message | None]:
+        """The converted values of every live message, in order, and the newest message.
+
+        Raises:
+            ConversationNotFound: the principal cannot see the conversation.
+        """
+        with self._guard:
+            state, written, self._written = self._state, self._written, 0
+        fresh = await self._refresh(chat, conversation_id, state, written) if state is not None else None
+        if fresh is None:
+            tail = await chat.get_tail(conversation_id)
+            empty: _State[T] = _State((), (), None, False, 0, 0, None)
+            fresh = self._extend(empty, tail.messages, tail.last_seq, tail.conversation)
+        with self._guard:
+            self._state = fresh
+        return fresh.values, fresh.newest
+
+    async def _refresh(
+        self, chat: Scope, conversation_id: Any, state: _State[T], written: int
+    ) -> _State[T] | None:
+        """``state`` brought up to date, or ``None`` when only a whole read can tell."""
+        limit = written + _OVERLAP
+        for _ in range(2):
+            tail = await chat.get_tail(conversation_id, limit=limit)
+            summary = tail.conversation
+            now = (tail.last_seq, summary.message_count, summary.updated_at)
+            if now == (state.last_seq, state.count, state.updated_at):
+                return state
+            newer = [m for m in tail.messages if m.seq > state.last_seq]
+            overlap = tail.messages[: len(tail.messages) - len(newer)]
+            if overlap or len(tail.messages) < limit:
+                return self._checked(state, newer, overlap, tail.last_seq, summary)
+            # More was appended than asked for: at most one message per seq since the mirrored one.
+            limit = tail.last_seq - state.last_seq + _OVERLAP
+        return None
+
+    def _checked(
+        self,
+        state: _State[T],
+        newer: list[Message],
+        overlap: list[Message],
+        last_seq: int,
+        summary: ConversationSummary,
+    ) -> _State[T] | None:
+        if state.pending:
+            return None  # a pending message may have been completed or failed since
+        if state.count + len(newer) != summary.message_count:
+            return None  # a mirrored message was deleted
+        mirrored = state.ids[len(state.ids) - len(overlap) :] if overlap else ()
+        if list(mirrored) != [(m.id, m.seq) for m in overlap]:
+            return None
+        return self._extend(state, newer, last_seq, summary)
+
+    def _extend(
+        self, state: _State[T], stored: list[Message], last_seq: int, summary: ConversationSummary
+    ) -> _State[T]:
+        """``state`` with ``stored`` appended, as of the conversation read with them."""
+        return _State(
+            ids=state.ids + tuple((m.id, m.seq) for m in stored),
+            values=state.values + tuple(self._convert(stored)),
+            newest=stored[-1] if stored else state.newest,
+            pending=state.pending or any(m.status == "pending" for m in stored),
+            last_seq=last_seq,
+            count=summary.message_count,
+            updated_at=summary.updated_at,
+        )
