@@ -51,8 +51,8 @@ class WatchOps(ScopeBase):
                 position = await db.run(_changes.head(self.principal, cid))
             while True:
                 waiter.clear()
-                rows, message_rows, more = await db.run(_changes.read(self.principal, cid, position))
-                for event in _changes.events(rows, message_rows, position, db.is_sqlite):
+                rows, more = await db.run(_changes.read(self.principal, cid, position))
+                for event in _changes.events(rows, position, db.is_sqlite):
                     yield event
                     if cid is not None and event.kind == "conversation.deleted":
                         raise ConversationNotFound(cid)
