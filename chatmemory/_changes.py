@@ -156,8 +156,11 @@ def head(principal: Principal, cid: UUID | None) -> Plan[tuple[int, int]]:
     return int(rows[0][0]) + 1, 0
 
 
-def read(principal: Principal, cid: UUID | None, position: tuple[int, int]) -> Plan[tuple[list[Row], bool]]:
-    """Change rows from ``position`` on with the messages they name, and whether more wait.
+def read(
+    principal: Principal, cid: UUID | None, position: tuple[int, int]
+) -> Plan[tuple[list[Row], int, bool]]:
+    """Change rows from ``position`` on with the messages they name, the change id the next
+    read starts at, and whether more may wait there (else it is after every change committed).
 
     Raises:
         ConversationNotFound: ``cid`` names a conversation the principal cannot see, or one
@@ -168,15 +171,21 @@ def read(principal: Principal, cid: UUID | None, position: tuple[int, int]) -> P
         sql.read_changes(scope, cid is not None),
         {**params, "cid": cid, "after": position[0], "limit": _READ_ROWS},
     )
-    if cid is not None:
-        if not rows:
-            raise ConversationNotFound(cid)
-        live = bool(rows[0][0])
-        if rows[0][1] is None:
-            rows = []
-        if not live and not any(row[1] > position[0] or _size(row) > position[1] for row in rows):
-            raise ConversationNotFound(cid)
-    return rows, len({row[1] for row in rows}) == _READ_ROWS
+    head, live = int(rows[0][-1]), rows[0][0]
+    if cid is not None and live is None:
+        raise ConversationNotFound(cid)
+    rows = [row for row in rows if row[1] is not None]
+    # A deleted conversation's watch ends once its last change (the deletion) is delivered.
+    if (
+        cid is not None
+        and not live
+        and not any(row[1] > position[0] or _size(row) > position[1] for row in rows)
+    ):
+        raise ConversationNotFound(cid)
+    if len({row[1] for row in rows}) == _READ_ROWS:
+        return rows, int(rows[-1][1]) + 1, True
+    # Nothing up to the head is left, however many changes of others the read went past.
+    return rows, max(head + 1, int(rows[-1][1]) + 1 if rows else position[0]), False
 
 
 def _size(row: Row) -> int:
@@ -186,7 +195,7 @@ def _size(row: Row) -> int:
 
 def events(rows: Sequence[Row], position: tuple[int, int], sqlite: bool) -> list[ChangeEvent]:
     """The events of ``read``'s rows after ``position``, one per message of a message change."""
-    live = iter(_rows.messages([row[10:] for row in rows if row[10] is not None and row[9]], sqlite))
+    live = iter(_rows.messages([row[10:-1] for row in rows if row[10] is not None and row[9]], sqlite))
     # change id -> (its row, seq -> (message id, history id, the live message or None))
     changes: dict[int, tuple[Row, dict[int, tuple[UUID, UUID, Message | None]]]] = {}
     for row in rows:

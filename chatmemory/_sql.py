@@ -496,9 +496,10 @@ def owned(scope: Scope) -> str:
 def read_changes(scope: Scope, one: bool) -> SQL:
     """Up to ``:limit`` changes from ``:after`` on (inclusive), oldest first, each with the
     messages its ``seq`` range names (deleted ones flagged), of conversation ``:cid`` (``one``)
-    or of every conversation in scope. The first column says whether the conversation is
-    live; with ``one``, no row at all means it is not visible, and a row of NULLs after that
-    column means no change."""
+    or of every conversation in scope. The first column says whether the conversation is live
+    (NULL in the one row that comes back when there is no change, or with ``one`` when the
+    conversation is not visible). The last column is the newest change id of all, read in the
+    same snapshot: when fewer than ``:limit`` changes come back, none up to it is left."""
     if one:
         changes = (
             f"SELECT c.deleted_at IS NULL AS live, {CHANGE} FROM chat_conversations c "
@@ -513,7 +514,7 @@ def read_changes(scope: Scope, one: bool) -> SQL:
         )
     return _both(
         "SELECT x.live, x.id, x.cid, x.kind, x.hid, x.mid, x.seq, x.cnt, x.at, m.deleted_at IS NULL, "
-        f"{MESSAGE} "
-        f"FROM ({changes}) x LEFT JOIN chat_messages m ON m.chat_conversation_id = x.cid "
+        f"{MESSAGE}, hd.head FROM (SELECT coalesce(max(id), 0) AS head FROM chat_changes) hd "
+        f"LEFT JOIN ({changes}) x ON 1 = 1 LEFT JOIN chat_messages m ON m.chat_conversation_id = x.cid "
         "AND m.seq BETWEEN x.seq AND x.seq + x.cnt - 1 ORDER BY x.id, m.seq"
     )

@@ -7,6 +7,7 @@ so only the wakeup under test can deliver the event in time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import threading
 from contextlib import aclosing
@@ -25,7 +26,9 @@ from chatmemory import (
     StorageError,
     _wakeup,
 )
+from chatmemory._changes import parse_cursor
 from chatmemory._db import create_engine
+from chatmemory._plan import Stmt
 from chatmemory._schema import changes
 from chatmemory.scope import Scope
 from tests.test_watch import WAIT, take
@@ -168,3 +171,33 @@ async def test_purging_a_conversation_removes_its_changes(
     assert (left.kind, left.conversation_id) == ("conversation.created", kept.id)
     with pytest.raises(ConversationNotFound):
         await anext(alice.watch(gone.id, after=start))
+
+
+async def test_a_sidebar_read_moves_past_changes_it_cannot_see(
+    memory: ChatMemory, alice: Scope, bob: Scope
+) -> None:
+    """Reads start after every change already looked at, so others' changes are read past once."""
+    reads: list[int] = []
+
+    def trace(stmt: Stmt) -> None:
+        if isinstance(stmt.params, dict) and "after" in stmt.params and "chat_changes" in stmt.sql.sqlite:
+            reads.append(stmt.params["after"])
+
+    cursor = await bob.change_cursor()
+    async with aclosing(bob.watch(after=cursor)) as events:
+        waiting = asyncio.ensure_future(anext(events))
+        memory._db.set_trace(trace)
+        try:
+            for _ in range(3):
+                await alice.start_conversation()
+            head = parse_cursor(await alice.change_cursor())[0]
+            for _ in range(100):
+                if reads and reads[-1] == head:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            memory._db.set_trace(None)
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+    assert reads[0] == parse_cursor(cursor)[0] and reads[-1] == head
