@@ -10,7 +10,7 @@ per message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -26,6 +26,8 @@ from chatmemory.models import ChangeEvent, ChangeKind, Message
 from chatmemory.principal import Principal
 
 _CURSOR = "w"
+NOTE_MAX = 100
+"""The most conversations a notification names; beyond, it wakes every watcher."""
 _READ_ROWS = 200
 
 
@@ -57,12 +59,37 @@ def record(
     )
 
 
+def touched(conversation_id: Any) -> Plan[None]:
+    """Say that a statement of this transaction logged a change of this conversation itself,
+    so watchers of it are woken when the transaction commits."""
+    yield Stmt(sql.RECORD_CHANGE, {"cid": conversation_id, "kind": None})
+
+
+def note(token: str, conversation_ids: Collection[UUID] | None) -> str:
+    """A notification's payload: the store that wrote, then the conversations changed (all if
+    there are too many to name)."""
+    if conversation_ids is None or len(conversation_ids) > NOTE_MAX:
+        return f"{token} *"
+    return " ".join((token, *map(str, conversation_ids)))
+
+
+def read_note(payload: str) -> tuple[str, set[UUID] | None]:
+    """The store and the conversations a payload names (``None``: any conversation)."""
+    token, *named = payload.split() or [""]
+    if not named or "*" in named:
+        return token, None
+    try:
+        return token, {UUID(c) for c in named}
+    except ValueError:
+        return token, None
+
+
 def _log_params(pending: list[dict[str, Any]], token: str) -> dict[str, Any]:
     """The ``log_`` parameters of a statement that writes ``pending`` changes (and notifies
     ``token``, which tells the store that wrote them from others)."""
     return {
         "log_k": len(pending),
-        "log_token": token,
+        "log_note": note(token, {_uuid(c["cid"]) for c in pending}),
         "log_when": datetime.now(UTC),
         "log_cids": Many([_uuid(c["cid"]) for c in pending]),
         "log_kinds": Many([c["kind"] for c in pending]),
@@ -77,27 +104,28 @@ def logged(plan: Plan[Any], token: str = "") -> Plan[Any]:
     """``plan`` with the changes it records written in its transaction, in the order recorded.
 
     A statement with ``log_`` parameters (the PostgreSQL append) writes those recorded
-    before it; the rest are written by one statement after the plan's last. Answers whether
-    anything was logged along with the plan's result.
+    before it; the rest are written by one statement after the plan's last. Answers the
+    plan's result and the conversations whose changes were logged.
     """
     pending: list[dict[str, Any]] = []
-    logged_any = False
+    changed: set[UUID] = set()
     try:
         stmt = next(plan)
         while True:
-            if stmt.sql is sql.RECORD_CHANGE:
-                assert isinstance(stmt.params, dict)
-                pending.append(stmt.params)
-                answer: Any = []
-            else:
+            answer: Any = []
+            if stmt.sql is not sql.RECORD_CHANGE:
                 if "log_k" in stmt.sql.names:
                     assert isinstance(stmt.params, dict)
                     stmt = Stmt(
                         stmt.sql, {**stmt.params, **_log_params(pending, token)}, stmt.many, stmt.count
                     )
                     pending = []
-                    logged_any = True
                 answer = yield stmt
+            else:
+                assert isinstance(stmt.params, dict)
+                changed.add(_uuid(stmt.params["cid"]))
+                if stmt.params["kind"] is not None:
+                    pending.append(stmt.params)
             stmt = plan.send(answer)
     except StopIteration as done:
         result = done.value
@@ -105,8 +133,7 @@ def logged(plan: Plan[Any], token: str = "") -> Plan[Any]:
         plan.close()
     if pending:
         yield Stmt(sql.LOG_CHANGES, _log_params(pending, token))
-        logged_any = True
-    return result, logged_any
+    return result, changed
 
 
 async def log_on(connection: AsyncConnection, sqlite: bool, kind: ChangeKind, conversation_id: UUID) -> None:

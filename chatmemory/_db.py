@@ -201,7 +201,7 @@ class Database:
             self.changes.notify()  # the write may have committed before its caller was cancelled
             raise
         if changed:
-            self.changes.notify()
+            self.changes.notify(changed)
         return result  # type: ignore[no-any-return]
 
     async def _run(self, plan: Plan[T], *, write: bool) -> T:

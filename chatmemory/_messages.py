@@ -246,6 +246,7 @@ def _append_at_once(
     status, cid, history_model, last_seq = found[0]
     if status != "running":
         raise ConflictError(f"history {hid} is {status}; start a new history to add messages")
+    yield from changes.touched(cid)  # the statement logged the append
     rows = [_new_row(m, cid, hid, last_seq + i, history_model, when) for i, m in enumerate(batch, start=1)]
     for row, message_id in zip(rows, ids, strict=True):
         row["id"] = message_id

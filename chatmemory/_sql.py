@@ -305,6 +305,7 @@ def append_postgres(scope: Scope) -> SQL:
     conversation, model and ``last_seq`` before the append; no row means not visible.
     """
     running = "FROM h WHERE k.id = 1 AND h.status = 'running' "
+    note = ":log_note || ' ' || h.cid::text"
     arrays = ", ".join(f":{c}_values::{t}[]" for c, t in zip(_APPEND_COLUMNS, _APPEND_TYPES, strict=True))
     text = (
         "WITH h AS (SELECT h.status, h.chat_conversation_id AS cid, h.model, c.last_seq "
@@ -321,7 +322,7 @@ def append_postgres(scope: Scope) -> SQL:
         "message_count = c.message_count + :added, last_message_preview = :preview, updated_at = :when "
         "FROM h WHERE c.id = h.cid AND h.status = 'running' RETURNING 1), "
         # The changes recorded before this statement, then this append's, last in the transaction.
-        f"{_CLOCK.format(k=':log_k + 1', where=running)}, "
+        f"{_CLOCK.format(k=':log_k + 1', where=running, payload=note)}, "
         f"log AS ({_LOG_INSERT}SELECT clock.n - :log_k - 1 + r.i, r.cid, r.kind, r.hid, r.mid, r.seq, r.cnt, "
         f":log_when FROM clock, {_LOG_ROWS} UNION ALL SELECT clock.n, h.cid, 'message.appended', :hid, NULL, "
         "h.last_seq + 1, :added, :when FROM clock, h RETURNING 1) "
@@ -457,10 +458,11 @@ _LOG_ROWS = (
     f"unnest({', '.join(f':log_{name}::{kind}[]' for name, kind in _LOG_COLUMNS)}) WITH ORDINALITY "
     "AS r(cid, kind, hid, mid, seq, cnt, i)"
 )
-# The clock is updated last in a transaction, so its row lock orders commits; NOTIFY is sent on commit.
+# The clock is updated last in a transaction, so its row lock orders commits; NOTIFY is sent on
+# commit, its payload naming the store that wrote and the conversations changed.
 _CLOCK = (
     "clock AS (UPDATE chat_change_clock k SET n = k.n + {k} {where}RETURNING k.n, "
-    f"pg_notify('{CHANGE_CHANNEL}', :log_token) AS notified)"
+    f"pg_notify('{CHANGE_CHANNEL}', {{payload}}) AS notified)"
 )
 
 
@@ -473,7 +475,7 @@ LOG_CHANGES = SQL(
     "created_at) "
     f"SELECT a.value, {', '.join(_sqlite_log_value(n) for n, _ in _LOG_COLUMNS[1:])}, :log_when "
     "FROM json_each(:log_cids) a ORDER BY a.key",
-    f"WITH {_CLOCK.format(k=':log_k', where='WHERE k.id = 1 ')} {_LOG_INSERT}"
+    f"WITH {_CLOCK.format(k=':log_k', where='WHERE k.id = 1 ', payload=':log_note')} {_LOG_INSERT}"
     "SELECT clock.n - :log_k + r.i, r.cid, r.kind, r.hid, r.mid, r.seq, r.cnt, :log_when "
     f"FROM clock, {_LOG_ROWS}",
 )
@@ -484,6 +486,10 @@ CHANGE = (
     "ch.message_id AS mid, ch.seq AS seq, ch.seq_count AS cnt, ch.created_at AS at"
 )
 CHANGE_HEAD = _both("SELECT coalesce(max(id), 0) FROM chat_changes")
+CHANGED_SINCE = SQL(
+    "SELECT id, chat_conversation_id FROM chat_changes WHERE id > :after ORDER BY id LIMIT :limit", ""
+)
+"""Which conversations changed after a change id (SQLite's poller: whom to wake)."""
 
 
 def owned(scope: Scope) -> str:

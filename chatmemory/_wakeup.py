@@ -15,16 +15,22 @@ import contextlib
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from uuid import UUID
+
+from chatmemory import _sql
+from chatmemory._changes import NOTE_MAX, read_note
 
 # How often a watcher re-reads when wakeups from other processes are live.
 RESCAN_SECONDS = 1.0
 
 
 class Waiter:
-    """One watcher's wakeup, on the event loop it runs in."""
+    """One watcher's wakeup, on the event loop it runs in (``conversation_id``: the one it
+    watches; ``None``: every conversation)."""
 
-    def __init__(self) -> None:
+    def __init__(self, conversation_id: UUID | None) -> None:
+        self.conversation_id = conversation_id
         self._loop = asyncio.get_running_loop()
         self._event = asyncio.Event()
 
@@ -37,8 +43,11 @@ class Waiter:
 
     async def wait(self, seconds: float) -> None:
         """Until woken, or ``seconds`` have passed."""
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for may swallow a cancellation
+        # that arrives as the event is set, and the watcher would never stop.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._event.wait()
 
 
 class ChangeHub:
@@ -72,9 +81,9 @@ class ChangeHub:
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
 
-    def subscribe(self) -> Waiter | None:
+    def subscribe(self, conversation_id: UUID | None) -> Waiter | None:
         """A wakeup for a new watcher on the running loop (``None`` once the store is closed)."""
-        waiter = Waiter()
+        waiter = Waiter(conversation_id)
         with self._lock:
             if self.closed:
                 return None
@@ -92,16 +101,23 @@ class ChangeHub:
         with self._lock:
             self._waiters.discard(waiter)
 
-    def notify(self) -> None:
-        """Wake every watcher (from any thread)."""
+    def notify(self, conversation_ids: Collection[UUID] | None = None) -> None:
+        """Wake the watchers of these conversations and of all, or every watcher (from any thread)."""
         with self._lock:
             waiters = list(self._waiters)
         for waiter in waiters:
-            waiter.wake()
+            if (
+                conversation_ids is None
+                or waiter.conversation_id is None
+                or waiter.conversation_id in conversation_ids
+            ):
+                waiter.wake()
 
     def _notified(self, payload: str) -> None:
-        if payload != self.token:
-            self.notify()
+        token, conversation_ids = read_note(payload)
+        # This store's own commits woke its watchers already.
+        if token != self.token:
+            self.notify(conversation_ids)
 
     def timeout(self) -> float:
         """How long a watcher waits for a wakeup before it re-reads anyway."""
@@ -125,17 +141,27 @@ class ChangeHub:
     def _poll(self, path: str) -> None:
         connection = sqlite3.connect(path, check_same_thread=False, uri=path.startswith("file:"))
         try:
-            # data_version changes when another connection commits to the file.
-            last = connection.execute("PRAGMA data_version").fetchone()[0]
+            # data_version changes when another connection commits to the file; the change rows
+            # written since say whose watchers to wake.
+            version = connection.execute("PRAGMA data_version").fetchone()[0]
+            seen = connection.execute(_sql.CHANGE_HEAD.sqlite).fetchone()[0]
             while not self._stop.wait(self.interval):
                 with self._lock:
                     if not self._waiters:
                         self._poller = None
                         return
-                version = connection.execute("PRAGMA data_version").fetchone()[0]
-                if version != last:
-                    last = version
+                last, version = version, connection.execute("PRAGMA data_version").fetchone()[0]
+                if version == last:
+                    continue
+                rows = connection.execute(
+                    _sql.CHANGED_SINCE.sqlite, {"after": seen, "limit": NOTE_MAX}
+                ).fetchall()
+                if len(rows) == NOTE_MAX:  # too many to name: wake everyone, who will read them all
+                    seen = connection.execute(_sql.CHANGE_HEAD.sqlite).fetchone()[0]
                     self.notify()
+                elif rows:
+                    seen = rows[-1][0]
+                    self.notify({UUID(row[1]) for row in rows})
         except sqlite3.Error:
             with self._lock:
                 self._poller = None

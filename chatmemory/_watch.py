@@ -43,7 +43,7 @@ class WatchOps(ScopeBase):
         position = None if after is None else _changes.parse_cursor(after)
         db = self._db
         # Subscribed before the first read, so a change committed after that read wakes it.
-        waiter = db.changes.subscribe()
+        waiter = db.changes.subscribe(cid)
         if waiter is None:
             raise StorageError("the store is closed")
         try:

@@ -201,3 +201,45 @@ async def test_a_sidebar_read_moves_past_changes_it_cannot_see(
         with contextlib.suppress(asyncio.CancelledError):
             await waiting
     assert reads[0] == parse_cursor(cursor)[0] and reads[-1] == head
+
+
+@pytest.mark.usefixtures("no_rescan")
+async def test_a_conversation_watch_wakes_only_for_its_conversation(
+    memory: ChatMemory, alice: Scope, db_url: str
+) -> None:
+    """Commits to other conversations, here or in another process, cost its watcher no read."""
+    watched, busy = await alice.start_conversation(), await alice.start_conversation()
+    run = await alice.start_history(busy.id, model="m")
+    reads: list[object] = []
+
+    def trace(stmt: Stmt) -> None:
+        if isinstance(stmt.params, dict) and "after" in stmt.params and "chat_changes" in stmt.sql.sqlite:
+            reads.append(stmt.params["cid"])
+
+    async with aclosing(alice.watch(watched.id, after=await alice.change_cursor(watched.id))) as events:
+        waiting = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(0.3)  # the first read, and on PostgreSQL the listener, are done
+        memory._db.set_trace(trace)
+        try:
+            await alice.append_messages(run.id, [NewMessage("user", "elsewhere")])
+            await alice.update_conversation(busy.id, title="busy")
+            await asyncio.sleep(0.3)
+            assert reads == []
+            await alice.update_conversation(watched.id, title="mine")
+            event = await asyncio.wait_for(waiting, WAIT)
+        finally:
+            memory._db.set_trace(None)
+    assert event.kind == "conversation.updated" and reads == [watched.id]
+
+
+async def test_a_watcher_cancelled_as_it_is_woken_stops(memory: ChatMemory, alice: Scope) -> None:
+    cursor = await alice.change_cursor()
+    for delay in range(6):
+        watching = asyncio.ensure_future(anext(alice.watch(after=cursor)))
+        await asyncio.sleep(0.05)  # waiting for a wakeup
+        memory._db.changes.notify()
+        for _ in range(delay):
+            await asyncio.sleep(0)
+        watching.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(watching, WAIT)
