@@ -139,12 +139,14 @@ class ChangeHub:
             poller.join(timeout=5)
 
     def _poll(self, path: str) -> None:
-        connection = sqlite3.connect(path, check_same_thread=False, uri=path.startswith("file:"))
+        connection: sqlite3.Connection | None = None
         try:
+            connection = sqlite3.connect(path, check_same_thread=False, uri=path.startswith("file:"))
             # data_version changes when another connection commits to the file; the change rows
             # written since say whose watchers to wake.
             version = connection.execute("PRAGMA data_version").fetchone()[0]
             seen = connection.execute(_sql.CHANGE_HEAD.sqlite).fetchone()[0]
+            self.notify()  # for what committed before ``seen`` was read and after watchers last read
             while not self._stop.wait(self.interval):
                 with self._lock:
                     if not self._waiters:
@@ -166,4 +168,5 @@ class ChangeHub:
             with self._lock:
                 self._poller = None
         finally:
-            connection.close()
+            if connection is not None:
+                connection.close()
