@@ -21,6 +21,7 @@ from chatmemory import (
     NewMessage,
     Principal,
     StorageError,
+    _changes,
 )
 from chatmemory._db import create_engine
 from chatmemory._export import FORMAT_VERSION
@@ -372,3 +373,32 @@ async def test_import_is_a_created_event(alice: Scope) -> None:
         conv = await alice.import_conversation(document)
         (event,) = await take(events, 1)
     assert (event.kind, event.conversation_id) == ("conversation.created", conv.id)
+
+
+async def test_reads_in_small_batches_lose_nothing(
+    alice: Scope, bob: Scope, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watch reads a bounded number of changes at a time; the next read starts where it stopped."""
+    monkeypatch.setattr(_changes, "_READ_ROWS", 3)
+    start = await alice.change_cursor()
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    expected: list[tuple[str, int | None]] = [("conversation.created", None), ("history.started", None)]
+    for i in range(4):
+        await bob.start_conversation()
+        await alice.append_messages(run.id, [NewMessage("user", f"{i}.{j}") for j in range(3)])
+        expected += [("message.appended", 3 * i + j + 1) for j in range(3)]
+    for scope_id in (None, conv.id):
+        after = start if scope_id is None else await _cursor_before_first(alice, conv.id, start)
+        async with aclosing(alice.watch(scope_id, after=after)) as events:
+            got = await take(events, len(expected) - (scope_id is not None))
+            await nothing_more(events, 0.1)
+        assert kinds(got) == expected[(scope_id is not None) :]
+
+
+async def _cursor_before_first(chat: Scope, conversation_id: UUID, start: str) -> str:
+    """The cursor of the conversation's first event (its creation, read through the sidebar)."""
+    async with aclosing(chat.watch(after=start)) as events:
+        (first,) = await take(events, 1)
+    assert first.conversation_id == conversation_id
+    return first.cursor
