@@ -15,7 +15,7 @@ from chatmemory_server import TokenFile, TokenFileVerifier, create_app
 from chatmemory import ChatMemory, Principal
 from tests.plugins._serving import loopback_socket, serving
 
-MAX_BODY = 64 * 1024
+MAX_BODY = 256 * 1024
 
 
 @dataclass(frozen=True)

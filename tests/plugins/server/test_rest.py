@@ -91,7 +91,9 @@ async def test_listing_pages_filters_and_updates(api: Served) -> None:
     async with api.client() as http:
         ids = [ok(await http.post("/conversations", json={"title": f"c{i}"}), 201)["id"] for i in range(3)]
         run = ok(await http.post(f"/conversations/{ids[0]}/histories", json={"model": "m"}), 201)
-        await http.post(f"/histories/{run['id']}/messages", json={"messages": [{"role": "user", "content": "hi"}]})
+        await http.post(
+            f"/histories/{run['id']}/messages", json={"messages": [{"role": "user", "content": "hi"}]}
+        )
 
         pinned = ok(await http.patch(f"/conversations/{ids[1]}", json={"pinned": True, "title": "Pinned"}))
         assert pinned["pinned_at"] is not None and pinned["title"] == "Pinned"

@@ -96,13 +96,15 @@ def unauthorized(exc: AuthenticationError) -> Response:
 
 
 def invalid_input(exc: ValidationError, prefix: str | None = None) -> InvalidInputError:
-    """The first error of a pydantic validation as an ``InvalidInputError`` naming its field.
+    """The deepest error of a pydantic validation as an ``InvalidInputError`` naming its field.
 
-    A core model that rejects a value itself (``NewMessage``) carries its own field, which is
-    appended to the location pydantic reports (``messages.0`` + ``role``).
+    The deepest error is the most precise one: for a value that may be text or a list of
+    parts, a malformed part is reported, not that the list is not text. A core model that
+    rejects a value itself (``NewMessage``) carries its own field, which is appended to the
+    location pydantic reports (``messages.0`` + ``role``).
     """
-    first = exc.errors(include_url=False)[0]
-    loc = [str(part) for part in first["loc"] if not _is_union_tag(part)]
+    first = max(exc.errors(include_url=False), key=lambda e: len(e["loc"]))
+    loc = _field_path(first["loc"])
     reason = str(first["msg"])
     cause = (first.get("ctx") or {}).get("error")
     if isinstance(cause, InvalidInputError):
@@ -114,7 +116,21 @@ def invalid_input(exc: ValidationError, prefix: str | None = None) -> InvalidInp
     return InvalidInputError(path, reason)
 
 
-def _is_union_tag(part: int | str) -> bool:
-    # pydantic names the union member it tried (``str``, ``list[...]``, a part's ``type``)
-    # in the location; a client knows the field, not our type names.
-    return isinstance(part, str) and (part in {"str", "int", "bool"} or "[" in part or part.endswith("Part"))
+def _field_path(loc: tuple[int | str, ...]) -> list[str]:
+    """A pydantic location without the union members it names.
+
+    pydantic names the member it tried (``str``, ``list[tagged-union[...]]``) and, in a
+    tagged union, the tag (a part's ``type``) right after the item's index; a client knows
+    its fields, not our type names.
+    """
+    path: list[str] = []
+    tag_next = False
+    for part in loc:
+        if isinstance(part, str) and (part in {"str", "int", "bool", "float"} or "[" in part):
+            tag_next = tag_next or "tagged-union[" in part
+            continue
+        if tag_next and isinstance(part, str) and path and path[-1].isdigit():
+            tag_next = False
+            continue
+        path.append(str(part))
+    return path
