@@ -36,6 +36,8 @@ from chatmemory.errors import (
 from chatmemory.limits import Limits
 from chatmemory.memory import ChatMemory
 from chatmemory.models import (
+    ChangeEvent,
+    ChangeKind,
     Conversation,
     ConversationDetail,
     ConversationSummary,
@@ -56,6 +58,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AudioPart",
+    "ChangeEvent",
+    "ChangeKind",
     "ChatMemory",
     "ChatMemoryError",
     "ConflictError",

@@ -7,6 +7,7 @@ from types import EllipsisType
 from typing import Any
 from uuid import UUID
 
+from chatmemory import _changes as changes
 from chatmemory import _cursor, _rows
 from chatmemory import _queries as q
 from chatmemory import _sql as sql
@@ -146,6 +147,7 @@ def _kept_times(current: ConversationSummary, values: dict[str, Any]) -> dict[st
 
 def insert(values: dict[str, Any]) -> Plan[None]:
     yield Stmt(sql.INSERT_CONVERSATION, {**values, "metadata": Json(values["metadata"])})
+    yield from changes.record("conversation.created", values["id"])
 
 
 def _detail(principal: Principal, cid: UUID, messages: bool) -> Plan[tuple[Row, list[Row], list[Row]]]:
@@ -188,6 +190,7 @@ def _update(principal: Principal, cid: UUID, values: dict[str, Any]) -> Plan[Row
             if name in values and (values[name] is None or merged[name] is None):
                 merged[name] = values[name]
         yield Stmt(sql.UPDATE_CONVERSATION, merged)
+        yield from changes.record("conversation.updated", cid)
     return current
 
 
@@ -195,3 +198,4 @@ def _delete(principal: Principal, cid: UUID, when: Any) -> Plan[None]:
     yield from q.find_conversation(principal, cid, lock=True)
     for statement in sql.DELETE_CONVERSATION:
         yield Stmt(statement, {"cid": cid, "when": when})
+    yield from changes.record("conversation.deleted", cid)

@@ -21,10 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from sqlalchemy.util.concurrency import await_
 
+from chatmemory import _sql
+from chatmemory._changes import logged
 from chatmemory._engine_driver import EngineDriver
 from chatmemory._plan import Plan, Stmt
 from chatmemory._sqlite_driver import BUSY_TIMEOUT_MS as SQLITE_BUSY_TIMEOUT_MS
 from chatmemory._sqlite_driver import SQLiteDriver, configure
+from chatmemory._wakeup import ChangeHub
 from chatmemory.errors import ChatMemoryError, InvalidInputError, StorageError
 
 if TYPE_CHECKING:
@@ -140,7 +143,9 @@ class Database:
     caller's engine runs plans on connections borrowed from its pool.
     """
 
-    def __init__(self, engine: AsyncEngine, *, owned: bool = False, pool_size: int = 10) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, owned: bool = False, pool_size: int = 10, watch_interval: float = 0.05
+    ) -> None:
         prepare_engine(engine)
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
@@ -150,14 +155,24 @@ class Database:
         self._postgres: PostgresDriver | None = None
         self._engine_driver: EngineDriver | None = None
         if owned and self.is_sqlite:
-            self._sqlite = SQLiteDriver(engine.url.database or ":memory:")
+            path = engine.url.database or ":memory:"
+            self._sqlite = SQLiteDriver(path)
+            memory = path in ("", ":memory:") or "mode=memory" in path
+            self.changes = ChangeHub(watch_interval, sqlite_path=None if memory else path, local_only=memory)
         elif owned:
             # Imported here: asyncpg is only installed with the ``postgres`` extra.
             from chatmemory import _postgres_driver
 
-            self._postgres = _postgres_driver.PostgresDriver(engine.url, max_size=pool_size)
+            postgres = self._postgres = _postgres_driver.PostgresDriver(engine.url, max_size=pool_size)
+            self.changes = ChangeHub(
+                watch_interval,
+                listen=lambda wake: postgres.listen(_sql.CHANGE_CHANNEL, wake),
+                listening=lambda: postgres.listening,
+            )
         else:
+            # A caller's engine: watchers poll, since its connections are the caller's to hold.
             self._engine_driver = EngineDriver(engine)
+            self.changes = ChangeHub(watch_interval)
         # Plans still running after their caller was cancelled; close() waits for them.
         self._background: set[asyncio.Future[Any]] = set()
 
@@ -178,6 +193,14 @@ class Database:
         Raises:
             StorageError: the database failed, or the store is closed; nothing was committed.
         """
+        if not write:
+            return await self._run(plan, write=False)
+        result, changed = await self._run(logged(plan), write=True)
+        if changed:
+            self.changes.notify()
+        return result  # type: ignore[no-any-return]
+
+    async def _run(self, plan: Plan[T], *, write: bool) -> T:
         if self._closed:
             plan.close()
             raise StorageError("the store is closed")
@@ -218,6 +241,8 @@ class Database:
                     await conn.execution_options(**{_WRITE: True})
                 async with conn.begin():
                     yield conn
+            if write:
+                self.changes.notify()
         except ChatMemoryError:
             raise
         except _driver_errors() as exc:
@@ -228,6 +253,7 @@ class Database:
         if self._closed:
             return
         self._closed = True
+        self.changes.close()
         pending = [t for t in self._background if t.get_loop() is asyncio.get_running_loop()]
         if pending:
             await asyncio.wait(pending, timeout=60)

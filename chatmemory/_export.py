@@ -17,6 +17,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, Val
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from chatmemory import _changes as changes
 from chatmemory import _queries as q
 from chatmemory import _rows
 from chatmemory import _sql as sql
@@ -206,6 +207,7 @@ class ExportOps(ScopeBase):
                 await conn.execute(insert(histories), history_rows)
             for start in range(0, len(message_rows), 1000):
                 await conn.execute(insert(messages), message_rows[start : start + 1000])
+            await changes.log_on(conn, self._db.is_sqlite, "conversation.created", conv_row["id"])
         return Conversation.model_validate(conv_row)
 
     def _parse_document(self, document: Mapping[str, Any]) -> ConversationExport:

@@ -8,6 +8,7 @@ from types import EllipsisType
 from typing import Any, Literal
 from uuid import UUID
 
+from chatmemory import _changes as changes
 from chatmemory import _queries as q
 from chatmemory import _rows
 from chatmemory import _sql as sql
@@ -150,6 +151,7 @@ def start(principal: Principal, values: dict[str, Any]) -> Plan[None]:
         },
     )
     yield Stmt(sql.TOUCH_CONVERSATION, {"cid": cid, "when": values["created_at"]})
+    yield from changes.record("history.started", cid, history_id=values["id"])
 
 
 def change_running(principal: Principal, hid: UUID, values: dict[str, Any]) -> Plan[Row]:
@@ -165,6 +167,9 @@ def change_running(principal: Principal, hid: UUID, values: dict[str, Any]) -> P
     # A concurrent change may have finished it while this one waited for the lock (PostgreSQL).
     if not (yield Stmt(sql.UPDATE_HISTORY, params, count=True)):
         raise ConflictError(f"history {hid} is already finished")
+    yield from changes.record(
+        "history.finished" if "finished_at" in values else "history.updated", row[1], history_id=hid
+    )
     return row
 
 
@@ -181,3 +186,4 @@ def _delete(principal: Principal, hid: UUID, when: datetime) -> Plan[None]:
         raise HistoryNotFound(hid)
     yield Stmt(sql.DELETE_HISTORY_MESSAGES, {"hid": hid, "when": when})
     yield from q.refresh_summary(row[1], when)
+    yield from changes.record("history.deleted", row[1], history_id=hid)

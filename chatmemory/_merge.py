@@ -15,6 +15,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
+from chatmemory import _changes as changes
 from chatmemory import _queries as q
 from chatmemory import _rows
 from chatmemory import _sql as sql
@@ -133,6 +134,7 @@ def _merge_and_append(
         current = yield from q.find_conversation(principal, cid, lock=True)
         merged = {**(json.loads(current[4]) if current[4] else {}), **targets[cid]}
         yield Stmt(sql.SET_CONVERSATION_METADATA, {"cid": cid, "metadata": Json(merged), "when": when})
+        yield from changes.record("conversation.updated", cid)
     if hid is None or not batch:
         return [], []
     # Messages carry the time asked for; the conversation, the time of the change.

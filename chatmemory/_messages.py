@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from chatmemory import _changes as changes
 from chatmemory import _cursor, _rows
 from chatmemory import _queries as q
 from chatmemory import _sql as sql
@@ -17,6 +18,7 @@ from chatmemory._validation import dump_parts, model_name, parse_id
 from chatmemory.content import ContentPart, flatten_content
 from chatmemory.errors import ConflictError, HistoryNotFound, InvalidInputError, MessageNotFound
 from chatmemory.models import (
+    ChangeKind,
     Message,
     NewMessage,
     Page,
@@ -207,6 +209,7 @@ def append(
             "when": when,
         },
     )
+    yield from changes.record("message.appended", cid, history_id=hid, seq=last_seq + 1, count=len(rows))
     return stored, [_added(row, m) for row, m in zip(rows, fresh, strict=True)]
 
 
@@ -327,6 +330,7 @@ def _delete(principal: Principal, mid: UUID, when: datetime) -> Plan[None]:
     if not (yield Stmt(sql.DELETE_MESSAGE, {"mid": mid, "when": when}, count=True)):
         raise MessageNotFound(mid)
     yield from q.refresh_summary(row[1], when)
+    yield from changes.record("message.deleted", row[1], history_id=row[2], message_id=mid, seq=row[3])
 
 
 def _settle(principal: Principal, mid: UUID, values: dict[str, Any], allow_model: bool) -> Plan[Row]:
@@ -347,4 +351,6 @@ def _settle(principal: Principal, mid: UUID, values: dict[str, Any], allow_model
         for statement in sql.REINDEX_MESSAGE:
             yield Stmt(statement, {"mid": mid})
     yield from q.refresh_summary(row[1], values["updated_at"])
+    kind: ChangeKind = "message.completed" if values["status"] == "complete" else "message.failed"
+    yield from changes.record(kind, row[1], history_id=row[2], message_id=mid, seq=row[3])
     return row

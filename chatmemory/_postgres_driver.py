@@ -79,6 +79,8 @@ class PostgresDriver:
         self._max_size = max_size
         self.trace = trace
         self._pool: asyncpg.Pool | None = None
+        self._listener: concurrent.futures.Future[None] | None = None
+        self.listening = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="chatmemory-postgres", daemon=True
@@ -101,6 +103,33 @@ class PostgresDriver:
         async with self._pool.acquire() as connection:
             return await run_on(connection, plan, self.trace)
 
+    def listen(self, channel: str, wake: Callable[[], None]) -> None:
+        """Keep one connection listening on ``channel``, calling ``wake`` on each notification
+        and whenever it (re)connects, since notifications sent meanwhile are lost (idempotent)."""
+        if self._listener is None:
+            with contextlib.suppress(RuntimeError):  # closed: nothing to listen for
+                self._listener = asyncio.run_coroutine_threadsafe(self._listen(channel, wake), self._loop)
+
+    async def _listen(self, channel: str, wake: Callable[[], None]) -> None:
+        while True:
+            try:
+                connection = await asyncpg.connect(**self._options)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await asyncio.sleep(1)
+                continue
+            lost = asyncio.Event()
+            try:
+                connection.add_termination_listener(lambda _connection, lost=lost: lost.set())
+                await connection.add_listener(channel, lambda *_args: wake())
+                self.listening = True
+                wake()
+                await lost.wait()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                pass
+            finally:
+                self.listening = False
+                connection.terminate()
+
     async def _close_pool(self) -> None:
         if self._pool is not None:
             try:
@@ -110,6 +139,8 @@ class PostgresDriver:
 
     def close(self) -> None:
         """Close the pool and stop the loop (blocking: run it on a thread)."""
+        if self._listener is not None:
+            self._listener.cancel()
         with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
             asyncio.run_coroutine_threadsafe(self._close_pool(), self._loop).result(timeout=30)
         self._loop.call_soon_threadsafe(self._loop.stop)

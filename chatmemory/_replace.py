@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from chatmemory import _changes as changes
 from chatmemory import _queries as q
 from chatmemory import _sql as sql
 from chatmemory._messages import MessageOps, append, in_batch_order
@@ -78,6 +79,8 @@ def _replace(
         deleted = yield Stmt(sql.DELETE_TAIL, {"cid": cid, "seq": newest[0][1], "when": when}, count=True)
         if deleted != len(expected):
             raise ConflictError(f"the newest messages of conversation {cid} have changed")
+        for mid, seq in newest:
+            yield from changes.record("message.deleted", cid, message_id=mid, seq=seq)
     stored: list[Row] = []
     added: list[Message] = []
     if hid is not None:

@@ -171,3 +171,36 @@ messages = Table(
     CheckConstraint("role IN ('system', 'user', 'assistant', 'tool')", name="role"),
     CheckConstraint("status IN ('complete', 'pending', 'error')", name="status"),
 )
+
+# The change log that watchers read. On SQLite ``id`` is an AUTOINCREMENT rowid: one writer at a
+# time, so ids follow commit order and a deleted greatest id is never handed out again. On
+# PostgreSQL ids come from ``chat_change_clock``, updated last in each writing transaction: its
+# row lock orders the commits, which a sequence would not (a lower value may commit later).
+changes = Table(
+    "chat_changes",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False),
+    Column(
+        "chat_conversation_id",
+        Uuid(),
+        ForeignKey("chat_conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("kind", String(32), nullable=False),
+    Column("history_id", Uuid(), nullable=True),
+    Column("message_id", Uuid(), nullable=True),
+    # Message changes name ``seq_count`` messages from ``seq`` on (an append of many is one row).
+    Column("seq", BigInteger(), nullable=True),
+    Column("seq_count", Integer(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index(None, "chat_conversation_id", "id"),
+    sqlite_autoincrement=True,
+)
+
+change_clock = Table(
+    "chat_change_clock",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=False),
+    Column("n", BigInteger(), nullable=False),
+    CheckConstraint("id = 1", name="one_row"),
+)

@@ -300,9 +300,11 @@ def append_postgres(scope: Scope) -> SQL:
     Locks the conversation and history rows (as ``lock_for_append``) while checking the
     history is visible, allocates ``seq`` after the locked ``last_seq``, inserts the batch
     (given as one array per column) and bumps the conversation's counters, only if the
-    history is running. Answers the history's status,
+    history is running, and logs the changes the transaction recorded so far and this append's
+    (``_changes.logged`` fills the ``log_`` parameters). Answers the history's status,
     conversation, model and ``last_seq`` before the append; no row means not visible.
     """
+    running = "FROM h WHERE k.id = 1 AND h.status = 'running' "
     arrays = ", ".join(f":{c}_values::{t}[]" for c, t in zip(_APPEND_COLUMNS, _APPEND_TYPES, strict=True))
     text = (
         "WITH h AS (SELECT h.status, h.chat_conversation_id AS cid, h.model, c.last_seq "
@@ -317,7 +319,12 @@ def append_postgres(scope: Scope) -> SQL:
         "i.metadata, i.native, i.key, :when, :when FROM i, h WHERE h.status = 'running' RETURNING 1), "
         "bump AS (UPDATE chat_conversations c SET last_seq = h.last_seq + :added, "
         "message_count = c.message_count + :added, last_message_preview = :preview, updated_at = :when "
-        "FROM h WHERE c.id = h.cid AND h.status = 'running' RETURNING 1) "
+        "FROM h WHERE c.id = h.cid AND h.status = 'running' RETURNING 1), "
+        # The changes recorded before this statement, then this append's, last in the transaction.
+        f"{_CLOCK.format(k=':log_k + 1', where=running)}, "
+        f"log AS ({_LOG_INSERT}SELECT clock.n - :log_k - 1 + r.i, r.cid, r.kind, r.hid, r.mid, r.seq, r.cnt, "
+        f":log_when FROM clock, {_LOG_ROWS} UNION ALL SELECT clock.n, h.cid, 'message.appended', :hid, NULL, "
+        "h.last_seq + 1, :added, :when FROM clock, h RETURNING 1) "
         "SELECT h.status, h.cid, h.model, h.last_seq FROM h"
     )
     return SQL("-- PostgreSQL only", text)
@@ -424,3 +431,90 @@ def export_batch(scope: Scope, after: bool) -> SQL:
         f"SELECT c.id, c.created_at FROM chat_conversations c WHERE {visible(scope)}{position} "
         "ORDER BY c.created_at, c.id LIMIT :limit"
     )
+
+
+# -- change log -------------------------------------------------------------------------------
+
+CHANGE_CHANNEL = "chatmemory_changes"
+"""The PostgreSQL channel each writing transaction notifies (delivered only when it commits)."""
+
+RECORD_CHANGE = SQL("", "")
+"""What a plan yields to record a change; ``_changes.logged`` writes them all at the end."""
+
+_LOG_COLUMNS = (
+    ("cids", "uuid"),
+    ("kinds", "text"),
+    ("hids", "uuid"),
+    ("mids", "uuid"),
+    ("seqs", "bigint"),
+    ("counts", "int"),
+)
+_LOG_INSERT = (
+    "INSERT INTO chat_changes (id, chat_conversation_id, kind, history_id, message_id, seq, seq_count, "
+    "created_at) "
+)
+_LOG_ROWS = (
+    f"unnest({', '.join(f':log_{name}::{kind}[]' for name, kind in _LOG_COLUMNS)}) WITH ORDINALITY "
+    "AS r(cid, kind, hid, mid, seq, cnt, i)"
+)
+# The clock is updated last in a transaction, so its row lock orders commits; NOTIFY is sent on commit.
+_CLOCK = (
+    "clock AS (UPDATE chat_change_clock k SET n = k.n + {k} {where}RETURNING k.n, "
+    f"pg_notify('{CHANGE_CHANNEL}', '') AS notified)"
+)
+
+
+def _sqlite_log_value(name: str) -> str:
+    return f"json_extract(:log_{name}, '$[' || a.key || ']')"
+
+
+LOG_CHANGES = SQL(
+    "INSERT INTO chat_changes (chat_conversation_id, kind, history_id, message_id, seq, seq_count, "
+    "created_at) "
+    f"SELECT a.value, {', '.join(_sqlite_log_value(n) for n, _ in _LOG_COLUMNS[1:])}, :log_when "
+    "FROM json_each(:log_cids) a ORDER BY a.key",
+    f"WITH {_CLOCK.format(k=':log_k', where='WHERE k.id = 1 ')} {_LOG_INSERT}"
+    "SELECT clock.n - :log_k + r.i, r.cid, r.kind, r.hid, r.mid, r.seq, r.cnt, :log_when "
+    f"FROM clock, {_LOG_ROWS}",
+)
+"""A transaction's changes, in the order they were recorded, in one statement."""
+
+CHANGE = (
+    "ch.id, ch.chat_conversation_id, ch.kind, ch.history_id, ch.message_id, ch.seq, ch.seq_count, "
+    "ch.created_at"
+)
+CHANGE_HEAD = _both("SELECT coalesce(max(id), 0) FROM chat_changes")
+
+
+def owned(scope: Scope) -> str:
+    """Conversations ``c`` the principal may see, deleted ones included (owner and tenant never
+    change, so whoever could see a conversation still gets the change that deleted it)."""
+    return visible(scope).removeprefix("c.deleted_at IS NULL AND ")
+
+
+@functools.cache
+def read_changes(scope: Scope, one: bool) -> SQL:
+    """Changes from ``:after`` on (inclusive), oldest first: of conversation ``:cid`` (``one``),
+    with whether it is live (no row at all: not visible), or of every conversation in scope."""
+    if one:
+        return _both(
+            f"SELECT c.deleted_at IS NULL, {CHANGE} FROM chat_conversations c "
+            "LEFT JOIN chat_changes ch ON ch.chat_conversation_id = c.id AND ch.id >= :after "
+            f"WHERE c.id = :cid AND {owned(scope)} ORDER BY ch.id LIMIT :limit"
+        )
+    return _both(
+        f"SELECT 1, {CHANGE} FROM chat_changes ch "
+        "JOIN chat_conversations c ON c.id = ch.chat_conversation_id "
+        f"WHERE ch.id >= :after AND {owned(scope)} ORDER BY ch.id LIMIT :limit"
+    )
+
+
+CHANGED_MESSAGES = SQL(
+    f"SELECT m.deleted_at IS NULL, {MESSAGE} FROM json_each(:r_cids) a JOIN chat_messages m "
+    "ON m.chat_conversation_id = a.value AND m.seq BETWEEN json_extract(:r_from, '$[' || a.key || ']') "
+    "AND json_extract(:r_to, '$[' || a.key || ']')",
+    f"SELECT m.deleted_at IS NULL, {MESSAGE} FROM unnest(:r_cids::uuid[], :r_from::bigint[], "
+    ":r_to::bigint[]) AS r(cid, lo, hi) JOIN chat_messages m ON m.chat_conversation_id = r.cid "
+    "AND m.seq BETWEEN r.lo AND r.hi",
+)
+"""The messages in each ``seq`` range of a conversation, deleted ones flagged."""

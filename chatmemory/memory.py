@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from types import TracebackType
 from typing import Any
@@ -11,30 +12,54 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatmemory import _migrate
 from chatmemory._db import Database, owned_engine
+from chatmemory.errors import InvalidInputError
 from chatmemory.limits import Limits
 from chatmemory.principal import Principal, current_principal
 from chatmemory.scope import Scope
 
 __all__ = ["ChatMemory"]
 
+WATCH_INTERVAL = 0.05
+"""Seconds between looks for changes committed by other processes, where nothing notifies."""
+
+
+def _interval(value: object) -> float:
+    """A valid ``watch_interval``.
+
+    Raises:
+        InvalidInputError: it is not a positive, finite number of seconds.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise InvalidInputError("watch_interval", "must be a positive number of seconds")
+    return float(value)
+
 
 class ChatMemory:
     """The conversation store on one database.
 
     ``ChatMemory(engine)`` wraps an engine the caller owns (and never disposes);
-    ``ChatMemory.open(url)`` creates, migrates and finally disposes its own.
+    ``ChatMemory.open(url)`` creates, migrates and finally disposes its own. Over a caller's
+    engine, watchers re-read every ``watch_interval`` seconds for changes made elsewhere.
+
+    Raises:
+        InvalidInputError: ``watch_interval`` is not a positive number of seconds.
     """
 
-    def __init__(self, engine: AsyncEngine, *, limits: Limits | None = None) -> None:
-        self._db = Database(engine)
+    def __init__(
+        self, engine: AsyncEngine, *, limits: Limits | None = None, watch_interval: float = WATCH_INTERVAL
+    ) -> None:
+        self._db = Database(engine, watch_interval=_interval(watch_interval))
         self._owns_engine = False
         self.limits = limits or Limits()
 
     @classmethod
-    def _from_url(cls, url: str | URL | None, limits: Limits | None, options: dict[str, Any]) -> ChatMemory:
+    def _from_url(
+        cls, url: str | URL | None, limits: Limits | None, watch_interval: float, options: dict[str, Any]
+    ) -> ChatMemory:
+        interval = _interval(watch_interval)
         engine, pool_size = owned_engine(url, options)
         memory = cls.__new__(cls)
-        memory._db = Database(engine, owned=True, pool_size=pool_size)
+        memory._db = Database(engine, owned=True, pool_size=pool_size, watch_interval=interval)
         memory._owns_engine = True
         memory.limits = limits or Limits()
         return memory
@@ -50,6 +75,7 @@ class ChatMemory:
         *,
         migrate: bool = True,
         limits: Limits | None = None,
+        watch_interval: float = WATCH_INTERVAL,
         **options: Any,
     ) -> _Opening:
         """Open the store at ``url`` (default ``$CHATMEMORY_URL``, else a SQLite file in the
@@ -59,14 +85,17 @@ class ChatMemory:
         ``migrate=True`` upgrades the schema to the current version (safe when several
         processes start at once); ``migrate=False`` only checks it. ``options`` go to
         SQLAlchemy's ``create_async_engine`` (used for migrations), except ``pool_size`` and
-        ``max_overflow``, which size the store's own PostgreSQL pools.
+        ``max_overflow``, which size the store's own PostgreSQL pools. ``watch_interval`` is
+        how often, in seconds, watchers look for changes other processes committed where no
+        notification tells them (SQLite; PostgreSQL while its listener is down).
 
         Raises:
             SchemaOutOfDateError: ``migrate=False`` and the schema is not current.
             StorageError: the database cannot be reached.
-            InvalidInputError: the URL is not a supported database URL.
+            InvalidInputError: the URL is not a supported database URL, or ``watch_interval``
+                is not a positive number.
         """
-        return _Opening(cls, url, migrate, limits, options)
+        return _Opening(cls, url, migrate, limits, watch_interval, options)
 
     def scoped(self, principal: Principal | None = None) -> Scope:
         """The view of ``principal`` (default: the one set with ``use_principal``).
@@ -105,14 +134,20 @@ class _Opening:
     """What ``ChatMemory.open`` returns: awaitable, and an async context manager."""
 
     def __init__(
-        self, cls: type[ChatMemory], url: str | URL | None, migrate: bool, limits: Limits | None, options: Any
+        self,
+        cls: type[ChatMemory],
+        url: str | URL | None,
+        migrate: bool,
+        limits: Limits | None,
+        watch_interval: float,
+        options: Any,
     ) -> None:
-        self._args = (cls, url, migrate, limits, options)
+        self._args = (cls, url, migrate, limits, watch_interval, options)
         self._memory: ChatMemory | None = None
 
     async def _open(self) -> ChatMemory:
-        cls, url, migrate, limits, options = self._args
-        memory = cls._from_url(url, limits, options)
+        cls, url, migrate, limits, watch_interval, options = self._args
+        memory = cls._from_url(url, limits, watch_interval, options)
         try:
             await (memory.migrate() if migrate else memory.check_schema())
         except BaseException:

@@ -14,6 +14,8 @@ from chatmemory.content import ContentPart, flatten_content, parse_parts
 from chatmemory.errors import InvalidInputError
 
 __all__ = [
+    "ChangeEvent",
+    "ChangeKind",
     "Conversation",
     "ConversationDetail",
     "ConversationSummary",
@@ -31,6 +33,19 @@ __all__ = [
 Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
 MessageStatus: TypeAlias = Literal["complete", "pending", "error"]
 HistoryStatus: TypeAlias = Literal["running", "completed", "failed", "cancelled"]
+ChangeKind: TypeAlias = Literal[
+    "conversation.created",
+    "conversation.updated",
+    "conversation.deleted",
+    "history.started",
+    "history.updated",
+    "history.finished",
+    "history.deleted",
+    "message.appended",
+    "message.completed",
+    "message.failed",
+    "message.deleted",
+]
 
 T = TypeVar("T")
 
@@ -210,6 +225,26 @@ class Page(_Frozen, Generic[T]):
     items: list[T]
     next_cursor: str | None = None
     has_more: bool = False
+
+
+class ChangeEvent(_Frozen):
+    """One committed change, as ``Scope.watch`` yields it.
+
+    ``cursor`` is opaque: pass it back as ``watch(after=...)`` to get exactly the changes
+    after this one. ``at`` is when the change was written. Message events name one message
+    (``message_id``, ``seq``) and carry it as it is stored when the event is read (``None``
+    for ``message.deleted``, or once it is deleted or purged); history events name
+    ``history_id``.
+    """
+
+    kind: ChangeKind
+    conversation_id: UUID
+    cursor: str
+    history_id: UUID | None = None
+    message_id: UUID | None = None
+    seq: int | None = None
+    at: datetime
+    message: Message | None = None
 
 
 def parse_content(value: object, field: str = "content") -> str | list[ContentPart]:

@@ -12,6 +12,7 @@ from chatmemory._purge import PurgeOps
 from chatmemory._replace import ReplaceOps
 from chatmemory._runs import RunOps
 from chatmemory._search import SearchOps
+from chatmemory._watch import WatchOps
 
 __all__ = ["Scope"]
 
@@ -27,6 +28,7 @@ class Scope(
     ContextOps,
     ExportOps,
     PurgeOps,
+    WatchOps,
 ):
     """One principal's view of the store, from ``memory.scoped(principal)``.
 

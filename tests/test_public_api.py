@@ -10,6 +10,8 @@ from chatmemory import errors
 
 PUBLIC = [
     "AudioPart",
+    "ChangeEvent",
+    "ChangeKind",
     "ChatMemory",
     "ChatMemoryError",
     "ConflictError",

@@ -126,8 +126,9 @@ async def _assert_no_open_transaction(db_url: str, backend: str) -> None:
 
 
 async def test_statements_per_append(memory: ChatMemory, backend: str) -> None:
-    """PostgreSQL: one statement (lock, checks, insert and counters together); SQLite: three on one
-    thread hop (lock, insert, counters). A key lookup adds what it must on both."""
+    """PostgreSQL: one statement (lock, checks, insert, counters and change log together); SQLite:
+    four on one thread hop (lock, insert, counters, change log). A key lookup adds what it must on
+    both."""
     chat = memory.scoped(Principal("alice"))
     conv = await chat.start_conversation()
     run = await chat.start_history(conv.id, model="m")
@@ -143,5 +144,5 @@ async def test_statements_per_append(memory: ChatMemory, backend: str) -> None:
     if backend == "postgres":
         assert len(sent) == 1 + 3
     else:
-        assert len(sent) == 3 + 4
+        assert len(sent) == 4 + 5
         assert sent[1].many and len(sent[1].params) == 2

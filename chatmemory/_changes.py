@@ -1,0 +1,250 @@
+"""The change log: what write plans record, and how watchers read it back as events.
+
+Each write plan records its changes with ``yield from record(...)``; ``logged`` (which runs
+every write) holds them and writes them all in one statement at the end of the transaction,
+or hands them to a statement that logs them itself (a PostgreSQL append), so the change rows
+commit with the change or not at all. A message change names a ``seq`` range of its
+conversation (an append of many messages is one row); a reader expands it into one event
+per message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from chatmemory import _cursor, _rows
+from chatmemory import _queries as q
+from chatmemory import _sql as sql
+from chatmemory._plan import Many, Plan, Row, Stmt, postgres_value, sqlite_value
+from chatmemory.errors import ConversationNotFound, InvalidInputError
+from chatmemory.models import ChangeEvent, ChangeKind, Message
+from chatmemory.principal import Principal
+
+_CURSOR = "w"
+_READ_ROWS = 200
+
+
+def record(
+    kind: ChangeKind,
+    conversation_id: Any,
+    *,
+    history_id: Any = None,
+    message_id: Any = None,
+    seq: int | None = None,
+    count: int | None = None,
+) -> Plan[None]:
+    """Record a change of this transaction (written when it ends, see ``logged``).
+
+    A message change names ``count`` messages (default one) from ``seq`` on.
+    """
+    if seq is not None and count is None:
+        count = 1
+    yield Stmt(
+        sql.RECORD_CHANGE,
+        {
+            "cid": conversation_id,
+            "kind": kind,
+            "hid": history_id,
+            "mid": message_id,
+            "seq": seq,
+            "count": count,
+        },
+    )
+
+
+def _log_params(pending: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``log_`` parameters of a statement that writes ``pending`` changes."""
+    return {
+        "log_k": len(pending),
+        "log_when": datetime.now(UTC),
+        "log_cids": Many([_uuid(c["cid"]) for c in pending]),
+        "log_kinds": Many([c["kind"] for c in pending]),
+        "log_hids": Many([None if c["hid"] is None else _uuid(c["hid"]) for c in pending]),
+        "log_mids": Many([None if c["mid"] is None else _uuid(c["mid"]) for c in pending]),
+        "log_seqs": Many([c["seq"] for c in pending]),
+        "log_counts": Many([c["count"] for c in pending]),
+    }
+
+
+def logged(plan: Plan[Any]) -> Plan[Any]:
+    """``plan`` with the changes it records written in its transaction, in the order recorded.
+
+    A statement with ``log_`` parameters (the PostgreSQL append) writes those recorded
+    before it; the rest are written by one statement after the plan's last. Answers whether
+    anything was logged along with the plan's result.
+    """
+    pending: list[dict[str, Any]] = []
+    logged_any = False
+    try:
+        stmt = next(plan)
+        while True:
+            if stmt.sql is sql.RECORD_CHANGE:
+                assert isinstance(stmt.params, dict)
+                pending.append(stmt.params)
+                answer: Any = []
+            else:
+                if "log_k" in stmt.sql.names:
+                    assert isinstance(stmt.params, dict)
+                    stmt = Stmt(stmt.sql, {**stmt.params, **_log_params(pending)}, stmt.many, stmt.count)
+                    pending = []
+                    logged_any = True
+                answer = yield stmt
+            stmt = plan.send(answer)
+    except StopIteration as done:
+        result = done.value
+    finally:
+        plan.close()
+    if pending:
+        yield Stmt(sql.LOG_CHANGES, _log_params(pending))
+        logged_any = True
+    return result, logged_any
+
+
+async def log_on(connection: AsyncConnection, sqlite: bool, kind: ChangeKind, conversation_id: UUID) -> None:
+    """Log one change in a transaction SQLAlchemy runs (an import), as ``logged`` would."""
+    params = _log_params(
+        [{"cid": conversation_id, "kind": kind, "hid": None, "mid": None, "seq": None, "count": None}]
+    )
+    statement = sql.LOG_CHANGES
+    if sqlite:
+        await connection.exec_driver_sql(statement.sqlite, {k: sqlite_value(v) for k, v in params.items()})
+    else:
+        await connection.exec_driver_sql(
+            statement.postgres, tuple(postgres_value(params[n]) for n in statement.names)
+        )
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+def parse_cursor(after: str) -> tuple[int, int]:
+    """A watch position: every change before row ``id`` was delivered, and ``done`` events of it.
+
+    Raises:
+        InvalidInputError: ``after`` is not a cursor from a change event.
+    """
+    try:
+        change_id, done = _cursor.decode(_CURSOR, after, 2)
+    except InvalidInputError:
+        raise InvalidInputError("after", "is not a cursor from a change event") from None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63 for v in (change_id, done)):
+        raise InvalidInputError("after", "is not a cursor from a change event")
+    return change_id, done
+
+
+def cursor(change_id: int, done: int) -> str:
+    return _cursor.encode(_CURSOR, change_id, done)
+
+
+def head(principal: Principal, cid: UUID | None) -> Plan[tuple[int, int]]:
+    """The position after every committed change (of a visible conversation, when ``cid``).
+
+    Raises:
+        ConversationNotFound: ``cid`` names no visible conversation.
+    """
+    if cid is not None:
+        yield from q.find_conversation(principal, cid)
+    rows = yield Stmt(sql.CHANGE_HEAD, {})
+    return int(rows[0][0]) + 1, 0
+
+
+def read(
+    principal: Principal, cid: UUID | None, position: tuple[int, int]
+) -> Plan[tuple[list[Row], list[Row], bool]]:
+    """Change rows from ``position`` on, the messages they name, and whether more rows wait.
+
+    Raises:
+        ConversationNotFound: ``cid`` names a conversation the principal cannot see, or one
+            deleted whose changes have all been delivered.
+    """
+    scope, params = q.principal_params(principal)
+    found: list[Row] = yield Stmt(
+        sql.read_changes(scope, cid is not None),
+        {**params, "cid": cid, "after": position[0], "limit": _READ_ROWS},
+    )
+    if cid is not None:
+        if not found:
+            raise ConversationNotFound(cid)
+        live = bool(found[0][0])
+        found = [row for row in found if row[1] is not None]
+        if not live and not _past(found, position):
+            raise ConversationNotFound(cid)
+    ranges = [(row[2], row[6], row[6] + row[7] - 1) for row in found if row[6] is not None]
+    messages: list[Row] = []
+    if ranges:
+        messages = yield Stmt(
+            sql.CHANGED_MESSAGES,
+            {
+                "r_cids": Many([_uuid(r[0]) for r in ranges]),
+                "r_from": Many([r[1] for r in ranges]),
+                "r_to": Many([r[2] for r in ranges]),
+            },
+        )
+    return found, messages, len(found) == _READ_ROWS
+
+
+def _past(rows: list[Row], position: tuple[int, int]) -> bool:
+    """Whether ``rows`` hold an event after ``position``."""
+    return any(row[1] > position[0] or _size(row) > position[1] for row in rows)
+
+
+def _size(row: Row) -> int:
+    return 1 if row[7] is None else int(row[7])
+
+
+def events(
+    rows: Sequence[Row], message_rows: Sequence[Row], position: tuple[int, int], sqlite: bool
+) -> list[ChangeEvent]:
+    """The events of change ``rows`` after ``position``, one per message of a message change."""
+    live = iter(_rows.messages([row[1:] for row in message_rows if row[0]], sqlite))
+    # (conversation, seq) -> (message id, history id, the live message or None)
+    stored: dict[tuple[UUID, int], tuple[UUID, UUID, Message | None]] = {
+        (_uuid(row[2]), int(row[4])): (_uuid(row[1]), _uuid(row[3]), next(live) if row[0] else None)
+        for row in message_rows
+    }
+    out: list[ChangeEvent] = []
+    for row in rows:
+        change_id, cid_value, kind, hid, mid, seq, count, at = row[1:]
+        cid = _uuid(cid_value)
+        when = _timestamp(at)
+        history_id = None if hid is None else _uuid(hid)
+        message_id = None if mid is None else _uuid(mid)
+        first = position[1] if change_id == position[0] else 0
+        for n in range(first, 1 if count is None else int(count)):
+            this_seq = None if seq is None else int(seq) + n
+            found = None if this_seq is None else stored.get((cid, this_seq))
+            if found is None:
+                event_mid, event_hid, message = message_id, history_id, None
+            else:
+                event_mid, event_hid, message = found
+                if kind == "message.deleted":
+                    message = None
+            out.append(
+                ChangeEvent(
+                    kind=kind,
+                    conversation_id=cid,
+                    cursor=cursor(change_id, n + 1),
+                    history_id=event_hid,
+                    message_id=event_mid,
+                    seq=this_seq,
+                    at=when,
+                    message=message,
+                )
+            )
+    return out
+
+
+def _uuid(value: Any) -> UUID:
+    """An id as a plan holds it (hex text on SQLite)."""
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def _timestamp(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)

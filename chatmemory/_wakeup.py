@@ -1,0 +1,135 @@
+"""Waking watchers when changes commit, in this process or another.
+
+Watchers read their events from the database; a wakeup only tells them to read now. A commit
+made through this store wakes them at once. Commits by other processes are noticed by one
+source per store: on SQLite a thread polling ``PRAGMA data_version`` every ``interval`` while
+anyone watches; on PostgreSQL one ``LISTEN`` connection. Watchers also re-read on their own
+now and then, so a wakeup that never came only delays an event. Each watcher waits on its own
+event loop and is woken with ``call_soon_threadsafe``, so watchers may run on any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Callable
+
+# How often a watcher re-reads when wakeups from other processes are live.
+RESCAN_SECONDS = 1.0
+
+
+class Waiter:
+    """One watcher's wakeup, on the event loop it runs in."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+
+    def wake(self) -> None:
+        with contextlib.suppress(RuntimeError):  # its loop is closed: nothing left to wake
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    async def wait(self, seconds: float) -> None:
+        """Until woken, or ``seconds`` have passed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), seconds)
+
+
+class ChangeHub:
+    """The watchers of one store and what wakes them.
+
+    ``sqlite_path`` starts a ``data_version`` poller while anyone watches; ``listen`` starts
+    the PostgreSQL listener (idempotent) and ``listening`` says whether it is connected.
+    Without either (a caller's engine), watchers re-read every ``interval``.
+    """
+
+    def __init__(
+        self,
+        interval: float,
+        *,
+        sqlite_path: str | None = None,
+        local_only: bool = False,
+        listen: Callable[[Callable[[], None]], None] | None = None,
+        listening: Callable[[], bool] | None = None,
+    ) -> None:
+        self.interval = interval
+        self.closed = False
+        self._sqlite_path = sqlite_path
+        self._local_only = local_only
+        self._listen = listen
+        self._listening = listening
+        self._waiters: set[Waiter] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    def subscribe(self) -> Waiter | None:
+        """A wakeup for a new watcher on the running loop (``None`` once the store is closed)."""
+        waiter = Waiter()
+        with self._lock:
+            if self.closed:
+                return None
+            self._waiters.add(waiter)
+            if self._sqlite_path is not None and self._poller is None:
+                self._poller = threading.Thread(
+                    target=self._poll, args=(self._sqlite_path,), name="chatmemory-watch", daemon=True
+                )
+                self._poller.start()
+        if self._listen is not None:
+            self._listen(self.notify)
+        return waiter
+
+    def unsubscribe(self, waiter: Waiter) -> None:
+        with self._lock:
+            self._waiters.discard(waiter)
+
+    def notify(self) -> None:
+        """Wake every watcher (from any thread)."""
+        with self._lock:
+            waiters = list(self._waiters)
+        for waiter in waiters:
+            waiter.wake()
+
+    def timeout(self) -> float:
+        """How long a watcher waits for a wakeup before it re-reads anyway."""
+        live = (
+            self._local_only
+            or self._sqlite_path is not None
+            or (self._listening is not None and self._listening())
+        )
+        return max(self.interval, RESCAN_SECONDS) if live else self.interval
+
+    def close(self) -> None:
+        """Wake every watcher to find the store closed, and stop the poller."""
+        with self._lock:
+            self.closed = True
+            poller = self._poller
+        self._stop.set()
+        self.notify()
+        if poller is not None and poller is not threading.current_thread():
+            poller.join(timeout=5)
+
+    def _poll(self, path: str) -> None:
+        connection = sqlite3.connect(path, check_same_thread=False, uri=path.startswith("file:"))
+        try:
+            # data_version changes when another connection commits to the file.
+            last = connection.execute("PRAGMA data_version").fetchone()[0]
+            while not self._stop.wait(self.interval):
+                with self._lock:
+                    if not self._waiters:
+                        self._poller = None
+                        return
+                version = connection.execute("PRAGMA data_version").fetchone()[0]
+                if version != last:
+                    last = version
+                    self.notify()
+        except sqlite3.Error:
+            with self._lock:
+                self._poller = None
+        finally:
+            connection.close()

@@ -1,0 +1,66 @@
+"""Watching committed changes as they happen."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from chatmemory import _changes
+from chatmemory._scope_base import Id, ScopeBase
+from chatmemory._validation import parse_id
+from chatmemory.errors import ConversationNotFound, StorageError
+from chatmemory.models import ChangeEvent
+
+
+class WatchOps(ScopeBase):
+    async def change_cursor(self, conversation_id: Id | None = None) -> str:
+        """The position after every change committed so far: take it, load what you show,
+        then ``watch(after=...)`` from it, and no change in between is missed.
+
+        Raises:
+            ConversationNotFound: ``conversation_id`` names no visible conversation.
+        """
+        cid = None if conversation_id is None else parse_id("conversation_id", conversation_id)
+        return _changes.cursor(*await self._db.run(_changes.head(self.principal, cid)))
+
+    async def watch(
+        self, conversation_id: Id | None = None, *, after: str | None = None
+    ) -> AsyncIterator[ChangeEvent]:
+        """The changes of a conversation (or, with ``None``, of every conversation this
+        principal can see, those started later included), in commit order, as they commit.
+
+        Starts at the changes committed after the call, or after the event whose ``cursor``
+        is ``after``: a reconnect with the last cursor seen gets every later change once.
+        Only committed changes appear. A deleted conversation's watch ends, after its
+        ``conversation.deleted`` event, with ``ConversationNotFound``; a watch of every
+        conversation goes on.
+
+        Raises:
+            ConversationNotFound: the conversation is not visible, or is deleted.
+            InvalidInputError: ``after`` is not a cursor from a change event.
+            StorageError: the store was closed, or the database failed.
+        """
+        cid = None if conversation_id is None else parse_id("conversation_id", conversation_id)
+        position = None if after is None else _changes.parse_cursor(after)
+        db = self._db
+        # Subscribed before the first read, so a change committed after that read wakes it.
+        waiter = db.changes.subscribe()
+        if waiter is None:
+            raise StorageError("the store is closed")
+        try:
+            if position is None:
+                position = await db.run(_changes.head(self.principal, cid))
+            while True:
+                waiter.clear()
+                rows, message_rows, more = await db.run(_changes.read(self.principal, cid, position))
+                for event in _changes.events(rows, message_rows, position, db.is_sqlite):
+                    yield event
+                    if cid is not None and event.kind == "conversation.deleted":
+                        raise ConversationNotFound(cid)
+                if rows:
+                    position = (int(rows[-1][1]) + 1, 0)
+                if not more:
+                    await waiter.wait(db.changes.timeout())
+                if db.changes.closed:
+                    raise StorageError("the store is closed")
+        finally:
+            db.changes.unsubscribe(waiter)
