@@ -21,19 +21,14 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.websockets import WebSocket
 
-from chatmemory import ChatMemoryError, InvalidInputError, NotFoundError, Scope
-
-try:  # TEMPORARY until watch lands
-    from chatmemory import ChangeEvent  # type: ignore[attr-defined]
-except ImportError:
-    from pydantic import BaseModel as ChangeEvent
-from chatmemory_server.bearer import AuthenticationError, BearerVerifier
-from chatmemory_server.errors import error_body, error_response, unauthorized
+from chatmemory import ChangeEvent, ChatMemoryError, InvalidInputError, NotFoundError, Scope
+from chatmemory_server.bearer import BearerVerifier
+from chatmemory_server.errors import error_body, error_response
 from chatmemory_server.inputs import WatchQuery
 from chatmemory_server.openapi import StreamDoc
 from chatmemory_server.routing import Store, authenticate, parse_query
 
-__all__ = ["STREAMS", "Streams", "ticking"]
+__all__ = ["STREAMS", "Pump", "Streams"]
 
 STREAMS = [
     StreamDoc("/events", "Every change to the caller's conversations as it commits (a sidebar)", ChangeEvent),
@@ -57,29 +52,29 @@ class Streams:
         self._verifier = verifier
         self._keepalive = keepalive
 
-    async def _open(
-        self, conn: HTTPConnection, last_event_id: str | None
-    ) -> tuple[AsyncIterator[ChangeEvent], str | None]:
-        """The caller's watch and, when it starts fresh, the cursor to announce.
+    async def _open(self, conn: HTTPConnection, last_event_id: str | None) -> tuple[Pump, str | None]:
+        """The caller's watch, started, and the cursor to announce when it starts fresh.
 
         Raises:
-            AuthenticationError, ChatMemoryError: before anything is sent.
+            AuthenticationError, ChatMemoryError: before anything is sent (a malformed cursor too).
         """
         principal = await authenticate(conn.headers, self._verifier)
         after = last_event_id or parse_query(WatchQuery, conn.query_params).after or None
         cid = conn.path_params.get("conversation_id")
         chat: Scope = (await self._store.get()).scoped(principal)
         current = await chat.change_cursor(cid)  # also checks the conversation is visible
-        return chat.watch(cid, after=after or current), None if after else current
+        pump = Pump(chat.watch(cid, after=after or current))
+        await pump.started()
+        return pump, None if after else current
 
     async def sse(self, request: Request) -> Response:
         """``GET .../events``: the stream as ``text/event-stream``."""
         try:
-            events, ready = await self._open(request, request.headers.get("last-event-id"))
+            pump, ready = await self._open(request, request.headers.get("last-event-id"))
         except ChatMemoryError as exc:
             return error_response(exc)
         return StreamingResponse(
-            _sse_frames(events, ready, self._keepalive),
+            _sse_frames(pump, ready, self._keepalive),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -87,31 +82,94 @@ class Streams:
     async def websocket(self, ws: WebSocket) -> None:
         """The stream as JSON frames over a WebSocket; refusals are plain HTTP answers to the upgrade."""
         try:
-            events, ready = await self._open(ws, None)
-        except AuthenticationError as exc:
-            await ws.send_denial_response(unauthorized(exc))
-            return
+            pump, ready = await self._open(ws, None)
         except ChatMemoryError as exc:
             await ws.send_denial_response(error_response(exc))
             return
-        await ws.accept()
-        await ws.send_json({"type": "ready", "cursor": ready})
-        relay = asyncio.create_task(_relay(ws, events))
-        closed = asyncio.create_task(_until_closed(ws))
         try:
-            await asyncio.wait({relay, closed}, return_when=asyncio.FIRST_COMPLETED)
+            await ws.accept()
+            await ws.send_json({"type": "ready", "cursor": ready})
+            relay = asyncio.create_task(_relay(ws, pump))
+            closed = asyncio.create_task(_until_closed(ws))
+            try:
+                await asyncio.wait({relay, closed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (relay, closed):
+                    task.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await task
         finally:
-            for task in (relay, closed):
-                task.cancel()
-                with suppress(asyncio.CancelledError):
-                    await task
-            await _aclose(events)
+            await pump.aclose()
 
 
-async def _relay(ws: WebSocket, events: AsyncIterator[ChangeEvent]) -> None:
+class Pump:
+    """Reads a watch in a task of its own, so that waiting for it can time out without
+    cancelling the watch in the middle of a read; closed with ``aclose``."""
+
+    def __init__(self, source: AsyncIterator[ChangeEvent]) -> None:
+        self._source = source
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            async for event in self._source:
+                await self._queue.put(event)
+        except Exception as exc:  # handed to the reader, which raises it
+            await self._queue.put(exc)
+            return
+        await self._queue.put(_END)
+
+    async def started(self) -> None:
+        """Let the watch begin; an error it raises at once (a malformed cursor) is raised here.
+
+        Raises:
+            ChatMemoryError: the watch refused to start.
+        """
+        await asyncio.sleep(0)
+        if not self._queue.empty():
+            head = self._queue.get_nowait()
+            if isinstance(head, Exception):
+                await self.aclose()
+                raise head
+            self._queue.put_nowait(head)
+
+    async def next(self, within: float | None = None) -> ChangeEvent | None:
+        """The next event; ``None`` when ``within`` seconds pass first.
+
+        Raises:
+            StopAsyncIteration: the watch ended.
+            ChatMemoryError: the watch failed.
+        """
+        try:
+            item = await asyncio.wait_for(self._queue.get(), within)
+        except TimeoutError:
+            return None
+        if item is _END:
+            raise StopAsyncIteration
+        if isinstance(item, Exception):
+            raise item
+        event: ChangeEvent = item
+        return event
+
+    async def aclose(self) -> None:
+        """Stop reading and close the watch."""
+        self._task.cancel()
+        with suppress(asyncio.CancelledError):
+            await self._task
+        close = getattr(self._source, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def _relay(ws: WebSocket, pump: Pump) -> None:
     try:
-        async for event in events:
-            await ws.send_text(json.dumps({"type": "change", "event": event.model_dump(mode="json")}))
+        while True:
+            event = await pump.next()
+            if event is not None:
+                await ws.send_text(json.dumps({"type": "change", "event": event.model_dump(mode="json")}))
+    except StopAsyncIteration:
+        await ws.close()
     except ChatMemoryError as exc:
         code = next((c for kind, c in _CLOSE_CODES if isinstance(exc, kind)), 1011)
         await ws.send_text(json.dumps({"type": "error", **_error(exc)}))
@@ -123,68 +181,24 @@ async def _until_closed(ws: WebSocket) -> None:
         pass  # the client has nothing to say on this socket; its messages are ignored
 
 
-async def _sse_frames(
-    events: AsyncIterator[ChangeEvent], ready: str | None, keepalive: float
-) -> AsyncIterator[str]:
-    yield (f"id: {ready}\n" if ready else "") + "event: ready\ndata: {}\n\n"
+async def _sse_frames(pump: Pump, ready: str | None, keepalive: float) -> AsyncIterator[str]:
     try:
-        async for event in ticking(events, keepalive):
+        yield (f"id: {ready}\n" if ready else "") + "event: ready\ndata: {}\n\n"
+        while True:
+            event = await pump.next(keepalive)
             if event is None:
                 yield ": keep-alive\n\n"
             else:
                 yield f"id: {event.cursor}\ndata: {event.model_dump_json()}\n\n"
+    except StopAsyncIteration:
+        return
     except ChatMemoryError as exc:
         yield f"event: error\ndata: {json.dumps(_error(exc))}\n\n"
+    finally:
+        await pump.aclose()
 
 
 def _error(exc: ChatMemoryError) -> dict[str, Any]:
-    field = exc.field if isinstance(exc, InvalidInputError) else None
-    return error_body(
-        type(exc).__name__, exc.reason if isinstance(exc, InvalidInputError) else str(exc), field
-    )
-
-
-async def ticking(source: AsyncIterator[ChangeEvent], every: float) -> AsyncIterator[ChangeEvent | None]:
-    """``source``'s events, with ``None`` whenever ``every`` seconds pass without one.
-
-    The source is read by one task of its own, so it is never cancelled in the middle of a
-    read by a tick; it is closed when the caller stops.
-
-    Raises:
-        ChatMemoryError: whatever ``source`` raises.
-    """
-    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
-
-    async def pump() -> None:
-        try:
-            async for event in source:
-                await queue.put(event)
-        except Exception as exc:  # handed to the reader, which raises it
-            await queue.put(exc)
-            return
-        await queue.put(_END)
-
-    task = asyncio.create_task(pump())
-    try:
-        while True:
-            try:
-                item = await asyncio.wait_for(queue.get(), every)
-            except TimeoutError:
-                yield None
-                continue
-            if item is _END:
-                return
-            if isinstance(item, Exception):
-                raise item
-            yield item
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
-        await _aclose(source)
-
-
-async def _aclose(source: AsyncIterator[Any]) -> None:
-    close = getattr(source, "aclose", None)
-    if close is not None:
-        await close()
+    if isinstance(exc, InvalidInputError):
+        return error_body(type(exc).__name__, exc.reason, exc.field)
+    return error_body(type(exc).__name__, str(exc))
