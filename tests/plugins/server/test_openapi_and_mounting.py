@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ from chatmemory_server import TokenFileVerifier, create_app
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route, WebSocketRoute
 
-from chatmemory import ChatMemory
+from chatmemory import ChatMemory, Principal
 from tests.plugins._serving import loopback_socket, serving
 from tests.plugins.server.conftest import Served, ok
 
@@ -57,10 +59,20 @@ async def test_every_route_is_documented_and_every_documented_path_exists(
                 assert kind not in {"RouteNotFound", "MethodNotAllowed"}, (method, path)
 
 
-async def test_mounted_under_a_prefix(memory: ChatMemory, token_file: tuple[Path, dict[str, str]]) -> None:
+async def test_mounted_under_a_prefix_with_the_hosts_lifespan(
+    db_url: str, memory: ChatMemory, token_file: tuple[Path, dict[str, str]]
+) -> None:
     path, tokens = token_file
-    inner = create_app(memory, verifier=TokenFileVerifier(path))
-    outer = Starlette(routes=[Mount("/chat", app=inner)])
+    inner = create_app(db_url, verifier=TokenFileVerifier(path))
+    ended: list[bool] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with inner.router.lifespan_context(inner):
+            yield
+        ended.append(True)
+
+    outer = Starlette(routes=[Mount("/chat", app=inner)], lifespan=lifespan)
     async with serving(outer, loopback_socket()) as url:
         mounted = Served(url + "/chat", tokens)
         async with mounted.client() as http:
@@ -70,3 +82,5 @@ async def test_mounted_under_a_prefix(memory: ChatMemory, token_file: tuple[Path
             assert document["servers"] == [{"url": "/chat"}]
         async with mounted.client("bob") as http:
             assert (await http.get(f"/conversations/{cid}")).status_code == 404
+    assert ended == [True]
+    assert (await memory.scoped(Principal("alice")).get_conversation(cid)).title == "Mounted"
