@@ -41,3 +41,16 @@ async def serving(app: Any, sock: socket.socket, **options: Any) -> AsyncIterato
     finally:
         server.should_exit = True
         await task
+
+
+async def wait_for_port(port: int) -> None:
+    """Wait until something accepts connections on 127.0.0.1:``port`` (a server in another process)."""
+    with anyio.fail_after(60):
+        while True:
+            try:
+                stream = await anyio.connect_tcp("127.0.0.1", port)
+            except OSError:
+                await anyio.sleep(0.05)
+                continue
+            await stream.aclose()
+            return

@@ -12,21 +12,10 @@ import httpx
 import pytest
 from chatmemory_server.cli import main
 
+from tests.plugins._serving import wait_for_port
 from tests.plugins.mcp_server._hosting import bind, port_of
 from tests.plugins.mcp_server._issuer import issuing
 from tests.plugins.server.conftest import ok
-
-
-async def _wait_for(port: int) -> None:
-    with anyio.fail_after(60):
-        while True:
-            try:
-                stream = await anyio.connect_tcp("127.0.0.1", port)
-            except OSError:
-                await anyio.sleep(0.05)
-                continue
-            await stream.aclose()
-            return
 
 
 def test_it_refuses_to_start_without_authentication(
@@ -56,7 +45,7 @@ async def test_the_command_serves_token_file_and_jwt_principals(
         ]  # fmt: skip
         async with await anyio.open_process(command, env=env) as process:
             try:
-                await _wait_for(port)
+                await wait_for_port(port)
                 async with httpx.AsyncClient(base_url=base + "/v1", timeout=30) as http:
                     mine = {"Authorization": f"Bearer {token}"}
                     assert ok(await http.get("/me", headers=mine)) == {

@@ -3,30 +3,5 @@ MCP server and the HTTP API, so a token or JWT means the same principal on both.
 
 from __future__ import annotations
 
-from chatmemory_server.bearer import (
-    ADMIN_SCOPE,
-    MAX_TOKEN_LENGTH,
-    AnyOfVerifier,
-    AuthenticationError,
-    BearerVerifier,
-    CredentialsRefused,
-    Identity,
-    MissingCredentials,
-    bearer_token,
-    identify_authorization,
-    principal_from_authorization,
-)
-
-__all__ = [
-    "ADMIN_SCOPE",
-    "MAX_TOKEN_LENGTH",
-    "AnyOfVerifier",
-    "AuthenticationError",
-    "BearerVerifier",
-    "CredentialsRefused",
-    "Identity",
-    "MissingCredentials",
-    "bearer_token",
-    "identify_authorization",
-    "principal_from_authorization",
-]
+from chatmemory_server.bearer import *  # noqa: F403
+from chatmemory_server.bearer import __all__ as __all__

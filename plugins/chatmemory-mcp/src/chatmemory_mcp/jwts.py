@@ -3,12 +3,5 @@ MCP server and the HTTP API, so a token or JWT means the same principal on both.
 
 from __future__ import annotations
 
-from chatmemory_server.jwts import (
-    JWTSettings,
-    JWTVerifier,
-)
-
-__all__ = [
-    "JWTSettings",
-    "JWTVerifier",
-]
+from chatmemory_server.jwts import *  # noqa: F403
+from chatmemory_server.jwts import __all__ as __all__

@@ -3,22 +3,5 @@ MCP server and the HTTP API, so a token or JWT means the same principal on both.
 
 from __future__ import annotations
 
-from chatmemory_server.tokens import (
-    TOKEN_FILE_ENV,
-    TOKEN_PREFIX,
-    TokenEntry,
-    TokenFile,
-    TokenFileVerifier,
-    default_token_file,
-    hash_token,
-)
-
-__all__ = [
-    "TOKEN_FILE_ENV",
-    "TOKEN_PREFIX",
-    "TokenEntry",
-    "TokenFile",
-    "TokenFileVerifier",
-    "default_token_file",
-    "hash_token",
-]
+from chatmemory_server.tokens import *  # noqa: F403
+from chatmemory_server.tokens import __all__ as __all__
