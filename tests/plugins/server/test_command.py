@@ -64,3 +64,14 @@ async def test_the_command_serves_token_file_and_jwt_principals(
                 process.terminate()
             with anyio.fail_after(15):
                 await process.wait()
+
+
+def test_a_database_that_cannot_be_opened_stops_it_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tokens = tmp_path / "tokens.json"
+    assert main(["token", "create", "--principal", "alice", "--token-file", str(tokens)]) == 0
+    args = ["--port", "0", "--token-file", str(tokens), "--url", "mysql://nobody@localhost/chat"]
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    assert stopped.value.code == 3

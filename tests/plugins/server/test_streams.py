@@ -15,6 +15,7 @@ import pytest
 from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 
 from chatmemory import ChatMemory, NewMessage, Principal
 from chatmemory.scope import Scope
@@ -114,9 +115,10 @@ async def test_websocket_delivers_and_resumes_with_after(api: Served, memory: Ch
         assert [f["event"]["message_id"] for f in first] == [str(m.id) for m in stored]
     await alice.append_messages(hid, [NewMessage("user", "three")])
     after = first[0]["event"]["cursor"]
-    async with connect(
-        f"{api.ws_url}/conversations/{cid}/events?after={after}", additional_headers=headers
-    ) as ws:
+    # As a browser sends it: the token as the second subprotocol, after "bearer".
+    offered = [Subprotocol("bearer"), Subprotocol(api.tokens["alice"])]
+    async with connect(f"{api.ws_url}/conversations/{cid}/events?after={after}", subprotocols=offered) as ws:
+        assert ws.subprotocol == "bearer"
         ready, *resumed = await frames(ws, 3)
         assert ready == {"type": "ready", "cursor": None}
         assert [f["event"]["message"]["content"] for f in resumed] == ["two", "three"]

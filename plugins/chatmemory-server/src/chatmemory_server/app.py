@@ -36,8 +36,9 @@ def create_app(
 
     Args:
         memory: the store to serve. A ``ChatMemory`` stays the caller's to close; a URL (or
-            ``None``: ``$CHATMEMORY_URL``, else the user data directory) is opened on the first
-            request and closed when the app shuts down.
+            ``None``: ``$CHATMEMORY_URL``, else the user data directory) is opened when the app
+            starts (or on the first request, when its lifespan does not run) and closed when it
+            shuts down.
         verifier: checks each request's bearer token (``TokenFileVerifier``, ``JWTVerifier``,
             ``AnyOfVerifier`` of both, or your own ``BearerVerifier``); its principal scopes
             every call of the request.
@@ -62,6 +63,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.get()  # a wrong URL or an old schema stops the server at start, not at a request
         try:
             yield
         finally:

@@ -100,7 +100,7 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
         log_level="info",
     )
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run()  # exits with status 3 when the store cannot be opened at start
     return 0
 
 

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
-from chatmemory import ChatMemory, ChatMemoryError, Principal, Scope
+from chatmemory import ChatMemory, ChatMemoryError, InvalidInputError, Principal, Scope, StorageError
 from chatmemory_server.bearer import BearerVerifier, identify_authorization
 from chatmemory_server.errors import ApiError, error_response, invalid_input
 
@@ -100,13 +99,17 @@ class Store:
         """The store, opening it on first use.
 
         Raises:
-            ChatMemoryError: the database cannot be opened or its schema is out of date.
+            StorageError, SchemaOutOfDateError: the database cannot be opened or is out of date.
         """
         if self._given is not None:
             return self._given
         async with self._lock:
             if self._opened is None:
-                self._opened = await ChatMemory.open(self._url)
+                try:
+                    self._opened = await ChatMemory.open(self._url)
+                except InvalidInputError as exc:
+                    # The server's own configuration is wrong, not the request.
+                    raise StorageError(f"the database cannot be opened: {exc}") from exc
             return self._opened
 
     async def close(self) -> None:
@@ -116,13 +119,13 @@ class Store:
             await opened.close()
 
 
-async def authenticate(headers: Headers, verifier: BearerVerifier) -> Principal:
-    """The principal of a request's bearer token.
+async def authenticate(authorization: str | None, verifier: BearerVerifier) -> Principal:
+    """The principal of a request's ``Authorization`` header.
 
     Raises:
-        MissingCredentials, CredentialsRefused: no token, or a refused one.
+        MissingCredentials, CredentialsRefused: no bearer token, or a refused one.
     """
-    return (await identify_authorization(headers.get("authorization"), verifier)).principal
+    return (await identify_authorization(authorization, verifier)).principal
 
 
 def parse_query(model: type[BaseModel], query: Mapping[str, str]) -> Any:
@@ -160,7 +163,7 @@ def serve(
 
     async def run(request: Request) -> Response:
         try:
-            principal = await authenticate(request.headers, verifier)
+            principal = await authenticate(request.headers.get("authorization"), verifier)
             query = parse_query(endpoint.query, request.query_params) if endpoint.query else None
             body = await _parse_body(endpoint.body, request) if endpoint.body else None
             chat = (await store.get()).scoped(principal)

@@ -28,7 +28,7 @@ from chatmemory_server.inputs import WatchQuery
 from chatmemory_server.openapi import StreamDoc
 from chatmemory_server.routing import Store, authenticate, parse_query
 
-__all__ = ["STREAMS", "Pump", "Streams"]
+__all__ = ["BEARER_SUBPROTOCOL", "STREAMS", "Pump", "Streams"]
 
 STREAMS = [
     StreamDoc("/events", "Every change to the caller's conversations as it commits (a sidebar)", ChangeEvent),
@@ -38,6 +38,9 @@ STREAMS = [
         ChangeEvent,
     ),
 ]
+
+BEARER_SUBPROTOCOL = "bearer"
+"""Offered first, with the token second, it carries the token of a browser's WebSocket."""
 
 _END = object()
 # WebSocket close codes for an error after the stream started (4000-4999 are the application's).
@@ -52,13 +55,15 @@ class Streams:
         self._verifier = verifier
         self._keepalive = keepalive
 
-    async def _open(self, conn: HTTPConnection, last_event_id: str | None) -> tuple[Pump, str | None]:
+    async def _open(
+        self, conn: HTTPConnection, authorization: str | None, last_event_id: str | None
+    ) -> tuple[Pump, str | None]:
         """The caller's watch, started, and the cursor to announce when it starts fresh.
 
         Raises:
             AuthenticationError, ChatMemoryError: before anything is sent (a malformed cursor too).
         """
-        principal = await authenticate(conn.headers, self._verifier)
+        principal = await authenticate(authorization, self._verifier)
         after = last_event_id or parse_query(WatchQuery, conn.query_params).after or None
         cid = conn.path_params.get("conversation_id")
         chat: Scope = (await self._store.get()).scoped(principal)
@@ -70,7 +75,10 @@ class Streams:
     async def sse(self, request: Request) -> Response:
         """``GET .../events``: the stream as ``text/event-stream``."""
         try:
-            pump, ready = await self._open(request, request.headers.get("last-event-id"))
+            headers = request.headers
+            pump, ready = await self._open(
+                request, headers.get("authorization"), headers.get("last-event-id")
+            )
         except ChatMemoryError as exc:
             return error_response(exc)
         return StreamingResponse(
@@ -80,14 +88,23 @@ class Streams:
         )
 
     async def websocket(self, ws: WebSocket) -> None:
-        """The stream as JSON frames over a WebSocket; refusals are plain HTTP answers to the upgrade."""
+        """The stream as JSON frames over a WebSocket; refusals are plain HTTP answers to the upgrade.
+
+        Browsers cannot set headers on a WebSocket, so the token may come as the second of the
+        subprotocols ``["bearer", token]``; the server then accepts the ``bearer`` subprotocol.
+        """
+        authorization = ws.headers.get("authorization")
+        offered = ws.scope.get("subprotocols") or []
+        subprotocol = None
+        if authorization is None and len(offered) == 2 and offered[0] == BEARER_SUBPROTOCOL:
+            subprotocol, authorization = BEARER_SUBPROTOCOL, f"Bearer {offered[1]}"
         try:
-            pump, ready = await self._open(ws, None)
+            pump, ready = await self._open(ws, authorization, None)
         except ChatMemoryError as exc:
             await ws.send_denial_response(error_response(exc))
             return
         try:
-            await ws.accept()
+            await ws.accept(subprotocol)
             await ws.send_json({"type": "ready", "cursor": ready})
             relay = asyncio.create_task(_relay(ws, pump))
             closed = asyncio.create_task(_until_closed(ws))
