@@ -19,7 +19,9 @@ from typing import Any
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response, StreamingResponse
-from starlette.websockets import WebSocket
+from starlette.types import Receive, Send
+from starlette.types import Scope as AsgiScope
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from chatmemory import ChangeEvent, ChatMemoryError, InvalidInputError, NotFoundError, Scope
 from chatmemory_server.bearer import BearerVerifier
@@ -81,11 +83,7 @@ class Streams:
             )
         except ChatMemoryError as exc:
             return error_response(exc)
-        return StreamingResponse(
-            _sse_frames(pump, ready, self._keepalive),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
+        return _EventStream(pump, _sse_frames(pump, ready, self._keepalive))
 
     async def websocket(self, ws: WebSocket) -> None:
         """The stream as JSON frames over a WebSocket; refusals are plain HTTP answers to the upgrade.
@@ -113,10 +111,29 @@ class Streams:
             finally:
                 for task in (relay, closed):
                     task.cancel()
-                    with suppress(asyncio.CancelledError):
+                    # A client that leaves while a change is being sent is a normal end.
+                    with suppress(asyncio.CancelledError, WebSocketDisconnect):
                         await task
         finally:
             await pump.aclose()
+
+
+class _EventStream(StreamingResponse):
+    """The SSE response; it closes the watch however the response ends, even before it starts."""
+
+    def __init__(self, pump: Pump, frames: AsyncIterator[str]) -> None:
+        super().__init__(
+            frames,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+        self._pump = pump
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._pump.aclose()
 
 
 class Pump:
@@ -211,8 +228,6 @@ async def _sse_frames(pump: Pump, ready: str | None, keepalive: float) -> AsyncI
         return
     except ChatMemoryError as exc:
         yield f"event: error\ndata: {json.dumps(_error(exc))}\n\n"
-    finally:
-        await pump.aclose()
 
 
 def _error(exc: ChatMemoryError) -> dict[str, Any]:
