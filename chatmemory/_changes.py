@@ -57,10 +57,12 @@ def record(
     )
 
 
-def _log_params(pending: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ``log_`` parameters of a statement that writes ``pending`` changes."""
+def _log_params(pending: list[dict[str, Any]], token: str) -> dict[str, Any]:
+    """The ``log_`` parameters of a statement that writes ``pending`` changes (and notifies
+    ``token``, which tells the store that wrote them from others)."""
     return {
         "log_k": len(pending),
+        "log_token": token,
         "log_when": datetime.now(UTC),
         "log_cids": Many([_uuid(c["cid"]) for c in pending]),
         "log_kinds": Many([c["kind"] for c in pending]),
@@ -71,7 +73,7 @@ def _log_params(pending: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def logged(plan: Plan[Any]) -> Plan[Any]:
+def logged(plan: Plan[Any], token: str = "") -> Plan[Any]:
     """``plan`` with the changes it records written in its transaction, in the order recorded.
 
     A statement with ``log_`` parameters (the PostgreSQL append) writes those recorded
@@ -90,7 +92,9 @@ def logged(plan: Plan[Any]) -> Plan[Any]:
             else:
                 if "log_k" in stmt.sql.names:
                     assert isinstance(stmt.params, dict)
-                    stmt = Stmt(stmt.sql, {**stmt.params, **_log_params(pending)}, stmt.many, stmt.count)
+                    stmt = Stmt(
+                        stmt.sql, {**stmt.params, **_log_params(pending, token)}, stmt.many, stmt.count
+                    )
                     pending = []
                     logged_any = True
                 answer = yield stmt
@@ -100,16 +104,15 @@ def logged(plan: Plan[Any]) -> Plan[Any]:
     finally:
         plan.close()
     if pending:
-        yield Stmt(sql.LOG_CHANGES, _log_params(pending))
+        yield Stmt(sql.LOG_CHANGES, _log_params(pending, token))
         logged_any = True
     return result, logged_any
 
 
 async def log_on(connection: AsyncConnection, sqlite: bool, kind: ChangeKind, conversation_id: UUID) -> None:
     """Log one change in a transaction SQLAlchemy runs (an import), as ``logged`` would."""
-    params = _log_params(
-        [{"cid": conversation_id, "kind": kind, "hid": None, "mid": None, "seq": None, "count": None}]
-    )
+    change = {"cid": conversation_id, "kind": kind, "hid": None, "mid": None, "seq": None, "count": None}
+    params = _log_params([change], "")
     statement = sql.LOG_CHANGES
     if sqlite:
         await connection.exec_driver_sql(statement.sqlite, {k: sqlite_value(v) for k, v in params.items()})
@@ -155,69 +158,59 @@ def head(principal: Principal, cid: UUID | None) -> Plan[tuple[int, int]]:
 
 def read(
     principal: Principal, cid: UUID | None, position: tuple[int, int]
-) -> Plan[tuple[list[Row], list[Row], bool]]:
-    """Change rows from ``position`` on, the messages they name, and whether more rows wait.
+) -> Plan[tuple[list[Row], int, bool]]:
+    """Change rows from ``position`` on with the messages they name, the change id the next
+    read starts at, and whether more may wait there (else it is after every change committed).
 
     Raises:
         ConversationNotFound: ``cid`` names a conversation the principal cannot see, or one
             deleted whose changes have all been delivered.
     """
     scope, params = q.principal_params(principal)
-    found: list[Row] = yield Stmt(
+    rows: list[Row] = yield Stmt(
         sql.read_changes(scope, cid is not None),
         {**params, "cid": cid, "after": position[0], "limit": _READ_ROWS},
     )
-    if cid is not None:
-        if not found:
-            raise ConversationNotFound(cid)
-        live = bool(found[0][0])
-        found = [row for row in found if row[1] is not None]
-        if not live and not _past(found, position):
-            raise ConversationNotFound(cid)
-    ranges = [(row[2], row[6], row[6] + row[7] - 1) for row in found if row[6] is not None]
-    messages: list[Row] = []
-    if ranges:
-        messages = yield Stmt(
-            sql.CHANGED_MESSAGES,
-            {
-                "r_cids": Many([_uuid(r[0]) for r in ranges]),
-                "r_from": Many([r[1] for r in ranges]),
-                "r_to": Many([r[2] for r in ranges]),
-            },
-        )
-    return found, messages, len(found) == _READ_ROWS
-
-
-def _past(rows: list[Row], position: tuple[int, int]) -> bool:
-    """Whether ``rows`` hold an event after ``position``."""
-    return any(row[1] > position[0] or _size(row) > position[1] for row in rows)
+    head, live = int(rows[0][-1]), rows[0][0]
+    if cid is not None and live is None:
+        raise ConversationNotFound(cid)
+    rows = [row for row in rows if row[1] is not None]
+    # A deleted conversation's watch ends once its last change (the deletion) is delivered.
+    if (
+        cid is not None
+        and not live
+        and not any(row[1] > position[0] or _size(row) > position[1] for row in rows)
+    ):
+        raise ConversationNotFound(cid)
+    if len({row[1] for row in rows}) == _READ_ROWS:
+        return rows, int(rows[-1][1]) + 1, True
+    # Nothing up to the head is left, however many changes of others the read went past.
+    return rows, max(head + 1, int(rows[-1][1]) + 1 if rows else position[0]), False
 
 
 def _size(row: Row) -> int:
+    """How many events a change row makes."""
     return 1 if row[7] is None else int(row[7])
 
 
-def events(
-    rows: Sequence[Row], message_rows: Sequence[Row], position: tuple[int, int], sqlite: bool
-) -> list[ChangeEvent]:
-    """The events of change ``rows`` after ``position``, one per message of a message change."""
-    live = iter(_rows.messages([row[1:] for row in message_rows if row[0]], sqlite))
-    # (conversation, seq) -> (message id, history id, the live message or None)
-    stored: dict[tuple[UUID, int], tuple[UUID, UUID, Message | None]] = {
-        (_uuid(row[2]), int(row[4])): (_uuid(row[1]), _uuid(row[3]), next(live) if row[0] else None)
-        for row in message_rows
-    }
-    out: list[ChangeEvent] = []
+def events(rows: Sequence[Row], position: tuple[int, int], sqlite: bool) -> list[ChangeEvent]:
+    """The events of ``read``'s rows after ``position``, one per message of a message change."""
+    live = iter(_rows.messages([row[10:-1] for row in rows if row[10] is not None and row[9]], sqlite))
+    # change id -> (its row, seq -> (message id, history id, the live message or None))
+    changes: dict[int, tuple[Row, dict[int, tuple[UUID, UUID, Message | None]]]] = {}
     for row in rows:
-        change_id, cid_value, kind, hid, mid, seq, count, at = row[1:]
-        cid = _uuid(cid_value)
-        when = _timestamp(at)
+        entry = changes.setdefault(row[1], (row, {}))
+        if row[10] is not None:
+            entry[1][int(row[13])] = (_uuid(row[10]), _uuid(row[12]), next(live) if row[9] else None)
+    out: list[ChangeEvent] = []
+    for change_id, (row, stored) in changes.items():
+        cid, kind, hid, mid, seq, _count, at = row[2:9]
         history_id = None if hid is None else _uuid(hid)
         message_id = None if mid is None else _uuid(mid)
         first = position[1] if change_id == position[0] else 0
-        for n in range(first, 1 if count is None else int(count)):
+        for n in range(first, _size(row)):
             this_seq = None if seq is None else int(seq) + n
-            found = None if this_seq is None else stored.get((cid, this_seq))
+            found = None if this_seq is None else stored.get(this_seq)
             if found is None:
                 event_mid, event_hid, message = message_id, history_id, None
             else:
@@ -227,12 +220,12 @@ def events(
             out.append(
                 ChangeEvent(
                     kind=kind,
-                    conversation_id=cid,
+                    conversation_id=_uuid(cid),
                     cursor=cursor(change_id, n + 1),
                     history_id=event_hid,
                     message_id=event_mid,
                     seq=this_seq,
-                    at=when,
+                    at=_timestamp(at),
                     message=message,
                 )
             )

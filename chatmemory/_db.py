@@ -195,7 +195,11 @@ class Database:
         """
         if not write:
             return await self._run(plan, write=False)
-        result, changed = await self._run(logged(plan), write=True)
+        try:
+            result, changed = await self._run(logged(plan, self.changes.token), write=True)
+        except asyncio.CancelledError:
+            self.changes.notify()  # the write may have committed before its caller was cancelled
+            raise
         if changed:
             self.changes.notify()
         return result  # type: ignore[no-any-return]
@@ -253,7 +257,7 @@ class Database:
         if self._closed:
             return
         self._closed = True
-        self.changes.close()
+        await asyncio.to_thread(self.changes.close)
         pending = [t for t in self._background if t.get_loop() is asyncio.get_running_loop()]
         if pending:
             await asyncio.wait(pending, timeout=60)

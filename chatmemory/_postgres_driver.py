@@ -80,6 +80,8 @@ class PostgresDriver:
         self.trace = trace
         self._pool: asyncpg.Pool | None = None
         self._listener: concurrent.futures.Future[None] | None = None
+        self._listening_task: asyncio.Task[None] | None = None
+        self._listen_lock = threading.Lock()
         self.listening = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -103,14 +105,17 @@ class PostgresDriver:
         async with self._pool.acquire() as connection:
             return await run_on(connection, plan, self.trace)
 
-    def listen(self, channel: str, wake: Callable[[], None]) -> None:
-        """Keep one connection listening on ``channel``, calling ``wake`` on each notification
-        and whenever it (re)connects, since notifications sent meanwhile are lost (idempotent)."""
-        if self._listener is None:
-            with contextlib.suppress(RuntimeError):  # closed: nothing to listen for
-                self._listener = asyncio.run_coroutine_threadsafe(self._listen(channel, wake), self._loop)
+    def listen(self, channel: str, wake: Callable[[str], None]) -> None:
+        """Keep one connection listening on ``channel``, calling ``wake`` with each notification's
+        payload, and with ``""`` whenever it (re)connects, since notifications sent meanwhile are
+        lost (idempotent)."""
+        with self._listen_lock:
+            if self._listener is None:
+                with contextlib.suppress(RuntimeError):  # closed: nothing to listen for
+                    self._listener = asyncio.run_coroutine_threadsafe(self._listen(channel, wake), self._loop)
 
-    async def _listen(self, channel: str, wake: Callable[[], None]) -> None:
+    async def _listen(self, channel: str, wake: Callable[[str], None]) -> None:
+        self._listening_task = asyncio.current_task()
         while True:
             try:
                 connection = await asyncpg.connect(**self._options)
@@ -120,9 +125,9 @@ class PostgresDriver:
             lost = asyncio.Event()
             try:
                 connection.add_termination_listener(lambda _connection, lost=lost: lost.set())
-                await connection.add_listener(channel, lambda *_args: wake())
+                await connection.add_listener(channel, lambda *args: wake(args[-1]))
                 self.listening = True
-                wake()
+                wake("")
                 await lost.wait()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 pass
@@ -131,6 +136,9 @@ class PostgresDriver:
                 connection.terminate()
 
     async def _close_pool(self) -> None:
+        if self._listening_task is not None:
+            self._listening_task.cancel()
+            await asyncio.gather(self._listening_task, return_exceptions=True)
         if self._pool is not None:
             try:
                 await asyncio.wait_for(self._pool.close(), timeout=10)
@@ -139,8 +147,6 @@ class PostgresDriver:
 
     def close(self) -> None:
         """Close the pool and stop the loop (blocking: run it on a thread)."""
-        if self._listener is not None:
-            self._listener.cancel()
         with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
             asyncio.run_coroutine_threadsafe(self._close_pool(), self._loop).result(timeout=30)
         self._loop.call_soon_threadsafe(self._loop.stop)

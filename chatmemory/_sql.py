@@ -460,7 +460,7 @@ _LOG_ROWS = (
 # The clock is updated last in a transaction, so its row lock orders commits; NOTIFY is sent on commit.
 _CLOCK = (
     "clock AS (UPDATE chat_change_clock k SET n = k.n + {k} {where}RETURNING k.n, "
-    f"pg_notify('{CHANGE_CHANNEL}', '') AS notified)"
+    f"pg_notify('{CHANGE_CHANNEL}', :log_token) AS notified)"
 )
 
 
@@ -480,8 +480,8 @@ LOG_CHANGES = SQL(
 """A transaction's changes, in the order they were recorded, in one statement."""
 
 CHANGE = (
-    "ch.id, ch.chat_conversation_id, ch.kind, ch.history_id, ch.message_id, ch.seq, ch.seq_count, "
-    "ch.created_at"
+    "ch.id AS id, ch.chat_conversation_id AS cid, ch.kind AS kind, ch.history_id AS hid, "
+    "ch.message_id AS mid, ch.seq AS seq, ch.seq_count AS cnt, ch.created_at AS at"
 )
 CHANGE_HEAD = _both("SELECT coalesce(max(id), 0) FROM chat_changes")
 
@@ -494,27 +494,27 @@ def owned(scope: Scope) -> str:
 
 @functools.cache
 def read_changes(scope: Scope, one: bool) -> SQL:
-    """Changes from ``:after`` on (inclusive), oldest first: of conversation ``:cid`` (``one``),
-    with whether it is live (no row at all: not visible), or of every conversation in scope."""
+    """Up to ``:limit`` changes from ``:after`` on (inclusive), oldest first, each with the
+    messages its ``seq`` range names (deleted ones flagged), of conversation ``:cid`` (``one``)
+    or of every conversation in scope. The first column says whether the conversation is live
+    (NULL in the one row that comes back when there is no change, or with ``one`` when the
+    conversation is not visible). The last column is the newest change id of all, read in the
+    same snapshot: when fewer than ``:limit`` changes come back, none up to it is left."""
     if one:
-        return _both(
-            f"SELECT c.deleted_at IS NULL, {CHANGE} FROM chat_conversations c "
+        changes = (
+            f"SELECT c.deleted_at IS NULL AS live, {CHANGE} FROM chat_conversations c "
             "LEFT JOIN chat_changes ch ON ch.chat_conversation_id = c.id AND ch.id >= :after "
             f"WHERE c.id = :cid AND {owned(scope)} ORDER BY ch.id LIMIT :limit"
         )
+    else:
+        changes = (
+            f"SELECT c.deleted_at IS NULL AS live, {CHANGE} FROM chat_changes ch "
+            "JOIN chat_conversations c ON c.id = ch.chat_conversation_id "
+            f"WHERE ch.id >= :after AND {owned(scope)} ORDER BY ch.id LIMIT :limit"
+        )
     return _both(
-        f"SELECT 1, {CHANGE} FROM chat_changes ch "
-        "JOIN chat_conversations c ON c.id = ch.chat_conversation_id "
-        f"WHERE ch.id >= :after AND {owned(scope)} ORDER BY ch.id LIMIT :limit"
+        "SELECT x.live, x.id, x.cid, x.kind, x.hid, x.mid, x.seq, x.cnt, x.at, m.deleted_at IS NULL, "
+        f"{MESSAGE}, hd.head FROM (SELECT coalesce(max(id), 0) AS head FROM chat_changes) hd "
+        f"LEFT JOIN ({changes}) x ON 1 = 1 LEFT JOIN chat_messages m ON m.chat_conversation_id = x.cid "
+        "AND m.seq BETWEEN x.seq AND x.seq + x.cnt - 1 ORDER BY x.id, m.seq"
     )
-
-
-CHANGED_MESSAGES = SQL(
-    f"SELECT m.deleted_at IS NULL, {MESSAGE} FROM json_each(:r_cids) a JOIN chat_messages m "
-    "ON m.chat_conversation_id = a.value AND m.seq BETWEEN json_extract(:r_from, '$[' || a.key || ']') "
-    "AND json_extract(:r_to, '$[' || a.key || ']')",
-    f"SELECT m.deleted_at IS NULL, {MESSAGE} FROM unnest(:r_cids::uuid[], :r_from::bigint[], "
-    ":r_to::bigint[]) AS r(cid, lo, hi) JOIN chat_messages m ON m.chat_conversation_id = r.cid "
-    "AND m.seq BETWEEN r.lo AND r.hi",
-)
-"""The messages in each ``seq`` range of a conversation, deleted ones flagged."""

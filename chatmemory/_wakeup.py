@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable
 
 # How often a watcher re-reads when wakeups from other processes are live.
@@ -44,7 +45,8 @@ class ChangeHub:
     """The watchers of one store and what wakes them.
 
     ``sqlite_path`` starts a ``data_version`` poller while anyone watches; ``listen`` starts
-    the PostgreSQL listener (idempotent) and ``listening`` says whether it is connected.
+    the PostgreSQL listener (idempotent), which calls back with each notification's payload,
+    and ``listening`` says whether it is connected.
     Without either (a caller's engine), watchers re-read every ``interval``.
     """
 
@@ -54,11 +56,13 @@ class ChangeHub:
         *,
         sqlite_path: str | None = None,
         local_only: bool = False,
-        listen: Callable[[Callable[[], None]], None] | None = None,
+        listen: Callable[[Callable[[str], None]], None] | None = None,
         listening: Callable[[], bool] | None = None,
     ) -> None:
         self.interval = interval
         self.closed = False
+        self.token = uuid.uuid4().hex
+        """What this store's commits notify, so its listener skips what it already woke for."""
         self._sqlite_path = sqlite_path
         self._local_only = local_only
         self._listen = listen
@@ -81,7 +85,7 @@ class ChangeHub:
                 )
                 self._poller.start()
         if self._listen is not None:
-            self._listen(self.notify)
+            self._listen(self._notified)
         return waiter
 
     def unsubscribe(self, waiter: Waiter) -> None:
@@ -94,6 +98,10 @@ class ChangeHub:
             waiters = list(self._waiters)
         for waiter in waiters:
             waiter.wake()
+
+    def _notified(self, payload: str) -> None:
+        if payload != self.token:
+            self.notify()
 
     def timeout(self) -> float:
         """How long a watcher waits for a wakeup before it re-reads anyway."""

@@ -51,13 +51,13 @@ class WatchOps(ScopeBase):
                 position = await db.run(_changes.head(self.principal, cid))
             while True:
                 waiter.clear()
-                rows, message_rows, more = await db.run(_changes.read(self.principal, cid, position))
-                for event in _changes.events(rows, message_rows, position, db.is_sqlite):
+                rows, following, more = await db.run(_changes.read(self.principal, cid, position))
+                for event in _changes.events(rows, position, db.is_sqlite):
                     yield event
                     if cid is not None and event.kind == "conversation.deleted":
                         raise ConversationNotFound(cid)
-                if rows:
-                    position = (int(rows[-1][1]) + 1, 0)
+                if following > position[0]:
+                    position = (following, 0)
                 if not more:
                     await waiter.wait(db.changes.timeout())
                 if db.changes.closed:

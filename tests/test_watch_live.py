@@ -1,0 +1,203 @@
+"""Watching across processes, threads and event loops; closing; a caller's engine; purging.
+
+Where a test checks that a wakeup arrived, watchers' own periodic re-read is pushed far out,
+so only the wakeup under test can deliver the event in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import threading
+from contextlib import aclosing
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+import pytest
+from sqlalchemy import func, select
+
+from chatmemory import (
+    ChangeEvent,
+    ChatMemory,
+    ConversationNotFound,
+    NewMessage,
+    Principal,
+    StorageError,
+    _wakeup,
+)
+from chatmemory._changes import parse_cursor
+from chatmemory._db import create_engine
+from chatmemory._plan import Stmt
+from chatmemory._schema import changes
+from chatmemory.scope import Scope
+from tests.test_watch import WAIT, take
+
+WRITER = """
+import asyncio, sys
+from chatmemory import ChatMemory, NewMessage, Principal
+
+async def main(url: str, history_id: str) -> None:
+    async with ChatMemory.open(url, migrate=False) as memory:
+        chat = memory.scoped(Principal("alice"))
+        for i in range(3):
+            await chat.append_messages(history_id, [NewMessage("user", f"from afar {i}")])
+            await asyncio.sleep(0.05)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+@pytest.fixture
+def no_rescan(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_wakeup, "RESCAN_SECONDS", 600.0)
+
+
+@pytest.mark.usefixtures("no_rescan")
+async def test_a_change_committed_by_another_process_arrives(alice: Scope, db_url: str) -> None:
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    cursor = await alice.change_cursor(conv.id)
+    async with aclosing(alice.watch(conv.id, after=cursor)) as events:
+        first = asyncio.ensure_future(take(events, 3))
+        await asyncio.sleep(0.2)  # watching (and, on PostgreSQL, listening) before the writer starts
+        writer = await asyncio.create_subprocess_exec(sys.executable, "-c", WRITER, db_url, str(run.id))
+        assert await asyncio.wait_for(writer.wait(), 60) == 0
+        got = await first
+    assert [e.message.content for e in got if e.message] == [f"from afar {i}" for i in range(3)]
+    assert [e.seq for e in got] == [1, 2, 3]
+
+
+@pytest.mark.usefixtures("no_rescan")
+async def test_a_caller_engine_polls_at_its_interval(memory: ChatMemory, alice: Scope, db_url: str) -> None:
+    engine = create_engine(db_url)
+    try:
+        async with ChatMemory(engine, watch_interval=0.05) as wrapped:
+            chat = wrapped.scoped(Principal("alice"))
+            conv = await alice.start_conversation()
+            cursor = await chat.change_cursor(conv.id)
+            async with aclosing(chat.watch(conv.id, after=cursor)) as events:
+                pending = asyncio.ensure_future(take(events, 1))
+                await asyncio.sleep(0.1)
+                await alice.update_conversation(conv.id, title="elsewhere")
+                (event,) = await pending
+            assert event.kind == "conversation.updated"
+    finally:
+        await engine.dispose()
+
+
+def _watch_on_own_loop(chat: Scope, cursor: str, n: int, started: threading.Event) -> list[ChangeEvent]:
+    async def go() -> list[ChangeEvent]:
+        async with aclosing(chat.watch(after=cursor)) as events:
+            started.set()
+            return await take(events, n)
+
+    return asyncio.run(go())
+
+
+async def test_a_watcher_on_another_thread_and_loop(alice: Scope) -> None:
+    cursor = await alice.change_cursor()
+    started = threading.Event()
+    loop = asyncio.get_running_loop()
+    watching = loop.run_in_executor(None, _watch_on_own_loop, alice, cursor, 4, started)
+    await asyncio.to_thread(started.wait, WAIT)
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    await alice.append_messages(run.id, [NewMessage("user", "a"), NewMessage("user", "b")])
+    got = await asyncio.wait_for(watching, WAIT)
+    assert [(e.kind, e.seq) for e in got] == [
+        ("conversation.created", None),
+        ("history.started", None),
+        ("message.appended", 1),
+        ("message.appended", 2),
+    ]
+
+
+def _wait_on_own_loop(chat: Scope, cursor: str, started: threading.Event) -> BaseException | None:
+    async def go() -> None:
+        async for _event in chat.watch(after=cursor):
+            pass
+
+    async def run() -> BaseException | None:
+        task = asyncio.ensure_future(go())
+        await asyncio.sleep(0.1)
+        started.set()
+        try:
+            await asyncio.wait_for(task, WAIT)
+        except (StorageError, TimeoutError) as exc:
+            return exc
+        return None
+
+    return asyncio.run(run())
+
+
+async def test_close_ends_every_watcher_promptly(db_url: str) -> None:
+    memory = await ChatMemory.open(db_url)
+    chat = memory.scoped(Principal("alice"))
+    cursor = await chat.change_cursor()
+    here = asyncio.ensure_future(anext(chat.watch(after=cursor)))
+    started = threading.Event()
+    there = asyncio.get_running_loop().run_in_executor(None, _wait_on_own_loop, chat, cursor, started)
+    await asyncio.to_thread(started.wait, WAIT)
+    await asyncio.sleep(0.1)
+    begun = asyncio.get_running_loop().time()
+    await asyncio.wait_for(memory.close(), WAIT)
+    with pytest.raises(StorageError):
+        await asyncio.wait_for(here, WAIT)
+    assert isinstance(await asyncio.wait_for(there, WAIT), StorageError)
+    assert asyncio.get_running_loop().time() - begun < 5
+    with pytest.raises(StorageError):
+        await anext(chat.watch())
+
+
+async def _change_rows(memory: ChatMemory, conversation_id: UUID) -> int:
+    async with memory.engine.connect() as conn:
+        query = select(func.count()).where(changes.c.chat_conversation_id == conversation_id)
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def test_purging_a_conversation_removes_its_changes(
+    memory: ChatMemory, alice: Scope, admin: Scope
+) -> None:
+    start = await alice.change_cursor()
+    gone = await alice.start_conversation()
+    kept = await alice.start_conversation()
+    await alice.delete_conversation(gone.id)
+    assert await _change_rows(memory, gone.id) == 2
+    await admin.purge_deleted(deleted_before=datetime.now(UTC) + timedelta(seconds=1))
+    assert await _change_rows(memory, gone.id) == 0
+    async with aclosing(alice.watch(after=start)) as events:
+        (left,) = await take(events, 1)
+    assert (left.kind, left.conversation_id) == ("conversation.created", kept.id)
+    with pytest.raises(ConversationNotFound):
+        await anext(alice.watch(gone.id, after=start))
+
+
+async def test_a_sidebar_read_moves_past_changes_it_cannot_see(
+    memory: ChatMemory, alice: Scope, bob: Scope
+) -> None:
+    """Reads start after every change already looked at, so others' changes are read past once."""
+    reads: list[int] = []
+
+    def trace(stmt: Stmt) -> None:
+        if isinstance(stmt.params, dict) and "after" in stmt.params and "chat_changes" in stmt.sql.sqlite:
+            reads.append(stmt.params["after"])
+
+    cursor = await bob.change_cursor()
+    async with aclosing(bob.watch(after=cursor)) as events:
+        waiting = asyncio.ensure_future(anext(events))
+        memory._db.set_trace(trace)
+        try:
+            for _ in range(3):
+                await alice.start_conversation()
+            head = parse_cursor(await alice.change_cursor())[0]
+            for _ in range(100):
+                if reads and reads[-1] == head:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            memory._db.set_trace(None)
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+    assert reads[0] == parse_cursor(cursor)[0] and reads[-1] == head
