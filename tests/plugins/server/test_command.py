@@ -4,6 +4,7 @@ both checked by the same code as ``chatmemory-mcp http``; no authentication conf
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -75,3 +76,12 @@ def test_a_database_that_cannot_be_opened_stops_it_at_start(
     with pytest.raises(SystemExit) as stopped:
         main(args)
     assert stopped.value.code == 3
+
+
+def test_the_server_runs_without_the_mcp_sdk() -> None:
+    code = (
+        "import sys, chatmemory_server.cli, chatmemory_server.app, chatmemory_server.jwts; "
+        "print(sorted(m for m in sys.modules if m == 'mcp' or m.startswith(('mcp.', 'chatmemory_mcp'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, check=True)
+    assert done.stdout.decode().strip() == "[]"
