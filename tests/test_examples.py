@@ -251,3 +251,27 @@ async def test_mcp_agent_records_through_the_stdio_server(tmp_path: Path) -> Non
         (history,) = (await chat.get_conversation(summary.id)).histories
         assert history.metadata is not None
         assert history.metadata["agent"] == "release-writer"
+
+
+async def test_live_chat_pushes_the_placeholder_and_its_completion_to_both_watchers(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "live.db")
+    lines = run_example("live_chat", "--url", url).splitlines()
+
+    appended = [
+        "message.appended  seq=1 user      'What should I pack for Oslo in March?'",
+        "message.appended  seq=2 assistant (pending)",
+        "message.completed seq=2 assistant 'Warm layers, waterproof boots and a hat.'",
+    ]
+    for watcher in ("watch", "sse"):
+        assert [line.removeprefix(watcher).strip() for line in lines if line.startswith(watcher)] == appended
+    assert "worker completed the placeholder" in lines
+    assert lines[-1] == "answer: Warm layers, waterproof boots and a hat. (model gpt-4.1, complete)"
+
+    async with ChatMemory.open(url) as memory:
+        chat = memory.scoped(Principal("alice"))
+        (summary,) = (await chat.list_conversations()).items
+        messages = await chat.transcript(summary.id)
+        assert [(m.role, m.status, m.key) for m in messages] == [
+            ("user", "complete", "turn-1-user"),
+            ("assistant", "complete", "turn-1-reply"),
+        ]

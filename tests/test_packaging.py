@@ -127,7 +127,9 @@ def test_versions_move_in_lockstep() -> None:
     assert chatmemory.__version__ == version
     for plugin in PLUGINS:
         wanted = [d for d in plugin.config["project"]["dependencies"] if re.match(r"chatmemory\b", d)]
-        assert wanted == [f"{CORE}=={version}"], plugin.name
+        # The core, and any sibling a plugin builds on (chatmemory-mcp on chatmemory-server), exactly.
+        assert wanted[0] == f"{CORE}=={version}", plugin.name
+        assert all(re.fullmatch(rf"chatmemory-[a-z-]+=={re.escape(version)}", d) for d in wanted), plugin.name
 
 
 def test_every_plugin_is_part_of_the_workspace() -> None:
@@ -137,7 +139,10 @@ def test_every_plugin_is_part_of_the_workspace() -> None:
     for plugin in PLUGINS:
         assert plugin.name in dev, plugin.name
         assert root["tool"]["uv"]["sources"][plugin.name] == {"workspace": True}
-        assert plugin.config["tool"]["uv"]["sources"][CORE] == {"workspace": True}
+        sources = plugin.config["tool"]["uv"]["sources"]
+        for dependency in plugin.config["project"]["dependencies"]:
+            if dependency.startswith("chatmemory-"):
+                assert sources[dependency.split("==")[0]] == {"workspace": True}, plugin.name
         source = str((plugin.directory / "src").relative_to(ROOT))
         assert source in root["tool"]["mypy"]["files"], plugin.name
 
@@ -201,6 +206,7 @@ def test_everything_installs_together_and_imports(installed: Path, tmp_path: Pat
     out = _run(installed.parent / "chatmemory", "migrate", "--url", f"sqlite:///{db}", cwd=tmp_path)
     assert "upgraded empty ->" in out
     assert "usage" in _run(installed.parent / "chatmemory-mcp", "--help", cwd=tmp_path)
+    assert "usage" in _run(installed.parent / "chatmemory-server", "--help", cwd=tmp_path)
 
 
 def test_the_core_sdist_alone_runs_on_sqlite_without_its_extras(dist: Path, tmp_path: Path) -> None:

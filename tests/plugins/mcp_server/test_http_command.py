@@ -10,22 +10,11 @@ from pathlib import Path
 import anyio
 import httpx2
 
+from tests.plugins._serving import wait_for_port
 from tests.plugins.mcp_server._hosting import bind, port_of
 from tests.plugins.mcp_server._issuer import issuing
 from tests.plugins.mcp_server._serving import http_client
 from tests.plugins.mcp_server.conftest import call
-
-
-async def _wait_for(port: int) -> None:
-    with anyio.fail_after(60):
-        while True:
-            try:
-                stream = await anyio.connect_tcp("127.0.0.1", port)
-            except OSError:
-                await anyio.sleep(0.05)
-                continue
-            await stream.aclose()
-            return
 
 
 async def test_the_command_serves_a_protected_resource_with_deadlines(tmp_path: Path) -> None:
@@ -46,7 +35,7 @@ async def test_the_command_serves_a_protected_resource_with_deadlines(tmp_path: 
         ]  # fmt: skip
         async with await anyio.open_process(command, env=env) as process:
             try:
-                await _wait_for(port)
+                await wait_for_port(port)
                 async with httpx2.AsyncClient(timeout=30) as http:
                     document = (await http.get(f"{base}/.well-known/oauth-protected-resource/mcp")).json()
                 assert document["resource"] == f"{base}/mcp"  # and the audience tokens must name

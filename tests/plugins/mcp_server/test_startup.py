@@ -16,6 +16,9 @@ HTTP_ONLY = {
     "chatmemory_mcp.auth",
     "chatmemory_mcp.http_app",
     "chatmemory_mcp.limits",
+    "chatmemory_server.jwts",
+    "chatmemory_server.limits",
+    "chatmemory_server.app",
 }
 
 RUN_STDIO = """
@@ -51,7 +54,8 @@ def test_the_package_names_load_on_first_use() -> None:
 
 def test_the_bearer_identity_needs_no_mcp_or_web_framework() -> None:
     code = (
-        "import sys; import chatmemory_mcp.bearer, chatmemory_mcp.tokens, chatmemory_mcp.jwts; "
+        "import sys; import chatmemory_mcp.bearer, chatmemory_mcp.tokens, chatmemory_mcp.jwts, "
+        "chatmemory_server, chatmemory_server.auth_options; "
         "print(sorted(m for m in ('mcp', 'starlette', 'uvicorn') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, check=True)

@@ -1,6 +1,6 @@
 """Bearer authentication for the MCP HTTP app, and its OAuth 2.1 protected-resource face.
 
-``MCPTokenVerifier`` adapts a ``chatmemory_mcp.bearer`` verifier to the MCP SDK: the
+``MCPTokenVerifier`` adapts a ``chatmemory_server.bearer`` verifier to the MCP SDK: the
 verified principal travels in the ``AccessToken`` under ``PRINCIPAL_CLAIM``.
 ``RequireBearer`` answers unauthenticated requests with ``401`` and a ``WWW-Authenticate``
 header naming the protected-resource metadata (RFC 9728), which ``metadata_routes`` serves,
@@ -13,6 +13,14 @@ import json
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+from chatmemory_server.bearer import (
+    MAX_TOKEN_LENGTH,
+    AuthenticationError,
+    BearerVerifier,
+    CredentialsRefused,
+    MissingCredentials,
+    bearer_token,
+)
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from starlette.datastructures import Headers
@@ -21,14 +29,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from chatmemory_mcp.bearer import (
-    MAX_TOKEN_LENGTH,
-    AuthenticationError,
-    BearerVerifier,
-    CredentialsRefused,
-    MissingCredentials,
-    bearer_token,
-)
 from chatmemory_mcp.identity import PRINCIPAL_CLAIM, token_principal
 
 __all__ = ["MCPTokenVerifier", "RequireBearer", "metadata_routes", "metadata_url"]

@@ -10,15 +10,17 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from chatmemory import ChatMemoryError, Principal
+from chatmemory_server.auth_options import (
+    add_jwt_options,
+    add_token_commands,
+    jwt_settings,
+    token_file_option,
+)
+from chatmemory_server.tokens import default_token_file
+
+from chatmemory import ChatMemoryError
 from chatmemory_mcp.settings import ConfigError, HttpSettings, principal_from_env
-from chatmemory_mcp.tokens import TOKEN_FILE_ENV, TokenFile, default_token_file
-
-if TYPE_CHECKING:
-    from chatmemory_mcp.jwts import JWTSettings
 
 __all__ = ["build_parser", "main"]
 
@@ -61,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _tools_option(http)
     http.add_argument("--public-url", help="the server's external base URL, e.g. https://mem.example.com")
-    _token_file_option(http)
+    token_file_option(http)
     http.add_argument(
         "--resource-url",
         help="this MCP endpoint's public URL, the OAuth resource (default: --public-url + --path)",
@@ -76,16 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="a scope clients should request from the authorization server (repeatable)",
     )
-    http.add_argument("--jwt-issuer", help="accept JWTs from this issuer (`iss`)")
-    http.add_argument(
-        "--jwt-audience", help="the audience (`aud`) JWTs must name (default: the resource URL)"
-    )
-    http.add_argument("--jwt-public-key", type=Path, help="PEM file with the issuer's public key")
-    http.add_argument("--jwt-jwks-url", help="the issuer's JWKS URL (instead of --jwt-public-key)")
-    http.add_argument(
-        "--jwt-admin-scope", default="chatmemory:admin", help="the scope that makes a principal admin"
-    )
-    http.add_argument("--jwt-tenant-claim", help="the claim holding the principal's tenant")
+    add_jwt_options(http, audience_default="the resource URL")
     http.add_argument(
         "--max-body-bytes", type=int, default=4 * 1024 * 1024, help="largest request body accepted"
     )
@@ -113,33 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     http.set_defaults(run=_http)
 
-    token = commands.add_parser("token", help="manage the bearer tokens of the token file")
-    actions = token.add_subparsers(dest="action", required=True, metavar="ACTION")
-    create = actions.add_parser("create", help="create a token and print it (once)")
-    create.add_argument("--principal", required=True)
-    create.add_argument("--tenant")
-    create.add_argument("--admin", action="store_true")
-    create.add_argument("--label", help="a note to recognise the token by")
-    create.add_argument("--expires-in-days", type=float, help="make the token expire")
-    _token_file_option(create)
-    create.set_defaults(run=_token_create)
-    revoke = actions.add_parser("revoke", help="revoke a token by its id (tok_...)")
-    revoke.add_argument("token_id")
-    _token_file_option(revoke)
-    revoke.set_defaults(run=_token_revoke)
-    listing = actions.add_parser("list", help="list token ids and their principals")
-    _token_file_option(listing)
-    listing.set_defaults(run=_token_list)
+    add_token_commands(commands, prog="chatmemory-mcp")
     return parser
-
-
-def _token_file_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--token-file",
-        type=Path,
-        default=None,
-        help=f"the token file (default: ${TOKEN_FILE_ENV}, else user config)",
-    )
 
 
 def _stdio(args: argparse.Namespace) -> int:
@@ -176,7 +144,9 @@ def _http(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         keep_alive_timeout=args.keep_alive_timeout,
     )
-    settings.jwt = _jwt_settings(args, audience=settings.resource)
+    settings.jwt = jwt_settings(
+        args, audience=settings.resource, audience_options="--resource-url/--public-url"
+    )
     if args.insecure_no_auth:
         settings.insecure_principal = principal_from_env()
         if settings.insecure_principal is None:
@@ -188,61 +158,6 @@ def _http(args: argparse.Namespace) -> int:
     import uvicorn
 
     uvicorn.Server(uvicorn_config(app, settings)).run()
-    return 0
-
-
-def _jwt_settings(args: argparse.Namespace, *, audience: str | None) -> JWTSettings | None:
-    if not (args.jwt_issuer or args.jwt_audience or args.jwt_public_key or args.jwt_jwks_url):
-        return None
-    audience = args.jwt_audience or audience
-    if not (args.jwt_issuer and audience):
-        raise ConfigError("JWT needs --jwt-issuer, and --jwt-audience or --resource-url/--public-url")
-    from chatmemory_mcp.jwts import JWTSettings
-
-    try:
-        return JWTSettings(
-            issuer=args.jwt_issuer,
-            audience=audience,
-            public_key=args.jwt_public_key.read_text() if args.jwt_public_key else None,
-            jwks_url=args.jwt_jwks_url,
-            admin_scope=args.jwt_admin_scope,
-            tenant_claim=args.jwt_tenant_claim,
-        )
-    except (ValueError, OSError) as exc:
-        raise ConfigError(f"JWT settings: {exc}") from None
-
-
-def _token_create(args: argparse.Namespace) -> int:
-    principal = Principal(args.principal, tenant=args.tenant, admin=args.admin)
-    expires = None if args.expires_in_days is None else int(args.expires_in_days * 86_400)
-    path = args.token_file or default_token_file()
-    token, entry = TokenFile(path).create(principal, label=args.label, expires_in=expires)
-    print(
-        f"created {entry.id} for {entry.principal}{' (admin)' if entry.admin else ''} in {path}",
-        file=sys.stderr,
-    )
-    print("the token is shown only now; store it securely:", file=sys.stderr)
-    print(token)
-    return 0
-
-
-def _token_revoke(args: argparse.Namespace) -> int:
-    path = args.token_file or default_token_file()
-    entry = TokenFile(path).revoke(args.token_id)
-    if entry is None:
-        print(f"chatmemory-mcp: no token {args.token_id} in {path}", file=sys.stderr)
-        return 1
-    print(f"revoked {entry.id} ({entry.principal})", file=sys.stderr)
-    return 0
-
-
-def _token_list(args: argparse.Namespace) -> int:
-    entries = TokenFile(args.token_file or default_token_file()).load()
-    for entry in sorted(entries.values(), key=lambda e: e.created_at):
-        flags = " admin" if entry.admin else ""
-        tenant = f" tenant={entry.tenant}" if entry.tenant else ""
-        label = f" ({entry.label})" if entry.label else ""
-        print(f"{entry.id}\t{entry.principal}{tenant}{flags}{label}")
     return 0
 
 

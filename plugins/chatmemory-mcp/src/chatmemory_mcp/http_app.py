@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from chatmemory_server.bearer import AnyOfVerifier, BearerVerifier
+from chatmemory_server.tokens import TokenFileVerifier
 from mcp.server.auth.middleware.bearer_auth import RequireAuthMiddleware
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
@@ -13,11 +15,9 @@ from starlette.types import ASGIApp
 
 from chatmemory import ChatMemory
 from chatmemory_mcp.auth import MCPTokenVerifier, RequireBearer, metadata_routes, metadata_url
-from chatmemory_mcp.bearer import AnyOfVerifier, BearerVerifier
 from chatmemory_mcp.limits import BodyDeadline
 from chatmemory_mcp.server import build_server
 from chatmemory_mcp.settings import ConfigError, HttpSettings
-from chatmemory_mcp.tokens import TokenFileVerifier
 
 __all__ = ["ConfigError", "HttpSettings", "build_http_app", "is_loopback"]
 
@@ -104,7 +104,7 @@ def _verifier(settings: HttpSettings) -> BearerVerifier | None:
     if settings.token_file is not None and settings.token_file.exists():
         verifiers.append(TokenFileVerifier(settings.token_file))
     if settings.jwt is not None:
-        from chatmemory_mcp.jwts import JWTVerifier
+        from chatmemory_server.jwts import JWTVerifier
 
         verifiers.append(JWTVerifier(settings.jwt))
     if not verifiers:

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from chatmemory_server.bearer import ADMIN_SCOPE
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
 from mcp.server.mcpserver import Context
@@ -16,7 +17,6 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from chatmemory import ChatMemory, Principal
 from chatmemory.scope import Scope
-from chatmemory_mcp.bearer import ADMIN_SCOPE
 from chatmemory_mcp.settings import principal_from_env
 
 __all__ = [

@@ -8,19 +8,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from chatmemory_server.auth_options import ConfigError
+
 from chatmemory import InvalidInputError, Principal
 
 if TYPE_CHECKING:
-    from chatmemory_mcp.jwts import JWTSettings
+    from chatmemory_server.jwts import JWTSettings
 
 __all__ = ["ConfigError", "HttpSettings", "principal_from_env"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
-
-
-class ConfigError(Exception):
-    """The HTTP server is configured in a way it refuses to run with."""
 
 
 @dataclass(kw_only=True)

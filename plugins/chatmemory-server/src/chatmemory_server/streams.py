@@ -1,0 +1,236 @@
+"""Change streams: ``Scope.watch`` over Server-Sent Events and over a WebSocket, on the same paths.
+
+A stream starts at the current change cursor, announced first (SSE ``event: ready`` with
+that ``id:``; WebSocket ``{"type": "ready", "cursor"}``), so a client never misses a change
+made between connecting and the first event. Each change carries its cursor (the SSE
+``id:``); reconnecting with it (``Last-Event-ID`` or ``?after=``) resumes right after it.
+Access is checked before the stream starts (``401``/``404``/``422`` as for any route); an
+error later (the conversation deleted or its access lost, the store closing) is sent as a
+last ``error`` event before the stream ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import suppress
+from typing import Any
+
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Send
+from starlette.types import Scope as AsgiScope
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from chatmemory import ChangeEvent, ChatMemoryError, InvalidInputError, NotFoundError, Scope
+from chatmemory_server.bearer import BearerVerifier
+from chatmemory_server.errors import error_body, error_response
+from chatmemory_server.inputs import WatchQuery
+from chatmemory_server.openapi import StreamDoc
+from chatmemory_server.routing import Store, authenticate, parse_query
+
+__all__ = ["BEARER_SUBPROTOCOL", "STREAMS", "Pump", "Streams"]
+
+STREAMS = [
+    StreamDoc("/events", "Every change to the caller's conversations as it commits (a sidebar)", ChangeEvent),
+    StreamDoc(
+        "/conversations/{conversation_id}/events",
+        "Every change to one conversation as it commits",
+        ChangeEvent,
+    ),
+]
+
+BEARER_SUBPROTOCOL = "bearer"
+"""Offered first, with the token second, it carries the token of a browser's WebSocket."""
+
+_END = object()
+# WebSocket close codes for an error after the stream started (4000-4999 are the application's).
+_CLOSE_CODES: list[tuple[type[ChatMemoryError], int]] = [(NotFoundError, 4404), (InvalidInputError, 4422)]
+
+
+class Streams:
+    """Serves the change streams of one app."""
+
+    def __init__(self, store: Store, verifier: BearerVerifier, *, keepalive: float) -> None:
+        self._store = store
+        self._verifier = verifier
+        self._keepalive = keepalive
+
+    async def _open(
+        self, conn: HTTPConnection, authorization: str | None, last_event_id: str | None
+    ) -> tuple[Pump, str | None]:
+        """The caller's watch, started, and the cursor to announce when it starts fresh.
+
+        Raises:
+            AuthenticationError, ChatMemoryError: before anything is sent (a malformed cursor too).
+        """
+        principal = await authenticate(authorization, self._verifier)
+        after = last_event_id or parse_query(WatchQuery, conn.query_params).after or None
+        cid = conn.path_params.get("conversation_id")
+        chat: Scope = (await self._store.get()).scoped(principal)
+        current = await chat.change_cursor(cid)  # also checks the conversation is visible
+        pump = Pump(chat.watch(cid, after=after or current))
+        await pump.started()
+        return pump, None if after else current
+
+    async def sse(self, request: Request) -> Response:
+        """``GET .../events``: the stream as ``text/event-stream``."""
+        try:
+            headers = request.headers
+            pump, ready = await self._open(
+                request, headers.get("authorization"), headers.get("last-event-id")
+            )
+        except ChatMemoryError as exc:
+            return error_response(exc)
+        return _EventStream(pump, _sse_frames(pump, ready, self._keepalive))
+
+    async def websocket(self, ws: WebSocket) -> None:
+        """The stream as JSON frames over a WebSocket; refusals are plain HTTP answers to the upgrade.
+
+        Browsers cannot set headers on a WebSocket, so the token may come as the second of the
+        subprotocols ``["bearer", token]``; the server then accepts the ``bearer`` subprotocol.
+        """
+        authorization = ws.headers.get("authorization")
+        offered = ws.scope.get("subprotocols") or []
+        subprotocol = None
+        if authorization is None and len(offered) == 2 and offered[0] == BEARER_SUBPROTOCOL:
+            subprotocol, authorization = BEARER_SUBPROTOCOL, f"Bearer {offered[1]}"
+        try:
+            pump, ready = await self._open(ws, authorization, None)
+        except ChatMemoryError as exc:
+            await ws.send_denial_response(error_response(exc))
+            return
+        try:
+            await ws.accept(subprotocol)
+            await ws.send_json({"type": "ready", "cursor": ready})
+            relay = asyncio.create_task(_relay(ws, pump))
+            closed = asyncio.create_task(_until_closed(ws))
+            try:
+                await asyncio.wait({relay, closed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (relay, closed):
+                    task.cancel()
+                    # A client that leaves while a change is being sent is a normal end.
+                    with suppress(asyncio.CancelledError, WebSocketDisconnect):
+                        await task
+        finally:
+            await pump.aclose()
+
+
+class _EventStream(StreamingResponse):
+    """The SSE response; it closes the watch however the response ends, even before it starts."""
+
+    def __init__(self, pump: Pump, frames: AsyncIterator[str]) -> None:
+        super().__init__(
+            frames,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+        self._pump = pump
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._pump.aclose()
+
+
+class Pump:
+    """Reads a watch in a task of its own, so that waiting for it can time out without
+    cancelling the watch in the middle of a read; closed with ``aclose``."""
+
+    def __init__(self, source: AsyncIterator[ChangeEvent]) -> None:
+        self._source = source
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            async for event in self._source:
+                await self._queue.put(event)
+        except Exception as exc:  # handed to the reader, which raises it
+            await self._queue.put(exc)
+            return
+        await self._queue.put(_END)
+
+    async def started(self) -> None:
+        """Let the watch begin; an error it raises at once (a malformed cursor) is raised here.
+
+        Raises:
+            ChatMemoryError: the watch refused to start.
+        """
+        await asyncio.sleep(0)
+        if not self._queue.empty():
+            head = self._queue.get_nowait()
+            if isinstance(head, Exception):
+                await self.aclose()
+                raise head
+            self._queue.put_nowait(head)
+
+    async def next(self, within: float | None = None) -> ChangeEvent | None:
+        """The next event; ``None`` when ``within`` seconds pass first.
+
+        Raises:
+            StopAsyncIteration: the watch ended.
+            ChatMemoryError: the watch failed.
+        """
+        try:
+            item = await asyncio.wait_for(self._queue.get(), within)
+        except TimeoutError:
+            return None
+        if item is _END:
+            raise StopAsyncIteration
+        if isinstance(item, Exception):
+            raise item
+        event: ChangeEvent = item
+        return event
+
+    async def aclose(self) -> None:
+        """Stop reading and close the watch."""
+        self._task.cancel()
+        with suppress(asyncio.CancelledError):
+            await self._task
+        close = getattr(self._source, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def _relay(ws: WebSocket, pump: Pump) -> None:
+    try:
+        while True:
+            event = await pump.next()
+            if event is not None:
+                await ws.send_text(json.dumps({"type": "change", "event": event.model_dump(mode="json")}))
+    except StopAsyncIteration:
+        await ws.close()
+    except ChatMemoryError as exc:
+        code = next((c for kind, c in _CLOSE_CODES if isinstance(exc, kind)), 1011)
+        await ws.send_text(json.dumps({"type": "error", **_error(exc)}))
+        await ws.close(code)
+
+
+async def _until_closed(ws: WebSocket) -> None:
+    while (await ws.receive())["type"] != "websocket.disconnect":
+        pass  # the client has nothing to say on this socket; its messages are ignored
+
+
+async def _sse_frames(pump: Pump, ready: str | None, keepalive: float) -> AsyncIterator[str]:
+    try:
+        yield (f"id: {ready}\n" if ready else "") + "event: ready\ndata: {}\n\n"
+        while True:
+            event = await pump.next(keepalive)
+            if event is None:
+                yield ": keep-alive\n\n"
+            else:
+                yield f"id: {event.cursor}\ndata: {event.model_dump_json()}\n\n"
+    except StopAsyncIteration:
+        return
+    except ChatMemoryError as exc:
+        yield f"event: error\ndata: {json.dumps(_error(exc))}\n\n"
+
+
+def _error(exc: ChatMemoryError) -> dict[str, Any]:
+    if isinstance(exc, InvalidInputError):
+        return error_body(type(exc).__name__, exc.reason, exc.field)
+    return error_body(type(exc).__name__, str(exc))

@@ -1,0 +1,179 @@
+"""The change streams through real clients: Server-Sent Events (httpx + httpx-sse) and a WebSocket
+(websockets), live, resumed from a cursor without loss or repeats, ended when access is lost,
+and isolated between principals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
+
+from chatmemory import ChatMemory, NewMessage, Principal
+from chatmemory.scope import Scope
+from tests.plugins.server.conftest import Served, error
+
+WAIT = 10.0
+
+
+@asynccontextmanager
+async def sse(
+    http: httpx.AsyncClient, path: str, **headers: str
+) -> AsyncIterator[tuple[EventSource, AsyncIterator[ServerSentEvent]]]:
+    async with aconnect_sse(http, "GET", path, headers=headers) as source:
+        source.response.raise_for_status()
+        yield source, source.aiter_sse()
+
+
+async def take(events: AsyncIterator[ServerSentEvent], n: int) -> list[ServerSentEvent]:
+    """The next ``n`` events."""
+    return [await asyncio.wait_for(anext(events), WAIT) for _ in range(n)]
+
+
+async def frames(ws: ClientConnection, n: int) -> list[dict[str, Any]]:
+    """The next ``n`` JSON frames."""
+    return [json.loads(await asyncio.wait_for(ws.recv(), WAIT)) for _ in range(n)]
+
+
+async def _run(chat: Scope) -> tuple[str, str]:
+    conv = await chat.start_conversation(title="Live")
+    run = await chat.start_history(conv.id, model="m")
+    return str(conv.id), str(run.id)
+
+
+def _kinds(events: list[ServerSentEvent]) -> list[str]:
+    return [json.loads(e.data)["kind"] for e in events]
+
+
+async def test_sse_delivers_changes_live_and_resumes_after_the_last_event_id(
+    api: Served, memory: ChatMemory
+) -> None:
+    alice = memory.scoped(Principal("alice"))
+    cid, hid = await _run(alice)
+    async with api.client() as http:
+        async with sse(http, f"/conversations/{cid}/events") as (_, events):
+            (ready,) = await take(events, 1)
+            assert ready.event == "ready" and ready.id
+            user, pending = await alice.append_messages(
+                hid, [NewMessage("user", "Hi"), NewMessage("assistant", "", status="pending")]
+            )
+            await alice.complete_message(pending.id, content="Hello!")
+            seen = await take(events, 3)
+            assert _kinds(seen) == ["message.appended", "message.appended", "message.completed"]
+            assert [e.id for e in seen] == [json.loads(e.data)["cursor"] for e in seen]
+            done = json.loads(seen[2].data)
+            assert (done["message_id"], done["message"]["content"]) == (str(pending.id), "Hello!")
+            assert json.loads(seen[0].data)["message"]["id"] == str(user.id)
+
+        # Changes while disconnected, then a reconnect from the second event: nothing lost, nothing twice.
+        await alice.update_conversation(cid, title="Renamed")
+        await alice.finish_history(hid)
+        async with sse(http, f"/conversations/{cid}/events", **{"Last-Event-ID": seen[1].id}) as (_, again):
+            ready, *resumed = await take(again, 4)
+            assert ready.event == "ready" and not ready.id  # resuming: the client's last id stands
+            assert _kinds(resumed) == ["message.completed", "conversation.updated", "history.finished"]
+        async with sse(http, f"/conversations/{cid}/events?after={seen[2].id}") as (_, again):
+            assert _kinds((await take(again, 3))[1:]) == ["conversation.updated", "history.finished"]
+
+        error(await http.get(f"/conversations/{cid}/events", headers={"Last-Event-ID": "junk"}), 422,
+              "InvalidInputError", "after")  # fmt: skip
+
+
+async def test_sse_keeps_idle_streams_alive_and_ends_when_the_conversation_goes(
+    api: Served, memory: ChatMemory
+) -> None:
+    alice = memory.scoped(Principal("alice"))
+    cid, _ = await _run(alice)
+    async with api.client() as http, http.stream("GET", f"/conversations/{cid}/events") as response:
+        lines = response.aiter_lines()
+        assert [await anext(lines) for _ in range(5)][3:] == ["", ": keep-alive"]  # idle 0.2 s
+        await alice.delete_conversation(cid)
+        rest = [line async for line in lines]
+    assert "event: error" in rest
+    ended = json.loads(rest[rest.index("event: error") + 1].removeprefix("data: "))
+    assert ended["error"]["type"] == "ConversationNotFound"
+    assert any('"kind":"conversation.deleted"' in line for line in rest)
+
+
+async def test_websocket_delivers_and_resumes_with_after(api: Served, memory: ChatMemory) -> None:
+    alice = memory.scoped(Principal("alice"))
+    cid, hid = await _run(alice)
+    headers = {"Authorization": f"Bearer {api.tokens['alice']}"}
+    async with connect(f"{api.ws_url}/conversations/{cid}/events", additional_headers=headers) as ws:
+        (ready,) = await frames(ws, 1)
+        assert ready["type"] == "ready" and ready["cursor"]
+        stored = await alice.append_messages(hid, [NewMessage("user", "one"), NewMessage("user", "two")])
+        first = await frames(ws, 2)
+        assert [f["event"]["message_id"] for f in first] == [str(m.id) for m in stored]
+    await alice.append_messages(hid, [NewMessage("user", "three")])
+    after = first[0]["event"]["cursor"]
+    # As a browser sends it: the token as the second subprotocol, after "bearer".
+    offered = [Subprotocol("bearer"), Subprotocol(api.tokens["alice"])]
+    async with connect(f"{api.ws_url}/conversations/{cid}/events?after={after}", subprotocols=offered) as ws:
+        assert ws.subprotocol == "bearer"
+        ready, *resumed = await frames(ws, 3)
+        assert ready == {"type": "ready", "cursor": None}
+        assert [f["event"]["message"]["content"] for f in resumed] == ["two", "three"]
+        await alice.delete_conversation(cid)
+        gone = await frames(ws, 2)
+        assert gone[0]["event"]["kind"] == "conversation.deleted"
+        assert gone[1]["error"]["type"] == "ConversationNotFound"
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), WAIT)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4404
+
+
+async def test_websocket_refusals_are_http_answers(api: Served, memory: ChatMemory) -> None:
+    cid, _ = await _run(memory.scoped(Principal("alice")))
+    for who, path, status in [
+        (None, "/events", 401),
+        ("cmt_nope", "/events", 401),
+        ("bob", f"/conversations/{cid}/events", 404),
+        ("alice", f"/conversations/{cid}/events?after=junk", 422),
+    ]:
+        headers = {} if who is None else {"Authorization": f"Bearer {api.tokens.get(who, who)}"}
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(api.ws_url + path, additional_headers=headers):
+                pass
+        assert refused.value.response.status_code == status, (who, path)
+        if status == 401:
+            assert refused.value.response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_sidebar_streams_show_only_the_callers_conversations(api: Served, memory: ChatMemory) -> None:
+    alice, bob = memory.scoped(Principal("alice")), memory.scoped(Principal("bob"))
+    bob_headers = {"Authorization": f"Bearer {api.tokens['bob']}"}
+    async with (
+        api.client() as http,
+        sse(http, "/events") as (_, alice_events),
+        connect(f"{api.ws_url}/events", additional_headers=bob_headers) as bob_ws,
+    ):
+        await take(alice_events, 1)
+        await frames(bob_ws, 1)
+        theirs = await bob.start_conversation(title="Bob's")
+        mine = await alice.start_conversation(title="Alice's")
+        await bob.update_conversation(theirs.id, pinned=True)
+        await alice.update_conversation(mine.id, archived=True)
+        seen = [json.loads(e.data) for e in await take(alice_events, 2)]
+        assert [(e["kind"], e["conversation_id"]) for e in seen] == [
+            ("conversation.created", str(mine.id)),
+            ("conversation.updated", str(mine.id)),
+        ]
+        bobs = [f["event"] for f in await frames(bob_ws, 2)]
+        assert [(e["kind"], e["conversation_id"]) for e in bobs] == [
+            ("conversation.created", str(theirs.id)),
+            ("conversation.updated", str(theirs.id)),
+        ]
+        # One more change each way, so a leaked event would arrive before it.
+        await alice.delete_conversation(mine.id)
+        assert [json.loads(e.data)["kind"] for e in await take(alice_events, 1)] == ["conversation.deleted"]
+        await bob.delete_conversation(theirs.id)
+        assert (await frames(bob_ws, 1))[0]["event"]["kind"] == "conversation.deleted"
