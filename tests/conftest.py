@@ -110,16 +110,6 @@ def admin(memory: ChatMemory) -> Scope:
     return memory.scoped(Principal("root", admin=True))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that share a module-scoped fixture (a built wheel, a seeded database) run on one
-    pytest-xdist worker (``--dist loadgroup``), so the fixture is built once, not once per worker."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        found = info.name2fixturedefs.values() if info is not None else ()
-        if any(defs and defs[-1].scope in ("class", "module", "package") for defs in found):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-
-
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """No test may be skipped: a skipped PostgreSQL leg is a failure, not a pass."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
