@@ -1,19 +1,35 @@
-"""A throwaway PostgreSQL server for the test suite.
+"""A throwaway PostgreSQL server for the test suite, and databases on it.
 
 ``CHATMEMORY_TEST_POSTGRES_URL`` points the suite at an existing server; otherwise the
 ``pgserver`` wheel's PostgreSQL is started in a temporary directory (it runs the server
 as an unprivileged user when the suite runs as root, which PostgreSQL requires).
+
+The suite's own server keeps its files in memory (``/dev/shm`` where there is one) and does
+not flush them to disk: it lives only as long as the run, and creating and dropping one
+database per test costs milliseconds there instead of a quarter of a second on a busy disk.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+import asyncpg
+from sqlalchemy import make_url
 
 ENV = "CHATMEMORY_TEST_POSTGRES_URL"
+# Durability settings a server that is deleted at the end of the run has no use for.
+_THROWAWAY_SETTINGS = ("fsync = off", "synchronous_commit = off", "full_page_writes = off")
+
+
+def _scratch_directory() -> str | None:
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
 
 
 @contextmanager
@@ -28,12 +44,48 @@ def postgres_server() -> Iterator[str]:
         warnings.simplefilter("ignore")
         import pgserver
 
-        workdir = tempfile.mkdtemp(prefix="chatmemory-pg-")
+        workdir = tempfile.mkdtemp(prefix="chatmemory-pg-", dir=_scratch_directory())
         os.chmod(workdir, 0o755)
         server = pgserver.get_server(workdir, cleanup_mode="delete")
     try:
+        settings = "".join(f"ALTER SYSTEM SET {setting};\n" for setting in _THROWAWAY_SETTINGS)
+        server.psql(f"{settings}SELECT pg_reload_conf();\n")
         yield server.get_uri()
     finally:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             server.cleanup()
+
+
+async def _connect(server_url: str) -> asyncpg.Connection:
+    url = make_url(server_url)
+    return await asyncpg.connect(
+        user=url.username,
+        password=url.password or None,
+        host=url.query.get("host") or url.host,
+        port=url.port,
+        database=url.database,
+    )
+
+
+async def create_database(server_url: str, template: str | None = None) -> str:
+    """The URL of a new database on the server: empty, or a copy of the database ``template``
+    (which nobody may be connected to)."""
+    name = f"cm_{uuid.uuid4().hex[:12]}"
+    conn = await _connect(server_url)
+    try:
+        copy = f' TEMPLATE "{template}"' if template else ""
+        await conn.execute(f'CREATE DATABASE "{name}"{copy}')
+    finally:
+        await conn.close()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_database(server_url: str, database_url: str) -> None:
+    """Drop the database at ``database_url``, ending any connection still open to it."""
+    name = make_url(database_url).database
+    conn = await _connect(server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()

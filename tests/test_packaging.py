@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import email
 import email.message
+import fcntl
+import os
 import re
 import shutil
 import subprocess
@@ -81,9 +83,21 @@ def _uv() -> str:
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every distribution's sdist, and its wheel built from that sdist (so every wheel
-    installed below proves its sdist builds)."""
-    out = tmp_path_factory.mktemp("dist")
-    _run(_uv(), "build", "--all-packages", "--out-dir", out)
+    installed below proves its sdist builds).
+
+    Built once per run: pytest-xdist workers share one temporary root, and whichever needs
+    the files first builds them there while holding a lock.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    out = root / "dist"
+    with (root / "dist.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "dist.built").exists():
+            shutil.rmtree(out, ignore_errors=True)
+            _run(_uv(), "build", "--all-packages", "--out-dir", out)
+            (root / "dist.built").touch()
     return out
 
 
