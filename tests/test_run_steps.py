@@ -55,7 +55,7 @@ async def test_a_resent_key_returns_the_stored_message(alice: Scope) -> None:
     conversation = await alice.start_conversation()
     started = await alice.start_run(conversation.id, model="m", messages=FIRST)
     finished = await alice.finish_run(started.history.id, messages=[*FIRST, LAST[-1]])
-    assert [m.id for m in finished.messages][0] == started.messages[0].id
+    assert finished.messages[0].id == started.messages[0].id
     assert [m.seq for m in finished.messages] == [1, 2]
 
 

@@ -52,4 +52,4 @@ class ChatMemoryHooks(RunHooks[Any]):
         """The run has its final output: its history closes once the last items are written."""
         run = self._run_ending(context)
         if run is not None:
-            self._recorder.agent_ended(run, agent)
+            self._recorder.agent_ended(run)

@@ -64,9 +64,10 @@ class Newest:
 class RunRecord:
     """What is known about one run while it is recorded.
 
-    ``managed`` runs are started by ``ChatMemorySession.run``/``run_streamed``, which close
-    them. Other runs are closed by the hooks' ``on_agent_end`` when the hooks are wired, by
-    an assistant answer ending a batch when they are not, or by the session's next run.
+    A run the hooks report on is closed with the items saved after its final output (the hooks'
+    ``on_agent_end``). ``managed`` runs are started by ``ChatMemorySession.run``/``run_streamed``,
+    which close them when they end otherwise. Other runs are closed by an assistant answer
+    ending a batch when the hooks are not wired, or by the session's next run.
     """
 
     run_config: RunConfig | None = None
@@ -80,7 +81,6 @@ class RunRecord:
     current: tuple[str, str] | None = None  # (model, agent) of the latest model call
     hooked: bool = False  # the hooks report on this run
     final: bool = False  # the hooks saw the final output
-    guarded: bool = False  # output guardrails may still fail the run after its final output
     answered: bool = False  # the last item recorded is an assistant answer
     produced: dict[str, tuple[str, str]] = field(default_factory=dict)
     newest: Newest | None = None  # when known, spares opening the history a read
@@ -137,12 +137,10 @@ class Recorder:
             if key is not None:
                 run.produced[key] = producer
 
-    def agent_ended(self, run: RunRecord, agent: Agent[Any]) -> None:
+    def agent_ended(self, run: RunRecord) -> None:
         """The run has its final output: close it once the items that follow are written."""
         run.hooked = True
         run.final = True
-        config = run.run_config
-        run.guarded = bool(agent.output_guardrails or (config is not None and config.output_guardrails))
 
     async def finish(self, run: RunRecord, error: BaseException | None) -> None:
         """Close the run's history: completed, or failed/cancelled with ``error``."""
@@ -301,13 +299,13 @@ class Recorder:
 def _closes(run: RunRecord, answered: bool) -> bool:
     """Whether the items being added end the run, so they close its history as ``completed``.
 
-    A run the hooks report on ends with the items after its final output; ``session.run``
-    closes its own runs when they return, unless nothing after the final output can still
-    fail them (no output guardrails). Without the hooks, a batch ending on an assistant
-    answer ends the run.
+    A run the hooks report on ends with the items saved after its final output: the SDK saves
+    them once the output's guardrails and hooks have passed (a tripped guardrail's output is
+    not saved), so even ``session.run``, which otherwise closes its runs when they return,
+    closes it then. Without the hooks, a batch ending on an assistant answer ends the run.
     """
     if run.final:
-        return not (run.managed and run.guarded)
+        return True
     return not run.managed and not run.hooked and answered
 
 
