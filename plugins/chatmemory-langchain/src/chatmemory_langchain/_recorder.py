@@ -17,6 +17,7 @@ from chatmemory_langchain._convert import from_stored_many, model_name_of, produ
 
 # Well under chatmemory's default per-call limit, so a long first recording still fits.
 _BATCH = 200
+_FIRST_PAGE = 8  # a run or two of this process, usually all that is new: read (and decode) no more
 _PAGE = 50
 _USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
 
@@ -31,8 +32,6 @@ class Run:
     usage: dict[str, int] = field(default_factory=dict)
     opening: dict[str, Any] | None = None
     """How to start the history (model, system prompts, metadata), noted at the first model call."""
-    held: list[BaseMessage] = field(default_factory=list)
-    """Answers waiting to be stored with the run's end."""
 
 
 class Recorder:
@@ -76,14 +75,10 @@ class Recorder:
             "metadata": {**metadata, **self.metadata},
         }
 
-    async def record(self, run: Run, messages: Sequence[BaseMessage], *, hold: bool = False) -> None:
+    async def record(self, run: Run, messages: Sequence[BaseMessage]) -> None:
         """Append the messages not stored yet, in their order (the first ones start the history
-        in the same transaction). With ``hold`` they wait for the next write instead: an answer
-        that ends the run is stored with the run's end."""
+        in the same transaction)."""
         if run.history_id is None and run.opening is None:
-            return
-        if hold:
-            run.held = _unknown(run, messages)
             return
         await self._write(run, _unknown(run, messages))
 
@@ -99,7 +94,7 @@ class Recorder:
         transaction (nothing to do when no model was ever called)."""
         new = _unknown(run, messages)
         if run.history_id is None and (run.opening is None or not new):
-            run.opening, run.held = None, []
+            run.opening = None
             return
         head, last = new[:-_BATCH] if len(new) > _BATCH else [], new[-_BATCH:]
         await self._write(run, head)
@@ -107,7 +102,7 @@ class Recorder:
         text = f"{type(error).__name__}: {error}"[:2000] if error is not None else None
         batch = [to_new_message(m) for m in last]
         history_id, run.history_id = run.history_id, None
-        opening, run.opening, run.held = run.opening, None, []
+        opening, run.opening = run.opening, None
         try:
             if history_id is None:
                 assert opening is not None
@@ -143,7 +138,6 @@ class Recorder:
                 await self.chat.append_messages(run.history_id, batch)
             run.known.update(m.id for m in chunk if m.id)
             _count_usage(run, chunk)
-        run.held = [m for m in run.held if m.id not in run.known]
 
     async def _conversation(self) -> tuple[list[BaseMessage], set[str]]:
         """The stored conversation and its LangChain ids: read whole once, then only the
@@ -182,16 +176,8 @@ class Recorder:
 
 
 def _unknown(run: Run, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
-    """The held answers, then ``messages``, that are not stored yet, each once, in order."""
-    out: list[BaseMessage] = []
-    taken: set[object] = set()
-    for message in [*run.held, *messages]:
-        key = message.id if message.id is not None else id(message)
-        if message.id in run.known or key in taken:
-            continue
-        taken.add(key)
-        out.append(message)
-    return out
+    """The ``messages`` not stored yet, in order."""
+    return [m for m in messages if m.id not in run.known]
 
 
 def _count_usage(run: Run, messages: Sequence[BaseMessage]) -> None:
@@ -219,7 +205,10 @@ async def _newer(
     cursor: str | None = None
     while True:
         page = await chat.list_messages(
-            conversation_id=conversation_id, newest_first=True, limit=_PAGE, cursor=cursor
+            conversation_id=conversation_id,
+            newest_first=True,
+            limit=_PAGE if cursor else _FIRST_PAGE,
+            cursor=cursor,
         )
         for message in page.items:
             if last is not None and message.seq <= last[0]:

@@ -52,9 +52,8 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
     Each ``invoke``/``ainvoke``/``stream``/``astream`` becomes one history, started at the
     first model call with that model and the system prompt, in the transaction that stores
     the input. Messages are appended as the run goes (the input and tool results before each
-    model call, each response calling tools after it; an answer calling none, which ends the
-    run, in the transaction that completes the history), so a run that raises leaves a
-    ``failed`` history holding everything up to the error.
+    model call, each response after it), so a run that raises leaves a ``failed`` history
+    holding everything up to the error.
     Each assistant message records the model that produced it: the provider-reported
     ``response_metadata["model_name"]``, else the model of the request this middleware saw
     (stamped onto the message). Tool calls and results become ``ToolCallPart`` and
@@ -142,10 +141,8 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
         return run
 
     async def _after_model(self, run: Run, request: ModelRequest[Any], result: ModelCallResult[Any]) -> None:
-        outputs = _messages_of(result)
-        stamp(outputs, request.model)
-        # An answer calling no tool ends the run: it is stored with the run's end, just after.
-        await self._recorder.record(run, outputs, hold=_answers(outputs))
+        stamp(_messages_of(result), request.model)
+        await self._recorder.record(run, _messages_of(result))
 
     async def _fail(self, run: Run, error: BaseException) -> None:
         if isinstance(error, GraphBubbleUp):  # an interrupt or a parent command, not a failure
@@ -261,11 +258,6 @@ def _command_messages(command: Command[Any]) -> list[BaseMessage]:
     update = command.update
     found = update.get("messages") if isinstance(update, Mapping) else None
     return [m for m in found if isinstance(m, BaseMessage)] if isinstance(found, list) else []
-
-
-def _answers(outputs: list[BaseMessage]) -> bool:
-    last = outputs[-1] if outputs else None
-    return isinstance(last, AIMessage) and not last.tool_calls
 
 
 def _messages_of(result: ModelCallResult[Any]) -> list[BaseMessage]:
