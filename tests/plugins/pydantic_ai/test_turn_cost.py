@@ -3,12 +3,13 @@ finish; a response calling tools is stored at once, its results with the next re
 
 from __future__ import annotations
 
+import pytest
 from chatmemory_pydantic_ai import ChatMemoryCapability
 from pydantic_ai import Agent, ModelRetry, models
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from chatmemory import ChatMemory
+from chatmemory import ChatMemory, InvalidInputError
 from chatmemory.scope import Scope
 from tests.plugins.pydantic_ai._models import Script, adder
 from tests.transactions import counted
@@ -70,3 +71,22 @@ async def test_a_refused_answer_is_stored_with_the_request_retrying_it(alice: Sc
     assert [m.role for m in stored] == ["user", "assistant", "user", "assistant"]
     assert [stored[0].content, stored[1].content, stored[3].content] == ["how many?", "not a number", "42"]
     assert "a number, please" in stored[2].content
+
+
+async def test_an_answer_the_store_refuses_still_closes_the_history(alice: Scope) -> None:
+    """The answer goes with the history's close: when the store refuses it, the history is
+    closed ``failed`` without it, saying why, and the run raises the store's error."""
+    conv = await alice.start_conversation()
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[TextPart("x" * 100_001)])
+
+    agent = Agent(
+        FunctionModel(respond, model_name="fn"), capabilities=[ChatMemoryCapability(alice, conv.id)]
+    )
+    with pytest.raises(InvalidInputError):
+        await agent.run("say a lot")
+    (history,) = (await alice.get_conversation(conv.id, messages=True)).histories
+    assert history.status == "failed"
+    assert (history.error or "").startswith("messages not recorded: ")
+    assert [m.content for m in history.messages or ()] == ["say a lot"]
