@@ -95,4 +95,4 @@ async def test_each_is_one_transaction(memory: ChatMemory, alice: Scope) -> None
     with counted(memory) as transactions:
         started = await alice.start_run(conversation.id, model="m", messages=FIRST)
         await alice.finish_run(started.history.id, messages=LAST)
-    assert len(transactions) == 2
+    assert transactions == ["write", "write"]

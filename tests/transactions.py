@@ -11,13 +11,13 @@ from chatmemory import ChatMemory
 
 @contextmanager
 def counted(memory: ChatMemory) -> Iterator[list[str]]:
-    """Within the block, the name of each plan ``memory`` runs, in order: one per transaction."""
+    """Within the block, ``"read"`` or ``"write"`` for each transaction ``memory`` runs, in order."""
     db = memory._db
     names: list[str] = []
     run = db.run
 
     async def counting(plan: Any, *, write: bool = False) -> Any:
-        names.append(plan.__name__)
+        names.append("write" if write else "read")
         return await run(plan, write=write)
 
     db.run = counting  # type: ignore[method-assign]

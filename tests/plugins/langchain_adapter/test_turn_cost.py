@@ -18,7 +18,7 @@ async def test_four_transactions_per_turn(memory: ChatMemory, alice: Scope) -> N
     for text in ("second", "third"):
         with counted(memory) as transactions:
             await graph.ainvoke(user(text))
-        assert transactions == ["_page", "_started", "append", "_finished"]
+        assert transactions == ["read", "write", "write", "write"]
     runs = await histories(alice, conv.id)
     assert [(h.status, h.system_prompts) for h in runs] == [("completed", ["You add numbers."])] * 3
     assert rows(runs[-1].messages) == [("user", None, "third"), ("assistant", "fake-a", "three")]
@@ -31,7 +31,7 @@ async def test_a_tool_step_adds_one_transaction_per_write(memory: ChatMemory, al
     with counted(memory) as transactions:
         await graph.ainvoke(user("2+3"))
     # read; input + start; the tool call; the tool's result; the answer; the end
-    assert transactions == ["_page", "_started", "append", "append", "append", "_finished"]
+    assert transactions == ["read", "write", "write", "write", "write", "write"]
     (_, run) = await histories(alice, conv.id)
     assert [m.role for m in run.messages or []] == ["user", "assistant", "tool", "assistant"]
     assert run.status == "completed"

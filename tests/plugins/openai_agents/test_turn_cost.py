@@ -35,7 +35,7 @@ async def _session_run(session: ChatMemorySession, agent: Agent[Any], text: str)
     return await session.run(agent, text)
 
 
-THREE = ["_tail", "_started", "_finished"]
+THREE = ["read", "write", "write"]
 
 
 @pytest.mark.parametrize(
@@ -43,7 +43,7 @@ THREE = ["_tail", "_started", "_finished"]
     [
         (_runner, THREE),
         (_session_run, THREE),
-        (_hooked, ["_tail", "_started", "change_running", "_finished"]),
+        (_hooked, ["read", "write", "write", "write"]),
     ],
     ids=["Runner.run", "session.run", "hooks"],
 )

@@ -25,7 +25,7 @@ async def test_three_transactions_per_turn(memory: ChatMemory, alice: Scope) -> 
     for text in ("second", "third"):
         with counted(memory) as transactions:
             await agent.run(text)
-        assert transactions == ["_page", "_started", "_finished"]
+        assert transactions == ["read", "write", "write"]
     histories = (await alice.get_conversation(conv.id, messages=True)).histories
     assert [(h.status, [m.role for m in h.messages or ()]) for h in histories] == [
         ("completed", ["user", "assistant"])
@@ -41,7 +41,7 @@ async def test_a_tool_call_is_stored_before_its_tool_runs(memory: ChatMemory, al
     with counted(memory) as transactions:
         await agent.run("second")
     # read; request + start; the tool call; the tool's result (the next request); answer + finish
-    assert transactions == ["_page", "_started", "append", "append", "_finished"]
+    assert transactions == ["read", "write", "write", "write", "write"]
     history = (await alice.get_conversation(conv.id, messages=True)).histories[-1]
     assert [m.role for m in history.messages or ()] == ["user", "assistant", "tool", "assistant"]
 
