@@ -1,4 +1,6 @@
-"""Recording a whole run in one call: conversation (new or existing), history, messages, finish."""
+"""Recording runs in few transactions: a whole run in one call (conversation, history, messages,
+finish), or a run recorded as it goes with its first messages and its last ones each in the
+transaction that starts or finishes its history."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict
 
 from chatmemory import _queries as q
+from chatmemory import _rows
 from chatmemory._conversations import insert
 from chatmemory._histories import change_running, start
 from chatmemory._ids import new_id
@@ -23,11 +26,13 @@ from chatmemory.principal import Principal
 __all__ = ["RecordedRun", "RunOps"]
 
 _FINISHED = ("completed", "failed", "cancelled")
+Status = Literal["completed", "failed", "cancelled"]
 
 
 class RecordedRun(BaseModel):
-    """What ``record_run`` wrote: the conversation (``created`` when the call started it),
-    the finished history and its messages in order."""
+    """What ``record_run``, ``start_run`` or ``finish_run`` wrote: the conversation (``created``
+    when the call started it), the history as the call left it (running after ``start_run``,
+    finished otherwise) and the messages the call appended, in order."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -44,7 +49,7 @@ class RunOps(MessageOps):
         *,
         model: str,
         messages: Sequence[NewMessage | Mapping[str, Any]],
-        status: Literal["completed", "failed", "cancelled"] = "completed",
+        status: Status = "completed",
         title: str | None = None,
         usage: Mapping[str, Any] | None = None,
         error: str | None = None,
@@ -110,6 +115,89 @@ class RunOps(MessageOps):
             messages=in_batch_order(batch, stored, added, self._db.is_sqlite),
         )
 
+    async def start_run(
+        self,
+        conversation_id: Id,
+        *,
+        model: str,
+        messages: Sequence[NewMessage | Mapping[str, Any]],
+        system_prompts: Sequence[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> RecordedRun:
+        """Start a history and append its first messages, in one transaction.
+
+        What ``start_history`` then ``append_messages`` do, for an adapter that records a run as
+        it goes: the run's first messages are stored in the transaction that starts its history.
+        The history stays ``running``. Either everything is written or nothing is.
+
+        Raises:
+            ConversationNotFound: no visible conversation has this id.
+            InvalidInputError: a malformed argument or message; nothing is written.
+        """
+        batch = self._batch(messages)
+        cid = parse_id("conversation_id", conversation_id)
+        when = q.now()
+        history: dict[str, Any] = {
+            "id": new_id(),
+            "conversation_id": cid,
+            "model": model_name("model", model),
+            "system_prompts": prompts(system_prompts),
+            "metadata": check_object("metadata", metadata),
+            "status": "running",
+            "created_at": when,
+            "updated_at": when,
+        }
+        plan = _started(self.principal, history, batch, not self._db.is_sqlite)
+        stored, added = await self._db.run(plan, write=True)
+        return RecordedRun(
+            conversation_id=cid,
+            created=False,
+            history=History.model_validate(history),
+            messages=in_batch_order(batch, stored, added, self._db.is_sqlite),
+        )
+
+    async def finish_run(
+        self,
+        history_id: Id,
+        *,
+        messages: Sequence[NewMessage | Mapping[str, Any]] = (),
+        status: Status = "completed",
+        usage: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> RecordedRun:
+        """Append a running history's last messages and finish it, in one transaction.
+
+        What ``append_messages`` then ``finish_history`` do, for an adapter that records a run
+        as it goes: the run's last messages are stored in the transaction that closes its
+        history. Either everything is written or nothing is.
+
+        Raises:
+            HistoryNotFound: no visible history has this id.
+            ConflictError: the history is already finished; nothing is written.
+            InvalidInputError: a malformed argument or message; nothing is written.
+        """
+        hid = parse_id("history_id", history_id)
+        if status not in _FINISHED:
+            raise InvalidInputError("status", f"must be one of {', '.join(_FINISHED)}")
+        batch = self._batch(messages)
+        when = q.now()
+        finish = {
+            "status": status,
+            "usage": check_object("usage", usage),
+            "error": self._text("error", error),
+            "finished_at": when,
+            "updated_at": when,
+        }
+        plan = _finished(self.principal, hid, batch, finish, not self._db.is_sqlite)
+        row, stored, added = await self._db.run(plan, write=True)
+        history = _rows.one(_rows.histories, row, self._db.is_sqlite).model_copy(update=finish)
+        return RecordedRun(
+            conversation_id=history.conversation_id,
+            created=False,
+            history=history,
+            messages=in_batch_order(batch, stored, added, self._db.is_sqlite),
+        )
+
 
 def _record(
     principal: Principal,
@@ -127,3 +215,29 @@ def _record(
     stored, added = yield from append(principal, history["id"], batch, when, one_statement=one_statement)
     yield from change_running(principal, history["id"], {**finish, "updated_at": when})
     return stored, added
+
+
+def _started(
+    principal: Principal, history: dict[str, Any], batch: list[NewMessage], one_statement: bool
+) -> Plan[tuple[list[Row], list[Message]]]:
+    """A history started, then ``batch`` appended to it."""
+    yield from start(principal, history)
+    if not batch:
+        return [], []
+    return (
+        yield from append(principal, history["id"], batch, history["created_at"], one_statement=one_statement)
+    )
+
+
+def _finished(
+    principal: Principal, hid: UUID, batch: list[NewMessage], finish: dict[str, Any], one_statement: bool
+) -> Plan[tuple[Row, list[Row], list[Message]]]:
+    """``batch`` appended to a running history, then the history finished."""
+    stored: list[Row] = []
+    added: list[Message] = []
+    if batch:
+        stored, added = yield from append(
+            principal, hid, batch, finish["updated_at"], one_statement=one_statement
+        )
+    row = yield from change_running(principal, hid, finish)
+    return row, stored, added

@@ -17,6 +17,7 @@ from chatmemory_langchain._convert import from_stored_many, model_name_of, produ
 
 # Well under chatmemory's default per-call limit, so a long first recording still fits.
 _BATCH = 200
+_FIRST_PAGE = 8  # a run or two of this process, usually all that is new: read (and decode) no more
 _PAGE = 50
 _USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
 
@@ -29,6 +30,8 @@ class Run:
     """LangChain ids of the messages already stored in the conversation."""
     history_id: UUID | None = None
     usage: dict[str, int] = field(default_factory=dict)
+    opening: dict[str, Any] | None = None
+    """How to start the history (model, system prompts, metadata), noted at the first model call."""
 
 
 class Recorder:
@@ -59,52 +62,82 @@ class Recorder:
         return run, stored
 
     async def open(self, run: Run, model: object, system_prompt: str | None, thread_id: str | None) -> None:
-        """Start the run's history at its first model call, when the driving model is known."""
-        if run.history_id is not None:
+        """Note the run's driving model and system prompt at its first model call: its history
+        starts with the first messages recorded."""
+        if run.history_id is not None or run.opening is not None:
             return
         metadata: dict[str, Any] = {"framework": "langchain", **recorder_metadata()}
         if thread_id is not None:
             metadata["thread_id"] = thread_id
-        history = await self.chat.start_history(
-            self.conversation_id,
-            model=model_name_of(model),
-            system_prompts=[system_prompt] if system_prompt else None,
-            metadata={**metadata, **self.metadata},
-        )
-        run.history_id = history.id
-        LIVE_HISTORIES.add(history.id)
+        run.opening = {
+            "model": model_name_of(model),
+            "system_prompts": [system_prompt] if system_prompt else None,
+            "metadata": {**metadata, **self.metadata},
+        }
 
     async def record(self, run: Run, messages: Sequence[BaseMessage]) -> None:
-        """Append the messages not stored yet, in their order."""
-        new = [m for m in messages if m.id not in run.known]
-        if run.history_id is None or not new:
+        """Append the messages not stored yet, in their order (the first ones start the history
+        in the same transaction)."""
+        if run.history_id is None and run.opening is None:
             return
-        for start in range(0, len(new), _BATCH):
-            chunk = new[start : start + _BATCH]
-            await self.chat.append_messages(run.history_id, [to_new_message(m) for m in chunk])
-            run.known.update(m.id for m in chunk if m.id)
-        for message in new:
-            if isinstance(message, AIMessage) and message.usage_metadata:
-                counts: Mapping[str, Any] = message.usage_metadata
-                for key in _USAGE_KEYS:
-                    run.usage[key] = run.usage.get(key, 0) + int(counts.get(key) or 0)
+        await self._write(run, _unknown(run, messages))
 
     async def finish(
         self,
         run: Run,
         status: Literal["completed", "failed", "cancelled"],
         error: BaseException | None = None,
+        *,
+        messages: Sequence[BaseMessage] = (),
     ) -> None:
-        """Close the run's history (nothing to do when no model was ever called)."""
-        if run.history_id is None:
+        """Close the run's history, appending the messages not stored yet in the same
+        transaction (nothing to do when no model was ever called)."""
+        new = _unknown(run, messages)
+        if run.history_id is None and (run.opening is None or not new):
+            run.opening = None
             return
-        history_id, run.history_id = run.history_id, None
+        head, last = new[:-_BATCH] if len(new) > _BATCH else [], new[-_BATCH:]
+        await self._write(run, head)
+        _count_usage(run, last)
         text = f"{type(error).__name__}: {error}"[:2000] if error is not None else None
+        batch = [to_new_message(m) for m in last]
+        history_id, run.history_id = run.history_id, None
+        opening, run.opening = run.opening, None
         try:
-            await self.chat.finish_history(history_id, status=status, usage=run.usage or None, error=text)
+            if history_id is None:
+                assert opening is not None
+                recorded = await self.chat.record_run(
+                    self.conversation_id,
+                    messages=batch,
+                    status=status,
+                    usage=run.usage or None,
+                    error=text,
+                    **opening,
+                )
+                history_id = recorded.history.id
+            else:
+                await self.chat.finish_run(
+                    history_id, messages=batch, status=status, usage=run.usage or None, error=text
+                )
         finally:
-            LIVE_HISTORIES.discard(history_id)
+            if history_id is not None:
+                LIVE_HISTORIES.discard(history_id)
+        run.known.update(m.id for m in last if m.id)
         self._seen.status[history_id] = status
+
+    async def _write(self, run: Run, new: list[BaseMessage]) -> None:
+        for start in range(0, len(new), _BATCH):
+            chunk = new[start : start + _BATCH]
+            batch = [to_new_message(m) for m in chunk]
+            if run.history_id is None:
+                assert run.opening is not None
+                started = await self.chat.start_run(self.conversation_id, messages=batch, **run.opening)
+                run.history_id = started.history.id
+                LIVE_HISTORIES.add(started.history.id)
+            else:
+                await self.chat.append_messages(run.history_id, batch)
+            run.known.update(m.id for m in chunk if m.id)
+            _count_usage(run, chunk)
 
     async def _conversation(self) -> tuple[list[BaseMessage], set[str]]:
         """The stored conversation and its LangChain ids: read whole once, then only the
@@ -142,6 +175,19 @@ class Recorder:
                 status[history.id] = "failed"
 
 
+def _unknown(run: Run, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    """The ``messages`` not stored yet, in order."""
+    return [m for m in messages if m.id not in run.known]
+
+
+def _count_usage(run: Run, messages: Sequence[BaseMessage]) -> None:
+    for message in messages:
+        if isinstance(message, AIMessage) and message.usage_metadata:
+            counts: Mapping[str, Any] = message.usage_metadata
+            for key in _USAGE_KEYS:
+                run.usage[key] = run.usage.get(key, 0) + int(counts.get(key) or 0)
+
+
 @dataclass
 class _Seen:
     messages: list[BaseMessage] = field(default_factory=list)
@@ -159,7 +205,10 @@ async def _newer(
     cursor: str | None = None
     while True:
         page = await chat.list_messages(
-            conversation_id=conversation_id, newest_first=True, limit=_PAGE, cursor=cursor
+            conversation_id=conversation_id,
+            newest_first=True,
+            limit=_PAGE if cursor else _FIRST_PAGE,
+            cursor=cursor,
         )
         for message in page.items:
             if last is not None and message.seq <= last[0]:

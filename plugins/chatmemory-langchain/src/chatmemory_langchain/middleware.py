@@ -50,9 +50,10 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
     resumes the conversation from the store when the agent has no memory of its own.
 
     Each ``invoke``/``ainvoke``/``stream``/``astream`` becomes one history, started at the
-    first model call with that model and the system prompt. Messages are appended as the
-    run goes (the input and tool results before each model call, each response after it),
-    so a run that raises leaves a ``failed`` history holding everything up to the error.
+    first model call with that model and the system prompt, in the transaction that stores
+    the input. Messages are appended as the run goes (the input and tool results before each
+    model call, each response after it), so a run that raises leaves a ``failed`` history
+    holding everything up to the error.
     Each assistant message records the model that produced it: the provider-reported
     ``response_metadata["model_name"]``, else the model of the request this middleware saw
     (stamped onto the message). Tool calls and results become ``ToolCallPart`` and
@@ -161,8 +162,7 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
 
     async def _end(self, state: ChatMemoryState) -> None:
         run = await self._run_of(state)
-        await self._recorder.record(run, state["messages"])
-        await self._recorder.finish(run, "completed")
+        await self._recorder.finish(run, "completed", messages=state["messages"])
         self._runs.pop(state.get("chatmemory_run") or "", None)
 
     # -- LangChain hooks: async ---------------------------------------------------------------

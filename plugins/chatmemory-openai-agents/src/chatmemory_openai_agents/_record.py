@@ -64,9 +64,10 @@ class Newest:
 class RunRecord:
     """What is known about one run while it is recorded.
 
-    ``managed`` runs are started by ``ChatMemorySession.run``/``run_streamed``, which close
-    them. Other runs are closed by the hooks' ``on_agent_end`` when the hooks are wired, by
-    an assistant answer ending a batch when they are not, or by the session's next run.
+    A run the hooks report on is closed with the items saved after its final output (the hooks'
+    ``on_agent_end``). ``managed`` runs are started by ``ChatMemorySession.run``/``run_streamed``,
+    which close them when they end otherwise. Other runs are closed by an assistant answer
+    ending a batch when the hooks are not wired, or by the session's next run.
     """
 
     run_config: RunConfig | None = None
@@ -104,10 +105,9 @@ class Recorder:
         """Record items now, in the run's history (opened on the first items)."""
         async with run.lock:
             batch = [self.message_of(item, run) for item in items]
-            await self._append(run, batch)
-            run.answered = is_answer(items[-1])
-            if not run.managed and (run.final or (not run.hooked and run.answered)):
-                await self._finish(run, "completed", None)
+            answered = is_answer(items[-1])
+            await self._append(run, batch, closing=_closes(run, answered))
+            run.answered = answered
 
     async def model_called(self, run: RunRecord, agent: Agent[Any], system_prompt: str | None) -> None:
         """A model call starts: the first one names the run's driver model and instructions."""
@@ -160,25 +160,33 @@ class Recorder:
 
     # -- internals -------------------------------------------------------------------------------
 
-    async def _append(self, run: RunRecord, batch: list[NewMessage]) -> None:
+    async def _append(self, run: RunRecord, batch: list[NewMessage], *, closing: bool) -> None:
+        """Write ``batch``: the first items start the history in the same transaction, and when
+        the batch ``closing`` ends the run, its last items finish it in the same transaction."""
         done = 0
         retried = False
         while done < len(batch):
-            if run.history is None:
-                await self._open(run)
-            assert run.history is not None
+            chunk = batch[done : done + _BATCH]
+            last = closing and done + _BATCH >= len(batch)
             try:
-                await self.chat.append_messages(run.history.id, batch[done : done + _BATCH])
+                if run.history is None:
+                    await self._open(run, chunk, closing=last)
+                elif last:
+                    await self.chat.finish_run(run.history.id, messages=chunk, usage=_usage(run))
+                    self._closed_by_run(run)
+                else:
+                    await self.chat.append_messages(run.history.id, chunk)
             except (ConflictError, HistoryNotFound):
                 # Closed by another run's clean-up, or deleted: carry on in a new history.
-                if retried:
+                if retried or run.history is None:
                     raise
                 retried = True
                 self._release(run)
                 continue
             done += _BATCH
 
-    async def _open(self, run: RunRecord) -> None:
+    async def _open(self, run: RunRecord, first: list[NewMessage], *, closing: bool) -> None:
+        """Start the run's history with its ``first`` messages (and finish it, ``closing``)."""
         newest, run.newest = run.newest, None
         await self._close_abandoned(newest)
         agent = run.agent
@@ -197,11 +205,28 @@ class Recorder:
             metadata["agent"] = name
         if run.previous is not None:
             metadata["continues"] = str(run.previous)
-        run.history = await self.chat.start_history(
-            self.conversation_id, model=model, system_prompts=_prompts(prompt), metadata=metadata
+        if closing:
+            recorded = await self.chat.record_run(
+                self.conversation_id,
+                model=model,
+                messages=first,
+                usage=_usage(run),
+                system_prompts=_prompts(prompt),
+                metadata=metadata,
+            )
+            run.history = recorded.history
+            self._closed_by_run(run)
+            return
+        started = await self.chat.start_run(
+            self.conversation_id,
+            model=model,
+            messages=first,
+            system_prompts=_prompts(prompt),
+            metadata=metadata,
         )
+        run.history = started.history
         with _OPEN_GUARD:
-            _OPEN[run.history.id] = run
+            _OPEN[started.history.id] = run
 
     async def _close_abandoned(self, known: Newest | None) -> None:
         """Close the conversation's newest history if a run left it open and no run here holds it.
@@ -233,9 +258,15 @@ class Recorder:
             return
         with contextlib.suppress(ConflictError, HistoryNotFound):  # closed or deleted elsewhere
             await self.chat.finish_history(history.id, status=status, usage=_usage(run), error=error)
+        self._closed_by_run(run)
+
+    def _closed_by_run(self, run: RunRecord) -> None:
+        """The run's history is closed: its next items start a new one."""
+        assert run.history is not None
+        history_id = run.history.id
         self._release(run)
         run.final = False
-        self._remember(history.id)
+        self._remember(history_id)
 
     def _release(self, run: RunRecord) -> None:
         if run.history is None:
@@ -263,6 +294,19 @@ class Recorder:
             return NewMessage(role, content, native=native)
         model, agent_name = producer
         return NewMessage(role, content, model=model, metadata={"agent": agent_name}, native=native)
+
+
+def _closes(run: RunRecord, answered: bool) -> bool:
+    """Whether the items being added end the run, so they close its history as ``completed``.
+
+    A run the hooks report on ends with the items saved after its final output: the SDK saves
+    them once the output's guardrails and hooks have passed (a tripped guardrail's output is
+    not saved), so even ``session.run``, which otherwise closes its runs when they return,
+    closes it then. Without the hooks, a batch ending on an assistant answer ends the run.
+    """
+    if run.final:
+        return True
+    return not run.managed and not run.hooked and answered
 
 
 def _prompts(system_prompt: str | None) -> list[str] | None:

@@ -17,7 +17,7 @@ from pydantic_ai import messages as pai
 from pydantic_ai._tool_execution import build_tool_return_part
 from pydantic_ai.exceptions import UserError
 
-from chatmemory import ChatMemoryError
+from chatmemory import ChatMemoryError, NewMessage
 from chatmemory.recording import LIVE_HISTORIES
 from chatmemory.scope import Scope
 from chatmemory_pydantic_ai._convert import system_prompts, to_new_messages
@@ -71,29 +71,47 @@ class RunRecord:
             start -= 1
         return list(live[start:])
 
-    async def commit(self, live: Sequence[pai.ModelMessage]) -> None:
-        """Store the run's messages in ``live`` not stored yet, starting the history first if needed.
+    async def commit(self, live: Sequence[pai.ModelMessage], *, hold_answer: bool = False) -> None:
+        """Store the run's messages in ``live`` not stored yet; the first ones start the history
+        in the same transaction. With ``hold_answer`` a final response that calls no tool is left
+        for the next write (the run's end, or the request retrying it).
 
         Raises:
             ChatMemoryError: the store refused them; the run then fails with this error.
         """
-        own = self.own(live)
-        batch = own[self.stored :]
-        prompts = system_prompts(own, own, given=self.given)
+        batch, prompts = self._unstored(live)
+        if hold_answer and batch and _is_answer(batch[-1]):
+            batch = batch[:-1]
+        if not batch:
+            return
         try:
             await settled(self._write(batch, prompts))
         except ChatMemoryError as exc:
             self.failure = exc
             raise
 
+    def _unstored(self, live: Sequence[pai.ModelMessage]) -> tuple[list[pai.ModelMessage], list[str]]:
+        """The run's messages in ``live`` not stored yet, and the run's system prompts."""
+        own = self.own(live)
+        return own[self.stored :], system_prompts(own, own, given=self.given)
+
+    def _new(self, batch: Sequence[pai.ModelMessage]) -> list[NewMessage]:
+        return to_new_messages(batch, keys=[f"{self.run_id}:{self.stored + i}" for i in range(len(batch))])
+
     async def _write(self, batch: list[pai.ModelMessage], prompts: list[str]) -> None:
-        new = to_new_messages(batch, keys=[f"{self.run_id}:{self.stored + i}" for i in range(len(batch))])
+        new = self._new(batch)
         if self.history_id is None:
-            history = await self.chat.start_history(
-                self.conversation_id, model=self.model, system_prompts=prompts, metadata=self.metadata
+            started = await self.chat.start_run(
+                self.conversation_id,
+                model=self.model,
+                messages=new[:_BATCH],
+                system_prompts=prompts,
+                metadata=self.metadata,
             )
-            self.history_id = history.id
-            LIVE_HISTORIES.add(history.id)
+            self.history_id = started.history.id
+            LIVE_HISTORIES.add(started.history.id)
+            self.stored += len(new[:_BATCH])
+            new = new[_BATCH:]
         elif prompts != self.prompts:
             await self.chat.update_history(self.history_id, system_prompts=prompts)
         self.prompts = prompts
@@ -126,14 +144,64 @@ class RunRecord:
         *,
         usage: Mapping[str, Any] | None,
         error: str | None = None,
+        live: Sequence[pai.ModelMessage] = (),
     ) -> None:
-        """Close the history (starting it first when the run stopped before any message)."""
-        if self.history_id is None:
-            await settled(self._write([], self.given))
-        assert self.history_id is not None
+        """Close the history, storing the run's messages in ``live`` not stored yet in the same
+        transaction (the history starts in it too when the run stored nothing before).
+
+        Raises:
+            ChatMemoryError: the store refused the messages (the history is then closed
+                ``failed`` without them, saying why) or the close.
+        """
+        batch, prompts = self._unstored(live) if self.failure is None else ([], self.prompts)
+        try:
+            try:
+                await settled(self._close(batch, prompts or self.given, status, usage, error))
+            except ChatMemoryError as exc:
+                if not batch:
+                    raise
+                self.failure = exc
+                await settled(self._close([], self.prompts or self.given, status, usage, error))
+                raise
+        finally:
+            if self.history_id is not None:
+                LIVE_HISTORIES.discard(self.history_id)
+
+    async def _close(
+        self,
+        batch: list[pai.ModelMessage],
+        prompts: list[str],
+        status: Literal["completed", "failed", "cancelled"],
+        usage: Mapping[str, Any] | None,
+        error: str | None,
+    ) -> None:
+        if len(batch) > _BATCH:
+            await self._write(batch[:-_BATCH], prompts)
+            batch = batch[-_BATCH:]
         if self.failure is not None:
             status, error = "failed", f"messages not recorded: {self.failure}"[:ERROR_CHARS]
-        try:
-            await settled(self.chat.finish_history(self.history_id, status=status, usage=usage, error=error))
-        finally:
-            LIVE_HISTORIES.discard(self.history_id)
+        new = self._new(batch)
+        if self.history_id is None:
+            recorded = await self.chat.record_run(
+                self.conversation_id,
+                model=self.model,
+                messages=new,
+                status=status,
+                usage=usage,
+                error=error,
+                system_prompts=prompts,
+                metadata=self.metadata,
+            )
+            self.history_id = recorded.history.id
+        else:
+            if prompts != self.prompts:
+                await self.chat.update_history(self.history_id, system_prompts=prompts)
+            await self.chat.finish_run(self.history_id, messages=new, status=status, usage=usage, error=error)
+        self.prompts = prompts
+        self.stored += len(new)
+
+
+def _is_answer(message: pai.ModelMessage) -> bool:
+    """A response calling no tool: pydantic-ai checks it as the run's output, then ends the run
+    (or retries it with a request saying why)."""
+    return isinstance(message, pai.ModelResponse) and not message.tool_calls

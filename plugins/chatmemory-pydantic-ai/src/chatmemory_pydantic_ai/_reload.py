@@ -30,6 +30,7 @@ from chatmemory_pydantic_ai._recorder import settled
 __all__ = ["ConversationCache", "load_messages", "to_model_messages"]
 
 _log = logging.getLogger(__name__)
+_FIRST_PAGE = 8  # a run or two of this process, usually all that is new: read (and decode) no more
 _PAGE = 50
 
 
@@ -128,7 +129,10 @@ class ConversationCache:
         cursor: str | None = None
         while True:
             page = await chat.list_messages(
-                conversation_id=conversation_id, newest_first=True, limit=_PAGE, cursor=cursor
+                conversation_id=conversation_id,
+                newest_first=True,
+                limit=_PAGE if cursor else _FIRST_PAGE,
+                cursor=cursor,
             )
             for message in page.items:
                 if last is not None and message.seq <= last[0]:

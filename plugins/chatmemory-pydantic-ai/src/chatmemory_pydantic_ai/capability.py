@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
@@ -51,10 +50,14 @@ class ChatMemoryCapability(AbstractCapability[Any]):
       remembers what it read and later reads only what was stored since.
     - Each run is one history (``model`` is the run's model, ``system_prompts`` its system
       prompts and instructions), recorded as it goes: each request is stored before it is sent
-      to the model and each response as soon as pydantic-ai records it, so a process killed
-      mid-run loses nothing already produced and leaves the history ``running`` (a later load
-      on this host marks it ``failed``). The history ends ``completed``, ``failed`` with the
-      error, or ``cancelled`` (with the interrupted request holding the finished tools' results).
+      to the model (the first one in the transaction that starts the history) and each response
+      that calls tools as soon as pydantic-ai records it, so a process killed mid-run loses
+      nothing the tools or a later request build on and leaves the history ``running`` (a later
+      load on this host marks it ``failed``). A response that calls no tool is stored in the
+      transaction that closes the history, right after pydantic-ai has validated it as the run's
+      output (or with the request that retries it when the output is refused). The history ends
+      ``completed``, ``failed`` with the error, or ``cancelled`` (with the interrupted request
+      holding the finished tools' results).
     - pydantic-ai's ``conversation_id`` of the run defaults to the chatmemory conversation id.
 
     Args:
@@ -120,11 +123,12 @@ class ChatMemoryCapability(AbstractCapability[Any]):
         self._record = record
         try:
             result = await handler()
-            await record.commit(result.all_messages())
         except BaseException as exc:
             await self._stopped(ctx, record, exc)
             raise
-        await self._finish(record, "completed", usage=usage_dict(ctx.usage) or None)
+        await self._finish(
+            record, "completed", usage=usage_dict(ctx.usage) or None, live=result.all_messages()
+        )
         return result
 
     async def prepare_model_request(
@@ -138,8 +142,9 @@ class ChatMemoryCapability(AbstractCapability[Any]):
     async def after_node_run(
         self, ctx: RunContext[Any], *, node: AgentNode[Any], result: NodeResult[Any]
     ) -> NodeResult[Any]:
-        """Store the response a model request node has just added."""
-        await self._commit(ctx)
+        """Store the response a model request node has just added, unless it calls no tool: that
+        one goes with the run's end (or with the request retrying it)."""
+        await self._commit(ctx, hold_answer=True)
         return result
 
     async def wrap_node_run(
@@ -169,22 +174,25 @@ class ChatMemoryCapability(AbstractCapability[Any]):
             self._record.tool_returned(call, result)
         return result
 
-    async def _commit(self, ctx: RunContext[Any]) -> None:
+    async def _commit(self, ctx: RunContext[Any], *, hold_answer: bool = False) -> None:
         # The context given to wrap_run keeps the list the run started from; the run works on its
         # own, seen only from the later hooks.
         self._live = ctx.messages
         if self._record is not None:
-            await self._record.commit(ctx.messages)
+            await self._record.commit(ctx.messages, hold_answer=hold_answer)
 
     async def _stopped(self, ctx: RunContext[Any], record: RunRecord, exc: BaseException) -> None:
         live = self._live if self._live is not None else list(ctx.messages)
         request = record.interrupted_request(live)
         status, error = _outcome(ctx, exc)
-        # A refused write is noted on the record; finishing then says why messages are missing.
-        with contextlib.suppress(ChatMemoryError):
-            await record.commit([*live, request] if request is not None else live)
         try:
-            await self._finish(record, status, usage=usage_dict(ctx.usage) or None, error=error)
+            await self._finish(
+                record,
+                status,
+                usage=usage_dict(ctx.usage) or None,
+                error=error,
+                live=[*live, request] if request is not None else live,
+            )
         except ChatMemoryError:
             # The run's own error is what the caller must see; the store's goes to the log.
             _log.exception(
@@ -192,9 +200,15 @@ class ChatMemoryCapability(AbstractCapability[Any]):
             )
 
     async def _finish(
-        self, record: RunRecord, status: Status, *, usage: Mapping[str, Any] | None, error: str | None = None
+        self,
+        record: RunRecord,
+        status: Status,
+        *,
+        usage: Mapping[str, Any] | None,
+        error: str | None = None,
+        live: Sequence[ModelMessage] = (),
     ) -> None:
-        await record.finish(status, usage=usage, error=error)
+        await record.finish(status, usage=usage, error=error, live=live)
         if record.history_id is not None:
             self._cache.finished(record.history_id, "failed" if record.failure else status)
 

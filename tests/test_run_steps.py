@@ -1,0 +1,98 @@
+"""``Scope.start_run`` and ``Scope.finish_run``: a run's first and last messages stored in the
+transaction that starts or finishes its history, on both backends."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatmemory import ChatMemory, ConflictError, ConversationNotFound, HistoryNotFound, InvalidInputError
+from chatmemory.scope import Scope
+from tests.transactions import counted
+
+FIRST = [{"role": "user", "content": "hi", "key": "u1"}]
+LAST = [
+    {"role": "assistant", "content": [{"type": "tool_call", "id": "c1", "name": "f", "arguments": {}}]},
+    {"role": "tool", "content": [{"type": "tool_result", "call_id": "c1", "content": "ok"}]},
+    {"role": "assistant", "content": "done"},
+]
+
+
+async def test_a_run_started_and_finished_with_its_messages(alice: Scope) -> None:
+    conversation = await alice.start_conversation()
+    started = await alice.start_run(
+        conversation.id, model="m", messages=FIRST, system_prompts=["Be brief."], metadata={"a": 1}
+    )
+    assert (started.conversation_id, started.created) == (conversation.id, False)
+    assert (started.history.status, started.history.model) == ("running", "m")
+    assert started.history.system_prompts == ["Be brief."]
+    assert [(m.seq, m.key, m.history_id) for m in started.messages] == [(1, "u1", started.history.id)]
+    between = await alice.append_messages(started.history.id, [{"role": "user", "content": "more"}])
+    finished = await alice.finish_run(started.history.id, messages=LAST, usage={"input_tokens": 5})
+    assert finished.conversation_id == conversation.id
+    assert (finished.history.status, finished.history.usage) == ("completed", {"input_tokens": 5})
+    assert finished.history.finished_at is not None
+    assert [m.seq for m in finished.messages] == [3, 4, 5]
+    assert finished.messages[-1].model == "m"  # an assistant message defaults to the history's model
+    stored = await alice.get_history(started.history.id)
+    assert stored.status == "completed" and stored.metadata == {"a": 1}
+    assert [m.id for m in stored.messages or ()] == [
+        started.messages[0].id,
+        between[0].id,
+        *(m.id for m in finished.messages),
+    ]
+    assert (await alice.get_conversation(conversation.id)).message_count == 5
+
+
+async def test_without_messages_they_only_start_and_finish(alice: Scope) -> None:
+    conversation = await alice.start_conversation()
+    started = await alice.start_run(conversation.id, model="m", messages=[])
+    assert started.messages == []
+    finished = await alice.finish_run(started.history.id, status="failed", error="boom")
+    assert (finished.history.status, finished.history.error, finished.messages) == ("failed", "boom", [])
+
+
+async def test_a_resent_key_returns_the_stored_message(alice: Scope) -> None:
+    conversation = await alice.start_conversation()
+    started = await alice.start_run(conversation.id, model="m", messages=FIRST)
+    finished = await alice.finish_run(started.history.id, messages=[*FIRST, LAST[-1]])
+    assert finished.messages[0].id == started.messages[0].id
+    assert [m.seq for m in finished.messages] == [1, 2]
+
+
+async def test_nothing_is_written_when_any_part_is_bad(alice: Scope, bob: Scope) -> None:
+    conversation = await alice.start_conversation()
+    bad = [*FIRST, {"role": "robot", "content": "x"}]
+    with pytest.raises(InvalidInputError):
+        await alice.start_run(conversation.id, model="m", messages=bad)
+    with pytest.raises(InvalidInputError):
+        await alice.start_run(conversation.id, model="", messages=FIRST)
+    with pytest.raises(ConversationNotFound):
+        await bob.start_run(conversation.id, model="m", messages=FIRST)
+    assert (await alice.get_conversation(conversation.id)).histories == []
+
+    started = await alice.start_run(conversation.id, model="m", messages=FIRST)
+    with pytest.raises(InvalidInputError):
+        await alice.finish_run(started.history.id, messages=bad)
+    with pytest.raises(InvalidInputError):
+        await alice.finish_run(started.history.id, messages=LAST, status="done")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):
+        await alice.finish_run(started.history.id, messages=LAST, usage=[1])  # type: ignore[arg-type]
+    with pytest.raises(HistoryNotFound):
+        await bob.finish_run(started.history.id, messages=LAST)
+    detail = await alice.get_history(started.history.id)
+    assert (detail.status, len(detail.messages or ())) == ("running", 1)
+
+    await alice.finish_run(started.history.id)
+    with pytest.raises(ConflictError):
+        await alice.finish_run(started.history.id, messages=LAST)
+    with pytest.raises(ConflictError):
+        await alice.finish_run(started.history.id)
+    assert len((await alice.get_history(started.history.id)).messages or ()) == 1
+
+
+async def test_each_is_one_transaction(memory: ChatMemory, alice: Scope) -> None:
+    conversation = await alice.start_conversation()
+    with counted(memory) as transactions:
+        started = await alice.start_run(conversation.id, model="m", messages=FIRST)
+        await alice.finish_run(started.history.id, messages=LAST)
+    assert transactions == ["write", "write"]
