@@ -173,20 +173,19 @@ def append(
 ) -> Plan[tuple[list[Row], list[Message]]]:
     """Stored rows for keys already there, and the new messages, ``seq`` taken under the conversation lock.
 
-    With ``one_statement`` (PostgreSQL) a batch without keys is one statement: the lock, the
-    checks, the insert and the counters together. Keys are looked up after the lock is held,
-    so a concurrent append of the same key is seen; the insert then follows as one statement.
+    A batch without keys takes its ``seq`` and bumps the counters first: with ``one_statement``
+    (PostgreSQL) the lock, the checks, the insert and the counters are one statement; on SQLite
+    (whose writer holds the database lock) the bump answers ``last_seq`` and the insert follows.
+    Keys are looked up after the lock is held, so a concurrent append of the same key is seen.
     """
     scope, params = q.principal_params(principal)
     keys = [m.key for m in batch if m.key is not None]
-    if one_statement and batch and not keys:
-        return [], (yield from _append_at_once(scope, params, hid, batch, when))
+    if batch and not keys:
+        if one_statement:
+            return [], (yield from _append_at_once(scope, params, hid, batch, when))
+        return [], (yield from _append_bumped(scope, params, hid, batch, when))
     found = yield Stmt(sql.lock_for_append(scope), {**params, "hid": hid})
-    if not found:
-        raise HistoryNotFound(hid)
-    status, cid, history_model, last_seq = found[0]
-    if status != "running":
-        raise ConflictError(f"history {hid} is {status}; start a new history to add messages")
+    _, cid, history_model, last_seq = _running(found, hid)
     stored: list[Row] = (yield Stmt(sql.MESSAGES_BY_KEY, {"hid": hid, "keys": Many(keys)})) if keys else []
     taken = {row[13] for row in stored}
     fresh = [m for m in batch if m.key not in taken]
@@ -194,8 +193,7 @@ def append(
         return stored, []
     if one_statement:
         return stored, (yield from _append_at_once(scope, params, hid, fresh, when))
-    cid = UUID(str(cid)) if not isinstance(cid, UUID) else cid
-    rows = [_new_row(m, cid, hid, last_seq + i, history_model, when) for i, m in enumerate(fresh, start=1)]
+    rows = _new_rows(fresh, cid, hid, last_seq, history_model, when)
     yield Stmt(sql.INSERT_MESSAGE, rows, many=True)
     yield Stmt(
         sql.BUMP_CONVERSATION,
@@ -208,6 +206,43 @@ def append(
         },
     )
     return stored, [_added(row, m) for row, m in zip(rows, fresh, strict=True)]
+
+
+def _running(found: list[Row], hid: UUID) -> Row:
+    """The one row of an append's lock, if its history is visible and running.
+
+    Raises:
+        HistoryNotFound: no row.
+        ConflictError: the history is finished.
+    """
+    if not found:
+        raise HistoryNotFound(hid)
+    status = found[0][0]
+    if status != "running":
+        raise ConflictError(f"history {hid} is {status}; start a new history to add messages")
+    return found[0]
+
+
+def _append_bumped(
+    scope: sql.Scope, params: dict[str, Any], hid: UUID, batch: list[NewMessage], when: datetime
+) -> Plan[list[Message]]:
+    bumped = yield Stmt(
+        sql.bump_for_append(scope),
+        {
+            **params,
+            "hid": hid,
+            "added": len(batch),
+            "preview": batch[-1].text[: q.PREVIEW_CHARS],
+            "when": when,
+        },
+    )
+    if not bumped:  # Not visible, or not running: the lock's row says which.
+        _running((yield Stmt(sql.lock_for_append(scope), {**params, "hid": hid})), hid)
+        raise HistoryNotFound(hid)
+    cid, last_seq, history_model = bumped[0]
+    rows = _new_rows(batch, cid, hid, last_seq, history_model, when)
+    yield Stmt(sql.INSERT_MESSAGE, rows, many=True)
+    return [_added(row, m) for row, m in zip(rows, batch, strict=True)]
 
 
 def _append_at_once(
@@ -238,15 +273,20 @@ def _append_at_once(
             "preview": batch[-1].text[: q.PREVIEW_CHARS],
         },
     )
-    if not found:
-        raise HistoryNotFound(hid)
-    status, cid, history_model, last_seq = found[0]
-    if status != "running":
-        raise ConflictError(f"history {hid} is {status}; start a new history to add messages")
-    rows = [_new_row(m, cid, hid, last_seq + i, history_model, when) for i, m in enumerate(batch, start=1)]
+    _, cid, history_model, last_seq = _running(found, hid)
+    rows = _new_rows(batch, cid, hid, last_seq, history_model, when)
     for row, message_id in zip(rows, ids, strict=True):
         row["id"] = message_id
     return [_added(row, m) for row, m in zip(rows, batch, strict=True)]
+
+
+def _new_rows(
+    batch: list[NewMessage], cid: Any, hid: UUID, last_seq: int, history_model: str, when: datetime
+) -> list[dict[str, Any]]:
+    """The rows of ``batch`` after ``last_seq`` (``cid`` as the driver gave it)."""
+    cid = cid if isinstance(cid, UUID) else UUID(cid)
+    first = last_seq + 1
+    return [_new_row(m, cid, hid, seq, history_model, when) for seq, m in enumerate(batch, start=first)]
 
 
 def _new_row(
@@ -281,7 +321,7 @@ def _added(row: dict[str, Any], m: NewMessage) -> Message:
         error=None,
         updated_at=row["created_at"],
     )
-    return q._build(Message, data)
+    return _rows.message_of(data)
 
 
 def _page(

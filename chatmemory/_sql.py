@@ -256,6 +256,21 @@ def lock_for_append(scope: Scope) -> SQL:
 
 
 @functools.cache
+def bump_for_append(scope: Scope) -> SQL:
+    """SQLite: the counters of a running, visible history's conversation bumped for ``:added``
+    messages, answering the conversation, its ``last_seq`` before the bump and the history's
+    model; no row when the history is not visible or not running (the caller tells which)."""
+    return SQL(
+        "UPDATE chat_conversations AS c SET last_seq = c.last_seq + :added, "
+        "message_count = c.message_count + :added, last_message_preview = :preview, updated_at = :when "
+        "WHERE c.id = (SELECT h.chat_conversation_id FROM chat_histories h WHERE h.id = :hid "
+        f"AND h.deleted_at IS NULL AND h.status = 'running') AND {visible(scope)} "
+        "RETURNING id, last_seq - :added, (SELECT h.model FROM chat_histories h WHERE h.id = :hid)",
+        "",
+    )
+
+
+@functools.cache
 def get_message(scope: Scope, lock: bool = False) -> SQL:
     return _both(
         f"SELECT {MESSAGE} FROM chat_messages m JOIN chat_conversations c ON c.id = m.chat_conversation_id "

@@ -9,6 +9,7 @@ import random
 import sqlite3
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -126,8 +127,8 @@ async def _assert_no_open_transaction(db_url: str, backend: str) -> None:
 
 
 async def test_statements_per_append(memory: ChatMemory, backend: str) -> None:
-    """PostgreSQL: one statement (lock, checks, insert and counters together); SQLite: three on one
-    thread hop (lock, insert, counters). A key lookup adds what it must on both."""
+    """PostgreSQL: one statement (lock, checks, insert and counters together); SQLite: two on one
+    thread hop (the bump answering ``last_seq``, then the insert). Keys add what they must on both."""
     chat = memory.scoped(Principal("alice"))
     conv = await chat.start_conversation()
     run = await chat.start_history(conv.id, model="m")
@@ -143,5 +144,29 @@ async def test_statements_per_append(memory: ChatMemory, backend: str) -> None:
     if backend == "postgres":
         assert len(sent) == 1 + 3
     else:
-        assert len(sent) == 3 + 4
+        assert len(sent) == 2 + 4
         assert sent[1].many and len(sent[1].params) == 2
+
+
+async def test_sqlite_calls_per_append(tmp_path: Path) -> None:
+    """On SQLite an append of a turn is BEGIN IMMEDIATE, one UPDATE, one INSERT per message and
+    COMMIT on the writer's connection: every one a wait for the interpreter lock when other
+    threads are busy, so none more than needed."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/calls.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        driver = memory._db._sqlite
+        assert driver is not None
+        executed: list[str] = []
+        # The writer thread's own connection, asked for on that thread.
+        writer = await asyncio.wrap_future(driver._writer.submit(driver._connection))
+        writer.set_trace_callback(executed.append)
+        try:
+            await chat.append_messages(
+                run.id, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+            )
+        finally:
+            writer.set_trace_callback(None)
+    words = [statement.split()[0] for statement in executed]
+    assert words == ["BEGIN", "UPDATE", "INSERT", "INSERT", "COMMIT"]
