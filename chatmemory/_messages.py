@@ -312,16 +312,26 @@ def _new_row(
 
 def _added(row: dict[str, Any], m: NewMessage) -> Message:
     """The stored message, from values this call just validated and wrote."""
-    data = {name: row.get(name) for name in _rows.MESSAGE_FIELDS}
-    data.update(
-        parts=m.parts,
-        usage=m.usage,
-        metadata=m.metadata,
-        native=m.native,
-        error=None,
-        updated_at=row["created_at"],
+    return _rows.message_of(
+        {
+            "id": row["id"],
+            "conversation_id": row["conversation_id"],
+            "history_id": row["history_id"],
+            "seq": row["seq"],
+            "role": row["role"],
+            "content": row["content"],
+            "parts": m.parts,
+            "model": row["model"],
+            "status": row["status"],
+            "error": None,
+            "usage": m.usage,
+            "metadata": m.metadata,
+            "native": m.native,
+            "key": row["key"],
+            "created_at": row["created_at"],
+            "updated_at": row["created_at"],
+        }
     )
-    return _rows.message_of(data)
 
 
 def _page(

@@ -42,13 +42,34 @@ def _params(params: dict[str, Any]) -> dict[str, Any]:
     return {name: sqlite_value(value) for name, value in params.items()}
 
 
+_PLAIN = frozenset({str, int, type(None)})
+
+
+def _many_params(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``_params`` of each row, encoding once the values rows share (their ids and timestamp)."""
+    shared: dict[int, Any] = {}  # by identity: every row is alive until the statement ends
+    out = []
+    for row in rows:
+        encoded = {}
+        for name, value in row.items():
+            if type(value) not in _PLAIN:
+                key = id(value)
+                if key in shared:
+                    value = shared[key]
+                else:
+                    value = shared[key] = sqlite_value(value)
+            encoded[name] = value
+        out.append(encoded)
+    return out
+
+
 def execute(connection: sqlite3.Connection, stmt: Stmt) -> Any:
     """One statement of a plan on ``connection``: its rows, or the number of rows it changed."""
     if not stmt.sql.sqlite:
         return 0 if stmt.count else []  # nothing to do on this backend
     if stmt.many:
         assert isinstance(stmt.params, list)
-        connection.executemany(stmt.sql.sqlite, [_params(p) for p in stmt.params])
+        connection.executemany(stmt.sql.sqlite, _many_params(stmt.params))
         return []
     assert isinstance(stmt.params, dict)
     cursor = connection.execute(stmt.sql.sqlite, _params(stmt.params))
