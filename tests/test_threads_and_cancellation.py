@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import random
 import sqlite3
+import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +17,7 @@ import asyncpg
 import pytest
 from sqlalchemy import make_url
 
-from chatmemory import ChatMemory, Message, Principal, StorageError
+from chatmemory import ChatMemory, ConflictError, HistoryNotFound, Message, Principal, StorageError
 from chatmemory._plan import Stmt
 
 BATCH = 4
@@ -170,3 +171,54 @@ async def test_sqlite_calls_per_append(tmp_path: Path) -> None:
             writer.set_trace_callback(None)
     words = [statement.split()[0] for statement in executed]
     assert words == ["BEGIN", "UPDATE", "INSERT", "INSERT", "COMMIT"]
+
+
+async def test_queued_sqlite_writes_commit_together_and_fail_alone(tmp_path: Path) -> None:
+    """Writes queued behind a busy writer share one transaction (one COMMIT), in queue order; one
+    that fails (a finished history, a foreign one) fails alone and leaves nothing; one whose
+    caller gave up before it started is not written."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/group.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        done = await chat.start_history(conv.id, model="m")
+        await chat.finish_history(done.id)
+        foreign = await memory.scoped(Principal("bob")).start_conversation()
+        foreign_run = await memory.scoped(Principal("bob")).start_history(foreign.id, model="m")
+        driver = memory._db._sqlite
+        assert driver is not None
+        writer = await asyncio.wrap_future(driver._writer.submit(driver._connection))
+        executed: list[str] = []
+        writer.set_trace_callback(executed.append)
+        gate = threading.Event()
+        blocked = asyncio.wrap_future(driver._writer.submit(gate.wait, 30))
+
+        async def append(history_id: Any, text: str) -> list[Message]:
+            return await chat.append_messages(history_id, [{"role": "user", "content": text}])
+
+        calls = [
+            asyncio.ensure_future(append(hid, text))
+            for hid, text in [
+                (run.id, "one"),
+                (done.id, "refused"),
+                (run.id, "withdrawn"),
+                (foreign_run.id, "foreign"),
+                (run.id, "two"),
+            ]
+        ]
+        await asyncio.sleep(0.05)  # every call is queued behind the blocked writer
+        calls[2].cancel()
+        await asyncio.sleep(0.01)  # the cancelled caller withdraws its queued write
+        gate.set()
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        await blocked
+        writer.set_trace_callback(None)
+        assert isinstance(results[1], ConflictError)
+        assert isinstance(results[2], asyncio.CancelledError)
+        assert isinstance(results[3], HistoryNotFound)
+        assert [m.content for m in await chat.transcript(conv.id)] == ["one", "two"]
+        assert [r[0].seq for r in (results[0], results[4]) if isinstance(r, list)] == [1, 2]
+        summary = await chat.get_conversation(conv.id)
+        assert summary.message_count == 2 and summary.last_message_preview == "two"
+        assert sum(statement == "COMMIT" for statement in executed) == 1
+        assert executed.count("ROLLBACK TO plan") == 2
