@@ -1,8 +1,9 @@
 """Every statement the scope operations run, per backend, in one place.
 
-Statements are written with ``:name`` parameters; SQLite takes them as they are, and each is
-rewritten once to asyncpg's ``$n`` form. Variants (the principal's kind of scope, a row lock,
-an optional filter) are built on first use and cached, so no SQL is composed per call.
+Statements are written with ``:name`` parameters; each is rewritten once to numbered
+parameters (SQLite's ``?n``, asyncpg's ``$n``), which the drivers bind by position. Variants
+(the principal's kind of scope, a row lock, an optional filter) are built on first use and
+cached, so no SQL is composed per call.
 """
 
 from __future__ import annotations
@@ -16,24 +17,30 @@ PREVIEW_CHARS = 200
 
 
 class SQL:
-    """One statement: its SQLite text, its PostgreSQL text and the order of its parameters there."""
+    """One statement: its SQLite text, its PostgreSQL text, and each with numbered parameters
+    (``?n`` and ``$n``) and the parameter names in their order, for positional binding."""
 
-    __slots__ = ("names", "postgres", "sqlite")
+    __slots__ = ("names", "postgres", "sqlite", "sqlite_names", "sqlite_numbered")
 
     def __init__(self, sqlite: str, postgres: str | None = None) -> None:
         self.sqlite = sqlite
-        names: list[str] = []
-
-        def number(match: re.Match[str]) -> str:
-            if match[1] not in names:
-                names.append(match[1])
-            return f"${names.index(match[1]) + 1}"
-
-        self.postgres = _PARAM.sub(number, sqlite if postgres is None else postgres)
-        self.names = tuple(names)
+        self.sqlite_numbered, self.sqlite_names = _numbered(sqlite, "?")
+        self.postgres, self.names = _numbered(sqlite if postgres is None else postgres, "$")
 
     def __repr__(self) -> str:
         return f"SQL({self.sqlite!r})"
+
+
+def _numbered(text: str, mark: str) -> tuple[str, tuple[str, ...]]:
+    """``text`` with each ``:name`` as ``{mark}n``, and the names in the order of ``n``."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match[1] not in names:
+            names.append(match[1])
+        return f"{mark}{names.index(match[1]) + 1}"
+
+    return _PARAM.sub(number, text), tuple(names)
 
 
 def _both(text: str, *, lock: str = "") -> SQL:

@@ -49,41 +49,43 @@ def configure(connection: Any) -> None:
     cursor.close()
 
 
-def _params(params: dict[str, Any]) -> dict[str, Any]:
-    return {name: sqlite_value(value) for name, value in params.items()}
-
-
 _PLAIN = frozenset({str, int, type(None)})
 
 
-def _many_params(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _params(names: tuple[str, ...], params: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple([sqlite_value(params[name]) for name in names])
+
+
+def _many_params(names: tuple[str, ...], rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     """``_params`` of each row, encoding once the values rows share (their ids and timestamp)."""
     shared: dict[int, Any] = {}  # by identity: every row is alive until the statement ends
     out = []
     for row in rows:
-        encoded = {}
-        for name, value in row.items():
+        encoded = []
+        for name in names:
+            value = row[name]
             if type(value) not in _PLAIN:
                 key = id(value)
                 if key in shared:
                     value = shared[key]
                 else:
                     value = shared[key] = sqlite_value(value)
-            encoded[name] = value
-        out.append(encoded)
+            encoded.append(value)
+        out.append(tuple(encoded))
     return out
 
 
 def execute(connection: sqlite3.Connection, stmt: Stmt) -> Any:
     """One statement of a plan on ``connection``: its rows, or the number of rows it changed."""
-    if not stmt.sql.sqlite:
+    sql = stmt.sql
+    if not sql.sqlite:
         return 0 if stmt.count else []  # nothing to do on this backend
     if stmt.many:
         assert isinstance(stmt.params, list)
-        connection.executemany(stmt.sql.sqlite, _many_params(stmt.params))
+        connection.executemany(sql.sqlite_numbered, _many_params(sql.sqlite_names, stmt.params))
         return []
     assert isinstance(stmt.params, dict)
-    cursor = connection.execute(stmt.sql.sqlite, _params(stmt.params))
+    cursor = connection.execute(sql.sqlite_numbered, _params(sql.sqlite_names, stmt.params))
     if stmt.count:
         return cursor.rowcount
     return cursor.fetchall()
