@@ -163,6 +163,8 @@ def in_batch_order(
     batch: list[NewMessage], stored: list[Row], added: list[Message], sqlite: bool
 ) -> list[Message]:
     """An append's answer: for each message of ``batch``, the stored one with its key, else the new one."""
+    if not stored:
+        return added
     by_key = {m.key: m for m in _rows.messages(stored, sqlite)}
     fresh = iter(added)
     return [by_key[m.key] if m.key in by_key else next(fresh) for m in batch]

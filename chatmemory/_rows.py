@@ -175,8 +175,8 @@ _PAUSE_FROM = 1000
 
 
 @contextlib.contextmanager
-def _collector_paused(rows: int) -> Iterator[None]:
-    """The cyclic garbage collector paused while ``rows`` models are built, if it is on.
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused while a long list of models is built, if it is on.
 
     Built with it running, a transcript's models outlive the young generations' collections
     that their own allocation triggers, reach the oldest generation and soon set off a full
@@ -185,7 +185,7 @@ def _collector_paused(rows: int) -> Iterator[None]:
     with them by then leaves nothing for the old generation. They reach it as any object does
     when kept. Another thread may pause it too: only the one that paused it resumes it.
     """
-    pause = rows >= _PAUSE_FROM and gc.isenabled()
+    pause = gc.isenabled()
     if pause:
         gc.disable()
     try:
@@ -197,7 +197,9 @@ def _collector_paused(rows: int) -> Iterator[None]:
 
 def messages(rows: Sequence[Sequence[Any]], sqlite: bool) -> list[Message]:
     """Messages from rows in ``MESSAGE_FIELDS`` order."""
-    with _collector_paused(len(rows)):
+    if len(rows) < _PAUSE_FROM:
+        return _messages(rows, sqlite)
+    with _collector_paused():
         return _messages(rows, sqlite)
 
 
