@@ -366,7 +366,7 @@ def _hex(value: Any) -> str:
 
 def _transcript(principal: Principal, cid: UUID) -> Plan[list[Row]]:
     scope, params = q.principal_params(principal)
-    rows: list[Row] = yield Stmt(sql.transcript(scope), {**params, "cid": cid})
+    rows: list[Row] = yield Stmt(sql.transcript(scope), {**params, "cid": cid}, bulk=True)
     if not rows:
         yield from q.find_conversation(principal, cid)
     return rows

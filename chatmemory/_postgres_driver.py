@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import URL
 
-from chatmemory._plan import Plan, Stmt, postgres_value
+from chatmemory._plan import Plan, Stmt, collector_paused, postgres_value
 
 T = TypeVar("T")
 
@@ -63,6 +63,9 @@ async def execute(connection: asyncpg.Connection, stmt: Stmt) -> Any:
     if stmt.count:
         status = await connection.execute(sql.postgres, *args)
         return int(status.rsplit(" ", 1)[-1])
+    if stmt.bulk:  # asyncpg's records and ids are objects the collector tracks
+        with collector_paused():
+            return await connection.fetch(sql.postgres, *args)
     return await connection.fetch(sql.postgres, *args)
 
 

@@ -10,21 +10,20 @@ validated before writing them. Each costs one model, its field dict and its id; 
 timestamps rows share are parsed once per distinct value, and JSON is decoded only when not
 NULL. Every object a message adds is one more for the cyclic garbage collector to walk, and
 a full collection walks the whole process, so a message allocates nothing else that lives,
-and a long list is built with the collector paused (see ``_collector_paused``).
+and a long list is built with the collector paused (see ``_plan.collector_paused``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID, SafeUUID
 
 from pydantic import TypeAdapter
 
+from chatmemory._plan import collector_paused
 from chatmemory.content import PARTS
 from chatmemory.models import ConversationSummary, History, Message, Native
 
@@ -174,32 +173,11 @@ def message_of(data: dict[str, Any]) -> Message:
 _PAUSE_FROM = 1000
 
 
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector paused while a long list of models is built, if it is on.
-
-    Built with it running, a transcript's models outlive the young generations' collections
-    that their own allocation triggers, reach the oldest generation and soon set off a full
-    collection, which walks every object in the process (longer than building the models).
-    Paused, they stay young until the next collection after the build: a caller that is done
-    with them by then leaves nothing for the old generation. They reach it as any object does
-    when kept. Another thread may pause it too: only the one that paused it resumes it.
-    """
-    pause = gc.isenabled()
-    if pause:
-        gc.disable()
-    try:
-        yield
-    finally:
-        if pause:
-            gc.enable()
-
-
 def messages(rows: Sequence[Sequence[Any]], sqlite: bool) -> list[Message]:
     """Messages from rows in ``MESSAGE_FIELDS`` order."""
     if len(rows) < _PAUSE_FROM:
         return _messages(rows, sqlite)
-    with _collector_paused():
+    with collector_paused():
         return _messages(rows, sqlite)
 
 
