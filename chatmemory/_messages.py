@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -10,7 +11,7 @@ from uuid import UUID
 from chatmemory import _cursor, _rows
 from chatmemory import _queries as q
 from chatmemory import _sql as sql
-from chatmemory._ids import new_id
+from chatmemory._ids import new_ids
 from chatmemory._plan import Json, Many, Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase
 from chatmemory._validation import dump_parts, model_name, parse_id
@@ -250,17 +251,17 @@ def _append_bumped(
 def _append_at_once(
     scope: sql.Scope, params: dict[str, Any], hid: UUID, batch: list[NewMessage], when: datetime
 ) -> Plan[list[Message]]:
-    ids = [new_id() for _ in batch]
+    ids = new_ids(len(batch))
     values: dict[str, list[Any]] = {
         "id": ids,
         "role": [m.role for m in batch],
         "content": [m.text for m in batch],
-        "parts": [Json(None if m.parts is None else dump_parts(m.parts)) for m in batch],
+        "parts": [_parts(m) for m in batch],
         "model": [m.model for m in batch],
         "status": [m.status for m in batch],
-        "usage": [Json(m.usage) for m in batch],
-        "metadata": [Json(m.metadata) for m in batch],
-        "native": [Json(None if m.native is None else m.native.model_dump(mode="json")) for m in batch],
+        "usage": [_json(m.usage) for m in batch],
+        "metadata": [_json(m.metadata) for m in batch],
+        "native": [_native(m) for m in batch],
         "key": [m.key for m in batch],
     }
     columns = {f"{name}_values": Many(column) for name, column in values.items()}
@@ -276,40 +277,61 @@ def _append_at_once(
         },
     )
     _, cid, history_model, last_seq = _running(found, hid)
-    rows = _new_rows(batch, cid, hid, last_seq, history_model, when)
-    for row, message_id in zip(rows, ids, strict=True):
-        row["id"] = message_id
+    rows = _new_rows(batch, cid, hid, last_seq, history_model, when, ids)
     return [_added(row, m) for row, m in zip(rows, batch, strict=True)]
 
 
 def _new_rows(
-    batch: list[NewMessage], cid: Any, hid: UUID, last_seq: int, history_model: str, when: datetime
+    batch: list[NewMessage],
+    cid: Any,
+    hid: UUID,
+    last_seq: int,
+    history_model: str,
+    when: datetime,
+    ids: list[UUID] | None = None,
 ) -> list[dict[str, Any]]:
-    """The rows of ``batch`` after ``last_seq`` (``cid`` as the driver gave it)."""
+    """The rows of ``batch`` after ``last_seq`` (``cid`` as the driver gave it), with new ids
+    unless ``ids`` are given."""
     cid = cid if isinstance(cid, UUID) else UUID(cid)
     first = last_seq + 1
-    return [_new_row(m, cid, hid, seq, history_model, when) for seq, m in enumerate(batch, start=first)]
+    return [
+        _new_row(m, message_id, cid, hid, seq, history_model, when)
+        for seq, m, message_id in zip(itertools.count(first), batch, ids or new_ids(len(batch)))
+    ]
 
 
 def _new_row(
-    m: NewMessage, cid: UUID, hid: UUID, seq: int, history_model: str, when: datetime
+    m: NewMessage, message_id: UUID, cid: UUID, hid: UUID, seq: int, history_model: str, when: datetime
 ) -> dict[str, Any]:
     return {
-        "id": new_id(),
+        "id": message_id,
         "conversation_id": cid,
         "history_id": hid,
         "seq": seq,
         "role": m.role,
         "content": m.text,
-        "parts": Json(None if m.parts is None else dump_parts(m.parts)),
+        "parts": _parts(m),
         "model": (m.model or history_model) if m.role == "assistant" else None,
         "status": m.status,
-        "usage": Json(m.usage),
-        "metadata": Json(m.metadata),
-        "native": Json(None if m.native is None else m.native.model_dump(mode="json")),
+        "usage": _json(m.usage),
+        "metadata": _json(m.metadata),
+        "native": _native(m),
         "key": m.key,
         "created_at": when,
     }
+
+
+# A NULL JSON column is sent as None (no wrapper): most messages have no parts, usage or metadata.
+def _json(value: Any) -> Json | None:
+    return None if value is None else Json(value)
+
+
+def _parts(m: NewMessage) -> Json | None:
+    return None if isinstance(m.content, str) else Json(dump_parts(m.content))
+
+
+def _native(m: NewMessage) -> Json | None:
+    return None if m.native is None else Json(m.native.model_dump(mode="json"))
 
 
 def _added(row: dict[str, Any], m: NewMessage) -> Message:
