@@ -69,6 +69,12 @@ async def execute(connection: asyncpg.Connection, stmt: Stmt) -> Any:
     return await connection.fetch(sql.postgres, *args)
 
 
+async def _session_unchanged(connection: asyncpg.Connection) -> None:
+    """A connection going back to the pool needs no reset query: plans set no session settings,
+    take no session locks, listen to nothing and leave no cursor open, and asyncpg still rolls
+    back a transaction left open. The default reset would cost a round trip per call."""
+
+
 class PostgresDriver:
     """Runs plans on an asyncpg pool that lives on an event loop of its own, in a thread it owns.
 
@@ -99,7 +105,11 @@ class PostgresDriver:
     async def _run(self, plan: Plan[T]) -> T:
         if self._pool is None:
             self._pool = await asyncpg.create_pool(
-                min_size=0, max_size=self._max_size, statement_cache_size=256, **self._options
+                min_size=0,
+                max_size=self._max_size,
+                statement_cache_size=256,
+                reset=_session_unchanged,
+                **self._options,
             )
         async with self._pool.acquire() as connection:
             return await run_on(connection, plan, self.trace)

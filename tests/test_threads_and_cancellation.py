@@ -222,3 +222,31 @@ async def test_queued_sqlite_writes_commit_together_and_fail_alone(tmp_path: Pat
         assert summary.message_count == 2 and summary.last_message_preview == "two"
         assert sum(statement == "COMMIT" for statement in executed) == 1
         assert executed.count("ROLLBACK TO plan") == 2
+
+
+async def test_postgres_call_is_its_statements_only(postgres_url: str) -> None:
+    """On PostgreSQL an append is BEGIN, one statement and COMMIT on its connection: the
+    connection goes back to the pool without a reset query (a round trip per call)."""
+    from tests.conftest import _create_database
+
+    async with ChatMemory.open(await _create_database(postgres_url)) as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        # The first append on a connection also reads the array types it binds.
+        await chat.append_messages(run.id, [{"role": "user", "content": "warm"}])
+        driver = memory._db._postgres
+        assert driver is not None and driver._pool is not None
+        queries: list[str] = []
+
+        def log_all() -> None:
+            assert driver._pool is not None
+            for holder in driver._pool._holders:
+                if holder._con is not None:
+                    holder._con.add_query_logger(lambda record: queries.append(record.query))
+
+        driver._loop.call_soon_threadsafe(log_all)
+        await asyncio.sleep(0.05)
+        await chat.append_messages(run.id, [{"role": "user", "content": "a"}])
+        await asyncio.sleep(0.05)  # the release runs on the driver's loop
+    assert [q.split()[0].rstrip(";") for q in queries] == ["BEGIN", "WITH", "COMMIT"]
