@@ -151,7 +151,7 @@ class ContextOps(ScopeBase):
 
 def _complete(principal: Principal, cid: UUID) -> Plan[list[Row]]:
     yield from q.find_conversation(principal, cid)
-    rows: list[Row] = yield Stmt(sql.COMPLETE_MESSAGES, {"cid": cid})
+    rows: list[Row] = yield Stmt(sql.COMPLETE_MESSAGES, {"cid": cid}, bulk=True)
     return rows
 
 

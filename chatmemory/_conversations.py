@@ -153,7 +153,9 @@ def insert(values: dict[str, Any]) -> Plan[None]:
 def _detail(principal: Principal, cid: UUID, messages: bool) -> Plan[tuple[Row, list[Row], list[Row]]]:
     summary = yield from q.find_conversation(principal, cid)
     histories = yield Stmt(sql.CONVERSATION_HISTORIES, {"cid": cid})
-    loaded = (yield Stmt(sql.CONVERSATION_MESSAGES, {"cid": cid})) if messages and histories else []
+    loaded = []
+    if messages and histories:
+        loaded = yield Stmt(sql.CONVERSATION_MESSAGES, {"cid": cid}, bulk=True)
     return summary, histories, loaded
 
 

@@ -175,7 +175,7 @@ def change_running(principal: Principal, hid: UUID, values: dict[str, Any]) -> P
 
 def _detail(principal: Principal, hid: UUID, messages: bool) -> Plan[tuple[Row, list[Row]]]:
     row = yield from q.find_history(principal, hid)
-    loaded = (yield Stmt(sql.HISTORY_MESSAGES, {"hid": hid})) if messages else []
+    loaded = (yield Stmt(sql.HISTORY_MESSAGES, {"hid": hid}, bulk=True)) if messages else []
     return row, loaded
 
 

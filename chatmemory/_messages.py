@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -11,7 +12,7 @@ from chatmemory import _changes as changes
 from chatmemory import _cursor, _rows
 from chatmemory import _queries as q
 from chatmemory import _sql as sql
-from chatmemory._ids import new_id
+from chatmemory._ids import new_ids
 from chatmemory._plan import Json, Many, Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase
 from chatmemory._validation import dump_parts, model_name, parse_id
@@ -165,6 +166,8 @@ def in_batch_order(
     batch: list[NewMessage], stored: list[Row], added: list[Message], sqlite: bool
 ) -> list[Message]:
     """An append's answer: for each message of ``batch``, the stored one with its key, else the new one."""
+    if not stored:
+        return added
     by_key = {m.key: m for m in _rows.messages(stored, sqlite)}
     fresh = iter(added)
     return [by_key[m.key] if m.key in by_key else next(fresh) for m in batch]
@@ -175,20 +178,19 @@ def append(
 ) -> Plan[tuple[list[Row], list[Message]]]:
     """Stored rows for keys already there, and the new messages, ``seq`` taken under the conversation lock.
 
-    With ``one_statement`` (PostgreSQL) a batch without keys is one statement: the lock, the
-    checks, the insert and the counters together. Keys are looked up after the lock is held,
-    so a concurrent append of the same key is seen; the insert then follows as one statement.
+    A batch without keys takes its ``seq`` and bumps the counters first: with ``one_statement``
+    (PostgreSQL) the lock, the checks, the insert and the counters are one statement; on SQLite
+    (whose writer holds the database lock) the bump answers ``last_seq`` and the insert follows.
+    Keys are looked up after the lock is held, so a concurrent append of the same key is seen.
     """
     scope, params = q.principal_params(principal)
     keys = [m.key for m in batch if m.key is not None]
-    if one_statement and batch and not keys:
-        return [], (yield from _append_at_once(scope, params, hid, batch, when))
+    if batch and not keys:
+        if one_statement:
+            return [], (yield from _append_at_once(scope, params, hid, batch, when))
+        return [], (yield from _append_bumped(scope, params, hid, batch, when))
     found = yield Stmt(sql.lock_for_append(scope), {**params, "hid": hid})
-    if not found:
-        raise HistoryNotFound(hid)
-    status, cid, history_model, last_seq = found[0]
-    if status != "running":
-        raise ConflictError(f"history {hid} is {status}; start a new history to add messages")
+    _, cid, history_model, last_seq = _running(found, hid)
     stored: list[Row] = (yield Stmt(sql.MESSAGES_BY_KEY, {"hid": hid, "keys": Many(keys)})) if keys else []
     taken = {row[13] for row in stored}
     fresh = [m for m in batch if m.key not in taken]
@@ -196,8 +198,7 @@ def append(
         return stored, []
     if one_statement:
         return stored, (yield from _append_at_once(scope, params, hid, fresh, when))
-    cid = UUID(str(cid)) if not isinstance(cid, UUID) else cid
-    rows = [_new_row(m, cid, hid, last_seq + i, history_model, when) for i, m in enumerate(fresh, start=1)]
+    rows = _new_rows(fresh, cid, hid, last_seq, history_model, when)
     yield Stmt(sql.INSERT_MESSAGE, rows, many=True)
     yield Stmt(
         sql.BUMP_CONVERSATION,
@@ -213,20 +214,58 @@ def append(
     return stored, [_added(row, m) for row, m in zip(rows, fresh, strict=True)]
 
 
+def _running(found: list[Row], hid: UUID) -> Row:
+    """The one row of an append's lock, if its history is visible and running.
+
+    Raises:
+        HistoryNotFound: no row.
+        ConflictError: the history is finished.
+    """
+    if not found:
+        raise HistoryNotFound(hid)
+    status = found[0][0]
+    if status != "running":
+        raise ConflictError(f"history {hid} is {status}; start a new history to add messages")
+    return found[0]
+
+
+def _append_bumped(
+    scope: sql.Scope, params: dict[str, Any], hid: UUID, batch: list[NewMessage], when: datetime
+) -> Plan[list[Message]]:
+    bumped = yield Stmt(
+        sql.bump_for_append(scope),
+        {
+            **params,
+            "hid": hid,
+            "added": len(batch),
+            "preview": batch[-1].text[: q.PREVIEW_CHARS],
+            "when": when,
+        },
+    )
+    if not bumped:  # Not visible, or not running: the lock's row says which.
+        _running((yield Stmt(sql.lock_for_append(scope), {**params, "hid": hid})), hid)
+        raise HistoryNotFound(hid)
+    cid, last_seq, history_model = bumped[0]
+    rows = _new_rows(batch, cid, hid, last_seq, history_model, when)
+    yield Stmt(sql.INSERT_MESSAGE, rows, many=True)
+    yield from changes.record("message.appended", cid, history_id=hid, seq=last_seq + 1, count=len(rows))
+    return [_added(row, m) for row, m in zip(rows, batch, strict=True)]
+
+
 def _append_at_once(
     scope: sql.Scope, params: dict[str, Any], hid: UUID, batch: list[NewMessage], when: datetime
 ) -> Plan[list[Message]]:
-    ids = [new_id() for _ in batch]
+    ids = new_ids(len(batch))
     values: dict[str, list[Any]] = {
         "id": ids,
         "role": [m.role for m in batch],
         "content": [m.text for m in batch],
-        "parts": [Json(None if m.parts is None else dump_parts(m.parts)) for m in batch],
+        "parts": [_parts(m) for m in batch],
         "model": [m.model for m in batch],
         "status": [m.status for m in batch],
-        "usage": [Json(m.usage) for m in batch],
-        "metadata": [Json(m.metadata) for m in batch],
-        "native": [Json(None if m.native is None else m.native.model_dump(mode="json")) for m in batch],
+        "usage": [_json(m.usage) for m in batch],
+        "metadata": [_json(m.metadata) for m in batch],
+        "native": [_native(m) for m in batch],
         "key": [m.key for m in batch],
     }
     columns = {f"{name}_values": Many(column) for name, column in values.items()}
@@ -241,51 +280,87 @@ def _append_at_once(
             "preview": batch[-1].text[: q.PREVIEW_CHARS],
         },
     )
-    if not found:
-        raise HistoryNotFound(hid)
-    status, cid, history_model, last_seq = found[0]
-    if status != "running":
-        raise ConflictError(f"history {hid} is {status}; start a new history to add messages")
+    _, cid, history_model, last_seq = _running(found, hid)
     yield from changes.touched(cid)  # the statement logged the append
-    rows = [_new_row(m, cid, hid, last_seq + i, history_model, when) for i, m in enumerate(batch, start=1)]
-    for row, message_id in zip(rows, ids, strict=True):
-        row["id"] = message_id
+    rows = _new_rows(batch, cid, hid, last_seq, history_model, when, ids)
     return [_added(row, m) for row, m in zip(rows, batch, strict=True)]
 
 
+def _new_rows(
+    batch: list[NewMessage],
+    cid: Any,
+    hid: UUID,
+    last_seq: int,
+    history_model: str,
+    when: datetime,
+    ids: list[UUID] | None = None,
+) -> list[dict[str, Any]]:
+    """The rows of ``batch`` after ``last_seq`` (``cid`` as the driver gave it), with new ids
+    unless ``ids`` are given."""
+    cid = cid if isinstance(cid, UUID) else UUID(cid)
+    first = last_seq + 1
+    return [
+        _new_row(m, message_id, cid, hid, seq, history_model, when)
+        for seq, m, message_id in zip(itertools.count(first), batch, ids or new_ids(len(batch)))
+    ]
+
+
 def _new_row(
-    m: NewMessage, cid: UUID, hid: UUID, seq: int, history_model: str, when: datetime
+    m: NewMessage, message_id: UUID, cid: UUID, hid: UUID, seq: int, history_model: str, when: datetime
 ) -> dict[str, Any]:
     return {
-        "id": new_id(),
+        "id": message_id,
         "conversation_id": cid,
         "history_id": hid,
         "seq": seq,
         "role": m.role,
         "content": m.text,
-        "parts": Json(None if m.parts is None else dump_parts(m.parts)),
+        "parts": _parts(m),
         "model": (m.model or history_model) if m.role == "assistant" else None,
         "status": m.status,
-        "usage": Json(m.usage),
-        "metadata": Json(m.metadata),
-        "native": Json(None if m.native is None else m.native.model_dump(mode="json")),
+        "usage": _json(m.usage),
+        "metadata": _json(m.metadata),
+        "native": _native(m),
         "key": m.key,
         "created_at": when,
     }
 
 
+# A NULL JSON column is sent as None (no wrapper): most messages have no parts, usage or metadata.
+def _json(value: Any) -> Json | None:
+    return None if value is None else Json(value)
+
+
+def _parts(m: NewMessage) -> Json | None:
+    return None if isinstance(m.content, str) else Json(dump_parts(m.content))
+
+
+def _native(m: NewMessage) -> Json | None:
+    return None if m.native is None else Json(m.native.model_dump(mode="json"))
+
+
 def _added(row: dict[str, Any], m: NewMessage) -> Message:
     """The stored message, from values this call just validated and wrote."""
-    data = {name: row.get(name) for name in _rows.MESSAGE_FIELDS}
-    data.update(
-        parts=m.parts,
-        usage=m.usage,
-        metadata=m.metadata,
-        native=m.native,
-        error=None,
-        updated_at=row["created_at"],
+    return _rows.message_of(
+        {
+            "id": row["id"],
+            "conversation_id": row["conversation_id"],
+            "history_id": row["history_id"],
+            "seq": row["seq"],
+            "role": row["role"],
+            "content": row["content"],
+            "parts": m.parts,
+            "model": row["model"],
+            "status": row["status"],
+            "error": None,
+            "usage": m.usage,
+            "metadata": m.metadata,
+            "native": m.native,
+            "key": row["key"],
+            "created_at": row["created_at"],
+            "updated_at": row["created_at"],
+        }
     )
-    return q._build(Message, data)
 
 
 def _page(
@@ -318,7 +393,7 @@ def _hex(value: Any) -> str:
 
 def _transcript(principal: Principal, cid: UUID) -> Plan[list[Row]]:
     scope, params = q.principal_params(principal)
-    rows: list[Row] = yield Stmt(sql.transcript(scope), {**params, "cid": cid})
+    rows: list[Row] = yield Stmt(sql.transcript(scope), {**params, "cid": cid}, bulk=True)
     if not rows:
         yield from q.find_conversation(principal, cid)
     return rows

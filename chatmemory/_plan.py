@@ -8,8 +8,10 @@ SQL a plan names lives in ``_sql``; the values it sends are plain Python (``UUID
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeAlias, TypeVar
@@ -39,13 +41,16 @@ class Many:
 @dataclass(frozen=True, slots=True)
 class Stmt:
     """One statement of a plan. ``many`` runs it once per parameter set; ``count`` answers the
-    number of rows changed instead of rows. A statement with no text for a backend (work that
-    backend does elsewhere, e.g. in a trigger) answers no rows there without a round trip."""
+    number of rows changed instead of rows; ``bulk`` says it may answer thousands of rows (a
+    whole conversation), fetched with the collector paused (see ``collector_paused``). A
+    statement with no text for a backend (work that backend does elsewhere, e.g. in a
+    trigger) answers no rows there without a round trip."""
 
     sql: SQL
     params: dict[str, Any] | list[dict[str, Any]]
     many: bool = False
     count: bool = False
+    bulk: bool = False
 
 
 Plan: TypeAlias = Generator[Stmt, Any, T]
@@ -59,6 +64,28 @@ def drive(plan: Plan[T], execute: Callable[[Stmt], Any]) -> T:
             stmt = plan.send(execute(stmt))
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused while a whole conversation is fetched or turned into
+    models, if it is on.
+
+    With it running, the thousands of objects a long read allocates outlive the young
+    generations' collections that their own allocation triggers, reach the oldest generation
+    and soon set off a full collection, which walks every object in the process (longer than
+    the read). Paused, they stay young until the next collection after the read: a caller
+    that is done with them by then leaves nothing for the old generation, and one that keeps
+    them sees them age as any object does. Only the thread that paused it resumes it.
+    """
+    pause = gc.isenabled()
+    if pause:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if pause:
+            gc.enable()
 
 
 def sqlite_value(value: Any) -> Any:

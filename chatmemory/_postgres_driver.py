@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import URL
 
-from chatmemory._plan import Plan, Stmt, postgres_value
+from chatmemory._plan import Plan, Stmt, collector_paused, postgres_value
 
 T = TypeVar("T")
 
@@ -63,7 +63,16 @@ async def execute(connection: asyncpg.Connection, stmt: Stmt) -> Any:
     if stmt.count:
         status = await connection.execute(sql.postgres, *args)
         return int(status.rsplit(" ", 1)[-1])
+    if stmt.bulk:  # asyncpg's records and ids are objects the collector tracks
+        with collector_paused():
+            return await connection.fetch(sql.postgres, *args)
     return await connection.fetch(sql.postgres, *args)
+
+
+async def _session_unchanged(connection: asyncpg.Connection) -> None:
+    """A connection going back to the pool needs no reset query: plans set no session settings,
+    take no session locks, listen to nothing and leave no cursor open, and asyncpg still rolls
+    back a transaction left open. The default reset would cost a round trip per call."""
 
 
 class PostgresDriver:
@@ -100,7 +109,11 @@ class PostgresDriver:
     async def _run(self, plan: Plan[T]) -> T:
         if self._pool is None:
             self._pool = await asyncpg.create_pool(
-                min_size=0, max_size=self._max_size, statement_cache_size=256, **self._options
+                min_size=0,
+                max_size=self._max_size,
+                statement_cache_size=256,
+                reset=_session_unchanged,
+                **self._options,
             )
         async with self._pool.acquire() as connection:
             return await run_on(connection, plan, self.trace)

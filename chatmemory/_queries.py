@@ -6,10 +6,8 @@ Every lookup that starts from an id the caller gave is filtered by the principal
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
-
-from pydantic import BaseModel
 
 from chatmemory import _sql as sql
 from chatmemory._plan import Plan, Row, Stmt
@@ -20,24 +18,11 @@ from chatmemory.principal import Principal
 
 PREVIEW_CHARS = sql.PREVIEW_CHARS
 
-_M = TypeVar("_M", bound=BaseModel)
-
 C, H, M = conversations.c, histories.c, messages.c
 
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def _build(model: type[_M], data: dict[str, Any]) -> _M:
-    """A model from a complete, already-valid field dict: ``model_construct`` without its
-    per-field default handling, which dominates reading long transcripts."""
-    obj = model.__new__(model)
-    object.__setattr__(obj, "__dict__", data)
-    object.__setattr__(obj, "__pydantic_fields_set__", set(data))
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
-    return obj
 
 
 def conversation_of(summary: ConversationSummary) -> Conversation:

@@ -2,9 +2,15 @@
 
 Rows arrive as the driver gives them: on SQLite, UUIDs as hex text and timestamps as naive
 UTC text; on PostgreSQL, ``UUID`` and aware ``datetime`` objects; JSON columns as text on
-both. A row becomes a dict (JSON parsed only when not NULL; on SQLite, timestamps and the
-ids rows share parsed once per distinct value) and a whole list is validated by one
-``TypeAdapter``, which parses the rest in pydantic-core.
+both. Histories and summaries become dicts (JSON parsed only when not NULL) validated by one
+``TypeAdapter`` per list.
+
+Messages, read by the thousand, are built without validation: these are rows this package
+validated before writing them. Each costs one model, its field dict and its id; the ids and
+timestamps rows share are parsed once per distinct value, and JSON is decoded only when not
+NULL. Every object a message adds is one more for the cyclic garbage collector to walk, and
+a full collection walks the whole process, so a message allocates nothing else that lives,
+and a long list is built with the collector paused (see ``_plan.collector_paused``).
 """
 
 from __future__ import annotations
@@ -13,11 +19,13 @@ import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from uuid import UUID
+from uuid import UUID, SafeUUID
 
 from pydantic import TypeAdapter
 
-from chatmemory.models import ConversationSummary, History, Message
+from chatmemory._plan import collector_paused
+from chatmemory.content import PARTS
+from chatmemory.models import ConversationSummary, History, Message, Native
 
 T = TypeVar("T")
 
@@ -113,13 +121,99 @@ class _Reader:
         return self.adapter.validate_python(self.dicts(rows, sqlite))
 
 
-_MESSAGES = _Reader(Message, MESSAGE_FIELDS)
 _HISTORIES = _Reader(History, HISTORY_FIELDS)
 _SUMMARIES = _Reader(ConversationSummary, SUMMARY_FIELDS)
 
 
+_FIELDS_SET = set(MESSAGE_FIELDS)  # every field is given; one set shared, as pydantic never mutates it
+_new_object = object.__new__
+_set = object.__setattr__
+_SAFE_UNKNOWN = SafeUUID.unknown
+
+
+def uuid_of_hex(text: str) -> UUID:
+    """``UUID(text)`` for the 32-digit hex this package stores, without re-checking its form."""
+    value = _new_object(UUID)
+    _set(value, "int", int(text, 16))
+    _set(value, "is_safe", _SAFE_UNKNOWN)
+    return value
+
+
+class _Parsed(dict[Any, Any]):
+    """Values parsed once per distinct text: a transcript's rows share ids and timestamps."""
+
+    def __init__(self, parse: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self.parse = parse
+
+    def __missing__(self, text: Any) -> Any:
+        value = self[text] = None if text is None else self.parse(text)
+        return value
+
+
+def _sqlite_time(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def message_of(data: dict[str, Any]) -> Message:
+    """A ``Message`` from a dict of every field, already valid (no validation, no copy)."""
+    message: Message = _new_object(Message)
+    _set(message, "__dict__", data)
+    _set(message, "__pydantic_fields_set__", _FIELDS_SET)
+    _set(message, "__pydantic_extra__", None)
+    _set(message, "__pydantic_private__", None)
+    return message
+
+
+# Lists shorter than this are built with the collector running (a page, an append's answer).
+_PAUSE_FROM = 1000
+
+
 def messages(rows: Sequence[Sequence[Any]], sqlite: bool) -> list[Message]:
-    return _MESSAGES.models(rows, sqlite)
+    """Messages from rows in ``MESSAGE_FIELDS`` order."""
+    if len(rows) < _PAUSE_FROM:
+        return _messages(rows, sqlite)
+    with collector_paused():
+        return _messages(rows, sqlite)
+
+
+def _messages(rows: Sequence[Sequence[Any]], sqlite: bool) -> list[Message]:
+    parse_id: Callable[[Any], Any] = uuid_of_hex if sqlite else _same
+    ids = _Parsed(parse_id)
+    times = _Parsed(_sqlite_time if sqlite else _same)
+    loads = json.loads
+    out = []
+    for (
+        id_, cid, hid, seq, role, content, parts, model, status, error, usage, metadata, native, key,
+        created_at, updated_at,
+    ) in rows:  # fmt: skip
+        out.append(
+            message_of(
+                {
+                    "id": parse_id(id_),
+                    "conversation_id": ids[cid],
+                    "history_id": ids[hid],
+                    "seq": seq,
+                    "role": role,
+                    "content": content,
+                    "parts": None if parts is None else PARTS.validate_json(parts),
+                    "model": model,
+                    "status": status,
+                    "error": error,
+                    "usage": None if usage is None else loads(usage),
+                    "metadata": None if metadata is None else loads(metadata),
+                    "native": None if native is None else Native.model_validate_json(native),
+                    "key": key,
+                    "created_at": times[created_at],
+                    "updated_at": times[updated_at],
+                }
+            )
+        )
+    return out
 
 
 def histories(rows: Sequence[Sequence[Any]], sqlite: bool) -> list[History]:

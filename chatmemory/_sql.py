@@ -1,8 +1,9 @@
 """Every statement the scope operations run, per backend, in one place.
 
-Statements are written with ``:name`` parameters; SQLite takes them as they are, and each is
-rewritten once to asyncpg's ``$n`` form. Variants (the principal's kind of scope, a row lock,
-an optional filter) are built on first use and cached, so no SQL is composed per call.
+Statements are written with ``:name`` parameters; each is rewritten once to numbered
+parameters (SQLite's ``?n``, asyncpg's ``$n``), which the drivers bind by position. Variants
+(the principal's kind of scope, a row lock, an optional filter) are built on first use and
+cached, so no SQL is composed per call.
 """
 
 from __future__ import annotations
@@ -16,24 +17,30 @@ PREVIEW_CHARS = 200
 
 
 class SQL:
-    """One statement: its SQLite text, its PostgreSQL text and the order of its parameters there."""
+    """One statement: its SQLite text, its PostgreSQL text, and each with numbered parameters
+    (``?n`` and ``$n``) and the parameter names in their order, for positional binding."""
 
-    __slots__ = ("names", "postgres", "sqlite")
+    __slots__ = ("names", "postgres", "sqlite", "sqlite_names", "sqlite_numbered")
 
     def __init__(self, sqlite: str, postgres: str | None = None) -> None:
         self.sqlite = sqlite
-        names: list[str] = []
-
-        def number(match: re.Match[str]) -> str:
-            if match[1] not in names:
-                names.append(match[1])
-            return f"${names.index(match[1]) + 1}"
-
-        self.postgres = _PARAM.sub(number, sqlite if postgres is None else postgres)
-        self.names = tuple(names)
+        self.sqlite_numbered, self.sqlite_names = _numbered(sqlite, "?")
+        self.postgres, self.names = _numbered(sqlite if postgres is None else postgres, "$")
 
     def __repr__(self) -> str:
         return f"SQL({self.sqlite!r})"
+
+
+def _numbered(text: str, mark: str) -> tuple[str, tuple[str, ...]]:
+    """``text`` with each ``:name`` as ``{mark}n``, and the names in the order of ``n``."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match[1] not in names:
+            names.append(match[1])
+        return f"{mark}{names.index(match[1]) + 1}"
+
+    return _PARAM.sub(number, text), tuple(names)
 
 
 def _both(text: str, *, lock: str = "") -> SQL:
@@ -252,6 +259,21 @@ def lock_for_append(scope: Scope) -> SQL:
         "JOIN chat_histories h ON h.chat_conversation_id = c.id "
         f"WHERE h.id = :hid AND h.deleted_at IS NULL AND {visible(scope)}{{lock}}",
         lock=" FOR UPDATE OF c, h",
+    )
+
+
+@functools.cache
+def bump_for_append(scope: Scope) -> SQL:
+    """SQLite: the counters of a running, visible history's conversation bumped for ``:added``
+    messages, answering the conversation, its ``last_seq`` before the bump and the history's
+    model; no row when the history is not visible or not running (the caller tells which)."""
+    return SQL(
+        "UPDATE chat_conversations AS c SET last_seq = c.last_seq + :added, "
+        "message_count = c.message_count + :added, last_message_preview = :preview, updated_at = :when "
+        "WHERE c.id = (SELECT h.chat_conversation_id FROM chat_histories h WHERE h.id = :hid "
+        f"AND h.deleted_at IS NULL AND h.status = 'running') AND {visible(scope)} "
+        "RETURNING id, last_seq - :added, (SELECT h.model FROM chat_histories h WHERE h.id = :hid)",
+        "",
     )
 
 

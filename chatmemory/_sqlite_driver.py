@@ -5,19 +5,30 @@ a time; other processes wait on the file lock). Reader connections on a small po
 run beside it, which WAL allows. Each call runs its whole transaction in one trip to a thread,
 however many statements its plan has, and the caller awaits it through a
 ``concurrent.futures`` future, so any thread and any event loop may call.
+
+Writes that queued while the writer was busy commit together (group commit): one
+transaction, each plan inside its own savepoint, in queue order. A plan that fails is rolled
+back to its savepoint and fails alone; every other is answered only once the shared commit
+is done, and fails with it if it fails. One commit writes the pages the plans share (the
+conversation row, the index pages they append to) once, instead of once per plan.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from chatmemory._plan import Plan, Stmt, drive, sqlite_value
 
 T = TypeVar("T")
+
+_Queued: TypeAlias = tuple[Plan[Any], concurrent.futures.Future[Any]]
+# At most this many queued writes share a transaction, so none waits long behind the others.
+GROUP_MAX = 32
 
 BUSY_TIMEOUT_MS = 30_000
 PRAGMAS = (
@@ -38,20 +49,43 @@ def configure(connection: Any) -> None:
     cursor.close()
 
 
-def _params(params: dict[str, Any]) -> dict[str, Any]:
-    return {name: sqlite_value(value) for name, value in params.items()}
+_PLAIN = frozenset({str, int, type(None)})
+
+
+def _params(names: tuple[str, ...], params: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple([sqlite_value(params[name]) for name in names])
+
+
+def _many_params(names: tuple[str, ...], rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """``_params`` of each row, encoding once the values rows share (their ids and timestamp)."""
+    shared: dict[int, Any] = {}  # by identity: every row is alive until the statement ends
+    out = []
+    for row in rows:
+        encoded = []
+        for name in names:
+            value = row[name]
+            if type(value) not in _PLAIN:
+                key = id(value)
+                if key in shared:
+                    value = shared[key]
+                else:
+                    value = shared[key] = sqlite_value(value)
+            encoded.append(value)
+        out.append(tuple(encoded))
+    return out
 
 
 def execute(connection: sqlite3.Connection, stmt: Stmt) -> Any:
     """One statement of a plan on ``connection``: its rows, or the number of rows it changed."""
-    if not stmt.sql.sqlite:
+    sql = stmt.sql
+    if not sql.sqlite:
         return 0 if stmt.count else []  # nothing to do on this backend
     if stmt.many:
         assert isinstance(stmt.params, list)
-        connection.executemany(stmt.sql.sqlite, [_params(p) for p in stmt.params])
+        connection.executemany(sql.sqlite_numbered, _many_params(sql.sqlite_names, stmt.params))
         return []
     assert isinstance(stmt.params, dict)
-    cursor = connection.execute(stmt.sql.sqlite, _params(stmt.params))
+    cursor = connection.execute(sql.sqlite_numbered, _params(sql.sqlite_names, stmt.params))
     if stmt.count:
         return cursor.rowcount
     return cursor.fetchall()
@@ -66,6 +100,7 @@ class SQLiteDriver:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._queued: collections.deque[_Queued] = collections.deque()
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chatmemory-sqlite-writer")
         # An in-memory database exists once per connection: everything goes through the writer.
         memory = path in ("", ":memory:") or "mode=memory" in path
@@ -81,7 +116,15 @@ class SQLiteDriver:
         Raises:
             RuntimeError: the driver is closed.
         """
-        return (self._writer if write else self._readers).submit(self._run, plan, write)
+        if not write:
+            return self._readers.submit(self._run, plan, write)
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._lock:
+            # Scheduled first: a closed writer refuses before the plan is queued. The drain
+            # takes the queue under this lock, so it finds the plan.
+            self._writer.submit(self._drain)
+            self._queued.append((plan, future))
+        return future
 
     def _connection(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
@@ -95,8 +138,7 @@ class SQLiteDriver:
                 self._connections.append(connection)
         return connection
 
-    def _run(self, plan: Plan[T], write: bool) -> T:
-        connection = self._connection()
+    def _step(self, connection: sqlite3.Connection) -> Callable[[Stmt], Any]:
         trace = self.trace
 
         def step(stmt: Stmt) -> Any:
@@ -104,10 +146,14 @@ class SQLiteDriver:
                 trace(stmt)
             return execute(connection, stmt)
 
+        return step
+
+    def _run(self, plan: Plan[T], write: bool) -> T:
+        connection = self._connection()
         # IMMEDIATE takes the write lock up front, so two writers never deadlock on an upgrade.
         connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
-            result = drive(plan, step)
+            result = drive(plan, self._step(connection))
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:
@@ -116,6 +162,58 @@ class SQLiteDriver:
         finally:
             plan.close()
         return result
+
+    def _drain(self) -> None:
+        """On the writer thread: run the queued writes, those that queued together in one
+        transaction. A caller that withdrew its write before it started is skipped."""
+        with self._lock:
+            taken = [self._queued.popleft() for _ in range(min(GROUP_MAX, len(self._queued)))]
+        group = []
+        for plan, future in taken:
+            if future.set_running_or_notify_cancel():
+                group.append((plan, future))
+            else:
+                plan.close()
+        if len(group) == 1:
+            plan, future = group[0]
+            try:
+                future.set_result(self._run(plan, True))
+            except BaseException as exc:
+                future.set_exception(exc)
+        elif group:
+            self._run_group(group)
+
+    def _run_group(self, group: list[_Queued]) -> None:
+        connection = self._connection()
+        step = self._step(connection)
+        done: list[tuple[concurrent.futures.Future[Any], Any]] = []
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            for plan, future in group:
+                connection.execute("SAVEPOINT plan")
+                try:
+                    result = drive(plan, step)
+                except BaseException as exc:
+                    if not connection.in_transaction:
+                        raise  # the database ended the transaction: nothing of the group is kept
+                    connection.execute("ROLLBACK TO plan")
+                    future.set_exception(exc)
+                else:
+                    done.append((future, result))
+                finally:
+                    plan.close()
+                connection.execute("RELEASE plan")
+            connection.execute("COMMIT")
+        except BaseException as exc:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            for plan, future in group:
+                plan.close()
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for future, result in done:
+            future.set_result(result)
 
     def close(self) -> None:
         """Finish queued work, then close every connection (blocking: run it on a thread)."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+from datetime import timedelta
+from uuid import UUID
+
 import pytest
 
 from chatmemory import (
@@ -9,6 +13,7 @@ from chatmemory import (
     HistoryNotFound,
     ImagePart,
     InvalidInputError,
+    Message,
     MessageNotFound,
     NewMessage,
     TextPart,
@@ -83,6 +88,28 @@ async def test_parts_are_kept_and_content_flattened(alice: Scope) -> None:
     assert reread[0].parts == parts and reread[3].parts is None
     assert reread[1].native is not None and reread[1].native.data == {"raw": [1, {"a": None}]}
     assert reread[1].usage == {"output_tokens": 5} and reread[1].metadata == {"k": "v"}
+    # Read back without validation, every message is what validating its fields would give.
+    page = await alice.list_messages(conversation_id=cid)
+    for message in [*stored, *reread, *page.items, await alice.get_message(stored[1].id)]:
+        assert Message.model_validate(message.model_dump()) == message
+        assert isinstance(message.id, UUID)
+        assert message.created_at.utcoffset() == timedelta(0)
+        assert message.model_fields_set == set(Message.model_fields)
+
+
+async def test_long_reads_leave_the_collector_as_they_found_it(alice: Scope) -> None:
+    """A transcript long enough to be read with the collector paused resumes it only if it was on."""
+    cid, hid = await _run(alice)
+    await alice.append_messages(hid, [{"role": "user", "content": str(i)} for i in range(1000)])
+    assert gc.isenabled()
+    assert len(await alice.transcript(cid)) == 1000
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert len(await alice.transcript(cid)) == 1000
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 async def test_idempotent_keys(alice: Scope) -> None:

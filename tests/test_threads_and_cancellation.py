@@ -7,15 +7,17 @@ import asyncio
 import contextlib
 import random
 import sqlite3
+import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 from sqlalchemy import make_url
 
-from chatmemory import ChatMemory, Message, Principal, StorageError
+from chatmemory import ChatMemory, ConflictError, HistoryNotFound, Message, Principal, StorageError
 from chatmemory._plan import Stmt
 
 BATCH = 4
@@ -127,8 +129,8 @@ async def _assert_no_open_transaction(db_url: str, backend: str) -> None:
 
 async def test_statements_per_append(memory: ChatMemory, backend: str) -> None:
     """PostgreSQL: one statement (lock, checks, insert, counters and change log together); SQLite:
-    four on one thread hop (lock, insert, counters, change log). A key lookup adds what it must on
-    both."""
+    three on one thread hop (the bump answering ``last_seq``, the insert, the change log). Keys add
+    what they must on both."""
     chat = memory.scoped(Principal("alice"))
     conv = await chat.start_conversation()
     run = await chat.start_history(conv.id, model="m")
@@ -144,5 +146,109 @@ async def test_statements_per_append(memory: ChatMemory, backend: str) -> None:
     if backend == "postgres":
         assert len(sent) == 1 + 3
     else:
-        assert len(sent) == 4 + 5
+        assert len(sent) == 3 + 5
         assert sent[1].many and len(sent[1].params) == 2
+
+
+async def test_sqlite_calls_per_append(tmp_path: Path) -> None:
+    """On SQLite an append of a turn is BEGIN IMMEDIATE, one UPDATE, one INSERT per message, one
+    INSERT into the change log and COMMIT on the writer's connection: every one a wait for the interpreter lock when other
+    threads are busy, so none more than needed."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/calls.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        driver = memory._db._sqlite
+        assert driver is not None
+        executed: list[str] = []
+        # The writer thread's own connection, asked for on that thread.
+        writer = await asyncio.wrap_future(driver._writer.submit(driver._connection))
+        writer.set_trace_callback(executed.append)
+        try:
+            await chat.append_messages(
+                run.id, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+            )
+        finally:
+            writer.set_trace_callback(None)
+    words = [statement.split()[0] for statement in executed]
+    assert words == ["BEGIN", "UPDATE", "INSERT", "INSERT", "INSERT", "COMMIT"]
+    assert "chat_changes" in executed[-2]
+
+
+async def test_queued_sqlite_writes_commit_together_and_fail_alone(tmp_path: Path) -> None:
+    """Writes queued behind a busy writer share one transaction (one COMMIT), in queue order; one
+    that fails (a finished history, a foreign one) fails alone and leaves nothing; one whose
+    caller gave up before it started is not written."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/group.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        done = await chat.start_history(conv.id, model="m")
+        await chat.finish_history(done.id)
+        foreign = await memory.scoped(Principal("bob")).start_conversation()
+        foreign_run = await memory.scoped(Principal("bob")).start_history(foreign.id, model="m")
+        driver = memory._db._sqlite
+        assert driver is not None
+        writer = await asyncio.wrap_future(driver._writer.submit(driver._connection))
+        executed: list[str] = []
+        writer.set_trace_callback(executed.append)
+        gate = threading.Event()
+        blocked = asyncio.wrap_future(driver._writer.submit(gate.wait, 30))
+
+        async def append(history_id: Any, text: str) -> list[Message]:
+            return await chat.append_messages(history_id, [{"role": "user", "content": text}])
+
+        calls = [
+            asyncio.ensure_future(append(hid, text))
+            for hid, text in [
+                (run.id, "one"),
+                (done.id, "refused"),
+                (run.id, "withdrawn"),
+                (foreign_run.id, "foreign"),
+                (run.id, "two"),
+            ]
+        ]
+        await asyncio.sleep(0.05)  # every call is queued behind the blocked writer
+        calls[2].cancel()
+        await asyncio.sleep(0.01)  # the cancelled caller withdraws its queued write
+        gate.set()
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        await blocked
+        writer.set_trace_callback(None)
+        assert isinstance(results[1], ConflictError)
+        assert isinstance(results[2], asyncio.CancelledError)
+        assert isinstance(results[3], HistoryNotFound)
+        assert [m.content for m in await chat.transcript(conv.id)] == ["one", "two"]
+        assert [r[0].seq for r in (results[0], results[4]) if isinstance(r, list)] == [1, 2]
+        summary = await chat.get_conversation(conv.id)
+        assert summary.message_count == 2 and summary.last_message_preview == "two"
+        assert sum(statement == "COMMIT" for statement in executed) == 1
+        assert executed.count("ROLLBACK TO plan") == 2
+
+
+async def test_postgres_call_is_its_statements_only(postgres_url: str) -> None:
+    """On PostgreSQL an append is BEGIN, one statement and COMMIT on its connection: the
+    connection goes back to the pool without a reset query (a round trip per call)."""
+    from tests.conftest import _create_database
+
+    async with ChatMemory.open(await _create_database(postgres_url)) as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        # The first append on a connection also reads the array types it binds.
+        await chat.append_messages(run.id, [{"role": "user", "content": "warm"}])
+        driver = memory._db._postgres
+        assert driver is not None and driver._pool is not None
+        queries: list[str] = []
+
+        def log_all() -> None:
+            assert driver._pool is not None
+            for holder in driver._pool._holders:
+                if holder._con is not None:
+                    holder._con.add_query_logger(lambda record: queries.append(record.query))
+
+        driver._loop.call_soon_threadsafe(log_all)
+        await asyncio.sleep(0.05)
+        await chat.append_messages(run.id, [{"role": "user", "content": "a"}])
+        await asyncio.sleep(0.05)  # the release runs on the driver's loop
+    assert [q.split()[0].rstrip(";") for q in queries] == ["BEGIN", "WITH", "COMMIT"]
