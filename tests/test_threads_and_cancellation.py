@@ -152,8 +152,8 @@ async def test_statements_per_append(memory: ChatMemory, backend: str) -> None:
 
 async def test_sqlite_calls_per_append(tmp_path: Path) -> None:
     """On SQLite an append of a turn is BEGIN IMMEDIATE, one UPDATE, one INSERT per message, one
-    INSERT into the change log and COMMIT on the writer's connection: every one a wait for the interpreter lock when other
-    threads are busy, so none more than needed."""
+    INSERT into the change log and COMMIT on the writer's connection: every one a wait for the
+    interpreter lock when other threads are busy, so none more than needed."""
     async with ChatMemory.open(f"sqlite:///{tmp_path}/calls.db") as memory:
         chat = memory.scoped(Principal("alice"))
         conv = await chat.start_conversation()
