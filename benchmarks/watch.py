@@ -123,7 +123,7 @@ def without_change_log() -> Iterator[None]:
     """Writes with their change records dropped and PostgreSQL's append without its log (baseline only)."""
     logged, append_postgres = _db.logged, _sql.append_postgres
 
-    def unlogged(plan: Plan[Any], _token: str) -> Plan[Any]:
+    def unlogged(plan: Plan[Any], _token: str, **_options: Any) -> Plan[Any]:
         answer: Any = None
         try:
             stmt = plan.send(answer)

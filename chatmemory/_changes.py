@@ -100,11 +100,12 @@ def _log_params(pending: list[dict[str, Any]], token: str) -> dict[str, Any]:
     }
 
 
-def logged(plan: Plan[Any], token: str = "") -> Plan[Any]:
+def logged(plan: Plan[Any], token: str = "", *, sqlite: bool = False) -> Plan[Any]:
     """``plan`` with the changes it records written in its transaction, in the order recorded.
 
     A statement with ``log_`` parameters (the PostgreSQL append) writes those recorded
-    before it; the rest are written by one statement after the plan's last. Answers the
+    before it; the rest are written after the plan's last statement: on PostgreSQL by one
+    statement, on SQLite (``sqlite``) by one insert run for each. Answers the
     plan's result and the conversations whose changes were logged.
     """
     pending: list[dict[str, Any]] = []
@@ -131,7 +132,10 @@ def logged(plan: Plan[Any], token: str = "") -> Plan[Any]:
         result = done.value
     finally:
         plan.close()
-    if pending:
+    if pending and sqlite:
+        when = datetime.now(UTC)
+        yield Stmt(sql.LOG_CHANGE, [{**change, "when": when} for change in pending], many=True)
+    elif pending:
         yield Stmt(sql.LOG_CHANGES, _log_params(pending, token))
     return result, changed
 
@@ -139,11 +143,12 @@ def logged(plan: Plan[Any], token: str = "") -> Plan[Any]:
 async def log_on(connection: AsyncConnection, sqlite: bool, kind: ChangeKind, conversation_id: UUID) -> None:
     """Log one change in a transaction SQLAlchemy runs (an import), as ``logged`` would."""
     change = {"cid": conversation_id, "kind": kind, "hid": None, "mid": None, "seq": None, "count": None}
-    params = _log_params([change], "")
-    statement = sql.LOG_CHANGES
     if sqlite:
-        await connection.exec_driver_sql(statement.sqlite, {k: sqlite_value(v) for k, v in params.items()})
+        row = {**change, "when": datetime.now(UTC)}
+        await connection.exec_driver_sql(sql.LOG_CHANGE.sqlite, {k: sqlite_value(v) for k, v in row.items()})
     else:
+        params = _log_params([change], "")
+        statement = sql.LOG_CHANGES
         await connection.exec_driver_sql(
             statement.postgres, tuple(postgres_value(params[n]) for n in statement.names)
         )

@@ -196,7 +196,9 @@ class Database:
         if not write:
             return await self._run(plan, write=False)
         try:
-            result, changed = await self._run(logged(plan, self.changes.token), write=True)
+            result, changed = await self._run(
+                logged(plan, self.changes.token, sqlite=self.is_sqlite), write=True
+            )
         except asyncio.CancelledError:
             self.changes.notify()  # the write may have committed before its caller was cancelled
             raise

@@ -488,20 +488,21 @@ _CLOCK = (
 )
 
 
-def _sqlite_log_value(name: str) -> str:
-    return f"json_extract(:log_{name}, '$[' || a.key || ']')"
-
+LOG_CHANGE = SQL(
+    "INSERT INTO chat_changes (chat_conversation_id, kind, history_id, message_id, seq, seq_count, "
+    "created_at) VALUES (:cid, :kind, :hid, :mid, :seq, :count, :when)",
+    "",
+)
+"""SQLite: one change, run once per change of a transaction (its one writer keeps ids in commit order)."""
 
 LOG_CHANGES = SQL(
-    "INSERT INTO chat_changes (chat_conversation_id, kind, history_id, message_id, seq, seq_count, "
-    "created_at) "
-    f"SELECT a.value, {', '.join(_sqlite_log_value(n) for n, _ in _LOG_COLUMNS[1:])}, :log_when "
-    "FROM json_each(:log_cids) a ORDER BY a.key",
+    "",
     f"WITH {_CLOCK.format(k=':log_k', where='WHERE k.id = 1 ', payload=':log_note')} {_LOG_INSERT}"
     "SELECT clock.n - :log_k + r.i, r.cid, r.kind, r.hid, r.mid, r.seq, r.cnt, :log_when "
     f"FROM clock, {_LOG_ROWS}",
 )
-"""A transaction's changes, in the order they were recorded, in one statement."""
+"""PostgreSQL: a transaction's changes, in the order they were recorded, in one statement that
+takes their ids from the clock and notifies."""
 
 CHANGE = (
     "ch.id AS id, ch.chat_conversation_id AS cid, ch.kind AS kind, ch.history_id AS hid, "
