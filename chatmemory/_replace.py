@@ -88,7 +88,8 @@ def _replace(
         if _uuid(history[1]) != cid:
             raise InvalidInputError("history_id", "is not in that conversation")
         stored, added = yield from append(principal, hid, batch, when, one_statement=one_statement)
-    yield from q.refresh_summary(cid, when)
+    if expected or added:  # else nothing changed (every key was stored already)
+        yield from q.refresh_summary(cid, when)
     return stored, added
 
 

@@ -59,3 +59,20 @@ async def test_bad_calls_are_refused(alice: Scope, bob: Scope) -> None:
     with pytest.raises(ConversationNotFound):
         await bob.replace_messages(cid, replacing=ids)
     assert [m.content for m in await alice.transcript(cid)] == ["a"]
+
+
+async def test_a_replacement_that_changes_nothing_leaves_the_conversation_as_it_was(alice: Scope) -> None:
+    """Nothing replaced and every key stored already: no change, so no change event and the
+    conversation is not touched."""
+    cid, _ = await _conversation(alice, ["a"])
+    run = await alice.start_history(cid, model="m")
+    await alice.append_messages(run.id, [NewMessage("user", "b", key="k")])
+    before = await alice.get_conversation(cid)
+    cursor = await alice.change_cursor(cid)
+    again = await alice.replace_messages(
+        cid, replacing=[], history_id=run.id, messages=[NewMessage("user", "b", key="k")]
+    )
+    assert [m.content for m in again] == ["b"]
+    await alice.replace_messages(cid, replacing=[])
+    assert (await alice.get_conversation(cid)).updated_at == before.updated_at
+    assert await alice.change_cursor(cid) == cursor

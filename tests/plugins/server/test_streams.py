@@ -8,10 +8,12 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from chatmemory_server import TokenFile
 from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -47,6 +49,11 @@ async def _run(chat: Scope) -> tuple[str, str]:
     conv = await chat.start_conversation(title="Live")
     run = await chat.start_history(conv.id, model="m")
     return str(conv.id), str(run.id)
+
+
+async def _all(events: AsyncIterator[ServerSentEvent]) -> list[ServerSentEvent]:
+    """Every event until the stream ends."""
+    return [e async for e in events]
 
 
 def _kinds(events: list[ServerSentEvent]) -> list[str]:
@@ -177,3 +184,59 @@ async def test_sidebar_streams_show_only_the_callers_conversations(api: Served, 
         assert [json.loads(e.data)["kind"] for e in await take(alice_events, 1)] == ["conversation.deleted"]
         await bob.delete_conversation(theirs.id)
         assert (await frames(bob_ws, 1))[0]["event"]["kind"] == "conversation.deleted"
+
+
+async def test_a_resume_gets_what_a_deleted_conversation_still_owes(api: Served, memory: ChatMemory) -> None:
+    """Disconnected while the conversation was deleted: the reconnect still gets the deletion,
+    then the stream ends; the same cursor on someone else's or a missing id is a 404."""
+    alice = memory.scoped(Principal("alice"))
+    cid, hid = await _run(alice)
+    cursor = await alice.change_cursor(cid)
+    await alice.append_messages(hid, [NewMessage("user", "last words")])
+    await alice.delete_conversation(cid)
+    async with api.client() as http:
+        async with sse(http, f"/conversations/{cid}/events", **{"Last-Event-ID": cursor}) as (_, events):
+            ready, *owed = await take(events, 4)
+            assert ready.event == "ready"
+            assert [e.event for e in owed] == ["message", "message", "error"]
+            assert _kinds(owed[:2]) == ["message.appended", "conversation.deleted"]
+            assert json.loads(owed[2].data)["error"]["type"] == "ConversationNotFound"
+        async with api.client("bob") as bob:
+            refused = await bob.get(f"/conversations/{cid}/events", headers={"Last-Event-ID": cursor})
+            error(refused, 404, "ConversationNotFound")
+        missing = await http.get(f"/conversations/{hid}/events", headers={"Last-Event-ID": cursor})
+        error(missing, 404, "ConversationNotFound")
+
+
+async def test_a_stream_ends_when_its_token_expires_or_is_revoked(
+    api: Served, memory: ChatMemory, token_file: tuple[Path, dict[str, str]]
+) -> None:
+    """A stream answers to its token for as long as it runs: an expired one (SSE) or a revoked
+    one (WebSocket) ends it, and nothing written afterwards reaches it."""
+    path, _ = token_file
+    alice = memory.scoped(Principal("alice"))
+    short, _ = TokenFile(path).create(Principal("alice"), expires_in=1)
+    async with (
+        httpx.AsyncClient(base_url=api.url + "/v1", headers={"Authorization": f"Bearer {short}"}) as http,
+        sse(http, "/events") as (_, events),
+    ):
+        (ready,) = await take(events, 1)
+        assert ready.event == "ready"
+        await asyncio.sleep(1.1)
+        await alice.start_conversation(title="after expiry")
+        rest = await asyncio.wait_for(_all(events), WAIT)
+    assert [e.event for e in rest if e.event != "ready"][-1:] == ["error"]
+    assert json.loads(rest[-1].data)["error"]["type"] == "InvalidToken"
+    assert not any('"after expiry"' in e.data for e in rest)
+
+    revocable, entry = TokenFile(path).create(Principal("alice"))
+    headers = {"Authorization": f"Bearer {revocable}"}
+    async with connect(f"{api.ws_url}/events", additional_headers=headers) as ws:
+        (ready,) = await frames(ws, 1)
+        assert ready["type"] == "ready"
+        TokenFile(path).revoke(entry.id)
+        (refused,) = await frames(ws, 1)
+        assert refused["type"] == "error" and refused["error"]["type"] == "InvalidToken"
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), WAIT)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401

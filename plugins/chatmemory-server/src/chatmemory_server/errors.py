@@ -91,8 +91,14 @@ def unauthorized(exc: AuthenticationError) -> Response:
     challenge = 'Bearer realm="chatmemory"'
     if refused:
         challenge += f', error="invalid_token", error_description="{exc}"'
-    kind = "InvalidToken" if refused else "AuthenticationRequired"
-    return JSONResponse(error_body(kind, str(exc)), status_code=401, headers={"WWW-Authenticate": challenge})
+    return JSONResponse(
+        error_body(auth_error_kind(exc), str(exc)), status_code=401, headers={"WWW-Authenticate": challenge}
+    )
+
+
+def auth_error_kind(exc: AuthenticationError) -> str:
+    """The error type of a refused request (or of a stream whose token stopped holding)."""
+    return "InvalidToken" if isinstance(exc, CredentialsRefused) else "AuthenticationRequired"
 
 
 def invalid_input(exc: ValidationError, prefix: str | None = None) -> InvalidInputError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from typing import Any
@@ -24,11 +25,17 @@ from starlette.types import Scope as AsgiScope
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from chatmemory import ChangeEvent, ChatMemoryError, InvalidInputError, NotFoundError, Scope
-from chatmemory_server.bearer import BearerVerifier
-from chatmemory_server.errors import error_body, error_response
+from chatmemory_server.bearer import (
+    AuthenticationError,
+    BearerVerifier,
+    CredentialsRefused,
+    Identity,
+    identify_authorization,
+)
+from chatmemory_server.errors import auth_error_kind, error_body, error_response
 from chatmemory_server.inputs import WatchQuery
 from chatmemory_server.openapi import StreamDoc
-from chatmemory_server.routing import Store, authenticate, parse_query
+from chatmemory_server.routing import Store, parse_query
 
 __all__ = ["BEARER_SUBPROTOCOL", "STREAMS", "Pump", "Streams"]
 
@@ -46,7 +53,11 @@ BEARER_SUBPROTOCOL = "bearer"
 
 _END = object()
 # WebSocket close codes for an error after the stream started (4000-4999 are the application's).
-_CLOSE_CODES: list[tuple[type[ChatMemoryError], int]] = [(NotFoundError, 4404), (InvalidInputError, 4422)]
+_CLOSE_CODES: list[tuple[type[ChatMemoryError], int]] = [
+    (NotFoundError, 4404),
+    (InvalidInputError, 4422),
+    (AuthenticationError, 4401),
+]
 
 
 class Streams:
@@ -65,14 +76,21 @@ class Streams:
         Raises:
             AuthenticationError, ChatMemoryError: before anything is sent (a malformed cursor too).
         """
-        principal = await authenticate(authorization, self._verifier)
+        identity = await identify_authorization(authorization, self._verifier)
+        credentials = _Credentials(authorization, self._verifier, identity, self._keepalive)
         after = last_event_id or parse_query(WatchQuery, conn.query_params).after or None
         cid = conn.path_params.get("conversation_id")
-        chat: Scope = (await self._store.get()).scoped(principal)
+        chat: Scope = (await self._store.get()).scoped(identity.principal)
+        if after:
+            # A resume may still owe a deleted conversation's last events, so the watch itself
+            # decides: its first read answers them, or refuses a conversation not visible.
+            pump = Pump(chat.watch(cid, after=after), credentials)
+            await pump.first()
+            return pump, None
         current = await chat.change_cursor(cid)  # also checks the conversation is visible
-        pump = Pump(chat.watch(cid, after=after or current))
+        pump = Pump(chat.watch(cid, after=current), credentials)
         await pump.started()
-        return pump, None if after else current
+        return pump, current
 
     async def sse(self, request: Request) -> Response:
         """``GET .../events``: the stream as ``text/event-stream``."""
@@ -104,7 +122,7 @@ class Streams:
         try:
             await ws.accept(subprotocol)
             await ws.send_json({"type": "ready", "cursor": ready})
-            relay = asyncio.create_task(_relay(ws, pump))
+            relay = asyncio.create_task(_relay(ws, pump, self._keepalive))
             closed = asyncio.create_task(_until_closed(ws))
             try:
                 await asyncio.wait({relay, closed}, return_when=asyncio.FIRST_COMPLETED)
@@ -136,13 +154,46 @@ class _EventStream(StreamingResponse):
             await self._pump.aclose()
 
 
+class _Credentials:
+    """A stream's token, checked again while the stream runs: its expiry before every event,
+    and the whole token (a revoked one is refused) at least every ``every`` seconds."""
+
+    def __init__(
+        self, authorization: str | None, verifier: BearerVerifier, identity: Identity, every: float
+    ) -> None:
+        self._authorization = authorization
+        self._verifier = verifier
+        self._identity = identity
+        self._every = every
+        self._checked = time.monotonic()
+
+    def wait(self, keepalive: float | None) -> float | None:
+        """How long to wait for an event before the next check (``None``: no limit)."""
+        expires = self._identity.expires_at
+        if expires is None:
+            return keepalive
+        left = max(expires - time.time(), 0.0)
+        return left if keepalive is None else min(keepalive, left)
+
+    async def check(self) -> None:
+        """Raises CredentialsRefused once the token has expired or is refused."""
+        if self._identity.expired:
+            raise CredentialsRefused()
+        if time.monotonic() - self._checked >= self._every:
+            self._identity = await identify_authorization(self._authorization, self._verifier)
+            self._checked = time.monotonic()
+
+
 class Pump:
     """Reads a watch in a task of its own, so that waiting for it can time out without
-    cancelling the watch in the middle of a read; closed with ``aclose``."""
+    cancelling the watch in the middle of a read; closed with ``aclose``. Every event is
+    handed out only while the stream's credentials still hold."""
 
-    def __init__(self, source: AsyncIterator[ChangeEvent]) -> None:
+    def __init__(self, source: AsyncIterator[ChangeEvent], credentials: _Credentials) -> None:
         self._source = source
+        self._credentials = credentials
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+        self._head: list[Any] = []
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
@@ -162,23 +213,42 @@ class Pump:
         """
         await asyncio.sleep(0)
         if not self._queue.empty():
-            head = self._queue.get_nowait()
-            if isinstance(head, Exception):
-                await self.aclose()
-                raise head
-            self._queue.put_nowait(head)
+            self._head.append(self._queue.get_nowait())
+            await self._refuse_failed_head()
+
+    async def first(self) -> None:
+        """Wait for the watch's first item, for a watch that answers at once (a resume of a
+        deleted conversation yields what it still owes, or refuses one not visible).
+
+        Raises:
+            ChatMemoryError: the watch refused to start.
+        """
+        self._head.append(await self._queue.get())
+        await self._refuse_failed_head()
+
+    async def _refuse_failed_head(self) -> None:
+        head = self._head[0]
+        if isinstance(head, Exception):
+            await self.aclose()
+            raise head
 
     async def next(self, within: float | None = None) -> ChangeEvent | None:
-        """The next event; ``None`` when ``within`` seconds pass first.
+        """The next event; ``None`` when ``within`` seconds pass first (the credentials are
+        checked then too, and before any event).
 
         Raises:
             StopAsyncIteration: the watch ended.
-            ChatMemoryError: the watch failed.
+            ChatMemoryError: the watch failed, or the credentials no longer hold.
         """
-        try:
-            item = await asyncio.wait_for(self._queue.get(), within)
-        except TimeoutError:
-            return None
+        if self._head:
+            item = self._head.pop()
+        else:
+            try:
+                item = await asyncio.wait_for(self._queue.get(), self._credentials.wait(within))
+            except TimeoutError:
+                await self._credentials.check()
+                return None
+        await self._credentials.check()
         if item is _END:
             raise StopAsyncIteration
         if isinstance(item, Exception):
@@ -196,10 +266,10 @@ class Pump:
             await close()
 
 
-async def _relay(ws: WebSocket, pump: Pump) -> None:
+async def _relay(ws: WebSocket, pump: Pump, keepalive: float) -> None:
     try:
         while True:
-            event = await pump.next()
+            event = await pump.next(keepalive)
             if event is not None:
                 await ws.send_text(json.dumps({"type": "change", "event": event.model_dump(mode="json")}))
     except StopAsyncIteration:
@@ -231,6 +301,8 @@ async def _sse_frames(pump: Pump, ready: str | None, keepalive: float) -> AsyncI
 
 
 def _error(exc: ChatMemoryError) -> dict[str, Any]:
+    if isinstance(exc, AuthenticationError):
+        return error_body(auth_error_kind(exc), str(exc))
     if isinstance(exc, InvalidInputError):
         return error_body(type(exc).__name__, exc.reason, exc.field)
     return error_body(type(exc).__name__, str(exc))
