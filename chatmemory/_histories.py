@@ -40,17 +40,7 @@ class HistoryOps(ScopeBase):
             InvalidInputError: empty model, or malformed prompts or metadata.
         """
         cid = parse_id("conversation_id", conversation_id)
-        when = q.now()
-        values = {
-            "id": new_id(),
-            "conversation_id": cid,
-            "model": model_name("model", model),
-            "system_prompts": prompts(system_prompts),
-            "metadata": check_object("metadata", metadata),
-            "status": "running",
-            "created_at": when,
-            "updated_at": when,
-        }
+        values = new_history(cid, model, system_prompts, metadata, q.now())
         await self._db.run(start(self.principal, values), write=True)
         return History.model_validate(values)
 
@@ -134,6 +124,30 @@ class HistoryOps(ScopeBase):
         """
         hid = parse_id("history_id", id)
         await self._db.run(_delete(self.principal, hid, q.now()), write=True)
+
+
+def new_history(
+    conversation_id: UUID | None,
+    model: str,
+    system_prompts: Sequence[str] | None,
+    metadata: Mapping[str, Any] | None,
+    when: datetime,
+) -> dict[str, Any]:
+    """A new running history's values, checked (``conversation_id`` may be filled in later).
+
+    Raises:
+        InvalidInputError: empty model, or malformed prompts or metadata.
+    """
+    return {
+        "id": new_id(),
+        "conversation_id": conversation_id,
+        "model": model_name("model", model),
+        "system_prompts": prompts(system_prompts),
+        "metadata": check_object("metadata", metadata),
+        "status": "running",
+        "created_at": when,
+        "updated_at": when,
+    }
 
 
 def start(principal: Principal, values: dict[str, Any]) -> Plan[None]:

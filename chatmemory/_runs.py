@@ -13,12 +13,12 @@ from pydantic import BaseModel, ConfigDict
 from chatmemory import _queries as q
 from chatmemory import _rows
 from chatmemory._conversations import insert
-from chatmemory._histories import change_running, start
+from chatmemory._histories import change_running, new_history, start
 from chatmemory._ids import new_id
 from chatmemory._messages import MessageOps, append, in_batch_order
 from chatmemory._plan import Plan, Row
 from chatmemory._scope_base import Id
-from chatmemory._validation import check_object, model_name, parse_id, prompts
+from chatmemory._validation import check_object, parse_id
 from chatmemory.errors import InvalidInputError
 from chatmemory.models import History, Message, NewMessage
 from chatmemory.principal import Principal
@@ -75,16 +75,7 @@ class RunOps(MessageOps):
         batch = self._batch(messages)
         cid = None if conversation_id is None else parse_id("conversation_id", conversation_id)
         when = q.now()
-        history_id = new_id()
-        started = {
-            "id": history_id,
-            "model": model_name("model", model),
-            "system_prompts": prompts(system_prompts),
-            "metadata": check_object("metadata", metadata),
-            "status": "running",
-            "created_at": when,
-            "updated_at": when,
-        }
+        started = new_history(None, model, system_prompts, metadata, when)
         finish = {
             "status": status,
             "usage": check_object("usage", usage),
@@ -136,17 +127,7 @@ class RunOps(MessageOps):
         """
         batch = self._batch(messages)
         cid = parse_id("conversation_id", conversation_id)
-        when = q.now()
-        history: dict[str, Any] = {
-            "id": new_id(),
-            "conversation_id": cid,
-            "model": model_name("model", model),
-            "system_prompts": prompts(system_prompts),
-            "metadata": check_object("metadata", metadata),
-            "status": "running",
-            "created_at": when,
-            "updated_at": when,
-        }
+        history = new_history(cid, model, system_prompts, metadata, q.now())
         plan = _started(self.principal, history, batch, not self._db.is_sqlite)
         stored, added = await self._db.run(plan, write=True)
         return RecordedRun(
