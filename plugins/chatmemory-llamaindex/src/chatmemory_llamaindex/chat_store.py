@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from llama_index.core.llms import ChatMessage
 from llama_index.core.storage.chat_store import BaseChatStore
-from pydantic import ConfigDict, Field, PrivateAttr
 
-from chatmemory import Scope
-from chatmemory_llamaindex._keyed import KeyedConversations
-from chatmemory_llamaindex._loop import HomeLoop
+from chatmemory_llamaindex._bound import BoundStore
 
 __all__ = ["ChatMemoryChatStore"]
 
 T = TypeVar("T")
 
-DEFAULT_MODEL = "unknown"
-"""Recorded as a run's model until instrumentation sees the LLM that drives it."""
 
-
-class ChatMemoryChatStore(BaseChatStore):
+class ChatMemoryChatStore(BoundStore, BaseChatStore):
     """A principal's conversations as a LlamaIndex ``BaseChatStore``, e.g. the ``chat_store=``
     of ``ChatMemoryBuffer``::
 
@@ -44,26 +37,6 @@ class ChatMemoryChatStore(BaseChatStore):
         metadata: merged into each history's metadata.
         loop: the event loop that owns the store's engine.
     """
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    chat: Scope = Field(exclude=True)
-    model: str = DEFAULT_MODEL
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    _keyed: KeyedConversations = PrivateAttr()
-    _home: HomeLoop = PrivateAttr()
-
-    def __init__(
-        self,
-        chat: Scope,
-        *,
-        model: str = DEFAULT_MODEL,
-        metadata: Mapping[str, Any] | None = None,
-        loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        super().__init__(chat=chat, model=model, metadata=dict(metadata or {}))
-        self._keyed = KeyedConversations(chat, model=model, metadata=metadata)
-        self._home = HomeLoop(loop)
 
     @classmethod
     def class_name(cls) -> str:

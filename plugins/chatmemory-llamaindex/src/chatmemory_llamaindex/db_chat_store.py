@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 from uuid import UUID
 
 from llama_index.core.llms import ChatMessage
 from llama_index.core.storage.chat_store.base_db import AsyncDBChatStore, MessageStatus
-from pydantic import ConfigDict, Field, PrivateAttr
 
-from chatmemory import InvalidInputError, Message, Scope
+from chatmemory import InvalidInputError, Message
+from chatmemory_llamaindex._bound import BoundStore
 from chatmemory_llamaindex._convert import from_stored
-from chatmemory_llamaindex._keyed import KeyedConversations
-from chatmemory_llamaindex._loop import HomeLoop
-from chatmemory_llamaindex.chat_store import DEFAULT_MODEL
 
 __all__ = ["ChatMemoryDBChatStore"]
 
@@ -25,7 +21,7 @@ ARCHIVED_FIELD = "llamaindex_archived"
 """The conversation metadata field counting its archived messages (always the oldest)."""
 
 
-class ChatMemoryDBChatStore(AsyncDBChatStore):
+class ChatMemoryDBChatStore(BoundStore, AsyncDBChatStore):
     """A principal's conversations as the ``chat_store=`` of LlamaIndex's ``Memory``::
 
         store = ChatMemoryDBChatStore(memory.scoped(Principal("alice")))
@@ -43,26 +39,6 @@ class ChatMemoryDBChatStore(AsyncDBChatStore):
         metadata: merged into each history's metadata.
         loop: the event loop that owns the store's engine.
     """
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    chat: Scope = Field(exclude=True)
-    model: str = DEFAULT_MODEL
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    _keyed: KeyedConversations = PrivateAttr()
-    _home: HomeLoop = PrivateAttr()
-
-    def __init__(
-        self,
-        chat: Scope,
-        *,
-        model: str = DEFAULT_MODEL,
-        metadata: Mapping[str, Any] | None = None,
-        loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        super().__init__(chat=chat, model=model, metadata=dict(metadata or {}))
-        self._keyed = KeyedConversations(chat, model=model, metadata=metadata)
-        self._home = HomeLoop(loop)
 
     @classmethod
     def class_name(cls) -> str:

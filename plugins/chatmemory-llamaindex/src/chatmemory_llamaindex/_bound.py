@@ -1,0 +1,41 @@
+"""What both stores hold: the principal's scope, the recording defaults, the keyed
+conversations and the event loop their calls run on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from chatmemory import Scope
+from chatmemory_llamaindex._keyed import KeyedConversations
+from chatmemory_llamaindex._loop import HomeLoop
+
+DEFAULT_MODEL = "unknown"
+"""Recorded as a run's model until instrumentation sees the LLM that drives it."""
+
+
+class BoundStore(BaseModel):
+    """The fields and set-up both chat stores share (mixed in before LlamaIndex's base)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    chat: Scope = Field(exclude=True)
+    model: str = DEFAULT_MODEL
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    _keyed: KeyedConversations = PrivateAttr()
+    _home: HomeLoop = PrivateAttr()
+
+    def __init__(
+        self,
+        chat: Scope,
+        *,
+        model: str = DEFAULT_MODEL,
+        metadata: Mapping[str, Any] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(chat=chat, model=model, metadata=dict(metadata or {}))
+        self._keyed = KeyedConversations(chat, model=model, metadata=metadata)
+        self._home = HomeLoop(loop)
