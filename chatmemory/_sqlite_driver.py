@@ -11,12 +11,19 @@ transaction, each plan inside its own savepoint, in queue order. A plan that fai
 back to its savepoint and fails alone; every other is answered only once the shared commit
 is done, and fails with it if it fails. One commit writes the pages the plans share (the
 conversation row, the index pages they append to) once, instead of once per plan.
+
+Checkpoints (copying the WAL back into the database file, with its two syncs) run on a thread
+of their own, shortly after writes, so a commit never waits for one. The writer still
+checkpoints itself, as SQLite does by default, once the WAL reaches ``WAL_LIMIT_PAGES``: a
+writer that never pauses leaves the background checkpoint a WAL it cannot finish, and SQLite
+only starts the WAL over once a checkpoint has finished it.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -38,6 +45,10 @@ PRAGMAS = (
     "synchronous = NORMAL",
     "foreign_keys = ON",
 )
+# The writer's own (inline) checkpoint, at this many WAL pages (SQLite's default is 1,000).
+WAL_LIMIT_PAGES = 4_000
+# The background checkpoint runs this long after the write that woke it, so writes share it.
+CHECKPOINT_DELAY = 0.05
 
 
 def configure(connection: Any) -> None:
@@ -75,6 +86,50 @@ def _many_params(names: tuple[str, ...], rows: list[dict[str, Any]]) -> list[tup
     return out
 
 
+def connect(path: str) -> sqlite3.Connection:
+    """A configured connection to ``path`` that any one thread at a time may use."""
+    connection = sqlite3.connect(path, check_same_thread=False, uri=path.startswith("file:"))
+    configure(connection)
+    return connection
+
+
+class Checkpointer:
+    """Copies the WAL back into the database file on its own thread, shortly after writes."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="chatmemory-sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        """Checkpoint soon (called after a commit)."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        try:
+            connection = connect(self._path)
+        except sqlite3.Error:
+            return  # the writer's own checkpoint at WAL_LIMIT_PAGES still bounds the WAL
+        with contextlib.closing(connection):
+            while True:
+                self._wake.wait()
+                if self._stop.wait(CHECKPOINT_DELAY):
+                    return
+                self._wake.clear()
+                # PASSIVE copies what no reader still needs, and never waits for or blocks anyone.
+                # It fails only while another connection checkpoints; the next write wakes this.
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def close(self) -> None:
+        """Stop the thread (blocking)."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+
+
 def execute(connection: sqlite3.Connection, stmt: Stmt) -> Any:
     """One statement of a plan on ``connection``: its rows, or the number of rows it changed."""
     sql = stmt.sql
@@ -109,6 +164,7 @@ class SQLiteDriver:
             if memory
             else concurrent.futures.ThreadPoolExecutor(readers, thread_name_prefix="chatmemory-sqlite-reader")
         )
+        self._checkpoints = None if memory else Checkpointer(path)
 
     def submit(self, plan: Plan[T], *, write: bool) -> concurrent.futures.Future[T]:
         """Queue the plan on the writer (``write``) or a reader thread.
@@ -126,13 +182,12 @@ class SQLiteDriver:
             self._queued.append((plan, future))
         return future
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self, write: bool) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
-            connection = sqlite3.connect(
-                self._path, check_same_thread=False, uri=self._path.startswith("file:")
-            )
-            configure(connection)
+            connection = connect(self._path)
+            if write and self._checkpoints is not None:
+                connection.execute(f"PRAGMA wal_autocheckpoint = {WAL_LIMIT_PAGES}")
             self._local.connection = connection
             with self._lock:
                 self._connections.append(connection)
@@ -149,7 +204,7 @@ class SQLiteDriver:
         return step
 
     def _run(self, plan: Plan[T], write: bool) -> T:
-        connection = self._connection()
+        connection = self._connection(write)
         # IMMEDIATE takes the write lock up front, so two writers never deadlock on an upgrade.
         connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
@@ -182,9 +237,11 @@ class SQLiteDriver:
                 future.set_exception(exc)
         elif group:
             self._run_group(group)
+        if group and self._checkpoints is not None:
+            self._checkpoints.request()
 
     def _run_group(self, group: list[_Queued]) -> None:
-        connection = self._connection()
+        connection = self._connection(True)
         step = self._step(connection)
         done: list[tuple[concurrent.futures.Future[Any], Any]] = []
         try:
@@ -219,6 +276,8 @@ class SQLiteDriver:
         """Finish queued work, then close every connection (blocking: run it on a thread)."""
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
+        if self._checkpoints is not None:
+            self._checkpoints.close()
         with self._lock:
             connections, self._connections = self._connections, []
         for connection in connections:

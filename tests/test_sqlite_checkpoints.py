@@ -1,0 +1,48 @@
+"""SQLite checkpoints: a store copies its WAL back into the database file on a thread of its
+own soon after writes (so commits do not wait for it), and its writer still bounds the WAL
+when writes never pause."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from chatmemory import ChatMemory, NewMessage, Principal
+from chatmemory._sqlite_driver import WAL_LIMIT_PAGES
+
+
+def _in_database_file(path: Path) -> int:
+    """Messages in the database file itself, the WAL ignored."""
+    with sqlite3.connect(f"file:{path}?immutable=1", uri=True) as raw:
+        count = int(raw.execute("SELECT count(*) FROM chat_messages").fetchone()[0])
+    raw.close()
+    return count
+
+
+async def test_writes_reach_the_database_file_without_a_commit_waiting(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    async with ChatMemory.open(f"sqlite:///{path}") as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        run = await alice.start_history(conv.id, model="m")
+        await alice.append_messages(run.id, [NewMessage("user", f"m{i}") for i in range(5)])
+        # Far below the writer's own limit, so only the background thread can have copied them.
+        for _ in range(200):
+            if _in_database_file(path) == 5:
+                break
+            await asyncio.sleep(0.02)
+        assert _in_database_file(path) == 5
+
+
+async def test_a_writer_that_never_pauses_keeps_the_wal_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "b.db"
+    async with ChatMemory.open(f"sqlite:///{path}") as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        run = await alice.start_history(conv.id, model="m")
+        text = "x" * 3000  # about a page per message, so the WAL passes the limit several times
+        for _ in range(3 * WAL_LIMIT_PAGES // 20):
+            await alice.append_messages(run.id, [NewMessage("user", text) for _ in range(10)])
+        wal_pages = (path.parent / (path.name + "-wal")).stat().st_size // 4096
+    assert wal_pages < 1.5 * WAL_LIMIT_PAGES
