@@ -49,7 +49,7 @@ SNIPPET_WORDS = 24
 _ROLES = ("system", "user", "assistant", "tool")
 _WORD = re.compile(r"([^\W_]+)(\*)?")
 SQLITE_FTS_TABLE = "chat_messages_fts"
-"""Filled at search time on SQLite; see migrations 0002 and 0003."""
+"""SQLite's search index; see migrations 0002 and 0003 (PostgreSQL's: 0002, 0003 and 0006)."""
 
 
 class MessageHit(BaseModel):
@@ -146,7 +146,7 @@ class SearchOps(ScopeBase):
         text = fts5_query(terms) if sqlite else tsquery(terms)
         digest = hashlib.sha256(repr((text, cid, hid, role)).encode()).hexdigest()[:16]
         after = _position(digest, cursor) if cursor is not None else None
-        if sqlite and await self._db.run(_unindexed()):
+        if await self._db.run(_unindexed()):
             await self._db.run(_index_tail(), write=True)
         rows, snippets = await self._db.run(
             _search(self.principal, text if terms else None, cid, hid, role, after, limit)
@@ -185,7 +185,7 @@ def _unindexed() -> Plan[bool]:
 
 
 def _index_tail() -> Plan[None]:
-    """Index every message written since the last search, in one batch (SQLite)."""
+    """Index every message written since the last search, in one batch."""
     for statement in sql.INDEX_TAIL:
         yield Stmt(statement, {})
 

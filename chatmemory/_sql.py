@@ -353,7 +353,10 @@ def append_postgres(scope: Scope) -> SQL:
     return SQL("-- PostgreSQL only", text)
 
 
-# -- search index (SQLite: filled at search time; PostgreSQL: a trigger, so nothing to run) ----
+# -- search index: filled at search time, so appends pay nothing for it -----------------------
+# SQLite indexes the messages past a rowid mark (migration 0003); PostgreSQL the messages of the
+# changes past a change-log mark (migration 0006), which follows commit order. Content changed
+# later is re-indexed as it changes (SQLite: REINDEX_MESSAGE; PostgreSQL: a row trigger).
 
 SEARCH_TEXT_SQLITE = (
     "m.content || coalesce((SELECT ' ' || group_concat(json_extract(p.value, '$.name') || ' ' || "
@@ -361,11 +364,17 @@ SEARCH_TEXT_SQLITE = (
     "WHERE json_extract(p.value, '$.type') = 'tool_call'), '')"
 )
 """A message's search text: its content, then each tool call's name and arguments (migration 0003)."""
+SEARCH_TEXT_POSTGRES = (
+    "m.content || coalesce((SELECT ' ' || string_agg((p->>'name') || ' ' || coalesce(p->>'arguments', ''), "
+    "' ') FROM json_array_elements(m.parts) p WHERE p->>'type' = 'tool_call'), '')"
+)
+"""The same search text on PostgreSQL (the trigger of migration 0003 computes it alike)."""
 
 UNINDEXED_TAIL = SQL(
     "SELECT (SELECT indexed_rowid FROM chat_search_state) < "
     "(SELECT coalesce(max(rowid), 0) FROM chat_messages)",
-    "",
+    "SELECT (SELECT indexed_change FROM chat_search_state WHERE id = 1) < "
+    "(SELECT n FROM chat_change_clock WHERE id = 1)",
 )
 INDEX_TAIL = (
     SQL(
@@ -376,6 +385,32 @@ INDEX_TAIL = (
     ),
     SQL(
         "UPDATE chat_search_state SET indexed_rowid = (SELECT coalesce(max(rowid), 0) FROM chat_messages)", ""
+    ),
+    # Searches index in turn, holding the mark's row lock. The next statement's snapshot, taken
+    # with the lock held, holds every change up to the clock's value in it (ids follow commit
+    # order), so it indexes the messages of the changes past the mark and moves the mark to that
+    # value. An append names its messages by a seq range; an import logs only its conversation.
+    # The commit need not wait for the disk: a crash loses the index rows and the mark together.
+    SQL(
+        "",
+        "SELECT set_config('synchronous_commit', 'off', true) FROM chat_search_state WHERE id = 1 FOR UPDATE",
+    ),
+    SQL(
+        "",
+        "WITH todo AS (SELECT c.chat_conversation_id AS cid, c.kind, c.seq, c.seq_count FROM chat_changes c "
+        "WHERE c.id > (SELECT indexed_change FROM chat_search_state WHERE id = 1) "
+        "AND c.kind IN ('message.appended', 'conversation.created')), "
+        "found AS (SELECT m.id FROM todo t JOIN chat_messages m ON m.chat_conversation_id = t.cid "
+        "AND m.seq >= t.seq AND m.seq < t.seq + t.seq_count WHERE t.kind = 'message.appended' "
+        "UNION SELECT m.id FROM todo t JOIN chat_messages m ON m.chat_conversation_id = t.cid "
+        "WHERE t.kind = 'conversation.created'), "
+        "indexed AS (INSERT INTO chat_messages_search (message_id, search_vector) "
+        f"SELECT m.id, to_tsvector('simple'::regconfig, {SEARCH_TEXT_POSTGRES}) "
+        "FROM found JOIN chat_messages m ON m.id = found.id "
+        # A row already there was written by the content trigger, from newer content.
+        "ON CONFLICT (message_id) DO NOTHING) "
+        "UPDATE chat_search_state SET indexed_change = (SELECT n FROM chat_change_clock WHERE id = 1) "
+        "WHERE id = 1",
     ),
 )
 REINDEX_MESSAGE = (

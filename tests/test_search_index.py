@@ -1,14 +1,28 @@
 """What the search index holds and when: tool calls are searchable, every committed live message
-is found at once (SQLite indexes at search time), changed content is re-indexed, and a hard
-delete of the newest message does not hide the next one."""
+is found at once (both backends index at search time, never in an append), also with writers
+and searchers running at once, changed content is re-indexed, imported messages are found, and a
+hard delete of the newest message does not hide the next one."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
+from sqlalchemy import text
+
 from chatmemory import ChatMemory, NewMessage, Principal, ToolCallPart, ToolResultPart
 from chatmemory.scope import Scope
+
+_INDEX_ROWS = {
+    "sqlite": "SELECT count(*) FROM chat_messages_fts",
+    "postgres": "SELECT count(*) FROM chat_messages_search",
+}
+
+
+async def _indexed(memory: ChatMemory, backend: str) -> int:
+    async with memory.engine.connect() as conn:
+        return int((await conn.execute(text(_INDEX_ROWS[backend]))).scalar_one())
 
 
 async def _texts(scope: Scope, query: str) -> list[str]:
@@ -71,3 +85,46 @@ async def test_a_reused_rowid_after_deleting_the_newest_is_indexed(tmp_path: Pat
         await alice.append_messages(run.id, [NewMessage("user", "third")])
         assert await _texts(alice, "third") == ["third"]
         assert await _texts(alice, "second") == []
+
+
+async def test_an_append_leaves_indexing_to_the_next_search(memory: ChatMemory, backend: str) -> None:
+    alice = memory.scoped(Principal("alice"))
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    await alice.append_messages(run.id, [NewMessage("user", "indexed later"), NewMessage("user", "me too")])
+    assert await _indexed(memory, backend) == 0
+    assert await _texts(alice, "later") == ["indexed later"]
+    assert await _indexed(memory, backend) == 2
+    await alice.append_messages(run.id, [NewMessage("user", "one more")])
+    assert await _indexed(memory, backend) == 2
+    assert await _texts(alice, "more") == ["one more"]
+    assert await _indexed(memory, backend) == 3
+
+
+async def test_writers_and_searchers_at_once_find_every_committed_message(db_url: str) -> None:
+    """Two stores (on PostgreSQL two pools) with three writers each; after each append its
+    writer searches for what it wrote while the others append and search."""
+    async with ChatMemory.open(db_url) as first, ChatMemory.open(db_url) as second:
+
+        async def writer(memory: ChatMemory, n: int) -> None:
+            scope = memory.scoped(Principal("alice"))
+            conv = await scope.start_conversation()
+            run = await scope.start_history(conv.id, model="m")
+            for i in range(12):
+                word = f"w{n}x{i}"
+                await scope.append_messages(run.id, [NewMessage("user", f"needle {word}")])
+                assert await _texts(scope, word) == [f"needle {word}"], word
+
+        await asyncio.gather(*(writer(memory, n) for n, memory in enumerate([first, second] * 3)))
+        assert len(await _texts(first.scoped(Principal("alice")), "needle")) == 72
+
+
+async def test_imported_messages_are_found(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    await alice.append_messages(run.id, [NewMessage("user", "exported hedgehog")])
+    document = await alice.export_conversation(conv.id)
+    assert len(await _texts(alice, "hedgehog")) == 1
+    copy = await alice.import_conversation(document, new_ids=True)
+    hits = (await alice.search_messages("hedgehog")).items
+    assert sorted(str(h.conversation_id) for h in hits) == sorted([str(conv.id), str(copy.id)])
