@@ -160,13 +160,14 @@ messages = Table(
     Index(None, "chat_history_id", "created_at"),
     Index(None, "chat_history_id", "seq"),
     # A key is unique among a history's live messages; once deleted, it may be sent again.
+    # Messages without a key stay out of the index (migration 0007).
     Index(
         None,
         "chat_history_id",
         "key",
         unique=True,
-        sqlite_where=text("deleted_at IS NULL"),
-        postgresql_where=text("deleted_at IS NULL"),
+        sqlite_where=text("key IS NOT NULL AND deleted_at IS NULL"),
+        postgresql_where=text("key IS NOT NULL AND deleted_at IS NULL"),
     ),
     CheckConstraint("role IN ('system', 'user', 'assistant', 'tool')", name="role"),
     CheckConstraint("status IN ('complete', 'pending', 'error')", name="status"),

@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-from chatmemory import ChatMemory, Principal, SchemaOutOfDateError
+from chatmemory import ChatMemory, NewMessage, Principal, SchemaOutOfDateError
 from chatmemory._db import Database, create_engine
 from chatmemory._migrate import VERSION_TABLE, downgrade, head_revision, upgrade
 from chatmemory._schema import metadata
@@ -52,6 +52,27 @@ async def test_required_index_exists(memory: ChatMemory) -> None:
 
     async with memory.engine.connect() as conn:
         assert ["chat_history_id", "created_at"] in await conn.run_sync(indexes)
+
+
+async def test_only_keyed_messages_are_in_the_key_index(memory: ChatMemory, backend: str) -> None:
+    """Messages without a key would only cost every append one more index entry."""
+    alice = memory.scoped(Principal("alice"))
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    await alice.append_messages(run.id, [NewMessage("user", f"m{i}") for i in range(20)])
+    await alice.append_messages(run.id, [NewMessage("user", "keyed", key="k1")])
+    name = {"name": "ix_chat_messages_chat_history_id_key"}
+    async with memory.engine.connect() as conn:
+        if backend == "sqlite":
+            entries = "SELECT sum(ncell) FROM dbstat WHERE name = :name AND pagetype = 'leaf'"
+            assert (await conn.execute(text(entries), name)).scalar() == 1
+        else:
+            condition = (
+                "SELECT pg_get_expr(indpred, indrelid) FROM pg_index "
+                "WHERE indexrelid = CAST(:name AS regclass)"
+            )
+            predicate = (await conn.execute(text(condition), name)).scalar()
+            assert predicate == "((key IS NOT NULL) AND (deleted_at IS NULL))"
 
 
 async def test_downgrade_to_base_and_up_again(db_url: str) -> None:
