@@ -162,7 +162,7 @@ async def test_sqlite_calls_per_append(tmp_path: Path) -> None:
         assert driver is not None
         executed: list[str] = []
         # The writer thread's own connection, asked for on that thread.
-        writer = await asyncio.wrap_future(driver._writer.submit(driver._connection))
+        writer = await asyncio.wrap_future(driver._writer.submit(driver._connection, True))
         writer.set_trace_callback(executed.append)
         try:
             await chat.append_messages(
@@ -189,7 +189,7 @@ async def test_queued_sqlite_writes_commit_together_and_fail_alone(tmp_path: Pat
         foreign_run = await memory.scoped(Principal("bob")).start_history(foreign.id, model="m")
         driver = memory._db._sqlite
         assert driver is not None
-        writer = await asyncio.wrap_future(driver._writer.submit(driver._connection))
+        writer = await asyncio.wrap_future(driver._writer.submit(driver._connection, True))
         executed: list[str] = []
         writer.set_trace_callback(executed.append)
         gate = threading.Event()
