@@ -146,8 +146,11 @@ class SearchOps(ScopeBase):
         text = fts5_query(terms) if sqlite else tsquery(terms)
         digest = hashlib.sha256(repr((text, cid, hid, role)).encode()).hexdigest()[:16]
         after = _position(digest, cursor) if cursor is not None else None
-        if await self._db.run(_unindexed()):
-            await self._db.run(_index_tail(), write=True)
+        if not sqlite:
+            await self._db.run(_index_tail(checked=False), write=True)
+        elif await self._db.run(_unindexed()):
+            # Looked for beside SQLite's one writer, so only a search that has work queues behind it.
+            await self._db.run(_index_tail(checked=True), write=True)
         rows, snippets = await self._db.run(
             _search(self.principal, text if terms else None, cid, hid, role, after, limit)
         )
@@ -184,8 +187,11 @@ def _unindexed() -> Plan[bool]:
     return bool(rows and rows[0][0])
 
 
-def _index_tail() -> Plan[None]:
-    """Index every message written since the last search, in one batch."""
+def _index_tail(*, checked: bool) -> Plan[None]:
+    """Index every message written since the last search, in one batch (unless ``checked``, only
+    after finding there is one)."""
+    if not checked and not (yield from _unindexed()):
+        return
     for statement in sql.INDEX_TAIL:
         yield Stmt(statement, {})
 
