@@ -186,6 +186,9 @@ class Database:
     async def run(self, plan: Plan[T], *, write: bool = False) -> T:
         """Run ``plan`` as one transaction; commits when it returns, rolls back when it raises.
 
+        A read on PostgreSQL runs its statements without ``BEGIN``/``COMMIT``, which under
+        READ COMMITTED reads the same (each statement has its own snapshot either way).
+
         A cancelled caller never leaves a transaction half done: a plan that has started runs
         to its commit or rollback, and a write is awaited to that outcome before the
         cancellation goes on.
@@ -217,7 +220,7 @@ class Database:
                         submitted = self._sqlite.submit(plan, write=write)
                     else:
                         assert self._postgres is not None
-                        submitted = self._postgres.submit(plan)
+                        submitted = self._postgres.submit(plan, write=write)
                 except RuntimeError:
                     plan.close()
                     raise StorageError("the store is closed") from None

@@ -34,7 +34,7 @@ class EngineDriver:
             # Any other engine is PostgreSQL on asyncpg, the optional driver imported on use.
             from chatmemory._postgres_driver import run_on
 
-            return await run_on(driver, plan, self.trace)
+            return await run_on(driver, plan, self.trace, write=write)
 
     async def _run_aiosqlite(self, connection: aiosqlite.Connection, plan: Plan[T], write: bool) -> T:
         await connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")

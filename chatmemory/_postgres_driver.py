@@ -33,19 +33,29 @@ def connect_options(url: URL) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
-async def run_on(connection: asyncpg.Connection, plan: Plan[T], trace: Callable[[Stmt], None] | None) -> T:
-    """Run ``plan`` in one transaction on ``connection``."""
-    async with connection.transaction():
-        try:
-            stmt = next(plan)
-            while True:
-                if trace is not None:
-                    trace(stmt)
-                stmt = plan.send(await execute(connection, stmt))
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        finally:
-            plan.close()
+async def run_on(
+    connection: asyncpg.Connection, plan: Plan[T], trace: Callable[[Stmt], None] | None, *, write: bool
+) -> T:
+    """Run ``plan`` on ``connection``: a write in one transaction; a read statement by statement,
+    each its own transaction, which under READ COMMITTED reads what it would inside one (each
+    statement takes its own snapshot there too) without the round trips of BEGIN and COMMIT."""
+    if write:
+        async with connection.transaction():
+            return await _drive(connection, plan, trace)
+    return await _drive(connection, plan, trace)
+
+
+async def _drive(connection: asyncpg.Connection, plan: Plan[T], trace: Callable[[Stmt], None] | None) -> T:
+    try:
+        stmt = next(plan)
+        while True:
+            if trace is not None:
+                trace(stmt)
+            stmt = plan.send(await execute(connection, stmt))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    finally:
+        plan.close()
 
 
 async def execute(connection: asyncpg.Connection, stmt: Stmt) -> Any:
@@ -98,15 +108,15 @@ class PostgresDriver:
         )
         self._thread.start()
 
-    def submit(self, plan: Plan[T]) -> concurrent.futures.Future[T]:
-        """Start the plan on the store's loop.
+    def submit(self, plan: Plan[T], *, write: bool) -> concurrent.futures.Future[T]:
+        """Start the plan on the store's loop (see ``run_on``).
 
         Raises:
             RuntimeError: the driver is closed.
         """
-        return asyncio.run_coroutine_threadsafe(self._run(plan), self._loop)
+        return asyncio.run_coroutine_threadsafe(self._run(plan, write), self._loop)
 
-    async def _run(self, plan: Plan[T]) -> T:
+    async def _run(self, plan: Plan[T], write: bool) -> T:
         if self._pool is None:
             self._pool = await asyncpg.create_pool(
                 min_size=0,
@@ -116,7 +126,7 @@ class PostgresDriver:
                 **self._options,
             )
         async with self._pool.acquire() as connection:
-            return await run_on(connection, plan, self.trace)
+            return await run_on(connection, plan, self.trace, write=write)
 
     def listen(self, channel: str, wake: Callable[[str], None]) -> None:
         """Keep one connection listening on ``channel``, calling ``wake`` with each notification's

@@ -227,8 +227,10 @@ async def test_queued_sqlite_writes_commit_together_and_fail_alone(tmp_path: Pat
 
 
 async def test_postgres_call_is_its_statements_only(postgres_url: str) -> None:
-    """On PostgreSQL an append is BEGIN, one statement and COMMIT on its connection: the
-    connection goes back to the pool without a reset query (a round trip per call)."""
+    """On PostgreSQL an append is BEGIN, one statement and COMMIT on its connection, and a read
+    of a page is its one statement (under READ COMMITTED a statement inside a transaction reads
+    what it reads alone): the connection goes back to the pool without a reset query (a round
+    trip per call)."""
     from tests.conftest import _create_database
 
     async with ChatMemory.open(await _create_database(postgres_url)) as memory:
@@ -250,5 +252,6 @@ async def test_postgres_call_is_its_statements_only(postgres_url: str) -> None:
         driver._loop.call_soon_threadsafe(log_all)
         await asyncio.sleep(0.05)
         await chat.append_messages(run.id, [{"role": "user", "content": "a"}])
+        await chat.list_messages(conversation_id=conv.id, newest_first=True)
         await asyncio.sleep(0.05)  # the release runs on the driver's loop
-    assert [q.split()[0].rstrip(";") for q in queries] == ["BEGIN", "WITH", "COMMIT"]
+    assert [q.split()[0].rstrip(";") for q in queries] == ["BEGIN", "WITH", "COMMIT", "SELECT"]
