@@ -184,7 +184,9 @@ def messages(rows: Sequence[Sequence[Any]], sqlite: bool) -> list[Message]:
 def _messages(rows: Sequence[Sequence[Any]], sqlite: bool) -> list[Message]:
     parse_id: Callable[[Any], Any] = uuid_of_hex if sqlite else _same
     ids = _Parsed(parse_id)
-    times = _Parsed(_sqlite_time if sqlite else _same)
+    # SQLite's text is parsed once per distinct timestamp; PostgreSQL's datetimes are used as
+    # they come (looking them up would hash each, which for an aware datetime costs a subtraction).
+    times: Callable[[Any], Any] = _Parsed(_sqlite_time).__getitem__ if sqlite else _same
     loads = json.loads
     out = []
     for (
@@ -208,8 +210,8 @@ def _messages(rows: Sequence[Sequence[Any]], sqlite: bool) -> list[Message]:
                     "metadata": None if metadata is None else loads(metadata),
                     "native": None if native is None else Native.model_validate_json(native),
                     "key": key,
-                    "created_at": times[created_at],
-                    "updated_at": times[updated_at],
+                    "created_at": times(created_at),
+                    "updated_at": times(updated_at),
                 }
             )
         )
