@@ -132,7 +132,7 @@ def _merge_and_append(
     # sharing metadata conversations never deadlock.
     for cid in sorted(targets):
         current = yield from q.find_conversation(principal, cid, lock=True)
-        merged = {**(json.loads(current[4]) if current[4] else {}), **targets[cid]}
+        merged = {**(json.loads(_rows.json_text(current[4])) if current[4] else {}), **targets[cid]}
         yield Stmt(sql.SET_CONVERSATION_METADATA, {"cid": cid, "metadata": Json(merged), "when": when})
         yield from changes.record("conversation.updated", cid)
     if hid is None or not batch:

@@ -2,8 +2,10 @@
 
 Rows arrive as the driver gives them: on SQLite, UUIDs as hex text and timestamps as naive
 UTC text; on PostgreSQL, ``UUID`` and aware ``datetime`` objects; JSON columns as text on
-both. Histories and summaries become dicts (JSON parsed only when not NULL) validated by one
-``TypeAdapter`` per list.
+both, except through a caller's engine whose driver decodes them itself (SQLAlchemy's asyncpg
+dialect registers a JSON codec on its connections; see ``json_text``). Histories and
+summaries become dicts (JSON parsed only when not NULL) validated by one ``TypeAdapter`` per
+list.
 
 Messages, read by the thousand, are built without validation: these are rows this package
 validated before writing them. Each costs one model, its field dict and its id; the ids and
@@ -28,6 +30,14 @@ from chatmemory.content import PARTS
 from chatmemory.models import ConversationSummary, History, Message, Native
 
 T = TypeVar("T")
+
+
+def json_text(value: Any) -> Any:
+    """A JSON column's value as text (``None`` stays ``None``), whether the driver handed over
+    its text or the value already decoded: decoded values are encoded again, so both read back
+    alike."""
+    return value if value is None or type(value) is str else json.dumps(value)
+
 
 MESSAGE_FIELDS = (
     "id",
@@ -99,7 +109,7 @@ class _Reader:
         for row in rows:
             values = list(row)
             for i in json_at:
-                if values[i] is not None:
+                if type(values[i]) is str:
                     values[i] = loads(values[i])
             for i in ts_at:
                 text = values[i]
@@ -202,13 +212,13 @@ def _messages(rows: Sequence[Sequence[Any]], sqlite: bool) -> list[Message]:
                     "seq": seq,
                     "role": role,
                     "content": content,
-                    "parts": None if parts is None else PARTS.validate_json(parts),
+                    "parts": None if parts is None else PARTS.validate_json(json_text(parts)),
                     "model": model,
                     "status": status,
                     "error": error,
-                    "usage": None if usage is None else loads(usage),
-                    "metadata": None if metadata is None else loads(metadata),
-                    "native": None if native is None else Native.model_validate_json(native),
+                    "usage": loads(usage) if type(usage) is str else usage,
+                    "metadata": loads(metadata) if type(metadata) is str else metadata,
+                    "native": None if native is None else Native.model_validate_json(json_text(native)),
                     "key": key,
                     "created_at": times(created_at),
                     "updated_at": times(updated_at),

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, func, select, text
 
-from chatmemory import ChatMemory, InvalidInputError, Principal, StorageError
+from chatmemory import ChatMemory, InvalidInputError, NewMessage, Principal, StorageError, ToolCallPart
 from chatmemory._db import create_engine, resolve_url
 from chatmemory._schema import conversations, histories, messages
 
@@ -74,6 +74,29 @@ async def test_wrapped_engine_is_not_disposed(db_url: str) -> None:
         async with engine.connect() as conn:
             count = (await conn.execute(select(func.count()).select_from(conversations))).scalar_one()
         assert count == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_json_columns_read_back_through_a_callers_engine(db_url: str) -> None:
+    """The engine's own driver may hand JSON columns over already decoded (SQLAlchemy's asyncpg
+    dialect does); they read back the same as through a store opened from the URL."""
+    async with ChatMemory.open(db_url):
+        pass  # migrate
+    engine = create_engine(db_url)
+    try:
+        async with ChatMemory(engine) as memory:
+            chat = memory.scoped(Principal("a"))
+            conv = await chat.start_conversation(metadata={"topic": "owls"})
+            run = await chat.start_history(conv.id, model="m", system_prompts=["be brief"])
+            call = ToolCallPart(id="c1", name="lookup", arguments={"q": "owls"})
+            await chat.append_messages(run.id, [NewMessage("assistant", [call], usage={"tokens": 3})])
+            await chat.merge_and_append({conv.id: {"step": 2}})
+            found = await chat.get_conversation(conv.id)
+            assert found.metadata == {"topic": "owls", "step": 2}
+            assert found.histories[0].system_prompts == ["be brief"]
+            (message,) = await chat.transcript(conv.id)
+            assert message.parts == [call] and message.usage == {"tokens": 3}
     finally:
         await engine.dispose()
 

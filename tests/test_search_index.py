@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from chatmemory import ChatMemory, NewMessage, Principal, ToolCallPart, ToolResultPart
+from chatmemory._migrate import downgrade, upgrade
 from chatmemory.scope import Scope
 
 _INDEX_ROWS = {
@@ -128,3 +129,31 @@ async def test_imported_messages_are_found(alice: Scope) -> None:
     copy = await alice.import_conversation(document, new_ids=True)
     hits = (await alice.search_messages("hedgehog")).items
     assert sorted(str(h.conversation_id) for h in hits) == sorted([str(conv.id), str(copy.id)])
+
+
+async def test_content_completed_before_any_search_is_found(alice: Scope) -> None:
+    """Completed before the search that indexes its append: the index holds the new text and
+    tool calls, never the placeholder's."""
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    (pending,) = await alice.append_messages(run.id, [NewMessage("assistant", "draft", status="pending")])
+    call = ToolCallPart(id="c1", name="fetch_invoice", arguments={"number": "inv4711"})
+    await alice.complete_message(pending.id, content=[call])
+    assert len((await alice.search_messages("fetch_invoice")).items) == 1
+    assert len((await alice.search_messages("inv4711")).items) == 1
+    assert await _texts(alice, "draft") == []
+
+
+async def test_search_stays_exact_across_a_downgrade_below_0006_and_back(db_url: str) -> None:
+    """A message not yet indexed when the schema goes back to 0005 (PostgreSQL indexes on insert
+    there), one appended at 0005, and one after upgrading again are each found once."""
+    async with ChatMemory.open(db_url) as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        run = await alice.start_history(conv.id, model="m")
+        await alice.append_messages(run.id, [NewMessage("user", "walrus before")])
+        await downgrade(memory._db, "0005")
+        await alice.append_messages(run.id, [NewMessage("user", "walrus between")])
+        await upgrade(memory._db)
+        await alice.append_messages(run.id, [NewMessage("user", "walrus after")])
+        assert sorted(await _texts(alice, "walrus")) == ["walrus after", "walrus before", "walrus between"]
