@@ -9,6 +9,7 @@ import importlib.util
 import os
 import sqlite3
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,6 +38,10 @@ __all__ = ["SQLITE_BUSY_TIMEOUT_MS", "Database", "create_engine", "default_url",
 
 ENV_URL = "CHATMEMORY_URL"
 _WRITE = "chatmemory_write"
+# The query parameters SQLAlchemy's SQLite dialect takes for itself rather than for the URI.
+_SQLALCHEMY_SQLITE_PARAMS = frozenset(
+    {"uri", "timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements"}
+)
 _POOL_OPTIONS = ("pool_size", "max_overflow", "pool_timeout", "pool_recycle", "pool_pre_ping", "poolclass")
 T = TypeVar("T")
 _BASE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, OSError, SQLAlchemyError)
@@ -155,9 +160,9 @@ class Database:
         self._postgres: PostgresDriver | None = None
         self._engine_driver: EngineDriver | None = None
         if owned and self.is_sqlite:
-            path = engine.url.database or ":memory:"
+            path = sqlite_path(engine.url)
             self._sqlite = SQLiteDriver(path)
-            memory = path in ("", ":memory:") or "mode=memory" in path
+            memory = in_memory(engine.url)
             self.changes = ChangeHub(watch_interval, sqlite_path=None if memory else path, local_only=memory)
         elif owned:
             # Imported here: asyncpg is only installed with the ``postgres`` extra.
@@ -276,12 +281,38 @@ def owned_engine(url: str | URL | None, options: dict[str, Any]) -> tuple[AsyncE
 
     The engine keeps no pool: it only migrates, and a pooled async connection would tie the
     store to the event loop that opened it. Pool options size the store's own pools instead.
+    An in-memory SQLite database becomes one named, shared in-memory database, so the engine
+    that migrates it and the store's own connection see the same one.
     """
     options = dict(options)
     size = int(options.pop("pool_size", 10) or 10) + int(options.pop("max_overflow", 0) or 0)
     for name in _POOL_OPTIONS:
         options.pop(name, None)
-    return create_engine(url, poolclass=NullPool, **options), size
+    resolved = resolve_url(url)
+    if in_memory(resolved):
+        named = resolved.database if (resolved.database or "").startswith("file:") else None
+        resolved = resolved.set(
+            database=named or f"file:chatmemory-{uuid.uuid4().hex}",
+            query={**resolved.query, "mode": "memory", "cache": "shared", "uri": "true"},
+        )
+    return create_engine(resolved, poolclass=NullPool, **options), size
+
+
+def in_memory(url: URL) -> bool:
+    """Whether a SQLite URL names an in-memory database."""
+    return url.get_backend_name() == "sqlite" and (
+        url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+    )
+
+
+def sqlite_path(url: URL) -> str:
+    """What ``sqlite3.connect`` opens for a SQLite URL: its file, or its URI with the URI's
+    parameters (SQLAlchemy passes every query parameter but its own into the URI)."""
+    database = url.database or ":memory:"
+    if url.query.get("uri") != "true":
+        return database
+    query = "&".join(f"{k}={v}" for k, v in url.query.items() if k not in _SQLALCHEMY_SQLITE_PARAMS)
+    return f"{database}?{query}" if query else database
 
 
 async def _outcome(submitted: concurrent.futures.Future[T], write: bool, *, unstarted: bool) -> T:

@@ -165,6 +165,9 @@ class SQLiteDriver:
             else concurrent.futures.ThreadPoolExecutor(readers, thread_name_prefix="chatmemory-sqlite-reader")
         )
         self._checkpoints = None if memory else Checkpointer(path)
+        # A shared in-memory database lives while a connection to it is open: this one, for
+        # as long as the store.
+        self._keeper = connect(path) if memory else None
 
     def submit(self, plan: Plan[T], *, write: bool) -> concurrent.futures.Future[T]:
         """Queue the plan on the writer (``write``) or a reader thread.
@@ -278,6 +281,8 @@ class SQLiteDriver:
         self._readers.shutdown(wait=True)
         if self._checkpoints is not None:
             self._checkpoints.close()
+        if self._keeper is not None:
+            self._keeper.close()
         with self._lock:
             connections, self._connections = self._connections, []
         for connection in connections:

@@ -33,6 +33,30 @@ def test_default_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert (tmp_path / "data" / "chatmemory").is_dir()
 
 
+@pytest.mark.parametrize(
+    "url", ["sqlite:///:memory:", "sqlite://", "sqlite:///file:notes?mode=memory&uri=true"]
+)
+async def test_an_in_memory_store_works_and_leaves_no_file(
+    url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The store migrates and then uses one in-memory database (not one per connection), each
+    open store its own, gone with it."""
+    monkeypatch.chdir(tmp_path)
+    async with ChatMemory.open(url) as memory, ChatMemory.open("sqlite:///:memory:") as other:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation("kept in memory")
+        run = await alice.start_history(conv.id, model="m")
+        await alice.append_messages(run.id, [NewMessage("user", "a hedgehog in memory")])
+        assert [m.content for m in await alice.transcript(conv.id)] == ["a hedgehog in memory"]
+        assert [h.message.content for h in (await alice.search_messages("hedgehog")).items] == [
+            "a hedgehog in memory"
+        ]
+        assert (await other.scoped(Principal("alice")).list_conversations()).items == []
+    async with ChatMemory.open(url) as again:
+        assert (await again.scoped(Principal("alice")).list_conversations()).items == []
+    assert list(tmp_path.iterdir()) == []
+
+
 async def test_open_default_creates_the_database(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("CHATMEMORY_URL", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
