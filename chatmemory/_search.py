@@ -31,7 +31,7 @@ from chatmemory import _sql as sql
 from chatmemory._plan import Many, Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase
 from chatmemory._validation import parse_id
-from chatmemory.errors import InvalidInputError
+from chatmemory.errors import InvalidInputError, StorageError
 from chatmemory.models import Message, Page
 from chatmemory.principal import Principal
 
@@ -47,6 +47,7 @@ MAX_TERMS = 32
 MAX_WORD = 255
 SNIPPET_WORDS = 24
 _ROLES = ("system", "user", "assistant", "tool")
+_READ_ONLY = "25006"  # PostgreSQL's read_only_sql_transaction
 _WORD = re.compile(r"([^\W_]+)(\*)?")
 SQLITE_FTS_TABLE = "chat_messages_fts"
 """SQLite's search index; see migrations 0002 and 0003 (PostgreSQL's: 0002, 0003 and 0006)."""
@@ -127,7 +128,10 @@ class SearchOps(ScopeBase):
     ) -> Page[MessageHit]:
         """Live messages of visible conversations matching ``query``, most relevant first.
 
-        Ties in relevance go to the most recent message. See the module documentation for
+        Messages written since the last search are indexed first, so every committed message
+        is found; on a read-only PostgreSQL database (a standby) that step is skipped, and the
+        search finds what searches on the primary have indexed. Ties in relevance go to the
+        most recent message. See the module documentation for
         the query syntax; any text is a valid query, and one without words finds nothing.
 
         Raises:
@@ -147,7 +151,12 @@ class SearchOps(ScopeBase):
         digest = hashlib.sha256(repr((text, cid, hid, role)).encode()).hexdigest()[:16]
         after = _position(digest, cursor) if cursor is not None else None
         if not sqlite:
-            await self._db.run(_index_tail(checked=False), write=True)
+            try:
+                await self._db.run(_index_tail(checked=False), write=True)
+            except StorageError as exc:
+                if getattr(exc.__cause__, "sqlstate", None) != _READ_ONLY:
+                    raise
+                # A read-only database (a standby): what searches on the primary have indexed.
         elif await self._db.run(_unindexed()):
             # Looked for beside SQLite's one writer, so only a search that has work queues behind it.
             await self._db.run(_index_tail(checked=True), write=True)

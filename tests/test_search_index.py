@@ -157,3 +157,23 @@ async def test_search_stays_exact_across_a_downgrade_below_0006_and_back(db_url:
         await upgrade(memory._db)
         await alice.append_messages(run.id, [NewMessage("user", "walrus after")])
         assert sorted(await _texts(alice, "walrus")) == ["walrus after", "walrus before", "walrus between"]
+
+
+async def test_a_read_only_postgresql_database_still_searches(postgres_url: str) -> None:
+    """A standby cannot index: its searches find what searches on the primary indexed."""
+    from tests.conftest import _create_database
+
+    url = await _create_database(postgres_url)
+    async with ChatMemory.open(url) as primary:
+        alice = primary.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        run = await alice.start_history(conv.id, model="m")
+        await alice.append_messages(run.id, [NewMessage("user", "indexed walrus")])
+        assert await _texts(alice, "walrus") == ["indexed walrus"]
+        await alice.append_messages(run.id, [NewMessage("user", "unindexed walrus")])
+        async with primary.engine.connect() as conn:
+            name = primary.engine.url.database
+            await conn.execute(text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
+            await conn.commit()
+    async with ChatMemory.open(url, migrate=False) as standby:
+        assert await _texts(standby.scoped(Principal("alice")), "walrus") == ["indexed walrus"]
