@@ -10,7 +10,7 @@ import os
 import sqlite3
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -188,7 +188,7 @@ class Database:
             if driver is not None:
                 driver.trace = trace
 
-    async def run(self, plan: Plan[T], *, write: bool = False) -> T:
+    async def run(self, plan: Plan[T], *, write: bool = False, group: Hashable = None) -> T:
         """Run ``plan`` as one transaction; commits when it returns, rolls back when it raises.
 
         A read on PostgreSQL runs its statements without ``BEGIN``/``COMMIT``, which under
@@ -198,6 +198,9 @@ class Database:
         to its commit or rollback, and a write is awaited to that outcome before the
         cancellation goes on.
 
+        Writes of one ``group`` (appends to one history) may share a transaction with others of
+        it that queued meanwhile, as every write does on SQLite (group commit).
+
         Raises:
             StorageError: the database failed, or the store is closed; nothing was committed.
         """
@@ -205,7 +208,7 @@ class Database:
             return await self._run(plan, write=False)
         try:
             result, changed = await self._run(
-                logged(plan, self.changes.token, sqlite=self.is_sqlite), write=True
+                logged(plan, self.changes.token, sqlite=self.is_sqlite), write=True, group=group
             )
         except asyncio.CancelledError:
             self.changes.notify()  # the write may have committed before its caller was cancelled
@@ -214,7 +217,7 @@ class Database:
             self.changes.notify(changed)
         return result  # type: ignore[no-any-return]
 
-    async def _run(self, plan: Plan[T], *, write: bool) -> T:
+    async def _run(self, plan: Plan[T], *, write: bool, group: Hashable = None) -> T:
         if self._closed:
             plan.close()
             raise StorageError("the store is closed")
@@ -225,11 +228,12 @@ class Database:
                         submitted = self._sqlite.submit(plan, write=write)
                     else:
                         assert self._postgres is not None
-                        submitted = self._postgres.submit(plan, write=write)
+                        submitted = self._postgres.submit(plan, write=write, group=group)
                 except RuntimeError:
                     plan.close()
                     raise StorageError("the store is closed") from None
-                return await _outcome(submitted, write, unstarted=self._sqlite is not None)
+                unstarted = self._sqlite is not None or group is not None
+                return await _outcome(submitted, write, unstarted=unstarted)
             assert self._engine_driver is not None
             task = asyncio.ensure_future(self._engine_driver.run(plan, write=write))
             self._background.add(task)

@@ -45,7 +45,7 @@ class MessageOps(ScopeBase):
         hid = parse_id("history_id", history_id)
         batch = self._batch(messages)
         plan = append(self.principal, hid, batch, q.now(), one_statement=not self._db.is_sqlite)
-        stored, added = await self._db.run(plan, write=True)
+        stored, added = await self._db.run(plan, write=True, group=hid)
         return in_batch_order(batch, stored, added, self._db.is_sqlite)
 
     async def list_messages(

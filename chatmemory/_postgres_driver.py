@@ -7,18 +7,23 @@ parsed once per connection.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Hashable
+from typing import Any, TypeAlias, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import URL
 
 from chatmemory._plan import Plan, Stmt, collector_paused, postgres_value
+from chatmemory.errors import StorageError
 
 T = TypeVar("T")
+_Queued: TypeAlias = tuple[Plan[Any], concurrent.futures.Future[Any]]
+# At most this many queued writes of a group share a transaction, so none waits long behind the others.
+GROUP_MAX = 32
 
 
 def connect_options(url: URL) -> dict[str, Any]:
@@ -101,6 +106,8 @@ class PostgresDriver:
         self._listener: concurrent.futures.Future[None] | None = None
         self._listening_task: asyncio.Task[None] | None = None
         self._listen_lock = threading.Lock()
+        self._groups: dict[Hashable, collections.deque[_Queued]] = {}
+        self._committing: set[asyncio.Task[None]] = set()
         self.listening = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -108,15 +115,23 @@ class PostgresDriver:
         )
         self._thread.start()
 
-    def submit(self, plan: Plan[T], *, write: bool) -> concurrent.futures.Future[T]:
+    def submit(self, plan: Plan[T], *, write: bool, group: Hashable = None) -> concurrent.futures.Future[T]:
         """Start the plan on the store's loop (see ``run_on``).
+
+        Writes of one ``group`` (an append's history) run one transaction at a time, and those
+        that queue meanwhile commit together (see ``_commit_group``); the future of a grouped
+        write stays pending, so cancellable, until its transaction takes it.
 
         Raises:
             RuntimeError: the driver is closed.
         """
-        return asyncio.run_coroutine_threadsafe(self._run(plan, write), self._loop)
+        if group is None:
+            return asyncio.run_coroutine_threadsafe(self._run(plan, write), self._loop)
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._loop.call_soon_threadsafe(self._enqueue, group, plan, future)
+        return future
 
-    async def _run(self, plan: Plan[T], write: bool) -> T:
+    async def _connection_pool(self) -> asyncpg.Pool:
         if self._pool is None:
             self._pool = await asyncpg.create_pool(
                 min_size=0,
@@ -125,8 +140,76 @@ class PostgresDriver:
                 reset=_session_unchanged,
                 **self._options,
             )
-        async with self._pool.acquire() as connection:
+        return self._pool
+
+    async def _run(self, plan: Plan[T], write: bool) -> T:
+        async with (await self._connection_pool()).acquire() as connection:
             return await run_on(connection, plan, self.trace, write=write)
+
+    def _enqueue(self, group: Hashable, plan: Plan[Any], future: concurrent.futures.Future[Any]) -> None:
+        queue = self._groups.get(group)
+        if queue is None:
+            queue = self._groups[group] = collections.deque()
+            task = self._loop.create_task(self._commit_group(group, queue))
+            self._committing.add(task)
+            task.add_done_callback(self._committing.discard)
+        queue.append((plan, future))
+
+    async def _commit_group(self, group: Hashable, queue: collections.deque[_Queued]) -> None:
+        """Run a group's writes: those that queued while its transaction was busy (waiting for
+        the row lock they all need, or for its commit to reach the disk) share the next one,
+        each in its own savepoint, in queue order. One that fails is rolled back to its
+        savepoint and fails alone; the others are answered once their shared commit is done,
+        and fail with it if it fails. A write whose caller gave up before it started is
+        skipped. Every write of a group takes the same locks (its conversation's and history's
+        rows, then the change clock's), in the order one alone takes them, so sharing a
+        transaction adds no lock order that could deadlock with another process."""
+        try:
+            while queue:
+                batch = []
+                for _ in range(min(GROUP_MAX, len(queue))):
+                    plan, future = queue.popleft()
+                    if future.set_running_or_notify_cancel():
+                        batch.append((plan, future))
+                    else:
+                        plan.close()
+                if batch:
+                    await self._commit_batch(batch)
+        finally:
+            del self._groups[group]
+
+    async def _commit_batch(self, batch: list[_Queued]) -> None:
+        answered: list[tuple[concurrent.futures.Future[Any], Any]] = []
+        try:
+            async with (await self._connection_pool()).acquire() as connection:
+                if len(batch) == 1:
+                    answered.append(
+                        (batch[0][1], await run_on(connection, batch[0][0], self.trace, write=True))
+                    )
+                else:
+                    async with connection.transaction():
+                        for plan, future in batch:
+                            savepoint = connection.transaction()
+                            await savepoint.start()
+                            try:
+                                result = await _drive(connection, plan, self.trace)
+                            except Exception as exc:
+                                await savepoint.rollback()
+                                future.set_exception(exc)
+                            else:
+                                await savepoint.commit()
+                                answered.append((future, result))
+        except BaseException as exc:
+            failed = exc if isinstance(exc, Exception) else StorageError("the store closed during the write")
+            for plan, future in batch:
+                plan.close()
+                if not future.done():
+                    future.set_exception(failed)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for future, result in answered:
+            future.set_result(result)
 
     def listen(self, channel: str, wake: Callable[[str], None]) -> None:
         """Keep one connection listening on ``channel``, calling ``wake`` with each notification's
