@@ -16,9 +16,9 @@ def counted(memory: ChatMemory) -> Iterator[list[str]]:
     names: list[str] = []
     run = db.run
 
-    async def counting(plan: Any, *, write: bool = False) -> Any:
+    async def counting(plan: Any, *, write: bool = False, group: Any = None) -> Any:
         names.append("write" if write else "read")
-        return await run(plan, write=write)
+        return await run(plan, write=write, group=group)
 
     db.run = counting  # type: ignore[method-assign]
     try:
