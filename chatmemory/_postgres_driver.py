@@ -177,6 +177,11 @@ class PostgresDriver:
                     await self._commit_batch(batch)
         finally:
             del self._groups[group]
+            while queue:  # the store closed meanwhile (see ``_close_pool``)
+                plan, future = queue.popleft()
+                plan.close()
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(StorageError("the store is closed"))
 
     async def _commit_batch(self, batch: list[_Queued]) -> None:
         answered: list[tuple[concurrent.futures.Future[Any], Any]] = []
@@ -245,11 +250,19 @@ class PostgresDriver:
         if self._listening_task is not None:
             self._listening_task.cancel()
             await asyncio.gather(self._listening_task, return_exceptions=True)
+        if self._committing:
+            # Appends queued before the close finish first, as other writes already running do.
+            await asyncio.wait(set(self._committing), timeout=10)
         if self._pool is not None:
             try:
                 await asyncio.wait_for(self._pool.close(), timeout=10)
             except TimeoutError:
                 self._pool.terminate()
+        # Any still left fail now, rather than wait forever on a loop that stops.
+        committing = list(self._committing)
+        for task in committing:
+            task.cancel()
+        await asyncio.gather(*committing, return_exceptions=True)
 
     def close(self) -> None:
         """Close the pool and stop the loop (blocking: run it on a thread)."""
