@@ -39,7 +39,7 @@ async def _queued(chat: Any, history_id: Any, messages: list[dict[str, Any]]) ->
     calls = []
     for message in messages:
         calls.append(asyncio.ensure_future(chat.append_messages(history_id, [message])))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05 if calls[1:] else 0.3)
     return calls
 
 
@@ -145,3 +145,21 @@ async def test_closing_the_store_while_appends_queue_answers_every_caller(postgr
         stored = [m.content for m in await reopened.scoped(Principal("alice")).transcript(conv.id)]
     assert stored == answered
     assert answered == [f"m{i}" for i in range(6)]  # as on SQLite, queued writes finish before the close
+
+
+async def test_a_caller_cancelled_while_its_transaction_runs_waits_for_its_commit(postgres_url: str) -> None:
+    """A caller cancelled once its queued append was taken into a transaction waits for that
+    transaction's end, then is cancelled; the append is stored with the others."""
+    url, memory = await _store(postgres_url)
+    async with memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        async with _row_held(url, conv.id):
+            calls = await _queued(chat, run.id, [{"role": "user", "content": t} for t in ("one", "two")])
+            calls[0].cancel()
+            await asyncio.sleep(0.2)
+            assert not calls[0].done()  # its transaction still waits on the row
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
+        assert isinstance(results[0], asyncio.CancelledError) and isinstance(results[1], list)
+        assert [m.content for m in await chat.transcript(conv.id)] == ["one", "two"]
