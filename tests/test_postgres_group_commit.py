@@ -163,3 +163,35 @@ async def test_a_caller_cancelled_while_its_transaction_runs_waits_for_its_commi
         results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
         assert isinstance(results[0], asyncio.CancelledError) and isinstance(results[1], list)
         assert [m.content for m in await chat.transcript(conv.id)] == ["one", "two"]
+
+
+async def test_a_connection_lost_mid_transaction_fails_every_append_of_it(postgres_url: str) -> None:
+    """When the connection of a shared transaction is lost after one append of it ran, every
+    append of it fails with StorageError and none is stored; the next append gets a new one."""
+    url, memory = await _store(postgres_url)
+    async with memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        admin = await asyncpg.connect(_plain(url))
+        await admin.execute(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.content = 'slow' THEN PERFORM pg_sleep(30); END IF; RETURN NEW; END $$; "
+            "CREATE TRIGGER slow BEFORE INSERT ON chat_messages FOR EACH ROW EXECUTE FUNCTION slow()"
+        )
+        async with _row_held(url, conv.id):
+            texts = ("one", "two", "slow")
+            calls = await _queued(chat, run.id, [{"role": "user", "content": t} for t in texts])
+        for _ in range(100):  # "two" ran in the shared transaction; "slow" sleeps in its trigger
+            if await admin.fetchval(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                "AND datname = current_database()"
+            ):
+                break
+            await asyncio.sleep(0.05)
+        await admin.close()
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
+        assert isinstance(results[0], list)
+        assert all(isinstance(r, StorageError) for r in results[1:]), results
+        await chat.append_messages(run.id, [{"role": "user", "content": "three"}])
+        assert [m.content for m in await chat.transcript(conv.id)] == ["one", "three"]
