@@ -84,6 +84,15 @@ async def execute(connection: asyncpg.Connection, stmt: Stmt) -> Any:
     return await connection.fetch(sql.postgres, *args)
 
 
+def _fail_queued(queue: collections.deque[_Queued]) -> None:
+    """Fail the writes still queued, the store being closed (those withdrawn are skipped)."""
+    while queue:
+        plan, future = queue.popleft()
+        plan.close()
+        if future.set_running_or_notify_cancel():
+            future.set_exception(StorageError("the store is closed"))
+
+
 async def _session_unchanged(connection: asyncpg.Connection) -> None:
     """A connection going back to the pool needs no reset query: plans set no session settings,
     take no session locks, listen to nothing and leave no cursor open, and asyncpg still rolls
@@ -177,11 +186,7 @@ class PostgresDriver:
                     await self._commit_batch(batch)
         finally:
             del self._groups[group]
-            while queue:  # the store closed meanwhile (see ``_close_pool``)
-                plan, future = queue.popleft()
-                plan.close()
-                if future.set_running_or_notify_cancel():
-                    future.set_exception(StorageError("the store is closed"))
+            _fail_queued(queue)  # the store closed meanwhile (see ``_close_pool``)
 
     async def _commit_batch(self, batch: list[_Queued]) -> None:
         answered: list[tuple[concurrent.futures.Future[Any], Any]] = []
@@ -263,6 +268,8 @@ class PostgresDriver:
         for task in committing:
             task.cancel()
         await asyncio.gather(*committing, return_exceptions=True)
+        for queue in self._groups.values():  # of a task cancelled before it started
+            _fail_queued(queue)
 
     def close(self) -> None:
         """Close the pool and stop the loop (blocking: run it on a thread)."""
