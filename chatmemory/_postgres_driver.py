@@ -84,6 +84,15 @@ async def execute(connection: asyncpg.Connection, stmt: Stmt) -> Any:
     return await connection.fetch(sql.postgres, *args)
 
 
+def _fail_queued(queue: collections.deque[_Queued]) -> None:
+    """Fail the writes still queued, the store being closed (those withdrawn are skipped)."""
+    while queue:
+        plan, future = queue.popleft()
+        plan.close()
+        if future.set_running_or_notify_cancel():
+            future.set_exception(StorageError("the store is closed"))
+
+
 async def _session_unchanged(connection: asyncpg.Connection) -> None:
     """A connection going back to the pool needs no reset query: plans set no session settings,
     take no session locks, listen to nothing and leave no cursor open, and asyncpg still rolls
@@ -177,6 +186,7 @@ class PostgresDriver:
                     await self._commit_batch(batch)
         finally:
             del self._groups[group]
+            _fail_queued(queue)  # the store closed meanwhile (see ``_close_pool``)
 
     async def _commit_batch(self, batch: list[_Queued]) -> None:
         answered: list[tuple[concurrent.futures.Future[Any], Any]] = []
@@ -245,11 +255,21 @@ class PostgresDriver:
         if self._listening_task is not None:
             self._listening_task.cancel()
             await asyncio.gather(self._listening_task, return_exceptions=True)
+        if self._committing:
+            # Appends queued before the close finish first, as other writes already running do.
+            await asyncio.wait(set(self._committing), timeout=10)
         if self._pool is not None:
             try:
                 await asyncio.wait_for(self._pool.close(), timeout=10)
             except TimeoutError:
                 self._pool.terminate()
+        # Any still left fail now, rather than wait forever on a loop that stops.
+        committing = list(self._committing)
+        for task in committing:
+            task.cancel()
+        await asyncio.gather(*committing, return_exceptions=True)
+        for queue in self._groups.values():  # of a task cancelled before it started
+            _fail_queued(queue)
 
     def close(self) -> None:
         """Close the pool and stop the loop (blocking: run it on a thread)."""
