@@ -6,7 +6,7 @@ conversation's row lock from another connection, as a concurrent writer would.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -34,12 +34,32 @@ async def _row_held(url: str, conversation_id: Any) -> AsyncIterator[asyncpg.Con
         await blocker.close()
 
 
+async def until(done: Callable[[], bool], what: str) -> None:
+    """Wait (at most 30 s) until ``done()``; the machine may be slow, the order must not be."""
+    for _ in range(3000):
+        if done():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not reached: {what}")
+
+
+def queue_of(chat: Any, history_id: Any) -> Any:
+    """The appends of a history queued behind its running transaction (None: no transaction)."""
+    return chat._db._postgres._groups.get(history_id)
+
+
 async def _queued(chat: Any, history_id: Any, messages: list[dict[str, Any]]) -> list[asyncio.Future[Any]]:
     """Start an append of each message; the first waits on the held row, the rest queue behind it."""
     calls = []
     for message in messages:
         calls.append(asyncio.ensure_future(chat.append_messages(history_id, [message])))
-        await asyncio.sleep(0.05 if calls[1:] else 0.3)
+        waiting = len(calls) - 1
+        await until(
+            lambda waiting=waiting: (
+                (queue := queue_of(chat, history_id)) is not None and len(queue) == waiting
+            ),
+            f"{waiting} appends queued behind the first",
+        )
     return calls
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import make_url
 
 from chatmemory import ChatMemory, ConflictError, HistoryNotFound, Message, Principal, StorageError
 from chatmemory._plan import Stmt
+from tests.test_postgres_group_commit import queue_of, until
 
 BATCH = 4
 
@@ -261,7 +262,7 @@ async def test_queued_postgres_appends_to_one_history_commit_together_and_fail_a
             return await scope.append_messages(run.id, [{"role": "user", "content": text}])
 
         first = asyncio.ensure_future(append(chat, "one"))
-        await asyncio.sleep(0.1)  # waiting on the row lock
+        await until(lambda: queue_of(chat, run.id) is not None, "the first append running")
         calls = [
             asyncio.ensure_future(append(scope, text))
             for scope, text in [
@@ -271,9 +272,9 @@ async def test_queued_postgres_appends_to_one_history_commit_together_and_fail_a
                 (chat, "three"),
             ]
         ]
-        await asyncio.sleep(0.05)  # queued behind the first
+        await until(lambda: len(queue_of(chat, run.id)) == 4, "four appends queued behind the first")
         calls[1].cancel()
-        await asyncio.sleep(0.01)
+        await until(calls[1].done, "the cancelled caller gone")
         queries.clear()
         await holding.rollback()
         await blocker.close()
