@@ -150,16 +150,15 @@ class SearchOps(ScopeBase):
         text = fts5_query(terms) if sqlite else tsquery(terms)
         digest = hashlib.sha256(repr((text, cid, hid, role)).encode()).hexdigest()[:16]
         after = _position(digest, cursor) if cursor is not None else None
-        if not sqlite:
+        # Looked for by a read first, so only a search that has work writes (on SQLite, queues
+        # behind the one writer).
+        if await self._db.run(_unindexed()):
             try:
-                await self._db.run(_index_tail(checked=False), write=True)
+                await self._db.run(_index_tail(), write=True)
             except StorageError as exc:
                 if getattr(exc.__cause__, "sqlstate", None) != _READ_ONLY:
                     raise
-                # A read-only database (a standby): what searches on the primary have indexed.
-        elif await self._db.run(_unindexed()):
-            # Looked for beside SQLite's one writer, so only a search that has work queues behind it.
-            await self._db.run(_index_tail(checked=True), write=True)
+                # A read-only PostgreSQL database (a standby): what searches on the primary indexed.
         rows, snippets = await self._db.run(
             _search(self.principal, text if terms else None, cid, hid, role, after, limit)
         )
@@ -196,11 +195,8 @@ def _unindexed() -> Plan[bool]:
     return bool(rows and rows[0][0])
 
 
-def _index_tail(*, checked: bool) -> Plan[None]:
-    """Index every message written since the last search, in one batch (unless ``checked``, only
-    after finding there is one)."""
-    if not checked and not (yield from _unindexed()):
-        return
+def _index_tail() -> Plan[None]:
+    """Index every message written since the last search, in one batch."""
     for statement in sql.INDEX_TAIL:
         yield Stmt(statement, {})
 
