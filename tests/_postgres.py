@@ -11,6 +11,7 @@ database per test costs milliseconds there instead of a quarter of a second on a
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 import uuid
@@ -18,6 +19,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from sqlalchemy import make_url
@@ -89,3 +91,19 @@ async def drop_database(server_url: str, database_url: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+async def log_queries(memory: Any) -> list[str]:
+    """Every query the store's pooled connections send from now on, in order (a structural
+    test's view of the round trips a call makes)."""
+    driver = memory._db._postgres
+    assert driver is not None and driver._pool is not None
+    queries: list[str] = []
+
+    async def install() -> None:
+        for holder in driver._pool._holders:
+            if holder._con is not None:
+                holder._con.add_query_logger(lambda record: queries.append(record.query))
+
+    await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(install(), driver._loop))
+    return queries

@@ -1,7 +1,8 @@
-"""PostgreSQL group commit of appends to one history, at its edges: a statement of one append
-failing inside the shared transaction, the shared COMMIT failing, two queued appends of one key,
-and the store closed while appends queue. Appends are made to queue by holding their
-conversation's row lock from another connection, as a concurrent writer would."""
+"""PostgreSQL group commit of appends to one history: queued appends share one COMMIT in queue
+order, and at its edges: a statement of one append failing inside the shared transaction, the
+shared COMMIT failing, two queued appends of one key, and the store closed while appends queue.
+Appends are made to queue by holding their conversation's row lock from another connection, as
+a concurrent writer would."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from typing import Any
 
 import asyncpg
 
-from chatmemory import ChatMemory, Message, Principal, StorageError
+from chatmemory import ChatMemory, History, HistoryNotFound, Message, Principal, StorageError
+from chatmemory.scope import Scope
+from tests._postgres import log_queries
 from tests.conftest import _create_database
 
 
@@ -66,70 +69,72 @@ async def _queued(chat: Any, history_id: Any, messages: list[dict[str, Any]]) ->
 _ONE_REFUSED = [{"role": "user", "content": text} for text in ("one", "two", "refused", "three")]
 
 
-async def _store(postgres_url: str) -> tuple[str, ChatMemory]:
+async def _history(postgres_url: str) -> tuple[str, ChatMemory, Scope, History]:
+    """A new database's URL, a store open on it, alice's scope and a running history of hers."""
     url = await _create_database(postgres_url)
-    return url, await ChatMemory.open(url)
+    memory = await ChatMemory.open(url)
+    chat = memory.scoped(Principal("alice"))
+    conv = await chat.start_conversation()
+    return url, memory, chat, await chat.start_history(conv.id, model="m")
+
+
+async def _execute(url: str, statements: str) -> None:
+    """Run SQL on a connection of its own (a trigger the test needs)."""
+    setup = await asyncpg.connect(_plain(url))
+    try:
+        await setup.execute(statements)
+    finally:
+        await setup.close()
 
 
 async def test_a_failing_statement_rolls_back_only_its_own_append(postgres_url: str) -> None:
     """A PostgreSQL error in one queued append's statement (a trigger refusing its row) fails
     that append alone; the others of its transaction are committed, in order."""
-    url, memory = await _store(postgres_url)
+    url, memory, chat, run = await _history(postgres_url)
     async with memory:
-        chat = memory.scoped(Principal("alice"))
-        conv = await chat.start_conversation()
-        run = await chat.start_history(conv.id, model="m")
-        setup = await asyncpg.connect(_plain(url))
-        await setup.execute(
+        await _execute(
+            url,
             "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
             "IF NEW.content = 'refused' THEN RAISE EXCEPTION 'refused row'; END IF; RETURN NEW; END $$; "
-            "CREATE TRIGGER refuse BEFORE INSERT ON chat_messages FOR EACH ROW EXECUTE FUNCTION refuse()"
+            "CREATE TRIGGER refuse BEFORE INSERT ON chat_messages FOR EACH ROW EXECUTE FUNCTION refuse()",
         )
-        await setup.close()
-        async with _row_held(url, conv.id):
+        async with _row_held(url, run.conversation_id):
             calls = await _queued(chat, run.id, _ONE_REFUSED)
         results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
         assert isinstance(results[2], StorageError) and "refused row" in str(results[2])
         assert [r[0].seq for r in results if isinstance(r, list)] == [1, 2, 3]
-        assert [m.content for m in await chat.transcript(conv.id)] == ["one", "two", "three"]
-        summary = await chat.get_conversation(conv.id)
+        assert [m.content for m in await chat.transcript(run.conversation_id)] == ["one", "two", "three"]
+        summary = await chat.get_conversation(run.conversation_id)
         assert summary.message_count == 3 and summary.last_message_preview == "three"
 
 
 async def test_a_failing_commit_fails_every_append_it_held(postgres_url: str) -> None:
     """When the shared COMMIT fails (a deferred check refusing one row), no append of that
     transaction is answered as stored, and none is."""
-    url, memory = await _store(postgres_url)
+    url, memory, chat, run = await _history(postgres_url)
     async with memory:
-        chat = memory.scoped(Principal("alice"))
-        conv = await chat.start_conversation()
-        run = await chat.start_history(conv.id, model="m")
-        setup = await asyncpg.connect(_plain(url))
-        await setup.execute(
+        await _execute(
+            url,
             "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
             "IF NEW.content = 'refused' THEN RAISE EXCEPTION 'refused late'; END IF; RETURN NEW; END $$; "
             "CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON chat_messages DEFERRABLE INITIALLY DEFERRED "
-            "FOR EACH ROW EXECUTE FUNCTION refuse()"
+            "FOR EACH ROW EXECUTE FUNCTION refuse()",
         )
-        await setup.close()
-        async with _row_held(url, conv.id):
+        async with _row_held(url, run.conversation_id):
             calls = await _queued(chat, run.id, _ONE_REFUSED)
         results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
         assert isinstance(results[0], list)  # alone in its transaction
         assert all(isinstance(r, StorageError) and "refused late" in str(r) for r in results[1:])
-        assert [m.content for m in await chat.transcript(conv.id)] == ["one"]
-        assert (await chat.get_conversation(conv.id)).message_count == 1
+        assert [m.content for m in await chat.transcript(run.conversation_id)] == ["one"]
+        assert (await chat.get_conversation(run.conversation_id)).message_count == 1
 
 
 async def test_queued_appends_of_one_key_store_it_once(postgres_url: str) -> None:
     """Two appends of one key that share a transaction store the message once, and both are
     answered with it."""
-    url, memory = await _store(postgres_url)
+    url, memory, chat, run = await _history(postgres_url)
     async with memory:
-        chat = memory.scoped(Principal("alice"))
-        conv = await chat.start_conversation()
-        run = await chat.start_history(conv.id, model="m")
-        async with _row_held(url, conv.id):
+        async with _row_held(url, run.conversation_id):
             calls = await _queued(
                 chat,
                 run.id,
@@ -142,18 +147,15 @@ async def test_queued_appends_of_one_key_store_it_once(postgres_url: str) -> Non
             )
         results: list[list[Message]] = await asyncio.wait_for(asyncio.gather(*calls), 30)
         assert results[1] == results[2] and results[2][0].content == "keyed"
-        assert [m.content for m in await chat.transcript(conv.id)] == ["first", "keyed", "last"]
+        assert [m.content for m in await chat.transcript(run.conversation_id)] == ["first", "keyed", "last"]
         assert [r[0].seq for r in results] == [1, 2, 2, 3]
 
 
 async def test_closing_the_store_while_appends_queue_answers_every_caller(postgres_url: str) -> None:
     """Closing the store while appends to one history wait and queue behind each other answers
     every caller: each is stored and answered, or fails with StorageError and is not stored."""
-    url, memory = await _store(postgres_url)
-    chat = memory.scoped(Principal("alice"))
-    conv = await chat.start_conversation()
-    run = await chat.start_history(conv.id, model="m")
-    async with _row_held(url, conv.id):
+    url, memory, chat, run = await _history(postgres_url)
+    async with _row_held(url, run.conversation_id):
         calls = await _queued(chat, run.id, [{"role": "user", "content": f"m{i}"} for i in range(6)])
         closing = asyncio.ensure_future(memory.close())
         await asyncio.sleep(0.2)
@@ -162,7 +164,9 @@ async def test_closing_the_store_while_appends_queue_answers_every_caller(postgr
     assert all(isinstance(r, list | StorageError) for r in results), results
     answered = [r[0].content for r in results if isinstance(r, list)]
     async with ChatMemory.open(url) as reopened:
-        stored = [m.content for m in await reopened.scoped(Principal("alice")).transcript(conv.id)]
+        stored = [
+            m.content for m in await reopened.scoped(Principal("alice")).transcript(run.conversation_id)
+        ]
     assert stored == answered
     assert answered == [f"m{i}" for i in range(6)]  # as on SQLite, queued writes finish before the close
 
@@ -170,36 +174,30 @@ async def test_closing_the_store_while_appends_queue_answers_every_caller(postgr
 async def test_a_caller_cancelled_while_its_transaction_runs_waits_for_its_commit(postgres_url: str) -> None:
     """A caller cancelled once its queued append was taken into a transaction waits for that
     transaction's end, then is cancelled; the append is stored with the others."""
-    url, memory = await _store(postgres_url)
+    url, memory, chat, run = await _history(postgres_url)
     async with memory:
-        chat = memory.scoped(Principal("alice"))
-        conv = await chat.start_conversation()
-        run = await chat.start_history(conv.id, model="m")
-        async with _row_held(url, conv.id):
+        async with _row_held(url, run.conversation_id):
             calls = await _queued(chat, run.id, [{"role": "user", "content": t} for t in ("one", "two")])
             calls[0].cancel()
             await asyncio.sleep(0.2)
             assert not calls[0].done()  # its transaction still waits on the row
         results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
         assert isinstance(results[0], asyncio.CancelledError) and isinstance(results[1], list)
-        assert [m.content for m in await chat.transcript(conv.id)] == ["one", "two"]
+        assert [m.content for m in await chat.transcript(run.conversation_id)] == ["one", "two"]
 
 
 async def test_a_connection_lost_mid_transaction_fails_every_append_of_it(postgres_url: str) -> None:
     """When the connection of a shared transaction is lost after one append of it ran, every
     append of it fails with StorageError and none is stored; the next append gets a new one."""
-    url, memory = await _store(postgres_url)
+    url, memory, chat, run = await _history(postgres_url)
     async with memory:
-        chat = memory.scoped(Principal("alice"))
-        conv = await chat.start_conversation()
-        run = await chat.start_history(conv.id, model="m")
         admin = await asyncpg.connect(_plain(url))
         await admin.execute(
             "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
             "IF NEW.content = 'slow' THEN PERFORM pg_sleep(30); END IF; RETURN NEW; END $$; "
             "CREATE TRIGGER slow BEFORE INSERT ON chat_messages FOR EACH ROW EXECUTE FUNCTION slow()"
         )
-        async with _row_held(url, conv.id):
+        async with _row_held(url, run.conversation_id):
             texts = ("one", "two", "slow")
             calls = await _queued(chat, run.id, [{"role": "user", "content": t} for t in texts])
         for _ in range(100):  # "two" ran in the shared transaction; "slow" sleeps in its trigger
@@ -214,4 +212,45 @@ async def test_a_connection_lost_mid_transaction_fails_every_append_of_it(postgr
         assert isinstance(results[0], list)
         assert all(isinstance(r, StorageError) for r in results[1:]), results
         await chat.append_messages(run.id, [{"role": "user", "content": "three"}])
-        assert [m.content for m in await chat.transcript(conv.id)] == ["one", "three"]
+        assert [m.content for m in await chat.transcript(run.conversation_id)] == ["one", "three"]
+
+
+async def test_queued_appends_commit_together_in_order_and_fail_alone(postgres_url: str) -> None:
+    """Appends to one history that queue while its transaction waits share the next one (one
+    COMMIT), in queue order; one that fails (another principal's) fails alone and leaves
+    nothing; one whose caller gave up before it started is not written."""
+    url, memory, chat, run = await _history(postgres_url)
+    async with memory:
+        conv_id = run.conversation_id
+        await chat.append_messages(run.id, [{"role": "user", "content": "zero"}])
+        queries = await log_queries(memory)
+
+        async def append(scope: Any, text: str) -> list[Message]:
+            return await scope.append_messages(run.id, [{"role": "user", "content": text}])
+
+        async with _row_held(url, conv_id):
+            first = asyncio.ensure_future(append(chat, "one"))
+            await until(lambda: queue_of(chat, run.id) is not None, "the first append running")
+            calls = [
+                asyncio.ensure_future(append(scope, text))
+                for scope, text in [
+                    (chat, "two"),
+                    (chat, "withdrawn"),
+                    (memory.scoped(Principal("bob")), "foreign"),
+                    (chat, "three"),
+                ]
+            ]
+            await until(lambda: len(queue_of(chat, run.id)) == 4, "four appends queued behind the first")
+            calls[1].cancel()
+            await until(calls[1].done, "the cancelled caller gone")
+            queries.clear()
+        results = await asyncio.gather(first, *calls, return_exceptions=True)
+        await asyncio.sleep(0.05)
+        assert isinstance(results[2], asyncio.CancelledError)
+        assert isinstance(results[3], HistoryNotFound)
+        assert [m.content for m in await chat.transcript(conv_id)] == ["zero", "one", "two", "three"]
+        assert [r[0].seq for r in (results[0], results[1], results[4]) if isinstance(r, list)] == [2, 3, 4]
+        summary = await chat.get_conversation(conv_id)
+        assert summary.message_count == 4 and summary.last_message_preview == "three"
+    commits = [q for q in queries if q.split()[0].rstrip(";") == "COMMIT"]
+    assert len(commits) == 2  # the first append alone, then the three queued behind it together

@@ -19,7 +19,7 @@ from sqlalchemy import make_url
 
 from chatmemory import ChatMemory, ConflictError, HistoryNotFound, Message, Principal, StorageError
 from chatmemory._plan import Stmt
-from tests.test_postgres_group_commit import queue_of, until
+from tests._postgres import log_queries
 
 BATCH = 4
 
@@ -227,69 +227,6 @@ async def test_queued_sqlite_writes_commit_together_and_fail_alone(tmp_path: Pat
         assert executed.count("ROLLBACK TO plan") == 2
 
 
-async def test_queued_postgres_appends_to_one_history_commit_together_and_fail_alone(
-    postgres_url: str,
-) -> None:
-    """On PostgreSQL, appends to one history that queue while its transaction waits share the
-    next one (one COMMIT), in queue order; one that fails (another principal's) fails alone and
-    leaves nothing; one whose caller gave up before it started is not written."""
-    from tests.conftest import _create_database
-
-    url = await _create_database(postgres_url)
-    async with ChatMemory.open(url) as memory:
-        chat = memory.scoped(Principal("alice"))
-        conv = await chat.start_conversation()
-        run = await chat.start_history(conv.id, model="m")
-        await chat.append_messages(run.id, [{"role": "user", "content": "zero"}])
-        driver = memory._db._postgres
-        assert driver is not None and driver._pool is not None
-        queries: list[str] = []
-
-        def log_all() -> None:
-            assert driver._pool is not None
-            for holder in driver._pool._holders:
-                if holder._con is not None:
-                    holder._con.add_query_logger(lambda record: queries.append(record.query))
-
-        driver._loop.call_soon_threadsafe(log_all)
-        # Another connection holds the conversation's row, so the first append waits on it.
-        blocker = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
-        holding = blocker.transaction()
-        await holding.start()
-        await blocker.execute("SELECT 1 FROM chat_conversations WHERE id = $1 FOR UPDATE", conv.id)
-
-        async def append(scope: Any, text: str) -> list[Message]:
-            return await scope.append_messages(run.id, [{"role": "user", "content": text}])
-
-        first = asyncio.ensure_future(append(chat, "one"))
-        await until(lambda: queue_of(chat, run.id) is not None, "the first append running")
-        calls = [
-            asyncio.ensure_future(append(scope, text))
-            for scope, text in [
-                (chat, "two"),
-                (chat, "withdrawn"),
-                (memory.scoped(Principal("bob")), "foreign"),
-                (chat, "three"),
-            ]
-        ]
-        await until(lambda: len(queue_of(chat, run.id)) == 4, "four appends queued behind the first")
-        calls[1].cancel()
-        await until(calls[1].done, "the cancelled caller gone")
-        queries.clear()
-        await holding.rollback()
-        await blocker.close()
-        results = await asyncio.gather(first, *calls, return_exceptions=True)
-        await asyncio.sleep(0.05)
-        assert isinstance(results[2], asyncio.CancelledError)
-        assert isinstance(results[3], HistoryNotFound)
-        assert [m.content for m in await chat.transcript(conv.id)] == ["zero", "one", "two", "three"]
-        assert [r[0].seq for r in (results[0], results[1], results[4]) if isinstance(r, list)] == [2, 3, 4]
-        summary = await chat.get_conversation(conv.id)
-        assert summary.message_count == 4 and summary.last_message_preview == "three"
-    commits = [q for q in queries if q.split()[0].rstrip(";") == "COMMIT"]
-    assert len(commits) == 2  # the first append alone, then the three queued behind it together
-
-
 async def test_postgres_call_is_its_statements_only(postgres_url: str) -> None:
     """On PostgreSQL an append is BEGIN, one statement and COMMIT on its connection, and a read
     of a page is its one statement (under READ COMMITTED a statement inside a transaction reads
@@ -303,18 +240,7 @@ async def test_postgres_call_is_its_statements_only(postgres_url: str) -> None:
         run = await chat.start_history(conv.id, model="m")
         # The first append on a connection also reads the array types it binds.
         await chat.append_messages(run.id, [{"role": "user", "content": "warm"}])
-        driver = memory._db._postgres
-        assert driver is not None and driver._pool is not None
-        queries: list[str] = []
-
-        def log_all() -> None:
-            assert driver._pool is not None
-            for holder in driver._pool._holders:
-                if holder._con is not None:
-                    holder._con.add_query_logger(lambda record: queries.append(record.query))
-
-        driver._loop.call_soon_threadsafe(log_all)
-        await asyncio.sleep(0.05)
+        queries = await log_queries(memory)
         await chat.append_messages(run.id, [{"role": "user", "content": "a"}])
         await chat.list_messages(conversation_id=conv.id, newest_first=True)
         await asyncio.sleep(0.05)  # the release runs on the driver's loop
