@@ -8,11 +8,12 @@ summaries become dicts (JSON parsed only when not NULL) validated by one ``TypeA
 list.
 
 Messages, read by the thousand, are built without validation: these are rows this package
-validated before writing them. Each costs one model, its field dict and its id; the ids and
-timestamps rows share are parsed once per distinct value, and JSON is decoded only when not
-NULL. Every object a message adds is one more for the cyclic garbage collector to walk, and
-a full collection walks the whole process, so a message allocates nothing else that lives,
-and a long list is built with the collector paused (see ``_plan.collector_paused``).
+validated before writing them. Each costs one model and its field dict, plus on SQLite its
+id parsed (the ids and timestamps rows share are parsed once per distinct value); JSON is
+decoded only when not NULL. Every object a message adds is one more for the cyclic garbage
+collector to walk, and a full collection walks the whole process, so a message allocates
+nothing else that lives, and a long list is built with the collector paused (see
+``_plan.collector_paused``).
 """
 
 from __future__ import annotations
@@ -165,10 +166,6 @@ def _sqlite_time(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-def _same(value: Any) -> Any:
-    return value
-
-
 def message_of(data: dict[str, Any]) -> Message:
     """A ``Message`` from a dict of every field, already valid (no validation, no copy)."""
     message: Message = _new_object(Message)
@@ -192,23 +189,25 @@ def messages(rows: Sequence[Sequence[Any]], sqlite: bool) -> list[Message]:
 
 
 def _messages(rows: Sequence[Sequence[Any]], sqlite: bool) -> list[Message]:
-    parse_id: Callable[[Any], Any] = uuid_of_hex if sqlite else _same
-    ids = _Parsed(parse_id)
-    # SQLite's text is parsed once per distinct timestamp; PostgreSQL's datetimes are used as
-    # they come (looking them up would hash each, which for an aware datetime costs a subtraction).
-    times: Callable[[Any], Any] = _Parsed(_sqlite_time).__getitem__ if sqlite else _same
+    # SQLite's text is parsed once per distinct id and timestamp. PostgreSQL's UUIDs and
+    # datetimes are used as they come: looking them up would hash each, for nothing to parse.
+    ids = _Parsed(uuid_of_hex)
+    times = _Parsed(_sqlite_time)
     loads = json.loads
     out = []
     for (
         id_, cid, hid, seq, role, content, parts, model, status, error, usage, metadata, native, key,
         created_at, updated_at,
     ) in rows:  # fmt: skip
+        if sqlite:
+            id_, cid, hid = uuid_of_hex(id_), ids[cid], ids[hid]
+            created_at, updated_at = times[created_at], times[updated_at]
         out.append(
             message_of(
                 {
-                    "id": parse_id(id_),
-                    "conversation_id": ids[cid],
-                    "history_id": ids[hid],
+                    "id": id_,
+                    "conversation_id": cid,
+                    "history_id": hid,
                     "seq": seq,
                     "role": role,
                     "content": content,
@@ -220,8 +219,8 @@ def _messages(rows: Sequence[Sequence[Any]], sqlite: bool) -> list[Message]:
                     "metadata": loads(metadata) if type(metadata) is str else metadata,
                     "native": None if native is None else Native.model_validate_json(json_text(native)),
                     "key": key,
-                    "created_at": times(created_at),
-                    "updated_at": times(updated_at),
+                    "created_at": created_at,
+                    "updated_at": updated_at,
                 }
             )
         )
