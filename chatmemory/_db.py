@@ -143,9 +143,9 @@ class Database:
     """Where every call's transaction runs, and where database errors are translated.
 
     A store opened from a URL (``owned``) runs plans on its own drivers: SQLite on threads
-    it owns, PostgreSQL on asyncpg pools (one per event loop), so it serves any thread and
-    any event loop. Its SQLAlchemy engine (no pool) only migrates and checks the schema. A
-    caller's engine runs plans on connections borrowed from its pool.
+    it owns, PostgreSQL on an asyncpg pool on an event loop of its own, in a thread it owns, so
+    it serves any thread and any event loop. Its SQLAlchemy engine (no pool) only migrates and
+    checks the schema. A caller's engine runs plans on connections borrowed from its pool.
     """
 
     def __init__(
