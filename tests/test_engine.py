@@ -125,6 +125,42 @@ async def test_json_columns_read_back_through_a_callers_engine(db_url: str) -> N
         await engine.dispose()
 
 
+async def test_writes_that_keep_json_columns_work_through_a_callers_engine(db_url: str) -> None:
+    """A write that keeps a row's JSON columns as they are (a title change keeps the metadata, a
+    finish keeps the system prompts, a failed message keeps its parts) sends them back as the
+    JSON they were, though the engine's driver decoded them when they were read."""
+    async with ChatMemory.open(db_url):
+        pass  # migrate
+    engine = create_engine(db_url)
+    try:
+        async with ChatMemory(engine) as memory:
+            chat = memory.scoped(Principal("a"))
+            conv = await chat.start_conversation(metadata={"topic": "owls"})
+            run = await chat.start_history(conv.id, model="m", system_prompts=["be brief"], metadata={"n": 1})
+            call = ToolCallPart(id="c1", name="lookup", arguments={"q": "owls"})
+            (pending,) = await chat.append_messages(
+                run.id, [NewMessage("assistant", [call], status="pending")]
+            )
+            await chat.update_conversation(conv.id, title="Owls")
+            await chat.update_history(run.id, model="m2")
+            failed = await chat.fail_message(pending.id, error="boom")
+            finished = await chat.finish_history(run.id, usage={"tokens": 3})
+            assert failed.parts == [call] and finished.system_prompts == ["be brief"]
+            found = await chat.get_conversation(conv.id, messages=True)
+            assert (found.title, found.metadata) == ("Owls", {"topic": "owls"})
+            (history,) = found.histories
+            assert (history.model, history.status, history.system_prompts) == (
+                "m2",
+                "completed",
+                ["be brief"],
+            )
+            assert history.metadata == {"n": 1} and history.usage == {"tokens": 3}
+            assert history.messages is not None and history.messages[0].parts == [call]
+            assert history.messages[0].status == "error"
+    finally:
+        await engine.dispose()
+
+
 async def test_unreachable_database_is_a_storage_error(tmp_path: Path) -> None:
     (tmp_path / "dir.db").mkdir()
     with pytest.raises(StorageError):
