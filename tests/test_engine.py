@@ -171,5 +171,10 @@ async def test_unreachable_database_is_a_storage_error(tmp_path: Path) -> None:
 
 async def test_await_open_and_close(tmp_path: Path) -> None:
     memory = await ChatMemory.open(f"sqlite:///{tmp_path}/c.db")
-    await memory.scoped(Principal("a")).start_conversation()
+    conv = await memory.scoped(Principal("a")).start_conversation()
     await memory.close()
+    with pytest.raises(StorageError, match="closed"):
+        await memory.scoped(Principal("a")).get_conversation(conv.id)
+    reopened = await ChatMemory.open(f"sqlite:///{tmp_path}/c.db")
+    assert (await reopened.scoped(Principal("a")).get_conversation(conv.id)).id == conv.id
+    await reopened.close()
