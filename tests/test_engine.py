@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,33 @@ async def test_an_in_memory_store_works_and_leaves_no_file(
     async with ChatMemory.open(url) as again:
         assert (await again.scoped(Principal("alice")).list_conversations()).items == []
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_an_in_memory_store_imports_and_purges_beside_other_calls() -> None:
+    """Imports and purges (which run on a connection of their own) wait for the store's other
+    calls on an in-memory database, as they do on a file, instead of failing on its table locks."""
+    async with ChatMemory.open("sqlite:///:memory:") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        await chat.append_messages(run.id, [NewMessage("user", f"m{i}") for i in range(100)])
+        document = await chat.export_conversation(conv.id)
+
+        async def appends() -> None:
+            for i in range(40):
+                await chat.append_messages(run.id, [NewMessage("user", f"x{i}")] * 10)
+                await chat.transcript(conv.id)
+
+        async def imports() -> None:
+            for _ in range(8):
+                copy = await chat.import_conversation(document, new_ids=True)
+                await chat.delete_conversation(copy.id)
+                await memory.scoped(Principal("root", admin=True)).purge_deleted(
+                    deleted_before=datetime.now(UTC)
+                )
+
+        await asyncio.wait_for(asyncio.gather(appends(), imports()), 60)
+        assert len(await chat.transcript(conv.id)) == 100 + 400
 
 
 async def test_open_default_creates_the_database(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
