@@ -192,8 +192,9 @@ class SQLiteDriver:
         release = threading.Event()
 
         def held() -> None:
-            idle.set_result(None)
-            release.wait()
+            if idle.set_running_or_notify_cancel():  # else whoever waited for it gave up
+                idle.set_result(None)
+                release.wait()
 
         self._writer.submit(held)
         return idle, release
