@@ -178,7 +178,7 @@ def _update(principal: Principal, cid: UUID, values: dict[str, Any]) -> Plan[Row
         merged = {
             "cid": cid,
             "title": current[3],
-            "metadata": current[4],
+            "metadata": _rows.json_text(current[4]),
             "pinned_at": current[5],
             "archived_at": current[6],
             "updated_at": current[8],

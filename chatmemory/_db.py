@@ -9,6 +9,7 @@ import importlib.util
 import os
 import sqlite3
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Hashable
 from pathlib import Path
@@ -253,7 +254,16 @@ class Database:
         """
         if self._closed:
             raise StorageError("the store is closed")
+        release: threading.Event | None = None
         try:
+            if self._sqlite is not None and self._sqlite.memory:
+                # A shared in-memory database locks tables, and a connection refused such a lock
+                # fails at once (no busy timeout): the store's own connection waits meanwhile.
+                try:
+                    idle, release = self._sqlite.hold()
+                except RuntimeError:
+                    raise StorageError("the store is closed") from None
+                await asyncio.wrap_future(idle)
             async with self.engine.connect() as conn:
                 if write and self.is_sqlite:
                     await conn.execution_options(**{_WRITE: True})
@@ -265,6 +275,9 @@ class Database:
             raise
         except _driver_errors() as exc:
             raise StorageError(f"database error: {type(exc).__name__}: {_first_line(exc)}") from exc
+        finally:
+            if release is not None:
+                release.set()
 
     async def close(self) -> None:
         """Wait for running plans, then close the connections this store opened (idempotent)."""

@@ -173,8 +173,8 @@ def change_running(principal: Principal, hid: UUID, values: dict[str, Any]) -> P
     status = row[5]
     if status != "running":
         raise ConflictError(f"history {hid} is already {status}")
-    # The row's own values (JSON still as text), overlaid with what changes.
-    params: dict[str, Any] = dict(zip(_rows.HISTORY_FIELDS, row, strict=True))
+    # The row's own values, overlaid with what changes.
+    params = _rows.row_params(_rows.HISTORY_FIELDS, row)
     for name, value in values.items():
         params[name] = Json(value) if name in _JSON_FIELDS else value
     params["hid"] = hid

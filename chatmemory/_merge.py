@@ -22,7 +22,7 @@ from chatmemory import _sql as sql
 from chatmemory._messages import MessageOps, append, in_batch_order
 from chatmemory._plan import Json, Plan, Row, Stmt
 from chatmemory._scope_base import Id
-from chatmemory._validation import check_object, parse_id
+from chatmemory._validation import check_object, parse_id, utc_time
 from chatmemory.errors import ConflictError, ConversationNotFound, HistoryNotFound, InvalidInputError
 from chatmemory.models import ConversationSummary, Message, NewMessage
 from chatmemory.principal import Principal
@@ -73,8 +73,8 @@ class MergeOps(MessageOps):
         batch = self._batch(messages)
         if batch and hid is None:
             raise InvalidInputError("history_id", "is required to append messages")
-        if created_at is not None and (not isinstance(created_at, datetime) or created_at.tzinfo is None):
-            raise InvalidInputError("created_at", "must be a timezone-aware datetime")
+        if created_at is not None:
+            created_at = utc_time("created_at", created_at)
         if if_last_seq is not None and (isinstance(if_last_seq, bool) or not isinstance(if_last_seq, int)):
             raise InvalidInputError("if_last_seq", "must be an integer")
         plan = _merge_and_append(
@@ -98,8 +98,8 @@ class MergeOps(MessageOps):
         cid = parse_id("conversation_id", conversation_id)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
             raise InvalidInputError("limit", "must be a non-negative integer")
-        if since is not None and (not isinstance(since, datetime) or since.tzinfo is None):
-            raise InvalidInputError("since", "must be a timezone-aware datetime")
+        if since is not None:
+            since = utc_time("since", since)
         row, rows = await self._db.run(_tail(self.principal, cid, limit, since))
         summary = _rows.one(_rows.summaries, row[:-1], self._db.is_sqlite)
         found = _rows.messages(rows[::-1], self._db.is_sqlite)

@@ -416,7 +416,7 @@ def _settle(principal: Principal, mid: UUID, values: dict[str, Any], allow_model
         raise ConflictError(f"message {mid} is {status}, not pending")
     if allow_model and role != "assistant":
         raise InvalidInputError("model", f"a {role} message has no model")
-    params: dict[str, Any] = dict(zip(_rows.MESSAGE_FIELDS, row, strict=True))
+    params = _rows.row_params(_rows.MESSAGE_FIELDS, row)
     for name, value in values.items():
         params[name] = Json(value) if name == "parts" else value
     params["mid"] = mid

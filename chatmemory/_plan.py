@@ -96,7 +96,8 @@ def sqlite_value(value: Any) -> Any:
     if isinstance(value, UUID):
         return value.hex
     if isinstance(value, datetime):
-        return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}"
+        # Years below 1000 with four digits, as SQLAlchemy writes them and ``fromisoformat`` reads.
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
     if isinstance(value, Json):
         return None if value.value is None else json.dumps(value.value)
     if isinstance(value, Many):

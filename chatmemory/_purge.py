@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from chatmemory import _queries as q
 from chatmemory._schema import conversations, histories, messages
 from chatmemory._scope_base import ScopeBase
+from chatmemory._validation import utc_time
 from chatmemory.errors import InvalidInputError
 
 __all__ = ["PurgeCounts", "PurgeOps"]
@@ -41,8 +42,7 @@ class PurgeOps(ScopeBase):
         """
         if not self.principal.admin:
             raise InvalidInputError("principal", "purging needs an admin principal")
-        if not isinstance(deleted_before, datetime) or deleted_before.tzinfo is None:
-            raise InvalidInputError("deleted_before", "must be a timezone-aware datetime")
+        deleted_before = utc_time("deleted_before", deleted_before)
         tenant = (
             C.tenant_id.is_(None) if self.principal.tenant is None else C.tenant_id == self.principal.tenant
         )

@@ -90,6 +90,14 @@ _TIMESTAMPS = frozenset({"created_at", "updated_at", "pinned_at", "archived_at",
 _SHARED_IDS = frozenset({"conversation_id", "history_id"})
 
 
+def row_params(fields: tuple[str, ...], row: Sequence[Any]) -> dict[str, Any]:
+    """A row's columns by name, to send back unchanged: JSON columns as text (see ``json_text``),
+    which every driver binds to a JSON parameter, where a value its codec decoded may not be."""
+    return {
+        name: json_text(value) if name in _JSON else value for name, value in zip(fields, row, strict=True)
+    }
+
+
 class _Reader:
     """Turns rows with a fixed column order into one model type."""
 

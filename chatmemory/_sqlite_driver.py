@@ -158,7 +158,7 @@ class SQLiteDriver:
         self._queued: collections.deque[_Queued] = collections.deque()
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chatmemory-sqlite-writer")
         # An in-memory database exists once per connection: everything goes through the writer.
-        memory = path in ("", ":memory:") or "mode=memory" in path
+        memory = self.memory = path in ("", ":memory:") or "mode=memory" in path
         self._readers = (
             self._writer
             if memory
@@ -184,6 +184,20 @@ class SQLiteDriver:
             self._writer.submit(self._drain)
             self._queued.append((plan, future))
         return future
+
+    def hold(self) -> tuple[concurrent.futures.Future[None], threading.Event]:
+        """Keep the writer idle, between two transactions, until the event is set; the future is
+        done once it is (then, in memory, no connection of this store is in a transaction)."""
+        idle: concurrent.futures.Future[None] = concurrent.futures.Future()
+        release = threading.Event()
+
+        def held() -> None:
+            if idle.set_running_or_notify_cancel():  # else whoever waited for it gave up
+                idle.set_result(None)
+                release.wait()
+
+        self._writer.submit(held)
+        return idle, release
 
     def _connection(self, write: bool) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -99,6 +100,20 @@ def parse_id(field: str, value: object) -> UUID:
         except ValueError:
             pass
     raise InvalidInputError(field, "must be a UUID")
+
+
+def utc_time(field: str, value: object) -> datetime:
+    """A timezone-aware time, as the same instant in UTC (how every time is stored and read).
+
+    Raises:
+        InvalidInputError: not a datetime, naive, or outside the years 1 to 9999 in UTC.
+    """
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise InvalidInputError(field, "must be a timezone-aware datetime")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInputError(field, "is out of range in UTC") from None
 
 
 def model_name(field: str, value: object) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,33 @@ async def test_an_in_memory_store_works_and_leaves_no_file(
     async with ChatMemory.open(url) as again:
         assert (await again.scoped(Principal("alice")).list_conversations()).items == []
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_an_in_memory_store_imports_and_purges_beside_other_calls() -> None:
+    """Imports and purges (which run on a connection of their own) wait for the store's other
+    calls on an in-memory database, as they do on a file, instead of failing on its table locks."""
+    async with ChatMemory.open("sqlite:///:memory:") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        await chat.append_messages(run.id, [NewMessage("user", f"m{i}") for i in range(100)])
+        document = await chat.export_conversation(conv.id)
+
+        async def appends() -> None:
+            for i in range(40):
+                await chat.append_messages(run.id, [NewMessage("user", f"x{i}")] * 10)
+                await chat.transcript(conv.id)
+
+        async def imports() -> None:
+            for _ in range(8):
+                copy = await chat.import_conversation(document, new_ids=True)
+                await chat.delete_conversation(copy.id)
+                await memory.scoped(Principal("root", admin=True)).purge_deleted(
+                    deleted_before=datetime.now(UTC)
+                )
+
+        await asyncio.wait_for(asyncio.gather(appends(), imports()), 60)
+        assert len(await chat.transcript(conv.id)) == 100 + 400
 
 
 async def test_open_default_creates_the_database(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -125,6 +154,42 @@ async def test_json_columns_read_back_through_a_callers_engine(db_url: str) -> N
         await engine.dispose()
 
 
+async def test_writes_that_keep_json_columns_work_through_a_callers_engine(db_url: str) -> None:
+    """A write that keeps a row's JSON columns as they are (a title change keeps the metadata, a
+    finish keeps the system prompts, a failed message keeps its parts) sends them back as the
+    JSON they were, though the engine's driver decoded them when they were read."""
+    async with ChatMemory.open(db_url):
+        pass  # migrate
+    engine = create_engine(db_url)
+    try:
+        async with ChatMemory(engine) as memory:
+            chat = memory.scoped(Principal("a"))
+            conv = await chat.start_conversation(metadata={"topic": "owls"})
+            run = await chat.start_history(conv.id, model="m", system_prompts=["be brief"], metadata={"n": 1})
+            call = ToolCallPart(id="c1", name="lookup", arguments={"q": "owls"})
+            (pending,) = await chat.append_messages(
+                run.id, [NewMessage("assistant", [call], status="pending")]
+            )
+            await chat.update_conversation(conv.id, title="Owls")
+            await chat.update_history(run.id, model="m2")
+            failed = await chat.fail_message(pending.id, error="boom")
+            finished = await chat.finish_history(run.id, usage={"tokens": 3})
+            assert failed.parts == [call] and finished.system_prompts == ["be brief"]
+            found = await chat.get_conversation(conv.id, messages=True)
+            assert (found.title, found.metadata) == ("Owls", {"topic": "owls"})
+            (history,) = found.histories
+            assert (history.model, history.status, history.system_prompts) == (
+                "m2",
+                "completed",
+                ["be brief"],
+            )
+            assert history.metadata == {"n": 1} and history.usage == {"tokens": 3}
+            assert history.messages is not None and history.messages[0].parts == [call]
+            assert history.messages[0].status == "error"
+    finally:
+        await engine.dispose()
+
+
 async def test_unreachable_database_is_a_storage_error(tmp_path: Path) -> None:
     (tmp_path / "dir.db").mkdir()
     with pytest.raises(StorageError):
@@ -135,5 +200,10 @@ async def test_unreachable_database_is_a_storage_error(tmp_path: Path) -> None:
 
 async def test_await_open_and_close(tmp_path: Path) -> None:
     memory = await ChatMemory.open(f"sqlite:///{tmp_path}/c.db")
-    await memory.scoped(Principal("a")).start_conversation()
+    conv = await memory.scoped(Principal("a")).start_conversation()
     await memory.close()
+    with pytest.raises(StorageError, match="closed"):
+        await memory.scoped(Principal("a")).get_conversation(conv.id)
+    reopened = await ChatMemory.open(f"sqlite:///{tmp_path}/c.db")
+    assert (await reopened.scoped(Principal("a")).get_conversation(conv.id)).id == conv.id
+    await reopened.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -252,6 +252,8 @@ async def test_purge_removes_only_old_soft_deleted_data_in_the_tenant(
         await alice.purge_deleted(deleted_before=datetime.now(UTC))
     with pytest.raises(InvalidInputError):
         await admin.purge_deleted(deleted_before=datetime(2030, 1, 1))
+    with pytest.raises(InvalidInputError):  # before year 1 in UTC
+        await admin.purge_deleted(deleted_before=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))))
     nothing = await admin.purge_deleted(deleted_before=datetime.now(UTC) - timedelta(days=1))
     assert (nothing.conversations, nothing.histories, nothing.messages) == (0, 0, 0)
 

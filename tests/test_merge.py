@@ -3,7 +3,7 @@ check) and ``get_tail`` (a conversation's newest messages, by count and by time)
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -84,6 +84,7 @@ async def test_someone_elses_history_is_not_found(alice: Scope, bob: Scope) -> N
     [
         ({"messages": [{"role": "user", "content": "x"}]}, "history_id"),
         ({"created_at": datetime(2020, 1, 1)}, "created_at"),
+        ({"created_at": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))}, "created_at"),
         ({"if_last_seq": "3"}, "if_last_seq"),
     ],
 )
@@ -93,6 +94,32 @@ async def test_bad_input_is_refused(alice: Scope, kwargs: dict[str, object], fie
         await alice.merge_and_append({conv.id: {"v": 1}}, **kwargs)  # type: ignore[arg-type]
     assert caught.value.field == field
     assert (await alice.get_conversation(conv.id)).metadata == {"v": 0}
+
+
+async def test_created_at_is_stored_and_answered_in_utc_whatever_its_offset_or_year(alice: Scope) -> None:
+    """A time with another offset, or in a year before 1000, reads back as the same instant in
+    UTC, and the append answers it as a read would."""
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    appended = []
+    for when in (
+        datetime(999, 5, 1, 2, 3, 4, 5, tzinfo=UTC),
+        datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=2))),
+    ):
+        (message,) = await alice.merge_and_append(
+            {}, history_id=run.id, messages=[{"role": "user", "content": "x"}], created_at=when
+        )
+        assert message.created_at == when and message.created_at.utcoffset() == timedelta(0)
+        appended.append(message.model_dump_json())
+    assert [m.model_dump_json() for m in await alice.transcript(conv.id)] == appended
+    assert len((await alice.get_tail(conv.id, since=datetime(500, 1, 1, tzinfo=UTC))).messages) == 2
+
+
+async def test_a_time_out_of_range_in_utc_is_refused(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    with pytest.raises(InvalidInputError) as caught:
+        await alice.get_tail(conv.id, since=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))))
+    assert caught.value.field == "since"
 
 
 async def test_metadata_must_map_ids_to_objects(alice: Scope) -> None:

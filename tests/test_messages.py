@@ -271,7 +271,9 @@ async def test_read_models_equal_validated_ones(alice: Scope) -> None:
             NewMessage("assistant", "b", native={"format": "f", "data": {"k": [1]}}, usage={"t": 1}),
         ],
     )
-    for message in await alice.transcript(cid):
+    messages = await alice.transcript(cid)
+    assert len(messages) == 2
+    for message in messages:
         assert Message.model_validate(message.model_dump()) == message
         assert Message.model_validate_json(message.model_dump_json()) == message
     history = await alice.get_history(hid, messages=False)
