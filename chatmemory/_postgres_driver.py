@@ -327,7 +327,8 @@ class PostgresDriver:
             closing.result(timeout=3 * CLOSE_TIMEOUT)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=3 * CLOSE_TIMEOUT)
-        # Whatever the loop has not answered by now, it never will.
+        # The loop has stopped (or is stuck past every bound above): whatever it has not
+        # answered by now, it never will.
         with self._lock:
             unanswered = list(self._unanswered)
         for future in unanswered:

@@ -2,15 +2,17 @@
 is answered at once (a result, or StorageError), never left waiting.
 
 Each race is forced rather than hoped for: a call is held between the store's closed check and
-its hand-over to the driver, and let go at a chosen point of the driver's close; a call waits
-for a connection or a lock that the close has to take away; a driver thread cannot open its
-connection. Every await that a regression could hang is bounded, so a regression fails.
+its hand-over to the driver (or a watcher before it asks for the change listener), and let go
+at a chosen point of the driver's close; a call waits for a connection or a lock that the close
+has to take away; a driver thread cannot open its connection. Every wait that a regression
+could make endless is bounded (calls run on daemon threads), so a regression fails, not hangs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -111,6 +113,49 @@ async def test_a_call_that_reaches_the_driver_as_it_closes_is_refused_at_once(
     assert submitted.is_set()
     assert isinstance(outcome, StorageError) and "closed" in str(outcome), outcome
     assert loop.time() - begun < PROMPT
+
+
+async def test_a_watcher_subscribing_as_the_store_closes_starts_no_listener(postgres_url: str) -> None:
+    """PostgreSQL: a watch from another thread's event loop that asks for the change listener
+    only once the store's loop has stopped ends with StorageError, and leaves nothing behind on
+    that loop (no listener started, none left unstarted)."""
+    memory = await ChatMemory.open(await _create_database(postgres_url))
+    chat = memory.scoped(Principal("alice"))
+    cursor = await chat.change_cursor()
+    driver = memory._db._postgres
+    assert isinstance(driver, PostgresDriver)
+    entered, released, listened = threading.Event(), threading.Event(), threading.Event()
+    listen, join = driver.listen, driver._thread.join
+
+    def held_listen(*args: Any) -> None:
+        entered.set()
+        released.wait(WAIT)
+        try:
+            listen(*args)
+        finally:
+            listened.set()
+
+    def join_then_let_the_watcher_listen(timeout: float | None = None) -> None:
+        join(timeout)
+        released.set()
+        listened.wait(WAIT)
+
+    driver.listen = held_listen  # type: ignore[method-assign]
+    driver._thread.join = join_then_let_the_watcher_listen  # type: ignore[method-assign]
+
+    async def watch() -> Any:
+        return await anext(chat.watch(after=cursor))
+
+    watcher = _Apart(watch)
+    assert await asyncio.to_thread(entered.wait, WAIT)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        await asyncio.wait_for(memory.close(), WAIT)
+    assert listened.is_set()
+    outcome = await watcher.outcome()
+    assert isinstance(outcome, StorageError) and "closed" in str(outcome), outcome
+    assert [str(w.message) for w in seen if "never awaited" in str(w.message)] == []
+    assert driver._loop.is_closed()
 
 
 async def test_calls_waiting_for_a_connection_or_a_lock_when_the_store_closes_fail_at_once(
