@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from chatmemory import ChatMemory, NewMessage, Principal, StorageError
+from chatmemory import ChatMemory, NewMessage, Principal, StorageError, _postgres_driver
 from chatmemory._postgres_driver import PostgresDriver
 from chatmemory.scope import Scope
 from tests.conftest import _create_database
@@ -165,8 +165,6 @@ async def test_calls_waiting_for_a_connection_or_a_lock_when_the_store_closes_fa
     holds, a read waits for the pool's only connection. Closing waits ``CLOSE_TIMEOUT`` for them,
     then ends both: each caller gets StorageError, and nothing is left running on the store's
     loop."""
-    from chatmemory import _postgres_driver
-
     monkeypatch.setattr(_postgres_driver, "CLOSE_TIMEOUT", 0.2)
     url = await _create_database(postgres_url)
     memory = await ChatMemory.open(url, pool_size=1)
