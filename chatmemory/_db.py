@@ -285,7 +285,9 @@ class Database:
             return
         self._closed = True
         await asyncio.to_thread(self.changes.close)
-        pending = [t for t in self._background if t.get_loop() is asyncio.get_running_loop()]
+        # Copied at once (other threads' calls add to the set meanwhile): this loop's only, since
+        # a task of another loop cannot be awaited here; those run on to their own end.
+        pending = [t for t in list(self._background) if t.get_loop() is asyncio.get_running_loop()]
         if pending:
             await asyncio.wait(pending, timeout=60)
         for driver in (self._sqlite, self._postgres):

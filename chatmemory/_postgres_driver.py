@@ -11,7 +11,7 @@ import collections
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Coroutine, Hashable
 from typing import Any, TypeAlias, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
@@ -24,6 +24,8 @@ T = TypeVar("T")
 _Queued: TypeAlias = tuple[Plan[Any], concurrent.futures.Future[Any]]
 # At most this many queued writes of a group share a transaction, so none waits long behind the others.
 GROUP_MAX = 32
+# How long a close waits for calls already running, then for the pool to close, before it ends them.
+CLOSE_TIMEOUT = 10.0
 
 
 def connect_options(url: URL) -> dict[str, Any]:
@@ -89,8 +91,17 @@ def _fail_queued(queue: collections.deque[_Queued]) -> None:
     while queue:
         plan, future = queue.popleft()
         plan.close()
-        if future.set_running_or_notify_cancel():
-            future.set_exception(StorageError("the store is closed"))
+        _refuse(future)
+
+
+def _refuse(future: concurrent.futures.Future[Any]) -> None:
+    """Fail ``future`` because the store closed, unless it was answered or withdrawn. Only the
+    driver's loop moves a future from pending to running, so this runs on that loop or once it
+    has stopped; a caller may still withdraw a pending one meanwhile, which then stays withdrawn."""
+    if future.done():
+        return
+    if future.running() or future.set_running_or_notify_cancel():
+        future.set_exception(StorageError("the store is closed"))
 
 
 async def _session_unchanged(connection: asyncpg.Connection) -> None:
@@ -112,11 +123,16 @@ class PostgresDriver:
         self._max_size = max_size
         self.trace = trace
         self._pool: asyncpg.Pool | None = None
-        self._listener: concurrent.futures.Future[None] | None = None
+        self._listen_asked = False
         self._listening_task: asyncio.Task[None] | None = None
-        self._listen_lock = threading.Lock()
         self._groups: dict[Hashable, collections.deque[_Queued]] = {}
         self._committing: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Task[None]] = set()
+        # Held while a call is handed to the loop, so none is handed once a close has begun; the
+        # futures handed out and not yet answered are failed if the loop stops without answering.
+        self._lock = threading.Lock()
+        self._closing = False
+        self._unanswered: set[concurrent.futures.Future[Any]] = set()
         self.listening = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -132,13 +148,31 @@ class PostgresDriver:
         write stays pending, so cancellable, until its transaction takes it.
 
         Raises:
-            RuntimeError: the driver is closed.
+            RuntimeError: the driver is closed or closing.
         """
-        if group is None:
-            return asyncio.run_coroutine_threadsafe(self._run(plan, write), self._loop)
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._loop.call_soon_threadsafe(self._enqueue, group, plan, future)
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("the driver is closed")
+            if group is None:
+                self._loop.call_soon_threadsafe(self._start, plan, write, future)
+            else:
+                self._loop.call_soon_threadsafe(self._enqueue, group, plan, future)
+            self._unanswered.add(future)
+        future.add_done_callback(self._answered)
         return future
+
+    def _answered(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._unanswered.discard(future)
+
+    def _start(self, plan: Plan[Any], write: bool, future: concurrent.futures.Future[Any]) -> None:
+        if not future.set_running_or_notify_cancel():
+            plan.close()  # withdrawn before the loop took it
+            return
+        task = self._loop.create_task(_answer(future, self._run(plan, write)))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     async def _connection_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -225,13 +259,17 @@ class PostgresDriver:
         """Keep one connection listening on ``channel``, calling ``wake`` with each notification's
         payload, and with ``""`` whenever it (re)connects, since notifications sent meanwhile are
         lost (idempotent)."""
-        with self._listen_lock:
-            if self._listener is None:
-                with contextlib.suppress(RuntimeError):  # closed: nothing to listen for
-                    self._listener = asyncio.run_coroutine_threadsafe(self._listen(channel, wake), self._loop)
+        with self._lock:
+            if not self._listen_asked and not self._closing:
+                # Asked before any close begins, so started before the close runs (the loop runs
+                # callbacks in the order they came), and the close ends it.
+                self._listen_asked = True
+                self._loop.call_soon_threadsafe(self._start_listening, channel, wake)
+
+    def _start_listening(self, channel: str, wake: Callable[[str], None]) -> None:
+        self._listening_task = self._loop.create_task(self._listen(channel, wake))
 
     async def _listen(self, channel: str, wake: Callable[[str], None]) -> None:
-        self._listening_task = asyncio.current_task()
         while True:
             try:
                 connection = await asyncpg.connect(**self._options)
@@ -255,27 +293,59 @@ class PostgresDriver:
         if self._listening_task is not None:
             self._listening_task.cancel()
             await asyncio.gather(self._listening_task, return_exceptions=True)
-        if self._committing:
-            # Appends queued before the close finish first, as other writes already running do.
-            await asyncio.wait(set(self._committing), timeout=10)
+        # Calls handed over before the close (every other is refused) finish first, as appends
+        # queued by then do: the loop runs them in the order they came, so all have started.
+        running = self._running | self._committing
+        if running:
+            await asyncio.wait(running, timeout=CLOSE_TIMEOUT)
         if self._pool is not None:
-            try:
-                await asyncio.wait_for(self._pool.close(), timeout=10)
-            except TimeoutError:
+            if any(not task.done() for task in running):
                 self._pool.terminate()
-        # Any still left fail now, rather than wait forever on a loop that stops.
-        committing = list(self._committing)
-        for task in committing:
+            else:
+                try:
+                    await asyncio.wait_for(self._pool.close(), timeout=CLOSE_TIMEOUT)
+                except TimeoutError:
+                    self._pool.terminate()
+        # Any still left (waiting on a lock, or for a connection the pool will never hand out)
+        # fail now, rather than wait forever on a loop that stops.
+        left = [*self._running, *self._committing]
+        for task in left:
             task.cancel()
-        await asyncio.gather(*committing, return_exceptions=True)
+        await asyncio.gather(*left, return_exceptions=True)
         for queue in self._groups.values():  # of a task cancelled before it started
             _fail_queued(queue)
 
     def close(self) -> None:
-        """Close the pool and stop the loop (blocking: run it on a thread)."""
+        """Refuse new calls, end the running ones (see ``_close_pool``), close the pool and stop
+        the loop (blocking: run it on a thread; idempotent)."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
         with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
-            asyncio.run_coroutine_threadsafe(self._close_pool(), self._loop).result(timeout=30)
+            closing = asyncio.run_coroutine_threadsafe(self._close_pool(), self._loop)
+            closing.result(timeout=3 * CLOSE_TIMEOUT)
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=3 * CLOSE_TIMEOUT)
+        # The loop has stopped (or is stuck past every bound above): whatever it has not
+        # answered by now, it never will.
+        with self._lock:
+            unanswered = list(self._unanswered)
+        for future in unanswered:
+            _refuse(future)
         if not self._thread.is_alive():
             self._loop.close()
+
+
+async def _answer(future: concurrent.futures.Future[T], call: Coroutine[Any, Any, T]) -> None:
+    """Run ``call`` on the driver's loop and answer its caller's ``future`` with the outcome; a
+    call the closing store ended is answered with StorageError."""
+    try:
+        result = await call
+    except Exception as exc:
+        future.set_exception(exc)
+    except BaseException:
+        future.set_exception(StorageError("the store closed during the call"))
+        raise
+    else:
+        future.set_result(result)

@@ -246,18 +246,29 @@ class SQLiteDriver:
                 group.append((plan, future))
             else:
                 plan.close()
-        if len(group) == 1:
-            plan, future = group[0]
-            try:
+        try:
+            if len(group) == 1:
+                plan, future = group[0]
                 future.set_result(self._run(plan, True))
-            except BaseException as exc:
-                future.set_exception(exc)
-        elif group:
-            self._run_group(group)
+            elif group:
+                self._run_group(group)
+        except BaseException as exc:
+            # Whatever failed (a plan, the commit, or the connection itself), every caller of
+            # the group not yet answered is answered with it, never left waiting.
+            for plan, future in group:
+                plan.close()
+                if not future.done():
+                    future.set_exception(exc)
         if group and self._checkpoints is not None:
             self._checkpoints.request()
 
     def _run_group(self, group: list[_Queued]) -> None:
+        """Run ``group`` in one transaction, each plan in its own savepoint. A plan that fails
+        is answered with its error at once; the others only once the commit is done.
+
+        Raises:
+            BaseException: the transaction failed as a whole; nothing of it was kept.
+        """
         connection = self._connection(True)
         step = self._step(connection)
         done: list[tuple[concurrent.futures.Future[Any], Any]] = []
@@ -278,14 +289,10 @@ class SQLiteDriver:
                     plan.close()
                 connection.execute("RELEASE plan")
             connection.execute("COMMIT")
-        except BaseException as exc:
+        except BaseException:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
-            for plan, future in group:
-                plan.close()
-                if not future.done():
-                    future.set_exception(exc)
-            return
+            raise
         for future, result in done:
             future.set_result(result)
 
