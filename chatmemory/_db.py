@@ -256,6 +256,8 @@ class Database:
             raise StorageError("the store is closed")
         release: threading.Event | None = None
         try:
+            if self._engine_driver is not None:
+                self._engine_driver.check_loop()
             if self._sqlite is not None and self._sqlite.memory:
                 # A shared in-memory database locks tables, and a connection refused such a lock
                 # fails at once (no busy timeout): the store's own connection waits meanwhile.

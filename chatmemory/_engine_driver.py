@@ -8,6 +8,7 @@ from a URL makes one per call). The engine's pool and its event loop stay the ca
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -15,6 +16,7 @@ import aiosqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatmemory._plan import Plan, Stmt, sqlite_value
+from chatmemory.errors import StorageError
 
 T = TypeVar("T")
 
@@ -25,8 +27,33 @@ class EngineDriver:
     def __init__(self, engine: AsyncEngine, *, trace: Callable[[Stmt], None] | None = None) -> None:
         self.engine = engine
         self.trace = trace
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def check_loop(self) -> None:
+        """Refuse a call from an event loop other than the one the engine's pooled asyncpg
+        connections belong to, before it touches one (it would fail halfway and leave the
+        connection unusable). Once the pool holds no connection (disposed, or none opened yet),
+        any loop may take the engine over.
+
+        Raises:
+            StorageError: the engine's connections belong to another event loop.
+        """
+        if self.engine.dialect.driver != "asyncpg":
+            return  # aiosqlite answers each call on the loop that made it
+        loop = asyncio.get_running_loop()
+        if self._loop is not None and self._loop is not loop:
+            pool = self.engine.pool
+            held = getattr(pool, "checkedin", _none)() + getattr(pool, "checkedout", _none)()
+            if held:
+                raise StorageError(
+                    "this engine's asyncpg connections belong to another event loop: call "
+                    "ChatMemory(engine) from that loop, or open the store with ChatMemory.open(url) "
+                    "to call it from any thread and event loop"
+                )
+        self._loop = loop
 
     async def run(self, plan: Plan[T], *, write: bool) -> T:
+        self.check_loop()
         async with self.engine.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             if isinstance(driver, aiosqlite.Connection):
@@ -55,6 +82,10 @@ class EngineDriver:
         finally:
             plan.close()
         return result
+
+
+def _none() -> int:
+    return 0
 
 
 async def _execute(connection: aiosqlite.Connection, stmt: Stmt) -> Any:

@@ -131,6 +131,36 @@ async def test_wrapped_engine_is_not_disposed(db_url: str) -> None:
         await engine.dispose()
 
 
+async def test_a_callers_engine_from_another_event_loop_works_or_is_refused_at_once(db_url: str) -> None:
+    """A caller's engine used from a thread with its own loop (as frameworks' thread pools do):
+    aiosqlite serves it; asyncpg connections belong to the loop that opened them, so such a call
+    is refused with StorageError before it touches one, and the engine keeps serving its own
+    loop, until it is disposed and another loop may take it over."""
+    async with ChatMemory.open(db_url):
+        pass  # migrate
+    engine = create_engine(db_url)
+    try:
+        memory = ChatMemory(engine)
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation(title="home")
+
+        async def elsewhere() -> str | None:
+            return (await alice.get_conversation(conv.id)).title
+
+        def in_another_loop() -> str | None:
+            return asyncio.run(asyncio.wait_for(elsewhere(), timeout=10))
+
+        if engine.dialect.driver == "asyncpg":
+            with pytest.raises(StorageError, match="another event loop"):
+                await asyncio.to_thread(in_another_loop)
+            for _ in range(3):  # the home loop's connections were left untouched
+                assert (await alice.get_conversation(conv.id)).title == "home"
+            await engine.dispose()
+        assert await asyncio.to_thread(in_another_loop) == "home"
+    finally:
+        await engine.dispose()
+
+
 async def test_json_columns_read_back_through_a_callers_engine(db_url: str) -> None:
     """The engine's own driver may hand JSON columns over already decoded (SQLAlchemy's asyncpg
     dialect does); they read back the same as through a store opened from the URL."""
