@@ -145,16 +145,21 @@ async def test_a_callers_engine_from_another_event_loop_works_or_is_refused_at_o
         conv = await alice.start_conversation(title="home")
 
         async def elsewhere() -> str | None:
-            return (await alice.get_conversation(conv.id)).title
+            title = (await alice.get_conversation(conv.id)).title
+            await engine.dispose()  # what this loop opened, it closes
+            return title
 
         def in_another_loop() -> str | None:
             return asyncio.run(asyncio.wait_for(elsewhere(), timeout=10))
 
         if engine.dialect.driver == "asyncpg":
+            await alice.get_conversation(conv.id)  # the pool holds this loop's connection
             with pytest.raises(StorageError, match="another event loop"):
                 await asyncio.to_thread(in_another_loop)
-            for _ in range(3):  # the home loop's connections were left untouched
+            connection = engine.pool.checkedin()
+            for _ in range(3):  # the home loop's connection was left untouched, and serves it
                 assert (await alice.get_conversation(conv.id)).title == "home"
+            assert engine.pool.checkedin() == connection == 1
             await engine.dispose()
         assert await asyncio.to_thread(in_another_loop) == "home"
     finally:
