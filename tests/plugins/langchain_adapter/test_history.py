@@ -21,7 +21,7 @@ from langchain_core.runnables.history import RunnableWithMessageHistory
 from chatmemory import ConversationNotFound
 from chatmemory.scope import Scope
 from tests.plugins.langchain_adapter._fakes import fake
-from tests.plugins.langchain_adapter._helpers import histories, rows
+from tests.plugins.langchain_adapter._helpers import SYSTEM, agent, histories, rows, user
 
 # LangChain deprecates RunnableWithMessageHistory (a LangChainDeprecationWarning when it is
 # created); this module tests exactly that legacy path.
@@ -94,3 +94,28 @@ async def test_messages_sharing_an_id_are_all_added_like_the_in_memory_history(a
 
     assert await ours.aget_messages() == await theirs.aget_messages()
     assert [m.text for m in await ours.aget_messages()] == ["Hello", "World", "Hello", "!"]
+
+
+async def test_an_agent_continuing_a_legacy_chains_conversation_stores_nothing_twice(alice: Scope) -> None:
+    """``RunnableWithMessageHistory`` gives the history its input without a LangChain ``id``; an
+    agent then resuming the conversation must see those messages once and store them never."""
+    conv = await alice.start_conversation()
+    history = ChatMemoryHistory(alice, conv.id, model="fake-a")
+    chain = RunnableWithMessageHistory(
+        PROMPT | fake("Hello!"),
+        lambda session_id: history,
+        input_messages_key="question",
+        history_messages_key="history",
+    )
+    await chain.ainvoke({"question": "Hi"}, {"configurable": {"session_id": str(conv.id)}})
+    model = fake("Still here.", "Yes.", name="fake-b")
+    graph = agent(alice, conv.id, model)
+    await graph.ainvoke(user("Still there?"))
+    await graph.ainvoke(user("Sure?"))
+
+    assert [m.text for m in model.seen[1]] == [SYSTEM, "Hi", "Hello!", "Still there?", "Still here.", "Sure?"]
+    assert [(h.model, rows(h.messages)) for h in await histories(alice, conv.id)] == [
+        ("fake-a", [("user", None, "Hi"), ("assistant", "fake-a", "Hello!")]),
+        ("fake-b", [("user", None, "Still there?"), ("assistant", "fake-b", "Still here.")]),
+        ("fake-b", [("user", None, "Sure?"), ("assistant", "fake-b", "Yes.")]),
+    ]

@@ -152,6 +152,10 @@ class Recorder:
         status = dict(seen.status) if newer is not None else {}
         await self._close_abandoned(rows, status, whole=newer is None)
         added = from_stored_many(rows)
+        for message, row in zip(added, rows, strict=True):
+            # Stored without a LangChain id (e.g. by ChatMemoryHistory): LangGraph would give it
+            # a random one in the state, and every run would store it again.
+            message.id = message.id or str(row.id)
         known.update(m.id for m in added if m.id)
         last = (rows[-1].seq, rows[-1].id) if rows else seen.last if newer is not None else None
         self._seen = _Seen(messages=base + added, known=known, last=last, status=status, loaded=True)
