@@ -20,7 +20,7 @@ from agents import RunConfig, Runner, SessionSettings
 from agents.testing import assistant_message
 from chatmemory_openai_agents import ChatMemorySession
 
-from chatmemory import Conversation
+from chatmemory import Conversation, NewMessage, TextPart, ToolCallPart
 from chatmemory.scope import Scope
 from tests.plugins.openai_agents._support import NamedModel, make_agent
 
@@ -234,3 +234,26 @@ async def test_one_session_shared_by_two_loops(alice: Scope, conversation: Conve
 
     assert sorted(results) == [("one", "ok"), ("two", "ok")]
     assert sorted(contents(await session.get_items())) == ["one", "two"]
+
+
+async def test_popping_a_message_that_holds_several_items_pops_one_item_at_a_time(
+    alice: Scope, conversation: Conversation
+) -> None:
+    """As ``test_sqlite_session_memory_pop_item``: each pop returns the newest item and keeps the
+    rest, even where one message written elsewhere (a reply's text and its tool call) holds two."""
+    run = await alice.start_history(conversation.id, model="other-model")
+    reply = [TextPart(text="Adding."), ToolCallPart(id="c1", name="add", arguments={})]
+    await alice.append_messages(run.id, [NewMessage("user", "Add 1 and 2"), NewMessage("assistant", reply)])
+    session = ChatMemorySession(alice, conversation.id)
+    items = await session.get_items()
+    assert [item.get("type", "message") for item in items] == ["message", "message", "function_call"]
+
+    assert await session.pop_item() == items[2]
+    assert await ChatMemorySession(alice, conversation.id).get_items() == items[:2]
+    assert await session.pop_item() == items[1]
+    assert await session.pop_item() == items[0]
+    assert await session.pop_item() is None
+    kept = [h for h in (await alice.get_conversation(conversation.id)).histories if h.id != run.id]
+    assert [(h.model, h.status, (h.metadata or {}).get("pop")) for h in kept] == [
+        ("other-model", "completed", {"replaced": 1})
+    ]

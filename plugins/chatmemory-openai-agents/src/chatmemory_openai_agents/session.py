@@ -213,6 +213,15 @@ class ChatMemorySession:
                 return None
             # The newest message holding an item, and any item-less ones after it.
             first = max(i for i, count in enumerate(tail.counts) if count)
+            start = len(tail.items) - tail.counts[first]
+            if start < len(tail.items) - 1:
+                # A message written elsewhere can stand for several items (a reply's text and
+                # its tool calls): the ones before the popped item take its place.
+                message = tail.messages[first]
+                kept = tail.items[start:-1]
+                if await replace_tail(self._recorder, tail, start, kept, reason="pop", model=message.model):
+                    return tail.items[-1]
+                continue
             try:
                 await self.chat.replace_messages(
                     self.conversation_id, replacing=[m.id for m in tail.messages[first:]]
