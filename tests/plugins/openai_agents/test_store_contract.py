@@ -3,7 +3,8 @@
 Rewritten from openai/openai-agents-python ``tests/memory/test_session.py``
 (``test_sqlite_session_memory_direct``, ``..._pop_item``, ``test_session_memory_pop_different_sessions``,
 ``..._get_items_with_limit``, ``..._unicode_content``, ``..._special_characters_and_sql_injection``,
-``..._concurrent_access``, the ``SessionSettings`` tests) and
+``..._concurrent_access``, the ``SessionSettings`` tests), ``tests/memory/test_session_limit.py``
+(``test_session_limit_drops_unmatched_history_function_call_output``) and
 ``tests/extensions/memory/test_sqlalchemy_session.py`` (``test_concurrent_pop_item_returns_each_row_once``,
 ``test_add_items_concurrent_first_access_with_shared_session_cross_loop``), on both backends.
 """
@@ -183,6 +184,35 @@ async def test_run_config_session_settings_override_the_session(
     await Runner.run(make_agent("t", model), "New question", session=session, run_config=config)
     assert model.last_call is not None
     assert contents(model.last_call.input) == ["Turn 8", "Turn 9", "New question"]
+
+
+@pytest.mark.parametrize("runner", ["run", "run_streamed"])
+async def test_a_limit_that_cuts_a_tool_call_from_its_output_sends_neither(
+    runner: str, alice: Scope, conversation: Conversation
+) -> None:
+    session = ChatMemorySession(alice, conversation.id)
+    answer = {"type": "output_text", "text": "It is sunny.", "annotations": []}
+    history: list[Any] = [
+        {"role": "user", "content": "What is the weather?"},
+        {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+        {"type": "message", "role": "assistant", "content": [answer]},
+    ]
+    await session.add_items(history)
+    assert await session.get_items(limit=2) == history[-2:]
+
+    model = NamedModel("m", [[assistant_message("Tomorrow is sunny too.")]])
+    config = RunConfig(session_settings=SessionSettings(limit=2))
+    if runner == "run":
+        await Runner.run(make_agent("t", model), "What about tomorrow?", session=session, run_config=config)
+    else:
+        streamed = Runner.run_streamed(
+            make_agent("t", model), "What about tomorrow?", session=session, run_config=config
+        )
+        async for _ in streamed.stream_events():
+            pass
+    assert model.last_call is not None
+    assert model.last_call.input == [history[-1], {"role": "user", "content": "What about tomorrow?"}]
 
 
 # -- threads, each with its own event loop -----------------------------------------------------

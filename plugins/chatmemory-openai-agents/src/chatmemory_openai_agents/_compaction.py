@@ -15,6 +15,7 @@ from chatmemory import ConflictError, Message
 from chatmemory.scope import Scope
 from chatmemory_openai_agents._items import items_of_messages
 from chatmemory_openai_agents._record import FRAMEWORK, Recorder
+from chatmemory_openai_agents._settled import settled
 
 __all__ = ["Tail", "read_tail", "replace_tail"]
 
@@ -122,6 +123,6 @@ def snapshot(recorder: Recorder, tail: Tail) -> _CompactionSnapshot:
     """The SDK's compaction snapshot of ``tail``."""
 
     async def replace_suffix(start: int, output: list[TResponseInputItem]) -> bool:
-        return await replace_tail(recorder, tail, start, output)
+        return await settled(replace_tail(recorder, tail, start, output))
 
     return _CompactionSnapshot(list(tail.items), tail.complete, replace_suffix)

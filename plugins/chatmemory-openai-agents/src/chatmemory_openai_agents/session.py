@@ -21,6 +21,7 @@ from chatmemory_openai_agents._compaction import read_tail, replace_tail, snapsh
 from chatmemory_openai_agents._hooks import ChatMemoryHooks
 from chatmemory_openai_agents._items import message_is_answer
 from chatmemory_openai_agents._record import Newest, Recorder, RunRecord, answers
+from chatmemory_openai_agents._settled import settled
 
 __all__ = ["ChatMemorySession"]
 
@@ -187,8 +188,10 @@ class ChatMemorySession:
             ConversationNotFound: the principal cannot see the conversation.
             InvalidInputError: an item is over one of the store's limits; nothing is written.
         """
-        if not items:
-            return
+        if items:
+            await settled(self._add(items, wrapper))
+
+    async def _add(self, items: list[TResponseInputItem], wrapper: RunContextWrapper[Any] | None) -> None:
         run = self._run_for(wrapper) if wrapper is not None else self._loose_run()
         if run.history is None:
             calls = answers(items)
@@ -213,6 +216,9 @@ class ChatMemorySession:
             ConflictError: other writers kept removing the newest item first, many times over.
         """
         self._newest_read = None  # what it saw is about to change
+        return await settled(self._pop())
+
+    async def _pop(self) -> TResponseInputItem | None:
         for _ in range(_POP_ATTEMPTS):
             tail = await read_tail(self.chat, self.conversation_id, 1)
             if not tail.items:
@@ -244,6 +250,9 @@ class ChatMemorySession:
             ConversationNotFound: the principal cannot see the conversation.
         """
         self._newest_read = None
+        await settled(self._clear())
+
+    async def _clear(self) -> None:
         detail = await self.chat.get_conversation(self.conversation_id)
         for history in detail.histories:
             await self.chat.delete_history(history.id)
@@ -258,7 +267,7 @@ class ChatMemorySession:
     async def _atomic_replace_items(self, items: list[TResponseInputItem]) -> bool:
         self._newest_read = None
         tail = await read_tail(self.chat, self.conversation_id, _EVERYTHING)
-        return await replace_tail(self._recorder, tail, 0, items)
+        return await settled(replace_tail(self._recorder, tail, 0, items))
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -330,6 +339,11 @@ class ChatMemorySession:
         except BaseException as error:
             await self._close(record, error)
             raise
+        if getattr(result, "_cancel_mode", "none") != "none" and not result.interruptions:
+            # result.cancel(mode="after_turn") ends the run without an error, and without its answer.
+            stop = asyncio.CancelledError("the run was cancelled after its turn")
+            await self._close(record, stop)
+            return outcome
         await self._close(record, None, paused=bool(result.interruptions))
         return outcome
 
