@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from asyncio import CancelledError
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -99,7 +100,7 @@ class Recorder:
         head, last = new[:-_BATCH] if len(new) > _BATCH else [], new[-_BATCH:]
         await self._write(run, head)
         _count_usage(run, last)
-        text = f"{type(error).__name__}: {error}"[:2000] if error is not None else None
+        text = _error_text(error)
         batch = [to_new_message(m) for m in last]
         history_id, run.history_id = run.history_id, None
         opening, run.opening = run.opening, None
@@ -177,6 +178,16 @@ class Recorder:
             if abandoned(history, framework="langchain"):
                 await self.chat.finish_history(history.id, status="failed", error=ABANDONED)
                 status[history.id] = "failed"
+
+
+def _error_text(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    # A cancellation carries no message of its own: say what it stopped.
+    detail = str(error) or (
+        "the task running the agent was cancelled" if isinstance(error, CancelledError) else ""
+    )
+    return f"{type(error).__name__}: {detail}"[:2000]
 
 
 def _unknown(run: Run, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
