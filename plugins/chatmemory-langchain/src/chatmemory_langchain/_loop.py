@@ -84,6 +84,9 @@ class HomeLoop:
 
     def __init__(self, loop: asyncio.AbstractEventLoop | BackgroundLoop | None) -> None:
         self._owned: BackgroundLoop | None = None
+        # Held by the thread running the idle home loop itself, so parallel sync calls (a
+        # graph's parallel tool calls) take turns rather than find it stopping under them.
+        self._driving = threading.Lock()
         if isinstance(loop, BackgroundLoop):
             loop = loop.loop
         if loop is None:
@@ -113,7 +116,7 @@ class HomeLoop:
             RuntimeError: the home loop stopped while running ``coro``.
         """
         home = self.loop
-        if home is asyncio.get_running_loop() or not home.is_running():
+        if home is asyncio.get_running_loop() or not home.is_running() or self._driving.locked():
             return await coro
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, home)
         waiter = asyncio.wrap_future(future)
@@ -149,9 +152,11 @@ class HomeLoop:
                 "a synchronous LangChain call (invoke/stream) ran on the event loop that owns the "
                 "chatmemory store; use ainvoke/astream there, or call invoke from another thread"
             )
+        if running is None and not home.is_closed():
+            with self._driving:
+                if not home.is_running():
+                    return home.run_until_complete(coro)
         if not home.is_running():
-            if running is None and not home.is_closed():
-                return home.run_until_complete(coro)
             if home.is_closed():
                 self._loop = None  # from now on, a background loop of this object's own
                 home = self.loop
