@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, TypeVar
 from uuid import UUID
 
@@ -57,6 +58,8 @@ class RunRecord:
     given: list[str]
     """The system prompts of the history the run was given."""
     history_id: UUID | None = None
+    started_at: datetime | None = None
+    """When the history started: its place among the conversation's histories."""
     recorded: list[pai.ModelMessage] = field(default_factory=list)
     """The run's messages stored, in order: the very objects, which a history processor may
     drop from the run's history, rebuild or change in place."""
@@ -122,7 +125,7 @@ class RunRecord:
                 system_prompts=prompts,
                 metadata=self.metadata,
             )
-            self.history_id = started.history.id
+            self.history_id, self.started_at = started.history.id, started.history.created_at
             LIVE_HISTORIES.add(started.history.id)
             self._mark(batch[:_BATCH])
             batch, new = batch[_BATCH:], new[_BATCH:]
@@ -206,7 +209,7 @@ class RunRecord:
                 system_prompts=prompts,
                 metadata=self.metadata,
             )
-            self.history_id = recorded.history.id
+            self.history_id, self.started_at = recorded.history.id, recorded.history.created_at
         else:
             if prompts != self.prompts:
                 await self.chat.update_history(self.history_id, system_prompts=prompts)
