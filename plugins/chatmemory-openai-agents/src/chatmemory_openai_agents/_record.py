@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from uuid import UUID
@@ -45,6 +46,31 @@ Status = Literal["completed", "failed", "cancelled"]
 # later run never closes one of these as abandoned.
 _OPEN: weakref.WeakValueDictionary[UUID, RunRecord] = weakref.WeakValueDictionary()
 _OPEN_GUARD = threading.Lock()
+# How many runs of this process are starting a history in each conversation right now: one
+# just started is in _OPEN only once its start returns, and must not be taken for one a dead
+# run left open.
+_STARTING: collections.Counter[str] = collections.Counter()
+
+
+@contextlib.contextmanager
+def _starting(conversation_id: UUID | str) -> Iterator[None]:
+    key = _key(conversation_id)
+    with _OPEN_GUARD:
+        _STARTING[key] += 1
+    try:
+        yield
+    finally:
+        with _OPEN_GUARD:
+            _STARTING[key] -= 1
+            if not _STARTING[key]:
+                del _STARTING[key]
+
+
+def _key(conversation_id: UUID | str) -> str:
+    try:
+        return str(UUID(str(conversation_id)))
+    except ValueError:
+        return str(conversation_id)
 
 
 @dataclass(frozen=True)
@@ -243,16 +269,17 @@ class Recorder:
             run.history = recorded.history
             self._closed_by_run(run)
             return
-        started = await self.chat.start_run(
-            self.conversation_id,
-            model=model,
-            messages=first,
-            system_prompts=_prompts(prompt),
-            metadata=metadata,
-        )
-        run.history = started.history
-        with _OPEN_GUARD:
-            _OPEN[started.history.id] = run
+        with _starting(self.conversation_id):
+            started = await self.chat.start_run(
+                self.conversation_id,
+                model=model,
+                messages=first,
+                system_prompts=_prompts(prompt),
+                metadata=metadata,
+            )
+            run.history = started.history
+            with _OPEN_GUARD:
+                _OPEN[started.history.id] = run
 
     async def _close_abandoned(self, known: Newest | None, *, resuming: set[str]) -> History | None:
         """Close the conversation's newest history if a run left it open and no run here holds it.
@@ -282,6 +309,10 @@ class Recorder:
             history = await self.chat.get_history(hid, messages=False)
         except HistoryNotFound:
             return None  # deleted since the read
+        with _OPEN_GUARD:
+            # Read after the history: a run here that started it is counted until it is in _OPEN.
+            if _STARTING[_key(self.conversation_id)] or hid in _OPEN:
+                return None
         if history.status == "running" and (history.metadata or {}).get("framework") == FRAMEWORK:
             if resuming and not known.answered:
                 return history  # stopped in another process for approvals
