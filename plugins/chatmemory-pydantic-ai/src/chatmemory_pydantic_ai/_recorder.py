@@ -23,10 +23,15 @@ from chatmemory.recording import LIVE_HISTORIES
 from chatmemory.scope import Scope
 from chatmemory_pydantic_ai._convert import system_prompts, to_new_messages
 
-__all__ = ["RunRecord", "settled"]
+__all__ = ["RECORDING", "RunRecord", "settled"]
 
 T = TypeVar("T")
 _BATCH = 100
+
+RECORDING: set[str] = set()
+"""The run ids of the runs this process is recording. A run is in it before its history exists
+(which ``LIVE_HISTORIES`` cannot say), so a concurrent run never takes that history, just
+started, for one a dead run left open."""
 ERROR_CHARS = 10_000
 
 
@@ -68,6 +73,9 @@ class RunRecord:
     returns: dict[str, pai.ToolReturnPart] = field(default_factory=dict)
     stopped_in: pai.ModelResponse | None = None
     failure: ChatMemoryError | None = None
+
+    def __post_init__(self) -> None:
+        RECORDING.add(self.run_id)
 
     def own(self, live: Sequence[pai.ModelMessage]) -> list[pai.ModelMessage]:
         """The run's own messages in ``live``, in order: the run appends them after the
@@ -181,6 +189,7 @@ class RunRecord:
                 await settled(self._close([], self.prompts or self.given, status, usage, error))
                 raise
         finally:
+            RECORDING.discard(self.run_id)
             if self.history_id is not None:
                 LIVE_HISTORIES.discard(self.history_id)
 

@@ -15,6 +15,7 @@ from pydantic_ai import messages as pai
 from chatmemory import (
     AudioPart,
     ChatMemoryError,
+    ConflictError,
     FilePart,
     History,
     ImagePart,
@@ -27,7 +28,7 @@ from chatmemory import (
 from chatmemory.recording import ABANDONED, abandoned
 from chatmemory.scope import Scope
 from chatmemory_pydantic_ai._convert import NATIVE_FORMAT
-from chatmemory_pydantic_ai._recorder import settled
+from chatmemory_pydantic_ai._recorder import RECORDING, settled
 
 __all__ = ["ConversationCache", "load_messages", "to_model_messages"]
 
@@ -152,10 +153,13 @@ class ConversationCache:
             cursor = page.next_cursor
 
     async def _close_if_abandoned(self, chat: Scope, history: History) -> str:
-        if not abandoned(history, framework=NATIVE_FORMAT):
+        recording = (history.metadata or {}).get("run_id") in RECORDING
+        if recording or not abandoned(history, framework=NATIVE_FORMAT):
             return history.status
         try:
             await settled(chat.finish_history(history.id, status="failed", error=ABANDONED))
+        except ConflictError:
+            return history.status  # its run ended after the read: it was not abandoned
         except ChatMemoryError:
             _log.exception("could not close the abandoned history %s", history.id)
             return history.status
