@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from chatmemory_langchain import ChatMemoryMiddleware
+from langchain.agents import create_agent
 from langchain.agents.middleware.types import AgentMiddleware, AgentState
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig
@@ -14,8 +17,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.runtime import Runtime
 
 from chatmemory.scope import Scope
-from tests.plugins.langchain_adapter._fakes import add, fake
-from tests.plugins.langchain_adapter._helpers import agent, histories, rows, user
+from tests.plugins.langchain_adapter._fakes import add, call, fake
+from tests.plugins.langchain_adapter._helpers import SYSTEM, agent, histories, rows, user
 
 
 async def test_a_tool_result_is_stored_as_soon_as_the_tool_returns(alice: Scope) -> None:
@@ -81,3 +84,26 @@ async def test_a_run_ended_by_an_unseen_error_is_failed_by_the_threads_next_run(
     assert "stopped before finishing" in first.error
     assert second.status == "completed"
     assert rows(second.messages)[-1] == ("assistant", "fake-a", "second answer")
+
+
+async def test_runs_started_at_once_never_take_each_other_for_abandoned(alice: Scope) -> None:
+    """Agents resuming one conversation at once from several threads, each with its own loop, as a
+    threaded server's requests do: a run that reads the conversation just as another one starts
+    its history leaves that history open."""
+    conv = await alice.start_conversation()
+
+    def one_run(i: int) -> None:
+        middleware = ChatMemoryMiddleware(alice, conv.id)  # no loop running here: its own
+        try:
+            model = fake(call("add", f"c{i}", a=i, b=1), f"{i + 1}")
+            create_agent(model, [add], system_prompt=SYSTEM, middleware=[middleware]).invoke(user(f"{i}+1?"))
+        finally:
+            middleware.close()
+
+    def run_all() -> None:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(one_run, range(8)))
+
+    await asyncio.wait_for(asyncio.to_thread(run_all), timeout=30)
+    recorded = [(h.status, h.error, len(h.messages or [])) for h in await histories(alice, conv.id)]
+    assert recorded == [("completed", None, 4)] * 8

@@ -1,4 +1,9 @@
-"""ChatMemoryMiddleware next to a LangGraph checkpointer: nothing loaded or recorded twice."""
+"""ChatMemoryMiddleware next to a LangGraph checkpointer: nothing loaded or recorded twice.
+
+The review test drives LangChain's ``HumanInTheLoopMiddleware`` the way
+langchain-ai/langchain ``libs/langchain_v1/tests/unit_tests/agents/middleware/implementations/
+test_human_in_the_loop.py`` does (an interrupt, then ``Command(resume={"decisions": [...]})``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import os
 import socket
 from collections.abc import Sequence
 
+import pytest
+from langchain.agents.middleware import HumanInTheLoopMiddleware
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import tool
@@ -13,7 +20,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command, interrupt
 
 from chatmemory.scope import Scope
-from tests.plugins.langchain_adapter._fakes import call, fake
+from tests.plugins.langchain_adapter._fakes import add, call, fake
 from tests.plugins.langchain_adapter._helpers import agent, histories, rows, user
 
 
@@ -88,3 +95,32 @@ async def test_an_interrupt_is_not_a_failure_and_the_resumed_run_completes_its_h
     (run,) = await histories(alice, conv.id)
     assert run.status == "completed"
     assert rows(run.messages)[2:] == [("tool", None, "deploy: yes"), ("assistant", "fake-a", "Deployed.")]
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+async def test_a_reviewed_tool_call_is_one_run_and_a_new_thread_resumes_after_it(
+    alice: Scope, decision: str
+) -> None:
+    conv = await alice.start_conversation()
+    review = HumanInTheLoopMiddleware(interrupt_on={"add": True})
+    graph = agent(
+        alice,
+        conv.id,
+        fake(call("add", "c1", a=1, b=2), "Done."),
+        before=[review],
+        tools=[add],
+        checkpointer=InMemorySaver(),
+    )
+    thread: RunnableConfig = {"configurable": {"thread_id": "t-1"}}
+    assert "__interrupt__" in await graph.ainvoke(user("1+2?"), thread)
+    await graph.ainvoke(Command(resume={"decisions": [{"type": decision}]}), thread)
+
+    (run,) = await histories(alice, conv.id)
+    assert run.status == "completed"
+    assert [m.role for m in run.messages or []] == ["user", "assistant", "tool", "assistant"]
+    tool_result = (run.messages or [])[2]
+    assert (tool_result.content == "3") is (decision == "approve")
+
+    later = fake("Anything else?", name="fake-b")
+    await agent(alice, conv.id, later, tools=[add]).ainvoke(user("Thanks"))
+    assert [m.type for m in later.seen[0]] == ["system", "human", "ai", "tool", "ai", "human"]

@@ -9,19 +9,20 @@ The add and read behaviour is checked against langchain-core's own
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from chatmemory_langchain import ChatMemoryHistory
 from langchain_core.chat_history import InMemoryChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import ConfigurableFieldSpec, RunnableConfig, RunnableLambda
 from langchain_core.runnables.history import RunnableWithMessageHistory
 
-from chatmemory import ConversationNotFound
+from chatmemory import ChatMemory, ConversationNotFound, Principal
 from chatmemory.scope import Scope
 from tests.plugins.langchain_adapter._fakes import fake
-from tests.plugins.langchain_adapter._helpers import histories, rows
+from tests.plugins.langchain_adapter._helpers import SYSTEM, agent, histories, rows, user
 
 # LangChain deprecates RunnableWithMessageHistory (a LangChainDeprecationWarning when it is
 # created); this module tests exactly that legacy path.
@@ -94,3 +95,70 @@ async def test_messages_sharing_an_id_are_all_added_like_the_in_memory_history(a
 
     assert await ours.aget_messages() == await theirs.aget_messages()
     assert [m.text for m in await ours.aget_messages()] == ["Hello", "World", "Hello", "!"]
+
+
+async def test_an_agent_continuing_a_legacy_chains_conversation_stores_nothing_twice(alice: Scope) -> None:
+    """``RunnableWithMessageHistory`` gives the history its input without a LangChain ``id``; an
+    agent then resuming the conversation must see those messages once and store them never."""
+    conv = await alice.start_conversation()
+    history = ChatMemoryHistory(alice, conv.id, model="fake-a")
+    chain = RunnableWithMessageHistory(
+        PROMPT | fake("Hello!"),
+        lambda session_id: history,
+        input_messages_key="question",
+        history_messages_key="history",
+    )
+    await chain.ainvoke({"question": "Hi"}, {"configurable": {"session_id": str(conv.id)}})
+    model = fake("Still here.", "Yes.", name="fake-b")
+    graph = agent(alice, conv.id, model)
+    await graph.ainvoke(user("Still there?"))
+    await graph.ainvoke(user("Sure?"))
+
+    assert [m.text for m in model.seen[1]] == [SYSTEM, "Hi", "Hello!", "Still there?", "Still here.", "Sure?"]
+    assert [(h.model, rows(h.messages)) for h in await histories(alice, conv.id)] == [
+        ("fake-a", [("user", None, "Hi"), ("assistant", "fake-a", "Hello!")]),
+        ("fake-b", [("user", None, "Still there?"), ("assistant", "fake-b", "Still here.")]),
+        ("fake-b", [("user", None, "Sure?"), ("assistant", "fake-b", "Yes.")]),
+    ]
+
+
+async def test_a_history_factory_keyed_by_user_and_conversation(memory: ChatMemory) -> None:
+    """After ``test_using_custom_config_specs`` (langchain-ai/langchain
+    ``libs/core/tests/unit_tests/runnables/test_history.py``): the factory gets ``user_id`` and
+    ``conversation_id`` from the config, and each user reaches only their own conversations."""
+
+    def echo(params: dict[str, Any]) -> list[BaseMessage]:
+        said = [str(m.content) for m in params["messages"] if isinstance(m, HumanMessage)]
+        return [AIMessage(content="you said: " + "\n".join(said))]
+
+    def history_for(user_id: str, conversation_id: str) -> ChatMemoryHistory:
+        return ChatMemoryHistory(memory.scoped(Principal(user_id)), conversation_id, model="echo")
+
+    chain = RunnableWithMessageHistory(
+        RunnableLambda(echo),
+        get_session_history=history_for,
+        input_messages_key="messages",
+        history_factory_config=[
+            ConfigurableFieldSpec(id="user_id", annotation=str, name="User ID", default="", is_shared=True),
+            ConfigurableFieldSpec(
+                id="conversation_id", annotation=str, name="Conversation ID", default="", is_shared=True
+            ),
+        ],
+    )
+    alice, bob = memory.scoped(Principal("alice")), memory.scoped(Principal("bob"))
+    conv = await alice.start_conversation()
+    config: RunnableConfig = {"configurable": {"user_id": "alice", "conversation_id": str(conv.id)}}
+    await chain.ainvoke({"messages": [HumanMessage("hello")]}, config)
+    reply = await chain.ainvoke({"messages": [HumanMessage("goodbye")]}, config)
+    assert reply == [AIMessage(content="you said: hello\ngoodbye")]
+
+    snooping: RunnableConfig = {"configurable": {"user_id": "bob", "conversation_id": str(conv.id)}}
+    with pytest.raises(ConversationNotFound):
+        await chain.ainvoke({"messages": [HumanMessage("let me in")]}, snooping)
+    assert [m.content for m in await alice.transcript(conv.id)] == [
+        "hello",
+        "you said: hello",
+        "goodbye",
+        "you said: hello\ngoodbye",
+    ]
+    assert (await bob.list_conversations()).items == []

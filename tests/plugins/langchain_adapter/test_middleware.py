@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -11,6 +12,7 @@ import pytest
 from chatmemory_langchain import NATIVE_FORMAT, from_stored
 from langchain.agents.middleware.types import AgentMiddleware, ModelCallResult, ModelRequest, ModelResponse
 from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.tools import tool
 from langgraph.types import StreamMode
 
 from chatmemory import ConversationNotFound, ImagePart, TextPart, ToolCallPart, ToolResultPart
@@ -126,6 +128,32 @@ async def test_a_failing_tool_leaves_a_failed_history(alice: Scope) -> None:
     assert (run.status, [m.role for m in run.messages or []]) == ("failed", ["user", "assistant"])
     assert run.error is not None
     assert "no fuel" in run.error
+
+
+async def test_a_run_cancelled_while_its_tool_runs_is_cancelled_with_what_it_produced(alice: Scope) -> None:
+    started = asyncio.Event()
+
+    @tool
+    async def wait_forever(seconds: int) -> str:
+        """Waits."""
+        started.set()
+        await asyncio.sleep(seconds)
+        return "never"
+
+    conv = await alice.start_conversation()
+    model = fake(call("wait_forever", "c1", seconds=60), "unreachable")
+    running = asyncio.create_task(agent(alice, conv.id, model, tools=[wait_forever]).ainvoke(user("Wait")))
+    await asyncio.wait_for(started.wait(), timeout=10)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+
+    (run,) = await histories(alice, conv.id)
+    assert (run.status, run.error) == (
+        "cancelled",
+        "CancelledError: the task running the agent was cancelled",
+    )
+    assert rows(run.messages) == [("user", None, "Wait"), ("assistant", "fake-a", "")]
 
 
 @pytest.mark.parametrize("mode", ["messages", "updates", "values"])

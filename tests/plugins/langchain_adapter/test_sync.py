@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+from uuid import UUID
 
 import pytest
-from chatmemory_langchain import BackgroundLoop
+from chatmemory_langchain import BackgroundLoop, ChatMemoryHistory
+from langchain_core.messages import AIMessage, HumanMessage
 
 from chatmemory import ChatMemory, Principal
 from chatmemory.scope import Scope
 from tests.plugins.langchain_adapter._fakes import call, fake
 from tests.plugins.langchain_adapter._helpers import agent, histories, rows, user
+
+T = TypeVar("T")
 
 
 async def test_sync_invoke_and_stream_record_like_the_async_api(alice: Scope) -> None:
@@ -64,3 +72,100 @@ async def test_a_synchronous_program_uses_a_background_loop(db_url: str) -> None
         ],
         [("user", None, "Sum?"), ("assistant", "fake-b", "8")],
     ]
+
+
+async def in_daemon_thread(program: Callable[[str], T], url: str) -> T:
+    """``program(url)`` in a daemon thread, so a program that waits forever fails the test
+    without keeping the test process alive."""
+    outcome: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            outcome.set_result(program(url))
+        except BaseException as error:  # handed to the test
+            outcome.set_exception(error)
+
+    threading.Thread(target=run, daemon=True).start()
+    return await asyncio.wait_for(asyncio.wrap_future(outcome), timeout=30)
+
+
+def _idle_loop_program(url: str) -> list[list[tuple[str, str | None, str]]]:
+    """A synchronous program that opens the store with ``loop.run_until_complete`` and builds the
+    history and the agent inside it: that loop is idle whenever LangChain calls them."""
+    loop = asyncio.new_event_loop()
+
+    async def setup() -> tuple[ChatMemory, Scope, UUID, ChatMemoryHistory, Any]:
+        memory = await ChatMemory.open(url)
+        chat = memory.scoped(Principal("carol"))
+        conv = await chat.start_conversation()
+        # Parallel tool calls: LangGraph's sync API runs them, and their records, in threads.
+        calls = AIMessage(
+            "", tool_calls=[*call("add", "c1", a=1, b=1).tool_calls, *call("add", "c2", a=2, b=2).tool_calls]
+        )
+        graph = agent(chat, conv.id, fake(calls, "2 and 4", name="fake-b"))
+        return memory, chat, conv.id, ChatMemoryHistory(chat, conv.id, model="fake-a"), graph
+
+    memory, chat, conv_id, history, graph = loop.run_until_complete(setup())
+    try:
+        history.add_messages([HumanMessage("2+2?"), AIMessage("4")])
+        graph.invoke(user("Again?"))
+        asyncio.run(history.aadd_messages([HumanMessage("Thanks")]))  # from another loop
+        texts = [m.text for m in history.messages]
+        # The two tool results are stored as each tool returns: in either order.
+        assert texts[:4] + sorted(texts[4:6]) + texts[6:] == [
+            "2+2?",
+            "4",
+            "Again?",
+            "",
+            "2",
+            "4",
+            "2 and 4",
+            "Thanks",
+        ]
+        detail = loop.run_until_complete(chat.get_conversation(conv_id, messages=True))
+    finally:
+        loop.run_until_complete(memory.close())
+        loop.close()
+    return [rows(h.messages) for h in detail.histories]
+
+
+async def test_objects_made_on_a_loop_that_is_now_idle_never_wait_for_it(db_url: str) -> None:
+    """Built inside ``loop.run_until_complete``, then called between two runs of that loop: the
+    calls run (they used to wait forever for the idle loop), parallel ones taking turns."""
+    recorded = await in_daemon_thread(_idle_loop_program, db_url)
+    first, run, last = recorded
+    assert (first, last) == (
+        [("user", None, "2+2?"), ("assistant", "fake-a", "4")],
+        [("user", None, "Thanks")],
+    )
+    assert run[:2] + sorted(run[2:4]) + run[4:] == [
+        ("user", None, "Again?"),
+        ("assistant", "fake-b", ""),
+        ("tool", None, "2"),
+        ("tool", None, "4"),
+        ("assistant", "fake-b", "2 and 4"),
+    ]
+
+
+def _closed_loop_program(url: str) -> list[str]:
+    """The store opened and the history built inside ``asyncio.run``, which closes its loop."""
+    with BackgroundLoop() as background:
+        memory = background.run(ChatMemory.open(url))
+        try:
+
+            async def setup() -> ChatMemoryHistory:
+                conv = await memory.scoped(Principal("carol")).start_conversation()
+                return ChatMemoryHistory(memory.scoped(Principal("carol")), conv.id, model="fake-a")
+
+            history = asyncio.run(setup())
+            try:
+                history.add_messages([HumanMessage("Hi")])
+                return [m.text for m in history.messages]
+            finally:
+                history.close()
+        finally:
+            background.run(memory.close())
+
+
+async def test_a_history_made_inside_asyncio_run_works_after_it_returns(db_url: str) -> None:
+    assert await in_daemon_thread(_closed_loop_program, db_url) == ["Hi"]

@@ -3,7 +3,8 @@
 Rewritten from openai/openai-agents-python ``tests/memory/test_session.py``
 (``test_sqlite_session_memory_direct``, ``..._pop_item``, ``test_session_memory_pop_different_sessions``,
 ``..._get_items_with_limit``, ``..._unicode_content``, ``..._special_characters_and_sql_injection``,
-``..._concurrent_access``, the ``SessionSettings`` tests) and
+``..._concurrent_access``, the ``SessionSettings`` tests), ``tests/memory/test_session_limit.py``
+(``test_session_limit_drops_unmatched_history_function_call_output``) and
 ``tests/extensions/memory/test_sqlalchemy_session.py`` (``test_concurrent_pop_item_returns_each_row_once``,
 ``test_add_items_concurrent_first_access_with_shared_session_cross_loop``), on both backends.
 """
@@ -20,7 +21,7 @@ from agents import RunConfig, Runner, SessionSettings
 from agents.testing import assistant_message
 from chatmemory_openai_agents import ChatMemorySession
 
-from chatmemory import Conversation
+from chatmemory import Conversation, NewMessage, TextPart, ToolCallPart
 from chatmemory.scope import Scope
 from tests.plugins.openai_agents._support import NamedModel, make_agent
 
@@ -185,6 +186,35 @@ async def test_run_config_session_settings_override_the_session(
     assert contents(model.last_call.input) == ["Turn 8", "Turn 9", "New question"]
 
 
+@pytest.mark.parametrize("runner", ["run", "run_streamed"])
+async def test_a_limit_that_cuts_a_tool_call_from_its_output_sends_neither(
+    runner: str, alice: Scope, conversation: Conversation
+) -> None:
+    session = ChatMemorySession(alice, conversation.id)
+    answer = {"type": "output_text", "text": "It is sunny.", "annotations": []}
+    history: list[Any] = [
+        {"role": "user", "content": "What is the weather?"},
+        {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+        {"type": "message", "role": "assistant", "content": [answer]},
+    ]
+    await session.add_items(history)
+    assert await session.get_items(limit=2) == history[-2:]
+
+    model = NamedModel("m", [[assistant_message("Tomorrow is sunny too.")]])
+    config = RunConfig(session_settings=SessionSettings(limit=2))
+    if runner == "run":
+        await Runner.run(make_agent("t", model), "What about tomorrow?", session=session, run_config=config)
+    else:
+        streamed = Runner.run_streamed(
+            make_agent("t", model), "What about tomorrow?", session=session, run_config=config
+        )
+        async for _ in streamed.stream_events():
+            pass
+    assert model.last_call is not None
+    assert model.last_call.input == [history[-1], {"role": "user", "content": "What about tomorrow?"}]
+
+
 # -- threads, each with its own event loop -----------------------------------------------------
 
 
@@ -234,3 +264,26 @@ async def test_one_session_shared_by_two_loops(alice: Scope, conversation: Conve
 
     assert sorted(results) == [("one", "ok"), ("two", "ok")]
     assert sorted(contents(await session.get_items())) == ["one", "two"]
+
+
+async def test_popping_a_message_that_holds_several_items_pops_one_item_at_a_time(
+    alice: Scope, conversation: Conversation
+) -> None:
+    """As ``test_sqlite_session_memory_pop_item``: each pop returns the newest item and keeps the
+    rest, even where one message written elsewhere (a reply's text and its tool call) holds two."""
+    run = await alice.start_history(conversation.id, model="other-model")
+    reply = [TextPart(text="Adding."), ToolCallPart(id="c1", name="add", arguments={})]
+    await alice.append_messages(run.id, [NewMessage("user", "Add 1 and 2"), NewMessage("assistant", reply)])
+    session = ChatMemorySession(alice, conversation.id)
+    items = await session.get_items()
+    assert [item.get("type", "message") for item in items] == ["message", "message", "function_call"]
+
+    assert await session.pop_item() == items[2]
+    assert await ChatMemorySession(alice, conversation.id).get_items() == items[:2]
+    assert await session.pop_item() == items[1]
+    assert await session.pop_item() == items[0]
+    assert await session.pop_item() is None
+    kept = [h for h in (await alice.get_conversation(conversation.id)).histories if h.id != run.id]
+    assert [(h.model, h.status, (h.metadata or {}).get("pop")) for h in kept] == [
+        ("other-model", "completed", {"replaced": 1})
+    ]

@@ -4,8 +4,9 @@ stored since, and still sees every change made by other writers at the newest en
 from __future__ import annotations
 
 import pytest
-from chatmemory_pydantic_ai import ChatMemoryCapability
+from chatmemory_pydantic_ai import ChatMemoryCapability, load_messages
 from pydantic_ai import models
+from pydantic_ai.messages import ModelMessage
 
 from chatmemory.scope import Scope
 from tests.plugins._reads import count_reads
@@ -70,3 +71,25 @@ async def test_histories_recorded_side_by_side_are_read_once(alice: Scope) -> No
 
     sent = str(script.received[-1])
     assert (sent.count("earlier asks"), sent.count("later asks")) == (1, 1)
+
+
+async def test_runs_stored_side_by_side_after_a_read_resume_as_a_full_read_gives_them(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    script = Script("fn-A", tool=False)
+    agent = adder(script.model, capabilities=[ChatMemoryCapability(alice, conv.id)])
+    await agent.run("first")  # the capability has read the conversation
+
+    one = await alice.start_history(conv.id, model="one")
+    two = await alice.start_history(conv.id, model="two")
+    for history, text in [(one, "one asks"), (two, "two asks"), (one, "one answers"), (two, "two answers")]:
+        role = "user" if text.endswith("asks") else "assistant"
+        await alice.append_messages(history.id, [{"role": role, "content": text}])
+    fresh = Script("fn-A", tool=False)
+    await adder(fresh.model).run("second", message_history=await load_messages(alice, conv.id))
+    await agent.run("second")
+
+    def shape(messages: list[ModelMessage]) -> list[tuple[str, list[object]]]:
+        return [(m.kind, [getattr(p, "content", None) for p in m.parts]) for m in messages]
+
+    assert shape(script.received[-1]) == shape(fresh.received[-1])
+    assert len(script.received[-1]) == 7  # first, its answer, each history's two messages, second

@@ -20,6 +20,8 @@ __all__ = ["BackgroundLoop"]
 
 T = TypeVar("T")
 
+_LIVENESS = 0.25  # seconds between checks that the loop running a call still runs
+
 
 class BackgroundLoop:
     """An event loop running in a daemon thread, for synchronous programs.
@@ -73,11 +75,18 @@ async def _wait(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
+def _stopped() -> RuntimeError:
+    return RuntimeError("the event loop running a chatmemory call stopped before the call ended")
+
+
 class HomeLoop:
     """Sends every coroutine to one event loop, from async and sync callers alike."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop | BackgroundLoop | None) -> None:
         self._owned: BackgroundLoop | None = None
+        # Held by the thread running the idle home loop itself, so parallel sync calls (a
+        # graph's parallel tool calls) take turns rather than find it stopping under them.
+        self._driving = threading.Lock()
         if isinstance(loop, BackgroundLoop):
             loop = loop.loop
         if loop is None:
@@ -96,19 +105,41 @@ class HomeLoop:
         return self._loop
 
     async def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Await ``coro`` on the home loop (directly when already on it)."""
+        """Await ``coro`` on the home loop (directly when already on it).
+
+        A home loop that is not running (stopped between two ``run_until_complete`` calls, or
+        closed when ``asyncio.run`` returned) would never run it, so it runs here instead: a
+        store opened from a URL serves any loop, and an engine bound to the idle loop raises
+        its own error rather than wait.
+
+        Raises:
+            RuntimeError: the home loop stopped while running ``coro``.
+        """
         home = self.loop
-        if home is asyncio.get_running_loop():
+        if home is asyncio.get_running_loop() or not home.is_running() or self._driving.locked():
             return await coro
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, home)
-        return await asyncio.wrap_future(future)
+        waiter = asyncio.wrap_future(future)
+        try:
+            while True:
+                done, _ = await asyncio.wait({waiter}, timeout=_LIVENESS)
+                if done:
+                    return waiter.result()
+                if not home.is_running():
+                    raise _stopped()
+        finally:
+            waiter.cancel()  # the caller gave up (or the loop stopped): so does the call
 
     def call_sync(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the home loop and block until it is done.
 
+        An idle home loop (not running, not closed) runs it in the calling thread; a closed
+        one is replaced by a background loop this object starts.
+
         Raises:
             RuntimeError: called on the home loop itself (a synchronous call there would
-                block the loop it waits for; use the async API from async code).
+                block the loop it waits for; use the async API from async code), or the home
+                loop stopped while running ``coro``.
         """
         home = self.loop
         try:
@@ -121,7 +152,30 @@ class HomeLoop:
                 "a synchronous LangChain call (invoke/stream) ran on the event loop that owns the "
                 "chatmemory store; use ainvoke/astream there, or call invoke from another thread"
             )
-        return asyncio.run_coroutine_threadsafe(coro, home).result()
+        if running is None and not home.is_closed():
+            with self._driving:
+                if not home.is_running():
+                    return home.run_until_complete(coro)
+        if not home.is_running():
+            if home.is_closed():
+                self._loop = None  # from now on, a background loop of this object's own
+                home = self.loop
+            else:  # an idle loop cannot run inside another thread's running loop
+                home = self._background()
+        future = asyncio.run_coroutine_threadsafe(coro, home)
+        while True:
+            try:
+                return future.result(timeout=_LIVENESS)
+            except TimeoutError:
+                if not home.is_running():
+                    future.cancel()
+                    raise _stopped() from None
+
+    def _background(self) -> asyncio.AbstractEventLoop:
+        """A loop of this object's own, for calls its idle home loop cannot run."""
+        if self._owned is None:
+            self._owned = BackgroundLoop()
+        return self._owned.loop
 
     def close(self) -> None:
         """Stop the background loop if this object started one."""

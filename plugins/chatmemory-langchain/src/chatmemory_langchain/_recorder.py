@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from asyncio import CancelledError
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from uuid import UUID
 
 from langchain_core.messages import AIMessage, BaseMessage
 
-from chatmemory import Message
+from chatmemory import ConflictError, History, Message
 from chatmemory.recording import ABANDONED, LIVE_HISTORIES, abandoned, recorder_metadata
 from chatmemory.scope import Scope
 from chatmemory_langchain._convert import from_stored_many, model_name_of, produced_by, to_new_message
@@ -99,7 +103,7 @@ class Recorder:
         head, last = new[:-_BATCH] if len(new) > _BATCH else [], new[-_BATCH:]
         await self._write(run, head)
         _count_usage(run, last)
-        text = f"{type(error).__name__}: {error}"[:2000] if error is not None else None
+        text = _error_text(error)
         batch = [to_new_message(m) for m in last]
         history_id, run.history_id = run.history_id, None
         opening, run.opening = run.opening, None
@@ -131,9 +135,10 @@ class Recorder:
             batch = [to_new_message(m) for m in chunk]
             if run.history_id is None:
                 assert run.opening is not None
-                started = await self.chat.start_run(self.conversation_id, messages=batch, **run.opening)
-                run.history_id = started.history.id
-                LIVE_HISTORIES.add(started.history.id)
+                with _starting():
+                    started = await self.chat.start_run(self.conversation_id, messages=batch, **run.opening)
+                    run.history_id = started.history.id
+                    LIVE_HISTORIES.add(started.history.id)
             else:
                 await self.chat.append_messages(run.history_id, batch)
             run.known.update(m.id for m in chunk if m.id)
@@ -152,6 +157,10 @@ class Recorder:
         status = dict(seen.status) if newer is not None else {}
         await self._close_abandoned(rows, status, whole=newer is None)
         added = from_stored_many(rows)
+        for message, row in zip(added, rows, strict=True):
+            # Stored without a LangChain id (e.g. by ChatMemoryHistory): LangGraph would give it
+            # a random one in the state, and every run would store it again.
+            message.id = message.id or str(row.id)
         known.update(m.id for m in added if m.id)
         last = (rows[-1].seq, rows[-1].id) if rows else seen.last if newer is not None else None
         self._seen = _Seen(messages=base + added, known=known, last=last, status=status, loaded=True)
@@ -168,11 +177,54 @@ class Recorder:
             histories = list((await self.chat.get_conversation(self.conversation_id)).histories)
         else:
             histories = [await self.chat.get_history(h, messages=False) for h in sorted(unknown)]
+        # Read before the histories are judged: a run of this process that started one after
+        # the read above has registered it as live by the time it is no longer counted here.
+        starting = _STARTING.count > 0
         for history in histories:
             status[history.id] = history.status
-            if abandoned(history, framework="langchain"):
-                await self.chat.finish_history(history.id, status="failed", error=ABANDONED)
+            if not (starting and _mine(history)) and abandoned(history, framework="langchain"):
+                try:
+                    await self.chat.finish_history(history.id, status="failed", error=ABANDONED)
+                except ConflictError:
+                    continue  # its run ended after the read above: it was not abandoned
                 status[history.id] = "failed"
+
+
+@dataclass
+class _Starts:
+    """How many runs of this process are starting a history right now: one just started is not
+    yet in ``LIVE_HISTORIES``, and must not be taken for one a dead run left open."""
+
+    count: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_STARTING = _Starts()
+
+
+@contextlib.contextmanager
+def _starting() -> Iterator[None]:
+    with _STARTING.lock:
+        _STARTING.count += 1
+    try:
+        yield
+    finally:
+        with _STARTING.lock:
+            _STARTING.count -= 1
+
+
+def _mine(history: History) -> bool:
+    return (history.metadata or {}).get("pid") == os.getpid()
+
+
+def _error_text(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    # A cancellation carries no message of its own: say what it stopped.
+    detail = str(error) or (
+        "the task running the agent was cancelled" if isinstance(error, CancelledError) else ""
+    )
+    return f"{type(error).__name__}: {detail}"[:2000]
 
 
 def _unknown(run: Run, messages: Sequence[BaseMessage]) -> list[BaseMessage]:

@@ -15,6 +15,7 @@ from chatmemory import ConflictError, Message
 from chatmemory.scope import Scope
 from chatmemory_openai_agents._items import items_of_messages
 from chatmemory_openai_agents._record import FRAMEWORK, Recorder
+from chatmemory_openai_agents._settled import settled
 
 __all__ = ["Tail", "read_tail", "replace_tail"]
 
@@ -61,12 +62,19 @@ def _items(message: Message) -> list[TResponseInputItem]:
 
 
 async def replace_tail(
-    recorder: Recorder, tail: Tail, start: int, output: Sequence[TResponseInputItem]
+    recorder: Recorder,
+    tail: Tail,
+    start: int,
+    output: Sequence[TResponseInputItem],
+    *,
+    reason: str = "compaction",
+    model: str | None = None,
 ) -> bool:
     """Replace the tail's items from ``start`` on with ``output``, atomically; ``False`` if it changed.
 
     The replaced messages are soft-deleted; their histories keep their model, usage and
-    metadata. The output goes into a history of its own, marked as a compaction.
+    metadata. The output goes into a history of its own driven by ``model`` (by default the
+    session's, else the replaced messages'), whose metadata names the ``reason``.
     """
     first = _message_index(tail.counts, start)
     if first is None or first == len(tail.messages):
@@ -76,12 +84,12 @@ async def replace_tail(
     models = [m.model for m in replaced if m.model]
     history = await chat.start_history(
         recorder.conversation_id,
-        model=recorder.model or (models[-1] if models else get_default_model()),
+        model=model or recorder.model or (models[-1] if models else get_default_model()),
         metadata={
             **recorder.metadata,
             "framework": FRAMEWORK,
             "framework_version": agents_version,
-            "compaction": {"replaced": len(replaced)},
+            reason: {"replaced": len(replaced)},
         },
     )
     messages = [recorder.message_of(item) for item in output]
@@ -115,6 +123,6 @@ def snapshot(recorder: Recorder, tail: Tail) -> _CompactionSnapshot:
     """The SDK's compaction snapshot of ``tail``."""
 
     async def replace_suffix(start: int, output: list[TResponseInputItem]) -> bool:
-        return await replace_tail(recorder, tail, start, output)
+        return await settled(replace_tail(recorder, tail, start, output))
 
     return _CompactionSnapshot(list(tail.items), tail.complete, replace_suffix)

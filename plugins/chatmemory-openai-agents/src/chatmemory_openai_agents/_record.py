@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from uuid import UUID
@@ -29,7 +30,7 @@ from chatmemory_openai_agents._items import (
 from chatmemory_openai_agents._lock import AnyLoopLock
 from chatmemory_openai_agents._models import configured_model_name, resolve_model_name
 
-__all__ = ["FRAMEWORK", "UNCLOSED", "Newest", "Recorder", "RunRecord"]
+__all__ = ["FRAMEWORK", "UNCLOSED", "Newest", "Recorder", "RunRecord", "answers"]
 
 FRAMEWORK = "openai-agents"
 UNCLOSED = "the run ended without being closed: it raised, was interrupted, or its process stopped"
@@ -45,11 +46,31 @@ Status = Literal["completed", "failed", "cancelled"]
 # later run never closes one of these as abandoned.
 _OPEN: weakref.WeakValueDictionary[UUID, RunRecord] = weakref.WeakValueDictionary()
 _OPEN_GUARD = threading.Lock()
+# How many runs of this process are starting a history in each conversation right now: one
+# just started is in _OPEN only once its start returns, and must not be taken for one a dead
+# run left open.
+_STARTING: collections.Counter[str] = collections.Counter()
 
 
-def _is_open_here(history_id: UUID) -> bool:
+@contextlib.contextmanager
+def _starting(conversation_id: UUID | str) -> Iterator[None]:
+    key = _key(conversation_id)
     with _OPEN_GUARD:
-        return _OPEN.get(history_id) is not None
+        _STARTING[key] += 1
+    try:
+        yield
+    finally:
+        with _OPEN_GUARD:
+            _STARTING[key] -= 1
+            if not _STARTING[key]:
+                del _STARTING[key]
+
+
+def _key(conversation_id: UUID | str) -> str:
+    try:
+        return str(UUID(str(conversation_id)))
+    except ValueError:
+        return str(conversation_id)
 
 
 @dataclass(frozen=True)
@@ -83,6 +104,7 @@ class RunRecord:
     final: bool = False  # the hooks saw the final output
     answered: bool = False  # the last item recorded is an assistant answer
     produced: dict[str, tuple[str, str]] = field(default_factory=dict)
+    open_calls: set[str] = field(default_factory=set)  # tool calls recorded without their output
     newest: Newest | None = None  # when known, spares opening the history a read
     lock: AnyLoopLock = field(default_factory=AnyLoopLock)
 
@@ -106,8 +128,23 @@ class Recorder:
         async with run.lock:
             batch = [self.message_of(item, run) for item in items]
             answered = is_answer(items[-1])
-            await self._append(run, batch, closing=_closes(run, answered))
+            await self._append(run, batch, closing=_closes(run, answered), resuming=answers(items))
             run.answered = answered
+            for item in items:
+                call = item.get("call_id")
+                if isinstance(call, str) and role_of(item) == "tool":
+                    run.open_calls.discard(call)
+                elif isinstance(call, str):
+                    run.open_calls.add(call)
+
+    def carry_on(self, run: RunRecord, earlier: RunRecord) -> None:
+        """``run`` resumes ``earlier``, which stopped for tool approvals: it carries on in its history."""
+        assert earlier.history is not None
+        run.history, earlier.history = earlier.history, None
+        run.previous, run.open_calls = earlier.previous, earlier.open_calls
+        run.produced.update(earlier.produced)
+        with _OPEN_GUARD:
+            _OPEN[run.history.id] = run
 
     async def model_called(self, run: RunRecord, agent: Agent[Any], system_prompt: str | None) -> None:
         """A model call starts: the first one names the run's driver model and instructions."""
@@ -160,7 +197,9 @@ class Recorder:
 
     # -- internals -------------------------------------------------------------------------------
 
-    async def _append(self, run: RunRecord, batch: list[NewMessage], *, closing: bool) -> None:
+    async def _append(
+        self, run: RunRecord, batch: list[NewMessage], *, closing: bool, resuming: set[str]
+    ) -> None:
         """Write ``batch``: the first items start the history in the same transaction, and when
         the batch ``closing`` ends the run, its last items finish it in the same transaction."""
         done = 0
@@ -170,7 +209,7 @@ class Recorder:
             last = closing and done + _BATCH >= len(batch)
             try:
                 if run.history is None:
-                    await self._open(run, chunk, closing=last)
+                    await self._open(run, chunk, closing=last, resuming=set() if retried else resuming)
                 elif last:
                     await self.chat.finish_run(run.history.id, messages=chunk, usage=_usage(run))
                     self._closed_by_run(run)
@@ -185,10 +224,23 @@ class Recorder:
                 continue
             done += _BATCH
 
-    async def _open(self, run: RunRecord, first: list[NewMessage], *, closing: bool) -> None:
-        """Start the run's history with its ``first`` messages (and finish it, ``closing``)."""
+    async def _open(
+        self, run: RunRecord, first: list[NewMessage], *, closing: bool, resuming: set[str]
+    ) -> None:
+        """Start the run's history with its ``first`` messages (and finish it, ``closing``); a run
+        ``resuming`` tool calls that stopped for approval carries on in their history."""
         newest, run.newest = run.newest, None
-        await self._close_abandoned(newest)
+        stopped = await self._close_abandoned(newest, resuming=resuming)
+        if stopped is not None:
+            run.history = stopped
+            with _OPEN_GUARD:
+                _OPEN[stopped.id] = run
+            if closing:
+                await self.chat.finish_run(stopped.id, messages=first, usage=_usage(run))
+                self._closed_by_run(run)
+            else:
+                await self.chat.append_messages(stopped.id, first)
+            return
         agent = run.agent
         model = run.model or (resolve_model_name(agent, run.run_config) if agent is not None else None)
         model = model or configured_model_name(run.run_config) or self.model or get_default_model()
@@ -217,21 +269,25 @@ class Recorder:
             run.history = recorded.history
             self._closed_by_run(run)
             return
-        started = await self.chat.start_run(
-            self.conversation_id,
-            model=model,
-            messages=first,
-            system_prompts=_prompts(prompt),
-            metadata=metadata,
-        )
-        run.history = started.history
-        with _OPEN_GUARD:
-            _OPEN[started.history.id] = run
+        with _starting(self.conversation_id):
+            started = await self.chat.start_run(
+                self.conversation_id,
+                model=model,
+                messages=first,
+                system_prompts=_prompts(prompt),
+                metadata=metadata,
+            )
+            run.history = started.history
+            with _OPEN_GUARD:
+                _OPEN[started.history.id] = run
 
-    async def _close_abandoned(self, known: Newest | None) -> None:
+    async def _close_abandoned(self, known: Newest | None, *, resuming: set[str]) -> History | None:
         """Close the conversation's newest history if a run left it open and no run here holds it.
 
-        ``known`` is the newest message as the run read it moments before, when it did.
+        ``known`` is the newest message as the run read it moments before, when it did. When the
+        run's first items are the outputs of tool calls (``resuming``: their ids) that history
+        holds unanswered, the run resumes one that stopped for their approval: that history is
+        returned, open, for the run to carry on in (taken from the run here holding it, if any).
         """
         if known is None:
             page = await self.chat.list_messages(
@@ -240,17 +296,31 @@ class Recorder:
             message: Message | None = page.items[0] if page.items else None
             known = Newest(message.history_id, message_is_answer(message)) if message else Newest(None)
         hid = known.history_id
-        if hid is None or hid in self._closed or _is_open_here(hid):
-            return
+        if hid is None or hid in self._closed:
+            return None
+        with _OPEN_GUARD:
+            holder = _OPEN.get(hid)
+        if holder is not None:
+            if not resuming & holder.open_calls or holder.history is None:
+                return None
+            history, holder.history = holder.history, None
+            return history
         try:
             history = await self.chat.get_history(hid, messages=False)
         except HistoryNotFound:
-            return  # deleted since the read
+            return None  # deleted since the read
+        with _OPEN_GUARD:
+            # Read after the history: a run here that started it is counted until it is in _OPEN.
+            if _STARTING[_key(self.conversation_id)] or hid in _OPEN:
+                return None
         if history.status == "running" and (history.metadata or {}).get("framework") == FRAMEWORK:
+            if resuming and not known.answered:
+                return history  # stopped in another process for approvals
             status, error = _inferred(known.answered)
             with contextlib.suppress(ConflictError):  # another run closed it first
                 await self.chat.finish_history(hid, status=status, error=error)
         self._remember(hid)
+        return None
 
     async def _finish(self, run: RunRecord, status: Status, error: str | None) -> None:
         history = run.history
@@ -294,6 +364,18 @@ class Recorder:
             return NewMessage(role, content, native=native)
         model, agent_name = producer
         return NewMessage(role, content, model=model, metadata={"agent": agent_name}, native=native)
+
+
+def answers(items: Sequence[TResponseInputItem]) -> set[str]:
+    """The call ids of the tool outputs a batch starts with: a run whose first items answer tool
+    calls resumes one that stopped for their approval."""
+    calls: set[str] = set()
+    for item in items:
+        call = item.get("call_id")
+        if role_of(item) != "tool" or not isinstance(call, str):
+            break
+        calls.add(call)
+    return calls
 
 
 def _closes(run: RunRecord, answered: bool) -> bool:

@@ -20,7 +20,8 @@ from chatmemory_openai_agents._cache import ItemCache
 from chatmemory_openai_agents._compaction import read_tail, replace_tail, snapshot
 from chatmemory_openai_agents._hooks import ChatMemoryHooks
 from chatmemory_openai_agents._items import message_is_answer
-from chatmemory_openai_agents._record import Newest, Recorder, RunRecord
+from chatmemory_openai_agents._record import Newest, Recorder, RunRecord, answers
+from chatmemory_openai_agents._settled import settled
 
 __all__ = ["ChatMemorySession"]
 
@@ -118,7 +119,7 @@ class ChatMemorySession:
             raise
         finally:
             _STARTING.reset(token)
-        await self._close(record, None)
+        await self._close(record, None, paused=bool(result.interruptions))
         return result
 
     def run_streamed(
@@ -141,7 +142,9 @@ class ChatMemorySession:
         if result.run_loop_task is not None:
             # stream_events() awaits run_loop_task before it returns, so the history is
             # closed by the time a consumer sees the stream end.
-            result.run_loop_task = asyncio.ensure_future(self._close_after(record, result.run_loop_task))
+            result.run_loop_task = asyncio.ensure_future(
+                self._close_after(record, result, result.run_loop_task)
+            )
         return result
 
     # -- the Session protocol --------------------------------------------------------------------
@@ -185,10 +188,16 @@ class ChatMemorySession:
             ConversationNotFound: the principal cannot see the conversation.
             InvalidInputError: an item is over one of the store's limits; nothing is written.
         """
-        if not items:
-            return
+        if items:
+            await settled(self._add(items, wrapper))
+
+    async def _add(self, items: list[TResponseInputItem], wrapper: RunContextWrapper[Any] | None) -> None:
         run = self._run_for(wrapper) if wrapper is not None else self._loose_run()
         if run.history is None:
+            calls = answers(items)
+            stopped = next((r for r in self._unclosed(run) if calls & r.open_calls), None) if calls else None
+            if stopped is not None:
+                self._recorder.carry_on(run, stopped)
             await self._settle_others(run)
             read, self._newest_read = self._newest_read, None
             if read is not None and wrapper is not None and read[0]() is wrapper:
@@ -207,12 +216,24 @@ class ChatMemorySession:
             ConflictError: other writers kept removing the newest item first, many times over.
         """
         self._newest_read = None  # what it saw is about to change
+        return await settled(self._pop())
+
+    async def _pop(self) -> TResponseInputItem | None:
         for _ in range(_POP_ATTEMPTS):
             tail = await read_tail(self.chat, self.conversation_id, 1)
             if not tail.items:
                 return None
             # The newest message holding an item, and any item-less ones after it.
             first = max(i for i, count in enumerate(tail.counts) if count)
+            start = len(tail.items) - tail.counts[first]
+            if start < len(tail.items) - 1:
+                # A message written elsewhere can stand for several items (a reply's text and
+                # its tool calls): the ones before the popped item take its place.
+                message = tail.messages[first]
+                kept = tail.items[start:-1]
+                if await replace_tail(self._recorder, tail, start, kept, reason="pop", model=message.model):
+                    return tail.items[-1]
+                continue
             try:
                 await self.chat.replace_messages(
                     self.conversation_id, replacing=[m.id for m in tail.messages[first:]]
@@ -229,6 +250,9 @@ class ChatMemorySession:
             ConversationNotFound: the principal cannot see the conversation.
         """
         self._newest_read = None
+        await settled(self._clear())
+
+    async def _clear(self) -> None:
         detail = await self.chat.get_conversation(self.conversation_id)
         for history in detail.histories:
             await self.chat.delete_history(history.id)
@@ -243,7 +267,7 @@ class ChatMemorySession:
     async def _atomic_replace_items(self, items: list[TResponseInputItem]) -> bool:
         self._newest_read = None
         tail = await read_tail(self.chat, self.conversation_id, _EVERYTHING)
-        return await replace_tail(self._recorder, tail, 0, items)
+        return await settled(replace_tail(self._recorder, tail, 0, items))
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -282,15 +306,24 @@ class ChatMemorySession:
         if record is not None and record.history is not None and not record.managed:
             self._ended.append(record)
 
+    def _unclosed(self, run: RunRecord) -> list[RunRecord]:
+        """This session's runs other than ``run`` whose history nothing has closed yet."""
+        others = [*self._ended, *self._runs.values(), *filter(None, [self._loose])]
+        return [o for o in others if o is not run and not o.managed and o.history is not None]
+
     async def _settle_others(self, run: RunRecord) -> None:
         """Close this session's earlier runs that nothing closed: a new run starts."""
-        ended, self._ended = self._ended, []
-        others = [*ended, *self._runs.values(), *filter(None, [self._loose])]
-        for other in others:
-            if other is not run and not other.managed and other.history is not None:
-                await self._recorder.settle(other)
+        unclosed = self._unclosed(run)
+        self._ended = []
+        for other in unclosed:
+            await self._recorder.settle(other)
 
-    async def _close(self, record: RunRecord, error: BaseException | None) -> None:
+    async def _close(self, record: RunRecord, error: BaseException | None, *, paused: bool = False) -> None:
+        if paused:
+            # Stopped for tool approvals: the run resuming it carries on in its history, and
+            # any other next run closes it, as for runs without session.run.
+            record.managed = False
+            return
         wrapper = record.wrapper() if record.wrapper is not None else None
         try:
             await self._recorder.finish(record, error)
@@ -298,13 +331,20 @@ class ChatMemorySession:
             if wrapper is not None:
                 self._runs.pop(id(wrapper), None)
 
-    async def _close_after(self, record: RunRecord, task: asyncio.Future[Any]) -> Any:
+    async def _close_after(
+        self, record: RunRecord, result: RunResultStreaming, task: asyncio.Future[Any]
+    ) -> Any:
         try:
             outcome = await task
         except BaseException as error:
             await self._close(record, error)
             raise
-        await self._close(record, None)
+        if getattr(result, "_cancel_mode", "none") != "none" and not result.interruptions:
+            # result.cancel(mode="after_turn") ends the run without an error, and without its answer.
+            stop = asyncio.CancelledError("the run was cancelled after its turn")
+            await self._close(record, stop)
+            return outcome
+        await self._close(record, None, paused=bool(result.interruptions))
         return outcome
 
 

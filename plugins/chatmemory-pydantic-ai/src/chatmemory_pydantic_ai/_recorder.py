@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, TypeVar
 from uuid import UUID
 
@@ -22,10 +23,15 @@ from chatmemory.recording import LIVE_HISTORIES
 from chatmemory.scope import Scope
 from chatmemory_pydantic_ai._convert import system_prompts, to_new_messages
 
-__all__ = ["RunRecord", "settled"]
+__all__ = ["RECORDING", "RunRecord", "settled"]
 
 T = TypeVar("T")
 _BATCH = 100
+
+RECORDING: set[str] = set()
+"""The run ids of the runs this process is recording. A run is in it before its history exists
+(which ``LIVE_HISTORIES`` cannot say), so a concurrent run never takes that history, just
+started, for one a dead run left open."""
 ERROR_CHARS = 10_000
 
 
@@ -45,9 +51,9 @@ async def settled(write: Coroutine[Any, Any, T]) -> T:
 
 @dataclass
 class RunRecord:
-    """What one run has recorded: its history, how many of its messages are stored, and the
-    tool results of the step in progress (pydantic-ai only puts them in its history once the
-    step's tools have all returned, or when the run stops)."""
+    """What one run has recorded: its history, the messages stored, and the tool results of the
+    step in progress (pydantic-ai only puts them in its history once the step's tools have all
+    returned, or when the run stops)."""
 
     chat: Scope
     conversation_id: UUID | str
@@ -57,19 +63,37 @@ class RunRecord:
     given: list[str]
     """The system prompts of the history the run was given."""
     history_id: UUID | None = None
-    stored: int = 0
+    started_at: datetime | None = None
+    """When the history started: its place among the conversation's histories."""
+    recorded: list[pai.ModelMessage] = field(default_factory=list)
+    """The run's messages stored, in order: the very objects, which a history processor may
+    drop from the run's history, rebuild or change in place."""
+    _recorded_ids: set[int] = field(default_factory=set)
     prompts: list[str] = field(default_factory=list)
     returns: dict[str, pai.ToolReturnPart] = field(default_factory=dict)
     stopped_in: pai.ModelResponse | None = None
     failure: ChatMemoryError | None = None
 
+    def __post_init__(self) -> None:
+        RECORDING.add(self.run_id)
+
     def own(self, live: Sequence[pai.ModelMessage]) -> list[pai.ModelMessage]:
         """The run's own messages in ``live``, in order: the run appends them after the
-        history it was given, so only the end of a long conversation is looked at."""
+        history it was given, so only the end of a long conversation is looked at. Messages
+        without a run id among them (a history processor's additions, sent to the model but
+        not part of any run) are passed over."""
         start = len(live)
-        while start > 0 and live[start - 1].run_id == self.run_id:
+        while start > 0 and live[start - 1].run_id in (self.run_id, None):
             start -= 1
-        return list(live[start:])
+        return [m for m in live[start:] if m.run_id == self.run_id]
+
+    def _stored(self, message: pai.ModelMessage) -> bool:
+        # By identity, or by value for a copy a history processor made of a stored message.
+        return id(message) in self._recorded_ids or message in self.recorded
+
+    def _mark(self, batch: Sequence[pai.ModelMessage]) -> None:
+        self.recorded.extend(batch)
+        self._recorded_ids.update(id(m) for m in batch)
 
     async def commit(self, live: Sequence[pai.ModelMessage], *, hold_answer: bool = False) -> None:
         """Store the run's messages in ``live`` not stored yet; the first ones start the history
@@ -93,10 +117,11 @@ class RunRecord:
     def _unstored(self, live: Sequence[pai.ModelMessage]) -> tuple[list[pai.ModelMessage], list[str]]:
         """The run's messages in ``live`` not stored yet, and the run's system prompts."""
         own = self.own(live)
-        return own[self.stored :], system_prompts(own, own, given=self.given)
+        return [m for m in own if not self._stored(m)], system_prompts(own, own, given=self.given)
 
     def _new(self, batch: Sequence[pai.ModelMessage]) -> list[NewMessage]:
-        return to_new_messages(batch, keys=[f"{self.run_id}:{self.stored + i}" for i in range(len(batch))])
+        done = len(self.recorded)
+        return to_new_messages(batch, keys=[f"{self.run_id}:{done + i}" for i in range(len(batch))])
 
     async def _write(self, batch: list[pai.ModelMessage], prompts: list[str]) -> None:
         new = self._new(batch)
@@ -108,16 +133,16 @@ class RunRecord:
                 system_prompts=prompts,
                 metadata=self.metadata,
             )
-            self.history_id = started.history.id
+            self.history_id, self.started_at = started.history.id, started.history.created_at
             LIVE_HISTORIES.add(started.history.id)
-            self.stored += len(new[:_BATCH])
-            new = new[_BATCH:]
+            self._mark(batch[:_BATCH])
+            batch, new = batch[_BATCH:], new[_BATCH:]
         elif prompts != self.prompts:
             await self.chat.update_history(self.history_id, system_prompts=prompts)
         self.prompts = prompts
         for start in range(0, len(new), _BATCH):
             await self.chat.append_messages(self.history_id, new[start : start + _BATCH])
-            self.stored += len(new[start : start + _BATCH])
+            self._mark(batch[start : start + _BATCH])
 
     def tool_returned(self, call: pai.ToolCallPart, result: Any) -> None:
         """Remember a finished tool's result, as pydantic-ai will put it in its history."""
@@ -164,6 +189,7 @@ class RunRecord:
                 await settled(self._close([], self.prompts or self.given, status, usage, error))
                 raise
         finally:
+            RECORDING.discard(self.run_id)
             if self.history_id is not None:
                 LIVE_HISTORIES.discard(self.history_id)
 
@@ -192,13 +218,13 @@ class RunRecord:
                 system_prompts=prompts,
                 metadata=self.metadata,
             )
-            self.history_id = recorded.history.id
+            self.history_id, self.started_at = recorded.history.id, recorded.history.created_at
         else:
             if prompts != self.prompts:
                 await self.chat.update_history(self.history_id, system_prompts=prompts)
             await self.chat.finish_run(self.history_id, messages=new, status=status, usage=usage, error=error)
         self.prompts = prompts
-        self.stored += len(new)
+        self._mark(batch)
 
 
 def _is_answer(message: pai.ModelMessage) -> bool:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import bisect
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from uuid import UUID
 
 from pydantic_ai import messages as pai
@@ -13,6 +15,7 @@ from pydantic_ai import messages as pai
 from chatmemory import (
     AudioPart,
     ChatMemoryError,
+    ConflictError,
     FilePart,
     History,
     ImagePart,
@@ -25,13 +28,15 @@ from chatmemory import (
 from chatmemory.recording import ABANDONED, abandoned
 from chatmemory.scope import Scope
 from chatmemory_pydantic_ai._convert import NATIVE_FORMAT
-from chatmemory_pydantic_ai._recorder import settled
+from chatmemory_pydantic_ai._recorder import RECORDING, settled
 
 __all__ = ["ConversationCache", "load_messages", "to_model_messages"]
 
 _log = logging.getLogger(__name__)
 _FIRST_PAGE = 8  # a run or two of this process, usually all that is new: read (and decode) no more
 _PAGE = 50
+
+Place = tuple[datetime, UUID, int]
 
 
 async def load_messages(chat: Scope, conversation_id: UUID | str) -> list[pai.ModelMessage]:
@@ -74,11 +79,15 @@ def _is_native(message: Message) -> bool:
 class ConversationCache:
     """What one capability has read of its conversation, so each later run reads only the
     messages stored since, from the newest end. It falls back to a full read when the newest
-    message it knows is gone or was never read."""
+    message it knows is gone or was never read. Messages read later take the place a full read
+    gives them (their history's, then their own), so runs recorded side by side never come
+    interleaved."""
 
     messages: list[pai.ModelMessage] = field(default_factory=list)
+    places: list[Place] = field(default_factory=list)
+    """Each message's place in a full read: its history's start and id, then its ``seq``."""
+    starts: dict[UUID, datetime] = field(default_factory=dict)
     last: tuple[int, UUID] | None = None
-    tail_history: UUID | None = None
     status: dict[UUID, str] = field(default_factory=dict)
     loaded: bool = False
 
@@ -89,36 +98,36 @@ class ConversationCache:
             ConversationNotFound: the conversation is not visible to ``chat``.
         """
         # Concurrent runs share this cache: work on a snapshot, then swap it in at once.
-        last, base, status = self.last, list(self.messages), dict(self.status)
+        last, status, starts = self.last, dict(self.status), dict(self.starts)
+        base, places = list(self.messages), list(self.places)
         newer = await self._newer(chat, conversation_id, last) if self.loaded else None
         if newer is None:
             detail = await chat.get_conversation(conversation_id, messages=True)
             histories: list[History] = list(detail.histories)
             stored = [m for h in detail.histories for m in h.messages or () if m.status == "complete"]
-            base, status, tail = [], {}, None
+            base, places, status, starts = [], [], {}, {}
         else:
-            ids = {m.history_id for m in newer} - {h for h, s in status.items() if s != "running"}
-            histories = [await chat.get_history(h, messages=False) for h in sorted(ids)]
+            ids = {m.history_id for m in newer}
+            unknown = {h for h in ids if h not in starts or status.get(h, "running") == "running"}
+            histories = [await chat.get_history(h, messages=False) for h in sorted(unknown)]
             stored = [m for m in newer if m.status == "complete"]
-            tail = self.tail_history
         for history in histories:
+            starts[history.id] = history.created_at
             status[history.id] = await self._close_if_abandoned(chat, history)
         if stored:
             # Histories come in the order they started, so the newest message is not always last.
             newest = max(stored, key=lambda m: m.seq)
-            last, tail = (newest.seq, newest.id), stored[-1].history_id
-        self.messages, self.status, self.last, self.tail_history = (
-            base + to_model_messages(stored),
-            status,
-            last,
-            tail,
-        )
+            last = (newest.seq, newest.id)
+            _place(base, places, stored, to_model_messages(stored), starts)
+        self.messages, self.places, self.starts, self.status, self.last = base, places, starts, status, last
         self.loaded = True
         return self._resumable()
 
-    def finished(self, history_id: UUID, status: str) -> None:
-        """Note how a history this process recorded ended."""
+    def finished(self, history_id: UUID, status: str, started_at: datetime | None) -> None:
+        """Note how a history this process recorded ended, and when it started."""
         self.status[history_id] = status
+        if started_at is not None:
+            self.starts[history_id] = started_at
 
     async def _newer(
         self, chat: Scope, conversation_id: UUID | str, last: tuple[int, UUID] | None
@@ -144,10 +153,13 @@ class ConversationCache:
             cursor = page.next_cursor
 
     async def _close_if_abandoned(self, chat: Scope, history: History) -> str:
-        if not abandoned(history, framework=NATIVE_FORMAT):
+        recording = (history.metadata or {}).get("run_id") in RECORDING
+        if recording or not abandoned(history, framework=NATIVE_FORMAT):
             return history.status
         try:
             await settled(chat.finish_history(history.id, status="failed", error=ABANDONED))
+        except ConflictError:
+            return history.status  # its run ended after the read: it was not abandoned
         except ChatMemoryError:
             _log.exception("could not close the abandoned history %s", history.id)
             return history.status
@@ -157,11 +169,31 @@ class ConversationCache:
         out = list(self.messages)
         last = out[-1] if out else None
         dangling = isinstance(last, pai.ModelResponse) and bool(last.tool_calls)
-        if dangling and self.status.get(self.tail_history or UUID(int=0)) != "completed":
+        tail = self.places[-1][1] if self.places else None
+        if dangling and self.status.get(tail or UUID(int=0)) != "completed":
             # A completed run ending on tool calls waits for deferred results; any other run's
             # calls will never be answered, and pydantic-ai refuses a new prompt after them.
             out[-1:] = pai.repair_messages(out[-1:])
         return out
+
+
+def _place(
+    messages: list[pai.ModelMessage],
+    places: list[Place],
+    stored: list[Message],
+    converted: list[pai.ModelMessage],
+    starts: dict[UUID, datetime],
+) -> None:
+    """Add ``converted`` (of ``stored``) to ``messages`` where a full read puts them: histories
+    in the order they started, each history's messages in ``seq`` order."""
+    new = sorted(
+        zip(((starts[m.history_id], m.history_id, m.seq) for m in stored), converted, strict=True),
+        key=lambda entry: entry[0],
+    )
+    for place, message in new:
+        at = len(places) if not places or places[-1] <= place else bisect.bisect_right(places, place)
+        places.insert(at, place)
+        messages.insert(at, message)
 
 
 def _from_parts(message: Message, tool_names: dict[str, str]) -> pai.ModelMessage:

@@ -210,7 +210,7 @@ class ChatMemoryCapability(AbstractCapability[Any]):
     ) -> None:
         await record.finish(status, usage=usage, error=error, live=live)
         if record.history_id is not None:
-            self._cache.finished(record.history_id, "failed" if record.failure else status)
+            self._cache.finished(record.history_id, "failed" if record.failure else status, record.started_at)
 
 
 def _outcome(ctx: RunContext[Any], exc: BaseException) -> tuple[Status, str]:

@@ -1,0 +1,49 @@
+"""Runs of one conversation from several threads at once, each thread with its own event loop and
+session object, as the SDK's own suites drive a store from thread pools
+(openai/openai-agents-python ``tests/extensions/memory/test_sqlalchemy_session.py``,
+``test_add_items_concurrent_first_access_across_from_url_sessions_cross_loop``): each run is
+one history, and no run takes another's history, just started, for one a dead run left open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from agents import Runner
+from agents.testing import assistant_message, function_call
+from chatmemory_openai_agents import ChatMemorySession
+
+from chatmemory import Conversation
+from chatmemory.scope import Scope
+from tests.plugins.openai_agents._support import NamedModel, add, make_agent
+
+
+async def test_run_sync_from_several_threads_at_once_records_every_run(
+    alice: Scope, conversation: Conversation
+) -> None:
+    def one_run(i: int) -> Any:
+        steps = [[function_call("add", {"a": i, "b": 1}, call_id=f"c{i}")], [assistant_message(f"{i + 1}")]]
+        agent = make_agent("calc", NamedModel("m", steps), tools=[add])
+        session = ChatMemorySession(alice, conversation.id)
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            return Runner.run_sync(agent, f"{i}+1?", session=session, hooks=session.hooks)
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    def run_all() -> list[Any]:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            return list(pool.map(one_run, range(8)))
+
+    results = await asyncio.wait_for(asyncio.to_thread(run_all), timeout=30)
+
+    assert sorted(r.final_output for r in results) == sorted(f"{i + 1}" for i in range(8))
+    histories = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert (
+        sorted((h.status, h.error, len(h.messages or [])) for h in histories) == [("completed", None, 4)] * 8
+    )
+    assert not any("continues" in (h.metadata or {}) for h in histories)
