@@ -1,0 +1,270 @@
+"""Calling the async store from synchronous code and from other threads and event loops.
+
+A store opened with ``ChatMemory.open(url)`` serves any thread and any event loop: its drivers
+run on threads and loops of their own. Two things are still tied to one loop: a store made with
+``ChatMemory(engine)`` over a caller's asyncpg engine (whose connections belong to the engine's
+loop; a call from another loop fails at once with ``StorageError``), and the per-object state of
+a framework adapter (its ``asyncio`` locks). So an adapter object sends every store call to one
+*home loop* through a ``HomeLoop``:
+
+- on the home loop itself, an async call is awaited in place; a synchronous call is refused at
+  once (it would block the loop it waits for);
+- a home loop running in another thread runs the call; one that does not start it within
+  ``start_timeout`` seconds is blocked (usually by a synchronous call made on it, waiting for
+  this one), and the call is refused instead of waiting forever;
+- an idle home loop (stopped between two ``run_until_complete`` calls) is run by a synchronous
+  caller's thread, parallel callers taking turns; an async caller runs the call on its own loop;
+- a closed home loop (the ``asyncio.run`` that made the object returned) is replaced by a
+  ``BackgroundLoop`` of the object's own;
+- a caller cancelled while it waits cancels the call it handed off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from collections.abc import Awaitable, Coroutine
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+__all__ = ["START_TIMEOUT", "BackgroundLoop", "HomeLoop"]
+
+T = TypeVar("T")
+
+START_TIMEOUT = 30.0
+"""Seconds a call waits for a running home loop in another thread to start it."""
+
+_LIVENESS = 0.25  # seconds between checks that the loop running a call still runs
+
+
+class BackgroundLoop:
+    """An event loop running in a daemon thread, for synchronous programs.
+
+    Open the store on it, then hand it to an adapter (``loop=background``) so every store call
+    runs on the loop that owns the store::
+
+        with BackgroundLoop() as background:
+            memory = background.run(ChatMemory.open(url))
+            ...
+            background.run(memory.close())
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, name="chatmemory-loop", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` on this loop and wait for its result (from any other thread).
+
+        Raises:
+            RuntimeError: called from this loop's own thread, which would wait forever, or the
+                loop is closed.
+        """
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("BackgroundLoop.run() called from its own thread")
+        return asyncio.run_coroutine_threadsafe(_wait(awaitable), self.loop).result()
+
+    def close(self) -> None:
+        """Stop the loop and its thread (idempotent)."""
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+    def __enter__(self) -> BackgroundLoop:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+async def _wait(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+class HomeLoop:
+    """Sends every coroutine of one adapter object to its home loop, from any thread or loop.
+
+    Args:
+        loop: the home loop (or ``BackgroundLoop``); ``None`` for the loop running now, else a
+            ``BackgroundLoop`` started on first need.
+        hint: what a framework user should do instead of a synchronous call on the home loop,
+            appended to the errors refusing one.
+        start_timeout: seconds a running home loop in another thread has to start a call.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop | BackgroundLoop | None,
+        *,
+        hint: str = "use the async API there, or call from another thread",
+        start_timeout: float = START_TIMEOUT,
+    ) -> None:
+        if isinstance(loop, BackgroundLoop):
+            loop = loop.loop
+        if loop is None:
+            loop = _running_loop()
+        self._loop = loop
+        self._owned: BackgroundLoop | None = None
+        self._owning = threading.Lock()
+        # Held by the thread running the idle home loop, so parallel synchronous callers take
+        # turns rather than find it stopping under them.
+        self._driving = threading.Lock()
+        self.hint = hint
+        self.start_timeout = start_timeout
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The home loop; a background loop of this object's own when none was given or it closed."""
+        home = self._loop
+        if home is None or home.is_closed():
+            home = self._loop = self._background()
+        return home
+
+    def _background(self) -> asyncio.AbstractEventLoop:
+        with self._owning:
+            if self._owned is None:
+                self._owned = BackgroundLoop()
+            return self._owned.loop
+
+    async def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on the home loop (in place when on it, or when it is idle).
+
+        Raises:
+            RuntimeError: the home loop is blocked and did not start ``coro`` in time, or it
+                stopped while running it.
+        """
+        home = self.loop
+        if home is asyncio.get_running_loop() or not home.is_running() or self._driving.locked():
+            return await coro
+        handoff = _Handoff(coro, home, self.start_timeout)
+        waiter = asyncio.wrap_future(handoff.future)
+        try:
+            while not (await asyncio.wait({waiter}, timeout=self._tick))[0]:
+                if self._taken_back(handoff):
+                    break
+            else:
+                return waiter.result()
+        except BaseException:
+            handoff.abandon()
+            raise
+        return await self.call(coro)  # the home loop stopped before starting it
+
+    def call_sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the home loop and block until it is done.
+
+        Raises:
+            RuntimeError: called on the home loop itself (it would wait for itself), or the
+                home loop is blocked and did not start ``coro`` in time, or it stopped while
+                running it.
+        """
+        running = _running_loop()
+        home = self.loop
+        if running is home:
+            coro.close()
+            raise RuntimeError(
+                "a synchronous call on the event loop that owns the chatmemory store would block it; "
+                + self.hint
+            )
+        if running is None:
+            with self._driving:
+                if not home.is_running() and not home.is_closed():
+                    return home.run_until_complete(coro)
+        elif not home.is_running():  # an idle loop cannot run inside this thread's running loop
+            home = self._background()
+        handoff = _Handoff(coro, home, self.start_timeout)
+        try:
+            while not concurrent.futures.wait([handoff.future], timeout=self._tick)[0]:
+                if self._taken_back(handoff):
+                    break
+            else:
+                return handoff.future.result()
+        except BaseException:
+            handoff.abandon()
+            raise
+        return self.call_sync(coro)  # the home loop stopped before starting it
+
+    @property
+    def _tick(self) -> float:
+        return min(_LIVENESS, self.start_timeout)
+
+    def _taken_back(self, handoff: _Handoff[T]) -> bool:
+        """Whether the caller got ``handoff``'s coroutine back to run it elsewhere, because the
+        loop stopped before starting it; called while the call has not finished.
+
+        Raises:
+            RuntimeError: the loop stopped while running the call, or never started it in time.
+        """
+        if not handoff.loop.is_running():
+            if handoff.take_back():
+                return True
+            raise RuntimeError("the event loop running a chatmemory call stopped before the call ended")
+        if time.monotonic() >= handoff.deadline and handoff.take_back():
+            handoff.coro.close()
+            raise RuntimeError(
+                "the event loop that owns the chatmemory store is blocked: it did not start a call "
+                f"within {self.start_timeout:g} s, most likely because a synchronous call made on it "
+                f"waits for this one; {self.hint}"
+            )
+        return False
+
+    def close(self) -> None:
+        """Stop the background loop this object started, if any (idempotent)."""
+        with self._owning:
+            owned, self._owned = self._owned, None
+        if owned is not None:
+            if self._loop is owned.loop:
+                self._loop = None
+            owned.close()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class _Handoff(Generic[T]):
+    """One coroutine handed to a running loop: either the loop starts it or the caller takes
+    it back, never both, so a coroutine given up on is never half-run."""
+
+    def __init__(self, coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.coro = coro
+        self.loop = loop
+        self.deadline = time.monotonic() + timeout
+        self._lock = threading.Lock()
+        self._started = self._returned = False
+        self.future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(self._run(), loop)
+
+    async def _run(self) -> T:
+        with self._lock:
+            if self._returned:
+                raise asyncio.CancelledError
+            self._started = True
+        return await self.coro
+
+    def take_back(self) -> bool:
+        """Whether the coroutine is the caller's again (the loop will not start it)."""
+        with self._lock:
+            self._returned = self._returned or not self._started
+        if self._returned:
+            self.future.cancel()
+        return self._returned
+
+    def abandon(self) -> None:
+        """Give up on the call: close it if not started, else cancel it on its loop."""
+        if self.take_back():
+            self.coro.close()
+        else:
+            self.future.cancel()

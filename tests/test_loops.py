@@ -1,0 +1,193 @@
+"""``chatmemory.loops``: store calls sent to an object's home loop from any thread or event loop,
+never waiting for a loop that cannot serve them. Each test runs what could wait forever under a
+bound, so a regression fails instead of hanging the suite."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+import pytest
+
+from chatmemory.loops import BackgroundLoop, HomeLoop
+
+T = TypeVar("T")
+
+
+def bounded(program: Callable[[], T], timeout: float = 10) -> T:
+    """``program()`` in a daemon thread, failing the test if it takes longer than ``timeout``."""
+    outcome: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            outcome.set_result(program())
+        except BaseException as error:  # handed to the test
+            outcome.set_exception(error)
+
+    threading.Thread(target=run, daemon=True).start()
+    return outcome.result(timeout=timeout)
+
+
+async def where() -> asyncio.AbstractEventLoop:
+    """The loop a call ran on."""
+    await asyncio.sleep(0.01)
+    return asyncio.get_running_loop()
+
+
+async def home_made_here() -> tuple[HomeLoop, asyncio.AbstractEventLoop]:
+    return HomeLoop(None), asyncio.get_running_loop()
+
+
+def test_an_idle_home_loop_is_run_by_sync_callers_taking_turns() -> None:
+    def program() -> tuple[asyncio.AbstractEventLoop, list[asyncio.AbstractEventLoop]]:
+        loop = asyncio.new_event_loop()
+        try:
+            home, made_on = loop.run_until_complete(home_made_here())
+            assert home.loop is made_on is loop
+            seen = [home.call_sync(where())]
+            with ThreadPoolExecutor(4) as pool:  # parallel sync callers, none with a loop
+                seen += pool.map(lambda _: home.call_sync(where()), range(8))
+            foreign = asyncio.run(home.call(where()))  # an async caller runs it on its own loop
+            assert foreign is not loop and foreign.is_closed()
+            assert loop.run_until_complete(home.call(where())) is loop  # the loop serves again
+            return loop, seen
+        finally:
+            loop.close()
+
+    loop, seen = bounded(program)
+    assert seen == [loop] * 9
+
+
+def test_a_closed_home_loop_is_replaced_by_a_background_loop_of_its_own() -> None:
+    def program() -> list[asyncio.AbstractEventLoop]:
+        home, closed = asyncio.run(home_made_here())
+        assert closed.is_closed()
+        seen = [home.call_sync(where()), asyncio.run(home.call(where())), home.call_sync(where())]
+        assert closed not in seen and home.loop is seen[0]
+        home.close()
+        return seen
+
+    first, *rest = bounded(program)
+    assert rest == [first, first] and first.is_closed()
+
+
+def test_a_blocked_home_loop_refuses_calls_within_the_start_timeout() -> None:
+    ran: list[str] = []
+
+    async def record(name: str) -> None:
+        ran.append(name)
+
+    with BackgroundLoop() as background:
+        home = HomeLoop(background, hint="do this instead", start_timeout=0.2)
+        release = threading.Event()
+        # A synchronous call made on the loop, waiting for what the loop would have to run.
+        background.loop.call_soon_threadsafe(release.wait, 30)
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match=r"is blocked: .* within 0.2 s.*; do this instead"):
+            bounded(lambda: home.call_sync(record("sync")))
+        with pytest.raises(RuntimeError, match="is blocked"):
+            bounded(lambda: asyncio.run(home.call(record("async"))))
+        assert time.monotonic() - started < 5
+        release.set()
+        background.run(asyncio.sleep(0.05))  # the loop sees the calls given up on
+        assert ran == []  # neither ever runs
+        bounded(lambda: home.call_sync(record("later")))
+    assert ran == ["later"]
+
+
+async def test_a_synchronous_call_on_the_home_loop_is_refused_at_once() -> None:
+    home = HomeLoop(None, hint="use the async API there")
+    call = where()
+    with pytest.raises(RuntimeError, match="would block it; use the async API there"):
+        home.call_sync(call)
+    assert inspect.getcoroutinestate(call) == inspect.CORO_CLOSED
+    assert await asyncio.wait_for(home.call(where()), 5) is asyncio.get_running_loop()
+
+
+def test_calls_from_several_threads_each_with_its_own_loop_run_on_the_home_loop() -> None:
+    with BackgroundLoop() as background:
+        home = HomeLoop(background)
+
+        async def caller() -> list[asyncio.AbstractEventLoop]:
+            seen = list(await asyncio.gather(*(home.call(where()) for _ in range(5))))
+            seen.append(home.call_sync(where()))  # a sync call blocking this foreign loop
+            return seen
+
+        def program() -> list[asyncio.AbstractEventLoop]:
+            with ThreadPoolExecutor(6) as pool:
+                return [loop for seen in pool.map(lambda _: asyncio.run(caller()), range(6)) for loop in seen]
+
+        assert bounded(program) == [background.loop] * 36
+
+
+async def test_cancelling_the_caller_cancels_the_call_it_handed_off() -> None:
+    started, cancelled = threading.Event(), threading.Event()
+
+    async def forever() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    with BackgroundLoop() as background:
+        home = HomeLoop(background)
+        waiting = asyncio.create_task(home.call(forever()))
+        assert await asyncio.to_thread(started.wait, 5)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(waiting, 5)
+        assert await asyncio.to_thread(cancelled.wait, 5)
+
+        # Cancelled before its blocked home loop started it: the call never runs.
+        started.clear()
+        release = threading.Event()
+        background.loop.call_soon_threadsafe(release.wait, 30)
+        waiting = asyncio.create_task(home.call(forever()))
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(waiting, 5)
+        release.set()
+        await asyncio.to_thread(background.run, asyncio.sleep(0.05))  # it sees the call given up on
+        assert not started.is_set()
+
+
+def test_a_call_its_home_loop_stopped_before_starting_runs_in_the_caller() -> None:
+    def program() -> tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop]:
+        loop = asyncio.new_event_loop()
+        release = threading.Event()
+
+        def block_then_stop() -> None:
+            release.wait(30)
+            loop.stop()
+
+        loop.call_soon(block_then_stop)
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        while not loop.is_running():
+            time.sleep(0.01)
+        threading.Timer(0.1, release.set).start()
+        try:
+            return loop, HomeLoop(loop).call_sync(where())
+        finally:
+            thread.join()
+            loop.close()
+
+    loop, ran_on = bounded(program)
+    assert ran_on is loop
+
+
+def test_a_call_whose_loop_stops_under_it_fails() -> None:
+    async def stop_then_wait() -> None:
+        asyncio.get_running_loop().stop()
+        await asyncio.sleep(60)
+
+    with BackgroundLoop() as background, pytest.raises(RuntimeError, match="stopped before the call ended"):
+        bounded(lambda: HomeLoop(background).call_sync(stop_then_wait()))
