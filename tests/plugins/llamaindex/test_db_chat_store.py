@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from chatmemory_llamaindex import ChatMemoryDBChatStore, _loop
+from chatmemory_llamaindex import ChatMemoryDBChatStore
 from llama_index.core.llms import ChatMessage
 from llama_index.core.memory import Memory
 from llama_index.core.storage.chat_store.base_db import MessageStatus
@@ -184,7 +184,7 @@ async def test_from_defaults_seeds_the_store(db_store: ChatMemoryDBChatStore) ->
 async def test_a_synchronous_call_on_the_owning_loop_fails_instead_of_hanging(
     db_store: ChatMemoryDBChatStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_loop, "START_TIMEOUT", 0.2)
+    monkeypatch.setattr(db_store._home, "start_timeout", 0.2)
     with pytest.raises(RuntimeError) as raised:
         Memory.from_defaults(
             session_id="blocked", token_limit=1000, chat_history=batch("never"), chat_store=db_store

@@ -3,8 +3,8 @@ and a chat message history for legacy chains."""
 
 from __future__ import annotations
 
+from chatmemory.loops import BackgroundLoop
 from chatmemory_langchain._convert import NATIVE_FORMAT, from_stored, to_new_message
-from chatmemory_langchain._loop import BackgroundLoop
 from chatmemory_langchain.history import ChatMemoryHistory
 from chatmemory_langchain.middleware import ChatMemoryMiddleware, ChatMemoryState
 

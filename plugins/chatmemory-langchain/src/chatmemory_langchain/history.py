@@ -10,10 +10,11 @@ from uuid import UUID
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
+from chatmemory.loops import BackgroundLoop, HomeLoop
 from chatmemory.mirror import ConversationMirror
 from chatmemory.scope import Scope
 from chatmemory_langchain._convert import from_stored_many, to_new_message
-from chatmemory_langchain._loop import BackgroundLoop, HomeLoop
+from chatmemory_langchain.middleware import SYNC_HINT
 
 __all__ = ["ChatMemoryHistory"]
 
@@ -55,7 +56,7 @@ class ChatMemoryHistory(BaseChatMessageHistory):
         self.conversation_id = conversation_id
         self.model = model
         self.metadata = {"framework": "langchain", **(metadata or {})}
-        self._home = HomeLoop(loop)
+        self._home = HomeLoop(loop, hint=SYNC_HINT)
         self._mirror = ConversationMirror(from_stored_many)
 
     def _sync(self, coro: Coroutine[Any, Any, T]) -> T:

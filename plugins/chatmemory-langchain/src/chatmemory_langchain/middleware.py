@@ -25,13 +25,17 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
+from chatmemory.loops import BackgroundLoop, HomeLoop
 from chatmemory.scope import Scope
-from chatmemory_langchain._loop import BackgroundLoop, HomeLoop
 from chatmemory_langchain._recorder import Recorder, Run, stamp
 
 __all__ = ["ChatMemoryMiddleware", "ChatMemoryState"]
 
 T = TypeVar("T")
+
+SYNC_HINT = "use ainvoke/astream there, or call invoke from another thread"
+"""What to do instead of a synchronous LangChain call on the loop that owns the store."""
+
 _KEEP_RUNS = 256
 UNFINISHED = (
     "the run stopped before finishing: an error outside model and tool calls, "
@@ -99,7 +103,7 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
         self.chat = chat
         self.conversation_id = conversation_id
         self._recorder = Recorder(chat, conversation_id, metadata=metadata, autoload=autoload)
-        self._home = HomeLoop(loop)
+        self._home = HomeLoop(loop, hint=SYNC_HINT)
         self._runs: OrderedDict[str, Run] = OrderedDict()
 
     def close(self) -> None:

@@ -10,8 +10,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from chatmemory import Scope
+from chatmemory.loops import HomeLoop
 from chatmemory_llamaindex._keyed import KeyedConversations
-from chatmemory_llamaindex._loop import HomeLoop
+
+SYNC_HINT = (
+    "LlamaIndex's synchronous methods (put/get/set, Memory.from_defaults(chat_history=...)) must not "
+    "run there: use the async methods on that loop, or create the store on a loop that stays free"
+)
+"""What to do instead of a synchronous LlamaIndex call on the loop that owns the store."""
 
 DEFAULT_MODEL = "unknown"
 """Recorded as a run's model until instrumentation sees the LLM that drives it."""
@@ -38,4 +44,4 @@ class BoundStore(BaseModel):
     ) -> None:
         super().__init__(chat=chat, model=model, metadata=dict(metadata or {}))
         self._keyed = KeyedConversations(chat, model=model, metadata=metadata)
-        self._home = HomeLoop(loop)
+        self._home = HomeLoop(loop, hint=SYNC_HINT)

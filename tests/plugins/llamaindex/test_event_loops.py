@@ -1,0 +1,91 @@
+"""A chat store made inside ``loop.run_until_complete`` or ``asyncio.run`` and used after that loop
+went idle or closed, synchronously and from other loops, as synchronous LlamaIndex programs do.
+Each program runs in a daemon thread under a bound, so a call that waits forever fails the test."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TypeVar
+
+from chatmemory_llamaindex import ChatMemoryChatStore
+from llama_index.core.llms import ChatMessage
+from llama_index.core.memory import ChatMemoryBuffer
+
+from chatmemory import ChatMemory, Principal
+from chatmemory.loops import BackgroundLoop
+
+T = TypeVar("T")
+
+
+async def in_daemon_thread(program: Callable[[str], T], url: str) -> T:
+    outcome: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            outcome.set_result(program(url))
+        except BaseException as error:  # handed to the test
+            outcome.set_exception(error)
+
+    threading.Thread(target=run, daemon=True).start()
+    return await asyncio.wait_for(asyncio.wrap_future(outcome), timeout=30)
+
+
+def user(text: str) -> ChatMessage:
+    return ChatMessage(role="user", content=text)
+
+
+def _use_after_its_loop(store: ChatMemoryChatStore) -> list[str]:
+    """Every kind of caller a synchronous program has: sync methods, a buffer, other loops."""
+    store.add_message("k", user("sync"))
+    ChatMemoryBuffer.from_defaults(chat_store=store, chat_store_key="k").put(user("buffer"))
+    asyncio.run(store.async_add_message("k", user("other loop")))
+    assert store.get_keys() == ["k"]
+    assert [m.content for m in asyncio.run(store.aget_messages("k"))] == ["sync", "buffer", "other loop"]
+    return [str(m.content) for m in store.get_messages("k")]
+
+
+def _idle_loop_program(url: str) -> list[str]:
+    loop = asyncio.new_event_loop()
+
+    async def setup() -> tuple[ChatMemory, ChatMemoryChatStore]:
+        memory = await ChatMemory.open(url)
+        return memory, ChatMemoryChatStore(memory.scoped(Principal("carol")))
+
+    memory, store = loop.run_until_complete(setup())
+    try:
+        texts = _use_after_its_loop(store)
+        stored = loop.run_until_complete(store.aget_messages("k"))  # its loop serves it again
+        assert [m.content for m in stored] == texts
+        return texts
+    finally:
+        store.close()
+        loop.run_until_complete(memory.close())
+        loop.close()
+
+
+def _closed_loop_program(url: str) -> list[str]:
+    with BackgroundLoop() as background:
+        memory = background.run(ChatMemory.open(url))
+        try:
+
+            async def setup() -> ChatMemoryChatStore:
+                return ChatMemoryChatStore(memory.scoped(Principal("carol")))
+
+            store = asyncio.run(setup())
+            try:
+                return _use_after_its_loop(store)
+            finally:
+                store.close()
+        finally:
+            background.run(memory.close())
+
+
+async def test_a_store_made_on_a_loop_that_is_now_idle_never_waits_for_it(db_url: str) -> None:
+    assert await in_daemon_thread(_idle_loop_program, db_url) == ["sync", "buffer", "other loop"]
+
+
+async def test_a_store_made_inside_asyncio_run_works_after_it_returns(db_url: str) -> None:
+    assert await in_daemon_thread(_closed_loop_program, db_url) == ["sync", "buffer", "other loop"]
