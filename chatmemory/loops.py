@@ -17,6 +17,9 @@ a framework adapter (its ``asyncio`` locks). So an adapter object sends every st
 - a closed home loop (the ``asyncio.run`` that made the object returned) is replaced by a
   ``BackgroundLoop`` of the object's own;
 - a caller cancelled while it waits cancels the call it handed off.
+
+Calls of one object may thus run on several loops at once (an idle home loop's callers), so
+adapter state shared by its calls is guarded by an ``AnyLoopLock``, not an ``asyncio.Lock``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from collections.abc import Awaitable, Coroutine
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-__all__ = ["START_TIMEOUT", "BackgroundLoop", "HomeLoop"]
+__all__ = ["START_TIMEOUT", "AnyLoopLock", "BackgroundLoop", "HomeLoop"]
 
 T = TypeVar("T")
 
@@ -37,6 +40,7 @@ START_TIMEOUT = 30.0
 """Seconds a call waits for a running home loop in another thread to start it."""
 
 _LIVENESS = 0.25  # seconds between checks that the loop running a call still runs
+_MAX_POLL = 0.005  # seconds between an AnyLoopLock waiter's tries, at most
 
 
 class BackgroundLoop:
@@ -268,3 +272,26 @@ class _Handoff(Generic[T]):
             self.coro.close()
         else:
             self.future.cancel()
+
+
+class AnyLoopLock:
+    """Mutual exclusion between coroutines, whatever thread or event loop runs them.
+
+    An ``asyncio.Lock`` belongs to the loop that first waits on it, and a ``threading.Lock``
+    held across an ``await`` blocks a loop that may have to run its holder. A waiter here polls
+    a ``threading.Lock``, yielding to its loop between tries, so it never blocks and never hangs.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    async def __aenter__(self) -> None:
+        delay = 0.0
+        while not self._lock.acquire(blocking=False):
+            await asyncio.sleep(delay)
+            delay = min(_MAX_POLL, delay * 2 or 0.0002)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._lock.release()

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import pytest
 
-from chatmemory.loops import BackgroundLoop, HomeLoop
+from chatmemory.loops import AnyLoopLock, BackgroundLoop, HomeLoop
 
 T = TypeVar("T")
 
@@ -191,3 +191,25 @@ def test_a_call_whose_loop_stops_under_it_fails() -> None:
 
     with BackgroundLoop() as background, pytest.raises(RuntimeError, match="stopped before the call ended"):
         bounded(lambda: HomeLoop(background).call_sync(stop_then_wait()))
+
+
+def test_an_any_loop_lock_excludes_coroutines_of_several_threads_and_loops() -> None:
+    lock, holders, most = AnyLoopLock(), [0], [0]
+
+    async def hold() -> None:
+        for _ in range(20):
+            async with lock:
+                holders[0] += 1
+                most[0] = max(most[0], holders[0])
+                await asyncio.sleep(0.001)
+                holders[0] -= 1
+
+    async def caller() -> None:
+        await asyncio.gather(hold(), hold())
+
+    def program() -> None:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda _: asyncio.run(caller()), range(4)))
+
+    bounded(program, timeout=20)
+    assert most == [1] and holders == [0]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from chatmemory_llamaindex import ChatMemoryChatStore
@@ -47,19 +47,41 @@ def _use_after_its_loop(store: ChatMemoryChatStore) -> list[str]:
     return [str(m.content) for m in store.get_messages("k")]
 
 
+async def _open_store(url: str) -> tuple[ChatMemory, ChatMemoryChatStore]:
+    memory = await ChatMemory.open(url)
+    return memory, ChatMemoryChatStore(memory.scoped(Principal("carol")))
+
+
 def _idle_loop_program(url: str) -> list[str]:
     loop = asyncio.new_event_loop()
-
-    async def setup() -> tuple[ChatMemory, ChatMemoryChatStore]:
-        memory = await ChatMemory.open(url)
-        return memory, ChatMemoryChatStore(memory.scoped(Principal("carol")))
-
-    memory, store = loop.run_until_complete(setup())
+    memory, store = loop.run_until_complete(_open_store(url))
     try:
         texts = _use_after_its_loop(store)
         stored = loop.run_until_complete(store.aget_messages("k"))  # its loop serves it again
         assert [m.content for m in stored] == texts
         return texts
+    finally:
+        store.close()
+        loop.run_until_complete(memory.close())
+        loop.close()
+
+
+def _parallel_writers_program(url: str) -> tuple[list[str], int]:
+    """Threads, each with a loop of its own, writing at once to one new key of a store whose
+    loop is idle: the calls run on the writers' loops, and still start one conversation."""
+    loop = asyncio.new_event_loop()
+    memory, store = loop.run_until_complete(_open_store(url))
+
+    async def write(writer: int) -> None:
+        for n in range(3):
+            await store.async_add_message("shared", user(f"{writer}.{n}"))
+
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(lambda writer: asyncio.run(write(writer)), range(6)))
+        texts = sorted(str(m.content) for m in store.get_messages("shared"))
+        listed = loop.run_until_complete(memory.scoped(Principal("carol")).list_conversations())
+        return texts, len(listed.items)
     finally:
         store.close()
         loop.run_until_complete(memory.close())
@@ -89,3 +111,11 @@ async def test_a_store_made_on_a_loop_that_is_now_idle_never_waits_for_it(db_url
 
 async def test_a_store_made_inside_asyncio_run_works_after_it_returns(db_url: str) -> None:
     assert await in_daemon_thread(_closed_loop_program, db_url) == ["sync", "buffer", "other loop"]
+
+
+async def test_writers_on_loops_of_their_own_share_one_conversation_while_its_loop_is_idle(
+    db_url: str,
+) -> None:
+    texts, conversations = await in_daemon_thread(_parallel_writers_program, db_url)
+    assert texts == sorted(f"{writer}.{n}" for writer in range(6) for n in range(3))
+    assert conversations == 1

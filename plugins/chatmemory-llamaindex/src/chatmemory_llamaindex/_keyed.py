@@ -12,7 +12,6 @@ store's default; the history takes the first observed model and system prompts.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from chatmemory import (
     NewMessage,
     Scope,
 )
+from chatmemory.loops import AnyLoopLock
 from chatmemory_llamaindex._convert import from_stored, restored, to_new_message
 from chatmemory_llamaindex._provenance import Produced, observe
 
@@ -61,10 +61,10 @@ class KeyedConversations:
         self._ids: dict[str, UUID] = {}
         self._runs: dict[UUID, _Run] = {}
         self._provenance = observe()
-        # Every call runs on the home loop, so asyncio locks suffice: one keeps two writers
-        # from starting two conversations for one new key, the other from splitting a run.
-        self._resolving = asyncio.Lock()
-        self._writing = asyncio.Lock()
+        # One keeps two writers from starting two conversations for one new key, the other
+        # from splitting a run; calls may run on several loops (see chatmemory.loops).
+        self._resolving = AnyLoopLock()
+        self._writing = AnyLoopLock()
 
     # -- keys ------------------------------------------------------------------------------
 
