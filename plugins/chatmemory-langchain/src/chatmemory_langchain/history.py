@@ -31,15 +31,16 @@ class ChatMemoryHistory(BaseChatMessageHistory):
     Reading returns the whole conversation in order; the messages read before are reused
     once one small read proves them current, so a long conversation is not converted anew
     on every turn (see the package README).
-    Event loops work as for ``ChatMemoryMiddleware``: all store calls run on ``loop``, else
-    the loop running at creation, else a background loop this object starts.
+    Event loops work as for ``ChatMemoryMiddleware``: store calls go to ``loop``, else the
+    loop running at creation, else a background loop this object starts (``chatmemory.loops``).
 
     Args:
         chat: the principal's scope.
         conversation_id: the conversation to read and extend.
         model: the model the chain runs, recorded on each history.
         metadata: merged into each history's metadata.
-        loop: the event loop (or ``BackgroundLoop``) that owns the store's engine.
+        loop: the home loop (or ``BackgroundLoop``): the one a ``ChatMemory(engine)`` over your
+            own asyncpg engine belongs to.
     """
 
     def __init__(

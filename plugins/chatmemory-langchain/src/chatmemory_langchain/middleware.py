@@ -74,18 +74,20 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
     the one called) and before middleware that retries or falls back on errors (an error
     leaving this middleware's model or tool call ends the run and fails its history).
 
-    Event loops: every store call of one instance runs on one loop, because an async
-    engine's connections belong to the loop they were made on. That loop is ``loop`` when
-    given, else the loop running when the middleware is created, else a background loop
-    the middleware starts (call ``close()`` to stop it). Sync ``invoke``/``stream`` must then
-    run outside that loop's thread (e.g. ``await asyncio.to_thread(agent.invoke, ...)``).
+    Event loops: every store call of one instance goes to its home loop (``loop`` when given,
+    else the loop running when the middleware is created, else a background loop it starts;
+    ``close()`` stops that one), by the rules of ``chatmemory.loops``. Sync ``invoke``/``stream``
+    work from any thread but the home loop's own, where they raise ``RuntimeError`` at once
+    (use ``ainvoke`` there, or ``await asyncio.to_thread(agent.invoke, ...)``); no call waits
+    for a home loop that is idle, closed or blocked.
 
     Args:
         chat: the principal's scope (``memory.scoped(principal)``).
         conversation_id: the conversation to record into and resume from.
         metadata: merged into each history's metadata.
         autoload: load the stored conversation into runs that start without it.
-        loop: the event loop (or ``BackgroundLoop``) that owns the store's engine.
+        loop: the home loop (or ``BackgroundLoop``): the one a ``ChatMemory(engine)`` over your
+            own asyncpg engine belongs to.
     """
 
     state_schema = ChatMemoryState

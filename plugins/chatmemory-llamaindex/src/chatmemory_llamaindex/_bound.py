@@ -1,5 +1,5 @@
 """What both stores hold: the principal's scope, the recording defaults, the keyed
-conversations and the event loop their calls run on."""
+conversations and the home loop their calls go to (see ``chatmemory.loops``)."""
 
 from __future__ import annotations
 

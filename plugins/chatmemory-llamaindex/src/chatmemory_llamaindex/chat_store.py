@@ -26,16 +26,18 @@ class ChatMemoryChatStore(BoundStore, BaseChatStore):
     Each key is one conversation of the principal: the one started for that key, or the
     one whose id the key is (an empty key is an ``InvalidInputError``). Every agent run (a
     user message and the replies after it) is recorded as one history, with the model
-    LlamaIndex instrumentation saw answer, else ``model``. Synchronous methods may be
-    called from any thread but not on the event loop that owns the store; all calls run on
-    that loop (``loop``, else the loop running at creation, else a background loop this
-    object starts).
+    LlamaIndex instrumentation saw answer, else ``model``. Store calls go to the object's home
+    loop (``loop``, else the loop running at creation, else a background loop this object
+    starts), by the rules of ``chatmemory.loops``: synchronous methods work from any thread
+    but the home loop's own, where they raise ``RuntimeError`` at once, and no call waits for
+    a home loop that is idle, closed or blocked.
 
     Args:
         chat: the principal's scope.
         model: the model recorded for runs whose LLM is not observed.
         metadata: merged into each history's metadata.
-        loop: the event loop that owns the store's engine.
+        loop: the home loop: the one a ``ChatMemory(engine)`` over your own asyncpg engine
+            belongs to.
     """
 
     @classmethod

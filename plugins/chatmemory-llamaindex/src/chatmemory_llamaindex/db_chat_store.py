@@ -37,7 +37,8 @@ class ChatMemoryDBChatStore(BoundStore, AsyncDBChatStore):
         chat: the principal's scope.
         model: the model recorded for runs whose LLM is not observed.
         metadata: merged into each history's metadata.
-        loop: the event loop that owns the store's engine.
+        loop: the home loop: the one a ``ChatMemory(engine)`` over your own asyncpg engine
+            belongs to.
     """
 
     @classmethod
