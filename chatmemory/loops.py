@@ -1,11 +1,10 @@
 """Calling the async store from synchronous code and from other threads and event loops.
 
 A store opened with ``ChatMemory.open(url)`` serves any thread and any event loop: its drivers
-run on threads and loops of their own. Two things are still tied to one loop: a store made with
-``ChatMemory(engine)`` over a caller's asyncpg engine (whose connections belong to the engine's
-loop; a call from another loop fails at once with ``StorageError``), and the per-object state of
-a framework adapter (its ``asyncio`` locks). So an adapter object sends every store call to one
-*home loop* through a ``HomeLoop``:
+run on threads and loops of their own. A store made with ``ChatMemory(engine)`` over a caller's
+asyncpg engine serves only the engine's loop (a call from another loop fails at once with
+``StorageError``), and a synchronous framework entry point needs some loop to run on. So an
+adapter object sends every store call to one *home loop* through a ``HomeLoop``:
 
 - on the home loop itself, an async call is awaited in place; a synchronous call is refused at
   once (it would block the loop it waits for);
@@ -19,7 +18,7 @@ a framework adapter (its ``asyncio`` locks). So an adapter object sends every st
 - a caller cancelled while it waits cancels the call it handed off.
 
 Calls of one object may thus run on several loops at once (an idle home loop's callers), so
-adapter state shared by its calls is guarded by an ``AnyLoopLock``, not an ``asyncio.Lock``.
+adapter state they share is guarded by an ``AnyLoopLock``, never an ``asyncio.Lock``.
 """
 
 from __future__ import annotations
