@@ -15,6 +15,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatmemory import _changes as changes
@@ -202,11 +203,21 @@ class ExportOps(ScopeBase):
                 await _check_free(
                     conn, conv_row["id"], [h["id"] for h in history_rows], [m["id"] for m in message_rows]
                 )
-            await conn.execute(insert(conversations).values(conv_row))
-            if history_rows:
-                await conn.execute(insert(histories), history_rows)
-            for start in range(0, len(message_rows), 1000):
-                await conn.execute(insert(messages), message_rows[start : start + 1000])
+            try:
+                await conn.execute(insert(conversations).values(conv_row))
+                if history_rows:
+                    await conn.execute(insert(histories), history_rows)
+                for start in range(0, len(message_rows), 1000):
+                    await conn.execute(insert(messages), message_rows[start : start + 1000])
+            except IntegrityError as exc:
+                if new_ids:
+                    raise
+                # Free when checked, taken since: an import of the same ids committed meanwhile
+                # (PostgreSQL runs both at once; SQLite's writer lock orders them).
+                raise ConflictError(
+                    f"conversation {conv_row['id']}: an id was stored meanwhile; import with new_ids=True "
+                    "to make a copy"
+                ) from exc
             await changes.log_on(conn, self._db.is_sqlite, "conversation.created", conv_row["id"])
         return Conversation.model_validate(conv_row)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from datetime import UTC, datetime, timedelta, timezone
@@ -140,6 +141,20 @@ async def test_import_keeps_ids_into_another_store(memory: ChatMemory, alice: Sc
         again = await bob.export_conversation(cid)
     assert again["histories"] == doc["histories"]
     assert {**again["conversation"], "owner_id": "alice", "tenant_id": None} == doc["conversation"]
+
+
+async def test_concurrent_imports_of_one_document_store_it_once(bob: Scope, tmp_path: Any) -> None:
+    """Imports keeping ids, racing: one stores the document, every other is a ConflictError
+    (as for an import after it), never a storage error, and nothing is stored twice."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path / 'source.db'}") as source:
+        elsewhere = source.scoped(Principal("alice"))
+        cid = await _rich_conversation(elsewhere)
+        doc = await elsewhere.export_conversation(cid)
+    results = await asyncio.gather(*(bob.import_conversation(doc) for _ in range(6)), return_exceptions=True)
+    stored = [r for r in results if not isinstance(r, BaseException)]
+    assert len(stored) == 1, results
+    assert all(isinstance(r, ConflictError) for r in results if isinstance(r, BaseException)), results
+    assert (await bob.export_conversation(cid))["histories"] == doc["histories"]
 
 
 async def test_owner_needs_admin(memory: ChatMemory, alice: Scope, admin: Scope, bob: Scope) -> None:
