@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from chatmemory_adk import NATIVE_FORMAT, ChatMemorySessionService
@@ -208,6 +210,31 @@ async def test_from_url_opens_and_closes_its_own_store(db_url: str) -> None:
     assert stored is not None
     assert stored.state == {"k": 1}
     assert len(stored.events) == 1
+
+
+async def test_from_url_opens_once_for_runners_on_threads_with_loops_of_their_own(db_url: str) -> None:
+    """A service from ``from_url`` shared by runners on several threads, each running its own
+    event loop (``asyncio.run``), whose first calls all arrive while the store is opening."""
+    threads = 4
+    service = ChatMemorySessionService.from_url(db_url)
+    barrier = threading.Barrier(threads)
+
+    def runner(n: int) -> str:
+        async def first_call() -> str:
+            session = await service.create_session(app_name=APP, user_id="u1", session_id=f"s{n}")
+            return session.id
+
+        barrier.wait(timeout=30)
+        return asyncio.run(asyncio.wait_for(first_call(), timeout=30))
+
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            ids = list(pool.map(runner, range(threads)))
+        assert sorted(ids) == [f"s{n}" for n in range(threads)]
+        listed = await service.list_sessions(app_name=APP, user_id="u1")
+        assert sorted(s.id for s in listed.sessions) == sorted(ids)
+    finally:
+        await service.close()
 
 
 async def test_two_stores_on_one_database_let_exactly_one_stale_writer_win(

@@ -24,6 +24,7 @@ from google.adk.sessions.session import Session
 from typing_extensions import override
 
 from chatmemory import ChatMemory, ConflictError, ConversationNotFound, NotFoundError, Scope
+from chatmemory.loops import AnyLoopLock
 from chatmemory_adk import _layout as layout
 from chatmemory_adk._events import event_time, to_event, to_message
 from chatmemory_adk._runs import ModelCalls, Recent, Run
@@ -59,7 +60,8 @@ class ChatMemorySessionService(BaseSessionService):
         self._memory: ChatMemory | None = memory
         self._opening: Any = None
         self._owned = False
-        self._open_lock = asyncio.Lock()
+        # Opened once, whichever thread and event loop asks first (a runner per thread).
+        self._open_lock = AnyLoopLock()
         self.default_model = default_model
         self._runs: Recent[tuple[UUID, str], Run] = Recent(_CACHED)
         self._calls = ModelCalls()

@@ -18,6 +18,7 @@ from agents.models import get_default_model
 from agents.version import __version__ as agents_version
 
 from chatmemory import ConflictError, History, HistoryNotFound, Message, NewMessage
+from chatmemory.loops import AnyLoopLock
 from chatmemory.scope import Scope
 from chatmemory_openai_agents._items import (
     NATIVE_FORMAT,
@@ -27,7 +28,6 @@ from chatmemory_openai_agents._items import (
     message_is_answer,
     role_of,
 )
-from chatmemory_openai_agents._lock import AnyLoopLock
 from chatmemory_openai_agents._models import configured_model_name, resolve_model_name
 
 __all__ = ["FRAMEWORK", "UNCLOSED", "Newest", "Recorder", "RunRecord", "answers"]
