@@ -243,6 +243,8 @@ async def test_a_cancelled_run_leaves_a_cancelled_history(alice: Scope, conversa
 
     (run,) = (await alice.get_conversation(conversation.id, messages=True)).histories
     assert run.status == "cancelled"
+    # A cancellation carries no message of its own: the error says what it stopped.
+    assert run.error == "CancelledError: the task running the agent was cancelled"
     assert shape(run.messages or []) == [("user", None, "Hi")]
 
 

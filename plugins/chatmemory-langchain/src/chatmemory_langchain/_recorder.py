@@ -6,7 +6,6 @@ import contextlib
 import os
 import threading
 import uuid
-from asyncio import CancelledError
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -15,7 +14,7 @@ from uuid import UUID
 from langchain_core.messages import AIMessage, BaseMessage
 
 from chatmemory import ConflictError, History, Message
-from chatmemory.recording import ABANDONED, LIVE_HISTORIES, abandoned, recorder_metadata
+from chatmemory.recording import ABANDONED, LIVE_HISTORIES, abandoned, recorder_metadata, run_error
 from chatmemory.scope import Scope
 from chatmemory_langchain._convert import from_stored_many, model_name_of, produced_by, to_new_message
 
@@ -218,13 +217,7 @@ def _mine(history: History) -> bool:
 
 
 def _error_text(error: BaseException | None) -> str | None:
-    if error is None:
-        return None
-    # A cancellation carries no message of its own: say what it stopped.
-    detail = str(error) or (
-        "the task running the agent was cancelled" if isinstance(error, CancelledError) else ""
-    )
-    return f"{type(error).__name__}: {detail}"[:2000]
+    return run_error(error, limit=2000) if error is not None else None
 
 
 def _unknown(run: Run, messages: Sequence[BaseMessage]) -> list[BaseMessage]:

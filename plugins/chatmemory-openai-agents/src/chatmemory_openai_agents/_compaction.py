@@ -12,10 +12,10 @@ from agents.models import get_default_model
 from agents.version import __version__ as agents_version
 
 from chatmemory import ConflictError, Message
+from chatmemory.recording import settled
 from chatmemory.scope import Scope
 from chatmemory_openai_agents._items import items_of_messages
 from chatmemory_openai_agents._record import FRAMEWORK, Recorder
-from chatmemory_openai_agents._settled import settled
 
 __all__ = ["Tail", "read_tail", "replace_tail"]
 

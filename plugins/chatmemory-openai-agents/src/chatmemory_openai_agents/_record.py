@@ -18,6 +18,7 @@ from agents.models import get_default_model
 from agents.version import __version__ as agents_version
 
 from chatmemory import ConflictError, History, HistoryNotFound, Message, NewMessage
+from chatmemory.recording import run_error
 from chatmemory.scope import Scope
 from chatmemory_openai_agents._items import (
     NATIVE_FORMAT,
@@ -402,7 +403,7 @@ def _inferred(answered: bool) -> tuple[Status, str | None]:
 def _outcome(error: BaseException | None) -> tuple[Status, str | None]:
     if error is None:
         return "completed", None
-    text = f"{type(error).__name__}: {error}"[:_ERROR_CHARS]
+    text = run_error(error, limit=_ERROR_CHARS)
     if isinstance(error, asyncio.CancelledError):
         return "cancelled", text
     return "failed", text

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +17,7 @@ from pydantic_ai import messages as pai
 from pydantic_ai._tool_execution import build_tool_return_part
 from pydantic_ai.exceptions import UserError
 
-from chatmemory import ChatMemoryError, NewMessage
+from chatmemory import ChatMemoryError, NewMessage, recording
 from chatmemory.recording import LIVE_HISTORIES
 from chatmemory.scope import Scope
 from chatmemory_pydantic_ai._convert import system_prompts, to_new_messages
@@ -38,15 +37,10 @@ ERROR_CHARS = 10_000
 async def settled(write: Coroutine[Any, Any, T]) -> T:
     """Await a store write to its end even when the caller is cancelled meanwhile, so a
     cancelled run never leaves a write half-known; the cancellation then goes on."""
-    task = asyncio.ensure_future(write)
     # Shielded: under a cancelled anyio scope every await would be cancelled again.
     with anyio.CancelScope(shield=True):
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await asyncio.wait({task})
-            raise
-    return task.result()
+        result = await recording.settled(write)
+    return result
 
 
 @dataclass
