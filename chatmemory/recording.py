@@ -6,6 +6,10 @@ and registering it in :data:`LIVE_HISTORIES` while the run lasts lets a later ru
 host, close it: :func:`abandoned` is true once the recording process is gone. Histories
 recorded on other hosts are never judged (their processes cannot be seen from here).
 
+A history a run of this process has just started is registered only once its start returns:
+until then the run counts as :func:`starting` in its conversation, and a run that has read the
+history asks :func:`starting_in` before taking it for abandoned.
+
 A run's writes are awaited with :func:`settled`, so a cancelled run never leaves them half
 done, and a history closed by an error says what stopped it (:func:`run_error`).
 """
@@ -13,15 +17,27 @@ done, and a history closed by an error says what stopped it (:func:`run_error`).
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import os
 import socket
-from collections.abc import Coroutine
+import threading
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 from uuid import UUID
 
 from chatmemory.models import History
 
-__all__ = ["ABANDONED", "LIVE_HISTORIES", "abandoned", "recorder_metadata", "run_error", "settled"]
+__all__ = [
+    "ABANDONED",
+    "LIVE_HISTORIES",
+    "abandoned",
+    "recorder_metadata",
+    "run_error",
+    "settled",
+    "starting",
+    "starting_in",
+]
 
 T = TypeVar("T")
 
@@ -32,6 +48,8 @@ LIVE_HISTORIES: set[UUID] = set()
 """Histories this process is recording right now."""
 
 _HOST = socket.gethostname()
+_STARTS: collections.Counter[str] = collections.Counter()  # emptied as starts end
+_STARTS_GUARD = threading.Lock()
 
 
 def recorder_metadata() -> dict[str, str | int]:
@@ -94,3 +112,33 @@ async def _ended(task: asyncio.Future[Any]) -> None:
             continue
     if not task.cancelled():
         task.exception()  # retrieved: the caller's cancellation is what is raised
+
+
+@contextlib.contextmanager
+def starting(conversation_id: UUID | str) -> Iterator[None]:
+    """Around a run's start of a history in the conversation, until the run has registered it
+    (in :data:`LIVE_HISTORIES` or the adapter's own record of the runs it holds)."""
+    key = _conversation_key(conversation_id)
+    with _STARTS_GUARD:
+        _STARTS[key] += 1
+    try:
+        yield
+    finally:
+        with _STARTS_GUARD:
+            _STARTS[key] -= 1
+            if not _STARTS[key]:
+                del _STARTS[key]
+
+
+def starting_in(conversation_id: UUID | str) -> bool:
+    """Whether a run of this process is starting a history in the conversation. Asked after
+    reading a history, a ``False`` means its run, if of this process, has registered it."""
+    with _STARTS_GUARD:
+        return bool(_STARTS[_conversation_key(conversation_id)])
+
+
+def _conversation_key(conversation_id: UUID | str) -> str:
+    try:
+        return str(UUID(str(conversation_id)))
+    except ValueError:
+        return str(conversation_id)

@@ -6,8 +6,19 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 
-from chatmemory.recording import ABANDONED, LIVE_HISTORIES, abandoned, recorder_metadata, run_error, settled
+from chatmemory import recording
+from chatmemory.recording import (
+    ABANDONED,
+    LIVE_HISTORIES,
+    abandoned,
+    recorder_metadata,
+    run_error,
+    settled,
+    starting,
+    starting_in,
+)
 from chatmemory.scope import Scope
 
 
@@ -72,3 +83,12 @@ def test_run_error_says_what_a_cancellation_stopped() -> None:
     assert run_error(asyncio.CancelledError()) == "CancelledError: the task running the agent was cancelled"
     assert run_error(asyncio.CancelledError("after its turn")) == "CancelledError: after its turn"
     assert run_error(ValueError("x" * 50), limit=20) == "ValueError: " + "x" * 8
+
+
+def test_starts_are_counted_per_conversation_and_forgotten_once_ended() -> None:
+    conversation = uuid.uuid4()
+    with starting(conversation), starting(str(conversation)):
+        assert starting_in(conversation) and starting_in(str(conversation).upper())
+        assert not starting_in(uuid.uuid4())
+    assert not starting_in(conversation)
+    assert str(conversation) not in recording._STARTS  # nothing kept once no start is under way

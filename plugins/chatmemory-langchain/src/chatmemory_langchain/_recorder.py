@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from uuid import UUID
@@ -14,7 +12,15 @@ from uuid import UUID
 from langchain_core.messages import AIMessage, BaseMessage
 
 from chatmemory import ConflictError, History, Message
-from chatmemory.recording import ABANDONED, LIVE_HISTORIES, abandoned, recorder_metadata, run_error
+from chatmemory.recording import (
+    ABANDONED,
+    LIVE_HISTORIES,
+    abandoned,
+    recorder_metadata,
+    run_error,
+    starting,
+    starting_in,
+)
 from chatmemory.scope import Scope
 from chatmemory_langchain._convert import from_stored_many, model_name_of, produced_by, to_new_message
 
@@ -134,7 +140,7 @@ class Recorder:
             batch = [to_new_message(m) for m in chunk]
             if run.history_id is None:
                 assert run.opening is not None
-                with _starting():
+                with starting(self.conversation_id):
                     started = await self.chat.start_run(self.conversation_id, messages=batch, **run.opening)
                     run.history_id = started.history.id
                     LIVE_HISTORIES.add(started.history.id)
@@ -178,38 +184,15 @@ class Recorder:
             histories = [await self.chat.get_history(h, messages=False) for h in sorted(unknown)]
         # Read before the histories are judged: a run of this process that started one after
         # the read above has registered it as live by the time it is no longer counted here.
-        starting = _STARTING.count > 0
+        started = starting_in(self.conversation_id)
         for history in histories:
             status[history.id] = history.status
-            if not (starting and _mine(history)) and abandoned(history, framework="langchain"):
+            if not (started and _mine(history)) and abandoned(history, framework="langchain"):
                 try:
                     await self.chat.finish_history(history.id, status="failed", error=ABANDONED)
                 except ConflictError:
                     continue  # its run ended after the read above: it was not abandoned
                 status[history.id] = "failed"
-
-
-@dataclass
-class _Starts:
-    """How many runs of this process are starting a history right now: one just started is not
-    yet in ``LIVE_HISTORIES``, and must not be taken for one a dead run left open."""
-
-    count: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-_STARTING = _Starts()
-
-
-@contextlib.contextmanager
-def _starting() -> Iterator[None]:
-    with _STARTING.lock:
-        _STARTING.count += 1
-    try:
-        yield
-    finally:
-        with _STARTING.lock:
-            _STARTING.count -= 1
 
 
 def _mine(history: History) -> bool:
