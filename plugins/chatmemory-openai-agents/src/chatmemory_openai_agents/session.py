@@ -326,7 +326,8 @@ class ChatMemorySession:
             return
         wrapper = record.wrapper() if record.wrapper is not None else None
         try:
-            await self._recorder.finish(record, error)
+            # Seen through a further cancellation: a run cancelled while it closes stays closed.
+            await settled(self._recorder.finish(record, error))
         finally:
             if wrapper is not None:
                 self._runs.pop(id(wrapper), None)
