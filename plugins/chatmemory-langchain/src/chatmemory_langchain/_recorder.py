@@ -18,6 +18,7 @@ from chatmemory.recording import (
     abandoned,
     recorder_metadata,
     run_error,
+    settled,
     starting,
     starting_in,
 )
@@ -100,7 +101,17 @@ class Recorder:
         messages: Sequence[BaseMessage] = (),
     ) -> None:
         """Close the run's history, appending the messages not stored yet in the same
-        transaction (nothing to do when no model was ever called)."""
+        transaction (nothing to do when no model was ever called). Seen through to its end
+        when the caller is cancelled meanwhile: a run cancelled while it closes stays closed."""
+        await settled(self._finish(run, status, error, messages))
+
+    async def _finish(
+        self,
+        run: Run,
+        status: Literal["completed", "failed", "cancelled"],
+        error: BaseException | None,
+        messages: Sequence[BaseMessage],
+    ) -> None:
         new = _unknown(run, messages)
         if run.history_id is None and (run.opening is None or not new):
             run.opening = None
