@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -103,7 +104,10 @@ async def replace_tail(
     except ConflictError:
         await chat.delete_history(history.id)
         return False
-    await chat.finish_history(history.id)
+    # A run starting meanwhile may have closed it, as the newest running history: the
+    # replacement is done all the same.
+    with contextlib.suppress(ConflictError):
+        await chat.finish_history(history.id)
     return True
 
 
