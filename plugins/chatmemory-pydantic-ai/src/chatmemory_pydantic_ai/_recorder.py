@@ -109,9 +109,17 @@ class RunRecord:
             raise
 
     def _unstored(self, live: Sequence[pai.ModelMessage]) -> tuple[list[pai.ModelMessage], list[str]]:
-        """The run's messages in ``live`` not stored yet, and the run's system prompts."""
+        """The run's messages in ``live`` not stored yet, and the run's system prompts.
+
+        pydantic-ai adds a run's messages at the end: those after the newest one stored. One
+        before it that is not stored is a copy of a stored message a processor rebuilt changed
+        (old tool output trimmed, say), already stored as it first was.
+        """
         own = self.own(live)
-        return [m for m in own if not self._stored(m)], system_prompts(own, own, given=self.given)
+        start = len(own)
+        while start > 0 and not self._stored(own[start - 1]):
+            start -= 1
+        return own[start:], system_prompts(own, own, given=self.given)
 
     def _new(self, batch: Sequence[pai.ModelMessage]) -> list[NewMessage]:
         done = len(self.recorded)
