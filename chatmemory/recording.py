@@ -5,17 +5,41 @@ mid-run leaves its history ``running``. Stamping the history with :func:`recorde
 and registering it in :data:`LIVE_HISTORIES` while the run lasts lets a later run, on the same
 host, close it: :func:`abandoned` is true once the recording process is gone. Histories
 recorded on other hosts are never judged (their processes cannot be seen from here).
+
+A history a run of this process has just started is registered only once its start returns:
+until then the run counts as :func:`starting` in its conversation, and a run that has read the
+history asks :func:`starting_in` before taking it for abandoned.
+
+A run's writes are awaited with :func:`settled`, so a cancelled run never leaves them half
+done, and a history closed by an error says what stopped it (:func:`run_error`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import os
 import socket
+import threading
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
 from uuid import UUID
 
 from chatmemory.models import History
 
-__all__ = ["ABANDONED", "LIVE_HISTORIES", "abandoned", "recorder_metadata"]
+__all__ = [
+    "ABANDONED",
+    "LIVE_HISTORIES",
+    "abandoned",
+    "recorder_metadata",
+    "run_error",
+    "settled",
+    "starting",
+    "starting_in",
+]
+
+T = TypeVar("T")
 
 ABANDONED = "the process recording this run stopped before the run ended"
 """The error an adapter records when it closes an abandoned history."""
@@ -24,6 +48,8 @@ LIVE_HISTORIES: set[UUID] = set()
 """Histories this process is recording right now."""
 
 _HOST = socket.gethostname()
+_STARTS: collections.Counter[str] = collections.Counter()  # emptied as starts end
+_STARTS_GUARD = threading.Lock()
 
 
 def recorder_metadata() -> dict[str, str | int]:
@@ -50,3 +76,69 @@ def abandoned(history: History, *, framework: str) -> bool:
     except PermissionError:  # Alive, under another user.
         return False
     return False
+
+
+def run_error(error: BaseException, *, limit: int = 10_000) -> str:
+    """The error recorded for a run that ``error`` stopped: its type and message, at most
+    ``limit`` characters. A cancellation, which carries no message of its own, says what it
+    stopped."""
+    detail = str(error)
+    if not detail and isinstance(error, asyncio.CancelledError):
+        detail = "the task running the agent was cancelled"
+    return f"{type(error).__name__}: {detail}"[:limit]
+
+
+async def settled(work: Coroutine[Any, Any, T]) -> T:
+    """Await ``work`` (a run's writes) to its end even when the caller is cancelled meanwhile,
+    however often; the cancellation then goes on, whatever the work's outcome, so a cancelled
+    caller never leaves writes half done and is never told of their failure instead.
+
+    Never waits longer than the work: a store closed meanwhile fails it at its next call.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await _ended(task)
+        raise
+
+
+async def _ended(task: asyncio.Future[Any]) -> None:
+    """Wait for ``task`` to end, through any further cancellation of the caller."""
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            continue
+    if not task.cancelled():
+        task.exception()  # retrieved: the caller's cancellation is what is raised
+
+
+@contextlib.contextmanager
+def starting(conversation_id: UUID | str) -> Iterator[None]:
+    """Around a run's start of a history in the conversation, until the run has registered it
+    (in :data:`LIVE_HISTORIES` or the adapter's own record of the runs it holds)."""
+    key = _conversation_key(conversation_id)
+    with _STARTS_GUARD:
+        _STARTS[key] += 1
+    try:
+        yield
+    finally:
+        with _STARTS_GUARD:
+            _STARTS[key] -= 1
+            if not _STARTS[key]:
+                del _STARTS[key]
+
+
+def starting_in(conversation_id: UUID | str) -> bool:
+    """Whether a run of this process is starting a history in the conversation. Asked after
+    reading a history, a ``False`` means its run, if of this process, has registered it."""
+    with _STARTS_GUARD:
+        return bool(_STARTS[_conversation_key(conversation_id)])
+
+
+def _conversation_key(conversation_id: UUID | str) -> str:
+    try:
+        return str(UUID(str(conversation_id)))
+    except ValueError:
+        return str(conversation_id)

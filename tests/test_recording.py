@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+import uuid
 
-from chatmemory.recording import ABANDONED, LIVE_HISTORIES, abandoned, recorder_metadata
+from chatmemory import recording
+from chatmemory.recording import (
+    ABANDONED,
+    LIVE_HISTORIES,
+    abandoned,
+    recorder_metadata,
+    run_error,
+    settled,
+    starting,
+    starting_in,
+)
 from chatmemory.scope import Scope
 
 
@@ -36,3 +48,47 @@ async def test_a_running_history_is_abandoned_once_its_recorder_is_gone(alice: S
         conv.id, model="m", metadata={"framework": "demo", "host": "another-host", "pid": dead_pid}
     )
     assert not abandoned(elsewhere, framework="demo")
+
+
+async def test_settled_sees_a_write_through_a_cancelled_caller_then_is_cancelled() -> None:
+    gate = asyncio.Event()
+    ended: list[str] = []
+
+    async def write(fail: bool) -> str:
+        await gate.wait()
+        ended.append("written")
+        if fail:
+            raise ValueError("refused")
+        return "done"
+
+    gate.set()
+    assert await settled(write(False)) == "done"
+    gate.clear()
+    for fail in (False, True):
+        caller = asyncio.create_task(settled(write(fail)))
+        await asyncio.sleep(0)
+        caller.cancel()
+        await asyncio.sleep(0)
+        caller.cancel()  # cancelled again while it waits: it still waits
+        await asyncio.sleep(0)
+        assert not caller.done()
+        gate.set()
+        await asyncio.wait({caller}, timeout=5)
+        assert caller.cancelled()  # neither the result nor the write's error takes its place
+        gate.clear()
+    assert ended == ["written"] * 3
+
+
+def test_run_error_says_what_a_cancellation_stopped() -> None:
+    assert run_error(asyncio.CancelledError()) == "CancelledError: the task running the agent was cancelled"
+    assert run_error(asyncio.CancelledError("after its turn")) == "CancelledError: after its turn"
+    assert run_error(ValueError("x" * 50), limit=20) == "ValueError: " + "x" * 8
+
+
+def test_starts_are_counted_per_conversation_and_forgotten_once_ended() -> None:
+    conversation = uuid.uuid4()
+    with starting(conversation), starting(str(conversation)):
+        assert starting_in(conversation) and starting_in(str(conversation).upper())
+        assert not starting_in(uuid.uuid4())
+    assert not starting_in(conversation)
+    assert str(conversation) not in recording._STARTS  # nothing kept once no start is under way

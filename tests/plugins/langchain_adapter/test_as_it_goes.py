@@ -16,6 +16,7 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.runtime import Runtime
 
+from chatmemory import recording
 from chatmemory.scope import Scope
 from tests.plugins.langchain_adapter._fakes import add, call, fake
 from tests.plugins.langchain_adapter._helpers import SYSTEM, agent, histories, rows, user
@@ -107,3 +108,4 @@ async def test_runs_started_at_once_never_take_each_other_for_abandoned(alice: S
     await asyncio.wait_for(asyncio.to_thread(run_all), timeout=30)
     recorded = [(h.status, h.error, len(h.messages or [])) for h in await histories(alice, conv.id)]
     assert recorded == [("completed", None, 4)] * 8
+    assert not recording._STARTS  # no start is counted once it is over

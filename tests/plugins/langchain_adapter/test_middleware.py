@@ -156,6 +156,34 @@ async def test_a_run_cancelled_while_its_tool_runs_is_cancelled_with_what_it_pro
     assert rows(run.messages) == [("user", None, "Wait"), ("assistant", "fake-a", "")]
 
 
+async def test_a_run_cancelled_again_while_it_closes_is_still_closed_cancelled(alice: Scope) -> None:
+    """A second cancellation (a task group tearing down, a second Ctrl-C) landing while the
+    cancelled run closes its history does not leave the history ``running``."""
+    for delay in range(0, 20, 2):  # the second cancellation lands at each step of the close
+        started = asyncio.Event()
+
+        @tool
+        async def wait_forever(seconds: int, started: asyncio.Event = started) -> str:
+            """Waits."""
+            started.set()
+            await asyncio.sleep(seconds)
+            return "never"
+
+        conv = await alice.start_conversation()
+        model = fake(call("wait_forever", "c1", seconds=60), "unreachable")
+        graph = agent(alice, conv.id, model, tools=[wait_forever])
+        running = asyncio.create_task(graph.ainvoke(user("Wait")))
+        await asyncio.wait_for(started.wait(), timeout=10)
+        running.cancel()
+        for _ in range(delay):
+            await asyncio.sleep(0)
+        running.cancel()
+        await asyncio.wait({running}, timeout=10)
+        assert running.cancelled()
+        (run,) = await histories(alice, conv.id)
+        assert (delay, run.status) == (delay, "cancelled")
+
+
 @pytest.mark.parametrize("mode", ["messages", "updates", "values"])
 async def test_a_streamed_run_is_recorded_like_a_plain_one(alice: Scope, mode: StreamMode) -> None:
     plain, streamed = await alice.start_conversation(), await alice.start_conversation()

@@ -243,7 +243,35 @@ async def test_a_cancelled_run_leaves_a_cancelled_history(alice: Scope, conversa
 
     (run,) = (await alice.get_conversation(conversation.id, messages=True)).histories
     assert run.status == "cancelled"
+    # A cancellation carries no message of its own: the error says what it stopped.
+    assert run.error == "CancelledError: the task running the agent was cancelled"
     assert shape(run.messages or []) == [("user", None, "Hi")]
+
+
+async def test_a_run_cancelled_again_while_it_closes_is_still_closed_cancelled(alice: Scope) -> None:
+    """A second cancellation (a task group tearing down, a second Ctrl-C) landing while the
+    cancelled run closes its history does not leave the history ``running``."""
+    for delay in range(0, 20, 2):  # the second cancellation lands at each step of the close
+        conversation = await alice.start_conversation()
+        started = asyncio.Event()
+
+        async def never_answers(call: ModelCall, started: asyncio.Event = started) -> list[Any]:
+            started.set()
+            await asyncio.Event().wait()
+            return []
+
+        session = ChatMemorySession(alice, conversation.id)
+        agent = make_agent("helper", NamedModel("model-a", [ModelStep.respond(never_answers)]))
+        task = asyncio.create_task(session.run(agent, "Hi"))
+        await started.wait()
+        task.cancel()
+        for _ in range(delay):
+            await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.wait({task}, timeout=10)
+        assert task.cancelled()
+        (run,) = (await alice.get_conversation(conversation.id, messages=True)).histories
+        assert (delay, run.status) == (delay, "cancelled")
 
 
 async def test_concurrent_runs_on_one_session_get_their_own_histories(

@@ -21,7 +21,7 @@ from agents import RunConfig, Runner, SessionSettings
 from agents.testing import assistant_message
 from chatmemory_openai_agents import ChatMemorySession
 
-from chatmemory import Conversation, NewMessage, TextPart, ToolCallPart
+from chatmemory import ChatMemory, Conversation, NewMessage, Principal, TextPart, ToolCallPart
 from chatmemory.scope import Scope
 from tests.plugins.openai_agents._support import NamedModel, make_agent
 
@@ -287,3 +287,27 @@ async def test_popping_a_message_that_holds_several_items_pops_one_item_at_a_tim
     assert [(h.model, h.status, (h.metadata or {}).get("pop")) for h in kept] == [
         ("other-model", "completed", {"replaced": 1})
     ]
+
+
+class _ClosedAtOnce(Scope):
+    """Alice's scope, where another run closes a replacement's history the moment it lands, as
+    a run starting meanwhile closes the conversation's newest ``running`` history."""
+
+    async def replace_messages(self, *args: Any, **kwargs: Any) -> Any:
+        replaced = await super().replace_messages(*args, **kwargs)
+        if kwargs.get("history_id") is not None:
+            await super().finish_history(kwargs["history_id"], status="failed", error="closed by another run")
+        return replaced
+
+
+async def test_a_pop_whose_kept_items_history_another_run_closes_still_returns_its_item(
+    memory: ChatMemory, alice: Scope, conversation: Conversation
+) -> None:
+    run = await alice.start_history(conversation.id, model="other-model")
+    reply = [TextPart(text="Adding."), ToolCallPart(id="c1", name="add", arguments={})]
+    await alice.append_messages(run.id, [NewMessage("user", "Add 1 and 2"), NewMessage("assistant", reply)])
+    session = ChatMemorySession(_ClosedAtOnce(memory._db, Principal("alice"), memory.limits), conversation.id)
+    items = await session.get_items()
+
+    assert await session.pop_item() == items[2]  # popped once, and returned: never lost
+    assert await session.get_items() == items[:2]

@@ -61,3 +61,11 @@ async def test_a_cancelled_stream_keeps_what_the_sdk_saved(
     assert [m.role for m in run.messages or []] == ["user", "assistant", "tool"]
     # Without session.run nothing tells the session the run ended: the next run closes it.
     assert run.status == ("cancelled" if wiring == "session.run_streamed" else "running")
+    if wiring == "session.run_streamed":
+        assert (
+            run.error
+            == {
+                "immediate": "CancelledError: the task running the agent was cancelled",
+                "after_turn": "CancelledError: the run was cancelled after its turn",
+            }[mode]
+        )

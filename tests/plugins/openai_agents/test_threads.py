@@ -14,8 +14,9 @@ from typing import Any
 from agents import Runner
 from agents.testing import assistant_message, function_call
 from chatmemory_openai_agents import ChatMemorySession
+from chatmemory_openai_agents import _open_runs as open_runs
 
-from chatmemory import Conversation
+from chatmemory import Conversation, recording
 from chatmemory.scope import Scope
 from tests.plugins.openai_agents._support import NamedModel, add, make_agent
 
@@ -47,3 +48,6 @@ async def test_run_sync_from_several_threads_at_once_records_every_run(
         sorted((h.status, h.error, len(h.messages or [])) for h in histories) == [("completed", None, 4)] * 8
     )
     assert not any("continues" in (h.metadata or {}) for h in histories)
+    # What the process keeps about runs in flight is gone with them: nothing grows run after run.
+    assert not recording._STARTS
+    assert not any(open_runs.holder(h.id) for h in histories)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
 import uuid
-from asyncio import CancelledError
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from uuid import UUID
@@ -15,7 +12,16 @@ from uuid import UUID
 from langchain_core.messages import AIMessage, BaseMessage
 
 from chatmemory import ConflictError, History, Message
-from chatmemory.recording import ABANDONED, LIVE_HISTORIES, abandoned, recorder_metadata
+from chatmemory.recording import (
+    ABANDONED,
+    LIVE_HISTORIES,
+    abandoned,
+    recorder_metadata,
+    run_error,
+    settled,
+    starting,
+    starting_in,
+)
 from chatmemory.scope import Scope
 from chatmemory_langchain._convert import from_stored_many, model_name_of, produced_by, to_new_message
 
@@ -95,7 +101,17 @@ class Recorder:
         messages: Sequence[BaseMessage] = (),
     ) -> None:
         """Close the run's history, appending the messages not stored yet in the same
-        transaction (nothing to do when no model was ever called)."""
+        transaction (nothing to do when no model was ever called). Seen through to its end
+        when the caller is cancelled meanwhile: a run cancelled while it closes stays closed."""
+        await settled(self._finish(run, status, error, messages))
+
+    async def _finish(
+        self,
+        run: Run,
+        status: Literal["completed", "failed", "cancelled"],
+        error: BaseException | None,
+        messages: Sequence[BaseMessage],
+    ) -> None:
         new = _unknown(run, messages)
         if run.history_id is None and (run.opening is None or not new):
             run.opening = None
@@ -135,7 +151,7 @@ class Recorder:
             batch = [to_new_message(m) for m in chunk]
             if run.history_id is None:
                 assert run.opening is not None
-                with _starting():
+                with starting(self.conversation_id):
                     started = await self.chat.start_run(self.conversation_id, messages=batch, **run.opening)
                     run.history_id = started.history.id
                     LIVE_HISTORIES.add(started.history.id)
@@ -179,10 +195,10 @@ class Recorder:
             histories = [await self.chat.get_history(h, messages=False) for h in sorted(unknown)]
         # Read before the histories are judged: a run of this process that started one after
         # the read above has registered it as live by the time it is no longer counted here.
-        starting = _STARTING.count > 0
+        started = starting_in(self.conversation_id)
         for history in histories:
             status[history.id] = history.status
-            if not (starting and _mine(history)) and abandoned(history, framework="langchain"):
+            if not (started and _mine(history)) and abandoned(history, framework="langchain"):
                 try:
                     await self.chat.finish_history(history.id, status="failed", error=ABANDONED)
                 except ConflictError:
@@ -190,41 +206,12 @@ class Recorder:
                 status[history.id] = "failed"
 
 
-@dataclass
-class _Starts:
-    """How many runs of this process are starting a history right now: one just started is not
-    yet in ``LIVE_HISTORIES``, and must not be taken for one a dead run left open."""
-
-    count: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-_STARTING = _Starts()
-
-
-@contextlib.contextmanager
-def _starting() -> Iterator[None]:
-    with _STARTING.lock:
-        _STARTING.count += 1
-    try:
-        yield
-    finally:
-        with _STARTING.lock:
-            _STARTING.count -= 1
-
-
 def _mine(history: History) -> bool:
     return (history.metadata or {}).get("pid") == os.getpid()
 
 
 def _error_text(error: BaseException | None) -> str | None:
-    if error is None:
-        return None
-    # A cancellation carries no message of its own: say what it stopped.
-    detail = str(error) or (
-        "the task running the agent was cancelled" if isinstance(error, CancelledError) else ""
-    )
-    return f"{type(error).__name__}: {detail}"[:2000]
+    return run_error(error, limit=2000) if error is not None else None
 
 
 def _unknown(run: Run, messages: Sequence[BaseMessage]) -> list[BaseMessage]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,10 +13,10 @@ from agents.models import get_default_model
 from agents.version import __version__ as agents_version
 
 from chatmemory import ConflictError, Message
+from chatmemory.recording import settled
 from chatmemory.scope import Scope
 from chatmemory_openai_agents._items import items_of_messages
 from chatmemory_openai_agents._record import FRAMEWORK, Recorder
-from chatmemory_openai_agents._settled import settled
 
 __all__ = ["Tail", "read_tail", "replace_tail"]
 
@@ -103,7 +104,10 @@ async def replace_tail(
     except ConflictError:
         await chat.delete_history(history.id)
         return False
-    await chat.finish_history(history.id)
+    # A run starting meanwhile may have closed it, as the newest running history: the
+    # replacement is done all the same.
+    with contextlib.suppress(ConflictError):
+        await chat.finish_history(history.id)
     return True
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import threading
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from uuid import UUID
@@ -19,7 +18,9 @@ from agents.version import __version__ as agents_version
 
 from chatmemory import ConflictError, History, HistoryNotFound, Message, NewMessage
 from chatmemory.loops import AnyLoopLock
+from chatmemory.recording import run_error
 from chatmemory.scope import Scope
+from chatmemory_openai_agents import _open_runs as open_runs
 from chatmemory_openai_agents._items import (
     NATIVE_FORMAT,
     content_of,
@@ -41,36 +42,6 @@ _ERROR_CHARS = 10_000
 _REMEMBERED = 256  # closed history ids a recorder remembers, to skip re-checking them
 
 Status = Literal["completed", "failed", "cancelled"]
-
-# Histories held open by runs of this process, whichever session or thread records them; a
-# later run never closes one of these as abandoned.
-_OPEN: weakref.WeakValueDictionary[UUID, RunRecord] = weakref.WeakValueDictionary()
-_OPEN_GUARD = threading.Lock()
-# How many runs of this process are starting a history in each conversation right now: one
-# just started is in _OPEN only once its start returns, and must not be taken for one a dead
-# run left open.
-_STARTING: collections.Counter[str] = collections.Counter()
-
-
-@contextlib.contextmanager
-def _starting(conversation_id: UUID | str) -> Iterator[None]:
-    key = _key(conversation_id)
-    with _OPEN_GUARD:
-        _STARTING[key] += 1
-    try:
-        yield
-    finally:
-        with _OPEN_GUARD:
-            _STARTING[key] -= 1
-            if not _STARTING[key]:
-                del _STARTING[key]
-
-
-def _key(conversation_id: UUID | str) -> str:
-    try:
-        return str(UUID(str(conversation_id)))
-    except ValueError:
-        return str(conversation_id)
 
 
 @dataclass(frozen=True)
@@ -120,6 +91,7 @@ class Recorder:
         self.metadata = dict(metadata)
         self.model = model
         self._closed: dict[UUID, None] = {}
+        self._guard = threading.Lock()
 
     # -- what the session and the hooks report ---------------------------------------------------
 
@@ -143,8 +115,7 @@ class Recorder:
         run.history, earlier.history = earlier.history, None
         run.previous, run.open_calls = earlier.previous, earlier.open_calls
         run.produced.update(earlier.produced)
-        with _OPEN_GUARD:
-            _OPEN[run.history.id] = run
+        open_runs.hold(run.history.id, run)
 
     async def model_called(self, run: RunRecord, agent: Agent[Any], system_prompt: str | None) -> None:
         """A model call starts: the first one names the run's driver model and instructions."""
@@ -233,8 +204,7 @@ class Recorder:
         stopped = await self._close_abandoned(newest, resuming=resuming)
         if stopped is not None:
             run.history = stopped
-            with _OPEN_GUARD:
-                _OPEN[stopped.id] = run
+            open_runs.hold(stopped.id, run)
             if closing:
                 await self.chat.finish_run(stopped.id, messages=first, usage=_usage(run))
                 self._closed_by_run(run)
@@ -269,7 +239,7 @@ class Recorder:
             run.history = recorded.history
             self._closed_by_run(run)
             return
-        with _starting(self.conversation_id):
+        with open_runs.starting(self.conversation_id):
             started = await self.chat.start_run(
                 self.conversation_id,
                 model=model,
@@ -278,8 +248,7 @@ class Recorder:
                 metadata=metadata,
             )
             run.history = started.history
-            with _OPEN_GUARD:
-                _OPEN[started.history.id] = run
+            open_runs.hold(started.history.id, run)
 
     async def _close_abandoned(self, known: Newest | None, *, resuming: set[str]) -> History | None:
         """Close the conversation's newest history if a run left it open and no run here holds it.
@@ -298,8 +267,7 @@ class Recorder:
         hid = known.history_id
         if hid is None or hid in self._closed:
             return None
-        with _OPEN_GUARD:
-            holder = _OPEN.get(hid)
+        holder = open_runs.holder(hid)
         if holder is not None:
             if not resuming & holder.open_calls or holder.history is None:
                 return None
@@ -309,10 +277,8 @@ class Recorder:
             history = await self.chat.get_history(hid, messages=False)
         except HistoryNotFound:
             return None  # deleted since the read
-        with _OPEN_GUARD:
-            # Read after the history: a run here that started it is counted until it is in _OPEN.
-            if _STARTING[_key(self.conversation_id)] or hid in _OPEN:
-                return None
+        if open_runs.taken_here(self.conversation_id, hid):
+            return None
         if history.status == "running" and (history.metadata or {}).get("framework") == FRAMEWORK:
             if resuming and not known.answered:
                 return history  # stopped in another process for approvals
@@ -341,12 +307,11 @@ class Recorder:
     def _release(self, run: RunRecord) -> None:
         if run.history is None:
             return
-        with _OPEN_GUARD:
-            _OPEN.pop(run.history.id, None)
+        open_runs.release(run.history.id)
         run.previous, run.history = run.history.id, None
 
     def _remember(self, history_id: UUID) -> None:
-        with _OPEN_GUARD:
+        with self._guard:  # a session may be used from several threads at once
             self._closed[history_id] = None
             if len(self._closed) > _REMEMBERED:
                 del self._closed[next(iter(self._closed))]
@@ -402,7 +367,7 @@ def _inferred(answered: bool) -> tuple[Status, str | None]:
 def _outcome(error: BaseException | None) -> tuple[Status, str | None]:
     if error is None:
         return "completed", None
-    text = f"{type(error).__name__}: {error}"[:_ERROR_CHARS]
+    text = run_error(error, limit=_ERROR_CHARS)
     if isinstance(error, asyncio.CancelledError):
         return "cancelled", text
     return "failed", text

@@ -15,13 +15,13 @@ from agents.memory.session import _CompactionSnapshot
 from agents.memory.session_settings import coerce_session_settings, resolve_session_limit
 
 from chatmemory import ConflictError
+from chatmemory.recording import settled
 from chatmemory.scope import Scope
 from chatmemory_openai_agents._cache import ItemCache
 from chatmemory_openai_agents._compaction import read_tail, replace_tail, snapshot
 from chatmemory_openai_agents._hooks import ChatMemoryHooks
 from chatmemory_openai_agents._items import message_is_answer
 from chatmemory_openai_agents._record import Newest, Recorder, RunRecord, answers
-from chatmemory_openai_agents._settled import settled
 
 __all__ = ["ChatMemorySession"]
 
@@ -326,7 +326,8 @@ class ChatMemorySession:
             return
         wrapper = record.wrapper() if record.wrapper is not None else None
         try:
-            await self._recorder.finish(record, error)
+            # Seen through a further cancellation: a run cancelled while it closes stays closed.
+            await settled(self._recorder.finish(record, error))
         finally:
             if wrapper is not None:
                 self._runs.pop(id(wrapper), None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +17,7 @@ from pydantic_ai import messages as pai
 from pydantic_ai._tool_execution import build_tool_return_part
 from pydantic_ai.exceptions import UserError
 
-from chatmemory import ChatMemoryError, NewMessage
+from chatmemory import ChatMemoryError, NewMessage, recording
 from chatmemory.recording import LIVE_HISTORIES
 from chatmemory.scope import Scope
 from chatmemory_pydantic_ai._convert import system_prompts, to_new_messages
@@ -38,15 +37,10 @@ ERROR_CHARS = 10_000
 async def settled(write: Coroutine[Any, Any, T]) -> T:
     """Await a store write to its end even when the caller is cancelled meanwhile, so a
     cancelled run never leaves a write half-known; the cancellation then goes on."""
-    task = asyncio.ensure_future(write)
     # Shielded: under a cancelled anyio scope every await would be cancelled again.
     with anyio.CancelScope(shield=True):
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await asyncio.wait({task})
-            raise
-    return task.result()
+        result = await recording.settled(write)
+    return result
 
 
 @dataclass
@@ -115,9 +109,17 @@ class RunRecord:
             raise
 
     def _unstored(self, live: Sequence[pai.ModelMessage]) -> tuple[list[pai.ModelMessage], list[str]]:
-        """The run's messages in ``live`` not stored yet, and the run's system prompts."""
+        """The run's messages in ``live`` not stored yet, and the run's system prompts.
+
+        pydantic-ai adds a run's messages at the end: those after the newest one stored. One
+        before it that is not stored is a copy of a stored message a processor rebuilt changed
+        (old tool output trimmed, say), already stored as it first was.
+        """
         own = self.own(live)
-        return [m for m in own if not self._stored(m)], system_prompts(own, own, given=self.given)
+        start = len(own)
+        while start > 0 and not self._stored(own[start - 1]):
+            start -= 1
+        return own[start:], system_prompts(own, own, given=self.given)
 
     def _new(self, batch: Sequence[pai.ModelMessage]) -> list[NewMessage]:
         done = len(self.recorded)
