@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import threading
 import time
 from collections.abc import Awaitable, Coroutine
@@ -56,6 +57,8 @@ class BackgroundLoop:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self._closing = threading.Lock()
+        self._stopping = threading.Event()  # set once close() began cancelling the calls
         self._thread = threading.Thread(target=self._serve, name="chatmemory-loop", daemon=True)
         self._thread.start()
 
@@ -68,19 +71,58 @@ class BackgroundLoop:
 
         Raises:
             RuntimeError: called from this loop's own thread, which would wait forever, or the
-                loop is closed.
+                loop is closed, or it closed before the call ended (the call is cancelled).
         """
         if threading.current_thread() is self._thread:
+            _discard(awaitable)
             raise RuntimeError("BackgroundLoop.run() called from its own thread")
-        return asyncio.run_coroutine_threadsafe(_wait(awaitable), self.loop).result()
+        waiting = _wait(awaitable)
+        try:
+            future = asyncio.run_coroutine_threadsafe(waiting, self.loop)
+        except RuntimeError:  # the loop is closed
+            waiting.close()
+            _discard(awaitable)
+            raise RuntimeError("BackgroundLoop.run() called on a closed loop") from None
+        while not concurrent.futures.wait([future], timeout=_LIVENESS)[0]:
+            if not self._thread.is_alive() and not future.done():
+                future.cancel()
+                if inspect.getcoroutinestate(waiting) == inspect.CORO_CREATED:
+                    waiting.close()
+                    _discard(awaitable)
+                raise RuntimeError("BackgroundLoop closed before the call ended")
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            if not self._stopping.is_set():
+                raise
+            raise RuntimeError("BackgroundLoop closed before the call ended") from None
 
     def close(self) -> None:
-        """Stop the loop and its thread (idempotent)."""
-        if self.loop.is_closed():
-            return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join()
-        self.loop.close()
+        """Cancel the calls still running, then stop the loop and its thread (idempotent).
+
+        Raises:
+            RuntimeError: called from this loop's own thread.
+        """
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("BackgroundLoop.close() called from its own thread")
+        with self._closing:
+            if self.loop.is_closed():
+                return
+            self._stopping.set()
+            self.loop.call_soon_threadsafe(self._shut_down)
+            self._thread.join()
+            self.loop.close()
+
+    def _shut_down(self) -> None:
+        async def cancel_then_stop() -> None:
+            tasks = asyncio.all_tasks() - {asyncio.current_task()}
+            for task in tasks:
+                task.cancel()
+            if tasks:  # a task refusing to end is left behind rather than waited for forever
+                await asyncio.wait(tasks, timeout=START_TIMEOUT)
+            self.loop.stop()
+
+        self.loop.create_task(cancel_then_stop())
 
     def __enter__(self) -> BackgroundLoop:
         return self
@@ -93,6 +135,12 @@ class BackgroundLoop:
 
 async def _wait(awaitable: Awaitable[T]) -> T:
     return await awaitable
+
+
+def _discard(awaitable: Awaitable[Any]) -> None:
+    """Close a coroutine that will never run, so it is not reported as never awaited."""
+    if inspect.iscoroutine(awaitable):
+        awaitable.close()
 
 
 class HomeLoop:

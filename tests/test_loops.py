@@ -213,3 +213,34 @@ def test_an_any_loop_lock_excludes_coroutines_of_several_threads_and_loops() -> 
 
     bounded(program, timeout=20)
     assert most == [1] and holders == [0]
+
+
+def test_a_background_loop_closed_under_a_run_fails_the_run_instead_of_hanging() -> None:
+    cancelled = threading.Event()
+
+    async def forever() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    background = BackgroundLoop()
+    running: Future[None] = Future()
+
+    def run() -> None:
+        try:
+            running.set_result(background.run(forever()))
+        except BaseException as error:  # handed to the test
+            running.set_exception(error)
+
+    threading.Thread(target=run, daemon=True).start()
+    time.sleep(0.1)
+    bounded(background.close)
+    with pytest.raises(RuntimeError, match="closed"):
+        running.result(timeout=5)
+    assert cancelled.is_set()  # the call was cancelled on its loop, not dropped there
+    late = forever()
+    with pytest.raises(RuntimeError, match="closed"):
+        background.run(late)
+    assert inspect.getcoroutinestate(late) == inspect.CORO_CLOSED
