@@ -41,6 +41,7 @@ START_TIMEOUT = 30.0
 
 _LIVENESS = 0.25  # seconds between checks that the loop running a call still runs
 _MAX_POLL = 0.005  # seconds between an AnyLoopLock waiter's tries, at most
+_STOPPED = "the event loop running a chatmemory call stopped before the call ended"
 
 
 class BackgroundLoop:
@@ -205,7 +206,7 @@ class HomeLoop:
                 if self._taken_back(handoff):
                     break
             else:
-                return waiter.result()
+                return handoff.result()
         except BaseException:
             handoff.abandon()
             raise
@@ -239,7 +240,7 @@ class HomeLoop:
                 if self._taken_back(handoff):
                     break
             else:
-                return handoff.future.result()
+                return handoff.result()
         except BaseException:
             handoff.abandon()
             raise
@@ -259,7 +260,7 @@ class HomeLoop:
         if not handoff.loop.is_running():
             if handoff.take_back():
                 return True
-            raise RuntimeError("the event loop running a chatmemory call stopped before the call ended")
+            raise RuntimeError(_STOPPED)
         if time.monotonic() >= handoff.deadline and handoff.take_back():
             handoff.coro.close()
             raise RuntimeError(
@@ -304,6 +305,16 @@ class _Handoff(Generic[T]):
                 raise asyncio.CancelledError
             self._started = True
         return await self.coro
+
+    def result(self) -> T:
+        """The finished call's outcome; a call its loop cancelled (shutting down) is refused.
+
+        Raises:
+            RuntimeError: the loop cancelled the call before it ended.
+        """
+        if self.future.cancelled():
+            raise RuntimeError(_STOPPED)
+        return self.future.result()
 
     def take_back(self) -> bool:
         """Whether the coroutine is the caller's again (the loop will not start it)."""

@@ -244,3 +244,26 @@ def test_a_background_loop_closed_under_a_run_fails_the_run_instead_of_hanging()
     with pytest.raises(RuntimeError, match="closed"):
         background.run(late)
     assert inspect.getcoroutinestate(late) == inspect.CORO_CLOSED
+
+
+def test_closing_a_home_loop_under_its_calls_fails_them_with_a_clear_error() -> None:
+    started, cancelled = threading.Semaphore(0), threading.Semaphore(0)
+
+    async def forever() -> None:
+        started.release()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.release()
+            raise
+
+    home = HomeLoop(None)  # no loop running: a background loop of its own
+    with ThreadPoolExecutor(2) as pool:
+        sync_call = pool.submit(home.call_sync, forever())
+        async_call = pool.submit(asyncio.run, home.call(forever()))
+        assert started.acquire(timeout=5) and started.acquire(timeout=5)
+        bounded(home.close)
+        for call in (sync_call, async_call):
+            with pytest.raises(RuntimeError, match="stopped before the call ended"):
+                call.result(timeout=5)
+    assert cancelled.acquire(timeout=1) and cancelled.acquire(timeout=1)
