@@ -12,7 +12,9 @@ adapter object sends every store call to one *home loop* through a ``HomeLoop``:
   ``start_timeout`` seconds is blocked (usually by a synchronous call made on it, waiting for
   this one), and the call is refused instead of waiting forever;
 - an idle home loop (stopped between two ``run_until_complete`` calls) is run by a synchronous
-  caller's thread, parallel callers taking turns; an async caller runs the call on its own loop;
+  caller's thread, parallel callers taking turns (one whose turn does not come within
+  ``start_timeout`` hands its call to the loop being run, whose call may be waiting for it); an
+  async caller runs the call on its own loop;
 - a closed home loop (the ``asyncio.run`` that made the object returned) is replaced by a
   ``BackgroundLoop`` of the object's own;
 - a caller cancelled while it waits cancels the call it handed off.
@@ -229,9 +231,14 @@ class HomeLoop:
                 + self.hint
             )
         if running is None:
-            with self._driving:
-                if not home.is_running() and not home.is_closed():
-                    return home.run_until_complete(coro)
+            if self._driving.acquire(timeout=self.start_timeout):
+                try:
+                    if not home.is_running() and not home.is_closed():
+                        return home.run_until_complete(coro)
+                finally:
+                    self._driving.release()
+            # Else a caller has been running the idle home loop for start_timeout, maybe waiting
+            # for this very call: it goes to the loop that caller runs instead of waiting its turn.
         elif not home.is_running():  # an idle loop cannot run inside this thread's running loop
             home = self._background()
         handoff = _Handoff(coro, home, self.start_timeout)

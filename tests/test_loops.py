@@ -267,3 +267,23 @@ def test_closing_a_home_loop_under_its_calls_fails_them_with_a_clear_error() -> 
             with pytest.raises(RuntimeError, match="stopped before the call ended"):
                 call.result(timeout=5)
     assert cancelled.acquire(timeout=1) and cancelled.acquire(timeout=1)
+
+
+def test_a_call_driving_the_idle_home_loop_may_wait_for_a_sync_call_of_another_thread() -> None:
+    def program() -> list[asyncio.AbstractEventLoop]:
+        loop = asyncio.new_event_loop()
+        try:
+            home, _ = loop.run_until_complete(home_made_here())
+            home.start_timeout = 0.2
+
+            async def waits_for_another_thread() -> list[asyncio.AbstractEventLoop]:
+                # The driven call needs a synchronous call made meanwhile by a worker thread.
+                other = await asyncio.get_running_loop().run_in_executor(None, home.call_sync, where())
+                return [other, await where()]
+
+            return [*home.call_sync(waits_for_another_thread()), loop]
+        finally:
+            loop.close()
+
+    other, driven, loop = bounded(program)
+    assert other is driven is loop
