@@ -30,6 +30,7 @@ import concurrent.futures
 import inspect
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Coroutine
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -343,20 +344,40 @@ class AnyLoopLock:
     """Mutual exclusion between coroutines, whatever thread or event loop runs them.
 
     An ``asyncio.Lock`` belongs to the loop that first waits on it, and a ``threading.Lock``
-    held across an ``await`` blocks a loop that may have to run its holder. A waiter here polls
-    a ``threading.Lock``, yielding to its loop between tries, so it never blocks and never hangs.
+    held across an ``await`` blocks a loop that may have to run its holder. A waiter here polls,
+    yielding to its loop between tries, so it never blocks and never hangs; waiters get the lock
+    in the order they asked for it, so a holder taking it again at once cannot starve them.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._guard = threading.Lock()  # held only for instants, never across an await
+        self._held = False
+        self._waiters: deque[object] = deque()
 
     async def __aenter__(self) -> None:
+        turn = object()
+        with self._guard:
+            if not self._held and not self._waiters:
+                self._held = True
+                return
+            self._waiters.append(turn)
         delay = 0.0
-        while not self._lock.acquire(blocking=False):
-            await asyncio.sleep(delay)
-            delay = min(_MAX_POLL, delay * 2 or 0.0002)
+        try:
+            while True:
+                await asyncio.sleep(delay)
+                delay = min(_MAX_POLL, delay * 2 or 0.0002)
+                with self._guard:
+                    if not self._held and self._waiters[0] is turn:
+                        self._waiters.popleft()
+                        self._held = True
+                        return
+        except BaseException:  # cancelled while waiting: give up the place in the queue
+            with self._guard:
+                self._waiters.remove(turn)
+            raise
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._lock.release()
+        with self._guard:
+            self._held = False

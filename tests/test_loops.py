@@ -287,3 +287,29 @@ def test_a_call_driving_the_idle_home_loop_may_wait_for_a_sync_call_of_another_t
 
     other, driven, loop = bounded(program)
     assert other is driven is loop
+
+
+def test_an_any_loop_lock_serves_its_waiters_in_turn() -> None:
+    lock, done = AnyLoopLock(), threading.Event()
+
+    async def hog() -> None:  # takes the lock again as soon as it lets it go
+        while not done.is_set():
+            async with lock:
+                await asyncio.sleep(0.0005)
+
+    async def wait_once() -> float:
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        async with lock:
+            return time.monotonic() - started
+
+    def program() -> float:
+        with ThreadPoolExecutor(2) as pool:
+            hogging = pool.submit(asyncio.run, hog())
+            try:
+                return pool.submit(asyncio.run, asyncio.wait_for(wait_once(), 5)).result()
+            finally:
+                done.set()
+                hogging.result()
+
+    assert bounded(program) < 1
