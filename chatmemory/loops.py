@@ -30,6 +30,7 @@ import concurrent.futures
 import inspect
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Coroutine
 from types import TracebackType
@@ -69,6 +70,8 @@ class BackgroundLoop:
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
+        if self._stopping.is_set():
+            self.loop.close()  # close() may have been called here, where it cannot wait for this
 
     def run(self, awaitable: Awaitable[T]) -> T:
         """Await ``awaitable`` on this loop and wait for its result (from any other thread).
@@ -104,16 +107,13 @@ class BackgroundLoop:
     def close(self) -> None:
         """Cancel the calls still running, then stop the loop and its thread (idempotent).
 
-        Raises:
-            RuntimeError: called from this loop's own thread.
+        Called from the loop's own thread, it only begins that and returns.
         """
-        if threading.current_thread() is self._thread:
-            raise RuntimeError("BackgroundLoop.close() called from its own thread")
         with self._closing:
-            if self.loop.is_closed():
-                return
-            self._stopping.set()
-            self.loop.call_soon_threadsafe(self._shut_down)
+            if not self._stopping.is_set() and not self.loop.is_closed():
+                self._stopping.set()
+                self.loop.call_soon_threadsafe(self._shut_down)
+        if threading.current_thread() is not self._thread:
             self._thread.join()
             self.loop.close()
 
@@ -190,6 +190,8 @@ class HomeLoop:
         with self._owning:
             if self._owned is None:
                 self._owned = BackgroundLoop()
+                # An adapter dropped without close() must not leave a thread behind per object.
+                weakref.finalize(self, self._owned.close).atexit = False  # daemon: exit ends it
             return self._owned.loop
 
     async def call(self, coro: Coroutine[Any, Any, T]) -> T:

@@ -5,6 +5,7 @@ bound, so a regression fails instead of hanging the suite."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import threading
 import time
@@ -313,3 +314,19 @@ def test_an_any_loop_lock_serves_its_waiters_in_turn() -> None:
                 hogging.result()
 
     assert bounded(program) < 1
+
+
+def test_the_background_loop_of_a_home_loop_nobody_closed_stops_when_it_is_collected() -> None:
+    async def serving_thread() -> threading.Thread:
+        return threading.current_thread()
+
+    def program() -> threading.Thread:
+        home = HomeLoop(None)  # no loop running: a background loop of its own, never closed
+        thread = home.call_sync(serving_thread())
+        assert thread is not threading.current_thread() and thread.is_alive()
+        del home
+        gc.collect()
+        thread.join(5)
+        return thread
+
+    assert not bounded(program).is_alive()
