@@ -13,8 +13,8 @@ adapter object sends every store call to one *home loop* through a ``HomeLoop``:
   this one), and the call is refused instead of waiting forever;
 - an idle home loop (stopped between two ``run_until_complete`` calls) is run by a synchronous
   caller's thread, parallel callers taking turns (one whose turn does not come within
-  ``start_timeout`` hands its call to the loop being run, whose call may be waiting for it); an
-  async caller runs the call on its own loop;
+  ``start_timeout`` runs its call on a ``BackgroundLoop`` of the object's own, as does a
+  synchronous caller running a loop of its own); an async caller runs the call on its own loop;
 - a closed home loop (the ``asyncio.run`` that made the object returned) is replaced by a
   ``BackgroundLoop`` of the object's own;
 - a caller cancelled while it waits cancels the call it handed off.
@@ -175,6 +175,7 @@ class HomeLoop:
         # Held by the thread running the idle home loop, so parallel synchronous callers take
         # turns rather than find it stopping under them.
         self._driving = threading.Lock()
+        self._driven = False  # whether the home loop runs because a caller holding _driving runs it
         self.hint = hint
         self.start_timeout = start_timeout
 
@@ -202,7 +203,7 @@ class HomeLoop:
                 stopped while running it.
         """
         home = self.loop
-        if home is asyncio.get_running_loop() or not home.is_running() or self._driving.locked():
+        if home is asyncio.get_running_loop() or not home.is_running() or self._driven:
             return await coro
         handoff = _Handoff(coro, home, self.start_timeout)
         waiter = asyncio.wrap_future(handoff.future)
@@ -233,16 +234,20 @@ class HomeLoop:
                 "a synchronous call on the event loop that owns the chatmemory store would block it; "
                 + self.hint
             )
-        if running is None:
-            if self._driving.acquire(timeout=self.start_timeout):
-                try:
-                    if not home.is_running() and not home.is_closed():
+        idle = self._driven or not home.is_running()
+        if running is None and idle and self._driving.acquire(timeout=self.start_timeout):
+            try:
+                if not home.is_running() and not home.is_closed():
+                    self._driven = True
+                    try:
                         return home.run_until_complete(coro)
-                finally:
-                    self._driving.release()
-            # Else a caller has been running the idle home loop for start_timeout, maybe waiting
-            # for this very call: it goes to the loop that caller runs instead of waiting its turn.
-        elif not home.is_running():  # an idle loop cannot run inside this thread's running loop
+                    finally:
+                        self._driven = False
+            finally:
+                self._driving.release()
+        # An idle loop cannot run inside this thread's running loop, and one another caller runs
+        # stops when that caller's call ends (which may be waiting for this one).
+        if self._driven or not home.is_running():
             home = self._background()
         handoff = _Handoff(coro, home, self.start_timeout)
         try:

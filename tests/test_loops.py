@@ -284,10 +284,11 @@ def test_a_call_driving_the_idle_home_loop_may_wait_for_a_sync_call_of_another_t
 
             return [*home.call_sync(waits_for_another_thread()), loop]
         finally:
+            home.close()
             loop.close()
 
     other, driven, loop = bounded(program)
-    assert other is driven is loop
+    assert driven is loop and other is not loop  # its turn did not come: a loop of the object's own
 
 
 def test_an_any_loop_lock_serves_its_waiters_in_turn() -> None:
@@ -330,3 +331,28 @@ def test_the_background_loop_of_a_home_loop_nobody_closed_stops_when_it_is_colle
         return thread
 
     assert not bounded(program).is_alive()
+
+
+def test_a_sync_call_from_another_loop_while_a_caller_runs_the_idle_home_loop_completes() -> None:
+    async def slow(seconds: float) -> float:
+        await asyncio.sleep(seconds)
+        return seconds
+
+    def program() -> list[float]:
+        loop = asyncio.new_event_loop()
+        try:
+            home, _ = loop.run_until_complete(home_made_here())
+
+            async def from_another_loop() -> float:
+                await asyncio.sleep(0.05)  # while the other thread runs the idle home loop
+                return home.call_sync(slow(0.4))
+
+            with ThreadPoolExecutor(2) as pool:
+                driving = pool.submit(home.call_sync, slow(0.2))
+                other = pool.submit(asyncio.run, from_another_loop())
+                return [driving.result(), other.result()]
+        finally:
+            home.close()
+            loop.close()
+
+    assert bounded(program) == [0.2, 0.4]
