@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Callable
-from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -15,10 +12,9 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from chatmemory import ChatMemory, Principal
 from chatmemory.scope import Scope
+from tests.plugins._threads import in_daemon_thread
 from tests.plugins.langchain_adapter._fakes import call, fake
 from tests.plugins.langchain_adapter._helpers import agent, histories, rows, user
-
-T = TypeVar("T")
 
 
 async def test_sync_invoke_and_stream_record_like_the_async_api(alice: Scope) -> None:
@@ -72,21 +68,6 @@ async def test_a_synchronous_program_uses_a_background_loop(db_url: str) -> None
         ],
         [("user", None, "Sum?"), ("assistant", "fake-b", "8")],
     ]
-
-
-async def in_daemon_thread(program: Callable[[str], T], url: str) -> T:
-    """``program(url)`` in a daemon thread, so a program that waits forever fails the test
-    without keeping the test process alive."""
-    outcome: Future[T] = Future()
-
-    def run() -> None:
-        try:
-            outcome.set_result(program(url))
-        except BaseException as error:  # handed to the test
-            outcome.set_exception(error)
-
-    threading.Thread(target=run, daemon=True).start()
-    return await asyncio.wait_for(asyncio.wrap_future(outcome), timeout=30)
 
 
 def _idle_loop_program(url: str) -> list[list[tuple[str, str | None, str]]]:

@@ -5,10 +5,7 @@ Each program runs in a daemon thread under a bound, so a call that waits forever
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from concurrent.futures import ThreadPoolExecutor
 
 from chatmemory_llamaindex import ChatMemoryChatStore
 from llama_index.core.llms import ChatMessage
@@ -16,21 +13,7 @@ from llama_index.core.memory import ChatMemoryBuffer
 
 from chatmemory import ChatMemory, Principal
 from chatmemory.loops import BackgroundLoop
-
-T = TypeVar("T")
-
-
-async def in_daemon_thread(program: Callable[[str], T], url: str) -> T:
-    outcome: Future[T] = Future()
-
-    def run() -> None:
-        try:
-            outcome.set_result(program(url))
-        except BaseException as error:  # handed to the test
-            outcome.set_exception(error)
-
-    threading.Thread(target=run, daemon=True).start()
-    return await asyncio.wait_for(asyncio.wrap_future(outcome), timeout=30)
+from tests.plugins._threads import in_daemon_thread
 
 
 def user(text: str) -> ChatMessage:
