@@ -43,7 +43,10 @@ async def test_writes_reach_the_database_file_without_a_commit_waiting(tmp_path:
 async def test_a_writer_that_never_pauses_keeps_the_wal_bounded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Writes five times the writer's limit in pages; the WAL stays a fraction of that."""
+    """Writes eight times the writer's limit in pages; the WAL stays at half that. (The WAL file
+    keeps the largest size it ever reached, and it may pass the limit by what the writer adds
+    while a checkpoint is copying, more on a busy machine; without checkpoints it would hold
+    every page written.)"""
     limit = 400
     monkeypatch.setattr(_sqlite_driver, "WAL_LIMIT_PAGES", limit)
     path = tmp_path / "b.db"
@@ -52,7 +55,7 @@ async def test_a_writer_that_never_pauses_keeps_the_wal_bounded(
         conv = await alice.start_conversation()
         run = await alice.start_history(conv.id, model="m")
         text = "x" * 3000  # about a page per message
-        for _ in range(5 * limit // 10):
+        for _ in range(8 * limit // 10):
             await alice.append_messages(run.id, [NewMessage("user", text) for _ in range(10)])
         wal_pages = (path.parent / (path.name + "-wal")).stat().st_size // 4096
-    assert wal_pages < 3 * limit
+    assert wal_pages < 4 * limit
