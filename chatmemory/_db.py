@@ -351,7 +351,7 @@ async def _outcome(submitted: concurrent.futures.Future[T], write: bool, *, unst
     except asyncio.CancelledError:
         if (unstarted and submitted.cancel()) or not write:
             raise
-        await _settle(waiting)
+        await settle(waiting)
         raise
 
 
@@ -362,17 +362,18 @@ async def _finish(task: asyncio.Future[T], write: bool) -> T:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         if write:
-            await _settle(task)
+            await settle(task)
         raise
 
 
-async def _settle(future: asyncio.Future[Any]) -> None:
-    """Wait until ``future`` is done, whatever cancellations arrive meanwhile."""
+async def settle(future: asyncio.Future[Any]) -> None:
+    """Wait until ``future`` is done, whatever cancellations arrive meanwhile, and whatever it
+    ends in: a cancelled caller's cancellation is what goes on, never the work's own error."""
     while not future.done():
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(future)
+            await asyncio.wait({future})
     if not future.cancelled():
-        future.exception()  # retrieved; the caller's cancellation is what propagates
+        future.exception()  # retrieved
 
 
 def _first_line(exc: BaseException) -> str:

@@ -105,6 +105,35 @@ async def test_cancelled_appends_commit_whole_or_not_at_all(db_url: str, backend
         await _assert_no_open_transaction(db_url, backend)
 
 
+async def test_a_cancelled_caller_is_cancelled_whatever_its_started_write_ends_in(memory: ChatMemory) -> None:
+    """A write that has started runs to its end after its caller is cancelled; when it then
+    fails, the caller still gets its CancelledError (as asyncio.timeout and task groups need),
+    not the write's error."""
+    chat = memory.scoped(Principal("alice"))
+    conv = await chat.start_conversation()
+    done = await chat.start_history(conv.id, model="m")
+    await chat.finish_history(done.id)
+    started, release = threading.Event(), threading.Event()
+
+    def hold(stmt: Stmt) -> None:
+        started.set()
+        release.wait(10)
+
+    memory._db.set_trace(hold)
+    try:
+        task = asyncio.create_task(chat.append_messages(done.id, [{"role": "user", "content": "late"}]))
+        assert await asyncio.to_thread(started.wait, 10)  # the write is running
+        task.cancel()
+        await asyncio.sleep(0.01)
+        release.set()  # it fails: the history is finished
+        await asyncio.wait({task}, timeout=10)
+    finally:
+        release.set()
+        memory._db.set_trace(None)
+    assert task.cancelled()
+    assert await chat.transcript(conv.id) == []
+
+
 async def _assert_no_open_transaction(db_url: str, backend: str) -> None:
     url = make_url(db_url)
     if backend == "sqlite":
