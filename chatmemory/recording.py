@@ -26,6 +26,7 @@ from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 from uuid import UUID
 
+from chatmemory._db import settle
 from chatmemory.models import History
 
 __all__ = [
@@ -99,19 +100,8 @@ async def settled(work: Coroutine[Any, Any, T]) -> T:
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
-        await _ended(task)
+        await settle(task)
         raise
-
-
-async def _ended(task: asyncio.Future[Any]) -> None:
-    """Wait for ``task`` to end, through any further cancellation of the caller."""
-    while not task.done():
-        try:
-            await asyncio.wait({task})
-        except asyncio.CancelledError:
-            continue
-    if not task.cancelled():
-        task.exception()  # retrieved: the caller's cancellation is what is raised
 
 
 @contextlib.contextmanager
