@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatmemory import ChatMemory, InvalidInputError, NewMessage, Principal, StorageError, ToolCallPart
 from chatmemory._db import create_engine, resolve_url
@@ -114,115 +116,101 @@ async def test_foreign_keys_cascade_on_hard_delete(memory: ChatMemory) -> None:
             assert (await conn.execute(select(func.count()).select_from(table))).scalar_one() == 0
 
 
-async def test_wrapped_engine_is_not_disposed(db_url: str) -> None:
+@pytest.fixture
+async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine of the caller's own on a migrated database, disposed after the test."""
     async with ChatMemory.open(db_url):
         pass  # migrate
     engine = create_engine(db_url)
-    try:
-        async with ChatMemory(engine) as memory:
-            await memory.check_schema()
-            await memory.scoped(Principal("a")).start_conversation()
-        # Still usable: the pool was not disposed, so its connection is still checked in.
-        assert engine.pool.checkedin() >= 1
-        async with engine.connect() as conn:
-            count = (await conn.execute(select(func.count()).select_from(conversations))).scalar_one()
-        assert count == 1
-    finally:
-        await engine.dispose()
+    yield engine
+    await engine.dispose()
 
 
-async def test_a_callers_engine_from_another_event_loop_works_or_is_refused_at_once(db_url: str) -> None:
+async def test_wrapped_engine_is_not_disposed(engine: AsyncEngine) -> None:
+    async with ChatMemory(engine) as memory:
+        await memory.check_schema()
+        await memory.scoped(Principal("a")).start_conversation()
+    # Still usable: the pool was not disposed, so its connection is still checked in.
+    assert engine.pool.checkedin() >= 1
+    async with engine.connect() as conn:
+        count = (await conn.execute(select(func.count()).select_from(conversations))).scalar_one()
+    assert count == 1
+
+
+async def test_a_callers_engine_from_another_event_loop_works_or_is_refused_at_once(
+    engine: AsyncEngine,
+) -> None:
     """A caller's engine used from a thread with its own loop (as frameworks' thread pools do):
     aiosqlite serves it; asyncpg connections belong to the loop that opened them, so such a call
     is refused with StorageError before it touches one, and the engine keeps serving its own
     loop, until it is disposed and another loop may take it over."""
-    async with ChatMemory.open(db_url):
-        pass  # migrate
-    engine = create_engine(db_url)
-    try:
-        memory = ChatMemory(engine)
-        alice = memory.scoped(Principal("alice"))
-        conv = await alice.start_conversation(title="home")
+    memory = ChatMemory(engine)
+    alice = memory.scoped(Principal("alice"))
+    conv = await alice.start_conversation(title="home")
 
-        async def elsewhere() -> str | None:
-            title = (await alice.get_conversation(conv.id)).title
-            await engine.dispose()  # what this loop opened, it closes
-            return title
+    async def elsewhere() -> str | None:
+        title = (await alice.get_conversation(conv.id)).title
+        await engine.dispose()  # what this loop opened, it closes
+        return title
 
-        def in_another_loop() -> str | None:
-            return asyncio.run(asyncio.wait_for(elsewhere(), timeout=10))
+    def in_another_loop() -> str | None:
+        return asyncio.run(asyncio.wait_for(elsewhere(), timeout=10))
 
-        if engine.dialect.driver == "asyncpg":
-            await alice.get_conversation(conv.id)  # the pool holds this loop's connection
-            with pytest.raises(StorageError, match="another event loop"):
-                await asyncio.to_thread(in_another_loop)
-            connection = engine.pool.checkedin()
-            for _ in range(3):  # the home loop's connection was left untouched, and serves it
-                assert (await alice.get_conversation(conv.id)).title == "home"
-            assert engine.pool.checkedin() == connection == 1
-            await engine.dispose()
-        assert await asyncio.to_thread(in_another_loop) == "home"
-    finally:
+    if engine.dialect.driver == "asyncpg":
+        await alice.get_conversation(conv.id)  # the pool holds this loop's connection
+        with pytest.raises(StorageError, match="another event loop"):
+            await asyncio.to_thread(in_another_loop)
+        connection = engine.pool.checkedin()
+        for _ in range(3):  # the home loop's connection was left untouched, and serves it
+            assert (await alice.get_conversation(conv.id)).title == "home"
+        assert engine.pool.checkedin() == connection == 1
         await engine.dispose()
+    assert await asyncio.to_thread(in_another_loop) == "home"
 
 
-async def test_json_columns_read_back_through_a_callers_engine(db_url: str) -> None:
+async def test_json_columns_read_back_through_a_callers_engine(engine: AsyncEngine) -> None:
     """The engine's own driver may hand JSON columns over already decoded (SQLAlchemy's asyncpg
     dialect does); they read back the same as through a store opened from the URL."""
-    async with ChatMemory.open(db_url):
-        pass  # migrate
-    engine = create_engine(db_url)
-    try:
-        async with ChatMemory(engine) as memory:
-            chat = memory.scoped(Principal("a"))
-            conv = await chat.start_conversation(metadata={"topic": "owls"})
-            run = await chat.start_history(conv.id, model="m", system_prompts=["be brief"])
-            call = ToolCallPart(id="c1", name="lookup", arguments={"q": "owls"})
-            await chat.append_messages(run.id, [NewMessage("assistant", [call], usage={"tokens": 3})])
-            await chat.merge_and_append({conv.id: {"step": 2}})
-            found = await chat.get_conversation(conv.id)
-            assert found.metadata == {"topic": "owls", "step": 2}
-            assert found.histories[0].system_prompts == ["be brief"]
-            (message,) = await chat.transcript(conv.id)
-            assert message.parts == [call] and message.usage == {"tokens": 3}
-    finally:
-        await engine.dispose()
+    async with ChatMemory(engine) as memory:
+        chat = memory.scoped(Principal("a"))
+        conv = await chat.start_conversation(metadata={"topic": "owls"})
+        run = await chat.start_history(conv.id, model="m", system_prompts=["be brief"])
+        call = ToolCallPart(id="c1", name="lookup", arguments={"q": "owls"})
+        await chat.append_messages(run.id, [NewMessage("assistant", [call], usage={"tokens": 3})])
+        await chat.merge_and_append({conv.id: {"step": 2}})
+        found = await chat.get_conversation(conv.id)
+        assert found.metadata == {"topic": "owls", "step": 2}
+        assert found.histories[0].system_prompts == ["be brief"]
+        (message,) = await chat.transcript(conv.id)
+        assert message.parts == [call] and message.usage == {"tokens": 3}
 
 
-async def test_writes_that_keep_json_columns_work_through_a_callers_engine(db_url: str) -> None:
+async def test_writes_that_keep_json_columns_work_through_a_callers_engine(engine: AsyncEngine) -> None:
     """A write that keeps a row's JSON columns as they are (a title change keeps the metadata, a
     finish keeps the system prompts, a failed message keeps its parts) sends them back as the
     JSON they were, though the engine's driver decoded them when they were read."""
-    async with ChatMemory.open(db_url):
-        pass  # migrate
-    engine = create_engine(db_url)
-    try:
-        async with ChatMemory(engine) as memory:
-            chat = memory.scoped(Principal("a"))
-            conv = await chat.start_conversation(metadata={"topic": "owls"})
-            run = await chat.start_history(conv.id, model="m", system_prompts=["be brief"], metadata={"n": 1})
-            call = ToolCallPart(id="c1", name="lookup", arguments={"q": "owls"})
-            (pending,) = await chat.append_messages(
-                run.id, [NewMessage("assistant", [call], status="pending")]
-            )
-            await chat.update_conversation(conv.id, title="Owls")
-            await chat.update_history(run.id, model="m2")
-            failed = await chat.fail_message(pending.id, error="boom")
-            finished = await chat.finish_history(run.id, usage={"tokens": 3})
-            assert failed.parts == [call] and finished.system_prompts == ["be brief"]
-            found = await chat.get_conversation(conv.id, messages=True)
-            assert (found.title, found.metadata) == ("Owls", {"topic": "owls"})
-            (history,) = found.histories
-            assert (history.model, history.status, history.system_prompts) == (
-                "m2",
-                "completed",
-                ["be brief"],
-            )
-            assert history.metadata == {"n": 1} and history.usage == {"tokens": 3}
-            assert history.messages is not None and history.messages[0].parts == [call]
-            assert history.messages[0].status == "error"
-    finally:
-        await engine.dispose()
+    async with ChatMemory(engine) as memory:
+        chat = memory.scoped(Principal("a"))
+        conv = await chat.start_conversation(metadata={"topic": "owls"})
+        run = await chat.start_history(conv.id, model="m", system_prompts=["be brief"], metadata={"n": 1})
+        call = ToolCallPart(id="c1", name="lookup", arguments={"q": "owls"})
+        (pending,) = await chat.append_messages(run.id, [NewMessage("assistant", [call], status="pending")])
+        await chat.update_conversation(conv.id, title="Owls")
+        await chat.update_history(run.id, model="m2")
+        failed = await chat.fail_message(pending.id, error="boom")
+        finished = await chat.finish_history(run.id, usage={"tokens": 3})
+        assert failed.parts == [call] and finished.system_prompts == ["be brief"]
+        found = await chat.get_conversation(conv.id, messages=True)
+        assert (found.title, found.metadata) == ("Owls", {"topic": "owls"})
+        (history,) = found.histories
+        assert (history.model, history.status, history.system_prompts) == (
+            "m2",
+            "completed",
+            ["be brief"],
+        )
+        assert history.metadata == {"n": 1} and history.usage == {"tokens": 3}
+        assert history.messages is not None and history.messages[0].parts == [call]
+        assert history.messages[0].status == "error"
 
 
 async def test_unreachable_database_is_a_storage_error(tmp_path: Path) -> None:
