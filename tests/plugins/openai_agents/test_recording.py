@@ -225,7 +225,8 @@ async def test_a_failing_streamed_run_leaves_a_failed_history(
     assert shape(run.messages or []) == [("user", None, "Hi")]
 
 
-async def test_a_cancelled_run_leaves_a_cancelled_history(alice: Scope, conversation: Conversation) -> None:
+async def _run_waiting_for_its_model(alice: Scope, conversation: Conversation) -> asyncio.Task[Any]:
+    """``session.run`` of an agent whose model never answers, once it is waiting for it."""
     started = asyncio.Event()
 
     async def never_answers(call: ModelCall) -> list[Any]:
@@ -237,6 +238,11 @@ async def test_a_cancelled_run_leaves_a_cancelled_history(alice: Scope, conversa
     agent = make_agent("helper", NamedModel("model-a", [ModelStep.respond(never_answers)]))
     task = asyncio.create_task(session.run(agent, "Hi"))
     await started.wait()
+    return task
+
+
+async def test_a_cancelled_run_leaves_a_cancelled_history(alice: Scope, conversation: Conversation) -> None:
+    task = await _run_waiting_for_its_model(alice, conversation)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -253,17 +259,7 @@ async def test_a_run_cancelled_again_while_it_closes_is_still_closed_cancelled(a
     cancelled run closes its history does not leave the history ``running``."""
     for delay in range(0, 20, 2):  # the second cancellation lands at each step of the close
         conversation = await alice.start_conversation()
-        started = asyncio.Event()
-
-        async def never_answers(call: ModelCall, started: asyncio.Event = started) -> list[Any]:
-            started.set()
-            await asyncio.Event().wait()
-            return []
-
-        session = ChatMemorySession(alice, conversation.id)
-        agent = make_agent("helper", NamedModel("model-a", [ModelStep.respond(never_answers)]))
-        task = asyncio.create_task(session.run(agent, "Hi"))
-        await started.wait()
+        task = await _run_waiting_for_its_model(alice, conversation)
         task.cancel()
         for _ in range(delay):
             await asyncio.sleep(0)
