@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,14 @@ async def test_token_file_and_jwt_verifiers_combine(tmp_path: Path) -> None:
         )
         with pytest.raises(CredentialsRefused):
             await principal_from_authorization(f"Bearer {issuer.mint('alice', aud='web')}", verifier)
+
+
+async def test_a_token_lives_at_least_as_long_as_it_was_made_to(tmp_path: Path) -> None:
+    """Whole seconds are rounded up: ``expires_in=1`` never makes a token that is already gone."""
+    for _ in range(5):
+        before = time.time()
+        token, entry = TokenFile(tmp_path / "tokens.json").create(Principal("alice"), expires_in=1)
+        assert entry.expires_at is not None and entry.expires_at >= before + 1
+        verifier = TokenFileVerifier(tmp_path / "tokens.json")
+        assert await principal_from_authorization(f"Bearer {token}", verifier) == Principal("alice")
+        time.sleep(0.13)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -215,14 +216,15 @@ async def test_a_stream_ends_when_its_token_expires_or_is_revoked(
     one (WebSocket) ends it, and nothing written afterwards reaches it."""
     path, _ = token_file
     alice = memory.scoped(Principal("alice"))
-    short, _ = TokenFile(path).create(Principal("alice"), expires_in=1)
+    short, expiring = TokenFile(path).create(Principal("alice"), expires_in=1)
     async with (
         httpx.AsyncClient(base_url=api.url + "/v1", headers={"Authorization": f"Bearer {short}"}) as http,
         sse(http, "/events") as (_, events),
     ):
         (ready,) = await take(events, 1)
         assert ready.event == "ready"
-        await asyncio.sleep(1.1)
+        assert expiring.expires_at is not None
+        await asyncio.sleep(expiring.expires_at - time.time() + 0.1)
         await alice.start_conversation(title="after expiry")
         rest = await asyncio.wait_for(_all(events), WAIT)
     assert [e.event for e in rest if e.event != "ready"][-1:] == ["error"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import secrets
 import tempfile
@@ -162,15 +163,16 @@ class TokenFile:
         if principal.tenant is not None and "://" in principal.tenant:
             raise InvalidInputError("tenant", "may not contain '://' (reserved for JWT issuers)")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        now = int(time.time())
+        now = time.time()
         entry = TokenEntry(
             id="tok_" + secrets.token_hex(6),
             principal=principal.id,
             tenant=principal.tenant,
             admin=principal.admin,
             label=label,
-            created_at=now,
-            expires_at=None if expires_in is None else now + expires_in,
+            created_at=int(now),
+            # Rounded up, so the token lives at least ``expires_in`` seconds.
+            expires_at=None if expires_in is None else math.ceil(now + expires_in),
         )
         entries = self.load()
         entries[hash_token(token)] = entry
