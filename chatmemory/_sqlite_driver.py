@@ -118,6 +118,8 @@ class Checkpointer:
                 if self._stop.wait(CHECKPOINT_DELAY):
                     return
                 self._wake.clear()
+                if self._stop.is_set():  # close() came just now: the wake-up it sent is cleared
+                    return
                 # PASSIVE copies what no reader still needs, and never waits for or blocks anyone.
                 # It fails only while another connection checkpoints; the next write wakes this.
                 with contextlib.suppress(sqlite3.Error):

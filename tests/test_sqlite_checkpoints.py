@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,36 @@ async def test_a_writer_that_never_pauses_keeps_the_wal_bounded(
             await alice.append_messages(run.id, [NewMessage("user", text) for _ in range(10)])
         wal_pages = (path.parent / (path.name + "-wal")).stat().st_size // 4096
     assert wal_pages < 4 * limit
+
+
+class _StopLandingAfterTheDelay(threading.Event):
+    """The checkpoint thread's stop event, whose first wait that runs out lets ``close()`` set
+    the stop and send its wake-up before answering "not stopped": a thread switch just after the
+    delay."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__()
+        self.delay_over = threading.Event()
+        self._wake = wake
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if super().wait(timeout) or self.delay_over.is_set():
+            return self.is_set()
+        self.delay_over.set()
+        super().wait(10)
+        for _ in range(1000):  # close() wakes the thread just after setting the stop
+            if self._wake.is_set():
+                break
+            time.sleep(0.01)
+        return False
+
+
+def test_a_close_landing_just_after_the_checkpoint_delay_ends_the_thread(tmp_path: Path) -> None:
+    checkpointer = _sqlite_driver.Checkpointer(str(tmp_path / "d.db"))
+    stop = checkpointer._stop = _StopLandingAfterTheDelay(checkpointer._wake)
+    checkpointer.request()
+    assert stop.delay_over.wait(10)
+    closing = threading.Thread(target=checkpointer.close, daemon=True)
+    closing.start()
+    closing.join(10)
+    assert not closing.is_alive()

@@ -9,13 +9,15 @@ fresh read of the conversation would give them.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from chatmemory_pydantic_ai import ChatMemoryCapability, load_messages
+from chatmemory_pydantic_ai import ChatMemoryCapability
 
+from chatmemory import HistoryDetail
 from chatmemory.scope import Scope
-from tests.plugins.pydantic_ai._models import Script, adder, as_json
+from tests.plugins.pydantic_ai._models import Script, adder, resumed_and_read
 
 
 def run_sync_on_a_loop_of_its_own(agent: Any, prompt: str) -> Any:
@@ -28,27 +30,44 @@ def run_sync_on_a_loop_of_its_own(agent: Any, prompt: str) -> Any:
         loop.close()
 
 
+def shown(histories: Sequence[HistoryDetail], script: Script) -> str:
+    """The stored histories and what the model was sent on each call, for a failure's message."""
+    lines = []
+    for h in histories:
+        run = (h.metadata or {}).get("run_id")
+        lines.append(f"history {h.id} {h.status} started {h.created_at} run {run}")
+        lines += [f"  {m.seq} {m.role}: {m.content!r}" for m in h.messages or ()]
+    for sent in script.received:
+        prompts = [p.content for m in sent for p in m.parts if p.part_kind == "user-prompt"]
+        kinds = [[p.part_kind for p in m.parts] for m in sent]
+        lines.append(f"model sent, for {prompts[-1] if prompts else None!r}: {kinds}")
+    return "\n".join(lines)
+
+
 async def test_run_sync_from_several_threads_at_once_records_every_run(alice: Scope) -> None:
     conv = await alice.start_conversation()
     capability = ChatMemoryCapability(alice, conv.id)
-    agent = adder(Script("fn-A").model, capabilities=[capability])
+    script = Script("fn-A")
+    agent = adder(script.model, capabilities=[capability])
 
     def run_all() -> list[Any]:
         with ThreadPoolExecutor(max_workers=4) as pool:
-            return list(pool.map(lambda i: run_sync_on_a_loop_of_its_own(agent, f"sum {i}"), range(4)))
+            runs = [pool.submit(run_sync_on_a_loop_of_its_own, agent, f"sum {i}") for i in range(4)]
+        return [run.exception() or run.result() for run in runs]
 
     results = await asyncio.wait_for(asyncio.to_thread(run_all), timeout=30)
 
     histories = (await alice.get_conversation(conv.id, messages=True)).histories
-    assert sorted(h.messages[0].content for h in histories if h.messages) == [f"sum {i}" for i in range(4)]
+    detail = shown(histories, script)
+    assert not [r for r in results if isinstance(r, BaseException)], f"{results!r}\n{detail}"
+    prompts = sorted(h.messages[0].content for h in histories if h.messages)
+    assert prompts == [f"sum {i}" for i in range(4)], detail
     assert [(h.status, [m.role for m in h.messages or []]) for h in histories] == [
         ("completed", ["user", "assistant", "tool", "assistant"])
-    ] * 4
+    ] * 4, detail
     # The capability read the runs as they were stored, side by side; it must resume from what a
     # full read gives: each run's messages together, every tool call with its result.
-    later, fresh = Script("fn-B", tool=False), Script("fn-B", tool=False)
-    await adder(fresh.model).run("total?", message_history=await load_messages(alice, conv.id))
-    await adder(later.model, capabilities=[capability]).run("total?")
-    assert len(later.received[0]) == 4 * 4 + 1
-    assert as_json(later.received[0][:-1]) == as_json(fresh.received[0][:-1])
-    assert {r.run_id for r in results} == {h.metadata["run_id"] for h in histories if h.metadata}
+    resumed, read = await resumed_and_read(alice, conv.id, capability)
+    assert len(resumed) == 4 * 4, detail
+    assert resumed == read, detail
+    assert {r.run_id for r in results} == {h.metadata["run_id"] for h in histories if h.metadata}, detail

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import bisect
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
@@ -100,17 +100,20 @@ class ConversationCache:
         # Concurrent runs share this cache: work on a snapshot, then swap it in at once.
         last, status, starts = self.last, dict(self.status), dict(self.starts)
         base, places = list(self.messages), list(self.places)
+        histories: Sequence[History] = []
         newer = await self._newer(chat, conversation_id, last) if self.loaded else None
-        if newer is None:
-            detail = await chat.get_conversation(conversation_id, messages=True)
-            histories: list[History] = list(detail.histories)
-            stored = [m for h in detail.histories for m in h.messages or () if m.status == "complete"]
-            base, places, status, starts = [], [], {}, {}
-        else:
+        if newer is not None:
             ids = {m.history_id for m in newer}
             unknown = {h for h in ids if h not in starts or status.get(h, "running") == "running"}
             histories = [await chat.get_history(h, messages=False) for h in sorted(unknown)]
             stored = [m for m in newer if m.status == "complete"]
+            if _completed_after_calls(histories, stored):
+                newer = None
+        if newer is None:
+            detail = await chat.get_conversation(conversation_id, messages=True)
+            histories = detail.histories
+            stored = [m for h in detail.histories for m in h.messages or () if m.status == "complete"]
+            base, places, status, starts = [], [], {}, {}
         for history in histories:
             starts[history.id] = history.created_at
             status[history.id] = await self._close_if_abandoned(chat, history)
@@ -175,6 +178,17 @@ class ConversationCache:
             # calls will never be answered, and pydantic-ai refuses a new prompt after them.
             out[-1:] = pai.repair_messages(out[-1:])
         return out
+
+
+def _completed_after_calls(histories: Sequence[History], stored: list[Message]) -> bool:
+    """Whether a history read ``completed`` ends, as far as ``stored`` goes, on a response calling
+    tools. Its status was read after its messages: its run may have ended in between, after
+    messages this read missed, and its calls would then be left open as a completed run's
+    deferred ones (pydantic-ai refuses a new prompt after them). A full read gives a history's
+    messages and status at once."""
+    completed = {h.id for h in histories if h.status == "completed"}
+    newest = {m.history_id: m for m in stored if m.history_id in completed}  # in seq order: the last wins
+    return any(any(isinstance(p, ToolCallPart) for p in m.parts or ()) for m in newest.values())
 
 
 def _place(
