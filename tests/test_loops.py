@@ -217,9 +217,10 @@ def test_an_any_loop_lock_excludes_coroutines_of_several_threads_and_loops() -> 
 
 
 def test_a_background_loop_closed_under_a_run_fails_the_run_instead_of_hanging() -> None:
-    cancelled = threading.Event()
+    started, cancelled = threading.Event(), threading.Event()
 
     async def forever() -> None:
+        started.set()
         try:
             await asyncio.sleep(60)
         except asyncio.CancelledError:
@@ -236,7 +237,7 @@ def test_a_background_loop_closed_under_a_run_fails_the_run_instead_of_hanging()
             running.set_exception(error)
 
     threading.Thread(target=run, daemon=True).start()
-    time.sleep(0.1)
+    assert started.wait(10)  # the call runs on the loop when the loop closes
     bounded(background.close)
     with pytest.raises(RuntimeError, match="closed"):
         running.result(timeout=5)
