@@ -56,16 +56,23 @@ def no_rescan(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("no_rescan")
-async def test_a_change_committed_by_another_process_arrives(alice: Scope, db_url: str) -> None:
+async def test_a_change_committed_by_another_process_arrives(
+    memory: ChatMemory, alice: Scope, db_url: str
+) -> None:
     conv = await alice.start_conversation()
     run = await alice.start_history(conv.id, model="m")
     cursor = await alice.change_cursor(conv.id)
+    postgres = memory._db._postgres
     async with aclosing(alice.watch(conv.id, after=cursor)) as events:
-        first = asyncio.ensure_future(take(events, 3))
-        await asyncio.sleep(0.2)  # watching (and, on PostgreSQL, listening) before the writer starts
+        # Bounded from the writer's exit: starting a process may take long on a busy machine.
+        first = asyncio.ensure_future(take(events, 3, seconds=None))
+        await until(
+            lambda: bool(memory._db.changes._waiters) and (postgres is None or postgres.listening),
+            "watching (and, on PostgreSQL, listening) before the writer starts",
+        )
         writer = await asyncio.create_subprocess_exec(sys.executable, "-c", WRITER, db_url, str(run.id))
         assert await asyncio.wait_for(writer.wait(), 60) == 0
-        got = await first
+        got = await asyncio.wait_for(first, WAIT)
     assert [e.message.content for e in got if e.message] == [f"from afar {i}" for i in range(3)]
     assert [e.seq for e in got] == [1, 2, 3]
 
