@@ -200,10 +200,7 @@ async def test_a_sidebar_read_moves_past_changes_it_cannot_see(
             for _ in range(3):
                 await alice.start_conversation()
             head = parse_cursor(await alice.change_cursor())[0]
-            for _ in range(100):
-                if reads and reads[-1] == head:
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: bool(reads) and reads[-1] == head, "a read after the last change")
         finally:
             memory._db.set_trace(None)
         waiting.cancel()
