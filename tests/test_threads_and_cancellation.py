@@ -20,6 +20,7 @@ from sqlalchemy import make_url
 from chatmemory import ChatMemory, ConflictError, HistoryNotFound, Message, Principal, StorageError
 from chatmemory._plan import Stmt
 from tests._postgres import log_queries
+from tests.test_postgres_group_commit import until
 
 BATCH = 4
 
@@ -238,9 +239,9 @@ async def test_queued_sqlite_writes_commit_together_and_fail_alone(tmp_path: Pat
                 (run.id, "two"),
             ]
         ]
-        await asyncio.sleep(0.05)  # every call is queued behind the blocked writer
+        await until(lambda: len(driver._queued) == len(calls), "every call queued behind the blocked writer")
         calls[2].cancel()
-        await asyncio.sleep(0.01)  # the cancelled caller withdraws its queued write
+        await until(calls[2].done, "the cancelled caller withdrew its queued write")
         gate.set()
         results = await asyncio.gather(*calls, return_exceptions=True)
         await blocked
