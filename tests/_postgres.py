@@ -16,15 +16,16 @@ import os
 import tempfile
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy import make_url
 
 ENV = "CHATMEMORY_TEST_POSTGRES_URL"
+T = TypeVar("T")
 # Durability settings a server that is deleted at the end of the run has no use for.
 _THROWAWAY_SETTINGS = ("fsync = off", "synchronous_commit = off", "full_page_writes = off")
 
@@ -107,3 +108,25 @@ async def log_queries(memory: Any) -> list[str]:
 
     await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(install(), driver._loop))
     return queries
+
+
+async def pool_idle(memory: Any) -> None:
+    """Until every pooled connection of the store is back in its pool, and its loop has run
+    what finishing their calls scheduled (query loggers): at most 30 s, the machine may be slow."""
+    driver = memory._db._postgres
+    assert driver is not None and driver._pool is not None
+    pool = driver._pool
+
+    async def idle() -> bool:
+        return bool(pool._queue.qsize() == len(pool._holders))
+
+    def on_the_loop(check: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(check, driver._loop))
+
+    for _ in range(3000):
+        if await on_the_loop(idle()):
+            # A logger the last release raced with runs before a call scheduled after it.
+            await on_the_loop(asyncio.sleep(0))
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the store's connections never all went back to its pool")

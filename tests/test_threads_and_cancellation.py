@@ -19,7 +19,7 @@ from sqlalchemy import make_url
 
 from chatmemory import ChatMemory, ConflictError, HistoryNotFound, Message, Principal, StorageError
 from chatmemory._plan import Stmt
-from tests._postgres import log_queries
+from tests._postgres import log_queries, pool_idle
 from tests.test_postgres_group_commit import until
 
 BATCH = 4
@@ -273,5 +273,5 @@ async def test_postgres_call_is_its_statements_only(postgres_url: str) -> None:
         queries = await log_queries(memory)
         await chat.append_messages(run.id, [{"role": "user", "content": "a"}])
         await chat.list_messages(conversation_id=conv.id, newest_first=True)
-        await asyncio.sleep(0.05)  # the release runs on the driver's loop
+        await pool_idle(memory)
     assert [q.split()[0].rstrip(";") for q in queries] == ["BEGIN", "WITH", "COMMIT", "SELECT"]
