@@ -158,7 +158,7 @@ async def test_closing_the_store_while_appends_queue_answers_every_caller(postgr
     async with _row_held(url, run.conversation_id):
         calls = await _queued(chat, run.id, [{"role": "user", "content": f"m{i}"} for i in range(6)])
         closing = asyncio.ensure_future(memory.close())
-        await asyncio.sleep(0.2)
+        await until(lambda: memory._db._postgres._closing, "the store's driver closing")
     await asyncio.wait_for(closing, 60)
     results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
     assert all(isinstance(r, list | StorageError) for r in results), results
