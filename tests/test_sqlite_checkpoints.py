@@ -4,13 +4,13 @@ when writes never pause."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from chatmemory import ChatMemory, NewMessage, Principal, _sqlite_driver
+from tests.test_postgres_group_commit import until
 
 
 def _in_database_file(path: Path) -> int:
@@ -33,11 +33,7 @@ async def test_writes_reach_the_database_file_without_a_commit_waiting(tmp_path:
         run = await alice.start_history(conv.id, model="m")
         await alice.append_messages(run.id, [NewMessage("user", f"m{i}") for i in range(5)])
         # Far below the writer's own limit, so only the background thread can have copied them.
-        for _ in range(200):
-            if _in_database_file(path) == 5:
-                break
-            await asyncio.sleep(0.02)
-        assert _in_database_file(path) == 5
+        await until(lambda: _in_database_file(path) == 5, "the messages in the database file")
 
 
 async def test_a_writer_that_never_pauses_keeps_the_wal_bounded(
