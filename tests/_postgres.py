@@ -16,10 +16,11 @@ import os
 import tempfile
 import uuid
 import warnings
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
+from unittest import mock
 
 import asyncpg
 from sqlalchemy import make_url
@@ -35,6 +36,19 @@ def _scratch_directory() -> str | None:
     return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
 
 
+def _patient(pg_ctl: Callable[..., str]) -> Callable[..., str]:
+    """``pg_ctl`` as pgserver runs it, with at least two minutes for each command: pgserver
+    gives ``pg_ctl start`` 10 s, which a busy machine starting a server per test worker at
+    once can exceed (``pg_ctl`` itself waits up to 60 s for the server)."""
+
+    def run(args: list[str], **kwargs: Any) -> str:
+        if "timeout" in kwargs:
+            kwargs["timeout"] = max(kwargs["timeout"], 120)
+        return pg_ctl(args, **kwargs)
+
+    return run
+
+
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Yields a ``postgresql://`` URL of a server that accepts CREATE DATABASE."""
@@ -46,10 +60,12 @@ def postgres_server() -> Iterator[str]:
         # pgserver warns about its environment (no XDG_RUNTIME_DIR, deprecated APIs); none matters here.
         warnings.simplefilter("ignore")
         import pgserver
+        from pgserver import postgres_server as pgserver_module
 
         workdir = tempfile.mkdtemp(prefix="chatmemory-pg-", dir=_scratch_directory())
         os.chmod(workdir, 0o755)
-        server = pgserver.get_server(workdir, cleanup_mode="delete")
+        with mock.patch.object(pgserver_module, "pg_ctl", _patient(pgserver_module.pg_ctl)):
+            server = pgserver.get_server(workdir, cleanup_mode="delete")
     try:
         settings = "".join(f"ALTER SYSTEM SET {setting};\n" for setting in _THROWAWAY_SETTINGS)
         server.psql(f"{settings}SELECT pg_reload_conf();\n")
