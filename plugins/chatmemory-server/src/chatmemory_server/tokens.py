@@ -163,16 +163,17 @@ class TokenFile:
         if principal.tenant is not None and "://" in principal.tenant:
             raise InvalidInputError("tenant", "may not contain '://' (reserved for JWT issuers)")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        now = time.time()
+        # Whole seconds, rounded up: an expiring token lives at least ``expires_in`` seconds,
+        # and expires exactly ``expires_in`` after its recorded creation.
+        now = math.ceil(time.time())
         entry = TokenEntry(
             id="tok_" + secrets.token_hex(6),
             principal=principal.id,
             tenant=principal.tenant,
             admin=principal.admin,
             label=label,
-            created_at=int(now),
-            # Rounded up, so the token lives at least ``expires_in`` seconds.
-            expires_at=None if expires_in is None else math.ceil(now + expires_in),
+            created_at=now,
+            expires_at=None if expires_in is None else now + expires_in,
         )
         entries = self.load()
         entries[hash_token(token)] = entry
