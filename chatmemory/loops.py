@@ -58,6 +58,9 @@ class BackgroundLoop:
             memory = background.run(ChatMemory.open(url))
             ...
             background.run(memory.close())
+
+    Raises:
+        RuntimeError: its thread ended before the loop ran.
     """
 
     def __init__(self) -> None:
@@ -65,7 +68,14 @@ class BackgroundLoop:
         self._closing = threading.Lock()
         self._stopping = threading.Event()  # set once close() began cancelling the calls
         self._thread = threading.Thread(target=self._serve, name="chatmemory-loop", daemon=True)
+        running = threading.Event()
+        self.loop.call_soon(running.set)
         self._thread.start()
+        # Handed out only once it runs: a loop not running yet looks idle, and a HomeLoop
+        # caller would run it in its own thread, under the thread about to run it.
+        while not running.wait(_LIVENESS):
+            if not self._thread.is_alive():
+                raise RuntimeError("the BackgroundLoop's thread ended before its loop ran")
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)

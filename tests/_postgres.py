@@ -16,15 +16,17 @@ import os
 import tempfile
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from unittest import mock
 
 import asyncpg
 from sqlalchemy import make_url
 
 ENV = "CHATMEMORY_TEST_POSTGRES_URL"
+T = TypeVar("T")
 # Durability settings a server that is deleted at the end of the run has no use for.
 _THROWAWAY_SETTINGS = ("fsync = off", "synchronous_commit = off", "full_page_writes = off")
 
@@ -32,6 +34,19 @@ _THROWAWAY_SETTINGS = ("fsync = off", "synchronous_commit = off", "full_page_wri
 def _scratch_directory() -> str | None:
     shm = Path("/dev/shm")
     return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+def _patient(pg_ctl: Callable[..., str]) -> Callable[..., str]:
+    """``pg_ctl`` as pgserver runs it, with at least two minutes for each command: pgserver
+    gives ``pg_ctl start`` 10 s, which a busy machine starting a server per test worker at
+    once can exceed (``pg_ctl`` itself waits up to 60 s for the server)."""
+
+    def run(args: list[str], **kwargs: Any) -> str:
+        if "timeout" in kwargs:
+            kwargs["timeout"] = max(kwargs["timeout"], 120)
+        return pg_ctl(args, **kwargs)
+
+    return run
 
 
 @contextmanager
@@ -45,10 +60,12 @@ def postgres_server() -> Iterator[str]:
         # pgserver warns about its environment (no XDG_RUNTIME_DIR, deprecated APIs); none matters here.
         warnings.simplefilter("ignore")
         import pgserver
+        from pgserver import postgres_server as pgserver_module
 
         workdir = tempfile.mkdtemp(prefix="chatmemory-pg-", dir=_scratch_directory())
         os.chmod(workdir, 0o755)
-        server = pgserver.get_server(workdir, cleanup_mode="delete")
+        with mock.patch.object(pgserver_module, "pg_ctl", _patient(pgserver_module.pg_ctl)):
+            server = pgserver.get_server(workdir, cleanup_mode="delete")
     try:
         settings = "".join(f"ALTER SYSTEM SET {setting};\n" for setting in _THROWAWAY_SETTINGS)
         server.psql(f"{settings}SELECT pg_reload_conf();\n")
@@ -107,3 +124,25 @@ async def log_queries(memory: Any) -> list[str]:
 
     await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(install(), driver._loop))
     return queries
+
+
+async def pool_idle(memory: Any) -> None:
+    """Until every pooled connection of the store is back in its pool, and its loop has run
+    what finishing their calls scheduled (query loggers): at most 30 s, the machine may be slow."""
+    driver = memory._db._postgres
+    assert driver is not None and driver._pool is not None
+    pool = driver._pool
+
+    async def idle() -> bool:
+        return bool(pool._queue.qsize() == len(pool._holders))
+
+    def on_the_loop(check: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(check, driver._loop))
+
+    for _ in range(3000):
+        if await on_the_loop(idle()):
+            # A logger the last release raced with runs before a call scheduled after it.
+            await on_the_loop(asyncio.sleep(0))
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the store's connections never all went back to its pool")

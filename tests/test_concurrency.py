@@ -10,8 +10,10 @@ import sys
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
+import pytest
 from sqlalchemy import make_url
 
 from chatmemory import ChatMemory, ConflictError, HistoryNotFound, Message, MessageNotFound, Principal
@@ -155,7 +157,9 @@ async def test_concurrent_completions_of_one_message_succeed_once(alice: Scope) 
     assert (stored.status, stored.content) == ("complete", "x")
 
 
-async def test_an_append_queued_behind_finish_history_is_refused(memory: ChatMemory, db_url: str) -> None:
+async def test_an_append_queued_behind_finish_history_is_refused(
+    memory: ChatMemory, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Another session holds the write lock while a finish, then an append, queue for it: once
     the finish is through, the append must see the history finished and add nothing."""
     alice = memory.scoped(Principal("alice"))
@@ -165,6 +169,20 @@ async def test_an_append_queued_behind_finish_history_is_refused(memory: ChatMem
     if url.get_backend_name() == "sqlite":
         holder = sqlite3.connect(url.database or "", isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")
+        # The store's one writer runs its writes in the order they came: the first waits for
+        # the lock, the others queue behind it.
+        driver, writes = memory._db._sqlite, [0]
+        assert driver is not None
+        submit = driver.submit
+
+        def counted(plan: Any, *, write: bool) -> Any:
+            writes[0] += write
+            return submit(plan, write=write)
+
+        monkeypatch.setattr(driver, "submit", counted)
+
+        async def waiting() -> int:
+            return writes[0]
 
         async def release() -> None:
             holder.execute("ROLLBACK")
@@ -177,14 +195,32 @@ async def test_an_append_queued_behind_finish_history_is_refused(memory: ChatMem
         await transaction.start()
         await conn.execute("SELECT 1 FROM chat_conversations WHERE id = $1 FOR UPDATE", conv.id)
 
+        async def waiting() -> int:
+            # Inside a transaction, pg_stat_activity lists the sessions of its first look only.
+            await conn.execute("SELECT pg_stat_clear_snapshot()")
+            return int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+
         async def release() -> None:
             await transaction.rollback()
             await conn.close()
 
+    async def queued(n: int, what: str) -> None:
+        """Until ``n`` writes wait for the lock (at most 30 s: the machine may be slow)."""
+        for _ in range(3000):
+            if await waiting() >= n:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"not queued: {what}")
+
     finish = asyncio.ensure_future(alice.finish_history(run.id))
-    await asyncio.sleep(0.3)
+    await queued(1, "the finish")
     append = asyncio.ensure_future(alice.append_messages(run.id, [{"role": "user", "content": "late"}]))
-    await asyncio.sleep(0.3)
+    await queued(2, "the append, behind the finish")
     await release()
     finished, appended = await asyncio.gather(finish, append, return_exceptions=True)
     assert not isinstance(finished, BaseException), finished

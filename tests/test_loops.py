@@ -64,6 +64,32 @@ def test_an_idle_home_loop_is_run_by_sync_callers_taking_turns() -> None:
     assert seen == [loop] * 9
 
 
+def test_a_background_loop_that_starts_slowly_is_not_run_by_its_first_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A loop is handed out only once its thread runs it: one not running yet looks idle, and
+    a synchronous caller would run it in its own thread, under the thread about to run it."""
+    serve = BackgroundLoop._serve
+
+    def slow_to_start(self: BackgroundLoop) -> None:
+        time.sleep(0.2)  # as a busy machine may delay a new thread
+        serve(self)
+
+    async def serving_thread() -> threading.Thread:
+        return threading.current_thread()
+
+    monkeypatch.setattr(BackgroundLoop, "_serve", slow_to_start)
+
+    def program() -> threading.Thread:
+        home = HomeLoop(None)  # no loop running: a background loop of its own
+        try:
+            return home.call_sync(serving_thread())
+        finally:
+            home.close()
+
+    assert bounded(program).name == "chatmemory-loop"
+
+
 def test_a_closed_home_loop_is_replaced_by_a_background_loop_of_its_own() -> None:
     def program() -> list[asyncio.AbstractEventLoop]:
         home, closed = asyncio.run(home_made_here())
@@ -217,9 +243,10 @@ def test_an_any_loop_lock_excludes_coroutines_of_several_threads_and_loops() -> 
 
 
 def test_a_background_loop_closed_under_a_run_fails_the_run_instead_of_hanging() -> None:
-    cancelled = threading.Event()
+    started, cancelled = threading.Event(), threading.Event()
 
     async def forever() -> None:
+        started.set()
         try:
             await asyncio.sleep(60)
         except asyncio.CancelledError:
@@ -236,7 +263,7 @@ def test_a_background_loop_closed_under_a_run_fails_the_run_instead_of_hanging()
             running.set_exception(error)
 
     threading.Thread(target=run, daemon=True).start()
-    time.sleep(0.1)
+    assert started.wait(10)  # the call runs on the loop when the loop closes
     bounded(background.close)
     with pytest.raises(RuntimeError, match="closed"):
         running.result(timeout=5)

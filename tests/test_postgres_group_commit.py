@@ -158,7 +158,7 @@ async def test_closing_the_store_while_appends_queue_answers_every_caller(postgr
     async with _row_held(url, run.conversation_id):
         calls = await _queued(chat, run.id, [{"role": "user", "content": f"m{i}"} for i in range(6)])
         closing = asyncio.ensure_future(memory.close())
-        await asyncio.sleep(0.2)
+        await until(lambda: memory._db._postgres._closing, "the store's driver closing")
     await asyncio.wait_for(closing, 60)
     results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
     assert all(isinstance(r, list | StorageError) for r in results), results
@@ -200,13 +200,15 @@ async def test_a_connection_lost_mid_transaction_fails_every_append_of_it(postgr
         async with _row_held(url, run.conversation_id):
             texts = ("one", "two", "slow")
             calls = await _queued(chat, run.id, [{"role": "user", "content": t} for t in texts])
-        for _ in range(100):  # "two" ran in the shared transaction; "slow" sleeps in its trigger
+        for _ in range(600):  # "two" ran in the shared transaction; "slow" sleeps in its trigger
             if await admin.fetchval(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
                 "AND datname = current_database()"
             ):
                 break
             await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the shared transaction never reached the slow append")
         await admin.close()
         results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
         assert isinstance(results[0], list)

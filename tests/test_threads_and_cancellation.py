@@ -19,7 +19,8 @@ from sqlalchemy import make_url
 
 from chatmemory import ChatMemory, ConflictError, HistoryNotFound, Message, Principal, StorageError
 from chatmemory._plan import Stmt
-from tests._postgres import log_queries
+from tests._postgres import log_queries, pool_idle
+from tests.test_postgres_group_commit import until
 
 BATCH = 4
 
@@ -238,9 +239,9 @@ async def test_queued_sqlite_writes_commit_together_and_fail_alone(tmp_path: Pat
                 (run.id, "two"),
             ]
         ]
-        await asyncio.sleep(0.05)  # every call is queued behind the blocked writer
+        await until(lambda: len(driver._queued) == len(calls), "every call queued behind the blocked writer")
         calls[2].cancel()
-        await asyncio.sleep(0.01)  # the cancelled caller withdraws its queued write
+        await until(calls[2].done, "the cancelled caller withdrew its queued write")
         gate.set()
         results = await asyncio.gather(*calls, return_exceptions=True)
         await blocked
@@ -272,5 +273,5 @@ async def test_postgres_call_is_its_statements_only(postgres_url: str) -> None:
         queries = await log_queries(memory)
         await chat.append_messages(run.id, [{"role": "user", "content": "a"}])
         await chat.list_messages(conversation_id=conv.id, newest_first=True)
-        await asyncio.sleep(0.05)  # the release runs on the driver's loop
+        await pool_idle(memory)
     assert [q.split()[0].rstrip(";") for q in queries] == ["BEGIN", "WITH", "COMMIT", "SELECT"]

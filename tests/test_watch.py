@@ -38,8 +38,8 @@ async def watching(chat: Scope, conversation_id: UUID | None = None) -> AsyncGen
     return chat.watch(conversation_id, after=await chat.change_cursor(conversation_id))
 
 
-async def take(events: AsyncIterator[ChangeEvent], n: int) -> list[ChangeEvent]:
-    """The next ``n`` events (failing if they do not come)."""
+async def take(events: AsyncIterator[ChangeEvent], n: int, seconds: float | None = WAIT) -> list[ChangeEvent]:
+    """The next ``n`` events (failing if they do not come within ``seconds``)."""
     out: list[ChangeEvent] = []
 
     async def go() -> None:
@@ -48,7 +48,7 @@ async def take(events: AsyncIterator[ChangeEvent], n: int) -> list[ChangeEvent]:
             if len(out) == n:
                 return
 
-    await asyncio.wait_for(go(), WAIT)
+    await asyncio.wait_for(go(), seconds)
     return out
 
 

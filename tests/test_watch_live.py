@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import sys
 import threading
+from collections.abc import Collection
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -31,6 +32,7 @@ from chatmemory._db import create_engine
 from chatmemory._plan import Stmt
 from chatmemory._schema import changes
 from chatmemory.scope import Scope
+from tests.test_postgres_group_commit import until
 from tests.test_watch import WAIT, take
 
 WRITER = """
@@ -54,16 +56,23 @@ def no_rescan(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("no_rescan")
-async def test_a_change_committed_by_another_process_arrives(alice: Scope, db_url: str) -> None:
+async def test_a_change_committed_by_another_process_arrives(
+    memory: ChatMemory, alice: Scope, db_url: str
+) -> None:
     conv = await alice.start_conversation()
     run = await alice.start_history(conv.id, model="m")
     cursor = await alice.change_cursor(conv.id)
+    postgres = memory._db._postgres
     async with aclosing(alice.watch(conv.id, after=cursor)) as events:
-        first = asyncio.ensure_future(take(events, 3))
-        await asyncio.sleep(0.2)  # watching (and, on PostgreSQL, listening) before the writer starts
+        # Bounded from the writer's exit: starting a process may take long on a busy machine.
+        first = asyncio.ensure_future(take(events, 3, seconds=None))
+        await until(
+            lambda: bool(memory._db.changes._waiters) and (postgres is None or postgres.listening),
+            "watching (and, on PostgreSQL, listening) before the writer starts",
+        )
         writer = await asyncio.create_subprocess_exec(sys.executable, "-c", WRITER, db_url, str(run.id))
         assert await asyncio.wait_for(writer.wait(), 60) == 0
-        got = await first
+        got = await asyncio.wait_for(first, WAIT)
     assert [e.message.content for e in got if e.message] == [f"from afar {i}" for i in range(3)]
     assert [e.seq for e in got] == [1, 2, 3]
 
@@ -191,10 +200,7 @@ async def test_a_sidebar_read_moves_past_changes_it_cannot_see(
             for _ in range(3):
                 await alice.start_conversation()
             head = parse_cursor(await alice.change_cursor())[0]
-            for _ in range(100):
-                if reads and reads[-1] == head:
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: bool(reads) and reads[-1] == head, "a read after the last change")
         finally:
             memory._db.set_trace(None)
         waiting.cancel()
@@ -205,10 +211,10 @@ async def test_a_sidebar_read_moves_past_changes_it_cannot_see(
 
 @pytest.mark.usefixtures("no_rescan")
 async def test_a_conversation_watch_wakes_only_for_its_conversation(
-    memory: ChatMemory, alice: Scope, db_url: str
+    memory: ChatMemory, alice: Scope, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Commits to other conversations, here or in another process, cost its watcher no read."""
-    watched, busy = await alice.start_conversation(), await alice.start_conversation()
+    watched, busy, first = [await alice.start_conversation() for _ in range(3)]
     run = await alice.start_history(busy.id, model="m")
     reads: list[object] = []
 
@@ -216,17 +222,36 @@ async def test_a_conversation_watch_wakes_only_for_its_conversation(
         if isinstance(stmt.params, dict) and "after" in stmt.params and "chat_changes" in stmt.sql.sqlite:
             reads.append(stmt.params["cid"])
 
-    async with aclosing(alice.watch(watched.id, after=await alice.change_cursor(watched.id))) as events:
-        waiting = asyncio.ensure_future(anext(events))
-        await asyncio.sleep(0.3)  # the first read, and on PostgreSQL the listener, are done
+    # The store's first watcher starts what notices other processes' commits (the SQLite
+    # poller, the PostgreSQL listener), which then wakes every watcher once. That first
+    # watcher is done reading before the watcher under test starts.
+    hub, woken_all = memory._db.changes, threading.Event()
+    notify = hub.notify
+
+    def noting(conversation_ids: Collection[UUID] | None = None) -> None:
+        notify(conversation_ids)
+        if conversation_ids is None:
+            woken_all.set()
+
+    monkeypatch.setattr(hub, "notify", noting)
+    async with aclosing(alice.watch(first.id, after=await alice.change_cursor(first.id))) as starter:
+        started = asyncio.ensure_future(anext(starter))
+        assert await asyncio.to_thread(woken_all.wait, WAIT)
+        await alice.update_conversation(first.id, title="started")
+        await asyncio.wait_for(started, WAIT)  # and it is not asked for more
+        cursor = await alice.change_cursor(watched.id)
         memory._db.set_trace(trace)
         try:
-            await alice.append_messages(run.id, [NewMessage("user", "elsewhere")])
-            await alice.update_conversation(busy.id, title="busy")
-            await asyncio.sleep(0.3)
-            assert reads == []
-            await alice.update_conversation(watched.id, title="mine")
-            event = await asyncio.wait_for(waiting, WAIT)
+            async with aclosing(alice.watch(watched.id, after=cursor)) as events:
+                waiting = asyncio.ensure_future(anext(events))
+                await until(lambda: reads == [watched.id], "the watcher's first read")
+                reads.clear()
+                await alice.append_messages(run.id, [NewMessage("user", "elsewhere")])
+                await alice.update_conversation(busy.id, title="busy")
+                await asyncio.sleep(0.3)
+                assert reads == []
+                await alice.update_conversation(watched.id, title="mine")
+                event = await asyncio.wait_for(waiting, WAIT)
         finally:
             memory._db.set_trace(None)
     assert event.kind == "conversation.updated" and reads == [watched.id]

@@ -28,9 +28,14 @@ async def test_a_tool_result_is_stored_as_soon_as_the_tool_returns(alice: Scope)
 
     @tool
     async def peek() -> str:
-        """Looks at the store while the sibling call has already returned."""
-        await asyncio.sleep(0.05)
-        stored_while_running.append([m.content for m in await alice.transcript(conv.id)])
+        """Looks at the store, while it runs, until the sibling call's result is there (it never
+        would be, were results stored only once every call of the step returned)."""
+        for _ in range(1000):  # about 10 s: the sibling runs in a thread, on a busy machine too
+            seen = [m.content for m in await alice.transcript(conv.id)]
+            if "5" in seen:
+                break
+            await asyncio.sleep(0.01)
+        stored_while_running.append(seen)
         return "peeked"
 
     both = AIMessage(

@@ -163,7 +163,7 @@ async def test_a_run_timing_out_is_cancelled_with_what_it_produced(alice: Scope)
 
     @agent.tool_plain
     async def hang() -> str:
-        await asyncio.sleep(5)
+        await asyncio.sleep(60)
         raise AssertionError("unreachable")
 
     def call_hang(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -173,7 +173,8 @@ async def test_a_run_timing_out_is_cancelled_with_what_it_produced(alice: Scope)
         await agent.run(
             "wait",
             model=FunctionModel(call_hang, model_name="fn-hang"),
-            timeout=0.2,
+            # Long enough to reach the tool first, which on a busy machine took over 0.1 s.
+            timeout=2,
             capabilities=[ChatMemoryCapability(alice, conv.id)],
         )
 

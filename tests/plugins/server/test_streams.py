@@ -216,7 +216,9 @@ async def test_a_stream_ends_when_its_token_expires_or_is_revoked(
     one (WebSocket) ends it, and nothing written afterwards reaches it."""
     path, _ = token_file
     alice = memory.scoped(Principal("alice"))
-    short, expiring = TokenFile(path).create(Principal("alice"), expires_in=1)
+    # Two seconds: the stream must start (its token checked) before the token expires, which
+    # one second may not leave a busy machine.
+    short, expiring = TokenFile(path).create(Principal("alice"), expires_in=2)
     async with (
         httpx.AsyncClient(base_url=api.url + "/v1", headers={"Authorization": f"Bearer {short}"}) as http,
         sse(http, "/events") as (_, events),
