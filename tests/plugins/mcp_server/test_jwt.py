@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -145,3 +146,21 @@ def test_settings_need_exactly_one_key_source() -> None:
         JWTSettings(issuer=ISSUER, audience=AUDIENCE)
     with pytest.raises(ValueError, match="exactly one"):
         JWTSettings(issuer=ISSUER, audience=AUDIENCE, public_key="k", jwks_url="https://x")
+
+
+async def test_a_clock_behind_the_issuers_is_tolerated_but_never_past_expiry() -> None:
+    """A token issued (or valid from) a few seconds "in the future" by an issuer whose clock runs
+    ahead is accepted, up to ``clock_skew``; a token is refused from its ``exp`` on, whatever
+    the skew."""
+    now = int(time.time())
+    verifier = JWTVerifier(SETTINGS)
+    for ahead in ({"iat": now + 30}, {"nbf": now + 30}):
+        assert await verifier.identify(token(**ahead)) is not None, ahead
+    for too_far in ({"iat": now + 600}, {"nbf": now + 600}):
+        assert await verifier.identify(token(**too_far)) is None, too_far
+    assert await verifier.identify(token(exp=now - 1)) is None
+    strict = JWTVerifier(dataclasses.replace(SETTINGS, clock_skew=0))
+    assert await strict.identify(token(iat=now + 30)) is None
+    for bad in (-1.0, 7_200.0):
+        with pytest.raises(ValueError, match="clock_skew"):
+            dataclasses.replace(SETTINGS, clock_skew=bad)

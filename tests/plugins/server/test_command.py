@@ -26,6 +26,11 @@ def test_it_refuses_to_start_without_authentication(
     assert "without authentication" in capsys.readouterr().err
     assert main(["--token-file", str(tmp_path / "none.json"), "--jwt-issuer", "https://id.example.com"]) == 2
     assert "--jwt-audience" in capsys.readouterr().err
+    key = tmp_path / "key.pem"
+    key.write_text("a key")
+    jwt = ["--jwt-issuer", "https://id.example.com", "--jwt-audience", "api", "--jwt-public-key", str(key)]
+    assert main(["--token-file", str(tmp_path / "none.json"), *jwt, "--jwt-clock-skew", "-5"]) == 2
+    assert "clock_skew" in capsys.readouterr().err
 
 
 async def test_the_command_serves_token_file_and_jwt_principals(

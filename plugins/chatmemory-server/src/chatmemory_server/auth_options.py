@@ -67,6 +67,14 @@ def add_jwt_options(parser: argparse.ArgumentParser, *, audience_default: str) -
         "--jwt-admin-scope", default="chatmemory:admin", help="the scope that makes a principal admin"
     )
     parser.add_argument("--jwt-tenant-claim", help="the claim holding the principal's tenant")
+    parser.add_argument(
+        "--jwt-clock-skew",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="accept tokens issued up to this far in the future (the issuer's clock ahead); "
+        "never extends expiry (default: 60)",
+    )
 
 
 def jwt_settings(
@@ -93,6 +101,7 @@ def jwt_settings(
             jwks_url=args.jwt_jwks_url,
             admin_scope=args.jwt_admin_scope,
             tenant_claim=args.jwt_tenant_claim,
+            clock_skew=args.jwt_clock_skew,
         )
     except (ValueError, OSError) as exc:
         raise ConfigError(f"JWT settings: {exc}") from None

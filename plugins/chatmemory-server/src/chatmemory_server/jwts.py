@@ -7,6 +7,7 @@ that a stdio server does not need.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,9 @@ class JWTSettings:
     """How to check JWTs: their issuer and audience, and the key (PEM) or a JWKS URL to fetch keys.
 
     ``audience`` is the URL of this resource (the API or MCP endpoint) when the tokens come from an
-    OAuth authorization server: a token minted for another service is refused.
+    OAuth authorization server: a token minted for another service is refused. ``clock_skew`` is
+    how many seconds this machine's clock may lag the issuer's: a token issued (``iat``) or valid
+    from (``nbf``) that far in the future is accepted. It never extends ``exp``.
     """
 
     issuer: str
@@ -39,12 +42,15 @@ class JWTSettings:
     algorithms: Sequence[str] = ("RS256", "ES256", "EdDSA")
     admin_scope: str = ADMIN_SCOPE
     tenant_claim: str | None = None
+    clock_skew: float = 60.0
 
     def __post_init__(self) -> None:
         if (self.public_key is None) == (self.jwks_url is None):
             raise ValueError("give exactly one of public_key or jwks_url")
         if not self.issuer or not self.audience:
             raise ValueError("issuer and audience must not be empty")
+        if not 0 <= self.clock_skew <= 3_600:
+            raise ValueError("clock_skew must be between 0 and 3600 seconds")
 
 
 class JWTVerifier:
@@ -77,8 +83,12 @@ class JWTVerifier:
                 algorithms=list(s.algorithms),
                 audience=s.audience,
                 issuer=s.issuer,
+                leeway=s.clock_skew,
                 options={"require": ["exp", "iss", "aud", "sub"]},
             )
+            # The leeway is for a clock behind the issuer's; a token is never used past its ``exp``.
+            if claims["exp"] <= time.time():
+                raise _Refused("expired")
             scopes = _scopes(claims)
             principal = Principal(
                 _string(claims, "sub"), tenant=self._tenant(claims), admin=s.admin_scope in scopes
@@ -113,7 +123,7 @@ class JWTVerifier:
 
 
 class _Refused(Exception):
-    """A claim that must be a non-empty string is missing or is something else."""
+    """A token refused for its claims: expired, or one that must be a non-empty string is not."""
 
 
 def _string(claims: dict[str, Any], name: str) -> str:
