@@ -82,10 +82,16 @@ class Streams:
         cid = conn.path_params.get("conversation_id")
         chat: Scope = (await self._store.get()).scoped(identity.principal)
         if after:
-            # A resume may still owe a deleted conversation's last events, so the watch itself
-            # decides: its first read answers them, or refuses a conversation not visible.
+            try:
+                await chat.change_cursor(cid)  # visible and live: the watch may wait for changes
+            except NotFoundError:
+                # It may still owe a deleted conversation's last events, and then its first read
+                # answers them (it never waits), or it refuses a conversation not visible.
+                pump = Pump(chat.watch(cid, after=after), credentials)
+                await pump.first()
+                return pump, None
             pump = Pump(chat.watch(cid, after=after), credentials)
-            await pump.first()
+            await pump.started()
             return pump, None
         current = await chat.change_cursor(cid)  # also checks the conversation is visible
         pump = Pump(chat.watch(cid, after=current), credentials)

@@ -1,0 +1,38 @@
+"""Streams resumed the way a chat UI resumes them after a dropped connection: often nothing
+happened while it was away, and the stream must open at once and stay live."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from websockets.asyncio.client import connect
+
+from chatmemory import ChatMemory, NewMessage, Principal
+from tests.plugins.server.conftest import Served
+from tests.plugins.server.test_streams import WAIT, _run, frames, sse, take
+
+
+async def test_a_resume_with_nothing_missed_opens_at_once_and_stays_live(
+    api: Served, memory: ChatMemory
+) -> None:
+    alice = memory.scoped(Principal("alice"))
+    cid, hid = await _run(alice)
+    cursor = await alice.change_cursor(cid)
+    async with api.client() as http:
+        for path in (f"/conversations/{cid}/events", "/events"):
+            async with asyncio.timeout(WAIT):
+                async with sse(http, path, **{"Last-Event-ID": cursor}) as (_, events):
+                    (ready,) = await take(events, 1)
+                    assert ready.event == "ready"
+                    (stored,) = await alice.append_messages(hid, [NewMessage("user", path)])
+                    (change,) = await take(events, 1)
+                    assert json.loads(change.data)["message_id"] == str(stored.id)
+            cursor = change.id
+    headers = {"Authorization": f"Bearer {api.tokens['alice']}"}
+    async with asyncio.timeout(WAIT):
+        url = f"{api.ws_url}/conversations/{cid}/events?after={cursor}"
+        async with connect(url, additional_headers=headers) as ws:
+            assert (await frames(ws, 1))[0]["type"] == "ready"
+            (stored,) = await alice.append_messages(hid, [NewMessage("user", "ws")])
+            assert (await frames(ws, 1))[0]["event"]["message_id"] == str(stored.id)
