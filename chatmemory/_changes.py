@@ -204,6 +204,8 @@ def read(
         {**params, "cid": cid, "after": position[0], "limit": _READ_ROWS},
     )
     head, live = int(rows[0][-1]), rows[0][0]
+    if position[0] > head + 1:  # no change event or change_cursor() of this database gave it
+        raise InvalidInputError("after", "is ahead of every change of this store")
     if cid is not None and live is None:
         raise ConversationNotFound(cid)
     rows = [row for row in rows if row[1] is not None]

@@ -543,7 +543,12 @@ CHANGE = (
     "ch.id AS id, ch.chat_conversation_id AS cid, ch.kind AS kind, ch.history_id AS hid, "
     "ch.message_id AS mid, ch.seq AS seq, ch.seq_count AS cnt, ch.created_at AS at"
 )
-CHANGE_HEAD = _both("SELECT coalesce(max(id), 0) FROM chat_changes")
+CHANGE_HEAD = SQL(
+    "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'chat_changes'), 0) AS head",
+    "SELECT n AS head FROM chat_change_clock WHERE id = 1",
+)
+"""The newest change id ever handed out (not the greatest left: a purge may remove those), so a
+cursor beyond it never came from this database."""
 CHANGED_SINCE = SQL(
     "SELECT id, chat_conversation_id FROM chat_changes WHERE id > :after ORDER BY id LIMIT :limit", ""
 )
@@ -562,8 +567,9 @@ def read_changes(scope: Scope, one: bool) -> SQL:
     messages its ``seq`` range names (deleted ones flagged), of conversation ``:cid`` (``one``)
     or of every conversation in scope. The first column says whether the conversation is live
     (NULL in the one row that comes back when there is no change, or with ``one`` when the
-    conversation is not visible). The last column is the newest change id of all, read in the
-    same snapshot: when fewer than ``:limit`` changes come back, none up to it is left."""
+    conversation is not visible). The last column is the newest change id handed out
+    (``CHANGE_HEAD``), read in the same snapshot: when fewer than ``:limit`` changes come back,
+    none up to it is left."""
     if one:
         changes = (
             f"SELECT c.deleted_at IS NULL AS live, {CHANGE} FROM chat_conversations c "
@@ -576,9 +582,10 @@ def read_changes(scope: Scope, one: bool) -> SQL:
             "JOIN chat_conversations c ON c.id = ch.chat_conversation_id "
             f"WHERE ch.id >= :after AND {owned(scope)} ORDER BY ch.id LIMIT :limit"
         )
-    return _both(
+    text = (
         "SELECT x.live, x.id, x.cid, x.kind, x.hid, x.mid, x.seq, x.cnt, x.at, m.deleted_at IS NULL, "
-        f"{MESSAGE}, hd.head FROM (SELECT coalesce(max(id), 0) AS head FROM chat_changes) hd "
+        f"{MESSAGE}, hd.head FROM ({{head}}) hd "
         f"LEFT JOIN ({changes}) x ON 1 = 1 LEFT JOIN chat_messages m ON m.chat_conversation_id = x.cid "
         "AND m.seq BETWEEN x.seq AND x.seq + x.cnt - 1 ORDER BY x.id, m.seq"
     )
+    return SQL(text.replace("{head}", CHANGE_HEAD.sqlite), text.replace("{head}", CHANGE_HEAD.postgres))

@@ -1,0 +1,43 @@
+"""Watches driven the way a chat app drives them: cursors it kept (from another database, from
+before a purge), a pending reply completed by a worker while the UI watches, and readers that
+stop mid-way."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from chatmemory import InvalidInputError, _changes
+from chatmemory.scope import Scope
+from tests.test_watch import WAIT, take
+
+
+async def test_a_cursor_ahead_of_every_change_is_refused(alice: Scope) -> None:
+    """A cursor this database never gave (one kept from another database, or one made up) would
+    make the watch skip every change until the log caught up with it: it is an input error."""
+    conv = await alice.start_conversation()
+    head, _ = _changes.parse_cursor(await alice.change_cursor())
+    for ahead in (_changes.cursor(head + 1, 0), _changes.cursor(head + 1000, 0)):
+        for scope_id in (None, conv.id):
+            with pytest.raises(InvalidInputError) as err:
+                await asyncio.wait_for(anext(alice.watch(scope_id, after=ahead)), WAIT)
+            assert err.value.field == "after"
+
+
+async def test_a_cursor_kept_across_a_purge_still_resumes(alice: Scope, admin: Scope) -> None:
+    """Purging removes the newest changes with their conversation; a cursor past them stays good."""
+    kept = await alice.start_conversation()
+    gone = await alice.start_conversation()
+    await alice.delete_conversation(gone.id)
+    cursor = await alice.change_cursor()
+    await admin.purge_deleted(deleted_before=datetime.now(UTC) + timedelta(seconds=1))
+    async with (
+        aclosing(alice.watch(after=cursor)) as sidebar,
+        aclosing(alice.watch(kept.id, after=cursor)) as one,
+    ):
+        await alice.update_conversation(kept.id, title="after the purge")
+        assert [e.kind for e in await take(sidebar, 1)] == ["conversation.updated"]
+        assert [e.kind for e in await take(one, 1)] == ["conversation.updated"]
