@@ -29,6 +29,8 @@ _CURSOR = "w"
 NOTE_MAX = 100
 """The most conversations a notification names; beyond, it wakes every watcher."""
 _READ_ROWS = 200
+_READ_EVENTS = 1000
+"""A read stops at the change whose events pass this many (an append of many is one change)."""
 
 
 def record(
@@ -201,7 +203,7 @@ def read(
     scope, params = q.principal_params(principal)
     rows: list[Row] = yield Stmt(
         sql.read_changes(scope, cid is not None),
-        {**params, "cid": cid, "after": position[0], "limit": _READ_ROWS},
+        {**params, "cid": cid, "after": position[0], "limit": _READ_ROWS, "budget": _READ_EVENTS},
     )
     head, live = int(rows[0][-1]), rows[0][0]
     if position[0] > head + 1:  # no change event or change_cursor() of this database gave it
@@ -216,7 +218,8 @@ def read(
         and not any(row[1] > position[0] or _size(row) > position[1] for row in rows)
     ):
         raise ConversationNotFound(cid)
-    if len({row[1] for row in rows}) == _READ_ROWS:
+    sizes = {row[1]: _size(row) for row in rows}
+    if len(sizes) == _READ_ROWS or sum(sizes.values()) >= _READ_EVENTS:
         return rows, int(rows[-1][1]) + 1, True
     # Nothing up to the head is left, however many changes of others the read went past.
     return rows, max(head + 1, int(rows[-1][1]) + 1 if rows else position[0]), False

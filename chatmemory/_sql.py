@@ -563,7 +563,8 @@ def owned(scope: Scope) -> str:
 
 @functools.cache
 def read_changes(scope: Scope, one: bool) -> SQL:
-    """Up to ``:limit`` changes from ``:after`` on (inclusive), oldest first, each with the
+    """Up to ``:limit`` changes from ``:after`` on (inclusive), oldest first, as many as make
+    ``:budget`` events (and at least one), each with the
     messages its ``seq`` range names (deleted ones flagged), of conversation ``:cid`` (``one``)
     or of every conversation in scope. The first column says whether the conversation is live
     (NULL in the one row that comes back when there is no change, or with ``one`` when the
@@ -582,10 +583,17 @@ def read_changes(scope: Scope, one: bool) -> SQL:
             "JOIN chat_conversations c ON c.id = ch.chat_conversation_id "
             f"WHERE ch.id >= :after AND {owned(scope)} ORDER BY ch.id LIMIT :limit"
         )
+    # Changes stop where their events pass ``:budget`` (the first always comes): one change may
+    # name a thousand messages, and a read holds all it names.
+    budgeted = (
+        "SELECT * FROM (SELECT w.*, sum(coalesce(w.cnt, 1)) OVER (ORDER BY w.id) AS upto "
+        f"FROM ({changes}) w) b "
+        "WHERE b.id IS NULL OR b.upto - coalesce(b.cnt, 1) < :budget"
+    )
     text = (
         "SELECT x.live, x.id, x.cid, x.kind, x.hid, x.mid, x.seq, x.cnt, x.at, m.deleted_at IS NULL, "
         f"{MESSAGE}, hd.head FROM ({{head}}) hd "
-        f"LEFT JOIN ({changes}) x ON 1 = 1 LEFT JOIN chat_messages m ON m.chat_conversation_id = x.cid "
+        f"LEFT JOIN ({budgeted}) x ON 1 = 1 LEFT JOIN chat_messages m ON m.chat_conversation_id = x.cid "
         "AND m.seq BETWEEN x.seq AND x.seq + x.cnt - 1 ORDER BY x.id, m.seq"
     )
     return SQL(text.replace("{head}", CHANGE_HEAD.sqlite), text.replace("{head}", CHANGE_HEAD.postgres))

@@ -1,6 +1,5 @@
 """Watches driven the way a chat app drives them: cursors it kept (from another database, from
-before a purge), a pending reply completed by a worker while the UI watches, and readers that
-stop mid-way."""
+before a purge), and resumes after a large backlog."""
 
 from __future__ import annotations
 
@@ -10,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chatmemory import InvalidInputError, _changes
+from chatmemory import ChatMemory, InvalidInputError, NewMessage, _changes
+from chatmemory._plan import Stmt
 from chatmemory.scope import Scope
 from tests.test_watch import WAIT, take
 
@@ -41,3 +41,35 @@ async def test_a_cursor_kept_across_a_purge_still_resumes(alice: Scope, admin: S
         await alice.update_conversation(kept.id, title="after the purge")
         assert [e.kind for e in await take(sidebar, 1)] == ["conversation.updated"]
         assert [e.kind for e in await take(one, 1)] == ["conversation.updated"]
+
+
+async def test_a_backlog_of_large_appends_is_read_a_bounded_number_of_events_at_a_time(
+    memory: ChatMemory, alice: Scope, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resume after many appends of many messages each (a bulk load) reads them page by page,
+    not every message of a few hundred changes at once; nothing is lost or repeated."""
+    monkeypatch.setattr(_changes, "_READ_EVENTS", 5)
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    start = await alice.change_cursor()
+    for i in range(6):
+        await alice.append_messages(run.id, [NewMessage("user", f"{i}.{j}") for j in range(4)])
+    reads: list[int] = []
+
+    def trace(stmt: Stmt) -> None:
+        if isinstance(stmt.params, dict) and "after" in stmt.params and "chat_changes" in stmt.sql.sqlite:
+            reads.append(stmt.params["after"])
+
+    for scope_id in (None, conv.id):
+        reads.clear()
+        memory._db.set_trace(trace)
+        try:
+            async with aclosing(alice.watch(scope_id, after=start)) as events:
+                got = await take(events, 24)
+        finally:
+            memory._db.set_trace(None)
+        assert [e.message.content for e in got if e.message is not None] == [
+            f"{i}.{j}" for i in range(6) for j in range(4)
+        ]
+        # Two appends (8 events, at least 5) per read.
+        assert len(reads) >= 3, reads
