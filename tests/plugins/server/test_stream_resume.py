@@ -36,3 +36,30 @@ async def test_a_resume_with_nothing_missed_opens_at_once_and_stays_live(
             assert (await frames(ws, 1))[0]["type"] == "ready"
             (stored,) = await alice.append_messages(hid, [NewMessage("user", "ws")])
             assert (await frames(ws, 1))[0]["event"]["message_id"] == str(stored.id)
+
+
+async def _watchers_gone(memory: ChatMemory) -> None:
+    """Wait until the store has no watcher left (the server let go of every stream's watch)."""
+    hub = memory._db.changes
+    async with asyncio.timeout(WAIT):
+        while True:
+            with hub._lock:
+                if not hub._waiters:
+                    return
+            await asyncio.sleep(0.02)
+
+
+async def test_clients_that_leave_mid_stream_leave_no_watch_behind(api: Served, memory: ChatMemory) -> None:
+    alice = memory.scoped(Principal("alice"))
+    cid, hid = await _run(alice)
+    cursor = await alice.change_cursor(cid)
+    headers = {"Authorization": f"Bearer {api.tokens['alice']}"}
+    async with api.client() as http:
+        for path, resume in [(f"/conversations/{cid}/events", {}), ("/events", {"Last-Event-ID": cursor})]:
+            async with sse(http, path, **resume) as (_, events):
+                await take(events, 1)
+                await alice.append_messages(hid, [NewMessage("user", "seen as the client leaves")])
+        async with connect(f"{api.ws_url}/events?after={cursor}", additional_headers=headers) as ws:
+            await frames(ws, 1)
+            await alice.append_messages(hid, [NewMessage("user", "unread")])
+    await _watchers_gone(memory)
