@@ -148,6 +148,8 @@ async def _parse_body(model: type[BaseModel], request: Request) -> Any:
         document = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, "MalformedRequest", f"the body is not JSON: {exc}", field="body") from None
+    except RecursionError:  # valid JSON, nested deeper than the parser goes
+        raise ApiError(422, "InvalidInputError", "is nested too deeply", field="body") from None
     if not isinstance(document, dict):
         raise ApiError(422, "InvalidInputError", "must be a JSON object", field="body")
     try:
