@@ -4,6 +4,7 @@ before a purge), and resumes after a large backlog."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 
@@ -73,3 +74,31 @@ async def test_a_backlog_of_large_appends_is_read_a_bounded_number_of_events_at_
         ]
         # Two appends (8 events, at least 5) per read.
         assert len(reads) >= 3, reads
+
+
+async def test_watches_cancelled_mid_read_let_go_and_the_store_goes_on(
+    memory: ChatMemory, alice: Scope
+) -> None:
+    """A UI that gives up on a read (its own timeout, a closed tab) at any point of it: the watch
+    ends, leaves no wakeup behind, and the store serves the next watch and write as before."""
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    start = await alice.change_cursor(conv.id)
+    await alice.append_messages(run.id, [NewMessage("user", str(i)) for i in range(50)])
+    for turn in range(30):
+        watch = alice.watch(conv.id if turn % 2 else None, after=start)
+        reading = asyncio.ensure_future(anext(watch))
+        for _ in range(turn % 6):  # cancelled after a varying number of loop turns
+            await asyncio.sleep(0)
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(reading, WAIT)
+        await asyncio.wait_for(watch.aclose(), WAIT)
+    hub = memory._db.changes
+    with hub._lock:
+        assert not hub._waiters
+    async with aclosing(alice.watch(conv.id, after=start)) as events:
+        got = await take(events, 50)
+        (last,) = await alice.append_messages(run.id, [NewMessage("user", "after")])
+        (more,) = await take(events, 1)
+    assert [e.seq for e in got] == list(range(1, 51)) and more.message_id == last.id
