@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
+import pytest
+from chatmemory_server import TokenFileVerifier, create_app
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from chatmemory import ChatMemory, NewMessage, Principal
+from tests.plugins._serving import loopback_socket, serving
 from tests.plugins.server.conftest import Served
 from tests.plugins.server.test_streams import WAIT, _run, frames, sse, take
 
@@ -63,3 +68,35 @@ async def test_clients_that_leave_mid_stream_leave_no_watch_behind(api: Served, 
             await frames(ws, 1)
             await alice.append_messages(hid, [NewMessage("user", "unread")])
     await _watchers_gone(memory)
+
+
+async def test_closing_the_store_ends_open_streams_promptly(
+    db_url: str, token_file: tuple[Path, dict[str, str]]
+) -> None:
+    """An app serving a store its owner closes (shutting down) ends every open stream with an
+    error event or close code at once, rather than leaving clients hanging."""
+    path, tokens = token_file
+    memory = await ChatMemory.open(db_url)
+    try:
+        app = create_app(memory, verifier=TokenFileVerifier(path), keepalive=30)
+        async with serving(app, loopback_socket(), timeout_graceful_shutdown=2) as url:
+            served = Served(url, tokens)
+            headers = {"Authorization": f"Bearer {tokens['alice']}"}
+            async with (
+                served.client() as http,
+                sse(http, "/events") as (_, events),
+                connect(f"{served.ws_url}/events", additional_headers=headers) as ws,
+            ):
+                await take(events, 1)
+                await frames(ws, 1)
+                await asyncio.wait_for(memory.close(), WAIT)
+                async with asyncio.timeout(WAIT):
+                    rest = [e async for e in events]
+                    (ended,) = await frames(ws, 1)
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await ws.recv()
+            assert [json.loads(e.data)["error"]["type"] for e in rest] == ["StorageError"]
+            assert ended["error"]["type"] == "StorageError"
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    finally:
+        await memory.close()
