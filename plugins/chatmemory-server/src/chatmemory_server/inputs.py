@@ -25,6 +25,7 @@ __all__ = [
     "ListMessagesQuery",
     "NewConversation",
     "NewHistory",
+    "NoQuery",
     "SearchQuery",
     "UpdateConversation",
     "UpdateHistory",
@@ -114,6 +115,10 @@ class Whoami(BaseModel):
     id: str
     tenant: str | None = None
     admin: bool = False
+
+
+class NoQuery(_Query):
+    """No parameters: an unknown one is refused, as on every route."""
 
 
 class DetailQuery(_Query):

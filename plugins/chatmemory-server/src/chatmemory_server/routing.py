@@ -21,6 +21,7 @@ from starlette.responses import Response
 from chatmemory import ChatMemory, ChatMemoryError, InvalidInputError, Principal, Scope, StorageError
 from chatmemory_server.bearer import BearerVerifier, identify_authorization
 from chatmemory_server.errors import ApiError, error_response, invalid_input
+from chatmemory_server.inputs import NoQuery
 
 __all__ = ["Api", "Call", "Endpoint", "Store", "authenticate", "parse_query", "serve"]
 
@@ -166,7 +167,7 @@ def serve(
     async def run(request: Request) -> Response:
         try:
             principal = await authenticate(request.headers.get("authorization"), verifier)
-            query = parse_query(endpoint.query, request.query_params) if endpoint.query else None
+            query = parse_query(endpoint.query or NoQuery, request.query_params)
             body = await _parse_body(endpoint.body, request) if endpoint.body else None
             chat = (await store.get()).scoped(principal)
             result = await endpoint.handler(Call(chat, request.path_params, body, query))
