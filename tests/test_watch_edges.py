@@ -1,5 +1,5 @@
 """Watches driven the way a chat app drives them: cursors it kept (from another database, from
-before a purge), and resumes after a large backlog."""
+before a purge), resumes after a large backlog, and reads it gives up on part-way."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ async def test_a_cursor_ahead_of_every_change_is_refused(alice: Scope) -> None:
     """A cursor this database never gave (one kept from another database, or one made up) would
     make the watch skip every change until the log caught up with it: it is an input error."""
     conv = await alice.start_conversation()
-    head, _ = _changes.parse_cursor(await alice.change_cursor())
-    for ahead in (_changes.cursor(head + 1, 0), _changes.cursor(head + 1000, 0)):
+    current, _ = _changes.parse_cursor(await alice.change_cursor())  # the position after the head
+    for ahead in (_changes.cursor(current + 1, 0), _changes.cursor(current + 1000, 0)):
         for scope_id in (None, conv.id):
             with pytest.raises(InvalidInputError) as err:
                 await asyncio.wait_for(anext(alice.watch(scope_id, after=ahead)), WAIT)
