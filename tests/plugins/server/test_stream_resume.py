@@ -12,7 +12,7 @@ from chatmemory_server import TokenFileVerifier, create_app
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from chatmemory import ChatMemory, NewMessage, Principal
+from chatmemory import ChatMemory, NewMessage, Principal, _changes
 from tests.plugins._serving import loopback_socket, serving
 from tests.plugins.server.conftest import Served
 from tests.plugins.server.test_streams import WAIT, _run, frames, sse, take
@@ -100,3 +100,20 @@ async def test_closing_the_store_ends_open_streams_promptly(
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
     finally:
         await memory.close()
+
+
+async def test_a_resume_from_a_cursor_the_store_never_gave_ends_with_a_typed_error(
+    api: Served, memory: ChatMemory
+) -> None:
+    """A cursor kept from another database (or made up) would silently skip changes; the stream
+    says so with an ``InvalidInputError`` naming ``after`` and ends."""
+    alice = memory.scoped(Principal("alice"))
+    cid, _ = await _run(alice)
+    position, _ = _changes.parse_cursor(await alice.change_cursor())
+    elsewhere = _changes.cursor(position + 1000, 0)
+    async with api.client() as http:
+        for path in (f"/conversations/{cid}/events", "/events"):
+            async with asyncio.timeout(WAIT), sse(http, path, **{"Last-Event-ID": elsewhere}) as (_, events):
+                ready, *rest = [e async for e in events]
+            assert ready.event == "ready"
+            assert [(e.event, json.loads(e.data)["error"]["field"]) for e in rest] == [("error", "after")]
