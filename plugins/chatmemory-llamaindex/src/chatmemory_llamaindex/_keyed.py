@@ -27,6 +27,7 @@ from chatmemory import (
     HistoryNotFound,
     InvalidInputError,
     Message,
+    MessageNotFound,
     NewMessage,
     Scope,
 )
@@ -42,6 +43,7 @@ KEY_FIELD = "llamaindex_key"
 T = TypeVar("T")
 
 _PAGE = 100  # conversations per listing call
+_ATTEMPTS = 20  # reads of a key whose message at a position other writers keep deleting first
 
 
 @dataclass
@@ -62,7 +64,8 @@ class KeyedConversations:
         self._runs: dict[UUID, _Run] = {}
         self._provenance = observe()
         # One keeps two writers from starting two conversations for one new key, the other
-        # from splitting a run; calls may run on several loops (see chatmemory.loops).
+        # makes each change of a key (read, then written) whole to the other callers of this
+        # object; calls may run on several loops (see chatmemory.loops).
         self._resolving = AnyLoopLock()
         self._writing = AnyLoopLock()
 
@@ -148,16 +151,22 @@ class KeyedConversations:
 
     # -- writing ---------------------------------------------------------------------------
 
+    async def alone(self, change: Callable[[], Awaitable[T]]) -> T:
+        """Run ``change`` while no other change made through this object runs.
+
+        LlamaIndex changes a key by position (``delete_last_message``, ``idx=``, the archive
+        watermark of ``Memory``): each such change reads the key, then writes, and two of
+        them interleaved would both act on the same message.
+        """
+        async with self._writing:
+            return await change()
+
     async def append(self, key: str, messages: Sequence[ChatMessage]) -> None:
         """Record ``messages`` after the last message of ``key``."""
         if messages:
             await self.on_key(key, lambda cid: self._append(cid, messages), create=True, missing=None)
 
     async def _append(self, cid: UUID, messages: Sequence[ChatMessage]) -> None:
-        async with self._writing:
-            await self._append_runs(cid, messages)
-
-    async def _append_runs(self, cid: UUID, messages: Sequence[ChatMessage]) -> None:
         run = self._runs.get(cid) or await self._open_run(cid)
         last_role = run.last_role if run is not None else None
         # Split into runs: a user message after a non-user one opens the next run.
@@ -252,13 +261,28 @@ class KeyedConversations:
         self, key: str, index: int, *, stored: list[Message] | None = None
     ) -> ChatMessage | None:
         """Delete the message at ``index`` (negative counts from the end) and return it;
-        ``None`` when there is no such message."""
-        stored = await self.stored(key) if stored is None else stored
-        if not -len(stored) <= index < len(stored):
-            return None
-        victim = stored[index]
-        await self.chat.delete_message(victim.id)
-        return from_stored(victim)
+        ``None`` when there is no such message.
+
+        Without ``stored`` the key is read here, and read again when another store deleted
+        the message first, so each message is deleted and returned by one caller only.
+
+        Raises:
+            MessageNotFound: the message at ``index`` of ``stored`` was deleted meanwhile.
+            ConflictError: other writers deleted the message at ``index`` first, many times over.
+        """
+        for _ in range(_ATTEMPTS):
+            current = await self.stored(key) if stored is None else stored
+            if not -len(current) <= index < len(current):
+                return None
+            victim = current[index]
+            try:
+                await self.chat.delete_message(victim.id)
+            except MessageNotFound:
+                if stored is not None:
+                    raise
+                continue
+            return from_stored(victim)
+        raise ConflictError(f"key {key!r}: could not delete the message at {index}; retry")
 
     async def drop(self, key: str) -> list[ChatMessage] | None:
         """Delete the conversation of ``key`` and return its messages (``None`` if it has none)."""

@@ -1,0 +1,201 @@
+"""Positional changes of one key made at once, cancelled, or cut off by the store closing.
+
+LlamaIndex's own stores change a key by position under one lock or in one transaction
+(``SimpleChatStore`` is a list, ``SQLAlchemyChatStore`` selects and updates in one
+session): each message is deleted, archived or kept by exactly one call. These are
+llama-index-core's chat-store tests driven concurrently, rewritten against this adapter:
+run-llama/llama_index, llama-index-core/tests/storage/chat_store/test_simple_chat_store.py
+(``add_message(idx=)``, ``delete_message``, ``delete_last_message``),
+llama-index-core/tests/storage/chat_store/test_sql.py (``delete_oldest_messages``,
+``archive_oldest_messages``), and the two concurrent ``aput`` calls of
+llama-index-core/tests/memory/test_memory_custom_chat_store.py, which reach the store as
+concurrent archive calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+
+import pytest
+from chatmemory_llamaindex import ChatMemoryChatStore, ChatMemoryDBChatStore
+from llama_index.core.llms import ChatMessage
+from llama_index.core.storage.chat_store.base_db import MessageStatus
+
+from chatmemory import ChatMemory, Principal, StorageError
+from chatmemory.scope import Scope
+from tests.plugins.llamaindex.conftest import StoreCalls
+
+DEADLINE = 60  # seconds: a call that outlives it hangs
+
+
+def turn(*contents: str) -> list[ChatMessage]:
+    return [
+        ChatMessage(role="user" if i % 2 == 0 else "assistant", content=c) for i, c in enumerate(contents)
+    ]
+
+
+def texts(messages: list[ChatMessage] | None) -> list[str | None]:
+    return [m.content for m in messages or []]
+
+
+async def both(*calls: Awaitable[object]) -> list[object]:
+    return await asyncio.wait_for(asyncio.gather(*calls), DEADLINE)
+
+
+# -- BaseChatStore ---------------------------------------------------------------------------
+
+
+async def test_concurrent_delete_last_message_returns_each_message_once(calls: StoreCalls) -> None:
+    await calls("set_messages", "k", turn("a", "b", "c"))
+
+    popped = await both(calls("delete_last_message", "k"), calls("delete_last_message", "k"))
+
+    assert sorted(texts(popped)) == ["b", "c"]  # type: ignore[arg-type]
+    assert texts(await calls("get_messages", "k")) == ["a"]
+
+
+async def test_concurrent_delete_message_at_one_index_deletes_two(calls: StoreCalls) -> None:
+    await calls("set_messages", "k", turn("a", "b", "c"))
+
+    deleted = await both(calls("delete_message", "k", 0), calls("delete_message", "k", 0))
+
+    assert sorted(texts(deleted)) == ["a", "b"]  # type: ignore[arg-type]
+    assert texts(await calls("get_messages", "k")) == ["c"]
+
+
+async def test_concurrent_inserts_keep_every_message(calls: StoreCalls) -> None:
+    await calls("set_messages", "k", turn("a", "b"))
+
+    await both(
+        calls("add_message", "k", ChatMessage(role="user", content="x"), idx=0),
+        calls("add_message", "k", ChatMessage(role="user", content="y"), idx=0),
+        calls("add_message", "k", ChatMessage(role="user", content="z")),
+    )
+
+    stored = texts(await calls("get_messages", "k"))
+    assert sorted(stored, key=str) == ["a", "b", "x", "y", "z"]
+    assert stored.index("a") + 1 == stored.index("b")
+    assert {stored.index("x"), stored.index("y")} == {0, 1}
+
+
+async def test_stores_of_their_own_popping_one_key_take_one_message_each(alice: Scope) -> None:
+    stores = [ChatMemoryChatStore(alice) for _ in range(4)]
+    try:
+        await stores[0].aset_messages("k", turn("a", "b", "c", "d"))
+
+        popped = await both(*(s.adelete_last_message("k") for s in stores))
+
+        assert sorted(texts(popped)) == ["a", "b", "c", "d"]  # type: ignore[arg-type]
+        assert await stores[0].aget_messages("k") == []
+    finally:
+        for store in stores:
+            store.close()
+
+
+# -- AsyncDBChatStore (Memory) -----------------------------------------------------------------
+
+
+async def test_concurrent_archive_oldest_archives_distinct_messages(db_store: ChatMemoryDBChatStore) -> None:
+    await db_store.add_messages("k", turn("a", "b", "c"))
+
+    archived = await both(db_store.archive_oldest_messages("k", 1), db_store.archive_oldest_messages("k", 1))
+
+    assert sorted(m.content for batch in archived for m in batch) == ["a", "b"]  # type: ignore[attr-defined]
+    assert texts(await db_store.get_messages("k")) == ["c"]
+    assert texts(await db_store.get_messages("k", status=MessageStatus.ARCHIVED)) == ["a", "b"]
+
+
+async def test_concurrent_delete_oldest_deletes_distinct_messages(db_store: ChatMemoryDBChatStore) -> None:
+    await db_store.add_messages("k", turn("a", "b", "c"))
+
+    deleted = await both(db_store.delete_oldest_messages("k", 1), db_store.delete_oldest_messages("k", 1))
+
+    assert sorted(m.content for batch in deleted for m in batch) == ["a", "b"]  # type: ignore[attr-defined]
+    assert texts(await db_store.get_messages("k", status=None)) == ["c"]
+
+
+async def test_archiving_beside_an_archived_add_keeps_both(db_store: ChatMemoryDBChatStore) -> None:
+    await db_store.add_messages("k", turn("a", "b"))
+
+    await both(
+        db_store.add_message("k", ChatMessage(role="user", content="old"), status=MessageStatus.ARCHIVED),
+        db_store.archive_oldest_messages("k", 1),
+    )
+
+    assert texts(await db_store.get_messages("k")) == ["b"]
+    assert sorted(texts(await db_store.get_messages("k", status=MessageStatus.ARCHIVED))) == ["a", "old"]
+
+
+async def test_concurrent_delete_message_keeps_the_archive_watermark(db_store: ChatMemoryDBChatStore) -> None:
+    await db_store.add_messages("k", turn("a", "b", "c", "d"))
+    await db_store.archive_oldest_messages("k", 2)
+
+    await both(db_store.delete_message("k", 0), db_store.delete_message("k", 0))
+
+    assert texts(await db_store.get_messages("k", status=MessageStatus.ARCHIVED)) == []
+    assert texts(await db_store.get_messages("k")) == ["c", "d"]
+
+
+# -- cancelled and closed --------------------------------------------------------------------
+
+
+async def test_a_cancelled_add_leaves_the_key_whole_and_usable(store: ChatMemoryChatStore) -> None:
+    """Cancelled after 0, 1, 2, ... turns of the event loop: wherever the cancel lands, the
+    message is stored once or not at all, and the next calls neither wait nor fail."""
+    expected: list[str | None] = []
+    for steps in range(0, 40, 4):
+        text = f"cancelled after {steps}"
+        task = asyncio.ensure_future(store.async_add_message("k", ChatMessage(role="user", content=text)))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        stored = texts(await asyncio.wait_for(store.aget_messages("k"), DEADLINE))
+        assert stored in (expected, [*expected, text])
+        expected = stored
+        reply = ChatMessage(role="assistant", content=f"reply {steps}")
+        await asyncio.wait_for(store.async_add_message("k", reply), DEADLINE)
+        expected.append(reply.content)
+        popped = await asyncio.wait_for(store.adelete_last_message("k"), DEADLINE)
+        assert popped is not None and popped.content == reply.content
+        expected.pop()
+    assert texts(await store.aget_messages("k")) == expected
+
+
+async def _add(store: ChatMemoryChatStore | ChatMemoryDBChatStore, text: str) -> None:
+    message = ChatMessage(role="user", content=text)
+    if isinstance(store, ChatMemoryChatStore):
+        await store.async_add_message("k", message)
+    else:
+        await store.add_message("k", message)
+
+
+async def _keys(store: ChatMemoryChatStore | ChatMemoryDBChatStore) -> list[str]:
+    if isinstance(store, ChatMemoryChatStore):
+        return await asyncio.to_thread(store.get_keys)  # the synchronous path, from a worker thread
+    return await store.get_keys()
+
+
+@pytest.mark.parametrize("kind", [ChatMemoryChatStore, ChatMemoryDBChatStore])
+async def test_a_store_closed_under_its_calls_fails_them_clearly(
+    db_url: str, kind: type[ChatMemoryChatStore | ChatMemoryDBChatStore]
+) -> None:
+    memory = await ChatMemory.open(db_url)
+    store = kind(memory.scoped(Principal("alice")))
+    try:
+        await _add(store, "first")
+        calls = [asyncio.ensure_future(_add(store, f"q{i}")) for i in range(6)]
+        calls.append(asyncio.ensure_future(_keys(store)))
+        await asyncio.sleep(0)
+        await asyncio.wait_for(memory.close(), DEADLINE)
+        outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), DEADLINE)
+        for outcome in outcomes:
+            assert not isinstance(outcome, BaseException) or isinstance(outcome, StorageError), outcome
+        with pytest.raises(StorageError, match="closed"):
+            await asyncio.wait_for(_keys(store), DEADLINE)
+        with pytest.raises(StorageError, match="closed"):
+            await asyncio.wait_for(_add(store, "late"), DEADLINE)
+    finally:
+        store.close()
+        await memory.close()
