@@ -257,6 +257,9 @@ class ChatMemorySessionService(BaseSessionService):
     async def append_event(self, session: Session, event: Event) -> Event:
         """Store ``event`` and its state delta in one transaction, then apply both to ``session``.
 
+        A call cancelled while the store writes leaves ``session`` as storage has it: with the
+        event when the write committed, without it when it did not.
+
         Raises:
             StaleSessionError: the session changed in storage since ``session`` was read.
             SessionNotFoundError: the session does not exist (or was deleted).
@@ -266,6 +269,28 @@ class ChatMemorySessionService(BaseSessionService):
             return event
         self._apply_temp_state(session, event)
         event = self._trim_temp_delta_state(event)
+        write = asyncio.ensure_future(self._write(session, event))
+        try:
+            marker = await asyncio.shield(write)
+        except asyncio.CancelledError:
+            # The store finishes a write it began: bring the session object level with what
+            # it committed before the cancel goes on, or the next append through the same
+            # object would be refused as stale by its own event.
+            with contextlib.suppress(Exception):
+                self._applied(session, event, await write)
+            raise
+        return self._applied(session, event, marker)
+
+    def _applied(self, session: Session, event: Event, marker: str | None) -> Event:
+        if marker is None:
+            return event  # the same event delivered again: stored once, applied once
+        session._storage_update_marker = marker
+        session.last_update_time = event.timestamp
+        return self._commit_event_to_session(session, event)
+
+    async def _write(self, session: Session, event: Event) -> str | None:
+        """Store ``event`` with its state delta; the session's new revision marker, or ``None``
+        when the event was stored before."""
         memory = await self._store()
         app_name, user_id = session.app_name, session.user_id
         chat = memory.scoped(layout.user(app_name, user_id))
@@ -299,11 +324,9 @@ class ChatMemorySessionService(BaseSessionService):
                 raise
             raise mapped from None
         if stored[0].seq <= expected:
-            return event  # the same event delivered again: stored once, applied once
-        session._storage_update_marker = f"{generation}:{stored[0].seq}"
+            return None
         run.add_usage(stored[0].usage)
-        session.last_update_time = event.timestamp
-        return self._commit_event_to_session(session, event)
+        return f"{generation}:{stored[0].seq}"
 
     # -- provenance --------------------------------------------------------------------------
 
