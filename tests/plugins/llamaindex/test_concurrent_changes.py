@@ -93,6 +93,53 @@ async def test_stores_of_their_own_popping_one_key_take_one_message_each(alice: 
             store.close()
 
 
+async def test_stores_of_their_own_starting_one_key_share_one_conversation(alice: Scope) -> None:
+    """A store per request, or per process, each writing a key nobody wrote before."""
+    stores = [ChatMemoryChatStore(alice) for _ in range(4)]
+    try:
+        await both(
+            *(
+                s.async_add_message("k", ChatMessage(role="user", content=f"q{i}"))
+                for i, s in enumerate(stores)
+            )
+        )
+
+        assert len((await alice.list_conversations()).items) == 1
+        fresh = ChatMemoryChatStore(alice)
+        assert sorted(texts(await fresh.aget_messages("k")), key=str) == ["q0", "q1", "q2", "q3"]
+        assert await fresh.aget_keys() == ["k"]
+        fresh.close()
+    finally:
+        for store in stores:
+            store.close()
+
+
+async def test_processes_starting_one_key_again_after_a_delete_share_one_conversation(db_url: str) -> None:
+    opened = [await ChatMemory.open(db_url) for _ in range(3)]
+    stores = [ChatMemoryDBChatStore(m.scoped(Principal("alice"))) for m in opened]
+    try:
+        for round_ in range(3):
+            await both(
+                *(
+                    s.add_message("k", ChatMessage(role="user", content=f"r{round_}.{i}"))
+                    for i, s in enumerate(stores)
+                )
+            )
+            for store in stores:
+                assert sorted(texts(await store.get_messages("k")), key=str) == [
+                    f"r{round_}.{i}" for i in range(3)
+                ]
+                assert await store.get_keys() == ["k"]
+            await stores[round_].delete_messages("k")
+            assert [await s.get_messages("k") for s in stores] == [[], [], []]
+            assert [await s.get_keys() for s in stores] == [[], [], []]
+    finally:
+        for store in stores:
+            store.close()
+        for memory in opened:
+            await memory.close()
+
+
 # -- AsyncDBChatStore (Memory) -----------------------------------------------------------------
 
 

@@ -2,7 +2,8 @@
 
 A key names one conversation of the scope's principal: the conversation whose metadata
 holds that key, else the conversation whose id the key is (so an existing conversation can
-be opened by id); writing to a key that names neither starts a conversation for it.
+be opened by id); writing to a key that names neither starts a conversation for it, with an
+id derived from the key (see ``_claim``).
 
 Recording: a user message that follows a non-user message starts a new history (one
 agent run), closing the run before it; the messages after it join that history. An
@@ -23,6 +24,7 @@ from llama_index.core.llms import ChatMessage
 from chatmemory import (
     ChatMemoryError,
     ConflictError,
+    Conversation,
     ConversationNotFound,
     HistoryNotFound,
     InvalidInputError,
@@ -32,6 +34,7 @@ from chatmemory import (
     Scope,
 )
 from chatmemory.loops import AnyLoopLock
+from chatmemory_llamaindex._claim import claim, key_id, live
 from chatmemory_llamaindex._convert import from_stored, restored, to_new_message
 from chatmemory_llamaindex._provenance import Produced, observe
 
@@ -72,15 +75,20 @@ class KeyedConversations:
     # -- keys ------------------------------------------------------------------------------
 
     async def _lookup(self, key: str) -> UUID | None:
+        if await live(self.chat, key_id(self.chat.principal, key)):
+            return key_id(self.chat.principal, key)
+        # A later generation of the key, a conversation started for it by an earlier version
+        # of this adapter (the oldest, should there be several), or one opened by its id.
+        found: list[Conversation] = []
         cursor: str | None = None
         while True:
             page = await self.chat.list_conversations(limit=_PAGE, cursor=cursor, archived=None)
-            for conversation in page.items:
-                if conversation.metadata.get(KEY_FIELD) == key:
-                    return conversation.id
+            found += [c for c in page.items if c.metadata.get(KEY_FIELD) == key]
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor
+        if found:
+            return min(found, key=lambda c: (c.created_at, c.id)).id
         try:
             return (await self.chat.get_conversation(UUID(key))).id
         except (ValueError, ConversationNotFound):
@@ -96,7 +104,7 @@ class KeyedConversations:
                 if found is None:
                     if not create:
                         return None
-                    found = (await self.chat.start_conversation(metadata={KEY_FIELD: key})).id
+                    found = await claim(self.chat, key, {KEY_FIELD: key})
                 self._ids[key] = found
             return self._ids[key]
 
