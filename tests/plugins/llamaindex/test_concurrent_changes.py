@@ -140,6 +140,43 @@ async def test_processes_starting_one_key_again_after_a_delete_share_one_convers
             await memory.close()
 
 
+async def test_a_run_another_store_closes_before_its_first_message_starts_again(
+    memory: ChatMemory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store's user message opens a run and closes the run left running before it, which
+    can be the run another store has just started and not yet written to."""
+    mine, theirs = memory.scoped(Principal("alice")), memory.scoped(Principal("alice"))
+    earlier = ChatMemoryChatStore(mine)
+    await earlier.aset_messages("k", turn("q0", "a0"))
+    await earlier.async_add_message("k", ChatMessage(role="user", content="q1"))
+    earlier.close()
+    started, closed = asyncio.Event(), asyncio.Event()
+    append = mine.append_messages
+
+    async def held_first(*args: object, **kwargs: object) -> object:
+        if not started.is_set():  # the new run's first messages wait until the other store is done
+            started.set()
+            await closed.wait()
+        return await append(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mine, "append_messages", held_first)
+    store, other = ChatMemoryChatStore(mine), ChatMemoryChatStore(theirs)
+    try:
+        writing = asyncio.ensure_future(store.async_add_message("k", ChatMessage(role="user", content="q2")))
+        await asyncio.wait_for(started.wait(), DEADLINE)
+        await asyncio.wait_for(other.async_add_message("k", ChatMessage(role="user", content="q3")), DEADLINE)
+        closed.set()
+        await asyncio.wait_for(writing, DEADLINE)
+
+        assert texts(await other.aget_messages("k")) == ["q0", "a0", "q1", "q3", "q2"]
+        (conversation,) = (await mine.list_conversations()).items
+        histories = (await mine.get_conversation(conversation.id, messages=True)).histories
+        assert all(h.messages for h in histories)  # the run closed before its first message is gone
+    finally:
+        store.close()
+        other.close()
+
+
 # -- AsyncDBChatStore (Memory) -----------------------------------------------------------------
 
 

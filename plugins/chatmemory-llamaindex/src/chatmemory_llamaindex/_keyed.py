@@ -227,15 +227,31 @@ class KeyedConversations:
         return _Run(last.id, None, last.model != self.model)
 
     async def _record_run(self, cid: UUID, batch: list[NewMessage], **metadata: Any) -> _Run:
-        """A new history holding ``batch``; when the batch is refused, no history is left."""
-        history = await self.chat.start_history(cid, model=self.model, metadata={**self.metadata, **metadata})
-        try:
-            await self.chat.append_messages(history.id, batch)
-        except BaseException:
-            with contextlib.suppress(ChatMemoryError):
-                await self.chat.delete_history(history.id)
-            raise
-        return _Run(history.id, None, False)
+        """A new history holding ``batch``; when the batch is refused, no history is left.
+
+        Raises:
+            ConflictError: other writers kept closing each new history before its first
+                messages, many times over.
+        """
+        for _ in range(_ATTEMPTS):
+            history = await self.chat.start_history(
+                cid, model=self.model, metadata={**self.metadata, **metadata}
+            )
+            try:
+                await self.chat.append_messages(history.id, batch)
+            except (ConflictError, HistoryNotFound):
+                # Another store took the new history for a run left running, and closed or
+                # deleted it to start its own: start another, dropping this one if empty.
+                with contextlib.suppress(ChatMemoryError):
+                    if not (await self.chat.get_history(history.id)).messages:
+                        await self.chat.delete_history(history.id)
+                continue
+            except BaseException:
+                with contextlib.suppress(ChatMemoryError):
+                    await self.chat.delete_history(history.id)
+                raise
+            return _Run(history.id, None, False)
+        raise ConflictError(f"conversation {cid}: other writers kept closing its new histories; retry")
 
     async def replace(self, key: str, messages: Sequence[ChatMessage | Message]) -> None:
         """Make ``messages`` the whole content of ``key``, recorded as one finished history
