@@ -10,7 +10,6 @@ from typing import Any, Literal
 from uuid import UUID
 
 from google.adk import version as adk_version
-from google.adk.errors import StaleSessionError
 from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events.event import Event
@@ -27,6 +26,7 @@ from chatmemory import ChatMemory, ConflictError, ConversationNotFound, NotFound
 from chatmemory.loops import AnyLoopLock
 from chatmemory_adk import _layout as layout
 from chatmemory_adk._events import event_time, to_event, to_message
+from chatmemory_adk._revisions import adk_error, revision
 from chatmemory_adk._runs import ModelCalls, Recent, Run
 
 __all__ = ["DEFAULT_MODEL", "ChatMemorySessionService"]
@@ -34,10 +34,6 @@ __all__ = ["DEFAULT_MODEL", "ChatMemorySessionService"]
 DEFAULT_MODEL = "unknown"
 """The model of an invocation's history until one of its events names the model that produced it."""
 
-_STALE = (
-    "The session has been modified in storage since it was loaded. "
-    "Please reload the session before appending more events."
-)
 _CACHED = 1024
 _GENERATION_TRIES = 5
 _PAGE = 1000
@@ -294,7 +290,7 @@ class ChatMemorySessionService(BaseSessionService):
         memory = await self._store()
         app_name, user_id = session.app_name, session.user_id
         chat = memory.scoped(layout.user(app_name, user_id))
-        generation, expected = await self._revision(memory, session)
+        generation, expected = await revision(memory, session)
         cid = layout.session_id_of(app_name, user_id, session.id, generation)
         model = (
             None
@@ -319,7 +315,7 @@ class ChatMemorySessionService(BaseSessionService):
                 self._runs.pop_where(lambda key: key == (cid, event.invocation_id))
                 with contextlib.suppress(NotFoundError):
                     await chat.delete_history(run.history_id)
-            mapped = _adk_error(exc, session.id, user_doc, app_doc)
+            mapped = adk_error(exc, session.id, user_doc, app_doc)
             if mapped is exc:
                 raise
             raise mapped from None
@@ -362,30 +358,6 @@ class ChatMemorySessionService(BaseSessionService):
 
     # -- internals -------------------------------------------------------------------------
 
-    async def _revision(self, memory: ChatMemory, session: Session) -> tuple[int, int]:
-        """The generation and last ``seq`` ``session`` was read at; stale copies without them
-        are refused here."""
-        marker = session._storage_update_marker
-        if marker is not None and marker.count(":") == 1:
-            read_generation, read_seq = marker.split(":")
-            return int(read_generation), int(read_seq)
-        # A session object this service did not hand out: current if it ends where storage does.
-        app_name, user_id = session.app_name, session.user_id
-        generation = layout.generation(await layout.user_metadata(memory, app_name, user_id), session.id)
-        cid = layout.session_id_of(app_name, user_id, session.id, generation)
-        try:
-            tail = await memory.scoped(layout.user(app_name, user_id)).get_tail(cid, limit=1)
-        except ConversationNotFound:
-            raise SessionNotFoundError(f"Session {session.id} not found.") from None
-        stored_update = layout.last_update_time(
-            tail.conversation.metadata.get("last_update_time"), tail.conversation.created_at
-        )
-        last = [e.id for e in map(to_event, tail.messages) if e is not None]
-        mine = [session.events[-1].id] if session.events else []
-        if stored_update > session.last_update_time and last != mine:
-            raise StaleSessionError(_STALE)
-        return generation, tail.last_seq
-
     async def _history(
         self, chat: Scope, cid: UUID, invocation_id: str, model: str | None
     ) -> tuple[Run, bool]:
@@ -426,15 +398,3 @@ class ChatMemorySessionService(BaseSessionService):
         if self._ensured.get((app_name, user_id)) is None:
             await layout.create_state_documents(memory, app_name, user_id, now)
             self._ensured.set((app_name, user_id), True)
-
-
-def _adk_error(exc: Exception, session_id: str, user_doc: UUID, app_doc: UUID) -> Exception:
-    """The error ADK's own services raise where chatmemory raised ``exc``."""
-    if isinstance(exc, ConflictError):
-        return StaleSessionError(_STALE)
-    if isinstance(exc, ConversationNotFound) and exc.conversation_id in (user_doc, app_doc):
-        scope = "User" if exc.conversation_id == user_doc else "App"
-        return ValueError(f"{scope} state missing; session state documents are created by create_session.")
-    if isinstance(exc, NotFoundError):
-        return SessionNotFoundError(f"Session {session_id} not found.")
-    return exc
