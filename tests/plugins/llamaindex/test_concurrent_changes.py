@@ -15,7 +15,7 @@ concurrent archive calls.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 import pytest
 from chatmemory_llamaindex import ChatMemoryChatStore, ChatMemoryDBChatStore
@@ -219,6 +219,44 @@ async def test_concurrent_delete_message_keeps_the_archive_watermark(db_store: C
 
     assert texts(await db_store.get_messages("k", status=MessageStatus.ARCHIVED)) == []
     assert texts(await db_store.get_messages("k")) == ["c", "d"]
+
+
+async def reads_during(
+    change: Awaitable[object], read: Callable[[], Awaitable[list[ChatMessage]]]
+) -> list[list[str | None]]:
+    """What ``read`` returns, again and again, while ``change`` runs."""
+    done = asyncio.ensure_future(change)
+    seen = []
+    while not done.done():
+        seen.append(texts(await read()))
+    await done
+    return seen
+
+
+async def test_reads_never_see_half_an_insertion(calls: StoreCalls) -> None:
+    await calls("set_messages", "k", turn("a", "b", "c"))
+    before = ["a", "b", "c"]
+    for n in range(8):
+        message = ChatMessage(role="user", content=f"x{n}")
+        seen = await reads_during(
+            calls("add_message", "k", message, idx=1), lambda: calls("get_messages", "k")
+        )
+        after = [before[0], f"x{n}", *before[1:]]
+        assert all(s in (before, after) for s in seen), seen
+        before = after
+
+
+async def test_reads_never_take_an_archived_add_for_an_active_message(
+    db_store: ChatMemoryDBChatStore,
+) -> None:
+    await db_store.add_messages("k", turn("a", "b"))
+    for n in range(8):
+        old = ChatMessage(role="user", content=f"old{n}")
+        seen = await reads_during(
+            db_store.add_message("k", old, status=MessageStatus.ARCHIVED), lambda: db_store.get_messages("k")
+        )
+        assert all(s == ["a", "b"] for s in seen), seen
+    assert len(await db_store.get_messages("k", status=MessageStatus.ARCHIVED)) == 8
 
 
 # -- cancelled and closed --------------------------------------------------------------------

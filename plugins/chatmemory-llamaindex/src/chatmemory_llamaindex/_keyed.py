@@ -164,7 +164,9 @@ class KeyedConversations:
 
         LlamaIndex changes a key by position (``delete_last_message``, ``idx=``, the archive
         watermark of ``Memory``): each such change reads the key, then writes, and two of
-        them interleaved would both act on the same message.
+        them interleaved would both act on the same message. Some write in two steps (an
+        insertion rewrites the key, an archived add moves the watermark after it), so reads
+        of the key run alone too, and never see half a change.
         """
         async with self._writing:
             return await change()

@@ -66,11 +66,11 @@ class ChatMemoryChatStore(BoundStore, BaseChatStore):
 
     def get_messages(self, key: str) -> list[ChatMessage]:
         """The messages of ``key`` in order (none for an unknown key)."""
-        return self._sync(self._keyed.messages(key))
+        return self._sync(self._keyed.alone(lambda: self._keyed.messages(key)))
 
     async def aget_messages(self, key: str) -> list[ChatMessage]:
         """The messages of ``key`` in order (none for an unknown key)."""
-        return await self._home.call(self._keyed.messages(key))
+        return await self._home.call(self._keyed.alone(lambda: self._keyed.messages(key)))
 
     def add_message(self, key: str, message: ChatMessage, idx: int | None = None) -> None:
         """Add ``message`` at the end of ``key``, or before position ``idx``.

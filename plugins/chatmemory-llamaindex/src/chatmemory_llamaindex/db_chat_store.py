@@ -52,7 +52,8 @@ class ChatMemoryDBChatStore(BoundStore, AsyncDBChatStore):
         return await self._home.call(coro)
 
     async def _change(self, change: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        # Every change here reads the key (and its archive watermark) before writing.
+        # Every change here reads the key (and its archive watermark) before writing, and
+        # some write twice (messages, then the watermark): reads wait for them to end.
         return await self._home.call(self._keyed.alone(change))
 
     # -- the archive watermark ---------------------------------------------------------------
@@ -106,7 +107,7 @@ class ChatMemoryDBChatStore(BoundStore, AsyncDBChatStore):
         for name, value in (("limit", limit), ("offset", offset)):
             if value is not None and value < 0:
                 raise InvalidInputError(name, "must not be negative")
-        stored, archived = await self._call(self._split(key))
+        stored, archived = await self._change(lambda: self._split(key))
         chosen, _ = self._select(stored, archived, status)
         start = offset or 0
         end = None if limit is None else start + limit
@@ -114,7 +115,7 @@ class ChatMemoryDBChatStore(BoundStore, AsyncDBChatStore):
 
     async def count_messages(self, key: str, status: MessageStatus | None = MessageStatus.ACTIVE) -> int:
         """How many messages of ``key`` have ``status`` (all for ``None``)."""
-        stored, archived = await self._call(self._split(key))
+        stored, archived = await self._change(lambda: self._split(key))
         return len(self._select(stored, archived, status)[0])
 
     async def add_message(
