@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from uuid import UUID
 
 import pytest
 from chatmemory_llamaindex import ChatMemoryChatStore, ChatMemoryDBChatStore
@@ -297,6 +298,49 @@ async def _keys(store: ChatMemoryChatStore | ChatMemoryDBChatStore) -> list[str]
     if isinstance(store, ChatMemoryChatStore):
         return await asyncio.to_thread(store.get_keys)  # the synchronous path, from a worker thread
     return await store.get_keys()
+
+
+async def new_history(chat: Scope, cid: UUID, before: set[UUID]) -> None:
+    """Return once a history not in ``before`` is stored."""
+    while not {h.id for h in (await chat.get_conversation(cid)).histories} - before:
+        await asyncio.sleep(0)
+
+
+async def test_a_set_cancelled_once_its_new_content_is_stored_completes(
+    alice: Scope, store: ChatMemoryChatStore
+) -> None:
+    """``set_messages`` stores the new content, then deletes the old: cancelled as soon as the
+    new content is seen stored, the key must hold the new content only, never both."""
+    await store.aset_messages("k", turn("a", "b"))
+    (conversation,) = (await alice.list_conversations()).items
+    for n in range(3):
+        before = {h.id for h in (await alice.get_conversation(conversation.id)).histories}
+        new = turn(f"x{n}", f"y{n}")
+        task = asyncio.ensure_future(store.aset_messages("k", new))
+
+        await asyncio.wait_for(new_history(alice, conversation.id, before), DEADLINE)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert texts(await asyncio.wait_for(store.aget_messages("k"), DEADLINE)) == texts(new), n
+
+
+async def test_a_cancelled_archived_add_is_whole_or_absent(db_store: ChatMemoryDBChatStore) -> None:
+    await db_store.add_messages("k", turn("a", "b"))
+    archived = 0
+    for steps in range(60):
+        task = asyncio.ensure_future(
+            db_store.add_message(
+                "k", ChatMessage(role="user", content=f"old{steps}"), status=MessageStatus.ARCHIVED
+            )
+        )
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert texts(await asyncio.wait_for(db_store.get_messages("k"), DEADLINE)) == ["a", "b"], steps
+        now = len(await db_store.get_messages("k", status=MessageStatus.ARCHIVED))
+        assert now in (archived, archived + 1), steps
+        archived = now
 
 
 @pytest.mark.parametrize("kind", [ChatMemoryChatStore, ChatMemoryDBChatStore])

@@ -13,6 +13,7 @@ store's default; the history takes the first observed model and system prompts.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -166,10 +167,27 @@ class KeyedConversations:
         watermark of ``Memory``): each such change reads the key, then writes, and two of
         them interleaved would both act on the same message. Some write in two steps (an
         insertion rewrites the key, an archived add moves the watermark after it), so reads
-        of the key run alone too, and never see half a change.
+        of the key run alone too, and never see half a change. For the same reason a change
+        whose caller is cancelled once it began runs to its end before the cancel goes on
+        (one still waiting for its turn is dropped).
         """
-        async with self._writing:
-            return await change()
+        began = False
+
+        async def locked() -> T:
+            nonlocal began
+            async with self._writing:
+                began = True
+                return await change()
+
+        running = asyncio.ensure_future(locked())
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            if not began:
+                running.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await running
+            raise
 
     async def append(self, key: str, messages: Sequence[ChatMessage]) -> None:
         """Record ``messages`` after the last message of ``key``."""
