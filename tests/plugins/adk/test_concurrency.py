@@ -177,3 +177,30 @@ async def test_get_user_state_available_before_another_session_is_created(
         first, Event(author="system", actions=EventActions(state_delta={"user:ctx": {"v": 1}}))
     )
     assert await service.get_user_state(app_name=APP, user_id="u1") == {"ctx": {"v": 1}}
+
+
+async def test_a_create_cancelled_once_its_session_is_stored_completes(
+    service: ChatMemorySessionService, memory: ChatMemory
+) -> None:
+    """``create_session`` stores the session, then its ``app:`` and ``user:`` state: cancelled
+    as soon as the session is seen stored, it still ends with its shared state stored."""
+    chat = memory.scoped(Principal(USER, tenant=APP))
+    for n in range(3):
+        task = asyncio.ensure_future(
+            service.create_session(
+                app_name=APP, user_id=USER, session_id=f"s{n}", state={"app:a": n, "user:u": n, "k": n}
+            )
+        )
+
+        async def session_stored(n: int = n) -> None:
+            while not any(
+                c.metadata.get("session_id") == f"s{n}" for c in (await chat.list_conversations()).items
+            ):
+                await asyncio.sleep(0)
+
+        await asyncio.wait_for(session_stored(), DEADLINE)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        stored = await service.get_session(app_name=APP, user_id=USER, session_id=f"s{n}")
+        assert stored is not None
+        assert stored.state == {"app:a": n, "user:u": n, "k": n}, n

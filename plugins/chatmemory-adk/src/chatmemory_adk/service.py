@@ -27,7 +27,7 @@ from chatmemory.loops import AnyLoopLock
 from chatmemory_adk import _layout as layout
 from chatmemory_adk._events import event_time, to_event, to_message
 from chatmemory_adk._revisions import adk_error, revision
-from chatmemory_adk._runs import ModelCalls, Recent, Run
+from chatmemory_adk._runs import ModelCalls, Recent, Run, to_the_end
 
 __all__ = ["DEFAULT_MODEL", "ChatMemorySessionService"]
 
@@ -110,9 +110,16 @@ class ChatMemorySessionService(BaseSessionService):
     ) -> Session:
         """Create a session; ``app:`` and ``user:`` keys of ``state`` go to the shared state.
 
+        A call cancelled once the store began writing the session still writes all of it.
+
         Raises:
             AlreadyExistsError: the user already has a session with this id.
         """
+        return await to_the_end(self._create(app_name, user_id, state, session_id))
+
+    async def _create(
+        self, app_name: str, user_id: str, state: dict[str, Any] | None, session_id: str | None
+    ) -> Session:
         memory = await self._store()
         sid = session_id if session_id is not None else platform_uuid.new_uuid()
         app, usr, own = layout.split_delta(state)
