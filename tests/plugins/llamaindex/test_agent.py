@@ -8,6 +8,8 @@ driven: ``ChatMemoryBuffer`` over ``ChatMemoryChatStore`` and ``Memory`` over
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -97,4 +99,44 @@ async def test_chat_history_given_to_a_run_replaces_the_conversation(db_url: str
             "next",
             "saw 4 messages",
         ]
+        store.close()
+
+
+@pytest.mark.parametrize("kind", ["buffer", "memory"])
+async def test_agents_on_threads_with_loops_of_their_own_share_one_store(
+    kind: str, memory: ChatMemory
+) -> None:
+    """One store object serving agent runs on several threads, each thread running its own
+    event loop (``asyncio.run``), as a thread pool of request handlers does."""
+    chat = memory.scoped(Principal("alice"))
+    store = ChatMemoryChatStore(chat) if kind == "buffer" else ChatMemoryDBChatStore(chat)
+    threads = 4
+
+    def handler(n: int) -> tuple[str, str]:
+        async def two_runs() -> tuple[str, str]:
+            remembered: Any = (
+                ChatMemoryBuffer.from_defaults(chat_store=store, chat_store_key=f"k{n}")
+                if kind == "buffer"
+                else Memory.from_defaults(session_id=f"k{n}", chat_store=store)
+            )
+            agent = FunctionAgent(tools=[add], llm=NamedMockLLM(f"mock-{n}"), system_prompt="You add.")
+            first = await agent.run(user_msg="please add 2 and 3", memory=remembered)
+            second = await agent.run(user_msg="again", memory=remembered)
+            return str(first), str(second)
+
+        return asyncio.run(asyncio.wait_for(two_runs(), 60))
+
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            answers = await asyncio.wait_for(
+                asyncio.gather(*(asyncio.wrap_future(pool.submit(handler, n)) for n in range(threads))), 120
+            )
+        assert answers == [("2+3=5", "saw 6 messages")] * threads
+        summaries = (await chat.list_conversations()).items
+        assert len(summaries) == threads
+        for summary in summaries:
+            n = summary.metadata["llamaindex_key"].removeprefix("k")
+            histories = (await chat.get_conversation(summary.id)).histories
+            assert [h.model for h in histories] == [f"mock-{n}", f"mock-{n}"]
+    finally:
         store.close()

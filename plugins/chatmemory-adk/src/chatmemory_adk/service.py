@@ -10,7 +10,6 @@ from typing import Any, Literal
 from uuid import UUID
 
 from google.adk import version as adk_version
-from google.adk.errors import StaleSessionError
 from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events.event import Event
@@ -27,17 +26,14 @@ from chatmemory import ChatMemory, ConflictError, ConversationNotFound, NotFound
 from chatmemory.loops import AnyLoopLock
 from chatmemory_adk import _layout as layout
 from chatmemory_adk._events import event_time, to_event, to_message
-from chatmemory_adk._runs import ModelCalls, Recent, Run
+from chatmemory_adk._revisions import adk_error, revision
+from chatmemory_adk._runs import ModelCalls, Recent, Run, to_the_end
 
 __all__ = ["DEFAULT_MODEL", "ChatMemorySessionService"]
 
 DEFAULT_MODEL = "unknown"
 """The model of an invocation's history until one of its events names the model that produced it."""
 
-_STALE = (
-    "The session has been modified in storage since it was loaded. "
-    "Please reload the session before appending more events."
-)
 _CACHED = 1024
 _GENERATION_TRIES = 5
 _PAGE = 1000
@@ -114,9 +110,16 @@ class ChatMemorySessionService(BaseSessionService):
     ) -> Session:
         """Create a session; ``app:`` and ``user:`` keys of ``state`` go to the shared state.
 
+        A call cancelled once the store began writing the session still writes all of it.
+
         Raises:
             AlreadyExistsError: the user already has a session with this id.
         """
+        return await to_the_end(self._create(app_name, user_id, state, session_id))
+
+    async def _create(
+        self, app_name: str, user_id: str, state: dict[str, Any] | None, session_id: str | None
+    ) -> Session:
         memory = await self._store()
         sid = session_id if session_id is not None else platform_uuid.new_uuid()
         app, usr, own = layout.split_delta(state)
@@ -257,6 +260,9 @@ class ChatMemorySessionService(BaseSessionService):
     async def append_event(self, session: Session, event: Event) -> Event:
         """Store ``event`` and its state delta in one transaction, then apply both to ``session``.
 
+        A call cancelled while the store writes leaves ``session`` as storage has it: with the
+        event when the write committed, without it when it did not.
+
         Raises:
             StaleSessionError: the session changed in storage since ``session`` was read.
             SessionNotFoundError: the session does not exist (or was deleted).
@@ -266,10 +272,32 @@ class ChatMemorySessionService(BaseSessionService):
             return event
         self._apply_temp_state(session, event)
         event = self._trim_temp_delta_state(event)
+        write = asyncio.ensure_future(self._write(session, event))
+        try:
+            marker = await asyncio.shield(write)
+        except asyncio.CancelledError:
+            # The store finishes a write it began: bring the session object level with what
+            # it committed before the cancel goes on, or the next append through the same
+            # object would be refused as stale by its own event.
+            with contextlib.suppress(Exception):
+                self._applied(session, event, await write)
+            raise
+        return self._applied(session, event, marker)
+
+    def _applied(self, session: Session, event: Event, marker: str | None) -> Event:
+        if marker is None:
+            return event  # the same event delivered again: stored once, applied once
+        session._storage_update_marker = marker
+        session.last_update_time = event.timestamp
+        return self._commit_event_to_session(session, event)
+
+    async def _write(self, session: Session, event: Event) -> str | None:
+        """Store ``event`` with its state delta; the session's new revision marker, or ``None``
+        when the event was stored before."""
         memory = await self._store()
         app_name, user_id = session.app_name, session.user_id
         chat = memory.scoped(layout.user(app_name, user_id))
-        generation, expected = await self._revision(memory, session)
+        generation, expected = await revision(memory, session)
         cid = layout.session_id_of(app_name, user_id, session.id, generation)
         model = (
             None
@@ -294,16 +322,14 @@ class ChatMemorySessionService(BaseSessionService):
                 self._runs.pop_where(lambda key: key == (cid, event.invocation_id))
                 with contextlib.suppress(NotFoundError):
                     await chat.delete_history(run.history_id)
-            mapped = _adk_error(exc, session.id, user_doc, app_doc)
+            mapped = adk_error(exc, session.id, user_doc, app_doc)
             if mapped is exc:
                 raise
             raise mapped from None
         if stored[0].seq <= expected:
-            return event  # the same event delivered again: stored once, applied once
-        session._storage_update_marker = f"{generation}:{stored[0].seq}"
+            return None
         run.add_usage(stored[0].usage)
-        session.last_update_time = event.timestamp
-        return self._commit_event_to_session(session, event)
+        return f"{generation}:{stored[0].seq}"
 
     # -- provenance --------------------------------------------------------------------------
 
@@ -338,30 +364,6 @@ class ChatMemorySessionService(BaseSessionService):
                 )
 
     # -- internals -------------------------------------------------------------------------
-
-    async def _revision(self, memory: ChatMemory, session: Session) -> tuple[int, int]:
-        """The generation and last ``seq`` ``session`` was read at; stale copies without them
-        are refused here."""
-        marker = session._storage_update_marker
-        if marker is not None and marker.count(":") == 1:
-            read_generation, read_seq = marker.split(":")
-            return int(read_generation), int(read_seq)
-        # A session object this service did not hand out: current if it ends where storage does.
-        app_name, user_id = session.app_name, session.user_id
-        generation = layout.generation(await layout.user_metadata(memory, app_name, user_id), session.id)
-        cid = layout.session_id_of(app_name, user_id, session.id, generation)
-        try:
-            tail = await memory.scoped(layout.user(app_name, user_id)).get_tail(cid, limit=1)
-        except ConversationNotFound:
-            raise SessionNotFoundError(f"Session {session.id} not found.") from None
-        stored_update = layout.last_update_time(
-            tail.conversation.metadata.get("last_update_time"), tail.conversation.created_at
-        )
-        last = [e.id for e in map(to_event, tail.messages) if e is not None]
-        mine = [session.events[-1].id] if session.events else []
-        if stored_update > session.last_update_time and last != mine:
-            raise StaleSessionError(_STALE)
-        return generation, tail.last_seq
 
     async def _history(
         self, chat: Scope, cid: UUID, invocation_id: str, model: str | None
@@ -403,15 +405,3 @@ class ChatMemorySessionService(BaseSessionService):
         if self._ensured.get((app_name, user_id)) is None:
             await layout.create_state_documents(memory, app_name, user_id, now)
             self._ensured.set((app_name, user_id), True)
-
-
-def _adk_error(exc: Exception, session_id: str, user_doc: UUID, app_doc: UUID) -> Exception:
-    """The error ADK's own services raise where chatmemory raised ``exc``."""
-    if isinstance(exc, ConflictError):
-        return StaleSessionError(_STALE)
-    if isinstance(exc, ConversationNotFound) and exc.conversation_id in (user_doc, app_doc):
-        scope = "User" if exc.conversation_id == user_doc else "App"
-        return ValueError(f"{scope} state missing; session state documents are created by create_session.")
-    if isinstance(exc, NotFoundError):
-        return SessionNotFoundError(f"Session {session_id} not found.")
-    return exc

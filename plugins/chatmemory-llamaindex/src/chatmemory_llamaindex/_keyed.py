@@ -2,7 +2,8 @@
 
 A key names one conversation of the scope's principal: the conversation whose metadata
 holds that key, else the conversation whose id the key is (so an existing conversation can
-be opened by id); writing to a key that names neither starts a conversation for it.
+be opened by id); writing to a key that names neither starts a conversation for it, with an
+id derived from the key (see ``_claim``).
 
 Recording: a user message that follows a non-user message starts a new history (one
 agent run), closing the run before it; the messages after it join that history. An
@@ -12,6 +13,7 @@ store's default; the history takes the first observed model and system prompts.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,14 +25,17 @@ from llama_index.core.llms import ChatMessage
 from chatmemory import (
     ChatMemoryError,
     ConflictError,
+    Conversation,
     ConversationNotFound,
     HistoryNotFound,
     InvalidInputError,
     Message,
+    MessageNotFound,
     NewMessage,
     Scope,
 )
 from chatmemory.loops import AnyLoopLock
+from chatmemory_llamaindex._claim import claim, key_id, live
 from chatmemory_llamaindex._convert import from_stored, restored, to_new_message
 from chatmemory_llamaindex._provenance import Produced, observe
 
@@ -42,6 +47,7 @@ KEY_FIELD = "llamaindex_key"
 T = TypeVar("T")
 
 _PAGE = 100  # conversations per listing call
+_ATTEMPTS = 20  # reads of a key whose message at a position other writers keep deleting first
 
 
 @dataclass
@@ -62,22 +68,28 @@ class KeyedConversations:
         self._runs: dict[UUID, _Run] = {}
         self._provenance = observe()
         # One keeps two writers from starting two conversations for one new key, the other
-        # from splitting a run; calls may run on several loops (see chatmemory.loops).
+        # makes each change of a key (read, then written) whole to the other callers of this
+        # object; calls may run on several loops (see chatmemory.loops).
         self._resolving = AnyLoopLock()
         self._writing = AnyLoopLock()
 
     # -- keys ------------------------------------------------------------------------------
 
     async def _lookup(self, key: str) -> UUID | None:
+        if await live(self.chat, key_id(self.chat.principal, key)):
+            return key_id(self.chat.principal, key)
+        # A later generation of the key, a conversation started for it by an earlier version
+        # of this adapter (the oldest, should there be several), or one opened by its id.
+        found: list[Conversation] = []
         cursor: str | None = None
         while True:
             page = await self.chat.list_conversations(limit=_PAGE, cursor=cursor, archived=None)
-            for conversation in page.items:
-                if conversation.metadata.get(KEY_FIELD) == key:
-                    return conversation.id
+            found += [c for c in page.items if c.metadata.get(KEY_FIELD) == key]
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor
+        if found:
+            return min(found, key=lambda c: (c.created_at, c.id)).id
         try:
             return (await self.chat.get_conversation(UUID(key))).id
         except (ValueError, ConversationNotFound):
@@ -93,7 +105,7 @@ class KeyedConversations:
                 if found is None:
                     if not create:
                         return None
-                    found = (await self.chat.start_conversation(metadata={KEY_FIELD: key})).id
+                    found = await claim(self.chat, key, {KEY_FIELD: key})
                 self._ids[key] = found
             return self._ids[key]
 
@@ -148,16 +160,41 @@ class KeyedConversations:
 
     # -- writing ---------------------------------------------------------------------------
 
+    async def alone(self, change: Callable[[], Awaitable[T]]) -> T:
+        """Run ``change`` while no other change made through this object runs.
+
+        LlamaIndex changes a key by position (``delete_last_message``, ``idx=``, the archive
+        watermark of ``Memory``): each such change reads the key, then writes, and two of
+        them interleaved would both act on the same message. Some write in two steps (an
+        insertion rewrites the key, an archived add moves the watermark after it), so reads
+        of the key run alone too, and never see half a change. For the same reason a change
+        whose caller is cancelled once it began runs to its end before the cancel goes on
+        (one still waiting for its turn is dropped).
+        """
+        began = False
+
+        async def locked() -> T:
+            nonlocal began
+            async with self._writing:
+                began = True
+                return await change()
+
+        running = asyncio.ensure_future(locked())
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            if not began:
+                running.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await running
+            raise
+
     async def append(self, key: str, messages: Sequence[ChatMessage]) -> None:
         """Record ``messages`` after the last message of ``key``."""
         if messages:
             await self.on_key(key, lambda cid: self._append(cid, messages), create=True, missing=None)
 
     async def _append(self, cid: UUID, messages: Sequence[ChatMessage]) -> None:
-        async with self._writing:
-            await self._append_runs(cid, messages)
-
-    async def _append_runs(self, cid: UUID, messages: Sequence[ChatMessage]) -> None:
         run = self._runs.get(cid) or await self._open_run(cid)
         last_role = run.last_role if run is not None else None
         # Split into runs: a user message after a non-user one opens the next run.
@@ -210,15 +247,31 @@ class KeyedConversations:
         return _Run(last.id, None, last.model != self.model)
 
     async def _record_run(self, cid: UUID, batch: list[NewMessage], **metadata: Any) -> _Run:
-        """A new history holding ``batch``; when the batch is refused, no history is left."""
-        history = await self.chat.start_history(cid, model=self.model, metadata={**self.metadata, **metadata})
-        try:
-            await self.chat.append_messages(history.id, batch)
-        except BaseException:
-            with contextlib.suppress(ChatMemoryError):
-                await self.chat.delete_history(history.id)
-            raise
-        return _Run(history.id, None, False)
+        """A new history holding ``batch``; when the batch is refused, no history is left.
+
+        Raises:
+            ConflictError: other writers kept closing each new history before its first
+                messages, many times over.
+        """
+        for _ in range(_ATTEMPTS):
+            history = await self.chat.start_history(
+                cid, model=self.model, metadata={**self.metadata, **metadata}
+            )
+            try:
+                await self.chat.append_messages(history.id, batch)
+            except (ConflictError, HistoryNotFound):
+                # Another store took the new history for a run left running, and closed or
+                # deleted it to start its own: start another, dropping this one if empty.
+                with contextlib.suppress(ChatMemoryError):
+                    if not (await self.chat.get_history(history.id)).messages:
+                        await self.chat.delete_history(history.id)
+                continue
+            except BaseException:
+                with contextlib.suppress(ChatMemoryError):
+                    await self.chat.delete_history(history.id)
+                raise
+            return _Run(history.id, None, False)
+        raise ConflictError(f"conversation {cid}: other writers kept closing its new histories; retry")
 
     async def replace(self, key: str, messages: Sequence[ChatMessage | Message]) -> None:
         """Make ``messages`` the whole content of ``key``, recorded as one finished history
@@ -252,13 +305,28 @@ class KeyedConversations:
         self, key: str, index: int, *, stored: list[Message] | None = None
     ) -> ChatMessage | None:
         """Delete the message at ``index`` (negative counts from the end) and return it;
-        ``None`` when there is no such message."""
-        stored = await self.stored(key) if stored is None else stored
-        if not -len(stored) <= index < len(stored):
-            return None
-        victim = stored[index]
-        await self.chat.delete_message(victim.id)
-        return from_stored(victim)
+        ``None`` when there is no such message.
+
+        Without ``stored`` the key is read here, and read again when another store deleted
+        the message first, so each message is deleted and returned by one caller only.
+
+        Raises:
+            MessageNotFound: the message at ``index`` of ``stored`` was deleted meanwhile.
+            ConflictError: other writers deleted the message at ``index`` first, many times over.
+        """
+        for _ in range(_ATTEMPTS):
+            current = await self.stored(key) if stored is None else stored
+            if not -len(current) <= index < len(current):
+                return None
+            victim = current[index]
+            try:
+                await self.chat.delete_message(victim.id)
+            except MessageNotFound:
+                if stored is not None:
+                    raise
+                continue
+            return from_stored(victim)
+        raise ConflictError(f"key {key!r}: could not delete the message at {index}; retry")
 
     async def drop(self, key: str) -> list[ChatMessage] | None:
         """Delete the conversation of ``key`` and return its messages (``None`` if it has none)."""

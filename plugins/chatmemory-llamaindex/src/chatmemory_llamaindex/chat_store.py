@@ -54,7 +54,7 @@ class ChatMemoryChatStore(BoundStore, BaseChatStore):
         Raises:
             InvalidInputError: a message cannot be stored.
         """
-        self._sync(self._keyed.replace(key, messages))
+        self._sync(self._keyed.alone(lambda: self._keyed.replace(key, messages)))
 
     async def aset_messages(self, key: str, messages: list[ChatMessage]) -> None:
         """Replace every message of ``key`` with ``messages`` (recorded as one history).
@@ -62,15 +62,15 @@ class ChatMemoryChatStore(BoundStore, BaseChatStore):
         Raises:
             InvalidInputError: a message cannot be stored.
         """
-        await self._home.call(self._keyed.replace(key, messages))
+        await self._home.call(self._keyed.alone(lambda: self._keyed.replace(key, messages)))
 
     def get_messages(self, key: str) -> list[ChatMessage]:
         """The messages of ``key`` in order (none for an unknown key)."""
-        return self._sync(self._keyed.messages(key))
+        return self._sync(self._keyed.alone(lambda: self._keyed.messages(key)))
 
     async def aget_messages(self, key: str) -> list[ChatMessage]:
         """The messages of ``key`` in order (none for an unknown key)."""
-        return await self._home.call(self._keyed.messages(key))
+        return await self._home.call(self._keyed.alone(lambda: self._keyed.messages(key)))
 
     def add_message(self, key: str, message: ChatMessage, idx: int | None = None) -> None:
         """Add ``message`` at the end of ``key``, or before position ``idx``.
@@ -78,7 +78,7 @@ class ChatMemoryChatStore(BoundStore, BaseChatStore):
         Raises:
             InvalidInputError: the message cannot be stored.
         """
-        self._sync(self._add(key, message, idx))
+        self._sync(self._keyed.alone(lambda: self._add(key, message, idx)))
 
     async def async_add_message(self, key: str, message: ChatMessage, idx: int | None = None) -> None:
         """Add ``message`` at the end of ``key``, or before position ``idx``.
@@ -86,7 +86,7 @@ class ChatMemoryChatStore(BoundStore, BaseChatStore):
         Raises:
             InvalidInputError: the message cannot be stored.
         """
-        await self._home.call(self._add(key, message, idx))
+        await self._home.call(self._keyed.alone(lambda: self._add(key, message, idx)))
 
     async def _add(self, key: str, message: ChatMessage, idx: int | None) -> None:
         if idx is None:
@@ -96,27 +96,27 @@ class ChatMemoryChatStore(BoundStore, BaseChatStore):
 
     def delete_messages(self, key: str) -> list[ChatMessage] | None:
         """Delete the conversation of ``key``; its messages, or ``None`` for an unknown key."""
-        return self._sync(self._keyed.drop(key))
+        return self._sync(self._keyed.alone(lambda: self._keyed.drop(key)))
 
     async def adelete_messages(self, key: str) -> list[ChatMessage] | None:
         """Delete the conversation of ``key``; its messages, or ``None`` for an unknown key."""
-        return await self._home.call(self._keyed.drop(key))
+        return await self._home.call(self._keyed.alone(lambda: self._keyed.drop(key)))
 
     def delete_message(self, key: str, idx: int) -> ChatMessage | None:
         """Delete the message at position ``idx`` of ``key``; ``None`` when there is none."""
-        return self._sync(self._keyed.delete_at(key, idx))
+        return self._sync(self._keyed.alone(lambda: self._keyed.delete_at(key, idx)))
 
     async def adelete_message(self, key: str, idx: int) -> ChatMessage | None:
         """Delete the message at position ``idx`` of ``key``; ``None`` when there is none."""
-        return await self._home.call(self._keyed.delete_at(key, idx))
+        return await self._home.call(self._keyed.alone(lambda: self._keyed.delete_at(key, idx)))
 
     def delete_last_message(self, key: str) -> ChatMessage | None:
         """Delete the last message of ``key``; ``None`` when it has none."""
-        return self._sync(self._keyed.delete_at(key, -1))
+        return self._sync(self._keyed.alone(lambda: self._keyed.delete_at(key, -1)))
 
     async def adelete_last_message(self, key: str) -> ChatMessage | None:
         """Delete the last message of ``key``; ``None`` when it has none."""
-        return await self._home.call(self._keyed.delete_at(key, -1))
+        return await self._home.call(self._keyed.alone(lambda: self._keyed.delete_at(key, -1)))
 
     def get_keys(self) -> list[str]:
         """Every conversation of the principal as a key, oldest first."""

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 from uuid import UUID
 
 from llama_index.core.llms import ChatMessage
 from llama_index.core.storage.chat_store.base_db import AsyncDBChatStore, MessageStatus
 
-from chatmemory import InvalidInputError, Message
+from chatmemory import ConflictError, InvalidInputError, Message, MessageNotFound
 from chatmemory_llamaindex._bound import BoundStore
 from chatmemory_llamaindex._convert import from_stored
 
 __all__ = ["ChatMemoryDBChatStore"]
 
 T = TypeVar("T")
+
+_ATTEMPTS = 20  # reads of a key whose message at a position other stores keep deleting first
 
 ARCHIVED_FIELD = "llamaindex_archived"
 """The conversation metadata field counting its archived messages (always the oldest)."""
@@ -48,6 +50,11 @@ class ChatMemoryDBChatStore(BoundStore, AsyncDBChatStore):
 
     async def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return await self._home.call(coro)
+
+    async def _change(self, change: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        # Every change here reads the key (and its archive watermark) before writing, and
+        # some write twice (messages, then the watermark): reads wait for them to end.
+        return await self._home.call(self._keyed.alone(change))
 
     # -- the archive watermark ---------------------------------------------------------------
 
@@ -100,7 +107,7 @@ class ChatMemoryDBChatStore(BoundStore, AsyncDBChatStore):
         for name, value in (("limit", limit), ("offset", offset)):
             if value is not None and value < 0:
                 raise InvalidInputError(name, "must not be negative")
-        stored, archived = await self._call(self._split(key))
+        stored, archived = await self._change(lambda: self._split(key))
         chosen, _ = self._select(stored, archived, status)
         start = offset or 0
         end = None if limit is None else start + limit
@@ -108,7 +115,7 @@ class ChatMemoryDBChatStore(BoundStore, AsyncDBChatStore):
 
     async def count_messages(self, key: str, status: MessageStatus | None = MessageStatus.ACTIVE) -> int:
         """How many messages of ``key`` have ``status`` (all for ``None``)."""
-        stored, archived = await self._call(self._split(key))
+        stored, archived = await self._change(lambda: self._split(key))
         return len(self._select(stored, archived, status)[0])
 
     async def add_message(
@@ -130,7 +137,7 @@ class ChatMemoryDBChatStore(BoundStore, AsyncDBChatStore):
         Raises:
             InvalidInputError: a message cannot be stored.
         """
-        await self._call(self._add(key, messages, MessageStatus(status)))
+        await self._change(lambda: self._add(key, messages, MessageStatus(status)))
 
     async def _add(self, key: str, messages: list[ChatMessage], status: MessageStatus) -> None:
         if status is MessageStatus.ACTIVE:
@@ -154,20 +161,29 @@ class ChatMemoryDBChatStore(BoundStore, AsyncDBChatStore):
             archived = len(messages) if MessageStatus(status) is MessageStatus.ARCHIVED else 0
             await self._set_archived(key, archived)
 
-        await self._call(act())
+        await self._change(act)
 
     async def delete_message(self, key: str, idx: int) -> ChatMessage | None:
         """Delete the message at position ``idx`` of ``key`` (archived messages first) and
-        return it; ``None`` when there is none."""
+        return it; ``None`` when there is none.
+
+        Raises:
+            ConflictError: other writers deleted the message at ``idx`` first, many times over.
+        """
 
         async def act() -> ChatMessage | None:
-            stored, archived = await self._split(key)
-            deleted = await self._keyed.delete_at(key, idx, stored=stored)
-            if deleted is not None and (idx if idx >= 0 else idx + len(stored)) < archived:
-                await self._set_archived(key, archived - 1)
-            return deleted
+            for _ in range(_ATTEMPTS):
+                stored, archived = await self._split(key)
+                try:
+                    deleted = await self._keyed.delete_at(key, idx, stored=stored)
+                except MessageNotFound:
+                    continue  # another store deleted it first: read the key again
+                if deleted is not None and (idx if idx >= 0 else idx + len(stored)) < archived:
+                    await self._set_archived(key, archived - 1)
+                return deleted
+            raise ConflictError(f"key {key!r}: could not delete the message at {idx}; retry")
 
-        return await self._call(act())
+        return await self._change(act)
 
     async def delete_messages(self, key: str, status: MessageStatus | None = None) -> None:
         """Delete the messages of ``key`` with ``status``; for ``None``, its conversation."""
@@ -183,7 +199,7 @@ class ChatMemoryDBChatStore(BoundStore, AsyncDBChatStore):
             if MessageStatus(status) is MessageStatus.ARCHIVED:
                 await self._set_archived(key, 0)
 
-        await self._call(act())
+        await self._change(act)
 
     async def delete_oldest_messages(self, key: str, n: int) -> list[ChatMessage]:
         """Delete the oldest ``n`` active messages of ``key`` and return them."""
@@ -195,7 +211,7 @@ class ChatMemoryDBChatStore(BoundStore, AsyncDBChatStore):
                 await self._keyed.chat.delete_message(message.id)
             return [from_stored(m) for m in oldest]
 
-        return await self._call(act())
+        return await self._change(act)
 
     async def archive_oldest_messages(self, key: str, n: int) -> list[ChatMessage]:
         """Archive the oldest ``n`` active messages of ``key`` and return them."""
@@ -207,7 +223,7 @@ class ChatMemoryDBChatStore(BoundStore, AsyncDBChatStore):
                 await self._set_archived(key, archived + len(oldest))
             return [from_stored(m) for m in oldest]
 
-        return await self._call(act())
+        return await self._change(act)
 
     async def get_keys(self) -> list[str]:
         """Every conversation of the principal as a key, oldest first."""
