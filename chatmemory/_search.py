@@ -10,8 +10,8 @@ fail nor change the query. Query syntax:
 - a word ending in ``*`` is a prefix: ``hot*`` finds "hotel" and "hotter".
 
 What is searched is a message's content followed by the name and arguments of each of its
-tool calls. A word is a run of letters and digits; everything else separates words. The backends
-tokenize stored text almost alike; PostgreSQL keeps some compound tokens whole (URLs,
+tool calls. A word is a run of letters, digits and combining marks; everything else separates
+words. The backends tokenize stored text almost alike; PostgreSQL keeps some compound tokens whole (URLs,
 e-mail addresses, decimal numbers, file paths), so a part of one matches only on SQLite.
 """
 
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -49,6 +51,7 @@ SNIPPET_WORDS = 24
 _ROLES = ("system", "user", "assistant", "tool")
 _READ_ONLY = "25006"  # PostgreSQL's read_only_sql_transaction
 _WORD = re.compile(r"([^\W_]+)(\*)?")
+_MARKED_WORD = re.compile(r"([^ *]+)(\*)?")
 SQLITE_FTS_TABLE = "chat_messages_fts"
 """SQLite's search index; see migrations 0002 and 0003 (PostgreSQL's: 0002, 0003 and 0006)."""
 
@@ -85,13 +88,27 @@ def parse_query(query: str) -> list[Term]:
     # With an odd number of quotes the last one is unmatched: what follows it is plain words.
     closed = len(segments) if len(segments) % 2 else len(segments) - 1
     for i, segment in enumerate(segments):
-        found = [(m[1], bool(m[2])) for m in _WORD.finditer(segment) if len(m[1]) <= MAX_WORD]
+        found = [(m[1], bool(m[2])) for m in _words(segment) if len(m[1]) <= MAX_WORD]
         if i % 2 and i < closed:
             if found:
                 terms.append(Term(tuple(word for word, _ in found)[:MAX_TERMS]))
         else:
             terms.extend(Term((word,), prefix) for word, prefix in found)
     return terms[:MAX_TERMS]
+
+
+def _words(segment: str) -> Iterator[re.Match[str]]:
+    """The words of ``segment`` (group 1) and their ``*`` (group 2).
+
+    Combining marks belong to the word they are in, as both backends index them: the vowel
+    signs of Devanagari or Thai, Arabic vowel marks, an accent typed as a separate character.
+    """
+    if segment.isascii():
+        return _WORD.finditer(segment)
+    kept = "".join(
+        ch if ch.isalnum() or ch == "*" or unicodedata.category(ch)[0] == "M" else " " for ch in segment
+    )
+    return _MARKED_WORD.finditer(kept)
 
 
 def fts5_query(terms: list[Term]) -> str:

@@ -235,6 +235,19 @@ async def test_unicode(alice: Scope) -> None:
     assert await _contents(alice, "rés*") == ["naïve résumé"]
 
 
+async def test_words_with_combining_marks(alice: Scope) -> None:
+    """Vowel signs, vowel marks and separately typed accents are part of the word they are in."""
+    stored = ["नमस्ते दुनिया", "สวัสดีครับ", "مَرْحَبًا بالعالم", "e\u0301cole du soir"]
+    await _conversation(alice, *stored)
+    for content in stored:
+        for word in content.split():
+            assert await _contents(alice, word) == [content], word
+    assert await _contents(alice, "नमस्*") == [stored[0]]
+    assert await _contents(alice, '"नमस्ते दुनिया"') == [stored[0]]
+    assert await _contents(alice, "\u0301") == []
+    assert await _contents(alice, "soir \u0301") == [stored[3]]
+
+
 def test_parse_query() -> None:
     assert [(t.words, t.prefix) for t in parse_query('a "b c" d* "e')] == [
         (("a",), False),
