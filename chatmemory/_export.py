@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from typing import Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,7 +28,7 @@ from chatmemory._ids import new_id
 from chatmemory._plan import Plan, Row, Stmt
 from chatmemory._schema import conversations, histories, messages
 from chatmemory._scope_base import Id, ScopeBase
-from chatmemory._validation import check_json, check_text, dump_parts, invalid_input, parse_id
+from chatmemory._validation import check_json, check_text, dump_parts, invalid_input, parse_id, utc_time
 from chatmemory.content import ContentPart, flatten_content
 from chatmemory.errors import ConflictError, ConversationNotFound, InvalidInputError
 from chatmemory.models import Conversation, HistoryStatus, Message, MessageStatus, Native, Role
@@ -40,6 +41,18 @@ FORMAT_VERSION = 1
 
 C, H, M = q.C, q.H, q.M
 _EXPORT_BATCH = 100
+# Far beyond any conversation, and leaves appends after an import room within 64 bits.
+_MAX_SEQ = 2**62
+
+
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return utc_time("time", value)
+    except InvalidInputError:
+        raise ValueError("is out of range in UTC") from None
+
+
+_Time = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 
 class _Doc(BaseModel):
@@ -50,7 +63,7 @@ class ExportedMessage(_Doc):
     """A message in an export document."""
 
     id: UUID
-    seq: int = Field(ge=1)
+    seq: int = Field(ge=1, le=_MAX_SEQ)
     role: Role
     content: str
     parts: list[ContentPart] | None = None
@@ -61,8 +74,8 @@ class ExportedMessage(_Doc):
     metadata: dict[str, JsonValue] | None = None
     native: Native | None = None
     key: str | None = Field(default=None, min_length=1, max_length=255)
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
+    created_at: _Time
+    updated_at: _Time
 
 
 class ExportedHistory(_Doc):
@@ -75,9 +88,9 @@ class ExportedHistory(_Doc):
     status: HistoryStatus
     usage: dict[str, JsonValue] | None = None
     error: str | None = None
-    finished_at: AwareDatetime | None = None
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
+    finished_at: _Time | None = None
+    created_at: _Time
+    updated_at: _Time
     messages: list[ExportedMessage]
 
 
@@ -89,10 +102,10 @@ class ExportedConversation(_Doc):
     tenant_id: str | None = None
     title: str | None = None
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
-    pinned_at: AwareDatetime | None = None
-    archived_at: AwareDatetime | None = None
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
+    pinned_at: _Time | None = None
+    archived_at: _Time | None = None
+    created_at: _Time
+    updated_at: _Time
 
 
 class ConversationExport(_Doc):
@@ -197,6 +210,7 @@ class ExportOps(ScopeBase):
             raise InvalidInputError("owner", "only an admin may import conversations for someone else")
         if not isinstance(owner_id, str) or not owner_id or len(owner_id) > 255:
             raise InvalidInputError("owner", "must be a non-empty string of at most 255 characters")
+        check_text("owner", owner_id)
         conv_row, history_rows, message_rows = _import_rows(doc, owner_id, self.principal.tenant, new_ids)
         async with self._db.transaction(write=True) as conn:
             if not new_ids:

@@ -162,6 +162,9 @@ async def test_owner_needs_admin(memory: ChatMemory, alice: Scope, admin: Scope,
     doc = await alice.export_conversation(cid)
     with pytest.raises(InvalidInputError):
         await alice.import_conversation(doc, owner="bob", new_ids=True)
+    for owner in ["b\x00b", "\ud800", ""]:
+        with pytest.raises(InvalidInputError):
+            await admin.import_conversation(doc, owner=owner, new_ids=True)
     copied = await admin.import_conversation(doc, owner="bob", new_ids=True)
     assert copied.owner_id == "bob"
     assert [c.id for c in (await bob.list_conversations(archived=None)).items] == [copied.id]
@@ -195,6 +198,10 @@ async def test_export_is_scoped(alice: Scope, bob: Scope) -> None:
         lambda d: d["histories"][0]["messages"][0].update(content="nul\x00"),
         lambda d: d["conversation"].update(title="x" * 500),
         lambda d: d["histories"][0]["messages"][0].update(metadata={"x": float("nan")}),
+        lambda d: d["histories"][0]["messages"][0].update(seq=2**63),
+        lambda d: d["histories"][0]["messages"][0].update(created_at="9999-12-31T23:00:00-05:00"),
+        lambda d: d["histories"][0].update(finished_at="0001-01-01T00:00:00+05:00"),
+        lambda d: d["conversation"].update(pinned_at="9999-12-31T23:59:59.999999-00:01"),
     ],
 )
 async def test_malformed_documents_import_nothing(alice: Scope, damage: Any) -> None:
