@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -211,7 +212,7 @@ async def _each(scope: Scope, ids: list[str]) -> AsyncIterator[dict[str, object]
 
 
 async def _import_command(args: argparse.Namespace) -> int:
-    stream = sys.stdin if args.file == "-" else _open(args.file, "r")
+    stream = _stdin() if args.file == "-" else _open(args.file, "r")
     size = None if args.file == "-" else os.fstat(stream.fileno()).st_size
     imported = messages = 0
     failed: list[tuple[int, str]] = []
@@ -243,15 +244,25 @@ async def _import_command(args: argparse.Namespace) -> int:
 
 def _open(path: str, mode: Literal["r", "w"]) -> TextIO:
     # Commands run as the only task of their event loop, so plain blocking file access is fine.
+    # Bytes that are not UTF-8 are read as lone surrogates, which fail only the line they are on.
     try:
-        return open(path, mode, encoding="utf-8")
+        return open(path, mode, encoding="utf-8", errors=_UNDECODABLE if mode == "r" else "strict")
     except OSError as exc:
         raise InvalidInputError("file", f"{path}: {exc.strerror}") from None
 
 
+_UNDECODABLE = "surrogateescape"
+
+
+def _stdin() -> TextIO:
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        sys.stdin.reconfigure(encoding="utf-8", errors=_UNDECODABLE)
+    return sys.stdin
+
+
 def _counted(lines: Iterable[str], advance: Callable[[int], None]) -> Iterator[str]:
     for line in lines:
-        advance(len(line.encode("utf-8")))
+        advance(len(line.encode("utf-8", _UNDECODABLE)))
         yield line
 
 

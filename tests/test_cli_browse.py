@@ -145,3 +145,43 @@ def test_principal_is_required(tmp_path: Path) -> None:
     result = _run("ls", "--url", url)
     assert result.returncode == 2
     assert "--as" in result.stderr
+
+
+def test_import_reports_bytes_that_are_not_utf8_by_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    cid, _ = asyncio.run(_seed(url))
+    exported = _run("export", cid, "--url", url, "--as", "alice")
+    assert exported.returncode == 0, exported.stderr
+    good = exported.stdout.encode("utf-8")
+    latin1 = exported.stdout.replace("Trip to Rome", "Trip to R\udce9me").encode("utf-8", "surrogateescape")
+    dump = tmp_path / "mixed.jsonl"
+    dump.write_bytes(b"\xff\xfe not text\n" + latin1 + good)
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    for source, stdin in [(str(dump), None), ("-", dump)]:
+        with open(stdin or os.devnull, "rb") as feed:
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "chatmemory",
+                    "import",
+                    source,
+                    "--new-ids",
+                    "--url",
+                    other,
+                    "--as",
+                    "bob",
+                ],
+                stdin=feed,
+                capture_output=True,
+                cwd=ROOT,
+                timeout=120,
+                check=False,
+            )
+        errors = result.stderr.decode("utf-8", "replace")
+        assert result.returncode == 1, errors
+        assert "line 1: not JSON" in errors
+        assert "line 2: invalid title: must be valid unicode" in errors
+        assert "imported 1 conversation (4 messages); 2 failed" in errors
+    titles = _run("ls", "--url", other, "--as", "bob").stdout
+    assert titles.count("Trip to Rome") == 2
