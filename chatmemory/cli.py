@@ -28,6 +28,7 @@ except ModuleNotFoundError as missing:  # rich is the optional ``cli`` extra: pl
     from chatmemory import _cli_plain as render  # type: ignore[no-redef]
 
 ENV_PRINCIPAL = "CHATMEMORY_PRINCIPAL"
+_BROKEN_PIPE = 128 + 13  # the status of a process killed by SIGPIPE
 
 
 def _url_option(parser: argparse.ArgumentParser) -> None:
@@ -293,6 +294,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ChatMemoryError as exc:
         print(f"chatmemory: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader of the output went away (``| head``): stop quietly, as a shell tool killed by
+        # SIGPIPE would, and keep the interpreter's last flush from failing again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _BROKEN_PIPE
 
 
 def _entry() -> None:

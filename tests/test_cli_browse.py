@@ -185,3 +185,32 @@ def test_import_reports_bytes_that_are_not_utf8_by_line(tmp_path: Path) -> None:
         assert "imported 1 conversation (4 messages); 2 failed" in errors
     titles = _run("ls", "--url", other, "--as", "bob").stdout
     assert titles.count("Trip to Rome") == 2
+
+
+async def _seed_large(url: str) -> str:
+    async with ChatMemory.open(url) as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation("Long")
+        run = await alice.start_history(conv.id, model="m")
+        await alice.append_messages(run.id, [NewMessage("user", f"{i} " + "x" * 99_000) for i in range(30)])
+        return str(conv.id)
+
+
+def test_output_read_only_in_part_ends_quietly(tmp_path: Path) -> None:
+    """A reader that stops early (``| head``) ends the command without a traceback."""
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    cid = asyncio.run(_seed_large(url))
+    with subprocess.Popen(
+        [sys.executable, "-m", "chatmemory", "show", cid, "--url", url, "--as", "alice"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        # Three megabytes, a message at a time, cannot fit in the pipe: the command is still writing.
+        assert process.stdout.read(100).startswith(b"Long ")
+        process.stdout.close()
+        errors = process.stderr.read().decode("utf-8", "replace")
+        assert process.wait(timeout=120) == 141, errors
+    assert "Traceback" not in errors
+    assert "Exception ignored" not in errors
