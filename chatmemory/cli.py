@@ -157,6 +157,8 @@ async def _scope(args: argparse.Namespace, *, migrate: bool = False) -> AsyncIte
 
 
 async def _ls_command(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise InvalidInputError("--limit", "must be a positive integer")
     archived = None if args.all else bool(args.archived)
     async with _scope(args) as scope:
         items: list[ConversationSummary] = []

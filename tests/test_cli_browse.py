@@ -214,3 +214,13 @@ def test_output_read_only_in_part_ends_quietly(tmp_path: Path) -> None:
         assert process.wait(timeout=120) == 141, errors
     assert "Traceback" not in errors
     assert "Exception ignored" not in errors
+
+
+def test_ls_refuses_a_limit_below_one(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    asyncio.run(_seed(url))
+    for limit in ["0", "-3"]:
+        result = _run("ls", "--limit", limit, "--url", url, "--as", "alice")
+        assert (result.returncode, result.stdout) == (2, "")
+        assert "invalid --limit: must be a positive integer" in result.stderr
+    assert _run("ls", "--limit", "1", "--url", url, "--as", "alice").stdout.count("\n") == 1
