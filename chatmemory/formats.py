@@ -141,8 +141,11 @@ def from_openai(messages: Sequence[Mapping[str, Any]], *, native: bool = True) -
     was. Base64 ``data:`` URLs become inline data; other URLs stay URLs.
 
     Raises:
-        InvalidInputError: a message is malformed or of an unknown role or part type.
+        InvalidInputError: ``messages`` is not a list, or a message is malformed or of an
+            unknown role or part type.
     """
+    if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Sequence):
+        raise InvalidInputError("messages", "must be a list of messages")
     result: list[NewMessage] = []
     for i, message in enumerate(messages):
         field = f"messages.{i}"

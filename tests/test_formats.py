@@ -252,3 +252,9 @@ async def test_to_anthropic_merges_turns_and_uses_native(alice: Scope) -> None:
 def test_from_openai_rejects_malformed_input(bad: list[Any]) -> None:
     with pytest.raises(InvalidInputError):
         from_openai(bad)
+
+
+@pytest.mark.parametrize("bad", [None, 1, True, "user", b"x", {"role": "user", "content": "hi"}])
+def test_from_openai_refuses_what_is_not_a_list(bad: Any) -> None:
+    with pytest.raises(InvalidInputError, match="messages: must be a list of messages"):
+        from_openai(bad)
