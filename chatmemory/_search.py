@@ -13,6 +13,8 @@ What is searched is a message's content followed by the name and arguments of ea
 tool calls. A word is a run of letters, digits and combining marks; everything else separates
 words. The backends tokenize stored text almost alike; PostgreSQL keeps some compound tokens whole (URLs,
 e-mail addresses, decimal numbers, file paths), so a part of one matches only on SQLite.
+PostgreSQL indexes the first 200,000 characters of a message's search text (all that always fits
+in one ``tsvector``), SQLite all of it.
 """
 
 from __future__ import annotations

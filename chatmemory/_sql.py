@@ -364,11 +364,18 @@ SEARCH_TEXT_SQLITE = (
     "WHERE json_extract(p.value, '$.type') = 'tool_call'), '')"
 )
 """A message's search text: its content, then each tool call's name and arguments (migration 0003)."""
+POSTGRES_SEARCH_CHARS = 200_000
+"""How much of a message's search text PostgreSQL indexes. The words and positions of a ``tsvector``
+hold at most 1 MiB, at most 4 bytes per character of text (one-character words of four UTF-8
+bytes, each then a space), so this much always fits; more (long tool-call arguments) would make
+``to_tsvector`` fail every search that indexes the message."""
 SEARCH_TEXT_POSTGRES = (
-    "m.content || coalesce((SELECT ' ' || string_agg((p->>'name') || ' ' || coalesce(p->>'arguments', ''), "
-    "' ') FROM json_array_elements(m.parts) p WHERE p->>'type' = 'tool_call'), '')"
+    "left(m.content || coalesce((SELECT ' ' || string_agg((p->>'name') || ' ' || "
+    "coalesce(p->>'arguments', ''), ' ') FROM json_array_elements(m.parts) p "
+    f"WHERE p->>'type' = 'tool_call'), ''), {POSTGRES_SEARCH_CHARS})"
 )
-"""The same search text on PostgreSQL (the trigger of migration 0003 computes it alike)."""
+"""The same search text on PostgreSQL, cut to ``POSTGRES_SEARCH_CHARS`` (the trigger of migration
+0003 computes it alike, uncut, for content completed later)."""
 
 UNINDEXED_TAIL = SQL(
     "SELECT (SELECT indexed_rowid FROM chat_search_state) < "

@@ -51,6 +51,21 @@ async def test_tool_call_names_and_arguments_are_searchable(alice: Scope, bob: S
     assert await _texts(bob, "trondheim") == []
 
 
+async def test_a_tool_call_too_long_to_index_whole_does_not_break_search(alice: Scope, bob: Scope) -> None:
+    """Arguments of 200,000 distinct words: past what one PostgreSQL ``tsvector`` holds (1 MiB),
+    so PostgreSQL indexes the start of them and SQLite all of them."""
+    words = [f"w{i}" for i in range(200_000)]
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    call = ToolCallPart(id="c1", name="write_file", arguments=" ".join(words))
+    await alice.append_messages(run.id, [NewMessage("assistant", [call]), NewMessage("user", "thanks")])
+    assert await _texts(alice, "thanks") == ["thanks"]
+    assert await _texts(alice, f"write_file {words[0]}") == [""]
+    other = await bob.start_conversation()
+    await bob.append_messages((await bob.start_history(other.id, model="m")).id, [NewMessage("user", "hi")])
+    assert await _texts(bob, "hi") == ["hi"]
+
+
 async def test_every_append_is_found_by_the_next_search(alice: Scope) -> None:
     conv = await alice.start_conversation()
     run = await alice.start_history(conv.id, model="m")
