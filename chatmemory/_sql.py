@@ -375,7 +375,7 @@ SEARCH_TEXT_POSTGRES = (
     f"WHERE p->>'type' = 'tool_call'), ''), {POSTGRES_SEARCH_CHARS})"
 )
 """The same search text on PostgreSQL, cut to ``POSTGRES_SEARCH_CHARS`` (the trigger of migration
-0003 computes it alike, uncut, for content completed later)."""
+0008 computes it alike, for content completed later)."""
 
 UNINDEXED_TAIL = SQL(
     "SELECT (SELECT indexed_rowid FROM chat_search_state) < "

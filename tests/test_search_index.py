@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from chatmemory import ChatMemory, NewMessage, Principal, ToolCallPart, ToolResultPart
+from chatmemory import ChatMemory, NewMessage, Principal, TextPart, ToolCallPart, ToolResultPart
 from chatmemory._migrate import downgrade, upgrade
 from chatmemory.scope import Scope
 
@@ -64,6 +64,18 @@ async def test_a_tool_call_too_long_to_index_whole_does_not_break_search(alice: 
     other = await bob.start_conversation()
     await bob.append_messages((await bob.start_history(other.id, model="m")).id, [NewMessage("user", "hi")])
     assert await _texts(bob, "hi") == ["hi"]
+
+
+async def test_content_completed_with_a_tool_call_too_long_to_index_whole(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    (pending,) = await alice.append_messages(run.id, [NewMessage("assistant", "", status="pending")])
+    await alice.search_messages("anything")  # indexed as pending: completing it re-indexes it
+    arguments = " ".join(f"w{i}" for i in range(200_000))
+    call = ToolCallPart(id="c1", name="write_file", arguments=arguments)
+    done = await alice.complete_message(pending.id, content=[TextPart(text="Writing"), call])
+    assert done.status == "complete"
+    assert await _texts(alice, "writing write_file w0") == ["Writing"]
 
 
 async def test_every_append_is_found_by_the_next_search(alice: Scope) -> None:
