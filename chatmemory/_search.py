@@ -20,6 +20,7 @@ in one ``tsvector``), SQLite all of it.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -225,13 +226,15 @@ def _position(digest: str, cursor: str) -> list[Any]:
     try:
         if stored != digest or not isinstance(rank, int | float) or not isinstance(created_at, str):
             raise ValueError
+        if not math.isfinite(rank := float(rank)):
+            raise ValueError
         return [
-            float(rank),
+            rank,
             _cursor.timestamp(created_at),
             _cursor.sequence(seq),
             parse_id("cursor", last_id),
         ]
-    except (ValueError, InvalidInputError):
+    except (ValueError, OverflowError, InvalidInputError):
         raise InvalidInputError("cursor", "is not a cursor from this search") from None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import sqlite3
 from pathlib import Path
 
@@ -108,6 +110,18 @@ async def test_keyset_pages_cover_every_hit_once(alice: Scope) -> None:
         )
     with pytest.raises(InvalidInputError):
         await alice.search_messages("match", cursor="garbage")
+
+
+@pytest.mark.parametrize("rank", ["1" + "0" * 400, "NaN", "Infinity", "-Infinity"])
+async def test_a_cursor_with_its_rank_changed_is_refused(alice: Scope, rank: str) -> None:
+    await _conversation(alice, "match one", "match two")
+    cursor = (await alice.search_messages("match", limit=1)).next_cursor
+    assert cursor is not None
+    position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    raw = json.dumps(position[:2]).rstrip("]") + f",{rank}," + json.dumps(position[3:]).lstrip("[")
+    forged = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    with pytest.raises(InvalidInputError, match="cursor"):
+        await alice.search_messages("match", cursor=forged)
 
 
 async def test_filters(alice: Scope) -> None:
