@@ -413,7 +413,9 @@ INDEX_TAIL = (
         "WHERE t.kind = 'conversation.created'), "
         "indexed AS (INSERT INTO chat_messages_search (message_id, search_vector) "
         f"SELECT m.id, to_tsvector('simple'::regconfig, {SEARCH_TEXT_POSTGRES}) "
-        "FROM found JOIN chat_messages m ON m.id = found.id "
+        # Soft-deleted messages are never found, so they are not indexed: nor are those a purge
+        # is removing, whose rows an index row would have to wait for, then fail to reference.
+        "FROM found JOIN chat_messages m ON m.id = found.id WHERE m.deleted_at IS NULL "
         # A row already there was written by the content trigger, from newer content.
         "ON CONFLICT (message_id) DO NOTHING) "
         "UPDATE chat_search_state SET indexed_change = (SELECT n FROM chat_change_clock WHERE id = 1) "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import text
@@ -204,3 +205,55 @@ async def test_a_read_only_postgresql_database_still_searches(postgres_url: str)
             await conn.commit()
     async with ChatMemory.open(url, migrate=False) as standby:
         assert await _texts(standby.scoped(Principal("alice")), "walrus") == ["indexed walrus"]
+
+
+async def test_a_search_indexing_while_a_purge_removes_unindexed_messages(postgres_url: str) -> None:
+    """PostgreSQL: a search indexes while a purge has removed soft-deleted messages that no search
+    indexed yet and has not committed; the search neither waits for those messages nor fails when
+    the purge commits."""
+    from tests._postgres import create_database, drop_database
+
+    url = await create_database(postgres_url)
+    try:
+        async with ChatMemory.open(url) as memory:
+            alice = memory.scoped(Principal("alice"))
+            admin = memory.scoped(Principal("root", admin=True))
+            kept = await alice.start_conversation()
+            await alice.append_messages(
+                (await alice.start_history(kept.id, model="m")).id, [NewMessage("user", "kept walrus")]
+            )
+            doomed = await alice.start_conversation()
+            run = await alice.start_history(doomed.id, model="m")
+            await alice.append_messages(run.id, [NewMessage("user", f"doomed walrus {i}") for i in range(3)])
+            await alice.delete_conversation(doomed.id)
+            async with memory.engine.connect() as blocker, memory.engine.connect() as watcher:
+                # Holding the history's row stops the purge after it removed the messages.
+                await blocker.execute(
+                    text("SELECT 1 FROM chat_histories WHERE id = :h FOR UPDATE"), {"h": run.id}
+                )
+
+                async def waiting() -> int:
+                    found = await watcher.execute(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                        )
+                    )
+                    await watcher.commit()
+                    return int(found.scalar_one())
+
+                purge = asyncio.create_task(
+                    admin.purge_deleted(deleted_before=datetime.now(UTC) + timedelta(1))
+                )
+                while await waiting() < 1:
+                    await asyncio.sleep(0.01)
+                search = asyncio.create_task(_texts(alice, "walrus"))
+                while not search.done() and await waiting() < 2:
+                    await asyncio.sleep(0.01)
+                await blocker.rollback()
+                counts = await purge
+                assert await search == ["kept walrus"]
+            assert (counts.conversations, counts.histories, counts.messages) == (1, 1, 3)
+            assert await _texts(alice, "walrus") == ["kept walrus"]
+    finally:
+        await drop_database(postgres_url, url)
