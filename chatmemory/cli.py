@@ -7,8 +7,9 @@ import asyncio
 import io
 import os
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Literal, TextIO
 
@@ -194,19 +195,46 @@ async def _search_command(args: argparse.Namespace) -> int:
 async def _export_command(args: argparse.Namespace) -> int:
     if bool(args.ids) == bool(args.all):
         raise InvalidInputError("ids", "give conversation ids or --all")
-    out = _open(args.output, "w") if args.output else sys.stdout
     count = 0
-    try:
-        async with _scope(args) as scope:
-            documents = scope.export_conversations() if args.all else _each(scope, args.ids)
+    async with _scope(args) as scope:
+        documents = scope.export_conversations() if args.all else _each(scope, args.ids)
+        with _output(args.output) as out:
             async for document in documents:
                 out.write(_export.dump_line(document))
                 count += 1
-    finally:
-        if out is not sys.stdout:
-            out.close()
     print(f"exported {count} conversation{'s' if count != 1 else ''}", file=sys.stderr)
     return 0
+
+
+@contextmanager
+def _output(path: str | None) -> Iterator[TextIO]:
+    """Standard output, or a new file that takes the place of ``path`` only once all is written,
+    so an export that fails leaves what was there."""
+    if path is None:
+        yield sys.stdout
+        return
+    target = os.path.abspath(path)
+    if os.path.exists(target) and not os.path.isfile(target):  # a device or a pipe: written as it goes
+        with _open(path, "w") as out:
+            yield out
+        return
+    try:
+        fd, temporary = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".chatmemory-", suffix=".jsonl")
+    except OSError as exc:
+        raise InvalidInputError("output", f"{path}: {exc.strerror}") from None
+    try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)  # what open() would have made, not mkstemp's owner-only mode
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            yield out
+        try:
+            os.replace(temporary, target)
+        except OSError as exc:
+            raise InvalidInputError("output", f"{path}: {exc.strerror}") from None
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(temporary)
 
 
 async def _each(scope: Scope, ids: list[str]) -> AsyncIterator[dict[str, object]]:

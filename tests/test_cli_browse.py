@@ -224,3 +224,22 @@ def test_ls_refuses_a_limit_below_one(tmp_path: Path) -> None:
         assert (result.returncode, result.stdout) == (2, "")
         assert "invalid --limit: must be a positive integer" in result.stderr
     assert _run("ls", "--limit", "1", "--url", url, "--as", "alice").stdout.count("\n") == 1
+
+
+def test_an_export_that_fails_leaves_the_output_file_as_it_was(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    cid, _ = asyncio.run(_seed(url))
+    out = tmp_path / "out"
+    out.mkdir()
+    dump = out / "dump.jsonl"
+    dump.write_text("earlier export\n", encoding="utf-8")
+    missing = "01a22ec0-0e3e-7fb4-94fe-5e033d7fe305"
+    for args in [[cid, missing], ["not-an-id"], [cid, "--as", ""]]:
+        failed = _run("export", "-o", str(dump), "--url", url, "--as", "alice", *args)
+        assert failed.returncode == 2, failed.stderr
+        assert dump.read_text(encoding="utf-8") == "earlier export\n"
+        assert [p.name for p in out.iterdir()] == ["dump.jsonl"]
+    done = _run("export", cid, "-o", str(dump), "--url", url, "--as", "alice")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(dump.read_text(encoding="utf-8"))["conversation"]["id"] == cid
+    assert [p.name for p in out.iterdir()] == ["dump.jsonl"]
