@@ -156,10 +156,14 @@ class SearchOps(ScopeBase):
 
         Raises:
             ConversationNotFound, HistoryNotFound: the given one is not visible.
-            InvalidInputError: ``query`` is not a string, or a bad role, limit or cursor.
+            InvalidInputError: ``query`` is not a string or is longer than a message's content
+                may be, or a bad role, limit or cursor.
         """
         if not isinstance(query, str):
             raise InvalidInputError("query", "must be a string")
+        # Only the first words count, but finding them in megabytes of text would hold the loop.
+        if len(query) > self._limits.content:
+            raise InvalidInputError("query", f"longer than {self._limits.content} characters")
         if role is not None and role not in _ROLES:
             raise InvalidInputError("role", f"must be one of {', '.join(_ROLES)}")
         limit = self._page_size(limit)

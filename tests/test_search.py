@@ -232,6 +232,13 @@ async def test_any_text_is_a_safe_query(alice: Scope) -> None:
     assert len(await _contents(alice, "'; DROP TABLE chat_messages; --")) == 1
 
 
+async def test_a_query_longer_than_a_message_may_be_is_refused(alice: Scope) -> None:
+    await _conversation(alice, "apple pie")
+    with pytest.raises(InvalidInputError, match="query: longer than 100000 characters"):
+        await alice.search_messages("apple " + " " * 100_000)
+    assert await _contents(alice, "apple" + " " * 99_995) == ["apple pie"]
+
+
 async def test_operators_are_plain_words(alice: Scope) -> None:
     await _conversation(alice, "cats OR dogs", "cats and dogs", "NEAR the station", "drop table now")
     assert await _contents(alice, "cats OR dogs") == ["cats OR dogs"]
