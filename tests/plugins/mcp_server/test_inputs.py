@@ -62,6 +62,11 @@ BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     ),
     (
         "append_messages",
+        {"history_id": "{hid}", "messages": [{"role": "user", "content": "x" * 100_001}]},
+        "messages.0.content",
+    ),
+    (
+        "append_messages",
         {"history_id": "{hid}", "messages": [{"role": "user", "text": "x", "x": 1}]},
         "messages.0.x",
     ),

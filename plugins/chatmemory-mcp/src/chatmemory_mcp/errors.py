@@ -158,7 +158,8 @@ def _clean(loc: tuple[int | str, ...]) -> list[int | str]:
     """The location without pydantic's union-branch labels (``str``, ``list[...]``, part tags)."""
     out: list[int | str] = []
     for i, part in enumerate(loc):
-        if isinstance(part, str) and ("[" in part or part in _TYPE_LABELS):
+        # Field names never hold "[" or "-"; pydantic's labels do (``list[...]``, ``constrained-str``).
+        if isinstance(part, str) and ("[" in part or "-" in part or part in _TYPE_LABELS):
             continue
         if isinstance(part, str) and i and isinstance(loc[i - 1], int) and part in _PART_TAGS:
             continue
@@ -166,7 +167,7 @@ def _clean(loc: tuple[int | str, ...]) -> list[int | str]:
     return out
 
 
-_TYPE_LABELS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "function-after"})
+_TYPE_LABELS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
 _PART_TAGS = frozenset({"text", "image", "audio", "file", "tool_call", "tool_result", "reasoning"})
 
 
