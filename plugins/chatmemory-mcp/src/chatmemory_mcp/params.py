@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from mcp.types import ToolAnnotations
-from pydantic import AliasChoices, Field, JsonValue
+from pydantic import AliasChoices, Field, JsonValue, StringConstraints
 
 from chatmemory import Role
 
@@ -51,10 +51,12 @@ _LIMIT = AliasChoices("limit", "page_size", "per_page", "max_results", "top_k", 
 _CURSOR = AliasChoices("cursor", "next_cursor", "page_token", "after")
 
 # Ids, cursors and page sizes say what they are by name and bounds; a description would only repeat it.
-ConversationId = Annotated[str, Field(min_length=1, max_length=100, validation_alias=_CONVERSATION)]
-OptionalConversationId = Annotated[str | None, Field(max_length=100, validation_alias=_CONVERSATION)]
-HistoryId = Annotated[str, Field(min_length=1, max_length=100, validation_alias=_HISTORY)]
-OptionalHistoryId = Annotated[str | None, Field(max_length=100, validation_alias=_HISTORY)]
+# Ids lose surrounding whitespace: models often copy one with a space or newline around it.
+_ID = StringConstraints(strip_whitespace=True)
+ConversationId = Annotated[str, _ID, Field(min_length=1, max_length=100, validation_alias=_CONVERSATION)]
+OptionalConversationId = Annotated[str | None, _ID, Field(max_length=100, validation_alias=_CONVERSATION)]
+HistoryId = Annotated[str, _ID, Field(min_length=1, max_length=100, validation_alias=_HISTORY)]
+OptionalHistoryId = Annotated[str | None, _ID, Field(max_length=100, validation_alias=_HISTORY)]
 Cursor = Annotated[
     str | None,
     Field(max_length=1000, validation_alias=_CURSOR, description="The previous page's `next_cursor`."),
@@ -73,6 +75,7 @@ ContentChars = Annotated[
 ]
 MessageId = Annotated[
     str,
+    _ID,
     Field(min_length=1, max_length=100, validation_alias=AliasChoices("message_id", "message", "messageId")),
 ]
 Title = Annotated[str | None, Field(max_length=200, description="A short title.")]
