@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.plugins.mcp_server.conftest import Connect, call
+from chatmemory import ChatMemory, Principal
+from chatmemory.formats import to_anthropic
+from tests.plugins.mcp_server.conftest import Connect, call, fail
 
 
 @pytest.fixture
@@ -34,3 +36,57 @@ async def test_ids_copied_with_surrounding_whitespace_are_accepted(connect: Conn
         listed = await call(client, "list_messages", {"conversation_id": f" {conv['id']} "})
     assert run["conversation_id"] == recorded["conversation_id"] == conv["id"]
     assert [m["content"] for m in listed["items"]] == ["hi", "x"]
+
+
+ANTHROPIC = [
+    {
+        "role": "user",
+        "content": [{"type": "text", "text": "Weather in Oslo?", "cache_control": {"type": "ephemeral"}}],
+    },
+    {
+        "role": "assistant",
+        "content": [
+            {"type": "thinking", "thinking": "Call the tool.", "signature": "c2ln"},
+            {"type": "text", "text": "Checking."},
+            {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Oslo"}},
+        ],
+    },
+    {
+        "role": "user",
+        "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "4°C"}]},
+            {
+                "type": "image",
+                "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
+            },
+        ],
+    },
+]
+
+
+async def test_messages_in_anthropic_content_blocks(connect: Connect, memory: ChatMemory) -> None:
+    async with connect() as client:
+        run = await call(client, "record_run", {"model": "claude", "messages": ANTHROPIC})
+        listed = (await call(client, "list_messages", {"conversation_id": run["conversation_id"]}))["items"]
+        found = await call(client, "search_messages", {"query": "weather"})
+        unknown = await fail(
+            client,
+            "record_run",
+            {
+                "model": "m",
+                "messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "x"}}]}],
+            },
+        )
+    assert listed[1]["tool_calls"] == [{"id": "toolu_1", "name": "weather", "arguments": '{"city":"Oslo"}'}]
+    assert listed[1]["content"] == "Checking."
+    assert (listed[2]["tool_call_id"], listed[2]["content"], listed[2]["part_types"]) == (
+        "toolu_1",
+        "4°C",
+        ["image"],
+    )
+    assert {hit["message"]["seq"] for hit in found["items"]} >= {2}
+    assert "`messages.0.content.0.source`" in unknown
+    # The originals are kept: the store hands them back to an Anthropic client as they were sent.
+    history = await memory.scoped(Principal("alice")).get_history(run["history"]["id"])
+    assert history.messages is not None
+    assert to_anthropic(history.messages)["messages"] == ANTHROPIC
