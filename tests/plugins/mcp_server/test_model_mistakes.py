@@ -90,3 +90,17 @@ async def test_messages_in_anthropic_content_blocks(connect: Connect, memory: Ch
     history = await memory.scoped(Principal("alice")).get_history(run["history"]["id"])
     assert history.messages is not None
     assert to_anthropic(history.messages)["messages"] == ANTHROPIC
+
+
+async def test_results_leave_out_empty_objects(connect: Connect) -> None:
+    async with connect() as client:
+        started = await call(client, "start_conversation", {"title": "T"})
+        listed = await call(client, "list_conversations", {})
+        detail = await call(client, "get_conversation", {"conversation_id": started["id"]})
+        run = await call(client, "record_run", {"model": "m", "messages": [{"role": "user", "content": "x"}]})
+        updated = await call(
+            client, "update_conversation", {"conversation_id": started["id"], "metadata": {}}
+        )
+    for conversation in (started, listed["items"][0], detail["conversation"], updated):
+        assert "metadata" not in conversation, conversation
+    assert "usage" not in run["history"]

@@ -53,8 +53,13 @@ def clip(text: str | None, limit: int) -> tuple[str | None, bool]:
 
 
 def clip_json(value: dict[str, JsonValue] | None) -> tuple[dict[str, JsonValue] | None, bool]:
-    """``value`` if its JSON fits in ``METADATA_CHARS``, else ``None``; and whether it was dropped."""
-    if value is None or len(json.dumps(value, default=str)) <= METADATA_CHARS:
+    """``value`` if its JSON fits in ``METADATA_CHARS``, else ``None``; and whether it was dropped.
+
+    An empty object is ``None`` too: left out of the result, as it says nothing.
+    """
+    if not value:
+        return None, False
+    if len(json.dumps(value, default=str)) <= METADATA_CHARS:
         return value, False
     return None, True
 
