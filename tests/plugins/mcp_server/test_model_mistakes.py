@@ -104,3 +104,24 @@ async def test_results_leave_out_empty_objects(connect: Connect) -> None:
     for conversation in (started, listed["items"][0], detail["conversation"], updated):
         assert "metadata" not in conversation, conversation
     assert "usage" not in run["history"]
+
+
+async def test_a_message_cursor_works_only_in_its_own_listing(connect: Connect) -> None:
+    messages = [{"role": "user", "content": str(i)} for i in range(3)]
+    async with connect() as client:
+        one = await call(client, "record_run", {"model": "m", "messages": messages})
+        two = await call(client, "record_run", {"model": "m", "messages": messages})
+        page = await call(client, "list_messages", {"conversation_id": one["conversation_id"], "limit": 1})
+        cursor = page["next_cursor"]
+        following = await call(
+            client, "list_messages", {"conversation_id": one["conversation_id"], "cursor": cursor}
+        )
+        elsewhere = await fail(
+            client, "list_messages", {"conversation_id": two["conversation_id"], "cursor": cursor}
+        )
+        other_history = await fail(
+            client, "list_messages", {"history_id": two["history"]["id"], "cursor": cursor}
+        )
+    assert [m["content"] for m in following["items"]] == ["1", "2"]
+    for text in (elsewhere, other_history):
+        assert "invalid argument `cursor`: is not a cursor from this listing" in text
