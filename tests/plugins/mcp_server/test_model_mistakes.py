@@ -125,3 +125,26 @@ async def test_a_message_cursor_works_only_in_its_own_listing(connect: Connect) 
     assert [m["content"] for m in following["items"]] == ["1", "2"]
     for text in (elsewhere, other_history):
         assert "invalid argument `cursor`: is not a cursor from this listing" in text
+
+
+async def test_ids_in_another_spelling_come_back_as_tools_return_them(connect: Connect) -> None:
+    async with connect() as client:
+        conv = await call(client, "start_conversation", {})
+        cid = conv["id"]
+        spelled = "{" + cid.upper() + "}"
+        for _ in range(2):
+            await call(
+                client,
+                "record_run",
+                {"conversation_id": cid, "model": "m", "messages": [{"role": "user", "content": "x"}]},
+            )
+        first = await call(client, "get_conversation", {"conversation_id": spelled, "limit": 1})
+        second = await call(
+            client, "get_conversation", {"conversation_id": cid, "cursor": first["next_cursor"]}
+        )
+        context = await call(client, "get_context", {"conversation_id": spelled})
+        exported = await call(client, "export_conversation", {"conversation_id": spelled})
+        deleted = await call(client, "delete_conversation", {"conversation_id": spelled})
+    assert len(first["histories"]) == len(second["histories"]) == 1
+    assert first["histories"][0]["id"] != second["histories"][0]["id"]
+    assert context["conversation_id"] == exported["conversation_id"] == deleted["id"] == cid
