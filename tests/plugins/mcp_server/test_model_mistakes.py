@@ -148,3 +148,24 @@ async def test_ids_in_another_spelling_come_back_as_tools_return_them(connect: C
     assert len(first["histories"]) == len(second["histories"]) == 1
     assert first["histories"][0]["id"] != second["histories"][0]["id"]
     assert context["conversation_id"] == exported["conversation_id"] == deleted["id"] == cid
+
+
+async def test_a_listed_message_gives_its_length_only_when_clipped(connect: Connect) -> None:
+    long = "é" * 150 + "😀" * 150
+    async with connect() as client:
+        run = await call(
+            client,
+            "record_run",
+            {
+                "model": "m",
+                "messages": [{"role": "user", "content": "short"}, {"role": "user", "content": long}],
+            },
+        )
+        page = await call(client, "list_messages", {"history_id": run["history"]["id"], "max_chars": 200})
+    short, clipped = page["items"]
+    assert "content_length" not in short and "truncated" not in short
+    assert (clipped["content"], clipped["content_length"], clipped["truncated"]) == (
+        long[:200] + "…",
+        300,
+        True,
+    )

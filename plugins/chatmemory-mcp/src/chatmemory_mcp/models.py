@@ -242,12 +242,13 @@ class MessageOut(_MessageView):
     """A stored message. ``content`` is its plain text, clipped when ``truncated`` is true.
 
     An assistant's tool calls are in ``tool_calls``; a tool message names the call it answers
-    in ``tool_call_id`` (comma-separated when it answers several).
+    in ``tool_call_id`` (comma-separated when it answers several). ``content_length`` is the
+    full length, given only when ``truncated`` is true.
     """
 
     conversation_id: str
     history_id: str
-    content_length: int
+    content_length: int | None = None
     status: Literal["complete", "pending", "error"] = "complete"
     error: str | None = None
     key: str | None = None
@@ -263,7 +264,6 @@ class MessageOut(_MessageView):
         fields |= {
             "conversation_id": str(message.conversation_id),
             "history_id": str(message.history_id),
-            "content_length": len(message.content),
             "status": message.status,
             "error": error,
             "key": message.key,
@@ -271,6 +271,8 @@ class MessageOut(_MessageView):
             "created_at": message.created_at,
             "truncated": fields["truncated"] or cut_meta or cut_error,
         }
+        if fields["truncated"]:
+            fields["content_length"] = len(message.content)
         return cls(**fields)
 
 
