@@ -351,10 +351,10 @@ class ExportOut(_Out):
 
 
 class SearchHit(_Out):
-    """One search result: the message (content clipped), where it is, and an excerpt with «matches»."""
+    """One search result: the message (content clipped, its conversation in ``conversation_id``), its
+    conversation's title and an excerpt with «matches»."""
 
     message: MessageOut
-    conversation_id: str
     conversation_title: str | None = None
     snippet: str
     rank: float = Field(description="Relevance, higher is better; compares hits of one search only.")
