@@ -169,3 +169,35 @@ async def test_a_listed_message_gives_its_length_only_when_clipped(connect: Conn
         300,
         True,
     )
+
+
+async def test_a_refusal_of_a_well_formed_value_does_not_ask_for_its_type(connect: Connect) -> None:
+    async with connect() as client:
+        conv = await call(client, "start_conversation", {})
+        titled = await fail(
+            client,
+            "record_run",
+            {
+                "conversation_id": conv["id"],
+                "title": "T",
+                "model": "m",
+                "messages": [{"role": "user", "content": "x"}],
+            },
+        )
+        keyed = await fail(
+            client,
+            "record_run",
+            {
+                "model": "m",
+                "messages": [
+                    {"role": "user", "content": "a", "key": "k"},
+                    {"role": "user", "content": "b", "key": "k"},
+                ],
+            },
+        )
+        modelled = await fail(
+            client, "record_run", {"model": "m", "messages": [{"role": "user", "content": "a", "model": "x"}]}
+        )
+    assert titled.endswith("leave it out with conversation_id. Fix it and call the tool again."), titled
+    for text in (keyed, modelled):
+        assert text.endswith(". Fix it and call the tool again."), text

@@ -122,7 +122,9 @@ class ChatMemoryServer(MCPServer[ServerState]):
             if isinstance(cause, ValidationError):
                 raise ToolError(f"{name}: {validation_text(cause, schema)}") from cause
             if isinstance(cause, ArgumentError):
-                raise ToolError(f"{name}: {argument_text(cause.field, cause.reason, schema)}") from cause
+                # The store refuses values the schema accepts (a title with a conversation_id, a
+                # repeated key): its reason says what to change, the schema's type would mislead.
+                raise ToolError(f"{name}: {argument_text(cause.field, cause.reason, None)}") from cause
             raise
         if isinstance(result, InputRequiredResult) or result.is_error or spec.output is None:
             return result
