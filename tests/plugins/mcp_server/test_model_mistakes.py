@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import uuid
+
 import pytest
 
 from chatmemory import ChatMemory, Principal
@@ -201,3 +204,25 @@ async def test_a_refusal_of_a_well_formed_value_does_not_ask_for_its_type(connec
     assert titled.endswith("leave it out with conversation_id. Fix it and call the tool again."), titled
     for text in (keyed, modelled):
         assert text.endswith(". Fix it and call the tool again."), text
+
+
+async def test_an_id_of_the_wrong_kind_is_named_for_what_it_is(connect: Connect) -> None:
+    async with connect() as alice, connect(Principal("bob")) as bob:
+        run = await call(alice, "record_run", {"model": "m", "messages": [{"role": "user", "content": "x"}]})
+        cid, hid, mid = run["conversation_id"], run["history"]["id"], run["messages"][0]["id"]
+        as_conversation = await fail(alice, "start_history", {"conversation_id": hid, "model": "m"})
+        message_as_conversation = await fail(alice, "get_context", {"conversation_id": mid})
+        as_history = await fail(
+            alice, "append_messages", {"history_id": cid, "messages": [{"role": "user", "content": "y"}]}
+        )
+        # Another principal's ids read exactly as ids that never existed.
+        foreign = await fail(bob, "start_history", {"conversation_id": hid, "model": "m"})
+        never = await fail(bob, "start_history", {"conversation_id": str(uuid.uuid4()), "model": "m"})
+    assert (
+        f"conversation {hid} not found: it is a history id (in conversation {cid}). Pass it as history_id"
+        in (as_conversation)
+    )
+    assert f"it is a message id (in conversation {cid}, history {hid})" in message_as_conversation
+    assert f"history {cid} not found: it is a conversation id." in as_history
+    assert foreign.replace(hid, "<id>") == re.sub(r"[0-9a-f-]{36}", "<id>", never)
+    assert "history id" not in foreign

@@ -33,6 +33,7 @@ __all__ = [
     "RESOURCE_NOT_FOUND",
     "STORAGE_UNAVAILABLE",
     "ArgumentError",
+    "MissingError",
     "argument_text",
     "resource_errors",
     "tool_errors",
@@ -80,6 +81,8 @@ def tool_errors() -> Iterator[None]:
         yield
     except InvalidInputError as exc:
         raise ArgumentError(exc.field or "input", exc.reason) from None
+    except NotFoundError as exc:
+        raise MissingError(exc) from None
     except ChatMemoryError as exc:
         raise ToolError(tool_message(exc)) from None
 
@@ -99,6 +102,20 @@ def resource_errors() -> Iterator[None]:
         raise ResourceError(tool_message(exc)) from None
     except ToolError as exc:
         raise ResourceError(str(exc)) from None
+
+
+class MissingError(ToolError):
+    """An id that names nothing the caller can see; the server may say what the id is instead.
+
+    Attributes:
+        kind: what was looked for (``"conversation"``, ``"history"``, ``"message"``).
+        object_id: the id as the store read it.
+    """
+
+    def __init__(self, exc: NotFoundError) -> None:
+        self.kind = exc.kind
+        self.object_id = str(exc.object_id)
+        super().__init__(tool_message(exc))
 
 
 class ArgumentError(ToolError):
