@@ -7,6 +7,7 @@ principal's ids. Database failures become one generic message (the details go to
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -141,9 +142,16 @@ def argument_text(field: str, reason: str, schema: dict[str, Any] | None) -> str
     else:
         wanted = expectation(_schema_at(schema, field)) if schema else ""
     send = f"Send {wanted}." if wanted else "Fix it and call the tool again."
-    reason = _REWORDED.get(reason, reason).rstrip(".")
+    reason = _UNKNOWN_TAG.sub(r"has an unknown type \1; use one of \2", _REWORDED.get(reason, reason)).rstrip(
+        "."
+    )
     return f"invalid argument `{field}`: {reason[:1].lower()}{reason[1:]}. {send}"
 
+
+# pydantic's words for a part of an unknown type, as the store passes them on.
+_UNKNOWN_TAG = re.compile(
+    r"^Input tag ('[^']*') found using '\w+' does not match any of the expected tags: (.*)$"
+)
 
 _WANTED = {"cursor": "the previous page's `next_cursor` unchanged, or none to start over"}
 
