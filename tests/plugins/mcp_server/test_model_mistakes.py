@@ -226,3 +226,24 @@ async def test_an_id_of_the_wrong_kind_is_named_for_what_it_is(connect: Connect)
     assert f"history {cid} not found: it is a conversation id." in as_history
     assert foreign.replace(hid, "<id>") == re.sub(r"[0-9a-f-]{36}", "<id>", never)
     assert "history id" not in foreign
+
+
+async def test_one_argument_sent_under_two_of_its_names_is_refused(connect: Connect) -> None:
+    async with connect() as client:
+        one = await call(client, "record_run", {"model": "m", "messages": [{"role": "user", "content": "a"}]})
+        two = await call(client, "record_run", {"model": "m", "messages": [{"role": "user", "content": "b"}]})
+        both = await fail(
+            client,
+            "list_messages",
+            {"conversation_id": one["conversation_id"], "conversation": two["conversation_id"]},
+        )
+        same = await call(
+            client,
+            "list_messages",
+            {"conversation_id": one["conversation_id"], "limit": 5, "page_size": 5},
+        )
+    assert both == (
+        "list_messages: `conversation` and `conversation_id` are names of one argument, `conversation_id`; "
+        "send it once."
+    )
+    assert [m["content"] for m in same["items"]] == ["a"]

@@ -205,6 +205,7 @@ async def _misplaced(ctx: Context[ServerState, Any], kind: str, object_id: str) 
 def _check_names(tool: str, spec: ToolSpec, arguments: dict[str, Any]) -> None:
     unknown = [key for key in arguments if key not in spec.names]
     if not unknown:
+        _check_repeats(tool, spec, arguments)
         return
     accepted = sorted(set(spec.names.values()))
     texts = []
@@ -214,6 +215,17 @@ def _check_names(tool: str, spec: ToolSpec, arguments: dict[str, Any]) -> None:
         shown = key if len(key) <= 40 else key[:40] + "…"
         texts.append(f"unknown argument `{shown}`{hint}")
     raise ToolError(f"{tool}: {'; '.join(texts)}. Accepted arguments: {', '.join(accepted) or 'none'}.")
+
+
+def _check_repeats(tool: str, spec: ToolSpec, arguments: dict[str, Any]) -> None:
+    """Refuse an argument sent under two of its names with different values (one would be ignored)."""
+    seen: dict[str, str] = {}
+    for key, value in arguments.items():
+        name = spec.names[key]
+        first = seen.setdefault(name, key)
+        if first != key and arguments[first] != value:
+            pair = " and ".join(f"`{k}`" for k in sorted((first, key)))
+            raise ToolError(f"{tool}: {pair} are names of one argument, `{name}`; send it once.")
 
 
 def build_server(
