@@ -69,13 +69,21 @@ class MessageOps(ScopeBase):
             raise InvalidInputError("conversation_id", "give conversation_id or history_id")
         cid = None if conversation_id is None else parse_id("conversation_id", conversation_id)
         hid = None if history_id is None else parse_id("history_id", history_id)
-        after = None if cursor is None else _cursor.sequence(*_cursor.decode(kind, cursor, 1))
+        # The cursor names its listing: a position in one conversation means nothing in another.
+        listing = f"h{hid}" if hid is not None else f"c{cid}"
+        after = None
+        if cursor is not None:
+            seq, of = _cursor.decode(kind, cursor, 2)
+            if of != listing:
+                # A listing that is not visible still answers not-found, as with any other cursor.
+                await self._db.run(_page(self.principal, cid, hid, 1, None, newest_first))
+                raise InvalidInputError("cursor", "is not a cursor from this listing")
+            after = _cursor.sequence(seq)
         rows = await self._db.run(_page(self.principal, cid, hid, limit, after, newest_first))
         items = _rows.messages(rows[:limit], self._db.is_sqlite)
         more = len(rows) > limit
-        return Page(
-            items=items, next_cursor=_cursor.encode(kind, items[-1].seq) if more else None, has_more=more
-        )
+        next_cursor = _cursor.encode(kind, items[-1].seq, listing) if more else None
+        return Page(items=items, next_cursor=next_cursor, has_more=more)
 
     async def get_message(self, id: Id) -> Message:
         """One message.

@@ -62,6 +62,16 @@ BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     ),
     (
         "append_messages",
+        {"history_id": "{hid}", "messages": [{"role": "user", "content": [{"type": "search_result"}]}]},
+        "messages.0.content.0",
+    ),
+    (
+        "append_messages",
+        {"history_id": "{hid}", "messages": [{"role": "user", "content": "x" * 100_001}]},
+        "messages.0.content",
+    ),
+    (
+        "append_messages",
         {"history_id": "{hid}", "messages": [{"role": "user", "text": "x", "x": 1}]},
         "messages.0.x",
     ),
@@ -98,6 +108,7 @@ async def test_every_input_error_reads_the_same_way(connect: Connect) -> None:
                 "tagged-union",
                 "Input should",
                 "Error executing",
+                "input tag",
             ):
                 assert noise not in text, text
 

@@ -47,7 +47,9 @@ async def test_search_finds_marks_pages_and_filters(connect: Connect) -> None:
         assert "next_cursor" not in rest
 
         only_trip = await call(client, "search_messages", {"query": "hotel", "conversation": trip["id"]})
-        assert {h["conversation_id"] for h in only_trip["items"]} == {trip["id"]}
+        assert {h["message"]["conversation_id"] for h in only_trip["items"]} == {trip["id"]}
+        # A hit says which conversation it is in once: in its message.
+        assert all("conversation_id" not in h for h in only_trip["items"])
         assistant = await call(client, "search_messages", {"query": "hotel", "role": "assistant"})
         assert [h["message"]["role"] for h in assistant["items"]] == ["assistant"]
         assert (await call(client, "search_messages", {"query": "zeppelin"}))["items"] == []

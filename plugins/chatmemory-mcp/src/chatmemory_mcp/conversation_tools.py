@@ -159,6 +159,4 @@ def _decode_history_cursor(cursor: str | None, conversation_id: str) -> tuple[da
             raise ValueError
         return datetime.fromisoformat(created_at), str(history_id)
     except (ValueError, TypeError, binascii.Error):
-        raise InvalidInputError(
-            "cursor", "is not a cursor from this listing; omit it to start over"
-        ) from None
+        raise InvalidInputError("cursor", "is not a cursor from this listing") from None

@@ -7,6 +7,7 @@ principal's ids. Database failures become one generic message (the details go to
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = [
     "RESOURCE_NOT_FOUND",
     "STORAGE_UNAVAILABLE",
     "ArgumentError",
+    "MissingError",
     "argument_text",
     "resource_errors",
     "tool_errors",
@@ -80,6 +82,8 @@ def tool_errors() -> Iterator[None]:
         yield
     except InvalidInputError as exc:
         raise ArgumentError(exc.field or "input", exc.reason) from None
+    except NotFoundError as exc:
+        raise MissingError(exc) from None
     except ChatMemoryError as exc:
         raise ToolError(tool_message(exc)) from None
 
@@ -99,6 +103,20 @@ def resource_errors() -> Iterator[None]:
         raise ResourceError(tool_message(exc)) from None
     except ToolError as exc:
         raise ResourceError(str(exc)) from None
+
+
+class MissingError(ToolError):
+    """An id that names nothing the caller can see; the server may say what the id is instead.
+
+    Attributes:
+        kind: what was looked for (``"conversation"``, ``"history"``, ``"message"``).
+        object_id: the id as the store read it.
+    """
+
+    def __init__(self, exc: NotFoundError) -> None:
+        self.kind = exc.kind
+        self.object_id = str(exc.object_id)
+        super().__init__(tool_message(exc))
 
 
 class ArgumentError(ToolError):
@@ -124,9 +142,16 @@ def argument_text(field: str, reason: str, schema: dict[str, Any] | None) -> str
     else:
         wanted = expectation(_schema_at(schema, field)) if schema else ""
     send = f"Send {wanted}." if wanted else "Fix it and call the tool again."
-    reason = _REWORDED.get(reason, reason).rstrip(".")
+    reason = _UNKNOWN_TAG.sub(r"has an unknown type \1; use one of \2", _REWORDED.get(reason, reason)).rstrip(
+        "."
+    )
     return f"invalid argument `{field}`: {reason[:1].lower()}{reason[1:]}. {send}"
 
+
+# pydantic's words for a part of an unknown type, as the store passes them on.
+_UNKNOWN_TAG = re.compile(
+    r"^Input tag ('[^']*') found using '\w+' does not match any of the expected tags: (.*)$"
+)
 
 _WANTED = {"cursor": "the previous page's `next_cursor` unchanged, or none to start over"}
 
@@ -158,7 +183,8 @@ def _clean(loc: tuple[int | str, ...]) -> list[int | str]:
     """The location without pydantic's union-branch labels (``str``, ``list[...]``, part tags)."""
     out: list[int | str] = []
     for i, part in enumerate(loc):
-        if isinstance(part, str) and ("[" in part or part in _TYPE_LABELS):
+        # Field names never hold "[" or "-"; pydantic's labels do (``list[...]``, ``constrained-str``).
+        if isinstance(part, str) and ("[" in part or "-" in part or part in _TYPE_LABELS):
             continue
         if isinstance(part, str) and i and isinstance(loc[i - 1], int) and part in _PART_TAGS:
             continue
@@ -166,7 +192,7 @@ def _clean(loc: tuple[int | str, ...]) -> list[int | str]:
     return out
 
 
-_TYPE_LABELS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "function-after"})
+_TYPE_LABELS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
 _PART_TAGS = frozenset({"text", "image", "audio", "file", "tool_call", "tool_result", "reasoning"})
 
 

@@ -3,6 +3,9 @@
 A message with ``tool_calls``, ``tool_call_id``, ``name``, the ``developer`` role or OpenAI
 content parts (``image_url``, ``input_audio``, ``file`` with a nested ``file``) is converted
 by ``chatmemory.formats.from_openai``, which also keeps the original for ``to_openai``.
+Anthropic content blocks (``tool_use``, ``tool_result`` with ``tool_use_id``, ``image`` or
+``document`` with a ``source``, ``thinking``) become chatmemory's parts, the original kept for
+``to_anthropic``.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue
 
-from chatmemory import InvalidInputError, Limits, NewMessage
-from chatmemory.formats import from_openai
+from chatmemory import InvalidInputError, Limits, Native, NewMessage
+from chatmemory.formats import ANTHROPIC_FORMAT, from_openai
 
 __all__ = ["CONTENT_CHARS", "MESSAGES_PER_CALL", "MessageIn", "Messages", "to_core"]
 
@@ -39,7 +42,7 @@ class MessageIn(BaseModel):
         description=(
             f"Text (max {CONTENT_CHARS} chars), or parts: {{type:text,text}}, "
             "{type:image|audio|file,url|data+media_type}, {type:tool_call,id,name,arguments}, "
-            "{type:tool_result,call_id,content}, {type:reasoning,text}."
+            "{type:tool_result,call_id,content}, {type:reasoning,text}; OpenAI and Anthropic parts too."
         ),
     )
     tool_calls: list[dict[str, JsonValue]] | None = Field(
@@ -99,6 +102,12 @@ def _one(message: MessageIn, field: str) -> NewMessage:
     if not message.is_openai():
         if message.content is None:
             raise InvalidInputError(f"{field}.content", "is required unless the message has tool_calls")
+        if isinstance(message.content, list) and any(_anthropic_block(p) for p in message.content):
+            parts = [_from_anthropic(p, f"{field}.content.{j}") for j, p in enumerate(message.content)]
+            native = Native(format=ANTHROPIC_FORMAT, data={"role": message.role, "content": message.content})
+            return NewMessage.parse(
+                {"role": message.role, "content": parts, "native": native, **extra}, field
+            )
         return NewMessage.parse({"role": message.role, "content": message.content, **extra}, field)
     if message.tool_calls is not None and message.role != "assistant":
         raise InvalidInputError(f"{field}.tool_calls", "only assistant messages have tool_calls")
@@ -119,3 +128,68 @@ def _one(message: MessageIn, field: str) -> NewMessage:
 def _openai_part(part: Mapping[str, Any]) -> bool:
     kind = part.get("type")
     return kind in _OPENAI_PARTS or (kind == "file" and isinstance(part.get("file"), Mapping))
+
+
+# Keys Anthropic puts on blocks that change nothing of what was said.
+_ANTHROPIC_EXTRAS = frozenset({"cache_control", "citations"})
+
+
+def _anthropic_block(part: Mapping[str, Any]) -> bool:
+    kind = part.get("type")
+    return (
+        kind in ("tool_use", "thinking", "redacted_thinking")
+        or (kind == "tool_result" and "tool_use_id" in part)
+        or (kind in ("image", "document") and "source" in part)
+        or not _ANTHROPIC_EXTRAS.isdisjoint(part)
+    )
+
+
+def _from_anthropic(block: Mapping[str, Any], field: str) -> Mapping[str, Any]:
+    """chatmemory's part for an Anthropic content block (other parts pass through unchanged).
+
+    Raises:
+        InvalidInputError: a block this store has no part for, or a malformed one.
+    """
+    block = {k: v for k, v in block.items() if k not in _ANTHROPIC_EXTRAS}
+    kind = block.get("type")
+    if kind == "tool_use":
+        return {
+            "type": "tool_call",
+            "id": block.get("id"),
+            "name": block.get("name"),
+            "arguments": block.get("input", {}),
+        }
+    if kind == "tool_result" and "tool_use_id" in block:
+        result = {
+            "type": "tool_result",
+            "call_id": block["tool_use_id"],
+            "content": _result_text(block, field),
+        }
+        return result | ({"is_error": block["is_error"]} if "is_error" in block else {})
+    if kind == "thinking":
+        return {"type": "reasoning", "text": block.get("thinking")}
+    if kind in ("image", "document") and "source" in block:
+        return _media(block, field)
+    if kind == "redacted_thinking":
+        raise InvalidInputError(field, "redacted_thinking blocks cannot be stored; leave them out")
+    return block
+
+
+def _result_text(block: Mapping[str, Any], field: str) -> str:
+    content = block.get("content", "")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(b, Mapping) and b.get("type") == "text" for b in content):
+        return "\n".join(str(b.get("text", "")) for b in content)
+    raise InvalidInputError(f"{field}.content", "must be text or a list of text blocks")
+
+
+def _media(block: Mapping[str, Any], field: str) -> Mapping[str, Any]:
+    kind = "image" if block["type"] == "image" else "file"
+    source = block["source"]
+    where = source.get("type") if isinstance(source, Mapping) else None
+    if where == "base64":
+        return {"type": kind, "media_type": source.get("media_type"), "data": source.get("data")}
+    if where == "url":
+        return {"type": kind, "url": source.get("url")}
+    raise InvalidInputError(f"{field}.source", "must be {type:base64,media_type,data} or {type:url,url}")

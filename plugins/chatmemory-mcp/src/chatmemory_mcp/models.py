@@ -53,8 +53,13 @@ def clip(text: str | None, limit: int) -> tuple[str | None, bool]:
 
 
 def clip_json(value: dict[str, JsonValue] | None) -> tuple[dict[str, JsonValue] | None, bool]:
-    """``value`` if its JSON fits in ``METADATA_CHARS``, else ``None``; and whether it was dropped."""
-    if value is None or len(json.dumps(value, default=str)) <= METADATA_CHARS:
+    """``value`` if its JSON fits in ``METADATA_CHARS``, else ``None``; and whether it was dropped.
+
+    An empty object is ``None`` too: left out of the result, as it says nothing.
+    """
+    if not value:
+        return None, False
+    if len(json.dumps(value, default=str)) <= METADATA_CHARS:
         return value, False
     return None, True
 
@@ -237,12 +242,13 @@ class MessageOut(_MessageView):
     """A stored message. ``content`` is its plain text, clipped when ``truncated`` is true.
 
     An assistant's tool calls are in ``tool_calls``; a tool message names the call it answers
-    in ``tool_call_id`` (comma-separated when it answers several).
+    in ``tool_call_id`` (comma-separated when it answers several). ``content_length`` is the
+    full length, given only when ``truncated`` is true.
     """
 
     conversation_id: str
     history_id: str
-    content_length: int
+    content_length: int | None = None
     status: Literal["complete", "pending", "error"] = "complete"
     error: str | None = None
     key: str | None = None
@@ -258,7 +264,6 @@ class MessageOut(_MessageView):
         fields |= {
             "conversation_id": str(message.conversation_id),
             "history_id": str(message.history_id),
-            "content_length": len(message.content),
             "status": message.status,
             "error": error,
             "key": message.key,
@@ -266,6 +271,8 @@ class MessageOut(_MessageView):
             "created_at": message.created_at,
             "truncated": fields["truncated"] or cut_meta or cut_error,
         }
+        if fields["truncated"]:
+            fields["content_length"] = len(message.content)
         return cls(**fields)
 
 
@@ -344,10 +351,10 @@ class ExportOut(_Out):
 
 
 class SearchHit(_Out):
-    """One search result: the message (content clipped), where it is, and an excerpt with «matches»."""
+    """One search result: the message (content clipped, its conversation in ``conversation_id``), its
+    conversation's title and an excerpt with «matches»."""
 
     message: MessageOut
-    conversation_id: str
     conversation_title: str | None = None
     snippet: str
     rank: float = Field(description="Relevance, higher is better; compares hits of one search only.")

@@ -6,9 +6,10 @@ The input schema shows only the canonical name; the aliases are accepted silentl
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from uuid import UUID
 
 from mcp.types import ToolAnnotations
-from pydantic import AliasChoices, Field, JsonValue
+from pydantic import AfterValidator, AliasChoices, Field, JsonValue, StringConstraints
 
 from chatmemory import Role
 
@@ -51,10 +52,27 @@ _LIMIT = AliasChoices("limit", "page_size", "per_page", "max_results", "top_k", 
 _CURSOR = AliasChoices("cursor", "next_cursor", "page_token", "after")
 
 # Ids, cursors and page sizes say what they are by name and bounds; a description would only repeat it.
-ConversationId = Annotated[str, Field(min_length=1, max_length=100, validation_alias=_CONVERSATION)]
-OptionalConversationId = Annotated[str | None, Field(max_length=100, validation_alias=_CONVERSATION)]
-HistoryId = Annotated[str, Field(min_length=1, max_length=100, validation_alias=_HISTORY)]
-OptionalHistoryId = Annotated[str | None, Field(max_length=100, validation_alias=_HISTORY)]
+# Ids lose surrounding whitespace (models often copy one with a space or newline around it) and
+# are spelled as tools return them, so what is echoed or put in a cursor matches later calls.
+_ID = StringConstraints(strip_whitespace=True)
+
+
+def _canonical(value: str | None) -> str | None:
+    try:
+        return value if value is None else str(UUID(value))
+    except ValueError:
+        return value  # the store refuses it, naming the argument
+
+
+_SPELLED = AfterValidator(_canonical)
+ConversationId = Annotated[
+    str, _ID, _SPELLED, Field(min_length=1, max_length=100, validation_alias=_CONVERSATION)
+]
+OptionalConversationId = Annotated[
+    str | None, _ID, _SPELLED, Field(max_length=100, validation_alias=_CONVERSATION)
+]
+HistoryId = Annotated[str, _ID, _SPELLED, Field(min_length=1, max_length=100, validation_alias=_HISTORY)]
+OptionalHistoryId = Annotated[str | None, _ID, _SPELLED, Field(max_length=100, validation_alias=_HISTORY)]
 Cursor = Annotated[
     str | None,
     Field(max_length=1000, validation_alias=_CURSOR, description="The previous page's `next_cursor`."),
@@ -73,6 +91,8 @@ ContentChars = Annotated[
 ]
 MessageId = Annotated[
     str,
+    _ID,
+    _SPELLED,
     Field(min_length=1, max_length=100, validation_alias=AliasChoices("message_id", "message", "messageId")),
 ]
 Title = Annotated[str | None, Field(max_length=200, description="A short title.")]

@@ -68,7 +68,6 @@ def register_search_tools(server: MCPServer[ServerState]) -> None:
             items.append(
                 SearchHit(
                     message=MessageOut.of(hit.message, HIT_CHARS),
-                    conversation_id=str(hit.conversation_id),
                     conversation_title=hit.conversation_title,
                     snippet=snippet or "",
                     rank=hit.rank,

@@ -19,11 +19,17 @@ from mcp.types import Tool as MCPTool
 from pydantic import AnyUrl, ValidationError
 from pydantic_core import to_json
 
-from chatmemory import ChatMemory, Principal
+from chatmemory import ChatMemory, ChatMemoryError, NotFoundError, Principal
 from chatmemory_mcp.conversation_tools import register_conversation_tools
-from chatmemory_mcp.errors import RESOURCE_NOT_FOUND, ArgumentError, argument_text, validation_text
+from chatmemory_mcp.errors import (
+    RESOURCE_NOT_FOUND,
+    ArgumentError,
+    MissingError,
+    argument_text,
+    validation_text,
+)
 from chatmemory_mcp.history_tools import register_history_tools
-from chatmemory_mcp.identity import AuthKind, ServerState
+from chatmemory_mcp.identity import AuthKind, ServerState, scope_for
 from chatmemory_mcp.models import wire
 from chatmemory_mcp.resources import register_prompts, register_resources
 from chatmemory_mcp.run_tools import register_run_tools
@@ -121,8 +127,16 @@ class ChatMemoryServer(MCPServer[ServerState]):
             cause = exc.__cause__
             if isinstance(cause, ValidationError):
                 raise ToolError(f"{name}: {validation_text(cause, schema)}") from cause
+            if isinstance(cause, MissingError) and context is not None:
+                misplaced = await _misplaced(context, cause.kind, cause.object_id)
+                if misplaced:
+                    raise ToolError(
+                        f"{name}: {cause.kind} {cause.object_id} not found: {misplaced}"
+                    ) from cause
             if isinstance(cause, ArgumentError):
-                raise ToolError(f"{name}: {argument_text(cause.field, cause.reason, schema)}") from cause
+                # The store refuses values the schema accepts (a title with a conversation_id, a
+                # repeated key): its reason says what to change, the schema's type would mislead.
+                raise ToolError(f"{name}: {argument_text(cause.field, cause.reason, None)}") from cause
             raise
         if isinstance(result, InputRequiredResult) or result.is_error or spec.output is None:
             return result
@@ -160,9 +174,38 @@ def compact_result(model: Any) -> CallToolResult:
     )
 
 
+async def _misplaced(ctx: Context[ServerState, Any], kind: str, object_id: str) -> str:
+    """What a missing id names instead, among the caller's own objects (``""``: nothing).
+
+    Only what the caller may see is looked up, so another principal's ids still read as missing.
+    """
+    scope = scope_for(ctx)
+    try:
+        if kind == "conversation":
+            try:
+                history = await scope.get_history(object_id, messages=False)
+            except NotFoundError:
+                message = await scope.get_message(object_id)
+                return (
+                    f"it is a message id (in conversation {message.conversation_id}, history "
+                    f"{message.history_id}). Use one of those ids."
+                )
+            return (
+                f"it is a history id (in conversation {history.conversation_id}). Pass it as history_id, "
+                f"or use conversation_id {history.conversation_id}."
+            )
+        if kind == "history":
+            await scope.get_conversation(object_id)
+            return "it is a conversation id. Call get_conversation with it to see its histories."
+    except ChatMemoryError:
+        pass
+    return ""
+
+
 def _check_names(tool: str, spec: ToolSpec, arguments: dict[str, Any]) -> None:
     unknown = [key for key in arguments if key not in spec.names]
     if not unknown:
+        _check_repeats(tool, spec, arguments)
         return
     accepted = sorted(set(spec.names.values()))
     texts = []
@@ -172,6 +215,17 @@ def _check_names(tool: str, spec: ToolSpec, arguments: dict[str, Any]) -> None:
         shown = key if len(key) <= 40 else key[:40] + "…"
         texts.append(f"unknown argument `{shown}`{hint}")
     raise ToolError(f"{tool}: {'; '.join(texts)}. Accepted arguments: {', '.join(accepted) or 'none'}.")
+
+
+def _check_repeats(tool: str, spec: ToolSpec, arguments: dict[str, Any]) -> None:
+    """Refuse an argument sent under two of its names with different values (one would be ignored)."""
+    seen: dict[str, str] = {}
+    for key, value in arguments.items():
+        name = spec.names[key]
+        first = seen.setdefault(name, key)
+        if first != key and arguments[first] != value:
+            pair = " and ".join(f"`{k}`" for k in sorted((first, key)))
+            raise ToolError(f"{tool}: {pair} are names of one argument, `{name}`; send it once.")
 
 
 def build_server(
