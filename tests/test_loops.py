@@ -34,6 +34,21 @@ def bounded(program: Callable[[], T], timeout: float = 10) -> T:
     return outcome.result(timeout=timeout)
 
 
+class Forever:
+    """Calls that wait until cancelled, telling when one started and when it was cancelled."""
+
+    def __init__(self) -> None:
+        self.started, self.cancelled = threading.Event(), threading.Event()
+
+    async def __call__(self) -> None:
+        self.started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+
 async def where() -> asyncio.AbstractEventLoop:
     """The loop a call ran on."""
     await asyncio.sleep(0.01)
@@ -153,16 +168,8 @@ def test_calls_from_several_threads_each_with_its_own_loop_run_on_the_home_loop(
 
 
 async def test_cancelling_the_caller_cancels_the_call_it_handed_off() -> None:
-    started, cancelled = threading.Event(), threading.Event()
-
-    async def forever() -> None:
-        started.set()
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
+    forever = Forever()
+    started, cancelled = forever.started, forever.cancelled
     with BackgroundLoop() as background:
         home = HomeLoop(background)
         waiting = asyncio.create_task(home.call(forever()))
@@ -243,16 +250,8 @@ def test_an_any_loop_lock_excludes_coroutines_of_several_threads_and_loops() -> 
 
 
 def test_a_background_loop_closed_under_a_run_fails_the_run_instead_of_hanging() -> None:
-    started, cancelled = threading.Event(), threading.Event()
-
-    async def forever() -> None:
-        started.set()
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
+    forever = Forever()
+    started, cancelled = forever.started, forever.cancelled
     background = BackgroundLoop()
     running: Future[None] = Future()
 
@@ -275,26 +274,17 @@ def test_a_background_loop_closed_under_a_run_fails_the_run_instead_of_hanging()
 
 
 def test_closing_a_home_loop_under_its_calls_fails_them_with_a_clear_error() -> None:
-    started, cancelled = threading.Semaphore(0), threading.Semaphore(0)
-
-    async def forever() -> None:
-        started.release()
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            cancelled.release()
-            raise
-
+    sync_run, async_run = Forever(), Forever()
     home = HomeLoop(None)  # no loop running: a background loop of its own
     with ThreadPoolExecutor(2) as pool:
-        sync_call = pool.submit(home.call_sync, forever())
-        async_call = pool.submit(asyncio.run, home.call(forever()))
-        assert started.acquire(timeout=5) and started.acquire(timeout=5)
+        sync_call = pool.submit(home.call_sync, sync_run())
+        async_call = pool.submit(asyncio.run, home.call(async_run()))
+        assert sync_run.started.wait(5) and async_run.started.wait(5)
         bounded(home.close)
         for call in (sync_call, async_call):
             with pytest.raises(RuntimeError, match="stopped before the call ended"):
                 call.result(timeout=5)
-    assert cancelled.acquire(timeout=1) and cancelled.acquire(timeout=1)
+    assert sync_run.cancelled.wait(1) and async_run.cancelled.wait(1)
 
 
 def test_a_call_driving_the_idle_home_loop_may_wait_for_a_sync_call_of_another_thread() -> None:
