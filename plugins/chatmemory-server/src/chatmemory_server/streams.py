@@ -84,14 +84,13 @@ class Streams:
         if after:
             try:
                 await chat.change_cursor(cid)  # visible and live: the watch may wait for changes
+                live = True
             except NotFoundError:
                 # It may still owe a deleted conversation's last events, and then its first read
                 # answers them (it never waits), or it refuses a conversation not visible.
-                pump = Pump(chat.watch(cid, after=after), credentials)
-                await pump.first()
-                return pump, None
+                live = False
             pump = Pump(chat.watch(cid, after=after), credentials)
-            await pump.started()
+            await (pump.started() if live else pump.first())
             return pump, None
         current = await chat.change_cursor(cid)  # also checks the conversation is visible
         pump = Pump(chat.watch(cid, after=current), credentials)
