@@ -80,7 +80,7 @@ class MergeOps(MessageOps):
         plan = _merge_and_append(
             self.principal, targets, hid, batch, created_at, if_last_seq, one_statement=not self._db.is_sqlite
         )
-        stored, added = await self._db.run(plan, write=True)
+        stored, added = await self._db.run(plan, write=True, rows=len(targets) + len(batch))
         return in_batch_order(batch, stored, added, self._db.is_sqlite)
 
     async def get_tail(
@@ -100,7 +100,7 @@ class MergeOps(MessageOps):
             raise InvalidInputError("limit", "must be a non-negative integer")
         if since is not None:
             since = utc_time("since", since)
-        row, rows = await self._db.run(_tail(self.principal, cid, limit, since))
+        row, rows = await self._db.run(_tail(self.principal, cid, limit, since), rows=limit)
         summary = _rows.one(_rows.summaries, row[:-1], self._db.is_sqlite)
         found = _rows.messages(rows[::-1], self._db.is_sqlite)
         return Tail(conversation=summary, last_seq=row[-1], messages=found)

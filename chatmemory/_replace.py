@@ -55,7 +55,7 @@ class ReplaceOps(MessageOps):
         plan = _replace(
             self.principal, cid, expected, hid, batch, q.now(), one_statement=not self._db.is_sqlite
         )
-        stored, added = await self._db.run(plan, write=True)
+        stored, added = await self._db.run(plan, write=True, rows=len(expected) + len(batch))
         return in_batch_order(batch, stored, added, self._db.is_sqlite)
 
 

@@ -1,9 +1,13 @@
-"""Plans on SQLite: stdlib ``sqlite3`` on threads this store owns, one hop per call.
+"""Plans on SQLite: stdlib ``sqlite3``, each call's whole transaction in one go.
 
-One writer connection on one thread: writers queue in front of it (SQLite has one writer at
-a time; other processes wait on the file lock). Reader connections on a small pool of threads
-run beside it, which WAL allows. Each call runs its whole transaction in one trip to a thread,
-however many statements its plan has, and the caller awaits it through a
+A small call (a page, an append of a few messages: what its caller marks ``quick``) runs on
+the caller's own thread when it can start at once: its connection is free, no write is queued
+and, for a write, no other process holds the database's write lock (asked without waiting).
+Its work then takes less time than a trip to another thread and back. Anything else, or
+anything that would have to wait, runs on threads this store owns, where waiting blocks no
+event loop: one writer connection, with writers queued in front of it (SQLite has one writer
+at a time; other processes are waited for up to ``BUSY_TIMEOUT_MS``), and reader connections
+on a small pool of threads beside it, which WAL allows. The caller awaits those through a
 ``concurrent.futures`` future, so any thread and any event loop may call.
 
 Writes that queued while the writer was busy commit together (group commit): one
@@ -13,9 +17,9 @@ is done, and fails with it if it fails. One commit writes the pages the plans sh
 conversation row, the index pages they append to) once, instead of once per plan.
 
 Checkpoints (copying the WAL back into the database file, with its two syncs) run on a thread
-of their own, shortly after writes, so a commit never waits for one. The writer still
-checkpoints itself, as SQLite does by default, once the WAL reaches ``WAL_LIMIT_PAGES``: a
-writer that never pauses leaves the background checkpoint a WAL it cannot finish, and SQLite
+of their own, shortly after writes, so a commit never waits for one. The writer connection
+still checkpoints itself, as SQLite does by default, once the WAL reaches ``WAL_LIMIT_PAGES``:
+a writer that never pauses leaves the background checkpoint a WAL it cannot finish, and SQLite
 only starts the WAL over once a checkpoint has finished it.
 """
 
@@ -86,11 +90,19 @@ def _many_params(names: tuple[str, ...], rows: list[dict[str, Any]]) -> list[tup
     return out
 
 
-def connect(path: str) -> sqlite3.Connection:
-    """A configured connection to ``path`` that any one thread at a time may use."""
+def connect(path: str, *, wait: bool = True) -> sqlite3.Connection:
+    """A configured connection to ``path`` that any one thread at a time may use; one that
+    does not ``wait`` fails at once with ``SQLITE_BUSY`` where it would wait for a lock."""
     connection = sqlite3.connect(path, check_same_thread=False, uri=path.startswith("file:"))
     configure(connection)
+    if not wait:
+        connection.execute("PRAGMA busy_timeout = 0")
     return connection
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` says another connection holds a lock this one asked for."""
+    return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
 
 
 class Checkpointer:
@@ -158,6 +170,16 @@ class SQLiteDriver:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._queued: collections.deque[_Queued] = collections.deque()
+        # Writes queued or running on the writer thread: a quick write starts only at 0, so it
+        # never goes ahead of one.
+        self._pending = 0
+        # The one writer connection (it never waits for a lock itself: see ``_begin_write``),
+        # held by whichever thread writes; and the reader connection for quick reads.
+        self._writing = threading.Lock()
+        self._write_connection: sqlite3.Connection | None = None
+        self._quick_reading = threading.Lock()
+        self._quick_reader: sqlite3.Connection | None = None
+        self._closing = False
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chatmemory-sqlite-writer")
         # An in-memory database exists once per connection: everything goes through the writer.
         memory = self.memory = path in ("", ":memory:") or "mode=memory" in path
@@ -170,6 +192,51 @@ class SQLiteDriver:
         # A shared in-memory database lives while a connection to it is open: this one, for
         # as long as the store.
         self._keeper = connect(path) if memory else None
+
+    def run_here(self, plan: Plan[T], *, write: bool) -> tuple[T] | None:
+        """Run ``plan`` on the calling thread if it can start at once: ``(result,)``; else
+        ``None``, with the plan untouched (then ``submit`` it). Never waits for anything but
+        the plan's own statements (and, rarely, the writer's checkpoint; see the module).
+
+        Raises:
+            sqlite3.Error: the database failed; nothing was committed.
+        """
+        if self.memory:
+            return None  # an in-memory database is reached through the writer only
+        lock = self._writing if write else self._quick_reading
+        if not lock.acquire(blocking=False):
+            return None
+        try:
+            if self._closing:
+                return None  # ``submit`` refuses it
+            if write:
+                if self._pending:
+                    return None
+                connection = self._write_connection or self._open_writer()
+                try:
+                    connection.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    if _busy(exc):
+                        return None  # another process writes: wait on the writer thread
+                    raise
+            else:
+                connection = self._quick_reader or self._open_quick_reader()
+                connection.execute("BEGIN")
+                try:
+                    # Takes the read snapshot now, where waiting (only while a crashed WAL is
+                    # being recovered) fails at once; the plan's reads then never wait.
+                    connection.execute("PRAGMA schema_version").fetchall()
+                except sqlite3.OperationalError as exc:
+                    connection.execute("ROLLBACK")
+                    if _busy(exc):
+                        return None
+                    raise
+            result = self._finish(connection, plan)
+        finally:
+            lock.release()
+        if write and self._checkpoints is not None:
+            self._checkpoints.request()
+        return (result,)
 
     def submit(self, plan: Plan[T], *, write: bool) -> concurrent.futures.Future[T]:
         """Queue the plan on the writer (``write``) or a reader thread.
@@ -185,6 +252,7 @@ class SQLiteDriver:
             # takes the queue under this lock, so it finds the plan.
             self._writer.submit(self._drain)
             self._queued.append((plan, future))
+            self._pending += 1
         return future
 
     def hold(self) -> tuple[concurrent.futures.Future[None], threading.Event]:
@@ -201,15 +269,46 @@ class SQLiteDriver:
         self._writer.submit(held)
         return idle, release
 
-    def _connection(self, write: bool) -> sqlite3.Connection:
+    def _keep(self, connection: sqlite3.Connection) -> sqlite3.Connection:
+        with self._lock:
+            self._connections.append(connection)
+        return connection
+
+    def _open_writer(self) -> sqlite3.Connection:
+        """The writer connection (call holding ``_writing``)."""
+        connection = connect(self._path, wait=False)
+        if self._checkpoints is not None:
+            connection.execute(f"PRAGMA wal_autocheckpoint = {WAL_LIMIT_PAGES}")
+        self._write_connection = self._keep(connection)
+        return connection
+
+    def _open_quick_reader(self) -> sqlite3.Connection:
+        """The connection of quick reads (call holding ``_quick_reading``)."""
+        self._quick_reader = self._keep(connect(self._path, wait=False))
+        return self._quick_reader
+
+    def _reader(self) -> sqlite3.Connection:
+        """This reader thread's connection."""
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
-            connection = connect(self._path)
-            if write and self._checkpoints is not None:
-                connection.execute(f"PRAGMA wal_autocheckpoint = {WAL_LIMIT_PAGES}")
-            self._local.connection = connection
-            with self._lock:
-                self._connections.append(connection)
+            connection = self._local.connection = self._keep(connect(self._path))
+        return connection
+
+    def _begin_write(self) -> sqlite3.Connection:
+        """Begin a write on the writer connection (call holding ``_writing``), waiting up to
+        ``BUSY_TIMEOUT_MS`` for another process's write to end. The connection waits for no
+        lock otherwise, so a quick write never blocks its caller's thread on one."""
+        connection = self._write_connection or self._open_writer()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc):
+                raise
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+            finally:
+                connection.execute("PRAGMA busy_timeout = 0")
         return connection
 
     def _step(self, connection: sqlite3.Connection) -> Callable[[Stmt], Any]:
@@ -223,9 +322,17 @@ class SQLiteDriver:
         return step
 
     def _run(self, plan: Plan[T], write: bool) -> T:
-        connection = self._connection(write)
-        # IMMEDIATE takes the write lock up front, so two writers never deadlock on an upgrade.
-        connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        if not write:
+            connection = self._reader()
+            connection.execute("BEGIN")
+            return self._finish(connection, plan)
+        with self._writing:
+            # IMMEDIATE takes the write lock up front, so two writers never deadlock on an upgrade.
+            return self._finish(self._begin_write(), plan)
+
+    def _finish(self, connection: sqlite3.Connection, plan: Plan[T]) -> T:
+        """Run ``plan`` in the transaction begun on ``connection``, then commit; roll back if
+        it raises."""
         try:
             result = drive(plan, self._step(connection))
             connection.execute("COMMIT")
@@ -242,6 +349,13 @@ class SQLiteDriver:
         transaction. A caller that withdrew its write before it started is skipped."""
         with self._lock:
             taken = [self._queued.popleft() for _ in range(min(GROUP_MAX, len(self._queued)))]
+        try:
+            self._drain_taken(taken)
+        finally:
+            with self._lock:
+                self._pending -= len(taken)
+
+    def _drain_taken(self, taken: list[_Queued]) -> None:
         group = []
         for plan, future in taken:
             if future.set_running_or_notify_cancel():
@@ -271,11 +385,14 @@ class SQLiteDriver:
         Raises:
             BaseException: the transaction failed as a whole; nothing of it was kept.
         """
-        connection = self._connection(True)
+        with self._writing:
+            self._run_group_holding(group)
+
+    def _run_group_holding(self, group: list[_Queued]) -> None:
+        connection = self._begin_write()
         step = self._step(connection)
         done: list[tuple[concurrent.futures.Future[Any], Any]] = []
         try:
-            connection.execute("BEGIN IMMEDIATE")
             for plan, future in group:
                 connection.execute("SAVEPOINT plan")
                 try:
@@ -300,8 +417,12 @@ class SQLiteDriver:
 
     def close(self) -> None:
         """Finish queued work, then close every connection (blocking: run it on a thread)."""
+        self._closing = True
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
+        # Waits for quick calls running on other threads, and keeps later ones from starting.
+        self._writing.acquire()
+        self._quick_reading.acquire()
         if self._checkpoints is not None:
             self._checkpoints.close()
         if self._keeper is not None:

@@ -1,0 +1,169 @@
+"""SQLite: a small call runs on its caller's own thread when it can start at once, and on the
+store's threads whenever it would wait (another process writing, a write queued before it) or is
+large. Whichever thread runs it, the caller's event loop is never blocked on a lock, and a small
+write never goes ahead of one queued before it."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from chatmemory import ChatMemory, NewMessage, Principal, StorageError
+from chatmemory._db import QUICK_ROWS, SQLITE_BUSY_TIMEOUT_MS
+from chatmemory._plan import Stmt
+from chatmemory._sqlite_driver import SQLiteDriver
+from tests.test_postgres_group_commit import until
+
+
+def _driver(memory: ChatMemory) -> SQLiteDriver:
+    driver = memory._db._sqlite
+    assert driver is not None
+    return driver
+
+
+async def test_small_calls_run_on_the_callers_thread_and_large_ones_on_the_stores(tmp_path: Path) -> None:
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        threads: list[str] = []
+        memory._db.set_trace(lambda stmt: threads.append(threading.current_thread().name))
+        here = threading.current_thread().name
+
+        await chat.append_messages(run.id, [NewMessage("user", "hi"), NewMessage("assistant", "hello")])
+        await chat.list_messages(conversation_id=conv.id, limit=QUICK_ROWS)
+        await chat.get_conversation(conv.id)
+        assert threads and set(threads) == {here}
+
+        threads.clear()
+        await chat.append_messages(run.id, [NewMessage("user", f"m{i}") for i in range(QUICK_ROWS + 1)])
+        await chat.list_messages(conversation_id=conv.id, limit=QUICK_ROWS + 1)
+        await chat.transcript(conv.id)
+        assert threads and here not in threads
+        assert len(await chat.transcript(conv.id)) == QUICK_ROWS + 3
+
+
+async def test_a_small_write_waits_for_another_process_on_the_stores_thread(tmp_path: Path) -> None:
+    """Another connection (as another process) holds the write lock: the append does not wait
+    for it on the caller's thread, whose event loop goes on; it commits once the lock is free."""
+    path = tmp_path / "t.db"
+    async with ChatMemory.open(f"sqlite:///{path}") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        loop = asyncio.get_running_loop()
+        try:
+            begun = loop.time()
+            append = asyncio.ensure_future(chat.append_messages(run.id, [NewMessage("user", "waited")]))
+            # This loop runs meanwhile: the append waits on the writer thread, in SQLite's busy
+            # wait (which would have held this loop for the whole busy timeout).
+            await until(lambda: _driver(memory)._pending == 1, "the append waiting on the writer thread")
+            assert loop.time() - begun < SQLITE_BUSY_TIMEOUT_MS / 1000 / 2
+            await asyncio.sleep(0.05)
+            assert not append.done()
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        stored = await asyncio.wait_for(append, 30)
+        assert [m.content for m in stored] == ["waited"]
+        assert [m.content for m in await chat.transcript(conv.id)] == ["waited"]
+
+
+async def test_a_small_read_beside_another_processs_write_runs_at_once(tmp_path: Path) -> None:
+    """WAL: a read never waits for a writer, so it runs on the caller's thread and sees the
+    last commit, not the other process's open transaction."""
+    path = tmp_path / "t.db"
+    async with ChatMemory.open(f"sqlite:///{path}") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation(title="before")
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("UPDATE chat_conversations SET title = 'uncommitted'")
+        threads: list[str] = []
+        memory._db.set_trace(lambda stmt: threads.append(threading.current_thread().name))
+        try:
+            assert (await asyncio.wait_for(chat.get_conversation(conv.id), 5)).title == "before"
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert set(threads) == {threading.current_thread().name}
+
+
+async def test_a_small_write_never_goes_ahead_of_one_queued_before_it(tmp_path: Path) -> None:
+    """The first append finds the writer connection taken (as by another thread's write) and
+    queues; the second comes once the connection is free again but before the writer thread
+    has taken the first: it queues behind it rather than run at once."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        driver = _driver(memory)
+        gate = threading.Event()
+        writer_thread_busy = asyncio.wrap_future(driver._writer.submit(gate.wait, 30))
+        with driver._writing:
+            first = asyncio.ensure_future(chat.append_messages(run.id, [NewMessage("user", "first")]))
+            await until(lambda: driver._pending == 1, "the first append queued")
+        second = asyncio.ensure_future(chat.append_messages(run.id, [NewMessage("user", "second")]))
+        await until(lambda: driver._pending == 2, "the second append queued")
+        gate.set()
+        assert await writer_thread_busy
+        stored = await asyncio.gather(first, second)
+        assert stored[0][0].seq < stored[1][0].seq
+        assert [m.content for m in await chat.transcript(conv.id)] == ["first", "second"]
+
+
+async def test_small_writes_from_many_threads_at_once_lose_nothing(tmp_path: Path) -> None:
+    """Threads, each with its own event loop, append at once: each either runs its write on
+    its own thread, or queues it when the writer connection is taken; every message is stored
+    once, each thread's in its order."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        ran_on: set[str] = set()
+        memory._db.set_trace(lambda stmt: ran_on.add(threading.current_thread().name))
+
+        def writer(k: int) -> None:
+            async def appends() -> None:
+                for i in range(40):
+                    await chat.append_messages(run.id, [NewMessage("user", f"{k}:{i}")])
+
+            asyncio.run(appends())
+
+        threads = [threading.Thread(target=writer, args=(k,), name=f"caller-{k}") for k in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        stored = [m.content for m in await chat.transcript(conv.id)]
+        assert sorted(stored) == sorted(f"{k}:{i}" for k in range(4) for i in range(40))
+        for k in range(4):
+            assert [s for s in stored if s.startswith(f"{k}:")] == [f"{k}:{i}" for i in range(40)]
+        assert any(name.startswith("caller-") for name in ran_on)
+
+
+async def test_a_failed_small_write_leaves_nothing_and_the_next_one_runs(tmp_path: Path) -> None:
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        failing = {"n": 0}
+
+        def fail_on_insert(stmt: Stmt) -> None:
+            if "INSERT INTO chat_messages" in stmt.sql.sqlite and failing["n"] == 0:
+                failing["n"] += 1
+                raise sqlite3.OperationalError("disk I/O error")
+
+        memory._db.set_trace(fail_on_insert)
+        with pytest.raises(StorageError, match="disk I/O error"):
+            await chat.append_messages(run.id, [NewMessage("user", "lost")])
+        memory._db.set_trace(None)
+        await chat.append_messages(run.id, [NewMessage("user", "kept")])
+        assert [m.content for m in await chat.transcript(conv.id)] == ["kept"]
+        assert (await chat.get_conversation(conv.id)).message_count == 1
