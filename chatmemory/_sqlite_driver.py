@@ -17,10 +17,12 @@ is done, and fails with it if it fails. One commit writes the pages the plans sh
 conversation row, the index pages they append to) once, instead of once per plan.
 
 Checkpoints (copying the WAL back into the database file, with its two syncs) run on a thread
-of their own, shortly after writes, so a commit never waits for one. The writer connection
-still checkpoints itself, as SQLite does by default, once the WAL reaches ``WAL_LIMIT_PAGES``:
+of their own, shortly after writes, so a commit never waits for one. The writer thread still
+checkpoints, holding every writer of this store off, once the WAL is past ``WAL_LIMIT_PAGES``:
 a writer that never pauses leaves the background checkpoint a WAL it cannot finish, and SQLite
-only starts the WAL over once a checkpoint has finished it.
+only starts the WAL over once a checkpoint has finished it. A write on its caller's thread
+never checkpoints: one that leaves the WAL past the limit sends the next write to the writer
+thread, which checkpoints after it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -49,7 +52,8 @@ PRAGMAS = (
     "synchronous = NORMAL",
     "foreign_keys = ON",
 )
-# The writer's own (inline) checkpoint, at this many WAL pages (SQLite's default is 1,000).
+# The writer thread's own checkpoint, once the WAL is past this many pages (SQLite's own, in
+# the commit that reaches it, is at 1,000).
 WAL_LIMIT_PAGES = 4_000
 # The background checkpoint runs this long after the write that woke it, so writes share it.
 CHECKPOINT_DELAY = 0.05
@@ -100,6 +104,30 @@ def connect(path: str, *, wait: bool = True) -> sqlite3.Connection:
     return connection
 
 
+class _WalSize:
+    """Whether a database's WAL is past ``WAL_LIMIT_PAGES``, told by its file's size, for the
+    writer connection (``wal_autocheckpoint`` off: this store decides when it checkpoints).
+
+    A WAL file keeps its size when SQLite starts the WAL over (it writes from the start
+    again), unless ``journal_size_limit`` is set: then the first commit after the start cuts
+    a longer file to that limit. Set to the limit, the file is longer than it only while the
+    WAL holds more pages than that.
+    """
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        page_size = int(connection.execute("PRAGMA page_size").fetchone()[0])
+        self.limit = WAL_LIMIT_PAGES * page_size
+        connection.execute("PRAGMA wal_autocheckpoint = 0")
+        connection.execute(f"PRAGMA journal_size_limit = {self.limit}")
+        self.path = str(connection.execute("PRAGMA database_list").fetchone()[2]) + "-wal"
+
+    def full(self) -> bool:
+        try:
+            return os.stat(self.path).st_size > self.limit
+        except OSError:
+            return False  # no WAL yet
+
+
 def _busy(exc: sqlite3.Error) -> bool:
     """Whether ``exc`` says another connection holds a lock this one asked for."""
     return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
@@ -123,7 +151,7 @@ class Checkpointer:
         try:
             connection = connect(self._path)
         except sqlite3.Error:
-            return  # the writer's own checkpoint at WAL_LIMIT_PAGES still bounds the WAL
+            return  # the writer thread's own checkpoint still bounds the WAL
         with contextlib.closing(connection):
             while True:
                 self._wake.wait()
@@ -180,6 +208,10 @@ class SQLiteDriver:
         self._quick_reading = threading.Lock()
         self._quick_reader: sqlite3.Connection | None = None
         self._closing = False
+        self._wal: _WalSize | None = None
+        # A write on a caller's thread left the WAL past the limit: the writer thread
+        # checkpoints after the next write, which therefore runs there.
+        self._checkpoint_due = False
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chatmemory-sqlite-writer")
         # An in-memory database exists once per connection: everything goes through the writer.
         memory = self.memory = path in ("", ":memory:") or "mode=memory" in path
@@ -196,7 +228,7 @@ class SQLiteDriver:
     def run_here(self, plan: Plan[T], *, write: bool) -> tuple[T] | None:
         """Run ``plan`` on the calling thread if it can start at once: ``(result,)``; else
         ``None``, with the plan untouched (then ``submit`` it). Never waits for anything but
-        the plan's own statements (and, rarely, the writer's checkpoint; see the module).
+        the plan's own statements.
 
         Raises:
             sqlite3.Error: the database failed; nothing was committed.
@@ -210,7 +242,7 @@ class SQLiteDriver:
             if self._closing:
                 return None  # ``submit`` refuses it
             if write:
-                if self._pending:
+                if self._pending or self._checkpoint_due:
                     return None
                 connection = self._write_connection or self._open_writer()
                 try:
@@ -232,6 +264,8 @@ class SQLiteDriver:
                         return None
                     raise
             result = self._finish(connection, plan)
+            if write and self._wal is not None and self._wal.full():
+                self._checkpoint_due = True
         finally:
             lock.release()
         if write and self._checkpoints is not None:
@@ -245,7 +279,7 @@ class SQLiteDriver:
             RuntimeError: the driver is closed.
         """
         if not write:
-            return self._readers.submit(self._run, plan, write)
+            return self._readers.submit(self._read, plan)
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         with self._lock:
             # Scheduled first: a closed writer refuses before the plan is queued. The drain
@@ -278,7 +312,7 @@ class SQLiteDriver:
         """The writer connection (call holding ``_writing``)."""
         connection = connect(self._path, wait=False)
         if self._checkpoints is not None:
-            connection.execute(f"PRAGMA wal_autocheckpoint = {WAL_LIMIT_PAGES}")
+            self._wal = _WalSize(connection)
         self._write_connection = self._keep(connection)
         return connection
 
@@ -321,14 +355,11 @@ class SQLiteDriver:
 
         return step
 
-    def _run(self, plan: Plan[T], write: bool) -> T:
-        if not write:
-            connection = self._reader()
-            connection.execute("BEGIN")
-            return self._finish(connection, plan)
-        with self._writing:
-            # IMMEDIATE takes the write lock up front, so two writers never deadlock on an upgrade.
-            return self._finish(self._begin_write(), plan)
+    def _read(self, plan: Plan[T]) -> T:
+        """On a reader thread."""
+        connection = self._reader()
+        connection.execute("BEGIN")
+        return self._finish(connection, plan)
 
     def _finish(self, connection: sqlite3.Connection, plan: Plan[T]) -> T:
         """Run ``plan`` in the transaction begun on ``connection``, then commit; roll back if
@@ -350,12 +381,29 @@ class SQLiteDriver:
         with self._lock:
             taken = [self._queued.popleft() for _ in range(min(GROUP_MAX, len(self._queued)))]
         try:
-            self._drain_taken(taken)
+            with self._writing:
+                self._drain_taken(taken)
+                self._checkpoint_if_due()
         finally:
             with self._lock:
                 self._pending -= len(taken)
+        if taken and self._checkpoints is not None:
+            self._checkpoints.request()
+
+    def _checkpoint_if_due(self) -> None:
+        """Checkpoint on the writer connection if the WAL is past the limit (holding
+        ``_writing``: no writer of this store adds to the WAL meanwhile, so the checkpoint can
+        finish it, unless another process's reader still needs part of it)."""
+        if self._write_connection is None or self._wal is None:
+            return
+        if self._checkpoint_due or self._wal.full():
+            self._checkpoint_due = False
+            # Fails only while another connection checkpoints; a later write tries again.
+            with contextlib.suppress(sqlite3.Error):
+                self._write_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _drain_taken(self, taken: list[_Queued]) -> None:
+        """Run ``taken`` (holding ``_writing``)."""
         group = []
         for plan, future in taken:
             if future.set_running_or_notify_cancel():
@@ -365,7 +413,8 @@ class SQLiteDriver:
         try:
             if len(group) == 1:
                 plan, future = group[0]
-                future.set_result(self._run(plan, True))
+                # IMMEDIATE takes the write lock up front: two writers never deadlock on an upgrade.
+                future.set_result(self._finish(self._begin_write(), plan))
             elif group:
                 self._run_group(group)
         except BaseException as exc:
@@ -375,8 +424,6 @@ class SQLiteDriver:
                 plan.close()
                 if not future.done():
                     future.set_exception(exc)
-        if group and self._checkpoints is not None:
-            self._checkpoints.request()
 
     def _run_group(self, group: list[_Queued]) -> None:
         """Run ``group`` in one transaction, each plan in its own savepoint. A plan that fails
@@ -385,10 +432,6 @@ class SQLiteDriver:
         Raises:
             BaseException: the transaction failed as a whole; nothing of it was kept.
         """
-        with self._writing:
-            self._run_group_holding(group)
-
-    def _run_group_holding(self, group: list[_Queued]) -> None:
         connection = self._begin_write()
         step = self._step(connection)
         done: list[tuple[concurrent.futures.Future[Any], Any]] = []

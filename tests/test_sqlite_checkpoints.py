@@ -41,7 +41,9 @@ async def test_writes_reach_the_database_file_without_a_commit_waiting(tmp_path:
 async def test_a_writer_that_never_pauses_keeps_the_wal_bounded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Writes eight times the writer's limit in pages; the WAL stays within twice that.
+    """Writes eight times the writer's limit in pages; the WAL stays within twice that, and
+    every checkpoint that bounds it runs on the writer thread, never on the caller's (whose
+    writes run on its own thread).
 
     The background checkpoint is held off: the writer's own checkpoint is what bounds the WAL
     of a writer that never pauses (a background checkpoint racing it finishes no WAL, and may
@@ -56,11 +58,19 @@ async def test_a_writer_that_never_pauses_keeps_the_wal_bounded(
         alice = memory.scoped(Principal("alice"))
         conv = await alice.start_conversation()
         run = await alice.start_history(conv.id, model="m")
+        writer = memory._db._sqlite._write_connection  # type: ignore[union-attr]
+        assert writer is not None
+        statements: list[tuple[str, str]] = []
+        writer.set_trace_callback(lambda sql: statements.append((threading.current_thread().name, sql)))
         text = "x" * 3000  # about a page per message
         for _ in range(8 * limit // 10):
             await alice.append_messages(run.id, [NewMessage("user", text) for _ in range(10)])
         wal_pages = (path.parent / (path.name + "-wal")).stat().st_size // 4096
     assert wal_pages < 2 * limit, wal_pages
+    here = threading.current_thread().name
+    checkpoints = [thread for thread, sql in statements if "wal_checkpoint" in sql]
+    assert len(checkpoints) >= 6 and here not in checkpoints, checkpoints
+    assert any(thread == here for thread, sql in statements if sql.startswith("INSERT"))
 
 
 class _StopLandingAfterTheDelay(threading.Event):
