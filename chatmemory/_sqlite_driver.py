@@ -17,12 +17,13 @@ is done, and fails with it if it fails. One commit writes the pages the plans sh
 conversation row, the index pages they append to) once, instead of once per plan.
 
 Checkpoints (copying the WAL back into the database file, with its two syncs) run on a thread
-of their own, shortly after writes, so a commit never waits for one. The writer thread still
-checkpoints, holding every writer of this store off, once the WAL is past ``WAL_LIMIT_PAGES``:
-a writer that never pauses leaves the background checkpoint a WAL it cannot finish, and SQLite
-only starts the WAL over once a checkpoint has finished it. A write on its caller's thread
-never checkpoints: one that leaves the WAL past the limit sends the next write to the writer
-thread, which checkpoints after it.
+of their own, shortly after writes, so a commit never waits for one. SQLite starts the WAL
+over only once a checkpoint has copied all of it, which a writer that never pauses does not
+let happen: so once the WAL is past ``WAL_LIMIT_PAGES`` that thread, right after its
+checkpoint (which copied most of the WAL while writes went on), holds this store's writers
+off for a second one, which copies only what they added meanwhile. Should the WAL still reach
+twice the limit, the writer thread checkpoints after its next write, as SQLite's own
+checkpoint in a commit would. A write on its caller's thread never checkpoints.
 """
 
 from __future__ import annotations
@@ -52,11 +53,16 @@ PRAGMAS = (
     "synchronous = NORMAL",
     "foreign_keys = ON",
 )
-# The writer thread's own checkpoint, once the WAL is past this many pages (SQLite's own, in
-# the commit that reaches it, is at 1,000).
+# The WAL is finished (copied whole, so it starts over) once past this many pages, and the
+# writer thread checkpoints itself at twice that. SQLite's own checkpoint, in the commit that
+# reaches it, is at 1,000.
 WAL_LIMIT_PAGES = 4_000
 # The background checkpoint runs this long after the write that woke it, so writes share it.
 CHECKPOINT_DELAY = 0.05
+# Finishing a WAL past the limit: at most this many copies while writers go on, fewer once one
+# had fewer pages than this to copy.
+_CATCH_UP_COPIES = 4
+_FEW_PAGES = 256
 
 
 def configure(connection: Any) -> None:
@@ -104,28 +110,25 @@ def connect(path: str, *, wait: bool = True) -> sqlite3.Connection:
     return connection
 
 
-class _WalSize:
-    """Whether a database's WAL is past ``WAL_LIMIT_PAGES``, told by its file's size, for the
-    writer connection (``wal_autocheckpoint`` off: this store decides when it checkpoints).
+class _Wal:
+    """The size of a database's WAL file, which tells how many pages the WAL holds once the
+    writer connection has ``journal_size_limit`` at ``limit`` bytes (see ``_open_writer``).
 
     A WAL file keeps its size when SQLite starts the WAL over (it writes from the start
-    again), unless ``journal_size_limit`` is set: then the first commit after the start cuts
-    a longer file to that limit. Set to the limit, the file is longer than it only while the
-    WAL holds more pages than that.
+    again), unless ``journal_size_limit`` is set: then the first commit after the start cuts a
+    longer file to that limit. The file is longer than the limit only while the WAL holds more
+    pages than that, and it grows with every page written past it.
     """
 
     def __init__(self, connection: sqlite3.Connection) -> None:
-        page_size = int(connection.execute("PRAGMA page_size").fetchone()[0])
-        self.limit = WAL_LIMIT_PAGES * page_size
-        connection.execute("PRAGMA wal_autocheckpoint = 0")
-        connection.execute(f"PRAGMA journal_size_limit = {self.limit}")
+        self.limit = WAL_LIMIT_PAGES * int(connection.execute("PRAGMA page_size").fetchone()[0])
         self.path = str(connection.execute("PRAGMA database_list").fetchone()[2]) + "-wal"
 
-    def full(self) -> bool:
+    def size(self) -> int:
         try:
-            return os.stat(self.path).st_size > self.limit
+            return os.stat(self.path).st_size
         except OSError:
-            return False  # no WAL yet
+            return 0  # no WAL yet
 
 
 def _busy(exc: sqlite3.Error) -> bool:
@@ -134,17 +137,24 @@ def _busy(exc: sqlite3.Error) -> bool:
 
 
 class Checkpointer:
-    """Copies the WAL back into the database file on its own thread, shortly after writes."""
+    """Copies the WAL back into the database file on its own thread, shortly after writes,
+    and finishes it, holding ``writers`` (a lock every writer of the store holds while it
+    writes), once it is past ``WAL_LIMIT_PAGES``."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, writers: threading.Lock) -> None:
         self._path = path
+        self._writers = writers
         self._wake = threading.Event()
+        # Ends the delay after a wake-up: set for a WAL past the limit, and by close().
+        self._hurry = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chatmemory-sqlite-checkpoint", daemon=True)
         self._thread.start()
 
-    def request(self) -> None:
-        """Checkpoint soon (called after a commit)."""
+    def request(self, *, hurry: bool = False) -> None:
+        """Checkpoint soon (called after a commit); at once if ``hurry``."""
+        if hurry:
+            self._hurry.set()
         self._wake.set()
 
     def _loop(self) -> None:
@@ -155,19 +165,37 @@ class Checkpointer:
         with contextlib.closing(connection):
             while True:
                 self._wake.wait()
-                if self._stop.wait(CHECKPOINT_DELAY):
+                self._hurry.wait(CHECKPOINT_DELAY)
+                if self._stop.is_set():
                     return
                 self._wake.clear()
-                if self._stop.is_set():  # close() came just now: the wake-up it sent is cleared
+                self._hurry.clear()
+                if self._stop.is_set():  # close() came just now: the wake-ups it sent are cleared
                     return
-                # PASSIVE copies what no reader still needs, and never waits for or blocks anyone.
-                # It fails only while another connection checkpoints; the next write wakes this.
+                # Fails only while another connection checkpoints; the next write wakes this.
                 with contextlib.suppress(sqlite3.Error):
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self._checkpoint(connection)
+
+    def _checkpoint(self, connection: sqlite3.Connection) -> None:
+        """Copy the WAL, and once it is past the limit finish it: more copies while writers go
+        on, each of what they added during the one before, until that is a few pages; then one
+        more holding them off. PASSIVE copies what no reader still needs, and never waits for
+        or blocks anyone."""
+        copied = 0
+        for _ in range(_CATCH_UP_COPIES):
+            busy, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if busy or frames <= WAL_LIMIT_PAGES:
+                return
+            if frames - copied < _FEW_PAGES:
+                break
+            copied = frames
+        with self._writers:
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def close(self) -> None:
         """Stop the thread (blocking)."""
         self._stop.set()
+        self._hurry.set()
         self._wake.set()
         self._thread.join()
 
@@ -208,8 +236,8 @@ class SQLiteDriver:
         self._quick_reading = threading.Lock()
         self._quick_reader: sqlite3.Connection | None = None
         self._closing = False
-        self._wal: _WalSize | None = None
-        # A write on a caller's thread left the WAL past the limit: the writer thread
+        self._wal: _Wal | None = None
+        # A write on a caller's thread left the WAL past twice the limit: the writer thread
         # checkpoints after the next write, which therefore runs there.
         self._checkpoint_due = False
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chatmemory-sqlite-writer")
@@ -220,7 +248,7 @@ class SQLiteDriver:
             if memory
             else concurrent.futures.ThreadPoolExecutor(readers, thread_name_prefix="chatmemory-sqlite-reader")
         )
-        self._checkpoints = None if memory else Checkpointer(path)
+        self._checkpoints = None if memory else Checkpointer(path, self._writing)
         # A shared in-memory database lives while a connection to it is open: this one, for
         # as long as the store.
         self._keeper = connect(path) if memory else None
@@ -264,12 +292,10 @@ class SQLiteDriver:
                         return None
                     raise
             result = self._finish(connection, plan)
-            if write and self._wal is not None and self._wal.full():
+            if write and self._wrote():
                 self._checkpoint_due = True
         finally:
             lock.release()
-        if write and self._checkpoints is not None:
-            self._checkpoints.request()
         return (result,)
 
     def submit(self, plan: Plan[T], *, write: bool) -> concurrent.futures.Future[T]:
@@ -312,7 +338,10 @@ class SQLiteDriver:
         """The writer connection (call holding ``_writing``)."""
         connection = connect(self._path, wait=False)
         if self._checkpoints is not None:
-            self._wal = _WalSize(connection)
+            wal = self._wal = _Wal(connection)
+            # This store decides when its writer checkpoints (see the module).
+            connection.execute("PRAGMA wal_autocheckpoint = 0")
+            connection.execute(f"PRAGMA journal_size_limit = {wal.limit}")
         self._write_connection = self._keep(connection)
         return connection
 
@@ -383,24 +412,28 @@ class SQLiteDriver:
         try:
             with self._writing:
                 self._drain_taken(taken)
-                self._checkpoint_if_due()
+                if (taken and self._wrote()) or self._checkpoint_due:
+                    self._checkpoint_due = False
+                    # Holding ``_writing``: no writer of this store adds to the WAL meanwhile,
+                    # so this finishes it (unless another process's reader still needs part of
+                    # it). Fails only while another connection checkpoints; a later write tries
+                    # again.
+                    with contextlib.suppress(sqlite3.Error):
+                        assert self._write_connection is not None
+                        self._write_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         finally:
             with self._lock:
                 self._pending -= len(taken)
-        if taken and self._checkpoints is not None:
-            self._checkpoints.request()
 
-    def _checkpoint_if_due(self) -> None:
-        """Checkpoint on the writer connection if the WAL is past the limit (holding
-        ``_writing``: no writer of this store adds to the WAL meanwhile, so the checkpoint can
-        finish it, unless another process's reader still needs part of it)."""
-        if self._write_connection is None or self._wal is None:
-            return
-        if self._checkpoint_due or self._wal.full():
-            self._checkpoint_due = False
-            # Fails only while another connection checkpoints; a later write tries again.
-            with contextlib.suppress(sqlite3.Error):
-                self._write_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    def _wrote(self) -> bool:
+        """After a commit (holding ``_writing``): wake the background checkpoint, in a hurry
+        once the WAL is past the limit. Answers whether the WAL is past twice the limit (the
+        background checkpoint is not keeping up)."""
+        if self._checkpoints is None or self._wal is None:
+            return False
+        size = self._wal.size()
+        self._checkpoints.request(hurry=size > self._wal.limit)
+        return size > 2 * self._wal.limit
 
     def _drain_taken(self, taken: list[_Queued]) -> None:
         """Run ``taken`` (holding ``_writing``)."""
@@ -463,11 +496,11 @@ class SQLiteDriver:
         self._closing = True
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
+        if self._checkpoints is not None:
+            self._checkpoints.close()  # before taking ``_writing``, which it may be waiting for
         # Waits for quick calls running on other threads, and keeps later ones from starting.
         self._writing.acquire()
         self._quick_reading.acquire()
-        if self._checkpoints is not None:
-            self._checkpoints.close()
         if self._keeper is not None:
             self._keeper.close()
         with self._lock:
