@@ -144,6 +144,8 @@ class Checkpointer:
     def __init__(self, path: str, writers: threading.Lock) -> None:
         self._path = path
         self._writers = writers
+        # Held by a checkpoint of this store: one at a time (taken after ``writers``).
+        self._running = threading.Lock()
         self._wake = threading.Event()
         # Ends the delay after a wake-up: set for a WAL past the limit, and by close().
         self._hurry = threading.Event()
@@ -183,13 +185,25 @@ class Checkpointer:
         or blocks anyone."""
         copied = 0
         for _ in range(_CATCH_UP_COPIES):
-            busy, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            with self._running:
+                busy, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             if busy or frames <= WAL_LIMIT_PAGES:
                 return
             if frames - copied < _FEW_PAGES:
                 break
             copied = frames
         with self._writers:
+            self.checkpoint(connection)
+
+    def checkpoint(self, connection: sqlite3.Connection) -> None:
+        """Checkpoint on ``connection`` once no other checkpoint of this store runs (SQLite
+        would refuse it meanwhile). Called holding the writers off, it finishes the WAL (unless
+        another process's reader still needs part of it), and the next write starts it over.
+
+        Raises:
+            sqlite3.Error: another process checkpoints, or the database failed.
+        """
+        with self._running:
             connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def close(self) -> None:
@@ -414,13 +428,10 @@ class SQLiteDriver:
                 self._drain_taken(taken)
                 if (taken and self._wrote()) or self._checkpoint_due:
                     self._checkpoint_due = False
-                    # Holding ``_writing``: no writer of this store adds to the WAL meanwhile,
-                    # so this finishes it (unless another process's reader still needs part of
-                    # it). Fails only while another connection checkpoints; a later write tries
-                    # again.
+                    # Fails only while another process checkpoints: a later write tries again.
                     with contextlib.suppress(sqlite3.Error):
-                        assert self._write_connection is not None
-                        self._write_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                        assert self._checkpoints is not None and self._write_connection is not None
+                        self._checkpoints.checkpoint(self._write_connection)
         finally:
             with self._lock:
                 self._pending -= len(taken)

@@ -46,10 +46,11 @@ async def test_a_writer_that_never_pauses_keeps_the_wal_bounded(
     stays bounded, and no checkpoint ever runs on the caller's thread.
 
     The background checkpoint finishes the WAL once it is past the limit (holding the writers
-    off for its last pages), so the WAL stays within twice the limit. Should it not keep up (here
-    it copies nothing), the writer thread checkpoints after a write once the WAL is past twice
-    the limit, which keeps it within three times. Without either the WAL would hold every page
-    written. (The WAL file keeps the largest size it reached.)"""
+    off for its last pages). Should it not keep up (on a busy machine; here once it copies
+    nothing), the writer thread checkpoints after a write once the WAL is past twice the limit
+    (waiting for a background checkpoint under way), which keeps it within three times. Without
+    either the WAL would hold every page written. (The WAL file keeps the largest size it
+    reached.)"""
     limit = 400
     monkeypatch.setattr(_sqlite_driver, "WAL_LIMIT_PAGES", limit)
     if not background:
@@ -67,7 +68,7 @@ async def test_a_writer_that_never_pauses_keeps_the_wal_bounded(
         for _ in range(8 * limit // 10):
             await alice.append_messages(run.id, [NewMessage("user", text) for _ in range(10)])
         wal_pages = (path.parent / (path.name + "-wal")).stat().st_size // 4096
-    assert wal_pages < (2 if background else 3) * limit, wal_pages
+    assert wal_pages < 3 * limit, wal_pages
     here = threading.current_thread().name
     checkpoints = [thread for thread, sql in statements if "wal_checkpoint" in sql]
     assert here not in checkpoints
