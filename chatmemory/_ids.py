@@ -25,6 +25,14 @@ def uuid_of_int(value: int) -> UUID:
     return uuid
 
 
+def as_uuid(value: UUID | str) -> UUID:
+    """An id as a plan holds it: a ``UUID``, or text (the 32 hex digits SQLite stores, parsed
+    without re-checking their form)."""
+    if isinstance(value, UUID):
+        return value
+    return uuid_of_int(int(value, 16)) if len(value) == 32 else UUID(value)
+
+
 def new_id() -> UUID:
     """A UUIDv7: 48 bits of Unix milliseconds, then random bits, so ids sort by creation time."""
     return new_ids(1)[0]

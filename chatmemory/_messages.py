@@ -12,7 +12,7 @@ from chatmemory import _changes as changes
 from chatmemory import _cursor, _rows
 from chatmemory import _queries as q
 from chatmemory import _sql as sql
-from chatmemory._ids import new_ids
+from chatmemory._ids import as_uuid, new_ids
 from chatmemory._plan import Json, Many, Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase
 from chatmemory._validation import dump_parts, model_name, parse_id
@@ -305,7 +305,7 @@ def _new_rows(
 ) -> list[dict[str, Any]]:
     """The rows of ``batch`` after ``last_seq`` (``cid`` as the driver gave it), with new ids
     unless ``ids`` are given."""
-    cid = cid if isinstance(cid, UUID) else UUID(cid)
+    cid = as_uuid(cid)
     first = last_seq + 1
     return [
         _new_row(m, message_id, cid, hid, seq, history_model, when)
