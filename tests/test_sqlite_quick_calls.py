@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from chatmemory import ChatMemory, NewMessage, Principal, StorageError
+from chatmemory import ChatMemory, NewMessage, Principal, StorageError, _sqlite_driver
 from chatmemory._db import QUICK_ROWS, SQLITE_BUSY_TIMEOUT_MS
 from chatmemory._plan import Stmt
 from chatmemory._sqlite_driver import SQLiteDriver
@@ -167,3 +170,34 @@ async def test_a_failed_small_write_leaves_nothing_and_the_next_one_runs(tmp_pat
         await chat.append_messages(run.id, [NewMessage("user", "kept")])
         assert [m.content for m in await chat.transcript(conv.id)] == ["kept"]
         assert (await chat.get_conversation(conv.id)).message_count == 1
+
+
+# Another process takes SQLite's PENDING lock byte of the file (as one does on its way to an
+# exclusive lock, closing its last connection for instance), for at most 5 s: a connection
+# opening meanwhile in a process that holds no lock on the file yet is refused the shared lock
+# its first read takes.
+_HOLD_PENDING = """
+import fcntl, os, select, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0x40000000)
+print("held", flush=True)
+select.select([sys.stdin], [], [], 5)
+"""
+
+
+def test_a_connection_that_does_not_wait_fails_at_once_while_opening(tmp_path: Path) -> None:
+    """A quick call opens its connection on its caller's thread: opening must not wait for a
+    lock there either (it would hold the caller's event loop for up to the busy timeout)."""
+    path = tmp_path / "t.db"
+    _sqlite_driver.connect(str(path)).close()  # a WAL database, no connection left open
+    command = [sys.executable, "-c", _HOLD_PENDING, str(path)]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as other:
+        assert other.stdin is not None and other.stdout is not None
+        assert other.stdout.readline().strip() == "held"
+        begun = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError) as refused:
+            _sqlite_driver.connect(str(path), wait=False).close()
+        assert _sqlite_driver._busy(refused.value)
+        assert time.monotonic() - begun < 2
+        other.stdin.close()  # lets it go
+    _sqlite_driver.connect(str(path), wait=False).close()  # and opens once the lock is free
