@@ -39,7 +39,7 @@ async def test_small_calls_run_on_the_callers_thread_and_large_ones_on_the_store
 
         await chat.append_messages(run.id, [NewMessage("user", "hi"), NewMessage("assistant", "hello")])
         await chat.list_messages(conversation_id=conv.id, limit=QUICK_ROWS)
-        await chat.get_conversation(conv.id)
+        await chat.get_history(run.id, messages=False)
         assert threads and set(threads) == {here}
 
         threads.clear()
@@ -84,14 +84,15 @@ async def test_a_small_read_beside_another_processs_write_runs_at_once(tmp_path:
     path = tmp_path / "t.db"
     async with ChatMemory.open(f"sqlite:///{path}") as memory:
         chat = memory.scoped(Principal("alice"))
-        conv = await chat.start_conversation(title="before")
+        await chat.start_conversation(title="before")
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
         other.execute("UPDATE chat_conversations SET title = 'uncommitted'")
         threads: list[str] = []
         memory._db.set_trace(lambda stmt: threads.append(threading.current_thread().name))
         try:
-            assert (await asyncio.wait_for(chat.get_conversation(conv.id), 5)).title == "before"
+            page = await asyncio.wait_for(chat.list_conversations(limit=10), 5)
+            assert [c.title for c in page.items] == ["before"]
         finally:
             other.execute("ROLLBACK")
             other.close()
@@ -201,3 +202,36 @@ def test_a_connection_that_does_not_wait_fails_at_once_while_opening(tmp_path: P
         assert time.monotonic() - begun < 2
         other.stdin.close()  # lets it go
     _sqlite_driver.connect(str(path), wait=False).close()  # and opens once the lock is free
+
+
+async def test_calls_that_read_a_whole_conversation_run_on_the_stores_threads(tmp_path: Path) -> None:
+    """A call is small by the rows it touches, not by what it returns: a conversation's
+    detail reads every history of it, and deleting, completing or replacing a message counts
+    every live message of the conversation again. Past ``QUICK_ROWS`` of those, none of these
+    runs on the caller's thread (whose event loop it would hold meanwhile)."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        for _ in range(QUICK_ROWS + 1):
+            run = await chat.start_history(conv.id, model="m")
+        stored = await chat.append_messages(
+            run.id,
+            [NewMessage("user", f"m{i}") for i in range(QUICK_ROWS)]
+            + [NewMessage("assistant", "", status="pending") for _ in range(2)],
+        )
+        threads: list[str] = []
+        memory._db.set_trace(lambda stmt: threads.append(threading.current_thread().name))
+        here = threading.current_thread().name
+
+        calls = {
+            "get_conversation": lambda: chat.get_conversation(conv.id),
+            "complete_message": lambda: chat.complete_message(stored[-2].id, content="done"),
+            "fail_message": lambda: chat.fail_message(stored[-1].id, error="no"),
+            "delete_message": lambda: chat.delete_message(stored[0].id),
+            "replace_messages": lambda: chat.replace_messages(conv.id, replacing=[stored[-1].id]),
+        }
+        for name, call in calls.items():
+            threads.clear()
+            await call()
+            assert threads and here not in threads, name
+        assert (await chat.get_conversation(conv.id)).message_count == QUICK_ROWS
