@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -206,9 +207,11 @@ def test_a_connection_that_does_not_wait_fails_at_once_while_opening(tmp_path: P
 
 async def test_calls_that_read_a_whole_conversation_run_on_the_stores_threads(tmp_path: Path) -> None:
     """A call is small by the rows it touches, not by what it returns: a conversation's
-    detail reads every history of it, and deleting, completing or replacing a message counts
-    every live message of the conversation again. Past ``QUICK_ROWS`` of those, none of these
-    runs on the caller's thread (whose event loop it would hold meanwhile)."""
+    detail reads every history of it; deleting, completing or replacing a message counts
+    every live message of the conversation again; a tail since a time reads back until it
+    has its limit (creation times need not follow ``seq``), through every message older than
+    that time. Past ``QUICK_ROWS`` of those, none of these runs on the caller's thread (whose
+    event loop it would hold meanwhile)."""
     async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
         chat = memory.scoped(Principal("alice"))
         conv = await chat.start_conversation()
@@ -225,6 +228,7 @@ async def test_calls_that_read_a_whole_conversation_run_on_the_stores_threads(tm
 
         calls = {
             "get_conversation": lambda: chat.get_conversation(conv.id),
+            "get_tail since": lambda: chat.get_tail(conv.id, limit=10, since=datetime.now(UTC)),
             "complete_message": lambda: chat.complete_message(stored[-2].id, content="done"),
             "fail_message": lambda: chat.fail_message(stored[-1].id, error="no"),
             "delete_message": lambda: chat.delete_message(stored[0].id),
