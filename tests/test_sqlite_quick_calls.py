@@ -239,3 +239,41 @@ async def test_calls_that_read_a_whole_conversation_run_on_the_stores_threads(tm
             await call()
             assert threads and here not in threads, name
         assert (await chat.get_conversation(conv.id)).message_count == QUICK_ROWS
+
+
+class _FailingOnce:
+    """A connection whose first statement matching ``sql`` fails with ``error`` once it has run."""
+
+    def __init__(self, connection: sqlite3.Connection, sql: str, error: BaseException) -> None:
+        self._connection, self._sql, self._error = connection, sql, error
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        cursor = self._connection.execute(sql, *args)
+        if sql == self._sql and self._error is not None:
+            error, self._error = self._error, None  # type: ignore[assignment]
+            raise error
+        return cursor
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._connection, name)
+
+
+async def test_a_quick_read_that_fails_as_it_begins_leaves_no_transaction_open(tmp_path: Path) -> None:
+    """Whatever fails while a quick read takes its snapshot (here a corrupt page), the read
+    fails alone: its connection is left outside any transaction, so the next read runs (and no
+    snapshot left open keeps checkpoints from finishing the WAL)."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        await chat.start_conversation(title="here")
+        await chat.list_conversations()  # the quick reader opens
+        driver = _driver(memory)
+        reader = driver._quick_reader
+        assert reader is not None
+        failing = _FailingOnce(
+            reader, "PRAGMA schema_version", sqlite3.DatabaseError("database disk image is malformed")
+        )
+        driver._quick_reader = failing  # type: ignore[assignment]
+        with pytest.raises(StorageError, match="malformed"):
+            await chat.list_conversations()
+        assert not reader.in_transaction
+        assert [c.title for c in (await chat.list_conversations()).items] == ["here"]
