@@ -242,6 +242,13 @@ class Database:
         try:
             if self._sqlite is not None or self._postgres is not None:
                 if quick and self._sqlite is not None:
+                    # The loop's other work first, as when awaiting another thread: a caller
+                    # calling in a loop never holds the event loop.
+                    try:
+                        await asyncio.sleep(0)
+                    except BaseException:
+                        plan.close()  # cancelled before it started
+                        raise
                     done = self._sqlite.run_here(plan, write=write)
                     if done is not None:
                         return done[0]

@@ -277,3 +277,27 @@ async def test_a_quick_read_that_fails_as_it_begins_leaves_no_transaction_open(t
             await chat.list_conversations()
         assert not reader.in_transaction
         assert [c.title for c in (await chat.list_conversations()).items] == ["here"]
+
+
+@pytest.mark.parametrize("write", [False, True], ids=["read", "write"])
+async def test_small_calls_in_a_row_let_the_loops_other_work_run(tmp_path: Path, write: bool) -> None:
+    """A call that runs on its caller's thread still lets the event loop run its other work
+    first, as a call awaiting another thread does: a task polling the store in a loop never
+    holds up the loop (here, the work that would end its polling, which would hang it)."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        threads: list[str] = []
+        memory._db.set_trace(lambda stmt: threads.append(threading.current_thread().name))
+        ended = asyncio.Event()
+        asyncio.get_running_loop().call_soon(ended.set)
+        polls = 0
+        while not ended.is_set() and polls < 100:
+            if write:
+                await chat.append_messages(run.id, [NewMessage("user", "polled")])
+            else:
+                await chat.list_messages(conversation_id=conv.id, limit=10)
+            polls += 1
+        assert ended.is_set() and polls == 1
+        assert set(threads) == {threading.current_thread().name}  # it ran on this thread
