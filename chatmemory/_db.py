@@ -206,7 +206,10 @@ class Database:
 
         ``rows`` bounds the rows the plan reads or writes, where its caller knows a bound. A
         plan of at most ``QUICK_ROWS`` does less work than a trip to another thread: on SQLite
-        it runs on the caller's thread when it can start at once (see ``_sqlite_driver``).
+        it runs on the caller's thread when it can start at once (see ``_sqlite_driver``),
+        once the event loop has run its other ready work. A plan that reads rows it cannot
+        bound (every history or message of a conversation, say) is not small, whatever it
+        returns.
 
         A read on PostgreSQL runs its statements without ``BEGIN``/``COMMIT``, which under
         READ COMMITTED reads the same (each statement has its own snapshot either way).
