@@ -301,3 +301,19 @@ async def test_small_calls_in_a_row_let_the_loops_other_work_run(tmp_path: Path,
             polls += 1
         assert ended.is_set() and polls == 1
         assert set(threads) == {threading.current_thread().name}  # it ran on this thread
+
+
+async def test_an_in_memory_database_is_reached_through_the_stores_threads_only() -> None:
+    """A shared in-memory database locks whole tables, and a connection refused such a lock
+    fails at once: small calls too run on the store's threads, never on the caller's."""
+    async with ChatMemory.open("sqlite://") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        threads: list[str] = []
+        memory._db.set_trace(lambda stmt: threads.append(threading.current_thread().name))
+        await chat.append_messages(run.id, [NewMessage("user", "hi")])
+        await chat.list_messages(conversation_id=conv.id, limit=10)
+        await chat.get_history(run.id, messages=False)
+        assert threads and threading.current_thread().name not in threads
+        assert _driver(memory)._write_connection is not None and _driver(memory)._quick_reader is None
