@@ -53,9 +53,8 @@ class ConversationOps(ScopeBase):
             ConversationNotFound: no visible conversation has this id.
         """
         cid = parse_id("conversation_id", id)
-        summary_row, history_rows, message_rows = await self._db.run(
-            _detail(self.principal, cid, messages), rows=None if messages else 1
-        )
+        # Not small, even without messages: it reads every history of the conversation.
+        summary_row, history_rows, message_rows = await self._db.run(_detail(self.principal, cid, messages))
         sqlite = self._db.is_sqlite
         summary = _rows.one(_rows.summaries, summary_row, sqlite)
         loaded: dict[UUID, list[Any]] = {}

@@ -206,7 +206,10 @@ class Database:
 
         ``rows`` bounds the rows the plan reads or writes, where its caller knows a bound. A
         plan of at most ``QUICK_ROWS`` does less work than a trip to another thread: on SQLite
-        it runs on the caller's thread when it can start at once (see ``_sqlite_driver``).
+        it runs on the caller's thread when it can start at once (see ``_sqlite_driver``),
+        once the event loop has run its other ready work. A plan that reads rows it cannot
+        bound (every history or message of a conversation, say) is not small, whatever it
+        returns.
 
         A read on PostgreSQL runs its statements without ``BEGIN``/``COMMIT``, which under
         READ COMMITTED reads the same (each statement has its own snapshot either way).
@@ -242,6 +245,13 @@ class Database:
         try:
             if self._sqlite is not None or self._postgres is not None:
                 if quick and self._sqlite is not None:
+                    # The loop's other work first, as when awaiting another thread: a caller
+                    # calling in a loop never holds the event loop.
+                    try:
+                        await asyncio.sleep(0)
+                    except BaseException:
+                        plan.close()  # cancelled before it started
+                        raise
                     done = self._sqlite.run_here(plan, write=write)
                     if done is not None:
                         return done[0]

@@ -100,7 +100,10 @@ class MergeOps(MessageOps):
             raise InvalidInputError("limit", "must be a non-negative integer")
         if since is not None:
             since = utc_time("since", since)
-        row, rows = await self._db.run(_tail(self.principal, cid, limit, since), rows=limit)
+        # Since a time, it reads back through every older message until it has ``limit``
+        # (creation times need not follow ``seq``): not small however few it returns.
+        bound = limit if since is None else None
+        row, rows = await self._db.run(_tail(self.principal, cid, limit, since), rows=bound)
         summary = _rows.one(_rows.summaries, row[:-1], self._db.is_sqlite)
         found = _rows.messages(rows[::-1], self._db.is_sqlite)
         return Tail(conversation=summary, last_seq=row[-1], messages=found)

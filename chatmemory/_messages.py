@@ -102,7 +102,8 @@ class MessageOps(ScopeBase):
             MessageNotFound: no visible message has this id.
         """
         mid = parse_id("message_id", id)
-        await self._db.run(_delete(self.principal, mid, q.now()), write=True, rows=1)
+        # Not small: the summary's refresh counts every live message of the conversation.
+        await self._db.run(_delete(self.principal, mid, q.now()), write=True)
 
     async def complete_message(
         self, id: Id, *, content: str | Sequence[ContentPart | Mapping[str, Any]], model: str | None = None
@@ -152,7 +153,8 @@ class MessageOps(ScopeBase):
     async def _settle(self, id: Id, values: dict[str, Any], *, allow_model: bool = False) -> Message:
         mid = parse_id("message_id", id)
         values["updated_at"] = q.now()
-        row = await self._db.run(_settle(self.principal, mid, values, allow_model), write=True, rows=1)
+        # Not small: the summary's refresh counts every live message of the conversation.
+        row = await self._db.run(_settle(self.principal, mid, values, allow_model), write=True)
         message = _rows.one(_rows.messages, row, self._db.is_sqlite)
         return Message.model_validate({**message.model_dump(), **values})
 

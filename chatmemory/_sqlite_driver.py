@@ -46,8 +46,8 @@ _Queued: TypeAlias = tuple[Plan[Any], concurrent.futures.Future[Any]]
 GROUP_MAX = 32
 
 BUSY_TIMEOUT_MS = 30_000
+# After ``busy_timeout``, which comes first: the others read the file, and may wait for a lock.
 PRAGMAS = (
-    f"busy_timeout = {BUSY_TIMEOUT_MS}",
     "journal_mode = WAL",
     # NORMAL in WAL mode never loses a committed transaction when a process crashes.
     "synchronous = NORMAL",
@@ -65,10 +65,11 @@ _CATCH_UP_COPIES = 4
 _FEW_PAGES = 256
 
 
-def configure(connection: Any) -> None:
+def configure(connection: Any, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
     """chatmemory's settings on a new DBAPI connection (autocommit: transactions begin explicitly)."""
     connection.isolation_level = None
     cursor = connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
     for pragma in PRAGMAS:
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
@@ -102,11 +103,18 @@ def _many_params(names: tuple[str, ...], rows: list[dict[str, Any]]) -> list[tup
 
 def connect(path: str, *, wait: bool = True) -> sqlite3.Connection:
     """A configured connection to ``path`` that any one thread at a time may use; one that
-    does not ``wait`` fails at once with ``SQLITE_BUSY`` where it would wait for a lock."""
+    does not ``wait`` fails at once with ``SQLITE_BUSY`` where it would wait for a lock,
+    opening included (its first read takes a lock on the file).
+
+    Raises:
+        sqlite3.Error: the database cannot be opened (without waiting, when not ``wait``).
+    """
     connection = sqlite3.connect(path, check_same_thread=False, uri=path.startswith("file:"))
-    configure(connection)
-    if not wait:
-        connection.execute("PRAGMA busy_timeout = 0")
+    try:
+        configure(connection, busy_timeout_ms=BUSY_TIMEOUT_MS if wait else 0)
+    except BaseException:
+        connection.close()
+        raise
     return connection
 
 
@@ -283,34 +291,43 @@ class SQLiteDriver:
         try:
             if self._closing:
                 return None  # ``submit`` refuses it
-            if write:
-                if self._pending or self._checkpoint_due:
-                    return None
-                connection = self._write_connection or self._open_writer()
-                try:
-                    connection.execute("BEGIN IMMEDIATE")
-                except sqlite3.OperationalError as exc:
-                    if _busy(exc):
-                        return None  # another process writes: wait on the writer thread
-                    raise
-            else:
-                connection = self._quick_reader or self._open_quick_reader()
-                connection.execute("BEGIN")
-                try:
-                    # Takes the read snapshot now, where waiting (only while a crashed WAL is
-                    # being recovered) fails at once; the plan's reads then never wait.
-                    connection.execute("PRAGMA schema_version").fetchall()
-                except sqlite3.OperationalError as exc:
-                    connection.execute("ROLLBACK")
-                    if _busy(exc):
-                        return None
-                    raise
+            if write and (self._pending or self._checkpoint_due):
+                return None
+            connection = self._begin_here(write)
+            if connection is None:
+                return None
             result = self._finish(connection, plan)
             if write and self._wrote():
                 self._checkpoint_due = True
         finally:
             lock.release()
         return (result,)
+
+    def _begin_here(self, write: bool) -> sqlite3.Connection | None:
+        """Begin a quick call's transaction on its connection (opened here if need be, holding
+        its lock), or ``None`` where that would wait for a lock.
+
+        Raises:
+            sqlite3.Error: the database failed; no transaction is left open.
+        """
+        connection = self._write_connection if write else self._quick_reader
+        try:
+            if connection is None:
+                connection = self._open_writer(wait=False) if write else self._open_quick_reader()
+            if write:
+                connection.execute("BEGIN IMMEDIATE")  # fails at once while another process writes
+            else:
+                connection.execute("BEGIN")
+                # Takes the read snapshot now, where waiting (only while a crashed WAL is being
+                # recovered) fails at once; the plan's reads then never wait.
+                connection.execute("PRAGMA schema_version").fetchall()
+        except BaseException as exc:
+            if connection is not None and connection.in_transaction:
+                connection.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and _busy(exc):
+                return None  # wait on the store's threads instead
+            raise
+        return connection
 
     def submit(self, plan: Plan[T], *, write: bool) -> concurrent.futures.Future[T]:
         """Queue the plan on the writer (``write``) or a reader thread.
@@ -348,14 +365,26 @@ class SQLiteDriver:
             self._connections.append(connection)
         return connection
 
-    def _open_writer(self) -> sqlite3.Connection:
-        """The writer connection (call holding ``_writing``)."""
-        connection = connect(self._path, wait=False)
-        if self._checkpoints is not None:
-            wal = self._wal = _Wal(connection)
-            # This store decides when its writer checkpoints (see the module).
-            connection.execute("PRAGMA wal_autocheckpoint = 0")
-            connection.execute(f"PRAGMA journal_size_limit = {wal.limit}")
+    def _open_writer(self, *, wait: bool) -> sqlite3.Connection:
+        """The writer connection (call holding ``_writing``), opened waiting for locks only if
+        ``wait``; it then waits for none (see ``_begin_write``).
+
+        Raises:
+            sqlite3.Error: it cannot be opened (without waiting, when not ``wait``).
+        """
+        connection = connect(self._path, wait=wait)
+        try:
+            if self._checkpoints is not None:
+                wal = _Wal(connection)
+                # This store decides when its writer checkpoints (see the module).
+                connection.execute("PRAGMA wal_autocheckpoint = 0")
+                connection.execute(f"PRAGMA journal_size_limit = {wal.limit}")
+                self._wal = wal
+            if wait:
+                connection.execute("PRAGMA busy_timeout = 0")
+        except BaseException:
+            connection.close()
+            raise
         self._write_connection = self._keep(connection)
         return connection
 
@@ -375,7 +404,7 @@ class SQLiteDriver:
         """Begin a write on the writer connection (call holding ``_writing``), waiting up to
         ``BUSY_TIMEOUT_MS`` for another process's write to end. The connection waits for no
         lock otherwise, so a quick write never blocks its caller's thread on one."""
-        connection = self._write_connection or self._open_writer()
+        connection = self._write_connection or self._open_writer(wait=True)
         try:
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:

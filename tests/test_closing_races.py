@@ -62,7 +62,7 @@ def _callers(chat: Scope, conversation_id: Any, history_id: Any, cursor: str) ->
         return await anext(chat.watch(conversation_id, after=cursor))
 
     return {
-        "read": lambda: chat.get_conversation(conversation_id),
+        "read": lambda: chat.get_history(history_id, messages=False),
         "write": lambda: chat.update_conversation(conversation_id, title="late"),
         "append": lambda: chat.append_messages(history_id, [NewMessage("user", "late")]),
         "watch": watch,

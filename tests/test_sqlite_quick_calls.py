@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from chatmemory import ChatMemory, NewMessage, Principal, StorageError
+from chatmemory import ChatMemory, NewMessage, Principal, StorageError, _sqlite_driver
 from chatmemory._db import QUICK_ROWS, SQLITE_BUSY_TIMEOUT_MS
 from chatmemory._plan import Stmt
 from chatmemory._sqlite_driver import SQLiteDriver
@@ -36,7 +40,7 @@ async def test_small_calls_run_on_the_callers_thread_and_large_ones_on_the_store
 
         await chat.append_messages(run.id, [NewMessage("user", "hi"), NewMessage("assistant", "hello")])
         await chat.list_messages(conversation_id=conv.id, limit=QUICK_ROWS)
-        await chat.get_conversation(conv.id)
+        await chat.get_history(run.id, messages=False)
         assert threads and set(threads) == {here}
 
         threads.clear()
@@ -81,14 +85,15 @@ async def test_a_small_read_beside_another_processs_write_runs_at_once(tmp_path:
     path = tmp_path / "t.db"
     async with ChatMemory.open(f"sqlite:///{path}") as memory:
         chat = memory.scoped(Principal("alice"))
-        conv = await chat.start_conversation(title="before")
+        await chat.start_conversation(title="before")
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
         other.execute("UPDATE chat_conversations SET title = 'uncommitted'")
         threads: list[str] = []
         memory._db.set_trace(lambda stmt: threads.append(threading.current_thread().name))
         try:
-            assert (await asyncio.wait_for(chat.get_conversation(conv.id), 5)).title == "before"
+            page = await asyncio.wait_for(chat.list_conversations(limit=10), 5)
+            assert [c.title for c in page.items] == ["before"]
         finally:
             other.execute("ROLLBACK")
             other.close()
@@ -167,3 +172,148 @@ async def test_a_failed_small_write_leaves_nothing_and_the_next_one_runs(tmp_pat
         await chat.append_messages(run.id, [NewMessage("user", "kept")])
         assert [m.content for m in await chat.transcript(conv.id)] == ["kept"]
         assert (await chat.get_conversation(conv.id)).message_count == 1
+
+
+# Another process takes SQLite's PENDING lock byte of the file (as one does on its way to an
+# exclusive lock, closing its last connection for instance), for at most 5 s: a connection
+# opening meanwhile in a process that holds no lock on the file yet is refused the shared lock
+# its first read takes.
+_HOLD_PENDING = """
+import fcntl, os, select, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0x40000000)
+print("held", flush=True)
+select.select([sys.stdin], [], [], 5)
+"""
+
+
+def test_a_connection_that_does_not_wait_fails_at_once_while_opening(tmp_path: Path) -> None:
+    """A quick call opens its connection on its caller's thread: opening must not wait for a
+    lock there either (it would hold the caller's event loop for up to the busy timeout)."""
+    path = tmp_path / "t.db"
+    _sqlite_driver.connect(str(path)).close()  # a WAL database, no connection left open
+    command = [sys.executable, "-c", _HOLD_PENDING, str(path)]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as other:
+        assert other.stdin is not None and other.stdout is not None
+        assert other.stdout.readline().strip() == "held"
+        begun = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError) as refused:
+            _sqlite_driver.connect(str(path), wait=False).close()
+        assert _sqlite_driver._busy(refused.value)
+        assert time.monotonic() - begun < 2
+        other.stdin.close()  # lets it go
+    _sqlite_driver.connect(str(path), wait=False).close()  # and opens once the lock is free
+
+
+async def test_calls_that_read_a_whole_conversation_run_on_the_stores_threads(tmp_path: Path) -> None:
+    """A call is small by the rows it touches, not by what it returns: a conversation's
+    detail reads every history of it; deleting, completing or replacing a message counts
+    every live message of the conversation again; a tail since a time reads back until it
+    has its limit (creation times need not follow ``seq``), through every message older than
+    that time. Past ``QUICK_ROWS`` of those, none of these runs on the caller's thread (whose
+    event loop it would hold meanwhile)."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        for _ in range(QUICK_ROWS + 1):
+            run = await chat.start_history(conv.id, model="m")
+        stored = await chat.append_messages(
+            run.id,
+            [NewMessage("user", f"m{i}") for i in range(QUICK_ROWS)]
+            + [NewMessage("assistant", "", status="pending") for _ in range(2)],
+        )
+        threads: list[str] = []
+        memory._db.set_trace(lambda stmt: threads.append(threading.current_thread().name))
+        here = threading.current_thread().name
+
+        calls = {
+            "get_conversation": lambda: chat.get_conversation(conv.id),
+            "get_tail since": lambda: chat.get_tail(conv.id, limit=10, since=datetime.now(UTC)),
+            "complete_message": lambda: chat.complete_message(stored[-2].id, content="done"),
+            "fail_message": lambda: chat.fail_message(stored[-1].id, error="no"),
+            "delete_message": lambda: chat.delete_message(stored[0].id),
+            "replace_messages": lambda: chat.replace_messages(conv.id, replacing=[stored[-1].id]),
+        }
+        for name, call in calls.items():
+            threads.clear()
+            await call()
+            assert threads and here not in threads, name
+        assert (await chat.get_conversation(conv.id)).message_count == QUICK_ROWS
+
+
+class _FailingOnce:
+    """A connection whose first statement matching ``sql`` fails with ``error`` once it has run."""
+
+    def __init__(self, connection: sqlite3.Connection, sql: str, error: BaseException) -> None:
+        self._connection, self._sql, self._error = connection, sql, error
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        cursor = self._connection.execute(sql, *args)
+        if sql == self._sql and self._error is not None:
+            error, self._error = self._error, None  # type: ignore[assignment]
+            raise error
+        return cursor
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._connection, name)
+
+
+async def test_a_quick_read_that_fails_as_it_begins_leaves_no_transaction_open(tmp_path: Path) -> None:
+    """Whatever fails while a quick read takes its snapshot (here a corrupt page), the read
+    fails alone: its connection is left outside any transaction, so the next read runs (and no
+    snapshot left open keeps checkpoints from finishing the WAL)."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        await chat.start_conversation(title="here")
+        await chat.list_conversations()  # the quick reader opens
+        driver = _driver(memory)
+        reader = driver._quick_reader
+        assert reader is not None
+        failing = _FailingOnce(
+            reader, "PRAGMA schema_version", sqlite3.DatabaseError("database disk image is malformed")
+        )
+        driver._quick_reader = failing  # type: ignore[assignment]
+        with pytest.raises(StorageError, match="malformed"):
+            await chat.list_conversations()
+        assert not reader.in_transaction
+        assert [c.title for c in (await chat.list_conversations()).items] == ["here"]
+
+
+@pytest.mark.parametrize("write", [False, True], ids=["read", "write"])
+async def test_small_calls_in_a_row_let_the_loops_other_work_run(tmp_path: Path, write: bool) -> None:
+    """A call that runs on its caller's thread still lets the event loop run its other work
+    first, as a call awaiting another thread does: a task polling the store in a loop never
+    holds up the loop (here, the work that would end its polling, which would hang it)."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        threads: list[str] = []
+        memory._db.set_trace(lambda stmt: threads.append(threading.current_thread().name))
+        ended = asyncio.Event()
+        asyncio.get_running_loop().call_soon(ended.set)
+        polls = 0
+        while not ended.is_set() and polls < 100:
+            if write:
+                await chat.append_messages(run.id, [NewMessage("user", "polled")])
+            else:
+                await chat.list_messages(conversation_id=conv.id, limit=10)
+            polls += 1
+        assert ended.is_set() and polls == 1
+        assert set(threads) == {threading.current_thread().name}  # it ran on this thread
+
+
+async def test_an_in_memory_database_is_reached_through_the_stores_threads_only() -> None:
+    """A shared in-memory database locks whole tables, and a connection refused such a lock
+    fails at once: small calls too run on the store's threads, never on the caller's."""
+    async with ChatMemory.open("sqlite://") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        threads: list[str] = []
+        memory._db.set_trace(lambda stmt: threads.append(threading.current_thread().name))
+        await chat.append_messages(run.id, [NewMessage("user", "hi")])
+        await chat.list_messages(conversation_id=conv.id, limit=10)
+        await chat.get_history(run.id, messages=False)
+        assert threads and threading.current_thread().name not in threads
+        assert _driver(memory)._write_connection is not None and _driver(memory)._quick_reader is None
