@@ -10,6 +10,7 @@ import os
 import sqlite3
 import sys
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Hashable
 from pathlib import Path
@@ -245,10 +246,8 @@ class Database:
         try:
             if self._sqlite is not None or self._postgres is not None:
                 if quick and self._sqlite is not None:
-                    # The loop's other work first, as when awaiting another thread: a caller
-                    # calling in a loop never holds the event loop.
                     try:
-                        await asyncio.sleep(0)
+                        await _let_the_loop_run()
                     except BaseException:
                         plan.close()  # cancelled before it started
                         raise
@@ -326,6 +325,23 @@ class Database:
         for driver in (self._sqlite, self._postgres):
             if driver is not None:
                 await asyncio.to_thread(driver.close)
+
+
+# When calls running on this thread last let its event loop run its other work.
+_yielded = threading.local()
+# A task whose calls run on its thread one after another lets the loop run this often.
+_HOLD_THE_LOOP_AT_MOST = 0.001
+
+
+async def _let_the_loop_run() -> None:
+    """Let the event loop run its other work, as awaiting another thread does, if calls run on
+    this thread have held it for ``_HOLD_THE_LOOP_AT_MOST`` seconds: a task calling the store
+    in a loop (polling for what another task writes) never holds the loop up, and a timeout
+    around it fires. Every time would cost a turn of the loop per call."""
+    now = time.monotonic()
+    if now - getattr(_yielded, "at", 0.0) >= _HOLD_THE_LOOP_AT_MOST:
+        await asyncio.sleep(0)
+        _yielded.at = time.monotonic()
 
 
 def owned_engine(url: str | URL | None, options: dict[str, Any]) -> tuple[AsyncEngine, int]:

@@ -281,9 +281,10 @@ async def test_a_quick_read_that_fails_as_it_begins_leaves_no_transaction_open(t
 
 @pytest.mark.parametrize("write", [False, True], ids=["read", "write"])
 async def test_small_calls_in_a_row_let_the_loops_other_work_run(tmp_path: Path, write: bool) -> None:
-    """A call that runs on its caller's thread still lets the event loop run its other work
-    first, as a call awaiting another thread does: a task polling the store in a loop never
-    holds up the loop (here, the work that would end its polling, which would hang it)."""
+    """Calls that run on their caller's thread still let the event loop run its other work
+    (at least every millisecond), as calls awaiting another thread do: a task polling the
+    store in a loop never holds up the loop (here, the work that would end its polling, which
+    would hang it)."""
     async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
         chat = memory.scoped(Principal("alice"))
         conv = await chat.start_conversation()
@@ -293,13 +294,13 @@ async def test_small_calls_in_a_row_let_the_loops_other_work_run(tmp_path: Path,
         ended = asyncio.Event()
         asyncio.get_running_loop().call_soon(ended.set)
         polls = 0
-        while not ended.is_set() and polls < 100:
+        while not ended.is_set() and polls < 10_000:
             if write:
                 await chat.append_messages(run.id, [NewMessage("user", "polled")])
             else:
                 await chat.list_messages(conversation_id=conv.id, limit=10)
             polls += 1
-        assert ended.is_set() and polls == 1
+        assert ended.is_set()
         assert set(threads) == {threading.current_thread().name}  # it ran on this thread
 
 
