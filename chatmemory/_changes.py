@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from chatmemory import _cursor, _rows
 from chatmemory import _queries as q
 from chatmemory import _sql as sql
+from chatmemory._ids import as_uuid
 from chatmemory._plan import Many, Plan, Row, Stmt, postgres_value, sqlite_value
 from chatmemory.errors import ConversationNotFound, InvalidInputError
 from chatmemory.models import ChangeEvent, ChangeKind, Message
@@ -271,7 +272,7 @@ def events(rows: Sequence[Row], position: tuple[int, int], sqlite: bool) -> list
 
 def _uuid(value: Any) -> UUID:
     """An id as a plan holds it (hex text on SQLite)."""
-    return value if isinstance(value, UUID) else UUID(str(value))
+    return as_uuid(value if isinstance(value, UUID) else str(value))
 
 
 def _timestamp(value: Any) -> datetime:

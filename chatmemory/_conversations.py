@@ -43,7 +43,7 @@ class ConversationOps(ScopeBase):
             "metadata": check_object("metadata", metadata) or {},
         }
         values["created_at"] = values["updated_at"] = q.now()
-        await self._db.run(insert(values), write=True)
+        await self._db.run(insert(values), write=True, rows=1)
         return Conversation.model_validate(values)
 
     async def get_conversation(self, id: Id, *, messages: bool = False) -> ConversationDetail:
@@ -53,6 +53,7 @@ class ConversationOps(ScopeBase):
             ConversationNotFound: no visible conversation has this id.
         """
         cid = parse_id("conversation_id", id)
+        # Not small, even without messages: it reads every history of the conversation.
         summary_row, history_rows, message_rows = await self._db.run(_detail(self.principal, cid, messages))
         sqlite = self._db.is_sqlite
         summary = _rows.one(_rows.summaries, summary_row, sqlite)
@@ -85,7 +86,7 @@ class ConversationOps(ScopeBase):
                 raise InvalidInputError("cursor", "is not a cursor from this listing")
             after = (was_pinned, _cursor.timestamp(updated_at), parse_id("cursor", last_id))
         archived = None if archived is None else bool(archived)
-        rows = await self._db.run(_listing(self.principal, limit, after, archived))
+        rows = await self._db.run(_listing(self.principal, limit, after, archived), rows=limit)
         items = _rows.summaries([row[:-1] for row in rows[:limit]], self._db.is_sqlite)
         last = items[-1] if len(rows) > limit else None
         next_cursor = (
@@ -122,7 +123,7 @@ class ConversationOps(ScopeBase):
                 if not isinstance(flag, bool):
                     raise InvalidInputError(name.removesuffix("_at"), "must be a bool")
                 values[name] = when if flag else None
-        row = await self._db.run(_update(self.principal, cid, values), write=True)
+        row = await self._db.run(_update(self.principal, cid, values), write=True, rows=1)
         current = _rows.one(_rows.summaries, row, self._db.is_sqlite)
         return q.conversation_of(current.model_copy(update=_kept_times(current, values)))
 

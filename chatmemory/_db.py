@@ -10,6 +10,7 @@ import os
 import sqlite3
 import sys
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Hashable
 from pathlib import Path
@@ -35,9 +36,19 @@ from chatmemory.errors import ChatMemoryError, InvalidInputError, StorageError
 if TYPE_CHECKING:
     from chatmemory._postgres_driver import PostgresDriver
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "Database", "create_engine", "default_url", "resolve_url", "sync_url"]
+__all__ = [
+    "QUICK_ROWS",
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "Database",
+    "create_engine",
+    "default_url",
+    "resolve_url",
+    "sync_url",
+]
 
 ENV_URL = "CHATMEMORY_URL"
+# A plan of at most this many rows may run on its caller's thread (see ``Database.run``).
+QUICK_ROWS = 100
 _WRITE = "chatmemory_write"
 # The query parameters SQLAlchemy's SQLite dialect takes for itself rather than for the URI.
 _SQLALCHEMY_SQLITE_PARAMS = frozenset(
@@ -189,8 +200,17 @@ class Database:
             if driver is not None:
                 driver.trace = trace
 
-    async def run(self, plan: Plan[T], *, write: bool = False, group: Hashable = None) -> T:
+    async def run(
+        self, plan: Plan[T], *, write: bool = False, group: Hashable = None, rows: int | None = None
+    ) -> T:
         """Run ``plan`` as one transaction; commits when it returns, rolls back when it raises.
+
+        ``rows`` bounds the rows the plan reads or writes, where its caller knows a bound. A
+        plan of at most ``QUICK_ROWS`` does less work than a trip to another thread: on SQLite
+        it runs on the caller's thread when it can start at once (see ``_sqlite_driver``),
+        once the event loop has run its other ready work. A plan that reads rows it cannot
+        bound (every history or message of a conversation, say) is not small, whatever it
+        returns.
 
         A read on PostgreSQL runs its statements without ``BEGIN``/``COMMIT``, which under
         READ COMMITTED reads the same (each statement has its own snapshot either way).
@@ -205,11 +225,12 @@ class Database:
         Raises:
             StorageError: the database failed, or the store is closed; nothing was committed.
         """
+        quick = rows is not None and rows <= QUICK_ROWS
         if not write:
-            return await self._run(plan, write=False)
+            return await self._run(plan, write=False, quick=quick)
         try:
             result, changed = await self._run(
-                logged(plan, self.changes.token, sqlite=self.is_sqlite), write=True, group=group
+                logged(plan, self.changes.token, sqlite=self.is_sqlite), write=True, group=group, quick=quick
             )
         except asyncio.CancelledError:
             self.changes.notify()  # the write may have committed before its caller was cancelled
@@ -218,12 +239,21 @@ class Database:
             self.changes.notify(changed)
         return result  # type: ignore[no-any-return]
 
-    async def _run(self, plan: Plan[T], *, write: bool, group: Hashable = None) -> T:
+    async def _run(self, plan: Plan[T], *, write: bool, group: Hashable = None, quick: bool = False) -> T:
         if self._closed:
             plan.close()
             raise StorageError("the store is closed")
         try:
             if self._sqlite is not None or self._postgres is not None:
+                if quick and self._sqlite is not None:
+                    try:
+                        await _let_the_loop_run()
+                    except BaseException:
+                        plan.close()  # cancelled before it started
+                        raise
+                    done = self._sqlite.run_here(plan, write=write)
+                    if done is not None:
+                        return done[0]
                 try:
                     if self._sqlite is not None:
                         submitted = self._sqlite.submit(plan, write=write)
@@ -295,6 +325,23 @@ class Database:
         for driver in (self._sqlite, self._postgres):
             if driver is not None:
                 await asyncio.to_thread(driver.close)
+
+
+# When calls running on this thread last let its event loop run its other work.
+_yielded = threading.local()
+# A task whose calls run on its thread one after another lets the loop run this often.
+_HOLD_THE_LOOP_AT_MOST = 0.001
+
+
+async def _let_the_loop_run() -> None:
+    """Let the event loop run its other work, as awaiting another thread does, if calls run on
+    this thread have held it for ``_HOLD_THE_LOOP_AT_MOST`` seconds: a task calling the store
+    in a loop (polling for what another task writes) never holds the loop up, and a timeout
+    around it fires. Every time would cost a turn of the loop per call."""
+    now = time.monotonic()
+    if now - getattr(_yielded, "at", 0.0) >= _HOLD_THE_LOOP_AT_MOST:
+        await asyncio.sleep(0)
+        _yielded.at = time.monotonic()
 
 
 def owned_engine(url: str | URL | None, options: dict[str, Any]) -> tuple[AsyncEngine, int]:

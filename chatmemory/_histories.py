@@ -41,7 +41,7 @@ class HistoryOps(ScopeBase):
         """
         cid = parse_id("conversation_id", conversation_id)
         values = new_history(cid, model, system_prompts, metadata, q.now())
-        await self._db.run(start(self.principal, values), write=True)
+        await self._db.run(start(self.principal, values), write=True, rows=1)
         return History.model_validate(values)
 
     async def finish_history(
@@ -101,7 +101,7 @@ class HistoryOps(ScopeBase):
         return await self._change_running(hid, values)
 
     async def _change_running(self, hid: UUID, values: dict[str, Any]) -> History:
-        row = await self._db.run(change_running(self.principal, hid, values), write=True)
+        row = await self._db.run(change_running(self.principal, hid, values), write=True, rows=1)
         return _rows.one(_rows.histories, row, self._db.is_sqlite).model_copy(update=values)
 
     async def get_history(self, id: Id, *, messages: bool = True) -> HistoryDetail:
@@ -111,7 +111,9 @@ class HistoryOps(ScopeBase):
             HistoryNotFound: no visible history has this id.
         """
         hid = parse_id("history_id", id)
-        row, message_rows = await self._db.run(_detail(self.principal, hid, messages))
+        row, message_rows = await self._db.run(
+            _detail(self.principal, hid, messages), rows=None if messages else 1
+        )
         history = _rows.one(_rows.histories, row, self._db.is_sqlite)
         loaded = _rows.messages(message_rows, self._db.is_sqlite) if messages else None
         return HistoryDetail(**history.model_dump(), messages=loaded)

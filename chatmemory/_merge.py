@@ -80,7 +80,7 @@ class MergeOps(MessageOps):
         plan = _merge_and_append(
             self.principal, targets, hid, batch, created_at, if_last_seq, one_statement=not self._db.is_sqlite
         )
-        stored, added = await self._db.run(plan, write=True)
+        stored, added = await self._db.run(plan, write=True, rows=len(targets) + len(batch))
         return in_batch_order(batch, stored, added, self._db.is_sqlite)
 
     async def get_tail(
@@ -100,7 +100,10 @@ class MergeOps(MessageOps):
             raise InvalidInputError("limit", "must be a non-negative integer")
         if since is not None:
             since = utc_time("since", since)
-        row, rows = await self._db.run(_tail(self.principal, cid, limit, since))
+        # Since a time, it reads back through every older message until it has ``limit``
+        # (creation times need not follow ``seq``): not small however few it returns.
+        bound = limit if since is None else None
+        row, rows = await self._db.run(_tail(self.principal, cid, limit, since), rows=bound)
         summary = _rows.one(_rows.summaries, row[:-1], self._db.is_sqlite)
         found = _rows.messages(rows[::-1], self._db.is_sqlite)
         return Tail(conversation=summary, last_seq=row[-1], messages=found)

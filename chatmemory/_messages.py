@@ -12,7 +12,7 @@ from chatmemory import _changes as changes
 from chatmemory import _cursor, _rows
 from chatmemory import _queries as q
 from chatmemory import _sql as sql
-from chatmemory._ids import new_ids
+from chatmemory._ids import as_uuid, new_ids
 from chatmemory._plan import Json, Many, Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase
 from chatmemory._validation import dump_parts, model_name, parse_id
@@ -45,7 +45,7 @@ class MessageOps(ScopeBase):
         hid = parse_id("history_id", history_id)
         batch = self._batch(messages)
         plan = append(self.principal, hid, batch, q.now(), one_statement=not self._db.is_sqlite)
-        stored, added = await self._db.run(plan, write=True, group=hid)
+        stored, added = await self._db.run(plan, write=True, group=hid, rows=len(batch))
         return in_batch_order(batch, stored, added, self._db.is_sqlite)
 
     async def list_messages(
@@ -76,10 +76,10 @@ class MessageOps(ScopeBase):
             seq, of = _cursor.decode(kind, cursor, 2)
             if of != listing:
                 # A listing that is not visible still answers not-found, as with any other cursor.
-                await self._db.run(_page(self.principal, cid, hid, 1, None, newest_first))
+                await self._db.run(_page(self.principal, cid, hid, 1, None, newest_first), rows=1)
                 raise InvalidInputError("cursor", "is not a cursor from this listing")
             after = _cursor.sequence(seq)
-        rows = await self._db.run(_page(self.principal, cid, hid, limit, after, newest_first))
+        rows = await self._db.run(_page(self.principal, cid, hid, limit, after, newest_first), rows=limit)
         items = _rows.messages(rows[:limit], self._db.is_sqlite)
         more = len(rows) > limit
         next_cursor = _cursor.encode(kind, items[-1].seq, listing) if more else None
@@ -92,7 +92,7 @@ class MessageOps(ScopeBase):
             MessageNotFound: no visible message has this id.
         """
         mid = parse_id("message_id", id)
-        row = await self._db.run(q.find_message(self.principal, mid))
+        row = await self._db.run(q.find_message(self.principal, mid), rows=1)
         return _rows.one(_rows.messages, row, self._db.is_sqlite)
 
     async def delete_message(self, id: Id) -> None:
@@ -102,6 +102,7 @@ class MessageOps(ScopeBase):
             MessageNotFound: no visible message has this id.
         """
         mid = parse_id("message_id", id)
+        # Not small: the summary's refresh counts every live message of the conversation.
         await self._db.run(_delete(self.principal, mid, q.now()), write=True)
 
     async def complete_message(
@@ -152,6 +153,7 @@ class MessageOps(ScopeBase):
     async def _settle(self, id: Id, values: dict[str, Any], *, allow_model: bool = False) -> Message:
         mid = parse_id("message_id", id)
         values["updated_at"] = q.now()
+        # Not small: the summary's refresh counts every live message of the conversation.
         row = await self._db.run(_settle(self.principal, mid, values, allow_model), write=True)
         message = _rows.one(_rows.messages, row, self._db.is_sqlite)
         return Message.model_validate({**message.model_dump(), **values})
@@ -305,7 +307,7 @@ def _new_rows(
 ) -> list[dict[str, Any]]:
     """The rows of ``batch`` after ``last_seq`` (``cid`` as the driver gave it), with new ids
     unless ``ids`` are given."""
-    cid = cid if isinstance(cid, UUID) else UUID(cid)
+    cid = as_uuid(cid)
     first = last_seq + 1
     return [
         _new_row(m, message_id, cid, hid, seq, history_model, when)

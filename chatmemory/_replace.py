@@ -55,6 +55,7 @@ class ReplaceOps(MessageOps):
         plan = _replace(
             self.principal, cid, expected, hid, batch, q.now(), one_statement=not self._db.is_sqlite
         )
+        # Not small: the summary's refresh counts every live message of the conversation.
         stored, added = await self._db.run(plan, write=True)
         return in_batch_order(batch, stored, added, self._db.is_sqlite)
 

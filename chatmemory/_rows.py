@@ -22,10 +22,11 @@ import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from uuid import UUID, SafeUUID
+from uuid import UUID
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
+from chatmemory._ids import uuid_of_int
 from chatmemory._plan import collector_paused
 from chatmemory.content import PARTS
 from chatmemory.models import ConversationSummary, History, Message, Native
@@ -146,16 +147,17 @@ _SUMMARIES = _Reader(ConversationSummary, SUMMARY_FIELDS)
 
 _FIELDS_SET = set(MESSAGE_FIELDS)  # every field is given; one set shared, as pydantic never mutates it
 _new_object = object.__new__
-_set = object.__setattr__
-_SAFE_UNKNOWN = SafeUUID.unknown
+# A model's four slots, set through their descriptors (what ``model_construct`` sets, without
+# its per-field work or the lookups of ``object.__setattr__``).
+_set_dict, _set_fields_set, _set_extra, _set_private = (
+    vars(BaseModel)[slot].__set__
+    for slot in ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")
+)
 
 
 def uuid_of_hex(text: str) -> UUID:
     """``UUID(text)`` for the 32-digit hex this package stores, without re-checking its form."""
-    value = _new_object(UUID)
-    _set(value, "int", int(text, 16))
-    _set(value, "is_safe", _SAFE_UNKNOWN)
-    return value
+    return uuid_of_int(int(text, 16))
 
 
 class _Parsed(dict[Any, Any]):
@@ -177,10 +179,10 @@ def _sqlite_time(text: str) -> datetime:
 def message_of(data: dict[str, Any]) -> Message:
     """A ``Message`` from a dict of every field, already valid (no validation, no copy)."""
     message: Message = _new_object(Message)
-    _set(message, "__dict__", data)
-    _set(message, "__pydantic_fields_set__", _FIELDS_SET)
-    _set(message, "__pydantic_extra__", None)
-    _set(message, "__pydantic_private__", None)
+    _set_dict(message, data)
+    _set_fields_set(message, _FIELDS_SET)
+    _set_extra(message, None)
+    _set_private(message, None)
     return message
 
 

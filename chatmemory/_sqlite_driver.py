@@ -1,9 +1,13 @@
-"""Plans on SQLite: stdlib ``sqlite3`` on threads this store owns, one hop per call.
+"""Plans on SQLite: stdlib ``sqlite3``, each call's whole transaction in one go.
 
-One writer connection on one thread: writers queue in front of it (SQLite has one writer at
-a time; other processes wait on the file lock). Reader connections on a small pool of threads
-run beside it, which WAL allows. Each call runs its whole transaction in one trip to a thread,
-however many statements its plan has, and the caller awaits it through a
+A small call (a page, an append of a few messages: what its caller marks ``quick``) runs on
+the caller's own thread when it can start at once: its connection is free, no write is queued
+and, for a write, no other process holds the database's write lock (asked without waiting).
+Its work then takes less time than a trip to another thread and back. Anything else, or
+anything that would have to wait, runs on threads this store owns, where waiting blocks no
+event loop: one writer connection, with writers queued in front of it (SQLite has one writer
+at a time; other processes are waited for up to ``BUSY_TIMEOUT_MS``), and reader connections
+on a small pool of threads beside it, which WAL allows. The caller awaits those through a
 ``concurrent.futures`` future, so any thread and any event loop may call.
 
 Writes that queued while the writer was busy commit together (group commit): one
@@ -13,10 +17,13 @@ is done, and fails with it if it fails. One commit writes the pages the plans sh
 conversation row, the index pages they append to) once, instead of once per plan.
 
 Checkpoints (copying the WAL back into the database file, with its two syncs) run on a thread
-of their own, shortly after writes, so a commit never waits for one. The writer still
-checkpoints itself, as SQLite does by default, once the WAL reaches ``WAL_LIMIT_PAGES``: a
-writer that never pauses leaves the background checkpoint a WAL it cannot finish, and SQLite
-only starts the WAL over once a checkpoint has finished it.
+of their own, shortly after writes, so a commit never waits for one. SQLite starts the WAL
+over only once a checkpoint has copied all of it, which a writer that never pauses does not
+let happen: so once the WAL is past ``WAL_LIMIT_PAGES`` that thread, right after its
+checkpoint (which copied most of the WAL while writes went on), holds this store's writers
+off for a second one, which copies only what they added meanwhile. Should the WAL still reach
+twice the limit, the writer thread checkpoints after its next write, as SQLite's own
+checkpoint in a commit would. A write on its caller's thread never checkpoints.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -38,23 +46,30 @@ _Queued: TypeAlias = tuple[Plan[Any], concurrent.futures.Future[Any]]
 GROUP_MAX = 32
 
 BUSY_TIMEOUT_MS = 30_000
+# After ``busy_timeout``, which comes first: the others read the file, and may wait for a lock.
 PRAGMAS = (
-    f"busy_timeout = {BUSY_TIMEOUT_MS}",
     "journal_mode = WAL",
     # NORMAL in WAL mode never loses a committed transaction when a process crashes.
     "synchronous = NORMAL",
     "foreign_keys = ON",
 )
-# The writer's own (inline) checkpoint, at this many WAL pages (SQLite's default is 1,000).
+# The WAL is finished (copied whole, so it starts over) once past this many pages, and the
+# writer thread checkpoints itself at twice that. SQLite's own checkpoint, in the commit that
+# reaches it, is at 1,000.
 WAL_LIMIT_PAGES = 4_000
 # The background checkpoint runs this long after the write that woke it, so writes share it.
 CHECKPOINT_DELAY = 0.05
+# Finishing a WAL past the limit: at most this many copies while writers go on, fewer once one
+# had fewer pages than this to copy.
+_CATCH_UP_COPIES = 4
+_FEW_PAGES = 256
 
 
-def configure(connection: Any) -> None:
+def configure(connection: Any, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
     """chatmemory's settings on a new DBAPI connection (autocommit: transactions begin explicitly)."""
     connection.isolation_level = None
     cursor = connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
     for pragma in PRAGMAS:
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
@@ -86,48 +101,123 @@ def _many_params(names: tuple[str, ...], rows: list[dict[str, Any]]) -> list[tup
     return out
 
 
-def connect(path: str) -> sqlite3.Connection:
-    """A configured connection to ``path`` that any one thread at a time may use."""
+def connect(path: str, *, wait: bool = True) -> sqlite3.Connection:
+    """A configured connection to ``path`` that any one thread at a time may use; one that
+    does not ``wait`` fails at once with ``SQLITE_BUSY`` where it would wait for a lock,
+    opening included (its first read takes a lock on the file).
+
+    Raises:
+        sqlite3.Error: the database cannot be opened (without waiting, when not ``wait``).
+    """
     connection = sqlite3.connect(path, check_same_thread=False, uri=path.startswith("file:"))
-    configure(connection)
+    try:
+        configure(connection, busy_timeout_ms=BUSY_TIMEOUT_MS if wait else 0)
+    except BaseException:
+        connection.close()
+        raise
     return connection
 
 
-class Checkpointer:
-    """Copies the WAL back into the database file on its own thread, shortly after writes."""
+class _Wal:
+    """The size of a database's WAL file, which tells how many pages the WAL holds once the
+    writer connection has ``journal_size_limit`` at ``limit`` bytes (see ``_open_writer``).
 
-    def __init__(self, path: str) -> None:
+    A WAL file keeps its size when SQLite starts the WAL over (it writes from the start
+    again), unless ``journal_size_limit`` is set: then the first commit after the start cuts a
+    longer file to that limit. The file is longer than the limit only while the WAL holds more
+    pages than that, and it grows with every page written past it.
+    """
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.limit = WAL_LIMIT_PAGES * int(connection.execute("PRAGMA page_size").fetchone()[0])
+        self.path = str(connection.execute("PRAGMA database_list").fetchone()[2]) + "-wal"
+
+    def size(self) -> int:
+        try:
+            return os.stat(self.path).st_size
+        except OSError:
+            return 0  # no WAL yet
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` says another connection holds a lock this one asked for."""
+    return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+
+
+class Checkpointer:
+    """Copies the WAL back into the database file on its own thread, shortly after writes,
+    and finishes it, holding ``writers`` (a lock every writer of the store holds while it
+    writes), once it is past ``WAL_LIMIT_PAGES``."""
+
+    def __init__(self, path: str, writers: threading.Lock) -> None:
         self._path = path
+        self._writers = writers
+        # Held by a checkpoint of this store: one at a time (taken after ``writers``).
+        self._running = threading.Lock()
         self._wake = threading.Event()
+        # Ends the delay after a wake-up: set for a WAL past the limit, and by close().
+        self._hurry = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chatmemory-sqlite-checkpoint", daemon=True)
         self._thread.start()
 
-    def request(self) -> None:
-        """Checkpoint soon (called after a commit)."""
+    def request(self, *, hurry: bool = False) -> None:
+        """Checkpoint soon (called after a commit); at once if ``hurry``."""
+        if hurry:
+            self._hurry.set()
         self._wake.set()
 
     def _loop(self) -> None:
         try:
             connection = connect(self._path)
         except sqlite3.Error:
-            return  # the writer's own checkpoint at WAL_LIMIT_PAGES still bounds the WAL
+            return  # the writer thread's own checkpoint still bounds the WAL
         with contextlib.closing(connection):
             while True:
                 self._wake.wait()
-                if self._stop.wait(CHECKPOINT_DELAY):
+                self._hurry.wait(CHECKPOINT_DELAY)
+                if self._stop.is_set():
                     return
                 self._wake.clear()
-                if self._stop.is_set():  # close() came just now: the wake-up it sent is cleared
+                self._hurry.clear()
+                if self._stop.is_set():  # close() came just now: the wake-ups it sent are cleared
                     return
-                # PASSIVE copies what no reader still needs, and never waits for or blocks anyone.
-                # It fails only while another connection checkpoints; the next write wakes this.
+                # Fails only while another connection checkpoints; the next write wakes this.
                 with contextlib.suppress(sqlite3.Error):
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self._checkpoint(connection)
+
+    def _checkpoint(self, connection: sqlite3.Connection) -> None:
+        """Copy the WAL, and once it is past the limit finish it: more copies while writers go
+        on, each of what they added during the one before, until that is a few pages; then one
+        more holding them off. PASSIVE copies what no reader still needs, and never waits for
+        or blocks anyone."""
+        copied = 0
+        for _ in range(_CATCH_UP_COPIES):
+            with self._running:
+                busy, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if busy or frames <= WAL_LIMIT_PAGES:
+                return
+            if frames - copied < _FEW_PAGES:
+                break
+            copied = frames
+        with self._writers:
+            self.checkpoint(connection)
+
+    def checkpoint(self, connection: sqlite3.Connection) -> None:
+        """Checkpoint on ``connection`` once no other checkpoint of this store runs (SQLite
+        would refuse it meanwhile). Called holding the writers off, it finishes the WAL (unless
+        another process's reader still needs part of it), and the next write starts it over.
+
+        Raises:
+            sqlite3.Error: another process checkpoints, or the database failed.
+        """
+        with self._running:
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def close(self) -> None:
         """Stop the thread (blocking)."""
         self._stop.set()
+        self._hurry.set()
         self._wake.set()
         self._thread.join()
 
@@ -158,6 +248,20 @@ class SQLiteDriver:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._queued: collections.deque[_Queued] = collections.deque()
+        # Writes queued or running on the writer thread: a quick write starts only at 0, so it
+        # never goes ahead of one.
+        self._pending = 0
+        # The one writer connection (it never waits for a lock itself: see ``_begin_write``),
+        # held by whichever thread writes; and the reader connection for quick reads.
+        self._writing = threading.Lock()
+        self._write_connection: sqlite3.Connection | None = None
+        self._quick_reading = threading.Lock()
+        self._quick_reader: sqlite3.Connection | None = None
+        self._closing = False
+        self._wal: _Wal | None = None
+        # A write on a caller's thread left the WAL past twice the limit: the writer thread
+        # checkpoints after the next write, which therefore runs there.
+        self._checkpoint_due = False
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chatmemory-sqlite-writer")
         # An in-memory database exists once per connection: everything goes through the writer.
         memory = self.memory = path in ("", ":memory:") or "mode=memory" in path
@@ -166,10 +270,64 @@ class SQLiteDriver:
             if memory
             else concurrent.futures.ThreadPoolExecutor(readers, thread_name_prefix="chatmemory-sqlite-reader")
         )
-        self._checkpoints = None if memory else Checkpointer(path)
+        self._checkpoints = None if memory else Checkpointer(path, self._writing)
         # A shared in-memory database lives while a connection to it is open: this one, for
         # as long as the store.
         self._keeper = connect(path) if memory else None
+
+    def run_here(self, plan: Plan[T], *, write: bool) -> tuple[T] | None:
+        """Run ``plan`` on the calling thread if it can start at once: ``(result,)``; else
+        ``None``, with the plan untouched (then ``submit`` it). Never waits for anything but
+        the plan's own statements.
+
+        Raises:
+            sqlite3.Error: the database failed; nothing was committed.
+        """
+        if self.memory:
+            return None  # an in-memory database is reached through the writer only
+        lock = self._writing if write else self._quick_reading
+        if not lock.acquire(blocking=False):
+            return None
+        try:
+            if self._closing:
+                return None  # ``submit`` refuses it
+            if write and (self._pending or self._checkpoint_due):
+                return None
+            connection = self._begin_here(write)
+            if connection is None:
+                return None
+            result = self._finish(connection, plan)
+            if write and self._wrote():
+                self._checkpoint_due = True
+        finally:
+            lock.release()
+        return (result,)
+
+    def _begin_here(self, write: bool) -> sqlite3.Connection | None:
+        """Begin a quick call's transaction on its connection (opened here if need be, holding
+        its lock), or ``None`` where that would wait for a lock.
+
+        Raises:
+            sqlite3.Error: the database failed; no transaction is left open.
+        """
+        connection = self._write_connection if write else self._quick_reader
+        try:
+            if connection is None:
+                connection = self._open_writer(wait=False) if write else self._open_quick_reader()
+            if write:
+                connection.execute("BEGIN IMMEDIATE")  # fails at once while another process writes
+            else:
+                connection.execute("BEGIN")
+                # Takes the read snapshot now, where waiting (only while a crashed WAL is being
+                # recovered) fails at once; the plan's reads then never wait.
+                connection.execute("PRAGMA schema_version").fetchall()
+        except BaseException as exc:
+            if connection is not None and connection.in_transaction:
+                connection.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and _busy(exc):
+                return None  # wait on the store's threads instead
+            raise
+        return connection
 
     def submit(self, plan: Plan[T], *, write: bool) -> concurrent.futures.Future[T]:
         """Queue the plan on the writer (``write``) or a reader thread.
@@ -178,13 +336,14 @@ class SQLiteDriver:
             RuntimeError: the driver is closed.
         """
         if not write:
-            return self._readers.submit(self._run, plan, write)
+            return self._readers.submit(self._read, plan)
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         with self._lock:
             # Scheduled first: a closed writer refuses before the plan is queued. The drain
             # takes the queue under this lock, so it finds the plan.
             self._writer.submit(self._drain)
             self._queued.append((plan, future))
+            self._pending += 1
         return future
 
     def hold(self) -> tuple[concurrent.futures.Future[None], threading.Event]:
@@ -201,15 +360,61 @@ class SQLiteDriver:
         self._writer.submit(held)
         return idle, release
 
-    def _connection(self, write: bool) -> sqlite3.Connection:
+    def _keep(self, connection: sqlite3.Connection) -> sqlite3.Connection:
+        with self._lock:
+            self._connections.append(connection)
+        return connection
+
+    def _open_writer(self, *, wait: bool) -> sqlite3.Connection:
+        """The writer connection (call holding ``_writing``), opened waiting for locks only if
+        ``wait``; it then waits for none (see ``_begin_write``).
+
+        Raises:
+            sqlite3.Error: it cannot be opened (without waiting, when not ``wait``).
+        """
+        connection = connect(self._path, wait=wait)
+        try:
+            if self._checkpoints is not None:
+                wal = _Wal(connection)
+                # This store decides when its writer checkpoints (see the module).
+                connection.execute("PRAGMA wal_autocheckpoint = 0")
+                connection.execute(f"PRAGMA journal_size_limit = {wal.limit}")
+                self._wal = wal
+            if wait:
+                connection.execute("PRAGMA busy_timeout = 0")
+        except BaseException:
+            connection.close()
+            raise
+        self._write_connection = self._keep(connection)
+        return connection
+
+    def _open_quick_reader(self) -> sqlite3.Connection:
+        """The connection of quick reads (call holding ``_quick_reading``)."""
+        self._quick_reader = self._keep(connect(self._path, wait=False))
+        return self._quick_reader
+
+    def _reader(self) -> sqlite3.Connection:
+        """This reader thread's connection."""
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
-            connection = connect(self._path)
-            if write and self._checkpoints is not None:
-                connection.execute(f"PRAGMA wal_autocheckpoint = {WAL_LIMIT_PAGES}")
-            self._local.connection = connection
-            with self._lock:
-                self._connections.append(connection)
+            connection = self._local.connection = self._keep(connect(self._path))
+        return connection
+
+    def _begin_write(self) -> sqlite3.Connection:
+        """Begin a write on the writer connection (call holding ``_writing``), waiting up to
+        ``BUSY_TIMEOUT_MS`` for another process's write to end. The connection waits for no
+        lock otherwise, so a quick write never blocks its caller's thread on one."""
+        connection = self._write_connection or self._open_writer(wait=True)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc):
+                raise
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+            finally:
+                connection.execute("PRAGMA busy_timeout = 0")
         return connection
 
     def _step(self, connection: sqlite3.Connection) -> Callable[[Stmt], Any]:
@@ -222,10 +427,15 @@ class SQLiteDriver:
 
         return step
 
-    def _run(self, plan: Plan[T], write: bool) -> T:
-        connection = self._connection(write)
-        # IMMEDIATE takes the write lock up front, so two writers never deadlock on an upgrade.
-        connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    def _read(self, plan: Plan[T]) -> T:
+        """On a reader thread."""
+        connection = self._reader()
+        connection.execute("BEGIN")
+        return self._finish(connection, plan)
+
+    def _finish(self, connection: sqlite3.Connection, plan: Plan[T]) -> T:
+        """Run ``plan`` in the transaction begun on ``connection``, then commit; roll back if
+        it raises."""
         try:
             result = drive(plan, self._step(connection))
             connection.execute("COMMIT")
@@ -242,6 +452,31 @@ class SQLiteDriver:
         transaction. A caller that withdrew its write before it started is skipped."""
         with self._lock:
             taken = [self._queued.popleft() for _ in range(min(GROUP_MAX, len(self._queued)))]
+        try:
+            with self._writing:
+                self._drain_taken(taken)
+                if (taken and self._wrote()) or self._checkpoint_due:
+                    self._checkpoint_due = False
+                    # Fails only while another process checkpoints: a later write tries again.
+                    with contextlib.suppress(sqlite3.Error):
+                        assert self._checkpoints is not None and self._write_connection is not None
+                        self._checkpoints.checkpoint(self._write_connection)
+        finally:
+            with self._lock:
+                self._pending -= len(taken)
+
+    def _wrote(self) -> bool:
+        """After a commit (holding ``_writing``): wake the background checkpoint, in a hurry
+        once the WAL is past the limit. Answers whether the WAL is past twice the limit (the
+        background checkpoint is not keeping up)."""
+        if self._checkpoints is None or self._wal is None:
+            return False
+        size = self._wal.size()
+        self._checkpoints.request(hurry=size > self._wal.limit)
+        return size > 2 * self._wal.limit
+
+    def _drain_taken(self, taken: list[_Queued]) -> None:
+        """Run ``taken`` (holding ``_writing``)."""
         group = []
         for plan, future in taken:
             if future.set_running_or_notify_cancel():
@@ -251,7 +486,8 @@ class SQLiteDriver:
         try:
             if len(group) == 1:
                 plan, future = group[0]
-                future.set_result(self._run(plan, True))
+                # IMMEDIATE takes the write lock up front: two writers never deadlock on an upgrade.
+                future.set_result(self._finish(self._begin_write(), plan))
             elif group:
                 self._run_group(group)
         except BaseException as exc:
@@ -261,8 +497,6 @@ class SQLiteDriver:
                 plan.close()
                 if not future.done():
                     future.set_exception(exc)
-        if group and self._checkpoints is not None:
-            self._checkpoints.request()
 
     def _run_group(self, group: list[_Queued]) -> None:
         """Run ``group`` in one transaction, each plan in its own savepoint. A plan that fails
@@ -271,11 +505,10 @@ class SQLiteDriver:
         Raises:
             BaseException: the transaction failed as a whole; nothing of it was kept.
         """
-        connection = self._connection(True)
+        connection = self._begin_write()
         step = self._step(connection)
         done: list[tuple[concurrent.futures.Future[Any], Any]] = []
         try:
-            connection.execute("BEGIN IMMEDIATE")
             for plan, future in group:
                 connection.execute("SAVEPOINT plan")
                 try:
@@ -300,10 +533,14 @@ class SQLiteDriver:
 
     def close(self) -> None:
         """Finish queued work, then close every connection (blocking: run it on a thread)."""
+        self._closing = True
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
         if self._checkpoints is not None:
-            self._checkpoints.close()
+            self._checkpoints.close()  # before taking ``_writing``, which it may be waiting for
+        # Waits for quick calls running on other threads, and keeps later ones from starting.
+        self._writing.acquire()
+        self._quick_reading.acquire()
         if self._keeper is not None:
             self._keeper.close()
         with self._lock:

@@ -20,7 +20,7 @@ class WatchOps(ScopeBase):
             ConversationNotFound: ``conversation_id`` names no visible conversation.
         """
         cid = None if conversation_id is None else parse_id("conversation_id", conversation_id)
-        return _changes.cursor(*await self._db.run(_changes.head(self.principal, cid)))
+        return _changes.cursor(*await self._db.run(_changes.head(self.principal, cid), rows=1))
 
     async def watch(
         self, conversation_id: Id | None = None, *, after: str | None = None
@@ -48,7 +48,7 @@ class WatchOps(ScopeBase):
             raise StorageError("the store is closed")
         try:
             if position is None:
-                position = await db.run(_changes.head(self.principal, cid))
+                position = await db.run(_changes.head(self.principal, cid), rows=1)
             while True:
                 waiter.clear()
                 rows, following, more = await db.run(_changes.read(self.principal, cid, position))

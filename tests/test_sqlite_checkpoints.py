@@ -38,35 +38,48 @@ async def test_writes_reach_the_database_file_without_a_commit_waiting(tmp_path:
         await until(lambda: _in_database_file(path) == 5, "the messages in the database file")
 
 
+@pytest.mark.parametrize("background", [True, False], ids=["background", "writer-thread"])
 async def test_a_writer_that_never_pauses_keeps_the_wal_bounded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, background: bool
 ) -> None:
-    """Writes eight times the writer's limit in pages; the WAL stays within twice that.
+    """Writes eight times the limit in pages, on the caller's thread (small appends): the WAL
+    stays bounded, and no checkpoint ever runs on the caller's thread.
 
-    The background checkpoint is held off: the writer's own checkpoint is what bounds the WAL
-    of a writer that never pauses (a background checkpoint racing it finishes no WAL, and may
-    only delay the writer's by as long as it runs, which on a busy machine is long). Without
-    the writer's checkpoint the WAL would hold every page written. (The WAL file keeps the
-    largest size it ever reached.)"""
+    The background checkpoint finishes the WAL once it is past the limit (holding the writers
+    off for its last pages). Should it not keep up (on a busy machine; here once it copies
+    nothing), the writer thread checkpoints after a write once the WAL is past twice the limit
+    (waiting for a background checkpoint under way), which keeps it within three times. Without
+    either the WAL would hold every page written. (The WAL file keeps the largest size it
+    reached.)"""
     limit = 400
     monkeypatch.setattr(_sqlite_driver, "WAL_LIMIT_PAGES", limit)
-    monkeypatch.setattr(_sqlite_driver, "CHECKPOINT_DELAY", 600.0)  # ended by the close
+    if not background:
+        monkeypatch.setattr(_sqlite_driver.Checkpointer, "_checkpoint", lambda self, connection: None)
     path = tmp_path / "b.db"
     async with ChatMemory.open(f"sqlite:///{path}") as memory:
         alice = memory.scoped(Principal("alice"))
         conv = await alice.start_conversation()
         run = await alice.start_history(conv.id, model="m")
+        writer = memory._db._sqlite._write_connection  # type: ignore[union-attr]
+        assert writer is not None
+        statements: list[tuple[str, str]] = []
+        writer.set_trace_callback(lambda sql: statements.append((threading.current_thread().name, sql)))
         text = "x" * 3000  # about a page per message
         for _ in range(8 * limit // 10):
             await alice.append_messages(run.id, [NewMessage("user", text) for _ in range(10)])
         wal_pages = (path.parent / (path.name + "-wal")).stat().st_size // 4096
-    assert wal_pages < 2 * limit, wal_pages
+    assert wal_pages < 3 * limit, wal_pages
+    here = threading.current_thread().name
+    checkpoints = [thread for thread, sql in statements if "wal_checkpoint" in sql]
+    assert here not in checkpoints
+    assert background or len(checkpoints) >= 3, checkpoints
+    assert any(thread == here for thread, sql in statements if sql.startswith("INSERT"))
 
 
-class _StopLandingAfterTheDelay(threading.Event):
-    """The checkpoint thread's stop event, whose first wait that runs out lets ``close()`` set
-    the stop and send its wake-up before answering "not stopped": a thread switch just after the
-    delay."""
+class _CloseLandingAfterTheDelay(threading.Event):
+    """The checkpoint thread's delay (its hurry event), whose first wait that runs out lets
+    ``close()`` set the stop and send its wake-ups before answering "not hurried": a thread
+    switch just after the delay."""
 
     def __init__(self, wake: threading.Event) -> None:
         super().__init__()
@@ -78,7 +91,7 @@ class _StopLandingAfterTheDelay(threading.Event):
             return self.is_set()
         self.delay_over.set()
         super().wait(10)
-        for _ in range(1000):  # close() wakes the thread just after setting the stop
+        for _ in range(1000):  # close() wakes the thread just after hurrying it
             if self._wake.is_set():
                 break
             time.sleep(0.01)
@@ -86,11 +99,69 @@ class _StopLandingAfterTheDelay(threading.Event):
 
 
 def test_a_close_landing_just_after_the_checkpoint_delay_ends_the_thread(tmp_path: Path) -> None:
-    checkpointer = _sqlite_driver.Checkpointer(str(tmp_path / "d.db"))
-    stop = checkpointer._stop = _StopLandingAfterTheDelay(checkpointer._wake)
+    checkpointer = _sqlite_driver.Checkpointer(str(tmp_path / "d.db"), threading.Lock())
+    delay = checkpointer._hurry = _CloseLandingAfterTheDelay(checkpointer._wake)
     checkpointer.request()
-    assert stop.delay_over.wait(10)
+    assert delay.delay_over.wait(10)
     closing = threading.Thread(target=checkpointer.close, daemon=True)
     closing.start()
     closing.join(10)
     assert not closing.is_alive()
+
+
+def test_a_wal_past_the_limit_is_finished_while_a_writer_never_pauses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer commits without pause (holding the writers' lock for each commit, as a
+    store's writers do): one background checkpoint of a WAL past the limit still copies it
+    whole, so the writer's next commit starts the WAL over."""
+    limit = 200
+    monkeypatch.setattr(_sqlite_driver, "WAL_LIMIT_PAGES", limit)
+    path = str(tmp_path / "w.db")
+    setup = _sqlite_driver.connect(path)
+    setup.execute("CREATE TABLE t (x TEXT)")
+    writers = threading.Lock()
+    stop = threading.Event()
+    commits = [0]
+
+    def write() -> None:
+        connection = _sqlite_driver.connect(path)
+        connection.execute("PRAGMA wal_autocheckpoint = 0")
+        while not stop.is_set():
+            with writers:
+                connection.execute("BEGIN IMMEDIATE")
+                connection.execute("INSERT INTO t VALUES (?)", ("x" * 4000,))
+                connection.execute("COMMIT")
+                commits[0] += 1
+            time.sleep(0)  # lets a thread waiting for the lock take it
+        connection.close()
+
+    def wal_pages() -> int:
+        return (tmp_path / "w.db-wal").stat().st_size // 4096 if (tmp_path / "w.db-wal").exists() else 0
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    checkpointer = _sqlite_driver.Checkpointer(path, writers)
+    checkpointer._stop.set()  # this test runs its one checkpoint itself
+    other = _sqlite_driver.connect(path)
+    try:
+        for _ in range(3000):
+            if wal_pages() > 2 * limit:
+                break
+            time.sleep(0.01)
+        checkpointer._checkpoint(other)
+        after = commits[0]
+        deadline = time.monotonic() + 30
+        while commits[0] == after and time.monotonic() < deadline:
+            time.sleep(0)
+        # The writer's commit since started the WAL over: it holds only that one's pages (or
+        # the few of the commits since), not the more than twice the limit it held before.
+        with writers:
+            busy, frames, _ = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and frames < limit, frames
+    finally:
+        stop.set()
+        writer.join(30)
+        checkpointer.close()
+        other.close()
+        setup.close()

@@ -18,9 +18,11 @@ import pytest
 from sqlalchemy import make_url
 
 from chatmemory import ChatMemory, ConflictError, HistoryNotFound, Message, Principal, StorageError
+from chatmemory._db import QUICK_ROWS
 from chatmemory._plan import Stmt
 from tests._postgres import log_queries, pool_idle
 from tests.test_postgres_group_commit import until
+from tests.transactions import writer_busy
 
 BATCH = 4
 
@@ -122,7 +124,9 @@ async def test_a_cancelled_caller_is_cancelled_whatever_its_started_write_ends_i
 
     memory._db.set_trace(hold)
     try:
-        task = asyncio.create_task(chat.append_messages(done.id, [{"role": "user", "content": "late"}]))
+        # More than a small write, so it runs on the store's own thread, never the caller's.
+        late = [{"role": "user", "content": "late"}] * (QUICK_ROWS + 1)
+        task = asyncio.create_task(chat.append_messages(done.id, late))
         assert await asyncio.to_thread(started.wait, 10)  # the write is running
         task.cancel()
         await asyncio.sleep(0.01)
@@ -192,8 +196,8 @@ async def test_sqlite_calls_per_append(tmp_path: Path) -> None:
         driver = memory._db._sqlite
         assert driver is not None
         executed: list[str] = []
-        # The writer thread's own connection, asked for on that thread.
-        writer = await asyncio.wrap_future(driver._writer.submit(driver._connection, True))
+        writer = driver._write_connection  # opened by the writes above
+        assert writer is not None
         writer.set_trace_callback(executed.append)
         try:
             await chat.append_messages(
@@ -220,11 +224,12 @@ async def test_queued_sqlite_writes_commit_together_and_fail_alone(tmp_path: Pat
         foreign_run = await memory.scoped(Principal("bob")).start_history(foreign.id, model="m")
         driver = memory._db._sqlite
         assert driver is not None
-        writer = await asyncio.wrap_future(driver._writer.submit(driver._connection, True))
+        writer = driver._write_connection  # opened by the writes above
+        assert writer is not None
         executed: list[str] = []
         writer.set_trace_callback(executed.append)
         gate = threading.Event()
-        blocked = asyncio.wrap_future(driver._writer.submit(gate.wait, 30))
+        blocked = writer_busy(driver, gate)
 
         async def append(history_id: Any, text: str) -> list[Message]:
             return await chat.append_messages(history_id, [{"role": "user", "content": text}])

@@ -1,0 +1,320 @@
+"""SQLite: a small call runs on its caller's own thread when it can start at once, and on the
+store's threads whenever it would wait (another process writing, a write queued before it) or is
+large. Whichever thread runs it, the caller's event loop is never blocked on a lock, and a small
+write never goes ahead of one queued before it."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from chatmemory import ChatMemory, NewMessage, Principal, StorageError, _sqlite_driver
+from chatmemory._db import QUICK_ROWS, SQLITE_BUSY_TIMEOUT_MS
+from chatmemory._plan import Stmt
+from chatmemory._sqlite_driver import SQLiteDriver
+from tests.test_postgres_group_commit import until
+
+
+def _driver(memory: ChatMemory) -> SQLiteDriver:
+    driver = memory._db._sqlite
+    assert driver is not None
+    return driver
+
+
+async def test_small_calls_run_on_the_callers_thread_and_large_ones_on_the_stores(tmp_path: Path) -> None:
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        threads: list[str] = []
+        memory._db.set_trace(lambda stmt: threads.append(threading.current_thread().name))
+        here = threading.current_thread().name
+
+        await chat.append_messages(run.id, [NewMessage("user", "hi"), NewMessage("assistant", "hello")])
+        await chat.list_messages(conversation_id=conv.id, limit=QUICK_ROWS)
+        await chat.get_history(run.id, messages=False)
+        assert threads and set(threads) == {here}
+
+        threads.clear()
+        await chat.append_messages(run.id, [NewMessage("user", f"m{i}") for i in range(QUICK_ROWS + 1)])
+        await chat.list_messages(conversation_id=conv.id, limit=QUICK_ROWS + 1)
+        await chat.transcript(conv.id)
+        assert threads and here not in threads
+        assert len(await chat.transcript(conv.id)) == QUICK_ROWS + 3
+
+
+async def test_a_small_write_waits_for_another_process_on_the_stores_thread(tmp_path: Path) -> None:
+    """Another connection (as another process) holds the write lock: the append does not wait
+    for it on the caller's thread, whose event loop goes on; it commits once the lock is free."""
+    path = tmp_path / "t.db"
+    async with ChatMemory.open(f"sqlite:///{path}") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        loop = asyncio.get_running_loop()
+        try:
+            begun = loop.time()
+            append = asyncio.ensure_future(chat.append_messages(run.id, [NewMessage("user", "waited")]))
+            # This loop runs meanwhile: the append waits on the writer thread, in SQLite's busy
+            # wait (which would have held this loop for the whole busy timeout).
+            await until(lambda: _driver(memory)._pending == 1, "the append waiting on the writer thread")
+            assert loop.time() - begun < SQLITE_BUSY_TIMEOUT_MS / 1000 / 2
+            await asyncio.sleep(0.05)
+            assert not append.done()
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        stored = await asyncio.wait_for(append, 30)
+        assert [m.content for m in stored] == ["waited"]
+        assert [m.content for m in await chat.transcript(conv.id)] == ["waited"]
+
+
+async def test_a_small_read_beside_another_processs_write_runs_at_once(tmp_path: Path) -> None:
+    """WAL: a read never waits for a writer, so it runs on the caller's thread and sees the
+    last commit, not the other process's open transaction."""
+    path = tmp_path / "t.db"
+    async with ChatMemory.open(f"sqlite:///{path}") as memory:
+        chat = memory.scoped(Principal("alice"))
+        await chat.start_conversation(title="before")
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("UPDATE chat_conversations SET title = 'uncommitted'")
+        threads: list[str] = []
+        memory._db.set_trace(lambda stmt: threads.append(threading.current_thread().name))
+        try:
+            page = await asyncio.wait_for(chat.list_conversations(limit=10), 5)
+            assert [c.title for c in page.items] == ["before"]
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert set(threads) == {threading.current_thread().name}
+
+
+async def test_a_small_write_never_goes_ahead_of_one_queued_before_it(tmp_path: Path) -> None:
+    """The first append finds the writer connection taken (as by another thread's write) and
+    queues; the second comes once the connection is free again but before the writer thread
+    has taken the first: it queues behind it rather than run at once."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        driver = _driver(memory)
+        gate = threading.Event()
+        writer_thread_busy = asyncio.wrap_future(driver._writer.submit(gate.wait, 30))
+        with driver._writing:
+            first = asyncio.ensure_future(chat.append_messages(run.id, [NewMessage("user", "first")]))
+            await until(lambda: driver._pending == 1, "the first append queued")
+        second = asyncio.ensure_future(chat.append_messages(run.id, [NewMessage("user", "second")]))
+        await until(lambda: driver._pending == 2, "the second append queued")
+        gate.set()
+        assert await writer_thread_busy
+        stored = await asyncio.gather(first, second)
+        assert stored[0][0].seq < stored[1][0].seq
+        assert [m.content for m in await chat.transcript(conv.id)] == ["first", "second"]
+
+
+async def test_small_writes_from_many_threads_at_once_lose_nothing(tmp_path: Path) -> None:
+    """Threads, each with its own event loop, append at once: each either runs its write on
+    its own thread, or queues it when the writer connection is taken; every message is stored
+    once, each thread's in its order."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        ran_on: set[str] = set()
+        memory._db.set_trace(lambda stmt: ran_on.add(threading.current_thread().name))
+
+        def writer(k: int) -> None:
+            async def appends() -> None:
+                for i in range(40):
+                    await chat.append_messages(run.id, [NewMessage("user", f"{k}:{i}")])
+
+            asyncio.run(appends())
+
+        threads = [threading.Thread(target=writer, args=(k,), name=f"caller-{k}") for k in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        stored = [m.content for m in await chat.transcript(conv.id)]
+        assert sorted(stored) == sorted(f"{k}:{i}" for k in range(4) for i in range(40))
+        for k in range(4):
+            assert [s for s in stored if s.startswith(f"{k}:")] == [f"{k}:{i}" for i in range(40)]
+        assert any(name.startswith("caller-") for name in ran_on)
+
+
+async def test_a_failed_small_write_leaves_nothing_and_the_next_one_runs(tmp_path: Path) -> None:
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        failing = {"n": 0}
+
+        def fail_on_insert(stmt: Stmt) -> None:
+            if "INSERT INTO chat_messages" in stmt.sql.sqlite and failing["n"] == 0:
+                failing["n"] += 1
+                raise sqlite3.OperationalError("disk I/O error")
+
+        memory._db.set_trace(fail_on_insert)
+        with pytest.raises(StorageError, match="disk I/O error"):
+            await chat.append_messages(run.id, [NewMessage("user", "lost")])
+        memory._db.set_trace(None)
+        await chat.append_messages(run.id, [NewMessage("user", "kept")])
+        assert [m.content for m in await chat.transcript(conv.id)] == ["kept"]
+        assert (await chat.get_conversation(conv.id)).message_count == 1
+
+
+# Another process takes SQLite's PENDING lock byte of the file (as one does on its way to an
+# exclusive lock, closing its last connection for instance), for at most 5 s: a connection
+# opening meanwhile in a process that holds no lock on the file yet is refused the shared lock
+# its first read takes.
+_HOLD_PENDING = """
+import fcntl, os, select, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0x40000000)
+print("held", flush=True)
+select.select([sys.stdin], [], [], 5)
+"""
+
+
+def test_a_connection_that_does_not_wait_fails_at_once_while_opening(tmp_path: Path) -> None:
+    """A quick call opens its connection on its caller's thread: opening must not wait for a
+    lock there either (it would hold the caller's event loop for up to the busy timeout)."""
+    path = tmp_path / "t.db"
+    _sqlite_driver.connect(str(path)).close()  # a WAL database, no connection left open
+    command = [sys.executable, "-c", _HOLD_PENDING, str(path)]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as other:
+        assert other.stdin is not None and other.stdout is not None
+        assert other.stdout.readline().strip() == "held"
+        begun = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError) as refused:
+            _sqlite_driver.connect(str(path), wait=False).close()
+        assert _sqlite_driver._busy(refused.value)
+        assert time.monotonic() - begun < 2
+        other.stdin.close()  # lets it go
+    _sqlite_driver.connect(str(path), wait=False).close()  # and opens once the lock is free
+
+
+async def test_calls_that_read_a_whole_conversation_run_on_the_stores_threads(tmp_path: Path) -> None:
+    """A call is small by the rows it touches, not by what it returns: a conversation's
+    detail reads every history of it; deleting, completing or replacing a message counts
+    every live message of the conversation again; a tail since a time reads back until it
+    has its limit (creation times need not follow ``seq``), through every message older than
+    that time. Past ``QUICK_ROWS`` of those, none of these runs on the caller's thread (whose
+    event loop it would hold meanwhile)."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        for _ in range(QUICK_ROWS + 1):
+            run = await chat.start_history(conv.id, model="m")
+        stored = await chat.append_messages(
+            run.id,
+            [NewMessage("user", f"m{i}") for i in range(QUICK_ROWS)]
+            + [NewMessage("assistant", "", status="pending") for _ in range(2)],
+        )
+        threads: list[str] = []
+        memory._db.set_trace(lambda stmt: threads.append(threading.current_thread().name))
+        here = threading.current_thread().name
+
+        calls = {
+            "get_conversation": lambda: chat.get_conversation(conv.id),
+            "get_tail since": lambda: chat.get_tail(conv.id, limit=10, since=datetime.now(UTC)),
+            "complete_message": lambda: chat.complete_message(stored[-2].id, content="done"),
+            "fail_message": lambda: chat.fail_message(stored[-1].id, error="no"),
+            "delete_message": lambda: chat.delete_message(stored[0].id),
+            "replace_messages": lambda: chat.replace_messages(conv.id, replacing=[stored[-1].id]),
+        }
+        for name, call in calls.items():
+            threads.clear()
+            await call()
+            assert threads and here not in threads, name
+        assert (await chat.get_conversation(conv.id)).message_count == QUICK_ROWS
+
+
+class _FailingOnce:
+    """A connection whose first statement matching ``sql`` fails with ``error`` once it has run."""
+
+    def __init__(self, connection: sqlite3.Connection, sql: str, error: BaseException) -> None:
+        self._connection, self._sql, self._error = connection, sql, error
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        cursor = self._connection.execute(sql, *args)
+        if sql == self._sql and self._error is not None:
+            error, self._error = self._error, None  # type: ignore[assignment]
+            raise error
+        return cursor
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._connection, name)
+
+
+async def test_a_quick_read_that_fails_as_it_begins_leaves_no_transaction_open(tmp_path: Path) -> None:
+    """Whatever fails while a quick read takes its snapshot (here a corrupt page), the read
+    fails alone: its connection is left outside any transaction, so the next read runs (and no
+    snapshot left open keeps checkpoints from finishing the WAL)."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        await chat.start_conversation(title="here")
+        await chat.list_conversations()  # the quick reader opens
+        driver = _driver(memory)
+        reader = driver._quick_reader
+        assert reader is not None
+        failing = _FailingOnce(
+            reader, "PRAGMA schema_version", sqlite3.DatabaseError("database disk image is malformed")
+        )
+        driver._quick_reader = failing  # type: ignore[assignment]
+        with pytest.raises(StorageError, match="malformed"):
+            await chat.list_conversations()
+        assert not reader.in_transaction
+        assert [c.title for c in (await chat.list_conversations()).items] == ["here"]
+
+
+@pytest.mark.parametrize("write", [False, True], ids=["read", "write"])
+async def test_small_calls_in_a_row_let_the_loops_other_work_run(tmp_path: Path, write: bool) -> None:
+    """Calls that run on their caller's thread still let the event loop run its other work
+    (at least every millisecond), as calls awaiting another thread do: a task polling the
+    store in a loop never holds up the loop (here, the work that would end its polling, which
+    would hang it)."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        threads: list[str] = []
+        memory._db.set_trace(lambda stmt: threads.append(threading.current_thread().name))
+        ended = asyncio.Event()
+        asyncio.get_running_loop().call_soon(ended.set)
+        polls = 0
+        while not ended.is_set() and polls < 10_000:
+            if write:
+                await chat.append_messages(run.id, [NewMessage("user", "polled")])
+            else:
+                await chat.list_messages(conversation_id=conv.id, limit=10)
+            polls += 1
+        assert ended.is_set()
+        assert set(threads) == {threading.current_thread().name}  # it ran on this thread
+
+
+async def test_an_in_memory_database_is_reached_through_the_stores_threads_only() -> None:
+    """A shared in-memory database locks whole tables, and a connection refused such a lock
+    fails at once: small calls too run on the store's threads, never on the caller's."""
+    async with ChatMemory.open("sqlite://") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        threads: list[str] = []
+        memory._db.set_trace(lambda stmt: threads.append(threading.current_thread().name))
+        await chat.append_messages(run.id, [NewMessage("user", "hi")])
+        await chat.list_messages(conversation_id=conv.id, limit=10)
+        await chat.get_history(run.id, messages=False)
+        assert threads and threading.current_thread().name not in threads
+        assert _driver(memory)._write_connection is not None and _driver(memory)._quick_reader is None
