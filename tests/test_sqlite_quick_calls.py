@@ -16,11 +16,25 @@ from pathlib import Path
 
 import pytest
 
-from chatmemory import ChatMemory, NewMessage, Principal, StorageError, _sqlite_driver
+from chatmemory import ChatMemory, Conversation, History, NewMessage, Principal, StorageError, _sqlite_driver
 from chatmemory._db import QUICK_ROWS, SQLITE_BUSY_TIMEOUT_MS
 from chatmemory._plan import Stmt
 from chatmemory._sqlite_driver import SQLiteDriver
+from chatmemory.scope import Scope
 from tests.test_postgres_group_commit import until
+
+
+async def _conversation_with_a_run(memory: ChatMemory) -> tuple[Scope, Conversation, History]:
+    chat = memory.scoped(Principal("alice"))
+    conv = await chat.start_conversation()
+    return chat, conv, await chat.start_history(conv.id, model="m")
+
+
+def _statement_threads(memory: ChatMemory) -> list[str]:
+    """The thread each statement the store sends from now on runs on, by name."""
+    threads: list[str] = []
+    memory._db.set_trace(lambda stmt: threads.append(threading.current_thread().name))
+    return threads
 
 
 def _driver(memory: ChatMemory) -> SQLiteDriver:
@@ -31,11 +45,8 @@ def _driver(memory: ChatMemory) -> SQLiteDriver:
 
 async def test_small_calls_run_on_the_callers_thread_and_large_ones_on_the_stores(tmp_path: Path) -> None:
     async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
-        chat = memory.scoped(Principal("alice"))
-        conv = await chat.start_conversation()
-        run = await chat.start_history(conv.id, model="m")
-        threads: list[str] = []
-        memory._db.set_trace(lambda stmt: threads.append(threading.current_thread().name))
+        chat, conv, run = await _conversation_with_a_run(memory)
+        threads = _statement_threads(memory)
         here = threading.current_thread().name
 
         await chat.append_messages(run.id, [NewMessage("user", "hi"), NewMessage("assistant", "hello")])
@@ -56,9 +67,7 @@ async def test_a_small_write_waits_for_another_process_on_the_stores_thread(tmp_
     for it on the caller's thread, whose event loop goes on; it commits once the lock is free."""
     path = tmp_path / "t.db"
     async with ChatMemory.open(f"sqlite:///{path}") as memory:
-        chat = memory.scoped(Principal("alice"))
-        conv = await chat.start_conversation()
-        run = await chat.start_history(conv.id, model="m")
+        chat, conv, run = await _conversation_with_a_run(memory)
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
         loop = asyncio.get_running_loop()
@@ -89,8 +98,7 @@ async def test_a_small_read_beside_another_processs_write_runs_at_once(tmp_path:
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
         other.execute("UPDATE chat_conversations SET title = 'uncommitted'")
-        threads: list[str] = []
-        memory._db.set_trace(lambda stmt: threads.append(threading.current_thread().name))
+        threads = _statement_threads(memory)
         try:
             page = await asyncio.wait_for(chat.list_conversations(limit=10), 5)
             assert [c.title for c in page.items] == ["before"]
@@ -105,9 +113,7 @@ async def test_a_small_write_never_goes_ahead_of_one_queued_before_it(tmp_path: 
     queues; the second comes once the connection is free again but before the writer thread
     has taken the first: it queues behind it rather than run at once."""
     async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
-        chat = memory.scoped(Principal("alice"))
-        conv = await chat.start_conversation()
-        run = await chat.start_history(conv.id, model="m")
+        chat, conv, run = await _conversation_with_a_run(memory)
         driver = _driver(memory)
         gate = threading.Event()
         writer_thread_busy = asyncio.wrap_future(driver._writer.submit(gate.wait, 30))
@@ -128,9 +134,7 @@ async def test_small_writes_from_many_threads_at_once_lose_nothing(tmp_path: Pat
     its own thread, or queues it when the writer connection is taken; every message is stored
     once, each thread's in its order."""
     async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
-        chat = memory.scoped(Principal("alice"))
-        conv = await chat.start_conversation()
-        run = await chat.start_history(conv.id, model="m")
+        chat, conv, run = await _conversation_with_a_run(memory)
         ran_on: set[str] = set()
         memory._db.set_trace(lambda stmt: ran_on.add(threading.current_thread().name))
 
@@ -155,9 +159,7 @@ async def test_small_writes_from_many_threads_at_once_lose_nothing(tmp_path: Pat
 
 async def test_a_failed_small_write_leaves_nothing_and_the_next_one_runs(tmp_path: Path) -> None:
     async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
-        chat = memory.scoped(Principal("alice"))
-        conv = await chat.start_conversation()
-        run = await chat.start_history(conv.id, model="m")
+        chat, conv, run = await _conversation_with_a_run(memory)
         failing = {"n": 0}
 
         def fail_on_insert(stmt: Stmt) -> None:
@@ -222,8 +224,7 @@ async def test_calls_that_read_a_whole_conversation_run_on_the_stores_threads(tm
             [NewMessage("user", f"m{i}") for i in range(QUICK_ROWS)]
             + [NewMessage("assistant", "", status="pending") for _ in range(2)],
         )
-        threads: list[str] = []
-        memory._db.set_trace(lambda stmt: threads.append(threading.current_thread().name))
+        threads = _statement_threads(memory)
         here = threading.current_thread().name
 
         calls = {
@@ -286,11 +287,8 @@ async def test_small_calls_in_a_row_let_the_loops_other_work_run(tmp_path: Path,
     store in a loop never holds up the loop (here, the work that would end its polling, which
     would hang it)."""
     async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
-        chat = memory.scoped(Principal("alice"))
-        conv = await chat.start_conversation()
-        run = await chat.start_history(conv.id, model="m")
-        threads: list[str] = []
-        memory._db.set_trace(lambda stmt: threads.append(threading.current_thread().name))
+        chat, conv, run = await _conversation_with_a_run(memory)
+        threads = _statement_threads(memory)
         ended = asyncio.Event()
         asyncio.get_running_loop().call_soon(ended.set)
         polls = 0
@@ -308,11 +306,8 @@ async def test_an_in_memory_database_is_reached_through_the_stores_threads_only(
     """A shared in-memory database locks whole tables, and a connection refused such a lock
     fails at once: small calls too run on the store's threads, never on the caller's."""
     async with ChatMemory.open("sqlite://") as memory:
-        chat = memory.scoped(Principal("alice"))
-        conv = await chat.start_conversation()
-        run = await chat.start_history(conv.id, model="m")
-        threads: list[str] = []
-        memory._db.set_trace(lambda stmt: threads.append(threading.current_thread().name))
+        chat, conv, run = await _conversation_with_a_run(memory)
+        threads = _statement_threads(memory)
         await chat.append_messages(run.id, [NewMessage("user", "hi")])
         await chat.list_messages(conversation_id=conv.id, limit=10)
         await chat.get_history(run.id, messages=False)
