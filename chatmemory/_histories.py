@@ -200,6 +200,6 @@ def _delete(principal: Principal, hid: UUID, when: datetime) -> Plan[None]:
     # A concurrent delete may have committed while this one waited for the lock (PostgreSQL).
     if not (yield Stmt(sql.DELETE_HISTORY, {"hid": hid, "when": when}, count=True)):
         raise HistoryNotFound(hid)
-    yield Stmt(sql.DELETE_HISTORY_MESSAGES, {"hid": hid, "when": when})
-    yield from q.refresh_summary(row[1], when)
+    removed = yield Stmt(sql.DELETE_HISTORY_MESSAGES, {"hid": hid, "when": when}, count=True)
+    yield from q.refresh_summary(row[1], when, removed=removed)
     yield from changes.record("history.deleted", row[1], history_id=hid)

@@ -102,8 +102,7 @@ class MessageOps(ScopeBase):
             MessageNotFound: no visible message has this id.
         """
         mid = parse_id("message_id", id)
-        # Not small: the summary's refresh counts every live message of the conversation.
-        await self._db.run(_delete(self.principal, mid, q.now()), write=True)
+        await self._db.run(_delete(self.principal, mid, q.now()), write=True, rows=1)
 
     async def complete_message(
         self, id: Id, *, content: str | Sequence[ContentPart | Mapping[str, Any]], model: str | None = None
@@ -153,8 +152,7 @@ class MessageOps(ScopeBase):
     async def _settle(self, id: Id, values: dict[str, Any], *, allow_model: bool = False) -> Message:
         mid = parse_id("message_id", id)
         values["updated_at"] = q.now()
-        # Not small: the summary's refresh counts every live message of the conversation.
-        row = await self._db.run(_settle(self.principal, mid, values, allow_model), write=True)
+        row = await self._db.run(_settle(self.principal, mid, values, allow_model), write=True, rows=1)
         message = _rows.one(_rows.messages, row, self._db.is_sqlite)
         return Message.model_validate({**message.model_dump(), **values})
 
@@ -415,7 +413,7 @@ def _delete(principal: Principal, mid: UUID, when: datetime) -> Plan[None]:
     # unseen by the read above; the update sees it, and only one of the two deletes succeeds.
     if not (yield Stmt(sql.DELETE_MESSAGE, {"mid": mid, "when": when}, count=True)):
         raise MessageNotFound(mid)
-    yield from q.refresh_summary(row[1], when)
+    yield from q.refresh_summary(row[1], when, removed=1)
     yield from changes.record("message.deleted", row[1], history_id=row[2], message_id=mid, seq=row[3])
 
 

@@ -77,6 +77,7 @@ def find_message(principal: Principal, mid: UUID, *, lock: bool = False) -> Plan
     return rows[0]  # type: ignore[no-any-return]
 
 
-def refresh_summary(cid: Any, when: datetime) -> Plan[None]:
-    """Recompute a conversation's live message count and preview after messages disappear or change."""
-    yield Stmt(sql.REFRESH_SUMMARY, {"cid": cid, "when": when})
+def refresh_summary(cid: Any, when: datetime, removed: int = 0) -> Plan[None]:
+    """A conversation's live message count and preview after ``removed`` of its messages were
+    deleted, or its newest changed."""
+    yield Stmt(sql.REFRESH_SUMMARY, {"cid": cid, "when": when, "removed": removed})

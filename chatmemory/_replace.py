@@ -55,8 +55,7 @@ class ReplaceOps(MessageOps):
         plan = _replace(
             self.principal, cid, expected, hid, batch, q.now(), one_statement=not self._db.is_sqlite
         )
-        # Not small: the summary's refresh counts every live message of the conversation.
-        stored, added = await self._db.run(plan, write=True)
+        stored, added = await self._db.run(plan, write=True, rows=len(expected) + len(batch))
         return in_batch_order(batch, stored, added, self._db.is_sqlite)
 
 
@@ -90,7 +89,7 @@ def _replace(
             raise InvalidInputError("history_id", "is not in that conversation")
         stored, added = yield from append(principal, hid, batch, when, one_statement=one_statement)
     if expected or added:  # else nothing changed (every key was stored already)
-        yield from q.refresh_summary(cid, when)
+        yield from q.refresh_summary(cid, when, removed=len(expected))
     return stored, added
 
 

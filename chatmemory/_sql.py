@@ -101,9 +101,11 @@ CONVERSATION_HISTORIES = _both(
     f"SELECT {HISTORY} FROM chat_histories h WHERE h.chat_conversation_id = :cid AND h.deleted_at IS NULL "
     "ORDER BY h.created_at, h.id"
 )
+# Counts the messages removed rather than recounting the conversation's, so that the cost
+# does not grow with the conversation; the preview is read from the newest end of the
+# (conversation, seq) index.
 REFRESH_SUMMARY = _both(
-    "UPDATE chat_conversations SET message_count = (SELECT count(*) FROM chat_messages "
-    "WHERE chat_conversation_id = :cid AND deleted_at IS NULL), last_message_preview = ("
+    "UPDATE chat_conversations SET message_count = message_count - :removed, last_message_preview = ("
     f"SELECT substr(content, 1, {PREVIEW_CHARS}) FROM chat_messages "
     "WHERE chat_conversation_id = :cid AND deleted_at IS NULL ORDER BY seq DESC LIMIT 1), "
     "updated_at = :when WHERE id = :cid"

@@ -42,6 +42,8 @@ from chatmemory._plan import Plan, Stmt, drive, sqlite_value
 T = TypeVar("T")
 
 _Queued: TypeAlias = tuple[Plan[Any], concurrent.futures.Future[Any]]
+# Each caller's outcome: whether its write succeeded, and its result or its error.
+_Outcomes: TypeAlias = dict[concurrent.futures.Future[Any], tuple[bool, Any]]
 # At most this many queued writes share a transaction, so none waits long behind the others.
 GROUP_MAX = 32
 
@@ -449,12 +451,15 @@ class SQLiteDriver:
 
     def _drain(self) -> None:
         """On the writer thread: run the queued writes, those that queued together in one
-        transaction. A caller that withdrew its write before it started is skipped."""
+        transaction. A caller that withdrew its write before it started is skipped. Callers
+        are answered once the writer is free again, so one that goes on at once with another
+        small write finds it free."""
         with self._lock:
             taken = [self._queued.popleft() for _ in range(min(GROUP_MAX, len(self._queued)))]
+        outcomes: dict[concurrent.futures.Future[Any], tuple[bool, Any]] = {}
         try:
             with self._writing:
-                self._drain_taken(taken)
+                self._drain_taken(taken, outcomes)
                 if (taken and self._wrote()) or self._checkpoint_due:
                     self._checkpoint_due = False
                     # Fails only while another process checkpoints: a later write tries again.
@@ -464,6 +469,11 @@ class SQLiteDriver:
         finally:
             with self._lock:
                 self._pending -= len(taken)
+            for future, (succeeded, value) in outcomes.items():
+                if succeeded:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
 
     def _wrote(self) -> bool:
         """After a commit (holding ``_writing``): wake the background checkpoint, in a hurry
@@ -475,8 +485,8 @@ class SQLiteDriver:
         self._checkpoints.request(hurry=size > self._wal.limit)
         return size > 2 * self._wal.limit
 
-    def _drain_taken(self, taken: list[_Queued]) -> None:
-        """Run ``taken`` (holding ``_writing``)."""
+    def _drain_taken(self, taken: list[_Queued], outcomes: _Outcomes) -> None:
+        """Run ``taken`` (holding ``_writing``), adding each caller's outcome to ``outcomes``."""
         group = []
         for plan, future in taken:
             if future.set_running_or_notify_cancel():
@@ -487,20 +497,19 @@ class SQLiteDriver:
             if len(group) == 1:
                 plan, future = group[0]
                 # IMMEDIATE takes the write lock up front: two writers never deadlock on an upgrade.
-                future.set_result(self._finish(self._begin_write(), plan))
+                outcomes[future] = (True, self._finish(self._begin_write(), plan))
             elif group:
-                self._run_group(group)
+                self._run_group(group, outcomes)
         except BaseException as exc:
             # Whatever failed (a plan, the commit, or the connection itself), every caller of
-            # the group not yet answered is answered with it, never left waiting.
+            # the group without an outcome yet gets this one, never left waiting.
             for plan, future in group:
                 plan.close()
-                if not future.done():
-                    future.set_exception(exc)
+                outcomes.setdefault(future, (False, exc))
 
-    def _run_group(self, group: list[_Queued]) -> None:
+    def _run_group(self, group: list[_Queued], outcomes: _Outcomes) -> None:
         """Run ``group`` in one transaction, each plan in its own savepoint. A plan that fails
-        is answered with its error at once; the others only once the commit is done.
+        has its error as its outcome at once; the others their results once the commit is done.
 
         Raises:
             BaseException: the transaction failed as a whole; nothing of it was kept.
@@ -517,7 +526,7 @@ class SQLiteDriver:
                     if not connection.in_transaction:
                         raise  # the database ended the transaction: nothing of the group is kept
                     connection.execute("ROLLBACK TO plan")
-                    future.set_exception(exc)
+                    outcomes[future] = (False, exc)
                 else:
                     done.append((future, result))
                 finally:
@@ -529,7 +538,7 @@ class SQLiteDriver:
                 connection.execute("ROLLBACK")
             raise
         for future, result in done:
-            future.set_result(result)
+            outcomes[future] = (True, result)
 
     def close(self) -> None:
         """Finish queued work, then close every connection (blocking: run it on a thread)."""

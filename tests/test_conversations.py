@@ -150,3 +150,39 @@ async def test_concurrent_conversation_creation(alice: Scope) -> None:
     made = await asyncio.gather(*(alice.start_conversation(f"t{i}") for i in range(20)))
     listed = await alice.list_conversations(limit=100)
     assert {c.id for c in listed.items} == {c.id for c in made}
+
+
+async def test_the_count_and_preview_follow_every_change_of_the_messages(alice: Scope) -> None:
+    """A conversation's live message count and preview after each way its messages go or
+    change: deleted one by one, completed while pending, replaced, a whole history deleted,
+    and one deleted while another is appended."""
+    conv = await alice.start_conversation()
+    first = await alice.start_history(conv.id, model="m")
+    second = await alice.start_history(conv.id, model="m")
+    a = await alice.append_messages(first.id, [{"role": "user", "content": f"a{i}"} for i in range(3)])
+    pending = {"role": "assistant", "content": "", "status": "pending"}
+    b = await alice.append_messages(second.id, [{"role": "user", "content": "b0"}, pending])
+
+    async def check(count: int) -> None:
+        live = await alice.transcript(conv.id)
+        summary = await alice.get_conversation(conv.id)
+        assert summary.message_count == len(live) == count
+        assert summary.last_message_preview == (live[-1].content[:200] if live else None)
+
+    await check(5)
+    await alice.delete_message(a[1].id)  # in the middle
+    await check(4)
+    await alice.complete_message(b[1].id, content="the answer")  # the newest, completed
+    await check(4)
+    await alice.delete_message(b[1].id)  # the newest
+    await check(3)
+    replacing = [{"role": "user", "content": "c0"}, {"role": "user", "content": "c1"}]
+    await alice.replace_messages(conv.id, replacing=[b[0].id], history_id=second.id, messages=replacing)
+    await check(4)
+    await alice.delete_history(first.id)  # a0 and a2 with it
+    await check(2)
+    newest = (await alice.transcript(conv.id))[-1]
+    await asyncio.gather(
+        alice.append_messages(second.id, [{"role": "user", "content": "d0"}]), alice.delete_message(newest.id)
+    )
+    await check(2)

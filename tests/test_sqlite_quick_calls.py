@@ -209,11 +209,12 @@ def test_a_connection_that_does_not_wait_fails_at_once_while_opening(tmp_path: P
 
 async def test_calls_that_read_a_whole_conversation_run_on_the_stores_threads(tmp_path: Path) -> None:
     """A call is small by the rows it touches, not by what it returns: a conversation's
-    detail reads every history of it; deleting, completing or replacing a message counts
-    every live message of the conversation again; a tail since a time reads back until it
-    has its limit (creation times need not follow ``seq``), through every message older than
-    that time. Past ``QUICK_ROWS`` of those, none of these runs on the caller's thread (whose
-    event loop it would hold meanwhile)."""
+    detail reads every history of it; a tail since a time reads back until it has its limit
+    (creation times need not follow ``seq``), through every message older than that time.
+    Past ``QUICK_ROWS`` of those, neither runs on the caller's thread (whose event loop it
+    would hold meanwhile). Deleting, completing, failing or replacing a message touches only
+    those messages and the conversation's row (its count is adjusted, not counted again), so
+    those do."""
     async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
         chat = memory.scoped(Principal("alice"))
         conv = await chat.start_conversation()
@@ -227,18 +228,24 @@ async def test_calls_that_read_a_whole_conversation_run_on_the_stores_threads(tm
         threads = _statement_threads(memory)
         here = threading.current_thread().name
 
-        calls = {
+        large = {
             "get_conversation": lambda: chat.get_conversation(conv.id),
             "get_tail since": lambda: chat.get_tail(conv.id, limit=10, since=datetime.now(UTC)),
+        }
+        for name, call in large.items():
+            threads.clear()
+            await call()
+            assert threads and here not in threads, name
+        small = {
             "complete_message": lambda: chat.complete_message(stored[-2].id, content="done"),
             "fail_message": lambda: chat.fail_message(stored[-1].id, error="no"),
             "delete_message": lambda: chat.delete_message(stored[0].id),
             "replace_messages": lambda: chat.replace_messages(conv.id, replacing=[stored[-1].id]),
         }
-        for name, call in calls.items():
+        for name, call in small.items():
             threads.clear()
             await call()
-            assert threads and here not in threads, name
+            assert threads and set(threads) == {here}, name
         assert (await chat.get_conversation(conv.id)).message_count == QUICK_ROWS
 
 
@@ -313,3 +320,31 @@ async def test_an_in_memory_database_is_reached_through_the_stores_threads_only(
         await chat.get_history(run.id, messages=False)
         assert threads and threading.current_thread().name not in threads
         assert _driver(memory)._write_connection is not None and _driver(memory)._quick_reader is None
+
+
+async def test_a_small_write_right_after_a_large_one_runs_on_the_callers_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer thread answers a write once it is free again: a caller that goes on at once
+    with a small write finds the writer free, rather than queueing behind the end of the write
+    it was just answered for (here the writer's work after a commit is made slow, as when its
+    thread is not scheduled for a while)."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat, _, run = await _conversation_with_a_run(memory)
+        driver = _driver(memory)
+        wrote = driver._wrote
+
+        def slowly() -> bool:
+            time.sleep(0.02)
+            return wrote()
+
+        monkeypatch.setattr(driver, "_wrote", slowly)
+        threads = _statement_threads(memory)
+        here = threading.current_thread().name
+        for i in range(10):
+            threads.clear()
+            await chat.append_messages(run.id, [NewMessage("user", f"{i}") for _ in range(QUICK_ROWS + 1)])
+            assert threads and here not in threads
+            threads.clear()
+            await chat.append_messages(run.id, [NewMessage("user", f"{i} after")])
+            assert set(threads) == {here}, i
