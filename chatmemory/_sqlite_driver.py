@@ -1,6 +1,7 @@
 """Plans on SQLite: stdlib ``sqlite3``, each call's whole transaction in one go.
 
-A small call (a page, an append of a few messages: what its caller marks ``quick``) runs on
+A small call (a page, an append of a few messages: ``Database.run`` with ``rows`` of at most
+``QUICK_ROWS``) runs on
 the caller's own thread when it can start at once: its connection is free, no write is queued
 and, for a write, no other process holds the database's write lock (asked without waiting).
 Its work then takes less time than a trip to another thread and back. Anything else, or
@@ -16,14 +17,8 @@ back to its savepoint and fails alone; every other is answered only once the sha
 is done, and fails with it if it fails. One commit writes the pages the plans share (the
 conversation row, the index pages they append to) once, instead of once per plan.
 
-Checkpoints (copying the WAL back into the database file, with its two syncs) run on a thread
-of their own, shortly after writes, so a commit never waits for one. SQLite starts the WAL
-over only once a checkpoint has copied all of it, which a writer that never pauses does not
-let happen: so once the WAL is past ``WAL_LIMIT_PAGES`` that thread, right after its
-checkpoint (which copied most of the WAL while writes went on), holds this store's writers
-off for a second one, which copies only what they added meanwhile. Should the WAL still reach
-twice the limit, the writer thread checkpoints after its next write, as SQLite's own
-checkpoint in a commit would. A write on its caller's thread never checkpoints.
+Checkpoints run on a thread of their own (``_sqlite_wal``); a write on its caller's thread
+never checkpoints.
 """
 
 from __future__ import annotations
@@ -31,13 +26,13 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
-import os
 import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any, TypeAlias, TypeVar
 
 from chatmemory._plan import Plan, Stmt, drive, sqlite_value
+from chatmemory._sqlite_wal import Checkpointer, WalFile
 
 T = TypeVar("T")
 
@@ -55,16 +50,6 @@ PRAGMAS = (
     "synchronous = NORMAL",
     "foreign_keys = ON",
 )
-# The WAL is finished (copied whole, so it starts over) once past this many pages, and the
-# writer thread checkpoints itself at twice that. SQLite's own checkpoint, in the commit that
-# reaches it, is at 1,000.
-WAL_LIMIT_PAGES = 4_000
-# The background checkpoint runs this long after the write that woke it, so writes share it.
-CHECKPOINT_DELAY = 0.05
-# Finishing a WAL past the limit: at most this many copies while writers go on, fewer once one
-# had fewer pages than this to copy.
-_CATCH_UP_COPIES = 4
-_FEW_PAGES = 256
 
 
 def configure(connection: Any, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
@@ -120,108 +105,9 @@ def connect(path: str, *, wait: bool = True) -> sqlite3.Connection:
     return connection
 
 
-class _Wal:
-    """The size of a database's WAL file, which tells how many pages the WAL holds once the
-    writer connection has ``journal_size_limit`` at ``limit`` bytes (see ``_open_writer``).
-
-    A WAL file keeps its size when SQLite starts the WAL over (it writes from the start
-    again), unless ``journal_size_limit`` is set: then the first commit after the start cuts a
-    longer file to that limit. The file is longer than the limit only while the WAL holds more
-    pages than that, and it grows with every page written past it.
-    """
-
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self.limit = WAL_LIMIT_PAGES * int(connection.execute("PRAGMA page_size").fetchone()[0])
-        self.path = str(connection.execute("PRAGMA database_list").fetchone()[2]) + "-wal"
-
-    def size(self) -> int:
-        try:
-            return os.stat(self.path).st_size
-        except OSError:
-            return 0  # no WAL yet
-
-
 def _busy(exc: sqlite3.Error) -> bool:
     """Whether ``exc`` says another connection holds a lock this one asked for."""
     return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
-
-
-class Checkpointer:
-    """Copies the WAL back into the database file on its own thread, shortly after writes,
-    and finishes it, holding ``writers`` (a lock every writer of the store holds while it
-    writes), once it is past ``WAL_LIMIT_PAGES``."""
-
-    def __init__(self, path: str, writers: threading.Lock) -> None:
-        self._path = path
-        self._writers = writers
-        # Held by a checkpoint of this store: one at a time (taken after ``writers``).
-        self._running = threading.Lock()
-        self._wake = threading.Event()
-        # Ends the delay after a wake-up: set for a WAL past the limit, and by close().
-        self._hurry = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="chatmemory-sqlite-checkpoint", daemon=True)
-        self._thread.start()
-
-    def request(self, *, hurry: bool = False) -> None:
-        """Checkpoint soon (called after a commit); at once if ``hurry``."""
-        if hurry:
-            self._hurry.set()
-        self._wake.set()
-
-    def _loop(self) -> None:
-        try:
-            connection = connect(self._path)
-        except sqlite3.Error:
-            return  # the writer thread's own checkpoint still bounds the WAL
-        with contextlib.closing(connection):
-            while True:
-                self._wake.wait()
-                self._hurry.wait(CHECKPOINT_DELAY)
-                if self._stop.is_set():
-                    return
-                self._wake.clear()
-                self._hurry.clear()
-                if self._stop.is_set():  # close() came just now: the wake-ups it sent are cleared
-                    return
-                # Fails only while another connection checkpoints; the next write wakes this.
-                with contextlib.suppress(sqlite3.Error):
-                    self._checkpoint(connection)
-
-    def _checkpoint(self, connection: sqlite3.Connection) -> None:
-        """Copy the WAL, and once it is past the limit finish it: more copies while writers go
-        on, each of what they added during the one before, until that is a few pages; then one
-        more holding them off. PASSIVE copies what no reader still needs, and never waits for
-        or blocks anyone."""
-        copied = 0
-        for _ in range(_CATCH_UP_COPIES):
-            with self._running:
-                busy, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            if busy or frames <= WAL_LIMIT_PAGES:
-                return
-            if frames - copied < _FEW_PAGES:
-                break
-            copied = frames
-        with self._writers:
-            self.checkpoint(connection)
-
-    def checkpoint(self, connection: sqlite3.Connection) -> None:
-        """Checkpoint on ``connection`` once no other checkpoint of this store runs (SQLite
-        would refuse it meanwhile). Called holding the writers off, it finishes the WAL (unless
-        another process's reader still needs part of it), and the next write starts it over.
-
-        Raises:
-            sqlite3.Error: another process checkpoints, or the database failed.
-        """
-        with self._running:
-            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-
-    def close(self) -> None:
-        """Stop the thread (blocking)."""
-        self._stop.set()
-        self._hurry.set()
-        self._wake.set()
-        self._thread.join()
 
 
 def execute(connection: sqlite3.Connection, stmt: Stmt) -> Any:
@@ -260,7 +146,7 @@ class SQLiteDriver:
         self._quick_reading = threading.Lock()
         self._quick_reader: sqlite3.Connection | None = None
         self._closing = False
-        self._wal: _Wal | None = None
+        self._wal: WalFile | None = None
         # A write on a caller's thread left the WAL past twice the limit: the writer thread
         # checkpoints after the next write, which therefore runs there.
         self._checkpoint_due = False
@@ -272,7 +158,7 @@ class SQLiteDriver:
             if memory
             else concurrent.futures.ThreadPoolExecutor(readers, thread_name_prefix="chatmemory-sqlite-reader")
         )
-        self._checkpoints = None if memory else Checkpointer(path, self._writing)
+        self._checkpoints = None if memory else Checkpointer(lambda: connect(path), self._writing)
         # A shared in-memory database lives while a connection to it is open: this one, for
         # as long as the store.
         self._keeper = connect(path) if memory else None
@@ -377,8 +263,8 @@ class SQLiteDriver:
         connection = connect(self._path, wait=wait)
         try:
             if self._checkpoints is not None:
-                wal = _Wal(connection)
-                # This store decides when its writer checkpoints (see the module).
+                wal = WalFile(connection)
+                # This store decides when its writer checkpoints (see ``_sqlite_wal``).
                 connection.execute("PRAGMA wal_autocheckpoint = 0")
                 connection.execute(f"PRAGMA journal_size_limit = {wal.limit}")
                 self._wal = wal

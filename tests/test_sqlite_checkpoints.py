@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chatmemory import ChatMemory, NewMessage, Principal, _sqlite_driver
+from chatmemory import ChatMemory, NewMessage, Principal, _sqlite_driver, _sqlite_wal
 from tests.test_postgres_group_commit import until
 
 
@@ -52,9 +52,9 @@ async def test_a_writer_that_never_pauses_keeps_the_wal_bounded(
     either the WAL would hold every page written. (The WAL file keeps the largest size it
     reached.)"""
     limit = 400
-    monkeypatch.setattr(_sqlite_driver, "WAL_LIMIT_PAGES", limit)
+    monkeypatch.setattr(_sqlite_wal, "WAL_LIMIT_PAGES", limit)
     if not background:
-        monkeypatch.setattr(_sqlite_driver.Checkpointer, "_checkpoint", lambda self, connection: None)
+        monkeypatch.setattr(_sqlite_wal.Checkpointer, "_checkpoint", lambda self, connection: None)
     path = tmp_path / "b.db"
     async with ChatMemory.open(f"sqlite:///{path}") as memory:
         alice = memory.scoped(Principal("alice"))
@@ -99,7 +99,8 @@ class _CloseLandingAfterTheDelay(threading.Event):
 
 
 def test_a_close_landing_just_after_the_checkpoint_delay_ends_the_thread(tmp_path: Path) -> None:
-    checkpointer = _sqlite_driver.Checkpointer(str(tmp_path / "d.db"), threading.Lock())
+    path = str(tmp_path / "d.db")
+    checkpointer = _sqlite_wal.Checkpointer(lambda: _sqlite_driver.connect(path), threading.Lock())
     delay = checkpointer._hurry = _CloseLandingAfterTheDelay(checkpointer._wake)
     checkpointer.request()
     assert delay.delay_over.wait(10)
@@ -116,7 +117,7 @@ def test_a_wal_past_the_limit_is_finished_while_a_writer_never_pauses(
     store's writers do): one background checkpoint of a WAL past the limit still copies it
     whole, so the writer's next commit starts the WAL over."""
     limit = 200
-    monkeypatch.setattr(_sqlite_driver, "WAL_LIMIT_PAGES", limit)
+    monkeypatch.setattr(_sqlite_wal, "WAL_LIMIT_PAGES", limit)
     path = str(tmp_path / "w.db")
     setup = _sqlite_driver.connect(path)
     setup.execute("CREATE TABLE t (x TEXT)")
@@ -141,7 +142,7 @@ def test_a_wal_past_the_limit_is_finished_while_a_writer_never_pauses(
 
     writer = threading.Thread(target=write)
     writer.start()
-    checkpointer = _sqlite_driver.Checkpointer(path, writers)
+    checkpointer = _sqlite_wal.Checkpointer(lambda: _sqlite_driver.connect(path), writers)
     checkpointer._stop.set()  # this test runs its one checkpoint itself
     other = _sqlite_driver.connect(path)
     try:
