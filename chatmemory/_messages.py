@@ -14,7 +14,7 @@ from chatmemory import _queries as q
 from chatmemory import _sql as sql
 from chatmemory._ids import as_uuid, new_ids
 from chatmemory._plan import Json, Many, Plan, Row, Stmt
-from chatmemory._scope_base import Id, ScopeBase
+from chatmemory._scope_base import Id, ScopeBase, content_rows, rows_of
 from chatmemory._validation import dump_parts, model_name, parse_id
 from chatmemory.content import ContentPart, flatten_content
 from chatmemory.errors import ConflictError, HistoryNotFound, InvalidInputError, MessageNotFound
@@ -45,7 +45,7 @@ class MessageOps(ScopeBase):
         hid = parse_id("history_id", history_id)
         batch = self._batch(messages)
         plan = append(self.principal, hid, batch, q.now(), one_statement=not self._db.is_sqlite)
-        stored, added = await self._db.run(plan, write=True, group=hid, rows=len(batch))
+        stored, added = await self._db.run(plan, write=True, group=hid, rows=rows_of(batch))
         return in_batch_order(batch, stored, added, self._db.is_sqlite)
 
     async def list_messages(
@@ -123,7 +123,7 @@ class MessageOps(ScopeBase):
         }
         if model is not None:
             values["model"] = model_name("model", model)
-        return await self._settle(id, values, allow_model=model is not None)
+        return await self._settle(id, values, allow_model=model is not None, rows=content_rows(parsed))
 
     async def fail_message(self, id: Id, *, error: str) -> Message:
         """Mark a pending message as failed with ``error``.
@@ -149,10 +149,12 @@ class MessageOps(ScopeBase):
 
     # -- internals -----------------------------------------------------------------------------
 
-    async def _settle(self, id: Id, values: dict[str, Any], *, allow_model: bool = False) -> Message:
+    async def _settle(
+        self, id: Id, values: dict[str, Any], *, allow_model: bool = False, rows: int = 1
+    ) -> Message:
         mid = parse_id("message_id", id)
         values["updated_at"] = q.now()
-        row = await self._db.run(_settle(self.principal, mid, values, allow_model), write=True, rows=1)
+        row = await self._db.run(_settle(self.principal, mid, values, allow_model), write=True, rows=rows)
         message = _rows.one(_rows.messages, row, self._db.is_sqlite)
         return Message.model_validate({**message.model_dump(), **values})
 

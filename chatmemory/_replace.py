@@ -12,7 +12,7 @@ from chatmemory import _queries as q
 from chatmemory import _sql as sql
 from chatmemory._messages import MessageOps, append, in_batch_order
 from chatmemory._plan import Plan, Row, Stmt
-from chatmemory._scope_base import Id
+from chatmemory._scope_base import Id, rows_of
 from chatmemory._validation import parse_id
 from chatmemory.errors import ConflictError, InvalidInputError
 from chatmemory.models import Message, NewMessage
@@ -55,7 +55,7 @@ class ReplaceOps(MessageOps):
         plan = _replace(
             self.principal, cid, expected, hid, batch, q.now(), one_statement=not self._db.is_sqlite
         )
-        stored, added = await self._db.run(plan, write=True, rows=len(expected) + len(batch))
+        stored, added = await self._db.run(plan, write=True, rows=len(expected) + rows_of(batch))
         return in_batch_order(batch, stored, added, self._db.is_sqlite)
 
 

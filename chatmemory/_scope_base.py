@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from uuid import UUID
 
 from chatmemory._db import Database
@@ -9,9 +10,27 @@ from chatmemory._validation import check_text
 from chatmemory.content import ContentPart, flatten_content
 from chatmemory.errors import InvalidInputError
 from chatmemory.limits import Limits
+from chatmemory.models import NewMessage
 from chatmemory.principal import Principal
 
 Id = UUID | str
+
+# For ``Database.run``'s ``rows``, a message counts as one row, and one more for each this many
+# characters or bytes of its content: a large one is a page or more of the database on its own.
+_ROW_SIZE = 4096
+
+
+def content_rows(content: str | Sequence[ContentPart]) -> int:
+    """What one message's content counts as in ``Database.run``'s ``rows``."""
+    size = len(flatten_content(content))
+    if not isinstance(content, str):
+        size += sum(getattr(part, "data_size", 0) for part in content)
+    return 1 + size // _ROW_SIZE
+
+
+def rows_of(batch: Sequence[NewMessage]) -> int:
+    """What ``batch`` counts as in ``Database.run``'s ``rows``."""
+    return sum(content_rows(m.content) for m in batch)
 
 
 class ScopeBase:

@@ -6,6 +6,7 @@ write never goes ahead of one queued before it."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import sqlite3
 import subprocess
 import sys
@@ -348,3 +349,30 @@ async def test_a_small_write_right_after_a_large_one_runs_on_the_callers_thread(
             threads.clear()
             await chat.append_messages(run.id, [NewMessage("user", f"{i} after")])
             assert set(threads) == {here}, i
+
+
+async def test_a_few_large_messages_are_not_a_small_call(tmp_path: Path) -> None:
+    """A message counts as a row, and as one more for each 4 KB of its content: an append of a
+    few messages at the content limit, or one with a large inline image, runs on the store's
+    threads; one such message runs on the caller's."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat, conv, run = await _conversation_with_a_run(memory)
+        threads = _statement_threads(memory)
+        here = threading.current_thread().name
+        longest = "x" * chat._limits.content
+        image = {
+            "type": "image",
+            "data": base64.b64encode(bytes(600_000)).decode(),
+            "media_type": "image/png",
+        }
+
+        await chat.append_messages(run.id, [NewMessage("user", longest)])
+        assert set(threads) == {here}
+        for batch in (
+            [NewMessage("user", longest) for _ in range(5)],
+            [{"role": "user", "content": [image]}],
+        ):
+            threads.clear()
+            await chat.append_messages(run.id, batch)
+            assert threads and here not in threads
+        assert len(await chat.transcript(conv.id)) == 7
