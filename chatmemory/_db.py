@@ -208,7 +208,8 @@ class Database:
         ``rows`` bounds the rows the plan reads or writes, where its caller knows a bound. A
         plan of at most ``QUICK_ROWS`` does less work than a trip to another thread: on SQLite
         it runs on the caller's thread when it can start at once (see ``_sqlite_driver``),
-        once the event loop has run its other ready work. A plan that reads rows it cannot
+        letting the event loop run its other work at least every millisecond (see
+        ``_let_the_loop_run``). A plan that reads rows it cannot
         bound (every history or message of a conversation, say) is not small, whatever it
         returns.
 
