@@ -272,7 +272,7 @@ def events(rows: Sequence[Row], position: tuple[int, int], sqlite: bool) -> list
 
 def _uuid(value: Any) -> UUID:
     """An id as a plan holds it (hex text on SQLite)."""
-    return as_uuid(value if isinstance(value, UUID) else str(value))
+    return value if isinstance(value, UUID) else as_uuid(str(value))
 
 
 def _timestamp(value: Any) -> datetime:

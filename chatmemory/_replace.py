@@ -10,6 +10,7 @@ from uuid import UUID
 from chatmemory import _changes as changes
 from chatmemory import _queries as q
 from chatmemory import _sql as sql
+from chatmemory._ids import as_uuid
 from chatmemory._messages import MessageOps, append, in_batch_order
 from chatmemory._plan import Plan, Row, Stmt
 from chatmemory._scope_base import Id, rows_of
@@ -74,7 +75,7 @@ def _replace(
     if expected:
         newest: list[Row] = yield Stmt(sql.NEWEST_MESSAGES, {"cid": cid, "limit": len(expected)})
         newest = newest[::-1]
-        if [_uuid(row[0]) for row in newest] != expected:
+        if [as_uuid(row[0]) for row in newest] != expected:
             raise ConflictError(f"the newest messages of conversation {cid} have changed")
         deleted = yield Stmt(sql.DELETE_TAIL, {"cid": cid, "seq": newest[0][1], "when": when}, count=True)
         if deleted != len(expected):
@@ -85,14 +86,9 @@ def _replace(
     added: list[Message] = []
     if hid is not None:
         history = yield from q.find_history(principal, hid)
-        if _uuid(history[1]) != cid:
+        if as_uuid(history[1]) != cid:
             raise InvalidInputError("history_id", "is not in that conversation")
         stored, added = yield from append(principal, hid, batch, when, one_statement=one_statement)
     if expected or added:  # else nothing changed (every key was stored already)
         yield from q.refresh_summary(cid, when, removed=len(expected))
     return stored, added
-
-
-def _uuid(value: Any) -> UUID:
-    """An id as a driver returns it (hex text on SQLite)."""
-    return value if isinstance(value, UUID) else UUID(value)

@@ -20,9 +20,10 @@ Id = UUID | str
 _ROW_SIZE = 4096
 
 
-def content_rows(content: str | Sequence[ContentPart]) -> int:
-    """What one message's content counts as in ``Database.run``'s ``rows``."""
-    size = len(flatten_content(content))
+def content_rows(text: str, content: str | Sequence[ContentPart]) -> int:
+    """What one message's content (``text``, its flattened form) counts as in
+    ``Database.run``'s ``rows``."""
+    size = len(text)
     if not isinstance(content, str):
         size += sum(getattr(part, "data_size", 0) for part in content)
     return 1 + size // _ROW_SIZE
@@ -30,7 +31,7 @@ def content_rows(content: str | Sequence[ContentPart]) -> int:
 
 def rows_of(batch: Sequence[NewMessage]) -> int:
     """What ``batch`` counts as in ``Database.run``'s ``rows``."""
-    return sum(content_rows(m.content) for m in batch)
+    return sum(content_rows(m.text, m.content) for m in batch)
 
 
 class ScopeBase:
