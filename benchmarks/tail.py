@@ -90,7 +90,8 @@ async def _round(directory: Path, name: str, turns: int, syncs: bool) -> None:
     total = [(end - start) * 1000 for start, end in times]
     busy = sum(end - start for start, end in spans) * 1000
     print(f"{name}: {turns / (times[-1][1] - times[0][0]):,.0f} turns/s; {_line('all', total)}")
-    print(f"  {len(spans)} checkpoints, {busy:.0f} ms in all; {len(during) / turns:.0%} of turns overlapped one")
+    share = len(during) / turns
+    print(f"  {len(spans)} checkpoints, {busy:.0f} ms in all; {share:.0%} of turns overlapped one")
     print(f"  {_line('during a checkpoint', during)}")
     print(f"  {_line('outside checkpoints', outside)}")
 
