@@ -19,6 +19,7 @@ from chatmemory import _changes as changes
 from chatmemory import _queries as q
 from chatmemory import _rows
 from chatmemory import _sql as sql
+from chatmemory._ids import as_uuid
 from chatmemory._messages import MessageOps, append, in_batch_order
 from chatmemory._plan import Json, Plan, Row, Stmt
 from chatmemory._scope_base import Id, rows_of
@@ -121,30 +122,34 @@ def _merge_and_append(
 ) -> Plan[tuple[list[Row], list[Message]]]:
     scope, params = q.principal_params(principal)
     when = q.now()
-    locked: Any = None
+    own: UUID | None = None
     if hid is not None:
-        found = yield Stmt(sql.lock_for_append(scope), {**params, "hid": hid})
-        if not found:
-            raise HistoryNotFound(hid)
-        status, locked, _model, last_seq = found[0]
-        if status != "running":
-            raise ConflictError(f"history {hid} is {status}")
-        if if_last_seq is not None and last_seq != if_last_seq:
-            raise ConflictError(f"conversation {locked} changed since seq {if_last_seq}")
-    # One lock order for every writer (its own conversation first, then by id), so writers
-    # sharing metadata conversations never deadlock.
-    for cid in sorted(targets):
-        current = yield from q.find_conversation(principal, cid, lock=True)
-        merged = {**(json.loads(_rows.json_text(current[4])) if current[4] else {}), **targets[cid]}
-        yield Stmt(sql.SET_CONVERSATION_METADATA, {"cid": cid, "metadata": Json(merged), "when": when})
-        yield from changes.record("conversation.updated", cid)
+        history = yield from q.find_history(principal, hid)
+        own = as_uuid(history[1])
+        _check_running(hid, history[5])
+    # Every conversation this call writes is locked in one order, by id, its own among them (with
+    # the history): two calls that write each other's conversations never wait for each other.
+    for cid in sorted(targets.keys() | ({own} if own is not None else set())):
+        if hid is not None and cid == own:
+            found = yield Stmt(sql.lock_for_append(scope), {**params, "hid": hid})
+            if not found:
+                raise HistoryNotFound(hid)  # deleted since it was read
+            status, _cid, _model, last_seq = found[0]
+            _check_running(hid, status)
+            if if_last_seq is not None and last_seq != if_last_seq:
+                raise ConflictError(f"conversation {own} changed since seq {if_last_seq}")
+        if cid in targets:
+            current = yield from q.find_conversation(principal, cid, lock=True)
+            merged = {**(json.loads(_rows.json_text(current[4])) if current[4] else {}), **targets[cid]}
+            yield Stmt(sql.SET_CONVERSATION_METADATA, {"cid": cid, "metadata": Json(merged), "when": when})
+            yield from changes.record("conversation.updated", cid)
     if hid is None or not batch:
         return [], []
     # Messages carry the time asked for; the conversation, the time of the change.
     stamped = when if created_at is None else created_at
     stored, added = yield from append(principal, hid, batch, stamped, one_statement=one_statement)
     if stamped is not when and added:
-        yield Stmt(sql.TOUCH_CONVERSATION, {"cid": locked, "when": when})
+        yield Stmt(sql.TOUCH_CONVERSATION, {"cid": own, "when": when})
     return stored, added
 
 
@@ -160,6 +165,11 @@ def _tail(
         statement = sql.tail_messages(since is not None, limit is not None)
         rows = yield Stmt(statement, {"cid": cid, "since": since, "limit": limit})
     return found[0], rows
+
+
+def _check_running(hid: UUID, status: str) -> None:
+    if status != "running":
+        raise ConflictError(f"history {hid} is {status}")
 
 
 def _mapping(value: object) -> Mapping[Any, Mapping[str, Any]]:

@@ -3,12 +3,25 @@ check) and ``get_tail`` (a conversation's newest messages, by count and by time)
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from uuid import UUID
 
 import pytest
 
-from chatmemory import ConflictError, ConversationNotFound, HistoryNotFound, InvalidInputError
+from chatmemory import (
+    ChatMemory,
+    ConflictError,
+    ConversationNotFound,
+    HistoryNotFound,
+    InvalidInputError,
+    Principal,
+)
+from chatmemory._plan import Stmt
 from chatmemory.scope import Scope
+from tests.conftest import _create_database
 
 
 async def test_metadata_and_messages_are_written_together(alice: Scope) -> None:
@@ -162,3 +175,53 @@ async def test_tail_of_someone_elses_conversation_is_not_found(alice: Scope, bob
         await bob.get_tail(conv.id)
     with pytest.raises(InvalidInputError):
         await alice.get_tail(conv.id, limit=-1)
+
+
+async def test_writers_targeting_each_others_conversations_both_succeed(postgres_url: str) -> None:
+    """Two calls at once, each appending to its own conversation and setting metadata in the
+    other's, both succeed (PostgreSQL). Each is held just before it locks the other's
+    conversation, so both have taken whatever they lock first: locked in one order, the second
+    waits for the first; locked own-first, each would wait for the other (a deadlock, which
+    PostgreSQL ends by failing one)."""
+    url = await _create_database(postgres_url)
+    first, second = await ChatMemory.open(url), await ChatMemory.open(url)
+    try:
+        chat = first.scoped(Principal("alice"))
+        low, high = sorted([(await chat.start_conversation()).id for _ in range(2)])
+        runs = {cid: await chat.start_history(cid, model="m") for cid in (low, high)}
+        reached = [threading.Event(), threading.Event()]
+        go = threading.Event()
+
+        def hold(index: int, target: UUID) -> Callable[[Stmt], None]:
+            def trace(stmt: Stmt) -> None:
+                params = stmt.params if isinstance(stmt.params, dict) else {}
+                if "FOR UPDATE" in stmt.sql.postgres and params.get("cid") == target:
+                    reached[index].set()
+                    go.wait(30)
+
+            return trace
+
+        first._db.set_trace(hold(0, high))
+        second._db.set_trace(hold(1, low))
+        calls = [
+            asyncio.ensure_future(
+                memory.scoped(Principal("alice")).merge_and_append(
+                    {target: {"from": str(own)}},
+                    history_id=runs[own].id,
+                    messages=[{"role": "user", "content": f"in {own}"}],
+                )
+            )
+            for memory, own, target in ((first, low, high), (second, high, low))
+        ]
+        for event in reached:
+            await asyncio.to_thread(event.wait, 30)
+        go.set()
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert not [r for r in results if isinstance(r, BaseException)], results
+        for own, target in ((low, high), (high, low)):
+            assert (await chat.get_conversation(target)).metadata == {"from": str(own)}
+            assert [m.content for m in await chat.transcript(own)] == [f"in {own}"]
+    finally:
+        go.set()
+        await first.close()
+        await second.close()
