@@ -135,7 +135,7 @@ class ContextOps(ScopeBase):
         _positive("max_tokens", max_tokens)
         if max_messages is not None:
             _positive("max_messages", max_messages)
-        history = _rows.messages(await self._db.run(_complete(self.principal, cid)), self._db.is_sqlite)
+        history = _rows.messages(await self._db.run(_complete(self.principal, cid)), self._db.is_sqlite, cid)
         kept: list[list[Message]] = []
         tokens = count = 0
         for unit in reversed(tool_exchanges(history)):

@@ -58,7 +58,7 @@ class ConversationOps(ScopeBase):
         sqlite = self._db.is_sqlite
         summary = _rows.one(_rows.summaries, summary_row, sqlite)
         loaded: dict[UUID, list[Any]] = {}
-        for message in _rows.messages(message_rows, sqlite):
+        for message in _rows.messages(message_rows, sqlite, cid):
             loaded.setdefault(message.history_id, []).append(message)
         return ConversationDetail(
             **summary.model_dump(),

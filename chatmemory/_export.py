@@ -169,7 +169,7 @@ class ExportOps(ScopeBase):
         sqlite = self._db.is_sqlite
         conversation = q.conversation_of(_rows.one(_rows.summaries, summary_row, sqlite))
         loaded: dict[UUID, list[Message]] = {}
-        for message in _rows.messages(message_rows, sqlite):
+        for message in _rows.messages(message_rows, sqlite, cid):
             loaded.setdefault(message.history_id, []).append(message)
         return {
             "format_version": FORMAT_VERSION,

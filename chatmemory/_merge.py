@@ -106,7 +106,7 @@ class MergeOps(MessageOps):
         bound = limit if since is None else None
         row, rows = await self._db.run(_tail(self.principal, cid, limit, since), rows=bound)
         summary = _rows.one(_rows.summaries, row[:-1], self._db.is_sqlite)
-        found = _rows.messages(rows[::-1], self._db.is_sqlite)
+        found = _rows.messages(rows[::-1], self._db.is_sqlite, cid)
         return Tail(conversation=summary, last_seq=row[-1], messages=found)
 
 

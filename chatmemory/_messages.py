@@ -80,7 +80,7 @@ class MessageOps(ScopeBase):
                 raise InvalidInputError("cursor", "is not a cursor from this listing")
             after = _cursor.sequence(seq)
         rows = await self._db.run(_page(self.principal, cid, hid, limit, after, newest_first), rows=limit)
-        items = _rows.messages(rows[:limit], self._db.is_sqlite)
+        items = _rows.messages(rows[:limit], self._db.is_sqlite, cid)
         more = len(rows) > limit
         next_cursor = _cursor.encode(kind, items[-1].seq, listing) if more else None
         return Page(items=items, next_cursor=next_cursor, has_more=more)
@@ -147,7 +147,7 @@ class MessageOps(ScopeBase):
         """
         cid = parse_id("conversation_id", conversation_id)
         rows = await self._db.run(_transcript(self.principal, cid))
-        return _rows.messages(rows, self._db.is_sqlite)
+        return _rows.messages(rows, self._db.is_sqlite, cid)
 
     # -- internals -----------------------------------------------------------------------------
 

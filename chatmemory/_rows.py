@@ -190,18 +190,22 @@ def message_of(data: dict[str, Any]) -> Message:
 _PAUSE_FROM = 1000
 
 
-def messages(rows: Sequence[Sequence[Any]], sqlite: bool) -> list[Message]:
-    """Messages from rows in ``MESSAGE_FIELDS`` order."""
+def messages(
+    rows: Sequence[Sequence[Any]], sqlite: bool, conversation_id: UUID | None = None
+) -> list[Message]:
+    """Messages from rows in ``MESSAGE_FIELDS`` order. Rows of the conversation ``conversation_id``
+    may leave its id NULL (``sql.MESSAGE_IN_CONVERSATION``)."""
     if len(rows) < _PAUSE_FROM:
-        return _messages(rows, sqlite)
+        return _messages(rows, sqlite, conversation_id)
     with collector_paused():
-        return _messages(rows, sqlite)
+        return _messages(rows, sqlite, conversation_id)
 
 
-def _messages(rows: Sequence[Sequence[Any]], sqlite: bool) -> list[Message]:
+def _messages(rows: Sequence[Sequence[Any]], sqlite: bool, conversation_id: UUID | None) -> list[Message]:
     # SQLite's text is parsed once per distinct id and timestamp. PostgreSQL's UUIDs and
     # datetimes are used as they come: looking them up would hash each, for nothing to parse.
     ids = _Parsed(uuid_of_hex)
+    ids[None] = conversation_id
     times = _Parsed(_sqlite_time)
     loads = json.loads
     out = []
@@ -212,6 +216,8 @@ def _messages(rows: Sequence[Sequence[Any]], sqlite: bool) -> list[Message]:
         if sqlite:
             id_, cid, hid = uuid_of_hex(id_), ids[cid], ids[hid]
             created_at, updated_at = times[created_at], times[updated_at]
+        elif cid is None:
+            cid = conversation_id
         out.append(
             message_of(
                 {

@@ -65,6 +65,9 @@ MESSAGE = (
     "m.id, m.chat_conversation_id, m.chat_history_id, m.seq, m.role, m.content, m.parts, m.model, m.status, "
     "m.error, m.usage, m.metadata, m.native, m.key, m.created_at, m.updated_at"
 )
+# The messages of one conversation, which the query names: its id is left NULL rather than read
+# and decoded for every row (``_rows.messages`` fills it in from ``conversation_id``).
+MESSAGE_IN_CONVERSATION = MESSAGE.replace("m.chat_conversation_id", "NULL", 1)
 
 Scope = tuple[bool, bool]
 """Which visibility clause a principal needs: (has no tenant, is admin)."""
@@ -200,14 +203,12 @@ HISTORY_MESSAGES = _both(
     f"SELECT {MESSAGE} FROM chat_messages m WHERE m.chat_history_id = :hid AND m.deleted_at IS NULL "
     "ORDER BY m.seq"
 )
-CONVERSATION_MESSAGES = _both(
-    f"SELECT {MESSAGE} FROM chat_messages m WHERE m.chat_conversation_id = :cid AND m.deleted_at IS NULL "
-    "ORDER BY m.seq"
+_OF_CONVERSATION = (
+    f"SELECT {MESSAGE_IN_CONVERSATION} FROM chat_messages m WHERE m.chat_conversation_id = :cid "
+    "AND m.deleted_at IS NULL"
 )
-COMPLETE_MESSAGES = _both(
-    f"SELECT {MESSAGE} FROM chat_messages m WHERE m.chat_conversation_id = :cid AND m.deleted_at IS NULL "
-    "AND m.status = 'complete' ORDER BY m.seq"
-)
+CONVERSATION_MESSAGES = _both(f"{_OF_CONVERSATION} ORDER BY m.seq")
+COMPLETE_MESSAGES = _both(f"{_OF_CONVERSATION} AND m.status = 'complete' ORDER BY m.seq")
 _KEYS = _in("m.key", "keys")
 MESSAGES_BY_KEY = SQL(
     f"SELECT {MESSAGE} FROM chat_messages m WHERE m.chat_history_id = :hid AND m.deleted_at IS NULL AND "
@@ -242,10 +243,7 @@ def tail_conversation(scope: Scope) -> SQL:
 def tail_messages(since: bool, limit: bool) -> SQL:
     """A conversation's newest live messages, newest first (of an already visible conversation)."""
     after = " AND m.created_at >= :since" if since else ""
-    return _both(
-        f"SELECT {MESSAGE} FROM chat_messages m WHERE m.chat_conversation_id = :cid AND m.deleted_at IS NULL"
-        f"{after} ORDER BY m.seq DESC{' LIMIT :limit' if limit else ''}"
-    )
+    return _both(f"{_OF_CONVERSATION}{after} ORDER BY m.seq DESC{' LIMIT :limit' if limit else ''}")
 
 
 @functools.cache
@@ -299,8 +297,9 @@ def list_messages(
         where.append("m.chat_history_id = :hid")
     if after:
         where.append("m.seq < :after" if newest_first else "m.seq > :after")
+    columns = MESSAGE_IN_CONVERSATION if by_conversation else MESSAGE
     return _both(
-        f"SELECT {MESSAGE} FROM chat_messages m JOIN chat_conversations c ON c.id = m.chat_conversation_id "
+        f"SELECT {columns} FROM chat_messages m JOIN chat_conversations c ON c.id = m.chat_conversation_id "
         f"WHERE {' AND '.join(where)} ORDER BY m.seq{' DESC' if newest_first else ''} LIMIT :limit"
     )
 
@@ -308,8 +307,9 @@ def list_messages(
 @functools.cache
 def transcript(scope: Scope) -> SQL:
     return _both(
-        f"SELECT {MESSAGE} FROM chat_messages m JOIN chat_conversations c ON c.id = m.chat_conversation_id "
-        f"WHERE m.chat_conversation_id = :cid AND m.deleted_at IS NULL AND {visible(scope)} ORDER BY m.seq"
+        f"SELECT {MESSAGE_IN_CONVERSATION} FROM chat_messages m JOIN chat_conversations c "
+        f"ON c.id = m.chat_conversation_id WHERE m.chat_conversation_id = :cid AND m.deleted_at IS NULL "
+        f"AND {visible(scope)} ORDER BY m.seq"
     )
 
 

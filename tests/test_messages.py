@@ -283,3 +283,34 @@ async def test_read_models_equal_validated_ones(alice: Scope) -> None:
     assert set(summary.model_dump()) == set(ConversationSummary.model_fields)
     run = await alice.finish_history(hid)
     assert set(run.model_dump()) == set(History.model_fields)
+
+
+async def test_every_read_of_a_conversation_gives_messages_as_stored(alice: Scope) -> None:
+    """Reads of one conversation's messages (which leave its id out of each row) give the very
+    messages ``get_message`` does, each naming its own conversation, in a store of two."""
+    stored: dict[object, list[Message]] = {}
+    for title in ("one", "two"):
+        cid, hid = await _run(alice)
+        messages = await alice.append_messages(
+            hid, [NewMessage("user", f"{title} q"), NewMessage("assistant", f"{title} a", usage={"t": 1})]
+        )
+        stored[cid] = [await alice.get_message(m.id) for m in messages]
+    for cid, expected in stored.items():
+        newest = await alice.list_messages(conversation_id=cid, newest_first=True)
+        by_both = await alice.list_messages(conversation_id=cid, history_id=expected[0].history_id)
+        detail = await alice.get_conversation(cid, messages=True)
+        export = await alice.export_conversation(cid)
+        reads = {
+            "transcript": await alice.transcript(cid),
+            "page": (await alice.list_messages(conversation_id=cid)).items,
+            "newest page": newest.items[::-1],
+            "page of a history": by_both.items,
+            "tail": (await alice.get_tail(cid)).messages,
+            "tail since": (await alice.get_tail(cid, since=expected[0].created_at)).messages,
+            "detail": [m for h in detail.histories for m in h.messages or []],
+            "context": (await alice.get_context(cid, max_tokens=1000)).messages,
+        }
+        for name, got in reads.items():
+            assert got == expected, name
+        exported = [m["id"] for h in export["histories"] for m in h["messages"]]
+        assert exported == [str(m.id) for m in expected]
