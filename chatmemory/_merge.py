@@ -21,7 +21,7 @@ from chatmemory import _rows
 from chatmemory import _sql as sql
 from chatmemory._messages import MessageOps, append, in_batch_order
 from chatmemory._plan import Json, Plan, Row, Stmt
-from chatmemory._scope_base import Id, rows_of
+from chatmemory._scope_base import Id, rows_of, size_rows
 from chatmemory._validation import check_object, parse_id, utc_time
 from chatmemory.errors import ConflictError, ConversationNotFound, HistoryNotFound, InvalidInputError
 from chatmemory.models import ConversationSummary, Message, NewMessage
@@ -80,7 +80,8 @@ class MergeOps(MessageOps):
         plan = _merge_and_append(
             self.principal, targets, hid, batch, created_at, if_last_seq, one_statement=not self._db.is_sqlite
         )
-        stored, added = await self._db.run(plan, write=True, rows=len(targets) + rows_of(batch))
+        rows = len(targets) + size_rows(*targets.values()) + rows_of(batch)
+        stored, added = await self._db.run(plan, write=True, rows=rows)
         return in_batch_order(batch, stored, added, self._db.is_sqlite)
 
     async def get_tail(
