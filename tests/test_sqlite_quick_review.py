@@ -1,9 +1,12 @@
-"""SQLite: what makes a call small enough to run on its caller's thread. A call counts the rows
-it touches, and each large value it writes as more rows (one more for each 4 KB), whichever
-field holds that value: not only a message's content and inline data, but its other parts
-(reasoning, a tool call's arguments, a media URL), its metadata, usage and native form, and a
-conversation's or history's metadata and system prompts. A call that writes megabytes through
-any of those runs on the store's threads, so it never holds the caller's event loop."""
+"""SQLite: what a small call may do on its caller's thread, whose event loop waits meanwhile.
+
+A call counts the rows it touches, and each large value it writes as more rows (one more for
+each 4 KB), whichever field holds that value: not only a message's content and inline data,
+but its other parts (reasoning, a tool call's arguments, a media URL), its metadata, usage and
+native form, and a conversation's or history's metadata and system prompts. A call that writes
+megabytes through any of those runs on the store's threads. The work a small call does on its
+caller's thread should not grow with rows it neither returns nor writes (deleted messages,
+conversations another listing leaves out), nor with the size of the values it reads."""
 
 from __future__ import annotations
 
@@ -156,3 +159,137 @@ async def test_a_call_writing_a_large_value_in_any_field_runs_on_the_stores_thre
                 large_here.append(name)
         assert small_elsewhere == []
         assert large_here == []
+
+
+def _steps_here(memory: ChatMemory) -> Callable[[], int]:
+    """A counter of the work (SQLite virtual-machine instructions, in hundreds) the store's
+    connections do on this thread from now on; calls on the store's threads count nothing. The
+    connections small calls use must be open."""
+    driver = memory._db._sqlite
+    assert driver is not None and driver._quick_reader is not None and driver._write_connection is not None
+    here = threading.current_thread()
+    steps = [0]
+
+    def step() -> int:
+        if threading.current_thread() is here:
+            steps[0] += 1
+        return 0  # go on
+
+    for connection in (driver._quick_reader, driver._write_connection):
+        connection.set_progress_handler(step, 100)
+
+    def taken() -> int:
+        done, steps[0] = steps[0], 0
+        return done
+
+    return taken
+
+
+async def _with_deleted_messages(chat: Scope, deleted: int) -> tuple[Any, list[Any]]:
+    """A conversation whose live messages (20, then a pending one) lie between two deleted
+    histories of ``deleted`` messages each."""
+    conv = await chat.start_conversation()
+
+    async def history(count: int) -> Any:
+        run = await chat.start_history(conv.id, model="m")
+        for _ in range(count // 500):
+            await chat.append_messages(run.id, [NewMessage("user", "gone") for _ in range(500)])
+        return run
+
+    await chat.delete_history((await history(deleted)).id)
+    live = await history(0)
+    stored = await chat.append_messages(
+        live.id,
+        [NewMessage("user", f"m{i}") for i in range(20)] + [NewMessage("assistant", "", status="pending")],
+    )
+    await chat.delete_history((await history(deleted)).id)
+    return conv, stored
+
+
+async def test_small_calls_do_not_step_through_deleted_messages_on_the_callers_thread(tmp_path: Path) -> None:
+    """A small call's work on its caller's thread is bounded by the rows it returns or writes:
+    the same page, tail or single-message write costs about the same in a conversation whose
+    live messages lie between thousands of deleted ones as in one without any. Deleted messages
+    are only marked (``deleted_at``), and the (conversation, seq) index holds them too, so a page
+    of live messages, the preview of a conversation's newest live message, or its newest live
+    messages, are found past every deleted one in the way."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        plain = await _with_deleted_messages(chat, 0)
+        crowded = await _with_deleted_messages(chat, 2_000)
+        await chat.list_conversations()  # the connection of small reads opens
+        taken = _steps_here(memory)
+        calls: dict[str, Callable[[Any, list[Any]], Awaitable[object]]] = {
+            "list_messages": lambda conv, _: chat.list_messages(conversation_id=conv.id, limit=10),
+            "list_messages newest first": lambda conv, _: chat.list_messages(
+                conversation_id=conv.id, limit=10, newest_first=True
+            ),
+            "get_tail": lambda conv, _: chat.get_tail(conv.id, limit=10),
+            "delete_message": lambda _, stored: chat.delete_message(stored[0].id),
+            "complete_message": lambda _, stored: chat.complete_message(stored[-1].id, content="done"),
+            "replace_messages": lambda conv, stored: chat.replace_messages(
+                conv.id, replacing=[stored[-1].id]
+            ),
+        }
+        grown = {}
+        for name, call in calls.items():
+            taken()
+            await call(*plain)
+            alone = taken()
+            await call(*crowded)
+            among_deleted = taken()
+            if among_deleted > 3 * alone + 5:
+                grown[name] = (alone, among_deleted)
+        assert grown == {}
+
+
+async def test_a_listing_of_archived_conversations_does_not_step_through_the_others(tmp_path: Path) -> None:
+    """Listing a principal's archived conversations costs about the same on the caller's thread
+    whether it has a few conversations or thousands that are not archived (the listing's index
+    holds them all, and skips those that are not archived one by one)."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        few, many = memory.scoped(Principal("few")), memory.scoped(Principal("many"))
+        for chat, others in ((few, 1), (many, 2_000)):
+            await chat.update_conversation((await chat.start_conversation()).id, archived=True)
+            for _ in range(others):
+                await chat.start_conversation()
+        await few.list_conversations()
+        taken = _steps_here(memory)
+        listed = []
+        for chat in (few, many):
+            taken()
+            assert len((await chat.list_conversations(archived=True, limit=10)).items) == 1
+            listed.append(taken())
+        alone, among_others = listed
+        assert among_others <= 3 * alone + 5, listed
+
+
+async def test_a_small_read_of_large_stored_values_runs_on_the_stores_threads(tmp_path: Path) -> None:
+    """A small call is weighed by what it writes, and a read by the rows it may return, whatever
+    they hold: a page of messages each at the content limit is read, and turned into models, on
+    the caller's thread, as is a conversation's large metadata (a framework's session state)
+    whenever a history of it starts. The caller's event loop waits meanwhile, as it would for a
+    large write, which runs on the store's threads."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation(metadata={"state": _LARGE})
+        run = await chat.start_history(conv.id, model="m")
+        longest = "x" * chat._limits.content
+        for _ in range(QUICK_ROWS // 4):
+            await chat.append_messages(run.id, [NewMessage("user", longest) for _ in range(4)])
+        here = threading.current_thread().name
+        ran_on: list[str] = []
+        memory._db.set_trace(lambda stmt: ran_on.append(threading.current_thread().name))
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "list_messages": lambda: chat.list_messages(conversation_id=conv.id, limit=QUICK_ROWS),
+            "get_tail": lambda: chat.get_tail(conv.id, limit=QUICK_ROWS),
+            "start_history": lambda: chat.start_history(conv.id, model="m"),
+            "list_conversations": lambda: chat.list_conversations(),
+        }
+        ran_here = []
+        for name, call in calls.items():
+            ran_on.clear()
+            await call()
+            if here in ran_on:
+                ran_here.append(name)
+        assert ran_here == []
