@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
-from chatmemory import ChatMemory, NewMessage, Principal
+from chatmemory import ChatMemory, InvalidInputError, NewMessage, Principal
 from chatmemory._db import QUICK_ROWS
 from chatmemory.scope import Scope
+from tests.test_sqlite_quick_calls import _conversation_with_a_run
 
 # More than ``QUICK_ROWS`` rows of 4 KB in one value.
 _LARGE = "x" * (QUICK_ROWS + 1) * 4096
@@ -312,3 +313,16 @@ async def test_a_small_read_of_large_stored_values_runs_on_the_stores_threads(tm
             if here in ran_on:
                 ran_here.append(name)
         assert ran_here == []
+
+
+async def test_a_tail_limit_beyond_a_64_bit_integer_is_refused_as_input(tmp_path: Path) -> None:
+    """A limit the database cannot take is the caller's error (``InvalidInputError``), as a
+    negative one is, not the driver's ``OverflowError``; the largest it takes reads the whole
+    tail."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat, conv, run = await _conversation_with_a_run(memory)
+        await chat.append_messages(run.id, [NewMessage("user", "hi")])
+        for limit in (2**63, 10**30):
+            with pytest.raises(InvalidInputError, match="limit"):
+                await chat.get_tail(conv.id, limit=limit)
+        assert [m.content for m in (await chat.get_tail(conv.id, limit=2**63 - 1)).messages] == ["hi"]
