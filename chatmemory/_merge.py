@@ -94,11 +94,14 @@ class MergeOps(MessageOps):
 
         Raises:
             ConversationNotFound: no visible conversation has this id.
-            InvalidInputError: a negative limit or a naive ``since``.
+            InvalidInputError: a limit that is negative or beyond a 64-bit integer, or a naive
+                ``since``.
         """
         cid = parse_id("conversation_id", conversation_id)
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-            raise InvalidInputError("limit", "must be a non-negative integer")
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit < 2**63
+        ):
+            raise InvalidInputError("limit", "must be a non-negative 64-bit integer")
         if since is not None:
             since = utc_time("since", since)
         # Since a time, it reads back through every older message until it has ``limit``
