@@ -10,6 +10,7 @@ conversations another listing leaves out), nor with the size of the values it re
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import threading
 from collections.abc import Awaitable, Callable
@@ -326,3 +327,32 @@ async def test_a_tail_limit_beyond_a_64_bit_integer_is_refused_as_input(tmp_path
             with pytest.raises(InvalidInputError, match="limit"):
                 await chat.get_tail(conv.id, limit=limit)
         assert [m.content for m in (await chat.get_tail(conv.id, limit=2**63 - 1)).messages] == ["hi"]
+
+
+async def test_an_in_memory_database_named_by_a_uri_is_reached_through_the_stores_threads_only() -> None:
+    """``file::memory:?cache=shared`` (SQLAlchemy's way to share one in-memory database between
+    connections) is an in-memory database as ``sqlite://`` is: a shared in-memory database locks
+    whole tables, and a connection refused such a lock fails at once, so calls from threads at
+    once (each with its own event loop) all succeed only through the store's own threads."""
+    async with ChatMemory.open("sqlite:///file::memory:?cache=shared&uri=true") as memory:
+        chat, conv, run = await _conversation_with_a_run(memory)
+        failed: list[BaseException] = []
+
+        def caller(k: int) -> None:
+            async def calls() -> None:
+                for i in range(30):
+                    try:
+                        await chat.append_messages(run.id, [NewMessage("user", f"{k}:{i}")])
+                        await chat.list_messages(conversation_id=conv.id, limit=5)
+                    except Exception as exc:
+                        failed.append(exc)
+
+            asyncio.run(calls())
+
+        threads = [threading.Thread(target=caller, args=(k,)) for k in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert failed == []
+        assert len(await chat.transcript(conv.id)) == 90
