@@ -359,7 +359,8 @@ def owned_engine(url: str | URL | None, options: dict[str, Any]) -> tuple[AsyncE
         options.pop(name, None)
     resolved = resolve_url(url)
     if in_memory(resolved):
-        named = resolved.database if (resolved.database or "").startswith("file:") else None
+        database = resolved.database or ""
+        named = database if database.startswith("file:") and database != "file::memory:" else None
         resolved = resolved.set(
             database=named or f"file:chatmemory-{uuid.uuid4().hex}",
             query={**resolved.query, "mode": "memory", "cache": "shared", "uri": "true"},
@@ -368,9 +369,9 @@ def owned_engine(url: str | URL | None, options: dict[str, Any]) -> tuple[AsyncE
 
 
 def in_memory(url: URL) -> bool:
-    """Whether a SQLite URL names an in-memory database."""
+    """Whether a SQLite URL names an in-memory database (``file::memory:`` is the URI of one)."""
     return url.get_backend_name() == "sqlite" and (
-        url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+        url.database in (None, "", ":memory:", "file::memory:") or url.query.get("mode") == "memory"
     )
 
 
