@@ -356,3 +356,26 @@ async def test_an_in_memory_database_named_by_a_uri_is_reached_through_the_store
             thread.join(60)
         assert failed == []
         assert len(await chat.transcript(conv.id)) == 90
+
+
+async def test_a_store_on_a_relative_path_keeps_its_file_when_the_working_directory_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store opens connections as calls need them (the one of small reads on the first
+    small read, a reader thread's on its first read): each opens the file the store was opened
+    on, not one of the same name in whatever directory the process works in by then."""
+    opened_in, later_in = tmp_path / "opened", tmp_path / "later"
+    opened_in.mkdir()
+    later_in.mkdir()
+    monkeypatch.chdir(opened_in)
+    async with ChatMemory.open("sqlite:///chat.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        await chat.start_conversation(title="first")
+        monkeypatch.chdir(later_in)
+        await chat.start_conversation(title="second")
+        assert sorted(c.title or "" for c in (await chat.list_conversations()).items) == ["first", "second"]
+        assert sorted(c.title or "" for c in (await chat.list_conversations(limit=QUICK_ROWS + 1)).items) == [
+            "first",
+            "second",
+        ]
+    assert list(later_in.iterdir()) == []
