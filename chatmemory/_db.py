@@ -351,7 +351,8 @@ def owned_engine(url: str | URL | None, options: dict[str, Any]) -> tuple[AsyncE
     The engine keeps no pool: it only migrates, and a pooled async connection would tie the
     store to the event loop that opened it. Pool options size the store's own pools instead.
     An in-memory SQLite database becomes one named, shared in-memory database, so the engine
-    that migrates it and the store's own connection see the same one.
+    that migrates it and the store's own connection see the same one; a relative file path
+    becomes absolute.
     """
     options = dict(options)
     size = int(options.pop("pool_size", 10) or 10) + int(options.pop("max_overflow", 0) or 0)
@@ -365,6 +366,10 @@ def owned_engine(url: str | URL | None, options: dict[str, Any]) -> tuple[AsyncE
             database=named or f"file:chatmemory-{uuid.uuid4().hex}",
             query={**resolved.query, "mode": "memory", "cache": "shared", "uri": "true"},
         )
+    elif resolved.get_backend_name() == "sqlite" and not (resolved.database or "").startswith("file:"):
+        # Its connections open as calls need them: each on this file, whatever directory the
+        # process works in by then.
+        resolved = resolved.set(database=os.path.abspath(resolved.database or ""))
     return create_engine(resolved, poolclass=NullPool, **options), size
 
 
