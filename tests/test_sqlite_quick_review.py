@@ -289,7 +289,8 @@ async def test_a_small_read_of_large_stored_values_runs_on_the_stores_threads(tm
     """A small call is weighed by what it writes, and a read by the rows it may return, whatever
     they hold: a page of messages each at the content limit is read, and turned into models, on
     the caller's thread, as is a conversation's large metadata (a framework's session state)
-    whenever a history of it starts. The caller's event loop waits meanwhile, as it would for a
+    whenever a history of it starts, or a message is appended to it (which writes the
+    conversation's row again). The caller's event loop waits meanwhile, as it would for a
     large write, which runs on the store's threads."""
     async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
         chat = memory.scoped(Principal("alice"))
@@ -305,6 +306,8 @@ async def test_a_small_read_of_large_stored_values_runs_on_the_stores_threads(tm
             "list_messages": lambda: chat.list_messages(conversation_id=conv.id, limit=QUICK_ROWS),
             "get_tail": lambda: chat.get_tail(conv.id, limit=QUICK_ROWS),
             "start_history": lambda: chat.start_history(conv.id, model="m"),
+            # Bumping the conversation's counters writes its whole row again, metadata included.
+            "append_messages": lambda: chat.append_messages(run.id, [NewMessage("user", "hi")]),
             "list_conversations": lambda: chat.list_conversations(),
         }
         ran_here = []
