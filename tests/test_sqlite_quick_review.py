@@ -332,14 +332,24 @@ async def test_a_tail_limit_beyond_a_64_bit_integer_is_refused_as_input(tmp_path
         assert [m.content for m in (await chat.get_tail(conv.id, limit=2**63 - 1)).messages] == ["hi"]
 
 
-async def test_an_in_memory_database_named_by_a_uri_is_reached_through_the_stores_threads_only() -> None:
+@pytest.mark.parametrize(
+    "url",
+    ["sqlite:///file::memory:?cache=shared&uri=true", "sqlite:///file:/notes?vfs=memdb&uri=true"],
+    ids=["memory-uri", "memdb"],
+)
+async def test_an_in_memory_database_named_by_a_uri_is_reached_through_the_stores_threads_only(
+    url: str,
+) -> None:
     """``file::memory:?cache=shared`` (SQLAlchemy's way to share one in-memory database between
-    connections) is an in-memory database as ``sqlite://`` is: a shared in-memory database locks
-    whole tables, and a connection refused such a lock fails at once, so calls from threads at
-    once (each with its own event loop) all succeed only through the store's own threads."""
-    async with ChatMemory.open("sqlite:///file::memory:?cache=shared&uri=true") as memory:
+    connections), or a database of SQLite's ``memdb`` VFS, is an in-memory database as
+    ``sqlite://`` is: it has no WAL, one connection's write locks out the others, and a
+    connection refused a lock fails at once, so calls from threads at once (each with its own
+    event loop) all succeed only through the store's own threads."""
+    async with ChatMemory.open(url) as memory:
         chat, conv, run = await _conversation_with_a_run(memory)
         failed: list[BaseException] = []
+        ran_on: set[str] = set()
+        memory._db.set_trace(lambda stmt: ran_on.add(threading.current_thread().name))
 
         def caller(k: int) -> None:
             async def calls() -> None:
@@ -352,12 +362,13 @@ async def test_an_in_memory_database_named_by_a_uri_is_reached_through_the_store
 
             asyncio.run(calls())
 
-        threads = [threading.Thread(target=caller, args=(k,)) for k in range(3)]
+        threads = [threading.Thread(target=caller, args=(k,), name=f"caller-{k}") for k in range(3)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(60)
         assert failed == []
+        assert ran_on and not any(name.startswith("caller-") for name in ran_on)
         assert len(await chat.transcript(conv.id)) == 90
 
 
