@@ -91,7 +91,7 @@ def resolve_url(url: str | URL | None) -> URL:
     driver = parsed.drivername
     if driver in {"sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"}:
         parsed = parsed.set(drivername="sqlite+aiosqlite")
-        if parsed.database and parsed.database != ":memory:":
+        if parsed.database and not in_memory(parsed):
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         return parsed
     if driver in {
@@ -374,9 +374,12 @@ def owned_engine(url: str | URL | None, options: dict[str, Any]) -> tuple[AsyncE
 
 
 def in_memory(url: URL) -> bool:
-    """Whether a SQLite URL names an in-memory database (``file::memory:`` is the URI of one)."""
+    """Whether a SQLite URL names an in-memory database (``file::memory:`` is the URI of one, and
+    SQLite's ``memdb`` VFS keeps its databases in memory)."""
     return url.get_backend_name() == "sqlite" and (
-        url.database in (None, "", ":memory:", "file::memory:") or url.query.get("mode") == "memory"
+        url.database in (None, "", ":memory:", "file::memory:")
+        or url.query.get("mode") == "memory"
+        or url.query.get("vfs") == "memdb"
     )
 
 
