@@ -6,7 +6,11 @@ but its other parts (reasoning, a tool call's arguments, a media URL), its metad
 native form, and a conversation's or history's metadata and system prompts. A call that writes
 megabytes through any of those runs on the store's threads. The work a small call does on its
 caller's thread should not grow with rows it neither returns nor writes (deleted messages,
-conversations another listing leaves out), nor with the size of the values it reads."""
+conversations another listing leaves out), nor with the size of the values it reads.
+
+Also which connections a store opens beside its writer, and on what: none for a database
+named by a URI that keeps it in memory, and the store's own file, by its absolute path, for
+one opened on a relative path; and a tail limit the database cannot take, refused as input."""
 
 from __future__ import annotations
 
