@@ -13,7 +13,7 @@ from chatmemory import _queries as q
 from chatmemory import _sql as sql
 from chatmemory._ids import new_id
 from chatmemory._plan import Json, Plan, Row, Stmt
-from chatmemory._scope_base import Id, ScopeBase
+from chatmemory._scope_base import Id, ScopeBase, size_rows
 from chatmemory._validation import check_object, parse_id
 from chatmemory.errors import InvalidInputError
 from chatmemory.models import (
@@ -43,7 +43,7 @@ class ConversationOps(ScopeBase):
             "metadata": check_object("metadata", metadata) or {},
         }
         values["created_at"] = values["updated_at"] = q.now()
-        await self._db.run(insert(values), write=True, rows=1)
+        await self._db.run(insert(values), write=True, rows=1 + size_rows(values["metadata"]))
         return Conversation.model_validate(values)
 
     async def get_conversation(self, id: Id, *, messages: bool = False) -> ConversationDetail:
@@ -123,7 +123,9 @@ class ConversationOps(ScopeBase):
                 if not isinstance(flag, bool):
                     raise InvalidInputError(name.removesuffix("_at"), "must be a bool")
                 values[name] = when if flag else None
-        row = await self._db.run(_update(self.principal, cid, values), write=True, rows=1)
+        row = await self._db.run(
+            _update(self.principal, cid, values), write=True, rows=1 + size_rows(values.get("metadata"))
+        )
         current = _rows.one(_rows.summaries, row, self._db.is_sqlite)
         return q.conversation_of(current.model_copy(update=_kept_times(current, values)))
 

@@ -91,7 +91,7 @@ def resolve_url(url: str | URL | None) -> URL:
     driver = parsed.drivername
     if driver in {"sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"}:
         parsed = parsed.set(drivername="sqlite+aiosqlite")
-        if parsed.database and parsed.database != ":memory:":
+        if parsed.database and not in_memory(parsed):
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         return parsed
     if driver in {
@@ -351,7 +351,8 @@ def owned_engine(url: str | URL | None, options: dict[str, Any]) -> tuple[AsyncE
     The engine keeps no pool: it only migrates, and a pooled async connection would tie the
     store to the event loop that opened it. Pool options size the store's own pools instead.
     An in-memory SQLite database becomes one named, shared in-memory database, so the engine
-    that migrates it and the store's own connection see the same one.
+    that migrates it and the store's own connection see the same one; a relative file path
+    becomes absolute.
     """
     options = dict(options)
     size = int(options.pop("pool_size", 10) or 10) + int(options.pop("max_overflow", 0) or 0)
@@ -359,18 +360,26 @@ def owned_engine(url: str | URL | None, options: dict[str, Any]) -> tuple[AsyncE
         options.pop(name, None)
     resolved = resolve_url(url)
     if in_memory(resolved):
-        named = resolved.database if (resolved.database or "").startswith("file:") else None
+        database = resolved.database or ""
+        named = database if database.startswith("file:") and database != "file::memory:" else None
         resolved = resolved.set(
             database=named or f"file:chatmemory-{uuid.uuid4().hex}",
             query={**resolved.query, "mode": "memory", "cache": "shared", "uri": "true"},
         )
+    elif resolved.get_backend_name() == "sqlite" and not (resolved.database or "").startswith("file:"):
+        # Its connections open as calls need them: each on this file, whatever directory the
+        # process works in by then.
+        resolved = resolved.set(database=os.path.abspath(resolved.database or ""))
     return create_engine(resolved, poolclass=NullPool, **options), size
 
 
 def in_memory(url: URL) -> bool:
-    """Whether a SQLite URL names an in-memory database."""
+    """Whether a SQLite URL names an in-memory database (``file::memory:`` is the URI of one, and
+    SQLite's ``memdb`` VFS keeps its databases in memory)."""
     return url.get_backend_name() == "sqlite" and (
-        url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+        url.database in (None, "", ":memory:", "file::memory:")
+        or url.query.get("mode") == "memory"
+        or url.query.get("vfs") == "memdb"
     )
 
 

@@ -14,7 +14,7 @@ from chatmemory import _rows
 from chatmemory import _sql as sql
 from chatmemory._ids import new_id
 from chatmemory._plan import Json, Plan, Row, Stmt
-from chatmemory._scope_base import Id, ScopeBase
+from chatmemory._scope_base import Id, ScopeBase, size_rows
 from chatmemory._validation import check_object, model_name, parse_id, prompts
 from chatmemory.errors import ConflictError, HistoryNotFound, InvalidInputError
 from chatmemory.models import History, HistoryDetail
@@ -41,7 +41,8 @@ class HistoryOps(ScopeBase):
         """
         cid = parse_id("conversation_id", conversation_id)
         values = new_history(cid, model, system_prompts, metadata, q.now())
-        await self._db.run(start(self.principal, values), write=True, rows=1)
+        rows = 1 + size_rows(values["system_prompts"], values["metadata"])
+        await self._db.run(start(self.principal, values), write=True, rows=rows)
         return History.model_validate(values)
 
     async def finish_history(
@@ -101,7 +102,8 @@ class HistoryOps(ScopeBase):
         return await self._change_running(hid, values)
 
     async def _change_running(self, hid: UUID, values: dict[str, Any]) -> History:
-        row = await self._db.run(change_running(self.principal, hid, values), write=True, rows=1)
+        rows = 1 + size_rows(*values.values())
+        row = await self._db.run(change_running(self.principal, hid, values), write=True, rows=rows)
         return _rows.one(_rows.histories, row, self._db.is_sqlite).model_copy(update=values)
 
     async def get_history(self, id: Id, *, messages: bool = True) -> HistoryDetail:

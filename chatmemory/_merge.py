@@ -22,7 +22,7 @@ from chatmemory import _sql as sql
 from chatmemory._ids import as_uuid
 from chatmemory._messages import MessageOps, append, in_batch_order
 from chatmemory._plan import Json, Plan, Row, Stmt
-from chatmemory._scope_base import Id, rows_of
+from chatmemory._scope_base import Id, rows_of, size_rows
 from chatmemory._validation import check_object, parse_id, utc_time
 from chatmemory.errors import ConflictError, ConversationNotFound, HistoryNotFound, InvalidInputError
 from chatmemory.models import ConversationSummary, Message, NewMessage
@@ -81,7 +81,8 @@ class MergeOps(MessageOps):
         plan = _merge_and_append(
             self.principal, targets, hid, batch, created_at, if_last_seq, one_statement=not self._db.is_sqlite
         )
-        stored, added = await self._db.run(plan, write=True, rows=len(targets) + rows_of(batch))
+        rows = len(targets) + size_rows(*targets.values()) + rows_of(batch)
+        stored, added = await self._db.run(plan, write=True, rows=rows)
         return in_batch_order(batch, stored, added, self._db.is_sqlite)
 
     async def get_tail(
@@ -94,11 +95,14 @@ class MergeOps(MessageOps):
 
         Raises:
             ConversationNotFound: no visible conversation has this id.
-            InvalidInputError: a negative limit or a naive ``since``.
+            InvalidInputError: a limit that is negative or beyond a 64-bit integer, or a naive
+                ``since``.
         """
         cid = parse_id("conversation_id", conversation_id)
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-            raise InvalidInputError("limit", "must be a non-negative integer")
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit < 2**63
+        ):
+            raise InvalidInputError("limit", "must be a non-negative 64-bit integer")
         if since is not None:
             since = utc_time("since", since)
         # Since a time, it reads back through every older message until it has ``limit``

@@ -123,9 +123,7 @@ class MessageOps(ScopeBase):
         }
         if model is not None:
             values["model"] = model_name("model", model)
-        return await self._settle(
-            id, values, allow_model=model is not None, rows=content_rows(values["content"], parsed)
-        )
+        return await self._settle(id, values, allow_model=model is not None, rows=content_rows(parsed))
 
     async def fail_message(self, id: Id, *, error: str) -> Message:
         """Mark a pending message as failed with ``error``.

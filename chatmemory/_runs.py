@@ -17,7 +17,7 @@ from chatmemory._histories import change_running, new_history, start
 from chatmemory._ids import new_id
 from chatmemory._messages import MessageOps, append, in_batch_order
 from chatmemory._plan import Plan, Row
-from chatmemory._scope_base import Id, rows_of
+from chatmemory._scope_base import Id, rows_of, size_rows
 from chatmemory._validation import check_object, parse_id
 from chatmemory.errors import InvalidInputError
 from chatmemory.models import History, Message, NewMessage
@@ -97,7 +97,8 @@ class RunOps(MessageOps):
             conversation = None
         history_values = {**started, "conversation_id": cid}
         plan = _record(self.principal, conversation, history_values, batch, finish, not self._db.is_sqlite)
-        stored, added = await self._db.run(plan, write=True, rows=rows_of(batch))
+        rows = rows_of(batch) + size_rows(started["system_prompts"], started["metadata"], *finish.values())
+        stored, added = await self._db.run(plan, write=True, rows=rows)
         history = History.model_validate({**history_values, **finish})
         return RecordedRun(
             conversation_id=cid,
@@ -129,7 +130,8 @@ class RunOps(MessageOps):
         cid = parse_id("conversation_id", conversation_id)
         history = new_history(cid, model, system_prompts, metadata, q.now())
         plan = _started(self.principal, history, batch, not self._db.is_sqlite)
-        stored, added = await self._db.run(plan, write=True, rows=rows_of(batch))
+        rows = rows_of(batch) + size_rows(history["system_prompts"], history["metadata"])
+        stored, added = await self._db.run(plan, write=True, rows=rows)
         return RecordedRun(
             conversation_id=cid,
             created=False,
@@ -170,7 +172,8 @@ class RunOps(MessageOps):
             "updated_at": when,
         }
         plan = _finished(self.principal, hid, batch, finish, not self._db.is_sqlite)
-        row, stored, added = await self._db.run(plan, write=True, rows=rows_of(batch))
+        rows = rows_of(batch) + size_rows(*finish.values())
+        row, stored, added = await self._db.run(plan, write=True, rows=rows)
         history = _rows.one(_rows.histories, row, self._db.is_sqlite).model_copy(update=finish)
         return RecordedRun(
             conversation_id=history.conversation_id,

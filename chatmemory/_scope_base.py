@@ -15,23 +15,65 @@ from chatmemory.principal import Principal
 
 Id = UUID | str
 
-# For ``Database.run``'s ``rows``, a message counts as one row, and one more for each this many
-# characters or bytes of its content: a large one is a page or more of the database on its own.
+# For ``Database.run``'s ``rows``, a row counts as one, and one more for each this many
+# characters or bytes of what it holds: a large value is a page or more of the database on its own.
 _ROW_SIZE = 4096
+# What a JSON number, boolean or other value that is not a string counts as in ``json_size``.
+_SCALAR_SIZE = 8
 
 
-def content_rows(text: str, content: str | Sequence[ContentPart]) -> int:
-    """What one message's content (``text``, its flattened form) counts as in
-    ``Database.run``'s ``rows``."""
-    size = len(text)
-    if not isinstance(content, str):
-        size += sum(getattr(part, "data_size", 0) for part in content)
-    return 1 + size // _ROW_SIZE
+def json_size(value: object) -> int:
+    """About how many characters ``value`` (a checked JSON value, or ``None``) takes stored:
+    its strings and keys, and a few for each of its other values."""
+    size = 0
+    pending = [value]
+    while pending:  # not recursive: a value may be nested as deeply as its checks allow
+        item = pending.pop()
+        if isinstance(item, str):
+            size += len(item)
+        elif isinstance(item, dict):
+            size += sum(map(len, item))
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+        elif item is not None:
+            size += _SCALAR_SIZE
+    return size
+
+
+def size_rows(*values: object) -> int:
+    """What ``values`` (JSON values) count as in ``Database.run``'s ``rows`` beyond the row
+    that holds them."""
+    return sum(map(json_size, values)) // _ROW_SIZE
+
+
+def _content_size(content: str | Sequence[ContentPart]) -> int:
+    """A string's length; for parts, every field's size, inline data counted in decoded bytes."""
+    if isinstance(content, str):
+        return len(content)
+    size = 0
+    for part in content:
+        size += getattr(part, "data_size", 0)
+        size += sum(json_size(value) for name, value in part if name != "data")
+    return size
+
+
+def content_rows(content: str | Sequence[ContentPart]) -> int:
+    """What one message's ``content`` counts as in ``Database.run``'s ``rows``."""
+    return 1 + _content_size(content) // _ROW_SIZE
 
 
 def rows_of(batch: Sequence[NewMessage]) -> int:
-    """What ``batch`` counts as in ``Database.run``'s ``rows``."""
-    return sum(content_rows(m.text, m.content) for m in batch)
+    """What ``batch`` counts as in ``Database.run``'s ``rows``: each message its content, and
+    its usage, metadata and native form."""
+    rows = 0
+    for m in batch:
+        size = _content_size(m.content)
+        if m.usage is not None or m.metadata is not None or m.native is not None:
+            size += json_size(m.usage) + json_size(m.metadata)
+            size += 0 if m.native is None else json_size(m.native.data)
+        rows += 1 + size // _ROW_SIZE
+    return rows
 
 
 class ScopeBase:

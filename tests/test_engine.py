@@ -38,7 +38,14 @@ def test_default_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["sqlite:///:memory:", "sqlite://", "sqlite:///file:notes?mode=memory&uri=true"]
+    "url",
+    [
+        "sqlite:///:memory:",
+        "sqlite://",
+        "sqlite:///file:notes?mode=memory&uri=true",
+        "sqlite:///file::memory:?cache=shared&uri=true",
+        "sqlite:///file:/notes?vfs=memdb&uri=true",
+    ],
 )
 async def test_an_in_memory_store_works_and_leaves_no_file(
     url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
