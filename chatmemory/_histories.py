@@ -154,7 +154,9 @@ def new_history(
     }
 
 
-def start(principal: Principal, values: dict[str, Any]) -> Plan[None]:
+def start(principal: Principal, values: dict[str, Any], *, touch: bool = True) -> Plan[None]:
+    """Start a history; ``touch`` sets its conversation's ``updated_at``, which a caller that
+    appends to it in the same transaction leaves to the append."""
     cid = values["conversation_id"]
     yield from q.find_conversation(principal, cid, lock=True)
     yield Stmt(
@@ -168,7 +170,8 @@ def start(principal: Principal, values: dict[str, Any]) -> Plan[None]:
             "when": values["created_at"],
         },
     )
-    yield Stmt(sql.TOUCH_CONVERSATION, {"cid": cid, "when": values["created_at"]})
+    if touch:
+        yield Stmt(sql.TOUCH_CONVERSATION, {"cid": cid, "when": values["created_at"]})
     yield from changes.record("history.started", cid, history_id=values["id"])
 
 

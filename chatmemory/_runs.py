@@ -194,7 +194,8 @@ def _record(
     """A new conversation (when given), a history started, appended to and finished."""
     if conversation is not None:
         yield from insert(conversation)
-    yield from start(principal, history)
+    # A history's first messages (a new history's are never stored already) touch its conversation.
+    yield from start(principal, history, touch=not batch)
     when = history["created_at"]
     stored, added = yield from append(principal, history["id"], batch, when, one_statement=one_statement)
     yield from change_running(principal, history["id"], {**finish, "updated_at": when})
@@ -205,7 +206,7 @@ def _started(
     principal: Principal, history: dict[str, Any], batch: list[NewMessage], one_statement: bool
 ) -> Plan[tuple[list[Row], list[Message]]]:
     """A history started, then ``batch`` appended to it."""
-    yield from start(principal, history)
+    yield from start(principal, history, touch=not batch)
     if not batch:
         return [], []
     return (

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from chatmemory import ChatMemory, ConflictError, ConversationNotFound, HistoryNotFound, InvalidInputError
+from chatmemory import (
+    ChatMemory,
+    ConflictError,
+    ConversationNotFound,
+    HistoryNotFound,
+    InvalidInputError,
+    Principal,
+)
+from chatmemory._sql import TOUCH_CONVERSATION
 from chatmemory.scope import Scope
 from tests.transactions import counted
 
@@ -96,3 +104,24 @@ async def test_each_is_one_transaction(memory: ChatMemory, alice: Scope) -> None
         started = await alice.start_run(conversation.id, model="m", messages=FIRST)
         await alice.finish_run(started.history.id, messages=LAST)
     assert transactions == ["write", "write"]
+
+
+@pytest.mark.parametrize("first", [FIRST, []])
+async def test_a_run_started_touches_its_conversation_once(memory: ChatMemory, first: list[object]) -> None:
+    """A run started with messages updates its conversation's row in the append alone (its
+    counters and its time); without messages, its time is set on its own. Either way the
+    conversation's ``updated_at`` is the history's start."""
+    chat = memory.scoped(Principal("alice"))
+    conversation = await chat.start_conversation()
+    touches: list[str] = []
+    memory._db.set_trace(
+        lambda stmt: touches.append(stmt.sql.sqlite) if stmt.sql is TOUCH_CONVERSATION else None
+    )
+    started = await chat.start_run(conversation.id, model="m", messages=first)
+    recorded = await chat.record_run(conversation.id, model="m", messages=first)
+    memory._db.set_trace(None)
+    assert len(touches) == (0 if first else 2)
+    for run in (started, recorded):
+        summary = (await chat.get_conversation(conversation.id)).updated_at
+        assert summary >= run.history.created_at
+    assert (await chat.get_conversation(conversation.id)).updated_at == recorded.history.created_at
