@@ -252,9 +252,15 @@ class Database:
                     except BaseException:
                         plan.close()  # cancelled before it started
                         raise
-                    done = self._sqlite.run_here(plan, write=write)
-                    if done is not None:
+                    try:
+                        done = self._sqlite.run_here(plan, write=write)
+                    except RuntimeError:  # closed as a read that ran long was handed on
+                        plan.close()
+                        raise StorageError("the store is closed") from None
+                    if isinstance(done, tuple):
                         return done[0]
+                    if done is not None:  # a read that ran long, gone on on a reader thread
+                        return await _outcome(done, False, unstarted=True)
                 try:
                     if self._sqlite is not None:
                         submitted = self._sqlite.submit(plan, write=write)
