@@ -29,7 +29,7 @@ from chatmemory._changes import logged
 from chatmemory._engine_driver import EngineDriver
 from chatmemory._plan import Plan, Stmt
 from chatmemory._sqlite_driver import BUSY_TIMEOUT_MS as SQLITE_BUSY_TIMEOUT_MS
-from chatmemory._sqlite_driver import SQLiteDriver, configure
+from chatmemory._sqlite_driver import Closed, SQLiteDriver, configure
 from chatmemory._wakeup import ChangeHub
 from chatmemory.errors import ChatMemoryError, InvalidInputError, StorageError
 
@@ -254,8 +254,7 @@ class Database:
                         raise
                     try:
                         done = self._sqlite.run_here(plan, write=write)
-                    except RuntimeError:  # closed as a read that ran long was handed on
-                        plan.close()
+                    except Closed:  # as a read that ran long was handed on
                         raise StorageError("the store is closed") from None
                     if isinstance(done, tuple):
                         return done[0]

@@ -135,6 +135,10 @@ def execute(connection: sqlite3.Connection, stmt: Stmt) -> Any:
     return cursor.fetchall()
 
 
+class Closed(RuntimeError):
+    """The driver closed before a read that ran long on its caller's thread could go on."""
+
+
 class _Late(Exception):
     """A quick read's first statement ran past ``QUICK_READ_SECONDS`` and was stopped."""
 
@@ -200,6 +204,7 @@ class SQLiteDriver:
 
         Raises:
             sqlite3.Error: the database failed; nothing was committed.
+            Closed: a read that ran long found the driver closed; the plan is closed.
         """
         if self.memory:
             return None  # an in-memory database is reached through the writer only
@@ -253,7 +258,11 @@ class SQLiteDriver:
             connection.execute("COMMIT")
         except _Late as late:
             connection.execute("ROLLBACK")
-            return self._readers.submit(self._read, _resumed(plan, late.statement))
+            try:
+                return self._readers.submit(self._read, _resumed(plan, late.statement))
+            except RuntimeError:
+                plan.close()
+                raise Closed from None
         except BaseException:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
