@@ -1,16 +1,20 @@
-"""SQLite: a small read of a few very large messages, which SQLite steps through in a few
-hundred steps of its virtual machine, is bounded in time on its caller's thread as one past
-thousands of deleted messages is: it starts over on a reader thread once its time is up."""
+"""SQLite: what counts as a small read running long on its caller's thread. A read of a few
+very large messages, which SQLite steps through in a few hundred steps of its virtual machine,
+is bounded in time as one past thousands of deleted messages is: it starts over on a reader
+thread once its time is up. Time its thread spends not running (another thread holding the
+interpreter lock) is not its own: starting over on another thread would give none of it back."""
 
 from __future__ import annotations
 
 import base64
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from chatmemory import ChatMemory, _sqlite_driver
+from chatmemory import ChatMemory, NewMessage, _sqlite_driver
+from chatmemory._db import QUICK_ROWS
 from tests.test_sqlite_quick_calls import _conversation_with_a_run, _statement_threads
 
 
@@ -34,3 +38,37 @@ async def test_a_small_read_of_large_messages_that_runs_long_starts_over_on_a_re
         assert await chat.list_messages(conversation_id=conv.id, limit=10) == expected
         assert threads[0] == threading.current_thread().name
         assert [name.startswith("chatmemory-sqlite-reader") for name in threads[1:]] == [True]
+
+
+class _Descheduled:
+    """The clocks of a thread that, right after a call's first reading of the clock, stops
+    running for a second (the machine busy with other processes)."""
+
+    def __init__(self) -> None:
+        self._readings = 0
+        self.thread_time = time.thread_time
+
+    def perf_counter(self) -> float:
+        self._readings += 1
+        return time.perf_counter() + (0.0 if self._readings == 1 else 1.0)
+
+
+@pytest.mark.parametrize("rows", [10, QUICK_ROWS])
+async def test_a_small_read_whose_thread_stops_running_a_while_stays_on_the_callers_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: int
+) -> None:
+    """A read past its time by the clock only because its thread did not run meanwhile has not
+    run long (starting over on another thread would give none of that time back): it is
+    answered on the caller's thread, a page of a few rows as one long enough for SQLite's
+    progress handler."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat, conv, run = await _conversation_with_a_run(memory)
+        await chat.append_messages(run.id, [NewMessage("user", f"m{i}") for i in range(QUICK_ROWS)])
+        await chat.list_messages(conversation_id=conv.id, limit=rows)  # opens the connection
+        threads = _statement_threads(memory)
+        clocks = _Descheduled()
+        monkeypatch.setattr(_sqlite_driver, "time", clocks)
+        page = await chat.list_messages(conversation_id=conv.id, limit=rows)
+        assert len(page.items) == rows
+        assert clocks._readings > 1  # the clock was read again after the pause
+        assert set(threads) == {threading.current_thread().name}
