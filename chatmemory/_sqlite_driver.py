@@ -45,9 +45,10 @@ _Outcomes: TypeAlias = dict[concurrent.futures.Future[Any], tuple[bool, Any]]
 # At most this many queued writes share a transaction, so none waits long behind the others.
 GROUP_MAX = 32
 
-# A small read whose first statement runs longer than this on its caller's thread starts over on
-# a reader thread, so it holds its caller's event loop about this long at most; the clock is read
-# every ``_CLOCK_STEPS`` steps of SQLite's virtual machine.
+# A small read whose first statement runs longer than this on its caller's thread, by the clock
+# and in the thread's own work, starts over on a reader thread, so it holds its caller's event
+# loop about this long at most; the clocks are read every ``_CLOCK_STEPS`` steps of SQLite's
+# virtual machine and after each row.
 QUICK_READ_SECONDS = 0.002
 _CLOCK_STEPS = 2_000
 
@@ -119,8 +120,20 @@ def _busy(exc: sqlite3.Error) -> bool:
     return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
 
 
-def execute(connection: sqlite3.Connection, stmt: Stmt) -> Any:
-    """One statement of a plan on ``connection``: its rows, or the number of rows it changed."""
+class _Late(Exception):
+    """A quick read's first statement ran past ``QUICK_READ_SECONDS`` and was stopped."""
+
+    def __init__(self, statement: Stmt) -> None:
+        super().__init__()
+        self.statement = statement
+
+
+def execute(connection: sqlite3.Connection, stmt: Stmt, late: Callable[[], bool] | None = None) -> Any:
+    """One statement of a plan on ``connection``: its rows, or the number of rows it changed.
+
+    Raises:
+        _Late: ``late()`` answered true after a row; the statement is stopped there.
+    """
     sql = stmt.sql
     if not sql.sqlite:
         return 0 if stmt.count else []  # nothing to do on this backend
@@ -132,19 +145,21 @@ def execute(connection: sqlite3.Connection, stmt: Stmt) -> Any:
     cursor = connection.execute(sql.sqlite_numbered, _params(sql.sqlite_names, stmt.params))
     if stmt.count:
         return cursor.rowcount
-    return cursor.fetchall()
+    if late is None:
+        return cursor.fetchall()
+    # A row can be megabytes that SQLite reads in one step of its virtual machine, which the
+    # progress handler never sees: the clock is read after each row too.
+    rows = []
+    for row in cursor:
+        rows.append(row)
+        if late():
+            cursor.close()
+            raise _Late(stmt)
+    return rows
 
 
 class Closed(RuntimeError):
     """The driver closed before a read that ran long on its caller's thread could go on."""
-
-
-class _Late(Exception):
-    """A quick read's first statement ran past ``QUICK_READ_SECONDS`` and was stopped."""
-
-    def __init__(self, statement: Stmt) -> None:
-        super().__init__()
-        self.statement = statement
 
 
 def _resumed(plan: Plan[T], first: Stmt) -> Plan[T]:
@@ -234,8 +249,16 @@ class SQLiteDriver:
         """A quick read in the transaction begun on ``connection``: ``(result,)``; or, when its
         first statement runs past ``QUICK_READ_SECONDS``, rolled back and handed on, from that
         statement, to a reader thread (a new transaction: the plan has seen nothing yet)."""
-        deadline = time.perf_counter() + QUICK_READ_SECONDS
+        wall = time.perf_counter() + QUICK_READ_SECONDS
+        work = time.thread_time() + QUICK_READ_SECONDS
+
+        def late() -> bool:
+            # Time this thread did not run (other processes', the interpreter lock held by
+            # another thread) is not the read's own: starting over elsewhere gives none back.
+            return time.perf_counter() > wall and time.thread_time() > work
+
         step = self._step(connection)
+        first = self._step(connection, late)
         started = False
 
         def first_in_time(stmt: Stmt) -> Any:
@@ -243,9 +266,9 @@ class SQLiteDriver:
             if started:
                 return step(stmt)
             started = True
-            connection.set_progress_handler(lambda: time.perf_counter() > deadline, _CLOCK_STEPS)
+            connection.set_progress_handler(late, _CLOCK_STEPS)
             try:
-                return step(stmt)
+                return first(stmt)
             except sqlite3.OperationalError as exc:
                 if exc.sqlite_errorcode == sqlite3.SQLITE_INTERRUPT:
                     raise _Late(stmt) from None
@@ -256,10 +279,10 @@ class SQLiteDriver:
         try:
             result = drive(plan, first_in_time)
             connection.execute("COMMIT")
-        except _Late as late:
+        except _Late as stopped:
             connection.execute("ROLLBACK")
             try:
-                return self._readers.submit(self._read, _resumed(plan, late.statement))
+                return self._readers.submit(self._read, _resumed(plan, stopped.statement))
             except RuntimeError:
                 plan.close()
                 raise Closed from None
@@ -384,13 +407,15 @@ class SQLiteDriver:
                 connection.execute("PRAGMA busy_timeout = 0")
         return connection
 
-    def _step(self, connection: sqlite3.Connection) -> Callable[[Stmt], Any]:
+    def _step(
+        self, connection: sqlite3.Connection, late: Callable[[], bool] | None = None
+    ) -> Callable[[Stmt], Any]:
         trace = self.trace
 
         def step(stmt: Stmt) -> Any:
             if trace is not None:
                 trace(stmt)
-            return execute(connection, stmt)
+            return execute(connection, stmt, late)
 
         return step
 

@@ -421,6 +421,7 @@ async def test_a_small_read_that_runs_long_starts_over_on_a_reader_thread(
         driver = _driver(memory)
         assert driver._quick_reader is not None and not driver._quick_reader.in_transaction
 
+        monkeypatch.undo()  # its time back
         threads.clear()
         assert len((await chat.list_messages(conversation_id=plain.id, limit=10)).items) == 10
         assert set(threads) == {here}
