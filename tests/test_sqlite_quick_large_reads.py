@@ -15,7 +15,7 @@ import pytest
 
 from chatmemory import ChatMemory, NewMessage, _sqlite_driver
 from chatmemory._db import QUICK_ROWS
-from tests.test_sqlite_quick_calls import _conversation_with_a_run, _statement_threads
+from tests.test_sqlite_quick_calls import _conversation_with_a_run, _driver, _statement_threads
 
 
 async def test_a_small_read_of_large_messages_that_runs_long_starts_over_on_a_reader_thread(
@@ -38,6 +38,8 @@ async def test_a_small_read_of_large_messages_that_runs_long_starts_over_on_a_re
         assert await chat.list_messages(conversation_id=conv.id, limit=10) == expected
         assert threads[0] == threading.current_thread().name
         assert [name.startswith("chatmemory-sqlite-reader") for name in threads[1:]] == [True]
+        quick_reader = _driver(memory)._quick_reader
+        assert quick_reader is not None and not quick_reader.in_transaction
 
 
 class _Descheduled:
