@@ -29,7 +29,7 @@ from chatmemory._changes import logged
 from chatmemory._engine_driver import EngineDriver
 from chatmemory._plan import Plan, Stmt
 from chatmemory._sqlite_driver import BUSY_TIMEOUT_MS as SQLITE_BUSY_TIMEOUT_MS
-from chatmemory._sqlite_driver import SQLiteDriver, configure
+from chatmemory._sqlite_driver import Closed, SQLiteDriver, configure
 from chatmemory._wakeup import ChangeHub
 from chatmemory.errors import ChatMemoryError, InvalidInputError, StorageError
 
@@ -252,9 +252,14 @@ class Database:
                     except BaseException:
                         plan.close()  # cancelled before it started
                         raise
-                    done = self._sqlite.run_here(plan, write=write)
-                    if done is not None:
+                    try:
+                        done = self._sqlite.run_here(plan, write=write)
+                    except Closed:  # as a read that ran long was handed on
+                        raise StorageError("the store is closed") from None
+                    if isinstance(done, tuple):
                         return done[0]
+                    if done is not None:  # a read that ran long, gone on on a reader thread
+                        return await _outcome(done, False, unstarted=True)
                 try:
                     if self._sqlite is not None:
                         submitted = self._sqlite.submit(plan, write=write)

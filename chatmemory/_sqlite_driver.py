@@ -4,7 +4,9 @@ A small call (a page, an append of a few messages: ``Database.run`` with ``rows`
 ``QUICK_ROWS``) runs on
 the caller's own thread when it can start at once: its connection is free, no write is queued
 and, for a write, no other process holds the database's write lock (asked without waiting).
-Its work then takes less time than a trip to another thread and back. Anything else, or
+Its work then takes less time than a trip to another thread and back. A small read whose
+first statement is still running after ``QUICK_READ_SECONDS`` (many deleted rows in its way,
+say, or large values) stops there and starts over on a reader thread. Anything else, or
 anything that would have to wait, runs on threads this store owns, where waiting blocks no
 event loop: one writer connection, with writers queued in front of it (SQLite has one writer
 at a time; other processes are waited for up to ``BUSY_TIMEOUT_MS``), and reader connections
@@ -28,6 +30,7 @@ import concurrent.futures
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeAlias, TypeVar
 
@@ -41,6 +44,14 @@ _Queued: TypeAlias = tuple[Plan[Any], concurrent.futures.Future[Any]]
 _Outcomes: TypeAlias = dict[concurrent.futures.Future[Any], tuple[bool, Any]]
 # At most this many queued writes share a transaction, so none waits long behind the others.
 GROUP_MAX = 32
+
+# A small read whose first statement runs longer than this on its caller's thread, by the clock
+# and in the thread's own work, starts over on a reader thread, so it holds its caller's event
+# loop about this long at most; the clocks are read every ``_CLOCK_STEPS`` steps of SQLite's
+# virtual machine and after every ``_CLOCK_ROWS`` rows.
+QUICK_READ_SECONDS = 0.002
+_CLOCK_STEPS = 2_000
+_CLOCK_ROWS = 8
 
 BUSY_TIMEOUT_MS = 30_000
 # After ``busy_timeout``, which comes first: the others read the file, and may wait for a lock.
@@ -110,8 +121,20 @@ def _busy(exc: sqlite3.Error) -> bool:
     return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
 
 
-def execute(connection: sqlite3.Connection, stmt: Stmt) -> Any:
-    """One statement of a plan on ``connection``: its rows, or the number of rows it changed."""
+class _Late(Exception):
+    """A quick read's first statement ran past ``QUICK_READ_SECONDS`` and was stopped."""
+
+    def __init__(self, statement: Stmt) -> None:
+        super().__init__()
+        self.statement = statement
+
+
+def execute(connection: sqlite3.Connection, stmt: Stmt, late: Callable[[], bool] | None = None) -> Any:
+    """One statement of a plan on ``connection``: its rows, or the number of rows it changed.
+
+    Raises:
+        _Late: ``late()`` answered true after some rows; the statement is stopped there.
+    """
     sql = stmt.sql
     if not sql.sqlite:
         return 0 if stmt.count else []  # nothing to do on this backend
@@ -123,7 +146,33 @@ def execute(connection: sqlite3.Connection, stmt: Stmt) -> Any:
     cursor = connection.execute(sql.sqlite_numbered, _params(sql.sqlite_names, stmt.params))
     if stmt.count:
         return cursor.rowcount
-    return cursor.fetchall()
+    if late is None:
+        return cursor.fetchall()
+    # A row can be megabytes that SQLite reads in one step of its virtual machine, which the
+    # progress handler never sees: the clock is read after every few rows too.
+    rows: list[Any] = []
+    while batch := cursor.fetchmany(_CLOCK_ROWS):
+        rows += batch
+        if late():
+            cursor.close()
+            raise _Late(stmt)
+    return rows
+
+
+class Closed(RuntimeError):
+    """The driver closed before a read that ran long on its caller's thread could go on."""
+
+
+def _resumed(plan: Plan[T], first: Stmt) -> Plan[T]:
+    """``plan`` from ``first`` on: the statement it yielded last, not yet answered."""
+    try:
+        stmt = first
+        while True:
+            stmt = plan.send((yield stmt))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    finally:
+        plan.close()
 
 
 class SQLiteDriver:
@@ -163,13 +212,15 @@ class SQLiteDriver:
         # as long as the store.
         self._keeper = connect(path) if memory else None
 
-    def run_here(self, plan: Plan[T], *, write: bool) -> tuple[T] | None:
+    def run_here(self, plan: Plan[T], *, write: bool) -> tuple[T] | concurrent.futures.Future[T] | None:
         """Run ``plan`` on the calling thread if it can start at once: ``(result,)``; else
         ``None``, with the plan untouched (then ``submit`` it). Never waits for anything but
-        the plan's own statements.
+        the plan's own statements. A read whose first statement runs past
+        ``QUICK_READ_SECONDS`` goes on from that statement on a reader thread: its future.
 
         Raises:
             sqlite3.Error: the database failed; nothing was committed.
+            Closed: a read that ran long found the driver closed; the plan is closed.
         """
         if self.memory:
             return None  # an in-memory database is reached through the writer only
@@ -184,11 +235,63 @@ class SQLiteDriver:
             connection = self._begin_here(write)
             if connection is None:
                 return None
+            if not write:
+                return self._read_here(connection, plan)
             result = self._finish(connection, plan)
-            if write and self._wrote():
+            if self._wrote():
                 self._checkpoint_due = True
         finally:
             lock.release()
+        return (result,)
+
+    def _read_here(
+        self, connection: sqlite3.Connection, plan: Plan[T]
+    ) -> tuple[T] | concurrent.futures.Future[T]:
+        """A quick read in the transaction begun on ``connection``: ``(result,)``; or, when its
+        first statement runs past ``QUICK_READ_SECONDS``, rolled back and handed on, from that
+        statement, to a reader thread (a new transaction: the plan has seen nothing yet)."""
+        wall = time.perf_counter() + QUICK_READ_SECONDS
+        work = time.thread_time() + QUICK_READ_SECONDS
+
+        def late() -> bool:
+            # Time this thread did not run (other processes', the interpreter lock held by
+            # another thread) is not the read's own: starting over elsewhere gives none back.
+            return time.perf_counter() > wall and time.thread_time() > work
+
+        step = self._step(connection)
+        first = self._step(connection, late)
+        started = False
+
+        def first_in_time(stmt: Stmt) -> Any:
+            nonlocal started
+            if started:
+                return step(stmt)
+            started = True
+            connection.set_progress_handler(late, _CLOCK_STEPS)
+            try:
+                return first(stmt)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode == sqlite3.SQLITE_INTERRUPT:
+                    raise _Late(stmt) from None
+                raise
+            finally:
+                connection.set_progress_handler(None, 0)
+
+        try:
+            result = drive(plan, first_in_time)
+            connection.execute("COMMIT")
+        except _Late as stopped:
+            connection.execute("ROLLBACK")
+            try:
+                return self._readers.submit(self._read, _resumed(plan, stopped.statement))
+            except RuntimeError:
+                plan.close()
+                raise Closed from None
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            plan.close()
+            raise
         return (result,)
 
     def _begin_here(self, write: bool) -> sqlite3.Connection | None:
@@ -305,13 +408,15 @@ class SQLiteDriver:
                 connection.execute("PRAGMA busy_timeout = 0")
         return connection
 
-    def _step(self, connection: sqlite3.Connection) -> Callable[[Stmt], Any]:
+    def _step(
+        self, connection: sqlite3.Connection, late: Callable[[], bool] | None = None
+    ) -> Callable[[Stmt], Any]:
         trace = self.trace
 
         def step(stmt: Stmt) -> Any:
             if trace is not None:
                 trace(stmt)
-            return execute(connection, stmt)
+            return execute(connection, stmt, late)
 
         return step
 

@@ -376,3 +376,78 @@ async def test_a_few_large_messages_are_not_a_small_call(tmp_path: Path) -> None
             await chat.append_messages(run.id, batch)
             assert threads and here not in threads
         assert len(await chat.transcript(conv.id)) == 7
+
+
+async def _past_deleted(chat: Scope, deleted: int, live: int) -> Conversation:
+    """A conversation whose ``live`` newest messages come after ``deleted`` deleted ones."""
+    conv = await chat.start_conversation()
+    gone = await chat.start_history(conv.id, model="m")
+    for _ in range(deleted // 500):
+        await chat.append_messages(gone.id, [NewMessage("user", "gone") for _ in range(500)])
+    await chat.delete_history(gone.id)
+    if live:
+        kept = await chat.start_history(conv.id, model="m")
+        await chat.append_messages(kept.id, [NewMessage("user", f"m{i}") for i in range(live)])
+    return conv
+
+
+@pytest.mark.parametrize("live", [10, 0])
+async def test_a_small_read_that_runs_long_starts_over_on_a_reader_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, live: int
+) -> None:
+    """A page read in order has to step past 2,000 deleted messages before its live ones: with
+    no time allowed for a read on the caller's thread, its first statement stops there and the
+    read starts over on a reader thread, which answers what the caller's thread would have
+    (with no live message, the conversation is then looked up there too). A read that is
+    quick stays on the caller's thread, and the connection of quick reads is left with no
+    transaction open."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        crowded = await _past_deleted(chat, 2_000, live)
+        plain = await _past_deleted(chat, 0, 10)
+        expected = await chat.list_messages(conversation_id=crowded.id, limit=10)
+        assert [m.content for m in expected.items] == [f"m{i}" for i in range(live)]
+
+        monkeypatch.setattr(_sqlite_driver, "QUICK_READ_SECONDS", 0.0)
+        threads = _statement_threads(memory)
+        here = threading.current_thread().name
+        assert await chat.list_messages(conversation_id=crowded.id, limit=10) == expected
+        # Its first statement began here, and the whole read (two statements when the page is
+        # empty) ran again on a reader thread.
+        assert threads[0] == here
+        assert [name.startswith("chatmemory-sqlite-reader") for name in threads[1:]] == [True] * (
+            1 if live else 2
+        )
+        driver = _driver(memory)
+        assert driver._quick_reader is not None and not driver._quick_reader.in_transaction
+
+        monkeypatch.undo()  # its time back
+        threads.clear()
+        assert len((await chat.list_messages(conversation_id=plain.id, limit=10)).items) == 10
+        assert set(threads) == {here}
+
+
+async def test_a_small_read_handed_on_is_withdrawn_by_a_caller_cancelled_before_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that ran long and was handed on to a reader thread, whose caller is cancelled
+    while it waits there, is cancelled as any read waiting for a thread is; the store goes on."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        crowded = await _past_deleted(chat, 2_000, 10)
+        monkeypatch.setattr(_sqlite_driver, "QUICK_READ_SECONDS", 0.0)
+        driver = _driver(memory)
+        gate = threading.Event()
+        # Every reader thread busy: the read handed on waits in the queue.
+        busy = [driver._readers.submit(gate.wait, 30) for _ in range(driver._readers._max_workers)]
+        try:
+            read = asyncio.ensure_future(chat.list_messages(conversation_id=crowded.id, limit=10))
+            await until(lambda: driver._readers._work_queue.qsize() == 1, "the read queued for a thread")
+            read.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await read
+        finally:
+            gate.set()
+        for waited in busy:
+            assert waited.result(10)
+        assert len((await chat.list_messages(conversation_id=crowded.id, limit=10)).items) == 10
