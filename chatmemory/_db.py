@@ -11,6 +11,7 @@ import sqlite3
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable, Hashable
 from pathlib import Path
@@ -92,7 +93,11 @@ def resolve_url(url: str | URL | None) -> URL:
     if driver in {"sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"}:
         parsed = parsed.set(drivername="sqlite+aiosqlite")
         if parsed.database and not in_memory(parsed):
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            # Absolute: the store opens connections as calls need them, each on this file
+            # whatever directory the process works in by then.
+            database = _absolute(parsed.database)
+            Path(_file_of(database)).parent.mkdir(parents=True, exist_ok=True)
+            parsed = parsed.set(database=database)
         return parsed
     if driver in {
         "postgres",
@@ -356,8 +361,7 @@ def owned_engine(url: str | URL | None, options: dict[str, Any]) -> tuple[AsyncE
     The engine keeps no pool: it only migrates, and a pooled async connection would tie the
     store to the event loop that opened it. Pool options size the store's own pools instead.
     An in-memory SQLite database becomes one named, shared in-memory database, so the engine
-    that migrates it and the store's own connection see the same one; a relative file path
-    becomes absolute.
+    that migrates it and the store's own connection see the same one.
     """
     options = dict(options)
     size = int(options.pop("pool_size", 10) or 10) + int(options.pop("max_overflow", 0) or 0)
@@ -371,11 +375,24 @@ def owned_engine(url: str | URL | None, options: dict[str, Any]) -> tuple[AsyncE
             database=named or f"file:chatmemory-{uuid.uuid4().hex}",
             query={**resolved.query, "mode": "memory", "cache": "shared", "uri": "true"},
         )
-    elif resolved.get_backend_name() == "sqlite" and not (resolved.database or "").startswith("file:"):
-        # Its connections open as calls need them: each on this file, whatever directory the
-        # process works in by then.
-        resolved = resolved.set(database=os.path.abspath(resolved.database or ""))
     return create_engine(resolved, poolclass=NullPool, **options), size
+
+
+def _absolute(database: str) -> str:
+    """A SQLite database's path, or ``file:`` URI, made absolute (``~`` expanded in a path)."""
+    if not database.startswith("file:"):
+        return os.path.abspath(os.path.expanduser(database))
+    parts = urllib.parse.urlsplit(database)
+    if parts.netloc or parts.path.startswith("/"):
+        return database
+    return f"file:{os.path.abspath(parts.path)}"
+
+
+def _file_of(database: str) -> str:
+    """The file a SQLite database's path, or ``file:`` URI, names."""
+    if not database.startswith("file:"):
+        return database
+    return urllib.parse.unquote(urllib.parse.urlsplit(database).path)
 
 
 def in_memory(url: URL) -> bool:

@@ -241,3 +241,36 @@ async def test_a_store_on_a_relative_path_keeps_its_file_when_the_working_direct
             "second",
         ]
     assert list(later_in.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "where"),
+    [
+        ("sqlite:///~/data/chat.db", "home/data/chat.db"),
+        ("sqlite:///file:data/chat.db?uri=true", "opened/data/chat.db"),
+        ("sqlite:///file:data/chat%20one.db?uri=true", "opened/data/chat one.db"),
+    ],
+)
+async def test_a_store_opens_the_file_its_url_names_and_only_makes_its_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, where: str
+) -> None:
+    """A path from the home directory (``~``), or a ``file:`` URI relative to the working
+    directory, names one file: its directory is made if need be, the store keeps reaching it
+    after the process changes directory, and nothing else is made (no directory named ``~``
+    or ``file:data``)."""
+    home, opened_in, later_in = tmp_path / "home", tmp_path / "opened", tmp_path / "later"
+    for directory in (home, opened_in, later_in):
+        directory.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(opened_in)
+    async with ChatMemory.open(url) as memory:
+        chat = memory.scoped(Principal("alice"))
+        await chat.start_conversation(title="first")
+        monkeypatch.chdir(later_in)
+        await chat.start_conversation(title="second")
+        assert sorted(c.title or "" for c in (await chat.list_conversations()).items) == ["first", "second"]
+    made = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert made == [where]
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_dir()) == sorted(
+        {"home", "opened", "later", str(Path(where).parent)}
+    )
