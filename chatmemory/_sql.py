@@ -80,6 +80,14 @@ def visible(scope: Scope) -> str:
     return clause if admin else clause + " AND c.owner_id = :p_owner"
 
 
+def visible_conversation(scope: Scope) -> str:
+    """Whether the conversation ``:cid`` is visible, checked once for a query of its rows (as a
+    join, PostgreSQL may look it up again for every row, and plans for that when it takes the
+    conversation for a small one: before its statistics know better, a page of 50 then read
+    and sorted all 10k messages of the conversation in 10 ms rather than 3.5)."""
+    return f"EXISTS (SELECT 1 FROM chat_conversations c WHERE c.id = :cid AND {visible(scope)})"
+
+
 # -- conversations ----------------------------------------------------------------------------
 
 INSERT_CONVERSATION = _both(
@@ -290,26 +298,30 @@ def get_message(scope: Scope, lock: bool = False) -> SQL:
 def list_messages(
     scope: Scope, by_conversation: bool, by_history: bool, newest_first: bool, after: bool
 ) -> SQL:
-    where = [visible(scope), "m.deleted_at IS NULL"]
+    where = ["m.deleted_at IS NULL"]
     if by_conversation:
         where.append("m.chat_conversation_id = :cid")
     if by_history:
         where.append("m.chat_history_id = :hid")
     if after:
         where.append("m.seq < :after" if newest_first else "m.seq > :after")
+    if by_conversation:
+        source = f"chat_messages m WHERE {visible_conversation(scope)} AND "
+    else:
+        joined = "chat_messages m JOIN chat_conversations c ON c.id = m.chat_conversation_id"
+        source = f"{joined} WHERE {visible(scope)} AND "
     columns = MESSAGE_IN_CONVERSATION if by_conversation else MESSAGE
     return _both(
-        f"SELECT {columns} FROM chat_messages m JOIN chat_conversations c ON c.id = m.chat_conversation_id "
-        f"WHERE {' AND '.join(where)} ORDER BY m.seq{' DESC' if newest_first else ''} LIMIT :limit"
+        f"SELECT {columns} FROM {source}{' AND '.join(where)} "
+        f"ORDER BY m.seq{' DESC' if newest_first else ''} LIMIT :limit"
     )
 
 
 @functools.cache
 def transcript(scope: Scope) -> SQL:
     return _both(
-        f"SELECT {MESSAGE_IN_CONVERSATION} FROM chat_messages m JOIN chat_conversations c "
-        f"ON c.id = m.chat_conversation_id WHERE m.chat_conversation_id = :cid AND m.deleted_at IS NULL "
-        f"AND {visible(scope)} ORDER BY m.seq"
+        f"SELECT {MESSAGE_IN_CONVERSATION} FROM chat_messages m WHERE {visible_conversation(scope)} "
+        "AND m.chat_conversation_id = :cid AND m.deleted_at IS NULL ORDER BY m.seq"
     )
 
 
