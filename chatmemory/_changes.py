@@ -278,4 +278,4 @@ def _uuid(value: Any) -> UUID:
 def _timestamp(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+    return _rows.utc_of_text(str(value))

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from chatmemory import ConversationNotFound, HistoryNotFound, InvalidInputError, MessageNotFound
+from chatmemory import (
+    ChatMemory,
+    ConversationNotFound,
+    HistoryNotFound,
+    InvalidInputError,
+    MessageNotFound,
+    Principal,
+)
 from chatmemory.scope import Scope
 
 
@@ -186,3 +197,27 @@ async def test_the_count_and_preview_follow_every_change_of_the_messages(alice: 
         alice.append_messages(second.id, [{"role": "user", "content": "d0"}]), alice.delete_message(newest.id)
     )
     await check(2)
+
+
+async def test_times_stored_on_sqlite_with_an_offset_read_back_as_the_same_instant(tmp_path: Path) -> None:
+    """SQLite keeps times as naive UTC text; one written there with an offset (by another tool)
+    still reads back as the instant it names, in UTC, as do the times this store wrote."""
+    path = tmp_path / "t.db"
+    async with ChatMemory.open(f"sqlite:///{path}") as memory:
+        chat = memory.scoped(Principal("alice"))
+        kept, changed = (
+            await chat.start_conversation(title="kept"),
+            await chat.start_conversation(title="changed"),
+        )
+    with contextlib.closing(sqlite3.connect(path)) as raw:
+        raw.execute(
+            "UPDATE chat_conversations SET created_at = '2026-01-01 02:00:00.000000+02:00' WHERE id = ?",
+            (changed.id.hex,),
+        )
+        raw.commit()
+    async with ChatMemory.open(f"sqlite:///{path}") as memory:
+        chat = memory.scoped(Principal("alice"))
+        assert (await chat.get_conversation(changed.id)).created_at == datetime(2026, 1, 1, tzinfo=UTC)
+        assert (await chat.get_conversation(kept.id)).created_at == kept.created_at
+        listed = {c.id: c.created_at for c in (await chat.list_conversations()).items}
+        assert listed == {changed.id: datetime(2026, 1, 1, tzinfo=UTC), kept.id: kept.created_at}
