@@ -178,8 +178,8 @@ class Database:
         self._engine_driver: EngineDriver | None = None
         if owned and self.is_sqlite:
             path = sqlite_path(engine.url)
-            self._sqlite = SQLiteDriver(path)
             memory = in_memory(engine.url)
+            self._sqlite = SQLiteDriver(path, memory=memory)
             self.changes = ChangeHub(watch_interval, sqlite_path=None if memory else path, local_only=memory)
         elif owned:
             # Imported here: asyncpg is only installed with the ``postgres`` extra.

@@ -178,7 +178,9 @@ def _resumed(plan: Plan[T], first: Stmt) -> Plan[T]:
 class SQLiteDriver:
     """Runs plans on a SQLite file from its own threads."""
 
-    def __init__(self, path: str, *, readers: int = 2, trace: Callable[[Stmt], None] | None = None) -> None:
+    def __init__(
+        self, path: str, *, memory: bool, readers: int = 2, trace: Callable[[Stmt], None] | None = None
+    ) -> None:
         self._path = path
         self.trace = trace
         self._local = threading.local()
@@ -200,8 +202,8 @@ class SQLiteDriver:
         # checkpoints after the next write, which therefore runs there.
         self._checkpoint_due = False
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chatmemory-sqlite-writer")
-        # An in-memory database exists once per connection: everything goes through the writer.
-        memory = self.memory = path in ("", ":memory:") or "mode=memory" in path
+        # An in-memory database (``_db.in_memory``) is reached through the writer only.
+        self.memory = memory
         self._readers = (
             self._writer
             if memory
