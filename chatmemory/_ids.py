@@ -25,12 +25,17 @@ def uuid_of_int(value: int) -> UUID:
     return uuid
 
 
+def uuid_of_hex(text: str) -> UUID:
+    """``UUID(text)`` for the 32-digit hex SQLite stores, without re-checking its form."""
+    return uuid_of_int(int(text, 16))
+
+
 def as_uuid(value: UUID | str) -> UUID:
-    """An id as a plan holds it: a ``UUID``, or text (the 32 hex digits SQLite stores, parsed
-    without re-checking their form)."""
+    """An id as a plan holds it: a ``UUID``, or text (the 32 hex digits SQLite stores, or any
+    form ``UUID`` reads)."""
     if isinstance(value, UUID):
         return value
-    return uuid_of_int(int(value, 16)) if len(value) == 32 else UUID(value)
+    return uuid_of_hex(value) if len(value) == 32 else UUID(value)
 
 
 def new_id() -> UUID:

@@ -26,7 +26,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, TypeAdapter
 
-from chatmemory._ids import uuid_of_int
+from chatmemory._ids import uuid_of_hex
 from chatmemory._plan import collector_paused
 from chatmemory.content import PARTS
 from chatmemory.models import ConversationSummary, History, Message, Native
@@ -153,11 +153,6 @@ _set_dict, _set_fields_set, _set_extra, _set_private = (
     vars(BaseModel)[slot].__set__
     for slot in ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")
 )
-
-
-def uuid_of_hex(text: str) -> UUID:
-    """``UUID(text)`` for the 32-digit hex this package stores, without re-checking its form."""
-    return uuid_of_int(int(text, 16))
 
 
 class _Parsed(dict[Any, Any]):

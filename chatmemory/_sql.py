@@ -298,31 +298,23 @@ def get_message(scope: Scope, lock: bool = False) -> SQL:
 def list_messages(
     scope: Scope, by_conversation: bool, by_history: bool, newest_first: bool, after: bool
 ) -> SQL:
-    where = ["m.deleted_at IS NULL"]
     if by_conversation:
-        where.append("m.chat_conversation_id = :cid")
-    if by_history:
-        where.append("m.chat_history_id = :hid")
-    if after:
-        where.append("m.seq < :after" if newest_first else "m.seq > :after")
-    if by_conversation:
-        source = f"chat_messages m WHERE {visible_conversation(scope)} AND "
+        query = f"{_OF_CONVERSATION} AND {visible_conversation(scope)}"
     else:
-        joined = "chat_messages m JOIN chat_conversations c ON c.id = m.chat_conversation_id"
-        source = f"{joined} WHERE {visible(scope)} AND "
-    columns = MESSAGE_IN_CONVERSATION if by_conversation else MESSAGE
-    return _both(
-        f"SELECT {columns} FROM {source}{' AND '.join(where)} "
-        f"ORDER BY m.seq{' DESC' if newest_first else ''} LIMIT :limit"
-    )
+        query = (
+            f"SELECT {MESSAGE} FROM chat_messages m JOIN chat_conversations c "
+            f"ON c.id = m.chat_conversation_id WHERE {visible(scope)} AND m.deleted_at IS NULL"
+        )
+    if by_history:
+        query += " AND m.chat_history_id = :hid"
+    if after:
+        query += " AND m.seq < :after" if newest_first else " AND m.seq > :after"
+    return _both(f"{query} ORDER BY m.seq{' DESC' if newest_first else ''} LIMIT :limit")
 
 
 @functools.cache
 def transcript(scope: Scope) -> SQL:
-    return _both(
-        f"SELECT {MESSAGE_IN_CONVERSATION} FROM chat_messages m WHERE {visible_conversation(scope)} "
-        "AND m.chat_conversation_id = :cid AND m.deleted_at IS NULL ORDER BY m.seq"
-    )
+    return _both(f"{_OF_CONVERSATION} AND {visible_conversation(scope)} ORDER BY m.seq")
 
 
 _APPEND_COLUMNS = ("id", "role", "content", "parts", "model", "status", "usage", "metadata", "native", "key")
