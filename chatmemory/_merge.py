@@ -20,11 +20,11 @@ from chatmemory import _queries as q
 from chatmemory import _rows
 from chatmemory import _sql as sql
 from chatmemory._ids import as_uuid
-from chatmemory._messages import MessageOps, append, in_batch_order
+from chatmemory._messages import MessageOps, append, check_running, in_batch_order, running
 from chatmemory._plan import Json, Plan, Row, Stmt
 from chatmemory._scope_base import Id, rows_of, size_rows
 from chatmemory._validation import check_object, parse_id, utc_time
-from chatmemory.errors import ConflictError, ConversationNotFound, HistoryNotFound, InvalidInputError
+from chatmemory.errors import ConflictError, ConversationNotFound, InvalidInputError
 from chatmemory.models import ConversationSummary, Message, NewMessage
 from chatmemory.principal import Principal
 
@@ -130,16 +130,13 @@ def _merge_and_append(
     if hid is not None:
         history = yield from q.find_history(principal, hid)
         own = as_uuid(history[1])
-        _check_running(hid, history[5])
+        check_running(hid, history[5])
     # Every conversation this call writes is locked in one order, by id, its own among them (with
     # the history): two calls that write each other's conversations never wait for each other.
     for cid in sorted(targets.keys() | ({own} if own is not None else set())):
         if hid is not None and cid == own:
             found = yield Stmt(sql.lock_for_append(scope), {**params, "hid": hid})
-            if not found:
-                raise HistoryNotFound(hid)  # deleted since it was read
-            status, _cid, _model, last_seq = found[0]
-            _check_running(hid, status)
+            last_seq = running(found, hid)[3]  # deleted or finished since it was read: raises
             if if_last_seq is not None and last_seq != if_last_seq:
                 raise ConflictError(f"conversation {own} changed since seq {if_last_seq}")
         if cid in targets:
@@ -169,11 +166,6 @@ def _tail(
         statement = sql.tail_messages(since is not None, limit is not None)
         rows = yield Stmt(statement, {"cid": cid, "since": since, "limit": limit})
     return found[0], rows
-
-
-def _check_running(hid: UUID, status: str) -> None:
-    if status != "running":
-        raise ConflictError(f"history {hid} is {status}")
 
 
 def _mapping(value: object) -> Mapping[Any, Mapping[str, Any]]:

@@ -200,7 +200,7 @@ def append(
             return [], (yield from _append_at_once(scope, params, hid, batch, when))
         return [], (yield from _append_bumped(scope, params, hid, batch, when))
     found = yield Stmt(sql.lock_for_append(scope), {**params, "hid": hid})
-    _, cid, history_model, last_seq = _running(found, hid)
+    _, cid, history_model, last_seq = running(found, hid)
     stored: list[Row] = (yield Stmt(sql.MESSAGES_BY_KEY, {"hid": hid, "keys": Many(keys)})) if keys else []
     taken = {row[13] for row in stored}
     fresh = [m for m in batch if m.key not in taken]
@@ -224,7 +224,7 @@ def append(
     return stored, [_added(row, m) for row, m in zip(rows, fresh, strict=True)]
 
 
-def _running(found: list[Row], hid: UUID) -> Row:
+def running(found: list[Row], hid: UUID) -> Row:
     """The one row of an append's lock, if its history is visible and running.
 
     Raises:
@@ -233,10 +233,18 @@ def _running(found: list[Row], hid: UUID) -> Row:
     """
     if not found:
         raise HistoryNotFound(hid)
-    status = found[0][0]
+    check_running(hid, found[0][0])
+    return found[0]
+
+
+def check_running(hid: UUID, status: str) -> None:
+    """Refuse to add messages to a history in ``status`` unless it is running.
+
+    Raises:
+        ConflictError: the history is finished.
+    """
     if status != "running":
         raise ConflictError(f"history {hid} is {status}; start a new history to add messages")
-    return found[0]
 
 
 def _append_bumped(
@@ -253,7 +261,7 @@ def _append_bumped(
         },
     )
     if not bumped:  # Not visible, or not running: the lock's row says which.
-        _running((yield Stmt(sql.lock_for_append(scope), {**params, "hid": hid})), hid)
+        running((yield Stmt(sql.lock_for_append(scope), {**params, "hid": hid})), hid)
         raise HistoryNotFound(hid)
     cid, last_seq, history_model = bumped[0]
     rows = _new_rows(batch, cid, hid, last_seq, history_model, when)
@@ -290,7 +298,7 @@ def _append_at_once(
             "preview": batch[-1].text[: q.PREVIEW_CHARS],
         },
     )
-    _, cid, history_model, last_seq = _running(found, hid)
+    _, cid, history_model, last_seq = running(found, hid)
     yield from changes.touched(cid)  # the statement logged the append
     rows = _new_rows(batch, cid, hid, last_seq, history_model, when, ids)
     return [_added(row, m) for row, m in zip(rows, batch, strict=True)]
