@@ -127,14 +127,15 @@ async def log_queries(memory: Any) -> list[str]:
 
 
 async def pool_idle(memory: Any) -> None:
-    """Until every pooled connection of the store is back in its pool, and its loop has run
-    what finishing their calls scheduled (query loggers): at most 30 s, the machine may be slow."""
+    """Until every pooled connection of the store is idle (back in its pool, or kept by the
+    driver for its next call), and its loop has run what finishing their calls scheduled (query
+    loggers): at most 30 s, the machine may be slow."""
     driver = memory._db._postgres
     assert driver is not None and driver._pool is not None
     pool = driver._pool
 
     async def idle() -> bool:
-        return bool(pool._queue.qsize() == len(pool._holders))
+        return bool(pool._queue.qsize() + len(driver._idle) == len(pool._holders))
 
     def on_the_loop(check: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
         return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(check, driver._loop))

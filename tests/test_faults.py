@@ -117,6 +117,50 @@ async def test_connection_terminated_by_postgres(postgres_url: str) -> None:
         assert (await alice.get_conversation(conv.id)).id == conv.id
 
 
+async def test_a_kept_connection_the_server_ended_is_not_handed_out(postgres_url: str) -> None:
+    """The driver keeps the connection a call gave back clean for the next call; once the
+    server has ended it (and its client has seen the socket close), the next call connects
+    again rather than fail on it."""
+    from tests.conftest import _create_database
+
+    url = await _create_database(postgres_url)
+    async with ChatMemory.open(url, pool_size=1, max_overflow=0) as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        driver = memory._db._postgres
+        assert driver is not None and len(driver._idle) == 1
+        kept = driver._idle[0]
+        parsed = make_url(url)
+        admin = await asyncpg.connect(
+            user=parsed.username,
+            host=parsed.query.get("host") or parsed.host,
+            port=parsed.port,
+            database=parsed.database,
+        )
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                parsed.database,
+            )
+        finally:
+            await admin.close()
+
+        async def closed() -> bool:
+            try:
+                return bool(kept.is_closed())
+            except asyncpg.InterfaceError:  # given back to the pool as it closed
+                return True
+
+        for _ in range(500):
+            if await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(closed(), driver._loop)):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the client never saw its connection end")
+        assert (await alice.get_conversation(conv.id)).id == conv.id
+
+
 _WRITE_AND_EXIT = """
 import asyncio, sys
 from chatmemory import ChatMemory, Principal
