@@ -10,6 +10,7 @@ per message.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -120,9 +121,7 @@ def logged(plan: Plan[Any], token: str = "", *, sqlite: bool = False) -> Plan[An
             if stmt.sql is not sql.RECORD_CHANGE:
                 if "log_k" in stmt.sql.names:
                     assert isinstance(stmt.params, dict)
-                    stmt = Stmt(
-                        stmt.sql, {**stmt.params, **_log_params(pending, token)}, stmt.many, stmt.count
-                    )
+                    stmt = dataclasses.replace(stmt, params={**stmt.params, **_log_params(pending, token)})
                     pending = []
                 answer = yield stmt
             else:

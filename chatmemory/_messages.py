@@ -44,7 +44,7 @@ class MessageOps(ScopeBase):
         """
         hid = parse_id("history_id", history_id)
         batch = self._batch(messages)
-        plan = append(self.principal, hid, batch, q.now(), one_statement=not self._db.is_sqlite)
+        plan = append(self.principal, hid, batch, q.now(), one_statement=not self._db.is_sqlite, alone=True)
         stored, added = await self._db.run(plan, write=True, group=hid, rows=rows_of(batch))
         return in_batch_order(batch, stored, added, self._db.is_sqlite)
 
@@ -184,7 +184,13 @@ def in_batch_order(
 
 
 def append(
-    principal: Principal, hid: UUID, batch: list[NewMessage], when: datetime, *, one_statement: bool
+    principal: Principal,
+    hid: UUID,
+    batch: list[NewMessage],
+    when: datetime,
+    *,
+    one_statement: bool,
+    alone: bool = False,
 ) -> Plan[tuple[list[Row], list[Message]]]:
     """Stored rows for keys already there, and the new messages, ``seq`` taken under the conversation lock.
 
@@ -192,12 +198,13 @@ def append(
     (PostgreSQL) the lock, the checks, the insert and the counters are one statement; on SQLite
     (whose writer holds the database lock) the bump answers ``last_seq`` and the insert follows.
     Keys are looked up after the lock is held, so a concurrent append of the same key is seen.
+    ``alone``: the append is its transaction's whole work, so its one statement may be too.
     """
     scope, params = q.principal_params(principal)
     keys = [m.key for m in batch if m.key is not None]
     if batch and not keys:
         if one_statement:
-            return [], (yield from _append_at_once(scope, params, hid, batch, when))
+            return [], (yield from _append_at_once(scope, params, hid, batch, when, alone=alone))
         return [], (yield from _append_bumped(scope, params, hid, batch, when))
     found = yield Stmt(sql.lock_for_append(scope), {**params, "hid": hid})
     _, cid, history_model, last_seq = running(found, hid)
@@ -271,8 +278,16 @@ def _append_bumped(
 
 
 def _append_at_once(
-    scope: sql.Scope, params: dict[str, Any], hid: UUID, batch: list[NewMessage], when: datetime
+    scope: sql.Scope,
+    params: dict[str, Any],
+    hid: UUID,
+    batch: list[NewMessage],
+    when: datetime,
+    *,
+    alone: bool = False,
 ) -> Plan[list[Message]]:
+    """The append as one statement, which writes nothing unless the history is visible and
+    running (it may then be ``alone``, see ``Stmt``)."""
     ids = new_ids(len(batch))
     values: dict[str, list[Any]] = {
         "id": ids,
@@ -297,6 +312,7 @@ def _append_at_once(
             "added": len(batch),
             "preview": batch[-1].text[: q.PREVIEW_CHARS],
         },
+        alone=alone,
     )
     _, cid, history_model, last_seq = running(found, hid)
     yield from changes.touched(cid)  # the statement logged the append

@@ -44,13 +44,18 @@ class Stmt:
     number of rows changed instead of rows; ``bulk`` says it may answer thousands of rows (a
     whole conversation), fetched with the collector paused (see ``collector_paused``). A
     statement with no text for a backend (work that backend does elsewhere, e.g. in a
-    trigger) answers no rows there without a round trip."""
+    trigger) answers no rows there without a round trip.
+
+    ``alone`` says the statement is its write's whole work, the plan's first and last, and
+    writes nothing wherever the plan then fails: PostgreSQL runs it as a transaction of its own,
+    without the round trips of ``BEGIN`` and ``COMMIT``."""
 
     sql: SQL
     params: dict[str, Any] | list[dict[str, Any]]
     many: bool = False
     count: bool = False
     bulk: bool = False
+    alone: bool = False
 
 
 Plan: TypeAlias = Generator[Stmt, Any, T]

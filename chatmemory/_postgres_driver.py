@@ -45,20 +45,38 @@ async def run_on(
 ) -> T:
     """Run ``plan`` on ``connection``: a write in one transaction; a read statement by statement,
     each its own transaction, which under READ COMMITTED reads what it would inside one (each
-    statement takes its own snapshot there too) without the round trips of BEGIN and COMMIT."""
-    if write:
-        async with connection.transaction():
-            return await _drive(connection, plan, trace)
-    return await _drive(connection, plan, trace)
-
-
-async def _drive(connection: asyncpg.Connection, plan: Plan[T], trace: Callable[[Stmt], None] | None) -> T:
+    statement takes its own snapshot there too) without the round trips of BEGIN and COMMIT.
+    A write that is one statement ``alone`` is that statement's own transaction."""
     try:
-        stmt = next(plan)
+        first = next(plan)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    except BaseException:
+        plan.close()
+        raise
+    if write and not first.alone:
+        async with connection.transaction():
+            return await _drive(connection, plan, trace, first)
+    return await _drive(connection, plan, trace, first)
+
+
+async def _drive(
+    connection: asyncpg.Connection,
+    plan: Plan[T],
+    trace: Callable[[Stmt], None] | None,
+    stmt: Stmt | None = None,
+) -> T:
+    """Run ``plan`` (from ``stmt`` on, when its first statement was taken already)."""
+    try:
+        if stmt is None:
+            stmt = next(plan)
+        alone = stmt.alone
         while True:
             if trace is not None:
                 trace(stmt)
             stmt = plan.send(await execute(connection, stmt))
+            if alone:
+                raise RuntimeError("a plan went on after the statement it said was its whole write")
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
     finally:

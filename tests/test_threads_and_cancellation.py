@@ -263,10 +263,10 @@ async def test_queued_sqlite_writes_commit_together_and_fail_alone(tmp_path: Pat
 
 
 async def test_postgres_call_is_its_statements_only(postgres_url: str) -> None:
-    """On PostgreSQL an append is BEGIN, one statement and COMMIT on its connection, and a read
-    of a page is its one statement (under READ COMMITTED a statement inside a transaction reads
-    what it reads alone): the connection goes back to the pool without a reset query (a round
-    trip per call)."""
+    """On PostgreSQL an append is one statement, its own transaction (no BEGIN and COMMIT round
+    trips), and a read of a page is its one statement (under READ COMMITTED a statement inside a
+    transaction reads what it reads alone): the connection goes back to the pool without a
+    reset query (a round trip per call)."""
     from tests.conftest import _create_database
 
     async with ChatMemory.open(await _create_database(postgres_url)) as memory:
@@ -279,4 +279,38 @@ async def test_postgres_call_is_its_statements_only(postgres_url: str) -> None:
         await chat.append_messages(run.id, [{"role": "user", "content": "a"}])
         await chat.list_messages(conversation_id=conv.id, newest_first=True)
         await pool_idle(memory)
-    assert [q.split()[0].rstrip(";") for q in queries] == ["BEGIN", "WITH", "COMMIT", "SELECT"]
+    assert [q.split()[0].rstrip(";") for q in queries] == ["WITH", "SELECT"]
+
+
+async def test_postgres_append_alone_writes_nothing_when_refused_and_a_plan_may_not_go_on_after_it(
+    postgres_url: str,
+) -> None:
+    """An append sent alone (its own transaction) to a finished or foreign history writes
+    nothing; a plan that yields another statement after one it said was its whole write is a
+    defect the driver reports rather than runs."""
+    from chatmemory import _sql as sql
+    from tests.conftest import _create_database
+
+    async with ChatMemory.open(await _create_database(postgres_url)) as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        done = await chat.start_history(conv.id, model="m")
+        await chat.append_messages(done.id, [{"role": "user", "content": "kept"}])
+        await chat.finish_history(done.id)
+        queries = await log_queries(memory)
+        with pytest.raises(ConflictError):
+            await chat.append_messages(done.id, [{"role": "user", "content": "late"}])
+        with pytest.raises(HistoryNotFound):
+            await memory.scoped(Principal("bob")).append_messages(done.id, [{"role": "user", "content": "x"}])
+        await pool_idle(memory)
+        assert [q.split()[0] for q in queries][:1] == ["WITH"] and "BEGIN;" not in queries
+        assert [m.content for m in await chat.transcript(conv.id)] == ["kept"]
+        summary = await chat.get_conversation(conv.id)
+        assert (summary.message_count, summary.last_message_preview) == (1, "kept")
+
+        def goes_on() -> Any:
+            yield Stmt(sql.UNINDEXED_TAIL, {}, alone=True)
+            yield Stmt(sql.UNINDEXED_TAIL, {})
+
+        with pytest.raises(RuntimeError, match="went on after"):
+            await memory._db.run(goes_on(), write=True)
