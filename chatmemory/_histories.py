@@ -103,7 +103,8 @@ class HistoryOps(ScopeBase):
 
     async def _change_running(self, hid: UUID, values: dict[str, Any]) -> History:
         rows = 1 + size_rows(*values.values())
-        row = await self._db.run(change_running(self.principal, hid, values), write=True, rows=rows)
+        plan = change_running(self.principal, hid, values, one_statement=not self._db.is_sqlite, alone=True)
+        row = await self._db.run(plan, write=True, rows=rows)
         return _rows.one(_rows.histories, row, self._db.is_sqlite).model_copy(update=values)
 
     async def get_history(self, id: Id, *, messages: bool = True) -> HistoryDetail:
@@ -175,23 +176,54 @@ def start(principal: Principal, values: dict[str, Any], *, touch: bool = True) -
     yield from changes.record("history.started", cid, history_id=values["id"])
 
 
-def change_running(principal: Principal, hid: UUID, values: dict[str, Any]) -> Plan[Row]:
+def change_running(
+    principal: Principal,
+    hid: UUID,
+    values: dict[str, Any],
+    *,
+    one_statement: bool = False,
+    alone: bool = False,
+) -> Plan[Row]:
+    """Set ``values`` on a running history; answers its row as it was.
+
+    With ``one_statement`` (PostgreSQL) the lock, the checks, the change and its log are one
+    statement, which writes nothing unless the history is visible and running: it may then be
+    its call's whole write (``alone``, see ``Stmt``).
+
+    Raises:
+        HistoryNotFound: no visible history has this id.
+        ConflictError: the history is finished.
+    """
+    kind = "history.finished" if "finished_at" in values else "history.updated"
+    params = {name: Json(value) if name in _JSON_FIELDS else value for name, value in values.items()}
+    if one_statement:
+        scope, visibility = q.principal_params(principal)
+        found = yield Stmt(
+            sql.change_history_postgres(scope, tuple(values)),
+            {**visibility, **params, "hid": hid, "kind": kind},
+            alone=alone,
+        )
+        if not found:
+            raise HistoryNotFound(hid)
+        *row, changed = found[0]
+        _check_running(hid, row[5])
+        if not changed:  # finished by a concurrent change while this one waited for the lock
+            raise ConflictError(f"history {hid} is already finished")
+        yield from changes.touched(row[1])  # the statement logged the change
+        return tuple(row)
     row = yield from q.find_history(principal, hid, lock=True)
-    status = row[5]
-    if status != "running":
-        raise ConflictError(f"history {hid} is already {status}")
+    _check_running(hid, row[5])
     # The row's own values, overlaid with what changes.
-    params = _rows.row_params(_rows.HISTORY_FIELDS, row)
-    for name, value in values.items():
-        params[name] = Json(value) if name in _JSON_FIELDS else value
-    params["hid"] = hid
-    # A concurrent change may have finished it while this one waited for the lock (PostgreSQL).
+    params = {**_rows.row_params(_rows.HISTORY_FIELDS, row), **params, "hid": hid}
     if not (yield Stmt(sql.UPDATE_HISTORY, params, count=True)):
         raise ConflictError(f"history {hid} is already finished")
-    yield from changes.record(
-        "history.finished" if "finished_at" in values else "history.updated", row[1], history_id=hid
-    )
+    yield from changes.record(kind, row[1], history_id=hid)
     return row
+
+
+def _check_running(hid: UUID, status: str) -> None:
+    if status != "running":
+        raise ConflictError(f"history {hid} is already {status}")
 
 
 def _detail(principal: Principal, hid: UUID, messages: bool) -> Plan[tuple[Row, list[Row]]]:

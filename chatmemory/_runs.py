@@ -198,7 +198,9 @@ def _record(
     yield from start(principal, history, touch=not batch)
     when = history["created_at"]
     stored, added = yield from append(principal, history["id"], batch, when, one_statement=one_statement)
-    yield from change_running(principal, history["id"], {**finish, "updated_at": when})
+    yield from change_running(
+        principal, history["id"], {**finish, "updated_at": when}, one_statement=one_statement
+    )
     return stored, added
 
 
@@ -224,5 +226,5 @@ def _finished(
         stored, added = yield from append(
             principal, hid, batch, finish["updated_at"], one_statement=one_statement
         )
-    row = yield from change_running(principal, hid, finish)
+    row = yield from change_running(principal, hid, finish, one_statement=one_statement, alone=not batch)
     return row, stored, added

@@ -359,6 +359,34 @@ def append_postgres(scope: Scope) -> SQL:
     return SQL("-- PostgreSQL only", text)
 
 
+@functools.cache
+def change_history_postgres(scope: Scope, fields: tuple[str, ...]) -> SQL:
+    """A running history's ``fields`` changed in one PostgreSQL statement.
+
+    Locks its conversation's row (as ``get_history`` with ``lock``) while checking the history
+    is visible, sets ``fields`` only if it is running, and logs the changes the transaction
+    recorded so far and this one (``:kind``; ``_changes.logged`` fills the ``log_``
+    parameters). Answers the history's row as it was, and whether it changed; no row means not
+    visible.
+    """
+    sets = ", ".join(f"{name} = :{name}" for name in fields)
+    note = ":log_note || ' ' || h.chat_conversation_id::text"
+    text = (
+        f"WITH h AS (SELECT {HISTORY} FROM chat_histories h JOIN chat_conversations c "
+        "ON c.id = h.chat_conversation_id "
+        f"WHERE h.id = :hid AND h.deleted_at IS NULL AND {visible(scope)} FOR UPDATE OF c), "
+        f"u AS (UPDATE chat_histories x SET {sets} FROM h WHERE x.id = h.id AND x.status = 'running' "
+        "RETURNING 1), "
+        # The changes recorded before this statement, then this one's, last in the transaction.
+        f"{_CLOCK.format(k=':log_k + 1', where='FROM u, h WHERE k.id = 1 ', payload=note)}, "
+        f"log AS ({_LOG_INSERT}SELECT clock.n - :log_k - 1 + r.i, r.cid, r.kind, r.hid, r.mid, r.seq, r.cnt, "
+        f":log_when::timestamptz FROM clock, {_LOG_ROWS} UNION ALL SELECT clock.n, h.chat_conversation_id, "
+        ":kind, h.id, NULL, NULL, NULL, :log_when FROM clock, h RETURNING 1) "
+        "SELECT h.*, EXISTS (SELECT 1 FROM u) FROM h"
+    )
+    return SQL("-- PostgreSQL only", text)
+
+
 # -- search index: filled at search time, so appends pay nothing for it -----------------------
 # SQLite indexes the messages past a rowid mark (migration 0003); PostgreSQL the messages of the
 # changes past a change-log mark (migration 0006), which follows commit order. Content changed

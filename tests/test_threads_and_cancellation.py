@@ -264,9 +264,10 @@ async def test_queued_sqlite_writes_commit_together_and_fail_alone(tmp_path: Pat
 
 async def test_postgres_call_is_its_statements_only(postgres_url: str) -> None:
     """On PostgreSQL an append is one statement, its own transaction (no BEGIN and COMMIT round
-    trips), and a read of a page is its one statement (under READ COMMITTED a statement inside a
-    transaction reads what it reads alone): the connection goes back to the pool without a
-    reset query (a round trip per call)."""
+    trips), as is a change to a running history; a read of a page is its one statement (under
+    READ COMMITTED a statement inside a transaction reads what it reads alone); a run finished
+    with its last messages is those two statements in one transaction. The connection goes back
+    to the pool without a reset query (a round trip per call)."""
     from tests.conftest import _create_database
 
     async with ChatMemory.open(await _create_database(postgres_url)) as memory:
@@ -278,8 +279,12 @@ async def test_postgres_call_is_its_statements_only(postgres_url: str) -> None:
         queries = await log_queries(memory)
         await chat.append_messages(run.id, [{"role": "user", "content": "a"}])
         await chat.list_messages(conversation_id=conv.id, newest_first=True)
+        await chat.update_history(run.id, model="n")
+        await chat.finish_run(run.id, messages=[{"role": "assistant", "content": "b"}])
         await pool_idle(memory)
-    assert [q.split()[0].rstrip(";") for q in queries] == ["WITH", "SELECT"]
+    assert [q.split()[0].rstrip(";") for q in queries] == [
+        "WITH", "SELECT", "WITH", "BEGIN", "WITH", "WITH", "COMMIT"
+    ]  # fmt: skip
 
 
 async def test_postgres_append_alone_writes_nothing_when_refused_and_a_plan_may_not_go_on_after_it(
