@@ -17,7 +17,7 @@ from chatmemory._plan import Json, Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase, size_rows
 from chatmemory._validation import check_object, model_name, parse_id, prompts
 from chatmemory.errors import ConflictError, HistoryNotFound, InvalidInputError
-from chatmemory.models import History, HistoryDetail
+from chatmemory.models import ChangeKind, History, HistoryDetail
 from chatmemory.principal import Principal
 
 _FINISHED = ("completed", "failed", "cancelled")
@@ -194,7 +194,7 @@ def change_running(
         HistoryNotFound: no visible history has this id.
         ConflictError: the history is finished.
     """
-    kind = "history.finished" if "finished_at" in values else "history.updated"
+    kind: ChangeKind = "history.finished" if "finished_at" in values else "history.updated"
     params = {name: Json(value) if name in _JSON_FIELDS else value for name, value in values.items()}
     if one_statement:
         scope, visibility = q.principal_params(principal)
