@@ -17,7 +17,13 @@ from chatmemory._plan import Json, Many, Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase, content_rows, rows_of
 from chatmemory._validation import dump_parts, model_name, parse_id
 from chatmemory.content import ContentPart, flatten_content
-from chatmemory.errors import ConflictError, HistoryNotFound, InvalidInputError, MessageNotFound
+from chatmemory.errors import (
+    ConflictError,
+    ConversationNotFound,
+    HistoryNotFound,
+    InvalidInputError,
+    MessageNotFound,
+)
 from chatmemory.models import (
     ChangeKind,
     Message,
@@ -191,6 +197,7 @@ def append(
     *,
     one_statement: bool,
     alone: bool = False,
+    new_history: bool = False,
 ) -> Plan[tuple[list[Row], list[Message]]]:
     """Stored rows for keys already there, and the new messages, ``seq`` taken under the conversation lock.
 
@@ -199,9 +206,10 @@ def append(
     (whose writer holds the database lock) the bump answers ``last_seq`` and the insert follows.
     Keys are looked up after the lock is held, so a concurrent append of the same key is seen.
     ``alone``: the append is its transaction's whole work, so its one statement may be too.
+    A ``new_history`` (started in this transaction) has no stored keys to look up.
     """
     scope, params = q.principal_params(principal)
-    keys = [m.key for m in batch if m.key is not None]
+    keys = [] if new_history else [m.key for m in batch if m.key is not None]
     if batch and not keys:
         if one_statement:
             return [], (yield from _append_at_once(scope, params, hid, batch, when, alone=alone))
@@ -289,6 +297,18 @@ def _append_at_once(
     """The append as one statement, which writes nothing unless the history is visible and
     running (it may then be ``alone``, see ``Stmt``)."""
     ids = new_ids(len(batch))
+    found = yield Stmt(
+        sql.append_postgres(scope), {**params, **batch_params(batch, ids, hid, when)}, alone=alone
+    )
+    _, cid, history_model, last_seq = running(found, hid)
+    yield from changes.touched(cid)  # the statement logged the append
+    rows = _new_rows(batch, cid, hid, last_seq, history_model, when, ids)
+    return [_added(row, m) for row, m in zip(rows, batch, strict=True)]
+
+
+def batch_params(batch: list[NewMessage], ids: list[UUID], hid: UUID, when: datetime) -> dict[str, Any]:
+    """What a PostgreSQL statement that inserts ``batch`` into history ``hid`` binds: an array
+    per column, the counters' change and the preview."""
     values: dict[str, list[Any]] = {
         "id": ids,
         "role": [m.role for m in batch],
@@ -301,22 +321,43 @@ def _append_at_once(
         "native": [_native(m) for m in batch],
         "key": [m.key for m in batch],
     }
-    columns = {f"{name}_values": Many(column) for name, column in values.items()}
+    return {
+        **{f"{name}_values": Many(column) for name, column in values.items()},
+        "hid": hid,
+        "when": when,
+        "added": len(batch),
+        "preview": batch[-1].text[: q.PREVIEW_CHARS],
+    }
+
+
+def start_at_once(
+    principal: Principal, history: dict[str, Any], batch: list[NewMessage], *, alone: bool = False
+) -> Plan[list[Message]]:
+    """A new history (``history``'s values) and its first ``batch`` in one PostgreSQL statement,
+    which writes nothing unless the conversation is visible (it may then be ``alone``, see ``Stmt``).
+
+    Raises:
+        ConversationNotFound: no visible conversation has this id.
+    """
+    scope, params = q.principal_params(principal)
+    cid, hid, when = history["conversation_id"], history["id"], history["created_at"]
+    ids = new_ids(len(batch))
     found = yield Stmt(
-        sql.append_postgres(scope),
+        sql.start_postgres(scope),
         {
             **params,
-            **columns,
-            "hid": hid,
-            "when": when,
-            "added": len(batch),
-            "preview": batch[-1].text[: q.PREVIEW_CHARS],
+            **batch_params(batch, ids, hid, when),
+            "cid": cid,
+            "model": history["model"],
+            "system_prompts": Json(history["system_prompts"]),
+            "metadata": Json(history["metadata"]),
         },
         alone=alone,
     )
-    _, cid, history_model, last_seq = running(found, hid)
-    yield from changes.touched(cid)  # the statement logged the append
-    rows = _new_rows(batch, cid, hid, last_seq, history_model, when, ids)
+    if not found:
+        raise ConversationNotFound(cid)
+    yield from changes.touched(cid)  # the statement logged the start and the append
+    rows = _new_rows(batch, cid, hid, found[0][0], history["model"], when, ids)
     return [_added(row, m) for row, m in zip(rows, batch, strict=True)]
 
 

@@ -321,6 +321,36 @@ _APPEND_COLUMNS = ("id", "role", "content", "parts", "model", "status", "usage",
 _APPEND_TYPES = ("uuid", "text", "text", "json", "text", "text", "json", "json", "json", "text")
 
 
+# A batch of messages as one array per column, a row each with its place ``n`` in the batch.
+_BATCH = (
+    "i AS (SELECT * FROM unnest("
+    + ", ".join(f":{c}_values::{t}[]" for c, t in zip(_APPEND_COLUMNS, _APPEND_TYPES, strict=True))
+    + f") WITH ORDINALITY AS t({', '.join(_APPEND_COLUMNS)}, n))"
+)
+
+
+def _insert_batch(cid: str, last_seq: str, model: str, source: str) -> str:
+    """The batch ``i`` inserted into conversation ``cid`` after ``last_seq``, an assistant's
+    message without a model driven by ``model`` (each an SQL expression over ``source``)."""
+    return (
+        "INSERT INTO chat_messages (id, chat_conversation_id, chat_history_id, seq, role, content, "
+        "parts, model, status, error, usage, metadata, native, key, created_at, updated_at) "
+        f"SELECT i.id, {cid}, :hid, {last_seq} + i.n, i.role, i.content, i.parts, "
+        f"CASE WHEN i.role = 'assistant' THEN coalesce(i.model, {model}) END, i.status, NULL, i.usage, "
+        f"i.metadata, i.native, i.key, :when, :when FROM i, {source}"
+    )
+
+
+def _bump(cid: str, last_seq: str, source: str, when: str) -> str:
+    """The conversation ``cid``'s counters after the batch (its ``last_seq`` before it given),
+    from ``source`` where ``when`` holds."""
+    return (
+        f"UPDATE chat_conversations x SET last_seq = {last_seq} + :added, "
+        "message_count = x.message_count + :added, last_message_preview = :preview, updated_at = :when "
+        f"FROM {source} WHERE x.id = {cid} AND {when}"
+    )
+
+
 @functools.cache
 def append_postgres(scope: Scope) -> SQL:
     """A whole append in one PostgreSQL statement.
@@ -332,29 +362,52 @@ def append_postgres(scope: Scope) -> SQL:
     (``_changes.logged`` fills the ``log_`` parameters). Answers the history's status,
     conversation, model and ``last_seq`` before the append; no row means not visible.
     """
-    running = "FROM h WHERE k.id = 1 AND h.status = 'running' "
+    running_h = "h.status = 'running'"
+    running = f"FROM h WHERE k.id = 1 AND {running_h} "
     note = ":log_note || ' ' || h.cid::text"
-    arrays = ", ".join(f":{c}_values::{t}[]" for c, t in zip(_APPEND_COLUMNS, _APPEND_TYPES, strict=True))
     text = (
         "WITH h AS (SELECT h.status, h.chat_conversation_id AS cid, h.model, c.last_seq "
         "FROM chat_conversations c JOIN chat_histories h ON h.chat_conversation_id = c.id "
         f"WHERE h.id = :hid AND h.deleted_at IS NULL AND {visible(scope)} FOR UPDATE OF c, h), "
-        f"i AS (SELECT * FROM unnest({arrays}) WITH ORDINALITY "
-        f"AS t({', '.join(_APPEND_COLUMNS)}, n)), "
-        "ins AS (INSERT INTO chat_messages (id, chat_conversation_id, chat_history_id, seq, role, content, "
-        "parts, model, status, error, usage, metadata, native, key, created_at, updated_at) "
-        "SELECT i.id, h.cid, :hid, h.last_seq + i.n, i.role, i.content, i.parts, "
-        "CASE WHEN i.role = 'assistant' THEN coalesce(i.model, h.model) END, i.status, NULL, i.usage, "
-        "i.metadata, i.native, i.key, :when, :when FROM i, h WHERE h.status = 'running' RETURNING 1), "
-        "bump AS (UPDATE chat_conversations c SET last_seq = h.last_seq + :added, "
-        "message_count = c.message_count + :added, last_message_preview = :preview, updated_at = :when "
-        "FROM h WHERE c.id = h.cid AND h.status = 'running' RETURNING 1), "
+        f"{_BATCH}, "
+        f"ins AS ({_insert_batch('h.cid', 'h.last_seq', 'h.model', 'h')} WHERE {running_h} RETURNING 1), "
+        f"bump AS ({_bump('h.cid', 'h.last_seq', 'h', running_h)} RETURNING 1), "
         # The changes recorded before this statement, then this append's, last in the transaction.
         f"{_CLOCK.format(k=':log_k + 1', where=running, payload=note)}, "
         f"log AS ({_LOG_INSERT}SELECT clock.n - :log_k - 1 + r.i, r.cid, r.kind, r.hid, r.mid, r.seq, r.cnt, "
         f":log_when FROM clock, {_LOG_ROWS} UNION ALL SELECT clock.n, h.cid, 'message.appended', :hid, NULL, "
         "h.last_seq + 1, :added, :when FROM clock, h RETURNING 1) "
         "SELECT h.status, h.cid, h.model, h.last_seq FROM h"
+    )
+    return SQL("-- PostgreSQL only", text)
+
+
+@functools.cache
+def start_postgres(scope: Scope) -> SQL:
+    """A history started with its first messages in one PostgreSQL statement.
+
+    Locks the conversation's row while checking it is visible, inserts the history (running,
+    driven by ``:model``) and the batch after the conversation's ``last_seq``, bumps its
+    counters, and logs the changes the transaction recorded so far, the history's start and the
+    append. Answers the conversation's ``last_seq`` before the batch; no row means not visible,
+    and then nothing is written.
+    """
+    note = ":log_note || ' ' || c.id::text"
+    text = (
+        "WITH c AS (SELECT c.id, c.last_seq FROM chat_conversations c "
+        f"WHERE c.id = :cid AND {visible(scope)} FOR UPDATE), "
+        "hist AS (INSERT INTO chat_histories (id, chat_conversation_id, model, system_prompts, metadata, "
+        "status, usage, error, finished_at, created_at, updated_at) SELECT :hid, c.id, :model, "
+        ":system_prompts, :metadata, 'running', NULL, NULL, NULL, :when, :when FROM c RETURNING 1), "
+        f"{_BATCH}, "
+        f"ins AS ({_insert_batch('c.id', 'c.last_seq', ':model', 'c')} RETURNING 1), "
+        f"bump AS ({_bump('c.id', 'c.last_seq', 'c', 'true')} RETURNING 1), "
+        f"{_CLOCK.format(k=':log_k + 2', where='FROM c WHERE k.id = 1 ', payload=note)}, "
+        f"log AS ({_LOG_INSERT}SELECT clock.n - :log_k - 2 + r.i, r.cid, r.kind, r.hid, r.mid, r.seq, r.cnt, "
+        f":log_when FROM clock, {_LOG_ROWS} UNION ALL SELECT clock.n - 1, c.id, 'history.started', :hid, "
+        "NULL, NULL, NULL, :when FROM clock, c UNION ALL SELECT clock.n, c.id, 'message.appended', :hid, "
+        "NULL, c.last_seq + 1, :added, :when FROM clock, c RETURNING 1) "
+        "SELECT c.last_seq FROM c"
     )
     return SQL("-- PostgreSQL only", text)
 
