@@ -210,7 +210,7 @@ def change_running(
         width = len(_rows.HISTORY_FIELDS)
         row, changed = found[0][:width], found[0][width:]
         _check_running(hid, row[5])
-        if changed[0] is None:  # finished by a concurrent change while this one waited for the lock
+        if changed[0] is None:  # locked while running, so never: no answer for a change not made
             raise ConflictError(f"history {hid} is already finished")
         yield from changes.touched(row[1])  # the statement logged the change
         return tuple(changed)

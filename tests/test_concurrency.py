@@ -274,3 +274,48 @@ async def test_changes_of_one_history_queued_for_its_lock_each_answer_what_they_
         ]
         stored = await alice.get_history(run.id, messages=False)
         assert stored.model_dump(exclude={"messages"}) == answers[-1].model_dump()
+
+
+async def test_a_change_queued_behind_the_deletion_of_its_history_finds_no_history(postgres_url: str) -> None:
+    """A finish, an update or a run's end that waits for the conversation's lock while the
+    history is deleted finds no history, as it would have had it come after the deletion: it
+    neither changes the deleted history nor logs a change of it after its deletion."""
+    from tests.conftest import _create_database
+
+    db_url = await _create_database(postgres_url)
+    async with ChatMemory.open(db_url) as memory:
+        alice = memory.scoped(Principal("alice"))
+        changes = (
+            lambda hid: alice.finish_history(hid),
+            lambda hid: alice.update_history(hid, model="n"),
+            lambda hid: alice.finish_run(hid),
+        )
+        for change in changes:
+            conv = await alice.start_conversation()
+            run = await alice.start_history(conv.id, model="m")
+            start = await alice.change_cursor(conv.id)
+            waiting, release = await _postgres_lock(db_url, conv.id)
+            try:
+                deletion = asyncio.ensure_future(alice.delete_history(run.id))
+                await _until_queued(waiting, 1, "the deletion")
+                changed = asyncio.ensure_future(change(run.id))
+                await _until_queued(waiting, 2, "the change")
+            finally:
+                await release()
+            deleted, refused = await asyncio.gather(deletion, changed, return_exceptions=True)
+            assert deleted is None and isinstance(refused, HistoryNotFound), refused
+            marker = await alice.start_history(conv.id, model="m")
+            assert await asyncio.wait_for(_kinds_until(alice, conv.id, start, marker.id), 30) == [
+                "history.deleted",
+                "history.started",
+            ]
+
+
+async def _kinds_until(chat: Scope, conversation_id: object, after: str, history_id: object) -> list[str]:
+    """The kinds of a conversation's changes after ``after``, up to the start of ``history_id``."""
+    kinds = []
+    async for event in chat.watch(conversation_id, after=after):  # type: ignore[arg-type]
+        kinds.append(event.kind)
+        if event.kind == "history.started" and event.history_id == history_id:
+            return kinds
+    raise AssertionError("the watch ended")
