@@ -184,11 +184,13 @@ def change_running(
     one_statement: bool = False,
     alone: bool = False,
 ) -> Plan[Row]:
-    """Set ``values`` on a running history; answers its row as it was.
+    """Set ``values`` on a running history; answers its row, of which ``values`` are (or become,
+    once overlaid) the new values.
 
     With ``one_statement`` (PostgreSQL) the lock, the checks, the change and its log are one
     statement, which writes nothing unless the history is visible and running: it may then be
-    its call's whole write (``alone``, see ``Stmt``).
+    its call's whole write (``alone``, see ``Stmt``). It sets only ``values``, so it answers the
+    row as it left it, with what a concurrent change committed while it waited for the lock.
 
     Raises:
         HistoryNotFound: no visible history has this id.
@@ -205,12 +207,13 @@ def change_running(
         )
         if not found:
             raise HistoryNotFound(hid)
-        *row, changed = found[0]
+        width = len(_rows.HISTORY_FIELDS)
+        row, changed = found[0][:width], found[0][width:]
         _check_running(hid, row[5])
-        if not changed:  # finished by a concurrent change while this one waited for the lock
+        if changed[0] is None:  # locked while running, so never: no answer for a change not made
             raise ConflictError(f"history {hid} is already finished")
         yield from changes.touched(row[1])  # the statement logged the change
-        return tuple(row)
+        return tuple(changed)
     row = yield from q.find_history(principal, hid, lock=True)
     _check_running(hid, row[5])
     # The row's own values, overlaid with what changes.

@@ -217,6 +217,10 @@ class PostgresDriver:
             connection = self._idle.pop()
             if _alive(connection):
                 return connection
+            # Closed without asyncpg's cleanup (a protocol abort), it still holds its pool slot,
+            # which the pool frees and connects again once it takes it back.
+            assert self._pool is not None
+            await self._pool.release(connection)
         self._acquiring += 1
         try:
             return await (await self._connection_pool()).acquire()
@@ -408,7 +412,8 @@ class PostgresDriver:
 
 def _alive(connection: asyncpg.Connection) -> bool:
     """False for a kept connection that closed meanwhile (the server ended it, say): asyncpg
-    then gave it back to its pool, which connects it again when next asked."""
+    then gave it back to its pool, which connects it again when next asked (unless it closed
+    without asyncpg's cleanup, see ``_acquire``)."""
     try:
         return not connection.is_closed()
     except asyncpg.InterfaceError:

@@ -416,26 +416,27 @@ def start_postgres(scope: Scope) -> SQL:
 def change_history_postgres(scope: Scope, fields: tuple[str, ...]) -> SQL:
     """A running history's ``fields`` changed in one PostgreSQL statement.
 
-    Locks its conversation's row (as ``get_history`` with ``lock``) while checking the history
-    is visible, sets ``fields`` only if it is running, and logs the changes the transaction
+    Locks its conversation's and history's rows (as ``append_postgres``) while checking the
+    history is visible, so a deletion or a finish committed while it waited for the lock is
+    seen; sets ``fields`` only if it is running, and logs the changes the transaction
     recorded so far and this one (``:kind``; ``_changes.logged`` fills the ``log_``
-    parameters). Answers the history's row as it was, and whether it changed; no row means not
-    visible.
+    parameters). Answers the history's row as it was, then as the change left it (NULLs when it
+    did not change); no row means not visible.
     """
     sets = ", ".join(f"{name} = :{name}" for name in fields)
     note = ":log_note || ' ' || h.chat_conversation_id::text"
     text = (
-        f"WITH h AS (SELECT {HISTORY} FROM chat_histories h JOIN chat_conversations c "
-        "ON c.id = h.chat_conversation_id "
-        f"WHERE h.id = :hid AND h.deleted_at IS NULL AND {visible(scope)} FOR UPDATE OF c), "
+        f"WITH h AS (SELECT {HISTORY} FROM chat_conversations c JOIN chat_histories h "
+        "ON h.chat_conversation_id = c.id "
+        f"WHERE h.id = :hid AND h.deleted_at IS NULL AND {visible(scope)} FOR UPDATE OF c, h), "
         f"u AS (UPDATE chat_histories x SET {sets} FROM h WHERE x.id = h.id AND x.status = 'running' "
-        "RETURNING 1), "
+        f"RETURNING {HISTORY.replace('h.', 'x.')}), "
         # The changes recorded before this statement, then this one's, last in the transaction.
         f"{_CLOCK.format(k=':log_k + 1', where='FROM u, h WHERE k.id = 1 ', payload=note)}, "
         f"log AS ({_LOG_INSERT}SELECT clock.n - :log_k - 1 + r.i, r.cid, r.kind, r.hid, r.mid, r.seq, r.cnt, "
         f":log_when::timestamptz FROM clock, {_LOG_ROWS} UNION ALL SELECT clock.n, h.chat_conversation_id, "
         ":kind, h.id, NULL, NULL, NULL, :log_when FROM clock, h RETURNING 1) "
-        "SELECT h.*, EXISTS (SELECT 1 FROM u) FROM h"
+        "SELECT h.*, u.* FROM h LEFT JOIN u ON true"
     )
     return SQL("-- PostgreSQL only", text)
 

@@ -189,33 +189,10 @@ async def test_an_append_queued_behind_finish_history_is_refused(
             holder.close()
 
     else:
-        conn = await asyncpg.connect(user=url.username, host=url.query.get("host") or url.host, port=url.port,
-                                     database=url.database)  # fmt: skip
-        transaction = conn.transaction()
-        await transaction.start()
-        await conn.execute("SELECT 1 FROM chat_conversations WHERE id = $1 FOR UPDATE", conv.id)
-
-        async def waiting() -> int:
-            # Inside a transaction, pg_stat_activity lists the sessions of its first look only.
-            await conn.execute("SELECT pg_stat_clear_snapshot()")
-            return int(
-                await conn.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            )
-
-        async def release() -> None:
-            await transaction.rollback()
-            await conn.close()
+        waiting, release = await _postgres_lock(db_url, conv.id)
 
     async def queued(n: int, what: str) -> None:
-        """Until ``n`` writes wait for the lock (at most 30 s: the machine may be slow)."""
-        for _ in range(3000):
-            if await waiting() >= n:
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"not queued: {what}")
+        await _until_queued(waiting, n, what)
 
     finish = asyncio.ensure_future(alice.finish_history(run.id))
     await queued(1, "the finish")
@@ -226,3 +203,119 @@ async def test_an_append_queued_behind_finish_history_is_refused(
     assert not isinstance(finished, BaseException), finished
     assert isinstance(appended, ConflictError), appended
     assert (await alice.get_history(run.id)).messages == []
+
+
+async def _postgres_lock(
+    db_url: str, conversation_id: object
+) -> tuple[Callable[[], Awaitable[int]], Callable[[], Awaitable[None]]]:
+    """Another session holding a conversation's row lock: how many sessions wait for a lock,
+    and the lock's release."""
+    url = make_url(db_url)
+    conn = await asyncpg.connect(user=url.username, host=url.query.get("host") or url.host, port=url.port,
+                                 database=url.database)  # fmt: skip
+    transaction = conn.transaction()
+    await transaction.start()
+    await conn.execute("SELECT 1 FROM chat_conversations WHERE id = $1 FOR UPDATE", conversation_id)
+
+    async def waiting() -> int:
+        # Inside a transaction, pg_stat_activity lists the sessions of its first look only.
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+
+    async def release() -> None:
+        await transaction.rollback()
+        await conn.close()
+
+    return waiting, release
+
+
+async def _until_queued(waiting: Callable[[], Awaitable[int]], n: int, what: str) -> None:
+    """Until ``n`` writes wait for the lock (at most 30 s: the machine may be slow)."""
+    for _ in range(3000):
+        if await waiting() >= n:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not queued: {what}")
+
+
+async def test_changes_of_one_history_queued_for_its_lock_each_answer_what_they_left(
+    postgres_url: str,
+) -> None:
+    """Changes to one running history that wait for its conversation's lock meanwhile each keep
+    what those before them set, and each answers the history as it left it: a finish queued
+    behind two updates answers (and stores) both updates' values."""
+    from tests.conftest import _create_database
+
+    db_url = await _create_database(postgres_url)
+    async with ChatMemory.open(db_url) as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        run = await alice.start_history(conv.id, model="m", metadata={"a": 1})
+        waiting, release = await _postgres_lock(db_url, conv.id)
+        try:
+            model = asyncio.ensure_future(alice.update_history(run.id, model="n"))
+            await _until_queued(waiting, 1, "the model's update")
+            metadata = asyncio.ensure_future(alice.update_history(run.id, metadata={"b": [2, None]}))
+            await _until_queued(waiting, 2, "the metadata's update")
+            finish = asyncio.ensure_future(alice.finish_history(run.id, usage={"t": 3}))
+            await _until_queued(waiting, 3, "the finish")
+        finally:
+            await release()
+        answers = await asyncio.gather(model, metadata, finish)
+        assert [(h.model, h.metadata, h.status) for h in answers] == [
+            ("n", {"a": 1}, "running"),
+            ("n", {"b": [2, None]}, "running"),
+            ("n", {"b": [2, None]}, "completed"),
+        ]
+        stored = await alice.get_history(run.id, messages=False)
+        assert stored.model_dump(exclude={"messages"}) == answers[-1].model_dump()
+
+
+async def test_a_change_queued_behind_the_deletion_of_its_history_finds_no_history(postgres_url: str) -> None:
+    """A finish, an update or a run's end that waits for the conversation's lock while the
+    history is deleted finds no history, as it would have had it come after the deletion: it
+    neither changes the deleted history nor logs a change of it after its deletion."""
+    from tests.conftest import _create_database
+
+    db_url = await _create_database(postgres_url)
+    async with ChatMemory.open(db_url) as memory:
+        alice = memory.scoped(Principal("alice"))
+        changes = (
+            lambda hid: alice.finish_history(hid),
+            lambda hid: alice.update_history(hid, model="n"),
+            lambda hid: alice.finish_run(hid),
+        )
+        for change in changes:
+            conv = await alice.start_conversation()
+            run = await alice.start_history(conv.id, model="m")
+            start = await alice.change_cursor(conv.id)
+            waiting, release = await _postgres_lock(db_url, conv.id)
+            try:
+                deletion = asyncio.ensure_future(alice.delete_history(run.id))
+                await _until_queued(waiting, 1, "the deletion")
+                changed = asyncio.ensure_future(change(run.id))
+                await _until_queued(waiting, 2, "the change")
+            finally:
+                await release()
+            deleted, refused = await asyncio.gather(deletion, changed, return_exceptions=True)
+            assert deleted is None and isinstance(refused, HistoryNotFound), refused
+            marker = await alice.start_history(conv.id, model="m")
+            assert await asyncio.wait_for(_kinds_until(alice, conv.id, start, marker.id), 30) == [
+                "history.deleted",
+                "history.started",
+            ]
+
+
+async def _kinds_until(chat: Scope, conversation_id: object, after: str, history_id: object) -> list[str]:
+    """The kinds of a conversation's changes after ``after``, up to the start of ``history_id``."""
+    kinds = []
+    async for event in chat.watch(conversation_id, after=after):  # type: ignore[arg-type]
+        kinds.append(event.kind)
+        if event.kind == "history.started" and event.history_id == history_id:
+            return kinds
+    raise AssertionError("the watch ended")

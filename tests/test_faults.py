@@ -161,6 +161,28 @@ async def test_a_kept_connection_the_server_ended_is_not_handed_out(postgres_url
         assert (await alice.get_conversation(conv.id)).id == conv.id
 
 
+async def test_a_kept_connection_closed_without_cleanup_goes_back_to_its_pool(postgres_url: str) -> None:
+    """A kept connection whose protocol aborted (asyncpg closes it then without its cleanup,
+    which would give it back to its pool) is given back by the driver: with a pool of one, the
+    next call connects again rather than wait forever for a slot no one holds."""
+    from tests.conftest import _create_database
+
+    url = await _create_database(postgres_url)
+    async with ChatMemory.open(url, pool_size=1, max_overflow=0) as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        driver = memory._db._postgres
+        assert driver is not None and len(driver._idle) == 1
+        kept = driver._idle[0]
+
+        async def abort() -> bool:
+            kept._con._protocol.abort()
+            return bool(kept.is_closed())
+
+        assert await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(abort(), driver._loop))
+        assert (await asyncio.wait_for(alice.get_conversation(conv.id), 30)).id == conv.id
+
+
 _WRITE_AND_EXIT = """
 import asyncio, sys
 from chatmemory import ChatMemory, Principal
