@@ -26,6 +26,9 @@ _Queued: TypeAlias = tuple[Plan[Any], concurrent.futures.Future[Any]]
 GROUP_MAX = 32
 # How long a close waits for calls already running, then for the pool to close, before it ends them.
 CLOSE_TIMEOUT = 10.0
+# A kept connection no call took for this long (at most twice this) goes back to the pool, whose own
+# timer closes it once it has been idle there too.
+KEEP_SECONDS = 60.0
 
 
 def connect_options(url: URL) -> dict[str, Any]:
@@ -141,8 +144,11 @@ class PostgresDriver:
         self._max_size = max_size
         self.trace = trace
         self._pool: asyncpg.Pool | None = None
-        # Connections a call gave back clean, kept out of the pool for the next call (see ``_acquire``).
+        # Connections a call gave back clean, kept out of the pool for the next call (see ``_acquire``),
+        # the most recently kept last; the first ``_unused`` of them no call took since the last sweep.
         self._idle: list[asyncpg.Connection] = []
+        self._unused = 0
+        self._sweep: asyncio.TimerHandle | None = None
         self._acquiring = 0
         self._pool_closing = False
         self._listen_asked = False
@@ -215,6 +221,7 @@ class PostgresDriver:
         """
         while self._idle:
             connection = self._idle.pop()
+            self._unused = min(self._unused, len(self._idle))
             if _alive(connection):
                 return connection
             # Closed without asyncpg's cleanup (a protocol abort), it still holds its pool slot,
@@ -235,13 +242,29 @@ class PostgresDriver:
             clean
             and not self._acquiring
             and not self._pool_closing
-            and not connection.is_closed()
+            and _alive(connection)
             and not connection.is_in_transaction()
         ):
             self._idle.append(connection)
+            if self._sweep is None:
+                self._unused = len(self._idle) - 1
+                self._sweep = self._loop.call_later(KEEP_SECONDS, self._give_back_unused)
         else:
             assert self._pool is not None
             await self._pool.release(connection)
+
+    def _give_back_unused(self) -> None:
+        """Hand the kept connections no call took since the last sweep back to the pool."""
+        self._sweep = None
+        unused, self._idle = self._idle[: self._unused], self._idle[self._unused :]
+        assert self._pool is not None
+        for connection in unused:
+            task = self._loop.create_task(self._pool.release(connection))
+            self._running.add(task)  # a close waits for it
+            task.add_done_callback(self._running.discard)
+        self._unused = len(self._idle)
+        if self._idle:
+            self._sweep = self._loop.call_later(KEEP_SECONDS, self._give_back_unused)
 
     async def _run(self, plan: Plan[T], write: bool) -> T:
         connection = await self._acquire()
@@ -368,10 +391,12 @@ class PostgresDriver:
         if running:
             await asyncio.wait(running, timeout=CLOSE_TIMEOUT)
         self._pool_closing = True
+        if self._sweep is not None:
+            self._sweep.cancel()
         if self._pool is not None:
-            for connection in self._idle:
+            kept, self._idle = self._idle, []
+            for connection in kept:
                 await self._pool.release(connection)
-            self._idle.clear()
             if any(not task.done() for task in running):
                 self._pool.terminate()
             else:

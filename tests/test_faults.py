@@ -18,6 +18,7 @@ from sqlalchemy import make_url, text, update
 from chatmemory import ChatMemory, NewMessage, Principal, StorageError
 from chatmemory._schema import conversations
 from chatmemory.scope import Scope
+from tests._postgres import pool_idle
 
 ROOT = Path(__file__).parent.parent
 BATCH = 7
@@ -214,3 +215,33 @@ async def test_data_survives_process_exit(db_url: str) -> None:
             written.id, messages=True
         )
     assert reread == written
+
+
+async def test_kept_connections_no_call_takes_go_back_to_the_pool(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection kept for the next call that no call takes for a while goes back to the pool
+    (whose own timer closes it), as the pool would have had it back at once; one in steady use
+    stays kept."""
+    from chatmemory import _postgres_driver
+    from tests.conftest import _create_database
+
+    monkeypatch.setattr(_postgres_driver, "KEEP_SECONDS", 0.2)
+    async with ChatMemory.open(await _create_database(postgres_url)) as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        driver = memory._db._postgres
+        assert driver is not None
+        for _ in range(20):
+            await asyncio.gather(*(chat.get_conversation(conv.id) for _ in range(4)))
+            if len(driver._idle) > 1:
+                break
+        assert len(driver._idle) > 1
+        for _ in range(12):  # one call at a time, for three sweeps
+            await chat.get_conversation(conv.id)
+            await asyncio.sleep(0.05)
+        assert len(driver._idle) == 1
+        await asyncio.sleep(0.6)
+        await pool_idle(memory)
+        assert driver._idle == []
+        assert (await chat.get_conversation(conv.id)).id == conv.id
