@@ -13,6 +13,7 @@ from chatmemory import _queries as q
 from chatmemory import _rows
 from chatmemory import _sql as sql
 from chatmemory._ids import new_id
+from chatmemory._messages import start_at_once
 from chatmemory._plan import Json, Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase, size_rows
 from chatmemory._validation import check_object, model_name, parse_id, prompts
@@ -42,7 +43,13 @@ class HistoryOps(ScopeBase):
         cid = parse_id("conversation_id", conversation_id)
         values = new_history(cid, model, system_prompts, metadata, q.now())
         rows = 1 + size_rows(values["system_prompts"], values["metadata"])
-        await self._db.run(start(self.principal, values), write=True, rows=rows)
+        # On PostgreSQL one statement, its own transaction (see ``start_at_once``).
+        plan = (
+            start(self.principal, values)
+            if self._db.is_sqlite
+            else start_at_once(self.principal, values, [], alone=True)
+        )
+        await self._db.run(plan, write=True, rows=rows)
         return History.model_validate(values)
 
     async def finish_history(

@@ -333,8 +333,9 @@ def batch_params(batch: list[NewMessage], ids: list[UUID], hid: UUID, when: date
 def start_at_once(
     principal: Principal, history: dict[str, Any], batch: list[NewMessage], *, alone: bool = False
 ) -> Plan[list[Message]]:
-    """A new history (``history``'s values) and its first ``batch`` in one PostgreSQL statement,
-    which writes nothing unless the conversation is visible (it may then be ``alone``, see ``Stmt``).
+    """A new history (``history``'s values) and its first ``batch``, if any, in one PostgreSQL
+    statement, which writes nothing unless the conversation is visible (it may then be
+    ``alone``, see ``Stmt``).
 
     Raises:
         ConversationNotFound: no visible conversation has this id.
@@ -343,10 +344,10 @@ def start_at_once(
     cid, hid, when = history["conversation_id"], history["id"], history["created_at"]
     ids = new_ids(len(batch))
     found = yield Stmt(
-        sql.start_postgres(scope),
+        sql.start_postgres(scope, bool(batch)),
         {
             **params,
-            **batch_params(batch, ids, hid, when),
+            **(batch_params(batch, ids, hid, when) if batch else {"hid": hid, "when": when}),
             "cid": cid,
             "model": history["model"],
             "system_prompts": Json(history["system_prompts"]),
@@ -356,7 +357,7 @@ def start_at_once(
     )
     if not found:
         raise ConversationNotFound(cid)
-    yield from changes.touched(cid)  # the statement logged the start and the append
+    yield from changes.touched(cid)  # the statement logged the start (and the append)
     rows = _new_rows(batch, cid, hid, found[0][0], history["model"], when, ids)
     return [_added(row, m) for row, m in zip(rows, batch, strict=True)]
 

@@ -212,7 +212,7 @@ def _started(
 ) -> Plan[tuple[list[Row], list[Message]]]:
     """A history started, then ``batch`` appended to it: with ``one_statement`` (PostgreSQL), in
     one statement, which may be ``alone`` (see ``Stmt``). A new history has no stored keys."""
-    if one_statement and batch:
+    if one_statement:
         return [], (yield from start_at_once(principal, history, batch, alone=alone))
     # A history's first messages touch its conversation.
     yield from start(principal, history, touch=not batch)

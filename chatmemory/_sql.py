@@ -383,30 +383,44 @@ def append_postgres(scope: Scope) -> SQL:
 
 
 @functools.cache
-def start_postgres(scope: Scope) -> SQL:
-    """A history started with its first messages in one PostgreSQL statement.
+def start_postgres(scope: Scope, batch: bool) -> SQL:
+    """A history started, with its first messages when ``batch``, in one PostgreSQL statement.
 
     Locks the conversation's row while checking it is visible, inserts the history (running,
     driven by ``:model``) and the batch after the conversation's ``last_seq``, bumps its
-    counters, and logs the changes the transaction recorded so far, the history's start and the
-    append. Answers the conversation's ``last_seq`` before the batch; no row means not visible,
-    and then nothing is written.
+    counters (without a batch, sets only its time), and logs the changes the transaction
+    recorded so far, the history's start and the append. Answers the conversation's
+    ``last_seq`` before the batch; no row means not visible, and then nothing is written.
     """
     note = ":log_note || ' ' || c.id::text"
+    own = 2 if batch else 1  # the changes this statement logs
+    started = (
+        f"SELECT clock.n - {own - 1}, c.id, 'history.started', :hid, NULL, NULL, NULL, :when FROM clock, c"
+    )
+    appended = (
+        "SELECT clock.n, c.id, 'message.appended', :hid, NULL, c.last_seq + 1, :added, :when FROM clock, c"
+    )
+    if batch:
+        writes = (
+            f"{_BATCH}, ins AS ({_insert_batch('c.id', 'c.last_seq', ':model', 'c')} RETURNING 1), "
+            f"bump AS ({_bump('c.id', 'c.last_seq', 'c', 'true')} RETURNING 1), "
+        )
+    else:
+        writes = (
+            "touch AS (UPDATE chat_conversations x SET updated_at = :when FROM c WHERE x.id = c.id "
+            "RETURNING 1), "
+        )
     text = (
         "WITH c AS (SELECT c.id, c.last_seq FROM chat_conversations c "
         f"WHERE c.id = :cid AND {visible(scope)} FOR UPDATE), "
         "hist AS (INSERT INTO chat_histories (id, chat_conversation_id, model, system_prompts, metadata, "
         "status, usage, error, finished_at, created_at, updated_at) SELECT :hid, c.id, :model, "
         ":system_prompts, :metadata, 'running', NULL, NULL, NULL, :when, :when FROM c RETURNING 1), "
-        f"{_BATCH}, "
-        f"ins AS ({_insert_batch('c.id', 'c.last_seq', ':model', 'c')} RETURNING 1), "
-        f"bump AS ({_bump('c.id', 'c.last_seq', 'c', 'true')} RETURNING 1), "
-        f"{_CLOCK.format(k=':log_k + 2', where='FROM c WHERE k.id = 1 ', payload=note)}, "
-        f"log AS ({_LOG_INSERT}SELECT clock.n - :log_k - 2 + r.i, r.cid, r.kind, r.hid, r.mid, r.seq, r.cnt, "
-        f":log_when FROM clock, {_LOG_ROWS} UNION ALL SELECT clock.n - 1, c.id, 'history.started', :hid, "
-        "NULL, NULL, NULL, :when FROM clock, c UNION ALL SELECT clock.n, c.id, 'message.appended', :hid, "
-        "NULL, c.last_seq + 1, :added, :when FROM clock, c RETURNING 1) "
+        f"{writes}"
+        f"{_CLOCK.format(k=f':log_k + {own}', where='FROM c WHERE k.id = 1 ', payload=note)}, "
+        f"log AS ({_LOG_INSERT}SELECT clock.n - :log_k - {own} + r.i, r.cid, r.kind, r.hid, r.mid, r.seq, "
+        f"r.cnt, :log_when::timestamptz FROM clock, {_LOG_ROWS} UNION ALL {started}"
+        f"{f' UNION ALL {appended}' if batch else ''} RETURNING 1) "
         "SELECT c.last_seq FROM c"
     )
     return SQL("-- PostgreSQL only", text)

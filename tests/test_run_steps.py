@@ -109,8 +109,9 @@ async def test_each_is_one_transaction(memory: ChatMemory, alice: Scope) -> None
 @pytest.mark.parametrize("first", [FIRST, []])
 async def test_a_run_started_touches_its_conversation_once(memory: ChatMemory, first: list[object]) -> None:
     """A run started with messages updates its conversation's row in the append alone (its
-    counters and its time); without messages, its time is set on its own. Either way the
-    conversation's ``updated_at`` is the history's start."""
+    counters and its time); without messages, its time is set on its own (on PostgreSQL inside
+    the start's one statement). Either way the conversation's ``updated_at`` is the history's
+    start."""
     chat = memory.scoped(Principal("alice"))
     conversation = await chat.start_conversation()
     touches: list[str] = []
@@ -120,7 +121,7 @@ async def test_a_run_started_touches_its_conversation_once(memory: ChatMemory, f
     started = await chat.start_run(conversation.id, model="m", messages=first)
     recorded = await chat.record_run(conversation.id, model="m", messages=first)
     memory._db.set_trace(None)
-    assert len(touches) == (0 if first else 2)
+    assert len(touches) == (0 if first or not memory._db.is_sqlite else 2)
     for run in (started, recorded):
         summary = (await chat.get_conversation(conversation.id)).updated_at
         assert summary >= run.history.created_at

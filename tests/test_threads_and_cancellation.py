@@ -265,10 +265,10 @@ async def test_queued_sqlite_writes_commit_together_and_fail_alone(tmp_path: Pat
 async def test_postgres_call_is_its_statements_only(postgres_url: str) -> None:
     """On PostgreSQL an append is one statement, its own transaction (no BEGIN and COMMIT round
     trips), as is a change to a running history; a read of a page is its one statement (under
-    READ COMMITTED a statement inside a transaction reads what it reads alone); a run started
-    with its first messages is one statement too, and one finished with its last messages is
-    two in one transaction. The connection goes back to the pool without a reset query (a round
-    trip per call)."""
+    READ COMMITTED a statement inside a transaction reads what it reads alone); a history
+    started, with or without its first messages, is one statement too, and a run finished with
+    its last messages is two in one transaction. The connection goes back to the pool without
+    a reset query (a round trip per call)."""
     from tests.conftest import _create_database
 
     async with ChatMemory.open(await _create_database(postgres_url)) as memory:
@@ -283,9 +283,10 @@ async def test_postgres_call_is_its_statements_only(postgres_url: str) -> None:
         await chat.update_history(run.id, model="n")
         await chat.finish_run(run.id, messages=[{"role": "assistant", "content": "b"}])
         await chat.start_run(conv.id, model="m", messages=[{"role": "user", "content": "c", "key": "k"}])
+        await chat.start_history(conv.id, model="m")
         await pool_idle(memory)
     assert [q.split()[0].rstrip(";") for q in queries] == [
-        "WITH", "SELECT", "WITH", "BEGIN", "WITH", "WITH", "COMMIT", "WITH"
+        "WITH", "SELECT", "WITH", "BEGIN", "WITH", "WITH", "COMMIT", "WITH", "WITH"
     ]  # fmt: skip
 
 
