@@ -8,6 +8,7 @@ import contextlib
 import random
 import sqlite3
 import threading
+import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -322,3 +323,56 @@ async def test_postgres_append_alone_writes_nothing_when_refused_and_a_plan_may_
 
         with pytest.raises(RuntimeError, match="went on after"):
             await memory._db.run(goes_on(), write=True)
+
+
+async def test_postgres_one_connection_kept_between_threads_and_cancelled_callers_never_hangs(
+    postgres_url: str,
+) -> None:
+    """With a pool of one connection, which the driver keeps between calls, callers on threads
+    with their own event loops, reading and appending, some cancelled at random points, all
+    finish: a connection given back while another call waits for one goes to that call."""
+    from tests.conftest import _create_database
+
+    url = await _create_database(postgres_url)
+    async with ChatMemory.open(url, pool_size=1, max_overflow=0) as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+
+        async def work(seed: int) -> None:
+            rng = random.Random(seed)
+            for i in range(8):
+                if rng.random() < 0.5:
+                    call = asyncio.ensure_future(chat.append_messages(run.id, _batch(f"s{seed}i{i}")))
+                else:
+                    call = asyncio.ensure_future(chat.list_messages(conversation_id=conv.id, limit=5))
+                if rng.random() < 0.3:
+                    await asyncio.sleep(rng.choice([0, 0.0005, 0.001, 0.003]))
+                    call.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await call
+
+        errors: list[BaseException] = []
+
+        def caller(seed: int) -> None:
+            try:
+                asyncio.run(work(seed))
+            except BaseException as exc:
+                errors.append(exc)
+
+        # Daemon threads: a caller that never finishes fails the test rather than hang it.
+        threads = [threading.Thread(target=caller, args=(seed,), daemon=True) for seed in range(8)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 60
+
+        def join() -> None:
+            for thread in threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+        await asyncio.to_thread(join)
+        assert not [thread for thread in threads if thread.is_alive()], "a caller never finished"
+        assert not errors, errors
+        await _check_whole(memory, conv.id)
+        await pool_idle(memory)
+    await _assert_no_open_transaction(url, "postgres")
