@@ -13,12 +13,12 @@ from chatmemory import _queries as q
 from chatmemory import _rows
 from chatmemory import _sql as sql
 from chatmemory._ids import new_id
-from chatmemory._messages import start_at_once
+from chatmemory._messages import append, start_at_once
 from chatmemory._plan import Json, Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase, size_rows
 from chatmemory._validation import check_object, model_name, parse_id, prompts
 from chatmemory.errors import ConflictError, HistoryNotFound, InvalidInputError
-from chatmemory.models import ChangeKind, History, HistoryDetail
+from chatmemory.models import ChangeKind, History, HistoryDetail, Message, NewMessage
 from chatmemory.principal import Principal
 
 _FINISHED = ("completed", "failed", "cancelled")
@@ -43,12 +43,7 @@ class HistoryOps(ScopeBase):
         cid = parse_id("conversation_id", conversation_id)
         values = new_history(cid, model, system_prompts, metadata, q.now())
         rows = 1 + size_rows(values["system_prompts"], values["metadata"])
-        # On PostgreSQL one statement, its own transaction (see ``start_at_once``).
-        plan = (
-            start(self.principal, values)
-            if self._db.is_sqlite
-            else start_at_once(self.principal, values, [], alone=True)
-        )
+        plan = started(self.principal, values, [], not self._db.is_sqlite, alone=True)
         await self._db.run(plan, write=True, rows=rows)
         return History.model_validate(values)
 
@@ -162,7 +157,7 @@ def new_history(
     }
 
 
-def start(principal: Principal, values: dict[str, Any], *, touch: bool = True) -> Plan[None]:
+def _start(principal: Principal, values: dict[str, Any], *, touch: bool = True) -> Plan[None]:
     """Start a history; ``touch`` sets its conversation's ``updated_at``, which a caller that
     appends to it in the same transaction leaves to the append."""
     cid = values["conversation_id"]
@@ -181,6 +176,26 @@ def start(principal: Principal, values: dict[str, Any], *, touch: bool = True) -
     if touch:
         yield Stmt(sql.TOUCH_CONVERSATION, {"cid": cid, "when": values["created_at"]})
     yield from changes.record("history.started", cid, history_id=values["id"])
+
+
+def started(
+    principal: Principal,
+    history: dict[str, Any],
+    batch: list[NewMessage],
+    one_statement: bool,
+    *,
+    alone: bool = False,
+) -> Plan[tuple[list[Row], list[Message]]]:
+    """A history started, then ``batch`` appended to it: with ``one_statement`` (PostgreSQL), in
+    one statement, which may be ``alone`` (see ``Stmt``). A new history has no stored keys."""
+    if one_statement:
+        return [], (yield from start_at_once(principal, history, batch, alone=alone))
+    # A history's first messages touch its conversation.
+    yield from _start(principal, history, touch=not batch)
+    if not batch:
+        return [], []
+    when = history["created_at"]
+    return (yield from append(principal, history["id"], batch, when, one_statement=False, new_history=True))
 
 
 def change_running(

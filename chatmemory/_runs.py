@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict
 from chatmemory import _queries as q
 from chatmemory import _rows
 from chatmemory._conversations import insert
-from chatmemory._histories import change_running, new_history, start
+from chatmemory._histories import change_running, new_history, started
 from chatmemory._ids import new_id
-from chatmemory._messages import MessageOps, append, in_batch_order, start_at_once
+from chatmemory._messages import MessageOps, append, in_batch_order
 from chatmemory._plan import Plan, Row
 from chatmemory._scope_base import Id, rows_of, size_rows
 from chatmemory._validation import check_object, parse_id
@@ -129,7 +129,7 @@ class RunOps(MessageOps):
         batch = self._batch(messages)
         cid = parse_id("conversation_id", conversation_id)
         history = new_history(cid, model, system_prompts, metadata, q.now())
-        plan = _started(self.principal, history, batch, not self._db.is_sqlite, alone=True)
+        plan = started(self.principal, history, batch, not self._db.is_sqlite, alone=True)
         rows = rows_of(batch) + size_rows(history["system_prompts"], history["metadata"])
         stored, added = await self._db.run(plan, write=True, rows=rows)
         return RecordedRun(
@@ -194,32 +194,12 @@ def _record(
     """A new conversation (when given), a history started, appended to and finished."""
     if conversation is not None:
         yield from insert(conversation)
-    stored, added = yield from _started(principal, history, batch, one_statement)
+    stored, added = yield from started(principal, history, batch, one_statement)
     when = history["created_at"]
     yield from change_running(
         principal, history["id"], {**finish, "updated_at": when}, one_statement=one_statement
     )
     return stored, added
-
-
-def _started(
-    principal: Principal,
-    history: dict[str, Any],
-    batch: list[NewMessage],
-    one_statement: bool,
-    *,
-    alone: bool = False,
-) -> Plan[tuple[list[Row], list[Message]]]:
-    """A history started, then ``batch`` appended to it: with ``one_statement`` (PostgreSQL), in
-    one statement, which may be ``alone`` (see ``Stmt``). A new history has no stored keys."""
-    if one_statement:
-        return [], (yield from start_at_once(principal, history, batch, alone=alone))
-    # A history's first messages touch its conversation.
-    yield from start(principal, history, touch=not batch)
-    if not batch:
-        return [], []
-    when = history["created_at"]
-    return (yield from append(principal, history["id"], batch, when, one_statement=False, new_history=True))
 
 
 def _finished(
