@@ -267,14 +267,8 @@ class PostgresDriver:
             self._sweep = self._loop.call_later(KEEP_SECONDS, self._give_back_unused)
 
     async def _run(self, plan: Plan[T], write: bool) -> T:
-        connection = await self._acquire()
-        clean = False
-        try:
-            result = await run_on(connection, plan, self.trace, write=write)
-            clean = True
-            return result
-        finally:
-            await self._release(connection, clean=clean)
+        async with _Borrowed(self) as connection:
+            return await run_on(connection, plan, self.trace, write=write)
 
     def _enqueue(self, group: Hashable, plan: Plan[Any], future: concurrent.futures.Future[Any]) -> None:
         queue = self._groups.get(group)
@@ -312,9 +306,7 @@ class PostgresDriver:
     async def _commit_batch(self, batch: list[_Queued]) -> None:
         answered: list[tuple[concurrent.futures.Future[Any], Any]] = []
         try:
-            connection = await self._acquire()
-            clean = False
-            try:
+            async with _Borrowed(self) as connection:
                 if len(batch) == 1:
                     answered.append(
                         (batch[0][1], await run_on(connection, batch[0][0], self.trace, write=True))
@@ -332,9 +324,6 @@ class PostgresDriver:
                             else:
                                 await savepoint.commit()
                                 answered.append((future, result))
-                clean = True
-            finally:
-                await self._release(connection, clean=clean)
         except BaseException as exc:
             failed = exc if isinstance(exc, Exception) else StorageError("the store closed during the write")
             for plan, future in batch:
@@ -433,6 +422,23 @@ class PostgresDriver:
             _refuse(future)
         if not self._thread.is_alive():
             self._loop.close()
+
+
+class _Borrowed:
+    """A connection for one call (``PostgresDriver._acquire``), given back as the call ends:
+    kept for the next if it ended without an error (``PostgresDriver._release``)."""
+
+    __slots__ = ("_connection", "_driver")
+
+    def __init__(self, driver: PostgresDriver) -> None:
+        self._driver = driver
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        self._connection = await self._driver._acquire()
+        return self._connection
+
+    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        await self._driver._release(self._connection, clean=kind is None)
 
 
 def _alive(connection: asyncpg.Connection) -> bool:
