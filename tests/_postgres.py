@@ -110,6 +110,22 @@ async def drop_database(server_url: str, database_url: str) -> None:
         await conn.close()
 
 
+async def end_other_connections(database_url: str) -> int:
+    """End every other connection to the database at ``database_url`` from the server's side
+    (``pg_terminate_backend``); answers how many."""
+    conn = await _connect(database_url)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                make_url(database_url).database,
+            )
+        )
+    finally:
+        await conn.close()
+
+
 async def log_queries(memory: Any) -> list[str]:
     """Every query the store's pooled connections send from now on, in order (a structural
     test's view of the round trips a call makes)."""

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy import make_url, text, update
+from sqlalchemy import text, update
 
 from chatmemory import ChatMemory, NewMessage, Principal, StorageError
 from chatmemory._schema import conversations
 from chatmemory.scope import Scope
-from tests._postgres import pool_idle
+from tests._postgres import end_other_connections, pool_idle
 
 ROOT = Path(__file__).parent.parent
 BATCH = 7
@@ -96,22 +96,7 @@ async def test_connection_terminated_by_postgres(postgres_url: str) -> None:
     async with ChatMemory.open(url, pool_size=1, max_overflow=0) as memory:
         alice = memory.scoped(Principal("alice"))
         conv = await alice.start_conversation()
-        parsed = make_url(url)
-        admin = await asyncpg.connect(
-            user=parsed.username,
-            host=parsed.query.get("host") or parsed.host,
-            port=parsed.port,
-            database=parsed.database,
-        )
-        try:
-            killed = await admin.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = $1 AND pid <> pg_backend_pid()",
-                parsed.database,
-            )
-        finally:
-            await admin.close()
-        assert killed == 1
+        assert await end_other_connections(url) == 1
         # The pool may notice the dead connection only when a call uses it.
         with contextlib.suppress(StorageError):
             await alice.get_conversation(conv.id)
@@ -131,21 +116,7 @@ async def test_a_kept_connection_the_server_ended_is_not_handed_out(postgres_url
         driver = memory._db._postgres
         assert driver is not None and len(driver._idle) == 1
         kept = driver._idle[0]
-        parsed = make_url(url)
-        admin = await asyncpg.connect(
-            user=parsed.username,
-            host=parsed.query.get("host") or parsed.host,
-            port=parsed.port,
-            database=parsed.database,
-        )
-        try:
-            await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = $1 AND pid <> pg_backend_pid()",
-                parsed.database,
-            )
-        finally:
-            await admin.close()
+        await end_other_connections(url)
 
         async def closed() -> bool:
             try:
