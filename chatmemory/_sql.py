@@ -351,6 +351,25 @@ def _bump(cid: str, last_seq: str, source: str, when: str) -> str:
     )
 
 
+def _logged(where: str, cid: str, source: str, *own: str) -> str:
+    """The clock and log of a statement that logs the changes its transaction recorded before it
+    (the ``log_`` parameters ``_changes.logged`` fills), then its ``own``: each one change's
+    values after its id and conversation ``cid``, read from ``source``. The clock moves, and
+    ``NOTIFY`` names ``cid``, only where ``where`` holds; last in the transaction, its row lock
+    orders the commit."""
+    k = len(own)
+    note = f":log_note || ' ' || {cid}::text"
+    mine = "".join(
+        f" UNION ALL SELECT clock.n - {k - 1 - i}, {cid}, {values} FROM clock, {source}"
+        for i, values in enumerate(own)
+    )
+    return (
+        f"{_CLOCK.format(k=f':log_k + {k}', where=where, payload=note)}, "
+        f"log AS ({_LOG_INSERT}SELECT clock.n - :log_k - {k} + r.i, r.cid, r.kind, r.hid, r.mid, r.seq, "
+        f"r.cnt, :log_when::timestamptz FROM clock, {_LOG_ROWS}{mine} RETURNING 1)"
+    )
+
+
 @functools.cache
 def append_postgres(scope: Scope) -> SQL:
     """A whole append in one PostgreSQL statement.
@@ -363,8 +382,7 @@ def append_postgres(scope: Scope) -> SQL:
     conversation, model and ``last_seq`` before the append; no row means not visible.
     """
     running_h = "h.status = 'running'"
-    running = f"FROM h WHERE k.id = 1 AND {running_h} "
-    note = ":log_note || ' ' || h.cid::text"
+    appended = "'message.appended', :hid, NULL, h.last_seq + 1, :added, :when"
     text = (
         "WITH h AS (SELECT h.status, h.chat_conversation_id AS cid, h.model, c.last_seq "
         "FROM chat_conversations c JOIN chat_histories h ON h.chat_conversation_id = c.id "
@@ -372,11 +390,7 @@ def append_postgres(scope: Scope) -> SQL:
         f"{_BATCH}, "
         f"ins AS ({_insert_batch('h.cid', 'h.last_seq', 'h.model', 'h')} WHERE {running_h} RETURNING 1), "
         f"bump AS ({_bump('h.cid', 'h.last_seq', 'h', running_h)} RETURNING 1), "
-        # The changes recorded before this statement, then this append's, last in the transaction.
-        f"{_CLOCK.format(k=':log_k + 1', where=running, payload=note)}, "
-        f"log AS ({_LOG_INSERT}SELECT clock.n - :log_k - 1 + r.i, r.cid, r.kind, r.hid, r.mid, r.seq, r.cnt, "
-        f":log_when FROM clock, {_LOG_ROWS} UNION ALL SELECT clock.n, h.cid, 'message.appended', :hid, NULL, "
-        "h.last_seq + 1, :added, :when FROM clock, h RETURNING 1) "
+        f"{_logged(f'FROM h WHERE k.id = 1 AND {running_h} ', 'h.cid', 'h', appended)} "
         "SELECT h.status, h.cid, h.model, h.last_seq FROM h"
     )
     return SQL("-- PostgreSQL only", text)
@@ -392,15 +406,9 @@ def start_postgres(scope: Scope, batch: bool) -> SQL:
     recorded so far, the history's start and the append. Answers the conversation's
     ``last_seq`` before the batch; no row means not visible, and then nothing is written.
     """
-    note = ":log_note || ' ' || c.id::text"
-    own = 2 if batch else 1  # the changes this statement logs
-    started = (
-        f"SELECT clock.n - {own - 1}, c.id, 'history.started', :hid, NULL, NULL, NULL, :when FROM clock, c"
-    )
-    appended = (
-        "SELECT clock.n, c.id, 'message.appended', :hid, NULL, c.last_seq + 1, :added, :when FROM clock, c"
-    )
+    own = ["'history.started', :hid, NULL, NULL, NULL, :when"]
     if batch:
+        own.append("'message.appended', :hid, NULL, c.last_seq + 1, :added, :when")
         writes = (
             f"{_BATCH}, ins AS ({_insert_batch('c.id', 'c.last_seq', ':model', 'c')} RETURNING 1), "
             f"bump AS ({_bump('c.id', 'c.last_seq', 'c', 'true')} RETURNING 1), "
@@ -416,11 +424,7 @@ def start_postgres(scope: Scope, batch: bool) -> SQL:
         "hist AS (INSERT INTO chat_histories (id, chat_conversation_id, model, system_prompts, metadata, "
         "status, usage, error, finished_at, created_at, updated_at) SELECT :hid, c.id, :model, "
         ":system_prompts, :metadata, 'running', NULL, NULL, NULL, :when, :when FROM c RETURNING 1), "
-        f"{writes}"
-        f"{_CLOCK.format(k=f':log_k + {own}', where='FROM c WHERE k.id = 1 ', payload=note)}, "
-        f"log AS ({_LOG_INSERT}SELECT clock.n - :log_k - {own} + r.i, r.cid, r.kind, r.hid, r.mid, r.seq, "
-        f"r.cnt, :log_when::timestamptz FROM clock, {_LOG_ROWS} UNION ALL {started}"
-        f"{f' UNION ALL {appended}' if batch else ''} RETURNING 1) "
+        f"{writes}{_logged('FROM c WHERE k.id = 1 ', 'c.id', 'c', *own)} "
         "SELECT c.last_seq FROM c"
     )
     return SQL("-- PostgreSQL only", text)
@@ -438,18 +442,14 @@ def change_history_postgres(scope: Scope, fields: tuple[str, ...]) -> SQL:
     did not change); no row means not visible.
     """
     sets = ", ".join(f"{name} = :{name}" for name in fields)
-    note = ":log_note || ' ' || h.chat_conversation_id::text"
+    changed = ":kind, h.id, NULL, NULL, NULL, :log_when"
     text = (
         f"WITH h AS (SELECT {HISTORY} FROM chat_conversations c JOIN chat_histories h "
         "ON h.chat_conversation_id = c.id "
         f"WHERE h.id = :hid AND h.deleted_at IS NULL AND {visible(scope)} FOR UPDATE OF c, h), "
         f"u AS (UPDATE chat_histories x SET {sets} FROM h WHERE x.id = h.id AND x.status = 'running' "
         f"RETURNING {HISTORY.replace('h.', 'x.')}), "
-        # The changes recorded before this statement, then this one's, last in the transaction.
-        f"{_CLOCK.format(k=':log_k + 1', where='FROM u, h WHERE k.id = 1 ', payload=note)}, "
-        f"log AS ({_LOG_INSERT}SELECT clock.n - :log_k - 1 + r.i, r.cid, r.kind, r.hid, r.mid, r.seq, r.cnt, "
-        f":log_when::timestamptz FROM clock, {_LOG_ROWS} UNION ALL SELECT clock.n, h.chat_conversation_id, "
-        ":kind, h.id, NULL, NULL, NULL, :log_when FROM clock, h RETURNING 1) "
+        f"{_logged('FROM u, h WHERE k.id = 1 ', 'h.chat_conversation_id', 'h', changed)} "
         "SELECT h.*, u.* FROM h LEFT JOIN u ON true"
     )
     return SQL("-- PostgreSQL only", text)
