@@ -12,8 +12,8 @@ from chatmemory import _changes as changes
 from chatmemory import _queries as q
 from chatmemory import _rows
 from chatmemory import _sql as sql
-from chatmemory._ids import new_id
-from chatmemory._messages import append, start_at_once
+from chatmemory._ids import new_id, new_ids
+from chatmemory._messages import append, batch_params, inserted, start_at_once
 from chatmemory._plan import Json, Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase, size_rows
 from chatmemory._validation import check_object, model_name, parse_id, prompts
@@ -210,40 +210,78 @@ def change_running(
     once overlaid) the new values.
 
     With ``one_statement`` (PostgreSQL) the lock, the checks, the change and its log are one
-    statement, which writes nothing unless the history is visible and running: it may then be
-    its call's whole write (``alone``, see ``Stmt``). It sets only ``values``, so it answers the
-    row as it left it, with what a concurrent change committed while it waited for the lock.
+    statement (``change_at_once``).
 
     Raises:
         HistoryNotFound: no visible history has this id.
         ConflictError: the history is finished.
     """
-    kind: ChangeKind = "history.finished" if "finished_at" in values else "history.updated"
-    params = {name: Json(value) if name in _JSON_FIELDS else value for name, value in values.items()}
     if one_statement:
-        scope, visibility = q.principal_params(principal)
-        found = yield Stmt(
-            sql.change_history_postgres(scope, tuple(values)),
-            {**visibility, **params, "hid": hid, "kind": kind},
-            alone=alone,
-        )
-        if not found:
-            raise HistoryNotFound(hid)
-        width = len(_rows.HISTORY_FIELDS)
-        row, changed = found[0][:width], found[0][width:]
-        _check_running(hid, row[5])
-        if changed[0] is None:  # locked while running, so never: no answer for a change not made
-            raise ConflictError(f"history {hid} is already finished")
-        yield from changes.touched(row[1])  # the statement logged the change
-        return tuple(changed)
+        row, _ = yield from change_at_once(principal, hid, values, alone=alone)
+        return row
     row = yield from q.find_history(principal, hid, lock=True)
     _check_running(hid, row[5])
     # The row's own values, overlaid with what changes.
-    params = {**_rows.row_params(_rows.HISTORY_FIELDS, row), **params, "hid": hid}
+    params = {**_rows.row_params(_rows.HISTORY_FIELDS, row), **_params(values), "hid": hid}
     if not (yield Stmt(sql.UPDATE_HISTORY, params, count=True)):
         raise ConflictError(f"history {hid} is already finished")
-    yield from changes.record(kind, row[1], history_id=hid)
+    yield from changes.record(_kind(values), row[1], history_id=hid)
     return row
+
+
+def change_at_once(
+    principal: Principal,
+    hid: UUID,
+    values: dict[str, Any],
+    batch: list[NewMessage] | None = None,
+    *,
+    alone: bool = False,
+) -> Plan[tuple[Row, list[Message]]]:
+    """Set ``values`` (with ``updated_at``) on a running history in one PostgreSQL statement,
+    after appending ``batch`` (messages without keys) when given; answers the history's row as
+    the change left it and the messages appended.
+
+    The lock, the checks, the append, the change and their log are one statement, which writes
+    nothing unless the history is visible and running: it may then be its call's whole write
+    (``alone``, see ``Stmt``). It sets only ``values``, so it answers the row as it left it,
+    with what a concurrent change committed while it waited for the lock.
+
+    Raises:
+        HistoryNotFound: no visible history has this id.
+        ConflictError: the history is finished.
+    """
+    scope, visibility = q.principal_params(principal)
+    when = values["updated_at"]
+    ids = new_ids(len(batch)) if batch else []
+    found = yield Stmt(
+        sql.change_history_postgres(scope, tuple(values), bool(batch)),
+        {
+            **visibility,
+            **(batch_params(batch, ids, hid, when) if batch else {}),
+            **_params(values),
+            "hid": hid,
+            "kind": _kind(values),
+        },
+        alone=alone,
+    )
+    if not found:
+        raise HistoryNotFound(hid)
+    width = len(_rows.HISTORY_FIELDS)
+    row, last_seq, changed = found[0][:width], found[0][width], found[0][width + 1 :]
+    _check_running(hid, row[5])
+    if changed[0] is None:  # locked while running, so never: no answer for a change not made
+        raise ConflictError(f"history {hid} is already finished")
+    yield from changes.touched(row[1])  # the statement logged the change (and the append)
+    added = inserted(batch, ids, row[1], hid, last_seq, row[2], when) if batch else []
+    return tuple(changed), added
+
+
+def _kind(values: dict[str, Any]) -> ChangeKind:
+    return "history.finished" if "finished_at" in values else "history.updated"
+
+
+def _params(values: dict[str, Any]) -> dict[str, Any]:
+    return {name: Json(value) if name in _JSON_FIELDS else value for name, value in values.items()}
 
 
 def _check_running(hid: UUID, status: str) -> None:

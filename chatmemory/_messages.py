@@ -302,8 +302,7 @@ def _append_at_once(
     )
     _, cid, history_model, last_seq = running(found, hid)
     yield from changes.touched(cid)  # the statement logged the append
-    rows = _new_rows(batch, cid, hid, last_seq, history_model, when, ids)
-    return [_added(row, m) for row, m in zip(rows, batch, strict=True)]
+    return inserted(batch, ids, cid, hid, last_seq, history_model, when)
 
 
 def batch_params(batch: list[NewMessage], ids: list[UUID], hid: UUID, when: datetime) -> dict[str, Any]:
@@ -331,11 +330,17 @@ def batch_params(batch: list[NewMessage], ids: list[UUID], hid: UUID, when: date
 
 
 def start_at_once(
-    principal: Principal, history: dict[str, Any], batch: list[NewMessage], *, alone: bool = False
+    principal: Principal,
+    history: dict[str, Any],
+    batch: list[NewMessage],
+    *,
+    finish: dict[str, Any] | None = None,
+    alone: bool = False,
 ) -> Plan[list[Message]]:
     """A new history (``history``'s values) and its first ``batch``, if any, in one PostgreSQL
     statement, which writes nothing unless the conversation is visible (it may then be
-    ``alone``, see ``Stmt``).
+    ``alone``, see ``Stmt``). With ``finish`` (its status, usage, error and ``finished_at``),
+    the history is stored finished.
 
     Raises:
         ConversationNotFound: no visible conversation has this id.
@@ -343,11 +348,13 @@ def start_at_once(
     scope, params = q.principal_params(principal)
     cid, hid, when = history["conversation_id"], history["id"], history["created_at"]
     ids = new_ids(len(batch))
+    ending = {} if finish is None else {**finish, "usage": Json(finish["usage"])}
     found = yield Stmt(
-        sql.start_postgres(scope, bool(batch)),
+        sql.start_postgres(scope, bool(batch), finish is not None),
         {
             **params,
             **(batch_params(batch, ids, hid, when) if batch else {"hid": hid, "when": when}),
+            **ending,
             "cid": cid,
             "model": history["model"],
             "system_prompts": Json(history["system_prompts"]),
@@ -357,8 +364,22 @@ def start_at_once(
     )
     if not found:
         raise ConversationNotFound(cid)
-    yield from changes.touched(cid)  # the statement logged the start (and the append)
-    rows = _new_rows(batch, cid, hid, found[0][0], history["model"], when, ids)
+    yield from changes.touched(cid)  # the statement logged the start (and the append and finish)
+    return inserted(batch, ids, cid, hid, found[0][0], history["model"], when)
+
+
+def inserted(
+    batch: list[NewMessage],
+    ids: list[UUID],
+    cid: Any,
+    hid: UUID,
+    last_seq: int,
+    history_model: str,
+    when: datetime,
+) -> list[Message]:
+    """The messages a PostgreSQL statement inserted from ``batch_params(batch, ids, ...)``,
+    after the conversation's ``last_seq`` it answered."""
+    rows = _new_rows(batch, cid, hid, last_seq, history_model, when, ids)
     return [_added(row, m) for row, m in zip(rows, batch, strict=True)]
 
 

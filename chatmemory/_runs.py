@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict
 from chatmemory import _queries as q
 from chatmemory import _rows
 from chatmemory._conversations import insert
-from chatmemory._histories import change_running, new_history, started
+from chatmemory._histories import change_at_once, change_running, new_history, started
 from chatmemory._ids import new_id
-from chatmemory._messages import MessageOps, append, in_batch_order
+from chatmemory._messages import MessageOps, append, in_batch_order, start_at_once
 from chatmemory._plan import Plan, Row
 from chatmemory._scope_base import Id, rows_of, size_rows
 from chatmemory._validation import check_object, parse_id
@@ -191,26 +191,34 @@ def _record(
     finish: dict[str, Any],
     one_statement: bool,
 ) -> Plan[tuple[list[Row], list[Message]]]:
-    """A new conversation (when given), a history started, appended to and finished."""
+    """A new conversation (when given), a history started, appended to and finished: with
+    ``one_statement`` (PostgreSQL), the history in one statement, the call's whole write unless
+    a conversation is inserted first."""
     if conversation is not None:
         yield from insert(conversation)
+    if one_statement:
+        alone = conversation is None
+        return [], (yield from start_at_once(principal, history, batch, finish=finish, alone=alone))
     stored, added = yield from started(principal, history, batch, one_statement)
     when = history["created_at"]
-    yield from change_running(
-        principal, history["id"], {**finish, "updated_at": when}, one_statement=one_statement
-    )
+    yield from change_running(principal, history["id"], {**finish, "updated_at": when})
     return stored, added
 
 
 def _finished(
     principal: Principal, hid: UUID, batch: list[NewMessage], finish: dict[str, Any], one_statement: bool
 ) -> Plan[tuple[Row, list[Row], list[Message]]]:
-    """``batch`` appended to a running history, then the history finished."""
+    """``batch`` appended to a running history, then the history finished: with
+    ``one_statement`` (PostgreSQL) and no keys to look up, one statement that is the call's
+    whole write."""
+    if one_statement and all(m.key is None for m in batch):
+        row, added = yield from change_at_once(principal, hid, finish, batch, alone=True)
+        return row, [], added
     stored: list[Row] = []
-    added: list[Message] = []
+    added = []
     if batch:
         stored, added = yield from append(
             principal, hid, batch, finish["updated_at"], one_statement=one_statement
         )
-    row = yield from change_running(principal, hid, finish, one_statement=one_statement, alone=not batch)
+    row = yield from change_running(principal, hid, finish, one_statement=one_statement)
     return row, stored, added

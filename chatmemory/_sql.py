@@ -397,14 +397,16 @@ def append_postgres(scope: Scope) -> SQL:
 
 
 @functools.cache
-def start_postgres(scope: Scope, batch: bool) -> SQL:
-    """A history started, with its first messages when ``batch``, in one PostgreSQL statement.
+def start_postgres(scope: Scope, batch: bool, finished: bool = False) -> SQL:
+    """A history started, with its first messages when ``batch``, in one PostgreSQL statement;
+    with ``finished``, also finished (``record_run``).
 
-    Locks the conversation's row while checking it is visible, inserts the history (running,
-    driven by ``:model``) and the batch after the conversation's ``last_seq``, bumps its
-    counters (without a batch, sets only its time), and logs the changes the transaction
-    recorded so far, the history's start and the append. Answers the conversation's
-    ``last_seq`` before the batch; no row means not visible, and then nothing is written.
+    Locks the conversation's row while checking it is visible, inserts the history (driven by
+    ``:model``, running, or with ``finished`` in ``:status`` since ``:finished_at``) and the batch
+    after the conversation's ``last_seq``, bumps its counters (without a batch, sets only its
+    time), and logs the changes the transaction recorded so far, the history's start, the
+    append and the finish. Answers the conversation's ``last_seq`` before the batch; no row
+    means not visible, and then nothing is written.
     """
     own = ["'history.started', :hid, NULL, NULL, NULL, :when"]
     if batch:
@@ -418,12 +420,16 @@ def start_postgres(scope: Scope, batch: bool) -> SQL:
             "touch AS (UPDATE chat_conversations x SET updated_at = :when FROM c WHERE x.id = c.id "
             "RETURNING 1), "
         )
+    ending = "'running', NULL, NULL, NULL"
+    if finished:
+        own.append("'history.finished', :hid, NULL, NULL, NULL, :when")
+        ending = ":status, :usage, :error, :finished_at"
     text = (
         "WITH c AS (SELECT c.id, c.last_seq FROM chat_conversations c "
         f"WHERE c.id = :cid AND {visible(scope)} FOR UPDATE), "
         "hist AS (INSERT INTO chat_histories (id, chat_conversation_id, model, system_prompts, metadata, "
         "status, usage, error, finished_at, created_at, updated_at) SELECT :hid, c.id, :model, "
-        ":system_prompts, :metadata, 'running', NULL, NULL, NULL, :when, :when FROM c RETURNING 1), "
+        f":system_prompts, :metadata, {ending}, :when, :when FROM c RETURNING 1), "
         f"{writes}{_logged('FROM c WHERE k.id = 1 ', 'c.id', 'c', *own)} "
         "SELECT c.last_seq FROM c"
     )
@@ -431,25 +437,39 @@ def start_postgres(scope: Scope, batch: bool) -> SQL:
 
 
 @functools.cache
-def change_history_postgres(scope: Scope, fields: tuple[str, ...]) -> SQL:
-    """A running history's ``fields`` changed in one PostgreSQL statement.
+def change_history_postgres(scope: Scope, fields: tuple[str, ...], batch: bool = False) -> SQL:
+    """A running history's ``fields`` changed in one PostgreSQL statement, after its last
+    messages when ``batch`` (``finish_run``).
 
     Locks its conversation's and history's rows (as ``append_postgres``) while checking the
     history is visible, so a deletion or a finish committed while it waited for the lock is
-    seen; sets ``fields`` only if it is running, and logs the changes the transaction
-    recorded so far and this one (``:kind``; ``_changes.logged`` fills the ``log_``
-    parameters). Answers the history's row as it was, then as the change left it (NULLs when it
-    did not change); no row means not visible.
+    seen; only if it is running, inserts the batch after the conversation's ``last_seq`` and
+    bumps its counters, sets ``fields``, and logs the changes the transaction recorded so far,
+    the append and this change (``:kind``; ``_changes.logged`` fills the ``log_``
+    parameters). Answers the history's row as it was and the conversation's ``last_seq``
+    before the batch, then the row as the change left it (NULLs when it did not change); no
+    row means not visible.
     """
+    running = "h.status = 'running'"
+    own = [":kind, h.id, NULL, NULL, NULL, :log_when"]
+    writes = ""
+    if batch:
+        own.insert(0, "'message.appended', :hid, NULL, h.last_seq + 1, :added, :when")
+        writes = (
+            f"{_BATCH}, "
+            f"ins AS ({_insert_batch('h.chat_conversation_id', 'h.last_seq', 'h.model', 'h')} "
+            f"WHERE {running} RETURNING 1), "
+            f"bump AS ({_bump('h.chat_conversation_id', 'h.last_seq', 'h', running)} RETURNING 1), "
+        )
     sets = ", ".join(f"{name} = :{name}" for name in fields)
-    changed = ":kind, h.id, NULL, NULL, NULL, :log_when"
     text = (
-        f"WITH h AS (SELECT {HISTORY} FROM chat_conversations c JOIN chat_histories h "
+        f"WITH h AS (SELECT {HISTORY}, c.last_seq FROM chat_conversations c JOIN chat_histories h "
         "ON h.chat_conversation_id = c.id "
         f"WHERE h.id = :hid AND h.deleted_at IS NULL AND {visible(scope)} FOR UPDATE OF c, h), "
+        f"{writes}"
         f"u AS (UPDATE chat_histories x SET {sets} FROM h WHERE x.id = h.id AND x.status = 'running' "
         f"RETURNING {HISTORY.replace('h.', 'x.')}), "
-        f"{_logged('FROM u, h WHERE k.id = 1 ', 'h.chat_conversation_id', 'h', changed)} "
+        f"{_logged('FROM u, h WHERE k.id = 1 ', 'h.chat_conversation_id', 'h', *own)} "
         "SELECT h.*, u.* FROM h LEFT JOIN u ON true"
     )
     return SQL("-- PostgreSQL only", text)

@@ -96,6 +96,22 @@ async def test_nothing_is_written_when_any_part_is_bad(alice: Scope, bob: Scope)
     with pytest.raises(ConflictError):
         await alice.finish_run(started.history.id)
     assert len((await alice.get_history(started.history.id)).messages or ()) == 1
+    summary = await alice.get_conversation(conversation.id)
+    assert (summary.message_count, summary.last_message_preview) == (1, "hi")
+
+
+async def test_a_deleted_history_is_not_finished(alice: Scope) -> None:
+    """Its last messages are not stored either: the conversation's counters do not move, and a
+    later append takes the next ``seq``."""
+    conversation = await alice.start_conversation()
+    started = await alice.start_run(conversation.id, model="m", messages=FIRST)
+    other = await alice.start_run(conversation.id, model="m", messages=[])
+    await alice.delete_history(started.history.id)
+    with pytest.raises(HistoryNotFound):
+        await alice.finish_run(started.history.id, messages=LAST)
+    assert (await alice.get_conversation(conversation.id)).message_count == 0
+    added = await alice.append_messages(other.history.id, [{"role": "user", "content": "next"}])
+    assert added[0].seq == 2
 
 
 async def test_each_is_one_transaction(memory: ChatMemory, alice: Scope) -> None:

@@ -267,9 +267,11 @@ async def test_postgres_call_is_its_statements_only(postgres_url: str) -> None:
     """On PostgreSQL an append is one statement, its own transaction (no BEGIN and COMMIT round
     trips), as is a change to a running history; a read of a page is its one statement (under
     READ COMMITTED a statement inside a transaction reads what it reads alone); a history
-    started, with or without its first messages, is one statement too, and a run finished with
-    its last messages is two in one transaction. The connection goes back to the pool without
-    a reset query (a round trip per call)."""
+    started, with or without its first messages, is one statement too, as are a run finished
+    with its last messages and a whole run recorded into a conversation; a run recorded with
+    the conversation it starts is two statements in one transaction, and so is a run finished
+    with messages that carry keys (looked up first). The connection goes back to the pool
+    without a reset query (a round trip per call)."""
     from tests.conftest import _create_database
 
     async with ChatMemory.open(await _create_database(postgres_url)) as memory:
@@ -285,10 +287,17 @@ async def test_postgres_call_is_its_statements_only(postgres_url: str) -> None:
         await chat.finish_run(run.id, messages=[{"role": "assistant", "content": "b"}])
         await chat.start_run(conv.id, model="m", messages=[{"role": "user", "content": "c", "key": "k"}])
         await chat.start_history(conv.id, model="m")
+        await chat.record_run(conv.id, model="m", messages=[{"role": "user", "content": "d"}])
+        await chat.record_run(model="m", messages=[{"role": "user", "content": "e"}])
+        keyed = await chat.start_history(conv.id, model="m")
+        await chat.finish_run(keyed.id, messages=[{"role": "assistant", "content": "f", "key": "f"}])
         await pool_idle(memory)
-    assert [q.split()[0].rstrip(";") for q in queries] == [
-        "WITH", "SELECT", "WITH", "BEGIN", "WITH", "WITH", "COMMIT", "WITH", "WITH"
-    ]  # fmt: skip
+    statements = [q.split()[0].rstrip(";") for q in queries]
+    assert statements[:7] == ["WITH", "SELECT", "WITH", "WITH", "WITH", "WITH", "WITH"]
+    assert statements[7:11] == ["BEGIN", "INSERT", "WITH", "COMMIT"]  # a conversation, then the run
+    assert statements[11] == "WITH"  # the keyed run's start
+    # The keyed finish: the lock, the keys stored, the append, the finish.
+    assert statements[12:] == ["BEGIN", "SELECT", "SELECT", "WITH", "WITH", "COMMIT"]
 
 
 async def test_postgres_append_alone_writes_nothing_when_refused_and_a_plan_may_not_go_on_after_it(

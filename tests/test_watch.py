@@ -132,6 +132,24 @@ async def test_a_recorded_run_is_its_events_in_the_order_written(alice: Scope) -
     assert {e.conversation_id for e in got} == {recorded.conversation_id}
 
 
+async def test_a_run_recorded_into_a_conversation_is_its_events(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    async with aclosing(await watching(alice, conv.id)) as events:
+        recorded = await alice.record_run(
+            conv.id, model="m", messages=[NewMessage("user", "q"), NewMessage("assistant", "a")]
+        )
+        got = await take(events, 4)
+        await nothing_more(events)
+    assert kinds(got) == [
+        ("history.started", None),
+        ("message.appended", 1),
+        ("message.appended", 2),
+        ("history.finished", None),
+    ]
+    assert {e.history_id for e in got} == {recorded.history.id}
+    assert [e.message.content for e in got[1:3] if e.message] == ["q", "a"]
+
+
 async def test_a_run_recorded_as_it_goes_is_its_events(alice: Scope) -> None:
     """``start_run`` and ``finish_run`` (what adapters call) log their steps like the calls they join."""
     conv = await alice.start_conversation()
