@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
+
 import pytest
 
 from chatmemory import ConversationNotFound, InvalidInputError
 from chatmemory.scope import Scope
+from tests.test_watch import take
 
 RUN = [
     {"role": "user", "content": "hi", "key": "u1"},
@@ -44,3 +47,27 @@ async def test_nothing_is_written_when_any_part_is_bad(alice: Scope, bob: Scope)
         await bob.record_run(existing.id, model="m", messages=RUN)
     assert [c.id for c in (await alice.list_conversations()).items] == [existing.id]
     assert (await alice.get_conversation(existing.id)).histories == []
+
+
+async def test_a_run_without_messages_recorded_into_a_conversation(alice: Scope) -> None:
+    """Only its history, stored as it answers it (on PostgreSQL one statement): the
+    conversation's counters and preview stay, its time moves to the run's, and the change log
+    holds the history's start and finish."""
+    conversation = await alice.start_conversation()
+    first = await alice.record_run(conversation.id, model="m", messages=RUN[:1])
+    cursor = await alice.change_cursor(conversation.id)
+    recorded = await alice.record_run(
+        conversation.id, model="n", messages=[], status="cancelled", usage={"t": 0}, error="stopped"
+    )
+    assert recorded.messages == []
+    stored = await alice.get_history(recorded.history.id)
+    assert stored.model_dump(exclude={"messages"}) == recorded.history.model_dump()
+    assert (stored.status, stored.usage, stored.error) == ("cancelled", {"t": 0}, "stopped")
+    assert stored.messages == []
+    summary = await alice.get_conversation(conversation.id)
+    assert (summary.message_count, summary.last_message_preview) == (1, "hi")
+    assert summary.updated_at == recorded.history.created_at > first.history.created_at
+    async with aclosing(alice.watch(conversation.id, after=cursor)) as events:
+        got = await take(events, 2)
+    assert [e.kind for e in got] == ["history.started", "history.finished"]
+    assert {e.history_id for e in got} == {recorded.history.id}

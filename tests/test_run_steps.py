@@ -142,3 +142,32 @@ async def test_a_run_started_touches_its_conversation_once(memory: ChatMemory, f
         summary = (await chat.get_conversation(conversation.id)).updated_at
         assert summary >= run.history.created_at
     assert (await chat.get_conversation(conversation.id)).updated_at == recorded.history.created_at
+
+
+async def test_long_last_messages_and_a_long_recorded_run(alice: Scope) -> None:
+    """A run's end with 150 last messages and a run of 120 recorded into its conversation (one
+    statement each on PostgreSQL): each answers the rows it stored, in order, after the
+    messages before it; the counters and preview follow, and a search finds the messages."""
+    conversation = await alice.start_conversation()
+    started = await alice.start_run(conversation.id, model="m", messages=[{"role": "user", "content": "go"}])
+    last = [
+        {"role": "assistant" if i % 2 else "user", "content": f"ending{i}", "metadata": {"i": i}}
+        for i in range(150)
+    ]
+    finished = await alice.finish_run(started.history.id, messages=last)
+    recorded = await alice.record_run(
+        conversation.id, model="r", messages=[{"role": "assistant", "content": f"rec{i}"} for i in range(120)]
+    )
+    assert [m.seq for m in finished.messages] == list(range(2, 152))
+    assert [m.seq for m in recorded.messages] == list(range(152, 272))
+    assert [m.content for m in finished.messages] == [m["content"] for m in last]
+    assert {m.model for m in finished.messages if m.role == "assistant"} == {"m"}
+    assert {m.model for m in recorded.messages} == {"r"}
+    stored = await alice.transcript(conversation.id)
+    answered = [*started.messages, *finished.messages, *recorded.messages]
+    assert [m.model_dump() for m in stored] == [m.model_dump() for m in answered]
+    summary = await alice.get_conversation(conversation.id)
+    assert (summary.message_count, summary.last_message_preview) == (271, "rec119")
+    for word, message in (("ending140", finished.messages[140]), ("rec110", recorded.messages[110])):
+        hits = (await alice.search_messages(word)).items
+        assert [hit.message.id for hit in hits] == [message.id]

@@ -78,6 +78,39 @@ async def test_a_change_committed_by_another_process_arrives(
 
 
 @pytest.mark.usefixtures("no_rescan")
+async def test_a_run_ended_and_one_recorded_by_another_store_arrive(
+    memory: ChatMemory, alice: Scope, db_url: str
+) -> None:
+    """A run's end with its last messages and a run recorded into the conversation, written
+    by another store (on PostgreSQL each one statement that logs and notifies itself), wake
+    this store's watcher."""
+    conv = await alice.start_conversation()
+    run = await alice.start_run(conv.id, model="m", messages=[])
+    cursor = await alice.change_cursor(conv.id)
+    postgres = memory._db._postgres
+    async with ChatMemory.open(db_url) as other, aclosing(alice.watch(conv.id, after=cursor)) as events:
+        elsewhere = other.scoped(Principal("alice"))
+        first = asyncio.ensure_future(take(events, 2, seconds=None))
+        await until(
+            lambda: bool(memory._db.changes._waiters) and (postgres is None or postgres.listening),
+            "watching (and, on PostgreSQL, listening) before the other store writes",
+        )
+        await elsewhere.finish_run(run.history.id, messages=[NewMessage("assistant", "ended")])
+        ended = await asyncio.wait_for(first, WAIT)
+        second = asyncio.ensure_future(take(events, 3, seconds=None))
+        await until(lambda: bool(memory._db.changes._waiters), "watching again")
+        recorded = await elsewhere.record_run(conv.id, model="r", messages=[NewMessage("user", "recorded")])
+        got = await asyncio.wait_for(second, WAIT)
+    assert [(e.kind, e.seq) for e in ended] == [("message.appended", 1), ("history.finished", None)]
+    assert [(e.kind, e.seq) for e in got] == [
+        ("history.started", None),
+        ("message.appended", 2),
+        ("history.finished", None),
+    ]
+    assert {e.history_id for e in got} == {recorded.history.id}
+
+
+@pytest.mark.usefixtures("no_rescan")
 async def test_a_caller_engine_polls_at_its_interval(memory: ChatMemory, alice: Scope, db_url: str) -> None:
     engine = create_engine(db_url)
     try:
