@@ -86,6 +86,36 @@ async def _drive(
         plan.close()
 
 
+# Between two writes of a shared transaction one round trip ends the savepoint of the first (a
+# simple query may hold several commands) and starts the second's; after a write that failed,
+# rolling back to its savepoint leaves that savepoint in place for the next.
+_NEXT_SAVEPOINT = "RELEASE SAVEPOINT plan; SAVEPOINT plan"
+_UNDO_SAVEPOINT = "ROLLBACK TO SAVEPOINT plan"
+
+
+async def _each_in_a_savepoint(
+    connection: asyncpg.Connection, batch: list[_Queued], trace: Callable[[Stmt], None] | None
+) -> list[tuple[concurrent.futures.Future[Any], Any]]:
+    """Drive ``batch``'s plans one after another in the connection's transaction, each in a
+    savepoint: one that fails is rolled back to it and its caller answered with the error; the
+    others are returned with their results, to answer once the transaction commits."""
+    answered: list[tuple[concurrent.futures.Future[Any], Any]] = []
+    before = "SAVEPOINT plan"
+    for plan, future in batch:
+        await connection.execute(before)
+        try:
+            result = await _drive(connection, plan, trace)
+        except Exception as exc:
+            future.set_exception(exc)
+            before = _UNDO_SAVEPOINT
+        else:
+            answered.append((future, result))
+            before = _NEXT_SAVEPOINT
+    if before == _UNDO_SAVEPOINT:
+        await connection.execute(_UNDO_SAVEPOINT)
+    return answered
+
+
 async def execute(connection: asyncpg.Connection, stmt: Stmt) -> Any:
     sql = stmt.sql
     if not sql.postgres:
@@ -313,17 +343,7 @@ class PostgresDriver:
                     )
                 else:
                     async with connection.transaction():
-                        for plan, future in batch:
-                            savepoint = connection.transaction()
-                            await savepoint.start()
-                            try:
-                                result = await _drive(connection, plan, self.trace)
-                            except Exception as exc:
-                                await savepoint.rollback()
-                                future.set_exception(exc)
-                            else:
-                                await savepoint.commit()
-                                answered.append((future, result))
+                        answered = await _each_in_a_savepoint(connection, batch, self.trace)
         except BaseException as exc:
             failed = exc if isinstance(exc, Exception) else StorageError("the store closed during the write")
             for plan, future in batch:

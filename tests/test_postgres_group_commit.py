@@ -257,3 +257,40 @@ async def test_queued_appends_commit_together_in_order_and_fail_alone(postgres_u
     kinds = [q.split()[0].rstrip(";") for q in queries]
     # The first append is its one statement's own transaction; the three queued behind it share one.
     assert (kinds.count("BEGIN"), kinds.count("COMMIT")) == (1, 1), kinds
+    # Each in a savepoint, one round trip between two: the one before ended (released, or rolled
+    # back to for the refused one) and the next started.
+    shared = queries[kinds.index("BEGIN") : kinds.index("COMMIT") + 1]
+    assert [q if q.split()[0] in ("RELEASE", "ROLLBACK", "SAVEPOINT") else q.split()[0] for q in shared] == [
+        "BEGIN;",
+        "SAVEPOINT plan",
+        "WITH",
+        "RELEASE SAVEPOINT plan; SAVEPOINT plan",
+        "WITH",
+        "ROLLBACK TO SAVEPOINT plan",
+        "WITH",
+        "COMMIT;",
+    ]
+
+
+async def test_a_failing_last_append_leaves_the_others_of_its_transaction_committed(
+    postgres_url: str,
+) -> None:
+    """The last append of a shared transaction failing in PostgreSQL is rolled back to its
+    savepoint before the COMMIT: a COMMIT of a transaction in error would roll back every
+    append of it, with no error to tell their callers."""
+    url, memory, chat, run = await _history(postgres_url)
+    async with memory:
+        await _execute(
+            url,
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.content = 'refused' THEN RAISE EXCEPTION 'refused row'; END IF; RETURN NEW; END $$; "
+            "CREATE TRIGGER refuse BEFORE INSERT ON chat_messages FOR EACH ROW EXECUTE FUNCTION refuse()",
+        )
+        texts = [{"role": "user", "content": text} for text in ("one", "two", "three", "refused")]
+        async with _row_held(url, run.conversation_id):
+            calls = await _queued(chat, run.id, texts)
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
+        assert isinstance(results[3], StorageError) and "refused row" in str(results[3])
+        assert [r[0].seq for r in results if isinstance(r, list)] == [1, 2, 3]
+        assert [m.content for m in await chat.transcript(run.conversation_id)] == ["one", "two", "three"]
+        assert (await chat.get_conversation(run.conversation_id)).message_count == 3
