@@ -15,7 +15,7 @@ import asyncpg
 
 from chatmemory import ChatMemory, History, HistoryNotFound, Message, Principal, StorageError
 from chatmemory.scope import Scope
-from tests._postgres import log_queries
+from tests._postgres import log_queries, pool_idle
 from tests.conftest import _create_database
 
 
@@ -294,3 +294,84 @@ async def test_a_failing_last_append_leaves_the_others_of_its_transaction_commit
         assert [r[0].seq for r in results if isinstance(r, list)] == [1, 2, 3]
         assert [m.content for m in await chat.transcript(run.conversation_id)] == ["one", "two", "three"]
         assert (await chat.get_conversation(run.conversation_id)).message_count == 3
+
+
+async def test_failures_of_every_kind_in_one_transaction_each_roll_back_only_their_own(
+    postgres_url: str,
+) -> None:
+    """In one shared transaction: the first append failing in PostgreSQL, the next failing in
+    the store (another principal's, HistoryNotFound) right after, one stored, a keyed append
+    whose plan fails on its last statement after two that ran, a keyed one stored, and the last
+    failing in the store. Each failed one is rolled back to its savepoint, the last before the
+    COMMIT; the others are stored in order, and the connection goes on clean to the next call."""
+    url, memory, chat, run = await _history(postgres_url)
+    async with memory:
+        await _execute(
+            url,
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.content = 'refused' THEN RAISE EXCEPTION 'refused row'; END IF; RETURN NEW; END $$; "
+            "CREATE TRIGGER refuse BEFORE INSERT ON chat_messages FOR EACH ROW EXECUTE FUNCTION refuse()",
+        )
+        bob = memory.scoped(Principal("bob"))
+        appends = [
+            (chat, {"role": "user", "content": "zero"}),
+            (chat, {"role": "user", "content": "refused"}),
+            (bob, {"role": "user", "content": "foreign"}),
+            (chat, {"role": "user", "content": "one"}),
+            (chat, {"role": "user", "content": "refused", "key": "k"}),
+            (chat, {"role": "user", "content": "two", "key": "k2"}),
+            (bob, {"role": "user", "content": "foreign"}),
+        ]
+        queries = await log_queries(memory)
+        async with _row_held(url, run.conversation_id):
+            calls = []
+            for scope, message in appends:
+                calls.append(asyncio.ensure_future(scope.append_messages(run.id, [message])))
+                waiting = len(calls) - 1
+                await until(
+                    lambda waiting=waiting: (
+                        (queue := queue_of(chat, run.id)) is not None and len(queue) == waiting
+                    ),
+                    f"{waiting} appends queued behind the first",
+                )
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
+        assert [type(r).__name__ for r in results] == [
+            "list",
+            "StorageError",
+            "HistoryNotFound",
+            "list",
+            "StorageError",
+            "list",
+            "HistoryNotFound",
+        ], results
+        assert all("refused row" in str(results[i]) for i in (1, 4))
+        assert [r[0].seq for r in results if isinstance(r, list)] == [1, 2, 3]
+        await pool_idle(memory)
+        shared = queries[queries.index("BEGIN;") : queries.index("COMMIT;") + 1]
+        driver = memory._db._postgres
+        assert len(driver._idle) == 1 and not driver._idle[0].is_in_transaction()
+        assert [m.content for m in await chat.transcript(run.conversation_id)] == ["zero", "one", "two"]
+        summary = await chat.get_conversation(run.conversation_id)
+        assert summary.message_count == 3 and summary.last_message_preview == "two"
+    savepoints = ("RELEASE", "ROLLBACK", "SAVEPOINT")
+    assert [q if q.split()[0] in savepoints else q.split()[0] for q in shared] == [
+        "BEGIN;",
+        "SAVEPOINT plan",
+        "WITH",
+        "ROLLBACK TO SAVEPOINT plan",
+        "WITH",
+        "ROLLBACK TO SAVEPOINT plan",
+        "WITH",
+        "RELEASE SAVEPOINT plan; SAVEPOINT plan",
+        "SELECT",
+        "SELECT",
+        "WITH",
+        "ROLLBACK TO SAVEPOINT plan",
+        "SELECT",
+        "SELECT",
+        "WITH",
+        "RELEASE SAVEPOINT plan; SAVEPOINT plan",
+        "WITH",
+        "ROLLBACK TO SAVEPOINT plan",
+        "COMMIT;",
+    ], shared
