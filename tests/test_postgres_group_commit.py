@@ -12,8 +12,17 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import pytest
 
-from chatmemory import ChatMemory, History, HistoryNotFound, Message, Principal, StorageError
+from chatmemory import (
+    ChatMemory,
+    History,
+    HistoryNotFound,
+    Message,
+    Principal,
+    StorageError,
+    _postgres_driver,
+)
 from chatmemory.scope import Scope
 from tests._postgres import log_queries, pool_idle
 from tests.conftest import _create_database
@@ -85,6 +94,20 @@ async def _execute(url: str, statements: str) -> None:
         await setup.execute(statements)
     finally:
         await setup.close()
+
+
+async def _sleeping(url: str) -> bool:
+    """Whether a statement of the database is sleeping (in a trigger's ``pg_sleep``)."""
+    admin = await asyncpg.connect(_plain(url))
+    try:
+        return bool(
+            await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                "AND datname = current_database()"
+            )
+        )
+    finally:
+        await admin.close()
 
 
 async def test_a_failing_statement_rolls_back_only_its_own_append(postgres_url: str) -> None:
@@ -349,6 +372,7 @@ async def test_failures_of_every_kind_in_one_transaction_each_roll_back_only_the
         await pool_idle(memory)
         shared = queries[queries.index("BEGIN;") : queries.index("COMMIT;") + 1]
         driver = memory._db._postgres
+        assert driver is not None
         assert len(driver._idle) == 1 and not driver._idle[0].is_in_transaction()
         assert [m.content for m in await chat.transcript(run.conversation_id)] == ["zero", "one", "two"]
         summary = await chat.get_conversation(run.conversation_id)
@@ -375,3 +399,38 @@ async def test_failures_of_every_kind_in_one_transaction_each_roll_back_only_the
         "ROLLBACK TO SAVEPOINT plan",
         "COMMIT;",
     ], shared
+
+
+async def test_a_store_closed_during_a_shared_transaction_commits_none_of_it(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing the store while a shared transaction runs an append that outlasts the close's
+    wait, after one stored in it and one failed and rolled back to its savepoint: the close
+    ends the transaction (without waiting for the slow statement), every caller is answered
+    with StorageError, and nothing of it is committed."""
+    monkeypatch.setattr(_postgres_driver, "CLOSE_TIMEOUT", 0.2)
+    url, memory, chat, run = await _history(postgres_url)
+    await _execute(
+        url,
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.content = 'refused' THEN RAISE EXCEPTION 'refused row'; END IF; "
+        "IF NEW.content = 'slow' THEN PERFORM pg_sleep(3); END IF; RETURN NEW; END $$; "
+        "CREATE TRIGGER refuse BEFORE INSERT ON chat_messages FOR EACH ROW EXECUTE FUNCTION refuse()",
+    )
+    texts = [{"role": "user", "content": t} for t in ("zero", "one", "refused", "slow")]
+    async with _row_held(url, run.conversation_id):
+        calls = await _queued(chat, run.id, texts)
+    for _ in range(3000):
+        if await _sleeping(url):
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the shared transaction never reached the slow append")
+    await asyncio.wait_for(memory.close(), 30)
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
+    assert isinstance(results[0], list)
+    assert all(isinstance(r, StorageError) for r in results[1:]), results
+    assert "refused row" in str(results[2])
+    async with ChatMemory.open(url) as reopened:
+        stored = await reopened.scoped(Principal("alice")).transcript(run.conversation_id)
+    assert [m.content for m in stored] == ["zero"]
