@@ -18,7 +18,7 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import URL
 
 from chatmemory._plan import Plan, Stmt, collector_paused, postgres_value
-from chatmemory.errors import StorageError
+from chatmemory.errors import ChatMemoryError, StorageError
 
 T = TypeVar("T")
 _Queued: TypeAlias = tuple[Plan[Any], concurrent.futures.Future[Any]]
@@ -345,7 +345,12 @@ class PostgresDriver:
                     async with connection.transaction():
                         answered = await _each_in_a_savepoint(connection, batch, self.trace)
         except BaseException as exc:
-            failed = exc if isinstance(exc, Exception) else StorageError("the store closed during the write")
+            # A close that ends the transaction may surface as the driver's error on a closed
+            # connection (asyncpg raises its own in place of the cancellation): say what happened.
+            closed = not isinstance(exc, Exception) or (
+                self._pool_closing and not isinstance(exc, ChatMemoryError)
+            )
+            failed = StorageError("the store closed during the write") if closed else exc
             for plan, future in batch:
                 plan.close()
                 if not future.done():

@@ -431,6 +431,7 @@ async def test_a_store_closed_during_a_shared_transaction_commits_none_of_it(
     assert isinstance(results[0], list)
     assert all(isinstance(r, StorageError) for r in results[1:]), results
     assert "refused row" in str(results[2])
+    assert [str(results[i]) for i in (1, 3)] == ["the store closed during the write"] * 2
     async with ChatMemory.open(url) as reopened:
         stored = await reopened.scoped(Principal("alice")).transcript(run.conversation_id)
     assert [m.content for m in stored] == ["zero"]
