@@ -110,21 +110,41 @@ async def _sleeping(url: str) -> bool:
         await admin.close()
 
 
-async def test_a_failing_statement_rolls_back_only_its_own_append(postgres_url: str) -> None:
+async def _refusing(url: str, *, at_commit: bool = False, slow: bool = False) -> None:
+    """A trigger that refuses a message whose content is 'refused': as it is inserted ('refused
+    row'), or with ``at_commit`` when its transaction commits ('refused late'); with ``slow``, a
+    message 'slow' takes 3 s to insert."""
+    reason = "refused late" if at_commit else "refused row"
+    sleep = "IF NEW.content = 'slow' THEN PERFORM pg_sleep(3); END IF; " if slow else ""
+    when = (
+        "CONSTRAINT TRIGGER refuse AFTER INSERT ON chat_messages DEFERRABLE INITIALLY DEFERRED "
+        if at_commit
+        else "TRIGGER refuse BEFORE INSERT ON chat_messages "
+    )
+    await _execute(
+        url,
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"IF NEW.content = 'refused' THEN RAISE EXCEPTION '{reason}'; END IF; {sleep}RETURN NEW; END $$; "
+        f"CREATE {when}FOR EACH ROW EXECUTE FUNCTION refuse()",
+    )
+
+
+@pytest.mark.parametrize("refused_at", [2, 3], ids=["between", "last"])
+async def test_a_failing_statement_rolls_back_only_its_own_append(postgres_url: str, refused_at: int) -> None:
     """A PostgreSQL error in one queued append's statement (a trigger refusing its row) fails
-    that append alone; the others of its transaction are committed, in order."""
+    that append alone; the others of its transaction are committed, in order. The last append
+    failing is rolled back to its savepoint before the COMMIT: a COMMIT of a transaction in
+    error would roll back every append of it, with no error to tell their callers."""
+    texts = ["one", "two", "three"]
+    texts.insert(refused_at, "refused")
     url, memory, chat, run = await _history(postgres_url)
     async with memory:
-        await _execute(
-            url,
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "IF NEW.content = 'refused' THEN RAISE EXCEPTION 'refused row'; END IF; RETURN NEW; END $$; "
-            "CREATE TRIGGER refuse BEFORE INSERT ON chat_messages FOR EACH ROW EXECUTE FUNCTION refuse()",
-        )
+        await _refusing(url)
         async with _row_held(url, run.conversation_id):
-            calls = await _queued(chat, run.id, _ONE_REFUSED)
+            calls = await _queued(chat, run.id, [{"role": "user", "content": text} for text in texts])
         results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
-        assert isinstance(results[2], StorageError) and "refused row" in str(results[2])
+        refused = results[refused_at]
+        assert isinstance(refused, StorageError) and "refused row" in str(refused)
         assert [r[0].seq for r in results if isinstance(r, list)] == [1, 2, 3]
         assert [m.content for m in await chat.transcript(run.conversation_id)] == ["one", "two", "three"]
         summary = await chat.get_conversation(run.conversation_id)
@@ -136,13 +156,7 @@ async def test_a_failing_commit_fails_every_append_it_held(postgres_url: str) ->
     transaction is answered as stored, and none is."""
     url, memory, chat, run = await _history(postgres_url)
     async with memory:
-        await _execute(
-            url,
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "IF NEW.content = 'refused' THEN RAISE EXCEPTION 'refused late'; END IF; RETURN NEW; END $$; "
-            "CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON chat_messages DEFERRABLE INITIALLY DEFERRED "
-            "FOR EACH ROW EXECUTE FUNCTION refuse()",
-        )
+        await _refusing(url, at_commit=True)
         async with _row_held(url, run.conversation_id):
             calls = await _queued(chat, run.id, _ONE_REFUSED)
         results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
@@ -295,30 +309,6 @@ async def test_queued_appends_commit_together_in_order_and_fail_alone(postgres_u
     ]
 
 
-async def test_a_failing_last_append_leaves_the_others_of_its_transaction_committed(
-    postgres_url: str,
-) -> None:
-    """The last append of a shared transaction failing in PostgreSQL is rolled back to its
-    savepoint before the COMMIT: a COMMIT of a transaction in error would roll back every
-    append of it, with no error to tell their callers."""
-    url, memory, chat, run = await _history(postgres_url)
-    async with memory:
-        await _execute(
-            url,
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "IF NEW.content = 'refused' THEN RAISE EXCEPTION 'refused row'; END IF; RETURN NEW; END $$; "
-            "CREATE TRIGGER refuse BEFORE INSERT ON chat_messages FOR EACH ROW EXECUTE FUNCTION refuse()",
-        )
-        texts = [{"role": "user", "content": text} for text in ("one", "two", "three", "refused")]
-        async with _row_held(url, run.conversation_id):
-            calls = await _queued(chat, run.id, texts)
-        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
-        assert isinstance(results[3], StorageError) and "refused row" in str(results[3])
-        assert [r[0].seq for r in results if isinstance(r, list)] == [1, 2, 3]
-        assert [m.content for m in await chat.transcript(run.conversation_id)] == ["one", "two", "three"]
-        assert (await chat.get_conversation(run.conversation_id)).message_count == 3
-
-
 async def test_failures_of_every_kind_in_one_transaction_each_roll_back_only_their_own(
     postgres_url: str,
 ) -> None:
@@ -329,12 +319,7 @@ async def test_failures_of_every_kind_in_one_transaction_each_roll_back_only_the
     COMMIT; the others are stored in order, and the connection goes on clean to the next call."""
     url, memory, chat, run = await _history(postgres_url)
     async with memory:
-        await _execute(
-            url,
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "IF NEW.content = 'refused' THEN RAISE EXCEPTION 'refused row'; END IF; RETURN NEW; END $$; "
-            "CREATE TRIGGER refuse BEFORE INSERT ON chat_messages FOR EACH ROW EXECUTE FUNCTION refuse()",
-        )
+        await _refusing(url)
         bob = memory.scoped(Principal("bob"))
         appends = [
             (chat, {"role": "user", "content": "zero"}),
@@ -410,13 +395,7 @@ async def test_a_store_closed_during_a_shared_transaction_commits_none_of_it(
     with StorageError, and nothing of it is committed."""
     monkeypatch.setattr(_postgres_driver, "CLOSE_TIMEOUT", 0.2)
     url, memory, chat, run = await _history(postgres_url)
-    await _execute(
-        url,
-        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "IF NEW.content = 'refused' THEN RAISE EXCEPTION 'refused row'; END IF; "
-        "IF NEW.content = 'slow' THEN PERFORM pg_sleep(3); END IF; RETURN NEW; END $$; "
-        "CREATE TRIGGER refuse BEFORE INSERT ON chat_messages FOR EACH ROW EXECUTE FUNCTION refuse()",
-    )
+    await _refusing(url, slow=True)
     texts = [{"role": "user", "content": t} for t in ("zero", "one", "refused", "slow")]
     async with _row_held(url, run.conversation_id):
         calls = await _queued(chat, run.id, texts)

@@ -132,30 +132,19 @@ async def test_a_recorded_run_is_its_events_in_the_order_written(alice: Scope) -
     assert {e.conversation_id for e in got} == {recorded.conversation_id}
 
 
-async def test_a_run_recorded_into_a_conversation_is_its_events(alice: Scope) -> None:
+@pytest.mark.parametrize("how", ["start_run and finish_run", "record_run"])
+async def test_a_run_recorded_into_a_conversation_is_its_events(alice: Scope, how: str) -> None:
+    """``start_run`` and ``finish_run`` (what adapters call), or ``record_run`` into a conversation,
+    log their steps like the calls they join."""
     conv = await alice.start_conversation()
     async with aclosing(await watching(alice, conv.id)) as events:
-        recorded = await alice.record_run(
-            conv.id, model="m", messages=[NewMessage("user", "q"), NewMessage("assistant", "a")]
-        )
-        got = await take(events, 4)
-        await nothing_more(events)
-    assert kinds(got) == [
-        ("history.started", None),
-        ("message.appended", 1),
-        ("message.appended", 2),
-        ("history.finished", None),
-    ]
-    assert {e.history_id for e in got} == {recorded.history.id}
-    assert [e.message.content for e in got[1:3] if e.message] == ["q", "a"]
-
-
-async def test_a_run_recorded_as_it_goes_is_its_events(alice: Scope) -> None:
-    """``start_run`` and ``finish_run`` (what adapters call) log their steps like the calls they join."""
-    conv = await alice.start_conversation()
-    async with aclosing(await watching(alice, conv.id)) as events:
-        started = await alice.start_run(conv.id, model="m", messages=[NewMessage("user", "q")])
-        await alice.finish_run(started.history.id, messages=[NewMessage("assistant", "a")])
+        if how == "record_run":
+            run = await alice.record_run(
+                conv.id, model="m", messages=[NewMessage("user", "q"), NewMessage("assistant", "a")]
+            )
+        else:
+            started = await alice.start_run(conv.id, model="m", messages=[NewMessage("user", "q")])
+            run = await alice.finish_run(started.history.id, messages=[NewMessage("assistant", "a")])
         got = await take(events, 4)
         await nothing_more(events)
     assert kinds(got) == [
@@ -165,7 +154,7 @@ async def test_a_run_recorded_as_it_goes_is_its_events(alice: Scope) -> None:
         ("history.finished", None),
     ]
     assert [e.message.content for e in got[1:3] if e.message] == ["q", "a"]
-    assert {e.history_id for e in got} == {started.history.id}
+    assert {e.history_id for e in got} == {run.history.id}
 
 
 async def test_replace_merge_and_import_are_events(alice: Scope) -> None:
