@@ -126,6 +126,12 @@ async def end_other_connections(database_url: str) -> int:
         await conn.close()
 
 
+def on_store_loop(memory: Any, call: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+    """``call`` run on the event loop of the store's PostgreSQL connections, awaitable from the
+    caller's loop (a connection may be touched only from its own loop)."""
+    return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, memory._db._postgres._loop))
+
+
 async def log_queries(memory: Any) -> list[str]:
     """Every query the store's pooled connections send from now on, in order (a structural
     test's view of the round trips a call makes)."""
@@ -138,7 +144,7 @@ async def log_queries(memory: Any) -> list[str]:
             if holder._con is not None:
                 holder._con.add_query_logger(lambda record: queries.append(record.query))
 
-    await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(install(), driver._loop))
+    await on_store_loop(memory, install())
     return queries
 
 
@@ -153,13 +159,10 @@ async def pool_idle(memory: Any) -> None:
     async def idle() -> bool:
         return bool(pool._queue.qsize() + len(driver._idle) == len(pool._holders))
 
-    def on_the_loop(check: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
-        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(check, driver._loop))
-
     for _ in range(3000):
-        if await on_the_loop(idle()):
+        if await on_store_loop(memory, idle()):
             # A logger the last release raced with runs before a call scheduled after it.
-            await on_the_loop(asyncio.sleep(0))
+            await on_store_loop(memory, asyncio.sleep(0))
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the store's connections never all went back to its pool")

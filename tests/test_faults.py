@@ -9,7 +9,11 @@ import signal
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 import asyncpg
 import pytest
@@ -18,7 +22,7 @@ from sqlalchemy import text, update
 from chatmemory import ChatMemory, NewMessage, Principal, StorageError
 from chatmemory._schema import conversations
 from chatmemory.scope import Scope
-from tests._postgres import end_other_connections, pool_idle
+from tests._postgres import end_other_connections, on_store_loop, pool_idle
 
 ROOT = Path(__file__).parent.parent
 BATCH = 7
@@ -103,10 +107,11 @@ async def test_connection_terminated_by_postgres(postgres_url: str) -> None:
         assert (await alice.get_conversation(conv.id)).id == conv.id
 
 
-async def test_a_kept_connection_the_server_ended_is_not_handed_out(postgres_url: str) -> None:
-    """The driver keeps the connection a call gave back clean for the next call; once the
-    server has ended it (and its client has seen the socket close), the next call connects
-    again rather than fail on it."""
+@asynccontextmanager
+async def _one_kept(postgres_url: str) -> AsyncIterator[tuple[str, ChatMemory, Scope, UUID, Any]]:
+    """A store on a new database with a pool of one connection, which the driver keeps after a
+    call: the database's URL, the store, alice's scope, a conversation of hers and that kept
+    connection."""
     from tests.conftest import _create_database
 
     url = await _create_database(postgres_url)
@@ -115,7 +120,14 @@ async def test_a_kept_connection_the_server_ended_is_not_handed_out(postgres_url
         conv = await alice.start_conversation()
         driver = memory._db._postgres
         assert driver is not None and len(driver._idle) == 1
-        kept = driver._idle[0]
+        yield url, memory, alice, conv.id, driver._idle[0]
+
+
+async def test_a_kept_connection_the_server_ended_is_not_handed_out(postgres_url: str) -> None:
+    """The driver keeps the connection a call gave back clean for the next call; once the
+    server has ended it (and its client has seen the socket close), the next call connects
+    again rather than fail on it."""
+    async with _one_kept(postgres_url) as (url, memory, alice, conv_id, kept):
         await end_other_connections(url)
 
         async def closed() -> bool:
@@ -125,34 +137,26 @@ async def test_a_kept_connection_the_server_ended_is_not_handed_out(postgres_url
                 return True
 
         for _ in range(500):
-            if await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(closed(), driver._loop)):
+            if await on_store_loop(memory, closed()):
                 break
             await asyncio.sleep(0.01)
         else:
             raise AssertionError("the client never saw its connection end")
-        assert (await alice.get_conversation(conv.id)).id == conv.id
+        assert (await alice.get_conversation(conv_id)).id == conv_id
 
 
 async def test_a_kept_connection_closed_without_cleanup_goes_back_to_its_pool(postgres_url: str) -> None:
     """A kept connection whose protocol aborted (asyncpg closes it then without its cleanup,
     which would give it back to its pool) is given back by the driver: with a pool of one, the
     next call connects again rather than wait forever for a slot no one holds."""
-    from tests.conftest import _create_database
-
-    url = await _create_database(postgres_url)
-    async with ChatMemory.open(url, pool_size=1, max_overflow=0) as memory:
-        alice = memory.scoped(Principal("alice"))
-        conv = await alice.start_conversation()
-        driver = memory._db._postgres
-        assert driver is not None and len(driver._idle) == 1
-        kept = driver._idle[0]
+    async with _one_kept(postgres_url) as (_, memory, alice, conv_id, kept):
 
         async def abort() -> bool:
             kept._con._protocol.abort()
             return bool(kept.is_closed())
 
-        assert await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(abort(), driver._loop))
-        assert (await asyncio.wait_for(alice.get_conversation(conv.id), 30)).id == conv.id
+        assert await on_store_loop(memory, abort())
+        assert (await asyncio.wait_for(alice.get_conversation(conv_id), 30)).id == conv_id
 
 
 _WRITE_AND_EXIT = """
