@@ -184,18 +184,26 @@ def started(
     batch: list[NewMessage],
     one_statement: bool,
     *,
+    finish: dict[str, Any] | None = None,
     alone: bool = False,
 ) -> Plan[tuple[list[Row], list[Message]]]:
-    """A history started, then ``batch`` appended to it: with ``one_statement`` (PostgreSQL), in
-    one statement, which may be ``alone`` (see ``Stmt``). A new history has no stored keys."""
+    """A history started, then ``batch`` appended to it, then with ``finish`` (its status,
+    usage, error and ``finished_at``) finished: with ``one_statement`` (PostgreSQL), in one
+    statement, which may be ``alone`` (see ``Stmt``). A new history has no stored keys."""
     if one_statement:
-        return [], (yield from start_at_once(principal, history, batch, alone=alone))
+        return [], (yield from start_at_once(principal, history, batch, finish=finish, alone=alone))
     # A history's first messages touch its conversation.
     yield from _start(principal, history, touch=not batch)
-    if not batch:
-        return [], []
-    when = history["created_at"]
-    return (yield from append(principal, history["id"], batch, when, one_statement=False, new_history=True))
+    stored: list[Row] = []
+    added: list[Message] = []
+    if batch:
+        when = history["created_at"]
+        stored, added = yield from append(
+            principal, history["id"], batch, when, one_statement=False, new_history=True
+        )
+    if finish is not None:
+        yield from change_running(principal, history["id"], {**finish, "updated_at": history["created_at"]})
+    return stored, added
 
 
 def change_running(

@@ -15,7 +15,7 @@ from chatmemory import _rows
 from chatmemory._conversations import insert
 from chatmemory._histories import change_at_once, change_running, new_history, started
 from chatmemory._ids import new_id
-from chatmemory._messages import MessageOps, append, in_batch_order, start_at_once
+from chatmemory._messages import MessageOps, append, in_batch_order
 from chatmemory._plan import Plan, Row
 from chatmemory._scope_base import Id, rows_of, size_rows
 from chatmemory._validation import check_object, parse_id
@@ -196,13 +196,8 @@ def _record(
     a conversation is inserted first."""
     if conversation is not None:
         yield from insert(conversation)
-    if one_statement:
-        alone = conversation is None
-        return [], (yield from start_at_once(principal, history, batch, finish=finish, alone=alone))
-    stored, added = yield from started(principal, history, batch, one_statement)
-    when = history["created_at"]
-    yield from change_running(principal, history["id"], {**finish, "updated_at": when})
-    return stored, added
+    alone = conversation is None
+    return (yield from started(principal, history, batch, one_statement, finish=finish, alone=alone))
 
 
 def _finished(
