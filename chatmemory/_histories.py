@@ -17,7 +17,7 @@ from chatmemory._messages import append, batch_params, inserted, start_at_once
 from chatmemory._plan import Json, Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase, size_rows
 from chatmemory._validation import check_object, model_name, parse_id, prompts
-from chatmemory.errors import ConflictError, HistoryNotFound, InvalidInputError
+from chatmemory.errors import ConflictError, ConversationNotFound, HistoryNotFound, InvalidInputError
 from chatmemory.models import ChangeKind, History, HistoryDetail, Message, NewMessage
 from chatmemory.principal import Principal
 
@@ -107,7 +107,7 @@ class HistoryOps(ScopeBase):
         rows = 1 + size_rows(*values.values())
         plan = change_running(self.principal, hid, values, one_statement=not self._db.is_sqlite, alone=True)
         row = await self._db.run(plan, write=True, rows=rows)
-        return _rows.one(_rows.histories, row, self._db.is_sqlite).model_copy(update=values)
+        return _rows.one(_rows.histories, row, self._db.is_sqlite)
 
     async def get_history(self, id: Id, *, messages: bool = True) -> HistoryDetail:
         """A history, with its messages in order unless ``messages=False``.
@@ -158,21 +158,25 @@ def new_history(
 
 
 def _start(principal: Principal, values: dict[str, Any], *, touch: bool = True) -> Plan[None]:
-    """Start a history; ``touch`` sets its conversation's ``updated_at``, which a caller that
-    appends to it in the same transaction leaves to the append."""
+    """Start a history (SQLite); ``touch`` sets its conversation's ``updated_at``, which a caller
+    that appends to it in the same transaction leaves to the append.
+
+    Raises:
+        ConversationNotFound: no visible conversation has this id.
+    """
     cid = values["conversation_id"]
-    yield from q.find_conversation(principal, cid, lock=True)
-    yield Stmt(
-        sql.INSERT_HISTORY,
-        {
-            "id": values["id"],
-            "cid": cid,
-            "model": values["model"],
-            "system_prompts": Json(values["system_prompts"]),
-            "metadata": Json(values["metadata"]),
-            "when": values["created_at"],
-        },
-    )
+    scope, visibility = q.principal_params(principal)
+    params = {
+        **visibility,
+        "id": values["id"],
+        "cid": cid,
+        "model": values["model"],
+        "system_prompts": Json(values["system_prompts"]),
+        "metadata": Json(values["metadata"]),
+        "when": values["created_at"],
+    }
+    if not (yield Stmt(sql.start_history_sqlite(scope), params, count=True)):
+        raise ConversationNotFound(cid)
     if touch:
         yield Stmt(sql.TOUCH_CONVERSATION, {"cid": cid, "when": values["created_at"]})
     yield from changes.record("history.started", cid, history_id=values["id"])
@@ -214,11 +218,10 @@ def change_running(
     one_statement: bool = False,
     alone: bool = False,
 ) -> Plan[Row]:
-    """Set ``values`` on a running history; answers its row, of which ``values`` are (or become,
-    once overlaid) the new values.
+    """Set ``values`` on a running history; answers its row as the change left it.
 
-    With ``one_statement`` (PostgreSQL) the lock, the checks, the change and its log are one
-    statement (``change_at_once``).
+    The check and the change are one statement; with ``one_statement`` (PostgreSQL) its log
+    too, and the lock (``change_at_once``).
 
     Raises:
         HistoryNotFound: no visible history has this id.
@@ -227,14 +230,15 @@ def change_running(
     if one_statement:
         row, _ = yield from change_at_once(principal, hid, values, alone=alone)
         return row
-    row = yield from q.find_history(principal, hid, lock=True)
-    _check_running(hid, row[5])
-    # The row's own values, overlaid with what changes.
-    params = {**_rows.row_params(_rows.HISTORY_FIELDS, row), **_params(values), "hid": hid}
-    if not (yield Stmt(sql.UPDATE_HISTORY, params, count=True)):
-        raise ConflictError(f"history {hid} is already finished")
-    yield from changes.record(_kind(values), row[1], history_id=hid)
-    return row
+    scope, visibility = q.principal_params(principal)
+    changed = yield Stmt(
+        sql.change_history_sqlite(scope, tuple(values)), {**visibility, **_params(values), "hid": hid}
+    )
+    if not changed:  # Not visible, or not running: its row says which.
+        _check_running(hid, (yield from q.find_history(principal, hid))[5])
+        raise ConflictError(f"history {hid} is not running")  # never: the write lock is held
+    yield from changes.record(_kind(values), changed[0][1], history_id=hid)
+    return changed[0]  # type: ignore[no-any-return]
 
 
 def change_at_once(

@@ -174,7 +174,7 @@ class RunOps(MessageOps):
         plan = _finished(self.principal, hid, batch, finish, not self._db.is_sqlite)
         rows = rows_of(batch) + size_rows(*finish.values())
         row, stored, added = await self._db.run(plan, write=True, rows=rows)
-        history = _rows.one(_rows.histories, row, self._db.is_sqlite).model_copy(update=finish)
+        history = _rows.one(_rows.histories, row, self._db.is_sqlite)
         return RecordedRun(
             conversation_id=history.conversation_id,
             created=False,

@@ -165,16 +165,36 @@ def listing(scope: Scope, archived: bool | None, cursor: bool | None) -> SQL:
 
 # -- histories --------------------------------------------------------------------------------
 
-INSERT_HISTORY = _both(
-    "INSERT INTO chat_histories (id, chat_conversation_id, model, system_prompts, metadata, status, usage, "
-    "error, finished_at, created_at, updated_at) VALUES (:id, :cid, :model, :system_prompts, :metadata, "
-    "'running', NULL, NULL, NULL, :when, :when)"
-)
-UPDATE_HISTORY = _both(
-    "UPDATE chat_histories SET model = :model, system_prompts = :system_prompts, metadata = :metadata, "
-    "status = :status, usage = :usage, error = :error, finished_at = :finished_at, updated_at = :updated_at "
-    "WHERE id = :hid AND status = 'running'"
-)
+
+@functools.cache
+def start_history_sqlite(scope: Scope) -> SQL:
+    """SQLite: a running history inserted into the conversation ``:cid`` if it is visible, the
+    check and the insert in one statement; it changes no row when the conversation is not."""
+    return SQL(
+        "INSERT INTO chat_histories (id, chat_conversation_id, model, system_prompts, metadata, status, "
+        "usage, error, finished_at, created_at, updated_at) SELECT :id, c.id, :model, :system_prompts, "
+        ":metadata, 'running', NULL, NULL, NULL, :when, :when FROM chat_conversations c WHERE c.id = :cid "
+        f"AND {visible(scope)}",
+        "",
+    )
+
+
+@functools.cache
+def change_history_sqlite(scope: Scope, fields: tuple[str, ...]) -> SQL:
+    """SQLite: a running, visible history's ``fields`` changed, the check and the change in one
+    statement, answering its row as the change left it; no row when it is not visible or not
+    running (the caller tells which)."""
+    sets = ", ".join(f"{name} = :{name}" for name in fields)
+    return SQL(
+        f"UPDATE chat_histories AS h SET {sets} WHERE h.id = :hid AND h.deleted_at IS NULL "
+        "AND h.status = 'running' AND EXISTS (SELECT 1 FROM chat_conversations c "
+        f"WHERE c.id = h.chat_conversation_id AND {visible(scope)}) "
+        # RETURNING names the table's own columns, without the alias.
+        f"RETURNING {HISTORY.replace('h.', '')}",
+        "",
+    )
+
+
 DELETE_HISTORY = _both("UPDATE chat_histories SET deleted_at = :when WHERE id = :hid AND deleted_at IS NULL")
 DELETE_HISTORY_MESSAGES = _both(
     "UPDATE chat_messages SET deleted_at = :when WHERE chat_history_id = :hid AND deleted_at IS NULL"

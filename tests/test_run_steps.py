@@ -3,6 +3,8 @@ transaction that starts or finishes its history, on both backends."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from chatmemory import (
@@ -171,3 +173,58 @@ async def test_long_last_messages_and_a_long_recorded_run(alice: Scope) -> None:
     for word, message in (("ending140", finished.messages[140]), ("rec110", recorded.messages[110])):
         hits = (await alice.search_messages(word)).items
         assert [hit.message.id for hit in hits] == [message.id]
+
+
+async def test_sqlite_call_is_its_statements_only(tmp_path: Path) -> None:
+    """On SQLite a history's start checks its conversation in the insert, and a change to a
+    running history (its finish included) checks it is visible and running in the update,
+    which answers the row as it left it: no statement reads first. Refusals still name the
+    right error and write nothing."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path / 'chat.db'}") as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        foreign = await memory.scoped(Principal("bob")).start_conversation()
+        await chat.record_run(conv.id, model="m", messages=[])  # opens the writer connection
+        driver = memory._db._sqlite
+        assert driver is not None and driver._write_connection is not None
+        executed: list[str] = []
+        driver._write_connection.set_trace_callback(executed.append)
+        started = await chat.start_run(conv.id, model="m", messages=FIRST)
+        updated = await chat.update_history(started.history.id, model="n")
+        finished = await chat.finish_run(started.history.id, messages=LAST[2:], usage={"tokens": 3})
+        bare = await chat.start_history(conv.id, model="m")
+        with pytest.raises(ConversationNotFound):
+            await chat.start_history(foreign.id, model="m")
+        with pytest.raises(ConflictError, match="already completed"):
+            await chat.finish_history(started.history.id)
+        with pytest.raises(HistoryNotFound):
+            await memory.scoped(Principal("bob")).finish_history(bare.id)
+        driver._write_connection.set_trace_callback(None)
+    statements = [" ".join(s.split()[:3]) for s in executed]
+    assert statements == [
+        # start_run: the history, the counters, its first message, the log (two changes)
+        "BEGIN IMMEDIATE", "INSERT INTO chat_histories", "UPDATE chat_conversations AS",
+        "INSERT INTO chat_messages", "INSERT INTO chat_changes", "INSERT INTO chat_changes", "COMMIT",
+        # update_history
+        "BEGIN IMMEDIATE", "UPDATE chat_histories AS", "INSERT INTO chat_changes", "COMMIT",
+        # finish_run: the counters, its last message, the finish, the log (two changes)
+        "BEGIN IMMEDIATE", "UPDATE chat_conversations AS", "INSERT INTO chat_messages",
+        "UPDATE chat_histories AS", "INSERT INTO chat_changes", "INSERT INTO chat_changes", "COMMIT",
+        # start_history without messages sets its conversation's time itself
+        "BEGIN IMMEDIATE", "INSERT INTO chat_histories", "UPDATE chat_conversations SET",
+        "INSERT INTO chat_changes", "COMMIT",
+        # refused: the insert changes nothing; the update changes nothing, then the row says why
+        "BEGIN IMMEDIATE", "INSERT INTO chat_histories", "ROLLBACK",
+        "BEGIN IMMEDIATE", "UPDATE chat_histories AS", "SELECT h.id, h.chat_conversation_id,", "ROLLBACK",
+        "BEGIN IMMEDIATE", "UPDATE chat_histories AS", "SELECT h.id, h.chat_conversation_id,", "ROLLBACK",
+    ]  # fmt: skip
+    assert (updated.model, updated.status) == ("n", "running")
+    assert (finished.history.model, finished.history.status) == ("n", "completed")
+    assert finished.history.usage == {"tokens": 3}
+    assert finished.history.finished_at == finished.history.updated_at == finished.messages[0].created_at
+    async with ChatMemory.open(f"sqlite:///{tmp_path / 'chat.db'}") as memory:
+        chat = memory.scoped(Principal("alice"))
+        stored = await chat.get_history(started.history.id, messages=False)
+        assert stored.model_dump(exclude={"messages"}) == finished.history.model_dump()
+        histories = (await chat.get_conversation(conv.id, messages=False)).histories
+        assert [h.id for h in histories][1:] == [started.history.id, bare.id]
