@@ -40,6 +40,13 @@ def _operations(conv: Any, run: Any, msg: Any) -> list[tuple[str, Callable[[Scop
         ("transcript", lambda s, i: s.transcript(i[0])),
         ("get_history", lambda s, i: s.get_history(i[1])),
         ("finish_history", lambda s, i: s.finish_history(i[1])),
+        ("update_history", lambda s, i: s.update_history(i[1], model="mine now")),
+        ("start_run", lambda s, i: s.start_run(i[0], model="m", messages=[{"role": "user", "content": "x"}])),
+        (
+            "record_run",
+            lambda s, i: s.record_run(i[0], model="m", messages=[{"role": "user", "content": "x"}]),
+        ),
+        ("finish_run", lambda s, i: s.finish_run(i[1], messages=[{"role": "user", "content": "x"}])),
         ("delete_history", lambda s, i: s.delete_history(i[1])),
         ("append_messages", lambda s, i: s.append_messages(i[1], [{"role": "user", "content": "x"}])),
         ("list_messages_h", lambda s, i: s.list_messages(history_id=i[1])),
@@ -104,6 +111,18 @@ async def test_admin_manages_any_in_its_tenant(memory: ChatMemory) -> None:
     await admin.update_conversation(conv.id, title="moderated")
     await admin.append_messages(run.id, [{"role": "assistant", "content": "admin note"}])
     assert (await alice.get_conversation(conv.id)).title == "moderated"
+    # The admin changes the histories of alice's conversation too, and each answer is what she then reads.
+    updated = await admin.update_history(run.id, model="reviewed")
+    finished = await admin.finish_run(run.id, messages=[{"role": "assistant", "content": "closed"}])
+    started = await admin.start_run(conv.id, model="m2", messages=[{"role": "user", "content": "again"}])
+    stopped = await admin.finish_history(started.history.id, status="cancelled")
+    recorded = await admin.record_run(conv.id, model="m3", messages=[])
+    assert (updated.model, finished.history.status, stopped.status) == ("reviewed", "completed", "cancelled")
+    seen = {h.id: h for h in (await alice.get_conversation(conv.id)).histories}
+    for answer in (finished.history, stopped, recorded.history):
+        assert seen[answer.id].model_dump(exclude={"messages"}) == answer.model_dump()
+    transcript = [m.content for m in await alice.transcript(conv.id)]
+    assert transcript == ["the secret", "admin note", "closed", "again"]
     await admin.delete_conversation(conv.id)
     with pytest.raises(ConversationNotFound):
         await alice.get_conversation(conv.id)
