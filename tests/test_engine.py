@@ -11,9 +11,19 @@ import pytest
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chatmemory import ChatMemory, InvalidInputError, NewMessage, Principal, StorageError, ToolCallPart
+from chatmemory import (
+    ChatMemory,
+    ConflictError,
+    ConversationNotFound,
+    HistoryNotFound,
+    InvalidInputError,
+    NewMessage,
+    Principal,
+    StorageError,
+    ToolCallPart,
+)
 from chatmemory._db import create_engine, resolve_url
-from chatmemory._schema import conversations, histories, messages
+from chatmemory._schema import changes, conversations, histories, messages
 
 
 def test_plain_urls_map_to_async_drivers(tmp_path: Path) -> None:
@@ -218,6 +228,45 @@ async def test_writes_that_keep_json_columns_work_through_a_callers_engine(engin
         assert history.metadata == {"n": 1} and history.usage == {"tokens": 3}
         assert history.messages is not None and history.messages[0].parts == [call]
         assert history.messages[0].status == "error"
+
+
+async def test_history_starts_and_changes_refused_through_a_callers_engine(engine: AsyncEngine) -> None:
+    """Through a caller's engine, a history's start into a conversation that is deleted or
+    another's, and a change to a history that is another's or finished, fail with the error
+    they name on a store opened from the URL and write nothing (on SQLite the insert or update
+    that checks changes no row); an admin's finish of another user's run answers what is stored."""
+    async with ChatMemory(engine) as memory:
+        alice = memory.scoped(Principal("alice", tenant="t"))
+        bob = memory.scoped(Principal("bob", tenant="t"))
+        conv = await alice.start_conversation()
+        gone = await alice.start_conversation()
+        run = await alice.start_history(conv.id, model="m")
+        done = await alice.start_history(conv.id, model="m")
+        await alice.finish_history(done.id)
+        await alice.delete_conversation(gone.id)
+
+        async def written() -> tuple[int, ...]:
+            async with engine.connect() as conn:
+                counts = [select(func.count()).select_from(t) for t in (histories, messages, changes)]
+                return tuple([(await conn.execute(count)).scalar_one() for count in counts])
+
+        before = await written()
+        with pytest.raises(ConversationNotFound):
+            await alice.start_history(gone.id, model="m")
+        with pytest.raises(ConversationNotFound):
+            await bob.start_run(conv.id, model="m", messages=[NewMessage("user", "x")])
+        with pytest.raises(HistoryNotFound):
+            await bob.update_history(run.id, model="n")
+        with pytest.raises(HistoryNotFound):
+            await bob.finish_run(run.id, messages=[NewMessage("user", "x")])
+        with pytest.raises(ConflictError, match=f"history {done.id} is already completed"):
+            await alice.finish_history(done.id)
+        assert await written() == before
+        admin = memory.scoped(Principal("boss", tenant="t", admin=True))
+        finished = await admin.finish_run(run.id, messages=[NewMessage("user", "x")], usage={"n": 1.5})
+        stored = await alice.get_history(run.id, messages=False)
+        assert stored.model_dump(exclude={"messages"}) == finished.history.model_dump()
+        assert (stored.status, stored.usage) == ("completed", {"n": 1.5})
 
 
 async def test_unreachable_database_is_a_storage_error(tmp_path: Path) -> None:
