@@ -263,6 +263,62 @@ async def test_queued_sqlite_writes_commit_together_and_fail_alone(tmp_path: Pat
         assert executed.count("ROLLBACK TO plan") == 2
 
 
+async def test_queued_sqlite_history_changes_see_each_other_and_fail_alone(tmp_path: Path) -> None:
+    """History starts and changes queued behind a busy writer share one transaction: each sees
+    the changes queued before it (a finish answers the model an update just set; a second
+    finish finds the history finished), and one refused (a foreign conversation or history, a
+    finished history) fails alone with its error, rolled back to its savepoint."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/group.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        bob = memory.scoped(Principal("bob"))
+        conv = await chat.start_conversation()
+        run = await chat.start_history(conv.id, model="m")
+        other = await chat.start_history(conv.id, model="m")
+        foreign = await bob.start_conversation()
+        foreign_run = await bob.start_history(foreign.id, model="m")
+        driver = memory._db._sqlite
+        assert driver is not None and driver._write_connection is not None
+        executed: list[str] = []
+        driver._write_connection.set_trace_callback(executed.append)
+        gate = threading.Event()
+        blocked = writer_busy(driver, gate)
+        last = [{"role": "assistant", "content": "bye"}]
+        calls = [
+            asyncio.ensure_future(call)
+            for call in (
+                chat.update_history(run.id, model="n"),
+                chat.start_history(foreign.id, model="m"),
+                chat.finish_history(run.id, usage={"tokens": 2}),
+                chat.finish_run(foreign_run.id, messages=last),
+                chat.finish_history(run.id, status="cancelled"),
+                chat.start_run(conv.id, model="s", messages=[{"role": "user", "content": "hi"}]),
+                chat.finish_run(other.id, messages=last, status="failed", error="boom"),
+            )
+        ]
+        await until(lambda: len(driver._queued) == len(calls), "every call queued behind the blocked writer")
+        gate.set()
+        results: list[Any] = await asyncio.gather(*calls, return_exceptions=True)
+        await blocked
+        driver._write_connection.set_trace_callback(None)
+        assert [type(r).__name__ for r in results] == [
+            "History", "ConversationNotFound", "History", "HistoryNotFound", "ConflictError", "RecordedRun",
+            "RecordedRun",
+        ]  # fmt: skip
+        assert str(results[4]) == f"history {run.id} is already completed"
+        assert (results[2].model, results[2].status, results[2].usage) == ("n", "completed", {"tokens": 2})
+        assert sum(statement == "COMMIT" for statement in executed) == 1
+        assert executed.count("ROLLBACK TO plan") == 3
+        stored = {h.id: h for h in (await chat.get_conversation(conv.id)).histories}
+        assert [stored[h.id].model_dump(exclude={"messages"}) for h in (results[2], results[6].history)] == [
+            results[2].model_dump(),
+            results[6].history.model_dump(),
+        ]
+        assert list(stored) == [run.id, other.id, results[5].history.id]
+        assert [m.content for m in await chat.transcript(conv.id)] == ["hi", "bye"]
+        assert (await bob.get_history(foreign_run.id)).status == "running"
+        assert [h.id for h in (await bob.get_conversation(foreign.id)).histories] == [foreign_run.id]
+
+
 async def test_postgres_call_is_its_statements_only(postgres_url: str) -> None:
     """On PostgreSQL an append is one statement, its own transaction (no BEGIN and COMMIT round
     trips), as is a change to a running history; a read of a page is its one statement (under
