@@ -419,12 +419,13 @@ def _stored(
                     seq,
                     role,
                     content,
-                    sqlite_value(_parts(m)),
+                    # Most messages have no parts, usage, metadata or native form: NULL as is.
+                    None if isinstance(m.content, str) else sqlite_value(_parts(m)),
                     model,
                     m.status,
-                    sqlite_value(_json(usage)),
-                    sqlite_value(_json(metadata)),
-                    sqlite_value(_native(m)),
+                    None if usage is None else sqlite_value(Json(usage)),
+                    None if metadata is None else sqlite_value(Json(metadata)),
+                    None if native is None else sqlite_value(_native(m)),
                     m.key,
                     stamp,
                 )
