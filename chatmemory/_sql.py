@@ -212,6 +212,8 @@ def get_history(scope: Scope, lock: bool = False) -> SQL:
 
 # -- messages ---------------------------------------------------------------------------------
 
+# SQLite only (PostgreSQL inserts a batch inside its append's one statement); its rows are
+# positional, in the order of its parameters (``_messages._stored``).
 INSERT_MESSAGE = _both(
     "INSERT INTO chat_messages (id, chat_conversation_id, chat_history_id, seq, role, content, parts, model, "
     "status, error, usage, metadata, native, key, created_at, updated_at) VALUES (:id, :conversation_id, "

@@ -32,9 +32,9 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar, cast
 
-from chatmemory._plan import Plan, Stmt, drive, sqlite_value
+from chatmemory._plan import Plan, Stmt, drive, positional, sqlite_value
 from chatmemory._sqlite_wal import Checkpointer, WalFile
 
 T = TypeVar("T")
@@ -80,11 +80,16 @@ def _params(names: tuple[str, ...], params: dict[str, Any]) -> tuple[Any, ...]:
     return tuple([sqlite_value(params[name]) for name in names])
 
 
-def _many_params(names: tuple[str, ...], rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    """``_params`` of each row, encoding once the values rows share (their ids and timestamp)."""
+def _many_params(
+    names: tuple[str, ...], rows: list[dict[str, Any]] | list[tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
+    """``_params`` of each row, encoding once the values rows share (their ids and timestamp);
+    positional rows as they are (see ``Stmt``)."""
+    if positional(rows):
+        return rows
     shared: dict[int, Any] = {}  # by identity: every row is alive until the statement ends
     out = []
-    for row in rows:
+    for row in cast(list[dict[str, Any]], rows):
         encoded = []
         for name in names:
             value = row[name]

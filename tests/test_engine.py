@@ -193,13 +193,25 @@ async def test_json_columns_read_back_through_a_callers_engine(engine: AsyncEngi
         conv = await chat.start_conversation(metadata={"topic": "owls"})
         run = await chat.start_history(conv.id, model="m", system_prompts=["be brief"])
         call = ToolCallPart(id="c1", name="lookup", arguments={"q": "owls"})
-        await chat.append_messages(run.id, [NewMessage("assistant", [call], usage={"tokens": 3})])
+        native = {"format": "f", "data": {"raw": [1]}}
+        appended = await chat.append_messages(
+            run.id,
+            [
+                NewMessage(
+                    "assistant", [call], usage={"tokens": 3}, metadata={"k": "v"}, native=native, key="a"
+                ),
+                NewMessage("user", "plain"),
+            ],
+        )
         await chat.merge_and_append({conv.id: {"step": 2}})
         found = await chat.get_conversation(conv.id)
         assert found.metadata == {"topic": "owls", "step": 2}
         assert found.histories[0].system_prompts == ["be brief"]
-        (message,) = await chat.transcript(conv.id)
-        assert message.parts == [call] and message.usage == {"tokens": 3}
+        # Every column of every message reads back as the append answered it.
+        assert await chat.transcript(conv.id) == appended
+        message = appended[0]
+        assert message.parts == [call] and message.usage == {"tokens": 3} and message.metadata == {"k": "v"}
+        assert message.native is not None and message.native.data == {"raw": [1]} and message.key == "a"
 
 
 async def test_writes_that_keep_json_columns_work_through_a_callers_engine(engine: AsyncEngine) -> None:
