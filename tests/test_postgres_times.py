@@ -1,0 +1,75 @@
+"""PostgreSQL timestamps through the codec the store sets on its connections
+(``_postgres_driver.set_up``): each distinct value decoded once and then shared, and both ways
+exactly what asyncpg's own codec does."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from chatmemory import ChatMemory, Principal
+from chatmemory._postgres_driver import _TIMES_KEPT
+from tests._postgres import _connect, create_database, on_store_loop
+
+TEXTS = [
+    "2000-01-01 00:00:00+00",
+    "1999-12-31 23:59:59.999999+00",  # before the codec's epoch
+    "0001-01-01 00:00:00+00",
+    "9999-12-31 23:59:59.999999+00",
+    "2026-12-01 09:15:30.123456+05:30",
+    "infinity",
+    "-infinity",
+    "2000-01-01 00:00:00+00",  # again: the same object as the first
+]
+DATETIMES = [
+    datetime(2000, 1, 1, tzinfo=UTC),
+    datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    datetime(1, 1, 1, tzinfo=UTC),
+    datetime(2026, 12, 1, 9, 15, 30, 123456, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+    datetime(2026, 12, 1, 9, 15, 30, 123456),  # naive: local time, as asyncpg takes it
+    datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),  # 'infinity' for asyncpg
+    datetime.max,
+    datetime.min,
+]
+# More distinct values than the codec keeps, so its cache starts over in the middle of one read.
+MANY = (
+    "SELECT timestamptz '2000-01-01 UTC' + n * interval '1 second' "
+    f"FROM generate_series(1, {_TIMES_KEPT + 100}) n"
+)
+
+
+async def _read(connection: Any) -> tuple[list[Any], list[str], list[Any]]:
+    decoded = [r[0] for r in await connection.fetch("SELECT t::timestamptz FROM unnest($1::text[]) t", TEXTS)]
+    encoded = [await connection.fetchval("SELECT $1::timestamptz::text", d) for d in DATETIMES]
+    many = [r[0] for r in await connection.fetch(MANY)]
+    return decoded, encoded, many
+
+
+async def test_timestamps_read_and_written_as_asyncpg_reads_and_writes_them(postgres_url: str) -> None:
+    url = await create_database(postgres_url)
+    async with ChatMemory.open(url) as memory:
+        await memory.scoped(Principal("a")).start_conversation()  # opens the store's pool
+
+        async def through_the_store() -> tuple[list[Any], list[str], list[Any]]:
+            async with memory._db._postgres._pool.acquire() as connection:
+                await connection.execute("SET TIME ZONE 'Europe/Oslo'")  # text output, not decoding
+                try:
+                    return await _read(connection)
+                finally:
+                    await connection.execute("RESET TIME ZONE")
+
+        ours = await on_store_loop(memory, through_the_store())
+    plain = await _connect(url)
+    try:
+        await plain.execute("SET TIME ZONE 'Europe/Oslo'")
+        theirs = await _read(plain)
+    finally:
+        await plain.close()
+    assert ours[0] == theirs[0]
+    assert ours[1] == theirs[1]
+    assert ours[2] == theirs[2]
+    decoded, _, many = ours
+    assert all(d.tzinfo is UTC for d in decoded[:5] + many)
+    assert decoded[0] is decoded[-1]  # decoded once, then shared
+    assert decoded[5:7] == [datetime.max, datetime.min]
+    assert len(set(many)) == len(many)
