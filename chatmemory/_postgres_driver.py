@@ -47,6 +47,8 @@ def connect_options(url: URL) -> dict[str, Any]:
 # Timestamps as asyncpg's "tuple" format has them: microseconds since 2000-01-01 UTC.
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+# The last and first instants a store accepts, which asyncpg writes as 'infinity' and '-infinity'.
+_LAST, _FIRST = datetime.max.replace(tzinfo=UTC), datetime.min.replace(tzinfo=UTC)
 # Each distinct timestamp read is decoded once and then shared (a transcript's messages share
 # their appends' times): a few thousand kept, forgotten all at once past this many.
 _TIMES: dict[int, datetime] = {}
@@ -55,7 +57,11 @@ _TIMES_KEPT = 16_384
 
 def _decode_time(value: tuple[int]) -> datetime:
     """A ``timestamptz`` as an aware UTC ``datetime``, what asyncpg's own codec gives (whose
-    decoding is about two thirds of what reading a message's row costs), from a cache."""
+    decoding is about two thirds of what reading a message's row costs), from a cache.
+
+    'infinity' and '-infinity' are what asyncpg writes for the last and first instants a store
+    accepts (``_encode_time``): they read as those instants, in UTC as every other time, where
+    asyncpg's own codec reads the naive ``datetime.max`` and ``min``."""
     micros = value[0]
     found = _TIMES.get(micros)
     if found is None:
@@ -63,8 +69,8 @@ def _decode_time(value: tuple[int]) -> datetime:
             _TIMES.clear()
         try:
             found = _EPOCH + timedelta(microseconds=micros)
-        except OverflowError:  # 'infinity' and '-infinity', read as asyncpg reads them
-            found = datetime.max if micros > 0 else datetime.min
+        except OverflowError:
+            found = _LAST if micros > 0 else _FIRST
         _TIMES[micros] = found
     return found
 
@@ -73,8 +79,8 @@ def _decode_time(value: tuple[int]) -> datetime:
 # whatever falls on them in UTC.
 _INFINITY, _NEGATIVE_INFINITY = 0x7FFF_FFFF_FFFF_FFFF, -0x8000_0000_0000_0000
 _AT_INFINITY = {
-    (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND: _INFINITY,
-    (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND: _NEGATIVE_INFINITY,
+    (_LAST - _EPOCH) // _MICROSECOND: _INFINITY,
+    (_FIRST - _EPOCH) // _MICROSECOND: _NEGATIVE_INFINITY,
 }
 
 

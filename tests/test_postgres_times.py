@@ -1,14 +1,16 @@
 """PostgreSQL timestamps through the codec the store sets on its connections
 (``_postgres_driver.set_up``): each distinct value decoded once and then shared, and both ways
-exactly what asyncpg's own codec does."""
+exactly what asyncpg's own codec does, except that 'infinity' and '-infinity' read as the
+aware instants that write them."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from chatmemory import ChatMemory, Principal
+from chatmemory import ChatMemory, NewMessage, Principal
 from chatmemory._postgres_driver import _TIMES_KEPT
+from chatmemory.scope import Scope
 from tests._postgres import _connect, create_database, on_store_loop
 
 TEXTS = [
@@ -31,6 +33,8 @@ DATETIMES = [
     datetime.max,
     datetime.min,
 ]
+# The first and last instants a store accepts, which asyncpg writes as '-infinity' and 'infinity'.
+EDGES = [datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)]
 # More distinct values than the codec keeps, so its cache starts over in the middle of one read.
 MANY = (
     "SELECT timestamptz '2000-01-01 UTC' + n * interval '1 second' "
@@ -65,11 +69,27 @@ async def test_timestamps_read_and_written_as_asyncpg_reads_and_writes_them(post
         theirs = await _read(plain)
     finally:
         await plain.close()
-    assert ours[0] == theirs[0]
+    # 'infinity' and '-infinity' read as the instants that write them, aware as every other time.
+    assert theirs[0][5:7] == [datetime.max, datetime.min]
+    assert ours[0] == theirs[0][:5] + EDGES[::-1] + theirs[0][7:]
     assert ours[1] == theirs[1]
     assert ours[2] == theirs[2]
     decoded, _, many = ours
-    assert all(d.tzinfo is UTC for d in decoded[:5] + many)
+    assert all(d.tzinfo is UTC for d in decoded + many)
     assert decoded[0] is decoded[-1]  # decoded once, then shared
-    assert decoded[5:7] == [datetime.max, datetime.min]
     assert len(set(many)) == len(many)
+
+
+async def test_messages_stamped_at_the_first_and_last_instants_read_back_as_stamped(alice: Scope) -> None:
+    conversation = await alice.start_conversation()
+    history = await alice.start_history(conversation.id, model="m")
+    for when in EDGES:
+        (message,) = await alice.merge_and_append(
+            {}, history_id=history.id, messages=[NewMessage("user", str(when))], created_at=when
+        )
+        assert message.created_at == when
+        assert await alice.get_message(message.id) == message
+    # An export of them imports again (a naive time read back would be refused).
+    document = await alice.export_conversation(conversation.id)
+    imported = await alice.import_conversation(document, new_ids=True)
+    assert [m.created_at for m in await alice.transcript(imported.id)] == EDGES
