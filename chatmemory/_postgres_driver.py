@@ -49,6 +49,7 @@ _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 # The last and first instants a store accepts, which asyncpg writes as 'infinity' and '-infinity'.
 _LAST, _FIRST = datetime.max.replace(tzinfo=UTC), datetime.min.replace(tzinfo=UTC)
+_INFINITY, _NEGATIVE_INFINITY = 0x7FFF_FFFF_FFFF_FFFF, -0x8000_0000_0000_0000
 # Each distinct timestamp read is decoded once and then shared (a transcript's messages share
 # their appends' times): a few thousand kept, forgotten all at once past this many.
 _TIMES: dict[int, datetime] = {}
@@ -67,17 +68,18 @@ def _decode_time(value: tuple[int]) -> datetime:
     if found is None:
         if len(_TIMES) >= _TIMES_KEPT:
             _TIMES.clear()
-        try:
+        if micros == _INFINITY:
+            found = _LAST
+        elif micros == _NEGATIVE_INFINITY:
+            found = _FIRST
+        else:  # beyond Python's years, OverflowError as with asyncpg's codec
             found = _EPOCH + timedelta(microseconds=micros)
-        except OverflowError:
-            found = _LAST if micros > 0 else _FIRST
         _TIMES[micros] = found
     return found
 
 
 # What asyncpg writes as 'infinity' and '-infinity': the naive ``datetime.max`` and ``min``, and
 # whatever falls on them in UTC.
-_INFINITY, _NEGATIVE_INFINITY = 0x7FFF_FFFF_FFFF_FFFF, -0x8000_0000_0000_0000
 _AT_INFINITY = {
     (_LAST - _EPOCH) // _MICROSECOND: _INFINITY,
     (_FIRST - _EPOCH) // _MICROSECOND: _NEGATIVE_INFINITY,

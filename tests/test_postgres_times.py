@@ -8,6 +8,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import pytest
+
 from chatmemory import ChatMemory, NewMessage, Principal
 from chatmemory._postgres_driver import _TIMES_KEPT
 from chatmemory.scope import Scope
@@ -78,6 +80,26 @@ async def test_timestamps_read_and_written_as_asyncpg_reads_and_writes_them(post
     assert all(d.tzinfo is UTC for d in decoded + many)
     assert decoded[0] is decoded[-1]  # decoded once, then shared
     assert len(set(many)) == len(many)
+
+
+async def test_a_time_beyond_python_s_years_fails_to_read_as_with_asyncpg_s_codec(postgres_url: str) -> None:
+    url = await create_database(postgres_url)
+    beyond = "SELECT timestamptz '10000-01-01 00:00:00+00'"  # PostgreSQL's years go on to 294276
+    async with ChatMemory.open(url) as memory:
+        await memory.scoped(Principal("a")).start_conversation()  # opens the store's pool
+
+        async def through_the_store() -> Any:
+            async with memory._db._postgres._pool.acquire() as connection:
+                return await connection.fetchval(beyond)
+
+        with pytest.raises(OverflowError):  # not 9999-12-31 23:59:59.999999, the 'infinity' above
+            await on_store_loop(memory, through_the_store())
+    plain = await _connect(url)
+    try:
+        with pytest.raises(OverflowError):
+            await plain.fetchval(beyond)
+    finally:
+        await plain.close()
 
 
 async def test_messages_stamped_at_the_first_and_last_instants_read_back_as_stamped(alice: Scope) -> None:
