@@ -5,15 +5,16 @@ aware instants that write them."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
-from chatmemory import ChatMemory, NewMessage, Principal
+from chatmemory import ChatMemory, NewMessage, Principal, StorageError
 from chatmemory._postgres_driver import _TIMES_KEPT
 from chatmemory.scope import Scope
-from tests._postgres import _connect, create_database, on_store_loop
+from tests._postgres import _connect, create_database, end_other_connections, on_store_loop
 
 TEXTS = [
     "2000-01-01 00:00:00+00",
@@ -115,3 +116,24 @@ async def test_messages_stamped_at_the_first_and_last_instants_read_back_as_stam
     document = await alice.export_conversation(conversation.id)
     imported = await alice.import_conversation(document, new_ids=True)
     assert [m.created_at for m in await alice.transcript(imported.id)] == EDGES
+
+
+async def test_connections_the_pool_opens_again_after_the_server_ended_them_read_through_the_codec(
+    postgres_url: str,
+) -> None:
+    """Every connection of the store's pool is set up, not only those it opened first: after the
+    server ended them, the last instant a store accepts still reads back aware (asyncpg's own
+    codec reads 'infinity' as the naive ``datetime.max``)."""
+    url = await create_database(postgres_url)
+    async with ChatMemory.open(url, pool_size=1, max_overflow=0) as memory:
+        alice = memory.scoped(Principal("alice"))
+        conversation = await alice.start_conversation()
+        history = await alice.start_history(conversation.id, model="m")
+        (message,) = await alice.merge_and_append(
+            {}, history_id=history.id, messages=[NewMessage("user", "last")], created_at=EDGES[1]
+        )
+        assert await end_other_connections(url) == 1
+        # The pool may notice the dead connection only when a call uses it.
+        with contextlib.suppress(StorageError):
+            await alice.get_message(message.id)
+        assert (await alice.get_message(message.id)).created_at == EDGES[1]
