@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from chatmemory import ChatMemory, NewMessage, Principal, StorageError
+from chatmemory._db import create_engine
 from chatmemory._postgres_driver import _TIMES_KEPT
 from chatmemory.scope import Scope
 from tests._postgres import _connect, create_database, end_other_connections, on_store_loop
@@ -137,3 +138,23 @@ async def test_connections_the_pool_opens_again_after_the_server_ended_them_read
         with contextlib.suppress(StorageError):
             await alice.get_message(message.id)
         assert (await alice.get_message(message.id)).created_at == EDGES[1]
+
+
+async def test_a_callers_asyncpg_engine_keeps_asyncpg_s_own_codec(postgres_url: str) -> None:
+    """The codec is the store's own pool's: a caller's engine that the store runs calls on
+    (``ChatMemory(engine)``) still reads times as asyncpg does, 'infinity' as the naive
+    ``datetime.max``."""
+    url = await create_database(postgres_url)
+    async with ChatMemory.open(url):
+        pass  # migrate
+    engine = create_engine(url, pool_size=1, max_overflow=0)
+    try:
+        async with ChatMemory(engine) as memory:
+            alice = memory.scoped(Principal("alice"))
+            conversation = await alice.start_conversation()
+            assert (await alice.get_conversation(conversation.id)).created_at.tzinfo is UTC
+        async with engine.connect() as connection:
+            raw = (await connection.get_raw_connection()).driver_connection
+            assert await raw.fetchval("SELECT 'infinity'::timestamptz") == datetime.max
+    finally:
+        await engine.dispose()
