@@ -314,3 +314,33 @@ async def test_every_read_of_a_conversation_gives_messages_as_stored(alice: Scop
             assert got == expected, name
         exported = [m["id"] for h in export["histories"] for m in h["messages"]]
         assert exported == [str(m.id) for m in expected]
+
+
+def _every_kind(tag: str, *, keyed: bool) -> list[NewMessage]:
+    """Messages that between them fill or leave empty every column an append writes."""
+    key = (lambda n: f"{tag}{n}") if keyed else (lambda n: None)
+    call = ToolCallPart(id="c1", name="lookup", arguments={"q": tag})
+    return [
+        NewMessage("system", f"{tag} rules", key=key(0)),
+        NewMessage("user", [TextPart(text=f"{tag} see"), ImagePart(url="https://x/i.png")], key=key(1)),
+        NewMessage("assistant", [call], usage={}, metadata={}, key=key(2)),  # the history's model
+        NewMessage("assistant", "", model="other", status="pending", usage={"t": 1}, key=key(3)),
+        NewMessage("tool", "42", metadata={"n": [1, None]}, native={"format": "f", "data": {}}, key=key(4)),
+    ]
+
+
+async def test_an_append_answers_every_column_as_it_reads_back(alice: Scope) -> None:
+    """With keys and without (each its own way of storing a batch), every column of each message
+    reads back as the append answered it: the history's model for an assistant message without
+    one and no model for others, an empty usage or metadata as empty (not absent), parts, the
+    native form, the key, and an ``updated_at`` that is the ``created_at`` of a message never
+    changed."""
+    cid, hid = await _run(alice, model="gpt-h")
+    answered = await alice.append_messages(hid, _every_kind("a", keyed=False))
+    answered += await alice.append_messages(hid, _every_kind("k", keyed=True))
+    assert [m.model for m in answered[:5]] == [None, None, "gpt-h", "other", None]
+    assert [(m.usage, m.metadata) for m in answered[2:4]] == [({}, {}), ({"t": 1}, None)]
+    assert all(m.updated_at == m.created_at for m in answered)
+    assert await alice.transcript(cid) == answered
+    assert [await alice.get_message(m.id) for m in answered] == answered
+    assert (await alice.list_messages(history_id=hid, limit=20)).items == answered
