@@ -15,7 +15,7 @@ from typing import Literal, TextIO
 
 from chatmemory import _export, _migrate
 from chatmemory._db import Database, create_engine, resolve_url
-from chatmemory.errors import ChatMemoryError, InvalidInputError
+from chatmemory.errors import ChatMemoryError, ConflictError, InvalidInputError
 from chatmemory.memory import ChatMemory
 from chatmemory.models import ConversationSummary
 from chatmemory.principal import Principal
@@ -254,6 +254,9 @@ async def _import_command(args: argparse.Namespace) -> int:
                     if document is not None:
                         try:
                             await scope.import_conversation(document, owner=args.owner, new_ids=args.new_ids)
+                        except ConflictError as exc:
+                            # The store names its Python argument; here the same choice is a flag.
+                            error = str(exc).replace("new_ids=True", "--new-ids")
                         except ChatMemoryError as exc:
                             error = str(exc)
                         else:

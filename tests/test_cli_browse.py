@@ -120,6 +120,23 @@ def test_export_import_round_trip_with_bad_lines(tmp_path: Path) -> None:
     assert missing.returncode == 2
 
 
+def test_import_into_the_database_it_came_from_names_the_flag_that_copies(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    asyncio.run(_seed(url))
+    backup = tmp_path / "backup.jsonl"
+    assert _run("export", "--all", "-o", str(backup), "--url", url, "--as", "alice").returncode == 0
+
+    again = _run("import", str(backup), "--url", url, "--as", "alice")
+    assert again.returncode == 1
+    assert "is already stored; import with --new-ids to make a copy" in again.stderr
+    assert "new_ids=True" not in again.stderr
+    assert "imported 0 conversations (0 messages); 1 failed" in again.stderr
+
+    copied = _run("import", str(backup), "--new-ids", "--url", url, "--as", "alice")
+    assert copied.returncode == 0, copied.stderr
+    assert len(_run("ls", "--url", url, "--as", "alice").stdout.splitlines()) == 2
+
+
 def test_purge_needs_admin_and_reports_counts(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'chat.db'}"
     asyncio.run(_seed(url))
