@@ -7,12 +7,17 @@ and the stored answer is printed beside the new one. Stored answers, not new one
 later turns, so every turn sees exactly what the original model saw.
 
 By default the model is an offline fake that echoes a summary of its input, so this runs
-anywhere. Name a real one to compare (its API key must be set):
+anywhere. The principal must be the conversation's owner (or an admin of its tenant); the
+data set of seed_demo.py lives in tenant ``acme``:
 
-    uv run examples/replay.py CONVERSATION_ID --as alice
-    uv run examples/replay.py CONVERSATION_ID --with pydantic-ai --model openai:gpt-4.1
-    uv run examples/replay.py CONVERSATION_ID --with openai-agents --model gpt-4.1
-    uv run --with langchain-openai examples/replay.py CONVERSATION_ID --with langchain --model openai:gpt-4.1
+    uv run examples/replay.py CONVERSATION_ID --as alice --tenant acme
+
+Name a real model to compare (its API key must be set; ``--as`` defaults to
+$CHATMEMORY_PRINCIPAL, else alice):
+
+    uv run examples/replay.py ID --as alice --tenant acme --with pydantic-ai --model openai:gpt-4.1
+    uv run examples/replay.py ID --as alice --tenant acme --with openai-agents --model gpt-4.1
+    uv run --with langchain-openai examples/replay.py ID --tenant acme --with langchain --model openai:gpt-4.1
 
 Each framework is imported only when chosen, so only that one needs to be installed.
 """
