@@ -171,7 +171,8 @@ async def print_summary(memory: ChatMemory) -> None:
         chat = memory.scoped(principal)
         page = await chat.list_conversations(limit=100, archived=None)  # archived ones too
         role = " (admin: sees the whole tenant)" if principal.admin else ""
-        print(f"{principal.id}@{principal.tenant}{role}: {len(page.items)} conversations")
+        count = len(page.items)
+        print(f"{principal.id}@{principal.tenant}{role}: {count} conversation{'s' if count != 1 else ''}")
         for summary in page.items:
             detail = await chat.get_conversation(summary.id)
             models = ", ".join(h.model for h in detail.histories)
