@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from chatmemory import ChatMemory, ConversationNotFound, Principal
+from tests.readme_snippets import python_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 ACME = "acme"
@@ -82,6 +83,24 @@ def test_quickstart_writes_where_chatmemory_url_points(tmp_path: Path) -> None:
     assert re.match(r"\s*4 assistant\s+claude-sonnet-4\s+A windproof jacket", lines[3])
     assert "Trip to Oslo: 4 messages, last: 'A windproof jacket and sunglasses.'" in out
     assert out.rstrip().endswith(f"stored in {db}")
+    assert db.exists()
+
+
+def test_readme_quickstart_runs_as_written(tmp_path: Path) -> None:
+    (quickstart, *_) = python_blocks("README.md")
+    script = tmp_path / "readme_quickstart.py"
+    script.write_text(quickstart, encoding="utf-8")
+    db = tmp_path / "readme.db"
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=clean_env(CHATMEMORY_URL=sqlite_url(db)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["1 user None Hi", "2 assistant gpt-4.1 Hello!"]
     assert db.exists()
 
 
