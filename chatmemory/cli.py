@@ -202,7 +202,7 @@ async def _export_command(args: argparse.Namespace) -> int:
             async for document in documents:
                 out.write(_export.dump_line(document))
                 count += 1
-    print(f"exported {count} conversation{'s' if count != 1 else ''}", file=sys.stderr)
+    print(f"exported {_count(count, 'conversation')}", file=sys.stderr)
     return 0
 
 
@@ -269,8 +269,7 @@ async def _import_command(args: argparse.Namespace) -> int:
         if stream is not sys.stdin:
             stream.close()
     print(
-        f"imported {imported} conversation{'s' if imported != 1 else ''} ({messages} messages); "
-        f"{len(failed)} failed",
+        f"imported {_count(imported, 'conversation')} ({_count(messages, 'message')}); {len(failed)} failed",
         file=sys.stderr,
     )
     return 1 if failed else 0
@@ -305,10 +304,15 @@ async def _purge_command(args: argparse.Namespace) -> int:
     async with _scope(args) as scope:
         counts = await scope.purge_deleted(deleted_before=before)
     print(
-        f"purged {counts.conversations} conversations, {counts.histories} histories and "
-        f"{counts.messages} messages deleted before {before.isoformat()}"
+        f"purged {_count(counts.conversations, 'conversation')}, "
+        f"{_count(counts.histories, 'history', 'histories')} and {_count(counts.messages, 'message')} "
+        f"deleted before {before.isoformat()}"
     )
     return 0
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _when(value: str) -> datetime:

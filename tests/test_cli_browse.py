@@ -153,7 +153,7 @@ def test_purge_needs_admin_and_reports_counts(tmp_path: Path) -> None:
         "purge", "--deleted-before", "2999-01-01T00:00:00+02:00", "--url", url, "--as", "root", "--admin"
     )
     assert purged.returncode == 0, purged.stderr
-    assert purged.stdout.startswith("purged 1 conversations, 0 histories and 0 messages")
+    assert purged.stdout.startswith("purged 1 conversation, 0 histories and 0 messages")
     assert _run("ls", "--url", url, "--as", "alice").stdout.count("\n") == 1
 
 
