@@ -1,0 +1,47 @@
+"""The README's snippet runs as written, with pydantic-ai's TestModel in place of the named model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic_ai.models.test import TestModel
+
+from chatmemory import ChatMemory, Principal
+from tests.readme_snippets import as_coroutine_function, python_blocks
+
+README = "plugins/chatmemory-pydantic-ai/README.md"
+MODEL = '"openai:gpt-5"'
+
+
+async def test_capability_snippet_records_three_runs_once_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the snippet opens sqlite:///chat.db
+    (block,) = python_blocks(README)
+    assert block.count(MODEL) == 2
+    namespace: dict[str, Any] = {"model": TestModel(custom_output_text="ok")}
+    exec(as_coroutine_function(block.replace(MODEL, "model")), namespace)
+
+    await namespace["snippet"]()
+
+    async with ChatMemory.open("sqlite:///chat.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        (conversation,) = (await chat.list_conversations()).items
+        detail = await chat.get_conversation(conversation.id)
+        assert [(h.model, h.status, h.system_prompts) for h in detail.histories] == [
+            ("test", "completed", ["Be terse."]),
+            ("test", "completed", ["Be terse."]),
+            ("test", "completed", []),
+        ]
+        stored = [(m.role, m.content) for m in await chat.transcript(conversation.id)]
+    # The third run, on an agent of its own with a run-level capability, is recorded once.
+    assert stored == [
+        ("user", "What is 2+3?"),
+        ("assistant", "ok"),
+        ("user", "And times 4?"),
+        ("assistant", "ok"),
+        ("user", "Hi"),
+        ("assistant", "ok"),
+    ]
