@@ -1,0 +1,44 @@
+"""The README's snippet runs as written, with an offline mock LLM in place of the OpenAI one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatmemory import ChatMemory, Principal
+from tests.plugins.llamaindex._llm import NamedMockLLM
+from tests.readme_snippets import as_coroutine_function, python_blocks
+
+README = "plugins/chatmemory-llamaindex/README.md"
+IMPORT = "from llama_index.llms.openai import OpenAI  # or any LlamaIndex LLM that calls functions\n"
+MODEL = 'OpenAI(model="gpt-4.1")'
+
+# llama-index-workflows reads every deprecated pydantic attribute of the agent (see test_agent).
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20"),
+    pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince211"),
+]
+
+
+async def test_agent_snippet_records_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the snippet opens sqlite:///chat.db
+    (block,) = python_blocks(README)
+    assert block.count(IMPORT) == 1 and block.count(MODEL) == 1
+    namespace: dict[str, Any] = {"llm": NamedMockLLM("gpt-4.1")}
+    exec(as_coroutine_function(block.replace(IMPORT, "").replace(MODEL, "llm")), namespace)
+
+    await namespace["snippet"]()
+
+    async with ChatMemory.open("sqlite:///chat.db") as memory:
+        chat = memory.scoped(Principal("alice"))
+        (conversation,) = (await chat.list_conversations()).items
+        detail = await chat.get_conversation(conversation.id, messages=True)
+    (history,) = detail.histories
+    # A chat store is told of no run's end: the next user message closes this one (README).
+    assert (history.model, history.status, history.system_prompts) == ("gpt-4.1", "running", ["Be brief."])
+    assert [(m.role, m.content) for m in history.messages or []] == [
+        ("user", "Plan a day in Rome"),
+        ("assistant", "saw 2 messages"),
+    ]
