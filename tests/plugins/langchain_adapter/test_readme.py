@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from chatmemory import ChatMemory, Principal
 from tests.plugins.langchain_adapter._fakes import call, fake
-from tests.readme_snippets import as_coroutine_function, python_blocks
+from tests.readme_snippets import python_blocks, run_as_coroutine, stored_conversation
 
 README = "plugins/chatmemory-langchain/README.md"
 MODEL = '"openai:gpt-4.1"'
@@ -24,17 +23,10 @@ def _offline(block: str, model: str) -> str:
 async def test_agent_snippet_records_two_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # the snippet opens sqlite:///chat.db
     agent_block = python_blocks(README)[0]
-    namespace: dict[str, Any] = {"model": fake(call("add", "c1", a=2, b=3), "5", "20")}
-    exec(as_coroutine_function(_offline(agent_block, "model")), namespace)
+    await run_as_coroutine(_offline(agent_block, "model"), model=fake(call("add", "c1", a=2, b=3), "5", "20"))
 
-    await namespace["snippet"]()
-
-    async with ChatMemory.open("sqlite:///chat.db") as memory:
-        chat = memory.scoped(Principal("alice"))
-        (conversation,) = (await chat.list_conversations()).items
-        detail = await chat.get_conversation(conversation.id)
-        assert [(h.model, h.status) for h in detail.histories] == [("fake-a", "completed")] * 2
-        stored = [(m.role, m.content) for m in await chat.transcript(conversation.id)]
+    detail, stored = await stored_conversation()
+    assert [(h.model, h.status) for h in detail.histories] == [("fake-a", "completed")] * 2
     assert stored == [
         ("user", "2+3?"),
         ("assistant", ""),
@@ -52,10 +44,5 @@ def test_background_loop_snippet_records_a_run(tmp_path: Path, monkeypatch: pyte
     namespace: dict[str, Any] = {"model": fake("Hello!")}
     exec(imports + "\n" + _offline(sync_block, "model"), namespace)
 
-    async def stored() -> list[tuple[str, str]]:
-        async with ChatMemory.open("sqlite:///chat.db") as memory:
-            chat = memory.scoped(Principal("alice"))
-            (conversation,) = (await chat.list_conversations()).items
-            return [(m.role, m.content) for m in await chat.transcript(conversation.id)]
-
-    assert asyncio.run(stored()) == [("user", "Hi"), ("assistant", "Hello!")]
+    _, stored = asyncio.run(stored_conversation())
+    assert stored == [("user", "Hi"), ("assistant", "Hello!")]

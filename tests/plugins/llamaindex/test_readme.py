@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from chatmemory import ChatMemory, Principal
 from tests.plugins.llamaindex._llm import NamedMockLLM
-from tests.readme_snippets import as_coroutine_function, python_blocks
+from tests.readme_snippets import python_blocks, run_as_coroutine, stored_conversation
 
 README = "plugins/chatmemory-llamaindex/README.md"
 IMPORT = "from llama_index.llms.openai import OpenAI  # or any LlamaIndex LLM that calls functions\n"
@@ -26,15 +24,9 @@ async def test_agent_snippet_records_the_run(tmp_path: Path, monkeypatch: pytest
     monkeypatch.chdir(tmp_path)  # the snippet opens sqlite:///chat.db
     (block,) = python_blocks(README)
     assert block.count(IMPORT) == 1 and block.count(MODEL) == 1
-    namespace: dict[str, Any] = {"llm": NamedMockLLM("gpt-4.1")}
-    exec(as_coroutine_function(block.replace(IMPORT, "").replace(MODEL, "llm")), namespace)
+    await run_as_coroutine(block.replace(IMPORT, "").replace(MODEL, "llm"), llm=NamedMockLLM("gpt-4.1"))
 
-    await namespace["snippet"]()
-
-    async with ChatMemory.open("sqlite:///chat.db") as memory:
-        chat = memory.scoped(Principal("alice"))
-        (conversation,) = (await chat.list_conversations()).items
-        detail = await chat.get_conversation(conversation.id, messages=True)
+    detail, _ = await stored_conversation(messages=True)
     (history,) = detail.histories
     # A chat store is told of no run's end: the next user message closes this one (README).
     assert (history.model, history.status, history.system_prompts) == ("gpt-4.1", "running", ["Be brief."])

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydantic_ai.models.test import TestModel
 
-from chatmemory import ChatMemory, Principal
-from tests.readme_snippets import as_coroutine_function, python_blocks
+from tests.readme_snippets import python_blocks, run_as_coroutine, stored_conversation
 
 README = "plugins/chatmemory-pydantic-ai/README.md"
 MODEL = '"openai:gpt-5"'
@@ -21,21 +19,14 @@ async def test_capability_snippet_records_three_runs_once_each(
     monkeypatch.chdir(tmp_path)  # the snippet opens sqlite:///chat.db
     (block,) = python_blocks(README)
     assert block.count(MODEL) == 2
-    namespace: dict[str, Any] = {"model": TestModel(custom_output_text="ok")}
-    exec(as_coroutine_function(block.replace(MODEL, "model")), namespace)
+    await run_as_coroutine(block.replace(MODEL, "model"), model=TestModel(custom_output_text="ok"))
 
-    await namespace["snippet"]()
-
-    async with ChatMemory.open("sqlite:///chat.db") as memory:
-        chat = memory.scoped(Principal("alice"))
-        (conversation,) = (await chat.list_conversations()).items
-        detail = await chat.get_conversation(conversation.id)
-        assert [(h.model, h.status, h.system_prompts) for h in detail.histories] == [
-            ("test", "completed", ["Be terse."]),
-            ("test", "completed", ["Be terse."]),
-            ("test", "completed", []),
-        ]
-        stored = [(m.role, m.content) for m in await chat.transcript(conversation.id)]
+    detail, stored = await stored_conversation()
+    assert [(h.model, h.status, h.system_prompts) for h in detail.histories] == [
+        ("test", "completed", ["Be terse."]),
+        ("test", "completed", ["Be terse."]),
+        ("test", "completed", []),
+    ]
     # The third run, on an agent of its own with a run-level capability, is recorded once.
     assert stored == [
         ("user", "What is 2+3?"),
