@@ -215,11 +215,11 @@ def _messages(rows: Sequence[Sequence[Any]], sqlite: bool, conversation_id: UUID
     ) in rows:  # fmt: skip
         if sqlite:
             id_, cid, hid = uuid_of_hex(id_), ids[cid], ids[hid]
-            created_at = times[created_at]
+            created_at, updated_at = times[created_at], times[updated_at]
         elif cid is None:
             cid = conversation_id
-        # NULL when the message never changed (``sql.MESSAGE``).
-        updated_at = created_at if updated_at is None else times[updated_at] if sqlite else updated_at
+        if updated_at is None:  # the message never changed (``sql.MESSAGE``)
+            updated_at = created_at
         out.append(
             message_of(
                 {
