@@ -73,7 +73,7 @@ def _decode_time(value: tuple[int]) -> datetime:
         elif micros == _NEGATIVE_INFINITY:
             found = _FIRST
         else:  # beyond Python's years, OverflowError as with asyncpg's codec
-            found = _EPOCH + timedelta(microseconds=micros)
+            found = _EPOCH + timedelta(0, 0, micros)
         _TIMES[micros] = found
     return found
 
