@@ -63,6 +63,16 @@ def _json() -> Any:
     return JSON(none_as_null=True)
 
 
+def _one_of(column: str, *values: str) -> str:
+    """A CHECK that ``column`` is one of ``values``, as comparisons joined by ``OR``.
+
+    The same test as ``column IN (...)``, which SQLite evaluates by building a temporary index of
+    the list on every row it writes: two such checks were about 40% of what inserting a batch of
+    messages cost SQLite (migration 0009).
+    """
+    return " OR ".join(f"{column} = '{value}'" for value in values)
+
+
 def _timestamps() -> list[Column[Any]]:
     return [
         Column("created_at", UTCDateTime(), nullable=False),
@@ -125,7 +135,7 @@ histories = Table(
     Column("error", Text(), nullable=True),
     Column("finished_at", UTCDateTime(), nullable=True),
     *_timestamps(),
-    CheckConstraint("status IN ('running', 'completed', 'failed', 'cancelled')", name="status"),
+    CheckConstraint(_one_of("status", "running", "completed", "failed", "cancelled"), name="status"),
 )
 
 messages = Table(
@@ -169,8 +179,8 @@ messages = Table(
         sqlite_where=text("key IS NOT NULL AND deleted_at IS NULL"),
         postgresql_where=text("key IS NOT NULL AND deleted_at IS NULL"),
     ),
-    CheckConstraint("role IN ('system', 'user', 'assistant', 'tool')", name="role"),
-    CheckConstraint("status IN ('complete', 'pending', 'error')", name="status"),
+    CheckConstraint(_one_of("role", "system", "user", "assistant", "tool"), name="role"),
+    CheckConstraint(_one_of("status", "complete", "pending", "error"), name="status"),
 )
 
 # The change log that watchers read. On SQLite ``id`` is an AUTOINCREMENT rowid: one writer at a

@@ -11,7 +11,11 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.schema import CreateTable
 
 from chatmemory import ChatMemory, NewMessage, Principal, SchemaOutOfDateError
 from chatmemory._db import Database, create_engine
@@ -73,6 +77,103 @@ async def test_only_keyed_messages_are_in_the_key_index(memory: ChatMemory, back
             )
             predicate = (await conn.execute(text(condition), name)).scalar()
             assert predicate == "((key IS NOT NULL) AND (deleted_at IS NULL))"
+
+
+_CHECKED: dict[str, dict[str, tuple[str, ...]]] = {  # table: {column: the values its CHECK allows}
+    "chat_histories": {"status": ("running", "completed", "failed", "cancelled")},
+    "chat_messages": {
+        "role": ("system", "user", "assistant", "tool"),
+        "status": ("complete", "pending", "error"),
+    },
+}
+
+
+async def _checks(engine: AsyncEngine) -> list[str]:
+    """The CHECK clauses SQLite keeps in the two tables' stored definitions."""
+    async with engine.connect() as conn:
+        tables = "SELECT sql FROM sqlite_master WHERE name IN ('chat_histories', 'chat_messages') ORDER BY 1"
+        found = await conn.execute(text(tables))
+        return [line.strip() for (sql,) in found for line in sql.splitlines() if "CHECK" in line]
+
+
+async def _refused_values(engine: AsyncEngine) -> dict[str, list[str]]:
+    """For each checked column, which values an update is refused: each allowed one, then some
+    that are not (case, spaces, an empty string)."""
+    async with engine.connect() as conn:
+        ids = {
+            table: (await conn.execute(text(f"SELECT id FROM {table} LIMIT 1"))).scalar_one()
+            for table in _CHECKED
+        }
+    refused: dict[str, list[str]] = {}
+    for table, columns in _CHECKED.items():
+        for column, allowed in columns.items():
+            for value in (*allowed, allowed[0].upper(), f"{allowed[0]} ", ""):
+                try:
+                    async with engine.begin() as conn:
+                        update = text(f"UPDATE {table} SET {column} = :v WHERE id = :id")
+                        await conn.execute(update, {"v": value, "id": ids[table]})
+                        await conn.rollback()
+                except IntegrityError:
+                    refused.setdefault(f"{table}.{column}", []).append(value)
+    return refused
+
+
+async def test_role_and_status_checks_compare_instead_of_listing(db_url: str, backend: str) -> None:
+    """Migration 0009: SQLite's checks of a message's role and status and a history's status
+    compare the value with each allowed one (an ``IN`` list made SQLite build a temporary index
+    for every row written); the same values pass and fail at 0008, at head and back."""
+    engine = create_engine(db_url)
+    db = Database(engine)
+    expected = {
+        "chat_histories.status": ["RUNNING", "running ", ""],
+        "chat_messages.role": ["SYSTEM", "system ", ""],
+        "chat_messages.status": ["COMPLETE", "complete ", ""],
+    }
+    listed = [
+        "CONSTRAINT ck_chat_histories_status CHECK "
+        "(status IN ('running', 'completed', 'failed', 'cancelled')),",
+        "CONSTRAINT ck_chat_messages_role CHECK (role IN ('system', 'user', 'assistant', 'tool')),",
+        "CONSTRAINT ck_chat_messages_status CHECK (status IN ('complete', 'pending', 'error')),",
+    ]
+    compared = [
+        "CONSTRAINT ck_chat_histories_status CHECK (status = 'running' OR status = 'completed' OR "
+        "status = 'failed' OR status = 'cancelled'),",
+        "CONSTRAINT ck_chat_messages_role CHECK (role = 'system' OR role = 'user' OR role = 'assistant' OR "
+        "role = 'tool'),",
+        "CONSTRAINT ck_chat_messages_status CHECK "
+        "(status = 'complete' OR status = 'pending' OR status = 'error'),",
+    ]
+    try:
+        await upgrade(db, "0008")
+        async with ChatMemory(engine) as memory:
+            alice = memory.scoped(Principal("alice"))
+            conv = await alice.start_conversation()
+            run = await alice.start_history(conv.id, model="m")
+            await alice.append_messages(run.id, [NewMessage("user", "kept")])
+        assert await _refused_values(engine) == expected
+        if backend == "sqlite":
+            assert await _checks(engine) == listed
+        await upgrade(db)
+        assert await _refused_values(engine) == expected
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT content FROM chat_messages"))).scalar_one() == "kept"
+            if backend == "sqlite":
+                assert (await conn.execute(text("PRAGMA integrity_check"))).scalar_one() == "ok"
+        if backend == "sqlite":
+            assert await _checks(engine) == compared
+            # What the models create is what the migrations leave.
+            created = [
+                str(CreateTable(metadata.tables[name]).compile(dialect=sqlite.dialect()))
+                for name in ("chat_histories", "chat_messages")
+            ]
+            modelled = [line.strip() for sql in created for line in sql.splitlines() if "CHECK" in line]
+            assert modelled == compared
+        await downgrade(db, "0008")
+        assert await _refused_values(engine) == expected
+        if backend == "sqlite":
+            assert await _checks(engine) == listed
+    finally:
+        await engine.dispose()
 
 
 async def test_downgrade_to_base_and_up_again(db_url: str) -> None:
