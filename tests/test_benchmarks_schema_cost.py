@@ -1,0 +1,57 @@
+"""``python -m benchmarks.schema_cost``: each variant is the schema it is named for, and the run
+reports a figure for every one (no thresholds)."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from benchmarks import schema_cost
+
+
+def _schema(path: Path) -> tuple[set[str], str]:
+    with closing(sqlite3.connect(path)) as connection:
+        names = connection.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        indexes = {name for (name,) in names}
+        (table,) = connection.execute(
+            "SELECT sql FROM sqlite_master WHERE name IN ('chat_messages', 'agent_messages')"
+        ).fetchone()
+    return indexes, table
+
+
+def test_each_variant_is_the_schema_it_names(tmp_path: Path) -> None:
+    variants = schema_cost._variants(tmp_path)
+    schemas = {name: _schema(path) for name, (path, _, _) in variants.items()}
+    as_is, table = schemas["chatmemory's schema"]
+    assert "role = 'system' OR role = 'user'" in table and " IN (" not in table
+    assert {"ix_chat_messages_chat_history_id_created_at", "ix_chat_messages_chat_history_id_seq"} <= as_is
+    indexes, listed = schemas["with IN-list checks (before 0009)"]
+    assert indexes == as_is and "role IN ('system', 'user', 'assistant', 'tool')" in listed
+    for name, dropped in (
+        ("without the (history, created_at) index", "ix_chat_messages_chat_history_id_created_at"),
+        ("without the (history, seq) index", "ix_chat_messages_chat_history_id_seq"),
+    ):
+        assert schemas[name] == (as_is - {dropped}, table)
+    assert schemas["without foreign-key enforcement"] == (as_is, table)
+    assert [foreign_keys for _, foreign_keys, _ in variants.values()] == [True, True, True, True, False, True]
+    assert "message_data TEXT NOT NULL" in schemas["SQLiteSession's tables (openai-agents)"][1]
+
+
+def test_the_run_reports_every_variant(capsys: pytest.CaptureFixture[str]) -> None:
+    schema_cost.main(["--batch", "5", "--batches", "3", "--rounds", "1"])
+    out = capsys.readouterr().out
+    for name in (
+        "chatmemory's schema",
+        "with IN-list checks (before 0009)",
+        "without the (history, created_at) index",
+        "without the (history, seq) index",
+        "without foreign-key enforcement",
+        "SQLiteSession's tables (openai-agents)",
+    ):
+        figures = re.search(rf"^\| {re.escape(name)} \| ([\d.]+) \| ([\d.]+)x \|", out, re.MULTILINE)
+        assert figures is not None, (name, out)
+        assert float(figures[1]) > 0
