@@ -58,13 +58,19 @@ def _rewrite(old_to_new: Sequence[tuple[str, str, str]]) -> None:
         "UPDATE sqlite_master SET sql = replace(sql, :old, :new) WHERE type = 'table' AND name = :table"
     )
     bind.exec_driver_sql("PRAGMA writable_schema = ON")
+    savepoint = bind.begin_nested()
     try:
-        with bind.begin_nested():
-            for table, old, new in old_to_new:
-                bind.execute(edit, {"table": table, "old": old, "new": new})
-            bind.exec_driver_sql(f"PRAGMA schema_version = {version + 1}")
+        for table, old, new in old_to_new:
+            bind.execute(edit, {"table": table, "old": old, "new": new})
+        bind.exec_driver_sql(f"PRAGMA schema_version = {version + 1}")
     except sa.exc.DatabaseError:
-        pass  # the schema may not be edited on this connection: the IN lists stay
+        # An I/O error, a full disk or an interrupt can make SQLite roll back the whole
+        # transaction: going on would run the rest of the upgrade outside any transaction.
+        if not bind.connection.driver_connection.in_transaction:
+            raise
+        savepoint.rollback()  # the schema may not be edited on this connection: the IN lists stay
+    else:
+        savepoint.commit()
     finally:
         bind.exec_driver_sql("PRAGMA writable_schema = OFF")
 
