@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import schema_cost
+from benchmarks._targets import SQLITE_PEER_PRAGMAS
 
 
 def _schema(path: Path) -> tuple[set[str], str]:
@@ -37,7 +38,14 @@ def test_each_variant_is_the_schema_it_names(tmp_path: Path) -> None:
     ):
         assert schemas[name] == (as_is - {dropped}, table)
     assert schemas["without foreign-key enforcement"] == (as_is, table)
-    assert [foreign_keys for _, foreign_keys, _ in variants.values()] == [True, True, True, True, False, True]
+    assert [foreign_keys for _, foreign_keys, _ in variants.values()] == [
+        True,
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
     assert "message_data TEXT NOT NULL" in schemas["SQLiteSession's tables (openai-agents)"][1]
 
 
@@ -55,3 +63,15 @@ def test_the_run_reports_every_variant(capsys: pytest.CaptureFixture[str]) -> No
         figures = re.search(rf"^\| {re.escape(name)} \| ([\d.]+) \| ([\d.]+)x \|", out, re.MULTILINE)
         assert figures is not None, (name, out)
         assert float(figures[1]) > 0
+
+
+def test_the_peer_is_connected_as_the_suite_connects_it(tmp_path: Path) -> None:
+    """``SQLiteSession``'s tables are written with the pragmas the suite runs ``SQLiteSession`` with:
+    the SDK never turns foreign-key enforcement on, so its batch checks no parent row."""
+    path, foreign_keys, _ = schema_cost._variants(tmp_path)["SQLiteSession's tables (openai-agents)"]
+    with closing(schema_cost._connect(path, foreign_keys)) as connection:
+        settings = {
+            pragma.split(" = ")[0]: connection.execute(f"PRAGMA {pragma.split(' = ')[0]}").fetchone()[0]
+            for pragma in (*SQLITE_PEER_PRAGMAS, "foreign_keys = OFF")
+        }
+    assert settings == {"busy_timeout": 30000, "journal_mode": "wal", "synchronous": 1, "foreign_keys": 0}
