@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, make_url, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -249,7 +251,7 @@ asyncio.run(main())
 """
 
 
-def test_many_processes_migrate_a_new_database_at_once(db_url: str) -> None:
+def test_many_processes_migrate_a_new_database_at_once(db_url: str, backend: str) -> None:
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _CONCURRENT_OPEN, db_url, str(i)], cwd=ROOT, stderr=subprocess.PIPE
@@ -261,6 +263,14 @@ def test_many_processes_migrate_a_new_database_at_once(db_url: str) -> None:
         assert proc.returncode == 0, err.decode()
     out = _cli("check", "--url", db_url)
     assert out.returncode == 0, out.stderr
+    if backend == "sqlite":
+        # One of them edited the stored definitions (0009) while the others waited with the file open.
+        with closing(sqlite3.connect(make_url(db_url).database or "")) as connection:
+            assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            (table,) = connection.execute(
+                "SELECT sql FROM sqlite_master WHERE name = 'chat_messages'"
+            ).fetchone()
+            assert "CHECK (role = 'system' OR role = 'user'" in table
 
 
 def test_head_revision_agrees_with_alembic() -> None:

@@ -200,3 +200,9 @@ async def test_upgrade_from_0001_keeps_every_row_and_indexes_old_messages(db_url
         assert (summary.message_count, summary.last_message_preview) == (5, "one more hotel")
         await alice.delete_history(_id(11))
         assert sorted(h.message.id for h in (await alice.search_messages("hotel")).items) == [new.id]
+        if memory._db.is_sqlite:
+            # 0009 edited the tables' definitions in place: the file is sound and the checks compare.
+            async with memory._db.transaction() as conn:
+                assert (await conn.execute(text("PRAGMA integrity_check"))).scalar_one() == "ok"
+                stored = text("SELECT sql FROM sqlite_master WHERE name = 'chat_messages'")
+                assert "CHECK (role = 'system' OR role = 'user'" in (await conn.execute(stored)).scalar_one()
