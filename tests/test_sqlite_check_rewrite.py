@@ -111,37 +111,46 @@ async def test_a_connection_refused_the_edit_keeps_the_in_lists(tmp_path: Path) 
     assert _stored(path) == ("0008", "ok", table)
 
 
+def _lists_compiled(connection: sqlite3.Connection) -> int:
+    """How many ``IN`` lists the connection compiles into a write of a message's role and status
+    (each one a temporary index, ``OpenEphemeral``), by the definitions it last read."""
+    explain = "EXPLAIN UPDATE chat_messages SET role = 'user', status = 'complete'"
+    return [op for _, op, *_ in connection.execute(explain)].count("OpenEphemeral")
+
+
 async def test_connections_opened_before_the_edit_check_by_the_new_definition(tmp_path: Path) -> None:
-    """Connections that had read the schema before another connection (as another process would)
-    edited it write valid rows, are refused invalid ones, and a store kept open across a
-    downgrade and an upgrade goes on writing."""
+    """A connection that had read the ``IN`` lists before another one (as another process would)
+    edited them writes by the new definition from its next statement on: it writes valid rows and
+    is refused invalid ones. A store kept open across a downgrade and an upgrade goes on writing."""
     path = tmp_path / "c.db"
-    url = f"sqlite:///{path}"
-    async with ChatMemory.open(url) as memory:
+    async with ChatMemory.open(f"sqlite:///{path}") as memory:
         alice = memory.scoped(Principal("alice"))
         conv = await alice.start_conversation()
         run = await alice.start_history(conv.id, model="m")
         await alice.append_messages(run.id, [NewMessage("user", "before")])
-        with closing(sqlite3.connect(path, isolation_level=None)) as old:
+        await downgrade(memory._db, "0008")
+        await alice.append_messages(run.id, [NewMessage("assistant", "at 0008")])
+        # No statement cache: a cached EXPLAIN is never prepared again.
+        with closing(sqlite3.connect(path, isolation_level=None, cached_statements=0)) as old:
+            old.text_factory = lambda raw: raw.decode(errors="replace")  # EXPLAIN's p4 may be any bytes
             row = old.execute("SELECT * FROM chat_messages").fetchone()
-            await downgrade(memory._db, "0008")
-            await alice.append_messages(run.id, [NewMessage("assistant", "at 0008")])
-            await _at(path, "head")
-            await alice.append_messages(run.id, [NewMessage("user", "after")])
-            assert [m.content for m in await alice.transcript(conv.id)] == ["before", "at 0008", "after"]
-            assert (
-                COMPARED
-                in old.execute("SELECT sql FROM sqlite_master WHERE name = 'chat_messages'").fetchone()[0]
-            )
-            insert = f"INSERT INTO chat_messages VALUES ({', '.join('?' * len(row))})"
             names = [d[0] for d in old.execute("SELECT * FROM chat_messages").description]
+            assert _lists_compiled(old) == 2
+            await _at(path, "head")
 
             def insert_with(role: str, seq: int) -> None:
                 values = dict(zip(names, row, strict=True)) | {"id": f"x{seq}", "seq": seq, "role": role}
-                old.execute(insert, list(values.values()))
+                old.execute(
+                    f"INSERT INTO chat_messages VALUES ({', '.join('?' * len(row))})", list(values.values())
+                )
 
+            old.execute("BEGIN")
             insert_with("tool", 100)
+            assert _lists_compiled(old) == 0
             for seq, role in enumerate(("Tool", "tool ", ""), start=101):
                 with pytest.raises(sqlite3.IntegrityError, match="ck_chat_messages_role"):
                     insert_with(role, seq)
+            old.execute("ROLLBACK")
+        await alice.append_messages(run.id, [NewMessage("user", "after")])
+        assert [m.content for m in await alice.transcript(conv.id)] == ["before", "at 0008", "after"]
     assert _stored(path)[0:2] == ("0009", "ok")
