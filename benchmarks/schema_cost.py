@@ -2,8 +2,9 @@
 
 W2's shape (batches of messages into one conversation, each batch one transaction) written
 with raw ``sqlite3`` and nothing else: the batch's rows are built before the clock starts, then
-``BEGIN IMMEDIATE``, the conversation's counters, ``executemany`` of the rows and ``COMMIT``
-are timed. So the figures are SQLite's own cost of each schema, the floor under any client.
+``BEGIN IMMEDIATE``, the conversation's counters, ``executemany`` of the rows, the change-log
+row every chatmemory write adds, and ``COMMIT`` are timed. So the figures are SQLite's own
+cost of each schema, the floor under any client.
 
 Variants of chatmemory's schema (each a copy of a freshly migrated database, changed one way):
 as it is; with the ``IN``-list checks it had before migration 0009; without each of the two
@@ -37,6 +38,12 @@ from chatmemory._migrate import downgrade
 
 Batch = Callable[[sqlite3.Connection, int], float]
 
+# The row every chatmemory write adds to its change log, as the store writes it for an append.
+_LOG_CHANGE = (
+    "INSERT INTO chat_changes (chat_conversation_id, kind, history_id, message_id, seq, seq_count,"
+    " created_at) VALUES (?, 'message.appended', ?, NULL, ?, ?, ?)"
+)
+
 
 def _connect(path: Path, foreign_keys: bool = True) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -59,10 +66,12 @@ def _chatmemory_writer(connection: sqlite3.Connection) -> Batch:
         when = sql.now()
         rows = sql.message_rows(conv, messages, last + size, sql.SQLITE, when)
         bump = sql.bump_params(conv, messages, sql.SQLITE, when)
+        log = (conv_row[0], conv.history_id.hex, last + 1, size, sql.SQLITE.time(when))
         start = time.perf_counter()
         connection.execute("BEGIN IMMEDIATE")
         connection.execute(sql.BUMP, bump).fetchall()
         connection.executemany(sql.INSERT_MESSAGE, rows)
+        connection.execute(_LOG_CHANGE, log)
         connection.execute("COMMIT")
         elapsed = time.perf_counter() - start
         last += size

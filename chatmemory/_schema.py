@@ -67,7 +67,7 @@ def _one_of(column: str, *values: str) -> str:
     """A CHECK that ``column`` is one of ``values``, as comparisons joined by ``OR``.
 
     The same test as ``column IN (...)``, which SQLite evaluates by building a temporary index of
-    the list on every row it writes: two such checks were about 40% of what inserting a batch of
+    the list on every row it writes: two such checks were over a third of what writing a batch of
     messages cost SQLite (migration 0009).
     """
     return " OR ".join(f"{column} = '{value}'" for value in values)

@@ -2,8 +2,8 @@
 
 ``role IN ('system', 'user', 'assistant', 'tool')`` in a CHECK constraint makes SQLite build a
 temporary index of the list for every row it writes. The two checks on ``chat_messages`` were
-about 40% of what SQLite spent inserting a batch of messages (0.65 against 0.41 ms for 100 rows
-into a copy of the schema, ``executemany`` and ``COMMIT``). The same tests written as
+over a third of what SQLite spent writing a batch of messages (0.69–0.72 against 0.43–0.45 ms
+for 100, ``python -m benchmarks.schema_cost``). The same tests written as
 comparisons joined by ``OR`` cost next to nothing and accept and refuse exactly the same values.
 
 SQLite cannot alter a constraint, and rebuilding ``chat_messages`` would copy every message and
