@@ -2,7 +2,7 @@
 
 ``role IN ('system', 'user', 'assistant', 'tool')`` in a CHECK constraint makes SQLite build a
 temporary index of the list for every row it writes. The two checks on ``chat_messages`` were
-over a third of what SQLite spent writing a batch of messages (0.69–0.72 against 0.43–0.45 ms
+over a third of what SQLite spent writing a batch of messages (0.69-0.72 against 0.43-0.45 ms
 for 100, ``python -m benchmarks.schema_cost``). The same tests written as
 comparisons joined by ``OR`` cost next to nothing and accept and refuse exactly the same values.
 
