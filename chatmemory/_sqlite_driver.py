@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeAlias, TypeVar, cast
 
+from chatmemory import _sqlite_wal
 from chatmemory._plan import Plan, Stmt, drive, positional, sqlite_value
 from chatmemory._sqlite_wal import Checkpointer, WalFile
 
@@ -376,7 +377,7 @@ class SQLiteDriver:
                 wal = WalFile(connection)
                 # This store decides when its writer checkpoints (see ``_sqlite_wal``).
                 connection.execute("PRAGMA wal_autocheckpoint = 0")
-                connection.execute(f"PRAGMA journal_size_limit = {wal.limit}")
+                connection.execute(f"PRAGMA journal_size_limit = {wal.file_limit}")
                 self._wal = wal
             if wait:
                 connection.execute("PRAGMA busy_timeout = 0")
@@ -479,9 +480,10 @@ class SQLiteDriver:
         background checkpoint is not keeping up)."""
         if self._checkpoints is None or self._wal is None:
             return False
-        size = self._wal.size()
-        self._checkpoints.request(hurry=size > self._wal.limit)
-        return size > 2 * self._wal.limit
+        pages = self._wal.pages()
+        limit = _sqlite_wal.WAL_LIMIT_PAGES
+        self._checkpoints.request(hurry=pages > limit)
+        return pages > 2 * limit
 
     def _drain_taken(self, taken: list[_Queued], outcomes: _Outcomes) -> None:
         """Run ``taken`` (holding ``_writing``), adding each caller's outcome to ``outcomes``."""
@@ -554,3 +556,5 @@ class SQLiteDriver:
             connections, self._connections = self._connections, []
         for connection in connections:
             connection.close()
+        if self._wal is not None:
+            self._wal.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import struct
 import threading
 from collections.abc import Callable
 
@@ -21,6 +22,9 @@ from collections.abc import Callable
 # writer thread checkpoints itself at twice that. SQLite's own checkpoint, in the commit that
 # reaches it, is at 1,000.
 WAL_LIMIT_PAGES = 4_000
+# The WAL file is cut back to this many frames when the WAL starts over, if it is longer (see
+# ``WalFile``): a WAL that stays within the limits above never makes it longer.
+FILE_LIMIT_PAGES = 4 * WAL_LIMIT_PAGES
 # The background checkpoint runs this long after the write that woke it, so writes share it.
 CHECKPOINT_DELAY = 0.05
 # Finishing a WAL past the limit: at most this many copies while writers go on, fewer once one
@@ -30,24 +34,58 @@ _FEW_PAGES = 256
 
 
 class WalFile:
-    """The size of a database's WAL file, which tells how many pages the WAL holds once the
-    writer connection has ``journal_size_limit`` at ``limit`` bytes (see ``SQLiteDriver._open_writer``).
+    """How many pages a database's WAL holds, read from the header of its wal-index (the
+    ``-shm`` file every connection in WAL mode maps): ``mxFrame``, the WAL's last valid frame,
+    which SQLite sets back to 0 when it starts the WAL over.
 
-    A WAL file keeps its size when SQLite starts the WAL over (it writes from the start
-    again), unless ``journal_size_limit`` is set: then the first commit after the start cuts a
-    longer file to that limit. The file is longer than the limit only while the WAL holds more
-    pages than that, and it grows with every page written past it.
+    The WAL file itself keeps its size when the WAL starts over (SQLite writes from its start
+    again) and is cut back, to ``FILE_LIMIT_PAGES`` frames, only past that (after a burst), so
+    the commits after a start overwrite what the file already holds instead of growing it.
+    Measured on ext4, commits that grew the file waited now and then while the checkpoint
+    synced it: W1's slowest turns took 4-5 ms, about 2 ms once the file was no longer cut back
+    (``benchmarks/README.md``, gap 2). Its size therefore says nothing about how full the WAL
+    is, which is why this reads the header.
     """
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self.limit = WAL_LIMIT_PAGES * int(connection.execute("PRAGMA page_size").fetchone()[0])
-        self.path = str(connection.execute("PRAGMA database_list").fetchone()[2]) + "-wal"
+    # The wal-index header: two copies of 48 bytes, written in the host's byte order; mxFrame is
+    # at offset 16 of each, and isInit (nonzero once SQLite has written the header) at 12.
+    _HEADER = struct.Struct("=12xB3xI28x")
 
-    def size(self) -> int:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        page = int(connection.execute("PRAGMA page_size").fetchone()[0])
+        # A frame is a page and its 24-byte header, after the file's 32-byte header.
+        self.file_limit = 32 + FILE_LIMIT_PAGES * (page + 24)
+        self.path = str(connection.execute("PRAGMA database_list").fetchone()[2]) + "-shm"
+        self._fd: int | None = None
+        self._last = 0
+
+    def pages(self) -> int:
+        """The WAL's frames; 0 before it has any. A header caught while SQLite rewrites it (its two
+        copies differ) answers the count read before."""
         try:
-            return os.stat(self.path).st_size
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            data = _read_at_start(self._fd, 96)
         except OSError:
-            return 0  # no WAL yet
+            return 0  # no wal-index yet
+        if len(data) < 96 or data[:48] != data[48:96]:
+            return self._last
+        initialized, frames = self._HEADER.unpack_from(data)
+        self._last = frames if initialized else 0
+        return self._last
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read_at_start(fd: int, size: int) -> bytes:
+    pread = getattr(os, "pread", None)  # not on Windows
+    if pread is not None:
+        return bytes(pread(fd, size, 0))
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, size)
 
 
 class Checkpointer:

@@ -4,9 +4,12 @@ when writes never pause."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -74,6 +77,69 @@ async def test_a_writer_that_never_pauses_keeps_the_wal_bounded(
     assert here not in checkpoints
     assert background or len(checkpoints) >= 3, checkpoints
     assert any(thread == here for thread, sql in statements if sql.startswith("INSERT"))
+
+
+def _wal_file(path: Path) -> Path:
+    return path.parent / (path.name + "-wal")
+
+
+@contextlib.contextmanager
+def _no_write_nor_checkpoint(memory: ChatMemory) -> Iterator[None]:
+    """Hold the store's writers and its checkpoints off (in the order its checkpoints take them)."""
+    driver = memory._db._sqlite
+    assert driver is not None and driver._checkpoints is not None
+    with driver._writing, driver._checkpoints._running:
+        yield
+
+
+async def test_the_wal_file_keeps_its_size_when_the_wal_starts_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The WAL starts over again and again under steady writes, and its file is never cut back
+    (the commits after a start overwrite it rather than grow it); how full the WAL is comes from
+    its wal-index, which agrees with SQLite's own count."""
+    limit = 200
+    monkeypatch.setattr(_sqlite_wal, "WAL_LIMIT_PAGES", limit)
+    path = tmp_path / "k.db"
+    async with ChatMemory.open(f"sqlite:///{path}") as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        run = await alice.start_history(conv.id, model="m")
+        wal = memory._db._sqlite._wal  # type: ignore[union-attr]
+        assert wal is not None
+        sizes, fills = [], []
+        for _ in range(150):
+            await alice.append_messages(run.id, [NewMessage("user", "x" * 3000) for _ in range(4)])
+            sizes.append(_wal_file(path).stat().st_size)
+            fills.append(wal.pages())
+        starts = sum(1 for before, after in itertools.pairwise(fills) if after < before)
+        assert starts >= 2, fills
+        assert sizes == sorted(sizes), "the WAL file was cut back"
+        with _no_write_nor_checkpoint(memory), contextlib.closing(sqlite3.connect(path)) as other:
+            frames = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+            assert wal.pages() == frames > 0
+
+
+async def test_a_wal_file_grown_past_its_own_limit_is_cut_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One large write grows the WAL far past the limits; once it starts over, its file is cut
+    back to ``FILE_LIMIT_PAGES`` frames."""
+    monkeypatch.setattr(_sqlite_wal, "WAL_LIMIT_PAGES", 100)
+    monkeypatch.setattr(_sqlite_wal, "FILE_LIMIT_PAGES", 300)
+    path = tmp_path / "g.db"
+    async with ChatMemory.open(f"sqlite:///{path}") as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        run = await alice.start_history(conv.id, model="m")
+        await alice.append_messages(run.id, [NewMessage("user", "y" * 90_000) for _ in range(100)])
+        grown = _wal_file(path).stat().st_size
+        assert grown > 1000 * 4096
+        with _no_write_nor_checkpoint(memory), contextlib.closing(sqlite3.connect(path)) as other:
+            _, frames, copied = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert frames == copied > 1000  # all of it copied: the next write starts the WAL over
+        await alice.append_messages(run.id, [NewMessage("user", "after")])
+        assert _wal_file(path).stat().st_size <= 32 + 300 * (4096 + 24) < grown
 
 
 class _CloseLandingAfterTheDelay(threading.Event):
