@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -140,6 +142,45 @@ async def test_a_wal_file_grown_past_its_own_limit_is_cut_back(
         assert frames == copied > 1000  # all of it copied: the next write starts the WAL over
         await alice.append_messages(run.id, [NewMessage("user", "after")])
         assert _wal_file(path).stat().st_size <= 32 + 300 * (4096 + 24) < grown
+
+
+# Takes, in a process of its own, the write lock on the byte of a ``-shm`` file that SQLite's
+# connections hold a read lock on while they use it (``UNIX_SHM_DMS``): the first connection of
+# a process that gets it takes the wal-index for unused and starts it afresh.
+_TAKE_THE_WAL_INDEX = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 128)
+except OSError:
+    print("in use")
+else:
+    print("unused")
+"""
+
+
+def _wal_index_in_use(path: Path) -> bool:
+    shm = str(path.parent / (path.name + "-shm"))
+    probe = subprocess.run([sys.executable, "-c", _TAKE_THE_WAL_INDEX, shm], capture_output=True, text=True)
+    assert probe.returncode == 0, probe.stderr
+    return probe.stdout.strip() == "in use"
+
+
+async def test_closing_a_store_leaves_another_stores_locks_on_the_same_file(tmp_path: Path) -> None:
+    """Two stores of one process on one file, both written to: closing one leaves the other's
+    locks in place, so another process never takes the wal-index the open store uses for
+    unused (a process's locks on a file go when it closes any descriptor of that file)."""
+    path = tmp_path / "two.db"
+    async with ChatMemory.open(f"sqlite:///{path}") as staying:
+        async with ChatMemory.open(f"sqlite:///{path}") as closing:
+            for memory in (staying, closing):
+                alice = memory.scoped(Principal("alice"))
+                conv = await alice.start_conversation()
+                await alice.start_history(conv.id, model="m")
+            assert _wal_index_in_use(path)
+        assert _wal_index_in_use(path)
+        alice = staying.scoped(Principal("alice"))
+        assert len((await alice.list_conversations()).items) == 2
 
 
 class _CloseLandingAfterTheDelay(threading.Event):
