@@ -43,9 +43,12 @@ async def test_writes_reach_the_database_file_without_a_commit_waiting(tmp_path:
         await until(lambda: _in_database_file(path) == 5, "the messages in the database file")
 
 
+@pytest.mark.parametrize(
+    "vfs", ["", "?vfs=unix-excl&uri=true"], ids=["shared-wal-index", "wal-index-in-heap"]
+)
 @pytest.mark.parametrize("background", [True, False], ids=["background", "writer-thread"])
 async def test_a_writer_that_never_pauses_keeps_the_wal_bounded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, background: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, background: bool, vfs: str
 ) -> None:
     """Writes eight times the limit in pages, on the caller's thread (small appends): the WAL
     stays bounded, and no checkpoint ever runs on the caller's thread.
@@ -55,13 +58,14 @@ async def test_a_writer_that_never_pauses_keeps_the_wal_bounded(
     nothing), the writer thread checkpoints after a write once the WAL is past twice the limit
     (waiting for a background checkpoint under way), which keeps it within three times. Without
     either the WAL would hold every page written. (The WAL file keeps the largest size it
-    reached.)"""
+    reached.) Also where SQLite keeps the wal-index in its own memory, not in a ``-shm`` file
+    (``unix-excl``: one process only)."""
     limit = 400
     monkeypatch.setattr(_sqlite_wal, "WAL_LIMIT_PAGES", limit)
     if not background:
         monkeypatch.setattr(_sqlite_wal.Checkpointer, "_checkpoint", lambda self, connection: None)
     path = tmp_path / "b.db"
-    async with ChatMemory.open(f"sqlite:///{path}") as memory:
+    async with ChatMemory.open(f"sqlite:///{'file:' if vfs else ''}{path}{vfs}") as memory:
         alice = memory.scoped(Principal("alice"))
         conv = await alice.start_conversation()
         run = await alice.start_history(conv.id, model="m")
