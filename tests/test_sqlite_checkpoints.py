@@ -187,6 +187,47 @@ async def test_closing_a_store_leaves_another_stores_locks_on_the_same_file(tmp_
         assert len((await alice.list_conversations()).items) == 2
 
 
+# Another process's writes: many pages, a checkpoint that copies them all, then a few more,
+# which start the WAL over.
+_ANOTHER_PROCESS_WRITES = """
+import sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("PRAGMA wal_autocheckpoint = 0")
+for rows in (300, 3):
+    for _ in range(rows):
+        connection.execute("INSERT INTO other VALUES (?)", ("z" * 3000,))
+    print(*connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+connection.close()
+"""
+
+
+async def test_the_wal_fill_counts_another_processs_frames(tmp_path: Path) -> None:
+    """A WAL another process wrote to, and started over, is counted as SQLite counts it."""
+    path = tmp_path / "o.db"
+    async with ChatMemory.open(f"sqlite:///{path}") as memory:
+        with contextlib.closing(sqlite3.connect(path)) as setup:
+            setup.execute("CREATE TABLE other (x TEXT)")
+            setup.commit()
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        await alice.start_history(conv.id, model="m")
+        wal = memory._db._sqlite._wal  # type: ignore[union-attr]
+        assert wal is not None and wal.pages() > 0
+        with _no_write_nor_checkpoint(memory):
+            other = subprocess.run(
+                [sys.executable, "-c", _ANOTHER_PROCESS_WRITES, str(path)], capture_output=True, text=True
+            )
+            assert other.returncode == 0, other.stderr
+            (_, frames, copied), (_, started_over, _) = [
+                map(int, line.split()) for line in other.stdout.split("\n")[:2]
+            ]
+            assert frames == copied > 300  # all copied: the next write started the WAL over
+            assert wal.pages() == started_over < 100
+        await alice.start_history(conv.id, model="n")
+        with _no_write_nor_checkpoint(memory), contextlib.closing(sqlite3.connect(path)) as other_connection:
+            assert wal.pages() == other_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+
+
 class _CloseLandingAfterTheDelay(threading.Event):
     """The checkpoint thread's delay (its hurry event), whose first wait that runs out lets
     ``close()`` set the stop and send its wake-ups before answering "not hurried": a thread
