@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import sqlite3
 import subprocess
 import sys
@@ -226,6 +227,31 @@ async def test_the_wal_fill_counts_another_processs_frames(tmp_path: Path) -> No
         await alice.start_history(conv.id, model="n")
         with _no_write_nor_checkpoint(memory), contextlib.closing(sqlite3.connect(path)) as other_connection:
             assert wal.pages() == other_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+
+
+def _open_files_named(path: Path) -> list[str]:
+    """This process's descriptors of ``path`` and of its ``-wal`` and ``-shm`` files (Linux)."""
+    named = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed since
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(str(path)):
+                named.append(target)
+    return named
+
+
+@pytest.mark.parametrize("writes", [True, False], ids=["written", "only-read"])
+async def test_a_closed_store_leaves_no_descriptor_of_its_files(tmp_path: Path, writes: bool) -> None:
+    path = tmp_path / "fd.db"
+    async with ChatMemory.open(f"sqlite:///{path}") as memory:
+        alice = memory.scoped(Principal("alice"))
+        if writes:
+            conv = await alice.start_conversation()
+            run = await alice.start_history(conv.id, model="m")
+            await alice.append_messages(run.id, [NewMessage("user", "x" * 3000) for _ in range(20)])
+        await alice.list_conversations()
+        assert _open_files_named(path)
+    assert _open_files_named(path) == []
 
 
 class _CloseLandingAfterTheDelay(threading.Event):
