@@ -104,7 +104,7 @@ async def test_the_wal_file_keeps_its_size_when_the_wal_starts_over(
 ) -> None:
     """The WAL starts over again and again under steady writes, and its file is never cut back
     (the commits after a start overwrite it rather than grow it); how full the WAL is comes from
-    its wal-index, which agrees with SQLite's own count."""
+    its frames, which agrees with SQLite's own count."""
     limit = 200
     monkeypatch.setattr(_sqlite_wal, "WAL_LIMIT_PAGES", limit)
     path = tmp_path / "k.db"
