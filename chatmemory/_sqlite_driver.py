@@ -550,11 +550,13 @@ class SQLiteDriver:
         # Waits for quick calls running on other threads, and keeps later ones from starting.
         self._writing.acquire()
         self._quick_reading.acquire()
+        # First: the last connection to close deletes the WAL file, which a descriptor still
+        # open keeps it from on Windows.
+        if self._wal is not None:
+            self._wal.close()
         if self._keeper is not None:
             self._keeper.close()
         with self._lock:
             connections, self._connections = self._connections, []
         for connection in connections:
             connection.close()
-        if self._wal is not None:
-            self._wal.close()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import struct
 import threading
 from collections.abc import Callable
 
@@ -34,45 +33,62 @@ _FEW_PAGES = 256
 
 
 class WalFile:
-    """How many pages a database's WAL holds, read from the header of its wal-index (the
-    ``-shm`` file every connection in WAL mode maps): ``mxFrame``, the WAL's last valid frame,
-    which SQLite sets back to 0 when it starts the WAL over.
+    """How many frames (pages) a database's WAL holds, read from the WAL file itself.
 
-    The WAL file itself keeps its size when the WAL starts over (SQLite writes from its start
-    again) and is cut back, to ``FILE_LIMIT_PAGES`` frames, only past that (after a burst), so
-    the commits after a start overwrite what the file already holds instead of growing it.
+    The WAL file keeps its size when the WAL starts over (SQLite writes from its start again)
+    and is cut back, to ``FILE_LIMIT_PAGES`` frames, only past that (after a burst), so the
+    commits after a start overwrite what the file already holds instead of growing it.
     Measured on ext4, commits that grew the file waited now and then while the checkpoint
     synced it: W1's slowest turns took 4-5 ms, about 2 ms once the file was no longer cut back
     (``benchmarks/README.md``, gap 2). Its size therefore says nothing about how full the WAL
-    is, which is why this reads the header.
-    """
+    is. Its frames do: each carries the salts of the WAL header it was written under, which
+    change whenever the WAL starts over, so the frames with the header's salts are the WAL's
+    (and any a transaction wrote but did not commit, which count as a commit's would).
 
-    # The wal-index header: two copies of 48 bytes, written in the host's byte order; mxFrame is
-    # at offset 16 of each, and isInit (nonzero once SQLite has written the header) at 12.
-    _HEADER = struct.Struct("=12xB3xI28x")
+    The wal-index (``-shm``) holds that count too, but this process's SQLite connections hold
+    POSIX locks on that file, which a process loses on closing any descriptor of it: reading
+    it through a descriptor of its own would drop them when that closes. SQLite locks no byte
+    of the WAL file.
+    """
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         page = int(connection.execute("PRAGMA page_size").fetchone()[0])
-        # A frame is a page and its 24-byte header, after the file's 32-byte header.
-        self.file_limit = 32 + FILE_LIMIT_PAGES * (page + 24)
-        self.path = str(connection.execute("PRAGMA database_list").fetchone()[2]) + "-shm"
+        # A frame is a 24-byte header (salts at 8..16) and a page, after the file's 32-byte
+        # header (salts at 16..24).
+        self._frame = page + 24
+        self.file_limit = 32 + FILE_LIMIT_PAGES * self._frame
+        self.path = str(connection.execute("PRAGMA database_list").fetchone()[2]) + "-wal"
         self._fd: int | None = None
         self._last = 0
 
     def pages(self) -> int:
-        """The WAL's frames; 0 before it has any. A header caught while SQLite rewrites it (its two
-        copies differ) answers the count read before."""
+        """The WAL's frames; 0 before it has any. Reads a few frame headers: from the count
+        read before, the WAL's frames being the file's first ones."""
         try:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-            data = _read_at_start(self._fd, 96)
+            fd = self._fd
+            salts = _read_at(fd, 8, 16)
+            if len(salts) < 8:
+                return 0  # an empty WAL
+
+            def ours(frame: int) -> bool:
+                return frame == 0 or _read_at(fd, 8, 32 + (frame - 1) * self._frame + 8) == salts
+
+            # Frames ``low`` and before are the WAL's, ``high`` is not: doubling the step, then halving.
+            low = self._last if ours(self._last) else 0
+            step = 1
+            while ours(low + step):
+                low += step
+                step *= 2
+            high = low + step
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = (middle, high) if ours(middle) else (low, middle)
         except OSError:
-            return 0  # no wal-index yet
-        if len(data) < 96 or data[:48] != data[48:96]:
-            return self._last
-        initialized, frames = self._HEADER.unpack_from(data)
-        self._last = frames if initialized else 0
-        return self._last
+            return 0  # no WAL yet
+        self._last = low
+        return low
 
     def close(self) -> None:
         if self._fd is not None:
@@ -80,11 +96,11 @@ class WalFile:
             self._fd = None
 
 
-def _read_at_start(fd: int, size: int) -> bytes:
-    pread = getattr(os, "pread", None)  # not on Windows
+def _read_at(fd: int, size: int, offset: int) -> bytes:
+    pread = getattr(os, "pread", None)  # not on Windows, where only the writer thread reads
     if pread is not None:
-        return bytes(pread(fd, size, 0))
-    os.lseek(fd, 0, os.SEEK_SET)
+        return bytes(pread(fd, size, offset))
+    os.lseek(fd, offset, os.SEEK_SET)
     return os.read(fd, size)
 
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -41,9 +44,12 @@ async def test_writes_reach_the_database_file_without_a_commit_waiting(tmp_path:
         await until(lambda: _in_database_file(path) == 5, "the messages in the database file")
 
 
+@pytest.mark.parametrize(
+    "vfs", ["", "?vfs=unix-excl&uri=true"], ids=["shared-wal-index", "wal-index-in-heap"]
+)
 @pytest.mark.parametrize("background", [True, False], ids=["background", "writer-thread"])
 async def test_a_writer_that_never_pauses_keeps_the_wal_bounded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, background: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, background: bool, vfs: str
 ) -> None:
     """Writes eight times the limit in pages, on the caller's thread (small appends): the WAL
     stays bounded, and no checkpoint ever runs on the caller's thread.
@@ -53,13 +59,14 @@ async def test_a_writer_that_never_pauses_keeps_the_wal_bounded(
     nothing), the writer thread checkpoints after a write once the WAL is past twice the limit
     (waiting for a background checkpoint under way), which keeps it within three times. Without
     either the WAL would hold every page written. (The WAL file keeps the largest size it
-    reached.)"""
+    reached.) Also where SQLite keeps the wal-index in its own memory, not in a ``-shm`` file
+    (``unix-excl``: one process only)."""
     limit = 400
     monkeypatch.setattr(_sqlite_wal, "WAL_LIMIT_PAGES", limit)
     if not background:
         monkeypatch.setattr(_sqlite_wal.Checkpointer, "_checkpoint", lambda self, connection: None)
     path = tmp_path / "b.db"
-    async with ChatMemory.open(f"sqlite:///{path}") as memory:
+    async with ChatMemory.open(f"sqlite:///{'file:' if vfs else ''}{path}{vfs}") as memory:
         alice = memory.scoped(Principal("alice"))
         conv = await alice.start_conversation()
         run = await alice.start_history(conv.id, model="m")
@@ -97,7 +104,7 @@ async def test_the_wal_file_keeps_its_size_when_the_wal_starts_over(
 ) -> None:
     """The WAL starts over again and again under steady writes, and its file is never cut back
     (the commits after a start overwrite it rather than grow it); how full the WAL is comes from
-    its wal-index, which agrees with SQLite's own count."""
+    its frames, which agrees with SQLite's own count."""
     limit = 200
     monkeypatch.setattr(_sqlite_wal, "WAL_LIMIT_PAGES", limit)
     path = tmp_path / "k.db"
@@ -140,6 +147,111 @@ async def test_a_wal_file_grown_past_its_own_limit_is_cut_back(
         assert frames == copied > 1000  # all of it copied: the next write starts the WAL over
         await alice.append_messages(run.id, [NewMessage("user", "after")])
         assert _wal_file(path).stat().st_size <= 32 + 300 * (4096 + 24) < grown
+
+
+# Takes, in a process of its own, the write lock on the byte of a ``-shm`` file that SQLite's
+# connections hold a read lock on while they use it (``UNIX_SHM_DMS``): the first connection of
+# a process that gets it takes the wal-index for unused and starts it afresh.
+_TAKE_THE_WAL_INDEX = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 128)
+except OSError:
+    print("in use")
+else:
+    print("unused")
+"""
+
+
+def _wal_index_in_use(path: Path) -> bool:
+    shm = str(path.parent / (path.name + "-shm"))
+    probe = subprocess.run([sys.executable, "-c", _TAKE_THE_WAL_INDEX, shm], capture_output=True, text=True)
+    assert probe.returncode == 0, probe.stderr
+    return probe.stdout.strip() == "in use"
+
+
+async def test_closing_a_store_leaves_another_stores_locks_on_the_same_file(tmp_path: Path) -> None:
+    """Two stores of one process on one file, both written to: closing one leaves the other's
+    locks in place, so another process never takes the wal-index the open store uses for
+    unused (a process's locks on a file go when it closes any descriptor of that file)."""
+    path = tmp_path / "two.db"
+    async with ChatMemory.open(f"sqlite:///{path}") as staying:
+        async with ChatMemory.open(f"sqlite:///{path}") as closing:
+            for memory in (staying, closing):
+                alice = memory.scoped(Principal("alice"))
+                conv = await alice.start_conversation()
+                await alice.start_history(conv.id, model="m")
+            assert _wal_index_in_use(path)
+        assert _wal_index_in_use(path)
+        alice = staying.scoped(Principal("alice"))
+        assert len((await alice.list_conversations()).items) == 2
+
+
+# Another process's writes: many pages, a checkpoint that copies them all, then a few more,
+# which start the WAL over.
+_ANOTHER_PROCESS_WRITES = """
+import sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("PRAGMA wal_autocheckpoint = 0")
+for rows in (300, 3):
+    for _ in range(rows):
+        connection.execute("INSERT INTO other VALUES (?)", ("z" * 3000,))
+    print(*connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+connection.close()
+"""
+
+
+async def test_the_wal_fill_counts_another_processs_frames(tmp_path: Path) -> None:
+    """A WAL another process wrote to, and started over, is counted as SQLite counts it."""
+    path = tmp_path / "o.db"
+    async with ChatMemory.open(f"sqlite:///{path}") as memory:
+        with contextlib.closing(sqlite3.connect(path)) as setup:
+            setup.execute("CREATE TABLE other (x TEXT)")
+            setup.commit()
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        await alice.start_history(conv.id, model="m")
+        wal = memory._db._sqlite._wal  # type: ignore[union-attr]
+        assert wal is not None and wal.pages() > 0
+        with _no_write_nor_checkpoint(memory):
+            other = subprocess.run(
+                [sys.executable, "-c", _ANOTHER_PROCESS_WRITES, str(path)], capture_output=True, text=True
+            )
+            assert other.returncode == 0, other.stderr
+            (_, frames, copied), (_, started_over, _) = [
+                map(int, line.split()) for line in other.stdout.split("\n")[:2]
+            ]
+            assert frames == copied > 300  # all copied: the next write started the WAL over
+            assert wal.pages() == started_over < 100
+        await alice.start_history(conv.id, model="n")
+        with _no_write_nor_checkpoint(memory), contextlib.closing(sqlite3.connect(path)) as other_connection:
+            assert wal.pages() == other_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+
+
+def _open_files_named(path: Path) -> list[str]:
+    """This process's descriptors of ``path`` and of its ``-wal`` and ``-shm`` files (Linux)."""
+    named = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed since
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(str(path)):
+                named.append(target)
+    return named
+
+
+@pytest.mark.parametrize("writes", [True, False], ids=["written", "only-read"])
+async def test_a_closed_store_leaves_no_descriptor_of_its_files(tmp_path: Path, writes: bool) -> None:
+    path = tmp_path / "fd.db"
+    async with ChatMemory.open(f"sqlite:///{path}") as memory:
+        alice = memory.scoped(Principal("alice"))
+        if writes:
+            conv = await alice.start_conversation()
+            run = await alice.start_history(conv.id, model="m")
+            await alice.append_messages(run.id, [NewMessage("user", "x" * 3000) for _ in range(20)])
+        await alice.list_conversations()
+        assert _open_files_named(path)
+    assert _open_files_named(path) == []
 
 
 class _CloseLandingAfterTheDelay(threading.Event):
