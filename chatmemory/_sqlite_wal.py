@@ -59,35 +59,42 @@ class WalFile:
         self.file_limit = 32 + FILE_LIMIT_PAGES * self._frame
         self.path = str(connection.execute("PRAGMA database_list").fetchone()[2]) + "-wal"
         self._fd: int | None = None
-        self._last = 0
+        self._salts = b""  # the WAL header's when last counted
+        self._last = 0  # frames counted then
+        self._grown = 1  # by how many frames that count grew: the next one is guessed alike
 
     def pages(self) -> int:
-        """The WAL's frames; 0 before it has any. Reads a few frame headers: from the count
-        read before, the WAL's frames being the file's first ones."""
+        """The WAL's frames; 0 before it has any. Reads the WAL header's salts and, mostly, two
+        frame headers: where the last count, grown by as much as it grew then, ends. While the
+        salts stay, the WAL's frames only grow, so the search starts from the last count."""
         try:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-            fd = self._fd
+            fd, frame_size = self._fd, self._frame
             salts = _read_at(fd, 8, 16)
             if len(salts) < 8:
+                self._salts, self._last = b"", 0
                 return 0  # an empty WAL
 
             def ours(frame: int) -> bool:
-                return frame == 0 or _read_at(fd, 8, 32 + (frame - 1) * self._frame + 8) == salts
+                return frame == 0 or _read_at(fd, 8, 32 + (frame - 1) * frame_size + 8) == salts
 
-            # Frames ``low`` and before are the WAL's, ``high`` is not: doubling the step, then halving.
-            low = self._last if ours(self._last) else 0
-            step = 1
-            while ours(low + step):
-                low += step
-                step *= 2
-            high = low + step
+            # Frames ``low`` and before are the WAL's, ``high`` is not.
+            before = self._last if salts == self._salts else 0  # else it started over
+            low = before
+            high = low + self._grown
+            if ours(high):
+                low, step = high, 1
+                while ours(low + step):
+                    low += step
+                    step *= 2
+                high = low + step
             while high - low > 1:
                 middle = (low + high) // 2
                 low, high = (middle, high) if ours(middle) else (low, middle)
         except OSError:
             return 0  # no WAL yet
-        self._last = low
+        self._salts, self._last, self._grown = salts, low, max(low - before, 1)
         return low
 
     def close(self) -> None:
