@@ -105,6 +105,10 @@ def _many_params(
     return out
 
 
+# How often, at most, a writer counts the WAL's frames after its commits.
+_COUNT_WAL_EVERY = 0.001
+
+
 def connect(path: str, *, wait: bool = True) -> sqlite3.Connection:
     """A configured connection to ``path`` that any one thread at a time may use; one that
     does not ``wait`` fails at once with ``SQLITE_BUSY`` where it would wait for a lock,
@@ -204,6 +208,9 @@ class SQLiteDriver:
         self._quick_reader: sqlite3.Connection | None = None
         self._closing = False
         self._wal: WalFile | None = None
+        # The WAL's frames when last counted, and when to count them again (see ``_wrote``).
+        self._wal_pages = 0
+        self._count_wal_at = 0.0
         # A write on a caller's thread left the WAL past twice the limit: the writer thread
         # checkpoints after the next write, which therefore runs there.
         self._checkpoint_due = False
@@ -480,7 +487,13 @@ class SQLiteDriver:
         background checkpoint is not keeping up)."""
         if self._checkpoints is None or self._wal is None:
             return False
-        pages = self._wal.pages()
+        now = time.monotonic()
+        if now >= self._count_wal_at:
+            # A count reads a few frame headers (2-3 µs); a small write takes about 100. Counted
+            # at most every millisecond, it lags by a few writes' pages, against a limit of 4,000.
+            self._wal_pages = self._wal.pages()
+            self._count_wal_at = now + _COUNT_WAL_EVERY
+        pages = self._wal_pages
         limit = _sqlite_wal.WAL_LIMIT_PAGES
         self._checkpoints.request(hurry=pages > limit)
         return pages > 2 * limit

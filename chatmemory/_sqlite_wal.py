@@ -77,7 +77,7 @@ class WalFile:
                 return 0  # an empty WAL
 
             def ours(frame: int) -> bool:
-                return frame == 0 or _read_at(fd, 8, 32 + (frame - 1) * frame_size + 8) == salts
+                return frame == 0 or _read_at(fd, 8, 40 + (frame - 1) * frame_size) == salts
 
             # Frames ``low`` and before are the WAL's, ``high`` is not.
             before = self._last if salts == self._salts else 0  # else it started over
@@ -103,12 +103,14 @@ class WalFile:
             self._fd = None
 
 
-def _read_at(fd: int, size: int, offset: int) -> bytes:
-    pread = getattr(os, "pread", None)  # not on Windows, where only the writer thread reads
-    if pread is not None:
-        return bytes(pread(fd, size, offset))
+def _seek_and_read(fd: int, size: int, offset: int) -> bytes:
     os.lseek(fd, offset, os.SEEK_SET)
     return os.read(fd, size)
+
+
+# ``os.pread`` is not on Windows, where the seek and the read are two calls: only the thread
+# holding the store's writers counts the WAL's frames, so no other moves the file's offset.
+_read_at: Callable[[int, int, int], bytes] = getattr(os, "pread", _seek_and_read)
 
 
 class Checkpointer:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import random
 import sqlite3
 import subprocess
 import sys
@@ -252,6 +253,37 @@ async def test_a_closed_store_leaves_no_descriptor_of_its_files(tmp_path: Path, 
         await alice.list_conversations()
         assert _open_files_named(path)
     assert _open_files_named(path) == []
+
+
+def test_the_wal_fill_agrees_with_sqlite_through_commits_of_any_size_and_starts_over(tmp_path: Path) -> None:
+    """Commits of one row to a hundred, small and spanning pages, and now and then a checkpoint
+    that copies the whole WAL (so the next commit starts it over): after each commit the count
+    is SQLite's own. It guesses where the WAL ends from how the last count grew, and must find
+    the end when the guess is short, long, or the WAL started over."""
+    path = str(tmp_path / "f.db")
+    writer = _sqlite_driver.connect(path)
+    writer.execute("PRAGMA wal_autocheckpoint = 0")
+    writer.execute("CREATE TABLE t (x TEXT)")
+    wal = _sqlite_wal.WalFile(writer)
+    checker = sqlite3.connect(path)
+    rng = random.Random(7)
+    starts = 0
+    try:
+        for _ in range(400):
+            writer.execute("BEGIN IMMEDIATE")
+            for _ in range(rng.choice([1, 1, 2, 3, 8, 30, 100])):
+                writer.execute("INSERT INTO t VALUES (?)", ("x" * rng.choice([10, 3000, 9000]),))
+            writer.execute("COMMIT")
+            counted = wal.pages()
+            # SQLite's count; a PASSIVE checkpoint with no other connection copies all of it.
+            busy, frames, copied = checker.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            assert (busy, counted) == (0, frames)
+            starts += copied == frames
+    finally:
+        wal.close()
+        checker.close()
+        writer.close()
+    assert starts > 300
 
 
 class _CloseLandingAfterTheDelay(threading.Event):
