@@ -208,9 +208,6 @@ class SQLiteDriver:
         self._quick_reader: sqlite3.Connection | None = None
         self._closing = False
         self._wal: WalFile | None = None
-        # The WAL's frames when last counted, and when to count them again (see ``_wrote``).
-        self._wal_pages = 0
-        self._count_wal_at = 0.0
         # A write on a caller's thread left the WAL past twice the limit: the writer thread
         # checkpoints after the next write, which therefore runs there.
         self._checkpoint_due = False
@@ -487,13 +484,9 @@ class SQLiteDriver:
         background checkpoint is not keeping up)."""
         if self._checkpoints is None or self._wal is None:
             return False
-        now = time.monotonic()
-        if now >= self._count_wal_at:
-            # A count reads a few frame headers (2-3 µs); a small write takes about 100. Counted
-            # at most every millisecond, it lags by a few writes' pages, against a limit of 4,000.
-            self._wal_pages = self._wal.pages()
-            self._count_wal_at = now + _COUNT_WAL_EVERY
-        pages = self._wal_pages
+        # A count reads a few frame headers (2-3 µs); a small write takes about 100. Counted at
+        # most every millisecond, it lags by a few writes' pages, against a limit of 4,000.
+        pages = self._wal.pages(max_age=_COUNT_WAL_EVERY)
         limit = _sqlite_wal.WAL_LIMIT_PAGES
         self._checkpoints.request(hurry=pages > limit)
         return pages > 2 * limit

@@ -12,9 +12,11 @@ checkpoints after its next write, as SQLite's own checkpoint in a commit would.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 
 # The WAL is finished (copied whole, so it starts over) once past this many pages, and the
@@ -62,11 +64,18 @@ class WalFile:
         self._salts = b""  # the WAL header's when last counted
         self._last = 0  # frames counted then
         self._grown = 1  # by how many frames that count grew: the next one is guessed alike
+        self._counted_at = -math.inf  # ``time.monotonic()`` then
 
-    def pages(self) -> int:
+    def pages(self, *, max_age: float = 0.0) -> int:
         """The WAL's frames; 0 before it has any. Reads the WAL header's salts and, mostly, two
         frame headers: where the last count, grown by as much as it grew then, ends. While the
-        salts stay, the WAL's frames only grow, so the search starts from the last count."""
+        salts stay, the WAL's frames only grow, so the search starts from the last count.
+
+        A count younger than ``max_age`` seconds is answered again without reading."""
+        now = time.monotonic()
+        if now < self._counted_at + max_age:
+            return self._last
+        self._counted_at = now
         try:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
@@ -93,6 +102,7 @@ class WalFile:
                 middle = (low + high) // 2
                 low, high = (middle, high) if ours(middle) else (low, middle)
         except OSError:
+            self._last = 0
             return 0  # no WAL yet
         self._salts, self._last, self._grown = salts, low, max(low - before, 1)
         return low

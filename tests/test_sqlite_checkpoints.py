@@ -15,10 +15,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 
-from chatmemory import ChatMemory, NewMessage, Principal, _sqlite_driver, _sqlite_wal
+from chatmemory import ChatMemory, NewMessage, Principal, Scope, _sqlite_driver, _sqlite_wal
 from tests.test_postgres_group_commit import until
 
 
@@ -34,13 +35,22 @@ def _in_database_file(path: Path) -> int:
     return count
 
 
+def _wal_file(path: Path) -> Path:
+    return path.parent / (path.name + "-wal")
+
+
+async def _running(memory: ChatMemory) -> tuple[Scope, UUID]:
+    """Alice's scope, and the id of a running history in a new conversation of hers."""
+    alice = memory.scoped(Principal("alice"))
+    conv = await alice.start_conversation()
+    return alice, (await alice.start_history(conv.id, model="m")).id
+
+
 async def test_writes_reach_the_database_file_without_a_commit_waiting(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     async with ChatMemory.open(f"sqlite:///{path}") as memory:
-        alice = memory.scoped(Principal("alice"))
-        conv = await alice.start_conversation()
-        run = await alice.start_history(conv.id, model="m")
-        await alice.append_messages(run.id, [NewMessage("user", f"m{i}") for i in range(5)])
+        alice, run = await _running(memory)
+        await alice.append_messages(run, [NewMessage("user", f"m{i}") for i in range(5)])
         # Far below the writer's own limit, so only the background thread can have copied them.
         await until(lambda: _in_database_file(path) == 5, "the messages in the database file")
 
@@ -68,27 +78,21 @@ async def test_a_writer_that_never_pauses_keeps_the_wal_bounded(
         monkeypatch.setattr(_sqlite_wal.Checkpointer, "_checkpoint", lambda self, connection: None)
     path = tmp_path / "b.db"
     async with ChatMemory.open(f"sqlite:///{'file:' if vfs else ''}{path}{vfs}") as memory:
-        alice = memory.scoped(Principal("alice"))
-        conv = await alice.start_conversation()
-        run = await alice.start_history(conv.id, model="m")
+        alice, run = await _running(memory)
         writer = memory._db._sqlite._write_connection  # type: ignore[union-attr]
         assert writer is not None
         statements: list[tuple[str, str]] = []
         writer.set_trace_callback(lambda sql: statements.append((threading.current_thread().name, sql)))
         text = "x" * 3000  # about a page per message
         for _ in range(8 * limit // 10):
-            await alice.append_messages(run.id, [NewMessage("user", text) for _ in range(10)])
-        wal_pages = (path.parent / (path.name + "-wal")).stat().st_size // 4096
+            await alice.append_messages(run, [NewMessage("user", text) for _ in range(10)])
+        wal_pages = _wal_file(path).stat().st_size // 4096
     assert wal_pages < 3 * limit, wal_pages
     here = threading.current_thread().name
     checkpoints = [thread for thread, sql in statements if "wal_checkpoint" in sql]
     assert here not in checkpoints
     assert background or len(checkpoints) >= 3, checkpoints
     assert any(thread == here for thread, sql in statements if sql.startswith("INSERT"))
-
-
-def _wal_file(path: Path) -> Path:
-    return path.parent / (path.name + "-wal")
 
 
 @contextlib.contextmanager
@@ -110,14 +114,12 @@ async def test_the_wal_file_keeps_its_size_when_the_wal_starts_over(
     monkeypatch.setattr(_sqlite_wal, "WAL_LIMIT_PAGES", limit)
     path = tmp_path / "k.db"
     async with ChatMemory.open(f"sqlite:///{path}") as memory:
-        alice = memory.scoped(Principal("alice"))
-        conv = await alice.start_conversation()
-        run = await alice.start_history(conv.id, model="m")
+        alice, run = await _running(memory)
         wal = memory._db._sqlite._wal  # type: ignore[union-attr]
         assert wal is not None
         sizes, fills = [], []
         for _ in range(150):
-            await alice.append_messages(run.id, [NewMessage("user", "x" * 3000) for _ in range(4)])
+            await alice.append_messages(run, [NewMessage("user", "x" * 3000) for _ in range(4)])
             sizes.append(_wal_file(path).stat().st_size)
             fills.append(wal.pages())
         starts = sum(1 for before, after in itertools.pairwise(fills) if after < before)
@@ -137,16 +139,14 @@ async def test_a_wal_file_grown_past_its_own_limit_is_cut_back(
     monkeypatch.setattr(_sqlite_wal, "FILE_LIMIT_PAGES", 300)
     path = tmp_path / "g.db"
     async with ChatMemory.open(f"sqlite:///{path}") as memory:
-        alice = memory.scoped(Principal("alice"))
-        conv = await alice.start_conversation()
-        run = await alice.start_history(conv.id, model="m")
-        await alice.append_messages(run.id, [NewMessage("user", "y" * 90_000) for _ in range(100)])
+        alice, run = await _running(memory)
+        await alice.append_messages(run, [NewMessage("user", "y" * 90_000) for _ in range(100)])
         grown = _wal_file(path).stat().st_size
         assert grown > 1000 * 4096
         with _no_write_nor_checkpoint(memory), contextlib.closing(sqlite3.connect(path)) as other:
             _, frames, copied = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         assert frames == copied > 1000  # all of it copied: the next write starts the WAL over
-        await alice.append_messages(run.id, [NewMessage("user", "after")])
+        await alice.append_messages(run, [NewMessage("user", "after")])
         assert _wal_file(path).stat().st_size <= 32 + 300 * (4096 + 24) < grown
 
 
@@ -247,9 +247,8 @@ async def test_a_closed_store_leaves_no_descriptor_of_its_files(tmp_path: Path, 
     async with ChatMemory.open(f"sqlite:///{path}") as memory:
         alice = memory.scoped(Principal("alice"))
         if writes:
-            conv = await alice.start_conversation()
-            run = await alice.start_history(conv.id, model="m")
-            await alice.append_messages(run.id, [NewMessage("user", "x" * 3000) for _ in range(20)])
+            alice, run = await _running(memory)
+            await alice.append_messages(run, [NewMessage("user", "x" * 3000) for _ in range(20)])
         await alice.list_conversations()
         assert _open_files_named(path)
     assert _open_files_named(path) == []
