@@ -31,8 +31,8 @@ from pathlib import Path
 
 from benchmarks import _raw_sql as sql
 from benchmarks._data import message
-from benchmarks._targets import SQLITE_PRAGMAS
-from chatmemory import ChatMemory
+from benchmarks._raw_sqlite import migrate
+from benchmarks._targets import SQLITE_PEER_PRAGMAS, SQLITE_PRAGMAS, Store
 from chatmemory._db import Database, create_engine
 from chatmemory._migrate import downgrade
 
@@ -47,10 +47,8 @@ _LOG_CHANGE = (
 
 def _connect(path: Path, foreign_keys: bool = True) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    for pragma in SQLITE_PRAGMAS:
+    for pragma in SQLITE_PRAGMAS if foreign_keys else SQLITE_PEER_PRAGMAS:
         connection.execute(f"PRAGMA {pragma}")
-    if not foreign_keys:
-        connection.execute("PRAGMA foreign_keys = OFF")
     return connection
 
 
@@ -103,11 +101,6 @@ def _session_writer(connection: sqlite3.Connection) -> Batch:
     return batch
 
 
-async def _migrated(path: Path) -> None:
-    async with ChatMemory.open(f"sqlite:///{path}"):
-        pass
-
-
 async def _checks_before_0009(path: Path) -> None:
     engine = create_engine(f"sqlite:///{path}")
     try:
@@ -119,7 +112,7 @@ async def _checks_before_0009(path: Path) -> None:
 def _variants(directory: Path) -> dict[str, tuple[Path, bool, Callable[[sqlite3.Connection], Batch]]]:
     """Each variant's empty database, whether it enforces foreign keys, and its writer."""
     template = directory / "template.db"
-    asyncio.run(_migrated(template))
+    asyncio.run(migrate(Store("sqlite", f"sqlite:///{template}", template)))
 
     def copy(name: str, *statements: str) -> Path:
         path = directory / f"{name}.db"
