@@ -45,10 +45,11 @@ def check_text(field: str, value: str) -> str:
     """Reject what neither backend can store faithfully: NUL characters and lone surrogates."""
     if "\x00" in value:
         raise InvalidInputError(field, "must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInputError(field, "must be valid unicode (no lone surrogates)") from None
+    if not value.isascii():  # ASCII text, which ``isascii`` tells without reading it, has none
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInputError(field, "must be valid unicode (no lone surrogates)") from None
     return value
 
 

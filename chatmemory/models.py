@@ -91,23 +91,32 @@ class NewMessage(_Input):
         if content is not None:
             data["content"] = content
         try:
-            super().__init__(**data)
+            # What ``BaseModel.__init__`` does, without its frame: a message is built per item.
+            self.__pydantic_validator__.validate_python(data, self_instance=self)
         except ValidationError as exc:
             raise invalid_input(exc) from None
         self._check()
 
     def _check(self) -> None:
         # Runs after pydantic, so these errors name their field directly.
-        if self.model is not None and self.role != "assistant":
+        model, content = self.model, self.content
+        if model is not None and self.role != "assistant":
             raise InvalidInputError(
                 "model", f"a {self.role} message has no model; only assistant messages do"
             )
-        if isinstance(self.content, str):
-            check_text("content", self.content)
+        if isinstance(content, str):
+            check_text("content", content)
         else:
-            check_json("content", [part.model_dump(exclude_none=True) for part in self.content])
-        for name in ("usage", "metadata", "key", "model"):
-            check_json(name, getattr(self, name))
+            check_json("content", [part.model_dump(exclude_none=True) for part in content])
+        # Most messages have none of these: each checked only when given.
+        if self.usage is not None:
+            check_json("usage", self.usage)
+        if self.metadata is not None:
+            check_json("metadata", self.metadata)
+        if self.key is not None:
+            check_text("key", self.key)
+        if model is not None:
+            check_text("model", model)
         if self.native is not None:
             check_text("native.format", self.native.format)
             check_json("native.data", self.native.data)

@@ -51,6 +51,13 @@ BAD_MESSAGES: list[tuple[dict[str, Any], str]] = [
     ({"role": "user", "content": "x", "status": "weird"}, "messages.0.status"),
     ({"role": "user", "content": "x", "unknown_field": 1}, "messages.0.unknown_field"),
     ({"role": "user", "content": "x", "key": ""}, "messages.0.key"),
+    ({"role": "user", "content": "x", "key": "k\x00"}, "messages.0.key"),
+    ({"role": "user", "content": "x", "key": "k\udfff"}, "messages.0.key"),
+    ({"role": "assistant", "content": "x", "model": "m\x00"}, "messages.0.model"),
+    ({"role": "assistant", "content": "x", "model": "\ud800m"}, "messages.0.model"),
+    ({"role": "user", "content": "x", "usage": {"t\ud800": 1}}, "messages.0.usage"),
+    ({"role": "user", "content": "x", "metadata": {"a": "b\x00"}}, "messages.0.metadata"),
+    ({"role": "user", "content": "é\ud800"}, "messages.0.content"),
     ({"role": "user", "content": "x", "native": {"format": "f"}}, "messages.0.native.data"),
 ]
 
@@ -130,6 +137,15 @@ async def test_limits_are_configurable(db_url: str) -> None:
             with pytest.raises(InvalidInputError):
                 await chat.append_messages(run.id, batch)
         assert len(await chat.append_messages(run.id, [{"role": "user", "content": "x" * 10}] * 2)) == 2
+        # The limit holds the same for built messages as for mappings, at its edge either way.
+        for content in ("é" * 11, "x" * 11, [{"type": "text", "text": "x" * 11}]):
+            with pytest.raises(InvalidInputError) as err:
+                await chat.append_messages(run.id, [NewMessage("user", "ok"), NewMessage("user", content)])
+            assert err.value.field == "messages.1.content"
+        at_limit = [NewMessage("user", "é" * 10), NewMessage("user", "x" * 10)]
+        stored = await chat.append_messages(run.id, at_limit)
+        assert [m.content for m in stored] == ["é" * 10, "x" * 10]
+        assert len(await chat.transcript(conv.id)) == 4
 
 
 async def test_forged_cursors_and_odd_arguments(alice: Scope) -> None:
