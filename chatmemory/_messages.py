@@ -418,7 +418,10 @@ def _stored(
     for seq, m, message_id in zip(itertools.count(last_seq + 1), batch, ids or new_ids(len(batch))):
         role, content, usage, metadata, native, key = m.role, m.content, m.usage, m.metadata, m.native, m.key
         plain = isinstance(content, str)
-        text = content if plain else flatten_content(content)
+        if type(m) is NewMessage:  # what its ``text`` and ``parts`` answer, without their calls
+            text, parts = (content, None) if plain else (flatten_content(content), content)
+        else:  # a subclass's own, as ``batch_params`` and the previews store them
+            text, parts = m.text, m.parts
         model = (m.model or history_model) if role == "assistant" else None
         if sqlite:
             rows.append(
@@ -448,7 +451,7 @@ def _stored(
                     "seq": seq,
                     "role": role,
                     "content": text,
-                    "parts": None if plain else content,
+                    "parts": parts,
                     "model": model,
                     "status": m.status,
                     "error": None,

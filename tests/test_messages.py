@@ -344,3 +344,23 @@ async def test_an_append_answers_every_column_as_it_reads_back(alice: Scope) -> 
     assert await alice.transcript(cid) == answered
     assert [await alice.get_message(m.id) for m in answered] == answered
     assert (await alice.list_messages(history_id=hid, limit=20)).items == answered
+
+
+class _Summarized(NewMessage):
+    """A message class of an application's own, whose ``text`` is not its content flattened."""
+
+    @property
+    def text(self) -> str:
+        return f"[{self.role}] {super().text}"
+
+
+async def test_a_subclass_text_is_what_is_stored_and_answered(alice: Scope) -> None:
+    """A subclass of ``NewMessage`` is stored as its ``text`` says, on either backend, and the
+    append answers what the store then reads back (the conversation's preview included)."""
+    cid, hid = await _run(alice)
+    answered = await alice.append_messages(hid, [_Summarized("user", "hi"), NewMessage("user", "plain")])
+    answered += await alice.append_messages(hid, [_Summarized("user", [TextPart(text="a")], key="k")])
+    assert [m.content for m in answered] == ["[user] hi", "plain", "[user] a"]
+    assert answered[2].parts == [TextPart(text="a")]
+    assert await alice.transcript(cid) == answered
+    assert (await alice.list_conversations()).items[0].last_message_preview == "[user] a"
