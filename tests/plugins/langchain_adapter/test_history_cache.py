@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from chatmemory_langchain import ChatMemoryHistory
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from chatmemory_langchain._convert import copy_of
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
 from chatmemory import ChatMemory, InvalidInputError, NewMessage, Principal
 from chatmemory.scope import Scope
@@ -147,6 +148,64 @@ async def test_changing_the_messages_read_changes_nothing_stored_or_cached(alice
     again = await history.aget_messages()
     assert _texts(again)[:2] == ["u0", "a0"]
     assert again[1].response_metadata.get("model_name") != "changed"
+
+
+def _nested() -> list[BaseMessage]:
+    """Messages whose values nest: content blocks, tool calls, metadata, an extra field."""
+    return [
+        HumanMessage(
+            [
+                {"type": "text", "text": "look"},
+                {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+            ],
+            additional_kwargs={"trace": {"path": ["a", "b"]}},
+        ),
+        AIMessage(
+            "",
+            tool_calls=[{"id": "c1", "name": "search", "args": {"q": ["cats", {"n": 1}]}}],
+            response_metadata={"model_name": "fake", "usage": {"in": 3}},
+            usage_metadata={"input_tokens": 1, "output_tokens": 2, "total_tokens": 3},
+            custom={"kept": [1, 2]},
+        ),
+        ToolMessage("found", tool_call_id="c1", artifact={"rows": [[1, 2]]}),
+    ]
+
+
+def _change_everything(messages: list[BaseMessage]) -> None:
+    human, ai, tool = messages
+    assert isinstance(human.content, list) and isinstance(human.content[1], dict)
+    human.content[1]["image_url"]["url"] = "changed"
+    human.additional_kwargs["trace"]["path"].append("changed")
+    assert isinstance(ai, AIMessage) and isinstance(tool, ToolMessage)
+    ai.tool_calls[0]["args"]["q"][1]["n"] = 99
+    ai.response_metadata["usage"]["in"] = 99
+    ai.custom["kept"].append(3)  # type: ignore[attr-defined]
+    tool.artifact["rows"][0].append(3)
+
+
+async def test_changing_nested_values_read_changes_nothing_cached(alice: Scope) -> None:
+    """Content blocks, tool calls, metadata and extra fields of the messages read are the
+    caller's: changed in place, the next read still answers what was stored."""
+    conversation = await alice.start_conversation()
+    history = ChatMemoryHistory(alice, conversation.id, model="fake-a")
+    await history.aadd_messages(_nested())
+    stored = await ChatMemoryHistory(alice, conversation.id, model="fake-a").aget_messages()
+    first = await history.aget_messages()
+    assert first == stored
+    _change_everything(first)
+    assert first != stored
+    again = await history.aget_messages()
+    assert again == stored and again is not first
+
+
+def test_a_copy_is_a_deep_copy() -> None:
+    """``copy_of`` answers what ``model_copy(deep=True)`` does, sharing nothing changeable."""
+    originals = _nested()
+    copies = [copy_of(m) for m in originals]
+    assert copies == [m.model_copy(deep=True) for m in originals]
+    assert [type(c) for c in copies] == [type(m) for m in originals]
+    _change_everything(copies)
+    assert originals == _nested()
 
 
 @pytest.fixture

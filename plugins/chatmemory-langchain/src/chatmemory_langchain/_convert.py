@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -178,6 +179,35 @@ def from_stored_many(stored: Sequence[Message]) -> list[BaseMessage]:
     native = messages_from_dict([m.native.data for m in stored if _is_native(m)])  # type: ignore[union-attr,misc]
     converted = iter(native)
     return [next(converted) if _is_native(m) else from_stored(m) for m in stored]
+
+
+# Values shared as they are by a copy: nothing can change them in place.
+_ATOMS = frozenset({str, int, float, bool, type(None)})
+
+
+def _copied(value: Any) -> Any:
+    """A deep copy of a message's value: JSON-shaped ones (dicts, lists, strings, numbers),
+    which are what messages hold, copied directly; anything else by ``copy.deepcopy``."""
+    kind = type(value)
+    if kind in _ATOMS:
+        return value
+    if kind is dict:
+        return {key: _copied(item) for key, item in value.items()}
+    if kind is list:
+        return [_copied(item) for item in value]
+    return copy.deepcopy(value)
+
+
+def copy_of(message: BaseMessage) -> BaseMessage:
+    """``message.model_copy(deep=True)``, a caller's to change, in a fraction of its time: a
+    shallow copy whose containers (content blocks, tool calls, metadata) are copied in turn."""
+    copied = message.model_copy()  # its own dicts of fields, extra fields and private attributes
+    for values in (copied.__dict__, copied.__pydantic_extra__, copied.__pydantic_private__):
+        if values:
+            for name, value in values.items():
+                if type(value) not in _ATOMS:
+                    values[name] = _copied(value)
+    return copied
 
 
 def _is_native(message: Message) -> bool:

@@ -13,7 +13,7 @@ from langchain_core.messages import BaseMessage
 from chatmemory.loops import BackgroundLoop, HomeLoop
 from chatmemory.mirror import ConversationMirror
 from chatmemory.scope import Scope
-from chatmemory_langchain._convert import from_stored_many, to_new_message
+from chatmemory_langchain._convert import copy_of, from_stored_many, to_new_message
 from chatmemory_langchain.middleware import SYNC_HINT
 
 __all__ = ["ChatMemoryHistory"]
@@ -65,7 +65,7 @@ class ChatMemoryHistory(BaseChatMessageHistory):
 
     async def _read(self) -> list[BaseMessage]:
         messages, _ = await self._mirror.read(self.chat, self.conversation_id)
-        return [message.model_copy(deep=True) for message in messages]
+        return [copy_of(message) for message in messages]
 
     async def _add(self, messages: Sequence[BaseMessage]) -> None:
         if not messages:
