@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from chatmemory_langchain import ChatMemoryHistory
 from chatmemory_langchain._convert import copy_of
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
 
 from chatmemory import ChatMemory, InvalidInputError, NewMessage, Principal
 from chatmemory.scope import Scope
@@ -206,6 +206,51 @@ def test_a_copy_is_a_deep_copy() -> None:
     assert [type(c) for c in copies] == [type(m) for m in originals]
     _change_everything(copies)
     assert originals == _nested()
+
+
+def _finished_late() -> AIMessageChunk:
+    """A v1 chunk marked last after it was built: read back, LangChain turns its tool call
+    chunk block into the parsed tool call, whose ``args`` are the tool call's own."""
+    args = '{"q": ["cats"]}'
+    block = {"type": "tool_call_chunk", "id": "c1", "name": "search", "args": args, "index": 0}
+    chunk = AIMessageChunk(
+        [block],
+        tool_call_chunks=[{"id": "c1", "name": "search", "args": args, "index": 0}],
+        response_metadata={"output_version": "v1"},
+    )
+    chunk.chunk_position = "last"
+    return chunk
+
+
+async def test_values_shared_within_a_message_read_stay_shared(alice: Scope) -> None:
+    """A message read is its cached one's ``model_copy(deep=True)``: a value the cached one
+    holds in two places is one value in the copy too, as LangChain built it."""
+    conversation = await alice.start_conversation()
+    history = ChatMemoryHistory(alice, conversation.id, model="fake-a")
+    await history.aadd_messages([_finished_late()])
+    [cached] = (await history._mirror.read(alice, conversation.id))[0]
+    assert isinstance(cached, AIMessageChunk) and isinstance(cached.content[0], dict)
+    assert cached.content[0]["args"] is cached.tool_calls[0]["args"]
+    [read] = await history.aget_messages()
+    assert isinstance(read, AIMessageChunk) and isinstance(read.content[0], dict)
+    assert read.content[0]["args"] is read.tool_calls[0]["args"]
+    read.tool_calls[0]["args"]["q"].append("dogs")
+    assert read.content_blocks[0].get("args") == {"q": ["cats", "dogs"]}
+    assert cached.tool_calls[0]["args"] == {"q": ["cats"]}
+
+
+def test_a_copy_keeps_what_is_shared_and_cycles() -> None:
+    """As ``model_copy(deep=True)``: one value held twice is one copy held twice, and a
+    value that holds itself is copied, not recursed into forever."""
+    shared: dict[str, object] = {"path": ["a"]}
+    itself: list[object] = [1]
+    itself.append(itself)
+    message = HumanMessage("x", additional_kwargs={"a": shared, "b": [shared], "c": itself}, d=shared)
+    copied = copy_of(message)
+    kwargs = copied.additional_kwargs
+    assert kwargs["a"] is kwargs["b"][0] is copied.d  # type: ignore[attr-defined]
+    assert kwargs["a"] is not shared and kwargs["c"][1] is kwargs["c"] is not itself
+    assert repr(copied) == repr(message.model_copy(deep=True))
 
 
 @pytest.fixture
