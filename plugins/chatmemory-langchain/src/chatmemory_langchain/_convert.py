@@ -185,28 +185,42 @@ def from_stored_many(stored: Sequence[Message]) -> list[BaseMessage]:
 _ATOMS = frozenset({str, int, float, bool, type(None)})
 
 
-def _copied(value: Any) -> Any:
+def _copied(value: Any, memo: dict[int, Any]) -> Any:
     """A deep copy of a message's value: JSON-shaped ones (dicts, lists, strings, numbers),
-    which are what messages hold, copied directly; anything else by ``copy.deepcopy``."""
+    which are what messages hold, copied directly; anything else by ``copy.deepcopy``. As
+    with ``copy.deepcopy``, ``memo`` (one per message) makes a value held twice one copy
+    held twice, and a value that holds itself a copy that holds itself."""
     kind = type(value)
     if kind in _ATOMS:
         return value
+    if kind is not dict and kind is not list:
+        return copy.deepcopy(value, memo)
+    done = memo.get(id(value))
+    if done is not None:
+        return done
     if kind is dict:
-        return {key: _copied(item) for key, item in value.items()}
-    if kind is list:
-        return [_copied(item) for item in value]
-    return copy.deepcopy(value)
+        copied_dict: dict[Any, Any] = {}
+        memo[id(value)] = copied_dict
+        for key, item in value.items():
+            copied_dict[key] = item if type(item) in _ATOMS else _copied(item, memo)
+        return copied_dict
+    copied_list: list[Any] = []
+    memo[id(value)] = copied_list
+    for item in value:
+        copied_list.append(item if type(item) in _ATOMS else _copied(item, memo))
+    return copied_list
 
 
 def copy_of(message: BaseMessage) -> BaseMessage:
     """``message.model_copy(deep=True)``, a caller's to change, in a fraction of its time: a
     shallow copy whose containers (content blocks, tool calls, metadata) are copied in turn."""
     copied = message.model_copy()  # its own dicts of fields, extra fields and private attributes
+    memo: dict[int, Any] = {}
     for values in (copied.__dict__, copied.__pydantic_extra__, copied.__pydantic_private__):
         if values:
             for name, value in values.items():
                 if type(value) not in _ATOMS:
-                    values[name] = _copied(value)
+                    values[name] = _copied(value, memo)
     return copied
 
 
