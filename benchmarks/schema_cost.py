@@ -12,8 +12,9 @@ message indexes on the history; without foreign-key enforcement. Beside them, th
 OpenAI Agents SDK's ``SQLiteSession`` creates (made by the SDK itself), written the way it
 writes them: a JSON text per message and its session's ``updated_at``.
 
-Rounds alternate the variants; each prints the median ms per batch. The table gives the median
-of the rounds and the ratio to chatmemory's schema as it is.
+Rounds alternate the variants, each round starting one variant further down the list, and each
+variant starts once what the ones before it wrote is on disk; each round prints the median ms per
+batch. The table gives the median of the rounds and the ratio to chatmemory's schema as it is.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import sqlite3
 import statistics
@@ -147,6 +149,13 @@ def _variants(directory: Path) -> dict[str, tuple[Path, bool, Callable[[sqlite3.
     }
 
 
+def _settle() -> None:
+    """Wait until what earlier variants wrote is on disk: the kernel writing it back while the
+    next variant runs would slow that one (and favour whichever runs first)."""
+    if hasattr(os, "sync"):
+        os.sync()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.schema_cost", description=__doc__)
     parser.add_argument("--batch", type=int, default=100, help="messages per transaction (W2: 100)")
@@ -156,10 +165,15 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as directory:
         variants = _variants(Path(directory))
         medians: dict[str, list[float]] = {name: [] for name in variants}
+        names = list(variants)
         for number in range(args.rounds):
-            for name, (template, foreign_keys, writer) in variants.items():
+            # Each round starts one place further down the list, so no variant always runs first
+            # or after the same one; and each starts once the files written before it are on disk.
+            for name in names[number % len(names) :] + names[: number % len(names)]:
+                template, foreign_keys, writer = variants[name]
                 path = Path(directory) / f"round{number}.db"
                 shutil.copyfile(template, path)
+                _settle()
                 connection = _connect(path, foreign_keys)
                 batch = writer(connection)
                 times = [batch(connection, args.batch) for _ in range(args.batches)]

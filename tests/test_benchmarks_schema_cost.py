@@ -75,3 +75,25 @@ def test_the_peer_is_connected_as_the_suite_connects_it(tmp_path: Path) -> None:
             for pragma in (*SQLITE_PEER_PRAGMAS, "foreign_keys = OFF")
         }
     assert settings == {"busy_timeout": 30000, "journal_mode": "wal", "synchronous": 1, "foreign_keys": 0}
+
+
+def test_every_variant_runs_in_every_place_once_settled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Round ``n`` starts at the ``n``-th variant, so over as many rounds as variants each runs
+    first once (the place that waits least for the disk), and each starts once what the ones
+    before it wrote is on disk."""
+    order: list[str] = []
+    copy = schema_cost.shutil.copyfile
+
+    def copied(source: Path, target: Path) -> object:
+        if target.name.startswith("round"):
+            order.append(f"copy {Path(source).name}")
+        return copy(source, target)
+
+    monkeypatch.setattr(schema_cost.shutil, "copyfile", copied)
+    monkeypatch.setattr(schema_cost, "_settle", lambda: order.append("sync"))
+    schema_cost.main(["--batch", "2", "--batches", "1", "--rounds", "6"])
+    runs = [entry for entry in order if entry != "sync"]
+    assert order == [step for run in runs for step in (run, "sync")]
+    rounds = [runs[i : i + 6] for i in range(0, 36, 6)]
+    assert len(runs) == 36 and all(len(set(r)) == 6 for r in rounds)
+    assert [r[0] for r in rounds] == [rounds[0][i] for i in range(6)]
