@@ -88,7 +88,10 @@ class MergeOps(MessageOps):
     async def get_tail(
         self, conversation_id: Id, *, limit: int | None = None, since: datetime | None = None
     ) -> Tail:
-        """A conversation's newest live messages, in ``seq`` order, read in one transaction.
+        """A conversation's newest live messages, in ``seq`` order, and the conversation as read
+        just before them. On SQLite both come from one snapshot. On PostgreSQL they are two
+        statements, each seeing what was committed when it began: the messages may then include
+        some appended after the conversation (its ``last_seq`` and message count) was read.
 
         ``limit`` keeps at most that many (0 reads none); ``since`` keeps those created at
         or after that time.
