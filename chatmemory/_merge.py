@@ -89,9 +89,10 @@ class MergeOps(MessageOps):
         self, conversation_id: Id, *, limit: int | None = None, since: datetime | None = None
     ) -> Tail:
         """A conversation's newest live messages, in ``seq`` order, and the conversation as read
-        just before them. On SQLite both come from one snapshot. On PostgreSQL they are two
-        statements, each seeing what was committed when it began: the messages may then include
-        some appended after the conversation (its ``last_seq`` and message count) was read.
+        just before them: never a message appended after that read, so ``last_seq`` counts
+        every message returned. On SQLite both come from one snapshot. On PostgreSQL they are
+        two statements, each seeing what was committed when it began: a message deleted or
+        changed between the two is answered as it is after the change.
 
         ``limit`` keeps at most that many (0 reads none); ``since`` keeps those created at
         or after that time.
@@ -167,7 +168,10 @@ def _tail(
     rows: list[Row] = []
     if limit != 0:
         statement = sql.tail_messages(since is not None, limit is not None)
-        rows = yield Stmt(statement, {"cid": cid, "since": since, "limit": limit})
+        # Bounded by the ``last_seq`` just read: on PostgreSQL the messages are read in a
+        # snapshot of their own, which may hold appends that one does not count.
+        params = {"cid": cid, "since": since, "limit": limit, "last_seq": found[0][-1]}
+        rows = yield Stmt(statement, params)
     return found[0], rows
 
 

@@ -274,9 +274,11 @@ def tail_conversation(scope: Scope) -> SQL:
 
 @functools.cache
 def tail_messages(since: bool, limit: bool) -> SQL:
-    """A conversation's newest live messages, newest first (of an already visible conversation)."""
+    """A conversation's newest live messages up to ``:last_seq``, newest first (of an already
+    visible conversation): none appended after its ``last_seq`` was read."""
     after = " AND m.created_at >= :since" if since else ""
-    return _both(f"{_OF_CONVERSATION}{after} ORDER BY m.seq DESC{' LIMIT :limit' if limit else ''}")
+    order = f" ORDER BY m.seq DESC{' LIMIT :limit' if limit else ''}"
+    return _both(f"{_OF_CONVERSATION} AND m.seq <= :last_seq{after}{order}")
 
 
 @functools.cache

@@ -42,11 +42,11 @@ class ConversationMirror(Generic[T]):
     its live message count and its newest few messages. The mirrored messages are reused only
     when they provably still hold: every message appended since is among those read, the newest
     mirrored ones are still there, and the count shows none was deleted. On PostgreSQL the
-    counters and the messages are two statements, each seeing what was committed when it began,
-    so the messages may include one the counters do not count yet: the next read then finds the
-    newest mirrored message past the counters' ``seq`` and reads the conversation whole. A
-    pending message in the mirror (its completion changes no count) makes any change reload
-    the conversation whole, as does anything the check cannot prove. So changes made by any
+    counters and the messages are two statements, each seeing what was committed when it began:
+    the messages stop at the counters' ``seq``, and one deleted between the two leaves the count
+    one over what is mirrored, so the next read reads the conversation whole. A pending message
+    in the mirror (its completion changes no count) makes any change reload the conversation
+    whole, as does anything the check cannot prove. So changes made by any
     other writer, in any process, are always seen; only new messages are converted.
 
     ``convert`` turns stored messages into the framework's values, one per message, in order.

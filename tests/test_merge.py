@@ -22,6 +22,7 @@ from chatmemory import (
 from chatmemory._plan import Stmt
 from chatmemory.scope import Scope
 from tests.conftest import _create_database
+from tests.transactions import committed_before_messages
 
 
 async def test_metadata_and_messages_are_written_together(alice: Scope) -> None:
@@ -167,6 +168,31 @@ async def test_tail_by_count_and_time(alice: Scope) -> None:
     assert texts(await alice.get_tail(conv.id, since=start + timedelta(seconds=3))) == ["3", "4"]
     assert texts(await alice.get_tail(conv.id, since=start + timedelta(seconds=2), limit=1)) == ["4"]
     assert texts(await alice.get_tail(conv.id, since=start + timedelta(days=1))) == []
+
+
+@pytest.mark.parametrize("limit", [None, 2])
+async def test_tail_never_answers_a_message_its_last_seq_does_not_count(
+    db_url: str, memory: ChatMemory, alice: Scope, limit: int | None
+) -> None:
+    """An append committed after the conversation was read and before its messages are (on
+    PostgreSQL two statements, each with its own snapshot) is left for the next read: a caller
+    that writes with ``if_last_seq=tail.last_seq`` must have seen every message that counts."""
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    await alice.append_messages(run.id, [{"role": "user", "content": str(i)} for i in range(3)])
+    async with ChatMemory.open(db_url) as elsewhere:
+        other = elsewhere.scoped(Principal("alice"))
+        with committed_before_messages(
+            memory, lambda: other.append_messages(run.id, [{"role": "user", "content": "late"}])
+        ) as done:
+            tail = await alice.get_tail(conv.id, limit=limit)
+        assert done  # it did commit in the middle of the read
+    assert tail.last_seq == 3
+    assert [m.content for m in tail.messages] == ["0", "1", "2"][-(limit or 3) :]
+    assert [m.seq for m in tail.messages] == [1, 2, 3][-(limit or 3) :]
+    assert tail.conversation.message_count == 3
+    later = await alice.get_tail(conv.id, limit=limit)
+    assert (later.last_seq, [m.content for m in later.messages][-1]) == (4, "late")
 
 
 async def test_tail_of_someone_elses_conversation_is_not_found(alice: Scope, bob: Scope) -> None:

@@ -1,15 +1,17 @@
 """Counting the transactions a store runs, for tests that pin how many a call or a turn takes;
-and holding a SQLite store's writer busy."""
+holding a SQLite store's writer busy; and committing another writer's work in the middle of
+a read."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from chatmemory import ChatMemory
+from chatmemory._plan import Stmt
 from chatmemory._sqlite_driver import SQLiteDriver
 
 
@@ -41,3 +43,39 @@ def writer_busy(driver: SQLiteDriver, gate: threading.Event) -> asyncio.Future[b
             return gate.wait(30)
 
     return asyncio.wrap_future(driver._writer.submit(busy))
+
+
+@contextmanager
+def committed_before_messages(memory: ChatMemory, work: Callable[[], Awaitable[Any]]) -> Iterator[list[Any]]:
+    """Within the block, the first statement of ``memory`` that reads ``chat_messages`` waits
+    until ``work`` (another store's calls, on their own connections as another process's are)
+    has run to its commit on a thread and event loop of its own. Yields the list ``work``'s
+    result is put in; empty after the block if no such statement ran."""
+    done: list[Any] = []
+
+    def between(stmt: Stmt) -> None:
+        text = stmt.sql.sqlite if memory._db.is_sqlite else stmt.sql.postgres
+        if not done and "FROM chat_messages" in (text or ""):
+            outcome: list[BaseException] = []
+
+            def elsewhere() -> None:
+                try:
+                    done.append(asyncio.run(_within(work(), 30)))
+                except BaseException as exc:
+                    outcome.append(exc)
+
+            writer = threading.Thread(target=elsewhere)
+            writer.start()
+            writer.join()
+            if outcome:
+                raise outcome[0]
+
+    memory._db.set_trace(between)
+    try:
+        yield done
+    finally:
+        memory._db.set_trace(None)
+
+
+async def _within(work: Awaitable[Any], seconds: float) -> Any:
+    return await asyncio.wait_for(work, timeout=seconds)

@@ -27,6 +27,7 @@ from chatmemory import (
     ToolCallPart,
     ToolResultPart,
 )
+from tests.transactions import committed_before_messages
 
 APP = "app"
 
@@ -261,3 +262,40 @@ async def test_two_stores_on_one_database_let_exactly_one_stale_writer_win(
     chat = memory.scoped(Principal("u1", tenant=APP))
     (summary,) = (await chat.list_conversations()).items
     assert len((await chat.get_conversation(summary.id)).histories) == 1
+
+
+async def test_a_session_read_while_another_store_appends_is_one_consistent_state(
+    db_url: str, service: ChatMemorySessionService, memory: ChatMemory
+) -> None:
+    """An event appended by another store while ``get_session`` reads (after the session's
+    state and revision, before its events; on PostgreSQL two statements) is either wholly in
+    the session read or wholly absent: its events, state and revision agree, so writing from
+    it is refused only when it is out of date, as ADK's own stores refuse it."""
+    created = await service.create_session(app_name=APP, user_id="u1", session_id="s")
+    await service.append_event(created, user_event("first", n=1))
+    async with ChatMemorySessionService.from_url(db_url) as elsewhere:
+
+        async def append_elsewhere() -> None:
+            theirs = await elsewhere.get_session(app_name=APP, user_id="u1", session_id="s")
+            assert theirs is not None
+            await elsewhere.append_event(theirs, user_event("second", n=2))
+
+        with committed_before_messages(memory, append_elsewhere) as done:
+            session = await service.get_session(app_name=APP, user_id="u1", session_id="s")
+        assert done  # the other store did commit in the middle of the read
+    assert session is not None
+    texts = [e.content.parts[0].text for e in session.events if e.content and e.content.parts]
+    assert (texts, session.state) == (["first"], {"n": 1})  # as it was before the other append
+    with pytest.raises(StaleSessionError):
+        await service.append_event(session, user_event("third", n=3))
+    fresh = await service.get_session(app_name=APP, user_id="u1", session_id="s")
+    assert fresh is not None
+    await service.append_event(fresh, user_event("third", n=3))
+    stored = await service.get_session(app_name=APP, user_id="u1", session_id="s")
+    assert stored is not None
+    assert [e.content.parts[0].text for e in stored.events if e.content and e.content.parts] == [
+        "first",
+        "second",
+        "third",
+    ]
+    assert stored.state == {"n": 3}
