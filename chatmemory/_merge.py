@@ -30,6 +30,9 @@ from chatmemory.principal import Principal
 
 __all__ = ["MergeOps", "Tail"]
 
+_TAIL_READS = 3
+_MESSAGE_COUNT = _rows.SUMMARY_FIELDS.index("message_count")
+
 
 class Tail(BaseModel):
     """The end of a conversation: the conversation, its last ``seq`` and the selected messages."""
@@ -91,8 +94,10 @@ class MergeOps(MessageOps):
         """A conversation's newest live messages, in ``seq`` order, and the conversation as read
         just before them: never a message appended after that read, so ``last_seq`` counts
         every message returned. On SQLite both come from one snapshot. On PostgreSQL they are
-        two statements, each seeing what was committed when it began: a message deleted or
-        changed between the two is answered as it is after the change.
+        two statements, each seeing what was committed when it began: when fewer messages are
+        found than the conversation counted (a deletion in between; without ``since``, which
+        the count cannot tell), both are read again, up to three times; a message completed
+        in between is answered completed.
 
         ``limit`` keeps at most that many (0 reads none); ``since`` keeps those created at
         or after that time.
@@ -112,7 +117,8 @@ class MergeOps(MessageOps):
         # Since a time, it reads back through every older message until it has ``limit``
         # (creation times need not follow ``seq``): not small however few it returns.
         bound = limit if since is None else None
-        row, rows = await self._db.run(_tail(self.principal, cid, limit, since), rows=bound)
+        plan = _tail(self.principal, cid, limit, since, one_snapshot=self._db.is_sqlite)
+        row, rows = await self._db.run(plan, rows=bound)
         summary = _rows.one(_rows.summaries, row[:-1], self._db.is_sqlite)
         found = _rows.messages(rows[::-1], self._db.is_sqlite, cid)
         return Tail(conversation=summary, last_seq=row[-1], messages=found)
@@ -159,20 +165,31 @@ def _merge_and_append(
 
 
 def _tail(
-    principal: Principal, cid: UUID, limit: int | None, since: datetime | None
+    principal: Principal, cid: UUID, limit: int | None, since: datetime | None, *, one_snapshot: bool
 ) -> Plan[tuple[Row, list[Row]]]:
+    """The conversation's row and its newest messages, newest first.
+
+    On PostgreSQL the two statements see what was committed when each began. The messages stop
+    at the ``last_seq`` the first one read, so appends after it wait for the next read; deletions
+    between the two leave fewer messages than the first counted (when the count tells, that is
+    without ``since``), and the pair is read again, at most ``_TAIL_READS`` times in all and only
+    while the conversation's row keeps changing."""
     scope, params = q.principal_params(principal)
-    found = yield Stmt(sql.tail_conversation(scope), {**params, "cid": cid})
-    if not found:
-        raise ConversationNotFound(cid)
-    rows: list[Row] = []
-    if limit != 0:
-        statement = sql.tail_messages(since is not None, limit is not None)
-        # Bounded by the ``last_seq`` just read: on PostgreSQL the messages are read in a
-        # snapshot of their own, which may hold appends that one does not count.
-        params = {"cid": cid, "since": since, "limit": limit, "last_seq": found[0][-1]}
-        rows = yield Stmt(statement, params)
-    return found[0], rows
+    previous = None
+    for _ in range(_TAIL_READS):
+        found = yield Stmt(sql.tail_conversation(scope), {**params, "cid": cid})
+        if not found:
+            raise ConversationNotFound(cid)
+        row = found[0]
+        rows: list[Row] = []
+        if limit != 0:
+            statement = sql.tail_messages(since is not None, limit is not None)
+            rows = yield Stmt(statement, {"cid": cid, "since": since, "limit": limit, "last_seq": row[-1]})
+        counted = row[_MESSAGE_COUNT] if limit is None else min(limit, row[_MESSAGE_COUNT])
+        if one_snapshot or since is not None or len(rows) >= counted or row == previous:
+            break
+        previous = row
+    return row, rows
 
 
 def _mapping(value: object) -> Mapping[Any, Mapping[str, Any]]:

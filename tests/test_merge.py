@@ -195,6 +195,25 @@ async def test_tail_never_answers_a_message_its_last_seq_does_not_count(
     assert (later.last_seq, [m.content for m in later.messages][-1]) == (4, "late")
 
 
+@pytest.mark.parametrize("limit", [None, 10])
+async def test_tail_read_across_a_deletion_agrees_with_its_count(
+    db_url: str, memory: ChatMemory, alice: Scope, limit: int | None
+) -> None:
+    """A message deleted after the conversation was counted and before its messages are read:
+    the tail is read again, so its messages are the ones its count counts."""
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    appended = await alice.append_messages(run.id, [{"role": "user", "content": str(i)} for i in range(4)])
+    async with ChatMemory.open(db_url) as elsewhere:
+        other = elsewhere.scoped(Principal("alice"))
+        with committed_before_messages(memory, lambda: other.delete_message(appended[-1].id)) as done:
+            tail = await alice.get_tail(conv.id, limit=limit)
+        assert done
+    # Before the deletion (SQLite's one snapshot) or after it, never a mix of the two.
+    read = ([m.content for m in tail.messages], tail.conversation.message_count, tail.last_seq)
+    assert read in ((["0", "1", "2", "3"], 4, 4), (["0", "1", "2"], 3, 4))
+
+
 async def test_tail_of_someone_elses_conversation_is_not_found(alice: Scope, bob: Scope) -> None:
     conv = await alice.start_conversation()
     with pytest.raises(ConversationNotFound):

@@ -55,3 +55,26 @@ async def test_an_append_between_the_statements_of_a_read_is_neither_lost_nor_do
             if not racing:  # nothing changed during it: what a fresh read answers
                 assert read_ == _contents(await chat.transcript(conversation.id))
         assert read_ == ["m0", "m1", "m2", "elsewhere 0", "elsewhere 1"]
+
+
+async def test_a_mirror_never_answers_a_message_deleted_before_its_read(
+    db_url: str, memory: ChatMemory
+) -> None:
+    """A mirrored message deleted and one appended before a read began, and the appended one
+    deleted between the read's two statements: the count read first still matches the
+    mirrored messages plus those read, so the mirror must not keep the one deleted before."""
+    chat = memory.scoped(Principal("alice"))
+    conversation = await chat.start_conversation()
+    run = await chat.start_history(conversation.id, model="m")
+    first, *_ = await chat.append_messages(run.id, [NewMessage("user", f"m{i}") for i in range(3)])
+    mirror: ConversationMirror[str] = ConversationMirror(_contents)
+    assert list((await mirror.read(chat, conversation.id))[0]) == ["m0", "m1", "m2"]
+    await chat.delete_message(first.id)
+    (late,) = await chat.append_messages(run.id, [NewMessage("user", "m3")])
+    async with ChatMemory.open(db_url) as elsewhere:
+        other = elsewhere.scoped(Principal("alice"))
+        with committed_before_messages(memory, lambda: other.delete_message(late.id)) as done:
+            values, _ = await mirror.read(chat, conversation.id)
+        assert done
+    # As the store was when the read began (m1, m2, m3) or when it ended (m1, m2); never m0.
+    assert list(values) in (["m1", "m2", "m3"], ["m1", "m2"])

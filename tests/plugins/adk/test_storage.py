@@ -269,8 +269,8 @@ async def test_a_session_read_while_another_store_appends_is_one_consistent_stat
 ) -> None:
     """An event appended by another store while ``get_session`` reads (after the session's
     state and revision, before its events; on PostgreSQL two statements) is either wholly in
-    the session read or wholly absent: its events, state and revision agree, so writing from
-    it is refused only when it is out of date, as ADK's own stores refuse it."""
+    the session read or wholly absent: its events, its own state and its revision agree, so
+    writing from it is refused only when it is out of date, as ADK's own stores refuse it."""
     created = await service.create_session(app_name=APP, user_id="u1", session_id="s")
     await service.append_event(created, user_event("first", n=1))
     async with ChatMemorySessionService.from_url(db_url) as elsewhere:
@@ -299,3 +299,22 @@ async def test_a_session_read_while_another_store_appends_is_one_consistent_stat
         "third",
     ]
     assert stored.state == {"n": 3}
+
+
+async def test_a_session_deleted_while_it_is_read_is_read_whole_or_not_at_all(
+    db_url: str, service: ChatMemorySessionService, memory: ChatMemory
+) -> None:
+    created = await service.create_session(app_name=APP, user_id="u1", session_id="s")
+    await service.append_event(created, user_event("first", n=1))
+    async with ChatMemorySessionService.from_url(db_url) as elsewhere:
+
+        async def delete_elsewhere() -> None:
+            await elsewhere.delete_session(app_name=APP, user_id="u1", session_id="s")
+
+        with committed_before_messages(memory, delete_elsewhere) as done:
+            session = await service.get_session(app_name=APP, user_id="u1", session_id="s")
+        assert done
+    # Before the delete (its state with its event) or after it (no session): never its state
+    # with none of the events that made it.
+    if session is not None:
+        assert (len(session.events), session.state) == (1, {"n": 1})
