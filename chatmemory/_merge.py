@@ -30,9 +30,6 @@ from chatmemory.principal import Principal
 
 __all__ = ["MergeOps", "Tail"]
 
-_TAIL_READS = 3
-_MESSAGE_COUNT = _rows.SUMMARY_FIELDS.index("message_count")
-
 
 class Tail(BaseModel):
     """The end of a conversation: the conversation, its last ``seq`` and the selected messages."""
@@ -92,12 +89,8 @@ class MergeOps(MessageOps):
         self, conversation_id: Id, *, limit: int | None = None, since: datetime | None = None
     ) -> Tail:
         """A conversation's newest live messages, in ``seq`` order, and the conversation as read
-        just before them: never a message appended after that read, so ``last_seq`` counts
-        every message returned. On SQLite both come from one snapshot. On PostgreSQL they are
-        two statements, each seeing what was committed when it began: when fewer messages are
-        found than the conversation counted (a deletion in between; without ``since``, which
-        the count cannot tell), both are read again, up to three times; a message completed
-        in between is answered completed.
+        with them, in one snapshot on both backends: its ``last_seq`` and message count count
+        exactly the messages there were then.
 
         ``limit`` keeps at most that many (0 reads none); ``since`` keeps those created at
         or after that time.
@@ -117,7 +110,7 @@ class MergeOps(MessageOps):
         # Since a time, it reads back through every older message until it has ``limit``
         # (creation times need not follow ``seq``): not small however few it returns.
         bound = limit if since is None else None
-        plan = _tail(self.principal, cid, limit, since, one_snapshot=self._db.is_sqlite)
+        plan = _tail(self.principal, cid, limit, since, one_statement=not self._db.is_sqlite)
         row, rows = await self._db.run(plan, rows=bound)
         summary = _rows.one(_rows.summaries, row[:-1], self._db.is_sqlite)
         found = _rows.messages(rows[::-1], self._db.is_sqlite, cid)
@@ -165,31 +158,28 @@ def _merge_and_append(
 
 
 def _tail(
-    principal: Principal, cid: UUID, limit: int | None, since: datetime | None, *, one_snapshot: bool
+    principal: Principal, cid: UUID, limit: int | None, since: datetime | None, *, one_statement: bool
 ) -> Plan[tuple[Row, list[Row]]]:
-    """The conversation's row and its newest messages, newest first.
-
-    On PostgreSQL the two statements see what was committed when each began. The messages stop
-    at the ``last_seq`` the first one read, so appends after it wait for the next read; deletions
-    between the two leave fewer messages than the first counted (when the count tells, that is
-    without ``since``), and the pair is read again, at most ``_TAIL_READS`` times in all and only
-    while the conversation's row keeps changing."""
+    """The conversation's row and its newest messages, newest first, from one snapshot: on
+    SQLite two statements in the read's transaction; with ``one_statement`` (PostgreSQL, whose
+    reader statements each take a snapshot of their own) one."""
     scope, params = q.principal_params(principal)
-    previous = None
-    for _ in range(_TAIL_READS):
-        found = yield Stmt(sql.tail_conversation(scope), {**params, "cid": cid})
-        if not found:
+    values = {**params, "cid": cid, "since": since, "limit": limit}
+    if one_statement:
+        rows = yield Stmt(sql.tail_postgres(scope, since is not None, limit is not None), values)
+        # The conversation's row comes first (PostgreSQL appends a UNION ALL's parts in order);
+        # it is the one row without a message id wherever it comes.
+        at = 0 if rows and rows[0][0] is None else next((i for i, r in enumerate(rows) if r[0] is None), -1)
+        if at < 0:
             raise ConversationNotFound(cid)
-        row = found[0]
-        rows: list[Row] = []
-        if limit != 0:
-            statement = sql.tail_messages(since is not None, limit is not None)
-            rows = yield Stmt(statement, {"cid": cid, "since": since, "limit": limit, "last_seq": row[-1]})
-        counted = row[_MESSAGE_COUNT] if limit is None else min(limit, row[_MESSAGE_COUNT])
-        if one_snapshot or since is not None or len(rows) >= counted or row == previous:
-            break
-        previous = row
-    return row, rows
+        width = sql.TAIL_MESSAGE_COLUMNS
+        messages = rows[1:] if at == 0 else rows[:at] + rows[at + 1 :]
+        return rows[at][width:], [r[:width] for r in messages]
+    found = yield Stmt(sql.tail_conversation(scope), values)
+    if not found:
+        raise ConversationNotFound(cid)
+    rows = [] if limit == 0 else (yield Stmt(sql.tail_messages(since is not None, limit is not None), values))
+    return found[0], rows
 
 
 def _mapping(value: object) -> Mapping[Any, Mapping[str, Any]]:

@@ -264,21 +264,58 @@ SET_CONVERSATION_METADATA = _both(
 )
 
 
+def _tail_conversation(scope: Scope) -> str:
+    return f"SELECT {SUMMARY}, c.last_seq FROM chat_conversations c WHERE c.id = :cid AND {visible(scope)}"
+
+
+def _tail_messages(since: bool, limit: bool, conversation: str = ":cid") -> str:
+    after = " AND m.created_at >= :since" if since else ""
+    of_conversation = _OF_CONVERSATION.replace(":cid", conversation)
+    return f"{of_conversation}{after} ORDER BY m.seq DESC{' LIMIT :limit' if limit else ''}"
+
+
 @functools.cache
 def tail_conversation(scope: Scope) -> SQL:
-    """The visible conversation's summary and its ``last_seq``."""
-    return _both(
-        f"SELECT {SUMMARY}, c.last_seq FROM chat_conversations c WHERE c.id = :cid AND {visible(scope)}"
-    )
+    """SQLite: the visible conversation's summary and its ``last_seq``."""
+    return SQL(_tail_conversation(scope), "-- SQLite only")
 
 
 @functools.cache
 def tail_messages(since: bool, limit: bool) -> SQL:
-    """A conversation's newest live messages up to ``:last_seq``, newest first (of an already
-    visible conversation): none appended after its ``last_seq`` was read."""
-    after = " AND m.created_at >= :since" if since else ""
-    order = f" ORDER BY m.seq DESC{' LIMIT :limit' if limit else ''}"
-    return _both(f"{_OF_CONVERSATION} AND m.seq <= :last_seq{after}{order}")
+    """SQLite: a conversation's newest live messages, newest first (of a visible conversation)."""
+    return SQL(_tail_messages(since, limit), "-- SQLite only")
+
+
+def _width(columns: str) -> int:
+    """How many columns a select list names (commas inside parentheses are not between two)."""
+    depth, width = 0, 1
+    for char in columns:
+        depth += (char == "(") - (char == ")")
+        width += char == "," and not depth
+    return width
+
+
+TAIL_MESSAGE_COLUMNS = _width(MESSAGE)
+
+
+@functools.cache
+def tail_postgres(scope: Scope, since: bool, limit: bool) -> SQL:
+    """PostgreSQL: ``tail_conversation`` and ``tail_messages`` in one statement, so from one
+    snapshot (a reader's statements each take their own under READ COMMITTED). Its rows have
+    the ``TAIL_MESSAGE_COLUMNS`` of a message, then those of the conversation: first the
+    visible conversation's row (its message columns NULL), then its messages (the
+    conversation's columns NULL); no row when the conversation is not visible."""
+    no_message = ", ".join(["NULL"] * TAIL_MESSAGE_COLUMNS)
+    no_conversation = ", ".join(["NULL"] * (_width(SUMMARY) + 1))  # and its ``last_seq``
+    # The messages' query with the conversation's columns added to its select list, as NULLs.
+    messages = _tail_messages(since, limit, "(SELECT c.id FROM c)").replace(
+        " FROM chat_messages", f", {no_conversation} FROM chat_messages", 1
+    )
+    return SQL(
+        "-- PostgreSQL only",
+        f"WITH c AS MATERIALIZED ({_tail_conversation(scope)}) "
+        f"SELECT {no_message}, c.* FROM c UNION ALL ({messages})",
+    )
 
 
 @functools.cache

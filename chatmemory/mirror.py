@@ -41,14 +41,11 @@ class ConversationMirror(Generic[T]):
     Each read asks the store, in one call (``get_tail``), for the conversation's last ``seq``,
     its live message count and its newest few messages. The mirrored messages are reused only
     when they provably still hold: every message appended since is among those read, the newest
-    mirrored ones are still there, none of those appended since was deleted (each append takes
-    the ``seq`` values after the last in a row), and the count shows no mirrored one was
-    deleted. On PostgreSQL the counters and the messages are two statements (see ``get_tail``):
-    the messages stop at the counters' ``seq``, and a deletion between the two is never taken
-    for a state the store did not hold. A pending message in the mirror (its completion changes
-    no count) makes any change reload the conversation whole, as does anything the check cannot
-    prove. So changes made by any other writer, in any process, are always seen; only new
-    messages are converted.
+    mirrored ones are still there, and the count shows none was deleted (the counters and the
+    messages come from one snapshot, see ``get_tail``). A pending message in the mirror (its
+    completion changes no count) makes any change reload the conversation whole, as does
+    anything the check cannot prove. So changes made by any other writer, in any process, are
+    always seen; only new messages are converted.
 
     ``convert`` turns stored messages into the framework's values, one per message, in order.
     The values are shared between reads: return copies if callers may change them.
@@ -116,8 +113,6 @@ class ConversationMirror(Generic[T]):
     ) -> _State[T] | None:
         if state.pending:
             return None  # a pending message may have been completed or failed since
-        if len(newer) != last_seq - state.last_seq:
-            return None  # a message appended since was deleted (each append takes seqs in a row)
         if state.count + len(newer) != summary.message_count:
             return None  # a mirrored message was deleted
         mirrored = state.ids[len(state.ids) - len(overlap) :] if overlap else ()

@@ -174,9 +174,10 @@ async def test_tail_by_count_and_time(alice: Scope) -> None:
 async def test_tail_never_answers_a_message_its_last_seq_does_not_count(
     db_url: str, memory: ChatMemory, alice: Scope, limit: int | None
 ) -> None:
-    """An append committed after the conversation was read and before its messages are (on
-    PostgreSQL two statements, each with its own snapshot) is left for the next read: a caller
-    that writes with ``if_last_seq=tail.last_seq`` must have seen every message that counts."""
+    """An append committed by another store while the tail is read (on SQLite between its two
+    statements, in the read's one snapshot): the tail is the conversation before it or after
+    it, never its messages with counters that do not count them, so a caller that writes with
+    ``if_last_seq=tail.last_seq`` has seen every message that counts."""
     conv = await alice.start_conversation()
     run = await alice.start_history(conv.id, model="m")
     await alice.append_messages(run.id, [{"role": "user", "content": str(i)} for i in range(3)])
@@ -186,13 +187,33 @@ async def test_tail_never_answers_a_message_its_last_seq_does_not_count(
             memory, lambda: other.append_messages(run.id, [{"role": "user", "content": "late"}])
         ) as done:
             tail = await alice.get_tail(conv.id, limit=limit)
-        assert done  # it did commit in the middle of the read
-    assert tail.last_seq == 3
-    assert [m.content for m in tail.messages] == ["0", "1", "2"][-(limit or 3) :]
-    assert [m.seq for m in tail.messages] == [1, 2, 3][-(limit or 3) :]
-    assert tail.conversation.message_count == 3
+        assert done  # it did commit while the tail was read
+    n = limit or 4
+    read = ([m.content for m in tail.messages], [m.seq for m in tail.messages], tail.last_seq)
+    before = (["0", "1", "2"][-n:], [1, 2, 3][-n:], 3)
+    after = (["0", "1", "2", "late"][-n:], [1, 2, 3, 4][-n:], 4)
+    assert read in (before, after)
+    assert tail.conversation.message_count == tail.last_seq
     later = await alice.get_tail(conv.id, limit=limit)
     assert (later.last_seq, [m.content for m in later.messages][-1]) == (4, "late")
+
+
+async def test_tail_is_one_statement_on_postgresql(memory: ChatMemory, alice: Scope) -> None:
+    """PostgreSQL reads the conversation and its messages in one statement, its one snapshot (a
+    reader's statements each take their own there); SQLite in two, inside the read's one."""
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    await alice.append_messages(run.id, [{"role": "user", "content": str(i)} for i in range(3)])
+    sent: list[Stmt] = []
+    memory._db.set_trace(sent.append)
+    try:
+        tails = [await alice.get_tail(conv.id, limit=n) for n in (None, 2, 0)]
+    finally:
+        memory._db.set_trace(None)
+    assert [[m.content for m in t.messages] for t in tails] == [["0", "1", "2"], ["1", "2"], []]
+    assert len(sent) == (5 if memory._db.is_sqlite else 3)  # SQLite reads no message for limit=0
+    with pytest.raises(ConversationNotFound):
+        await alice.get_tail(UUID(int=1))
 
 
 @pytest.mark.parametrize("limit", [None, 10])

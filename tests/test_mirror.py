@@ -2,8 +2,10 @@
 
 On PostgreSQL, under READ COMMITTED, each statement of ``get_tail`` sees what was committed
 when it began, so a message appended between its two statements must not be answered with
-counters that do not count it. On SQLite the read holds one snapshot. Either way the mirror
-must hand out no message twice and lose none, and come back to what a fresh read answers.
+counters that do not count it, and one deleted between them must not make the counters agree
+with a state the store never held. On SQLite the read holds one snapshot. Either way the
+mirror must hand out no message twice and lose none, and come back to what a fresh read
+answers.
 """
 
 from __future__ import annotations

@@ -178,3 +178,31 @@ async def test_a_turn_reads_only_the_newest_messages_once_the_session_has_read(
     assert model.last_call is not None and len(model.last_call.input) == 7
     reads = [" ".join(s.split()) for s in statements if "FROM chat_messages" in s and "SELECT" in s]
     assert reads and all("LIMIT" in s for s in reads), reads
+
+
+async def test_popping_items_added_since_the_last_read_does_not_read_the_conversation_whole(
+    alice: Scope, elsewhere: Scope, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn answered again (its answer popped, another added) before the session reads again:
+    the items read before still hold, and the next read proves it without a whole read."""
+    session = await _warm(alice)
+    whole: list[object] = []
+    get_tail = Scope.get_tail
+
+    async def counting(self: Scope, cid: object, *, limit: int | None = None, since: object = None) -> object:
+        if limit is None:
+            whole.append(cid)
+        return await get_tail(self, cid, limit=limit, since=since)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Scope, "get_tail", counting)
+    for i in range(5):
+        await session.get_items()
+        await session.add_items(
+            [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"x{i}"}]
+        )
+        await session.pop_item()
+        await session.add_items([{"role": "assistant", "content": f"y{i}"}])
+    items = await session.get_items()
+    monkeypatch.undo()
+    assert items == await _truth(elsewhere, session)
+    assert whole == []
