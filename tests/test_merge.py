@@ -19,6 +19,8 @@ from chatmemory import (
     InvalidInputError,
     Principal,
 )
+from chatmemory import _sql as sql
+from chatmemory._merge import _tail
 from chatmemory._plan import Stmt
 from chatmemory.scope import Scope
 from tests.conftest import _create_database
@@ -220,8 +222,8 @@ async def test_tail_is_one_statement_on_postgresql(memory: ChatMemory, alice: Sc
 async def test_tail_read_across_a_deletion_agrees_with_its_count(
     db_url: str, memory: ChatMemory, alice: Scope, limit: int | None
 ) -> None:
-    """A message deleted after the conversation was counted and before its messages are read:
-    the tail is read again, so its messages are the ones its count counts."""
+    """A message deleted by another store while the tail is read (on SQLite between its two
+    statements, in the read's one snapshot): its messages are the ones its count counts."""
     conv = await alice.start_conversation()
     run = await alice.start_history(conv.id, model="m")
     appended = await alice.append_messages(run.id, [{"role": "user", "content": str(i)} for i in range(4)])
@@ -291,3 +293,36 @@ async def test_writers_targeting_each_others_conversations_both_succeed(postgres
         go.set()
         await first.close()
         await second.close()
+
+
+def _run_tail_plan(rows: list[tuple[object, ...]]) -> tuple[object, list[object]]:
+    """``_tail``'s PostgreSQL plan answered with ``rows`` as its one statement's result."""
+    plan = _tail(Principal("alice"), UUID(int=7), None, None, one_statement=True)
+    stmt = next(plan)
+    assert "UNION ALL" in stmt.sql.postgres
+    with pytest.raises(StopIteration) as done:
+        plan.send(rows)
+    return done.value.value  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("at", [0, 1, 2, 3])
+def test_tail_finds_the_conversation_row_wherever_it_comes(at: int) -> None:
+    """The conversation's row (no message id) is taken out of the statement's rows wherever it
+    comes; the message rows keep their order and lose the conversation's columns."""
+    width = sql.TAIL_MESSAGE_COLUMNS
+    conversation = (None,) * width + tuple(f"c{i}" for i in range(12))
+    messages = [tuple(f"m{n}.{i}" for i in range(width)) + (None,) * 12 for n in (3, 2, 1)]
+    rows = [*messages[:at], conversation, *messages[at:]]
+    row, found = _run_tail_plan(rows)
+    assert row == conversation[width:]
+    assert found == [m[:width] for m in messages]
+
+
+def test_tail_without_the_conversation_row_is_not_found() -> None:
+    """Message rows without the conversation's row (never sent; the statement reads messages
+    only of a visible conversation) answer ConversationNotFound, not the messages."""
+    width = sql.TAIL_MESSAGE_COLUMNS
+    with pytest.raises(ConversationNotFound):
+        _run_tail_plan([tuple(f"m{i}" for i in range(width)) + (None,) * 12])
+    with pytest.raises(ConversationNotFound):
+        _run_tail_plan([])
