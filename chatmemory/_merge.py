@@ -167,8 +167,9 @@ def _tail(
     values = {**params, "cid": cid, "since": since, "limit": limit}
     if one_statement:
         rows = yield Stmt(sql.tail_postgres(scope, since is not None, limit is not None), values)
-        # The conversation's row comes first (PostgreSQL appends a UNION ALL's parts in order);
-        # it is the one row without a message id wherever it comes.
+        # The conversation's row comes first (PostgreSQL appends a UNION ALL's parts in order,
+        # and the CTE scan of the first keeps that Append from running in parallel); it is the
+        # one row without a message id wherever it comes.
         at = 0 if rows and rows[0][0] is None else next((i for i, r in enumerate(rows) if r[0] is None), -1)
         if at < 0:
             raise ConversationNotFound(cid)

@@ -1,11 +1,11 @@
-"""``ConversationMirror`` when another writer commits between the two statements of its read.
+"""``ConversationMirror`` when another writer commits while it reads.
 
-On PostgreSQL, under READ COMMITTED, each statement of ``get_tail`` sees what was committed
-when it began, so a message appended between its two statements must not be answered with
-counters that do not count it, and one deleted between them must not make the counters agree
-with a state the store never held. On SQLite the read holds one snapshot. Either way the
-mirror must hand out no message twice and lose none, and come back to what a fresh read
-answers.
+``get_tail`` reads the conversation's counters and its newest messages from one snapshot: on
+SQLite two statements in one transaction (the other writer commits between them here), on
+PostgreSQL one statement (under READ COMMITTED two statements would each take their own, and
+a message appended or deleted between them would leave counters that do not count what was
+read). Either way the mirror must hand out no message twice, lose none, never answer one
+deleted before its read, and come back to what a fresh read answers.
 """
 
 from __future__ import annotations
@@ -63,8 +63,9 @@ async def test_a_mirror_never_answers_a_message_deleted_before_its_read(
     db_url: str, memory: ChatMemory
 ) -> None:
     """A mirrored message deleted and one appended before a read began, and the appended one
-    deleted between the read's two statements: the count read first still matches the
-    mirrored messages plus those read, so the mirror must not keep the one deleted before."""
+    deleted while it reads: were the count read apart from the messages (before the second
+    deletion), it would match the mirrored messages plus those read, and the mirror would
+    keep the one deleted before."""
     chat = memory.scoped(Principal("alice"))
     conversation = await chat.start_conversation()
     run = await chat.start_history(conversation.id, model="m")
