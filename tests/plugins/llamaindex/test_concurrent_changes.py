@@ -26,6 +26,7 @@ from llama_index.core.storage.chat_store.base_db import MessageStatus
 from chatmemory import ChatMemory, Principal, StorageError
 from chatmemory.scope import Scope
 from tests.plugins.llamaindex.conftest import StoreCalls
+from tests.transactions import committed_before_messages
 
 DEADLINE = 60  # seconds: a call that outlives it hangs
 
@@ -365,3 +366,25 @@ async def test_a_store_closed_under_its_calls_fails_them_clearly(
     finally:
         store.close()
         await memory.close()
+
+
+async def test_a_read_sees_the_archive_mark_with_the_messages_it_counts(
+    db_url: str, memory: ChatMemory, db_store: ChatMemoryDBChatStore
+) -> None:
+    """Another process deletes a key's archived messages (and so its archive mark) while this
+    store reads the key: the mark and the messages come from one snapshot, so the active
+    messages are the same before and after, never the newest alone."""
+    await db_store.add_messages("k", turn("a", "b", "c"))
+    await db_store.archive_oldest_messages("k", 1)
+    async with ChatMemory.open(db_url) as elsewhere:
+        other = ChatMemoryDBChatStore(elsewhere.scoped(Principal("alice")))
+        try:
+            with committed_before_messages(
+                memory, lambda: other.delete_messages("k", status=MessageStatus.ARCHIVED)
+            ) as done:
+                active = await db_store.get_messages("k", status=MessageStatus.ACTIVE)
+            assert done  # it committed while the key was read
+        finally:
+            other.close()
+    assert texts(active) == ["b", "c"]
+    assert texts(await db_store.get_messages("k", status=None)) == ["b", "c"]

@@ -62,9 +62,10 @@ class ChatMemoryDBChatStore(BoundStore, AsyncDBChatStore):
         """The stored messages of ``key`` and how many of them (the first) are archived."""
 
         async def read(cid: UUID) -> tuple[list[Message], int]:
-            conversation = await self._keyed.chat.get_conversation(cid)
-            stored = await self._keyed.chat.transcript(cid)
-            archived = conversation.metadata.get(ARCHIVED_FIELD, 0)
+            # The watermark and the messages it counts, from one snapshot.
+            tail = await self._keyed.chat.get_tail(cid)
+            stored = tail.messages
+            archived = tail.conversation.metadata.get(ARCHIVED_FIELD, 0)
             return stored, min(archived if isinstance(archived, int) else 0, len(stored))
 
         return await self._keyed.on_key(key, read, create=False, missing=([], 0))
