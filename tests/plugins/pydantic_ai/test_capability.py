@@ -293,7 +293,9 @@ async def test_a_cancelled_run_is_recorded_as_cancelled(alice: Scope) -> None:
     cap = ChatMemoryCapability(alice, conv.id)
     agent = adder(FunctionModel(hang, model_name="fn-slow"), capabilities=[cap])
     task = asyncio.create_task(agent.run("take your time"))
-    await started.wait()
+    # The run reaches the model, or fails before it: then say why rather than wait for it.
+    await asyncio.wait({task, asyncio.ensure_future(started.wait())}, return_when=asyncio.FIRST_COMPLETED)
+    assert not task.done(), task.result()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
