@@ -60,7 +60,7 @@ def committed_before_messages(memory: ChatMemory, work: Callable[[], Awaitable[A
 
             def elsewhere() -> None:
                 try:
-                    done.append(asyncio.run(_within(work(), 30)))
+                    done.append(asyncio.run(asyncio.wait_for(work(), timeout=30)))
                 except BaseException as exc:
                     outcome.append(exc)
 
@@ -75,7 +75,3 @@ def committed_before_messages(memory: ChatMemory, work: Callable[[], Awaitable[A
         yield done
     finally:
         memory._db.set_trace(None)
-
-
-async def _within(work: Awaitable[Any], seconds: float) -> Any:
-    return await asyncio.wait_for(work, timeout=seconds)
