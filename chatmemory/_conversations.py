@@ -154,7 +154,11 @@ def insert(values: dict[str, Any]) -> Plan[None]:
 
 
 def _detail(principal: Principal, cid: UUID, messages: bool) -> Plan[tuple[Row, list[Row], list[Row]]]:
-    summary = yield from q.find_conversation(principal, cid)
+    """The conversation's summary, its histories and (when ``messages``) their messages. With
+    messages, from one snapshot: every message's history is among those read, and the summary
+    counts exactly the messages read (a history started and written to between two snapshots
+    would lose its messages, which a reader resuming after the newest one read never sees)."""
+    summary = yield from q.find_conversation(principal, cid, snapshot=messages)
     histories = yield Stmt(sql.CONVERSATION_HISTORIES, {"cid": cid})
     loaded = []
     if messages and histories:

@@ -302,7 +302,9 @@ def _check_running(hid: UUID, status: str) -> None:
 
 
 def _detail(principal: Principal, hid: UUID, messages: bool) -> Plan[tuple[Row, list[Row]]]:
-    row = yield from q.find_history(principal, hid)
+    """The history's row and (when ``messages``) its messages, from one snapshot: a history read
+    as running has none of the messages its finish appended, one read as finished has them all."""
+    row = yield from q.find_history(principal, hid, snapshot=messages)
     loaded = (yield Stmt(sql.HISTORY_MESSAGES, {"hid": hid}, bulk=True)) if messages else []
     return row, loaded
 

@@ -52,7 +52,13 @@ class Stmt:
 
     ``alone`` says the statement is its write's whole work, the plan's first and last, and
     writes nothing wherever the plan then fails: PostgreSQL runs it as a transaction of its own,
-    without the round trips of ``BEGIN`` and ``COMMIT``."""
+    without the round trips of ``BEGIN`` and ``COMMIT``.
+
+    ``snapshot``, on a read's first statement, says its statements must all see the database as
+    of one moment (a conversation's counters and histories with their messages, say). SQLite's
+    reads always do (each is one transaction); PostgreSQL runs such a read as a ``REPEATABLE
+    READ READ ONLY`` transaction, two round trips more than the other reads, whose statements
+    each take a snapshot of their own under READ COMMITTED."""
 
     sql: SQL
     params: dict[str, Any] | list[dict[str, Any]] | list[tuple[Any, ...]]
@@ -60,6 +66,7 @@ class Stmt:
     count: bool = False
     bulk: bool = False
     alone: bool = False
+    snapshot: bool = False
 
 
 Plan: TypeAlias = Generator[Stmt, Any, T]

@@ -109,8 +109,9 @@ async def run_on(
 ) -> T:
     """Run ``plan`` on ``connection``: a write in one transaction; a read statement by statement,
     each its own transaction, which under READ COMMITTED reads what it would inside one (each
-    statement takes its own snapshot there too) without the round trips of BEGIN and COMMIT.
-    A write that is one statement ``alone`` is that statement's own transaction."""
+    statement takes its own snapshot there too) without the round trips of BEGIN and COMMIT,
+    unless its first statement asks for one ``snapshot`` for all (see ``Stmt``). A write that is
+    one statement ``alone`` is that statement's own transaction."""
     try:
         first = next(plan)
     except StopIteration as done:
@@ -120,6 +121,9 @@ async def run_on(
         raise
     if write and not first.alone:
         async with connection.transaction():
+            return await _drive(connection, plan, trace, first)
+    if first.snapshot and not write:
+        async with connection.transaction(isolation="repeatable_read", readonly=True):
             return await _drive(connection, plan, trace, first)
     return await _drive(connection, plan, trace, first)
 

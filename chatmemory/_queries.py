@@ -38,27 +38,31 @@ def principal_params(principal: Principal) -> tuple[sql.Scope, dict[str, Any]]:
     return scope, {"p_owner": principal.id, "p_tenant": principal.tenant}
 
 
-def find_conversation(principal: Principal, cid: UUID, *, lock: bool = False) -> Plan[Row]:
-    """The visible conversation's summary row (locked until commit on PostgreSQL when ``lock``).
+def find_conversation(
+    principal: Principal, cid: UUID, *, lock: bool = False, snapshot: bool = False
+) -> Plan[Row]:
+    """The visible conversation's summary row (locked until commit on PostgreSQL when ``lock``),
+    as the first statement of a read whose statements share its ``snapshot`` when asked (see ``Stmt``).
 
     Raises:
         ConversationNotFound: no visible conversation has this id.
     """
     scope, params = principal_params(principal)
-    rows = yield Stmt(sql.get_conversation(scope, lock), {**params, "cid": cid})
+    rows = yield Stmt(sql.get_conversation(scope, lock), {**params, "cid": cid}, snapshot=snapshot)
     if not rows:
         raise ConversationNotFound(cid)
     return rows[0]  # type: ignore[no-any-return]
 
 
-def find_history(principal: Principal, hid: UUID, *, lock: bool = False) -> Plan[Row]:
-    """The visible history's row (its conversation locked on PostgreSQL when ``lock``).
+def find_history(principal: Principal, hid: UUID, *, lock: bool = False, snapshot: bool = False) -> Plan[Row]:
+    """The visible history's row (its conversation locked on PostgreSQL when ``lock``), as the
+    first statement of a read whose statements share its ``snapshot`` when asked (see ``Stmt``).
 
     Raises:
         HistoryNotFound: no visible history has this id.
     """
     scope, params = principal_params(principal)
-    rows = yield Stmt(sql.get_history(scope, lock), {**params, "hid": hid})
+    rows = yield Stmt(sql.get_history(scope, lock), {**params, "hid": hid}, snapshot=snapshot)
     if not rows:
         raise HistoryNotFound(hid)
     return rows[0]  # type: ignore[no-any-return]
