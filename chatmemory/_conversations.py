@@ -15,7 +15,7 @@ from chatmemory._ids import new_id
 from chatmemory._plan import Json, Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase, size_rows
 from chatmemory._validation import check_object, parse_id
-from chatmemory.errors import InvalidInputError
+from chatmemory.errors import ConversationNotFound, InvalidInputError
 from chatmemory.models import (
     Conversation,
     ConversationDetail,
@@ -54,7 +54,9 @@ class ConversationOps(ScopeBase):
         """
         cid = parse_id("conversation_id", id)
         # Not small, even without messages: it reads every history of the conversation.
-        summary_row, history_rows, message_rows = await self._db.run(_detail(self.principal, cid, messages))
+        summary_row, history_rows, message_rows = await self._db.run(
+            _detail(self.principal, cid, messages, not self._db.is_sqlite)
+        )
         sqlite = self._db.is_sqlite
         summary = _rows.one(_rows.summaries, summary_row, sqlite)
         loaded: dict[UUID, list[Any]] = {}
@@ -153,11 +155,22 @@ def insert(values: dict[str, Any]) -> Plan[None]:
     yield from changes.record("conversation.created", values["id"])
 
 
-def _detail(principal: Principal, cid: UUID, messages: bool) -> Plan[tuple[Row, list[Row], list[Row]]]:
-    """The conversation's summary, its histories and (when ``messages``) their messages. With
-    messages, from one snapshot: every message's history is among those read, and the summary
-    counts exactly the messages read (a history started and written to between two snapshots
-    would lose its messages, which a reader resuming after the newest one read never sees)."""
+def _detail(
+    principal: Principal, cid: UUID, messages: bool, one_statement: bool
+) -> Plan[tuple[Row, list[Row], list[Row]]]:
+    """The conversation's summary, its histories and (when ``messages``) their messages, from one
+    snapshot: the summary counts exactly the histories' messages, and every message read has
+    its history among those read (a history started and written to between two snapshots
+    would lose its messages, which a reader resuming after the newest one read never sees).
+    Without messages on PostgreSQL (``one_statement``), one statement; with them, a snapshot
+    shared by the read's statements (see ``Stmt``)."""
+    if one_statement and not messages:
+        scope, params = q.principal_params(principal)
+        rows = yield Stmt(sql.conversation_with_histories_postgres(scope), {**params, "cid": cid})
+        summary, histories = q.row_then_children(rows, sql.HISTORY_COLUMNS)
+        if summary is None:
+            raise ConversationNotFound(cid)
+        return summary, histories, []
     summary = yield from q.find_conversation(principal, cid, snapshot=messages)
     histories = yield Stmt(sql.CONVERSATION_HISTORIES, {"cid": cid})
     loaded = []

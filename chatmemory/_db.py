@@ -219,7 +219,8 @@ class Database:
         returns.
 
         A read on PostgreSQL runs its statements without ``BEGIN``/``COMMIT``, which under
-        READ COMMITTED reads the same (each statement has its own snapshot either way).
+        READ COMMITTED reads the same (each statement has its own snapshot either way), unless
+        its first statement asks for one snapshot for all (``Stmt.snapshot``).
 
         A cancelled caller never leaves a transaction half done: a plan that has started runs
         to its commit or rollback, and a write is awaited to that outcome before the

@@ -165,8 +165,10 @@ class ExportOps(ScopeBase):
             after = (batch[-1][1], batch[-1][0])
 
     async def _export(self, cid: UUID) -> dict[str, Any]:
-        summary_row, history_rows, message_rows = await self._db.run(_detail(self.principal, cid, True))
         sqlite = self._db.is_sqlite
+        summary_row, history_rows, message_rows = await self._db.run(
+            _detail(self.principal, cid, True, not sqlite)
+        )
         conversation = q.conversation_of(_rows.one(_rows.summaries, summary_row, sqlite))
         loaded: dict[UUID, list[Message]] = {}
         for message in _rows.messages(message_rows, sqlite, cid):

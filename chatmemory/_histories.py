@@ -117,7 +117,7 @@ class HistoryOps(ScopeBase):
         """
         hid = parse_id("history_id", id)
         row, message_rows = await self._db.run(
-            _detail(self.principal, hid, messages), rows=None if messages else 1
+            _detail(self.principal, hid, messages, not self._db.is_sqlite), rows=None if messages else 1
         )
         history = _rows.one(_rows.histories, row, self._db.is_sqlite)
         loaded = _rows.messages(message_rows, self._db.is_sqlite) if messages else None
@@ -301,10 +301,20 @@ def _check_running(hid: UUID, status: str) -> None:
         raise ConflictError(f"history {hid} is already {status}")
 
 
-def _detail(principal: Principal, hid: UUID, messages: bool) -> Plan[tuple[Row, list[Row]]]:
-    """The history's row and (when ``messages``) its messages, from one snapshot: a history read
-    as running has none of the messages its finish appended, one read as finished has them all."""
-    row = yield from q.find_history(principal, hid, snapshot=messages)
+def _detail(
+    principal: Principal, hid: UUID, messages: bool, one_statement: bool
+) -> Plan[tuple[Row, list[Row]]]:
+    """The history's row and (when ``messages``) its messages, from one snapshot (with
+    ``one_statement``, PostgreSQL's, in one statement): a history read as running has none of
+    the messages its finish appended, one read as finished has them all."""
+    if one_statement and messages:
+        scope, params = q.principal_params(principal)
+        rows = yield Stmt(sql.history_with_messages_postgres(scope), {**params, "hid": hid}, bulk=True)
+        row, loaded = q.row_then_children(rows, sql.MESSAGE_COLUMNS)
+        if row is None:
+            raise HistoryNotFound(hid)
+        return row, loaded
+    row = yield from q.find_history(principal, hid)
     loaded = (yield Stmt(sql.HISTORY_MESSAGES, {"hid": hid}, bulk=True)) if messages else []
     return row, loaded
 

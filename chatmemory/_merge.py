@@ -167,15 +167,10 @@ def _tail(
     values = {**params, "cid": cid, "since": since, "limit": limit}
     if one_statement:
         rows = yield Stmt(sql.tail_postgres(scope, since is not None, limit is not None), values)
-        # The conversation's row comes first (PostgreSQL appends a UNION ALL's parts in order,
-        # and the CTE scan of the first keeps that Append from running in parallel); it is the
-        # one row without a message id wherever it comes.
-        at = 0 if rows and rows[0][0] is None else next((i for i, r in enumerate(rows) if r[0] is None), -1)
-        if at < 0:
+        row, messages = q.row_then_children(rows, sql.MESSAGE_COLUMNS)
+        if row is None:
             raise ConversationNotFound(cid)
-        width = sql.TAIL_MESSAGE_COLUMNS
-        messages = rows[1:] if at == 0 else rows[:at] + rows[at + 1 :]
-        return rows[at][width:], [r[:width] for r in messages]
+        return row, messages
     found = yield Stmt(sql.tail_conversation(scope), values)
     if not found:
         raise ConversationNotFound(cid)

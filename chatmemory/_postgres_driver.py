@@ -364,8 +364,19 @@ class PostgresDriver:
             self._sweep = self._loop.call_later(KEEP_SECONDS, self._give_back_unused)
 
     async def _run(self, plan: Plan[T], write: bool) -> T:
-        async with _Borrowed(self) as connection:
-            return await run_on(connection, plan, self.trace, write=write)
+        try:
+            async with _Borrowed(self) as connection:
+                return await run_on(connection, plan, self.trace, write=write)
+        except Exception as exc:
+            if self._ended_by_close(exc):
+                raise StorageError("the store closed during the call") from exc
+            raise
+
+    def _ended_by_close(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is how a close ended a call: its cancellation, or, when the close ended
+        a transaction, the driver's error on a closed connection, which asyncpg raises in place
+        of the cancellation."""
+        return not isinstance(exc, Exception) or (self._pool_closing and not isinstance(exc, ChatMemoryError))
 
     def _enqueue(self, group: Hashable, plan: Plan[Any], future: concurrent.futures.Future[Any]) -> None:
         queue = self._groups.get(group)
@@ -412,12 +423,7 @@ class PostgresDriver:
                     async with connection.transaction():
                         answered = await _each_in_a_savepoint(connection, batch, self.trace)
         except BaseException as exc:
-            # A close that ends the transaction may surface as the driver's error on a closed
-            # connection (asyncpg raises its own in place of the cancellation): say what happened.
-            closed = not isinstance(exc, Exception) or (
-                self._pool_closing and not isinstance(exc, ChatMemoryError)
-            )
-            failed = StorageError("the store closed during the write") if closed else exc
+            failed = StorageError("the store closed during the write") if self._ended_by_close(exc) else exc
             for plan, future in batch:
                 plan.close()
                 if not future.done():

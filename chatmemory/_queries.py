@@ -54,18 +54,31 @@ def find_conversation(
     return rows[0]  # type: ignore[no-any-return]
 
 
-def find_history(principal: Principal, hid: UUID, *, lock: bool = False, snapshot: bool = False) -> Plan[Row]:
-    """The visible history's row (its conversation locked on PostgreSQL when ``lock``), as the
-    first statement of a read whose statements share its ``snapshot`` when asked (see ``Stmt``).
+def find_history(principal: Principal, hid: UUID, *, lock: bool = False) -> Plan[Row]:
+    """The visible history's row (its conversation locked on PostgreSQL when ``lock``).
 
     Raises:
         HistoryNotFound: no visible history has this id.
     """
     scope, params = principal_params(principal)
-    rows = yield Stmt(sql.get_history(scope, lock), {**params, "hid": hid}, snapshot=snapshot)
+    rows = yield Stmt(sql.get_history(scope, lock), {**params, "hid": hid})
     if not rows:
         raise HistoryNotFound(hid)
     return rows[0]  # type: ignore[no-any-return]
+
+
+def row_then_children(rows: list[Row], width: int) -> tuple[Row | None, list[Row]]:
+    """The rows of a PostgreSQL statement that reads a row and what hangs from it in one snapshot
+    (``sql._row_then_children``): that row (``None`` when it is not visible) and the children's,
+    each cut to its own columns (the children's ``width`` first). The row comes first, since
+    PostgreSQL appends a UNION ALL's parts in order (and the CTE scan of the first keeps that
+    Append from running in parallel); it is the one row whose child id is NULL wherever it comes.
+    """
+    at = 0 if rows and rows[0][0] is None else next((i for i, r in enumerate(rows) if r[0] is None), -1)
+    if at < 0:
+        return None, []
+    children = rows[1:] if at == 0 else rows[:at] + rows[at + 1 :]
+    return rows[at][width:], [r[:width] for r in children]
 
 
 def find_message(principal: Principal, mid: UUID, *, lock: bool = False) -> Plan[Row]:

@@ -111,10 +111,11 @@ DELETE_CONVERSATION = tuple(
         ("chat_conversations", "id"),
     )
 )
-CONVERSATION_HISTORIES = _both(
+_CONVERSATION_HISTORIES = (
     f"SELECT {HISTORY} FROM chat_histories h WHERE h.chat_conversation_id = :cid AND h.deleted_at IS NULL "
     "ORDER BY h.created_at, h.id"
 )
+CONVERSATION_HISTORIES = _both(_CONVERSATION_HISTORIES)
 # Counts the messages removed rather than recounting the conversation's, so that the cost
 # does not grow with the conversation; the preview is read from the newest end of the
 # (conversation, seq) index.
@@ -128,10 +129,11 @@ REFRESH_SUMMARY = _both(
 
 @functools.cache
 def get_conversation(scope: Scope, lock: bool = False) -> SQL:
-    return _both(
-        f"SELECT {SUMMARY} FROM chat_conversations c WHERE c.id = :cid AND {visible(scope)}{{lock}}",
-        lock=" FOR UPDATE" if lock else "",
-    )
+    return _both(f"{_conversation(scope)}{{lock}}", lock=" FOR UPDATE" if lock else "")
+
+
+def _conversation(scope: Scope) -> str:
+    return f"SELECT {SUMMARY} FROM chat_conversations c WHERE c.id = :cid AND {visible(scope)}"
 
 
 @functools.cache
@@ -206,10 +208,13 @@ DELETE_HISTORY_MESSAGES = _both(
 
 @functools.cache
 def get_history(scope: Scope, lock: bool = False) -> SQL:
-    return _both(
+    return _both(f"{_history(scope)}{{lock}}", lock=" FOR UPDATE OF c" if lock else "")
+
+
+def _history(scope: Scope) -> str:
+    return (
         f"SELECT {HISTORY} FROM chat_histories h JOIN chat_conversations c ON c.id = h.chat_conversation_id "
-        f"WHERE h.id = :hid AND h.deleted_at IS NULL AND {visible(scope)}{{lock}}",
-        lock=" FOR UPDATE OF c" if lock else "",
+        f"WHERE h.id = :hid AND h.deleted_at IS NULL AND {visible(scope)}"
     )
 
 
@@ -232,16 +237,18 @@ SETTLE_MESSAGE = _both(
     "UPDATE chat_messages SET status = :status, content = :content, parts = :parts, model = :model, "
     "error = :error, updated_at = :updated_at WHERE id = :mid AND status = 'pending'"
 )
-HISTORY_MESSAGES = _both(
+_HISTORY_MESSAGES = (
     f"SELECT {MESSAGE} FROM chat_messages m WHERE m.chat_history_id = :hid AND m.deleted_at IS NULL "
     "ORDER BY m.seq"
 )
+HISTORY_MESSAGES = _both(_HISTORY_MESSAGES)
 _OF_CONVERSATION = (
     f"SELECT {MESSAGE_IN_CONVERSATION} FROM chat_messages m WHERE m.chat_conversation_id = :cid "
     "AND m.deleted_at IS NULL"
 )
 CONVERSATION_MESSAGES = _both(f"{_OF_CONVERSATION} ORDER BY m.seq")
-COMPLETE_MESSAGES = _both(f"{_OF_CONVERSATION} AND m.status = 'complete' ORDER BY m.seq")
+_COMPLETE_MESSAGES = f"{_OF_CONVERSATION} AND m.status = 'complete' ORDER BY m.seq"
+COMPLETE_MESSAGES = _both(_COMPLETE_MESSAGES)
 _KEYS = _in("m.key", "keys")
 MESSAGES_BY_KEY = SQL(
     f"SELECT {MESSAGE} FROM chat_messages m WHERE m.chat_history_id = :hid AND m.deleted_at IS NULL AND "
@@ -295,27 +302,55 @@ def _width(columns: str) -> int:
     return width
 
 
-TAIL_MESSAGE_COLUMNS = _width(MESSAGE)
+MESSAGE_COLUMNS = _width(MESSAGE)
+HISTORY_COLUMNS = _width(HISTORY)
+_PARENT_ID = "(SELECT p.id FROM p)"
+
+
+def _row_then_children(parent: str, children: str) -> SQL:
+    """PostgreSQL: the row ``parent`` selects and the rows ``children`` selects (which names the
+    parent's id ``_PARENT_ID``) in one statement, so from one snapshot (a reader's statements
+    each take their own under READ COMMITTED), in one round trip. Its rows have the children's
+    columns, then the parent's: first the parent's row (the children's columns NULL), then
+    the children, in their query's order (the parent's columns NULL); no row when the parent
+    is not visible. Each query's first ``" FROM "`` ends its select list (see
+    ``_merge.row_then_children``, which splits the rows)."""
+    select = len("SELECT ")
+    no_child = ", ".join(["NULL"] * _width(children[select : children.index(" FROM ")]))
+    no_parent = ", ".join(["NULL"] * _width(parent[select : parent.index(" FROM ")]))
+    children = children.replace(" FROM ", f", {no_parent} FROM ", 1)
+    return SQL(
+        "-- PostgreSQL only",
+        f"WITH p AS MATERIALIZED ({parent}) SELECT {no_child}, p.* FROM p UNION ALL ({children})",
+    )
 
 
 @functools.cache
 def tail_postgres(scope: Scope, since: bool, limit: bool) -> SQL:
-    """PostgreSQL: ``tail_conversation`` and ``tail_messages`` in one statement, so from one
-    snapshot (a reader's statements each take their own under READ COMMITTED). Its rows have
-    the ``TAIL_MESSAGE_COLUMNS`` of a message, then those of the conversation: first the
-    visible conversation's row (its message columns NULL), then its messages (the
-    conversation's columns NULL); no row when the conversation is not visible."""
-    no_message = ", ".join(["NULL"] * TAIL_MESSAGE_COLUMNS)
-    no_conversation = ", ".join(["NULL"] * (_width(SUMMARY) + 1))  # and its ``last_seq``
-    # The messages' query with the conversation's columns added to its select list, as NULLs.
-    messages = _tail_messages(since, limit, "(SELECT c.id FROM c)").replace(
-        " FROM chat_messages", f", {no_conversation} FROM chat_messages", 1
-    )
-    return SQL(
-        "-- PostgreSQL only",
-        f"WITH c AS MATERIALIZED ({_tail_conversation(scope)}) "
-        f"SELECT {no_message}, c.* FROM c UNION ALL ({messages})",
-    )
+    """PostgreSQL: ``tail_conversation`` then ``tail_messages`` in one statement (``MESSAGE_COLUMNS``
+    children, see ``_row_then_children``)."""
+    return _row_then_children(_tail_conversation(scope), _tail_messages(since, limit, _PARENT_ID))
+
+
+@functools.cache
+def history_with_messages_postgres(scope: Scope) -> SQL:
+    """PostgreSQL: a visible history's row then its live messages in order, in one statement
+    (``MESSAGE_COLUMNS`` children, see ``_row_then_children``)."""
+    return _row_then_children(_history(scope), _HISTORY_MESSAGES.replace(":hid", _PARENT_ID))
+
+
+@functools.cache
+def conversation_with_histories_postgres(scope: Scope) -> SQL:
+    """PostgreSQL: a visible conversation's summary then its live histories in order, in one
+    statement (``HISTORY_COLUMNS`` children, see ``_row_then_children``)."""
+    return _row_then_children(_conversation(scope), _CONVERSATION_HISTORIES.replace(":cid", _PARENT_ID))
+
+
+@functools.cache
+def conversation_with_complete_messages_postgres(scope: Scope) -> SQL:
+    """PostgreSQL: a visible conversation's summary then its complete messages in order, in one
+    statement (``MESSAGE_COLUMNS`` children, see ``_row_then_children``)."""
+    return _row_then_children(_conversation(scope), _COMPLETE_MESSAGES.replace(":cid", _PARENT_ID))
 
 
 @functools.cache

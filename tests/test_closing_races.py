@@ -17,13 +17,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from chatmemory import ChatMemory, NewMessage, Principal, StorageError, _postgres_driver
 from chatmemory._postgres_driver import PostgresDriver
 from chatmemory.scope import Scope
 from tests.conftest import _create_database
-from tests.test_postgres_group_commit import _row_held, until
+from tests.test_postgres_group_commit import _plain, _row_held, until
 from tests.test_watch import WAIT
 from tests.transactions import writer_busy
 
@@ -233,3 +234,53 @@ async def test_queued_sqlite_writes_whose_connection_cannot_open_fail_at_once(tm
             path.rmdir()
             (tmp_path / "moved.db").rename(path)
         await asyncio.wait_for(memory.close(), WAIT)
+
+
+_READS: dict[str, Callable[[Scope, Any], Awaitable[Any]]] = {
+    "transcript": lambda chat, cid: chat.transcript(cid),
+    "conversation_with_messages": lambda chat, cid: chat.get_conversation(cid, messages=True),
+}
+
+
+@pytest.mark.parametrize("read_name", list(_READS))
+async def test_a_read_waiting_on_a_lock_when_the_store_closes_says_the_store_closed(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, read_name: str
+) -> None:
+    """A read waiting for a lock when its store closes is answered as any call the close ends
+    ("the store closed during the call"), also one inside a transaction of its own (a
+    conversation with its messages, in one snapshot), which the close ends with the
+    connection: asyncpg then raises its own error about the transaction's exit."""
+    monkeypatch.setattr(_postgres_driver, "CLOSE_TIMEOUT", 0.2)
+    url = await _create_database(postgres_url)
+    memory = await ChatMemory.open(url)
+    chat = memory.scoped(Principal("alice"))
+    conv = await chat.start_conversation()
+    run = await chat.start_history(conv.id, model="m")
+    await chat.append_messages(run.id, [{"role": "user", "content": "x"}])
+    driver = memory._db._postgres
+    blocker = await asyncpg.connect(_plain(url))
+    holding = blocker.transaction()
+    await holding.start()
+    # Every read of the messages waits, after the read's first statements ran.
+    await blocker.execute("LOCK TABLE chat_messages IN ACCESS EXCLUSIVE MODE")
+    try:
+        read = _Apart(lambda: _READS[read_name](chat, conv.id))
+        for _ in range(3000):
+            if await blocker.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            ):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the read never waited")
+        begun = asyncio.get_running_loop().time()
+        await asyncio.wait_for(memory.close(), 30)
+        outcome = await read.outcome()
+    finally:
+        await holding.rollback()
+        await blocker.close()
+    assert asyncio.get_running_loop().time() - begun < PROMPT
+    assert driver._loop.is_closed()
+    assert isinstance(outcome, StorageError), outcome
+    assert str(outcome) == "the store closed during the call"

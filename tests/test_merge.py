@@ -309,7 +309,7 @@ def _run_tail_plan(rows: list[tuple[object, ...]]) -> tuple[object, list[object]
 def test_tail_finds_the_conversation_row_wherever_it_comes(at: int) -> None:
     """The conversation's row (no message id) is taken out of the statement's rows wherever it
     comes; the message rows keep their order and lose the conversation's columns."""
-    width = sql.TAIL_MESSAGE_COLUMNS
+    width = sql.MESSAGE_COLUMNS
     conversation = (None,) * width + tuple(f"c{i}" for i in range(12))
     messages = [tuple(f"m{n}.{i}" for i in range(width)) + (None,) * 12 for n in (3, 2, 1)]
     rows = [*messages[:at], conversation, *messages[at:]]
@@ -321,7 +321,7 @@ def test_tail_finds_the_conversation_row_wherever_it_comes(at: int) -> None:
 def test_tail_without_the_conversation_row_is_not_found() -> None:
     """Message rows without the conversation's row (never sent; the statement reads messages
     only of a visible conversation) answer ConversationNotFound, not the messages."""
-    width = sql.TAIL_MESSAGE_COLUMNS
+    width = sql.MESSAGE_COLUMNS
     with pytest.raises(ConversationNotFound):
         _run_tail_plan([tuple(f"m{i}" for i in range(width)) + (None,) * 12])
     with pytest.raises(ConversationNotFound):

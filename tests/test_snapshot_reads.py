@@ -1,24 +1,29 @@
-"""Reads of several statements see one moment of the database, on both backends.
+"""Reads of a row and what hangs from it see one moment of the database, on both backends.
 
-``get_conversation(messages=True)``, ``export_conversation`` and ``get_history(messages=True)``
-read a row, then what hangs from it. Another writer commits between two of their statements
-(``committed_before_messages``, just before the messages are read): each read answers the
-database as it was before that write or after it, never a mix. Under PostgreSQL's READ
-COMMITTED each statement would take a snapshot of its own, and a conversation read that way
-counted messages it did not list and dropped those of a history it had not seen start.
+``get_conversation`` (with or without messages), ``export_conversation``, ``get_history``
+and ``get_context`` read a row, then what hangs from it. Another writer commits while they
+read (``committed_before``: before a marked statement, see ``STATEMENTS``): each read answers
+the database as it was before that write or after it, never a mix. Under PostgreSQL's READ
+COMMITTED each statement of a read would take a snapshot of its own: a conversation read that
+way counted messages it did not list and dropped those of a history it had not seen start,
+and a conversation deleted meanwhile read as one without histories, or with no context.
 """
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chatmemory import ChatMemory, Principal
+from chatmemory import ChatMemory, ConversationNotFound, HistoryNotFound, Principal
 from chatmemory._db import create_engine
+from chatmemory._plan import Stmt
 from chatmemory.scope import Scope
-from tests.transactions import committed_before_messages
+from tests.transactions import committed_before, committed_before_messages
 
 
 async def _conversation(alice: Scope) -> tuple[Any, Any]:
@@ -112,17 +117,167 @@ async def test_a_history_with_its_messages_is_read_at_one_moment(
     assert read in (("running", ["0", "1", "2"]), (status, ["0", "1", "2", "end"]))
 
 
-async def test_only_reads_with_messages_ask_for_one_snapshot(memory: ChatMemory, alice: Scope) -> None:
-    """Only a read that needs one snapshot asks for it (on PostgreSQL, two round trips more)."""
+HISTORIES = "FROM chat_histories h WHERE h.chat_conversation_id"
+COMPLETE = "AND m.status = 'complete'"
+
+
+async def test_a_conversation_without_messages_counts_what_its_histories_hold(
+    memory: ChatMemory, alice: Scope, db_url: str
+) -> None:
+    """``get_conversation`` (no messages) while another store starts a run with a prompt: the
+    summary counts the run's message if it lists the run, and not if it does not."""
+    conv, _ = await _conversation(alice)
+    async with ChatMemory.open(db_url) as elsewhere:
+        other = elsewhere.scoped(Principal("alice"))
+
+        async def work() -> None:
+            await other.start_run(conv.id, model="m", messages=[{"role": "user", "content": "second"}])
+
+        with committed_before(memory, HISTORIES, work) as done:
+            detail = await alice.get_conversation(conv.id)
+        assert done
+    assert (len(detail.histories), detail.message_count) in ((1, 3), (2, 4))
+
+
+async def test_a_conversation_deleted_while_read_without_messages_is_read_whole_or_not_found(
+    memory: ChatMemory, alice: Scope, db_url: str
+) -> None:
+    """Deleted by another store while read: as it was (its history listed, as its count says)
+    or not found, never a conversation of 3 messages and no history."""
+    conv, _ = await _conversation(alice)
+    async with ChatMemory.open(db_url) as elsewhere:
+        other = elsewhere.scoped(Principal("alice"))
+        with committed_before(memory, HISTORIES, lambda: other.delete_conversation(conv.id)) as done:
+            try:
+                detail = await alice.get_conversation(conv.id)
+            except ConversationNotFound:
+                detail = None
+        assert done
+    if detail is not None:
+        assert (len(detail.histories), detail.message_count) == (1, 3)
+
+
+async def test_the_context_of_a_conversation_deleted_while_read_is_whole_or_not_found(
+    memory: ChatMemory, alice: Scope, db_url: str
+) -> None:
+    """``get_context`` while another store deletes the conversation: its 3 messages, or
+    ConversationNotFound; never an empty context, which a resuming agent takes for a new
+    conversation."""
+    conv, _ = await _conversation(alice)
+    async with ChatMemory.open(db_url) as elsewhere:
+        other = elsewhere.scoped(Principal("alice"))
+        with committed_before(memory, COMPLETE, lambda: other.delete_conversation(conv.id)) as done:
+            try:
+                context = await alice.get_context(conv.id)
+            except ConversationNotFound:
+                context = None
+        assert done
+    if context is not None:
+        assert [m.content for m in context.messages] == ["0", "1", "2"]
+
+
+READS: dict[str, Callable[[Scope, Any, Any], Awaitable[Any]]] = {
+    "get_conversation": lambda chat, conv, run: chat.get_conversation(conv.id),
+    "get_conversation(messages=True)": lambda chat, conv, run: chat.get_conversation(conv.id, messages=True),
+    "export_conversation": lambda chat, conv, run: chat.export_conversation(conv.id),
+    "get_history": lambda chat, conv, run: chat.get_history(run.id),
+    "get_history(messages=False)": lambda chat, conv, run: chat.get_history(run.id, messages=False),
+    "get_context": lambda chat, conv, run: chat.get_context(conv.id),
+}
+# Each read's statements, each as (its marker above or the messages', whether it asks for one
+# snapshot, which every read on SQLite has: each is one transaction). PostgreSQL reads a row and what hangs
+# from it in one statement, and a conversation with its histories' messages in three that
+# share a snapshot. The tests above commit another store's write before the marked statement:
+# on SQLite between two statements of the read, on PostgreSQL before it.
+STATEMENTS = {
+    "sqlite": {
+        "get_conversation": [(False, False), (True, False)],
+        "get_conversation(messages=True)": [(False, True), (True, False), (True, False)],
+        "export_conversation": [(False, True), (True, False), (True, False)],
+        "get_history": [(False, False), (True, False)],
+        "get_history(messages=False)": [(False, False)],
+        "get_context": [(False, False), (True, False)],
+    },
+    "postgres": {
+        "get_conversation": [(True, False)],
+        "get_conversation(messages=True)": [(False, True), (True, False), (True, False)],
+        "export_conversation": [(False, True), (True, False), (True, False)],
+        "get_history": [(True, False)],
+        "get_history(messages=False)": [(False, False)],
+        "get_context": [(True, False)],
+    },
+}
+_MARKERS = (HISTORIES, COMPLETE, "FROM chat_messages")
+
+
+@pytest.mark.parametrize("read", list(READS))
+async def test_each_read_is_one_statement_or_one_snapshot(
+    memory: ChatMemory, alice: Scope, backend: str, read: str
+) -> None:
     conv, run = await _conversation(alice)
-    asked: list[bool] = []
-    memory._db.set_trace(lambda stmt: asked.append(stmt.snapshot))
+    sent: list[tuple[bool, bool]] = []
+
+    def note(stmt: Stmt) -> None:
+        text = (stmt.sql.sqlite if memory._db.is_sqlite else stmt.sql.postgres) or ""
+        sent.append((any(marker in text for marker in _MARKERS), stmt.snapshot))
+
+    memory._db.set_trace(note)
     try:
-        await alice.get_conversation(conv.id)
-        await alice.get_history(run.id, messages=False)
-        await alice.list_messages(conversation_id=conv.id)
-        assert not any(asked)
-        await alice.get_conversation(conv.id, messages=True)
+        await READS[read](alice, conv, run)
     finally:
         memory._db.set_trace(None)
-    assert asked[-3:] == [True, False, False]  # the first statement asks, for the read's all
+    assert sent == STATEMENTS[backend][read]
+
+
+@pytest.mark.parametrize("via", ["store", "engine"])
+async def test_connections_are_left_clean_by_reads_in_one_snapshot(
+    db_url: str, backend: str, via: str
+) -> None:
+    """A read in one snapshot (a ``REPEATABLE READ READ ONLY`` transaction on PostgreSQL) leaves
+    its connection as it found it, whether it answers or fails with a not-found: the next calls
+    on the store's kept connection, or on the engine's, read under READ COMMITTED and write."""
+    async with ChatMemory.open(db_url) as opened:
+        if via == "store":
+            await _read_and_write_on_clean_connections(opened, backend)
+            return
+    engine = create_engine(db_url)
+    try:
+        async with ChatMemory(engine) as memory:
+            await _read_and_write_on_clean_connections(memory, "")
+        async with engine.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            if backend == "postgres":
+                state = (raw.is_in_transaction(), await raw.fetchval("SHOW transaction_isolation"))
+                assert state == (False, "read committed")
+    finally:
+        await engine.dispose()
+
+
+async def _read_and_write_on_clean_connections(memory: ChatMemory, backend: str) -> None:
+    alice = memory.scoped(Principal("alice"))
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    for _ in range(3):
+        with pytest.raises(ConversationNotFound):
+            await alice.get_conversation(uuid.uuid4(), messages=True)
+        with pytest.raises(HistoryNotFound):
+            await alice.get_history(uuid.uuid4())
+        await alice.get_conversation(conv.id, messages=True)
+        await alice.append_messages(run.id, [{"role": "user", "content": "x"}])
+    assert len((await alice.get_history(run.id)).messages or ()) == 3
+    if backend == "postgres":
+        driver = memory._db._postgres
+        assert driver is not None and driver._idle
+
+        async def state() -> list[tuple[bool, str, str]]:
+            return [
+                (
+                    c.is_in_transaction(),
+                    await c.fetchval("SHOW transaction_isolation"),
+                    await c.fetchval("SHOW transaction_read_only"),
+                )
+                for c in driver._idle
+            ]
+
+        seen = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(state(), driver._loop))
+        assert all(s == (False, "read committed", "off") for s in seen), seen

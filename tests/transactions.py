@@ -5,6 +5,7 @@ a read."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -45,9 +46,18 @@ def writer_busy(driver: SQLiteDriver, gate: threading.Event) -> asyncio.Future[b
     return asyncio.wrap_future(driver._writer.submit(busy))
 
 
+def committed_before_messages(
+    memory: ChatMemory, work: Callable[[], Awaitable[Any]]
+) -> contextlib.AbstractContextManager[list[Any]]:
+    """``committed_before`` the first statement that reads ``chat_messages``."""
+    return committed_before(memory, "FROM chat_messages", work)
+
+
 @contextmanager
-def committed_before_messages(memory: ChatMemory, work: Callable[[], Awaitable[Any]]) -> Iterator[list[Any]]:
-    """Within the block, the first statement of ``memory`` that reads ``chat_messages`` waits
+def committed_before(
+    memory: ChatMemory, marker: str, work: Callable[[], Awaitable[Any]]
+) -> Iterator[list[Any]]:
+    """Within the block, the first statement of ``memory`` whose text holds ``marker`` waits
     until ``work`` (another store's calls, on their own connections as another process's are)
     has run to its commit on a thread and event loop of its own. Yields the list ``work``'s
     result is put in; empty after the block if no such statement ran."""
@@ -55,7 +65,7 @@ def committed_before_messages(memory: ChatMemory, work: Callable[[], Awaitable[A
 
     def between(stmt: Stmt) -> None:
         text = stmt.sql.sqlite if memory._db.is_sqlite else stmt.sql.postgres
-        if not done and "FROM chat_messages" in (text or ""):
+        if not done and marker in (text or ""):
             outcome: list[BaseException] = []
 
             def elsewhere() -> None:
