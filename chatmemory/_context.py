@@ -23,7 +23,7 @@ from chatmemory._plan import Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase
 from chatmemory._validation import parse_id
 from chatmemory.content import AudioPart, FilePart, ImagePart, ReasoningPart, ToolCallPart, ToolResultPart
-from chatmemory.errors import ConversationNotFound, InvalidInputError
+from chatmemory.errors import InvalidInputError
 from chatmemory.models import Message
 from chatmemory.principal import Principal
 
@@ -135,8 +135,7 @@ class ContextOps(ScopeBase):
         _positive("max_tokens", max_tokens)
         if max_messages is not None:
             _positive("max_messages", max_messages)
-        sqlite = self._db.is_sqlite
-        history = _rows.messages(await self._db.run(_complete(self.principal, cid, not sqlite)), sqlite, cid)
+        history = _rows.messages(await self._db.run(_complete(self.principal, cid)), self._db.is_sqlite, cid)
         kept: list[list[Message]] = []
         tokens = count = 0
         for unit in reversed(tool_exchanges(history)):
@@ -150,21 +149,12 @@ class ContextOps(ScopeBase):
         return Context(messages=selected, omitted=len(history) - len(selected), estimated_tokens=tokens)
 
 
-def _complete(principal: Principal, cid: UUID, one_statement: bool) -> Plan[list[Row]]:
-    """The visible conversation's complete messages, in order, from one snapshot (with
-    ``one_statement``, PostgreSQL's, in one statement): a conversation deleted meanwhile is
-    read whole or not found, never empty."""
-    if not one_statement:
-        yield from q.find_conversation(principal, cid)
-        rows: list[Row] = yield Stmt(sql.COMPLETE_MESSAGES, {"cid": cid}, bulk=True)
-        return rows
-    scope, params = q.principal_params(principal)
-    found = yield Stmt(
-        sql.conversation_with_complete_messages_postgres(scope), {**params, "cid": cid}, bulk=True
-    )
-    summary, rows = q.row_then_children(found, sql.MESSAGE_COLUMNS)
-    if summary is None:
-        raise ConversationNotFound(cid)
+def _complete(principal: Principal, cid: UUID) -> Plan[list[Row]]:
+    """The visible conversation's complete messages, in order. Read before the conversation is
+    found, so that a conversation deleted meanwhile is not found (on PostgreSQL each statement
+    reads a moment of its own): its messages read whole, or none, never an empty context."""
+    rows: list[Row] = yield Stmt(sql.COMPLETE_MESSAGES, {"cid": cid}, bulk=True)
+    yield from q.find_conversation(principal, cid)
     return rows
 
 

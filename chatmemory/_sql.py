@@ -247,8 +247,7 @@ _OF_CONVERSATION = (
     "AND m.deleted_at IS NULL"
 )
 CONVERSATION_MESSAGES = _both(f"{_OF_CONVERSATION} ORDER BY m.seq")
-_COMPLETE_MESSAGES = f"{_OF_CONVERSATION} AND m.status = 'complete' ORDER BY m.seq"
-COMPLETE_MESSAGES = _both(_COMPLETE_MESSAGES)
+COMPLETE_MESSAGES = _both(f"{_OF_CONVERSATION} AND m.status = 'complete' ORDER BY m.seq")
 _KEYS = _in("m.key", "keys")
 MESSAGES_BY_KEY = SQL(
     f"SELECT {MESSAGE} FROM chat_messages m WHERE m.chat_history_id = :hid AND m.deleted_at IS NULL AND "
@@ -304,17 +303,24 @@ def _width(columns: str) -> int:
 
 MESSAGE_COLUMNS = _width(MESSAGE)
 HISTORY_COLUMNS = _width(HISTORY)
-_PARENT_ID = "(SELECT p.id FROM p)"
+
+
+def _of_visible(key: str) -> str:
+    """The parent's ``key`` parameter, in a ``_row_then_children`` child's condition, with the
+    test that the parent is visible: the parameter itself rather than the parent's id read from
+    its row, so that the planner knows the value and reads the children in index order (read
+    from the row, it planned a sort of a conversation's messages)."""
+    return f"{key} AND EXISTS (SELECT FROM p)"
 
 
 def _row_then_children(parent: str, children: str) -> SQL:
     """PostgreSQL: the row ``parent`` selects and the rows ``children`` selects (which names the
-    parent's id ``_PARENT_ID``) in one statement, so from one snapshot (a reader's statements
+    parent by ``_of_visible``) in one statement, so from one snapshot (a reader's statements
     each take their own under READ COMMITTED), in one round trip. Its rows have the children's
     columns, then the parent's: first the parent's row (the children's columns NULL), then
     the children, in their query's order (the parent's columns NULL); no row when the parent
     is not visible. Each query's first ``" FROM "`` ends its select list (see
-    ``_merge.row_then_children``, which splits the rows)."""
+    ``_queries.row_then_children``, which splits the rows)."""
     select = len("SELECT ")
     no_child = ", ".join(["NULL"] * _width(children[select : children.index(" FROM ")]))
     no_parent = ", ".join(["NULL"] * _width(parent[select : parent.index(" FROM ")]))
@@ -329,28 +335,23 @@ def _row_then_children(parent: str, children: str) -> SQL:
 def tail_postgres(scope: Scope, since: bool, limit: bool) -> SQL:
     """PostgreSQL: ``tail_conversation`` then ``tail_messages`` in one statement (``MESSAGE_COLUMNS``
     children, see ``_row_then_children``)."""
-    return _row_then_children(_tail_conversation(scope), _tail_messages(since, limit, _PARENT_ID))
+    return _row_then_children(_tail_conversation(scope), _tail_messages(since, limit, _of_visible(":cid")))
 
 
 @functools.cache
 def history_with_messages_postgres(scope: Scope) -> SQL:
     """PostgreSQL: a visible history's row then its live messages in order, in one statement
     (``MESSAGE_COLUMNS`` children, see ``_row_then_children``)."""
-    return _row_then_children(_history(scope), _HISTORY_MESSAGES.replace(":hid", _PARENT_ID))
+    return _row_then_children(_history(scope), _HISTORY_MESSAGES.replace(":hid", _of_visible(":hid")))
 
 
 @functools.cache
 def conversation_with_histories_postgres(scope: Scope) -> SQL:
     """PostgreSQL: a visible conversation's summary then its live histories in order, in one
     statement (``HISTORY_COLUMNS`` children, see ``_row_then_children``)."""
-    return _row_then_children(_conversation(scope), _CONVERSATION_HISTORIES.replace(":cid", _PARENT_ID))
-
-
-@functools.cache
-def conversation_with_complete_messages_postgres(scope: Scope) -> SQL:
-    """PostgreSQL: a visible conversation's summary then its complete messages in order, in one
-    statement (``MESSAGE_COLUMNS`` children, see ``_row_then_children``)."""
-    return _row_then_children(_conversation(scope), _COMPLETE_MESSAGES.replace(":cid", _PARENT_ID))
+    return _row_then_children(
+        _conversation(scope), _CONVERSATION_HISTORIES.replace(":cid", _of_visible(":cid"))
+    )
 
 
 @functools.cache

@@ -185,10 +185,10 @@ READS: dict[str, Callable[[Scope, Any, Any], Awaitable[Any]]] = {
     "get_context": lambda chat, conv, run: chat.get_context(conv.id),
 }
 # Each read's statements, each as (its marker above or the messages', whether it asks for one
-# snapshot, which every read on SQLite has: each is one transaction). PostgreSQL reads a row and what hangs
-# from it in one statement, and a conversation with its histories' messages in three that
-# share a snapshot. The tests above commit another store's write before the marked statement:
-# on SQLite between two statements of the read, on PostgreSQL before it.
+# snapshot, which every read on SQLite has: each is one transaction). PostgreSQL reads a row
+# and what hangs from it in one statement, and a conversation with its histories' messages in
+# three that share a snapshot; a context reads the messages, then finds the conversation. The
+# tests above commit another store's write before the marked statement.
 STATEMENTS = {
     "sqlite": {
         "get_conversation": [(False, False), (True, False)],
@@ -196,7 +196,7 @@ STATEMENTS = {
         "export_conversation": [(False, True), (True, False), (True, False)],
         "get_history": [(False, False), (True, False)],
         "get_history(messages=False)": [(False, False)],
-        "get_context": [(False, False), (True, False)],
+        "get_context": [(True, False), (False, False)],
     },
     "postgres": {
         "get_conversation": [(True, False)],
@@ -204,7 +204,7 @@ STATEMENTS = {
         "export_conversation": [(False, True), (True, False), (True, False)],
         "get_history": [(True, False)],
         "get_history(messages=False)": [(False, False)],
-        "get_context": [(True, False)],
+        "get_context": [(True, False), (False, False)],
     },
 }
 _MARKERS = (HISTORIES, COMPLETE, "FROM chat_messages")
