@@ -12,6 +12,7 @@ and a conversation deleted meanwhile read as one without histories, or with no c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -139,20 +140,28 @@ async def test_a_conversation_without_messages_counts_what_its_histories_hold(
     assert (len(detail.histories), detail.message_count) in ((1, 3), (2, 4))
 
 
+async def _read_across_a_deletion(
+    memory: ChatMemory, alice: Scope, db_url: str, marker: str, read: Callable[[Any], Awaitable[Any]]
+) -> Any:
+    """``read(conversation_id)`` while another store deletes the conversation (before the
+    statement ``marker`` names): its answer, or ``None`` for ConversationNotFound."""
+    conv, _ = await _conversation(alice)
+    answer = None
+    async with ChatMemory.open(db_url) as elsewhere:
+        other = elsewhere.scoped(Principal("alice"))
+        deleting = committed_before(memory, marker, lambda: other.delete_conversation(conv.id))
+        with deleting as done, contextlib.suppress(ConversationNotFound):
+            answer = await read(conv.id)
+        assert done
+    return answer
+
+
 async def test_a_conversation_deleted_while_read_without_messages_is_read_whole_or_not_found(
     memory: ChatMemory, alice: Scope, db_url: str
 ) -> None:
     """Deleted by another store while read: as it was (its history listed, as its count says)
     or not found, never a conversation of 3 messages and no history."""
-    conv, _ = await _conversation(alice)
-    async with ChatMemory.open(db_url) as elsewhere:
-        other = elsewhere.scoped(Principal("alice"))
-        with committed_before(memory, HISTORIES, lambda: other.delete_conversation(conv.id)) as done:
-            try:
-                detail = await alice.get_conversation(conv.id)
-            except ConversationNotFound:
-                detail = None
-        assert done
+    detail = await _read_across_a_deletion(memory, alice, db_url, HISTORIES, alice.get_conversation)
     if detail is not None:
         assert (len(detail.histories), detail.message_count) == (1, 3)
 
@@ -163,15 +172,7 @@ async def test_the_context_of_a_conversation_deleted_while_read_is_whole_or_not_
     """``get_context`` while another store deletes the conversation: its 3 messages, or
     ConversationNotFound; never an empty context, which a resuming agent takes for a new
     conversation."""
-    conv, _ = await _conversation(alice)
-    async with ChatMemory.open(db_url) as elsewhere:
-        other = elsewhere.scoped(Principal("alice"))
-        with committed_before(memory, COMPLETE, lambda: other.delete_conversation(conv.id)) as done:
-            try:
-                context = await alice.get_context(conv.id)
-            except ConversationNotFound:
-                context = None
-        assert done
+    context = await _read_across_a_deletion(memory, alice, db_url, COMPLETE, alice.get_context)
     if context is not None:
         assert [m.content for m in context.messages] == ["0", "1", "2"]
 
