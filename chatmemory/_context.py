@@ -135,7 +135,8 @@ class ContextOps(ScopeBase):
         _positive("max_tokens", max_tokens)
         if max_messages is not None:
             _positive("max_messages", max_messages)
-        history = _rows.messages(await self._db.run(_complete(self.principal, cid)), self._db.is_sqlite, cid)
+        sqlite = self._db.is_sqlite
+        history = _rows.messages(await self._db.run(_complete(self.principal, cid, not sqlite)), sqlite, cid)
         kept: list[list[Message]] = []
         tokens = count = 0
         for unit in reversed(tool_exchanges(history)):
@@ -149,12 +150,16 @@ class ContextOps(ScopeBase):
         return Context(messages=selected, omitted=len(history) - len(selected), estimated_tokens=tokens)
 
 
-def _complete(principal: Principal, cid: UUID) -> Plan[list[Row]]:
-    """The visible conversation's complete messages, in order. Read before the conversation is
-    found, so that a conversation deleted meanwhile is not found (on PostgreSQL each statement
-    reads a moment of its own): its messages read whole, or none, never an empty context."""
-    rows: list[Row] = yield Stmt(sql.COMPLETE_MESSAGES, {"cid": cid}, bulk=True)
-    yield from q.find_conversation(principal, cid)
+def _complete(principal: Principal, cid: UUID, one_statement: bool) -> Plan[list[Row]]:
+    """The visible conversation's complete messages, in order, read with the test that it is
+    visible (a principal who may not see it has none of its messages read): found, they are
+    the conversation's at one moment; none found, the conversation is found or not at one
+    moment (``_queries.none_visible``). Never an empty context of a conversation deleted
+    meanwhile, or of one imported meanwhile with its messages."""
+    scope, params = q.principal_params(principal)
+    rows: list[Row] = yield Stmt(sql.complete_messages(scope), {**params, "cid": cid}, bulk=True)
+    if not rows:
+        rows = yield from q.none_visible(principal, cid, complete=True, one_statement=one_statement)
     return rows
 
 

@@ -150,7 +150,7 @@ class MessageOps(ScopeBase):
             ConversationNotFound: no visible conversation has this id.
         """
         cid = parse_id("conversation_id", conversation_id)
-        rows = await self._db.run(_transcript(self.principal, cid))
+        rows = await self._db.run(_transcript(self.principal, cid, not self._db.is_sqlite))
         return _rows.messages(rows, self._db.is_sqlite, cid)
 
     # -- internals -----------------------------------------------------------------------------
@@ -508,11 +508,11 @@ def _hex(value: Any) -> str:
     return value.hex if isinstance(value, UUID) else str(value)
 
 
-def _transcript(principal: Principal, cid: UUID) -> Plan[list[Row]]:
+def _transcript(principal: Principal, cid: UUID, one_statement: bool) -> Plan[list[Row]]:
     scope, params = q.principal_params(principal)
     rows: list[Row] = yield Stmt(sql.transcript(scope), {**params, "cid": cid}, bulk=True)
     if not rows:
-        yield from q.find_conversation(principal, cid)
+        rows = yield from q.none_visible(principal, cid, complete=False, one_statement=one_statement)
     return rows
 
 

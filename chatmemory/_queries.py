@@ -81,6 +81,29 @@ def row_then_children(rows: list[Row], width: int) -> tuple[Row | None, list[Row
     return rows[at][width:], [r[:width] for r in children]
 
 
+def none_visible(principal: Principal, cid: UUID, *, complete: bool, one_statement: bool) -> Plan[list[Row]]:
+    """What a read of a conversation's messages that checks its visibility in the same statement
+    answers when that statement found none: the conversation is not visible, or it has none.
+    Told apart at one moment: on SQLite in the read's transaction; on PostgreSQL (``one_statement``)
+    with its messages read again in one statement, since a conversation may become visible with
+    its messages at once (imported meanwhile with its own ids).
+
+    Raises:
+        ConversationNotFound: no visible conversation has this id.
+    """
+    if not one_statement:
+        yield from find_conversation(principal, cid)
+        return []
+    scope, params = principal_params(principal)
+    rows = yield Stmt(
+        sql.conversation_with_messages_postgres(scope, complete), {**params, "cid": cid}, bulk=True
+    )
+    summary, messages = row_then_children(rows, sql.MESSAGE_COLUMNS)
+    if summary is None:
+        raise ConversationNotFound(cid)
+    return messages
+
+
 def find_message(principal: Principal, mid: UUID, *, lock: bool = False) -> Plan[Row]:
     """The visible message's row (its conversation locked on PostgreSQL when ``lock``).
 

@@ -247,7 +247,6 @@ _OF_CONVERSATION = (
     "AND m.deleted_at IS NULL"
 )
 CONVERSATION_MESSAGES = _both(f"{_OF_CONVERSATION} ORDER BY m.seq")
-COMPLETE_MESSAGES = _both(f"{_OF_CONVERSATION} AND m.status = 'complete' ORDER BY m.seq")
 _KEYS = _in("m.key", "keys")
 MESSAGES_BY_KEY = SQL(
     f"SELECT {MESSAGE} FROM chat_messages m WHERE m.chat_history_id = :hid AND m.deleted_at IS NULL AND "
@@ -415,6 +414,25 @@ def list_messages(
 @functools.cache
 def transcript(scope: Scope) -> SQL:
     return _both(f"{_OF_CONVERSATION} AND {visible_conversation(scope)} ORDER BY m.seq")
+
+
+@functools.cache
+def complete_messages(scope: Scope) -> SQL:
+    """The complete messages of the conversation ``:cid`` in order, if it is visible (checked in
+    the same statement, so at the same moment); none if it is not."""
+    return _both(
+        f"{_OF_CONVERSATION} AND m.status = 'complete' AND {visible_conversation(scope)} ORDER BY m.seq"
+    )
+
+
+@functools.cache
+def conversation_with_messages_postgres(scope: Scope, complete: bool) -> SQL:
+    """PostgreSQL: a visible conversation's summary then its live messages (``complete``: its
+    complete ones) in order, in one statement (``MESSAGE_COLUMNS`` children, see
+    ``_row_then_children``)."""
+    status = " AND m.status = 'complete'" if complete else ""
+    messages = _OF_CONVERSATION.replace(":cid", _of_visible(":cid"))
+    return _row_then_children(_conversation(scope), f"{messages}{status} ORDER BY m.seq")
 
 
 _APPEND_COLUMNS = ("id", "role", "content", "parts", "model", "status", "usage", "metadata", "native", "key")

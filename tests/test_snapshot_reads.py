@@ -188,7 +188,7 @@ READS: dict[str, Callable[[Scope, Any, Any], Awaitable[Any]]] = {
 # Each read's statements, each as (its marker above or the messages', whether it asks for one
 # snapshot, which every read on SQLite has: each is one transaction). PostgreSQL reads a row
 # and what hangs from it in one statement, and a conversation with its histories' messages in
-# three that share a snapshot; a context reads the messages, then finds the conversation. The
+# three that share a snapshot; a context reads the messages of a visible conversation. The
 # tests above commit another store's write before the marked statement.
 STATEMENTS = {
     "sqlite": {
@@ -197,7 +197,7 @@ STATEMENTS = {
         "export_conversation": [(False, True), (True, False), (True, False)],
         "get_history": [(False, False), (True, False)],
         "get_history(messages=False)": [(False, False)],
-        "get_context": [(True, False), (False, False)],
+        "get_context": [(True, False)],
     },
     "postgres": {
         "get_conversation": [(True, False)],
@@ -205,7 +205,7 @@ STATEMENTS = {
         "export_conversation": [(False, True), (True, False), (True, False)],
         "get_history": [(True, False)],
         "get_history(messages=False)": [(False, False)],
-        "get_context": [(True, False), (False, False)],
+        "get_context": [(True, False)],
     },
 }
 _MARKERS = (HISTORIES, COMPLETE, "FROM chat_messages")
