@@ -5,12 +5,13 @@ Every lookup that starts from an id the caller gave is filtered by the principal
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from chatmemory import _sql as sql
-from chatmemory._plan import Plan, Row, Stmt
+from chatmemory._plan import Plan, Row, Stmt, collector_paused
 from chatmemory._schema import conversations, histories, messages
 from chatmemory.errors import ConversationNotFound, HistoryNotFound, MessageNotFound
 from chatmemory.models import Conversation, ConversationSummary
@@ -67,6 +68,10 @@ def find_history(principal: Principal, hid: UUID, *, lock: bool = False) -> Plan
     return rows[0]  # type: ignore[no-any-return]
 
 
+# Children cut to their own columns with the collector paused from this many (see ``collector_paused``).
+_PAUSE_FROM = 1000
+
+
 def row_then_children(rows: list[Row], width: int) -> tuple[Row | None, list[Row]]:
     """The rows of a PostgreSQL statement that reads a row and what hangs from it in one snapshot
     (``sql._row_then_children``): that row (``None`` when it is not visible) and the children's,
@@ -78,7 +83,8 @@ def row_then_children(rows: list[Row], width: int) -> tuple[Row | None, list[Row
     if at < 0:
         return None, []
     children = rows[1:] if at == 0 else rows[:at] + rows[at + 1 :]
-    return rows[at][width:], [r[:width] for r in children]
+    with collector_paused() if len(children) >= _PAUSE_FROM else contextlib.nullcontext():
+        return rows[at][width:], [r[:width] for r in children]
 
 
 def none_visible(principal: Principal, cid: UUID, *, complete: bool, one_statement: bool) -> Plan[list[Row]]:

@@ -312,7 +312,7 @@ def _of_visible(key: str) -> str:
     return f"{key} AND EXISTS (SELECT FROM p)"
 
 
-def _row_then_children(parent: str, children: str) -> SQL:
+def _row_then_children(parent: str, children: str, width: int) -> SQL:
     """PostgreSQL: the row ``parent`` selects and the rows ``children`` selects (which names the
     parent by ``_of_visible``) in one statement, so from one snapshot (a reader's statements
     each take their own under READ COMMITTED), in one round trip. Its rows have the children's
@@ -321,7 +321,9 @@ def _row_then_children(parent: str, children: str) -> SQL:
     is not visible. Each query's first ``" FROM "`` ends its select list (see
     ``_queries.row_then_children``, which splits the rows)."""
     select = len("SELECT ")
-    no_child = ", ".join(["NULL"] * _width(children[select : children.index(" FROM ")]))
+    # ``width`` is what the rows are split by: a select list cut anywhere else would not have it.
+    assert _width(children[select : children.index(" FROM ")]) == width
+    no_child = ", ".join(["NULL"] * width)
     no_parent = ", ".join(["NULL"] * _width(parent[select : parent.index(" FROM ")]))
     children = children.replace(" FROM ", f", {no_parent} FROM ", 1)
     return SQL(
@@ -334,23 +336,24 @@ def _row_then_children(parent: str, children: str) -> SQL:
 def tail_postgres(scope: Scope, since: bool, limit: bool) -> SQL:
     """PostgreSQL: ``tail_conversation`` then ``tail_messages`` in one statement (``MESSAGE_COLUMNS``
     children, see ``_row_then_children``)."""
-    return _row_then_children(_tail_conversation(scope), _tail_messages(since, limit, _of_visible(":cid")))
+    messages = _tail_messages(since, limit, _of_visible(":cid"))
+    return _row_then_children(_tail_conversation(scope), messages, MESSAGE_COLUMNS)
 
 
 @functools.cache
 def history_with_messages_postgres(scope: Scope) -> SQL:
     """PostgreSQL: a visible history's row then its live messages in order, in one statement
     (``MESSAGE_COLUMNS`` children, see ``_row_then_children``)."""
-    return _row_then_children(_history(scope), _HISTORY_MESSAGES.replace(":hid", _of_visible(":hid")))
+    messages = _HISTORY_MESSAGES.replace(":hid", _of_visible(":hid"))
+    return _row_then_children(_history(scope), messages, MESSAGE_COLUMNS)
 
 
 @functools.cache
 def conversation_with_histories_postgres(scope: Scope) -> SQL:
     """PostgreSQL: a visible conversation's summary then its live histories in order, in one
     statement (``HISTORY_COLUMNS`` children, see ``_row_then_children``)."""
-    return _row_then_children(
-        _conversation(scope), _CONVERSATION_HISTORIES.replace(":cid", _of_visible(":cid"))
-    )
+    histories = _CONVERSATION_HISTORIES.replace(":cid", _of_visible(":cid"))
+    return _row_then_children(_conversation(scope), histories, HISTORY_COLUMNS)
 
 
 @functools.cache
@@ -432,7 +435,7 @@ def conversation_with_messages_postgres(scope: Scope, complete: bool) -> SQL:
     ``_row_then_children``)."""
     status = " AND m.status = 'complete'" if complete else ""
     messages = _OF_CONVERSATION.replace(":cid", _of_visible(":cid"))
-    return _row_then_children(_conversation(scope), f"{messages}{status} ORDER BY m.seq")
+    return _row_then_children(_conversation(scope), f"{messages}{status} ORDER BY m.seq", MESSAGE_COLUMNS)
 
 
 _APPEND_COLUMNS = ("id", "role", "content", "parts", "model", "status", "usage", "metadata", "native", "key")
