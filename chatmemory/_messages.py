@@ -77,15 +77,18 @@ class MessageOps(ScopeBase):
         hid = None if history_id is None else parse_id("history_id", history_id)
         # The cursor names its listing: a position in one conversation means nothing in another.
         listing = f"h{hid}" if hid is not None else f"c{cid}"
+        one = not self._db.is_sqlite
         after = None
         if cursor is not None:
             seq, of = _cursor.decode(kind, cursor, 2)
             if of != listing:
                 # A listing that is not visible still answers not-found, as with any other cursor.
-                await self._db.run(_page(self.principal, cid, hid, 1, None, newest_first), rows=1)
+                await self._db.run(_page(self.principal, cid, hid, 1, None, newest_first, one), rows=1)
                 raise InvalidInputError("cursor", "is not a cursor from this listing")
             after = _cursor.sequence(seq)
-        rows = await self._db.run(_page(self.principal, cid, hid, limit, after, newest_first), rows=limit)
+        rows = await self._db.run(
+            _page(self.principal, cid, hid, limit, after, newest_first, one), rows=limit
+        )
         items = _rows.messages(rows[:limit], self._db.is_sqlite, cid)
         more = len(rows) > limit
         next_cursor = _cursor.encode(kind, items[-1].seq, listing) if more else None
@@ -487,21 +490,43 @@ def _page(
     limit: int,
     after: int | None,
     newest_first: bool,
+    one_statement: bool,
 ) -> Plan[list[Row]]:
+    """A page of messages. None found, the conversation or history is asked for, to tell a
+    missing or foreign id from an empty page at one moment: in the read's transaction on
+    SQLite; on PostgreSQL (``one_statement``) with the page read again in the same statement,
+    since a conversation may become visible with its messages at once (imported meanwhile
+    with its own ids)."""
     scope, params = q.principal_params(principal)
-    statement = sql.list_messages(scope, cid is not None, hid is not None, newest_first, after is not None)
-    rows: list[Row] = yield Stmt(
-        statement, {**params, "cid": cid, "hid": hid, "after": after, "limit": limit + 1}
-    )
-    if not rows:  # Nothing visible: tell a missing or foreign id from an empty page.
-        if hid is None:
+    shape = (scope, cid is not None, hid is not None, newest_first, after is not None)
+    values = {**params, "cid": cid, "hid": hid, "after": after, "limit": limit + 1}
+    rows: list[Row] = yield Stmt(sql.list_messages(*shape), values)
+    if rows:
+        return rows
+    if one_statement:
+        found = yield Stmt(sql.page_with_parent_postgres(*shape), values)
+        parent, rows = q.row_then_children(found, sql.MESSAGE_COLUMNS)
+        if hid is not None:
+            if parent is None:
+                raise HistoryNotFound(hid)
+            _same_conversation(cid, parent)
+        elif parent is None:
             assert cid is not None
-            yield from q.find_conversation(principal, cid)
-        else:
-            history = yield from q.find_history(principal, hid)
-            if cid is not None and str(cid.hex) != _hex(history[1]):
-                raise InvalidInputError("history_id", "is not in that conversation")
+            raise ConversationNotFound(cid)
+        return rows
+    if hid is None:
+        assert cid is not None
+        yield from q.find_conversation(principal, cid)
+        return rows
+    parent = yield from q.find_history(principal, hid)
+    _same_conversation(cid, parent)
     return rows
+
+
+def _same_conversation(cid: UUID | None, history: Row) -> None:
+    """Raises InvalidInputError unless the history's row is of conversation ``cid`` (when given)."""
+    if cid is not None and str(cid.hex) != _hex(history[1]):
+        raise InvalidInputError("history_id", "is not in that conversation")
 
 
 def _hex(value: Any) -> str:

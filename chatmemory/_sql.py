@@ -400,6 +400,23 @@ def get_message(scope: Scope, lock: bool = False) -> SQL:
 def list_messages(
     scope: Scope, by_conversation: bool, by_history: bool, newest_first: bool, after: bool
 ) -> SQL:
+    return _both(_list_messages(scope, by_conversation, by_history, newest_first, after))
+
+
+@functools.cache
+def page_with_parent_postgres(
+    scope: Scope, by_conversation: bool, by_history: bool, newest_first: bool, after: bool
+) -> SQL:
+    """PostgreSQL: the visible history (``by_history``) or conversation, then a page of its
+    messages (``list_messages``), in one statement (``MESSAGE_COLUMNS`` children, see
+    ``_row_then_children``): an empty page told from a parent not found at one moment."""
+    page = _list_messages(scope, by_conversation, by_history, newest_first, after)
+    return _row_then_children(_history(scope) if by_history else _conversation(scope), page, MESSAGE_COLUMNS)
+
+
+def _list_messages(
+    scope: Scope, by_conversation: bool, by_history: bool, newest_first: bool, after: bool
+) -> str:
     if by_conversation:
         query = f"{_OF_CONVERSATION} AND {visible_conversation(scope)}"
     else:
@@ -411,7 +428,7 @@ def list_messages(
         query += " AND m.chat_history_id = :hid"
     if after:
         query += " AND m.seq < :after" if newest_first else " AND m.seq > :after"
-    return _both(f"{query} ORDER BY m.seq{' DESC' if newest_first else ''} LIMIT :limit")
+    return f"{query} ORDER BY m.seq{' DESC' if newest_first else ''} LIMIT :limit"
 
 
 @functools.cache

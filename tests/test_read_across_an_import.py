@@ -37,6 +37,7 @@ async def _exported_then_purged(alice: Scope, admin: Scope) -> dict[str, Any]:
 READS = {
     "get_context": lambda chat, cid: chat.get_context(cid),
     "transcript": lambda chat, cid: chat.transcript(cid),
+    "list_messages": lambda chat, cid: chat.list_messages(conversation_id=cid),
 }
 
 
@@ -55,7 +56,9 @@ async def test_a_conversation_imported_while_read_is_whole_or_not_found(
                 answer = None
     if answer is None:
         return
-    messages = answer.messages if read == "get_context" else answer
+    messages = {"get_context": lambda: answer.messages, "list_messages": lambda: answer.items}.get(
+        read, lambda: answer
+    )()
     # Found after the import committed: with the messages it was imported with.
     assert [m.content for m in messages] == ["0", "1", "2"], (done, messages)
 
