@@ -12,20 +12,16 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
 from chatmemory import _queries as q
 from chatmemory import _rows
-from chatmemory import _sql as sql
-from chatmemory._plan import Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase
 from chatmemory._validation import parse_id
 from chatmemory.content import AudioPart, FilePart, ImagePart, ReasoningPart, ToolCallPart, ToolResultPart
 from chatmemory.errors import InvalidInputError
 from chatmemory.models import Message
-from chatmemory.principal import Principal
 
 __all__ = [
     "CHARS_PER_TOKEN",
@@ -136,7 +132,8 @@ class ContextOps(ScopeBase):
         if max_messages is not None:
             _positive("max_messages", max_messages)
         sqlite = self._db.is_sqlite
-        history = _rows.messages(await self._db.run(_complete(self.principal, cid, not sqlite)), sqlite, cid)
+        plan = q.conversation_messages(self.principal, cid, complete=True, one_statement=not sqlite)
+        history = _rows.messages(await self._db.run(plan), sqlite, cid)
         kept: list[list[Message]] = []
         tokens = count = 0
         for unit in reversed(tool_exchanges(history)):
@@ -148,19 +145,6 @@ class ContextOps(ScopeBase):
             count += len(unit)
         selected = [m for unit in reversed(kept) for m in unit]
         return Context(messages=selected, omitted=len(history) - len(selected), estimated_tokens=tokens)
-
-
-def _complete(principal: Principal, cid: UUID, one_statement: bool) -> Plan[list[Row]]:
-    """The visible conversation's complete messages, in order, read with the test that it is
-    visible (a principal who may not see it has none of its messages read): found, they are
-    the conversation's at one moment; none found, the conversation is found or not at one
-    moment (``_queries.none_visible``). Never an empty context of a conversation deleted
-    meanwhile, or of one imported meanwhile with its messages."""
-    scope, params = q.principal_params(principal)
-    rows: list[Row] = yield Stmt(sql.complete_messages(scope), {**params, "cid": cid}, bulk=True)
-    if not rows:
-        rows = yield from q.none_visible(principal, cid, complete=True, one_statement=one_statement)
-    return rows
 
 
 def _positive(field: str, value: object) -> None:

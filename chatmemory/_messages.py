@@ -153,8 +153,9 @@ class MessageOps(ScopeBase):
             ConversationNotFound: no visible conversation has this id.
         """
         cid = parse_id("conversation_id", conversation_id)
-        rows = await self._db.run(_transcript(self.principal, cid, not self._db.is_sqlite))
-        return _rows.messages(rows, self._db.is_sqlite, cid)
+        sqlite = self._db.is_sqlite
+        plan = q.conversation_messages(self.principal, cid, complete=False, one_statement=not sqlite)
+        return _rows.messages(await self._db.run(plan), sqlite, cid)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -531,14 +532,6 @@ def _same_conversation(cid: UUID | None, history: Row) -> None:
 
 def _hex(value: Any) -> str:
     return value.hex if isinstance(value, UUID) else str(value)
-
-
-def _transcript(principal: Principal, cid: UUID, one_statement: bool) -> Plan[list[Row]]:
-    scope, params = q.principal_params(principal)
-    rows: list[Row] = yield Stmt(sql.transcript(scope), {**params, "cid": cid}, bulk=True)
-    if not rows:
-        rows = yield from q.none_visible(principal, cid, complete=False, one_statement=one_statement)
-    return rows
 
 
 def _delete(principal: Principal, mid: UUID, when: datetime) -> Plan[None]:

@@ -87,24 +87,30 @@ def row_then_children(rows: list[Row], width: int) -> tuple[Row | None, list[Row
         return rows[at][width:], [r[:width] for r in children]
 
 
-def none_visible(principal: Principal, cid: UUID, *, complete: bool, one_statement: bool) -> Plan[list[Row]]:
-    """What a read of a conversation's messages that checks its visibility in the same statement
-    answers when that statement found none: the conversation is not visible, or it has none.
-    Told apart at one moment: on SQLite in the read's transaction; on PostgreSQL (``one_statement``)
-    with its messages read again in one statement, since a conversation may become visible with
-    its messages at once (imported meanwhile with its own ids).
+def conversation_messages(
+    principal: Principal, cid: UUID, *, complete: bool, one_statement: bool
+) -> Plan[list[Row]]:
+    """The visible conversation's live messages (``complete``: its complete ones) in order,
+    read with the test that it is visible (a principal who may not see it has none of its
+    messages read). None found, the conversation is not visible, or it has none: told apart
+    at one moment, on SQLite in the read's transaction, on PostgreSQL (``one_statement``) with
+    its messages read again in one statement, since a conversation may become visible with its
+    messages at once (imported meanwhile with its own ids). Never empty for a conversation
+    deleted or imported meanwhile.
 
     Raises:
         ConversationNotFound: no visible conversation has this id.
     """
+    scope, params = principal_params(principal)
+    values = {**params, "cid": cid}
+    rows: list[Row] = yield Stmt(sql.conversation_messages(scope, complete), values, bulk=True)
+    if rows:
+        return rows
     if not one_statement:
         yield from find_conversation(principal, cid)
         return []
-    scope, params = principal_params(principal)
-    rows = yield Stmt(
-        sql.conversation_with_messages_postgres(scope, complete), {**params, "cid": cid}, bulk=True
-    )
-    summary, messages = row_then_children(rows, sql.MESSAGE_COLUMNS)
+    found = yield Stmt(sql.conversation_with_messages_postgres(scope, complete), values, bulk=True)
+    summary, messages = row_then_children(found, sql.MESSAGE_COLUMNS)
     if summary is None:
         raise ConversationNotFound(cid)
     return messages

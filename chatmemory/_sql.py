@@ -431,28 +431,23 @@ def _list_messages(
     return f"{query} ORDER BY m.seq{' DESC' if newest_first else ''} LIMIT :limit"
 
 
-@functools.cache
-def transcript(scope: Scope) -> SQL:
-    return _both(f"{_OF_CONVERSATION} AND {visible_conversation(scope)} ORDER BY m.seq")
+def _conversation_messages(scope: Scope, complete: bool) -> str:
+    status = " AND m.status = 'complete'" if complete else ""
+    return f"{_OF_CONVERSATION}{status} AND {visible_conversation(scope)} ORDER BY m.seq"
 
 
 @functools.cache
-def complete_messages(scope: Scope) -> SQL:
-    """The complete messages of the conversation ``:cid`` in order, if it is visible (checked in
-    the same statement, so at the same moment); none if it is not."""
-    return _both(
-        f"{_OF_CONVERSATION} AND m.status = 'complete' AND {visible_conversation(scope)} ORDER BY m.seq"
-    )
+def conversation_messages(scope: Scope, complete: bool) -> SQL:
+    """The live messages (``complete``: the complete ones) of the conversation ``:cid`` in order,
+    if it is visible (checked in the same statement, so at the same moment); none if it is not."""
+    return _both(_conversation_messages(scope, complete))
 
 
 @functools.cache
 def conversation_with_messages_postgres(scope: Scope, complete: bool) -> SQL:
-    """PostgreSQL: a visible conversation's summary then its live messages (``complete``: its
-    complete ones) in order, in one statement (``MESSAGE_COLUMNS`` children, see
-    ``_row_then_children``)."""
-    status = " AND m.status = 'complete'" if complete else ""
-    messages = _OF_CONVERSATION.replace(":cid", _of_visible(":cid"))
-    return _row_then_children(_conversation(scope), f"{messages}{status} ORDER BY m.seq", MESSAGE_COLUMNS)
+    """PostgreSQL: a visible conversation's summary then ``conversation_messages``, in one
+    statement (``MESSAGE_COLUMNS`` children, see ``_row_then_children``)."""
+    return _row_then_children(_conversation(scope), _conversation_messages(scope, complete), MESSAGE_COLUMNS)
 
 
 _APPEND_COLUMNS = ("id", "role", "content", "parts", "model", "status", "usage", "metadata", "native", "key")
