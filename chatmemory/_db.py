@@ -28,7 +28,7 @@ from sqlalchemy.util.concurrency import await_
 from chatmemory import _sql
 from chatmemory._changes import logged
 from chatmemory._engine_driver import EngineDriver
-from chatmemory._plan import Plan, Stmt
+from chatmemory._plan import KeyTaken, Plan, Stmt
 from chatmemory._sqlite_driver import BUSY_TIMEOUT_MS as SQLITE_BUSY_TIMEOUT_MS
 from chatmemory._sqlite_driver import Closed, SQLiteDriver, configure
 from chatmemory._wakeup import ChangeHub
@@ -206,7 +206,13 @@ class Database:
                 driver.trace = trace
 
     async def run(
-        self, plan: Plan[T], *, write: bool = False, group: Hashable = None, rows: int | None = None
+        self,
+        plan: Plan[T],
+        *,
+        write: bool = False,
+        group: Hashable = None,
+        rows: int | None = None,
+        fallback: Callable[[], Plan[T]] | None = None,
     ) -> T:
         """Run ``plan`` as one transaction; commits when it returns, rolls back when it raises.
 
@@ -222,6 +228,9 @@ class Database:
         READ COMMITTED reads the same (each statement has its own snapshot either way), unless
         its first statement asks for one snapshot for all (``Stmt.snapshot``).
 
+        ``fallback`` makes the plan that runs in ``plan``'s place when a key ``plan`` inserted
+        without looking it up was stored already (``Stmt.unread_keys``; ``plan`` wrote nothing).
+
         A cancelled caller never leaves a transaction half done: a plan that has started runs
         to its commit or rollback, and a write is awaited to that outcome before the
         cancellation goes on.
@@ -235,10 +244,17 @@ class Database:
         quick = rows is not None and rows <= QUICK_ROWS
         if not write:
             return await self._run(plan, write=False, quick=quick)
+        token, sqlite = self.changes.token, self.is_sqlite
         try:
-            result, changed = await self._run(
-                logged(plan, self.changes.token, sqlite=self.is_sqlite), write=True, group=group, quick=quick
-            )
+            try:
+                result, changed = await self._run(
+                    logged(plan, token, sqlite=sqlite), write=True, group=group, quick=quick
+                )
+            except KeyTaken:
+                if fallback is None:
+                    raise
+                again = logged(fallback(), token, sqlite=sqlite)
+                result, changed = await self._run(again, write=True, group=group)
         except asyncio.CancelledError:
             self.changes.notify()  # the write may have committed before its caller was cancelled
             raise

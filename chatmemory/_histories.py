@@ -248,10 +248,11 @@ def change_at_once(
     batch: list[NewMessage] | None = None,
     *,
     alone: bool = False,
+    unread_keys: bool = False,
 ) -> Plan[tuple[Row, list[Message]]]:
     """Set ``values`` (with ``updated_at``) on a running history in one PostgreSQL statement,
-    after appending ``batch`` (messages without keys) when given; answers the history's row as
-    the change left it and the messages appended.
+    after appending ``batch`` when given (messages without keys, or with ``unread_keys``, see
+    ``Stmt``); answers the history's row as the change left it and the messages appended.
 
     The lock, the checks, the append, the change and their log are one statement, which writes
     nothing unless the history is visible and running: it may then be its call's whole write
@@ -275,6 +276,7 @@ def change_at_once(
             "kind": _kind(values),
         },
         alone=alone,
+        unread_keys=unread_keys,
     )
     if not found:
         raise HistoryNotFound(hid)

@@ -50,8 +50,16 @@ class MessageOps(ScopeBase):
         """
         hid = parse_id("history_id", history_id)
         batch = self._batch(messages)
-        plan = append(self.principal, hid, batch, q.now(), one_statement=not self._db.is_sqlite, alone=True)
-        stored, added = await self._db.run(plan, write=True, group=hid, rows=rows_of(batch))
+        when, postgres = q.now(), not self._db.is_sqlite
+
+        def plan(unread_keys: bool) -> Plan[tuple[list[Row], list[Message]]]:
+            return append(
+                self.principal, hid, batch, when, one_statement=postgres, alone=True, unread_keys=unread_keys
+            )
+
+        stored, added = await self._db.run(
+            plan(postgres), write=True, group=hid, rows=rows_of(batch), fallback=lambda: plan(False)
+        )
         return in_batch_order(batch, stored, added, self._db.is_sqlite)
 
     async def list_messages(
@@ -208,6 +216,7 @@ def append(
     one_statement: bool,
     alone: bool = False,
     new_history: bool = False,
+    unread_keys: bool = False,
 ) -> Plan[tuple[list[Row], list[Message]]]:
     """Stored rows for keys already there, and the new messages, ``seq`` taken under the conversation lock.
 
@@ -217,12 +226,15 @@ def append(
     Keys are looked up after the lock is held, so a concurrent append of the same key is seen.
     ``alone``: the append is its transaction's whole work, so its one statement may be too.
     A ``new_history`` (started in this transaction) has no stored keys to look up.
+    With ``unread_keys`` (PostgreSQL), a batch with keys is one statement too, which does not
+    look its keys up; the caller runs the plan that does when one was stored (``Stmt.unread_keys``).
     """
     scope, params = q.principal_params(principal)
     keys = [] if new_history else [m.key for m in batch if m.key is not None]
-    if batch and not keys:
+    if batch and (not keys or (unread_keys and one_statement)):
         if one_statement:
-            return [], (yield from _append_at_once(scope, params, hid, batch, when, alone=alone))
+            one = _append_at_once(scope, params, hid, batch, when, alone=alone, unread_keys=bool(keys))
+            return [], (yield from one)
         return [], (yield from _append_bumped(scope, params, hid, batch, when))
     found = yield Stmt(sql.lock_for_append(scope), {**params, "hid": hid})
     _, cid, history_model, last_seq = running(found, hid)
@@ -303,12 +315,17 @@ def _append_at_once(
     when: datetime,
     *,
     alone: bool = False,
+    unread_keys: bool = False,
 ) -> Plan[list[Message]]:
     """The append as one statement, which writes nothing unless the history is visible and
-    running (it may then be ``alone``, see ``Stmt``)."""
+    running (it may then be ``alone``, see ``Stmt``), nor if it has ``unread_keys`` and one of
+    them is stored."""
     ids = new_ids(len(batch))
     found = yield Stmt(
-        sql.append_postgres(scope), {**params, **batch_params(batch, ids, hid, when)}, alone=alone
+        sql.append_postgres(scope),
+        {**params, **batch_params(batch, ids, hid, when)},
+        alone=alone,
+        unread_keys=unread_keys,
     )
     _, cid, history_model, last_seq = running(found, hid)
     yield from changes.touched(cid)  # the statement logged the append

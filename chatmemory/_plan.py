@@ -58,7 +58,13 @@ class Stmt:
     of one moment (a conversation's counters and histories with their messages, say). SQLite's
     reads always do (each is one transaction); PostgreSQL runs such a read as a ``REPEATABLE
     READ READ ONLY`` transaction, two round trips more than the other reads, whose statements
-    each take a snapshot of their own under READ COMMITTED."""
+    each take a snapshot of their own under READ COMMITTED.
+
+    ``unread_keys`` says the statement inserts messages with keys it did not look up (looked up
+    under the conversation's lock, they cost a transaction of three statements, and they are
+    almost never stored already): where one is, the key index refuses the insert, the statement
+    writes nothing, and the driver raises ``KeyTaken`` in its place. The caller then runs the
+    plan that looks the keys up (``Database.run``'s ``fallback``)."""
 
     sql: SQL
     params: dict[str, Any] | list[dict[str, Any]] | list[tuple[Any, ...]]
@@ -67,6 +73,11 @@ class Stmt:
     bulk: bool = False
     alone: bool = False
     snapshot: bool = False
+    unread_keys: bool = False
+
+
+class KeyTaken(Exception):
+    """A ``Stmt.unread_keys`` insert met a key already stored in its history: it wrote nothing."""
 
 
 Plan: TypeAlias = Generator[Stmt, Any, T]

@@ -18,7 +18,8 @@ from typing import Any, TypeAlias, TypeVar, cast
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import URL
 
-from chatmemory._plan import Plan, Stmt, collector_paused, positional, postgres_value
+from chatmemory._plan import KeyTaken, Plan, Stmt, collector_paused, positional, postgres_value
+from chatmemory._sql import KEY_INDEX
 from chatmemory.errors import ChatMemoryError, StorageError
 
 T = TypeVar("T")
@@ -142,7 +143,13 @@ async def _drive(
         while True:
             if trace is not None:
                 trace(stmt)
-            stmt = plan.send(await execute(connection, stmt))
+            try:
+                rows = await execute(connection, stmt)
+            except asyncpg.UniqueViolationError as exc:
+                if stmt.unread_keys and exc.constraint_name == KEY_INDEX:
+                    raise KeyTaken(stmt) from exc
+                raise
+            stmt = plan.send(rows)
             if alone:
                 raise RuntimeError("a plan went on after the statement it said was its whole write")
     except StopIteration as done:

@@ -171,9 +171,14 @@ class RunOps(MessageOps):
             "finished_at": when,
             "updated_at": when,
         }
-        plan = _finished(self.principal, hid, batch, finish, not self._db.is_sqlite)
+        postgres = not self._db.is_sqlite
         rows = rows_of(batch) + size_rows(*finish.values())
-        row, stored, added = await self._db.run(plan, write=True, rows=rows)
+        row, stored, added = await self._db.run(
+            _finished(self.principal, hid, batch, finish, postgres, unread_keys=postgres),
+            write=True,
+            rows=rows,
+            fallback=lambda: _finished(self.principal, hid, batch, finish, postgres),
+        )
         history = _rows.one(_rows.histories, row, self._db.is_sqlite)
         return RecordedRun(
             conversation_id=history.conversation_id,
@@ -201,13 +206,20 @@ def _record(
 
 
 def _finished(
-    principal: Principal, hid: UUID, batch: list[NewMessage], finish: dict[str, Any], one_statement: bool
+    principal: Principal,
+    hid: UUID,
+    batch: list[NewMessage],
+    finish: dict[str, Any],
+    one_statement: bool,
+    *,
+    unread_keys: bool = False,
 ) -> Plan[tuple[Row, list[Row], list[Message]]]:
     """``batch`` appended to a running history, then the history finished: with
-    ``one_statement`` (PostgreSQL) and no keys to look up, one statement that is the call's
-    whole write."""
-    if one_statement and all(m.key is None for m in batch):
-        row, added = yield from change_at_once(principal, hid, finish, batch, alone=True)
+    ``one_statement`` (PostgreSQL), one statement that is the call's whole write, when the batch
+    has no keys or may leave them ``unread_keys`` (see ``Stmt``)."""
+    keyed = any(m.key is not None for m in batch)
+    if one_statement and (unread_keys or not keyed):
+        row, added = yield from change_at_once(principal, hid, finish, batch, alone=True, unread_keys=keyed)
         return row, [], added
     stored: list[Row] = []
     added = []

@@ -248,6 +248,9 @@ _OF_CONVERSATION = (
 )
 CONVERSATION_MESSAGES = _both(f"{_OF_CONVERSATION} ORDER BY m.seq")
 _KEYS = _in("m.key", "keys")
+# The unique index of a history's live keys (``_schema``'s name for it), which refuses a key
+# inserted without being looked up (``Stmt.unread_keys``) when it is stored already.
+KEY_INDEX = "ix_chat_messages_chat_history_id_key"
 MESSAGES_BY_KEY = SQL(
     f"SELECT {MESSAGE} FROM chat_messages m WHERE m.chat_history_id = :hid AND m.deleted_at IS NULL AND "
     + _KEYS[0],

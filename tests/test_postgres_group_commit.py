@@ -314,27 +314,36 @@ async def test_failures_of_every_kind_in_one_transaction_each_roll_back_only_the
 ) -> None:
     """In one shared transaction: the first append failing in PostgreSQL, the next failing in
     the store (another principal's, HistoryNotFound) right after, one stored, a keyed append
-    whose plan fails on its last statement after two that ran, a keyed one stored, and the last
-    failing in the store. Each failed one is rolled back to its savepoint, the last before the
-    COMMIT; the others are stored in order, and the connection goes on clean to the next call."""
+    whose one statement meets a key already stored (``KeyTaken``), a keyed one stored, and the
+    last failing in the store. Each failed one is rolled back to its savepoint, the last before
+    the COMMIT; the others are stored in order, and the connection goes on clean to the next
+    call. The keyed append that met a stored key runs again after, as the plan that looks its
+    keys up under the lock, and fails on its last statement after the two that ran."""
     url, memory, chat, run = await _history(postgres_url)
     async with memory:
         await _refusing(url)
         bob = memory.scoped(Principal("bob"))
+        stored = await chat.append_messages(run.id, [{"role": "user", "content": "stored", "key": "k0"}])
         appends = [
-            (chat, {"role": "user", "content": "zero"}),
-            (chat, {"role": "user", "content": "refused"}),
-            (bob, {"role": "user", "content": "foreign"}),
-            (chat, {"role": "user", "content": "one"}),
-            (chat, {"role": "user", "content": "refused", "key": "k"}),
-            (chat, {"role": "user", "content": "two", "key": "k2"}),
-            (bob, {"role": "user", "content": "foreign"}),
+            (chat, [{"role": "user", "content": "zero"}]),
+            (chat, [{"role": "user", "content": "refused"}]),
+            (bob, [{"role": "user", "content": "foreign"}]),
+            (chat, [{"role": "user", "content": "one"}]),
+            (
+                chat,
+                [
+                    {"role": "user", "content": "again", "key": "k0"},
+                    {"role": "user", "content": "refused", "key": "k"},
+                ],
+            ),
+            (chat, [{"role": "user", "content": "two", "key": "k2"}]),
+            (bob, [{"role": "user", "content": "foreign"}]),
         ]
         queries = await log_queries(memory)
         async with _row_held(url, run.conversation_id):
             calls = []
-            for scope, message in appends:
-                calls.append(asyncio.ensure_future(scope.append_messages(run.id, [message])))
+            for scope, batch in appends:
+                calls.append(asyncio.ensure_future(scope.append_messages(run.id, batch)))
                 waiting = len(calls) - 1
                 await until(
                     lambda waiting=waiting: (
@@ -353,15 +362,20 @@ async def test_failures_of_every_kind_in_one_transaction_each_roll_back_only_the
             "HistoryNotFound",
         ], results
         assert all("refused row" in str(results[i]) for i in (1, 4))
-        assert [r[0].seq for r in results if isinstance(r, list)] == [1, 2, 3]
+        assert [r[0].seq for r in results if isinstance(r, list)] == [2, 3, 4]
         await pool_idle(memory)
         shared = queries[queries.index("BEGIN;") : queries.index("COMMIT;") + 1]
+        after = queries[queries.index("COMMIT;") + 1 :]
         driver = memory._db._postgres
         assert driver is not None
-        assert len(driver._idle) == 1 and not driver._idle[0].is_in_transaction()
-        assert [m.content for m in await chat.transcript(run.conversation_id)] == ["zero", "one", "two"]
+        assert driver._pool is not None
+        connections = [holder._con for holder in driver._pool._holders if holder._con is not None]
+        assert connections and not any(c.is_in_transaction() for c in connections)
+        transcript = await chat.transcript(run.conversation_id)
+        assert [m.content for m in transcript] == ["stored", "zero", "one", "two"]
+        assert transcript[0].id == stored[0].id
         summary = await chat.get_conversation(run.conversation_id)
-        assert summary.message_count == 3 and summary.last_message_preview == "two"
+        assert summary.message_count == 4 and summary.last_message_preview == "two"
     savepoints = ("RELEASE", "ROLLBACK", "SAVEPOINT")
     assert [q if q.split()[0] in savepoints else q.split()[0] for q in shared] == [
         "BEGIN;",
@@ -372,18 +386,16 @@ async def test_failures_of_every_kind_in_one_transaction_each_roll_back_only_the
         "ROLLBACK TO SAVEPOINT plan",
         "WITH",
         "RELEASE SAVEPOINT plan; SAVEPOINT plan",
-        "SELECT",
-        "SELECT",
         "WITH",
         "ROLLBACK TO SAVEPOINT plan",
-        "SELECT",
-        "SELECT",
         "WITH",
         "RELEASE SAVEPOINT plan; SAVEPOINT plan",
         "WITH",
         "ROLLBACK TO SAVEPOINT plan",
         "COMMIT;",
     ], shared
+    # The lock, the keys stored (k0 is), and the insert of the rest, which the trigger refuses.
+    assert [q.split()[0] for q in after] == ["BEGIN;", "SELECT", "SELECT", "WITH", "ROLLBACK;"], after
 
 
 async def test_a_store_closed_during_a_shared_transaction_commits_none_of_it(

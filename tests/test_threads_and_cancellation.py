@@ -164,9 +164,11 @@ async def _assert_no_open_transaction(db_url: str, backend: str) -> None:
 
 
 async def test_statements_per_append(memory: ChatMemory, backend: str) -> None:
-    """PostgreSQL: one statement (lock, checks, insert, counters and change log together); SQLite:
-    three on one thread hop (the bump answering ``last_seq``, the insert, the change log). Keys add
-    what they must on both."""
+    """PostgreSQL: one statement (lock, checks, insert, counters and change log together), with
+    keys or without; a key stored already makes that statement fail, and the append runs again
+    as the lock, the keys stored, and nothing more when every key is. SQLite: three on one
+    thread hop (the bump answering ``last_seq``, the insert, the change log); keys are looked up
+    after the lock (five), and a batch whose keys are all stored is those two alone."""
     chat = memory.scoped(Principal("alice"))
     conv = await chat.start_conversation()
     run = await chat.start_history(conv.id, model="m")
@@ -176,14 +178,20 @@ async def test_statements_per_append(memory: ChatMemory, backend: str) -> None:
         await chat.append_messages(
             run.id, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
         )
-        await chat.append_messages(run.id, [{"role": "user", "content": "c", "key": "k"}])
+        keyed = await chat.append_messages(run.id, [{"role": "user", "content": "c", "key": "k"}])
+        counts = [len(sent)]
+        again = await chat.append_messages(run.id, [{"role": "user", "content": "c", "key": "k"}])
+        counts.append(len(sent) - counts[0])
     finally:
         memory._db.set_trace(None)
+    assert again == keyed and keyed[0].seq == 3
     if backend == "postgres":
-        assert len(sent) == 1 + 3
+        assert counts == [1 + 1, 1 + 2]
+        assert sent[1].unread_keys and not sent[0].unread_keys
     else:
-        assert len(sent) == 3 + 5
+        assert counts == [3 + 5, 2]
         assert sent[1].many and len(sent[1].params) == 2
+        assert not any(stmt.unread_keys for stmt in sent)
 
 
 async def test_sqlite_calls_per_append(tmp_path: Path) -> None:
@@ -325,8 +333,10 @@ async def test_postgres_call_is_its_statements_only(postgres_url: str) -> None:
     READ COMMITTED a statement inside a transaction reads what it reads alone); a history
     started, with or without its first messages, is one statement too, as are a run finished
     with its last messages and a whole run recorded into a conversation; a run recorded with
-    the conversation it starts is two statements in one transaction, and so is a run finished
-    with messages that carry keys (looked up first). The connection goes back to the pool
+    the conversation it starts is two statements in one transaction. A run finished with
+    messages that carry keys is one statement too (the keys are not looked up); when one of them
+    is stored already, that statement fails, writing nothing, and the finish runs again in a
+    transaction that looks the keys up under the lock. The connection goes back to the pool
     without a reset query (a round trip per call)."""
     from tests.conftest import _create_database
 
@@ -347,13 +357,25 @@ async def test_postgres_call_is_its_statements_only(postgres_url: str) -> None:
         await chat.record_run(model="m", messages=[{"role": "user", "content": "e"}])
         keyed = await chat.start_history(conv.id, model="m")
         await chat.finish_run(keyed.id, messages=[{"role": "assistant", "content": "f", "key": "f"}])
+        resent = await chat.start_run(
+            conv.id, model="m", messages=[{"role": "user", "content": "g", "key": "g"}]
+        )
+        sent_again = [
+            {"role": "user", "content": "g", "key": "g"},
+            {"role": "assistant", "content": "h", "key": "h"},
+        ]
+        finished = await chat.finish_run(resent.history.id, messages=sent_again)
         await pool_idle(memory)
     statements = [q.split()[0].rstrip(";") for q in queries]
     assert statements[:7] == ["WITH", "SELECT", "WITH", "WITH", "WITH", "WITH", "WITH"]
     assert statements[7:11] == ["BEGIN", "INSERT", "WITH", "COMMIT"]  # a conversation, then the run
-    assert statements[11] == "WITH"  # the keyed run's start
-    # The keyed finish: the lock, the keys stored, the append, the finish.
-    assert statements[12:] == ["BEGIN", "SELECT", "SELECT", "WITH", "WITH", "COMMIT"]
+    # A history started; the keyed finish; the next keyed run's start; its finish resending a
+    # stored key: the one statement refused, then the lock, the keys stored, the append of the
+    # rest and the finish.
+    assert statements[11:15] == ["WITH", "WITH", "WITH", "WITH"]
+    assert statements[15:] == ["BEGIN", "SELECT", "SELECT", "WITH", "WITH", "COMMIT"]
+    assert finished.messages[0].id == resent.messages[0].id
+    assert [m.seq for m in finished.messages] == [resent.messages[0].seq, resent.messages[0].seq + 1]
 
 
 async def test_postgres_append_alone_writes_nothing_when_refused_and_a_plan_may_not_go_on_after_it(
