@@ -28,7 +28,7 @@ from sqlalchemy.util.concurrency import await_
 from chatmemory import _sql
 from chatmemory._changes import logged
 from chatmemory._engine_driver import EngineDriver
-from chatmemory._plan import KeyTaken, Plan, Stmt
+from chatmemory._plan import Plan, Stmt
 from chatmemory._sqlite_driver import BUSY_TIMEOUT_MS as SQLITE_BUSY_TIMEOUT_MS
 from chatmemory._sqlite_driver import Closed, SQLiteDriver, configure
 from chatmemory._wakeup import ChangeHub
@@ -230,6 +230,9 @@ class Database:
 
         ``fallback`` makes the plan that runs in ``plan``'s place when a key ``plan`` inserted
         without looking it up was stored already (``Stmt.unread_keys``; ``plan`` wrote nothing).
+        It runs as part of the same call, on its connection: in its place among queued writes (in
+        its savepoint), before a close that began meanwhile ends the call, and to its end for a
+        caller cancelled meanwhile, as any started write does.
 
         A cancelled caller never leaves a transaction half done: a plan that has started runs
         to its commit or rollback, and a write is awaited to that outcome before the
@@ -245,16 +248,11 @@ class Database:
         if not write:
             return await self._run(plan, write=False, quick=quick)
         token, sqlite = self.changes.token, self.is_sqlite
+        again = None if fallback is None else (lambda: logged(fallback(), token, sqlite=sqlite))
         try:
-            try:
-                result, changed = await self._run(
-                    logged(plan, token, sqlite=sqlite), write=True, group=group, quick=quick
-                )
-            except KeyTaken:
-                if fallback is None:
-                    raise
-                again = logged(fallback(), token, sqlite=sqlite)
-                result, changed = await self._run(again, write=True, group=group)
+            result, changed = await self._run(
+                logged(plan, token, sqlite=sqlite), write=True, group=group, quick=quick, fallback=again
+            )
         except asyncio.CancelledError:
             self.changes.notify()  # the write may have committed before its caller was cancelled
             raise
@@ -262,7 +260,17 @@ class Database:
             self.changes.notify(changed)
         return result  # type: ignore[no-any-return]
 
-    async def _run(self, plan: Plan[T], *, write: bool, group: Hashable = None, quick: bool = False) -> T:
+    async def _run(
+        self,
+        plan: Plan[T],
+        *,
+        write: bool,
+        group: Hashable = None,
+        quick: bool = False,
+        fallback: Callable[[], Plan[T]] | None = None,
+    ) -> T:
+        """Run ``plan``; ``fallback`` (see ``run``) runs in its place in the same call, on the
+        same connection and in its place among queued writes (SQLite never needs it)."""
         if self._closed:
             plan.close()
             raise StorageError("the store is closed")
@@ -287,14 +295,14 @@ class Database:
                         submitted = self._sqlite.submit(plan, write=write)
                     else:
                         assert self._postgres is not None
-                        submitted = self._postgres.submit(plan, write=write, group=group)
+                        submitted = self._postgres.submit(plan, write=write, group=group, fallback=fallback)
                 except RuntimeError:
                     plan.close()
                     raise StorageError("the store is closed") from None
                 unstarted = self._sqlite is not None or group is not None
                 return await _outcome(submitted, write, unstarted=unstarted)
             assert self._engine_driver is not None
-            task = asyncio.ensure_future(self._engine_driver.run(plan, write=write))
+            task = asyncio.ensure_future(self._engine_driver.run(plan, write=write, fallback=fallback))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             return await _finish(task, write)

@@ -52,7 +52,7 @@ class EngineDriver:
                 )
         self._loop = loop
 
-    async def run(self, plan: Plan[T], *, write: bool) -> T:
+    async def run(self, plan: Plan[T], *, write: bool, fallback: Callable[[], Plan[T]] | None = None) -> T:
         self.check_loop()
         async with self.engine.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
@@ -61,7 +61,7 @@ class EngineDriver:
             # Any other engine is PostgreSQL on asyncpg, the optional driver imported on use.
             from chatmemory._postgres_driver import run_on
 
-            return await run_on(driver, plan, self.trace, write=write)
+            return await run_on(driver, plan, self.trace, write=write, fallback=fallback)
 
     async def _run_aiosqlite(self, connection: aiosqlite.Connection, plan: Plan[T], write: bool) -> T:
         await connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")

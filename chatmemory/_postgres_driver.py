@@ -23,7 +23,10 @@ from chatmemory._sql import KEY_INDEX
 from chatmemory.errors import ChatMemoryError, StorageError
 
 T = TypeVar("T")
-_Queued: TypeAlias = tuple[Plan[Any], concurrent.futures.Future[Any]]
+# A fallback makes the plan that runs in its plan's place when a key it left unread was stored
+# (``Stmt.unread_keys``), in the same call: on its connection, and in its place among queued writes.
+_Fallback: TypeAlias = Callable[[], Plan[Any]] | None
+_Queued: TypeAlias = tuple[Plan[Any], concurrent.futures.Future[Any], _Fallback]
 # At most this many queued writes of a group share a transaction, so none waits long behind the others.
 GROUP_MAX = 32
 # How long a close waits for calls already running, then for the pool to close, before it ends them.
@@ -106,13 +109,30 @@ async def set_up(connection: asyncpg.Connection) -> None:
 
 
 async def run_on(
-    connection: asyncpg.Connection, plan: Plan[T], trace: Callable[[Stmt], None] | None, *, write: bool
+    connection: asyncpg.Connection,
+    plan: Plan[T],
+    trace: Callable[[Stmt], None] | None,
+    *,
+    write: bool,
+    fallback: Callable[[], Plan[T]] | None = None,
 ) -> T:
     """Run ``plan`` on ``connection``: a write in one transaction; a read statement by statement,
     each its own transaction, which under READ COMMITTED reads what it would inside one (each
     statement takes its own snapshot there too) without the round trips of BEGIN and COMMIT,
     unless its first statement asks for one ``snapshot`` for all (see ``Stmt``). A write that is
-    one statement ``alone`` is that statement's own transaction."""
+    one statement ``alone`` is that statement's own transaction. Where a key ``plan`` left unread
+    was stored (``KeyTaken``: it wrote nothing), ``fallback``'s plan runs in its place."""
+    try:
+        return await _run_on(connection, plan, trace, write=write)
+    except KeyTaken:
+        if fallback is None:
+            raise
+        return await _run_on(connection, fallback(), trace, write=True)
+
+
+async def _run_on(
+    connection: asyncpg.Connection, plan: Plan[T], trace: Callable[[Stmt], None] | None, *, write: bool
+) -> T:
     try:
         first = next(plan)
     except StopIteration as done:
@@ -173,10 +193,16 @@ async def _each_in_a_savepoint(
     others are returned with their results, to answer once the transaction commits."""
     answered: list[tuple[concurrent.futures.Future[Any], Any]] = []
     before = "SAVEPOINT plan"
-    for plan, future in batch:
+    for plan, future, fallback in batch:
         await connection.execute(before)
         try:
-            result = await _drive(connection, plan, trace)
+            try:
+                result = await _drive(connection, plan, trace)
+            except KeyTaken:
+                if fallback is None:
+                    raise
+                await connection.execute(_UNDO_SAVEPOINT)  # the savepoint stays for the fallback
+                result = await _drive(connection, fallback(), trace)
         except Exception as exc:
             future.set_exception(exc)
             before = _UNDO_SAVEPOINT
@@ -213,7 +239,7 @@ async def execute(connection: asyncpg.Connection, stmt: Stmt) -> Any:
 def _fail_queued(queue: collections.deque[_Queued]) -> None:
     """Fail the writes still queued, the store being closed (those withdrawn are skipped)."""
     while queue:
-        plan, future = queue.popleft()
+        plan, future, _ = queue.popleft()
         plan.close()
         _refuse(future)
 
@@ -271,7 +297,14 @@ class PostgresDriver:
         )
         self._thread.start()
 
-    def submit(self, plan: Plan[T], *, write: bool, group: Hashable = None) -> concurrent.futures.Future[T]:
+    def submit(
+        self,
+        plan: Plan[T],
+        *,
+        write: bool,
+        group: Hashable = None,
+        fallback: Callable[[], Plan[T]] | None = None,
+    ) -> concurrent.futures.Future[T]:
         """Start the plan on the store's loop (see ``run_on``).
 
         Writes of one ``group`` (an append's history) run one transaction at a time, and those
@@ -286,9 +319,9 @@ class PostgresDriver:
             if self._closing:
                 raise RuntimeError("the driver is closed")
             if group is None:
-                self._loop.call_soon_threadsafe(self._start, plan, write, future)
+                self._loop.call_soon_threadsafe(self._start, plan, write, future, fallback)
             else:
-                self._loop.call_soon_threadsafe(self._enqueue, group, plan, future)
+                self._loop.call_soon_threadsafe(self._enqueue, group, plan, future, fallback)
             self._unanswered.add(future)
         future.add_done_callback(self._answered)
         return future
@@ -297,11 +330,13 @@ class PostgresDriver:
         with self._lock:
             self._unanswered.discard(future)
 
-    def _start(self, plan: Plan[Any], write: bool, future: concurrent.futures.Future[Any]) -> None:
+    def _start(
+        self, plan: Plan[Any], write: bool, future: concurrent.futures.Future[Any], fallback: _Fallback
+    ) -> None:
         if not future.set_running_or_notify_cancel():
             plan.close()  # withdrawn before the loop took it
             return
-        task = self._loop.create_task(_answer(future, self._run(plan, write)))
+        task = self._loop.create_task(_answer(future, self._run(plan, write, fallback)))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
@@ -370,10 +405,10 @@ class PostgresDriver:
         if self._idle:
             self._sweep = self._loop.call_later(KEEP_SECONDS, self._give_back_unused)
 
-    async def _run(self, plan: Plan[T], write: bool) -> T:
+    async def _run(self, plan: Plan[T], write: bool, fallback: Callable[[], Plan[T]] | None = None) -> T:
         try:
             async with _Borrowed(self) as connection:
-                return await run_on(connection, plan, self.trace, write=write)
+                return await run_on(connection, plan, self.trace, write=write, fallback=fallback)
         except Exception as exc:
             if self._ended_by_close(exc):
                 raise StorageError("the store closed during the call") from exc
@@ -385,14 +420,16 @@ class PostgresDriver:
         of the cancellation."""
         return not isinstance(exc, Exception) or (self._pool_closing and not isinstance(exc, ChatMemoryError))
 
-    def _enqueue(self, group: Hashable, plan: Plan[Any], future: concurrent.futures.Future[Any]) -> None:
+    def _enqueue(
+        self, group: Hashable, plan: Plan[Any], future: concurrent.futures.Future[Any], fallback: _Fallback
+    ) -> None:
         queue = self._groups.get(group)
         if queue is None:
             queue = self._groups[group] = collections.deque()
             task = self._loop.create_task(self._commit_group(group, queue))
             self._committing.add(task)
             task.add_done_callback(self._committing.discard)
-        queue.append((plan, future))
+        queue.append((plan, future, fallback))
 
     async def _commit_group(self, group: Hashable, queue: collections.deque[_Queued]) -> None:
         """Run a group's writes: those that queued while its transaction was busy (waiting for
@@ -407,9 +444,9 @@ class PostgresDriver:
             while queue:
                 batch = []
                 for _ in range(min(GROUP_MAX, len(queue))):
-                    plan, future = queue.popleft()
+                    plan, future, fallback = queue.popleft()
                     if future.set_running_or_notify_cancel():
-                        batch.append((plan, future))
+                        batch.append((plan, future, fallback))
                     else:
                         plan.close()
                 if batch:
@@ -423,15 +460,16 @@ class PostgresDriver:
         try:
             async with _Borrowed(self) as connection:
                 if len(batch) == 1:
+                    plan, future, fallback = batch[0]
                     answered.append(
-                        (batch[0][1], await run_on(connection, batch[0][0], self.trace, write=True))
+                        (future, await run_on(connection, plan, self.trace, write=True, fallback=fallback))
                     )
                 else:
                     async with connection.transaction():
                         answered = await _each_in_a_savepoint(connection, batch, self.trace)
         except BaseException as exc:
             failed = StorageError("the store closed during the write") if self._ended_by_close(exc) else exc
-            for plan, future in batch:
+            for plan, future, _ in batch:
                 plan.close()
                 if not future.done():
                     future.set_exception(failed)
