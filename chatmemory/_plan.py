@@ -63,8 +63,9 @@ class Stmt:
     ``unread_keys`` says the statement inserts messages with keys it did not look up (looked up
     under the conversation's lock, they cost a transaction of three statements, and they are
     almost never stored already): where one is, the key index refuses the insert, the statement
-    writes nothing, and the driver raises ``KeyTaken`` in its place. The caller then runs the
-    plan that looks the keys up (``Database.run``'s ``fallback``)."""
+    writes nothing, and the driver raises ``KeyTaken`` in its place. The driver then runs, in the
+    same call and on the same connection, the plan that looks the keys up (``Database.run``'s
+    ``fallback``)."""
 
     sql: SQL
     params: dict[str, Any] | list[dict[str, Any]] | list[tuple[Any, ...]]
