@@ -156,3 +156,18 @@ async def sqlite_directory() -> AsyncIterator[Path]:
     """A temporary directory for SQLite files, removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="chatmemory-bench-") as name:
         yield Path(name)
+
+
+@contextlib.asynccontextmanager
+async def targets_of(which: str) -> AsyncIterator[list[Target]]:
+    """The targets of ``which`` backend (``sqlite``, ``postgres`` or ``both``), removed afterwards;
+    PostgreSQL's only when a server is available (see ``postgres_server``)."""
+    async with contextlib.AsyncExitStack() as stack:
+        targets: list[Target] = []
+        if which in ("sqlite", "both"):
+            targets.append(SqliteTarget(await stack.enter_async_context(sqlite_directory())))
+        if which in ("postgres", "both"):
+            server = stack.enter_context(postgres_server())
+            if server is not None:
+                targets.append(PostgresTarget(server))
+        yield targets

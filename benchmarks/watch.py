@@ -23,11 +23,11 @@ import re
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from benchmarks._data import percentile
-from benchmarks._targets import PostgresTarget, SqliteTarget, postgres_server, sqlite_directory
+from benchmarks._targets import targets_of
 from chatmemory import ChatMemory, NewMessage, Principal, _db, _sql
 from chatmemory._plan import Plan
 from chatmemory.scope import Scope
@@ -149,25 +149,12 @@ def without_change_log() -> Iterator[None]:
         _db.logged, _sql.append_postgres = logged, append_postgres  # type: ignore[assignment]
 
 
-@contextlib.asynccontextmanager
-async def _backends(which: str) -> AsyncIterator[list[Any]]:
-    async with contextlib.AsyncExitStack() as stack:
-        targets: list[Any] = []
-        if which in ("sqlite", "both"):
-            targets.append(SqliteTarget(await stack.enter_async_context(sqlite_directory())))
-        if which in ("postgres", "both"):
-            server = stack.enter_context(postgres_server())
-            if server is not None:
-                targets.append(PostgresTarget(server))
-        yield targets
-
-
 def _row(name: str, samples: list[float]) -> str:
     return f"| {name} | {percentile(samples, 0.5):.1f} | {percentile(samples, 0.99):.1f} |"
 
 
 async def main(args: argparse.Namespace) -> None:
-    async with _backends(args.backend) as targets:
+    async with targets_of(args.backend) as targets:
         for target in targets:
             print(f"\n### {target.backend}\n", flush=True)
             print("| commit → watcher | p50 ms | p99 ms |\n|---|---|---|")
