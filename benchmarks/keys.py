@@ -9,7 +9,7 @@ alternated call by call so that the machine's drift hits them alike:
   looked up under the write lock first;
 - ``stored key``: the key is stored already, so nothing is added and the stored message is the
   answer. On PostgreSQL the one statement is refused by the key index and the call runs again
-  as the lock, the lookup and the insert of what is left, in one transaction.
+  as the lock and the lookup (and, for the finish, the finish) in one transaction.
 
 Each round starts a run (``start_run``, not timed), then times ``append_messages`` and
 ``finish_run`` of one message each. Prints p50 and p99 ms per call and way.

@@ -127,7 +127,8 @@ async def run_on(
     except KeyTaken:
         if fallback is None:
             raise
-        return await _run_on(connection, fallback(), trace, write=True)
+    # Out of the handler, so that an error of the fallback is not chained to the refusal.
+    return await _run_on(connection, fallback(), trace, write=True)
 
 
 async def _run_on(
@@ -167,7 +168,7 @@ async def _drive(
                 rows = await execute(connection, stmt)
             except asyncpg.UniqueViolationError as exc:
                 if stmt.unread_keys and exc.constraint_name == KEY_INDEX:
-                    raise KeyTaken(stmt) from exc
+                    raise KeyTaken from exc
                 raise
             stmt = plan.send(rows)
             if alone:
@@ -185,6 +186,21 @@ _NEXT_SAVEPOINT = "RELEASE SAVEPOINT plan; SAVEPOINT plan"
 _UNDO_SAVEPOINT = "ROLLBACK TO SAVEPOINT plan"
 
 
+async def _drive_in_savepoint(
+    connection: asyncpg.Connection, plan: Plan[T], fallback: _Fallback, trace: Callable[[Stmt], None] | None
+) -> T:
+    """Drive ``plan`` in the savepoint just started; where it met a stored key (``KeyTaken``),
+    roll back to the savepoint and drive ``fallback``'s plan in it instead."""
+    try:
+        return await _drive(connection, plan, trace)
+    except KeyTaken:
+        if fallback is None:
+            raise
+    # Out of the handler, so that an error of the fallback is not chained to the refusal.
+    await connection.execute(_UNDO_SAVEPOINT)  # the savepoint stays for the fallback
+    return await _drive(connection, fallback(), trace)
+
+
 async def _each_in_a_savepoint(
     connection: asyncpg.Connection, batch: list[_Queued], trace: Callable[[Stmt], None] | None
 ) -> list[tuple[concurrent.futures.Future[Any], Any]]:
@@ -196,13 +212,7 @@ async def _each_in_a_savepoint(
     for plan, future, fallback in batch:
         await connection.execute(before)
         try:
-            try:
-                result = await _drive(connection, plan, trace)
-            except KeyTaken:
-                if fallback is None:
-                    raise
-                await connection.execute(_UNDO_SAVEPOINT)  # the savepoint stays for the fallback
-                result = await _drive(connection, fallback(), trace)
+            result = await _drive_in_savepoint(connection, plan, fallback, trace)
         except Exception as exc:
             future.set_exception(exc)
             before = _UNDO_SAVEPOINT
