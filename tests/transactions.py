@@ -1,4 +1,5 @@
-"""Counting the transactions a store runs, for tests that pin how many a call or a turn takes;
+"""Counting the transactions (and statements) a store runs, for tests that pin how many a call or
+a turn takes;
 holding a SQLite store's writer busy; and committing another writer's work in the middle of
 a read."""
 
@@ -32,6 +33,17 @@ def counted(memory: ChatMemory) -> Iterator[list[str]]:
         yield names
     finally:
         del db.run
+
+
+@contextmanager
+def statements(memory: ChatMemory) -> Iterator[list[Stmt]]:
+    """Within the block, every statement ``memory`` sends to its database, in order."""
+    sent: list[Stmt] = []
+    memory._db.set_trace(sent.append)
+    try:
+        yield sent
+    finally:
+        memory._db.set_trace(None)
 
 
 def writer_busy(driver: SQLiteDriver, gate: threading.Event) -> asyncio.Future[bool]:

@@ -1,5 +1,6 @@
 """Transactions per run: a read, the first request with the history's start, the answer with its
-finish; a response calling tools is stored at once, its results with the next request."""
+finish; a response calling tools is stored at once, its results with the next request. On
+PostgreSQL each is one statement, the finish's too, though its messages carry keys."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from chatmemory import ChatMemory, InvalidInputError
 from chatmemory.scope import Scope
 from tests.plugins.pydantic_ai._models import Script, adder
-from tests.transactions import counted
+from tests.transactions import counted, statements
 
 models.ALLOW_MODEL_REQUESTS = False
 
@@ -23,9 +24,11 @@ async def test_three_transactions_per_turn(memory: ChatMemory, alice: Scope) -> 
     agent = adder(script.model, capabilities=[ChatMemoryCapability(alice, conv.id)])
     await agent.run("first")
     for text in ("second", "third"):
-        with counted(memory) as transactions:
+        with counted(memory) as transactions, statements(memory) as sent:
             await agent.run(text)
         assert transactions == ["read", "write", "write"]
+        if not memory._db.is_sqlite:  # each one statement, the keyed finish's too
+            assert len(sent) == 3, [stmt.sql.postgres[:40] for stmt in sent]
     histories = (await alice.get_conversation(conv.id, messages=True)).histories
     assert [(h.status, [m.role for m in h.messages or ()]) for h in histories] == [
         ("completed", ["user", "assistant"])
