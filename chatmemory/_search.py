@@ -184,7 +184,7 @@ class SearchOps(ScopeBase):
                     raise
                 # A read-only PostgreSQL database (a standby): what searches on the primary indexed.
         rows, snippets = await self._db.run(
-            _search(self.principal, text if terms else None, cid, hid, role, after, limit)
+            _search(self.principal, text if terms else None, cid, hid, role, after, limit, sqlite=sqlite)
         )
         found = _rows.messages([row[:16] for row in rows[:limit]], sqlite)
         hits = [
@@ -254,8 +254,11 @@ def _search(
     role: str | None,
     after: list[Any] | None,
     limit: int,
+    *,
+    sqlite: bool,
 ) -> Plan[tuple[list[Row], dict[str, str]]]:
-    """The page of hits and their snippets (computed for the page only), after checking the filters."""
+    """The page of hits and their snippets (computed for the page only), after checking the filters:
+    on PostgreSQL in one statement (each row's last column), on SQLite in a second one."""
     if cid is not None:
         yield from q.find_conversation(principal, cid)
     if hid is not None:
@@ -266,11 +269,13 @@ def _search(
         return [], {}
     scope, params = q.principal_params(principal)
     statement = sql.search_page(scope, cid is not None, hid is not None, role is not None, after is not None)
-    params.update(q=text, cid=cid, hid=hid, role=role, limit=limit + 1)
+    params.update(q=text, cid=cid, hid=hid, role=role, limit=limit + 1, shown=limit)
     if after is not None:
         params.update(a_rank=after[0], a_created=after[1], a_seq=after[2], a_id=after[3])
     rows: list[Row] = yield Stmt(statement, params)
     if not rows:
         return rows, {}
+    if not sqlite:
+        return rows, {_key(row[0]): row[-1] for row in rows[:limit]}
     found = yield Stmt(sql.SNIPPETS, {"q": text, "ids": Many([row[0] for row in rows[:limit]])})
     return rows, {_key(row[0]): row[1] for row in found}

@@ -706,7 +706,11 @@ _TSQUERY = "to_tsquery('simple'::regconfig, :q)"
 @functools.cache
 def search_page(scope: Scope, by_conversation: bool, by_history: bool, by_role: bool, after: bool) -> SQL:
     """Matching live messages with their conversation's title and relevance (higher is better),
-    most relevant first, ties to the most recent; ``:limit`` rows after the cursor position."""
+    most relevant first, ties to the most recent; ``:limit`` rows after the cursor position.
+
+    On PostgreSQL each row also carries its snippet, made for the first ``:shown`` rows only (a
+    page's, not the row that tells there is more), at the same moment as the hits; on SQLite
+    ``SNIPPETS`` makes them in the same transaction."""
     where = [visible(scope), "h.deleted_at IS NULL", "m.deleted_at IS NULL"]
     if by_conversation:
         where.append("m.chat_conversation_id = :cid")
@@ -734,8 +738,14 @@ def search_page(scope: Scope, by_conversation: bool, by_history: bool, by_role: 
         if after
         else ""
     )
-    page = f"{position} ORDER BY r.rank DESC, r.created_at DESC, r.seq DESC, r.id DESC LIMIT :limit"
-    return SQL(f"SELECT * FROM ({sqlite}) r{page}", f"SELECT * FROM ({postgres}) r{page}")
+    order = "ORDER BY r.rank DESC, r.created_at DESC, r.seq DESC, r.id DESC"
+    page = f"{position} {order} LIMIT :limit"
+    snippet = f"ts_headline('simple'::regconfig, r.content, {_TSQUERY}, '{_HEADLINE}')"
+    return SQL(
+        f"SELECT * FROM ({sqlite}) r{page}",
+        f"SELECT r.*, CASE WHEN row_number() OVER ({order}) <= :shown THEN {snippet} END "
+        f"FROM (SELECT * FROM ({postgres}) r{page}) r {order}",
+    )
 
 
 _SNIPPET_IDS = _in("m.id", "ids")
@@ -743,8 +753,7 @@ SNIPPETS = SQL(
     "SELECT m.id, snippet(chat_messages_fts, 0, '\u00ab', '\u00bb', '\u2026', 24) FROM chat_messages_fts "
     "JOIN chat_messages m ON m.rowid = chat_messages_fts.rowid "
     f"WHERE chat_messages_fts MATCH :q AND {_SNIPPET_IDS[0]}",
-    f"SELECT m.id, ts_headline('simple'::regconfig, m.content, {_TSQUERY}, '{_HEADLINE}') "
-    f"FROM chat_messages m WHERE {_SNIPPET_IDS[1]}",
+    "-- SQLite only: PostgreSQL's search_page makes its snippets",
 )
 
 

@@ -28,6 +28,7 @@ from chatmemory._migrate import VERSION_TABLE
 from chatmemory._schema import metadata
 from chatmemory._search import parse_query
 from chatmemory.scope import Scope
+from tests.transactions import committed_before
 
 
 async def _conversation(scope: Scope, *texts: str, title: str = "Trip") -> list[str]:
@@ -334,3 +335,28 @@ async def test_sqlite_index_survives_hard_deletes_and_vacuum(tmp_path: Path) -> 
         raw.close()
         found = await _contents(alice, "vacuum", limit=100)
     assert sorted(found) == sorted(f"vacuum test {i}" for i in range(50) if i % 3)
+
+
+async def test_a_snippet_is_of_the_hit_it_comes_with(memory: ChatMemory, db_url: str) -> None:
+    """Another store completes the message found, with new content, just before the snippets
+    are made (on SQLite their own statement; on PostgreSQL the page's one statement, which makes
+    them): each hit's snippet is of the content it comes with, never of the other. Two
+    statements, each its own snapshot on PostgreSQL, paired the old content with the new
+    content's snippet."""
+    alice = memory.scoped(Principal("alice"))
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    batch = [NewMessage("assistant", "rome hotel", status="pending")]
+    (pending,) = await alice.append_messages(run.id, batch)
+    assert [h.snippet for h in (await alice.search_messages("hotel")).items] == ["rome «hotel»"]
+    async with ChatMemory.open(db_url) as elsewhere:
+        other = elsewhere.scoped(Principal("alice"))
+        marker = "snippet(" if memory._db.is_sqlite else "ts_headline("
+        completing = lambda: other.complete_message(pending.id, content="paris hotel")  # noqa: E731
+        with committed_before(memory, marker, completing) as done:
+            hits = (await alice.search_messages("hotel")).items
+        assert done, "the completion ran"
+    assert [(h.message.content, h.snippet) for h in hits] in (
+        [("rome hotel", "rome «hotel»")],
+        [("paris hotel", "paris «hotel»")],
+    )
