@@ -63,10 +63,13 @@ async def _all_waiting(url: str, n: int) -> None:
 async def _racing(url: str, history: History, *calls: Any) -> list[Any]:
     """Run ``calls`` (coroutine factories) while the history's conversation row is held, and let
     them go once every one waits for it, so each one's statement took its snapshot before the
-    others committed."""
+    others committed. Each starts once the one before it waits, and PostgreSQL hands a row's
+    lock to its waiters in the order they came: they take it in the order given."""
     async with _row_held(url, history.conversation_id):
-        started = [asyncio.ensure_future(call()) for call in calls]
-        await _all_waiting(url, len(calls))
+        started = []
+        for call in calls:
+            started.append(asyncio.ensure_future(call()))
+            await _all_waiting(url, len(started))
     return await asyncio.wait_for(asyncio.gather(*started), 30)
 
 
@@ -98,8 +101,10 @@ async def test_one_key_appended_by_two_processes_at_once_is_stored_once(postgres
 
 
 async def test_a_run_ended_with_a_key_another_process_appended_meanwhile(postgres_url: str) -> None:
-    """Either may take the lock first: the key is stored once, both answers carry that message,
-    the run's other message is stored after it, and the run is finished either way."""
+    """The append takes the lock first; the run's end, whose statement's snapshot predates the
+    append's commit, meets the key in the index and looks the keys up: the key is stored once,
+    both answers carry that message, the run's other message is stored after it, and the run is
+    finished. (The other order refuses the append: its history is finished by then.)"""
     url, first, second, one, other, run = await _two_stores(postgres_url)
     async with first, second:
         answer = {"role": "assistant", "content": "hello", "key": "a"}
