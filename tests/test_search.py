@@ -113,6 +113,29 @@ async def test_keyset_pages_cover_every_hit_once(alice: Scope) -> None:
         await alice.search_messages("match", cursor="garbage")
 
 
+@pytest.mark.parametrize("limit", [1, 2, 5, 50])
+async def test_every_hit_of_every_page_has_its_own_snippet(alice: Scope, limit: int) -> None:
+    """Hits tied in rank, time and seq (the same texts in several conversations), paged with
+    cursors: each hit, the last of a page too, comes with a snippet of its own content."""
+    for c in range(3):
+        await _conversation(alice, *(f"hotel w{c}n{i} hotel" for i in range(4)), title=f"c{c}")
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await alice.search_messages("hotel", limit=limit, cursor=cursor)
+        for hit in page.items:
+            word = hit.message.content.split()[1]
+            assert f"\u00abhotel\u00bb {word} \u00abhotel\u00bb" in hit.snippet, (
+                hit.message.content,
+                hit.snippet,
+            )
+        seen += [hit.message.content for hit in page.items]
+        if not page.has_more:
+            break
+        cursor = page.next_cursor
+    assert sorted(seen) == sorted(f"hotel w{c}n{i} hotel" for c in range(3) for i in range(4))
+
+
 @pytest.mark.parametrize("rank", ["1" + "0" * 400, "NaN", "Infinity", "-Infinity"])
 async def test_a_cursor_with_its_rank_changed_is_refused(alice: Scope, rank: str) -> None:
     await _conversation(alice, "match one", "match two")
