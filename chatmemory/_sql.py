@@ -749,11 +749,12 @@ def search_page(scope: Scope, by_conversation: bool, by_history: bool, by_role: 
 
 
 _SNIPPET_IDS = _in("m.id", "ids")
+# SQLite only: PostgreSQL's ``search_page`` makes its snippets (no text there, so no round trip).
 SNIPPETS = SQL(
     "SELECT m.id, snippet(chat_messages_fts, 0, '\u00ab', '\u00bb', '\u2026', 24) FROM chat_messages_fts "
     "JOIN chat_messages m ON m.rowid = chat_messages_fts.rowid "
     f"WHERE chat_messages_fts MATCH :q AND {_SNIPPET_IDS[0]}",
-    "-- SQLite only: PostgreSQL's search_page makes its snippets",
+    "",
 )
 
 
