@@ -257,15 +257,17 @@ def _search(
     *,
     sqlite: bool,
 ) -> Plan[tuple[list[Row], dict[str, str]]]:
-    """The page of hits and their snippets (computed for the page only), after checking the filters:
-    on PostgreSQL in one statement (each row's last column), on SQLite in a second one."""
-    if cid is not None:
-        yield from q.find_conversation(principal, cid)
-    if hid is not None:
-        history = yield from q.find_history(principal, hid)
-        if cid is not None and _key(history[1]) != cid.hex:
-            raise InvalidInputError("history_id", "is not in that conversation")
+    """The page of hits and their snippets (computed for the page only): on PostgreSQL in one
+    statement (each row's last column), on SQLite in a second one. A hit is of a visible
+    conversation and history, in the ones the filters name, so the filters are checked only
+    when there is none.
+
+    Raises:
+        ConversationNotFound, HistoryNotFound: a filter names one not visible.
+        InvalidInputError: the history filtered on is not in the conversation filtered on.
+    """
     if text is None:
+        yield from _filters(principal, cid, hid)
         return [], {}
     scope, params = q.principal_params(principal)
     statement = sql.search_page(scope, cid is not None, hid is not None, role is not None, after is not None)
@@ -274,8 +276,20 @@ def _search(
         params.update(a_rank=after[0], a_created=after[1], a_seq=after[2], a_id=after[3])
     rows: list[Row] = yield Stmt(statement, params)
     if not rows:
+        yield from _filters(principal, cid, hid)
         return rows, {}
     if not sqlite:
         return rows, {_key(row[0]): row[-1] for row in rows[:limit]}
     found = yield Stmt(sql.SNIPPETS, {"q": text, "ids": Many([row[0] for row in rows[:limit]])})
     return rows, {_key(row[0]): row[1] for row in found}
+
+
+def _filters(principal: Principal, cid: UUID | None, hid: UUID | None) -> Plan[None]:
+    """Check that the conversation and history filtered on are visible, and the history in the
+    conversation."""
+    if cid is not None:
+        yield from q.find_conversation(principal, cid)
+    if hid is not None:
+        history = yield from q.find_history(principal, hid)
+        if cid is not None and _key(history[1]) != cid.hex:
+            raise InvalidInputError("history_id", "is not in that conversation")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+import uuid
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ from chatmemory._migrate import VERSION_TABLE
 from chatmemory._schema import metadata
 from chatmemory._search import parse_query
 from chatmemory.scope import Scope
-from tests.transactions import committed_before
+from tests.transactions import committed_before, statements
 
 
 async def _conversation(scope: Scope, *texts: str, title: str = "Trip") -> list[str]:
@@ -383,3 +384,29 @@ async def test_a_snippet_is_of_the_hit_it_comes_with(memory: ChatMemory, db_url:
         [("rome hotel", "rome «hotel»")],
         [("paris hotel", "paris «hotel»")],
     )
+
+
+async def test_a_filtered_search_with_hits_checks_no_filter_of_its_own(memory: ChatMemory) -> None:
+    """A hit is of a visible conversation and history, those the filters name: a page with hits
+    is the index's check (a read) and the page (on SQLite, and its snippets), the filters
+    checked only when there is no hit, where they still tell not found and a history of
+    another conversation."""
+    alice, bob = memory.scoped(Principal("alice")), memory.scoped(Principal("bob"))
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    await alice.append_messages(run.id, [NewMessage("user", "rome hotel")])
+    other = await alice.start_conversation()
+    await alice.search_messages("hotel")  # indexes what was written
+    with statements(memory) as sent:
+        hits = await alice.search_messages("hotel", conversation_id=conv.id, history_id=run.id, role="user")
+    assert [h.message.content for h in hits.items] == ["rome hotel"]
+    assert len(sent) == (3 if memory._db.is_sqlite else 2), [s.sql.sqlite[:40] for s in sent]
+    assert (await alice.search_messages("paris", conversation_id=conv.id, history_id=run.id)).items == []
+    with pytest.raises(ConversationNotFound):
+        await bob.search_messages("hotel", conversation_id=conv.id)
+    with pytest.raises(HistoryNotFound):
+        await bob.search_messages("hotel", history_id=run.id)
+    with pytest.raises(InvalidInputError):
+        await alice.search_messages("hotel", conversation_id=other.id, history_id=run.id)
+    with pytest.raises(ConversationNotFound):
+        await alice.search_messages("", conversation_id=uuid.uuid4())
