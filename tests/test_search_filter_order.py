@@ -33,7 +33,8 @@ async def test_filters_answer_as_if_checked_first(memory: ChatMemory) -> None:
     for name in ("live", "archived", "deleted", "other", "hdel"):
         conv = await alice.start_conversation()
         run = await alice.start_history(conv.id, model="m")
-        await alice.append_messages(run.id, [NewMessage("user", f"hotel {name}"), NewMessage("assistant", "hotel")])
+        batch = [NewMessage("user", f"hotel {name}"), NewMessage("assistant", "hotel")]
+        await alice.append_messages(run.id, batch)
         convs[name], hists[name] = conv.id, run.id
     await alice.search_messages("hotel")
     await alice.update_conversation(convs["archived"], archived=True)
@@ -62,7 +63,8 @@ async def test_filters_answer_as_if_checked_first(memory: ChatMemory) -> None:
             "history_id": None if h is None else hists[h],
             "role": role,
         }
-        old, new = await _old_answer(memory, who, query, **filters), await _answer(memory, who, query, **filters)
+        old = await _old_answer(memory, who, query, **filters)
+        new = await _answer(memory, who, query, **filters)
         if old != new:
             differ.append((who, query, role, c, h, old, new))
     assert differ == []
