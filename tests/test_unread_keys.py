@@ -154,6 +154,18 @@ def test_the_driver_names_the_schemas_key_index() -> None:
     assert [index.name for index in table.indexes if index.unique] == [sql.KEY_INDEX]
 
 
+async def _between_two(url: str, chat: Scope, run: History, batch: list[Any], last: str) -> list[Any]:
+    """Appends of "first", then ``batch``, then ``last`` while the history's conversation row is
+    held: the first waits on it, the other two queue behind it and share the next transaction,
+    in that order. Answers the three calls."""
+    async with _row_held(url, run.conversation_id):
+        calls = await _queued(chat, run.id, [{"role": "user", "content": "first"}])
+        for queued, appended in enumerate((batch, [{"role": "user", "content": last}]), 1):
+            calls.append(asyncio.ensure_future(chat.append_messages(run.id, appended)))
+            await until(lambda n=queued: len(queue_of(chat, run.id)) == n, f"{queued} appends queued")
+    return calls
+
+
 async def test_queued_appends_keep_queue_order_when_one_resends_a_key(postgres_url: str) -> None:
     """Appends queued behind one history's transaction are stored in queue order (as on SQLite):
     one re-sending a stored key with a new message keeps its place."""
@@ -161,13 +173,7 @@ async def test_queued_appends_keep_queue_order_when_one_resends_a_key(postgres_u
     async with memory:
         await chat.append_messages(run.id, [{"role": "user", "content": "s", "key": "k"}])
         resent = [{"role": "user", "content": "s", "key": "k"}, {"role": "user", "content": "second"}]
-        async with _row_held(url, run.conversation_id):
-            calls = await _queued(chat, run.id, [{"role": "user", "content": "first"}])
-            calls.append(asyncio.ensure_future(chat.append_messages(run.id, resent)))
-            await until(lambda: len(queue_of(chat, run.id)) == 1, "the resend queued")
-            third = chat.append_messages(run.id, [{"role": "user", "content": "third"}])
-            calls.append(asyncio.ensure_future(third))
-            await until(lambda: len(queue_of(chat, run.id)) == 2, "the third queued")
+        calls = await _between_two(url, chat, run, resent, "third")
         await asyncio.wait_for(asyncio.gather(*calls), 30)
         transcript = await chat.transcript(run.conversation_id)
         assert [m.content for m in transcript] == ["s", "first", "second", "third"]
@@ -320,14 +326,8 @@ async def test_an_error_of_the_lookup_plan_does_not_carry_the_refused_statement(
         await chat.append_messages(run.id, [{"role": "user", "content": "s", "key": "k"}])
         monkeypatch.setattr(_messages, "append", append)
         batch = [{"role": "user", "content": "private words"}, {"role": "user", "content": "s", "key": "k"}]
-        if shared:  # queued behind a first append, with another behind it: they share a transaction
-            async with _row_held(url, run.conversation_id):
-                calls = await _queued(chat, run.id, [{"role": "user", "content": "first"}])
-                calls.append(asyncio.ensure_future(chat.append_messages(run.id, batch)))
-                await until(lambda: len(queue_of(chat, run.id)) == 1, "the keyed append queued")
-                last = chat.append_messages(run.id, [{"role": "user", "content": "last"}])
-                calls.append(asyncio.ensure_future(last))
-                await until(lambda: len(queue_of(chat, run.id)) == 2, "the last append queued")
+        if shared:
+            calls = await _between_two(url, chat, run, batch, "last")
         else:
             calls = [asyncio.ensure_future(chat.append_messages(run.id, batch))]
         outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
