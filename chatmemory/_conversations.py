@@ -94,7 +94,7 @@ class ConversationOps(ScopeBase):
         next_cursor = (
             _cursor.encode("c", last.pinned, last.updated_at.isoformat(), str(last.id)) if last else None
         )
-        return Page(items=items, next_cursor=next_cursor, has_more=last is not None)
+        return _rows.page(items, next_cursor, last is not None)
 
     async def update_conversation(
         self,

@@ -10,9 +10,12 @@ from typing import Any
 
 from chatmemory.errors import InvalidInputError
 
+# ``json.dumps`` with separators builds an encoder per call; this one is built once.
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
 
 def encode(kind: str, *position: Any) -> str:
-    raw = json.dumps([kind, *position], separators=(",", ":")).encode()
+    raw = _compact_json([kind, *position]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

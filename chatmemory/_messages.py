@@ -100,7 +100,7 @@ class MessageOps(ScopeBase):
         items = _rows.messages(rows[:limit], self._db.is_sqlite, cid)
         more = len(rows) > limit
         next_cursor = _cursor.encode(kind, items[-1].seq, listing) if more else None
-        return Page(items=items, next_cursor=next_cursor, has_more=more)
+        return _rows.page(items, next_cursor, more)
 
     async def get_message(self, id: Id) -> Message:
         """One message.

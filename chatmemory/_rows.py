@@ -26,10 +26,10 @@ from uuid import UUID
 
 from pydantic import BaseModel, TypeAdapter
 
-from chatmemory._ids import uuid_of_hex
+from chatmemory._ids import _UNKNOWN, _set_int, _set_safe, uuid_of_hex
 from chatmemory._plan import collector_paused
 from chatmemory.content import PARTS
-from chatmemory.models import ConversationSummary, History, Message, Native
+from chatmemory.models import ConversationSummary, History, Message, Native, Page
 
 T = TypeVar("T")
 
@@ -186,6 +186,20 @@ def message_of(data: dict[str, Any]) -> Message:
     return message
 
 
+_PAGE_FIELDS_SET = {"items", "next_cursor", "has_more"}
+
+
+def page(items: list[T], next_cursor: str | None, has_more: bool) -> Page[T]:
+    """``Page(items=items, ...)`` of items that are models already, without validating them
+    again (a third of the cost of ``Page()`` for a page of 50)."""
+    built: Page[T] = _new_object(Page)
+    _set_dict(built, {"items": items, "next_cursor": next_cursor, "has_more": has_more})
+    _set_fields_set(built, _PAGE_FIELDS_SET)
+    _set_extra(built, None)
+    _set_private(built, None)
+    return built
+
+
 # Lists shorter than this are built with the collector running (a page, an append's answer).
 _PAUSE_FROM = 1000
 
@@ -204,44 +218,59 @@ def messages(
 def _messages(rows: Sequence[Sequence[Any]], sqlite: bool, conversation_id: UUID | None) -> list[Message]:
     # SQLite's text is parsed once per distinct id and timestamp. PostgreSQL's UUIDs and
     # datetimes are used as they come: looking them up would hash each, for nothing to parse.
+    # ``uuid_of_hex`` and ``message_of`` are written out here: their calls took a tenth of the
+    # time of a page's models.
     ids = _Parsed(uuid_of_hex)
     ids[None] = conversation_id
     times = _Parsed(utc_of_text)
     loads = json.loads
+    new, set_int, set_safe, unknown = _new_object, _set_int, _set_safe, _UNKNOWN
+    set_dict, set_fields_set, set_extra, set_private = _set_dict, _set_fields_set, _set_extra, _set_private
+    fields_set = _FIELDS_SET
     out = []
     for (
         id_, cid, hid, seq, role, content, parts, model, status, error, usage, metadata, native, key,
         created_at, updated_at,
     ) in rows:  # fmt: skip
         if sqlite:
-            id_, cid, hid = uuid_of_hex(id_), ids[cid], ids[hid]
-            created_at, updated_at = times[created_at], times[updated_at]
-        elif cid is None:
-            cid = conversation_id
-        if updated_at is None:  # the message never changed (``sql.MESSAGE``)
-            updated_at = created_at
-        out.append(
-            message_of(
-                {
-                    "id": id_,
-                    "conversation_id": cid,
-                    "history_id": hid,
-                    "seq": seq,
-                    "role": role,
-                    "content": content,
-                    "parts": None if parts is None else PARTS.validate_json(json_text(parts)),
-                    "model": model,
-                    "status": status,
-                    "error": error,
-                    "usage": loads(usage) if type(usage) is str else usage,
-                    "metadata": loads(metadata) if type(metadata) is str else metadata,
-                    "native": None if native is None else Native.model_validate_json(json_text(native)),
-                    "key": key,
-                    "created_at": created_at,
-                    "updated_at": updated_at,
-                }
-            )
+            uuid = new(UUID)
+            set_int(uuid, int(id_, 16))
+            set_safe(uuid, unknown)
+            id_, cid, hid = uuid, ids[cid], ids[hid]
+            created_at = times[created_at]
+            # NULL: the message never changed (``sql.MESSAGE``)
+            updated_at = created_at if updated_at is None else times[updated_at]
+        else:
+            if cid is None:
+                cid = conversation_id
+            if updated_at is None:
+                updated_at = created_at
+        message = new(Message)
+        set_dict(
+            message,
+            {
+                "id": id_,
+                "conversation_id": cid,
+                "history_id": hid,
+                "seq": seq,
+                "role": role,
+                "content": content,
+                "parts": None if parts is None else PARTS.validate_json(json_text(parts)),
+                "model": model,
+                "status": status,
+                "error": error,
+                "usage": loads(usage) if type(usage) is str else usage,
+                "metadata": loads(metadata) if type(metadata) is str else metadata,
+                "native": None if native is None else Native.model_validate_json(json_text(native)),
+                "key": key,
+                "created_at": created_at,
+                "updated_at": updated_at,
+            },
         )
+        set_fields_set(message, fields_set)
+        set_extra(message, None)
+        set_private(message, None)
+        out.append(message)
     return out
 
 

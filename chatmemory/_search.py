@@ -211,7 +211,7 @@ class SearchOps(ScopeBase):
             if last
             else None
         )
-        return Page(items=hits, next_cursor=next_cursor, has_more=more)
+        return _rows.page(hits, next_cursor, more)
 
 
 def _unindexed() -> Plan[bool]:
