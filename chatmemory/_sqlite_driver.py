@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Any, TypeAlias, TypeVar, cast
 
 from chatmemory import _sqlite_wal
-from chatmemory._plan import Plan, Stmt, drive, positional, sqlite_value
+from chatmemory._plan import Plan, Stmt, collector_paused, drive, positional, sqlite_value
 from chatmemory._sqlite_wal import Checkpointer, WalFile
 
 T = TypeVar("T")
@@ -53,6 +53,9 @@ GROUP_MAX = 32
 QUICK_READ_SECONDS = 0.002
 _CLOCK_STEPS = 2_000
 _CLOCK_ROWS = 8
+
+# A ``Stmt.build`` statement's rows are built this many at a time (see ``Stmt``).
+_BUILD_ROWS = 256
 
 BUSY_TIMEOUT_MS = 30_000
 # After ``busy_timeout``, which comes first: the others read the file, and may wait for a lock.
@@ -156,8 +159,15 @@ def execute(connection: sqlite3.Connection, stmt: Stmt, late: Callable[[], bool]
     cursor = connection.execute(sql.sqlite_numbered, _params(sql.sqlite_names, stmt.params))
     if stmt.count:
         return cursor.rowcount
+    build = stmt.build
     if late is None:
-        return cursor.fetchall()
+        if build is None:
+            return cursor.fetchall()
+        with collector_paused() if stmt.bulk else contextlib.nullcontext():
+            built: list[Any] = []
+            while batch := cursor.fetchmany(_BUILD_ROWS):
+                built += build(batch, True)
+            return built
     # A row can be megabytes that SQLite reads in one step of its virtual machine, which the
     # progress handler never sees: the clock is read after every few rows too.
     rows: list[Any] = []
@@ -166,7 +176,7 @@ def execute(connection: sqlite3.Connection, stmt: Stmt, late: Callable[[], bool]
         if late():
             cursor.close()
             raise _Late(stmt)
-    return rows
+    return rows if build is None else build(rows, True)
 
 
 class Closed(RuntimeError):

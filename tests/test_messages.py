@@ -364,3 +364,61 @@ async def test_a_subclass_text_is_what_is_stored_and_answered(alice: Scope) -> N
     assert answered[2].parts == [TextPart(text="a")]
     assert await alice.transcript(cid) == answered
     assert (await alice.list_conversations()).items[0].last_message_preview == "[user] a"
+
+
+async def test_a_transcript_longer_than_a_build_chunk_is_every_message_as_stored(alice: Scope) -> None:
+    """A whole conversation's or history's messages are built a few hundred at a time as they
+    are read (``Stmt.build``): across those chunks' ends every message is as a page or
+    ``get_message`` reads it, whatever it holds, whichever history it is in and whenever it
+    changed, in a transcript, a conversation's detail and a history's."""
+    conv = await alice.start_conversation("long")
+    appended: list[Message] = []
+    for h in range(2):
+        history = await alice.start_history(conv.id, model=f"model-{h}")
+        for batch in range(6):  # 2 x 6 x 50: chunk ends fall mid-batch and mid-history
+            appended += await alice.append_messages(
+                history.id,
+                [
+                    NewMessage(
+                        "assistant" if i % 2 else "user",
+                        [TextPart(text=f"{h}.{batch}.{i}"), ImagePart(url="https://example.com/i.png")]
+                        if i % 7 == 0
+                        else f"{h}.{batch}.{i}",
+                        usage={"n": i} if i % 5 == 0 else None,
+                        metadata={"i": [i, None]} if i % 3 == 0 else None,
+                        native={"format": "f", "data": {"i": i}} if i % 4 == 0 else None,
+                        key=f"k{h}.{batch}.{i}" if i % 2 else None,
+                        status="pending" if i == 49 else "complete",
+                    )
+                    for i in range(50)
+                ],
+            )
+        await alice.finish_history(history.id)
+    pending = [m for m in appended if m.status == "pending"]
+    completed = [await alice.complete_message(m.id, content="done") for m in pending]
+    await alice.delete_message(appended[300].id)
+    transcript = await alice.transcript(conv.id)
+    paged: list[Message] = []
+    cursor = None
+    while True:
+        page = await alice.list_messages(conversation_id=conv.id, limit=100, cursor=cursor)
+        paged += page.items
+        if not page.has_more:
+            break
+        cursor = page.next_cursor
+    assert len(transcript) == 599
+    assert transcript == paged
+    assert [m.seq for m in transcript] == [m.seq for m in appended if m.seq != appended[300].seq]
+    assert {m.history_id for m in transcript[250:520]} == {m.history_id for m in appended[250:520]}
+    for message in transcript[250:262] + transcript[508:518]:
+        assert message == await alice.get_message(message.id)
+    changed = {m.id: m for m in completed}
+    for message in transcript:
+        assert message.updated_at >= message.created_at
+        assert (message.updated_at > message.created_at) == (message.id in changed)
+        if message.id in changed:
+            assert message == changed[message.id]
+    detail = await alice.get_conversation(conv.id, messages=True)
+    assert [m for h in detail.histories for m in h.messages or []] == transcript
+    for history_detail in detail.histories:
+        assert (await alice.get_history(history_detail.id)).messages == history_detail.messages
