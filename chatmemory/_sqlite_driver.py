@@ -165,8 +165,14 @@ def execute(connection: sqlite3.Connection, stmt: Stmt, late: Callable[[], bool]
             return cursor.fetchall()
         with collector_paused() if stmt.bulk else contextlib.nullcontext():
             built: list[Any] = []
-            while batch := cursor.fetchmany(_BUILD_ROWS):
-                built += build(batch, True)
+            try:
+                while batch := cursor.fetchmany(_BUILD_ROWS):
+                    built += build(batch, True)
+            except BaseException:
+                # A statement left with rows unread keeps the connection's read snapshot past
+                # the rollback, for every later read on it, until the cursor is collected.
+                cursor.close()
+                raise
             return built
     # A row can be megabytes that SQLite reads in one step of its virtual machine, which the
     # progress handler never sees: the clock is read after every few rows too.

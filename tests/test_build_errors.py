@@ -1,0 +1,60 @@
+"""A whole conversation's messages that fail to build (a value another process stored, which
+no longer validates) fail the read alone: the reader's connection is left as clean as after
+any other read, and the next read sees what was committed since."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import text
+
+from chatmemory import ChatMemory
+from chatmemory.scope import Scope
+
+_BOGUS = '[{"type": "no such part"}]'
+
+
+async def _set_parts(memory: ChatMemory, seq: int, parts: str | None) -> None:
+    value = ":p" if memory._db.is_sqlite else "CAST(:p AS jsonb)"
+    async with memory._db.transaction(write=True) as conn:
+        await conn.execute(
+            text(f"UPDATE chat_messages SET parts = {value} WHERE seq = :s"), {"p": parts, "s": seq}
+        )
+
+
+async def test_a_message_that_fails_to_build_leaves_later_reads_current(
+    memory: ChatMemory, alice: Scope
+) -> None:
+    conv = await alice.start_conversation("long")
+    history = await alice.start_history(conv.id, model="m")
+    stored = await alice.append_messages(
+        history.id, [{"role": "user", "content": str(i)} for i in range(600)]
+    )
+    await alice.finish_history(history.id)
+    # Past the first few hundred rows, with more after it.
+    await _set_parts(memory, stored[300].seq, _BOGUS)
+    enabled = gc.isenabled()
+    gc.disable()  # what a read leaves behind must not wait for the collector
+    try:
+        for read in (
+            lambda: alice.transcript(conv.id),
+            lambda: alice.get_conversation(conv.id, messages=True),
+            lambda: alice.get_history(history.id),
+        ):
+            for _ in range(3):
+                with pytest.raises(ValidationError):
+                    await read()
+        await _set_parts(memory, stored[300].seq, None)
+        more = await alice.start_history(conv.id, model="m")
+        await alice.append_messages(more.id, [{"role": "user", "content": "later"}])
+        for _ in range(4):
+            transcript = await alice.transcript(conv.id)
+            assert len(transcript) == 601 and transcript[-1].content == "later"
+            assert (await alice.get_history(history.id)).messages == transcript[:600]
+            detail = await alice.get_conversation(conv.id, messages=True)
+            assert len(detail.histories) == 2
+    finally:
+        if enabled:
+            gc.enable()
