@@ -131,7 +131,8 @@ def connect(path: str, *, wait: bool = True) -> sqlite3.Connection:
 
 def _busy(exc: sqlite3.Error) -> bool:
     """Whether ``exc`` says another connection holds a lock this one asked for."""
-    return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+    # An error the module raises itself (a value it cannot decode, say) has no code.
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
 
 
 class _Late(Exception):
@@ -159,20 +160,26 @@ def execute(connection: sqlite3.Connection, stmt: Stmt, late: Callable[[], bool]
     cursor = connection.execute(sql.sqlite_numbered, _params(sql.sqlite_names, stmt.params))
     if stmt.count:
         return cursor.rowcount
+    try:
+        return _answer(cursor, stmt, late)
+    except BaseException:
+        # A statement left with rows unread (a row that failed to decode or to build) keeps the
+        # connection's read snapshot past the rollback, for every later read on it, until the
+        # cursor is collected.
+        cursor.close()
+        raise
+
+
+def _answer(cursor: sqlite3.Cursor, stmt: Stmt, late: Callable[[], bool] | None) -> Any:
+    """A statement's rows, built where it has a ``build`` (see ``execute``)."""
     build = stmt.build
     if late is None:
         if build is None:
             return cursor.fetchall()
         with collector_paused() if stmt.bulk else contextlib.nullcontext():
             built: list[Any] = []
-            try:
-                while batch := cursor.fetchmany(_BUILD_ROWS):
-                    built += build(batch, True)
-            except BaseException:
-                # A statement left with rows unread keeps the connection's read snapshot past
-                # the rollback, for every later read on it, until the cursor is collected.
-                cursor.close()
-                raise
+            while batch := cursor.fetchmany(_BUILD_ROWS):
+                built += build(batch, True)
             return built
     # A row can be megabytes that SQLite reads in one step of its virtual machine, which the
     # progress handler never sees: the clock is read after every few rows too.
@@ -180,7 +187,6 @@ def execute(connection: sqlite3.Connection, stmt: Stmt, late: Callable[[], bool]
     while batch := cursor.fetchmany(_CLOCK_ROWS):
         rows += batch
         if late():
-            cursor.close()
             raise _Late(stmt)
     return rows if build is None else build(rows, True)
 
@@ -299,7 +305,7 @@ class SQLiteDriver:
             try:
                 return first(stmt)
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode == sqlite3.SQLITE_INTERRUPT:
+                if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_INTERRUPT:
                     raise _Late(stmt) from None
                 raise
             finally:

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy import text
 
 from chatmemory import ChatMemory
+from chatmemory.errors import StorageError
 from chatmemory.scope import Scope
 
 _BOGUS = '[{"type": "no such part"}]'
@@ -55,6 +56,51 @@ async def test_a_message_that_fails_to_build_leaves_later_reads_current(
             assert (await alice.get_history(history.id)).messages == transcript[:600]
             detail = await alice.get_conversation(conv.id, messages=True)
             assert len(detail.histories) == 2
+    finally:
+        if enabled:
+            gc.enable()
+
+
+async def test_a_row_that_fails_to_decode_fails_its_read_alone(memory: ChatMemory, alice: Scope) -> None:
+    """SQLite: text another process stored that is not UTF-8 fails the reads that meet it with
+    ``StorageError`` (a page on its caller's thread too), and once mended reads see it mended."""
+    if not memory._db.is_sqlite:
+        pytest.skip("PostgreSQL stores no text that is not UTF-8")
+    conv = await alice.start_conversation("long")
+    history = await alice.start_history(conv.id, model="m")
+    stored = await alice.append_messages(
+        history.id, [{"role": "user", "content": str(i)} for i in range(600)]
+    )
+
+    async def set_content(value: str) -> None:
+        async with memory._db.transaction(write=True) as conn:
+            await conn.execute(
+                text(f"UPDATE chat_messages SET content = {value} WHERE seq = :s"), {"s": stored[300].seq}
+            )
+
+    async def paged() -> int:
+        count, cursor = 0, None
+        while True:
+            page = await alice.list_messages(conversation_id=conv.id, limit=100, cursor=cursor)
+            count += len(page.items)
+            if not page.has_more:
+                return count
+            cursor = page.next_cursor
+
+    await set_content("CAST(X'FF' AS TEXT)")
+    enabled = gc.isenabled()
+    gc.disable()  # what a read leaves behind must not wait for the collector
+    try:
+        for _ in range(3):
+            with pytest.raises(StorageError, match="decode"):
+                await alice.transcript(conv.id)
+            with pytest.raises(StorageError, match="decode"):
+                await paged()
+        await set_content("'mended'")
+        for _ in range(4):
+            transcript = await alice.transcript(conv.id)
+            assert len(transcript) == 600 and transcript[300].content == "mended"
+            assert await paged() == 600
     finally:
         if enabled:
             gc.enable()
