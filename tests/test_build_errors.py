@@ -5,12 +5,13 @@ any other read, and the next read sees what was committed since."""
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import text
 
-from chatmemory import ChatMemory
+from chatmemory import ChatMemory, Principal
 from chatmemory.errors import StorageError
 from chatmemory.scope import Scope
 
@@ -61,11 +62,15 @@ async def test_a_message_that_fails_to_build_leaves_later_reads_current(
             gc.enable()
 
 
-async def test_a_row_that_fails_to_decode_fails_its_read_alone(memory: ChatMemory, alice: Scope) -> None:
-    """SQLite: text another process stored that is not UTF-8 fails the reads that meet it with
-    ``StorageError`` (a page on its caller's thread too), and once mended reads see it mended."""
-    if not memory._db.is_sqlite:
-        pytest.skip("PostgreSQL stores no text that is not UTF-8")
+async def test_a_row_that_fails_to_decode_fails_its_read_alone(tmp_path: Path) -> None:
+    """SQLite (PostgreSQL stores no text that is not UTF-8): text another process stored that is
+    not UTF-8 fails the reads that meet it with ``StorageError`` (a page on its caller's thread
+    too), and once mended reads see it mended."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path / 'decode.db'}") as memory:
+        await _fails_alone_then_mended(memory, memory.scoped(Principal("alice")))
+
+
+async def _fails_alone_then_mended(memory: ChatMemory, alice: Scope) -> None:
     conv = await alice.start_conversation("long")
     history = await alice.start_history(conv.id, model="m")
     stored = await alice.append_messages(
