@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel, ConfigDict
 
 from chatmemory import _queries as q
+from chatmemory import _rows
 from chatmemory._scope_base import Id, ScopeBase
 from chatmemory._validation import parse_id
 from chatmemory.content import AudioPart, FilePart, ImagePart, ReasoningPart, ToolCallPart, ToolResultPart
@@ -130,9 +131,9 @@ class ContextOps(ScopeBase):
         _positive("max_tokens", max_tokens)
         if max_messages is not None:
             _positive("max_messages", max_messages)
-        one = not self._db.is_sqlite
-        plan = q.conversation_messages(self.principal, cid, complete=True, one_statement=one)
-        history = await self._db.run(plan)
+        sqlite = self._db.is_sqlite
+        plan = q.conversation_messages(self.principal, cid, complete=True, one_statement=not sqlite)
+        history = _rows.messages(await self._db.run(plan), sqlite, cid)
         kept: list[list[Message]] = []
         tokens = count = 0
         for unit in reversed(tool_exchanges(history)):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from types import EllipsisType
 from typing import Any
 from uuid import UUID
@@ -21,7 +21,6 @@ from chatmemory.models import (
     ConversationDetail,
     ConversationSummary,
     HistoryDetail,
-    Message,
     Page,
 )
 from chatmemory.principal import Principal
@@ -55,13 +54,13 @@ class ConversationOps(ScopeBase):
         """
         cid = parse_id("conversation_id", id)
         # Not small, even without messages: it reads every history of the conversation.
-        summary_row, history_rows, loaded_messages = await self._db.run(
+        summary_row, history_rows, message_rows = await self._db.run(
             _detail(self.principal, cid, messages, not self._db.is_sqlite)
         )
         sqlite = self._db.is_sqlite
         summary = _rows.one(_rows.summaries, summary_row, sqlite)
         loaded: dict[UUID, list[Any]] = {}
-        for message in loaded_messages:
+        for message in _rows.messages(message_rows, sqlite, cid):
             loaded.setdefault(message.history_id, []).append(message)
         return ConversationDetail(
             **summary.model_dump(),
@@ -158,7 +157,7 @@ def insert(values: dict[str, Any]) -> Plan[None]:
 
 def _detail(
     principal: Principal, cid: UUID, messages: bool, one_statement: bool
-) -> Plan[tuple[Row, list[Row], list[Message]]]:
+) -> Plan[tuple[Row, list[Row], list[Row]]]:
     """The conversation's summary, its histories and (when ``messages``) their messages, from one
     snapshot: the summary counts exactly the histories' messages, and every message read has
     its history among those read (a history started and written to between two snapshots
@@ -174,13 +173,9 @@ def _detail(
         return summary, histories, []
     summary = yield from q.find_conversation(principal, cid, snapshot=messages)
     histories = yield Stmt(sql.CONVERSATION_HISTORIES, {"cid": cid})
-    loaded: list[Message] = []
+    loaded = []
     if messages and histories:
-
-        def build(rows: Sequence[Row], sqlite: bool) -> list[Message]:
-            return _rows.messages(rows, sqlite, cid)
-
-        loaded = yield Stmt(sql.CONVERSATION_MESSAGES, {"cid": cid}, bulk=True, build=build)
+        loaded = yield Stmt(sql.CONVERSATION_MESSAGES, {"cid": cid}, bulk=True)
     return summary, histories, loaded
 
 

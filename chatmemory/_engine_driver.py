@@ -15,7 +15,7 @@ from typing import Any, TypeVar, cast
 import aiosqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chatmemory._plan import Plan, Row, Stmt, positional, sqlite_value
+from chatmemory._plan import Plan, Stmt, positional, sqlite_value
 from chatmemory.errors import StorageError
 
 T = TypeVar("T")
@@ -104,7 +104,4 @@ async def _execute(connection: aiosqlite.Connection, stmt: Stmt) -> Any:
         return []
     assert isinstance(stmt.params, dict)
     async with connection.execute(stmt.sql.sqlite, params(stmt.params)) as cursor:
-        if stmt.count:
-            return cursor.rowcount
-        found = cast(list[Row], await cursor.fetchall())
-        return found if stmt.build is None else stmt.build(found, True)
+        return cursor.rowcount if stmt.count else await cursor.fetchall()

@@ -166,11 +166,12 @@ class ExportOps(ScopeBase):
 
     async def _export(self, cid: UUID) -> dict[str, Any]:
         sqlite = self._db.is_sqlite
-        plan = _detail(self.principal, cid, True, not sqlite)
-        summary_row, history_rows, messages = await self._db.run(plan)
+        summary_row, history_rows, message_rows = await self._db.run(
+            _detail(self.principal, cid, True, not sqlite)
+        )
         conversation = q.conversation_of(_rows.one(_rows.summaries, summary_row, sqlite))
         loaded: dict[UUID, list[Message]] = {}
-        for message in messages:
+        for message in _rows.messages(message_rows, sqlite, cid):
             loaded.setdefault(message.history_id, []).append(message)
         return {
             "format_version": FORMAT_VERSION,

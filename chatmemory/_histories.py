@@ -116,11 +116,12 @@ class HistoryOps(ScopeBase):
             HistoryNotFound: no visible history has this id.
         """
         hid = parse_id("history_id", id)
-        row, loaded = await self._db.run(
+        row, message_rows = await self._db.run(
             _detail(self.principal, hid, messages, not self._db.is_sqlite), rows=None if messages else 1
         )
         history = _rows.one(_rows.histories, row, self._db.is_sqlite)
-        return HistoryDetail(**history.model_dump(), messages=loaded if messages else None)
+        loaded = _rows.messages(message_rows, self._db.is_sqlite) if messages else None
+        return HistoryDetail(**history.model_dump(), messages=loaded)
 
     async def delete_history(self, id: Id) -> None:
         """Soft-delete a history and its messages, in one transaction.
@@ -304,7 +305,7 @@ def _check_running(hid: UUID, status: str) -> None:
 
 def _detail(
     principal: Principal, hid: UUID, messages: bool, one_statement: bool
-) -> Plan[tuple[Row, list[Message]]]:
+) -> Plan[tuple[Row, list[Row]]]:
     """The history's row and (when ``messages``) its messages, from one snapshot (with
     ``one_statement``, PostgreSQL's, in one statement): a history read as running has none of
     the messages its finish appended, one read as finished has them all."""
@@ -314,11 +315,10 @@ def _detail(
         row, loaded = q.row_then_children(rows, sql.MESSAGE_COLUMNS)
         if row is None:
             raise HistoryNotFound(hid)
-        return row, _rows.messages(loaded, False)
+        return row, loaded
     row = yield from q.find_history(principal, hid)
-    if not messages:
-        return row, []
-    return row, (yield Stmt(sql.HISTORY_MESSAGES, {"hid": hid}, bulk=True, build=_rows.messages))
+    loaded = (yield Stmt(sql.HISTORY_MESSAGES, {"hid": hid}, bulk=True)) if messages else []
+    return row, loaded
 
 
 def _delete(principal: Principal, hid: UUID, when: datetime) -> Plan[None]:

@@ -161,9 +161,9 @@ class MessageOps(ScopeBase):
             ConversationNotFound: no visible conversation has this id.
         """
         cid = parse_id("conversation_id", conversation_id)
-        one = not self._db.is_sqlite
-        plan = q.conversation_messages(self.principal, cid, complete=False, one_statement=one)
-        return await self._db.run(plan)
+        sqlite = self._db.is_sqlite
+        plan = q.conversation_messages(self.principal, cid, complete=False, one_statement=not sqlite)
+        return _rows.messages(await self._db.run(plan), sqlite, cid)
 
     # -- internals -----------------------------------------------------------------------------
 

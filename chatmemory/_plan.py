@@ -60,12 +60,6 @@ class Stmt:
     READ READ ONLY`` transaction, two round trips more than the other reads, whose statements
     each take a snapshot of their own under READ COMMITTED.
 
-    ``build`` turns the statement's rows into what the plan receives (``build(rows, sqlite)``,
-    models, say), as the driver reads them: on SQLite a few hundred at a time on the thread
-    that reads them, while they are still in its processor's cache (a tenth less time for a
-    whole conversation's messages than building them all once read), under the collector's
-    pause of a ``bulk`` statement.
-
     ``unread_keys`` says the statement inserts messages with keys it did not look up (looked up
     under the conversation's lock, they cost a transaction of three statements, and they are
     almost never stored already): where one is, the key index refuses the insert, the statement
@@ -81,7 +75,6 @@ class Stmt:
     alone: bool = False
     snapshot: bool = False
     unread_keys: bool = False
-    build: Callable[[Sequence[Row], bool], list[Any]] | None = None
 
 
 class KeyTaken(Exception):

@@ -240,10 +240,10 @@ async def execute(connection: asyncpg.Connection, stmt: Stmt) -> Any:
     if stmt.count:
         status = await connection.execute(sql.postgres, *args)
         return int(status.rsplit(" ", 1)[-1])
-    # asyncpg's records and ids are objects the collector tracks
-    with collector_paused() if stmt.bulk else contextlib.nullcontext():
-        rows = await connection.fetch(sql.postgres, *args)
-        return rows if stmt.build is None else stmt.build(rows, False)
+    if stmt.bulk:  # asyncpg's records and ids are objects the collector tracks
+        with collector_paused():
+            return await connection.fetch(sql.postgres, *args)
+    return await connection.fetch(sql.postgres, *args)
 
 
 def _fail_queued(queue: collections.deque[_Queued]) -> None:

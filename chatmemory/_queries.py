@@ -6,17 +6,15 @@ Every lookup that starts from an id the caller gave is filtered by the principal
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from chatmemory import _rows
 from chatmemory import _sql as sql
 from chatmemory._plan import Plan, Row, Stmt, collector_paused
 from chatmemory._schema import conversations, histories, messages
 from chatmemory.errors import ConversationNotFound, HistoryNotFound, MessageNotFound
-from chatmemory.models import Conversation, ConversationSummary, Message
+from chatmemory.models import Conversation, ConversationSummary
 from chatmemory.principal import Principal
 
 PREVIEW_CHARS = sql.PREVIEW_CHARS
@@ -91,7 +89,7 @@ def row_then_children(rows: list[Row], width: int) -> tuple[Row | None, list[Row
 
 def conversation_messages(
     principal: Principal, cid: UUID, *, complete: bool, one_statement: bool
-) -> Plan[list[Message]]:
+) -> Plan[list[Row]]:
     """The visible conversation's live messages (``complete``: its complete ones) in order,
     read with the test that it is visible (a principal who may not see it has none of its
     messages read). None found, the conversation is not visible, or it has none: told apart
@@ -105,22 +103,17 @@ def conversation_messages(
     """
     scope, params = principal_params(principal)
     values = {**params, "cid": cid}
-
-    def build(rows: Sequence[Row], sqlite: bool) -> list[Message]:
-        return _rows.messages(rows, sqlite, cid)
-
-    statement = sql.conversation_messages(scope, complete)
-    found: list[Message] = yield Stmt(statement, values, bulk=True, build=build)
-    if found:
-        return found
+    rows: list[Row] = yield Stmt(sql.conversation_messages(scope, complete), values, bulk=True)
+    if rows:
+        return rows
     if not one_statement:
         yield from find_conversation(principal, cid)
         return []
-    rows = yield Stmt(sql.conversation_with_messages_postgres(scope, complete), values, bulk=True)
-    summary, messages = row_then_children(rows, sql.MESSAGE_COLUMNS)
+    found = yield Stmt(sql.conversation_with_messages_postgres(scope, complete), values, bulk=True)
+    summary, messages = row_then_children(found, sql.MESSAGE_COLUMNS)
     if summary is None:
         raise ConversationNotFound(cid)
-    return build(messages, False)
+    return messages
 
 
 def find_message(principal: Principal, mid: UUID, *, lock: bool = False) -> Plan[Row]:

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Any, TypeAlias, TypeVar, cast
 
 from chatmemory import _sqlite_wal
-from chatmemory._plan import Plan, Stmt, collector_paused, drive, positional, sqlite_value
+from chatmemory._plan import Plan, Stmt, drive, positional, sqlite_value
 from chatmemory._sqlite_wal import Checkpointer, WalFile
 
 T = TypeVar("T")
@@ -53,9 +53,6 @@ GROUP_MAX = 32
 QUICK_READ_SECONDS = 0.002
 _CLOCK_STEPS = 2_000
 _CLOCK_ROWS = 8
-
-# A ``Stmt.build`` statement's rows are built this many at a time (see ``Stmt``).
-_BUILD_ROWS = 256
 
 BUSY_TIMEOUT_MS = 30_000
 # After ``busy_timeout``, which comes first: the others read the file, and may wait for a lock.
@@ -163,24 +160,17 @@ def execute(connection: sqlite3.Connection, stmt: Stmt, late: Callable[[], bool]
     try:
         return _answer(cursor, stmt, late)
     except BaseException:
-        # A statement left with rows unread (a row that failed to decode or to build) keeps the
-        # connection's read snapshot past the rollback, for every later read on it, until the
-        # cursor is collected.
+        # A statement left with rows unread (a row that failed to decode, or a read stopped to
+        # go on elsewhere) keeps the connection's read snapshot past the rollback, for every
+        # later read on it, until the cursor is collected.
         cursor.close()
         raise
 
 
 def _answer(cursor: sqlite3.Cursor, stmt: Stmt, late: Callable[[], bool] | None) -> Any:
-    """A statement's rows, built where it has a ``build`` (see ``execute``)."""
-    build = stmt.build
+    """A statement's rows (see ``execute``)."""
     if late is None:
-        if build is None:
-            return cursor.fetchall()
-        with collector_paused() if stmt.bulk else contextlib.nullcontext():
-            built: list[Any] = []
-            while batch := cursor.fetchmany(_BUILD_ROWS):
-                built += build(batch, True)
-            return built
+        return cursor.fetchall()
     # A row can be megabytes that SQLite reads in one step of its virtual machine, which the
     # progress handler never sees: the clock is read after every few rows too.
     rows: list[Any] = []
@@ -188,7 +178,7 @@ def _answer(cursor: sqlite3.Cursor, stmt: Stmt, late: Callable[[], bool] | None)
         rows += batch
         if late():
             raise _Late(stmt)
-    return rows if build is None else build(rows, True)
+    return rows
 
 
 class Closed(RuntimeError):

@@ -366,16 +366,15 @@ async def test_a_subclass_text_is_what_is_stored_and_answered(alice: Scope) -> N
     assert (await alice.list_conversations()).items[0].last_message_preview == "[user] a"
 
 
-async def test_a_transcript_longer_than_a_build_chunk_is_every_message_as_stored(alice: Scope) -> None:
-    """A whole conversation's or history's messages are built a few hundred at a time as they
-    are read (``Stmt.build``): across those chunks' ends every message is as a page or
-    ``get_message`` reads it, whatever it holds, whichever history it is in and whenever it
+async def test_a_long_transcript_is_every_message_as_stored(alice: Scope) -> None:
+    """A whole conversation's or history's messages, read in one statement, are each as a page
+    or ``get_message`` reads it, whatever it holds, whichever history it is in and whenever it
     changed, in a transcript, a conversation's detail and a history's."""
     conv = await alice.start_conversation("long")
     appended: list[Message] = []
     for h in range(2):
         history = await alice.start_history(conv.id, model=f"model-{h}")
-        for batch in range(6):  # 2 x 6 x 50: chunk ends fall mid-batch and mid-history
+        for batch in range(6):
             appended += await alice.append_messages(
                 history.id,
                 [

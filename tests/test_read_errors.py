@@ -1,5 +1,5 @@
-"""A whole conversation's messages that fail to build (a value another process stored, which
-no longer validates) fail the read alone: the reader's connection is left as clean as after
+"""A read that fails on what another process stored (a value that no longer validates as a
+message, text that is not UTF-8) fails alone: the reader's connection is left as clean as after
 any other read, and the next read sees what was committed since."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ async def _set_parts(memory: ChatMemory, seq: int, parts: str | None) -> None:
         )
 
 
-async def test_a_message_that_fails_to_build_leaves_later_reads_current(
+async def test_a_message_that_no_longer_validates_leaves_later_reads_current(
     memory: ChatMemory, alice: Scope
 ) -> None:
     conv = await alice.start_conversation("long")
@@ -35,7 +35,7 @@ async def test_a_message_that_fails_to_build_leaves_later_reads_current(
         history.id, [{"role": "user", "content": str(i)} for i in range(600)]
     )
     await alice.finish_history(history.id)
-    # Past the first few hundred rows, with more after it.
+    # Halfway through the conversation, with rows after it.
     await _set_parts(memory, stored[300].seq, _BOGUS)
     enabled = gc.isenabled()
     gc.disable()  # what a read leaves behind must not wait for the collector
