@@ -527,7 +527,7 @@ def _page(
         if hid is not None:
             if parent is None:
                 raise HistoryNotFound(hid)
-            _same_conversation(cid, parent)
+            same_conversation(cid, parent)
         elif parent is None:
             assert cid is not None
             raise ConversationNotFound(cid)
@@ -537,18 +537,14 @@ def _page(
         yield from q.find_conversation(principal, cid)
         return rows
     parent = yield from q.find_history(principal, hid)
-    _same_conversation(cid, parent)
+    same_conversation(cid, parent)
     return rows
 
 
-def _same_conversation(cid: UUID | None, history: Row) -> None:
+def same_conversation(cid: UUID | None, history: Row) -> None:
     """Raises InvalidInputError unless the history's row is of conversation ``cid`` (when given)."""
-    if cid is not None and str(cid.hex) != _hex(history[1]):
+    if cid is not None and as_uuid(history[1]) != cid:
         raise InvalidInputError("history_id", "is not in that conversation")
-
-
-def _hex(value: Any) -> str:
-    return value.hex if isinstance(value, UUID) else str(value)
 
 
 def _delete(principal: Principal, mid: UUID, when: datetime) -> Plan[None]:

@@ -11,7 +11,7 @@ from chatmemory import _changes as changes
 from chatmemory import _queries as q
 from chatmemory import _sql as sql
 from chatmemory._ids import as_uuid
-from chatmemory._messages import MessageOps, append, in_batch_order
+from chatmemory._messages import MessageOps, append, in_batch_order, same_conversation
 from chatmemory._plan import Plan, Row, Stmt
 from chatmemory._scope_base import Id, rows_of
 from chatmemory._validation import parse_id
@@ -85,9 +85,7 @@ def _replace(
     stored: list[Row] = []
     added: list[Message] = []
     if hid is not None:
-        history = yield from q.find_history(principal, hid)
-        if as_uuid(history[1]) != cid:
-            raise InvalidInputError("history_id", "is not in that conversation")
+        same_conversation(cid, (yield from q.find_history(principal, hid)))
         stored, added = yield from append(principal, hid, batch, when, one_statement=one_statement)
     if expected or added:  # else nothing changed (every key was stored already)
         yield from q.refresh_summary(cid, when, removed=len(expected))

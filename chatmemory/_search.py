@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict
 from chatmemory import _cursor, _rows
 from chatmemory import _queries as q
 from chatmemory import _sql as sql
+from chatmemory._messages import same_conversation
 from chatmemory._plan import Many, Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase
 from chatmemory._validation import parse_id
@@ -290,6 +291,4 @@ def _filters(principal: Principal, cid: UUID | None, hid: UUID | None) -> Plan[N
     if cid is not None:
         yield from q.find_conversation(principal, cid)
     if hid is not None:
-        history = yield from q.find_history(principal, hid)
-        if cid is not None and _key(history[1]) != cid.hex:
-            raise InvalidInputError("history_id", "is not in that conversation")
+        same_conversation(cid, (yield from q.find_history(principal, hid)))

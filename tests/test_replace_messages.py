@@ -58,6 +58,12 @@ async def test_bad_calls_are_refused(alice: Scope, bob: Scope) -> None:
         await alice.replace_messages(cid, replacing=ids, messages=[NewMessage("user", "x")])
     with pytest.raises(ConversationNotFound):
         await bob.replace_messages(cid, replacing=ids)
+    other, _ = await _conversation(alice, ["elsewhere"])
+    elsewhere = await alice.start_history(other, model="m")
+    with pytest.raises(InvalidInputError, match="not in that conversation"):
+        await alice.replace_messages(
+            cid, replacing=ids, history_id=elsewhere.id, messages=[NewMessage("user", "x")]
+        )
     assert [m.content for m in await alice.transcript(cid)] == ["a"]
 
 
