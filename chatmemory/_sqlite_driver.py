@@ -28,6 +28,8 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import itertools
+import operator
 import sqlite3
 import threading
 import time
@@ -251,6 +253,7 @@ class SQLiteDriver:
         lock = self._writing if write else self._quick_reading
         if not lock.acquire(blocking=False):
             return None
+        connection = None
         try:
             if self._closing:
                 return None  # ``submit`` refuses it
@@ -265,6 +268,11 @@ class SQLiteDriver:
             if self._wrote():
                 self._checkpoint_due = True
         finally:
+            if connection is not None and connection.in_transaction:
+                # Begun, and left by an exception (a signal's) raised before the plan's own
+                # rollback could run: a transaction left open would hold its lock or snapshot.
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
             lock.release()
         return (result,)
 
@@ -282,6 +290,16 @@ class SQLiteDriver:
             # another thread) is not the read's own: starting over elsewhere gives none back.
             return time.perf_counter() > wall and time.thread_time() > work
 
+        # ``late`` for SQLite's progress handler, answered by C code alone: the first instruction
+        # of a Python callback is where a signal that came while SQLite worked has its handler
+        # run, and the sqlite3 module drops what a progress handler raises (Ctrl-C, a SIGTERM
+        # handler's ``sys.exit``), taking it for "stop". False while the wall clock is short of
+        # ``wall``; from then on, whether the thread's clock is past ``work``.
+        late_here: Callable[[], bool] = itertools.chain(
+            itertools.takewhile(operator.not_, map(wall.__lt__, iter(time.perf_counter, None))),
+            map(work.__lt__, iter(time.thread_time, None)),
+        ).__next__
+
         step = self._step(connection)
         first = self._step(connection, late)
         started = False
@@ -291,7 +309,7 @@ class SQLiteDriver:
             if started:
                 return step(stmt)
             started = True
-            connection.set_progress_handler(late, _CLOCK_STEPS)
+            connection.set_progress_handler(late_here, _CLOCK_STEPS)
             try:
                 return first(stmt)
             except sqlite3.OperationalError as exc:

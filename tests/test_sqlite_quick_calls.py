@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -14,12 +15,14 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from chatmemory import ChatMemory, Conversation, History, NewMessage, Principal, StorageError, _sqlite_driver
 from chatmemory._db import QUICK_ROWS, SQLITE_BUSY_TIMEOUT_MS
-from chatmemory._plan import Stmt
+from chatmemory._plan import Plan, Stmt
+from chatmemory._sql import SQL
 from chatmemory._sqlite_driver import SQLiteDriver
 from chatmemory.scope import Scope
 from tests.test_postgres_group_commit import until
@@ -451,3 +454,47 @@ async def test_a_small_read_handed_on_is_withdrawn_by_a_caller_cancelled_before_
         for waited in busy:
             assert waited.result(10)
         assert len((await chat.list_messages(conversation_id=crowded.id, limit=10)).items) == 10
+
+
+# Far more than ``_sqlite_driver._CLOCK_STEPS`` steps of SQLite's virtual machine (about a second).
+_LONG = SQL(
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) SELECT count(*) FROM n"
+)
+
+
+class _Interrupted(BaseException):
+    """What a signal handler raises: ``KeyboardInterrupt`` from Ctrl-C, ``SystemExit`` from a
+    SIGTERM handler calling ``sys.exit``."""
+
+
+async def test_a_signal_during_a_small_reads_first_statement_is_not_swallowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small read's first statement runs on the caller's thread with a progress handler. A
+    signal arriving meanwhile must reach the caller: were its Python handler run inside the
+    progress handler (the only Python code the thread would run while SQLite works), the
+    ``sqlite3`` module would clear what it raises and interrupt the statement, which the driver
+    would take for a read that ran long, and Ctrl-C (or a SIGTERM handler's ``sys.exit``) would
+    be lost."""
+    assert threading.current_thread() is threading.main_thread(), "signals are handled there only"
+
+    def long_read() -> Plan[Any]:
+        return (yield Stmt(_LONG, {}))
+
+    def handler(*_: object) -> None:
+        raise _Interrupted
+
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/t.db") as memory:
+        await memory._db.run(long_read(), rows=1)  # opens the connection of small reads
+        monkeypatch.setattr(_sqlite_driver, "QUICK_READ_SECONDS", 60.0)  # never late by the clock
+        previous = signal.signal(signal.SIGUSR1, handler)
+        main = threading.main_thread().ident
+        assert main is not None
+        timer = threading.Timer(0.1, signal.pthread_kill, (main, signal.SIGUSR1))
+        try:
+            timer.start()
+            with pytest.raises(_Interrupted):
+                await memory._db.run(long_read(), rows=1)
+        finally:
+            timer.cancel()
+            signal.signal(signal.SIGUSR1, previous)
