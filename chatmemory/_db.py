@@ -51,6 +51,8 @@ ENV_URL = "CHATMEMORY_URL"
 # A plan of at most this many rows may run on its caller's thread (see ``Database.run``).
 QUICK_ROWS = 100
 _WRITE = "chatmemory_write"
+# Set in a pooled connection's ``info`` once chatmemory's SQLite settings are on it.
+_CONFIGURED = "chatmemory_configured"
 # The query parameters SQLAlchemy's SQLite dialect takes for itself rather than for the URI.
 _SQLALCHEMY_SQLITE_PARAMS = frozenset(
     {"uri", "timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements"}
@@ -136,12 +138,21 @@ def prepare_engine(engine: AsyncEngine) -> None:
     if engine.dialect.name != "sqlite" or event.contains(engine.sync_engine, "connect", _on_sqlite_connect):
         return
     event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+    # A connection its pool held before (a caller's engine, used before the store) gets them
+    # when it is next checked out.
+    event.listen(engine.sync_engine, "checkout", _on_sqlite_checkout)
     event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
 
 
-def _on_sqlite_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+def _on_sqlite_connect(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
     # Let SQLAlchemy's begin event, not the driver, decide when and how a transaction starts.
     configure(dbapi_connection)
+    record.info[_CONFIGURED] = True
+
+
+def _on_sqlite_checkout(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, _proxy: Any) -> None:
+    if _CONFIGURED not in record.info:  # kept for the DBAPI connection's life
+        _on_sqlite_connect(dbapi_connection, record)
 
 
 def _on_sqlite_begin(connection: Any) -> None:
@@ -197,6 +208,12 @@ class Database:
             self.changes = ChangeHub(watch_interval)
         # Plans still running after their caller was cancelled; close() waits for them.
         self._background: set[asyncio.Future[Any]] = set()
+        # The close's work, begun by the first close and done once; every close waits for it.
+        self._closing_lock = threading.Lock()
+        self._shutdown: concurrent.futures.Future[None] | None = None
+        # Calls in ``transaction`` (imports, purges, migrations); the close waits for them.
+        self._transactions = 0
+        self._transactions_over = threading.Condition(self._closing_lock)
 
     def set_trace(self, trace: Callable[[Stmt], None] | None) -> None:
         """Call ``trace`` with every statement sent to the database (for structural tests)."""
@@ -318,8 +335,10 @@ class Database:
         Raises:
             StorageError: the database failed; nothing was committed.
         """
-        if self._closed:
-            raise StorageError("the store is closed")
+        with self._closing_lock:
+            if self._closed:
+                raise StorageError("the store is closed")
+            self._transactions += 1
         release: threading.Event | None = None
         try:
             if self._engine_driver is not None:
@@ -346,23 +365,49 @@ class Database:
         finally:
             if release is not None:
                 release.set()
+            with self._closing_lock:
+                self._transactions -= 1
+                if not self._transactions:
+                    self._transactions_over.notify_all()
 
     async def close(self) -> None:
-        """Wait for running plans, then close the connections this store opened (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        await asyncio.to_thread(self.changes.close)
+        """Wait for running calls, then close the connections this store opened. Idempotent, and
+        whole however it is called: the first close begins the work on a thread of its own, and
+        every close, a later one or one from another event loop, returns once that work is done,
+        even after an earlier close was cancelled midway."""
+        with self._closing_lock:
+            self._closed = True
+            shutdown = self._shutdown
+            if shutdown is None:
+                shutdown = self._shutdown = concurrent.futures.Future()
+                threading.Thread(target=self._shut, args=(shutdown,), name="chatmemory-close").start()
         # Copied at once (other threads' calls add to the set meanwhile): this loop's only, since
         # a task of another loop cannot be awaited here; those run on to their own end.
         pending = [t for t in list(self._background) if t.get_loop() is asyncio.get_running_loop()]
         if pending:
-            await asyncio.wait(pending, timeout=60)
-        for driver in (self._sqlite, self._postgres):
-            if driver is not None:
-                await asyncio.to_thread(driver.close)
+            await asyncio.wait(pending, timeout=_CLOSE_WAITS_AT_MOST)
+        # Shielded: a cancelled close leaves the work going on, for the next close to wait for.
+        await asyncio.shield(asyncio.wrap_future(shutdown))
+
+    def _shut(self, done: concurrent.futures.Future[None]) -> None:
+        """The close's work, on a thread of its own: stop the watchers, wait for the calls on the
+        engine (``transaction``), then close the drivers."""
+        try:
+            self.changes.close()
+            with self._closing_lock:
+                self._transactions_over.wait_for(lambda: not self._transactions, _CLOSE_WAITS_AT_MOST)
+            for driver in (self._sqlite, self._postgres):
+                if driver is not None:
+                    driver.close()
+        except BaseException as exc:  # answered to every close
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
 
 
+# How long a close waits for calls still running on the engine, or for a caller's engine's
+# plans whose callers were cancelled, before it goes on closing.
+_CLOSE_WAITS_AT_MOST = 60.0
 # When calls running on this thread last let its event loop run its other work.
 _yielded = threading.local()
 # A task whose calls run on its thread one after another lets the loop run this often.

@@ -116,11 +116,13 @@ class ChatMemory:
 
     async def close(self) -> None:
         """Wait for calls still running, then close the connections this store opened and dispose
-        the engine if it created it. Idempotent; from any thread or event loop.
+        the engine if it created it. Idempotent; from any thread or event loop. A close that is
+        cancelled midway leaves the closing going on; the next close returns once it is done.
 
         A store opened from a URL on PostgreSQL waits 10 seconds at most: calls still waiting
-        then (for a lock or a connection) fail with StorageError. A call made once the close has
-        begun, from any thread or event loop, fails at once with StorageError."""
+        then (for a lock or a connection) fail with StorageError. Imports, purges and migrations
+        still running are waited for up to 60 seconds. A call made once the close has begun,
+        from any thread or event loop, fails at once with StorageError."""
         await self._db.close()
         if self._owns_engine:
             await self._db.engine.dispose()

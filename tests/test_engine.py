@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, func, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from chatmemory import (
     ChatMemory,
@@ -298,3 +298,30 @@ async def test_await_open_and_close(tmp_path: Path) -> None:
     reopened = await ChatMemory.open(f"sqlite:///{tmp_path}/c.db")
     assert (await reopened.scoped(Principal("a")).get_conversation(conv.id)).id == conv.id
     await reopened.close()
+
+
+async def test_a_callers_engine_used_before_the_store_has_its_settings_on_every_connection(
+    tmp_path: Path,
+) -> None:
+    """``ChatMemory(engine)`` puts chatmemory's SQLite settings on the engine's connections, on
+    one its pool already holds too (the application used its engine first), which every call
+    then runs on: not SQLite's defaults (no foreign keys, aiosqlite's 5 s busy timeout instead
+    of 30 s, the driver's implicit transactions)."""
+    url = f"sqlite:///{tmp_path}/t.db"
+    async with ChatMemory.open(url):
+        pass  # migrated
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    async with engine.connect() as conn:  # the application's own work: the pool keeps the connection
+        await conn.execute(text("SELECT 1"))
+    memory = ChatMemory(engine)
+    try:
+        await memory.scoped(Principal("alice")).start_conversation()
+        async with engine.connect() as conn:
+            pragmas = {name: (await conn.execute(text(f"PRAGMA {name}"))).scalar_one() for name in _SETTINGS}
+        assert pragmas == {"foreign_keys": 1, "busy_timeout": 30000}
+    finally:
+        await memory.close()
+        await engine.dispose()
+
+
+_SETTINGS = ("foreign_keys", "busy_timeout")
