@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from uuid import UUID
 
 import anyio
 import pytest
 from chatmemory_pydantic_ai import NATIVE_FORMAT, ChatMemoryCapability, load_messages
-from pydantic_ai import BinaryContent, ImageUrl, capture_run_messages, models
+from pydantic import BaseModel
+from pydantic_ai import Agent, BinaryContent, ImageUrl, capture_run_messages, models
 from pydantic_ai.exceptions import ModelAPIError
 from pydantic_ai.messages import ModelMessage, ModelResponse, ThinkingPart, ToolReturnPart
 from pydantic_ai.messages import TextPart as AiTextPart
 from pydantic_ai.messages import ToolCallPart as AiToolCallPart
 from pydantic_ai.models.fallback import FallbackModel
-from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 from pydantic_ai.usage import RequestUsage
 
 from chatmemory import (
@@ -191,6 +193,57 @@ async def test_streamed_runs_are_recorded_like_others(alice: Scope) -> None:
     assert [m.content for m in third.messages] == ["events too", "streamed answer"]
     assert third.status == "completed"
     assert script.received[1][:2] == stream.all_messages()
+
+
+class City(BaseModel):
+    name: str
+
+
+async def _city(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[DeltaToolCalls]:
+    output = info.output_tools[0].name
+    yield {0: DeltaToolCall(name=output, json_args='{"name": "Paris"}', tool_call_id="out-1")}
+
+
+async def _text_and_call(
+    messages: list[ModelMessage], info: AgentInfo
+) -> AsyncIterator[str | DeltaToolCalls]:
+    yield "Paris"
+    yield {1: DeltaToolCall(name="lookup", json_args='{"q": "x"}', tool_call_id="call-1")}
+
+
+@pytest.mark.parametrize("shape", ["output_tool", "text_and_tool_call"])
+async def test_a_streamed_run_whose_final_response_calls_tools_is_stored_with_their_returns(
+    shape: str, alice: Scope
+) -> None:
+    """pydantic-ai answers those calls in a request it adds only to the stream result's messages."""
+    conv = await alice.start_conversation()
+    capability = ChatMemoryCapability(alice, conv.id)
+    if shape == "output_tool":
+        agent: Agent[None, object] = Agent(
+            FunctionModel(stream_function=_city, model_name="fn"), capabilities=[capability], output_type=City
+        )
+    else:
+        model = FunctionModel(stream_function=_text_and_call, model_name="fn")
+        agent = Agent(model, capabilities=[capability])
+
+        @agent.tool_plain
+        def lookup(q: str) -> str:
+            return q
+
+    async with agent.run_stream("Capital of France?") as result:
+        await result.get_output()
+        # Stored once the stream is received, before the run ends: a process killed now keeps them.
+        (running,) = await _histories(alice, conv.id)
+        assert [m.role for m in running.messages or ()] == ["user", "assistant", "tool"]
+
+    assert as_json(await load_messages(alice, conv.id)) == as_json(result.all_messages())
+    assert [h.status for h in await _histories(alice, conv.id)] == ["completed"]
+    # The conversation goes on: pydantic-ai refuses a new prompt after unanswered tool calls.
+    later = Agent(
+        FunctionModel(lambda messages, info: ModelResponse(parts=[AiTextPart("ok")]), model_name="fn"),
+        capabilities=[ChatMemoryCapability(alice, conv.id)],
+    )
+    assert (await later.run("And of Spain?")).output == "ok"
 
 
 async def test_resume_sends_the_model_what_an_in_memory_history_would(alice: Scope) -> None:

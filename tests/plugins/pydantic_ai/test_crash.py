@@ -98,3 +98,74 @@ async def test_a_killed_process_leaves_its_run_stored_and_the_next_run_resumes_i
     ]
     assert isinstance(seen[0][1], ModelResponse)
     assert seen[0][1].parts == [ToolCallPart("slow", {}, tool_call_id="call-slow")]
+
+
+STREAMING_CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pydantic import BaseModel
+    from pydantic_ai import Agent
+    from pydantic_ai.models.function import DeltaToolCall, FunctionModel
+    from chatmemory import ChatMemory, Principal
+    from chatmemory_pydantic_ai import ChatMemoryCapability
+
+    class City(BaseModel):
+        name: str
+
+    async def city(messages, info):
+        yield {0: DeltaToolCall(name=info.output_tools[0].name, json_args='{"name": "Paris"}',
+                                tool_call_id="out-1")}
+
+    async def main(url, conversation_id):
+        async with ChatMemory.open(url) as memory:
+            chat = memory.scoped(Principal("alice"))
+            agent = Agent(FunctionModel(stream_function=city, model_name="fn-doomed"), output_type=City,
+                          capabilities=[ChatMemoryCapability(chat, conversation_id)])
+            async with agent.run_stream("capital of France?") as result:
+                await result.get_output()
+                print("streamed", flush=True)
+                await asyncio.sleep(60)
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    """
+)
+
+
+async def test_a_process_killed_once_its_stream_is_received_keeps_the_output_and_its_tool_return(
+    alice: Scope, db_url: str
+) -> None:
+    conv = await alice.start_conversation()
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", STREAMING_CHILD, db_url, str(conv.id), stdout=asyncio.subprocess.PIPE
+    )
+    assert child.stdout is not None
+    line = await asyncio.wait_for(child.stdout.readline(), timeout=60)
+    assert line == b"streamed\n"
+    child.send_signal(signal.SIGKILL)
+    assert await child.wait() == -signal.SIGKILL
+
+    (left,) = (await alice.get_conversation(conv.id, messages=True)).histories
+    assert left.status == "running"
+    assert [(m.role, m.content) for m in left.messages or ()] == [
+        ("user", "capital of France?"),
+        ("assistant", ""),
+        ("tool", "Final result processed."),
+    ]
+
+    seen: list[list[ModelMessage]] = []
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        seen.append(list(messages))
+        return ModelResponse(parts=[TextPart("and Spain's is Madrid")])
+
+    agent = Agent(FunctionModel(respond, model_name="fn-next"))
+    await agent.run("and of Spain?", capabilities=[ChatMemoryCapability(alice, conv.id)])
+
+    first, second = (await alice.get_conversation(conv.id, messages=True)).histories
+    assert (first.status, second.status) == ("failed", "completed")
+    returned, prompt = seen[0][-1].parts
+    assert (returned.part_kind, getattr(returned, "content", None)) == (
+        "tool-return",
+        "Final result processed.",
+    )
+    assert prompt.part_kind == "user-prompt"

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field, replace
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 import pydantic_ai
 from pydantic import JsonValue
 from pydantic_ai import CallToolsNode, RunContext
+from pydantic_ai._agent_graph import SetFinalResult
 from pydantic_ai.capabilities import AbstractCapability, WrapNodeRunHandler, WrapRunHandler
 from pydantic_ai.exceptions import RunCancelled
 from pydantic_ai.messages import ModelMessage, ToolCallPart
+from pydantic_ai.result import StreamedRunResult
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import ToolDefinition
 
@@ -81,6 +85,7 @@ class ChatMemoryCapability(AbstractCapability[Any]):
     )
     _record: RunRecord | None = field(default=None, init=False, repr=False, compare=False)
     _live: list[ModelMessage] | None = field(default=None, init=False, repr=False, compare=False)
+    _streamed: list[ModelMessage] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def get_serialization_name(cls) -> str | None:
@@ -126,9 +131,8 @@ class ChatMemoryCapability(AbstractCapability[Any]):
         except BaseException as exc:
             await self._stopped(ctx, record, exc)
             raise
-        await self._finish(
-            record, "completed", usage=usage_dict(ctx.usage) or None, live=result.all_messages()
-        )
+        live = self._streamed if self._streamed is not None else result.all_messages()
+        await self._finish(record, "completed", usage=usage_dict(ctx.usage) or None, live=live)
         return result
 
     async def prepare_model_request(
@@ -143,8 +147,21 @@ class ChatMemoryCapability(AbstractCapability[Any]):
         self, ctx: RunContext[Any], *, node: AgentNode[Any], result: NodeResult[Any]
     ) -> NodeResult[Any]:
         """Store the response a model request node has just added, unless it calls no tool: that
-        one goes with the run's end (or with the request retrying it)."""
-        await self._commit(ctx, hold_answer=True)
+        one goes with the run's end (or with the request retrying it).
+
+        The node ending a ``run_stream`` run runs once the stream is received, after pydantic-ai
+        has answered the tool calls of the final response (the output tool's "Final result
+        processed.", the results of the tools it ran) in a request it adds only to the stream
+        result's messages; the run's history in ``ctx`` never gets it. From then on the stream
+        result's messages are the run's: stored now when they end on that request, and at the
+        run's end in place of ``ctx``'s."""
+        streamed = _stream_messages(ctx.run_id) if isinstance(node, SetFinalResult) else None
+        if streamed is None:
+            await self._commit(ctx, hold_answer=True)
+        else:
+            self._streamed = self._live = streamed
+            if self._record is not None:
+                await self._record.commit(streamed, hold_answer=True)
         return result
 
     async def wrap_node_run(
@@ -211,6 +228,28 @@ class ChatMemoryCapability(AbstractCapability[Any]):
         await record.finish(status, usage=usage, error=error, live=live)
         if record.history_id is not None:
             self._cache.finished(record.history_id, "failed" if record.failure else status, record.started_at)
+
+
+_STREAM_COMPLETION = StreamedRunResult._marked_completed.__code__
+
+
+def _stream_messages(run_id: str | None) -> list[ModelMessage] | None:
+    """The messages of run ``run_id``'s ``run_stream`` result (``StreamedRunResult.all_messages()``),
+    called from the hooks of the node that ends that run.
+
+    pydantic-ai gives no hook the stream result. It ends a streamed run from inside the result's
+    completion (which adds the final response and the request answering its tool calls to the
+    result's own messages, then runs the ending node), so the result is found on the call stack.
+    ``None`` anywhere else.
+    """
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is _STREAM_COMPLETION:
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, StreamedRunResult) and owner.run_id == run_id:
+                return owner.all_messages()
+        frame = frame.f_back
+    return None
 
 
 def _outcome(ctx: RunContext[Any], exc: BaseException) -> tuple[Status, str]:
