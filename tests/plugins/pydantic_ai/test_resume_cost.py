@@ -1,5 +1,6 @@
 """An agent-level ChatMemoryCapability reads the whole conversation once, then only what was
-stored since, and still sees every change made by other writers at the newest end."""
+stored since, and still sees every change made by other writers at the newest end, and a
+pending message completed behind newer ones."""
 
 from __future__ import annotations
 
@@ -8,11 +9,18 @@ from chatmemory_pydantic_ai import ChatMemoryCapability, load_messages
 from pydantic_ai import models
 from pydantic_ai.messages import ModelMessage
 
+from chatmemory import NewMessage
 from chatmemory.scope import Scope
 from tests.plugins._reads import count_reads
 from tests.plugins.pydantic_ai._models import Script, adder
 
 models.ALLOW_MODEL_REQUESTS = False
+
+
+def _shape(messages: list[ModelMessage]) -> list[tuple[str, list[object]]]:
+    """Each message's kind and its parts' content: messages other writers stored are rebuilt
+    with new timestamps on each read."""
+    return [(m.kind, [getattr(p, "content", None) for p in m.parts]) for m in messages]
 
 
 async def test_later_runs_read_only_the_newest_end(alice: Scope, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,8 +96,32 @@ async def test_runs_stored_side_by_side_after_a_read_resume_as_a_full_read_gives
     await adder(fresh.model).run("second", message_history=await load_messages(alice, conv.id))
     await agent.run("second")
 
-    def shape(messages: list[ModelMessage]) -> list[tuple[str, list[object]]]:
-        return [(m.kind, [getattr(p, "content", None) for p in m.parts]) for m in messages]
-
-    assert shape(script.received[-1]) == shape(fresh.received[-1])
+    assert _shape(script.received[-1]) == _shape(fresh.received[-1])
     assert len(script.received[-1]) == 7  # first, its answer, each history's two messages, second
+
+
+async def test_a_pending_message_completed_behind_newer_ones_is_resumed_as_a_full_read_gives_it(
+    alice: Scope, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conv = await alice.start_conversation()
+    script = Script("fn-A", tool=False)
+    agent = adder(script.model, capabilities=[ChatMemoryCapability(alice, conv.id)])
+    await agent.run("one")
+    # Another writer streams a reply into the conversation; something else is added after it.
+    streaming = await alice.start_history(conv.id, model="other")
+    (pending,) = await alice.append_messages(streaming.id, [NewMessage("assistant", "", status="pending")])
+    noted = await alice.start_history(conv.id, model="other")
+    await alice.append_messages(noted.id, [NewMessage("user", "a note")])
+    await agent.run("two")
+    await alice.complete_message(pending.id, content="the streamed reply")
+
+    fresh = Script("fn-A", tool=False)
+    await adder(fresh.model).run("three", message_history=await load_messages(alice, conv.id))
+    reads = count_reads(alice, monkeypatch)
+    await agent.run("three")
+    assert "the streamed reply" in str(script.received[-1])
+    assert _shape(script.received[-1]) == _shape(fresh.received[-1])
+    assert reads["full"] == 1  # the completion changed nothing at the newest end
+    reads.clear()
+    await agent.run("four")  # nothing pending any more: back to the newest end only
+    assert reads["full"] == 0

@@ -79,9 +79,10 @@ def _is_native(message: Message) -> bool:
 class ConversationCache:
     """What one capability has read of its conversation, so each later run reads only the
     messages stored since, from the newest end. It falls back to a full read when the newest
-    message it knows is gone or was never read. Messages read later take the place a full read
-    gives them (their history's, then their own), so runs recorded side by side never come
-    interleaved."""
+    message it knows is gone or was never read, or when it read a message still pending behind
+    newer ones (completing it changes nothing at the newest end). Messages read later take the
+    place a full read gives them (their history's, then their own), so runs recorded side by
+    side never come interleaved."""
 
     messages: list[pai.ModelMessage] = field(default_factory=list)
     places: list[Place] = field(default_factory=list)
@@ -90,6 +91,9 @@ class ConversationCache:
     last: tuple[int, UUID] | None = None
     status: dict[UUID, str] = field(default_factory=dict)
     loaded: bool = False
+    pending_behind: bool = False
+    """A message read ``pending`` is older than the newest message read: reads from the newest
+    end never go back to it, so once completed only a full read gives it."""
 
     async def load(self, chat: Scope, conversation_id: UUID | str) -> list[pai.ModelMessage]:
         """The conversation to resume from (see ``load_messages``).
@@ -101,7 +105,9 @@ class ConversationCache:
         last, status, starts = self.last, dict(self.status), dict(self.starts)
         base, places = list(self.messages), list(self.places)
         histories: Sequence[History] = []
-        newer = await self._newer(chat, conversation_id, last) if self.loaded else None
+        incremental = self.loaded and not self.pending_behind
+        newer = await self._newer(chat, conversation_id, last) if incremental else None
+        read: Sequence[Message] = newer or ()
         if newer is not None:
             ids = {m.history_id for m in newer}
             unknown = {h for h in ids if h not in starts or status.get(h, "running") == "running"}
@@ -112,7 +118,8 @@ class ConversationCache:
         if newer is None:
             detail = await chat.get_conversation(conversation_id, messages=True)
             histories = detail.histories
-            stored = [m for h in detail.histories for m in h.messages or () if m.status == "complete"]
+            read = [m for h in detail.histories for m in h.messages or ()]
+            stored = [m for m in read if m.status == "complete"]
             base, places, status, starts = [], [], {}, {}
         for history in histories:
             starts[history.id] = history.created_at
@@ -123,6 +130,11 @@ class ConversationCache:
             last = (newest.seq, newest.id)
             _place(base, places, stored, to_model_messages(stored), starts)
         self.messages, self.places, self.starts, self.status, self.last = base, places, starts, status, last
+        # Pending messages are left out, as a full read leaves them out; one newer than every
+        # message kept is read again next time (reads start after the newest kept message).
+        self.pending_behind = last is not None and any(
+            m.status == "pending" and m.seq < last[0] for m in read
+        )
         self.loaded = True
         return self._resumable()
 
