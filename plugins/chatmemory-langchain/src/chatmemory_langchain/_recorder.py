@@ -162,9 +162,11 @@ class Recorder:
 
     async def _conversation(self) -> tuple[list[BaseMessage], set[str]]:
         """The stored conversation and its LangChain ids: read whole once, then only the
-        messages stored since the newest one read (whole again when that one is gone)."""
+        messages stored since the newest one read (whole again when that one is gone, or when
+        a message read was pending: completing it changes nothing at the newest end)."""
         seen = self._seen  # concurrent runs share it: build the next one, then swap it in
-        newer = await _newer(self.chat, self.conversation_id, seen.last) if seen.loaded else None
+        incremental = seen.loaded and not seen.pending
+        newer = await _newer(self.chat, self.conversation_id, seen.last) if incremental else None
         if newer is None:
             rows = await self.chat.transcript(self.conversation_id)
             base, known = [], set()
@@ -179,7 +181,11 @@ class Recorder:
             message.id = message.id or str(row.id)
         known.update(m.id for m in added if m.id)
         last = (rows[-1].seq, rows[-1].id) if rows else seen.last if newer is not None else None
-        self._seen = _Seen(messages=base + added, known=known, last=last, status=status, loaded=True)
+        # Read incrementally, ``rows`` follow messages none of which was pending.
+        pending = any(m.status == "pending" for m in rows)
+        self._seen = _Seen(
+            messages=base + added, known=known, last=last, status=status, pending=pending, loaded=True
+        )
         return self._seen.messages, known
 
     async def _close_abandoned(
@@ -233,6 +239,8 @@ class _Seen:
     known: set[str] = field(default_factory=set)
     last: tuple[int, UUID] | None = None
     status: dict[UUID, str] = field(default_factory=dict)
+    pending: bool = False
+    """A message read was ``pending``: kept as read, so the next read is a whole one."""
     loaded: bool = False
 
 
