@@ -139,6 +139,19 @@ async def test_a_pending_message_completed_elsewhere_is_read(alice: Scope, elsew
     assert read == await _other(elsewhere, history).aget_messages()
 
 
+async def test_a_pending_message_completed_behind_newer_ones_is_read(alice: Scope, elsewhere: Scope) -> None:
+    history = await _warm(alice)
+    run = await alice.start_history(history.conversation_id, model="m")
+    [pending] = await alice.append_messages(run.id, [NewMessage("assistant", "", status="pending")])
+    noted = await alice.start_history(history.conversation_id, model="m")
+    await alice.append_messages(noted.id, [NewMessage("user", "a note")])
+    assert _texts(await history.aget_messages())[-2:] == ["", "a note"]
+    await elsewhere.complete_message(pending.id, content="done")
+    read = await history.aget_messages()
+    assert _texts(read)[-2:] == ["done", "a note"]
+    assert read == await _other(elsewhere, history).aget_messages()
+
+
 async def test_changing_the_messages_read_changes_nothing_stored_or_cached(alice: Scope) -> None:
     history = await _warm(alice)
     first = await history.aget_messages()
