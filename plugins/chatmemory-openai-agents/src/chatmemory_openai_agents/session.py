@@ -10,7 +10,16 @@ from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
 
-from agents import Agent, RunConfig, RunContextWrapper, Runner, RunResult, RunResultStreaming, SessionSettings
+from agents import (
+    Agent,
+    MaxTurnsExceeded,
+    RunConfig,
+    RunContextWrapper,
+    Runner,
+    RunResult,
+    RunResultStreaming,
+    SessionSettings,
+)
 from agents.items import TResponseInputItem
 from agents.memory.session import _CompactionSnapshot
 from agents.memory.session_settings import coerce_session_settings, resolve_session_limit
@@ -339,8 +348,17 @@ class ChatMemorySession:
         try:
             outcome = await task
         except BaseException as error:
-            await self._close(record, error)
+            # An error the SDK keeps for stream_events() to raise (a failing input guardrail) may
+            # end the run loop with a cancellation: the run failed with that error.
+            stored = _stream_error(result)
+            cancelled = isinstance(error, asyncio.CancelledError)
+            await self._close(record, stored if cancelled and stored is not None else error)
             raise
+        stored = _stream_error(result)
+        if stored is not None:
+            # The run loop ended without raising, but stream_events() raises this (max turns).
+            await self._close(record, stored)
+            return outcome
         if getattr(result, "_cancel_mode", "none") != "none" and not result.interruptions:
             # result.cancel(mode="after_turn") ends the run without an error, and without its answer.
             stop = asyncio.CancelledError("the run was cancelled after its turn")
@@ -355,6 +373,19 @@ class ChatMemorySession:
 for _method in ("get_items", "add_items", "pop_item", "clear_session"):
     _function = vars(ChatMemorySession)[_method]
     _function.__signature__ = inspect.signature(_function)
+
+
+def _stream_error(result: RunResultStreaming) -> BaseException | None:
+    """The error ``stream_events()`` raises once the run loop is over, if any: the SDK keeps it
+    on the result instead of raising it from the run loop (max turns exceeded without a handler,
+    a failing input guardrail)."""
+    stored = getattr(result, "_stored_exception", None)
+    if isinstance(stored, BaseException):
+        return stored
+    over = result.max_turns is not None and result.current_turn > result.max_turns
+    if over and not getattr(result, "_max_turns_handled", False):
+        return MaxTurnsExceeded(f"Max turns ({result.max_turns}) exceeded")
+    return None
 
 
 def _settings(value: SessionSettings | Mapping[str, Any] | None) -> SessionSettings:
