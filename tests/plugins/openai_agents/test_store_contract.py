@@ -289,6 +289,50 @@ async def test_popping_a_message_that_holds_several_items_pops_one_item_at_a_tim
     ]
 
 
+async def test_a_pop_leaves_another_writers_pending_and_failed_messages(
+    alice: Scope, conversation: Conversation
+) -> None:
+    """Like the SDK's own stores, a pop removes exactly one item: messages another writer has
+    started (a server streaming a reply, say) or failed stay, and their writer can go on."""
+    session = ChatMemorySession(alice, conversation.id)
+    await Runner.run(make_agent("x", NamedModel("m", [[assistant_message("a1")]])), "q1", session=session)
+    other = await alice.start_history(conversation.id, model="other-writer")
+    started = [NewMessage("assistant", "", status="pending") for _ in range(2)]
+    pending, failed = await alice.append_messages(other.id, started)
+    await alice.fail_message(failed.id, error="the stream broke")
+
+    popped = await session.pop_item()
+
+    assert popped is not None
+    assert (popped.get("role"), contents(await session.get_items())) == ("assistant", ["q1"])
+    histories = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert {pending.id, failed.id} <= {m.id for h in histories for m in h.messages or []}
+    await alice.complete_message(pending.id, content="late reply")
+    assert contents(await session.get_items()) == ["q1", "late reply"]
+
+
+async def test_popping_one_of_several_items_leaves_another_writers_pending_message(
+    alice: Scope, conversation: Conversation
+) -> None:
+    run = await alice.start_history(conversation.id, model="other-model")
+    reply = [TextPart(text="Adding."), ToolCallPart(id="c1", name="add", arguments={})]
+    await alice.append_messages(run.id, [NewMessage("user", "Add 1 and 2"), NewMessage("assistant", reply)])
+    other = await alice.start_history(conversation.id, model="other-writer")
+    (pending,) = await alice.append_messages(other.id, [NewMessage("assistant", "", status="pending")])
+    session = ChatMemorySession(alice, conversation.id)
+    items = await session.get_items()
+
+    assert await session.pop_item() == items[2]
+    assert await ChatMemorySession(alice, conversation.id).get_items() == items[:2]
+    assert await session.pop_item() == items[1]
+    histories = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert pending.id in {m.id for h in histories for m in h.messages or []}
+    kept = [h for h in histories if h.id not in (run.id, other.id)]
+    assert [(h.model, h.status, (h.metadata or {}).get("pop")) for h in kept] == [
+        ("other-model", "completed", {"replaced": 1})
+    ]
+
+
 class _ClosedAtOnce(Scope):
     """Alice's scope, where another run closes a replacement's history the moment it lands, as
     a run starting meanwhile closes the conversation's newest ``running`` history."""

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from agents.items import TResponseInputItem
 from agents.memory.session import _CompactionSnapshot
@@ -18,7 +19,7 @@ from chatmemory.scope import Scope
 from chatmemory_openai_agents._items import items_of_messages
 from chatmemory_openai_agents._record import FRAMEWORK, Recorder
 
-__all__ = ["Tail", "read_tail", "replace_tail"]
+__all__ = ["Tail", "put_back", "read_tail", "replace_tail"]
 
 _PAGE = 1000  # the store's default cap on one page of a listing
 
@@ -86,12 +87,7 @@ async def replace_tail(
     history = await chat.start_history(
         recorder.conversation_id,
         model=model or recorder.model or (models[-1] if models else get_default_model()),
-        metadata={
-            **recorder.metadata,
-            "framework": FRAMEWORK,
-            "framework_version": agents_version,
-            reason: {"replaced": len(replaced)},
-        },
+        metadata=_metadata(recorder, reason, len(replaced)),
     )
     messages = [recorder.message_of(item) for item in output]
     try:
@@ -109,6 +105,27 @@ async def replace_tail(
     with contextlib.suppress(ConflictError):
         await chat.finish_history(history.id)
     return True
+
+
+async def put_back(recorder: Recorder, items: Sequence[TResponseInputItem], *, model: str | None) -> UUID:
+    """Record ``items``, the rest of a message a pop takes one item of, as a ``completed``
+    history of their own driven by ``model``; returns its id."""
+    recorded = await recorder.chat.record_run(
+        recorder.conversation_id,
+        model=model or recorder.model or get_default_model(),
+        messages=[recorder.message_of(item) for item in items],
+        metadata=_metadata(recorder, "pop", 1),
+    )
+    return recorded.history.id
+
+
+def _metadata(recorder: Recorder, reason: str, replaced: int) -> dict[str, Any]:
+    return {
+        **recorder.metadata,
+        "framework": FRAMEWORK,
+        "framework_version": agents_version,
+        reason: {"replaced": replaced},
+    }
 
 
 def _message_index(counts: list[int], start: int) -> int | None:

@@ -24,11 +24,11 @@ from agents.items import TResponseInputItem
 from agents.memory.session import _CompactionSnapshot
 from agents.memory.session_settings import coerce_session_settings, resolve_session_limit
 
-from chatmemory import ConflictError
+from chatmemory import ConflictError, MessageNotFound
 from chatmemory.recording import settled
 from chatmemory.scope import Scope
 from chatmemory_openai_agents._cache import ItemCache
-from chatmemory_openai_agents._compaction import read_tail, replace_tail, snapshot
+from chatmemory_openai_agents._compaction import Tail, put_back, read_tail, replace_tail, snapshot
 from chatmemory_openai_agents._hooks import ChatMemoryHooks
 from chatmemory_openai_agents._items import message_is_answer
 from chatmemory_openai_agents._record import Newest, Recorder, RunRecord, answers
@@ -233,25 +233,43 @@ class ChatMemorySession:
             tail = await read_tail(self.chat, self.conversation_id, 1)
             if not tail.items:
                 return None
-            # The newest message holding an item, and any item-less ones after it.
+            # The newest message holding an item. Item-less messages after it (another writer's
+            # pending or failed message) are not this session's to remove: they stay.
             first = max(i for i, count in enumerate(tail.counts) if count)
-            start = len(tail.items) - tail.counts[first]
-            if start < len(tail.items) - 1:
+            message = tail.messages[first]
+            if tail.counts[first] > 1:
                 # A message written elsewhere can stand for several items (a reply's text and
                 # its tool calls): the ones before the popped item take its place.
-                message = tail.messages[first]
-                kept = tail.items[start:-1]
-                if await replace_tail(self._recorder, tail, start, kept, reason="pop", model=message.model):
+                if await self._pop_one_of_several(tail, first):
                     return tail.items[-1]
                 continue
             try:
-                await self.chat.replace_messages(
-                    self.conversation_id, replacing=[m.id for m in tail.messages[first:]]
-                )
-            except ConflictError:
-                continue  # another writer changed the newest messages first: look again
+                await self.chat.delete_message(message.id)
+            except MessageNotFound:
+                continue  # another writer removed it first: look again
             return tail.items[-1]
         raise ConflictError(f"conversation {self.conversation_id}: could not pop an item; retry")
+
+    async def _pop_one_of_several(self, tail: Tail, first: int) -> bool:
+        """Remove the newest item of the message ``tail.messages[first]``, which holds several,
+        putting the others back as a message of their own; ``False`` if another writer changed
+        the tail first."""
+        message = tail.messages[first]
+        start = len(tail.items) - tail.counts[first]
+        kept = tail.items[start:-1]
+        if first == len(tail.messages) - 1:
+            # The newest message: replaced in one transaction.
+            return await replace_tail(self._recorder, tail, start, kept, reason="pop", model=message.model)
+        # Another writer's item-less messages follow it, and only the newest messages can be
+        # replaced at once: the kept items are written first, then the message is removed, so
+        # a failure in between leaves items twice, never loses one.
+        history = await put_back(self._recorder, kept, model=message.model)
+        try:
+            await self.chat.delete_message(message.id)
+        except MessageNotFound:
+            await self.chat.delete_history(history)  # another writer removed it first
+            return False
+        return True
 
     async def clear_session(self, *, wrapper: RunContextWrapper[Any] | None = None) -> None:
         """Delete every history of the conversation, and so every item; the conversation stays.
