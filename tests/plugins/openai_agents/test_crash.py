@@ -1,4 +1,5 @@
-"""A process killed mid-run loses nothing it had recorded; a later run closes the history it left open."""
+"""A process killed mid-run loses nothing it had recorded; a later run closes the history it left
+open, and leaves running the history of a run another process is still recording."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import sys
 import textwrap
 
 import pytest
+from agents import __version__ as agents_version
 from agents.models import get_default_model
 from agents.testing import assistant_message
 from chatmemory_openai_agents import ChatMemorySession
 from chatmemory_openai_agents._record import UNCLOSED
 
-from chatmemory import Conversation
+from chatmemory import Conversation, NewMessage
 from chatmemory.scope import Scope
 from tests.plugins.openai_agents._support import NamedModel, make_agent
 
@@ -100,3 +102,57 @@ async def test_a_killed_run_keeps_its_items_and_is_closed_later(
         "function_call_output",
         "message",
     ]
+
+
+async def test_a_run_still_going_in_another_process_is_left_running(
+    db_url: str, alice: Scope, conversation: Conversation
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        RUN_UNTIL_KILLED,
+        db_url,
+        str(conversation.id),
+        "session.run",
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "OPENAI_API_KEY": "sk-test-not-used"},
+    )
+    assert process.stdout is not None
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), timeout=120)
+        assert line == b"in second model call\n"
+        # Another worker serves the same conversation while that run waits for its model.
+        session = ChatMemorySession(alice, conversation.id)
+        await session.run(make_agent("calc", NamedModel("next-model", [[assistant_message("5")]])), "Hi")
+        other, mine = (await alice.get_conversation(conversation.id)).histories
+        assert process.returncode is None  # still running
+        assert (mine.status, (mine.metadata or {}).get("continues")) == ("completed", None)
+        assert (other.status, other.error) == ("running", None)
+        assert other.metadata is not None
+        assert other.metadata["pid"] == process.pid
+    finally:
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+
+
+@pytest.mark.parametrize(
+    ("recorder", "status"),
+    [
+        ({}, "failed"),  # recorded before histories named their process: taken as left behind
+        ({"host": "another-host", "pid": 1}, "running"),  # its process cannot be seen from here
+    ],
+)
+async def test_an_open_history_of_another_process_is_closed_only_when_its_process_can_be_told_gone(
+    recorder: dict[str, object], status: str, alice: Scope, conversation: Conversation
+) -> None:
+    metadata = {"framework": "openai-agents", "framework_version": agents_version, **recorder}
+    left = await alice.start_history(conversation.id, model="doomed-model", metadata=metadata)
+    await alice.append_messages(left.id, [NewMessage("user", "2+3?")])
+
+    session = ChatMemorySession(alice, conversation.id)
+    await session.run(make_agent("calc", NamedModel("next-model", [[assistant_message("5")]])), "Hi")
+
+    earlier, later = (await alice.get_conversation(conversation.id)).histories
+    assert (earlier.id, earlier.status, later.status) == (left.id, status, "completed")
+    if status == "failed":
+        assert earlier.error == UNCLOSED

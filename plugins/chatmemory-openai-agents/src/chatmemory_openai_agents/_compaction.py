@@ -14,7 +14,7 @@ from agents.models import get_default_model
 from agents.version import __version__ as agents_version
 
 from chatmemory import ConflictError, Message
-from chatmemory.recording import settled
+from chatmemory.recording import recorder_metadata, settled
 from chatmemory.scope import Scope
 from chatmemory_openai_agents._items import items_of_messages
 from chatmemory_openai_agents._record import FRAMEWORK, Recorder
@@ -124,6 +124,7 @@ def _metadata(recorder: Recorder, reason: str, replaced: int) -> dict[str, Any]:
         **recorder.metadata,
         "framework": FRAMEWORK,
         "framework_version": agents_version,
+        **recorder_metadata(),
         reason: {"replaced": replaced},
     }
 

@@ -18,7 +18,7 @@ from agents.version import __version__ as agents_version
 
 from chatmemory import ConflictError, History, HistoryNotFound, Message, NewMessage
 from chatmemory.loops import AnyLoopLock
-from chatmemory.recording import run_error
+from chatmemory.recording import abandoned, recorder_metadata, run_error
 from chatmemory.scope import Scope
 from chatmemory_openai_agents import _open_runs as open_runs
 from chatmemory_openai_agents._items import (
@@ -221,6 +221,7 @@ class Recorder:
             **self.metadata,
             "framework": FRAMEWORK,
             "framework_version": agents_version,
+            **recorder_metadata(),
         }
         name = run.current[1] if run.current is not None else agent.name if agent is not None else None
         if name:
@@ -282,6 +283,8 @@ class Recorder:
         if history.status == "running" and (history.metadata or {}).get("framework") == FRAMEWORK:
             if resuming and not known.answered:
                 return history  # stopped in another process for approvals
+            if not left_behind(history):
+                return None  # its run goes on in another process, which closes it
             status, error = _inferred(known.answered)
             with contextlib.suppress(ConflictError):  # another run closed it first
                 await self.chat.finish_history(hid, status=status, error=error)
@@ -341,6 +344,24 @@ def answers(items: Sequence[TResponseInputItem]) -> set[str]:
             break
         calls.add(call)
     return calls
+
+
+def left_behind(history: History) -> bool:
+    """Whether the ``running`` history, which no run of this process holds, was left open by a
+    run that is over, so a later run may close it.
+
+    A history names the host and process recording it (``recorder_metadata()``): one recorded
+    by a process of this host that is gone, or by this process, was left behind; one whose
+    process still runs is not, nor is one recorded on another host (its process cannot be seen
+    from here). A history that names no process was recorded before histories named theirs:
+    it is taken as left behind, as it was then.
+    """
+    meta = history.metadata or {}
+    if "host" not in meta and "pid" not in meta:
+        return True
+    # This process's runs are in ``_open_runs``, not in ``LIVE_HISTORIES``: once no run here
+    # holds the history, ``abandoned`` takes it as left behind by this process too.
+    return abandoned(history, framework=FRAMEWORK)
 
 
 def _closes(run: RunRecord, answered: bool) -> bool:

@@ -189,10 +189,10 @@ class ChatMemorySession:
         """Record items now, in the history of the run they belong to.
 
         A run's first items open its history; before that, the session closes its earlier
-        runs that nothing closed, and the conversation's newest history if a run of another
-        process left it open. Items saved without the SDK's run context (by hand, or through
-        a session that wraps this one) go into one history until an assistant answer ends
-        a batch.
+        runs that nothing closed, and the conversation's newest history if a run that is over
+        left it open (its process gone, on this host; see the package README). Items saved
+        without the SDK's run context (by hand, or through a session that wraps this one) go
+        into one history until an assistant answer ends a batch.
 
         Raises:
             ConversationNotFound: the principal cannot see the conversation.
