@@ -7,7 +7,7 @@ import base64
 from typing import Any
 
 import pytest
-from agents import MaxTurnsExceeded, function_tool
+from agents import AgentHooks, MaxTurnsExceeded, RunHooks, function_tool
 from agents.testing import ModelCall, ModelStep, assistant_message, function_call
 from chatmemory_openai_agents import NATIVE_FORMAT, ChatMemorySession
 
@@ -301,3 +301,71 @@ async def test_an_item_over_the_store_limits_fails_the_run(alice: Scope, convers
     (run,) = (await alice.get_conversation(conversation.id, messages=True)).histories
     assert run.status == "failed"
     assert [m.role for m in run.messages or []] == ["user"]
+
+
+class _Calls(RunHooks[Any]):
+    """A user's own run hooks, noting each event."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    async def on_llm_start(self, context: Any, agent: Any, system_prompt: Any, input_items: Any) -> None:
+        self.events.append(("llm_start", None))
+
+    async def on_tool_end(self, context: Any, agent: Any, tool: Any, result: Any) -> None:
+        self.events.append(("tool_end", result))
+
+    async def on_agent_end(self, context: Any, agent: Any, output: Any) -> None:
+        self.events.append(("agent_end", output))
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_run_with_the_users_own_hooks_calls_them_after_the_sessions(
+    streamed: bool, alice: Scope, conversation: Conversation
+) -> None:
+    session = ChatMemorySession(alice, conversation.id)
+    steps = [[function_call("add", {"a": 2, "b": 3}, call_id="c1")], [assistant_message("5")]]
+    agent = make_agent("calc", NamedModel("calc-model", steps), tools=[add])
+    calls = _Calls()
+    own_llm_start = session.hooks.on_llm_start
+
+    async def noted(*args: Any) -> None:
+        calls.events.append(("session llm_start", None))
+        await own_llm_start(*args)
+
+    session.hooks.on_llm_start = noted  # type: ignore[method-assign]
+    if streamed:
+        result: Any = session.run_streamed(agent, "2+3?", hooks=calls)
+        async for _ in result.stream_events():
+            pass
+    else:
+        result = await session.run(agent, "2+3?", hooks=calls)
+
+    assert result.final_output == "5"
+    assert [name for name, _ in calls.events] == [
+        "session llm_start",
+        "llm_start",
+        "tool_end",
+        "session llm_start",
+        "llm_start",
+        "agent_end",
+    ]
+    assert (calls.events[2], calls.events[-1]) == (("tool_end", 5), ("agent_end", "5"))
+    (run,) = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert (run.model, run.status) == ("calc-model", "completed")
+    assert [m.model for m in run.messages or [] if m.role == "assistant"] == ["calc-model", "calc-model"]
+
+
+async def test_a_run_given_agent_hooks_or_a_session_is_refused_before_it_starts(
+    alice: Scope, conversation: Conversation
+) -> None:
+    session = ChatMemorySession(alice, conversation.id)
+    agent = make_agent("calc", NamedModel("m", [[assistant_message("5")]]))
+    with pytest.raises(TypeError, match=r"Agent\(\.\.\., hooks=\.\.\.\)"):
+        await session.run(agent, "Hi", hooks=AgentHooks())
+    with pytest.raises(TypeError, match="takes RunHooks"):
+        session.run_streamed(agent, "Hi", hooks=object())
+    with pytest.raises(TypeError, match="pass no session="):
+        await session.run(agent, "Hi", session=session)
+    assert (await alice.get_conversation(conversation.id)).histories == []
+    assert (await session.run(agent, "Hi", hooks=session.hooks)).final_output == "5"

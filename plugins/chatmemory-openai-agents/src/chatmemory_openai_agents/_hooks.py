@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from agents import Agent, ModelResponse, RunContextWrapper, RunHooks
+from agents import Agent, ModelResponse, RunContextWrapper, RunHooks, Tool
 from agents.items import TResponseInputItem
+from agents.lifecycle import AgentHooksBase, RunHooksBase
+from agents.run_context import AgentHookContext
 
 from chatmemory_openai_agents._record import Recorder, RunRecord
 
-__all__ = ["ChatMemoryHooks"]
+__all__ = ["ChatMemoryHooks", "WithOwnHooks", "with_own_hooks"]
 
 
 class ChatMemoryHooks(RunHooks[Any]):
@@ -53,3 +55,70 @@ class ChatMemoryHooks(RunHooks[Any]):
         run = self._run_ending(context)
         if run is not None:
             self._recorder.agent_ended(run)
+
+
+class WithOwnHooks(RunHooks[Any]):
+    """A session's hooks and the caller's own ``RunHooks``, for ``ChatMemorySession.run``: each
+    event goes to the session's hooks first, then to the caller's."""
+
+    def __init__(self, session: RunHooksBase[Any, Any], own: RunHooksBase[Any, Any]) -> None:
+        self.session = session
+        self.own = own
+
+    async def on_llm_start(
+        self,
+        context: RunContextWrapper[Any],
+        agent: Agent[Any],
+        system_prompt: str | None,
+        input_items: list[TResponseInputItem],
+    ) -> None:
+        await self.session.on_llm_start(context, agent, system_prompt, input_items)
+        await self.own.on_llm_start(context, agent, system_prompt, input_items)
+
+    async def on_llm_end(
+        self, context: RunContextWrapper[Any], agent: Agent[Any], response: ModelResponse
+    ) -> None:
+        await self.session.on_llm_end(context, agent, response)
+        await self.own.on_llm_end(context, agent, response)
+
+    async def on_agent_start(self, context: AgentHookContext[Any], agent: Agent[Any]) -> None:
+        await self.session.on_agent_start(context, agent)
+        await self.own.on_agent_start(context, agent)
+
+    async def on_agent_end(self, context: AgentHookContext[Any], agent: Agent[Any], output: Any) -> None:
+        await self.session.on_agent_end(context, agent, output)
+        await self.own.on_agent_end(context, agent, output)
+
+    async def on_handoff(
+        self, context: RunContextWrapper[Any], from_agent: Agent[Any], to_agent: Agent[Any]
+    ) -> None:
+        await self.session.on_handoff(context, from_agent, to_agent)
+        await self.own.on_handoff(context, from_agent, to_agent)
+
+    async def on_tool_start(self, context: RunContextWrapper[Any], agent: Agent[Any], tool: Tool) -> None:
+        await self.session.on_tool_start(context, agent, tool)
+        await self.own.on_tool_start(context, agent, tool)
+
+    async def on_tool_end(
+        self, context: RunContextWrapper[Any], agent: Agent[Any], tool: Tool, result: object
+    ) -> None:
+        await self.session.on_tool_end(context, agent, tool, result)
+        await self.own.on_tool_end(context, agent, tool, result)
+
+
+def with_own_hooks(session: ChatMemoryHooks, own: object) -> RunHooks[Any]:
+    """The hooks a ``ChatMemorySession.run`` passes to the SDK when its caller passes ``own``.
+
+    Raises:
+        TypeError: ``own`` is not a ``RunHooks`` (agent hooks go on the agent: ``Agent(hooks=...)``).
+    """
+    if own is None or own is session:
+        return session
+    if isinstance(own, AgentHooksBase):
+        raise TypeError(
+            f"hooks= takes RunHooks, not agent hooks ({type(own).__name__}): "
+            "attach those to the agent with Agent(..., hooks=...)"
+        )
+    if not isinstance(own, RunHooksBase):
+        raise TypeError(f"hooks= takes RunHooks, not {type(own).__name__}")
+    return WithOwnHooks(session, own)

@@ -15,6 +15,7 @@ from agents import (
     MaxTurnsExceeded,
     RunConfig,
     RunContextWrapper,
+    RunHooks,
     Runner,
     RunResult,
     RunResultStreaming,
@@ -29,7 +30,7 @@ from chatmemory.recording import settled
 from chatmemory.scope import Scope
 from chatmemory_openai_agents._cache import ItemCache
 from chatmemory_openai_agents._compaction import Tail, put_back, read_tail, replace_tail, snapshot
-from chatmemory_openai_agents._hooks import ChatMemoryHooks
+from chatmemory_openai_agents._hooks import ChatMemoryHooks, with_own_hooks
 from chatmemory_openai_agents._items import message_is_answer
 from chatmemory_openai_agents._record import Newest, Recorder, RunRecord, answers
 
@@ -111,19 +112,21 @@ class ChatMemorySession:
     async def run(self, agent: Agent[Any], input: str | list[TResponseInputItem], **kwargs: Any) -> RunResult:
         """``Runner.run`` with this session and its hooks, recording the run as one history.
 
-        Other keyword arguments go to ``Runner.run`` (all but ``session`` and ``hooks``).
+        Other keyword arguments go to ``Runner.run`` (all but ``session``). Your own
+        ``hooks=`` (``RunHooks``) are called too: each event goes to the session's hooks
+        first, then to yours.
 
         Raises:
             ConversationNotFound: the principal cannot see the conversation.
+            TypeError: ``hooks`` is not a ``RunHooks``, or ``session`` is given; nothing ran.
             Exception: whatever the run raised, after its history was marked ``failed``.
         """
         config = kwargs.pop("run_config", None) or self.run_config
+        hooks = self._hooks_with(kwargs)
         record = RunRecord(run_config=config, agent=agent, managed=True)
         token = _STARTING.set((self, record))
         try:
-            result = await Runner.run(
-                agent, input, session=self, hooks=self.hooks, run_config=config, **kwargs
-            )
+            result = await Runner.run(agent, input, session=self, hooks=hooks, run_config=config, **kwargs)
         except BaseException as error:
             await self._close(record, error)
             raise
@@ -138,15 +141,17 @@ class ChatMemorySession:
         """``Runner.run_streamed`` with this session and its hooks, recorded like ``run``.
 
         The history is closed when the run ends; once ``stream_events()`` is exhausted it
-        is closed too.
+        is closed too. Your own ``hooks=`` are called as with ``run``.
+
+        Raises:
+            TypeError: ``hooks`` is not a ``RunHooks``, or ``session`` is given; nothing ran.
         """
         config = kwargs.pop("run_config", None) or self.run_config
+        hooks = self._hooks_with(kwargs)
         record = RunRecord(run_config=config, agent=agent, managed=True)
         token = _STARTING.set((self, record))
         try:
-            result = Runner.run_streamed(
-                agent, input, session=self, hooks=self.hooks, run_config=config, **kwargs
-            )
+            result = Runner.run_streamed(agent, input, session=self, hooks=hooks, run_config=config, **kwargs)
         finally:
             _STARTING.reset(token)
         if result.run_loop_task is not None:
@@ -156,6 +161,15 @@ class ChatMemorySession:
                 self._close_after(record, result, result.run_loop_task)
             )
         return result
+
+    def _hooks_with(self, kwargs: dict[str, Any]) -> RunHooks[Any]:
+        """The hooks for a run given ``kwargs`` (taking the caller's own ``hooks`` from them)."""
+        if "session" in kwargs:
+            raise TypeError(
+                "session.run records into its own session: pass no session=, "
+                "or call Runner.run(agent, input, session=...) instead"
+            )
+        return with_own_hooks(self.hooks, kwargs.pop("hooks", None))
 
     # -- the Session protocol --------------------------------------------------------------------
 
