@@ -11,6 +11,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from agents import Runner
 from agents.testing import assistant_message, function_call
 from chatmemory_openai_agents import ChatMemorySession
@@ -51,3 +52,35 @@ async def test_run_sync_from_several_threads_at_once_records_every_run(
     # What the process keeps about runs in flight is gone with them: nothing grows run after run.
     assert not recording._STARTS
     assert not any(open_runs.holder(h.id) for h in histories)
+
+
+@pytest.mark.parametrize("hooked", [True, False])
+async def test_run_sync_from_several_threads_on_one_session_object(
+    hooked: bool, alice: Scope, conversation: Conversation
+) -> None:
+    session = ChatMemorySession(alice, conversation.id)
+
+    def one_run(i: int) -> Any:
+        steps = [[function_call("add", {"a": i, "b": 1}, call_id=f"c{i}")], [assistant_message(f"{i + 1}")]]
+        agent = make_agent("calc", NamedModel("m", steps), tools=[add])
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            hooks = {"hooks": session.hooks} if hooked else {}
+            return Runner.run_sync(agent, f"{i}+1?", session=session, **hooks)
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    def run_all() -> list[Any]:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            return list(pool.map(one_run, range(8)))
+
+    results = await asyncio.wait_for(asyncio.to_thread(run_all), timeout=30)
+
+    assert sorted(r.final_output for r in results) == sorted(f"{i + 1}" for i in range(8))
+    histories = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert (
+        sorted((h.status, h.error, len(h.messages or [])) for h in histories) == [("completed", None, 4)] * 8
+    )
+    assert not any("continues" in (h.metadata or {}) for h in histories)

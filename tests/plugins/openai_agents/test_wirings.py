@@ -145,7 +145,7 @@ async def test_each_item_is_written_before_the_next_model_call(
     assert seen == [["user"], ["user", "assistant", "tool"]]
 
 
-@pytest.mark.parametrize("wiring", ["run", "run_streamed", "run+hooks"])
+@pytest.mark.parametrize("wiring", ["run", "run_sync", "run_streamed", "run+hooks"])
 async def test_a_run_nothing_closed_is_closed_by_the_next_run(
     wiring: str, alice: Scope, conversation: Conversation
 ) -> None:
@@ -164,6 +164,38 @@ async def test_a_run_nothing_closed_is_closed_by_the_next_run(
     assert (first.status, first.error) == ("failed", UNCLOSED)
     assert [m.role for m in first.messages or []] == ["user", "assistant", "tool"]
     assert second.status == "completed"
+
+
+async def test_a_run_nothing_closed_in_a_task_still_going_is_closed_once_that_task_ends(
+    alice: Scope, conversation: Conversation
+) -> None:
+    failing = NamedModel(
+        "m",
+        [[function_call("add", {"a": 1, "b": 1}, call_id="c1")], ModelStep.raise_error(RuntimeError("down"))],
+    )
+    session = ChatMemorySession(alice, conversation.id)
+    failed, done = asyncio.Event(), asyncio.Event()
+
+    async def fails_then_waits() -> None:
+        with pytest.raises(RuntimeError, match="down"):
+            await Runner.run(make_agent("calc", failing, tools=[add]), "1+1?", session=session)
+        failed.set()
+        await done.wait()  # the task goes on after its run
+
+    task = asyncio.create_task(fails_then_waits())
+    await failed.wait()
+    answering = make_agent("calc", NamedModel("m", [[assistant_message("2")]]))
+    await Runner.run(answering, "Again?", session=session)
+    first, second = (await alice.get_conversation(conversation.id)).histories
+    # Its task still going, the first run may still be writing: it is left open.
+    assert (first.status, second.status) == ("running", "completed")
+
+    done.set()
+    await task
+    await Runner.run(make_agent("calc", NamedModel("m", [[assistant_message("3")]])), "And?", session=session)
+    first, second, third = (await alice.get_conversation(conversation.id)).histories
+    assert (first.status, first.error) == ("failed", UNCLOSED)
+    assert (second.status, third.status) == ("completed", "completed")
 
 
 @pytest.mark.parametrize("wiring", ["run", "run_sync", "run_streamed"])
@@ -280,6 +312,32 @@ async def test_concurrent_runs_on_two_session_objects_leave_each_other_open(
         ("model-a", "completed", 2),
         ("model-b", "completed", 2),
     ]
+
+
+@pytest.mark.parametrize("wiring", ["run", "run+hooks", "run_streamed", "run_streamed+hooks"])
+async def test_concurrent_runs_in_tasks_of_one_session_object_each_end_completed(
+    wiring: str, alice: Scope, conversation: Conversation
+) -> None:
+    """Runs on one session object are told apart by their tasks: a run still going in another
+    task is not taken for one that ended unclosed."""
+    all_started = asyncio.Barrier(3)
+
+    def waits_for_the_others(text: str) -> NamedModel:
+        async def respond(call: Any) -> list[Any]:
+            await asyncio.wait_for(all_started.wait(), timeout=30)
+            return [assistant_message(text)]
+
+        return NamedModel(f"model-{text}", [ModelStep.respond(respond)])
+
+    session = ChatMemorySession(alice, conversation.id)
+    agents = {name: make_agent(name, waits_for_the_others(name)) for name in "abc"}
+    runs = [drive(wiring, session, agent, f"to {name}") for name, agent in agents.items()]
+    await asyncio.gather(*runs)
+
+    histories = (await alice.get_conversation(conversation.id, messages=True)).histories
+    outcomes = sorted((h.status, h.error, len(h.messages or [])) for h in histories)
+    assert outcomes == [("completed", None, 2)] * 3
+    assert not any("continues" in (h.metadata or {}) for h in histories)
 
 
 @pytest.mark.parametrize("wiring", ["run", "run_streamed", "run_streamed+hooks"])

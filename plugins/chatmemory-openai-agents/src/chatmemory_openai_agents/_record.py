@@ -59,7 +59,8 @@ class RunRecord:
     A run the hooks report on is closed with the items saved after its final output (the hooks'
     ``on_agent_end``). ``managed`` runs are started by ``ChatMemorySession.run``/``run_streamed``,
     which close them when they end otherwise. Other runs are closed by an assistant answer
-    ending a batch when the hooks are not wired, or by the session's next run.
+    ending a batch when the hooks are not wired, or by the session's next run once they are
+    over: once ``task``, the task their items are saved from, is the next run's or has ended.
     """
 
     run_config: RunConfig | None = None
@@ -77,6 +78,7 @@ class RunRecord:
     produced: dict[str, tuple[str, str]] = field(default_factory=dict)
     open_calls: set[str] = field(default_factory=set)  # tool calls recorded without their output
     newest: Newest | None = None  # when known, spares opening the history a read
+    task: weakref.ref[asyncio.Task[Any]] | None = None  # the task that saves the run's items
     lock: AnyLoopLock = field(default_factory=AnyLoopLock)
 
 

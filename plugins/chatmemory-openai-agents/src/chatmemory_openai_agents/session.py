@@ -62,7 +62,8 @@ class ChatMemorySession:
     message and the run's end; ``session.run`` also records how the run ended.
 
     The session holds no event-loop-bound state: it may be used from several threads, each
-    with its own event loop, at once.
+    with its own event loop, at once. Runs going at once in several tasks or threads each get
+    their own history; a run is taken to be over once its task is (see the package README).
 
     Args:
         chat: the principal's scope, from ``memory.scoped(principal)``.
@@ -213,10 +214,20 @@ class ChatMemorySession:
             InvalidInputError: an item is over one of the store's limits; nothing is written.
         """
         if items:
-            await settled(self._add(items, wrapper))
+            if wrapper is None:
+                run = self._loose_run()
+            else:
+                run = self._run_for(wrapper)
+                if run.task is None:
+                    # The task the run saves its items from, known before the writes go to a task
+                    # of their own. (The hooks may be called from short-lived tasks of the run's.)
+                    task = _current_task()
+                    run.task = weakref.ref(task) if task is not None else None
+            await settled(self._add(items, run, wrapper))
 
-    async def _add(self, items: list[TResponseInputItem], wrapper: RunContextWrapper[Any] | None) -> None:
-        run = self._run_for(wrapper) if wrapper is not None else self._loose_run()
+    async def _add(
+        self, items: list[TResponseInputItem], run: RunRecord, wrapper: RunContextWrapper[Any] | None
+    ) -> None:
         if run.history is None:
             calls = answers(items)
             stopped = next((r for r in self._unclosed(run) if calls & r.open_calls), None) if calls else None
@@ -354,9 +365,13 @@ class ChatMemorySession:
         return [o for o in others if o is not run and not o.managed and o.history is not None]
 
     async def _settle_others(self, run: RunRecord) -> None:
-        """Close this session's earlier runs that nothing closed: a new run starts."""
-        unclosed = self._unclosed(run)
-        self._ended = []
+        """Close this session's earlier runs that nothing closed, as ``run`` starts: every one
+        but those still going in another task (of this thread or another), which close their
+        histories themselves, or are closed by a run starting after their task has ended."""
+        current = run.task() if run.task is not None else None
+        going = [r for r in self._runs.values() if _in_other_task(r, current)]
+        unclosed = [o for o in self._unclosed(run) if not any(o is g for g in going)]
+        self._ended = []  # none of them is going: theirs are over
         for other in unclosed:
             await self._recorder.settle(other)
 
@@ -405,6 +420,20 @@ class ChatMemorySession:
 for _method in ("get_items", "add_items", "pop_item", "clear_session"):
     _function = vars(ChatMemorySession)[_method]
     _function.__signature__ = inspect.signature(_function)
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop
+        return None
+
+
+def _in_other_task(run: RunRecord, current: asyncio.Task[Any] | None) -> bool:
+    """Whether ``run`` goes on in a task other than ``current``, not done yet: a run started
+    there that has not returned."""
+    task = run.task() if run.task is not None else None
+    return task is not None and task is not current and not task.done()
 
 
 def _stream_error(result: RunResultStreaming) -> BaseException | None:
