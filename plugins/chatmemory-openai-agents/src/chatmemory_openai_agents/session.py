@@ -243,6 +243,9 @@ class ChatMemorySession:
     async def pop_item(self, *, wrapper: RunContextWrapper[Any] | None = None) -> TResponseInputItem | None:
         """Remove the most recent item and return it, or ``None`` when there is none.
 
+        Only that item's message is removed: messages holding no item after it (another
+        writer's pending or failed message) stay.
+
         When several sessions pop the same conversation at once, each item is returned by
         exactly one of them.
 
