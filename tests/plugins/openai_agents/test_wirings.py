@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from agents import Agent, RunConfig, Runner, SQLiteSession, function_tool
+from agents import Agent, RunConfig, RunHooks, Runner, SQLiteSession, function_tool
 from agents.testing import ModelStep, assistant_message, function_call
 from chatmemory_openai_agents import ChatMemorySession
 from chatmemory_openai_agents._record import UNCLOSED
@@ -166,6 +166,14 @@ async def test_a_run_nothing_closed_is_closed_by_the_next_run(
     assert second.status == "completed"
 
 
+class _KeepsTheRunContext(RunHooks[Any]):
+    def __init__(self) -> None:
+        self.contexts: list[Any] = []
+
+    async def on_llm_start(self, context: Any, agent: Any, system_prompt: Any, input_items: Any) -> None:
+        self.contexts.append(context)
+
+
 async def test_a_run_nothing_closed_in_a_task_still_going_is_closed_once_that_task_ends(
     alice: Scope, conversation: Conversation
 ) -> None:
@@ -175,10 +183,11 @@ async def test_a_run_nothing_closed_in_a_task_still_going_is_closed_once_that_ta
     )
     session = ChatMemorySession(alice, conversation.id)
     failed, done = asyncio.Event(), asyncio.Event()
+    kept = _KeepsTheRunContext()  # as a caller still holding the run's context would
 
     async def fails_then_waits() -> None:
         with pytest.raises(RuntimeError, match="down"):
-            await Runner.run(make_agent("calc", failing, tools=[add]), "1+1?", session=session)
+            await Runner.run(make_agent("calc", failing, tools=[add]), "1+1?", session=session, hooks=kept)
         failed.set()
         await done.wait()  # the task goes on after its run
 

@@ -370,7 +370,8 @@ class ChatMemorySession:
     async def _settle_others(self, run: RunRecord) -> None:
         """Close this session's earlier runs that nothing closed, as ``run`` starts: every one
         but those still going in another task (of this thread or another), which close their
-        histories themselves, or are closed by a run starting after their task has ended."""
+        histories themselves, or are closed by a run starting after their task has ended. A run
+        whose context is gone (``_ended``) is over whatever its task."""
         current = run.task() if run.task is not None else None
         going = [r for r in self._runs.values() if _in_other_task(r, current)]
         unclosed = [o for o in self._unclosed(run) if not any(o is g for g in going)]
