@@ -48,6 +48,17 @@ class MessageOps(ScopeBase):
             ConflictError: the history is finished.
             InvalidInputError: a message is malformed or over a limit; nothing is written.
         """
+        appended, _ = await self._append_keyed(history_id, messages)
+        return appended
+
+    async def _append_keyed(
+        self, history_id: Id, messages: Sequence[NewMessage | Mapping[str, Any]]
+    ) -> tuple[list[Message], frozenset[UUID]]:
+        """``append_messages``, and the ids of the messages it returns without having added
+        them: those whose key the history already held (stored by an earlier call, or by a
+        concurrent one that took the history first). Told by what the append found stored,
+        never by comparing clocks.
+        """
         hid = parse_id("history_id", history_id)
         batch = self._batch(messages)
         when, postgres = q.now(), not self._db.is_sqlite
@@ -60,7 +71,9 @@ class MessageOps(ScopeBase):
         stored, added = await self._db.run(
             plan(postgres), write=True, group=hid, rows=rows_of(batch), fallback=lambda: plan(False)
         )
-        return in_batch_order(batch, stored, added, self._db.is_sqlite)
+        answer = in_batch_order(batch, stored, added, self._db.is_sqlite)
+        fresh = {m.id for m in added}
+        return answer, frozenset(m.id for m in answer if m.id not in fresh)
 
     async def list_messages(
         self,

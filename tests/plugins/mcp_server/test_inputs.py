@@ -4,6 +4,7 @@ messages, idempotent retries, fresh write results, limits and descriptions in th
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -181,6 +182,42 @@ async def test_retries_are_idempotent_and_say_so(connect: Connect) -> None:
     assert again["messages"][0] == first["messages"][0] | {"deduplicated": True}
     assert "deduplicated" not in again["messages"][1]
     assert retried == done
+
+
+async def test_a_key_stored_by_a_writer_whose_clock_runs_ahead_is_reported_deduplicated(
+    connect: Connect, memory: ChatMemory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process (another host on a shared PostgreSQL, or a concurrent call that stored the
+    key a moment after this one began) may stamp the message later than this call's start: the
+    message was still already stored, and the retry must say so."""
+    chat = memory.scoped(Principal("alice"))
+    conv = await chat.start_conversation()
+    run = await chat.start_history(conv.id, model="m")
+    ahead = datetime.now(UTC) + timedelta(seconds=30)
+    with monkeypatch.context() as clock:
+        clock.setattr("chatmemory._queries.now", lambda: ahead)
+        (first,) = await chat.append_messages(run.id, [{"role": "user", "content": "a", "key": "k1"}])
+    async with connect() as client:
+        again = await call(
+            client,
+            "append_messages",
+            {
+                "history_id": str(run.id),
+                "messages": [
+                    {"role": "user", "content": "a", "key": "k1"},
+                    {"role": "user", "content": "b", "key": "k2"},
+                ],
+            },
+        )
+    assert again["messages"][0] == {
+        "id": str(first.id),
+        "seq": 1,
+        "role": "user",
+        "key": "k1",
+        "deduplicated": True,
+    }
+    assert "deduplicated" not in again["messages"][1]
+    assert [m.content for m in await chat.transcript(conv.id)] == ["a", "b"]
 
 
 async def test_update_conversation_returns_fresh_counts(connect: Connect) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Collection, Mapping, Sequence
+from uuid import UUID
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -55,16 +55,10 @@ def stamp(
     return stamped
 
 
-def stored(messages: Sequence[Message], since: datetime | None = None) -> list[StoredMessage]:
-    """Where messages landed; one created before ``since`` was already stored under its key."""
+def stored(messages: Sequence[Message], found: Collection[UUID] = ()) -> list[StoredMessage]:
+    """Where messages landed; those whose id is in ``found`` were already stored under their key."""
     return [
-        StoredMessage(
-            id=str(m.id),
-            seq=m.seq,
-            role=m.role,
-            key=m.key,
-            deduplicated=since is not None and m.key is not None and m.created_at < since,
-        )
+        StoredMessage(id=str(m.id), seq=m.seq, role=m.role, key=m.key, deduplicated=m.id in found)
         for m in messages
     ]
 
@@ -121,13 +115,14 @@ def register_history_tools(server: MCPServer[ServerState]) -> None:
 
         A re-sent `key` returns the stored message with `deduplicated: true`.
         """
-        since = datetime.now(UTC)
         with tool_errors():
-            appended = await scope_for(ctx).append_messages(history_id, to_core(messages))
+            # Which messages were already stored is what the append found, not a comparison of
+            # clocks: another process's clock, or a concurrent call's, may run ahead of ours.
+            appended, found = await scope_for(ctx)._append_keyed(history_id, to_core(messages))
         return AppendResult(
             history_id=str(appended[0].history_id),
             conversation_id=str(appended[0].conversation_id),
-            messages=stored(appended, since),
+            messages=stored(appended, found),
         )
 
     @server.tool(annotations=READ)
