@@ -122,3 +122,34 @@ async def test_one_huge_message_is_clipped_and_older_ones_still_fit(connect: Con
     )
     assert 1_000 < len(clipped["content"]) < 8_000
     assert data["truncated"] is True
+
+
+async def test_messages_making_many_tool_calls_are_read_within_bounds(connect: Connect) -> None:
+    """A page, a search and get_context stay bounded however many calls each message makes:
+    the calls share one allowance per message, and those past it are counted, not sent."""
+    calls = [
+        {"type": "tool_call", "id": f"call_{i}", "name": "write_file", "arguments": {"text": "y" * 3_000}}
+        for i in range(60)
+    ]
+    async with connect() as client:
+        said = [{"type": "text", "text": "hello"}, *calls]
+        cid, _ = await _run(client, [{"role": "assistant", "content": said} for _ in range(20)])
+        page = await client.call_tool("list_messages", {"conversation_id": cid, "limit": 20})
+        hits = await client.call_tool("search_messages", {"query": "hello", "limit": 20})
+        context = await client.call_tool("get_context", {"conversation_id": cid, "max_tokens": 4_000})
+    assert len((hits.structured_content or {})["items"]) == 20
+    assert _sent(hits)[0] <= 150_000
+    assert _sent(page)[0] <= 150_000  # 20 messages of 180,000 characters of calls each
+    first = (page.structured_content or {})["items"][0]
+    assert first["truncated"] is True
+    assert first["tool_calls"][0] == {
+        "id": "call_0",
+        "name": "write_file",
+        "arguments": first["tool_calls"][0]["arguments"],
+    }
+    assert first["tool_calls_omitted"] == 60 - len(first["tool_calls"])
+    assert sum(len(c["id"]) + len(c["name"]) + len(c["arguments"]) for c in first["tool_calls"]) <= 2_001
+    data = context.structured_content or {}
+    assert _sent(context)[0] <= 16_000
+    assert data["messages"], "the newest message is clipped to fit, not left out"
+    assert data["messages"][-1]["tool_calls_omitted"] > 0

@@ -204,6 +204,7 @@ class _MessageView(_Out):
     content: str
     model: str | None = None
     tool_calls: list[ToolCallOut] | None = None
+    tool_calls_omitted: int = 0
     tool_call_id: str | None = None
     is_error: bool = False
     part_types: list[str] | None = None
@@ -215,10 +216,20 @@ class _MessageView(_Out):
         calls: list[ToolCallOut] = []
         results: list[ToolResultPart] = []
         others: list[str] = []
+        # The tool calls share one allowance of ``max_chars`` (ids, names and arguments), as the
+        # content has its own: however many calls a message makes, its view stays bounded. The
+        # first call is always shown; calls past the allowance are left out and counted.
+        room = max_chars
+        left_out = 0
         for part in message.parts or ():
             if isinstance(part, ToolCallPart):
-                arguments, cut_args = clip(_arguments_text(part.arguments), max_chars)
+                label = len(part.id) + len(part.name)
+                if calls and label >= room:
+                    left_out += 1
+                    continue
+                arguments, cut_args = clip(_arguments_text(part.arguments), max(0, room - label))
                 calls.append(ToolCallOut(id=part.id, name=part.name, arguments=arguments or ""))
+                room -= label + len(arguments or "")
                 cut = cut or cut_args
             elif isinstance(part, ToolResultPart):
                 results.append(part)
@@ -231,17 +242,19 @@ class _MessageView(_Out):
             "content": content or "",
             "model": message.model,
             "tool_calls": calls or None,
+            "tool_calls_omitted": left_out,
             "tool_call_id": ",".join(r.call_id for r in results) or None,
             "is_error": any(r.is_error for r in results),
             "part_types": others or None,
-            "truncated": cut,
+            "truncated": cut or left_out > 0,
         }
 
 
 class MessageOut(_MessageView):
     """A stored message. ``content`` is its plain text, clipped when ``truncated`` is true.
 
-    An assistant's tool calls are in ``tool_calls``; a tool message names the call it answers
+    An assistant's tool calls are in ``tool_calls``, within one ``max_chars`` allowance of their
+    own (``tool_calls_omitted`` counts the calls past it); a tool message names the call it answers
     in ``tool_call_id`` (comma-separated when it answers several). ``content_length`` is the
     full length, given only when ``truncated`` is true.
     """
