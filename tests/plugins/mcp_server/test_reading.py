@@ -153,3 +153,21 @@ async def test_messages_making_many_tool_calls_are_read_within_bounds(connect: C
     assert _sent(context)[0] <= 16_000
     assert data["messages"], "the newest message is clipped to fit, not left out"
     assert data["messages"][-1]["tool_calls_omitted"] > 0
+
+
+async def test_messages_of_many_parts_or_answering_many_calls_are_read_within_bounds(
+    connect: Connect,
+) -> None:
+    images = [{"type": "image", "url": f"https://example.com/{i}.png"} for i in range(500)]
+    answers = [{"type": "tool_result", "call_id": f"call_{i:0>100}", "content": "ok"} for i in range(100)]
+    said = [{"role": "user", "content": images}] * 20 + [{"role": "tool", "content": answers}] * 20
+    async with connect() as client:
+        cid, _ = await _run(client, said)
+        page = await client.call_tool("list_messages", {"conversation_id": cid, "limit": 40})
+    assert _sent(page)[0] <= 150_000  # 20 x 500 part kinds and 20 x 100 answered call ids
+    items = (page.structured_content or {})["items"]
+    assert items[0]["part_types"] == ["image"]
+    answered = items[20]
+    assert answered["truncated"] is True
+    assert answered["tool_call_id"].startswith(f"call_{0:0>100},call_{1:0>100},")
+    assert len(answered["tool_call_id"]) <= 2_001

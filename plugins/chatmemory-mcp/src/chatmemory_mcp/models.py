@@ -233,8 +233,9 @@ class _MessageView(_Out):
                 cut = cut or cut_args
             elif isinstance(part, ToolResultPart):
                 results.append(part)
-            elif not isinstance(part, TextPart):
-                others.append(part.type)
+            elif not isinstance(part, TextPart) and part.type not in others:
+                others.append(part.type)  # each kind once: a message of many images stays small
+        answered, cut_answered = clip(",".join(r.call_id for r in results), max_chars)
         return {
             "id": str(message.id),
             "seq": message.seq,
@@ -243,10 +244,10 @@ class _MessageView(_Out):
             "model": message.model,
             "tool_calls": calls or None,
             "tool_calls_omitted": left_out,
-            "tool_call_id": ",".join(r.call_id for r in results) or None,
+            "tool_call_id": answered or None,
             "is_error": any(r.is_error for r in results),
             "part_types": others or None,
-            "truncated": cut or left_out > 0,
+            "truncated": cut or cut_answered or left_out > 0,
         }
 
 
@@ -255,7 +256,8 @@ class MessageOut(_MessageView):
 
     An assistant's tool calls are in ``tool_calls``, within one ``max_chars`` allowance of their
     own (``tool_calls_omitted`` counts the calls past it); a tool message names the call it answers
-    in ``tool_call_id`` (comma-separated when it answers several). ``content_length`` is the
+    in ``tool_call_id`` (comma-separated when it answers several, clipped like the content);
+    ``part_types`` names each other kind of part the message holds, once. ``content_length`` is the
     full length, given only when ``truncated`` is true.
     """
 
