@@ -3,6 +3,7 @@ messages, idempotent retries, fresh write results, limits and descriptions in th
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -218,6 +219,21 @@ async def test_a_key_stored_by_a_writer_whose_clock_runs_ahead_is_reported_dedup
     }
     assert "deduplicated" not in again["messages"][1]
     assert [m.content for m in await chat.transcript(conv.id)] == ["a", "b"]
+
+
+async def test_one_key_sent_by_two_clients_at_once_is_stored_once_and_reported_once(
+    connect: Connect, memory: ChatMemory
+) -> None:
+    chat = memory.scoped(Principal("alice"))
+    conv = await chat.start_conversation()
+    run = await chat.start_history(conv.id, model="m")
+    sent = {"history_id": str(run.id), "messages": [{"role": "user", "content": "a", "key": "k1"}]}
+    async with connect() as first, connect() as second:
+        answers = await asyncio.gather(*(call(c, "append_messages", sent) for c in (first, second) * 3))
+    stored = [answer["messages"][0] for answer in answers]
+    assert len({m["id"] for m in stored}) == 1
+    assert sum(bool(m.get("deduplicated")) for m in stored) == len(stored) - 1
+    assert [m.content for m in await chat.transcript(conv.id)] == ["a"]
 
 
 async def test_update_conversation_returns_fresh_counts(connect: Connect) -> None:
