@@ -53,11 +53,12 @@ class MessageOps(ScopeBase):
 
     async def _append_keyed(
         self, history_id: Id, messages: Sequence[NewMessage | Mapping[str, Any]]
-    ) -> tuple[list[Message], frozenset[UUID]]:
-        """``append_messages``, and the ids of the messages it returns without having added
-        them: those whose key the history already held (stored by an earlier call, or by a
-        concurrent one that took the history first). Told by what the append found stored,
-        never by comparing clocks.
+    ) -> tuple[list[Message], list[Message]]:
+        """``append_messages``, and the messages it added: those of its answer that are not among
+        them were returned in place of messages whose key the history already held (stored by
+        an earlier call, or by a concurrent one that took the history first), as the append
+        found them, never told by comparing clocks. The answer is the added list itself when it
+        found none.
         """
         hid = parse_id("history_id", history_id)
         batch = self._batch(messages)
@@ -71,9 +72,7 @@ class MessageOps(ScopeBase):
         stored, added = await self._db.run(
             plan(postgres), write=True, group=hid, rows=rows_of(batch), fallback=lambda: plan(False)
         )
-        answer = in_batch_order(batch, stored, added, self._db.is_sqlite)
-        fresh = {m.id for m in added}
-        return answer, frozenset(m.id for m in answer if m.id not in fresh)
+        return in_batch_order(batch, stored, added, self._db.is_sqlite), added
 
     async def list_messages(
         self,

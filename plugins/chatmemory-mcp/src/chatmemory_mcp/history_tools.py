@@ -118,7 +118,9 @@ def register_history_tools(server: MCPServer[ServerState]) -> None:
         with tool_errors():
             # Which messages were already stored is what the append found, not a comparison of
             # clocks: another process's clock, or a concurrent call's, may run ahead of ours.
-            appended, found = await scope_for(ctx)._append_keyed(history_id, to_core(messages))
+            appended, added = await scope_for(ctx)._append_keyed(history_id, to_core(messages))
+        fresh = {id(m) for m in added}  # both lists are alive: their ids are the objects'
+        found = {m.id for m in appended if id(m) not in fresh}
         return AppendResult(
             history_id=str(appended[0].history_id),
             conversation_id=str(appended[0].conversation_id),
