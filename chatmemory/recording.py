@@ -81,10 +81,12 @@ def abandoned(history: History, *, framework: str) -> bool:
 
 def run_error(error: BaseException, *, limit: int = 10_000) -> str:
     """The error recorded for a run that ``error`` stopped: its type and message, at most
-    ``limit`` characters. A cancellation, which carries no message of its own, says what it
-    stopped."""
+    ``limit`` characters. A cancellation carrying no message of its own (none, or an object
+    that is not text) says what it stopped."""
     detail = str(error)
-    if not detail and isinstance(error, asyncio.CancelledError):
+    message = error.args[0] if error.args else None
+    if isinstance(error, asyncio.CancelledError) and not (isinstance(message, str) and message):
+        # No message, or an object that is none (LangGraph cancels its tasks with a sentinel).
         detail = "the task running the agent was cancelled"
     return f"{type(error).__name__}: {detail}"[:limit]
 

@@ -82,6 +82,9 @@ async def test_settled_sees_a_write_through_a_cancelled_caller_then_is_cancelled
 def test_run_error_says_what_a_cancellation_stopped() -> None:
     assert run_error(asyncio.CancelledError()) == "CancelledError: the task running the agent was cancelled"
     assert run_error(asyncio.CancelledError("after its turn")) == "CancelledError: after its turn"
+    # LangGraph cancels the tasks of a run it stops with a sentinel object, not a message.
+    stopped = "CancelledError: the task running the agent was cancelled"
+    assert run_error(asyncio.CancelledError(object())) == run_error(asyncio.CancelledError("")) == stopped
     assert run_error(ValueError("x" * 50), limit=20) == "ValueError: " + "x" * 8
 
 

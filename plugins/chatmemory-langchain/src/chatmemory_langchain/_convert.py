@@ -19,6 +19,7 @@ from langchain_core.messages import (
     messages_from_dict,
 )
 from pydantic import ValidationError
+from pydantic_core import to_jsonable_python
 
 from chatmemory import (
     AudioPart,
@@ -94,9 +95,16 @@ def to_new_message(message: BaseMessage, *, keyed: bool = True) -> NewMessage:
         _content_of(message),
         model=model if role == "assistant" else None,
         usage=usage,
-        native={"format": NATIVE_FORMAT, "data": message_to_dict(message)},
+        native={"format": NATIVE_FORMAT, "data": _json_of(message_to_dict(message))},
         key=message.id if keyed else None,
     )
+
+
+def _json_of(data: dict[str, Any]) -> Any:
+    """``data`` as JSON values: dates, ids, sets and the like in their JSON form, bytes in
+    base64, and any other object (a tool's ``artifact`` may be anything) as its ``repr``, so
+    a message LangChain accepted is stored rather than refused."""
+    return to_jsonable_python(data, fallback=repr, bytes_mode="base64")
 
 
 def _content_of(message: BaseMessage) -> str | list[ContentPart]:

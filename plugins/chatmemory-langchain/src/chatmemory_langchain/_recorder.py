@@ -11,7 +11,7 @@ from uuid import UUID
 
 from langchain_core.messages import AIMessage, BaseMessage
 
-from chatmemory import ConflictError, History, Message
+from chatmemory import ChatMemoryError, ConflictError, History, Message
 from chatmemory.recording import (
     ABANDONED,
     LIVE_HISTORIES,
@@ -29,6 +29,7 @@ from chatmemory_langchain._convert import from_stored_many, model_name_of, produ
 _BATCH = 200
 _FIRST_PAGE = 8  # a run or two of this process, usually all that is new: read (and decode) no more
 _PAGE = 50
+_ERROR_CHARS = 2000
 _USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
 
 
@@ -87,10 +88,19 @@ class Recorder:
 
     async def record(self, run: Run, messages: Sequence[BaseMessage]) -> None:
         """Append the messages not stored yet, in their order (the first ones start the history
-        in the same transaction)."""
+        in the same transaction).
+
+        Raises:
+            ChatMemoryError: the store refused the messages (e.g. ``InvalidInputError`` for one
+                over its limits); the run's history is then closed ``failed``, saying why.
+        """
         if run.history_id is None and run.opening is None:
             return
-        await self._write(run, _unknown(run, messages))
+        try:
+            await self._write(run, _unknown(run, messages))
+        except ChatMemoryError as exc:
+            await settled(self._refused(run, exc))
+            raise
 
     async def finish(
         self,
@@ -103,7 +113,11 @@ class Recorder:
         """Close the run's history, appending the messages not stored yet in the same
         transaction (nothing to do when no model was ever called). Seen through to its end
         when the caller is cancelled meanwhile: a run cancelled while it closes stays closed."""
-        await settled(self._finish(run, status, error, messages))
+        try:
+            await settled(self._finish(run, status, error, messages))
+        except ChatMemoryError as exc:
+            await settled(self._refused(run, exc))
+            raise
 
     async def _finish(
         self,
@@ -139,11 +153,44 @@ class Recorder:
                 await self.chat.finish_run(
                     history_id, messages=batch, status=status, usage=run.usage or None, error=text
                 )
+        except ChatMemoryError:
+            # Refused (or not closed): the run is still open, for the caller to close failed.
+            run.history_id, run.opening = history_id, opening
+            raise
         finally:
             if history_id is not None:
                 LIVE_HISTORIES.discard(history_id)
         run.known.update(m.id for m in last if m.id)
         self._seen.status[history_id] = status
+
+    async def _refused(self, run: Run, error: ChatMemoryError) -> None:
+        """Close the run's history ``failed``, saying which error refused its messages; the
+        refusal itself is what the run raises, so a failing close is not reported."""
+        text = f"messages not recorded: {error}"[:_ERROR_CHARS]
+        history_id, run.history_id = run.history_id, None
+        opening, run.opening = run.opening, None
+        try:
+            if history_id is not None:
+                await self.chat.finish_run(
+                    history_id, messages=[], status="failed", usage=run.usage or None, error=text
+                )
+            elif opening is not None:
+                recorded = await self.chat.record_run(
+                    self.conversation_id,
+                    messages=[],
+                    status="failed",
+                    usage=run.usage or None,
+                    error=text,
+                    **opening,
+                )
+                history_id = recorded.history.id
+        except ChatMemoryError:
+            pass
+        finally:
+            if history_id is not None:
+                LIVE_HISTORIES.discard(history_id)
+        if history_id is not None:
+            self._seen.status[history_id] = "failed"
 
     async def _write(self, run: Run, new: list[BaseMessage]) -> None:
         for start in range(0, len(new), _BATCH):
@@ -217,7 +264,7 @@ def _mine(history: History) -> bool:
 
 
 def _error_text(error: BaseException | None) -> str | None:
-    return run_error(error, limit=2000) if error is not None else None
+    return run_error(error, limit=_ERROR_CHARS) if error is not None else None
 
 
 def _unknown(run: Run, messages: Sequence[BaseMessage]) -> list[BaseMessage]:

@@ -263,7 +263,10 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
 def _command_messages(command: Command[Any]) -> list[BaseMessage]:
     update = command.update
     found = update.get("messages") if isinstance(update, Mapping) else None
-    return [m for m in found if isinstance(m, BaseMessage)] if isinstance(found, list) else []
+    if not isinstance(found, list):
+        return []
+    # A RemoveMessage is an edit of the state, not a message: the store keeps what it removes.
+    return [m for m in found if isinstance(m, BaseMessage) and not isinstance(m, RemoveMessage)]
 
 
 def _messages_of(result: ModelCallResult[Any]) -> list[BaseMessage]:

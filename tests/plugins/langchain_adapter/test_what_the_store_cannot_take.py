@@ -1,0 +1,132 @@
+"""ChatMemoryMiddleware with messages the store refuses or cannot hold as they are, streams
+closed early, and tools that edit the message list: the run's history always ends closed and
+holds only messages."""
+
+from __future__ import annotations
+
+import datetime
+from contextlib import aclosing
+from typing import Annotated, Any
+
+import pytest
+from chatmemory_langchain import from_stored
+from langchain_core.messages import HumanMessage, RemoveMessage, ToolMessage
+from langchain_core.tools import InjectedToolCallId, tool
+from langgraph.graph.message import REMOVE_ALL_MESSAGES
+from langgraph.types import Command
+
+from chatmemory import InvalidInputError
+from chatmemory.scope import Scope
+from tests.plugins.langchain_adapter._fakes import call, fake
+from tests.plugins.langchain_adapter._helpers import agent, histories, rows, user
+
+TOO_LONG = 100_001  # characters: one more than the store's default limit for one message
+
+
+@tool
+def read_page(url: str) -> str:
+    """Fetch a page."""
+    return "x" * TOO_LONG
+
+
+async def test_a_tool_result_the_store_refuses_fails_the_history_saying_why(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    graph = agent(
+        alice,
+        conv.id,
+        fake(call("read_page", "c1", url="https://example.com"), "unreachable"),
+        tools=[read_page],
+    )
+    with pytest.raises(InvalidInputError, match="longer than 100000 characters"):
+        await graph.ainvoke(user("Read it"))
+
+    (run,) = await histories(alice, conv.id)
+    assert run.status == "failed"
+    assert run.error is not None
+    assert run.error.startswith("messages not recorded: ")
+    assert "longer than 100000 characters" in run.error
+    assert rows(run.messages) == [("user", None, "Read it"), ("assistant", "fake-a", "")]
+
+
+async def test_an_input_the_store_refuses_leaves_a_failed_history_and_calls_no_model(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    model = fake("unreachable")
+    with pytest.raises(InvalidInputError):
+        await agent(alice, conv.id, model).ainvoke(user("y" * TOO_LONG))
+
+    (run,) = await histories(alice, conv.id)
+    assert (run.status, run.model, run.messages) == ("failed", "fake-a", [])
+    assert run.error is not None
+    assert run.error.startswith("messages not recorded: ")
+    assert model.seen == []
+
+
+class Opaque:
+    def __repr__(self) -> str:
+        return "<Opaque>"
+
+
+async def test_a_tool_artifact_that_is_not_json_is_stored_in_its_json_form(alice: Scope) -> None:
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+
+    @tool(response_format="content_and_artifact")
+    def search(query: str) -> tuple[str, dict[str, Any]]:
+        """Search."""
+        return "found", {"at": when, "raw": b"\x00\xff", "hit": Opaque()}
+
+    conv = await alice.start_conversation()
+    graph = agent(alice, conv.id, fake(call("search", "c1", query="q"), "Found it."), tools=[search])
+    out = await graph.ainvoke(user("Search"))
+    assert out["messages"][-1].text == "Found it."
+
+    (run,) = await histories(alice, conv.id)
+    assert run.status == "completed"
+    assert [m.role for m in run.messages or []] == ["user", "assistant", "tool", "assistant"]
+    result = from_stored((run.messages or [])[2])
+    assert isinstance(result, ToolMessage)
+    assert result.artifact == {"at": "2026-01-02T03:04:05Z", "raw": "AP8=", "hit": "<Opaque>"}
+
+
+async def test_a_stream_closed_during_a_model_call_is_cancelled_saying_so(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    graph = agent(alice, conv.id, fake("A long answer, one word at a time, streamed out."))
+    received = 0
+    async with aclosing(graph.astream(user("Talk"), stream_mode="messages")) as stream:
+        async for _ in stream:
+            received += 1
+            if received == 3:
+                break  # the model node is still streaming: closing the stream cancels it
+
+    (run,) = await histories(alice, conv.id)
+    assert run.status == "cancelled"
+    assert run.error == "CancelledError: the task running the agent was cancelled"
+    assert rows(run.messages) == [("user", None, "Talk")]
+
+
+async def test_a_tool_command_removing_messages_stores_no_message_for_the_removal(alice: Scope) -> None:
+    @tool
+    def start_over(tool_call_id: Annotated[str, InjectedToolCallId]) -> Command[Any]:
+        """Forget the conversation so far."""
+        return Command(
+            update={
+                "messages": [
+                    RemoveMessage(id=REMOVE_ALL_MESSAGES),
+                    HumanMessage("Let us start over."),
+                    ToolMessage("forgotten", tool_call_id=tool_call_id),
+                ]
+            }
+        )
+
+    conv = await alice.start_conversation()
+    graph = agent(alice, conv.id, fake(call("start_over", "c1"), "Fresh start."), tools=[start_over])
+    out = await graph.ainvoke(user("Forget it all"))
+    assert [m.text for m in out["messages"]] == ["Let us start over.", "forgotten", "Fresh start."]
+
+    (run,) = await histories(alice, conv.id)
+    assert rows(run.messages) == [
+        ("user", None, "Forget it all"),
+        ("assistant", "fake-a", ""),
+        ("user", None, "Let us start over."),
+        ("tool", None, "forgotten"),
+        ("assistant", "fake-a", "Fresh start."),
+    ]
