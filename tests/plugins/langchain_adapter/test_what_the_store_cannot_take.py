@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 import pytest
 from chatmemory_langchain import from_stored
+from langchain.agents.middleware import SummarizationMiddleware
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import HumanMessage, RemoveMessage, ToolMessage
 from langchain_core.tools import InjectedToolCallId, tool
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
@@ -129,4 +131,31 @@ async def test_a_tool_command_removing_messages_stores_no_message_for_the_remova
         ("user", None, "Let us start over."),
         ("tool", None, "forgotten"),
         ("assistant", "fake-a", "Fresh start."),
+    ]
+
+
+async def test_a_summary_put_in_place_of_the_conversation_is_not_stored_as_user_input(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    summarizer = FakeListChatModel(responses=["They said hello twice."])
+    summarizing = SummarizationMiddleware(summarizer, trigger=("messages", 4), keep=("messages", 2))
+    await agent(alice, conv.id, fake("a1"), before=[summarizing]).ainvoke(user("q1"))
+    await agent(alice, conv.id, fake("a2"), before=[summarizing]).ainvoke(user("q2"))
+    third = fake("a3")
+    await agent(alice, conv.id, third, before=[summarizing]).ainvoke(user("q3"))
+    assert [m.text for m in third.seen[0]][1].endswith("They said hello twice.")
+
+    assert [rows(h.messages) for h in await histories(alice, conv.id)] == [
+        [("user", None, "q1"), ("assistant", "fake-a", "a1")],
+        [("user", None, "q2"), ("assistant", "fake-a", "a2")],
+        [("user", None, "q3"), ("assistant", "fake-a", "a3")],
+    ]
+    # A later run resumes the conversation itself, and summarises it again.
+    fourth = fake("a4")
+    summarizer.responses = ["Three questions so far."]
+    summarizer.i = 0
+    await agent(alice, conv.id, fourth, before=[summarizing]).ainvoke(user("q4"))
+    assert [m.text for m in fourth.seen[0]][1:] == [
+        "Here is a summary of the conversation to date:\n\nThree questions so far.",
+        "a3",
+        "q4",
     ]

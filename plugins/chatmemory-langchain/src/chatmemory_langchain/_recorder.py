@@ -30,6 +30,7 @@ _BATCH = 200
 _FIRST_PAGE = 8  # a run or two of this process, usually all that is new: read (and decode) no more
 _PAGE = 50
 _ERROR_CHARS = 2000
+_SUMMARY_SOURCE = "summarization"  # additional_kwargs["lc_source"] of SummarizationMiddleware's summaries
 _USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
 
 
@@ -268,8 +269,15 @@ def _error_text(error: BaseException | None) -> str | None:
 
 
 def _unknown(run: Run, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
-    """The ``messages`` not stored yet, in order."""
-    return [m for m in messages if m.id not in run.known]
+    """The ``messages`` not stored yet, in order, but for summaries of the conversation."""
+    return [m for m in messages if m.id not in run.known and not _summary(m)]
+
+
+def _summary(message: BaseMessage) -> bool:
+    """A summary ``SummarizationMiddleware`` put in place of the messages it summarises: the
+    store keeps those, so a resumed run gets the conversation itself, not it and its summary
+    (which the middleware makes again when the conversation is still too long)."""
+    return message.additional_kwargs.get("lc_source") == _SUMMARY_SOURCE
 
 
 def _count_usage(run: Run, messages: Sequence[BaseMessage]) -> None:
