@@ -58,7 +58,10 @@ ContentBlock = TextBlock | ImageBlock | AudioBlock | DocumentBlock | ToolCallBlo
 def to_new_message(message: ChatMessage, *, model: str | None = None) -> NewMessage:
     """The chatmemory message for ``message``; ``model`` is kept only on assistant messages."""
     role = _ROLES[message.role.value]
-    data = message.model_dump(mode="json")
+    # ``additional_kwargs`` may hold any object: one with no JSON form is kept as its repr,
+    # so a message LlamaIndex accepted is stored rather than refused (with every other
+    # message of the agent's final write).
+    data = message.model_dump(mode="json", fallback=repr)
     parts = [part for block in data["blocks"] for part in _block_parts(block)]
     parts += _legacy_tool_calls(message.additional_kwargs)
     call_id = message.additional_kwargs.get("tool_call_id")

@@ -1,0 +1,93 @@
+"""Agent runs at their edges: replies holding values with no JSON form, and a run that
+stopped before its reply."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from chatmemory_llamaindex import ChatMemoryChatStore, ChatMemoryDBChatStore
+from llama_index.core.agent.workflow import FunctionAgent
+from llama_index.core.llms import ChatMessage
+from llama_index.core.memory import ChatMemoryBuffer, Memory
+
+from chatmemory.scope import Scope
+from tests.plugins.llamaindex._llm import NamedMockLLM, add
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20"),
+    pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince211"),
+]
+
+
+class ProviderObject:
+    """Something a provider integration leaves in ``additional_kwargs`` that has no JSON form."""
+
+    def __repr__(self) -> str:
+        return "<ProviderObject>"
+
+
+class RawReplies(NamedMockLLM):
+    """Replies carrying provider data in ``additional_kwargs``, or raising while ``down``."""
+
+    down: bool = False
+
+    def _respond(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatMessage:
+        if self.down:
+            raise RuntimeError("the provider is down")
+        reply = super()._respond(messages, **kwargs)
+        reply.additional_kwargs["raw"] = ProviderObject()
+        reply.additional_kwargs["created"] = datetime.datetime(2026, 1, 2, tzinfo=datetime.UTC)
+        return reply
+
+
+def remembering(kind: str, alice: Scope) -> tuple[Any, ChatMemoryChatStore | ChatMemoryDBChatStore]:
+    if kind == "buffer":
+        store = ChatMemoryChatStore(alice)
+        return ChatMemoryBuffer.from_defaults(chat_store=store, chat_store_key="k"), store
+    db_store = ChatMemoryDBChatStore(alice)
+    return Memory.from_defaults(session_id="k", chat_store=db_store), db_store
+
+
+@pytest.mark.parametrize("kind", ["buffer", "memory"])
+async def test_replies_holding_values_with_no_json_form_are_all_stored(alice: Scope, kind: str) -> None:
+    remembered, store = remembering(kind, alice)
+    agent = FunctionAgent(tools=[add], llm=RawReplies("mock-A"), system_prompt="You add.")
+    assert str(await agent.run(user_msg="please add 2 and 3", memory=remembered)) == "2+3=5"
+
+    (conversation,) = (await alice.list_conversations()).items
+    stored = await alice.transcript(conversation.id)
+    assert [(m.role, m.model) for m in stored] == [
+        ("user", None),
+        ("assistant", "mock-A"),
+        ("tool", None),
+        ("assistant", "mock-A"),
+    ]
+    read = store.aget_messages("k") if isinstance(store, ChatMemoryChatStore) else store.get_messages("k")
+    answer = (await read)[-1]
+    assert answer.additional_kwargs == {"raw": "<ProviderObject>", "created": "2026-01-02T00:00:00Z"}
+    store.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a chat store sees no run end: a run that stopped before replying leaves its user "
+    "message last, and the next run's user message, by the rule that only a user message after "
+    "a reply opens a run, joins that history (still running, later closed completed)",
+)
+@pytest.mark.parametrize("kind", ["buffer", "memory"])
+async def test_a_run_stopped_before_its_reply_is_not_merged_into_the_next(alice: Scope, kind: str) -> None:
+    remembered, store = remembering(kind, alice)
+    llm = RawReplies("mock-A", down=True)
+    with pytest.raises(RuntimeError, match="the provider is down"):
+        await FunctionAgent(tools=[add], llm=llm, system_prompt="S").run(user_msg="hello", memory=remembered)
+    llm.down = False
+    await FunctionAgent(tools=[add], llm=llm, system_prompt="S").run(user_msg="again", memory=remembered)
+
+    (conversation,) = (await alice.list_conversations()).items
+    histories = (await alice.get_conversation(conversation.id, messages=True)).histories
+    contents = [[m.content for m in h.messages or []] for h in histories]
+    assert contents == [["hello"], ["again", "saw 3 messages"]]
+    store.close()
