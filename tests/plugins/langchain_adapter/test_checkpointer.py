@@ -126,26 +126,30 @@ async def test_a_reviewed_tool_call_is_one_run_and_a_new_thread_resumes_after_it
     assert [m.type for m in later.seen[0]] == ["system", "human", "ai", "tool", "ai", "human"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the run in progress is known only to the middleware object that started it (the "
-    "state holds a key into that object's memory): an interrupt resumed through another agent "
-    "object or process sharing the checkpointer starts a second history, beginning with the "
-    "tool result, and leaves the paused one running while the first process lives",
-)
+@pytest.mark.parametrize("recorded_by", ["this process", "another live process"])
 async def test_an_interrupt_resumed_through_another_agent_object_continues_the_same_history(
-    alice: Scope,
+    alice: Scope, recorded_by: str
 ) -> None:
     conv = await alice.start_conversation()
     saver = InMemorySaver()
-    model = fake(call("confirm", "c1", action="deploy"), "Deployed.")
+    model = fake(call("confirm", "c1", action="deploy"), "Deployed.", "Anything else?")
     # A server building its agent per request: the resume reaches a new middleware object.
     first_request = agent(alice, conv.id, model, tools=[confirm], checkpointer=saver)
     second_request = agent(alice, conv.id, model, tools=[confirm], checkpointer=saver)
     thread: RunnableConfig = {"configurable": {"thread_id": "t-1"}}
     assert "__interrupt__" in await first_request.ainvoke(user("Deploy it"), thread)
+    (paused,) = await histories(alice, conv.id)
+    if recorded_by == "another live process":
+        await alice.update_history(paused.id, metadata={**paused.metadata, "pid": os.getppid()})
     await second_request.ainvoke(Command(resume="yes"), thread)
 
     (run,) = await histories(alice, conv.id)
-    assert run.status == "completed"
+    assert (run.id, run.status) == (paused.id, "completed")
     assert [m.role for m in run.messages or []] == ["user", "assistant", "tool", "assistant"]
+    assert run.metadata["pid"] == os.getpid()
+    # The object that paused the run takes the thread's next input without closing it again.
+    await first_request.ainvoke(user("Thanks"), thread)
+    assert [(h.status, h.error) for h in await histories(alice, conv.id)] == [
+        ("completed", None),
+        ("completed", None),
+    ]

@@ -11,7 +11,7 @@ from uuid import UUID
 
 from langchain_core.messages import AIMessage, BaseMessage
 
-from chatmemory import ChatMemoryError, ConflictError, History, Message
+from chatmemory import ChatMemoryError, ConflictError, History, HistoryNotFound, Message
 from chatmemory.recording import (
     ABANDONED,
     LIVE_HISTORIES,
@@ -72,6 +72,30 @@ class Recorder:
         if not self.autoload or not stored or holds_history:
             return run, None
         return run, stored
+
+    async def adopt(self, run: Run, thread_id: str | None) -> None:
+        """Continue the run a thread paused through another middleware object (an interrupt
+        resumed through another agent object or process): the thread's newest history, when
+        it is still running. It then names this process as the one recording it."""
+        if thread_id is None:
+            return
+        detail = await self.chat.get_conversation(self.conversation_id)
+        wanted = {"framework": "langchain", "thread_id": thread_id}
+        threads = [
+            h for h in detail.histories if all((h.metadata or {}).get(k) == v for k, v in wanted.items())
+        ]
+        if not threads or threads[-1].status != "running":
+            return
+        paused = threads[-1]
+        here = recorder_metadata()
+        metadata = dict(paused.metadata or {})
+        if any(metadata.get(k) != v for k, v in here.items()):
+            try:
+                await self.chat.update_history(paused.id, metadata={**metadata, **here})
+            except (ConflictError, HistoryNotFound):
+                return  # closed or deleted meanwhile: the rest of the run starts its own
+        run.history_id = paused.id
+        LIVE_HISTORIES.add(paused.id)
 
     async def open(self, run: Run, model: object, system_prompt: str | None, thread_id: str | None) -> None:
         """Note the run's driving model and system prompt at its first model call: its history

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -25,6 +26,7 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
+from chatmemory import ConflictError, HistoryNotFound
 from chatmemory.loops import BackgroundLoop, HomeLoop
 from chatmemory.scope import Scope
 from chatmemory_langchain._recorder import Recorder, Run, stamp
@@ -120,7 +122,9 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
         if previous is not None:
             # A new input on a thread whose last run never reached after_agent: that run ended
             # on an error no hook of this middleware saw, or on an interrupt left unanswered.
-            await self._recorder.finish(previous, "failed", RuntimeError(UNFINISHED))
+            # Closed already when another agent object resumed and finished it.
+            with contextlib.suppress(ConflictError, HistoryNotFound):
+                await self._recorder.finish(previous, "failed", RuntimeError(UNFINISHED))
         run, loaded = await self._recorder.begin(messages)
         key = uuid.uuid4().hex
         self._runs[key] = run
@@ -131,18 +135,18 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
             update["messages"] = [RemoveMessage(id=REMOVE_ALL_MESSAGES), *loaded, *messages]
         return update
 
-    async def _run_of(self, state: Mapping[str, Any]) -> Run:
+    async def _run_of(self, state: Mapping[str, Any], runtime: object) -> Run:
         key = state.get("chatmemory_run") or uuid.uuid4().hex
         run = self._runs.get(key)
         if run is None:  # e.g. resumed from a checkpoint after an interrupt, in another process
             run, _ = await self._recorder.begin(state.get("messages", []))
+            await self._recorder.adopt(run, _thread_of(runtime))
             self._runs[key] = run
         return run
 
     async def _before_model(self, request: ModelRequest[Any]) -> Run:
-        run = await self._run_of(request.state)
-        thread_id = getattr(getattr(request.runtime, "execution_info", None), "thread_id", None)
-        await self._recorder.open(run, request.model, request.system_prompt, thread_id)
+        run = await self._run_of(request.state, request.runtime)
+        await self._recorder.open(run, request.model, request.system_prompt, _thread_of(request.runtime))
         await self._recorder.record(run, request.state["messages"])
         return run
 
@@ -158,16 +162,16 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
             status = "cancelled"
         await self._recorder.finish(run, status, error)
 
-    async def _tool_failed(self, state: Mapping[str, Any], error: BaseException) -> None:
-        await self._fail(await self._run_of(state), error)
+    async def _tool_failed(self, request: ToolCallRequest, error: BaseException) -> None:
+        await self._fail(await self._run_of(request.state, request.runtime), error)
 
-    async def _tool_returned(self, state: Mapping[str, Any], result: ToolMessage | Command[Any]) -> None:
+    async def _tool_returned(self, request: ToolCallRequest, result: ToolMessage | Command[Any]) -> None:
         outputs = [result] if isinstance(result, ToolMessage) else _command_messages(result)
         stamp(outputs, None)
-        await self._recorder.record(await self._run_of(state), outputs)
+        await self._recorder.record(await self._run_of(request.state, request.runtime), outputs)
 
-    async def _end(self, state: ChatMemoryState) -> None:
-        run = await self._run_of(state)
+    async def _end(self, state: ChatMemoryState, runtime: Runtime[Any]) -> None:
+        run = await self._run_of(state, runtime)
         await self._recorder.finish(run, "completed", messages=state["messages"])
         self._runs.pop(state.get("chatmemory_run") or "", None)
 
@@ -206,14 +210,14 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
         try:
             result = await handler(request)
         except BaseException as exc:
-            await self._home.call(self._tool_failed(request.state, exc))
+            await self._home.call(self._tool_failed(request, exc))
             raise
-        await self._home.call(self._tool_returned(request.state, result))
+        await self._home.call(self._tool_returned(request, result))
         return result
 
     async def aafter_agent(self, state: ChatMemoryState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         """Record what is left and complete the history."""
-        await self._home.call(self._end(state))
+        await self._home.call(self._end(state, runtime))
         return None
 
     # -- LangChain hooks: sync (same implementation, run on the home loop) --------------------
@@ -249,15 +253,20 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
         try:
             result = handler(request)
         except BaseException as exc:
-            self._sync(self._tool_failed(request.state, exc))
+            self._sync(self._tool_failed(request, exc))
             raise
-        self._sync(self._tool_returned(request.state, result))
+        self._sync(self._tool_returned(request, result))
         return result
 
     def after_agent(self, state: ChatMemoryState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         """Sync form of ``aafter_agent``."""
-        self._sync(self._end(state))
+        self._sync(self._end(state, runtime))
         return None
+
+
+def _thread_of(runtime: object) -> str | None:
+    thread_id = getattr(getattr(runtime, "execution_info", None), "thread_id", None)
+    return thread_id if isinstance(thread_id, str) else None
 
 
 def _command_messages(command: Command[Any]) -> list[BaseMessage]:
