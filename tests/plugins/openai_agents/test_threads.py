@@ -22,47 +22,20 @@ from chatmemory.scope import Scope
 from tests.plugins.openai_agents._support import NamedModel, add, make_agent
 
 
+@pytest.mark.parametrize(
+    ("shared", "hooked"),
+    [(False, True), (True, True), (True, False)],
+    ids=["a session each", "one session, hooked", "one session"],
+)
 async def test_run_sync_from_several_threads_at_once_records_every_run(
-    alice: Scope, conversation: Conversation
+    shared: bool, hooked: bool, alice: Scope, conversation: Conversation
 ) -> None:
-    def one_run(i: int) -> Any:
-        steps = [[function_call("add", {"a": i, "b": 1}, call_id=f"c{i}")], [assistant_message(f"{i + 1}")]]
-        agent = make_agent("calc", NamedModel("m", steps), tools=[add])
-        session = ChatMemorySession(alice, conversation.id)
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            return Runner.run_sync(agent, f"{i}+1?", session=session, hooks=session.hooks)
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
-
-    def run_all() -> list[Any]:
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            return list(pool.map(one_run, range(8)))
-
-    results = await asyncio.wait_for(asyncio.to_thread(run_all), timeout=30)
-
-    assert sorted(r.final_output for r in results) == sorted(f"{i + 1}" for i in range(8))
-    histories = (await alice.get_conversation(conversation.id, messages=True)).histories
-    assert (
-        sorted((h.status, h.error, len(h.messages or [])) for h in histories) == [("completed", None, 4)] * 8
-    )
-    assert not any("continues" in (h.metadata or {}) for h in histories)
-    # What the process keeps about runs in flight is gone with them: nothing grows run after run.
-    assert not recording._STARTS
-    assert not any(open_runs.holder(h.id) for h in histories)
-
-
-@pytest.mark.parametrize("hooked", [True, False])
-async def test_run_sync_from_several_threads_on_one_session_object(
-    hooked: bool, alice: Scope, conversation: Conversation
-) -> None:
-    session = ChatMemorySession(alice, conversation.id)
+    one_session = ChatMemorySession(alice, conversation.id)
 
     def one_run(i: int) -> Any:
         steps = [[function_call("add", {"a": i, "b": 1}, call_id=f"c{i}")], [assistant_message(f"{i + 1}")]]
         agent = make_agent("calc", NamedModel("m", steps), tools=[add])
+        session = one_session if shared else ChatMemorySession(alice, conversation.id)
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         try:
@@ -84,3 +57,6 @@ async def test_run_sync_from_several_threads_on_one_session_object(
         sorted((h.status, h.error, len(h.messages or [])) for h in histories) == [("completed", None, 4)] * 8
     )
     assert not any("continues" in (h.metadata or {}) for h in histories)
+    # What the process keeps about runs in flight is gone with them: nothing grows run after run.
+    assert not recording._STARTS
+    assert not any(open_runs.holder(h.id) for h in histories)
