@@ -11,13 +11,12 @@ from uuid import UUID
 from agents.items import TResponseInputItem
 from agents.memory.session import _CompactionSnapshot
 from agents.models import get_default_model
-from agents.version import __version__ as agents_version
 
 from chatmemory import ConflictError, Message
-from chatmemory.recording import recorder_metadata, settled
+from chatmemory.recording import settled
 from chatmemory.scope import Scope
 from chatmemory_openai_agents._items import items_of_messages
-from chatmemory_openai_agents._record import FRAMEWORK, Recorder
+from chatmemory_openai_agents._record import Recorder
 
 __all__ = ["Tail", "put_back", "read_tail", "replace_tail"]
 
@@ -120,13 +119,7 @@ async def put_back(recorder: Recorder, items: Sequence[TResponseInputItem], *, m
 
 
 def _metadata(recorder: Recorder, reason: str, replaced: int) -> dict[str, Any]:
-    return {
-        **recorder.metadata,
-        "framework": FRAMEWORK,
-        "framework_version": agents_version,
-        **recorder_metadata(),
-        reason: {"replaced": replaced},
-    }
+    return {**recorder.history_metadata(), reason: {"replaced": replaced}}
 
 
 def _message_index(counts: list[int], start: int) -> int | None:

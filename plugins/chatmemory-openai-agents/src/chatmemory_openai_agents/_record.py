@@ -219,12 +219,7 @@ class Recorder:
         prompt = run.system_prompt
         if prompt is None and agent is not None and isinstance(agent.instructions, str):
             prompt = agent.instructions
-        metadata: dict[str, Any] = {
-            **self.metadata,
-            "framework": FRAMEWORK,
-            "framework_version": agents_version,
-            **recorder_metadata(),
-        }
+        metadata = self.history_metadata()
         name = run.current[1] if run.current is not None else agent.name if agent is not None else None
         if name:
             metadata["agent"] = name
@@ -320,6 +315,16 @@ class Recorder:
             self._closed[history_id] = None
             if len(self._closed) > _REMEMBERED:
                 del self._closed[next(iter(self._closed))]
+
+    def history_metadata(self) -> dict[str, Any]:
+        """What every history this session starts carries: the session's metadata, the framework
+        and its version, and the host and process recording it (``recorder_metadata``)."""
+        return {
+            **self.metadata,
+            "framework": FRAMEWORK,
+            "framework_version": agents_version,
+            **recorder_metadata(),
+        }
 
     def message_of(self, item: TResponseInputItem, run: RunRecord | None = None) -> NewMessage:
         """The message that stores ``item``; an assistant item names its producer when known."""

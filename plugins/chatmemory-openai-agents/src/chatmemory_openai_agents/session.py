@@ -221,7 +221,7 @@ class ChatMemorySession:
                 if run.task is None:
                     # The task the run saves its items from, known before the writes go to a task
                     # of their own. (The hooks may be called from short-lived tasks of the run's.)
-                    task = _current_task()
+                    task = asyncio.current_task()
                     run.task = weakref.ref(task) if task is not None else None
             await settled(self._add(items, run, wrapper))
 
@@ -424,13 +424,6 @@ class ChatMemorySession:
 for _method in ("get_items", "add_items", "pop_item", "clear_session"):
     _function = vars(ChatMemorySession)[_method]
     _function.__signature__ = inspect.signature(_function)
-
-
-def _current_task() -> asyncio.Task[Any] | None:
-    try:
-        return asyncio.current_task()
-    except RuntimeError:  # no running loop
-        return None
 
 
 def _in_other_task(run: RunRecord, current: asyncio.Task[Any] | None) -> bool:
