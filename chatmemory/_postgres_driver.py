@@ -34,6 +34,10 @@ CLOSE_TIMEOUT = 10.0
 # A kept connection no call took for this long (at most twice this) goes back to the pool, whose own
 # timer closes it once it has been idle there too.
 KEEP_SECONDS = 60.0
+# How long a statement waits for a lock another session holds (a row, a table being altered) before
+# it fails, as a SQLite write waits for another process's: a write, and a cancelled caller waiting
+# for its outcome, never wait forever on a transaction left open elsewhere.
+LOCK_TIMEOUT_MS = 30_000
 
 
 def connect_options(url: URL) -> dict[str, Any]:
@@ -358,6 +362,7 @@ class PostgresDriver:
                 statement_cache_size=256,
                 init=set_up,
                 reset=_session_unchanged,
+                server_settings={"lock_timeout": f"{LOCK_TIMEOUT_MS}ms"},
                 **self._options,
             )
         return self._pool

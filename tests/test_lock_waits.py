@@ -1,0 +1,84 @@
+"""A write blocked by a lock another session holds fails after the store's lock timeout, as a
+SQLite write waits for another process's for its busy timeout: neither it nor a cancelled caller
+waiting for its outcome waits forever on a transaction left open elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from uuid import UUID
+
+import pytest
+from sqlalchemy import make_url
+
+from chatmemory import ChatMemory, Principal, StorageError
+from tests._postgres import _connect
+
+# Far above the patched timeouts below: a call still waiting then waits on the lock for good.
+HANG = 20.0
+HI = {"role": "user", "content": "hi"}
+
+
+@pytest.fixture(autouse=True)
+def short_lock_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("chatmemory._sqlite_driver.BUSY_TIMEOUT_MS", 300)
+    monkeypatch.setattr("chatmemory._postgres_driver.LOCK_TIMEOUT_MS", 300)
+
+
+@asynccontextmanager
+async def locked_elsewhere(db_url: str, conversation_id: UUID) -> AsyncIterator[None]:
+    """Another session's open transaction holding what an append to the conversation must lock:
+    on PostgreSQL the conversation's row, on SQLite the database's write lock."""
+    if db_url.startswith("sqlite"):
+        other = sqlite3.connect(str(make_url(db_url).database), isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        return
+    connection = await _connect(db_url)
+    try:
+        async with connection.transaction():
+            lock = "SELECT 1 FROM chat_conversations WHERE id = $1 FOR UPDATE"
+            await connection.execute(lock, conversation_id)
+            yield
+    finally:
+        await connection.close()
+
+
+async def test_a_write_blocked_by_another_sessions_lock_fails_after_the_lock_timeout(db_url: str) -> None:
+    async with ChatMemory.open(db_url) as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        run = await alice.start_history(conv.id, model="m")
+        async with locked_elsewhere(db_url, conv.id):
+            blocked = asyncio.ensure_future(alice.append_messages(run.id, [HI]))
+            done, _ = await asyncio.wait({blocked}, timeout=HANG)
+            assert done, "the append still waits on the lock"
+            with pytest.raises(StorageError, match=r"(?i)lock"):
+                blocked.result()
+        assert await alice.transcript(conv.id) == []
+        assert (await alice.get_conversation(conv.id)).message_count == 0
+        stored = await alice.append_messages(run.id, [{"role": "user", "content": "again"}])
+        assert [m.seq for m in stored] == [1]
+
+
+async def test_a_cancelled_caller_of_a_blocked_write_is_not_held_forever(db_url: str) -> None:
+    async with ChatMemory.open(db_url) as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        run = await alice.start_history(conv.id, model="m")
+        async with locked_elsewhere(db_url, conv.id):
+            blocked = asyncio.ensure_future(alice.append_messages(run.id, [HI]))
+            await asyncio.sleep(0.05)  # started, and waiting on the lock
+            blocked.cancel()
+            done, _ = await asyncio.wait({blocked}, timeout=HANG)
+            assert done, "the cancelled append still waits on the lock"
+            assert blocked.cancelled()
+        assert await alice.transcript(conv.id) == []
+        stored = await alice.append_messages(run.id, [{"role": "user", "content": "again"}])
+        assert [m.seq for m in stored] == [1]
