@@ -117,3 +117,21 @@ async def test_a_resume_from_a_cursor_the_store_never_gave_ends_with_a_typed_err
                 ready, *rest = [e async for e in events]
             assert ready.event == "ready"
             assert [(e.event, json.loads(e.data)["error"]["field"]) for e in rest] == [("error", "after")]
+
+
+async def test_a_head_request_answers_at_once_and_leaves_no_watch(api: Served, memory: ChatMemory) -> None:
+    """``HEAD`` on a stream path (a link checker, a monitoring probe) gets the stream's headers
+    and an end, refusals as for ``GET``; no watch is left running, and the client's connection
+    serves its next request."""
+    cid, _ = await _run(memory.scoped(Principal("alice")))
+    async with api.client() as http, asyncio.timeout(WAIT):
+        for path in ("/events", f"/conversations/{cid}/events"):
+            head = await http.head(path)
+            assert head.status_code == 200
+            assert head.headers["content-type"].startswith("text/event-stream")
+            assert (await http.get("/me")).status_code == 200  # the same connection, free again
+        junk = await http.head(f"/conversations/{cid}/events", headers={"Last-Event-ID": "junk"})
+        assert junk.status_code == 422
+    async with api.client("bob") as http, asyncio.timeout(WAIT):
+        assert (await http.head(f"/conversations/{cid}/events")).status_code == 404
+    await _watchers_gone(memory)

@@ -52,6 +52,7 @@ BEARER_SUBPROTOCOL = "bearer"
 """Offered first, with the token second, it carries the token of a browser's WebSocket."""
 
 _END = object()
+_STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 # WebSocket close codes for an error after the stream started (4000-4999 are the application's).
 _CLOSE_CODES: list[tuple[type[ChatMemoryError], int]] = [
     (NotFoundError, 4404),
@@ -106,6 +107,10 @@ class Streams:
             )
         except ChatMemoryError as exc:
             return error_response(exc)
+        if request.method == "HEAD":
+            # The answer a GET would start with, and its end: a body never comes to end it.
+            await pump.aclose()
+            return Response(media_type="text/event-stream", headers=_STREAM_HEADERS)
         return _EventStream(pump, _sse_frames(pump, ready, self._keepalive))
 
     async def websocket(self, ws: WebSocket) -> None:
@@ -145,11 +150,7 @@ class _EventStream(StreamingResponse):
     """The SSE response; it closes the watch however the response ends, even before it starts."""
 
     def __init__(self, pump: Pump, frames: AsyncIterator[str]) -> None:
-        super().__init__(
-            frames,
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
+        super().__init__(frames, media_type="text/event-stream", headers=_STREAM_HEADERS)
         self._pump = pump
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
