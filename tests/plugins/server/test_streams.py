@@ -244,3 +244,38 @@ async def test_a_stream_ends_when_its_token_expires_or_is_revoked(
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), WAIT)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+async def test_a_stream_ends_when_its_token_comes_to_stand_for_someone_else(
+    api: Served, memory: ChatMemory, token_file: tuple[Path, dict[str, str]]
+) -> None:
+    """A token whose entry is changed while a stream runs (its admin right taken away, here by
+    editing the token file) ends the stream when the token is checked again: the stream never
+    goes on showing what its old principal could see."""
+    path, _ = token_file
+    token, entry = TokenFile(path).create(Principal("ops", admin=True))
+    bob = memory.scoped(Principal("bob"))
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        httpx.AsyncClient(base_url=api.url + "/v1", headers=headers) as http,
+        sse(http, "/events") as (_, events),
+        connect(f"{api.ws_url}/events", additional_headers=headers) as ws,
+    ):
+        await take(events, 1)
+        await frames(ws, 1)
+        document = json.loads(path.read_text())
+        for stored in document["tokens"].values():
+            if stored["id"] == entry.id:
+                stored["admin"] = False
+        path.write_text(json.dumps(document))
+        await asyncio.sleep(0.5)  # past the stream's next check (keep-alive 0.2 s)
+        await bob.start_conversation(title="bob's, after the demotion")
+        rest = await asyncio.wait_for(_all(events), WAIT)
+        (refused,) = await frames(ws, 1)
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), WAIT)
+    assert not any("after the demotion" in e.data for e in rest)
+    assert [e.event for e in rest] == ["error"]
+    assert json.loads(rest[0].data)["error"]["type"] == "InvalidToken"
+    assert refused["type"] == "error" and refused["error"]["type"] == "InvalidToken"
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401

@@ -182,11 +182,15 @@ class _Credentials:
         return left if keepalive is None else min(keepalive, left)
 
     async def check(self) -> None:
-        """Raises CredentialsRefused once the token has expired or is refused."""
+        """Raises CredentialsRefused once the token has expired, is refused, or stands for
+        another principal than the one the stream started as (its entry was changed)."""
         if self._identity.expired:
             raise CredentialsRefused()
         if time.monotonic() - self._checked >= self._every:
-            self._identity = await identify_authorization(self._authorization, self._verifier)
+            identity = await identify_authorization(self._authorization, self._verifier)
+            if identity.principal != self._identity.principal:
+                raise CredentialsRefused()
+            self._identity = identity
             self._checked = time.monotonic()
 
 
