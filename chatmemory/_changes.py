@@ -205,9 +205,13 @@ def read(
         sql.read_changes(scope, cid is not None),
         {**params, "cid": cid, "after": position[0], "limit": _READ_ROWS, "budget": _READ_EVENTS},
     )
-    head, live = int(rows[0][-1]), rows[0][0]
+    head, kept, live = int(rows[0][-2]), rows[0][-1], rows[0][0]
     if position[0] > head + 1:  # no change event or change_cursor() of this database gave it
         raise InvalidInputError("after", "is ahead of every change of this store")
+    # A purge removed changes the sidebar has not delivered: some may be the deletion of a
+    # conversation it shows, and would never come.
+    if kept is not None and int(kept) < head + 1 - position[0]:
+        raise InvalidInputError("after", "is older than the changes this store keeps (some were purged)")
     if cid is not None and live is None:
         raise ConversationNotFound(cid)
     rows = [row for row in rows if row[1] is not None]
@@ -232,7 +236,7 @@ def _size(row: Row) -> int:
 
 def events(rows: Sequence[Row], position: tuple[int, int], sqlite: bool) -> list[ChangeEvent]:
     """The events of ``read``'s rows after ``position``, one per message of a message change."""
-    live = iter(_rows.messages([row[10:-1] for row in rows if row[10] is not None and row[9]], sqlite))
+    live = iter(_rows.messages([row[10:-2] for row in rows if row[10] is not None and row[9]], sqlite))
     # change id -> (its row, seq -> (message id, history id, the live message or None))
     changes: dict[int, tuple[Row, dict[int, tuple[UUID, UUID, Message | None]]]] = {}
     for row in rows:

@@ -845,9 +845,11 @@ def read_changes(scope: Scope, one: bool) -> SQL:
     messages its ``seq`` range names (deleted ones flagged), of conversation ``:cid`` (``one``)
     or of every conversation in scope. The first column says whether the conversation is live
     (NULL in the one row that comes back when there is no change, or with ``one`` when the
-    conversation is not visible). The last column is the newest change id handed out
+    conversation is not visible). The next to last column is the newest change id handed out
     (``CHANGE_HEAD``), read in the same snapshot: when fewer than ``:limit`` changes come back,
-    none up to it is left."""
+    none up to it is left. The last, for every conversation (not ``one``), is how many changes
+    of any conversation from ``:after`` on are left: change ids leave no gap, so fewer than up
+    to the head means a purge removed some (NULL with ``one``)."""
     if one:
         changes = (
             f"SELECT c.deleted_at IS NULL AS live, {CHANGE} FROM chat_conversations c "
@@ -867,9 +869,10 @@ def read_changes(scope: Scope, one: bool) -> SQL:
         f"FROM ({changes}) w) b "
         "WHERE b.id IS NULL OR b.upto - coalesce(b.cnt, 1) < :budget"
     )
+    kept = "(SELECT count(*) FROM chat_changes k WHERE k.id >= :after)"
     text = (
         "SELECT x.live, x.id, x.cid, x.kind, x.hid, x.mid, x.seq, x.cnt, x.at, m.deleted_at IS NULL, "
-        f"{MESSAGE}, hd.head FROM ({{head}}) hd "
+        f"{MESSAGE}, hd.head, {'NULL' if one else kept} FROM ({{head}}) hd "
         f"LEFT JOIN ({budgeted}) x ON 1 = 1 LEFT JOIN chat_messages m ON m.chat_conversation_id = x.cid "
         "AND m.seq BETWEEN x.seq AND x.seq + x.cnt - 1 ORDER BY x.id, m.seq"
     )

@@ -36,7 +36,9 @@ class WatchOps(ScopeBase):
 
         Raises:
             ConversationNotFound: the conversation is not visible, or is deleted.
-            InvalidInputError: ``after`` is not a cursor from a change event.
+            InvalidInputError: ``after`` is not a cursor from a change event, or (watching
+                every conversation) changes after it were purged since: reload, then watch
+                from a new cursor.
             StorageError: the store was closed, or the database failed.
         """
         cid = None if conversation_id is None else parse_id("conversation_id", conversation_id)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chatmemory import ChatMemory, InvalidInputError, NewMessage, _changes
+from chatmemory import ChatMemory, ConversationNotFound, InvalidInputError, NewMessage, _changes
 from chatmemory._plan import Stmt
 from chatmemory.scope import Scope
 from tests.test_watch import WAIT, take
@@ -102,3 +102,33 @@ async def test_watches_cancelled_mid_read_let_go_and_the_store_goes_on(
         (last,) = await alice.append_messages(run.id, [NewMessage("user", "after")])
         (more,) = await take(events, 1)
     assert [e.seq for e in got] == list(range(1, 51)) and more.message_id == last.id
+
+
+async def test_a_sidebar_resumed_across_a_purge_of_what_it_had_not_seen_is_refused(
+    alice: Scope, admin: Scope
+) -> None:
+    """A sidebar that saw a conversation start, then went away while it was deleted and
+    purged, would never hear of the deletion (purged with it) and keep showing it: the resume
+    is an input error naming ``after`` (reload, then watch from a new cursor), never a silent
+    gap. A conversation's own watch refuses as before: the conversation is gone."""
+    gone = await alice.start_conversation(title="gone")
+    kept = await alice.start_conversation(title="kept")
+    shown = await alice.change_cursor()  # the sidebar shows both
+    await alice.delete_conversation(gone.id)
+    await admin.purge_deleted(deleted_before=datetime.now(UTC) + timedelta(seconds=1))
+    await alice.update_conversation(kept.id, title="after the purge")
+    with pytest.raises(InvalidInputError) as err:
+        await asyncio.wait_for(anext(alice.watch(after=shown)), WAIT)
+    assert err.value.field == "after"
+    with pytest.raises(ConversationNotFound):
+        await asyncio.wait_for(anext(alice.watch(gone.id, after=shown)), WAIT)
+    async with aclosing(alice.watch(kept.id, after=shown)) as events:  # nothing of it is gone
+        assert [e.kind for e in await take(events, 1)] == ["conversation.updated"]
+    # A sidebar watching live as the purge runs reads past it; a cursor taken after it resumes.
+    async with aclosing(alice.watch(after=await alice.change_cursor())) as live:
+        doomed = await alice.start_conversation()
+        await alice.delete_conversation(doomed.id)
+        assert [e.kind for e in await take(live, 2)] == ["conversation.created", "conversation.deleted"]
+        await admin.purge_deleted(deleted_before=datetime.now(UTC) + timedelta(seconds=1))
+        await alice.update_conversation(kept.id, title="again")
+        assert [e.kind for e in await take(live, 1)] == ["conversation.updated"]

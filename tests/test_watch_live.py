@@ -22,6 +22,7 @@ from chatmemory import (
     ChangeEvent,
     ChatMemory,
     ConversationNotFound,
+    InvalidInputError,
     NewMessage,
     Principal,
     StorageError,
@@ -208,7 +209,11 @@ async def test_purging_a_conversation_removes_its_changes(
     assert await _change_rows(memory, gone.id) == 2
     await admin.purge_deleted(deleted_before=datetime.now(UTC) + timedelta(seconds=1))
     assert await _change_rows(memory, gone.id) == 0
-    async with aclosing(alice.watch(after=start)) as events:
+    # A sidebar from before them cannot get them: it is told to reload rather than skip them.
+    with pytest.raises(InvalidInputError) as err:
+        await anext(alice.watch(after=start))
+    assert err.value.field == "after"
+    async with aclosing(alice.watch(kept.id, after=start)) as events:
         (left,) = await take(events, 1)
     assert (left.kind, left.conversation_id) == ("conversation.created", kept.id)
     with pytest.raises(ConversationNotFound):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,23 @@ async def test_a_head_request_answers_at_once_and_leaves_no_watch(api: Served, m
     async with api.client("bob") as http, asyncio.timeout(WAIT):
         assert (await http.head(f"/conversations/{cid}/events")).status_code == 404
     await _watchers_gone(memory)
+
+
+async def test_a_sidebar_resume_from_before_a_purge_ends_with_a_typed_error(
+    api: Served, memory: ChatMemory
+) -> None:
+    """The client saw a conversation start, then went away while it was deleted and purged:
+    its sidebar stream says ``after`` is too old (reload) instead of never telling it."""
+    alice, root = memory.scoped(Principal("alice")), memory.scoped(Principal("root", admin=True))
+    gone, _ = await _run(alice)
+    shown = await alice.change_cursor()
+    await alice.delete_conversation(gone)
+    await root.purge_deleted(deleted_before=datetime.now(UTC) + timedelta(seconds=1))
+    async with (
+        api.client() as http,
+        asyncio.timeout(WAIT),
+        sse(http, "/events", **{"Last-Event-ID": shown}) as (_, events),
+    ):
+        ready, *rest = [e async for e in events]
+    assert ready.event == "ready"
+    assert [(e.event, json.loads(e.data)["error"]["field"]) for e in rest] == [("error", "after")]
