@@ -199,6 +199,8 @@ def read(
     Raises:
         ConversationNotFound: ``cid`` names a conversation the principal cannot see, or one
             deleted whose changes have all been delivered.
+        InvalidInputError: ``position`` is ahead of every change, or changes after it that
+            the watch would show were purged.
     """
     scope, params = q.principal_params(principal)
     rows: list[Row] = yield Stmt(
@@ -208,13 +210,18 @@ def read(
     head, kept, live = int(rows[0][-2]), rows[0][-1], rows[0][0]
     if position[0] > head + 1:  # no change event or change_cursor() of this database gave it
         raise InvalidInputError("after", "is ahead of every change of this store")
-    # A purge removed changes the sidebar has not delivered: some may be the deletion of a
-    # conversation it shows, and would never come.
-    if kept is not None and int(kept) < head + 1 - position[0]:
-        raise InvalidInputError("after", "is older than the changes this store keeps (some were purged)")
     if cid is not None and live is None:
         raise ConversationNotFound(cid)
     rows = [row for row in rows if row[1] is not None]
+    if cid is not None and any(row[3] == "conversation.created" for row in rows):
+        # Begun after the cursor, or purged and restored (imported again) since: then its
+        # deletion went with the purge, and changes are missing after the cursor.
+        found = yield Stmt(sql.CHANGES_KEPT, {"after": position[0], "head": head})
+        kept = found[0][0]
+    # A purge removed changes not yet delivered: the deletion of a conversation the watcher
+    # shows may be among them, and would never come.
+    if kept is not None and int(kept) < head + 1 - position[0]:
+        raise InvalidInputError("after", "is older than the changes this store keeps (some were purged)")
     # A deleted conversation's watch ends once its last change (the deletion) is delivered.
     if (
         cid is not None

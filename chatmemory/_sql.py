@@ -830,6 +830,9 @@ CHANGED_SINCE = SQL(
     "SELECT id, chat_conversation_id FROM chat_changes WHERE id > :after ORDER BY id LIMIT :limit", ""
 )
 """Which conversations changed after a change id (SQLite's poller: whom to wake)."""
+CHANGES_KEPT = SQL("SELECT count(*) FROM chat_changes WHERE id >= :after AND id <= :head")
+"""How many changes from ``:after`` up to ``:head`` are left: ids leave no gap, so fewer than
+there are ids means a purge removed some."""
 
 
 def owned(scope: Scope) -> str:

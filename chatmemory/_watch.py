@@ -36,9 +36,10 @@ class WatchOps(ScopeBase):
 
         Raises:
             ConversationNotFound: the conversation is not visible, or is deleted.
-            InvalidInputError: ``after`` is not a cursor from a change event, or (watching
-                every conversation) changes after it were purged since: reload, then watch
-                from a new cursor.
+            InvalidInputError: ``after`` is not a cursor from a change event, or changes after
+                it were purged since (watching every conversation, or one begun after it,
+                which may have been restored after a purge): reload, then watch from a new
+                cursor.
             StorageError: the store was closed, or the database failed.
         """
         cid = None if conversation_id is None else parse_id("conversation_id", conversation_id)

@@ -132,3 +132,27 @@ async def test_a_sidebar_resumed_across_a_purge_of_what_it_had_not_seen_is_refus
         await admin.purge_deleted(deleted_before=datetime.now(UTC) + timedelta(seconds=1))
         await alice.update_conversation(kept.id, title="again")
         assert [e.kind for e in await take(live, 1)] == ["conversation.updated"]
+
+
+async def test_a_conversation_restored_after_a_purge_refuses_a_resume_from_before(
+    alice: Scope, admin: Scope
+) -> None:
+    """A UI showing a conversation went away while it was deleted, purged and restored from an
+    older export (same ids): resuming would yield only the restore's ``conversation.created``,
+    and the UI would keep showing messages that are gone. The resume is an input error naming
+    ``after`` (reload); a watch from a cursor taken after the restore goes on as usual."""
+    conv = await alice.start_conversation(title="restored")
+    run = await alice.start_history(conv.id, model="m")
+    await alice.append_messages(run.id, [NewMessage("user", "kept in the backup")])
+    backup = await alice.export_conversation(conv.id)
+    await alice.append_messages(run.id, [NewMessage("user", "not in the backup")])
+    shown = await alice.change_cursor(conv.id)
+    await alice.delete_conversation(conv.id)
+    await admin.purge_deleted(deleted_before=datetime.now(UTC) + timedelta(seconds=1))
+    await alice.import_conversation(backup)
+    with pytest.raises(InvalidInputError) as err:
+        await asyncio.wait_for(anext(alice.watch(conv.id, after=shown)), WAIT)
+    assert err.value.field == "after"
+    async with aclosing(alice.watch(conv.id, after=await alice.change_cursor(conv.id))) as events:
+        await alice.update_conversation(conv.id, title="after the restore")
+        assert [e.kind for e in await take(events, 1)] == ["conversation.updated"]

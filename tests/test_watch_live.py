@@ -209,13 +209,16 @@ async def test_purging_a_conversation_removes_its_changes(
     assert await _change_rows(memory, gone.id) == 2
     await admin.purge_deleted(deleted_before=datetime.now(UTC) + timedelta(seconds=1))
     assert await _change_rows(memory, gone.id) == 0
-    # A sidebar from before them cannot get them: it is told to reload rather than skip them.
-    with pytest.raises(InvalidInputError) as err:
-        await anext(alice.watch(after=start))
-    assert err.value.field == "after"
-    async with aclosing(alice.watch(kept.id, after=start)) as events:
+    # A sidebar from before them cannot get them, nor can the watch of a conversation begun
+    # after that cursor (it might be one purged and restored since): each is told to reload.
+    for scope_id in (None, kept.id):
+        with pytest.raises(InvalidInputError) as err:
+            await anext(alice.watch(scope_id, after=start))
+        assert err.value.field == "after"
+    async with aclosing(alice.watch(after=await alice.change_cursor())) as events:
+        await alice.update_conversation(kept.id, title="after the purge")
         (left,) = await take(events, 1)
-    assert (left.kind, left.conversation_id) == ("conversation.created", kept.id)
+    assert (left.kind, left.conversation_id) == ("conversation.updated", kept.id)
     with pytest.raises(ConversationNotFound):
         await anext(alice.watch(gone.id, after=start))
 
