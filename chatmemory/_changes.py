@@ -32,6 +32,7 @@ NOTE_MAX = 100
 """The most conversations a notification names; beyond, it wakes every watcher."""
 _READ_ROWS = 200
 _READ_EVENTS = 1000
+_HIDDEN_ROWS = 1000
 """A read stops at the change whose events pass this many (an append of many is one change)."""
 
 
@@ -234,6 +235,16 @@ def read(
         return rows, int(rows[-1][1]) + 1, True
     # Nothing up to the head is left, however many changes of others the read went past.
     return rows, max(head + 1, int(rows[-1][1]) + 1 if rows else position[0]), False
+
+
+def hidden(principal: Principal, after: int, until: int) -> Plan[set[UUID]]:
+    """Conversations the principal cannot see with changes from ``after`` up to ``until``
+    (exclusive); at most ``_HIDDEN_ROWS``."""
+    scope, params = q.principal_params(principal)
+    rows: list[Row] = yield Stmt(
+        sql.hidden_changes(scope), {**params, "after": after, "until": until, "limit": _HIDDEN_ROWS}
+    )
+    return {_uuid(row[0]) for row in rows}
 
 
 def _size(row: Row) -> int:

@@ -842,6 +842,17 @@ def owned(scope: Scope) -> str:
 
 
 @functools.cache
+def hidden_changes(scope: Scope) -> SQL:
+    """Conversations the principal cannot see with changes from ``:after`` up to ``:until``
+    (exclusive), at most ``:limit``."""
+    return _both(
+        "SELECT DISTINCT ch.chat_conversation_id FROM chat_changes ch "
+        "JOIN chat_conversations c ON c.id = ch.chat_conversation_id "
+        f"WHERE ch.id >= :after AND ch.id < :until AND NOT coalesce(({owned(scope)}), false) LIMIT :limit"
+    )
+
+
+@functools.cache
 def read_changes(scope: Scope, one: bool) -> SQL:
     """Up to ``:limit`` changes from ``:after`` on (inclusive), oldest first, as many as make
     ``:budget`` events (and at least one), each with the

@@ -23,6 +23,8 @@ from chatmemory._changes import NOTE_MAX, read_note
 
 # How often a watcher re-reads when wakeups from other processes are live.
 RESCAN_SECONDS = 1.0
+# The most conversations a watcher of every conversation remembers it cannot see.
+HIDDEN_MAX = 10_000
 
 
 class Waiter:
@@ -33,6 +35,21 @@ class Waiter:
         self.conversation_id = conversation_id
         self._loop = asyncio.get_running_loop()
         self._event = asyncio.Event()
+        # Replaced, never changed in place: other threads read it as they notify.
+        self._hidden: frozenset[UUID] = frozenset()
+
+    def concerns(self, conversation_ids: Collection[UUID]) -> bool:
+        """Whether a change of these conversations may be one this watcher shows."""
+        if self.conversation_id is not None:
+            return self.conversation_id in conversation_ids
+        return not self._hidden.issuperset(conversation_ids)
+
+    def hide(self, conversation_ids: Collection[UUID]) -> None:
+        """Conversations this watcher of every conversation cannot see (owner and tenant never
+        change): their changes wake it no more, and its periodic re-read still covers them."""
+        if conversation_ids:
+            hidden = self._hidden.union(conversation_ids)
+            self._hidden = hidden if len(hidden) <= HIDDEN_MAX else frozenset(conversation_ids)
 
     def wake(self) -> None:
         with contextlib.suppress(RuntimeError):  # its loop is closed: nothing left to wake
@@ -106,11 +123,7 @@ class ChangeHub:
         with self._lock:
             waiters = list(self._waiters)
         for waiter in waiters:
-            if (
-                conversation_ids is None
-                or waiter.conversation_id is None
-                or waiter.conversation_id in conversation_ids
-            ):
+            if conversation_ids is None or waiter.concerns(conversation_ids):
                 waiter.wake()
 
     def _notified(self, payload: str) -> None:

@@ -55,6 +55,9 @@ class WatchOps(ScopeBase):
             while True:
                 waiter.clear()
                 rows, following, more = await db.run(_changes.read(self.principal, cid, position))
+                if cid is None and not rows and following > position[0]:
+                    # Woken for changes of conversations it cannot see: they wake it no more.
+                    waiter.hide(await db.run(_changes.hidden(self.principal, position[0], following)))
                 for event in _changes.events(rows, position, db.is_sqlite):
                     yield event
                     if cid is not None and event.kind == "conversation.deleted":

@@ -309,3 +309,41 @@ async def test_a_watcher_cancelled_as_it_is_woken_stops(memory: ChatMemory, alic
         watching.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(watching, WAIT)
+
+
+@pytest.mark.usefixtures("no_rescan")
+async def test_a_sidebar_stops_waking_for_conversations_it_cannot_see(
+    memory: ChatMemory, alice: Scope, bob: Scope
+) -> None:
+    """A server holds many users' sidebars: each commit to one user's conversation must not make
+    every other user's sidebar read. Woken once for a conversation it cannot see, a sidebar
+    learns it, and later commits to it cost that sidebar no read; its own still arrive."""
+    theirs = await bob.start_conversation()
+    run = await bob.start_history(theirs.id, model="m")
+    reads: list[int] = []
+
+    def trace(stmt: Stmt) -> None:
+        if isinstance(stmt.params, dict) and "after" in stmt.params and "chat_changes" in stmt.sql.sqlite:
+            reads.append(stmt.params["after"])
+
+    postgres = memory._db._postgres
+    async with aclosing(alice.watch(after=await alice.change_cursor())) as events:
+        waiting = asyncio.ensure_future(anext(events))
+        await until(lambda: postgres is None or postgres.listening, "listening")
+        await bob.append_messages(run.id, [NewMessage("user", "first")])  # read once, and learnt
+        await asyncio.sleep(0.3)  # the first read, and those the poller or listener start asks for
+        memory._db.set_trace(trace)
+        try:
+            for i in range(5):
+                await bob.append_messages(run.id, [NewMessage("user", str(i))])
+                await bob.update_conversation(theirs.id, title=str(i))
+            await asyncio.sleep(0.3)
+            assert reads == []
+            mine = await alice.start_conversation()
+            event = await asyncio.wait_for(waiting, WAIT)
+        finally:
+            memory._db.set_trace(None)
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+    assert (event.kind, event.conversation_id) == ("conversation.created", mine.id)
