@@ -32,8 +32,8 @@ NOTE_MAX = 100
 """The most conversations a notification names; beyond, it wakes every watcher."""
 _READ_ROWS = 200
 _READ_EVENTS = 1000
-_HIDDEN_ROWS = 1000
 """A read stops at the change whose events pass this many (an append of many is one change)."""
+_HIDDEN_ROWS = 1000
 
 
 def record(
@@ -192,10 +192,14 @@ def head(principal: Principal, cid: UUID | None) -> Plan[tuple[int, int]]:
 
 
 def read(
-    principal: Principal, cid: UUID | None, position: tuple[int, int]
+    principal: Principal, cid: UUID | None, position: tuple[int, int], *, counted: bool = True
 ) -> Plan[tuple[list[Row], int, bool]]:
     """Change rows from ``position`` on with the messages they name, the change id the next
     read starts at, and whether more may wait there (else it is after every change committed).
+
+    ``counted`` checks that no change from ``position`` on was purged; a read that goes on
+    where the last stopped (it said more may wait) leaves it out, since that read checked up
+    to the head already, and counting again at every step would count a long backlog over and over.
 
     Raises:
         ConversationNotFound: ``cid`` names a conversation the principal cannot see, or one
@@ -205,7 +209,7 @@ def read(
     """
     scope, params = q.principal_params(principal)
     rows: list[Row] = yield Stmt(
-        sql.read_changes(scope, cid is not None),
+        sql.read_changes(scope, cid is not None, counted),
         {**params, "cid": cid, "after": position[0], "limit": _READ_ROWS, "budget": _READ_EVENTS},
     )
     head, kept, live = int(rows[0][-2]), rows[0][-1], rows[0][0]
@@ -214,7 +218,7 @@ def read(
     if cid is not None and live is None:
         raise ConversationNotFound(cid)
     rows = [row for row in rows if row[1] is not None]
-    if cid is not None and any(row[3] == "conversation.created" for row in rows):
+    if counted and cid is not None and any(row[3] == "conversation.created" for row in rows):
         # Begun after the cursor, or purged and restored (imported again) since: then its
         # deletion went with the purge, and changes are missing after the cursor.
         found = yield Stmt(sql.CHANGES_KEPT, {"after": position[0], "head": head})

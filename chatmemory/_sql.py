@@ -853,7 +853,7 @@ def hidden_changes(scope: Scope) -> SQL:
 
 
 @functools.cache
-def read_changes(scope: Scope, one: bool) -> SQL:
+def read_changes(scope: Scope, one: bool, counted: bool = True) -> SQL:
     """Up to ``:limit`` changes from ``:after`` on (inclusive), oldest first, as many as make
     ``:budget`` events (and at least one), each with the
     messages its ``seq`` range names (deleted ones flagged), of conversation ``:cid`` (``one``)
@@ -861,9 +861,9 @@ def read_changes(scope: Scope, one: bool) -> SQL:
     (NULL in the one row that comes back when there is no change, or with ``one`` when the
     conversation is not visible). The next to last column is the newest change id handed out
     (``CHANGE_HEAD``), read in the same snapshot: when fewer than ``:limit`` changes come back,
-    none up to it is left. The last, for every conversation (not ``one``), is how many changes
-    of any conversation from ``:after`` on are left: change ids leave no gap, so fewer than up
-    to the head means a purge removed some (NULL with ``one``)."""
+    none up to it is left. The last, for every conversation (not ``one``) when ``counted``, is
+    how many changes of any conversation from ``:after`` on are left: change ids leave no gap,
+    so fewer than up to the head means a purge removed some (else NULL)."""
     if one:
         changes = (
             f"SELECT c.deleted_at IS NULL AS live, {CHANGE} FROM chat_conversations c "
@@ -886,7 +886,7 @@ def read_changes(scope: Scope, one: bool) -> SQL:
     kept = "(SELECT count(*) FROM chat_changes k WHERE k.id >= :after)"
     text = (
         "SELECT x.live, x.id, x.cid, x.kind, x.hid, x.mid, x.seq, x.cnt, x.at, m.deleted_at IS NULL, "
-        f"{MESSAGE}, hd.head, {'NULL' if one else kept} FROM ({{head}}) hd "
+        f"{MESSAGE}, hd.head, {kept if counted and not one else 'NULL'} FROM ({{head}}) hd "
         f"LEFT JOIN ({budgeted}) x ON 1 = 1 LEFT JOIN chat_messages m ON m.chat_conversation_id = x.cid "
         "AND m.seq BETWEEN x.seq AND x.seq + x.cnt - 1 ORDER BY x.id, m.seq"
     )

@@ -52,9 +52,11 @@ class WatchOps(ScopeBase):
         try:
             if position is None:
                 position = await db.run(_changes.head(self.principal, cid), rows=1)
+            more = False
             while True:
                 waiter.clear()
-                rows, following, more = await db.run(_changes.read(self.principal, cid, position))
+                read = _changes.read(self.principal, cid, position, counted=not more)
+                rows, following, more = await db.run(read)
                 if cid is None and not rows and following > position[0]:
                     # Woken for changes of conversations it cannot see: they wake it no more.
                     waiter.hide(await db.run(_changes.hidden(self.principal, position[0], following)))

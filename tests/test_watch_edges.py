@@ -156,3 +156,30 @@ async def test_a_conversation_restored_after_a_purge_refuses_a_resume_from_befor
     async with aclosing(alice.watch(conv.id, after=await alice.change_cursor(conv.id))) as events:
         await alice.update_conversation(conv.id, title="after the restore")
         assert [e.kind for e in await take(events, 1)] == ["conversation.updated"]
+
+
+async def test_a_sidebar_catching_up_checks_for_purged_changes_once(
+    memory: ChatMemory, alice: Scope, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sidebar resumed far behind reads its backlog page by page; the check that nothing after
+    its cursor was purged counts up to the head on the first read only, not on every page."""
+    monkeypatch.setattr(_changes, "_READ_EVENTS", 5)
+    start = await alice.change_cursor()
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    for i in range(6):
+        await alice.append_messages(run.id, [NewMessage("user", f"{i}.{j}") for j in range(4)])
+    reads: list[bool] = []
+
+    def trace(stmt: Stmt) -> None:
+        if isinstance(stmt.params, dict) and "budget" in stmt.params:
+            reads.append("count(*) FROM chat_changes" in stmt.sql.sqlite)
+
+    memory._db.set_trace(trace)
+    try:
+        async with aclosing(alice.watch(after=start)) as events:
+            got = await take(events, 2 + 24)
+    finally:
+        memory._db.set_trace(None)
+    assert [e.seq for e in got[2:]] == list(range(1, 25))
+    assert len(reads) >= 3 and reads[0] and not any(reads[1:]), reads
