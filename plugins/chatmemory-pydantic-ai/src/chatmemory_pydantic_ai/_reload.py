@@ -95,8 +95,11 @@ class ConversationCache:
     """A message read ``pending`` is older than the newest message read: reads from the newest
     end never go back to it, so once completed only a full read gives it."""
 
-    async def load(self, chat: Scope, conversation_id: UUID | str) -> list[pai.ModelMessage]:
-        """The conversation to resume from (see ``load_messages``).
+    async def load(
+        self, chat: Scope, conversation_id: UUID | str, *, new_prompt: bool = True
+    ) -> list[pai.ModelMessage]:
+        """The conversation to resume from (see ``load_messages``); for a run without a
+        ``new_prompt``, the calls a finished run left unanswered stay open, for the run to make.
 
         Raises:
             ConversationNotFound: the conversation is not visible to ``chat``.
@@ -136,7 +139,7 @@ class ConversationCache:
             m.status == "pending" and m.seq < last[0] for m in read
         )
         self.loaded = True
-        return self._resumable()
+        return self._resumable(new_prompt)
 
     def finished(self, history_id: UUID, status: str, started_at: datetime | None) -> None:
         """Note how a history this process recorded ended, and when it started."""
@@ -180,14 +183,17 @@ class ConversationCache:
             return history.status
         return "failed"
 
-    def _resumable(self) -> list[pai.ModelMessage]:
+    def _resumable(self, new_prompt: bool) -> list[pai.ModelMessage]:
         out = list(self.messages)
         last = out[-1] if out else None
         dangling = isinstance(last, pai.ModelResponse) and bool(last.tool_calls)
         tail = self.places[-1][1] if self.places else None
-        if dangling and self.status.get(tail or UUID(int=0)) != "completed":
-            # A completed run ending on tool calls waits for deferred results; any other run's
-            # calls will never be answered, and pydantic-ai refuses a new prompt after them.
+        status = self.status.get(tail or UUID(int=0))
+        if dangling and status != "completed" and (new_prompt or status == "running"):
+            # A completed run ending on tool calls waits for deferred results. Any other run's
+            # calls are never answered by that run, and pydantic-ai refuses a new prompt after
+            # them; a run without one makes them itself (or takes their deferred results), as
+            # from pydantic-ai's own messages, unless their run is still going.
             out[-1:] = pai.repair_messages(out[-1:])
         return out
 

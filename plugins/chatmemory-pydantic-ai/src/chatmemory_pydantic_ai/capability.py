@@ -106,7 +106,8 @@ class ChatMemoryCapability(AbstractCapability[Any]):
     async def wrap_run(self, ctx: RunContext[Any], *, handler: WrapRunHandler) -> AgentRunResult[Any]:
         """Load the conversation before the run, record the run as it goes, close it however it ends."""
         if self.autoload and not ctx.messages:
-            ctx.messages[:0] = await self._cache.load(self.chat, self.conversation_id)
+            prompted = ctx.prompt is not None  # a run without one makes the open tool calls
+            ctx.messages[:0] = await self._cache.load(self.chat, self.conversation_id, new_prompt=prompted)
         else:  # fail before any model call
             await self.chat.list_messages(conversation_id=self.conversation_id, limit=1)
         metadata: dict[str, JsonValue] = {
