@@ -112,3 +112,64 @@ async def test_a_new_prompt_instead_of_an_approval_closes_the_paused_run(
 
     paused, later = (await alice.get_conversation(conversation.id)).histories
     assert (paused.status, paused.error, later.status) == ("failed", UNCLOSED, "completed")
+
+
+def ends_on_its_tool(behavior: str) -> Agent[Any]:
+    """An agent whose tool needs approval and whose tool output is the run's final output
+    (``stop_on_first_tool`` or ``stop_at_tool_names``): the resumed run ends on that output."""
+
+    async def delete_file(path: str) -> str:
+        return f"deleted {path}"
+
+    tool = function_tool(delete_file, needs_approval=True)
+    steps = [[function_call("delete_file", {"path": "a.txt"}, call_id="call-1")]]
+    stop: Any = "stop_on_first_tool" if behavior == "first" else {"stop_at_tool_names": ["delete_file"]}
+    return make_agent("files", NamedModel("files-model", steps), tools=[tool], tool_use_behavior=stop)
+
+
+_NO_HOOKS = pytest.mark.xfail(
+    strict=True,
+    reason="without hooks= the session never learns that a run ended on a tool output: the next "
+    "run closes it failed, as any run not ending on an assistant answer",
+)
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+@pytest.mark.parametrize("behavior", ["first", "named"])
+@pytest.mark.parametrize(
+    "wiring",
+    [
+        "run+hooks",
+        "run_streamed+hooks",
+        "session.run",
+        pytest.param("run", marks=_NO_HOOKS),
+        pytest.param("run_streamed", marks=_NO_HOOKS),
+    ],
+)
+async def test_a_run_resumed_into_a_final_tool_output_is_completed(
+    wiring: str, behavior: str, decision: str, alice: Scope, conversation: Conversation
+) -> None:
+    """The resumed run's final output is the approved (or rejected) tool's output, which the SDK
+    reports to ``on_agent_end`` before that run has saved anything: its history is closed
+    ``completed`` with that output, as a run ending on an assistant answer is."""
+    session = ChatMemorySession(alice, conversation.id)
+    agent = ends_on_its_tool(behavior)
+    first = await stopped_for_approval(wiring, session, agent)
+    state = first.to_state()
+    getattr(state, decision)(first.interruptions[0])
+    resumed = await drive(wiring, session, agent, state)
+    assert resumed.interruptions == []
+
+    baseline = SQLiteSession("baseline")
+    theirs = ends_on_its_tool(behavior)
+    paused = await Runner.run(theirs, "Delete a.txt", session=baseline)
+    state = paused.to_state()
+    getattr(state, decision)(paused.interruptions[0])
+    await Runner.run(theirs, state, session=baseline)
+    assert await session.get_items() == await baseline.get_items()
+
+    answering = make_agent("files", NamedModel("files-model", [[assistant_message("Anything else?")]]))
+    await drive(wiring, session, answering, "Thanks.")
+    run, later = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert (run.status, run.error, later.status) == ("completed", None, "completed")
+    assert [m.role for m in run.messages or []] == ["user", "assistant", "tool"]

@@ -24,6 +24,7 @@ from agents import (
 from agents.items import TResponseInputItem
 from agents.memory.session import _CompactionSnapshot
 from agents.memory.session_settings import coerce_session_settings, resolve_session_limit
+from agents.usage import Usage
 
 from chatmemory import ConflictError, MessageNotFound
 from chatmemory.recording import settled
@@ -102,6 +103,9 @@ class ChatMemorySession:
         self._runs: dict[int, RunRecord] = {}
         self._ended: list[RunRecord] = []
         self._loose: RunRecord | None = None
+        # The usage objects of runs whose final output the hooks reported before the run's first
+        # session call (a resumed run ending on a tool's output): that run, once seen, has ended.
+        self._ended_unseen: list[weakref.ref[Usage]] = []
         self._cache = ItemCache()
         # The newest message the latest read saw, and the run that read it: its first write
         # needs to know it and need not read it again.
@@ -338,6 +342,9 @@ class ChatMemorySession:
         else:
             record = RunRecord(run_config=self.run_config)
         record.wrapper = weakref.ref(wrapper)
+        if any(usage() is wrapper.usage for usage in self._ended_unseen):
+            record.final = True  # its items about to be saved end it
+            self._ended_unseen = [u for u in self._ended_unseen if u() is not wrapper.usage]
         self._runs[key] = record
         # Drop the record with its run, so a later object reusing the id starts afresh.
         weakref.finalize(wrapper, self._drop, key)
@@ -349,6 +356,10 @@ class ChatMemorySession:
             wrapper = record.wrapper() if record.wrapper is not None else None
             if wrapper is not None and wrapper.usage is context.usage:
                 return record
+        # Not seen yet: a resumed run whose approved tool's output is its final output reaches
+        # its end before saving anything. It ends once its items are saved.
+        self._ended_unseen = [u for u in self._ended_unseen if u() is not None]
+        self._ended_unseen.append(weakref.ref(context.usage))
         return None
 
     def _loose_run(self) -> RunRecord:
