@@ -13,8 +13,8 @@ import gc
 from typing import Any
 
 import pytest
-from agents import Agent, Runner, RunState, SQLiteSession, function_tool
-from agents.testing import assistant_message, function_call
+from agents import Agent, ModelSettings, Runner, RunState, SQLiteSession, function_tool
+from agents.testing import ModelCall, ModelStep, assistant_message, function_call
 from chatmemory_openai_agents import ChatMemorySession
 from chatmemory_openai_agents._record import UNCLOSED
 
@@ -173,3 +173,89 @@ async def test_a_run_resumed_into_a_final_tool_output_is_completed(
     run, later = (await alice.get_conversation(conversation.id, messages=True)).histories
     assert (run.status, run.error, later.status) == ("completed", None, "completed")
     assert [m.role for m in run.messages or []] == ["user", "assistant", "tool"]
+
+
+_REJECTED = "Tool execution was not approved."
+
+
+def _scenario_model() -> NamedModel:
+    """Calls the tool the step's ``tool_choice`` names with the newest user text; after a
+    rejection, says so (the SDK's ``make_scenario_model``)."""
+    counter = 0
+
+    def respond(call: ModelCall) -> list[Any]:
+        nonlocal counter
+        items = call.input if isinstance(call.input, list) else []
+        if any(i.get("type") == "function_call_output" and i.get("output") == _REJECTED for i in items):
+            return [assistant_message(_REJECTED)]
+        counter += 1
+        user = next(i["content"] for i in reversed(items) if i.get("role") == "user")
+        tool = str(call.model_settings.tool_choice)
+        return [function_call(tool, {"query": user}, call_id=f"call_{counter}")]
+
+    return NamedModel("scenario-model", [ModelStep.respond(respond) for _ in range(4)])
+
+
+async def _scenario(wiring: str, sessions: list[Any], counts: dict[str, int]) -> list[Any]:
+    """Three turns, each stopped for approval and resumed: approved, approved through a
+    rehydrated session, rejected. ``sessions`` gives the session of each turn."""
+
+    @function_tool(name_override="approved_echo", needs_approval=True)
+    def approval_echo(query: str) -> str:
+        counts["approved_echo"] = counts.get("approved_echo", 0) + 1
+        return f"approved:{query}"
+
+    @function_tool(name_override="approved_note", needs_approval=True)
+    def approval_note(query: str) -> str:
+        counts["approved_note"] = counts.get("approved_note", 0) + 1
+        return f"approved_note:{query}"
+
+    model = _scenario_model()
+    steps = [
+        ("Fetch profile for customer 104.", "approved_echo", "approve"),
+        ("Update note for customer 104.", "approved_note", "approve"),
+        ("Delete note for customer 104.", "approved_echo", "reject"),
+    ]
+    outputs = []
+    for (message, tool, decision), session in zip(steps, sessions, strict=True):
+        agent = make_agent(
+            "scenario",
+            model,
+            instructions=f"Always call {tool} before responding.",
+            tools=[approval_echo, approval_note],
+            model_settings=ModelSettings(tool_choice=tool),
+            tool_use_behavior="stop_on_first_tool",
+        )
+        first = await drive(wiring, session, agent, message)
+        assert len(first.interruptions) == 1
+        state = first.to_state()
+        getattr(state, decision)(first.interruptions[0])
+        resumed = await drive(wiring, session, agent, state)
+        assert resumed.interruptions == []
+        outputs.append(resumed.final_output)
+    assert outputs == [f"approved:{steps[0][0]}", f"approved_note:{steps[1][0]}", _REJECTED]
+    assert counts == {"approved_echo": 1, "approved_note": 1}
+    return await sessions[-1].get_items()
+
+
+@pytest.mark.parametrize(
+    "wiring", ["run+hooks", "run_streamed+hooks", "session.run", pytest.param("run", marks=_NO_HOOKS)]
+)
+async def test_the_sdk_hitl_session_scenario_stores_what_sqlite_session_does(
+    wiring: str, alice: Scope, conversation: Conversation
+) -> None:
+    """Ported from openai/openai-agents-python ``tests/test_hitl_session_scenario.py``
+    (``test_memory_session_hitl_scenario``): three turns, each stopped for approval and resumed
+    (approve, approve through a rehydrated session, reject), every turn's final output the tool's
+    own. The stored items are the SDK's ``SQLiteSession``'s, each tool ran once, and each turn is
+    one history, closed ``completed``."""
+    first = ChatMemorySession(alice, conversation.id)
+    rehydrated = ChatMemorySession(alice, conversation.id)
+    ours = await _scenario(wiring, [first, rehydrated, rehydrated], {})
+    baseline = SQLiteSession("baseline")
+    theirs = await _scenario("run", [baseline, baseline, baseline], {})
+
+    assert ours == theirs
+    histories = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert [[m.role for m in h.messages or []] for h in histories] == [["user", "assistant", "tool"]] * 3
+    assert [h.status for h in histories] == ["completed", "completed", "completed"]
