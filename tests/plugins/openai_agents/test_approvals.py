@@ -259,3 +259,69 @@ async def test_the_sdk_hitl_session_scenario_stores_what_sqlite_session_does(
     histories = (await alice.get_conversation(conversation.id, messages=True)).histories
     assert [[m.role for m in h.messages or []] for h in histories] == [["user", "assistant", "tool"]] * 3
     assert [h.status for h in histories] == ["completed", "completed", "completed"]
+
+
+def two_at_once() -> Agent[Any]:
+    """An agent whose first response calls its approval-needing tool twice."""
+
+    async def delete_file(path: str) -> str:
+        return f"deleted {path}"
+
+    tool = function_tool(delete_file, needs_approval=True)
+    calls = [
+        function_call("delete_file", {"path": "a.txt"}, call_id="call-a"),
+        function_call("delete_file", {"path": "b.txt"}, call_id="call-b"),
+    ]
+    return make_agent("files", NamedModel("files-model", [calls, [assistant_message("Done.")]]), tools=[tool])
+
+
+async def _decided_one_at_a_time(wiring: str, sessions: Any, process_gone: bool) -> list[Any]:
+    """Stop on two approvals, then resume each from JSON with a session of its own: the first
+    resumption approves one call and stops again on the other, which the second approves.
+    ``sessions()`` gives each step's session; with ``process_gone`` nothing of the first step's
+    is left when the first resumption starts (a restart), and each later step's session stays."""
+    agent = two_at_once()
+    kept = [sessions()]
+    result = await drive(wiring, kept[0], agent, "Delete a.txt and b.txt")
+    if process_gone:
+        kept.clear()
+    for _ in range(2):
+        assert result.interruptions
+        saved = result.to_state().to_json()
+        del result
+        gc.collect()
+        state = await RunState.from_json(agent, saved)
+        state.approve(state.get_interruptions()[0])
+        kept.append(sessions())
+        result = await drive(wiring, kept[-1], agent, state)
+    assert result.final_output == "Done."
+    return await kept[-1].get_items()
+
+
+@pytest.mark.parametrize("process_gone", [False, True])
+@pytest.mark.parametrize("wiring", ["run", "run+hooks", "session.run"])
+async def test_a_run_resumed_again_for_a_call_left_undecided_carries_on_in_its_history(
+    wiring: str, process_gone: bool, alice: Scope, conversation: Conversation
+) -> None:
+    """Two calls await approval, and each resumption (in a process of its own, from
+    ``RunState.to_json()``) decides one: the run stops again on the other, then ends. It is one
+    run: one history, closed ``completed``, holding the items ``SQLiteSession`` holds. (The SDK
+    resumes a state whose interruptions are not all decided by stopping on those again, see
+    ``tests/test_agent_runner.py`` in openai/openai-agents-python.)"""
+    ours = await _decided_one_at_a_time(
+        wiring, lambda: ChatMemorySession(alice, conversation.id), process_gone
+    )
+    baseline = SQLiteSession("baseline")
+    theirs = await _decided_one_at_a_time("run", lambda: baseline, process_gone=False)
+
+    assert ours == theirs
+    (run,) = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert (run.status, run.error) == ("completed", None)
+    assert [m.role for m in run.messages or []] == [
+        "user",
+        "assistant",
+        "assistant",
+        "tool",
+        "tool",
+        "assistant",
+    ]

@@ -26,6 +26,7 @@ from chatmemory_openai_agents._items import (
     content_of,
     is_answer,
     item_identity,
+    items_of,
     message_is_answer,
     role_of,
 )
@@ -104,12 +105,7 @@ class Recorder:
             answered = is_answer(items[-1])
             await self._append(run, batch, closing=_closes(run, answered), resuming=answers(items))
             run.answered = answered
-            for item in items:
-                call = item.get("call_id")
-                if isinstance(call, str) and role_of(item) == "tool":
-                    run.open_calls.discard(call)
-                elif isinstance(call, str):
-                    run.open_calls.add(call)
+            _track_calls(run.open_calls, items)
 
     def carry_on(self, run: RunRecord, earlier: RunRecord) -> None:
         """``run`` resumes ``earlier``, which stopped for tool approvals: it carries on in its history."""
@@ -203,8 +199,9 @@ class Recorder:
         """Start the run's history with its ``first`` messages (and finish it, ``closing``); a run
         ``resuming`` tool calls that stopped for approval carries on in their history."""
         newest, run.newest = run.newest, None
-        stopped = await self._close_abandoned(newest, resuming=resuming)
-        if stopped is not None:
+        resumed = await self._close_abandoned(newest, resuming=resuming)
+        if resumed is not None:
+            stopped, run.open_calls = resumed
             run.history = stopped
             open_runs.hold(stopped.id, run)
             if closing:
@@ -248,13 +245,16 @@ class Recorder:
             run.history = started.history
             open_runs.hold(started.history.id, run)
 
-    async def _close_abandoned(self, known: Newest | None, *, resuming: set[str]) -> History | None:
+    async def _close_abandoned(
+        self, known: Newest | None, *, resuming: set[str]
+    ) -> tuple[History, set[str]] | None:
         """Close the conversation's newest history if a run left it open and no run here holds it.
 
         ``known`` is the newest message as the run read it moments before, when it did. When the
         run's first items are the outputs of tool calls (``resuming``: their ids) that history
         holds unanswered, the run resumes one that stopped for their approval: that history is
-        returned, open, for the run to carry on in (taken from the run here holding it, if any).
+        returned, open, for the run to carry on in (taken from the run here holding it, if any),
+        with every call it holds unanswered (the run may stop again on those it does not answer).
         """
         if known is None:
             page = await self.chat.list_messages(
@@ -270,7 +270,7 @@ class Recorder:
             if not resuming & holder.open_calls or holder.history is None:
                 return None
             history, holder.history = holder.history, None
-            return history
+            return history, set(holder.open_calls)
         try:
             history = await self.chat.get_history(hid, messages=False)
         except HistoryNotFound:
@@ -279,7 +279,11 @@ class Recorder:
             return None
         if history.status == "running" and (history.metadata or {}).get("framework") == FRAMEWORK:
             if resuming and not known.answered:
-                return history  # stopped in another process for approvals
+                # Stopped for approvals in another process (or by a session gone since).
+                stopped = await self.chat.get_history(hid)
+                unanswered = _track_calls(set(), [i for m in stopped.messages or () for i in items_of(m)])
+                if resuming & unanswered:
+                    return history, unanswered
             if not left_behind(history):
                 return None  # its run goes on in another process, which closes it
             status, error = _inferred(known.answered)
@@ -369,6 +373,17 @@ def left_behind(history: History) -> bool:
     # This process's runs are in ``_open_runs``, not in ``LIVE_HISTORIES``: once no run here
     # holds the history, ``abandoned`` takes it as left behind by this process too.
     return abandoned(history, framework=FRAMEWORK)
+
+
+def _track_calls(open_calls: set[str], items: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Update ``open_calls`` (the ids of tool calls without their output) with ``items``."""
+    for item in items:
+        call = item.get("call_id")
+        if isinstance(call, str) and role_of(item) == "tool":
+            open_calls.discard(call)
+        elif isinstance(call, str):
+            open_calls.add(call)
+    return open_calls
 
 
 def _closes(run: RunRecord, answered: bool) -> bool:
