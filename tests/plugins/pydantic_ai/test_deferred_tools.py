@@ -101,24 +101,27 @@ def _results(requests: DeferredToolRequests, answer: str) -> DeferredToolResults
 
 @pytest.mark.parametrize("resumed_by", ["same_capability", "new_capability"])
 @pytest.mark.parametrize("answer", ["approve", "deny", "external"])
+@pytest.mark.parametrize("alongside", [True, False], ids=["with_a_tool_run", "alone"])
 async def test_a_run_ending_on_deferred_tools_resumes_with_their_results_as_pydantic_ai_does(
-    alice: Scope, answer: str, resumed_by: str
+    alice: Scope, answer: str, resumed_by: str, alongside: bool
 ) -> None:
+    """The run asks about one call, alone or beside a call of a tool it runs: it ends on the
+    response calling them, or on the request with that tool's result."""
     conv = await alice.start_conversation()
     capability = ChatMemoryCapability(alice, conv.id)
     call = "ask" if answer == "external" else "delete"
-    ours, theirs = _Desk(call, capabilities=[capability]), _Desk(call)
+    ours, theirs = _Desk(call, add=alongside, capabilities=[capability]), _Desk(call, add=alongside)
 
     asked = await ours.agent.run("tidy up")
     kept = await theirs.agent.run("tidy up")
     assert isinstance(asked.output, DeferredToolRequests)
     (first,) = (await alice.get_conversation(conv.id, messages=True)).histories
     assert first.status == "completed"
-    assert [m.role for m in first.messages] == ["user", "assistant", "tool"]  # add's result
+    assert [m.role for m in first.messages] == ["user", "assistant", "tool"][: 3 if alongside else 2]
     assert _shape(await load_messages(alice, conv.id)) == _shape(asked.all_messages())
 
     if resumed_by == "new_capability":  # another process: a new agent and capability
-        ours = _Desk(call, capabilities=[ChatMemoryCapability(alice, conv.id)])
+        ours = _Desk(call, add=alongside, capabilities=[ChatMemoryCapability(alice, conv.id)])
     assert isinstance(kept.output, DeferredToolRequests)
     done = await ours.agent.run(deferred_tool_results=_results(asked.output, answer))
     theirs_done = await theirs.agent.run(
