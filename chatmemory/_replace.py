@@ -80,8 +80,8 @@ def _replace(
         deleted = yield Stmt(sql.DELETE_TAIL, {"cid": cid, "seq": newest[0][1], "when": when}, count=True)
         if deleted != len(expected):
             raise ConflictError(f"the newest messages of conversation {cid} have changed")
-        for mid, seq in newest:
-            yield from changes.record("message.deleted", cid, message_id=mid, seq=seq)
+        for mid, seq, of in newest:
+            yield from changes.record("message.deleted", cid, history_id=of, message_id=mid, seq=seq)
     stored: list[Row] = []
     added: list[Message] = []
     if hid is not None:

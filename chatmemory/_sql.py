@@ -260,8 +260,8 @@ MESSAGES_BY_KEY = SQL(
 
 
 NEWEST_MESSAGES = _both(
-    "SELECT m.id, m.seq FROM chat_messages m WHERE m.chat_conversation_id = :cid AND m.deleted_at IS NULL "
-    "ORDER BY m.seq DESC LIMIT :limit"
+    "SELECT m.id, m.seq, m.chat_history_id FROM chat_messages m WHERE m.chat_conversation_id = :cid "
+    "AND m.deleted_at IS NULL ORDER BY m.seq DESC LIMIT :limit"
 )
 DELETE_TAIL = _both(
     "UPDATE chat_messages SET deleted_at = :when WHERE chat_conversation_id = :cid AND deleted_at IS NULL "

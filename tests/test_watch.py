@@ -182,6 +182,22 @@ async def test_replace_merge_and_import_are_events(alice: Scope) -> None:
     assert got[-1].conversation_id == copy.id
 
 
+async def test_messages_a_replacement_deleted_name_their_history_once_purged(memory: ChatMemory) -> None:
+    """A deletion event names the message's history however it was deleted, as ``delete_message``'s
+    do, also when it is read after the messages were purged."""
+    alice = memory.scoped(Principal("alice"))
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    old = await alice.append_messages(run.id, [NewMessage("user", "a"), NewMessage("assistant", "b")])
+    cursor = await alice.change_cursor(conv.id)
+    await alice.replace_messages(conv.id, replacing=[m.id for m in old])
+    await memory.scoped(Principal("admin", admin=True)).purge_deleted(deleted_before=datetime.now(UTC))
+    async with aclosing(alice.watch(conv.id, after=cursor)) as events:
+        got = await take(events, 2)
+    assert kinds(got) == [("message.deleted", 1), ("message.deleted", 2)]
+    assert [(e.message_id, e.history_id) for e in got] == [(m.id, run.id) for m in old]
+
+
 async def test_eight_concurrent_writers_are_seen_in_seq_order(alice: Scope) -> None:
     conv = await alice.start_conversation()
     runs = [await alice.start_history(conv.id, model="m") for _ in range(8)]
