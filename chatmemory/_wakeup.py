@@ -152,19 +152,36 @@ class ChangeHub:
             poller.join(timeout=5)
 
     def _poll(self, path: str) -> None:
-        connection: sqlite3.Connection | None = None
+        # A database error (the file briefly locked or unreadable) ends one connection, not the
+        # polling: the next one starts an interval later and wakes everyone for what it missed.
+        while not self._stop.is_set():
+            with contextlib.suppress(sqlite3.Error):
+                if self._poll_with(path):
+                    return
+            if self._stop.wait(self.interval) or self._unwatched():
+                return
+
+    def _unwatched(self) -> bool:
+        """Whether no one watches; then the poller is done (a new watcher starts another)."""
+        with self._lock:
+            if self._waiters:
+                return False
+            self._poller = None
+            return True
+
+    def _poll_with(self, path: str) -> bool:
+        """Poll on one connection until the store closes or no one watches (then ``True``), or
+        until it fails."""
+        connection = sqlite3.connect(path, check_same_thread=False, uri=path.startswith("file:"))
         try:
-            connection = sqlite3.connect(path, check_same_thread=False, uri=path.startswith("file:"))
             # data_version changes when another connection commits to the file; the change rows
             # written since say whose watchers to wake.
             version = connection.execute("PRAGMA data_version").fetchone()[0]
             seen = connection.execute(_sql.CHANGE_HEAD.sqlite).fetchone()[0]
             self.notify()  # for what committed before ``seen`` was read and after watchers last read
             while not self._stop.wait(self.interval):
-                with self._lock:
-                    if not self._waiters:
-                        self._poller = None
-                        return
+                if self._unwatched():
+                    return True
                 last, version = version, connection.execute("PRAGMA data_version").fetchone()[0]
                 if version == last:
                     continue
@@ -177,9 +194,6 @@ class ChangeHub:
                 elif rows:
                     seen = rows[-1][0]
                     self.notify({UUID(row[1]) for row in rows})
-        except sqlite3.Error:
-            with self._lock:
-                self._poller = None
+            return True
         finally:
-            if connection is not None:
-                connection.close()
+            connection.close()

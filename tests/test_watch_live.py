@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import sys
 import threading
 from collections.abc import Collection
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -76,6 +80,51 @@ async def test_a_change_committed_by_another_process_arrives(
         got = await asyncio.wait_for(first, WAIT)
     assert [e.message.content for e in got if e.message] == [f"from afar {i}" for i in range(3)]
     assert [e.seq for e in got] == [1, 2, 3]
+
+
+class _FailingOnce:
+    """A connection whose next statement fails while ``fail`` is set (then clears it)."""
+
+    def __init__(self, connection: sqlite3.Connection, fail: threading.Event) -> None:
+        self.connection, self.fail = connection, fail
+
+    def execute(self, *args: Any) -> sqlite3.Cursor:
+        if self.fail.is_set():
+            self.fail.clear()
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.connection.execute(*args)
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+@pytest.mark.usefixtures("no_rescan")
+async def test_changes_of_another_process_arrive_after_the_poller_met_a_database_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fail = threading.Event()
+    opened: list[_FailingOnce] = []
+
+    def connect(*args: Any, **kwargs: Any) -> _FailingOnce:
+        opened.append(_FailingOnce(sqlite3.connect(*args, **kwargs), fail))
+        return opened[-1]
+
+    monkeypatch.setattr(_wakeup, "sqlite3", SimpleNamespace(connect=connect, Error=sqlite3.Error))
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    async with ChatMemory.open(url) as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        run = await alice.start_history(conv.id, model="m")
+        async with aclosing(alice.watch(conv.id, after=await alice.change_cursor(conv.id))) as events:
+            first = asyncio.ensure_future(take(events, 3, seconds=None))
+            await until(lambda: bool(opened), "polling")
+            fail.set()
+            await until(lambda: not fail.is_set(), "the poller's statement failed")
+            writer = await asyncio.create_subprocess_exec(sys.executable, "-c", WRITER, url, str(run.id))
+            assert await asyncio.wait_for(writer.wait(), 60) == 0
+            got = await asyncio.wait_for(first, WAIT)
+    assert [e.seq for e in got] == [1, 2, 3]
+    assert len(opened) == 2  # polling went on, on a new connection
 
 
 @pytest.mark.usefixtures("no_rescan")
