@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -369,6 +369,26 @@ class Database:
                 self._transactions -= 1
                 if not self._transactions:
                     self._transactions_over.notify_all()
+
+    async def write_apart(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """``work`` run in a write ``transaction`` on a task of its own (imports and purges).
+
+        The task is never cancelled, as a plan never is: the driver is not interrupted in the
+        middle of a statement (asyncpg may then never return), and a cancelled caller waits for
+        the commit or rollback before its cancellation goes on, as with any write ``run`` does.
+
+        Raises:
+            StorageError: the database failed; nothing was committed.
+        """
+
+        async def body() -> T:
+            async with self.transaction(write=True) as conn:
+                return await work(conn)
+
+        task = asyncio.ensure_future(body())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return await _finish(task, True)
 
     async def close(self) -> None:
         """Wait for running calls, then close the connections this store opened. Idempotent, and

@@ -214,7 +214,9 @@ class ExportOps(ScopeBase):
             raise InvalidInputError("owner", "must be a non-empty string of at most 255 characters")
         check_text("owner", owner_id)
         conv_row, history_rows, message_rows = _import_rows(doc, owner_id, self.principal.tenant, new_ids)
-        async with self._db.transaction(write=True) as conn:
+        sqlite = self._db.is_sqlite
+
+        async def write(conn: AsyncConnection) -> None:
             if not new_ids:
                 await _check_free(
                     conn, conv_row["id"], [h["id"] for h in history_rows], [m["id"] for m in message_rows]
@@ -234,7 +236,9 @@ class ExportOps(ScopeBase):
                     f"conversation {conv_row['id']}: an id was stored meanwhile; import with new_ids=True "
                     "to make a copy"
                 ) from exc
-            await changes.log_on(conn, self._db.is_sqlite, "conversation.created", conv_row["id"])
+            await changes.log_on(conn, sqlite, "conversation.created", conv_row["id"])
+
+        await self._db.write_apart(write)
         return Conversation.model_validate(conv_row)
 
     def _parse_document(self, document: Mapping[str, Any]) -> ConversationExport:

@@ -57,13 +57,16 @@ class PurgeOps(ScopeBase):
             M.chat_history_id.in_(old_histories),
             and_(M.chat_conversation_id.in_(in_tenant), M.deleted_at < deleted_before),
         )
+
         # Children first, each delete counted as it goes; nothing is left for the cascades.
-        async with self._db.transaction(write=True) as conn:
-            removed = [
+        async def write(conn: AsyncConnection) -> list[int]:
+            return [
                 await _delete(conn, delete(messages).where(doomed_messages)),
                 await _delete(conn, delete(histories).where(doomed_histories)),
                 await _delete(conn, delete(conversations).where(C.id.in_(old_conversations))),
             ]
+
+        removed = await self._db.write_apart(write)
         return PurgeCounts(messages=removed[0], histories=removed[1], conversations=removed[2])
 
 

@@ -291,3 +291,44 @@ async def test_purge_removes_only_old_soft_deleted_data_in_the_tenant(
         "purge word 2",
     ]
     assert (await alice.get_conversation(kept.id)).message_count == 2
+
+
+async def _cancelled_at(work: Any, delay: float) -> None:
+    """Cancel ``work`` (a coroutine) after ``delay`` seconds; fail unless the cancelled call
+    ends within seconds."""
+    task = asyncio.ensure_future(work)
+    await asyncio.sleep(delay)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=30)
+    if not done:
+        task.cancel()  # a second cancellation frees the call, so the store can close
+        await asyncio.wait({task}, timeout=30)
+        pytest.fail(f"a call cancelled after {delay:.3f} s never ended")
+    assert task.cancelled() or task.exception() is None
+
+
+async def test_a_cancelled_import_or_purge_ends_whole_and_the_store_goes_on(
+    memory: ChatMemory, alice: Scope, admin: Scope
+) -> None:
+    """An import or a purge cancelled while it writes ends at once, all or nothing, as any write
+    does: the driver is never interrupted in the middle of a statement (on PostgreSQL an insert
+    of many rows cancelled midway never returned)."""
+    conv = await alice.start_conversation("big")
+    run = await alice.start_history(conv.id, model="m")
+    for _ in range(2):
+        await alice.append_messages(run.id, [NewMessage("user", "x" * 1000) for _ in range(1000)])
+    document = await alice.export_conversation(conv.id)
+    started = asyncio.get_running_loop().time()
+    await alice.import_conversation(document, new_ids=True)
+    took = asyncio.get_running_loop().time() - started
+    for fraction in (0.0, 0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 1.0):
+        await _cancelled_at(alice.import_conversation(document, new_ids=True), took * fraction)
+    for summary in (await alice.list_conversations(limit=100)).items:
+        detail = await alice.get_conversation(summary.id, messages=True)
+        assert detail.message_count == len(detail.histories[0].messages or []) == 2000
+    for summary in (await alice.list_conversations(limit=100)).items[1:]:
+        await alice.delete_conversation(summary.id)
+    soon = datetime.now(UTC) + timedelta(seconds=1)
+    await _cancelled_at(admin.purge_deleted(deleted_before=soon), took / 4)
+    await alice.import_conversation(document, new_ids=True)
+    assert len((await alice.list_conversations(limit=100)).items) == 2
