@@ -64,7 +64,8 @@ class MergeOps(MessageOps):
         Raises:
             ConversationNotFound, HistoryNotFound: one of them is not visible.
             ConflictError: the history is finished, or ``if_last_seq`` no longer holds.
-            InvalidInputError: malformed ids, metadata or messages; nothing is written.
+            InvalidInputError: malformed ids, metadata or messages, or messages or ``if_last_seq``
+                without ``history_id``; nothing is written.
         """
         targets = {
             parse_id("metadata", cid): check_object("metadata", dict(patch)) or {}
@@ -78,6 +79,8 @@ class MergeOps(MessageOps):
             created_at = utc_time("created_at", created_at)
         if if_last_seq is not None and (isinstance(if_last_seq, bool) or not isinstance(if_last_seq, int)):
             raise InvalidInputError("if_last_seq", "must be an integer")
+        if if_last_seq is not None and hid is None:
+            raise InvalidInputError("if_last_seq", "checks the conversation of history_id, which is required")
         plan = _merge_and_append(
             self.principal, targets, hid, batch, created_at, if_last_seq, one_statement=not self._db.is_sqlite
         )

@@ -102,6 +102,8 @@ async def test_someone_elses_history_is_not_found(alice: Scope, bob: Scope) -> N
         ({"created_at": datetime(2020, 1, 1)}, "created_at"),
         ({"created_at": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))}, "created_at"),
         ({"if_last_seq": "3"}, "if_last_seq"),
+        # The check is of the history's conversation: without one it would be skipped unseen.
+        ({"if_last_seq": 5}, "if_last_seq"),
     ],
 )
 async def test_bad_input_is_refused(alice: Scope, kwargs: dict[str, object], field: str) -> None:
