@@ -44,10 +44,12 @@ class ReplaceOps(MessageOps):
             HistoryNotFound: no visible history of that conversation has ``history_id``.
             ConflictError: the history is finished, or ``replacing`` is no longer the
                 conversation's newest live messages; nothing is changed.
-            InvalidInputError: messages without a history, or a message malformed or over
-                a limit; nothing is changed.
+            InvalidInputError: ``replacing`` not a list of ids, messages without a history, or
+                a message malformed or over a limit; nothing is changed.
         """
         cid = parse_id("conversation_id", conversation_id)
+        if isinstance(replacing, str | bytes | Mapping) or not isinstance(replacing, Sequence):
+            raise InvalidInputError("replacing", "must be a list of message ids")
         expected = [parse_id("replacing", mid) for mid in replacing]
         batch = self._batch(messages)
         if batch and history_id is None:

@@ -67,6 +67,15 @@ async def test_bad_calls_are_refused(alice: Scope, bob: Scope) -> None:
     assert [m.content for m in await alice.transcript(cid)] == ["a"]
 
 
+@pytest.mark.parametrize("replacing", [None, 5, "a-message-id", {"id": 1}])
+async def test_replacing_that_is_not_a_list_of_ids_is_refused(alice: Scope, replacing: object) -> None:
+    cid, _ = await _conversation(alice, ["a"])
+    with pytest.raises(InvalidInputError) as caught:
+        await alice.replace_messages(cid, replacing=replacing)  # type: ignore[arg-type]
+    assert caught.value.field == "replacing"
+    assert [m.content for m in await alice.transcript(cid)] == ["a"]
+
+
 async def test_a_replacement_that_changes_nothing_leaves_the_conversation_as_it_was(alice: Scope) -> None:
     """Nothing replaced and every key stored already: no change, so no change event and the
     conversation is not touched."""
