@@ -257,9 +257,11 @@ class ExportOps(ScopeBase):
         check_json("document", document)
         seqs: set[int] = set()
         for i, history in enumerate(doc.histories):
+            self._text(f"document.histories.{i}.error", history.error)
             keys: set[str] = set()
             for j, m in enumerate(history.messages):
                 field = f"document.histories.{i}.messages.{j}"
+                self._text(f"{field}.error", m.error)
                 if m.seq in seqs:
                     raise InvalidInputError(f"{field}.seq", f"{m.seq} appears twice")
                 seqs.add(m.seq)

@@ -202,6 +202,9 @@ async def test_export_is_scoped(alice: Scope, bob: Scope) -> None:
         lambda d: d["histories"][0]["messages"][0].update(created_at="9999-12-31T23:00:00-05:00"),
         lambda d: d["histories"][0].update(finished_at="0001-01-01T00:00:00+05:00"),
         lambda d: d["conversation"].update(pinned_at="9999-12-31T23:59:59.999999-00:01"),
+        # An error as long as finish_history and fail_message refuse.
+        lambda d: d["histories"][0].update(error="x" * 100_001),
+        lambda d: d["histories"][1]["messages"][1].update(error="x" * 100_001),
     ],
 )
 async def test_malformed_documents_import_nothing(alice: Scope, damage: Any) -> None:
