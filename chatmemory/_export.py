@@ -254,7 +254,7 @@ class ExportOps(ScopeBase):
         except ValidationError as exc:
             raise invalid_input(exc, "document") from None
         self._title(doc.conversation.title)
-        check_json("document", document)
+        _check_values(document)
         seqs: set[int] = set()
         for i, history in enumerate(doc.histories):
             self._text(f"document.histories.{i}.error", history.error)
@@ -279,6 +279,42 @@ class ExportOps(ScopeBase):
         if len(set(ids)) != len(ids) or doc.conversation.id in ids:
             raise InvalidInputError("document", "an id appears twice")
         return doc
+
+
+def _check_values(document: Mapping[str, Any]) -> None:
+    """Require JSON throughout a validated document, each value of the conversation, a history or
+    a message nested at most as deeply as the call that stores it allows, from its own root
+    (not from the document's: a document holds every value a call accepted).
+
+    Raises:
+        InvalidInputError: a value is not JSON, or is nested too deeply.
+    """
+    _check_fields("document.conversation", document["conversation"])
+    histories = document["histories"]
+    _check_container("document.histories", histories, list)
+    for i, history in enumerate(histories):
+        _check_fields(f"document.histories.{i}", history, nested="messages")
+        messages = history["messages"]
+        _check_container(f"document.histories.{i}.messages", messages, list)
+        for j, message in enumerate(messages):
+            _check_fields(f"document.histories.{i}.messages.{j}", message)
+
+
+def _check_fields(field: str, values: Any, nested: str | None = None) -> None:
+    _check_container(field, values, dict)
+    for name, value in values.items():
+        if name == nested:
+            continue
+        if name == "native" and isinstance(value, dict):  # its data is checked from its own root
+            for part, inner in value.items():
+                check_json(f"{field}.native.{part}", inner)
+        else:
+            check_json(f"{field}.{name}", value)
+
+
+def _check_container(field: str, value: Any, kind: type) -> None:
+    if not isinstance(value, kind):
+        raise InvalidInputError(field, f"must be JSON, got {type(value).__name__}")
 
 
 def _batch(principal: Principal, after: tuple[Any, Any] | None) -> Plan[list[Row]]:

@@ -24,6 +24,7 @@ from chatmemory import (
     ToolResultPart,
 )
 from chatmemory._export import FORMAT_VERSION, dump_line, read_lines
+from chatmemory._validation import MAX_JSON_DEPTH
 from chatmemory.scope import Scope
 
 
@@ -215,6 +216,45 @@ async def test_malformed_documents_import_nothing(alice: Scope, damage: Any) -> 
     with pytest.raises(InvalidInputError):
         await alice.import_conversation(doc, new_ids=True)
     assert (await alice.list_conversations(archived=None)).items == []
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: Any = 1
+    for _ in range(depth):
+        value = {"k": value}
+    return value  # type: ignore[no-any-return]
+
+
+async def test_values_nested_as_deep_as_a_call_accepts_round_trip(alice: Scope) -> None:
+    """Each JSON value of a document may be nested as deeply as the call that stored it allows,
+    however deep the document holds it."""
+    deepest = MAX_JSON_DEPTH
+    conv = await alice.start_conversation(metadata=_nested(deepest))
+    run = await alice.start_history(conv.id, model="m", metadata=_nested(deepest))
+    call = ToolCallPart(id="c", name="f", arguments=_nested(deepest - 2))  # a part of a list
+    await alice.append_messages(
+        run.id,
+        [
+            NewMessage(
+                "assistant",
+                [call],
+                usage=_nested(deepest),
+                metadata=_nested(deepest),
+                native={"format": "f", "data": _nested(deepest)},
+            )
+        ],
+    )
+    await alice.finish_history(run.id, usage=_nested(deepest))
+    document = await alice.export_conversation(conv.id)
+
+    copy = await alice.import_conversation(document, new_ids=True)
+
+    assert _without_ids(await alice.export_conversation(copy.id)) == _without_ids(document)
+    with pytest.raises(InvalidInputError):
+        await alice.start_conversation(metadata=_nested(deepest + 1))
+    document["conversation"]["metadata"] = _nested(deepest + 1)
+    with pytest.raises(InvalidInputError, match="nested deeper"):
+        await alice.import_conversation(document, new_ids=True)
 
 
 async def test_import_is_one_transaction(alice: Scope, admin: Scope) -> None:
