@@ -47,7 +47,7 @@ def transcript(detail: ConversationDetail) -> None:
         return
     title, owner = plain.conversation_heading(detail)
     console.print(Text(title, style="bold"))
-    console.print(owner)
+    console.print(Text(owner))  # stored text is never markup
     for history in detail.histories:
         console.print("")
         console.rule(Text(plain.history_header(history), style="bold blue"), align="left")

@@ -260,3 +260,30 @@ def test_an_export_that_fails_leaves_the_output_file_as_it_was(tmp_path: Path) -
     assert done.returncode == 0, done.stderr
     assert json.loads(dump.read_text(encoding="utf-8"))["conversation"]["id"] == cid
     assert [p.name for p in out.iterdir()] == ["dump.jsonl"]
+
+
+def test_on_a_terminal_text_that_looks_like_markup_is_printed_as_it_is(tmp_path: Path) -> None:
+    """Stored text (an owner id, a title, a model, a message) is never read as rich markup: a
+    closing tag that matches nothing failed ``show`` with a traceback, and a style tag vanished."""
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+
+    async def seed() -> str:
+        async with ChatMemory.open(url) as memory:
+            chat = memory.scoped(Principal("[/x]"))
+            conv = await chat.start_conversation("[bold]t[/]")
+            run = await chat.start_history(conv.id, model="[red]m")
+            await chat.append_messages(run.id, [NewMessage("user", "[/] hello")])
+            return str(conv.id)
+
+    cid = asyncio.run(seed())
+    terminal = {"FORCE_COLOR": "1", "COLUMNS": "200"}
+    for command in (("show", cid), ("ls",), ("search", "hello")):
+        done = _run(*command, "--url", url, "--as", "[/x]", env=terminal)
+        assert done.returncode == 0, done.stderr
+        out = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout)
+        assert "\x1b[" in done.stdout  # rendered for a terminal
+        assert "[bold]t[/]" in out
+        if command[0] == "show":
+            assert "owner [/x] ·" in out
+            assert "[red]m" in out
+            assert "[/] hello" in out
