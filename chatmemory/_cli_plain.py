@@ -19,12 +19,18 @@ def when(value: datetime | None) -> str:
     return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def one_line(text: str) -> str:
+    """``text`` with each run of whitespace (line breaks and tabs too) as one space: a cell of a
+    line that holds one conversation or hit."""
+    return " ".join(text.split())
+
+
 def conversation_rows(items: Sequence[ConversationSummary]) -> list[tuple[str, ...]]:
     """The cells of each conversation's row."""
     return [
         (
             str(c.id),
-            c.title or "",
+            one_line(c.title or ""),
             str(c.message_count),
             when(c.updated_at),
             " ".join(flag for flag, on in (("pinned", c.pinned), ("archived", c.archived)) if on),
@@ -103,13 +109,13 @@ def transcript(detail: ConversationDetail) -> None:
 def hits(items: Sequence[MessageHit]) -> None:
     """Search hits: where each was found and its snippet."""
     for hit in items:
-        print(f"{hit_place(hit)}\n    {' '.join(hit.snippet.split())}")
+        print(f"{hit_place(hit)}\n    {one_line(hit.snippet)}")
 
 
 def hit_place(hit: MessageHit) -> str:
     """Where a hit was found."""
     m = hit.message
-    title = hit.conversation_title or "(untitled)"
+    title = one_line(hit.conversation_title or "") or "(untitled)"
     return f"{title} {hit.conversation_id} [{m.seq}] {m.role} {when(m.created_at)}"
 
 

@@ -287,3 +287,22 @@ def test_on_a_terminal_text_that_looks_like_markup_is_printed_as_it_is(tmp_path:
             assert "owner [/x] ·" in out
             assert "[red]m" in out
             assert "[/] hello" in out
+
+
+def test_a_title_with_line_breaks_and_tabs_keeps_each_listed_conversation_on_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+
+    async def seed() -> str:
+        async with ChatMemory.open(url) as memory:
+            chat = memory.scoped(Principal("alice"))
+            conv = await chat.start_conversation("two\nlines\tand\r\na tab")
+            run = await chat.start_history(conv.id, model="m")
+            await chat.append_messages(run.id, [NewMessage("user", "hello")])
+            return str(conv.id)
+
+    cid = asyncio.run(seed())
+    (row,) = _run("ls", "--url", url, "--as", "alice").stdout.splitlines()
+    assert row.split("\t")[:3] == [cid, "two lines and a tab", "1"]
+    place, snippet = _run("search", "hello", "--url", url, "--as", "alice").stdout.splitlines()
+    assert place.startswith(f"two lines and a tab {cid} [1] user ")
+    assert snippet == "    «hello»"
