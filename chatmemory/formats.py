@@ -30,7 +30,7 @@ from chatmemory.content import (
     ToolResultPart,
 )
 from chatmemory.errors import InvalidInputError
-from chatmemory.models import Message, Native, NewMessage
+from chatmemory.models import Message, NewMessage
 
 __all__ = ["ANTHROPIC_FORMAT", "OPENAI_FORMAT", "from_openai", "to_anthropic", "to_openai"]
 
@@ -169,7 +169,8 @@ def from_openai(messages: Sequence[Mapping[str, Any]], *, native: bool = True) -
         else:
             raise InvalidInputError(f"{field}.role", f"unknown role {role!r}")
         if native:
-            data["native"] = Native(format=OPENAI_FORMAT, data=dict(message))
+            # As a mapping: NewMessage refuses what is not JSON with InvalidInputError.
+            data["native"] = {"format": OPENAI_FORMAT, "data": dict(message)}
         result.append(NewMessage.parse(data, field))
     return result
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -247,6 +248,10 @@ async def test_to_anthropic_merges_turns_and_uses_native(alice: Scope) -> None:
                 "content": [{"type": "input_audio", "input_audio": {"data": "%%%", "format": "wav"}}],
             }
         ],
+        # Kept as the native form, which holds only JSON: values with no JSON form are refused.
+        [{"role": "user", "content": "x", "sent": datetime(2026, 1, 1, tzinfo=UTC)}],
+        [{"role": "assistant", "content": "x", "audio": b"raw"}],
+        [{"role": "system", "content": "x", "extra": object()}],
     ],
 )
 def test_from_openai_rejects_malformed_input(bad: list[Any]) -> None:
