@@ -124,7 +124,8 @@ def dump_line(document: Mapping[str, Any]) -> str:
 def read_lines(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
     """``(line_number, document, None)`` per JSON Lines line, or ``(line_number, None, error)``.
 
-    Blank lines are skipped; a line that is not a JSON object yields its error.
+    Blank lines are skipped; a line that is not a JSON object (or is nested too deeply to read)
+    yields its error.
     """
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -133,6 +134,9 @@ def read_lines(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | Non
             document = json.loads(line)
         except ValueError as exc:
             yield number, None, f"not JSON: {exc}"
+            continue
+        except RecursionError:  # how the reader gives up on deep nesting
+            yield number, None, "not JSON: nested too deeply to read"
             continue
         if isinstance(document, dict):
             yield number, document, None

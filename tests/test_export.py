@@ -287,6 +287,16 @@ def test_json_lines_helpers() -> None:
     ]
 
 
+def test_a_line_nested_too_deeply_to_read_is_reported_and_the_next_is_read() -> None:
+    """Python's JSON reader gives up on deep nesting with a RecursionError, not a ValueError: it
+    failed the whole import (the command line ended with a traceback)."""
+    deep = ["[" * 100_000 + "\n", '{"a":' * 100_000 + "1" + "}" * 100_000 + "\n"]
+    read = list(read_lines([*deep, dump_line({"ok": 1})]))
+    assert read[2] == (3, {"ok": 1}, None)
+    assert [(number, document) for number, document, _ in read[:2]] == [(1, None), (2, None)]
+    assert all(error is not None and error.startswith("not JSON: ") for _, _, error in read[:2])
+
+
 def _error(line: str) -> str:
     try:
         json.loads(line)
