@@ -124,10 +124,12 @@ def dump_line(document: Mapping[str, Any]) -> str:
 def read_lines(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
     """``(line_number, document, None)`` per JSON Lines line, or ``(line_number, None, error)``.
 
-    Blank lines are skipped; a line that is not a JSON object (or is nested too deeply to read)
-    yields its error.
+    Blank lines are skipped, and a byte order mark before the first; a line that is not a JSON
+    object (or is nested too deeply to read) yields its error.
     """
     for number, line in enumerate(lines, start=1):
+        if number == 1:
+            line = line.removeprefix("\ufeff")  # a byte order mark, as some editors save UTF-8
         if not line.strip():
             continue
         try:

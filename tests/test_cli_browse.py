@@ -306,3 +306,29 @@ def test_a_title_with_line_breaks_and_tabs_keeps_each_listed_conversation_on_one
     place, snippet = _run("search", "hello", "--url", url, "--as", "alice").stdout.splitlines()
     assert place.startswith(f"two lines and a tab {cid} [1] user ")
     assert snippet == "    «hello»"
+
+
+def test_import_reads_a_file_that_starts_with_a_byte_order_mark(tmp_path: Path) -> None:
+    """Editors on Windows save UTF-8 with a byte order mark: its first line imports like the rest,
+    from a file or from standard input."""
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    cid, _ = asyncio.run(_seed(url))
+    exported = _run("export", cid, "--url", url, "--as", "alice")
+    assert exported.returncode == 0, exported.stderr
+    dump = tmp_path / "bom.jsonl"
+    dump.write_bytes(b"\xef\xbb\xbf" + exported.stdout.encode("utf-8"))
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    for source, stdin in [(str(dump), None), ("-", dump)]:
+        command = ["import", source, "--new-ids", "--url", other, "--as", "bob"]
+        with open(stdin or os.devnull, "rb") as feed:
+            result = subprocess.run(
+                [sys.executable, "-m", "chatmemory", *command],
+                stdin=feed,
+                capture_output=True,
+                cwd=ROOT,
+                timeout=120,
+                check=False,
+            )
+        errors = result.stderr.decode("utf-8", "replace")
+        assert result.returncode == 0, errors
+        assert "imported 1 conversation (4 messages); 0 failed" in errors
