@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Delete, and_, delete, or_, select
+from sqlalchemy import Delete, and_, delete, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatmemory import _queries as q
@@ -58,18 +58,28 @@ class PurgeOps(ScopeBase):
             and_(M.chat_conversation_id.in_(in_tenant), M.deleted_at < deleted_before),
         )
 
-        # Children first, each delete counted as it goes; nothing is left for the cascades.
+        # Children first, each delete counted; nothing is left for the cascades.
+        deletes = [
+            delete(messages).where(doomed_messages),
+            delete(histories).where(doomed_histories),
+            delete(conversations).where(C.id.in_(old_conversations)),
+        ]
+        sqlite = self._db.is_sqlite
+
         async def write(conn: AsyncConnection) -> list[int]:
-            return [
-                await _delete(conn, delete(messages).where(doomed_messages)),
-                await _delete(conn, delete(histories).where(doomed_histories)),
-                await _delete(conn, delete(conversations).where(C.id.in_(old_conversations))),
-            ]
+            if sqlite:  # the one writer: nothing is deleted between these statements
+                return [int((await conn.execute(statement)).rowcount) for statement in deletes]
+            return await _delete_at_once(conn, deletes)
 
         removed = await self._db.write_apart(write)
         return PurgeCounts(messages=removed[0], histories=removed[1], conversations=removed[2])
 
 
-async def _delete(conn: AsyncConnection, statement: Delete) -> int:
-    result = await conn.execute(statement)
-    return int(result.rowcount)
+async def _delete_at_once(conn: AsyncConnection, deletes: list[Delete]) -> list[int]:
+    """The deletes as one PostgreSQL statement, counting the rows each removed. Its parts share
+    one snapshot: a conversation or history deleted while it runs is not purged, where statements
+    of their own (each seeing what committed before it) would remove it in a later one, and its
+    messages with it through the cascade, uncounted."""
+    parts = [d.returning(literal(1)).cte(f"removed_{i}") for i, d in enumerate(deletes)]
+    counts = select(*(select(func.count()).select_from(part).scalar_subquery() for part in parts))
+    return list((await conn.execute(counts)).one())

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatmemory import (
     ChatMemory,
@@ -385,3 +386,40 @@ async def test_a_cancelled_import_or_purge_ends_whole_and_the_store_goes_on(
     await _cancelled_at(admin.purge_deleted(deleted_before=soon), took / 4)
     await alice.import_conversation(document, new_ids=True)
     assert len((await alice.list_conversations(limit=100)).items) == 2
+
+
+async def _row_counts(memory: ChatMemory) -> list[int]:
+    async with memory.engine.connect() as conn:
+        tables = ("chat_conversations", "chat_histories", "chat_messages")
+        return [(await conn.execute(text(f"SELECT count(*) FROM {t}"))).scalar_one() for t in tables]
+
+
+async def test_a_purge_counts_exactly_what_it_removes_while_conversations_are_deleted(
+    memory: ChatMemory, alice: Scope, admin: Scope, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conversation deleted while a purge runs is purged whole or not at all, and counted as
+    removed: on PostgreSQL one committed between the purge's statements had its histories and
+    messages removed by the cascade, uncounted."""
+    old = await alice.record_run(model="m", messages=[NewMessage("user", "a"), NewMessage("user", "b")])
+    await alice.delete_conversation(old.conversation_id)
+    racing = await alice.record_run(model="m", messages=[NewMessage("user", "c"), NewMessage("user", "d")])
+    before = await _row_counts(memory)
+    execute = AsyncConnection.execute
+    raced: list[asyncio.Future[None]] = []
+
+    async def execute_then_delete(self: AsyncConnection, statement: Any, *args: Any, **kwargs: Any) -> Any:
+        result = await execute(self, statement, *args, **kwargs)
+        if not raced:
+            raced.append(asyncio.ensure_future(alice.delete_conversation(racing.conversation_id)))
+            if backend == "postgres":  # on SQLite it waits for the purge, the one writer
+                await raced[0]
+        return result
+
+    monkeypatch.setattr(AsyncConnection, "execute", execute_then_delete)
+    counts = await admin.purge_deleted(deleted_before=datetime.now(UTC) + timedelta(hours=1))
+    await raced[0]
+    monkeypatch.undo()
+
+    removed = [b - a for b, a in zip(before, await _row_counts(memory), strict=True)]
+    assert [counts.conversations, counts.histories, counts.messages] == removed
+    assert removed in ([1, 1, 2], [2, 2, 4])
