@@ -376,6 +376,8 @@ class Database:
         The task is never cancelled, as a plan never is: the driver is not interrupted in the
         middle of a statement (asyncpg may then never return), and a cancelled caller waits for
         the commit or rollback before its cancellation goes on, as with any write ``run`` does.
+        On PostgreSQL it waits for a lock held elsewhere no longer than the store's own calls
+        (``LOCK_TIMEOUT_MS``), so neither it nor that caller waits for good.
 
         Raises:
             StorageError: the database failed; nothing was committed.
@@ -383,6 +385,10 @@ class Database:
 
         async def body() -> T:
             async with self.transaction(write=True) as conn:
+                if not self.is_sqlite:  # waits for locks as long as the store's own calls do
+                    from chatmemory._postgres_driver import LOCK_TIMEOUT_MS
+
+                    await conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_MS)}")
                 return await work(conn)
 
         task = asyncio.ensure_future(body())

@@ -66,11 +66,12 @@ PRAGMAS = (
 )
 
 
-def configure(connection: Any, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
-    """chatmemory's settings on a new DBAPI connection (autocommit: transactions begin explicitly)."""
+def configure(connection: Any, *, busy_timeout_ms: int | None = None) -> None:
+    """chatmemory's settings on a new DBAPI connection (autocommit: transactions begin explicitly),
+    waiting ``busy_timeout_ms`` (default ``BUSY_TIMEOUT_MS``) for another connection's lock."""
     connection.isolation_level = None
     cursor = connection.cursor()
-    cursor.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+    cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS if busy_timeout_ms is None else busy_timeout_ms}")
     for pragma in PRAGMAS:
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()

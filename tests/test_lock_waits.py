@@ -8,6 +8,7 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from uuid import UUID
 
 import pytest
@@ -82,3 +83,23 @@ async def test_a_cancelled_caller_of_a_blocked_write_is_not_held_forever(db_url:
         assert await alice.transcript(conv.id) == []
         stored = await alice.append_messages(run.id, [{"role": "user", "content": "again"}])
         assert [m.seq for m in stored] == [1]
+
+
+async def test_a_purge_blocked_by_another_sessions_lock_fails_after_the_lock_timeout(db_url: str) -> None:
+    async with ChatMemory.open(db_url) as memory:
+        alice = memory.scoped(Principal("alice"))
+        admin = memory.scoped(Principal("admin", admin=True))
+        conv = await alice.start_conversation()
+        await alice.delete_conversation(conv.id)
+        now = datetime.now(UTC)
+        async with locked_elsewhere(db_url, conv.id):
+            failing = asyncio.ensure_future(admin.purge_deleted(deleted_before=now))
+            cancelled = asyncio.ensure_future(admin.purge_deleted(deleted_before=now))
+            await asyncio.sleep(0.05)
+            cancelled.cancel()
+            done, _ = await asyncio.wait({failing, cancelled}, timeout=HANG)
+            assert done == {failing, cancelled}, "a purge still waits on the lock"
+            with pytest.raises(StorageError, match=r"(?i)lock"):
+                failing.result()
+            assert cancelled.cancelled()
+        assert (await admin.purge_deleted(deleted_before=now)).conversations == 1
