@@ -326,7 +326,7 @@ class Database:
         except ChatMemoryError:
             raise
         except _driver_errors() as exc:
-            raise StorageError(f"database error: {type(exc).__name__}: {_first_line(exc)}") from exc
+            raise StorageError(_database_error(exc)) from exc
 
     @contextlib.asynccontextmanager
     async def transaction(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
@@ -361,7 +361,7 @@ class Database:
         except ChatMemoryError:
             raise
         except _driver_errors() as exc:
-            raise StorageError(f"database error: {type(exc).__name__}: {_first_line(exc)}") from exc
+            raise StorageError(_database_error(exc)) from exc
         finally:
             if release is not None:
                 release.set()
@@ -551,6 +551,10 @@ async def settle(future: asyncio.Future[Any]) -> None:
         future.exception()  # retrieved
 
 
-def _first_line(exc: BaseException) -> str:
+def _database_error(exc: BaseException) -> str:
+    """``database error: <type>: <the first line of its text>``, or without the text when it
+    has none (a driver's ``TimeoutError()``, say)."""
     text = str(getattr(exc, "orig", None) or exc)
-    return text.splitlines()[0][:300] if text else ""
+    line = next((line.strip()[:300] for line in text.splitlines() if line.strip()), "")
+    kind = type(exc).__name__
+    return f"database error: {kind}: {line}" if line else f"database error: {kind}"

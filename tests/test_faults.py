@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import text, update
 
 from chatmemory import ChatMemory, NewMessage, Principal, StorageError
+from chatmemory._db import _database_error
 from chatmemory._schema import conversations
 from chatmemory.scope import Scope
 from tests._postgres import end_other_connections, on_store_loop, pool_idle
@@ -220,3 +221,10 @@ async def test_kept_connections_no_call_takes_go_back_to_the_pool(
         await pool_idle(memory)
         assert driver._idle == []
         assert (await chat.get_conversation(conv.id)).id == conv.id
+
+
+def test_a_driver_error_is_named_by_its_kind_and_first_line_of_text() -> None:
+    """A driver's error with no text (asyncpg's connect timeout is a bare ``TimeoutError()``)
+    reads ``database error: TimeoutError``, not a name followed by nothing."""
+    assert _database_error(TimeoutError()) == "database error: TimeoutError"
+    assert _database_error(OSError("\n  disk full\nmore")) == "database error: OSError: disk full"
