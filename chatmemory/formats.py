@@ -262,7 +262,13 @@ def to_anthropic(messages: Sequence[Message], *, use_native: bool = True) -> JSO
             system.append(message.content)
             continue
         if isinstance(native, dict):
-            role, content = native.get("role", "user"), native.get("content", "")
+            role, content = native.get("role", "user"), native.get("content")
+            if content is None:  # a turn with nothing to say (the API takes "" or blocks)
+                content = ""
+            elif not isinstance(content, str | list):
+                raise InvalidInputError(
+                    "message", f"{message.id}: its native content is neither text nor a list of blocks"
+                )
         else:
             role = "assistant" if message.role == "assistant" else "user"
             content = _anthropic_content(message)

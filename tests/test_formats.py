@@ -231,6 +231,33 @@ async def test_to_anthropic_merges_turns_and_uses_native(alice: Scope) -> None:
     assert to_anthropic(stored, use_native=False)["messages"][1] == {"role": "assistant", "content": "answer"}
 
 
+async def test_to_anthropic_takes_native_turns_without_content(alice: Scope) -> None:
+    """A native turn whose content is None or left out is an empty turn, also where it merges
+    with the turn before it; content of another kind is refused as an input error."""
+
+    def native(data: dict[str, object]) -> dict[str, object]:
+        return {"format": ANTHROPIC_FORMAT, "data": data}
+
+    stored = await _store(
+        alice,
+        [
+            NewMessage("assistant", "a", native=native({"role": "assistant", "content": None})),
+            NewMessage("assistant", "b", native=native({"role": "assistant"})),
+            NewMessage("user", "c", native=native({"role": "user", "content": None})),
+        ],
+    )
+    assert to_anthropic(stored)["messages"] == [
+        {"role": "assistant", "content": [{"type": "text", "text": ""}, {"type": "text", "text": ""}]},
+        {"role": "user", "content": ""},
+    ]
+    odd = await _store(
+        alice,
+        [NewMessage("user", "d", native=native({"role": "user", "content": 5}))],
+    )
+    with pytest.raises(InvalidInputError, match="native content"):
+        to_anthropic(odd)
+
+
 @pytest.mark.parametrize(
     "bad",
     [
