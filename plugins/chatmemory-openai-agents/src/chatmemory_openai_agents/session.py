@@ -351,10 +351,16 @@ class ChatMemorySession:
         return record
 
     def _run_ending(self, context: RunContextWrapper[Any]) -> RunRecord | None:
-        # Agent hooks get their own context object, sharing the run's usage object.
+        # Agent hooks get their own context object, sharing the run's usage object and its
+        # current turn input. An agent called as a tool runs on the usage object of the run
+        # calling it: the turn input tells the two runs apart.
         for record in list(self._runs.values()):
             wrapper = record.wrapper() if record.wrapper is not None else None
-            if wrapper is not None and wrapper.usage is context.usage:
+            if (
+                wrapper is not None
+                and wrapper.usage is context.usage
+                and wrapper.turn_input is context.turn_input
+            ):
                 return record
         # Not seen yet: a resumed run whose approved tool's output is its final output reaches
         # its end before saving anything. It ends once its items are saved.
