@@ -8,7 +8,7 @@ back gives the same list; ``parts`` is the neutral form every other reader uses.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -27,7 +27,7 @@ from chatmemory import (
     ToolResultPart,
 )
 
-__all__ = ["NATIVE_FORMAT", "system_prompts", "to_new_messages", "usage_dict"]
+__all__ = ["NATIVE_FORMAT", "system_prompts", "to_new_messages", "usage_dict", "usage_since"]
 
 NATIVE_FORMAT = "pydantic-ai"
 """The ``native.format`` of messages this package stores."""
@@ -65,6 +65,23 @@ def system_prompts(
 def usage_dict(usage: RunUsage | RequestUsage) -> dict[str, Any]:
     """A ``RunUsage`` or ``RequestUsage`` as a JSON object, without its zero counters."""
     return {k: v for k, v in asdict(usage).items() if v}
+
+
+def usage_since(usage: RunUsage, start: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``usage`` counted since it was ``start`` (its ``usage_dict`` then), without zero
+    counters: a run given another run's usage object (``usage=ctx.usage`` in a delegating tool)
+    counts on in that object."""
+    since: dict[str, Any] = {}
+    for key, value in usage_dict(usage).items():
+        before = start.get(key)
+        if isinstance(value, dict):
+            earlier = before if isinstance(before, dict) else {}
+            value = {k: v - earlier.get(k, 0) for k, v in value.items() if v != earlier.get(k, 0)}
+        elif before is not None:
+            value = value - before
+        if value:
+            since[key] = value
+    return since
 
 
 def _to_new_message(message: pai.ModelMessage, data: Any, key: str | None) -> NewMessage:

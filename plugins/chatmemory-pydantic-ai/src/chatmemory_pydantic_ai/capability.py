@@ -25,7 +25,7 @@ from pydantic_ai.tools import ToolDefinition
 from chatmemory import ChatMemoryError
 from chatmemory.recording import recorder_metadata
 from chatmemory.scope import Scope
-from chatmemory_pydantic_ai._convert import NATIVE_FORMAT, system_prompts, usage_dict
+from chatmemory_pydantic_ai._convert import NATIVE_FORMAT, system_prompts, usage_dict, usage_since
 from chatmemory_pydantic_ai._recorder import ERROR_CHARS, RunRecord
 from chatmemory_pydantic_ai._reload import ConversationCache
 
@@ -86,6 +86,7 @@ class ChatMemoryCapability(AbstractCapability[Any]):
     _record: RunRecord | None = field(default=None, init=False, repr=False, compare=False)
     _live: list[ModelMessage] | None = field(default=None, init=False, repr=False, compare=False)
     _streamed: list[ModelMessage] | None = field(default=None, init=False, repr=False, compare=False)
+    _usage_start: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def get_serialization_name(cls) -> str | None:
@@ -127,13 +128,17 @@ class ChatMemoryCapability(AbstractCapability[Any]):
             given=system_prompts(ctx.messages[:1], ()),
         )
         self._record = record
+        # A run given the usage of the run calling it (``usage=ctx.usage``) counts on from there.
+        self._usage_start = usage_dict(ctx.usage)
         try:
             result = await handler()
         except BaseException as exc:
             await self._stopped(ctx, record, exc)
             raise
         live = self._streamed if self._streamed is not None else result.all_messages()
-        await self._finish(record, "completed", usage=usage_dict(ctx.usage) or None, live=live)
+        await self._finish(
+            record, "completed", usage=usage_since(ctx.usage, self._usage_start) or None, live=live
+        )
         return result
 
     async def prepare_model_request(
@@ -207,7 +212,7 @@ class ChatMemoryCapability(AbstractCapability[Any]):
             await self._finish(
                 record,
                 status,
-                usage=usage_dict(ctx.usage) or None,
+                usage=usage_since(ctx.usage, self._usage_start) or None,
                 error=error,
                 live=[*live, request] if request is not None else live,
             )
