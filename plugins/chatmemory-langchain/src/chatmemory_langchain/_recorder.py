@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any, Literal
 from uuid import UUID
 
@@ -255,10 +256,17 @@ class Recorder:
         last = (rows[-1].seq, rows[-1].id) if rows else seen.last if newer is not None else None
         # Read incrementally, ``rows`` follow messages none of which was pending.
         pending = any(m.status == "pending" for m in rows)
+        histories = (seen.histories if newer is not None else []) + [m.history_id for m in rows]
         self._seen = _Seen(
-            messages=base + added, known=known, last=last, status=status, pending=pending, loaded=True
+            messages=base + added,
+            histories=histories,
+            known=known,
+            last=last,
+            status=status,
+            pending=pending,
+            loaded=True,
         )
-        return self._seen.messages, known
+        return _by_history(self._seen.messages, histories), known
 
     async def _close_abandoned(
         self, rows: Sequence[Message], status: dict[UUID, str], *, whole: bool
@@ -282,6 +290,24 @@ class Recorder:
                 except ConflictError:
                     continue  # its run ended after the read above: it was not abandoned
                 status[history.id] = "failed"
+
+
+def _by_history(messages: list[BaseMessage], histories: list[UUID]) -> list[BaseMessage]:
+    """``messages`` (in ``seq`` order, each of the history at the same place in ``histories``)
+    with each history's messages together, histories in the order they started.
+
+    Runs recorded into one conversation at once (an agent calling, as a tool, another agent
+    recording into the same conversation; concurrent runs) interleave in ``seq``: given back
+    in that order, a run's tool call would be parted from its result by the other run's
+    messages, which providers refuse.
+    """
+    first: dict[UUID, int] = {}
+    for index, history in enumerate(histories):
+        first.setdefault(history, index)
+    if len(first) < 2 or all(first[h] >= first[p] for p, h in pairwise(histories)):
+        return messages  # no history resumes after another one started: already grouped
+    order = sorted(range(len(messages)), key=lambda index: first[histories[index]])
+    return [messages[index] for index in order]
 
 
 def _mine(history: History) -> bool:
@@ -315,6 +341,8 @@ def _count_usage(run: Run, messages: Sequence[BaseMessage]) -> None:
 @dataclass
 class _Seen:
     messages: list[BaseMessage] = field(default_factory=list)
+    histories: list[UUID] = field(default_factory=list)
+    """The history of each of ``messages``."""
     known: set[str] = field(default_factory=set)
     last: tuple[int, UUID] | None = None
     status: dict[UUID, str] = field(default_factory=dict)
