@@ -139,15 +139,22 @@ async def test_an_agent_called_as_a_tool_without_a_session_is_part_of_the_outer_
         assert {m.model for m in run.messages or [] if m.role == "assistant"} == {"model-boss"}
 
 
+async def _ignore(event: Any) -> None:
+    pass
+
+
+@pytest.mark.parametrize("sub_streamed", [False, True], ids=["sub-run", "sub-streamed"])
 @pytest.mark.parametrize("sub_hooks", [False, True])
 @pytest.mark.parametrize("wiring", ["session.run", "run+hooks", "run_streamed+hooks", "run"])
 async def test_a_sub_agent_with_its_own_session_on_another_conversation(
-    wiring: str, sub_hooks: bool, alice: Scope, conversation: Conversation
+    wiring: str, sub_hooks: bool, sub_streamed: bool, alice: Scope, conversation: Conversation
 ) -> None:
     other = await alice.start_conversation(title="calc")
     sub = ChatMemorySession(alice, other.id)
     session = ChatMemorySession(alice, conversation.id)
-    extra = {"hooks": sub.hooks} if sub_hooks else {}
+    extra: dict[str, Any] = {"hooks": sub.hooks} if sub_hooks else {}
+    if sub_streamed:
+        extra["on_stream"] = _ignore  # the SDK then runs the sub-agent streamed
     await drive(wiring, session, boss_with(calc_agent(), session=sub, **extra), "2+3?")
 
     base_sub = SQLiteSession("sub")
@@ -160,6 +167,10 @@ async def test_a_sub_agent_with_its_own_session_on_another_conversation(
     assert (outer.status, inner.status) == ("completed", "completed")
     assert [m.content for m in outer.messages or []] == ["2+3?", "", "5", "It is 5"]
     assert [(m.role, m.content) for m in inner.messages or []] == [("user", "2+3"), ("assistant", "5")]
+    # The SDK counts the sub-agent's request in the outer run's usage; the sub-agent's history
+    # counts its own only, not the outer run's requests before it.
+    assert (outer.usage or {})["requests"] == 3
+    assert (inner.usage or {})["requests"] == 1
     if sub_hooks:
         assert inner.model == "model-calc"
         assert [m.model for m in inner.messages or []] == [None, "model-calc"]
@@ -187,7 +198,7 @@ async def test_a_sub_agent_on_the_same_session_with_its_hooks_leaves_the_outer_r
     ]
     assert [(m.seq, m.model) for m in inner.messages or []] == [(2, None), (3, "model-calc")]
     assert (inner.model, inner.status) == ("model-calc", "completed")
-    assert inner.usage is not None
+    assert (inner.usage or {})["requests"] == 1
     assert outer.status == "completed"
     if wiring != "run":
         assert outer.model == "model-boss"

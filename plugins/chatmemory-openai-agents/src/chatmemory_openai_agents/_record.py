@@ -14,6 +14,7 @@ from uuid import UUID
 from agents import Agent, ModelResponse, RunConfig, RunContextWrapper
 from agents.items import TResponseInputItem
 from agents.models import get_default_model
+from agents.usage import Usage
 from agents.version import __version__ as agents_version
 
 from chatmemory import ConflictError, History, HistoryNotFound, Message, NewMessage
@@ -32,7 +33,7 @@ from chatmemory_openai_agents._items import (
 )
 from chatmemory_openai_agents._models import configured_model_name, resolve_model_name
 
-__all__ = ["FRAMEWORK", "UNCLOSED", "Newest", "Recorder", "RunRecord", "answers"]
+__all__ = ["FRAMEWORK", "UNCLOSED", "Newest", "Recorder", "RunRecord", "answers", "usage_counts"]
 
 FRAMEWORK = "openai-agents"
 UNCLOSED = "the run ended without being closed: it raised, was interrupted, or its process stopped"
@@ -80,6 +81,7 @@ class RunRecord:
     open_calls: set[str] = field(default_factory=set)  # tool calls recorded without their output
     newest: Newest | None = None  # when known, spares opening the history a read
     task: weakref.ref[asyncio.Task[Any]] | None = None  # the task that saves the run's items
+    usage_before: dict[str, int] | None = None  # the counts of a usage object shared with a caller
     lock: AnyLoopLock = field(default_factory=AnyLoopLock)
 
 
@@ -420,7 +422,13 @@ def _usage(run: RunRecord) -> dict[str, int] | None:
     wrapper = run.wrapper() if run.wrapper is not None else None
     if wrapper is None:
         return None
-    usage = wrapper.usage
+    counts = usage_counts(wrapper.usage)
+    before = run.usage_before or {}
+    return {key: value - before.get(key, 0) for key, value in counts.items()}
+
+
+def usage_counts(usage: Usage) -> dict[str, int]:
+    """The counters of ``usage`` a history records."""
     return {
         "requests": usage.requests,
         "input_tokens": usage.input_tokens,

@@ -24,6 +24,7 @@ from agents import (
 from agents.items import TResponseInputItem
 from agents.memory.session import _CompactionSnapshot
 from agents.memory.session_settings import coerce_session_settings, resolve_session_limit
+from agents.tool_context import ToolContext
 from agents.usage import Usage
 
 from chatmemory import ConflictError, MessageNotFound
@@ -33,7 +34,7 @@ from chatmemory_openai_agents._cache import ItemCache
 from chatmemory_openai_agents._compaction import Tail, put_back, read_tail, replace_tail, snapshot
 from chatmemory_openai_agents._hooks import ChatMemoryHooks, with_own_hooks
 from chatmemory_openai_agents._items import message_is_answer
-from chatmemory_openai_agents._record import Newest, Recorder, RunRecord, answers
+from chatmemory_openai_agents._record import Newest, Recorder, RunRecord, answers, usage_counts
 
 __all__ = ["ChatMemorySession"]
 
@@ -345,6 +346,10 @@ class ChatMemorySession:
         if any(usage() is wrapper.usage for usage in self._ended_unseen):
             record.final = True  # its items about to be saved end it
             self._ended_unseen = [u for u in self._ended_unseen if u() is not wrapper.usage]
+        if isinstance(wrapper, ToolContext):
+            # An agent called as a tool (Agent.as_tool) runs on the usage object of the run
+            # calling it, which counts on from there: the history records what this run adds.
+            record.usage_before = usage_counts(wrapper.usage)
         self._runs[key] = record
         # Drop the record with its run, so a later object reusing the id starts afresh.
         weakref.finalize(wrapper, self._drop, key)
