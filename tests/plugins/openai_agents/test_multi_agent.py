@@ -202,3 +202,42 @@ async def test_a_sub_agent_on_the_same_session_with_its_hooks_leaves_the_outer_r
     assert outer.status == "completed"
     if wiring != "run":
         assert outer.model == "model-boss"
+
+
+async def test_sub_agents_called_in_parallel_on_the_same_session_each_record_their_own_run(
+    alice: Scope, conversation: Conversation
+) -> None:
+    session = ChatMemorySession(alice, conversation.id)
+
+    def boss() -> Agent[Any]:
+        calc = make_agent(
+            "calc",
+            NamedModel(
+                "model-calc", [[assistant_message("5", item_id="x1")], [assistant_message("6", item_id="x2")]]
+            ),
+            "You add.",
+        )
+        tool = calc.as_tool("ask_calc", "Ask calc.", session=session, hooks=session.hooks)
+        calls = [
+            function_call("ask_calc", {"input": "2+3"}, call_id="t1"),
+            function_call("ask_calc", {"input": "3+3"}, call_id="t2"),
+        ]
+        script = NamedModel("model-boss", [calls, [assistant_message("done", item_id="mb")]])
+        return make_agent("boss", script, "Delegate.", tools=[tool])
+
+    await session.run(boss(), "go")
+
+    outer, *inner = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert [(m.role, m.content) for m in outer.messages or []] == [
+        ("user", "go"),
+        ("assistant", ""),
+        ("assistant", ""),
+        ("tool", "5"),
+        ("tool", "6"),
+        ("assistant", "done"),
+    ]
+    assert sorted([m.content for m in h.messages or []] for h in inner) == [["2+3", "5"], ["3+3", "6"]]
+    assert [(h.model, h.status) for h in inner] == [("model-calc", "completed")] * 2
+    # Both count on the outer run's usage at the same time: each history counts its own request.
+    assert [(h.usage or {})["requests"] for h in inner] == [1, 1]
+    assert (outer.usage or {})["requests"] == 4

@@ -82,6 +82,7 @@ class RunRecord:
     newest: Newest | None = None  # when known, spares opening the history a read
     task: weakref.ref[asyncio.Task[Any]] | None = None  # the task that saves the run's items
     usage_before: dict[str, int] | None = None  # the counts of a usage object shared with a caller
+    usage_answered: dict[str, int] = field(default_factory=dict)  # the usage of the responses the hooks saw
     lock: AnyLoopLock = field(default_factory=AnyLoopLock)
 
 
@@ -140,6 +141,8 @@ class Recorder:
         """Remember which model and agent produced each output item of ``response``."""
         run.hooked = True
         producer = (resolve_model_name(agent, run.run_config), agent.name)
+        for key, value in usage_counts(response.usage).items():
+            run.usage_answered[key] = run.usage_answered.get(key, 0) + value
         for output in response.output:
             key = item_identity(output)
             if key is not None:
@@ -423,8 +426,13 @@ def _usage(run: RunRecord) -> dict[str, int] | None:
     if wrapper is None:
         return None
     counts = usage_counts(wrapper.usage)
-    before = run.usage_before or {}
-    return {key: value - before.get(key, 0) for key, value in counts.items()}
+    if run.usage_before is None:
+        return counts
+    if run.usage_answered:
+        # Exact even when other runs count on the same usage object at the same time (sub-agents
+        # called in parallel): the responses of this run, as its hooks saw them.
+        return {key: run.usage_answered.get(key, 0) for key in counts}
+    return {key: value - run.usage_before.get(key, 0) for key, value in counts.items()}
 
 
 def usage_counts(usage: Usage) -> dict[str, int]:
