@@ -141,8 +141,8 @@ class Recorder:
         """Remember which model and agent produced each output item of ``response``."""
         run.hooked = True
         producer = (resolve_model_name(agent, run.run_config), agent.name)
-        for key, value in usage_counts(response.usage).items():
-            run.usage_answered[key] = run.usage_answered.get(key, 0) + value
+        for counter, value in usage_counts(response.usage).items():
+            run.usage_answered[counter] = run.usage_answered.get(counter, 0) + value
         for output in response.output:
             key = item_identity(output)
             if key is not None:
