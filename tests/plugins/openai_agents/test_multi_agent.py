@@ -176,14 +176,18 @@ async def test_a_sub_agent_with_its_own_session_on_another_conversation(
         assert [m.model for m in inner.messages or []] == [None, "model-calc"]
 
 
+@pytest.mark.parametrize("same_object", [True, False], ids=["same-session", "same-conversation"])
+@pytest.mark.parametrize("sub_hooks", [True, False])
 @pytest.mark.parametrize("wiring", ["session.run", "run+hooks", "run_streamed+hooks", "run"])
-async def test_a_sub_agent_on_the_same_session_with_its_hooks_leaves_the_outer_run_whole(
-    wiring: str, alice: Scope, conversation: Conversation
+async def test_a_sub_agent_on_the_same_session_leaves_the_outer_run_whole(
+    wiring: str, sub_hooks: bool, same_object: bool, alice: Scope, conversation: Conversation
 ) -> None:
     # The sub-agent's run shares the outer run's usage object (the SDK counts its requests in
     # the outer run): its end must not be taken for the outer run's.
-    session = ChatMemorySession(alice, conversation.id)
-    await drive(wiring, session, boss_with(calc_agent(), session=session, hooks=session.hooks), "2+3?")
+    session = ChatMemorySession(alice, conversation.id, model="session-default")
+    sub = session if same_object else ChatMemorySession(alice, conversation.id, model="session-default")
+    extra = {"hooks": sub.hooks} if sub_hooks else {}
+    await drive(wiring, session, boss_with(calc_agent(), session=sub, **extra), "2+3?")
 
     baseline = SQLiteSession("baseline")
     await baseline_of(wiring, boss_with(calc_agent(), session=baseline), baseline)
@@ -196,8 +200,9 @@ async def test_a_sub_agent_on_the_same_session_with_its_hooks_leaves_the_outer_r
         (5, "5"),
         (6, "It is 5"),
     ]
-    assert [(m.seq, m.model) for m in inner.messages or []] == [(2, None), (3, "model-calc")]
-    assert (inner.model, inner.status) == ("model-calc", "completed")
+    sub_model = "model-calc" if sub_hooks else "session-default"
+    assert [(m.seq, m.model) for m in inner.messages or []] == [(2, None), (3, sub_model)]
+    assert (inner.model, inner.status) == (sub_model, "completed")
     assert (inner.usage or {})["requests"] == 1
     assert outer.status == "completed"
     if wiring != "run":
