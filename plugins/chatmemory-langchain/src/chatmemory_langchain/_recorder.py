@@ -10,7 +10,7 @@ from itertools import pairwise
 from typing import Any, Literal
 from uuid import UUID
 
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
 from chatmemory import ChatMemoryError, ConflictError, History, HistoryNotFound, Message
 from chatmemory.recording import (
@@ -33,6 +33,8 @@ _PAGE = 50
 _ERROR_CHARS = 2000
 _SUMMARY_SOURCE = "summarization"  # additional_kwargs["lc_source"] of SummarizationMiddleware's summaries
 _USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
+PENDING_RESULT = "The tool call has no result yet: the run that made it is still going."
+"""What a run loading the conversation sees for a tool call a run still going has not answered."""
 
 
 @dataclass
@@ -66,13 +68,13 @@ class Recorder:
         Raises:
             ConversationNotFound: the conversation is not visible to the scope's principal.
         """
-        stored, known = await self._conversation()
+        stored, histories, known = await self._conversation()
         run = Run(known=known)
         # With a checkpointer the state already holds what was stored: never load it twice.
         holds_history = any(m.id in run.known for m in messages)
         if not self.autoload or not stored or holds_history:
             return run, None
-        return run, stored
+        return run, _close_running(stored, histories, self._seen.status, run.known)
 
     async def adopt(self, run: Run, thread_id: str | None) -> None:
         """Continue the run a thread paused through another middleware object (an interrupt
@@ -233,7 +235,7 @@ class Recorder:
             run.known.update(m.id for m in chunk if m.id)
             _count_usage(run, chunk)
 
-    async def _conversation(self) -> tuple[list[BaseMessage], set[str]]:
+    async def _conversation(self) -> tuple[list[BaseMessage], list[UUID], set[str]]:
         """The stored conversation and its LangChain ids: read whole once, then only the
         messages stored since the newest one read (whole again when that one is gone, or when
         a message read was pending: completing it changes nothing at the newest end)."""
@@ -266,7 +268,7 @@ class Recorder:
             pending=pending,
             loaded=True,
         )
-        return _by_history(self._seen.messages, histories), known
+        return (*_by_history(self._seen.messages, histories), known)
 
     async def _close_abandoned(
         self, rows: Sequence[Message], status: dict[UUID, str], *, whole: bool
@@ -292,7 +294,7 @@ class Recorder:
                 status[history.id] = "failed"
 
 
-def _by_history(messages: list[BaseMessage], histories: list[UUID]) -> list[BaseMessage]:
+def _by_history(messages: list[BaseMessage], histories: list[UUID]) -> tuple[list[BaseMessage], list[UUID]]:
     """``messages`` (in ``seq`` order, each of the history at the same place in ``histories``)
     with each history's messages together, histories in the order they started.
 
@@ -305,9 +307,46 @@ def _by_history(messages: list[BaseMessage], histories: list[UUID]) -> list[Base
     for index, history in enumerate(histories):
         first.setdefault(history, index)
     if len(first) < 2 or all(first[h] >= first[p] for p, h in pairwise(histories)):
-        return messages  # no history resumes after another one started: already grouped
+        return messages, histories  # no history resumes after another one started: already grouped
     order = sorted(range(len(messages)), key=lambda index: first[histories[index]])
-    return [messages[index] for index in order]
+    return [messages[index] for index in order], [histories[index] for index in order]
+
+
+def _close_running(
+    messages: list[BaseMessage], histories: list[UUID], status: Mapping[UUID, str], known: set[str]
+) -> list[BaseMessage]:
+    """``messages`` with the tool calls that runs still going have not answered yet closed, in
+    this run's view only, by a ``ToolMessage`` saying so (providers refuse a call without its
+    result). Such a run waits on the call, maybe on this very run (an agent it called as a
+    tool): it stores the real result itself. The closing messages are never stored (``known``).
+    """
+    out: list[BaseMessage] = []
+    waiting: dict[str, str] = {}  # call id -> tool name
+
+    def close() -> None:
+        for call_id, name in waiting.items():
+            closing = ToolMessage(
+                PENDING_RESULT,
+                tool_call_id=call_id,
+                name=name,
+                status="error",
+                id=f"chatmemory-pending:{call_id}",
+            )
+            known.add(str(closing.id))
+            out.append(closing)
+        waiting.clear()
+
+    for message, history in zip(messages, histories, strict=True):
+        if isinstance(message, ToolMessage):
+            waiting.pop(message.tool_call_id, None)
+            out.append(message)
+            continue
+        close()
+        out.append(message)
+        if isinstance(message, AIMessage) and status.get(history) == "running":
+            waiting.update((call_id, c["name"]) for c in message.tool_calls if (call_id := c.get("id")))
+    close()
+    return out
 
 
 def _mine(history: History) -> bool:
