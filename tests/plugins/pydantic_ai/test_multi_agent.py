@@ -126,11 +126,6 @@ async def test_a_delegate_on_the_same_conversation_records_its_run_beside_the_ou
     assert resumed == read
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="delegates run at once on one usage object (usage=ctx.usage) cannot be told apart by it: "
-    "each history counts its siblings' requests too; the README says so",
-)
 async def test_delegates_run_in_parallel_each_record_their_own_usage(alice: Scope) -> None:
     conv, other = await alice.start_conversation(), await alice.start_conversation()
 
@@ -156,5 +151,12 @@ async def test_delegates_run_in_parallel_each_record_their_own_usage(alice: Scop
     async def delegate(ctx: RunContext[None], question: str) -> str:
         return (await inner.run(question, usage=ctx.usage)).output
 
-    await asyncio.wait_for(outer.run("hi"), 30)
-    assert [(h.usage or {})["requests"] for h in await _histories(alice, other.id)] == [1, 1]
+    result = await asyncio.wait_for(outer.run("hi"), 30)
+    # Both delegates count on the outer run's usage at the same time: each history counts its own.
+    delegates = await _histories(alice, other.id)
+    assert [(h.usage or {})["requests"] for h in delegates] == [1, 1]
+    (own,) = [m.usage for h in delegates[:1] for m in h.messages if m.role == "assistant"]
+    assert own is not None
+    assert delegates[0].usage == {"requests": 1, **own}
+    (outer_run,) = await _histories(alice, conv.id)
+    assert (outer_run.usage or {})["requests"] == result.usage.requests == 4

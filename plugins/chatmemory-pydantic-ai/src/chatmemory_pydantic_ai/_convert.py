@@ -8,7 +8,7 @@ back gives the same list; ``parts`` is the neutral form every other reader uses.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -27,7 +27,7 @@ from chatmemory import (
     ToolResultPart,
 )
 
-__all__ = ["NATIVE_FORMAT", "system_prompts", "to_new_messages", "usage_dict", "usage_since"]
+__all__ = ["NATIVE_FORMAT", "system_prompts", "to_new_messages", "own_usage", "usage_dict"]
 
 NATIVE_FORMAT = "pydantic-ai"
 """The ``native.format`` of messages this package stores."""
@@ -67,21 +67,16 @@ def usage_dict(usage: RunUsage | RequestUsage) -> dict[str, Any]:
     return {k: v for k, v in asdict(usage).items() if v}
 
 
-def usage_since(usage: RunUsage, start: Mapping[str, Any]) -> dict[str, Any]:
-    """What ``usage`` counted since it was ``start`` (its ``usage_dict`` then), without zero
-    counters: a run given another run's usage object (``usage=ctx.usage`` in a delegating tool)
-    counts on in that object."""
-    since: dict[str, Any] = {}
-    for key, value in usage_dict(usage).items():
-        before = start.get(key)
-        if isinstance(value, dict):
-            earlier = before if isinstance(before, dict) else {}
-            value = {k: v - earlier.get(k, 0) for k, v in value.items() if v != earlier.get(k, 0)}
-        elif before is not None:
-            value = value - before
-        if value:
-            since[key] = value
-    return since
+def own_usage(messages: Iterable[pai.ModelMessage], run_id: str | None, tool_calls: int) -> dict[str, Any]:
+    """The usage of run ``run_id`` from its own responses among ``messages`` (one request each)
+    and its ``tool_calls``, without zero counters: for a run counting on a usage object other runs
+    may count on at the same time (``usage=ctx.usage`` in a delegating tool)."""
+    usage = RunUsage(tool_calls=tool_calls)
+    for message in messages:
+        if isinstance(message, pai.ModelResponse) and message.run_id == run_id:
+            usage.requests += 1
+            usage.incr(message.usage)
+    return usage_dict(usage)
 
 
 def _to_new_message(message: pai.ModelMessage, data: Any, key: str | None) -> NewMessage:

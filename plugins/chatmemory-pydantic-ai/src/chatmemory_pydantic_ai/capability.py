@@ -25,7 +25,7 @@ from pydantic_ai.tools import ToolDefinition
 from chatmemory import ChatMemoryError
 from chatmemory.recording import recorder_metadata
 from chatmemory.scope import Scope
-from chatmemory_pydantic_ai._convert import NATIVE_FORMAT, system_prompts, usage_dict, usage_since
+from chatmemory_pydantic_ai._convert import NATIVE_FORMAT, own_usage, system_prompts, usage_dict
 from chatmemory_pydantic_ai._recorder import ERROR_CHARS, RunRecord
 from chatmemory_pydantic_ai._reload import ConversationCache
 
@@ -86,7 +86,8 @@ class ChatMemoryCapability(AbstractCapability[Any]):
     _record: RunRecord | None = field(default=None, init=False, repr=False, compare=False)
     _live: list[ModelMessage] | None = field(default=None, init=False, repr=False, compare=False)
     _streamed: list[ModelMessage] | None = field(default=None, init=False, repr=False, compare=False)
-    _usage_start: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _shared_usage: bool = field(default=False, init=False, repr=False, compare=False)
+    _tool_calls: int = field(default=0, init=False, repr=False, compare=False)
 
     @classmethod
     def get_serialization_name(cls) -> str | None:
@@ -128,17 +129,16 @@ class ChatMemoryCapability(AbstractCapability[Any]):
             given=system_prompts(ctx.messages[:1], ()),
         )
         self._record = record
-        # A run given the usage of the run calling it (``usage=ctx.usage``) counts on from there.
-        self._usage_start = usage_dict(ctx.usage)
+        # Given a usage object that already counts (``usage=ctx.usage`` in a delegating tool), which
+        # other runs may count on at the same time: the run's usage is taken from its own messages.
+        self._shared_usage = bool(usage_dict(ctx.usage))
         try:
             result = await handler()
         except BaseException as exc:
             await self._stopped(ctx, record, exc)
             raise
         live = self._streamed if self._streamed is not None else result.all_messages()
-        await self._finish(
-            record, "completed", usage=usage_since(ctx.usage, self._usage_start) or None, live=live
-        )
+        await self._finish(record, "completed", usage=self._usage(ctx, live), live=live)
         return result
 
     async def prepare_model_request(
@@ -193,9 +193,15 @@ class ChatMemoryCapability(AbstractCapability[Any]):
     ) -> Any:
         """Keep the tool's result for the interrupted request of a run that stops before the
         step's other tools return."""
+        self._tool_calls += 1
         if self._record is not None:
             self._record.tool_returned(call, result)
         return result
+
+    def _usage(self, ctx: RunContext[Any], live: Sequence[ModelMessage]) -> dict[str, Any] | None:
+        if not self._shared_usage:
+            return usage_dict(ctx.usage) or None
+        return own_usage(live, ctx.run_id, self._tool_calls) or None
 
     async def _commit(self, ctx: RunContext[Any], *, hold_answer: bool = False) -> None:
         # The context given to wrap_run keeps the list the run started from; the run works on its
@@ -212,7 +218,7 @@ class ChatMemoryCapability(AbstractCapability[Any]):
             await self._finish(
                 record,
                 status,
-                usage=usage_since(ctx.usage, self._usage_start) or None,
+                usage=self._usage(ctx, live),
                 error=error,
                 live=[*live, request] if request is not None else live,
             )
