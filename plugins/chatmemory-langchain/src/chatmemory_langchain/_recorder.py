@@ -6,7 +6,6 @@ import os
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import pairwise
 from typing import Any, Literal
 from uuid import UUID
 
@@ -258,16 +257,32 @@ class Recorder:
         last = (rows[-1].seq, rows[-1].id) if rows else seen.last if newer is not None else None
         # Read incrementally, ``rows`` follow messages none of which was pending.
         pending = any(m.status == "pending" for m in rows)
-        histories = (seen.histories if newer is not None else []) + [m.history_id for m in rows]
+        before = seen if newer is not None else _Seen()
+        histories = before.histories + [m.history_id for m in rows]
+        # Whether each history's messages are together so far, followed from the rows read, so
+        # that a turn checks only what it read.
+        grouped, started = before.grouped, before.started
+        if rows:
+            started = set(started)  # a copy: the _Seen it came from stays as concurrent runs read it
+            previous = before.histories[-1] if before.histories else None
+            for history in histories[len(before.histories) :]:
+                if history != previous:
+                    grouped = grouped and history not in started
+                    started.add(history)
+                    previous = history
         self._seen = _Seen(
             messages=base + added,
             histories=histories,
+            grouped=grouped,
+            started=started,
             known=known,
             last=last,
             status=status,
             pending=pending,
             loaded=True,
         )
+        if grouped:
+            return self._seen.messages, histories, known
         return (*_by_history(self._seen.messages, histories), known)
 
     async def _close_abandoned(
@@ -306,8 +321,6 @@ def _by_history(messages: list[BaseMessage], histories: list[UUID]) -> tuple[lis
     first: dict[UUID, int] = {}
     for index, history in enumerate(histories):
         first.setdefault(history, index)
-    if len(first) < 2 or all(first[h] >= first[p] for p, h in pairwise(histories)):
-        return messages, histories  # no history resumes after another one started: already grouped
     order = sorted(range(len(messages)), key=lambda index: first[histories[index]])
     return [messages[index] for index in order], [histories[index] for index in order]
 
@@ -320,7 +333,11 @@ def _close_running(
     result). Such a run waits on the call, maybe on this very run (an agent it called as a
     tool): it stores the real result itself. The closing messages are never stored (``known``).
     """
-    out: list[BaseMessage] = []
+    running = {history for history, state in status.items() if state == "running"}
+    start = next((i for i, history in enumerate(histories) if history in running), None) if running else None
+    if start is None:
+        return messages  # no run still going has a message here: nothing to close
+    out: list[BaseMessage] = messages[:start]
     waiting: dict[str, str] = {}  # call id -> tool name
 
     def close() -> None:
@@ -336,7 +353,7 @@ def _close_running(
             out.append(closing)
         waiting.clear()
 
-    for message, history in zip(messages, histories, strict=True):
+    for message, history in zip(messages[start:], histories[start:], strict=True):
         if isinstance(message, ToolMessage):
             waiting.pop(message.tool_call_id, None)
             out.append(message)
@@ -382,6 +399,10 @@ class _Seen:
     messages: list[BaseMessage] = field(default_factory=list)
     histories: list[UUID] = field(default_factory=list)
     """The history of each of ``messages``."""
+    grouped: bool = True
+    """Each history's messages are together in ``messages`` (no run resumed after another began)."""
+    started: set[UUID] = field(default_factory=set)
+    """The histories of ``messages`` (never changed once set: a later read makes a copy)."""
     known: set[str] = field(default_factory=set)
     last: tuple[int, UUID] | None = None
     status: dict[UUID, str] = field(default_factory=dict)
