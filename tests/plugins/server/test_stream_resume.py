@@ -156,3 +156,16 @@ async def test_a_sidebar_resume_from_before_a_purge_ends_with_a_typed_error(
         ready, *rest = [e async for e in events]
     assert ready.event == "ready"
     assert [(e.event, json.loads(e.data)["error"]["field"]) for e in rest] == [("error", "after")]
+    # A browser's EventSource reconnects on its own, with the last id it got: the error's, the
+    # cursor of then, from which the stream goes on (not the refused cursor, again and again).
+    (refused,) = rest
+    assert refused.id
+    later, _ = await _run(alice)
+    async with (
+        api.client() as http,
+        asyncio.timeout(WAIT),
+        sse(http, "/events", **{"Last-Event-ID": refused.id}) as (_, events),
+    ):
+        ready, started = await take(events, 2)
+    assert (ready.event, started.event) == ("ready", "message")
+    assert json.loads(started.data)["conversation_id"] == later

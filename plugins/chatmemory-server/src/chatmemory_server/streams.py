@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 
@@ -90,11 +90,11 @@ class Streams:
                 # It may still owe a deleted conversation's last events, and then its first read
                 # answers them (it never waits), or it refuses a conversation not visible.
                 live = False
-            pump = Pump(chat.watch(cid, after=after), credentials)
+            pump = Pump(chat.watch(cid, after=after), credentials, chat, cid)
             await (pump.started() if live else pump.first())
             return pump, None
         current = await chat.change_cursor(cid)  # also checks the conversation is visible
-        pump = Pump(chat.watch(cid, after=current), credentials)
+        pump = Pump(chat.watch(cid, after=current), credentials, chat, cid)
         await pump.started()
         return pump, current
 
@@ -111,7 +111,7 @@ class Streams:
             # The answer a GET would start with, and its end: a body never comes to end it.
             await pump.aclose()
             return Response(media_type="text/event-stream", headers=_STREAM_HEADERS)
-        return _EventStream(pump, _sse_frames(pump, ready, self._keepalive))
+        return _EventStream(pump, _sse_frames(pump, ready, self._keepalive, pump.fresh_cursor))
 
     async def websocket(self, ws: WebSocket) -> None:
         """The stream as JSON frames over a WebSocket; refusals are plain HTTP answers to the upgrade.
@@ -199,9 +199,17 @@ class Pump:
     cancelling the watch in the middle of a read; closed with ``aclose``. Every event is
     handed out only while the stream's credentials still hold."""
 
-    def __init__(self, source: AsyncIterator[ChangeEvent], credentials: _Credentials) -> None:
+    def __init__(
+        self,
+        source: AsyncIterator[ChangeEvent],
+        credentials: _Credentials,
+        chat: Scope,
+        conversation_id: str | None,
+    ) -> None:
         self._source = source
         self._credentials = credentials
+        self._chat = chat
+        self._conversation_id = conversation_id
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
         self._head: list[Any] = []
         self._task = asyncio.create_task(self._run())
@@ -266,6 +274,13 @@ class Pump:
         event: ChangeEvent = item
         return event
 
+    async def fresh_cursor(self) -> str | None:
+        """The watch's cursor of now (``None`` when there is none: the conversation is gone)."""
+        try:
+            return await self._chat.change_cursor(self._conversation_id)
+        except ChatMemoryError:
+            return None
+
     async def aclose(self) -> None:
         """Stop reading and close the watch."""
         self._task.cancel()
@@ -295,7 +310,9 @@ async def _until_closed(ws: WebSocket) -> None:
         pass  # the client has nothing to say on this socket; its messages are ignored
 
 
-async def _sse_frames(pump: Pump, ready: str | None, keepalive: float) -> AsyncIterator[str]:
+async def _sse_frames(
+    pump: Pump, ready: str | None, keepalive: float, fresh_cursor: Callable[[], Awaitable[str | None]]
+) -> AsyncIterator[str]:
     try:
         yield (f"id: {ready}\n" if ready else "") + "event: ready\ndata: {}\n\n"
         while True:
@@ -307,7 +324,11 @@ async def _sse_frames(pump: Pump, ready: str | None, keepalive: float) -> AsyncI
     except StopAsyncIteration:
         return
     except ChatMemoryError as exc:
-        yield f"event: error\ndata: {json.dumps(_error(exc))}\n\n"
+        # A cursor too old (changes after it were purged): the error says reload, and its id, the
+        # cursor of now, is what a browser's EventSource resumes from when it reconnects on its
+        # own, instead of the refused cursor again and again.
+        again = await fresh_cursor() if isinstance(exc, InvalidInputError) and exc.field == "after" else None
+        yield (f"id: {again}\n" if again else "") + f"event: error\ndata: {json.dumps(_error(exc))}\n\n"
 
 
 def _error(exc: ChatMemoryError) -> dict[str, Any]:
