@@ -37,6 +37,8 @@ DEFAULT_MODEL = "unknown"
 _CACHED = 1024
 _GENERATION_TRIES = 5
 _PAGE = 1000
+# How many times a listing is read when changes commit while it is read (see ``list_sessions``).
+_PASSES = 3
 
 
 class ChatMemorySessionService(BaseSessionService):
@@ -208,23 +210,15 @@ class ChatMemorySessionService(BaseSessionService):
         # Keyed, so a session whose update moves it across pages mid-listing appears once.
         found: dict[tuple[str, str], dict[str, Any]] = {}
         users: dict[str, dict[str, Any]] = {}
-        cursor = None
-        while True:
-            page = await chat.list_conversations(limit=_PAGE, cursor=cursor, archived=None)
-            for conv in page.items:
-                meta = conv.metadata
-                if meta.get("framework") != layout.FRAMEWORK or meta.get("app_name") != app_name:
-                    continue
-                if meta.get("kind") == "session":
-                    found[(str(meta.get("user_id")), str(meta.get("session_id")))] = {
-                        **meta,
-                        "created": conv.created_at,
-                    }
-                elif meta.get("kind") == "user-state":
-                    users[str(meta.get("user_id"))] = layout.state_of(meta, layout.USER_PREFIX)
-            if not page.has_more:
+        # More than one page is more than one read, and the listing is ordered by last update: a
+        # session updated while a later page is read moves ahead of the pages read already. So a
+        # listing during which a change committed is read again, the passes taken together: a
+        # session is left out only if it was updated at the wrong moment in every pass.
+        for _ in range(_PASSES):
+            before = await chat.change_cursor()
+            pages = await _list_pass(chat, app_name, found, users)
+            if pages == 1 or await chat.change_cursor() == before:
                 break
-            cursor = page.next_cursor
         app_state = await layout.app_state(memory, app_name)
         sessions = [
             Session(
@@ -405,3 +399,28 @@ class ChatMemorySessionService(BaseSessionService):
         if self._ensured.get((app_name, user_id)) is None:
             await layout.create_state_documents(memory, app_name, user_id, now)
             self._ensured.set((app_name, user_id), True)
+
+
+async def _list_pass(
+    chat: Scope, app_name: str, found: dict[tuple[str, str], dict[str, Any]], users: dict[str, dict[str, Any]]
+) -> int:
+    """Read every page of the listing into ``found`` (sessions) and ``users`` (user state);
+    answers how many pages it read."""
+    cursor, pages = None, 0
+    while True:
+        page = await chat.list_conversations(limit=_PAGE, cursor=cursor, archived=None)
+        pages += 1
+        for conv in page.items:
+            meta = conv.metadata
+            if meta.get("framework") != layout.FRAMEWORK or meta.get("app_name") != app_name:
+                continue
+            if meta.get("kind") == "session":
+                found[(str(meta.get("user_id")), str(meta.get("session_id")))] = {
+                    **meta,
+                    "created": conv.created_at,
+                }
+            elif meta.get("kind") == "user-state":
+                users[str(meta.get("user_id"))] = layout.state_of(meta, layout.USER_PREFIX)
+        if not page.has_more:
+            return pages
+        cursor = page.next_cursor
