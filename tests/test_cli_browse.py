@@ -262,20 +262,25 @@ def test_an_export_that_fails_leaves_the_output_file_as_it_was(tmp_path: Path) -
     assert [p.name for p in out.iterdir()] == ["dump.jsonl"]
 
 
+def _one_conversation(url: str, *, owner: str, title: str, model: str, text: str) -> str:
+    """The id of a new conversation of ``owner`` holding one run with one user message."""
+
+    async def seed() -> str:
+        async with ChatMemory.open(url) as memory:
+            chat = memory.scoped(Principal(owner))
+            conv = await chat.start_conversation(title)
+            run = await chat.start_history(conv.id, model=model)
+            await chat.append_messages(run.id, [NewMessage("user", text)])
+            return str(conv.id)
+
+    return asyncio.run(seed())
+
+
 def test_on_a_terminal_text_that_looks_like_markup_is_printed_as_it_is(tmp_path: Path) -> None:
     """Stored text (an owner id, a title, a model, a message) is never read as rich markup: a
     closing tag that matches nothing failed ``show`` with a traceback, and a style tag vanished."""
     url = f"sqlite:///{tmp_path / 'chat.db'}"
-
-    async def seed() -> str:
-        async with ChatMemory.open(url) as memory:
-            chat = memory.scoped(Principal("[/x]"))
-            conv = await chat.start_conversation("[bold]t[/]")
-            run = await chat.start_history(conv.id, model="[red]m")
-            await chat.append_messages(run.id, [NewMessage("user", "[/] hello")])
-            return str(conv.id)
-
-    cid = asyncio.run(seed())
+    cid = _one_conversation(url, owner="[/x]", title="[bold]t[/]", model="[red]m", text="[/] hello")
     terminal = {"FORCE_COLOR": "1", "COLUMNS": "200"}
     for command in (("show", cid), ("ls",), ("search", "hello")):
         done = _run(*command, "--url", url, "--as", "[/x]", env=terminal)
@@ -291,16 +296,7 @@ def test_on_a_terminal_text_that_looks_like_markup_is_printed_as_it_is(tmp_path:
 
 def test_a_title_with_line_breaks_and_tabs_keeps_each_listed_conversation_on_one_line(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'chat.db'}"
-
-    async def seed() -> str:
-        async with ChatMemory.open(url) as memory:
-            chat = memory.scoped(Principal("alice"))
-            conv = await chat.start_conversation("two\nlines\tand\r\na tab")
-            run = await chat.start_history(conv.id, model="m")
-            await chat.append_messages(run.id, [NewMessage("user", "hello")])
-            return str(conv.id)
-
-    cid = asyncio.run(seed())
+    cid = _one_conversation(url, owner="alice", title="two\nlines\tand\r\na tab", model="m", text="hello")
     (row,) = _run("ls", "--url", url, "--as", "alice").stdout.splitlines()
     assert row.split("\t")[:3] == [cid, "two lines and a tab", "1"]
     place, snippet = _run("search", "hello", "--url", url, "--as", "alice").stdout.splitlines()

@@ -96,3 +96,17 @@ async def resumed_and_read(
     await adder(fresh.model).run("total?", message_history=await load_messages(chat, conversation_id))
     await adder(later.model, capabilities=[capability]).run("total?")
     return as_json(later.received[0][:-1]), as_json(fresh.received[0][:-1])
+
+
+def shape(messages: Sequence[ModelMessage]) -> Any:
+    """Messages as JSON without what differs between two equivalent runs (times, run ids)."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            skip = ("timestamp", "run_id", "conversation_id")
+            return {k: strip(v) for k, v in value.items() if k not in skip}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip(ModelMessagesTypeAdapter.dump_python(list(messages), mode="json"))

@@ -9,7 +9,6 @@ resumed from the store must send the model what pydantic-ai's own resume sends.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -17,7 +16,6 @@ from chatmemory_pydantic_ai import ChatMemoryCapability, load_messages
 from pydantic_ai import Agent, RunCancelled, RunContext, RunTimedOut, capture_run_messages, models
 from pydantic_ai.messages import (
     ModelMessage,
-    ModelMessagesTypeAdapter,
     ModelResponse,
     TextPart,
     ToolCallPart,
@@ -27,6 +25,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from chatmemory import ToolCallPart as StoredCall
 from chatmemory import ToolResultPart
 from chatmemory.scope import Scope
+from tests.plugins.pydantic_ai._models import shape
 
 models.ALLOW_MODEL_REQUESTS = False
 
@@ -62,20 +61,6 @@ def _parallel_tools_agent(**kwargs: Any) -> tuple[Agent[None, str], list[list[Mo
     return agent, seen_by_model
 
 
-def _shape(messages: Sequence[ModelMessage]) -> Any:
-    """Messages as JSON without what differs between two equivalent runs (times, run ids)."""
-
-    def strip(value: Any) -> Any:
-        if isinstance(value, dict):
-            skip = ("timestamp", "run_id", "conversation_id")
-            return {k: strip(v) for k, v in value.items() if k not in skip}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-
-    return strip(ModelMessagesTypeAdapter.dump_python(list(messages), mode="json"))
-
-
 async def test_a_tool_cancelling_the_run_keeps_the_finished_tools_result(alice: Scope) -> None:
     conv = await alice.start_conversation()
     agent, _ = _parallel_tools_agent(capabilities=[ChatMemoryCapability(alice, conv.id)])
@@ -95,7 +80,7 @@ async def test_a_tool_cancelling_the_run_keeps_the_finished_tools_result(alice: 
         "tool",
         [ToolResultPart(call_id="call_fast", content="fast result")],
     )
-    assert _shape(await load_messages(alice, conv.id)) == _shape(raised.value.all_messages())
+    assert shape(await load_messages(alice, conv.id)) == shape(raised.value.all_messages())
     assert (await load_messages(alice, conv.id))[-1].state == "interrupted"  # type: ignore[union-attr]
 
 
@@ -111,7 +96,7 @@ async def test_the_next_run_resumes_a_cancelled_one_as_pydantic_ai_does(alice: S
     await ours.run("never mind, wrap up")
     kept = await theirs.run("never mind, wrap up", message_history=raised.value.all_messages())
 
-    assert _shape(ours_seen[-1]) == _shape(theirs_seen[-1])
+    assert shape(ours_seen[-1]) == shape(theirs_seen[-1])
     resumed = ours_seen[-1][-1]
     assert [(p.part_kind, getattr(p, "outcome", None)) for p in resumed.parts] == [
         ("tool-return", "success"),
@@ -121,7 +106,7 @@ async def test_the_next_run_resumes_a_cancelled_one_as_pydantic_ai_does(alice: S
     # A third turn, where the interrupted request is no longer the last one, still matches.
     await ours.run("and now?")
     await theirs.run("and now?", message_history=kept.all_messages())
-    assert _shape(ours_seen[-1]) == _shape(theirs_seen[-1])
+    assert shape(ours_seen[-1]) == shape(theirs_seen[-1])
     first, second, third = (await alice.get_conversation(conv.id, messages=True)).histories
     assert (first.status, second.status, third.status) == ("cancelled", "completed", "completed")
 
@@ -153,7 +138,7 @@ async def test_a_tool_failing_the_run_keeps_what_pydantic_ai_captured(alice: Sco
 
     (history,) = (await alice.get_conversation(conv.id, messages=True)).histories
     assert (history.status, history.error) == ("failed", "RuntimeError: tool broke")
-    assert _shape(await load_messages(alice, conv.id)) == _shape(captured)
+    assert shape(await load_messages(alice, conv.id)) == shape(captured)
     assert [m.role for m in history.messages or []] == ["user", "assistant", "tool"]
 
 
@@ -180,4 +165,4 @@ async def test_a_run_timing_out_is_cancelled_with_what_it_produced(alice: Scope)
 
     (history,) = (await alice.get_conversation(conv.id, messages=True)).histories
     assert (history.status, history.error) == ("cancelled", "RunTimedOut: The agent run timed out.")
-    assert _shape(await load_messages(alice, conv.id)) == _shape(raised.value.all_messages())
+    assert shape(await load_messages(alice, conv.id)) == shape(raised.value.all_messages())

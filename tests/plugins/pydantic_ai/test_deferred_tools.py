@@ -9,7 +9,6 @@ send the model what the same run given pydantic-ai's own messages sends it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -26,7 +25,6 @@ from pydantic_ai import (
 from pydantic_ai.exceptions import UserError
 from pydantic_ai.messages import (
     ModelMessage,
-    ModelMessagesTypeAdapter,
     ModelResponse,
     TextPart,
     ToolCallPart,
@@ -35,6 +33,7 @@ from pydantic_ai.messages import (
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from chatmemory.scope import Scope
+from tests.plugins.pydantic_ai._models import shape
 
 models.ALLOW_MODEL_REQUESTS = False
 
@@ -78,20 +77,6 @@ class _Desk:
         return ModelResponse(parts=[TextPart(f"done after {len(messages)}")])
 
 
-def _shape(messages: Sequence[ModelMessage]) -> Any:
-    """Messages as JSON without what differs between two equivalent runs (times, run ids)."""
-
-    def strip(value: Any) -> Any:
-        if isinstance(value, dict):
-            skip = ("timestamp", "run_id", "conversation_id")
-            return {k: strip(v) for k, v in value.items() if k not in skip}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-
-    return strip(ModelMessagesTypeAdapter.dump_python(list(messages), mode="json"))
-
-
 def _results(requests: DeferredToolRequests, answer: str) -> DeferredToolResults:
     if answer == "external":
         return DeferredToolResults(calls={c.tool_call_id: "yes, go" for c in requests.calls})
@@ -118,7 +103,7 @@ async def test_a_run_ending_on_deferred_tools_resumes_with_their_results_as_pyda
     (first,) = (await alice.get_conversation(conv.id, messages=True)).histories
     assert first.status == "completed"
     assert [m.role for m in first.messages] == ["user", "assistant", "tool"][: 3 if alongside else 2]
-    assert _shape(await load_messages(alice, conv.id)) == _shape(asked.all_messages())
+    assert shape(await load_messages(alice, conv.id)) == shape(asked.all_messages())
 
     if resumed_by == "new_capability":  # another process: a new agent and capability
         ours = _Desk(call, add=alongside, capabilities=[ChatMemoryCapability(alice, conv.id)])
@@ -129,16 +114,16 @@ async def test_a_run_ending_on_deferred_tools_resumes_with_their_results_as_pyda
     )
 
     assert done.output == theirs_done.output
-    assert _shape(ours.seen[-1]) == _shape(theirs.seen[-1])
+    assert shape(ours.seen[-1]) == shape(theirs.seen[-1])
     first, second = (await alice.get_conversation(conv.id, messages=True)).histories
     assert (first.status, second.status) == ("completed", "completed")
     assert [m.role for m in second.messages] == ["tool", "assistant"]
-    assert _shape(await load_messages(alice, conv.id)) == _shape(theirs_done.all_messages())
+    assert shape(await load_messages(alice, conv.id)) == shape(theirs_done.all_messages())
 
     # A third turn, a new prompt, sees the same history either way.
     await ours.agent.run("thanks")
     await theirs.agent.run("thanks", message_history=theirs_done.all_messages())
-    assert _shape(ours.seen[-1]) == _shape(theirs.seen[-1])
+    assert shape(ours.seen[-1]) == shape(theirs.seen[-1])
 
 
 async def test_a_new_prompt_after_deferred_tools_left_unanswered_is_refused_as_pydantic_ai_does(
@@ -160,7 +145,7 @@ async def test_a_new_prompt_after_deferred_tools_left_unanswered_is_refused_as_p
     closed = repair_messages(await load_messages(alice, conv.id))
     await ours.agent.run("something else", message_history=closed)
     await theirs.agent.run("something else", message_history=repair_messages(kept.all_messages()))
-    assert _shape(ours.seen[-1]) == _shape(theirs.seen[-1])
+    assert shape(ours.seen[-1]) == shape(theirs.seen[-1])
 
 
 @pytest.mark.parametrize("resumed_by", ["same_capability", "new_capability"])
@@ -198,10 +183,10 @@ async def test_a_run_stopped_before_its_tools_resumes_by_running_them_as_pydanti
     assert done.output == theirs_done.output
     if how == "approvals":
         assert done.output == "done after 3"
-        assert _shape(ours.seen[-1]) == _shape(theirs.seen[-1])
+        assert shape(ours.seen[-1]) == shape(theirs.seen[-1])
     else:
         assert isinstance(done.output, DeferredToolRequests)  # delete waits for its approval
         assert len(ours.seen) == asked  # and the model was not asked again
-    assert _shape(await load_messages(alice, conv.id)) == _shape(theirs_done.all_messages())
+    assert shape(await load_messages(alice, conv.id)) == shape(theirs_done.all_messages())
     _, resumed = (await alice.get_conversation(conv.id, messages=True)).histories
     assert resumed.status == "completed"
