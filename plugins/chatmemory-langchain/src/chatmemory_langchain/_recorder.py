@@ -334,7 +334,8 @@ def _close_running(
     tool): it stores the real result itself. The closing messages are never stored (``known``).
     """
     running = {history for history, state in status.items() if state == "running"}
-    start = next((i for i, history in enumerate(histories) if history in running), None) if running else None
+    at = (i for i, history in enumerate(histories) if history in running)
+    start = next(at, None) if running else None
     if start is None:
         return messages  # no run still going has a message here: nothing to close
     out: list[BaseMessage] = messages[:start]
@@ -360,7 +361,7 @@ def _close_running(
             continue
         close()
         out.append(message)
-        if isinstance(message, AIMessage) and status.get(history) == "running":
+        if isinstance(message, AIMessage) and history in running:
             waiting.update((call_id, c["name"]) for c in message.tool_calls if (call_id := c.get("id")))
     close()
     return out
