@@ -8,7 +8,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from chatmemory_server import TokenFileVerifier, create_app
+from chatmemory_server import app as server_app
+from chatmemory_server.openapi import openapi_document
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route, WebSocketRoute
 
@@ -84,3 +87,23 @@ async def test_mounted_under_a_prefix_with_the_hosts_lifespan(
             assert (await http.get(f"/conversations/{cid}")).status_code == 404
     assert ended == [True]
     assert (await memory.scoped(Principal("alice")).get_conversation(cid)).title == "Mounted"
+
+
+async def test_the_document_is_built_once_for_each_prefix(
+    api: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Building the document takes about half a second of the event loop's time: a server
+    that built it for every request would stall every other request and stream meanwhile."""
+    built: list[str | None] = []
+
+    def counted(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        built.append(kwargs.get("server"))
+        return openapi_document(*args, **kwargs)
+
+    monkeypatch.setattr(server_app, "openapi_document", counted)
+    server_app._openapi_body.cache_clear()
+    async with api.client(None) as http:
+        first = [ok(await http.get(api.url + "/openapi.json")) for _ in range(3)]
+    assert first[0] == first[1] == first[2]
+    assert "servers" not in first[0]
+    assert built == [None]
