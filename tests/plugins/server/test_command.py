@@ -12,6 +12,7 @@ import anyio
 import httpx
 import pytest
 from chatmemory_server.cli import main
+from chatmemory_server.tokens import TOKEN_FILE_ENV, TokenFile
 
 from tests.plugins._serving import wait_for_port
 from tests.plugins.mcp_server._hosting import bind, port_of
@@ -31,6 +32,34 @@ def test_it_refuses_to_start_without_authentication(
     jwt = ["--jwt-issuer", "https://id.example.com", "--jwt-audience", "api", "--jwt-public-key", str(key)]
     assert main(["--token-file", str(tmp_path / "none.json"), *jwt, "--jwt-clock-skew", "-5"]) == 2
     assert "clock_skew" in capsys.readouterr().err
+
+
+def test_a_token_file_named_before_the_token_command_is_the_one_it_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``chatmemory-server --token-file F token create`` writes to F, as the server started with
+    ``--token-file F`` reads it; a file named after the subcommand still wins."""
+    default = tmp_path / "default.json"
+    monkeypatch.setenv(TOKEN_FILE_ENV, str(default))
+    chosen, later = tmp_path / "chosen.json", tmp_path / "later.json"
+    assert main(["--token-file", str(chosen), "token", "create", "--principal", "alice"]) == 0
+    assert (
+        main(
+            ["--token-file", str(chosen), "token", "create", "--principal", "bob", "--token-file", str(later)]
+        )
+        == 0
+    )
+    assert main(["token", "create", "--principal", "carol"]) == 0
+    capsys.readouterr()
+    owners = {
+        path.name: [e.principal for e in TokenFile(path).load().values()] for path in (chosen, later, default)
+    }
+    assert owners == {"chosen.json": ["alice"], "later.json": ["bob"], "default.json": ["carol"]}
+    assert main(["--token-file", str(chosen), "token", "list"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    token_id = line.split("\t")[0]
+    assert main(["--token-file", str(chosen), "token", "revoke", token_id]) == 0
+    assert TokenFile(chosen).load() == {}
 
 
 async def test_the_command_serves_token_file_and_jwt_principals(

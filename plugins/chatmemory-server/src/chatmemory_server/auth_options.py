@@ -24,12 +24,12 @@ class ConfigError(Exception):
     """A server is configured in a way it refuses to run with."""
 
 
-def token_file_option(parser: argparse.ArgumentParser) -> None:
+def token_file_option(parser: argparse.ArgumentParser, *, default: object = None) -> None:
     """Add ``--token-file`` (default: ``$CHATMEMORY_MCP_TOKEN_FILE``, else the user config directory)."""
     parser.add_argument(
         "--token-file",
         type=Path,
-        default=None,
+        default=default,
         help=f"the token file (default: ${TOKEN_FILE_ENV}, else user config)",
     )
 
@@ -37,6 +37,8 @@ def token_file_option(parser: argparse.ArgumentParser) -> None:
 def add_token_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser], *, prog: str) -> None:
     """Add ``token create|revoke|list`` to a command line whose name is ``prog``."""
     token = commands.add_parser("token", help="manage the bearer tokens of the token file")
+    # A subcommand's default would replace ``--token-file`` given before ``token``
+    # (``chatmemory-server --token-file F token create``): theirs have none.
     actions = token.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="create a token and print it (once)")
     create.add_argument("--principal", required=True)
@@ -44,14 +46,14 @@ def add_token_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     create.add_argument("--admin", action="store_true")
     create.add_argument("--label", help="a note to recognise the token by")
     create.add_argument("--expires-in-days", type=float, help="make the token expire")
-    token_file_option(create)
+    token_file_option(create, default=argparse.SUPPRESS)
     create.set_defaults(run=_token_create)
     revoke = actions.add_parser("revoke", help="revoke a token by its id (tok_...)")
     revoke.add_argument("token_id")
-    token_file_option(revoke)
+    token_file_option(revoke, default=argparse.SUPPRESS)
     revoke.set_defaults(run=lambda args: _token_revoke(args, prog))
     listing = actions.add_parser("list", help="list token ids and their principals")
-    token_file_option(listing)
+    token_file_option(listing, default=argparse.SUPPRESS)
     listing.set_defaults(run=_token_list)
 
 
@@ -107,10 +109,14 @@ def jwt_settings(
         raise ConfigError(f"JWT settings: {exc}") from None
 
 
+def _token_file(args: argparse.Namespace) -> Path:
+    return getattr(args, "token_file", None) or default_token_file()
+
+
 def _token_create(args: argparse.Namespace) -> int:
     principal = Principal(args.principal, tenant=args.tenant, admin=args.admin)
     expires = None if args.expires_in_days is None else int(args.expires_in_days * 86_400)
-    path = args.token_file or default_token_file()
+    path = _token_file(args)
     token, entry = TokenFile(path).create(principal, label=args.label, expires_in=expires)
     print(
         f"created {entry.id} for {entry.principal}{' (admin)' if entry.admin else ''} in {path}",
@@ -122,7 +128,7 @@ def _token_create(args: argparse.Namespace) -> int:
 
 
 def _token_revoke(args: argparse.Namespace, prog: str) -> int:
-    path = args.token_file or default_token_file()
+    path = _token_file(args)
     entry = TokenFile(path).revoke(args.token_id)
     if entry is None:
         print(f"{prog}: no token {args.token_id} in {path}", file=sys.stderr)
@@ -132,7 +138,7 @@ def _token_revoke(args: argparse.Namespace, prog: str) -> int:
 
 
 def _token_list(args: argparse.Namespace) -> int:
-    entries = TokenFile(args.token_file or default_token_file()).load()
+    entries = TokenFile(_token_file(args)).load()
     for entry in sorted(entries.values(), key=lambda e: e.created_at):
         flags = " admin" if entry.admin else ""
         tenant = f" tenant={entry.tenant}" if entry.tenant else ""
