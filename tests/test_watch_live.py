@@ -362,7 +362,7 @@ async def test_a_watcher_cancelled_as_it_is_woken_stops(memory: ChatMemory, alic
 
 @pytest.mark.usefixtures("no_rescan")
 async def test_a_sidebar_stops_waking_for_conversations_it_cannot_see(
-    memory: ChatMemory, alice: Scope, bob: Scope
+    memory: ChatMemory, alice: Scope, bob: Scope, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A server holds many users' sidebars: each commit to one user's conversation must not make
     every other user's sidebar read. Woken once for a conversation it cannot see, a sidebar
@@ -375,12 +375,29 @@ async def test_a_sidebar_stops_waking_for_conversations_it_cannot_see(
         if isinstance(stmt.params, dict) and "after" in stmt.params and "chat_changes" in stmt.sql.sqlite:
             reads.append(stmt.params["after"])
 
-    postgres = memory._db._postgres
+    # The SQLite poller or the PostgreSQL listener wakes every watcher once as it starts, which
+    # may be late on a busy machine: that wakeup is on the loop before ``woken_all`` is set.
+    hub, woken_all, loop = memory._db.changes, asyncio.Event(), asyncio.get_running_loop()
+    notify = hub.notify
+
+    def noting(conversation_ids: Collection[UUID] | None = None) -> None:
+        notify(conversation_ids)
+        if conversation_ids is None:
+            loop.call_soon_threadsafe(woken_all.set)
+
+    monkeypatch.setattr(hub, "notify", noting)
+
+    def learnt() -> bool:
+        """Whether the sidebar learnt it cannot see theirs, and waits with no wakeup pending."""
+        (waiter,) = hub._waiters
+        woken = waiter._event
+        return theirs.id in waiter._hidden and not woken.is_set() and bool(woken._waiters)
+
     async with aclosing(alice.watch(after=await alice.change_cursor())) as events:
         waiting = asyncio.ensure_future(anext(events))
-        await until(lambda: postgres is None or postgres.listening, "listening")
+        await asyncio.wait_for(woken_all.wait(), WAIT)
         await bob.append_messages(run.id, [NewMessage("user", "first")])  # read once, and learnt
-        await asyncio.sleep(0.3)  # the first read, and those the poller or listener start asks for
+        await until(learnt, "the first read, and those the poller or listener start asks for")
         memory._db.set_trace(trace)
         try:
             for i in range(5):
