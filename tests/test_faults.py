@@ -24,6 +24,7 @@ from chatmemory._db import _database_error
 from chatmemory._schema import conversations
 from chatmemory.scope import Scope
 from tests._postgres import end_other_connections, on_store_loop, pool_idle
+from tests.test_postgres_group_commit import until
 
 ROOT = Path(__file__).parent.parent
 BATCH = 7
@@ -208,16 +209,30 @@ async def test_kept_connections_no_call_takes_go_back_to_the_pool(
         conv = await chat.start_conversation()
         driver = memory._db._postgres
         assert driver is not None
+        # Sweeps counted, not timed: on a busy machine the driver's loop runs them late.
+        sweeps, give_back = [0], driver._give_back_unused
+
+        def counted() -> None:
+            give_back()
+            sweeps[0] += 1
+
+        monkeypatch.setattr(driver, "_give_back_unused", counted)
         for _ in range(20):
             await asyncio.gather(*(chat.get_conversation(conv.id) for _ in range(4)))
             if len(driver._idle) > 1:
                 break
         assert len(driver._idle) > 1
-        for _ in range(12):  # one call at a time, for three sweeps
+        swept = sweeps[0]
+        for _ in range(600):  # one call at a time, for three sweeps
             await chat.get_conversation(conv.id)
             await asyncio.sleep(0.05)
+            if sweeps[0] >= swept + 3:
+                break
+        else:
+            raise AssertionError("the kept connections were never swept")
         assert len(driver._idle) == 1
-        await asyncio.sleep(0.6)
+        swept = sweeps[0]
+        await until(lambda: sweeps[0] >= swept + 2 or not driver._idle, "two sweeps with no call between")
         await pool_idle(memory)
         assert driver._idle == []
         assert (await chat.get_conversation(conv.id)).id == conv.id
