@@ -332,17 +332,22 @@ def test_a_wal_past_the_limit_is_finished_while_a_writer_never_pauses(
     setup.execute("CREATE TABLE t (x TEXT)")
     writers = threading.Lock()
     stop = threading.Event()
-    commits = [0]
+    # Set by the checkpoint that finishes the WAL while it holds the writers off; the writer
+    # stops after its first commit since, however soon this test's thread looks at the WAL.
+    finished, followed = threading.Event(), threading.Event()
 
     def write() -> None:
         connection = _sqlite_driver.connect(path)
         connection.execute("PRAGMA wal_autocheckpoint = 0")
         while not stop.is_set():
             with writers:
+                first_since = finished.is_set()
                 connection.execute("BEGIN IMMEDIATE")
                 connection.execute("INSERT INTO t VALUES (?)", ("x" * 4000,))
                 connection.execute("COMMIT")
-                commits[0] += 1
+            if first_since:
+                followed.set()
+                break
             time.sleep(0)  # lets a thread waiting for the lock take it
         connection.close()
 
@@ -353,6 +358,13 @@ def test_a_wal_past_the_limit_is_finished_while_a_writer_never_pauses(
     writer.start()
     checkpointer = _sqlite_wal.Checkpointer(lambda: _sqlite_driver.connect(path), writers)
     checkpointer._stop.set()  # this test runs its one checkpoint itself
+    finish = checkpointer.checkpoint
+
+    def finish_then_tell(connection: sqlite3.Connection) -> None:
+        finish(connection)
+        finished.set()
+
+    monkeypatch.setattr(checkpointer, "checkpoint", finish_then_tell)
     other = _sqlite_driver.connect(path)
     try:
         for _ in range(3000):
@@ -360,12 +372,9 @@ def test_a_wal_past_the_limit_is_finished_while_a_writer_never_pauses(
                 break
             time.sleep(0.01)
         checkpointer._checkpoint(other)
-        after = commits[0]
-        deadline = time.monotonic() + 30
-        while commits[0] == after and time.monotonic() < deadline:
-            time.sleep(0)
-        # The writer's commit since started the WAL over: it holds only that one's pages (or
-        # the few of the commits since), not the more than twice the limit it held before.
+        assert followed.wait(30), "no commit after a checkpoint that finished the WAL"
+        # The writer's commit since started the WAL over: it holds only that one's pages, not
+        # the more than twice the limit it held before.
         with writers:
             busy, frames, _ = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         assert busy == 0 and frames < limit, frames
