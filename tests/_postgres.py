@@ -110,20 +110,27 @@ async def drop_database(server_url: str, database_url: str) -> None:
         await conn.close()
 
 
-async def end_other_connections(database_url: str) -> int:
+async def end_other_connections(database_url: str) -> set[int]:
     """End every other connection to the database at ``database_url`` from the server's side
-    (``pg_terminate_backend``); answers how many."""
+    (``pg_terminate_backend``); answers their backends' process ids. Others than a store's
+    may be among them: a backend whose client closed it and that has not exited yet, or an
+    autovacuum worker visiting the database."""
     conn = await _connect(database_url)
     try:
-        return int(
-            await conn.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = $1 AND pid <> pg_backend_pid()",
-                make_url(database_url).database,
-            )
+        rows = await conn.fetch(
+            "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            make_url(database_url).database,
         )
+        return {row["pid"] for row in rows}
     finally:
         await conn.close()
+
+
+def store_backends(memory: Any) -> set[int]:
+    """The backends' process ids of the connections the store's PostgreSQL pool holds."""
+    pool = memory._db._postgres._pool
+    return {holder._con.get_server_pid() for holder in pool._holders if holder._con is not None}
 
 
 def on_store_loop(memory: Any, call: Coroutine[Any, Any, T]) -> asyncio.Future[T]:

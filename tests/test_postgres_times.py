@@ -15,7 +15,7 @@ from chatmemory import ChatMemory, NewMessage, Principal, StorageError
 from chatmemory._db import create_engine
 from chatmemory._postgres_driver import _TIMES_KEPT
 from chatmemory.scope import Scope
-from tests._postgres import _connect, create_database, end_other_connections, on_store_loop
+from tests._postgres import _connect, create_database, end_other_connections, on_store_loop, store_backends
 
 TEXTS = [
     "2000-01-01 00:00:00+00",
@@ -133,7 +133,8 @@ async def test_connections_the_pool_opens_again_after_the_server_ended_them_read
         (message,) = await alice.merge_and_append(
             {}, history_id=history.id, messages=[NewMessage("user", "last")], created_at=EDGES[1]
         )
-        assert await end_other_connections(url) == 1
+        ours = store_backends(memory)
+        assert len(ours) == 1 and ours <= await end_other_connections(url)
         # The pool may notice the dead connection only when a call uses it.
         with contextlib.suppress(StorageError):
             await alice.get_message(message.id)
