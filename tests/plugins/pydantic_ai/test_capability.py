@@ -409,3 +409,25 @@ async def test_every_part_kind_committed_mid_run_reloads_exactly(alice: Scope) -
     result = await agent.run(["sum", BinaryContent(PNG, media_type="image/png")])
 
     assert as_json(await load_messages(alice, conv.id)) == as_json(result.all_messages())
+
+
+async def test_a_priced_run_records_its_cost(alice: Scope) -> None:
+    # pydantic-ai prices a response of a model it knows (say "gpt-5") as a Decimal cost.
+    def priced(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if len(messages) == 1:
+            call = AiToolCallPart("add", {"a": 2, "b": 3}, tool_call_id="call-1")
+            return ModelResponse(parts=[call], usage=RequestUsage(input_tokens=10, output_tokens=2))
+        return ModelResponse(parts=[AiTextPart("5")], usage=RequestUsage(input_tokens=20, output_tokens=1))
+
+    conv = await alice.start_conversation("priced")
+    model = FunctionModel(priced, model_name="gpt-5")
+    agent = adder(model, capabilities=[ChatMemoryCapability(alice, conv.id)])
+    result = await agent.run("what is 2+3?")
+
+    (history,) = await _histories(alice, conv.id)
+    assert history.status == "completed"
+    cost = result.usage.cost
+    assert cost, "pydantic-ai no longer prices gpt-5 responses"
+    assert (history.usage or {})["cost"] == pytest.approx(float(cost))
+    answers = [m for m in history.messages if m.role == "assistant"]
+    assert all(isinstance((m.usage or {}).get("cost"), float) for m in answers)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
+from decimal import Decimal
 from typing import Any
 
 from pydantic_ai import messages as pai
@@ -63,8 +64,9 @@ def system_prompts(
 
 
 def usage_dict(usage: RunUsage | RequestUsage) -> dict[str, Any]:
-    """A ``RunUsage`` or ``RequestUsage`` as a JSON object, without its zero counters."""
-    return {k: v for k, v in asdict(usage).items() if v}
+    """A ``RunUsage`` or ``RequestUsage`` as a JSON object, without its zero counters; the
+    ``cost`` pydantic-ai gives a priced model's usage (a ``Decimal``) becomes a number."""
+    return {k: float(v) if isinstance(v, Decimal) else v for k, v in asdict(usage).items() if v}
 
 
 def own_usage(messages: Iterable[pai.ModelMessage], run_id: str | None, tool_calls: int) -> dict[str, Any]:
