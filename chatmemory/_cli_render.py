@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from chatmemory import _cli_plain as plain
@@ -32,7 +32,9 @@ def conversations(items: Sequence[ConversationSummary]) -> None:
     if not console.is_terminal:
         plain.conversations(items)
         return
-    table = Table("id", "title", "messages", "updated", "", header_style="bold")
+    # The id is what `show` takes: whole, however narrow the terminal.
+    id_column = Column("id", no_wrap=True, min_width=36)
+    table = Table(id_column, "title", "messages", "updated", "", header_style="bold")
     rows = plain.conversation_rows(items)
     for row in rows:
         table.add_row(*(escape(cell) for cell in row))

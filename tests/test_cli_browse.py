@@ -294,6 +294,18 @@ def test_on_a_terminal_text_that_looks_like_markup_is_printed_as_it_is(tmp_path:
             assert "[/] hello" in out
 
 
+def test_on_an_80_column_terminal_ls_shows_whole_ids_that_show_takes(tmp_path: Path) -> None:
+    """The table clipped ids to fit 80 columns ("01a2352c-f062-7a…"), which ``show`` refuses."""
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    title = "A long title that takes up the room of the table in a narrow terminal"
+    cid = _one_conversation(url, owner="alice", title=title, model="m", text="hello")
+    done = _run("ls", "--url", url, "--as", "alice", env={"FORCE_COLOR": "1", "COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    assert "\x1b[" in done.stdout  # rendered for a terminal
+    assert cid in re.sub(r"\x1b\[[0-9;]*m", "", done.stdout)
+    assert _run("show", cid, "--url", url, "--as", "alice").returncode == 0
+
+
 def test_a_title_with_line_breaks_and_tabs_keeps_each_listed_conversation_on_one_line(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'chat.db'}"
     cid = _one_conversation(url, owner="alice", title="two\nlines\tand\r\na tab", model="m", text="hello")
