@@ -27,7 +27,7 @@ from sqlalchemy.util.concurrency import await_
 
 from chatmemory import _sql
 from chatmemory._changes import logged
-from chatmemory._engine_driver import EngineDriver
+from chatmemory._engine_driver import EngineDriver, one_at_a_time
 from chatmemory._plan import Plan, Stmt
 from chatmemory._sqlite_driver import BUSY_TIMEOUT_MS as SQLITE_BUSY_TIMEOUT_MS
 from chatmemory._sqlite_driver import Closed, SQLiteDriver, configure
@@ -351,7 +351,7 @@ class Database:
                 except RuntimeError:
                     raise StorageError("the store is closed") from None
                 await asyncio.wrap_future(idle)
-            async with self.engine.connect() as conn:
+            async with one_at_a_time(self.engine), self.engine.connect() as conn:
                 if write and self.is_sqlite:
                     await conn.execution_options(**{_WRITE: True})
                 async with conn.begin():

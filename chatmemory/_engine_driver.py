@@ -9,16 +9,38 @@ from a URL makes one per call). The engine's pool and its event loop stay the ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import aiosqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import Pool, SingletonThreadPool, StaticPool
 
 from chatmemory._plan import Plan, Stmt, positional, sqlite_value
 from chatmemory.errors import StorageError
 
 T = TypeVar("T")
+
+# Pools that hand every checkout the same connection (SQLAlchemy's choice for an in-memory
+# SQLite engine): calls on one of them take turns, each holding it from checkout to return.
+_ONE_CONNECTION = (StaticPool, SingletonThreadPool)
+_turns: weakref.WeakKeyDictionary[Pool, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def one_at_a_time(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[Any]:
+    """Held around each use of ``engine``'s connections by the store, when its pool shares one
+    connection among all checkouts: two calls on it at once would otherwise begin a transaction
+    inside the other's, and one's rollback (or the pool's reset on return) undo the other's
+    statements, some of which would commit anyway. Shared by every store on the engine."""
+    pool = engine.sync_engine.pool
+    if not isinstance(pool, _ONE_CONNECTION):
+        return contextlib.nullcontext()
+    turn = _turns.get(pool)
+    if turn is None:
+        turn = _turns[pool] = asyncio.Lock()
+    return turn
 
 
 class EngineDriver:
@@ -54,7 +76,7 @@ class EngineDriver:
 
     async def run(self, plan: Plan[T], *, write: bool, fallback: Callable[[], Plan[T]] | None = None) -> T:
         self.check_loop()
-        async with self.engine.connect() as conn:
+        async with one_at_a_time(self.engine), self.engine.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             if isinstance(driver, aiosqlite.Connection):
                 return await self._run_aiosqlite(driver, plan, write)

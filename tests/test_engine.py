@@ -325,3 +325,32 @@ async def test_a_callers_engine_used_before_the_store_has_its_settings_on_every_
 
 
 _SETTINGS = ("foreign_keys", "busy_timeout")
+
+
+async def test_concurrent_calls_on_a_callers_in_memory_engine_each_run_whole() -> None:
+    """A caller's in-memory SQLite engine (``sqlite+aiosqlite://``) hands every checkout the one
+    connection its pool holds (SQLAlchemy's StaticPool). Calls made at once (``asyncio.gather``)
+    each run whole on it, one after another: none starts its transaction inside another's, rolls
+    another's back or commits it, so none fails, and none reports a failure it partly wrote."""
+    engine = create_async_engine("sqlite+aiosqlite://")
+    memory = ChatMemory(engine)
+    try:
+        await memory.migrate()
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        run = await alice.start_history(conv.id, model="m")
+        await asyncio.gather(
+            *(
+                alice.append_messages(run.id, [NewMessage("user", f"q{i}"), NewMessage("assistant", f"a{i}")])
+                for i in range(5)
+            ),
+            *(alice.search_messages("q0") for _ in range(3)),
+            alice.import_conversation(await alice.export_conversation(conv.id), new_ids=True),
+        )
+        transcript = await alice.transcript(conv.id)
+        assert [m.seq for m in transcript] == list(range(1, 11))
+        summary = next(c for c in (await alice.list_conversations()).items if c.id == conv.id)
+        assert summary.message_count == 10
+    finally:
+        await memory.close()
+        await engine.dispose()
