@@ -45,15 +45,28 @@ _REVISION = re.compile(r"^(down_revision|revision)\b[^=]*=\s*['\"]([^'\"]+)['\"]
 
 
 @functools.cache
-def head_revision() -> str:
-    """The newest revision: the one no other migration revises (read from the scripts' text)."""
+def _revisions() -> tuple[frozenset[str], str]:
+    """Every shipped revision, and the newest: the one no other migration revises (read from
+    the scripts' text)."""
     revisions: set[str] = set()
     revised: set[str] = set()
     for script in (script_location() / "versions").glob("*.py"):
         for name, value in _REVISION.findall(script.read_text(encoding="utf-8")):
             (revisions if name == "revision" else revised).add(value)
     (head,) = revisions - revised
-    return head
+    return frozenset(revisions), head
+
+
+def head_revision() -> str:
+    """The newest revision."""
+    return _revisions()[1]
+
+
+def refuse_unknown(current: str | None, command_hint: str) -> None:
+    """Raises SchemaOutOfDateError (``newer``) when ``current`` is no revision this chatmemory
+    ships: a newer one migrated the database, and neither migrating nor opening it can help."""
+    if current is not None and current not in _revisions()[0]:
+        raise SchemaOutOfDateError(current, head_revision(), command_hint, newer=True)
 
 
 def _current(conn: Connection) -> str | None:
@@ -72,9 +85,13 @@ async def upgrade(db: Database, revision: str = "head") -> None:
 
     The whole upgrade runs in one transaction holding the database's write lock (SQLite)
     or an advisory lock (PostgreSQL), so a second process waits and then finds it done.
+    A database at a revision this chatmemory does not know (a newer one migrated it) is left
+    as it is: SchemaOutOfDateError (``newer``).
     """
-    if revision == "head" and await current_revision(db) == head_revision():
+    current = await current_revision(db)
+    if revision == "head" and current == head_revision():
         return
+    refuse_unknown(current, "chatmemory migrate")
     async with db.transaction(write=True) as conn:
         if not db.is_sqlite:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
@@ -92,6 +109,8 @@ async def downgrade(db: Database, revision: str) -> None:
 def _run_command(conn: Connection, name: str, revision: str) -> None:
     from alembic import command
 
+    # Read again under the lock: another process may have migrated it meanwhile.
+    refuse_unknown(_current(conn), "chatmemory migrate")
     config = alembic_config()
     config.attributes["connection"] = conn
     getattr(command, name)(config, revision)
@@ -100,6 +119,7 @@ def _run_command(conn: Connection, name: str, revision: str) -> None:
 async def verify(db: Database, command_hint: str) -> None:
     """Raises SchemaOutOfDateError unless the schema is at head."""
     current = await current_revision(db)
+    refuse_unknown(current, command_hint)
     if current != head_revision():
         raise SchemaOutOfDateError(current, head_revision(), command_hint)
 

@@ -144,6 +144,7 @@ async def _check_command(args: argparse.Namespace) -> int:
     if current == head:
         print(f"schema is current ({head})")
         return 0
+    _migrate.refuse_unknown(current, "chatmemory migrate")
     print(f"schema is at {current or 'empty'}, needs {head}: run `chatmemory migrate`", file=sys.stderr)
     return 1
 

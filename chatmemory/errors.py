@@ -105,16 +105,28 @@ class NoPrincipalError(ChatMemoryError):
 
 
 class SchemaOutOfDateError(ChatMemoryError):
-    """The database schema is not at the version this chatmemory needs."""
+    """The database schema is not at the version this chatmemory needs.
 
-    def __init__(self, current: str | None, head: str, command: str) -> None:
+    ``newer`` when the database is at a revision this chatmemory does not know: a newer
+    chatmemory migrated it, and only upgrading chatmemory (not migrating) lets this one open it.
+    """
+
+    def __init__(self, current: str | None, head: str, command: str, *, newer: bool = False) -> None:
         self.current = current
         self.head = head
         self.command = command
-        super().__init__(
-            f"database schema is at revision {current or '<none>'}, chatmemory needs {head}; "
-            f"run `{command}` (or open with migrate=True)"
-        )
+        self.newer = newer
+        if newer:
+            message = (
+                f"database schema is at revision {current}, which this chatmemory (at {head}) does "
+                "not know: a newer chatmemory migrated it; upgrade chatmemory to use this database"
+            )
+        else:
+            message = (
+                f"database schema is at revision {current or '<none>'}, chatmemory needs {head}; "
+                f"run `{command}` (or open with migrate=True)"
+            )
+        super().__init__(message)
 
 
 class StorageError(ChatMemoryError):

@@ -209,6 +209,34 @@ async def test_open_without_migrate_only_checks(db_url: str) -> None:
         assert len((await memory.scoped(Principal("a")).list_conversations()).items) == 1
 
 
+async def test_a_database_a_newer_chatmemory_migrated_is_refused_and_left_as_it_is(db_url: str) -> None:
+    """A database at a revision this chatmemory does not ship (a newer one migrated it) is
+    refused with SchemaOutOfDateError, however it is opened or migrated, naming the upgrade of
+    chatmemory rather than ``chatmemory migrate``; nothing in it changes."""
+    async with ChatMemory.open(db_url) as memory:
+        await memory.scoped(Principal("a")).start_conversation()
+        async with memory._db.transaction(write=True) as conn:
+            await conn.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '9999'"))
+    for migrate in (True, False):
+        with pytest.raises(SchemaOutOfDateError) as err:
+            async with ChatMemory.open(db_url, migrate=migrate):
+                pass
+        assert err.value.newer and err.value.current == "9999" and "upgrade chatmemory" in str(err.value)
+    for command in ("migrate", "check"):
+        out = _cli(command, "--url", db_url)
+        assert out.returncode == 2 and "upgrade chatmemory" in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
+    db = Database(create_engine(db_url))
+    try:
+        async with db.transaction() as conn:
+            assert (
+                await conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))
+            ).scalar_one() == "9999"
+            assert (await conn.execute(text("SELECT count(*) FROM chat_conversations"))).scalar_one() == 1
+    finally:
+        await db.engine.dispose()
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "chatmemory", *args], capture_output=True, text=True, cwd=ROOT, timeout=120
