@@ -152,7 +152,9 @@ class SearchOps(ScopeBase):
         Messages written since the last search are indexed first, so every committed message
         is found; on a read-only PostgreSQL database (a standby) that step is skipped, and the
         search finds what searches on the primary have indexed. Ties in relevance go to the
-        most recent message. See the module documentation for
+        most recent message. A cursor's page starts below its last message as that message ranks
+        when the page is read (on SQLite every rank moves with each message indexed, anyone's),
+        so a hit that matched throughout is on one page. See the module documentation for
         the query syntax; any text is a valid query, and one without words finds nothing.
 
         Raises:

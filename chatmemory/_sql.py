@@ -732,17 +732,30 @@ def search_page(scope: Scope, by_conversation: bool, by_history: bool, by_role: 
         f"FROM chat_messages_search s JOIN chat_messages m ON m.id = s.message_id {joins} "
         f"WHERE s.search_vector @@ {_TSQUERY} AND {' AND '.join(where)}"
     )
-    position = (
-        " WHERE (r.rank < :a_rank OR (r.rank = :a_rank AND (r.created_at < :a_created OR "
-        "(r.created_at = :a_created AND (r.seq < :a_seq OR (r.seq = :a_seq AND r.id < :a_id))))))"
-        if after
-        else ""
+
+    def position(rank: str) -> str:
+        return (
+            f" WHERE (r.rank < {rank} OR (r.rank = {rank} AND (r.created_at < :a_created OR "
+            "(r.created_at = :a_created AND (r.seq < :a_seq OR (r.seq = :a_seq AND r.id < :a_id))))))"
+            if after
+            else ""
+        )
+
+    # bm25 weighs each word by how rare it is in the whole index and each message by its length
+    # against the average, so every message's rank moves with any message written (anyone's). A
+    # page after the first starts below the rank its cursor's last message has now, in the same
+    # statement as the ranks it compares (the one the cursor holds if that message matches no more).
+    anchor = (
+        "coalesce((SELECT -bm25(chat_messages_fts) FROM chat_messages_fts WHERE chat_messages_fts MATCH :q "
+        "AND chat_messages_fts.rowid = (SELECT rowid FROM chat_messages WHERE id = :a_id)), :a_rank)"
     )
     order = "ORDER BY r.rank DESC, r.created_at DESC, r.seq DESC, r.id DESC"
-    page = f"{position} {order} LIMIT :limit"
     snippet = f"ts_headline('simple'::regconfig, r.content, {_TSQUERY}, '{_HEADLINE}')"
+    sqlite_rank = "a.rank" if after else ""
+    sqlite_from = f"({sqlite}) r, (SELECT {anchor} AS rank) a" if after else f"({sqlite}) r"
+    page = f"{position(':a_rank')} {order} LIMIT :limit"
     return SQL(
-        f"SELECT * FROM ({sqlite}) r{page}",
+        f"SELECT r.* FROM {sqlite_from}{position(sqlite_rank)} {order} LIMIT :limit",
         f"SELECT r.*, CASE WHEN row_number() OVER ({order}) <= :shown THEN {snippet} END "
         f"FROM (SELECT * FROM ({postgres}) r{page}) r {order}",
     )

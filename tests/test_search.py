@@ -114,6 +114,23 @@ async def test_keyset_pages_cover_every_hit_once(alice: Scope) -> None:
         await alice.search_messages("match", cursor="garbage")
 
 
+async def test_pages_cover_every_hit_once_though_others_write_between_them(alice: Scope, bob: Scope) -> None:
+    """A message's relevance on SQLite (bm25) depends on every message indexed: how rare each
+    word is, how long messages are on average. Another user's messages written between two
+    pages (indexed by the next search) change every rank, yet the pages still give each hit
+    that was there all along once."""
+    texts = [f"koala {'x ' * i}{i}" for i in range(10)]
+    await _conversation(alice, *texts, "other words")
+    page = await alice.search_messages("koala", limit=3)
+    seen = [hit.message.content for hit in page.items]
+    await _conversation(bob, *[f"filler {i}" for i in range(200)])
+    while page.next_cursor is not None:
+        page = await alice.search_messages("koala", limit=3, cursor=page.next_cursor)
+        seen += [hit.message.content for hit in page.items]
+        await _conversation(bob, *[f"filler koala {'y ' * i}" for i in range(20)])
+    assert sorted(seen) == sorted(texts) and len(seen) == len(texts)
+
+
 @pytest.mark.parametrize("limit", [1, 2, 5, 50])
 async def test_every_hit_of_every_page_has_its_own_snippet(alice: Scope, limit: int) -> None:
     """Hits tied in rank, time and seq (the same texts in several conversations), paged with
