@@ -26,20 +26,27 @@ T = TypeVar("T")
 # Pools that hand every checkout the same connection (SQLAlchemy's choice for an in-memory
 # SQLite engine): calls on one of them take turns, each holding it from checkout to return.
 _ONE_CONNECTION = (StaticPool, SingletonThreadPool)
-_turns: weakref.WeakKeyDictionary[Pool, asyncio.Lock] = weakref.WeakKeyDictionary()
+_Turns = weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
+_turns: weakref.WeakKeyDictionary[Pool, _Turns] = weakref.WeakKeyDictionary()
 
 
 def one_at_a_time(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[Any]:
     """Held around each use of ``engine``'s connections by the store, when its pool shares one
     connection among all checkouts: two calls on it at once would otherwise begin a transaction
     inside the other's, and one's rollback (or the pool's reset on return) undo the other's
-    statements, some of which would commit anyway. Shared by every store on the engine."""
+    statements, some of which would commit anyway. Shared by every store on the engine; one per
+    event loop (an asyncio lock serves one), so an engine used by one loop after another (a test
+    suite's) works."""
     pool = engine.sync_engine.pool
     if not isinstance(pool, _ONE_CONNECTION):
         return contextlib.nullcontext()
-    turn = _turns.get(pool)
+    loops = _turns.get(pool)
+    if loops is None:
+        loops = _turns[pool] = weakref.WeakKeyDictionary()
+    loop = asyncio.get_running_loop()
+    turn = loops.get(loop)
     if turn is None:
-        turn = _turns[pool] = asyncio.Lock()
+        turn = loops[loop] = asyncio.Lock()
     return turn
 
 

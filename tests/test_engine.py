@@ -327,6 +327,24 @@ async def test_a_callers_engine_used_before_the_store_has_its_settings_on_every_
 _SETTINGS = ("foreign_keys", "busy_timeout")
 
 
+def test_concurrent_calls_on_a_callers_in_memory_engine_from_one_event_loop_then_another() -> None:
+    """The same in-memory engine and store, calls gathered on one event loop, then on another
+    (each test of a suite its own loop): neither fails."""
+    engine = create_async_engine("sqlite+aiosqlite://")
+    memory = ChatMemory(engine)
+    alice = memory.scoped(Principal("alice"))
+
+    async def gathered() -> None:
+        await asyncio.gather(*(alice.start_conversation() for _ in range(5)))
+
+    asyncio.run(memory.migrate())
+    asyncio.run(gathered())
+    asyncio.run(gathered())
+    assert len(asyncio.run(alice.list_conversations(limit=50)).items) == 10
+    asyncio.run(memory.close())
+    asyncio.run(engine.dispose())
+
+
 async def test_concurrent_calls_on_a_callers_in_memory_engine_each_run_whole() -> None:
     """A caller's in-memory SQLite engine (``sqlite+aiosqlite://``) hands every checkout the one
     connection its pool holds (SQLAlchemy's StaticPool). Calls made at once (``asyncio.gather``)
