@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import sqlite3
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ MAX_WORD = 255
 SNIPPET_WORDS = 24
 _ROLES = ("system", "user", "assistant", "tool")
 _READ_ONLY = "25006"  # PostgreSQL's read_only_sql_transaction
+_SQLITE_READONLY = 8  # SQLite's primary result code of every write refused on a read-only database
 _WORD = re.compile(r"([^\W_]+)(\*)?")
 _MARKED_WORD = re.compile(r"([^ *]+)(\*)?")
 SQLITE_FTS_TABLE = "chat_messages_fts"
@@ -150,12 +152,13 @@ class SearchOps(ScopeBase):
         """Live messages of visible conversations matching ``query``, most relevant first.
 
         Messages written since the last search are indexed first, so every committed message
-        is found; on a read-only PostgreSQL database (a standby) that step is skipped, and the
-        search finds what searches on the primary have indexed. Ties in relevance go to the
-        most recent message. A cursor's page starts below its last message as that message ranks
-        when the page is read (on SQLite every rank moves with each message indexed, anyone's),
-        so a hit that matched throughout is on one page. See the module documentation for
-        the query syntax; any text is a valid query, and one without words finds nothing.
+        is found; on a read-only database (a PostgreSQL standby, a SQLite file opened read-only)
+        that step is skipped, and the search finds what earlier searches (on the primary) indexed.
+        Ties in relevance go to the most recent message. A cursor's page starts below its last
+        message as that message ranks when the page is read (on SQLite every rank moves with each
+        message indexed, anyone's), so a hit that matched throughout is on one page. See the
+        module documentation for the query syntax; any text is a valid query, and one without
+        words finds nothing.
 
         Raises:
             ConversationNotFound, HistoryNotFound: the given one is not visible.
@@ -183,9 +186,15 @@ class SearchOps(ScopeBase):
             try:
                 await self._db.run(_index_tail(), write=True)
             except StorageError as exc:
-                if getattr(exc.__cause__, "sqlstate", None) != _READ_ONLY:
+                cause = exc.__cause__
+                read_only = getattr(cause, "sqlstate", None) == _READ_ONLY or (
+                    isinstance(cause, sqlite3.Error)
+                    and getattr(cause, "sqlite_errorcode", 0) & 0xFF == _SQLITE_READONLY
+                )
+                if not read_only:
                     raise
-                # A read-only PostgreSQL database (a standby): what searches on the primary indexed.
+                # A read-only database (a PostgreSQL standby, a SQLite file opened read-only):
+                # what earlier searches (on the primary) indexed.
         rows, snippets = await self._db.run(
             _search(self.principal, text if terms else None, cid, hid, role, after, limit, sqlite=sqlite)
         )

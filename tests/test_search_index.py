@@ -207,6 +207,22 @@ async def test_a_read_only_postgresql_database_still_searches(postgres_url: str)
         assert await _texts(standby.scoped(Principal("alice")), "walrus") == ["indexed walrus"]
 
 
+async def test_a_read_only_sqlite_database_still_searches(tmp_path: Path) -> None:
+    """A SQLite database opened read-only (``mode=ro``: a backup, a file another user owns)
+    cannot index either: its searches find what earlier searches indexed, as a standby's do."""
+    path = tmp_path / "chat.db"
+    async with ChatMemory.open(f"sqlite:///{path}") as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        run = await alice.start_history(conv.id, model="m")
+        await alice.append_messages(run.id, [NewMessage("user", "indexed walrus")])
+        assert await _texts(alice, "walrus") == ["indexed walrus"]
+        await alice.append_messages(run.id, [NewMessage("user", "unindexed walrus")])
+    for migrate in (False, True):
+        async with ChatMemory.open(f"sqlite:///file:{path}?mode=ro&uri=true", migrate=migrate) as read_only:
+            assert await _texts(read_only.scoped(Principal("alice")), "walrus") == ["indexed walrus"]
+
+
 async def test_a_search_indexing_while_a_purge_removes_unindexed_messages(postgres_url: str) -> None:
     """PostgreSQL: a search indexes while a purge has removed soft-deleted messages that no search
     indexed yet and has not committed; the search neither waits for those messages nor fails when
