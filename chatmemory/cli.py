@@ -32,14 +32,21 @@ ENV_PRINCIPAL = "CHATMEMORY_PRINCIPAL"
 _BROKEN_PIPE = 128 + 13  # the status of a process killed by SIGPIPE
 
 
-def _url_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", help="database URL (default: $CHATMEMORY_URL, else the user data directory)")
+def _url_option(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    parser.add_argument(
+        "--url",
+        default=None if top else argparse.SUPPRESS,
+        help="database URL (default: $CHATMEMORY_URL, else the user data directory)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chatmemory", description="The persisted record of AI conversations."
     )
+    # The options every command shares go before the command or after it. A command's own
+    # default would replace one given before it, so only this parser has defaults.
+    _as_options(parser, top=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     migrate = commands.add_parser("migrate", help="upgrade the database schema to the current version")
@@ -54,17 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _as_options(parser: argparse.ArgumentParser) -> None:
-    _url_option(parser)
+def _as_options(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    _url_option(parser, top)
     parser.add_argument(
         "--as",
         dest="principal",
         metavar="PRINCIPAL",
-        default=os.environ.get(ENV_PRINCIPAL),
+        default=default(os.environ.get(ENV_PRINCIPAL)),
         help=f"act as this principal (default: ${ENV_PRINCIPAL})",
     )
-    parser.add_argument("--tenant", help="the principal's tenant")
-    parser.add_argument("--admin", action="store_true", help="act as an admin of the tenant")
+    parser.add_argument("--tenant", default=default(None), help="the principal's tenant")
+    parser.add_argument(
+        "--admin", action="store_true", default=default(False), help="act as an admin of the tenant"
+    )
 
 
 def _data_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

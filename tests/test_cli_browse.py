@@ -59,6 +59,10 @@ def test_ls_show_and_search(tmp_path: Path) -> None:
     (line,) = listed.stdout.splitlines()
     assert line.split("\t")[:3] == [cid, "Trip to Rome", "4"]
     assert _run("ls", "--url", url, env={"CHATMEMORY_PRINCIPAL": "bob"}).stdout == ""
+    # The shared options go before the command too; given both places, the command's own win.
+    assert _run(*who, "ls").stdout == listed.stdout
+    assert _run("--as", "bob", "--url", url, "ls", "--as", "alice").stdout == listed.stdout
+    assert _run("--as", "alice", "--url", url, "ls", "--as", "bob").stdout == ""
 
     shown = _run("show", cid, *who)
     assert shown.returncode == 0, shown.stderr
