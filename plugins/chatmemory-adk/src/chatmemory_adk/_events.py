@@ -70,15 +70,24 @@ def to_event(message: Message) -> Event | None:
 
 
 def _usage(usage: types.GenerateContentResponseUsageMetadata | None) -> dict[str, int] | None:
+    """The token counts of a model event. Gemini reports a thinking model's thought tokens and
+    the tokens of its tool-use prompts apart from ``candidates`` and ``prompt``, yet bills and
+    totals them: they count as output and input, as ADK's own telemetry counts them."""
     if usage is None:
         return None
     counts = {
-        "input_tokens": usage.prompt_token_count,
-        "output_tokens": usage.candidates_token_count,
+        "input_tokens": _sum(usage.prompt_token_count, usage.tool_use_prompt_token_count),
+        "output_tokens": _sum(usage.candidates_token_count, usage.thoughts_token_count),
         "total_tokens": usage.total_token_count,
     }
     found = {name: count for name, count in counts.items() if count is not None}
     return found or None
+
+
+def _sum(*counts: int | None) -> int | None:
+    """The sum of the counts reported, ``None`` when none is."""
+    found = [count for count in counts if count is not None]
+    return sum(found) if found else None
 
 
 def _parts(part: types.Part) -> list[ContentPart]:
