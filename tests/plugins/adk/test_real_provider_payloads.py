@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from chatmemory_adk import ChatMemorySessionService, ProvenancePlugin
+from chatmemory_adk import ChatMemorySessionService, ProvenancePlugin, _layout
 from google import genai
 from google.adk.agents import LlmAgent
 from google.adk.agents.run_config import RunConfig, StreamingMode
@@ -139,8 +139,6 @@ async def test_gemini_turns_send_what_adks_own_service_sends_and_count_thought_t
     assert len(ours) == 3
     # The second invocation's request carries the first one's thought signatures and tool turn.
     assert ours == theirs
-
-    from chatmemory_adk import _layout
 
     chat = memory.scoped(_layout.user(APP, USER))
     detail = await chat.get_conversation(_layout.session_id_of(APP, USER, "s1"), messages=True)
