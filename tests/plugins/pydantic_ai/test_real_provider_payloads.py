@@ -9,18 +9,25 @@ A run resumed from the store must send the provider exactly what a run given the
 from __future__ import annotations
 
 import base64
+import json
 import os
+import re
 from typing import Any
 
+import httpx
 import pytest
 from chatmemory_pydantic_ai import ChatMemoryCapability
+from google import genai
+from google.genai import types as genai_types
 from pydantic_ai import Agent, models
 from pydantic_ai.capabilities import NativeTool
+from pydantic_ai.models.google import GoogleModel
 from pydantic_ai.models.openai import OpenAIChatModel, OpenAIResponsesModel
 from pydantic_ai.native_tools import ImageGenerationTool
+from pydantic_ai.providers.google import GoogleProvider
 from pydantic_ai.providers.openai import OpenAIProvider
 
-from chatmemory import InvalidInputError
+from chatmemory import Conversation, InvalidInputError
 from chatmemory.scope import Scope
 from tests.plugins._openai_http import (
     FakeOpenAI,
@@ -172,3 +179,98 @@ async def test_an_answer_longer_than_the_content_limit_does_not_fail_the_run(ali
     with models.override_allow_model_requests(True):
         result = await agent.run("Write an essay.")
     assert result.output == essay
+
+
+def _gemini_body(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "candidates": [{"content": {"parts": parts, "role": "model"}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {
+            "promptTokenCount": 120,
+            "candidatesTokenCount": 12,
+            "thoughtsTokenCount": 40,
+            "cachedContentTokenCount": 64,
+            "totalTokenCount": 172,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 120}],
+        },
+        "modelVersion": "gemini-2.5-flash",
+        "responseId": "resp-1",
+    }
+
+
+async def _gemini_turns(alice: Scope, conv: Conversation | None, stream: bool) -> tuple[list[str], list[str]]:
+    """Two turns of a GoogleModel agent, recorded in ``conv`` when given (else each run gets the
+    first one's ``all_messages()``); the outputs and the request bodies, with the tool call ids
+    pydantic-ai makes up (Gemini gives none) numbered in order."""
+    signature = base64.b64encode(b"opaque thought signature").decode()
+    bodies = [
+        _gemini_body(
+            [
+                {"text": "Adding.", "thought": True, "thoughtSignature": signature},
+                {"functionCall": {"name": "add", "args": {"a": 2, "b": 3}}},
+            ]
+        ),
+        _gemini_body([{"text": "The sum is 5."}]),
+        _gemini_body([{"text": "Still 5."}]),
+    ]
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.content.decode())
+        body = bodies.pop(0)
+        if "streamGenerateContent" in request.url.path:
+            events = f"data: {json.dumps(body)}\r\n\r\n".encode()
+            return httpx.Response(200, content=events, headers={"content-type": "text/event-stream"})
+        return httpx.Response(200, json=body)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    client = genai.Client(
+        api_key="test-not-used", http_options=genai_types.HttpOptions(httpx_async_client=http)
+    )
+    capabilities = [ChatMemoryCapability(alice, conv.id)] if conv is not None else []
+    agent = Agent(
+        GoogleModel("gemini-2.5-flash", provider=GoogleProvider(client=client)),
+        instructions="Be brief.",
+        capabilities=capabilities,
+    )
+
+    @agent.tool_plain
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    outputs: list[str] = []
+    history = None
+    with models.override_allow_model_requests(True):
+        for prompt in ("What is 2+3?", "And again?"):
+            if stream:
+                async with agent.run_stream(prompt, message_history=history) as streamed:
+                    outputs.append(await streamed.get_output())
+                    messages = streamed.all_messages()
+            else:
+                result = await agent.run(prompt, message_history=history)
+                outputs.append(result.output)
+                messages = result.all_messages()
+            history = None if conv is not None else messages
+    await http.aclose()
+    ids: dict[str, str] = {}
+    numbered = [
+        re.sub(r"pyd_ai_[0-9a-f]{32}", lambda m: ids.setdefault(m[0], f"call-{len(ids)}"), s) for s in sent
+    ]
+    return outputs, numbered
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["run", "stream"])
+async def test_gemini_runs_resumed_from_the_store_send_what_all_messages_sends(
+    alice: Scope, stream: bool
+) -> None:
+    conv = await alice.start_conversation()
+    recorded, ours = await _gemini_turns(alice, conv, stream)
+    kept, theirs = await _gemini_turns(alice, None, stream)
+    assert recorded == kept == ["The sum is 5.", "Still 5."]
+    assert len(ours) == 3
+    assert ours == theirs
+    first, _ = (await alice.get_conversation(conv.id)).histories
+    # Output counts the thought tokens, as ChatMemorySessionService records Gemini's usage.
+    usage = first.usage or {}
+    assert (usage["input_tokens"], usage["output_tokens"], usage["output_reasoning_tokens"]) == (240, 104, 80)
+    assert isinstance(usage["cost"], float)
