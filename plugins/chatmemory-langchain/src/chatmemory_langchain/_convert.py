@@ -102,9 +102,10 @@ def to_new_message(message: BaseMessage, *, keyed: bool = True) -> NewMessage:
 
 def _json_of(data: dict[str, Any]) -> Any:
     """``data`` as JSON values: dates, ids, sets and the like in their JSON form, bytes in
-    base64, and any other object (a tool's ``artifact`` may be anything) as its ``repr``, so
-    a message LangChain accepted is stored rather than refused."""
-    return to_jsonable_python(data, fallback=repr, bytes_mode="base64")
+    base64, infinities and NaN (a logprob of -inf) as null, and any other object (a tool's
+    ``artifact`` may be anything) as its ``repr``, so a message LangChain accepted is stored
+    rather than refused."""
+    return to_jsonable_python(data, fallback=repr, bytes_mode="base64", inf_nan_mode="null")
 
 
 def _content_of(message: BaseMessage) -> str | list[ContentPart]:
