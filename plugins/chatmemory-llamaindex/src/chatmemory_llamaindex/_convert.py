@@ -63,7 +63,11 @@ def to_new_message(message: ChatMessage, *, model: str | None = None) -> NewMess
     # message of the agent's final write).
     data = message.model_dump(mode="json", fallback=repr)
     parts = [part for block in data["blocks"] for part in _block_parts(block)]
-    parts += _legacy_tool_calls(message.additional_kwargs)
+    # llama-index-llms-openai puts each tool call both in a ``ToolCallBlock`` and, as the
+    # SDK's object, in ``additional_kwargs["tool_calls"]``: one call, one part.
+    called = {p.id for p in parts if isinstance(p, ToolCallPart)}
+    legacy = _legacy_tool_calls(message.additional_kwargs)
+    parts += [p for p in legacy if not (isinstance(p, ToolCallPart) and p.id in called)]
     call_id = message.additional_kwargs.get("tool_call_id")
     if role == "tool" and isinstance(call_id, str):
         text = "\n".join(p.text for p in parts if isinstance(p, TextPart))
