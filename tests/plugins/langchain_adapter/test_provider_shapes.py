@@ -5,13 +5,16 @@ as it was produced, as it would from a graph that kept the conversation in memor
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.tools import tool
 from pydantic import BaseModel
 
+from chatmemory import ToolCallPart
 from chatmemory.scope import Scope
-from tests.plugins.langchain_adapter._fakes import fake
+from tests.plugins.langchain_adapter._fakes import call, fake
 from tests.plugins.langchain_adapter._helpers import agent, histories, user
 
 
@@ -126,3 +129,23 @@ async def test_a_reply_whose_logprobs_hold_infinity_or_nan_is_recorded(alice: Sc
         "content": [{"token": "4", "logprob": None, "top_logprobs": []}]
     }
     assert seen.response_metadata["score"] is None
+
+
+@tool
+def scale(x: float) -> str:
+    """Scale a number."""
+    return f"scaled {x}"
+
+
+async def test_a_tool_call_whose_arguments_hold_nan_is_recorded(alice: Scope) -> None:
+    # langchain-openai reads a call's arguments with json.loads, which takes NaN and
+    # Infinity: the call is kept with null in their place, as in the message's native form.
+    conv = await alice.start_conversation()
+    model = fake(call("scale", "c1", x=json.loads("NaN")), "Done.")
+    out = await agent(alice, conv.id, model, tools=[scale]).ainvoke(user("Scale it"))
+    assert out["messages"][2].text == "scaled nan"
+
+    (run,) = await histories(alice, conv.id)
+    assert run.status == "completed"
+    assert run.messages is not None
+    assert run.messages[1].parts == [ToolCallPart(id="c1", name="scale", arguments={"x": None})]

@@ -100,7 +100,7 @@ def to_new_message(message: BaseMessage, *, keyed: bool = True) -> NewMessage:
     )
 
 
-def _json_of(data: dict[str, Any]) -> Any:
+def _json_of(data: Any) -> Any:
     """``data`` as JSON values: dates, ids, sets and the like in their JSON form, bytes in
     base64, infinities and NaN (a logprob of -inf) as null, and any other object (a tool's
     ``artifact`` may be anything) as its ``repr``, so a message LangChain accepted is stored
@@ -118,7 +118,8 @@ def _content_of(message: BaseMessage) -> str | list[ContentPart]:
     calls: list[ContentPart] = []
     if isinstance(message, AIMessage):
         calls = [
-            ToolCallPart(id=c.get("id") or "", name=c["name"], arguments=c["args"])
+            # Read with json.loads, which takes NaN and Infinity: kept as in the native form.
+            ToolCallPart(id=c.get("id") or "", name=c["name"], arguments=_json_of(c["args"]))
             for c in message.tool_calls
         ]
         calls += [
