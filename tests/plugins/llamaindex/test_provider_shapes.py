@@ -6,6 +6,8 @@ reader of another framework needs."""
 
 from __future__ import annotations
 
+import io
+
 from chatmemory_llamaindex import ChatMemoryChatStore
 from llama_index.core.base.llms.types import (
     AudioBlock,
@@ -121,3 +123,29 @@ async def test_an_infinite_logprob_is_kept_as_null(alice: Scope, store: ChatMemo
     await store.async_add_message("k", reply)
     (got,) = await store.aget_messages("k")
     assert got.additional_kwargs == {"logprob": None}
+
+
+async def test_media_blocks_given_a_file_object_are_stored_as_its_bytes(
+    alice: Scope, store: ChatMemoryChatStore
+) -> None:
+    # LlamaIndex takes an open file for an image, audio or document; its own JSON form
+    # cannot hold one (it fails on the raw bytes), and the store failed the same way.
+    sent = ChatMessage(
+        role="user",
+        blocks=[
+            TextBlock(text="What are these?"),
+            ImageBlock(image=io.BytesIO(PNG)),
+            AudioBlock(audio=io.BytesIO(b"ID3\x03\x00\x00"), format="mp3"),
+            DocumentBlock(data=io.BytesIO(b"%PDF-1.4\n"), document_mimetype="application/pdf"),
+        ],
+    )
+    parts = await stored_parts(alice, store, sent)
+    assert [type(p) for p in parts] == [TextPart, ImagePart, AudioPart, FilePart]
+
+    (got,) = await store.aget_messages("k")
+    assert got.blocks == [
+        TextBlock(text="What are these?"),
+        ImageBlock(image=PNG),
+        AudioBlock(audio=b"ID3\x03\x00\x00", format="mp3"),
+        DocumentBlock(data=b"%PDF-1.4\n", document_mimetype="application/pdf"),
+    ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from io import IOBase
 from typing import Any
 
 from llama_index.core.base.llms.types import (
@@ -20,6 +21,7 @@ from llama_index.core.base.llms.types import (
     TextBlock,
     ThinkingBlock,
     ToolCallBlock,
+    VideoBlock,
 )
 
 from chatmemory import (
@@ -61,7 +63,7 @@ def to_new_message(message: ChatMessage, *, model: str | None = None) -> NewMess
     # ``additional_kwargs`` may hold any object: one with no JSON form is kept as its repr,
     # so a message LlamaIndex accepted is stored rather than refused (with every other
     # message of the agent's final write).
-    data = message.model_dump(mode="json", fallback=repr)
+    data = _with_bytes(message).model_dump(mode="json", fallback=repr)
     parts = [part for block in data["blocks"] for part in _block_parts(block)]
     # llama-index-llms-openai puts each tool call both in a ``ToolCallBlock`` and, as the
     # SDK's object, in ``additional_kwargs["tool_calls"]``: one call, one part.
@@ -83,6 +85,35 @@ def to_new_message(message: ChatMessage, *, model: str | None = None) -> NewMess
         model=model if role == "assistant" else None,
         native={"format": NATIVE_FORMAT, "data": data},
     )
+
+
+# The field of each media block that may hold a file object instead of bytes.
+_BINARY: dict[type[Any], str] = {
+    ImageBlock: "image",
+    AudioBlock: "audio",
+    VideoBlock: "video",
+    DocumentBlock: "data",
+}
+
+
+def _with_bytes(message: ChatMessage) -> ChatMessage:
+    """``message`` with each media block given a file object (LlamaIndex takes one, as its
+    JSON form takes only bytes, read raw) given that file's bytes instead: what the block
+    holds once read again, kept in base64 as blocks built from bytes keep it."""
+    blocks = [_block_with_bytes(block) for block in message.blocks]
+    if all(new is old for new, old in zip(blocks, message.blocks, strict=True)):
+        return message
+    return message.model_copy(update={"blocks": blocks})
+
+
+def _block_with_bytes(block: Any) -> Any:
+    field = _BINARY.get(type(block))
+    value = getattr(block, field) if field is not None else None
+    if not isinstance(value, IOBase):
+        return block
+    value.seek(0)  # where LlamaIndex's own serialiser reads it from
+    fields = {name: getattr(block, name) for name in type(block).model_fields}
+    return type(block).model_validate({**fields, field: value.read()})
 
 
 def restored(message: Message) -> NewMessage:
