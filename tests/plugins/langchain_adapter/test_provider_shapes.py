@@ -12,7 +12,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.tools import tool
 from pydantic import BaseModel
 
-from chatmemory import ToolCallPart
+from chatmemory import ReasoningPart, TextPart, ToolCallPart
 from chatmemory.scope import Scope
 from tests.plugins.langchain_adapter._fakes import call, fake
 from tests.plugins.langchain_adapter._helpers import agent, histories, user
@@ -149,3 +149,30 @@ async def test_a_tool_call_whose_arguments_hold_nan_is_recorded(alice: Scope) ->
     assert run.status == "completed"
     assert run.messages is not None
     assert run.messages[1].parts == [ToolCallPart(id="c1", name="scale", arguments={"x": None})]
+
+
+async def test_a_responses_api_reply_keeps_its_reasoning_summary_in_its_parts(alice: Scope) -> None:
+    # langchain-openai's Responses API output: the reasoning's text is in its summaries.
+    reply = AIMessage(
+        content=[
+            {
+                "type": "reasoning",
+                "id": "rs_68a1",
+                "summary": [
+                    {"type": "summary_text", "text": "Two and two.", "index": 0},
+                    {"type": "summary_text", "text": "That is four.", "index": 1},
+                ],
+                "encrypted_content": "gAAAAABo",
+            },
+            {"type": "text", "text": "4", "annotations": [], "id": "msg_68a1"},
+        ],
+        response_metadata={"model_name": "o4-mini-2025-04-16", "status": "completed"},
+        id="resp_68a1",
+    )
+    run, seen = await next_call_sees(alice, reply)
+    assert seen == reply
+    assert run.messages is not None
+    assert run.messages[-1].parts == [
+        ReasoningPart(text="Two and two.\n\nThat is four."),
+        TextPart(text="4"),
+    ]

@@ -148,7 +148,11 @@ def _part_of(block: Mapping[str, Any]) -> ContentPart | None:
     if kind == "text":
         return TextPart(text=str(block.get("text", "")))
     if kind in ("reasoning", "thinking"):
-        return ReasoningPart(text=str(block.get(kind) or ""))
+        text = block.get(kind)
+        if text is None and isinstance(summary := block.get("summary"), list):
+            # OpenAI's Responses API: the reasoning's summaries, each a block of its own.
+            text = "\n\n".join(str(s.get("text") or "") for s in summary if isinstance(s, Mapping))
+        return ReasoningPart(text=str(text or ""))
     if kind == "image_url":
         url = block.get("image_url")
         url = url.get("url") if isinstance(url, Mapping) else url
