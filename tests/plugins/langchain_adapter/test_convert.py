@@ -76,3 +76,36 @@ async def test_messages_stored_without_a_langchain_form_are_rebuilt_from_parts(a
     assert isinstance(result, ToolMessage)
     assert result.tool_call_id == "c1"
     assert answer.response_metadata == {"model_name": "other-model"}
+
+
+async def test_tool_calls_stored_with_json_text_arguments_are_rebuilt_with_them(alice: Scope) -> None:
+    # OpenAI sends a call's arguments as JSON text, and LlamaIndex stores them so: the next
+    # model call must get them, not a call without arguments.
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="gpt-4o")
+    await alice.append_messages(
+        run.id,
+        [
+            NewMessage("user", "2+2?"),
+            NewMessage(
+                "assistant",
+                [
+                    ToolCallPart(id="c1", name="add", arguments='{"a": 2, "b": 2}'),
+                    ToolCallPart(id="c2", name="add", arguments='{"a": 2,'),
+                ],
+            ),
+            NewMessage("tool", [ToolResultPart(call_id="c1", content="4")]),
+            NewMessage("tool", [ToolResultPart(call_id="c2", content="bad arguments", is_error=True)]),
+            NewMessage("assistant", "4"),
+        ],
+    )
+    await alice.finish_history(run.id)
+    model = fake("Anything else?")
+    await agent(alice, conv.id, model).ainvoke(user("Thanks"))
+
+    ask = model.seen[0][2]
+    assert isinstance(ask, AIMessage)
+    assert ask.tool_calls == [{"id": "c1", "name": "add", "args": {"a": 2, "b": 2}, "type": "tool_call"}]
+    assert ask.invalid_tool_calls == [
+        {"id": "c2", "name": "add", "args": '{"a": 2,', "error": None, "type": "invalid_tool_call"}
+    ]

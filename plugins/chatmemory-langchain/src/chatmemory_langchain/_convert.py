@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -252,13 +253,19 @@ def from_stored(message: Message) -> BaseMessage:
     blocks: list[str | dict[str, Any]] = [b for p in parts if (b := _block_of(p)) is not None]
     content: str | list[str | dict[str, Any]] = blocks if blocks else message.content
     if message.role == "assistant":
-        calls = [
-            {"id": p.id, "name": p.name, "args": p.arguments if isinstance(p.arguments, dict) else {}}
-            for p in parts
-            if isinstance(p, ToolCallPart)
-        ]
+        calls: list[dict[str, Any]] = []
+        invalid: list[dict[str, Any]] = []
+        for p in parts:
+            if isinstance(p, ToolCallPart):
+                args = _arguments(p.arguments)
+                if args is not None:
+                    calls.append({"id": p.id, "name": p.name, "args": args})
+                else:
+                    invalid.append({"id": p.id, "name": p.name, "args": p.arguments, "error": None})
         meta = {"model_name": message.model} if message.model else {}
-        return AIMessage(content=content, tool_calls=calls, response_metadata=meta, id=mid)
+        return AIMessage(
+            content=content, tool_calls=calls, invalid_tool_calls=invalid, response_metadata=meta, id=mid
+        )
     if message.role == "tool":
         result = next((p for p in parts if isinstance(p, ToolResultPart)), None)
         call_id = result.call_id if result else ""
@@ -267,6 +274,18 @@ def from_stored(message: Message) -> BaseMessage:
     if message.role == "system":
         return SystemMessage(content=content, id=mid)
     return HumanMessage(content=content, id=mid)
+
+
+def _arguments(arguments: str | dict[str, Any]) -> dict[str, Any] | None:
+    """A call's arguments as LangChain holds them: an object, the JSON text of one (as OpenAI
+    and the frameworks following it send them) read; ``None`` for text that is not one."""
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        parsed = json.loads(arguments) if arguments.strip() else {}
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 def _block_of(part: ContentPart) -> dict[str, Any] | None:
