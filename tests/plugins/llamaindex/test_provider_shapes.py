@@ -23,7 +23,7 @@ from openai.types.chat import ChatCompletionMessageToolCall
 from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall, ChoiceDeltaToolCallFunction
 from openai.types.chat.chat_completion_message_tool_call import Function
 
-from chatmemory import AudioPart, FilePart, ImagePart, ReasoningPart, TextPart, ToolCallPart
+from chatmemory import AudioPart, FilePart, ImagePart, ReasoningPart, TextPart, ToolCallPart, ToolResultPart
 from chatmemory.scope import Scope
 
 ARGS = '{"a": 2, "b": 3}'
@@ -149,3 +149,30 @@ async def test_media_blocks_given_a_file_object_are_stored_as_its_bytes(
         AudioBlock(audio=b"ID3\x03\x00\x00", format="mp3"),
         DocumentBlock(data=b"%PDF-1.4\n", document_mimetype="application/pdf"),
     ]
+
+
+async def test_an_anthropic_reply_stores_its_tool_calls_as_parts(
+    alice: Scope, store: ChatMemoryChatStore
+) -> None:
+    # llama-index-llms-anthropic keeps a reply's tool calls as Anthropic's tool_use blocks in
+    # additional_kwargs: without them in the parts, a reader of the parts sees the tool's
+    # result answer no call, which providers refuse.
+    sent = [
+        ChatMessage(role="user", content="2+3?"),
+        ChatMessage(
+            role="assistant",
+            content="",
+            additional_kwargs={
+                "tool_calls": [
+                    {"id": "toolu_01", "input": {"a": 2, "b": 3}, "name": "add", "type": "tool_use"}
+                ],
+                "thinking": None,
+            },
+        ),
+        ChatMessage(role="tool", content="5", additional_kwargs={"tool_call_id": "toolu_01"}),
+    ]
+    await store.aset_messages("k", sent)
+    assert await store.aget_messages("k") == sent
+    _, call, result = await alice.transcript((await alice.list_conversations()).items[0].id)
+    assert call.parts == [ToolCallPart(id="toolu_01", name="add", arguments={"a": 2, "b": 3})]
+    assert result.parts == [ToolResultPart(call_id="toolu_01", content="5")]

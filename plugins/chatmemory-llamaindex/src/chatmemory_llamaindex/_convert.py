@@ -68,7 +68,7 @@ def to_new_message(message: ChatMessage, *, model: str | None = None) -> NewMess
     # llama-index-llms-openai puts each tool call both in a ``ToolCallBlock`` and, as the
     # SDK's object, in ``additional_kwargs["tool_calls"]``: one call, one part.
     called = {p.id for p in parts if isinstance(p, ToolCallPart)}
-    legacy = _legacy_tool_calls(message.additional_kwargs)
+    legacy = _legacy_tool_calls(data["additional_kwargs"])
     parts += [p for p in legacy if not (isinstance(p, ToolCallPart) and p.id in called)]
     call_id = message.additional_kwargs.get("tool_call_id")
     if role == "tool" and isinstance(call_id, str):
@@ -150,8 +150,8 @@ def from_stored(message: Message) -> ChatMessage:
 
 def _block_parts(block: Mapping[str, Any]) -> list[ContentPart]:
     kind = block["block_type"]
-    if kind == "text":
-        return [TextPart(text=block["text"])]
+    if kind == "text":  # a reply holding only tool calls has an empty one: no part
+        return [TextPart(text=block["text"])] if block["text"] else []
     if kind == "thinking":
         return [ReasoningPart(text=block["content"])] if block.get("content") else []
     if kind == "tool_call":
@@ -184,13 +184,20 @@ def _media(
 
 
 def _legacy_tool_calls(kwargs: Mapping[str, Any]) -> list[ContentPart]:
-    """Tool calls that provider integrations put in ``additional_kwargs["tool_calls"]``
-    (dicts or the provider's objects)."""
+    """Tool calls that provider integrations put in ``additional_kwargs["tool_calls"]``, read
+    from its JSON form: OpenAI's (``{"id", "function": {"name", "arguments"}}``, the SDK's
+    objects) and Anthropic's (``{"id", "name", "input"}``, its ``tool_use`` blocks)."""
     calls = kwargs.get("tool_calls")
     parts: list[ContentPart] = []
     for call in calls if isinstance(calls, list) else []:
-        function = _field(call, "function")
-        name, call_id, arguments = _field(function, "name"), _field(call, "id"), _field(function, "arguments")
+        if not isinstance(call, Mapping):
+            continue
+        function = call.get("function")
+        if isinstance(function, Mapping):
+            name, arguments = function.get("name"), function.get("arguments")
+        else:
+            name, arguments = call.get("name"), call.get("input")
+        call_id = call.get("id")
         if isinstance(name, str):
             parts.append(
                 ToolCallPart(
@@ -200,10 +207,6 @@ def _legacy_tool_calls(kwargs: Mapping[str, Any]) -> list[ContentPart]:
                 )
             )
     return parts
-
-
-def _field(value: Any, name: str) -> Any:
-    return value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
 
 
 def _part_block(part: ContentPart) -> ContentBlock | None:
