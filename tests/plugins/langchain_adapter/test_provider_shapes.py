@@ -176,3 +176,21 @@ async def test_a_responses_api_reply_keeps_its_reasoning_summary_in_its_parts(al
         ReasoningPart(text="Two and two.\n\nThat is four."),
         TextPart(text="4"),
     ]
+
+
+async def test_an_empty_text_block_beside_a_tool_call_is_no_part(alice: Scope) -> None:
+    # A streamed Anthropic reply that only calls a tool: Anthropic refuses an empty text
+    # block, which a reader of the parts would send back.
+    reply = AIMessage(
+        content=[
+            {"type": "text", "text": "", "index": 0},
+            {"type": "tool_use", "id": "toolu_01", "name": "add", "input": {}, "index": 1},
+        ],
+        tool_calls=[{"name": "add", "args": {"a": 1, "b": 2}, "id": "toolu_01", "type": "tool_call"}],
+        id="lc_run--9b1e",
+    )
+    conv = await alice.start_conversation()
+    await agent(alice, conv.id, fake(reply, "3")).ainvoke(user("1+2?"))
+    (run,) = await histories(alice, conv.id)
+    assert run.messages is not None
+    assert run.messages[1].parts == [ToolCallPart(id="toolu_01", name="add", arguments={"a": 1, "b": 2})]

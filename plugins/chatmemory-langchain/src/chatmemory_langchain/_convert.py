@@ -146,8 +146,9 @@ def _parts_of(content: str | Sequence[str | Mapping[str, Any]]) -> list[ContentP
 
 def _part_of(block: Mapping[str, Any]) -> ContentPart | None:
     kind = block.get("type")
-    if kind == "text":
-        return TextPart(text=str(block.get("text", "")))
+    if kind == "text":  # empty in a streamed reply that only calls tools: no part
+        text = block.get("text")
+        return TextPart(text=str(text)) if text else None
     if kind in ("reasoning", "thinking"):
         text = block.get(kind)
         if text is None and isinstance(summary := block.get("summary"), list):
