@@ -176,3 +176,17 @@ async def test_an_anthropic_reply_stores_its_tool_calls_as_parts(
     _, call, result = await alice.transcript((await alice.list_conversations()).items[0].id)
     assert call.parts == [ToolCallPart(id="toolu_01", name="add", arguments={"a": 2, "b": 3})]
     assert result.parts == [ToolResultPart(call_id="toolu_01", content="5")]
+
+
+async def test_an_anthropic_replys_thinking_is_its_reasoning_part(
+    alice: Scope, store: ChatMemoryChatStore
+) -> None:
+    thinking = {"signature": "EqQBCkYIARgC", "thinking": "Two and three.", "type": "thinking"}
+    reply = ChatMessage(
+        role="assistant", content="5", additional_kwargs={"tool_calls": [], "thinking": thinking}
+    )
+    assert await stored_parts(alice, store, reply) == [
+        ReasoningPart(text="Two and three."),
+        TextPart(text="5"),
+    ]
+    assert await store.aget_messages("k") == [reply]

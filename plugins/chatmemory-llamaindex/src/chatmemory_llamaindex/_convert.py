@@ -70,6 +70,11 @@ def to_new_message(message: ChatMessage, *, model: str | None = None) -> NewMess
     called = {p.id for p in parts if isinstance(p, ToolCallPart)}
     legacy = _legacy_tool_calls(data["additional_kwargs"])
     parts += [p for p in legacy if not (isinstance(p, ToolCallPart) and p.id in called)]
+    # llama-index-llms-anthropic keeps a reply's thinking in ``additional_kwargs`` instead.
+    thinking = data["additional_kwargs"].get("thinking")
+    text = thinking.get("thinking") if isinstance(thinking, Mapping) else None
+    if isinstance(text, str) and text and not any(isinstance(p, ReasoningPart) for p in parts):
+        parts.insert(0, ReasoningPart(text=text))
     call_id = message.additional_kwargs.get("tool_call_id")
     if role == "tool" and isinstance(call_id, str):
         text = "\n".join(p.text for p in parts if isinstance(p, TextPart))
