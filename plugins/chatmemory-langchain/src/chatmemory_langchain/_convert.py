@@ -40,7 +40,13 @@ NATIVE_FORMAT = "langchain"
 """The ``native.format`` of messages this package stores (``data`` is ``message_to_dict``)."""
 
 _ROLES: dict[str, Role] = {"human": "user", "ai": "assistant", "tool": "tool", "system": "system"}
-_CHAT_ROLES: dict[str, Role] = {"user": "user", "assistant": "assistant", "tool": "tool", "system": "system"}
+_CHAT_ROLES: dict[str, Role] = {
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+    "system": "system",
+    "developer": "system",  # OpenAI's name for system instructions to its reasoning models
+}
 _DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)$", re.DOTALL)
 _MEDIA: dict[str, type[ImagePart | AudioPart | FilePart]] = {
     "image": ImagePart,
