@@ -190,3 +190,17 @@ async def test_an_anthropic_replys_thinking_is_its_reasoning_part(
         TextPart(text="5"),
     ]
     assert await store.aget_messages("k") == [reply]
+
+
+async def test_a_google_reply_stores_its_function_calls_as_parts(
+    alice: Scope, store: ChatMemoryChatStore
+) -> None:
+    # google-genai's FunctionCall objects: their arguments are in ``args``.
+    reply = ChatMessage(
+        role="assistant",
+        content=None,
+        additional_kwargs={"tool_calls": [{"id": "fc_1", "name": "add", "args": {"a": 2, "b": 3}}]},
+    )
+    assert await stored_parts(alice, store, reply) == [
+        ToolCallPart(id="fc_1", name="add", arguments={"a": 2, "b": 3})
+    ]

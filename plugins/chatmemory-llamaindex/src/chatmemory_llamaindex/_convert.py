@@ -191,7 +191,8 @@ def _media(
 def _legacy_tool_calls(kwargs: Mapping[str, Any]) -> list[ContentPart]:
     """Tool calls that provider integrations put in ``additional_kwargs["tool_calls"]``, read
     from its JSON form: OpenAI's (``{"id", "function": {"name", "arguments"}}``, the SDK's
-    objects) and Anthropic's (``{"id", "name", "input"}``, its ``tool_use`` blocks)."""
+    objects), Anthropic's (``{"id", "name", "input"}``, its ``tool_use`` blocks) and Google's
+    (``{"id", "name", "args"}``)."""
     calls = kwargs.get("tool_calls")
     parts: list[ContentPart] = []
     for call in calls if isinstance(calls, list) else []:
@@ -200,10 +201,12 @@ def _legacy_tool_calls(kwargs: Mapping[str, Any]) -> list[ContentPart]:
         function = call.get("function")
         if isinstance(function, Mapping):
             name, arguments = function.get("name"), function.get("arguments")
-        else:
-            name, arguments = call.get("name"), call.get("input")
+        else:  # Google's function calls hold theirs in ``args``
+            name, arguments = call.get("name"), call.get("input", call.get("args"))
         call_id = call.get("id")
         if isinstance(name, str):
+            if arguments is None:
+                arguments = {}
             parts.append(
                 ToolCallPart(
                     id=call_id if isinstance(call_id, str) else name,
