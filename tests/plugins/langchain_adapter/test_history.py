@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from chatmemory_langchain import ChatMemoryHistory
 from langchain_core.chat_history import InMemoryChatMessageHistory
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables import ConfigurableFieldSpec, RunnableConfig, RunnableLambda
 from langchain_core.runnables.history import RunnableWithMessageHistory
@@ -162,3 +162,23 @@ async def test_a_history_factory_keyed_by_user_and_conversation(memory: ChatMemo
         "you said: hello\ngoodbye",
     ]
     assert (await bob.list_conversations()).items == []
+
+
+async def test_a_streamed_reply_is_recorded_as_the_assistants(alice: Scope) -> None:
+    # Streaming a chain gives its reply back as the chunks added up (an AIMessageChunk),
+    # which RunnableWithMessageHistory stores as it is.
+    conv = await alice.start_conversation()
+    history = ChatMemoryHistory(alice, conv.id, model="fake-a")
+    chain = RunnableWithMessageHistory(
+        PROMPT | fake("Hello there!"),
+        lambda session_id: history,
+        input_messages_key="question",
+        history_messages_key="history",
+    )
+    session: RunnableConfig = {"configurable": {"session_id": str(conv.id)}}
+    async for _ in chain.astream({"question": "Hi"}, session):
+        pass
+
+    (run,) = await histories(alice, conv.id)
+    assert rows(run.messages) == [("user", None, "Hi"), ("assistant", "fake-a", "Hello there!")]
+    assert [type(m) for m in await history.aget_messages()] == [HumanMessage, AIMessageChunk]

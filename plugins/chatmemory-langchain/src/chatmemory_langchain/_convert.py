@@ -39,7 +39,17 @@ from chatmemory import (
 NATIVE_FORMAT = "langchain"
 """The ``native.format`` of messages this package stores (``data`` is ``message_to_dict``)."""
 
-_ROLES: dict[str, Role] = {"human": "user", "ai": "assistant", "tool": "tool", "system": "system"}
+_ROLES: dict[str, Role] = {
+    "human": "user",
+    "ai": "assistant",
+    "tool": "tool",
+    "system": "system",
+    # What a streamed call gives back whole (a chain's reply, kept as its chunks added up).
+    "HumanMessageChunk": "user",
+    "AIMessageChunk": "assistant",
+    "ToolMessageChunk": "tool",
+    "SystemMessageChunk": "system",
+}
 _CHAT_ROLES: dict[str, Role] = {
     "user": "user",
     "assistant": "assistant",
