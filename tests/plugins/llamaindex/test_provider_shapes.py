@@ -7,7 +7,9 @@ reader of another framework needs."""
 from __future__ import annotations
 
 import io
+import os
 
+import pytest
 from chatmemory_llamaindex import ChatMemoryChatStore
 from llama_index.core.base.llms.types import (
     AudioBlock,
@@ -23,7 +25,16 @@ from openai.types.chat import ChatCompletionMessageToolCall
 from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall, ChoiceDeltaToolCallFunction
 from openai.types.chat.chat_completion_message_tool_call import Function
 
-from chatmemory import AudioPart, FilePart, ImagePart, ReasoningPart, TextPart, ToolCallPart, ToolResultPart
+from chatmemory import (
+    AudioPart,
+    FilePart,
+    ImagePart,
+    InvalidInputError,
+    ReasoningPart,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+)
 from chatmemory.scope import Scope
 
 ARGS = '{"a": 2, "b": 3}'
@@ -204,3 +215,17 @@ async def test_a_google_reply_stores_its_function_calls_as_parts(
     assert await stored_parts(alice, store, reply) == [
         ToolCallPart(id="fc_1", name="add", arguments={"a": 2, "b": 3})
     ]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=InvalidInputError,
+    reason="an image over the store's inline limit (1 MiB decoded; providers take 5-20 MB, a "
+    "phone photo is often larger) is refused as the message's neutral ImagePart (the same image "
+    "given as a data URL is stored): adding it raises InvalidInputError",
+)
+async def test_a_user_image_larger_than_the_inline_limit_is_stored(store: ChatMemoryChatStore) -> None:
+    photo = b"\xff\xd8\xff\xe0" + os.urandom(1_500_000)
+    question = ChatMessage(role="user", blocks=[TextBlock(text="What is this?"), ImageBlock(image=photo)])
+    await store.async_add_message("k", question)
+    assert await store.aget_messages("k") == [question]
