@@ -229,3 +229,28 @@ async def test_a_user_image_larger_than_the_inline_limit_is_stored(store: ChatMe
     question = ChatMessage(role="user", blocks=[TextBlock(text="What is this?"), ImageBlock(image=photo)])
     await store.async_add_message("k", question)
     assert await store.aget_messages("k") == [question]
+
+
+async def test_a_bedrock_reply_stores_its_tool_calls_under_their_ids(
+    alice: Scope, store: ChatMemoryChatStore
+) -> None:
+    # llama-index-llms-bedrock-converse: the Converse API's toolUse dicts, with the calls'
+    # ids (and statuses) listed beside them; the tool's result answers the toolUseId.
+    sent = [
+        ChatMessage(role="user", content="2+3?"),
+        ChatMessage(
+            role="assistant",
+            content="",
+            additional_kwargs={
+                "tool_calls": [{"toolUseId": "tooluse_kZJ1", "name": "add", "input": {"a": 2, "b": 3}}],
+                "tool_call_id": ["tooluse_kZJ1"],
+                "status": [],
+            },
+        ),
+        ChatMessage(role="tool", content="5", additional_kwargs={"tool_call_id": "tooluse_kZJ1"}),
+    ]
+    await store.aset_messages("k", sent)
+    assert await store.aget_messages("k") == sent
+    _, call, result = await alice.transcript((await alice.list_conversations()).items[0].id)
+    assert call.parts == [ToolCallPart(id="tooluse_kZJ1", name="add", arguments={"a": 2, "b": 3})]
+    assert result.parts == [ToolResultPart(call_id="tooluse_kZJ1", content="5")]

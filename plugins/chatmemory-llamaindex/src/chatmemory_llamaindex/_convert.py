@@ -191,8 +191,8 @@ def _media(
 def _legacy_tool_calls(kwargs: Mapping[str, Any]) -> list[ContentPart]:
     """Tool calls that provider integrations put in ``additional_kwargs["tool_calls"]``, read
     from its JSON form: OpenAI's (``{"id", "function": {"name", "arguments"}}``, the SDK's
-    objects), Anthropic's (``{"id", "name", "input"}``, its ``tool_use`` blocks) and Google's
-    (``{"id", "name", "args"}``)."""
+    objects), Anthropic's (``{"id", "name", "input"}``, its ``tool_use`` blocks), Bedrock's
+    (``{"toolUseId", "name", "input"}``) and Google's (``{"id", "name", "args"}``)."""
     calls = kwargs.get("tool_calls")
     parts: list[ContentPart] = []
     for call in calls if isinstance(calls, list) else []:
@@ -203,7 +203,7 @@ def _legacy_tool_calls(kwargs: Mapping[str, Any]) -> list[ContentPart]:
             name, arguments = function.get("name"), function.get("arguments")
         else:  # Google's function calls hold theirs in ``args``
             name, arguments = call.get("name"), call.get("input", call.get("args"))
-        call_id = call.get("id")
+        call_id = call.get("id") or call.get("toolUseId")  # Bedrock's Converse API names it so
         if isinstance(name, str):
             if arguments is None:
                 arguments = {}
