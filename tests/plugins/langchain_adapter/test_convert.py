@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from chatmemory_langchain import to_new_message
 from chatmemory_langchain._convert import model_name_of
-from langchain_core.messages import AIMessage, ChatMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 
 from chatmemory import FilePart, NewMessage, ReasoningPart, TextPart, ToolCallPart, ToolResultPart
 from chatmemory.scope import Scope
@@ -25,6 +32,7 @@ def test_roles_models_and_parts() -> None:
     assert stored.usage == {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5}
     assert to_new_message(SystemMessage("rules")).role == "system"
     assert to_new_message(ChatMessage("rules", role="developer")).role == "system"
+    assert to_new_message(FunctionMessage("42", name="add")).role == "tool"
     failed = to_new_message(ToolMessage("bad args", tool_call_id="c9", status="error"))
     assert failed.parts == [ToolResultPart(call_id="c9", content="bad args", is_error=True)]
 

@@ -44,11 +44,13 @@ _ROLES: dict[str, Role] = {
     "ai": "assistant",
     "tool": "tool",
     "system": "system",
+    "function": "tool",  # what a function called by OpenAI's legacy function calling returned
     # What a streamed call gives back whole (a chain's reply, kept as its chunks added up).
     "HumanMessageChunk": "user",
     "AIMessageChunk": "assistant",
     "ToolMessageChunk": "tool",
     "SystemMessageChunk": "system",
+    "FunctionMessageChunk": "tool",
 }
 _CHAT_ROLES: dict[str, Role] = {
     "user": "user",
