@@ -230,3 +230,27 @@ async def test_an_answer_longer_than_the_content_limit_does_not_fail_the_run(ali
     conv = await alice.start_conversation()
     out = await agent(alice, conv.id, fake(essay)).ainvoke(user("Write an essay."))
     assert out["messages"][-1].text == essay
+
+
+async def test_reasoning_kept_outside_standard_blocks_is_a_reasoning_part(alice: Scope) -> None:
+    deepseek = AIMessage(
+        content="4",
+        additional_kwargs={"reasoning_content": "Two and two."},
+        response_metadata={"model_name": "deepseek-reasoner"},
+        id="run-ds",
+    )
+    bedrock = AIMessage(
+        content=[
+            {"type": "reasoning_content", "reasoning_content": {"text": "Two more.", "signature": "sig"}},
+            {"type": "text", "text": "6"},
+        ],
+        response_metadata={"model_name": "us.anthropic.claude-sonnet-4-20250514-v1:0"},
+        id="run-br",
+    )
+    conv = await alice.start_conversation()
+    await agent(alice, conv.id, fake(deepseek)).ainvoke(user("2+2?"))
+    await agent(alice, conv.id, fake(bedrock)).ainvoke(user("And +2?"))
+    first, second = await histories(alice, conv.id)
+    assert first.messages is not None and second.messages is not None
+    assert first.messages[-1].parts == [ReasoningPart(text="Two and two."), TextPart(text="4")]
+    assert second.messages[-1].parts == [ReasoningPart(text="Two more."), TextPart(text="6")]

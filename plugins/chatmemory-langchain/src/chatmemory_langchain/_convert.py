@@ -145,9 +145,15 @@ def _content_of(message: BaseMessage) -> str | list[ContentPart]:
             ToolCallPart(id=c.get("id") or "", name=c.get("name") or "", arguments=c.get("args") or "")
             for c in message.invalid_tool_calls
         ]
-    if isinstance(message.content, str) and not calls:
+    # DeepSeek's, Groq's and Ollama's integrations keep a reply's reasoning there.
+    reasoning = message.additional_kwargs.get("reasoning_content") if isinstance(message, AIMessage) else None
+    if not isinstance(reasoning, str):
+        reasoning = None
+    if isinstance(message.content, str) and not calls and not reasoning:
         return message.content
     parts = _parts_of(message.content)
+    if reasoning and not any(isinstance(p, ReasoningPart) for p in parts):
+        parts.insert(0, ReasoningPart(text=reasoning))
     return [*parts, *calls]
 
 
@@ -172,6 +178,10 @@ def _part_of(block: Mapping[str, Any]) -> ContentPart | None:
         if text is None and isinstance(summary := block.get("summary"), list):
             # OpenAI's Responses API: the reasoning's summaries, each a block of its own.
             text = "\n\n".join(str(s.get("text") or "") for s in summary if isinstance(s, Mapping))
+        return ReasoningPart(text=str(text or ""))
+    if kind == "reasoning_content":  # Bedrock's Converse API: {"text", "signature"}
+        inner = block.get(kind)
+        text = inner.get("text") if isinstance(inner, Mapping) else inner
         return ReasoningPart(text=str(text or ""))
     if kind == "image_url":
         url = block.get("image_url")
