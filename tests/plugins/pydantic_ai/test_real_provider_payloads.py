@@ -238,19 +238,8 @@ async def _gemini_turns(alice: Scope, conv: Conversation | None, stream: bool) -
         """Add two integers."""
         return a + b
 
-    outputs: list[str] = []
-    history = None
     with models.override_allow_model_requests(True):
-        for prompt in ("What is 2+3?", "And again?"):
-            if stream:
-                async with agent.run_stream(prompt, message_history=history) as streamed:
-                    outputs.append(await streamed.get_output())
-                    messages = streamed.all_messages()
-            else:
-                result = await agent.run(prompt, message_history=history)
-                outputs.append(result.output)
-                messages = result.all_messages()
-            history = None if conv is not None else messages
+        outputs = await _turns(agent, stream, from_store=conv is not None)
     await http.aclose()
     ids: dict[str, str] = {}
     numbered = [
