@@ -112,11 +112,14 @@ async def test_turns_send_what_they_send_with_the_sdks_own_session(
     assert [m.role for m in first.messages or ()] == roles
     assert (first.messages or [])[-1].content == "The sum is 5."
     per_call = (320, 210) if api == "responses" else (310, 42)
+    reasoning = 192 if api == "responses" else 16
     assert first.usage == {
         "requests": 2,
         "input_tokens": 2 * per_call[0],
         "output_tokens": 2 * per_call[1],
         "total_tokens": 2 * sum(per_call),
+        "cached_tokens": 2 * 256,
+        "reasoning_tokens": 2 * reasoning,
     }
 
 

@@ -436,10 +436,16 @@ def _usage(run: RunRecord) -> dict[str, int] | None:
 
 
 def usage_counts(usage: Usage) -> dict[str, int]:
-    """The counters of ``usage`` a history records."""
-    return {
+    """The counters of ``usage`` a history records: the SDK's four, and the cached input and
+    reasoning output tokens (``cached_tokens``, ``reasoning_tokens``) when there are any."""
+    counts = {
         "requests": usage.requests,
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
         "total_tokens": usage.total_tokens,
     }
+    if cached := usage.input_tokens_details.cached_tokens:
+        counts["cached_tokens"] = cached
+    if reasoning := usage.output_tokens_details.reasoning_tokens:
+        counts["reasoning_tokens"] = reasoning
+    return counts
