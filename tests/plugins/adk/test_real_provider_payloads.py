@@ -145,7 +145,13 @@ async def test_gemini_turns_send_what_adks_own_service_sends_and_count_thought_t
     first, second = detail.histories
     # Thought and tool-use prompt tokens are billed: output = candidates + thoughts, and the
     # counts add up to Gemini's total.
-    per_call = {"input_tokens": 128, "output_tokens": 52, "total_tokens": 180}
+    per_call = {
+        "input_tokens": 128,
+        "output_tokens": 52,
+        "total_tokens": 180,
+        "cached_tokens": 64,
+        "reasoning_tokens": 40,
+    }
     assert (first.model, first.status, first.usage) == (
         MODEL,
         "completed",

@@ -72,13 +72,17 @@ def to_event(message: Message) -> Event | None:
 def _usage(usage: types.GenerateContentResponseUsageMetadata | None) -> dict[str, int] | None:
     """The token counts of a model event. Gemini reports a thinking model's thought tokens and
     the tokens of its tool-use prompts apart from ``candidates`` and ``prompt``, yet bills and
-    totals them: they count as output and input, as ADK's own telemetry counts them."""
+    totals them: they count as output and input, as ADK's own telemetry counts them. Of those,
+    the cached input and thought tokens are also given apart (``cached_tokens``,
+    ``reasoning_tokens``, as the OpenAI Agents adapter names them) when there are any."""
     if usage is None:
         return None
     counts = {
         "input_tokens": _sum(usage.prompt_token_count, usage.tool_use_prompt_token_count),
         "output_tokens": _sum(usage.candidates_token_count, usage.thoughts_token_count),
         "total_tokens": usage.total_token_count,
+        "cached_tokens": usage.cached_content_token_count or None,
+        "reasoning_tokens": usage.thoughts_token_count or None,
     }
     found = {name: count for name, count in counts.items() if count is not None}
     return found or None
