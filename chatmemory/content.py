@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, Self, TypeAlias
 
@@ -90,6 +91,17 @@ class ToolCallPart(_Part):
     id: str
     name: str
     arguments: str | dict[str, JsonValue] = Field(default_factory=dict)
+
+    def arguments_object(self) -> dict[str, JsonValue] | None:
+        """The arguments as a JSON object (JSON text read, empty text as ``{}``), or ``None``
+        when they are text that is not one."""
+        if isinstance(self.arguments, dict):
+            return dict(self.arguments)
+        try:
+            parsed = json.loads(self.arguments) if self.arguments.strip() else {}
+        except ValueError:
+            return None
+        return parsed if isinstance(parsed, dict) else None
 
 
 class ToolResultPart(_Part):

@@ -316,10 +316,5 @@ def _anthropic_content(message: Message) -> str | list[JSON]:
 
 def _tool_input(part: ToolCallPart) -> JSON:
     """Anthropic wants an object; arguments that are not a JSON object go under ``"arguments"``."""
-    if isinstance(part.arguments, dict):
-        return dict(part.arguments)
-    try:
-        parsed = json.loads(part.arguments) if part.arguments.strip() else {}
-    except ValueError:
-        parsed = None
-    return parsed if isinstance(parsed, dict) else {"arguments": part.arguments}
+    parsed = part.arguments_object()
+    return parsed if parsed is not None else {"arguments": part.arguments}

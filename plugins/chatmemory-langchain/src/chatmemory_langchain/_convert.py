@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -286,7 +285,7 @@ def from_stored(message: Message) -> BaseMessage:
         invalid: list[dict[str, Any]] = []
         for p in parts:
             if isinstance(p, ToolCallPart):
-                args = _arguments(p.arguments)
+                args = p.arguments_object()
                 if args is not None:
                     calls.append({"id": p.id, "name": p.name, "args": args})
                 else:
@@ -303,18 +302,6 @@ def from_stored(message: Message) -> BaseMessage:
     if message.role == "system":
         return SystemMessage(content=content, id=mid)
     return HumanMessage(content=content, id=mid)
-
-
-def _arguments(arguments: str | dict[str, Any]) -> dict[str, Any] | None:
-    """A call's arguments as LangChain holds them: an object, the JSON text of one (as OpenAI
-    and the frameworks following it send them) read; ``None`` for text that is not one."""
-    if isinstance(arguments, dict):
-        return arguments
-    try:
-        parsed = json.loads(arguments) if arguments.strip() else {}
-    except ValueError:
-        return None
-    return parsed if isinstance(parsed, dict) else None
 
 
 def _block_of(part: ContentPart) -> dict[str, Any] | None:
