@@ -15,18 +15,24 @@ from chatmemory import ChatMemory, NewMessage, Principal, ToolCallPart, ToolResu
 ROOT = Path(__file__).parent.parent
 
 
-def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _run(
+    *args: str, env: dict[str, str] | None = None, stdin: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m chatmemory ARGS``, its standard input read from ``stdin`` (else empty)."""
     environment = {k: v for k, v in os.environ.items() if k not in ("CHATMEMORY_PRINCIPAL", "CHATMEMORY_URL")}
-    return subprocess.run(
-        [sys.executable, "-m", "chatmemory", *args],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        cwd=ROOT,
-        env={**environment, **(env or {})},
-        timeout=120,
-        check=False,
-    )
+    with open(stdin or os.devnull, "rb") as feed:
+        return subprocess.run(
+            [sys.executable, "-m", "chatmemory", *args],
+            stdin=feed,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            cwd=ROOT,
+            env={**environment, **(env or {})},
+            timeout=120,
+            check=False,
+        )
 
 
 async def _seed(url: str) -> tuple[str, str]:
@@ -179,27 +185,8 @@ def test_import_reports_bytes_that_are_not_utf8_by_line(tmp_path: Path) -> None:
     dump.write_bytes(b"\xff\xfe not text\n" + latin1 + good)
     other = f"sqlite:///{tmp_path / 'other.db'}"
     for source, stdin in [(str(dump), None), ("-", dump)]:
-        with open(stdin or os.devnull, "rb") as feed:
-            result = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "chatmemory",
-                    "import",
-                    source,
-                    "--new-ids",
-                    "--url",
-                    other,
-                    "--as",
-                    "bob",
-                ],
-                stdin=feed,
-                capture_output=True,
-                cwd=ROOT,
-                timeout=120,
-                check=False,
-            )
-        errors = result.stderr.decode("utf-8", "replace")
+        result = _run("import", source, "--new-ids", "--url", other, "--as", "bob", stdin=stdin)
+        errors = result.stderr
         assert result.returncode == 1, errors
         assert "line 1: not JSON" in errors
         assert "line 2: invalid title: must be valid unicode" in errors
@@ -331,16 +318,7 @@ def test_import_reads_a_file_that_starts_with_a_byte_order_mark(tmp_path: Path) 
     dump.write_bytes(b"\xef\xbb\xbf" + exported.stdout.encode("utf-8"))
     other = f"sqlite:///{tmp_path / 'other.db'}"
     for source, stdin in [(str(dump), None), ("-", dump)]:
-        command = ["import", source, "--new-ids", "--url", other, "--as", "bob"]
-        with open(stdin or os.devnull, "rb") as feed:
-            result = subprocess.run(
-                [sys.executable, "-m", "chatmemory", *command],
-                stdin=feed,
-                capture_output=True,
-                cwd=ROOT,
-                timeout=120,
-                check=False,
-            )
-        errors = result.stderr.decode("utf-8", "replace")
+        result = _run("import", source, "--new-ids", "--url", other, "--as", "bob", stdin=stdin)
+        errors = result.stderr
         assert result.returncode == 0, errors
         assert "imported 1 conversation (4 messages); 0 failed" in errors
