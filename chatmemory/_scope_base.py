@@ -82,6 +82,11 @@ class ScopeBase:
         self._limits = limits
         self.principal = principal
 
+    @property
+    def limits(self) -> Limits:
+        """The limits this scope's writes are held to (its store's)."""
+        return self._limits
+
     def _check_content(self, content: str | list[ContentPart], field: str) -> None:
         if len(flatten_content(content)) > self._limits.content:
             raise InvalidInputError(field, f"longer than {self._limits.content} characters")

@@ -12,6 +12,10 @@ history asks :func:`starting_in` before taking it for abandoned.
 
 A run's writes are awaited with :func:`settled`, so a cancelled run never leaves them half
 done, and a history closed by an error says what stopped it (:func:`run_error`).
+
+A framework accepts messages larger than the store's limits (a long answer, a phone photo).
+An adapter keeps each message whole in its native form and passes it through :func:`fitted`,
+which cuts only the neutral content down to the limits, so the run is recorded, not refused.
 """
 
 from __future__ import annotations
@@ -27,12 +31,15 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from chatmemory._db import settle
-from chatmemory.models import History
+from chatmemory.content import ContentPart, TextPart, ToolResultPart
+from chatmemory.limits import Limits
+from chatmemory.models import History, NewMessage
 
 __all__ = [
     "ABANDONED",
     "LIVE_HISTORIES",
     "abandoned",
+    "fitted",
     "recorder_metadata",
     "run_error",
     "settled",
@@ -134,3 +141,87 @@ def _conversation_key(conversation_id: UUID | str) -> str:
         return str(UUID(str(conversation_id)))
     except ValueError:
         return str(conversation_id)
+
+
+def fitted(message: NewMessage, limits: Limits) -> NewMessage:
+    """``message`` with its neutral content cut to fit ``limits``, for a message whose native
+    form keeps the whole of it (each adapter's does): ``message`` itself when it fits.
+
+    Inline data over ``limits.inline_bytes`` becomes a text part naming what it was. When the
+    flattened text is over ``limits.content``, the longest texts (of text parts and tool
+    results) are cut first, each keeping its beginning and ending with a note of how many
+    characters it lost, so the shorter ones stay whole. Everything else is kept: tool calls and
+    their ids, reasoning, media within the limit, and every other field of the message.
+    """
+    content = message.content
+    if isinstance(content, str):
+        if len(content) <= limits.content:
+            return message
+        (text,) = _clipped([content], limits.content)
+        return message.model_copy(update={"content": text})
+    parts = [_fitted_media(part, limits.inline_bytes) for part in content]
+    texts = [_text_of(part) for part in parts]
+    kept = [text for text in texts if text is not None]
+    clipped = iter(_clipped(kept, limits.content))
+    parts = [
+        part if text is None else _with_text(part, next(clipped))
+        for part, text in zip(parts, texts, strict=True)
+    ]
+    if all(new is old for new, old in zip(parts, content, strict=True)):
+        return message
+    return message.model_copy(update={"content": parts})
+
+
+def _fitted_media(part: ContentPart, inline_bytes: int) -> ContentPart:
+    size = getattr(part, "data_size", 0)
+    if size <= inline_bytes:
+        return part
+    kind = getattr(part, "media_type", None) or part.type
+    return TextPart(
+        text=f"[{part.type} ({kind}, {size:,} bytes) over the store's {inline_bytes:,}-byte inline "
+        "limit: kept in this message's native form only]"
+    )
+
+
+def _text_of(part: ContentPart) -> str | None:
+    if isinstance(part, TextPart):
+        return part.text
+    if isinstance(part, ToolResultPart):
+        return part.content
+    return None
+
+
+def _with_text(part: ContentPart, text: str) -> ContentPart:
+    if text == _text_of(part):
+        return part
+    return part.model_copy(update={"text" if isinstance(part, TextPart) else "content": text})
+
+
+def _clipped(texts: list[str], limit: int) -> list[str]:
+    """``texts`` cut so that, joined with newlines, they are at most ``limit`` characters: all
+    longer than some length are cut to it, the others kept whole."""
+    budget = limit - max(len(texts) - 1, 0)  # the newlines between them
+    if sum(map(len, texts)) <= budget:
+        return texts
+    lengths = sorted(map(len, texts))
+    cap = 0
+    for i, length in enumerate(lengths):
+        rest = len(lengths) - i  # those as long as this one or longer, all cut to ``cap``
+        if length * rest > budget:
+            cap = max(budget, 0) // rest
+            break
+        budget -= length
+    return [text if len(text) <= cap else _cut(text, cap) for text in texts]
+
+
+def _cut(text: str, cap: int) -> str:
+    """The beginning of ``text``, with a note of what was cut, in at most ``cap`` characters."""
+    longest = len(_note(len(text)))
+    if cap < longest:
+        return text[:cap]
+    keep = cap - longest
+    return text[:keep] + _note(len(text) - keep)
+
+
+def _note(cut: int) -> str:
+    return f"\n[{cut:,} more characters in this message's native form]"

@@ -163,6 +163,39 @@ async def test_a_failed_append_writes_neither_event_nor_state(
     assert stored.last_update_time == session.last_update_time
 
 
+async def test_an_event_over_the_store_limits_is_stored_and_read_back_whole(
+    service: ChatMemorySessionService, memory: ChatMemory
+) -> None:
+    # ADK's own DatabaseSessionService stores any event; so does this one: the event is kept
+    # whole natively, and only the neutral form other readers use is cut to the limits.
+    session = await service.create_session(app_name=APP, user_id="u1", session_id="s")
+    essay = "word " * 24_000
+    photo = types.Part(
+        inline_data=types.Blob(mime_type="image/jpeg", data=b"\xff\xd8\xff\xe0" + bytes(1_500_000))
+    )
+    event = Event(
+        invocation_id="inv",
+        author="writer",
+        content=types.Content(
+            role="model",
+            parts=[types.Part(text=essay), photo],
+        ),
+    )
+    await service.append_event(session, event)
+    stored = await service.get_session(app_name=APP, user_id="u1", session_id="s")
+    assert stored is not None
+    (read,) = stored.events
+    assert read.content == event.content
+
+    chat = memory.scoped(Principal("u1", tenant=APP))
+    (message,) = await chat.transcript((await chat.list_conversations()).items[0].id)
+    assert isinstance(message.parts, list)
+    text, image = message.parts
+    assert isinstance(text, TextPart) and essay.startswith(text.text.split("\n[")[0])
+    assert isinstance(image, TextPart) and "(image/jpeg, 1,500,004 bytes)" in image.text
+    assert len(message.content) <= 100_000
+
+
 async def test_a_deleted_session_id_can_be_created_again(service: ChatMemorySessionService) -> None:
     for round_ in range(3):
         session = await service.create_session(

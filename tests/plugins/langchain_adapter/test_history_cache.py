@@ -292,6 +292,18 @@ async def test_a_read_after_an_add_reads_only_the_newest_messages(
 async def test_an_add_the_store_refuses_writes_nothing(alice: Scope) -> None:
     history = await _warm(alice)
     with pytest.raises(InvalidInputError):
-        await history.aadd_messages([HumanMessage("fine"), AIMessage("x" * 100_001)])
+        await history.aadd_messages([HumanMessage("fine"), AIMessage("NUL \x00 is not text")])
     assert _texts(await history.aget_messages()) == ["u0", "a0", "u1", "a1", "u2", "a2"]
     assert len((await alice.get_conversation(history.conversation_id)).histories) == 3
+
+
+async def test_a_message_over_the_store_limits_is_added_and_read_back_whole(alice: Scope) -> None:
+    history = await _warm(alice, turns=1)
+    essay = AIMessage("word " * 24_000, id="run-1")
+    await history.aadd_messages([HumanMessage("Write an essay."), essay])
+    read = await history.aget_messages()
+    assert _texts(read) == ["u0", "a0", "Write an essay.", essay.text]
+    assert read[-1] == essay
+    stored = (await alice.transcript(history.conversation_id))[-1]
+    assert essay.text.startswith(stored.content.split("\n[")[0])
+    assert stored.content.endswith(" more characters in this message's native form]")

@@ -10,12 +10,11 @@ import json
 import os
 from typing import Any
 
-import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.tools import tool
 from pydantic import BaseModel
 
-from chatmemory import InvalidInputError, ReasoningPart, TextPart, ToolCallPart
+from chatmemory import ReasoningPart, TextPart, ToolCallPart
 from chatmemory.scope import Scope
 from tests.plugins.langchain_adapter._fakes import call, fake
 from tests.plugins.langchain_adapter._helpers import agent, histories, user
@@ -199,13 +198,6 @@ async def test_an_empty_text_block_beside_a_tool_call_is_no_part(alice: Scope) -
     assert run.messages[1].parts == [ToolCallPart(id="toolu_01", name="add", arguments={"a": 1, "b": 2})]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InvalidInputError,
-    reason="an image over the store's inline limit (1 MiB decoded; providers take 5-20 MB, a "
-    "phone photo is often larger) is refused as the input's neutral ImagePart: the run raises "
-    "InvalidInputError before the model is called",
-)
 async def test_a_user_image_larger_than_the_inline_limit_does_not_fail_the_run(alice: Scope) -> None:
     photo = base64.b64encode(b"\xff\xd8\xff\xe0" + os.urandom(1_500_000)).decode()
     question = HumanMessage(
@@ -219,12 +211,6 @@ async def test_a_user_image_larger_than_the_inline_limit_does_not_fail_the_run(a
     assert out["messages"][-1].text == "A cat."
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InvalidInputError,
-    reason="an answer over the store's content limit (100,000 characters, about 25k tokens; "
-    "models answer with up to 32k-128k tokens) is refused: the run raises InvalidInputError",
-)
 async def test_an_answer_longer_than_the_content_limit_does_not_fail_the_run(alice: Scope) -> None:
     essay = "word " * 24_000
     conv = await alice.start_conversation()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import os
 
-import pytest
 from chatmemory_llamaindex import ChatMemoryChatStore
 from llama_index.core.base.llms.types import (
     AudioBlock,
@@ -29,7 +28,6 @@ from chatmemory import (
     AudioPart,
     FilePart,
     ImagePart,
-    InvalidInputError,
     ReasoningPart,
     TextPart,
     ToolCallPart,
@@ -217,18 +215,23 @@ async def test_a_google_reply_stores_its_function_calls_as_parts(
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InvalidInputError,
-    reason="an image over the store's inline limit (1 MiB decoded; providers take 5-20 MB, a "
-    "phone photo is often larger) is refused as the message's neutral ImagePart (the same image "
-    "given as a data URL is stored): adding it raises InvalidInputError",
-)
 async def test_a_user_image_larger_than_the_inline_limit_is_stored(store: ChatMemoryChatStore) -> None:
     photo = b"\xff\xd8\xff\xe0" + os.urandom(1_500_000)
     question = ChatMessage(role="user", blocks=[TextBlock(text="What is this?"), ImageBlock(image=photo)])
     await store.async_add_message("k", question)
     assert await store.aget_messages("k") == [question]
+
+
+async def test_an_answer_longer_than_the_content_limit_is_stored_and_read_back_whole(
+    alice: Scope, store: ChatMemoryChatStore
+) -> None:
+    essay = ChatMessage(role="assistant", content="word " * 24_000)
+    await store.async_add_message("k", ChatMessage(role="user", content="Write an essay."))
+    await store.async_add_message("k", essay)
+    assert (await store.aget_messages("k"))[-1] == essay
+    stored = (await alice.transcript((await alice.list_conversations()).items[0].id))[-1]
+    assert len(stored.content) <= alice.limits.content
+    assert (essay.content or "").startswith(stored.content.split("\n[")[0])
 
 
 async def test_a_bedrock_reply_stores_its_tool_calls_under_their_ids(

@@ -17,7 +17,7 @@ from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 from agents.models.openai_responses import OpenAIResponsesModel
 from chatmemory_openai_agents import ChatMemorySession
 
-from chatmemory import Conversation, InvalidInputError
+from chatmemory import Conversation
 from chatmemory.scope import Scope
 from tests.plugins._openai_http import (
     FakeOpenAI,
@@ -123,12 +123,6 @@ async def test_turns_send_what_they_send_with_the_sdks_own_session(
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InvalidInputError,
-    reason="an answer over the store's content limit (100,000 characters, about 25k tokens; "
-    "models answer with up to 32k-128k tokens) is refused: the run raises InvalidInputError",
-)
 async def test_an_answer_longer_than_the_content_limit_does_not_fail_the_run(
     alice: Scope, conversation: Conversation
 ) -> None:

@@ -7,7 +7,7 @@ import base64
 from typing import Any
 
 import pytest
-from agents import AgentHooks, MaxTurnsExceeded, RunHooks, function_tool
+from agents import AgentHooks, MaxTurnsExceeded, RunHooks, Runner, function_tool
 from agents.testing import ModelCall, ModelStep, assistant_message, function_call
 from chatmemory_openai_agents import NATIVE_FORMAT, ChatMemorySession
 
@@ -15,7 +15,6 @@ from chatmemory import (
     Conversation,
     FilePart,
     ImagePart,
-    InvalidInputError,
     Message,
     TextPart,
     ToolCallPart,
@@ -287,20 +286,34 @@ async def test_concurrent_runs_on_one_session_get_their_own_histories(
     }
 
 
-async def test_an_item_over_the_store_limits_fails_the_run(alice: Scope, conversation: Conversation) -> None:
+@pytest.mark.parametrize("wiring", ["session.run", "run+hooks", "run"])
+async def test_a_tool_output_over_the_store_limits_is_recorded_and_read_back_whole(
+    wiring: str, alice: Scope, conversation: Conversation
+) -> None:
+    page = "x" * 100_001
+
     @function_tool
     def fetch() -> str:
         """Return a huge page."""
-        return "x" * 100_001
+        return page
 
     model = NamedModel("model-a", [[function_call("fetch", {}, call_id="c1")], [assistant_message("Done.")]])
+    agent = make_agent("reader", model, tools=[fetch])
     session = ChatMemorySession(alice, conversation.id)
-    with pytest.raises(InvalidInputError):
-        await session.run(make_agent("reader", model, tools=[fetch]), "Read it.")
+    if wiring == "session.run":
+        result = await session.run(agent, "Read it.")
+    else:
+        hooks = session.hooks if wiring == "run+hooks" else None
+        result = await Runner.run(agent, "Read it.", session=session, hooks=hooks)
+    assert result.final_output == "Done."
 
     (run,) = (await alice.get_conversation(conversation.id, messages=True)).histories
-    assert run.status == "failed"
-    assert [m.role for m in run.messages or []] == ["user"]
+    assert run.status == "completed"
+    assert [m.role for m in run.messages or []] == ["user", "assistant", "tool", "assistant"]
+    output = (run.messages or [])[2]
+    assert len(output.content) <= alice.limits.content and page.startswith(output.content.split("\n[")[0])
+    (item,) = [i for i in await session.get_items() if i.get("type") == "function_call_output"]
+    assert item["output"] == page
 
 
 class _Calls(RunHooks[Any]):

@@ -357,8 +357,8 @@ async def test_a_write_the_store_refuses_fails_the_run_and_never_hangs(
 
     @function_tool
     def fetch() -> str:
-        """Return a page over the store's content limit."""
-        return "x" * 100_001
+        """Return a page with a NUL character, which neither backend can hold."""
+        return "a NUL \x00 in text"
 
     model = NamedModel("m", [[function_call("fetch", {}, call_id="c1")], [assistant_message("Done.")]])
     session = ChatMemorySession(alice, conversation.id)

@@ -27,7 +27,7 @@ from pydantic_ai.native_tools import ImageGenerationTool
 from pydantic_ai.providers.google import GoogleProvider
 from pydantic_ai.providers.openai import OpenAIProvider
 
-from chatmemory import Conversation, InvalidInputError
+from chatmemory import Conversation
 from chatmemory.scope import Scope
 from tests.plugins._openai_http import (
     FakeOpenAI,
@@ -127,12 +127,6 @@ async def test_a_run_resumed_from_the_store_sends_what_all_messages_sends(
         assert isinstance((answer.usage or {})["cost"], float)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InvalidInputError,
-    reason="a generated image over the store's inline limit (1 MiB decoded; a 1024x1024 PNG is "
-    "often larger) is refused as the response's neutral ImagePart: the run raises InvalidInputError",
-)
 async def test_a_generated_image_larger_than_the_inline_limit_does_not_fail_the_run(alice: Scope) -> None:
     conv = await alice.start_conversation()
     reset_ids()
@@ -161,12 +155,6 @@ async def test_a_generated_image_larger_than_the_inline_limit_does_not_fail_the_
     assert history.status == "completed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InvalidInputError,
-    reason="an answer over the store's content limit (100,000 characters, about 25k tokens; "
-    "models answer with up to 32k-128k tokens) is refused: the run raises InvalidInputError",
-)
 async def test_an_answer_longer_than_the_content_limit_does_not_fail_the_run(alice: Scope) -> None:
     conv = await alice.start_conversation()
     reset_ids()

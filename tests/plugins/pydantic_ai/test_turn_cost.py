@@ -82,7 +82,7 @@ async def test_an_answer_the_store_refuses_still_closes_the_history(alice: Scope
     conv = await alice.start_conversation()
 
     def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-        return ModelResponse(parts=[TextPart("x" * 100_001)])
+        return ModelResponse(parts=[TextPart("a NUL \x00 in text")])
 
     agent = Agent(
         FunctionModel(respond, model_name="fn"), capabilities=[ChatMemoryCapability(alice, conv.id)]

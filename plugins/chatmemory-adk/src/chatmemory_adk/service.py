@@ -24,6 +24,7 @@ from typing_extensions import override
 
 from chatmemory import ChatMemory, ConflictError, ConversationNotFound, NotFoundError, Scope
 from chatmemory.loops import AnyLoopLock
+from chatmemory.recording import fitted
 from chatmemory_adk import _layout as layout
 from chatmemory_adk._events import event_time, to_event, to_message
 from chatmemory_adk._revisions import adk_error, revision
@@ -307,7 +308,7 @@ class ChatMemorySessionService(BaseSessionService):
             stored = await writer.merge_and_append(
                 {k: v for k, v in targets.items() if v},
                 history_id=run.history_id,
-                messages=[to_message(event, model=model)],
+                messages=[fitted(to_message(event, model=model), writer.limits)],  # whole natively
                 created_at=event_time(event.timestamp),
                 if_last_seq=expected,
             )

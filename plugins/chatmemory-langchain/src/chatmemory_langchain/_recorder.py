@@ -11,11 +11,12 @@ from uuid import UUID
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
-from chatmemory import ChatMemoryError, ConflictError, History, HistoryNotFound, Message
+from chatmemory import ChatMemoryError, ConflictError, History, HistoryNotFound, Message, NewMessage
 from chatmemory.recording import (
     ABANDONED,
     LIVE_HISTORIES,
     abandoned,
+    fitted,
     recorder_metadata,
     run_error,
     settled,
@@ -161,7 +162,7 @@ class Recorder:
         await self._write(run, head)
         _count_usage(run, last)
         text = _error_text(error)
-        batch = [to_new_message(m) for m in last]
+        batch = self._new(last)
         history_id, run.history_id = run.history_id, None
         opening, run.opening = run.opening, None
         try:
@@ -219,10 +220,14 @@ class Recorder:
         if history_id is not None:
             self._seen.status[history_id] = "failed"
 
+    def _new(self, messages: Sequence[BaseMessage]) -> list[NewMessage]:
+        """What stores ``messages``: each kept whole natively, its content cut to the limits."""
+        return [fitted(to_new_message(m), self.chat.limits) for m in messages]
+
     async def _write(self, run: Run, new: list[BaseMessage]) -> None:
         for start in range(0, len(new), _BATCH):
             chunk = new[start : start + _BATCH]
-            batch = [to_new_message(m) for m in chunk]
+            batch = self._new(chunk)
             if run.history_id is None:
                 assert run.opening is not None
                 with starting(self.conversation_id):

@@ -12,6 +12,7 @@ from langchain_core.messages import BaseMessage
 
 from chatmemory.loops import BackgroundLoop, HomeLoop
 from chatmemory.mirror import ConversationMirror
+from chatmemory.recording import fitted
 from chatmemory.scope import Scope
 from chatmemory_langchain._convert import copy_of, from_stored_many, to_new_message
 from chatmemory_langchain.middleware import SYNC_HINT
@@ -72,7 +73,7 @@ class ChatMemoryHistory(BaseChatMessageHistory):
             return
         # Like InMemoryChatMessageHistory, every message given is added, even one whose id is
         # already stored or repeated in the same call: ids do not make these adds idempotent.
-        batch = [to_new_message(m, keyed=False) for m in messages]
+        batch = [fitted(to_new_message(m, keyed=False), self.chat.limits) for m in messages]
         await self.chat.record_run(
             self.conversation_id, model=self.model, messages=batch, metadata=self.metadata
         )

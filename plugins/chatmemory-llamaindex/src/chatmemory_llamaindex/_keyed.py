@@ -35,6 +35,7 @@ from chatmemory import (
     Scope,
 )
 from chatmemory.loops import AnyLoopLock
+from chatmemory.recording import fitted
 from chatmemory_llamaindex._claim import claim, key_id, live
 from chatmemory_llamaindex._convert import from_stored, restored, to_new_message
 from chatmemory_llamaindex._provenance import Produced, observe
@@ -201,7 +202,7 @@ class KeyedConversations:
         segments: list[tuple[bool, list[NewMessage], Produced | None]] = []
         for message in messages:
             produced = self._provenance.produced(message)
-            new = to_new_message(message, model=produced.model if produced is not None else None)
+            new = self._new_message(message, produced)
             if not segments:
                 segments.append((run is None or (new.role == "user" and last_role != "user"), [], None))
             elif new.role == "user" and last_role != "user":
@@ -233,9 +234,10 @@ class KeyedConversations:
                 run.observed = True
             self._runs[cid] = run
 
-    def _new_message(self, message: ChatMessage) -> NewMessage:
-        produced = self._provenance.produced(message)
-        return to_new_message(message, model=produced.model if produced is not None else None)
+    def _new_message(self, message: ChatMessage, produced: Produced | None) -> NewMessage:
+        """What stores ``message``: kept whole natively, its content cut to the store's limits."""
+        new = to_new_message(message, model=produced.model if produced is not None else None)
+        return fitted(new, self.chat.limits)
 
     async def _open_run(self, cid: UUID) -> _Run | None:
         """The conversation's last history, when it is a run this adapter left running (in
@@ -276,7 +278,10 @@ class KeyedConversations:
     async def replace(self, key: str, messages: Sequence[ChatMessage | Message]) -> None:
         """Make ``messages`` the whole content of ``key``, recorded as one finished history
         (stored messages keep their model and native form)."""
-        batch = [restored(m) if isinstance(m, Message) else self._new_message(m) for m in messages]
+        batch = [
+            restored(m) if isinstance(m, Message) else self._new_message(m, self._provenance.produced(m))
+            for m in messages
+        ]
 
         async def act(cid: UUID) -> None:
             # The new content is stored before the old is deleted, so a refused batch

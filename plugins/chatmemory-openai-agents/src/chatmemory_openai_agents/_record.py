@@ -19,7 +19,7 @@ from agents.version import __version__ as agents_version
 
 from chatmemory import ConflictError, History, HistoryNotFound, Message, NewMessage
 from chatmemory.loops import AnyLoopLock
-from chatmemory.recording import abandoned, recorder_metadata, run_error
+from chatmemory.recording import abandoned, fitted, recorder_metadata, run_error
 from chatmemory.scope import Scope
 from chatmemory_openai_agents import _open_runs as open_runs
 from chatmemory_openai_agents._items import (
@@ -336,18 +336,21 @@ class Recorder:
         }
 
     def message_of(self, item: TResponseInputItem, run: RunRecord | None = None) -> NewMessage:
-        """The message that stores ``item``; an assistant item names its producer when known."""
+        """The message that stores ``item``; an assistant item names its producer when known.
+        The item is kept whole as its native form, its content cut to the store's limits."""
         raw: Mapping[str, Any] = item
         role = role_of(raw)
         content = content_of(raw) or ""
         native = {"format": NATIVE_FORMAT, "data": dict(raw)}
-        if role != "assistant":
-            return NewMessage(role, content, native=native)
-        producer = run.produced.get(item_identity(raw) or "", run.current) if run is not None else None
+        producer = None
+        if role == "assistant" and run is not None:
+            producer = run.produced.get(item_identity(raw) or "", run.current)
         if producer is None:
-            return NewMessage(role, content, native=native)
-        model, agent_name = producer
-        return NewMessage(role, content, model=model, metadata={"agent": agent_name}, native=native)
+            message = NewMessage(role, content, native=native)
+        else:
+            model, agent_name = producer
+            message = NewMessage(role, content, model=model, metadata={"agent": agent_name}, native=native)
+        return fitted(message, self.chat.limits)
 
 
 def answers(items: Sequence[TResponseInputItem]) -> set[str]:

@@ -123,7 +123,8 @@ class RunRecord:
 
     def _new(self, batch: Sequence[pai.ModelMessage]) -> list[NewMessage]:
         done = len(self.recorded)
-        return to_new_messages(batch, keys=[f"{self.run_id}:{done + i}" for i in range(len(batch))])
+        new = to_new_messages(batch, keys=[f"{self.run_id}:{done + i}" for i in range(len(batch))])
+        return [recording.fitted(message, self.chat.limits) for message in new]  # kept whole natively
 
     async def _write(self, batch: list[pai.ModelMessage], prompts: list[str]) -> None:
         new = self._new(batch)
