@@ -7,7 +7,7 @@ from uuid import UUID
 
 from chatmemory._db import Database
 from chatmemory._validation import check_text
-from chatmemory.content import ContentPart, flatten_content
+from chatmemory.content import ContentPart, flatten_content, inline_size
 from chatmemory.errors import InvalidInputError
 from chatmemory.limits import Limits
 from chatmemory.models import NewMessage
@@ -53,7 +53,7 @@ def _content_size(content: str | Sequence[ContentPart]) -> int:
         return len(content)
     size = 0
     for part in content:
-        size += getattr(part, "data_size", 0)
+        size += inline_size(part)
         size += sum(json_size(value) for name, value in part if name != "data")
     return size
 
@@ -91,7 +91,7 @@ class ScopeBase:
         if len(flatten_content(content)) > self._limits.content:
             raise InvalidInputError(field, f"longer than {self._limits.content} characters")
         for j, part in enumerate(() if isinstance(content, str) else content):
-            if getattr(part, "data_size", 0) > self._limits.inline_bytes:
+            if inline_size(part) > self._limits.inline_bytes:
                 raise InvalidInputError(f"{field}.{j}.data", f"larger than {self._limits.inline_bytes} bytes")
 
     def _title(self, title: str | None) -> str | None:

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from chatmemory._db import settle
-from chatmemory.content import ContentPart, TextPart, ToolResultPart
+from chatmemory.content import ContentPart, TextPart, ToolResultPart, inline_size
 from chatmemory.limits import Limits
 from chatmemory.models import History, NewMessage
 
@@ -159,21 +159,19 @@ def fitted(message: NewMessage, limits: Limits) -> NewMessage:
             return message
         (text,) = _clipped([content], limits.content)
         return message.model_copy(update={"content": text})
-    parts = [_fitted_media(part, limits.inline_bytes) for part in content]
-    texts = [_text_of(part) for part in parts]
-    kept = [text for text in texts if text is not None]
-    clipped = iter(_clipped(kept, limits.content))
-    parts = [
-        part if text is None else _with_text(part, next(clipped))
-        for part, text in zip(parts, texts, strict=True)
-    ]
-    if all(new is old for new, old in zip(parts, content, strict=True)):
-        return message
-    return message.model_copy(update={"content": parts})
+    parts = content
+    if any(inline_size(part) > limits.inline_bytes for part in parts):
+        parts = [_fitted_media(part, limits.inline_bytes) for part in parts]
+    texts = [text for text in map(_text_of, parts) if text is not None]
+    clipped = _clipped(texts, limits.content)
+    if clipped is not texts:
+        cut = iter(clipped)
+        parts = [part if _text_of(part) is None else _with_text(part, next(cut)) for part in parts]
+    return message if parts is content else message.model_copy(update={"content": parts})
 
 
 def _fitted_media(part: ContentPart, inline_bytes: int) -> ContentPart:
-    size = getattr(part, "data_size", 0)
+    size = inline_size(part)
     if size <= inline_bytes:
         return part
     kind = getattr(part, "media_type", None) or part.type
@@ -199,7 +197,7 @@ def _with_text(part: ContentPart, text: str) -> ContentPart:
 
 def _clipped(texts: list[str], limit: int) -> list[str]:
     """``texts`` cut so that, joined with newlines, they are at most ``limit`` characters: all
-    longer than some length are cut to it, the others kept whole."""
+    longer than some length are cut to it, the others kept whole (``texts`` itself when they fit)."""
     budget = limit - max(len(texts) - 1, 0)  # the newlines between them
     if sum(map(len, texts)) <= budget:
         return texts
