@@ -49,6 +49,9 @@ T = TypeVar("T")
 
 _PAGE = 100  # conversations per listing call
 _ATTEMPTS = 20  # reads of a key whose message at a position other writers keep deleting first
+# Messages per append call, well under the store's default cap (1,000): LlamaIndex hands a
+# store any number at once (a whole key to ``set_messages``, a key rewritten by an insertion).
+_BATCH = 500
 
 
 @dataclass
@@ -221,11 +224,10 @@ class KeyedConversations:
                         await self.chat.finish_history(run.history_id)
                 run = fresh
             else:
-                try:
-                    await self.chat.append_messages(run.history_id, batch)
-                except (ConflictError, HistoryNotFound):
-                    # Closed or deleted by another writer: the batch starts a run of its own.
-                    run = await self._record_run(cid, batch)
+                written = await self._extend(run.history_id, batch)
+                if written < len(batch):
+                    # Closed or deleted by another writer: the rest starts a run of its own.
+                    run = await self._record_run(cid, batch[written:])
             run.last_role = batch[-1].role
             if seen is not None and not run.observed:
                 await self.chat.update_history(
@@ -260,20 +262,32 @@ class KeyedConversations:
                 cid, model=self.model, metadata={**self.metadata, **metadata}
             )
             try:
-                await self.chat.append_messages(history.id, batch)
-            except (ConflictError, HistoryNotFound):
-                # Another store took the new history for a run left running, and closed or
-                # deleted it to start its own: start another, dropping this one if empty.
-                with contextlib.suppress(ChatMemoryError):
-                    if not (await self.chat.get_history(history.id)).messages:
-                        await self.chat.delete_history(history.id)
-                continue
+                written = await self._extend(history.id, batch)
             except BaseException:
                 with contextlib.suppress(ChatMemoryError):
                     await self.chat.delete_history(history.id)
                 raise
-            return _Run(history.id, None, False)
+            if written == len(batch):
+                return _Run(history.id, None, False)
+            # Another store took the new history for a run left running, and closed or deleted
+            # it to start its own: the rest goes to another, this one dropped if empty.
+            batch = batch[written:]
+            if not written:
+                with contextlib.suppress(ChatMemoryError):
+                    if not (await self.chat.get_history(history.id)).messages:
+                        await self.chat.delete_history(history.id)
         raise ConflictError(f"conversation {cid}: other writers kept closing its new histories; retry")
+
+    async def _extend(self, history_id: UUID, batch: list[NewMessage]) -> int:
+        """Append ``batch`` to a running history, in calls the store takes; how many of its
+        messages were appended before the history was found closed or deleted (all of them
+        when it was not)."""
+        for start in range(0, len(batch), _BATCH):
+            try:
+                await self.chat.append_messages(history_id, batch[start : start + _BATCH])
+            except (ConflictError, HistoryNotFound):
+                return start
+        return len(batch)
 
     async def replace(self, key: str, messages: Sequence[ChatMessage | Message]) -> None:
         """Make ``messages`` the whole content of ``key``, recorded as one finished history
