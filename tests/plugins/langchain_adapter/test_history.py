@@ -19,7 +19,7 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables import ConfigurableFieldSpec, RunnableConfig, RunnableLambda
 from langchain_core.runnables.history import RunnableWithMessageHistory
 
-from chatmemory import ChatMemory, ConversationNotFound, Principal
+from chatmemory import ChatMemory, ConversationNotFound, InvalidInputError, Principal
 from chatmemory.scope import Scope
 from tests.plugins.langchain_adapter._fakes import fake
 from tests.plugins.langchain_adapter._helpers import SYSTEM, agent, histories, rows, user
@@ -182,3 +182,40 @@ async def test_a_streamed_reply_is_recorded_as_the_assistants(alice: Scope) -> N
     (run,) = await histories(alice, conv.id)
     assert rows(run.messages) == [("user", None, "Hi"), ("assistant", "fake-a", "Hello there!")]
     assert [type(m) for m in await history.aget_messages()] == [HumanMessage, AIMessageChunk]
+
+
+async def test_more_messages_than_one_append_holds_are_added_like_the_in_memory_history(
+    alice: Scope,
+) -> None:
+    conv = await alice.start_conversation()
+    history = ChatMemoryHistory(alice, conv.id, model="fake-a")
+    reference = InMemoryChatMessageHistory()
+    many: list[BaseMessage] = [
+        HumanMessage(f"q{i}") if i % 2 == 0 else AIMessage(f"a{i}") for i in range(1_500)
+    ]
+    reference.add_messages(many)
+
+    await history.aadd_messages(many)
+
+    assert [m.text for m in await history.aget_messages()] == [m.text for m in reference.messages]
+    (run,) = await histories(alice, conv.id)
+    assert (run.status, len(run.messages or [])) == ("completed", 1_500)
+
+
+async def test_a_long_add_refused_part_way_adds_nothing(
+    alice: Scope, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conv = await alice.start_conversation()
+    history = ChatMemoryHistory(alice, conv.id, model="fake-a")
+    append = alice.append_messages
+
+    async def refusing(history_id: Any, messages: Any) -> Any:
+        raise InvalidInputError("messages.0.content", "refused")
+
+    monkeypatch.setattr(alice, "append_messages", refusing)
+    with pytest.raises(InvalidInputError, match="refused"):
+        await history.aadd_messages([HumanMessage(f"q{i}") for i in range(1_500)])
+    monkeypatch.setattr(alice, "append_messages", append)
+
+    assert await history.aget_messages() == []
+    assert await histories(alice, conv.id) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
@@ -10,9 +11,10 @@ from uuid import UUID
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
+from chatmemory import ChatMemoryError, NewMessage
 from chatmemory.loops import BackgroundLoop, HomeLoop
 from chatmemory.mirror import ConversationMirror
-from chatmemory.recording import fitted
+from chatmemory.recording import fitted, settled
 from chatmemory.scope import Scope
 from chatmemory_langchain._convert import copy_of, from_stored_many, to_new_message
 from chatmemory_langchain.middleware import SYNC_HINT
@@ -21,6 +23,10 @@ __all__ = ["ChatMemoryHistory"]
 
 T = TypeVar("T")
 
+# Messages per store call, well under the store's default cap (1,000): a chain may hand
+# ``add_messages`` any number at once (a whole earlier conversation, say).
+_BATCH = 500
+
 
 class ChatMemoryHistory(BaseChatMessageHistory):
     """A conversation as a ``BaseChatMessageHistory``, for ``RunnableWithMessageHistory`` and
@@ -28,7 +34,8 @@ class ChatMemoryHistory(BaseChatMessageHistory):
     ``ChatMemoryMiddleware`` with ``create_agent``).
 
     Each ``add_messages`` call (one chain invocation: the input and the reply) is recorded
-    as one completed history driven by ``model``, in one transaction: all of it or nothing.
+    as one completed history driven by ``model``, in one transaction (more than 500 messages
+    in several, dropped again if one fails): all of it or nothing.
     Reading returns the whole conversation in order; the messages read before are reused
     once one small read proves them current, so a long conversation is not converted anew
     on every turn (see the package README).
@@ -74,10 +81,31 @@ class ChatMemoryHistory(BaseChatMessageHistory):
         # Like InMemoryChatMessageHistory, every message given is added, even one whose id is
         # already stored or repeated in the same call: ids do not make these adds idempotent.
         batch = [fitted(to_new_message(m, keyed=False), self.chat.limits) for m in messages]
-        await self.chat.record_run(
-            self.conversation_id, model=self.model, messages=batch, metadata=self.metadata
-        )
+        if len(batch) <= _BATCH:
+            await self.chat.record_run(
+                self.conversation_id, model=self.model, messages=batch, metadata=self.metadata
+            )
+        else:
+            await self._add_in_parts(batch)
         self._mirror.wrote(len(batch))
+
+    async def _add_in_parts(self, batch: list[NewMessage]) -> None:
+        """Record more messages than one store call takes as one history, in several calls; a
+        refused part drops the history, so all of them are added or none."""
+        started = await self.chat.start_run(
+            self.conversation_id, model=self.model, messages=batch[:_BATCH], metadata=self.metadata
+        )
+        hid = started.history.id
+        try:
+            rest = batch[_BATCH:]
+            while len(rest) > _BATCH:
+                await self.chat.append_messages(hid, rest[:_BATCH])
+                rest = rest[_BATCH:]
+            await self.chat.finish_run(hid, messages=rest)
+        except BaseException:
+            with contextlib.suppress(ChatMemoryError):
+                await settled(self.chat.delete_history(hid))
+            raise
 
     async def _clear(self) -> None:
         conversation = await self.chat.get_conversation(self.conversation_id)
