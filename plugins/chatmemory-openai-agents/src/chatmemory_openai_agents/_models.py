@@ -7,7 +7,10 @@ from typing import Any
 from agents import Agent, Model, RunConfig
 from agents.models import get_default_model
 
-__all__ = ["configured_model_name", "resolve_model_name"]
+__all__ = ["configured_model_name", "model_label", "resolve_model_name"]
+
+_MODEL_CHARS = 200  # the store's cap on a model name
+_HEAD = (_MODEL_CHARS - 1) // 2
 
 
 def resolve_model_name(agent: Agent[Any], run_config: RunConfig | None = None) -> str:
@@ -15,9 +18,15 @@ def resolve_model_name(agent: Agent[Any], run_config: RunConfig | None = None) -
 
     The run config's model wins over the agent's; with neither, the SDK's default model
     (``OPENAI_DEFAULT_MODEL``) serves. A ``Model`` object is named by its ``model``
-    attribute, which the SDK's own models carry, else by its class name.
+    attribute, which the SDK's own models carry, else by its class name. The name is the
+    one the store keeps (``model_label``).
     """
-    return configured_model_name(run_config) or _name_of(agent.model) or get_default_model()
+    return (
+        configured_model_name(run_config)
+        or _name_of(agent.model)
+        or model_label(get_default_model())
+        or get_default_model()
+    )
 
 
 def configured_model_name(run_config: RunConfig | None) -> str | None:
@@ -25,8 +34,19 @@ def configured_model_name(run_config: RunConfig | None) -> str | None:
     return _name_of(run_config.model) if run_config is not None else None
 
 
+def model_label(name: str | None) -> str | None:
+    """``name`` as the store keeps a model name: ``None`` when it is blank, and one longer than
+    the store takes (a model served from a long local path, a deployment's full ARN) shortened
+    in its middle, its start and its end kept, so that the run is recorded rather than refused."""
+    if name is None or not name.strip():
+        return None
+    if len(name) <= _MODEL_CHARS:
+        return name
+    return f"{name[:_HEAD]}…{name[len(name) - (_MODEL_CHARS - 1 - _HEAD) :]}"
+
+
 def _name_of(chosen: str | Model | None) -> str | None:
     if chosen is None or isinstance(chosen, str):
-        return chosen or None
+        return model_label(chosen)
     name = getattr(chosen, "model", None)
-    return name if isinstance(name, str) and name else type(chosen).__name__
+    return (model_label(name) if isinstance(name, str) else None) or type(chosen).__name__

@@ -31,7 +31,7 @@ from chatmemory_openai_agents._items import (
     message_is_answer,
     role_of,
 )
-from chatmemory_openai_agents._models import configured_model_name, resolve_model_name
+from chatmemory_openai_agents._models import configured_model_name, model_label, resolve_model_name
 
 __all__ = ["FRAMEWORK", "UNCLOSED", "Newest", "Recorder", "RunRecord", "answers", "usage_counts"]
 
@@ -95,7 +95,7 @@ class Recorder:
         self.chat = chat
         self.conversation_id = conversation_id
         self.metadata = dict(metadata)
-        self.model = model
+        self.model = model_label(model)
         self._closed: dict[UUID, None] = {}
         self._guard = threading.Lock()
 

@@ -1,0 +1,90 @@
+"""Inputs the Agents SDK takes as they are but the store would refuse: a run is recorded
+all the same, never failed by its session."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents import RunConfig, Runner
+from agents.testing import assistant_message, function_call
+from chatmemory_openai_agents import ChatMemorySession
+
+from chatmemory import Conversation
+from chatmemory.scope import Scope
+from tests.plugins.openai_agents._support import NamedModel, add, make_agent
+
+MANY = 1_500  # over the store's default of 1,000 messages per append call
+# A model served from a long local path (vLLM serves a model under the path it was loaded from).
+LONG_MODEL = "/mnt/models/hub/" + "/".join(["org--" + "a" * 90, "snapshots", "b" * 80, "Llama-3.1-8B"])
+LABEL = LONG_MODEL[:99] + "…" + LONG_MODEL[-100:]
+
+
+def inputs(count: int) -> list[Any]:
+    return [{"role": "user" if i % 2 == 0 else "assistant", "content": f"m{i}"} for i in range(count)]
+
+
+def scripted(model: str) -> NamedModel:
+    return NamedModel(
+        model, [[function_call("add", {"a": 2, "b": 3}, call_id="c1")], [assistant_message("5")]]
+    )
+
+
+def calculator(model: str) -> Any:
+    return make_agent("calc", scripted(model), tools=[add])
+
+
+async def test_a_run_given_more_items_than_one_append_holds(alice: Scope, conversation: Conversation) -> None:
+    session = ChatMemorySession(alice, conversation.id)
+    agent = make_agent("helper", NamedModel("model-a", [[assistant_message("Done.")]]))
+
+    assert (await session.run(agent, inputs(MANY))).final_output == "Done."
+
+    assert len(await session.get_items()) == MANY + 1
+    (history,) = (await alice.get_conversation(conversation.id)).histories
+    assert history.status == "completed"
+
+
+async def test_add_items_of_more_than_one_append_holds(alice: Scope, conversation: Conversation) -> None:
+    session = ChatMemorySession(alice, conversation.id)
+    await session.add_items(inputs(MANY))
+    assert await session.get_items() == inputs(MANY)
+
+
+async def test_a_model_name_longer_than_the_store_takes_is_recorded_shortened(
+    alice: Scope, conversation: Conversation
+) -> None:
+    assert len(LONG_MODEL) > 200
+    session = ChatMemorySession(alice, conversation.id)
+
+    assert (await session.run(calculator(LONG_MODEL), "2+3?")).final_output == "5"
+    result = await Runner.run(calculator(LONG_MODEL), "2+3?", session=session, hooks=session.hooks)
+    assert result.final_output == "5"
+    config = RunConfig(model=scripted(LONG_MODEL))
+    assert (await session.run(calculator("m"), "2+3?", run_config=config)).final_output == "5"
+
+    detail = await alice.get_conversation(conversation.id, messages=True)
+    assert [(h.model, h.status) for h in detail.histories] == [(LABEL, "completed")] * 3
+    assert len(LABEL) == 200
+    for history in detail.histories:
+        assert {m.model for m in history.messages or [] if m.role == "assistant"} == {LABEL}
+
+
+async def test_a_blank_model_name_is_recorded_as_the_models_class(
+    alice: Scope, conversation: Conversation
+) -> None:
+    session = ChatMemorySession(alice, conversation.id, model=" ")
+
+    result = await Runner.run(calculator(" "), "2+3?", session=session, hooks=session.hooks)
+
+    assert result.final_output == "5"
+    (history,) = (await alice.get_conversation(conversation.id)).histories
+    assert (history.model, history.status) == ("NamedModel", "completed")
+
+
+async def test_a_session_model_longer_than_the_store_takes(alice: Scope, conversation: Conversation) -> None:
+    session = ChatMemorySession(alice, conversation.id, model=LONG_MODEL)
+
+    await session.add_items(inputs(2))
+
+    (history,) = (await alice.get_conversation(conversation.id)).histories
+    assert history.model == LABEL
