@@ -28,10 +28,25 @@ from chatmemory import (
     ToolResultPart,
 )
 
-__all__ = ["NATIVE_FORMAT", "system_prompts", "to_new_messages", "own_usage", "usage_dict"]
+__all__ = ["NATIVE_FORMAT", "model_label", "own_usage", "system_prompts", "to_new_messages", "usage_dict"]
 
 NATIVE_FORMAT = "pydantic-ai"
 """The ``native.format`` of messages this package stores."""
+
+_MODEL_CHARS = 200  # the store's cap on a model name
+_HEAD = (_MODEL_CHARS - 1) // 2
+
+
+def model_label(name: str | None) -> str | None:
+    """``name`` as the store keeps a model name: ``None`` when it is blank, and one longer than
+    the store takes (a model served from a long local path, a deployment's full ARN) shortened
+    in its middle, its start and its end kept, so that the run is recorded rather than refused.
+    A message's native form keeps the name whole."""
+    if name is None or not name.strip():
+        return None
+    if len(name) <= _MODEL_CHARS:
+        return name
+    return f"{name[:_HEAD]}…{name[len(name) - (_MODEL_CHARS - 1 - _HEAD) :]}"
 
 
 def to_new_messages(
@@ -92,7 +107,7 @@ def _to_new_message(message: pai.ModelMessage, data: Any, key: str | None) -> Ne
         return NewMessage(
             role="assistant",
             content=_content(_response_parts(message.parts)),
-            model=message.model_name or None,
+            model=model_label(message.model_name),
             usage=usage_dict(message.usage) or None,
             metadata={k: v for k, v in meta.items() if v is not None} or None,
             native=native,

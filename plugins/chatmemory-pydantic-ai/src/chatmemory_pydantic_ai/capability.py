@@ -25,7 +25,7 @@ from pydantic_ai.tools import ToolDefinition
 from chatmemory import ChatMemoryError
 from chatmemory.recording import recorder_metadata
 from chatmemory.scope import Scope
-from chatmemory_pydantic_ai._convert import NATIVE_FORMAT, own_usage, system_prompts, usage_dict
+from chatmemory_pydantic_ai._convert import NATIVE_FORMAT, model_label, own_usage, system_prompts, usage_dict
 from chatmemory_pydantic_ai._recorder import ERROR_CHARS, RunRecord
 from chatmemory_pydantic_ai._reload import ConversationCache
 
@@ -124,7 +124,7 @@ class ChatMemoryCapability(AbstractCapability[Any]):
             self.chat,
             self.conversation_id,
             str(ctx.run_id),
-            ctx.model.model_name,
+            model_label(ctx.model.model_name) or type(ctx.model).__name__,
             metadata,
             given=system_prompts(ctx.messages[:1], ()),
         )

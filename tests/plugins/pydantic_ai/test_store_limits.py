@@ -1,0 +1,49 @@
+"""Inputs pydantic-ai takes as they are but the store would refuse: a run is recorded all the
+same, never failed by its capability."""
+
+from __future__ import annotations
+
+from chatmemory_pydantic_ai import ChatMemoryCapability, load_messages
+from pydantic_ai import models
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
+
+from chatmemory.scope import Scope
+from tests.plugins.pydantic_ai._models import Script, adder
+
+models.ALLOW_MODEL_REQUESTS = False
+
+MANY = 1_500  # over the store's default of 1,000 messages per append call
+# A model served from a long local path (vLLM serves a model under the path it was loaded from).
+LONG_MODEL = "/mnt/models/hub/" + "/".join(["org--" + "a" * 90, "snapshots", "b" * 80, "Llama-3.1-8B"])
+LABEL = LONG_MODEL[:99] + "…" + LONG_MODEL[-100:]
+
+
+async def test_a_model_name_longer_than_the_store_takes_is_recorded_shortened(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    script = Script(LONG_MODEL)
+    agent = adder(script.model, capabilities=[ChatMemoryCapability(alice, conv.id)])
+
+    result = await agent.run("what is 2+3?")
+
+    assert result.output == "answer 3"
+    (history,) = (await alice.get_conversation(conv.id, messages=True)).histories
+    assert (history.model, history.status, len(LABEL)) == (LABEL, "completed", 200)
+    assert [m.model for m in history.messages or [] if m.role == "assistant"] == [LABEL, LABEL]
+    # The name itself stays in the messages' native form, as pydantic-ai gave it.
+    reloaded = await load_messages(alice, conv.id)
+    assert reloaded == result.all_messages()
+
+
+async def test_a_run_given_a_history_longer_than_one_append_holds(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    given: list[ModelMessage] = []
+    for i in range(MANY // 2):
+        given += [ModelRequest(parts=[UserPromptPart(f"q{i}")]), ModelResponse(parts=[TextPart(f"a{i}")])]
+    script = Script("fn-A", tool=False)
+    agent = adder(script.model, capabilities=[ChatMemoryCapability(alice, conv.id)])
+
+    result = await agent.run("and now?", message_history=given)
+
+    assert result.output == f"answer {MANY + 1}"
+    (history,) = (await alice.get_conversation(conv.id, messages=True)).histories
+    assert (history.status, len(history.messages or [])) == ("completed", 2)
