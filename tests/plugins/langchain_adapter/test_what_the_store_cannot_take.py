@@ -9,10 +9,10 @@ from contextlib import aclosing
 from typing import Annotated, Any
 
 import pytest
-from chatmemory_langchain import from_stored
+from chatmemory_langchain import ChatMemoryHistory, from_stored
 from langchain.agents.middleware import SummarizationMiddleware
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
-from langchain_core.messages import HumanMessage, RemoveMessage, ToolMessage
+from langchain_core.messages import AIMessage, HumanMessage, RemoveMessage, ToolMessage
 from langchain_core.tools import InjectedToolCallId, tool
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.types import Command
@@ -159,3 +159,45 @@ async def test_a_summary_put_in_place_of_the_conversation_is_not_stored_as_user_
         "a3",
         "q4",
     ]
+
+
+# A model served from a long local path (vLLM serves a model under the path it was loaded from).
+LONG_MODEL = "/mnt/models/hub/" + "/".join(["org--" + "a" * 90, "snapshots", "b" * 80, "Llama-3.1-8B"])
+LABEL = LONG_MODEL[:99] + "…" + LONG_MODEL[-100:]
+
+
+async def test_a_model_name_longer_than_the_store_takes_is_recorded_shortened(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    graph = agent(alice, conv.id, fake(call("add", "c1", a=2, b=3), "5", name=LONG_MODEL))
+
+    out = await graph.ainvoke(user("2+3?"))
+
+    assert out["messages"][-1].text == "5"
+    assert out["messages"][-1].response_metadata["model_name"] == LONG_MODEL
+    (run,) = await histories(alice, conv.id)
+    assert (run.model, run.status, len(LABEL)) == (LABEL, "completed", 200)
+    assert [m.model for m in run.messages or [] if m.role == "assistant"] == [LABEL, LABEL]
+    # The native form keeps the name the provider reported.
+    assert from_stored((run.messages or [])[-1]).response_metadata["model_name"] == LONG_MODEL
+
+
+async def test_a_legacy_history_driven_by_a_model_name_longer_than_the_store_takes(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    history = ChatMemoryHistory(alice, conv.id, model=LONG_MODEL)
+
+    await history.aadd_messages([HumanMessage("Hi"), AIMessage("Hello!")])
+
+    (run,) = await histories(alice, conv.id)
+    assert (run.model, run.status) == (LABEL, "completed")
+
+
+async def test_a_long_tool_call_id(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    call_id = "call_" + "y" * 5_000
+    graph = agent(alice, conv.id, fake(call("add", call_id, a=2, b=3), "5"))
+
+    await graph.ainvoke(user("2+3?"))
+
+    (run,) = await histories(alice, conv.id)
+    assert run.status == "completed"
+    assert [m.role for m in run.messages or []] == ["user", "assistant", "tool", "assistant"]

@@ -59,6 +59,8 @@ _CHAT_ROLES: dict[str, Role] = {
     "developer": "system",  # OpenAI's name for system instructions to its reasoning models
 }
 _DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)$", re.DOTALL)
+_MODEL_CHARS = 200  # the store's cap on a model name
+_HEAD = (_MODEL_CHARS - 1) // 2
 _MEDIA: dict[str, type[ImagePart | AudioPart | FilePart]] = {
     "image": ImagePart,
     "audio": AudioPart,
@@ -81,6 +83,18 @@ def model_name_of(model: object) -> str:
         if isinstance(name, str) and name.strip():
             return name
     return type(model).__name__
+
+
+def model_label(name: str | None) -> str | None:
+    """``name`` as the store keeps a model name: ``None`` when it is blank, and one longer than
+    the store takes (a model served from a long local path, a deployment's full ARN) shortened
+    in its middle, its start and its end kept, so that the run is recorded rather than refused.
+    A message's native form keeps the name whole."""
+    if name is None or not name.strip():
+        return None
+    if len(name) <= _MODEL_CHARS:
+        return name
+    return f"{name[:_HEAD]}…{name[len(name) - (_MODEL_CHARS - 1 - _HEAD) :]}"
 
 
 def produced_by(message: AIMessage) -> str | None:
@@ -111,7 +125,7 @@ def to_new_message(message: BaseMessage, *, keyed: bool = True) -> NewMessage:
     return NewMessage(
         role,
         _content_of(message),
-        model=model if role == "assistant" else None,
+        model=model_label(model) if role == "assistant" else None,
         usage=usage,
         native={"format": NATIVE_FORMAT, "data": _json_of(message_to_dict(message))},
         key=message.id if keyed else None,

@@ -24,7 +24,13 @@ from chatmemory.recording import (
     starting_in,
 )
 from chatmemory.scope import Scope
-from chatmemory_langchain._convert import from_stored_many, model_name_of, produced_by, to_new_message
+from chatmemory_langchain._convert import (
+    from_stored_many,
+    model_label,
+    model_name_of,
+    produced_by,
+    to_new_message,
+)
 
 # Well under chatmemory's default per-call limit, so a long first recording still fits.
 _BATCH = 200
@@ -109,7 +115,7 @@ class Recorder:
         if thread_id is not None:
             metadata["thread_id"] = thread_id
         run.opening = {
-            "model": model_name_of(model),
+            "model": model_label(model_name_of(model)) or type(model).__name__,
             "system_prompts": [system_prompt] if system_prompt else None,
             "metadata": {**metadata, **self.metadata},
         }

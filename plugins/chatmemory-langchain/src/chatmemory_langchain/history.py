@@ -16,7 +16,7 @@ from chatmemory.loops import BackgroundLoop, HomeLoop
 from chatmemory.mirror import ConversationMirror
 from chatmemory.recording import fitted, settled
 from chatmemory.scope import Scope
-from chatmemory_langchain._convert import copy_of, from_stored_many, to_new_message
+from chatmemory_langchain._convert import copy_of, from_stored_many, model_label, to_new_message
 from chatmemory_langchain.middleware import SYNC_HINT
 
 __all__ = ["ChatMemoryHistory"]
@@ -81,19 +81,20 @@ class ChatMemoryHistory(BaseChatMessageHistory):
         # Like InMemoryChatMessageHistory, every message given is added, even one whose id is
         # already stored or repeated in the same call: ids do not make these adds idempotent.
         batch = [fitted(to_new_message(m, keyed=False), self.chat.limits) for m in messages]
+        model = model_label(self.model) or self.model
         if len(batch) <= _BATCH:
             await self.chat.record_run(
-                self.conversation_id, model=self.model, messages=batch, metadata=self.metadata
+                self.conversation_id, model=model, messages=batch, metadata=self.metadata
             )
         else:
-            await self._add_in_parts(batch)
+            await self._add_in_parts(batch, model)
         self._mirror.wrote(len(batch))
 
-    async def _add_in_parts(self, batch: list[NewMessage]) -> None:
+    async def _add_in_parts(self, batch: list[NewMessage], model: str) -> None:
         """Record more messages than one store call takes as one history, in several calls; a
         refused part drops the history, so all of them are added or none."""
         started = await self.chat.start_run(
-            self.conversation_id, model=self.model, messages=batch[:_BATCH], metadata=self.metadata
+            self.conversation_id, model=model, messages=batch[:_BATCH], metadata=self.metadata
         )
         hid = started.history.id
         try:
