@@ -13,7 +13,9 @@ from chatmemory_langchain import ChatMemoryHistory, from_stored
 from langchain.agents.middleware import SummarizationMiddleware
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage, HumanMessage, RemoveMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import InjectedToolCallId, tool
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.types import Command
 
@@ -189,6 +191,34 @@ async def test_a_legacy_history_driven_by_a_model_name_longer_than_the_store_tak
 
     (run,) = await histories(alice, conv.id)
     assert (run.model, run.status) == (LABEL, "completed")
+
+
+async def test_a_message_id_longer_than_a_key_is_recorded_once(alice: Scope) -> None:
+    long_id = "msg-" + "x" * 400
+    conv = await alice.start_conversation()
+    graph = agent(alice, conv.id, fake("a1", "a2"))
+
+    await graph.ainvoke(user("q1", message_id=long_id))
+    await graph.ainvoke(user("q2"))
+
+    first, second = await histories(alice, conv.id)
+    assert rows(first.messages) == [("user", None, "q1"), ("assistant", "fake-a", "a1")]
+    assert rows(second.messages) == [("user", None, "q2"), ("assistant", "fake-a", "a2")]
+    assert from_stored((first.messages or [])[0]).id == long_id
+
+
+@pytest.mark.parametrize("kept", [False, True], ids=["loaded", "checkpointed"])
+async def test_a_message_with_an_empty_id_is_recorded_once(alice: Scope, kept: bool) -> None:
+    conv = await alice.start_conversation()
+    graph = agent(alice, conv.id, fake("a1", "a2"), checkpointer=InMemorySaver() if kept else None)
+    thread: RunnableConfig = {"configurable": {"thread_id": "t-1"}}
+
+    await graph.ainvoke(user("q1", message_id=""), thread)
+    await graph.ainvoke(user("q2", message_id=""), thread)
+
+    first, second = await histories(alice, conv.id)
+    assert rows(first.messages) == [("user", None, "q1"), ("assistant", "fake-a", "a1")]
+    assert rows(second.messages) == [("user", None, "q2"), ("assistant", "fake-a", "a2")]
 
 
 async def test_a_long_tool_call_id(alice: Scope) -> None:

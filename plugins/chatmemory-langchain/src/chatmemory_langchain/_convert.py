@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -61,6 +62,7 @@ _CHAT_ROLES: dict[str, Role] = {
 _DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)$", re.DOTALL)
 _MODEL_CHARS = 200  # the store's cap on a model name
 _HEAD = (_MODEL_CHARS - 1) // 2
+_KEY_CHARS = 255  # the store's cap on a message key
 _MEDIA: dict[str, type[ImagePart | AudioPart | FilePart]] = {
     "image": ImagePart,
     "audio": AudioPart,
@@ -97,6 +99,16 @@ def model_label(name: str | None) -> str | None:
     return f"{name[:_HEAD]}…{name[len(name) - (_MODEL_CHARS - 1 - _HEAD) :]}"
 
 
+def key_of(message_id: str | None) -> str | None:
+    """The idempotency key of a message with this LangChain id: the id itself, or a digest of
+    one longer than a key may be (ids are free-form); none for a message without an id."""
+    if not message_id:
+        return None
+    if len(message_id) <= _KEY_CHARS:
+        return message_id
+    return "sha256:" + hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def produced_by(message: AIMessage) -> str | None:
     """The model a provider reports in ``response_metadata["model_name"]``, if any."""
     name = message.response_metadata.get("model_name")
@@ -128,7 +140,7 @@ def to_new_message(message: BaseMessage, *, keyed: bool = True) -> NewMessage:
         model=model_label(model) if role == "assistant" else None,
         usage=usage,
         native={"format": NATIVE_FORMAT, "data": _json_of(message_to_dict(message))},
-        key=message.id if keyed else None,
+        key=key_of(message.id) if keyed else None,
     )
 
 

@@ -387,7 +387,15 @@ def _error_text(error: BaseException | None) -> str | None:
 
 
 def _unknown(run: Run, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
-    """The ``messages`` not stored yet, in order, but for summaries of the conversation."""
+    """The ``messages`` not stored yet, in order, but for summaries of the conversation.
+
+    A message with an empty id (LangGraph gives an id only to a message with none) is given
+    one, as ``stamp`` gives model outputs theirs: else it would be told from the messages
+    stored by no id, and stored again at every write of the run.
+    """
+    for message in messages:
+        if message.id == "":
+            message.id = str(uuid.uuid4())
     return [m for m in messages if m.id not in run.known and not _summary(m)]
 
 
