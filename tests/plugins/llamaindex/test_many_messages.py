@@ -1,5 +1,6 @@
-"""More messages in one store call than the store takes in one append: LlamaIndex's own stores
-(``SimpleChatStore``, ``SQLAlchemyChatStore``) take any number, and so do these."""
+"""What LlamaIndex's own stores (``SimpleChatStore``, ``SQLAlchemyChatStore``) take but the
+store would refuse as it is: more messages in one store call than one append takes, and
+models with names longer than the store keeps. These stores take them too."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ from typing import Any
 
 import pytest
 from chatmemory_llamaindex import ChatMemoryChatStore, ChatMemoryDBChatStore
+from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.core.llms import ChatMessage
+from llama_index.core.memory import ChatMemoryBuffer, Memory
 from llama_index.core.storage.chat_store import SimpleChatStore
 from llama_index.core.storage.chat_store.base_db import MessageStatus
 
 from chatmemory import InvalidInputError
 from chatmemory.scope import Scope
+from tests.plugins.llamaindex._llm import NamedMockLLM, add
 from tests.plugins.llamaindex.conftest import StoreCalls
 
 MANY = 1_500  # over the store's default of 1,000 messages per append call
@@ -104,3 +108,32 @@ async def test_a_long_set_refused_part_way_leaves_the_key_as_it_was(
     assert texts(await store.aget_messages("k")) == ["m0", "m1"]
     (conversation,) = (await alice.list_conversations()).items
     assert len((await alice.get_conversation(conversation.id)).histories) == 1
+
+
+# A model served from a long local path (vLLM serves a model under the path it was loaded from).
+LONG_MODEL = "/mnt/models/hub/" + "/".join(["org--" + "a" * 90, "snapshots", "b" * 80, "Llama-3.1-8B"])
+LABEL = LONG_MODEL[:99] + "…" + LONG_MODEL[-100:]
+
+
+@pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20")
+@pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince211")
+@pytest.mark.parametrize("kind", ["buffer", "memory"])
+async def test_a_model_name_longer_than_the_store_takes_is_recorded_shortened(
+    kind: str, alice: Scope
+) -> None:
+    if kind == "buffer":
+        store: ChatMemoryChatStore | ChatMemoryDBChatStore = ChatMemoryChatStore(alice)
+        remembered: Any = ChatMemoryBuffer.from_defaults(chat_store=store, chat_store_key="k")
+    else:
+        store = ChatMemoryDBChatStore(alice)
+        remembered = Memory.from_defaults(session_id="k", chat_store=store)
+    agent = FunctionAgent(tools=[add], llm=NamedMockLLM(LONG_MODEL), system_prompt="You add.")
+    try:
+        assert str(await agent.run(user_msg="please add 2 and 3", memory=remembered)) == "2+3=5"
+    finally:
+        store.close()
+
+    (conversation,) = (await alice.list_conversations()).items
+    (history,) = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert (history.model, len(LABEL)) == (LABEL, 200)
+    assert {m.model for m in history.messages or [] if m.role == "assistant"} == {LABEL}

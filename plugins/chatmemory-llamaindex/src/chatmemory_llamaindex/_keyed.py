@@ -37,7 +37,7 @@ from chatmemory import (
 from chatmemory.loops import AnyLoopLock
 from chatmemory.recording import fitted
 from chatmemory_llamaindex._claim import claim, key_id, live
-from chatmemory_llamaindex._convert import from_stored, restored, to_new_message
+from chatmemory_llamaindex._convert import from_stored, model_label, restored, to_new_message
 from chatmemory_llamaindex._provenance import Produced, observe
 
 __all__ = ["KEY_FIELD", "KeyedConversations"]
@@ -66,7 +66,7 @@ class KeyedConversations:
 
     def __init__(self, chat: Scope, *, model: str, metadata: Mapping[str, Any] | None) -> None:
         self.chat = chat
-        self.model = model
+        self.model = model_label(model) or model
         self.metadata = {"framework": "llamaindex", **(metadata or {})}
         self._ids: dict[str, UUID] = {}
         self._runs: dict[UUID, _Run] = {}

@@ -21,6 +21,8 @@ from llama_index.core.llms import ChatMessage, MessageRole
 from llama_index_instrumentation import get_dispatcher
 from pydantic import PrivateAttr
 
+from chatmemory_llamaindex._convert import model_label
+
 __all__ = ["Produced", "observe"]
 
 _REMEMBERED = 1024  # response messages not yet stored; older ones are forgotten first
@@ -31,6 +33,7 @@ class Produced:
     """The LLM call behind one assistant message."""
 
     model: str
+    """As the store keeps it (``model_label``)."""
     system_prompts: list[str]
 
 
@@ -49,7 +52,8 @@ class _ModelProvenance(BaseEventHandler):
         """Remember the model of each chat call and, at its end, of the message it returned."""
         if isinstance(event, LLMChatStartEvent):
             name = event.model_dict.get("model_name")
-            if not isinstance(name, str) or not name:
+            name = model_label(name) if isinstance(name, str) else None
+            if name is None:
                 return
             system = [m.content for m in event.messages if m.role == MessageRole.SYSTEM]
             produced = Produced(name, [s for s in system if isinstance(s, str) and s])
