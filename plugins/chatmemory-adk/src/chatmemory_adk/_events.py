@@ -33,11 +33,28 @@ def event_time(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 
 
+_MODEL_CHARS = 200  # the store's cap on a model name
+_HEAD = (_MODEL_CHARS - 1) // 2
+
+
+def model_label(name: str | None) -> str | None:
+    """``name`` as the store keeps a model name: ``None`` when it is blank, and one longer than
+    the store takes (a model served from a long local path, a deployment's full ARN) shortened
+    in its middle, its start and its end kept, so that the event is stored rather than refused.
+    The event itself, in ``native``, keeps the name whole."""
+    if name is None or not name.strip():
+        return None
+    if len(name) <= _MODEL_CHARS:
+        return name
+    return f"{name[:_HEAD]}…{name[len(name) - (_MODEL_CHARS - 1 - _HEAD) :]}"
+
+
 def to_message(event: Event, *, model: str | None) -> NewMessage:
     """The message recording ``event``: its parts, its role, and the event itself in ``native``.
 
     Function responses make a ``tool`` message; other events of the user are ``user``
-    messages, and those of an agent ``assistant`` messages produced by ``model``.
+    messages, and those of an agent ``assistant`` messages produced by ``model`` (as
+    ``model_label`` keeps it).
     """
     given = event.content.parts if event.content is not None and event.content.parts else []
     parts = [part for p in given for part in _parts(p)]
@@ -53,7 +70,7 @@ def to_message(event: Event, *, model: str | None) -> NewMessage:
     return NewMessage(
         role=role,
         content=parts or "",
-        model=model if role == "assistant" else None,
+        model=model_label(model) if role == "assistant" else None,
         usage=_usage(event.usage_metadata) if role == "assistant" else None,
         metadata={"author": event.author, "invocation_id": event.invocation_id},
         # ADK's own database service stores events in exactly this form.

@@ -26,7 +26,7 @@ from chatmemory import ChatMemory, ConflictError, ConversationNotFound, NotFound
 from chatmemory.loops import AnyLoopLock
 from chatmemory.recording import fitted
 from chatmemory_adk import _layout as layout
-from chatmemory_adk._events import event_time, to_event, to_message
+from chatmemory_adk._events import event_time, model_label, to_event, to_message
 from chatmemory_adk._revisions import adk_error, revision
 from chatmemory_adk._runs import ModelCalls, Recent, Run, to_the_end
 
@@ -61,7 +61,7 @@ class ChatMemorySessionService(BaseSessionService):
         self._owned = False
         # Opened once, whichever thread and event loop asks first (a runner per thread).
         self._open_lock = AnyLoopLock()
-        self.default_model = default_model
+        self.default_model = model_label(default_model) or default_model
         self._runs: Recent[tuple[UUID, str], Run] = Recent(_CACHED)
         self._calls = ModelCalls()
         self._ensured: Recent[tuple[str, str], bool] = Recent(_CACHED)
@@ -376,7 +376,7 @@ class ChatMemorySessionService(BaseSessionService):
             try:
                 history = await chat.start_history(
                     cid,
-                    model=model or self.default_model,
+                    model=model_label(model) or self.default_model,
                     system_prompts=self._calls.prompts(invocation_id, model),
                     metadata={
                         "invocation_id": invocation_id,
@@ -387,10 +387,11 @@ class ChatMemorySessionService(BaseSessionService):
             except ConversationNotFound:
                 raise SessionNotFoundError("Session not found.") from None
             run = Run(history.id, history.model, chat.principal)
-        if model and run.model == self.default_model:
+        label = model_label(model)
+        if label and run.model == self.default_model:
             prompts = self._calls.prompts(invocation_id, model)
-            await chat.update_history(run.history_id, model=model, system_prompts=prompts)
-            run.model = model
+            await chat.update_history(run.history_id, model=label, system_prompts=prompts)
+            run.model = label
         self._runs.set(key, run)
         return run, started
 

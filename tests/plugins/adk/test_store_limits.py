@@ -1,0 +1,55 @@
+"""What ADK's own session services take but the store would refuse as it is. This service
+takes it too."""
+
+from __future__ import annotations
+
+from chatmemory_adk import ChatMemorySessionService, ProvenancePlugin
+from google.adk.sessions.in_memory_session_service import InMemorySessionService
+
+from chatmemory import ChatMemory, HistoryDetail, Principal
+from tests.plugins.adk._agent import APP, USER, run_turn
+
+# A model served from a long local path (vLLM serves a model under the path it was loaded from).
+LONG_MODEL = "/mnt/models/hub/" + "/".join(["org--" + "a" * 90, "snapshots", "b" * 80, "Llama-3.1-8B"])
+LABEL = LONG_MODEL[:99] + "…" + LONG_MODEL[-100:]
+
+
+async def _histories(memory: ChatMemory) -> list[HistoryDetail]:
+    chat = memory.scoped(Principal(USER, tenant=APP))
+    (summary,) = (await chat.list_conversations()).items
+    return (await chat.get_conversation(summary.id, messages=True)).histories
+
+
+async def test_a_model_version_longer_than_the_store_takes_is_recorded_shortened(memory: ChatMemory) -> None:
+    baseline = InMemorySessionService()
+    await baseline.create_session(app_name=APP, user_id=USER, session_id="s")
+    await run_turn(baseline, LONG_MODEL, "s", "please add 2 and 3")
+
+    service = ChatMemorySessionService(memory)
+    await service.create_session(app_name=APP, user_id=USER, session_id="s")
+    await run_turn(service, LONG_MODEL, "s", "please add 2 and 3")
+
+    (history,) = await _histories(memory)
+    assert (history.model, len(LABEL)) == (LABEL, 200)
+    assert [(m.role, m.model) for m in history.messages or []] == [
+        ("user", None),
+        ("assistant", LABEL),
+        ("tool", None),
+        ("assistant", LABEL),
+    ]
+    stored = await service.get_session(app_name=APP, user_id=USER, session_id="s")
+    assert stored is not None
+    # The events keep the name whole, as ADK made them.
+    assert [e.model_version for e in stored.events] == [None, LONG_MODEL, None, LONG_MODEL]
+
+
+async def test_an_agents_model_longer_than_the_store_takes_is_recorded_shortened(memory: ChatMemory) -> None:
+    service = ChatMemorySessionService(memory)
+    await service.create_session(app_name=APP, user_id=USER, session_id="s")
+    await run_turn(
+        service, LONG_MODEL, "s", "please add 2 and 3", stamp=False, plugins=[ProvenancePlugin(service)]
+    )
+
+    (history,) = await _histories(memory)
+    assert (history.model, history.status) == (LABEL, "completed")
+    assert {m.model for m in history.messages or [] if m.role == "assistant"} == {LABEL}
