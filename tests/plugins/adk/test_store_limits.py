@@ -1,9 +1,16 @@
-"""What ADK's own session services take but the store would refuse as it is. This service
-takes it too."""
+"""What ADK's own session services take but the store would refuse as it is: a model name
+longer than the store keeps, state values JSON cannot hold. This service takes them too."""
 
 from __future__ import annotations
 
+import math
+
+import pytest
 from chatmemory_adk import ChatMemorySessionService, ProvenancePlugin
+from google.adk.events.event import Event
+from google.adk.events.event_actions import EventActions
+from google.adk.sessions.base_session_service import BaseSessionService
+from google.adk.sessions.database_session_service import DatabaseSessionService
 from google.adk.sessions.in_memory_session_service import InMemorySessionService
 
 from chatmemory import ChatMemory, HistoryDetail, Principal
@@ -53,3 +60,29 @@ async def test_an_agents_model_longer_than_the_store_takes_is_recorded_shortened
     (history,) = await _histories(memory)
     assert (history.model, history.status) == (LABEL, "completed")
     assert {m.model for m in history.messages or [] if m.role == "assistant"} == {LABEL}
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+async def test_state_a_float_json_cannot_hold_is_stored_as_null(memory: ChatMemory, value: float) -> None:
+    delta = {"score": value, "user:best": value, "app:top": [value, 1.5], "plain": 2.5}
+    database = DatabaseSessionService("sqlite+aiosqlite:///:memory:")
+    ours_service = ChatMemorySessionService(memory)
+    services: list[BaseSessionService] = [InMemorySessionService(), database, ours_service]
+    states = []
+    try:
+        for service in services:
+            session = await service.create_session(app_name=APP, user_id=USER, session_id="s")
+            event = Event(author="calc", invocation_id="i-1", actions=EventActions(state_delta=delta))
+            await service.append_event(session, event)
+            assert session.state["plain"] == 2.5
+            stored = await service.get_session(app_name=APP, user_id=USER, session_id="s")
+            assert stored is not None
+            assert len(stored.events) == 1
+            states.append(stored.state)
+    finally:
+        await database.close()
+
+    in_memory, theirs, ours = states
+    assert set(in_memory) == set(theirs) == set(ours) == {"score", "user:best", "app:top", "plain"}
+    # JSON has no such float: ``null`` stands for it, as it does in ADK's own check of state values.
+    assert ours == {"score": None, "user:best": None, "app:top": [None, 1.5], "plain": 2.5}

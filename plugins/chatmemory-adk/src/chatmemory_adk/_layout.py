@@ -70,12 +70,14 @@ def app_doc_id(app_name: str) -> uuid.UUID:
 def split_delta(delta: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """``(app, user, session)`` parts of a state delta as metadata keys; ``temp:`` keys dropped.
 
-    Values are turned into JSON the way ADK's own database service does.
+    Values are turned into JSON the way ADK's own database service does; a float JSON cannot
+    hold (NaN, an infinity) becomes ``null``, its JSON form as ADK's state takes it, rather
+    than refusing the event.
     """
     app: dict[str, Any] = {}
     usr: dict[str, Any] = {}
     session: dict[str, Any] = {}
-    for key, value in to_jsonable_python(dict(delta or {}), fallback=str).items():
+    for key, value in to_jsonable_python(dict(delta or {}), fallback=str, inf_nan_mode="null").items():
         if key.startswith(APP_PREFIX):
             app[STATE + key.removeprefix(APP_PREFIX)] = value
         elif key.startswith(USER_PREFIX):
