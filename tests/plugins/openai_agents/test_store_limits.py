@@ -3,14 +3,19 @@ all the same, never failed by its session."""
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
-from agents import RunConfig, Runner
+import httpx
+from agents import Agent, RunConfig, Runner, SQLiteSession
+from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 from agents.testing import assistant_message, function_call
 from chatmemory_openai_agents import ChatMemorySession
 
 from chatmemory import Conversation
 from chatmemory.scope import Scope
+from tests.plugins._openai_http import FakeOpenAI, chat_completion, reset_ids
 from tests.plugins.openai_agents._support import NamedModel, add, make_agent
 
 MANY = 1_500  # over the store's default of 1,000 messages per append call
@@ -88,3 +93,40 @@ async def test_a_session_model_longer_than_the_store_takes(alice: Scope, convers
 
     (history,) = (await alice.get_conversation(conversation.id)).histories
     assert history.model == LABEL
+
+
+class NanServingOpenAI(FakeOpenAI):
+    """The fake API, its JSON written as Python writes it: ``-Infinity`` and ``NaN`` as they are
+    (a server built on Python's ``json``, as some OpenAI-compatible ones are, sends them so)."""
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(json.loads(request.content))
+        return httpx.Response(200, content=json.dumps(self.bodies.pop(0)).encode(), headers=JSON)
+
+
+JSON = {"content-type": "application/json"}
+
+
+async def test_a_logprob_of_minus_infinity_in_an_answer(alice: Scope, conversation: Conversation) -> None:
+    outputs = []
+    for own in (False, True):
+        reset_ids()
+        body = chat_completion("local-model", "The sum is 5.")
+        body["choices"][0]["logprobs"]["content"][1]["logprob"] = -math.inf
+        fake = NanServingOpenAI(body, chat_completion("local-model", "Still 5."))
+        model = OpenAIChatCompletionsModel(model="local-model", openai_client=fake.client())
+        agent = Agent(name="calc", instructions="Be brief.", model=model)
+        sid = str(conversation.id)  # the SDK's session of the same id: the same prompt cache key
+        session: Any = ChatMemorySession(alice, sid) if own else SQLiteSession(sid)
+        first = await Runner.run(agent, "What is 2+3?", session=session)
+        second = await Runner.run(agent, "And again?", session=session)
+        outputs.append((first.final_output, second.final_output, fake.requests))
+    assert outputs[0] == outputs[1]
+    assert outputs[1][:2] == ("The sum is 5.", "Still 5.")
+    first, _ = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert first.status == "completed"
+    answer = (first.messages or [])[-1].native
+    assert answer is not None
+    logprobs = answer.data["content"][0]["logprobs"]  # type: ignore[call-overload,index]
+    # JSON has no such float: null stands for it.
+    assert [p["logprob"] for p in logprobs] == [-0.01, None, -0.01, -0.01]

@@ -16,8 +16,9 @@ from agents.items import TResponseInputItem
 from agents.models import get_default_model
 from agents.usage import Usage
 from agents.version import __version__ as agents_version
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
-from chatmemory import ConflictError, History, HistoryNotFound, Message, NewMessage
+from chatmemory import ConflictError, History, HistoryNotFound, InvalidInputError, Message, NewMessage
 from chatmemory.loops import AnyLoopLock
 from chatmemory.recording import abandoned, fitted, recorder_metadata, run_error
 from chatmemory.scope import Scope
@@ -342,14 +343,25 @@ class Recorder:
         role = role_of(raw)
         content = content_of(raw) or ""
         native = {"format": NATIVE_FORMAT, "data": dict(raw)}
+        extra: dict[str, Any] = {}
         producer = None
         if role == "assistant" and run is not None:
             producer = run.produced.get(item_identity(raw) or "", run.current)
-        if producer is None:
-            message = NewMessage(role, content, native=native)
-        else:
-            model, agent_name = producer
-            message = NewMessage(role, content, model=model, metadata={"agent": agent_name}, native=native)
+        if producer is not None:
+            extra = {"model": producer[0], "metadata": {"agent": producer[1]}}
+        try:
+            message = NewMessage(role, content, native=native, **extra)
+        except InvalidInputError as refused:
+            if refused.field != "native.data":
+                raise
+            # A float JSON cannot hold: a logprob of -inf, as an OpenAI-compatible server built
+            # on Python's json may send it (the SDK's SQLiteSession keeps it). Stored as null.
+            try:
+                data = to_jsonable_python(dict(raw), inf_nan_mode="null")
+            except PydanticSerializationError:
+                raise refused from None
+            native = {"format": NATIVE_FORMAT, "data": data}
+            message = NewMessage(role, content, native=native, **extra)
         return fitted(message, self.chat.limits)
 
 
