@@ -12,6 +12,7 @@ from google.adk.events.event_actions import EventActions
 from google.adk.sessions.base_session_service import BaseSessionService
 from google.adk.sessions.database_session_service import DatabaseSessionService
 from google.adk.sessions.in_memory_session_service import InMemorySessionService
+from google.genai import types
 
 from chatmemory import ChatMemory, HistoryDetail, Principal
 from tests.plugins.adk._agent import APP, USER, run_turn
@@ -86,3 +87,30 @@ async def test_state_a_float_json_cannot_hold_is_stored_as_null(memory: ChatMemo
     assert set(in_memory) == set(theirs) == set(ours) == {"score", "user:best", "app:top", "plain"}
     # JSON has no such float: ``null`` stands for it, as it does in ADK's own check of state values.
     assert ours == {"score": None, "user:best": None, "app:top": [None, 1.5], "plain": 2.5}
+
+
+async def test_an_event_with_a_logprob_json_cannot_hold(memory: ChatMemory) -> None:
+    database = DatabaseSessionService("sqlite+aiosqlite:///:memory:")
+    mine = ChatMemorySessionService(memory)
+    candidate = types.LogprobsResultCandidate(token="5", token_id=20, log_probability=-math.inf)
+    read = []
+    try:
+        for service in (InMemorySessionService(), database, mine):
+            session = await service.create_session(app_name=APP, user_id=USER, session_id="s")
+            event = Event(
+                author="calc",
+                invocation_id="i-1",
+                content=types.Content(role="model", parts=[types.Part(text="5")]),
+                avg_logprobs=-math.inf,
+                logprobs_result=types.LogprobsResult(chosen_candidates=[candidate]),
+                model_version="local-model",
+            )
+            await service.append_event(session, event)
+            stored = await service.get_session(app_name=APP, user_id=USER, session_id="s")
+            assert stored is not None
+            read.append([(e.content, e.avg_logprobs) for e in stored.events])
+    finally:
+        await database.close()
+    assert read[0] == read[1]
+    # JSON has no such float: null stands for it.
+    assert read[2] == [(read[0][0][0], None)]

@@ -10,12 +10,14 @@ from typing import Any
 
 from google.adk.events.event import Event
 from google.genai import types
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from chatmemory import (
     AudioPart,
     ContentPart,
     FilePart,
     ImagePart,
+    InvalidInputError,
     Message,
     NewMessage,
     ReasoningPart,
@@ -67,16 +69,27 @@ def to_message(event: Event, *, model: str | None) -> NewMessage:
     data = event.model_dump(mode="json", exclude_none=True)
     # Equal events delivered again are stored once; distinct events sharing an id are not.
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
-    return NewMessage(
-        role=role,
-        content=parts or "",
-        model=model_label(model) if role == "assistant" else None,
-        usage=_usage(event.usage_metadata) if role == "assistant" else None,
-        metadata={"author": event.author, "invocation_id": event.invocation_id},
+    fields: dict[str, Any] = {
+        "role": role,
+        "content": parts or "",
+        "model": model_label(model) if role == "assistant" else None,
+        "usage": _usage(event.usage_metadata) if role == "assistant" else None,
+        "metadata": {"author": event.author, "invocation_id": event.invocation_id},
+        "key": f"{event.id[:200]}#{digest}",
+    }
+    try:
         # ADK's own database service stores events in exactly this form.
-        native={"format": NATIVE_FORMAT, "data": data},
-        key=f"{event.id[:200]}#{digest}",
-    )
+        return NewMessage(**fields, native={"format": NATIVE_FORMAT, "data": data})
+    except InvalidInputError as refused:
+        if refused.field != "native.data":
+            raise
+        # A float JSON cannot hold (a logprob of -inf from an OpenAI-compatible model), which
+        # ADK's database service keeps on SQLite: null in its place.
+        try:
+            data = to_jsonable_python(data, inf_nan_mode="null")
+        except PydanticSerializationError:
+            raise refused from None
+        return NewMessage(**fields, native={"format": NATIVE_FORMAT, "data": data})
 
 
 def to_event(message: Message) -> Event | None:
