@@ -47,3 +47,19 @@ async def test_a_run_given_a_history_longer_than_one_append_holds(alice: Scope) 
     assert result.output == f"answer {MANY + 1}"
     (history,) = (await alice.get_conversation(conv.id, messages=True)).histories
     assert (history.status, len(history.messages or [])) == ("completed", 2)
+
+
+async def test_a_run_id_longer_than_a_key_may_be(alice: Scope) -> None:
+    # DBOS names a run after its workflow (``{workflow_id}:{step}``), and workflow ids are the
+    # caller's own (an idempotency key, say): pydantic-ai takes a run id of any length.
+    run_id = "wf-" + "k" * 300 + ":1"
+    conv = await alice.start_conversation()
+    agent = adder(Script("fn-A").model, capabilities=[ChatMemoryCapability(alice, conv.id)])
+
+    result = await agent.run("what is 2+3?", run_id=run_id)
+
+    assert result.output == "answer 3"
+    (history,) = (await alice.get_conversation(conv.id, messages=True)).histories
+    assert (history.status, len(history.messages or [])) == ("completed", 4)
+    assert (history.metadata or {})["run_id"] == run_id
+    assert await load_messages(alice, conv.id) == result.all_messages()

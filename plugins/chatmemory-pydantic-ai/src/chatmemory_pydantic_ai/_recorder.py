@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +27,7 @@ __all__ = ["RECORDING", "RunRecord", "settled"]
 
 T = TypeVar("T")
 _BATCH = 100
+_RUN_KEY_CHARS = 200  # of the store's 255 for a key, the rest being ``:`` and the message's index
 
 RECORDING: set[str] = set()
 """The run ids of the runs this process is recording. A run is in it before its history exists
@@ -123,7 +125,8 @@ class RunRecord:
 
     def _new(self, batch: Sequence[pai.ModelMessage]) -> list[NewMessage]:
         done = len(self.recorded)
-        new = to_new_messages(batch, keys=[f"{self.run_id}:{done + i}" for i in range(len(batch))])
+        run = _key_of(self.run_id)
+        new = to_new_messages(batch, keys=[f"{run}:{done + i}" for i in range(len(batch))])
         return [recording.fitted(message, self.chat.limits) for message in new]  # kept whole natively
 
     async def _write(self, batch: list[pai.ModelMessage], prompts: list[str]) -> None:
@@ -228,6 +231,14 @@ class RunRecord:
             await self.chat.finish_run(self.history_id, messages=new, status=status, usage=usage, error=error)
         self.prompts = prompts
         self._mark(batch)
+
+
+def _key_of(run_id: str) -> str:
+    """What names run ``run_id`` in its messages' keys: the id itself, or a digest of one too long
+    for a key to hold (a run id is the caller's, or a durable engine's made of the caller's)."""
+    if len(run_id) <= _RUN_KEY_CHARS:
+        return run_id
+    return "sha256:" + hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _is_answer(message: pai.ModelMessage) -> bool:
