@@ -139,3 +139,35 @@ async def test_a_snapshot_whose_tail_changed_is_not_replaced(
     assert (len(fresh.items), fresh.complete) == (2, False)
     assert await fresh.replace_suffix(1, [COMPACTED]) is True  # type: ignore[list-item]
     assert await store.get_items() == [items[0], items[1], COMPACTED]
+
+
+class KeepingCompactEndpoint(CompactEndpoint):
+    """The endpoint as it answers a long conversation: every user message kept, then the compaction."""
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle(request)
+        body = json.loads(response.content)
+        kept = [i for i in self.requests[-1]["input"] if i.get("role") == "user"]
+        body["output"] = [*kept, COMPACTED]
+        return httpx.Response(200, json=body)
+
+
+async def test_a_compaction_answering_more_items_than_one_append_holds(
+    alice: Scope, conversation: Conversation
+) -> None:
+    store = ChatMemorySession(alice, conversation.id)
+    items: list[Any] = []
+    for i in range(1_200):
+        items += [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]
+    await store.add_items(items)
+    endpoint = KeepingCompactEndpoint()
+
+    session = OpenAIResponsesCompactionSession("s", store, client=endpoint.client())
+    await session.run_compaction({"force": True, "compaction_mode": "input"})
+
+    expected = [*(item for item in items if item["role"] == "user"), COMPACTED]
+    assert await store.get_items() == expected
+    compaction = (await alice.get_conversation(conversation.id)).histories[-1]
+    assert compaction.status == "completed"
+    assert compaction.metadata is not None
+    assert compaction.metadata["compaction"] == {"replaced": 2_400}

@@ -12,7 +12,7 @@ from agents.items import TResponseInputItem
 from agents.memory.session import _CompactionSnapshot
 from agents.models import get_default_model
 
-from chatmemory import ConflictError, Message
+from chatmemory import ConflictError, HistoryNotFound, Message
 from chatmemory.recording import settled
 from chatmemory.scope import Scope
 from chatmemory_openai_agents._items import items_of_messages
@@ -21,6 +21,7 @@ from chatmemory_openai_agents._record import Recorder
 __all__ = ["Tail", "put_back", "read_tail", "replace_tail"]
 
 _PAGE = 1000  # the store's default cap on one page of a listing
+_BATCH = 1000  # the store's default cap on messages per append call
 
 
 @dataclass(frozen=True)
@@ -89,16 +90,30 @@ async def replace_tail(
         metadata=_metadata(recorder, reason, len(replaced)),
     )
     messages = [recorder.message_of(item) for item in output]
+    # More than one append takes (a compaction keeps every user message of a long conversation)
+    # replaces the tail with the first ones at once, the rest appended after them: as the SDK
+    # replaces the items of a session that cannot do it at once, by clearing it and adding them.
+    head, rest = messages[:_BATCH], messages[_BATCH:]
     try:
         await chat.replace_messages(
             recorder.conversation_id,
             replacing=[m.id for m in replaced],
             history_id=history.id,
-            messages=messages,
+            messages=head,
         )
     except ConflictError:
         await chat.delete_history(history.id)
         return False
+    for start in range(0, len(rest), _BATCH):
+        try:
+            await chat.append_messages(history.id, rest[start : start + _BATCH])
+        except ConflictError:
+            # A run starting meanwhile closed it, as the newest running history: the rest in
+            # a history of its own.
+            await put_back(recorder, output[_BATCH + start :], model=history.model)
+            return True
+        except HistoryNotFound:
+            return True  # the session was cleared meanwhile
     # A run starting meanwhile may have closed it, as the newest running history: the
     # replacement is done all the same.
     with contextlib.suppress(ConflictError):
