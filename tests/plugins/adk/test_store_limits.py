@@ -15,6 +15,7 @@ from google.adk.sessions.in_memory_session_service import InMemorySessionService
 from google.genai import types
 
 from chatmemory import ChatMemory, HistoryDetail, Principal
+from tests.plugins.adk import _agent
 from tests.plugins.adk._agent import APP, USER, run_turn
 
 # A model served from a long local path (vLLM serves a model under the path it was loaded from).
@@ -114,3 +115,25 @@ async def test_an_event_with_a_logprob_json_cannot_hold(memory: ChatMemory) -> N
     assert read[0] == read[1]
     # JSON has no such float: null stands for it.
     assert read[2] == [(read[0][0][0], None)]
+
+
+def explode() -> int:
+    """Fail, saying much (an API error quoting a whole response body, say)."""
+    raise RuntimeError("boom " + "x" * 200_000)
+
+
+async def test_a_run_failing_with_a_longer_error_than_the_store_takes(
+    memory: ChatMemory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_agent, "explode", explode)
+    service = ChatMemorySessionService(memory)
+    await service.create_session(app_name=APP, user_id=USER, session_id="s")
+
+    with pytest.raises(RuntimeError, match=r"^boom x"):
+        await run_turn(service, "m", "s", "explode", plugins=[ProvenancePlugin(service)])
+
+    (history,) = await _histories(memory)
+    assert history.status == "failed"
+    assert history.error is not None
+    assert history.error.startswith("RuntimeError: boom x")
+    assert len(history.error) == 10_000

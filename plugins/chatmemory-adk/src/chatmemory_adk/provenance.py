@@ -11,10 +11,14 @@ from google.adk.models.llm_response import LlmResponse
 from google.adk.plugins.base_plugin import BasePlugin
 from google.genai import types
 
+from chatmemory.recording import run_error
+
 if TYPE_CHECKING:
     from chatmemory_adk.service import ChatMemorySessionService
 
 __all__ = ["ProvenancePlugin"]
+
+_ERROR_CHARS = 10_000  # of a failed run's error recorded: the store takes no more than 100,000
 
 
 class ProvenancePlugin(BasePlugin):
@@ -48,7 +52,7 @@ class ProvenancePlugin(BasePlugin):
 
     async def on_run_error_callback(self, *, invocation_context: InvocationContext, error: Exception) -> None:
         await self._service.finish_invocation(
-            invocation_context.invocation_id, status="failed", error=f"{type(error).__name__}: {error}"
+            invocation_context.invocation_id, status="failed", error=run_error(error, limit=_ERROR_CHARS)
         )
 
 
