@@ -6,6 +6,7 @@ from __future__ import annotations
 from chatmemory_pydantic_ai import ChatMemoryCapability, load_messages
 from pydantic_ai import models
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
+from pydantic_ai.models.fallback import FallbackModel
 
 from chatmemory.scope import Scope
 from tests.plugins.pydantic_ai._models import Script, adder
@@ -63,3 +64,24 @@ async def test_a_run_id_longer_than_a_key_may_be(alice: Scope) -> None:
     assert (history.status, len(history.messages or [])) == ("completed", 4)
     assert (history.metadata or {})["run_id"] == run_id
     assert await load_messages(alice, conv.id) == result.all_messages()
+
+
+async def test_a_fallback_over_models_with_long_names(alice: Scope) -> None:
+    # A FallbackModel is named after all its models: three inference-profile ARNs are over 200.
+    arns = [
+        f"arn:aws:bedrock:{region}:123456789012:application-inference-profile/{'p' * 40}"
+        for region in ("us-east-1", "us-west-2", "eu-central-1")
+    ]
+    conv = await alice.start_conversation()
+    scripts = [Script(arn) for arn in arns]
+    agent = adder(
+        FallbackModel(*(s.model for s in scripts)), capabilities=[ChatMemoryCapability(alice, conv.id)]
+    )
+
+    assert (await agent.run("what is 2+3?")).output == "answer 3"
+
+    (history,) = (await alice.get_conversation(conv.id, messages=True)).histories
+    name = "fallback:" + ",".join(arns)
+    assert len(name) > 200
+    assert (history.model, history.status) == (name[:99] + "…" + name[-100:], "completed")
+    assert [m.model for m in history.messages or [] if m.role == "assistant"] == [arns[0], arns[0]]
