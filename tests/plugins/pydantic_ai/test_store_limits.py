@@ -3,11 +3,23 @@ same, never failed by its capability."""
 
 from __future__ import annotations
 
-from chatmemory_pydantic_ai import ChatMemoryCapability, load_messages
-from pydantic_ai import models
-from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
-from pydantic_ai.models.fallback import FallbackModel
+from typing import Any
 
+import pytest
+from chatmemory_pydantic_ai import ChatMemoryCapability, load_messages
+from pydantic_ai import Agent, models
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+    UserPromptPart,
+)
+from pydantic_ai.models.fallback import FallbackModel
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+from chatmemory import InvalidInputError
 from chatmemory.scope import Scope
 from tests.plugins.pydantic_ai._models import Script, adder
 
@@ -85,3 +97,37 @@ async def test_a_fallback_over_models_with_long_names(alice: Scope) -> None:
     assert len(name) > 200
     assert (history.model, history.status) == (name[:99] + "…" + name[-100:], "completed")
     assert [m.model for m in history.messages or [] if m.role == "assistant"] == [arns[0], arns[0]]
+
+
+def dom(depth: int) -> Any:
+    """A page's element tree as a browsing tool returns it: each element's children in a list."""
+    tree: Any = {"tag": "span", "text": "5"}
+    for level in range(depth):
+        tree = {"tag": f"div{level}", "children": [tree]}
+    return tree
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=InvalidInputError,
+    reason="a tool result nested 30 levels deep (an element tree 15 elements deep) is refused: "
+    "the store takes JSON nested at most 32 levels, the message's own form adds a few "
+    "(needs a deeper limit in chatmemory/_validation.py, MAX_JSON_DEPTH)",
+)
+async def test_a_tool_result_nested_deeper_than_the_store_takes(alice: Scope) -> None:
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if len(messages) == 1:
+            return ModelResponse(parts=[ToolCallPart("page", {}, tool_call_id="c1")])
+        return ModelResponse(parts=[TextPart("It says 5.")])
+
+    conv = await alice.start_conversation()
+    agent = Agent(FunctionModel(respond), capabilities=[ChatMemoryCapability(alice, conv.id)])
+
+    @agent.tool_plain
+    def page() -> Any:
+        return dom(15)
+
+    result = await agent.run("What does the page say?")
+
+    assert result.output == "It says 5."
+    assert await load_messages(alice, conv.id) == result.all_messages()
