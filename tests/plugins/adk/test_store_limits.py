@@ -137,3 +137,12 @@ async def test_a_run_failing_with_a_longer_error_than_the_store_takes(
     assert history.error is not None
     assert history.error.startswith("RuntimeError: boom x")
     assert len(history.error) == 10_000
+
+
+async def test_a_session_created_with_state_json_cannot_hold(memory: ChatMemory) -> None:
+    service = ChatMemorySessionService(memory)
+    state = {"score": math.nan, "user:best": math.inf, "app:top": -math.inf}
+
+    session = await service.create_session(app_name=APP, user_id=USER, session_id="s", state=state)
+
+    assert session.state == {"score": None, "user:best": None, "app:top": None}
