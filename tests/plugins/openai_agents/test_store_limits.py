@@ -3,6 +3,7 @@ all the same, never failed by its session."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from typing import Any
@@ -147,3 +148,29 @@ async def test_add_items_fit_a_lower_cap_on_messages_per_call(db_url: str) -> No
         session = ChatMemorySession(chat, conversation.id)
         await session.add_items(inputs(150))
         assert await session.get_items() == inputs(150)
+
+
+async def test_an_input_file_in_base64_with_line_breaks(alice: Scope, conversation: Conversation) -> None:
+    # ``base64.encodebytes`` breaks its output into lines: the SDK takes the item as it is.
+    lines = base64.encodebytes(b"%PDF-1.7 " + bytes(range(256)) * 3).decode()
+    items: list[Any] = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "input_text", "text": "Summarise these."},
+                {"type": "input_file", "file_data": lines, "filename": "a.pdf"},
+                {"type": "input_file", "file_data": f"data:application/pdf;base64,{lines}"},
+                {"type": "input_audio", "input_audio": {"data": lines, "format": "wav"}},
+            ],
+        }
+    ]
+    reference = SQLiteSession(str(conversation.id))
+    await reference.add_items(items)
+    session = ChatMemorySession(alice, conversation.id)
+
+    await session.add_items(items)
+
+    assert await session.get_items() == await reference.get_items() == items
+    (message,) = await alice.transcript(conversation.id)
+    # Its text for every reader; the files, not readable as base64, in the item only.
+    assert message.content == "Summarise these."

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from agents.items import TResponseInputItem
+from pydantic import ValidationError
 
 from chatmemory import (
     AudioPart,
@@ -197,19 +198,30 @@ def _part_of(raw: object) -> ContentPart | None:
     if kind == "input_audio":
         audio = raw.get("input_audio")
         if isinstance(audio, Mapping) and audio.get("data"):
-            return AudioPart(data=str(audio["data"]), media_type=f"audio/{audio.get('format', 'wav')}")
+            media_type = f"audio/{audio.get('format', 'wav')}"
+            return _inline(AudioPart, {"data": str(audio["data"]), "media_type": media_type})
     return None
 
 
-def _media(cls: type[ImagePart | FilePart], source: str, name: object, **extra: Any) -> ContentPart:
+def _media(cls: type[ImagePart | FilePart], source: str, name: object, **extra: Any) -> ContentPart | None:
     if source.startswith("data:") and ";base64," in source:
         head, data = source[5:].split(";base64,", 1)
-        return cls(data=data, media_type=head or "application/octet-stream", **extra)
+        return _inline(cls, {"data": data, "media_type": head or "application/octet-stream", **extra})
     if cls is FilePart and "://" not in source and not source.startswith(_FILE_ID_SCHEME):
         # A bare file_data value is base64 without a data: prefix.
         guessed = mimetypes.guess_type(str(name or ""))[0]
-        return cls(data=source, media_type=guessed or "application/octet-stream", **extra)
+        return _inline(cls, {"data": source, "media_type": guessed or "application/octet-stream", **extra})
     return cls(url=source, **extra)
+
+
+def _inline(cls: type[ImagePart | AudioPart | FilePart], fields: dict[str, Any]) -> ContentPart | None:
+    """A part holding inline data, or ``None`` when the data is not base64 as parts hold it (broken
+    into lines, say, as ``base64.encodebytes`` gives it): the SDK takes such an item, which then
+    keeps it in its native form only."""
+    try:
+        return cls.model_validate(fields)
+    except ValidationError:
+        return None
 
 
 def _file_id_url(file_id: object) -> str | None:
