@@ -19,7 +19,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.types import Command
 
-from chatmemory import InvalidInputError
+from chatmemory import ChatMemory, InvalidInputError, Limits, Principal
 from chatmemory.scope import Scope
 from tests.plugins.langchain_adapter._fakes import call, fake
 from tests.plugins.langchain_adapter._helpers import agent, histories, rows, user
@@ -231,3 +231,19 @@ async def test_a_long_tool_call_id(alice: Scope) -> None:
     (run,) = await histories(alice, conv.id)
     assert run.status == "completed"
     assert [m.role for m in run.messages or []] == ["user", "assistant", "tool", "assistant"]
+
+
+async def test_writes_fit_a_lower_cap_on_messages_per_call(db_url: str) -> None:
+    async with ChatMemory.open(db_url, limits=Limits(messages_per_call=10)) as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        many = [HumanMessage(f"q{i}") if i % 2 == 0 else AIMessage(f"a{i}") for i in range(25)]
+        await ChatMemoryHistory(chat, conv.id, model="fake-a").aadd_messages(many)
+        inputs: list[Any] = [{"role": m.type if m.type == "ai" else "user", "content": m.text} for m in many]
+        await agent(chat, conv.id, fake("done")).ainvoke(
+            {"messages": [*inputs, {"role": "user", "content": "q"}]}
+        )
+
+        legacy, run = await histories(chat, conv.id)
+        assert (legacy.status, len(legacy.messages or [])) == ("completed", 25)
+        assert (run.status, len(run.messages or [])) == ("completed", 27)

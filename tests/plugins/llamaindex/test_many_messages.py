@@ -14,7 +14,7 @@ from llama_index.core.memory import ChatMemoryBuffer, Memory
 from llama_index.core.storage.chat_store import SimpleChatStore
 from llama_index.core.storage.chat_store.base_db import MessageStatus
 
-from chatmemory import InvalidInputError
+from chatmemory import ChatMemory, InvalidInputError, Limits, Principal
 from chatmemory.scope import Scope
 from tests.plugins.llamaindex._llm import NamedMockLLM, add
 from tests.plugins.llamaindex.conftest import StoreCalls
@@ -137,3 +137,16 @@ async def test_a_model_name_longer_than_the_store_takes_is_recorded_shortened(
     (history,) = (await alice.get_conversation(conversation.id, messages=True)).histories
     assert (history.model, len(LABEL)) == (LABEL, 200)
     assert {m.model for m in history.messages or [] if m.role == "assistant"} == {LABEL}
+
+
+async def test_writes_fit_a_lower_cap_on_messages_per_call(db_url: str) -> None:
+    async with ChatMemory.open(db_url, limits=Limits(messages_per_call=10)) as memory:
+        store = ChatMemoryDBChatStore(memory.scoped(Principal("alice")))
+        try:
+            await store.set_messages("k", turn(25))
+            await store.add_messages(
+                "k", [ChatMessage(role="assistant", content=f"m{i}") for i in range(25, 50)]
+            )
+            assert texts(await store.get_messages("k")) == [f"m{i}" for i in range(50)]
+        finally:
+            store.close()

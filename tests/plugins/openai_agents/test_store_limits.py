@@ -9,13 +9,12 @@ import math
 from typing import Any
 
 import httpx
-import pytest
 from agents import Agent, RunConfig, Runner, SQLiteSession
 from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 from agents.testing import assistant_message, function_call
 from chatmemory_openai_agents import ChatMemorySession
 
-from chatmemory import ChatMemory, Conversation, InvalidInputError, Limits, Principal
+from chatmemory import ChatMemory, Conversation, Limits, Principal
 from chatmemory.scope import Scope
 from tests.plugins._openai_http import FakeOpenAI, chat_completion, reset_ids
 from tests.plugins.openai_agents._support import NamedModel, add, make_agent
@@ -134,20 +133,20 @@ async def test_a_logprob_of_minus_infinity_in_an_answer(alice: Scope, conversati
     assert [p["logprob"] for p in logprobs] == [-0.01, None, -0.01, -0.01]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InvalidInputError,
-    reason="a store opened with a lower cap on messages per call (Limits(messages_per_call=100)) "
-    "refuses the adapter's batches of 1,000: a Scope does not say its limits, so the adapter "
-    "cannot split its writes to fit them (needs a public Scope.limits)",
-)
-async def test_add_items_fit_a_lower_cap_on_messages_per_call(db_url: str) -> None:
-    async with ChatMemory.open(db_url, limits=Limits(messages_per_call=100)) as memory:
+async def test_writes_fit_a_lower_cap_on_messages_per_call(db_url: str) -> None:
+    async with ChatMemory.open(db_url, limits=Limits(messages_per_call=10)) as memory:
         chat = memory.scoped(Principal("alice"))
         conversation = await chat.start_conversation()
         session = ChatMemorySession(chat, conversation.id)
-        await session.add_items(inputs(150))
-        assert await session.get_items() == inputs(150)
+        await session.add_items(inputs(25))
+        agent = make_agent("helper", NamedModel("model-a", [[assistant_message("Done.")]]))
+        assert (await session.run(agent, inputs(25))).final_output == "Done."
+
+        items = await session.get_items()
+        assert items[:50] == [*inputs(25), *inputs(25)]
+        assert [i.get("role") for i in items[50:]] == ["assistant"]
+        histories = (await chat.get_conversation(conversation.id)).histories
+        assert histories[-1].status == "completed"
 
 
 async def test_an_input_file_in_base64_with_line_breaks(alice: Scope, conversation: Conversation) -> None:

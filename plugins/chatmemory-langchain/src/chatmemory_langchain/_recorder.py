@@ -164,7 +164,8 @@ class Recorder:
         if run.history_id is None and (run.opening is None or not new):
             run.opening = None
             return
-        head, last = new[:-_BATCH] if len(new) > _BATCH else [], new[-_BATCH:]
+        size = _batch(self.chat)
+        head, last = new[:-size] if len(new) > size else [], new[-size:]
         await self._write(run, head)
         _count_usage(run, last)
         text = _error_text(error)
@@ -231,8 +232,9 @@ class Recorder:
         return [fitted(to_new_message(m), self.chat.limits) for m in messages]
 
     async def _write(self, run: Run, new: list[BaseMessage]) -> None:
-        for start in range(0, len(new), _BATCH):
-            chunk = new[start : start + _BATCH]
+        size = _batch(self.chat)
+        for start in range(0, len(new), size):
+            chunk = new[start : start + size]
             batch = self._new(chunk)
             if run.history_id is None:
                 assert run.opening is not None
@@ -376,6 +378,11 @@ def _close_running(
             waiting.update((call_id, c["name"]) for c in message.tool_calls if (call_id := c.get("id")))
     close()
     return out
+
+
+def _batch(chat: Scope) -> int:
+    """Messages per store call: ``_BATCH``, or fewer when the store takes fewer."""
+    return min(_BATCH, chat.limits.messages_per_call)
 
 
 def _mine(history: History) -> bool:

@@ -82,7 +82,7 @@ class ChatMemoryHistory(BaseChatMessageHistory):
         # already stored or repeated in the same call: ids do not make these adds idempotent.
         batch = [fitted(to_new_message(m, keyed=False), self.chat.limits) for m in messages]
         model = model_label(self.model) or self.model
-        if len(batch) <= _BATCH:
+        if len(batch) <= min(_BATCH, self.chat.limits.messages_per_call):
             await self.chat.record_run(
                 self.conversation_id, model=model, messages=batch, metadata=self.metadata
             )
@@ -93,15 +93,16 @@ class ChatMemoryHistory(BaseChatMessageHistory):
     async def _add_in_parts(self, batch: list[NewMessage], model: str) -> None:
         """Record more messages than one store call takes as one history, in several calls; a
         refused part drops the history, so all of them are added or none."""
+        size = min(_BATCH, self.chat.limits.messages_per_call)
         started = await self.chat.start_run(
-            self.conversation_id, model=model, messages=batch[:_BATCH], metadata=self.metadata
+            self.conversation_id, model=model, messages=batch[:size], metadata=self.metadata
         )
         hid = started.history.id
         try:
-            rest = batch[_BATCH:]
-            while len(rest) > _BATCH:
-                await self.chat.append_messages(hid, rest[:_BATCH])
-                rest = rest[_BATCH:]
+            rest = batch[size:]
+            while len(rest) > size:
+                await self.chat.append_messages(hid, rest[:size])
+                rest = rest[size:]
             await self.chat.finish_run(hid, messages=rest)
         except BaseException:
             with contextlib.suppress(ChatMemoryError):

@@ -282,9 +282,10 @@ class KeyedConversations:
         """Append ``batch`` to a running history, in calls the store takes; how many of its
         messages were appended before the history was found closed or deleted (all of them
         when it was not)."""
-        for start in range(0, len(batch), _BATCH):
+        size = min(_BATCH, self.chat.limits.messages_per_call)
+        for start in range(0, len(batch), size):
             try:
-                await self.chat.append_messages(history_id, batch[start : start + _BATCH])
+                await self.chat.append_messages(history_id, batch[start : start + size])
             except (ConflictError, HistoryNotFound):
                 return start
         return len(batch)

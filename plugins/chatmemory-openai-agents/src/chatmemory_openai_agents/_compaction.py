@@ -21,7 +21,7 @@ from chatmemory_openai_agents._record import Recorder
 __all__ = ["Tail", "put_back", "read_tail", "replace_tail"]
 
 _PAGE = 1000  # the store's default cap on one page of a listing
-_BATCH = 1000  # the store's default cap on messages per append call
+_BATCH = 1000  # messages per append call (the store's default cap), fewer if it takes fewer
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,8 @@ async def replace_tail(
     # More than one append takes (a compaction keeps every user message of a long conversation)
     # replaces the tail with the first ones at once, the rest appended after them: as the SDK
     # replaces the items of a session that cannot do it at once, by clearing it and adding them.
-    head, rest = messages[:_BATCH], messages[_BATCH:]
+    size = min(_BATCH, chat.limits.messages_per_call)
+    head, rest = messages[:size], messages[size:]
     try:
         await chat.replace_messages(
             recorder.conversation_id,
@@ -104,13 +105,13 @@ async def replace_tail(
     except ConflictError:
         await chat.delete_history(history.id)
         return False
-    for start in range(0, len(rest), _BATCH):
+    for start in range(0, len(rest), size):
         try:
-            await chat.append_messages(history.id, rest[start : start + _BATCH])
+            await chat.append_messages(history.id, rest[start : start + size])
         except ConflictError:
             # A run starting meanwhile closed it, as the newest running history: the rest in
             # a history of its own.
-            await put_back(recorder, output[_BATCH + start :], model=history.model)
+            await put_back(recorder, output[size + start :], model=history.model)
             return True
         except HistoryNotFound:
             return True  # the session was cleared meanwhile

@@ -40,7 +40,7 @@ FRAMEWORK = "openai-agents"
 UNCLOSED = "the run ended without being closed: it raised, was interrupted, or its process stopped"
 """The error of a history closed by a later run because nothing closed it."""
 
-_BATCH = 1000  # the store's default cap on messages per append call
+_BATCH = 1000  # messages per append call (the store's default cap), fewer if it takes fewer
 _ERROR_CHARS = 10_000
 _REMEMBERED = 256  # closed history ids a recorder remembers, to skip re-checking them
 
@@ -179,9 +179,10 @@ class Recorder:
         the batch ``closing`` ends the run, its last items finish it in the same transaction."""
         done = 0
         retried = False
+        size = min(_BATCH, self.chat.limits.messages_per_call)
         while done < len(batch):
-            chunk = batch[done : done + _BATCH]
-            last = closing and done + _BATCH >= len(batch)
+            chunk = batch[done : done + size]
+            last = closing and done + size >= len(batch)
             try:
                 if run.history is None:
                     await self._open(run, chunk, closing=last, resuming=set() if retried else resuming)
@@ -197,7 +198,7 @@ class Recorder:
                 retried = True
                 self._release(run)
                 continue
-            done += _BATCH
+            done += size
 
     async def _open(
         self, run: RunRecord, first: list[NewMessage], *, closing: bool, resuming: set[str]

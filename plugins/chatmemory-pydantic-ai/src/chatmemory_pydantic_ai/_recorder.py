@@ -129,26 +129,31 @@ class RunRecord:
         new = to_new_messages(batch, keys=[f"{run}:{done + i}" for i in range(len(batch))])
         return [recording.fitted(message, self.chat.limits) for message in new]  # kept whole natively
 
+    def _batch(self) -> int:
+        """Messages per store call: ``_BATCH``, or fewer when the store takes fewer."""
+        return min(_BATCH, self.chat.limits.messages_per_call)
+
     async def _write(self, batch: list[pai.ModelMessage], prompts: list[str]) -> None:
         new = self._new(batch)
+        size = self._batch()
         if self.history_id is None:
             started = await self.chat.start_run(
                 self.conversation_id,
                 model=self.model,
-                messages=new[:_BATCH],
+                messages=new[:size],
                 system_prompts=prompts,
                 metadata=self.metadata,
             )
             self.history_id, self.started_at = started.history.id, started.history.created_at
             LIVE_HISTORIES.add(started.history.id)
-            self._mark(batch[:_BATCH])
-            batch, new = batch[_BATCH:], new[_BATCH:]
+            self._mark(batch[:size])
+            batch, new = batch[size:], new[size:]
         elif prompts != self.prompts:
             await self.chat.update_history(self.history_id, system_prompts=prompts)
         self.prompts = prompts
-        for start in range(0, len(new), _BATCH):
-            await self.chat.append_messages(self.history_id, new[start : start + _BATCH])
-            self._mark(batch[start : start + _BATCH])
+        for start in range(0, len(new), size):
+            await self.chat.append_messages(self.history_id, new[start : start + size])
+            self._mark(batch[start : start + size])
 
     def tool_returned(self, call: pai.ToolCallPart, result: Any) -> None:
         """Remember a finished tool's result, as pydantic-ai will put it in its history."""
@@ -207,9 +212,10 @@ class RunRecord:
         usage: Mapping[str, Any] | None,
         error: str | None,
     ) -> None:
-        if len(batch) > _BATCH:
-            await self._write(batch[:-_BATCH], prompts)
-            batch = batch[-_BATCH:]
+        size = self._batch()
+        if len(batch) > size:
+            await self._write(batch[:-size], prompts)
+            batch = batch[-size:]
         if self.failure is not None:
             status, error = "failed", f"messages not recorded: {self.failure}"[:ERROR_CHARS]
         new = self._new(batch)
