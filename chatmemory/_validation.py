@@ -117,9 +117,13 @@ def utc_time(field: str, value: object) -> datetime:
         raise InvalidInputError(field, "is out of range in UTC") from None
 
 
+MODEL_CHARS = 200
+"""Characters in a model name."""
+
+
 def model_name(field: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > 200:
-        raise InvalidInputError(field, "must be a non-empty model name of at most 200 characters")
+    if not isinstance(value, str) or not value.strip() or len(value) > MODEL_CHARS:
+        raise InvalidInputError(field, f"must be a non-empty model name of at most {MODEL_CHARS} characters")
     return check_text(field, value)
 
 

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
-from chatmemory._validation import check_json, check_text, invalid_input
+from chatmemory._validation import MODEL_CHARS, check_json, check_text, invalid_input
 from chatmemory.content import ContentPart, flatten_content, parse_parts
 from chatmemory.errors import InvalidInputError
 
@@ -78,7 +78,7 @@ class NewMessage(_Input):
 
     role: Role
     content: str | list[ContentPart]
-    model: str | None = Field(default=None, min_length=1, max_length=200)
+    model: str | None = Field(default=None, min_length=1, max_length=MODEL_CHARS)
     status: MessageStatus = "complete"
     usage: dict[str, JsonValue] | None = None
     metadata: dict[str, JsonValue] | None = None

@@ -15,7 +15,9 @@ done, and a history closed by an error says what stopped it (:func:`run_error`).
 
 A framework accepts messages larger than the store's limits (a long answer, a phone photo).
 An adapter keeps each message whole in its native form and passes it through :func:`fitted`,
-which cuts only the neutral content down to the limits, so the run is recorded, not refused.
+which cuts only the neutral content down to the limits, so the run is recorded, not refused;
+a model name the store would refuse (blank, or longer than it takes) goes through
+:func:`model_label`.
 """
 
 from __future__ import annotations
@@ -26,12 +28,16 @@ import contextlib
 import os
 import socket
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Mapping
 from typing import Any, TypeVar
 from uuid import UUID
 
+from pydantic_core import PydanticSerializationError, to_jsonable_python
+
 from chatmemory._db import settle
+from chatmemory._validation import MODEL_CHARS
 from chatmemory.content import ContentPart, TextPart, ToolResultPart, inline_size
+from chatmemory.errors import InvalidInputError
 from chatmemory.limits import Limits
 from chatmemory.models import History, NewMessage
 
@@ -40,6 +46,8 @@ __all__ = [
     "LIVE_HISTORIES",
     "abandoned",
     "fitted",
+    "model_label",
+    "native_message",
     "recorder_metadata",
     "run_error",
     "settled",
@@ -223,3 +231,35 @@ def _cut(text: str, cap: int) -> str:
 
 def _note(cut: int) -> str:
     return f"\n[{cut:,} more characters in this message's native form]"
+
+
+def model_label(name: str | None) -> str | None:
+    """``name`` as the store keeps a model name: ``None`` when it is blank, and one longer than
+    the store takes (a model served from a long local path, a deployment's full ARN, a fallback
+    chain of several) shortened in its middle, its start and its end kept, so that the run is
+    recorded rather than refused. A message's native form keeps the name whole."""
+    if name is None or not name.strip():
+        return None
+    if len(name) <= MODEL_CHARS:
+        return name
+    head = (MODEL_CHARS - 1) // 2
+    return f"{name[:head]}…{name[len(name) - (MODEL_CHARS - 1 - head) :]}"
+
+
+def native_message(fields: Mapping[str, Any], native_format: str, data: Any) -> NewMessage:
+    """``NewMessage(**fields)`` keeping ``data`` as its native form, a float JSON cannot hold in
+    it (NaN, an infinity: a logprob of -inf, which a framework's own stores keep) as null.
+
+    Raises:
+        InvalidInputError: the message cannot be stored all the same.
+    """
+    try:
+        return NewMessage(**fields, native={"format": native_format, "data": data})
+    except InvalidInputError as refused:
+        if refused.field != "native.data":
+            raise
+        try:
+            data = to_jsonable_python(data, inf_nan_mode="null")
+        except PydanticSerializationError:
+            raise refused from None
+        return NewMessage(**fields, native={"format": native_format, "data": data})

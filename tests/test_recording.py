@@ -8,11 +8,15 @@ import subprocess
 import sys
 import uuid
 
-from chatmemory import recording
+import pytest
+
+from chatmemory import InvalidInputError, Native, recording
 from chatmemory.recording import (
     ABANDONED,
     LIVE_HISTORIES,
     abandoned,
+    model_label,
+    native_message,
     recorder_metadata,
     run_error,
     settled,
@@ -95,3 +99,26 @@ def test_starts_are_counted_per_conversation_and_forgotten_once_ended() -> None:
         assert not starting_in(uuid.uuid4())
     assert not starting_in(conversation)
     assert str(conversation) not in recording._STARTS  # nothing kept once no start is under way
+
+
+def test_a_model_name_is_kept_as_the_store_takes_it() -> None:
+    arn = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/" + "p" * 200 + "/end"
+    label = model_label(arn)
+    assert label is not None and len(label) == 200
+    head, tail = label.split("…")
+    assert arn.startswith(head) and arn.endswith(tail) and tail.endswith("/end")
+    assert model_label("gpt-5") == "gpt-5"
+    assert model_label("x" * 200) == "x" * 200
+    assert model_label("") is None and model_label("  ") is None and model_label(None) is None
+
+
+def test_a_native_form_holding_a_float_json_cannot_hold_keeps_null_in_its_place() -> None:
+    fields = {"role": "assistant", "content": "hi"}
+    data = {"logprobs": [{"token": "hi", "logprob": float("-inf")}], "score": float("nan")}
+    message = native_message(fields, "demo", data)
+    assert message.native is not None
+    assert message.native.data == {"logprobs": [{"token": "hi", "logprob": None}], "score": None}
+    assert native_message(fields, "demo", {"fine": 1.5}).native == Native(format="demo", data={"fine": 1.5})
+    with pytest.raises(InvalidInputError) as refused:
+        native_message(fields, "demo", {"text": "NUL \x00"})
+    assert refused.value.field == "native.data"

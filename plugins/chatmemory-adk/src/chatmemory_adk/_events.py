@@ -10,14 +10,12 @@ from typing import Any
 
 from google.adk.events.event import Event
 from google.genai import types
-from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from chatmemory import (
     AudioPart,
     ContentPart,
     FilePart,
     ImagePart,
-    InvalidInputError,
     Message,
     NewMessage,
     ReasoningPart,
@@ -25,6 +23,7 @@ from chatmemory import (
     ToolCallPart,
     ToolResultPart,
 )
+from chatmemory.recording import model_label, native_message
 
 NATIVE_FORMAT = "google-adk"
 """The ``native.format`` of every message this service writes: the ADK event as JSON."""
@@ -33,22 +32,6 @@ NATIVE_FORMAT = "google-adk"
 def event_time(timestamp: float) -> datetime:
     """An event's timestamp as the aware UTC datetime stored as its message's ``created_at``."""
     return datetime.fromtimestamp(timestamp, UTC)
-
-
-_MODEL_CHARS = 200  # the store's cap on a model name
-_HEAD = (_MODEL_CHARS - 1) // 2
-
-
-def model_label(name: str | None) -> str | None:
-    """``name`` as the store keeps a model name: ``None`` when it is blank, and one longer than
-    the store takes (a model served from a long local path, a deployment's full ARN) shortened
-    in its middle, its start and its end kept, so that the event is stored rather than refused.
-    The event itself, in ``native``, keeps the name whole."""
-    if name is None or not name.strip():
-        return None
-    if len(name) <= _MODEL_CHARS:
-        return name
-    return f"{name[:_HEAD]}…{name[len(name) - (_MODEL_CHARS - 1 - _HEAD) :]}"
 
 
 def to_message(event: Event, *, model: str | None) -> NewMessage:
@@ -77,19 +60,9 @@ def to_message(event: Event, *, model: str | None) -> NewMessage:
         "metadata": {"author": event.author, "invocation_id": event.invocation_id},
         "key": f"{event.id[:200]}#{digest}",
     }
-    try:
-        # ADK's own database service stores events in exactly this form.
-        return NewMessage(**fields, native={"format": NATIVE_FORMAT, "data": data})
-    except InvalidInputError as refused:
-        if refused.field != "native.data":
-            raise
-        # A float JSON cannot hold (a logprob of -inf from an OpenAI-compatible model), which
-        # ADK's database service keeps on SQLite: null in its place.
-        try:
-            data = to_jsonable_python(data, inf_nan_mode="null")
-        except PydanticSerializationError:
-            raise refused from None
-        return NewMessage(**fields, native={"format": NATIVE_FORMAT, "data": data})
+    # ADK's own database service stores events in exactly this form; a float JSON cannot hold
+    # (a logprob of -inf from an OpenAI-compatible model), which it keeps on SQLite, as null.
+    return native_message(fields, NATIVE_FORMAT, data)
 
 
 def to_event(message: Message) -> Event | None:

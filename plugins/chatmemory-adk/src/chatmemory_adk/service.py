@@ -24,9 +24,9 @@ from typing_extensions import override
 
 from chatmemory import ChatMemory, ConflictError, ConversationNotFound, NotFoundError, Scope
 from chatmemory.loops import AnyLoopLock
-from chatmemory.recording import fitted
+from chatmemory.recording import fitted, model_label
 from chatmemory_adk import _layout as layout
-from chatmemory_adk._events import event_time, model_label, to_event, to_message
+from chatmemory_adk._events import event_time, to_event, to_message
 from chatmemory_adk._revisions import adk_error, revision
 from chatmemory_adk._runs import ModelCalls, Recent, Run, to_the_end
 

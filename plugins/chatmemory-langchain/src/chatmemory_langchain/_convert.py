@@ -35,6 +35,7 @@ from chatmemory import (
     ToolCallPart,
     ToolResultPart,
 )
+from chatmemory.recording import model_label
 
 NATIVE_FORMAT = "langchain"
 """The ``native.format`` of messages this package stores (``data`` is ``message_to_dict``)."""
@@ -60,8 +61,6 @@ _CHAT_ROLES: dict[str, Role] = {
     "developer": "system",  # OpenAI's name for system instructions to its reasoning models
 }
 _DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)$", re.DOTALL)
-_MODEL_CHARS = 200  # the store's cap on a model name
-_HEAD = (_MODEL_CHARS - 1) // 2
 _KEY_CHARS = 255  # the store's cap on a message key
 _MEDIA: dict[str, type[ImagePart | AudioPart | FilePart]] = {
     "image": ImagePart,
@@ -85,18 +84,6 @@ def model_name_of(model: object) -> str:
         if isinstance(name, str) and name.strip():
             return name
     return type(model).__name__
-
-
-def model_label(name: str | None) -> str | None:
-    """``name`` as the store keeps a model name: ``None`` when it is blank, and one longer than
-    the store takes (a model served from a long local path, a deployment's full ARN) shortened
-    in its middle, its start and its end kept, so that the run is recorded rather than refused.
-    A message's native form keeps the name whole."""
-    if name is None or not name.strip():
-        return None
-    if len(name) <= _MODEL_CHARS:
-        return name
-    return f"{name[:_HEAD]}…{name[len(name) - (_MODEL_CHARS - 1 - _HEAD) :]}"
 
 
 def key_of(message_id: str | None) -> str | None:

@@ -17,6 +17,7 @@ from chatmemory.recording import (
     LIVE_HISTORIES,
     abandoned,
     fitted,
+    model_label,
     recorder_metadata,
     run_error,
     settled,
@@ -26,7 +27,6 @@ from chatmemory.recording import (
 from chatmemory.scope import Scope
 from chatmemory_langchain._convert import (
     from_stored_many,
-    model_label,
     model_name_of,
     produced_by,
     to_new_message,

@@ -14,9 +14,9 @@ from langchain_core.messages import BaseMessage
 from chatmemory import ChatMemoryError, NewMessage
 from chatmemory.loops import BackgroundLoop, HomeLoop
 from chatmemory.mirror import ConversationMirror
-from chatmemory.recording import fitted, settled
+from chatmemory.recording import fitted, model_label, settled
 from chatmemory.scope import Scope
-from chatmemory_langchain._convert import copy_of, from_stored_many, model_label, to_new_message
+from chatmemory_langchain._convert import copy_of, from_stored_many, to_new_message
 from chatmemory_langchain.middleware import SYNC_HINT
 
 __all__ = ["ChatMemoryHistory"]

@@ -38,7 +38,7 @@ from chatmemory import (
     ToolResultPart,
 )
 
-__all__ = ["NATIVE_FORMAT", "from_stored", "model_label", "restored", "to_new_message"]
+__all__ = ["NATIVE_FORMAT", "from_stored", "restored", "to_new_message"]
 
 NATIVE_FORMAT = "llamaindex"
 """The ``native.format`` of messages this package stores (``data`` is the message's JSON)."""
@@ -54,21 +54,8 @@ _ROLES: dict[str, Role] = {
     "function": "tool",
 }
 
-_MODEL_CHARS = 200  # the store's cap on a model name
-_HEAD = (_MODEL_CHARS - 1) // 2
 
 ContentBlock = TextBlock | ImageBlock | AudioBlock | DocumentBlock | ToolCallBlock | ThinkingBlock
-
-
-def model_label(name: str | None) -> str | None:
-    """``name`` as the store keeps a model name: ``None`` when it is blank, and one longer than
-    the store takes (a model served from a long local path, a deployment's full ARN) shortened
-    in its middle, its start and its end kept, so that the run is recorded rather than refused."""
-    if name is None or not name.strip():
-        return None
-    if len(name) <= _MODEL_CHARS:
-        return name
-    return f"{name[:_HEAD]}…{name[len(name) - (_MODEL_CHARS - 1 - _HEAD) :]}"
 
 
 def to_new_message(message: ChatMessage, *, model: str | None = None) -> NewMessage:

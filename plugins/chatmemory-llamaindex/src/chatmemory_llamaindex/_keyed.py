@@ -35,9 +35,9 @@ from chatmemory import (
     Scope,
 )
 from chatmemory.loops import AnyLoopLock
-from chatmemory.recording import fitted
+from chatmemory.recording import fitted, model_label
 from chatmemory_llamaindex._claim import claim, key_id, live
-from chatmemory_llamaindex._convert import from_stored, model_label, restored, to_new_message
+from chatmemory_llamaindex._convert import from_stored, restored, to_new_message
 from chatmemory_llamaindex._provenance import Produced, observe
 
 __all__ = ["KEY_FIELD", "KeyedConversations"]

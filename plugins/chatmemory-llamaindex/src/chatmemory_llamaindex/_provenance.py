@@ -21,7 +21,7 @@ from llama_index.core.llms import ChatMessage, MessageRole
 from llama_index_instrumentation import get_dispatcher
 from pydantic import PrivateAttr
 
-from chatmemory_llamaindex._convert import model_label
+from chatmemory.recording import model_label
 
 __all__ = ["Produced", "observe"]
 

@@ -7,10 +7,9 @@ from typing import Any
 from agents import Agent, Model, RunConfig
 from agents.models import get_default_model
 
-__all__ = ["configured_model_name", "model_label", "resolve_model_name"]
+from chatmemory.recording import model_label
 
-_MODEL_CHARS = 200  # the store's cap on a model name
-_HEAD = (_MODEL_CHARS - 1) // 2
+__all__ = ["configured_model_name", "resolve_model_name"]
 
 
 def resolve_model_name(agent: Agent[Any], run_config: RunConfig | None = None) -> str:
@@ -32,17 +31,6 @@ def resolve_model_name(agent: Agent[Any], run_config: RunConfig | None = None) -
 def configured_model_name(run_config: RunConfig | None) -> str | None:
     """The name of the model a run config imposes on every agent, if it names one."""
     return _name_of(run_config.model) if run_config is not None else None
-
-
-def model_label(name: str | None) -> str | None:
-    """``name`` as the store keeps a model name: ``None`` when it is blank, and one longer than
-    the store takes (a model served from a long local path, a deployment's full ARN) shortened
-    in its middle, its start and its end kept, so that the run is recorded rather than refused."""
-    if name is None or not name.strip():
-        return None
-    if len(name) <= _MODEL_CHARS:
-        return name
-    return f"{name[:_HEAD]}…{name[len(name) - (_MODEL_CHARS - 1 - _HEAD) :]}"
 
 
 def _name_of(chosen: str | Model | None) -> str | None:

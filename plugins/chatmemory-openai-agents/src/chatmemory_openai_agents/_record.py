@@ -16,11 +16,10 @@ from agents.items import TResponseInputItem
 from agents.models import get_default_model
 from agents.usage import Usage
 from agents.version import __version__ as agents_version
-from pydantic_core import PydanticSerializationError, to_jsonable_python
 
-from chatmemory import ConflictError, History, HistoryNotFound, InvalidInputError, Message, NewMessage
+from chatmemory import ConflictError, History, HistoryNotFound, Message, NewMessage
 from chatmemory.loops import AnyLoopLock
-from chatmemory.recording import abandoned, fitted, recorder_metadata, run_error
+from chatmemory.recording import abandoned, fitted, model_label, native_message, recorder_metadata, run_error
 from chatmemory.scope import Scope
 from chatmemory_openai_agents import _open_runs as open_runs
 from chatmemory_openai_agents._items import (
@@ -32,7 +31,7 @@ from chatmemory_openai_agents._items import (
     message_is_answer,
     role_of,
 )
-from chatmemory_openai_agents._models import configured_model_name, model_label, resolve_model_name
+from chatmemory_openai_agents._models import configured_model_name, resolve_model_name
 
 __all__ = ["FRAMEWORK", "UNCLOSED", "Newest", "Recorder", "RunRecord", "answers", "usage_counts"]
 
@@ -343,27 +342,15 @@ class Recorder:
         raw: Mapping[str, Any] = item
         role = role_of(raw)
         content = content_of(raw) or ""
-        native = {"format": NATIVE_FORMAT, "data": dict(raw)}
-        extra: dict[str, Any] = {}
+        fields: dict[str, Any] = {"role": role, "content": content}
         producer = None
         if role == "assistant" and run is not None:
             producer = run.produced.get(item_identity(raw) or "", run.current)
         if producer is not None:
-            extra = {"model": producer[0], "metadata": {"agent": producer[1]}}
-        try:
-            message = NewMessage(role, content, native=native, **extra)
-        except InvalidInputError as refused:
-            if refused.field != "native.data":
-                raise
-            # A float JSON cannot hold: a logprob of -inf, as an OpenAI-compatible server built
-            # on Python's json may send it (the SDK's SQLiteSession keeps it). Stored as null.
-            try:
-                data = to_jsonable_python(dict(raw), inf_nan_mode="null")
-            except PydanticSerializationError:
-                raise refused from None
-            native = {"format": NATIVE_FORMAT, "data": data}
-            message = NewMessage(role, content, native=native, **extra)
-        return fitted(message, self.chat.limits)
+            fields.update(model=producer[0], metadata={"agent": producer[1]})
+        # A logprob of -inf, as an OpenAI-compatible server built on Python's json may send it
+        # (the SDK's SQLiteSession keeps it), is stored as null.
+        return fitted(native_message(fields, NATIVE_FORMAT, dict(raw)), self.chat.limits)
 
 
 def answers(items: Sequence[TResponseInputItem]) -> set[str]:

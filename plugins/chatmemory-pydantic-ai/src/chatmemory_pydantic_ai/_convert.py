@@ -27,26 +27,12 @@ from chatmemory import (
     ToolCallPart,
     ToolResultPart,
 )
+from chatmemory.recording import model_label
 
-__all__ = ["NATIVE_FORMAT", "model_label", "own_usage", "system_prompts", "to_new_messages", "usage_dict"]
+__all__ = ["NATIVE_FORMAT", "own_usage", "system_prompts", "to_new_messages", "usage_dict"]
 
 NATIVE_FORMAT = "pydantic-ai"
 """The ``native.format`` of messages this package stores."""
-
-_MODEL_CHARS = 200  # the store's cap on a model name
-_HEAD = (_MODEL_CHARS - 1) // 2
-
-
-def model_label(name: str | None) -> str | None:
-    """``name`` as the store keeps a model name: ``None`` when it is blank, and one longer than
-    the store takes (a model served from a long local path, a deployment's full ARN) shortened
-    in its middle, its start and its end kept, so that the run is recorded rather than refused.
-    A message's native form keeps the name whole."""
-    if name is None or not name.strip():
-        return None
-    if len(name) <= _MODEL_CHARS:
-        return name
-    return f"{name[:_HEAD]}…{name[len(name) - (_MODEL_CHARS - 1 - _HEAD) :]}"
 
 
 def to_new_messages(

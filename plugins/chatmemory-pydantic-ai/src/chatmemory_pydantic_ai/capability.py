@@ -23,9 +23,9 @@ from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import ToolDefinition
 
 from chatmemory import ChatMemoryError
-from chatmemory.recording import recorder_metadata
+from chatmemory.recording import model_label, recorder_metadata
 from chatmemory.scope import Scope
-from chatmemory_pydantic_ai._convert import NATIVE_FORMAT, model_label, own_usage, system_prompts, usage_dict
+from chatmemory_pydantic_ai._convert import NATIVE_FORMAT, own_usage, system_prompts, usage_dict
 from chatmemory_pydantic_ai._recorder import ERROR_CHARS, RunRecord
 from chatmemory_pydantic_ai._reload import ConversationCache
 
