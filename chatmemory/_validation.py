@@ -15,7 +15,11 @@ from chatmemory.errors import InvalidInputError
 if TYPE_CHECKING:
     from chatmemory.content import ContentPart
 
-MAX_JSON_DEPTH = 32
+# Deep enough for what tools return (a page's element tree, two levels an element) and the
+# frameworks' wrapping around it; shallow enough that a document holding such values, with the
+# levels of an export or a request around them, stays within what JSON parsers take (pydantic's
+# about 200).
+MAX_JSON_DEPTH = 128
 # Python refuses to print integers beyond a few thousand digits (sys.int_info), so a larger
 # one could be stored but never read back; far below that, any integer round-trips exactly.
 MAX_JSON_INT = 10**500

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from chatmemory import ChatMemory, InvalidInputError, Principal
 from chatmemory._cursor import encode
+from chatmemory._validation import MAX_JSON_DEPTH
 from chatmemory.scope import Scope
 
 T = TypeVar("T")
@@ -96,7 +97,7 @@ ODD = st.one_of(
     st.sampled_from([float("nan"), float("inf"), -float("inf"), 10**600, b"bytes", {1, 2}, object()]),
     st.builds(tuple, st.lists(GOOD_JSON, max_size=2)),
     st.dictionaries(st.integers(), GOOD_JSON, min_size=1, max_size=2),
-    st.integers(min_value=30, max_value=40).map(_nest),
+    st.integers(min_value=MAX_JSON_DEPTH - 4, max_value=MAX_JSON_DEPTH + 6).map(_nest),
 )
 VALUE = st.recursive(
     st.one_of(JSON, ODD),

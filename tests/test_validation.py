@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from chatmemory import ChatMemory, InvalidInputError, Limits, NewMessage, Principal
+from chatmemory._validation import MAX_JSON_DEPTH
 from chatmemory.scope import Scope
 
 BAD_MESSAGES: list[tuple[dict[str, Any], str]] = [
@@ -91,7 +92,7 @@ async def test_other_bad_arguments(alice: Scope) -> None:
     cases = [
         (lambda: alice.start_conversation("t" * 201), "title"),
         (lambda: alice.start_conversation(metadata=[1]), "metadata"),  # type: ignore[arg-type]
-        (lambda: alice.start_conversation(metadata=_deep(100)), "metadata"),
+        (lambda: alice.start_conversation(metadata=_deep(MAX_JSON_DEPTH + 1)), "metadata"),
         (lambda: alice.get_conversation("not-a-uuid"), "conversation_id"),
         (lambda: alice.get_history(123), "history_id"),  # type: ignore[arg-type]
         (lambda: alice.get_message(""), "message_id"),
