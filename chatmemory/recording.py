@@ -48,6 +48,7 @@ __all__ = [
     "fitted",
     "model_label",
     "native_message",
+    "storable",
     "recorder_metadata",
     "run_error",
     "settled",
@@ -247,19 +248,51 @@ def model_label(name: str | None) -> str | None:
 
 
 def native_message(fields: Mapping[str, Any], native_format: str, data: Any) -> NewMessage:
-    """``NewMessage(**fields)`` keeping ``data`` as its native form, a float JSON cannot hold in
-    it (NaN, an infinity: a logprob of -inf, which a framework's own stores keep) as null.
+    """``NewMessage(**fields)`` keeping ``data`` as its native form, for a message its framework
+    took: what the store cannot hold as it is, it holds with a stand-in, rather than fail the run.
+
+    - A float JSON cannot hold (NaN, an infinity: a logprob of -inf, which a framework's own
+      stores keep) becomes null.
+    - A NUL character or a lone surrogate in any text (a tool's output read from a binary file,
+      a file name decoded with ``surrogateescape``), which neither backend can store as text,
+      becomes U+FFFD, the replacement character, in both forms.
 
     Raises:
-        InvalidInputError: the message cannot be stored all the same.
+        InvalidInputError: the message cannot be stored all the same (JSON nested too deeply).
     """
     try:
         return NewMessage(**fields, native={"format": native_format, "data": data})
     except InvalidInputError as refused:
-        if refused.field != "native.data":
-            raise
         try:
-            data = to_jsonable_python(data, inf_nan_mode="null")
-        except PydanticSerializationError:
+            fields, data = storable(dict(fields)), storable(data)
+            return NewMessage(**fields, native={"format": native_format, "data": data})
+        except (InvalidInputError, PydanticSerializationError, RecursionError):
             raise refused from None
-        return NewMessage(**fields, native={"format": native_format, "data": data})
+
+
+def storable(value: Any) -> Any:
+    """``value`` as JSON the store holds: NaN and infinities null, NUL characters and lone
+    surrogates in its texts (keys too) U+FFFD.
+
+    Raises:
+        PydanticSerializationError: a value has no JSON form.
+    """
+    return _texts_replaced(to_jsonable_python(value, inf_nan_mode="null"))
+
+
+def _texts_replaced(value: Any) -> Any:
+    if isinstance(value, str):
+        return _replaced(value)
+    if isinstance(value, dict):
+        return {_replaced(k) if isinstance(k, str) else k: _texts_replaced(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_texts_replaced(item) for item in value]
+    return value
+
+
+def _replaced(text: str) -> str:
+    text = text.replace("\x00", "\ufffd")
+    if text.isascii():
+        return text
+    # Through UTF-16: two surrogates that make a pair join, a lone one becomes U+FFFD.
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from chatmemory import InvalidInputError, Native, recording
+from chatmemory import InvalidInputError, Native, ToolResultPart, recording
 from chatmemory.recording import (
     ABANDONED,
     LIVE_HISTORIES,
@@ -24,6 +24,7 @@ from chatmemory.recording import (
     starting_in,
 )
 from chatmemory.scope import Scope
+from tests.unstorable import too_deep
 
 
 async def test_a_running_history_is_abandoned_once_its_recorder_is_gone(alice: Scope) -> None:
@@ -120,5 +121,23 @@ def test_a_native_form_holding_a_float_json_cannot_hold_keeps_null_in_its_place(
     assert message.native.data == {"logprobs": [{"token": "hi", "logprob": None}], "score": None}
     assert native_message(fields, "demo", {"fine": 1.5}).native == Native(format="demo", data={"fine": 1.5})
     with pytest.raises(InvalidInputError) as refused:
-        native_message(fields, "demo", {"text": "NUL \x00"})
+        native_message(fields, "demo", {"trace": too_deep()})
     assert refused.value.field == "native.data"
+
+
+def test_text_neither_backend_can_hold_is_stored_with_the_replacement_character() -> None:
+    # A tool's output read from a binary file holds NUL characters; a file name decoded with
+    # surrogateescape, lone surrogates. Both forms get U+FFFD in their place; a pair stays one.
+    fields = {
+        "role": "tool",
+        "content": [ToolResultPart(call_id="c1", content="PK\x03\x04\x00\x00 ls: caf\udce9.txt")],
+        "metadata": {"path\x00": "caf\udce9"},
+    }
+    message = native_message(fields, "demo", {"output": "PK\x03\x04\x00\x00", "emoji": "\ud83d\ude00"})
+    assert message.content == [
+        ToolResultPart(call_id="c1", content="PK\x03\x04\ufffd\ufffd ls: caf\ufffd.txt")
+    ]
+    assert message.metadata == {"path\ufffd": "caf\ufffd"}
+    assert message.native == Native(
+        format="demo", data={"output": "PK\x03\x04\ufffd\ufffd", "emoji": "\U0001f600"}
+    )

@@ -146,3 +146,24 @@ async def test_a_session_created_with_state_json_cannot_hold(memory: ChatMemory)
     session = await service.create_session(app_name=APP, user_id=USER, session_id="s", state=state)
 
     assert session.state == {"score": None, "user:best": None, "app:top": None}
+
+
+async def test_an_event_whose_text_neither_backend_can_hold(memory: ChatMemory) -> None:
+    # ADK's database service keeps it on SQLite as JSON escapes; no database column of text holds
+    # a NUL character or a lone surrogate, so U+FFFD stands in for each, and the event is stored.
+    service = ChatMemorySessionService(memory)
+    session = await service.create_session(app_name=APP, user_id=USER, session_id="s")
+    result = {"output": "PK\x03\x04\x00\x00 caf\udce9.txt"}
+    response = types.FunctionResponse(id="c1", name="read_file", response=result)
+    event = Event(
+        author="reader",
+        invocation_id="i-1",
+        content=types.Content(role="user", parts=[types.Part(function_response=response)]),
+    )
+    await service.append_event(session, event)
+    stored = await service.get_session(app_name=APP, user_id=USER, session_id="s")
+    assert stored is not None
+    (read,) = stored.events
+    assert read.content is not None and read.content.parts is not None
+    part = read.content.parts[0].function_response
+    assert part is not None and part.response == {"output": "PK\x03\x04\ufffd\ufffd caf\ufffd.txt"}

@@ -20,6 +20,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 
 from chatmemory import ChatMemory, InvalidInputError, NewMessage, Principal
 from chatmemory.scope import Scope
+from tests.unstorable import too_deep
 
 
 @pytest.fixture
@@ -292,7 +293,9 @@ async def test_a_read_after_an_add_reads_only_the_newest_messages(
 async def test_an_add_the_store_refuses_writes_nothing(alice: Scope) -> None:
     history = await _warm(alice)
     with pytest.raises(InvalidInputError):
-        await history.aadd_messages([HumanMessage("fine"), AIMessage("NUL \x00 is not text")])
+        await history.aadd_messages(
+            [HumanMessage("fine"), AIMessage("ok", additional_kwargs={"trace": too_deep()})]
+        )
     assert _texts(await history.aget_messages()) == ["u0", "a0", "u1", "a1", "u2", "a2"]
     assert len((await alice.get_conversation(history.conversation_id)).histories) == 3
 

@@ -23,14 +23,13 @@ from chatmemory import ChatMemory, InvalidInputError, Limits, Principal
 from chatmemory.scope import Scope
 from tests.plugins.langchain_adapter._fakes import call, fake
 from tests.plugins.langchain_adapter._helpers import agent, histories, rows, user
+from tests.unstorable import REFUSED, too_deep
 
-UNSTORABLE = "a NUL \x00 in text"  # which neither backend can hold: the store refuses it
 
-
-@tool
-def read_page(url: str) -> str:
+@tool(response_format="content_and_artifact")
+def read_page(url: str) -> tuple[str, dict[str, Any]]:
     """Fetch a page."""
-    return UNSTORABLE
+    return "the page", too_deep()  # an artifact the store refuses
 
 
 async def test_a_tool_result_the_store_refuses_fails_the_history_saying_why(alice: Scope) -> None:
@@ -41,28 +40,54 @@ async def test_a_tool_result_the_store_refuses_fails_the_history_saying_why(alic
         fake(call("read_page", "c1", url="https://example.com"), "unreachable"),
         tools=[read_page],
     )
-    with pytest.raises(InvalidInputError, match="NUL"):
+    with pytest.raises(InvalidInputError, match=REFUSED):
         await graph.ainvoke(user("Read it"))
 
     (run,) = await histories(alice, conv.id)
     assert run.status == "failed"
     assert run.error is not None
     assert run.error.startswith("messages not recorded: ")
-    assert "NUL" in run.error
+    assert REFUSED in run.error
     assert rows(run.messages) == [("user", None, "Read it"), ("assistant", "fake-a", "")]
 
 
 async def test_an_input_the_store_refuses_leaves_a_failed_history_and_calls_no_model(alice: Scope) -> None:
     conv = await alice.start_conversation()
     model = fake("unreachable")
+    refused = HumanMessage("hello", additional_kwargs={"trace": too_deep()})
     with pytest.raises(InvalidInputError):
-        await agent(alice, conv.id, model).ainvoke(user(UNSTORABLE))
+        await agent(alice, conv.id, model).ainvoke({"messages": [refused]})
 
     (run,) = await histories(alice, conv.id)
     assert (run.status, run.model, run.messages) == ("failed", "fake-a", [])
     assert run.error is not None
     assert run.error.startswith("messages not recorded: ")
     assert model.seen == []
+
+
+async def test_a_tool_result_neither_backend_can_hold_as_text_is_recorded_with_replacements(
+    alice: Scope,
+) -> None:
+    """A zip's first bytes read as text, a file name decoded with surrogateescape: no database
+    column of text holds a NUL character or a lone surrogate; U+FFFD stands in for each, in both
+    forms, and the run goes on."""
+
+    @tool
+    def read_file(path: str) -> str:
+        """Read a file."""
+        return "PK\x03\x04\x00\x00 caf\udce9.txt"
+
+    conv = await alice.start_conversation()
+    graph = agent(alice, conv.id, fake(call("read_file", "c1", path="a.zip"), "A zip."), tools=[read_file])
+    out = await graph.ainvoke(user("What is it?"))
+    assert out["messages"][-1].text == "A zip."
+
+    (run,) = await histories(alice, conv.id)
+    assert run.status == "completed"
+    stored = (run.messages or [])[2]
+    assert stored.content == "PK\x03\x04\ufffd\ufffd caf\ufffd.txt"
+    reloaded = from_stored(stored)
+    assert isinstance(reloaded, ToolMessage) and reloaded.content == stored.content
 
 
 class Opaque:

@@ -27,6 +27,7 @@ from chatmemory import (
 )
 from chatmemory.scope import Scope
 from tests.plugins.llamaindex.conftest import StoreCalls
+from tests.unstorable import too_deep
 
 
 def user(text: str) -> ChatMessage:
@@ -253,14 +254,17 @@ async def test_a_refused_message_changes_nothing(alice: Scope, store: ChatMemory
     await store.async_add_message("k", ChatMessage(role="assistant", content="a1"))
     (conversation,) = (await alice.list_conversations()).items
     before = await alice.get_conversation(conversation.id, messages=True)
-    too_long = "a NUL \x00 in text"  # which neither backend can hold
+    refused = {"trace": too_deep()}
 
     with pytest.raises(InvalidInputError):
-        await store.async_add_message("k", user(too_long))  # would open a new run
+        await store.async_add_message("k", ChatMessage(role="user", content="q2", additional_kwargs=refused))
     with pytest.raises(InvalidInputError):
-        await store.async_add_message("k", ChatMessage(role="assistant", content=too_long))
+        await store.async_add_message(
+            "k", ChatMessage(role="assistant", content="a2", additional_kwargs=refused)
+        )
+    refused_user = ChatMessage(role="user", content="q2", additional_kwargs=refused)
     with pytest.raises(InvalidInputError):
-        await store.aset_messages("k", [user("fine"), user(too_long)])
+        await store.aset_messages("k", [user("fine"), refused_user])
     with pytest.raises(InvalidInputError):
         await store.async_add_message("", user("no key"))
 
@@ -268,6 +272,14 @@ async def test_a_refused_message_changes_nothing(alice: Scope, store: ChatMemory
     assert after.histories == before.histories
     assert [m.content for m in await store.aget_messages("k")] == ["q1", "a1"]
     assert await store.aget_keys() == ["k"]
+
+
+async def test_text_neither_backend_can_hold_is_stored_with_replacements(store: ChatMemoryChatStore) -> None:
+    # SimpleChatStore keeps it; no database column of text holds a NUL character or a lone
+    # surrogate, so U+FFFD stands in for each rather than the write failing.
+    await store.async_add_message("k", ChatMessage(role="tool", content="PK\x03\x04\x00\x00 caf\udce9.txt"))
+    (read,) = await store.aget_messages("k")
+    assert read.content == "PK\x03\x04\ufffd\ufffd caf\ufffd.txt"
 
 
 async def test_another_frameworks_run_in_progress_is_left_alone(

@@ -9,7 +9,7 @@ import math
 from typing import Any
 
 import httpx
-from agents import Agent, RunConfig, Runner, SQLiteSession
+from agents import Agent, RunConfig, Runner, SQLiteSession, function_tool
 from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 from agents.testing import assistant_message, function_call
 from chatmemory_openai_agents import ChatMemorySession
@@ -173,3 +173,27 @@ async def test_an_input_file_in_base64_with_line_breaks(alice: Scope, conversati
     (message,) = await alice.transcript(conversation.id)
     # Its text for every reader; the files, not readable as base64, in the item only.
     assert message.content == "Summarise these."
+
+
+BINARY = "PK\x03\x04\x00\x00 caf\udce9.txt"  # a zip's first bytes read as text, a surrogate-escaped name
+REPLACED = "PK\x03\x04\ufffd\ufffd caf\ufffd.txt"  # as stored: U+FFFD in place of each
+
+
+async def test_a_tool_output_neither_backend_can_hold_as_text(
+    alice: Scope, conversation: Conversation
+) -> None:
+    # SQLiteSession stores it as JSON escapes; no database column of text holds a NUL character
+    # or a lone surrogate, so both forms get the replacement character instead of failing the run.
+    @function_tool
+    def read_file() -> str:
+        """Read a file."""
+        return BINARY
+
+    model = NamedModel("m", [[function_call("read_file", {}, call_id="c1")], [assistant_message("A zip.")]])
+    session = ChatMemorySession(alice, conversation.id)
+    result = await Runner.run(make_agent("reader", model, tools=[read_file]), "What is it?", session=session)
+    assert result.final_output == "A zip."
+    (output,) = [i for i in await session.get_items() if i.get("type") == "function_call_output"]
+    assert output["output"] == REPLACED
+    (run,) = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert run.status == "completed" and (run.messages or [])[2].content == REPLACED

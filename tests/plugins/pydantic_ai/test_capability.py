@@ -30,6 +30,7 @@ from chatmemory import (
 )
 from chatmemory.scope import Scope
 from tests.plugins.pydantic_ai._models import Script, adder, as_json
+from tests.unstorable import too_deep
 
 models.ALLOW_MODEL_REQUESTS = False
 
@@ -373,10 +374,10 @@ async def test_a_cancelled_run_is_recorded_as_cancelled(alice: Scope) -> None:
 async def test_a_run_the_store_rejects_raises_and_leaves_no_running_history(alice: Scope) -> None:
     conv = await alice.start_conversation()
     agent = adder(Script("fn-A", tool=False).model, capabilities=[ChatMemoryCapability(alice, conv.id)])
-    unstorable = "a NUL \x00 in text"  # which neither backend can hold
+    refused = ImageUrl("https://example.com/cat.png", vendor_metadata={"trace": too_deep()})
 
-    with pytest.raises(InvalidInputError, match="NUL"):
-        await agent.run(["look", unstorable])
+    with pytest.raises(InvalidInputError, match="nested deeper"):
+        await agent.run(["look", refused])
 
     (history,) = await _histories(alice, conv.id)
     assert history.status == "failed"

@@ -13,6 +13,7 @@ from pydantic_ai.messages import (
     ModelResponse,
     TextPart,
     ToolCallPart,
+    ToolReturnPart,
     UserPromptPart,
 )
 from pydantic_ai.models.fallback import FallbackModel
@@ -122,3 +123,28 @@ async def test_a_tool_result_nested_as_deep_as_a_page_s_element_tree_is_recorded
 
     assert result.output == "It says 5."
     assert await load_messages(alice, conv.id) == result.all_messages()
+
+
+async def test_a_tool_result_neither_backend_can_hold_as_text_is_recorded_with_replacements(
+    alice: Scope,
+) -> None:
+    # A zip's first bytes read as text, and a file name decoded with surrogateescape: no database
+    # column of text holds a NUL character or a lone surrogate; U+FFFD stands in for each.
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if len(messages) == 1:
+            return ModelResponse(parts=[ToolCallPart("read_file", {}, tool_call_id="c1")])
+        return ModelResponse(parts=[TextPart("A zip.")])
+
+    conv = await alice.start_conversation()
+    agent = Agent(FunctionModel(respond), capabilities=[ChatMemoryCapability(alice, conv.id)])
+
+    @agent.tool_plain
+    def read_file() -> str:
+        return "PK\x03\x04\x00\x00 caf\udce9.txt"
+
+    result = await agent.run("What is it?")
+
+    assert result.output == "A zip."
+    reloaded = await load_messages(alice, conv.id)
+    (returned,) = [p for m in reloaded for p in m.parts if isinstance(p, ToolReturnPart)]
+    assert returned.content == "PK\x03\x04\ufffd\ufffd caf\ufffd.txt"

@@ -14,6 +14,7 @@ from chatmemory import ChatMemory, InvalidInputError
 from chatmemory.scope import Scope
 from tests.plugins.pydantic_ai._models import Script, adder
 from tests.transactions import counted, statements
+from tests.unstorable import too_deep
 
 models.ALLOW_MODEL_REQUESTS = False
 
@@ -82,7 +83,7 @@ async def test_an_answer_the_store_refuses_still_closes_the_history(alice: Scope
     conv = await alice.start_conversation()
 
     def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-        return ModelResponse(parts=[TextPart("a NUL \x00 in text")])
+        return ModelResponse(parts=[TextPart("a lot")], provider_details={"trace": too_deep()})
 
     agent = Agent(
         FunctionModel(respond, model_name="fn"), capabilities=[ChatMemoryCapability(alice, conv.id)]

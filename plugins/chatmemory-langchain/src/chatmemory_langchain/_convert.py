@@ -35,7 +35,7 @@ from chatmemory import (
     ToolCallPart,
     ToolResultPart,
 )
-from chatmemory.recording import model_label
+from chatmemory.recording import model_label, native_message, storable
 
 NATIVE_FORMAT = "langchain"
 """The ``native.format`` of messages this package stores (``data`` is ``message_to_dict``)."""
@@ -121,14 +121,26 @@ def to_new_message(message: BaseMessage, *, keyed: bool = True) -> NewMessage:
     if isinstance(message, AIMessage):
         model = produced_by(message)
         usage = dict(message.usage_metadata) if message.usage_metadata else None
-    return NewMessage(
-        role,
-        _content_of(message),
-        model=model_label(model) if role == "assistant" else None,
-        usage=usage,
-        native={"format": NATIVE_FORMAT, "data": _json_of(message_to_dict(message))},
-        key=key_of(message.id) if keyed else None,
-    )
+    try:
+        content = _content_of(message)
+    except ValidationError:  # a lone surrogate, which no part takes: U+FFFD in its place
+        content = _content_of(_texts_storable(message))
+    fields = {
+        "role": role,
+        "content": content,
+        "model": model_label(model) if role == "assistant" else None,
+        "usage": usage,
+        "key": key_of(message.id) if keyed else None,
+    }
+    return native_message(fields, NATIVE_FORMAT, _json_of(message_to_dict(message)))
+
+
+def _texts_storable(message: BaseMessage) -> BaseMessage:
+    update = {"content": storable(message.content), "additional_kwargs": storable(message.additional_kwargs)}
+    if isinstance(message, AIMessage):
+        update["tool_calls"] = storable(message.tool_calls)
+        update["invalid_tool_calls"] = storable(message.invalid_tool_calls)
+    return message.model_copy(update=update)
 
 
 def _json_of(data: Any) -> Any:

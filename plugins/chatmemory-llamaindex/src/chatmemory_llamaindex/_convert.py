@@ -37,6 +37,7 @@ from chatmemory import (
     ToolCallPart,
     ToolResultPart,
 )
+from chatmemory.recording import native_message
 
 __all__ = ["NATIVE_FORMAT", "from_stored", "restored", "to_new_message"]
 
@@ -85,12 +86,8 @@ def to_new_message(message: ChatMessage, *, model: str | None = None) -> NewMess
         content = parts[0].text if parts else ""  # type: ignore[union-attr]
     else:
         content = parts
-    return NewMessage(
-        role=role,
-        content=content,
-        model=model if role == "assistant" else None,
-        native={"format": NATIVE_FORMAT, "data": data},
-    )
+    fields = {"role": role, "content": content, "model": model if role == "assistant" else None}
+    return native_message(fields, NATIVE_FORMAT, data)
 
 
 # The field of each media block that may hold a file object instead of bytes.

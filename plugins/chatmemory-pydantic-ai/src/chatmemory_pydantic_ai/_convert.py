@@ -27,7 +27,7 @@ from chatmemory import (
     ToolCallPart,
     ToolResultPart,
 )
-from chatmemory.recording import model_label
+from chatmemory.recording import model_label, native_message
 
 __all__ = ["NATIVE_FORMAT", "own_usage", "system_prompts", "to_new_messages", "usage_dict"]
 
@@ -83,26 +83,24 @@ def own_usage(messages: Iterable[pai.ModelMessage], run_id: str | None, tool_cal
 
 
 def _to_new_message(message: pai.ModelMessage, data: Any, key: str | None) -> NewMessage:
-    native = {"format": NATIVE_FORMAT, "data": data}
     if isinstance(message, pai.ModelResponse):
         meta = {
             "model_id": message.model_id,
             "provider_name": message.provider_name,
             "finish_reason": message.finish_reason,
         }
-        return NewMessage(
-            role="assistant",
-            content=_content(_response_parts(message.parts)),
-            model=model_label(message.model_name),
-            usage=usage_dict(message.usage) or None,
-            metadata={k: v for k, v in meta.items() if v is not None} or None,
-            native=native,
-            key=key,
-        )
+        fields: dict[str, Any] = {
+            "role": "assistant",
+            "content": _content(_response_parts(message.parts)),
+            "model": model_label(message.model_name),
+            "usage": usage_dict(message.usage) or None,
+            "metadata": {k: v for k, v in meta.items() if v is not None} or None,
+            "key": key,
+        }
+        return native_message(fields, NATIVE_FORMAT, data)
     parts, answers_tools = _request_parts(message.parts)
-    return NewMessage(
-        role="tool" if answers_tools else "user", content=_content(parts), native=native, key=key
-    )
+    fields = {"role": "tool" if answers_tools else "user", "content": _content(parts), "key": key}
+    return native_message(fields, NATIVE_FORMAT, data)
 
 
 def _content(parts: list[ContentPart]) -> str | list[ContentPart]:
