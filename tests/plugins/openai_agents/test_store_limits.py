@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 import httpx
+import pytest
 from agents import Agent, RunConfig, Runner, SQLiteSession, function_tool
 from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 from agents.testing import assistant_message, function_call
@@ -197,3 +198,17 @@ async def test_a_tool_output_neither_backend_can_hold_as_text(
     assert output["output"] == REPLACED
     (run,) = (await alice.get_conversation(conversation.id, messages=True)).histories
     assert run.status == "completed" and (run.messages or [])[2].content == REPLACED
+
+
+async def test_a_default_model_longer_than_the_store_takes(
+    alice: Scope, conversation: Conversation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SDK's default model (OPENAI_DEFAULT_MODEL) drives what a session without a model of
+    # its own records outside a run: add_items, and a pop putting items back.
+    monkeypatch.setenv("OPENAI_DEFAULT_MODEL", LONG_MODEL)
+    session = ChatMemorySession(alice, conversation.id)
+
+    await session.add_items(inputs(2))
+
+    (history,) = (await alice.get_conversation(conversation.id)).histories
+    assert history.model == LABEL.lower()

@@ -10,12 +10,12 @@ from uuid import UUID
 
 from agents.items import TResponseInputItem
 from agents.memory.session import _CompactionSnapshot
-from agents.models import get_default_model
 
 from chatmemory import ConflictError, HistoryNotFound, Message
 from chatmemory.recording import settled
 from chatmemory.scope import Scope
 from chatmemory_openai_agents._items import items_of_messages
+from chatmemory_openai_agents._models import default_model_name
 from chatmemory_openai_agents._record import Recorder
 
 __all__ = ["Tail", "put_back", "read_tail", "replace_tail"]
@@ -86,7 +86,7 @@ async def replace_tail(
     models = [m.model for m in replaced if m.model]
     history = await chat.start_history(
         recorder.conversation_id,
-        model=model or recorder.model or (models[-1] if models else get_default_model()),
+        model=model or recorder.model or (models[-1] if models else default_model_name()),
         metadata=_metadata(recorder, reason, len(replaced)),
     )
     messages = [recorder.message_of(item) for item in output]
@@ -127,7 +127,7 @@ async def put_back(recorder: Recorder, items: Sequence[TResponseInputItem], *, m
     history of their own driven by ``model``; returns its id."""
     recorded = await recorder.chat.record_run(
         recorder.conversation_id,
-        model=model or recorder.model or get_default_model(),
+        model=model or recorder.model or default_model_name(),
         messages=[recorder.message_of(item) for item in items],
         metadata=_metadata(recorder, "pop", 1),
     )

@@ -9,7 +9,7 @@ from agents.models import get_default_model
 
 from chatmemory.recording import model_label
 
-__all__ = ["configured_model_name", "resolve_model_name"]
+__all__ = ["configured_model_name", "default_model_name", "resolve_model_name"]
 
 
 def resolve_model_name(agent: Agent[Any], run_config: RunConfig | None = None) -> str:
@@ -20,12 +20,12 @@ def resolve_model_name(agent: Agent[Any], run_config: RunConfig | None = None) -
     attribute, which the SDK's own models carry, else by its class name. The name is the
     one the store keeps (``model_label``).
     """
-    return (
-        configured_model_name(run_config)
-        or _name_of(agent.model)
-        or model_label(get_default_model())
-        or get_default_model()
-    )
+    return configured_model_name(run_config) or _name_of(agent.model) or default_model_name()
+
+
+def default_model_name() -> str:
+    """The SDK's default model (``OPENAI_DEFAULT_MODEL``) as the store keeps it (``model_label``)."""
+    return model_label(get_default_model()) or get_default_model()
 
 
 def configured_model_name(run_config: RunConfig | None) -> str | None:

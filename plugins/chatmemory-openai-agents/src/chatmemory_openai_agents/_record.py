@@ -13,7 +13,6 @@ from uuid import UUID
 
 from agents import Agent, ModelResponse, RunConfig, RunContextWrapper
 from agents.items import TResponseInputItem
-from agents.models import get_default_model
 from agents.usage import Usage
 from agents.version import __version__ as agents_version
 
@@ -31,7 +30,7 @@ from chatmemory_openai_agents._items import (
     message_is_answer,
     role_of,
 )
-from chatmemory_openai_agents._models import configured_model_name, resolve_model_name
+from chatmemory_openai_agents._models import configured_model_name, default_model_name, resolve_model_name
 
 __all__ = ["FRAMEWORK", "UNCLOSED", "Newest", "Recorder", "RunRecord", "answers", "usage_counts"]
 
@@ -218,7 +217,7 @@ class Recorder:
             return
         agent = run.agent
         model = run.model or (resolve_model_name(agent, run.run_config) if agent is not None else None)
-        model = model or configured_model_name(run.run_config) or self.model or get_default_model()
+        model = model or configured_model_name(run.run_config) or self.model or default_model_name()
         prompt = run.system_prompt
         if prompt is None and agent is not None and isinstance(agent.instructions, str):
             prompt = agent.instructions
