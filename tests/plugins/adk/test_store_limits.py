@@ -14,7 +14,7 @@ from google.adk.sessions.database_session_service import DatabaseSessionService
 from google.adk.sessions.in_memory_session_service import InMemorySessionService
 from google.genai import types
 
-from chatmemory import ChatMemory, HistoryDetail, Principal
+from chatmemory import ChatMemory, HistoryDetail, Limits, Principal
 from tests.plugins.adk import _agent
 from tests.plugins.adk._agent import APP, USER, run_turn
 
@@ -167,3 +167,16 @@ async def test_an_event_whose_text_neither_backend_can_hold(memory: ChatMemory) 
     assert read.content is not None and read.content.parts is not None
     part = read.content.parts[0].function_response
     assert part is not None and part.response == {"output": "PK\x03\x04\ufffd\ufffd caf\ufffd.txt"}
+
+
+async def test_a_session_id_longer_than_the_stores_title_limit(db_url: str) -> None:
+    # The session id is the conversation's title: cut to the store's limit, which may be lower
+    # than its default of 200 characters.
+    sid = "session-" + "x" * 60
+    async with ChatMemory.open(db_url, limits=Limits(title=40)) as memory:
+        service = ChatMemorySessionService(memory)
+        created = await service.create_session(app_name=APP, user_id=USER, session_id=sid)
+        assert created.id == sid
+        chat = memory.scoped(Principal(USER, tenant=APP))
+        (summary,) = (await chat.list_conversations()).items
+        assert summary.title == sid[:40]

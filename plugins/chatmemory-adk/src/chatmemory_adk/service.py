@@ -136,7 +136,7 @@ class ChatMemorySessionService(BaseSessionService):
             cid = layout.session_id_of(app_name, user_id, sid, generation)
             try:
                 await chat.import_conversation(
-                    layout.document(cid, chat.principal, metadata, now, title=sid[:200])
+                    layout.document(cid, chat.principal, metadata, now, title=sid[: chat.limits.title])
                 )
                 break
             except ConflictError:
