@@ -180,3 +180,24 @@ async def test_a_session_id_longer_than_the_stores_title_limit(db_url: str) -> N
         chat = memory.scoped(Principal(USER, tenant=APP))
         (summary,) = (await chat.list_conversations()).items
         assert summary.title == sid[:40]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="adapters cut a failed run's error to a fixed 10,000 characters (LangChain 2,000), not to "
+    "the store's limits.content: on a store opened with a lower one the close is refused and the "
+    "history is left running",
+)
+async def test_a_run_failing_on_a_store_with_a_lower_content_limit(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_agent, "explode", explode)
+    async with ChatMemory.open(db_url, limits=Limits(content=5_000)) as memory:
+        service = ChatMemorySessionService(memory)
+        await service.create_session(app_name=APP, user_id=USER, session_id="s")
+
+        with pytest.raises(RuntimeError, match=r"^boom x"):
+            await run_turn(service, "m", "s", "explode", plugins=[ProvenancePlugin(service)])
+
+        (history,) = await _histories(memory)
+        assert history.status == "failed"
