@@ -212,3 +212,17 @@ async def test_a_default_model_longer_than_the_store_takes(
 
     (history,) = (await alice.get_conversation(conversation.id)).histories
     assert history.model == LABEL.lower()
+
+
+async def test_reads_fit_a_lower_cap_on_a_page(db_url: str) -> None:
+    # A compaction reads the session's newest items in pages of the store's default cap (1,000)
+    # unless the store takes fewer.
+    async with ChatMemory.open(db_url, limits=Limits(list_limit=20)) as memory:
+        chat = memory.scoped(Principal("alice"))
+        conversation = await chat.start_conversation()
+        session = ChatMemorySession(chat, conversation.id)
+        await session.add_items(inputs(25))
+        assert len(await session.get_items()) == 25
+        assert await session.pop_item() == inputs(25)[-1]
+        assert await session._atomic_replace_items(inputs(3))  # as OpenAIResponsesCompactionSession calls it
+        assert await session.get_items() == inputs(3)

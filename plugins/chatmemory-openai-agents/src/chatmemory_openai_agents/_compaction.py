@@ -20,7 +20,7 @@ from chatmemory_openai_agents._record import Recorder
 
 __all__ = ["Tail", "put_back", "read_tail", "replace_tail"]
 
-_PAGE = 1000  # the store's default cap on one page of a listing
+_PAGE = 1000  # the store's default cap on one page of a listing, fewer if it takes fewer
 _BATCH = 1000  # messages per append call (the store's default cap), fewer if it takes fewer
 
 
@@ -41,7 +41,7 @@ async def read_tail(chat: Scope, conversation_id: Any, count: int) -> Tail:
     cursor: str | None = None
     more = True
     while more and found < count:
-        size = min(_PAGE, count - found)
+        size = min(_PAGE, chat.limits.list_limit, count - found)
         page = await chat.list_messages(
             conversation_id=conversation_id, newest_first=True, limit=size, cursor=cursor
         )
