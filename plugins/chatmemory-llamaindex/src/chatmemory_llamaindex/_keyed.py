@@ -47,7 +47,7 @@ KEY_FIELD = "llamaindex_key"
 
 T = TypeVar("T")
 
-_PAGE = 100  # conversations per listing call
+_PAGE = 100  # conversations per listing call, fewer if the store takes fewer
 _ATTEMPTS = 20  # reads of a key whose message at a position other writers keep deleting first
 # Messages per append call, well under the store's default cap (1,000): LlamaIndex hands a
 # store any number at once (a whole key to ``set_messages``, a key rewritten by an insertion).
@@ -87,7 +87,7 @@ class KeyedConversations:
         found: list[Conversation] = []
         cursor: str | None = None
         while True:
-            page = await self.chat.list_conversations(limit=_PAGE, cursor=cursor, archived=None)
+            page = await self.chat.list_conversations(limit=self._page, cursor=cursor, archived=None)
             found += [c for c in page.items if c.metadata.get(KEY_FIELD) == key]
             if page.next_cursor is None:
                 break
@@ -140,7 +140,7 @@ class KeyedConversations:
         found = []
         cursor: str | None = None
         while True:
-            page = await self.chat.list_conversations(limit=_PAGE, cursor=cursor, archived=None)
+            page = await self.chat.list_conversations(limit=self._page, cursor=cursor, archived=None)
             found += page.items
             if page.next_cursor is None:
                 break
@@ -235,6 +235,11 @@ class KeyedConversations:
                 )
                 run.observed = True
             self._runs[cid] = run
+
+    @property
+    def _page(self) -> int:
+        """Conversations per listing call: ``_PAGE``, or fewer when the store takes fewer."""
+        return min(_PAGE, self.chat.limits.list_limit)
 
     def _new_message(self, message: ChatMessage, produced: Produced | None) -> NewMessage:
         """What stores ``message``: kept whole natively, its content cut to the store's limits."""
