@@ -201,3 +201,12 @@ async def test_a_run_failing_on_a_store_with_a_lower_content_limit(
 
         (history,) = await _histories(memory)
         assert history.status == "failed"
+
+
+async def test_sessions_listed_from_a_store_with_a_lower_cap_on_a_page(db_url: str) -> None:
+    async with ChatMemory.open(db_url, limits=Limits(list_limit=5)) as memory:
+        service = ChatMemorySessionService(memory)
+        for i in range(7):
+            await service.create_session(app_name=APP, user_id=USER, session_id=f"s{i}")
+        listed = await service.list_sessions(app_name=APP, user_id=USER)
+        assert sorted(s.id for s in listed.sessions) == [f"s{i}" for i in range(7)]
