@@ -272,3 +272,17 @@ async def test_writes_fit_a_lower_cap_on_messages_per_call(db_url: str) -> None:
         legacy, run = await histories(chat, conv.id)
         assert (legacy.status, len(legacy.messages or [])) == ("completed", 25)
         assert (run.status, len(run.messages or [])) == ("completed", 27)
+
+
+async def test_reads_fit_a_lower_cap_on_a_page(db_url: str) -> None:
+    async with ChatMemory.open(db_url, limits=Limits(list_limit=5)) as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        graph = agent(chat, conv.id, fake("a1", "a2", "a3"))
+        for question in ("q1", "q2", "q3"):
+            await graph.ainvoke(user(question))
+
+        runs = await histories(chat, conv.id)
+        assert [rows(run.messages) for run in runs] == [
+            [("user", None, f"q{i}"), ("assistant", "fake-a", f"a{i}")] for i in (1, 2, 3)
+        ]
