@@ -19,6 +19,7 @@ from pydantic_ai.messages import (
 from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
+from chatmemory import ChatMemory, Limits, Principal
 from chatmemory.scope import Scope
 from tests.plugins.pydantic_ai._models import Script, adder
 
@@ -148,3 +149,16 @@ async def test_a_tool_result_neither_backend_can_hold_as_text_is_recorded_with_r
     reloaded = await load_messages(alice, conv.id)
     (returned,) = [p for m in reloaded for p in m.parts if isinstance(p, ToolReturnPart)]
     assert returned.content == "PK\x03\x04\ufffd\ufffd caf\ufffd.txt"
+
+
+async def test_reads_fit_a_lower_cap_on_a_page(db_url: str) -> None:
+    async with ChatMemory.open(db_url, limits=Limits(list_limit=5)) as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        capability = ChatMemoryCapability(chat, conv.id)
+        agent = adder(Script("fn-A", tool=False).model, capabilities=[capability])
+        for question in ("q1", "q2", "q3"):
+            await agent.run(question)
+
+        histories = (await chat.get_conversation(conv.id, messages=True)).histories
+        assert [(h.status, len(h.messages or [])) for h in histories] == [("completed", 2)] * 3

@@ -158,7 +158,7 @@ class ConversationCache:
             page = await chat.list_messages(
                 conversation_id=conversation_id,
                 newest_first=True,
-                limit=_PAGE if cursor else _FIRST_PAGE,
+                limit=min(_PAGE if cursor else _FIRST_PAGE, chat.limits.list_limit),
                 cursor=cursor,
             )
             for message in page.items:
