@@ -182,12 +182,6 @@ async def test_a_session_id_longer_than_the_stores_title_limit(db_url: str) -> N
         assert summary.title == sid[:40]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adapters cut a failed run's error to a fixed 10,000 characters (LangChain 2,000), not to "
-    "the store's limits.content: on a store opened with a lower one the close is refused and the "
-    "history is left running",
-)
 async def test_a_run_failing_on_a_store_with_a_lower_content_limit(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -201,6 +195,8 @@ async def test_a_run_failing_on_a_store_with_a_lower_content_limit(
 
         (history,) = await _histories(memory)
         assert history.status == "failed"
+        assert history.error is not None and history.error.startswith("RuntimeError: boom x")
+        assert len(history.error) == 5_000
 
 
 async def test_sessions_listed_from_a_store_with_a_lower_cap_on_a_page(db_url: str) -> None:

@@ -286,3 +286,24 @@ async def test_reads_fit_a_lower_cap_on_a_page(db_url: str) -> None:
         assert [rows(run.messages) for run in runs] == [
             [("user", None, f"q{i}"), ("assistant", "fake-a", f"a{i}")] for i in (1, 2, 3)
         ]
+
+
+async def test_a_run_failing_on_a_store_with_a_lower_content_limit(db_url: str) -> None:
+    # The error a failed run records is cut to the store's content limit when that is lower than
+    # the adapter's own cut (2,000 characters): the history is closed, not left running.
+    @tool
+    def explode(path: str) -> str:
+        """Fail, saying much."""
+        raise RuntimeError("boom " + "x" * 20_000)
+
+    async with ChatMemory.open(db_url, limits=Limits(content=1_000)) as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        graph = agent(chat, conv.id, fake(call("explode", "c1", path="a"), "?"), tools=[explode])
+        with pytest.raises(RuntimeError, match="boom x"):
+            await graph.ainvoke(user("Go."))
+        (run,) = await histories(chat, conv.id)
+        assert run.status == "failed"
+        assert (
+            run.error is not None and run.error.startswith("RuntimeError: boom x") and len(run.error) == 1_000
+        )

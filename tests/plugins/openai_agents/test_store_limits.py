@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from agents import Agent, RunConfig, Runner, SQLiteSession, function_tool
+from agents import Agent, RunConfig, Runner, SQLiteSession, UserError, function_tool
 from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 from agents.testing import assistant_message, function_call
 from chatmemory_openai_agents import ChatMemorySession
@@ -226,3 +226,22 @@ async def test_reads_fit_a_lower_cap_on_a_page(db_url: str) -> None:
         assert await session.pop_item() == inputs(25)[-1]
         assert await session._atomic_replace_items(inputs(3))  # as OpenAIResponsesCompactionSession calls it
         assert await session.get_items() == inputs(3)
+
+
+async def test_a_run_failing_on_a_store_with_a_lower_content_limit(db_url: str) -> None:
+    # The error a failed run records is cut to the store's content limit when that is lower than
+    # the adapter's own cut (10,000 characters): the history is closed, not left running.
+    @function_tool(failure_error_function=None)  # the error ends the run
+    def explode() -> str:
+        """Fail, saying much."""
+        raise RuntimeError("boom " + "x" * 20_000)
+
+    async with ChatMemory.open(db_url, limits=Limits(content=5_000)) as memory:
+        chat = memory.scoped(Principal("alice"))
+        conversation = await chat.start_conversation()
+        model = NamedModel("m", [[function_call("explode", {}, call_id="c1")], [assistant_message("?")]])
+        with pytest.raises(UserError, match="boom x"):
+            await ChatMemorySession(chat, conversation.id).run(make_agent("a", model, tools=[explode]), "Go.")
+        (history,) = (await chat.get_conversation(conversation.id)).histories
+        assert history.status == "failed"
+        assert history.error is not None and len(history.error) <= 5_000

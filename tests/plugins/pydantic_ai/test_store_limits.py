@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from chatmemory_pydantic_ai import ChatMemoryCapability, load_messages
 from pydantic_ai import Agent, models
 from pydantic_ai.messages import (
@@ -162,3 +163,26 @@ async def test_reads_fit_a_lower_cap_on_a_page(db_url: str) -> None:
 
         histories = (await chat.get_conversation(conv.id, messages=True)).histories
         assert [(h.status, len(h.messages or [])) for h in histories] == [("completed", 2)] * 3
+
+
+async def test_a_run_failing_on_a_store_with_a_lower_content_limit(db_url: str) -> None:
+    # The error a failed run records is cut to the store's content limit when that is lower than
+    # the adapter's own cut (10,000 characters): the history is closed, not left running.
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[ToolCallPart("explode", {}, tool_call_id="c1")])
+
+    async with ChatMemory.open(db_url, limits=Limits(content=5_000)) as memory:
+        chat = memory.scoped(Principal("alice"))
+        conv = await chat.start_conversation()
+        agent = Agent(FunctionModel(respond), capabilities=[ChatMemoryCapability(chat, conv.id)])
+
+        @agent.tool_plain
+        def explode() -> str:
+            raise RuntimeError("boom " + "x" * 20_000)
+
+        with pytest.raises(RuntimeError, match="boom x"):
+            await agent.run("Go.")
+        (history,) = (await chat.get_conversation(conv.id)).histories
+        assert history.status == "failed"
+        assert history.error is not None and history.error.startswith("RuntimeError: boom x")
+        assert len(history.error) == 5_000

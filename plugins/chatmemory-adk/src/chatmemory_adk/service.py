@@ -352,6 +352,8 @@ class ChatMemorySessionService(BaseSessionService):
         later (a resumed invocation) start a new history.
         """
         memory = await self._store()
+        if error is not None:  # within a store opened with a lower content limit too
+            error = error[: memory.limits.content]
         for run in self._runs.pop_where(lambda key: key[1] == invocation_id):
             with contextlib.suppress(ConflictError, NotFoundError):  # already closed, or deleted
                 await memory.scoped(run.principal).finish_history(

@@ -11,7 +11,7 @@ from uuid import UUID
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
-from chatmemory import ChatMemoryError, ConflictError, History, HistoryNotFound, Message, NewMessage
+from chatmemory import ChatMemoryError, ConflictError, History, HistoryNotFound, Limits, Message, NewMessage
 from chatmemory.recording import (
     ABANDONED,
     LIVE_HISTORIES,
@@ -168,7 +168,7 @@ class Recorder:
         head, last = new[:-size] if len(new) > size else [], new[-size:]
         await self._write(run, head)
         _count_usage(run, last)
-        text = _error_text(error)
+        text = _error_text(error, self.chat.limits)
         batch = self._new(last)
         history_id, run.history_id = run.history_id, None
         opening, run.opening = run.opening, None
@@ -201,7 +201,7 @@ class Recorder:
     async def _refused(self, run: Run, error: ChatMemoryError) -> None:
         """Close the run's history ``failed``, saying which error refused its messages; the
         refusal itself is what the run raises, so a failing close is not reported."""
-        text = f"messages not recorded: {error}"[:_ERROR_CHARS]
+        text = f"messages not recorded: {error}"[: min(_ERROR_CHARS, self.chat.limits.content)]
         history_id, run.history_id = run.history_id, None
         opening, run.opening = run.opening, None
         try:
@@ -389,8 +389,9 @@ def _mine(history: History) -> bool:
     return (history.metadata or {}).get("pid") == os.getpid()
 
 
-def _error_text(error: BaseException | None) -> str | None:
-    return run_error(error, limit=_ERROR_CHARS) if error is not None else None
+def _error_text(error: BaseException | None, limits: Limits) -> str | None:
+    """The error a run that ``error`` stopped records, within the store's content limit too."""
+    return run_error(error, limit=min(_ERROR_CHARS, limits.content)) if error is not None else None
 
 
 def _unknown(run: Run, messages: Sequence[BaseMessage]) -> list[BaseMessage]:

@@ -301,6 +301,8 @@ class Recorder:
         history = run.history
         if history is None:
             return
+        if error is not None:  # within a store opened with a lower content limit too
+            error = error[: self.chat.limits.content]
         with contextlib.suppress(ConflictError, HistoryNotFound):  # closed or deleted elsewhere
             await self.chat.finish_history(history.id, status=status, usage=_usage(run), error=error)
         self._closed_by_run(run)

@@ -217,7 +217,8 @@ class RunRecord:
             await self._write(batch[:-size], prompts)
             batch = batch[-size:]
         if self.failure is not None:
-            status, error = "failed", f"messages not recorded: {self.failure}"[:ERROR_CHARS]
+            cut = min(ERROR_CHARS, self.chat.limits.content)
+            status, error = "failed", f"messages not recorded: {self.failure}"[:cut]
         new = self._new(batch)
         if self.history_id is None:
             recorded = await self.chat.record_run(

@@ -214,6 +214,7 @@ class ChatMemoryCapability(AbstractCapability[Any]):
         live = self._live if self._live is not None else list(ctx.messages)
         request = record.interrupted_request(live)
         status, error = _outcome(ctx, exc)
+        error = error[: self.chat.limits.content]  # within a store opened with a lower limit too
         try:
             await self._finish(
                 record,
