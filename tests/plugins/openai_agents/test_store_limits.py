@@ -172,8 +172,29 @@ async def test_an_input_file_in_base64_with_line_breaks(alice: Scope, conversati
 
     assert await session.get_items() == await reference.get_items() == items
     (message,) = await alice.transcript(conversation.id)
-    # Its text for every reader; the files, not readable as base64, in the item only.
+    # Every reader gets the files too, their base64 joined again.
     assert message.content == "Summarise these."
+    assert message.parts is not None
+    joined = "".join(lines.split())
+    assert [(p.type, getattr(p, "data", None)) for p in message.parts] == [
+        ("text", None),
+        ("file", joined),
+        ("file", joined),
+        ("audio", joined),
+    ]
+
+
+async def test_an_input_file_whose_data_is_not_base64(alice: Scope, conversation: Conversation) -> None:
+    # The SDK takes any text as file_data; what is not base64 is named for other readers.
+    item: Any = {
+        "role": "user",
+        "content": [{"type": "input_file", "file_data": "not base64!", "filename": "a.pdf"}],
+    }
+    session = ChatMemorySession(alice, conversation.id)
+    await session.add_items([item])
+    assert await session.get_items() == [item]
+    (message,) = await alice.transcript(conversation.id)
+    assert message.content == "[file (application/pdf) that is not base64: kept in this item only]"
 
 
 BINARY = "PK\x03\x04\x00\x00 caf\udce9.txt"  # a zip's first bytes read as text, a surrogate-escaped name

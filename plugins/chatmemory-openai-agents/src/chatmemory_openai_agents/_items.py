@@ -214,14 +214,19 @@ def _media(cls: type[ImagePart | FilePart], source: str, name: object, **extra: 
     return cls(url=source, **extra)
 
 
-def _inline(cls: type[ImagePart | AudioPart | FilePart], fields: dict[str, Any]) -> ContentPart | None:
-    """A part holding inline data, or ``None`` when the data is not base64 as parts hold it (broken
-    into lines, say, as ``base64.encodebytes`` gives it): the SDK takes such an item, which then
-    keeps it in its native form only."""
+def _inline(cls: type[ImagePart | AudioPart | FilePart], fields: dict[str, Any]) -> ContentPart:
+    """A part holding inline data. Base64 broken into lines (as ``base64.encodebytes`` gives it,
+    which the SDK takes) is joined again; data that is not base64 even so is named in a text
+    part, and kept in the item only."""
     try:
         return cls.model_validate(fields)
     except ValidationError:
-        return None
+        pass
+    try:
+        return cls.model_validate({**fields, "data": "".join(str(fields["data"]).split())})
+    except ValidationError:
+        kind = cls.model_fields["type"].default
+        return TextPart(text=f"[{kind} ({fields['media_type']}) that is not base64: kept in this item only]")
 
 
 def _file_id_url(file_id: object) -> str | None:
