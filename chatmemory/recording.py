@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import os
 import socket
 import threading
@@ -46,6 +47,7 @@ __all__ = [
     "LIVE_HISTORIES",
     "abandoned",
     "fitted",
+    "key_text",
     "model_label",
     "native_message",
     "storable",
@@ -232,6 +234,14 @@ def _cut(text: str, cap: int) -> str:
 
 def _note(cut: int) -> str:
     return f"\n[{cut:,} more characters in this message's native form]"
+
+
+def key_text(text: str, limit: int) -> str:
+    """``text`` as a message key holds it: itself when at most ``limit`` characters, else
+    ``"sha256:"`` and its digest (71 characters), for free-form ids longer than keys may be."""
+    if len(text) <= limit:
+        return text
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def model_label(name: str | None) -> str | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -35,7 +34,7 @@ from chatmemory import (
     ToolCallPart,
     ToolResultPart,
 )
-from chatmemory.recording import model_label, native_message, storable
+from chatmemory.recording import key_text, model_label, native_message, storable
 
 NATIVE_FORMAT = "langchain"
 """The ``native.format`` of messages this package stores (``data`` is ``message_to_dict``)."""
@@ -89,11 +88,7 @@ def model_name_of(model: object) -> str:
 def key_of(message_id: str | None) -> str | None:
     """The idempotency key of a message with this LangChain id: the id itself, or a digest of
     one longer than a key may be (ids are free-form); none for a message without an id."""
-    if not message_id:
-        return None
-    if len(message_id) <= _KEY_CHARS:
-        return message_id
-    return "sha256:" + hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return key_text(message_id, _KEY_CHARS) if message_id else None
 
 
 def produced_by(message: AIMessage) -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -243,9 +242,7 @@ class RunRecord:
 def _key_of(run_id: str) -> str:
     """What names run ``run_id`` in its messages' keys: the id itself, or a digest of one too long
     for a key to hold (a run id is the caller's, or a durable engine's made of the caller's)."""
-    if len(run_id) <= _RUN_KEY_CHARS:
-        return run_id
-    return "sha256:" + hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return recording.key_text(run_id, _RUN_KEY_CHARS)
 
 
 def _is_answer(message: pai.ModelMessage) -> bool:
