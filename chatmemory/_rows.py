@@ -24,12 +24,22 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import TypeAdapter
 
 from chatmemory._ids import _UNKNOWN, _set_int, _set_safe, uuid_of_hex
 from chatmemory._plan import collector_paused
 from chatmemory.content import PARTS
-from chatmemory.models import ConversationSummary, History, Message, Native, Page
+from chatmemory.models import (
+    ConversationSummary,
+    History,
+    Message,
+    Native,
+    Page,
+)
+from chatmemory.models import set_dict as _set_dict
+from chatmemory.models import set_extra as _set_extra
+from chatmemory.models import set_fields_set as _set_fields_set
+from chatmemory.models import set_private as _set_private
 
 T = TypeVar("T")
 
@@ -147,12 +157,6 @@ _SUMMARIES = _Reader(ConversationSummary, SUMMARY_FIELDS)
 
 _FIELDS_SET = set(MESSAGE_FIELDS)  # every field is given; one set shared, as pydantic never mutates it
 _new_object = object.__new__
-# A model's four slots, set through their descriptors (what ``model_construct`` sets, without
-# its per-field work or the lookups of ``object.__setattr__``).
-_set_dict, _set_fields_set, _set_extra, _set_private = (
-    vars(BaseModel)[slot].__set__
-    for slot in ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")
-)
 
 
 class _Parsed(dict[Any, Any]):

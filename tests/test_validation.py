@@ -6,6 +6,8 @@ import base64
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chatmemory import ChatMemory, InvalidInputError, Limits, NewMessage, Principal
 from chatmemory._validation import MAX_JSON_DEPTH
@@ -120,6 +122,39 @@ def test_new_message_constructor_raises_invalid_input() -> None:
     with pytest.raises(InvalidInputError):
         NewMessage("user", "x", model="gpt")
     assert NewMessage("user", "x").text == "x"
+
+
+class _Text(str):
+    pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    role=st.sampled_from(["system", "user", "assistant", "tool", "robot", "", "User"])
+    | st.text(max_size=12)
+    | st.builds(_Text, st.sampled_from(["user", "tool"])),
+    content=st.text() | st.builds(_Text, st.text(max_size=5)) | st.sampled_from(["a\x00b", "\ud800"]),
+)
+def test_a_plain_new_message_is_what_validation_makes(role: Any, content: Any) -> None:
+    """``NewMessage(role, text)`` takes a shorter way than keywords do; it must end where they do:
+    the same fields in the same order, the same fields set, the same errors."""
+
+    def build(call: Any) -> Any:
+        try:
+            m = call()
+        except InvalidInputError as err:
+            return ("refused", err.field, str(err))
+        return (list(m.__dict__.items()), m.model_fields_set, m.__pydantic_extra__, m.__pydantic_private__)
+
+    plain = build(lambda: NewMessage(role, content))
+    assert plain == build(lambda: NewMessage(role=role, content=content))
+    if plain[0] != "refused":
+        m = NewMessage(role, content)
+        validated = NewMessage.model_validate({"role": role, "content": content})
+        assert type(m.role) is str and type(m.content) is str
+        assert (m, hash(m), repr(m)) == (validated, hash(validated), repr(validated))
+        assert m.model_copy(update={"key": "k"}).model_fields_set == {"role", "content", "key"}
+        assert m.model_fields_set == {"role", "content"}
 
 
 async def test_limits_are_configurable(db_url: str) -> None:
