@@ -36,7 +36,7 @@ from uuid import UUID
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from chatmemory._db import settle
-from chatmemory._validation import MODEL_CHARS
+from chatmemory._validation import MODEL_CHARS, check_object
 from chatmemory.content import ContentPart, TextPart, ToolResultPart, inline_size
 from chatmemory.errors import InvalidInputError
 from chatmemory.limits import Limits
@@ -46,6 +46,7 @@ __all__ = [
     "ABANDONED",
     "LIVE_HISTORIES",
     "abandoned",
+    "added_metadata",
     "fitted",
     "key_text",
     "model_label",
@@ -69,6 +70,17 @@ LIVE_HISTORIES: set[UUID] = set()
 _HOST = socket.gethostname()
 _STARTS: collections.Counter[str] = collections.Counter()  # emptied as starts end
 _STARTS_GUARD = threading.Lock()
+
+
+def added_metadata(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What an adapter is told to add to the metadata of every history it starts (a copy),
+    checked when the adapter is made: a value no history could store fails there, at once,
+    rather than every run the adapter records.
+
+    Raises:
+        InvalidInputError: ``value`` is not a JSON object (``field`` is ``"metadata"``).
+    """
+    return check_object("metadata", value) or {}
 
 
 def recorder_metadata() -> dict[str, str | int]:

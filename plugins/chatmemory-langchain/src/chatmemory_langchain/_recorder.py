@@ -16,6 +16,7 @@ from chatmemory.recording import (
     ABANDONED,
     LIVE_HISTORIES,
     abandoned,
+    added_metadata,
     fitted,
     model_label,
     recorder_metadata,
@@ -63,7 +64,7 @@ class Recorder:
     ) -> None:
         self.chat = chat
         self.conversation_id = conversation_id
-        self.metadata = dict(metadata or {})
+        self.metadata = added_metadata(metadata)
         self.autoload = autoload
         self._seen = _Seen()
 

@@ -14,7 +14,7 @@ from langchain_core.messages import BaseMessage
 from chatmemory import ChatMemoryError, NewMessage
 from chatmemory.loops import BackgroundLoop, HomeLoop
 from chatmemory.mirror import ConversationMirror
-from chatmemory.recording import fitted, model_label, settled
+from chatmemory.recording import added_metadata, fitted, model_label, settled
 from chatmemory.scope import Scope
 from chatmemory_langchain._convert import copy_of, from_stored_many, to_new_message
 from chatmemory_langchain.middleware import SYNC_HINT
@@ -49,6 +49,9 @@ class ChatMemoryHistory(BaseChatMessageHistory):
         metadata: merged into each history's metadata.
         loop: the home loop (or ``BackgroundLoop``): the one a ``ChatMemory(engine)`` over your
             own asyncpg engine belongs to.
+
+    Raises:
+        InvalidInputError: ``metadata`` is not a JSON object.
     """
 
     def __init__(
@@ -64,7 +67,7 @@ class ChatMemoryHistory(BaseChatMessageHistory):
         self.chat = chat
         self.conversation_id = conversation_id
         self.model = model
-        self.metadata = {"framework": "langchain", **(metadata or {})}
+        self.metadata = {"framework": "langchain", **added_metadata(metadata)}
         self._home = HomeLoop(loop, hint=SYNC_HINT)
         self._mirror = ConversationMirror(from_stored_many)
 

@@ -90,6 +90,9 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
         autoload: load the stored conversation into runs that start without it.
         loop: the home loop (or ``BackgroundLoop``): the one a ``ChatMemory(engine)`` over your
             own asyncpg engine belongs to.
+
+    Raises:
+        InvalidInputError: ``metadata`` is not a JSON object.
     """
 
     state_schema = ChatMemoryState

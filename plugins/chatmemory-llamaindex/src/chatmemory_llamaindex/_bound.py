@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from chatmemory import Scope
 from chatmemory.loops import HomeLoop
+from chatmemory.recording import added_metadata
 from chatmemory_llamaindex._keyed import KeyedConversations
 
 SYNC_HINT = (
@@ -42,6 +43,7 @@ class BoundStore(BaseModel):
         metadata: Mapping[str, Any] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        super().__init__(chat=chat, model=model, metadata=dict(metadata or {}))
-        self._keyed = KeyedConversations(chat, model=model, metadata=metadata)
+        checked = added_metadata(metadata)
+        super().__init__(chat=chat, model=model, metadata=checked)
+        self._keyed = KeyedConversations(chat, model=model, metadata=checked)
         self._home = HomeLoop(loop, hint=SYNC_HINT)

@@ -38,6 +38,9 @@ class ChatMemoryChatStore(BoundStore, BaseChatStore):
         metadata: merged into each history's metadata.
         loop: the home loop: the one a ``ChatMemory(engine)`` over your own asyncpg engine
             belongs to.
+
+    Raises:
+        InvalidInputError: ``metadata`` is not a JSON object.
     """
 
     @classmethod

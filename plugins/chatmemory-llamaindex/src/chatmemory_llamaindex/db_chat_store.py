@@ -41,6 +41,9 @@ class ChatMemoryDBChatStore(BoundStore, AsyncDBChatStore):
         metadata: merged into each history's metadata.
         loop: the home loop: the one a ``ChatMemory(engine)`` over your own asyncpg engine
             belongs to.
+
+    Raises:
+        InvalidInputError: ``metadata`` is not a JSON object.
     """
 
     @classmethod

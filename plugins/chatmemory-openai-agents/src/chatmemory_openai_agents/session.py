@@ -28,7 +28,7 @@ from agents.tool_context import ToolContext
 from agents.usage import Usage
 
 from chatmemory import ConflictError, MessageNotFound
-from chatmemory.recording import settled
+from chatmemory.recording import added_metadata, settled
 from chatmemory.scope import Scope
 from chatmemory_openai_agents._cache import ItemCache
 from chatmemory_openai_agents._compaction import Tail, put_back, read_tail, replace_tail, snapshot
@@ -80,6 +80,7 @@ class ChatMemorySession:
 
     Raises:
         TypeError: ``session_settings`` has unknown keys or is of another type.
+        InvalidInputError: ``metadata`` is not a JSON object.
     """
 
     session_settings: SessionSettings | None
@@ -100,7 +101,7 @@ class ChatMemorySession:
         self.session_settings = _settings(session_settings)
         self.run_config = run_config
         self.model = model
-        self._recorder = Recorder(chat, conversation_id, metadata or {}, model)
+        self._recorder = Recorder(chat, conversation_id, added_metadata(metadata), model)
         self._runs: dict[int, RunRecord] = {}
         self._ended: list[RunRecord] = []
         self._loose: RunRecord | None = None

@@ -23,7 +23,7 @@ from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import ToolDefinition
 
 from chatmemory import ChatMemoryError
-from chatmemory.recording import model_label, recorder_metadata
+from chatmemory.recording import added_metadata, model_label, recorder_metadata
 from chatmemory.scope import Scope
 from chatmemory_pydantic_ai._convert import NATIVE_FORMAT, own_usage, system_prompts, usage_dict
 from chatmemory_pydantic_ai._recorder import ERROR_CHARS, RunRecord
@@ -71,6 +71,7 @@ class ChatMemoryCapability(AbstractCapability[Any]):
         autoload: load the conversation when the run gets no ``message_history``.
 
     Raises:
+        InvalidInputError: ``metadata`` is not a JSON object (raised here, when the capability is made).
         ConversationNotFound: (from the run) the conversation is not visible to ``chat``.
     """
 
@@ -88,6 +89,10 @@ class ChatMemoryCapability(AbstractCapability[Any]):
     _streamed: list[ModelMessage] | None = field(default=None, init=False, repr=False, compare=False)
     _shared_usage: bool = field(default=False, init=False, repr=False, compare=False)
     _tool_calls: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Checked here, so metadata no history can store fails at once, not in every run.
+        self.metadata = added_metadata(self.metadata)
 
     @classmethod
     def get_serialization_name(cls) -> str | None:
