@@ -24,11 +24,12 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from chatmemory._ids import _UNKNOWN, _set_int, _set_safe, uuid_of_hex
 from chatmemory._plan import collector_paused
 from chatmemory.content import PARTS
+from chatmemory.errors import StorageError
 from chatmemory.models import (
     ConversationSummary,
     History,
@@ -112,7 +113,8 @@ def row_params(fields: tuple[str, ...], row: Sequence[Any]) -> dict[str, Any]:
 class _Reader:
     """Turns rows with a fixed column order into one model type."""
 
-    def __init__(self, model: type[T], fields: tuple[str, ...]) -> None:
+    def __init__(self, model: type[T], fields: tuple[str, ...], kind: str) -> None:
+        self.kind = kind
         self.fields = fields
         self.json = [i for i, f in enumerate(fields) if f in _JSON]
         self.timestamps = [i for i, f in enumerate(fields) if f in _TIMESTAMPS]
@@ -148,11 +150,28 @@ class _Reader:
         return out
 
     def models(self, rows: Sequence[Sequence[Any]], sqlite: bool) -> list[Any]:
-        return self.adapter.validate_python(self.dicts(rows, sqlite))
+        try:
+            return self.adapter.validate_python(self.dicts(rows, sqlite))
+        except ValueError as exc:
+            raise unreadable(self.kind, exc, listed=True) from exc
 
 
-_HISTORIES = _Reader(History, HISTORY_FIELDS)
-_SUMMARIES = _Reader(ConversationSummary, SUMMARY_FIELDS)
+_HISTORIES = _Reader(History, HISTORY_FIELDS, "history")
+_SUMMARIES = _Reader(ConversationSummary, SUMMARY_FIELDS, "conversation")
+
+
+def unreadable(kind: str, exc: ValueError, *, listed: bool = False) -> StorageError:
+    """The error of a read that met a stored value that is not what chatmemory stores (written
+    by something else: another program, a hand-made edit): malformed JSON, a timestamp or id
+    that does not parse, a value that no longer validates as its model (``listed``: as a model
+    in a list of rows, its error then names the field)."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        field = ".".join(str(step) for step in first["loc"][1:]) if listed else ""
+        reason = f"{field}: {first['msg']}" if field else first["msg"]
+    else:
+        reason = str(exc)
+    return StorageError(f"a stored {kind} could not be read ({reason}); it was not written by chatmemory")
 
 
 _FIELDS_SET = set(MESSAGE_FIELDS)  # every field is given; one set shared, as pydantic never mutates it
@@ -213,10 +232,13 @@ def messages(
 ) -> list[Message]:
     """Messages from rows in ``MESSAGE_FIELDS`` order. Rows of the conversation ``conversation_id``
     may leave its id NULL (``sql.MESSAGE_IN_CONVERSATION``)."""
-    if len(rows) < _PAUSE_FROM:
-        return _messages(rows, sqlite, conversation_id)
-    with collector_paused():
-        return _messages(rows, sqlite, conversation_id)
+    try:
+        if len(rows) < _PAUSE_FROM:
+            return _messages(rows, sqlite, conversation_id)
+        with collector_paused():
+            return _messages(rows, sqlite, conversation_id)
+    except ValueError as exc:
+        raise unreadable("message", exc) from exc
 
 
 def _messages(rows: Sequence[Sequence[Any]], sqlite: bool, conversation_id: UUID | None) -> list[Message]:

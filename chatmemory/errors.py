@@ -130,7 +130,8 @@ class SchemaOutOfDateError(ChatMemoryError):
 
 
 class StorageError(ChatMemoryError):
-    """The database failed (connection lost, disk full, lock timeout, ...). The call changed nothing,
-    but in one case no client can rule out: a PostgreSQL connection lost (or ended by a close that
-    timed out) after a write's commit was sent, when the server may have committed it. Re-sending
-    an append whose messages carry keys is safe either way."""
+    """The database failed (connection lost, disk full, lock timeout, ...), or a read met a stored
+    value chatmemory did not write (malformed JSON or text, a value of another shape). The call
+    changed nothing, but in one case no client can rule out: a PostgreSQL connection lost (or
+    ended by a close that timed out) after a write's commit was sent, when the server may have
+    committed it. Re-sending an append whose messages carry keys is safe either way."""

@@ -1,6 +1,6 @@
 """A read that fails on what another process stored (a value that no longer validates as a
-message, text that is not UTF-8) fails alone: the reader's connection is left as clean as after
-any other read, and the next read sees what was committed since."""
+message, text that is not UTF-8) fails alone, with ``StorageError``: the reader's connection is
+left as clean as after any other read, and the next read sees what was committed since."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import gc
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 from sqlalchemy import text
 
-from chatmemory import ChatMemory, Principal
+from chatmemory import ChatMemory, Conversation, History, Principal
 from chatmemory.errors import StorageError
 from chatmemory.scope import Scope
 
@@ -46,7 +45,9 @@ async def test_a_message_that_no_longer_validates_leaves_later_reads_current(
             lambda: alice.get_history(history.id),
         ):
             for _ in range(3):
-                with pytest.raises(ValidationError):
+                with pytest.raises(
+                    StorageError, match=r"a stored message could not be read \(Input tag 'no such part'"
+                ):
                     await read()
         await _set_parts(memory, stored[300].seq, None)
         more = await alice.start_history(conv.id, model="m")
@@ -109,3 +110,68 @@ async def _fails_alone_then_mended(memory: ChatMemory, alice: Scope) -> None:
     finally:
         if enabled:
             gc.enable()
+
+
+async def _corrupt(memory: ChatMemory, table: str, column: str, value: str) -> None:
+    """Set ``column`` of every row of ``table`` to the SQL ``value``, as another program might."""
+    jsonb = not memory._db.is_sqlite and column in ("parts", "usage", "system_prompts", "metadata")
+    async with memory._db.transaction(write=True) as conn:
+        await conn.execute(
+            text(f"UPDATE {table} SET {column} = {f'CAST({value} AS jsonb)' if jsonb else value}")
+        )
+
+
+async def _stored(alice: Scope) -> tuple[Conversation, History]:
+    conv = await alice.start_conversation("c")
+    history = await alice.start_history(conv.id, model="m")
+    await alice.append_messages(history.id, [{"role": "user", "content": "hi"}])
+    return conv, history
+
+
+async def _read(alice: Scope, kind: str, conv: Conversation, history: History) -> object:
+    if kind == "message":
+        return await alice.transcript(conv.id)
+    if kind == "history":
+        return await alice.get_history(history.id)
+    return await alice.list_conversations()
+
+
+# JSON of another shape than chatmemory writes there, which both backends can hold.
+_RESHAPED = {
+    "message parts": ("chat_messages", "parts", '\'{"not": "parts"}\'', "message"),
+    "history prompts": ("chat_histories", "system_prompts", "'{\"a\": 1}'", "history"),
+    "conversation metadata": ("chat_conversations", "metadata", "'[1, 2]'", "conversation"),
+}
+
+
+@pytest.mark.parametrize(("table", "column", "value", "kind"), list(_RESHAPED.values()), ids=list(_RESHAPED))
+async def test_json_of_another_shape_fails_its_read_with_storage_error(
+    memory: ChatMemory, alice: Scope, table: str, column: str, value: str, kind: str
+) -> None:
+    """The read raises ``StorageError`` naming what could not be read, not pydantic's own error."""
+    conv, history = await _stored(alice)
+    await _corrupt(memory, table, column, value)
+    with pytest.raises(StorageError, match=f"a stored {kind} could not be read"):
+        await _read(alice, kind, conv, history)
+
+
+# Text that PostgreSQL's typed columns (jsonb, uuid, timestamptz) would refuse to hold.
+_UNPARSED = {
+    "message usage that is not JSON": ("chat_messages", "usage", "'{oops'", "message"),
+    "a message time": ("chat_messages", "created_at", "'yesterday'", "message"),
+    "a message id": ("chat_messages", "id", "'not hex'", "message"),
+    "a history time": ("chat_histories", "created_at", "'yesterday'", "history"),
+    "conversation metadata that is not JSON": ("chat_conversations", "metadata", "'{oops'", "conversation"),
+}
+
+
+@pytest.mark.parametrize(("table", "column", "value", "kind"), list(_UNPARSED.values()), ids=list(_UNPARSED))
+async def test_sqlite_text_that_does_not_parse_fails_its_read_with_storage_error(
+    tmp_path: Path, table: str, column: str, value: str, kind: str
+) -> None:
+    async with ChatMemory.open(f"sqlite:///{tmp_path / 'unparsed.db'}") as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv, history = await _stored(alice)
+        await _corrupt(memory, table, column, value)
+        with pytest.raises(StorageError, match=f"a stored {kind} could not be read"):
+            await _read(alice, kind, conv, history)
