@@ -21,3 +21,10 @@ class Limits:
     """Decoded bytes of inline ``data`` in one content part."""
     list_limit: int = 1_000
     """Items in one page of a listing."""
+
+    def page_size(self, asked: int) -> int:
+        """The page size to ask a listing for when serving a client that asked for ``asked``
+        items: at most ``list_limit``, the rest left to the page's cursor (what the MCP and HTTP
+        servers do, their defaults included, so a store opened with a lower ``list_limit`` still
+        serves every page)."""
+        return min(asked, self.list_limit)

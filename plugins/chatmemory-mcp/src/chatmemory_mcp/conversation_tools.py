@@ -83,7 +83,10 @@ def register_conversation_tools(server: MCPServer[ServerState]) -> None:
     ) -> ConversationPage:
         """Your conversations, pinned first, then most recently updated."""
         with tool_errors():
-            page = await scope_for(ctx).list_conversations(limit=limit, cursor=cursor, archived=archived)
+            scope = scope_for(ctx)
+            page = await scope.list_conversations(
+                limit=scope.limits.page_size(limit), cursor=cursor, archived=archived
+            )
         return ConversationPage(
             items=[ConversationOut.of(c) for c in page.items],
             next_cursor=page.next_cursor,

@@ -139,10 +139,11 @@ def register_history_tools(server: MCPServer[ServerState]) -> None:
     ) -> MessagePage:
         """A page of a conversation's or a history's messages, with tool calls; get_context fits a budget."""
         with tool_errors():
-            page = await scope_for(ctx).list_messages(
+            scope = scope_for(ctx)
+            page = await scope.list_messages(
                 conversation_id=conversation_id,
                 history_id=history_id,
-                limit=limit,
+                limit=scope.limits.page_size(limit),
                 cursor=cursor,
                 newest_first=newest_first,
             )

@@ -58,7 +58,9 @@ def register_resources(server: MCPServer[ServerState]) -> None:
             scope = scope_for(ctx)
             detail = await scope.get_conversation(conversation_id)
             page = await scope.list_messages(
-                conversation_id=conversation_id, limit=TRANSCRIPT_MESSAGES, newest_first=True
+                conversation_id=conversation_id,
+                limit=scope.limits.page_size(TRANSCRIPT_MESSAGES),
+                newest_first=True,
             )
         return render_transcript(detail.title, list(reversed(page.items)), detail.message_count)
 

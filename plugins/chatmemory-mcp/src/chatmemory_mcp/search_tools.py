@@ -54,12 +54,13 @@ def register_search_tools(server: MCPServer[ServerState]) -> None:
     ) -> SearchPage:
         """Full-text search over your messages, best first; matches in `snippet` are «marked»."""
         with tool_errors():
-            page = await scope_for(ctx).search_messages(
+            scope = scope_for(ctx)
+            page = await scope.search_messages(
                 query,
                 conversation_id=conversation_id,
                 history_id=history_id,
                 role=role,
-                limit=limit,
+                limit=scope.limits.page_size(limit),
                 cursor=cursor,
             )
         items = []

@@ -64,7 +64,9 @@ async def start_conversation(call: Call) -> Conversation:
 async def list_conversations(call: Call) -> Page[ConversationSummary]:
     """A page of the caller's conversations, pinned first, then most recently updated, with previews."""
     q: ListConversationsQuery = call.query
-    return await call.chat.list_conversations(limit=q.limit, cursor=q.cursor, archived=_ARCHIVED[q.archived])
+    return await call.chat.list_conversations(
+        limit=call.chat.limits.page_size(q.limit), cursor=q.cursor, archived=_ARCHIVED[q.archived]
+    )
 
 
 @api.route("GET", "/conversations/{conversation_id}", query=DetailQuery, response=ConversationDetail)
@@ -144,7 +146,10 @@ async def list_history_messages(call: Call) -> Page[Message]:
     """A page of a history's messages in order."""
     q: ListMessagesQuery = call.query
     return await call.chat.list_messages(
-        history_id=call.params["history_id"], limit=q.limit, cursor=q.cursor, newest_first=q.newest_first
+        history_id=call.params["history_id"],
+        limit=call.chat.limits.page_size(q.limit),
+        cursor=q.cursor,
+        newest_first=q.newest_first,
     )
 
 
@@ -156,7 +161,7 @@ async def list_conversation_messages(call: Call) -> Page[Message]:
     q: ListMessagesQuery = call.query
     return await call.chat.list_messages(
         conversation_id=call.params["conversation_id"],
-        limit=q.limit,
+        limit=call.chat.limits.page_size(q.limit),
         cursor=q.cursor,
         newest_first=q.newest_first,
     )
@@ -197,7 +202,7 @@ async def search_messages(call: Call) -> Page[MessageHit]:
         conversation_id=q.conversation_id,
         history_id=q.history_id,
         role=q.role,
-        limit=q.limit,
+        limit=call.chat.limits.page_size(q.limit),
         cursor=q.cursor,
     )
 
