@@ -94,8 +94,15 @@ class NewMessage(_Input):
     key: str | None = Field(default=None, min_length=1, max_length=255)
 
     def __init__(self, role: Role | None = None, content: Any = None, /, **data: Any) -> None:
-        if not data and type(content) is str and type(role) is str and role in _ROLES:
-            # ``NewMessage(role, text)``, the common case: what validation would store, built
+        if (
+            not data
+            and type(content) is str
+            and type(role) is str
+            and role in _ROLES
+            and type(self) is NewMessage
+        ):
+            # ``NewMessage(role, text)``, the common case (a subclass's own fields, validators and
+            # checks are validation's to apply): what validation would store, built
             # directly in half its time (``test_validation`` checks that the two agree).
             check_text("content", content)
             set_dict(self, {"role": role, "content": content, **_PLAIN})

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import PrivateAttr, field_validator
 
 from chatmemory import ChatMemory, InvalidInputError, Limits, NewMessage, Principal
 from chatmemory._validation import MAX_JSON_DEPTH
@@ -155,6 +156,35 @@ def test_a_plain_new_message_is_what_validation_makes(role: Any, content: Any) -
         assert (m, hash(m), repr(m)) == (validated, hash(validated), repr(validated))
         assert m.model_copy(update={"key": "k"}).model_fields_set == {"role", "content", "key"}
         assert m.model_fields_set == {"role", "content"}
+
+
+class _Tagged(NewMessage):
+    """An application's own message class: a field of its own, a validator and a check."""
+
+    tag: str = "plain"
+    _seen: int = PrivateAttr(default=0)
+
+    @field_validator("content")
+    @classmethod
+    def _stripped(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) else value
+
+    def _check(self) -> None:
+        super()._check()
+        if self.content == "forbidden":
+            raise InvalidInputError("content", "is forbidden here")
+
+
+def test_a_subclass_built_positionally_is_what_validation_makes() -> None:
+    """``Sub(role, text)`` is validated as ``Sub(role=..., content=...)`` is: the subclass's own
+    fields, private attributes, validators and checks all apply (the plain ``NewMessage(role,
+    text)`` shortcut knows only ``NewMessage``'s own fields)."""
+    by_keyword = _Tagged(role="user", content="  hi  ")
+    positional = _Tagged("user", "  hi  ")
+    assert positional == by_keyword
+    assert (positional.tag, positional.content, positional._seen) == ("plain", "hi", 0)
+    with pytest.raises(InvalidInputError, match="forbidden"):
+        _Tagged("user", "forbidden")
 
 
 async def test_limits_are_configurable(db_url: str) -> None:
