@@ -32,7 +32,7 @@ from chatmemory._plan import Plan, Stmt
 from chatmemory._sqlite_driver import BUSY_TIMEOUT_MS as SQLITE_BUSY_TIMEOUT_MS
 from chatmemory._sqlite_driver import Closed, SQLiteDriver, configure
 from chatmemory._wakeup import ChangeHub
-from chatmemory.errors import ChatMemoryError, InvalidInputError, StorageError
+from chatmemory.errors import ChatMemoryError, CorruptDataError, InvalidInputError, StorageError
 
 if TYPE_CHECKING:
     from chatmemory._postgres_driver import PostgresDriver
@@ -326,7 +326,7 @@ class Database:
         except ChatMemoryError:
             raise
         except _driver_errors() as exc:
-            raise StorageError(_database_error(exc)) from exc
+            raise _storage_error(exc) from exc
 
     @contextlib.asynccontextmanager
     async def transaction(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
@@ -361,7 +361,7 @@ class Database:
         except ChatMemoryError:
             raise
         except _driver_errors() as exc:
-            raise StorageError(_database_error(exc)) from exc
+            raise _storage_error(exc) from exc
         finally:
             if release is not None:
                 release.set()
@@ -549,6 +549,15 @@ async def settle(future: asyncio.Future[Any]) -> None:
             await asyncio.wait({future})
     if not future.cancelled():
         future.exception()  # retrieved
+
+
+def _storage_error(exc: BaseException) -> StorageError:
+    """What a driver's error is to the caller: ``CorruptDataError`` for stored text the
+    ``sqlite3`` module cannot decode (bytes that are not UTF-8, written by another program),
+    else ``StorageError``."""
+    if isinstance(exc, sqlite3.OperationalError) and str(exc).startswith("Could not decode to UTF-8"):
+        return CorruptDataError(f"a stored value could not be read ({exc}); it was not written by chatmemory")
+    return StorageError(_database_error(exc))
 
 
 def _database_error(exc: BaseException) -> str:

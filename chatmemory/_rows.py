@@ -29,7 +29,7 @@ from pydantic import TypeAdapter, ValidationError
 from chatmemory._ids import _UNKNOWN, _set_int, _set_safe, uuid_of_hex
 from chatmemory._plan import collector_paused
 from chatmemory.content import PARTS
-from chatmemory.errors import StorageError
+from chatmemory.errors import CorruptDataError
 from chatmemory.models import (
     ConversationSummary,
     History,
@@ -152,7 +152,7 @@ class _Reader:
     def models(self, rows: Sequence[Sequence[Any]], sqlite: bool) -> list[Any]:
         try:
             return self.adapter.validate_python(self.dicts(rows, sqlite))
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise unreadable(self.kind, exc, listed=True) from exc
 
 
@@ -160,18 +160,20 @@ _HISTORIES = _Reader(History, HISTORY_FIELDS, "history")
 _SUMMARIES = _Reader(ConversationSummary, SUMMARY_FIELDS, "conversation")
 
 
-def unreadable(kind: str, exc: ValueError, *, listed: bool = False) -> StorageError:
-    """The error of a read that met a stored value that is not what chatmemory stores (written
-    by something else: another program, a hand-made edit): malformed JSON, a timestamp or id
-    that does not parse, a value that no longer validates as its model (``listed``: as a model
-    in a list of rows, its error then names the field)."""
+def unreadable(kind: str, exc: Exception, *, listed: bool = False) -> CorruptDataError:
+    """The error of a read that met a stored value chatmemory did not write (another program's, a
+    hand-made edit): malformed JSON, a time or id that does not parse, a value of another type or
+    shape (``listed``: a row of a list of models, whose error names the field after the row's
+    place in the list; otherwise a message's parts or native form, named by their model)."""
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
-        field = ".".join(str(step) for step in first["loc"][1:]) if listed else ""
-        reason = f"{field}: {first['msg']}" if field else first["msg"]
+        where = [str(step) for step in first["loc"][1 if listed else 0 :]]
+        if not listed:
+            where.insert(0, "native" if exc.title == Native.__name__ else "parts")
+        reason = f"{'.'.join(where)}: {first['msg']}" if where else first["msg"]
     else:
-        reason = str(exc)
-    return StorageError(f"a stored {kind} could not be read ({reason}); it was not written by chatmemory")
+        reason = f"{type(exc).__name__}: {exc}"
+    return CorruptDataError(f"a stored {kind} could not be read ({reason}); it was not written by chatmemory")
 
 
 _FIELDS_SET = set(MESSAGE_FIELDS)  # every field is given; one set shared, as pydantic never mutates it
@@ -237,7 +239,7 @@ def messages(
             return _messages(rows, sqlite, conversation_id)
         with collector_paused():
             return _messages(rows, sqlite, conversation_id)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise unreadable("message", exc) from exc
 
 

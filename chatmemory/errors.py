@@ -11,6 +11,7 @@ ChatMemoryError
 ├── NoPrincipalError
 ├── SchemaOutOfDateError
 └── StorageError
+    └── CorruptDataError
 ```
 
 An object that exists but belongs to someone else raises exactly the same error, with the
@@ -25,6 +26,7 @@ __all__ = [
     "ChatMemoryError",
     "ConflictError",
     "ConversationNotFound",
+    "CorruptDataError",
     "HistoryNotFound",
     "InvalidInputError",
     "MessageNotFound",
@@ -130,8 +132,17 @@ class SchemaOutOfDateError(ChatMemoryError):
 
 
 class StorageError(ChatMemoryError):
-    """The database failed (connection lost, disk full, lock timeout, ...), or a read met a stored
-    value chatmemory did not write (malformed JSON or text, a value of another shape). The call
-    changed nothing, but in one case no client can rule out: a PostgreSQL connection lost (or
-    ended by a close that timed out) after a write's commit was sent, when the server may have
-    committed it. Re-sending an append whose messages carry keys is safe either way."""
+    """The database failed (connection lost, disk full, lock timeout, ...), or (``CorruptDataError``)
+    a read met a stored value chatmemory did not write. The call changed nothing, but in one case
+    no client can rule out: a PostgreSQL connection lost (or ended by a close that timed out)
+    after a write's commit was sent, when the server may have committed it. Re-sending an append
+    whose messages carry keys is safe either way."""
+
+
+class CorruptDataError(StorageError):
+    """A read met a stored value chatmemory did not write: malformed JSON or text, a time or id
+    that does not parse, a value of another type or shape (another program's, or a hand-made
+    edit). Retrying reads it again: mend or delete the row. Raised by reads, and by a write that
+    answers with messages it found stored (an append's keyed messages stored before), once its
+    own changes are committed.
+    """

@@ -20,6 +20,7 @@ PUBLIC = [
     "Conversation",
     "ConversationDetail",
     "ConversationNotFound",
+    "CorruptDataError",
     "ConversationSummary",
     "FilePart",
     "History",
@@ -73,6 +74,7 @@ def test_error_tree() -> None:
         errors.StorageError,
     ):
         assert issubclass(cls, errors.ChatMemoryError)
+    assert issubclass(errors.CorruptDataError, errors.StorageError)
     assert set(errors.__all__) <= set(chatmemory.__all__)
 
 

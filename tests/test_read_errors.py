@@ -1,17 +1,18 @@
 """A read that fails on what another process stored (a value that no longer validates as a
-message, text that is not UTF-8) fails alone, with ``StorageError``: the reader's connection is
+message, text that is not UTF-8) fails alone, with ``CorruptDataError``: the reader's connection is
 left as clean as after any other read, and the next read sees what was committed since."""
 
 from __future__ import annotations
 
 import gc
+import re
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from chatmemory import ChatMemory, Conversation, History, Principal
-from chatmemory.errors import StorageError
+from chatmemory.errors import CorruptDataError
 from chatmemory.scope import Scope
 
 _BOGUS = '[{"type": "no such part"}]'
@@ -46,7 +47,8 @@ async def test_a_message_that_no_longer_validates_leaves_later_reads_current(
         ):
             for _ in range(3):
                 with pytest.raises(
-                    StorageError, match=r"a stored message could not be read \(Input tag 'no such part'"
+                    CorruptDataError,
+                    match=r"a stored message could not be read \(parts.0: Input tag 'no such part'",
                 ):
                     await read()
         await _set_parts(memory, stored[300].seq, None)
@@ -65,7 +67,7 @@ async def test_a_message_that_no_longer_validates_leaves_later_reads_current(
 
 async def test_a_row_that_fails_to_decode_fails_its_read_alone(tmp_path: Path) -> None:
     """SQLite (PostgreSQL stores no text that is not UTF-8): text another process stored that is
-    not UTF-8 fails the reads that meet it with ``StorageError`` (a page on its caller's thread
+    not UTF-8 fails the reads that meet it with ``CorruptDataError`` (a page on its caller's thread
     too), and once mended reads see it mended."""
     async with ChatMemory.open(f"sqlite:///{tmp_path / 'decode.db'}") as memory:
         await _fails_alone_then_mended(memory, memory.scoped(Principal("alice")))
@@ -98,9 +100,9 @@ async def _fails_alone_then_mended(memory: ChatMemory, alice: Scope) -> None:
     gc.disable()  # what a read leaves behind must not wait for the collector
     try:
         for _ in range(3):
-            with pytest.raises(StorageError, match="decode"):
+            with pytest.raises(CorruptDataError, match="decode"):
                 await alice.transcript(conv.id)
-            with pytest.raises(StorageError, match="decode"):
+            with pytest.raises(CorruptDataError, match="decode"):
                 await paged()
         await set_content("'mended'")
         for _ in range(4):
@@ -136,22 +138,27 @@ async def _read(alice: Scope, kind: str, conv: Conversation, history: History) -
     return await alice.list_conversations()
 
 
-# JSON of another shape than chatmemory writes there, which both backends can hold.
+# JSON of another shape than chatmemory writes there, which both backends can hold, and what the
+# error names.
 _RESHAPED = {
-    "message parts": ("chat_messages", "parts", '\'{"not": "parts"}\'', "message"),
-    "history prompts": ("chat_histories", "system_prompts", "'{\"a\": 1}'", "history"),
-    "conversation metadata": ("chat_conversations", "metadata", "'[1, 2]'", "conversation"),
+    "message parts": ("chat_messages", "parts", '\'{"not": "parts"}\'', "message", "parts: "),
+    "a message's native form": ("chat_messages", "native", "'{\"data\": 1}'", "message", "native.format: "),
+    "history prompts": ("chat_histories", "system_prompts", "'{\"a\": 1}'", "history", "system_prompts: "),
+    "conversation metadata": ("chat_conversations", "metadata", "'[1, 2]'", "conversation", "metadata: "),
 }
 
 
-@pytest.mark.parametrize(("table", "column", "value", "kind"), list(_RESHAPED.values()), ids=list(_RESHAPED))
-async def test_json_of_another_shape_fails_its_read_with_storage_error(
-    memory: ChatMemory, alice: Scope, table: str, column: str, value: str, kind: str
+@pytest.mark.parametrize(
+    ("table", "column", "value", "kind", "named"), list(_RESHAPED.values()), ids=list(_RESHAPED)
+)
+async def test_json_of_another_shape_fails_its_read_with_corrupt_data_error(
+    memory: ChatMemory, alice: Scope, table: str, column: str, value: str, kind: str, named: str
 ) -> None:
-    """The read raises ``StorageError`` naming what could not be read, not pydantic's own error."""
+    """The read raises ``CorruptDataError`` naming what could not be read, and which field, not
+    pydantic's own error."""
     conv, history = await _stored(alice)
     await _corrupt(memory, table, column, value)
-    with pytest.raises(StorageError, match=f"a stored {kind} could not be read"):
+    with pytest.raises(CorruptDataError, match=f"a stored {kind} could not be read \\({re.escape(named)}"):
         await _read(alice, kind, conv, history)
 
 
@@ -166,12 +173,37 @@ _UNPARSED = {
 
 
 @pytest.mark.parametrize(("table", "column", "value", "kind"), list(_UNPARSED.values()), ids=list(_UNPARSED))
-async def test_sqlite_text_that_does_not_parse_fails_its_read_with_storage_error(
+async def test_sqlite_text_that_does_not_parse_fails_its_read_with_corrupt_data_error(
     tmp_path: Path, table: str, column: str, value: str, kind: str
 ) -> None:
     async with ChatMemory.open(f"sqlite:///{tmp_path / 'unparsed.db'}") as memory:
         alice = memory.scoped(Principal("alice"))
         conv, history = await _stored(alice)
         await _corrupt(memory, table, column, value)
-        with pytest.raises(StorageError, match=f"a stored {kind} could not be read"):
+        with pytest.raises(CorruptDataError, match=f"a stored {kind} could not be read"):
+            await _read(alice, kind, conv, history)
+
+
+# Values of another storage class than chatmemory writes, which SQLite's dynamic typing holds in
+# any column: a number for a time (Unix seconds, as other programs write), a BLOB for JSON.
+_OTHER_CLASS = {
+    "a message time as a number": ("chat_messages", "created_at", "1700000000", "message"),
+    "message parts as a BLOB": ("chat_messages", "parts", "X'5b5d'", "message"),
+    "message native as a BLOB": ("chat_messages", "native", "X'7b7d'", "message"),
+    "a history time as a number": ("chat_histories", "created_at", "1700000000", "history"),
+    "a conversation time as a number": ("chat_conversations", "created_at", "1700000000", "conversation"),
+}
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "value", "kind"), list(_OTHER_CLASS.values()), ids=list(_OTHER_CLASS)
+)
+async def test_sqlite_values_of_another_storage_class_fail_their_read_with_storage_error(
+    tmp_path: Path, table: str, column: str, value: str, kind: str
+) -> None:
+    async with ChatMemory.open(f"sqlite:///{tmp_path / 'other.db'}") as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv, history = await _stored(alice)
+        await _corrupt(memory, table, column, value)
+        with pytest.raises(CorruptDataError, match=f"a stored {kind} could not be read"):
             await _read(alice, kind, conv, history)

@@ -22,6 +22,7 @@ from chatmemory import (
     ChatMemoryError,
     ConflictError,
     ConversationNotFound,
+    CorruptDataError,
     HistoryNotFound,
     InvalidInputError,
     MessageNotFound,
@@ -68,6 +69,9 @@ def tool_message(exc: ChatMemoryError) -> str:
         if "history" in text:
             return f"{text}. A finished history is closed: call start_history to record a new run."
         return f"{text}."
+    if isinstance(exc, CorruptDataError):
+        logger.error("corrupt stored data: %s", exc)
+        return f"{exc}. A retry reads it the same way; nothing was changed."
     if isinstance(exc, SchemaOutOfDateError):
         logger.error("database schema out of date: %s", exc)
         return "the conversation store needs an upgrade (`chatmemory migrate`); nothing was changed."

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from chatmemory import (
     ChatMemoryError,
     ConflictError,
+    CorruptDataError,
     InvalidInputError,
     NotFoundError,
     SchemaOutOfDateError,
@@ -40,6 +41,7 @@ _STATUS: list[tuple[type[ChatMemoryError], int]] = [
     (InvalidInputError, 422),
     (NotFoundError, 404),
     (ConflictError, 409),
+    (CorruptDataError, 500),  # before StorageError: a stored row that reads the same on every retry
     (StorageError, 503),
     (SchemaOutOfDateError, 503),
 ]
