@@ -162,31 +162,15 @@ async def test_json_of_another_shape_fails_its_read_with_corrupt_data_error(
         await _read(alice, kind, conv, history)
 
 
-# Text that PostgreSQL's typed columns (jsonb, uuid, timestamptz) would refuse to hold.
-_UNPARSED = {
+# What PostgreSQL's typed columns (jsonb, uuid, timestamptz) would refuse to hold, and SQLite's
+# dynamic typing holds in any column: text that does not parse, and values of another storage
+# class than chatmemory writes (a number for a time, as Unix seconds; a BLOB for JSON).
+_SQLITE_ONLY = {
     "message usage that is not JSON": ("chat_messages", "usage", "'{oops'", "message"),
     "a message time": ("chat_messages", "created_at", "'yesterday'", "message"),
     "a message id": ("chat_messages", "id", "'not hex'", "message"),
     "a history time": ("chat_histories", "created_at", "'yesterday'", "history"),
     "conversation metadata that is not JSON": ("chat_conversations", "metadata", "'{oops'", "conversation"),
-}
-
-
-@pytest.mark.parametrize(("table", "column", "value", "kind"), list(_UNPARSED.values()), ids=list(_UNPARSED))
-async def test_sqlite_text_that_does_not_parse_fails_its_read_with_corrupt_data_error(
-    tmp_path: Path, table: str, column: str, value: str, kind: str
-) -> None:
-    async with ChatMemory.open(f"sqlite:///{tmp_path / 'unparsed.db'}") as memory:
-        alice = memory.scoped(Principal("alice"))
-        conv, history = await _stored(alice)
-        await _corrupt(memory, table, column, value)
-        with pytest.raises(CorruptDataError, match=f"a stored {kind} could not be read"):
-            await _read(alice, kind, conv, history)
-
-
-# Values of another storage class than chatmemory writes, which SQLite's dynamic typing holds in
-# any column: a number for a time (Unix seconds, as other programs write), a BLOB for JSON.
-_OTHER_CLASS = {
     "a message time as a number": ("chat_messages", "created_at", "1700000000", "message"),
     "message parts as a BLOB": ("chat_messages", "parts", "X'5b5d'", "message"),
     "message native as a BLOB": ("chat_messages", "native", "X'7b7d'", "message"),
@@ -196,12 +180,12 @@ _OTHER_CLASS = {
 
 
 @pytest.mark.parametrize(
-    ("table", "column", "value", "kind"), list(_OTHER_CLASS.values()), ids=list(_OTHER_CLASS)
+    ("table", "column", "value", "kind"), list(_SQLITE_ONLY.values()), ids=list(_SQLITE_ONLY)
 )
-async def test_sqlite_values_of_another_storage_class_fail_their_read_with_storage_error(
+async def test_sqlite_values_chatmemory_did_not_write_fail_their_read_with_corrupt_data_error(
     tmp_path: Path, table: str, column: str, value: str, kind: str
 ) -> None:
-    async with ChatMemory.open(f"sqlite:///{tmp_path / 'other.db'}") as memory:
+    async with ChatMemory.open(f"sqlite:///{tmp_path / 'corrupt.db'}") as memory:
         alice = memory.scoped(Principal("alice"))
         conv, history = await _stored(alice)
         await _corrupt(memory, table, column, value)
