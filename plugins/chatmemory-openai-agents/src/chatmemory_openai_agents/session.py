@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
+import threading
 import weakref
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -102,12 +104,19 @@ class ChatMemorySession:
         self.run_config = run_config
         self.model = model
         self._recorder = Recorder(chat, conversation_id, added_metadata(metadata), model)
+        # The runs this session knows of, kept under ``_state``: one session may serve runs in
+        # several threads at once (``Runner.run_sync`` from a thread pool, each with its loop).
+        self._state = threading.Lock()
         self._runs: dict[int, RunRecord] = {}
         self._ended: list[RunRecord] = []
         self._loose: RunRecord | None = None
         # The usage objects of runs whose final output the hooks reported before the run's first
         # session call (a resumed run ending on a tool's output): that run, once seen, has ended.
         self._ended_unseen: list[weakref.ref[Usage]] = []
+        # Keys of runs whose context object is gone, noted by its finalizer (which the collector
+        # may call in any thread, even one holding ``_state`` and going over ``_runs``) and taken
+        # out of ``_runs`` under ``_state`` by the next call that looks at the runs.
+        self._dropped: collections.deque[int] = collections.deque()
         self._cache = ItemCache()
         # The newest message the latest read saw, and the run that read it: its first write
         # needs to know it and need not read it again.
@@ -236,7 +245,9 @@ class ChatMemorySession:
     ) -> None:
         if run.history is None:
             calls = answers(items)
-            stopped = next((r for r in self._unclosed(run) if calls & r.open_calls), None) if calls else None
+            with self._state:
+                unclosed = self._unclosed(run) if calls else []
+            stopped = next((r for r in unclosed if calls & r.open_calls), None)
             if stopped is not None:
                 self._recorder.carry_on(run, stopped)
             await self._settle_others(run)
@@ -318,7 +329,10 @@ class ChatMemorySession:
         detail = await self.chat.get_conversation(self.conversation_id)
         for history in detail.histories:
             await self.chat.delete_history(history.id)
-        self._recorder.forget([*self._runs.values(), *self._ended, *filter(None, [self._loose])])
+        with self._state:
+            self._reap()
+            runs = [*self._runs.values(), *self._ended, *filter(None, [self._loose])]
+        self._recorder.forget(runs)
 
     # -- compaction (OpenAIResponsesCompactionSession) -------------------------------------------
 
@@ -335,58 +349,68 @@ class ChatMemorySession:
 
     def _run_for(self, wrapper: RunContextWrapper[Any]) -> RunRecord:
         key = id(wrapper)
-        record = self._runs.get(key)
-        if record is not None:
-            return record
-        starting = _STARTING.get()
-        if starting is not None and starting[0] is self and starting[1].wrapper is None:
-            record = starting[1]
-        else:
-            record = RunRecord(run_config=self.run_config)
-        record.wrapper = weakref.ref(wrapper)
-        if any(usage() is wrapper.usage for usage in self._ended_unseen):
-            record.final = True  # its items about to be saved end it
-            self._ended_unseen = [u for u in self._ended_unseen if u() is not wrapper.usage]
-        if isinstance(wrapper, ToolContext):
-            # An agent called as a tool (Agent.as_tool) runs on the usage object of the run
-            # calling it, which counts on from there: the history records what this run adds.
-            record.usage_before = usage_counts(wrapper.usage)
-        self._runs[key] = record
+        with self._state:
+            self._reap()  # a record left by a context object gone from this address first
+            record = self._runs.get(key)
+            if record is not None:
+                return record
+            starting = _STARTING.get()
+            if starting is not None and starting[0] is self and starting[1].wrapper is None:
+                record = starting[1]
+            else:
+                record = RunRecord(run_config=self.run_config)
+            record.wrapper = weakref.ref(wrapper)
+            if any(usage() is wrapper.usage for usage in self._ended_unseen):
+                record.final = True  # its items about to be saved end it
+                self._ended_unseen = [u for u in self._ended_unseen if u() is not wrapper.usage]
+            if isinstance(wrapper, ToolContext):
+                # An agent called as a tool (Agent.as_tool) runs on the usage object of the run
+                # calling it, which counts on from there: the history records what this run adds.
+                record.usage_before = usage_counts(wrapper.usage)
+            self._runs[key] = record
         # Drop the record with its run, so a later object reusing the id starts afresh.
-        weakref.finalize(wrapper, self._drop, key)
+        weakref.finalize(wrapper, self._dropped.append, key)
         return record
 
     def _run_ending(self, context: RunContextWrapper[Any]) -> RunRecord | None:
         # Agent hooks get their own context object, sharing the run's usage object and its
         # current turn input. An agent called as a tool runs on the usage object of the run
         # calling it: the turn input tells the two runs apart.
-        for record in list(self._runs.values()):
-            wrapper = record.wrapper() if record.wrapper is not None else None
-            if (
-                wrapper is not None
-                and wrapper.usage is context.usage
-                and wrapper.turn_input is context.turn_input
-            ):
-                return record
-        # Not seen yet: a resumed run whose approved tool's output is its final output reaches
-        # its end before saving anything. It ends once its items are saved.
-        self._ended_unseen = [u for u in self._ended_unseen if u() is not None]
-        self._ended_unseen.append(weakref.ref(context.usage))
+        with self._state:
+            self._reap()
+            for record in self._runs.values():
+                wrapper = record.wrapper() if record.wrapper is not None else None
+                if (
+                    wrapper is not None
+                    and wrapper.usage is context.usage
+                    and wrapper.turn_input is context.turn_input
+                ):
+                    return record
+            # Not seen yet: a resumed run whose approved tool's output is its final output
+            # reaches its end before saving anything. It ends once its items are saved.
+            self._ended_unseen = [u for u in self._ended_unseen if u() is not None]
+            self._ended_unseen.append(weakref.ref(context.usage))
         return None
 
     def _loose_run(self) -> RunRecord:
-        loose = self._loose
-        if loose is None or (loose.previous is not None and loose.history is None):
-            loose = self._loose = RunRecord(run_config=self.run_config)
-        return loose
+        with self._state:
+            loose = self._loose
+            if loose is None or (loose.previous is not None and loose.history is None):
+                loose = self._loose = RunRecord(run_config=self.run_config)
+            return loose
 
-    def _drop(self, key: int) -> None:
-        record = self._runs.pop(key, None)
-        if record is not None and record.history is not None and not record.managed:
-            self._ended.append(record)
+    def _reap(self) -> None:
+        """Take the runs whose context object is gone out of ``_runs`` (call holding ``_state``):
+        those with a history nothing closed are over, whatever their task."""
+        while self._dropped:
+            record = self._runs.pop(self._dropped.popleft(), None)
+            if record is not None and record.history is not None and not record.managed:
+                self._ended.append(record)
 
     def _unclosed(self, run: RunRecord) -> list[RunRecord]:
-        """This session's runs other than ``run`` whose history nothing has closed yet."""
+        """This session's runs other than ``run`` whose history nothing has closed yet (call
+        holding ``_state``)."""
+        self._reap()
         others = [*self._ended, *self._runs.values(), *filter(None, [self._loose])]
         return [o for o in others if o is not run and not o.managed and o.history is not None]
 
@@ -396,9 +420,11 @@ class ChatMemorySession:
         histories themselves, or are closed by a run starting after their task has ended. A run
         whose context is gone (``_ended``) is over whatever its task."""
         current = run.task() if run.task is not None else None
-        going = [r for r in self._runs.values() if _in_other_task(r, current)]
-        unclosed = [o for o in self._unclosed(run) if not any(o is g for g in going)]
-        self._ended = []  # none of them is going: theirs are over
+        with self._state:
+            unclosed = self._unclosed(run)
+            going = [r for r in self._runs.values() if _in_other_task(r, current)]
+            unclosed = [o for o in unclosed if not any(o is g for g in going)]
+            self._ended = []  # none of them is going: theirs are over
         for other in unclosed:
             await self._recorder.settle(other)
 
@@ -414,7 +440,8 @@ class ChatMemorySession:
             await settled(self._recorder.finish(record, error))
         finally:
             if wrapper is not None:
-                self._runs.pop(id(wrapper), None)
+                with self._state:
+                    self._runs.pop(id(wrapper), None)
 
     async def _close_after(
         self, record: RunRecord, result: RunResultStreaming, task: asyncio.Future[Any]
