@@ -11,10 +11,14 @@ Partly ported from google/adk-python ``tests/unittests/sessions/test_session_ser
 from __future__ import annotations
 
 import asyncio
+import random
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from chatmemory_adk import ChatMemorySessionService, ProvenancePlugin
+from chatmemory_adk._runs import Recent
 from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
@@ -233,3 +237,39 @@ async def test_a_session_updated_while_sessions_are_listed_is_still_listed(
     listed = await service.list_sessions(app_name=APP, user_id=USER)
     assert pages > 1
     assert sorted(s.id for s in listed.sessions) == ["s0", "s1", "s2", "s3"]
+
+
+def test_the_services_caches_stay_whole_under_threads_at_once() -> None:
+    """The service's caches of runs and of sessions it has made sure of (``Recent``) are shared by
+    every runner on every thread: entries set, dropped and listed by threads at once, with the
+    interpreter switching threads as often as it can, never fail (before they had a lock, an
+    entry another thread evicted or dropped raised ``KeyError`` in most runs)."""
+    cache: Recent[int, int] = Recent(size=64)
+    failures: list[BaseException] = []
+
+    def churn(seed: int) -> None:
+        chosen = random.Random(seed)
+        try:
+            for i in range(5_000):
+                key, pick = chosen.randrange(100), chosen.random()
+                if pick < 0.6:
+                    cache.set(key, i)
+                elif pick < 0.9:
+                    cache.pop_where(lambda k: k == key)  # noqa: B023 (called at once)
+                else:
+                    cache.items()
+        except BaseException as exc:
+            failures.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=churn, args=(seed,)) for seed in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(DEADLINE)
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == []
+    assert len(cache.items()) <= 64

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Hashable, Mapping
 from dataclasses import dataclass, field
@@ -33,27 +34,33 @@ async def to_the_end(work: Coroutine[Any, Any, _T]) -> _T:
 
 
 class Recent(Generic[_K, _V]):
-    """A mapping that keeps only the ``size`` most recently set keys."""
+    """A mapping that keeps only the ``size`` most recently set keys, for any number of threads
+    at once (a service serves runners on threads with event loops of their own)."""
 
     def __init__(self, size: int = 1024) -> None:
         self._items: OrderedDict[_K, _V] = OrderedDict()
         self._size = size
+        self._lock = threading.Lock()
 
     def get(self, key: _K) -> _V | None:
-        return self._items.get(key)
+        with self._lock:
+            return self._items.get(key)
 
     def set(self, key: _K, value: _V) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self._size:
-            self._items.popitem(last=False)
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
 
     def items(self) -> list[tuple[_K, _V]]:
-        return list(self._items.items())
+        with self._lock:
+            return list(self._items.items())
 
     def pop_where(self, matches: Callable[[_K], bool]) -> list[_V]:
         """Remove the entries whose key ``matches``; their values."""
-        return [self._items.pop(key) for key in list(self._items) if matches(key)]
+        with self._lock:
+            return [self._items.pop(key) for key in list(self._items) if matches(key)]
 
 
 @dataclass
