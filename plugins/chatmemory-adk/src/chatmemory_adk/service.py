@@ -412,9 +412,7 @@ async def _list_pass(
     answers how many pages it read."""
     cursor, pages = None, 0
     while True:
-        page = await chat.list_conversations(
-            limit=min(_PAGE, chat.limits.list_limit), cursor=cursor, archived=None
-        )
+        page = await chat.list_conversations(limit=chat.limits.page_size(_PAGE), cursor=cursor, archived=None)
         pages += 1
         for conv in page.items:
             meta = conv.metadata

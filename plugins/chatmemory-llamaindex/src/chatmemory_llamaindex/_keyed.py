@@ -87,7 +87,9 @@ class KeyedConversations:
         found: list[Conversation] = []
         cursor: str | None = None
         while True:
-            page = await self.chat.list_conversations(limit=self._page, cursor=cursor, archived=None)
+            page = await self.chat.list_conversations(
+                limit=self.chat.limits.page_size(_PAGE), cursor=cursor, archived=None
+            )
             found += [c for c in page.items if c.metadata.get(KEY_FIELD) == key]
             if page.next_cursor is None:
                 break
@@ -140,7 +142,9 @@ class KeyedConversations:
         found = []
         cursor: str | None = None
         while True:
-            page = await self.chat.list_conversations(limit=self._page, cursor=cursor, archived=None)
+            page = await self.chat.list_conversations(
+                limit=self.chat.limits.page_size(_PAGE), cursor=cursor, archived=None
+            )
             found += page.items
             if page.next_cursor is None:
                 break
@@ -235,11 +239,6 @@ class KeyedConversations:
                 )
                 run.observed = True
             self._runs[cid] = run
-
-    @property
-    def _page(self) -> int:
-        """Conversations per listing call: ``_PAGE``, or fewer when the store takes fewer."""
-        return min(_PAGE, self.chat.limits.list_limit)
 
     def _new_message(self, message: ChatMessage, produced: Produced | None) -> NewMessage:
         """What stores ``message``: kept whole natively, its content cut to the store's limits."""

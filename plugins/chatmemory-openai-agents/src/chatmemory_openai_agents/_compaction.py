@@ -41,7 +41,7 @@ async def read_tail(chat: Scope, conversation_id: Any, count: int) -> Tail:
     cursor: str | None = None
     more = True
     while more and found < count:
-        size = min(_PAGE, chat.limits.list_limit, count - found)
+        size = chat.limits.page_size(min(_PAGE, count - found))
         page = await chat.list_messages(
             conversation_id=conversation_id, newest_first=True, limit=size, cursor=cursor
         )

@@ -158,7 +158,7 @@ class ConversationCache:
             page = await chat.list_messages(
                 conversation_id=conversation_id,
                 newest_first=True,
-                limit=min(_PAGE if cursor else _FIRST_PAGE, chat.limits.list_limit),
+                limit=chat.limits.page_size(_PAGE if cursor else _FIRST_PAGE),
                 cursor=cursor,
             )
             for message in page.items:
