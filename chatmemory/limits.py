@@ -28,3 +28,8 @@ class Limits:
         servers do, their defaults included, so a store opened with a lower ``list_limit`` still
         serves every page)."""
         return min(asked, self.list_limit)
+
+    def batch_size(self, asked: int) -> int:
+        """How many messages to write per append call when ``asked`` would be the adapter's own
+        choice: at most ``messages_per_call``, the rest left to further calls."""
+        return min(asked, self.messages_per_call)

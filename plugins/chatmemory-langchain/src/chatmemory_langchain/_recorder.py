@@ -165,7 +165,7 @@ class Recorder:
         if run.history_id is None and (run.opening is None or not new):
             run.opening = None
             return
-        size = _batch(self.chat)
+        size = self.chat.limits.batch_size(_BATCH)
         head, last = new[:-size] if len(new) > size else [], new[-size:]
         await self._write(run, head)
         _count_usage(run, last)
@@ -233,7 +233,7 @@ class Recorder:
         return [fitted(to_new_message(m), self.chat.limits) for m in messages]
 
     async def _write(self, run: Run, new: list[BaseMessage]) -> None:
-        size = _batch(self.chat)
+        size = self.chat.limits.batch_size(_BATCH)
         for start in range(0, len(new), size):
             chunk = new[start : start + size]
             batch = self._new(chunk)
@@ -379,11 +379,6 @@ def _close_running(
             waiting.update((call_id, c["name"]) for c in message.tool_calls if (call_id := c.get("id")))
     close()
     return out
-
-
-def _batch(chat: Scope) -> int:
-    """Messages per store call: ``_BATCH``, or fewer when the store takes fewer."""
-    return min(_BATCH, chat.limits.messages_per_call)
 
 
 def _mine(history: History) -> bool:

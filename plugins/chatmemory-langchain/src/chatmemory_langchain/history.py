@@ -85,7 +85,7 @@ class ChatMemoryHistory(BaseChatMessageHistory):
         # already stored or repeated in the same call: ids do not make these adds idempotent.
         batch = [fitted(to_new_message(m, keyed=False), self.chat.limits) for m in messages]
         model = model_label(self.model) or self.model
-        if len(batch) <= min(_BATCH, self.chat.limits.messages_per_call):
+        if len(batch) <= self.chat.limits.batch_size(_BATCH):
             await self.chat.record_run(
                 self.conversation_id, model=model, messages=batch, metadata=self.metadata
             )
@@ -96,7 +96,7 @@ class ChatMemoryHistory(BaseChatMessageHistory):
     async def _add_in_parts(self, batch: list[NewMessage], model: str) -> None:
         """Record more messages than one store call takes as one history, in several calls; a
         refused part drops the history, so all of them are added or none."""
-        size = min(_BATCH, self.chat.limits.messages_per_call)
+        size = self.chat.limits.batch_size(_BATCH)
         started = await self.chat.start_run(
             self.conversation_id, model=model, messages=batch[:size], metadata=self.metadata
         )

@@ -286,7 +286,7 @@ class KeyedConversations:
         """Append ``batch`` to a running history, in calls the store takes; how many of its
         messages were appended before the history was found closed or deleted (all of them
         when it was not)."""
-        size = min(_BATCH, self.chat.limits.messages_per_call)
+        size = self.chat.limits.batch_size(_BATCH)
         for start in range(0, len(batch), size):
             try:
                 await self.chat.append_messages(history_id, batch[start : start + size])

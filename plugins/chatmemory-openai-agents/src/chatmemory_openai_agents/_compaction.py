@@ -93,7 +93,7 @@ async def replace_tail(
     # More than one append takes (a compaction keeps every user message of a long conversation)
     # replaces the tail with the first ones at once, the rest appended after them: as the SDK
     # replaces the items of a session that cannot do it at once, by clearing it and adding them.
-    size = min(_BATCH, chat.limits.messages_per_call)
+    size = chat.limits.batch_size(_BATCH)
     head, rest = messages[:size], messages[size:]
     try:
         await chat.replace_messages(

@@ -177,7 +177,7 @@ class Recorder:
         the batch ``closing`` ends the run, its last items finish it in the same transaction."""
         done = 0
         retried = False
-        size = min(_BATCH, self.chat.limits.messages_per_call)
+        size = self.chat.limits.batch_size(_BATCH)
         while done < len(batch):
             chunk = batch[done : done + size]
             last = closing and done + size >= len(batch)

@@ -128,13 +128,9 @@ class RunRecord:
         new = to_new_messages(batch, keys=[f"{run}:{done + i}" for i in range(len(batch))])
         return [recording.fitted(message, self.chat.limits) for message in new]  # kept whole natively
 
-    def _batch(self) -> int:
-        """Messages per store call: ``_BATCH``, or fewer when the store takes fewer."""
-        return min(_BATCH, self.chat.limits.messages_per_call)
-
     async def _write(self, batch: list[pai.ModelMessage], prompts: list[str]) -> None:
         new = self._new(batch)
-        size = self._batch()
+        size = self.chat.limits.batch_size(_BATCH)
         if self.history_id is None:
             started = await self.chat.start_run(
                 self.conversation_id,
@@ -211,7 +207,7 @@ class RunRecord:
         usage: Mapping[str, Any] | None,
         error: str | None,
     ) -> None:
-        size = self._batch()
+        size = self.chat.limits.batch_size(_BATCH)
         if len(batch) > size:
             await self._write(batch[:-size], prompts)
             batch = batch[-size:]
