@@ -12,11 +12,12 @@ from pydantic import BaseModel, ConfigDict
 
 from chatmemory import _queries as q
 from chatmemory import _rows
+from chatmemory import _sql as sql
 from chatmemory._conversations import insert
 from chatmemory._histories import change_at_once, change_running, new_history, started
-from chatmemory._ids import new_id
+from chatmemory._ids import as_uuid, new_id
 from chatmemory._messages import MessageOps, append, in_batch_order
-from chatmemory._plan import Plan, Row
+from chatmemory._plan import Plan, Row, Stmt
 from chatmemory._scope_base import Id, rows_of, size_rows
 from chatmemory._validation import check_object, parse_id
 from chatmemory.errors import InvalidInputError
@@ -32,7 +33,10 @@ Status = Literal["completed", "failed", "cancelled"]
 class RecordedRun(BaseModel):
     """What ``record_run``, ``start_run`` or ``finish_run`` wrote: the conversation (``created``
     when the call started it), the history as the call left it (running after ``start_run``,
-    finished otherwise) and the messages the call appended, in order."""
+    finished otherwise) and the messages the call appended, in order.
+
+    ``resent`` when ``record_run`` found the run recorded already (a call sent again, see
+    ``record_run``) and wrote nothing: ``history`` and ``messages`` are then the stored ones."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -40,6 +44,7 @@ class RecordedRun(BaseModel):
     created: bool
     history: History
     messages: list[Message]
+    resent: bool = False
 
 
 class RunOps(MessageOps):
@@ -55,12 +60,21 @@ class RunOps(MessageOps):
         error: str | None = None,
         system_prompts: Sequence[str] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        once: bool = False,
     ) -> RecordedRun:
         """Record one finished run, all or nothing, in one transaction.
 
         Starts a conversation titled ``title`` unless ``conversation_id`` names one, starts a
         history driven by ``model``, appends ``messages`` and finishes the history with
         ``status``. Either everything is written or nothing is.
+
+        Each call records a run of its own (a message's ``key`` is unique within its history
+        only), unless ``once``: then a call with ``conversation_id`` whose messages all have a
+        ``key`` is safe to send again (after a lost answer, say). If that conversation holds a
+        history of ``model``, finished with ``status``, whose live messages are these (the same
+        keys, roles and texts, in order), nothing is written and that run is answered,
+        ``resent``. Looking for it costs a probe of the key index per history of the
+        conversation.
 
         Raises:
             ConversationNotFound: ``conversation_id`` names no visible conversation.
@@ -96,9 +110,20 @@ class RunOps(MessageOps):
         else:
             conversation = None
         history_values = {**started, "conversation_id": cid}
-        plan = _record(self.principal, conversation, history_values, batch, finish, not self._db.is_sqlite)
+        look = once and conversation is None and bool(batch) and all(m.key is not None for m in batch)
+        postgres = not self._db.is_sqlite
+        plan = _record(self.principal, conversation, history_values, batch, finish, postgres, look)
         rows = rows_of(batch) + size_rows(started["system_prompts"], started["metadata"], *finish.values())
-        stored, added = await self._db.run(plan, write=True, rows=rows)
+        before, stored, added = await self._db.run(plan, write=True, rows=rows)
+        if before is not None:
+            sqlite = self._db.is_sqlite
+            return RecordedRun(
+                conversation_id=cid,
+                created=False,
+                history=_rows.one(_rows.histories, before, sqlite),
+                messages=_rows.messages(stored, sqlite),
+                resent=True,
+            )
         history = History.model_validate({**history_values, **finish})
         return RecordedRun(
             conversation_id=cid,
@@ -195,14 +220,47 @@ def _record(
     batch: list[NewMessage],
     finish: dict[str, Any],
     one_statement: bool,
-) -> Plan[tuple[list[Row], list[Message]]]:
+    look: bool,
+) -> Plan[tuple[Row | None, list[Row], list[Message]]]:
     """A new conversation (when given), a history started, appended to and finished: with
     ``one_statement`` (PostgreSQL), the history in one statement, the call's whole write unless
-    a conversation is inserted first."""
+    a conversation is inserted first or the run is looked for first (``look``, ``_recorded``).
+    Answers the history found then and its messages' rows, or ``None``, the stored rows and the
+    new messages."""
+    alone = True
     if conversation is not None:
         yield from insert(conversation)
-    alone = conversation is None
-    return (yield from started(principal, history, batch, one_statement, finish=finish, alone=alone))
+        alone = False
+    elif look:
+        found = yield from _recorded(principal, history, batch, finish["status"], lock=one_statement)
+        if found is not None:
+            return found[0], found[1], []
+        alone = False
+    stored, added = yield from started(principal, history, batch, one_statement, finish=finish, alone=alone)
+    return None, stored, added
+
+
+def _recorded(
+    principal: Principal, history: dict[str, Any], batch: list[NewMessage], status: str, *, lock: bool
+) -> Plan[tuple[Row, list[Row]] | None]:
+    """The row and messages' rows of a finished history like ``history`` (the same conversation,
+    model and ``status``) whose live messages are ``batch``'s keys, roles and texts in order: the
+    run a re-sent ``record_run`` recorded. The conversation is locked first (``lock``, PostgreSQL;
+    SQLite's writer holds the database), so two calls sent at once record the run once.
+
+    Raises:
+        ConversationNotFound: no visible conversation has this id.
+    """
+    cid = history["conversation_id"]
+    yield from q.find_conversation(principal, cid, lock=lock)
+    params = {"cid": cid, "model": history["model"], "status": status, "key": batch[0].key}
+    for row in (yield Stmt(sql.RECORDED_WITH_KEY, params)):
+        rows: list[Row] = yield Stmt(sql.HISTORY_MESSAGES, {"hid": as_uuid(row[0])})
+        if len(rows) == len(batch) and all(
+            (r[13], r[4], r[5]) == (m.key, m.role, m.text) for r, m in zip(rows, batch, strict=True)
+        ):
+            return row, rows
+    return None
 
 
 def _finished(

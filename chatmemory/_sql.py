@@ -116,6 +116,15 @@ _CONVERSATION_HISTORIES = (
     "ORDER BY h.created_at, h.id"
 )
 CONVERSATION_HISTORIES = _both(_CONVERSATION_HISTORIES)
+# Where a re-sent ``record_run`` finds its run (``_runs``): a conversation's live histories of
+# ``:model`` finished ``:status`` that hold a live message keyed ``:key``, newest first; one probe
+# of the key index per history of the conversation.
+RECORDED_WITH_KEY = _both(
+    f"SELECT {HISTORY} FROM chat_histories h WHERE h.chat_conversation_id = :cid AND h.deleted_at IS NULL "
+    "AND h.status = :status AND h.model = :model AND EXISTS (SELECT 1 FROM chat_messages m "
+    "WHERE m.chat_history_id = h.id AND m.key = :key AND m.deleted_at IS NULL) "
+    "ORDER BY h.created_at DESC, h.id DESC"
+)
 # Counts the messages removed rather than recounting the conversation's, so that the cost
 # does not grow with the conversation; the preview is read from the newest end of the
 # (conversation, seq) index.

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import aclosing
+from typing import Any
 
 import pytest
 
 from chatmemory import ConversationNotFound, InvalidInputError
 from chatmemory.scope import Scope
-from tests.test_watch import take
+from tests.test_watch import nothing_more, take
 
 RUN = [
     {"role": "user", "content": "hi", "key": "u1"},
@@ -71,3 +73,111 @@ async def test_a_run_without_messages_recorded_into_a_conversation(alice: Scope)
         got = await take(events, 2)
     assert [e.kind for e in got] == ["history.started", "history.finished"]
     assert {e.history_id for e in got} == {recorded.history.id}
+
+
+KEYED = [
+    {"role": "user", "content": "Find me a hotel in Rome", "key": "t1-user"},
+    {"role": "assistant", "content": "Hotel Artemide.", "key": "t1-assistant"},
+]
+
+
+async def test_a_keyed_run_sent_again_is_answered_and_not_recorded_twice(alice: Scope) -> None:
+    """A call re-sent after its answer was lost (into a conversation, every message keyed)
+    writes nothing: not a history, not a message, not a change; it answers the stored run."""
+    conversation = await alice.start_conversation()
+    first = await alice.record_run(conversation.id, model="m", messages=KEYED, once=True, usage={"t": 1})
+    assert not first.resent
+    cursor = await alice.change_cursor(conversation.id)
+    again = await alice.record_run(conversation.id, model="m", messages=KEYED, once=True, usage={"t": 1})
+    assert again.resent and not again.created
+    assert again.conversation_id == conversation.id
+    assert again.history == first.history
+    assert again.messages == first.messages
+    detail = await alice.get_conversation(conversation.id, messages=True)
+    assert detail.message_count == 2
+    assert [h.id for h in detail.histories] == [first.history.id]
+    async with aclosing(alice.watch(conversation.id, after=cursor)) as events:
+        await nothing_more(events)
+
+
+async def test_without_once_each_call_records_a_run_of_its_own(alice: Scope) -> None:
+    """As the adapters record: a framework's message sent again is a message of its own."""
+    conversation = await alice.start_conversation()
+    first = await alice.record_run(conversation.id, model="m", messages=KEYED)
+    second = await alice.record_run(conversation.id, model="m", messages=KEYED)
+    assert not second.resent
+    assert second.history.id != first.history.id
+    assert (await alice.get_conversation(conversation.id)).message_count == 4
+
+
+async def test_a_keyed_run_sent_many_times_at_once_is_recorded_once(alice: Scope) -> None:
+    conversation = await alice.start_conversation()
+    runs = await asyncio.gather(
+        *(alice.record_run(conversation.id, model="m", messages=KEYED, once=True) for _ in range(8))
+    )
+    assert sum(not r.resent for r in runs) == 1
+    assert len({r.history.id for r in runs}) == 1
+    detail = await alice.get_conversation(conversation.id, messages=True)
+    assert (detail.message_count, len(detail.histories)) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"model": "other"}, id="another model"),
+        pytest.param({"status": "failed"}, id="another status"),
+        pytest.param({"messages": [KEYED[0], {**KEYED[1], "content": "Hotel Raphael."}]}, id="another text"),
+        pytest.param({"messages": [KEYED[0], {**KEYED[1], "role": "user"}]}, id="another role"),
+        pytest.param({"messages": KEYED[:1]}, id="fewer messages"),
+        pytest.param({"messages": [*KEYED, {"role": "user", "content": "More?", "key": "t2"}]}, id="more"),
+        pytest.param({"messages": KEYED[::-1]}, id="another order"),
+        pytest.param(
+            {"messages": [KEYED[0], {"role": "assistant", "content": "Hotel Artemide."}]}, id="a key left out"
+        ),
+    ],
+)
+async def test_a_run_that_differs_from_the_one_stored_is_recorded_as_a_run_of_its_own(
+    alice: Scope, change: dict[str, Any]
+) -> None:
+    conversation = await alice.start_conversation()
+    first = await alice.record_run(conversation.id, model="m", messages=KEYED, once=True)
+    call: dict[str, Any] = {"model": "m", "messages": KEYED, "once": True, **change}
+    other = await alice.record_run(conversation.id, **call)
+    assert not other.resent
+    assert other.history.id != first.history.id
+    assert [m.content for m in other.messages] == [m["content"] for m in call["messages"]]
+    detail = await alice.get_conversation(conversation.id)
+    assert [h.id for h in detail.histories] == [first.history.id, other.history.id]
+
+
+async def test_a_run_whose_history_or_message_was_deleted_is_recorded_again(alice: Scope) -> None:
+    conversation = await alice.start_conversation()
+    first = await alice.record_run(conversation.id, model="m", messages=KEYED, once=True)
+    await alice.delete_message(first.messages[1].id)
+    second = await alice.record_run(conversation.id, model="m", messages=KEYED, once=True)
+    assert not second.resent
+    await alice.delete_history(second.history.id)
+    third = await alice.record_run(conversation.id, model="m", messages=KEYED, once=True)
+    assert not third.resent
+    assert len({first.history.id, second.history.id, third.history.id}) == 3
+    fourth = await alice.record_run(conversation.id, model="m", messages=KEYED, once=True)
+    assert (fourth.resent, fourth.history) == (True, third.history)
+
+
+async def test_a_keyed_run_without_a_conversation_starts_one_each_time(alice: Scope) -> None:
+    """Nothing names where the first call went: each call is a new conversation."""
+    first = await alice.record_run(model="m", messages=KEYED, once=True, title="T")
+    second = await alice.record_run(model="m", messages=KEYED, once=True, title="T")
+    assert (first.created, second.created, second.resent) == (True, True, False)
+    assert first.conversation_id != second.conversation_id
+
+
+async def test_another_users_run_is_never_found(alice: Scope, bob: Scope) -> None:
+    conversation = await alice.start_conversation()
+    await alice.record_run(conversation.id, model="m", messages=KEYED, once=True)
+    with pytest.raises(ConversationNotFound):
+        await bob.record_run(conversation.id, model="m", messages=KEYED, once=True)
+    mine = await bob.start_conversation()
+    theirs = await bob.record_run(mine.id, model="m", messages=KEYED, once=True)
+    assert not theirs.resent
+    assert (await alice.get_conversation(conversation.id)).message_count == 2

@@ -136,14 +136,6 @@ async def test_export_is_whole_but_bounded(connect: Connect) -> None:
     assert "list_messages" in refused
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a message's key is unique per history and record_run starts a new history on every "
-        "call, so a record_run retried after a lost response (its messages keyed, as the schema "
-        "tells a model: 'a re-sent key is not stored twice') records the run a second time"
-    ),
-)
 async def test_a_record_run_retried_with_its_keys_records_the_run_once(
     connect: Connect, memory: ChatMemory
 ) -> None:

@@ -54,7 +54,11 @@ def register_run_tools(server: MCPServer[ServerState]) -> None:
         system_prompts: SystemPrompts = None,
         metadata: Metadata = None,
     ) -> RunOut:
-        """Record a finished run in one call, all or nothing, in `conversation_id` or a new conversation."""
+        """Record a finished run in one call, all or nothing, in `conversation_id` or a new conversation.
+
+        Safe to re-send with `conversation_id` and a `key` on every message: the run already
+        recorded from them is returned, its messages `deduplicated: true`.
+        """
         with tool_errors():
             run = await scope_for(ctx).record_run(
                 conversation_id,
@@ -66,12 +70,13 @@ def register_run_tools(server: MCPServer[ServerState]) -> None:
                 error=error,
                 system_prompts=system_prompts,
                 metadata=stamp(ctx, metadata, agent),
+                once=True,
             )
         return RunOut(
             conversation_id=str(run.conversation_id),
             new_conversation=run.created,
             history=HistoryOut.of(run.history),
-            messages=stored(run.messages),
+            messages=stored(run.messages, {m.id for m in run.messages} if run.resent else ()),
         )
 
     @server.tool(annotations=DESTROY)
