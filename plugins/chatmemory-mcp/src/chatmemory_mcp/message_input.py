@@ -66,7 +66,7 @@ class MessageIn(BaseModel):
         min_length=1,
         max_length=255,
         validation_alias=AliasChoices("key", "idempotency_key", "client_message_id", "message_key"),
-        description="Your id, unique in its history: a key re-sent to that history is stored once.",
+        description="Your id, unique in its conversation: a re-sent key is stored once.",
     )
 
     def is_openai(self) -> bool:

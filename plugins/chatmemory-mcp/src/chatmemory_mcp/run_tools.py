@@ -54,11 +54,7 @@ def register_run_tools(server: MCPServer[ServerState]) -> None:
         system_prompts: SystemPrompts = None,
         metadata: Metadata = None,
     ) -> RunOut:
-        """Record a finished run in one call, all or nothing, in `conversation_id` or a new conversation.
-
-        Safe to re-send with `conversation_id` and a `key` on every message: the run already
-        recorded from them is returned, its messages `deduplicated: true`.
-        """
+        """Record a finished run, all or nothing; re-sent into its conversation with keys, stored once."""
         with tool_errors():
             run = await scope_for(ctx).record_run(
                 conversation_id,
