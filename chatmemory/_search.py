@@ -58,6 +58,8 @@ _READ_ONLY = "25006"  # PostgreSQL's read_only_sql_transaction
 _SQLITE_READONLY = 8  # SQLite's primary result code of every write refused on a read-only database
 _WORD = re.compile(r"([^\W_]+)(\*)?")
 _MARKED_WORD = re.compile(r"([^ *]+)(\*)?")
+INDEX_PART = 5_000
+"""Messages SQLite indexes per write transaction when a search finds messages it has not indexed."""
 SQLITE_FTS_TABLE = "chat_messages_fts"
 """SQLite's search index; see migrations 0002 and 0003 (PostgreSQL's: 0002, 0003 and 0006)."""
 
@@ -182,9 +184,11 @@ class SearchOps(ScopeBase):
         after = _position(digest, cursor) if cursor is not None else None
         # Looked for by a read first, so only a search that has work writes (on SQLite, queues
         # behind the one writer).
-        if await self._db.run(_unindexed()):
+        upto = await self._db.run(_unindexed())
+        if upto:
             try:
-                await self._db.run(_index_tail(), write=True)
+                while not await self._db.run(_index_tail(upto), write=True):
+                    pass
             except StorageError as exc:
                 cause = exc.__cause__
                 read_only = getattr(cause, "sqlstate", None) == _READ_ONLY or (
@@ -226,15 +230,24 @@ class SearchOps(ScopeBase):
         return _rows.page(hits, next_cursor, more)
 
 
-def _unindexed() -> Plan[bool]:
+def _unindexed() -> Plan[int]:
+    """Whether messages were written since the last search, 0 if none: on SQLite the greatest
+    message rowid then, the end of what to index (``_index_tail``)."""
     rows = yield Stmt(sql.UNINDEXED_TAIL, {})
-    return bool(rows and rows[0][0])
+    return int(rows[0][0]) if rows and rows[0][0] else 0
 
 
-def _index_tail() -> Plan[None]:
-    """Index every message written since the last search, in one batch."""
+def _index_tail(upto: int) -> Plan[bool]:
+    """Index messages written since the last search: on PostgreSQL all of them, in one
+    statement (appends do not wait for it); on SQLite at most ``INDEX_PART`` of them, up to
+    rowid ``upto``, so that a search after a bulk load (or the first after an upgrade) holds
+    the store's one writer for a part at a time, not for all of it. Answers whether it indexed
+    all it was to."""
+    bound = yield Stmt(sql.INDEX_BOUND, {"upto": upto, "skip": INDEX_PART - 1})
+    last = int(bound[0][0]) if bound else None
     for statement in sql.INDEX_TAIL:
-        yield Stmt(statement, {})
+        yield Stmt(statement, {"bound": last})
+    return last is None or last >= upto
 
 
 def _position(digest: str, cursor: str) -> list[Any]:

@@ -644,22 +644,31 @@ SEARCH_TEXT_POSTGRES = (
 """The same search text on PostgreSQL, cut to ``POSTGRES_SEARCH_CHARS`` (the trigger of migration
 0008 computes it alike, for content completed later)."""
 
+# What a search indexes first: on SQLite, the greatest rowid when messages are past the mark
+# (else 0); on PostgreSQL, whether changes are past the mark.
 UNINDEXED_TAIL = SQL(
-    "SELECT (SELECT indexed_rowid FROM chat_search_state) < "
-    "(SELECT coalesce(max(rowid), 0) FROM chat_messages)",
+    "SELECT CASE WHEN top > (SELECT indexed_rowid FROM chat_search_state) THEN top ELSE 0 END "
+    "FROM (SELECT coalesce(max(rowid), 0) AS top FROM chat_messages)",
     "SELECT (SELECT indexed_change FROM chat_search_state WHERE id = 1) < "
     "(SELECT n FROM chat_change_clock WHERE id = 1)",
+)
+# SQLite indexes in parts, each a write transaction of its own so that the store's writers, who
+# share its one writer, go on between them: the messages past the mark up to ``:bound``, the
+# rowid ``:skip`` messages further (or ``:upto``, the tail's end when the search began).
+INDEX_BOUND = SQL(
+    "SELECT coalesce((SELECT rowid FROM chat_messages WHERE rowid > (SELECT indexed_rowid FROM "
+    "chat_search_state) AND rowid <= :upto ORDER BY rowid LIMIT 1 OFFSET :skip), :upto)",
+    "",
 )
 INDEX_TAIL = (
     SQL(
         f"INSERT INTO chat_messages_fts (rowid, body) SELECT m.rowid, {SEARCH_TEXT_SQLITE} "
         "FROM chat_messages m "
-        "WHERE m.rowid > (SELECT indexed_rowid FROM chat_search_state)",
+        "WHERE m.rowid > (SELECT indexed_rowid FROM chat_search_state) AND m.rowid <= :bound",
         "",
     ),
-    SQL(
-        "UPDATE chat_search_state SET indexed_rowid = (SELECT coalesce(max(rowid), 0) FROM chat_messages)", ""
-    ),
+    # ``max``: another process's search may have moved the mark past ``:bound`` meanwhile.
+    SQL("UPDATE chat_search_state SET indexed_rowid = max(indexed_rowid, :bound)", ""),
     # Searches index in turn, holding the mark's row lock. The next statement's snapshot, taken
     # with the lock held, holds every change up to the clock's value in it (ids follow commit
     # order), so it indexes the messages of the changes past the mark and moves the mark to that

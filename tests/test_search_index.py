@@ -9,12 +9,15 @@ import asyncio
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import text
 
-from chatmemory import ChatMemory, NewMessage, Principal, TextPart, ToolCallPart, ToolResultPart
+from chatmemory import ChatMemory, NewMessage, Principal, TextPart, ToolCallPart, ToolResultPart, _search
 from chatmemory._migrate import downgrade, upgrade
 from chatmemory.scope import Scope
+from tests.transactions import counted
 
 _INDEX_ROWS = {
     "sqlite": "SELECT count(*) FROM chat_messages_fts",
@@ -27,8 +30,8 @@ async def _indexed(memory: ChatMemory, backend: str) -> int:
         return int((await conn.execute(text(_INDEX_ROWS[backend]))).scalar_one())
 
 
-async def _texts(scope: Scope, query: str) -> list[str]:
-    return [hit.message.content for hit in (await scope.search_messages(query, limit=100)).items]
+async def _texts(scope: Scope, query: str, limit: int = 100) -> list[str]:
+    return [hit.message.content for hit in (await scope.search_messages(query, limit=limit)).items]
 
 
 async def test_tool_call_names_and_arguments_are_searchable(alice: Scope, bob: Scope) -> None:
@@ -273,3 +276,76 @@ async def test_a_search_indexing_while_a_purge_removes_unindexed_messages(postgr
             assert await _texts(alice, "walrus") == ["kept walrus"]
     finally:
         await drop_database(postgres_url, url)
+
+
+async def test_a_long_tail_is_indexed_in_parts_and_found_whole(
+    memory: ChatMemory, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a bulk load a search indexes what it finds in parts on SQLite, each a write
+    transaction of its own (the store's other writers go on between them), and still finds
+    every live message and no deleted one; PostgreSQL, whose appends do not wait for it, indexes
+    it in one. A message written once the search began is left to the next search."""
+    monkeypatch.setattr(_search, "INDEX_PART", 10)
+    alice = memory.scoped(Principal("alice"))
+    conv = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    stored = await alice.append_messages(run.id, [NewMessage("user", f"bulk b{i}") for i in range(95)])
+    for message in stored[::9]:
+        await alice.delete_message(message.id)
+    live = sorted(m.content for m in stored[1::9] + [m for i, m in enumerate(stored) if i % 9 > 1])
+    late: list[str] = []
+    with counted(memory) as transactions:
+        run_plans = memory._db.run
+
+        async def one_write_then_an_append(plan: Any, *, write: bool = False, **options: Any) -> Any:
+            answer = await run_plans(plan, write=write, **options)
+            if write and not late:  # between the search's first part and the next
+                late.append("bulk late")
+                await alice.append_messages(run.id, [NewMessage("user", "bulk late")])
+            return answer
+
+        memory._db.run = one_write_then_an_append  # type: ignore[method-assign]
+        try:
+            found = sorted(await _texts(alice, "bulk"))
+        finally:
+            memory._db.run = run_plans  # type: ignore[method-assign]
+    assert found == live
+    writes = transactions.count("write")
+    assert writes == (10 if backend == "sqlite" else 1) + 1  # and the append's
+    assert await _indexed(memory, backend) == (95 if backend == "sqlite" else 95 - 11)
+    assert sorted(await _texts(alice, "bulk")) == sorted([*live, *late])
+
+
+async def test_searches_at_once_index_a_tail_in_parts_and_each_finds_it_whole(tmp_path: Path) -> None:
+    """Two stores on one SQLite file, four writers each, each appending a message then searching,
+    at once, indexing in parts of 7: each part starts at the mark the last one left, whoever
+    wrote it, and a search that began before a later one finished never moves it back, so no
+    message is indexed twice or skipped."""
+    url = f"sqlite:///{tmp_path / 'parts.db'}"
+    async with ChatMemory.open(url) as first, ChatMemory.open(url) as second:
+        alice = first.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        run = await alice.start_history(conv.id, model="m")
+        await alice.append_messages(run.id, [NewMessage("user", f"bulk c{i}") for i in range(200)])
+        _search.INDEX_PART, part = 7, _search.INDEX_PART
+        try:
+
+            async def append_then_search(memory: ChatMemory, n: int) -> list[str]:
+                scope = memory.scoped(Principal("alice"))
+                for i in range(3):
+                    await scope.append_messages(run.id, [NewMessage("user", f"bulk w{n}x{i}")])
+                    found = await _texts(scope, "bulk", 1000)
+                    assert f"bulk w{n}x{i}" in found
+                return found
+
+            results = await asyncio.gather(
+                *(append_then_search(memory, n) for n, memory in enumerate((first, second) * 4))
+            )
+        finally:
+            _search.INDEX_PART = part
+        every = {f"bulk c{i}" for i in range(200)}
+        assert all(len(r) == len(set(r)) and every <= set(r) for r in results)
+        assert sorted(await _texts(alice, "bulk", 1000)) == sorted(
+            every | {f"bulk w{n}x{i}" for n in range(8) for i in range(3)}
+        )
+        assert await _indexed(first, "sqlite") == 224
