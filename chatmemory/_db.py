@@ -551,6 +551,19 @@ async def settle(future: asyncio.Future[Any]) -> None:
         future.exception()  # retrieved
 
 
+def refused_as_read_only(exc: StorageError) -> bool:
+    """Whether ``exc`` is a write refused because the database is read-only here: a SQLite file
+    opened read-only (or without write access), a PostgreSQL standby or read-only transaction."""
+    cause: BaseException | None = exc.__cause__
+    while cause is not None:
+        if getattr(cause, "sqlstate", None) == "25006":  # read_only_sql_transaction
+            return True
+        if isinstance(cause, sqlite3.Error) and getattr(cause, "sqlite_errorcode", 0) & 0xFF == 8:
+            return True  # SQLITE_READONLY, the primary code of every write refused so
+        cause = cause.__cause__
+    return False
+
+
 def _storage_error(exc: BaseException) -> StorageError:
     """What a driver's error is to the caller: ``CorruptDataError`` for stored text the
     ``sqlite3`` module cannot decode (bytes that are not UTF-8, written by another program),

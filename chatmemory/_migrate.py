@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import URL, inspect, text
 from sqlalchemy.engine import Connection
 
-from chatmemory._db import Database, resolve_url
-from chatmemory.errors import SchemaOutOfDateError
+from chatmemory._db import Database, refused_as_read_only, resolve_url
+from chatmemory.errors import SchemaOutOfDateError, StorageError
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -92,10 +92,15 @@ async def upgrade(db: Database, revision: str = "head") -> None:
     if revision == "head" and current == head_revision():
         return
     refuse_unknown(current, "chatmemory migrate")
-    async with db.transaction(write=True) as conn:
-        if not db.is_sqlite:
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
-        await conn.run_sync(_run_command, "upgrade", revision)
+    try:
+        async with db.transaction(write=True) as conn:
+            if not db.is_sqlite:
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+            await conn.run_sync(_run_command, "upgrade", revision)
+    except StorageError as exc:
+        if not refused_as_read_only(exc):
+            raise
+        raise SchemaOutOfDateError(current, head_revision(), "chatmemory migrate", read_only=True) from exc
 
 
 async def downgrade(db: Database, revision: str) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import sqlite3
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from pydantic import BaseModel, ConfigDict
 from chatmemory import _cursor, _rows
 from chatmemory import _queries as q
 from chatmemory import _sql as sql
+from chatmemory._db import refused_as_read_only
 from chatmemory._messages import same_conversation
 from chatmemory._plan import Many, Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase
@@ -54,8 +54,6 @@ MAX_TERMS = 32
 MAX_WORD = 255
 SNIPPET_WORDS = 24
 _ROLES = ("system", "user", "assistant", "tool")
-_READ_ONLY = "25006"  # PostgreSQL's read_only_sql_transaction
-_SQLITE_READONLY = 8  # SQLite's primary result code of every write refused on a read-only database
 _WORD = re.compile(r"([^\W_]+)(\*)?")
 _MARKED_WORD = re.compile(r"([^ *]+)(\*)?")
 INDEX_PART = 5_000
@@ -190,12 +188,7 @@ class SearchOps(ScopeBase):
                 while not await self._db.run(_index_tail(upto), write=True):
                     pass
             except StorageError as exc:
-                cause = exc.__cause__
-                read_only = getattr(cause, "sqlstate", None) == _READ_ONLY or (
-                    isinstance(cause, sqlite3.Error)
-                    and getattr(cause, "sqlite_errorcode", 0) & 0xFF == _SQLITE_READONLY
-                )
-                if not read_only:
+                if not refused_as_read_only(exc):
                     raise
                 # A read-only database (a PostgreSQL standby, a SQLite file opened read-only):
                 # what earlier searches (on the primary) indexed.

@@ -111,17 +111,29 @@ class SchemaOutOfDateError(ChatMemoryError):
 
     ``newer`` when the database is at a revision this chatmemory does not know: a newer
     chatmemory migrated it, and only upgrading chatmemory (not migrating) lets this one open it.
+    ``read_only`` when migrating was refused because the database is read-only where it was
+    opened (a SQLite file opened read-only, a PostgreSQL standby): it has to be migrated where
+    it can be written.
     """
 
-    def __init__(self, current: str | None, head: str, command: str, *, newer: bool = False) -> None:
+    def __init__(
+        self, current: str | None, head: str, command: str, *, newer: bool = False, read_only: bool = False
+    ) -> None:
         self.current = current
         self.head = head
         self.command = command
         self.newer = newer
+        self.read_only = read_only
         if newer:
             message = (
                 f"database schema is at revision {current}, which this chatmemory (at {head}) does "
                 "not know: a newer chatmemory migrated it; upgrade chatmemory to use this database"
+            )
+        elif read_only:
+            message = (
+                f"database schema is at revision {current or '<none>'}, chatmemory needs {head}, and "
+                f"the database is read-only here, so it cannot be migrated: run `{command}` where it "
+                "can be written (or open it once with write access), then open it read-only again"
             )
         else:
             message = (

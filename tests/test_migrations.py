@@ -323,3 +323,37 @@ def test_opening_a_current_database_does_not_import_alembic(tmp_path: Path) -> N
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_a_read_only_database_at_an_older_revision_is_refused_saying_why(
+    kind: str, tmp_path: Path, postgres_url: str
+) -> None:
+    """A database behind this chatmemory, opened where it cannot be written (a SQLite file opened
+    ``mode=ro``, a PostgreSQL standby or read-only database): migrating it at open is refused
+    with SchemaOutOfDateError (``read_only``) saying so, not a bare write error; nothing changes."""
+    from tests.conftest import _create_database
+
+    if kind == "sqlite":
+        path = tmp_path / "old.db"
+        url = f"sqlite:///{path}"
+        read_only = f"sqlite:///file:{path}?mode=ro&uri=true"
+    else:
+        url = read_only = await _create_database(postgres_url)
+    async with ChatMemory.open(url) as memory:
+        await memory.scoped(Principal("a")).start_conversation()
+        await downgrade(memory._db, "0008")
+        if kind == "postgres":
+            async with memory.engine.connect() as conn:
+                name = memory.engine.url.database
+                await conn.execute(text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
+                await conn.commit()
+    with pytest.raises(SchemaOutOfDateError) as err:
+        async with ChatMemory.open(read_only):
+            pass
+    assert (err.value.read_only, err.value.newer, err.value.current) == (True, False, "0008")
+    assert "read-only" in str(err.value) and "chatmemory migrate" in str(err.value)
+    with pytest.raises(SchemaOutOfDateError) as unchecked:
+        async with ChatMemory.open(read_only, migrate=False):
+            pass
+    assert not unchecked.value.read_only and unchecked.value.current == "0008"
