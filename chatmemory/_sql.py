@@ -667,8 +667,14 @@ INDEX_TAIL = (
         "WHERE m.rowid > (SELECT indexed_rowid FROM chat_search_state) AND m.rowid <= :bound",
         "",
     ),
-    # ``max``: another process's search may have moved the mark past ``:bound`` meanwhile.
-    SQL("UPDATE chat_search_state SET indexed_rowid = max(indexed_rowid, :bound)", ""),
+    # ``max``: another process's search may have moved the mark past ``:bound`` meanwhile. Never
+    # past the newest rowid: ``:upto`` was read before this transaction, and a purge since may have
+    # removed the newest messages, whose rowids the next appends take again (see migration 0003).
+    SQL(
+        "UPDATE chat_search_state SET indexed_rowid = max(indexed_rowid, "
+        "min(:bound, (SELECT coalesce(max(rowid), 0) FROM chat_messages)))",
+        "",
+    ),
     # Searches index in turn, holding the mark's row lock. The next statement's snapshot, taken
     # with the lock held, holds every change up to the clock's value in it (ids follow commit
     # order), so it indexes the messages of the changes past the mark and moves the mark to that

@@ -349,3 +349,42 @@ async def test_searches_at_once_index_a_tail_in_parts_and_each_finds_it_whole(tm
             every | {f"bulk w{n}x{i}" for n in range(8) for i in range(3)}
         )
         assert await _indexed(first, "sqlite") == 224
+
+
+@pytest.mark.parametrize("part", [5_000, 3], ids=["one part", "parts"])
+async def test_newest_messages_hard_deleted_once_a_search_began_leave_the_next_ones_indexed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, part: int
+) -> None:
+    """A search reads the tail's end when it begins; a purge that then removes the newest
+    messages (before its first part or between two) leaves the mark at or below the newest
+    rowid left, so the messages appended next, which take the purged rowids again, are found."""
+    monkeypatch.setattr(_search, "INDEX_PART", part)
+    async with ChatMemory.open(f"sqlite:///{tmp_path / 'p.db'}") as memory:
+        alice = memory.scoped(Principal("alice"))
+        admin = memory.scoped(Principal("root", admin=True))
+        conv = await alice.start_conversation()
+        run = await alice.start_history(conv.id, model="m")
+        stored = await alice.append_messages(run.id, [NewMessage("user", f"kept k{i}") for i in range(4)])
+        stored += await alice.append_messages(run.id, [NewMessage("user", f"purged p{i}") for i in range(6)])
+        for message in stored[4:]:
+            await alice.delete_message(message.id)
+        run_plans = memory._db.run
+        purged: list[bool] = []
+
+        async def purge_once_the_tail_is_read(plan: Any, *, write: bool = False, **options: Any) -> Any:
+            name = getattr(plan, "__name__", "")
+            answer = await run_plans(plan, write=write, **options)
+            if name == ("_index_tail" if part < 5_000 else "_unindexed") and not purged:
+                purged.append(True)
+                await admin.purge_deleted(deleted_before=datetime.now(UTC) + timedelta(1))
+            return answer
+
+        memory._db.run = purge_once_the_tail_is_read  # type: ignore[method-assign]
+        try:
+            assert sorted(await _texts(alice, "kept")) == [f"kept k{i}" for i in range(4)]
+        finally:
+            memory._db.run = run_plans  # type: ignore[method-assign]
+        assert purged
+        await alice.append_messages(run.id, [NewMessage("user", f"fresh f{i}") for i in range(6)])
+        assert sorted(await _texts(alice, "fresh")) == [f"fresh f{i}" for i in range(6)]
+        assert await _texts(alice, "purged") == []
