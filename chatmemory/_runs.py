@@ -4,6 +4,7 @@ transaction that starts or finishes its history."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from uuid import UUID
@@ -19,7 +20,7 @@ from chatmemory._ids import as_uuid, new_id
 from chatmemory._messages import MessageOps, append, in_batch_order
 from chatmemory._plan import Plan, Row, Stmt
 from chatmemory._scope_base import Id, rows_of, size_rows
-from chatmemory._validation import check_object, parse_id
+from chatmemory._validation import check_object, dump_parts, parse_id
 from chatmemory.errors import InvalidInputError
 from chatmemory.models import History, Message, NewMessage
 from chatmemory.principal import Principal
@@ -72,7 +73,7 @@ class RunOps(MessageOps):
         only), unless ``once``: then a call with ``conversation_id`` whose messages all have a
         ``key`` is safe to send again (after a lost answer, say). If that conversation holds a
         history of ``model``, finished with ``status``, whose live messages are these (the same
-        keys, roles and texts, in order), nothing is written and that run is answered,
+        keys, roles and contents, in order), nothing is written and that run is answered,
         ``resent``. Looking for it costs a probe of the key index per history of the
         conversation.
 
@@ -244,7 +245,7 @@ def _recorded(
     principal: Principal, history: dict[str, Any], batch: list[NewMessage], status: str, *, lock: bool
 ) -> Plan[tuple[Row, list[Row]] | None]:
     """The row and messages' rows of a finished history like ``history`` (the same conversation,
-    model and ``status``) whose live messages are ``batch``'s keys, roles and texts in order: the
+    model and ``status``) whose live messages are ``batch``'s keys, roles and contents in order: the
     run a re-sent ``record_run`` recorded. The conversation is locked first (``lock``, PostgreSQL;
     SQLite's writer holds the database), so two calls sent at once record the run once.
 
@@ -256,11 +257,22 @@ def _recorded(
     params = {"cid": cid, "model": history["model"], "status": status, "key": batch[0].key}
     for row in (yield Stmt(sql.RECORDED_WITH_KEY, params)):
         rows: list[Row] = yield Stmt(sql.HISTORY_MESSAGES, {"hid": as_uuid(row[0])})
-        if len(rows) == len(batch) and all(
-            (r[13], r[4], r[5]) == (m.key, m.role, m.text) for r, m in zip(rows, batch, strict=True)
-        ):
+        if len(rows) == len(batch) and all(_same(r, m) for r, m in zip(rows, batch, strict=True)):
             return row, rows
     return None
+
+
+def _same(row: Row, message: NewMessage) -> bool:
+    """Whether a stored message's row holds ``message``'s key, role and content: its text, and its
+    parts when it has some (a tool call has no text, so runs that differ only in a call's
+    arguments have the same texts)."""
+    if (row[13], row[4], row[5]) != (message.key, message.role, message.text):
+        return False
+    stored = _rows.json_text(row[6])
+    parts = message.parts
+    if stored is None or parts is None:
+        return stored is None and parts is None
+    return json.loads(stored) == dump_parts(parts)  # type: ignore[no-any-return]
 
 
 def _finished(

@@ -150,6 +150,48 @@ async def test_a_run_that_differs_from_the_one_stored_is_recorded_as_a_run_of_it
     assert [h.id for h in detail.histories] == [first.history.id, other.history.id]
 
 
+TOOL_RUN = [
+    {"role": "user", "content": "Weather in Rome and Oslo?", "key": "w-user"},
+    {
+        "role": "assistant",
+        "content": [{"type": "tool_call", "id": "c1", "name": "weather", "arguments": {"city": "Rome"}}],
+        "key": "w-call",
+    },
+    {
+        "role": "tool",
+        "content": [{"type": "tool_result", "call_id": "c1", "content": "sunny"}],
+        "key": "w-result",
+    },
+]
+
+
+def _with_call(arguments: dict[str, Any]) -> list[dict[str, Any]]:
+    call = {"type": "tool_call", "id": "c1", "name": "weather", "arguments": arguments}
+    return [TOOL_RUN[0], {**TOOL_RUN[1], "content": [call]}, TOOL_RUN[2]]
+
+
+async def test_a_run_of_parts_is_compared_by_its_parts_not_only_their_text(alice: Scope) -> None:
+    """A tool call has no text: a run that differs from the stored one only in a call's arguments
+    (or in parts whose text is the same) is a run of its own, not the stored one sent again."""
+    conversation = await alice.start_conversation()
+    first = await alice.record_run(conversation.id, model="m", messages=TOOL_RUN, once=True)
+    again = await alice.record_run(conversation.id, model="m", messages=TOOL_RUN, once=True)
+    assert (again.resent, again.history, again.messages) == (True, first.history, first.messages)
+    oslo = _with_call({"city": "Oslo"})
+    other = await alice.record_run(conversation.id, model="m", messages=oslo, once=True)
+    assert not other.resent and other.history.id != first.history.id
+    parts = other.messages[1].parts or []
+    assert [p.model_dump(exclude_none=True) for p in parts] == oslo[1]["content"]
+    halves = [{"type": "text", "text": "Find me a hotel"}, {"type": "text", "text": "in Rome"}]
+    split = [{**KEYED[0], "content": halves}]
+    joined = [{**KEYED[0], "content": "Find me a hotel\nin Rome"}]
+    text = await alice.record_run(conversation.id, model="m", messages=joined, once=True)
+    in_parts = await alice.record_run(conversation.id, model="m", messages=split, once=True)
+    assert not text.resent and not in_parts.resent
+    detail = await alice.get_conversation(conversation.id)
+    assert len(detail.histories) == 4
+
+
 async def test_a_run_whose_history_or_message_was_deleted_is_recorded_again(alice: Scope) -> None:
     conversation = await alice.start_conversation()
     first = await alice.record_run(conversation.id, model="m", messages=KEYED, once=True)
