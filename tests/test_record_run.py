@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 from contextlib import aclosing
 from typing import Any
 
+import asyncpg
 import pytest
+from sqlalchemy import make_url
 
-from chatmemory import ConversationNotFound, InvalidInputError
+from chatmemory import ChatMemory, ConversationNotFound, InvalidInputError, Principal
+from chatmemory import _sql as sql
+from chatmemory._postgres_driver import connect_options
 from chatmemory.scope import Scope
 from tests.test_watch import nothing_more, take
 
@@ -223,3 +229,48 @@ async def test_another_users_run_is_never_found(alice: Scope, bob: Scope) -> Non
     theirs = await bob.record_run(mine.id, model="m", messages=KEYED, once=True)
     assert not theirs.resent
     assert (await alice.get_conversation(conversation.id)).message_count == 2
+
+
+def _index_conditions(plan: Any) -> list[str]:
+    """The index conditions of every node of a PostgreSQL plan (``EXPLAIN (FORMAT JSON)``) that
+    reads the key index."""
+    found = []
+    if "key" in plan.get("Index Name", ""):
+        found.append(plan.get("Index Cond", ""))
+    for child in plan.get("Plans", []):
+        found += _index_conditions(child)
+    return found
+
+
+async def test_a_run_is_looked_for_by_one_probe_of_the_key_index_per_history(
+    memory: ChatMemory, db_url: str, backend: str
+) -> None:
+    """Each probe names its history: on tables not yet analyzed PostgreSQL planned an EXISTS as a
+    join that read the whole key index for every history of the conversation (125 ms for 2,000
+    runs, where the probes take 1.6 ms)."""
+    alice = memory.scoped(Principal("alice"))
+    conversation = await alice.start_conversation()
+    for n in range(200):
+        keyed = [{"role": "user", "content": f"q{n}", "key": f"u{n}"}]
+        await alice.record_run(conversation.id, model="m", messages=keyed)
+    params = {"cid": conversation.id, "model": "m", "status": "completed", "key": "absent"}
+    if backend == "sqlite":
+        raw = sqlite3.connect(make_url(db_url).database or "")
+        try:
+            values = {**params, "cid": conversation.id.hex}
+            explain = "EXPLAIN QUERY PLAN " + sql.RECORDED_WITH_KEY.sqlite
+            steps = [row[3] for row in raw.execute(explain, values)]
+        finally:
+            raw.close()
+        probes = [step for step in steps if "_key" in step]
+        assert probes and all("chat_history_id=? AND key=?" in step for step in probes), steps
+        return
+    connection = await asyncpg.connect(**connect_options(make_url(db_url)))
+    try:
+        args = [params[name] for name in sql.RECORDED_WITH_KEY.names]
+        explain = "EXPLAIN (FORMAT JSON) " + sql.RECORDED_WITH_KEY.postgres
+        explained = await connection.fetchval(explain, *args)
+    finally:
+        await connection.close()
+    conditions = _index_conditions(json.loads(explained)[0]["Plan"])
+    assert conditions and all("chat_history_id = h.id" in c for c in conditions), explained
