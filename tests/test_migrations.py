@@ -332,6 +332,7 @@ async def test_a_read_only_database_at_an_older_revision_is_refused_saying_why(
     """A database behind this chatmemory, opened where it cannot be written (a SQLite file opened
     ``mode=ro``, a PostgreSQL standby or read-only database): migrating it at open is refused
     with SchemaOutOfDateError (``read_only``) saying so, not a bare write error; nothing changes."""
+    from tests._postgres import drop_database
     from tests.conftest import _create_database
 
     if kind == "sqlite":
@@ -340,20 +341,25 @@ async def test_a_read_only_database_at_an_older_revision_is_refused_saying_why(
         read_only = f"sqlite:///file:{path}?mode=ro&uri=true"
     else:
         url = read_only = await _create_database(postgres_url)
-    async with ChatMemory.open(url) as memory:
-        await memory.scoped(Principal("a")).start_conversation()
-        await downgrade(memory._db, "0008")
+    try:
+        async with ChatMemory.open(url) as memory:
+            await memory.scoped(Principal("a")).start_conversation()
+            await downgrade(memory._db, "0008")
+            if kind == "postgres":
+                async with memory.engine.connect() as conn:
+                    name = memory.engine.url.database
+                    read_only_by_default = f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'
+                    await conn.execute(text(read_only_by_default))
+                    await conn.commit()
+        with pytest.raises(SchemaOutOfDateError) as err:
+            async with ChatMemory.open(read_only):
+                pass
+        assert (err.value.read_only, err.value.newer, err.value.current) == (True, False, "0008")
+        assert "read-only" in str(err.value) and "chatmemory migrate" in str(err.value)
+        with pytest.raises(SchemaOutOfDateError) as unchecked:
+            async with ChatMemory.open(read_only, migrate=False):
+                pass
+        assert not unchecked.value.read_only and unchecked.value.current == "0008"
+    finally:
         if kind == "postgres":
-            async with memory.engine.connect() as conn:
-                name = memory.engine.url.database
-                await conn.execute(text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
-                await conn.commit()
-    with pytest.raises(SchemaOutOfDateError) as err:
-        async with ChatMemory.open(read_only):
-            pass
-    assert (err.value.read_only, err.value.newer, err.value.current) == (True, False, "0008")
-    assert "read-only" in str(err.value) and "chatmemory migrate" in str(err.value)
-    with pytest.raises(SchemaOutOfDateError) as unchecked:
-        async with ChatMemory.open(read_only, migrate=False):
-            pass
-    assert not unchecked.value.read_only and unchecked.value.current == "0008"
+            await drop_database(postgres_url, url)
