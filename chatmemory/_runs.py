@@ -256,7 +256,10 @@ def _recorded(
     yield from q.find_conversation(principal, cid, lock=lock)
     params = {"cid": cid, "model": history["model"], "status": status, "key": batch[0].key}
     for row in (yield Stmt(sql.RECORDED_WITH_KEY, params)):
-        rows: list[Row] = yield Stmt(sql.HISTORY_MESSAGES, {"hid": as_uuid(row[0])})
+        # One more than the run's, so that a longer history is told apart without reading it all.
+        rows: list[Row] = yield Stmt(
+            sql.FIRST_HISTORY_MESSAGES, {"hid": as_uuid(row[0]), "limit": len(batch) + 1}
+        )
         if len(rows) == len(batch) and all(_same(r, m) for r, m in zip(rows, batch, strict=True)):
             return row, rows
     return None

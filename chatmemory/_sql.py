@@ -253,6 +253,8 @@ _HISTORY_MESSAGES = (
     "ORDER BY m.seq"
 )
 HISTORY_MESSAGES = _both(_HISTORY_MESSAGES)
+# The first ``:limit`` of them: enough to tell whether a history holds exactly a run's messages.
+FIRST_HISTORY_MESSAGES = _both(f"{_HISTORY_MESSAGES} LIMIT :limit")
 _OF_CONVERSATION = (
     f"SELECT {MESSAGE_IN_CONVERSATION} FROM chat_messages m WHERE m.chat_conversation_id = :cid "
     "AND m.deleted_at IS NULL"
