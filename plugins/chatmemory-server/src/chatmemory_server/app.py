@@ -47,6 +47,11 @@ def create_app(
         max_body_bytes: larger request bodies get ``413`` unread.
         body_timeout: seconds a request has to send its body (``408`` after).
         keepalive: seconds between keep-alive comments on an idle event stream.
+
+    A server shutting down ends the open event streams cleanly by calling
+    ``app.state.end_streams()`` first (``chatmemory-server`` does): each SSE body ends and each
+    WebSocket closes with code 1012, and clients resume from their last cursor. Otherwise the
+    server waits for them to end, then cuts them off.
     """
     store = Store(memory)
     streams = Streams(store, verifier, keepalive=keepalive)
@@ -70,7 +75,7 @@ def create_app(
         finally:
             await store.close()
 
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
@@ -78,6 +83,10 @@ def create_app(
             Middleware(BodyDeadline, seconds=body_timeout, max_bytes=max_body_bytes, answer=_refused_body)
         ],
     )
+    # For the server running the app, as it shuts down (see ``chatmemory_server.cli``): open
+    # streams never end on their own, and the server would wait for them, then cut them off.
+    app.state.end_streams = streams.end
+    return app
 
 
 @functools.lru_cache(maxsize=8)

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chatmemory import ChatMemoryError
 from chatmemory_server.auth_options import (
@@ -19,7 +20,13 @@ from chatmemory_server.auth_options import (
 from chatmemory_server.bearer import AnyOfVerifier, BearerVerifier
 from chatmemory_server.tokens import default_token_file
 
-__all__ = ["build_parser", "main"]
+if TYPE_CHECKING:
+    import socket
+
+    import uvicorn
+    from starlette.applications import Starlette
+
+__all__ = ["build_parser", "main", "stream_ending_server"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,12 +103,27 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         http=header_deadline_protocol(args.header_timeout),
         limit_concurrency=args.max_connections,
-        # Open event streams never finish on their own: give them a moment, then end them.
+        # Requests still running get this long; open event streams are ended as shutdown begins.
         timeout_graceful_shutdown=5,
         log_level="info",
     )
-    uvicorn.Server(config).run()  # exits with status 3 when the store cannot be opened at start
+    # Exits with status 3 when the store cannot be opened at start.
+    stream_ending_server(config, app).run()
     return 0
+
+
+def stream_ending_server(config: uvicorn.Config, app: Starlette) -> uvicorn.Server:
+    """A ``uvicorn.Server`` for ``app`` (made by ``create_app``) that ends the open event streams
+    as it begins to shut down: they end cleanly at once, where the server would otherwise wait
+    the graceful timeout for them, then cut them off (logging an error for each)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            app.state.end_streams()
+            await super().shutdown(sockets)
+
+    return Server(config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

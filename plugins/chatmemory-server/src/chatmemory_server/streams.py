@@ -6,7 +6,9 @@ made between connecting and the first event. Each change carries its cursor (the
 ``id:``); reconnecting with it (``Last-Event-ID`` or ``?after=``) resumes right after it.
 Access is checked before the stream starts (``401``/``404``/``422`` as for any route); an
 error later (the conversation deleted or its access lost, the store closing) is sent as a
-last ``error`` event before the stream ends.
+last ``error`` event before the stream ends. A server shutting down ends every stream cleanly
+(``Streams.end``): the SSE body ends, a WebSocket closes with code 1012 (service restart), and
+the client resumes from its last cursor wherever it reconnects.
 """
 
 from __future__ import annotations
@@ -68,6 +70,21 @@ class Streams:
         self._store = store
         self._verifier = verifier
         self._keepalive = keepalive
+        self._open_pumps: set[Pump] = set()
+        self._ended = False
+
+    def end(self) -> None:
+        """End every open stream cleanly, and those opening from now on once they start: the
+        server is shutting down (an open stream would never end on its own)."""
+        self._ended = True
+        for pump in list(self._open_pumps):
+            pump.end()
+
+    def _track(self, pump: Pump) -> None:
+        self._open_pumps.add(pump)
+        pump.on_close = self._open_pumps.discard
+        if self._ended:
+            pump.end()
 
     async def _open(
         self, conn: HTTPConnection, authorization: str | None, last_event_id: str | None
@@ -111,6 +128,7 @@ class Streams:
             # The answer a GET would start with, and its end: a body never comes to end it.
             await pump.aclose()
             return Response(media_type="text/event-stream", headers=_STREAM_HEADERS)
+        self._track(pump)
         return _EventStream(pump, _sse_frames(pump, ready, self._keepalive, pump.fresh_cursor))
 
     async def websocket(self, ws: WebSocket) -> None:
@@ -129,6 +147,7 @@ class Streams:
         except ChatMemoryError as exc:
             await ws.send_denial_response(error_response(exc))
             return
+        self._track(pump)
         try:
             await ws.accept(subprotocol)
             await ws.send_json({"type": "ready", "cursor": ready})
@@ -213,6 +232,8 @@ class Pump:
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
         self._head: list[Any] = []
         self._task = asyncio.create_task(self._run())
+        self.ended = False
+        self.on_close: Callable[[Pump], None] | None = None
 
     async def _run(self) -> None:
         try:
@@ -281,8 +302,20 @@ class Pump:
         except ChatMemoryError:
             return None
 
+    def end(self) -> None:
+        """Stop reading: the next event is the end (events read ahead and not yet handed out
+        are dropped; a resume from the last one handed out gets them)."""
+        self.ended = True
+        self._task.cancel()
+        self._head.clear()
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(_END)
+
     async def aclose(self) -> None:
         """Stop reading and close the watch."""
+        if self.on_close is not None:
+            self.on_close(self)
         self._task.cancel()
         with suppress(asyncio.CancelledError):
             await self._task
@@ -298,7 +331,7 @@ async def _relay(ws: WebSocket, pump: Pump, keepalive: float) -> None:
             if event is not None:
                 await ws.send_text(json.dumps({"type": "change", "event": event.model_dump(mode="json")}))
     except StopAsyncIteration:
-        await ws.close()
+        await ws.close(1012 if pump.ended else 1000)
     except ChatMemoryError as exc:
         code = next((c for kind, c in _CLOSE_CODES if isinstance(exc, kind)), 1011)
         await ws.send_text(json.dumps({"type": "error", **_error(exc)}))
