@@ -169,3 +169,32 @@ async def test_a_sidebar_resume_from_before_a_purge_ends_with_a_typed_error(
         ready, started = await take(events, 2)
     assert (ready.event, started.event) == ("ready", "message")
     assert json.loads(started.data)["conversation_id"] == later
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a cursor holds only a change position: one from another database that is behind this "
+    "store's head resumes silently (the README says it gets an `after` error)",
+)
+async def test_a_resume_from_another_databases_cursor_behind_this_head_ends_with_a_typed_error(
+    api: Served, memory: ChatMemory, tmp_path: Path
+) -> None:
+    """A client kept its last id from another server's database (staging, a database moved or
+    rebuilt) with fewer changes than this one: the stream must say ``after`` cannot be resumed
+    from, not replay this database's changes from that position as if they followed it."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/elsewhere.db", migrate=True) as other:
+        elsewhere = other.scoped(Principal("alice"))
+        await elsewhere.start_conversation(title="elsewhere")
+        kept = await elsewhere.change_cursor()
+    alice = memory.scoped(Principal("alice"))
+    for n in range(3):
+        await _run(alice)
+        await alice.start_conversation(title=f"here {n}")
+    async with (
+        api.client() as http,
+        asyncio.timeout(WAIT),
+        sse(http, "/events", **{"Last-Event-ID": kept}) as (_, events),
+    ):
+        ready, first = await take(events, 2)
+    assert ready.event == "ready"
+    assert (first.event, json.loads(first.data)["error"]["field"]) == ("error", "after")
