@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from chatmemory_server import TokenFile, bearer, streams
+from chatmemory_server import TokenFile, TokenFileVerifier, bearer, create_app, streams
 from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -23,6 +23,7 @@ from websockets.typing import Subprotocol
 
 from chatmemory import ChatMemory, NewMessage, Principal
 from chatmemory.scope import Scope
+from tests.plugins._serving import loopback_socket, serving
 from tests.plugins.server.conftest import Served, error
 
 WAIT = 10.0
@@ -283,3 +284,37 @@ async def test_a_stream_ends_when_its_token_comes_to_stand_for_someone_else(
     assert json.loads(rest[0].data)["error"]["type"] == "InvalidToken"
     assert refused["type"] == "error" and refused["error"]["type"] == "InvalidToken"
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+async def test_a_revoked_tokens_stream_ends_within_a_keepalive_interval_even_after_an_event(
+    memory: ChatMemory, token_file: tuple[Path, dict[str, str]]
+) -> None:
+    """The token is verified again at least every keep-alive interval, however events and idle
+    waits fall: a change delivered just before a check is due must not put off the check by
+    another whole interval (the stream of a revoked token went on for nearly two)."""
+    path, _ = token_file
+    alice = memory.scoped(Principal("alice"))
+    cid, hid = await _run(alice)
+    app = create_app(memory, verifier=TokenFileVerifier(path), keepalive=KEEPALIVE)
+    token, entry = TokenFile(path).create(Principal("alice"))
+    async with serving(app, loopback_socket(), timeout_graceful_shutdown=2) as url:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            httpx.AsyncClient(base_url=url + "/v1", headers=headers, timeout=WAIT) as http,
+            sse(http, f"/conversations/{cid}/events") as (_, events),
+        ):
+            opened = time.monotonic()  # the token was verified as the stream opened, just before
+            await take(events, 1)
+            TokenFile(path).revoke(entry.id)
+            revoked = time.monotonic()
+            # A change just before the next check is due: handed out (within the interval).
+            await asyncio.sleep(max(0.0, opened + 0.8 * KEEPALIVE - time.monotonic()))
+            await alice.append_messages(hid, [NewMessage("user", "just before the check")])
+            rest = await asyncio.wait_for(_all(events), 3 * KEEPALIVE)
+            ended = time.monotonic()
+    assert [e.event for e in rest][-1] == "error"
+    assert json.loads(rest[-1].data)["error"]["type"] == "InvalidToken"
+    assert ended - revoked < KEEPALIVE + 0.6, ended - revoked  # was nearly 2 * KEEPALIVE
+
+
+KEEPALIVE = 2.0

@@ -193,11 +193,12 @@ class _Credentials:
         self._checked = time.monotonic()
 
     def wait(self, keepalive: float | None) -> float | None:
-        """How long to wait for an event before the next check (``None``: no limit)."""
+        """How long to wait for an event before the next check (``None``: no limit): at most
+        until the token expires, and until the whole token is due to be verified again (an
+        event handed out meanwhile does not put that off)."""
+        due = max(self._every - (time.monotonic() - self._checked), 0.0)
         expires = self._identity.expires_at
-        if expires is None:
-            return keepalive
-        left = max(expires - time.time(), 0.0)
+        left = due if expires is None else min(due, max(expires - time.time(), 0.0))
         return left if keepalive is None else min(keepalive, left)
 
     async def check(self) -> None:
