@@ -314,7 +314,7 @@ async def test_a_revoked_tokens_stream_ends_within_a_keepalive_interval_even_aft
             ended = time.monotonic()
     assert [e.event for e in rest][-1] == "error"
     assert json.loads(rest[-1].data)["error"]["type"] == "InvalidToken"
-    assert ended - revoked < KEEPALIVE + 0.6, ended - revoked  # was nearly 2 * KEEPALIVE
+    assert ended - revoked < 1.45 * KEEPALIVE, ended - revoked  # was nearly 2 * KEEPALIVE
 
 
 KEEPALIVE = 2.0
