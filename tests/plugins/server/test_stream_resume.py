@@ -174,7 +174,8 @@ async def test_a_sidebar_resume_from_before_a_purge_ends_with_a_typed_error(
 @pytest.mark.xfail(
     strict=True,
     reason="a cursor holds only a change position: one from another database that is behind this "
-    "store's head resumes silently (the README says it gets an `after` error)",
+    "store's head resumes silently (the README says so; telling it apart needs the store's identity "
+    "in the cursor)",
 )
 async def test_a_resume_from_another_databases_cursor_behind_this_head_ends_with_a_typed_error(
     api: Served, memory: ChatMemory, tmp_path: Path
