@@ -57,7 +57,8 @@ _ROLES = ("system", "user", "assistant", "tool")
 _WORD = re.compile(r"([^\W_]+)(\*)?")
 _MARKED_WORD = re.compile(r"([^ *]+)(\*)?")
 INDEX_PART = 5_000
-"""Messages SQLite indexes per write transaction when a search finds messages it has not indexed."""
+"""About how many messages a search indexes per write transaction when it finds messages it has
+not indexed (``_index_tail``)."""
 SQLITE_FTS_TABLE = "chat_messages_fts"
 """SQLite's search index; see migrations 0002 and 0003 (PostgreSQL's: 0002, 0003 and 0006)."""
 
@@ -224,23 +225,27 @@ class SearchOps(ScopeBase):
 
 
 def _unindexed() -> Plan[int]:
-    """Whether messages were written since the last search, 0 if none: on SQLite the greatest
-    message rowid then, the end of what to index (``_index_tail``)."""
+    """Where the messages written since the last search end, 0 if there are none: on SQLite
+    the greatest message rowid, on PostgreSQL the change clock (``_index_tail``)."""
     rows = yield Stmt(sql.UNINDEXED_TAIL, {})
     return int(rows[0][0]) if rows and rows[0][0] else 0
 
 
 def _index_tail(upto: int) -> Plan[bool]:
-    """Index messages written since the last search: on PostgreSQL all of them, in one
-    statement (appends do not wait for it); on SQLite at most ``INDEX_PART`` of them, up to
-    rowid ``upto``, so that a search after a bulk load (or the first after an upgrade) holds
-    the store's one writer for a part at a time, not for all of it. Answers whether it indexed
-    all it was to."""
+    """Index a part of the messages written since the last search, up to ``upto``: about
+    ``INDEX_PART`` of them (on SQLite by rowid, on PostgreSQL by the changes that wrote them).
+    So a search after a bulk load (or the first after an upgrade) holds SQLite's one writer for
+    a part at a time, not for all of it, and on PostgreSQL each part is a statement well within
+    a statement timeout, whose work stays done if a later one is cut short. Answers whether it
+    indexed all it was to."""
     bound = yield Stmt(sql.INDEX_BOUND, {"upto": upto, "skip": INDEX_PART - 1})
     last = int(bound[0][0]) if bound else None
+    reached: list[Row] = []
     for statement in sql.INDEX_TAIL:
-        yield Stmt(statement, {"bound": last})
-    return last is None or last >= upto
+        reached = yield Stmt(statement, {"bound": last, "upto": upto, "part": INDEX_PART})
+    if last is not None:  # SQLite
+        return last >= upto
+    return bool(reached and reached[0][0])
 
 
 def _position(digest: str, cursor: str) -> list[Any]:

@@ -648,13 +648,22 @@ SEARCH_TEXT_POSTGRES = (
 """The same search text on PostgreSQL, cut to ``POSTGRES_SEARCH_CHARS`` (the trigger of migration
 0008 computes it alike, for content completed later)."""
 
-# What a search indexes first: on SQLite, the greatest rowid when messages are past the mark
-# (else 0); on PostgreSQL, whether changes are past the mark.
+# The messages a ``conversation.created`` change ``c`` brought, those whose ``seq`` is below this:
+# an import's (which logs nothing else), up to the first append logged after it; a conversation
+# started empty brought none (its first append is ``seq`` 1). Appends to one conversation log
+# rising ``seq`` in id order (both follow its row lock).
+_CREATED_UPTO = (
+    "coalesce((SELECT a.seq FROM chat_changes a WHERE a.chat_conversation_id = c.chat_conversation_id "
+    "AND a.id > c.id AND a.kind = 'message.appended' ORDER BY a.id LIMIT 1), "
+    "(SELECT v.last_seq + 1 FROM chat_conversations v WHERE v.id = c.chat_conversation_id), 1)"
+)
+# What a search indexes first, the end of the tail (else 0): on SQLite the greatest rowid when
+# messages are past the mark, on PostgreSQL the change clock when changes are.
 UNINDEXED_TAIL = SQL(
     "SELECT CASE WHEN top > (SELECT indexed_rowid FROM chat_search_state) THEN top ELSE 0 END "
     "FROM (SELECT coalesce(max(rowid), 0) AS top FROM chat_messages)",
-    "SELECT (SELECT indexed_change FROM chat_search_state WHERE id = 1) < "
-    "(SELECT n FROM chat_change_clock WHERE id = 1)",
+    "SELECT CASE WHEN s.indexed_change < k.n THEN k.n ELSE 0 END "
+    "FROM chat_search_state s, chat_change_clock k WHERE s.id = 1 AND k.id = 1",
 )
 # SQLite indexes in parts, each a write transaction of its own so that the store's writers, who
 # share its one writer, go on between them: the messages past the mark up to ``:bound``, the
@@ -680,23 +689,34 @@ INDEX_TAIL = (
         "",
     ),
     # Searches index in turn, holding the mark's row lock. The next statement's snapshot, taken
-    # with the lock held, holds every change up to the clock's value in it (ids follow commit
-    # order), so it indexes the messages of the changes past the mark and moves the mark to that
-    # value. An append names its messages by a seq range; an import logs only its conversation.
-    # The commit need not wait for the disk: a crash loses the index rows and the mark together.
+    # with the lock held, holds every change up to ``:upto`` (the clock's value when the search
+    # began; ids follow commit order). It indexes the messages of the changes past the mark, in
+    # order, up to the first that brings them to ``:part`` messages (looking at ``:part`` changes
+    # at most), or to ``:upto``, and moves the mark there: each part is a transaction of its own,
+    # well within a statement timeout, and what it indexed stays indexed if a later part is cut
+    # short. ``greatest``: another search may have moved the mark past ``:upto`` meanwhile.
+    # Answers whether the mark reached ``:upto``. The commit need not wait for the disk: a crash
+    # loses the index rows and the mark together.
     SQL(
         "",
         "SELECT set_config('synchronous_commit', 'off', true) FROM chat_search_state WHERE id = 1 FOR UPDATE",
     ),
     SQL(
         "",
-        "WITH todo AS (SELECT c.chat_conversation_id AS cid, c.kind, c.seq, c.seq_count FROM chat_changes c "
-        "WHERE c.id > (SELECT indexed_change FROM chat_search_state WHERE id = 1) "
+        "WITH mark AS (SELECT indexed_change AS at FROM chat_search_state WHERE id = 1), "
+        "bound AS (SELECT coalesce(min(p.id) FILTER (WHERE p.total >= CAST(:part AS bigint)), "
+        "CASE WHEN count(*) >= :part THEN max(p.id) END, :upto) AS at "
+        "FROM (SELECT w.id, sum(w.n) OVER (ORDER BY w.id ROWS UNBOUNDED PRECEDING) AS total "
+        f"FROM (SELECT c.id, CASE c.kind WHEN 'message.appended' THEN c.seq_count ELSE {_CREATED_UPTO} - 1 "
+        "END AS n FROM chat_changes c WHERE c.id > (SELECT at FROM mark) AND c.id <= :upto "
+        "AND c.kind IN ('message.appended', 'conversation.created') ORDER BY c.id LIMIT :part) w) p), "
+        f"todo AS (SELECT c.chat_conversation_id AS cid, c.kind, c.seq, c.seq_count, {_CREATED_UPTO} AS upto "
+        "FROM chat_changes c WHERE c.id > (SELECT at FROM mark) AND c.id <= (SELECT at FROM bound) "
         "AND c.kind IN ('message.appended', 'conversation.created')), "
         "found AS (SELECT m.id FROM todo t JOIN chat_messages m ON m.chat_conversation_id = t.cid "
         "AND m.seq >= t.seq AND m.seq < t.seq + t.seq_count WHERE t.kind = 'message.appended' "
         "UNION SELECT m.id FROM todo t JOIN chat_messages m ON m.chat_conversation_id = t.cid "
-        "WHERE t.kind = 'conversation.created'), "
+        "AND m.seq < t.upto WHERE t.kind = 'conversation.created'), "
         "indexed AS (INSERT INTO chat_messages_search (message_id, search_vector) "
         f"SELECT m.id, to_tsvector('simple'::regconfig, {SEARCH_TEXT_POSTGRES}) "
         # Soft-deleted messages are never found, so they are not indexed: nor are those a purge
@@ -704,8 +724,8 @@ INDEX_TAIL = (
         "FROM found JOIN chat_messages m ON m.id = found.id WHERE m.deleted_at IS NULL "
         # A row already there was written by the content trigger, from newer content.
         "ON CONFLICT (message_id) DO NOTHING) "
-        "UPDATE chat_search_state SET indexed_change = (SELECT n FROM chat_change_clock WHERE id = 1) "
-        "WHERE id = 1",
+        "UPDATE chat_search_state SET indexed_change = greatest(indexed_change, (SELECT at FROM bound)) "
+        "WHERE id = 1 RETURNING indexed_change >= :upto",
     ),
 )
 REINDEX_MESSAGE = (

@@ -14,7 +14,16 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from chatmemory import ChatMemory, NewMessage, Principal, TextPart, ToolCallPart, ToolResultPart, _search
+from chatmemory import (
+    ChatMemory,
+    NewMessage,
+    Principal,
+    StorageError,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+    _search,
+)
 from chatmemory._migrate import downgrade, upgrade
 from chatmemory.scope import Scope
 from tests.transactions import counted
@@ -162,6 +171,32 @@ async def test_imported_messages_are_found(alice: Scope) -> None:
     assert sorted(str(h.conversation_id) for h in hits) == sorted([str(conv.id), str(copy.id)])
 
 
+async def test_imports_and_new_conversations_in_one_backlog_are_indexed_in_parts(
+    memory: ChatMemory, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog of imported conversations (logged as a whole), conversations started empty then
+    appended to, one recorded at once, and appends to an imported one, indexed in parts of 4:
+    each message is indexed once and found."""
+    monkeypatch.setattr(_search, "INDEX_PART", 4)
+    alice = memory.scoped(Principal("alice"))
+    source = await alice.start_conversation()
+    run = await alice.start_history(source.id, model="m")
+    await alice.append_messages(run.id, [NewMessage("user", f"otter o{i}") for i in range(7)])
+    document = await alice.export_conversation(source.id)
+    assert len(await _texts(alice, "otter")) == 7  # indexed; the backlog starts here
+    copies = [await alice.import_conversation(document, new_ids=True) for _ in range(2)]
+    later = await alice.start_history(copies[0].id, model="m")
+    await alice.append_messages(later.id, [NewMessage("user", f"otter later l{i}") for i in range(3)])
+    for n in range(3):
+        fresh = await alice.start_history((await alice.start_conversation()).id, model="m")
+        await alice.append_messages(fresh.id, [NewMessage("user", f"otter fresh f{n}x{i}") for i in range(3)])
+    await alice.record_run(None, model="m", messages=[NewMessage("user", "otter recorded")])
+    found = await _texts(alice, "otter")
+    assert len(found) == len(set(found)) + 14  # the two copies' texts are the source's
+    assert len(found) == 7 * 3 + 3 + 9 + 1
+    assert await _indexed(memory, backend) == 7 * 3 + 3 + 9 + 1
+
+
 async def test_content_completed_before_any_search_is_found(alice: Scope) -> None:
     """Completed before the search that indexes its append: the index holds the new text and
     tool calls, never the placeholder's."""
@@ -281,15 +316,18 @@ async def test_a_search_indexing_while_a_purge_removes_unindexed_messages(postgr
 async def test_a_long_tail_is_indexed_in_parts_and_found_whole(
     memory: ChatMemory, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """After a bulk load a search indexes what it finds in parts on SQLite, each a write
-    transaction of its own (the store's other writers go on between them), and still finds
-    every live message and no deleted one; PostgreSQL, whose appends do not wait for it, indexes
-    it in one. A message written once the search began is left to the next search."""
+    """After a bulk load a search indexes what it finds in parts, each a write transaction of
+    its own (on SQLite the store's other writers go on between them; on PostgreSQL each is a
+    statement well within a statement timeout), and still finds every live message and no
+    deleted one. A message written once the search began is left to the next search."""
     monkeypatch.setattr(_search, "INDEX_PART", 10)
     alice = memory.scoped(Principal("alice"))
     conv = await alice.start_conversation()
     run = await alice.start_history(conv.id, model="m")
-    stored = await alice.append_messages(run.id, [NewMessage("user", f"bulk b{i}") for i in range(95)])
+    stored = []
+    for start in range(0, 95, 5):  # PostgreSQL parts whole appends: two of these to a part
+        batch = [NewMessage("user", f"bulk b{i}") for i in range(start, start + 5)]
+        stored += await alice.append_messages(run.id, batch)
     for message in stored[::9]:
         await alice.delete_message(message.id)
     live = sorted(m.content for m in stored[1::9] + [m for i, m in enumerate(stored) if i % 9 > 1])
@@ -310,10 +348,81 @@ async def test_a_long_tail_is_indexed_in_parts_and_found_whole(
         finally:
             memory._db.run = run_plans  # type: ignore[method-assign]
     assert found == live
-    writes = transactions.count("write")
-    assert writes == (10 if backend == "sqlite" else 1) + 1  # and the append's
+    assert transactions.count("write") == 10 + 1  # and the append's
     assert await _indexed(memory, backend) == (95 if backend == "sqlite" else 95 - 11)
     assert sorted(await _texts(alice, "bulk")) == sorted([*live, *late])
+
+
+async def test_what_a_part_indexed_stays_indexed_when_a_later_part_fails(
+    memory: ChatMemory, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search whose third part fails (a statement timeout, a lost connection) raises, keeping
+    the two parts before it: the next search goes on from there and finds every message. (On
+    PostgreSQL the first search over a backlog was one statement: cut short, it kept nothing, so
+    under a statement timeout shorter than the whole, search failed for good.)"""
+    monkeypatch.setattr(_search, "INDEX_PART", 10)
+    alice = memory.scoped(Principal("alice"))
+    run = await alice.start_history((await alice.start_conversation()).id, model="m")
+    for start in range(0, 60, 5):
+        batch = [NewMessage("user", f"kept k{i}") for i in range(start, start + 5)]
+        await alice.append_messages(run.id, batch)
+    run_plans = memory._db.run
+    parts: list[str] = []
+
+    async def third_part_fails(plan: Any, *, write: bool = False, **options: Any) -> Any:
+        if getattr(plan, "__name__", "") == "_index_tail":
+            parts.append("part")
+            if len(parts) == 3:
+                plan.close()
+                raise StorageError("database error: canceling statement due to statement timeout")
+        return await run_plans(plan, write=write, **options)
+
+    memory._db.run = third_part_fails  # type: ignore[method-assign]
+    try:
+        with pytest.raises(StorageError, match="statement timeout"):
+            await alice.search_messages("kept")
+    finally:
+        memory._db.run = run_plans  # type: ignore[method-assign]
+    assert await _indexed(memory, backend) == 20
+    with counted(memory) as transactions:
+        assert sorted(await _texts(alice, "kept")) == sorted(f"kept k{i}" for i in range(60))
+    assert transactions.count("write") == 4
+    assert await _indexed(memory, backend) == 60
+
+
+async def test_a_backlog_is_searched_under_a_statement_timeout_shorter_than_indexing_it_whole(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL with a ``statement_timeout`` (as managed services set one): the first search
+    over 30,000 messages, longer to index than the timeout allows in one statement, indexes them
+    a part at a time, each well within it, and finds them."""
+    from tests._postgres import create_database, drop_database
+
+    monkeypatch.setattr(_search, "INDEX_PART", 500)
+    url = await create_database(postgres_url)
+    try:
+        async with ChatMemory.open(url) as memory:
+            alice = memory.scoped(Principal("alice"))
+            run = await alice.start_history((await alice.start_conversation()).id, model="m")
+            for start in range(0, 30_000, 500):
+                words = " ".join(f"filler{w}" for w in range(40))
+                batch = [NewMessage("user", f"needle n{i} {words}") for i in range(start, start + 500)]
+                await alice.append_messages(run.id, batch)
+            async with memory.engine.connect() as conn:
+                name = (await conn.execute(text("SELECT current_database()"))).scalar_one()
+                await conn.execute(text(f'ALTER DATABASE "{name}" SET statement_timeout = 200'))
+                await conn.commit()
+        async with ChatMemory.open(url) as memory:
+            alice = memory.scoped(Principal("alice"))
+            async with memory.engine.connect() as conn:
+                assert (await conn.execute(text("SHOW statement_timeout"))).scalar_one() == "200ms"
+            page = await alice.search_messages("needle", limit=5)
+            assert len(page.items) == 5
+            assert await _indexed(memory, "postgres") == 30_000
+            last = (await alice.search_messages("n29999")).items
+            assert [hit.message.content.split()[1] for hit in last] == ["n29999"]
+    finally:
+        await drop_database(postgres_url, url)
 
 
 async def test_searches_at_once_index_a_tail_in_parts_and_each_finds_it_whole(tmp_path: Path) -> None:
