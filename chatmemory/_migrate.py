@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import URL, inspect, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatmemory._db import Database, refused_as_read_only, resolve_url
 from chatmemory.errors import SchemaOutOfDateError, StorageError
@@ -94,8 +95,7 @@ async def upgrade(db: Database, revision: str = "head") -> None:
     refuse_unknown(current, "chatmemory migrate")
     try:
         async with db.transaction(write=True) as conn:
-            if not db.is_sqlite:
-                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+            await _hold_migration_lock(db, conn)
             await conn.run_sync(_run_command, "upgrade", revision)
     except StorageError as exc:
         if not refused_as_read_only(exc):
@@ -106,9 +106,19 @@ async def upgrade(db: Database, revision: str = "head") -> None:
 async def downgrade(db: Database, revision: str) -> None:
     """Downgrade to ``revision`` (``"base"`` drops every chatmemory table)."""
     async with db.transaction(write=True) as conn:
-        if not db.is_sqlite:
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        await _hold_migration_lock(db, conn)
         await conn.run_sync(_run_command, "downgrade", revision)
+
+
+async def _hold_migration_lock(db: Database, conn: AsyncConnection) -> None:
+    """On PostgreSQL, wait for the advisory lock migrations take (SQLite's write transaction is
+    the lock already). A migration then runs to its end, however large the tables it indexes
+    again: the role's ``statement_timeout`` (managed services set one) is meant for the
+    application's statements, and under it an upgrade that outlasts it would fail at every
+    start. ``SET LOCAL``: it ends with the migration's transaction."""
+    if not db.is_sqlite:
+        await conn.execute(text("SET LOCAL statement_timeout = 0"))
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
 
 
 def _run_command(conn: Connection, name: str, revision: str) -> None:

@@ -363,3 +363,40 @@ async def test_a_read_only_database_at_an_older_revision_is_refused_saying_why(
     finally:
         if kind == "postgres":
             await drop_database(postgres_url, url)
+
+
+async def test_an_upgrade_runs_to_its_end_under_a_shorter_statement_timeout(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL with a ``statement_timeout`` (as managed services set one for the application):
+    an upgrade that indexes a large table again (0007's key index over 100,000 messages) takes
+    longer than the timeout allows, and still runs to its end at open; the store's own statements
+    keep the timeout. (It failed at every open before: "canceling statement due to statement
+    timeout".)"""
+    from tests._postgres import create_database, drop_database
+
+    url = await create_database(postgres_url)
+    try:
+        async with ChatMemory.open(url) as memory:
+            alice = memory.scoped(Principal("alice"))
+            run = await alice.start_history((await alice.start_conversation()).id, model="m")
+            for start in range(0, 100_000, 1_000):
+                batch = [NewMessage("user", f"m{i}", key=f"k{i}") for i in range(start, start + 1_000)]
+                await alice.append_messages(run.id, batch)
+            await downgrade(memory._db, "0006")
+            async with memory.engine.connect() as conn:
+                name = memory.engine.url.database
+                await conn.execute(text(f'ALTER DATABASE "{name}" SET statement_timeout = 10'))
+                await conn.commit()
+        async with ChatMemory.open(url) as memory:
+            async with memory.engine.connect() as conn:
+                assert (await conn.execute(text("SHOW statement_timeout"))).scalar_one() == "10ms"
+                version = (await conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))).scalar_one()
+                assert version == head_revision()
+                keyed = "SELECT count(*) FROM pg_indexes WHERE indexname = :name"
+                name = "ix_chat_messages_chat_history_id_key"
+                assert (await conn.execute(text(keyed), {"name": name})).scalar_one() == 1
+            history = await memory.scoped(Principal("alice")).get_history(run.id, messages=False)
+            assert history.status == "running"
+    finally:
+        await drop_database(postgres_url, url)
