@@ -110,6 +110,17 @@ async def drop_database(server_url: str, database_url: str) -> None:
         await conn.close()
 
 
+async def set_statement_timeout(database_url: str, milliseconds: int) -> None:
+    """Give the database at ``database_url`` a ``statement_timeout``, as a managed service sets
+    one for an application: the connections opened from then on have it."""
+    name = make_url(database_url).database
+    conn = await _connect(database_url)
+    try:
+        await conn.execute(f'ALTER DATABASE "{name}" SET statement_timeout = {int(milliseconds)}')
+    finally:
+        await conn.close()
+
+
 async def end_other_connections(database_url: str) -> set[int]:
     """End every other connection to the database at ``database_url`` from the server's side
     (``pg_terminate_backend``); answers their backends' process ids. Others than a store's

@@ -373,7 +373,7 @@ async def test_an_upgrade_runs_to_its_end_under_a_shorter_statement_timeout(
     longer than the timeout allows, and still runs to its end at open; the store's own statements
     keep the timeout. (It failed at every open before: "canceling statement due to statement
     timeout".)"""
-    from tests._postgres import create_database, drop_database
+    from tests._postgres import create_database, drop_database, set_statement_timeout
 
     url = await create_database(postgres_url)
     try:
@@ -384,10 +384,7 @@ async def test_an_upgrade_runs_to_its_end_under_a_shorter_statement_timeout(
                 batch = [NewMessage("user", f"m{i}", key=f"k{i}") for i in range(start, start + 1_000)]
                 await alice.append_messages(run.id, batch)
             await downgrade(memory._db, "0006")
-            async with memory.engine.connect() as conn:
-                name = memory.engine.url.database
-                await conn.execute(text(f'ALTER DATABASE "{name}" SET statement_timeout = 10'))
-                await conn.commit()
+        await set_statement_timeout(url, 10)
         async with ChatMemory.open(url) as memory:
             async with memory.engine.connect() as conn:
                 assert (await conn.execute(text("SHOW statement_timeout"))).scalar_one() == "10ms"

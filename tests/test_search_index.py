@@ -396,7 +396,7 @@ async def test_a_backlog_is_searched_under_a_statement_timeout_shorter_than_inde
     """PostgreSQL with a ``statement_timeout`` (as managed services set one): the first search
     over 30,000 messages, longer to index than the timeout allows in one statement, indexes them
     a part at a time, each well within it, and finds them."""
-    from tests._postgres import create_database, drop_database
+    from tests._postgres import create_database, drop_database, set_statement_timeout
 
     monkeypatch.setattr(_search, "INDEX_PART", 500)
     url = await create_database(postgres_url)
@@ -408,10 +408,7 @@ async def test_a_backlog_is_searched_under_a_statement_timeout_shorter_than_inde
                 words = " ".join(f"filler{w}" for w in range(40))
                 batch = [NewMessage("user", f"needle n{i} {words}") for i in range(start, start + 500)]
                 await alice.append_messages(run.id, batch)
-            async with memory.engine.connect() as conn:
-                name = (await conn.execute(text("SELECT current_database()"))).scalar_one()
-                await conn.execute(text(f'ALTER DATABASE "{name}" SET statement_timeout = 200'))
-                await conn.commit()
+        await set_statement_timeout(url, 200)
         async with ChatMemory.open(url) as memory:
             alice = memory.scoped(Principal("alice"))
             async with memory.engine.connect() as conn:
