@@ -693,10 +693,16 @@ INDEX_TAIL = (
     # began; ids follow commit order). It indexes the messages of the changes past the mark, in
     # order, up to the first that brings them to ``:part`` messages (looking at ``:part`` changes
     # at most), or to ``:upto``, and moves the mark there: each part is a transaction of its own,
-    # well within a statement timeout, and what it indexed stays indexed if a later part is cut
-    # short. ``greatest``: another search may have moved the mark past ``:upto`` meanwhile.
-    # Answers whether the mark reached ``:upto``. The commit need not wait for the disk: a crash
-    # loses the index rows and the mark together.
+    # and what it indexed stays indexed if a later part is cut short. ``greatest``: another
+    # search may have moved the mark past ``:upto`` meanwhile. Answers whether the mark reached
+    # ``:upto``. The commit need not wait for the disk: a crash loses the index rows and the mark
+    # together.
+    # Indexing is the store's own upkeep, and the role's statement timeout does not apply to it
+    # (``true``: for this transaction), as it does not to a migration: a part is small, but an
+    # import is never split, so the first search after a large one indexes it whole, and under
+    # the timeout every search would fail on it. Set before the lock, whose wait (for another
+    # search's part) the lock timeout bounds.
+    SQL("", "SELECT set_config('statement_timeout', '0', true)"),
     SQL(
         "",
         "SELECT set_config('synchronous_commit', 'off', true) FROM chat_search_state WHERE id = 1 FOR UPDATE",

@@ -395,7 +395,7 @@ async def test_a_backlog_is_searched_under_a_statement_timeout_shorter_than_inde
 ) -> None:
     """PostgreSQL with a ``statement_timeout`` (as managed services set one): the first search
     over 30,000 messages, longer to index than the timeout allows in one statement, indexes them
-    a part at a time, each well within it, and finds them."""
+    (a part at a time) and finds them; the store's connections keep the timeout."""
     from tests._postgres import create_database, drop_database, set_statement_timeout
 
     monkeypatch.setattr(_search, "INDEX_PART", 500)
@@ -418,6 +418,38 @@ async def test_a_backlog_is_searched_under_a_statement_timeout_shorter_than_inde
             assert await _indexed(memory, "postgres") == 30_000
             last = (await alice.search_messages("n29999")).items
             assert [hit.message.content.split()[1] for hit in last] == ["n29999"]
+    finally:
+        await drop_database(postgres_url, url)
+
+
+async def test_a_large_import_is_searched_under_a_statement_timeout_shorter_than_indexing_it(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL with a ``statement_timeout``: an import is one change, never split into parts,
+    so the first search after a large one indexes it in one statement, longer than the timeout
+    allows. Indexing is exempt from it: the search finds the imported messages (every search
+    failed on it, for good, while the timeout applied)."""
+    from tests._postgres import create_database, drop_database, set_statement_timeout
+
+    url = await create_database(postgres_url)
+    try:
+        async with ChatMemory.open(url) as memory:
+            alice = memory.scoped(Principal("alice"))
+            conv = await alice.start_conversation()
+            run = await alice.start_history(conv.id, model="m")
+            words = " ".join(f"filler{w}" for w in range(40))
+            for start in range(0, 30_000, 1_000):
+                batch = [NewMessage("user", f"needle n{i} {words}") for i in range(start, start + 1_000)]
+                await alice.append_messages(run.id, batch)
+            document = await alice.export_conversation(conv.id)
+        await set_statement_timeout(url, 200)
+        async with ChatMemory.open(url) as memory:
+            alice = memory.scoped(Principal("alice"))
+            copy = await alice.import_conversation(document, new_ids=True)
+            hits = (await alice.search_messages("n29999")).items
+            assert sorted(str(hit.conversation_id) for hit in hits) == sorted([str(conv.id), str(copy.id)])
+            async with memory.engine.connect() as conn:
+                assert (await conn.execute(text("SHOW statement_timeout"))).scalar_one() == "200ms"
     finally:
         await drop_database(postgres_url, url)
 
