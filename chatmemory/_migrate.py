@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatmemory._db import Database, refused_as_read_only, resolve_url
+from chatmemory._sql import UPKEEP_WITHOUT_TIMEOUT
 from chatmemory.errors import SchemaOutOfDateError, StorageError
 
 if TYPE_CHECKING:
@@ -113,11 +114,10 @@ async def downgrade(db: Database, revision: str) -> None:
 async def _hold_migration_lock(db: Database, conn: AsyncConnection) -> None:
     """On PostgreSQL, wait for the advisory lock migrations take (SQLite's write transaction is
     the lock already). A migration then runs to its end, however large the tables it indexes
-    again: the role's ``statement_timeout`` (managed services set one) is meant for the
-    application's statements, and under it an upgrade that outlasts it would fail at every
-    start. ``SET LOCAL``: it ends with the migration's transaction."""
+    again, free of the role's statement timeout (``UPKEEP_WITHOUT_TIMEOUT``): under it an upgrade
+    that outlasts it would fail at every start."""
     if not db.is_sqlite:
-        await conn.execute(text("SET LOCAL statement_timeout = 0"))
+        await conn.exec_driver_sql(UPKEEP_WITHOUT_TIMEOUT.postgres)
         await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
 
 

@@ -235,9 +235,9 @@ def _index_tail(upto: int) -> Plan[bool]:
     """Index a part of the messages written since the last search, up to ``upto``: about
     ``INDEX_PART`` of them (on SQLite by rowid, on PostgreSQL by the changes that wrote them).
     So a search after a bulk load (or the first after an upgrade) holds SQLite's one writer for
-    a part at a time, not for all of it, and on PostgreSQL each part is a statement well within
-    a statement timeout, whose work stays done if a later one is cut short. Answers whether it
-    indexed all it was to."""
+    a part at a time, not for all of it, and on PostgreSQL what a part indexed stays done if a
+    later one is cut short (the role's statement timeout does not apply to it, see
+    ``sql.UPKEEP_WITHOUT_TIMEOUT``). Answers whether it indexed all it was to."""
     bound = yield Stmt(sql.INDEX_BOUND, {"upto": upto, "skip": INDEX_PART - 1})
     last = int(bound[0][0]) if bound else None
     reached: list[Row] = []

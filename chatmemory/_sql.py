@@ -648,6 +648,11 @@ SEARCH_TEXT_POSTGRES = (
 """The same search text on PostgreSQL, cut to ``POSTGRES_SEARCH_CHARS`` (the trigger of migration
 0008 computes it alike, for content completed later)."""
 
+# The store's own upkeep (a search's indexing, a migration) runs to its end: the role's
+# ``statement_timeout`` (managed services set one) is meant for the application's statements, and
+# under it upkeep that outlasts it would fail every time it is tried. For the rest of the
+# transaction only (``true``, as ``SET LOCAL``).
+UPKEEP_WITHOUT_TIMEOUT = SQL("", "SELECT set_config('statement_timeout', '0', true)")
 # The messages a ``conversation.created`` change ``c`` brought, those whose ``seq`` is below this:
 # an import's (which logs nothing else), up to the first append logged after it; a conversation
 # started empty brought none (its first append is ``seq`` 1). Appends to one conversation log
@@ -697,12 +702,11 @@ INDEX_TAIL = (
     # search may have moved the mark past ``:upto`` meanwhile. Answers whether the mark reached
     # ``:upto``. The commit need not wait for the disk: a crash loses the index rows and the mark
     # together.
-    # Indexing is the store's own upkeep, and the role's statement timeout does not apply to it
-    # (``true``: for this transaction), as it does not to a migration: a part is small, but an
+    # Indexing is the store's own upkeep (``UPKEEP_WITHOUT_TIMEOUT``): a part is small, but an
     # import is never split, so the first search after a large one indexes it whole, and under
-    # the timeout every search would fail on it. Set before the lock, whose wait (for another
-    # search's part) the lock timeout bounds.
-    SQL("", "SELECT set_config('statement_timeout', '0', true)"),
+    # the role's timeout every search would fail on it. Set before the lock, whose wait (for
+    # another search's part) the lock timeout bounds.
+    UPKEEP_WITHOUT_TIMEOUT,
     SQL(
         "",
         "SELECT set_config('synchronous_commit', 'off', true) FROM chat_search_state WHERE id = 1 FOR UPDATE",

@@ -87,38 +87,35 @@ async def _connect(server_url: str) -> asyncpg.Connection:
     )
 
 
+async def _execute(url: str, statement: str) -> None:
+    """Run one statement on a connection of its own to the database at ``url``."""
+    conn = await _connect(url)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
 async def create_database(server_url: str, template: str | None = None) -> str:
     """The URL of a new database on the server: empty, or a copy of the database ``template``
     (which nobody may be connected to)."""
     name = f"cm_{uuid.uuid4().hex[:12]}"
-    conn = await _connect(server_url)
-    try:
-        copy = f' TEMPLATE "{template}"' if template else ""
-        await conn.execute(f'CREATE DATABASE "{name}"{copy}')
-    finally:
-        await conn.close()
+    copy = f' TEMPLATE "{template}"' if template else ""
+    await _execute(server_url, f'CREATE DATABASE "{name}"{copy}')
     return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
 async def drop_database(server_url: str, database_url: str) -> None:
     """Drop the database at ``database_url``, ending any connection still open to it."""
     name = make_url(database_url).database
-    conn = await _connect(server_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await _execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def set_statement_timeout(database_url: str, milliseconds: int) -> None:
     """Give the database at ``database_url`` a ``statement_timeout``, as a managed service sets
     one for an application: the connections opened from then on have it."""
     name = make_url(database_url).database
-    conn = await _connect(database_url)
-    try:
-        await conn.execute(f'ALTER DATABASE "{name}" SET statement_timeout = {int(milliseconds)}')
-    finally:
-        await conn.close()
+    await _execute(database_url, f'ALTER DATABASE "{name}" SET statement_timeout = {int(milliseconds)}')
 
 
 async def end_other_connections(database_url: str) -> set[int]:
