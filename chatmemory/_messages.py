@@ -464,14 +464,15 @@ def _stored(
                     seq,
                     role,
                     text,
-                    # Most messages have no parts, usage, metadata or native form: NULL as is.
-                    None if plain else sqlite_value(_parts(m)),
-                    model,
+                    # '' for NULL (see ``sql.INSERT_MESSAGE``): most messages have no parts,
+                    # usage, metadata, native form or key, and a user's has no model.
+                    "" if plain else sqlite_value(_parts(m)),
+                    model or "",
                     m.status,
-                    None if usage is None else sqlite_value(Json(usage)),
-                    None if metadata is None else sqlite_value(Json(metadata)),
-                    None if native is None else sqlite_value(_native(m)),
-                    key,
+                    "" if usage is None else sqlite_value(Json(usage)),
+                    "" if metadata is None else sqlite_value(Json(metadata)),
+                    "" if native is None else sqlite_value(_native(m)),
+                    key or "",
                     stamp,
                 )
             )

@@ -232,11 +232,16 @@ def _history(scope: Scope) -> str:
 # -- messages ---------------------------------------------------------------------------------
 
 # SQLite only (PostgreSQL inserts a batch inside its append's one statement); its rows are
-# positional, in the order of its parameters (``_messages._stored``).
+# positional, in the order of its parameters (``_messages._stored``). The columns most messages
+# leave NULL are sent as '' for NULL (a value none of them can hold: JSON text, a key or a model
+# name is never empty): ``sqlite3`` binds a ``None`` through its adapter lookup, a fifth of a
+# microsecond each, which for five such columns was about a sixth of SQLite's time to insert a
+# batch (``benchmarks/README.md``).
 INSERT_MESSAGE = _both(
     "INSERT INTO chat_messages (id, chat_conversation_id, chat_history_id, seq, role, content, parts, model, "
     "status, error, usage, metadata, native, key, created_at, updated_at) VALUES (:id, :conversation_id, "
-    ":history_id, :seq, :role, :content, :parts, :model, :status, NULL, :usage, :metadata, :native, :key, "
+    ":history_id, :seq, :role, :content, NULLIF(:parts, ''), NULLIF(:model, ''), :status, NULL, "
+    "NULLIF(:usage, ''), NULLIF(:metadata, ''), NULLIF(:native, ''), NULLIF(:key, ''), "
     ":created_at, :created_at)"
 )
 BUMP_CONVERSATION = _both(

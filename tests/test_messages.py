@@ -7,8 +7,10 @@ from datetime import timedelta
 from uuid import UUID
 
 import pytest
+from sqlalchemy import Uuid, bindparam, text
 
 from chatmemory import (
+    ChatMemory,
     ConflictError,
     HistoryNotFound,
     ImagePart,
@@ -37,6 +39,42 @@ async def test_seq_is_consecutive_per_conversation_across_histories(alice: Scope
     assert [m.seq for m in a + b] == [1, 2, 3, 4, 5]
     assert [m.content for m in await alice.transcript(cid)] == ["0", "1", "2", "3", "4"]
     assert {m.conversation_id for m in a + b} == {cid}
+
+
+async def test_what_a_message_leaves_out_is_stored_null(memory: ChatMemory, alice: Scope) -> None:
+    """Columns a message leaves out are NULL in the table, as SQL written by hand expects (the
+    SQLite insert sends them as empty text, which the statement turns into NULL), and what it
+    gives is stored as given, in one batch with messages that give nothing."""
+    cid, hid = await _run(alice, model="gpt-4.1")
+    everything = NewMessage(
+        "assistant",
+        [TextPart(text="see"), ImagePart(url="https://example.com/a.png")],
+        model="claude-x",
+        usage={"output_tokens": 3},
+        metadata={"m": 1},
+        key="k-1",
+    )
+    await alice.append_messages(hid, [NewMessage("user", "hi"), everything, NewMessage("assistant", "ok")])
+    query = text(
+        "SELECT role, parts IS NULL, model, usage IS NULL, metadata IS NULL, native IS NULL, key "
+        "FROM chat_messages WHERE chat_conversation_id = :cid ORDER BY seq"
+    ).bindparams(bindparam("cid", type_=Uuid()))
+    async with memory.engine.connect() as conn:
+        rows = [tuple(row) for row in await conn.execute(query, {"cid": cid})]
+    assert rows == [
+        ("user", True, None, True, True, True, None),
+        ("assistant", False, "claude-x", False, False, True, "k-1"),
+        ("assistant", True, "gpt-4.1", True, True, True, None),
+    ]
+    user, given, plain = await alice.transcript(cid)
+    assert (user.parts, user.model, user.usage, user.metadata, user.key) == (None, None, None, None, None)
+    assert (given.parts, given.usage, given.metadata, given.key) == (
+        everything.parts,
+        {"output_tokens": 3},
+        {"m": 1},
+        "k-1",
+    )
+    assert (plain.model, plain.key) == ("gpt-4.1", None)
 
 
 async def test_provenance(alice: Scope) -> None:
