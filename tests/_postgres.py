@@ -16,7 +16,7 @@ import os
 import tempfile
 import uuid
 import warnings
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -116,6 +116,18 @@ async def set_statement_timeout(database_url: str, milliseconds: int) -> None:
     one for an application: the connections opened from then on have it."""
     name = make_url(database_url).database
     await _execute(database_url, f'ALTER DATABASE "{name}" SET statement_timeout = {int(milliseconds)}')
+
+
+async def statement_timeout(memory: Any) -> str:
+    """The ``statement_timeout`` the store's connections run under, as PostgreSQL shows it."""
+    async with memory.engine.connect() as conn:
+        return str((await conn.exec_driver_sql("SHOW statement_timeout")).scalar_one())
+
+
+async def append_all(scope: Any, history_id: Any, messages: Sequence[Any], batch: int) -> None:
+    """Append ``messages`` to the history, ``batch`` to a call: more than one call takes."""
+    for start in range(0, len(messages), batch):
+        await scope.append_messages(history_id, messages[start : start + batch])
 
 
 async def end_other_connections(database_url: str) -> set[int]:

@@ -373,21 +373,27 @@ async def test_an_upgrade_runs_to_its_end_under_a_shorter_statement_timeout(
     longer than the timeout allows, and still runs to its end at open; the store's own statements
     keep the timeout. (It failed at every open before: "canceling statement due to statement
     timeout".)"""
-    from tests._postgres import create_database, drop_database, set_statement_timeout
+    from tests._postgres import (
+        append_all,
+        create_database,
+        drop_database,
+        set_statement_timeout,
+        statement_timeout,
+    )
 
     url = await create_database(postgres_url)
     try:
         async with ChatMemory.open(url) as memory:
             alice = memory.scoped(Principal("alice"))
             run = await alice.start_history((await alice.start_conversation()).id, model="m")
-            for start in range(0, 100_000, 1_000):
-                batch = [NewMessage("user", f"m{i}", key=f"k{i}") for i in range(start, start + 1_000)]
-                await alice.append_messages(run.id, batch)
+            await append_all(
+                alice, run.id, [NewMessage("user", f"m{i}", key=f"k{i}") for i in range(100_000)], 1_000
+            )
             await downgrade(memory._db, "0006")
         await set_statement_timeout(url, 10)
         async with ChatMemory.open(url) as memory:
+            assert await statement_timeout(memory) == "10ms"
             async with memory.engine.connect() as conn:
-                assert (await conn.execute(text("SHOW statement_timeout"))).scalar_one() == "10ms"
                 version = (await conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))).scalar_one()
                 assert version == head_revision()
                 keyed = "SELECT count(*) FROM pg_indexes WHERE indexname = :name"

@@ -396,7 +396,13 @@ async def test_a_backlog_is_searched_under_a_statement_timeout_shorter_than_inde
     """PostgreSQL with a ``statement_timeout`` (as managed services set one): the first search
     over 30,000 messages, longer to index than the timeout allows in one statement, indexes them
     (a part at a time) and finds them; the store's connections keep the timeout."""
-    from tests._postgres import create_database, drop_database, set_statement_timeout
+    from tests._postgres import (
+        append_all,
+        create_database,
+        drop_database,
+        set_statement_timeout,
+        statement_timeout,
+    )
 
     monkeypatch.setattr(_search, "INDEX_PART", 500)
     url = await create_database(postgres_url)
@@ -404,15 +410,14 @@ async def test_a_backlog_is_searched_under_a_statement_timeout_shorter_than_inde
         async with ChatMemory.open(url) as memory:
             alice = memory.scoped(Principal("alice"))
             run = await alice.start_history((await alice.start_conversation()).id, model="m")
-            for start in range(0, 30_000, 500):
-                words = " ".join(f"filler{w}" for w in range(40))
-                batch = [NewMessage("user", f"needle n{i} {words}") for i in range(start, start + 500)]
-                await alice.append_messages(run.id, batch)
+            words = " ".join(f"filler{w}" for w in range(40))
+            await append_all(
+                alice, run.id, [NewMessage("user", f"needle n{i} {words}") for i in range(30_000)], 500
+            )
         await set_statement_timeout(url, 200)
         async with ChatMemory.open(url) as memory:
             alice = memory.scoped(Principal("alice"))
-            async with memory.engine.connect() as conn:
-                assert (await conn.execute(text("SHOW statement_timeout"))).scalar_one() == "200ms"
+            assert await statement_timeout(memory) == "200ms"
             page = await alice.search_messages("needle", limit=5)
             assert len(page.items) == 5
             assert await _indexed(memory, "postgres") == 30_000
@@ -429,7 +434,13 @@ async def test_a_large_import_is_searched_under_a_statement_timeout_shorter_than
     so the first search after a large one indexes it in one statement, longer than the timeout
     allows. Indexing is exempt from it: the search finds the imported messages (every search
     failed on it, for good, while the timeout applied)."""
-    from tests._postgres import create_database, drop_database, set_statement_timeout
+    from tests._postgres import (
+        append_all,
+        create_database,
+        drop_database,
+        set_statement_timeout,
+        statement_timeout,
+    )
 
     url = await create_database(postgres_url)
     try:
@@ -438,9 +449,9 @@ async def test_a_large_import_is_searched_under_a_statement_timeout_shorter_than
             conv = await alice.start_conversation()
             run = await alice.start_history(conv.id, model="m")
             words = " ".join(f"filler{w}" for w in range(40))
-            for start in range(0, 30_000, 1_000):
-                batch = [NewMessage("user", f"needle n{i} {words}") for i in range(start, start + 1_000)]
-                await alice.append_messages(run.id, batch)
+            await append_all(
+                alice, run.id, [NewMessage("user", f"needle n{i} {words}") for i in range(30_000)], 1_000
+            )
             document = await alice.export_conversation(conv.id)
         await set_statement_timeout(url, 200)
         async with ChatMemory.open(url) as memory:
@@ -448,8 +459,7 @@ async def test_a_large_import_is_searched_under_a_statement_timeout_shorter_than
             copy = await alice.import_conversation(document, new_ids=True)
             hits = (await alice.search_messages("n29999")).items
             assert sorted(str(hit.conversation_id) for hit in hits) == sorted([str(conv.id), str(copy.id)])
-            async with memory.engine.connect() as conn:
-                assert (await conn.execute(text("SHOW statement_timeout"))).scalar_one() == "200ms"
+            assert await statement_timeout(memory) == "200ms"
     finally:
         await drop_database(postgres_url, url)
 
