@@ -118,6 +118,13 @@ async def set_statement_timeout(database_url: str, milliseconds: int) -> None:
     await _execute(database_url, f'ALTER DATABASE "{name}" SET statement_timeout = {int(milliseconds)}')
 
 
+async def analyze(database_url: str) -> None:
+    """Gather the planner's statistics of the database at ``database_url``, as autovacuum does a
+    while after a bulk load: until then PostgreSQL may plan a query on a table just filled for
+    far fewer rows than it holds."""
+    await _execute(database_url, "ANALYZE")
+
+
 async def statement_timeout(memory: Any) -> str:
     """The ``statement_timeout`` the store's connections run under, as PostgreSQL shows it."""
     async with memory.engine.connect() as conn:
