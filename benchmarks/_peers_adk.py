@@ -21,7 +21,7 @@ from benchmarks._targets import SQLITE_PEER_PRAGMAS, Store
 APP = "bench"
 
 
-def _adk_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def adk_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # What ADK sets itself on engines it builds (foreign keys), plus the shared durability settings.
     cursor = dbapi_connection.cursor()
     for pragma in (*SQLITE_PEER_PRAGMAS, "foreign_keys = ON"):
@@ -48,7 +48,7 @@ class AdkSessionSystem:
         self._types: Any = importlib.import_module("google.genai.types")
         self._engine = create_async_engine(store.async_url)
         if store.backend == "sqlite":
-            sa.event.listen(self._engine.sync_engine, "connect", _adk_sqlite_pragmas)
+            sa.event.listen(self._engine.sync_engine, "connect", adk_sqlite_pragmas)
         self._service: Any = sessions.DatabaseSessionService(db_engine=self._engine)
 
     async def conversation(self, owner: str) -> Any:

@@ -23,6 +23,9 @@ W6_MEASURED = {
     "langchain RunnableWithMessageHistory + ChatMemoryHistory",
     "langchain RunnableWithMessageHistory + InMemoryChatMessageHistory",
     "openai-agents SQLAlchemySession",
+    "google-adk Runner + ChatMemorySessionService",
+    "google-adk Runner + InMemorySessionService",
+    "google-adk Runner + DatabaseSessionService",
 }
 W6_BACKEND = {"sqlite": {"openai-agents SQLiteSession"}, "postgres": set()}
 # Stores from the bench group (langchain-community, langchain-postgres): measured, or not installed.

@@ -85,37 +85,33 @@ def _installed(module: str) -> bool:
         return False
 
 
-def _agents(cls: str) -> Callable[[], TurnSystem]:
-    def build() -> TurnSystem:
-        from benchmarks.adapters import _agents
+def _system(module: str, cls: str, *args: str) -> Callable[[], TurnSystem]:
+    """Builds ``cls`` of ``benchmarks.adapters.<module>``, given an instance of each class named
+    in ``args`` (imported only when the row runs, so a framework that is not installed fails
+    only its own rows)."""
 
-        system: TurnSystem = getattr(_agents, cls)()
+    def build() -> TurnSystem:
+        systems = importlib.import_module(f"benchmarks.adapters.{module}")
+        system: TurnSystem = getattr(systems, cls)(*(getattr(systems, arg)() for arg in args))
         return system
 
     return build
+
+
+def _agents(cls: str) -> Callable[[], TurnSystem]:
+    return _system("_agents", cls)
 
 
 def _pydantic(cls: str) -> Callable[[], TurnSystem]:
-    def build() -> TurnSystem:
-        from benchmarks.adapters import _pydantic
-
-        system: TurnSystem = getattr(_pydantic, cls)()
-        return system
-
-    return build
+    return _system("_pydantic", cls)
 
 
 def _langchain(wiring: str, histories: str | None) -> Callable[[], TurnSystem]:
-    def build() -> TurnSystem:
-        from benchmarks.adapters import _langchain
+    return _system("_langchain", wiring, *([histories] if histories else []))
 
-        if histories is None:
-            system: TurnSystem = getattr(_langchain, wiring)()
-        else:
-            system = getattr(_langchain, wiring)(getattr(_langchain, histories)())
-        return system
 
-    return build
+def _adk(cls: str) -> Callable[[], TurnSystem]:
+    return _system("_adk", cls)
 
 
 _BOTH = frozenset({"sqlite", "postgres"})
@@ -124,6 +120,7 @@ _PYDANTIC = ("pydantic_ai", "chatmemory_pydantic_ai")
 _LANGCHAIN = ("langchain", "langchain_core", "chatmemory_langchain")
 _COMMUNITY = (*_LANGCHAIN, "langchain_community")
 _POSTGRES = (*_LANGCHAIN, "langchain_postgres", "psycopg")
+_ADK = ("google.adk", "chatmemory_adk")
 
 # Per framework: chatmemory's adapters first, then the framework's own stores.
 ENTRIES = [
@@ -155,6 +152,12 @@ ENTRIES = [
               _langchain("ChainTurns", "SQLHistories"), _COMMUNITY),
     TurnEntry("langchain", "RunnableWithMessageHistory + PostgresChatMessageHistory", "peer",
               frozenset({"postgres"}), _langchain("ChainTurns", "PostgresHistories"), _POSTGRES),
+    TurnEntry("google-adk", "Runner + ChatMemorySessionService", "chatmemory", _BOTH,
+              _adk("ChatMemoryServiceTurns"), _ADK),
+    TurnEntry("google-adk", "Runner + InMemorySessionService", "peer", _BOTH,
+              _adk("InMemoryServiceTurns"), _ADK, persistent=False),
+    TurnEntry("google-adk", "Runner + DatabaseSessionService", "peer", _BOTH,
+              _adk("DatabaseServiceTurns"), _ADK),
 ]  # fmt: skip
 
 
