@@ -6,6 +6,7 @@ Adapters that hand a framework the whole conversation on every turn keep a
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from chatmemory.models import ConversationSummary, Message
 if TYPE_CHECKING:
     from chatmemory.scope import Scope
 
-__all__ = ["ConversationMirror"]
+__all__ = ["ConversationMirror", "Mirrored"]
 
 T = TypeVar("T")
 
@@ -33,6 +34,19 @@ class _State(Generic[T]):
     last_seq: int  # the conversation's last seq when read
     count: int  # its live message count then
     updated_at: object  # its updated_at then
+    conversation: ConversationSummary | None  # the conversation as the newest read found it
+
+
+@dataclass(frozen=True)
+class Mirrored(Generic[T]):
+    """One read of a :class:`ConversationMirror`: the converted values of every live message,
+    in order, and, as read in the same snapshot, the newest message, the conversation and its
+    last ``seq``."""
+
+    values: tuple[T, ...]
+    newest: Message | None
+    conversation: ConversationSummary
+    last_seq: int
 
 
 class ConversationMirror(Generic[T]):
@@ -73,16 +87,27 @@ class ConversationMirror(Generic[T]):
         Raises:
             ConversationNotFound: the principal cannot see the conversation.
         """
+        read = await self.read_whole(chat, conversation_id)
+        return read.values, read.newest
+
+    async def read_whole(self, chat: Scope, conversation_id: UUID | str) -> Mirrored[T]:
+        """What ``read`` answers, with the conversation and its last ``seq`` as read with them
+        (its metadata, title and counters as of this read, even when no message changed).
+
+        Raises:
+            ConversationNotFound: the principal cannot see the conversation.
+        """
         with self._guard:
             state, written, self._written = self._state, self._written, 0
         fresh = await self._refresh(chat, conversation_id, state, written) if state is not None else None
         if fresh is None:
             tail = await chat.get_tail(conversation_id)
-            empty: _State[T] = _State((), (), None, False, 0, 0, None)
+            empty: _State[T] = _State((), (), None, False, 0, 0, None, None)
             fresh = self._extend(empty, tail.messages, tail.last_seq, tail.conversation)
         with self._guard:
             self._state = fresh
-        return fresh.values, fresh.newest
+        assert fresh.conversation is not None  # set by every read
+        return Mirrored(fresh.values, fresh.newest, fresh.conversation, fresh.last_seq)
 
     async def _refresh(
         self, chat: Scope, conversation_id: Any, state: _State[T], written: int
@@ -94,7 +119,7 @@ class ConversationMirror(Generic[T]):
             summary = tail.conversation
             now = (tail.last_seq, summary.message_count, summary.updated_at)
             if now == (state.last_seq, state.count, state.updated_at):
-                return state
+                return dataclasses.replace(state, conversation=summary)
             newer = [m for m in tail.messages if m.seq > state.last_seq]
             overlap = tail.messages[: len(tail.messages) - len(newer)]
             if overlap or len(tail.messages) < limit:
@@ -132,4 +157,5 @@ class ConversationMirror(Generic[T]):
             last_seq=last_seq,
             count=summary.message_count,
             updated_at=summary.updated_at,
+            conversation=summary,
         )

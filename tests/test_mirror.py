@@ -81,3 +81,24 @@ async def test_a_mirror_never_answers_a_message_deleted_before_its_read(
         assert done
     # As the store was when the read began (m1, m2, m3) or when it ended (m1, m2); never m0.
     assert list(values) in (["m1", "m2", "m3"], ["m1", "m2"])
+
+
+async def test_a_whole_read_gives_the_conversation_as_read_with_the_messages(memory: ChatMemory) -> None:
+    """``read_whole`` answers the conversation and its last ``seq`` of the same read: fresh when
+    only the conversation changed, even in what leaves its ``updated_at`` as it was (pinning)."""
+    chat = memory.scoped(Principal("alice"))
+    conversation = await chat.start_conversation(title="first", metadata={"k": 0})
+    run = await chat.start_history(conversation.id, model="m")
+    await chat.append_messages(run.id, [NewMessage("user", f"m{i}") for i in range(3)])
+    mirror: ConversationMirror[str] = ConversationMirror(_contents)
+    read = await mirror.read_whole(chat, conversation.id)
+    assert (read.values, read.last_seq, read.conversation.title) == (("m0", "m1", "m2"), 3, "first")
+    await chat.update_conversation(conversation.id, title="second", metadata={"k": 1})
+    for _ in range(2):  # the read that finds the change, then one that finds none
+        read = await mirror.read_whole(chat, conversation.id)
+        assert read.values == ("m0", "m1", "m2") and read.last_seq == 3
+        assert read.conversation == (await chat.get_tail(conversation.id, limit=0)).conversation
+        assert (read.conversation.title, read.conversation.metadata) == ("second", {"k": 1})
+    await chat.update_conversation(conversation.id, pinned=True)
+    read = await mirror.read_whole(chat, conversation.id)
+    assert read.values == ("m0", "m1", "m2") and read.conversation.pinned_at is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal
@@ -22,8 +23,9 @@ from google.adk.sessions.base_session_service import (
 from google.adk.sessions.session import Session
 from typing_extensions import override
 
-from chatmemory import ChatMemory, ConflictError, ConversationNotFound, NotFoundError, Scope
+from chatmemory import ChatMemory, ConflictError, ConversationNotFound, Message, NotFoundError, Scope
 from chatmemory.loops import AnyLoopLock
+from chatmemory.mirror import ConversationMirror
 from chatmemory.recording import fitted, model_label
 from chatmemory_adk import _layout as layout
 from chatmemory_adk._events import event_time, to_event, to_message
@@ -36,6 +38,8 @@ DEFAULT_MODEL = "unknown"
 """The model of an invocation's history until one of its events names the model that produced it."""
 
 _CACHED = 1024
+# Sessions whose events this service keeps between reads (the most recently read ones).
+_MIRRORED = 128
 _GENERATION_TRIES = 5
 _PAGE = 1000
 # How many times a listing is read when changes commit while it is read (see ``list_sessions``).
@@ -65,6 +69,7 @@ class ChatMemorySessionService(BaseSessionService):
         self._runs: Recent[tuple[UUID, str], Run] = Recent(_CACHED)
         self._calls = ModelCalls()
         self._ensured: Recent[tuple[str, str], bool] = Recent(_CACHED)
+        self._mirrors: Recent[UUID, ConversationMirror[Event | None]] = Recent(_MIRRORED)
 
     @classmethod
     def from_url(
@@ -178,10 +183,19 @@ class ChatMemorySessionService(BaseSessionService):
         generation = layout.generation(user_metadata, session_id)
         cid = layout.session_id_of(app_name, user_id, session_id, generation)
         try:
-            tail = await chat.get_tail(cid, limit=limit, since=since)
+            if limit is None and since is None:
+                # The whole session: its events as this service last read them, brought up to
+                # date by one small read, each handed out as a copy the caller may change.
+                read = await self._mirror(cid).read_whole(chat, cid)
+                conversation, last_seq = read.conversation, read.last_seq
+                events = [e.model_copy(deep=True) for e in read.values if e is not None]
+            else:
+                tail = await chat.get_tail(cid, limit=limit, since=since)
+                conversation, last_seq = tail.conversation, tail.last_seq
+                events = [e for e in map(to_event, tail.messages) if e is not None]
         except ConversationNotFound:
             return None
-        metadata = tail.conversation.metadata
+        metadata = conversation.metadata
         state = {
             **layout.state_of(metadata),
             **app_state,
@@ -192,13 +206,21 @@ class ChatMemorySessionService(BaseSessionService):
             app_name=app_name,
             user_id=user_id,
             state=state,
-            events=[e for e in map(to_event, tail.messages) if e is not None],
+            events=events,
             last_update_time=layout.last_update_time(
-                metadata.get("last_update_time"), tail.conversation.created_at
+                metadata.get("last_update_time"), conversation.created_at
             ),
         )
-        session._storage_update_marker = f"{generation}:{tail.last_seq}"
+        session._storage_update_marker = f"{generation}:{last_seq}"
         return session
+
+    def _mirror(self, cid: UUID) -> ConversationMirror[Event | None]:
+        """The events kept of conversation ``cid`` (a new, empty mirror if none is)."""
+        mirror = self._mirrors.get(cid)
+        if mirror is None:
+            mirror = ConversationMirror(_events_of)
+        self._mirrors.set(cid, mirror)  # now the most recently used
+        return mirror
 
     @override
     async def list_sessions(self, *, app_name: str, user_id: str | None = None) -> ListSessionsResponse:
@@ -323,6 +345,9 @@ class ChatMemorySessionService(BaseSessionService):
             raise mapped from None
         if stored[0].seq <= expected:
             return None
+        mirror = self._mirrors.get(cid)
+        if mirror is not None:
+            mirror.wrote(1)  # the next read of the session asks for one message more
         run.add_usage(stored[0].usage)
         return f"{generation}:{stored[0].seq}"
 
@@ -428,3 +453,8 @@ async def _list_pass(
         if not page.has_more:
             return pages
         cursor = page.next_cursor
+
+
+def _events_of(messages: Sequence[Message]) -> list[Event | None]:
+    """The event each message recorded (``None`` for a message this service did not write)."""
+    return [to_event(message) for message in messages]
