@@ -26,6 +26,10 @@ W6_MEASURED = {
     "google-adk Runner + ChatMemorySessionService",
     "google-adk Runner + InMemorySessionService",
     "google-adk Runner + DatabaseSessionService",
+    "llama-index FunctionAgent, ChatMemoryBuffer + ChatMemoryChatStore",
+    "llama-index FunctionAgent, ChatMemoryBuffer + SimpleChatStore",
+    "llama-index FunctionAgent, Memory + ChatMemoryDBChatStore",
+    "llama-index FunctionAgent, Memory + SQLAlchemyChatStore",
 }
 W6_BACKEND = {"sqlite": {"openai-agents SQLiteSession"}, "postgres": set()}
 # Stores from the bench group (langchain-community, langchain-postgres): measured, or not installed.

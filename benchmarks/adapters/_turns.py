@@ -114,6 +114,10 @@ def _adk(cls: str) -> Callable[[], TurnSystem]:
     return _system("_adk", cls)
 
 
+def _llamaindex(cls: str) -> Callable[[], TurnSystem]:
+    return _system("_llamaindex", cls)
+
+
 _BOTH = frozenset({"sqlite", "postgres"})
 _AGENTS = ("agents", "chatmemory_openai_agents")
 _PYDANTIC = ("pydantic_ai", "chatmemory_pydantic_ai")
@@ -121,6 +125,7 @@ _LANGCHAIN = ("langchain", "langchain_core", "chatmemory_langchain")
 _COMMUNITY = (*_LANGCHAIN, "langchain_community")
 _POSTGRES = (*_LANGCHAIN, "langchain_postgres", "psycopg")
 _ADK = ("google.adk", "chatmemory_adk")
+_LLAMAINDEX = ("llama_index.core", "chatmemory_llamaindex")
 
 # Per framework: chatmemory's adapters first, then the framework's own stores.
 ENTRIES = [
@@ -158,6 +163,14 @@ ENTRIES = [
               _adk("InMemoryServiceTurns"), _ADK, persistent=False),
     TurnEntry("google-adk", "Runner + DatabaseSessionService", "peer", _BOTH,
               _adk("DatabaseServiceTurns"), _ADK),
+    TurnEntry("llama-index", "FunctionAgent, ChatMemoryBuffer + ChatMemoryChatStore", "chatmemory", _BOTH,
+              _llamaindex("ChatStoreTurns"), _LLAMAINDEX),
+    TurnEntry("llama-index", "FunctionAgent, ChatMemoryBuffer + SimpleChatStore", "peer", _BOTH,
+              _llamaindex("SimpleChatStoreTurns"), _LLAMAINDEX, persistent=False),
+    TurnEntry("llama-index", "FunctionAgent, Memory + ChatMemoryDBChatStore", "chatmemory", _BOTH,
+              _llamaindex("DBChatStoreTurns"), _LLAMAINDEX),
+    TurnEntry("llama-index", "FunctionAgent, Memory + SQLAlchemyChatStore", "peer", _BOTH,
+              _llamaindex("SQLAlchemyChatStoreTurns"), _LLAMAINDEX),
 ]  # fmt: skip
 
 
