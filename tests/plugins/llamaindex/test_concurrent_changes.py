@@ -377,14 +377,17 @@ async def test_a_read_sees_the_archive_mark_with_the_messages_it_counts(
     await db_store.add_messages("k", turn("a", "b", "c"))
     await db_store.archive_oldest_messages("k", 1)
     async with ChatMemory.open(db_url) as elsewhere:
-        other = ChatMemoryDBChatStore(elsewhere.scoped(Principal("alice")))
-        try:
-            with committed_before_messages(
-                memory, lambda: other.delete_messages("k", status=MessageStatus.ARCHIVED)
-            ) as done:
-                active = await db_store.get_messages("k", status=MessageStatus.ACTIVE)
-            assert done  # it committed while the key was read
-        finally:
-            other.close()
+
+        async def delete_archived() -> None:
+            # A store of the other process's own, on the event loop that process runs.
+            other = ChatMemoryDBChatStore(elsewhere.scoped(Principal("alice")))
+            try:
+                await other.delete_messages("k", status=MessageStatus.ARCHIVED)
+            finally:
+                other.close()
+
+        with committed_before_messages(memory, delete_archived) as done:
+            active = await db_store.get_messages("k", status=MessageStatus.ACTIVE)
+        assert done  # it committed while the key was read
     assert texts(active) == ["b", "c"]
     assert texts(await db_store.get_messages("k", status=None)) == ["b", "c"]

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -35,6 +37,7 @@ from chatmemory import (
     Scope,
 )
 from chatmemory.loops import AnyLoopLock
+from chatmemory.mirror import ConversationMirror, Mirrored
 from chatmemory.recording import fitted, model_label
 from chatmemory_llamaindex._claim import claim, key_id, live
 from chatmemory_llamaindex._convert import from_stored, restored, to_new_message
@@ -52,6 +55,8 @@ _ATTEMPTS = 20  # reads of a key whose message at a position other writers keep 
 # Messages per append call, well under the store's default cap (1,000): LlamaIndex hands a
 # store any number at once (a whole key to ``set_messages``, a key rewritten by an insertion).
 _BATCH = 500
+# Conversations whose messages are kept between reads (the most recently read ones).
+_MIRRORED = 128
 
 
 @dataclass
@@ -76,6 +81,8 @@ class KeyedConversations:
         # object; calls may run on several loops (see chatmemory.loops).
         self._resolving = AnyLoopLock()
         self._writing = AnyLoopLock()
+        self._mirrors: OrderedDict[UUID, ConversationMirror[Message]] = OrderedDict()
+        self._mirrors_guard = threading.Lock()
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -160,7 +167,27 @@ class KeyedConversations:
 
     async def stored(self, key: str) -> list[Message]:
         """The stored messages of ``key`` in order (none for an unknown key)."""
-        return await self.on_key(key, self.chat.transcript, create=False, missing=[])
+
+        async def read(cid: UUID) -> list[Message]:
+            return list((await self.whole(cid)).values)
+
+        return await self.on_key(key, read, create=False, missing=[])
+
+    async def whole(self, cid: UUID) -> Mirrored[Message]:
+        """Every live message of conversation ``cid`` in order, and the conversation, from one
+        snapshot. The messages read before are kept and reused once one small read proves them
+        current, so a read of a long conversation costs what changed since the last one (see
+        ``chatmemory.mirror``); they are never handed to LlamaIndex, only converted.
+
+        Raises:
+            ConversationNotFound: the conversation is not visible (or was deleted).
+        """
+        with self._mirrors_guard:
+            mirror = self._mirrors.pop(cid, None) or ConversationMirror(list)
+            self._mirrors[cid] = mirror  # the most recently read
+            while len(self._mirrors) > _MIRRORED:
+                self._mirrors.popitem(last=False)
+        return await mirror.read_whole(self.chat, cid)
 
     async def messages(self, key: str) -> list[ChatMessage]:
         """The messages of ``key`` as LlamaIndex messages, in order."""

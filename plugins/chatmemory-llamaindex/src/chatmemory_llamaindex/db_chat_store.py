@@ -66,9 +66,9 @@ class ChatMemoryDBChatStore(BoundStore, AsyncDBChatStore):
 
         async def read(cid: UUID) -> tuple[list[Message], int]:
             # The watermark and the messages it counts, from one snapshot.
-            tail = await self._keyed.chat.get_tail(cid)
-            stored = tail.messages
-            archived = tail.conversation.metadata.get(ARCHIVED_FIELD, 0)
+            whole = await self._keyed.whole(cid)
+            stored = list(whole.values)
+            archived = whole.conversation.metadata.get(ARCHIVED_FIELD, 0)
             return stored, min(archived if isinstance(archived, int) else 0, len(stored))
 
         return await self._keyed.on_key(key, read, create=False, missing=([], 0))
