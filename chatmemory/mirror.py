@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -18,7 +19,7 @@ from chatmemory.models import ConversationSummary, Message
 if TYPE_CHECKING:
     from chatmemory.scope import Scope
 
-__all__ = ["ConversationMirror", "Mirrored"]
+__all__ = ["ConversationMirror", "Mirrored", "Mirrors"]
 
 T = TypeVar("T")
 
@@ -159,3 +160,34 @@ class ConversationMirror(Generic[T]):
             updated_at=summary.updated_at,
             conversation=summary,
         )
+
+
+class Mirrors(Generic[T]):
+    """A :class:`ConversationMirror` per conversation, for the ``size`` conversations read most
+    recently, for an adapter object serving many conversations (any thread may call it)."""
+
+    def __init__(self, convert: Callable[[Sequence[Message]], Sequence[T]], size: int = 128) -> None:
+        self._convert = convert
+        self._size = size
+        self._mirrors: OrderedDict[UUID, ConversationMirror[T]] = OrderedDict()
+        self._guard = threading.Lock()
+
+    async def read_whole(self, chat: Scope, conversation_id: UUID) -> Mirrored[T]:
+        """``ConversationMirror.read_whole`` of the conversation's mirror (a new one if it has none).
+
+        Raises:
+            ConversationNotFound: the principal cannot see the conversation.
+        """
+        with self._guard:
+            mirror = self._mirrors.pop(conversation_id, None) or ConversationMirror(self._convert)
+            self._mirrors[conversation_id] = mirror  # the most recently read
+            while len(self._mirrors) > self._size:
+                self._mirrors.popitem(last=False)
+        return await mirror.read_whole(chat, conversation_id)
+
+    def wrote(self, conversation_id: UUID, count: int) -> None:
+        """``count`` messages were appended to the conversation (see ``ConversationMirror.wrote``)."""
+        with self._guard:
+            mirror = self._mirrors.get(conversation_id)
+        if mirror is not None:
+            mirror.wrote(count)

@@ -98,28 +98,13 @@ def _system(module: str, cls: str, *args: str) -> Callable[[], TurnSystem]:
     return build
 
 
-def _agents(cls: str) -> Callable[[], TurnSystem]:
-    return _system("_agents", cls)
-
-
-def _pydantic(cls: str) -> Callable[[], TurnSystem]:
-    return _system("_pydantic", cls)
-
-
 def _langchain(wiring: str, histories: str | None) -> Callable[[], TurnSystem]:
     return _system("_langchain", wiring, *([histories] if histories else []))
 
 
-def _adk(cls: str) -> Callable[[], TurnSystem]:
-    return _system("_adk", cls)
-
-
-def _llamaindex(cls: str) -> Callable[[], TurnSystem]:
-    return _system("_llamaindex", cls)
-
-
 _BOTH = frozenset({"sqlite", "postgres"})
 _AGENTS = ("agents", "chatmemory_openai_agents")
+_AGENTS_SQLALCHEMY = (*_AGENTS, "agents.extensions.memory.sqlalchemy_session")
 _PYDANTIC = ("pydantic_ai", "chatmemory_pydantic_ai")
 _LANGCHAIN = ("langchain", "langchain_core", "chatmemory_langchain")
 _COMMUNITY = (*_LANGCHAIN, "langchain_community")
@@ -130,17 +115,17 @@ _LLAMAINDEX = ("llama_index.core", "chatmemory_llamaindex")
 # Per framework: chatmemory's adapters first, then the framework's own stores.
 ENTRIES = [
     TurnEntry("openai-agents", "ChatMemorySession, session.run", "chatmemory", _BOTH,
-              _agents("SessionRunTurns"), _AGENTS),
+              _system("_agents", "SessionRunTurns"), _AGENTS),
     TurnEntry("openai-agents", "ChatMemorySession, Runner.run(session=)", "chatmemory", _BOTH,
-              _agents("RunnerRunTurns"), _AGENTS),
+              _system("_agents", "RunnerRunTurns"), _AGENTS),
     TurnEntry("openai-agents", "SQLiteSession", "peer", frozenset({"sqlite"}),
-              _agents("SQLiteSessionTurns"), _AGENTS),
+              _system("_agents", "SQLiteSessionTurns"), _AGENTS),
     TurnEntry("openai-agents", "SQLAlchemySession", "peer", _BOTH,
-              _agents("SQLAlchemySessionTurns"), (*_AGENTS, "agents.extensions.memory.sqlalchemy_session")),
+              _system("_agents", "SQLAlchemySessionTurns"), _AGENTS_SQLALCHEMY),
     TurnEntry("pydantic-ai", "ChatMemoryCapability", "chatmemory", _BOTH,
-              _pydantic("CapabilityTurns"), _PYDANTIC),
+              _system("_pydantic", "CapabilityTurns"), _PYDANTIC),
     TurnEntry("pydantic-ai", "message_history in a JSON file", "peer", _BOTH,
-              _pydantic("JsonFileTurns"), _PYDANTIC),
+              _system("_pydantic", "JsonFileTurns"), _PYDANTIC),
     TurnEntry("langchain", "create_agent + ChatMemoryMiddleware", "chatmemory", _BOTH,
               _langchain("MiddlewareTurns", None), _LANGCHAIN),
     TurnEntry("langchain", "create_agent + InMemoryChatMessageHistory", "peer", _BOTH,
@@ -158,19 +143,19 @@ ENTRIES = [
     TurnEntry("langchain", "RunnableWithMessageHistory + PostgresChatMessageHistory", "peer",
               frozenset({"postgres"}), _langchain("ChainTurns", "PostgresHistories"), _POSTGRES),
     TurnEntry("google-adk", "Runner + ChatMemorySessionService", "chatmemory", _BOTH,
-              _adk("ChatMemoryServiceTurns"), _ADK),
+              _system("_adk", "ChatMemoryServiceTurns"), _ADK),
     TurnEntry("google-adk", "Runner + InMemorySessionService", "peer", _BOTH,
-              _adk("InMemoryServiceTurns"), _ADK, persistent=False),
+              _system("_adk", "InMemoryServiceTurns"), _ADK, persistent=False),
     TurnEntry("google-adk", "Runner + DatabaseSessionService", "peer", _BOTH,
-              _adk("DatabaseServiceTurns"), _ADK),
+              _system("_adk", "DatabaseServiceTurns"), _ADK),
     TurnEntry("llama-index", "FunctionAgent, ChatMemoryBuffer + ChatMemoryChatStore", "chatmemory", _BOTH,
-              _llamaindex("ChatStoreTurns"), _LLAMAINDEX),
+              _system("_llamaindex", "ChatStoreTurns"), _LLAMAINDEX),
     TurnEntry("llama-index", "FunctionAgent, ChatMemoryBuffer + SimpleChatStore", "peer", _BOTH,
-              _llamaindex("SimpleChatStoreTurns"), _LLAMAINDEX, persistent=False),
+              _system("_llamaindex", "SimpleChatStoreTurns"), _LLAMAINDEX, persistent=False),
     TurnEntry("llama-index", "FunctionAgent, Memory + ChatMemoryDBChatStore", "chatmemory", _BOTH,
-              _llamaindex("DBChatStoreTurns"), _LLAMAINDEX),
+              _system("_llamaindex", "DBChatStoreTurns"), _LLAMAINDEX),
     TurnEntry("llama-index", "FunctionAgent, Memory + SQLAlchemyChatStore", "peer", _BOTH,
-              _llamaindex("SQLAlchemyChatStoreTurns"), _LLAMAINDEX),
+              _system("_llamaindex", "SQLAlchemyChatStoreTurns"), _LLAMAINDEX),
 ]  # fmt: skip
 
 

@@ -9,22 +9,12 @@ import pytest
 from chatmemory_adk import ChatMemorySessionService
 from chatmemory_adk import service as service_module
 from google.adk.events.event import Event
-from google.adk.events.event_actions import EventActions
 from google.adk.sessions.session import Session
-from google.genai import types
 
 from chatmemory import ChatMemory, Principal
+from tests.plugins.adk.test_storage import user_event as event
 
 APP = "app"
-
-
-def event(text: str, **delta: object) -> Event:
-    return Event(
-        invocation_id="inv",
-        author="user",
-        content=types.Content(role="user", parts=[types.Part(text=text)]),
-        actions=EventActions(state_delta=dict(delta)),
-    )
 
 
 async def read(service: ChatMemorySessionService, session_id: str = "s") -> Session:
@@ -76,9 +66,8 @@ async def test_each_read_gets_copies_the_caller_may_change(service: ChatMemorySe
     assert again.events[0] is not first.events[0]
 
 
-async def test_a_read_converts_only_what_was_appended_since(
-    service: ChatMemorySessionService, converted: list[int]
-) -> None:
+async def test_a_read_converts_only_what_was_appended_since(memory: ChatMemory, converted: list[int]) -> None:
+    service = ChatMemorySessionService(memory)  # made once the conversions are counted
     session = await service.create_session(app_name=APP, user_id="u", session_id="s")
     for i in range(20):
         await service.append_event(session, event(f"m{i}"))

@@ -25,7 +25,7 @@ from typing_extensions import override
 
 from chatmemory import ChatMemory, ConflictError, ConversationNotFound, Message, NotFoundError, Scope
 from chatmemory.loops import AnyLoopLock
-from chatmemory.mirror import ConversationMirror
+from chatmemory.mirror import Mirrors
 from chatmemory.recording import fitted, model_label
 from chatmemory_adk import _layout as layout
 from chatmemory_adk._events import event_time, to_event, to_message
@@ -69,7 +69,7 @@ class ChatMemorySessionService(BaseSessionService):
         self._runs: Recent[tuple[UUID, str], Run] = Recent(_CACHED)
         self._calls = ModelCalls()
         self._ensured: Recent[tuple[str, str], bool] = Recent(_CACHED)
-        self._mirrors: Recent[UUID, ConversationMirror[Event | None]] = Recent(_MIRRORED)
+        self._mirrors: Mirrors[Event | None] = Mirrors(_events_of, _MIRRORED)
 
     @classmethod
     def from_url(
@@ -186,7 +186,7 @@ class ChatMemorySessionService(BaseSessionService):
             if limit is None and since is None:
                 # The whole session: its events as this service last read them, brought up to
                 # date by one small read, each handed out as a copy the caller may change.
-                read = await self._mirror(cid).read_whole(chat, cid)
+                read = await self._mirrors.read_whole(chat, cid)
                 conversation, last_seq = read.conversation, read.last_seq
                 events = [e.model_copy(deep=True) for e in read.values if e is not None]
             else:
@@ -213,14 +213,6 @@ class ChatMemorySessionService(BaseSessionService):
         )
         session._storage_update_marker = f"{generation}:{last_seq}"
         return session
-
-    def _mirror(self, cid: UUID) -> ConversationMirror[Event | None]:
-        """The events kept of conversation ``cid`` (a new, empty mirror if none is)."""
-        mirror = self._mirrors.get(cid)
-        if mirror is None:
-            mirror = ConversationMirror(_events_of)
-        self._mirrors.set(cid, mirror)  # now the most recently used
-        return mirror
 
     @override
     async def list_sessions(self, *, app_name: str, user_id: str | None = None) -> ListSessionsResponse:
@@ -345,9 +337,7 @@ class ChatMemorySessionService(BaseSessionService):
             raise mapped from None
         if stored[0].seq <= expected:
             return None
-        mirror = self._mirrors.get(cid)
-        if mirror is not None:
-            mirror.wrote(1)  # the next read of the session asks for one message more
+        self._mirrors.wrote(cid, 1)  # the next read of the session asks for one message more
         run.add_usage(stored[0].usage)
         return f"{generation}:{stored[0].seq}"
 

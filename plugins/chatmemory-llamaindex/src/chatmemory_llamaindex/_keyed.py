@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -37,7 +35,7 @@ from chatmemory import (
     Scope,
 )
 from chatmemory.loops import AnyLoopLock
-from chatmemory.mirror import ConversationMirror, Mirrored
+from chatmemory.mirror import Mirrored, Mirrors
 from chatmemory.recording import fitted, model_label
 from chatmemory_llamaindex._claim import claim, key_id, live
 from chatmemory_llamaindex._convert import from_stored, restored, to_new_message
@@ -81,8 +79,7 @@ class KeyedConversations:
         # object; calls may run on several loops (see chatmemory.loops).
         self._resolving = AnyLoopLock()
         self._writing = AnyLoopLock()
-        self._mirrors: OrderedDict[UUID, ConversationMirror[Message]] = OrderedDict()
-        self._mirrors_guard = threading.Lock()
+        self._mirrors: Mirrors[Message] = Mirrors(list, _MIRRORED)
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -182,12 +179,7 @@ class KeyedConversations:
         Raises:
             ConversationNotFound: the conversation is not visible (or was deleted).
         """
-        with self._mirrors_guard:
-            mirror = self._mirrors.pop(cid, None) or ConversationMirror(list)
-            self._mirrors[cid] = mirror  # the most recently read
-            while len(self._mirrors) > _MIRRORED:
-                self._mirrors.popitem(last=False)
-        return await mirror.read_whole(self.chat, cid)
+        return await self._mirrors.read_whole(self.chat, cid)
 
     async def messages(self, key: str) -> list[ChatMessage]:
         """The messages of ``key`` as LlamaIndex messages, in order."""
