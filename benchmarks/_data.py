@@ -40,6 +40,7 @@ class Sizes:
     w5_writers: int = 8
     w5_turns: int = 250
     w7_searches: int = 200
+    w7_broad_searches: int = 10
     warmup_turns: int = 20
     scale: tuple[int, ...] = field(default=())
     scale_conversation: int = 500
@@ -66,6 +67,7 @@ QUICK = Sizes(
     w5_writers=3,
     w5_turns=5,
     w7_searches=5,
+    w7_broad_searches=2,
     warmup_turns=2,
     scale_conversation=50,
     scale_user_conversations=20,

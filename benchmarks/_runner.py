@@ -83,7 +83,9 @@ async def _writes(system: System, target: Target, plan: Plan, rec: Recorder) -> 
                 )  # fmt: skip
             if "W7" in plan.workloads and conv is not None:
                 _log(f"{name}: W7")
-                await _guarded(rec, name, ["W7.bulk", "W7"], lambda: w.w7_search(system, conv, sizes, rec))
+                await _guarded(
+                    rec, name, ["W7.bulk", "W7", "W7.broad"], lambda: w.w7_search(system, conv, sizes, rec)
+                )
         if "W5" in plan.workloads:
             _log(f"{name}: W5")
             await _guarded(

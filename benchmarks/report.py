@@ -32,6 +32,7 @@ METRICS = [
     Metric("W5.torn", "W5 split turns", None),
     Metric("W7.bulk", "W7 first search after bulk ms", False),
     Metric("W7", "W7 search after append p50 ms", False),
+    Metric("W7.broad", "W7 search of every bulk message p50 ms", False),
 ]
 SCALE_METRICS = [m for m in METRICS if m.key in {"W3.last", "W3.all", "W4"}]
 

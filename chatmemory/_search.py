@@ -68,7 +68,10 @@ class MessageHit(BaseModel):
 
     ``snippet`` is an excerpt of the message with each match between ``«`` and ``»``
     (``HIGHLIGHT_START``/``HIGHLIGHT_END``). ``rank`` is the relevance, higher is better;
-    it only compares hits of the same search.
+    it only compares hits of the same search. It depends on the message and the query alone:
+    on PostgreSQL ``ts_rank``, on SQLite how often the query matches in the message against
+    the message's length (BM25's term-frequency part; FTS5's own ``bm25`` is not used, since it
+    weighs words by their rarity among all users' messages).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -155,9 +158,9 @@ class SearchOps(ScopeBase):
         Messages written since the last search are indexed first, so every committed message
         is found; on a read-only database (a PostgreSQL standby, a SQLite file opened read-only)
         that step is skipped, and the search finds what earlier searches (on the primary) indexed.
-        Ties in relevance go to the most recent message. A cursor's page starts below its last
-        message as that message ranks when the page is read (on SQLite every rank moves with each
-        message indexed, anyone's), so a hit that matched throughout is on one page. See the
+        Ties in relevance go to the most recent message. A message's rank depends on it and the
+        query alone, never on other messages, so pages read with cursors give each hit that
+        matched throughout exactly once, whatever is written between them. See the
         module documentation for the query syntax; any text is a valid query, and one without
         words finds nothing.
 

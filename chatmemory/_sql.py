@@ -764,6 +764,18 @@ REINDEX_MESSAGE = (
 _HEADLINE = (
     'StartSel=\u00ab, StopSel=\u00bb, MaxWords=24, MinWords=8, MaxFragments=2, FragmentDelimiter=" \u2026 "'
 )
+# A hit's relevance on SQLite, from the message alone, as PostgreSQL's ``ts_rank`` is (FTS5's
+# bm25 weighs each word by its rarity among every user's messages and each message against
+# their average length, so a rank would tell what others wrote and move as anyone writes):
+# BM25's term-frequency part, ``2.2 * hits / (hits + 0.3 + 0.0018 * chars)`` (k1 = 1.2,
+# b = 0.75, against a fixed 500 characters instead of the average), written with ``hits`` once
+# so ``highlight()`` runs once. ``hits`` counts the query's matches in the message (the
+# characters ``highlight()``'s one-character marks add), ``chars`` is its length.
+_FTS_BODY = "length(chat_messages_fts.body)"
+_SQLITE_RANK = (
+    f"2.2 / (1.0 + (0.3 + 0.0018 * {_FTS_BODY}) / "
+    f"max(1, length(highlight(chat_messages_fts, 0, char(1), '')) - {_FTS_BODY}))"
+)
 _TSQUERY = "to_tsquery('simple'::regconfig, :q)"
 
 
@@ -787,7 +799,7 @@ def search_page(scope: Scope, by_conversation: bool, by_history: bool, by_role: 
         "JOIN chat_histories h ON h.id = m.chat_history_id"
     )
     sqlite = (
-        f"SELECT {MESSAGE}, c.title AS title, -bm25(chat_messages_fts) AS rank FROM chat_messages_fts "
+        f"SELECT {MESSAGE}, c.title AS title, {_SQLITE_RANK} AS rank FROM chat_messages_fts "
         f"JOIN chat_messages m ON m.rowid = chat_messages_fts.rowid {joins} "
         f"WHERE chat_messages_fts MATCH :q AND {' AND '.join(where)}"
     )
@@ -797,29 +809,19 @@ def search_page(scope: Scope, by_conversation: bool, by_history: bool, by_role: 
         f"WHERE s.search_vector @@ {_TSQUERY} AND {' AND '.join(where)}"
     )
 
-    def position(rank: str) -> str:
-        return (
-            f" WHERE (r.rank < {rank} OR (r.rank = {rank} AND (r.created_at < :a_created OR "
-            "(r.created_at = :a_created AND (r.seq < :a_seq OR (r.seq = :a_seq AND r.id < :a_id))))))"
-            if after
-            else ""
-        )
-
-    # bm25 weighs each word by how rare it is in the whole index and each message by its length
-    # against the average, so every message's rank moves with any message written (anyone's). A
-    # page after the first starts below the rank its cursor's last message has now, in the same
-    # statement as the ranks it compares (the one the cursor holds if that message matches no more).
-    anchor = (
-        "coalesce((SELECT -bm25(chat_messages_fts) FROM chat_messages_fts WHERE chat_messages_fts MATCH :q "
-        "AND chat_messages_fts.rowid = (SELECT rowid FROM chat_messages WHERE id = :a_id)), :a_rank)"
+    position = (
+        " WHERE (r.rank < :a_rank OR (r.rank = :a_rank AND (r.created_at < :a_created OR "
+        "(r.created_at = :a_created AND (r.seq < :a_seq OR (r.seq = :a_seq AND r.id < :a_id))))))"
+        if after
+        else ""
     )
     order = "ORDER BY r.rank DESC, r.created_at DESC, r.seq DESC, r.id DESC"
     snippet = f"ts_headline('simple'::regconfig, r.content, {_TSQUERY}, '{_HEADLINE}')"
-    sqlite_rank = "a.rank" if after else ""
-    sqlite_from = f"({sqlite}) r, (SELECT {anchor} AS rank) a" if after else f"({sqlite}) r"
-    page = f"{position(':a_rank')} {order} LIMIT :limit"
+    page = f"{position} {order} LIMIT :limit"
+    # SQLite: ``LIMIT -1`` (no limit) keeps the hits a subquery of their own, each rank computed
+    # once, where merged into this query the rank would be computed again for each comparison.
     return SQL(
-        f"SELECT r.* FROM {sqlite_from}{position(sqlite_rank)} {order} LIMIT :limit",
+        f"SELECT r.* FROM ({sqlite} LIMIT -1) r{page}",
         f"SELECT r.*, CASE WHEN row_number() OVER ({order}) <= :shown THEN {snippet} END "
         f"FROM (SELECT * FROM ({postgres}) r{page}) r {order}",
     )
