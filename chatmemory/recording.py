@@ -29,7 +29,7 @@ import hashlib
 import os
 import socket
 import threading
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -174,7 +174,10 @@ def fitted(message: NewMessage, limits: Limits) -> NewMessage:
     flattened text is over ``limits.content``, the longest texts (of text parts and tool
     results) are cut first, each keeping its beginning and ending with a note of how many
     characters it lost, so the shorter ones stay whole. Everything else is kept: tool calls and
-    their ids, reasoning, media within the limit, and every other field of the message.
+    their ids, reasoning, media within the limit, and every other field of the message. When
+    there are so many texts that the newlines joining them would fill half the limit, each run
+    of adjacent text parts becomes one part first (only tool results more numerous than the
+    limit has characters, each a text of its own, are beyond fitting).
     """
     content = message.content
     if isinstance(content, str):
@@ -186,11 +189,33 @@ def fitted(message: NewMessage, limits: Limits) -> NewMessage:
     if any(inline_size(part) > limits.inline_bytes for part in parts):
         parts = [_fitted_media(part, limits.inline_bytes) for part in parts]
     texts = [text for text in map(_text_of, parts) if text is not None]
+    if len(texts) > limits.content // 2:
+        # The newlines joining so many texts would take most of the limit, or more than all of
+        # it: adjacent text parts become one, of the same text, which can then be cut.
+        parts = _joined(parts)
+        texts = [text for text in map(_text_of, parts) if text is not None]
     clipped = _clipped(texts, limits.content)
     if clipped is not texts:
         cut = iter(clipped)
         parts = [part if _text_of(part) is None else _with_text(part, next(cut)) for part in parts]
     return message if parts is content else message.model_copy(update={"content": parts})
+
+
+def _joined(parts: Sequence[ContentPart]) -> list[ContentPart]:
+    """``parts`` with each run of adjacent text parts made one, their texts joined with newlines
+    (so the message's flattened text is the same)."""
+    joined: list[ContentPart] = []
+    run: list[str] = []
+    for part in [*parts, None]:
+        if isinstance(part, TextPart):
+            run.append(part.text)
+            continue
+        if run:
+            joined.append(TextPart(text="\n".join(run)))
+            run = []
+        if part is not None:
+            joined.append(part)
+    return joined
 
 
 def _fitted_media(part: ContentPart, inline_bytes: int) -> ContentPart:

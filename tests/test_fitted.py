@@ -156,17 +156,21 @@ async def test_a_message_over_the_limits_is_still_refused_unless_fitted(alice: S
     assert stored.native is not None and stored.native.data == {"whole": True}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fitted cuts texts but keeps every part: the newlines joining more text parts than the "
-    "content limit has characters are over it alone, so the store still refuses the message",
-)
 async def test_a_message_of_more_text_parts_than_the_limit_has_characters(
     small: tuple[Scope, History],
 ) -> None:
+    """The newlines joining the texts alone are over the limit: adjacent text parts become one,
+    which is cut; the other parts stay, in order."""
     chat, history = small
-    parts: list[ContentPart] = [TextPart(text="a") for _ in range(SMALL.content + 50)]
+    image = _media(8)
+    parts: list[ContentPart] = [TextPart(text=f"a{i}") for i in range(SMALL.content + 50)]
+    parts[5:5] = [image]
     fit = fitted(NewMessage("assistant", parts, native=NATIVE), SMALL)
     assert len(fit.text) <= SMALL.content
+    first, second, third = fit.content
+    assert isinstance(first, TextPart) and first.text == "a0\na1\na2\na3\na4"
+    assert second == image
+    assert isinstance(third, TextPart) and third.text.startswith("a5\na6\n")
     (stored,) = await chat.append_messages(history.id, [fit])
-    assert stored.native == NATIVE
+    assert stored.content == fit.text and stored.parts == fit.content
+    assert stored.native is not None and stored.native.data == {"whole": True}
