@@ -160,23 +160,37 @@ async def log_on(connection: AsyncConnection, sqlite: bool, kind: ChangeKind, co
 # -- reading ----------------------------------------------------------------------------------
 
 
-def parse_cursor(after: str) -> tuple[int, int]:
-    """A watch position: every change before row ``id`` was delivered, and ``done`` events of it.
+def parse_cursor(after: str) -> tuple[int, int, str | None]:
+    """A watch position: every change before row ``id`` was delivered, and ``done`` events of
+    it; and the identity of the database that handed it out (``store()``), ``None`` for a
+    cursor handed out before migration 0011.
 
     Raises:
         InvalidInputError: ``after`` is not a cursor from a change event.
     """
     try:
-        change_id, done = _cursor.decode(_CURSOR, after, 2)
+        change_id, done, store = _cursor.decode(_CURSOR, after, 3)
     except InvalidInputError:
-        raise InvalidInputError("after", "is not a cursor from a change event") from None
-    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63 for v in (change_id, done)):
+        try:
+            change_id, done, store = *_cursor.decode(_CURSOR, after, 2), None
+        except InvalidInputError:
+            raise InvalidInputError("after", "is not a cursor from a change event") from None
+    if not isinstance(store, str | None) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63 for v in (change_id, done)
+    ):
         raise InvalidInputError("after", "is not a cursor from a change event")
-    return change_id, done
+    return change_id, done, store
 
 
-def cursor(change_id: int, done: int) -> str:
-    return _cursor.encode(_CURSOR, change_id, done)
+def cursor(change_id: int, done: int, store: str) -> str:
+    return _cursor.encode(_CURSOR, change_id, done, store)
+
+
+def store() -> Plan[str]:
+    """This database's identity as its cursors carry it: the first 16 hex digits of the id
+    migration 0011 made."""
+    rows = yield Stmt(sql.STORE_ID, {})
+    return _uuid(rows[0][0]).hex[:16]
 
 
 def head(principal: Principal, cid: UUID | None) -> Plan[tuple[int, int]]:
@@ -192,7 +206,12 @@ def head(principal: Principal, cid: UUID | None) -> Plan[tuple[int, int]]:
 
 
 def read(
-    principal: Principal, cid: UUID | None, position: tuple[int, int], *, counted: bool = True
+    principal: Principal,
+    cid: UUID | None,
+    position: tuple[int, int],
+    *,
+    counted: bool = True,
+    foreign: bool = False,
 ) -> Plan[tuple[list[Row], int, bool]]:
     """Change rows from ``position`` on with the messages they name, the change id the next
     read starts at, and whether more may wait there (else it is after every change committed).
@@ -200,12 +219,14 @@ def read(
     ``counted`` checks that no change from ``position`` on was purged; a read that goes on
     where the last stopped (it said more may wait) leaves it out, since that read checked up
     to the head already, and counting again at every step would count a long backlog over and over.
+    ``foreign`` says the position is from a cursor another database handed out, which this one
+    cannot resume from: refused as a position ahead of every change is, after the read.
 
     Raises:
         ConversationNotFound: ``cid`` names a conversation the principal cannot see, or one
             deleted whose changes have all been delivered.
-        InvalidInputError: ``position`` is ahead of every change, or changes after it that
-            the watch would show were purged.
+        InvalidInputError: ``position`` is ahead of every change or ``foreign``, or changes
+            after it that the watch would show were purged.
     """
     scope, params = q.principal_params(principal)
     rows: list[Row] = yield Stmt(
@@ -215,6 +236,8 @@ def read(
     head, kept, live = int(rows[0][-2]), rows[0][-1], rows[0][0]
     if position[0] > head + 1:  # no change event or change_cursor() of this database gave it
         raise InvalidInputError("after", "is ahead of every change of this store")
+    if foreign:
+        raise InvalidInputError("after", "is a cursor of another database")
     if cid is not None and live is None:
         raise ConversationNotFound(cid)
     rows = [row for row in rows if row[1] is not None]
@@ -256,8 +279,9 @@ def _size(row: Row) -> int:
     return 1 if row[7] is None else int(row[7])
 
 
-def events(rows: Sequence[Row], position: tuple[int, int], sqlite: bool) -> list[ChangeEvent]:
-    """The events of ``read``'s rows after ``position``, one per message of a message change."""
+def events(rows: Sequence[Row], position: tuple[int, int], sqlite: bool, store: str) -> list[ChangeEvent]:
+    """The events of ``read``'s rows after ``position``, one per message of a message change,
+    their cursors carrying ``store``."""
     live = iter(_rows.messages([row[10:-2] for row in rows if row[10] is not None and row[9]], sqlite))
     # change id -> (its row, seq -> (message id, history id, the live message or None))
     changes: dict[int, tuple[Row, dict[int, tuple[UUID, UUID, Message | None]]]] = {}
@@ -284,7 +308,7 @@ def events(rows: Sequence[Row], position: tuple[int, int], sqlite: bool) -> list
                 ChangeEvent(
                     kind=kind,
                     conversation_id=_uuid(cid),
-                    cursor=cursor(change_id, n + 1),
+                    cursor=cursor(change_id, n + 1, store),
                     history_id=event_hid,
                     message_id=event_mid,
                     seq=this_seq,

@@ -215,3 +215,12 @@ change_clock = Table(
     Column("n", BigInteger(), nullable=False),
     CheckConstraint("id = 1", name="one_row"),
 )
+
+store = Table(
+    "chat_store",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=False),
+    Column("store_id", Uuid(), nullable=False),
+    CheckConstraint("id = 1", name="one_row"),
+)
+"""One row: this database's identity, made by migration 0011; change cursors carry it."""

@@ -899,6 +899,8 @@ CHANGE = (
     "ch.id AS id, ch.chat_conversation_id AS cid, ch.kind AS kind, ch.history_id AS hid, "
     "ch.message_id AS mid, ch.seq AS seq, ch.seq_count AS cnt, ch.created_at AS at"
 )
+STORE_ID = _both("SELECT store_id FROM chat_store WHERE id = 1")
+"""This database's identity (migration 0011)."""
 CHANGE_HEAD = SQL(
     "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'chat_changes'), 0) AS head",
     "SELECT n AS head FROM chat_change_clock WHERE id = 1",

@@ -20,7 +20,15 @@ class WatchOps(ScopeBase):
             ConversationNotFound: ``conversation_id`` names no visible conversation.
         """
         cid = None if conversation_id is None else parse_id("conversation_id", conversation_id)
-        return _changes.cursor(*await self._db.run(_changes.head(self.principal, cid), rows=1))
+        position = await self._db.run(_changes.head(self.principal, cid), rows=1)
+        return _changes.cursor(*position, await self._store())
+
+    async def _store(self) -> str:
+        """This database's identity in cursors, read once per store (it never changes)."""
+        hub = self._db.changes
+        if hub.store is None:
+            hub.store = await self._db.run(_changes.store(), rows=1)
+        return hub.store
 
     async def watch(
         self, conversation_id: Id | None = None, *, after: str | None = None
@@ -36,31 +44,36 @@ class WatchOps(ScopeBase):
 
         Raises:
             ConversationNotFound: the conversation is not visible, or is deleted.
-            InvalidInputError: ``after`` is not a cursor from a change event, or changes after
-                it were purged since (watching every conversation, or one begun after it,
-                which may have been restored after a purge): reload, then watch from a new
-                cursor.
+            InvalidInputError: ``after`` is not a cursor from a change event of this database,
+                or changes after it were purged since (watching every conversation, or one
+                begun after it, which may have been restored after a purge): reload, then
+                watch from a new cursor.
             StorageError: the store was closed, or the database failed.
         """
         cid = None if conversation_id is None else parse_id("conversation_id", conversation_id)
-        position = None if after is None else _changes.parse_cursor(after)
+        parsed = None if after is None else _changes.parse_cursor(after)
+        store = await self._store()
         db = self._db
         # Subscribed before the first read, so a change committed after that read wakes it.
         waiter = db.changes.subscribe(cid)
         if waiter is None:
             raise StorageError("the store is closed")
         try:
-            if position is None:
+            if parsed is None:
                 position = await db.run(_changes.head(self.principal, cid), rows=1)
+            else:
+                position = parsed[:2]
+            # A cursor of another database is refused by the first read, as one ahead of the head is.
+            foreign = parsed is not None and parsed[2] not in (None, store)
             more = False
             while True:
                 waiter.clear()
-                read = _changes.read(self.principal, cid, position, counted=not more)
+                read = _changes.read(self.principal, cid, position, counted=not more, foreign=foreign)
                 rows, following, more = await db.run(read)
                 if cid is None and not rows and following > position[0]:
                     # Woken for changes of conversations it cannot see: they wake it no more.
                     waiter.hide(await db.run(_changes.hidden(self.principal, position[0], following)))
-                for event in _changes.events(rows, position, db.is_sqlite):
+                for event in _changes.events(rows, position, db.is_sqlite, store):
                     yield event
                     if cid is not None and event.kind == "conversation.deleted":
                         raise ConversationNotFound(cid)

@@ -7,10 +7,19 @@ import asyncio
 import contextlib
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from chatmemory import ChatMemory, ConversationNotFound, InvalidInputError, NewMessage, _changes
+from chatmemory import (
+    ChatMemory,
+    ConversationNotFound,
+    InvalidInputError,
+    NewMessage,
+    Principal,
+    _changes,
+    _cursor,
+)
 from chatmemory._plan import Stmt
 from chatmemory.scope import Scope
 from tests.test_watch import WAIT, take
@@ -20,12 +29,54 @@ async def test_a_cursor_ahead_of_every_change_is_refused(alice: Scope) -> None:
     """A cursor this database never gave (one kept from another database, or one made up) would
     make the watch skip every change until the log caught up with it: it is an input error."""
     conv = await alice.start_conversation()
-    current, _ = _changes.parse_cursor(await alice.change_cursor())  # the position after the head
-    for ahead in (_changes.cursor(current + 1, 0), _changes.cursor(current + 1000, 0)):
+    store = await alice._store()
+    current, _, _ = _changes.parse_cursor(await alice.change_cursor())  # the position after the head
+    for ahead in (_changes.cursor(current + 1, 0, store), _changes.cursor(current + 1000, 0, store)):
         for scope_id in (None, conv.id):
             with pytest.raises(InvalidInputError) as err:
                 await asyncio.wait_for(anext(alice.watch(scope_id, after=ahead)), WAIT)
             assert err.value.field == "after"
+
+
+async def test_a_cursor_of_another_database_behind_this_head_is_refused(
+    memory: ChatMemory, alice: Scope, tmp_path: Path
+) -> None:
+    """Change ids start at 1 in every database, so a cursor kept from another one (staging, a
+    database rebuilt from an export) names a position here too; resumed from, it would replay
+    changes that never followed what the client had. Each database has an identity of its own,
+    which its cursors carry: such a cursor is refused, as one ahead of every change is."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/elsewhere.db") as other:
+        elsewhere = other.scoped(Principal("alice"))
+        await elsewhere.start_conversation(title="elsewhere")
+        kept = await elsewhere.change_cursor()
+    conv = await alice.start_conversation()
+    for n in range(3):
+        await alice.update_conversation(conv.id, title=f"here {n}")
+    assert _changes.parse_cursor(kept)[0] < _changes.parse_cursor(await alice.change_cursor())[0]
+    for scope_id in (None, conv.id):
+        with pytest.raises(InvalidInputError) as err:
+            await asyncio.wait_for(anext(alice.watch(scope_id, after=kept)), WAIT)
+        assert err.value.field == "after" and "another database" in str(err.value)
+
+
+async def test_cursors_keep_resuming_across_a_reopen_and_from_before_they_named_their_database(
+    memory: ChatMemory, alice: Scope, db_url: str
+) -> None:
+    """The identity is the database's, not the open store's: a cursor resumes on another store
+    opened on the same database. A cursor handed out before databases had identities (the
+    position alone) still resumes."""
+    conv = await alice.start_conversation()
+    cursor = await alice.change_cursor()
+    change_id, done, _ = _changes.parse_cursor(cursor)
+    before = _cursor.encode("w", change_id, done)
+    await alice.update_conversation(conv.id, title="later")
+    async with ChatMemory.open(db_url) as again:
+        there = again.scoped(Principal("alice"))
+        for after in (cursor, before):
+            async with aclosing(there.watch(after=after)) as events:
+                (event,) = await take(events, 1)
+            assert (event.kind, event.conversation_id) == ("conversation.updated", conv.id)
+            assert _changes.parse_cursor(event.cursor)[2] == _changes.parse_cursor(cursor)[2]
 
 
 async def test_a_cursor_kept_across_a_purge_still_resumes(alice: Scope, admin: Scope) -> None:

@@ -110,8 +110,9 @@ async def test_a_resume_from_a_cursor_the_store_never_gave_ends_with_a_typed_err
     says so with an ``InvalidInputError`` naming ``after`` and ends."""
     alice = memory.scoped(Principal("alice"))
     cid, _ = await _run(alice)
-    position, _ = _changes.parse_cursor(await alice.change_cursor())
-    elsewhere = _changes.cursor(position + 1000, 0)
+    store = await alice._store()
+    position, _, _ = _changes.parse_cursor(await alice.change_cursor())
+    elsewhere = _changes.cursor(position + 1000, 0, store)
     async with api.client() as http:
         for path in (f"/conversations/{cid}/events", "/events"):
             async with asyncio.timeout(WAIT), sse(http, path, **{"Last-Event-ID": elsewhere}) as (_, events):
@@ -171,12 +172,6 @@ async def test_a_sidebar_resume_from_before_a_purge_ends_with_a_typed_error(
     assert json.loads(started.data)["conversation_id"] == later
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a cursor holds only a change position: one from another database that is behind this "
-    "store's head resumes silently (the README says so; telling it apart needs the store's identity "
-    "in the cursor)",
-)
 async def test_a_resume_from_another_databases_cursor_behind_this_head_ends_with_a_typed_error(
     api: Served, memory: ChatMemory, tmp_path: Path
 ) -> None:
