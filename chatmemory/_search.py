@@ -182,7 +182,10 @@ class SearchOps(ScopeBase):
         terms = parse_query(query)
         sqlite = self._db.is_sqlite
         text = fts5_query(terms) if sqlite else tsquery(terms)
-        digest = hashlib.sha256(repr((text, cid, hid, role)).encode()).hexdigest()[:16]
+        # On SQLite the digest also names the rank: a cursor of a version that ranked by bm25
+        # holds a rank of another scale, from which a page would skip or repeat hits.
+        ranked = (text, cid, hid, role, "message alone") if sqlite else (text, cid, hid, role)
+        digest = hashlib.sha256(repr(ranked).encode()).hexdigest()[:16]
         after = _position(digest, cursor) if cursor is not None else None
         # Looked for by a read first, so only a search that has work writes (on SQLite, queues
         # behind the one writer).

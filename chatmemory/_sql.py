@@ -770,7 +770,8 @@ _HEADLINE = (
 # BM25's term-frequency part, ``2.2 * hits / (hits + 0.3 + 0.0018 * chars)`` (k1 = 1.2,
 # b = 0.75, against a fixed 500 characters instead of the average), written with ``hits`` once
 # so ``highlight()`` runs once. ``hits`` counts the query's matches in the message (the
-# characters ``highlight()``'s one-character marks add), ``chars`` is its length.
+# characters ``highlight()``'s one-character marks add; matches that overlap, of a phrase such
+# as "ha ha" in "ha ha ha", are marked as one), ``chars`` is its length.
 _FTS_BODY = "length(chat_messages_fts.body)"
 _SQLITE_RANK = (
     f"2.2 / (1.0 + (0.3 + 0.0018 * {_FTS_BODY}) / "

@@ -90,9 +90,9 @@ class ChangeHub:
         self.interval = interval
         self.closed = False
         self.token = uuid.uuid4().hex
-        # This database's identity in change cursors (``_changes.store``), read on first use.
-        self.store: str | None = None
         """What this store's commits notify, so its listener skips what it already woke for."""
+        self.store: str | None = None
+        """This database's identity in change cursors (``_changes.store``), read on first use."""
         self._sqlite_path = sqlite_path
         self._local_only = local_only
         self._listen = listen

@@ -176,8 +176,9 @@ def fitted(message: NewMessage, limits: Limits) -> NewMessage:
     characters it lost, so the shorter ones stay whole. Everything else is kept: tool calls and
     their ids, reasoning, media within the limit, and every other field of the message. When
     there are so many texts that the newlines joining them would fill half the limit, each run
-    of adjacent text parts becomes one part first (only tool results more numerous than the
-    limit has characters, each a text of its own, are beyond fitting).
+    of adjacent text parts becomes one part first. Texts that are not adjacent (tool results,
+    text parts between other parts) stay apart, so a message with more of them than the limit
+    has characters cannot be fitted.
     """
     content = message.content
     if isinstance(content, str):
@@ -189,7 +190,7 @@ def fitted(message: NewMessage, limits: Limits) -> NewMessage:
     if any(inline_size(part) > limits.inline_bytes for part in parts):
         parts = [_fitted_media(part, limits.inline_bytes) for part in parts]
     texts = [text for text in map(_text_of, parts) if text is not None]
-    if len(texts) > limits.content // 2:
+    if len(texts) > limits.content // 2 and sum(map(len, texts)) + len(texts) - 1 > limits.content:
         # The newlines joining so many texts would take most of the limit, or more than all of
         # it: adjacent text parts become one, of the same text, which can then be cut.
         parts = _joined(parts)

@@ -54,6 +54,12 @@ async def test_a_message_within_the_limits_is_returned_as_is() -> None:
         assert fitted(message, SMALL) is message
 
 
+async def test_many_text_parts_that_fit_are_returned_as_is() -> None:
+    """Their newlines take most of the limit, but the text fits: nothing is joined."""
+    message = NewMessage("assistant", [TextPart(text="") for _ in range(SMALL.content - 50)], native=NATIVE)
+    assert fitted(message, SMALL) is message
+
+
 async def test_a_long_text_keeps_its_beginning_and_says_how_much_it_lost() -> None:
     essay = "word " * 100
     message = NewMessage("assistant", essay, model="m", usage={"output_tokens": 9}, native=NATIVE, key="k")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import random
 import sqlite3
@@ -28,7 +29,7 @@ from chatmemory import (
 from chatmemory._db import Database
 from chatmemory._migrate import VERSION_TABLE
 from chatmemory._schema import metadata
-from chatmemory._search import parse_query
+from chatmemory._search import fts5_query, parse_query
 from chatmemory.scope import Scope
 from tests.transactions import committed_before, statements
 
@@ -151,6 +152,22 @@ async def test_every_hit_of_every_page_has_its_own_snippet(alice: Scope, limit: 
             break
         cursor = page.next_cursor
     assert sorted(seen) == sorted(f"hotel w{c}n{i} hotel" for c in range(3) for i in range(4))
+
+
+async def test_a_cursor_of_the_bm25_ranking_is_refused_on_sqlite(tmp_path: Path) -> None:
+    """A cursor an older version handed out holds a bm25 rank, of another scale than the rank
+    a page now compares it with: paging on from it would skip or repeat hits."""
+    async with ChatMemory.open(f"sqlite:///{tmp_path}/x.db") as memory:
+        alice = memory.scoped(Principal("alice"))
+        await _conversation(alice, "match one", "match two")
+        cursor = (await alice.search_messages("match", limit=1)).next_cursor
+        assert cursor is not None
+        position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        bm25 = hashlib.sha256(repr((fts5_query(parse_query("match")), None, None, None)).encode())
+        older = json.dumps([position[0], bm25.hexdigest()[:16], *position[2:]]).encode()
+        with pytest.raises(InvalidInputError, match="cursor"):
+            await alice.search_messages("match", cursor=base64.urlsafe_b64encode(older).decode().rstrip("="))
+        assert len((await alice.search_messages("match", cursor=cursor)).items) == 1
 
 
 @pytest.mark.parametrize("rank", ["1" + "0" * 400, "NaN", "Infinity", "-Infinity"])

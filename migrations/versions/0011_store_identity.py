@@ -37,7 +37,12 @@ def upgrade() -> None:
     # Made by the database, so a script of this migration (``chatmemory migrate --sql``) run on
     # several databases gives each its own.
     sqlite = op.get_context().dialect.name == "sqlite"
-    made = "lower(hex(randomblob(16)))" if sqlite else "gen_random_uuid()"
+    # (``gen_random_uuid()`` would need PostgreSQL 13.)
+    made = (
+        "lower(hex(randomblob(16)))"
+        if sqlite
+        else "md5(random()::text || clock_timestamp()::text || pg_backend_pid()::text)::uuid"
+    )
     op.execute(f"INSERT INTO chat_store (id, store_id) VALUES (1, {made})")
 
 
