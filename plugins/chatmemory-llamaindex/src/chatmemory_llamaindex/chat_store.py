@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+import asyncio
+from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
 from llama_index.core.llms import ChatMessage
 from llama_index.core.storage.chat_store import BaseChatStore
 
-from chatmemory_llamaindex._bound import BoundStore
+from chatmemory import Scope
+from chatmemory_llamaindex._bound import DEFAULT_MODEL, BoundStore
 
 __all__ = ["ChatMemoryChatStore"]
 
@@ -42,6 +44,18 @@ class ChatMemoryChatStore(BoundStore, BaseChatStore):
     Raises:
         InvalidInputError: ``metadata`` is not a JSON object.
     """
+
+    def __init__(
+        self,
+        chat: Scope,
+        *,
+        model: str = DEFAULT_MODEL,
+        metadata: Mapping[str, Any] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        # Defined here too: pydantic's mypy plugin would otherwise give this class an
+        # ``__init__`` made of its fields, keyword-only, and refuse ``chat`` given positionally.
+        super().__init__(chat, model=model, metadata=metadata, loop=loop)
 
     @classmethod
     def class_name(cls) -> str:

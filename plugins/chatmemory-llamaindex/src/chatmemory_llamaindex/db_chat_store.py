@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+import asyncio
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 from uuid import UUID
 
 from llama_index.core.llms import ChatMessage
 from llama_index.core.storage.chat_store.base_db import AsyncDBChatStore, MessageStatus
 
-from chatmemory import ConflictError, InvalidInputError, Message, MessageNotFound
-from chatmemory_llamaindex._bound import BoundStore
+from chatmemory import ConflictError, InvalidInputError, Message, MessageNotFound, Scope
+from chatmemory_llamaindex._bound import DEFAULT_MODEL, BoundStore
 from chatmemory_llamaindex._convert import from_stored
 
 __all__ = ["ChatMemoryDBChatStore"]
@@ -45,6 +46,18 @@ class ChatMemoryDBChatStore(BoundStore, AsyncDBChatStore):
     Raises:
         InvalidInputError: ``metadata`` is not a JSON object.
     """
+
+    def __init__(
+        self,
+        chat: Scope,
+        *,
+        model: str = DEFAULT_MODEL,
+        metadata: Mapping[str, Any] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        # Defined here too: pydantic's mypy plugin would otherwise give this class an
+        # ``__init__`` made of its fields, keyword-only, and refuse ``chat`` given positionally.
+        super().__init__(chat, model=model, metadata=metadata, loop=loop)
 
     @classmethod
     def class_name(cls) -> str:
