@@ -35,14 +35,16 @@ class BoundStore(BaseModel):
     _keyed: KeyedConversations = PrivateAttr()
     _home: HomeLoop = PrivateAttr()
 
-    def __init__(
+    def _bind(
         self,
         chat: Scope,
-        *,
-        model: str = DEFAULT_MODEL,
-        metadata: Mapping[str, Any] | None = None,
-        loop: asyncio.AbstractEventLoop | None = None,
+        model: str,
+        metadata: Mapping[str, Any] | None,
+        loop: asyncio.AbstractEventLoop | None,
     ) -> None:
+        """What each store's ``__init__`` does. Each store defines its own ``__init__`` (the
+        public signature): pydantic's mypy plugin would otherwise give it one made of its
+        fields, keyword-only, and refuse ``chat`` given positionally."""
         checked = added_metadata(metadata)
         super().__init__(chat=chat, model=model, metadata=checked)
         self._keyed = KeyedConversations(chat, model=model, metadata=checked)

@@ -55,9 +55,7 @@ class ChatMemoryDBChatStore(BoundStore, AsyncDBChatStore):
         metadata: Mapping[str, Any] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        # Defined here too: pydantic's mypy plugin would otherwise give this class an
-        # ``__init__`` made of its fields, keyword-only, and refuse ``chat`` given positionally.
-        super().__init__(chat, model=model, metadata=metadata, loop=loop)
+        self._bind(chat, model, metadata, loop)
 
     @classmethod
     def class_name(cls) -> str:
