@@ -69,6 +69,9 @@ async def test_runs_are_recorded_with_their_models_and_resumed(kind: str, db_url
     one, two = detail.histories
     assert (one.model, one.system_prompts, one.status) == ("mock-A", ["You add."], "completed")
     assert (two.model, two.system_prompts) == ("mock-B", ["Echo."])
+    # Each history names the LlamaIndex workflow run it records (the run's span id).
+    runs = [h.metadata.pop("llamaindex_run") for h in (one, two)]
+    assert all(run.startswith("FunctionAgent.run-") for run in runs) and runs[0] != runs[1]
     assert one.metadata == two.metadata == {"framework": "llamaindex", "app": "calc"}
     recorded = [(m.role, m.model) for m in one.messages or []]
     assert recorded == [("user", None), ("assistant", "mock-A"), ("tool", None), ("assistant", "mock-A")]

@@ -5,9 +5,13 @@ holds that key, else the conversation whose id the key is (so an existing conver
 be opened by id); writing to a key that names neither starts a conversation for it, with an
 id derived from the key (see ``_claim``).
 
-Recording: a user message that follows a non-user message starts a new history (one
-agent run), closing the run before it; the messages after it join that history. An
-assistant message's model is the one LlamaIndex instrumentation saw produce it, else the
+Recording: each LlamaIndex workflow run (an agent's ``run``) that writes to a key is one
+history, whatever the roles of its messages (CodeAct's code results are user messages); the
+first write of the next run closes it as that run ended (``completed``, ``failed`` with its
+error, ``cancelled``). Messages written outside any run fall back to roles: a user message
+that follows a non-user message starts a new history, closing the one before it. An
+assistant message's model is the one LlamaIndex instrumentation saw produce it, else that of
+its run's latest LLM call (ReAct and CodeAct store replies rebuilt from text), else the
 store's default; the history takes the first observed model and system prompts.
 """
 
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
 
-from llama_index.core.llms import ChatMessage
+from llama_index.core.llms import ChatMessage, MessageRole
 
 from chatmemory import (
     ChatMemoryError,
@@ -39,12 +43,19 @@ from chatmemory.mirror import Mirrored, Mirrors
 from chatmemory.recording import fitted, model_label
 from chatmemory_llamaindex._claim import claim, key_id, live
 from chatmemory_llamaindex._convert import from_stored, restored, to_new_message
-from chatmemory_llamaindex._provenance import Produced, observe
+from chatmemory_llamaindex._provenance import Ended, Produced, observe
 
-__all__ = ["KEY_FIELD", "KeyedConversations"]
+__all__ = ["KEY_FIELD", "RUN_FIELD", "UNANSWERED", "KeyedConversations"]
 
 KEY_FIELD = "llamaindex_key"
 """The conversation metadata field holding the chat-store key it was started for."""
+
+RUN_FIELD = "llamaindex_run"
+"""The history metadata field holding the span id of the LlamaIndex workflow run it records."""
+
+UNANSWERED = "the run stored no reply: it raised, was stopped, or its process ended"
+"""The error of a run closed by a later one, when how it ended was not seen and it stored
+no reply."""
 
 T = TypeVar("T")
 
@@ -60,8 +71,9 @@ _MIRRORED = 128
 @dataclass
 class _Run:
     history_id: UUID
-    last_role: str | None
+    last_role: str | None  # None: not known (a history this object did not write)
     observed: bool  # the history's model came from an observed LLM call
+    span: str | None  # the workflow run it records (RUN_FIELD), None for writes outside one
 
 
 class KeyedConversations:
@@ -72,7 +84,10 @@ class KeyedConversations:
         self.model = model_label(model) or model
         self.metadata = {"framework": "llamaindex", **(metadata or {})}
         self._ids: dict[str, UUID] = {}
-        self._runs: dict[UUID, _Run] = {}
+        self._runs: dict[UUID, _Run] = {}  # the run each conversation was last written by
+        # Runs set aside while their workflow run was still going, another run writing the
+        # conversation meanwhile: their later writes rejoin them.
+        self._waiting: dict[UUID, list[_Run]] = {}
         self._provenance = observe()
         # One keeps two writers from starting two conversations for one new key, the other
         # makes each change of a key (read, then written) whole to the other callers of this
@@ -140,6 +155,7 @@ class KeyedConversations:
         cid = self._ids.pop(key, None)
         if cid is not None:
             self._runs.pop(cid, None)
+            self._waiting.pop(cid, None)
 
     async def keys(self) -> list[str]:
         """Every conversation of the principal as a key, oldest first."""
@@ -222,16 +238,27 @@ class KeyedConversations:
             await self.on_key(key, lambda cid: self._append(cid, messages), create=True, missing=None)
 
     async def _append(self, cid: UUID, messages: Sequence[ChatMessage]) -> None:
+        span = self._provenance.current_run()
         run = self._runs.get(cid) or await self._open_run(cid)
+        if span is not None and run is not None and run.span not in (None, span):
+            waiting = self._waiting.get(cid, [])
+            own = next((r for r in waiting if r.span == span), None)
+            if own is not None:  # runs writing one key at once, interleaved
+                waiting.remove(own)
+                await self._set_aside(cid, run)
+                run = own
         last_role = run.last_role if run is not None else None
-        # Split into runs: a user message after a non-user one opens the next run.
+        # Split into runs: within a workflow run all of one write joins one history; outside
+        # one, a user message after a non-user one opens the next run.
         segments: list[tuple[bool, list[NewMessage], Produced | None]] = []
         for message in messages:
             produced = self._provenance.produced(message)
+            if produced is None and span is not None and message.role == MessageRole.ASSISTANT:
+                produced = self._provenance.latest_call(span)
             new = self._new_message(message, produced)
             if not segments:
-                segments.append((run is None or (new.role == "user" and last_role != "user"), [], None))
-            elif new.role == "user" and last_role != "user":
+                segments.append((self._opens(run, span, new.role), [], None))
+            elif span is None and new.role == "user" and last_role != "user":
                 segments.append((True, [], None))
             opens, batch, seen = segments[-1]
             batch.append(new)
@@ -240,24 +267,62 @@ class KeyedConversations:
             last_role = new.role
         for opens, batch, seen in segments:
             if opens or run is None:
-                fresh = await self._record_run(cid, batch)
+                fresh = await self._record_run(cid, batch, span)
                 if run is not None:
-                    # Closed or deleted elsewhere already: nothing left to close.
-                    with contextlib.suppress(ConflictError, HistoryNotFound):
-                        await self.chat.finish_history(run.history_id)
+                    await self._set_aside(cid, run)
                 run = fresh
             else:
                 written = await self._extend(run.history_id, batch)
                 if written < len(batch):
                     # Closed or deleted by another writer: the rest starts a run of its own.
-                    run = await self._record_run(cid, batch[written:])
+                    run = await self._record_run(cid, batch[written:], span)
             run.last_role = batch[-1].role
+            run.span = run.span or span
             if seen is not None and not run.observed:
                 await self.chat.update_history(
                     run.history_id, model=seen.model, system_prompts=seen.system_prompts or None
                 )
                 run.observed = True
             self._runs[cid] = run
+
+    @staticmethod
+    def _opens(run: _Run | None, span: str | None, role: str) -> bool:
+        """Whether a write from workflow run ``span`` (``None``: outside one) whose first
+        message has ``role`` opens a history after ``run``."""
+        if run is None:
+            return True
+        if span is not None and run.span is not None:
+            return span != run.span
+        return role == "user" and run.last_role != "user"
+
+    async def _set_aside(self, cid: UUID, run: _Run) -> None:
+        """``run`` is no longer the conversation's latest: kept open while its workflow run
+        still goes on, else closed, as are the runs kept before whose workflow runs ended."""
+        waiting = self._waiting.setdefault(cid, [])
+        for done in [r for r in waiting if not self._provenance.running(r.span or "")]:
+            waiting.remove(done)
+            await self._close(done)
+        if run.span is not None and self._provenance.running(run.span):
+            waiting.append(run)
+        else:
+            await self._close(run)
+        if not waiting:
+            del self._waiting[cid]
+
+    async def _close(self, run: _Run) -> None:
+        """Close ``run``'s history as its workflow run ended; one this process did not see
+        end is completed if it stored a reply, failed (``UNANSWERED``) if not."""
+        ended = self._provenance.ended(run.span) if run.span is not None else None
+        if ended is None:
+            last_role = run.last_role or await self._last_role(run.history_id)
+            ended = Ended("completed") if last_role != "user" else Ended("failed", UNANSWERED)
+        # Closed or deleted elsewhere already: nothing left to close.
+        with contextlib.suppress(ConflictError, HistoryNotFound):
+            await self.chat.finish_history(run.history_id, status=ended.status, error=ended.error)
+
+    async def _last_role(self, history_id: UUID) -> str | None:
+        page = await self.chat.list_messages(history_id=history_id, newest_first=True, limit=1)
+        return page.items[0].role if page.items else None
 
     def _new_message(self, message: ChatMessage, produced: Produced | None) -> NewMessage:
         """What stores ``message``: kept whole natively, its content cut to the store's limits."""
@@ -269,18 +334,25 @@ class KeyedConversations:
         an earlier process); another framework's run in progress is never joined."""
         detail = await self.chat.get_conversation(cid)
         last = detail.histories[-1] if detail.histories else None
-        if last is None or last.status != "running" or (last.metadata or {}).get("framework") != "llamaindex":
+        meta = last.metadata if last is not None else None
+        if last is None or last.status != "running" or (meta or {}).get("framework") != "llamaindex":
             return None
-        return _Run(last.id, None, last.model != self.model)
+        span = (meta or {}).get(RUN_FIELD)
+        return _Run(last.id, None, last.model != self.model, span if isinstance(span, str) else None)
 
-    async def _record_run(self, cid: UUID, batch: list[NewMessage], **metadata: Any) -> _Run:
-        """A new history holding ``batch``; when the batch is refused, no history is left.
+    async def _record_run(
+        self, cid: UUID, batch: list[NewMessage], span: str | None = None, **metadata: Any
+    ) -> _Run:
+        """A new history holding ``batch``, recording workflow run ``span`` (if one); when the
+        batch is refused, no history is left.
 
         Raises:
             ConflictError: other writers kept closing each new history before its first
                 messages, many times over.
         """
         for _ in range(_ATTEMPTS):
+            if span is not None:
+                metadata[RUN_FIELD] = span
             history = await self.chat.start_history(
                 cid, model=self.model, metadata={**self.metadata, **metadata}
             )
@@ -291,7 +363,7 @@ class KeyedConversations:
                     await self.chat.delete_history(history.id)
                 raise
             if written == len(batch):
-                return _Run(history.id, None, False)
+                return _Run(history.id, None, False, span)
             # Another store took the new history for a run left running, and closed or deleted
             # it to start its own: the rest goes to another, this one dropped if empty.
             batch = batch[written:]
@@ -331,6 +403,7 @@ class KeyedConversations:
             for history in old:
                 await self.chat.delete_history(history.id)
             self._runs.pop(cid, None)
+            self._waiting.pop(cid, None)
 
         await self.on_key(key, act, create=True, missing=None)
 
