@@ -24,6 +24,7 @@ from llama_index.core.llms import ChatMessage
 from llama_index.core.memory import ChatMemoryBuffer, Memory
 from llama_index.core.storage.chat_store import SimpleChatStore
 from llama_index.core.tools import FunctionTool
+from llama_index.core.workflow import Event, StartEvent, StopEvent, Workflow, step
 from pydantic import Field
 
 from chatmemory import History
@@ -130,10 +131,14 @@ async def test_a_react_runs_reply_rebuilt_from_text_names_its_model(alice: Scope
     store.close()
 
 
+@pytest.mark.parametrize("next_store", ["same", "new"])
 @pytest.mark.parametrize("kind", ["buffer", "memory"])
-async def test_runs_writing_one_key_at_once_each_keep_their_history(alice: Scope, kind: str) -> None:
+async def test_runs_writing_one_key_at_once_each_keep_their_history(
+    alice: Scope, kind: str, next_store: str
+) -> None:
     """Two runs on one memory at once, each stopped in its tool until both are: their
-    messages interleave in the key, and each run's still make one history."""
+    messages interleave in the key, and each run's still make one history. The next run
+    closes both, through the same store object or a new one (as after a restart)."""
     remembered, store = remembering(kind, alice)
     both = asyncio.Barrier(2)
 
@@ -163,6 +168,9 @@ async def test_runs_writing_one_key_at_once_each_keep_their_history(alice: Scope
     assert a.metadata[RUN_FIELD] != b.metadata[RUN_FIELD]
 
     # The next run closes both.
+    if next_store == "new":
+        store.close()
+        remembered, store = remembering(kind, alice)
     await FunctionAgent(tools=[add], llm=NamedMockLLM("mock-c"), system_prompt="S").run(
         user_msg="thanks", memory=remembered
     )
@@ -201,6 +209,81 @@ async def test_a_run_cancelled_before_its_reply_is_closed_cancelled_by_the_next(
     assert cancelled.error is not None and cancelled.error.startswith("CancelledError")
     assert [m.content for m in later.messages or []] == ["hello", "saw 3 messages"]
     store.close()
+
+
+class Between(Event):
+    memory: Any
+
+
+class WritesTwice(Workflow):
+    """A workflow writing to its memory in two steps, waiting on ``go`` between them."""
+
+    def __init__(self, go: asyncio.Event, between: asyncio.Event) -> None:
+        super().__init__()
+        self.go, self.between = go, between
+
+    @step
+    async def ask(self, ev: StartEvent) -> Between:
+        await ev.memory.aput_messages(
+            [ChatMessage(role="user", content="q"), ChatMessage(role="assistant", content="a, first part")]
+        )
+        self.between.set()
+        await asyncio.wait_for(self.go.wait(), 30)
+        return Between(memory=ev.memory)
+
+    @step
+    async def finish(self, ev: Between) -> StopEvent:
+        await ev.memory.aput(ChatMessage(role="assistant", content="a, second part"))
+        return StopEvent(result="done")
+
+
+@pytest.mark.parametrize("kind", ["buffer", "memory"])
+async def test_a_message_written_outside_a_run_while_it_runs_leaves_the_run_whole(
+    alice: Scope, kind: str
+) -> None:
+    remembered, store = remembering(kind, alice)
+    go, between = asyncio.Event(), asyncio.Event()
+    handler = WritesTwice(go, between).run(memory=remembered)
+    await asyncio.wait_for(between.wait(), 30)
+    await remembered.aput(ChatMessage(role="user", content="typed meanwhile"))
+    go.set()
+    assert await handler == "done"
+
+    run, outside = await histories(alice)
+    assert [m.content for m in run.messages or []] == ["q", "a, first part", "a, second part"]
+    assert run.metadata[RUN_FIELD].startswith("WritesTwice.run-")
+    assert [m.content for m in outside.messages or []] == ["typed meanwhile"]
+    assert RUN_FIELD not in outside.metadata
+    store.close()
+
+
+class Noop(Workflow):
+    @step
+    async def only(self, ev: StartEvent) -> StopEvent:
+        return StopEvent(result=None)
+
+
+async def test_how_a_run_ended_is_kept_however_many_other_workflows_end_meanwhile(alice: Scope) -> None:
+    """The process keeps how the runs that wrote histories still open ended, not how every
+    workflow of the process ended (of which it would keep only the latest ones)."""
+    remembered, store = remembering("buffer", alice)
+    failing = FunctionAgent(tools=[], llm=Down("mock-a"), system_prompt="S")
+    with pytest.raises(RuntimeError, match="the provider is down"):
+        await failing.run(user_msg="hello", memory=remembered)
+    for _ in range(1100):
+        await Noop().run()
+    await FunctionAgent(tools=[], llm=NamedMockLLM("mock-b"), system_prompt="S").run(
+        user_msg="again", memory=remembered
+    )
+    failed, later = await histories(alice)
+    assert (failed.status, failed.error) == ("failed", "RuntimeError: the provider is down")
+    assert [m.content for m in later.messages or []] == ["again", "saw 3 messages"]
+    store.close()
+
+
+class Down(NamedMockLLM):
+    def _respond(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatMessage:
+        raise RuntimeError("the provider is down")
 
 
 CHILD = textwrap.dedent(

@@ -239,14 +239,12 @@ class KeyedConversations:
 
     async def _append(self, cid: UUID, messages: Sequence[ChatMessage]) -> None:
         span = self._provenance.current_run()
-        run = self._runs.get(cid) or await self._open_run(cid)
-        if span is not None and run is not None and run.span not in (None, span):
-            waiting = self._waiting.get(cid, [])
-            own = next((r for r in waiting if r.span == span), None)
-            if own is not None:  # runs writing one key at once, interleaved
-                waiting.remove(own)
-                await self._set_aside(cid, run)
-                run = own
+        latest = self._runs.get(cid) or await self._open_run(cid)
+        run = latest
+        # Runs writing one key at once interleave: a run goes back to its own history.
+        own = next((r for r in self._waiting.get(cid, []) if r.span == span), None) if span else None
+        if own is not None:
+            run = own
         last_role = run.last_role if run is not None else None
         # Split into runs: within a workflow run all of one write joins one history; outside
         # one, a user message after a non-user one opens the next run.
@@ -267,23 +265,29 @@ class KeyedConversations:
             last_role = new.role
         for opens, batch, seen in segments:
             if opens or run is None:
-                fresh = await self._record_run(cid, batch, span)
-                if run is not None:
-                    await self._set_aside(cid, run)
-                run = fresh
+                previous, run = run, await self._record_run(cid, batch, span)
+                self._runs[cid] = run
+                if previous is not None:
+                    await self._set_aside(cid, previous)
             else:
                 written = await self._extend(run.history_id, batch)
                 if written < len(batch):
                     # Closed or deleted by another writer: the rest starts a run of its own.
                     run = await self._record_run(cid, batch[written:], span)
             run.last_role = batch[-1].role
-            run.span = run.span or span
+            if run.span is None and span is not None:
+                run.span = span  # a history begun outside any run, taken on by this run
+                self._provenance.watch(span)
             if seen is not None and not run.observed:
                 await self.chat.update_history(
                     run.history_id, model=seen.model, system_prompts=seen.system_prompts or None
                 )
                 run.observed = True
             self._runs[cid] = run
+        if own is not None:
+            self._waiting[cid].remove(own)
+            if latest is not None and latest is not own:
+                await self._set_aside(cid, latest)
 
     @staticmethod
     def _opens(run: _Run | None, span: str | None, role: str) -> bool:
@@ -299,26 +303,31 @@ class KeyedConversations:
         """``run`` is no longer the conversation's latest: kept open while its workflow run
         still goes on, else closed, as are the runs kept before whose workflow runs ended."""
         waiting = self._waiting.setdefault(cid, [])
-        for done in [r for r in waiting if not self._provenance.running(r.span or "")]:
-            waiting.remove(done)
-            await self._close(done)
         if run.span is not None and self._provenance.running(run.span):
             waiting.append(run)
         else:
             await self._close(run)
+        for done in [r for r in waiting if not self._provenance.running(r.span or "")]:
+            waiting.remove(done)
+            await self._close(done)
         if not waiting:
             del self._waiting[cid]
 
     async def _close(self, run: _Run) -> None:
-        """Close ``run``'s history as its workflow run ended; one this process did not see
-        end is completed if it stored a reply, failed (``UNANSWERED``) if not."""
+        """Close ``run``'s history as its workflow run ended. One written outside any run is
+        completed; one whose end this process did not see (another process's, or forgotten)
+        is completed if it stored a reply, failed (``UNANSWERED``) if not."""
         ended = self._provenance.ended(run.span) if run.span is not None else None
-        if ended is None:
+        if ended is None and run.span is None:
+            ended = Ended("completed")
+        elif ended is None:
             last_role = run.last_role or await self._last_role(run.history_id)
             ended = Ended("completed") if last_role != "user" else Ended("failed", UNANSWERED)
         # Closed or deleted elsewhere already: nothing left to close.
         with contextlib.suppress(ConflictError, HistoryNotFound):
             await self.chat.finish_history(run.history_id, status=ended.status, error=ended.error)
+        if run.span is not None:
+            self._provenance.release(run.span)
 
     async def _last_role(self, history_id: UUID) -> str | None:
         page = await self.chat.list_messages(history_id=history_id, newest_first=True, limit=1)
@@ -330,15 +339,22 @@ class KeyedConversations:
         return fitted(new, self.chat.limits)
 
     async def _open_run(self, cid: UUID) -> _Run | None:
-        """The conversation's last history, when it is a run this adapter left running (in
-        an earlier process); another framework's run in progress is never joined."""
-        detail = await self.chat.get_conversation(cid)
-        last = detail.histories[-1] if detail.histories else None
-        meta = last.metadata if last is not None else None
-        if last is None or last.status != "running" or (meta or {}).get("framework") != "llamaindex":
-            return None
-        span = (meta or {}).get(RUN_FIELD)
-        return _Run(last.id, None, last.model != self.model, span if isinstance(span, str) else None)
+        """The conversation's last history, when it is a run this adapter left running
+        (another store object's, or an earlier process's); another framework's run in
+        progress is never joined. This adapter's other running histories were left by runs
+        a later one followed (two runs at once, then the store object dropped or its process
+        ended): each is closed, unless its run still goes on in this process."""
+        histories = (await self.chat.get_conversation(cid)).histories
+        ours = [
+            _Run(h.id, None, h.model != self.model, _run_field(h.metadata))
+            for h in histories
+            if h.status == "running" and (h.metadata or {}).get("framework") == "llamaindex"
+        ]
+        last = ours[-1] if ours and ours[-1].history_id == histories[-1].id else None
+        for run in ours:
+            if run is not last and not self._provenance.running(run.span or ""):
+                await self._close(run)
+        return last
 
     async def _record_run(
         self, cid: UUID, batch: list[NewMessage], span: str | None = None, **metadata: Any
@@ -363,6 +379,8 @@ class KeyedConversations:
                     await self.chat.delete_history(history.id)
                 raise
             if written == len(batch):
+                if span is not None:
+                    self._provenance.watch(span)
                 return _Run(history.id, None, False, span)
             # Another store took the new history for a run left running, and closed or deleted
             # it to start its own: the rest goes to another, this one dropped if empty.
@@ -455,3 +473,8 @@ class KeyedConversations:
         dropped = await self.on_key(key, act, create=False, missing=None)
         self._forget(key)
         return dropped
+
+
+def _run_field(metadata: Mapping[str, Any] | None) -> str | None:
+    span = (metadata or {}).get(RUN_FIELD)
+    return span if isinstance(span, str) else None

@@ -38,9 +38,11 @@ from chatmemory.recording import model_label, run_error
 
 __all__ = ["Ended", "Produced", "observe"]
 
-_REMEMBERED = 1024  # response messages not yet stored, runs ended; older ones are forgotten first
+_REMEMBERED = 1024  # response messages not yet stored; older ones are forgotten first
 _STOPPED = "the workflow was stopped by its user"
-_OPEN = 16_384  # open spans followed; a span never exited is forgotten once this many are newer
+# Open spans followed, and runs with an open history; a span never exited (a history never
+# closed) is forgotten once this many are newer.
+_OPEN = 16_384
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,9 @@ class _Observed:
         self.messages: OrderedDict[int, tuple[ChatMessage, Produced]] = OrderedDict()
         self.run_of: OrderedDict[str, str] = OrderedDict()  # open span -> its innermost run
         self.latest: OrderedDict[str, Produced] = OrderedDict()  # run -> its latest LLM call
+        # Runs a history records that is not closed yet (how many such histories), and how
+        # those of them that ended ended: kept until the histories are closed.
+        self.watched: OrderedDict[str, int] = OrderedDict()
         self.ended: OrderedDict[str, Ended] = OrderedDict()
 
 
@@ -162,7 +167,8 @@ class _RunSpans(BaseSpanHandler[Any]):
         with seen.lock:
             if seen.run_of.pop(id_, None) == id_:
                 seen.latest.pop(id_, None)
-                _put(seen.ended, id_, ended, _REMEMBERED)
+                if id_ in seen.watched:
+                    _put(seen.ended, id_, ended, _OPEN)
 
     def new_span(self, *args: Any, **kwargs: Any) -> None:
         """Unused: ``span_enter`` does the work."""
@@ -206,6 +212,20 @@ class Observer:
         """How ``run`` ended, if this process saw it end."""
         with self._seen.lock:
             return self._seen.ended.get(run)
+
+    def watch(self, run: str) -> None:
+        """A history records ``run``: keep how it ends until ``release``."""
+        with self._seen.lock:
+            _put(self._seen.watched, run, self._seen.watched.get(run, 0) + 1, _OPEN)
+
+    def release(self, run: str) -> None:
+        """A history recording ``run`` is closed."""
+        with self._seen.lock:
+            left = self._seen.watched.pop(run, 0) - 1
+            if left > 0:
+                _put(self._seen.watched, run, left, _OPEN)
+            else:
+                self._seen.ended.pop(run, None)
 
     def running(self, run: str) -> bool:
         """Whether ``run`` is a workflow run this process sees in progress."""

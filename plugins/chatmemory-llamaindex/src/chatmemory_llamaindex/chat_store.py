@@ -27,8 +27,8 @@ class ChatMemoryChatStore(BoundStore, BaseChatStore):
 
     Each key is one conversation of the principal: the one started for that key, or the
     one whose id the key is (an empty key is an ``InvalidInputError``). Every agent run (a
-    user message and the replies after it) is recorded as one history, with the model
-    LlamaIndex instrumentation saw answer, else ``model``. Store calls go to the object's home
+    workflow run, told by LlamaIndex instrumentation) is recorded as one history, with the
+    model that instrumentation saw answer, else ``model``. Store calls go to the object's home
     loop (``loop``, else the loop running at creation, else a background loop this object
     starts), by the rules of ``chatmemory.loops``: synchronous methods work from any thread
     but the home loop's own, where they raise ``RuntimeError`` at once, and no call waits for
