@@ -17,11 +17,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from chatmemory_llamaindex import ChatMemoryChatStore, ChatMemoryDBChatStore
 from chatmemory_llamaindex._keyed import RUN_FIELD, UNANSWERED
 from llama_index.core.agent.workflow import CodeActAgent, FunctionAgent, ReActAgent
 from llama_index.core.llms import ChatMessage
-from llama_index.core.memory import ChatMemoryBuffer, Memory
+from llama_index.core.memory import ChatMemoryBuffer
 from llama_index.core.storage.chat_store import SimpleChatStore
 from llama_index.core.tools import FunctionTool
 from llama_index.core.workflow import Event, StartEvent, StopEvent, Workflow, step
@@ -30,6 +29,7 @@ from pydantic import Field
 from chatmemory import History
 from chatmemory.scope import Scope
 from tests.plugins.llamaindex._llm import NamedMockLLM, add
+from tests.plugins.llamaindex.test_run_edges import remembering
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20"),
@@ -47,14 +47,6 @@ class Scripted(NamedMockLLM):
     def _respond(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatMessage:
         self.seen.append(list(messages))
         return ChatMessage(role="assistant", content=self.script.pop(0))
-
-
-def remembering(kind: str, alice: Scope) -> tuple[Any, ChatMemoryChatStore | ChatMemoryDBChatStore]:
-    if kind == "buffer":
-        store = ChatMemoryChatStore(alice)
-        return ChatMemoryBuffer.from_defaults(chat_store=store, chat_store_key="k"), store
-    db_store = ChatMemoryDBChatStore(alice)
-    return Memory.from_defaults(session_id="k", chat_store=db_store), db_store
 
 
 async def run_code(code: str) -> dict[str, Any]:
