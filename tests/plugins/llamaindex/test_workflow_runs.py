@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 from chatmemory_llamaindex._keyed import RUN_FIELD, UNANSWERED
-from llama_index.core.agent.workflow import CodeActAgent, FunctionAgent, ReActAgent
+from llama_index.core.agent.workflow import AgentWorkflow, CodeActAgent, FunctionAgent, ReActAgent
+from llama_index.core.base.llms.types import ToolCallBlock
 from llama_index.core.llms import ChatMessage
 from llama_index.core.memory import ChatMemoryBuffer
 from llama_index.core.storage.chat_store import SimpleChatStore
@@ -120,6 +121,73 @@ async def test_a_react_runs_reply_rebuilt_from_text_names_its_model(alice: Scope
     (run,) = await histories(alice)
     assert run.model == "mock-react"
     assert [(m.role, m.model) for m in run.messages or []] == [("user", None), ("assistant", "mock-react")]
+    store.close()
+
+
+class HandsOff(NamedMockLLM):
+    """Hands the run off to the ``writer`` agent."""
+
+    def _respond(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatMessage:
+        args = {"to_agent": "writer", "reason": "it writes"}
+        call = ToolCallBlock(tool_call_id="h", tool_name="handoff", tool_kwargs=args)
+        return ChatMessage(role="assistant", blocks=[call])
+
+
+@pytest.mark.parametrize("kind", ["buffer", "memory"])
+async def test_an_agent_workflow_run_handed_off_is_one_history_with_each_agents_model(
+    alice: Scope, kind: str
+) -> None:
+    remembered, store = remembering(kind, alice)
+    router_llm, writer_llm = HandsOff("mock-router"), Scripted("mock-writer", script=["A poem."])
+    router = FunctionAgent(
+        name="router", description="Routes", llm=router_llm, system_prompt="Route.", can_handoff_to=["writer"]
+    )
+    writer = FunctionAgent(name="writer", description="Writes.", llm=writer_llm, system_prompt="Write.")
+    workflow = AgentWorkflow(agents=[router, writer], root_agent="router")
+    assert str(await workflow.run(user_msg="write a poem", memory=remembered)) == "A poem."
+
+    (run,) = await histories(alice)
+    assert (run.model, run.system_prompts) == ("mock-router", ["Route."])
+    assert run.metadata[RUN_FIELD].startswith("AgentWorkflow.run-")
+    assert [(m.role, m.model) for m in run.messages or []] == [
+        ("user", None),
+        ("assistant", "mock-router"),
+        ("tool", None),
+        ("assistant", "mock-writer"),
+    ]
+    store.close()
+
+
+@pytest.mark.parametrize("kind", ["buffer", "memory"])
+async def test_an_agent_run_inside_another_runs_tool_on_one_memory_is_a_history_of_its_own(
+    alice: Scope, kind: str
+) -> None:
+    remembered, store = remembering(kind, alice)
+
+    async def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        inner = FunctionAgent(tools=[], llm=NamedMockLLM("mock-inner"), system_prompt="S")
+        await inner.run(user_msg="inner question", memory=remembered)
+        return a + b
+
+    outer = FunctionAgent(tools=[add], llm=NamedMockLLM("mock-outer"), system_prompt="S")
+    assert str(await outer.run(user_msg="please add 2 and 3", memory=remembered)) == "2+3=5"
+    await FunctionAgent(tools=[], llm=NamedMockLLM("mock-next"), system_prompt="S").run(
+        user_msg="next", memory=remembered
+    )
+
+    recorded = [
+        (h.model, h.status, [(m.role, m.content) for m in h.messages or []]) for h in await histories(alice)
+    ]
+    assert recorded == [
+        (
+            "mock-outer",
+            "completed",
+            [("user", "please add 2 and 3"), ("assistant", ""), ("tool", "5"), ("assistant", "2+3=5")],
+        ),
+        ("mock-inner", "completed", [("user", "inner question"), ("assistant", "saw 3 messages")]),
+        ("mock-next", "running", [("user", "next"), ("assistant", "saw 8 messages")]),
+    ]
     store.close()
 
 
