@@ -285,8 +285,10 @@ class KeyedConversations:
                 run.observed = True
             self._runs[cid] = run
         if own is not None:
-            self._waiting[cid].remove(own)
-            if latest is not None and latest is not own:
+            waiting = self._waiting.get(cid, [])
+            if own in waiting:
+                waiting.remove(own)
+            if latest is not None:
                 await self._set_aside(cid, latest)
 
     @staticmethod
