@@ -75,6 +75,12 @@ async def theirs(agent: Any) -> list[tuple[str, str | None]]:
     return [(m.role.value, m.content) for m in store.get_messages("k")]
 
 
+async def next_run(memory: Any, model: str, prompt: str) -> None:
+    """A ``FunctionAgent`` run of ``model`` (which can call ``add``) on ``memory``."""
+    agent = FunctionAgent(tools=[add], llm=NamedMockLLM(model), system_prompt="S")
+    await agent.run(user_msg=prompt, memory=memory)
+
+
 async def histories(alice: Scope) -> list[History]:
     (conversation,) = (await alice.list_conversations()).items
     return (await alice.get_conversation(conversation.id, messages=True)).histories
@@ -102,9 +108,7 @@ async def test_a_codeact_run_is_one_history_though_its_code_results_are_user_mes
         ("assistant", "mock-code"),
     ]
 
-    await FunctionAgent(tools=[add], llm=NamedMockLLM("mock-next"), system_prompt="S").run(
-        user_msg="thanks", memory=remembered
-    )
+    await next_run(remembered, "mock-next", "thanks")
     first, second = await histories(alice)
     assert (first.id, first.status, first.error) == (run.id, "completed", None)
     assert [m.content for m in second.messages or []] == ["thanks", "saw 6 messages"]
@@ -172,9 +176,7 @@ async def test_an_agent_run_inside_another_runs_tool_on_one_memory_is_a_history_
 
     outer = FunctionAgent(tools=[add], llm=NamedMockLLM("mock-outer"), system_prompt="S")
     assert str(await outer.run(user_msg="please add 2 and 3", memory=remembered)) == "2+3=5"
-    await FunctionAgent(tools=[], llm=NamedMockLLM("mock-next"), system_prompt="S").run(
-        user_msg="next", memory=remembered
-    )
+    await next_run(remembered, "mock-next", "next")
 
     recorded = [
         (h.model, h.status, [(m.role, m.content) for m in h.messages or []]) for h in await histories(alice)
@@ -231,9 +233,7 @@ async def test_runs_writing_one_key_at_once_each_keep_their_history(
     if next_store == "new":
         store.close()
         remembered, store = remembering(kind, alice)
-    await FunctionAgent(tools=[add], llm=NamedMockLLM("mock-c"), system_prompt="S").run(
-        user_msg="thanks", memory=remembered
-    )
+    await next_run(remembered, "mock-c", "thanks")
     statuses = [(h.model, h.status) for h in await histories(alice)]
     assert statuses == [("mock-a", "completed"), ("mock-b", "completed"), ("mock-c", "running")]
     store.close()
@@ -260,9 +260,7 @@ async def test_a_run_cancelled_before_its_reply_is_closed_cancelled_by_the_next(
     with pytest.raises(asyncio.CancelledError):
         await task
 
-    await FunctionAgent(tools=[add], llm=NamedMockLLM("mock-b"), system_prompt="S").run(
-        user_msg="hello", memory=remembered
-    )
+    await next_run(remembered, "mock-b", "hello")
     cancelled, later = await histories(alice)
     assert [m.content for m in cancelled.messages or []] == ["please add 2 and 3"]
     assert cancelled.status == "cancelled"
@@ -332,9 +330,7 @@ async def test_how_a_run_ended_is_kept_however_many_other_workflows_end_meanwhil
         await failing.run(user_msg="hello", memory=remembered)
     for _ in range(1100):
         await Noop().run()
-    await FunctionAgent(tools=[], llm=NamedMockLLM("mock-b"), system_prompt="S").run(
-        user_msg="again", memory=remembered
-    )
+    await next_run(remembered, "mock-b", "again")
     failed, later = await histories(alice)
     assert (failed.status, failed.error) == ("failed", "RuntimeError: the provider is down")
     assert [m.content for m in later.messages or []] == ["again", "saw 3 messages"]
@@ -392,9 +388,7 @@ async def test_a_run_whose_process_was_killed_before_its_reply_is_closed_failed_
     assert left.status == "running"
 
     remembered, store = remembering(kind, alice)
-    await FunctionAgent(tools=[add], llm=NamedMockLLM("mock-next"), system_prompt="S").run(
-        user_msg="hello", memory=remembered
-    )
+    await next_run(remembered, "mock-next", "hello")
     killed, later = await histories(alice)
     assert [m.content for m in killed.messages or []] == ["please add 2 and 3"]
     assert (killed.id, killed.status, killed.error) == (left.id, "failed", UNANSWERED)

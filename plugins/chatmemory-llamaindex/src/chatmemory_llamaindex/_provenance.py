@@ -67,7 +67,7 @@ class _Observed:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.calls: OrderedDict[str, tuple[str | None, Produced]] = OrderedDict()  # LLM span -> run, call
+        self.calls: OrderedDict[str, Produced] = OrderedDict()  # LLM calls under way, by span
         # Keeps the message object itself, so its id() cannot be reused while it is remembered.
         self.messages: OrderedDict[int, tuple[ChatMessage, Produced]] = OrderedDict()
         self.run_of: OrderedDict[str, str] = OrderedDict()  # open span -> its innermost run
@@ -99,7 +99,7 @@ class _ModelProvenance(BaseEventHandler):
             span = str(event.span_id)
             with seen.lock:
                 run = seen.run_of.get(span)
-                _put(seen.calls, span, (run, produced), _REMEMBERED)
+                _put(seen.calls, span, produced, _REMEMBERED)
                 if run is not None:
                     _put(seen.latest, run, produced, _REMEMBERED)
         elif isinstance(event, LLMChatEndEvent) and event.response is not None:
@@ -107,7 +107,7 @@ class _ModelProvenance(BaseEventHandler):
             with seen.lock:
                 call = seen.calls.pop(str(event.span_id), None)
                 if call is not None:
-                    _put(seen.messages, id(message), (message, call[1]), _REMEMBERED)
+                    _put(seen.messages, id(message), (message, call), _REMEMBERED)
 
 
 class _RunSpans(BaseSpanHandler[Any]):
