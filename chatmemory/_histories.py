@@ -203,7 +203,7 @@ def started(
     if batch:
         when = history["created_at"]
         stored, added = yield from append(
-            principal, history["id"], batch, when, one_statement=False, new_history=True
+            principal, history["id"], batch, when, one_statement=False, keys_looked_up=True
         )
     if finish is not None:
         yield from change_running(principal, history["id"], {**finish, "updated_at": history["created_at"]})

@@ -20,7 +20,7 @@ from chatmemory import _queries as q
 from chatmemory import _rows
 from chatmemory import _sql as sql
 from chatmemory._ids import as_uuid
-from chatmemory._messages import MessageOps, append, check_running, in_batch_order, running
+from chatmemory._messages import MessageOps, append, check_running, in_batch_order, running, stored_keys
 from chatmemory._plan import Json, Plan, Row, Stmt
 from chatmemory._scope_base import Id, rows_of, size_rows
 from chatmemory._validation import check_object, parse_id, utc_time
@@ -59,7 +59,9 @@ class MergeOps(MessageOps):
         ``messages`` are appended to it as ``append_messages`` would, stamped
         ``created_at`` (default: now; order never depends on it). With ``if_last_seq``
         nothing is written unless the history's conversation still has that last ``seq``,
-        so a writer that read an older state is refused.
+        so a writer that read an older state is refused. A call whose messages all have keys
+        already stored in the history (the same call made again) answers the stored messages
+        and sets no metadata either.
 
         Raises:
             ConversationNotFound, HistoryNotFound: one of them is not visible.
@@ -139,6 +141,7 @@ def _merge_and_append(
         check_running(hid, history[5])
     # Every conversation this call writes is locked in one order, by id, its own among them (with
     # the history): two calls that write each other's conversations never wait for each other.
+    current: dict[UUID, Row] = {}
     for cid in sorted(targets.keys() | ({own} if own is not None else set())):
         if hid is not None and cid == own:
             found = yield Stmt(sql.lock_for_append(scope), {**params, "hid": hid})
@@ -146,15 +149,24 @@ def _merge_and_append(
             if if_last_seq is not None and last_seq != if_last_seq:
                 raise ConflictError(f"conversation {own} changed since seq {if_last_seq}")
         if cid in targets:
-            current = yield from q.find_conversation(principal, cid, lock=True)
-            merged = {**(json.loads(_rows.json_text(current[4])) if current[4] else {}), **targets[cid]}
-            yield Stmt(sql.SET_CONVERSATION_METADATA, {"cid": cid, "metadata": Json(merged), "when": when})
-            yield from changes.record("conversation.updated", cid)
+            current[cid] = yield from q.find_conversation(principal, cid, lock=True)
+    stored: list[Row] = []
+    fresh = batch
+    if hid is not None and batch:
+        stored, fresh = yield from stored_keys(hid, batch)
+        if not fresh:  # the same call made again: it answers what the first stored, and writes nothing
+            return stored, []
+    for cid, row in current.items():
+        merged = {**(json.loads(_rows.json_text(row[4])) if row[4] else {}), **targets[cid]}
+        yield Stmt(sql.SET_CONVERSATION_METADATA, {"cid": cid, "metadata": Json(merged), "when": when})
+        yield from changes.record("conversation.updated", cid)
     if hid is None or not batch:
         return [], []
     # Messages carry the time asked for; the conversation, the time of the change.
     stamped = when if created_at is None else created_at
-    stored, added = yield from append(principal, hid, batch, stamped, one_statement=one_statement)
+    _, added = yield from append(
+        principal, hid, fresh, stamped, one_statement=one_statement, keys_looked_up=True
+    )
     if stamped is not when and added:
         yield Stmt(sql.TOUCH_CONVERSATION, {"cid": own, "when": when})
     return stored, added

@@ -227,7 +227,7 @@ def append(
     *,
     one_statement: bool,
     alone: bool = False,
-    new_history: bool = False,
+    keys_looked_up: bool = False,
     unread_keys: bool = False,
 ) -> Plan[tuple[list[Row], list[Message]]]:
     """Stored rows for keys already there, and the new messages, ``seq`` taken under the conversation lock.
@@ -237,12 +237,13 @@ def append(
     (whose writer holds the database lock) the bump answers ``last_seq`` and the insert follows.
     Keys are looked up after the lock is held, so a concurrent append of the same key is seen.
     ``alone``: the append is its transaction's whole work, so its one statement may be too.
-    A ``new_history`` (started in this transaction) has no stored keys to look up.
+    ``keys_looked_up``: the caller found none of the batch's keys stored, in this transaction
+    (a history started in it has none).
     With ``unread_keys`` (PostgreSQL), a batch with keys is one statement too, which does not
     look its keys up; the caller runs the plan that does when one was stored (``Stmt.unread_keys``).
     """
     scope, params = q.principal_params(principal)
-    keys = [] if new_history else [m.key for m in batch if m.key is not None]
+    keys = [] if keys_looked_up else [m.key for m in batch if m.key is not None]
     if batch and (not keys or (unread_keys and one_statement)):
         if one_statement:
             one = _append_at_once(scope, params, hid, batch, when, alone=alone, unread_keys=bool(keys))
@@ -250,9 +251,7 @@ def append(
         return [], (yield from _append_bumped(scope, params, hid, batch, when))
     found = yield Stmt(sql.lock_for_append(scope), {**params, "hid": hid})
     _, cid, history_model, last_seq = running(found, hid)
-    stored: list[Row] = (yield Stmt(sql.MESSAGES_BY_KEY, {"hid": hid, "keys": Many(keys)})) if keys else []
-    taken = {row[13] for row in stored}
-    fresh = [m for m in batch if m.key not in taken]
+    stored, fresh = yield from stored_keys(hid, batch)
     if not fresh:
         return stored, []
     if one_statement:
@@ -271,6 +270,16 @@ def append(
     )
     yield from changes.record("message.appended", cid, history_id=hid, seq=last_seq + 1, count=len(rows))
     return stored, added
+
+
+def stored_keys(hid: UUID, batch: list[NewMessage]) -> Plan[tuple[list[Row], list[NewMessage]]]:
+    """The stored rows of the batch's keys already in history ``hid``, and the rest of the batch."""
+    keys = [m.key for m in batch if m.key is not None]
+    if not keys:
+        return [], batch
+    stored: list[Row] = yield Stmt(sql.MESSAGES_BY_KEY, {"hid": hid, "keys": Many(keys)})
+    taken = {row[13] for row in stored}
+    return stored, [m for m in batch if m.key not in taken]
 
 
 def running(found: list[Row], hid: UUID) -> Row:

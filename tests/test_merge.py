@@ -48,6 +48,41 @@ async def test_metadata_and_messages_are_written_together(alice: Scope) -> None:
     assert (await alice.get_conversation(other.id)).metadata == {"x": 1}
 
 
+async def test_the_same_call_made_again_answers_what_it_stored_and_sets_no_metadata(alice: Scope) -> None:
+    """A call whose messages' keys are all stored already (a retry, a re-delivered event) is a
+    replay: it must not set its metadata again over what later calls set, nor touch the
+    conversation. A call with one new message among stored ones is not: it writes everything."""
+    conv = await alice.start_conversation()
+    other = await alice.start_conversation()
+    run = await alice.start_history(conv.id, model="m")
+    first = [{"role": "user", "content": "a", "key": "e1"}]
+    (stored,) = await alice.merge_and_append(
+        {conv.id: {"k": 1}, other.id: {"k": 1}}, history_id=run.id, messages=first, if_last_seq=0
+    )
+    await alice.merge_and_append(
+        {conv.id: {"k": 2}, other.id: {"k": 2}},
+        history_id=run.id,
+        messages=[{"role": "user", "content": "b", "key": "e2"}],
+        if_last_seq=1,
+    )
+    before = await alice.get_conversation(conv.id), await alice.get_conversation(other.id)
+
+    assert await alice.merge_and_append(
+        {conv.id: {"k": 1}, other.id: {"k": 1}}, history_id=run.id, messages=first, if_last_seq=2
+    ) == [stored]
+
+    assert (await alice.get_conversation(conv.id), await alice.get_conversation(other.id)) == before
+    (again, third) = await alice.merge_and_append(
+        {other.id: {"k": 3}},
+        history_id=run.id,
+        messages=[*first, {"role": "user", "content": "c", "key": "e3"}],
+        if_last_seq=2,
+    )
+    assert (again, third.seq) == (stored, 3)
+    assert (await alice.get_conversation(other.id)).metadata == {"k": 3}
+    assert [m.key for m in await alice.transcript(conv.id)] == ["e1", "e2", "e3"]
+
+
 async def test_metadata_alone(alice: Scope) -> None:
     conv = await alice.start_conversation(metadata={"a": 1})
     assert await alice.merge_and_append({conv.id: {"b": 2}}) == []

@@ -15,16 +15,19 @@ import random
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from chatmemory_adk import ChatMemorySessionService, ProvenancePlugin
 from chatmemory_adk._runs import Recent
+from google.adk.errors import StaleSessionError
 from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
 from google.genai import types
 
 from chatmemory import ChatMemory, Principal, Scope, StorageError
+from chatmemory._merge import MergeOps
 from tests.plugins.adk._agent import APP, USER, run_turn
 
 DEADLINE = 60  # seconds: a call that outlives it hangs
@@ -71,6 +74,61 @@ async def test_runners_on_threads_with_loops_of_their_own_share_one_service(
         histories = (await chat.get_conversation(summary.id)).histories
         assert [h.status for h in histories] == ["completed", "completed"]
         assert len({h.model for h in histories}) == 1
+
+
+async def test_appends_at_once_through_one_session_object_all_land_in_call_order(
+    service: ChatMemorySessionService,
+) -> None:
+    """ADK appends through one session object at once (live mode's sender beside the runner's
+    events, a live tool's response from a task of its own); ``DatabaseSessionService`` lets
+    each wait for the one before it. None may be refused as stale by its sibling's write."""
+    session = await service.create_session(app_name=APP, user_id=USER, session_id="s")
+    events = [said(f"e{n}", "inv", **{f"k{n}": n}) for n in range(10)]
+    await asyncio.wait_for(asyncio.gather(*(service.append_event(session, e) for e in events)), DEADLINE)
+
+    stored = await service.get_session(app_name=APP, user_id=USER, session_id="s")
+    assert stored is not None
+    assert [e.id for e in stored.events] == [e.id for e in session.events] == [e.id for e in events]
+    assert stored.state == session.state == {f"k{n}": n for n in range(10)}
+
+
+async def test_an_append_refused_beside_another_of_its_invocation_takes_nothing_with_it(
+    service: ChatMemorySessionService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first event of an invocation opens its history; an append of the same invocation
+    started while that one's write is slow to reach the store must not share the history
+    before the first is through: a refused first append drops the history it opened, and with
+    it would go the other's committed event."""
+    session = await service.create_session(app_name=APP, user_id=USER, session_id="s")
+    stale = session.model_copy(deep=True)
+    await service.append_event(session, said("before", "inv-0"))
+    merge, delayed = MergeOps.merge_and_append, []
+
+    async def slow_first_write(self: Scope, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("messages") and not delayed:
+            delayed.append(True)
+            await asyncio.sleep(0.2)  # a slow round trip
+        return await merge(self, *args, **kwargs)
+
+    monkeypatch.setattr(MergeOps, "merge_and_append", slow_first_write)
+
+    async def later() -> Event:
+        await asyncio.sleep(0.05)
+        return await service.append_event(session, said("current", "inv-1"))
+
+    refused, appended = await asyncio.wait_for(
+        asyncio.gather(service.append_event(stale, said("stale", "inv-1")), later(), return_exceptions=True),
+        DEADLINE,
+    )
+
+    assert isinstance(refused, StaleSessionError)
+    assert isinstance(appended, Event)
+    stored = await service.get_session(app_name=APP, user_id=USER, session_id="s")
+    assert stored is not None
+    assert [e.content.parts[0].text for e in stored.events if e.content and e.content.parts] == [
+        "before",
+        "current",
+    ]
 
 
 async def test_a_cancelled_append_leaves_the_session_as_storage_has_it(

@@ -225,6 +225,40 @@ async def test_an_event_delivered_twice_is_stored_once(service: ChatMemorySessio
     assert len(stored.events) == 1
 
 
+async def test_an_event_delivered_again_after_later_ones_changes_nothing(
+    service: ChatMemorySessionService,
+) -> None:
+    """A re-delivered event is stored once and applied once: its state delta and time must not
+    be written again over those of the events after it (session, ``user:`` and ``app:`` state,
+    and the session's place in the listing), as ``InMemorySessionService`` refuses it first."""
+    session = await service.create_session(app_name=APP, user_id="u1", session_id="s")
+    delta = {"k": 1, "user:k": 1, "app:k": 1}
+    first = Event(
+        invocation_id="i", author="agent", timestamp=1_000_001.0, actions=EventActions(state_delta=delta)
+    )
+    later = Event(
+        invocation_id="i",
+        author="agent",
+        timestamp=1_000_002.0,
+        actions=EventActions(state_delta={k: 2 for k in delta}),
+    )
+    await service.append_event(session, first)
+    await service.append_event(session, later)
+
+    await service.append_event(session, first.model_copy(deep=True))
+    reread = await service.get_session(app_name=APP, user_id="u1", session_id="s")
+    assert reread is not None
+    await service.append_event(reread, first.model_copy(deep=True))
+
+    stored = await service.get_session(app_name=APP, user_id="u1", session_id="s")
+    assert stored is not None
+    assert stored.state == session.state == {"k": 2, "user:k": 2, "app:k": 2}
+    assert stored.last_update_time == session.last_update_time == 1_000_002.0
+    assert [e.id for e in stored.events] == [first.id, later.id]
+    (listed,) = (await service.list_sessions(app_name=APP, user_id="u1")).sessions
+    assert listed.last_update_time == 1_000_002.0
+
+
 async def test_distinct_events_sharing_an_id_are_both_kept(service: ChatMemorySessionService) -> None:
     session = await service.create_session(app_name=APP, user_id="u1", session_id="s")
     first, second = user_event("one"), user_event("two")

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Hashable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from chatmemory import Principal
+from chatmemory.loops import AnyLoopLock
 
 _K = TypeVar("_K", bound=Hashable)
 _V = TypeVar("_V")
@@ -61,6 +62,31 @@ class Recent(Generic[_K, _V]):
         """Remove the entries whose key ``matches``; their values."""
         with self._lock:
             return [self._items.pop(key) for key in list(self._items) if matches(key)]
+
+
+class KeyedLocks(Generic[_K]):
+    """A lock per key, kept while someone holds it or waits for it, for coroutines of any thread
+    and event loop (see ``chatmemory.loops.AnyLoopLock``)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[_K, tuple[AnyLoopLock, int]] = {}
+        self._guard = threading.Lock()  # held only for instants, never across an await
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: _K) -> AsyncIterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(key) or (AnyLoopLock(), 0)
+            self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
 
 
 @dataclass

@@ -30,7 +30,7 @@ from chatmemory.recording import fitted, model_label
 from chatmemory_adk import _layout as layout
 from chatmemory_adk._events import event_time, to_event, to_message
 from chatmemory_adk._revisions import adk_error, revision
-from chatmemory_adk._runs import ModelCalls, Recent, Run, to_the_end
+from chatmemory_adk._runs import KeyedLocks, ModelCalls, Recent, Run, to_the_end
 
 __all__ = ["DEFAULT_MODEL", "ChatMemorySessionService"]
 
@@ -70,6 +70,9 @@ class ChatMemorySessionService(BaseSessionService):
         self._calls = ModelCalls()
         self._ensured: Recent[tuple[str, str], bool] = Recent(_CACHED)
         self._mirrors: Mirrors[Event | None] = Mirrors(_events_of, _MIRRORED)
+        # Appends to one session take turns in this process, as ``DatabaseSessionService``'s do:
+        # each then writes after the last one through the same session object, never beside it.
+        self._appending: KeyedLocks[tuple[str, str, str]] = KeyedLocks()
 
     @classmethod
     def from_url(
@@ -269,8 +272,10 @@ class ChatMemorySessionService(BaseSessionService):
     async def append_event(self, session: Session, event: Event) -> Event:
         """Store ``event`` and its state delta in one transaction, then apply both to ``session``.
 
-        A call cancelled while the store writes leaves ``session`` as storage has it: with the
-        event when the write committed, without it when it did not.
+        Appends to one session take turns in this process, so calls made at once through one
+        session object all land, in call order. A call cancelled while the store writes leaves
+        ``session`` as storage has it: with the event when the write committed, without it
+        when it did not.
 
         Raises:
             StaleSessionError: the session changed in storage since ``session`` was read.
@@ -279,19 +284,20 @@ class ChatMemorySessionService(BaseSessionService):
         """
         if event.partial:
             return event
-        self._apply_temp_state(session, event)
-        event = self._trim_temp_delta_state(event)
-        write = asyncio.ensure_future(self._write(session, event))
-        try:
-            marker = await asyncio.shield(write)
-        except asyncio.CancelledError:
-            # The store finishes a write it began: bring the session object level with what
-            # it committed before the cancel goes on, or the next append through the same
-            # object would be refused as stale by its own event.
-            with contextlib.suppress(Exception):
-                self._applied(session, event, await write)
-            raise
-        return self._applied(session, event, marker)
+        async with self._appending.hold((session.app_name, session.user_id, session.id)):
+            self._apply_temp_state(session, event)
+            event = self._trim_temp_delta_state(event)
+            write = asyncio.ensure_future(self._write(session, event))
+            try:
+                marker = await asyncio.shield(write)
+            except asyncio.CancelledError:
+                # The store finishes a write it began: bring the session object level with what
+                # it committed before the cancel goes on, or the next append through the same
+                # object would be refused as stale by its own event.
+                with contextlib.suppress(Exception):
+                    self._applied(session, event, await write)
+                raise
+            return self._applied(session, event, marker)
 
     def _applied(self, session: Session, event: Event, marker: str | None) -> Event:
         if marker is None:
