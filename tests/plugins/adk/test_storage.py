@@ -22,6 +22,7 @@ from chatmemory import (
     ChatMemory,
     FilePart,
     ImagePart,
+    InvalidInputError,
     Principal,
     ReasoningPart,
     TextPart,
@@ -257,6 +258,19 @@ async def test_an_event_delivered_again_after_later_ones_changes_nothing(
     assert [e.id for e in stored.events] == [first.id, later.id]
     (listed,) = (await service.list_sessions(app_name=APP, user_id="u1")).sessions
     assert listed.last_update_time == 1_000_002.0
+
+
+@pytest.mark.parametrize(
+    ("app_name", "user_id"), [("", "u1"), (APP, ""), (APP, "u" * 256), ("a" * 256, "u1"), (APP, "u\x001")]
+)
+async def test_an_app_or_user_no_principal_can_name_is_refused_before_anything_is_written(
+    service: ChatMemorySessionService, memory: ChatMemory, app_name: str, user_id: str
+) -> None:
+    with pytest.raises(InvalidInputError, match="principal"):
+        await service.create_session(app_name=app_name, user_id=user_id, session_id="s", state={"app:k": 1})
+    # (an admin of the app sees every conversation of the app, its state among them)
+    admin = memory.scoped(Principal("admin", tenant=APP, admin=True))
+    assert (await admin.list_conversations(archived=None)).items == []
 
 
 async def test_distinct_events_sharing_an_id_are_both_kept(service: ChatMemorySessionService) -> None:
