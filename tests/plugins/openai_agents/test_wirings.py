@@ -15,7 +15,17 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from agents import Agent, RunConfig, RunHooks, Runner, SQLiteSession, function_tool
+from agents import (
+    Agent,
+    GuardrailFunctionOutput,
+    InputGuardrailTripwireTriggered,
+    RunConfig,
+    RunHooks,
+    Runner,
+    SQLiteSession,
+    function_tool,
+    input_guardrail,
+)
 from agents.testing import ModelStep, assistant_message, function_call
 from chatmemory_openai_agents import ChatMemorySession
 from chatmemory_openai_agents._record import UNCLOSED
@@ -108,6 +118,56 @@ async def test_every_wiring_stores_and_reloads_every_item(
         assert histories[0].usage is not None
         assert histories[0].usage["requests"] == 2
         assert [m.model for m in histories[0].messages or []] == [None, "agent-model", None, "agent-model"]
+
+
+@pytest.mark.parametrize("wiring", WIRINGS)
+async def test_an_input_ending_on_an_assistant_message_is_not_the_runs_answer(
+    wiring: str, alice: Scope, conversation: Conversation
+) -> None:
+    """An input seeded with an earlier exchange (or few-shot turns) ends on an assistant
+    message: saved before the run's first model request, it cannot be the run's answer, so
+    the run stays one history, closed by its real answer."""
+    baseline = SQLiteSession("baseline")
+    seeded = [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "Hi! How can I help?"}]
+    await Runner.run(
+        make_agent("a", NamedModel("m", [[assistant_message("go on")]])), seeded, session=baseline
+    )
+
+    session = ChatMemorySession(alice, conversation.id, model="session-default")
+    await drive(wiring, session, make_agent("a", NamedModel("m", [[assistant_message("go on")]])), seeded)
+
+    assert await session.get_items() == await baseline.get_items()
+    (run,) = (await alice.get_conversation(conversation.id, messages=True)).histories
+    hooked = "hooks" in wiring or wiring == "session.run"
+    assert (run.model, run.status) == ("m" if hooked else "session-default", "completed")
+    assert [m.content for m in run.messages or []] == ["Say hi", "Hi! How can I help?", "go on"]
+    assert run.usage is not None
+    assert run.usage["requests"] == 1
+
+
+@input_guardrail
+async def refuse_everything(ctx: Any, agent: Any, input: Any) -> GuardrailFunctionOutput:
+    return GuardrailFunctionOutput(output_info=None, tripwire_triggered=True)
+
+
+@pytest.mark.parametrize("wiring", ["run+hooks", "run_streamed+hooks", "session.run"])
+async def test_a_run_refused_by_its_input_guardrail_before_any_model_call_names_its_agent(
+    wiring: str, alice: Scope, conversation: Conversation
+) -> None:
+    """A guardrail running beside the agent trips before the model is called: the hooks have
+    reported the agent starting (``on_agent_start``), so its history has the agent's model and
+    instructions, not the session's default."""
+    session = ChatMemorySession(alice, conversation.id, model="session-default")
+    agent = make_agent(
+        "a", NamedModel("m", [[assistant_message("never")]]), input_guardrails=[refuse_everything]
+    )
+    with pytest.raises(InputGuardrailTripwireTriggered):
+        await drive(wiring, session, agent, "hi")
+    await drive(wiring, session, make_agent("b", NamedModel("m2", [[assistant_message("ok")]])), "next")
+
+    refused, _ = (await alice.get_conversation(conversation.id)).histories
+    assert (refused.model, refused.system_prompts, refused.status) == ("m", ["Be brief."], "failed")
+    assert (refused.metadata or {})["agent"] == "a"
 
 
 async def test_without_hooks_the_run_config_model_names_the_run(

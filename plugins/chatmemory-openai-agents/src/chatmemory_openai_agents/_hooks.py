@@ -28,11 +28,20 @@ class ChatMemoryHooks(RunHooks[Any]):
         self,
         recorder: Recorder,
         run_for: Callable[[RunContextWrapper[Any]], RunRecord],
+        run_starting: Callable[[RunContextWrapper[Any], Agent[Any]], RunRecord | None],
         run_ending: Callable[[RunContextWrapper[Any]], RunRecord | None],
     ) -> None:
         self._recorder = recorder
         self._run_for = run_for
+        self._run_starting = run_starting
         self._run_ending = run_ending
+
+    async def on_agent_start(self, context: AgentHookContext[Any], agent: Agent[Any]) -> None:
+        """Note the run's first agent: its model and instructions are the run's until a model
+        call names them."""
+        run = self._run_starting(context, agent)
+        if run is not None:
+            await self._recorder.agent_started(run, agent)
 
     async def on_llm_start(
         self,

@@ -76,6 +76,7 @@ class RunRecord:
     hooked: bool = False  # the hooks report on this run
     final: bool = False  # the hooks saw the final output
     answered: bool = False  # the last item recorded is an assistant answer
+    saved: bool = False  # the run has saved items before
     produced: dict[str, tuple[str, str]] = field(default_factory=dict)
     open_calls: set[str] = field(default_factory=set)  # tool calls recorded without their output
     newest: Newest | None = None  # when known, spares opening the history a read
@@ -107,6 +108,7 @@ class Recorder:
             answered = is_answer(items[-1])
             await self._append(run, batch, closing=_closes(run, answered), resuming=answers(items))
             run.answered = answered
+            run.saved = True
             _track_calls(run.open_calls, items)
 
     def carry_on(self, run: RunRecord, earlier: RunRecord) -> None:
@@ -125,6 +127,21 @@ class Recorder:
         if run.model is not None:
             return
         run.model, run.system_prompt = model, system_prompt
+        await self._name_driver(run, agent, model, system_prompt)
+
+    async def agent_started(self, run: RunRecord, agent: Agent[Any]) -> None:
+        """The run's first agent starts: until a model call names them, the run's history has its
+        model and (plain-text) instructions, also when no model call follows (an input guardrail
+        that trips first)."""
+        if run.agent is not None or run.model is not None:
+            return
+        run.agent = agent
+        prompt = agent.instructions if isinstance(agent.instructions, str) else None
+        await self._name_driver(run, agent, resolve_model_name(agent, run.run_config), prompt)
+
+    async def _name_driver(
+        self, run: RunRecord, agent: Agent[Any], model: str, system_prompt: str | None
+    ) -> None:
         async with run.lock:
             history = run.history
             if history is None or (history.model, history.system_prompts) == (model, _prompts(system_prompt)):
@@ -401,11 +418,22 @@ def _closes(run: RunRecord, answered: bool) -> bool:
     A run the hooks report on ends with the items saved after its final output: the SDK saves
     them once the output's guardrails and hooks have passed (a tripped guardrail's output is
     not saved), so even ``session.run``, which otherwise closes its runs when they return,
-    closes it then. Without the hooks, a batch ending on an assistant answer ends the run.
+    closes it then. Without the hooks, a batch ending on an assistant answer ends the run,
+    unless it is the run's input (its first batch, saved before any model request).
     """
     if run.final:
         return True
-    return not run.managed and not run.hooked and answered
+    return not run.managed and not run.hooked and answered and (run.saved or requested(run))
+
+
+def requested(run: RunRecord) -> bool:
+    """Whether the run has sent a model request. The first batch a run saves before its first
+    is its input, which may end on an assistant message (an earlier exchange, few-shot turns)
+    but is never the run's answer. Items added outside a run (no context object) may be."""
+    wrapper = run.wrapper() if run.wrapper is not None else None
+    if wrapper is None:
+        return True
+    return wrapper.usage.requests > (run.usage_before or {}).get("requests", 0)
 
 
 def _prompts(system_prompt: str | None) -> list[str] | None:

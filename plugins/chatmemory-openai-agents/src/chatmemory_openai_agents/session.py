@@ -36,7 +36,7 @@ from chatmemory_openai_agents._cache import ItemCache
 from chatmemory_openai_agents._compaction import Tail, put_back, read_tail, replace_tail, snapshot
 from chatmemory_openai_agents._hooks import ChatMemoryHooks, with_own_hooks
 from chatmemory_openai_agents._items import message_is_answer
-from chatmemory_openai_agents._record import Newest, Recorder, RunRecord, answers, usage_counts
+from chatmemory_openai_agents._record import Newest, Recorder, RunRecord, answers, requested, usage_counts
 
 __all__ = ["ChatMemorySession"]
 
@@ -113,6 +113,8 @@ class ChatMemorySession:
         # The usage objects of runs whose final output the hooks reported before the run's first
         # session call (a resumed run ending on a tool's output): that run, once seen, has ended.
         self._ended_unseen: list[weakref.ref[Usage]] = []
+        # The first agent of runs that started before saving anything, by their usage objects.
+        self._started_unseen: list[tuple[weakref.ref[Usage], Agent[Any]]] = []
         # Keys of runs whose context object is gone, noted by its finalizer (which the collector
         # may call in any thread, even one holding ``_state`` and going over ``_runs``) and taken
         # out of ``_runs`` under ``_state`` by the next call that looks at the runs.
@@ -121,7 +123,7 @@ class ChatMemorySession:
         # The newest message the latest read saw, and the run that read it: its first write
         # needs to know it and need not read it again.
         self._newest_read: tuple[weakref.ref[RunContextWrapper[Any]], Newest] | None = None
-        self.hooks = ChatMemoryHooks(self._recorder, self._run_for, self._run_ending)
+        self.hooks = ChatMemoryHooks(self._recorder, self._run_for, self._run_starting, self._run_ending)
 
     # -- running agents --------------------------------------------------------------------------
 
@@ -360,6 +362,10 @@ class ChatMemorySession:
             else:
                 record = RunRecord(run_config=self.run_config)
             record.wrapper = weakref.ref(wrapper)
+            for usage, agent in self._started_unseen:
+                if usage() is wrapper.usage and not isinstance(wrapper, ToolContext):
+                    record.agent = record.agent or agent
+            self._started_unseen = [(u, a) for u, a in self._started_unseen if u() is not wrapper.usage]
             if any(usage() is wrapper.usage for usage in self._ended_unseen):
                 record.final = True  # its items about to be saved end it
                 self._ended_unseen = [u for u in self._ended_unseen if u() is not wrapper.usage]
@@ -372,25 +378,47 @@ class ChatMemorySession:
         weakref.finalize(wrapper, self._dropped.append, key)
         return record
 
-    def _run_ending(self, context: RunContextWrapper[Any]) -> RunRecord | None:
+    def _run_starting(self, context: RunContextWrapper[Any], agent: Agent[Any]) -> RunRecord | None:
+        """The run an agent starts in, once it has saved items. Before (an agent starts before its
+        run's input is saved) the agent is kept for the run that saves items on this usage object."""
+        with self._state:
+            # Its turn input is not yet the run's: the usage object tells the run, unless another
+            # run that has not called its model yet counts on it too (an agent called as a tool).
+            record = self._seen_run(context)
+            if record is not None:
+                return record
+            known = [r for r in self._runs.values() if _usage_of(r) is context.usage]
+            fresh = [r for r in known if r.agent is None and not requested(r)]
+            if known:
+                return fresh[0] if len(fresh) == 1 else None
+            self._started_unseen = [(u, a) for u, a in self._started_unseen if u() is not None]
+            self._started_unseen.append((weakref.ref(context.usage), agent))
+        return None
+
+    def _seen_run(self, context: RunContextWrapper[Any]) -> RunRecord | None:
         # Agent hooks get their own context object, sharing the run's usage object and its
         # current turn input. An agent called as a tool runs on the usage object of the run
-        # calling it: the turn input tells the two runs apart.
-        with self._state:
-            self._reap()
-            for record in self._runs.values():
-                wrapper = record.wrapper() if record.wrapper is not None else None
-                if (
-                    wrapper is not None
-                    and wrapper.usage is context.usage
-                    and wrapper.turn_input is context.turn_input
-                ):
-                    return record
-            # Not seen yet: a resumed run whose approved tool's output is its final output
-            # reaches its end before saving anything. It ends once its items are saved.
-            self._ended_unseen = [u for u in self._ended_unseen if u() is not None]
-            self._ended_unseen.append(weakref.ref(context.usage))
+        # calling it: the turn input tells the two runs apart. (Call holding ``_state``.)
+        self._reap()
+        for record in self._runs.values():
+            wrapper = record.wrapper() if record.wrapper is not None else None
+            if (
+                wrapper is not None
+                and wrapper.usage is context.usage
+                and wrapper.turn_input is context.turn_input
+            ):
+                return record
         return None
+
+    def _run_ending(self, context: RunContextWrapper[Any]) -> RunRecord | None:
+        with self._state:
+            record = self._seen_run(context)
+            if record is None:
+                # Not seen yet: a resumed run whose approved tool's output is its final output
+                # reaches its end before saving anything. It ends once its items are saved.
+                self._ended_unseen = [u for u in self._ended_unseen if u() is not None]
+                self._ended_unseen.append(weakref.ref(context.usage))
+        return record
 
     def _loose_run(self) -> RunRecord:
         with self._state:
@@ -474,6 +502,11 @@ class ChatMemorySession:
 for _method in ("get_items", "add_items", "pop_item", "clear_session"):
     _function = vars(ChatMemorySession)[_method]
     _function.__signature__ = inspect.signature(_function)
+
+
+def _usage_of(record: RunRecord) -> Usage | None:
+    wrapper = record.wrapper() if record.wrapper is not None else None
+    return None if wrapper is None else wrapper.usage
 
 
 def _in_other_task(run: RunRecord, current: asyncio.Task[Any] | None) -> bool:
