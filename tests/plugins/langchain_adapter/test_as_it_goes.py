@@ -52,6 +52,58 @@ async def test_a_tool_result_is_stored_as_soon_as_the_tool_returns(alice: Scope)
     assert [m.role for m in run.messages or []] == ["user", "assistant", "tool", "tool", "assistant"]
 
 
+@pytest.mark.parametrize(
+    ("writing", "stored"),
+    [
+        ("the prompt", ["user"]),
+        ("the model's answer", ["user", "assistant"]),
+        ("the tool's result", ["user", "assistant", "tool"]),
+    ],
+)
+async def test_a_run_cancelled_while_the_middleware_writes_is_closed_cancelled(
+    alice: Scope, monkeypatch: pytest.MonkeyPatch, writing: str, stored: list[str]
+) -> None:
+    """A cancel can land in the middleware's own store calls (a slow write) as well as in the
+    model or tool call it wraps: the write is seen through and the run closed ``cancelled``,
+    never left ``running``."""
+    conv = await alice.start_conversation()
+    writes = asyncio.Event()
+    start_run, append_messages = alice.start_run, alice.append_messages
+
+    async def slow(written: Any) -> Any:
+        writes.set()
+        await asyncio.sleep(0.5)  # a write slow to come back, cancelled meanwhile
+        return written
+
+    async def slow_start(*args: Any, **kwargs: Any) -> Any:
+        started = await start_run(*args, **kwargs)
+        return await slow(started) if writing == "the prompt" else started
+
+    async def slow_append(history_id: Any, messages: Any, *args: Any, **kwargs: Any) -> Any:
+        appended = await append_messages(history_id, messages, *args, **kwargs)
+        roles = {m.role for m in messages}
+        if {"the model's answer": "assistant", "the tool's result": "tool"}.get(writing) in roles:
+            return await slow(appended)
+        return appended
+
+    monkeypatch.setattr(alice, "start_run", slow_start)
+    monkeypatch.setattr(alice, "append_messages", slow_append)
+    task = asyncio.ensure_future(
+        agent(alice, conv.id, fake(call("add", "c1", a=2, b=3), "5")).ainvoke(user("2+3?"))
+    )
+    await asyncio.wait_for(writes.wait(), 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 60)
+
+    (run,) = await histories(alice, conv.id)
+    assert (run.status, run.error) == (
+        "cancelled",
+        "CancelledError: the task running the agent was cancelled",
+    )
+    assert [m.role for m in run.messages or []] == stored
+
+
 class BrokenAfterModel(AgentMiddleware[AgentState[Any], Any, Any]):
     """Fails in its own after_model node, outside every model and tool call."""
 

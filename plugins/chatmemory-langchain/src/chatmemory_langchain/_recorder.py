@@ -125,6 +125,9 @@ class Recorder:
         """Append the messages not stored yet, in their order (the first ones start the history
         in the same transaction).
 
+        Seen through to its end when the caller is cancelled meanwhile, so the run knows the
+        history its first messages started.
+
         Raises:
             ChatMemoryError: the store refused the messages (e.g. ``InvalidInputError`` for one
                 over its limits); the run's history is then closed ``failed``, saying why.
@@ -132,7 +135,7 @@ class Recorder:
         if run.history_id is None and run.opening is None:
             return
         try:
-            await self._write(run, _unknown(run, messages))
+            await settled(self._write(run, _unknown(run, messages)))
         except ChatMemoryError as exc:
             await settled(self._refused(run, exc))
             raise

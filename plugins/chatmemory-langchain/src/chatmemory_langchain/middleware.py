@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Annotated, Any, Literal, NotRequired, TypeVar
 from uuid import UUID
 
@@ -150,12 +150,21 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
     async def _before_model(self, request: ModelRequest[Any]) -> Run:
         run = await self._run_of(request.state, request.runtime)
         await self._recorder.open(run, request.model, request.system_prompt, _thread_of(request.runtime))
-        await self._recorder.record(run, request.state["messages"])
+        await self._record(run, request.state["messages"])
         return run
 
     async def _after_model(self, run: Run, request: ModelRequest[Any], result: ModelCallResult[Any]) -> None:
         stamp(_messages_of(result), request.model)
-        await self._recorder.record(run, _messages_of(result))
+        await self._record(run, _messages_of(result))
+
+    async def _record(self, run: Run, messages: Sequence[BaseMessage]) -> None:
+        """Record ``messages``; cancelled meanwhile (the write is seen through), the run is
+        closed ``cancelled``, as when its model or tool call is."""
+        try:
+            await self._recorder.record(run, messages)
+        except asyncio.CancelledError as exc:
+            await self._fail(run, exc)
+            raise
 
     async def _fail(self, run: Run, error: BaseException) -> None:
         if isinstance(error, GraphBubbleUp):  # an interrupt or a parent command, not a failure
@@ -171,7 +180,7 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
     async def _tool_returned(self, request: ToolCallRequest, result: ToolMessage | Command[Any]) -> None:
         outputs = [result] if isinstance(result, ToolMessage) else _command_messages(result)
         stamp(outputs, None)
-        await self._recorder.record(await self._run_of(request.state, request.runtime), outputs)
+        await self._record(await self._run_of(request.state, request.runtime), outputs)
 
     async def _end(self, state: ChatMemoryState, runtime: Runtime[Any]) -> None:
         run = await self._run_of(state, runtime)
