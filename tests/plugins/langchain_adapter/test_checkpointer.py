@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Sequence
 
 import pytest
@@ -126,7 +128,7 @@ async def test_a_reviewed_tool_call_is_one_run_and_a_new_thread_resumes_after_it
     assert [m.type for m in later.seen[0]] == ["system", "human", "ai", "tool", "ai", "human"]
 
 
-@pytest.mark.parametrize("recorded_by", ["this process", "another live process"])
+@pytest.mark.parametrize("recorded_by", ["this process", "another live process", "a process that has exited"])
 async def test_an_interrupt_resumed_through_another_agent_object_continues_the_same_history(
     alice: Scope, recorded_by: str
 ) -> None:
@@ -141,6 +143,10 @@ async def test_an_interrupt_resumed_through_another_agent_object_continues_the_s
     (paused,) = await histories(alice, conv.id)
     if recorded_by == "another live process":
         await alice.update_history(paused.id, metadata={**paused.metadata, "pid": os.getppid()})
+    if recorded_by == "a process that has exited":
+        # Paused for a human, whose answer reaches a new process: not a run left behind.
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+        await alice.update_history(paused.id, metadata={**paused.metadata, "pid": int(gone.stdout)})
     await second_request.ainvoke(Command(resume="yes"), thread)
 
     (run,) = await histories(alice, conv.id)

@@ -83,19 +83,27 @@ class Recorder:
             return run, None
         return run, _close_running(stored, histories, self._seen.status, run.known)
 
-    async def adopt(self, run: Run, thread_id: str | None) -> None:
+    async def resume(self, messages: Sequence[BaseMessage], thread_id: str | None) -> Run:
         """Continue the run a thread paused through another middleware object (an interrupt
         resumed through another agent object or process): the thread's newest history, when
-        it is still running. It then names this process as the one recording it."""
+        it is still running. It then names this process as the one recording it, before the
+        conversation is read: a paused run whose process has exited is not taken for one
+        left behind."""
+        paused = await self._claim(thread_id)
+        run, _ = await self.begin(messages)
+        run.history_id = paused
+        return run
+
+    async def _claim(self, thread_id: str | None) -> UUID | None:
         if thread_id is None:
-            return
+            return None
         detail = await self.chat.get_conversation(self.conversation_id)
         wanted = {"framework": "langchain", "thread_id": thread_id}
         threads = [
             h for h in detail.histories if all((h.metadata or {}).get(k) == v for k, v in wanted.items())
         ]
         if not threads or threads[-1].status != "running":
-            return
+            return None
         paused = threads[-1]
         here = recorder_metadata()
         metadata = dict(paused.metadata or {})
@@ -103,9 +111,9 @@ class Recorder:
             try:
                 await self.chat.update_history(paused.id, metadata={**metadata, **here})
             except (ConflictError, HistoryNotFound):
-                return  # closed or deleted meanwhile: the rest of the run starts its own
-        run.history_id = paused.id
+                return None  # closed or deleted meanwhile: the rest of the run starts its own
         LIVE_HISTORIES.add(paused.id)
+        return paused.id
 
     async def open(self, run: Run, model: object, system_prompt: str | None, thread_id: str | None) -> None:
         """Note the run's driving model and system prompt at its first model call: its history

@@ -142,8 +142,7 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
         key = state.get("chatmemory_run") or uuid.uuid4().hex
         run = self._runs.get(key)
         if run is None:  # e.g. resumed from a checkpoint after an interrupt, in another process
-            run, _ = await self._recorder.begin(state.get("messages", []))
-            await self._recorder.adopt(run, _thread_of(runtime))
+            run = await self._recorder.resume(state.get("messages", []), _thread_of(runtime))
             self._runs[key] = run
         return run
 
