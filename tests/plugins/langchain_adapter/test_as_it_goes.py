@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from chatmemory_langchain import ChatMemoryMiddleware
+from chatmemory_langchain._recorder import PENDING_RESULT
 from langchain.agents import create_agent
 from langchain.agents.middleware.types import AgentMiddleware, AgentState
 from langchain_core.messages import AIMessage
@@ -102,6 +106,59 @@ async def test_a_run_cancelled_while_the_middleware_writes_is_closed_cancelled(
         "CancelledError: the task running the agent was cancelled",
     )
     assert [m.role for m in run.messages or []] == stored
+
+
+async def test_an_agent_kept_across_runs_sees_a_run_that_ended_without_a_message_as_ended(
+    alice: Scope,
+) -> None:
+    """One agent object serving turn after turn reads only what is new, so it must learn of
+    runs it read as going that have ended since without storing a message: one that failed in
+    another agent object (its unanswered call then is no "still going" call), and one whose
+    process died (closed ``failed`` by the next turn, as a new middleware closes it)."""
+    conv = await alice.start_conversation()
+    release = asyncio.Event()
+
+    @tool
+    async def slow(x: str) -> str:
+        """Waits, then fails."""
+        await release.wait()
+        raise RuntimeError("tool broke")
+
+    failing = asyncio.ensure_future(
+        agent(alice, conv.id, fake(call("slow", "c1", x="y")), tools=[slow]).ainvoke(user("run A"))
+    )
+    while len(await alice.transcript(conv.id)) < 2:  # A waits in its tool
+        await asyncio.sleep(0.01)
+    kept_model = fake("b answer", "c answer", "d answer", "f answer")
+    kept = agent(alice, conv.id, kept_model, tools=[slow])
+    await kept.ainvoke(user("run B"))  # reads A as going
+    release.set()
+    with pytest.raises(RuntimeError, match="tool broke"):
+        await failing
+
+    await kept.ainvoke(user("run C"))
+    fresh_model = fake("c answer")
+    await agent(alice, conv.id, fresh_model, tools=[slow]).ainvoke(user("run C"))
+    assert [m.text for m in kept_model.seen[-1]] == [m.text for m in fresh_model.seen[-1]][:-2]
+    assert not any(m.text == PENDING_RESULT for m in kept_model.seen[-1])
+
+    # A run of another process, read as going, whose process then dies.
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    other = await alice.start_history(
+        conv.id,
+        model="m",
+        metadata={"framework": "langchain", **recording.recorder_metadata(), "pid": os.getppid()},
+    )
+    await alice.append_messages(other.id, [{"role": "user", "content": "run E"}])
+    await kept.ainvoke(user("run D"))
+    assert (await alice.get_history(other.id)).status == "running"
+    metadata = {**(other.metadata or {}), "pid": int(gone.stdout)}
+    await alice.update_history(other.id, metadata=metadata)
+    await kept.ainvoke(user("run F"))
+    assert ((await alice.get_history(other.id)).status, (await alice.get_history(other.id)).error) == (
+        "failed",
+        recording.ABANDONED,
+    )
 
 
 class BrokenAfterModel(AgentMiddleware[AgentState[Any], Any, Any]):

@@ -313,14 +313,24 @@ class Recorder:
     async def _close_abandoned(
         self, rows: Sequence[Message], status: dict[UUID, str], *, whole: bool
     ) -> None:
-        """Fail the running histories among ``rows``' whose recording process is gone."""
+        """Fail the running histories among ``rows``' whose recording process is gone. Read in
+        part (not ``whole``), the histories read as running before and not recorded here are
+        read again too: a run ends without a message when it fails, is cancelled or its
+        process dies."""
         unknown = {m.history_id for m in rows} - {h for h, s in status.items() if s != "running"}
+        if not whole:
+            unknown |= {h for h, s in status.items() if s == "running" and h not in LIVE_HISTORIES}
         if not unknown:
             return
+        histories: list[History] = []
         if whole:
             histories = list((await self.chat.get_conversation(self.conversation_id)).histories)
         else:
-            histories = [await self.chat.get_history(h, messages=False) for h in sorted(unknown)]
+            for hid in sorted(unknown):
+                try:
+                    histories.append(await self.chat.get_history(hid, messages=False))
+                except HistoryNotFound:
+                    status[hid] = "deleted"  # with its messages: none of them is read again
         # Read before the histories are judged: a run of this process that started one after
         # the read above has registered it as live by the time it is no longer counted here.
         started = starting_in(self.conversation_id)
