@@ -18,6 +18,7 @@ from chatmemory import (
     ConflictError,
     FilePart,
     History,
+    HistoryNotFound,
     ImagePart,
     Message,
     ReasoningPart,
@@ -25,7 +26,7 @@ from chatmemory import (
     ToolCallPart,
     ToolResultPart,
 )
-from chatmemory.recording import ABANDONED, abandoned
+from chatmemory.recording import ABANDONED, LIVE_HISTORIES, abandoned
 from chatmemory.scope import Scope
 from chatmemory_pydantic_ai._convert import NATIVE_FORMAT
 from chatmemory_pydantic_ai._recorder import RECORDING, settled
@@ -114,9 +115,15 @@ class ConversationCache:
         if newer is not None:
             ids = {m.history_id for m in newer}
             unknown = {h for h in ids if h not in starts or status.get(h, "running") == "running"}
-            histories = [await chat.get_history(h, messages=False) for h in sorted(unknown)]
-            stored = [m for m in newer if m.status == "complete"]
-            if _completed_after_calls(histories, stored):
+            # Read as running before and not recorded here: a run that fails, is cancelled or
+            # whose process dies stores no message to say so.
+            unknown |= {h for h, s in status.items() if s == "running" and h not in LIVE_HISTORIES}
+            try:
+                histories = [await chat.get_history(h, messages=False) for h in sorted(unknown)]
+            except HistoryNotFound:
+                histories, newer = [], None  # deleted with its messages: read everything again
+            stored = [m for m in newer or () if m.status == "complete"]
+            if newer is not None and _completed_after_calls(histories, stored):
                 newer = None
         if newer is None:
             detail = await chat.get_conversation(conversation_id, messages=True)
