@@ -168,3 +168,35 @@ async def test_a_run_timing_out_is_cancelled_with_what_it_produced(alice: Scope)
     (history,) = (await alice.get_conversation(conv.id, messages=True)).histories
     assert (history.status, history.error) == ("cancelled", "RunTimedOut: The agent run timed out.")
     assert shape(await load_messages(alice, conv.id)) == shape(raised.value.all_messages())
+
+
+@pytest.mark.parametrize("stop", ["a crashing output validator", "a cancel in the output validator"])
+async def test_a_run_stopped_while_its_answer_is_validated_stores_what_pydantic_ai_holds(
+    alice: Scope, stop: str
+) -> None:
+    """No tool runs while a response calling none is validated: stopped there, the run's
+    stored messages are pydantic-ai's own, with no empty ``interrupted`` request after them."""
+
+    def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[TextPart("bad")])
+
+    def agent() -> Agent[None, str]:
+        built = Agent(FunctionModel(answer, model_name="fm"))
+
+        @built.output_validator
+        def check(ctx: RunContext[None], output: str) -> str:
+            if stop == "a cancel in the output validator":
+                ctx.cancel()
+            raise ValueError("validator crashed")
+
+        return built
+
+    with capture_run_messages() as captured, pytest.raises((ValueError, RunCancelled)):
+        await agent().run("hi")
+    conv = await alice.start_conversation()
+    with pytest.raises((ValueError, RunCancelled)) as raised:
+        await agent().run("hi", capabilities=[ChatMemoryCapability(alice, conv.id)])
+
+    expected = raised.value.all_messages() if isinstance(raised.value, RunCancelled) else captured
+    assert shape(await load_messages(alice, conv.id)) == shape(expected)
+    assert [m.role for m in await alice.transcript(conv.id)] == ["user", "assistant"]

@@ -316,12 +316,24 @@ async def test_messages_from_another_writer_reload_from_their_parts(alice: Scope
                 "content": [ToolCallPart(id="c1", name="weather", arguments={"city": "Oslo"})],
             },
             {"role": "tool", "content": [ToolResultPart(call_id="c1", content="rainy")]},
+            {
+                "role": "assistant",
+                "content": [ToolCallPart(id="c2", name="weather", arguments={"city": "Atlantis"})],
+            },
+            {
+                "role": "tool",
+                "content": [ToolResultPart(call_id="c2", content="no such city", is_error=True)],
+            },
             {"role": "assistant", "content": "It is rainy."},
         ],
     )
     await alice.finish_history(run.id)
 
     loaded = await load_messages(alice, conv.id)
+    failed = loaded.pop(4).parts[0]  # a failed call is one to the model too (providers flag it)
+    assert isinstance(failed, ToolReturnPart)
+    assert (failed.tool_call_id, failed.content, failed.outcome) == ("c2", "no such city", "failed")
+    del loaded[3]
 
     assert [m.kind for m in loaded] == ["request", "response", "request", "response"]
     assert isinstance(loaded[3], ModelResponse)
@@ -329,10 +341,10 @@ async def test_messages_from_another_writer_reload_from_their_parts(alice: Scope
     tool_return = loaded[2].parts[0]
     assert isinstance(tool_return, ToolReturnPart)
     assert (tool_return.tool_name, tool_return.tool_call_id) == ("weather", "c1")
-    assert tool_return.content == "rainy"
+    assert (tool_return.content, tool_return.outcome) == ("rainy", "success")
     script = Script("fn-A", tool=False)
     await adder(script.model, capabilities=[ChatMemoryCapability(alice, conv.id)]).run("thanks")
-    assert len(script.received[0]) == 5
+    assert len(script.received[0]) == 7
 
 
 async def test_a_cancelled_run_is_recorded_as_cancelled(alice: Scope) -> None:

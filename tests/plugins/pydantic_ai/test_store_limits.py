@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from chatmemory_pydantic_ai import ChatMemoryCapability, load_messages
-from pydantic_ai import Agent, models
+from pydantic_ai import Agent, ToolReturn, models
 from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
@@ -186,3 +186,38 @@ async def test_a_run_failing_on_a_store_with_a_lower_content_limit(db_url: str) 
         assert history.status == "failed"
         assert history.error is not None and history.error.startswith("RuntimeError: boom x")
         assert len(history.error) == 5_000
+
+
+class _Frame:
+    """An object JSON cannot hold, as a tool may keep beside its result."""
+
+
+async def test_a_tool_return_whose_metadata_json_cannot_hold_is_recorded_and_the_run_completes(
+    alice: Scope,
+) -> None:
+    """pydantic-ai never sends a ``ToolReturn``'s metadata to the model and keeps any object
+    there: the run completes as it does without the capability, the object kept as its repr."""
+    conv = await alice.start_conversation()
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if len(messages) == 1:
+            return ModelResponse(parts=[ToolCallPart("query", {}, tool_call_id="q1")])
+        return ModelResponse(parts=[TextPart("done")])
+
+    agent = Agent(
+        FunctionModel(respond, model_name="fm"), capabilities=[ChatMemoryCapability(alice, conv.id)]
+    )
+
+    @agent.tool_plain
+    def query() -> ToolReturn:
+        return ToolReturn(return_value="42 rows", metadata={"frame": _Frame()})
+
+    assert (await agent.run("go")).output == "done"
+    (run,) = (await alice.get_conversation(conv.id)).histories
+    assert run.status == "completed"
+    (request,) = [m for m in await load_messages(alice, conv.id) if isinstance(m, ModelRequest)][1:]
+    (returned,) = request.parts
+    assert isinstance(returned, ToolReturnPart)
+    assert returned.content == "42 rows"
+    assert returned.metadata is not None
+    assert returned.metadata["frame"].startswith(f"<{_Frame.__module__}._Frame object at ")

@@ -39,8 +39,9 @@ def to_new_messages(
     messages: Sequence[pai.ModelMessage], *, keys: Sequence[str | None] | None = None
 ) -> list[NewMessage]:
     """The chatmemory form of ``messages``, one ``NewMessage`` each, in order (with ``keys``
-    as their idempotency keys when given)."""
-    dumped = pai.ModelMessagesTypeAdapter.dump_python(list(messages), mode="json")
+    as their idempotency keys when given). A value JSON cannot hold (an object in a tool
+    return's ``metadata``, which pydantic-ai never sends to the model) is kept as its ``repr``."""
+    dumped = pai.ModelMessagesTypeAdapter.dump_python(list(messages), mode="json", fallback=repr)
     keyed = keys if keys is not None else [None] * len(messages)
     return [_to_new_message(m, data, key) for m, data, key in zip(messages, dumped, keyed, strict=True)]
 

@@ -162,8 +162,8 @@ class RunRecord:
         """The request pydantic-ai adds to a run stopped while its tools ran: the results of the
         tools that finished, marked ``interrupted`` (its resume synthesises the others)."""
         response = self.stopped_in
-        if response is None or not live or live[-1] is not response:
-            return None
+        if response is None or not response.tool_calls or not live or live[-1] is not response:
+            return None  # (stopped validating a response calling no tool: no tool ran)
         parts = [self.returns[c.tool_call_id] for c in response.tool_calls if c.tool_call_id in self.returns]
         return pai.ModelRequest(
             parts=parts, run_id=self.run_id, conversation_id=response.conversation_id, state="interrupted"

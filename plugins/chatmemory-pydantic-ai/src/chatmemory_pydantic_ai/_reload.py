@@ -8,6 +8,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 from uuid import UUID
 
 from pydantic_ai import messages as pai
@@ -254,7 +255,8 @@ def _from_parts(message: Message, tool_names: dict[str, str]) -> pai.ModelMessag
     for part in parts:
         if isinstance(part, ToolResultPart):
             name = tool_names.get(part.call_id, "")
-            request.append(pai.ToolReturnPart(name, part.content, tool_call_id=part.call_id))
+            outcome: Literal["success", "failed"] = "failed" if part.is_error else "success"
+            request.append(pai.ToolReturnPart(name, part.content, tool_call_id=part.call_id, outcome=outcome))
         elif isinstance(part, TextPart):
             user.append(part.text)
         elif isinstance(part, ImagePart | AudioPart | FilePart):
