@@ -11,7 +11,7 @@ import pytest
 from chatmemory_pydantic_ai import NATIVE_FORMAT, ChatMemoryCapability, load_messages
 from pydantic import BaseModel
 from pydantic_ai import Agent, BinaryContent, ImageUrl, capture_run_messages, models
-from pydantic_ai.exceptions import ModelAPIError
+from pydantic_ai.exceptions import ModelAPIError, UserError
 from pydantic_ai.messages import ModelMessage, ModelResponse, ThinkingPart, ToolReturnPart
 from pydantic_ai.messages import TextPart as AiTextPart
 from pydantic_ai.messages import ToolCallPart as AiToolCallPart
@@ -444,3 +444,26 @@ async def test_a_priced_run_records_its_cost(alice: Scope) -> None:
     assert (history.usage or {})["cost"] == pytest.approx(float(cost))
     answers = [m for m in history.messages if m.role == "assistant"]
     assert all(isinstance((m.usage or {}).get("cost"), float) for m in answers)
+
+
+async def test_a_run_id_already_in_the_stored_conversation_is_refused_before_anything_is_written(
+    alice: Scope,
+) -> None:
+    """pydantic-ai refuses a ``run_id`` already in the ``message_history`` it is given (a failed
+    run retried under its id): loaded from the store, that run's messages would be taken for
+    the retry's own and recorded a second time."""
+    conv = await alice.start_conversation()
+    capability = ChatMemoryCapability(alice, conv.id)
+    failing = Script("fn-A", fail_after_tool=RuntimeError("model down"))
+    with pytest.raises(RuntimeError, match="model down"):
+        await adder(failing.model, capabilities=[capability]).run("2+3?", run_id="job-1")
+    stored = await alice.transcript(conv.id)
+
+    retry = Script("fn-A")
+    with pytest.raises(UserError, match="run_id='job-1'"):
+        await adder(retry.model, capabilities=[capability]).run("2+3?", run_id="job-1")
+
+    assert retry.received == []
+    assert await alice.transcript(conv.id) == stored
+    await adder(retry.model, capabilities=[capability]).run("2+3?", run_id="job-2")
+    assert len(await alice.transcript(conv.id)) == len(stored) + 4

@@ -16,7 +16,7 @@ from pydantic import JsonValue
 from pydantic_ai import CallToolsNode, RunContext
 from pydantic_ai._agent_graph import SetFinalResult
 from pydantic_ai.capabilities import AbstractCapability, WrapNodeRunHandler, WrapRunHandler
-from pydantic_ai.exceptions import RunCancelled
+from pydantic_ai.exceptions import RunCancelled, UserError
 from pydantic_ai.messages import ModelMessage, ToolCallPart
 from pydantic_ai.result import StreamedRunResult
 from pydantic_ai.run import AgentRunResult
@@ -114,7 +114,15 @@ class ChatMemoryCapability(AbstractCapability[Any]):
         """Load the conversation before the run, record the run as it goes, close it however it ends."""
         if self.autoload and not ctx.messages:
             prompted = ctx.prompt is not None  # a run without one makes the open tool calls
-            ctx.messages[:0] = await self._cache.load(self.chat, self.conversation_id, new_prompt=prompted)
+            loaded = await self._cache.load(self.chat, self.conversation_id, new_prompt=prompted)
+            if any(m.run_id == ctx.run_id for m in loaded):
+                # As pydantic-ai refuses it in a ``message_history`` given: the loaded messages
+                # would be taken for the run's own, and recorded again.
+                raise UserError(
+                    f"`run_id={ctx.run_id!r}` already appears in the stored conversation. Each agent "
+                    "run needs a distinct `run_id`; use `conversation_id` to correlate across turns."
+                )
+            ctx.messages[:0] = loaded
         else:  # fail before any model call
             await self.chat.list_messages(conversation_id=self.conversation_id, limit=1)
         metadata: dict[str, JsonValue] = {
