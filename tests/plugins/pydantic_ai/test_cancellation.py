@@ -200,3 +200,29 @@ async def test_a_run_stopped_while_its_answer_is_validated_stores_what_pydantic_
     expected = raised.value.all_messages() if isinstance(raised.value, RunCancelled) else captured
     assert shape(await load_messages(alice, conv.id)) == shape(expected)
     assert [m.role for m in await alice.transcript(conv.id)] == ["user", "assistant"]
+
+
+async def test_a_run_stream_left_while_its_answer_streams_stores_what_its_result_holds(alice: Scope) -> None:
+    """A chat UI's stop button: the ``run_stream`` block is left after the first chunk. The
+    answer still streaming is not in ``StreamedRunResult.all_messages()``, so it is not stored
+    (nor sent to the next run's model, as it would be in the state ``incomplete``)."""
+
+    def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[TextPart("ok")])
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> Any:
+        for i in range(10):
+            yield f"c{i} "
+            await asyncio.sleep(0.02)
+
+    agent = Agent(FunctionModel(answer, stream_function=stream, model_name="fm"))
+    conv = await alice.start_conversation()
+    async with agent.run_stream(
+        "tell me a story", capabilities=[ChatMemoryCapability(alice, conv.id)]
+    ) as run:
+        async for _ in run.stream_text(delta=True, debounce_by=None):
+            break  # stop
+
+    assert shape(await load_messages(alice, conv.id)) == shape(run.all_messages())
+    (history,) = (await alice.get_conversation(conv.id)).histories
+    assert history.status == "cancelled"

@@ -17,7 +17,7 @@ from pydantic_ai import CallToolsNode, RunContext
 from pydantic_ai._agent_graph import SetFinalResult
 from pydantic_ai.capabilities import AbstractCapability, WrapNodeRunHandler, WrapRunHandler
 from pydantic_ai.exceptions import RunCancelled, UserError
-from pydantic_ai.messages import ModelMessage, ToolCallPart
+from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
 from pydantic_ai.result import StreamedRunResult
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import ToolDefinition
@@ -225,6 +225,10 @@ class ChatMemoryCapability(AbstractCapability[Any]):
 
     async def _stopped(self, ctx: RunContext[Any], record: RunRecord, exc: BaseException) -> None:
         live = self._live if self._live is not None else list(ctx.messages)
+        # A response still streaming when the run stopped (a ``run_stream`` block left early) is
+        # not in the run's messages (``StreamedRunResult.all_messages()``); one cut off by the
+        # run's end is, marked ``interrupted``.
+        live = [m for m in live if not (isinstance(m, ModelResponse) and m.state == "incomplete")]
         request = record.interrupted_request(live)
         status, error = _outcome(ctx, exc)
         error = error[: self.chat.limits.content]  # within a store opened with a lower limit too
