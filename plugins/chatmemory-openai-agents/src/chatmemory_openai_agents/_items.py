@@ -115,8 +115,10 @@ def items_of(message: Message) -> list[TResponseInputItem]:
     """The input items a stored message stands for, in a copy the caller may change.
 
     A message recorded from the Agents SDK gives back exactly the item it stored. Any other
-    message is rebuilt from its role and parts; parts the SDK cannot take as input
-    (reasoning without its provider id, tool results without a call) are left out.
+    message is rebuilt from its role and parts; parts the SDK cannot take as input (reasoning
+    without its provider id) are left out. A tool result becomes a ``function_call_output``
+    with its call id, whether or not the conversation holds that call: a session hands over
+    what is stored, as ``SQLiteSession`` does.
     """
     native = _native_item(message)
     if native is not None:
