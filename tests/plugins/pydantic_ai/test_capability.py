@@ -467,3 +467,22 @@ async def test_a_run_id_already_in_the_stored_conversation_is_refused_before_any
     assert await alice.transcript(conv.id) == stored
     await adder(retry.model, capabilities=[capability]).run("2+3?", run_id="job-2")
     assert len(await alice.transcript(conv.id)) == len(stored) + 4
+
+
+async def test_a_capability_with_an_id_of_its_own_mirrors_each_run_into_a_second_conversation(
+    alice: Scope,
+) -> None:
+    main, mirror = await alice.start_conversation(), await alice.start_conversation()
+    script = Script("fn-A")
+    capabilities = [
+        ChatMemoryCapability(alice, main.id),
+        ChatMemoryCapability(alice, mirror.id, id="mirror", autoload=False),
+    ]
+    agent = adder(script.model, capabilities=capabilities)
+    await agent.run("2+3?")
+    await agent.run("again?")
+
+    stored = [[(m.role, m.content) for m in await alice.transcript(c.id)] for c in (main, mirror)]
+    assert stored[0] == stored[1]
+    assert [role for role, _ in stored[0]] == ["user", "assistant", "tool", "assistant"] * 2
+    assert len(script.received[-1]) == 7  # the second run resumed from the main conversation once
