@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 from chatmemory_llamaindex import ChatMemoryChatStore
@@ -153,6 +154,51 @@ async def test_a_deleted_conversation_is_started_again(alice: Scope, store: Chat
     assert await store.aget_messages("k") == []
     await store.async_add_message("k", user("second"))
     assert [m.content for m in await store.aget_messages("k")] == ["second"]
+
+
+async def test_a_key_deleted_and_set_again_each_turn_costs_the_same_every_turn(
+    alice: Scope, store: ChatMemoryChatStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LlamaIndex's ``ChatSummaryMemoryBuffer`` deletes its key and sets it again on every
+    ``get()``: each time the key's next conversation is a new generation (see ``_claim``),
+    looked for from the one this store started last, not from the first, so a turn's store
+    calls do not grow with the turns before it."""
+    calls = 0
+    for name in ("get_tail", "import_conversation", "list_conversations"):
+        method = getattr(alice, name)
+
+        async def counted(*args: Any, _method: Any = method, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            return await _method(*args, **kwargs)
+
+        monkeypatch.setattr(alice, name, counted)
+    per_turn = []
+    for turn in range(12):
+        before = calls
+        await store.adelete_messages("k")
+        await store.aset_messages("k", [user(f"turn {turn}")])
+        per_turn.append(calls - before)
+
+    assert per_turn[2:] == [per_turn[2]] * 10
+    assert [m.content for m in await store.aget_messages("k")] == ["turn 11"]
+    assert [m.content for m in await ChatMemoryChatStore(alice).aget_messages("k")] == ["turn 11"]
+
+
+async def test_the_framework_marker_of_its_histories_stays_the_adapters_own(alice: Scope) -> None:
+    """A run's history is known as this adapter's by ``metadata["framework"]`` (so the next
+    run, through any store object, closes it): ``metadata`` given to the store cannot replace it."""
+    for turn in range(2):
+        store = ChatMemoryChatStore(alice, metadata={"framework": "rag-app", "app": "rag"})
+        await store.async_add_message("k", user(f"hi {turn}"))
+        await store.async_add_message("k", ChatMessage(role="assistant", content=f"reply {turn}"))
+        store.close()
+
+    (conversation,) = (await alice.list_conversations()).items
+    histories = (await alice.get_conversation(conversation.id)).histories
+    assert [(h.metadata or {}).get("framework") for h in histories] == ["llamaindex", "llamaindex"]
+    assert [(h.metadata or {}).get("app") for h in histories] == ["rag", "rag"]
+    assert histories[0].status == "completed"
 
 
 async def test_blocks_round_trip_and_are_stored_as_parts(alice: Scope, store: ChatMemoryChatStore) -> None:

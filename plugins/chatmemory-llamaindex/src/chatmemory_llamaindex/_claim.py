@@ -34,16 +34,17 @@ async def live(chat: Scope, cid: uuid.UUID) -> bool:
     return True
 
 
-async def claim(chat: Scope, key: str, metadata: dict[str, Any]) -> uuid.UUID:
-    """The key's conversation of the first generation not deleted, started if nobody has yet.
+async def claim(chat: Scope, key: str, metadata: dict[str, Any], start: int = 0) -> tuple[uuid.UUID, int]:
+    """The key's conversation of the first generation not deleted from ``start`` on (every one
+    before it known deleted), started if nobody has yet; and its generation.
 
     Raises:
         ConflictError: the key was deleted and started again too many times.
     """
-    for generation in range(_GENERATIONS):
+    for generation in range(start, _GENERATIONS):
         cid = key_id(chat.principal, key, generation)
         if await live(chat, cid):
-            return cid
+            return cid, generation
         stamp = datetime.now(UTC).isoformat()
         conversation: dict[str, Any] = {
             "id": str(cid),
@@ -61,7 +62,7 @@ async def claim(chat: Scope, key: str, metadata: dict[str, Any]) -> uuid.UUID:
             )
         except ConflictError:
             if await live(chat, cid):
-                return cid  # another store started it first
+                return cid, generation  # another store started it first
             continue  # a deleted conversation of the key
-        return cid
+        return cid, generation
     raise ConflictError(f"key {key!r}: started again too many times")

@@ -82,8 +82,12 @@ class KeyedConversations:
     def __init__(self, chat: Scope, *, model: str, metadata: Mapping[str, Any] | None) -> None:
         self.chat = chat
         self.model = model_label(model) or model
-        self.metadata = {"framework": "llamaindex", **(metadata or {})}
+        # The marker comes last: the adapter knows its own histories by it.
+        self.metadata = {**(metadata or {}), "framework": "llamaindex"}
         self._ids: dict[str, UUID] = {}
+        # The generation of each key this object started (see ``_claim``): those before it are
+        # deleted, so the key's next conversation is looked for from there, not from the first.
+        self._generations: dict[str, int] = {}
         self._runs: dict[UUID, _Run] = {}  # the run each conversation was last written by
         # Runs set aside while their workflow run was still going, another run writing the
         # conversation meanwhile: their later writes rejoin them.
@@ -126,11 +130,15 @@ class KeyedConversations:
             raise InvalidInputError("key", "must be a non-empty string")
         async with self._resolving:
             if key not in self._ids:
-                found = await self._lookup(key)
+                start = self._generations.get(key)
+                hinted = None if start is None else key_id(self.chat.principal, key, start)
+                found = hinted if hinted is not None and await live(self.chat, hinted) else None
+                if found is None and start is None:
+                    found = await self._lookup(key)
                 if found is None:
                     if not create:
                         return None
-                    found = await claim(self.chat, key, {KEY_FIELD: key})
+                    found, self._generations[key] = await claim(self.chat, key, {KEY_FIELD: key}, start or 0)
                 self._ids[key] = found
             return self._ids[key]
 
