@@ -223,3 +223,24 @@ async def test_runs_started_at_once_never_take_each_other_for_abandoned(alice: S
     recorded = [(h.status, h.error, len(h.messages or [])) for h in await histories(alice, conv.id)]
     assert recorded == [("completed", None, 4)] * 8
     assert not recording._STARTS  # no start is counted once it is over
+
+
+async def test_the_keys_the_middleware_knows_its_runs_by_stay_its_own(alice: Scope) -> None:
+    """``framework``, ``host``, ``pid`` and ``thread_id`` tell the middleware its runs and their
+    processes (a run left behind, a paused run to continue): ``metadata=`` cannot replace them."""
+    conv = await alice.start_conversation()
+    own = {"framework": "my-app", "host": "elsewhere", "pid": 1, "thread_id": "mine", "app": "rag"}
+    middleware = ChatMemoryMiddleware(alice, conv.id, metadata=own)
+    graph = create_agent(
+        fake("hi"), [add], system_prompt=SYSTEM, middleware=[middleware], checkpointer=InMemorySaver()
+    )
+    await graph.ainvoke(user("hello"), {"configurable": {"thread_id": "t-1"}})
+
+    (run,) = await histories(alice, conv.id)
+    assert {k: (run.metadata or {}).get(k) for k in own} == {
+        "framework": "langchain",
+        "host": recording.recorder_metadata()["host"],
+        "pid": os.getpid(),
+        "thread_id": "t-1",
+        "app": "rag",
+    }

@@ -219,3 +219,12 @@ async def test_a_long_add_refused_part_way_adds_nothing(
 
     assert await history.aget_messages() == []
     assert await histories(alice, conv.id) == []
+
+
+async def test_its_framework_marker_stays_its_own(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    history = ChatMemoryHistory(alice, conv.id, metadata={"framework": "my-app", "app": "rag"})
+    await history.aadd_messages([HumanMessage("hi"), AIMessage("hello")])
+
+    (run,) = await histories(alice, conv.id)
+    assert ((run.metadata or {})["framework"], (run.metadata or {})["app"]) == ("langchain", "rag")

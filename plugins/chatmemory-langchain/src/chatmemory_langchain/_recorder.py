@@ -126,7 +126,8 @@ class Recorder:
         run.opening = {
             "model": model_label(model_name_of(model)) or type(model).__name__,
             "system_prompts": [system_prompt] if system_prompt else None,
-            "metadata": {**metadata, **self.metadata},
+            # The adapter's own keys last: it knows its runs (and their processes) by them.
+            "metadata": {**self.metadata, **metadata},
         }
 
     async def record(self, run: Run, messages: Sequence[BaseMessage]) -> None:

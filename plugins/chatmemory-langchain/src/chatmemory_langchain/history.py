@@ -67,7 +67,7 @@ class ChatMemoryHistory(BaseChatMessageHistory):
         self.chat = chat
         self.conversation_id = conversation_id
         self.model = model
-        self.metadata = {"framework": "langchain", **added_metadata(metadata)}
+        self.metadata = {**added_metadata(metadata), "framework": "langchain"}
         self._home = HomeLoop(loop, hint=SYNC_HINT)
         self._mirror = ConversationMirror(from_stored_many)
 
