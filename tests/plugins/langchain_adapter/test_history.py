@@ -223,7 +223,7 @@ async def test_a_long_add_refused_part_way_adds_nothing(
 
 async def test_its_framework_marker_stays_its_own(alice: Scope) -> None:
     conv = await alice.start_conversation()
-    history = ChatMemoryHistory(alice, conv.id, metadata={"framework": "my-app", "app": "rag"})
+    history = ChatMemoryHistory(alice, conv.id, model="m", metadata={"framework": "my-app", "app": "rag"})
     await history.aadd_messages([HumanMessage("hi"), AIMessage("hello")])
 
     (run,) = await histories(alice, conv.id)
