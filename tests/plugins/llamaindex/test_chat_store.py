@@ -185,6 +185,23 @@ async def test_a_key_deleted_and_set_again_each_turn_costs_the_same_every_turn(
     assert [m.content for m in await ChatMemoryChatStore(alice).aget_messages("k")] == ["turn 11"]
 
 
+async def test_a_key_another_store_started_again_is_read_through_the_store_that_started_it_first(
+    alice: Scope, store: ChatMemoryChatStore
+) -> None:
+    """The store that started a key remembers that conversation's generation; once another store
+    (or process) deletes the key and writes it again, the first one reads the new conversation,
+    not nothing."""
+    await store.async_add_message("k", user("q1"))
+    other = ChatMemoryChatStore(alice)
+    await other.adelete_messages("k")
+    await other.async_add_message("k", user("fresh start"))
+
+    assert [m.content for m in await store.aget_messages("k")] == ["fresh start"]
+    assert (await store.adelete_last_message("k")) == user("fresh start")
+    assert await other.aget_messages("k") == []
+    other.close()
+
+
 async def test_the_framework_marker_of_its_histories_stays_the_adapters_own(alice: Scope) -> None:
     """A run's history is known as this adapter's by ``metadata["framework"]`` (so the next
     run, through any store object, closes it): ``metadata`` given to the store cannot replace it."""

@@ -133,7 +133,7 @@ class KeyedConversations:
                 start = self._generations.get(key)
                 hinted = None if start is None else key_id(self.chat.principal, key, start)
                 found = hinted if hinted is not None and await live(self.chat, hinted) else None
-                if found is None and start is None:
+                if found is None:  # another store may have started the key again since
                     found = await self._lookup(key)
                 if found is None:
                     if not create:
