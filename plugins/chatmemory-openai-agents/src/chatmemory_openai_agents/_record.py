@@ -85,6 +85,10 @@ class RunRecord:
     usage_answered: dict[str, int] = field(default_factory=dict)  # the usage of the responses the hooks saw
     lock: AnyLoopLock = field(default_factory=AnyLoopLock)
 
+    def context(self) -> RunContextWrapper[Any] | None:
+        """The run's context object, while it lives."""
+        return self.wrapper() if self.wrapper is not None else None
+
 
 class Recorder:
     """Writes the runs of one conversation through a principal's scope."""
@@ -430,7 +434,7 @@ def requested(run: RunRecord) -> bool:
     """Whether the run has sent a model request. The first batch a run saves before its first
     is its input, which may end on an assistant message (an earlier exchange, few-shot turns)
     but is never the run's answer. Items added outside a run (no context object) may be."""
-    wrapper = run.wrapper() if run.wrapper is not None else None
+    wrapper = run.context()
     if wrapper is None:
         return True
     return wrapper.usage.requests > (run.usage_before or {}).get("requests", 0)
@@ -454,7 +458,7 @@ def _outcome(error: BaseException | None) -> tuple[Status, str | None]:
 
 
 def _usage(run: RunRecord) -> dict[str, int] | None:
-    wrapper = run.wrapper() if run.wrapper is not None else None
+    wrapper = run.context()
     if wrapper is None:
         return None
     counts = usage_counts(wrapper.usage)

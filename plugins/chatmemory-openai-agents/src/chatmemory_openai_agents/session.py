@@ -387,7 +387,9 @@ class ChatMemorySession:
             record = self._seen_run(context)
             if record is not None:
                 return record
-            known = [r for r in self._runs.values() if _usage_of(r) is context.usage]
+            known = [
+                r for r in self._runs.values() if (w := r.context()) is not None and w.usage is context.usage
+            ]
             fresh = [r for r in known if r.agent is None and not requested(r)]
             if known:
                 return fresh[0] if len(fresh) == 1 else None
@@ -401,7 +403,7 @@ class ChatMemorySession:
         # calling it: the turn input tells the two runs apart. (Call holding ``_state``.)
         self._reap()
         for record in self._runs.values():
-            wrapper = record.wrapper() if record.wrapper is not None else None
+            wrapper = record.context()
             if (
                 wrapper is not None
                 and wrapper.usage is context.usage
@@ -462,7 +464,7 @@ class ChatMemorySession:
             # any other next run closes it, as for runs without session.run.
             record.managed = False
             return
-        wrapper = record.wrapper() if record.wrapper is not None else None
+        wrapper = record.context()
         try:
             # Seen through a further cancellation: a run cancelled while it closes stays closed.
             await settled(self._recorder.finish(record, error))
@@ -502,11 +504,6 @@ class ChatMemorySession:
 for _method in ("get_items", "add_items", "pop_item", "clear_session"):
     _function = vars(ChatMemorySession)[_method]
     _function.__signature__ = inspect.signature(_function)
-
-
-def _usage_of(record: RunRecord) -> Usage | None:
-    wrapper = record.wrapper() if record.wrapper is not None else None
-    return None if wrapper is None else wrapper.usage
 
 
 def _in_other_task(run: RunRecord, current: asyncio.Task[Any] | None) -> bool:
