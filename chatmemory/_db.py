@@ -184,6 +184,7 @@ class Database:
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.trace: Callable[[Stmt], None] | None = None
         self._closed = False
+        self.any_loop = owned
         self._sqlite: SQLiteDriver | None = None
         self._postgres: PostgresDriver | None = None
         self._engine_driver: EngineDriver | None = None

@@ -83,6 +83,13 @@ class ScopeBase:
         self.principal = principal
 
     @property
+    def any_loop(self) -> bool:
+        """Whether calls may come from any thread and event loop at once: true for a store
+        opened with ``ChatMemory.open``, false over a caller's engine, whose connections belong
+        to the event loop that uses them."""
+        return self._db.any_loop
+
+    @property
     def limits(self) -> Limits:
         """The limits this scope's writes are held to (its store's)."""
         return self._limits

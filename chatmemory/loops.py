@@ -1,10 +1,18 @@
 """Calling the async store from synchronous code and from other threads and event loops.
 
 A store opened with ``ChatMemory.open(url)`` serves any thread and any event loop: its drivers
-run on threads and loops of their own. A store made with ``ChatMemory(engine)`` over a caller's
-asyncpg engine serves only the engine's loop (a call from another loop fails at once with
-``StorageError``), and a synchronous framework entry point needs some loop to run on. So an
-adapter object sends every store call to one *home loop* through a ``HomeLoop``:
+run on threads and loops of their own (``Scope.any_loop``). A store made with
+``ChatMemory(engine)`` over a caller's engine serves only the engine's loop (a call from another
+loop fails at once with ``StorageError``), and a synchronous framework entry point needs some
+loop to run on. So an adapter object sends every store call through a ``HomeLoop``.
+
+Over a store that serves any loop (``any_loop=True``), an async call is awaited in place on the
+caller's loop, and a synchronous call runs on a ``BackgroundLoop`` of the object's own, never on
+a loop of the program's, which may be idle only between two ``run_until_complete`` calls of its
+owner. A synchronous call on the home loop itself is still refused: it would block the loop that
+may hold what the call waits for.
+
+Over a store bound to one loop, every call goes to that *home loop*:
 
 - on the home loop itself, an async call is awaited in place; a synchronous call is refused at
   once (it would block the loop it waits for);
@@ -166,6 +174,8 @@ class HomeLoop:
         hint: what a framework user should do instead of a synchronous call on the home loop,
             appended to the errors refusing one.
         start_timeout: seconds a running home loop in another thread has to start a call.
+        any_loop: the store serves any thread and event loop (``Scope.any_loop``), so calls
+            need no particular loop (see the module's docstring).
     """
 
     def __init__(
@@ -174,6 +184,7 @@ class HomeLoop:
         *,
         hint: str = "use the async API there, or call from another thread",
         start_timeout: float = START_TIMEOUT,
+        any_loop: bool = False,
     ) -> None:
         if isinstance(loop, BackgroundLoop):
             loop = loop.loop
@@ -188,6 +199,7 @@ class HomeLoop:
         self._driven = False  # whether the home loop runs because a caller holding _driving runs it
         self.hint = hint
         self.start_timeout = start_timeout
+        self.any_loop = any_loop
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -206,12 +218,15 @@ class HomeLoop:
             return self._owned.loop
 
     async def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Await ``coro`` on the home loop (in place when on it, or when it is idle).
+        """Await ``coro`` on the home loop (in place when on it, or when it is idle, or when the
+        store serves any loop).
 
         Raises:
             RuntimeError: the home loop is blocked and did not start ``coro`` in time, or it
                 stopped while running it.
         """
+        if self.any_loop:
+            return await coro
         home = self.loop
         if home is asyncio.get_running_loop() or not home.is_running() or self._driven:
             return await coro
@@ -229,7 +244,8 @@ class HomeLoop:
         return await self.call(coro)  # the home loop stopped before starting it
 
     def call_sync(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the home loop and block until it is done.
+        """Run ``coro`` on the home loop (on the object's background loop when the store serves
+        any loop) and block until it is done.
 
         Raises:
             RuntimeError: called on the home loop itself (it would wait for itself), or the
@@ -244,7 +260,7 @@ class HomeLoop:
                 "a synchronous call on the event loop that owns the chatmemory store would block it; "
                 + self.hint
             )
-        idle = self._driven or not home.is_running()
+        idle = not self.any_loop and (self._driven or not home.is_running())
         if running is None and idle and self._driving.acquire(timeout=self.start_timeout):
             try:
                 if not home.is_running() and not home.is_closed():
@@ -256,8 +272,9 @@ class HomeLoop:
             finally:
                 self._driving.release()
         # An idle loop cannot run inside this thread's running loop, and one another caller runs
-        # stops when that caller's call ends (which may be waiting for this one).
-        if self._driven or not home.is_running():
+        # stops when that caller's call ends (which may be waiting for this one). A store that
+        # serves any loop needs none of the program's, which may be blocked or stop any moment.
+        if self.any_loop or self._driven or not home.is_running():
             home = self._background()
         handoff = _Handoff(coro, home, self.start_timeout)
         try:

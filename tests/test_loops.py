@@ -373,3 +373,52 @@ def test_a_sync_call_from_another_loop_while_a_caller_runs_the_idle_home_loop_co
             loop.close()
 
     assert bounded(program) == [0.2, 0.4]
+
+
+def test_sync_calls_over_a_store_that_serves_any_loop_never_run_the_programs_idle_loop() -> None:
+    """A worker thread's synchronous calls (LlamaIndex writes chat history from a thread of its
+    own) while the thread that made the object goes on with ``run_until_complete`` on its loop:
+    borrowing that loop while it is idle would make the owner's next ``run_until_complete``
+    fail with "This event loop is already running"."""
+
+    def program() -> tuple[asyncio.AbstractEventLoop, set[asyncio.AbstractEventLoop], list[str], int]:
+        loop = asyncio.new_event_loop()
+        try:
+
+            async def made_here() -> HomeLoop:
+                return HomeLoop(None, any_loop=True)
+
+            home = loop.run_until_complete(made_here())
+            seen: set[asyncio.AbstractEventLoop] = set()
+            worker = threading.Thread(target=lambda: seen.update(home.call_sync(where()) for _ in range(20)))
+            worker.start()
+            errors, turns = [], 0
+            while worker.is_alive():
+                try:
+                    loop.run_until_complete(asyncio.sleep(0.001))  # the program's own work
+                    turns += 1
+                except RuntimeError as error:
+                    errors.append(str(error))
+            worker.join()
+            # An async call is awaited on its caller's loop, whichever that is.
+            assert loop.run_until_complete(home.call(where())) is loop
+            assert asyncio.run(home.call(where())) is not loop
+            home.close()
+            return loop, seen, errors, turns
+        finally:
+            loop.close()
+
+    loop, seen, errors, turns = bounded(program)
+    assert errors == []
+    assert turns > 0 and len(seen) == 1 and loop not in seen
+
+
+def test_a_sync_call_on_the_home_loop_is_refused_even_over_a_store_that_serves_any_loop() -> None:
+    async def program() -> None:
+        home = HomeLoop(None, any_loop=True)
+        call = where()
+        with pytest.raises(RuntimeError, match="would block it"):
+            home.call_sync(call)
+        assert inspect.getcoroutinestate(call) == inspect.CORO_CLOSED
+
+    bounded(lambda: asyncio.run(program()))

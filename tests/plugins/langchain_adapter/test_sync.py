@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 from uuid import UUID
 
@@ -150,3 +151,45 @@ def _closed_loop_program(url: str) -> list[str]:
 
 async def test_a_history_made_inside_asyncio_run_works_after_it_returns(db_url: str) -> None:
     assert await in_daemon_thread(_closed_loop_program, db_url) == ["Hi"]
+
+
+def _worker_thread_program(url: str) -> tuple[list[str], int, int]:
+    """A history built inside ``loop.run_until_complete`` and written synchronously from a
+    worker thread while the thread that built it goes on using its loop."""
+    loop = asyncio.new_event_loop()
+    memory = loop.run_until_complete(ChatMemory.open(url))
+    errors: list[str] = []
+    turns = 0
+    try:
+
+        async def setup() -> ChatMemoryHistory:
+            conv = await memory.scoped(Principal("carol")).start_conversation()
+            return ChatMemoryHistory(memory.scoped(Principal("carol")), conv.id, model="fake-a")
+
+        history = loop.run_until_complete(setup())
+
+        def write() -> None:
+            for i in range(20):
+                history.add_messages([HumanMessage(f"w{i}")])
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        while writer.is_alive():
+            try:
+                loop.run_until_complete(asyncio.sleep(0.001))
+                turns += 1
+            except RuntimeError as error:  # "This event loop is already running"
+                errors.append(str(error))
+        writer.join()
+        stored = loop.run_until_complete(history.aget_messages())
+        history.close()
+        return errors, turns, len(stored)
+    finally:
+        loop.run_until_complete(memory.close())
+        loop.close()
+
+
+async def test_a_worker_thread_writing_synchronously_leaves_the_owners_idle_loop_alone(db_url: str) -> None:
+    errors, turns, stored = await in_daemon_thread(_worker_thread_program, db_url)
+    assert errors == []
+    assert turns > 0 and stored == 20

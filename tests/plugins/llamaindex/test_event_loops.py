@@ -5,6 +5,7 @@ Each program runs in a daemon thread under a bound, so a call that waits forever
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from chatmemory_llamaindex import ChatMemoryChatStore
@@ -71,6 +72,32 @@ def _parallel_writers_program(url: str) -> tuple[list[str], int]:
         loop.close()
 
 
+def _worker_thread_program(url: str) -> tuple[list[str], int, int]:
+    """A worker thread writing synchronously, as ``SimpleChatEngine.stream_chat`` writes the
+    history from a thread of its own, while the thread that made the store goes on using its
+    loop with ``run_until_complete``."""
+    loop = asyncio.new_event_loop()
+    memory, store = loop.run_until_complete(_open_store(url))
+    errors: list[str] = []
+    turns = 0
+    try:
+        writer = threading.Thread(target=lambda: [store.add_message("k", user(f"w{i}")) for i in range(20)])
+        writer.start()
+        while writer.is_alive():
+            try:
+                loop.run_until_complete(asyncio.sleep(0.001))
+                turns += 1
+            except RuntimeError as error:  # "This event loop is already running"
+                errors.append(str(error))
+        writer.join()
+        stored = loop.run_until_complete(store.aget_messages("k"))
+        return errors, turns, len(stored)
+    finally:
+        store.close()
+        loop.run_until_complete(memory.close())
+        loop.close()
+
+
 def _closed_loop_program(url: str) -> list[str]:
     with BackgroundLoop() as background:
         memory = background.run(ChatMemory.open(url))
@@ -102,3 +129,9 @@ async def test_writers_on_loops_of_their_own_share_one_conversation_while_its_lo
     texts, conversations = await in_daemon_thread(_parallel_writers_program, db_url)
     assert texts == sorted(f"{writer}.{n}" for writer in range(6) for n in range(3))
     assert conversations == 1
+
+
+async def test_a_worker_thread_writing_synchronously_leaves_the_owners_idle_loop_alone(db_url: str) -> None:
+    errors, turns, stored = await in_daemon_thread(_worker_thread_program, db_url)
+    assert errors == []
+    assert turns > 0 and stored == 20

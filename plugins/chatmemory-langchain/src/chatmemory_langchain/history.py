@@ -68,7 +68,7 @@ class ChatMemoryHistory(BaseChatMessageHistory):
         self.conversation_id = conversation_id
         self.model = model
         self.metadata = {**added_metadata(metadata), "framework": "langchain"}
-        self._home = HomeLoop(loop, hint=SYNC_HINT)
+        self._home = HomeLoop(loop, hint=SYNC_HINT, any_loop=chat.any_loop)
         self._mirror = ConversationMirror(from_stored_many)
 
     def _sync(self, coro: Coroutine[Any, Any, T]) -> T:

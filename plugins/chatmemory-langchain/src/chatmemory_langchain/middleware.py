@@ -110,7 +110,7 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
         self.chat = chat
         self.conversation_id = conversation_id
         self._recorder = Recorder(chat, conversation_id, metadata=metadata, autoload=autoload)
-        self._home = HomeLoop(loop, hint=SYNC_HINT)
+        self._home = HomeLoop(loop, hint=SYNC_HINT, any_loop=chat.any_loop)
         self._runs: OrderedDict[str, Run] = OrderedDict()
 
     def close(self) -> None:

@@ -48,4 +48,4 @@ class BoundStore(BaseModel):
         checked = added_metadata(metadata)
         super().__init__(chat=chat, model=model, metadata=checked)
         self._keyed = KeyedConversations(chat, model=model, metadata=checked)
-        self._home = HomeLoop(loop, hint=SYNC_HINT)
+        self._home = HomeLoop(loop, hint=SYNC_HINT, any_loop=chat.any_loop)
