@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -163,6 +164,45 @@ async def test_a_key_deleted_and_set_again_each_turn_costs_the_same_every_turn(
     ``get()``: each time the key's next conversation is a new generation (see ``_claim``),
     looked for from the one this store started last, not from the first, so a turn's store
     calls do not grow with the turns before it."""
+    calls = _count_calls(alice, monkeypatch)
+    per_turn = []
+    for turn in range(12):
+        before = calls()
+        await store.adelete_messages("k")
+        await store.aset_messages("k", [user(f"turn {turn}")])
+        per_turn.append(calls() - before)
+
+    assert per_turn[2:] == [per_turn[2]] * 10
+    assert [m.content for m in await store.aget_messages("k")] == ["turn 11"]
+    assert [m.content for m in await ChatMemoryChatStore(alice).aget_messages("k")] == ["turn 11"]
+
+
+async def test_a_key_deleted_and_set_again_by_a_new_store_object_each_request_costs_the_same_every_time(
+    alice: Scope, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A web app making a store object per request, each doing what ``ChatSummaryMemoryBuffer``
+    does: the key's conversation records its generation, so a new object that reads it knows
+    where the next one is looked for, instead of trying every generation deleted before."""
+    calls = _count_calls(alice, monkeypatch)
+    per_request = []
+    for request in range(12):
+        before = calls()
+        store = ChatMemoryChatStore(alice)
+        await store.aget_messages("k")
+        await store.adelete_messages("k")
+        await store.aset_messages("k", [user(f"request {request}")])
+        store.close()
+        per_request.append(calls() - before)
+
+    assert per_request[2:] == [per_request[2]] * 10
+    (conversation,) = (await alice.list_conversations()).items
+    assert conversation.metadata == {"llamaindex_key": "k", "llamaindex_generation": 11}
+    assert [m.content for m in await ChatMemoryChatStore(alice).aget_messages("k")] == ["request 11"]
+
+
+def _count_calls(alice: Scope, monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """How many times the store looked a key's conversation up (by id, by listing) or
+    tried to start one, so far."""
     calls = 0
     for name in ("get_tail", "import_conversation", "list_conversations"):
         method = getattr(alice, name)
@@ -173,16 +213,7 @@ async def test_a_key_deleted_and_set_again_each_turn_costs_the_same_every_turn(
             return await _method(*args, **kwargs)
 
         monkeypatch.setattr(alice, name, counted)
-    per_turn = []
-    for turn in range(12):
-        before = calls
-        await store.adelete_messages("k")
-        await store.aset_messages("k", [user(f"turn {turn}")])
-        per_turn.append(calls - before)
-
-    assert per_turn[2:] == [per_turn[2]] * 10
-    assert [m.content for m in await store.aget_messages("k")] == ["turn 11"]
-    assert [m.content for m in await ChatMemoryChatStore(alice).aget_messages("k")] == ["turn 11"]
+    return lambda: calls
 
 
 async def test_a_key_another_store_started_again_is_read_through_the_store_that_started_it_first(

@@ -90,3 +90,22 @@ async def test_a_run_stopped_before_its_reply_is_not_merged_into_the_next(alice:
     assert (stopped.status, stopped.error) == ("failed", "RuntimeError: the provider is down")
     assert later.status == "running"  # until the next run (a chat store sees no run end)
     store.close()
+
+
+@pytest.mark.parametrize("kind", ["buffer", "memory"])
+async def test_runs_alternating_between_two_long_lived_store_objects_are_each_closed(
+    alice: Scope, kind: str
+) -> None:
+    """Two handlers of one app, each holding a store object, taking turns on one key: each
+    object's next run closes the run the other began since (it found its own closed by it),
+    so only the latest run is left running, as with one object."""
+    (first, first_store), (second, second_store) = remembering(kind, alice), remembering(kind, alice)
+    for turn, remembered in enumerate([first, second, first, second, first]):
+        agent = FunctionAgent(tools=[add], llm=NamedMockLLM("m"), system_prompt="S")
+        await agent.run(user_msg=f"run {turn}", memory=remembered)
+
+    (conversation,) = (await alice.list_conversations()).items
+    histories = (await alice.get_conversation(conversation.id)).histories
+    assert [h.status for h in histories] == ["completed"] * 4 + ["running"]
+    first_store.close()
+    second_store.close()

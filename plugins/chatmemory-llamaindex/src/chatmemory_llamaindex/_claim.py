@@ -4,7 +4,8 @@ Its id is derived from the principal, the key and a generation, and it is create
 importing an empty conversation with exactly that id, which the store refuses when the id
 is taken. Two stores (or processes) writing a new key at once so start one conversation,
 not one each. Deleting the key's conversation leaves its id taken: the key's next
-conversation is the next generation.
+conversation is the next generation, which its metadata records (``GENERATION_FIELD``), so a
+store that finds it by listing knows where the key's next one is looked for.
 """
 
 from __future__ import annotations
@@ -19,10 +20,21 @@ from chatmemory import ConflictError, ConversationNotFound, Principal, Scope
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/chatmemory/chatmemory-llamaindex")
 _GENERATIONS = 100_000  # times one key can be deleted and started again
 
+GENERATION_FIELD = "llamaindex_generation"
+"""The conversation metadata field holding its key's generation, from the second one on."""
+
 
 def key_id(principal: Principal, key: str, generation: int = 0) -> uuid.UUID:
     """The id of the conversation ``key`` starts for ``principal`` in ``generation``."""
     return uuid.uuid5(_NAMESPACE, json.dumps([principal.tenant, principal.id, key, generation]))
+
+
+def generation_of(metadata: dict[str, Any]) -> int | None:
+    """The generation a conversation's metadata records, if it records a valid one."""
+    generation = metadata.get(GENERATION_FIELD)
+    if isinstance(generation, int) and not isinstance(generation, bool) and 0 < generation < _GENERATIONS:
+        return generation
+    return None
 
 
 async def live(chat: Scope, cid: uuid.UUID) -> bool:
@@ -51,7 +63,7 @@ async def claim(chat: Scope, key: str, metadata: dict[str, Any], start: int = 0)
             "owner_id": chat.principal.id,
             "tenant_id": chat.principal.tenant,
             "title": None,
-            "metadata": metadata,
+            "metadata": {**metadata, GENERATION_FIELD: generation} if generation else metadata,
             "archived_at": None,
             "created_at": stamp,
             "updated_at": stamp,

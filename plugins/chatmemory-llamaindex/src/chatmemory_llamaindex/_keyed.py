@@ -41,7 +41,7 @@ from chatmemory import (
 from chatmemory.loops import AnyLoopLock
 from chatmemory.mirror import Mirrored, Mirrors
 from chatmemory.recording import fitted, model_label
-from chatmemory_llamaindex._claim import claim, key_id, live
+from chatmemory_llamaindex._claim import claim, generation_of, key_id, live
 from chatmemory_llamaindex._convert import from_stored, restored, to_new_message
 from chatmemory_llamaindex._provenance import Ended, Produced, observe
 
@@ -103,6 +103,7 @@ class KeyedConversations:
     # -- keys ------------------------------------------------------------------------------
 
     async def _lookup(self, key: str) -> UUID | None:
+        """The conversation ``key`` names, its generation remembered when one is found by listing."""
         if await live(self.chat, key_id(self.chat.principal, key)):
             return key_id(self.chat.principal, key)
         # A later generation of the key, a conversation started for it by an earlier version
@@ -118,7 +119,11 @@ class KeyedConversations:
                 break
             cursor = page.next_cursor
         if found:
-            return min(found, key=lambda c: (c.created_at, c.id)).id
+            first = min(found, key=lambda c: (c.created_at, c.id))
+            generation = generation_of(first.metadata)
+            if generation is not None and key_id(self.chat.principal, key, generation) == first.id:
+                self._generations[key] = generation
+            return first.id
         try:
             return (await self.chat.get_conversation(UUID(key))).id
         except (ValueError, ConversationNotFound):
@@ -138,7 +143,8 @@ class KeyedConversations:
                 if found is None:
                     if not create:
                         return None
-                    found, self._generations[key] = await claim(self.chat, key, {KEY_FIELD: key}, start or 0)
+                    start = self._generations.get(key, 0)
+                    found, self._generations[key] = await claim(self.chat, key, {KEY_FIELD: key}, start)
                 self._ids[key] = found
             return self._ids[key]
 
@@ -315,29 +321,35 @@ class KeyedConversations:
         waiting = self._waiting.setdefault(cid, [])
         if run.span is not None and self._provenance.running(run.span):
             waiting.append(run)
-        else:
-            await self._close(run)
+        elif not await self._close(run):
+            # Another store object (or process) closed it, so it wrote the key since: the run
+            # that object began may be left running behind this one's.
+            await self._open_run(cid, keep=self._runs.get(cid))
         for done in [r for r in waiting if not self._provenance.running(r.span or "")]:
             waiting.remove(done)
             await self._close(done)
         if not waiting:
             del self._waiting[cid]
 
-    async def _close(self, run: _Run) -> None:
-        """Close ``run``'s history as its workflow run ended. One written outside any run is
-        completed; one whose end this process did not see (another process's, or forgotten)
-        is completed if it stored a reply, failed (``UNANSWERED``) if not."""
+    async def _close(self, run: _Run) -> bool:
+        """Close ``run``'s history as its workflow run ended; whether it was still running (not
+        closed or deleted by another writer). One written outside any run is completed; one
+        whose end this process did not see (another process's, or forgotten) is completed if
+        it stored a reply, failed (``UNANSWERED``) if not."""
         ended = self._provenance.ended(run.span) if run.span is not None else None
         if ended is None and run.span is None:
             ended = Ended("completed")
         elif ended is None:
             last_role = run.last_role or await self._last_role(run.history_id)
             ended = Ended("completed") if last_role != "user" else Ended("failed", UNANSWERED)
-        # Closed or deleted elsewhere already: nothing left to close.
-        with contextlib.suppress(ConflictError, HistoryNotFound):
+        try:
             await self.chat.finish_history(run.history_id, status=ended.status, error=ended.error)
+            closed = True
+        except (ConflictError, HistoryNotFound):
+            closed = False  # closed or deleted elsewhere already: nothing left to close
         if run.span is not None:
             self._provenance.release(run.span)
+        return closed
 
     async def _last_role(self, history_id: UUID) -> str | None:
         page = await self.chat.list_messages(history_id=history_id, newest_first=True, limit=1)
@@ -348,12 +360,13 @@ class KeyedConversations:
         new = to_new_message(message, model=produced.model if produced is not None else None)
         return fitted(new, self.chat.limits)
 
-    async def _open_run(self, cid: UUID) -> _Run | None:
+    async def _open_run(self, cid: UUID, *, keep: _Run | None = None) -> _Run | None:
         """The conversation's last history, when it is a run this adapter left running
         (another store object's, or an earlier process's); another framework's run in
         progress is never joined. This adapter's other running histories were left by runs
         a later one followed (two runs at once, then the store object dropped or its process
-        ended): each is closed, unless its run still goes on in this process."""
+        ended, or another store object's run this one's followed): each is closed, unless its
+        run still goes on in this process or it is ``keep``'s."""
         histories = (await self.chat.get_conversation(cid)).histories
         ours = [
             _Run(h.id, None, h.model != self.model, _run_field(h.metadata))
@@ -361,8 +374,9 @@ class KeyedConversations:
             if h.status == "running" and (h.metadata or {}).get("framework") == "llamaindex"
         ]
         last = ours[-1] if ours and ours[-1].history_id == histories[-1].id else None
+        kept = {run.history_id for run in (last, keep) if run is not None}
         for run in ours:
-            if run is not last and not self._provenance.running(run.span or ""):
+            if run.history_id not in kept and not self._provenance.running(run.span or ""):
                 await self._close(run)
         return last
 
