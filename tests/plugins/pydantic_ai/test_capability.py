@@ -486,3 +486,20 @@ async def test_a_capability_with_an_id_of_its_own_mirrors_each_run_into_a_second
     assert stored[0] == stored[1]
     assert [role for role, _ in stored[0]] == ["user", "assistant", "tool", "assistant"] * 2
     assert len(script.received[-1]) == 7  # the second run resumed from the main conversation once
+
+
+async def test_two_capabilities_sharing_an_id_but_not_a_conversation_are_refused(
+    alice: Scope, bob: Scope
+) -> None:
+    """pydantic-ai keeps one capability per id: without its own id, the second conversation
+    would silently record nothing, so the agent is refused when it is made."""
+    main, mirror = await alice.start_conversation(), await alice.start_conversation()
+    script = Script("fn-A")
+    for second in (ChatMemoryCapability(alice, mirror.id), ChatMemoryCapability(bob, main.id)):
+        with pytest.raises(UserError, match="its own `id=`"):
+            adder(script.model, capabilities=[ChatMemoryCapability(alice, main.id), second])
+    # The same conversation stated twice is one capability: each run is recorded once.
+    twice = [ChatMemoryCapability(alice, main.id), ChatMemoryCapability(alice, str(main.id))]
+    await adder(script.model, capabilities=twice).run("2+3?")
+    assert len((await alice.get_conversation(main.id)).histories) == 1
+    assert await alice.transcript(mirror.id) == []

@@ -95,6 +95,31 @@ class ChatMemoryCapability(AbstractCapability[Any]):
         self.metadata = added_metadata(self.metadata)
 
     @classmethod
+    def combine(cls, capabilities: Sequence[AbstractCapability[Any]]) -> AbstractCapability[Any]:
+        """One capability for several sharing an ``id`` in one list (pydantic-ai keeps one per
+        ``id``): refused when they record into different conversations (or as different
+        principals), since all but one would silently record nothing.
+
+        Raises:
+            UserError: two of them record into different conversations.
+        """
+        first, *rest = capabilities
+        for other in rest:
+            if not (
+                isinstance(first, ChatMemoryCapability)
+                and isinstance(other, ChatMemoryCapability)
+                and other.chat.principal == first.chat.principal
+                and str(other.conversation_id) == str(first.conversation_id)
+            ):
+                raise UserError(
+                    f"two ChatMemoryCapability share the id {first.id!r} but record into different "
+                    "conversations; pydantic-ai keeps one capability "
+                    "per id, so the others would record nothing. Give each its own `id=`, and "
+                    "`autoload=False` to all but the one the runs resume from."
+                )
+        return super().combine(capabilities)
+
+    @classmethod
     def get_serialization_name(cls) -> str | None:
         """``None``: it holds a live store, so it cannot be built from an agent spec."""
         return None
