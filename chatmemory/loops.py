@@ -2,17 +2,10 @@
 
 A store opened with ``ChatMemory.open(url)`` serves any thread and any event loop: its drivers
 run on threads and loops of their own (``Scope.any_loop``). A store made with
-``ChatMemory(engine)`` over a caller's engine serves only the engine's loop (a call from another
-loop fails at once with ``StorageError``), and a synchronous framework entry point needs some
-loop to run on. So an adapter object sends every store call through a ``HomeLoop``.
-
-Over a store that serves any loop (``any_loop=True``), an async call is awaited in place on the
-caller's loop, and a synchronous call runs on a ``BackgroundLoop`` of the object's own, never on
-a loop of the program's, which may be idle only between two ``run_until_complete`` calls of its
-owner. A synchronous call on the home loop itself is still refused: it would block the loop that
-may hold what the call waits for.
-
-Over a store bound to one loop, every call goes to that *home loop*:
+``ChatMemory(engine)`` over a caller's asyncpg engine serves only the engine's loop (a call from
+another loop fails at once with ``StorageError``), and a synchronous framework entry point needs
+some loop to run on. So an adapter object sends every store call to one *home loop* through a
+``HomeLoop``:
 
 - on the home loop itself, an async call is awaited in place; a synchronous call is refused at
   once (it would block the loop it waits for);
@@ -20,9 +13,12 @@ Over a store bound to one loop, every call goes to that *home loop*:
   ``start_timeout`` seconds is blocked (usually by a synchronous call made on it, waiting for
   this one), and the call is refused instead of waiting forever;
 - an idle home loop (stopped between two ``run_until_complete`` calls) is run by a synchronous
-  caller's thread, parallel callers taking turns (one whose turn does not come within
-  ``start_timeout`` runs its call on a ``BackgroundLoop`` of the object's own, as does a
-  synchronous caller running a loop of its own); an async caller runs the call on its own loop;
+  caller's thread when the store is bound to it, parallel callers taking turns (one whose turn
+  does not come within ``start_timeout`` runs its call on a ``BackgroundLoop`` of the object's
+  own, as does a synchronous caller running a loop of its own). Over a store that serves any
+  loop it is left alone, since its owner may run it again any moment (``run_until_complete``
+  would then fail, the loop running in another thread): the call runs on the object's
+  ``BackgroundLoop``. An async caller runs the call on its own loop;
 - a closed home loop (the ``asyncio.run`` that made the object returned) is replaced by a
   ``BackgroundLoop`` of the object's own;
 - a caller cancelled while it waits cancels the call it handed off.
@@ -35,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import inspect
 import threading
 import time
@@ -72,7 +69,10 @@ class BackgroundLoop:
     """
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        # Made in an empty context: a loop keeps the context it was made in (its wake-up
+        # handle's), and the caller's may hold what owns this loop (a framework's run config
+        # holding an adapter), which would then never be collected, nor this loop's thread end.
+        self.loop = contextvars.Context().run(asyncio.new_event_loop)
         self._closing = threading.Lock()
         self._stopping = threading.Event()  # set once close() began cancelling the calls
         self._thread = threading.Thread(target=self._serve, name="chatmemory-loop", daemon=True)
@@ -137,11 +137,16 @@ class BackgroundLoop:
 
     def _shut_down(self) -> None:
         async def cancel_then_stop() -> None:
-            tasks = asyncio.all_tasks() - {asyncio.current_task()}
-            for task in tasks:
-                task.cancel()
-            if tasks:  # a task refusing to end is left behind rather than waited for forever
-                await asyncio.wait(tasks, timeout=START_TIMEOUT)
+            # The calls first, each left to end as a cancelled call does: one that shields work
+            # from its cancellation (a change that must not be left half done) waits for it.
+            # Then whatever else runs here. A task refusing to end is left behind rather than
+            # waited for forever.
+            for cancelling in (_calls_on(self.loop), asyncio.all_tasks()):
+                tasks = cancelling - {asyncio.current_task()}
+                for task in tasks:
+                    task.cancel()
+                if tasks:
+                    await asyncio.wait(tasks, timeout=START_TIMEOUT)
             self.loop.stop()
 
         self.loop.create_task(cancel_then_stop())
@@ -156,7 +161,25 @@ class BackgroundLoop:
 
 
 async def _wait(awaitable: Awaitable[T]) -> T:
+    _register_call()
     return await awaitable
+
+
+_CALLS: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()  # the tasks running handed calls
+_CALLS_GUARD = threading.Lock()  # loops of several threads register theirs
+
+
+def _register_call() -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        with _CALLS_GUARD:
+            _CALLS.add(task)
+
+
+def _calls_on(loop: asyncio.AbstractEventLoop) -> set[asyncio.Task[Any]]:
+    """The unfinished tasks running calls handed to ``loop``."""
+    with _CALLS_GUARD:
+        return {task for task in _CALLS if task.get_loop() is loop and not task.done()}
 
 
 def _discard(awaitable: Awaitable[Any]) -> None:
@@ -174,8 +197,8 @@ class HomeLoop:
         hint: what a framework user should do instead of a synchronous call on the home loop,
             appended to the errors refusing one.
         start_timeout: seconds a running home loop in another thread has to start a call.
-        any_loop: the store serves any thread and event loop (``Scope.any_loop``), so calls
-            need no particular loop (see the module's docstring).
+        any_loop: the store serves any thread and event loop (``Scope.any_loop``), so an idle
+            home loop is never borrowed (see the module's docstring).
     """
 
     def __init__(
@@ -192,6 +215,7 @@ class HomeLoop:
             loop = _running_loop()
         self._loop = loop
         self._owned: BackgroundLoop | None = None
+        self._finalizer: weakref.finalize[[], HomeLoop] | None = None
         self._owning = threading.Lock()
         # Held by the thread running the idle home loop, so parallel synchronous callers take
         # turns rather than find it stopping under them.
@@ -214,19 +238,17 @@ class HomeLoop:
             if self._owned is None:
                 self._owned = BackgroundLoop()
                 # An adapter dropped without close() must not leave a thread behind per object.
-                weakref.finalize(self, self._owned.close).atexit = False  # daemon: exit ends it
+                self._finalizer = weakref.finalize(self, self._owned.close)
+                self._finalizer.atexit = False  # daemon: exit ends it
             return self._owned.loop
 
     async def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Await ``coro`` on the home loop (in place when on it, or when it is idle, or when the
-        store serves any loop).
+        """Await ``coro`` on the home loop (in place when on it, or when it is idle).
 
         Raises:
             RuntimeError: the home loop is blocked and did not start ``coro`` in time, or it
                 stopped while running it.
         """
-        if self.any_loop:
-            return await coro
         home = self.loop
         if home is asyncio.get_running_loop() or not home.is_running() or self._driven:
             return await coro
@@ -244,8 +266,7 @@ class HomeLoop:
         return await self.call(coro)  # the home loop stopped before starting it
 
     def call_sync(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the home loop (on the object's background loop when the store serves
-        any loop) and block until it is done.
+        """Run ``coro`` on the home loop and block until it is done.
 
         Raises:
             RuntimeError: called on the home loop itself (it would wait for itself), or the
@@ -271,10 +292,10 @@ class HomeLoop:
                         self._driven = False
             finally:
                 self._driving.release()
-        # An idle loop cannot run inside this thread's running loop, and one another caller runs
-        # stops when that caller's call ends (which may be waiting for this one). A store that
-        # serves any loop needs none of the program's, which may be blocked or stop any moment.
-        if self.any_loop or self._driven or not home.is_running():
+        # An idle loop cannot run inside this thread's running loop, one another caller runs
+        # stops when that caller's call ends (which may be waiting for this one), and an idle one
+        # over a store that serves any loop is left for its owner to run again.
+        if self._driven or not home.is_running():
             home = self._background()
         handoff = _Handoff(coro, home, self.start_timeout)
         try:
@@ -316,6 +337,9 @@ class HomeLoop:
         """Stop the background loop this object started, if any (idempotent)."""
         with self._owning:
             owned, self._owned = self._owned, None
+            if owned is not None:
+                assert self._finalizer is not None
+                self._finalizer.detach()  # an object closed and used again keeps one at most
         if owned is not None:
             if self._loop is owned.loop:
                 self._loop = None
@@ -346,6 +370,7 @@ class _Handoff(Generic[T]):
             if self._returned:
                 raise asyncio.CancelledError
             self._started = True
+        _register_call()
         return await self.coro
 
     def result(self) -> T:
@@ -370,7 +395,7 @@ class _Handoff(Generic[T]):
         """Give up on the call: close it if not started, else cancel it on its loop."""
         if self.take_back():
             self.coro.close()
-        else:
+        elif not self.loop.is_closed():  # a closed loop's calls have ended (or will never)
             self.future.cancel()
 
 

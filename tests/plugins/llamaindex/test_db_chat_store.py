@@ -18,8 +18,7 @@ from llama_index.core.llms import ChatMessage
 from llama_index.core.memory import Memory
 from llama_index.core.storage.chat_store.base_db import MessageStatus
 
-from chatmemory import ChatMemory, InvalidInputError, Principal
-from chatmemory._db import create_engine
+from chatmemory import InvalidInputError
 
 
 def texts(messages: list[ChatMessage]) -> list[str | None]:
@@ -182,39 +181,22 @@ async def test_from_defaults_seeds_the_store(db_store: ChatMemoryDBChatStore) ->
     assert texts(await asyncio.to_thread(memory.get_all)) == ["Seeded"]
 
 
-async def test_a_synchronous_call_on_the_owning_loop_works_over_a_store_that_serves_any_loop(
-    db_store: ChatMemoryDBChatStore,
+async def test_a_synchronous_call_on_the_owning_loop_fails_instead_of_hanging(
+    db_store: ChatMemoryDBChatStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # LlamaIndex runs the seeding in a thread and loop of its own, where a store opened from a
-    # URL serves it; the owning loop is only blocked meanwhile.
-    memory = Memory.from_defaults(
-        session_id="seeded", token_limit=1000, chat_history=batch("Seeded"), chat_store=db_store
-    )
-    assert texts(await memory.aget()) == ["Seeded"]
-
-
-async def test_a_synchronous_call_on_the_loop_a_callers_engine_belongs_to_fails_instead_of_hanging(
-    db_url: str, memory: ChatMemory
-) -> None:
-    engine = create_engine(db_url)
-    try:
-        db_store = ChatMemoryDBChatStore(ChatMemory(engine).scoped(Principal("alice")))
-        db_store._home.start_timeout = 0.2
-        with pytest.raises(RuntimeError) as raised:
-            Memory.from_defaults(
-                session_id="blocked", token_limit=1000, chat_history=batch("never"), chat_store=db_store
-            )
-        # LlamaIndex re-raises it as its own "nested async" error; the store's reason is its cause.
-        chain, error = [], raised.value
-        while isinstance(error, BaseException):
-            chain.append(str(error))
-            error = error.__context__
-        assert any("owns the chatmemory store is blocked" in text for text in chain)
-        await asyncio.sleep(0.05)  # let the loop see the abandoned call
-        assert await db_store.get_keys() == []
-        db_store.close()
-    finally:
-        await engine.dispose()
+    monkeypatch.setattr(db_store._home, "start_timeout", 0.2)
+    with pytest.raises(RuntimeError) as raised:
+        Memory.from_defaults(
+            session_id="blocked", token_limit=1000, chat_history=batch("never"), chat_store=db_store
+        )
+    # LlamaIndex re-raises it as its own "nested async" error; the store's reason is its cause.
+    chain, error = [], raised.value
+    while isinstance(error, BaseException):
+        chain.append(str(error))
+        error = error.__context__
+    assert any("owns the chatmemory store is blocked" in text for text in chain)
+    await asyncio.sleep(0.05)  # let the loop see the abandoned call
+    assert await db_store.get_keys() == []
 
 
 async def test_waterfall_archives_into_the_store(db_store: ChatMemoryDBChatStore) -> None:
