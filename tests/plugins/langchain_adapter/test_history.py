@@ -221,6 +221,34 @@ async def test_a_long_add_refused_part_way_adds_nothing(
     assert await histories(alice, conv.id) == []
 
 
+async def test_a_long_add_cancelled_after_its_first_part_committed_is_added_whole(
+    alice: Scope, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel that comes once the first part is stored (its store call committed, its answer
+    not back yet) waits for the rest, as a cancel during one store call waits for its commit:
+    all of it or nothing, never the first part alone."""
+    conv = await alice.start_conversation()
+    history = ChatMemoryHistory(alice, conv.id, model="fake-a")
+    start_run = alice.start_run
+    committed = asyncio.Event()
+
+    async def slow_to_answer(*args: Any, **kwargs: Any) -> Any:
+        started = await start_run(*args, **kwargs)
+        committed.set()
+        await asyncio.sleep(0.2)  # the answer on its way back
+        return started
+
+    monkeypatch.setattr(alice, "start_run", slow_to_answer)
+    adding = asyncio.ensure_future(history.aadd_messages([HumanMessage(f"q{i}") for i in range(1_200)]))
+    await committed.wait()
+    adding.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await adding
+
+    (run,) = await histories(alice, conv.id)
+    assert (run.status, len(run.messages or [])) == ("completed", 1_200)
+
+
 async def test_its_framework_marker_stays_its_own(alice: Scope) -> None:
     conv = await alice.start_conversation()
     history = ChatMemoryHistory(alice, conv.id, model="m", metadata={"framework": "my-app", "app": "rag"})

@@ -90,7 +90,9 @@ class ChatMemoryHistory(BaseChatMessageHistory):
                 self.conversation_id, model=model, messages=batch, metadata=self.metadata
             )
         else:
-            await self._add_in_parts(batch, model)
+            # A caller cancelled meanwhile waits for the parts to be written (as a cancel that
+            # comes once one store call started does), then the cancel goes on: all or nothing.
+            await settled(self._add_in_parts(batch, model))
         self._mirror.wrote(len(batch))
 
     async def _add_in_parts(self, batch: list[NewMessage], model: str) -> None:
