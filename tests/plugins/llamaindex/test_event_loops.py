@@ -135,3 +135,31 @@ async def test_a_worker_thread_writing_synchronously_leaves_the_owners_idle_loop
     errors, turns, stored = await in_daemon_thread(_worker_thread_program, db_url)
     assert errors == []
     assert turns > 0 and stored == 20
+
+
+def _sync_call_beside_an_async_one_program(url: str) -> tuple[list[str], list[str]]:
+    """A store made in a synchronous program, then used from async code: one task's read holds
+    the store's lock while it awaits the database when a synchronous call on that same loop (a
+    sync LlamaIndex entry point called from async code) blocks the loop. The read must not be
+    waiting on the blocked loop, or the synchronous call waits for it forever."""
+    with BackgroundLoop() as background:
+        memory = background.run(ChatMemory.open(url))
+        store = ChatMemoryChatStore(memory.scoped(Principal("carol")))
+        try:
+            store.add_message("k", user("hello"))
+
+            async def main() -> tuple[list[str], list[str]]:
+                reading = asyncio.ensure_future(store.aget_messages("k"))
+                while not store._keyed._writing._held:  # the read holds the lock
+                    await asyncio.sleep(0)
+                blocking = [str(m.content) for m in store.get_messages("k")]
+                return blocking, [str(m.content) for m in await reading]
+
+            return asyncio.run(main())
+        finally:
+            store.close()
+            background.run(memory.close())
+
+
+async def test_a_sync_call_beside_an_async_one_holding_the_store_finishes(db_url: str) -> None:
+    assert await in_daemon_thread(_sync_call_beside_an_async_one_program, db_url) == (["hello"], ["hello"])
