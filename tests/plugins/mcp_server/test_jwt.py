@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import dataclasses
 import hashlib
@@ -13,6 +14,7 @@ from typing import Any
 import jwt
 import pytest
 from chatmemory_mcp import HttpSettings, JWTSettings, JWTVerifier, build_http_app
+from chatmemory_server.auth_options import add_jwt_options
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
@@ -30,7 +32,13 @@ OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 PUBLIC_PEM = KEY.public_key().public_bytes(
     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
 )
-SETTINGS = JWTSettings(issuer=ISSUER, audience=AUDIENCE, public_key=PUBLIC_PEM.decode(), tenant_claim="org")
+SETTINGS = JWTSettings(
+    issuer=ISSUER,
+    audience=AUDIENCE,
+    public_key=PUBLIC_PEM.decode(),
+    tenant_claim="org",
+    admin_scope="chatmemory:admin",
+)
 PING = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "whoami"}}).encode()
 
 
@@ -100,6 +108,18 @@ async def test_a_valid_token_names_its_principal() -> None:
 )
 async def test_bad_tokens_are_refused(bad: str) -> None:
     assert await JWTVerifier(SETTINGS).identify(bad) is None
+
+
+async def test_no_token_makes_an_admin_unless_an_admin_scope_is_configured() -> None:
+    """Admins are opt-in: an issuer's tokens may carry any scope its other clients ask for."""
+    unset = dataclasses.replace(SETTINGS, admin_scope=None)
+    for scope in ("chatmemory chatmemory:admin", "chatmemory:admin"):
+        accepted = await JWTVerifier(unset).identify(token("root", org="acme", scope=scope))
+        assert accepted is not None and accepted.principal.admin is False
+    parser = argparse.ArgumentParser()
+    add_jwt_options(parser, audience_default="--public-url")
+    assert parser.parse_args([]).jwt_admin_scope is None
+    assert parser.parse_args(["--jwt-admin-scope", "ops"]).jwt_admin_scope == "ops"
 
 
 async def test_jwts_over_http(memory: ChatMemory) -> None:

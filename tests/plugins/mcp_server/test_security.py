@@ -136,7 +136,12 @@ async def test_jwt_principals_live_apart_from_token_file_principals(
     file_root, _ = TokenFile(path).create(Principal("root", admin=True))
     async with issuing() as issuer:
         sock = bind()
-        jwt = JWTSettings(issuer=issuer.url, audience="chatmemory", jwks_url=f"{issuer.url}/jwks")
+        jwt = JWTSettings(
+            issuer=issuer.url,
+            audience="chatmemory",
+            jwks_url=f"{issuer.url}/jwks",
+            admin_scope="chatmemory:admin",
+        )
         settings = HttpSettings(port=port_of(sock), token_file=path, jwt=jwt)
         async with hosting(settings, memory, sock) as url:
             async with http_client(url, file_alice) as alice:

@@ -66,7 +66,9 @@ def add_jwt_options(parser: argparse.ArgumentParser, *, audience_default: str) -
     parser.add_argument("--jwt-public-key", type=Path, help="PEM file with the issuer's public key")
     parser.add_argument("--jwt-jwks-url", help="the issuer's JWKS URL (instead of --jwt-public-key)")
     parser.add_argument(
-        "--jwt-admin-scope", default="chatmemory:admin", help="the scope that makes a principal admin"
+        "--jwt-admin-scope",
+        help="the scope that makes a principal admin, e.g. chatmemory:admin (default: none, no JWT "
+        "makes an admin)",
     )
     parser.add_argument("--jwt-tenant-claim", help="the claim holding the principal's tenant")
     parser.add_argument(

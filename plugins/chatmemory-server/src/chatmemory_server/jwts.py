@@ -16,7 +16,7 @@ import anyio.to_thread
 import jwt
 
 from chatmemory import ChatMemoryError, Principal
-from chatmemory_server.bearer import ADMIN_SCOPE, Identity
+from chatmemory_server.bearer import Identity
 
 __all__ = ["JWTSettings", "JWTVerifier"]
 
@@ -32,7 +32,9 @@ class JWTSettings:
     ``audience`` is the URL of this resource (the API or MCP endpoint) when the tokens come from an
     OAuth authorization server: a token minted for another service is refused. ``clock_skew`` is
     how many seconds this machine's clock may lag the issuer's: a token issued (``iat``) or valid
-    from (``nbf``) that far in the future is accepted. It never extends ``exp``.
+    from (``nbf``) that far in the future is accepted. It never extends ``exp``. ``admin_scope``
+    is the scope that makes a token's principal an admin (``ADMIN_SCOPE`` is the usual one); with
+    none, no token does.
     """
 
     issuer: str
@@ -40,7 +42,7 @@ class JWTSettings:
     public_key: str | None = None
     jwks_url: str | None = None
     algorithms: Sequence[str] = ("RS256", "ES256", "EdDSA")
-    admin_scope: str = ADMIN_SCOPE
+    admin_scope: str | None = None
     tenant_claim: str | None = None
     clock_skew: float = 60.0
 
@@ -56,12 +58,13 @@ class JWTSettings:
 class JWTVerifier:
     """Accepts signed JWTs from one issuer for one audience; the principal is ``sub``.
 
-    ``exp``, ``iss``, ``aud`` and ``sub`` are required. The admin flag comes from a scope
-    (``scope`` or ``scp``). Principals live in their issuer's namespace: the tenant is the
-    issuer, followed by ``#`` and the tenant claim when one is configured. So ``sub=alice``
-    never reaches the token file's ``alice``, and an admin never reaches another issuer's or
-    tenant's users. With a tenant claim configured, a token without it, or with a value that
-    is not a string, is refused.
+    ``exp``, ``iss``, ``aud`` and ``sub`` are required. The admin flag comes from the settings'
+    ``admin_scope``, when one is set, among the token's scopes (``scope`` or ``scp``).
+    Principals live in their issuer's namespace: the tenant is the issuer, followed by ``#``
+    and the tenant claim when one is configured. So ``sub=alice`` never reaches the token
+    file's ``alice``, and an admin never reaches another issuer's or tenant's users. With a
+    tenant claim configured, a token without it, or with a value that is not a string, is
+    refused.
     """
 
     def __init__(self, settings: JWTSettings) -> None:
@@ -91,7 +94,9 @@ class JWTVerifier:
                 raise _Refused("expired")
             scopes = _scopes(claims)
             principal = Principal(
-                _string(claims, "sub"), tenant=self._tenant(claims), admin=s.admin_scope in scopes
+                _string(claims, "sub"),
+                tenant=self._tenant(claims),
+                admin=s.admin_scope is not None and s.admin_scope in scopes,
             )
         except (jwt.PyJWTError, ChatMemoryError, _Refused) as exc:
             logger.info("JWT refused: %s", exc if isinstance(exc, _Refused) else type(exc).__name__)
