@@ -18,16 +18,16 @@ async def test_capability_snippet_records_three_runs_once_each(
 ) -> None:
     monkeypatch.chdir(tmp_path)  # the snippet opens sqlite:///chat.db
     (block,) = python_blocks(README)
-    assert block.count(MODEL) == 2
+    assert block.count(MODEL) == 1
     await run_as_coroutine(block.replace(MODEL, "model"), model=TestModel(custom_output_text="ok"))
 
     detail, stored = await stored_conversation()
     assert [(h.model, h.status, h.system_prompts) for h in detail.histories] == [
         ("test", "completed", ["Be terse."]),
         ("test", "completed", ["Be terse."]),
-        ("test", "completed", []),
+        ("test", "completed", ["Be terse."]),
     ]
-    # The third run, on an agent of its own with a run-level capability, is recorded once.
+    # The third run, whose run-level capability replaces the agent's, is recorded once.
     assert stored == [
         ("user", "What is 2+3?"),
         ("assistant", "ok"),
