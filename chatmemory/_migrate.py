@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatmemory._db import Database, refused_as_read_only, resolve_url
 from chatmemory._sql import UPKEEP_WITHOUT_TIMEOUT
-from chatmemory.errors import SchemaOutOfDateError, StorageError
+from chatmemory.errors import InvalidInputError, SchemaOutOfDateError, StorageError
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -139,13 +139,25 @@ async def verify(db: Database, command_hint: str) -> None:
         raise SchemaOutOfDateError(current, head_revision(), command_hint)
 
 
-def offline_sql(url: str | URL | None, revision: str = "head") -> str:
-    """The SQL that upgrading an empty database to ``revision`` would run, without connecting."""
+def offline_sql(url: str | URL | None, revision: str = "head", *, start: str | None = None) -> str:
+    """The SQL that upgrading a database at revision ``start`` (default: an empty one) to
+    ``revision`` would run, without connecting.
+
+    Raises:
+        InvalidInputError: ``start`` is not one of the schema's revisions.
+    """
     from alembic import command
+    from alembic.script import ScriptDirectory
 
     resolved = resolve_url(url)
     plain = resolved.set(drivername=resolved.get_backend_name())
     config = alembic_config(plain)
+    if start is not None:
+        known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+        if start not in known:
+            listed = ", ".join(sorted(known))
+            raise InvalidInputError("from", f"not a revision of this schema (one of {listed})")
+        revision = f"{start}:{revision}"
     out = io.StringIO()
     config.output_buffer = out
     command.upgrade(config, revision, sql=True)

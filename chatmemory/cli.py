@@ -51,7 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="upgrade the database schema to the current version")
     _url_option(migrate)
-    migrate.add_argument("--sql", action="store_true", help="print the SQL instead of running it")
+    migrate.add_argument(
+        "--sql",
+        action="store_true",
+        help="print the SQL instead of running it, without connecting: from an empty database, or "
+        "from the revision --from names",
+    )
+    migrate.add_argument(
+        "--from",
+        dest="start",
+        metavar="REVISION",
+        help="with --sql: the revision the database is at (`chatmemory check` tells it)",
+    )
     migrate.set_defaults(run=_migrate_command)
 
     check = commands.add_parser("check", help="exit 1 unless the database schema is current")
@@ -128,8 +139,10 @@ def _data_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]
 
 async def _migrate_command(args: argparse.Namespace) -> int:
     if args.sql:
-        sys.stdout.write(_migrate.offline_sql(args.url))
+        sys.stdout.write(_migrate.offline_sql(args.url, start=args.start))
         return 0
+    if args.start is not None:
+        raise InvalidInputError("from", "only goes with --sql")
     db = Database(create_engine(args.url))
     try:
         before = await _migrate.current_revision(db)
@@ -164,7 +177,7 @@ async def _check_command(args: argparse.Namespace) -> int:
 @asynccontextmanager
 async def _scope(args: argparse.Namespace, *, migrate: bool = False) -> AsyncIterator[Scope]:
     if not args.principal:
-        raise InvalidInputError("--as", f"give the principal with --as or ${ENV_PRINCIPAL}")
+        raise InvalidInputError("principal", f"none given: pass --as NAME or set ${ENV_PRINCIPAL}")
     principal = Principal(args.principal, tenant=args.tenant, admin=args.admin)
     async with ChatMemory.open(args.url, migrate=migrate) as memory:
         yield memory.scoped(principal)

@@ -1,11 +1,12 @@
 """Record LangChain agent runs with ChatMemoryMiddleware: two runs, one conversation, two models.
 
-Offline by default: LangChain's GenericFakeChatModel plays the models. With OPENAI_API_KEY
-(or ANTHROPIC_API_KEY) set, real models answer; they need LangChain's provider package:
+Offline by default: LangChain's GenericFakeChatModel plays the models. With --live and
+OPENAI_API_KEY (or ANTHROPIC_API_KEY) set, real models answer; they need LangChain's provider
+package:
 
     uv run examples/record_langchain.py [--url URL]
-    uv run --with langchain-openai examples/record_langchain.py        # with OPENAI_API_KEY set
-    uv run --with langchain-anthropic examples/record_langchain.py     # with ANTHROPIC_API_KEY set
+    uv run --with langchain-openai examples/record_langchain.py --live        # OPENAI_API_KEY set
+    uv run --with langchain-anthropic examples/record_langchain.py --live     # ANTHROPIC_API_KEY set
 """
 
 from __future__ import annotations
@@ -42,11 +43,18 @@ class FakeChat(GenericFakeChatModel):
         return self  # the scripted replies already hold the tool calls
 
 
-def pick_models() -> tuple[BaseChatModel, BaseChatModel]:
-    """Real models when an API key is set, else fakes that reply from a script."""
-    if os.environ.get("OPENAI_API_KEY"):
-        return init_chat_model("openai:gpt-4.1-mini"), init_chat_model("openai:gpt-4.1")
-    if os.environ.get("ANTHROPIC_API_KEY"):
+def require_key() -> None:
+    """``--live`` needs a provider key; without one, stop before anything is recorded."""
+    if not any(os.environ.get(key) for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")):
+        raise SystemExit("--live needs OPENAI_API_KEY or ANTHROPIC_API_KEY set")
+
+
+def pick_models(live: bool) -> tuple[BaseChatModel, BaseChatModel]:
+    """Real models with ``--live`` (and an API key), else fakes that reply from a script."""
+    if live:
+        require_key()
+        if os.environ.get("OPENAI_API_KEY"):
+            return init_chat_model("openai:gpt-4.1-mini"), init_chat_model("openai:gpt-4.1")
         return init_chat_model("anthropic:claude-haiku-4-5"), init_chat_model("anthropic:claude-sonnet-4-5")
     call = {"name": "get_weather", "args": {"city": "Oslo"}, "id": "call_1", "type": "tool_call"}
     weather = iter([AIMessage("", tool_calls=[call]), "It is -2 °C with light snow in Oslo."])
@@ -55,8 +63,8 @@ def pick_models() -> tuple[BaseChatModel, BaseChatModel]:
     return first, second
 
 
-async def main(url: str | None) -> None:
-    first, second = pick_models()
+async def main(url: str | None, live: bool) -> None:
+    first, second = pick_models(live)
     async with ChatMemory.open(url) as memory:
         chat = memory.scoped(Principal("alice"))
         conversation = await chat.start_conversation("Oslo weather (langchain)")
@@ -82,4 +90,6 @@ async def main(url: str | None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=os.environ.get("CHATMEMORY_URL"), help="database URL")
-    asyncio.run(main(parser.parse_args().url))
+    parser.add_argument("--live", action="store_true", help="real models (needs an API key; costs money)")
+    args = parser.parse_args()
+    asyncio.run(main(args.url, args.live))

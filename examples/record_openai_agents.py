@@ -1,9 +1,9 @@
 """Record OpenAI Agents SDK runs with ChatMemorySession: two runs, one conversation, two models.
 
-Offline by default: the SDK's own ScriptedModel plays the model. With OPENAI_API_KEY set,
-gpt-4.1-mini and gpt-4.1 answer instead.
+Offline by default: the SDK's own ScriptedModel plays the model. With --live (and
+OPENAI_API_KEY set), gpt-4.1-mini and gpt-4.1 answer instead.
 
-    uv run examples/record_openai_agents.py [--url URL]
+    uv run examples/record_openai_agents.py [--url URL] [--live]
 """
 
 from __future__ import annotations
@@ -36,9 +36,16 @@ class NamedScriptedModel(ScriptedModel):
         self.model = name
 
 
-def pick_models() -> tuple[Model | str, Model | str]:
-    """Real models when an API key is set, else scripted ones that call the tool, then answer."""
-    if os.environ.get("OPENAI_API_KEY"):
+def require_key() -> None:
+    """``--live`` needs a provider key; without one, stop before anything is recorded."""
+    if not os.environ.get("OPENAI_API_KEY"):
+        raise SystemExit("--live needs OPENAI_API_KEY set")
+
+
+def pick_models(live: bool) -> tuple[Model | str, Model | str]:
+    """Real models with ``--live``, else scripted ones that call the tool, then answer."""
+    if live:
+        require_key()
         return "gpt-4.1-mini", "gpt-4.1"
     set_tracing_disabled(True)  # offline: there is nowhere to send traces
     first = NamedScriptedModel(
@@ -52,8 +59,8 @@ def pick_models() -> tuple[Model | str, Model | str]:
     return first, second
 
 
-async def main(url: str | None) -> None:
-    first, second = pick_models()
+async def main(url: str | None, live: bool) -> None:
+    first, second = pick_models(live)
     async with ChatMemory.open(url) as memory:
         chat = memory.scoped(Principal("alice"))
         conversation = await chat.start_conversation("Oslo weather (openai-agents)")
@@ -73,4 +80,6 @@ async def main(url: str | None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=os.environ.get("CHATMEMORY_URL"), help="database URL")
-    asyncio.run(main(parser.parse_args().url))
+    parser.add_argument("--live", action="store_true", help="real models (needs an API key; costs money)")
+    args = parser.parse_args()
+    asyncio.run(main(args.url, args.live))

@@ -1,10 +1,11 @@
 """Record pydantic-ai runs with ChatMemoryCapability: two runs, one conversation, two models.
 
 Offline by default: pydantic-ai's own FunctionModel and TestModel play the models. With
-OPENAI_API_KEY (or ANTHROPIC_API_KEY, with the anthropic package) set, real models answer.
+--live and OPENAI_API_KEY (or ANTHROPIC_API_KEY, with the anthropic package) set, real
+models answer.
 
     uv run examples/record_pydantic_ai.py [--url URL]
-    uv run --with anthropic examples/record_pydantic_ai.py     # with ANTHROPIC_API_KEY set
+    uv run --with anthropic examples/record_pydantic_ai.py --live     # with ANTHROPIC_API_KEY set
 """
 
 from __future__ import annotations
@@ -32,11 +33,18 @@ def weather_then_answer(messages: list[ModelMessage], info: AgentInfo) -> ModelR
     return ModelResponse(parts=[TextPart(f"Right now in {returned[0].content}.")])
 
 
-def pick_models() -> tuple[Model | str, Model | str]:
-    """Real models when an API key is set, else pydantic-ai's offline ones."""
-    if os.environ.get("OPENAI_API_KEY"):
-        return "openai:gpt-4.1-mini", "openai:gpt-4.1"
-    if os.environ.get("ANTHROPIC_API_KEY"):
+def require_key() -> None:
+    """``--live`` needs a provider key; without one, stop before anything is recorded."""
+    if not any(os.environ.get(key) for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")):
+        raise SystemExit("--live needs OPENAI_API_KEY or ANTHROPIC_API_KEY set")
+
+
+def pick_models(live: bool) -> tuple[Model | str, Model | str]:
+    """Real models with ``--live`` (and an API key), else pydantic-ai's offline ones."""
+    if live:
+        require_key()
+        if os.environ.get("OPENAI_API_KEY"):
+            return "openai:gpt-4.1-mini", "openai:gpt-4.1"
         return "anthropic:claude-haiku-4-5", "anthropic:claude-sonnet-4-5"
     packing = TestModel(
         call_tools=[], custom_output_text="Pack boots, gloves and a wool hat.", model_name="test-packing"
@@ -44,8 +52,8 @@ def pick_models() -> tuple[Model | str, Model | str]:
     return FunctionModel(weather_then_answer, model_name="function-weather"), packing
 
 
-async def main(url: str | None) -> None:
-    first, second = pick_models()
+async def main(url: str | None, live: bool) -> None:
+    first, second = pick_models(live)
     async with ChatMemory.open(url) as memory:
         chat = memory.scoped(Principal("alice"))
         conversation = await chat.start_conversation("Oslo weather (pydantic-ai)")
@@ -72,4 +80,6 @@ async def main(url: str | None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=os.environ.get("CHATMEMORY_URL"), help="database URL")
-    asyncio.run(main(parser.parse_args().url))
+    parser.add_argument("--live", action="store_true", help="real models (needs an API key; costs money)")
+    args = parser.parse_args()
+    asyncio.run(main(args.url, args.live))

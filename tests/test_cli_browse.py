@@ -65,6 +65,11 @@ def test_ls_show_and_search(tmp_path: Path) -> None:
     (line,) = listed.stdout.splitlines()
     assert line.split("\t")[:3] == [cid, "Trip to Rome", "4"]
     assert _run("ls", "--url", url, env={"CHATMEMORY_PRINCIPAL": "bob"}).stdout == ""
+    nobody = _run("ls", "--url", url)
+    assert nobody.returncode == 2
+    assert nobody.stderr == (
+        "chatmemory: invalid principal: none given: pass --as NAME or set $CHATMEMORY_PRINCIPAL\n"
+    )
     # The shared options go before the command too; given both places, the command's own win.
     assert _run(*who, "ls").stdout == listed.stdout
     assert _run("--as", "bob", "--url", url, "ls", "--as", "alice").stdout == listed.stdout

@@ -207,6 +207,14 @@ def test_replay_of_a_run_without_answers(seeded: tuple[str, str]) -> None:
     assert out.rstrip().endswith("run 2 has no complete assistant answer to replay")
 
 
+@pytest.mark.parametrize("script", ["record_openai_agents", "record_pydantic_ai", "record_langchain"])
+def test_a_live_run_without_an_api_key_stops_before_recording(tmp_path: Path, script: str) -> None:
+    url = sqlite_url(tmp_path / "record.db")
+    err = run_example(script, "--url", url, "--live", ok=False)
+    assert "--live needs OPENAI_API_KEY" in err
+    assert not (tmp_path / "record.db").exists()
+
+
 @pytest.mark.parametrize(
     ("script", "framework", "models"),
     [
@@ -219,7 +227,8 @@ async def test_record_two_runs_with_model_provenance(
     tmp_path: Path, script: str, framework: str, models: tuple[str, str]
 ) -> None:
     url = sqlite_url(tmp_path / "record.db")
-    out = run_example(script, "--url", url)
+    # An API key in the environment does not make an example call a real model: only --live does.
+    out = run_example(script, "--url", url, env=clean_env(OPENAI_API_KEY="sk-not-a-key"))
 
     first, second = models
     assert "run 2 answered: Pack boots, gloves and a wool hat." in out

@@ -264,6 +264,27 @@ def test_cli_offline_sql() -> None:
         assert marker in out.stdout and VERSION_TABLE in out.stdout
 
 
+def test_cli_offline_sql_from_a_revision_has_only_what_comes_after_it(tmp_path: Path) -> None:
+    """A DBA upgrading a database at an older revision gets the statements its upgrade runs,
+    not the script that creates the schema; that script, run on such a database, upgrades it."""
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    whole = _cli("migrate", "--sql", "--url", url)
+    later = _cli("migrate", "--sql", "--from", "0008", "--url", url)
+    assert later.returncode == 0, later.stderr
+    assert "CREATE TABLE chat_messages" in whole.stdout
+    assert (
+        "CREATE TABLE chat_messages" not in later.stdout
+        and "chatmemory_alembic_version (" not in later.stdout
+    )
+    assert "'0008'" in later.stdout and f"'{head_revision()}'" in later.stdout
+    assert "'0007'" not in later.stdout
+    bad = _cli("migrate", "--sql", "--from", "0099", "--url", url)
+    assert bad.returncode == 2 and "invalid from: not a revision of this schema" in bad.stderr
+    without_sql = _cli("migrate", "--from", "0008", "--url", url)
+    assert without_sql.returncode == 2 and "only goes with --sql" in without_sql.stderr
+    assert not (tmp_path / "chat.db").exists()  # none of it connected
+
+
 def test_cli_reports_bad_url() -> None:
     out = _cli("check", "--url", "mysql://x/y")
     assert out.returncode == 2 and "unsupported database" in out.stderr

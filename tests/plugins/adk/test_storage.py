@@ -266,8 +266,10 @@ async def test_an_event_delivered_again_after_later_ones_changes_nothing(
 async def test_an_app_or_user_no_principal_can_name_is_refused_before_anything_is_written(
     service: ChatMemorySessionService, memory: ChatMemory, app_name: str, user_id: str
 ) -> None:
-    with pytest.raises(InvalidInputError, match="principal"):
+    with pytest.raises(InvalidInputError) as refused:
         await service.create_session(app_name=app_name, user_id=user_id, session_id="s", state={"app:k": 1})
+    # Named by the ADK argument, not by the principal the service makes of it.
+    assert refused.value.field == ("user_id" if app_name == APP else "app_name")
     # (an admin of the app sees every conversation of the app, its state among them)
     admin = memory.scoped(Principal("admin", tenant=APP, admin=True))
     assert (await admin.list_conversations(archived=None)).items == []

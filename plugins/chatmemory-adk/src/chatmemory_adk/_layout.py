@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic_core import to_jsonable_python
 
-from chatmemory import ChatMemory, ConflictError, ConversationNotFound, Principal, Scope
+from chatmemory import ChatMemory, ConflictError, ConversationNotFound, InvalidInputError, Principal, Scope
 
 FRAMEWORK = "google-adk"
 APP_OWNER = "google-adk:app"
@@ -34,13 +34,30 @@ _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/chatmemory/chatm
 
 
 def user(app_name: str, user_id: str, *, admin: bool = False) -> Principal:
-    """The principal of ``user_id`` in app ``app_name`` (an admin one writes shared app state)."""
-    return Principal(user_id, tenant=app_name, admin=admin)
+    """The principal of ``user_id`` in app ``app_name`` (an admin one writes shared app state).
+
+    Raises:
+        InvalidInputError: ``app_name`` or ``user_id`` cannot name a principal (the field is
+            the ADK argument's name).
+    """
+    return _principal(app_name, user_id, admin)
 
 
 def app_owner(app_name: str, *, admin: bool = False) -> Principal:
-    """The owner of the app's shared state (an admin one lists every user's sessions)."""
-    return Principal(APP_OWNER, tenant=app_name, admin=admin)
+    """The owner of the app's shared state (an admin one lists every user's sessions).
+
+    Raises:
+        InvalidInputError: ``app_name`` cannot name a tenant.
+    """
+    return _principal(app_name, APP_OWNER, admin)
+
+
+def _principal(app_name: str, user_id: str, admin: bool) -> Principal:
+    try:
+        return Principal(user_id, tenant=app_name, admin=admin)
+    except InvalidInputError as exc:
+        names = {"principal.tenant": "app_name", "principal.id": "user_id"}
+        raise InvalidInputError(names.get(exc.field or "", exc.field), exc.reason) from None
 
 
 def _id(*parts: str) -> uuid.UUID:
