@@ -148,10 +148,20 @@ def _sync_call_beside_an_async_one_program(url: str) -> tuple[list[str], list[st
         try:
             store.add_message("k", user("hello"))
 
+            read = store._keyed.messages
+            holding = threading.Event()
+
+            async def slow_read(key: str) -> list[ChatMessage]:
+                holding.set()  # inside the store's lock, which it keeps while it awaits
+                await asyncio.sleep(0.2)
+                return await read(key)
+
             async def main() -> tuple[list[str], list[str]]:
+                store._keyed.messages = slow_read  # type: ignore[method-assign]
                 reading = asyncio.ensure_future(store.aget_messages("k"))
-                while not store._keyed._writing._held:  # the read holds the lock
-                    await asyncio.sleep(0)
+                while not holding.is_set():
+                    await asyncio.sleep(0.001)
+                store._keyed.messages = read  # type: ignore[method-assign]
                 blocking = [str(m.content) for m in store.get_messages("k")]
                 return blocking, [str(m.content) for m in await reading]
 
