@@ -502,6 +502,18 @@ def in_memory(url: URL) -> bool:
     )
 
 
+def missing_file(url: str | URL | None) -> bool:
+    """Whether ``url`` names a SQLite file that does not exist (yet): an empty database, which a
+    check can tell without connecting, and so without creating the file."""
+    try:
+        parsed = make_url(url if url is not None else default_url())
+    except ArgumentError:
+        return False  # refused when opened
+    if parsed.get_backend_name() != "sqlite" or in_memory(parsed):
+        return False
+    return not os.path.exists(_file_of(_absolute(parsed.database or "")))
+
+
 def sqlite_path(url: URL) -> str:
     """What ``sqlite3.connect`` opens for a SQLite URL: its file, or its URI with the URI's
     parameters (SQLAlchemy passes every query parameter but its own into the URI)."""

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Literal, TextIO
 
 from chatmemory import _export, _migrate
-from chatmemory._db import Database, create_engine, resolve_url
+from chatmemory._db import Database, create_engine, missing_file, resolve_url
 from chatmemory.errors import ChatMemoryError, ConflictError, InvalidInputError
 from chatmemory.memory import ChatMemory
 from chatmemory.models import ConversationSummary
@@ -160,11 +160,13 @@ async def _migrate_command(args: argparse.Namespace) -> int:
 
 
 async def _check_command(args: argparse.Namespace) -> int:
-    db = Database(create_engine(args.url))
-    try:
-        current = await _migrate.current_revision(db)
-    finally:
-        await db.engine.dispose()
+    current = None  # a SQLite file not there yet is empty, and a check does not create it
+    if not missing_file(args.url):
+        db = Database(create_engine(args.url))
+        try:
+            current = await _migrate.current_revision(db)
+        finally:
+            await db.engine.dispose()
     head = _migrate.head_revision()
     if current == head:
         print(f"schema is current ({head})")

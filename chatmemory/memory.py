@@ -7,12 +7,12 @@ from collections.abc import Generator
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import URL
+from sqlalchemy import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatmemory import _migrate
-from chatmemory._db import Database, owned_engine
-from chatmemory.errors import InvalidInputError
+from chatmemory._db import Database, default_url, missing_file, owned_engine
+from chatmemory.errors import InvalidInputError, SchemaOutOfDateError
 from chatmemory.limits import Limits
 from chatmemory.principal import Principal, current_principal
 from chatmemory.scope import Scope
@@ -153,6 +153,9 @@ class _Opening:
 
     async def _open(self) -> ChatMemory:
         cls, url, migrate, limits, watch_interval, options = self._args
+        if not migrate and missing_file(url):  # empty: said without creating the file (or its directory)
+            shown = make_url(url if url is not None else default_url()).render_as_string(hide_password=True)
+            raise SchemaOutOfDateError(None, _migrate.head_revision(), f"chatmemory migrate --url '{shown}'")
         memory = cls._from_url(url, limits, watch_interval, options)
         try:
             await (memory.migrate() if migrate else memory.check_schema())

@@ -198,11 +198,17 @@ async def test_downgrade_to_base_and_up_again(db_url: str) -> None:
         await engine.dispose()
 
 
-async def test_open_without_migrate_only_checks(db_url: str) -> None:
+async def test_open_without_migrate_only_checks(db_url: str, backend: str) -> None:
     with pytest.raises(SchemaOutOfDateError) as err:
         async with ChatMemory.open(db_url, migrate=False):
             pass
     assert "chatmemory migrate" in str(err.value) and err.value.head == head_revision()
+    if backend == "sqlite":  # only checked: the file is not created, nor a directory for it
+        assert not Path(make_url(db_url).database or "").exists()
+        elsewhere = Path(make_url(db_url).database or "").parent / "new" / "chat.db"
+        with pytest.raises(SchemaOutOfDateError, match=str(elsewhere)):
+            await ChatMemory.open(f"sqlite:///{elsewhere}", migrate=False)
+        assert not elsewhere.parent.exists()
     async with ChatMemory.open(db_url) as memory:
         await memory.scoped(Principal("a")).start_conversation()
     async with ChatMemory.open(db_url, migrate=False) as memory:
@@ -247,6 +253,7 @@ def test_cli_migrate_and_check(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'new' / 'chat.db'}"
     before = _cli("check", "--url", url)
     assert before.returncode == 1 and "chatmemory migrate" in before.stderr
+    assert not (tmp_path / "new").exists()  # a check of a file not there yet does not create it
     first = _cli("migrate", "--url", url)
     assert first.returncode == 0 and f"-> {head_revision()}" in first.stdout
     assert "already at" in _cli("migrate", "--url", url).stdout
