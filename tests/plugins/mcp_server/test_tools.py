@@ -169,7 +169,12 @@ async def test_record_a_run_with_provenance_and_idempotent_keys(connect: Connect
         twice = await call(client, "finish_history", {"history_id": run["id"]})
         assert twice == done  # a retry returns the run unchanged
         other = await fail(client, "finish_history", {"history_id": run["id"], "status": "failed"})
-        assert "already completed" in other
+        # Worded as every tool error is: the tool's name, then what to do.
+        assert other == (
+            f"finish_history: history {run['id']} is already completed; it cannot become failed. "
+            "Call start_history to record a new run."
+        )
+        assert closed.startswith("append_messages: ")
 
         detail = await call(client, "get_conversation", {"conversation_id": conv["id"]})
         assert [h["id"] for h in detail["histories"]] == [run["id"]]

@@ -12,7 +12,7 @@ from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError, UnexpectedToolError
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, Icon, InputRequiredResult, TextContent, ToolAnnotations
 from mcp.types import Tool as MCPTool
@@ -137,6 +137,10 @@ class ChatMemoryServer(MCPServer[ServerState]):
                 # The store refuses values the schema accepts (a title with a conversation_id, a
                 # repeated key): its reason says what to change, the schema's type would mislead.
                 raise ToolError(f"{name}: {argument_text(cause.field, cause.reason, None)}") from cause
+            if isinstance(cause, ToolError) and not isinstance(exc, UnexpectedToolError):
+                # Any other deliberate failure (a conflict, the store unavailable) is worded the
+                # same way, without the SDK's "Error executing tool" (which a crash keeps).
+                raise ToolError(f"{name}: {cause}") from cause
             raise
         if isinstance(result, InputRequiredResult) or result.is_error or spec.output is None:
             return result
