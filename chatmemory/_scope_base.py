@@ -82,6 +82,11 @@ class ScopeBase:
         self._limits = limits
         self.principal = principal
 
+    def same_store(self, other: ScopeBase) -> bool:
+        """Whether ``other`` reads and writes the same store as this scope (one ``ChatMemory``),
+        whatever principal each acts as."""
+        return self._db is other._db
+
     @property
     def any_loop(self) -> bool:
         """Whether calls may come from any thread and event loop at once: true for a store

@@ -9,10 +9,11 @@ The add and read behaviour is checked against langchain-core's own
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
-from chatmemory_langchain import ChatMemoryHistory
+from chatmemory_langchain import BackgroundLoop, ChatMemoryHistory
 from langchain_core.chat_history import InMemoryChatMessageHistory
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
@@ -246,6 +247,41 @@ async def test_a_long_add_cancelled_after_its_first_part_committed_is_added_whol
         await adding
 
     (run,) = await histories(alice, conv.id)
+    assert (run.status, len(run.messages or [])) == ("completed", 1_200)
+
+
+async def test_a_long_add_cancelled_on_another_loop_than_its_home_is_added_whole_before_the_cancel_goes_on(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The history's home is a background loop, the caller's loop another: cancelled once the
+    first part is stored, the caller still waits for the rest, so a shutdown right after (the
+    store closed) cannot leave the first part alone, ``running``."""
+    memory = await ChatMemory.open(db_url)
+    alice = memory.scoped(Principal("alice"))
+    conv = await alice.start_conversation()
+    home = BackgroundLoop()
+    history = ChatMemoryHistory(alice, conv.id, model="fake-a", loop=home)
+    start_run = alice.start_run
+    committed = threading.Event()
+
+    async def slow_to_answer(*args: Any, **kwargs: Any) -> Any:
+        started = await start_run(*args, **kwargs)
+        committed.set()
+        await asyncio.sleep(0.2)  # the answer on its way back
+        return started
+
+    monkeypatch.setattr(alice, "start_run", slow_to_answer)
+    adding = asyncio.ensure_future(history.aadd_messages([HumanMessage(f"q{i}") for i in range(1_200)]))
+    await asyncio.to_thread(committed.wait, 10)
+    adding.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await adding
+    await memory.close()  # the usual shutdown: tasks cancelled and awaited, then the store closed
+    history.close()
+    home.close()
+
+    async with ChatMemory.open(db_url) as reopened:
+        (run,) = await histories(reopened.scoped(Principal("alice")), conv.id)
     assert (run.status, len(run.messages or [])) == ("completed", 1_200)
 
 

@@ -20,6 +20,7 @@ from llama_index.core.llms import ChatMessage
 from llama_index.core.memory import ChatMemoryBuffer, Memory
 
 from chatmemory import ChatMemory, ImagePart, Principal, TextPart, ToolCallPart, ToolResultPart
+from chatmemory.recording import recorder_metadata
 from tests.plugins.llamaindex._llm import NamedMockLLM, add
 
 # llama-index-workflows finds an agent's steps with inspect.getmembers, which reads every
@@ -72,7 +73,7 @@ async def test_runs_are_recorded_with_their_models_and_resumed(kind: str, db_url
     # Each history names the LlamaIndex workflow run it records (the run's span id).
     runs = [h.metadata.pop("llamaindex_run") for h in (one, two)]
     assert all(run.startswith("FunctionAgent.run-") for run in runs) and runs[0] != runs[1]
-    assert one.metadata == two.metadata == {"framework": "llamaindex", "app": "calc"}
+    assert one.metadata == two.metadata == {"framework": "llamaindex", "app": "calc", **recorder_metadata()}
     recorded = [(m.role, m.model) for m in one.messages or []]
     assert recorded == [("user", None), ("assistant", "mock-A"), ("tool", None), ("assistant", "mock-A")]
     user, call, result, answer = one.messages or []

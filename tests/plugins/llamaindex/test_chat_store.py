@@ -16,6 +16,7 @@ import pytest
 from chatmemory_llamaindex import ChatMemoryChatStore
 from llama_index.core.llms import ChatMessage
 from llama_index.core.memory import ChatMemoryBuffer
+from llama_index.core.storage.chat_store import SimpleChatStore
 
 from chatmemory import (
     ChatMemory,
@@ -390,3 +391,49 @@ async def test_another_frameworks_run_in_progress_is_left_alone(
         ("running", ["theirs"]),
         ("running", ["ours"]),
     ]
+
+
+@pytest.mark.parametrize("then_set", [False, True])
+async def test_a_key_deleted_while_a_write_closes_its_previous_run_keeps_that_write_once(
+    memory: ChatMemory, then_set: bool
+) -> None:
+    """Another request reads, deletes (and sets again, as ``ChatSummaryMemoryBuffer.get``
+    does) the key right after this store's write committed, while it closes its previous
+    run: the write is not made again in the key's next conversation. ``SimpleChatStore`` gives
+    the same content for the same order of effects. (Found by a review script.)"""
+    mine, theirs = memory.scoped(Principal("alice")), memory.scoped(Principal("alice"))
+    store, other = ChatMemoryChatStore(mine), ChatMemoryChatStore(theirs)
+    reference = SimpleChatStore()
+    for message in (user("a0"), ChatMessage(role="assistant", content="r0")):
+        await store.async_add_message("k", message)
+        reference.add_message("k", message)
+    for message in (user("b0"), ChatMessage(role="assistant", content="rb0")):  # closes store's run
+        await other.async_add_message("k", message)
+        reference.add_message("k", message)
+
+    finish = mine.finish_history
+    meanwhile: list[ChatMessage] = []
+
+    async def finish_then_the_other_request(*args: Any, **kwargs: Any) -> Any:
+        if not meanwhile:
+            meanwhile.extend(await other.aget_messages("k"))
+            await other.adelete_messages("k")
+            if then_set:
+                await other.aset_messages("k", meanwhile)
+        return await finish(*args, **kwargs)
+
+    mine.finish_history = finish_then_the_other_request  # type: ignore[method-assign]
+    await store.async_add_message("k", user("a1"))
+    mine.finish_history = finish  # type: ignore[method-assign]
+    reference.add_message("k", user("a1"))
+    read = reference.get_messages("k")
+    reference.delete_messages("k")
+    if then_set:
+        reference.set_messages("k", read)
+
+    fresh = ChatMemoryChatStore(memory.scoped(Principal("alice")))
+    assert [m.content for m in await fresh.aget_messages("k")] == [
+        m.content for m in reference.get_messages("k")
+    ]
+    for each in (store, other, fresh):
+        each.close()

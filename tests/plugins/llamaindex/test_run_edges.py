@@ -4,7 +4,9 @@ run is a span)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +15,10 @@ from chatmemory_llamaindex import ChatMemoryChatStore, ChatMemoryDBChatStore
 from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.core.llms import ChatMessage
 from llama_index.core.memory import ChatMemoryBuffer, Memory
+from llama_index.core.tools import FunctionTool
 
+from chatmemory import NewMessage
+from chatmemory.recording import recorder_metadata
 from chatmemory.scope import Scope
 from tests.plugins.llamaindex._llm import NamedMockLLM, add
 
@@ -109,3 +114,66 @@ async def test_runs_alternating_between_two_long_lived_store_objects_are_each_cl
     assert [h.status for h in histories] == ["completed"] * 4 + ["running"]
     first_store.close()
     second_store.close()
+
+
+@pytest.mark.parametrize("kind", ["buffer", "memory"])
+async def test_runs_of_two_store_objects_that_overlapped_once_are_each_closed_as_they_take_turns(
+    alice: Scope, kind: str
+) -> None:
+    """Two requests at once (their runs overlap), then the two handlers take turns, then one
+    goes on alone: every run but the latest is closed, as with one store object. (Found by a
+    review script: each object kept closing only its own runs.)"""
+    (first, first_store), (second, second_store) = remembering(kind, alice), remembering(kind, alice)
+    both = asyncio.Barrier(2)
+
+    async def slow_add(a: int, b: int) -> int:
+        """Add two numbers."""
+        await asyncio.wait_for(both.wait(), 30)
+        return a + b
+
+    def agent(name: str, tools: list[Any]) -> FunctionAgent:
+        return FunctionAgent(tools=tools, llm=NamedMockLLM(name), system_prompt="S")
+
+    waiting = FunctionTool.from_defaults(slow_add, name="add")
+    started = asyncio.ensure_future(agent("A0", [waiting]).run(user_msg="add 2 and 3", memory=first))
+    while both.n_waiting == 0:  # the first run waits in its tool: the second one starts now
+        await asyncio.sleep(0.01)
+    await asyncio.gather(started, agent("B0", [waiting]).run(user_msg="add 2 and 3", memory=second))
+    for name, remembered in [("A1", first), ("B1", second), ("A2", first), ("B2", second), ("A3", first)]:
+        await agent(name, [add]).run(user_msg=f"turn {name}", memory=remembered)
+    for name in ("A4", "A5"):
+        await agent(name, [add]).run(user_msg=f"turn {name}", memory=first)
+
+    (conversation,) = (await alice.list_conversations()).items
+    histories = (await alice.get_conversation(conversation.id)).histories
+    assert [(h.model, h.status) for h in histories if h.status != "completed"] == [("A5", "running")]
+    first_store.close()
+    second_store.close()
+
+
+async def test_a_run_another_live_process_is_recording_is_left_to_it(alice: Scope) -> None:
+    """A store object whose last run another writer closed looks for runs left running, and
+    closes those known to have ended; one whose process still runs elsewhere (here: this test's
+    parent process, alive, named in the history as its recorder) goes on, not split in two."""
+    store = ChatMemoryChatStore(alice)
+    await store.async_add_message("k", ChatMessage(role="user", content="hi"))
+    await store.async_add_message("k", ChatMessage(role="assistant", content="hello"))
+    (conversation,) = (await alice.list_conversations()).items
+    # The other process's first write closes this object's run and starts its own.
+    (mine,) = (await alice.get_conversation(conversation.id)).histories
+    await alice.finish_history(mine.id)
+    elsewhere = await alice.start_history(
+        conversation.id,
+        model="other-process",
+        metadata={"framework": "llamaindex", "host": recorder_metadata()["host"], "pid": os.getppid()},
+    )
+    await alice.append_messages(elsewhere.id, [NewMessage("user", "their question")])
+    await store.async_add_message("k", ChatMessage(role="user", content="next"))
+
+    histories = (await alice.get_conversation(conversation.id)).histories
+    assert [(h.model, h.status) for h in histories] == [
+        ("unknown", "completed"),
+        ("other-process", "running"),
+        ("unknown", "running"),
+    ]
+    store.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from uuid import UUID
 
 import anyio
@@ -20,6 +21,7 @@ from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls
 from pydantic_ai.usage import RequestUsage
 
 from chatmemory import (
+    ChatMemory,
     ConversationNotFound,
     HistoryDetail,
     ImagePart,
@@ -489,17 +491,25 @@ async def test_a_capability_with_an_id_of_its_own_mirrors_each_run_into_a_second
 
 
 async def test_two_capabilities_sharing_an_id_but_not_a_conversation_are_refused(
-    alice: Scope, bob: Scope
+    memory: ChatMemory, alice: Scope, bob: Scope, tmp_path: Path
 ) -> None:
     """pydantic-ai keeps one capability per id: without its own id, the second conversation
     would silently record nothing, so the agent is refused when it is made."""
     main, mirror = await alice.start_conversation(), await alice.start_conversation()
     script = Script("fn-A")
-    for second in (ChatMemoryCapability(alice, mirror.id), ChatMemoryCapability(bob, main.id)):
-        with pytest.raises(UserError, match="its own `id=`"):
-            adder(script.model, capabilities=[ChatMemoryCapability(alice, main.id), second])
-    # The same conversation stated twice is one capability: each run is recorded once.
-    twice = [ChatMemoryCapability(alice, main.id), ChatMemoryCapability(alice, str(main.id))]
+    async with ChatMemory.open(f"sqlite:///{tmp_path / 'backup.db'}") as backup:
+        elsewhere = backup.scoped(alice.principal)  # the same principal and id, another store
+        for second in (
+            ChatMemoryCapability(alice, mirror.id),
+            ChatMemoryCapability(bob, main.id),
+            ChatMemoryCapability(elsewhere, main.id),
+        ):
+            with pytest.raises(UserError, match="its own `id=`"):
+                adder(script.model, capabilities=[ChatMemoryCapability(alice, main.id), second])
+    # The same conversation stated twice, however its id is written, is one capability: each
+    # run is recorded once.
+    again = ChatMemoryCapability(memory.scoped(alice.principal), str(main.id).upper())
+    twice = [ChatMemoryCapability(alice, main.id), again]
     await adder(script.model, capabilities=twice).run("2+3?")
     assert len((await alice.get_conversation(main.id)).histories) == 1
     assert await alice.transcript(mirror.id) == []

@@ -152,7 +152,8 @@ class ChatMemoryHistory(BaseChatMessageHistory):
             ConversationNotFound: the conversation is not visible to the principal.
             InvalidInputError: a message cannot be stored.
         """
-        await self._home.call(self._add(messages))
+        # A caller cancelled meanwhile waits for the add to end, on whichever loop it runs.
+        await settled(self._home.call(self._add(messages)))
 
     def clear(self) -> None:
         """Delete every history of the conversation (the conversation itself stays).

@@ -31,6 +31,7 @@ from chatmemory import (
     ConflictError,
     Conversation,
     ConversationNotFound,
+    History,
     HistoryNotFound,
     InvalidInputError,
     Message,
@@ -40,7 +41,7 @@ from chatmemory import (
 )
 from chatmemory.loops import AnyLoopLock
 from chatmemory.mirror import Mirrored, Mirrors
-from chatmemory.recording import fitted, model_label
+from chatmemory.recording import abandoned, fitted, model_label, recorder_metadata
 from chatmemory_llamaindex._claim import claim, generation_of, key_id, live
 from chatmemory_llamaindex._convert import from_stored, restored, to_new_message
 from chatmemory_llamaindex._provenance import Ended, Produced, observe
@@ -82,13 +83,18 @@ class KeyedConversations:
     def __init__(self, chat: Scope, *, model: str, metadata: Mapping[str, Any] | None) -> None:
         self.chat = chat
         self.model = model_label(model) or model
-        # The marker comes last: the adapter knows its own histories by it.
-        self.metadata = {**(metadata or {}), "framework": "llamaindex"}
+        # The adapter's own keys come last: it knows its histories, and the process recording
+        # each, by them.
+        self.metadata = {**(metadata or {}), **recorder_metadata(), "framework": "llamaindex"}
         self._ids: dict[str, UUID] = {}
         # The generation of each key this object started (see ``_claim``): those before it are
         # deleted, so the key's next conversation is looked for from there, not from the first.
         self._generations: dict[str, int] = {}
         self._runs: dict[UUID, _Run] = {}  # the run each conversation was last written by
+        # The last seq this object wrote in each conversation; a write that does not follow it
+        # shows the conversation was written elsewhere meanwhile (``_elsewhere``).
+        self._last_seq: dict[UUID, int] = {}
+        self._elsewhere: set[UUID] = set()
         # Runs set aside while their workflow run was still going, another run writing the
         # conversation meanwhile: their later writes rejoin them.
         self._waiting: dict[UUID, list[_Run]] = {}
@@ -319,12 +325,16 @@ class KeyedConversations:
         """``run`` is no longer the conversation's latest: kept open while its workflow run
         still goes on, else closed, as are the runs kept before whose workflow runs ended."""
         waiting = self._waiting.setdefault(cid, [])
+        closed = True
         if run.span is not None and self._provenance.running(run.span):
             waiting.append(run)
-        elif not await self._close(run):
-            # Another store object (or process) closed it, so it wrote the key since: the run
-            # that object began may be left running behind this one's.
-            await self._open_run(cid, keep=self._runs.get(cid))
+        else:
+            closed = await self._close(run)
+        if not closed or cid in self._elsewhere:
+            # Another store object (or process) wrote the key since this one's last run (and
+            # may have closed that run): runs it left running behind this one's may have ended.
+            self._elsewhere.discard(cid)
+            await self._close_ended_elsewhere(cid)
         for done in [r for r in waiting if not self._provenance.running(r.span or "")]:
             waiting.remove(done)
             await self._close(done)
@@ -337,15 +347,15 @@ class KeyedConversations:
         whose end this process did not see (another process's, or forgotten) is completed if
         it stored a reply, failed (``UNANSWERED``) if not."""
         ended = self._provenance.ended(run.span) if run.span is not None else None
-        if ended is None and run.span is None:
-            ended = Ended("completed")
-        elif ended is None:
-            last_role = run.last_role or await self._last_role(run.history_id)
-            ended = Ended("completed") if last_role != "user" else Ended("failed", UNANSWERED)
         try:
+            if ended is None and run.span is None:
+                ended = Ended("completed")
+            elif ended is None:
+                last_role = run.last_role or await self._last_role(run.history_id)
+                ended = Ended("completed") if last_role != "user" else Ended("failed", UNANSWERED)
             await self.chat.finish_history(run.history_id, status=ended.status, error=ended.error)
             closed = True
-        except (ConflictError, HistoryNotFound):
+        except (ConflictError, HistoryNotFound, ConversationNotFound):
             closed = False  # closed or deleted elsewhere already: nothing left to close
         if run.span is not None:
             self._provenance.release(run.span)
@@ -360,25 +370,37 @@ class KeyedConversations:
         new = to_new_message(message, model=produced.model if produced is not None else None)
         return fitted(new, self.chat.limits)
 
-    async def _open_run(self, cid: UUID, *, keep: _Run | None = None) -> _Run | None:
+    async def _open_run(self, cid: UUID) -> _Run | None:
         """The conversation's last history, when it is a run this adapter left running
         (another store object's, or an earlier process's); another framework's run in
         progress is never joined. This adapter's other running histories were left by runs
         a later one followed (two runs at once, then the store object dropped or its process
-        ended, or another store object's run this one's followed): each is closed, unless its
-        run still goes on in this process or it is ``keep``'s."""
+        ended): each is closed, unless its run still goes on in this process."""
         histories = (await self.chat.get_conversation(cid)).histories
-        ours = [
-            _Run(h.id, None, h.model != self.model, _run_field(h.metadata))
-            for h in histories
-            if h.status == "running" and (h.metadata or {}).get("framework") == "llamaindex"
-        ]
+        ours = [_run_of(h, self.model) for h in histories if _running_ours(h)]
         last = ours[-1] if ours and ours[-1].history_id == histories[-1].id else None
-        kept = {run.history_id for run in (last, keep) if run is not None}
         for run in ours:
-            if run.history_id not in kept and not self._provenance.running(run.span or ""):
+            if run is not last and not self._provenance.running(run.span or ""):
                 await self._close(run)
         return last
+
+    async def _close_ended_elsewhere(self, cid: UUID) -> None:
+        """Close the runs other store objects left running in the conversation that are known
+        to have ended: their workflow run ended in this process, or the process that recorded
+        them did (on this host). A run another live process is recording is left to it. Best
+        effort, after this object's write: a conversation or history deleted meanwhile has
+        nothing left to close."""
+        mine = {r.history_id for r in (self._runs.get(cid), *self._waiting.get(cid, [])) if r is not None}
+        with contextlib.suppress(ConversationNotFound):
+            for history in (await self.chat.get_conversation(cid)).histories:
+                if history.id in mine or not _running_ours(history):
+                    continue
+                span = _run_field(history.metadata)
+                if span is not None and self._provenance.running(span):
+                    continue
+                ended_here = span is not None and self._provenance.ended(span) is not None
+                if ended_here or abandoned(history, framework="llamaindex"):
+                    await self._close(_run_of(history, self.model))
 
     async def _record_run(
         self, cid: UUID, batch: list[NewMessage], span: str | None = None, **metadata: Any
@@ -422,9 +444,13 @@ class KeyedConversations:
         size = self.chat.limits.batch_size(_BATCH)
         for start in range(0, len(batch), size):
             try:
-                await self.chat.append_messages(history_id, batch[start : start + size])
+                stored = await self.chat.append_messages(history_id, batch[start : start + size])
             except (ConflictError, HistoryNotFound):
                 return start
+            cid = stored[0].conversation_id
+            if self._last_seq.get(cid, stored[0].seq - 1) != stored[0].seq - 1:
+                self._elsewhere.add(cid)
+            self._last_seq[cid] = stored[-1].seq
         return len(batch)
 
     async def replace(self, key: str, messages: Sequence[ChatMessage | Message]) -> None:
@@ -497,6 +523,16 @@ class KeyedConversations:
         dropped = await self.on_key(key, act, create=False, missing=None)
         self._forget(key)
         return dropped
+
+
+def _running_ours(history: History) -> bool:
+    """Whether ``history`` is a running history this adapter recorded."""
+    return history.status == "running" and (history.metadata or {}).get("framework") == "llamaindex"
+
+
+def _run_of(history: History, default_model: str) -> _Run:
+    """A running history of this adapter, as a run this object did not write."""
+    return _Run(history.id, None, history.model != default_model, _run_field(history.metadata))
 
 
 def _run_field(metadata: Mapping[str, Any] | None) -> str | None:

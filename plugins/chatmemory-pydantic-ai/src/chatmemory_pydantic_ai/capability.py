@@ -97,8 +97,8 @@ class ChatMemoryCapability(AbstractCapability[Any]):
     @classmethod
     def combine(cls, capabilities: Sequence[AbstractCapability[Any]]) -> AbstractCapability[Any]:
         """One capability for several sharing an ``id`` in one list (pydantic-ai keeps one per
-        ``id``): refused when they record into different conversations (or as different
-        principals), since all but one would silently record nothing.
+        ``id``): refused when they record into different conversations (another id, another
+        store, or as another principal), since all but one would silently record nothing.
 
         Raises:
             UserError: two of them record into different conversations.
@@ -108,8 +108,9 @@ class ChatMemoryCapability(AbstractCapability[Any]):
             if not (
                 isinstance(first, ChatMemoryCapability)
                 and isinstance(other, ChatMemoryCapability)
+                and other.chat.same_store(first.chat)
                 and other.chat.principal == first.chat.principal
-                and str(other.conversation_id) == str(first.conversation_id)
+                and _same_id(other.conversation_id, first.conversation_id)
             ):
                 raise UserError(
                     f"two ChatMemoryCapability share the id {first.id!r} but record into different "
@@ -286,6 +287,14 @@ class ChatMemoryCapability(AbstractCapability[Any]):
 
 
 _STREAM_COMPLETION = StreamedRunResult._marked_completed.__code__
+
+
+def _same_id(one: UUID | str, other: UUID | str) -> bool:
+    """Whether two conversation ids name the same conversation (however each is written)."""
+    try:
+        return UUID(str(one)) == UUID(str(other))
+    except ValueError:  # not an id: the run refuses it
+        return str(one) == str(other)
 
 
 def _stream_messages(run_id: str | None) -> list[ModelMessage] | None:
