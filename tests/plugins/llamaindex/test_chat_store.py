@@ -437,3 +437,77 @@ async def test_a_key_deleted_while_a_write_closes_its_previous_run_keeps_that_wr
     ]
     for each in (store, other, fresh):
         each.close()
+
+
+async def test_two_store_objects_writing_exchanges_in_turn_keep_each_exchange_whole(alice: Scope) -> None:
+    """Two store objects of one process writing outside any workflow run (chat engines),
+    their exchanges interleaved: neither closes the other's open exchange, whose end only its
+    own object knows. (Found by a review script: every exchange after the first was split.)"""
+    first, second = ChatMemoryChatStore(alice, model="A"), ChatMemoryChatStore(alice, model="B")
+    for turn in range(1, 4):
+        for store, role, name in (
+            (first, "user", "qA"),
+            (second, "user", "qB"),
+            (first, "assistant", "rA"),
+            (second, "assistant", "rB"),
+        ):
+            await store.async_add_message("k", ChatMessage(role=role, content=f"{name}{turn}"))
+
+    (conversation,) = (await alice.list_conversations()).items
+    detail = await alice.get_conversation(conversation.id, messages=True)
+    exchanges = [[m.content for m in h.messages or []] for h in detail.histories]
+    for turn in (2, 3):  # the first exchanges meet before either object knows the other wrote
+        assert [f"qA{turn}", f"rA{turn}"] in exchanges and [f"qB{turn}", f"rB{turn}"] in exchanges
+    first.close()
+    second.close()
+
+
+async def test_a_set_with_another_store_writing_meanwhile_is_whole(memory: ChatMemory) -> None:
+    """Another store object of this process adds a message while this one's ``set_messages``
+    has stored the new content and not yet deleted the old: the set still ends whole, as
+    ``SimpleChatStore``'s does. (Found by a review script: the other object closed the set's new
+    history, and the set raised with old and new content both stored.)"""
+    mine, theirs = memory.scoped(Principal("alice")), memory.scoped(Principal("alice"))
+    store, other = ChatMemoryChatStore(mine, model="A"), ChatMemoryChatStore(theirs, model="B")
+    reference = SimpleChatStore()
+    for writer, message in (
+        (other, user("b0")),
+        (other, ChatMessage(role="assistant", content="rb0")),
+        (store, user("a0")),
+        (store, ChatMessage(role="assistant", content="ra0")),
+        (other, user("b1")),
+        (other, ChatMessage(role="assistant", content="rb1")),
+    ):
+        await writer.async_add_message("k", message)
+        reference.add_message("k", message)
+    finish = mine.finish_history
+
+    async def finish_after_the_other_writes(*args: Any, **kwargs: Any) -> Any:
+        mine.finish_history = finish  # type: ignore[method-assign]
+        await other.async_add_message("k", user("b2"))
+        return await finish(*args, **kwargs)
+
+    mine.finish_history = finish_after_the_other_writes  # type: ignore[method-assign]
+    new = [user("new0"), ChatMessage(role="assistant", content="new1")]
+    await store.aset_messages("k", new)
+    reference.set_messages("k", new)
+    reference.add_message("k", user("b2"))
+
+    fresh = ChatMemoryChatStore(memory.scoped(Principal("alice")))
+    expected = [m.content for m in reference.get_messages("k")]
+    assert [m.content for m in await fresh.aget_messages("k")] == expected
+    for each in (store, other, fresh):
+        each.close()
+
+
+async def test_a_long_lived_store_keeps_nothing_of_the_conversations_it_dropped(alice: Scope) -> None:
+    """A key deleted and set again every turn is a new conversation each turn: what the store
+    object keeps per conversation goes with the conversation it dropped."""
+    store = ChatMemoryChatStore(alice)
+    for turn in range(20):
+        await store.adelete_messages("k")
+        await store.aset_messages("k", [user(f"turn {turn}")])
+        await store.async_add_message("k", user(f"more {turn}"))
+    kept = store._keyed
+    assert (len(kept._ids), len(kept._runs), len(kept._last_seq), len(kept._elsewhere)) == (1, 1, 1, 0)
+    store.close()

@@ -16,6 +16,7 @@ from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.core.llms import ChatMessage
 from llama_index.core.memory import ChatMemoryBuffer, Memory
 from llama_index.core.tools import FunctionTool
+from llama_index.core.workflow import StartEvent, StopEvent, Workflow, step
 
 from chatmemory import NewMessage
 from chatmemory.recording import recorder_metadata
@@ -177,3 +178,58 @@ async def test_a_run_another_live_process_is_recording_is_left_to_it(alice: Scop
         ("unknown", "running"),
     ]
     store.close()
+
+
+class _Waits(Workflow):
+    """Writes a question to ``k1``, waits for ``gate``, then writes the answer."""
+
+    def __init__(self, store: ChatMemoryChatStore, gate: asyncio.Event, tag: str) -> None:
+        super().__init__(timeout=10)
+        self.store, self.gate, self.tag = store, gate, tag
+
+    @step
+    async def go(self, ev: StartEvent) -> StopEvent:
+        await self.store.async_add_message("k1", ChatMessage(role="user", content=f"q {self.tag}"))
+        await self.gate.wait()
+        await self.store.async_add_message("k1", ChatMessage(role="assistant", content=f"r {self.tag}"))
+        return StopEvent(result="ok")
+
+
+class _TwoKeysThenFails(Workflow):
+    def __init__(self, store: ChatMemoryChatStore) -> None:
+        super().__init__(timeout=10)
+        self.store = store
+
+    @step
+    async def go(self, ev: StartEvent) -> StopEvent:
+        await self.store.async_add_message("k1", ChatMessage(role="user", content="q in k1"))
+        await self.store.async_add_message("k1", ChatMessage(role="assistant", content="answer in k1"))
+        await self.store.async_add_message("k2", ChatMessage(role="assistant", content="note in k2"))
+        raise RuntimeError("the provider is down")
+
+
+async def test_a_failed_run_writing_two_keys_is_failed_in_both_whoever_closes_each(alice: Scope) -> None:
+    """One workflow run writes two keys through one store object and fails; another store
+    object closes its history of the first key. The second key's history is still closed
+    ``failed`` with the run's error: how the run ended is kept until each of its histories is
+    closed. (Found by a review script: the other object's close forgot it.)"""
+    first, second = ChatMemoryChatStore(alice, model="A"), ChatMemoryChatStore(alice, model="B")
+    await second.async_add_message("k1", ChatMessage(role="user", content="b0"))
+    gate = asyncio.Event()
+    waiting = asyncio.ensure_future(_Waits(first, gate, "A-run1").run())
+    await asyncio.sleep(0.2)
+    with pytest.raises(RuntimeError, match="provider is down"):
+        await _TwoKeysThenFails(second).run()
+    gate.set()
+    await waiting
+    done = asyncio.Event()
+    done.set()
+    await _Waits(first, done, "A-run2").run()  # sees the other's writes: closes its ended run in k1
+    await second.async_add_message("k1", ChatMessage(role="user", content="b-next"))
+    await second.async_add_message("k2", ChatMessage(role="user", content="b-note2"))
+
+    by_key = {c.metadata["llamaindex_key"]: c.id for c in (await alice.list_conversations()).items}
+    noted, _ = (await alice.get_conversation(by_key["k2"])).histories
+    assert (noted.status, noted.error) == ("failed", "RuntimeError: the provider is down")
+    first.close()
+    second.close()

@@ -75,6 +75,7 @@ class _Run:
     last_role: str | None  # None: not known (a history this object did not write)
     observed: bool  # the history's model came from an observed LLM call
     span: str | None  # the workflow run it records (RUN_FIELD), None for writes outside one
+    watched: bool = False  # this object watches ``span``'s end (and releases it on closing)
 
 
 class KeyedConversations:
@@ -176,6 +177,8 @@ class KeyedConversations:
         if cid is not None:
             self._runs.pop(cid, None)
             self._waiting.pop(cid, None)
+            self._last_seq.pop(cid, None)
+            self._elsewhere.discard(cid)
 
     async def keys(self) -> list[str]:
         """Every conversation of the principal as a key, oldest first."""
@@ -298,6 +301,7 @@ class KeyedConversations:
             if run.span is None and span is not None:
                 run.span = span  # a history begun outside any run, taken on by this run
                 self._provenance.watch(span)
+                run.watched = True
             if seen is not None and not run.observed:
                 await self.chat.update_history(
                     run.history_id, model=seen.model, system_prompts=seen.system_prompts or None
@@ -357,8 +361,9 @@ class KeyedConversations:
             closed = True
         except (ConflictError, HistoryNotFound, ConversationNotFound):
             closed = False  # closed or deleted elsewhere already: nothing left to close
-        if run.span is not None:
+        if run.watched and run.span is not None:
             self._provenance.release(run.span)
+            run.watched = False
         return closed
 
     async def _last_role(self, history_id: UUID) -> str | None:
@@ -387,7 +392,9 @@ class KeyedConversations:
     async def _close_ended_elsewhere(self, cid: UUID) -> None:
         """Close the runs other store objects left running in the conversation that are known
         to have ended: their workflow run ended in this process, or the process that recorded
-        them did (on this host). A run another live process is recording is left to it. Best
+        them did (on this host). A run another live process is recording is left to it, as is
+        one this process's other objects write outside any workflow run (nothing tells its
+        end: its own object closes it by its roles). Best
         effort, after this object's write: a conversation or history deleted meanwhile has
         nothing left to close."""
         mine = {r.history_id for r in (self._runs.get(cid), *self._waiting.get(cid, [])) if r is not None}
@@ -398,9 +405,10 @@ class KeyedConversations:
                 span = _run_field(history.metadata)
                 if span is not None and self._provenance.running(span):
                     continue
-                ended_here = span is not None and self._provenance.ended(span) is not None
-                if ended_here or abandoned(history, framework="llamaindex"):
-                    await self._close(_run_of(history, self.model))
+                if span is not None and self._provenance.ended(span) is not None:
+                    await self._close(_run_of(history, self.model))  # it ended in this process
+                elif not _recorded_here(history) and abandoned(history, framework="llamaindex"):
+                    await self._close(_run_of(history, self.model))  # its process is gone
 
     async def _record_run(
         self, cid: UUID, batch: list[NewMessage], span: str | None = None, **metadata: Any
@@ -427,7 +435,7 @@ class KeyedConversations:
             if written == len(batch):
                 if span is not None:
                     self._provenance.watch(span)
-                return _Run(history.id, None, False, span)
+                return _Run(history.id, None, False, span, watched=span is not None)
             # Another store took the new history for a run left running, and closed or deleted
             # it to start its own: the rest goes to another, this one dropped if empty.
             batch = batch[written:]
@@ -467,7 +475,8 @@ class KeyedConversations:
             old = (await self.chat.get_conversation(cid)).histories
             if batch:
                 run = await self._record_run(cid, batch, replaced=True)
-                await self.chat.finish_history(run.history_id)
+                with contextlib.suppress(ConflictError):  # closed by another writer: as good
+                    await self.chat.finish_history(run.history_id)
             for history in old:
                 await self.chat.delete_history(history.id)
             self._runs.pop(cid, None)
@@ -523,6 +532,13 @@ class KeyedConversations:
         dropped = await self.on_key(key, act, create=False, missing=None)
         self._forget(key)
         return dropped
+
+
+def _recorded_here(history: History) -> bool:
+    """Whether this process recorded ``history`` (its ``host`` and ``pid``): another store
+    object's, whose run may still go on (outside any workflow run, nothing tells its end)."""
+    meta = history.metadata or {}
+    return all(meta.get(name) == value for name, value in recorder_metadata().items())
 
 
 def _running_ours(history: History) -> bool:
