@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import inspect
 import threading
@@ -41,6 +42,8 @@ from collections.abc import Awaitable, Coroutine
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+from chatmemory.recording import settled
+
 __all__ = ["START_TIMEOUT", "AnyLoopLock", "BackgroundLoop", "HomeLoop"]
 
 T = TypeVar("T")
@@ -50,7 +53,10 @@ START_TIMEOUT = 30.0
 
 _LIVENESS = 0.25  # seconds between checks that the loop running a call still runs
 _MAX_POLL = 0.005  # seconds between an AnyLoopLock waiter's tries, at most
-_STOPPED = "the event loop running a chatmemory call stopped before the call ended"
+_STOPPED = (
+    "the event loop running a chatmemory call stopped before the call returned (a write the call "
+    "had begun was seen through: do not take it as not made)"
+)
 
 
 class BackgroundLoop:
@@ -89,6 +95,13 @@ class BackgroundLoop:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
         if self._stopping.is_set():
+            # Calls handed over as it stopped: each is started (and refused) or cancelled.
+            self.loop.run_until_complete(asyncio.sleep(0))
+            leftover = asyncio.all_tasks(self.loop)
+            for task in leftover:
+                task.cancel()
+            if leftover:
+                self.loop.run_until_complete(asyncio.wait(leftover, timeout=_LIVENESS))
             self.loop.close()  # close() may have been called here, where it cannot wait for this
 
     def run(self, awaitable: Awaitable[T]) -> T:
@@ -141,12 +154,17 @@ class BackgroundLoop:
             # from its cancellation (a change that must not be left half done) waits for it.
             # Then whatever else runs here. A task refusing to end is left behind rather than
             # waited for forever.
+            # Calls handed over from now on are refused before they start, so none starts
+            # after its cancellation and is then stopped halfway (holding an adapter's lock).
+            with _CALLS_GUARD:
+                _CLOSING.add(self.loop)
+            deadline = self.loop.time() + START_TIMEOUT
             for cancelling in (_calls_on(self.loop), asyncio.all_tasks()):
                 tasks = cancelling - {asyncio.current_task()}
                 for task in tasks:
                     task.cancel()
                 if tasks:
-                    await asyncio.wait(tasks, timeout=START_TIMEOUT)
+                    await asyncio.wait(tasks, timeout=max(0.0, deadline - self.loop.time()))
             self.loop.stop()
 
         self.loop.create_task(cancel_then_stop())
@@ -161,7 +179,11 @@ class BackgroundLoop:
 
 
 async def _wait(awaitable: Awaitable[T]) -> T:
-    _register_call()
+    try:
+        _register_call()
+    except asyncio.CancelledError:  # refused, never started, on a loop that is closing
+        _discard(awaitable)
+        raise
     return await awaitable
 
 
@@ -169,11 +191,26 @@ _CALLS: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()  # the tasks runn
 _CALLS_GUARD = threading.Lock()  # loops of several threads register theirs
 
 
+_CLOSING: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()  # BackgroundLoops closing
+
+
 def _register_call() -> None:
+    """Count the running task as a handed call of its loop.
+
+    Raises:
+        asyncio.CancelledError: the loop is closing (the call is refused before it starts).
+    """
     task = asyncio.current_task()
-    if task is not None:
-        with _CALLS_GUARD:
+    with _CALLS_GUARD:
+        if asyncio.get_running_loop() in _CLOSING:
+            raise asyncio.CancelledError
+        if task is not None:
             _CALLS.add(task)
+
+
+def _closing(loop: asyncio.AbstractEventLoop) -> bool:
+    with _CALLS_GUARD:
+        return loop in _CLOSING
 
 
 def _calls_on(loop: asyncio.AbstractEventLoop) -> set[asyncio.Task[Any]]:
@@ -242,8 +279,12 @@ class HomeLoop:
                 self._finalizer.atexit = False  # daemon: exit ends it
             return self._owned.loop
 
-    async def call(self, coro: Coroutine[Any, Any, T]) -> T:
+    async def call(self, coro: Coroutine[Any, Any, T], *, finish: bool = False) -> T:
         """Await ``coro`` on the home loop (in place when on it, or when it is idle).
+
+        A caller cancelled meanwhile cancels ``coro`` (or, not started yet, drops it); with
+        ``finish``, one that started (a change made of several writes) is awaited to its end
+        first, and only then does the cancellation go on.
 
         Raises:
             RuntimeError: the home loop is blocked and did not start ``coro`` in time, or it
@@ -251,7 +292,7 @@ class HomeLoop:
         """
         home = self.loop
         if home is asyncio.get_running_loop() or not home.is_running() or self._driven:
-            return await coro
+            return await (settled(coro) if finish else coro)
         handoff = _Handoff(coro, home, self.start_timeout)
         waiter = asyncio.wrap_future(handoff.future)
         try:
@@ -261,9 +302,12 @@ class HomeLoop:
             else:
                 return handoff.result()
         except BaseException:
+            if finish and not handoff.take_back():
+                await _seen_through(handoff, self._tick)
+                raise
             handoff.abandon()
             raise
-        return await self.call(coro)  # the home loop stopped before starting it
+        return await self.call(coro, finish=finish)  # the home loop stopped before starting it
 
     def call_sync(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the home loop and block until it is done.
@@ -281,7 +325,8 @@ class HomeLoop:
                 "a synchronous call on the event loop that owns the chatmemory store would block it; "
                 + self.hint
             )
-        idle = not self.any_loop and (self._driven or not home.is_running())
+        # A BackgroundLoop that stopped is closing: never run it (it drains and closes itself).
+        idle = not self.any_loop and (self._driven or not home.is_running()) and not _closing(home)
         if running is None and idle and self._driving.acquire(timeout=self.start_timeout):
             try:
                 if not home.is_running() and not home.is_closed():
@@ -346,6 +391,13 @@ class HomeLoop:
             owned.close()
 
 
+async def _seen_through(handoff: _Handoff[Any], tick: float) -> None:
+    """Wait, however often cancelled, until a started handed-off call ends, or its loop stops."""
+    while not handoff.future.done() and handoff.loop.is_running():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(tick / 10)
+
+
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
@@ -363,14 +415,23 @@ class _Handoff(Generic[T]):
         self.deadline = time.monotonic() + timeout
         self._lock = threading.Lock()
         self._started = self._returned = False
-        self.future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(self._run(), loop)
+        self._runner = self._run()
+        try:
+            self.future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(self._runner, loop)
+        except RuntimeError:  # the loop is closed
+            self._runner.close()
+            raise
 
     async def _run(self) -> T:
+        try:
+            _register_call()
+        except asyncio.CancelledError:  # refused, never started, on a loop that is closing
+            self.coro.close()
+            raise
         with self._lock:
             if self._returned:
                 raise asyncio.CancelledError
             self._started = True
-        _register_call()
         return await self.coro
 
     def result(self) -> T:
@@ -387,8 +448,10 @@ class _Handoff(Generic[T]):
         """Whether the coroutine is the caller's again (the loop will not start it)."""
         with self._lock:
             self._returned = self._returned or not self._started
-        if self._returned:
+        if self._returned and not self.loop.is_closed():  # a closed loop's calls are over
             self.future.cancel()
+        elif self._returned:  # closed before it ever ran the call: it never will
+            self._runner.close()
         return self._returned
 
     def abandon(self) -> None:

@@ -5,6 +5,7 @@ bound, so a regression fails instead of hanging the suite."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import gc
 import inspect
@@ -225,7 +226,8 @@ def test_a_call_whose_loop_stops_under_it_fails() -> None:
         asyncio.get_running_loop().stop()
         await asyncio.sleep(60)
 
-    with BackgroundLoop() as background, pytest.raises(RuntimeError, match="stopped before the call ended"):
+    stopped = pytest.raises(RuntimeError, match="stopped before the call returned")
+    with BackgroundLoop() as background, stopped:
         bounded(lambda: HomeLoop(background).call_sync(stop_then_wait()))
 
 
@@ -284,7 +286,7 @@ def test_closing_a_home_loop_under_its_calls_fails_them_with_a_clear_error() -> 
         assert sync_run.started.wait(5) and async_run.started.wait(5)
         bounded(home.close)
         for call in (sync_call, async_call):
-            with pytest.raises(RuntimeError, match="stopped before the call ended"):
+            with pytest.raises(RuntimeError, match="stopped before the call returned"):
                 call.result(timeout=5)
     assert sync_run.cancelled.wait(1) and async_run.cancelled.wait(1)
 
@@ -493,7 +495,7 @@ def test_closing_a_home_loop_lets_a_call_finish_the_work_it_shields_from_cancell
         assert finished.is_set()
         return outcome.result(5)
 
-    assert "stopped before the call ended" in bounded(program)
+    assert "stopped before the call returned" in bounded(program)
 
 
 def test_an_object_closed_and_used_again_keeps_no_finalizer_per_cycle() -> None:
@@ -509,3 +511,38 @@ def test_an_object_closed_and_used_again_keeps_no_finalizer_per_cycle() -> None:
         return len(weakref.finalize._registry) - before  # type: ignore[attr-defined]
 
     assert bounded(program) <= 1
+
+
+def test_a_loop_closed_while_calls_keep_coming_stops_none_of_them_halfway() -> None:
+    """Threads keep handing calls to a ``BackgroundLoop`` as it closes. A call handed over once
+    the close began is refused before it starts, never started and then stopped halfway with a
+    lock held (every later call of the object would wait for that lock forever)."""
+    lock = AnyLoopLock()
+
+    async def change() -> None:
+        async with lock:
+            await asyncio.sleep(0.02)
+
+    def program() -> None:
+        background = BackgroundLoop()
+        home = HomeLoop(background)
+        stop = threading.Event()
+
+        def caller() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(RuntimeError):
+                    home.call_sync(change())
+
+        callers = [threading.Thread(target=caller) for _ in range(3)]
+        for thread in callers:
+            thread.start()
+        time.sleep(0.3)
+        background.close()
+        stop.set()
+        for thread in callers:
+            thread.join(10)
+        home.call_sync(change())  # on the object's own loop now, once the lock is free
+        home.close()
+
+    for _ in range(3):
+        bounded(program, timeout=20)

@@ -285,6 +285,30 @@ async def test_a_long_add_cancelled_on_another_loop_than_its_home_is_added_whole
     assert (run.status, len(run.messages or [])) == ("completed", 1_200)
 
 
+async def test_an_add_cancelled_before_its_busy_home_loop_started_it_is_dropped_at_once(alice: Scope) -> None:
+    """Cancelled while its home loop is still busy with something else (it has not started the
+    add), the caller does not wait for that loop: the add is dropped, nothing is stored."""
+    conv = await alice.start_conversation()
+    home = BackgroundLoop()
+    history = ChatMemoryHistory(alice, conv.id, model="fake-a", loop=home)
+    free = threading.Event()
+
+    def busy() -> None:
+        free.wait(10)
+
+    home.loop.call_soon_threadsafe(busy)
+    adding = asyncio.ensure_future(history.aadd_messages([HumanMessage("never")]))
+    await asyncio.sleep(0.05)
+    adding.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await adding
+    assert not free.is_set()  # the cancel went on while the home loop was still busy
+    free.set()
+    history.close()
+    home.close()
+    assert await histories(alice, conv.id) == []
+
+
 async def test_its_framework_marker_stays_its_own(alice: Scope) -> None:
     conv = await alice.start_conversation()
     history = ChatMemoryHistory(alice, conv.id, model="m", metadata={"framework": "my-app", "app": "rag"})

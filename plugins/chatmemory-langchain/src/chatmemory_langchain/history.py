@@ -152,8 +152,8 @@ class ChatMemoryHistory(BaseChatMessageHistory):
             ConversationNotFound: the conversation is not visible to the principal.
             InvalidInputError: a message cannot be stored.
         """
-        # A caller cancelled meanwhile waits for the add to end, on whichever loop it runs.
-        await settled(self._home.call(self._add(messages)))
+        # A caller cancelled once the add began waits for its end, on whichever loop it runs.
+        await self._home.call(self._add(messages), finish=True)
 
     def clear(self) -> None:
         """Delete every history of the conversation (the conversation itself stays).

@@ -114,7 +114,8 @@ class ChatMemoryCapability(AbstractCapability[Any]):
             ):
                 raise UserError(
                     f"two ChatMemoryCapability share the id {first.id!r} but record into different "
-                    "conversations; pydantic-ai keeps one capability "
+                    "conversations (or through different ChatMemory objects, or as different "
+                    "principals); pydantic-ai keeps one capability "
                     "per id, so the others would record nothing. Give each its own `id=`, and "
                     "`autoload=False` to all but the one the runs resume from."
                 )
