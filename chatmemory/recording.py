@@ -88,6 +88,13 @@ def recorder_metadata() -> dict[str, str | int]:
     return {"host": _HOST, "pid": os.getpid()}
 
 
+def recorded_here(history: History) -> bool:
+    """Whether this process recorded ``history`` (its metadata's ``host`` and ``pid``, as
+    :func:`recorder_metadata` puts them)."""
+    meta = history.metadata or {}
+    return all(meta.get(name) == value for name, value in recorder_metadata().items())
+
+
 def abandoned(history: History, *, framework: str) -> bool:
     """Whether ``history`` is a running history of ``framework`` (its ``metadata["framework"]``)
     left behind by a process on this host that is gone, or by this process outside any run it

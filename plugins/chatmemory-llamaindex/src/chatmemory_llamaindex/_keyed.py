@@ -41,7 +41,7 @@ from chatmemory import (
 )
 from chatmemory.loops import AnyLoopLock
 from chatmemory.mirror import Mirrored, Mirrors
-from chatmemory.recording import abandoned, fitted, model_label, recorder_metadata
+from chatmemory.recording import abandoned, fitted, model_label, recorded_here, recorder_metadata
 from chatmemory_llamaindex._claim import claim, generation_of, key_id, live
 from chatmemory_llamaindex._convert import from_stored, restored, to_new_message
 from chatmemory_llamaindex._provenance import Ended, Produced, observe
@@ -394,9 +394,8 @@ class KeyedConversations:
         to have ended: their workflow run ended in this process, or the process that recorded
         them did (on this host). A run another live process is recording is left to it, as is
         one this process's other objects write outside any workflow run (nothing tells its
-        end: its own object closes it by its roles). Best
-        effort, after this object's write: a conversation or history deleted meanwhile has
-        nothing left to close."""
+        end: its own object closes it by its roles). Best effort, after this object's write: a
+        conversation or history deleted meanwhile has nothing left to close."""
         mine = {r.history_id for r in (self._runs.get(cid), *self._waiting.get(cid, [])) if r is not None}
         with contextlib.suppress(ConversationNotFound):
             for history in (await self.chat.get_conversation(cid)).histories:
@@ -405,10 +404,10 @@ class KeyedConversations:
                 span = _run_field(history.metadata)
                 if span is not None and self._provenance.running(span):
                     continue
-                if span is not None and self._provenance.ended(span) is not None:
-                    await self._close(_run_of(history, self.model))  # it ended in this process
-                elif not _recorded_here(history) and abandoned(history, framework="llamaindex"):
-                    await self._close(_run_of(history, self.model))  # its process is gone
+                ended_here = span is not None and self._provenance.ended(span) is not None
+                gone = not recorded_here(history) and abandoned(history, framework="llamaindex")
+                if ended_here or gone:
+                    await self._close(_run_of(history, self.model))
 
     async def _record_run(
         self, cid: UUID, batch: list[NewMessage], span: str | None = None, **metadata: Any
@@ -532,13 +531,6 @@ class KeyedConversations:
         dropped = await self.on_key(key, act, create=False, missing=None)
         self._forget(key)
         return dropped
-
-
-def _recorded_here(history: History) -> bool:
-    """Whether this process recorded ``history`` (its ``host`` and ``pid``): another store
-    object's, whose run may still go on (outside any workflow run, nothing tells its end)."""
-    meta = history.metadata or {}
-    return all(meta.get(name) == value for name, value in recorder_metadata().items())
 
 
 def _running_ours(history: History) -> bool:
