@@ -222,6 +222,28 @@ async def test_a_long_add_refused_part_way_adds_nothing(
     assert await histories(alice, conv.id) == []
 
 
+async def _cancel_once_the_first_part_committed(
+    chat: Scope, history: ChatMemoryHistory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Add 1,200 messages (three parts) through ``history`` and cancel the caller once the first
+    part committed, its answer not back yet; the caller ends cancelled."""
+    start_run = chat.start_run
+    committed = threading.Event()  # set on the history's home loop, whichever that is
+
+    async def slow_to_answer(*args: Any, **kwargs: Any) -> Any:
+        started = await start_run(*args, **kwargs)
+        committed.set()
+        await asyncio.sleep(0.2)  # the answer on its way back
+        return started
+
+    monkeypatch.setattr(chat, "start_run", slow_to_answer)
+    adding = asyncio.ensure_future(history.aadd_messages([HumanMessage(f"q{i}") for i in range(1_200)]))
+    await asyncio.to_thread(committed.wait, 10)
+    adding.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await adding
+
+
 async def test_a_long_add_cancelled_after_its_first_part_committed_is_added_whole(
     alice: Scope, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -230,21 +252,7 @@ async def test_a_long_add_cancelled_after_its_first_part_committed_is_added_whol
     all of it or nothing, never the first part alone."""
     conv = await alice.start_conversation()
     history = ChatMemoryHistory(alice, conv.id, model="fake-a")
-    start_run = alice.start_run
-    committed = asyncio.Event()
-
-    async def slow_to_answer(*args: Any, **kwargs: Any) -> Any:
-        started = await start_run(*args, **kwargs)
-        committed.set()
-        await asyncio.sleep(0.2)  # the answer on its way back
-        return started
-
-    monkeypatch.setattr(alice, "start_run", slow_to_answer)
-    adding = asyncio.ensure_future(history.aadd_messages([HumanMessage(f"q{i}") for i in range(1_200)]))
-    await committed.wait()
-    adding.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await adding
+    await _cancel_once_the_first_part_committed(alice, history, monkeypatch)
 
     (run,) = await histories(alice, conv.id)
     assert (run.status, len(run.messages or [])) == ("completed", 1_200)
@@ -261,21 +269,7 @@ async def test_a_long_add_cancelled_on_another_loop_than_its_home_is_added_whole
     conv = await alice.start_conversation()
     home = BackgroundLoop()
     history = ChatMemoryHistory(alice, conv.id, model="fake-a", loop=home)
-    start_run = alice.start_run
-    committed = threading.Event()
-
-    async def slow_to_answer(*args: Any, **kwargs: Any) -> Any:
-        started = await start_run(*args, **kwargs)
-        committed.set()
-        await asyncio.sleep(0.2)  # the answer on its way back
-        return started
-
-    monkeypatch.setattr(alice, "start_run", slow_to_answer)
-    adding = asyncio.ensure_future(history.aadd_messages([HumanMessage(f"q{i}") for i in range(1_200)]))
-    await asyncio.to_thread(committed.wait, 10)
-    adding.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await adding
+    await _cancel_once_the_first_part_committed(alice, history, monkeypatch)
     await memory.close()  # the usual shutdown: tasks cancelled and awaited, then the store closed
     history.close()
     home.close()
