@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any
 from uuid import UUID
 
@@ -13,7 +12,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from chatmemory import ChatMemory, Principal
 from chatmemory.scope import Scope
-from tests.plugins._threads import in_daemon_thread
+from tests.plugins._threads import in_daemon_thread, owner_loop_beside
 from tests.plugins.langchain_adapter._fakes import call, fake
 from tests.plugins.langchain_adapter._helpers import agent, histories, rows, user
 
@@ -158,8 +157,6 @@ def _worker_thread_program(url: str) -> tuple[list[str], int, int]:
     worker thread while the thread that built it goes on using its loop."""
     loop = asyncio.new_event_loop()
     memory = loop.run_until_complete(ChatMemory.open(url))
-    errors: list[str] = []
-    turns = 0
     try:
 
         async def setup() -> ChatMemoryHistory:
@@ -172,15 +169,7 @@ def _worker_thread_program(url: str) -> tuple[list[str], int, int]:
             for i in range(20):
                 history.add_messages([HumanMessage(f"w{i}")])
 
-        writer = threading.Thread(target=write)
-        writer.start()
-        while writer.is_alive():
-            try:
-                loop.run_until_complete(asyncio.sleep(0.001))
-                turns += 1
-            except RuntimeError as error:  # "This event loop is already running"
-                errors.append(str(error))
-        writer.join()
+        errors, turns = owner_loop_beside(loop, write)
         stored = loop.run_until_complete(history.aget_messages())
         history.close()
         return errors, turns, len(stored)

@@ -14,7 +14,7 @@ from llama_index.core.memory import ChatMemoryBuffer
 
 from chatmemory import ChatMemory, Principal
 from chatmemory.loops import BackgroundLoop
-from tests.plugins._threads import in_daemon_thread
+from tests.plugins._threads import in_daemon_thread, owner_loop_beside
 
 
 def user(text: str) -> ChatMessage:
@@ -78,18 +78,10 @@ def _worker_thread_program(url: str) -> tuple[list[str], int, int]:
     loop with ``run_until_complete``."""
     loop = asyncio.new_event_loop()
     memory, store = loop.run_until_complete(_open_store(url))
-    errors: list[str] = []
-    turns = 0
     try:
-        writer = threading.Thread(target=lambda: [store.add_message("k", user(f"w{i}")) for i in range(20)])
-        writer.start()
-        while writer.is_alive():
-            try:
-                loop.run_until_complete(asyncio.sleep(0.001))
-                turns += 1
-            except RuntimeError as error:  # "This event loop is already running"
-                errors.append(str(error))
-        writer.join()
+        errors, turns = owner_loop_beside(
+            loop, lambda: [store.add_message("k", user(f"w{i}")) for i in range(20)]
+        )
         stored = loop.run_until_complete(store.aget_messages("k"))
         return errors, turns, len(stored)
     finally:
