@@ -104,6 +104,83 @@ async def test_a_killed_run_keeps_its_items_and_is_closed_later(
     ]
 
 
+# Runs two runs at once on one session, each hanging in its tool until killed.
+TWO_RUNS_UNTIL_KILLED = textwrap.dedent(
+    """
+    import asyncio, sys
+    from agents import Agent, Runner, function_tool, set_tracing_disabled
+    from agents.testing import ScriptedModel, function_call
+    from chatmemory import ChatMemory, Principal
+    from chatmemory_openai_agents import ChatMemorySession
+
+    url, conversation_id, wiring = sys.argv[1:4]
+    started = 0
+
+    @function_tool
+    async def wait_forever() -> str:
+        "Wait."
+        global started
+        started += 1
+        if started == 2:
+            print("both in their tool", flush=True)
+        await asyncio.Event().wait()
+        return "never"
+
+    async def main():
+        set_tracing_disabled(True)
+        async with ChatMemory.open(url) as memory:
+            session = ChatMemorySession(memory.scoped(Principal("alice")), conversation_id)
+
+            async def one(text, call_id):
+                model = ScriptedModel([[function_call("wait_forever", {}, call_id=call_id)]])
+                agent = Agent(name="waiter", model=model, tools=[wait_forever])
+                if wiring == "session.run":
+                    await session.run(agent, text)
+                else:
+                    await Runner.run(agent, text, session=session)
+
+            await asyncio.gather(one("first", "c1"), one("second", "c2"))
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.parametrize("wiring", ["run", "session.run"])
+async def test_every_run_of_a_killed_process_is_closed_by_the_next_run(
+    wiring: str, db_url: str, alice: Scope, conversation: Conversation
+) -> None:
+    """Found by review: only the newest of the two histories was closed; the other stayed
+    ``running`` for good, as no later run finds it the newest."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        TWO_RUNS_UNTIL_KILLED,
+        db_url,
+        str(conversation.id),
+        wiring,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "OPENAI_API_KEY": "sk-test-not-used"},
+    )
+    assert process.stdout is not None
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), timeout=120)
+        assert line == b"both in their tool\n"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+    assert [h.status for h in (await alice.get_conversation(conversation.id)).histories] == ["running"] * 2
+
+    session = ChatMemorySession(alice, conversation.id)
+    await session.run(
+        make_agent("calc", NamedModel("next-model", [[assistant_message("5")]])), "Still there?"
+    )
+
+    *killed, later = (await alice.get_conversation(conversation.id)).histories
+    assert [(h.status, h.error) for h in killed] == [("failed", UNCLOSED)] * 2
+    assert later.status == "completed"
+
+
 async def test_a_run_still_going_in_another_process_is_left_running(
     db_url: str, alice: Scope, conversation: Conversation
 ) -> None:

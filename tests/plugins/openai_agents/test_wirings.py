@@ -29,8 +29,10 @@ from agents import (
 from agents.testing import ModelStep, assistant_message, function_call
 from chatmemory_openai_agents import ChatMemorySession
 from chatmemory_openai_agents._record import UNCLOSED
+from openai.types.responses import ResponseFunctionWebSearch
+from openai.types.responses.response_function_web_search import ActionSearch
 
-from chatmemory import Conversation, InvalidInputError
+from chatmemory import Conversation, HistoryNotFound, InvalidInputError, NewMessage
 from chatmemory.scope import Scope
 from tests.plugins.openai_agents._support import NamedModel, add, make_agent
 from tests.unstorable import too_deep
@@ -143,6 +145,33 @@ async def test_an_input_ending_on_an_assistant_message_is_not_the_runs_answer(
     assert [m.content for m in run.messages or []] == ["Say hi", "Hi! How can I help?", "go on"]
     assert run.usage is not None
     assert run.usage["requests"] == 1
+
+
+@pytest.mark.parametrize("wiring", ["run", "run_sync", "run+hooks", "session.run"])
+async def test_an_answer_followed_by_a_hosted_tool_call_closes_the_run(
+    wiring: str, alice: Scope, conversation: Conversation
+) -> None:
+    """The final response lists a hosted tool's call after its text (the provider ran the web
+    search; the SDK has nothing to run): the text is the run's final output. Found by review:
+    without the hooks the run stayed open, and the next run closed it ``failed``."""
+    search = ResponseFunctionWebSearch(
+        id="ws_1",
+        status="completed",
+        type="web_search_call",
+        action=ActionSearch(type="search", query="weather"),
+    )
+    session = ChatMemorySession(alice, conversation.id)
+    result = await drive(
+        wiring,
+        session,
+        make_agent("a", NamedModel("m", [[assistant_message("It is sunny."), search]])),
+        "Weather?",
+    )
+    assert result.final_output == "It is sunny."
+
+    (run,) = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert (run.status, run.error) == ("completed", None)
+    assert [m.role for m in run.messages or []] == ["user", "assistant", "assistant"]
 
 
 @input_guardrail
@@ -355,6 +384,49 @@ async def test_a_run_whose_history_is_closed_under_it_carries_on_in_a_new_one(
     assert rest.metadata["continues"] == str(first.id)
     assert (rest.status, [m.role for m in rest.messages or []]) == ("completed", ["assistant"])
     assert len(await session.get_items()) == 4
+
+
+@pytest.mark.parametrize("wiring", ["run", "run+hooks", "session.run"])
+async def test_a_run_keeps_the_history_it_moved_to_while_clear_session_ran(
+    wiring: str, alice: Scope, conversation: Conversation
+) -> None:
+    """``clear_session`` on the run's own session object deletes the run's history; the run's
+    next write starts a new one while the clear is still deleting other histories. Found by
+    review: the clear then dropped the run's hold on that new history too, so the run split into
+    a third history and closed the second ``failed``."""
+    session = ChatMemorySession(alice, conversation.id)
+    clearing: asyncio.Task[None] | None = None
+
+    async def clear_under_the_run(call: Any) -> list[Any]:
+        nonlocal clearing
+        (mine,) = (await alice.get_conversation(conversation.id)).histories
+        for i in range(300):  # another writer's runs, deleted after the run's own
+            await alice.record_run(conversation.id, model="other", messages=[NewMessage("user", str(i))])
+        clearing = asyncio.create_task(session.clear_session())
+        while True:
+            try:
+                await alice.get_history(mine.id, messages=False)
+            except HistoryNotFound:
+                return [function_call("add", {"a": 1, "b": 1}, call_id="c1")]
+            await asyncio.sleep(0.001)
+
+    async def after_the_clear(call: Any) -> list[Any]:
+        assert clearing is not None
+        assert not clearing.done()  # the run wrote its new history before the clear ended
+        await clearing
+        return [function_call("add", {"a": 2, "b": 2}, call_id="c2")]
+
+    steps = [
+        ModelStep.respond(clear_under_the_run),
+        ModelStep.respond(after_the_clear),
+        [assistant_message("4")],
+    ]
+    result = await drive(wiring, session, make_agent("calc", NamedModel("m", steps), tools=[add]), "sums?")
+    assert result.final_output == "4"
+
+    (run,) = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert (run.status, run.error) == ("completed", None)
+    assert [m.role for m in run.messages or []] == ["assistant", "tool", "assistant", "tool", "assistant"]
 
 
 async def test_concurrent_runs_on_two_session_objects_leave_each_other_open(

@@ -32,6 +32,7 @@ from chatmemory import (
 __all__ = [
     "NATIVE_FORMAT",
     "content_of",
+    "ends_on_answer",
     "is_answer",
     "item_identity",
     "items_of",
@@ -99,6 +100,33 @@ def item_identity(item: Mapping[str, Any] | object) -> str | None:
 def is_answer(item: Mapping[str, Any]) -> bool:
     """Whether an item is an assistant message: the answer that ends a run when nothing follows."""
     return item.get("type") in (None, "message") and item.get("role") == "assistant"
+
+
+# Output items the model's provider ran itself (or that carry no call at all): the SDK has
+# nothing to run for them, so a response listing them after its text still ends the run.
+_HOSTED = frozenset(
+    {
+        "reasoning",
+        "web_search_call",
+        "file_search_call",
+        "image_generation_call",
+        "code_interpreter_call",
+        "mcp_call",
+        "mcp_list_tools",
+        "tool_search_call",
+        "tool_search_output",
+    }
+)
+
+
+def ends_on_answer(items: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a batch ends on an assistant answer, followed at most by items the SDK runs
+    nothing for (a hosted tool's call listed after the text, say): the batch a run's final
+    output is saved in."""
+    for item in reversed(items):
+        if item.get("type") not in _HOSTED:
+            return is_answer(item)
+    return False
 
 
 def message_is_answer(message: Message) -> bool:

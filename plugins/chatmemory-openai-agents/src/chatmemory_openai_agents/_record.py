@@ -24,7 +24,7 @@ from chatmemory_openai_agents import _open_runs as open_runs
 from chatmemory_openai_agents._items import (
     NATIVE_FORMAT,
     content_of,
-    is_answer,
+    ends_on_answer,
     item_identity,
     items_of,
     message_is_answer,
@@ -109,7 +109,7 @@ class Recorder:
         """Record items now, in the run's history (opened on the first items)."""
         async with run.lock:
             batch = [self.message_of(item, run) for item in items]
-            answered = is_answer(items[-1])
+            answered = ends_on_answer(items)
             await self._append(run, batch, closing=_closes(run, answered), resuming=answers(items))
             run.answered = answered
             run.saved = True
@@ -183,11 +183,15 @@ class Recorder:
         async with run.lock:
             await self._finish(run, *_inferred(run.answered))
 
-    def forget(self, runs: Sequence[RunRecord]) -> None:
-        """The histories of ``runs`` were deleted: their next items start new ones."""
+    def forget(self, runs: Sequence[RunRecord], deleted: set[UUID]) -> None:
+        """The histories ``deleted`` were deleted: the runs recording into them start new ones
+        with their next items, naming none as the one they continue. A run that has moved on to
+        a history started since (its write met the deletion) keeps it."""
         for run in runs:
-            self._release(run)
-            run.previous = None
+            if run.history is not None and run.history.id in deleted:
+                self._release(run)
+            if run.previous in deleted:
+                run.previous = None
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -315,8 +319,37 @@ class Recorder:
             status, error = _inferred(known.answered)
             with contextlib.suppress(ConflictError):  # another run closed it first
                 await self.chat.finish_history(hid, status=status, error=error)
+            self._remember(hid)
+            await self._close_left_behind()
+            return None
         self._remember(hid)
         return None
+
+    async def _close_left_behind(self) -> None:
+        """The newest history was left open by a run that is over (its process was killed, say):
+        close the other histories runs left open the same way, which no later run would find as the
+        newest (a process running several runs at once dies with all of them). A history whose
+        last items are tool calls without their outputs is left alone: its run stopped for
+        approvals, and may yet be resumed. Read only on this rare path: it reads every history."""
+        detail = await self.chat.get_conversation(self.conversation_id)
+        for history in detail.histories:
+            if (
+                history.status != "running"
+                or history.id in self._closed
+                or (history.metadata or {}).get("framework") != FRAMEWORK
+                or open_runs.taken_here(self.conversation_id, history.id)
+                or not left_behind(history)
+            ):
+                continue
+            try:
+                messages = (await self.chat.get_history(history.id)).messages or []
+                if _track_calls(set(), [i for m in messages for i in items_of(m)]):
+                    continue
+                status, error = _inferred(bool(messages) and message_is_answer(messages[-1]))
+                await self.chat.finish_history(history.id, status=status, error=error)
+            except (ConflictError, HistoryNotFound):
+                pass  # closed or deleted meanwhile
+            self._remember(history.id)
 
     async def _finish(self, run: RunRecord, status: Status, error: str | None) -> None:
         history = run.history

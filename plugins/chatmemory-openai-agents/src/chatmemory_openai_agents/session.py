@@ -334,7 +334,7 @@ class ChatMemorySession:
         with self._state:
             self._reap()
             runs = [*self._runs.values(), *self._ended, *filter(None, [self._loose])]
-        self._recorder.forget(runs)
+        self._recorder.forget(runs, {history.id for history in detail.histories})
 
     # -- compaction (OpenAIResponsesCompactionSession) -------------------------------------------
 
