@@ -202,10 +202,15 @@ async def test_a_run_stopped_while_its_answer_is_validated_stores_what_pydantic_
     assert [m.role for m in await alice.transcript(conv.id)] == ["user", "assistant"]
 
 
-async def test_a_run_stream_left_while_its_answer_streams_stores_what_its_result_holds(alice: Scope) -> None:
+@pytest.mark.parametrize("arrived", [False, True], ids=["while streaming", "once arrived"])
+async def test_a_run_stream_left_while_its_answer_streams_stores_what_its_result_holds(
+    alice: Scope, arrived: bool
+) -> None:
     """A chat UI's stop button: the ``run_stream`` block is left after the first chunk. The
     answer still streaming is not in ``StreamedRunResult.all_messages()``, so it is not stored
-    (nor sent to the next run's model, as it would be in the state ``incomplete``)."""
+    (nor sent to the next run's model, as it would be in the state ``incomplete``). Nor is an
+    answer that had arrived whole by the first chunk (the default debounce gathers it), as its
+    stream was never consumed to the end: found by review, it was stored."""
 
     def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         return ModelResponse(parts=[TextPart("ok")])
@@ -213,16 +218,19 @@ async def test_a_run_stream_left_while_its_answer_streams_stores_what_its_result
     async def stream(messages: list[ModelMessage], info: AgentInfo) -> Any:
         for i in range(10):
             yield f"c{i} "
-            await asyncio.sleep(0.02)
+            if not arrived:
+                await asyncio.sleep(0.02)
 
     agent = Agent(FunctionModel(answer, stream_function=stream, model_name="fm"))
     conv = await alice.start_conversation()
     async with agent.run_stream(
         "tell me a story", capabilities=[ChatMemoryCapability(alice, conv.id)]
     ) as run:
-        async for _ in run.stream_text(delta=True, debounce_by=None):
+        async for first in run.stream_text(delta=True, debounce_by=0.1 if arrived else None):
+            assert (first == "".join(f"c{i} " for i in range(10))) is arrived
             break  # stop
 
     assert shape(await load_messages(alice, conv.id)) == shape(run.all_messages())
+    assert [m.role for m in await alice.transcript(conv.id)] == ["user"]
     (history,) = (await alice.get_conversation(conv.id)).histories
     assert history.status == "cancelled"

@@ -13,7 +13,7 @@ from uuid import UUID
 
 import pydantic_ai
 from pydantic import JsonValue
-from pydantic_ai import CallToolsNode, RunContext
+from pydantic_ai import CallToolsNode, ModelRequestNode, RunContext
 from pydantic_ai._agent_graph import SetFinalResult
 from pydantic_ai.capabilities import AbstractCapability, WrapNodeRunHandler, WrapRunHandler
 from pydantic_ai.exceptions import RunCancelled, UserError
@@ -89,6 +89,8 @@ class ChatMemoryCapability(AbstractCapability[Any]):
     _streamed: list[ModelMessage] | None = field(default=None, init=False, repr=False, compare=False)
     _shared_usage: bool = field(default=False, init=False, repr=False, compare=False)
     _tool_calls: int = field(default=0, init=False, repr=False, compare=False)
+    _in_node: bool = field(default=False, init=False, repr=False, compare=False)
+    _streaming_from: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Checked here, so metadata no history can store fails at once, not in every run.
@@ -210,17 +212,33 @@ class ChatMemoryCapability(AbstractCapability[Any]):
                 await self._record.commit(streamed, hold_answer=True)
         return result
 
+    async def before_node_run(self, ctx: RunContext[Any], *, node: AgentNode[Any]) -> AgentNode[Any]:
+        """Note where the response of a ``run_stream`` run's streamed model request starts.
+
+        ``run_stream`` fires this hook for a model request before it streams, outside
+        ``wrap_node_run``, which it runs for that node only if the response is not the run's
+        final one. The final response joins the stream result's messages
+        (``StreamedRunResult.all_messages()``) only once the stream is consumed to its end."""
+        if isinstance(node, ModelRequestNode) and not self._in_node:
+            self._streaming_from = len(ctx.messages)
+        return node
+
     async def wrap_node_run(
         self, ctx: RunContext[Any], *, node: AgentNode[Any], handler: WrapNodeRunHandler[Any]
     ) -> NodeResult[Any]:
         """Note a run stopped while running its tools: pydantic-ai then records an interrupted
         request only after every hook has run."""
+        if isinstance(node, ModelRequestNode):
+            self._streaming_from = None  # its response is the run's, whatever happens next
+        self._in_node = True
         try:
             return await handler(node)
         except BaseException:
             if isinstance(node, CallToolsNode) and self._record is not None:
                 self._record.stopped_in = node.model_response
             raise
+        finally:
+            self._in_node = False
 
     async def after_tool_execute(
         self,
@@ -253,9 +271,19 @@ class ChatMemoryCapability(AbstractCapability[Any]):
     async def _stopped(self, ctx: RunContext[Any], record: RunRecord, exc: BaseException) -> None:
         live = self._live if self._live is not None else list(ctx.messages)
         # A response still streaming when the run stopped (a ``run_stream`` block left early) is
-        # not in the run's messages (``StreamedRunResult.all_messages()``); one cut off by the
-        # run's end is, marked ``interrupted``.
-        live = [m for m in live if not (isinstance(m, ModelResponse) and m.state == "incomplete")]
+        # not in the run's messages (``StreamedRunResult.all_messages()``), nor is the final
+        # response of a ``run_stream`` block left before its stream was consumed to the end,
+        # even when the whole response had arrived; one cut off by the run's end is, marked
+        # ``interrupted``.
+        start = self._streaming_from if self._streamed is None else None
+        live = [
+            m
+            for i, m in enumerate(live)
+            if not (
+                isinstance(m, ModelResponse)
+                and (m.state == "incomplete" or (start is not None and i >= start))
+            )
+        ]
         request = record.interrupted_request(live)
         status, error = _outcome(ctx, exc)
         error = error[: self.chat.limits.content]  # within a store opened with a lower limit too
