@@ -86,6 +86,7 @@ def resolve_url(url: str | URL | None) -> URL:
 
     Raises:
         InvalidInputError: the URL cannot be parsed or names an unsupported database.
+        StorageError: the directory of the SQLite file it names cannot be made.
     """
     try:
         parsed = make_url(url if url is not None else default_url())
@@ -98,7 +99,13 @@ def resolve_url(url: str | URL | None) -> URL:
             # Absolute: the store opens connections as calls need them, each on this file
             # whatever directory the process works in by then.
             database = _absolute(parsed.database)
-            Path(_file_of(database)).parent.mkdir(parents=True, exist_ok=True)
+            directory = Path(_file_of(database)).parent
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot make the SQLite file's directory {str(directory)!r}: {exc.strerror or exc}"
+                ) from exc
             parsed = parsed.set(database=database)
         return parsed
     if driver in {

@@ -289,6 +289,20 @@ async def test_unreachable_database_is_a_storage_error(tmp_path: Path) -> None:
         await ChatMemory.open("postgresql://nobody@127.0.0.1:1/none")
 
 
+@pytest.mark.parametrize("under", ["afile", "afile/sub"])
+async def test_a_sqlite_file_whose_directory_cannot_be_made_is_a_storage_error(
+    tmp_path: Path, under: str
+) -> None:
+    """Its directory's place is taken by a file: a typed error naming the directory, not the
+    ``OSError`` that making it raised."""
+    (tmp_path / "afile").write_text("not a directory")
+    url = f"sqlite:///{tmp_path}/{under}/db.sqlite"
+    with pytest.raises(StorageError, match="cannot make the SQLite file's directory"):
+        await ChatMemory.open(url)
+    with pytest.raises(StorageError, match="cannot make the SQLite file's directory"):
+        create_engine(url)
+
+
 async def test_await_open_and_close(tmp_path: Path) -> None:
     memory = await ChatMemory.open(f"sqlite:///{tmp_path}/c.db")
     conv = await memory.scoped(Principal("a")).start_conversation()
