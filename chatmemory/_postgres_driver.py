@@ -11,6 +11,7 @@ import collections
 import concurrent.futures
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Coroutine, Hashable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias, TypeVar, cast
@@ -26,7 +27,9 @@ T = TypeVar("T")
 # A fallback makes the plan that runs in its plan's place when a key it left unread was stored
 # (``Stmt.unread_keys``), in the same call: on its connection, and in its place among queued writes.
 _Fallback: TypeAlias = Callable[[], Plan[Any]] | None
-_Queued: TypeAlias = tuple[Plan[Any], concurrent.futures.Future[Any], _Fallback]
+# A queued write: its plan, its caller's future, its fallback, and until when (``time.monotonic()``)
+# it may wait for locks other sessions hold, ``LOCK_TIMEOUT_MS`` after it was queued.
+_Queued: TypeAlias = tuple[Plan[Any], concurrent.futures.Future[Any], _Fallback, float]
 # At most this many queued writes of a group share a transaction, so none waits long behind the others.
 GROUP_MAX = 32
 # How long a close waits for calls already running, then for the pool to close, before it ends them.
@@ -185,9 +188,20 @@ async def _drive(
 
 # Between two writes of a shared transaction one round trip ends the savepoint of the first (a
 # simple query may hold several commands) and starts the second's; after a write that failed,
-# rolling back to its savepoint leaves that savepoint in place for the next.
+# rolling back to its savepoint leaves that savepoint in place for the next. Each write then
+# gets what is left of its own lock wait (see ``_lock_wait``).
 _NEXT_SAVEPOINT = "RELEASE SAVEPOINT plan; SAVEPOINT plan"
 _UNDO_SAVEPOINT = "ROLLBACK TO SAVEPOINT plan"
+# A queued write that waited longer than this already runs with the rest of its lock wait.
+_LATE = 0.05
+
+
+def _lock_wait(deadline: float) -> str:
+    """The command giving the write whose lock waits end at ``deadline`` the rest of its time, so
+    that a write queued behind others that waited for a lock (each writes of a group wait in
+    turn) waits about ``LOCK_TIMEOUT_MS`` from its call in all, not that much more each time."""
+    wait_ms = max(1, int((deadline - time.monotonic()) * 1000))  # 0 would be no limit at all
+    return f"SET LOCAL lock_timeout = {wait_ms}"
 
 
 async def _drive_in_savepoint(
@@ -213,8 +227,8 @@ async def _each_in_a_savepoint(
     others are returned with their results, to answer once the transaction commits."""
     answered: list[tuple[concurrent.futures.Future[Any], Any]] = []
     before = "SAVEPOINT plan"
-    for plan, future, fallback in batch:
-        await connection.execute(before)
+    for plan, future, fallback, deadline in batch:
+        await connection.execute(f"{before}; {_lock_wait(deadline)}")
         try:
             result = await _drive_in_savepoint(connection, plan, fallback, trace)
         except Exception as exc:
@@ -253,7 +267,7 @@ async def execute(connection: asyncpg.Connection, stmt: Stmt) -> Any:
 def _fail_queued(queue: collections.deque[_Queued]) -> None:
     """Fail the writes still queued, the store being closed (those withdrawn are skipped)."""
     while queue:
-        plan, future, _ = queue.popleft()
+        plan, future, *_ = queue.popleft()
         plan.close()
         _refuse(future)
 
@@ -444,7 +458,7 @@ class PostgresDriver:
             task = self._loop.create_task(self._commit_group(group, queue))
             self._committing.add(task)
             task.add_done_callback(self._committing.discard)
-        queue.append((plan, future, fallback))
+        queue.append((plan, future, fallback, time.monotonic() + LOCK_TIMEOUT_MS / 1000))
 
     async def _commit_group(self, group: Hashable, queue: collections.deque[_Queued]) -> None:
         """Run a group's writes: those that queued while its transaction was busy (waiting for
@@ -459,11 +473,11 @@ class PostgresDriver:
             while queue:
                 batch = []
                 for _ in range(min(GROUP_MAX, len(queue))):
-                    plan, future, fallback = queue.popleft()
-                    if future.set_running_or_notify_cancel():
-                        batch.append((plan, future, fallback))
+                    queued = queue.popleft()
+                    if queued[1].set_running_or_notify_cancel():
+                        batch.append(queued)
                     else:
-                        plan.close()
+                        queued[0].close()
                 if batch:
                     await self._commit_batch(batch)
         finally:
@@ -474,8 +488,10 @@ class PostgresDriver:
         answered: list[tuple[concurrent.futures.Future[Any], Any]] = []
         try:
             async with _Borrowed(self) as connection:
-                if len(batch) == 1:
-                    plan, future, fallback = batch[0]
+                # A write that waited in the queue (behind writes waiting for a lock) runs as
+                # one of a batch, with the rest of its lock wait.
+                if len(batch) == 1 and batch[0][3] - time.monotonic() > LOCK_TIMEOUT_MS / 1000 - _LATE:
+                    plan, future, fallback, _ = batch[0]
                     answered.append(
                         (future, await run_on(connection, plan, self.trace, write=True, fallback=fallback))
                     )
@@ -484,7 +500,7 @@ class PostgresDriver:
                         answered = await _each_in_a_savepoint(connection, batch, self.trace)
         except BaseException as exc:
             failed = StorageError("the store closed during the write") if self._ended_by_close(exc) else exc
-            for plan, future, _ in batch:
+            for plan, future, *_ in batch:
                 plan.close()
                 if not future.done():
                     future.set_exception(failed)

@@ -42,7 +42,9 @@ from chatmemory._sqlite_wal import Checkpointer, WalFile
 
 T = TypeVar("T")
 
-_Queued: TypeAlias = tuple[Plan[Any], concurrent.futures.Future[Any]]
+# A queued write: its plan, its caller's future, and until when (``time.monotonic()``) it may
+# wait for another process's write lock, ``BUSY_TIMEOUT_MS`` after it was queued.
+_Queued: TypeAlias = tuple[Plan[Any], concurrent.futures.Future[Any], float]
 # Each caller's outcome: whether its write succeeded, and its result or its error.
 _Outcomes: TypeAlias = dict[concurrent.futures.Future[Any], tuple[bool, Any]]
 # At most this many queued writes share a transaction, so none waits long behind the others.
@@ -376,7 +378,7 @@ class SQLiteDriver:
             # Scheduled first: a closed writer refuses before the plan is queued. The drain
             # takes the queue under this lock, so it finds the plan.
             self._writer.submit(self._drain)
-            self._queued.append((plan, future))
+            self._queued.append((plan, future, time.monotonic() + BUSY_TIMEOUT_MS / 1000))
             self._pending += 1
         return future
 
@@ -434,17 +436,22 @@ class SQLiteDriver:
             connection = self._local.connection = self._keep(connect(self._path))
         return connection
 
-    def _begin_write(self) -> sqlite3.Connection:
-        """Begin a write on the writer connection (call holding ``_writing``), waiting up to
-        ``BUSY_TIMEOUT_MS`` for another process's write to end. The connection waits for no
-        lock otherwise, so a quick write never blocks its caller's thread on one."""
+    def _begin_write(self, deadline: float) -> sqlite3.Connection:
+        """Begin a write on the writer connection (call holding ``_writing``), waiting until
+        ``deadline`` (``time.monotonic()``) for another process's write to end. The connection
+        waits for no lock otherwise, so a quick write never blocks its caller's thread on one.
+
+        Raises:
+            sqlite3.OperationalError: another process held the lock until ``deadline`` (busy).
+        """
         connection = self._write_connection or self._open_writer(wait=True)
         try:
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if not _busy(exc):
+            wait_ms = int((deadline - time.monotonic()) * 1000)
+            if not _busy(exc) or wait_ms <= 0:
                 raise
-            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            connection.execute(f"PRAGMA busy_timeout = {wait_ms}")
             try:
                 connection.execute("BEGIN IMMEDIATE")
             finally:
@@ -523,39 +530,57 @@ class SQLiteDriver:
         return pages > 2 * limit
 
     def _drain_taken(self, taken: list[_Queued], outcomes: _Outcomes) -> None:
-        """Run ``taken`` (holding ``_writing``), adding each caller's outcome to ``outcomes``."""
+        """Run ``taken`` (holding ``_writing``), adding each caller's outcome to ``outcomes``.
+
+        While another process holds the write lock, each write waits for it until its own
+        deadline, ``BUSY_TIMEOUT_MS`` after it was queued (time spent queued behind writes that
+        waited counts), then fails alone; the others of its group wait on."""
         group = []
-        for plan, future in taken:
+        for plan, future, deadline in taken:
             if future.set_running_or_notify_cancel():
-                group.append((plan, future))
+                group.append((plan, future, deadline))
             else:
                 plan.close()
         try:
-            if len(group) == 1:
-                plan, future = group[0]
-                # IMMEDIATE takes the write lock up front: two writers never deadlock on an upgrade.
-                outcomes[future] = (True, self._finish(self._begin_write(), plan))
-            elif group:
-                self._run_group(group, outcomes)
+            while group:
+                try:
+                    # IMMEDIATE takes the write lock up front: two writers never deadlock on an upgrade.
+                    connection = self._begin_write(min(deadline for *_, deadline in group))
+                except sqlite3.OperationalError as exc:
+                    if not _busy(exc):
+                        raise
+                    now = time.monotonic()
+                    for plan, future, deadline in group:
+                        if deadline <= now + 0.001:
+                            plan.close()
+                            outcomes[future] = (False, exc)
+                    group = [queued for queued in group if queued[1] not in outcomes]
+                    continue
+                if len(group) == 1:
+                    plan, future, _ = group[0]
+                    outcomes[future] = (True, self._finish(connection, plan))
+                else:
+                    self._run_group(connection, group, outcomes)
+                break
         except BaseException as exc:
             # Whatever failed (a plan, the commit, or the connection itself), every caller of
             # the group without an outcome yet gets this one, never left waiting.
-            for plan, future in group:
+            for plan, future, _ in group:
                 plan.close()
                 outcomes.setdefault(future, (False, exc))
 
-    def _run_group(self, group: list[_Queued], outcomes: _Outcomes) -> None:
-        """Run ``group`` in one transaction, each plan in its own savepoint. A plan that fails
-        has its error as its outcome at once; the others their results once the commit is done.
+    def _run_group(self, connection: sqlite3.Connection, group: list[_Queued], outcomes: _Outcomes) -> None:
+        """Run ``group`` in one transaction begun on ``connection``, each plan in its own
+        savepoint. A plan that fails has its error as its outcome at once; the others their
+        results once the commit is done.
 
         Raises:
             BaseException: the transaction failed as a whole; nothing of it was kept.
         """
-        connection = self._begin_write()
         step = self._step(connection)
         done: list[tuple[concurrent.futures.Future[Any], Any]] = []
         try:
-            for plan, future in group:
+            for plan, future, _ in group:
                 connection.execute("SAVEPOINT plan")
                 try:
                     result = drive(plan, step)

@@ -97,3 +97,37 @@ async def test_a_purge_blocked_by_another_sessions_lock_fails_after_the_lock_tim
                 failing.result()
             assert cancelled.cancelled()
         assert (await admin.purge_deleted(deleted_before=now)).conversations == 1
+
+
+@pytest.mark.parametrize(
+    "delays",
+    [(0.0, 0.1, 0.1, 0.1, 0.1), (0.0, 0.1, 1.2, 2.3)],
+    ids=["queued together", "queued one after another"],
+)
+async def test_each_write_waits_for_a_lock_held_elsewhere_at_most_the_timeout_from_its_own_call(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, delays: tuple[float, ...]
+) -> None:
+    """Writes made while earlier ones wait on the lock each fail about the lock timeout after
+    they were made. A write queued behind one that waited used to start a wait of its own only
+    then (twice the timeout, and more for every write queued behind), and on PostgreSQL the
+    writes queued together waited in turn (the fifth five times the timeout)."""
+    timeout = 1.0
+    monkeypatch.setattr("chatmemory._sqlite_driver.BUSY_TIMEOUT_MS", int(timeout * 1000))
+    monkeypatch.setattr("chatmemory._postgres_driver.LOCK_TIMEOUT_MS", int(timeout * 1000))
+    async with ChatMemory.open(db_url) as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        run = await alice.start_history(conv.id, model="m")
+        loop = asyncio.get_running_loop()
+
+        async def append_after(delay: float) -> float:
+            await asyncio.sleep(delay)
+            made = loop.time()
+            with pytest.raises(StorageError, match=r"(?i)lock"):
+                await alice.append_messages(run.id, [HI])
+            return loop.time() - made
+
+        async with locked_elsewhere(db_url, conv.id):
+            waits = await asyncio.wait_for(asyncio.gather(*(append_after(delay) for delay in delays)), HANG)
+        assert max(waits) < 1.5 * timeout, waits
+        assert await alice.transcript(conv.id) == []
