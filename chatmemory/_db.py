@@ -192,6 +192,9 @@ class Database:
         self.trace: Callable[[Stmt], None] | None = None
         self._closed = False
         self.any_loop = owned
+        # The process whose threads serve an owned store's calls: a process forked from it has
+        # none of them (see ``_forked``).
+        self._pid = os.getpid() if owned else None
         self._sqlite: SQLiteDriver | None = None
         self._postgres: PostgresDriver | None = None
         self._engine_driver: EngineDriver | None = None
@@ -296,9 +299,9 @@ class Database:
     ) -> T:
         """Run ``plan``; ``fallback`` (see ``run``) runs in its place in the same call, on the
         same connection and in its place among queued writes (SQLite never needs it)."""
-        if self._closed:
+        if self._closed or self._forked():
             plan.close()
-            raise StorageError("the store is closed")
+            raise StorageError(_FORKED if self._forked() else "the store is closed")
         try:
             if self._sqlite is not None or self._postgres is not None:
                 if quick and self._sqlite is not None:
@@ -344,8 +347,8 @@ class Database:
             StorageError: the database failed; nothing was committed.
         """
         with self._closing_lock:
-            if self._closed:
-                raise StorageError("the store is closed")
+            if self._closed or self._forked():
+                raise StorageError(_FORKED if self._forked() else "the store is closed")
             self._transactions += 1
         release: threading.Event | None = None
         try:
@@ -412,6 +415,12 @@ class Database:
         with self._closing_lock:
             self._closed = True
             shutdown = self._shutdown
+            if shutdown is None and self._forked():
+                # Forked: the connections are the parent's, still in its use. Closing them here
+                # would end the parent's PostgreSQL sessions; they are kept unclosed instead.
+                _INHERITED.append(self)
+                shutdown = self._shutdown = concurrent.futures.Future()
+                shutdown.set_result(None)
             if shutdown is None:
                 shutdown = self._shutdown = concurrent.futures.Future()
                 threading.Thread(target=self._shut, args=(shutdown,), name="chatmemory-close").start()
@@ -422,6 +431,12 @@ class Database:
             await asyncio.wait(pending, timeout=_CLOSE_WAITS_AT_MOST)
         # Shielded: a cancelled close leaves the work going on, for the next close to wait for.
         await asyncio.shield(asyncio.wrap_future(shutdown))
+
+    def _forked(self) -> bool:
+        """Whether this process was forked from the one that opened the store (a preloading
+        server's worker, say): the store's threads, which serve its calls, are not in this
+        process, so its calls are refused (``_FORKED``) where they would wait for good."""
+        return self._pid is not None and self._pid != os.getpid()
 
     def _shut(self, done: concurrent.futures.Future[None]) -> None:
         """The close's work, on a thread of its own: stop the watchers, wait for the calls on the
@@ -439,6 +454,12 @@ class Database:
             done.set_result(None)
 
 
+_FORKED = (
+    "this store was opened in the process this one was forked from, whose threads serve its "
+    "calls: open a store in this process (after the fork) instead"
+)
+# Stores a forked process closed: kept, so that their connections, the parent's, are never closed here.
+_INHERITED: list[Database] = []
 # How long a close waits for calls still running on the engine, or for a caller's engine's
 # plans whose callers were cancelled, before it goes on closing.
 _CLOSE_WAITS_AT_MOST = 60.0
