@@ -180,11 +180,18 @@ class Database:
     A store opened from a URL (``owned``) runs plans on its own drivers: SQLite on threads
     it owns, PostgreSQL on an asyncpg pool on an event loop of its own, in a thread it owns, so
     it serves any thread and any event loop. Its SQLAlchemy engine (no pool) only migrates and
-    checks the schema. A caller's engine runs plans on connections borrowed from its pool.
+    checks the schema; the store's own connections connect as it does (its URL and
+    ``connect_args``). A caller's engine runs plans on connections borrowed from its pool.
     """
 
     def __init__(
-        self, engine: AsyncEngine, *, owned: bool = False, pool_size: int = 10, watch_interval: float = 0.05
+        self,
+        engine: AsyncEngine,
+        *,
+        owned: bool = False,
+        pool_size: int = 10,
+        watch_interval: float = 0.05,
+        connect_args: dict[str, Any] | None = None,
     ) -> None:
         prepare_engine(engine)
         self.engine = engine
@@ -207,7 +214,9 @@ class Database:
             # Imported here: asyncpg is only installed with the ``postgres`` extra.
             from chatmemory import _postgres_driver
 
-            postgres = self._postgres = _postgres_driver.PostgresDriver(engine.url, max_size=pool_size)
+            postgres = self._postgres = _postgres_driver.PostgresDriver(
+                engine.url, max_size=pool_size, connect_args=connect_args
+            )
             self.changes = ChangeHub(
                 watch_interval,
                 listen=lambda wake: postgres.listen(_sql.CHANGE_CHANNEL, wake),

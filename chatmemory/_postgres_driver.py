@@ -12,7 +12,7 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Coroutine, Hashable
+from collections.abc import Callable, Coroutine, Hashable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias, TypeVar, cast
 
@@ -20,6 +20,7 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import URL
 
 from chatmemory._plan import KeyTaken, Plan, Stmt, collector_paused, positional, postgres_value
+from chatmemory._postgres_url import connect_options
 from chatmemory._sql import KEY_INDEX
 from chatmemory.errors import ChatMemoryError, StorageError
 
@@ -41,18 +42,6 @@ KEEP_SECONDS = 60.0
 # it fails, as a SQLite write waits for another process's: a write, and a cancelled caller waiting
 # for its outcome, never wait forever on a transaction left open elsewhere.
 LOCK_TIMEOUT_MS = 30_000
-
-
-def connect_options(url: URL) -> dict[str, Any]:
-    """asyncpg's connection arguments for a SQLAlchemy URL."""
-    options: dict[str, Any] = {
-        "user": url.username,
-        "password": url.password,
-        "host": url.query.get("host") or url.host,
-        "port": url.port,
-        "database": url.database,
-    }
-    return {k: v for k, v in options.items() if v is not None}
 
 
 # Timestamps as asyncpg's "tuple" format has them: microseconds since 2000-01-01 UTC.
@@ -296,8 +285,16 @@ class PostgresDriver:
     call), and no caller's loop can block the pool.
     """
 
-    def __init__(self, url: URL, *, max_size: int = 10, trace: Callable[[Stmt], None] | None = None) -> None:
-        self._options = connect_options(url)
+    def __init__(
+        self,
+        url: URL,
+        *,
+        max_size: int = 10,
+        trace: Callable[[Stmt], None] | None = None,
+        connect_args: Mapping[str, Any] | None = None,
+    ) -> None:
+        # Every connection the store opens, pooled or listening, connects as its engine does.
+        self._options = connect_options(url, connect_args)
         self._max_size = max_size
         self.trace = trace
         self._pool: asyncpg.Pool | None = None
@@ -370,14 +367,11 @@ class PostgresDriver:
 
     async def _connection_pool(self) -> asyncpg.Pool:
         if self._pool is None:
+            options = {"statement_cache_size": 256, **self._options}
+            settings = {**(options.get("server_settings") or {}), "lock_timeout": f"{LOCK_TIMEOUT_MS}ms"}
+            options["server_settings"] = settings
             self._pool = await asyncpg.create_pool(
-                min_size=0,
-                max_size=self._max_size,
-                statement_cache_size=256,
-                init=set_up,
-                reset=_session_unchanged,
-                server_settings={"lock_timeout": f"{LOCK_TIMEOUT_MS}ms"},
-                **self._options,
+                min_size=0, max_size=self._max_size, init=set_up, reset=_session_unchanged, **options
             )
         return self._pool
 

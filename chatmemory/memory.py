@@ -59,7 +59,13 @@ class ChatMemory:
         interval = _interval(watch_interval)
         engine, pool_size = owned_engine(url, options)
         memory = cls.__new__(cls)
-        memory._db = Database(engine, owned=True, pool_size=pool_size, watch_interval=interval)
+        memory._db = Database(
+            engine,
+            owned=True,
+            pool_size=pool_size,
+            watch_interval=interval,
+            connect_args=options.get("connect_args"),
+        )
         memory._owns_engine = True
         memory.limits = limits or Limits()
         return memory
@@ -85,9 +91,11 @@ class ChatMemory:
         ``migrate=True`` upgrades the schema to the current version (safe when several
         processes start at once); ``migrate=False`` only checks it. ``options`` go to
         SQLAlchemy's ``create_async_engine`` (used for migrations), except ``pool_size`` and
-        ``max_overflow``, which size the store's own PostgreSQL pools. ``watch_interval`` is
-        how often, in seconds, watchers look for changes other processes committed where no
-        notification tells them (SQLite; PostgreSQL while its listener is down).
+        ``max_overflow``, which size the store's own PostgreSQL pools; on PostgreSQL the store's
+        own connections connect with the URL's parameters and ``connect_args``, as the
+        engine's do. ``watch_interval`` is how often, in seconds, watchers look for changes
+        other processes committed where no notification tells them (SQLite; PostgreSQL while
+        its listener is down).
 
         Raises:
             SchemaOutOfDateError: ``migrate=False`` and the schema is not current.

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, make_url, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from chatmemory import (
@@ -24,6 +25,8 @@ from chatmemory import (
 )
 from chatmemory._db import create_engine, resolve_url
 from chatmemory._schema import changes, conversations, histories, messages
+from tests._postgres import create_database
+from tests.test_lock_waits import locked_elsewhere
 
 
 def test_plain_urls_map_to_async_drivers(tmp_path: Path) -> None:
@@ -301,6 +304,30 @@ async def test_a_sqlite_file_whose_directory_cannot_be_made_is_a_storage_error(
         await ChatMemory.open(url)
     with pytest.raises(StorageError, match="cannot make the SQLite file's directory"):
         create_engine(url)
+
+
+def _with_query(url: str, **parameters: str) -> str:
+    return make_url(url).update_query_dict(parameters).render_as_string(hide_password=False)
+
+
+async def test_connection_parameters_in_a_postgresql_url_hold_for_the_stores_own_calls(
+    postgres_url: str,
+) -> None:
+    """A URL's connection parameters reach every connection the store opens, not only its
+    engine's: asyncpg's ``command_timeout`` ends a write waiting on a lock held elsewhere long
+    before the store's own 30-second lock timeout would."""
+    url = _with_query(await create_database(postgres_url), command_timeout="1")
+    async with ChatMemory.open(url) as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        run = await alice.start_history(conv.id, model="m")
+        async with locked_elsewhere(url, conv.id):
+            started = time.monotonic()
+            with pytest.raises(StorageError, match="TimeoutError"):
+                await asyncio.wait_for(alice.append_messages(run.id, [NewMessage("user", "hi")]), 20)
+            assert time.monotonic() - started < 10
+        stored = await alice.append_messages(run.id, [NewMessage("user", "again")])
+        assert [m.seq for m in stored] == [1]
 
 
 async def test_await_open_and_close(tmp_path: Path) -> None:
