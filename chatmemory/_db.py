@@ -125,19 +125,40 @@ def sync_url(url: URL) -> URL:
 
 
 def create_engine(url: str | URL | None = None, **options: Any) -> AsyncEngine:
-    """An async engine for ``url``, configured for chatmemory (SQLite: WAL, foreign keys, busy timeout).
+    """An async engine for ``url``, configured for chatmemory (SQLite: WAL, foreign keys, busy
+    timeout; PostgreSQL: libpq parameters in the URL as asyncpg's, see ``_postgres_url``).
 
     Raises:
-        InvalidInputError: the URL is malformed or names a database this installation cannot reach.
+        InvalidInputError: the URL is malformed, names a database this installation cannot
+            reach, or holds a connection parameter asyncpg does not take.
     """
     # Every transaction ends in an explicit commit or rollback, so the pool need not reset.
     options.setdefault("pool_reset_on_return", None)
     resolved = resolve_url(url)
-    if resolved.get_backend_name() == "postgresql" and importlib.util.find_spec("asyncpg") is None:
+    postgres = resolved.get_backend_name() == "postgresql"
+    if postgres and importlib.util.find_spec("asyncpg") is None:
         raise InvalidInputError("url", "PostgreSQL needs asyncpg: pip install 'chatmemory-core[postgres]'")
+    if postgres:
+        from chatmemory._postgres_url import connect_options
+
+        connect_options(resolved, options.get("connect_args"))  # refused now rather than at connect
     engine = create_async_engine(resolved, **options)
+    if postgres:
+        event.listen(engine.sync_engine, "do_connect", _on_postgres_connect)
     prepare_engine(engine)
     return engine
+
+
+def _on_postgres_connect(
+    _dialect: Any, _record: ConnectionPoolEntry, _args: list[Any], params: dict[str, Any]
+) -> None:
+    """The engine connects with the arguments the store's own connections get (libpq parameters
+    translated, see ``_postgres_url``)."""
+    from chatmemory._postgres_url import asyncpg_arguments
+
+    translated = asyncpg_arguments(params)
+    params.clear()
+    params.update(translated)
 
 
 def prepare_engine(engine: AsyncEngine) -> None:

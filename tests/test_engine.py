@@ -25,7 +25,7 @@ from chatmemory import (
 )
 from chatmemory._db import create_engine, resolve_url
 from chatmemory._schema import changes, conversations, histories, messages
-from tests._postgres import create_database
+from tests._postgres import _connect, create_database
 from tests.test_lock_waits import locked_elsewhere
 
 
@@ -328,6 +328,54 @@ async def test_connection_parameters_in_a_postgresql_url_hold_for_the_stores_own
             assert time.monotonic() - started < 10
         stored = await alice.append_messages(run.id, [NewMessage("user", "again")])
         assert [m.seq for m in stored] == [1]
+
+
+async def _sessions(url: str) -> list[tuple[str, str]]:
+    """Each other session's ``application_name`` and last query on the database at ``url``."""
+    connection = await _connect(url)
+    try:
+        rows = await connection.fetch(
+            "SELECT application_name, query FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+            make_url(url).database,
+        )
+        return [(row["application_name"], row["query"]) for row in rows]
+    finally:
+        await connection.close()
+
+
+async def test_a_postgresql_url_with_libpq_parameters_opens_and_every_connection_uses_them(
+    postgres_url: str,
+) -> None:
+    """``sslmode``, ``connect_timeout`` and ``application_name``, as hosted services write
+    their URLs, are taken as asyncpg's ``ssl``, ``timeout`` and server setting, by the engine
+    and by the store's own connections (its pool's and the one listening for changes); a
+    parameter asyncpg does not take, or a value it cannot use, is refused at open."""
+    database = await create_database(postgres_url)
+    url = _with_query(database, sslmode="disable", connect_timeout="5", application_name="notes-app")
+    async with ChatMemory.open(url) as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        await alice.start_history(conv.id, model="m")
+        watching = asyncio.ensure_future(anext(aiter(alice.watch(conv.id))))
+        for _ in range(500):
+            sessions = await _sessions(url)
+            if any(query.startswith("LISTEN") for _, query in sessions):
+                break
+            await asyncio.sleep(0.02)
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+        assert any(query.startswith("LISTEN") for _, query in sessions)
+        assert len(sessions) >= 2 and {name for name, _ in sessions} == {"notes-app"}
+    for parameters, refused in [
+        ({"sslmode": "mandatory"}, "sslmode"),
+        ({"connect_timeout": "soon"}, "connect_timeout"),
+        ({"keepalives_idle": "30"}, "keepalives_idle"),
+        ({"sslmode": "require", "ssl": "disable"}, "sslmode"),
+    ]:
+        with pytest.raises(InvalidInputError, match=refused) as caught:
+            await ChatMemory.open(_with_query(database, **parameters))
+        assert caught.value.field == "url"
 
 
 async def test_await_open_and_close(tmp_path: Path) -> None:
