@@ -21,6 +21,7 @@ from sqlalchemy import URL
 
 from chatmemory._plan import KeyTaken, Plan, Stmt, collector_paused, positional, postgres_value
 from chatmemory._postgres_url import connect_options
+from chatmemory._rows import unreadable
 from chatmemory._sql import KEY_INDEX
 from chatmemory.errors import ChatMemoryError, StorageError
 
@@ -72,7 +73,7 @@ def _decode_time(value: tuple[int]) -> datetime:
             found = _LAST
         elif micros == _NEGATIVE_INFINITY:
             found = _FIRST
-        else:  # beyond Python's years, OverflowError as with asyncpg's codec
+        else:  # beyond Python's years, OverflowError as with asyncpg's codec (see ``_drive``)
             found = _EPOCH + timedelta(0, 0, micros)
         _TIMES[micros] = found
     return found
@@ -166,6 +167,8 @@ async def _drive(
                 if stmt.unread_keys and exc.constraint_name == KEY_INDEX:
                     raise KeyTaken from exc
                 raise
+            except OverflowError as exc:  # a time read beyond Python's years (asyncpg wraps a parameter's)
+                raise unreadable("time", exc) from exc
             stmt = plan.send(rows)
             if alone:
                 raise RuntimeError("a plan went on after the statement it said was its whole write")

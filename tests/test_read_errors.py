@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from chatmemory import ChatMemory, Conversation, History, Principal
+from chatmemory._db import create_engine
 from chatmemory.errors import CorruptDataError
 from chatmemory.scope import Scope
 
@@ -191,3 +192,43 @@ async def test_sqlite_values_chatmemory_did_not_write_fail_their_read_with_corru
         await _corrupt(memory, table, column, value)
         with pytest.raises(CorruptDataError, match=f"a stored {kind} could not be read"):
             await _read(alice, kind, conv, history)
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "kind", "mended"),
+    [
+        ("chat_messages", "updated_at", "message", "created_at"),
+        ("chat_histories", "created_at", "history", "updated_at"),
+        ("chat_conversations", "updated_at", "conversation", "created_at"),
+    ],
+)
+@pytest.mark.parametrize(
+    "when", ["12000-01-01 00:00:00+00", "0100-01-01 00:00:00+00 BC"], ids=["after 9999", "before 1"]
+)
+async def test_a_time_beyond_python_s_years_fails_its_read_with_corrupt_data_error(
+    memory: ChatMemory, alice: Scope, table: str, column: str, kind: str, mended: str, when: str
+) -> None:
+    """A time Python's ``datetime`` cannot hold (PostgreSQL's years go on to 294276, and back
+    before year 1; SQLite holds any text) fails its read with ``CorruptDataError`` on both
+    backends, as any other value chatmemory did not write, and reads again once mended."""
+    conv, history = await _stored(alice)
+    await _corrupt(memory, table, column, f"'{when}'")
+    for _ in range(2):
+        with pytest.raises(CorruptDataError, match="could not be read"):
+            await _read(alice, kind, conv, history)
+    await _corrupt(memory, table, column, mended)
+    await _read(alice, kind, conv, history)
+
+
+async def test_a_time_beyond_python_s_years_read_through_a_callers_engine_is_corrupt_data(
+    memory: ChatMemory, alice: Scope, db_url: str
+) -> None:
+    await _stored(alice)
+    await _corrupt(memory, "chat_conversations", "updated_at", "'12000-01-01 00:00:00+00'")
+    engine = create_engine(db_url)
+    try:
+        theirs = ChatMemory(engine).scoped(Principal("alice"))
+        with pytest.raises(CorruptDataError, match="could not be read"):
+            await theirs.list_conversations()
+    finally:
+        await engine.dispose()
