@@ -142,9 +142,47 @@ async def _run_on(
         async with connection.transaction():
             return await _drive(connection, plan, trace, first)
     if first.snapshot and not write:
-        async with connection.transaction(isolation="repeatable_read", readonly=True):
-            return await _drive(connection, plan, trace, first)
+        return await _read_in_one_snapshot(connection, plan, trace, first)
     return await _drive(connection, plan, trace, first)
+
+
+async def _read_in_one_snapshot(
+    connection: asyncpg.Connection, plan: Plan[T], trace: Callable[[Stmt], None] | None, stmt: Stmt
+) -> T:
+    """Run a read in one ``REPEATABLE READ READ ONLY`` transaction, from ``stmt`` on.
+
+    A statement prepared before a change of the schema that changes its result's types (an
+    ``ALTER TABLE ... TYPE``) fails once on each connection that cached it: asyncpg prepares it
+    again by itself only outside a transaction. The read wrote nothing, so it runs again, once,
+    in a new snapshot: the statements the plan had answers to are sent again first, and the read
+    goes on only if they answer the same (else the error stands)."""
+    answered: list[tuple[Stmt, Any]] = []
+    failed: asyncpg.InvalidCachedStatementError | None = None
+    try:
+        while True:
+            try:
+                async with connection.transaction(isolation="repeatable_read", readonly=True):
+                    if failed is not None:
+                        for sent, rows in answered:
+                            if trace is not None:
+                                trace(sent)
+                            if await execute(connection, sent) != rows:
+                                raise failed  # read otherwise than before: the plan cannot go on
+                    while True:
+                        if trace is not None:
+                            trace(stmt)
+                        rows = await execute(connection, stmt)
+                        answered.append((stmt, rows))
+                        try:
+                            stmt = plan.send(rows)
+                        except StopIteration as done:
+                            return done.value  # type: ignore[no-any-return]
+            except asyncpg.InvalidCachedStatementError as exc:
+                if failed is not None:
+                    raise
+                failed = exc
+    finally:
+        plan.close()
 
 
 async def _drive(

@@ -24,6 +24,7 @@ from chatmemory import ChatMemory, ConversationNotFound, HistoryNotFound, Princi
 from chatmemory._db import create_engine
 from chatmemory._plan import Stmt
 from chatmemory.scope import Scope
+from tests._postgres import _execute, create_database
 from tests.transactions import committed_before, committed_before_messages
 
 
@@ -282,3 +283,29 @@ async def _read_and_write_on_clean_connections(memory: ChatMemory, backend: str)
 
         seen = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(state(), driver._loop))
         assert all(s == (False, "read committed", "off") for s in seen), seen
+
+
+@pytest.mark.parametrize("via", ["store", "engine"])
+async def test_reads_in_one_snapshot_answer_after_a_column_changes_type(postgres_url: str, via: str) -> None:
+    """A column's type changed by another session (a migration's ``ALTER TABLE ... TYPE``)
+    invalidates the statements a connection prepared before; asyncpg prepares one again by
+    itself only outside a transaction, so a read in one snapshot (which wrote nothing) runs
+    again and answers, whichever of its statements met the change first."""
+    url = await create_database(postgres_url)
+    async with ChatMemory.open(url):  # migrated
+        pass
+    engine = create_engine(url) if via == "engine" else None
+    async with ChatMemory.open(url) if engine is None else ChatMemory(engine) as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv, _ = await _conversation(alice)
+        await alice.get_conversation(conv.id, messages=True)
+        await alice.export_conversation(conv.id)
+        for changed in ("chat_conversations ALTER COLUMN title", "chat_messages ALTER COLUMN role"):
+            await _execute(url, f"ALTER TABLE {changed} TYPE varchar(300)")
+            detail = await alice.get_conversation(conv.id, messages=True)
+            assert [m.content for m in detail.histories[0].messages or ()] == ["0", "1", "2"]
+            await _execute(url, f"ALTER TABLE {changed} TYPE text")
+            exported = await alice.export_conversation(conv.id)
+            assert [m["content"] for m in exported["histories"][0]["messages"]] == ["0", "1", "2"]
+    if engine is not None:
+        await engine.dispose()
