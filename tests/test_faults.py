@@ -17,13 +17,13 @@ from uuid import UUID
 
 import asyncpg
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import make_url, text, update
 
 from chatmemory import ChatMemory, NewMessage, Principal, StorageError
 from chatmemory._db import _database_error
 from chatmemory._schema import conversations
 from chatmemory.scope import Scope
-from tests._postgres import end_other_connections, on_store_loop, pool_idle, store_backends
+from tests._postgres import create_database, end_other_connections, on_store_loop, pool_idle, store_backends
 from tests.test_postgres_group_commit import until
 
 ROOT = Path(__file__).parent.parent
@@ -108,6 +108,29 @@ async def test_connection_terminated_by_postgres(postgres_url: str) -> None:
         with contextlib.suppress(StorageError):
             await alice.get_conversation(conv.id)
         assert (await alice.get_conversation(conv.id)).id == conv.id
+
+
+@pytest.mark.parametrize("command_timeout", [None, "45"], ids=["unset", "in the url"])
+async def test_a_server_that_stops_answering_is_bounded_by_the_urls_command_timeout_alone(
+    postgres_url: str, command_timeout: str | None
+) -> None:
+    """Nothing but asyncpg's ``command_timeout`` bounds a statement whose server stops answering
+    (hung, or behind a network path that drops packets silently): the store's own connections
+    run under the one the URL gives, and under none by default, since the store's own upkeep
+    (indexing for search after a large import) may rightly run long."""
+    url = await create_database(postgres_url)
+    if command_timeout is not None:
+        url = make_url(url).update_query_dict({"command_timeout": command_timeout}).render_as_string(False)
+    async with ChatMemory.open(url, pool_size=3, max_overflow=0) as memory:
+        alice = memory.scoped(Principal("alice"))
+        await asyncio.gather(*(alice.start_conversation() for _ in range(6)))
+        pool = memory._db._postgres._pool
+
+        async def bounds() -> list[float | None]:
+            return [h._con._config.command_timeout for h in pool._holders if h._con is not None]
+
+        seen = await on_store_loop(memory, bounds())
+    assert seen and set(seen) == {None if command_timeout is None else float(command_timeout)}
 
 
 @asynccontextmanager
