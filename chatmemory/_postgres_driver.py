@@ -409,7 +409,14 @@ class PostgresDriver:
     async def _connection_pool(self) -> asyncpg.Pool:
         if self._pool is None:
             options = {"statement_cache_size": 256, **self._options}
-            settings = {**(options.get("server_settings") or {}), "lock_timeout": f"{LOCK_TIMEOUT_MS}ms"}
+            # READ COMMITTED whatever the database's or role's default: a write locks its rows,
+            # then reads what is committed by then (see ``run_on``); under a stricter level
+            # concurrent writes to one conversation would fail to serialize.
+            settings = {
+                **(options.get("server_settings") or {}),
+                "lock_timeout": f"{LOCK_TIMEOUT_MS}ms",
+                "default_transaction_isolation": "read committed",
+            }
             options["server_settings"] = settings
             self._pool = await asyncpg.create_pool(
                 min_size=0, max_size=self._max_size, init=set_up, reset=_session_unchanged, **options

@@ -319,3 +319,29 @@ async def _kinds_until(chat: Scope, conversation_id: object, after: str, history
         if event.kind == "history.started" and event.history_id == history_id:
             return kinds
     raise AssertionError("the watch ended")
+
+
+@pytest.mark.parametrize("level", ["repeatable read", "serializable"])
+async def test_concurrent_appends_all_succeed_whatever_the_databases_default_isolation(
+    postgres_url: str, level: str
+) -> None:
+    """A DBA's ``ALTER DATABASE ... SET default_transaction_isolation``: the store's writes still
+    run under READ COMMITTED, which they need. Found by review: most of 120 concurrent appends
+    to one conversation failed with a serialization error."""
+    from tests._postgres import _execute
+    from tests.conftest import _create_database
+
+    db_url = await _create_database(postgres_url)
+    name = make_url(db_url).database
+    await _execute(db_url, f"ALTER DATABASE \"{name}\" SET default_transaction_isolation = '{level}'")
+    async with ChatMemory.open(db_url, pool_size=6) as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        runs = [await alice.start_history(conv.id, model="m") for _ in range(6)]
+        await asyncio.gather(
+            *(
+                alice.append_messages(runs[i % 6].id, [{"role": "user", "content": f"m{i}"}])
+                for i in range(120)
+            )
+        )
+        assert (await alice.get_conversation(conv.id)).message_count == 120
