@@ -357,8 +357,8 @@ class Database:
                 except RuntimeError:
                     plan.close()
                     raise StorageError("the store is closed") from None
-                unstarted = self._sqlite is not None or group is not None
-                return await _outcome(submitted, write, unstarted=unstarted)
+                # Queued for the writer (SQLite) or a connection (PostgreSQL): not started yet.
+                return await _outcome(submitted, write, unstarted=True)
             assert self._engine_driver is not None
             task = asyncio.ensure_future(self._engine_driver.run(plan, write=write, fallback=fallback))
             self._background.add(task)

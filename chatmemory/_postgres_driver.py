@@ -399,10 +399,10 @@ class PostgresDriver:
     def _start(
         self, plan: Plan[Any], write: bool, future: concurrent.futures.Future[Any], fallback: _Fallback
     ) -> None:
-        if not future.set_running_or_notify_cancel():
+        if future.cancelled():
             plan.close()  # withdrawn before the loop took it
             return
-        task = self._loop.create_task(_answer(future, self._run(plan, write, fallback)))
+        task = self._loop.create_task(_answer(future, self._run(plan, write, fallback, future)))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
@@ -476,9 +476,20 @@ class PostgresDriver:
         if self._idle:
             self._sweep = self._loop.call_later(KEEP_SECONDS, self._give_back_unused)
 
-    async def _run(self, plan: Plan[T], write: bool, fallback: Callable[[], Plan[T]] | None = None) -> T:
+    async def _run(
+        self,
+        plan: Plan[T],
+        write: bool,
+        fallback: Callable[[], Plan[T]] | None,
+        future: concurrent.futures.Future[T],
+    ) -> T:
+        """Run ``plan`` for ``future``'s caller, who may withdraw it (cancel the future) until it
+        has a connection: until then it has not started, however long the pool keeps it waiting."""
         try:
             async with _Borrowed(self) as connection:
+                if not future.set_running_or_notify_cancel():
+                    plan.close()
+                    raise _Withdrawn
                 return await run_on(connection, plan, self.trace, write=write, fallback=fallback)
         except Exception as exc:
             if self._ended_by_close(exc):
@@ -516,10 +527,10 @@ class PostgresDriver:
                 batch = []
                 for _ in range(min(GROUP_MAX, len(queue))):
                     queued = queue.popleft()
-                    if queued[1].set_running_or_notify_cancel():
-                        batch.append(queued)
-                    else:
+                    if queued[1].cancelled():
                         queued[0].close()
+                    else:
+                        batch.append(queued)
                 if batch:
                     await self._commit_batch(batch)
         finally:
@@ -530,6 +541,10 @@ class PostgresDriver:
         answered: list[tuple[concurrent.futures.Future[Any], Any]] = []
         try:
             async with _Borrowed(self) as connection:
+                # Withdrawn while the pool kept them waiting: they never started.
+                batch = [queued for queued in batch if _started(queued)]
+                if not batch:
+                    return
                 # A write that waited in the queue (behind writes waiting for a lock) runs as
                 # one of a batch, with the rest of its lock wait.
                 if len(batch) == 1 and batch[0][3] - time.monotonic() > LOCK_TIMEOUT_MS / 1000 - _LATE:
@@ -544,8 +559,7 @@ class PostgresDriver:
             failed = StorageError("the store closed during the write") if self._ended_by_close(exc) else exc
             for plan, future, *_ in batch:
                 plan.close()
-                if not future.done():
-                    future.set_exception(failed)
+                _fail(future, failed)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -667,15 +681,35 @@ def _alive(connection: asyncpg.Connection) -> bool:
         return False
 
 
+class _Withdrawn(Exception):
+    """The caller withdrew its call before it started (see ``PostgresDriver._run``)."""
+
+
+def _started(queued: _Queued) -> bool:
+    """Mark a queued write started, now that it has a connection, unless its caller withdrew it."""
+    if queued[1].set_running_or_notify_cancel():
+        return True
+    queued[0].close()
+    return False
+
+
+def _fail(future: concurrent.futures.Future[Any], exc: BaseException) -> None:
+    """Answer ``future`` with ``exc``, unless it is answered or its caller withdrew it meanwhile."""
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        future.set_exception(exc)
+
+
 async def _answer(future: concurrent.futures.Future[T], call: Coroutine[Any, Any, T]) -> None:
     """Run ``call`` on the driver's loop and answer its caller's ``future`` with the outcome; a
     call the closing store ended is answered with StorageError."""
     try:
         result = await call
+    except _Withdrawn:
+        pass
     except Exception as exc:
-        future.set_exception(exc)
+        _fail(future, exc)
     except BaseException:
-        future.set_exception(StorageError("the store closed during the call"))
+        _fail(future, StorageError("the store closed during the call"))
         raise
     else:
         future.set_result(result)

@@ -131,3 +131,46 @@ async def test_each_write_waits_for_a_lock_held_elsewhere_at_most_the_timeout_fr
             waits = await asyncio.wait_for(asyncio.gather(*(append_after(delay) for delay in delays)), HANG)
         assert max(waits) < 1.5 * timeout, waits
         assert await alice.transcript(conv.id) == []
+
+
+@pytest.mark.parametrize("write", ["finish_run", "append_messages"])
+async def test_a_write_cancelled_while_waiting_for_a_pooled_connection_is_withdrawn(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, write: str
+) -> None:
+    """Every pooled connection is taken by a call waiting on a lock held elsewhere; a write to
+    another conversation waits for a connection. Its caller gives up: the write has not started,
+    so it is withdrawn at once and never runs. Found by review: the caller's one-second timeout
+    took the whole lock wait, and the write was then committed anyway."""
+    from tests.conftest import _create_database
+
+    monkeypatch.setattr("chatmemory._postgres_driver.LOCK_TIMEOUT_MS", 5000)
+    db_url = await _create_database(postgres_url)
+    async with ChatMemory.open(db_url, pool_size=1) as memory:
+        alice = memory.scoped(Principal("alice"))
+        held, other = await alice.start_conversation(), await alice.start_conversation()
+        run = await alice.start_history(other.id, model="m")
+        async with locked_elsewhere(db_url, held.id):
+            blocked = asyncio.ensure_future(alice.update_conversation(held.id, title="blocked"))
+            watcher = await _connect(db_url)
+            try:
+                while not await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()"
+                ):
+                    await asyncio.sleep(0.01)
+            finally:
+                await watcher.close()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            call = (
+                alice.finish_run(run.id, messages=[HI])
+                if write == "finish_run"
+                else alice.append_messages(run.id, [HI])
+            )
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(call, 0.5)
+            assert loop.time() - started < 2.5
+        await blocked  # the lock let go before its wait ran out
+        await asyncio.sleep(0.2)  # a write wrongly still queued would have its connection by now
+        stored = await alice.get_history(run.id)
+        assert (stored.status, stored.messages) == ("running", [])
