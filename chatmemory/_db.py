@@ -635,6 +635,20 @@ def refused_as_read_only(exc: StorageError) -> bool:
     return False
 
 
+def purged_meanwhile(exc: StorageError) -> bool:
+    """Whether ``exc`` is PostgreSQL refusing a search index row whose message was removed after
+    the statement writing it had found the message (a purge that committed meanwhile)."""
+    cause: BaseException | None = exc.__cause__
+    while cause is not None:
+        if (
+            getattr(cause, "sqlstate", None) == "23503"
+            and getattr(cause, "table_name", None) == "chat_messages_search"
+        ):
+            return True
+        cause = cause.__cause__
+    return False
+
+
 def _storage_error(exc: BaseException) -> StorageError:
     """What a driver's error is to the caller: ``CorruptDataError`` for stored text the
     ``sqlite3`` module cannot decode (bytes that are not UTF-8, written by another program),

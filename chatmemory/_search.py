@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict
 from chatmemory import _cursor, _rows
 from chatmemory import _queries as q
 from chatmemory import _sql as sql
-from chatmemory._db import refused_as_read_only
+from chatmemory._db import purged_meanwhile, refused_as_read_only
 from chatmemory._messages import same_conversation
 from chatmemory._plan import Many, Plan, Row, Stmt
 from chatmemory._scope_base import Id, ScopeBase
@@ -190,15 +190,22 @@ class SearchOps(ScopeBase):
         # Looked for by a read first, so only a search that has work writes (on SQLite, queues
         # behind the one writer).
         upto = await self._db.run(_unindexed())
-        if upto:
+        retries = _PURGED_RETRIES
+        while upto:
             try:
-                while not await self._db.run(_index_tail(upto), write=True):
-                    pass
+                if await self._db.run(_index_tail(upto), write=True):
+                    break
             except StorageError as exc:
+                if retries and purged_meanwhile(exc):
+                    # A message the part found live was deleted and purged before its index
+                    # row was written (PostgreSQL): the part, undone, goes again without it.
+                    retries -= 1
+                    continue
                 if not refused_as_read_only(exc):
                     raise
                 # A read-only database (a PostgreSQL standby, a SQLite file opened read-only):
                 # what earlier searches (on the primary) indexed.
+                break
         rows, snippets = await self._db.run(
             _search(self.principal, text if terms else None, cid, hid, role, after, limit, sqlite=sqlite)
         )
@@ -228,6 +235,10 @@ class SearchOps(ScopeBase):
             else None
         )
         return _rows.page(hits, next_cursor, more)
+
+
+# How many times a search indexes a part again after a purge took one of its messages meanwhile.
+_PURGED_RETRIES = 3
 
 
 def _unindexed() -> Plan[int]:

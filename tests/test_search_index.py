@@ -547,3 +547,48 @@ async def test_newest_messages_hard_deleted_once_a_search_began_leave_the_next_o
         await alice.append_messages(run.id, [NewMessage("user", f"fresh f{i}") for i in range(6)])
         assert sorted(await _texts(alice, "fresh")) == [f"fresh f{i}" for i in range(6)]
         assert await _texts(alice, "purged") == []
+
+
+async def test_a_search_indexing_a_message_purged_before_its_index_row_is_written(postgres_url: str) -> None:
+    """PostgreSQL: the indexing statement has found a live message; before it writes that
+    message's index row, the message is deleted and purged, and the purge commits. Found by
+    review (a rare race): the search failed with the index's foreign-key violation. A trigger
+    that sleeps once before the first index row is written holds the statement at that point."""
+    from tests._postgres import create_database, drop_database
+
+    url = await create_database(postgres_url)
+    try:
+        async with ChatMemory.open(url) as memory:
+            alice = memory.scoped(Principal("alice"))
+            admin = memory.scoped(Principal("root", admin=True))
+            conv = await alice.start_conversation()
+            run = await alice.start_history(conv.id, model="m")
+            doomed, _ = await alice.append_messages(
+                run.id, [NewMessage("user", "doomed walrus"), NewMessage("user", "kept walrus")]
+            )
+            async with memory.engine.connect() as conn:
+                for statement in (
+                    "CREATE SEQUENCE slow_once",
+                    "CREATE FUNCTION slow_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                    "IF nextval('slow_once') = 1 THEN PERFORM pg_sleep(1); END IF; RETURN NEW; END $$",
+                    "CREATE TRIGGER slow_once BEFORE INSERT ON chat_messages_search "
+                    "FOR EACH ROW EXECUTE FUNCTION slow_once()",
+                ):
+                    await conn.execute(text(statement))
+                await conn.commit()
+                search = asyncio.create_task(_texts(alice, "walrus"))
+                asleep = text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event = 'PgSleep'"
+                )
+                while not (await conn.execute(asleep)).scalar_one():
+                    await conn.commit()
+                    await asyncio.sleep(0.01)
+                await conn.commit()
+            await alice.delete_message(doomed.id)
+            counts = await admin.purge_deleted(deleted_before=datetime.now(UTC) + timedelta(1))
+            assert counts.messages == 1
+            assert not search.done()  # the indexing statement still sleeps before its first row
+            assert await search == ["kept walrus"]
+    finally:
+        await drop_database(postgres_url, url)
