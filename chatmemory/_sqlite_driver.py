@@ -59,6 +59,8 @@ _CLOCK_STEPS = 2_000
 _CLOCK_ROWS = 8
 
 BUSY_TIMEOUT_MS = 30_000
+# ``lock.acquire(blocking=False)``, called from C (see ``SQLiteDriver.run_here``).
+_TRY_ACQUIRE = operator.methodcaller("acquire", False)
 # After ``busy_timeout``, which comes first: the others read the file, and may wait for a lock.
 PRAGMAS = (
     "journal_mode = WAL",
@@ -254,10 +256,15 @@ class SQLiteDriver:
         if self.memory:
             return None  # an in-memory database is reached through the writer only
         lock = self._writing if write else self._quick_reading
-        if not lock.acquire(blocking=False):
-            return None
+        taken: list[bool] = []
         connection = None
         try:
+            # Taken by C code alone, whose outcome is in ``taken`` before the next bytecode: that
+            # is where a signal's handler runs (Ctrl-C, a SIGTERM handler's ``sys.exit``), and
+            # raising between the lock taken and this ``try`` would leave it held for good.
+            taken.extend(map(_TRY_ACQUIRE, (lock,)))
+            if not taken[0]:
+                return None
             if self._closing:
                 return None  # ``submit`` refuses it
             if write and (self._pending or self._checkpoint_due):
@@ -271,12 +278,15 @@ class SQLiteDriver:
             if self._wrote():
                 self._checkpoint_due = True
         finally:
-            if connection is not None and connection.in_transaction:
-                # Begun, and left by an exception (a signal's) raised before the plan's own
-                # rollback could run: a transaction left open would hold its lock or snapshot.
-                with contextlib.suppress(sqlite3.Error):
-                    connection.execute("ROLLBACK")
-            lock.release()
+            try:
+                if connection is not None and connection.in_transaction:
+                    # Begun, and left by an exception (a signal's) raised before the plan's own
+                    # rollback could run: a transaction left open would hold its lock or snapshot.
+                    with contextlib.suppress(sqlite3.Error):
+                        connection.execute("ROLLBACK")
+            finally:
+                if taken and taken[0]:  # no call before the release: no signal's handler runs
+                    lock.release()
         return (result,)
 
     def _read_here(

@@ -3,6 +3,9 @@ would from the store's threads; only a store that is closing answers "the store 
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +67,64 @@ async def test_a_small_read_that_runs_long_as_the_store_closes_is_refused_and_cl
         assert driver._quick_reading.acquire(blocking=False)
         driver._quick_reading.release()
         assert not driver._quick_reader.in_transaction
+
+
+def _lines_before_the_release() -> list[int]:
+    """The lines of ``SQLiteDriver.run_here`` before its ``finally``, where its lock is released:
+    a signal's handler may raise at any of them."""
+    source, first = inspect.getsourcelines(_sqlite_driver.SQLiteDriver.run_here)
+    body = next(i for i, line in enumerate(source) if line.rstrip().endswith('"""') and i > 0) + 1
+    end = next(i for i, line in enumerate(source) if line.strip() == "finally:")
+    return [
+        first + i for i in range(body, end) if source[i].strip() and not source[i].strip().startswith("#")
+    ]
+
+
+@pytest.mark.parametrize("write", [True, False], ids=["write", "read"])
+async def test_a_signal_during_a_small_call_leaves_the_store_usable(tmp_path: Path, write: bool) -> None:
+    """Ctrl-C's ``KeyboardInterrupt`` (or a SIGTERM handler's ``SystemExit``) raised at any line
+    of a small call on the caller's thread, before its lock is released: the caller gets it,
+    and the store's locks are free for the next calls and the close. Found by review: raised
+    right after the lock was taken, it left the lock held, and every later write and the close
+    waited for good. A trace function raises it, where a signal's handler would run."""
+    code = _sqlite_driver.SQLiteDriver.run_here.__code__
+    target: list[int] = []
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_code is not code:
+            return None
+
+        def at_line(frame: Any, event: str, arg: Any) -> Any:
+            if event == "line" and target and frame.f_lineno == target[0]:
+                target.clear()
+                raise KeyboardInterrupt("a signal's handler")
+            return at_line
+
+        return at_line
+
+    memory = await ChatMemory.open(f"sqlite:///{tmp_path}/chat.db")
+    try:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        run = await alice.start_history(conv.id, model="m")
+        driver = memory._db._sqlite
+        assert driver is not None
+        lines = _lines_before_the_release()
+        for line in lines:
+            target[:] = [line]
+            sys.settrace(tracer)
+            try:
+                if write:
+                    await alice.append_messages(run.id, [{"role": "user", "content": str(line)}])
+                else:
+                    await alice.list_messages(history_id=run.id, limit=10)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                sys.settrace(None)
+            assert not driver._writing.locked() and not driver._quick_reading.locked(), line
+            await asyncio.wait_for(alice.append_messages(run.id, [{"role": "user", "content": "after"}]), 10)
+            await asyncio.wait_for(alice.list_messages(history_id=run.id, limit=10), 10)
+        assert len(lines) > 5
+    finally:
+        await asyncio.wait_for(memory.close(), 20)  # a lock left held would hold the close for good
