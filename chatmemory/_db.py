@@ -31,6 +31,7 @@ from chatmemory._engine_driver import EngineDriver, one_at_a_time
 from chatmemory._plan import Plan, Stmt
 from chatmemory._sqlite_driver import BUSY_TIMEOUT_MS as SQLITE_BUSY_TIMEOUT_MS
 from chatmemory._sqlite_driver import Closed, SQLiteDriver, configure
+from chatmemory._sqlite_driver import file_of as _file_of
 from chatmemory._wakeup import ChangeHub
 from chatmemory.errors import ChatMemoryError, CorruptDataError, InvalidInputError, StorageError
 
@@ -541,13 +542,6 @@ def _absolute(database: str) -> str:
     if parts.netloc or parts.path.startswith("/"):
         return database
     return f"file:{os.path.abspath(parts.path)}"
-
-
-def _file_of(database: str) -> str:
-    """The file a SQLite database's path, or ``file:`` URI, names."""
-    if not database.startswith("file:"):
-        return database
-    return urllib.parse.unquote(urllib.parse.urlsplit(database).path)
 
 
 def in_memory(url: URL) -> bool:

@@ -30,9 +30,11 @@ import concurrent.futures
 import contextlib
 import itertools
 import operator
+import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, TypeAlias, TypeVar, cast
 
@@ -114,6 +116,33 @@ def _many_params(
 
 # How often, at most, a writer counts the WAL's frames after its commits.
 _COUNT_WAL_EVERY = 0.001
+
+
+# How often, at most, a commit looks whether the database file is still the store's (``FileGone``).
+_CHECK_FILE_EVERY = 0.001
+
+
+def file_of(database: str) -> str:
+    """The file a SQLite database's path, or ``file:`` URI, names."""
+    if not database.startswith("file:"):
+        return database
+    return urllib.parse.unquote(urllib.parse.urlsplit(database).path)
+
+
+def _identity(file: str) -> tuple[int, int] | None:
+    """Which file is at ``file`` (device and inode), ``None`` if none is."""
+    try:
+        stat = os.stat(file)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+class FileGone(sqlite3.DatabaseError):
+    """The database file was deleted or replaced while the store had it open. Its connections
+    would go on with the file they opened (gone from every directory, or no longer the one at
+    its path) and new ones would open another file: writes acknowledged, then lost, and reads
+    of a database other than the one written."""
 
 
 def connect(path: str, *, wait: bool = True) -> sqlite3.Connection:
@@ -212,6 +241,12 @@ class SQLiteDriver:
     ) -> None:
         self._path = path
         self.trace = trace
+        # The file the store opened, once it did (see ``FileGone``); why it no longer uses it,
+        # once it does not.
+        self._file = None if memory else file_of(path)
+        self._identity: tuple[int, int] | None = None
+        self._gone: str | None = None
+        self._file_checked = 0.0
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -255,6 +290,7 @@ class SQLiteDriver:
         """
         if self.memory:
             return None  # an in-memory database is reached through the writer only
+        self._check_file()
         lock = self._writing if write else self._quick_reading
         taken: list[bool] = []
         connection = None
@@ -418,6 +454,7 @@ class SQLiteDriver:
         Raises:
             sqlite3.Error: it cannot be opened (without waiting, when not ``wait``).
         """
+        self._check_file(now=True)
         connection = connect(self._path, wait=wait)
         try:
             if self._checkpoints is not None:
@@ -436,6 +473,7 @@ class SQLiteDriver:
 
     def _open_quick_reader(self) -> sqlite3.Connection:
         """The connection of quick reads (call holding ``_quick_reading``)."""
+        self._check_file(now=True)
         self._quick_reader = self._keep(connect(self._path, wait=False))
         return self._quick_reader
 
@@ -443,6 +481,7 @@ class SQLiteDriver:
         """This reader thread's connection."""
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
+            self._check_file(now=True)
             connection = self._local.connection = self._keep(connect(self._path))
         return connection
 
@@ -482,6 +521,7 @@ class SQLiteDriver:
 
     def _read(self, plan: Plan[T]) -> T:
         """On a reader thread."""
+        self._check_file()
         connection = self._reader()
         connection.execute("BEGIN")
         return self._finish(connection, plan)
@@ -526,6 +566,31 @@ class SQLiteDriver:
                 else:
                     future.set_exception(value)
 
+    def _check_file(self, *, now: bool = False) -> None:
+        """Before a call or a new connection: raise ``FileGone`` once the database file is found
+        deleted or replaced, looked for ``now`` or at most every ``_CHECK_FILE_EVERY`` (so only
+        writes made within that time of a deletion can be acknowledged and lost).
+
+        Raises:
+            FileGone: the database file is not the one the store opened.
+        """
+        if self._file is None:
+            return  # in memory
+        if self._identity is None:
+            self._identity = _identity(self._file)  # none until the first connection makes it
+            return
+        if self._gone is None:
+            at = time.monotonic()
+            if now or at - self._file_checked >= _CHECK_FILE_EVERY:
+                self._file_checked = at
+                if _identity(self._file) != self._identity:
+                    self._gone = (
+                        f"the database file {self._file!r} was deleted or replaced while the store had "
+                        "it open; open the store again on the file now there"
+                    )
+        if self._gone is not None:
+            raise FileGone(self._gone)
+
     def _wrote(self) -> bool:
         """After a commit (holding ``_writing``): wake the background checkpoint, in a hurry
         once the WAL is past the limit. Answers whether the WAL is past twice the limit (the
@@ -552,6 +617,7 @@ class SQLiteDriver:
             else:
                 plan.close()
         try:
+            self._check_file()
             while group:
                 try:
                     # IMMEDIATE takes the write lock up front: two writers never deadlock on an upgrade.

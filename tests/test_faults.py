@@ -267,3 +267,50 @@ def test_a_driver_error_is_named_by_its_kind_and_first_line_of_text() -> None:
     reads ``database error: TimeoutError``, not a name followed by nothing."""
     assert _database_error(TimeoutError()) == "database error: TimeoutError"
     assert _database_error(OSError("\n  disk full\nmore")) == "database error: OSError: disk full"
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+async def test_a_sqlite_file_deleted_or_replaced_under_the_store_fails_its_calls(
+    tmp_path: Path, how: str
+) -> None:
+    """Found by review: the store's open connections went on writing into the deleted file
+    (acknowledged, then lost) while the ones it opened later read a new empty database, or
+    the file put in its place. Every call now fails, naming what happened, and nothing is
+    made at the path."""
+    path = tmp_path / "chat.db"
+    other = tmp_path / "other.db"
+    async with ChatMemory.open(f"sqlite:///{other}") as elsewhere:
+        await elsewhere.scoped(Principal("alice")).start_conversation(title="another database")
+    memory = await ChatMemory.open(f"sqlite:///{path}")
+    try:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation(title="mine")
+        run = await alice.start_history(conv.id, model="m")
+        await alice.append_messages(run.id, [NewMessage("user", "before")])
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{path}{suffix}")
+        if how == "replaced":
+            os.rename(other, path)
+        await asyncio.sleep(0.01)  # past the store's look at the file (every millisecond at most)
+        calls = {
+            "a small append": lambda: alice.append_messages(run.id, [NewMessage("user", "after")]),
+            "a large append": lambda: alice.append_messages(run.id, [NewMessage("user", "x" * 9000)] * 50),
+            "a small read": lambda: alice.list_messages(history_id=run.id, limit=5),
+            "a transcript": lambda: alice.transcript(conv.id),
+            "a listing": lambda: alice.list_conversations(),
+            "a search": lambda: alice.search_messages("after"),
+        }
+        outcomes: dict[str, str] = {}
+        for name, call in calls.items():
+            try:
+                await call()
+                outcomes[name] = "worked"
+            except StorageError as exc:
+                outcomes[name] = str(exc)
+        assert all("was deleted or replaced while the store had it open" in o for o in outcomes.values()), (
+            outcomes
+        )
+    finally:
+        await memory.close()
+    assert os.path.exists(path) is (how == "replaced")
