@@ -626,11 +626,11 @@ class SQLiteDriver:
                     if not _busy(exc):
                         raise
                     now = time.monotonic()
-                    for plan, future, deadline in group:
-                        if deadline <= now + 0.001:
-                            plan.close()
-                            outcomes[future] = (False, exc)
-                    group = [queued for queued in group if queued[1] not in outcomes]
+                    expired = [queued for queued in group if queued[2] <= now + 0.001]
+                    for plan, future, _ in expired:
+                        plan.close()
+                        future.set_exception(exc)  # at once, not once the rest of the group is done
+                    group = [queued for queued in group if queued not in expired]
                     continue
                 if len(group) == 1:
                     plan, future, _ = group[0]

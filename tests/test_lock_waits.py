@@ -101,8 +101,8 @@ async def test_a_purge_blocked_by_another_sessions_lock_fails_after_the_lock_tim
 
 @pytest.mark.parametrize(
     "delays",
-    [(0.0, 0.1, 0.1, 0.1, 0.1), (0.0, 0.1, 1.2, 2.3)],
-    ids=["queued together", "queued one after another"],
+    [(0.0, 0.1, 0.1, 0.1, 0.1), (0.0, 0.1, 1.2, 2.3), (0.0, 0.05, 0.9)],
+    ids=["queued together", "queued one after another", "queued together, made apart"],
 )
 async def test_each_write_waits_for_a_lock_held_elsewhere_at_most_the_timeout_from_its_own_call(
     db_url: str, monkeypatch: pytest.MonkeyPatch, delays: tuple[float, ...]
