@@ -25,6 +25,8 @@ SQLALCHEMY_ONLY = frozenset(
 )
 _RENAMED = {"sslmode": "ssl", "connect_timeout": "timeout"}
 _SERVER_SETTINGS = frozenset({"application_name"})
+# libpq's channel binding: asyncpg does none, so only the modes that do without it are taken.
+_CHANNEL_BINDING = frozenset({"disable", "prefer"})
 _SECONDS = frozenset({"timeout", "command_timeout"})
 _COUNTS = frozenset({"statement_cache_size", "max_cached_statement_lifetime", "max_cacheable_statement_size"})
 _FLAGS = {
@@ -70,6 +72,18 @@ def asyncpg_arguments(options: Mapping[str, Any]) -> dict[str, Any]:
     settings: dict[str, str] = {}
     named: dict[str, str] = {}  # what each argument was given as
     for given, value in options.items():
+        if given == "channel_binding":
+            if _text(given, value) not in _CHANNEL_BINDING:
+                raise InvalidInputError(
+                    "url",
+                    f"channel_binding={value} cannot be honoured: asyncpg, the driver chatmemory uses, "
+                    "does no channel binding; remove it, or use channel_binding=prefer",
+                )
+            continue  # nothing asked that asyncpg does not do
+        if given == "server_settings" and not isinstance(value, Mapping):
+            raise InvalidInputError(
+                "url", "server_settings is a mapping: give it in connect_args, not the URL"
+            )
         if given in _SERVER_SETTINGS:
             settings[given] = _text(given, value)
             continue
@@ -83,7 +97,8 @@ def asyncpg_arguments(options: Mapping[str, Any]) -> dict[str, Any]:
         arguments[name] = _typed(given, name, value)
         named[name] = given
     if settings:
-        arguments["server_settings"] = {**(arguments.get("server_settings") or {}), **settings}
+        # As elsewhere, what ``connect_args`` says wins over the URL.
+        arguments["server_settings"] = {**settings, **(arguments.get("server_settings") or {})}
     return arguments
 
 

@@ -372,10 +372,22 @@ async def test_a_postgresql_url_with_libpq_parameters_opens_and_every_connection
         ({"connect_timeout": "soon"}, "connect_timeout"),
         ({"keepalives_idle": "30"}, "keepalives_idle"),
         ({"sslmode": "require", "ssl": "disable"}, "sslmode"),
+        ({"channel_binding": "require"}, "channel_binding"),
+        ({"server_settings": "x"}, "server_settings"),
     ]:
         with pytest.raises(InvalidInputError, match=refused) as caught:
             await ChatMemory.open(_with_query(database, **parameters))
         assert caught.value.field == "url"
+    # Neon's connection strings ask for channel binding where the server offers it.
+    async with ChatMemory.open(_with_query(database, sslmode="disable", channel_binding="prefer")) as memory:
+        await memory.scoped(Principal("alice")).start_conversation()
+    # As SQLAlchemy has it, ``connect_args`` wins over the URL.
+    named = _with_query(database, application_name="from-url")
+    async with ChatMemory.open(
+        named, connect_args={"server_settings": {"application_name": "given"}}
+    ) as memory:
+        await memory.scoped(Principal("alice")).start_conversation()
+        assert {name for name, _ in await _sessions(named)} == {"given"}
 
 
 async def test_await_open_and_close(tmp_path: Path) -> None:
