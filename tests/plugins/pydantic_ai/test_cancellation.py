@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from chatmemory_pydantic_ai import ChatMemoryCapability, load_messages
 from pydantic_ai import Agent, RunCancelled, RunContext, RunTimedOut, capture_run_messages, models
+from pydantic_ai.capabilities import ProcessHistory
 from pydantic_ai.messages import (
     ModelMessage,
     ModelResponse,
@@ -234,3 +235,34 @@ async def test_a_run_stream_left_while_its_answer_streams_stores_what_its_result
     assert [m.role for m in await alice.transcript(conv.id)] == ["user"]
     (history,) = (await alice.get_conversation(conv.id)).histories
     assert history.status == "cancelled"
+
+
+async def test_a_run_stream_left_once_its_answer_arrived_stores_no_answer_beside_a_history_processor(
+    alice: Scope,
+) -> None:
+    """As above, the answer arrived whole but unread, with a history processor that keeps only
+    the newest message, so the run's messages are shorter than before its request. Found by
+    review: the answer was stored (its place was told by the list's length)."""
+
+    def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[TextPart("ok")])
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> Any:
+        for i in range(10):
+            yield f"c{i} "
+
+    agent = Agent(
+        FunctionModel(answer, stream_function=stream, model_name="fm"),
+        capabilities=[ProcessHistory(lambda messages: messages[-1:])],
+    )
+    conv = await alice.start_conversation()
+    memory = ChatMemoryCapability(alice, conv.id)
+    for turn in range(2):
+        await agent.run(f"turn {turn}", capabilities=[memory])
+    async with agent.run_stream("tell me a story", capabilities=[memory]) as run:
+        async for first in run.stream_text(delta=True, debounce_by=0.1):
+            assert first == "".join(f"c{i} " for i in range(10))
+            break  # stop
+
+    assert [m.role for m in await alice.transcript(conv.id)] == ["user", "assistant"] * 2 + ["user"]
+    assert (await alice.get_conversation(conv.id)).histories[-1].status == "cancelled"

@@ -90,7 +90,7 @@ class ChatMemoryCapability(AbstractCapability[Any]):
     _shared_usage: bool = field(default=False, init=False, repr=False, compare=False)
     _tool_calls: int = field(default=0, init=False, repr=False, compare=False)
     _in_node: bool = field(default=False, init=False, repr=False, compare=False)
-    _streaming_from: int | None = field(default=None, init=False, repr=False, compare=False)
+    _before_stream: set[int] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Checked here, so metadata no history can store fails at once, not in every run.
@@ -213,14 +213,15 @@ class ChatMemoryCapability(AbstractCapability[Any]):
         return result
 
     async def before_node_run(self, ctx: RunContext[Any], *, node: AgentNode[Any]) -> AgentNode[Any]:
-        """Note where the response of a ``run_stream`` run's streamed model request starts.
+        """Note the messages there are before a ``run_stream`` run's model request streams (by
+        identity: a history processor may shorten or rebuild the list before the request).
 
         ``run_stream`` fires this hook for a model request before it streams, outside
         ``wrap_node_run``, which it runs for that node only if the response is not the run's
         final one. The final response joins the stream result's messages
         (``StreamedRunResult.all_messages()``) only once the stream is consumed to its end."""
         if isinstance(node, ModelRequestNode) and not self._in_node:
-            self._streaming_from = len(ctx.messages)
+            self._before_stream = {id(message) for message in ctx.messages}
         return node
 
     async def wrap_node_run(
@@ -229,7 +230,7 @@ class ChatMemoryCapability(AbstractCapability[Any]):
         """Note a run stopped while running its tools: pydantic-ai then records an interrupted
         request only after every hook has run."""
         if isinstance(node, ModelRequestNode):
-            self._streaming_from = None  # its response is the run's, whatever happens next
+            self._before_stream = None  # its response is the run's, whatever happens next
         self._in_node = True
         try:
             return await handler(node)
@@ -275,15 +276,12 @@ class ChatMemoryCapability(AbstractCapability[Any]):
         # response of a ``run_stream`` block left before its stream was consumed to the end,
         # even when the whole response had arrived; one cut off by the run's end is, marked
         # ``interrupted``.
-        start = self._streaming_from if self._streamed is None else None
-        live = [
-            m
-            for i, m in enumerate(live)
-            if not (
-                isinstance(m, ModelResponse)
-                and (m.state == "incomplete" or (start is not None and i >= start))
-            )
-        ]
+        live = [m for m in live if not (isinstance(m, ModelResponse) and m.state == "incomplete")]
+        before = self._before_stream if self._streamed is None else None
+        while (
+            before is not None and live and isinstance(live[-1], ModelResponse) and id(live[-1]) not in before
+        ):
+            live.pop()  # the streamed final response, after its request
         request = record.interrupted_request(live)
         status, error = _outcome(ctx, exc)
         error = error[: self.chat.limits.content]  # within a store opened with a lower limit too
