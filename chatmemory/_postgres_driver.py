@@ -230,7 +230,9 @@ def _lock_wait(deadline: float) -> str:
     """The command giving the write whose lock waits end at ``deadline`` the rest of its time, so
     that a write queued behind others that waited for a lock (each writes of a group wait in
     turn) waits about ``LOCK_TIMEOUT_MS`` from its call in all, not that much more each time."""
-    wait_ms = max(1, int((deadline - time.monotonic()) * 1000))  # 0 would be no limit at all
+    # Never less than a thirtieth of the timeout (a second; 0 would be no limit at all): a write
+    # that spent its time waiting for a pooled connection still waits out a moment's contention.
+    wait_ms = max(int((deadline - time.monotonic()) * 1000), LOCK_TIMEOUT_MS // 30, 1)
     return f"SET LOCAL lock_timeout = {wait_ms}"
 
 

@@ -487,8 +487,9 @@ class SQLiteDriver:
 
     def _begin_write(self, deadline: float) -> sqlite3.Connection:
         """Begin a write on the writer connection (call holding ``_writing``), waiting until
-        ``deadline`` (``time.monotonic()``) for another process's write to end. The connection
-        waits for no lock otherwise, so a quick write never blocks its caller's thread on one.
+        ``deadline`` (``time.monotonic()``), or a thirtieth of ``BUSY_TIMEOUT_MS`` if that is
+        later, for another process's write to end. The connection waits for no lock otherwise,
+        so a quick write never blocks its caller's thread on one.
 
         Raises:
             sqlite3.OperationalError: another process held the lock until ``deadline`` (busy).
@@ -497,9 +498,11 @@ class SQLiteDriver:
         try:
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            wait_ms = int((deadline - time.monotonic()) * 1000)
-            if not _busy(exc) or wait_ms <= 0:
+            if not _busy(exc):
                 raise
+            # Never less than a thirtieth of the timeout (a second): a write that waited its time
+            # behind the writer's other work still waits out a moment's contention.
+            wait_ms = max(int((deadline - time.monotonic()) * 1000), BUSY_TIMEOUT_MS // 30)
             connection.execute(f"PRAGMA busy_timeout = {wait_ms}")
             try:
                 connection.execute("BEGIN IMMEDIATE")

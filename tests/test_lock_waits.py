@@ -174,3 +174,29 @@ async def test_a_write_cancelled_while_waiting_for_a_pooled_connection_is_withdr
         await asyncio.sleep(0.2)  # a write wrongly still queued would have its connection by now
         stored = await alice.get_history(run.id)
         assert (stored.status, stored.messages) == ("running", [])
+
+
+async def test_a_write_that_waited_its_time_for_a_pooled_connection_still_waits_out_a_moments_lock(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An append waits for the pool's only connection past its whole lock wait (a call holding
+    it waits on a lock held elsewhere); once it has the connection, its own conversation's row
+    is locked elsewhere for a moment. Found by review: it then ran with a lock wait of 1 ms and
+    failed on that moment's contention; it gets at least a thirtieth of the lock timeout."""
+    from tests.conftest import _create_database
+
+    monkeypatch.setattr("chatmemory._postgres_driver.LOCK_TIMEOUT_MS", 6000)  # at least 200 ms each
+    db_url = await _create_database(postgres_url)
+    async with ChatMemory.open(db_url, pool_size=1) as memory:
+        alice = memory.scoped(Principal("alice"))
+        held, mine = await alice.start_conversation(), await alice.start_conversation()
+        run = await alice.start_history(mine.id, model="m")
+        async with locked_elsewhere(db_url, held.id):
+            # Made one after the other: the update takes the connection and waits on the lock.
+            blocked = asyncio.ensure_future(alice.update_conversation(held.id, title="blocked"))
+            append = asyncio.ensure_future(alice.append_messages(run.id, [HI]))
+            async with locked_elsewhere(db_url, mine.id):
+                with pytest.raises(StorageError, match=r"(?i)lock"):
+                    await blocked  # after 6 s: the append has waited that long for the connection
+                await asyncio.sleep(0.03)  # a moment's contention, then the row is free
+        assert [m.content for m in await asyncio.wait_for(append, 10)] == ["hi"]
