@@ -202,7 +202,8 @@ async def test_calls_waiting_for_a_connection_or_a_lock_when_the_store_closes_fa
 
 async def test_queued_sqlite_writes_whose_connection_cannot_open_fail_at_once(tmp_path: Path) -> None:
     """Writes queued together on SQLite are answered with StorageError when the writer thread
-    cannot open its connection (the database file was replaced by a directory)."""
+    cannot open its connection (the database file was replaced by a directory, which the store
+    finds before it tries)."""
     path = tmp_path / "chat.db"
     url = f"sqlite:///{path}"
     async with ChatMemory.open(url) as first:
@@ -227,7 +228,9 @@ async def test_queued_sqlite_writes_whose_connection_cannot_open_fail_at_once(tm
         gate.set()
         await asyncio.wait_for(blocked, WAIT)
         results = [await call.outcome() for call in calls]
-        assert all(isinstance(r, StorageError) and "unable to open" in str(r) for r in results), results
+        assert all(isinstance(r, StorageError) and "was deleted or replaced" in str(r) for r in results), (
+            results
+        )
     finally:
         gate.set()
         if path.is_dir():

@@ -49,6 +49,7 @@ class _Descheduled:
     def __init__(self) -> None:
         self._readings = 0
         self.thread_time = time.thread_time
+        self.monotonic = time.monotonic
 
     def perf_counter(self) -> float:
         self._readings += 1
