@@ -219,21 +219,32 @@ async def _drive(
 # Between two writes of a shared transaction one round trip ends the savepoint of the first (a
 # simple query may hold several commands) and starts the second's; after a write that failed,
 # rolling back to its savepoint leaves that savepoint in place for the next. Each write then
-# gets what is left of its own lock wait (see ``_lock_wait``).
+# gets what is left of its own lock wait (see ``_LockWaits``).
 _NEXT_SAVEPOINT = "RELEASE SAVEPOINT plan; SAVEPOINT plan"
 _UNDO_SAVEPOINT = "ROLLBACK TO SAVEPOINT plan"
 # A queued write that waited longer than this already runs with the rest of its lock wait.
 _LATE = 0.05
 
 
-def _lock_wait(deadline: float) -> str:
-    """The command giving the write whose lock waits end at ``deadline`` the rest of its time, so
-    that a write queued behind others that waited for a lock (each writes of a group wait in
-    turn) waits about ``LOCK_TIMEOUT_MS`` from its call in all, not that much more each time."""
-    # Never less than a thirtieth of the timeout (a second; 0 would be no limit at all): a write
-    # that spent its time waiting for a pooled connection still waits out a moment's contention.
-    wait_ms = max(int((deadline - time.monotonic()) * 1000), LOCK_TIMEOUT_MS // 30, 1)
-    return f"SET LOCAL lock_timeout = {wait_ms}"
+class _LockWaits:
+    """When a write last failed on a lock held elsewhere (``time.monotonic()``), for the floor
+    of ``wait``."""
+
+    def __init__(self) -> None:
+        self.failed_at = float("-inf")
+
+    def wait(self, deadline: float) -> str:
+        """The command giving the write whose lock waits end at ``deadline`` the rest of its
+        time, so that a write queued behind others that waited for a lock (the writes of a group
+        wait in turn) waits about ``LOCK_TIMEOUT_MS`` from its call in all, not that much more
+        each time. Never less than a thirtieth of the timeout (a second), unless a write failed
+        on a lock that recently: a write that spent its time waiting for a pooled connection
+        still waits out a moment's contention, while those queued behind a lock held all along
+        fail at once, not a second each."""
+        floor = LOCK_TIMEOUT_MS // 30
+        if time.monotonic() - self.failed_at < floor / 1000:
+            floor = 1  # 0 would be no limit at all
+        return f"SET LOCAL lock_timeout = {max(int((deadline - time.monotonic()) * 1000), floor, 1)}"
 
 
 async def _drive_in_savepoint(
@@ -252,7 +263,10 @@ async def _drive_in_savepoint(
 
 
 async def _each_in_a_savepoint(
-    connection: asyncpg.Connection, batch: list[_Queued], trace: Callable[[Stmt], None] | None
+    connection: asyncpg.Connection,
+    batch: list[_Queued],
+    trace: Callable[[Stmt], None] | None,
+    lock_waits: _LockWaits,
 ) -> list[tuple[concurrent.futures.Future[Any], Any]]:
     """Drive ``batch``'s plans one after another in the connection's transaction, each in a
     savepoint: one that fails is rolled back to it and its caller answered with the error; the
@@ -260,10 +274,12 @@ async def _each_in_a_savepoint(
     answered: list[tuple[concurrent.futures.Future[Any], Any]] = []
     before = "SAVEPOINT plan"
     for plan, future, fallback, deadline in batch:
-        await connection.execute(f"{before}; {_lock_wait(deadline)}")
+        await connection.execute(f"{before}; {lock_waits.wait(deadline)}")
         try:
             result = await _drive_in_savepoint(connection, plan, fallback, trace)
         except Exception as exc:
+            if isinstance(exc, asyncpg.LockNotAvailableError):
+                lock_waits.failed_at = time.monotonic()
             future.set_exception(exc)
             before = _UNDO_SAVEPOINT
         else:
@@ -351,6 +367,7 @@ class PostgresDriver:
         self._listen_asked = False
         self._listening_task: asyncio.Task[None] | None = None
         self._groups: dict[Hashable, collections.deque[_Queued]] = {}
+        self._lock_waits = _LockWaits()  # shared by the groups: one lock held elsewhere stops them all
         self._committing: set[asyncio.Task[None]] = set()
         self._running: set[asyncio.Task[None]] = set()
         # Held while a call is handed to the loop, so none is handed once a close has begun; the
@@ -556,7 +573,7 @@ class PostgresDriver:
                     )
                 else:
                     async with connection.transaction():
-                        answered = await _each_in_a_savepoint(connection, batch, self.trace)
+                        answered = await _each_in_a_savepoint(connection, batch, self.trace, self._lock_waits)
         except BaseException as exc:
             failed = StorageError("the store closed during the write") if self._ended_by_close(exc) else exc
             for plan, future, *_ in batch:

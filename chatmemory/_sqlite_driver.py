@@ -247,6 +247,8 @@ class SQLiteDriver:
         self._identity: tuple[int, int] | None = None
         self._gone: str | None = None
         self._file_checked = 0.0
+        # When a write last failed on another process's write lock (see ``_begin_write``).
+        self._busy_failed_at = float("-inf")
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -500,12 +502,24 @@ class SQLiteDriver:
         except sqlite3.OperationalError as exc:
             if not _busy(exc):
                 raise
-            # Never less than a thirtieth of the timeout (a second): a write that waited its time
-            # behind the writer's other work still waits out a moment's contention.
-            wait_ms = max(int((deadline - time.monotonic()) * 1000), BUSY_TIMEOUT_MS // 30)
+            # Never less than a thirtieth of the timeout (a second), unless a write failed on the
+            # lock that recently: a write that waited its time behind the writer's other work
+            # still waits out a moment's contention, while those queued behind a lock held all
+            # along fail at once, not a second each.
+            floor = BUSY_TIMEOUT_MS // 30
+            if time.monotonic() - self._busy_failed_at < floor / 1000:
+                floor = 0
+            wait_ms = max(int((deadline - time.monotonic()) * 1000), floor)
+            if wait_ms <= 0:
+                self._busy_failed_at = time.monotonic()
+                raise
             connection.execute(f"PRAGMA busy_timeout = {wait_ms}")
             try:
                 connection.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as again:
+                if _busy(again):
+                    self._busy_failed_at = time.monotonic()
+                raise
             finally:
                 connection.execute("PRAGMA busy_timeout = 0")
         return connection

@@ -200,3 +200,33 @@ async def test_a_write_that_waited_its_time_for_a_pooled_connection_still_waits_
                     await blocked  # after 6 s: the append has waited that long for the connection
                 await asyncio.sleep(0.03)  # a moment's contention, then the row is free
         assert [m.content for m in await asyncio.wait_for(append, 10)] == ["hi"]
+
+
+async def test_writes_queued_behind_a_lock_held_all_along_fail_together_at_the_timeout(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many writes queued while another session holds the lock all along: all fail about the
+    lock timeout after their calls. Found by review: the second's floor a write gets for a
+    moment's contention was taken again by each queued group on SQLite (by each write of a
+    group on PostgreSQL), so the last failed seconds later."""
+    timeout = 3.0  # a floor of 100 ms
+    monkeypatch.setattr("chatmemory._sqlite_driver.BUSY_TIMEOUT_MS", int(timeout * 1000))
+    monkeypatch.setattr("chatmemory._postgres_driver.LOCK_TIMEOUT_MS", int(timeout * 1000))
+    # SQLite: ten groups of 32 queued writes; PostgreSQL: thirty writes sharing savepoints.
+    writes = 320 if db_url.startswith("sqlite") else 30
+    async with ChatMemory.open(db_url) as memory:
+        alice = memory.scoped(Principal("alice"))
+        conv = await alice.start_conversation()
+        run = await alice.start_history(conv.id, model="m")
+        loop = asyncio.get_running_loop()
+        made = loop.time()
+        async with locked_elsewhere(db_url, conv.id):
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(
+                    *(alice.append_messages(run.id, [HI]) for _ in range(writes)), return_exceptions=True
+                ),
+                HANG,
+            )
+            took = loop.time() - made
+        assert all(isinstance(outcome, StorageError) for outcome in outcomes)
+        assert took < timeout + 0.6, took
