@@ -130,10 +130,14 @@ def file_of(database: str) -> str:
 
 
 def _identity(file: str) -> tuple[int, int] | None:
-    """Which file is at ``file`` (device and inode), ``None`` if none is."""
+    """Which file is at ``file`` (device and inode), ``None`` if none is.
+
+    Raises:
+        OSError: it cannot be told now (no access, an I/O error).
+    """
     try:
         stat = os.stat(file)
-    except OSError:
+    except FileNotFoundError:
         return None
     return stat.st_dev, stat.st_ino
 
@@ -593,18 +597,20 @@ class SQLiteDriver:
         """
         if self._file is None:
             return  # in memory
-        if self._identity is None:
-            self._identity = _identity(self._file)  # none until the first connection makes it
-            return
-        if self._gone is None:
+        try:
+            if self._identity is None:
+                self._identity = _identity(self._file)  # none until the first connection makes it
+                return
             at = time.monotonic()
-            if now or at - self._file_checked >= _CHECK_FILE_EVERY:
+            if self._gone is None and (now or at - self._file_checked >= _CHECK_FILE_EVERY):
                 self._file_checked = at
                 if _identity(self._file) != self._identity:
                     self._gone = (
                         f"the database file {self._file!r} was deleted or replaced while the store had "
                         "it open; open the store again on the file now there"
                     )
+        except OSError:
+            pass  # cannot be told now (no access, an I/O error): the next look will
         if self._gone is not None:
             raise FileGone(self._gone)
 

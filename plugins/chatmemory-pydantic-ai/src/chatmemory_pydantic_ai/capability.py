@@ -90,7 +90,7 @@ class ChatMemoryCapability(AbstractCapability[Any]):
     _shared_usage: bool = field(default=False, init=False, repr=False, compare=False)
     _tool_calls: int = field(default=0, init=False, repr=False, compare=False)
     _in_node: bool = field(default=False, init=False, repr=False, compare=False)
-    _before_stream: set[int] | None = field(default=None, init=False, repr=False, compare=False)
+    _before_stream: list[ModelMessage] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Checked here, so metadata no history can store fails at once, not in every run.
@@ -221,7 +221,7 @@ class ChatMemoryCapability(AbstractCapability[Any]):
         final one. The final response joins the stream result's messages
         (``StreamedRunResult.all_messages()``) only once the stream is consumed to its end."""
         if isinstance(node, ModelRequestNode) and not self._in_node:
-            self._before_stream = {id(message) for message in ctx.messages}
+            self._before_stream = list(ctx.messages)  # kept alive, so their identities stay theirs
         return node
 
     async def wrap_node_run(
@@ -277,7 +277,8 @@ class ChatMemoryCapability(AbstractCapability[Any]):
         # even when the whole response had arrived; one cut off by the run's end is, marked
         # ``interrupted``.
         live = [m for m in live if not (isinstance(m, ModelResponse) and m.state == "incomplete")]
-        before = self._before_stream if self._streamed is None else None
+        kept = self._before_stream if self._streamed is None else None
+        before = None if kept is None else {id(message) for message in kept}
         while (
             before is not None and live and isinstance(live[-1], ModelResponse) and id(live[-1]) not in before
         ):
