@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -619,28 +619,30 @@ async def settle(future: asyncio.Future[Any]) -> None:
 def refused_as_read_only(exc: StorageError) -> bool:
     """Whether ``exc`` is a write refused because the database is read-only here: a SQLite file
     opened read-only (or without write access), a PostgreSQL standby or read-only transaction."""
-    cause: BaseException | None = exc.__cause__
-    while cause is not None:
+    for cause in _causes(exc):
         if getattr(cause, "sqlstate", None) == "25006":  # read_only_sql_transaction
             return True
         if isinstance(cause, sqlite3.Error) and getattr(cause, "sqlite_errorcode", 0) & 0xFF == 8:
             return True  # SQLITE_READONLY, the primary code of every write refused so
-        cause = cause.__cause__
     return False
 
 
 def purged_meanwhile(exc: StorageError) -> bool:
     """Whether ``exc`` is PostgreSQL refusing a search index row whose message was removed after
     the statement writing it had found the message (a purge that committed meanwhile)."""
-    cause: BaseException | None = exc.__cause__
+    return any(
+        getattr(cause, "sqlstate", None) == "23503"
+        and getattr(cause, "table_name", None) == "chat_messages_search"
+        for cause in _causes(exc)
+    )
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exceptions ``exc`` was raised from, nearest first."""
+    cause = exc.__cause__
     while cause is not None:
-        if (
-            getattr(cause, "sqlstate", None) == "23503"
-            and getattr(cause, "table_name", None) == "chat_messages_search"
-        ):
-            return True
+        yield cause
         cause = cause.__cause__
-    return False
 
 
 def _storage_error(exc: BaseException) -> StorageError:

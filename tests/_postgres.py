@@ -137,6 +137,22 @@ async def append_all(scope: Any, history_id: Any, messages: Sequence[Any], batch
         await scope.append_messages(history_id, messages[start : start + batch])
 
 
+async def until_waiting_for_a_lock(database_url: str) -> None:
+    """Until a session of the database at ``database_url`` waits for a lock (at most 30 s)."""
+    conn = await _connect(database_url)
+    try:
+        for _ in range(3000):
+            if await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ):
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("no session waits for a lock")
+    finally:
+        await conn.close()
+
+
 async def end_other_connections(database_url: str) -> set[int]:
     """End every other connection to the database at ``database_url`` from the server's side
     (``pg_terminate_backend``); answers their backends' process ids. Others than a store's

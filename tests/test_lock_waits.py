@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import make_url
 
 from chatmemory import ChatMemory, Principal, StorageError
-from tests._postgres import _connect
+from tests._postgres import _connect, until_waiting_for_a_lock
 
 # Far above the patched timeouts below: a call still waiting then waits on the lock for good.
 HANG = 20.0
@@ -151,15 +151,7 @@ async def test_a_write_cancelled_while_waiting_for_a_pooled_connection_is_withdr
         run = await alice.start_history(other.id, model="m")
         async with locked_elsewhere(db_url, held.id):
             blocked = asyncio.ensure_future(alice.update_conversation(held.id, title="blocked"))
-            watcher = await _connect(db_url)
-            try:
-                while not await watcher.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND datname = current_database()"
-                ):
-                    await asyncio.sleep(0.01)
-            finally:
-                await watcher.close()
+            await until_waiting_for_a_lock(db_url)
             loop = asyncio.get_running_loop()
             started = loop.time()
             call = (

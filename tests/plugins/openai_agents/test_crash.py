@@ -8,6 +8,8 @@ import os
 import signal
 import sys
 import textwrap
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from agents import __version__ as agents_version
@@ -59,14 +61,16 @@ RUN_UNTIL_KILLED = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("wiring", ["run", "session.run"])
-async def test_a_killed_run_keeps_its_items_and_is_closed_later(
-    wiring: str, db_url: str, alice: Scope, conversation: Conversation
-) -> None:
+@asynccontextmanager
+async def _until_killed(
+    script: str, db_url: str, conversation: Conversation, wiring: str, ready: bytes
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``script`` run in a process of its own on the conversation, once it has printed ``ready``;
+    killed with SIGKILL on the way out."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        RUN_UNTIL_KILLED,
+        script,
         db_url,
         str(conversation.id),
         wiring,
@@ -75,11 +79,19 @@ async def test_a_killed_run_keeps_its_items_and_is_closed_later(
     )
     assert process.stdout is not None
     try:
-        line = await asyncio.wait_for(process.stdout.readline(), timeout=120)
-        assert line == b"in second model call\n"
+        assert await asyncio.wait_for(process.stdout.readline(), timeout=120) == ready
+        yield process
     finally:
         process.send_signal(signal.SIGKILL)
         await process.wait()
+
+
+@pytest.mark.parametrize("wiring", ["run", "session.run"])
+async def test_a_killed_run_keeps_its_items_and_is_closed_later(
+    wiring: str, db_url: str, alice: Scope, conversation: Conversation
+) -> None:
+    async with _until_killed(RUN_UNTIL_KILLED, db_url, conversation, wiring, b"in second model call\n"):
+        pass
 
     (left,) = (await alice.get_conversation(conversation.id, messages=True)).histories
     assert left.status == "running"
@@ -152,23 +164,8 @@ async def test_every_run_of_a_killed_process_is_closed_by_the_next_run(
 ) -> None:
     """Found by review: only the newest of the two histories was closed; the other stayed
     ``running`` for good, as no later run finds it the newest."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        TWO_RUNS_UNTIL_KILLED,
-        db_url,
-        str(conversation.id),
-        wiring,
-        stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "OPENAI_API_KEY": "sk-test-not-used"},
-    )
-    assert process.stdout is not None
-    try:
-        line = await asyncio.wait_for(process.stdout.readline(), timeout=120)
-        assert line == b"both in their tool\n"
-    finally:
-        process.send_signal(signal.SIGKILL)
-        await process.wait()
+    async with _until_killed(TWO_RUNS_UNTIL_KILLED, db_url, conversation, wiring, b"both in their tool\n"):
+        pass
     assert [h.status for h in (await alice.get_conversation(conversation.id)).histories] == ["running"] * 2
 
     session = ChatMemorySession(alice, conversation.id)
@@ -184,20 +181,9 @@ async def test_every_run_of_a_killed_process_is_closed_by_the_next_run(
 async def test_a_run_still_going_in_another_process_is_left_running(
     db_url: str, alice: Scope, conversation: Conversation
 ) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        RUN_UNTIL_KILLED,
-        db_url,
-        str(conversation.id),
-        "session.run",
-        stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "OPENAI_API_KEY": "sk-test-not-used"},
-    )
-    assert process.stdout is not None
-    try:
-        line = await asyncio.wait_for(process.stdout.readline(), timeout=120)
-        assert line == b"in second model call\n"
+    async with _until_killed(
+        RUN_UNTIL_KILLED, db_url, conversation, "session.run", b"in second model call\n"
+    ) as process:
         # Another worker serves the same conversation while that run waits for its model.
         session = ChatMemorySession(alice, conversation.id)
         await session.run(make_agent("calc", NamedModel("next-model", [[assistant_message("5")]])), "Hi")
@@ -207,9 +193,6 @@ async def test_a_run_still_going_in_another_process_is_left_running(
         assert (other.status, other.error) == ("running", None)
         assert other.metadata is not None
         assert other.metadata["pid"] == process.pid
-    finally:
-        process.send_signal(signal.SIGKILL)
-        await process.wait()
 
 
 @pytest.mark.parametrize(
