@@ -29,7 +29,7 @@ import hashlib
 import os
 import socket
 import threading
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -325,14 +325,14 @@ def native_message(fields: Mapping[str, Any], native_format: str, data: Any) -> 
             raise refused from None
 
 
-def storable(value: Any) -> Any:
+def storable(value: Any, *, fallback: Callable[[Any], Any] | None = None) -> Any:
     """``value`` as JSON the store holds: NaN and infinities null, NUL characters and lone
-    surrogates in its texts (keys too) U+FFFD.
+    surrogates in its texts (keys too) U+FFFD; a value with no JSON form given to ``fallback``.
 
     Raises:
-        PydanticSerializationError: a value has no JSON form.
+        PydanticSerializationError: a value has no JSON form and there is no ``fallback``.
     """
-    return _texts_replaced(to_jsonable_python(value, inf_nan_mode="null"))
+    return _texts_replaced(to_jsonable_python(value, fallback=fallback, inf_nan_mode="null"))
 
 
 def _texts_replaced(value: Any) -> Any:

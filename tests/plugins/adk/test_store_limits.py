@@ -152,6 +152,39 @@ async def test_an_event_whose_text_neither_backend_can_hold(memory: ChatMemory) 
     assert part is not None and part.response == {"output": "PK\x03\x04\ufffd\ufffd caf\ufffd.txt"}
 
 
+async def test_state_whose_text_neither_backend_can_hold(memory: ChatMemory) -> None:
+    # An agent's ``output_key`` copies its reply into the state delta, so a reply echoing a binary
+    # file puts a NUL character there too: U+FFFD stands in for it, as in the event's own text,
+    # and the event is stored (it was refused whole, and the run failed with its reply lost).
+    service = ChatMemorySessionService(memory)
+    raw = "PK\x03\x04\x00\x00 caf\udce9.txt"
+    clean = "PK\x03\x04\ufffd\ufffd caf\ufffd.txt"
+    session = await service.create_session(
+        app_name=APP, user_id=USER, session_id="s", state={"seed": raw, "user:k\x00": [raw]}
+    )
+    delta = {"last_reply": raw, "user:file": {"name\x00": raw}, "app:seen": [raw, 1], "temp:scratch": raw}
+    event = Event(
+        author="reader",
+        invocation_id="i-1",
+        content=types.Content(role="model", parts=[types.Part(text=raw)]),
+        actions=EventActions(state_delta=delta),
+    )
+    await service.append_event(session, event)
+
+    stored = await service.get_session(app_name=APP, user_id=USER, session_id="s")
+    assert stored is not None
+    (read,) = stored.events
+    assert read.content is not None and read.content.parts is not None
+    assert read.content.parts[0].text == clean
+    assert stored.state == {
+        "seed": clean,
+        "user:k\ufffd": [clean],
+        "last_reply": clean,
+        "user:file": {"name\ufffd": clean},
+        "app:seen": [clean, 1],
+    }
+
+
 async def test_a_session_id_longer_than_the_stores_title_limit(db_url: str) -> None:
     # The session id is the conversation's title: cut to the store's limit, which may be lower
     # than its default of 200 characters.

@@ -17,9 +17,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic_core import to_jsonable_python
-
 from chatmemory import ChatMemory, ConflictError, ConversationNotFound, InvalidInputError, Principal, Scope
+from chatmemory.recording import storable
 
 FRAMEWORK = "google-adk"
 APP_OWNER = "google-adk:app"
@@ -88,13 +87,14 @@ def split_delta(delta: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[s
     """``(app, user, session)`` parts of a state delta as metadata keys; ``temp:`` keys dropped.
 
     Values are turned into JSON the way ADK's own database service does; a float JSON cannot
-    hold (NaN, an infinity) becomes ``null``, its JSON form as ADK's state takes it, rather
-    than refusing the event.
+    hold (NaN, an infinity) becomes ``null``, its JSON form as ADK's state takes it, and a NUL
+    character or a lone surrogate in a text (a key too) U+FFFD, as in the event's own text
+    (``recording.storable``), rather than refusing the event.
     """
     app: dict[str, Any] = {}
     usr: dict[str, Any] = {}
     session: dict[str, Any] = {}
-    for key, value in to_jsonable_python(dict(delta or {}), fallback=str, inf_nan_mode="null").items():
+    for key, value in storable(dict(delta or {}), fallback=str).items():
         if key.startswith(APP_PREFIX):
             app[STATE + key.removeprefix(APP_PREFIX)] = value
         elif key.startswith(USER_PREFIX):
