@@ -260,6 +260,40 @@ async def test_an_event_delivered_again_after_later_ones_changes_nothing(
     assert listed.last_update_time == 1_000_002.0
 
 
+@pytest.mark.parametrize("after", ["the invocation was finished", "a new service object"])
+async def test_an_event_delivered_again_in_a_later_history_changes_nothing(
+    memory: ChatMemory, after: str
+) -> None:
+    """Delivered again once its invocation's history was closed (``ProvenancePlugin`` closes it
+    when the run ends), or through another service object (a restarted worker), the event is
+    in the session read meanwhile: stored once and applied once, as ``InMemorySessionService``
+    does. It was stored again in a new history, its old state written over the later one."""
+    service = ChatMemorySessionService(memory)
+    session = await service.create_session(app_name=APP, user_id="u1", session_id="s")
+    first = Event(invocation_id="i", author="agent", actions=EventActions(state_delta={"n": 1, "user:n": 1}))
+    later = Event(invocation_id="i", author="agent", actions=EventActions(state_delta={"n": 2, "user:n": 2}))
+    await service.append_event(session, first)
+    await service.append_event(session, later)
+    if after == "a new service object":
+        service = ChatMemorySessionService(memory)
+    else:
+        await service.finish_invocation("i")
+
+    reread = await service.get_session(app_name=APP, user_id="u1", session_id="s")
+    assert reread is not None
+    assert await service.append_event(reread, first.model_copy(deep=True)) == first
+    assert reread.state == {"n": 2, "user:n": 2}
+
+    stored = await service.get_session(app_name=APP, user_id="u1", session_id="s")
+    assert stored is not None
+    assert ([e.id for e in stored.events], stored.state) == ([first.id, later.id], {"n": 2, "user:n": 2})
+    chat = memory.scoped(Principal("u1", tenant=APP))
+    (summary,) = (await chat.list_conversations()).items
+    assert [h.status for h in (await chat.get_conversation(summary.id)).histories] == [
+        "completed" if after == "the invocation was finished" else "running"
+    ]
+
+
 @pytest.mark.parametrize(
     ("app_name", "user_id"), [("", "u1"), (APP, ""), (APP, "u" * 256), ("a" * 256, "u1"), (APP, "u\x001")]
 )

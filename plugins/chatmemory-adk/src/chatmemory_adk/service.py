@@ -285,6 +285,8 @@ class ChatMemorySessionService(BaseSessionService):
         if event.partial:
             return event
         async with self._appending.hold((session.app_name, session.user_id, session.id)):
+            if _holds(session, event):
+                return event  # delivered again: stored once, applied once
             self._apply_temp_state(session, event)
             event = self._trim_temp_delta_state(event)
             write = asyncio.ensure_future(self._write(session, event))
@@ -449,6 +451,15 @@ async def _list_pass(
         if not page.has_more:
             return pages
         cursor = page.next_cursor
+
+
+def _holds(session: Session, event: Event) -> bool:
+    """Whether ``session``, read from this service, holds an event equal to ``event`` (the same
+    id and fields): then storage does, whichever history (invocation) recorded it. Sessions
+    built elsewhere may hold events storage does not."""
+    return session._storage_update_marker is not None and any(
+        e == event for e in session.events if e.id == event.id
+    )
 
 
 def _events_of(messages: Sequence[Message]) -> list[Event | None]:
