@@ -269,6 +269,46 @@ async def test_a_run_cancelled_before_its_reply_is_closed_cancelled_by_the_next(
     store.close()
 
 
+@pytest.mark.parametrize("kind", ["buffer", "memory"])
+async def test_a_run_cancelled_before_its_first_write_is_closed_cancelled_by_the_next(
+    alice: Scope, kind: str
+) -> None:
+    """The run is cancelled while its first step is about to write the prompt: LlamaIndex ends
+    the run (its span) at once and the step writes afterwards, so the history is begun after
+    the run ended. It was closed ``failed``, its end never seen."""
+    remembered, store = remembering(kind, alice)
+    writing, go = asyncio.Event(), asyncio.Event()
+
+    def held(put: Any) -> Any:
+        async def write(*args: Any, **kwargs: Any) -> Any:
+            writing.set()
+            await go.wait()
+            return await put(*args, **kwargs)
+
+        return write
+
+    for name in ("aput", "aput_messages"):
+        object.__setattr__(remembered, name, held(getattr(remembered, name)))
+    agent = FunctionAgent(tools=[add], llm=NamedMockLLM("mock-a"), system_prompt="S")
+    task = asyncio.ensure_future(agent.run(user_msg="please add 2 and 3", memory=remembered))
+    await asyncio.wait_for(writing.wait(), 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    go.set()
+    for _ in range(100):  # the step goes on writing
+        await asyncio.sleep(0.01)
+        if (await alice.list_conversations()).items:
+            break
+
+    await next_run(remembered, "mock-b", "hello")
+    cancelled, later = await histories(alice)
+    assert [m.content for m in cancelled.messages or []] == ["please add 2 and 3"]
+    assert (cancelled.status, (cancelled.error or "")[:14]) == ("cancelled", "CancelledError")
+    assert [m.content for m in later.messages or []][:1] == ["hello"]
+    store.close()
+
+
 class Between(Event):
     memory: Any
 

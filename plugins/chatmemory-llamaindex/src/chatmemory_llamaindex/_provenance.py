@@ -73,7 +73,8 @@ class _Observed:
         self.run_of: OrderedDict[str, str] = OrderedDict()  # open span -> its innermost run
         self.latest: OrderedDict[str, Produced] = OrderedDict()  # run -> its latest LLM call
         # Runs a history records that is not closed yet (how many such histories), and how
-        # those of them that ended ended: kept until the histories are closed.
+        # runs ended: kept until the histories recording them are closed, or forgotten once
+        # ``_OPEN`` newer runs ended.
         self.watched: OrderedDict[str, int] = OrderedDict()
         self.ended: OrderedDict[str, Ended] = OrderedDict()
 
@@ -167,8 +168,9 @@ class _RunSpans(BaseSpanHandler[Any]):
         with seen.lock:
             if seen.run_of.pop(id_, None) == id_:
                 seen.latest.pop(id_, None)
-                if id_ in seen.watched:
-                    _put(seen.ended, id_, ended, _OPEN)
+                # Kept whether or not a history records the run yet: a run cancelled while a
+                # step still writes its first message ends before that history is begun.
+                _put(seen.ended, id_, ended, _OPEN)
 
     def new_span(self, *args: Any, **kwargs: Any) -> None:
         """Unused: ``span_enter`` does the work."""
