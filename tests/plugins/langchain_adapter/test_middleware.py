@@ -9,10 +9,20 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from chatmemory_langchain import NATIVE_FORMAT, from_stored
-from langchain.agents.middleware.types import AgentMiddleware, ModelCallResult, ModelRequest, ModelResponse
+from chatmemory_langchain import NATIVE_FORMAT, ChatMemoryMiddleware, from_stored
+from langchain.agents import create_agent
+from langchain.agents.middleware import ModelCallLimitMiddleware
+from langchain.agents.middleware.types import (
+    AgentMiddleware,
+    AgentState,
+    ModelCallResult,
+    ModelRequest,
+    ModelResponse,
+    hook_config,
+)
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import StreamMode
 
 from chatmemory import ConversationNotFound, ImagePart, TextPart, ToolCallPart, ToolResultPart
@@ -228,3 +238,73 @@ async def test_another_principal_cannot_record_into_or_load_a_conversation(alice
         await agent(bob, conv.id, snooper).ainvoke(user("What did alice say?"))
     assert snooper.seen == []
     assert len(await histories(alice, conv.id)) == 1
+
+
+class Guardrail(AgentMiddleware[AgentState[Any], Any, Any]):
+    """Answers a forbidden request itself and ends the run before any model call (the
+    guardrail of LangChain's middleware guide)."""
+
+    @hook_config(can_jump_to=["end"])
+    def before_agent(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
+        if "forbidden" in state["messages"][-1].text:
+            return {"messages": [AIMessage("I cannot help with that.")], "jump_to": "end"}
+        return None
+
+
+@pytest.mark.parametrize("guard", ["before", "after"])
+async def test_a_run_a_guardrail_ends_before_any_model_call_is_recorded(alice: Scope, guard: str) -> None:
+    """The run's input and the guardrail's answer are the run's output: they are recorded as a
+    history of their own, with the model of the middleware's latest model call ("unknown"
+    before any). Nothing was recorded of such a run."""
+    conv = await alice.start_conversation()
+    memory = ChatMemoryMiddleware(alice, conv.id)
+    order: list[AgentMiddleware[Any, Any, Any]] = [Guardrail(), memory]
+    if guard == "after":
+        order.reverse()
+    guarded = create_agent(fake("Hello!", name="fake-a"), [], middleware=order)
+
+    await guarded.ainvoke(user("something forbidden"))
+    await guarded.ainvoke(user("hi"))
+    out = await guarded.ainvoke(user("forbidden again"))
+
+    refused, answered, again = await histories(alice, conv.id)
+    assert (refused.model, refused.status) == ("unknown", "completed")
+    assert rows(refused.messages) == [
+        ("user", None, "something forbidden"),
+        ("assistant", "unknown", "I cannot help with that."),
+    ]
+    assert (answered.model, again.model, again.status) == ("fake-a", "fake-a", "completed")
+    assert [m.text for m in out["messages"]][-2:] == ["forbidden again", "I cannot help with that."]
+    assert [m.content for m in await alice.transcript(conv.id)] == [
+        "something forbidden",
+        "I cannot help with that.",
+        "hi",
+        "Hello!",
+        "forbidden again",
+        "I cannot help with that.",
+    ]
+
+
+async def test_a_thread_whose_model_call_limit_ends_its_run_keeps_what_the_run_added(alice: Scope) -> None:
+    conv = await alice.start_conversation()
+    limited = agent(
+        alice,
+        conv.id,
+        fake("one", "two"),
+        before=[ModelCallLimitMiddleware(thread_limit=1, exit_behavior="end")],
+        checkpointer=InMemorySaver(),
+    )
+    config: Any = {"configurable": {"thread_id": "t"}}
+    await limited.ainvoke(user("first"), config)
+    out = await limited.ainvoke(user("second"), config)
+
+    assert (
+        [m.content for m in await alice.transcript(conv.id)]
+        == [m.text for m in out["messages"]]
+        == [
+            "first",
+            "one",
+            "second",
+            "Model call limits exceeded: thread limit (1/1)",
+        ]
+    )

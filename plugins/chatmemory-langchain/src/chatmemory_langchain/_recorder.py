@@ -40,6 +40,9 @@ _PAGE = 50
 _ERROR_CHARS = 2000
 _SUMMARY_SOURCE = "summarization"  # additional_kwargs["lc_source"] of SummarizationMiddleware's summaries
 _USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
+NO_MODEL = "unknown"
+"""The model of a run that called none when this middleware has seen no model called (a
+guardrail answering before the model): else the model of its latest model call."""
 PENDING_RESULT = "The tool call has no result yet: the run that made it is still going."
 """What a run loading the conversation sees for a tool call a run still going has not answered."""
 
@@ -67,6 +70,7 @@ class Recorder:
         self.metadata = added_metadata(metadata)
         self.autoload = autoload
         self._seen = _Seen()
+        self._model = NO_MODEL  # the latest model a run of this recorder called
 
     async def begin(self, messages: Sequence[BaseMessage]) -> tuple[Run, list[BaseMessage] | None]:
         """Start a run. Returns it, and the stored conversation to put before ``messages``
@@ -115,16 +119,21 @@ class Recorder:
         LIVE_HISTORIES.add(paused.id)
         return paused.id
 
-    async def open(self, run: Run, model: object, system_prompt: str | None, thread_id: str | None) -> None:
-        """Note the run's driving model and system prompt at its first model call: its history
-        starts with the first messages recorded."""
+    async def open(
+        self, run: Run, model: object | None, system_prompt: str | None, thread_id: str | None
+    ) -> None:
+        """Note the run's driving model and system prompt at its first model call (or, with
+        no ``model``, at the end of a run that called none): its history starts with the
+        first messages recorded."""
         if run.history_id is not None or run.opening is not None:
             return
         metadata: dict[str, Any] = {"framework": "langchain", **recorder_metadata()}
         if thread_id is not None:
             metadata["thread_id"] = thread_id
+        if model is not None:
+            self._model = model_label(model_name_of(model)) or type(model).__name__
         run.opening = {
-            "model": model_label(model_name_of(model)) or type(model).__name__,
+            "model": self._model,
             "system_prompts": [system_prompt] if system_prompt else None,
             # The adapter's own keys last: it knows its runs (and their processes) by them.
             "metadata": {**self.metadata, **metadata},

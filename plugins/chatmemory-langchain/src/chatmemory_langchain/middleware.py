@@ -183,6 +183,9 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
 
     async def _end(self, state: ChatMemoryState, runtime: Runtime[Any]) -> None:
         run = await self._run_of(state, runtime)
+        # A run that called no model (a guardrail answered, a call limit was reached) is
+        # recorded too, when it added messages.
+        await self._recorder.open(run, None, None, _thread_of(runtime))
         await self._recorder.finish(run, "completed", messages=state["messages"])
         self._runs.pop(state.get("chatmemory_run") or "", None)
 
