@@ -52,6 +52,30 @@ async def test_a_checkpointer_thread_is_neither_loaded_nor_recorded_twice(alice:
     assert len({m.key for m in transcript}) == len(transcript) == 6
 
 
+async def test_a_history_deleted_from_the_store_is_not_recorded_again_by_the_threads_next_run(
+    alice: Scope,
+) -> None:
+    """The thread still holds the deleted run's messages; an agent built per request (a new
+    middleware, which reads the conversation whole) recorded them again, after the later
+    runs, in the next run's history."""
+    conv = await alice.start_conversation()
+    saver, model = InMemorySaver(), fake("a1", "a2", "a3")
+    thread: RunnableConfig = {"configurable": {"thread_id": "t-1"}}
+    await agent(alice, conv.id, model, checkpointer=saver).ainvoke(user("secret q1"), thread)
+    await agent(alice, conv.id, model, checkpointer=saver).ainvoke(user("q2"), thread)
+    first, _ = await histories(alice, conv.id)
+    await alice.delete_history(first.id)
+
+    out = await agent(alice, conv.id, model, checkpointer=saver).ainvoke(user("q3"), thread)
+
+    assert [m.text for m in out["messages"]] == ["secret q1", "a1", "q2", "a2", "q3", "a3"]
+    second, third = await histories(alice, conv.id)
+    assert (rows(second.messages), rows(third.messages)) == (
+        [("user", None, "q2"), ("assistant", "fake-a", "a2")],
+        [("user", None, "q3"), ("assistant", "fake-a", "a3")],
+    )
+
+
 async def test_a_new_thread_resumes_the_conversation_like_the_checkpointer_would(alice: Scope) -> None:
     conv = await alice.start_conversation()
     kept = fake(call("add", "c1", a=1, b=2), "3", "6")

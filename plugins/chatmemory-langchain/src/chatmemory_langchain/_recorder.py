@@ -53,6 +53,9 @@ class Run:
 
     known: set[str]
     """LangChain ids of the messages already stored in the conversation."""
+    before: frozenset[str] = frozenset()
+    """Ids of messages the thread held before its newest stored one when the run began: not
+    the run's, and never recorded by it (their history was deleted from the store)."""
     history_id: UUID | None = None
     usage: dict[str, int] = field(default_factory=dict)
     opening: dict[str, Any] | None = None
@@ -82,8 +85,10 @@ class Recorder:
         stored, histories, known = await self._conversation()
         run = Run(known=known)
         # With a checkpointer the state already holds what was stored: never load it twice.
-        holds_history = any(m.id in run.known for m in messages)
-        if not self.autoload or not stored or holds_history:
+        held = [i for i, m in enumerate(messages) if m.id in known]
+        if held:
+            run.before = frozenset(m.id for m in messages[: held[-1]] if m.id)
+        if not self.autoload or not stored or held:
             return run, None
         return run, _close_running(stored, histories, self._seen.status, run.known)
 
@@ -431,7 +436,7 @@ def _unknown(run: Run, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
     for message in messages:
         if message.id == "":
             message.id = str(uuid.uuid4())
-    return [m for m in messages if m.id not in run.known and not _summary(m)]
+    return [m for m in messages if m.id not in run.known and m.id not in run.before and not _summary(m)]
 
 
 def _summary(message: BaseMessage) -> bool:
