@@ -308,3 +308,31 @@ async def test_a_thread_whose_model_call_limit_ends_its_run_keeps_what_the_run_a
             "Model call limits exceeded: thread limit (1/1)",
         ]
     )
+
+
+async def test_an_input_sent_again_with_its_stored_id_gets_the_stored_conversation(alice: Scope) -> None:
+    """A client sending a turn again with the same message ids (its first try failed): the
+    stored input alone does not mean the agent holds the conversation, which is loaded, the
+    input in the place its id has there (as LangGraph's ``add_messages`` puts a message with an
+    id the state holds). The model was given the input alone."""
+    conv = await alice.start_conversation()
+    model = fake("Hi Ann.", RuntimeError("provider 503"), "Your name is Ann.", "Still Ann.")
+    await agent(alice, conv.id, model).ainvoke(user("I am Ann", "m1"))
+    with pytest.raises(RuntimeError, match="provider 503"):
+        await agent(alice, conv.id, model).ainvoke(user("What is my name?", "m2"))
+
+    out = await agent(alice, conv.id, model).ainvoke(user("What is my name?", "m2"))
+
+    exchange = ["I am Ann", "Hi Ann.", "What is my name?"]
+    assert [m.text for m in model.seen[-1][1:]] == exchange
+    assert [m.text for m in out["messages"]] == [*exchange, "Your name is Ann."]
+    # Sent again after it was answered: given the conversation in its stored order.
+    await agent(alice, conv.id, model).ainvoke(user("What is my name?", "m2"))
+    assert [m.text for m in model.seen[-1][1:]] == [*exchange, "Your name is Ann."]
+    assert [m.content for m in await alice.transcript(conv.id)] == [
+        "I am Ann",
+        "Hi Ann.",
+        "What is my name?",
+        "Your name is Ann.",
+        "Still Ann.",
+    ]

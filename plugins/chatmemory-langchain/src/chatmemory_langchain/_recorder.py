@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from uuid import UUID
 
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
 from chatmemory import ChatMemoryError, ConflictError, History, HistoryNotFound, Limits, Message, NewMessage
 from chatmemory.recording import (
@@ -76,21 +76,31 @@ class Recorder:
         self._model = NO_MODEL  # the latest model a run of this recorder called
 
     async def begin(self, messages: Sequence[BaseMessage]) -> tuple[Run, list[BaseMessage] | None]:
-        """Start a run. Returns it, and the stored conversation to put before ``messages``
-        when the graph state does not hold it already (``None`` when nothing is to load).
+        """Start a run. Returns it, and the stored conversation followed by ``messages`` when
+        the graph state does not hold it already: the state's messages from then on (``None``
+        when nothing is to load).
 
         Raises:
             ConversationNotFound: the conversation is not visible to the scope's principal.
         """
         stored, histories, known = await self._conversation()
         run = Run(known=known)
-        # With a checkpointer the state already holds what was stored: never load it twice.
         held = [i for i, m in enumerate(messages) if m.id in known]
         if held:
             run.before = frozenset(m.id for m in messages[: held[-1]] if m.id)
-        if not self.autoload or not stored or held:
+        # With a checkpointer the state already holds what was stored: never load it twice. An
+        # input alone (the user messages it ends with) holds nothing, stored or not: a client
+        # sending a turn again with the same ids.
+        inputs = len(messages)
+        while inputs and isinstance(messages[inputs - 1], HumanMessage):
+            inputs -= 1
+        if not self.autoload or not stored or (held and held[0] < inputs):
             return run, None
-        return run, _close_running(stored, histories, self._seen.status, run.known)
+        # As LangGraph's ``add_messages`` does: an input message with a stored one's id takes
+        # its place.
+        given: dict[str | None, BaseMessage] = {m.id: m for m in messages if m.id}
+        loaded = [given.pop(m.id, m) for m in _close_running(stored, histories, self._seen.status, run.known)]
+        return run, [*loaded, *(m for m in messages if m.id in given or not m.id)]
 
     async def resume(self, messages: Sequence[BaseMessage], thread_id: str | None) -> Run:
         """Continue the run a thread paused through another middleware object (an interrupt

@@ -135,7 +135,7 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
             self._runs.popitem(last=False)
         update: dict[str, Any] = {"chatmemory_run": key}
         if loaded is not None:
-            update["messages"] = [RemoveMessage(id=REMOVE_ALL_MESSAGES), *loaded, *messages]
+            update["messages"] = [RemoveMessage(id=REMOVE_ALL_MESSAGES), *loaded]
         return update
 
     async def _run_of(self, state: Mapping[str, Any], runtime: object) -> Run:
