@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import pytest
@@ -18,8 +18,11 @@ from chatmemory_langchain._recorder import PENDING_RESULT
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
-from langchain_core.tools import BaseTool, tool
+from langchain_core.tools import BaseTool, InjectedToolCallId, tool
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import START, MessagesState, StateGraph
+from langgraph.prebuilt import InjectedState
+from langgraph.types import Command
 
 from chatmemory.scope import Scope
 from tests.plugins.langchain_adapter._fakes import FakeChat, call, fake
@@ -220,3 +223,43 @@ async def test_a_sub_agent_on_the_same_conversation_without_autoload_sees_only_i
     assert [[m.text for m in seen] for seen in sub_model.seen] == [["Sub.", "2+3"], ["Sub.", "3+3"]]
     assert _answered(outer_model.seen[2])
     assert [rows(h.messages) for h in await histories(alice, conv.id)][::2] == [OUTER_1, OUTER_2]
+
+
+@tool
+def transfer_to_b(
+    tool_call_id: Annotated[str, InjectedToolCallId], state: Annotated[Any, InjectedState]
+) -> Command:
+    """Hand the conversation over to agent b."""
+    done = ToolMessage("Transferred to b", tool_call_id=tool_call_id, name="transfer_to_b")
+    return Command(goto="b", graph=Command.PARENT, update={"messages": [*state["messages"], done]})
+
+
+async def test_an_agent_handing_off_to_another_ends_its_run_completed(alice: Scope) -> None:
+    """A handoff (a tool's ``Command(goto=..., graph=Command.PARENT)``, the swarm and supervisor
+    pattern) ends the agent's run: its ``after_agent`` never runs, and its history was left
+    ``running`` for good."""
+    conv = await alice.start_conversation()
+    a = create_agent(
+        fake(call("transfer_to_b", "h1"), name="model-a"),
+        [transfer_to_b],
+        middleware=[ChatMemoryMiddleware(alice, conv.id)],
+        name="a",
+    )
+    b = create_agent(
+        fake("B here.", name="model-b"), [], middleware=[ChatMemoryMiddleware(alice, conv.id)], name="b"
+    )
+    parent = StateGraph(MessagesState)
+    parent.add_node("a", a, destinations=("b",))
+    parent.add_node("b", b)
+    parent.add_edge(START, "a")
+    out = await parent.compile().ainvoke(user("help"))
+
+    handing, taking = await histories(alice, conv.id)
+    assert (handing.model, handing.status, taking.model, taking.status) == (
+        "model-a",
+        "completed",
+        "model-b",
+        "completed",
+    )
+    assert [m.content for m in handing.messages or []] == ["help", "", "Transferred to b"]
+    assert [m.content for m in await alice.transcript(conv.id)] == [m.text for m in out["messages"]]

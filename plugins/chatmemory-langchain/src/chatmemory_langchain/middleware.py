@@ -166,7 +166,7 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
             raise
 
     async def _fail(self, run: Run, error: BaseException) -> None:
-        if isinstance(error, GraphBubbleUp):  # an interrupt or a parent command, not a failure
+        if isinstance(error, GraphBubbleUp):  # an interrupt or a handoff, not a failure
             return
         status: Literal["failed", "cancelled"] = "failed"
         if isinstance(error, asyncio.CancelledError | KeyboardInterrupt):
@@ -179,7 +179,14 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
     async def _tool_returned(self, request: ToolCallRequest, result: ToolMessage | Command[Any]) -> None:
         outputs = [result] if isinstance(result, ToolMessage) else _command_messages(result)
         stamp(outputs, None)
-        await self._record(await self._run_of(request.state, request.runtime), outputs)
+        run = await self._run_of(request.state, request.runtime)
+        if isinstance(result, Command) and result.graph == Command.PARENT:
+            # A handoff to another node of the parent graph (a swarm or supervisor): this
+            # agent's run ends here, its after_agent never reached.
+            await self._recorder.finish(run, "completed", messages=outputs)
+            self._runs.pop(request.state.get("chatmemory_run") or "", None)
+            return
+        await self._record(run, outputs)
 
     async def _end(self, state: ChatMemoryState, runtime: Runtime[Any]) -> None:
         run = await self._run_of(state, runtime)
