@@ -17,10 +17,14 @@ some loop to run on. So an adapter object sends every store call to one *home lo
   does not come within ``start_timeout`` runs its call on a ``BackgroundLoop`` of the object's
   own, as does a synchronous caller running a loop of its own). Over a store that serves any
   loop it is left alone, since its owner may run it again any moment (``run_until_complete``
-  would then fail, the loop running in another thread): the call runs on the object's
-  ``BackgroundLoop``. An async caller runs the call on its own loop;
+  would then fail, the loop running in another thread): the call runs on a ``BackgroundLoop``.
+  An async caller runs the call on its own loop;
 - a closed home loop (the ``asyncio.run`` that made the object returned) is replaced by a
-  ``BackgroundLoop`` of the object's own;
+  ``BackgroundLoop``;
+
+The ``BackgroundLoop`` of an object over a store that serves any loop is one the process's
+objects share, so a framework keeping an object per session keeps one thread in all; over a
+store bound to one loop, each object starts its own, stopped by its ``close()``.
 - a caller cancelled while it waits cancels the call it handed off.
 
 Calls of one object may thus run on several loops at once (an idle home loop's callers), so
@@ -34,6 +38,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import inspect
+import os
 import threading
 import time
 import weakref
@@ -230,7 +235,7 @@ class HomeLoop:
 
     Args:
         loop: the home loop (or ``BackgroundLoop``); ``None`` for the loop running now, else a
-            ``BackgroundLoop`` started on first need.
+            ``BackgroundLoop`` started on first need (shared with ``any_loop``).
         hint: what a framework user should do instead of a synchronous call on the home loop,
             appended to the errors refusing one.
         start_timeout: seconds a running home loop in another thread has to start a call.
@@ -271,6 +276,8 @@ class HomeLoop:
         return home
 
     def _background(self) -> asyncio.AbstractEventLoop:
+        if self.any_loop:
+            return _shared_loop()
         with self._owning:
             if self._owned is None:
                 self._owned = BackgroundLoop()
@@ -379,7 +386,8 @@ class HomeLoop:
         return False
 
     def close(self) -> None:
-        """Stop the background loop this object started, if any (idempotent)."""
+        """Stop the background loop this object started, if any (idempotent). The loop objects
+        over a store that serves any loop share is never stopped."""
         with self._owning:
             owned, self._owned = self._owned, None
             if owned is not None:
@@ -389,6 +397,23 @@ class HomeLoop:
             if self._loop is owned.loop:
                 self._loop = None
             owned.close()
+
+
+_SHARED: tuple[int, BackgroundLoop] | None = None  # the process's (pid) shared background loop
+_SHARED_GUARD = threading.Lock()
+
+
+def _shared_loop() -> asyncio.AbstractEventLoop:
+    """The background loop every object over a store that serves any loop shares in this
+    process: one thread however many objects there are (a framework keeping a history object
+    per session made a thread and three file descriptors per session). Started on first need,
+    again in a forked child (whose copy of it has no thread), and never stopped: a daemon, it
+    ends with the process."""
+    global _SHARED
+    with _SHARED_GUARD:
+        if _SHARED is None or _SHARED[0] != os.getpid() or _SHARED[1].loop.is_closed():
+            _SHARED = (os.getpid(), BackgroundLoop())
+        return _SHARED[1].loop
 
 
 async def _seen_through(handoff: _Handoff[Any], tick: float) -> None:

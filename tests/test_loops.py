@@ -418,6 +418,28 @@ def test_sync_calls_over_a_store_that_serves_any_loop_never_run_the_programs_idl
     assert turns > 0 and len(seen - {loop}) == 1
 
 
+def test_objects_over_a_store_that_serves_any_loop_share_one_background_loop() -> None:
+    """A framework keeping an object per session (LangChain's dict of histories), each made
+    outside any running loop and called synchronously: one thread for all of them, which
+    closing one leaves running for the others. Each had a thread and an event loop of its own
+    (three file descriptors), and a few hundred sessions ran out of descriptors."""
+
+    def program() -> tuple[int, set[asyncio.AbstractEventLoop]]:
+        before = threading.active_count()
+        homes = [HomeLoop(None, any_loop=True) for _ in range(50)]
+        seen = {home.call_sync(where()) for home in homes}
+        homes[0].close()
+        seen |= {home.call_sync(where()) for home in homes}
+        return threading.active_count() - before, seen
+
+    added, seen = bounded(program)
+    assert added <= 1 and len(seen) == 1
+    # Objects over a store bound to one loop keep a background loop each, closed with them.
+    own = HomeLoop(None)
+    assert bounded(lambda: own.call_sync(where())) not in seen
+    own.close()
+
+
 def test_a_sync_call_on_the_home_loop_is_refused_even_over_a_store_that_serves_any_loop() -> None:
     async def program() -> None:
         home = HomeLoop(None, any_loop=True)

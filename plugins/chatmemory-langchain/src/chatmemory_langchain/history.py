@@ -40,7 +40,8 @@ class ChatMemoryHistory(BaseChatMessageHistory):
     once one small read proves them current, so a long conversation is not converted anew
     on every turn (see the package README).
     Event loops work as for ``ChatMemoryMiddleware``: store calls go to ``loop``, else the
-    loop running at creation, else a background loop this object starts (``chatmemory.loops``).
+    loop running at creation, else a background loop (shared over a store opened from a URL;
+    ``chatmemory.loops``).
 
     Args:
         chat: the principal's scope.

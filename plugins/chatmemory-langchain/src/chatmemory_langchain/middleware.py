@@ -77,8 +77,9 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
     leaving this middleware's model or tool call ends the run and fails its history).
 
     Event loops: every store call of one instance goes to its home loop (``loop`` when given,
-    else the loop running when the middleware is created, else a background loop it starts;
-    ``close()`` stops that one), by the rules of ``chatmemory.loops``. Sync ``invoke``/``stream``
+    else the loop running when the middleware is created, else a background loop, shared
+    over a store opened from a URL; ``close()`` stops one of its own), by the rules of
+    ``chatmemory.loops``. Sync ``invoke``/``stream``
     work from any thread but the home loop's own, where they raise ``RuntimeError`` at once
     (use ``ainvoke`` there, or ``await asyncio.to_thread(agent.invoke, ...)``); no call waits
     for a home loop that is idle, closed or blocked.

@@ -29,8 +29,8 @@ class ChatMemoryChatStore(BoundStore, BaseChatStore):
     one whose id the key is (an empty key is an ``InvalidInputError``). Every agent run (a
     workflow run, told by LlamaIndex instrumentation) is recorded as one history, with the
     model that instrumentation saw answer, else ``model``. Store calls go to the object's home
-    loop (``loop``, else the loop running at creation, else a background loop this object
-    starts), by the rules of ``chatmemory.loops``: synchronous methods work from any thread
+    loop (``loop``, else the loop running at creation, else a background loop, shared over a
+    store opened from a URL), by the rules of ``chatmemory.loops``: synchronous methods work from any thread
     but the home loop's own, where they raise ``RuntimeError`` at once, and no call waits for
     a home loop that is idle, closed or blocked.
 
