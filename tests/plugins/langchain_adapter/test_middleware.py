@@ -254,8 +254,8 @@ class Guardrail(AgentMiddleware[AgentState[Any], Any, Any]):
 @pytest.mark.parametrize("guard", ["before", "after"])
 async def test_a_run_a_guardrail_ends_before_any_model_call_is_recorded(alice: Scope, guard: str) -> None:
     """The run's input and the guardrail's answer are the run's output: they are recorded as a
-    history of their own, with the model of the middleware's latest model call ("unknown"
-    before any). Nothing was recorded of such a run."""
+    history of their own, with the model "unknown" (no model produced the answer). Nothing was
+    recorded of such a run."""
     conv = await alice.start_conversation()
     memory = ChatMemoryMiddleware(alice, conv.id)
     order: list[AgentMiddleware[Any, Any, Any]] = [Guardrail(), memory]
@@ -273,7 +273,7 @@ async def test_a_run_a_guardrail_ends_before_any_model_call_is_recorded(alice: S
         ("user", None, "something forbidden"),
         ("assistant", "unknown", "I cannot help with that."),
     ]
-    assert (answered.model, again.model, again.status) == ("fake-a", "fake-a", "completed")
+    assert (answered.model, again.model, again.status) == ("fake-a", "unknown", "completed")
     assert [m.text for m in out["messages"]][-2:] == ["forbidden again", "I cannot help with that."]
     assert [m.content for m in await alice.transcript(conv.id)] == [
         "something forbidden",

@@ -41,8 +41,8 @@ _ERROR_CHARS = 2000
 _SUMMARY_SOURCE = "summarization"  # additional_kwargs["lc_source"] of SummarizationMiddleware's summaries
 _USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
 NO_MODEL = "unknown"
-"""The model of a run that called none when this middleware has seen no model called (a
-guardrail answering before the model): else the model of its latest model call."""
+"""The model of a run that called none (a guardrail answered before the model): no model
+produced its messages."""
 PENDING_RESULT = "The tool call has no result yet: the run that made it is still going."
 """What a run loading the conversation sees for a tool call a run still going has not answered."""
 
@@ -73,7 +73,6 @@ class Recorder:
         self.metadata = added_metadata(metadata)
         self.autoload = autoload
         self._seen = _Seen()
-        self._model = NO_MODEL  # the latest model a run of this recorder called
 
     async def begin(self, messages: Sequence[BaseMessage]) -> tuple[Run, list[BaseMessage] | None]:
         """Start a run. Returns it, and the stored conversation followed by ``messages`` when
@@ -145,10 +144,8 @@ class Recorder:
         metadata: dict[str, Any] = {"framework": "langchain", **recorder_metadata()}
         if thread_id is not None:
             metadata["thread_id"] = thread_id
-        if model is not None:
-            self._model = model_label(model_name_of(model)) or type(model).__name__
         run.opening = {
-            "model": self._model,
+            "model": NO_MODEL if model is None else model_label(model_name_of(model)) or type(model).__name__,
             "system_prompts": [system_prompt] if system_prompt else None,
             # The adapter's own keys last: it knows its runs (and their processes) by them.
             "metadata": {**self.metadata, **metadata},
