@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from chatmemory_langchain import NATIVE_FORMAT, ChatMemoryMiddleware, from_stored
 from langchain.agents import create_agent
-from langchain.agents.middleware import ModelCallLimitMiddleware
+from langchain.agents.middleware import ModelCallLimitMiddleware, PIIMiddleware
 from langchain.agents.middleware.types import (
     AgentMiddleware,
     AgentState,
@@ -336,3 +336,46 @@ async def test_an_input_sent_again_with_its_stored_id_gets_the_stored_conversati
         "Your name is Ann.",
         "Still Ann.",
     ]
+
+
+@tool
+def lookup(who: str) -> str:
+    """Look a customer up."""
+    return f"{who}: bob@example.com"
+
+
+@pytest.mark.parametrize("pii_first", [True, False])
+async def test_messages_a_middleware_redacts_after_they_were_recorded_are_stored_redacted(
+    alice: Scope, pii_first: bool
+) -> None:
+    """``PIIMiddleware`` redacts the answer after the model (its ``after_model``) and tool results
+    before the next model call, each in place by id, after this middleware recorded them: the
+    store keeps what the agent's state holds, so a resumed run never hands the address back to
+    the model. The store kept the first versions."""
+    conv = await alice.start_conversation()
+    pii = PIIMiddleware("email", strategy="redact", apply_to_output=True, apply_to_tool_results=True)
+    memory = ChatMemoryMiddleware(alice, conv.id)
+    model = fake(call("lookup", "c1", who="bob"), "Bob's email is bob@example.com", name="fake-a")
+    out = await create_agent(
+        model, [lookup], middleware=[pii, memory] if pii_first else [memory, pii]
+    ).ainvoke(user("find bob"))
+
+    (run,) = await histories(alice, conv.id)
+    assert (
+        [m.content for m in run.messages or []]
+        == [m.text for m in out["messages"]]
+        == [
+            "find bob",
+            "",
+            "bob: [REDACTED_EMAIL]",
+            "Bob's email is [REDACTED_EMAIL]",
+        ]
+    )
+    assert (run.status, [m.model for m in run.messages or []]) == (
+        "completed",
+        [None, "fake-a", None, "fake-a"],
+    )
+    later = fake("ok")
+    await create_agent(later, [], middleware=[ChatMemoryMiddleware(alice, conv.id)]).ainvoke(user("next"))
+    assert not any("bob@example.com" in m.text for m in later.seen[0])
+    assert [from_stored(m) for m in run.messages or []] == out["messages"]

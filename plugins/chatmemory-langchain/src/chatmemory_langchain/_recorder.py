@@ -57,6 +57,9 @@ class Run:
     """Ids of messages the thread held before its newest stored one when the run began: not
     the run's, and never recorded by it (their history was deleted from the store)."""
     history_id: UUID | None = None
+    written: dict[str, tuple[UUID, BaseMessage, NewMessage]] = field(default_factory=dict)
+    """The messages this run appended to its running history, in order, by LangChain id: the
+    stored message's id, the LangChain message and what stored it."""
     usage: dict[str, int] = field(default_factory=dict)
     opening: dict[str, Any] | None = None
     """How to start the history (model, system prompts, metadata), noted at the first model call."""
@@ -165,7 +168,7 @@ class Recorder:
         if run.history_id is None and run.opening is None:
             return
         try:
-            await settled(self._write(run, _unknown(run, messages)))
+            await settled(self._write(run, _unknown(run, messages), messages))
         except ChatMemoryError as exc:
             await settled(self._refused(run, exc))
             raise
@@ -200,7 +203,7 @@ class Recorder:
             return
         size = self.chat.limits.batch_size(_BATCH)
         head, last = new[:-size] if len(new) > size else [], new[-size:]
-        await self._write(run, head)
+        await self._write(run, head, messages)
         _count_usage(run, last)
         text = _error_text(error, self.chat.limits)
         batch = self._new(last)
@@ -230,6 +233,7 @@ class Recorder:
             if history_id is not None:
                 LIVE_HISTORIES.discard(history_id)
         run.known.update(m.id for m in last if m.id)
+        run.written.clear()
         self._seen.status[history_id] = status
 
     async def _refused(self, run: Run, error: ChatMemoryError) -> None:
@@ -265,7 +269,10 @@ class Recorder:
         """What stores ``messages``: each kept whole natively, its content cut to the limits."""
         return [fitted(to_new_message(m), self.chat.limits) for m in messages]
 
-    async def _write(self, run: Run, new: list[BaseMessage]) -> None:
+    async def _write(self, run: Run, new: list[BaseMessage], state: Sequence[BaseMessage]) -> None:
+        """Append ``new`` to the run's history (the first ones start it), after storing again
+        the run's messages that ``state`` holds changed."""
+        await self._rewrite_changed(run, state)
         size = self.chat.limits.batch_size(_BATCH)
         for start in range(0, len(new), size):
             chunk = new[start : start + size]
@@ -276,10 +283,53 @@ class Recorder:
                     started = await self.chat.start_run(self.conversation_id, messages=batch, **run.opening)
                     run.history_id = started.history.id
                     LIVE_HISTORIES.add(started.history.id)
+                stored = started.messages
             else:
-                await self.chat.append_messages(run.history_id, batch)
+                stored = await self.chat.append_messages(run.history_id, batch)
             run.known.update(m.id for m in chunk if m.id)
+            for message, written, row in zip(chunk, batch, stored, strict=True):
+                if message.id:
+                    run.written[message.id] = (row.id, message, written)
             _count_usage(run, chunk)
+
+    async def _rewrite_changed(self, run: Run, state: Sequence[BaseMessage]) -> None:
+        """Store again the run's messages that ``state`` holds changed under their ids (a
+        middleware that rewrites the answer after the model, or tool results before the next
+        call, as ``PIIMiddleware`` redacts them): the run's messages from the first changed one
+        on are replaced by their current versions as the conversation's newest, in one
+        transaction. When another writer added messages after them, they are left as written."""
+        if not run.written or run.history_id is None:
+            return
+        held: dict[str | None, BaseMessage] = {}
+        for message in reversed(state):  # the run's own messages are the newest ones
+            if message.id in run.written:
+                held[message.id] = message
+                if len(held) == len(run.written):
+                    break
+        order = list(run.written.items())
+        changed = next(
+            (
+                at
+                for at, (key, (_, message, written)) in enumerate(order)
+                if (now := held.get(key)) is not None and now is not message and self._new([now]) != [written]
+            ),
+            None,
+        )
+        if changed is None:
+            return
+        tail = [(key, held.get(key, message), written) for key, (_, message, written) in order[changed:]]
+        batch = [self._new([message])[0] if message.id in held else written for _, message, written in tail]
+        try:
+            stored = await self.chat.replace_messages(
+                self.conversation_id,
+                replacing=[run.written[key][0] for key, _, _ in tail],
+                history_id=run.history_id,
+                messages=batch,
+            )
+        except ConflictError:
+            return
+        for (key, message, _), written, row in zip(tail, batch, stored, strict=True):
+            run.written[key] = (row.id, message, written)
 
     async def _conversation(self) -> tuple[list[BaseMessage], list[UUID], set[str]]:
         """The stored conversation and its LangChain ids: read whole once, then only the
