@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import pytest
 from langchain.agents.middleware import HumanInTheLoopMiddleware
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
@@ -158,7 +158,10 @@ async def test_an_interrupt_resumed_through_another_agent_object_continues_the_s
 ) -> None:
     conv = await alice.start_conversation()
     saver = InMemorySaver()
-    model = fake(call("confirm", "c1", action="deploy"), "Deployed.", "Anything else?")
+    asking, done = call("confirm", "c1", action="deploy"), AIMessage("Deployed.")
+    asking.usage_metadata = {"input_tokens": 10, "output_tokens": 1, "total_tokens": 11}
+    done.usage_metadata = {"input_tokens": 100, "output_tokens": 1, "total_tokens": 101}
+    model = fake(asking, done, "Anything else?")
     # A server building its agent per request: the resume reaches a new middleware object.
     first_request = agent(alice, conv.id, model, tools=[confirm], checkpointer=saver)
     second_request = agent(alice, conv.id, model, tools=[confirm], checkpointer=saver)
@@ -177,6 +180,8 @@ async def test_an_interrupt_resumed_through_another_agent_object_continues_the_s
     assert (run.id, run.status) == (paused.id, "completed")
     assert [m.role for m in run.messages or []] == ["user", "assistant", "tool", "assistant"]
     assert run.metadata["pid"] == os.getpid()
+    # The calls before the pause count too.
+    assert run.usage == {"input_tokens": 110, "output_tokens": 2, "total_tokens": 112}
     # The object that paused the run takes the thread's next input without closing it again.
     await first_request.ainvoke(user("Thanks"), thread)
     assert [(h.status, h.error) for h in await histories(alice, conv.id)] == [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Mapping, Sequence
@@ -113,6 +114,10 @@ class Recorder:
         paused = await self._claim(thread_id)
         run, _ = await self.begin(messages)
         run.history_id = paused
+        if paused is not None:  # the usage of the model calls made before the pause
+            with contextlib.suppress(HistoryNotFound):
+                for message in (await self.chat.get_history(paused)).messages or []:
+                    _add_usage(run, message.usage if message.role == "assistant" else None)
         return run
 
     async def _claim(self, thread_id: str | None) -> UUID | None:
@@ -505,10 +510,15 @@ def _summary(message: BaseMessage) -> bool:
 
 def _count_usage(run: Run, messages: Sequence[BaseMessage]) -> None:
     for message in messages:
-        if isinstance(message, AIMessage) and message.usage_metadata:
-            counts: Mapping[str, Any] = message.usage_metadata
-            for key in _USAGE_KEYS:
-                run.usage[key] = run.usage.get(key, 0) + int(counts.get(key) or 0)
+        if isinstance(message, AIMessage):
+            _add_usage(run, message.usage_metadata)
+
+
+def _add_usage(run: Run, counts: Mapping[str, Any] | None) -> None:
+    if counts:
+        for key in _USAGE_KEYS:
+            value = counts.get(key)
+            run.usage[key] = run.usage.get(key, 0) + (value if isinstance(value, int) else 0)
 
 
 @dataclass
