@@ -188,3 +188,31 @@ async def test_an_interrupt_resumed_through_another_agent_object_continues_the_s
         ("completed", None),
         ("completed", None),
     ]
+
+
+async def test_an_interrupt_resumed_elsewhere_after_a_sub_agent_ran_continues_the_outer_history(
+    alice: Scope,
+) -> None:
+    """The paused run called a sub-agent recording into the same conversation under the same
+    thread (LangGraph hands the tool its configuration): the resume through another agent object
+    continues the paused history, not the sub-agent's newer, finished one. The run was split in
+    two, its paused history left running."""
+    conv = await alice.start_conversation()
+
+    @tool
+    async def delegate(task: str) -> str:
+        """Ask the helper agent."""
+        helper = agent(alice, conv.id, fake("helper says 42", name="helper-model"), tools=[])
+        return str((await helper.ainvoke(user(task)))["messages"][-1].text)
+
+    saver = InMemorySaver()
+    model = fake(call("delegate", "d1", task="compute"), call("confirm", "c1", action="deploy"), "Deployed.")
+    thread: RunnableConfig = {"configurable": {"thread_id": "t-1"}}
+    first = agent(alice, conv.id, model, tools=[delegate, confirm], checkpointer=saver)
+    assert "__interrupt__" in await first.ainvoke(user("go"), thread)
+    second = agent(alice, conv.id, model, tools=[delegate, confirm], checkpointer=saver)
+    await second.ainvoke(Command(resume="yes"), thread)
+
+    outer, helper = await histories(alice, conv.id)
+    assert (outer.status, helper.status, helper.model) == ("completed", "completed", "helper-model")
+    assert [m.content for m in outer.messages or []][-3:] == ["", "deploy: yes", "Deployed."]

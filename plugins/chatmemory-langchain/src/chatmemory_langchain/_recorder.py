@@ -125,12 +125,16 @@ class Recorder:
             return None
         detail = await self.chat.get_conversation(self.conversation_id)
         wanted = {"framework": "langchain", "thread_id": thread_id}
-        threads = [
-            h for h in detail.histories if all((h.metadata or {}).get(k) == v for k, v in wanted.items())
+        # The thread's newest running history: sub-agents the paused run called record into
+        # the conversation under its thread too, finished after it began.
+        running = [
+            h
+            for h in detail.histories
+            if h.status == "running" and all((h.metadata or {}).get(k) == v for k, v in wanted.items())
         ]
-        if not threads or threads[-1].status != "running":
+        if not running:
             return None
-        paused = threads[-1]
+        paused = running[-1]
         here = recorder_metadata()
         metadata = dict(paused.metadata or {})
         if any(metadata.get(k) != v for k, v in here.items()):
