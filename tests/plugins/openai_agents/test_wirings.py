@@ -179,6 +179,42 @@ async def refuse_everything(ctx: Any, agent: Any, input: Any) -> GuardrailFuncti
     return GuardrailFunctionOutput(output_info=None, tripwire_triggered=True)
 
 
+async def test_an_input_guardrail_tripping_while_the_agent_is_named_still_names_it(
+    alice: Scope, conversation: Conversation
+) -> None:
+    """``Runner.run`` cancels the agent's turn, its ``on_agent_start`` hook with it, when a
+    guardrail beside it trips: the hook's write of the agent's model is seen through (a slow
+    store here), where the cancel dropped it and left the session's default on a loaded
+    machine. (The streamed and ``session.run`` wirings name the agent before the guardrails.)"""
+    wiring = "run+hooks"
+    naming = asyncio.Event()
+    update = alice.update_history
+
+    async def slow_update(*args: Any, **kwargs: Any) -> Any:
+        naming.set()
+        await asyncio.sleep(0.2)
+        return await update(*args, **kwargs)
+
+    alice.update_history = slow_update  # type: ignore[method-assign]
+
+    @input_guardrail
+    async def refuse_once_named(ctx: Any, agent: Any, input: Any) -> GuardrailFunctionOutput:
+        await asyncio.wait_for(naming.wait(), 10)
+        return GuardrailFunctionOutput(output_info=None, tripwire_triggered=True)
+
+    session = ChatMemorySession(alice, conversation.id, model="session-default")
+    agent = make_agent(
+        "a", NamedModel("m", [[assistant_message("never")]]), input_guardrails=[refuse_once_named]
+    )
+    with pytest.raises(InputGuardrailTripwireTriggered):
+        await drive(wiring, session, agent, "hi")
+    del alice.update_history
+    await drive(wiring, session, make_agent("b", NamedModel("m2", [[assistant_message("ok")]])), "next")
+
+    refused, _ = (await alice.get_conversation(conversation.id)).histories
+    assert (refused.model, refused.status) == ("m", "failed")
+
+
 @pytest.mark.parametrize("wiring", ["run+hooks", "run_streamed+hooks", "session.run"])
 async def test_a_run_refused_by_its_input_guardrail_before_any_model_call_names_its_agent(
     wiring: str, alice: Scope, conversation: Conversation

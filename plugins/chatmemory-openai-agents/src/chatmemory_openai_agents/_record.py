@@ -18,7 +18,15 @@ from agents.version import __version__ as agents_version
 
 from chatmemory import ConflictError, History, HistoryNotFound, Message, NewMessage
 from chatmemory.loops import AnyLoopLock
-from chatmemory.recording import abandoned, fitted, model_label, native_message, recorder_metadata, run_error
+from chatmemory.recording import (
+    abandoned,
+    fitted,
+    model_label,
+    native_message,
+    recorder_metadata,
+    run_error,
+    settled,
+)
 from chatmemory.scope import Scope
 from chatmemory_openai_agents import _open_runs as open_runs
 from chatmemory_openai_agents._items import (
@@ -151,10 +159,15 @@ class Recorder:
             if history is None or (history.model, history.system_prompts) == (model, _prompts(system_prompt)):
                 return
             metadata = {**(history.metadata or {}), "agent": agent.name}
-            # Closed or deleted meanwhile: the run's next write starts a new history.
+            # Closed or deleted meanwhile: the run's next write starts a new history. Seen
+            # through when cancelled meanwhile: the SDK cancels the agent's turn, hooks and
+            # all, when an input guardrail beside it trips, and the run is closed as the
+            # agent's.
             with contextlib.suppress(ConflictError, HistoryNotFound):
-                run.history = await self.chat.update_history(
-                    history.id, model=model, system_prompts=_prompts(system_prompt), metadata=metadata
+                run.history = await settled(
+                    self.chat.update_history(
+                        history.id, model=model, system_prompts=_prompts(system_prompt), metadata=metadata
+                    )
                 )
 
     def model_answered(self, run: RunRecord, agent: Agent[Any], response: ModelResponse) -> None:
