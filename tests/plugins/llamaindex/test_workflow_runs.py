@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from chatmemory_llamaindex import _provenance
 from chatmemory_llamaindex._keyed import RUN_FIELD, UNANSWERED
 from llama_index.core.agent.workflow import AgentWorkflow, CodeActAgent, FunctionAgent, ReActAgent
 from llama_index.core.base.llms.types import ToolCallBlock
@@ -239,10 +240,21 @@ async def test_runs_writing_one_key_at_once_each_keep_their_history(
     store.close()
 
 
+class Trivial(Workflow):
+    @step
+    async def done(self, ev: StartEvent) -> StopEvent:
+        return StopEvent(result="done")
+
+
+@pytest.mark.parametrize("others", [0, 100])
 @pytest.mark.parametrize("kind", ["buffer", "memory"])
 async def test_a_run_cancelled_before_its_reply_is_closed_cancelled_by_the_next(
-    alice: Scope, kind: str
+    alice: Scope, kind: str, others: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Also when many other workflows of the process ended meanwhile (``others``, with the
+    bound on followed runs lowered from 16,384 to 64): only the ends of runs a history records
+    count against it. Every run's end did, and the cancelled run was closed by its roles."""
+    monkeypatch.setattr(_provenance, "_OPEN", 64)
     remembered, store = remembering(kind, alice)
     calling = asyncio.Event()
 
@@ -259,6 +271,8 @@ async def test_a_run_cancelled_before_its_reply_is_closed_cancelled_by_the_next(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    for _ in range(others):
+        await Trivial().run()
 
     await next_run(remembered, "mock-b", "hello")
     cancelled, later = await histories(alice)

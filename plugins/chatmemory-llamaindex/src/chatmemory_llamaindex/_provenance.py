@@ -43,6 +43,8 @@ _STOPPED = "the workflow was stopped by its user"
 # Open spans followed, and runs with an open history; a span never exited (a history never
 # closed) is forgotten once this many are newer.
 _OPEN = 16_384
+# Ends of runs no history recorded (yet): every workflow of the process ends, the store's or not.
+_UNRECORDED = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +75,12 @@ class _Observed:
         self.run_of: OrderedDict[str, str] = OrderedDict()  # open span -> its innermost run
         self.latest: OrderedDict[str, Produced] = OrderedDict()  # run -> its latest LLM call
         # Runs a history records that is not closed yet (how many such histories), and how
-        # runs ended: kept until the histories recording them are closed, or forgotten once
-        # ``_OPEN`` newer runs ended.
+        # those of them that ended ended: kept until the histories are closed.
         self.watched: OrderedDict[str, int] = OrderedDict()
         self.ended: OrderedDict[str, Ended] = OrderedDict()
+        # How the newest runs no history recorded yet ended: a run cancelled while a step still
+        # writes its first message ends before its history is begun (``watch`` moves it over).
+        self.unrecorded: OrderedDict[str, Ended] = OrderedDict()
 
 
 class _ModelProvenance(BaseEventHandler):
@@ -168,9 +172,10 @@ class _RunSpans(BaseSpanHandler[Any]):
         with seen.lock:
             if seen.run_of.pop(id_, None) == id_:
                 seen.latest.pop(id_, None)
-                # Kept whether or not a history records the run yet: a run cancelled while a
-                # step still writes its first message ends before that history is begun.
-                _put(seen.ended, id_, ended, _OPEN)
+                if id_ in seen.watched:
+                    _put(seen.ended, id_, ended, _OPEN)
+                else:
+                    _put(seen.unrecorded, id_, ended, _UNRECORDED)
 
     def new_span(self, *args: Any, **kwargs: Any) -> None:
         """Unused: ``span_enter`` does the work."""
@@ -213,12 +218,16 @@ class Observer:
     def ended(self, run: str) -> Ended | None:
         """How ``run`` ended, if this process saw it end."""
         with self._seen.lock:
-            return self._seen.ended.get(run)
+            return self._seen.ended.get(run) or self._seen.unrecorded.get(run)
 
     def watch(self, run: str) -> None:
         """A history records ``run``: keep how it ends until ``release``."""
-        with self._seen.lock:
-            _put(self._seen.watched, run, self._seen.watched.get(run, 0) + 1, _OPEN)
+        seen = self._seen
+        with seen.lock:
+            _put(seen.watched, run, seen.watched.get(run, 0) + 1, _OPEN)
+            ended = seen.unrecorded.pop(run, None)
+            if ended is not None:
+                _put(seen.ended, run, ended, _OPEN)
 
     def release(self, run: str) -> None:
         """A history recording ``run`` is closed."""
