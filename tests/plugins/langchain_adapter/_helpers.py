@@ -27,16 +27,18 @@ def agent(
     model: BaseChatModel,
     *,
     before: Sequence[AgentMiddleware[Any, Any, Any]] = (),
+    after: Sequence[AgentMiddleware[Any, Any, Any]] = (),
     tools: Sequence[BaseTool] = (add, explode),
     checkpointer: BaseCheckpointSaver[Any] | None = None,
     loop: BackgroundLoop | None = None,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
-    """An agent recording into the conversation, after the ``before`` middleware."""
+    """An agent recording into the conversation, after the ``before`` middleware and before
+    the ``after`` middleware."""
     return create_agent(
         model,
         list(tools),
         system_prompt=SYSTEM,
-        middleware=[*before, ChatMemoryMiddleware(chat, conversation_id, loop=loop)],
+        middleware=[*before, ChatMemoryMiddleware(chat, conversation_id, loop=loop), *after],
         checkpointer=checkpointer,
     )
 

@@ -12,10 +12,11 @@ import socket
 import subprocess
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
-from langchain.agents.middleware import HumanInTheLoopMiddleware
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain.agents.middleware import AgentMiddleware, HumanInTheLoopMiddleware
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
@@ -216,3 +217,48 @@ async def test_an_interrupt_resumed_elsewhere_after_a_sub_agent_ran_continues_th
     outer, helper = await histories(alice, conv.id)
     assert (outer.status, helper.status, helper.model) == ("completed", "completed", "helper-model")
     assert [m.content for m in outer.messages or []][-3:] == ["", "deploy: yes", "Deployed."]
+
+
+class ConfirmFirst(AgentMiddleware[Any, Any, Any]):
+    """Asks a human before the model sees a request to deploy; fails after a model call that
+    answers "boom" (an error no hook of the recording middleware sees)."""
+
+    def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        last = state["messages"][-1]
+        if last.type == "human" and last.text.startswith("deploy"):
+            return {"messages": [HumanMessage(f"(confirmed: {interrupt('Deploy?')})")]}
+        return None
+
+    def after_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        if state["messages"][-1].text == "boom":
+            raise RuntimeError("after the model")
+        return None
+
+
+async def test_a_run_paused_before_its_first_model_call_and_resumed_elsewhere_gets_a_history_of_its_own(
+    alice: Scope,
+) -> None:
+    """An older run of the thread was left running (an error outside the middleware's hooks);
+    a later run pauses before any model call, so no history holds it yet, and is resumed
+    through another agent object: it is recorded as a history of its own. It was appended to
+    the old run's history, which was then closed completed."""
+    conv = await alice.start_conversation()
+    saver = InMemorySaver()
+    thread: RunnableConfig = {"configurable": {"thread_id": "t-1"}}
+
+    def build(*replies: str) -> Any:
+        return agent(alice, conv.id, fake(*replies), tools=[add], checkpointer=saver, after=[ConfirmFirst()])
+
+    with pytest.raises(RuntimeError, match="after the model"):
+        await build("boom").ainvoke(user("q1"), thread)
+    await build("second answer").ainvoke(user("q2"), thread)
+    assert "__interrupt__" in await build().ainvoke(user("deploy it"), thread)
+    await build("deployed").ainvoke(Command(resume="yes"), thread)
+
+    left, second, third = await histories(alice, conv.id)
+    assert second.status == "completed"
+    assert (left.status, [m.content for m in left.messages or []]) == ("running", ["q1", "boom"])
+    assert (third.status, [m.content for m in third.messages or []]) == (
+        "completed",
+        ["deploy it", "(confirmed: yes)", "deployed"],
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
 from collections.abc import Mapping, Sequence
@@ -12,7 +11,16 @@ from uuid import UUID
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
-from chatmemory import ChatMemoryError, ConflictError, History, HistoryNotFound, Limits, Message, NewMessage
+from chatmemory import (
+    ChatMemoryError,
+    ConflictError,
+    History,
+    HistoryDetail,
+    HistoryNotFound,
+    Limits,
+    Message,
+    NewMessage,
+)
 from chatmemory.recording import (
     ABANDONED,
     LIVE_HISTORIES,
@@ -78,7 +86,9 @@ class Recorder:
         self.autoload = autoload
         self._seen = _Seen()
 
-    async def begin(self, messages: Sequence[BaseMessage]) -> tuple[Run, list[BaseMessage] | None]:
+    async def begin(
+        self, messages: Sequence[BaseMessage], *, resuming: str | None = None
+    ) -> tuple[Run, list[BaseMessage] | None]:
         """Start a run. Returns it, and the stored conversation followed by ``messages`` when
         the graph state does not hold it already: the state's messages from then on (``None``
         when nothing is to load).
@@ -86,7 +96,7 @@ class Recorder:
         Raises:
             ConversationNotFound: the conversation is not visible to the scope's principal.
         """
-        stored, histories, known = await self._conversation()
+        stored, histories, known = await self._conversation(resuming)
         run = Run(known=known)
         held = [i for i, m in enumerate(messages) if m.id in known]
         if held:
@@ -107,43 +117,44 @@ class Recorder:
 
     async def resume(self, messages: Sequence[BaseMessage], thread_id: str | None) -> Run:
         """Continue the run a thread paused through another middleware object (an interrupt
-        resumed through another agent object or process): the thread's newest history, when
-        it is still running. It then names this process as the one recording it, before the
-        conversation is read: a paused run whose process has exited is not taken for one
-        left behind."""
-        paused = await self._claim(thread_id)
-        run, _ = await self.begin(messages)
-        run.history_id = paused
-        if paused is not None:  # the usage of the model calls made before the pause
-            with contextlib.suppress(HistoryNotFound):
-                for message in (await self.chat.get_history(paused)).messages or []:
-                    _add_usage(run, message.usage if message.role == "assistant" else None)
+        resumed through another agent object or process): the history of the newest stored
+        message the thread holds, when it is a running history of the thread. It then names
+        this process as the one recording it; the thread's running histories are not taken
+        for ones left behind meanwhile (the pausing process may have exited)."""
+        run, _ = await self.begin(messages, resuming=thread_id)
+        paused = await self._claim(thread_id, messages)
+        if paused is not None:
+            run.history_id = paused.id
+            for message in paused.messages or []:  # the usage of the calls before the pause
+                _add_usage(run, message.usage if message.role == "assistant" else None)
         return run
 
-    async def _claim(self, thread_id: str | None) -> UUID | None:
+    async def _claim(self, thread_id: str | None, messages: Sequence[BaseMessage]) -> HistoryDetail | None:
+        """The paused run's history (see ``resume``), read just now with its messages. Neither a
+        sub-agent's history (its messages are not in the thread) nor one another run of the
+        thread left running (a newer run's messages follow its) is taken."""
         if thread_id is None:
             return None
-        detail = await self.chat.get_conversation(self.conversation_id)
-        wanted = {"framework": "langchain", "thread_id": thread_id}
-        # The thread's newest running history: sub-agents the paused run called record into
-        # the conversation under its thread too, finished after it began.
-        running = [
-            h
-            for h in detail.histories
-            if h.status == "running" and all((h.metadata or {}).get(k) == v for k, v in wanted.items())
-        ]
-        if not running:
+        seen = self._seen
+        history_of = dict(zip((m.id for m in seen.messages), seen.histories, strict=True))
+        newest = next((history_of[m.id] for m in reversed(messages) if m.id in history_of), None)
+        if newest is None:
             return None
-        paused = running[-1]
-        here = recorder_metadata()
+        try:
+            paused = await self.chat.get_history(newest)
+        except HistoryNotFound:
+            return None
         metadata = dict(paused.metadata or {})
+        if paused.status != "running" or not _of_thread(metadata, thread_id):
+            return None
+        here = recorder_metadata()
         if any(metadata.get(k) != v for k, v in here.items()):
             try:
                 await self.chat.update_history(paused.id, metadata={**metadata, **here})
             except (ConflictError, HistoryNotFound):
                 return None  # closed or deleted meanwhile: the rest of the run starts its own
         LIVE_HISTORIES.add(paused.id)
-        return paused.id
+        return paused
 
     async def open(
         self, run: Run, model: object | None, system_prompt: str | None, thread_id: str | None
@@ -340,7 +351,9 @@ class Recorder:
         for (key, message, _), written, row in zip(tail, batch, stored, strict=True):
             run.written[key] = (row.id, message, written)
 
-    async def _conversation(self) -> tuple[list[BaseMessage], list[UUID], set[str]]:
+    async def _conversation(
+        self, resuming: str | None = None
+    ) -> tuple[list[BaseMessage], list[UUID], set[str]]:
         """The stored conversation and its LangChain ids: read whole once, then only the
         messages stored since the newest one read (whole again when that one is gone, or when
         a message read was pending: completing it changes nothing at the newest end)."""
@@ -353,7 +366,7 @@ class Recorder:
         else:
             rows, base, known = newer, seen.messages, seen.known
         status = dict(seen.status) if newer is not None else {}
-        await self._close_abandoned(rows, status, whole=newer is None)
+        await self._close_abandoned(rows, status, whole=newer is None, sparing=resuming)
         added = from_stored_many(rows)
         for message, row in zip(added, rows, strict=True):
             # Stored without a LangChain id (e.g. by ChatMemoryHistory): LangGraph would give it
@@ -392,12 +405,12 @@ class Recorder:
         return (*_by_history(self._seen.messages, histories), known)
 
     async def _close_abandoned(
-        self, rows: Sequence[Message], status: dict[UUID, str], *, whole: bool
+        self, rows: Sequence[Message], status: dict[UUID, str], *, whole: bool, sparing: str | None = None
     ) -> None:
-        """Fail the running histories among ``rows``' whose recording process is gone. Read in
-        part (not ``whole``), the histories read as running before and not recorded here are
-        read again too: a run ends without a message when it fails, is cancelled or its
-        process dies."""
+        """Fail the running histories among ``rows``' whose recording process is gone, but for
+        those of the thread ``sparing`` (being resumed). Read in part (not ``whole``), the
+        histories read as running before and not recorded here are read again too: a run ends
+        without a message when it fails, is cancelled or its process dies."""
         unknown = {m.history_id for m in rows} - {h for h, s in status.items() if s != "running"}
         if not whole:
             unknown |= {h for h, s in status.items() if s == "running" and h not in LIVE_HISTORIES}
@@ -417,7 +430,8 @@ class Recorder:
         started = starting_in(self.conversation_id)
         for history in histories:
             status[history.id] = history.status
-            if not (started and _mine(history)) and abandoned(history, framework="langchain"):
+            spared = sparing is not None and _of_thread(history.metadata or {}, sparing)
+            if not spared and not (started and _mine(history)) and abandoned(history, framework="langchain"):
                 try:
                     await self.chat.finish_history(history.id, status="failed", error=ABANDONED)
                 except ConflictError:
@@ -481,6 +495,10 @@ def _close_running(
             waiting.update((call_id, c["name"]) for c in message.tool_calls if (call_id := c.get("id")))
     close()
     return out
+
+
+def _of_thread(metadata: Mapping[str, Any], thread_id: str) -> bool:
+    return metadata.get("framework") == "langchain" and metadata.get("thread_id") == thread_id
 
 
 def _mine(history: History) -> bool:
