@@ -262,3 +262,26 @@ async def test_a_run_paused_before_its_first_model_call_and_resumed_elsewhere_ge
         "completed",
         ["deploy it", "(confirmed: yes)", "deployed"],
     )
+
+
+async def test_a_thread_holding_only_its_stored_input_is_given_no_other_thread(alice: Scope) -> None:
+    """Thread B's first turn failed at the provider, so it holds only its stored input; thread A
+    then recorded a turn in the same conversation. B's next turn holds the conversation (its
+    stored input comes before its new one): nothing is loaded. A's turn was loaded into B's
+    state for good, as if B's own stored input were a turn sent again."""
+    conv = await alice.start_conversation()
+    saver = InMemorySaver()
+    thread_a: RunnableConfig = {"configurable": {"thread_id": "A"}}
+    thread_b: RunnableConfig = {"configurable": {"thread_id": "B"}}
+    with pytest.raises(RuntimeError, match="provider down"):
+        await agent(alice, conv.id, fake(RuntimeError("provider down")), checkpointer=saver).ainvoke(
+            user("b1"), thread_b
+        )
+    answering_a = agent(alice, conv.id, fake("answer for A"), checkpointer=saver)
+    await answering_a.ainvoke(user("secret of A"), thread_a)
+
+    model = fake("answer for B")
+    out = await agent(alice, conv.id, model, checkpointer=saver).ainvoke(user("b2"), thread_b)
+
+    assert [m.text for m in model.seen[0][1:]] == ["b1", "b2"]
+    assert [m.text for m in out["messages"]] == ["b1", "b2", "answer for B"]

@@ -101,13 +101,18 @@ class Recorder:
         held = [i for i, m in enumerate(messages) if m.id in known]
         if held:
             run.before = frozenset(m.id for m in messages[: held[-1]] if m.id)
-        # With a checkpointer the state already holds what was stored: never load it twice. An
-        # input alone (the user messages it ends with) holds nothing, stored or not: a client
-        # sending a turn again with the same ids.
-        inputs = len(messages)
-        while inputs and isinstance(messages[inputs - 1], HumanMessage):
-            inputs -= 1
-        if not self.autoload or not stored or (held and held[0] < inputs):
+        # With a checkpointer the state already holds what was stored: never load it twice.
+        # What holds it is a stored message before the newest message not stored (the new
+        # input); when every message is stored, one before the user messages it ends with: a
+        # client sending a turn again with the same ids holds nothing but that turn.
+        new = [i for i, m in enumerate(messages) if m.id not in known]
+        if new:
+            boundary = new[-1]
+        else:
+            boundary = len(messages)
+            while boundary and isinstance(messages[boundary - 1], HumanMessage):
+                boundary -= 1
+        if not self.autoload or not stored or (held and held[0] < boundary):
             return run, None
         # As LangGraph's ``add_messages`` does: an input message with a stored one's id takes
         # its place.
