@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from langchain.agents.middleware import AgentMiddleware, HumanInTheLoopMiddleware
+from langchain.agents.middleware import AgentMiddleware, HumanInTheLoopMiddleware, PIIMiddleware
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import tool
@@ -285,3 +285,42 @@ async def test_a_thread_holding_only_its_stored_input_is_given_no_other_thread(a
 
     assert [m.text for m in model.seen[0][1:]] == ["b1", "b2"]
     assert [m.text for m in out["messages"]] == ["b1", "b2", "answer for B"]
+
+
+@pytest.mark.parametrize("through", ["the same agent object", "another agent object"])
+async def test_an_answer_redacted_after_the_pause_is_stored_redacted_when_the_run_resumes(
+    alice: Scope, through: str
+) -> None:
+    """``PIIMiddleware`` redacts the answer that calls the reviewed tool after it was recorded;
+    the run pauses for review and is resumed, through another agent object too (an agent built
+    per request, which knows the run's messages only from the store): the store keeps what the
+    state holds. Resumed elsewhere, the answer stayed stored unredacted."""
+    conv = await alice.start_conversation()
+    saver = InMemorySaver()
+    asking = call("add", "c1", a=1, b=2)
+    asking.content = "Mailing bob@example.com the sum."
+    model = fake(asking, "done")
+    thread: RunnableConfig = {"configurable": {"thread_id": "t-1"}}
+
+    def build() -> Any:
+        pii = PIIMiddleware("email", strategy="redact", apply_to_output=True)
+        review = HumanInTheLoopMiddleware(interrupt_on={"add": True})
+        return agent(alice, conv.id, model, tools=[add], checkpointer=saver, after=[review, pii])
+
+    first = build()
+    assert "__interrupt__" in await first.ainvoke(user("1+2, and mail bob"), thread)
+    resuming = first if through == "the same agent object" else build()
+    out = await resuming.ainvoke(Command(resume={"decisions": [{"type": "approve"}]}), thread)
+
+    (run,) = await histories(alice, conv.id)
+    assert (
+        [m.content for m in run.messages or []]
+        == [m.text for m in out["messages"]]
+        == [
+            "1+2, and mail bob",
+            "Mailing [REDACTED_EMAIL] the sum.",
+            "3",
+            "done",
+        ]
+    )
+    assert run.status == "completed"

@@ -66,9 +66,10 @@ class Run:
     """Ids of messages the thread held before its newest stored one when the run began: not
     the run's, and never recorded by it (their history was deleted from the store)."""
     history_id: UUID | None = None
-    written: dict[str, tuple[UUID, BaseMessage, NewMessage]] = field(default_factory=dict)
+    written: dict[str, tuple[UUID, BaseMessage | None, NewMessage]] = field(default_factory=dict)
     """The messages this run appended to its running history, in order, by LangChain id: the
-    stored message's id, the LangChain message and what stored it."""
+    stored message's id, the LangChain message (``None`` when read back: a paused run resumed
+    through another middleware object) and what stores it."""
     usage: dict[str, int] = field(default_factory=dict)
     opening: dict[str, Any] | None = None
     """How to start the history (model, system prompts, metadata), noted at the first model call."""
@@ -130,8 +131,12 @@ class Recorder:
         paused = await self._claim(thread_id, messages)
         if paused is not None:
             run.history_id = paused.id
-            for message in paused.messages or []:  # the usage of the calls before the pause
+            for message in paused.messages or []:
+                # The usage of the calls before the pause, and the messages a middleware may
+                # still change (a redaction after the model call that paused).
                 _add_usage(run, message.usage if message.role == "assistant" else None)
+                if message.key is not None:
+                    run.written[message.key] = (message.id, None, restored(message))
         return run
 
     async def _claim(self, thread_id: str | None, messages: Sequence[BaseMessage]) -> HistoryDetail | None:
@@ -343,7 +348,7 @@ class Recorder:
         if changed is None:
             return
         tail = [(key, held.get(key, message), written) for key, (_, message, written) in order[changed:]]
-        batch = [self._new([message])[0] if message.id in held else written for _, message, written in tail]
+        batch = [written if key not in held else self._new([held[key]])[0] for key, _, written in tail]
         try:
             stored = await self.chat.replace_messages(
                 self.conversation_id,
@@ -353,8 +358,8 @@ class Recorder:
             )
         except ConflictError:
             return
-        for (key, message, _), written, row in zip(tail, batch, stored, strict=True):
-            run.written[key] = (row.id, message, written)
+        for (key, current, _), written, row in zip(tail, batch, stored, strict=True):
+            run.written[key] = (row.id, current, written)
 
     async def _conversation(
         self, resuming: str | None = None
@@ -500,6 +505,19 @@ def _close_running(
             waiting.update((call_id, c["name"]) for c in message.tool_calls if (call_id := c.get("id")))
     close()
     return out
+
+
+def restored(message: Message) -> NewMessage:
+    """``message`` as it is stored again, unchanged."""
+    return NewMessage(
+        role=message.role,
+        content=message.parts if message.parts is not None else message.content,
+        model=message.model,
+        usage=message.usage,
+        metadata=message.metadata,
+        native=message.native,
+        key=message.key,
+    )
 
 
 def _of_thread(metadata: Mapping[str, Any], thread_id: str) -> bool:
