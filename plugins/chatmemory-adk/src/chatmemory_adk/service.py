@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import TracebackType
@@ -23,14 +24,22 @@ from google.adk.sessions.base_session_service import (
 from google.adk.sessions.session import Session
 from typing_extensions import override
 
-from chatmemory import ChatMemory, ConflictError, ConversationNotFound, Message, NotFoundError, Scope
+from chatmemory import (
+    ChatMemory,
+    ChatMemoryError,
+    ConflictError,
+    ConversationNotFound,
+    Message,
+    NotFoundError,
+    Scope,
+)
 from chatmemory.loops import AnyLoopLock
 from chatmemory.mirror import Mirrors
-from chatmemory.recording import fitted, model_label
+from chatmemory.recording import fitted, model_label, recorder_metadata, run_error
 from chatmemory_adk import _layout as layout
 from chatmemory_adk._events import event_time, to_event, to_message
 from chatmemory_adk._revisions import adk_error, revision
-from chatmemory_adk._runs import KeyedLocks, ModelCalls, Recent, Run, to_the_end
+from chatmemory_adk._runs import LIVE_RUNS, Invocation, KeyedLocks, ModelCalls, Recent, Run, to_the_end
 
 __all__ = ["DEFAULT_MODEL", "ChatMemorySessionService"]
 
@@ -44,6 +53,8 @@ _GENERATION_TRIES = 5
 _PAGE = 1000
 # How many times a listing is read when changes commit while it is read (see ``list_sessions``).
 _PASSES = 3
+# The error of an invocation closed because the task running it stopped without ADK reporting its end.
+_CANCELLED = run_error(asyncio.CancelledError())
 
 
 class ChatMemorySessionService(BaseSessionService):
@@ -67,6 +78,7 @@ class ChatMemorySessionService(BaseSessionService):
         self._open_lock = AnyLoopLock()
         self.default_model = model_label(default_model) or default_model
         self._runs: Recent[tuple[UUID, str], Run] = Recent(_CACHED)
+        self._announced: Recent[str, Invocation] = Recent(_CACHED)
         self._calls = ModelCalls()
         self._ensured: Recent[tuple[str, str], bool] = Recent(_CACHED)
         self._mirrors: Mirrors[Event | None] = Mirrors(_events_of, _MIRRORED)
@@ -259,7 +271,8 @@ class ChatMemorySessionService(BaseSessionService):
         cid = layout.session_id_of(app_name, user_id, session_id, generation)
         with contextlib.suppress(ConversationNotFound):
             await memory.scoped(layout.user(app_name, user_id)).delete_conversation(cid)
-        self._runs.pop_where(lambda key: key[0] == cid)
+        dropped = set(self._runs.pop_where(lambda key: key[0] == cid))
+        LIVE_RUNS.pop(lambda _cid, _invocation, run: run in dropped)
 
     @override
     async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
@@ -337,12 +350,15 @@ class ChatMemorySessionService(BaseSessionService):
         except Exception as exc:
             if started:  # the history this refused event opened records nothing: drop it
                 self._runs.pop_where(lambda key: key == (cid, event.invocation_id))
+                LIVE_RUNS.pop(lambda _cid, _invocation, live: live is run)
                 with contextlib.suppress(NotFoundError):
                     await chat.delete_history(run.history_id)
             mapped = adk_error(exc, session.id, user_doc, app_doc)
             if mapped is exc:
                 raise
             raise mapped from None
+        if started:
+            await self._close_left(cid)
         if stored[0].seq <= expected:
             return None
         self._mirrors.wrote(cid, 1)  # the next read of the session asks for one message more
@@ -362,6 +378,39 @@ class ChatMemorySessionService(BaseSessionService):
         """
         self._calls.note(invocation_id, agent_name, model, system_prompt)
 
+    async def start_invocation(self, invocation_id: str, session: Session) -> None:
+        """Note that ``invocation_id`` runs on ``session`` in the current task.
+
+        ``ProvenancePlugin`` calls this as an invocation starts, in the task running it. The
+        invocation's history then names this host and process (``recorder_metadata``), so that
+        it can be closed when ADK reports no end: ``cancelled`` by the session's next
+        invocation in this process once the task no longer runs it (cancelled, or gone on to
+        another invocation of the session).
+        """
+        task = asyncio.current_task()
+        if task is None:
+            return
+        key = (session.app_name, session.user_id, session.id)
+        known = self._announced.get(invocation_id)
+        if known is not None and known.task() is task and not known.moved_on:
+            return  # announced already, at its user message
+        for other_id, other in self._announced.items():
+            if other_id != invocation_id and other.session == key and other.task() is task:
+                other.moved_on = True
+        invocation = Invocation(key, weakref.ref(task))
+        self._announced.set(invocation_id, invocation)
+        for (cid, recorded), run in self._runs.items():
+            if recorded != invocation_id or run.closed:
+                continue
+            if run.invocation is not None:  # resumed, in another task
+                run.invocation = invocation
+                continue
+            run.invocation = invocation  # its history began before the invocation was announced
+            with contextlib.suppress(ConflictError, NotFoundError):  # closed, or deleted
+                await run.chat.update_history(run.history_id, metadata=_metadata(invocation_id, True))
+                LIVE_RUNS.add(cid, invocation_id, run)
+            await self._close_left(cid)
+
     async def finish_invocation(
         self,
         invocation_id: str,
@@ -374,13 +423,19 @@ class ChatMemorySessionService(BaseSessionService):
         ``ProvenancePlugin`` calls this when a run ends. Events of the same invocation appended
         later (a resumed invocation) start a new history.
         """
-        memory = await self._store()
-        if error is not None:  # within a store opened with a lower content limit too
-            error = error[: memory.limits.content]
-        for run in self._runs.pop_where(lambda key: key[1] == invocation_id):
+        self._announced.pop_where(lambda key: key == invocation_id)
+        mine = self._runs.pop_where(lambda key: key[1] == invocation_id)
+        live = LIVE_RUNS.pop(lambda _cid, recorded, _run: recorded == invocation_id)
+        for run in dict.fromkeys([*mine, *live]):
+            if run.closed:
+                continue
             with contextlib.suppress(ConflictError, NotFoundError):  # already closed, or deleted
-                await memory.scoped(run.principal).finish_history(
-                    run.history_id, status=status, usage=run.usage or None, error=error
+                await run.chat.finish_history(
+                    run.history_id,
+                    status=status,
+                    usage=run.usage or None,
+                    # within a store opened with a lower content limit too
+                    error=None if error is None else error[: run.chat.limits.content],
                 )
 
     # -- internals -------------------------------------------------------------------------
@@ -396,22 +451,21 @@ class ChatMemorySessionService(BaseSessionService):
         """
         key = (cid, invocation_id)
         run = self._runs.get(key)
-        started = run is None
-        if run is None:
+        started = run is None or run.closed
+        if run is None or run.closed:
+            invocation = self._announced.get(invocation_id)
             try:
                 history = await chat.start_history(
                     cid,
                     model=model_label(model) or self.default_model,
                     system_prompts=self._calls.prompts(invocation_id, model),
-                    metadata={
-                        "invocation_id": invocation_id,
-                        "framework": layout.FRAMEWORK,
-                        "framework_version": adk_version.__version__,
-                    },
+                    metadata=_metadata(invocation_id, invocation is not None),
                 )
             except ConversationNotFound:
                 raise SessionNotFoundError("Session not found.") from None
-            run = Run(history.id, history.model, chat.principal)
+            run = Run(history.id, history.model, chat, invocation=invocation)
+            if invocation is not None:
+                LIVE_RUNS.add(cid, invocation_id, run)
         label = model_label(model)
         if label and run.model == self.default_model:
             prompts = self._calls.prompts(invocation_id, model)
@@ -419,6 +473,21 @@ class ChatMemorySessionService(BaseSessionService):
             run.model = label
         self._runs.set(key, run)
         return run, started
+
+    async def _close_left(self, cid: UUID) -> None:
+        """Close ``cancelled`` the session's histories whose invocations ended with no end
+        reported: those this process recorded (through any service object) whose task no longer
+        runs them. Histories of invocations run without ``ProvenancePlugin`` are never judged.
+        Best effort, after the write that started a history: one closed or deleted meanwhile is
+        left as it is."""
+        for run in LIVE_RUNS.pop(
+            lambda session, _, run: session == cid and run.invocation is not None and run.invocation.ended()
+        ):
+            run.closed = True
+            with contextlib.suppress(ChatMemoryError):
+                await run.chat.finish_history(
+                    run.history_id, status="cancelled", usage=run.usage or None, error=_CANCELLED
+                )
 
     async def _ensure_state_docs(
         self, memory: ChatMemory, app_name: str, user_id: str, now: datetime
@@ -451,6 +520,17 @@ async def _list_pass(
         if not page.has_more:
             return pages
         cursor = page.next_cursor
+
+
+def _metadata(invocation_id: str, announced: bool) -> dict[str, Any]:
+    """The metadata of an invocation's history; one ``ProvenancePlugin`` announced names the
+    host and process recording it."""
+    return {
+        "invocation_id": invocation_id,
+        "framework": layout.FRAMEWORK,
+        "framework_version": adk_version.__version__,
+        **(recorder_metadata() if announced else {}),
+    }
 
 
 def _holds(session: Session, event: Event) -> bool:
