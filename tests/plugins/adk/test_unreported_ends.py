@@ -1,13 +1,20 @@
 """Invocations whose end ADK never reports: with ``ProvenancePlugin``, one cancelled mid-run is
-closed ``cancelled`` by its session's next invocation; invocations still running are left to
-end themselves, and those run without the plugin are never judged."""
+closed ``cancelled`` by its session's next invocation, and one whose process was killed
+``failed`` by the next process's; invocations still running, in this process or another, are
+left to end themselves, and those run without the plugin are never judged."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
-from collections.abc import Callable, Coroutine
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,10 +28,34 @@ from google.adk.tools.agent_tool import AgentTool
 from google.genai import types
 
 from chatmemory import ChatMemory, History, Principal
-from chatmemory.recording import run_error
+from chatmemory.recording import ABANDONED, run_error
 from tests.plugins.adk._agent import APP, USER, FakeLlm, add, run_turn
 
+ROOT = Path(__file__).resolve().parents[3]
 CANCELLED = run_error(asyncio.CancelledError())
+
+# One invocation with ProvenancePlugin whose tool waits for ever, until the process is killed.
+RUN_UNTIL_KILLED = textwrap.dedent(
+    """
+    import asyncio, sys
+    from chatmemory_adk import ChatMemorySessionService, ProvenancePlugin
+    from tests.plugins.adk._agent import APP, USER, run_turn
+
+    async def wait() -> str:
+        "Wait."
+        print("in the tool", flush=True)
+        await asyncio.Event().wait()
+        return "never"
+
+    async def main(url):
+        async with ChatMemorySessionService.from_url(url) as service:
+            await service.create_session(app_name=APP, user_id=USER, session_id="s")
+            plugins = [ProvenancePlugin(service)]
+            await run_turn(service, "doomed", "s", "please wait", tools=[wait], plugins=plugins)
+
+    asyncio.run(main(sys.argv[1]))
+    """
+)
 
 
 class Gate:
@@ -57,6 +88,22 @@ def turn(
 ) -> Coroutine[Any, Any, FakeLlm]:
     tools = [gate.tool()] if gate else None
     return run_turn(service, "m", "s", text, tools=tools, plugins=[ProvenancePlugin(service)])
+
+
+@asynccontextmanager
+async def until_killed(db_url: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """An invocation run in a process of its own, once inside its tool; killed with SIGKILL
+    on the way out."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", RUN_UNTIL_KILLED, db_url, cwd=ROOT, stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    try:
+        assert await asyncio.wait_for(process.stdout.readline(), timeout=120) == b"in the tool\n"
+        yield process
+    finally:
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
 
 
 @pytest.mark.parametrize("next_service", ["same", "another"])
@@ -115,6 +162,79 @@ async def test_an_invocation_cut_short_by_a_timeout_is_closed_by_the_tasks_next_
     assert (cut_short.status, cut_short.error) == ("cancelled", CANCELLED)
     assert [m.role for m in cut_short.messages or []] == ["user", "assistant"]
     assert later.status == "completed"
+
+
+async def test_a_killed_process_leaves_its_invocation_to_the_next_process_which_fails_it(
+    db_url: str, memory: ChatMemory
+) -> None:
+    async with until_killed(db_url) as process:
+        pass
+    (left,) = await histories(memory)
+    assert left.status == "running"
+    assert left.metadata is not None
+    assert (left.metadata["host"], left.metadata["pid"]) == (socket.gethostname(), process.pid)
+
+    service = ChatMemorySessionService(memory)  # this process stands for the next one
+    await turn(service, "hello")
+
+    killed, later = await histories(memory)
+    assert (killed.id, killed.status, killed.error) == (left.id, "failed", ABANDONED)
+    assert killed.model == "doomed"
+    assert [(m.role, m.seq) for m in killed.messages or []] == [(m.role, m.seq) for m in left.messages or []]
+    assert [m.role for m in killed.messages or []] == ["user", "assistant"]
+    assert later.status == "completed"
+    session = await service.get_session(app_name=APP, user_id=USER, session_id="s")
+    assert session is not None
+    assert [e.author for e in session.events] == ["user", "calc", "user", "calc"]
+
+
+async def test_an_invocation_another_live_process_runs_is_left_running(
+    db_url: str, memory: ChatMemory
+) -> None:
+    async with until_killed(db_url) as process:
+        service = ChatMemorySessionService(memory)
+        await turn(service, "hello")
+        other, mine = await histories(memory)
+        assert process.returncode is None  # still in its tool
+        assert (other.status, other.error) == ("running", None)
+        assert mine.status == "completed"
+
+
+def _recorder(left_by: str) -> dict[str, object]:
+    """The host and process a history names, as left by ``left_by``."""
+    if left_by == "no-plugin":
+        return {}
+    if left_by == "another-host":
+        return {"host": "another-host", "pid": 1}
+    if left_by == "gone-process":
+        done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+        return {"host": socket.gethostname(), "pid": int(done.stdout)}
+    return {"host": socket.gethostname(), "pid": os.getpid()}  # judged by its task instead
+
+
+@pytest.mark.parametrize(
+    ("left_by", "status"),
+    [
+        ("no-plugin", "running"),  # run without ProvenancePlugin: its end is never known
+        ("another-host", "running"),  # its process cannot be seen from here
+        ("gone-process", "failed"),
+        ("this-process", "running"),
+    ],
+)
+async def test_a_history_left_running_is_closed_only_when_its_process_can_be_told_gone(
+    left_by: str, status: str, service: ChatMemorySessionService, memory: ChatMemory
+) -> None:
+    await service.create_session(app_name=APP, user_id=USER, session_id="s")
+    chat = memory.scoped(Principal(USER, tenant=APP))
+    (conversation,) = (await chat.list_conversations()).items
+    metadata = {"invocation_id": "e-left", "framework": "google-adk", **_recorder(left_by)}
+    left = await chat.start_history(conversation.id, model="doomed", metadata=metadata)
+
+    await turn(service, "hello")
+
+    earlier, later = await histories(memory)
+    assert (earlier.id, earlier.status, later.status) == (left.id, status, "completed")
+    assert earlier.error == (ABANDONED if status == "failed" else None)
 
 
 async def test_an_invocation_still_running_beside_the_sessions_next_one_is_left_running(

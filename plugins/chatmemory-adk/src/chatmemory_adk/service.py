@@ -35,7 +35,15 @@ from chatmemory import (
 )
 from chatmemory.loops import AnyLoopLock
 from chatmemory.mirror import Mirrors
-from chatmemory.recording import fitted, model_label, recorder_metadata, run_error
+from chatmemory.recording import (
+    ABANDONED,
+    abandoned,
+    fitted,
+    model_label,
+    recorded_here,
+    recorder_metadata,
+    run_error,
+)
 from chatmemory_adk import _layout as layout
 from chatmemory_adk._events import event_time, to_event, to_message
 from chatmemory_adk._revisions import adk_error, revision
@@ -79,6 +87,7 @@ class ChatMemorySessionService(BaseSessionService):
         self.default_model = model_label(default_model) or default_model
         self._runs: Recent[tuple[UUID, str], Run] = Recent(_CACHED)
         self._announced: Recent[str, Invocation] = Recent(_CACHED)
+        self._judged: Recent[UUID, bool] = Recent(_CACHED)  # sessions read for histories left behind
         self._calls = ModelCalls()
         self._ensured: Recent[tuple[str, str], bool] = Recent(_CACHED)
         self._mirrors: Mirrors[Event | None] = Mirrors(_events_of, _MIRRORED)
@@ -358,7 +367,7 @@ class ChatMemorySessionService(BaseSessionService):
                 raise
             raise mapped from None
         if started:
-            await self._close_left(cid)
+            await self._close_left(chat, cid, judge=run.invocation is not None)
         if stored[0].seq <= expected:
             return None
         self._mirrors.wrote(cid, 1)  # the next read of the session asks for one message more
@@ -385,7 +394,8 @@ class ChatMemorySessionService(BaseSessionService):
         invocation's history then names this host and process (``recorder_metadata``), so that
         it can be closed when ADK reports no end: ``cancelled`` by the session's next
         invocation in this process once the task no longer runs it (cancelled, or gone on to
-        another invocation of the session).
+        another invocation of the session), ``failed`` with ``ABANDONED`` by a later process's
+        once this process is gone.
         """
         task = asyncio.current_task()
         if task is None:
@@ -409,7 +419,7 @@ class ChatMemorySessionService(BaseSessionService):
             with contextlib.suppress(ConflictError, NotFoundError):  # closed, or deleted
                 await run.chat.update_history(run.history_id, metadata=_metadata(invocation_id, True))
                 LIVE_RUNS.add(cid, invocation_id, run)
-            await self._close_left(cid)
+            await self._close_left(run.chat, cid, judge=True)
 
     async def finish_invocation(
         self,
@@ -474,12 +484,13 @@ class ChatMemorySessionService(BaseSessionService):
         self._runs.set(key, run)
         return run, started
 
-    async def _close_left(self, cid: UUID) -> None:
-        """Close ``cancelled`` the session's histories whose invocations ended with no end
-        reported: those this process recorded (through any service object) whose task no longer
-        runs them. Histories of invocations run without ``ProvenancePlugin`` are never judged.
-        Best effort, after the write that started a history: one closed or deleted meanwhile is
-        left as it is."""
+    async def _close_left(self, chat: Scope, cid: UUID, *, judge: bool) -> None:
+        """Close the session's histories whose invocations ended with no end reported: those
+        this process recorded (through any service object) whose task no longer runs them
+        ``cancelled``, and, once per session for this service object when ``judge``, those a
+        process on this host that is gone left running ``failed`` (``ABANDONED``). Histories of
+        invocations run without ``ProvenancePlugin`` are never judged. Best effort, after the
+        write that started a history: one closed or deleted meanwhile is left as it is."""
         for run in LIVE_RUNS.pop(
             lambda session, _, run: session == cid and run.invocation is not None and run.invocation.ended()
         ):
@@ -488,6 +499,15 @@ class ChatMemorySessionService(BaseSessionService):
                 await run.chat.finish_history(
                     run.history_id, status="cancelled", usage=run.usage or None, error=_CANCELLED
                 )
+        if not judge or self._judged.get(cid):
+            return
+        self._judged.set(cid, True)
+        with contextlib.suppress(ChatMemoryError):
+            for history in (await chat.get_conversation(cid)).histories:
+                # This process's own are judged above, by their tasks.
+                if not recorded_here(history) and abandoned(history, framework=layout.FRAMEWORK):
+                    with contextlib.suppress(ConflictError, NotFoundError):  # ended meanwhile
+                        await chat.finish_history(history.id, status="failed", error=ABANDONED)
 
     async def _ensure_state_docs(
         self, memory: ChatMemory, app_name: str, user_id: str, now: datetime
