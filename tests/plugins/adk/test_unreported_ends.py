@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import textwrap
+import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 
 import pytest
 from chatmemory_adk import ChatMemorySessionService, ProvenancePlugin
+from chatmemory_adk._runs import Invocation, LiveRuns, Run
 from google.adk.agents import LlmAgent
 from google.adk.agents.invocation_context import InvocationContext
 from google.adk.apps import App, ResumabilityConfig
@@ -28,7 +31,7 @@ from google.adk.tools.agent_tool import AgentTool
 from google.genai import types
 
 from chatmemory import ChatMemory, History, Principal
-from chatmemory.recording import ABANDONED, run_error
+from chatmemory.recording import ABANDONED, LIVE_HISTORIES, run_error
 from tests.plugins.adk._agent import APP, USER, FakeLlm, add, run_turn
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -395,3 +398,27 @@ async def test_a_cancelled_invocation_resumed_later_is_recorded_to_its_end(
         assert [(h.status, h.error) for h in ran] == [("completed", None)]
         assert roles[0][:2] == ["user", "assistant"]
     assert "tool" in roles[-1]
+
+
+async def test_the_registry_of_live_runs_forgets_the_oldest_ended_ones_past_its_bound(
+    memory: ChatMemory,
+) -> None:
+    """A server whose clients leave mid-turn and never come back to their session: the runs
+    whose tasks ended are forgotten, oldest first, past the bound; runs still going are kept.
+    Every one was kept for the process's life."""
+    chat = memory.scoped(Principal(USER, tenant=APP))
+    ended_task = asyncio.ensure_future(asyncio.sleep(0))
+    await ended_task
+    going = asyncio.ensure_future(asyncio.sleep(30))
+    registry = LiveRuns(most=3)
+    runs = []
+    for n in range(6):
+        task = going if n in (0, 3) else ended_task
+        run = Run(uuid.uuid4(), "m", chat, invocation=Invocation((APP, USER, f"s{n}"), weakref.ref(task)))
+        registry.add(uuid.uuid4(), f"i{n}", run)
+        runs.append(run)
+    going.cancel()
+
+    kept = registry.pop(lambda _session, _invocation, _run: True)
+    assert [runs.index(run) for run in kept] == [0, 3, 5]
+    assert not {run.history_id for run in runs} & LIVE_HISTORIES

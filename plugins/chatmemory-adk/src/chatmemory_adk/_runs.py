@@ -126,16 +126,28 @@ class Run:
 
 class LiveRuns:
     """The runs of announced invocations this process records, by any service object, until
-    their end is reported or they are closed; their histories are in ``LIVE_HISTORIES``."""
+    their end is reported or they are closed; their histories are in ``LIVE_HISTORIES``.
 
-    def __init__(self) -> None:
+    Past ``most`` runs, the oldest whose task no longer runs them are forgotten (a server whose
+    clients leave mid-turn and never come back to their session): their histories stay
+    ``running`` until a later process closes them, ``failed``."""
+
+    def __init__(self, most: int = 4096) -> None:
         self._runs: dict[UUID, tuple[UUID, str, Run]] = {}  # history id: session, invocation, run
         self._lock = threading.Lock()
+        self._most = most
 
     def add(self, cid: UUID, invocation_id: str, run: Run) -> None:
         with self._lock:
             self._runs[run.history_id] = (cid, invocation_id, run)
             LIVE_HISTORIES.add(run.history_id)
+            if len(self._runs) > self._most:
+                for history_id, (_, _, old) in list(self._runs.items()):
+                    if old.invocation is not None and old.invocation.ended():
+                        del self._runs[history_id]
+                        LIVE_HISTORIES.discard(history_id)
+                        if len(self._runs) <= self._most:
+                            break
 
     def pop(self, matches: Callable[[UUID, str, Run], bool]) -> list[Run]:
         """Remove the runs that ``matches`` (session, invocation id, run); those runs."""
