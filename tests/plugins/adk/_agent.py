@@ -39,8 +39,7 @@ def explode() -> int:
 
 
 class FakeLlm(BaseLlm):
-    """Offline model: asked to add, it calls ``add`` (asked to explode, ``explode``; asked to
-    wait, ``wait``; asked to delegate, ``helper`` with the request ``hello``); given the
+    """Offline model: asked to add, it calls ``add`` (asked to explode, ``explode``); given the
     result, it states it; else it says how many contents it saw. Unless ``stamp`` is off it
     reports its own name as the model version, as provider models do. Every request's
     contents are kept in ``seen``."""
@@ -62,11 +61,6 @@ class FakeLlm(BaseLlm):
             )
         elif any(p.text and "explode" in p.text for p in last):
             part = types.Part(function_call=types.FunctionCall(id="call-2", name="explode", args={}))
-        elif any(p.text and "wait" in p.text for p in last):
-            part = types.Part(function_call=types.FunctionCall(id="call-3", name="wait", args={}))
-        elif any(p.text and "delegate" in p.text for p in last):
-            call = types.FunctionCall(id="call-4", name="helper", args={"request": "hello"})
-            part = types.Part(function_call=call)
         else:
             part = types.Part(text=f"saw {len(contents)} contents")
         yield LlmResponse(
@@ -88,12 +82,10 @@ async def run_turn(
     *,
     stamp: bool = True,
     plugins: list[BasePlugin] | None = None,
-    tools: list[Any] | None = None,
 ) -> FakeLlm:
-    """One invocation of the ``calc`` agent on ``model`` (with ``add``, ``explode`` and
-    ``tools``); returns the model with what it saw."""
+    """One invocation of the ``calc`` agent on ``model``; returns the model with what it saw."""
     llm = FakeLlm(model=model, stamp=stamp)
-    agent = LlmAgent(name="calc", model=llm, instruction="You add.", tools=[add, explode, *(tools or [])])
+    agent = LlmAgent(name="calc", model=llm, instruction="You add.", tools=[add, explode])
     runner = Runner(app=App(name=APP, root_agent=agent, plugins=plugins or []), session_service=service)
     message = types.Content(role="user", parts=[types.Part(text=text)])
     async for _ in runner.run_async(user_id=USER, session_id=session_id, new_message=message):

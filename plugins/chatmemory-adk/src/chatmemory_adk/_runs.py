@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
-from chatmemory import Scope
+from chatmemory import Principal
 from chatmemory.loops import AnyLoopLock
-from chatmemory.recording import LIVE_HISTORIES
 
 _K = TypeVar("_K", bound=Hashable)
 _V = TypeVar("_V")
@@ -91,75 +89,19 @@ class KeyedLocks(Generic[_K]):
                     self._locks[key] = (lock, users - 1)
 
 
-@dataclass(eq=False)
-class Invocation:
-    """An invocation ``ProvenancePlugin`` announced: the session it runs on and the task
-    running it, which ADK tells a plugin nothing more about when it is cancelled."""
-
-    session: tuple[str, str, str]  # app name, user id, session id
-    task: weakref.ref[asyncio.Task[Any]]
-    moved_on: bool = False  # its task has since started another invocation of the session
-
-    def ended(self) -> bool:
-        """Whether its task no longer runs it: done (or gone), or running another invocation
-        of the same session (an ``asyncio.timeout`` cut this one short)."""
-        task = self.task()
-        return self.moved_on or task is None or task.done()
-
-
-@dataclass(eq=False)
+@dataclass
 class Run:
     """An invocation's history, as this process records it."""
 
     history_id: UUID
     model: str
-    chat: Scope
+    principal: Principal
     usage: dict[str, int] = field(default_factory=dict)
-    invocation: Invocation | None = None  # when ProvenancePlugin announced it
-    closed: bool = False  # closed as cancelled: later events of the invocation start a new history
 
     def add_usage(self, usage: Mapping[str, Any] | None) -> None:
         for name, count in (usage or {}).items():
             if isinstance(count, int) and not isinstance(count, bool):
                 self.usage[name] = self.usage.get(name, 0) + count
-
-
-class LiveRuns:
-    """The runs of announced invocations this process records, by any service object, until
-    their end is reported or they are closed; their histories are in ``LIVE_HISTORIES``.
-
-    Past ``most`` runs, the oldest whose task no longer runs them are forgotten (a server whose
-    clients leave mid-turn and never come back to their session): their histories stay
-    ``running`` until a later process closes them, ``failed``."""
-
-    def __init__(self, most: int = 4096) -> None:
-        self._runs: dict[UUID, tuple[UUID, str, Run]] = {}  # history id: session, invocation, run
-        self._lock = threading.Lock()
-        self._most = most
-
-    def add(self, cid: UUID, invocation_id: str, run: Run) -> None:
-        with self._lock:
-            self._runs[run.history_id] = (cid, invocation_id, run)
-            LIVE_HISTORIES.add(run.history_id)
-            if len(self._runs) > self._most:
-                for history_id, (_, _, old) in list(self._runs.items()):
-                    if old.invocation is not None and old.invocation.ended():
-                        del self._runs[history_id]
-                        LIVE_HISTORIES.discard(history_id)
-                        if len(self._runs) <= self._most:
-                            break
-
-    def pop(self, matches: Callable[[UUID, str, Run], bool]) -> list[Run]:
-        """Remove the runs that ``matches`` (session, invocation id, run); those runs."""
-        with self._lock:
-            popped = [run for cid, inv, run in self._runs.values() if matches(cid, inv, run)]
-            for run in popped:
-                del self._runs[run.history_id]
-                LIVE_HISTORIES.discard(run.history_id)
-            return popped
-
-
-LIVE_RUNS = LiveRuns()
 
 
 class ModelCalls:

@@ -1,5 +1,4 @@
-"""An ADK plugin telling the session service which model and system prompt each agent uses, and
-when each invocation starts and ends."""
+"""An ADK plugin telling the session service which model and system prompt each agent uses."""
 
 from __future__ import annotations
 
@@ -30,27 +29,11 @@ class ProvenancePlugin(BasePlugin):
     (``plugins=[ProvenancePlugin(service)]``), an agent's events without one are recorded
     as produced by the agent's model, and each invocation's history gets its model and
     system prompt. Events themselves are left exactly as ADK made them.
-
-    It also tells the service when each invocation starts (and in which task) and how it
-    ended, so that its history is closed: ``completed`` or ``failed`` when the run ends, and
-    ``cancelled`` or ``failed`` (``chatmemory.recording.ABANDONED``) later when ADK reports no
-    end (a cancelled task, a killed process).
     """
 
     def __init__(self, service: ChatMemorySessionService) -> None:
         super().__init__(name="chatmemory_provenance")
         self._service = service
-
-    async def on_user_message_callback(
-        self, *, invocation_context: InvocationContext, user_message: types.Content
-    ) -> types.Content | None:
-        # Before the user's event starts the invocation's history: it names its process at once.
-        await self._service.start_invocation(invocation_context.invocation_id, invocation_context.session)
-        return None
-
-    async def before_run_callback(self, *, invocation_context: InvocationContext) -> types.Content | None:
-        await self._service.start_invocation(invocation_context.invocation_id, invocation_context.session)
-        return None
 
     async def before_model_callback(
         self, *, callback_context: CallbackContext, llm_request: LlmRequest

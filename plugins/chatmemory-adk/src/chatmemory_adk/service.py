@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import TracebackType
@@ -24,30 +23,14 @@ from google.adk.sessions.base_session_service import (
 from google.adk.sessions.session import Session
 from typing_extensions import override
 
-from chatmemory import (
-    ChatMemory,
-    ChatMemoryError,
-    ConflictError,
-    ConversationNotFound,
-    Message,
-    NotFoundError,
-    Scope,
-)
+from chatmemory import ChatMemory, ConflictError, ConversationNotFound, Message, NotFoundError, Scope
 from chatmemory.loops import AnyLoopLock
 from chatmemory.mirror import Mirrors
-from chatmemory.recording import (
-    ABANDONED,
-    abandoned,
-    fitted,
-    model_label,
-    recorded_here,
-    recorder_metadata,
-    run_error,
-)
+from chatmemory.recording import fitted, model_label
 from chatmemory_adk import _layout as layout
 from chatmemory_adk._events import event_time, to_event, to_message
 from chatmemory_adk._revisions import adk_error, revision
-from chatmemory_adk._runs import LIVE_RUNS, Invocation, KeyedLocks, ModelCalls, Recent, Run, to_the_end
+from chatmemory_adk._runs import KeyedLocks, ModelCalls, Recent, Run, to_the_end
 
 __all__ = ["DEFAULT_MODEL", "ChatMemorySessionService"]
 
@@ -61,8 +44,6 @@ _GENERATION_TRIES = 5
 _PAGE = 1000
 # How many times a listing is read when changes commit while it is read (see ``list_sessions``).
 _PASSES = 3
-# The error of an invocation closed because the task running it stopped without ADK reporting its end.
-_CANCELLED = run_error(asyncio.CancelledError())
 
 
 class ChatMemorySessionService(BaseSessionService):
@@ -86,8 +67,6 @@ class ChatMemorySessionService(BaseSessionService):
         self._open_lock = AnyLoopLock()
         self.default_model = model_label(default_model) or default_model
         self._runs: Recent[tuple[UUID, str], Run] = Recent(_CACHED)
-        self._announced: Recent[str, Invocation] = Recent(_CACHED)
-        self._judged: Recent[UUID, bool] = Recent(_CACHED)  # sessions read for histories left behind
         self._calls = ModelCalls()
         self._ensured: Recent[tuple[str, str], bool] = Recent(_CACHED)
         self._mirrors: Mirrors[Event | None] = Mirrors(_events_of, _MIRRORED)
@@ -280,8 +259,7 @@ class ChatMemorySessionService(BaseSessionService):
         cid = layout.session_id_of(app_name, user_id, session_id, generation)
         with contextlib.suppress(ConversationNotFound):
             await memory.scoped(layout.user(app_name, user_id)).delete_conversation(cid)
-        dropped = set(self._runs.pop_where(lambda key: key[0] == cid))
-        LIVE_RUNS.pop(lambda _cid, _invocation, run: run in dropped)
+        self._runs.pop_where(lambda key: key[0] == cid)
 
     @override
     async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
@@ -359,15 +337,12 @@ class ChatMemorySessionService(BaseSessionService):
         except Exception as exc:
             if started:  # the history this refused event opened records nothing: drop it
                 self._runs.pop_where(lambda key: key == (cid, event.invocation_id))
-                LIVE_RUNS.pop(lambda _cid, _invocation, live: live is run)
                 with contextlib.suppress(NotFoundError):
                     await chat.delete_history(run.history_id)
             mapped = adk_error(exc, session.id, user_doc, app_doc)
             if mapped is exc:
                 raise
             raise mapped from None
-        if started:
-            await self._close_left(chat, cid, judge=run.invocation is not None)
         if stored[0].seq <= expected:
             return None
         self._mirrors.wrote(cid, 1)  # the next read of the session asks for one message more
@@ -387,40 +362,6 @@ class ChatMemorySessionService(BaseSessionService):
         """
         self._calls.note(invocation_id, agent_name, model, system_prompt)
 
-    async def start_invocation(self, invocation_id: str, session: Session) -> None:
-        """Note that ``invocation_id`` runs on ``session`` in the current task.
-
-        ``ProvenancePlugin`` calls this as an invocation starts, in the task running it. The
-        invocation's history then names this host and process (``recorder_metadata``), so that
-        it can be closed when ADK reports no end: ``cancelled`` by the session's next
-        invocation in this process once the task no longer runs it (cancelled, or gone on to
-        another invocation of the session), ``failed`` with ``ABANDONED`` by a later process's
-        once this process is gone.
-        """
-        task = asyncio.current_task()
-        if task is None:
-            return
-        key = (session.app_name, session.user_id, session.id)
-        known = self._announced.get(invocation_id)
-        if known is not None and known.task() is task and not known.moved_on:
-            return  # announced already, at its user message
-        for other_id, other in self._announced.items():
-            if other_id != invocation_id and other.session == key and other.task() is task:
-                other.moved_on = True
-        invocation = Invocation(key, weakref.ref(task))
-        self._announced.set(invocation_id, invocation)
-        for (cid, recorded), run in self._runs.items():
-            if recorded != invocation_id or run.closed:
-                continue
-            if run.invocation is not None:  # resumed, in another task
-                run.invocation = invocation
-                continue
-            run.invocation = invocation  # its history began before the invocation was announced
-            with contextlib.suppress(ConflictError, NotFoundError):  # closed, or deleted
-                await run.chat.update_history(run.history_id, metadata=_metadata(invocation_id, True))
-                LIVE_RUNS.add(cid, invocation_id, run)
-            await self._close_left(run.chat, cid, judge=True)
-
     async def finish_invocation(
         self,
         invocation_id: str,
@@ -433,19 +374,13 @@ class ChatMemorySessionService(BaseSessionService):
         ``ProvenancePlugin`` calls this when a run ends. Events of the same invocation appended
         later (a resumed invocation) start a new history.
         """
-        self._announced.pop_where(lambda key: key == invocation_id)
-        mine = self._runs.pop_where(lambda key: key[1] == invocation_id)
-        live = LIVE_RUNS.pop(lambda _cid, recorded, _run: recorded == invocation_id)
-        for run in dict.fromkeys([*mine, *live]):
-            if run.closed:
-                continue
+        memory = await self._store()
+        if error is not None:  # within a store opened with a lower content limit too
+            error = error[: memory.limits.content]
+        for run in self._runs.pop_where(lambda key: key[1] == invocation_id):
             with contextlib.suppress(ConflictError, NotFoundError):  # already closed, or deleted
-                await run.chat.finish_history(
-                    run.history_id,
-                    status=status,
-                    usage=run.usage or None,
-                    # within a store opened with a lower content limit too
-                    error=None if error is None else error[: run.chat.limits.content],
+                await memory.scoped(run.principal).finish_history(
+                    run.history_id, status=status, usage=run.usage or None, error=error
                 )
 
     # -- internals -------------------------------------------------------------------------
@@ -461,21 +396,22 @@ class ChatMemorySessionService(BaseSessionService):
         """
         key = (cid, invocation_id)
         run = self._runs.get(key)
-        started = run is None or run.closed
-        if run is None or run.closed:
-            invocation = self._announced.get(invocation_id)
+        started = run is None
+        if run is None:
             try:
                 history = await chat.start_history(
                     cid,
                     model=model_label(model) or self.default_model,
                     system_prompts=self._calls.prompts(invocation_id, model),
-                    metadata=_metadata(invocation_id, invocation is not None),
+                    metadata={
+                        "invocation_id": invocation_id,
+                        "framework": layout.FRAMEWORK,
+                        "framework_version": adk_version.__version__,
+                    },
                 )
             except ConversationNotFound:
                 raise SessionNotFoundError("Session not found.") from None
-            run = Run(history.id, history.model, chat, invocation=invocation)
-            if invocation is not None:
-                LIVE_RUNS.add(cid, invocation_id, run)
+            run = Run(history.id, history.model, chat.principal)
         label = model_label(model)
         if label and run.model == self.default_model:
             prompts = self._calls.prompts(invocation_id, model)
@@ -483,31 +419,6 @@ class ChatMemorySessionService(BaseSessionService):
             run.model = label
         self._runs.set(key, run)
         return run, started
-
-    async def _close_left(self, chat: Scope, cid: UUID, *, judge: bool) -> None:
-        """Close the session's histories whose invocations ended with no end reported: those
-        this process recorded (through any service object) whose task no longer runs them
-        ``cancelled``, and, once per session for this service object when ``judge``, those a
-        process on this host that is gone left running ``failed`` (``ABANDONED``). Histories of
-        invocations run without ``ProvenancePlugin`` are never judged. Best effort, after the
-        write that started a history: one closed or deleted meanwhile is left as it is."""
-        for run in LIVE_RUNS.pop(
-            lambda session, _, run: session == cid and run.invocation is not None and run.invocation.ended()
-        ):
-            run.closed = True
-            with contextlib.suppress(ChatMemoryError):
-                await run.chat.finish_history(
-                    run.history_id, status="cancelled", usage=run.usage or None, error=_CANCELLED
-                )
-        if not judge or self._judged.get(cid):
-            return
-        self._judged.set(cid, True)
-        with contextlib.suppress(ChatMemoryError):
-            for history in (await chat.get_conversation(cid)).histories:
-                # This process's own are judged above, by their tasks.
-                if not recorded_here(history) and abandoned(history, framework=layout.FRAMEWORK):
-                    with contextlib.suppress(ConflictError, NotFoundError):  # ended meanwhile
-                        await chat.finish_history(history.id, status="failed", error=ABANDONED)
 
     async def _ensure_state_docs(
         self, memory: ChatMemory, app_name: str, user_id: str, now: datetime
@@ -540,17 +451,6 @@ async def _list_pass(
         if not page.has_more:
             return pages
         cursor = page.next_cursor
-
-
-def _metadata(invocation_id: str, announced: bool) -> dict[str, Any]:
-    """The metadata of an invocation's history; one ``ProvenancePlugin`` announced names the
-    host and process recording it."""
-    return {
-        "invocation_id": invocation_id,
-        "framework": layout.FRAMEWORK,
-        "framework_version": adk_version.__version__,
-        **(recorder_metadata() if announced else {}),
-    }
 
 
 def _holds(session: Session, event: Event) -> bool:
