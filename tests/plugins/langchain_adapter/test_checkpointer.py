@@ -324,3 +324,24 @@ async def test_an_answer_redacted_after_the_pause_is_stored_redacted_when_the_ru
         ]
     )
     assert run.status == "completed"
+
+
+async def test_a_thread_sending_its_failed_first_turn_again_is_given_no_other_thread(alice: Scope) -> None:
+    """Thread B's first turn failed at the provider; thread A recorded a turn in the same
+    conversation; B's client sends the turn again with the same id. The thread's state holds
+    its stored input: nothing is loaded into it, as for any thread holding a stored message."""
+    conv = await alice.start_conversation()
+    saver = InMemorySaver()
+    thread_a: RunnableConfig = {"configurable": {"thread_id": "A"}}
+    thread_b: RunnableConfig = {"configurable": {"thread_id": "B"}}
+    failing = agent(alice, conv.id, fake(RuntimeError("provider down")), checkpointer=saver)
+    with pytest.raises(RuntimeError, match="provider down"):
+        await failing.ainvoke(user("b1", "b-1"), thread_b)
+    answering_a = agent(alice, conv.id, fake("answer for A"), checkpointer=saver)
+    await answering_a.ainvoke(user("secret of A"), thread_a)
+
+    model = fake("answer for B")
+    out = await agent(alice, conv.id, model, checkpointer=saver).ainvoke(user("b1", "b-1"), thread_b)
+
+    assert [m.text for m in model.seen[0][1:]] == ["b1"]
+    assert [m.text for m in out["messages"]] == ["b1", "answer for B"]

@@ -379,3 +379,24 @@ async def test_messages_a_middleware_redacts_after_they_were_recorded_are_stored
     await create_agent(later, [], middleware=[ChatMemoryMiddleware(alice, conv.id)]).ainvoke(user("next"))
     assert not any("bob@example.com" in m.text for m in later.seen[0])
     assert [from_stored(m) for m in run.messages or []] == out["messages"]
+
+
+async def test_an_input_sent_again_with_a_follow_up_gets_the_stored_conversation(alice: Scope) -> None:
+    """No checkpointer: the stored input sent again, then a new user message, are the turn's
+    input, which holds nothing: the conversation is loaded before them. The stored input
+    alone was taken for the state holding the conversation."""
+    conv = await alice.start_conversation()
+    model = fake("Paris.", RuntimeError("provider 503"), "Rome.")
+    await agent(alice, conv.id, model).ainvoke(user("capital of France?", "m1"))
+    with pytest.raises(RuntimeError, match="provider 503"):
+        await agent(alice, conv.id, model).ainvoke(user("and of Italy?", "m2"))
+    again = {"messages": [*user("and of Italy?", "m2")["messages"], *user("are you there?")["messages"]]}
+
+    await agent(alice, conv.id, model).ainvoke(again)
+
+    assert [m.text for m in model.seen[-1][1:]] == [
+        "capital of France?",
+        "Paris.",
+        "and of Italy?",
+        "are you there?",
+    ]

@@ -88,7 +88,7 @@ class Recorder:
         self._seen = _Seen()
 
     async def begin(
-        self, messages: Sequence[BaseMessage], *, resuming: str | None = None
+        self, messages: Sequence[BaseMessage], *, thread: str | None = None, resuming: str | None = None
     ) -> tuple[Run, list[BaseMessage] | None]:
         """Start a run. Returns it, and the stored conversation followed by ``messages`` when
         the graph state does not hold it already: the state's messages from then on (``None``
@@ -102,18 +102,19 @@ class Recorder:
         held = [i for i, m in enumerate(messages) if m.id in known]
         if held:
             run.before = frozenset(m.id for m in messages[: held[-1]] if m.id)
-        # With a checkpointer the state already holds what was stored: never load it twice.
-        # What holds it is a stored message before the newest message not stored (the new
-        # input); when every message is stored, one before the user messages it ends with: a
-        # client sending a turn again with the same ids holds nothing but that turn.
-        new = [i for i, m in enumerate(messages) if m.id not in known]
-        if new:
-            boundary = new[-1]
-        else:
-            boundary = len(messages)
+        # A checkpointer's thread (``thread``) holds the conversation once it holds a stored
+        # message: never load it twice. Without one, the state is what the caller sent: the
+        # user messages before its newest message not stored (or, every one stored, those it
+        # ends with) are its input, which holds nothing, stored or not (a client sending a turn
+        # again with the same ids); a stored message before them holds the conversation.
+        holds = bool(held)
+        if holds and thread is None:
+            new = [i for i, m in enumerate(messages) if m.id not in known]
+            boundary = new[-1] if new else len(messages)
             while boundary and isinstance(messages[boundary - 1], HumanMessage):
                 boundary -= 1
-        if not self.autoload or not stored or (held and held[0] < boundary):
+            holds = held[0] < boundary
+        if not self.autoload or not stored or holds:
             return run, None
         # As LangGraph's ``add_messages`` does: an input message with a stored one's id takes
         # its place.
@@ -127,7 +128,7 @@ class Recorder:
         message the thread holds, when it is a running history of the thread. It then names
         this process as the one recording it; the thread's running histories are not taken
         for ones left behind meanwhile (the pausing process may have exited)."""
-        run, _ = await self.begin(messages, resuming=thread_id)
+        run, _ = await self.begin(messages, thread=thread_id, resuming=thread_id)
         paused = await self._claim(thread_id, messages)
         if paused is not None:
             run.history_id = paused.id
@@ -341,7 +342,10 @@ class Recorder:
             (
                 at
                 for at, (key, (_, message, written)) in enumerate(order)
-                if (now := held.get(key)) is not None and now is not message and self._new([now]) != [written]
+                if (now := held.get(key)) is not None
+                and now is not message
+                # as handed to the store: it fills in what it was not given (a model)
+                and self._new([now])[0].native != written.native
             ),
             None,
         )

@@ -120,7 +120,7 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
 
     # -- the shared implementation (async, on the home loop) ----------------------------------
 
-    async def _begin(self, state: ChatMemoryState) -> dict[str, Any]:
+    async def _begin(self, state: ChatMemoryState, runtime: Runtime[Any]) -> dict[str, Any]:
         messages = state["messages"]
         previous = self._runs.pop(state.get("chatmemory_run") or "", None)
         if previous is not None:
@@ -129,7 +129,7 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
             # Closed already when another agent object resumed and finished it.
             with contextlib.suppress(ConflictError, HistoryNotFound):
                 await self._recorder.finish(previous, "failed", RuntimeError(UNFINISHED))
-        run, loaded = await self._recorder.begin(messages)
+        run, loaded = await self._recorder.begin(messages, thread=_thread_of(runtime))
         key = uuid.uuid4().hex
         self._runs[key] = run
         while len(self._runs) > _KEEP_RUNS:
@@ -205,7 +205,7 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
         Raises:
             ConversationNotFound: the conversation is not visible to the principal.
         """
-        return await self._home.call(self._begin(state))
+        return await self._home.call(self._begin(state, runtime))
 
     async def awrap_model_call(
         self,
@@ -249,7 +249,7 @@ class ChatMemoryMiddleware(AgentMiddleware[ChatMemoryState, Any, Any]):
 
     def before_agent(self, state: ChatMemoryState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         """Sync form of ``abefore_agent``."""
-        return self._sync(self._begin(state))
+        return self._sync(self._begin(state, runtime))
 
     def wrap_model_call(
         self,
