@@ -23,6 +23,7 @@ import pytest
 from chatmemory import ChatMemory, NewMessage, Principal, StorageError, _postgres_driver
 from chatmemory._postgres_driver import PostgresDriver
 from chatmemory.scope import Scope
+from tests._postgres import until_waiting_for_a_lock
 from tests.conftest import _create_database
 from tests.test_postgres_group_commit import _plain, _row_held, until
 from tests.test_watch import WAIT
@@ -268,15 +269,7 @@ async def test_a_read_waiting_on_a_lock_when_the_store_closes_says_the_store_clo
     await blocker.execute("LOCK TABLE chat_messages IN ACCESS EXCLUSIVE MODE")
     try:
         read = _Apart(lambda: _READS[read_name](chat, conv.id))
-        for _ in range(3000):
-            if await blocker.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'"
-            ):
-                break
-            await asyncio.sleep(0.01)
-        else:
-            raise AssertionError("the read never waited")
+        await until_waiting_for_a_lock(url)
         begun = asyncio.get_running_loop().time()
         await asyncio.wait_for(memory.close(), 30)
         outcome = await read.outcome()
