@@ -40,7 +40,7 @@ from chatmemory._validation import MODEL_CHARS, check_object
 from chatmemory.content import ContentPart, TextPart, ToolResultPart, inline_size
 from chatmemory.errors import InvalidInputError
 from chatmemory.limits import Limits
-from chatmemory.models import History, NewMessage
+from chatmemory.models import History, Message, NewMessage
 
 __all__ = [
     "ABANDONED",
@@ -53,6 +53,7 @@ __all__ = [
     "native_message",
     "storable",
     "recorder_metadata",
+    "restored",
     "run_error",
     "settled",
     "starting",
@@ -323,6 +324,20 @@ def native_message(fields: Mapping[str, Any], native_format: str, data: Any) -> 
             return NewMessage(**fields, native={"format": native_format, "data": data})
         except (InvalidInputError, PydanticSerializationError, RecursionError):
             raise refused from None
+
+
+def restored(message: Message, *, key: str | None = None) -> NewMessage:
+    """``message`` as it is stored again unchanged (in another history, or in its own place
+    with ``key``)."""
+    return NewMessage(
+        role=message.role,
+        content=message.parts if message.parts is not None else message.content,
+        model=message.model,
+        usage=message.usage,
+        metadata=message.metadata,
+        native=message.native,
+        key=key,
+    )
 
 
 def storable(value: Any, *, fallback: Callable[[Any], Any] | None = None) -> Any:

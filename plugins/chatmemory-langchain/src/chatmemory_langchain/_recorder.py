@@ -29,6 +29,7 @@ from chatmemory.recording import (
     fitted,
     model_label,
     recorder_metadata,
+    restored,
     run_error,
     settled,
     starting,
@@ -137,7 +138,7 @@ class Recorder:
                 # still change (a redaction after the model call that paused).
                 _add_usage(run, message.usage if message.role == "assistant" else None)
                 if message.key is not None:
-                    run.written[message.key] = (message.id, None, restored(message))
+                    run.written[message.key] = (message.id, None, restored(message, key=message.key))
         return run
 
     async def _claim(self, thread_id: str | None, messages: Sequence[BaseMessage]) -> HistoryDetail | None:
@@ -509,19 +510,6 @@ def _close_running(
             waiting.update((call_id, c["name"]) for c in message.tool_calls if (call_id := c.get("id")))
     close()
     return out
-
-
-def restored(message: Message) -> NewMessage:
-    """``message`` as it is stored again, unchanged."""
-    return NewMessage(
-        role=message.role,
-        content=message.parts if message.parts is not None else message.content,
-        model=message.model,
-        usage=message.usage,
-        metadata=message.metadata,
-        native=message.native,
-        key=message.key,
-    )
 
 
 def _of_thread(metadata: Mapping[str, Any], thread_id: str) -> bool:

@@ -39,7 +39,7 @@ from chatmemory import (
 )
 from chatmemory.recording import native_message
 
-__all__ = ["NATIVE_FORMAT", "from_stored", "restored", "to_new_message"]
+__all__ = ["NATIVE_FORMAT", "from_stored", "to_new_message"]
 
 NATIVE_FORMAT = "llamaindex"
 """The ``native.format`` of messages this package stores (``data`` is the message's JSON)."""
@@ -117,18 +117,6 @@ def _block_with_bytes(block: Any) -> Any:
     value.seek(0)  # where LlamaIndex's own serialiser reads it from
     fields = {name: getattr(block, name) for name in type(block).model_fields}
     return type(block).model_validate({**fields, field: value.read()})
-
-
-def restored(message: Message) -> NewMessage:
-    """``message`` as it can be stored again, unchanged, in another history."""
-    return NewMessage(
-        role=message.role,
-        content=message.parts if message.parts is not None else message.content,
-        model=message.model,
-        usage=message.usage,
-        metadata=message.metadata,
-        native=message.native,
-    )
 
 
 def from_stored(message: Message) -> ChatMessage:

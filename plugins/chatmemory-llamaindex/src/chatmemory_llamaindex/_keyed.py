@@ -41,9 +41,9 @@ from chatmemory import (
 )
 from chatmemory.loops import AnyLoopLock
 from chatmemory.mirror import Mirrored, Mirrors
-from chatmemory.recording import abandoned, fitted, model_label, recorded_here, recorder_metadata
+from chatmemory.recording import abandoned, fitted, model_label, recorded_here, recorder_metadata, restored
 from chatmemory_llamaindex._claim import claim, generation_of, key_id, live
-from chatmemory_llamaindex._convert import from_stored, restored, to_new_message
+from chatmemory_llamaindex._convert import from_stored, to_new_message
 from chatmemory_llamaindex._provenance import Ended, Produced, observe
 
 __all__ = ["KEY_FIELD", "RUN_FIELD", "UNANSWERED", "KeyedConversations"]
