@@ -212,6 +212,45 @@ async def test_changing_nested_values_read_changes_nothing_cached(alice: Scope) 
     assert again == stored and again is not first
 
 
+class _Uncomparable:
+    """A value that refuses to be compared, as a NumPy array does."""
+
+    def __eq__(self, other: object) -> bool:
+        raise ValueError("the truth value of an array is ambiguous")
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+async def test_a_read_hands_out_again_the_messages_left_unchanged_and_copies_the_changed_anew(
+    alice: Scope,
+) -> None:
+    """A long conversation is not copied whole on every turn: a message handed out and left
+    unchanged is handed out again (as ``InMemoryChatMessageHistory`` hands out its own), one
+    changed in place is replaced by a fresh copy of what was stored, at any depth, as is one
+    given a value that cannot be compared."""
+    conversation = await alice.start_conversation()
+    history = ChatMemoryHistory(alice, conversation.id, model="fake-a")
+    await history.aadd_messages(_nested())
+    stored = await ChatMemoryHistory(alice, conversation.id, model="fake-a").aget_messages()
+    first = await history.aget_messages()
+    second = await history.aget_messages()
+    assert second == stored and second is not first
+    assert all(a is b for a, b in zip(first, second, strict=True))
+
+    ai = second[1]
+    assert isinstance(ai, AIMessage)
+    ai.tool_calls[0]["args"]["q"][1]["n"] = 99
+    second[2].artifact = _Uncomparable()  # type: ignore[attr-defined]
+    third = await history.aget_messages()
+    assert third == stored
+    assert [m is s for m, s in zip(third, second, strict=True)] == [True, False, False]
+
+    await history.aadd_messages([HumanMessage("more")])
+    fourth = await history.aget_messages()
+    assert fourth[:3] == stored and fourth[3].text == "more"
+    assert all(a is b for a, b in zip(fourth, third, strict=False))
+
+
 def test_a_copy_is_a_deep_copy() -> None:
     """``copy_of`` answers what ``model_copy(deep=True)`` does, sharing nothing changeable."""
     originals = _nested()
