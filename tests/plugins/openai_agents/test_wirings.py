@@ -292,6 +292,63 @@ async def test_a_run_nothing_closed_is_closed_by_the_next_run(
     assert second.status == "completed"
 
 
+@pytest.mark.parametrize(
+    ("wiring", "ending"),
+    [
+        ("run", "raised"),
+        ("run_sync", "raised"),
+        ("run_streamed", "raised"),
+        ("run+hooks", "raised"),
+        ("run", "cancelled"),
+        ("run+hooks", "cancelled"),
+    ],
+)
+async def test_a_run_nothing_closed_is_closed_by_the_next_run_through_another_session_object(
+    wiring: str, ending: str, alice: Scope, conversation: Conversation
+) -> None:
+    """A caller making a session object per request (a web server) goes on with a new one after
+    a run raised or was cancelled: the next run closes the run nothing closed, though the first
+    session object still lives (kept here; a traceback's reference cycles keep it until the
+    collector runs)."""
+    started = asyncio.Event()
+
+    @function_tool
+    async def slow(x: int) -> int:
+        started.set()
+        await asyncio.sleep(60)
+        return x
+
+    if ending == "raised":
+        down = ModelStep.raise_error(RuntimeError("down"))
+        steps: list[Any] = [[function_call("add", {"a": 1, "b": 1}, call_id="c1")], down]
+    else:
+        steps = [[function_call("slow", {"x": 1}, call_id="c1")]]
+    first_session = ChatMemorySession(alice, conversation.id)
+    agent = make_agent("calc", NamedModel("m", steps), tools=[add, slow])
+    if ending == "raised":
+        with pytest.raises(RuntimeError, match="down"):
+            await drive(wiring, first_session, agent, "1+1?")
+    else:
+        task = asyncio.ensure_future(drive(wiring, first_session, agent, "1+1?"))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    (run,) = (await alice.get_conversation(conversation.id)).histories
+    assert run.status == "running"  # nothing told the session the run ended
+
+    later = ChatMemorySession(alice, conversation.id)
+    await drive(wiring, later, make_agent("calc", NamedModel("m", [[assistant_message("2")]])), "Again?")
+    first, second = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert (first.status, first.error) == ("failed", UNCLOSED)
+    roles = [m.role for m in first.messages or []]
+    # A cancelled run's tool call is saved or not, as the SDK's turn was when the cancel came.
+    saved = [["user", "assistant", "tool"]] if ending == "raised" else [["user"], ["user", "assistant"]]
+    assert roles in saved
+    assert second.status == "completed"
+    assert first_session.conversation_id == conversation.id  # it lived through the second run
+
+
 class _KeepsTheRunContext(RunHooks[Any]):
     def __init__(self) -> None:
         self.contexts: list[Any] = []

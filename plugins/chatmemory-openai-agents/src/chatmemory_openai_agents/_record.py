@@ -97,6 +97,12 @@ class RunRecord:
         """The run's context object, while it lives."""
         return self.wrapper() if self.wrapper is not None else None
 
+    def going(self, current: asyncio.Task[Any] | None) -> bool:
+        """Whether the run goes on in a task other than ``current``, not done yet: a run started
+        there that has not returned. A run whose task is ``current``, or has ended, is over."""
+        task = self.task() if self.task is not None else None
+        return task is not None and task is not current and not task.done()
+
 
 class Recorder:
     """Writes the runs of one conversation through a principal's scope."""
@@ -242,7 +248,7 @@ class Recorder:
         """Start the run's history with its ``first`` messages (and finish it, ``closing``); a run
         ``resuming`` tool calls that stopped for approval carries on in their history."""
         newest, run.newest = run.newest, None
-        resumed = await self._close_abandoned(newest, resuming=resuming)
+        resumed = await self._close_abandoned(newest, resuming=resuming, run=run)
         if resumed is not None:
             stopped, run.open_calls = resumed
             run.history = stopped
@@ -289,9 +295,12 @@ class Recorder:
             open_runs.hold(started.history.id, run)
 
     async def _close_abandoned(
-        self, known: Newest | None, *, resuming: set[str]
+        self, known: Newest | None, *, resuming: set[str], run: RunRecord
     ) -> tuple[History, set[str]] | None:
-        """Close the conversation's newest history if a run left it open and no run here holds it.
+        """Close the conversation's newest history if a run left it open: a run of another
+        process that is gone, or a run of this one that is over though no session learned it
+        (it raised, or was cancelled, and ``run`` starts through another session object). One a
+        run here still goes on in stays open.
 
         ``known`` is the newest message as the run read it moments before, when it did. When the
         run's first items are the outputs of tool calls (``resuming``: their ids) that history
@@ -310,10 +319,16 @@ class Recorder:
             return None
         holder = open_runs.holder(hid)
         if holder is not None:
-            if not resuming & holder.open_calls or holder.history is None:
+            if resuming & holder.open_calls and holder.history is not None:
+                history, holder.history = holder.history, None
+                return history, set(holder.open_calls)
+            if holder is run or holder.going(run.task() if run.task is not None else None):
                 return None
-            history, holder.history = holder.history, None
-            return history, set(holder.open_calls)
+            # Over, and held only by a session object that never learned it: closed as that
+            # session's next run would close it.
+            await self.settle(holder)
+            await self._close_left_behind()
+            return None
         try:
             history = await self.chat.get_history(hid, messages=False)
         except HistoryNotFound:

@@ -452,7 +452,7 @@ class ChatMemorySession:
         current = run.task() if run.task is not None else None
         with self._state:
             unclosed = self._unclosed(run)
-            going = [r for r in self._runs.values() if _in_other_task(r, current)]
+            going = [r for r in self._runs.values() if r.going(current)]
             unclosed = [o for o in unclosed if not any(o is g for g in going)]
             self._ended = []  # none of them is going: theirs are over
         for other in unclosed:
@@ -504,13 +504,6 @@ class ChatMemorySession:
 for _method in ("get_items", "add_items", "pop_item", "clear_session"):
     _function = vars(ChatMemorySession)[_method]
     _function.__signature__ = inspect.signature(_function)
-
-
-def _in_other_task(run: RunRecord, current: asyncio.Task[Any] | None) -> bool:
-    """Whether ``run`` goes on in a task other than ``current``, not done yet: a run started
-    there that has not returned."""
-    task = run.task() if run.task is not None else None
-    return task is not None and task is not current and not task.done()
 
 
 def _stream_error(result: RunResultStreaming) -> BaseException | None:
