@@ -15,7 +15,7 @@ from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 from agents.testing import assistant_message, function_call
 from chatmemory_openai_agents import ChatMemorySession
 
-from chatmemory import ChatMemory, Conversation, Limits, Principal
+from chatmemory import ChatMemory, Conversation, InvalidInputError, Limits, Principal
 from chatmemory.scope import Scope
 from tests.plugins._openai_http import FakeOpenAI, chat_completion, reset_ids
 from tests.plugins.openai_agents._support import NamedModel, add, make_agent
@@ -266,3 +266,16 @@ async def test_a_run_failing_on_a_store_with_a_lower_content_limit(db_url: str) 
         (history,) = (await chat.get_conversation(conversation.id)).histories
         assert history.status == "failed"
         assert history.error is not None and len(history.error) <= 5_000
+
+
+@pytest.mark.parametrize("bad", ["a string item", None, 42, object()], ids=["str", "None", "int", "object"])
+async def test_an_item_that_is_not_a_dict_is_refused_with_a_typed_error(
+    bad: Any, alice: Scope, conversation: Conversation
+) -> None:
+    """Input items are dicts (``TResponseInputItem``): anything else is refused by name, and the
+    items beside it are not written either."""
+    session = ChatMemorySession(alice, conversation.id)
+    with pytest.raises(InvalidInputError, match=r"invalid items.1: is a"):
+        await session.add_items([{"role": "user", "content": "kept out"}, bad])
+    assert await session.get_items() == []
+    assert (await alice.get_conversation(conversation.id)).histories == []

@@ -29,7 +29,7 @@ from agents.memory.session_settings import coerce_session_settings, resolve_sess
 from agents.tool_context import ToolContext
 from agents.usage import Usage
 
-from chatmemory import ConflictError, MessageNotFound
+from chatmemory import ConflictError, InvalidInputError, MessageNotFound
 from chatmemory.recording import added_metadata, settled
 from chatmemory.scope import Scope
 from chatmemory_openai_agents._cache import ItemCache
@@ -228,8 +228,13 @@ class ChatMemorySession:
 
         Raises:
             ConversationNotFound: the principal cannot see the conversation.
-            InvalidInputError: an item is over one of the store's limits; nothing is written.
+            InvalidInputError: an item is not an input item (a dict), or is over one of the
+                store's limits; nothing is written.
         """
+        for index, item in enumerate(items):
+            if not isinstance(item, Mapping):
+                kind = type(item).__name__
+                raise InvalidInputError(f"items.{index}", f"is a {kind}, not an input item (a dict)")
         if items:
             if wrapper is None:
                 run = self._loose_run()
