@@ -35,6 +35,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeAlias, TypeVar, cast
 
@@ -237,6 +238,75 @@ def _resumed(plan: Plan[T], first: Stmt) -> Plan[T]:
         plan.close()
 
 
+# The drivers of this process, whose transactions a fork waits for (``_hold_for_fork``).
+_DRIVERS: weakref.WeakSet[SQLiteDriver] = weakref.WeakSet()
+_DRIVERS_GUARD = threading.Lock()
+# What lets the held transactions go on again, once the fork is done.
+_RELEASES: list[Callable[[], None]] = []
+# How long a fork waits for the transactions of this process's stores in progress (a write
+# waiting out another process's lock included) before it forks all the same.
+_FORK_WAIT_SECONDS = BUSY_TIMEOUT_MS / 1000 + 5
+
+
+def _hold_for_fork() -> None:
+    """Before this process forks: wait for the transactions of its stores in progress (writes,
+    reads, checkpoints), and hold new ones off until the fork is done.
+
+    SQLite keeps one record of the locks a process holds on a file, shared by all its
+    connections to it. A child inherits the parent's as it was at the fork, and nothing in the
+    child ever releases a lock the parent held then: after a fork during a write, every write of
+    a store the child opens on that file waited out the busy timeout and failed; after one
+    during a read, the child's checkpoints never finished and its WAL grew without bound."""
+    with _DRIVERS_GUARD:
+        drivers = list(_DRIVERS)
+    deadline = time.monotonic() + _FORK_WAIT_SECONDS
+    for driver in drivers:
+        _RELEASES.extend(driver.hold_for_fork(deadline))
+
+
+def _release_after_fork() -> None:
+    """After the fork, in the parent and in the child: let the held transactions go on."""
+    while _RELEASES:
+        _RELEASES.pop()()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(
+        before=_hold_for_fork, after_in_parent=_release_after_fork, after_in_child=_release_after_fork
+    )
+
+
+class _Reads:
+    """The reads running on reader threads: a fork waits for them to end, and holds new ones off."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._running = 0
+        self._held = False
+
+    def __enter__(self) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: not self._held)
+            self._running += 1
+
+    def __exit__(self, *_: object) -> None:
+        with self._changed:
+            self._running -= 1
+            self._changed.notify_all()
+
+    def hold(self, timeout: float) -> bool:
+        """Hold new reads off, and wait up to ``timeout`` seconds for those running to end:
+        whether they did (held either way until ``release``)."""
+        with self._changed:
+            self._held = True
+            return self._changed.wait_for(lambda: self._running == 0, timeout)
+
+    def release(self) -> None:
+        with self._changed:
+            self._held = False
+            self._changed.notify_all()
+
+
 class SQLiteDriver:
     """Runs plans on a SQLite file from its own threads."""
 
@@ -265,6 +335,7 @@ class SQLiteDriver:
         self._writing = threading.Lock()
         self._write_connection: sqlite3.Connection | None = None
         self._quick_reading = threading.Lock()
+        self._reads = _Reads()
         self._quick_reader: sqlite3.Connection | None = None
         self._closing = False
         self._wal: WalFile | None = None
@@ -280,6 +351,9 @@ class SQLiteDriver:
             else concurrent.futures.ThreadPoolExecutor(readers, thread_name_prefix="chatmemory-sqlite-reader")
         )
         self._checkpoints = None if memory else Checkpointer(lambda: connect(path), self._writing)
+        if not memory:
+            with _DRIVERS_GUARD:
+                _DRIVERS.add(self)
         # A shared in-memory database lives while a connection to it is open: this one, for
         # as long as the store.
         self._keeper = connect(path) if memory else None
@@ -544,8 +618,9 @@ class SQLiteDriver:
         """On a reader thread."""
         self._check_file()
         connection = self._reader()
-        connection.execute("BEGIN")
-        return self._finish(connection, plan)
+        with self._reads:
+            connection.execute("BEGIN")
+            return self._finish(connection, plan)
 
     def _finish(self, connection: sqlite3.Connection, plan: Plan[T]) -> T:
         """Run ``plan`` in the transaction begun on ``connection``, then commit; roll back if
@@ -701,8 +776,27 @@ class SQLiteDriver:
         for future, result in done:
             outcomes[future] = (True, result)
 
+    def hold_for_fork(self, deadline: float) -> list[Callable[[], None]]:
+        """Wait (until ``deadline``, ``time.monotonic()``) for this store's transactions in
+        progress, holding new ones off: what lets them go on again (see ``_hold_for_fork``).
+        Nothing once the driver is closing."""
+        if self._closing:
+            return []
+        releases: list[Callable[[], None]] = []
+        # The writers' lock before the checkpoints', as a checkpoint takes them.
+        checkpoints = [self._checkpoints.running] if self._checkpoints is not None else []
+        locks = [self._writing, *checkpoints, self._quick_reading]
+        for lock in locks:
+            if lock.acquire(timeout=max(deadline - time.monotonic(), 0)):
+                releases.append(lock.release)
+        self._reads.hold(max(deadline - time.monotonic(), 0))
+        releases.append(self._reads.release)
+        return releases
+
     def close(self) -> None:
         """Finish queued work, then close every connection (blocking: run it on a thread)."""
+        with _DRIVERS_GUARD:
+            _DRIVERS.discard(self)
         self._closing = True
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)

@@ -132,7 +132,7 @@ class Checkpointer:
         self._connect = connect
         self._writers = writers
         # Held by a checkpoint of this store: one at a time (taken after ``writers``).
-        self._running = threading.Lock()
+        self.running = threading.Lock()
         self._wake = threading.Event()
         # Ends the delay after a wake-up: set for a WAL past the limit, and by close().
         self._hurry = threading.Event()
@@ -172,7 +172,7 @@ class Checkpointer:
         or blocks anyone."""
         copied = 0
         for _ in range(_CATCH_UP_COPIES):
-            with self._running:
+            with self.running:
                 busy, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             if busy or frames <= WAL_LIMIT_PAGES:
                 return
@@ -190,7 +190,7 @@ class Checkpointer:
         Raises:
             sqlite3.Error: another process checkpoints, or the database failed.
         """
-        with self._running:
+        with self.running:
             connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def close(self) -> None:
