@@ -787,8 +787,13 @@ class SQLiteDriver:
         checkpoints = [self._checkpoints.running] if self._checkpoints is not None else []
         locks = [self._writing, *checkpoints, self._quick_reading]
         for lock in locks:
-            if lock.acquire(timeout=max(deadline - time.monotonic(), 0)):
-                releases.append(lock.release)
+            # A close begun meanwhile takes the writers' lock for good: given up on then.
+            while not self._closing:
+                if lock.acquire(timeout=min(0.05, max(deadline - time.monotonic(), 0))):
+                    releases.append(lock.release)
+                    break
+                if time.monotonic() >= deadline:
+                    break
         self._reads.hold(max(deadline - time.monotonic(), 0))
         releases.append(self._reads.release)
         return releases
