@@ -100,7 +100,7 @@ def _no_write_nor_checkpoint(memory: ChatMemory) -> Iterator[None]:
     """Hold the store's writers and its checkpoints off (in the order its checkpoints take them)."""
     driver = memory._db._sqlite
     assert driver is not None and driver._checkpoints is not None
-    with driver._writing, driver._checkpoints._running:
+    with driver._writing, driver._checkpoints.running:
         yield
 
 
