@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from uuid import UUID
@@ -19,9 +19,10 @@ from chatmemory.models import ConversationSummary, Message
 if TYPE_CHECKING:
     from chatmemory.scope import Scope
 
-__all__ = ["ConversationMirror", "Mirrored", "Mirrors"]
+__all__ = ["ConversationMirror", "Handouts", "Mirrored", "Mirrors"]
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 _OVERLAP = 1  # newest messages read beyond those expected: the newest mirrored one, if still there
 
@@ -191,3 +192,62 @@ class Mirrors(Generic[T]):
             mirror = self._mirrors.get(conversation_id)
         if mirror is not None:
             mirror.wrote(count)
+
+
+class Handouts(Generic[S, T]):
+    """What reads hand out, made from kept sources, handed out again while it is unchanged.
+
+    A framework's in-memory store hands out its own objects (LangChain's
+    ``InMemoryChatMessageHistory``, LlamaIndex's ``SimpleChatStore``), so a caller changing one
+    changes the store. An adapter hands out values of its own instead, and making them anew for
+    a long conversation on every read costs several times what comparing them costs:
+    ``hand_out`` gives, for each source (told by identity), the value it gave for it the last
+    time if that still equals the ``pristine`` one kept beside it, else one ``make`` makes. A
+    value changed in place, at any depth, is thus replaced at the next read, and nothing a
+    caller does reaches what is kept; two reads may share values they both left unchanged.
+
+    The values of the ``size`` keys read most recently are kept (any thread may call).
+    """
+
+    def __init__(self, make: Callable[[S], T], pristine: Callable[[S], T], size: int = 128) -> None:
+        self._make = make
+        self._pristine = pristine
+        self._size = size
+        # Per key, by the source's identity: the source (which keeps its identity its own), the
+        # pristine value and the value handed out.
+        self._given: OrderedDict[Hashable, dict[int, tuple[S, T, T]]] = OrderedDict()
+        self._guard = threading.Lock()
+
+    def hand_out(self, sources: Iterable[S], key: Hashable = None) -> list[T]:
+        """A value for each of ``sources``, in order (see the class)."""
+        with self._guard:
+            before = self._given.pop(key, {})
+        given: dict[int, tuple[S, T, T]] = {}
+        out = []
+        for source in sources:
+            entry = before.get(id(source))
+            if entry is None or entry[0] is not source:
+                entry = (source, self._pristine(source), self._make(source))
+            elif not _unchanged(entry[2], entry[1]):
+                entry = (source, entry[1], self._make(source))
+            given[id(source)] = entry
+            out.append(entry[2])
+        with self._guard:
+            self._given[key] = given  # the most recently read
+            while len(self._given) > self._size:
+                self._given.popitem(last=False)
+        return out
+
+    def forget(self, key: Hashable = None) -> None:
+        """Drop what was handed out for ``key``: its next read makes every value anew."""
+        with self._guard:
+            self._given.pop(key, None)
+
+
+def _unchanged(handed: Any, pristine: Any) -> bool:
+    """Whether a value handed out still equals its pristine one (a value a caller put in it that
+    cannot be compared, a NumPy array say, counts as a change)."""
+    try:
+        return bool(handed == pristine)
+    except Exception:  # whatever a caller's value raises when compared
+        return False

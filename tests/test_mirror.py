@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from chatmemory import ChatMemory, Message, NewMessage, Principal
-from chatmemory.mirror import ConversationMirror
+from chatmemory.mirror import ConversationMirror, Handouts
 from tests.transactions import committed_before_messages
 
 
@@ -102,3 +102,31 @@ async def test_a_whole_read_gives_the_conversation_as_read_with_the_messages(mem
     await chat.update_conversation(conversation.id, pinned=True)
     read = await mirror.read_whole(chat, conversation.id)
     assert read.values == ("m0", "m1", "m2") and read.conversation.pinned_at is not None
+
+
+def test_handouts_hand_out_again_per_key_what_is_unchanged_for_the_newest_keys_only() -> None:
+    """``Handouts`` keeps, per key, what it handed out for each source (by identity), for the
+    ``size`` keys read most recently; a value changed in place is made anew."""
+    made: list[str] = []
+
+    def make(source: str) -> list[str]:
+        made.append(source)
+        return [source]
+
+    handouts: Handouts[str, list[str]] = Handouts(make, lambda source: [source], size=2)
+    a, b = "a" * 40, "b" * 40  # distinct objects, kept alive by the test
+    first = handouts.hand_out([a, b], "k1")
+    assert handouts.hand_out([a, b], "k1") == first and made == [a, b]
+    assert all(x is y for x, y in zip(handouts.hand_out([a, b], "k1"), first, strict=True))
+
+    first[0].append("changed")
+    again = handouts.hand_out([a, b], "k1")
+    assert again == [[a], [b]] and again[0] is not first[0] and again[1] is first[1]
+
+    handouts.hand_out([a], "k2")
+    handouts.hand_out([b], "k3")  # k1, read least recently, is dropped
+    assert handouts.hand_out([a, b], "k1")[1] is not first[1]
+    handouts.forget("k1")
+    made.clear()
+    handouts.hand_out([a], "k1")
+    assert made == [a]

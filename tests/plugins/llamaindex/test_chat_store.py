@@ -500,6 +500,38 @@ async def test_a_set_with_another_store_writing_meanwhile_is_whole(memory: ChatM
         each.close()
 
 
+async def test_messages_read_are_handed_out_again_while_unchanged_and_made_anew_once_changed(
+    store: ChatMemoryChatStore,
+) -> None:
+    """A key's messages are built once, not on every read (``SimpleChatStore`` hands out its own
+    list): one left unchanged is handed out again; one changed in place, at any depth, is made
+    anew from what was stored, so no change of a caller's reaches a later read."""
+    from llama_index.core.base.llms.types import TextBlock
+
+    sent = [user("first"), ChatMessage(role="assistant", blocks=[TextBlock(text="second")]), user("third")]
+    await store.aset_messages("k", sent)
+    first = await store.aget_messages("k")
+    second = await store.aget_messages("k")
+    assert second == sent and second is not first
+    assert all(a is b for a, b in zip(first, second, strict=True))
+
+    block = second[1].blocks[0]
+    assert isinstance(block, TextBlock)
+    block.text = "changed"
+    second[2].additional_kwargs["note"] = "changed"
+    third = await store.aget_messages("k")
+    assert third == sent
+    assert [m is s for m, s in zip(third, second, strict=True)] == [True, False, False]
+
+    await store.async_add_message("k", user("fourth"))
+    fourth = await store.aget_messages("k")
+    assert fourth == [*sent, user("fourth")]
+    assert all(a is b for a, b in zip(fourth, third, strict=False))
+    await store.adelete_messages("k")
+    await store.aset_messages("k", sent)
+    assert not any(a is b for a, b in zip(await store.aget_messages("k"), fourth, strict=False))
+
+
 async def test_a_long_lived_store_keeps_nothing_of_the_conversations_it_dropped(alice: Scope) -> None:
     """A key deleted and set again every turn is a new conversation each turn: what the store
     object keeps per conversation goes with the conversation it dropped."""

@@ -13,7 +13,7 @@ from langchain_core.messages import BaseMessage
 
 from chatmemory import ChatMemoryError, NewMessage
 from chatmemory.loops import BackgroundLoop, HomeLoop
-from chatmemory.mirror import ConversationMirror
+from chatmemory.mirror import ConversationMirror, Handouts
 from chatmemory.recording import added_metadata, fitted, model_label, settled
 from chatmemory.scope import Scope
 from chatmemory_langchain._convert import copy_of, from_stored_many, to_new_message
@@ -28,13 +28,8 @@ T = TypeVar("T")
 _BATCH = 500
 
 
-def _unchanged(handed: BaseMessage, kept: BaseMessage) -> bool:
-    """Whether a copy handed out still equals its kept message (a value a caller put in it that
-    cannot be compared, a NumPy array say, counts as a change)."""
-    try:
-        return bool(handed == kept)
-    except Exception:  # whatever a caller's value raises when compared
-        return False
+def _itself(message: BaseMessage) -> BaseMessage:
+    return message  # a kept message is its own pristine copy
 
 
 class ChatMemoryHistory(BaseChatMessageHistory):
@@ -80,27 +75,15 @@ class ChatMemoryHistory(BaseChatMessageHistory):
         self.metadata = {**added_metadata(metadata), "framework": "langchain"}
         self._home = HomeLoop(loop, hint=SYNC_HINT, any_loop=chat.any_loop)
         self._mirror = ConversationMirror(from_stored_many)
-        # What the last read handed out: for each kept message (by identity), the kept one and
-        # the copy handed out, which the next read hands out again while it still equals it.
-        self._handed: dict[int, tuple[BaseMessage, BaseMessage]] = {}
+        # Copies of the kept messages, each handed out again while it still equals its kept one.
+        self._handouts: Handouts[BaseMessage, BaseMessage] = Handouts(copy_of, _itself, size=1)
 
     def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._home.call_sync(coro)
 
     async def _read(self) -> list[BaseMessage]:
         kept, _ = await self._mirror.read(self.chat, self.conversation_id)
-        # A copy handed out before is handed out again while it equals its kept message
-        # (comparing costs a fraction of copying); one changed in place is copied anew.
-        before, handed = self._handed, {}
-        out = []
-        for message in kept:
-            pair = before.get(id(message))
-            if pair is None or pair[0] is not message or not _unchanged(pair[1], message):
-                pair = (message, copy_of(message))
-            handed[id(message)] = pair
-            out.append(pair[1])
-        self._handed = handed
-        return out
+        return self._handouts.hand_out(kept)
 
     async def _add(self, messages: Sequence[BaseMessage]) -> None:
         if not messages:

@@ -40,7 +40,7 @@ from chatmemory import (
     Scope,
 )
 from chatmemory.loops import AnyLoopLock
-from chatmemory.mirror import Mirrored, Mirrors
+from chatmemory.mirror import Handouts, Mirrored, Mirrors
 from chatmemory.recording import abandoned, fitted, model_label, recorded_here, recorder_metadata, restored
 from chatmemory_llamaindex._claim import claim, generation_of, key_id, live
 from chatmemory_llamaindex._convert import from_stored, to_new_message
@@ -106,6 +106,8 @@ class KeyedConversations:
         self._resolving = AnyLoopLock()
         self._writing = AnyLoopLock()
         self._mirrors: Mirrors[Message] = Mirrors(list, _MIRRORED)
+        # The LlamaIndex messages ``messages`` hands out, each handed out again while unchanged.
+        self._handouts: Handouts[Message, ChatMessage] = Handouts(from_stored, from_stored, _MIRRORED)
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -173,6 +175,7 @@ class KeyedConversations:
         raise AssertionError("unreachable")
 
     def _forget(self, key: str) -> None:
+        self._handouts.forget(key)
         cid = self._ids.pop(key, None)
         if cid is not None:
             self._runs.pop(cid, None)
@@ -221,8 +224,9 @@ class KeyedConversations:
         return await self._mirrors.read_whole(self.chat, cid)
 
     async def messages(self, key: str) -> list[ChatMessage]:
-        """The messages of ``key`` as LlamaIndex messages, in order."""
-        return [from_stored(m) for m in await self.stored(key)]
+        """The messages of ``key`` as LlamaIndex messages, in order: each a message of the
+        caller's, made once and handed out again while it is unchanged (``Handouts``)."""
+        return self._handouts.hand_out(await self.stored(key), key)
 
     # -- writing ---------------------------------------------------------------------------
 
