@@ -326,7 +326,7 @@ async def test_concurrent_appends_all_succeed_whatever_the_databases_default_iso
     postgres_url: str, level: str
 ) -> None:
     """A DBA's ``ALTER DATABASE ... SET default_transaction_isolation``: the store's writes still
-    run under READ COMMITTED, which they need. Found by review: most of 120 concurrent appends
+    run under READ COMMITTED, which they need. Before: most of 120 concurrent appends
     to one conversation failed with a serialization error."""
     from tests._postgres import _execute
     from tests.conftest import _create_database

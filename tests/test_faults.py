@@ -273,7 +273,7 @@ def test_a_driver_error_is_named_by_its_kind_and_first_line_of_text() -> None:
 async def test_a_sqlite_file_deleted_or_replaced_under_the_store_fails_its_calls(
     tmp_path: Path, how: str
 ) -> None:
-    """Found by review: the store's open connections went on writing into the deleted file
+    """Before: the store's open connections went on writing into the deleted file
     (acknowledged, then lost) while the ones it opened later read a new empty database, or
     the file put in its place. Every call now fails, naming what happened, and nothing is
     made at the path."""

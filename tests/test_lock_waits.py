@@ -139,7 +139,7 @@ async def test_a_write_cancelled_while_waiting_for_a_pooled_connection_is_withdr
 ) -> None:
     """Every pooled connection is taken by a call waiting on a lock held elsewhere; a write to
     another conversation waits for a connection. Its caller gives up: the write has not started,
-    so it is withdrawn at once and never runs. Found by review: the caller's one-second timeout
+    so it is withdrawn at once and never runs. Before: the caller's one-second timeout
     took the whole lock wait, and the write was then committed anyway."""
     from tests.conftest import _create_database
 
@@ -173,7 +173,7 @@ async def test_a_write_that_waited_its_time_for_a_pooled_connection_still_waits_
 ) -> None:
     """An append waits for the pool's only connection past its whole lock wait (a call holding
     it waits on a lock held elsewhere); once it has the connection, its own conversation's row
-    is locked elsewhere for a moment. Found by review: it then ran with a lock wait of 1 ms and
+    is locked elsewhere for a moment. Before: it then ran with a lock wait of 1 ms and
     failed on that moment's contention; it gets at least a thirtieth of the lock timeout."""
     from tests.conftest import _create_database
 
@@ -198,7 +198,7 @@ async def test_writes_queued_behind_a_lock_held_all_along_fail_together_at_the_t
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Many writes queued while another session holds the lock all along: all fail about the
-    lock timeout after their calls. Found by review: the second's floor a write gets for a
+    lock timeout after their calls. Before: the second's floor a write gets for a
     moment's contention was taken again by each queued group on SQLite (by each write of a
     group on PostgreSQL), so the last failed seconds later."""
     timeout = 3.0  # a floor of 100 ms

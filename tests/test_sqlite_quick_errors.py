@@ -84,7 +84,7 @@ def _lines_before_the_release() -> list[int]:
 async def test_a_signal_during_a_small_call_leaves_the_store_usable(tmp_path: Path, write: bool) -> None:
     """Ctrl-C's ``KeyboardInterrupt`` (or a SIGTERM handler's ``SystemExit``) raised at any line
     of a small call on the caller's thread, before its lock is released: the caller gets it,
-    and the store's locks are free for the next calls and the close. Found by review: raised
+    and the store's locks are free for the next calls and the close. Before: raised
     right after the lock was taken, it left the lock held, and every later write and the close
     waited for good. A trace function raises it, where a signal's handler would run."""
     code = _sqlite_driver.SQLiteDriver.run_here.__code__

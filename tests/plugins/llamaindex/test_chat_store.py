@@ -400,7 +400,7 @@ async def test_a_key_deleted_while_a_write_closes_its_previous_run_keeps_that_wr
     """Another request reads, deletes (and sets again, as ``ChatSummaryMemoryBuffer.get``
     does) the key right after this store's write committed, while it closes its previous
     run: the write is not made again in the key's next conversation. ``SimpleChatStore`` gives
-    the same content for the same order of effects. (Found by a review script.)"""
+    the same content for the same order of effects."""
     mine, theirs = memory.scoped(Principal("alice")), memory.scoped(Principal("alice"))
     store, other = ChatMemoryChatStore(mine), ChatMemoryChatStore(theirs)
     reference = SimpleChatStore()
@@ -442,7 +442,7 @@ async def test_a_key_deleted_while_a_write_closes_its_previous_run_keeps_that_wr
 async def test_two_store_objects_writing_exchanges_in_turn_keep_each_exchange_whole(alice: Scope) -> None:
     """Two store objects of one process writing outside any workflow run (chat engines),
     their exchanges interleaved: neither closes the other's open exchange, whose end only its
-    own object knows. (Found by a review script: every exchange after the first was split.)"""
+    own object knows. (Before: every exchange after the first was split.)"""
     first, second = ChatMemoryChatStore(alice, model="A"), ChatMemoryChatStore(alice, model="B")
     for turn in range(1, 4):
         for store, role, name in (
@@ -465,7 +465,7 @@ async def test_two_store_objects_writing_exchanges_in_turn_keep_each_exchange_wh
 async def test_a_set_with_another_store_writing_meanwhile_is_whole(memory: ChatMemory) -> None:
     """Another store object of this process adds a message while this one's ``set_messages``
     has stored the new content and not yet deleted the old: the set still ends whole, as
-    ``SimpleChatStore``'s does. (Found by a review script: the other object closed the set's new
+    ``SimpleChatStore``'s does. (Before: the other object closed the set's new
     history, and the set raised with old and new content both stored.)"""
     mine, theirs = memory.scoped(Principal("alice")), memory.scoped(Principal("alice"))
     store, other = ChatMemoryChatStore(mine, model="A"), ChatMemoryChatStore(theirs, model="B")

@@ -212,7 +212,7 @@ async def test_a_failed_run_writing_two_keys_is_failed_in_both_whoever_closes_ea
     """One workflow run writes two keys through one store object and fails; another store
     object closes its history of the first key. The second key's history is still closed
     ``failed`` with the run's error: how the run ended is kept until each of its histories is
-    closed. (Found by a review script: the other object's close forgot it.)"""
+    closed. (Before: the other object's close forgot it.)"""
     first, second = ChatMemoryChatStore(alice, model="A"), ChatMemoryChatStore(alice, model="B")
     await second.async_add_message("k1", ChatMessage(role="user", content="b0"))
     gate = asyncio.Event()

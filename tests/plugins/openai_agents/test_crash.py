@@ -162,7 +162,7 @@ TWO_RUNS_UNTIL_KILLED = textwrap.dedent(
 async def test_every_run_of_a_killed_process_is_closed_by_the_next_run(
     wiring: str, db_url: str, alice: Scope, conversation: Conversation
 ) -> None:
-    """Found by review: only the newest of the two histories was closed; the other stayed
+    """Before: only the newest of the two histories was closed; the other stayed
     ``running`` for good, as no later run finds it the newest."""
     async with _until_killed(TWO_RUNS_UNTIL_KILLED, db_url, conversation, wiring, b"both in their tool\n"):
         pass

@@ -211,7 +211,7 @@ async def test_a_run_stream_left_while_its_answer_streams_stores_what_its_result
     answer still streaming is not in ``StreamedRunResult.all_messages()``, so it is not stored
     (nor sent to the next run's model, as it would be in the state ``incomplete``). Nor is an
     answer that had arrived whole by the first chunk (the default debounce gathers it), as its
-    stream was never consumed to the end: found by review, it was stored."""
+    stream was never consumed to the end: it once was."""
 
     def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         return ModelResponse(parts=[TextPart("ok")])
