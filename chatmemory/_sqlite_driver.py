@@ -241,8 +241,8 @@ def _resumed(plan: Plan[T], first: Stmt) -> Plan[T]:
 # The drivers of this process, whose transactions a fork waits for (``_hold_for_fork``).
 _DRIVERS: weakref.WeakSet[SQLiteDriver] = weakref.WeakSet()
 _DRIVERS_GUARD = threading.Lock()
-# What lets the held transactions go on again, once the fork is done.
-_RELEASES: list[Callable[[], None]] = []
+# The drivers a fork holds off, each with the locks it took of theirs.
+_HELD: list[tuple[SQLiteDriver, list[threading.Lock]]] = []
 # How long a fork waits for the transactions of this process's stores in progress (a write
 # waiting out another process's lock included) before it forks all the same.
 _FORK_WAIT_SECONDS = BUSY_TIMEOUT_MS / 1000 + 5
@@ -261,18 +261,34 @@ def _hold_for_fork() -> None:
         drivers = list(_DRIVERS)
     deadline = time.monotonic() + _FORK_WAIT_SECONDS
     for driver in drivers:
-        _RELEASES.extend(driver.hold_for_fork(deadline))
+        _HELD.append((driver, driver.hold_for_fork(deadline)))
 
 
-def _release_after_fork() -> None:
-    """After the fork, in the parent and in the child: let the held transactions go on."""
-    while _RELEASES:
-        _RELEASES.pop()()
+def _release_in_parent() -> None:
+    """After the fork, in the parent: let the held transactions go on."""
+    while _HELD:
+        driver, locks = _HELD.pop()
+        for lock in locks:
+            lock.release()
+        driver.reads.release()
+
+
+def _release_in_child() -> None:
+    """After the fork, in the child, whose only thread is the one that forked: the locks that
+    thread took are released; anything another thread of the parent may have held at the fork
+    (a waiting reader wakes holding its condition's lock) is made anew, never waited for."""
+    global _DRIVERS_GUARD
+    _DRIVERS_GUARD = threading.Lock()
+    while _HELD:
+        driver, locks = _HELD.pop()
+        for lock in locks:
+            lock.release()
+        driver.reads = _Reads()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
     os.register_at_fork(
-        before=_hold_for_fork, after_in_parent=_release_after_fork, after_in_child=_release_after_fork
+        before=_hold_for_fork, after_in_parent=_release_in_parent, after_in_child=_release_in_child
     )
 
 
@@ -335,7 +351,7 @@ class SQLiteDriver:
         self._writing = threading.Lock()
         self._write_connection: sqlite3.Connection | None = None
         self._quick_reading = threading.Lock()
-        self._reads = _Reads()
+        self.reads = _Reads()
         self._quick_reader: sqlite3.Connection | None = None
         self._closing = False
         self._wal: WalFile | None = None
@@ -618,7 +634,7 @@ class SQLiteDriver:
         """On a reader thread."""
         self._check_file()
         connection = self._reader()
-        with self._reads:
+        with self.reads:
             connection.execute("BEGIN")
             return self._finish(connection, plan)
 
@@ -776,27 +792,25 @@ class SQLiteDriver:
         for future, result in done:
             outcomes[future] = (True, result)
 
-    def hold_for_fork(self, deadline: float) -> list[Callable[[], None]]:
+    def hold_for_fork(self, deadline: float) -> list[threading.Lock]:
         """Wait (until ``deadline``, ``time.monotonic()``) for this store's transactions in
-        progress, holding new ones off: what lets them go on again (see ``_hold_for_fork``).
-        Nothing once the driver is closing."""
+        progress and hold new ones off (see ``_hold_for_fork``): the locks taken, and the
+        reads held off until ``reads.release()``. Nothing once the driver is closing."""
         if self._closing:
             return []
-        releases: list[Callable[[], None]] = []
+        taken: list[threading.Lock] = []
         # The writers' lock before the checkpoints', as a checkpoint takes them.
         checkpoints = [self._checkpoints.running] if self._checkpoints is not None else []
-        locks = [self._writing, *checkpoints, self._quick_reading]
-        for lock in locks:
+        for lock in [self._writing, *checkpoints, self._quick_reading]:
             # A close begun meanwhile takes the writers' lock for good: given up on then.
             while not self._closing:
                 if lock.acquire(timeout=min(0.05, max(deadline - time.monotonic(), 0))):
-                    releases.append(lock.release)
+                    taken.append(lock)
                     break
                 if time.monotonic() >= deadline:
                     break
-        self._reads.hold(max(deadline - time.monotonic(), 0))
-        releases.append(self._reads.release)
-        return releases
+        self.reads.hold(max(deadline - time.monotonic(), 0))
+        return taken
 
     def close(self) -> None:
         """Finish queued work, then close every connection (blocking: run it on a thread)."""
