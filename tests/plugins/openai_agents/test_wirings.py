@@ -22,6 +22,7 @@ from agents import (
     RunConfig,
     RunHooks,
     Runner,
+    Session,
     SQLiteSession,
     function_tool,
     input_guardrail,
@@ -347,6 +348,114 @@ async def test_a_run_nothing_closed_is_closed_by_the_next_run_through_another_se
     assert roles in saved
     assert second.status == "completed"
     assert first_session.conversation_id == conversation.id  # it lived through the second run
+
+
+class _Wrapping(Session):
+    """A session saving into another without the run's context, as the SDK's
+    ``OpenAIResponsesCompactionSession`` does."""
+
+    def __init__(self, inner: ChatMemorySession) -> None:
+        self.inner = inner
+        self.session_id = inner.session_id
+        self.session_settings = None
+
+    async def get_items(self, limit: int | None = None) -> list[Any]:
+        return await self.inner.get_items(limit)
+
+    async def add_items(self, items: list[Any]) -> None:
+        await self.inner.add_items(items)
+
+    async def pop_item(self) -> Any:
+        return await self.inner.pop_item()
+
+    async def clear_session(self) -> None:
+        await self.inner.clear_session()
+
+
+@pytest.mark.parametrize("saving", ["through a wrapping session", "by hand"])
+async def test_a_run_saved_without_its_context_is_left_open_while_its_task_goes_on(
+    saving: str, alice: Scope, conversation: Conversation
+) -> None:
+    """A run whose items are saved without the SDK's run context, still going in its task, is
+    not taken for one that ended by a run through another session object."""
+    entered, go_on = asyncio.Event(), asyncio.Event()
+
+    @function_tool
+    async def slow(x: int) -> int:
+        entered.set()
+        await go_on.wait()
+        return x
+
+    first = ChatMemorySession(alice, conversation.id)
+    if saving == "by hand":
+
+        async def going() -> Any:
+            await first.add_items([{"role": "user", "content": "first"}])
+            entered.set()
+            await go_on.wait()
+            await first.add_items([{"role": "assistant", "content": "done"}])
+
+        task = asyncio.ensure_future(going())
+    else:
+        steps = [[function_call("slow", {"x": 1}, call_id="c1")], [assistant_message("done")]]
+        agent = make_agent("one", NamedModel("m1", steps), tools=[slow])
+        task = asyncio.ensure_future(Runner.run(agent, "first", session=_Wrapping(first)))
+    await asyncio.wait_for(entered.wait(), 10)
+    other = make_agent("two", NamedModel("m2", [[assistant_message("second")]]))
+    await Runner.run(other, "second", session=ChatMemorySession(alice, conversation.id))
+    go_on.set()
+    await asyncio.wait_for(task, 10)
+
+    histories = (await alice.get_conversation(conversation.id)).histories
+    assert [(h.status, h.error) for h in histories] == [("completed", None), ("completed", None)]
+    assert not any("continues" in (h.metadata or {}) for h in histories)
+
+
+async def test_a_run_that_raised_in_a_long_lived_worker_task_is_closed_once_that_task_moves_on(
+    alice: Scope, conversation: Conversation
+) -> None:
+    """Workers that live on, each serving requests with a session object per request: a run
+    that raised in one worker, while another worker served the conversation's next run (so
+    it is no longer the newest), is closed by the first run of this process on the
+    conversation once its worker has moved on to another run, or ended."""
+    requests: list[asyncio.Queue[tuple[Agent[Any], asyncio.Future[Any]]]] = [asyncio.Queue(), asyncio.Queue()]
+
+    async def worker(queue: asyncio.Queue[tuple[Agent[Any], asyncio.Future[Any]]]) -> None:
+        while True:
+            agent, answer = await queue.get()
+            session = ChatMemorySession(alice, conversation.id)  # a session object per request
+            try:
+                answer.set_result(await Runner.run(agent, "hi", session=session))
+            except RuntimeError as error:
+                answer.set_result(error)
+
+    async def served_by(number: int, agent: Agent[Any]) -> Any:
+        answer = asyncio.get_running_loop().create_future()
+        await requests[number].put((agent, answer))
+        return await answer
+
+    def answering() -> Agent[Any]:
+        return make_agent("calc", NamedModel("m", [[assistant_message("fine")]]))
+
+    workers = [asyncio.ensure_future(worker(queue)) for queue in requests]
+    try:
+        down = ModelStep.raise_error(RuntimeError("down"))
+        failing = NamedModel("m", [[function_call("add", {"a": 1, "b": 1}, call_id="c1")], down])
+        assert isinstance(await served_by(0, make_agent("calc", failing, tools=[add])), RuntimeError)
+        await served_by(1, answering())  # the first worker goes on: its run may still be writing
+        statuses = [h.status for h in (await alice.get_conversation(conversation.id)).histories]
+        assert statuses == ["running", "completed"]
+        await served_by(0, answering())  # the first worker has moved on
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+    histories = (await alice.get_conversation(conversation.id)).histories
+    assert [(h.status, h.error) for h in histories] == [
+        ("failed", UNCLOSED),
+        ("completed", None),
+        ("completed", None),
+    ]
 
 
 class _KeepsTheRunContext(RunHooks[Any]):

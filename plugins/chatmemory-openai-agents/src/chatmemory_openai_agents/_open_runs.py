@@ -17,7 +17,7 @@ from chatmemory.recording import starting, starting_in
 if TYPE_CHECKING:
     from chatmemory_openai_agents._record import RunRecord
 
-__all__ = ["hold", "holder", "release", "starting", "taken_here"]
+__all__ = ["held_in", "hold", "holder", "release", "starting", "taken_here"]
 
 # Weak: a run whose record is gone (its session with it) holds nothing any more.
 _HELD: weakref.WeakValueDictionary[UUID, RunRecord] = weakref.WeakValueDictionary()
@@ -40,6 +40,13 @@ def holder(history_id: UUID) -> RunRecord | None:
     """The run here that records into ``history_id``, if any."""
     with _GUARD:
         return _HELD.get(history_id)
+
+
+def held_in(conversation_id: UUID) -> list[RunRecord]:
+    """The runs here that record into histories of the conversation ``conversation_id``."""
+    with _GUARD:
+        runs = list(_HELD.values())
+    return [r for r in runs if r.history is not None and r.history.conversation_id == conversation_id]
 
 
 def taken_here(conversation_id: UUID | str, history_id: UUID) -> bool:

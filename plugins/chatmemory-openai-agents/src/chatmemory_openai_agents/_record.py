@@ -248,6 +248,7 @@ class Recorder:
         """Start the run's history with its ``first`` messages (and finish it, ``closing``); a run
         ``resuming`` tool calls that stopped for approval carries on in their history."""
         newest, run.newest = run.newest, None
+        await self._settle_over(run)
         resumed = await self._close_abandoned(newest, resuming=resuming, run=run)
         if resumed is not None:
             stopped, run.open_calls = resumed
@@ -293,6 +294,22 @@ class Recorder:
             )
             run.history = started.history
             open_runs.hold(started.history.id, run)
+
+    async def _settle_over(self, run: RunRecord) -> None:
+        """Close the conversation's histories that runs of this process hold though they are over
+        (their task has ended, or is ``run``'s: a worker task that has moved on), whichever
+        session object recorded them: a run that raised in one long-lived task while another
+        served the conversation's next run is no longer the newest once that run is. Histories
+        that end on tool calls without their outputs are left: their runs may have stopped for
+        approvals, and may yet be resumed."""
+        try:
+            conversation_id = UUID(str(self.conversation_id))
+        except ValueError:
+            return  # not an id: the store refuses the run's write
+        current = run.task() if run.task is not None else None
+        for held in open_runs.held_in(conversation_id):
+            if held is not run and not held.open_calls and not held.going(current):
+                await self.settle(held)
 
     async def _close_abandoned(
         self, known: Newest | None, *, resuming: set[str], run: RunRecord

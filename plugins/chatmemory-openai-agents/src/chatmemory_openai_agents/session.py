@@ -238,6 +238,10 @@ class ChatMemorySession:
         if items:
             if wrapper is None:
                 run = self._loose_run()
+                # Saved without the run's context (by hand, or through a session wrapping this
+                # one): the task of its latest save tells whether it may go on.
+                task = asyncio.current_task()
+                run.task = weakref.ref(task) if task is not None else None
             else:
                 run = self._run_for(wrapper)
                 if run.task is None:
