@@ -204,7 +204,10 @@ class Handouts(Generic[S, T]):
     ``hand_out`` gives, for each source (told by identity), the value it gave for it the last
     time if that still equals the ``pristine`` one kept beside it, else one ``make`` makes. A
     value changed in place, at any depth, is thus replaced at the next read, and nothing a
-    caller does reaches what is kept; two reads may share values they both left unchanged.
+    caller does reaches what is kept, provided ``make`` and ``pristine`` share nothing a caller
+    can change (each makes its own). Two reads, by one caller or two, may share the values
+    they both left unchanged. A change is told by ``==``: a value replaced by an equal one of
+    another type (``1`` by ``True``), or an attribute that is not a field, is not seen.
 
     The values of the ``size`` keys read most recently are kept (any thread may call).
     """

@@ -48,6 +48,7 @@ __all__ = [
     "abandoned",
     "added_metadata",
     "fitted",
+    "json_copy",
     "key_text",
     "model_label",
     "native_message",
@@ -324,6 +325,21 @@ def native_message(fields: Mapping[str, Any], native_format: str, data: Any) -> 
             return NewMessage(**fields, native={"format": native_format, "data": data})
         except (InvalidInputError, PydanticSerializationError, RecursionError):
             raise refused from None
+
+
+def json_copy(value: Any) -> Any:
+    """A copy of JSON data (a stored message's native form, say) sharing none of its dicts and
+    lists: a framework object built from the copy may be changed in place without changing
+    the stored message, which an adapter keeps and may store again."""
+    kind = type(value)
+    if kind is dict:
+        return {k: json_copy(v) if type(v) in _CONTAINERS else v for k, v in value.items()}
+    if kind is list:
+        return [json_copy(v) if type(v) in _CONTAINERS else v for v in value]
+    return value
+
+
+_CONTAINERS = frozenset({dict, list})
 
 
 def restored(message: Message, *, key: str | None = None) -> NewMessage:

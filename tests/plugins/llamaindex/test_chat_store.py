@@ -532,6 +532,33 @@ async def test_messages_read_are_handed_out_again_while_unchanged_and_made_anew_
     assert not any(a is b for a, b in zip(await store.aget_messages("k"), fourth, strict=False))
 
 
+async def test_a_nested_value_changed_in_a_message_read_reaches_no_later_read_nor_the_store(
+    alice: Scope, store: ChatMemoryChatStore
+) -> None:
+    """Values nested in a message read (a tool call in ``additional_kwargs``, a tool's object
+    argument) are the caller's: changed in place, they reach neither a later read, nor the
+    conversation read under another key, nor what an insertion (which writes the key's
+    messages again) stores."""
+    from llama_index.core.base.llms.types import ToolCallBlock
+
+    call = {"id": "c1", "function": {"name": "f", "arguments": "{}"}}
+    block = ToolCallBlock(tool_call_id="c1", tool_name="f", tool_kwargs={"opts": {"n": 1}})
+    answer = ChatMessage(role="assistant", blocks=[block], additional_kwargs={"tool_calls": [call]})
+    sent = [user("go"), answer]
+    await store.aset_messages("k", sent)
+    read = await store.aget_messages("k")
+    read[1].additional_kwargs["tool_calls"][0]["function"]["name"] = "changed"
+    changed = read[1].blocks[0]
+    assert isinstance(changed, ToolCallBlock) and isinstance(changed.tool_kwargs, dict)
+    changed.tool_kwargs["opts"]["n"] = 999
+
+    assert await store.aget_messages("k") == sent
+    (conversation,) = (await alice.list_conversations()).items
+    assert await store.aget_messages(str(conversation.id)) == sent
+    await store.async_add_message("k", user("first of all"), idx=0)
+    assert await ChatMemoryChatStore(alice).aget_messages("k") == [user("first of all"), *sent]
+
+
 async def test_a_long_lived_store_keeps_nothing_of_the_conversations_it_dropped(alice: Scope) -> None:
     """A key deleted and set again every turn is a new conversation each turn: what the store
     object keeps per conversation goes with the conversation it dropped."""

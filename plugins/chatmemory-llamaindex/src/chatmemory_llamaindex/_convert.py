@@ -37,7 +37,7 @@ from chatmemory import (
     ToolCallPart,
     ToolResultPart,
 )
-from chatmemory.recording import native_message
+from chatmemory.recording import json_copy, native_message
 
 __all__ = ["NATIVE_FORMAT", "from_stored", "to_new_message"]
 
@@ -123,7 +123,9 @@ def from_stored(message: Message) -> ChatMessage:
     """The LlamaIndex message for a stored one: its native form when LlamaIndex stored it,
     else one built from its role and content parts."""
     if message.native is not None and message.native.format == NATIVE_FORMAT:
-        return ChatMessage.model_validate(message.native.data)
+        # Built from a copy: pydantic keeps the nested values it is given, and the caller may
+        # change them in place.
+        return ChatMessage.model_validate(json_copy(message.native.data))
     if message.parts is None:
         return ChatMessage(role=message.role, content=message.content)
     kwargs: dict[str, Any] = {}
