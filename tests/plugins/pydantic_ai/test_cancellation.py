@@ -9,19 +9,23 @@ resumed from the store must send the model what pydantic-ai's own resume sends.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from chatmemory_pydantic_ai import ChatMemoryCapability, load_messages
 from pydantic_ai import Agent, RunCancelled, RunContext, RunTimedOut, capture_run_messages, models
-from pydantic_ai.capabilities import ProcessHistory
+from pydantic_ai.capabilities import AbstractCapability, ProcessHistory
 from pydantic_ai.messages import (
     ModelMessage,
     ModelResponse,
     TextPart,
     ToolCallPart,
 )
+from pydantic_ai.models import ModelRequestContext
 from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.tools import ToolDefinition
 
 from chatmemory import ToolCallPart as StoredCall
 from chatmemory import ToolResultPart
@@ -266,3 +270,90 @@ async def test_a_run_stream_left_once_its_answer_arrived_stores_no_answer_beside
 
     assert [m.role for m in await alice.transcript(conv.id)] == ["user", "assistant"] * 2 + ["user"]
     assert (await alice.get_conversation(conv.id)).histories[-1].status == "cancelled"
+
+
+@dataclass
+class _Preparing(AbstractCapability[Any]):
+    """A capability that prepares each model request through ``step`` (a retrieval call, an MCP
+    server's tool listing), in the hook ``where``."""
+
+    where: str
+    step: Callable[[RunContext[Any]], Awaitable[None]]
+
+    async def prepare_tools(
+        self, ctx: RunContext[Any], tool_defs: list[ToolDefinition]
+    ) -> list[ToolDefinition]:
+        if self.where == "prepare_tools":
+            await self.step(ctx)
+        return tool_defs
+
+    async def before_model_request(
+        self, ctx: RunContext[Any], request_context: ModelRequestContext
+    ) -> ModelRequestContext:
+        if self.where == "before_model_request":
+            await self.step(ctx)
+        return request_context
+
+
+@pytest.mark.parametrize("how", ["task.cancel()", "timeout", "an error"])
+@pytest.mark.parametrize("where", ["instructions", "prepare_tools", "before_model_request"])
+async def test_a_run_stopped_before_its_first_request_is_sent_keeps_its_prompt(
+    alice: Scope, where: str, how: str
+) -> None:
+    """pydantic-ai adds a request to the run's messages before it prepares it (an async
+    ``@agent.instructions`` function, a capability's ``prepare_tools`` or ``before_model_request``):
+    a run stopped or failing there holds its prompt in ``capture_run_messages()`` and
+    ``RunCancelled.all_messages()``, and so does the store."""
+    conv = await alice.start_conversation()
+    reached = asyncio.Event()
+
+    async def step(ctx: RunContext[Any]) -> None:
+        reached.set()
+        if how == "an error":
+            raise RuntimeError("retrieval backend down")
+        if how == "timeout":
+            ctx._cancellation.expire()  # type: ignore[union-attr]  # what the run's timer calls at its deadline
+        await asyncio.Event().wait()  # until the run is stopped
+
+    def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        raise AssertionError("the request is never sent")
+
+    agent = Agent(
+        FunctionModel(answer, model_name="fm"),
+        capabilities=[ChatMemoryCapability(alice, conv.id), _Preparing(where, step)],
+    )
+
+    @agent.tool_plain
+    def lookup() -> str:
+        return "found"
+
+    if where == "instructions":
+
+        @agent.instructions
+        async def retrieved(ctx: RunContext[None]) -> str:
+            await step(ctx)
+            return "Use what was retrieved."
+
+    held: list[list[ModelMessage]] = []
+
+    async def drive() -> None:
+        with capture_run_messages() as captured:
+            held.append(captured)
+            await agent.run("my question", **({"timeout": 60} if how == "timeout" else {}))
+
+    task = asyncio.create_task(drive())
+    await reached.wait()
+    if how == "task.cancel()":
+        task.cancel()
+    with pytest.raises((asyncio.CancelledError, RunTimedOut, RuntimeError)) as raised:
+        await task
+
+    expected = raised.value.all_messages() if isinstance(raised.value, RunCancelled) else held[0]
+    assert shape(await load_messages(alice, conv.id)) == shape(expected)
+    assert [(m.role, m.content) for m in await alice.transcript(conv.id)] == [("user", "my question")]
+    (history,) = (await alice.get_conversation(conv.id)).histories
+    assert (history.status, history.error) == {
+        "task.cancel()": ("cancelled", "CancelledError: the task running the agent was cancelled"),
+        "timeout": ("cancelled", "RunTimedOut: The agent run timed out."),
+        "an error": ("failed", "RuntimeError: retrieval backend down"),
+    }[how]

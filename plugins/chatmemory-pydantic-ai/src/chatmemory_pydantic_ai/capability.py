@@ -213,13 +213,22 @@ class ChatMemoryCapability(AbstractCapability[Any]):
         return result
 
     async def before_node_run(self, ctx: RunContext[Any], *, node: AgentNode[Any]) -> AgentNode[Any]:
-        """Note the messages there are before a ``run_stream`` run's model request streams (by
-        identity: a history processor may shorten or rebuild the list before the request).
+        """Take hold of the run's messages, and note the messages there are before a
+        ``run_stream`` run's model request streams (by identity: a history processor may shorten
+        or rebuild the list before the request).
+
+        pydantic-ai adds a request to the run's messages as its step starts, before the
+        step's instructions, tools and ``before_model_request`` hooks are prepared; a run stopped
+        meanwhile holds it. The list is the run's own from the first model request on, so it is
+        taken here, before any step can add to it (the context of ``wrap_run``, and of the node
+        hooks of the node that starts the run, keep the list the run was given).
 
         ``run_stream`` fires this hook for a model request before it streams, outside
         ``wrap_node_run``, which it runs for that node only if the response is not the run's
         final one. The final response joins the stream result's messages
         (``StreamedRunResult.all_messages()``) only once the stream is consumed to its end."""
+        if self._streamed is None:
+            self._live = ctx.messages
         if isinstance(node, ModelRequestNode) and not self._in_node:
             self._before_stream = list(ctx.messages)  # kept alive, so their identities stay theirs
         return node
