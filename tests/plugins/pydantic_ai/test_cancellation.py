@@ -9,12 +9,13 @@ resumed from the store must send the model what pydantic-ai's own resume sends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from chatmemory_pydantic_ai import ChatMemoryCapability, load_messages
+from chatmemory_pydantic_ai import ChatMemoryCapability, load_messages, to_model_messages
 from pydantic_ai import Agent, RunCancelled, RunContext, RunTimedOut, capture_run_messages, models
 from pydantic_ai.capabilities import AbstractCapability, ProcessHistory
 from pydantic_ai.messages import (
@@ -357,3 +358,113 @@ async def test_a_run_stopped_before_its_first_request_is_sent_keeps_its_prompt(
         "timeout": ("cancelled", "RunTimedOut: The agent run timed out."),
         "an error": ("failed", "RuntimeError: retrieval backend down"),
     }[how]
+
+
+async def _cancelled_at(
+    agent: Agent[None, str], reached: asyncio.Event, prompt: str = "go"
+) -> list[ModelMessage]:
+    """Run ``agent`` in a task of its own, cancel that task (a stop button) once ``reached`` is
+    set, and give the messages pydantic-ai holds for the run once it has ended
+    (``capture_run_messages()``)."""
+    held: list[list[ModelMessage]] = []
+
+    async def drive() -> None:
+        with capture_run_messages() as captured:
+            held.append(captured)
+            await agent.run(prompt)
+
+    task = asyncio.create_task(drive())
+    await reached.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return held[0]
+
+
+async def test_a_response_arriving_as_the_run_is_cancelled_is_stored_as_pydantic_ai_keeps_it(
+    alice: Scope,
+) -> None:
+    """pydantic-ai runs each step of a run (a model request, the tools a response calls) in a task
+    of its own. Cancelling the task running the agent leaves that step running until pydantic-ai
+    tears the run down, after the capability's hooks, and the response it then adds is in the
+    run's messages. Here the model sees its request through when cancelled (the response was
+    already on its way): pydantic-ai keeps that response, and so must the store."""
+    conv = await alice.start_conversation()
+    requested = asyncio.Event()
+
+    async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        requested.set()
+        with contextlib.suppress(asyncio.CancelledError):  # the response arrives all the same
+            await asyncio.Event().wait()
+        return ModelResponse(parts=[ToolCallPart(tool_name="lookup", args={}, tool_call_id="call_1")])
+
+    agent = Agent(
+        FunctionModel(respond, model_name="fm"), capabilities=[ChatMemoryCapability(alice, conv.id)]
+    )
+
+    @agent.tool_plain
+    def lookup() -> str:
+        return "found"
+
+    held = await _cancelled_at(agent, requested)
+
+    assert [type(m).__name__ for m in held] == ["ModelRequest", "ModelResponse"]
+    assert shape(to_model_messages(await alice.transcript(conv.id))) == shape(held)
+    (history,) = (await alice.get_conversation(conv.id)).histories
+    assert history.status == "cancelled"
+
+
+async def test_a_request_being_stored_as_the_run_is_cancelled_is_stored_once(
+    alice: Scope, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request carrying a tool's result is stored by its step's task, before it is sent;
+    a run cancelled while that write is under way must not store the request a second time
+    when it closes its history (every later run would send the model two results for one
+    call). The write is held until pydantic-ai reports the run's error to its capabilities
+    (``on_run_error``, before ``wrap_run`` sees it)."""
+    conv = await alice.start_conversation()
+    written, release = asyncio.Event(), asyncio.Event()
+    append = alice.append_messages
+
+    async def append_then_wait(history_id: Any, messages: Any, **kwargs: Any) -> Any:
+        stored = await append(history_id, messages, **kwargs)
+        if any(message.role == "tool" for message in messages):
+            written.set()
+            await release.wait()
+        return stored
+
+    monkeypatch.setattr(alice, "append_messages", append_then_wait)
+
+    @dataclass
+    class ReleaseOnError(AbstractCapability[Any]):
+        async def on_run_error(self, ctx: RunContext[Any], *, error: BaseException) -> Any:
+            release.set()
+            raise error
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if len(messages) == 1:
+            return ModelResponse(parts=[ToolCallPart(tool_name="lookup", args={}, tool_call_id="call_1")])
+        return ModelResponse(parts=[TextPart("found it")])
+
+    agent = Agent(
+        FunctionModel(respond, model_name="fm"),
+        capabilities=[ChatMemoryCapability(alice, conv.id), ReleaseOnError()],
+    )
+
+    @agent.tool_plain
+    def lookup() -> str:
+        return "found"
+
+    held = await _cancelled_at(agent, written)
+
+    assert shape(to_model_messages(await alice.transcript(conv.id))) == shape(held)
+    assert [m.role for m in await alice.transcript(conv.id)] == ["user", "assistant", "tool"]
+    seen: list[list[ModelMessage]] = []
+
+    def record(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        seen.append(messages)
+        return ModelResponse(parts=[TextPart("ok")])
+
+    await Agent(FunctionModel(record), capabilities=[ChatMemoryCapability(alice, conv.id)]).run("and?")
+    returns = [p for m in seen[0] for p in m.parts if p.part_kind == "tool-return"]
+    assert [p.tool_call_id for p in returns] == ["call_1"]

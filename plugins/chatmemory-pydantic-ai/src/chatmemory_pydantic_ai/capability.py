@@ -11,6 +11,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
+import anyio
 import pydantic_ai
 from pydantic import JsonValue
 from pydantic_ai import CallToolsNode, ModelRequestNode, RunContext
@@ -21,12 +22,13 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
 from pydantic_ai.result import StreamedRunResult
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import ToolDefinition
+from pydantic_graph.graph_builder import _GraphIterator
 
 from chatmemory import ChatMemoryError
 from chatmemory.recording import added_metadata, model_label, recorder_metadata
 from chatmemory.scope import Scope
 from chatmemory_pydantic_ai._convert import NATIVE_FORMAT, own_usage, system_prompts, usage_dict
-from chatmemory_pydantic_ai._recorder import ERROR_CHARS, RunRecord
+from chatmemory_pydantic_ai._recorder import ERROR_CHARS, RunRecord, settled
 from chatmemory_pydantic_ai._reload import ConversationCache
 
 if TYPE_CHECKING:
@@ -279,6 +281,7 @@ class ChatMemoryCapability(AbstractCapability[Any]):
             await self._record.commit(ctx.messages, hold_answer=hold_answer)
 
     async def _stopped(self, ctx: RunContext[Any], record: RunRecord, exc: BaseException) -> None:
+        await _stop_steps(ctx.run_id)
         live = self._live if self._live is not None else list(ctx.messages)
         # A response still streaming when the run stopped (a ``run_stream`` block left early) is
         # not in the run's messages (``StreamedRunResult.all_messages()``), nor is the final
@@ -351,6 +354,43 @@ def _stream_messages(run_id: str | None) -> list[ModelMessage] | None:
                 return owner.all_messages()
         frame = frame.f_back
     return None
+
+
+_STEP_TASK = _GraphIterator._run_tracked_task.__code__
+
+
+async def _stop_steps(run_id: str | None) -> None:
+    """Stop the steps of run ``run_id`` still running, and wait for their end.
+
+    pydantic-ai runs each step of a run (a model request, the tools a response calls) in a task
+    of its graph. A run stopped from outside (``task.cancel()``, a timeout) stops the task
+    running the agent, not that one: it goes on until pydantic-ai tears the run down, after
+    every hook of the run, ``wrap_run`` included, and may meanwhile add to the run's messages
+    the response it was waiting for, the ``interrupted`` request of its tools, or store a
+    request through ``prepare_model_request``. It is stopped here as the teardown stops it
+    (through its cancel scope), so the run's messages are final when its history is closed.
+
+    pydantic-ai gives no hook that task, so it is found among the event loop's tasks: the
+    graph's (pydantic_graph, pinned with pydantic-ai) running a node of run ``run_id``.
+    """
+    steps: list[asyncio.Task[Any]] = []
+    for task in asyncio.all_tasks():
+        awaited: Any = task.get_coro()
+        while awaited is not None and getattr(awaited, "cr_code", None) is not _STEP_TASK:
+            awaited = getattr(awaited, "cr_await", None)  # through anyio's wrapper of the task
+        frame: FrameType | None = getattr(awaited, "cr_frame", None)
+        if frame is None:
+            continue
+        graph, scope = frame.f_locals.get("self"), frame.f_locals.get("scope")
+        if (
+            isinstance(graph, _GraphIterator)
+            and getattr(graph.state, "run_id", None) == run_id
+            and isinstance(scope, anyio.CancelScope)
+        ):
+            scope.cancel()
+            steps.append(task)
+    if steps:
+        await settled(asyncio.wait(steps))
 
 
 def _outcome(ctx: RunContext[Any], exc: BaseException) -> tuple[Status, str]:
