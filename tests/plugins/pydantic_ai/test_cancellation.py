@@ -16,7 +16,15 @@ from typing import Any
 
 import pytest
 from chatmemory_pydantic_ai import ChatMemoryCapability, load_messages, to_model_messages
-from pydantic_ai import Agent, RunCancelled, RunContext, RunTimedOut, capture_run_messages, models
+from pydantic_ai import (
+    Agent,
+    CallToolsNode,
+    RunCancelled,
+    RunContext,
+    RunTimedOut,
+    capture_run_messages,
+    models,
+)
 from pydantic_ai.capabilities import AbstractCapability, ProcessHistory
 from pydantic_ai.messages import (
     ModelMessage,
@@ -468,3 +476,60 @@ async def test_a_request_being_stored_as_the_run_is_cancelled_is_stored_once(
     await Agent(FunctionModel(record), capabilities=[ChatMemoryCapability(alice, conv.id)]).run("and?")
     returns = [p for m in seen[0] for p in m.parts if p.part_kind == "tool-return"]
     assert [p.tool_call_id for p in returns] == ["call_1"]
+
+
+@pytest.mark.parametrize("hook", ["before_node_run", "after_node_run"])
+async def test_a_run_cancelled_just_around_its_tools_step_stores_no_request_after_the_calls(
+    alice: Scope, hook: str
+) -> None:
+    """Cancelled in another capability's ``before_node_run`` of the step that runs a response's
+    tools (none has run), or in its ``after_node_run`` (they all returned, but pydantic-ai adds
+    their results to the run's messages only with the next request), the run holds the response
+    and nothing after it, so the store must too. A run continuing without a prompt
+    (``agent.run()``) then runs the tools, as pydantic-ai's own round trip does from
+    ``capture_run_messages()``."""
+    conv = await alice.start_conversation()
+    reached = asyncio.Event()
+
+    @dataclass
+    class PausingAtTools(AbstractCapability[Any]):
+        async def before_node_run(self, ctx: RunContext[Any], *, node: Any) -> Any:
+            if hook == "before_node_run" and isinstance(node, CallToolsNode):
+                reached.set()
+                await asyncio.Event().wait()  # until the run is stopped
+            return node
+
+        async def after_node_run(self, ctx: RunContext[Any], *, node: Any, result: Any) -> Any:
+            if hook == "after_node_run" and isinstance(node, CallToolsNode):
+                reached.set()
+                await asyncio.Event().wait()
+            return result
+
+    def agent(*capabilities: AbstractCapability[Any]) -> tuple[Agent[None, str], list[list[ModelMessage]]]:
+        seen: list[list[ModelMessage]] = []
+
+        def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+            seen.append(list(messages))
+            if any(p.part_kind == "tool-return" for p in messages[-1].parts):
+                return ModelResponse(parts=[TextPart("done")])
+            return ModelResponse(parts=[ToolCallPart(tool_name="lookup", args={}, tool_call_id="call_1")])
+
+        built = Agent(FunctionModel(respond, model_name="fm"), capabilities=list(capabilities))
+
+        @built.tool_plain
+        def lookup() -> str:
+            return "found"
+
+        return built, seen
+
+    stopped, _ = agent(ChatMemoryCapability(alice, conv.id), PausingAtTools())
+    held = await _cancelled_at(stopped, reached)
+
+    assert [type(m).__name__ for m in held] == ["ModelRequest", "ModelResponse"]
+    assert shape(to_model_messages(await alice.transcript(conv.id))) == shape(held)
+    ours, ours_seen = agent(ChatMemoryCapability(alice, conv.id))
+    theirs, theirs_seen = agent()
+    await ours.run()
+    await theirs.run(message_history=held)
+    assert shape(ours_seen[-1]) == shape(theirs_seen[-1])
+    assert [getattr(p, "content", None) for p in ours_seen[-1][-1].parts] == ["found"]

@@ -12,11 +12,6 @@ import anyio
 from pydantic import JsonValue
 from pydantic_ai import messages as pai
 
-# pydantic-ai's own builder of a tool's return part (the version is pinned): the interrupted
-# request rebuilt here must hold exactly what pydantic-ai's own would.
-from pydantic_ai._tool_execution import build_tool_return_part
-from pydantic_ai.exceptions import UserError
-
 from chatmemory import ChatMemoryError, NewMessage, recording
 from chatmemory.recording import LIVE_HISTORIES
 from chatmemory.scope import Scope
@@ -46,9 +41,7 @@ async def settled(write: Coroutine[Any, Any, T]) -> T:
 
 @dataclass
 class RunRecord:
-    """What one run has recorded: its history, the messages stored, and the tool results of the
-    step in progress (pydantic-ai only puts them in its history once the step's tools have all
-    returned, or when the run stops)."""
+    """What one run has recorded: its history and the messages stored."""
 
     chat: Scope
     conversation_id: UUID | str
@@ -65,8 +58,6 @@ class RunRecord:
     drop from the run's history, rebuild or change in place."""
     _recorded_ids: set[int] = field(default_factory=set)
     prompts: list[str] = field(default_factory=list)
-    returns: dict[str, pai.ToolReturnPart] = field(default_factory=dict)
-    stopped_in: pai.ModelResponse | None = None
     failure: ChatMemoryError | None = None
 
     def __post_init__(self) -> None:
@@ -149,25 +140,6 @@ class RunRecord:
         for start in range(0, len(new), size):
             await self.chat.append_messages(self.history_id, new[start : start + size])
             self._mark(batch[start : start + size])
-
-    def tool_returned(self, call: pai.ToolCallPart, result: Any) -> None:
-        """Remember a finished tool's result, as pydantic-ai will put it in its history."""
-        try:
-            part, _, _ = build_tool_return_part(result, call=call, tool_kind=call.tool_kind)
-        except UserError:
-            return  # a malformed result: pydantic-ai reports it itself
-        self.returns[call.tool_call_id] = part
-
-    def interrupted_request(self, live: Sequence[pai.ModelMessage]) -> pai.ModelRequest | None:
-        """The request pydantic-ai adds to a run stopped while its tools ran: the results of the
-        tools that finished, marked ``interrupted`` (its resume synthesises the others)."""
-        response = self.stopped_in
-        if response is None or not response.tool_calls or not live or live[-1] is not response:
-            return None  # (stopped validating a response calling no tool: no tool ran)
-        parts = [self.returns[c.tool_call_id] for c in response.tool_calls if c.tool_call_id in self.returns]
-        return pai.ModelRequest(
-            parts=parts, run_id=self.run_id, conversation_id=response.conversation_id, state="interrupted"
-        )
 
     async def finish(
         self,

@@ -14,7 +14,7 @@ from uuid import UUID
 import anyio
 import pydantic_ai
 from pydantic import JsonValue
-from pydantic_ai import CallToolsNode, ModelRequestNode, RunContext
+from pydantic_ai import ModelRequestNode, RunContext
 from pydantic_ai._agent_graph import SetFinalResult
 from pydantic_ai.capabilities import AbstractCapability, WrapNodeRunHandler, WrapRunHandler
 from pydantic_ai.exceptions import RunCancelled, UserError
@@ -238,17 +238,12 @@ class ChatMemoryCapability(AbstractCapability[Any]):
     async def wrap_node_run(
         self, ctx: RunContext[Any], *, node: AgentNode[Any], handler: WrapNodeRunHandler[Any]
     ) -> NodeResult[Any]:
-        """Note a run stopped while running its tools: pydantic-ai then records an interrupted
-        request only after every hook has run."""
+        """Note a ``run_stream`` run's model request running as a node (see ``before_node_run``)."""
         if isinstance(node, ModelRequestNode):
             self._before_stream = None  # its response is the run's, whatever happens next
         self._in_node = True
         try:
             return await handler(node)
-        except BaseException:
-            if isinstance(node, CallToolsNode) and self._record is not None:
-                self._record.stopped_in = node.model_response
-            raise
         finally:
             self._in_node = False
 
@@ -261,11 +256,8 @@ class ChatMemoryCapability(AbstractCapability[Any]):
         args: ValidatedToolArgs,
         result: Any,
     ) -> Any:
-        """Keep the tool's result for the interrupted request of a run that stops before the
-        step's other tools return."""
+        """Count the tools the run has run, for the usage of a run sharing its usage object."""
         self._tool_calls += 1
-        if self._record is not None:
-            self._record.tool_returned(call, result)
         return result
 
     def _usage(self, ctx: RunContext[Any], live: Sequence[ModelMessage]) -> dict[str, Any] | None:
@@ -295,17 +287,10 @@ class ChatMemoryCapability(AbstractCapability[Any]):
             before is not None and live and isinstance(live[-1], ModelResponse) and id(live[-1]) not in before
         ):
             live.pop()  # the streamed final response, after its request
-        request = record.interrupted_request(live)
         status, error = _outcome(ctx, exc)
         error = error[: self.chat.limits.content]  # within a store opened with a lower limit too
         try:
-            await self._finish(
-                record,
-                status,
-                usage=self._usage(ctx, live),
-                error=error,
-                live=[*live, request] if request is not None else live,
-            )
+            await self._finish(record, status, usage=self._usage(ctx, live), error=error, live=live)
         except ChatMemoryError:
             # The run's own error is what the caller must see; the store's goes to the log.
             _log.exception(
