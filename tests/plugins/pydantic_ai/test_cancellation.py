@@ -31,6 +31,7 @@ from pydantic_ai.messages import (
     ModelResponse,
     TextPart,
     ToolCallPart,
+    UserPromptPart,
 )
 from pydantic_ai.models import ModelRequestContext
 from pydantic_ai.models.function import AgentInfo, FunctionModel
@@ -533,3 +534,43 @@ async def test_a_run_cancelled_just_around_its_tools_step_stores_no_request_afte
     await theirs.run(message_history=held)
     assert shape(ours_seen[-1]) == shape(theirs_seen[-1])
     assert [getattr(p, "content", None) for p in ours_seen[-1][-1].parts] == ["found"]
+
+
+async def test_cancelling_a_run_stops_no_step_of_another_run_given_the_same_run_id(alice: Scope) -> None:
+    """Two runs of one agent at once, into two conversations, given one ``run_id`` (a request's
+    id, say): cancelling one stops its own steps only; the other runs its tool to the end."""
+    in_tool = asyncio.Barrier(3)
+    finished: list[str] = []
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if isinstance(messages[-1].parts[-1], UserPromptPart):
+            return ModelResponse(parts=[ToolCallPart("slow", {}, tool_call_id="c1")])
+        return ModelResponse(parts=[TextPart("done")])
+
+    agent = Agent(FunctionModel(model, model_name="fn"))
+
+    @agent.tool_plain
+    async def slow() -> str:
+        await in_tool.wait()
+        await asyncio.sleep(0.2)
+        finished.append("slow")
+        return "slow result"
+
+    first, second = await alice.start_conversation(), await alice.start_conversation()
+    cancelled = asyncio.ensure_future(
+        agent.run("go", run_id="request-42", capabilities=[ChatMemoryCapability(alice, first.id)])
+    )
+    other = asyncio.ensure_future(
+        agent.run("go", run_id="request-42", capabilities=[ChatMemoryCapability(alice, second.id)])
+    )
+    await asyncio.wait_for(in_tool.wait(), 10)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert (await asyncio.wait_for(other, 10)).output == "done"
+    assert finished == ["slow"]
+    (history,) = (await alice.get_conversation(second.id, messages=True)).histories
+    assert (history.status, [m.role for m in history.messages or []]) == (
+        "completed",
+        ["user", "assistant", "tool", "assistant"],
+    )

@@ -20,9 +20,8 @@ from pydantic_ai.capabilities import AbstractCapability, WrapNodeRunHandler, Wra
 from pydantic_ai.exceptions import RunCancelled, UserError
 from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
 from pydantic_ai.result import StreamedRunResult
-from pydantic_ai.run import AgentRunResult
+from pydantic_ai.run import AgentRun, AgentRunResult
 from pydantic_ai.tools import ToolDefinition
-from pydantic_graph.graph_builder import _GraphIterator
 
 from chatmemory import ChatMemoryError
 from chatmemory.recording import added_metadata, model_label, recorder_metadata
@@ -93,6 +92,7 @@ class ChatMemoryCapability(AbstractCapability[Any]):
     _tool_calls: int = field(default=0, init=False, repr=False, compare=False)
     _in_node: bool = field(default=False, init=False, repr=False, compare=False)
     _before_stream: list[ModelMessage] | None = field(default=None, init=False, repr=False, compare=False)
+    _graph_run: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Checked here, so metadata no history can store fails at once, not in every run.
@@ -231,6 +231,8 @@ class ChatMemoryCapability(AbstractCapability[Any]):
         (``StreamedRunResult.all_messages()``) only once the stream is consumed to its end."""
         if self._streamed is None:
             self._live = ctx.messages
+        if self._graph_run is None:
+            self._graph_run = _graph_run_on_stack()  # for ``_stop_steps``
         if isinstance(node, ModelRequestNode) and not self._in_node:
             self._before_stream = list(ctx.messages)  # kept alive, so their identities stay theirs
         return node
@@ -273,7 +275,7 @@ class ChatMemoryCapability(AbstractCapability[Any]):
             await self._record.commit(ctx.messages, hold_answer=hold_answer)
 
     async def _stopped(self, ctx: RunContext[Any], record: RunRecord, exc: BaseException) -> None:
-        await _stop_steps(ctx.run_id)
+        await _stop_steps(self._graph_run)
         live = self._live if self._live is not None else list(ctx.messages)
         # A response still streaming when the run stopped (a ``run_stream`` block left early) is
         # not in the run's messages (``StreamedRunResult.all_messages()``), nor is the final
@@ -341,11 +343,21 @@ def _stream_messages(run_id: str | None) -> list[ModelMessage] | None:
     return None
 
 
-_STEP_TASK = _GraphIterator._run_tracked_task.__code__
+def _graph_run_on_stack() -> Any:
+    """The graph run of the agent run whose node hook calls this (found on the call stack:
+    pydantic-ai gives no hook its run), or ``None``."""
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None:
+        for name in ("self", "agent_run"):  # ``AgentRun._run_node_with_hooks``; ``run_stream``
+            value = frame.f_locals.get(name)
+            if isinstance(value, AgentRun):
+                return value._graph_run
+        frame = frame.f_back
+    return None
 
 
-async def _stop_steps(run_id: str | None) -> None:
-    """Stop the steps of run ``run_id`` still running, and wait for their end.
+async def _stop_steps(graph_run: Any) -> None:
+    """Stop the steps of the run's graph run still running, and wait for their end.
 
     pydantic-ai runs each step of a run (a model request, the tools a response calls) in a task
     of its graph. A run stopped from outside (``task.cancel()``, a timeout) stops the task
@@ -355,23 +367,18 @@ async def _stop_steps(run_id: str | None) -> None:
     request through ``prepare_model_request``. It is stopped here as the teardown stops it
     (through its cancel scope), so the run's messages are final when its history is closed.
 
-    pydantic-ai gives no hook that task, so it is found among the event loop's tasks: the
-    graph's (pydantic_graph, pinned with pydantic-ai) running a node of run ``run_id``.
+    pydantic-ai gives no hook those scopes: they are the graph's (pydantic_graph, pinned with
+    pydantic-ai), each with the task it runs in.
     """
+    iterator = getattr(graph_run, "_iterator_instance", None)
+    scopes = list(getattr(iterator, "cancel_scopes", {}).values())
+    current = asyncio.current_task()
     steps: list[asyncio.Task[Any]] = []
-    for task in asyncio.all_tasks():
-        awaited: Any = task.get_coro()
-        while awaited is not None and getattr(awaited, "cr_code", None) is not _STEP_TASK:
-            awaited = getattr(awaited, "cr_await", None)  # through anyio's wrapper of the task
-        frame: FrameType | None = getattr(awaited, "cr_frame", None)
-        if frame is None:
+    for scope in scopes:
+        task = getattr(scope, "_host_task", None)
+        if not isinstance(task, asyncio.Task) or task is current or task.done():
             continue
-        graph, scope = frame.f_locals.get("self"), frame.f_locals.get("scope")
-        if (
-            isinstance(graph, _GraphIterator)
-            and getattr(graph.state, "run_id", None) == run_id
-            and isinstance(scope, anyio.CancelScope)
-        ):
+        if isinstance(scope, anyio.CancelScope):
             scope.cancel()
             steps.append(task)
     if steps:
