@@ -279,3 +279,16 @@ async def test_an_item_that_is_not_a_dict_is_refused_with_a_typed_error(
         await session.add_items([{"role": "user", "content": "kept out"}, bad])
     assert await session.get_items() == []
     assert (await alice.get_conversation(conversation.id)).histories == []
+
+
+_NOT_LISTS = [None, {"role": "user", "content": "hi"}, "hi", (i for i in ())]
+
+
+@pytest.mark.parametrize("bad", _NOT_LISTS, ids=["None", "dict", "str", "generator"])
+async def test_items_that_are_not_a_list_are_refused_with_a_typed_error(
+    bad: Any, alice: Scope, conversation: Conversation
+) -> None:
+    session = ChatMemorySession(alice, conversation.id)
+    with pytest.raises(InvalidInputError, match="invalid items: is a"):
+        await session.add_items(bad)
+    assert await session.get_items() == []

@@ -7,7 +7,7 @@ import collections
 import inspect
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
@@ -231,6 +231,8 @@ class ChatMemorySession:
             InvalidInputError: an item is not an input item (a dict), or is over one of the
                 store's limits; nothing is written.
         """
+        if isinstance(items, str | bytes | Mapping) or not isinstance(items, Sequence):
+            raise InvalidInputError("items", f"is a {type(items).__name__}, not a list of input items")
         for index, item in enumerate(items):
             if not isinstance(item, Mapping):
                 kind = type(item).__name__
