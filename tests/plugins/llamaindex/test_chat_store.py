@@ -303,6 +303,31 @@ async def test_messages_of_other_frameworks_are_read_from_their_parts(
     assert got[3].content == "done"
 
 
+@pytest.mark.parametrize("kind", ["ChatMemoryChatStore", "ChatMemoryDBChatStore"])
+async def test_a_nested_argument_changed_in_a_call_another_writer_stored_reaches_no_later_read(
+    kind: str, alice: Scope
+) -> None:
+    """A tool call recorded by another writer (through the core API) is read from its parts:
+    its nested arguments, changed in place by the caller, reach no later read."""
+    from chatmemory_llamaindex import ChatMemoryDBChatStore
+    from llama_index.core.base.llms.types import ToolCallBlock
+
+    conversation = await alice.start_conversation()
+    run = await alice.start_history(conversation.id, model="gpt-x")
+    call = ToolCallPart(id="c1", name="search", arguments={"q": {"terms": ["rome"]}})
+    await alice.append_messages(run.id, [NewMessage(role="assistant", content=[call])])
+    store: Any = ChatMemoryChatStore(alice) if kind == "ChatMemoryChatStore" else ChatMemoryDBChatStore(alice)
+    read_key = store.aget_messages if kind == "ChatMemoryChatStore" else store.get_messages
+
+    (read,) = await read_key(str(conversation.id))
+    block = read.blocks[0]
+    assert isinstance(block, ToolCallBlock) and isinstance(block.tool_kwargs, dict)
+    block.tool_kwargs["q"]["terms"].append("paris")
+    (again,) = await read_key(str(conversation.id))
+    assert again.blocks[0].tool_kwargs == {"q": {"terms": ["rome"]}}
+    store.close()
+
+
 async def test_a_synchronous_call_on_the_owning_loop_is_refused(store: ChatMemoryChatStore) -> None:
     with pytest.raises(RuntimeError, match="would block it; LlamaIndex's synchronous methods"):
         store.add_message("k", user("from the loop itself"))

@@ -211,7 +211,9 @@ def _part_block(part: ContentPart) -> ContentBlock | None:
     if isinstance(part, ReasoningPart):
         return ThinkingBlock(content=part.text)
     if isinstance(part, ToolCallPart):
-        return ToolCallBlock(tool_call_id=part.id, tool_name=part.name, tool_kwargs=part.arguments)
+        # A copy: the caller may change the block's arguments in place (see ``from_stored``).
+        arguments = json_copy(part.arguments)
+        return ToolCallBlock(tool_call_id=part.id, tool_name=part.name, tool_kwargs=arguments)
     if isinstance(part, ImagePart):
         image = {"url": part.url, "image": part.data, "image_mimetype": part.media_type}
         return ImageBlock.model_validate(image)
