@@ -405,10 +405,16 @@ class SQLiteDriver:
             if connection is None:
                 return None
             if not write:
-                return self._read_here(connection, plan)
-            result = self._finish(connection, plan)
-            if self._wrote():
-                self._checkpoint_due = True
+                read = self._read_here(connection, plan)
+                if not isinstance(read, _Late):
+                    return read
+                # Handed on once the lock is released: a fork holds the reader threads'
+                # executor while it waits for this lock (``_hold_for_fork``).
+                resumed = _resumed(plan, read.statement)
+            else:
+                result = self._finish(connection, plan)
+                if self._wrote():
+                    self._checkpoint_due = True
         finally:
             try:
                 if connection is not None and connection.in_transaction:
@@ -419,14 +425,19 @@ class SQLiteDriver:
             finally:
                 if taken and taken[0]:  # no call before the release: no signal's handler runs
                     lock.release()
+        if not write:
+            try:
+                return self._readers.submit(self._read, resumed)
+            except RuntimeError:
+                plan.close()  # (``resumed``, never started, would not close it)
+                raise Closed from None
         return (result,)
 
-    def _read_here(
-        self, connection: sqlite3.Connection, plan: Plan[T]
-    ) -> tuple[T] | concurrent.futures.Future[T]:
+    def _read_here(self, connection: sqlite3.Connection, plan: Plan[T]) -> tuple[T] | _Late:
         """A quick read in the transaction begun on ``connection``: ``(result,)``; or, when its
-        first statement runs past ``QUICK_READ_SECONDS``, rolled back and handed on, from that
-        statement, to a reader thread (a new transaction: the plan has seen nothing yet)."""
+        first statement runs past ``QUICK_READ_SECONDS``, rolled back, and the statement it
+        stopped at, for a reader thread to go on from (a new transaction: the plan has seen
+        nothing yet)."""
         wall = time.perf_counter() + QUICK_READ_SECONDS
         work = time.thread_time() + QUICK_READ_SECONDS
 
@@ -469,11 +480,7 @@ class SQLiteDriver:
             connection.execute("COMMIT")
         except _Late as stopped:
             connection.execute("ROLLBACK")
-            try:
-                return self._readers.submit(self._read, _resumed(plan, stopped.statement))
-            except RuntimeError:
-                plan.close()
-                raise Closed from None
+            return stopped
         except BaseException:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
