@@ -264,31 +264,29 @@ def _hold_for_fork() -> None:
         _HELD.append((driver, driver.hold_for_fork(deadline)))
 
 
-def _release_in_parent() -> None:
-    """After the fork, in the parent: let the held transactions go on."""
-    while _HELD:
-        driver, locks = _HELD.pop()
-        for lock in locks:
-            lock.release()
-        driver.reads.release()
-
-
-def _release_in_child() -> None:
-    """After the fork, in the child, whose only thread is the one that forked: the locks that
-    thread took are released; anything another thread of the parent may have held at the fork
-    (a waiting reader wakes holding its condition's lock) is made anew, never waited for."""
+def _release_after_fork(*, child: bool) -> None:
+    """After the fork: let the held transactions go on. In the child, whose only thread is the
+    one that forked, the locks that thread took are released; anything another thread of the
+    parent may have held at the fork (a waiting reader wakes holding its condition's lock) is
+    made anew, never waited for."""
     global _DRIVERS_GUARD
-    _DRIVERS_GUARD = threading.Lock()
+    if child:
+        _DRIVERS_GUARD = threading.Lock()
     while _HELD:
         driver, locks = _HELD.pop()
         for lock in locks:
             lock.release()
-        driver.reads = _Reads()
+        if child:
+            driver.reads = _Reads()
+        else:
+            driver.reads.release()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
     os.register_at_fork(
-        before=_hold_for_fork, after_in_parent=_release_in_parent, after_in_child=_release_in_child
+        before=_hold_for_fork,
+        after_in_parent=lambda: _release_after_fork(child=False),
+        after_in_child=lambda: _release_after_fork(child=True),
     )
 
 
