@@ -97,10 +97,14 @@ class RunRecord:
         """The run's context object, while it lives."""
         return self.wrapper() if self.wrapper is not None else None
 
+    def saving_task(self) -> asyncio.Task[Any] | None:
+        """The task the run saves its items from, while it lives."""
+        return self.task() if self.task is not None else None
+
     def going(self, current: asyncio.Task[Any] | None) -> bool:
         """Whether the run goes on in a task other than ``current``, not done yet: a run started
         there that has not returned. A run whose task is ``current``, or has ended, is over."""
-        task = self.task() if self.task is not None else None
+        task = self.saving_task()
         return task is not None and task is not current and not task.done()
 
 
@@ -306,7 +310,7 @@ class Recorder:
             conversation_id = UUID(str(self.conversation_id))
         except ValueError:
             return  # not an id: the store refuses the run's write
-        current = run.task() if run.task is not None else None
+        current = run.saving_task()
         for held in open_runs.held_in(conversation_id):
             if held is not run and not held.open_calls and not held.going(current):
                 await self.settle(held)
@@ -339,7 +343,7 @@ class Recorder:
             if resuming & holder.open_calls and holder.history is not None:
                 history, holder.history = holder.history, None
                 return history, set(holder.open_calls)
-            if holder is run or holder.going(run.task() if run.task is not None else None):
+            if holder is run or holder.going(run.saving_task()):
                 return None
             # Over, and held only by a session object that never learned it: closed as that
             # session's next run would close it.

@@ -460,7 +460,7 @@ class ChatMemorySession:
         but those still going in another task (of this thread or another), which close their
         histories themselves, or are closed by a run starting after their task has ended. A run
         whose context is gone (``_ended``) is over whatever its task."""
-        current = run.task() if run.task is not None else None
+        current = run.saving_task()
         with self._state:
             unclosed = self._unclosed(run)
             going = [r for r in self._runs.values() if r.going(current)]
