@@ -48,6 +48,10 @@ class ChatMemory:
     def __init__(
         self, engine: AsyncEngine, *, limits: Limits | None = None, watch_interval: float = WATCH_INTERVAL
     ) -> None:
+        if not isinstance(engine, AsyncEngine):
+            hint = "; open a URL with ChatMemory.open(url)" if isinstance(engine, (str, URL)) else ""
+            given = type(engine).__name__
+            raise TypeError(f"ChatMemory(engine) takes a SQLAlchemy AsyncEngine, not {given}{hint}")
         self._db = Database(engine, watch_interval=_interval(watch_interval))
         self._owns_engine = False
         self.limits = limits or Limits()

@@ -40,6 +40,13 @@ def test_plain_urls_map_to_async_drivers(tmp_path: Path) -> None:
         resolve_url("not a url")
 
 
+@pytest.mark.parametrize("given", ["sqlite:///chat.db", make_url("sqlite:///chat.db"), None])
+def test_chatmemory_of_something_else_than_an_engine_says_what_it_takes(given: object) -> None:
+    with pytest.raises(TypeError, match="takes a SQLAlchemy AsyncEngine") as raised:
+        ChatMemory(given)  # type: ignore[arg-type]
+    assert ("ChatMemory.open(url)" in str(raised.value)) is (given is not None)
+
+
 def test_default_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CHATMEMORY_URL", "postgresql://u@h/db")
     assert resolve_url(None).drivername == "postgresql+asyncpg"

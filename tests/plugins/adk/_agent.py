@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sys
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -38,11 +40,23 @@ def explode() -> int:
     raise RuntimeError("boom")
 
 
+def die() -> int:
+    """End this process at once, as a kill would."""
+    os.kill(os.getpid(), signal.SIGKILL)
+    return 0
+
+
+async def hang() -> int:
+    """Wait for good (until the process is stopped)."""
+    await asyncio.Event().wait()
+    return 0
+
+
 class FakeLlm(BaseLlm):
-    """Offline model: asked to add, it calls ``add`` (asked to explode, ``explode``); given the
-    result, it states it; else it says how many contents it saw. Unless ``stamp`` is off it
-    reports its own name as the model version, as provider models do. Every request's
-    contents are kept in ``seen``."""
+    """Offline model: asked to add, it calls ``add`` (asked to explode, ``explode``; told
+    ``die`` or ``hang``, that tool); given the result, it states it; else it says how many
+    contents it saw. Unless ``stamp`` is off it reports its own name as the model version, as
+    provider models do. Every request's contents are kept in ``seen``."""
 
     stamp: bool = True
     seen: list[list[dict[str, Any]]] = Field(default_factory=list)
@@ -61,6 +75,9 @@ class FakeLlm(BaseLlm):
             )
         elif any(p.text and "explode" in p.text for p in last):
             part = types.Part(function_call=types.FunctionCall(id="call-2", name="explode", args={}))
+        elif any(p.text and p.text in ("die", "hang") for p in last):
+            name = next(p.text for p in last if p.text)
+            part = types.Part(function_call=types.FunctionCall(id="call-3", name=name, args={}))
         else:
             part = types.Part(text=f"saw {len(contents)} contents")
         yield LlmResponse(
@@ -85,7 +102,7 @@ async def run_turn(
 ) -> FakeLlm:
     """One invocation of the ``calc`` agent on ``model``; returns the model with what it saw."""
     llm = FakeLlm(model=model, stamp=stamp)
-    agent = LlmAgent(name="calc", model=llm, instruction="You add.", tools=[add, explode])
+    agent = LlmAgent(name="calc", model=llm, instruction="You add.", tools=[add, explode, die, hang])
     runner = Runner(app=App(name=APP, root_agent=agent, plugins=plugins or []), session_service=service)
     message = types.Content(role="user", parts=[types.Part(text=text)])
     async for _ in runner.run_async(user_id=USER, session_id=session_id, new_message=message):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import TracebackType
@@ -23,19 +24,29 @@ from google.adk.sessions.base_session_service import (
 from google.adk.sessions.session import Session
 from typing_extensions import override
 
-from chatmemory import ChatMemory, ConflictError, ConversationNotFound, Message, NotFoundError, Scope
+from chatmemory import (
+    ChatMemory,
+    ConflictError,
+    ConversationNotFound,
+    History,
+    Message,
+    NotFoundError,
+    Scope,
+)
 from chatmemory.loops import AnyLoopLock
 from chatmemory.mirror import Mirrors
-from chatmemory.recording import fitted, model_label
+from chatmemory.recording import ABANDONED, abandoned, fitted, model_label, recorded_here, recorder_metadata
 from chatmemory_adk import _layout as layout
 from chatmemory_adk._events import event_time, to_event, to_message
 from chatmemory_adk._revisions import adk_error, revision
-from chatmemory_adk._runs import KeyedLocks, ModelCalls, Recent, Run, to_the_end
+from chatmemory_adk._runs import ANNOUNCED, KeyedLocks, ModelCalls, Recent, Run, to_the_end
 
 __all__ = ["DEFAULT_MODEL", "ChatMemorySessionService"]
 
 DEFAULT_MODEL = "unknown"
 """The model of an invocation's history until one of its events names the model that produced it."""
+
+_log = logging.getLogger(__name__)
 
 _CACHED = 1024
 # Sessions whose events this service keeps between reads (the most recently read ones).
@@ -44,6 +55,14 @@ _GENERATION_TRIES = 5
 _PAGE = 1000
 # How many times a listing is read when changes commit while it is read (see ``list_sessions``).
 _PASSES = 3
+
+UNCLOSED = (
+    "the invocation ended without a final response and without reporting its end: "
+    "it raised, was cancelled, or its process stopped"
+)
+"""The error of an invocation closed by the session's next one, its end never reported."""
+CANCELLED = "CancelledError: the task running the agent was cancelled"
+"""The error of an invocation ``ProvenancePlugin`` announced and that ended without a report."""
 
 
 class ChatMemorySessionService(BaseSessionService):
@@ -336,7 +355,7 @@ class ChatMemorySessionService(BaseSessionService):
             )
         except Exception as exc:
             if started:  # the history this refused event opened records nothing: drop it
-                self._runs.pop_where(lambda key: key == (cid, event.invocation_id))
+                self._runs.pop((cid, event.invocation_id))
                 with contextlib.suppress(NotFoundError):
                     await chat.delete_history(run.history_id)
             mapped = adk_error(exc, session.id, user_doc, app_doc)
@@ -347,6 +366,8 @@ class ChatMemorySessionService(BaseSessionService):
             return None
         self._mirrors.wrote(cid, 1)  # the next read of the session asks for one message more
         run.add_usage(stored[0].usage)
+        if started and session.events and session.events[-1].invocation_id != event.invocation_id:
+            await self._close_previous(chat, cid, session.events[-1], run.history_id)
         return f"{generation}:{stored[0].seq}"
 
     # -- provenance --------------------------------------------------------------------------
@@ -361,6 +382,12 @@ class ChatMemorySessionService(BaseSessionService):
         the model and the system prompt.
         """
         self._calls.note(invocation_id, agent_name, model, system_prompt)
+
+    def announce(self, invocation_id: str, context: object) -> None:
+        """Note that ``ProvenancePlugin`` will report the end of ``invocation_id`` while
+        ``context`` (its ``InvocationContext``, held weakly) lives. The session's next
+        invocation leaves its history to that report (see ``_close_previous``)."""
+        ANNOUNCED.announce(invocation_id, context)
 
     async def finish_invocation(
         self,
@@ -377,6 +404,7 @@ class ChatMemorySessionService(BaseSessionService):
         memory = await self._store()
         if error is not None:  # within a store opened with a lower content limit too
             error = error[: memory.limits.content]
+        ANNOUNCED.reported(invocation_id)
         for run in self._runs.pop_where(lambda key: key[1] == invocation_id):
             with contextlib.suppress(ConflictError, NotFoundError):  # already closed, or deleted
                 await memory.scoped(run.principal).finish_history(
@@ -407,6 +435,7 @@ class ChatMemorySessionService(BaseSessionService):
                         "invocation_id": invocation_id,
                         "framework": layout.FRAMEWORK,
                         "framework_version": adk_version.__version__,
+                        **recorder_metadata(),
                     },
                 )
             except ConversationNotFound:
@@ -419,6 +448,59 @@ class ChatMemorySessionService(BaseSessionService):
             run.model = label
         self._runs.set(key, run)
         return run, started
+
+    async def _close_previous(self, chat: Scope, cid: UUID, last: Event, current: UUID) -> None:
+        """Close the history of the session's previous invocation, whose event ``last`` was the
+        session's newest before the current invocation (history ``current``) wrote its first,
+        if it is still ``running`` and its end can no longer be reported.
+
+        ADK runs a session's invocations one after another (an invocation writing through a
+        session another one has since written to is refused as stale), so a new invocation
+        means the previous one is over. Its end is left to be reported when it still can be:
+        announced by ``ProvenancePlugin`` in this process and its context still alive (a
+        consumer that left the event loop at the final response closes the runner's generator
+        only later), or recorded by another process that still runs, or on another host. Else
+        it is closed ``completed`` when ``last`` is a final response, else ``failed``
+        (``cancelled`` when announced and never reported). Never fails the current write.
+        """
+        try:
+            announced = ANNOUNCED.state(last.invocation_id)
+            if announced in ("reported", "reporting"):
+                return
+            run = self._runs.get((cid, last.invocation_id))
+            history: History | None = None
+            if run is not None:
+                history_id = run.history_id
+            else:
+                newest = await chat.list_messages(conversation_id=cid, newest_first=True, limit=2)
+                previous = [m.history_id for m in newest.items if m.history_id != current]
+                if not previous:
+                    return
+                history_id = previous[0]
+                history = await chat.get_history(history_id, messages=False)
+                if history.status != "running":
+                    return
+            error: str | None = None
+            if history is not None and not recorded_here(history) and "host" in (history.metadata or {}):
+                if not abandoned(history, framework=layout.FRAMEWORK):
+                    return  # another process's, still running or on another host: it may report
+                error = ABANDONED
+            status: Literal["completed", "failed", "cancelled"] = "failed"
+            if last.error_code or last.error_message:  # ADK's record of what stopped the run
+                error = f"{last.error_code or 'error'}: {last.error_message or ''}"[: chat.limits.content]
+            elif last.author != "user" and last.is_final_response():
+                status, error = "completed", None
+            elif announced == "gone":
+                status, error = "cancelled", CANCELLED
+            else:
+                error = error or UNCLOSED
+            self._runs.pop((cid, last.invocation_id))
+            ANNOUNCED.reported(last.invocation_id)
+            usage = (run.usage or None) if run is not None else None
+            with contextlib.suppress(ConflictError, NotFoundError):  # closed meanwhile, or deleted
+                await chat.finish_history(history_id, status=status, usage=usage, error=error)
+        except Exception:
+            _log.exception("could not close the previous invocation's history in session %s", cid)
 
     async def _ensure_state_docs(
         self, memory: ChatMemory, app_name: str, user_id: str, now: datetime

@@ -1,0 +1,210 @@
+"""An invocation whose end ADK never reports is closed by the session's next invocation.
+
+ADK reports an invocation's end only to plugins (``after_run_callback``,
+``on_run_error_callback``), and to none when the task running it is cancelled or its process
+is killed. ADK runs a session's invocations one after another, so the session's next
+invocation closes the previous one's history when its end can no longer be reported. Driven
+the ways ADK's own samples consume a runner: to the end, and leaving the event loop at the
+final response (its quickstart's ``break``), with and without ``ProvenancePlugin``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from chatmemory_adk import ChatMemorySessionService, ProvenancePlugin
+from chatmemory_adk.service import CANCELLED, UNCLOSED
+from google.adk.agents import LlmAgent
+from google.adk.apps import App
+from google.adk.runners import Runner
+from google.genai import types
+
+from chatmemory import ChatMemory, History, Principal
+from chatmemory.recording import ABANDONED
+from tests.plugins.adk._agent import APP, USER, FakeLlm, run_turn
+from tests.plugins.adk.test_runner import ROOT
+
+CHAT = Principal(USER, tenant=APP)
+
+
+async def histories(memory: ChatMemory) -> list[History]:
+    chat = memory.scoped(CHAT)
+    (summary,) = (await chat.list_conversations()).items
+    return list((await chat.get_conversation(summary.id)).histories)
+
+
+async def statuses(memory: ChatMemory) -> list[tuple[str, str | None]]:
+    return [(h.status, h.error) for h in await histories(memory)]
+
+
+async def settled_statuses(memory: ChatMemory, done: Callable[[list[tuple[str, str | None]]], bool]) -> Any:
+    """The histories' statuses once ``done`` holds for them (an async generator closed by the
+    loop's finalizer reports its end a moment later), or after 10 s."""
+    deadline = time.monotonic() + 10
+    while not done(found := await statuses(memory)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return found
+
+
+async def session(memory: ChatMemory) -> ChatMemorySessionService:
+    service = ChatMemorySessionService(memory)
+    await service.create_session(app_name=APP, user_id=USER, session_id="s")
+    return service
+
+
+def make_runner(service: ChatMemorySessionService, agent: LlmAgent, plugin: bool) -> Runner:
+    plugins = [ProvenancePlugin(service)] if plugin else []
+    return Runner(app=App(name=APP, root_agent=agent, plugins=plugins), session_service=service)
+
+
+def message(text: str) -> types.Content:
+    return types.Content(role="user", parts=[types.Part(text=text)])
+
+
+async def test_without_the_plugin_each_invocation_closes_the_one_before(memory: ChatMemory) -> None:
+    service = await session(memory)
+    await run_turn(service, "m", "s", "please add 2 and 3")
+    await run_turn(service, "m", "s", "hello")
+    await run_turn(service, "m", "s", "hello again")
+    first, second, third = await histories(memory)
+    assert [(h.status, h.error) for h in (first, second)] == [("completed", None), ("completed", None)]
+    # the tokens its two model events used, as ProvenancePlugin's close records them
+    assert first.usage == {"input_tokens": 1 + 3, "output_tokens": 2, "total_tokens": 2 + 4}
+    assert third.status == "running"  # nothing tells its end yet
+
+
+@pytest.mark.parametrize("plugin", [False, True], ids=["no-plugin", "plugin"])
+async def test_a_consumer_leaving_at_the_final_response_gets_completed_histories(
+    memory: ChatMemory, plugin: bool
+) -> None:
+    """ADK's quickstart loop: ``break`` at the final response, the next turn in the same task
+    before the loop's finalizer closes the runner's generator (which then reports the end)."""
+    service = await session(memory)
+    agent = LlmAgent(name="calc", model=FakeLlm(model="m"), instruction="You add.")
+    runner = make_runner(service, agent, plugin)
+    for text in ("hello", "again", "once more"):
+        async for event in runner.run_async(user_id=USER, session_id="s", new_message=message(text)):
+            if event.is_final_response():
+                break
+    expected = [("completed", None)] * (3 if plugin else 2) + ([] if plugin else [("running", None)])
+    assert await settled_statuses(memory, lambda found: found == expected) == expected
+
+
+@pytest.mark.parametrize("plugin", [False, True], ids=["no-plugin", "plugin"])
+async def test_an_invocation_whose_task_was_cancelled_is_closed_by_the_next(
+    memory: ChatMemory, plugin: bool
+) -> None:
+    service = await session(memory)
+    entered = asyncio.Event()
+
+    async def add(a: int, b: int) -> int:
+        """Add two numbers, slowly."""
+        entered.set()
+        await asyncio.Event().wait()
+        return a + b
+
+    agent = LlmAgent(name="calc", model=FakeLlm(model="m"), instruction="You add.", tools=[add])
+    runner = make_runner(service, agent, plugin)
+
+    async def turn(text: str) -> None:
+        async for _ in runner.run_async(user_id=USER, session_id="s", new_message=message(text)):
+            pass
+
+    task = asyncio.create_task(turn("please add 2 and 3"))
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    del task
+    for _ in range(3):  # the run's objects are kept in reference cycles, and its inner
+        gc.collect()  # generators until the loop has closed them, once collected
+        await asyncio.sleep(0.01)
+    assert await statuses(memory) == [("running", None)]
+
+    await turn("hello")
+    cancelled, later = await histories(memory)
+    expected = ("cancelled", CANCELLED) if plugin else ("failed", UNCLOSED)
+    assert (cancelled.status, cancelled.error) == expected
+    assert later.status == ("completed" if plugin else "running")
+
+
+async def test_a_failed_invocation_without_the_plugin_is_closed_failed_by_the_next(
+    memory: ChatMemory,
+) -> None:
+    service = await session(memory)
+    with pytest.raises(RuntimeError, match="boom"):
+        await run_turn(service, "m", "s", "explode")
+    await run_turn(service, "m", "s", "hello")
+    failed, _ = await histories(memory)
+    assert failed.status == "failed"
+    assert failed.error == "RuntimeError: boom"
+
+
+async def test_a_reported_end_is_not_overwritten(memory: ChatMemory) -> None:
+    service = await session(memory)
+    with pytest.raises(RuntimeError, match="boom"):
+        await run_turn(service, "m", "s", "explode", plugins=[ProvenancePlugin(service)])
+    await run_turn(service, "m", "s", "hello")  # without the plugin: nothing reports its end
+    assert await statuses(memory) == [("failed", "RuntimeError: boom"), ("running", None)]
+
+
+async def test_a_new_service_object_per_invocation_closes_the_previous(memory: ChatMemory) -> None:
+    """A service made per request: the previous invocation is found in the store."""
+    await (await session(memory)).close()
+    for text in ("please add 2 and 3", "hello", "hello again"):
+        await run_turn(ChatMemorySessionService(memory), "m", "s", text)
+    assert await statuses(memory) == [("completed", None), ("completed", None), ("running", None)]
+
+
+def in_another_process(db_url: str, text: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.plugins.adk._agent", db_url, "s", "m", text],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+async def test_an_invocation_whose_process_was_killed_is_closed_failed(
+    db_url: str, memory: ChatMemory
+) -> None:
+    service = await session(memory)
+    child = in_another_process(db_url, "die")
+    assert child.wait(timeout=120) == -9
+    (killed,) = await histories(memory)
+    assert (killed.status, (killed.metadata or {}).get("pid")) == ("running", child.pid)
+
+    await run_turn(service, "m", "s", "hello")
+    assert (await statuses(memory))[0] == ("failed", ABANDONED)
+
+
+async def test_an_invocation_of_a_process_still_running_is_left_to_it(
+    db_url: str, memory: ChatMemory
+) -> None:
+    service = await session(memory)
+    child = in_another_process(db_url, "hang")
+    try:
+        deadline = time.monotonic() + 120
+        chat = memory.scoped(CHAT)
+        while time.monotonic() < deadline:  # until its tool call is stored
+            found = (await chat.list_conversations()).items
+            if found and found[0].message_count >= 2:
+                break
+            assert child.poll() is None
+            await asyncio.sleep(0.05)
+        await run_turn(service, "m", "s", "hello")
+        hanging, _ = await histories(memory)
+        assert (hanging.status, (hanging.metadata or {}).get("pid")) == ("running", child.pid)
+        assert os.getpid() != child.pid
+    finally:
+        child.kill()
+        child.wait(timeout=60)
