@@ -290,6 +290,117 @@ async def _each_in_a_savepoint(
     return answered
 
 
+class _Uneven(Exception):
+    """Statements sent at once answered other than one row each."""
+
+
+async def _commit_together(
+    connection: asyncpg.Connection,
+    batch: list[_Queued],
+    trace: Callable[[Stmt], None] | None,
+    lock_waits: _LockWaits,
+) -> list[tuple[concurrent.futures.Future[Any], Any]]:
+    """Run ``batch``'s writes in one transaction, to commit together; the callers to answer
+    once it has committed, with their results (those whose write failed are answered already).
+
+    Writes that are each one statement ``alone`` (it writes nothing where its plan fails), of
+    one text, answering one row each (an append), are sent at once: ``BEGIN``, the lock wait,
+    every statement in one round trip (asyncpg's ``fetchmany`` pipelines a statement over many
+    parameter sets) and ``COMMIT``, whatever their number. Their plans are given their rows
+    only once every statement ran, so where one fails or answers no row (the transaction is
+    then rolled back whole) the writes run again one savepoint each
+    (``_each_in_a_savepoint``), where each fails alone, from the statements they began with.
+    """
+    answered: list[tuple[concurrent.futures.Future[Any], Any]] = []
+    started: list[tuple[_Queued, Stmt]] = []
+    for queued in batch:
+        plan, future = queued[0], queued[1]
+        try:
+            started.append((queued, next(plan)))
+        except StopIteration as done:
+            answered.append((future, done.value))
+        except Exception as exc:
+            plan.close()
+            future.set_exception(exc)
+    stmts = [stmt for _, stmt in started]
+    if len(stmts) > 1 and all(_sent_together(stmt, stmts[0]) for stmt in stmts):
+        together = await _pipelined(connection, started, trace, lock_waits)
+        if together is not None:
+            return answered + together
+    async with connection.transaction():
+        replayed = [(_replay(stmt, queued[0]), *queued[1:]) for queued, stmt in started]
+        return answered + await _each_in_a_savepoint(connection, replayed, trace, lock_waits)
+
+
+def _sent_together(stmt: Stmt, first: Stmt) -> bool:
+    plain = not (stmt.many or stmt.count or stmt.bulk or stmt.snapshot)
+    return plain and stmt.alone and bool(stmt.sql.postgres) and stmt.sql.postgres == first.sql.postgres
+
+
+async def _pipelined(
+    connection: asyncpg.Connection,
+    started: list[tuple[_Queued, Stmt]],
+    trace: Callable[[Stmt], None] | None,
+    lock_waits: _LockWaits,
+) -> list[tuple[concurrent.futures.Future[Any], Any]] | None:
+    """The writes ``started`` sent at once in a transaction (see ``_commit_together``), committed;
+    ``None`` if their statements failed or did not answer a row each (rolled back, nothing
+    given to the plans)."""
+    sql = started[0][1].sql
+    transaction = connection.transaction()
+    await transaction.start()
+    try:
+        try:
+            await connection.execute(lock_waits.wait(min(queued[3] for queued, _ in started)))
+            for _, stmt in started:
+                if trace is not None:
+                    trace(stmt)
+            args = [
+                [postgres_value(cast(dict[str, Any], stmt.params)[name]) for name in sql.names]
+                for _, stmt in started
+            ]
+            rows = await connection.fetchmany(sql.postgres, args)
+            if len(rows) != len(started):
+                raise _Uneven
+        except Exception as exc:
+            if isinstance(exc, asyncpg.LockNotAvailableError):
+                lock_waits.failed_at = time.monotonic()
+            await transaction.rollback()
+            return None
+        answered = []
+        for ((plan, future, *_), _), row in zip(started, rows, strict=True):
+            try:
+                plan.send([row])
+            except StopIteration as done:
+                answered.append((future, done.value))
+            except Exception as exc:  # the plan refused what its statement found: it wrote nothing
+                future.set_exception(exc)
+            else:
+                raise RuntimeError("a plan went on after the statement it said was its whole write")
+            finally:
+                plan.close()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await transaction.rollback()
+        raise
+    await transaction.commit()
+    return answered
+
+
+def _replay(first: Stmt, plan: Plan[T]) -> Plan[T]:
+    """``plan``, whose first statement ``first`` was taken already, from that statement on."""
+    try:
+        stmt = first
+        while True:
+            rows = yield stmt
+            try:
+                stmt = plan.send(rows)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+    finally:
+        plan.close()
+
+
 async def execute(connection: asyncpg.Connection, stmt: Stmt) -> Any:
     sql = stmt.sql
     if not sql.postgres:
@@ -572,8 +683,7 @@ class PostgresDriver:
                         (future, await run_on(connection, plan, self.trace, write=True, fallback=fallback))
                     )
                 else:
-                    async with connection.transaction():
-                        answered = await _each_in_a_savepoint(connection, batch, self.trace, self._lock_waits)
+                    answered = await _commit_together(connection, batch, self.trace, self._lock_waits)
         except BaseException as exc:
             failed = StorageError("the store closed during the write") if self._ended_by_close(exc) else exc
             for plan, future, *_ in batch:

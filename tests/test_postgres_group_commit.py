@@ -265,6 +265,72 @@ async def test_a_connection_lost_mid_transaction_fails_every_append_of_it(postgr
         assert [m.content for m in await chat.transcript(run.conversation_id)] == ["one", "three"]
 
 
+def _sent_at_once_then_one_by_one(queries: list[str]) -> list[str]:
+    """The queries of a shared transaction whose appends were first sent at once, one round
+    trip for all (``_postgres_driver._pipelined``), and rolled back since one failed, then run
+    again one savepoint each: those of the second transaction."""
+    assert [queries.count(q) for q in ("BEGIN;", "ROLLBACK;", "COMMIT;")] == [2, 1, 1], queries
+    tried = queries[queries.index("BEGIN;") : queries.index("ROLLBACK;") + 1]
+    assert [q.split()[0] for q in tried] == ["BEGIN;", "SET", "WITH", "ROLLBACK;"], tried
+    again = queries.index("BEGIN;", queries.index("ROLLBACK;"))
+    return queries[again : queries.index("COMMIT;") + 1]
+
+
+async def test_queued_appends_are_sent_at_once_and_commit_together_in_order(postgres_url: str) -> None:
+    """Appends to one history queued behind its running transaction share the next one, their
+    statements sent in one round trip: ``BEGIN``, the lock wait, the statements, ``COMMIT``,
+    however many they are. Stored in queue order, each answered with its own messages."""
+    url, memory, chat, run = await _history(postgres_url)
+    async with memory:
+        queries = await log_queries(memory)
+        texts = ["one", "two", "three", "four", "five"]
+        async with _row_held(url, run.conversation_id):
+            calls = await _queued(chat, run.id, [{"role": "user", "content": t} for t in texts])
+            queries.clear()
+        results = await asyncio.wait_for(asyncio.gather(*calls), 30)
+        await pool_idle(memory)
+        sent = list(queries)
+        assert [(r[0].seq, r[0].content) for r in results] == list(enumerate(texts, start=1))
+        assert [m.content for m in await chat.transcript(run.conversation_id)] == texts
+        summary = await chat.get_conversation(run.conversation_id)
+        assert summary.message_count == 5 and summary.last_message_preview == "five"
+    # The first append is its own statement's transaction; the four queued behind it share one.
+    assert [q.split()[0].rstrip(";") for q in sent] == ["WITH", "BEGIN", "SET", "WITH", "COMMIT"], sent
+
+
+async def test_appends_sent_at_once_to_a_history_finished_meanwhile_each_fail_alone(
+    postgres_url: str,
+) -> None:
+    """Appends sent at once whose statements find their history finished (by another writer
+    while they queued) each fail with ConflictError and write nothing; an append of another
+    history queued meanwhile is stored."""
+    url, memory, chat, run = await _history(postgres_url)
+    async with memory:
+        other = await chat.start_history(run.conversation_id, model="m")
+        blocker = await asyncpg.connect(_plain(url))
+        try:
+            holding = blocker.transaction()
+            await holding.start()
+            await blocker.execute(
+                "SELECT 1 FROM chat_conversations WHERE id = $1 FOR UPDATE", run.conversation_id
+            )
+            calls = await _queued(chat, run.id, [{"role": "user", "content": t} for t in ("a", "b", "c")])
+            await blocker.execute(
+                "UPDATE chat_histories SET status = 'completed', finished_at = now() WHERE id = $1", run.id
+            )
+            elsewhere = asyncio.ensure_future(
+                chat.append_messages(other.id, [{"role": "user", "content": "d"}])
+            )
+            await holding.commit()
+        finally:
+            await blocker.close()
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
+        assert [type(r).__name__ for r in results] == ["ConflictError"] * 3, results
+        assert [m.content for m in await asyncio.wait_for(elsewhere, 30)] == ["d"]
+        assert [m.content for m in await chat.transcript(run.conversation_id)] == ["d"]
+        assert (await chat.get_conversation(run.conversation_id)).message_count == 1
+
+
 async def test_queued_appends_commit_together_in_order_and_fail_alone(postgres_url: str) -> None:
     """Appends to one history that queue while its transaction waits share the next one (one
     COMMIT), in queue order; one that fails (another principal's) fails alone and leaves
@@ -302,12 +368,12 @@ async def test_queued_appends_commit_together_in_order_and_fail_alone(postgres_u
         assert [r[0].seq for r in (results[0], results[1], results[4]) if isinstance(r, list)] == [2, 3, 4]
         summary = await chat.get_conversation(conv_id)
         assert summary.message_count == 4 and summary.last_message_preview == "three"
-    kinds = [q.split()[0].rstrip(";") for q in queries]
-    # The first append is its one statement's own transaction; the three queued behind it share one.
-    assert (kinds.count("BEGIN"), kinds.count("COMMIT")) == (1, 1), kinds
-    # Each in a savepoint, one round trip between two: the one before ended (released, or rolled
-    # back to for the refused one) and the next started.
-    shared = queries[kinds.index("BEGIN") : kinds.index("COMMIT") + 1]
+    # The first append is its one statement's own transaction; the three queued behind it are
+    # sent at once, and since the foreign one's statement answers no row, rolled back and run
+    # again in one transaction, each in a savepoint.
+    shared = _sent_at_once_then_one_by_one(queries)
+    # One round trip between two: the one before ended (released, or rolled back to for the
+    # refused one) and the next started.
     # Each gets what is left of its own lock wait, in the same round trip as its savepoint.
     assert [_LOCK_WAIT.search(q) is not None for q in shared if q.split()[0] != "WITH"] == [
         False,
@@ -384,7 +450,7 @@ async def test_failures_of_every_kind_in_one_transaction_each_roll_back_only_the
         assert all("refused row" in str(results[i]) for i in (1, 4))
         assert [r[0].seq for r in results if isinstance(r, list)] == [2, 3, 4]
         await pool_idle(memory)
-        shared = queries[queries.index("BEGIN;") : queries.index("COMMIT;") + 1]
+        shared = _sent_at_once_then_one_by_one(queries)
         after = queries[queries.index("COMMIT;") + 1 :]
         driver = memory._db._postgres
         assert driver is not None
