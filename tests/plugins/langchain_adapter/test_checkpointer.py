@@ -264,6 +264,34 @@ async def test_a_run_paused_before_its_first_model_call_and_resumed_elsewhere_ge
     )
 
 
+async def test_a_run_paused_before_its_first_model_call_right_after_one_left_running_gets_its_own_history(
+    alice: Scope,
+) -> None:
+    """As above with no run between: the state's newest stored message is the run left
+    running's, and the resumed run took that history (and closed it completed with its own
+    messages)."""
+    conv = await alice.start_conversation()
+    saver = InMemorySaver()
+    thread: RunnableConfig = {"configurable": {"thread_id": "t-1"}}
+
+    def build(*replies: str, name: str = "fake-a") -> Any:
+        model = fake(*replies, name=name)
+        return agent(alice, conv.id, model, tools=[add], checkpointer=saver, after=[ConfirmFirst()])
+
+    with pytest.raises(RuntimeError, match="after the model"):
+        await build("boom").ainvoke(user("q1"), thread)
+    assert "__interrupt__" in await build().ainvoke(user("deploy it"), thread)
+    await build("deployed", name="fake-b").ainvoke(Command(resume="yes"), thread)
+
+    left, resumed = await histories(alice, conv.id)
+    assert (left.status, [m.content for m in left.messages or []]) == ("running", ["q1", "boom"])
+    assert (resumed.status, resumed.model, [m.content for m in resumed.messages or []]) == (
+        "completed",
+        "fake-b",
+        ["deploy it", "(confirmed: yes)", "deployed"],
+    )
+
+
 async def test_a_thread_holding_only_its_stored_input_is_given_no_other_thread(alice: Scope) -> None:
     """Thread B's first turn failed at the provider, so it holds only its stored input; thread A
     then recorded a turn in the same conversation. B's next turn holds the conversation (its

@@ -144,14 +144,18 @@ class Recorder:
     async def _claim(self, thread_id: str | None, messages: Sequence[BaseMessage]) -> HistoryDetail | None:
         """The paused run's history (see ``resume``), read just now with its messages. Neither a
         sub-agent's history (its messages are not in the thread) nor one another run of the
-        thread left running (a newer run's messages follow its) is taken."""
+        thread left running (a newer run's messages, or its input, follow its) is taken."""
         if thread_id is None:
             return None
         seen = self._seen
         history_of = dict(zip((m.id for m in seen.messages), seen.histories, strict=True))
-        newest = next((history_of[m.id] for m in reversed(messages) if m.id in history_of), None)
-        if newest is None:
+        at = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].id in history_of), None)
+        if at is None or any(isinstance(m, HumanMessage) for m in messages[at + 1 :]):
+            # Nothing stored, or an input stored nowhere after the newest stored message: the
+            # paused run began after it and stored nothing yet (paused before its first model
+            # call); that message's history is an older run's.
             return None
+        newest = history_of[messages[at].id]
         try:
             paused = await self.chat.get_history(newest)
         except HistoryNotFound:
