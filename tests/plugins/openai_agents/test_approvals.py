@@ -13,10 +13,12 @@ import gc
 from typing import Any
 
 import pytest
-from agents import Agent, ModelSettings, Runner, RunState, SQLiteSession, function_tool
+from agents import Agent, HostedMCPTool, ModelSettings, Runner, RunState, SQLiteSession, function_tool
 from agents.testing import ModelCall, ModelStep, assistant_message, function_call
 from chatmemory_openai_agents import ChatMemorySession
 from chatmemory_openai_agents._record import UNCLOSED
+from openai.types.responses.response_output_item import McpApprovalRequest
+from openai.types.responses.tool_param import Mcp
 
 from chatmemory import Conversation
 from chatmemory.scope import Scope
@@ -324,4 +326,56 @@ async def test_a_run_resumed_again_for_a_call_left_undecided_carries_on_in_its_h
         "tool",
         "tool",
         "assistant",
+    ]
+
+
+def hosted() -> Agent[Any]:
+    """An agent whose hosted MCP server asks for approval of every call (no
+    ``on_approval_request`` hook): its first request stops the run for the caller to decide."""
+    server = HostedMCPTool(
+        tool_config=Mcp(
+            type="mcp", server_label="files", server_url="https://mcp.invalid", require_approval="always"
+        )
+    )
+    request = McpApprovalRequest(
+        id="mcpr-1",
+        arguments='{"path": "a.txt"}',
+        name="delete_file",
+        server_label="files",
+        type="mcp_approval_request",
+    )
+    steps = [[request], [assistant_message("Done.")]]
+    return make_agent("files", NamedModel("files-model", steps), tools=[server])
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+@pytest.mark.parametrize("wiring", ["run", "run+hooks", "session.run"])
+async def test_a_run_resumed_after_a_hosted_mcp_approval_carries_on_in_its_history(
+    wiring: str, decision: str, alice: Scope, conversation: Conversation
+) -> None:
+    """A hosted MCP server's approval request (an item with an ``id``, answered by an
+    ``mcp_approval_response`` naming it, where function calls have a ``call_id``) stops the run
+    as a function tool's does: the run resumed after the decision carries on in its history,
+    through another session object too, and nothing closes the paused run meanwhile."""
+    agent = hosted()
+    first = await drive(wiring, ChatMemorySession(alice, conversation.id), agent, "Delete a.txt")
+    assert [type(i.raw_item).__name__ for i in first.interruptions] == ["McpApprovalRequest"]
+    state = first.to_state()
+    getattr(state, decision)(first.interruptions[0])
+    del first
+    gc.collect()
+    session = ChatMemorySession(alice, conversation.id)  # a session object per request
+    resumed = await drive(wiring, session, agent, state)
+    assert resumed.final_output == "Done."
+
+    baseline = SQLiteSession("baseline")
+    theirs = hosted()
+    paused = await Runner.run(theirs, "Delete a.txt", session=baseline)
+    state = paused.to_state()
+    getattr(state, decision)(paused.interruptions[0])
+    await Runner.run(theirs, state, session=baseline)
+    assert await session.get_items() == await baseline.get_items()
+    found = (await alice.get_conversation(conversation.id, messages=True)).histories
+    assert [(h.status, h.error, [m.role for m in h.messages or []]) for h in found] == [
+        ("completed", None, ["user", "assistant", "tool", "assistant"])
     ]

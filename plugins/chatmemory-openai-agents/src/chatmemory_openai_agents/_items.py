@@ -63,6 +63,20 @@ def role_of(item: Mapping[str, Any]) -> Role:
     return "assistant"
 
 
+def call_of(item: Mapping[str, Any]) -> str | None:
+    """The id of the tool call an item makes or answers (its ``call_id``); a hosted MCP
+    server's approval request is known by its ``id``, which its response names in
+    ``approval_request_id``."""
+    kind = item.get("type")
+    if kind == "mcp_approval_request":
+        call = item.get("id")
+    elif kind == "mcp_approval_response":
+        call = item.get("approval_request_id")
+    else:
+        call = item.get("call_id")
+    return call if isinstance(call, str) else None
+
+
 def content_of(item: Mapping[str, Any]) -> str | list[ContentPart]:
     """The neutral content of an item: plain text, or content parts."""
     kind = item.get("type")

@@ -31,6 +31,7 @@ from chatmemory.scope import Scope
 from chatmemory_openai_agents import _open_runs as open_runs
 from chatmemory_openai_agents._items import (
     NATIVE_FORMAT,
+    call_of,
     content_of,
     ends_on_answer,
     item_identity,
@@ -462,8 +463,8 @@ def answers(items: Sequence[TResponseInputItem]) -> set[str]:
     calls resumes one that stopped for their approval."""
     calls: set[str] = set()
     for item in items:
-        call = item.get("call_id")
-        if role_of(item) != "tool" or not isinstance(call, str):
+        call = call_of(item)
+        if role_of(item) != "tool" or call is None:
             break
         calls.add(call)
     return calls
@@ -490,10 +491,10 @@ def left_behind(history: History) -> bool:
 def _track_calls(open_calls: set[str], items: Sequence[Mapping[str, Any]]) -> set[str]:
     """Update ``open_calls`` (the ids of tool calls without their output) with ``items``."""
     for item in items:
-        call = item.get("call_id")
-        if isinstance(call, str) and role_of(item) == "tool":
+        call = call_of(item)
+        if call is not None and role_of(item) == "tool":
             open_calls.discard(call)
-        elif isinstance(call, str):
+        elif call is not None:
             open_calls.add(call)
     return open_calls
 
