@@ -24,6 +24,8 @@ from chatmemory_adk import ChatMemorySessionService, ProvenancePlugin
 from chatmemory_adk.service import CANCELLED, UNCLOSED
 from google.adk.agents import LlmAgent
 from google.adk.apps import App
+from google.adk.events.event import Event
+from google.adk.events.event_actions import EventActions, EventCompaction
 from google.adk.runners import Runner
 from google.genai import types
 
@@ -208,3 +210,21 @@ async def test_an_invocation_of_a_process_still_running_is_left_to_it(
     finally:
         child.kill()
         child.wait(timeout=60)
+
+
+async def test_a_compaction_event_is_a_completed_history_of_its_own(memory: ChatMemory) -> None:
+    """ADK appends a compaction (a summary of earlier events) as an event of a fresh invocation
+    authored by ``user``: it is complete once stored, and the turn before it is closed."""
+    service = await session(memory)
+    await run_turn(service, "m", "s", "hello")
+    stored = await service.get_session(app_name=APP, user_id=USER, session_id="s")
+    assert stored is not None
+    summary = EventCompaction(
+        start_timestamp=stored.events[0].timestamp,
+        end_timestamp=stored.events[-1].timestamp,
+        compacted_content=types.Content(role="model", parts=[types.Part(text="they said hello")]),
+    )
+    compaction = Event(author="user", invocation_id=Event.new_id(), actions=EventActions(compaction=summary))
+    await service.append_event(stored, compaction)
+    await run_turn(service, "m", "s", "hello again")
+    assert await statuses(memory) == [("completed", None), ("completed", None), ("running", None)]

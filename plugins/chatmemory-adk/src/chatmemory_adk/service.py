@@ -368,6 +368,11 @@ class ChatMemorySessionService(BaseSessionService):
         run.add_usage(stored[0].usage)
         if started and session.events and session.events[-1].invocation_id != event.invocation_id:
             await self._close_previous(chat, cid, session.events[-1], run.history_id)
+        if started and event.actions and event.actions.compaction:
+            # A compaction (ADK's summary of earlier events) is an invocation of one event.
+            self._runs.pop((cid, event.invocation_id))
+            with contextlib.suppress(ConflictError, NotFoundError):
+                await chat.finish_history(run.history_id, status="completed", usage=run.usage or None)
         return f"{generation}:{stored[0].seq}"
 
     # -- provenance --------------------------------------------------------------------------
