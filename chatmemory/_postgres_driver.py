@@ -224,14 +224,31 @@ _NEXT_SAVEPOINT = "RELEASE SAVEPOINT plan; SAVEPOINT plan"
 _UNDO_SAVEPOINT = "ROLLBACK TO SAVEPOINT plan"
 # A queued write that waited longer than this already runs with the rest of its lock wait.
 _LATE = 0.05
+# Seconds after a group sent at once met a stored key during which keyed groups are not.
+_KEYS_TAKEN_QUIET = 1.0
 
 
 class _LockWaits:
     """When a write last failed on a lock held elsewhere (``time.monotonic()``), for the floor
-    of ``wait``."""
+    of ``wait``; and when a group's statements sent at once last met a stored key, for
+    ``send_keyed``."""
 
     def __init__(self) -> None:
         self.failed_at = float("-inf")
+        self.key_taken_at = float("-inf")
+
+    def failed(self, exc: BaseException) -> None:
+        """Note why statements sent at once failed."""
+        if isinstance(exc, asyncpg.LockNotAvailableError):
+            self.failed_at = time.monotonic()
+        elif isinstance(exc, asyncpg.UniqueViolationError) and exc.constraint_name == KEY_INDEX:
+            self.key_taken_at = time.monotonic()
+
+    def send_keyed(self) -> bool:
+        """Whether appends with keys they did not look up may be sent at once: not within a
+        second of one meeting a stored key (callers sending again what was stored), when such
+        a group would mostly fail and run again one savepoint each."""
+        return time.monotonic() - self.key_taken_at > _KEYS_TAKEN_QUIET
 
     def wait(self, deadline: float) -> str:
         """The command giving the write whose lock waits end at ``deadline`` the rest of its
@@ -304,9 +321,10 @@ async def _commit_together(
     once it has committed, with their results (those whose write failed are answered already).
 
     Writes that are each one statement ``alone`` (it writes nothing where its plan fails), of
-    one text, answering one row each (an append), are sent at once: ``BEGIN``, the lock wait,
-    every statement in one round trip (asyncpg's ``fetchmany`` pipelines a statement over many
-    parameter sets) and ``COMMIT``, whatever their number. Their plans are given their rows
+    one text, answering one row each (an append), are sent at once: ``BEGIN`` with the lock
+    wait, every statement in one round trip (asyncpg's ``fetchmany`` pipelines a statement over
+    many parameter sets) and ``COMMIT``, whatever their number (not those with keys just after
+    some met a stored key, see ``_LockWaits.send_keyed``). Their plans are given their rows
     only once every statement ran, so where one fails or answers no row (the transaction is
     then rolled back whole) the writes run again one savepoint each
     (``_each_in_a_savepoint``), where each fails alone, from the statements they began with.
@@ -323,7 +341,12 @@ async def _commit_together(
             plan.close()
             future.set_exception(exc)
     stmts = [stmt for _, stmt in started]
-    if len(stmts) > 1 and all(_sent_together(stmt, stmts[0]) for stmt in stmts):
+    keyed = any(stmt.unread_keys for stmt in stmts)
+    if (
+        len(stmts) > 1
+        and all(_sent_together(s, stmts[0]) for s in stmts)
+        and (not keyed or lock_waits.send_keyed())
+    ):
         together = await _pipelined(connection, started, trace, lock_waits)
         if together is not None:
             return answered + together
@@ -347,11 +370,10 @@ async def _pipelined(
     ``None`` if their statements failed or did not answer a row each (rolled back, nothing
     given to the plans)."""
     sql = started[0][1].sql
-    transaction = connection.transaction()
-    await transaction.start()
+    # ``BEGIN`` and the lock wait in one round trip, as a savepoint and its lock wait are.
+    await connection.execute(f"BEGIN; {lock_waits.wait(min(queued[3] for queued, _ in started))}")
     try:
         try:
-            await connection.execute(lock_waits.wait(min(queued[3] for queued, _ in started)))
             for _, stmt in started:
                 if trace is not None:
                     trace(stmt)
@@ -363,9 +385,10 @@ async def _pipelined(
             if len(rows) != len(started):
                 raise _Uneven
         except Exception as exc:
-            if isinstance(exc, asyncpg.LockNotAvailableError):
-                lock_waits.failed_at = time.monotonic()
-            await transaction.rollback()
+            # Always rolled back: asyncpg leaves the statements before one it could not encode
+            # run, not failed.
+            lock_waits.failed(exc)
+            await connection.execute("ROLLBACK")
             return None
         answered = []
         for ((plan, future, *_), _), row in zip(started, rows, strict=True):
@@ -381,9 +404,9 @@ async def _pipelined(
                 plan.close()
     except BaseException:
         with contextlib.suppress(Exception):
-            await transaction.rollback()
+            await connection.execute("ROLLBACK")
         raise
-    await transaction.commit()
+    await connection.execute("COMMIT")
     return answered
 
 

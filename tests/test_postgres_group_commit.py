@@ -199,6 +199,37 @@ async def test_queued_appends_of_one_key_store_it_once(postgres_url: str) -> Non
         assert [r[0].seq for r in results] == [1, 2, 2, 3]
 
 
+async def test_keyed_appends_are_not_sent_at_once_right_after_some_met_a_stored_key(
+    postgres_url: str,
+) -> None:
+    """Callers sending again what was stored (an idempotent retry) make a group sent at once
+    fail and run again one savepoint each; for a second after, groups with keys go one
+    savepoint each at once, while groups without keys are still sent at once."""
+    url, memory, chat, run = await _history(postgres_url)
+    async with memory:
+        queries = await log_queries(memory)
+
+        async def group(messages: list[dict[str, Any]]) -> list[str]:
+            queries.clear()
+            async with _row_held(url, run.conversation_id):
+                calls = await _queued(chat, run.id, [{"role": "user", "content": "first"}, *messages])
+            await asyncio.wait_for(asyncio.gather(*calls), 30)
+            await pool_idle(memory)
+            return list(queries)
+
+        def started(sent: list[str]) -> list[str]:  # what began each transaction, or savepoint
+            return [_LOCK_WAIT.sub("", q) for q in sent if q.startswith(("BEGIN", "SAVEPOINT"))]
+
+        retried = await group([{"role": "user", "content": "k", "key": "k"}] * 2)
+        assert "ROLLBACK" in retried and started(retried) == ["BEGIN", "BEGIN;", "SAVEPOINT plan"], retried
+        keyed = await group([{"role": "user", "content": t, "key": t} for t in ("k2", "k3")])
+        assert "ROLLBACK" not in keyed and started(keyed) == ["BEGIN;", "SAVEPOINT plan"], keyed
+        plain = await group([{"role": "user", "content": t} for t in ("a", "b")])
+        assert "ROLLBACK" not in plain and started(plain) == ["BEGIN"], plain
+        contents = [m.content for m in await chat.transcript(run.conversation_id)]
+        assert contents == ["first", "k", "first", "k2", "k3", "first", "a", "b"]
+
+
 async def test_closing_the_store_while_appends_queue_answers_every_caller(postgres_url: str) -> None:
     """Closing the store while appends to one history wait and queue behind each other answers
     every caller: each is stored and answered, or fails with StorageError and is not stored."""
@@ -269,16 +300,21 @@ def _sent_at_once_then_one_by_one(queries: list[str]) -> list[str]:
     """The queries of a shared transaction whose appends were first sent at once, one round
     trip for all (``_postgres_driver._pipelined``), and rolled back since one failed, then run
     again one savepoint each: those of the second transaction."""
-    assert [queries.count(q) for q in ("BEGIN;", "ROLLBACK;", "COMMIT;")] == [2, 1, 1], queries
-    tried = queries[queries.index("BEGIN;") : queries.index("ROLLBACK;") + 1]
-    assert [q.split()[0] for q in tried] == ["BEGIN;", "SET", "WITH", "ROLLBACK;"], tried
-    again = queries.index("BEGIN;", queries.index("ROLLBACK;"))
+    tried = queries.index("ROLLBACK")
+    assert [_LOCK_WAIT.sub("", q).split()[0] for q in queries[tried - 2 : tried + 1]] == [
+        "BEGIN",
+        "WITH",
+        "ROLLBACK",
+    ], queries
+    assert _LOCK_WAIT.search(queries[tried - 2]) is not None  # with BEGIN, in its round trip
+    again = queries.index("BEGIN;", tried)
+    assert queries.count("COMMIT;") == 1 and "COMMIT" not in queries, queries
     return queries[again : queries.index("COMMIT;") + 1]
 
 
 async def test_queued_appends_are_sent_at_once_and_commit_together_in_order(postgres_url: str) -> None:
     """Appends to one history queued behind its running transaction share the next one, their
-    statements sent in one round trip: ``BEGIN``, the lock wait, the statements, ``COMMIT``,
+    statements sent in one round trip: ``BEGIN`` with the lock wait, the statements, ``COMMIT``,
     however many they are. Stored in queue order, each answered with its own messages."""
     url, memory, chat, run = await _history(postgres_url)
     async with memory:
@@ -295,7 +331,12 @@ async def test_queued_appends_are_sent_at_once_and_commit_together_in_order(post
         summary = await chat.get_conversation(run.conversation_id)
         assert summary.message_count == 5 and summary.last_message_preview == "five"
     # The first append is its own statement's transaction; the four queued behind it share one.
-    assert [q.split()[0].rstrip(";") for q in sent] == ["WITH", "BEGIN", "SET", "WITH", "COMMIT"], sent
+    assert [_LOCK_WAIT.sub("", q) if q.startswith("BEGIN") else q.split()[0] for q in sent] == [
+        "WITH",
+        "BEGIN",
+        "WITH",
+        "COMMIT",
+    ], sent
 
 
 async def test_appends_sent_at_once_to_a_history_finished_meanwhile_each_fail_alone(
