@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from chatmemory import Principal
@@ -127,33 +126,3 @@ class ModelCalls:
             if invocation == invocation_id and called == model and prompt:
                 return [prompt]
         return None
-
-
-class Announced:
-    """Invocations that ``ProvenancePlugin`` announced in this process, and whether each may
-    still report its end: its ``InvocationContext``, held weakly, lives as long as the runner's
-    generator that would call the plugin does. One registry for every service object of the
-    process, bounded (``size``)."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self._contexts: Recent[str, weakref.ref[Any] | Literal[True]] = Recent(size)  # True: reported
-
-    def announce(self, invocation_id: str, context: object) -> None:
-        self._contexts.set(invocation_id, weakref.ref(context))
-
-    def reported(self, invocation_id: str) -> None:
-        self._contexts.set(invocation_id, True)
-
-    def state(self, invocation_id: str) -> Literal["reported", "reporting", "gone"] | None:
-        """``"reported"`` once its end was reported, ``"reporting"`` while it can still be,
-        ``"gone"`` once it cannot (its context was freed without a report: cancelled), ``None``
-        if not announced (or forgotten)."""
-        context = self._contexts.get(invocation_id)
-        if context is None:
-            return None
-        if context is True:
-            return "reported"
-        return "reporting" if context() is not None else "gone"
-
-
-ANNOUNCED = Announced()

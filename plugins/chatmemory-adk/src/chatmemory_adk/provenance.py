@@ -47,10 +47,6 @@ class ProvenancePlugin(BasePlugin):
             )
         return None
 
-    async def before_run_callback(self, *, invocation_context: InvocationContext) -> types.Content | None:
-        self._service.announce(invocation_context.invocation_id, invocation_context)
-        return None
-
     async def after_run_callback(self, *, invocation_context: InvocationContext) -> None:
         await self._service.finish_invocation(invocation_context.invocation_id)
 

@@ -28,18 +28,17 @@ from chatmemory import (
     ChatMemory,
     ConflictError,
     ConversationNotFound,
-    History,
     Message,
     NotFoundError,
     Scope,
 )
 from chatmemory.loops import AnyLoopLock
 from chatmemory.mirror import Mirrors
-from chatmemory.recording import ABANDONED, abandoned, fitted, model_label, recorded_here, recorder_metadata
+from chatmemory.recording import fitted, model_label, recorder_metadata
 from chatmemory_adk import _layout as layout
 from chatmemory_adk._events import event_time, to_event, to_message
 from chatmemory_adk._revisions import adk_error, revision
-from chatmemory_adk._runs import ANNOUNCED, KeyedLocks, ModelCalls, Recent, Run, to_the_end
+from chatmemory_adk._runs import KeyedLocks, ModelCalls, Recent, Run, to_the_end
 
 __all__ = ["DEFAULT_MODEL", "ChatMemorySessionService"]
 
@@ -55,14 +54,15 @@ _GENERATION_TRIES = 5
 _PAGE = 1000
 # How many times a listing is read when changes commit while it is read (see ``list_sessions``).
 _PASSES = 3
+# How many of a session's newest messages are searched for the event the previous invocation
+# stored last (compactions and rewinds may come after it).
+_LOOK_BACK = 8
 
 UNCLOSED = (
     "the invocation ended without a final response and without reporting its end: "
     "it raised, was cancelled, or its process stopped"
 )
 """The error of an invocation closed by the session's next one, its end never reported."""
-CANCELLED = "CancelledError: the task running the agent was cancelled"
-"""The error of an invocation ``ProvenancePlugin`` announced and that ended without a report."""
 
 
 class ChatMemorySessionService(BaseSessionService):
@@ -366,13 +366,8 @@ class ChatMemorySessionService(BaseSessionService):
             return None
         self._mirrors.wrote(cid, 1)  # the next read of the session asks for one message more
         run.add_usage(stored[0].usage)
-        if started and session.events and session.events[-1].invocation_id != event.invocation_id:
-            await self._close_previous(chat, cid, session.events[-1], run.history_id)
-        if started and event.actions and event.actions.compaction:
-            # A compaction (ADK's summary of earlier events) is an invocation of one event.
-            self._runs.pop((cid, event.invocation_id))
-            with contextlib.suppress(ConflictError, NotFoundError):
-                await chat.finish_history(run.history_id, status="completed", usage=run.usage or None)
+        if started:
+            await self._closing(chat, cid, session.events, event, run)
         return f"{generation}:{stored[0].seq}"
 
     # -- provenance --------------------------------------------------------------------------
@@ -387,12 +382,6 @@ class ChatMemorySessionService(BaseSessionService):
         the model and the system prompt.
         """
         self._calls.note(invocation_id, agent_name, model, system_prompt)
-
-    def announce(self, invocation_id: str, context: object) -> None:
-        """Note that ``ProvenancePlugin`` will report the end of ``invocation_id`` while
-        ``context`` (its ``InvocationContext``, held weakly) lives. The session's next
-        invocation leaves its history to that report (see ``_close_previous``)."""
-        ANNOUNCED.announce(invocation_id, context)
 
     async def finish_invocation(
         self,
@@ -409,7 +398,6 @@ class ChatMemorySessionService(BaseSessionService):
         memory = await self._store()
         if error is not None:  # within a store opened with a lower content limit too
             error = error[: memory.limits.content]
-        ANNOUNCED.reported(invocation_id)
         for run in self._runs.pop_where(lambda key: key[1] == invocation_id):
             with contextlib.suppress(ConflictError, NotFoundError):  # already closed, or deleted
                 await memory.scoped(run.principal).finish_history(
@@ -454,58 +442,62 @@ class ChatMemorySessionService(BaseSessionService):
         self._runs.set(key, run)
         return run, started
 
-    async def _close_previous(self, chat: Scope, cid: UUID, last: Event, current: UUID) -> None:
-        """Close the history of the session's previous invocation, whose event ``last`` was the
-        session's newest before the current invocation (history ``current``) wrote its first,
-        if it is still ``running`` and its end can no longer be reported.
-
-        ADK runs a session's invocations one after another (an invocation writing through a
-        session another one has since written to is refused as stale), so a new invocation
-        means the previous one is over. Its end is left to be reported when it still can be:
-        announced by ``ProvenancePlugin`` in this process and its context still alive (a
-        consumer that left the event loop at the final response closes the runner's generator
-        only later), or recorded by another process that still runs, or on another host. Else
-        it is closed ``completed`` when ``last`` is a final response, else ``failed``
-        (``cancelled`` when announced and never reported). Never fails the current write.
-        """
+    async def _closing(self, chat: Scope, cid: UUID, events: Sequence[Event], event: Event, run: Run) -> None:
+        """After the first event this service stored of an invocation (history ``run``): close
+        the history left open before it, and the history of a compaction or a rewind (ADK's
+        bookkeeping, an invocation of one event) at once. Never fails the write, stored already."""
         try:
-            announced = ANNOUNCED.state(last.invocation_id)
-            if announced in ("reported", "reporting"):
-                return
-            run = self._runs.get((cid, last.invocation_id))
-            history: History | None = None
-            if run is not None:
-                history_id = run.history_id
+            if not _bookkeeping(event):
+                await self._close_previous(chat, cid, events, event.invocation_id, run.history_id)
             else:
-                newest = await chat.list_messages(conversation_id=cid, newest_first=True, limit=2)
-                previous = [m.history_id for m in newest.items if m.history_id != current]
-                if not previous:
-                    return
-                history_id = previous[0]
-                history = await chat.get_history(history_id, messages=False)
-                if history.status != "running":
-                    return
-            error: str | None = None
-            if history is not None and not recorded_here(history) and "host" in (history.metadata or {}):
-                if not abandoned(history, framework=layout.FRAMEWORK):
-                    return  # another process's, still running or on another host: it may report
-                error = ABANDONED
-            status: Literal["completed", "failed", "cancelled"] = "failed"
-            if last.error_code or last.error_message:  # ADK's record of what stopped the run
-                error = f"{last.error_code or 'error'}: {last.error_message or ''}"[: chat.limits.content]
-            elif last.author != "user" and last.is_final_response():
-                status, error = "completed", None
-            elif announced == "gone":
-                status, error = "cancelled", CANCELLED
-            else:
-                error = error or UNCLOSED
-            self._runs.pop((cid, last.invocation_id))
-            ANNOUNCED.reported(last.invocation_id)
-            usage = (run.usage or None) if run is not None else None
-            with contextlib.suppress(ConflictError, NotFoundError):  # closed meanwhile, or deleted
-                await chat.finish_history(history_id, status=status, usage=usage, error=error)
+                self._runs.pop((cid, event.invocation_id))
+                with contextlib.suppress(ConflictError, NotFoundError):
+                    await chat.finish_history(run.history_id, status="completed", usage=run.usage or None)
         except Exception:
-            _log.exception("could not close the previous invocation's history in session %s", cid)
+            _log.exception("could not close a history of session %s", cid)
+
+    async def _close_previous(
+        self, chat: Scope, cid: UUID, events: Sequence[Event], invocation_id: str, current: UUID
+    ) -> None:
+        """Close the history holding the session's newest event (``events``, ADK's bookkeeping
+        left out), of an invocation before ``invocation_id``, if it is still ``running``;
+        ``current`` is the history this service object just started.
+
+        ADK runs a session's invocations one after another: once an invocation's first event is
+        stored, one writing through a session read before it is refused as stale, so the one
+        before it can store no more. It is closed ``completed`` when its last event is a final
+        response, ``failed`` with ADK's record of the error when that is its last event, else
+        ``failed`` (``UNCLOSED``). An end ``ProvenancePlugin`` reports after that finds it closed.
+        """
+        last = next((e for e in reversed(events) if not _bookkeeping(e)), None)
+        if last is None or last.invocation_id == invocation_id:
+            # Nothing before, or the same invocation recorded elsewhere (resumed through another
+            # service object, or continued by one beside this one): left to that recorder.
+            return
+        run = self._runs.get((cid, last.invocation_id))
+        if run is not None and run.history_id != current:
+            history_id = run.history_id
+        else:
+            run = None
+            page = await chat.list_messages(conversation_id=cid, newest_first=True, limit=_LOOK_BACK)
+            mark = f"{last.id[:200]}#"
+            found = [m.history_id for m in page.items if (m.key or "").startswith(mark)]
+            if not found or found[0] == current:
+                return
+            history_id = found[0]
+        error: str | None = None
+        status: Literal["completed", "failed"] = "failed"
+        if last.error_code or last.error_message:  # ADK's record of what stopped the run
+            error = f"{last.error_code or 'error'}: {last.error_message or ''}"[: chat.limits.content]
+        elif last.author != "user" and last.is_final_response():
+            status = "completed"
+        else:
+            error = UNCLOSED
+        if run is not None:
+            self._runs.pop((cid, last.invocation_id))
+        usage = (run.usage or None) if run is not None else None
+        with contextlib.suppress(ConflictError, NotFoundError):  # closed already, or deleted
+            await chat.finish_history(history_id, status=status, usage=usage, error=error)
 
     async def _ensure_state_docs(
         self, memory: ChatMemory, app_name: str, user_id: str, now: datetime
@@ -538,6 +530,14 @@ async def _list_pass(
         if not page.has_more:
             return pages
         cursor = page.next_cursor
+
+
+def _bookkeeping(event: Event) -> bool:
+    """Whether ``event`` is ADK's bookkeeping rather than a step of an invocation: a compaction
+    (a summary of earlier events) or a rewind, each appended as an invocation of its own, a
+    compaction within another invocation too."""
+    actions = event.actions
+    return bool(actions and (actions.compaction or actions.rewind_before_invocation_id))
 
 
 def _holds(session: Session, event: Event) -> bool:
