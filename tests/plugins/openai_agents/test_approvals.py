@@ -10,6 +10,7 @@ session), run against ``ChatMemorySession`` on both backends and compared with t
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -44,9 +45,10 @@ async def stopped_for_approval(wiring: str, session: Any, agent: Agent[Any]) -> 
     return first
 
 
-async def expected_items(decision: str) -> list[Any]:
+async def expected_items(decision: str, make: Callable[[], Agent[Any]] = guarded) -> list[Any]:
+    """The items the SDK's own store holds after the run stopped for approval and resumed."""
     baseline = SQLiteSession("baseline")
-    agent = guarded()
+    agent = make()
     first = await Runner.run(agent, "Delete a.txt", session=baseline)
     state = first.to_state()
     getattr(state, decision)(first.interruptions[0])
@@ -368,13 +370,7 @@ async def test_a_run_resumed_after_a_hosted_mcp_approval_carries_on_in_its_histo
     resumed = await drive(wiring, session, agent, state)
     assert resumed.final_output == "Done."
 
-    baseline = SQLiteSession("baseline")
-    theirs = hosted()
-    paused = await Runner.run(theirs, "Delete a.txt", session=baseline)
-    state = paused.to_state()
-    getattr(state, decision)(paused.interruptions[0])
-    await Runner.run(theirs, state, session=baseline)
-    assert await session.get_items() == await baseline.get_items()
+    assert await session.get_items() == await expected_items(decision, hosted)
     found = (await alice.get_conversation(conversation.id, messages=True)).histories
     assert [(h.status, h.error, [m.role for m in h.messages or []]) for h in found] == [
         ("completed", None, ["user", "assistant", "tool", "assistant"])
