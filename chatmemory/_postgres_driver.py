@@ -238,7 +238,7 @@ class _LockWaits:
         self.key_taken_at = float("-inf")
 
     def failed(self, exc: BaseException) -> None:
-        """Note why statements sent at once failed."""
+        """Note why a write failed."""
         if isinstance(exc, asyncpg.LockNotAvailableError):
             self.failed_at = time.monotonic()
         elif isinstance(exc, asyncpg.UniqueViolationError) and exc.constraint_name == KEY_INDEX:
@@ -295,8 +295,7 @@ async def _each_in_a_savepoint(
         try:
             result = await _drive_in_savepoint(connection, plan, fallback, trace)
         except Exception as exc:
-            if isinstance(exc, asyncpg.LockNotAvailableError):
-                lock_waits.failed_at = time.monotonic()
+            lock_waits.failed(exc)
             future.set_exception(exc)
             before = _UNDO_SAVEPOINT
         else:

@@ -58,11 +58,16 @@ def to_message(event: Event, *, model: str | None) -> NewMessage:
         "model": model_label(model) if role == "assistant" else None,
         "usage": _usage(event.usage_metadata) if role == "assistant" else None,
         "metadata": {"author": event.author, "invocation_id": event.invocation_id},
-        "key": f"{event.id[:200]}#{digest}",
+        "key": f"{key_prefix(event.id)}{digest}",
     }
     # ADK's own database service stores events in exactly this form; a float JSON cannot hold
     # (a logprob of -inf from an OpenAI-compatible model), which it keeps on SQLite, as null.
     return native_message(fields, NATIVE_FORMAT, data)
+
+
+def key_prefix(event_id: str) -> str:
+    """How the keys of the messages recording the event ``event_id`` begin."""
+    return f"{event_id[:200]}#"
 
 
 def to_event(message: Message) -> Event | None:

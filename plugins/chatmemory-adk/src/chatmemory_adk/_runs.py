@@ -101,6 +101,8 @@ class Run:
     model: str
     principal: Principal
     usage: dict[str, int] = field(default_factory=dict)
+    ended: bool = False
+    """Closed: by its reported end, or by the session's next invocation."""
 
     def add_usage(self, usage: Mapping[str, Any] | None) -> None:
         for name, count in (usage or {}).items():

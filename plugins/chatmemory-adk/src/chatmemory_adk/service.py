@@ -24,19 +24,12 @@ from google.adk.sessions.base_session_service import (
 from google.adk.sessions.session import Session
 from typing_extensions import override
 
-from chatmemory import (
-    ChatMemory,
-    ConflictError,
-    ConversationNotFound,
-    Message,
-    NotFoundError,
-    Scope,
-)
+from chatmemory import ChatMemory, ConflictError, ConversationNotFound, Message, NotFoundError, Scope
 from chatmemory.loops import AnyLoopLock
 from chatmemory.mirror import Mirrors
 from chatmemory.recording import fitted, model_label, recorder_metadata
 from chatmemory_adk import _layout as layout
-from chatmemory_adk._events import event_time, to_event, to_message
+from chatmemory_adk._events import event_time, key_prefix, to_event, to_message
 from chatmemory_adk._revisions import adk_error, revision
 from chatmemory_adk._runs import KeyedLocks, ModelCalls, Recent, Run, to_the_end
 
@@ -398,11 +391,16 @@ class ChatMemorySessionService(BaseSessionService):
         memory = await self._store()
         if error is not None:  # within a store opened with a lower content limit too
             error = error[: memory.limits.content]
-        for run in self._runs.pop_where(lambda key: key[1] == invocation_id):
+        for key, run in self._runs.items():
+            if key[1] != invocation_id or run.ended:
+                continue
             with contextlib.suppress(ConflictError, NotFoundError):  # already closed, or deleted
                 await memory.scoped(run.principal).finish_history(
                     run.history_id, status=status, usage=run.usage or None, error=error
                 )
+            # Kept, so the next invocation need not look for it; only once written: a write cut
+            # off (an event loop shutting down) leaves it to the next invocation to close.
+            run.ended = True
 
     # -- internals -------------------------------------------------------------------------
 
@@ -417,8 +415,8 @@ class ChatMemorySessionService(BaseSessionService):
         """
         key = (cid, invocation_id)
         run = self._runs.get(key)
-        started = run is None
-        if run is None:
+        started = run is None or run.ended
+        if run is None or run.ended:
             try:
                 history = await chat.start_history(
                     cid,
@@ -450,7 +448,7 @@ class ChatMemorySessionService(BaseSessionService):
             if not _bookkeeping(event):
                 await self._close_previous(chat, cid, events, event.invocation_id, run.history_id)
             else:
-                self._runs.pop((cid, event.invocation_id))
+                run.ended = True
                 with contextlib.suppress(ConflictError, NotFoundError):
                     await chat.finish_history(run.history_id, status="completed", usage=run.usage or None)
         except Exception:
@@ -475,12 +473,14 @@ class ChatMemorySessionService(BaseSessionService):
             # service object, or continued by one beside this one): left to that recorder.
             return
         run = self._runs.get((cid, last.invocation_id))
+        if run is not None and run.ended:
+            return
         if run is not None and run.history_id != current:
             history_id = run.history_id
         else:
             run = None
             page = await chat.list_messages(conversation_id=cid, newest_first=True, limit=_LOOK_BACK)
-            mark = f"{last.id[:200]}#"
+            mark = key_prefix(last.id)
             found = [m.history_id for m in page.items if (m.key or "").startswith(mark)]
             if not found or found[0] == current:
                 return
@@ -494,7 +494,7 @@ class ChatMemorySessionService(BaseSessionService):
         else:
             error = UNCLOSED
         if run is not None:
-            self._runs.pop((cid, last.invocation_id))
+            run.ended = True
         usage = (run.usage or None) if run is not None else None
         with contextlib.suppress(ConflictError, NotFoundError):  # closed already, or deleted
             await chat.finish_history(history_id, status=status, usage=usage, error=error)

@@ -94,7 +94,7 @@ def content_of(item: Mapping[str, Any]) -> str | list[ContentPart]:
         return [ReasoningPart(text="\n".join(t for t in texts if t))]
     if kind == "mcp_approval_response":
         verdict = "approved" if item.get("approve") else "denied"
-        return [ToolResultPart(call_id=str(item.get("approval_request_id", "")), content=verdict)]
+        return [ToolResultPart(call_id=call_of(item) or "", content=verdict)]
     if role_of(item) == "tool":
         call_id = item.get("call_id") or item.get("id") or ""
         return [ToolResultPart(call_id=str(call_id), content=_output_text(item.get("output")))]
